@@ -1,0 +1,1 @@
+"""The gamesdk demo game: two-player Pong over the SDK."""

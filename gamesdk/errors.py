@@ -1,0 +1,58 @@
+"""Error types shared by every gamesdk layer.
+
+Errors say whose fault it is and what to answer: ``LocalProtocolError`` when the API is misused,
+``RemoteProtocolError`` when the peer sent something wrong. Both carry ``status_hint``, the SIP status a
+server answers with (400 bad message, 488 SDP not acceptable, 580 precondition failure, ...).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GameSdkError",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "SdpError",
+    "NegotiationError",
+]
+
+
+class GameSdkError(Exception):
+    """Base class of every exception raised by gamesdk."""
+
+
+class ProtocolError(GameSdkError):
+    """A protocol rule was broken. ``status_hint`` is the SIP status to answer with."""
+
+    def __init__(self, message: str, status_hint: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_hint = status_hint
+
+
+class LocalProtocolError(ProtocolError):
+    """The caller of the API broke a rule (e.g. built a message that cannot be sent)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something that breaks the protocol.
+
+    This is the only exception the ``*_untrusted`` parsers raise.
+    """
+
+
+class SdpError(RemoteProtocolError):
+    """An SDP body breaks the grammar or our extension. ``line`` names the offending line (488)."""
+
+    def __init__(self, message: str, line: str | None = None, status_hint: int = 488) -> None:
+        super().__init__(message, status_hint)
+        self.line = line
+
+
+class NegotiationError(GameSdkError):
+    """An offer and the local requirements cannot meet. ``status_hint`` is 488 unless said otherwise."""
+
+    def __init__(self, message: str, status_hint: int = 488) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_hint = status_hint

@@ -1,0 +1,1 @@
+"""gamesdk regional game server: registrar, location, federation proxy, policy and billing."""
