@@ -1,0 +1,588 @@
+"""SIP digest authentication: RFC 3261 section 22 with the algorithms of RFC 8760 (RFC 7616 maths).
+
+What it offers:
+
+- maths: :func:`compute_ha1`, :func:`compute_response` (MD5, SHA-256, SHA-512-256; ``qop=auth`` or the
+  RFC 2069 form without qop). A server stores HA1 per algorithm, never the password.
+- header values: :class:`Challenge` (``WWW-Authenticate`` / ``Proxy-Authenticate``) and :class:`Credentials`
+  (``Authorization`` / ``Proxy-Authorization``), each with ``parse_untrusted`` and ``to_header_value``.
+- client side: :func:`choose_challenge` (RFC 8760 2.4: the topmost challenge whose algorithm we support) and
+  :class:`DigestClient`, which counts ``nc`` per nonce and draws cnonces from an injected callable.
+- server side: :class:`NonceManager` (HMAC nonces embedding a timestamp, so they expire without a table, plus a
+  bounded nonce-count tracker that refuses replays) and :class:`DigestAuthenticator` (challenge + verify).
+
+Sans-IO: time comes in as ``now`` (seconds, any monotonic origin) and randomness from injected callables.
+``auth-int`` and the ``-sess`` algorithms are not supported (no SIP tool we target uses them).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gamesdk.errors import RemoteProtocolError
+
+__all__ = [
+    "SUPPORTED_ALGORITHMS",
+    "AuthResult",
+    "Challenge",
+    "Credentials",
+    "DigestAuthenticator",
+    "DigestClient",
+    "NonceManager",
+    "NonceStatus",
+    "choose_challenge",
+    "compute_ha1",
+    "compute_response",
+    "parse_auth_params_untrusted",
+    "verify_response",
+]
+
+# RFC 8760 section 2.2 / RFC 7616 section 6.1: algorithm token -> hashlib name. Listed strongest first: a client
+# with no preference of its own picks in this order, a server challenges in the order it is configured with.
+_HASHES: dict[str, str] = {"SHA-512-256": "sha512_256", "SHA-256": "sha256", "MD5": "md5"}
+if "sha512_256" not in hashlib.algorithms_available:  # pragma: no cover - depends on the OpenSSL build
+    del _HASHES["SHA-512-256"]
+
+#: Algorithm names this module can compute, strongest first.
+SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(_HASHES)
+
+
+def _canonical_algorithm(name: str) -> str | None:
+    upper = name.upper()
+    return upper if upper in _HASHES else None
+
+
+def _h(algorithm: str, text: str) -> str:
+    return hashlib.new(_HASHES[algorithm], text.encode("utf-8")).hexdigest()
+
+
+def _require_algorithm(algorithm: str) -> str:
+    canonical = _canonical_algorithm(algorithm)
+    if canonical is None:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}; supported: {', '.join(_HASHES)}")
+    return canonical
+
+
+def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """``H(username:realm:password)`` as lowercase hex (RFC 7616 3.4.2). Store this, never the password."""
+    return _h(_require_algorithm(algorithm), f"{username}:{realm}:{password}")
+
+
+def compute_response(
+    *,
+    ha1: str,
+    nonce: str,
+    method: str,
+    uri: str,
+    algorithm: str = "MD5",
+    qop: str | None = "auth",
+    nc: int = 1,
+    cnonce: str = "",
+) -> str:
+    """The ``response`` value (RFC 7616 3.4.1; RFC 2069 form when ``qop`` is None).
+
+    ``uri`` is the digest-uri exactly as sent in the credentials, ``nc`` the nonce count as an integer.
+    """
+    alg = _require_algorithm(algorithm)
+    ha2 = _h(alg, f"{method}:{uri}")
+    if qop is None:
+        return _h(alg, f"{ha1}:{nonce}:{ha2}")
+    if qop != "auth":
+        raise ValueError(f"unsupported qop {qop!r}: only 'auth' is implemented")
+    return _h(alg, f"{ha1}:{nonce}:{nc:08x}:{cnonce}:{qop}:{ha2}")
+
+
+# --- auth-param lists (RFC 3261 25.1: challenge / credentials) -------------------------------------------
+
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_SCHEME_RE = re.compile(rf"\s*({_TOKEN})\s+")
+_PARAM_RE = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*', re.DOTALL)
+_UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+_MAX_AUTH_HEADER = 4096
+
+
+def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
+    """Split ``Digest a=b, c="d"`` into ``("Digest", {"a": "b", "c": "d"})``.
+
+    Parameter names are lowercased, quoted values unescaped. Raises only :class:`RemoteProtocolError` (400).
+    """
+    if len(value) > _MAX_AUTH_HEADER:
+        raise RemoteProtocolError("authentication header too long", 400)
+    m = _SCHEME_RE.match(value)
+    if m is None:
+        raise RemoteProtocolError("authentication header lacks a scheme", 400)
+    scheme = m.group(1)
+    params: dict[str, str] = {}
+    pos = m.end()
+    while True:
+        pm = _PARAM_RE.match(value, pos)
+        if pm is None:
+            raise RemoteProtocolError(f"malformed auth-param at offset {pos}", 400)
+        name = pm.group(1).lower()
+        if name in params:
+            raise RemoteProtocolError(f"duplicate auth-param {name!r}", 400)
+        quoted = pm.group(2)
+        params[name] = _UNESCAPE_RE.sub(r"\1", quoted) if quoted is not None else pm.group(3)
+        pos = pm.end()
+        if pos == len(value):
+            return scheme, params
+        if value[pos] != ",":
+            raise RemoteProtocolError(f"expected ',' between auth-params at offset {pos}", 400)
+        pos += 1
+
+
+def _quote(text: str) -> str:
+    if any(c in text for c in "\r\n\x00"):
+        # A CR/LF in a header value would let the caller inject header lines.
+        raise ValueError(f"control character in auth-param value {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- header values ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Challenge:
+    """One ``WWW-Authenticate`` / ``Proxy-Authenticate`` Digest challenge."""
+
+    realm: str
+    nonce: str
+    #: Canonical algorithm name ("MD5" when the challenge omits it, RFC 7616 3.3).
+    algorithm: str = "MD5"
+    #: Offered qop values; empty means an RFC 2069 challenge without qop.
+    qop: tuple[str, ...] = ("auth",)
+    opaque: str | None = None
+    stale: bool = False
+
+    def to_header_value(self) -> str:
+        """The header value, e.g. ``Digest realm="x", nonce="y", algorithm=SHA-256, qop="auth"``."""
+        parts = [f"Digest realm={_quote(self.realm)}", f"nonce={_quote(self.nonce)}"]
+        if self.opaque is not None:
+            parts.append(f"opaque={_quote(self.opaque)}")
+        parts.append(f"algorithm={self.algorithm}")
+        if self.qop:
+            parts.append(f"qop={_quote(','.join(self.qop))}")
+        if self.stale:
+            parts.append("stale=TRUE")
+        return ", ".join(parts)
+
+    __str__ = to_header_value
+
+    @classmethod
+    def parse_untrusted(cls, value: str) -> Challenge:
+        """Parse a challenge header value. Raises only :class:`RemoteProtocolError` (400).
+
+        An unknown algorithm is kept as sent (upper-cased) so :func:`choose_challenge` can skip it.
+        """
+        scheme, p = parse_auth_params_untrusted(value)
+        if scheme.lower() != "digest":
+            raise RemoteProtocolError(f"unsupported authentication scheme {scheme!r}", 400)
+        for required in ("realm", "nonce"):
+            if required not in p:
+                raise RemoteProtocolError(f"digest challenge lacks {required}", 400)
+        qop = tuple(q.strip().lower() for q in p["qop"].split(",") if q.strip()) if "qop" in p else ()
+        return cls(
+            realm=p["realm"],
+            nonce=p["nonce"],
+            algorithm=p.get("algorithm", "MD5").upper(),
+            qop=qop,
+            opaque=p.get("opaque"),
+            stale=p.get("stale", "false").lower() == "true",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """One ``Authorization`` / ``Proxy-Authorization`` Digest credentials value."""
+
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str = "MD5"
+    #: "auth", or None for RFC 2069 credentials (then ``cnonce`` and ``nc`` are unused).
+    qop: str | None = "auth"
+    cnonce: str | None = None
+    nc: int = 1
+    opaque: str | None = None
+
+    def to_header_value(self) -> str:
+        """The header value in the order RFC 7616 3.9.1 prints it."""
+        parts = [
+            f"Digest username={_quote(self.username)}",
+            f"realm={_quote(self.realm)}",
+            f"uri={_quote(self.uri)}",
+            f"algorithm={self.algorithm}",
+            f"nonce={_quote(self.nonce)}",
+        ]
+        if self.qop is not None:
+            parts.append(f"nc={self.nc:08x}")
+            parts.append(f"cnonce={_quote(self.cnonce or '')}")
+            parts.append(f"qop={self.qop}")
+        parts.append(f"response={_quote(self.response)}")
+        if self.opaque is not None:
+            parts.append(f"opaque={_quote(self.opaque)}")
+        return ", ".join(parts)
+
+    __str__ = to_header_value
+
+    @classmethod
+    def parse_untrusted(cls, value: str) -> Credentials:
+        """Parse credentials. Raises only :class:`RemoteProtocolError` (400) with a reason phrase."""
+        scheme, p = parse_auth_params_untrusted(value)
+        if scheme.lower() != "digest":
+            raise RemoteProtocolError(f"unsupported authentication scheme {scheme!r}", 400)
+        for required in ("username", "realm", "nonce", "uri", "response"):
+            if required not in p:
+                raise RemoteProtocolError(f"digest credentials lack {required}", 400)
+        qop = p.get("qop")
+        nc = 1
+        if qop is not None:
+            qop = qop.lower()
+            if "cnonce" not in p or "nc" not in p:
+                raise RemoteProtocolError("digest credentials with qop lack cnonce or nc", 400)
+            # RFC 7616 3.4: nc is exactly 8 hex digits.
+            if not re.fullmatch(r"[0-9A-Fa-f]{8}", p["nc"]):
+                raise RemoteProtocolError(f"malformed nonce count {p['nc']!r}", 400)
+            nc = int(p["nc"], 16)
+        return cls(
+            username=p["username"],
+            realm=p["realm"],
+            nonce=p["nonce"],
+            uri=p["uri"],
+            response=p["response"].lower(),
+            algorithm=p.get("algorithm", "MD5").upper(),
+            qop=qop,
+            cnonce=p.get("cnonce"),
+            nc=nc,
+            opaque=p.get("opaque"),
+        )
+
+
+def verify_response(credentials: Credentials, *, ha1: str, method: str) -> bool:
+    """True when ``credentials.response`` is right for this HA1 and method (constant-time compare)."""
+    if _canonical_algorithm(credentials.algorithm) is None or credentials.qop not in (None, "auth"):
+        return False
+    expected = compute_response(
+        ha1=ha1,
+        nonce=credentials.nonce,
+        method=method,
+        uri=credentials.uri,
+        algorithm=credentials.algorithm,
+        qop=credentials.qop,
+        nc=credentials.nc,
+        cnonce=credentials.cnonce or "",
+    )
+    return hmac.compare_digest(expected, credentials.response)
+
+
+# --- client side -----------------------------------------------------------------------------------------
+
+
+def choose_challenge(values: Iterable[str], supported: Sequence[str] = SUPPORTED_ALGORITHMS) -> Challenge:
+    """The topmost usable Digest challenge among header values, in header order (RFC 8760 2.4).
+
+    Values that do not parse, use another scheme, an unsupported algorithm, or offer qop without "auth" are
+    skipped. Raises :class:`RemoteProtocolError` when none is usable.
+    """
+    allowed = {a.upper() for a in supported}
+    seen: list[str] = []
+    for value in values:
+        try:
+            challenge = Challenge.parse_untrusted(value)
+        except RemoteProtocolError:
+            continue
+        seen.append(challenge.algorithm)
+        if challenge.algorithm not in allowed or _canonical_algorithm(challenge.algorithm) is None:
+            continue
+        if challenge.qop and "auth" not in challenge.qop:
+            continue
+        return challenge
+    raise RemoteProtocolError(
+        f"no usable digest challenge (offered: {', '.join(seen) or 'none'}; supported: {', '.join(supported)})",
+        401,
+    )
+
+
+@dataclass(slots=True)
+class DigestClient:
+    """Builds credentials for one account; counts ``nc`` per nonce so a nonce can be reused (RFC 7616 3.4).
+
+    ``cnonce`` is a zero-argument callable, e.g. ``IdFactory.cnonce``. ``algorithms`` lists what this client
+    accepts; among several challenges the server's order decides (RFC 8760 2.4).
+    """
+
+    username: str
+    password: str
+    cnonce: Callable[[], str]
+    algorithms: Sequence[str] = SUPPORTED_ALGORITHMS
+    _nc: dict[str, int] = field(default_factory=dict)
+
+    def authorize(self, challenge_values: Iterable[str], *, method: str, uri: str) -> Credentials:
+        """Answer the challenges of a 401/407; ``uri`` is the Request-URI of the retried request.
+
+        Put ``str(result)`` in ``Authorization`` (for 401) or ``Proxy-Authorization`` (for 407).
+        Raises :class:`RemoteProtocolError` when no challenge is usable.
+        """
+        return self.answer(choose_challenge(challenge_values, self.algorithms), method=method, uri=uri)
+
+    def answer(self, challenge: Challenge, *, method: str, uri: str) -> Credentials:
+        """Credentials for one already chosen challenge; a reused nonce gets the next ``nc``."""
+        ha1 = compute_ha1(self.username, challenge.realm, self.password, challenge.algorithm)
+        qop: str | None = "auth" if challenge.qop else None
+        nc = self._nc.get(challenge.nonce, 0) + 1
+        if len(self._nc) > 64:  # only the newest nonces are worth remembering
+            self._nc.pop(next(iter(self._nc)))
+        self._nc[challenge.nonce] = nc
+        cnonce = self.cnonce() if qop else None
+        response = compute_response(
+            ha1=ha1,
+            nonce=challenge.nonce,
+            method=method,
+            uri=uri,
+            algorithm=challenge.algorithm,
+            qop=qop,
+            nc=nc,
+            cnonce=cnonce or "",
+        )
+        return Credentials(
+            username=self.username,
+            realm=challenge.realm,
+            nonce=challenge.nonce,
+            uri=uri,
+            response=response,
+            algorithm=challenge.algorithm,
+            qop=qop,
+            cnonce=cnonce,
+            nc=nc,
+            opaque=challenge.opaque,
+        )
+
+
+# --- server side -----------------------------------------------------------------------------------------
+
+
+class NonceStatus(Enum):
+    """Verdict on a nonce presented in credentials."""
+
+    #: Issued by us, unexpired, and its nonce count is new.
+    VALID = "valid"
+    #: Issued by us but expired, or too old to still be tracked: re-challenge with ``stale=TRUE``.
+    STALE = "stale"
+    #: Not a nonce we issued (bad MAC, bad encoding, from the future).
+    INVALID = "invalid"
+    #: Ours and unexpired, but the nonce count did not increase: a replay.
+    REPLAYED = "replayed"
+
+
+_NONCE_LAYOUT = struct.Struct(">q8s")  # issue time in ms, 8 random bytes; then a 16-byte HMAC tag
+_NONCE_TAG_BYTES = 16
+
+
+class NonceManager:
+    """Stateless nonces that expire, plus a bounded tracker of the highest nonce count seen per nonce.
+
+    A nonce is ``base64url(issued_ms | salt | HMAC-SHA256(secret, issued_ms | salt | realm)[:16])``: any server
+    holding ``secret`` can check it without a table, and its age comes from the embedded time. Nonce counts
+    are tracked only for nonces that carried a correct response, so an attacker cannot fill the tracker.
+    When the tracker is full its oldest nonces are forgotten and every nonce issued up to then is treated
+    as stale from then on: a forgotten nonce can never be replayed with a restarted count.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        random_bytes: Callable[[int], bytes],
+        *,
+        realm: str = "",
+        lifetime_s: float = 300.0,
+        max_tracked: int = 100_000,
+    ) -> None:
+        if len(secret) < 16:
+            raise ValueError("nonce secret must be at least 16 bytes")
+        self._secret = secret
+        self._random_bytes = random_bytes
+        self._realm = realm.encode("utf-8")
+        self.lifetime_s = lifetime_s
+        self.max_tracked = max_tracked
+        self._nc: dict[str, tuple[int, int]] = {}  # nonce -> (issued_ms, highest nc)
+        self._floor_ms: int | None = None  # nonces issued at or before this are stale once untracked
+
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.new(self._secret, body + self._realm, hashlib.sha256).digest()[:_NONCE_TAG_BYTES]
+
+    def issue(self, now: float) -> str:
+        """A fresh nonce stamped with ``now``."""
+        body = _NONCE_LAYOUT.pack(int(now * 1000), self._random_bytes(8))
+        return base64.urlsafe_b64encode(body + self._tag(body)).rstrip(b"=").decode("ascii")
+
+    def _issued_ms(self, nonce: str) -> int | None:
+        """The issue time of a nonce we made, or None if we did not make it."""
+        if len(nonce) != 43:  # 32 bytes in unpadded base64url
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=")
+        except ValueError:
+            return None
+        body, tag = raw[: _NONCE_LAYOUT.size], raw[_NONCE_LAYOUT.size :]
+        if not hmac.compare_digest(tag, self._tag(body)):
+            return None
+        issued_ms: int = _NONCE_LAYOUT.unpack(body)[0]
+        return issued_ms
+
+    def check(self, nonce: str, nc: int, now: float) -> NonceStatus:
+        """Check a nonce and its count without recording anything."""
+        issued_ms = self._issued_ms(nonce)
+        now_ms = int(now * 1000)
+        if issued_ms is None or issued_ms > now_ms + 1000:
+            return NonceStatus.INVALID
+        if now_ms - issued_ms > self.lifetime_s * 1000:
+            return NonceStatus.STALE
+        tracked = self._nc.get(nonce)
+        if tracked is None:
+            if self._floor_ms is not None and issued_ms <= self._floor_ms:
+                return NonceStatus.STALE
+            return NonceStatus.VALID if nc >= 1 else NonceStatus.REPLAYED
+        return NonceStatus.VALID if nc > tracked[1] else NonceStatus.REPLAYED
+
+    def use(self, nonce: str, nc: int, now: float) -> NonceStatus:
+        """Check a nonce and, when VALID, record ``nc`` as the highest count seen for it."""
+        status = self.check(nonce, nc, now)
+        if status is NonceStatus.VALID:
+            issued_ms = self._issued_ms(nonce)
+            assert issued_ms is not None  # check() returned VALID, so the MAC was good
+            self._nc[nonce] = (issued_ms, nc)
+            if len(self._nc) > self.max_tracked:
+                self._shrink(now)
+        return status
+
+    def _shrink(self, now: float) -> None:
+        """Forget expired nonces, then the oldest half if still full (raising the stale floor)."""
+        cutoff_ms = int(now * 1000 - self.lifetime_s * 1000)
+        self._nc = {n: v for n, v in self._nc.items() if v[0] >= cutoff_ms}
+        if len(self._nc) > self.max_tracked // 2:
+            by_age = sorted(self._nc.items(), key=lambda item: item[1][0])
+            drop = by_age[: len(by_age) - self.max_tracked // 2]
+            newest_dropped_ms = drop[-1][1][0]
+            self._floor_ms = max(self._floor_ms or newest_dropped_ms, newest_dropped_ms)
+            for n, _ in drop:
+                del self._nc[n]
+
+    @property
+    def tracked(self) -> int:
+        """How many nonces currently have a recorded nonce count."""
+        return len(self._nc)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthResult:
+    """Outcome of :meth:`DigestAuthenticator.verify`."""
+
+    #: The credentials are correct and fresh: let the request through.
+    ok: bool
+    #: The username the credentials claimed (None if they did not parse).
+    username: str | None = None
+    #: The algorithm used.
+    algorithm: str | None = None
+    #: The password was right but the nonce expired: re-challenge with ``stale=TRUE`` (RFC 7616 3.3).
+    stale: bool = False
+    #: Why not, for logs (do not tell the client which part was wrong).
+    reason: str = ""
+
+
+class DigestAuthenticator:
+    """Server side of digest: builds challenges and verifies credentials for one realm.
+
+    ``lookup_ha1(username, algorithm)`` returns the stored HA1 hex for that algorithm or None. Typical use::
+
+        result = auth.verify(request.headers.get("Authorization"), method=request.method, now=now,
+                             lookup_ha1=db.ha1)
+        if not result.ok:
+            for value in auth.challenges(now, stale=result.stale):
+                response.headers.add("WWW-Authenticate", value)   # 401 (407 + Proxy-Authenticate for a proxy)
+    """
+
+    def __init__(
+        self,
+        realm: str,
+        *,
+        secret: bytes,
+        random_bytes: Callable[[int], bytes],
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        nonce_lifetime_s: float = 300.0,
+        max_tracked_nonces: int = 100_000,
+    ) -> None:
+        self.realm = realm
+        # DESIGN 2: the order is configurable; SIPp 3.6.1 reads only the first challenge, so deployments
+        # serving it list MD5 first.
+        self.algorithms = tuple(_require_algorithm(a) for a in algorithms)
+        if not self.algorithms:
+            raise ValueError("at least one digest algorithm is required")
+        self.nonces = NonceManager(
+            secret, random_bytes, realm=realm, lifetime_s=nonce_lifetime_s, max_tracked=max_tracked_nonces
+        )
+
+    def challenges(self, now: float, *, stale: bool = False) -> list[str]:
+        """One challenge header value per configured algorithm, in order, sharing one fresh nonce."""
+        nonce = self.nonces.issue(now)
+        return [
+            Challenge(realm=self.realm, nonce=nonce, algorithm=alg, stale=stale).to_header_value()
+            for alg in self.algorithms
+        ]
+
+    def verify(
+        self,
+        authorization: str | None,
+        *,
+        method: str,
+        now: float,
+        lookup_ha1: Callable[[str, str], str | None],
+        request_uri: str | None = None,
+    ) -> AuthResult:
+        """Verify one ``Authorization`` / ``Proxy-Authorization`` value.
+
+        ``request_uri``, when given, must equal the credentials' ``uri`` (RFC 3261 22.4 asks servers to check
+        it, so credentials cannot be moved to another request). Never raises on bad input.
+        """
+        if authorization is None:
+            return AuthResult(ok=False, reason="no credentials")
+        try:
+            cred = Credentials.parse_untrusted(authorization)
+        except RemoteProtocolError as exc:
+            return AuthResult(ok=False, reason=exc.message)
+
+        def refuse(reason: str, *, stale: bool = False) -> AuthResult:
+            return AuthResult(
+                ok=False, username=cred.username, algorithm=cred.algorithm, stale=stale, reason=reason
+            )
+
+        if cred.realm != self.realm:
+            return refuse(f"credentials for another realm {cred.realm!r}")
+        if cred.algorithm not in self.algorithms:
+            return refuse(f"algorithm {cred.algorithm} not offered")
+        if cred.qop != "auth":
+            # Without qop there is no nonce count, so replays could not be refused (RFC 7616 5.9).
+            return refuse("qop=auth is required")
+        if request_uri is not None and cred.uri != request_uri:
+            return refuse("digest uri does not match the Request-URI")
+        ha1 = lookup_ha1(cred.username, cred.algorithm)
+        if ha1 is None:
+            return refuse("unknown user")
+        if not verify_response(cred, ha1=ha1, method=method):
+            return refuse("wrong response")
+        # The response is right, so whatever is wrong with the nonce below, the client knows the password:
+        # an expired or unknown nonce is stale (RFC 7616 3.3), which makes clients retry silently.
+        status = self.nonces.use(cred.nonce, cred.nc, now)
+        if status is NonceStatus.VALID:
+            return AuthResult(ok=True, username=cred.username, algorithm=cred.algorithm, reason="ok")
+        if status is NonceStatus.REPLAYED:
+            return refuse(f"nonce count {cred.nc:08x} replayed")
+        return refuse(f"nonce {status.value}", stale=True)
