@@ -1,0 +1,401 @@
+"""Our SDP extension (DESIGN section 3): the game stream and its ``a=gsdk-*`` lines, as a typed model.
+
+One ``m=application <port> UDP/GSDK gsdk`` section carries the game channel::
+
+    c=IN IP4 198.51.100.10                    where to send game packets (media or session level)
+    b=AS:64                                   kbit/s this side wants to RECEIVE (RFC 3264 §5.1)
+    a=gsdk-format:pong/1;tick=60              1..n in an offer, exactly one in an answer
+    a=gsdk-class:action                       echoed by the answer
+    a=gsdk-qos:lat=50;jit=10;loss=10000;pps=60
+    a=gsdk-sec:chacha20-poly1305,aes-256-gcm  1..n in an offer, exactly one in an answer
+    a=gsdk-kx:x25519 <base64url public key>
+    a=gsdk-sid:<u32>
+
+``game_to_sdp`` builds a whole description from a :class:`GameMedia` (the origin is passed in, never made up
+here), ``game_from_sdp`` reads it back and validates every value, raising :class:`gamesdk.errors.SdpError`
+naming the line. Other media sections and unknown attributes are ignored; unknown ``a=gsdk-*`` attributes are
+kept in :func:`canonical_gsdk_lines`, the bytes the channel's transcript hash covers.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import string
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gamesdk.errors import LocalProtocolError, SdpError
+from gamesdk.qos.model import (
+    MAX_KBPS,
+    GameFormat,
+    SessionTerms,
+    parse_game_format,
+    parse_qos_params,
+)
+from gamesdk.sdp.codec import is_token, parse_sdp_untrusted
+from gamesdk.sdp.model import (
+    Attribute,
+    Bandwidth,
+    Connection,
+    Field,
+    Line,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+)
+
+__all__ = [
+    "GAME_FORMAT",
+    "GAME_MEDIA",
+    "GAME_PROTO",
+    "KX_ALGORITHM",
+    "GameMedia",
+    "Role",
+    "canonical_gsdk_lines",
+    "encode_public_key",
+    "find_game_media",
+    "game_from_sdp",
+    "game_to_sdp",
+    "read_game_untrusted",
+]
+
+GAME_MEDIA = "application"
+#: Unregistered proto (RFC 8866 §8.2.3 wants an RFC for a new one); acceptable inside our closed system.
+GAME_PROTO = "UDP/GSDK"
+GAME_FORMAT = "gsdk"
+KX_ALGORITHM = "x25519"
+_KEY_BYTES = 32  # X25519 public key (RFC 7748 §5)
+_KEY_TEXT = 43  # unpadded base64url of 32 bytes (RFC 4648 §5)
+_B64URL = string.ascii_letters + string.digits + "-_"
+_MAX_SID = 0xFFFF_FFFF
+_SINGLE = ("gsdk-class", "gsdk-qos", "gsdk-sec", "gsdk-kx", "gsdk-sid")
+_KNOWN = frozenset(("gsdk-format",) + _SINGLE)
+
+
+class Role(StrEnum):
+    """Whether a description is an offer (INVITE) or an answer (200 OK); answers are stricter."""
+
+    OFFER = "offer"
+    ANSWER = "answer"
+
+
+def encode_public_key(public_key: bytes) -> str:
+    """The ``a=gsdk-kx`` text of a 32-byte X25519 public key: unpadded base64url."""
+    return base64.urlsafe_b64encode(public_key).rstrip(b"=").decode("ascii")
+
+
+def _decode_public_key(text: str) -> bytes | None:
+    if len(text) != _KEY_TEXT or text.strip(_B64URL):
+        return None
+    key = base64.urlsafe_b64decode(text + "=")
+    # The last character carries 2 unused bits; only the canonical encoding is accepted, so that two texts
+    # never name the same key (the transcript hash covers the text).
+    if encode_public_key(key) != text:
+        return None
+    return key
+
+
+def _address_type(address: str) -> str | None:
+    """``IP4``/``IP6`` for a unicast IP literal, None for anything else (names, multicast, 0.0.0.0)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.is_multicast or ip.is_unspecified:
+        return None
+    return "IP4" if ip.version == 4 else "IP6"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GameMedia:
+    """The game stream of one side's SDP: the negotiable terms plus where and how to reach this side."""
+
+    terms: SessionTerms
+    #: Unicast IP literal this side receives game packets on (c=).
+    address: str
+    #: UDP port this side receives game packets on (m=), 1..65535.
+    port: int
+    #: This side's ephemeral X25519 public key (a=gsdk-kx), 32 bytes.
+    public_key: bytes
+    #: The session id this side wants in packets sent TO it (a=gsdk-sid), u32.
+    session_id: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.terms, SessionTerms):
+            raise LocalProtocolError(f"terms must be SessionTerms, got {self.terms!r}")
+        if not isinstance(self.address, str) or _address_type(self.address) is None:
+            raise LocalProtocolError(f"game address {self.address!r} must be a unicast IPv4 or IPv6 literal")
+        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 1 <= self.port <= 65_535:
+            raise LocalProtocolError(f"game port must be in 1..65535, got {self.port!r}")
+        if not isinstance(self.public_key, bytes) or len(self.public_key) != _KEY_BYTES:
+            raise LocalProtocolError("public_key must be 32 bytes (an X25519 public key)")
+        if (
+            not isinstance(self.session_id, int)
+            or isinstance(self.session_id, bool)
+            or not 0 <= self.session_id <= _MAX_SID
+        ):
+            raise LocalProtocolError(f"session_id must be a u32, got {self.session_id!r}")
+
+    @property
+    def addrtype(self) -> str:
+        """``IP4`` or ``IP6``."""
+        return "IP6" if ":" in self.address else "IP4"
+
+
+def _gsdk_lines(game: GameMedia) -> list[Line]:
+    terms = game.terms
+    lines: list[Line] = [Bandwidth("AS", terms.receive_kbps)]
+    lines.extend(Attribute("gsdk-format", str(fmt)) for fmt in terms.formats)
+    lines.append(Attribute("gsdk-class", terms.classification))
+    lines.append(Attribute("gsdk-qos", str(terms.qos)))
+    lines.append(Attribute("gsdk-sec", ",".join(terms.suites)))
+    lines.append(Attribute("gsdk-kx", f"{KX_ALGORITHM} {encode_public_key(game.public_key)}"))
+    lines.append(Attribute("gsdk-sid", str(game.session_id)))
+    return lines
+
+
+def game_to_sdp(
+    game: GameMedia,
+    *,
+    username: str,
+    sess_id: int,
+    sess_version: int,
+    role: Role = Role.OFFER,
+    offer: SessionDescription | None = None,
+) -> SessionDescription:
+    """Build the whole SDP of an offer or an answer from the typed game stream.
+
+    Args:
+        game: this side's game stream.
+        username, sess_id, sess_version: the ``o=`` values (RFC 8866 §5.2); the caller chooses them, e.g. a
+            random 62-bit id from the SDK's id factory, and raises the version on each new offer (RFC 3264 §8).
+        role: ``Role.ANSWER`` requires exactly one format and one suite.
+        offer: for an answer, the offer's description: its other media sections are answered with port 0 in
+            their original order, as RFC 3264 §6 requires one answer section per offered section.
+
+    Raises:
+        LocalProtocolError: the values cannot form a valid description.
+    """
+    if not isinstance(username, str) or not username or " " in username or not username.isprintable():
+        raise LocalProtocolError(f"o= username {username!r} must be visible characters without spaces")
+    for name, number in (("sess_id", sess_id), ("sess_version", sess_version)):
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0 or number >= 1 << 64:
+            raise LocalProtocolError(f"o= {name} must be an integer in 0..2**64-1, got {number!r}")
+    if role == Role.ANSWER and (len(game.terms.formats) != 1 or len(game.terms.suites) != 1):
+        raise LocalProtocolError("an answer holds exactly one gsdk-format and one gsdk-sec suite")
+    connection = Connection("IN", game.addrtype, game.address)
+    ours = MediaDescription(GAME_MEDIA, game.port, GAME_PROTO, (GAME_FORMAT,), tuple(_gsdk_lines(game)))
+    media: list[MediaDescription] = []
+    if offer is not None:
+        for section in offer.media:
+            if section.media == GAME_MEDIA and section.proto == GAME_PROTO:
+                media.append(ours)
+            else:
+                media.append(MediaDescription(section.media, 0, section.proto, section.formats))
+        if ours not in media:
+            raise LocalProtocolError("the offer has no game stream to answer")
+    else:
+        media.append(ours)
+    return SessionDescription(
+        origin=Origin(username, sess_id, sess_version, "IN", game.addrtype, game.address),
+        session_name="-",
+        lines=(connection, Field("t", "0 0")),
+        media=tuple(media),
+    )
+
+
+def find_game_media(desc: SessionDescription) -> MediaDescription:
+    """The one ``m=application <port> UDP/GSDK gsdk`` section.
+
+    Raises:
+        SdpError: there is none, or more than one, or its format list or port is wrong.
+    """
+    found: MediaDescription | None = None
+    for section in desc.media:
+        if section.media != GAME_MEDIA or section.proto != GAME_PROTO:
+            continue
+        line = section.media_line()
+        if found is not None:
+            raise SdpError(f"'{line}': more than one {GAME_PROTO} game stream", line=line)
+        if section.formats != (GAME_FORMAT,):
+            raise SdpError(
+                f"'{line}': the format of a {GAME_PROTO} stream must be '{GAME_FORMAT}'", line=line
+            )
+        if section.port_count is not None:
+            raise SdpError(f"'{line}': a game stream uses a single port", line=line)
+        if section.port == 0:
+            raise SdpError(f"'{line}': the game stream was rejected (port 0)", line=line)
+        found = section
+    if found is None:
+        raise SdpError(f"no 'm={GAME_MEDIA} <port> {GAME_PROTO} {GAME_FORMAT}' line in the SDP")
+    return found
+
+
+def _line_error(line: object, reason: str) -> SdpError:
+    text = str(line)
+    return SdpError(f"'{text}': {reason}", line=text)
+
+
+def _game_connection(desc: SessionDescription, section: MediaDescription) -> Connection:
+    connections = section.connections
+    if len(connections) > 1:
+        raise _line_error(connections[1], "a game stream has exactly one c= line")
+    connection = connections[0] if connections else desc.connection
+    if connection is None:
+        raise SdpError(f"no c= line for the game stream '{section.media_line()}'", line=section.media_line())
+    addrtype = _address_type(connection.address)
+    if connection.nettype != "IN" or addrtype is None:
+        raise _line_error(connection, "the game address must be 'IN IP4|IP6 <unicast IP literal>'")
+    if addrtype != connection.addrtype:
+        raise _line_error(connection, f"addrtype {connection.addrtype} does not match the address")
+    return connection
+
+
+def game_from_sdp(desc: SessionDescription, role: Role | None = None) -> GameMedia:
+    """Read and validate the game stream of a description.
+
+    Args:
+        desc: a parsed description (from :func:`gamesdk.sdp.parse_sdp_untrusted`).
+        role: ``Role.ANSWER`` requires exactly one format and one suite; ``None`` checks neither count.
+
+    Raises:
+        SdpError: a line is missing, repeated or holds a bad value; the message and ``.line`` name it.
+    """
+    section = find_game_media(desc)
+    connection = _game_connection(desc, section)
+    receive_kbps: int | None = None
+    formats: list[GameFormat] = []
+    single: dict[str, str] = {}
+    for line in section.lines:
+        if isinstance(line, Bandwidth):
+            if line.bwtype == "AS":
+                if receive_kbps is not None:
+                    raise _line_error(line, "b=AS given twice for the game stream")
+                receive_kbps = line.bandwidth
+            continue
+        if not isinstance(line, Attribute) or line.name not in _KNOWN:
+            continue
+        if line.value is None or not line.value:
+            raise _line_error(line, f"{line.name} needs a value")
+        if line.name == "gsdk-format":
+            try:
+                fmt = parse_game_format(line.value)
+            except LocalProtocolError as exc:
+                raise _line_error(line, exc.message) from None
+            if fmt in formats:
+                raise _line_error(line, "game format listed twice")
+            formats.append(fmt)
+        elif line.name in single:
+            raise _line_error(line, f"{line.name} given twice")
+        else:
+            single[line.name] = line.value
+    media_line = section.media_line()
+    if receive_kbps is None:
+        raise SdpError(f"no b=AS line for the game stream '{media_line}'", line=media_line)
+    if not formats:
+        raise SdpError(f"no a=gsdk-format line for the game stream '{media_line}'", line=media_line)
+    for name in _SINGLE:
+        if name not in single:
+            raise SdpError(f"no a={name} line for the game stream '{media_line}'", line=media_line)
+    if role == Role.ANSWER and len(formats) != 1:
+        raise _line_error(
+            Attribute("gsdk-format", str(formats[1])), "an answer picks exactly one game format"
+        )
+
+    classification = single["gsdk-class"]
+    qos_text = single["gsdk-qos"]
+    try:
+        qos = parse_qos_params(qos_text)
+    except LocalProtocolError as exc:
+        raise _line_error(Attribute("gsdk-qos", qos_text), exc.message) from None
+
+    sec_text = single["gsdk-sec"]
+    suites = tuple(sec_text.split(","))
+    if role == Role.ANSWER and len(suites) != 1:
+        raise _line_error(Attribute("gsdk-sec", sec_text), "an answer picks exactly one security suite")
+
+    kx_text = single["gsdk-kx"]
+    algorithm, space, key_text = kx_text.partition(" ")
+    if not space or algorithm != KX_ALGORITHM:
+        raise _line_error(Attribute("gsdk-kx", kx_text), f"key exchange must be '{KX_ALGORITHM} <key>'")
+    public_key = _decode_public_key(key_text)
+    if public_key is None:
+        raise _line_error(
+            Attribute("gsdk-kx", kx_text), "the key must be 32 bytes in unpadded base64url (43 characters)"
+        )
+
+    sid_text = single["gsdk-sid"]
+    sid = _canonical_u32(sid_text)
+    if sid is None:
+        raise _line_error(Attribute("gsdk-sid", sid_text), "session id must be a decimal u32 (0..4294967295)")
+
+    if not is_token(classification):
+        raise _line_error(Attribute("gsdk-class", classification), "the class must be a token")
+    for index, suite in enumerate(suites):
+        if not is_token(suite):
+            raise _line_error(Attribute("gsdk-sec", sec_text), "suites must be tokens separated by ','")
+        if suite in suites[:index]:
+            raise _line_error(Attribute("gsdk-sec", sec_text), f"suite {suite} listed twice")
+    if not 1 <= receive_kbps <= MAX_KBPS:
+        raise _line_error(Bandwidth("AS", receive_kbps), f"b=AS must be in 1..{MAX_KBPS} kbit/s")
+    try:
+        terms = SessionTerms(
+            formats=tuple(formats),
+            classification=classification,
+            qos=qos,
+            receive_kbps=receive_kbps,
+            suites=suites,
+        )
+        return GameMedia(
+            terms=terms, address=connection.address, port=section.port, public_key=public_key, session_id=sid
+        )
+    except LocalProtocolError as exc:  # pragma: no cover - every value was checked above
+        raise SdpError(f"'{media_line}' section: {exc.message}", line=media_line) from None
+
+
+def _canonical_u32(text: str) -> int | None:
+    if not text or len(text) > 10 or not text.isascii() or not text.isdigit():
+        return None
+    if len(text) > 1 and text[0] == "0":
+        return None
+    value = int(text)
+    return value if value <= _MAX_SID else None
+
+
+def read_game_untrusted(
+    data: bytes | bytearray | memoryview | str, role: Role | None = None
+) -> tuple[SessionDescription, GameMedia]:
+    """Parse an SDP body from the network and read its game stream (what a server does with an INVITE).
+
+    Raises:
+        SdpError: the body or the extension is invalid.
+    """
+    desc = parse_sdp_untrusted(data)
+    return desc, game_from_sdp(desc, role)
+
+
+def canonical_gsdk_lines(desc: SessionDescription) -> bytes:
+    """The canonical bytes of the game stream's lines, for the channel's transcript hash (DESIGN section 6).
+
+    ``m=``, the game's ``c=``, ``b=AS``, then every ``a=gsdk-*`` line in a fixed order (formats in their order,
+    class, qos, sec, kx, sid, then unknown ``gsdk-*`` lines as they appear), each ending in CRLF. Any change of
+    a gsdk value, of b=AS, of the port or of the address changes these bytes. Lines outside the game stream
+    (o=, s=, other media, other attributes) are not covered: they do not key the channel.
+
+    Raises:
+        SdpError: the game stream is invalid.
+    """
+    game = game_from_sdp(desc)
+    section = find_game_media(desc)
+    lines = [
+        f"m={GAME_MEDIA} {game.port} {GAME_PROTO} {GAME_FORMAT}",
+        f"c=IN {game.addrtype} {game.address}",
+    ]
+    lines.extend(map(str, _gsdk_lines(game)))
+    lines.extend(
+        str(line)
+        for line in section.lines
+        if isinstance(line, Attribute) and line.name.startswith("gsdk-") and line.name not in _KNOWN
+    )
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogatepass")
