@@ -1,0 +1,272 @@
+"""Typed SIP header values, one ``parse``/``__str__`` pair per header (RFC 3261 section 20).
+
+Every ``parse`` takes text from the network and raises only ``RemoteProtocolError`` (400).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, unquote
+from gamesdk.sip.uri import Params, format_params, parse_params
+
+__all__ = [
+    "Via",
+    "CSeq",
+    "Warning",
+    "Reason",
+    "split_header_values",
+    "parse_auth_params",
+    "format_auth_params",
+    "MAX_CSEQ",
+]
+
+#: CSeq sequence numbers are 32-bit and below 2**31 (RFC 3261 section 8.1.1.5).
+MAX_CSEQ = 2**31 - 1
+
+
+def _bad(what: str, text: str) -> RemoteProtocolError:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return RemoteProtocolError(f"Bad {what}: {shown!r}", 400)
+
+
+def split_header_values(value: str) -> list[str]:
+    """Split a header value on commas that are outside quotes and ``<...>`` (RFC 3261 section 7.3.1)."""
+    if "," not in value:
+        return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [part.strip() for part in value.split(",")]
+    out: list[str] = []
+    buf: list[str] = []
+    in_quote = escaped = False
+    in_angle = False
+    for ch in value:
+        if in_quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+        elif ch == "<":
+            in_angle = True
+        elif ch == ">":
+            in_angle = False
+        elif ch == "," and not in_angle:
+            out.append("".join(buf).strip())
+            buf = []
+            continue
+        buf.append(ch)
+    out.append("".join(buf).strip())
+    return out
+
+
+_VIA_RE = re.compile(
+    rf"[ \t]*({TOKEN})[ \t]*/[ \t]*({TOKEN})[ \t]*/[ \t]*({TOKEN})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)"
+    r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(;.*)?$",
+    re.DOTALL,
+)
+# The usual shape, ``SIP/2.0/UDP host:port;branch=x;rport``, without LWS or quotes.
+_VIA_FAST_RE = re.compile(
+    r"SIP/2\.0/(UDP|TCP|TLS|SCTP|WS|WSS) "
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
+    rf"((?:;{TOKEN}(?:=(?:{TOKEN}|\[[0-9A-Fa-f:.]+\]))?)*)"
+)
+
+
+class Via(NamedTuple):
+    """One Via header value: ``SIP/2.0/UDP host:port;branch=...``."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = ()
+    protocol: str = "SIP/2.0"
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        fast = _VIA_FAST_RE.fullmatch(text)
+        if fast is not None:
+            transport, host, port, ptext = fast.groups()
+            params: Params = ()
+            if ptext:
+                items: list[tuple[str, str | None]] = []
+                for item in ptext[1:].split(";"):
+                    key, eq, value = item.partition("=")
+                    items.append((key, value if eq else None))
+                params = tuple(items)
+            if port is not None and int(port) > 65535:
+                raise _bad("Via port", text)
+            return cls(transport, host, int(port) if port is not None else None, params)
+        m = _VIA_RE.match(text)
+        if m is None:
+            raise _bad("Via", text)
+        name, version, transport, host, port, ptext = m.groups()
+        if port is not None and int(port) > 65535:
+            raise _bad("Via port", text)
+        params = parse_params(ptext, "Via parameters") if ptext else ()
+        return cls(
+            transport=transport.upper(),
+            host=host,
+            port=int(port) if port is not None else None,
+            params=params,
+            protocol=f"{name}/{version}",
+        )
+
+    def __str__(self) -> str:
+        hp = self.host if self.port is None else f"{self.host}:{self.port}"
+        return f"{self.protocol}/{self.transport} {hp}{format_params(self.params)}"
+
+    def param(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self.params:
+            if key.lower() == lname:
+                return "" if value is None else value
+        return None
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.param("received")
+
+    @property
+    def rport(self) -> str | None:
+        return self.param("rport")
+
+    @property
+    def sent_by(self) -> tuple[str, int]:
+        """``(host, port)`` with the transport's default port filled in (RFC 3261 section 18.2.2)."""
+        default = 5061 if self.transport == "TLS" else 5060
+        return (self.host.lower(), self.port if self.port is not None else default)
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        kept = [(k, v) for k, v in self.params if k.lower() != name.lower()]
+        kept.append((name, value))
+        return self._replace(params=tuple(kept))
+
+
+_CSEQ_RE = re.compile(rf"[ \t]*([0-9]+)[ \t]+({TOKEN})[ \t]*$")
+
+
+class CSeq(NamedTuple):
+    """``CSeq: <seq> <method>``."""
+
+    seq: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        m = _CSEQ_RE.match(text)
+        if m is None:
+            raise _bad("CSeq", text)
+        seq = int(m.group(1))
+        if seq > MAX_CSEQ:
+            raise _bad("CSeq (sequence number above 2**31-1)", text)
+        return cls(seq=seq, method=m.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+_WARNING_RE = re.compile(rf'[ \t]*([0-9]{{3}})[ \t]+(\S+)[ \t]+({QUOTED_STRING})[ \t]*$')
+
+
+@dataclass(frozen=True, slots=True)
+class Warning:  # noqa: A001 - the header is called Warning (RFC 3261 section 20.43)
+    """``Warning: 370 eu.gamesdk.test "insufficient uplink in eu-dsl"``."""
+
+    code: int
+    agent: str
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Warning:
+        m = _WARNING_RE.match(text)
+        if m is None:
+            raise _bad("Warning", text)
+        return cls(code=int(m.group(1)), agent=m.group(2), text=unquote(m.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.agent} {quote(self.text)}"
+
+
+_REASON_RE = re.compile(rf"[ \t]*({TOKEN})[ \t]*(;.*)?$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """``Reason: SIP;cause=580;text="..."`` (RFC 3326)."""
+
+    protocol: str
+    cause: int | None = None
+    text: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reason:
+        m = _REASON_RE.match(text)
+        if m is None:
+            raise _bad("Reason", text)
+        params = parse_params(m.group(2) or "", "Reason parameters")
+        cause: int | None = None
+        rtext: str | None = None
+        for key, value in params:
+            lkey = key.lower()
+            if lkey == "cause" and value is not None:
+                if not value.isdigit():
+                    raise _bad("Reason cause", text)
+                cause = int(value)
+            elif lkey == "text" and value is not None:
+                rtext = unquote(value) if value.startswith('"') else value
+        return cls(protocol=m.group(1), cause=cause, text=rtext)
+
+    def __str__(self) -> str:
+        out = self.protocol
+        if self.cause is not None:
+            out += f";cause={self.cause}"
+        if self.text is not None:
+            out += f";text={quote(self.text)}"
+        return out
+
+
+_AUTH_PARAM_RE = re.compile(rf"[ \t]*({TOKEN})[ \t]*=[ \t]*({QUOTED_STRING}|{TOKEN})[ \t]*(?:,|$)")
+_AUTH_SCHEME_RE = re.compile(rf"[ \t]*({TOKEN})(?:[ \t]+|$)")
+
+
+def parse_auth_params(text: str) -> tuple[str, dict[str, str]]:
+    """Parse a challenge or credentials value: ``Digest realm="x", nonce="y", ...``.
+
+    Returns the scheme and the parameters with lower-case names and unquoted values.
+    """
+    m = _AUTH_SCHEME_RE.match(text)
+    if m is None:
+        raise _bad("authentication header", text)
+    scheme = m.group(1)
+    pos = m.end()
+    params: dict[str, str] = {}
+    while pos < len(text):
+        pm = _AUTH_PARAM_RE.match(text, pos)
+        if pm is None:
+            if text[pos:].strip() == "":
+                break
+            raise _bad("authentication parameter", text)
+        name, value = pm.group(1).lower(), pm.group(2)
+        if name in params:
+            raise _bad("authentication parameter (repeated)", text)
+        params[name] = unquote(value) if value.startswith('"') else value
+        pos = pm.end()
+    return scheme, params
+
+
+def format_auth_params(scheme: str, params: list[tuple[str, str, bool]]) -> str:
+    """Format ``scheme name="value", name=value`` from ``(name, value, quoted)`` triples."""
+    items = [f"{name}={quote(value) if quoted else value}" for name, value, quoted in params]
+    return f"{scheme} " + ", ".join(items)

@@ -1,0 +1,273 @@
+"""SIP message parsers for datagrams and streams (RFC 3261 sections 7 and 18.3).
+
+Network data is untrusted: ``parse_message_untrusted`` and ``StreamParser`` raise only
+``RemoteProtocolError``, whose ``status_hint`` is the status to answer a request with (400, 413, 505, 513) and whose
+message is fit for a reason phrase. A message that parses has a valid start line, well-formed header fields, exactly
+one From, To, Call-ID and CSeq, at least one Via, and a CSeq method that matches the request method.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip._grammar import TOKEN
+from gamesdk.sip.headers import CSeq, Via, split_header_values
+from gamesdk.sip.message import Headers, Message, Request, Response, header_key
+from gamesdk.sip.uri import NameAddr, SipUri
+
+__all__ = ["parse_message_untrusted", "StreamParser", "MAX_MESSAGE_BYTES"]
+
+#: Largest message accepted: the largest UDP payload (RFC 3261 section 18.1.1 lets UDP carry up to 65,535).
+MAX_MESSAGE_BYTES = 65535
+
+_METHOD_RE = re.compile(TOKEN)
+_HEADER_NAME_RE = re.compile(TOKEN)
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+# Headers that may appear only once (RFC 3261 section 7.3.1: not comma-separable).
+_SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "content-type")
+_TYPED = frozenset(("via", "from", "to", "cseq", "call-id", "max-forwards", "contact", "expires", "date"))
+_REQUIRED = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+
+
+# Header names already seen valid, mapped to their key (bounded: names come from the network).
+_VALID_NAMES: dict[str, str] = {}
+
+
+def _fail(message: str, status: int = 400) -> RemoteProtocolError:
+    return RemoteProtocolError(message, status)
+
+
+def _parse_head(head: str) -> tuple[str, list[tuple[str, str, str]]]:
+    if "\n " not in head and "\n\t" not in head and head.count("\r\n") == head.count("\n"):
+        return _parse_head_plain(head)
+    lines = head.split("\n")
+    start = lines[0].rstrip("\r")
+    items: list[tuple[str, str, str]] = []
+    for raw in lines[1:]:
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if line[:1] in (" ", "\t"):
+            # Header folding: a continuation line joins the previous field with one SP (RFC 3261 section 7.3.1).
+            if not items:
+                raise _fail("Continuation line before any header")
+            key, name, value = items[-1]
+            items[-1] = (key, name, f"{value.rstrip()} {line.strip()}" if value else line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise _fail(f"Bad header line: {line[:40]!r}")
+        key = _VALID_NAMES.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if not _HEADER_NAME_RE.fullmatch(name):
+                raise _fail(f"Bad header name: {name[:40]!r}")
+            key = header_key(name)
+            if len(_VALID_NAMES) < 512:
+                _VALID_NAMES[name] = key
+        items.append((key, name, value.strip(" \t")))
+    return start, items
+
+
+def _parse_head_plain(head: str) -> tuple[str, list[tuple[str, str, str]]]:
+    # CRLF everywhere and no folding: the shape of nearly every message, parsed with fewer steps.
+    lines = head.split("\r\n")
+    items: list[tuple[str, str, str]] = []
+    append = items.append
+    valid = _VALID_NAMES
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        key = valid.get(name)
+        if key is None:
+            if not sep:
+                raise _fail(f"Bad header line: {line[:40]!r}")
+            name = name.rstrip(" \t")
+            if not _HEADER_NAME_RE.fullmatch(name):
+                raise _fail(f"Bad header name: {name[:40]!r}")
+            key = header_key(name)
+            if len(valid) < 512:
+                valid[name] = key
+        append((key, name, value.strip(" \t")))
+    return lines[0], items
+
+
+def _parse_start(start: str, headers: Headers, body: bytes) -> Message:
+    if start.startswith("SIP/"):
+        parts = start.split(" ", 2)
+        if len(parts) < 2:
+            raise _fail("Bad status line")
+        version, code = parts[0], parts[1]
+        if version != "SIP/2.0":
+            raise _fail(f"Unsupported version {version[:20]!r}", 505)
+        if len(code) != 3 or not code.isdigit() or not ("100" <= code <= "699"):
+            raise _fail(f"Bad status code {code[:20]!r}")
+        return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body, version)
+    parts = start.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise _fail("Bad request line")
+    method, uri, version = parts
+    if not _METHOD_RE.fullmatch(method):
+        raise _fail(f"Bad method {method[:20]!r}")
+    if version != "SIP/2.0":
+        if _VERSION_RE.fullmatch(version):
+            raise _fail(f"Unsupported version {version[:20]!r}", 505)
+        raise _fail("Bad request line")
+    parsed_uri = SipUri.parse(uri)
+    if parsed_uri.headers is not None:
+        # A Request-URI may not carry URI headers (RFC 3261 section 19.1.1, table 1; RFC 4475 3.1.2.11).
+        raise _fail("Request-URI with headers")
+    request = Request(method, uri, headers, body, version)
+    request._uri_cache = (uri, parsed_uri)
+    return request
+
+
+def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
+    # One pass over the fields: parse every header the stack relies on and store the typed values in the
+    # accessor cache, so a proxy reading them afterwards pays nothing more.
+    cache = message.headers._cache
+    seen: dict[str, int] = {}
+    vias: list[Via] = []
+    for key, _, value in items:
+        count = seen.get(key, 0) + 1
+        seen[key] = count
+        if key in _TYPED:
+            if count > 1 and key != "via" and key != "contact":
+                raise _fail(f"More than one {key} header")
+            if key == "via":
+                for part in split_header_values(value):
+                    vias.append(Via.parse(part))
+            elif key == "from" or key == "to":
+                cache[key] = NameAddr.parse(value)
+            elif key == "cseq":
+                cache[key] = CSeq.parse(value)
+            elif key == "call-id":
+                if not value or " " in value or "\t" in value:
+                    raise _fail("Bad Call-ID")
+                cache[key] = value
+            elif key == "max-forwards":
+                if not value.isdigit() or not value.isascii() or len(value) > 10 or int(value) > 255:
+                    raise _fail("Bad Max-Forwards")
+                cache[key] = int(value)
+            elif key == "contact":
+                if count == 1:
+                    message.contacts
+            elif key == "expires":
+                message.expires
+            elif key == "date":
+                if not value.rstrip().endswith("GMT"):
+                    # SIP dates are always GMT (RFC 3261 section 20.17; RFC 4475 3.1.2.12).
+                    raise _fail("Bad Date header")
+        elif count > 1 and key in _SINGLE:
+            raise _fail(f"More than one {key} header")
+    for key in _REQUIRED:
+        if key not in seen:
+            raise _fail(f"Missing {_REQUIRED[key]} header")
+    if not vias:
+        raise _fail("Missing Via header")
+    cache["via"] = vias
+    if isinstance(message, Request) and cache["cseq"].method != message.method:
+        raise _fail("CSeq method does not match the request method")
+
+
+def _content_length(items: list[tuple[str, str, str]]) -> int | None:
+    values = [v for k, _, v in items if k == "content-length"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _fail("More than one Content-Length header")
+    text = values[0].strip()
+    if not text.isdigit() or not text.isascii() or len(text) > 10:
+        raise _fail("Bad Content-Length")
+    return int(text)
+
+
+def _split_head(data: bytes) -> tuple[bytes, int]:
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], end + 4
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return data[:end], end + 2
+    raise _fail("Incomplete message: no empty line after the headers")
+
+
+def _decode(head: bytes) -> str:
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _fail("Header bytes are not UTF-8") from None
+
+
+def parse_message_untrusted(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Request | Response:
+    """Parse one SIP message from one datagram.
+
+    Bytes after the body (by Content-Length) are ignored (RFC 3261 section 18.3); a datagram without
+    Content-Length has the rest of the datagram as body. Raises ``RemoteProtocolError`` only.
+    """
+    if len(data) > max_size:
+        raise _fail("Message Too Large", 513)
+    # Leading CRLFs before the start line are ignored (RFC 3261 section 7.5).
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
+        if not data:
+            raise _fail("Empty message")
+    head, body_start = _split_head(data)
+    start, items = _parse_head(_decode(head))
+    length = _content_length(items)
+    if length is None:
+        body = data[body_start:]
+    else:
+        body = data[body_start : body_start + length]
+        if len(body) < length:
+            raise _fail("Content-Length larger than the message")
+    message = _parse_start(start, Headers._from_keyed(items), body)
+    _validate(message, items)
+    return message  # type: ignore[return-value]
+
+
+class StreamParser:
+    """Frames SIP messages on a byte stream by Content-Length (RFC 3261 section 18.3).
+
+    Feed bytes as they arrive with ``feed``; take complete messages with ``next_message`` until it returns None.
+    """
+
+    def __init__(self, max_size: int = MAX_MESSAGE_BYTES) -> None:
+        self._buf = bytearray()
+        self._max_size = max_size
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as a message."""
+        return len(self._buf)
+
+    def next_message(self) -> Request | Response | None:
+        """The next complete message, or None when more bytes are needed."""
+        buf = self._buf
+        skip = 0
+        while skip < len(buf) and buf[skip] in (13, 10):
+            skip += 1  # keep-alive CRLFs between messages (RFC 5626 section 3.5.1)
+        if skip:
+            del buf[:skip]
+        end = buf.find(b"\r\n\r\n")
+        sep = 4
+        if end < 0:
+            end = buf.find(b"\n\n")
+            sep = 2
+        if end < 0:
+            if len(buf) > self._max_size:
+                raise _fail("Message Too Large", 513)
+            return None
+        _, items = _parse_head(_decode(bytes(buf[:end])))
+        length = _content_length(items)
+        if length is None:
+            raise _fail("Missing Content-Length on a stream")
+        total = end + sep + length
+        if total > self._max_size:
+            raise _fail("Message Too Large", 513)
+        if len(buf) < total:
+            return None
+        data = bytes(buf[:total])
+        del buf[:total]
+        return parse_message_untrusted(data, self._max_size)

@@ -1,0 +1,304 @@
+"""SIP URIs and name-addr values (RFC 3261 sections 19.1 and 20.10).
+
+``SipUri.parse`` and ``NameAddr.parse`` take text from the network and raise only
+``RemoteProtocolError`` (status hint 400) on bad input.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, unquote
+
+__all__ = ["SipUri", "NameAddr", "Params", "parse_params", "format_params"]
+
+Params = tuple[tuple[str, "str | None"], ...]
+
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_OPAQUE_RE = re.compile(r"[^\s<>\"]+")
+# One pass over a sip/sips URI (RFC 3261 section 25.1); escapes are checked apart by _check_escapes.
+_SIP_URI_RE = re.compile(
+    r"([Ss][Ii][Pp][Ss]?):"
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)(?::([A-Za-z0-9\-_.!~*'()&=+$,%]*))?@)?"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\[\]/:&+$\-_.!~*'()%]+(?:=[A-Za-z0-9\[\]/:&+$\-_.!~*'()%]+)?)*)"
+    r"(?:\?([A-Za-z0-9\[\]/?:+$\-_.!~*'()=&%]*))?"
+)
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _check_escapes(text: str) -> bool:
+    return _BAD_ESCAPE_RE.search(text) is None
+
+# generic-param value = token / host / quoted-string (RFC 3261 section 25.1)
+_GEN_VALUE_RE = re.compile(rf"{TOKEN}|\[[0-9A-Fa-f:.]+\]|{QUOTED_STRING}")
+_TOKEN_FULL_RE = re.compile(TOKEN)
+# The common shape ``;name=token;flag`` with no LWS or quotes, parsed without the general loop.
+_SIMPLE_PARAMS_RE = re.compile(rf"(?:;{TOKEN}(?:={TOKEN})?)+")
+
+
+def _bad(what: str, text: str) -> RemoteProtocolError:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return RemoteProtocolError(f"Bad {what}: {shown!r}", 400)
+
+
+class SipUri(NamedTuple):
+    """A URI as used in SIP. For ``sip``/``sips`` every field is parsed; other schemes keep ``opaque``."""
+
+    scheme: str
+    host: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: Params = ()
+    headers: str | None = None
+    opaque: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SipUri:
+        """Parse a URI; raises ``RemoteProtocolError`` (400) when it breaks the grammar."""
+        m = _SIP_URI_RE.fullmatch(text)
+        if m is None:
+            return cls._parse_other(text)
+        scheme, user, password, host, port, paramtext, headers = m.groups()
+        if "%" in text and not _check_escapes(text):
+            raise _bad("URI escape", text)
+        if port is not None and int(port) > 65535:
+            raise _bad("URI port", text)
+        params: Params = ()
+        if paramtext:
+            items: list[tuple[str, str | None]] = []
+            for item in paramtext[1:].split(";"):
+                name, eq, value = item.partition("=")
+                items.append((name, value if eq else None))
+            params = tuple(items)
+        return cls(
+            scheme=scheme.lower(),
+            host=host,
+            user=user,
+            password=password,
+            port=int(port) if port is not None else None,
+            params=params,
+            headers=headers,
+        )
+
+    @classmethod
+    def _parse_other(cls, text: str) -> SipUri:
+        scheme, sep, rest = text.partition(":")
+        if not sep or not _SCHEME_RE.fullmatch(scheme) or scheme.lower() in ("sip", "sips"):
+            raise _bad("URI", text)
+        if not rest or not _OPAQUE_RE.fullmatch(rest):
+            raise _bad("URI", text)
+        return cls(scheme=scheme.lower(), host="", opaque=rest)
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":" + self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        for name, value in self.params:
+            out.append(f";{name}" if value is None else f";{name}={value}")
+        if self.headers is not None:
+            out.append("?" + self.headers)
+        return "".join(out)
+
+    def param(self, name: str) -> str | None:
+        """The value of URI parameter ``name`` ("" for a parameter without value), or None."""
+        lname = name.lower()
+        for key, value in self.params:
+            if key.lower() == lname:
+                return "" if value is None else value
+        return None
+
+    def has_param(self, name: str) -> bool:
+        lname = name.lower()
+        return any(key.lower() == lname for key, _ in self.params)
+
+    def with_params(self, **values: str | None) -> SipUri:
+        """A copy with the given parameters set (None = flag parameter without value)."""
+        kept = [(k, v) for k, v in self.params if k.lower() not in {n.lower() for n in values}]
+        kept.extend(values.items())
+        return self._replace(params=tuple(kept))
+
+    @property
+    def is_sip(self) -> bool:
+        return self.opaque is None
+
+    @property
+    def transport(self) -> str:
+        """The ``transport`` parameter, lower case; "udp" when absent."""
+        return (self.param("transport") or "udp").lower()
+
+    @property
+    def host_port(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def aor(self) -> str:
+        """Address of record: ``sip:user@host`` lower-cased host, no port or parameters (RFC 3261 10.3 step 5)."""
+        if self.opaque is not None:
+            return str(self)
+        user = f"{self.user}@" if self.user is not None else ""
+        return f"{self.scheme}:{user}{self.host.lower()}"
+
+
+def parse_params(text: str, what: str) -> Params:
+    """Parse ``;name=value`` generic parameters (LWS allowed around ``;`` and ``=``)."""
+    fast = _SIMPLE_PARAMS_RE.fullmatch(text)
+    if fast is not None:
+        out: list[tuple[str, str | None]] = []
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            out.append((name, value if eq else None))
+        return tuple(out)
+    params: list[tuple[str, str | None]] = []
+    if not text.strip():
+        return ()
+    stripped = text.strip()
+    if not stripped.startswith(";"):
+        raise _bad(what, text)
+    for item in _split_semicolons(stripped[1:]):
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not _TOKEN_FULL_RE.fullmatch(name):
+            raise _bad(what, text)
+        if eq:
+            value = value.strip()
+            if not _GEN_VALUE_RE.fullmatch(value):
+                raise _bad(what, text)
+            params.append((name, value))
+        else:
+            params.append((name, None))
+    return tuple(params)
+
+
+def _split_semicolons(text: str) -> list[str]:
+    if '"' not in text:
+        return text.split(";")
+    out: list[str] = []
+    buf: list[str] = []
+    in_quote = escaped = False
+    for ch in text:
+        if in_quote:
+            buf.append(ch)
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+            buf.append(ch)
+        elif ch == ";":
+            out.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    out.append("".join(buf))
+    return out
+
+
+def format_params(params: Params) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+_DISPLAY_TOKENS_RE = re.compile(rf"(?:{TOKEN})(?:[ \t]+{TOKEN})*")
+# The common shapes ``"Name" <uri>;tag=x`` and ``<uri>`` without escapes or LWS in parameters.
+_NAMEADDR_FAST_RE = re.compile(
+    rf'(?:"([^"\\\r\n]*)"[ \t]*|((?:{TOKEN})(?:[ \t]+{TOKEN})*)[ \t]+)?<([^<>\s]+)>((?:;{TOKEN}(?:={TOKEN})?)*)'
+)
+
+
+class NameAddr(NamedTuple):
+    """A From/To/Contact/Route value: optional display name, URI, header parameters."""
+
+    uri: SipUri
+    display_name: str | None = None
+    params: Params = ()
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddr:
+        """Parse ``name-addr`` or ``addr-spec`` followed by header parameters."""
+        fast = _NAMEADDR_FAST_RE.fullmatch(text)
+        if fast is not None:
+            quoted, tokens, inner, ptext = fast.groups()
+            params: Params = ()
+            if ptext:
+                items: list[tuple[str, str | None]] = []
+                for item in ptext[1:].split(";"):
+                    key, eq, value = item.partition("=")
+                    items.append((key, value if eq else None))
+                params = tuple(items)
+            display = quoted if quoted is not None else tokens
+            return cls(uri=SipUri.parse(inner), display_name=display, params=params)
+        s = text.strip()
+        lt = s.find("<")
+        if lt >= 0:
+            display = s[:lt].strip()
+            gt = s.find(">", lt)
+            if gt < 0:
+                raise _bad("name-addr", text)
+            inner = s[lt + 1 : gt]
+            if inner != inner.strip() or not inner:
+                raise _bad("name-addr", text)
+            name: str | None
+            if not display:
+                name = None
+            elif display.startswith('"'):
+                if not re.fullmatch(QUOTED_STRING, display):
+                    raise _bad("display name", text)
+                name = unquote(display)
+            elif _DISPLAY_TOKENS_RE.fullmatch(display):
+                name = display
+            else:
+                raise _bad("display name", text)
+            uri = SipUri.parse(inner)
+            params = parse_params(s[gt + 1 :], "header parameters")
+            return cls(uri=uri, display_name=name, params=params)
+        if s.startswith('"'):
+            raise _bad("name-addr", text)
+        # addr-spec without <>: parameters after ';' belong to the header and the URI may not carry
+        # ';', '?' or ',' of its own (RFC 3261 section 20.10).
+        uritext, semi, rest = s.partition(";")
+        uritext = uritext.rstrip(" \t")
+        if "?" in uritext or "," in uritext or " " in uritext or "\t" in uritext:
+            raise _bad("addr-spec", text)
+        uri = SipUri.parse(uritext)
+        params = parse_params(semi + rest, "header parameters") if semi else ()
+        return cls(uri=uri, display_name=None, params=params)
+
+    def __str__(self) -> str:
+        name = ""
+        if self.display_name is not None:
+            dn = self.display_name
+            name = (dn if _DISPLAY_TOKENS_RE.fullmatch(dn) else quote(dn)) + " "
+        return f"{name}<{self.uri}>{format_params(self.params)}"
+
+    def param(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self.params:
+            if key.lower() == lname:
+                return "" if value is None else value
+        return None
+
+    @property
+    def tag(self) -> str | None:
+        return self.param("tag")
+
+    def with_param(self, name: str, value: str | None) -> NameAddr:
+        kept = tuple((k, v) for k, v in self.params if k.lower() != name.lower())
+        return self._replace(params=kept + ((name, value),))
+
+    def with_tag(self, tag: str) -> NameAddr:
+        return self.with_param("tag", tag)
