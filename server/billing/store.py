@@ -1,0 +1,183 @@
+"""server/billing/store: billing records in the region's SQLite database (tables ``billing_*``).
+
+``billing_records`` holds the fixed part of each record (one per server per session, unique per
+(Call-ID, To-tag, side)); ``billing_events`` is append-only. Partial unique indexes make "exactly one STOP" and
+"at most one START" per record a property of the file, not just of the code: a second STOP (say, a release
+replayed after a crash between the STOP and the reservation delete) is ignored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from server.policy.config import Tariff
+
+from .model import BillingEvent, EventKind, charge_for
+
+__all__ = ["SqliteBillingStore", "BillingRow"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS billing_records (
+    id            INTEGER PRIMARY KEY,
+    call_id       TEXT NOT NULL,
+    from_tag      TEXT NOT NULL,
+    to_tag        TEXT NOT NULL,
+    side          TEXT NOT NULL,
+    region        TEXT NOT NULL,
+    player        TEXT NOT NULL,
+    peer          TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    class         TEXT NOT NULL,
+    format        TEXT NOT NULL,
+    qos           TEXT NOT NULL,
+    uplink_kbps   INTEGER NOT NULL,
+    downlink_kbps INTEGER NOT NULL,
+    token         TEXT NOT NULL,
+    t_2xx         REAL NOT NULL,
+    UNIQUE (call_id, to_tag, side)
+);
+CREATE TABLE IF NOT EXISTS billing_events (
+    seq        INTEGER PRIMARY KEY,
+    record_id  INTEGER NOT NULL REFERENCES billing_records(id),
+    kind       TEXT NOT NULL CHECK (kind IN ('START', 'INTERIM', 'STOP')),
+    time       REAL NOT NULL,
+    charged_s  REAL NOT NULL,
+    charge     REAL NOT NULL,
+    currency   TEXT NOT NULL,
+    end_reason TEXT,
+    sip_reason TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS billing_one_stop ON billing_events(record_id) WHERE kind = 'STOP';
+CREATE UNIQUE INDEX IF NOT EXISTS billing_one_start ON billing_events(record_id) WHERE kind = 'START';
+CREATE INDEX IF NOT EXISTS billing_events_record ON billing_events(record_id);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillingRow:
+    """One billing record with its events folded in (what ``billing list`` shows)."""
+
+    id: int
+    call_id: str
+    from_tag: str
+    to_tag: str
+    side: str
+    region: str
+    player: str
+    peer: str
+    network: str
+    qos_class: str
+    game_format: str
+    qos_text: str
+    uplink_kbps: int
+    downlink_kbps: int
+    token: str
+    t_2xx: float
+    t_start: float | None
+    t_last_interim: float | None
+    interim_count: int
+    t_stop: float | None
+    end_reason: str | None
+    sip_reason: str | None
+    duration_s: float
+    charge: float
+    currency: str
+
+    @property
+    def open(self) -> bool:
+        return self.t_stop is None
+
+
+_ROW_SQL = """
+SELECT r.id, r.call_id, r.from_tag, r.to_tag, r.side, r.region, r.player, r.peer, r.network, r.class, r.format,
+       r.qos, r.uplink_kbps, r.downlink_kbps, r.token, r.t_2xx,
+       (SELECT time FROM billing_events e WHERE e.record_id = r.id AND e.kind = 'START'),
+       (SELECT MAX(time) FROM billing_events e WHERE e.record_id = r.id AND e.kind = 'INTERIM'),
+       (SELECT COUNT(*) FROM billing_events e WHERE e.record_id = r.id AND e.kind = 'INTERIM'),
+       s.time, s.end_reason, s.sip_reason,
+       COALESCE(s.charged_s, (SELECT MAX(charged_s) FROM billing_events e WHERE e.record_id = r.id), 0),
+       COALESCE(s.charge, 0), COALESCE(s.currency, '')
+FROM billing_records r
+LEFT JOIN billing_events s ON s.record_id = r.id AND s.kind = 'STOP'
+"""
+
+
+class SqliteBillingStore:
+    """:class:`~server.billing.model.BillingSink` writing to SQLite; charges STOPs with ``tariff``."""
+
+    def __init__(self, conn: sqlite3.Connection, tariff: Tariff | None = None) -> None:
+        self._conn = conn
+        self._tariff = tariff or Tariff()
+        with conn:
+            conn.executescript(_SCHEMA)
+
+    def append(self, event: BillingEvent) -> None:
+        rec = event.record
+        charge = charge_for(self._tariff, rec, event.charged_s) if event.kind is EventKind.STOP else 0.0
+        with self._conn:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO billing_records (call_id, from_tag, to_tag, side, region, player, peer,"
+                " network, class, format, qos, uplink_kbps, downlink_kbps, token, t_2xx)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.call_id, rec.from_tag, rec.to_tag, rec.side, rec.region, rec.player, rec.peer,
+                    rec.network, rec.qos_class, rec.game_format, rec.qos_text, rec.uplink_kbps,
+                    rec.downlink_kbps, rec.token, rec.t_2xx,
+                ),
+            )
+            (record_id,) = self._conn.execute(
+                "SELECT id FROM billing_records WHERE call_id = ? AND to_tag = ? AND side = ?",
+                (rec.call_id, rec.to_tag, rec.side),
+            ).fetchone()
+            # OR IGNORE: the partial unique indexes turn a duplicate START/STOP into a no-op.
+            self._conn.execute(
+                "INSERT OR IGNORE INTO billing_events (record_id, kind, time, charged_s, charge, currency,"
+                " end_reason, sip_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record_id, event.kind.value, event.time, event.charged_s, charge, self._tariff.currency,
+                    event.end_reason, event.sip_reason,
+                ),
+            )
+
+    def rows(self, *, limit: int | None = None, open_only: bool = False) -> list[BillingRow]:
+        """Records, oldest first (``limit`` = the most recent N)."""
+        return read_rows(self._conn, limit=limit, open_only=open_only)
+
+    def event_counts(self) -> dict[str, int]:
+        """Number of events of each kind (START, INTERIM, STOP)."""
+        counts = {k.value: 0 for k in EventKind}
+        for kind, n in self._conn.execute("SELECT kind, COUNT(*) FROM billing_events GROUP BY kind"):
+            counts[kind] = n
+        return counts
+
+
+def read_rows(conn: sqlite3.Connection, *, limit: int | None = None, open_only: bool = False) -> list[BillingRow]:
+    """Billing rows from a region database (creates nothing; an empty database has no rows)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'billing_records'"
+    ).fetchone()
+    if not exists:
+        return []
+    sql = _ROW_SQL + (" WHERE s.time IS NULL" if open_only else "")
+    params: tuple[int, ...] = ()
+    if limit is not None:
+        sql += " ORDER BY r.id DESC LIMIT ?"
+        params = (limit,)
+    else:
+        sql += " ORDER BY r.id"
+    out = []
+    for row in conn.execute(sql, params):
+        out.append(
+            BillingRow(
+                id=row[0], call_id=row[1], from_tag=row[2], to_tag=row[3], side=row[4], region=row[5],
+                player=row[6], peer=row[7], network=row[8], qos_class=row[9], game_format=row[10],
+                qos_text=row[11], uplink_kbps=row[12], downlink_kbps=row[13], token=row[14], t_2xx=row[15],
+                t_start=row[16], t_last_interim=row[17], interim_count=row[18], t_stop=row[19],
+                end_reason=row[20], sip_reason=row[21], duration_s=float(row[22]), charge=float(row[23]),
+                currency=row[24],
+            )
+        )
+    if limit is not None:
+        out.reverse()
+    return out

@@ -1,0 +1,283 @@
+"""server/policy/codec: JSON shapes of the policy values (HTTP service and the SQLite store).
+
+Field names follow N5 (TS 29.514, research/protocol.md A13) where one exists: ``medComponents``, ``medCompN``,
+``marBwUl``/``marBwDl`` (kbit/s here, not bit/s strings), ``desMaxLatency`` (ms), ``desMaxLoss`` (ppm here),
+``qosReference`` (class), ``servInfStatus``. Everything read from the network goes through ``*_untrusted``
+functions that raise only :class:`RemoteProtocolError` (status hint 400).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gamesdk.errors import RemoteProtocolError
+
+from .model import (
+    AppSession,
+    Decision,
+    Deny,
+    DialogRef,
+    EndReason,
+    Grant,
+    MediaComponent,
+    Reservation,
+    ReservationState,
+    Resource,
+    SessionKey,
+    Side,
+)
+
+__all__ = [
+    "app_session_to_json",
+    "app_session_from_json_untrusted",
+    "decision_to_json",
+    "decision_from_json_untrusted",
+    "reservation_to_json",
+    "reservation_from_json_untrusted",
+    "key_to_json",
+    "key_from_json_untrusted",
+    "dialog_ref_to_json",
+    "dialog_ref_from_json_untrusted",
+    "end_reason_from_json_untrusted",
+]
+
+_MAX_TEXT = 1024
+
+
+def _bad(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, 400)
+
+
+def _obj(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _bad(f"{what} must be a JSON object")
+    return value
+
+
+def _str(data: Mapping[str, Any], name: str, *, default: str | None = None) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str) or len(value) > _MAX_TEXT:
+        raise _bad(f"{name} must be a string of at most {_MAX_TEXT} characters")
+    return value
+
+
+def _int(data: Mapping[str, Any], name: str, *, default: int | None = None, optional: bool = False) -> Any:
+    if name not in data or data[name] is None:
+        if optional:
+            return None
+        if default is None:
+            raise _bad(f"{name} is required")
+        return default
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**53) < value < 2**53:
+        raise _bad(f"{name} must be an integer")
+    return value
+
+
+def _float(data: Mapping[str, Any], name: str, *, optional: bool = False) -> Any:
+    value = data.get(name)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(f"{name} must be a number")
+    return float(value)
+
+
+def _enum(enum_type: Any, value: object, name: str) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_type)
+        raise _bad(f"{name} must be one of {allowed}") from None
+
+
+# -- SessionKey / DialogRef ----------------------------------------------------------------------------------------
+
+
+def key_to_json(key: SessionKey) -> dict[str, Any]:
+    return {"callId": key.call_id, "toTag": key.to_tag, "side": key.side.value}
+
+
+def key_from_json_untrusted(value: object) -> SessionKey:
+    data = _obj(value, "key")
+    return SessionKey(_str(data, "callId"), _str(data, "toTag"), _enum(Side, data.get("side"), "side"))
+
+
+def dialog_ref_to_json(ref: DialogRef) -> dict[str, Any]:
+    return {"callId": ref.call_id, "localTag": ref.local_tag, "remoteTag": ref.remote_tag, "player": ref.player}
+
+
+def dialog_ref_from_json_untrusted(value: object) -> DialogRef:
+    data = _obj(value, "dialog")
+    return DialogRef(
+        call_id=_str(data, "callId"),
+        local_tag=_str(data, "localTag"),
+        remote_tag=_str(data, "remoteTag"),
+        player=_str(data, "player"),
+    )
+
+
+def end_reason_from_json_untrusted(value: object) -> EndReason:
+    reason: EndReason = _enum(EndReason, value, "reason")
+    return reason
+
+
+# -- AppSession ----------------------------------------------------------------------------------------------------
+
+
+def app_session_to_json(request: AppSession) -> dict[str, Any]:
+    return {
+        "callId": request.call_id,
+        "fromTag": request.from_tag,
+        "toTag": request.to_tag,
+        "side": request.side.value,
+        "player": request.player,
+        "peer": request.peer,
+        "ueIpv4": request.player_ip,
+        "transitRtt": request.transit_rtt_ms,
+        "peerAccessRtt": request.peer_access_rtt_ms,
+        "format": request.game_format,
+        "qos": request.qos_text,
+        "medComponents": [
+            {
+                "medCompN": c.number,
+                "medType": "APPLICATION",
+                "marBwUl": c.uplink_kbps,
+                "marBwDl": c.downlink_kbps,
+                "desMaxLatency": c.max_latency_ms,
+                "desMaxLoss": c.max_loss_ppm,
+                "desMaxJitter": c.max_jitter_ms,
+                "qosReference": c.qos_class,
+            }
+            for c in request.components
+        ],
+    }
+
+
+def app_session_from_json_untrusted(value: object) -> AppSession:
+    data = _obj(value, "app session")
+    comps_raw = data.get("medComponents")
+    if not isinstance(comps_raw, list) or not 1 <= len(comps_raw) <= 16:
+        raise _bad("medComponents must be a list of 1 to 16 media components")
+    comps = []
+    for raw in comps_raw:
+        c = _obj(raw, "media component")
+        qos_ref = c.get("qosReference")
+        if qos_ref is not None and (not isinstance(qos_ref, str) or len(qos_ref) > 64):
+            raise _bad("qosReference must be a class name")
+        comps.append(
+            MediaComponent(
+                number=_int(c, "medCompN", default=1),
+                uplink_kbps=_int(c, "marBwUl"),
+                downlink_kbps=_int(c, "marBwDl"),
+                max_latency_ms=_int(c, "desMaxLatency"),
+                max_loss_ppm=_int(c, "desMaxLoss", optional=True),
+                max_jitter_ms=_int(c, "desMaxJitter", optional=True),
+                qos_class=qos_ref,
+            )
+        )
+    return AppSession(
+        call_id=_str(data, "callId"),
+        from_tag=_str(data, "fromTag", default=""),
+        to_tag=_str(data, "toTag", default=""),
+        side=_enum(Side, data.get("side"), "side"),
+        player=_str(data, "player"),
+        peer=_str(data, "peer", default=""),
+        player_ip=_str(data, "ueIpv4"),
+        components=tuple(comps),
+        transit_rtt_ms=_int(data, "transitRtt", default=0),
+        peer_access_rtt_ms=_int(data, "peerAccessRtt", default=0),
+        game_format=_str(data, "format", default=""),
+        qos_text=_str(data, "qos", default=""),
+    )
+
+
+# -- Decision ------------------------------------------------------------------------------------------------------
+
+
+def decision_to_json(decision: Decision) -> dict[str, Any]:
+    if isinstance(decision, Grant):
+        return {
+            "granted": True,
+            "token": decision.token,
+            "network": decision.network,
+            "class": decision.qos_class,
+            "resPrio": decision.priority,
+            "marBwUl": decision.uplink_kbps,
+            "marBwDl": decision.downlink_kbps,
+            "latency": decision.latency_ms,
+        }
+    return {
+        "granted": False,
+        "network": decision.network,
+        "cause": decision.resource.value,
+        "detail": decision.reason,
+        "status": decision.status_hint,
+        "warning": decision.warning_code,
+    }
+
+
+def decision_from_json_untrusted(value: object) -> Decision:
+    data = _obj(value, "decision")
+    granted = data.get("granted")
+    if granted is True:
+        token = data.get("token")
+        if token is not None and (not isinstance(token, str) or len(token) > 256):
+            raise _bad("token must be a string")
+        return Grant(
+            token=token,
+            network=_str(data, "network"),
+            qos_class=_str(data, "class"),
+            priority=_int(data, "resPrio", default=0),
+            uplink_kbps=_int(data, "marBwUl"),
+            downlink_kbps=_int(data, "marBwDl"),
+            latency_ms=_int(data, "latency", default=0),
+        )
+    if granted is False:
+        network = data.get("network")
+        if network is not None and not isinstance(network, str):
+            raise _bad("network must be a string")
+        return Deny(
+            network=network,
+            resource=_enum(Resource, data.get("cause"), "cause"),
+            reason=_str(data, "detail"),
+            status_hint=_int(data, "status", default=580),
+            warning_code=_int(data, "warning", default=370),
+        )
+    raise _bad("granted must be true or false")
+
+
+# -- Reservation (store) -------------------------------------------------------------------------------------------
+
+
+def reservation_to_json(res: Reservation) -> dict[str, Any]:
+    return {
+        "request": app_session_to_json(res.request),
+        "grant": decision_to_json(res.grant),
+        "state": res.state.value,
+        "t2xx": res.t_2xx,
+        "deadline": res.deadline,
+        "tConfirm": res.t_confirm,
+        "tLastRefresh": res.t_last_refresh,
+        "expires": res.expires_s,
+        "interims": res.interim_count,
+    }
+
+
+def reservation_from_json_untrusted(value: object) -> Reservation:
+    data = _obj(value, "reservation")
+    grant = decision_from_json_untrusted(data.get("grant"))
+    if not isinstance(grant, Grant):
+        raise _bad("a stored reservation must hold a grant")
+    return Reservation(
+        request=app_session_from_json_untrusted(data.get("request")),
+        grant=grant,
+        state=_enum(ReservationState, data.get("state"), "state"),
+        t_2xx=_float(data, "t2xx"),
+        deadline=_float(data, "deadline"),
+        t_confirm=_float(data, "tConfirm", optional=True),
+        t_last_refresh=_float(data, "tLastRefresh", optional=True),
+        expires_s=_int(data, "expires", default=0),
+        interim_count=_int(data, "interims", default=0),
+    )

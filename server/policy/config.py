@@ -1,0 +1,409 @@
+"""server/policy/config: the region's access networks, QoS classes, tariff and policy settings.
+
+Built from the plain mapping the server's TOML loader produces (the whole document; only the
+``[[access_networks]]``, ``[[classes]]``, ``[tariff]`` and ``[policy]`` tables are read here). Every error is a
+:class:`ConfigError` whose ``key`` names the offending key, e.g. ``access_networks[1].uplink_kbps``, so the CLI's
+``check-config`` can point at the line to fix. Unknown keys inside these tables are errors too: a typo such as
+``uplink_kpbs`` must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gamesdk.errors import GameSdkError
+
+__all__ = [
+    "ConfigError",
+    "AccessNetwork",
+    "QosClass",
+    "ClassTariff",
+    "Tariff",
+    "PolicySettings",
+    "PolicyConfig",
+    "IpNetwork",
+]
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Names of networks and classes appear in Warning texts and URLs: keep them to a token-ish alphabet.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+#: RFC 3261 section 13.3.1.4 / 17.1.1.2: 64*T1 = 32 s is the UAS's 2xx retransmission span, so a player that has
+#: not confirmed within it never will (DESIGN section 4).
+DEFAULT_CONFIRM_TIMEOUT_S = 32.0
+#: DESIGN section 4: a lease lasts Expires + 32 s, so one refresh that runs into Timer F (32 s) still lands.
+DEFAULT_LEASE_SLACK_S = 32.0
+#: RFC 3903 leaves the minimum to the ESC; 60 s keeps PUBLISH load bounded while the SDK refreshes every 45 s.
+DEFAULT_MIN_EXPIRES_S = 60
+#: Upper bound on a lease; the SDK asks for 90 s (DESIGN section 4). One hour mirrors RFC 3903's default.
+DEFAULT_MAX_EXPIRES_S = 3600
+#: Used when a PUBLISH carries no Expires header (RFC 3903 section 6 step 4: a locally configured default).
+DEFAULT_EXPIRES_S = 90
+#: A policy round-trip longer than this counts as a failure (research/protocol.md (c): "cap the wait (e.g. 2 s)").
+DEFAULT_POLICY_TIMEOUT_S = 2.0
+DEFAULT_MAX_SESSIONS = 1000
+
+
+class ConfigError(GameSdkError):
+    """A policy configuration value is missing or wrong; ``key`` names it (``classes[0].max_share``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessNetwork:
+    """One access network of the region, with the capacity the policy server may hand out."""
+
+    name: str
+    prefixes: tuple[IpNetwork, ...]
+    uplink_kbps: int
+    """Capacity from players towards the network (what players send), kbit/s."""
+    downlink_kbps: int
+    """Capacity towards players (what players receive), kbit/s."""
+    rtt_ms: int = 0
+    """Typical round-trip time between a player and the region's edge, ms."""
+    jitter_ms: int = 0
+    loss_ppm: int = 0
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QosClass:
+    """A game classification (``a=gsdk-class``) mapped to a priority and a share of every access network."""
+
+    name: str
+    priority: int = 0
+    """Higher is more important; handed back in grants (N5 ``resPrio``) and shown by ``sessions``."""
+    max_share: float = 1.0
+    """Fraction (0 < share <= 1) of each direction's capacity this class may hold in one access network."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassTariff:
+    """Charge for one class: ``minutes * (per_minute + per_kbps_minute * (uplink_kbps + downlink_kbps))``."""
+
+    per_minute: float = 0.0
+    per_kbps_minute: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tariff:
+    """The region's tariff: per class, with the default class's entry as the fallback."""
+
+    currency: str = "EUR"
+    classes: Mapping[str, ClassTariff] = field(default_factory=dict)
+    default_class: str = "default"
+
+    def for_class(self, name: str) -> ClassTariff:
+        """The tariff of class ``name``; the default class's tariff if it has none; free if neither exists."""
+        return self.classes.get(name) or self.classes.get(self.default_class) or ClassTariff()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySettings:
+    """The ``[policy]`` table: timers and where the policy server runs."""
+
+    url: str | None = None
+    """``http://host:port`` of a separate policy process; ``None`` = embedded in the SIP server."""
+    listen: str = "127.0.0.1:7080"
+    """Address ``gamesdk-server policy`` listens on (host:port)."""
+    timeout_s: float = DEFAULT_POLICY_TIMEOUT_S
+    confirm_timeout_s: float = DEFAULT_CONFIRM_TIMEOUT_S
+    lease_slack_s: float = DEFAULT_LEASE_SLACK_S
+    min_expires_s: int = DEFAULT_MIN_EXPIRES_S
+    max_expires_s: int = DEFAULT_MAX_EXPIRES_S
+    default_expires_s: int = DEFAULT_EXPIRES_S
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyConfig:
+    """Everything the policy server and billing need, validated."""
+
+    networks: tuple[AccessNetwork, ...]
+    classes: tuple[QosClass, ...]
+    default_class: str
+    tariff: Tariff
+    settings: PolicySettings
+
+    def network(self, name: str) -> AccessNetwork | None:
+        for net in self.networks:
+            if net.name == name:
+                return net
+        return None
+
+    def qos_class(self, name: str | None) -> QosClass:
+        """The class called ``name``; unknown or missing names map to the default class."""
+        if name:
+            for cls in self.classes:
+                if cls.name == name:
+                    return cls
+        for cls in self.classes:
+            if cls.name == self.default_class:
+                return cls
+        raise AssertionError("validated config always has its default class")  # pragma: no cover
+
+    def network_for_address(self, address: str) -> AccessNetwork | None:
+        """The access network whose prefix matches ``address`` most specifically (longest prefix wins)."""
+        try:
+            ip = ipaddress.ip_address(address.strip("[]"))
+        except ValueError:
+            return None
+        best: AccessNetwork | None = None
+        best_len = -1
+        for net in self.networks:
+            for prefix in net.prefixes:
+                if prefix.version == ip.version and ip in prefix and prefix.prefixlen > best_len:
+                    best, best_len = net, prefix.prefixlen
+        return best
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any]) -> PolicyConfig:
+        """Validate the policy tables of a parsed region config. Raises :class:`ConfigError`."""
+        return _parse(doc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing helpers: each takes the key path so every error names its key.
+
+
+def _table(value: object, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"must be a table, not {type(value).__name__}")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], key: str) -> None:
+    for name in table:
+        if name not in allowed:
+            raise ConfigError(f"{key}.{name}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _int(table: Mapping[str, Any], name: str, key: str, *, default: int | None = None, minimum: int = 0) -> int:
+    full = f"{key}.{name}"
+    if name not in table:
+        if default is None:
+            raise ConfigError(full, "is required")
+        return default
+    value = table[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(full, f"must be an integer, not {value!r}")
+    if value < minimum:
+        raise ConfigError(full, f"must be >= {minimum}, not {value}")
+    return value
+
+
+def _float(table: Mapping[str, Any], name: str, key: str, *, default: float, minimum: float = 0.0) -> float:
+    full = f"{key}.{name}"
+    if name not in table:
+        return default
+    value = table[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(full, f"must be a number, not {value!r}")
+    if value < minimum:
+        raise ConfigError(full, f"must be >= {minimum}, not {value}")
+    return float(value)
+
+
+def _name(table: Mapping[str, Any], key: str) -> str:
+    full = f"{key}.name"
+    value = table.get("name")
+    if value is None:
+        raise ConfigError(full, "is required")
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ConfigError(full, f"must be 1-64 letters, digits, '.', '_' or '-', not {value!r}")
+    return value
+
+
+def _list(value: object, key: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"must be an array, not {type(value).__name__}")
+    return value
+
+
+_NETWORK_KEYS = {
+    "name", "prefixes", "uplink_kbps", "downlink_kbps", "rtt_ms", "jitter_ms", "loss_ppm", "max_sessions",
+}
+_CLASS_KEYS = {"name", "priority", "max_share", "default"}
+_TARIFF_CLASS_KEYS = {"per_minute", "per_kbps_minute"}
+_POLICY_KEYS = {
+    "url", "listen", "timeout_s", "confirm_timeout_s", "lease_slack_s", "min_expires_s", "max_expires_s",
+    "default_expires_s", "default_class",
+}
+
+
+def _parse_network(raw: object, key: str) -> AccessNetwork:
+    table = _table(raw, key)
+    _check_keys(table, _NETWORK_KEYS, key)
+    name = _name(table, key)
+    if "prefixes" not in table:
+        raise ConfigError(f"{key}.prefixes", "is required (e.g. [\"192.0.2.0/24\"])")
+    raw_prefixes = _list(table["prefixes"], f"{key}.prefixes")
+    if not raw_prefixes:
+        raise ConfigError(f"{key}.prefixes", "must list at least one prefix")
+    prefixes: list[IpNetwork] = []
+    for i, text in enumerate(raw_prefixes):
+        pkey = f"{key}.prefixes[{i}]"
+        if not isinstance(text, str):
+            raise ConfigError(pkey, f"must be a string like \"192.0.2.0/24\", not {text!r}")
+        try:
+            prefixes.append(ipaddress.ip_network(text, strict=True))
+        except ValueError as exc:
+            raise ConfigError(pkey, f"not an IP prefix: {exc}") from None
+    uplink = _int(table, "uplink_kbps", key, minimum=1)
+    downlink = _int(table, "downlink_kbps", key, minimum=1)
+    return AccessNetwork(
+        name=name,
+        prefixes=tuple(prefixes),
+        uplink_kbps=uplink,
+        downlink_kbps=downlink,
+        rtt_ms=_int(table, "rtt_ms", key, default=0),
+        jitter_ms=_int(table, "jitter_ms", key, default=0),
+        loss_ppm=_int(table, "loss_ppm", key, default=0),
+        max_sessions=_int(table, "max_sessions", key, default=DEFAULT_MAX_SESSIONS, minimum=1),
+    )
+
+
+def _parse_class(raw: object, key: str) -> tuple[QosClass, bool]:
+    table = _table(raw, key)
+    _check_keys(table, _CLASS_KEYS, key)
+    name = _name(table, key)
+    share = _float(table, "max_share", key, default=1.0)
+    if not 0.0 < share <= 1.0:
+        raise ConfigError(f"{key}.max_share", f"must be a fraction in (0, 1], not {share}")
+    priority = table.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigError(f"{key}.priority", f"must be an integer, not {priority!r}")
+    is_default = table.get("default", False)
+    if not isinstance(is_default, bool):
+        raise ConfigError(f"{key}.default", f"must be true or false, not {is_default!r}")
+    return QosClass(name=name, priority=priority, max_share=share), is_default
+
+
+def _parse(doc: Mapping[str, Any]) -> PolicyConfig:
+    doc = _table(doc, "<config>")
+
+    # Access networks -----------------------------------------------------------------------------------------
+    networks: list[AccessNetwork] = []
+    seen_prefixes: dict[IpNetwork, str] = {}
+    for i, raw in enumerate(_list(doc.get("access_networks", []), "access_networks")):
+        key = f"access_networks[{i}]"
+        net = _parse_network(raw, key)
+        if any(n.name == net.name for n in networks):
+            raise ConfigError(f"{key}.name", f"duplicate access network {net.name!r}")
+        for j, prefix in enumerate(net.prefixes):
+            if prefix in seen_prefixes:
+                raise ConfigError(
+                    f"{key}.prefixes[{j}]", f"{prefix} is already a prefix of {seen_prefixes[prefix]!r}"
+                )
+            seen_prefixes[prefix] = net.name
+        networks.append(net)
+
+    # Classes -------------------------------------------------------------------------------------------------
+    classes: list[QosClass] = []
+    flagged: list[str] = []
+    for i, raw in enumerate(_list(doc.get("classes", []), "classes")):
+        key = f"classes[{i}]"
+        cls, is_default = _parse_class(raw, key)
+        if any(c.name == cls.name for c in classes):
+            raise ConfigError(f"{key}.name", f"duplicate class {cls.name!r}")
+        if is_default:
+            if flagged:
+                raise ConfigError(f"{key}.default", f"only one class may be the default (already {flagged[0]!r})")
+            flagged.append(cls.name)
+        classes.append(cls)
+
+    # Policy settings -----------------------------------------------------------------------------------------
+    ptable = _table(doc.get("policy", {}), "policy")
+    _check_keys(ptable, _POLICY_KEYS, "policy")
+    default_class: str
+    if "default_class" in ptable:
+        value = ptable["default_class"]
+        if not isinstance(value, str) or not any(c.name == value for c in classes):
+            names = ", ".join(c.name for c in classes) or "none configured"
+            raise ConfigError("policy.default_class", f"{value!r} is not a configured class ({names})")
+        default_class = value
+    elif flagged:
+        default_class = flagged[0]
+    elif classes:
+        default_class = classes[0].name
+    else:
+        # No [[classes]] at all: one class that may use the whole network, so an example config runs as is.
+        classes.append(QosClass(name="default"))
+        default_class = "default"
+    settings = _parse_settings(ptable)
+
+    # Tariff --------------------------------------------------------------------------------------------------
+    ttable = _table(doc.get("tariff", {}), "tariff")
+    currency = ttable.get("currency", "EUR")
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise ConfigError("tariff.currency", f"must be a 3-letter currency code, not {currency!r}")
+    class_tariffs: dict[str, ClassTariff] = {}
+    for cname, raw in ttable.items():
+        if cname == "currency":
+            continue
+        key = f"tariff.{cname}"
+        if not any(c.name == cname for c in classes):
+            raise ConfigError(key, f"no class named {cname!r} (classes: {', '.join(c.name for c in classes)})")
+        entry = _table(raw, key)
+        _check_keys(entry, _TARIFF_CLASS_KEYS, key)
+        class_tariffs[cname] = ClassTariff(
+            per_minute=_float(entry, "per_minute", key, default=0.0),
+            per_kbps_minute=_float(entry, "per_kbps_minute", key, default=0.0),
+        )
+    tariff = Tariff(currency=currency.upper(), classes=class_tariffs, default_class=default_class)
+    return PolicyConfig(
+        networks=tuple(networks),
+        classes=tuple(classes),
+        default_class=default_class,
+        tariff=tariff,
+        settings=settings,
+    )
+
+
+def _parse_settings(ptable: Mapping[str, Any]) -> PolicySettings:
+    url = ptable.get("url")
+    if url is not None:
+        if not isinstance(url, str) or not re.fullmatch(r"http://[^/\s:]+(:\d{1,5})?/?", url):
+            raise ConfigError("policy.url", f"must look like \"http://127.0.0.1:7080\", not {url!r}")
+        url = url.rstrip("/")
+    listen = ptable.get("listen", "127.0.0.1:7080")
+    if not isinstance(listen, str) or not re.fullmatch(r"(\[[0-9A-Fa-f:]+\]|[^\s:\[\]]+):\d{1,5}", listen):
+        raise ConfigError("policy.listen", f"must be host:port, not {listen!r}")
+    if int(listen.rpartition(":")[2]) > 65535:
+        raise ConfigError("policy.listen", f"port out of range in {listen!r}")
+    timeout = _float(ptable, "timeout_s", "policy", default=DEFAULT_POLICY_TIMEOUT_S)
+    if timeout <= 0:
+        raise ConfigError("policy.timeout_s", "must be > 0")
+    min_expires = _int(ptable, "min_expires_s", "policy", default=DEFAULT_MIN_EXPIRES_S, minimum=1)
+    max_expires = _int(ptable, "max_expires_s", "policy", default=DEFAULT_MAX_EXPIRES_S, minimum=1)
+    if max_expires < min_expires:
+        raise ConfigError("policy.max_expires_s", f"must be >= min_expires_s ({min_expires})")
+    default_expires = _int(ptable, "default_expires_s", "policy", default=DEFAULT_EXPIRES_S, minimum=1)
+    if not min_expires <= default_expires <= max_expires:
+        raise ConfigError(
+            "policy.default_expires_s", f"must lie between min_expires_s ({min_expires}) and max_expires_s"
+        )
+    return PolicySettings(
+        url=url,
+        listen=listen,
+        timeout_s=timeout,
+        confirm_timeout_s=_float(ptable, "confirm_timeout_s", "policy", default=DEFAULT_CONFIRM_TIMEOUT_S),
+        lease_slack_s=_float(ptable, "lease_slack_s", "policy", default=DEFAULT_LEASE_SLACK_S),
+        min_expires_s=min_expires,
+        max_expires_s=max_expires,
+        default_expires_s=default_expires,
+    )

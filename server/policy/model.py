@@ -1,0 +1,221 @@
+"""server/policy/model: the N5-shaped values the policy server takes and returns.
+
+Shaped after 3GPP TS 29.514 ``Npcf_PolicyAuthorization`` (research/protocol.md A13): an *app session* with
+*media components* (``marBwUl``/``marBwDl``, ``desMaxLatency``, ``desMaxLoss``, ``qosReference``), asked for as
+PRELIMINARY (check the offer, hold nothing) or FINAL (reserve for the answer). Directions are always from the
+player's point of view in *this* server's access network: uplink = what the player sends, downlink = what it
+receives.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "Side",
+    "Resource",
+    "EndReason",
+    "ReservationState",
+    "SessionKey",
+    "MediaComponent",
+    "AppSession",
+    "Grant",
+    "Deny",
+    "Decision",
+    "DialogRef",
+    "Reservation",
+]
+
+
+class Side(str, enum.Enum):
+    """Which end of the session this server's player is (the billing "side")."""
+
+    #: The caller (the INVITE came from this server's player).
+    ORIG = "orig"
+    #: The callee.
+    TERM = "term"
+
+
+class Resource(str, enum.Enum):
+    """What was short when admission failed (named in the Warning text)."""
+
+    NETWORK = "network"  #: no access network covers the player's address
+    SESSIONS = "sessions"
+    LATENCY = "latency"
+    LOSS = "loss"
+    JITTER = "jitter"
+    UPLINK = "uplink"
+    DOWNLINK = "downlink"
+    CLASS_SHARE = "class-share"
+    REQUEST = "request"  #: the request itself is unusable (no components, negative bandwidth)
+    POLICY = "policy"  #: the policy server could not be asked (timeout, unreachable)
+
+
+class EndReason(str, enum.Enum):
+    """Why a reservation ended (DESIGN section 5); written in the STOP billing event."""
+
+    BYE_LOCAL = "bye-local"
+    BYE_REMOTE = "bye-remote"
+    QOS_FAILED = "qos-failed"
+    QOS_FAILED_PEER = "qos-failed-peer"
+    NOT_ESTABLISHED = "not-established"
+    LEASE_EXPIRED = "lease-expired"
+    REG_EXPIRED = "reg-expired"
+    SERVER_RESTART = "server-restart"
+
+
+class ReservationState(str, enum.Enum):
+    #: FINAL granted, resources held, waiting for the player's ``confirmed`` PUBLISH (deadline 32 s).
+    RESERVED = "reserved"
+    #: Confirmed: gate open, billing started, held while the lease is refreshed.
+    ACTIVE = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """Idempotency key of a FINAL decision: (Call-ID, To-tag) plus the side.
+
+    The side is part of the key because when both players are in this region the same server reserves twice
+    for one dialog: once for the callee's access network and once for the caller's.
+    """
+
+    call_id: str
+    to_tag: str
+    side: Side
+
+    def __str__(self) -> str:
+        return f"{self.call_id};{self.to_tag};{self.side.value}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaComponent:
+    """One media component (one ``m=`` line) of an app session."""
+
+    number: int = 1
+    uplink_kbps: int
+    """What the player sends (``marBwUl``), kbit/s."""
+    downlink_kbps: int
+    """What the player receives (``marBwDl``), kbit/s."""
+    max_latency_ms: int
+    """Round-trip budget (``gsdk-qos lat``, ``desMaxLatency``), ms."""
+    max_loss_ppm: int | None = None
+    """``gsdk-qos loss`` (``desMaxLoss`` * 1e6); ``None`` = not checked."""
+    max_jitter_ms: int | None = None
+    """``gsdk-qos jit``; ``None`` = not checked."""
+    qos_class: str | None = None
+    """``gsdk-class`` (``qosReference``); unknown or ``None`` = the region's default class."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppSession:
+    """A request to the policy server for this server's player in one session."""
+
+    call_id: str
+    from_tag: str
+    to_tag: str = ""
+    """Empty on the INVITE path (PRELIMINARY); the 2xx's To-tag for FINAL."""
+    side: Side
+    player: str
+    """AOR of this server's player (``sip:alice@eu.example``)."""
+    peer: str
+    """AOR of the other player."""
+    player_ip: str
+    """The address the player registered from; selects the access network (longest prefix)."""
+    components: tuple[MediaComponent, ...]
+    transit_rtt_ms: int = 0
+    """Measured round-trip between this region and the peer's region (federation table); 0 = same region."""
+    peer_access_rtt_ms: int = 0
+    """The peer's access round-trip as stated by its side; 0 when not known yet."""
+    game_format: str = ""
+    """The negotiated ``gsdk-format`` (billing only)."""
+    qos_text: str = ""
+    """The negotiated ``gsdk-qos`` value as text (billing only)."""
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.call_id, self.to_tag, self.side)
+
+    @property
+    def uplink_kbps(self) -> int:
+        return sum(c.uplink_kbps for c in self.components)
+
+    @property
+    def downlink_kbps(self) -> int:
+        return sum(c.downlink_kbps for c in self.components)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """Admission passed. For FINAL, resources are held and ``token`` goes into ``P-Media-Authorization``."""
+
+    token: str | None
+    """1*HEXDIG (RFC 3313 section 5); ``None`` for a PRELIMINARY check (nothing held)."""
+    network: str
+    qos_class: str
+    priority: int
+    uplink_kbps: int
+    downlink_kbps: int
+    latency_ms: int
+    """The round-trip budget used: access rtt + transit + peer access."""
+
+    @property
+    def granted(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deny:
+    """Admission failed: nothing is held. Answer 580 (or forward the 2xx) with ``Warning: 370``."""
+
+    network: str | None
+    resource: Resource
+    reason: str
+    """Human text for the Warning, e.g. ``insufficient uplink in eu-dsl (needs 256 kbit/s, 100 free)``."""
+    status_hint: int = 580
+    warning_code: int = 370
+
+    @property
+    def granted(self) -> bool:
+        return False
+
+    def warning_value(self, agent: str) -> str:
+        """The ``Warning`` header value (RFC 3261 section 20.43), e.g. ``370 eu.example "..."``."""
+        text = self.reason.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.warning_code} {agent} "{text}"'
+
+
+Decision = Grant | Deny
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialogRef:
+    """A dialog as a player's PUBLISH names it (RFC 4235): Call-ID and both tags, seen from the publisher."""
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    player: str
+    """AOR of the publisher: only its own reservations may be touched."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reservation:
+    """A held FINAL reservation (persisted; enough to bill it after a restart)."""
+
+    request: AppSession
+    grant: Grant
+    state: ReservationState
+    t_2xx: float
+    """When FINAL was granted (the 2xx was forwarded): billed start (research/protocol.md (d) step 1)."""
+    deadline: float
+    """Confirm deadline while RESERVED, lease expiry (last refresh + Expires + slack) while ACTIVE."""
+    t_confirm: float | None = None
+    t_last_refresh: float | None = None
+    expires_s: int = 0
+    """The Expires of the last confirm/refresh (the lease without slack)."""
+    interim_count: int = 0
+
+    @property
+    def key(self) -> SessionKey:
+        return self.request.key
