@@ -1,0 +1,142 @@
+"""gamesdk/channel/config: the values a channel is built from.
+
+``ChannelParams`` carries what the SDP exchange decided (role, suite, keys, session ids, peer address);
+``ChannelConfig`` carries the tunables, with units in their names. Both are frozen values: build them once
+and hand them to ``Channel``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gamesdk.errors import LocalProtocolError
+
+__all__ = ["Address", "ChannelConfig", "ChannelParams", "Lane", "Role", "SUITES"]
+
+#: A UDP peer address as the socket module gives it: (host, port).
+Address = tuple[str, int]
+
+#: AEAD suites in `a=gsdk-sec` order, strongest (and default) first (DESIGN section 3).
+SUITES: tuple[str, ...] = ("chacha20-poly1305", "aes-256-gcm")
+
+
+class Role(str, enum.Enum):
+    """Which side of the SDP offer/answer this endpoint was; names the key direction (DESIGN section 6)."""
+
+    #: Sent the offer (the caller): sends with the o2a key, receives with a2o.
+    OFFER = "offer"
+    #: Sent the answer (the callee): sends with the a2o key, receives with o2a.
+    ANSWER = "answer"
+
+
+class Lane(enum.IntEnum):
+    """Delivery guarantees a message can ask for. The value is the lane byte on the wire."""
+
+    #: Fire and forget: may be lost, duplicated copies are dropped, may arrive out of order.
+    UNRELIABLE = 0
+    #: May be lost, never stale: a message older than one already delivered on this lane is dropped
+    #: (ENet's default mode; for snapshots and inputs).
+    SEQUENCED = 1
+    #: Delivered exactly once and in order, retransmitted until acked; large messages are fragmented.
+    RELIABLE = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelConfig:
+    """Channel tunables. Defaults follow DESIGN section 6 and research/channel.md (c)."""
+
+    #: Send at least one packet after this much send silence (netcode sends 10 Hz keepalives; also keeps
+    #: NAT bindings open).
+    keepalive_s: float = 0.1
+    #: ``Interrupted`` after this much receive silence (GGPO's two-tier notify, first tier).
+    interrupted_s: float = 1.0
+    #: ``Disconnected`` after this much receive silence; ``None`` switches it off for debugging
+    #: (netcode / yojimbo / GameNetworkingSockets all default to 10 s).
+    disconnected_s: float | None = 10.0
+    #: Largest UDP payload ever sent: netcode's payload cap and QUIC's minimum path MTU (RFC 9000 §14).
+    max_datagram_bytes: int = 1200
+    #: Largest message accepted by ``send()`` on the reliable lane (yojimbo's block limit).
+    max_message_bytes: int = 256 * 1024
+    #: Acknowledge an ack-eliciting packet no later than this (RFC 9000 §13.2.1 uses 25 ms; a game wants
+    #: faster loss repair).
+    max_ack_delay_s: float = 0.005
+    #: Send an ack-only packet at once after this many unacknowledged ack-eliciting packets, so bursts do
+    #: not fall out of the 64-bit ack bitfield (research/channel.md (c)).
+    ack_every_packets: int = 16
+    #: Resend timer before the first RTT sample (yojimbo's fixed resend time) and its floor.
+    initial_rto_s: float = 0.1
+    min_rto_s: float = 0.02
+    #: Reliable fragments in flight at once: bounds bursts to what a default Linux socket buffer holds.
+    max_inflight_fragments: int = 64
+    #: Resend CONFIRM this often until it is acknowledged.
+    confirm_interval_s: float = 0.1
+    #: Failed authentications from the peer's address, before any success, that prove a key mismatch.
+    confirm_failures: int = 3
+    #: Interval over which rates and loss are measured and QoS is checked.
+    stats_interval_s: float = 1.0
+    #: Copies of CLOSE sent on ``close()`` (netcode sends 10; 3 survives 20 % independent loss 99 % of the time).
+    close_copies: int = 3
+    #: Negotiated QoS bounds (`a=gsdk-qos`); ``None`` disables the check for that measure.
+    max_rtt_ms: float | None = None
+    max_jitter_ms: float | None = None
+    max_loss_ppm: int | None = None
+    #: A bound must stay broken this long before ``QosViolation`` is reported.
+    qos_grace_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 128 <= self.max_datagram_bytes <= 65507:
+            raise LocalProtocolError(f"max_datagram_bytes must be 128..65507, got {self.max_datagram_bytes}")
+        if not 0 < self.max_message_bytes <= 1024 * 1024:
+            raise LocalProtocolError(f"max_message_bytes must be 1..1048576, got {self.max_message_bytes}")
+        if self.keepalive_s <= 0 or self.interrupted_s <= 0:
+            raise LocalProtocolError("keepalive_s and interrupted_s must be positive")
+        if self.disconnected_s is not None and self.disconnected_s <= 0:
+            raise LocalProtocolError("disconnected_s must be positive or None")
+        if not 1 <= self.max_inflight_fragments <= 512:
+            raise LocalProtocolError("max_inflight_fragments must be 1..512")
+        if self.close_copies < 1 or self.confirm_failures < 1 or self.ack_every_packets < 1:
+            raise LocalProtocolError("close_copies, confirm_failures and ack_every_packets must be >= 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelParams:
+    """What the SDP offer/answer decided, as plain values.
+
+    The SDK fills this from the two SDPs: ``suite`` from the answer's `a=gsdk-sec`, the public keys from
+    `a=gsdk-kx`, ``local_session_id`` from our own `a=gsdk-sid` (the id the peer puts in packets it sends
+    to us), ``remote_session_id`` from the peer's, ``peer_addr`` from the peer's c=/m= lines, and
+    ``transcript_hash`` from :func:`gamesdk.channel.transcript_hash`.
+    """
+
+    role: Role | str
+    suite: str
+    #: Our X25519 private key, 32 raw bytes (see :func:`gamesdk.channel.generate_keypair`).
+    local_private_key: bytes
+    #: The peer's X25519 public key from its `a=gsdk-kx`, 32 raw bytes.
+    remote_public_key: bytes
+    #: ``transcript_hash(...)`` over both SDPs' gsdk lines, both public keys and the dialog ids.
+    transcript_hash: bytes
+    local_session_id: int
+    remote_session_id: int
+    peer_addr: Address
+
+    def __post_init__(self) -> None:
+        try:
+            role = Role(self.role)
+        except ValueError:
+            raise LocalProtocolError(f"role must be 'offer' or 'answer', got {self.role!r}") from None
+        object.__setattr__(self, "role", role)
+        if self.suite not in SUITES:
+            raise LocalProtocolError(f"unknown AEAD suite {self.suite!r}; known: {', '.join(SUITES)}")
+        for name in ("local_private_key", "remote_public_key", "transcript_hash"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != 32:
+                raise LocalProtocolError(f"{name} must be 32 bytes")
+        for name in ("local_session_id", "remote_session_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+                raise LocalProtocolError(f"{name} must be an unsigned 32-bit integer, got {value!r}")
+        host, port = self.peer_addr
+        if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
+            raise LocalProtocolError(f"peer_addr must be (host, port), got {self.peer_addr!r}")

@@ -1,0 +1,610 @@
+"""gamesdk/channel/connection: the sans-IO game channel.
+
+``Channel`` is driven like every other gamesdk core (aioquic's contract): feed it datagrams with
+``receive_datagram(data, addr, now)``, collect what to send with ``datagrams_to_send(now)``, call
+``handle_timer(now)`` when ``get_timer()`` says so, and drain ``next_event()``. Applications call
+``send(lane, data)`` and ``close()``. It never reads a clock, a socket or ``random``.
+
+Receive order per datagram (netcode STANDARD.md): address -> size and header -> session id -> replay check
+-> decrypt -> replay update -> frames. Every drop is counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from collections import deque
+
+from gamesdk.channel import packet as wire
+from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
+from gamesdk.channel.crypto import AEAD_TAG_BYTES, InvalidTag, PacketCrypto, derive_keys
+from gamesdk.channel.errors import MessageTooLarge
+from gamesdk.channel.events import (
+    ChannelClosed,
+    ChannelEstablished,
+    ChannelEvent,
+    Disconnected,
+    Interrupted,
+    MessageReceived,
+    QosRestored,
+    QosViolation,
+    Resumed,
+    SecurityError,
+)
+from gamesdk.channel.reliability import Fragment, ReliableReceiver, ReliableSender, SequencedReceiver
+from gamesdk.channel.replay import ReplayWindow
+from gamesdk.channel.stats import ChannelStats, RttEstimator
+from gamesdk.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = ["Channel", "ChannelState"]
+
+_ACK_DELAY_UNIT_S = 8e-6  # 8 µs units: a u16 covers 0.52 s
+_ACK_DELAY_MAX = 0xFFFF
+_MASK64 = (1 << 64) - 1
+#: Packet-threshold loss detection: lost once 3 later packets are acked (RFC 9002 §6.1.1).
+_PACKET_THRESHOLD = 3
+#: Sent-packet records kept at most; older ones count as lost (their acks left the 64-bit bitfield anyway).
+_MAX_SENT_RECORDS = 4096
+
+_UNRELIABLE = wire.FrameType.UNRELIABLE.value
+_SEQUENCED = wire.FrameType.SEQUENCED.value
+_RELIABLE = wire.FrameType.RELIABLE.value
+_ACK = wire.ACK
+_PING = wire.PING
+_CONFIRM = wire.CONFIRM
+_CLOSE = wire.CLOSE
+_PING_FRAME = bytes((_PING,))
+_LANE_UNRELIABLE = Lane.UNRELIABLE
+_LANE_SEQUENCED = Lane.SEQUENCED
+_LANE_RELIABLE = Lane.RELIABLE
+
+
+class ChannelState(enum.Enum):
+    """Life cycle of a channel."""
+
+    #: Keys derived, CONFIRM not yet received from the peer (data may already flow).
+    CONFIRMING = "confirming"
+    #: The peer proved it holds the same keys.
+    ESTABLISHED = "established"
+    #: Closed by CLOSE, ``close()`` or the disconnect timeout; nothing more is sent or accepted.
+    CLOSED = "closed"
+    #: Keys did not match (``SecurityError``); nothing more is sent or accepted.
+    FAILED = "failed"
+
+
+class _QosWatch:
+    __slots__ = ("since", "reported")
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.reported = False
+
+
+class Channel:
+    """One end of the direct encrypted UDP game channel (DESIGN section 6).
+
+    Args:
+        params: what the SDP exchange decided (keys, suite, session ids, peer address).
+        config: tunables; the defaults follow DESIGN section 6.
+        now: the current time, on the same clock as every later ``now``.
+
+    Raises:
+        RemoteProtocolError: the peer's public key is unusable (status hint 488).
+    """
+
+    def __init__(self, params: ChannelParams, config: ChannelConfig | None = None, *, now: float) -> None:
+        self.params = params
+        self.config = cfg = config or ChannelConfig()
+        keys = derive_keys(params)
+        self._crypto = PacketCrypto(params.suite, keys)
+        self._seal = self._crypto.seal
+        self._open = self._crypto.open
+        self._confirm_frame = wire.push_confirm(keys.confirm_send)
+        self._confirm_expected = keys.confirm_receive
+        self._peer: Address = (params.peer_addr[0], params.peer_addr[1])
+        self._local_sid = params.local_session_id
+        self._remote_sid = params.remote_session_id
+        self.state = ChannelState.CONFIRMING
+        self._events: deque[ChannelEvent] = deque()
+        self._outbox: list[tuple[bytes, Address]] = []
+
+        # Plaintext bytes per packet, and the largest message each lane takes in one packet when ACK and
+        # CONFIRM share it.
+        self._budget = cfg.max_datagram_bytes - wire.HEADER_BYTES - AEAD_TAG_BYTES
+        fixed = wire.ACK_FRAME_BYTES + wire.CONFIRM_FRAME_BYTES
+        #: Largest message ``send()`` takes on the unreliable and sequenced lanes.
+        self.max_unreliable_bytes = self._budget - fixed - wire.SEQUENCED_FRAME_OVERHEAD
+        fragment_bytes = min(1024, self._budget - fixed - wire.RELIABLE_FRAME_OVERHEAD)
+        max_fragments = -(-cfg.max_message_bytes // fragment_bytes)
+
+        # sending
+        self._pn = 0
+        self._sent: dict[int, tuple[float, int, list[Fragment] | None]] = {}
+        self._largest_acked = -1
+        self._unreliable_out: deque[bytes] = deque()
+        self._sequenced_out: deque[tuple[int, bytes]] = deque()
+        self._sequenced_next = 0
+        self._reliable_out = ReliableSender(fragment_bytes, cfg.max_inflight_fragments)
+        self._last_send = now - cfg.keepalive_s  # first packet (CONFIRM) is due at once
+
+        # receiving
+        self._replay = ReplayWindow()
+        self._largest_recv_time = now
+        self._ack_pending = 0
+        self._ack_deadline: float | None = None
+        self._sequenced_in = SequencedReceiver()
+        self._reliable_in = ReliableReceiver(max_fragments)
+        self._last_recv = now
+        self._interrupted = False
+
+        # CONFIRM: every packet carries it until one of them is acked
+        self._confirm_acked = False
+        self._auth_failures = 0
+        self._authenticated = False
+
+        # stats
+        self._rtt = RttEstimator()
+        self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
+        self.lost_out = self.acked_out = 0
+        self.decrypt_failures = self.replays_dropped = self.wrong_sid_dropped = 0
+        self.foreign_address_dropped = self.malformed_dropped = 0
+        self._tick_start = now
+        self._next_tick = now + cfg.stats_interval_s
+        self._tick_base = (0, 0, 0, 0, -1, 0, 0)
+        self._rates = (0.0, 0.0, 0.0, 0.0)
+        self._loss_in = self._loss_out = 0.0
+        self._qos: dict[str, _QosWatch] = {"rtt_ms": _QosWatch(), "jitter_ms": _QosWatch(), "loss_ppm": _QosWatch()}
+
+    # ------------------------------------------------------------------ application API
+
+    @property
+    def peer_addr(self) -> Address:
+        return self._peer
+
+    @property
+    def is_open(self) -> bool:
+        """True while the channel may send and receive (CONFIRMING or ESTABLISHED)."""
+        return self.state is ChannelState.CONFIRMING or self.state is ChannelState.ESTABLISHED
+
+    def send(self, lane: Lane | int, data: bytes) -> None:
+        """Queue one message; it goes out with the next ``datagrams_to_send()``.
+
+        Raises:
+            MessageTooLarge: ``data`` exceeds ``max_unreliable_bytes`` (unreliable and sequenced lanes) or
+                ``ChannelConfig.max_message_bytes`` (reliable lane).
+            LocalProtocolError: the channel is closed, or ``lane`` is not a ``Lane``.
+        """
+        if not self.is_open:
+            raise LocalProtocolError(f"cannot send on a {self.state.value} channel")
+        size = len(data)
+        if lane == _LANE_UNRELIABLE or lane == _LANE_SEQUENCED:
+            if size > self.max_unreliable_bytes:
+                raise MessageTooLarge(
+                    f"{size}-byte message exceeds the {self.max_unreliable_bytes}-byte limit of the "
+                    f"{Lane(lane).name.lower()} lane (one datagram); send it on the reliable lane",
+                    size,
+                    self.max_unreliable_bytes,
+                )
+            if lane == _LANE_UNRELIABLE:
+                self._unreliable_out.append(bytes(data))
+            else:
+                self._sequenced_out.append((self._sequenced_next, bytes(data)))
+                self._sequenced_next = (self._sequenced_next + 1) & 0xFFFF
+        elif lane == _LANE_RELIABLE:
+            limit = self.config.max_message_bytes
+            if size > limit:
+                raise MessageTooLarge(
+                    f"{size}-byte message exceeds the {limit}-byte limit of the reliable lane", size, limit
+                )
+            self._reliable_out.push(bytes(data))
+        else:
+            raise LocalProtocolError(f"unknown lane {lane!r}; use gamesdk.channel.Lane")
+
+    def close(self, reason: str = "closed by application") -> None:
+        """Send CLOSE ``close_copies`` times and close. Emits ``ChannelClosed(by_peer=False)``."""
+        if not self.is_open:
+            return
+        frame = wire.push_close(reason)
+        for _ in range(self.config.close_copies):
+            self._outbox.append(self._build(wire.PacketType.CLOSE, [frame], None, self._largest_recv_time))
+        self.state = ChannelState.CLOSED
+        self._events.append(ChannelClosed(by_peer=False, reason=reason))
+
+    def next_event(self) -> ChannelEvent | None:
+        """The oldest undelivered event, or ``None``."""
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[ChannelEvent]:
+        """All undelivered events, oldest first."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Handle one datagram from the socket. Bad datagrams are dropped and counted, never raised."""
+        if not (self.state is ChannelState.ESTABLISHED or self.state is ChannelState.CONFIRMING):
+            return
+        if addr != self._peer and tuple(addr[:2]) != self._peer:
+            self.foreign_address_dropped += 1
+            return
+        try:
+            _, sid, pn = wire.decode_header_untrusted(data)
+        except RemoteProtocolError:
+            self.malformed_dropped += 1
+            return
+        if sid != self._local_sid:
+            self.wrong_sid_dropped += 1
+            self._auth_failed("packets from the peer carry a session id we did not announce")
+            return
+        replay = self._replay
+        if not replay.check(pn):
+            self.replays_dropped += 1
+            return
+        header = data[:13]
+        try:
+            plaintext = self._open(pn, header, data[13:])
+        except InvalidTag:
+            self.decrypt_failures += 1
+            self._auth_failed("packets from the peer do not decrypt with our keys")
+            return
+        # Authentic from here on.
+        self._authenticated = True
+        if pn > replay.highest:
+            self._largest_recv_time = now
+        replay.update(pn)
+        self.packets_in += 1
+        self.bytes_in += len(data)
+        if self._interrupted:
+            self._interrupted = False
+            self._events.append(Resumed(silent_s=now - self._last_recv))
+        self._last_recv = now
+        try:
+            frames = wire.parse_frames_untrusted(plaintext)
+            self._handle_frames(frames, now)
+        except RemoteProtocolError as exc:
+            # An authenticated peer that breaks the frame grammar is broken or hostile: stop talking to it.
+            self.malformed_dropped += 1
+            self._fail_closed(f"peer broke the channel protocol: {exc.message}")
+
+    def _auth_failed(self, reason: str) -> None:
+        if self._authenticated or self.state is not ChannelState.CONFIRMING:
+            return  # after the first authentic packet, failures are just counted (forgery, corruption)
+        self._auth_failures += 1
+        if self._auth_failures >= self.config.confirm_failures:
+            self.state = ChannelState.FAILED
+            self._events.append(
+                SecurityError(
+                    reason=f"{reason}: the two sides derived different keys, so one of the SDPs was changed "
+                    "on the way (or the peer is not who the SDP says); channel closed"
+                )
+            )
+
+    def _fail_closed(self, reason: str) -> None:
+        if self.is_open:
+            self.state = ChannelState.CLOSED
+            self._events.append(ChannelClosed(by_peer=False, reason=reason))
+
+    def _handle_frames(self, frames: list[wire.Frame], now: float) -> None:
+        events = self._events
+        eliciting = False
+        for frame in frames:
+            ftype = frame[0]
+            if ftype == _UNRELIABLE:
+                eliciting = True
+                events.append(MessageReceived(_LANE_UNRELIABLE, frame[1]))  # type: ignore[arg-type]
+            elif ftype == _ACK:
+                self._on_ack(frame[1], frame[2], frame[3], now)  # type: ignore[arg-type]
+            elif ftype == _SEQUENCED:
+                eliciting = True
+                if self._sequenced_in.accept(frame[1]):  # type: ignore[arg-type]
+                    events.append(MessageReceived(_LANE_SEQUENCED, frame[2]))  # type: ignore[arg-type]
+            elif ftype == _RELIABLE:
+                eliciting = True
+                for message in self._reliable_in.receive_untrusted(*frame[1:]):  # type: ignore[arg-type]
+                    events.append(MessageReceived(_LANE_RELIABLE, message))
+            elif ftype == _PING:
+                eliciting = True
+            elif ftype == _CONFIRM:
+                eliciting = True
+                if self.state is ChannelState.CONFIRMING:
+                    if not hmac.compare_digest(frame[1], self._confirm_expected):  # type: ignore[arg-type]
+                        raise RemoteProtocolError("CONFIRM value does not match the transcript")
+                    self.state = ChannelState.ESTABLISHED
+                    # CONFIRM precedes every message frame in a packet, so this event comes first
+                    events.append(ChannelEstablished())
+            elif ftype == _CLOSE:
+                if self.is_open:
+                    self.state = ChannelState.CLOSED
+                    events.append(ChannelClosed(by_peer=True, reason=frame[1]))  # type: ignore[arg-type]
+                return
+        if eliciting:
+            self._ack_pending += 1
+            if self._ack_deadline is None:
+                self._ack_deadline = now + self.config.max_ack_delay_s
+
+    def _on_ack(self, largest: int, bits: int, delay_units: int, now: float) -> None:
+        if largest >= self._pn:
+            raise RemoteProtocolError(f"ACK for packet {largest} that was never sent")
+        sent = self._sent
+        if not sent:
+            return
+        first = next(iter(sent))
+        if first > largest:
+            return
+        done: list[int] = []
+        newly_acked = lost = 0
+        largest_record = None
+        reliable = self._reliable_out
+        # A packet is lost when 3 later ones were acked (RFC 9002 §6.1.1) and it is older than 9/8 RTT
+        # (§6.1.2), so jitter-reordered bursts are not declared lost; beyond the 64-bit bitfield it is lost.
+        rtt = self._rtt
+        lost_before = now - 1.125 * max(rtt.smoothed or 0.0, rtt.latest or 0.0)
+        for pn, record in sent.items():
+            if pn > largest:
+                break
+            distance = largest - pn
+            if distance == 0 or (distance <= 64 and (bits >> (distance - 1)) & 1):
+                done.append(pn)
+                newly_acked += 1
+                frags = record[2]
+                if frags is not None:
+                    for frag in frags:
+                        reliable.acked(frag)
+                if distance == 0:
+                    largest_record = record
+            elif distance > 64 or (distance >= _PACKET_THRESHOLD and record[0] <= lost_before):
+                done.append(pn)
+                lost += 1
+                frags = record[2]
+                if frags is not None:
+                    for frag in frags:
+                        if not frag.acked:
+                            frag.lost = True
+        for pn in done:
+            del sent[pn]
+        if newly_acked:
+            self.acked_out += newly_acked
+            self._confirm_acked = True
+        self.lost_out += lost
+        if largest > self._largest_acked:
+            self._largest_acked = largest
+            if largest_record is not None and delay_units < _ACK_DELAY_MAX:
+                self._rtt.update(now - largest_record[0], delay_units * _ACK_DELAY_UNIT_S)
+
+    # ------------------------------------------------------------------ sending
+
+    def _rto(self) -> float:
+        rtt = self._rtt
+        if rtt.smoothed is None:
+            return self.config.initial_rto_s
+        # RFC 9002 §6.2.1 PTO without backoff
+        return max(rtt.smoothed + 4 * rtt.var + self.config.max_ack_delay_s, self.config.min_rto_s)
+
+    def _build(self, ptype: int, frames: list[bytes], frags: list[Fragment] | None, now: float) -> tuple[bytes, Address]:
+        pn = self._pn
+        self._pn = pn + 1
+        header = wire.encode_header(ptype, self._remote_sid, pn)
+        datagram = header + self._seal(pn, header, b"".join(frames))
+        sent = self._sent
+        sent[pn] = (now, len(datagram), frags)
+        if len(sent) > _MAX_SENT_RECORDS:
+            del sent[next(iter(sent))]
+            self.lost_out += 1
+        self.packets_out += 1
+        self.bytes_out += len(datagram)
+        self._last_send = now
+        return datagram, self._peer
+
+    def _ack_frame(self, now: float) -> bytes:
+        replay = self._replay
+        delay = int((now - self._largest_recv_time) / _ACK_DELAY_UNIT_S)
+        if delay > _ACK_DELAY_MAX or delay < 0:
+            delay = _ACK_DELAY_MAX if delay > 0 else 0
+        return wire.push_ack(replay.highest, replay.ack_bits(), delay)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Build every packet due now: queued messages, resends, acks, CONFIRM, keepalive.
+
+        Returns ``(datagram, address)`` pairs to pass to ``sendto``. Call after ``send()``,
+        ``receive_datagram()`` and ``handle_timer()``.
+        """
+        out = self._outbox
+        self._outbox = []
+        if not self.is_open:
+            return out
+        budget = self._budget
+        reliable = self._reliable_out
+        rto = self._rto()
+        unreliable = self._unreliable_out
+        sequenced = self._sequenced_out
+        while True:
+            frames: list[bytes] = []
+            # every packet carries an ACK frame once anything was received; it is built last (its delay
+            # field wants the send time) but its room is kept first
+            has_ack = self._replay.highest >= 0
+            size = wire.ACK_FRAME_BYTES if has_ack else 0
+            ptype = wire.PacketType.DATA
+            must_send = False
+            if not self._confirm_acked:
+                frames.append(self._confirm_frame)
+                size += len(self._confirm_frame)
+                ptype = wire.PacketType.CONFIRM
+            frags: list[Fragment] | None = None
+            if reliable:
+                due = reliable.due(now, rto)
+                for frag in due:
+                    frame_size = wire.RELIABLE_FRAME_OVERHEAD + len(frag.data)
+                    if size + frame_size > budget:
+                        reliable.unsend(frag)
+                        break
+                    frames.append(wire.push_reliable(frag.seq & 0xFFFF, frag.index, frag.count, frag.data))
+                    size += frame_size
+                    reliable.sent(frag, now)
+                    if frags is None:
+                        frags = []
+                    frags.append(frag)
+                due.close()
+                must_send = frags is not None
+            while sequenced:
+                seq, data = sequenced[0]
+                frame_size = wire.SEQUENCED_FRAME_OVERHEAD + len(data)
+                if size + frame_size > budget:
+                    break
+                sequenced.popleft()
+                frames.append(wire.push_sequenced(seq, data))
+                size += frame_size
+                must_send = True
+            while unreliable:
+                data = unreliable[0]
+                frame_size = wire.UNRELIABLE_FRAME_OVERHEAD + len(data)
+                if size + frame_size > budget:
+                    break
+                unreliable.popleft()
+                frames.append(wire.push_unreliable(data))
+                size += frame_size
+                must_send = True
+            if not must_send:
+                ack_due = self._ack_pending and (
+                    self._ack_pending >= self.config.ack_every_packets
+                    or (self._ack_deadline is not None and now >= self._ack_deadline)
+                )
+                keepalive_due = now >= self._last_send + self.config.keepalive_s
+                if keepalive_due:
+                    frames.append(_PING_FRAME)  # ack-eliciting, so idle peers still measure RTT
+                if not (keepalive_due or ack_due):
+                    break
+            if has_ack:
+                frames.insert(0, self._ack_frame(now))
+                self._ack_pending = 0
+                self._ack_deadline = None
+            out.append(self._build(ptype, frames, frags, now))
+            if not must_send:
+                break
+        return out
+
+    # ------------------------------------------------------------------ timers
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer()`` (and then ``datagrams_to_send()``) must run next; ``None`` when closed."""
+        if not self.is_open:
+            return None
+        cfg = self.config
+        timer = self._last_send + cfg.keepalive_s
+        if self._ack_deadline is not None and self._ack_deadline < timer:
+            timer = self._ack_deadline
+        if not self._interrupted:
+            timer = min(timer, self._last_recv + cfg.interrupted_s)
+        if cfg.disconnected_s is not None:
+            timer = min(timer, self._last_recv + cfg.disconnected_s)
+        timer = min(timer, self._next_tick)
+        if self._reliable_out:
+            resend = self._reliable_out.next_timer(self._rto())
+            if resend is not None and resend < timer:
+                timer = resend
+        return timer
+
+    def handle_timer(self, now: float) -> None:
+        """Run timeouts and the stats interval. Then call ``datagrams_to_send(now)``."""
+        if not self.is_open:
+            return
+        cfg = self.config
+        silent = now - self._last_recv
+        # compare against the same sums get_timer() returned, so float rounding cannot stall a timer
+        if cfg.disconnected_s is not None and now >= self._last_recv + cfg.disconnected_s:
+            self.state = ChannelState.CLOSED
+            self._events.append(Disconnected(reason=f"no packet from the peer for {silent:.1f} s"))
+            return
+        if not self._interrupted and now >= self._last_recv + cfg.interrupted_s:
+            self._interrupted = True
+            self._events.append(Interrupted(silent_s=silent))
+        if now >= self._next_tick:
+            self._stats_tick(now)
+
+    def _stats_tick(self, now: float) -> None:
+        cfg = self.config
+        elapsed = now - self._tick_start
+        pin, pout, bin_, bout, highest, lost, acked = self._tick_base
+        if elapsed > 0:
+            self._rates = (
+                (self.packets_in - pin) / elapsed,
+                (self.packets_out - pout) / elapsed,
+                (self.bytes_in - bin_) * 8 / 1000 / elapsed,
+                (self.bytes_out - bout) * 8 / 1000 / elapsed,
+            )
+        expected = self._replay.highest - highest
+        received = self.packets_in - pin
+        self._loss_in = max(0, expected - received) / expected if expected > 0 else 0.0
+        lost_delta = self.lost_out - lost
+        settled = lost_delta + self.acked_out - acked
+        self._loss_out = lost_delta / settled if settled > 0 else 0.0
+        self._tick_base = (
+            self.packets_in, self.packets_out, self.bytes_in, self.bytes_out,
+            self._replay.highest, self.lost_out, self.acked_out,
+        )  # fmt: skip
+        self._tick_start = now
+        self._next_tick = max(self._next_tick + cfg.stats_interval_s, now + cfg.stats_interval_s / 2)
+        if self.state is ChannelState.ESTABLISHED and not self._interrupted:
+            self._check_qos(now)
+
+    def _check_qos(self, now: float) -> None:
+        cfg = self.config
+        rtt = self._rtt
+        measures: list[tuple[str, float | None, float | None]] = [
+            ("rtt_ms", None if rtt.smoothed is None else rtt.smoothed * 1000, cfg.max_rtt_ms),
+            ("jitter_ms", rtt.jitter * 1000 if rtt.samples > 1 else None, cfg.max_jitter_ms),
+            ("loss_ppm", max(self._loss_in, self._loss_out) * 1e6, cfg.max_loss_ppm),
+        ]
+        for metric, measured, limit in measures:
+            if limit is None or measured is None:
+                continue
+            watch = self._qos[metric]
+            if measured > limit:
+                if watch.since is None:
+                    watch.since = now
+                if not watch.reported and now - watch.since >= cfg.qos_grace_s:
+                    watch.reported = True
+                    self._events.append(
+                        QosViolation(metric=metric, measured=measured, limit=limit, duration_s=now - watch.since)
+                    )
+            else:
+                if watch.reported:
+                    self._events.append(QosRestored(metric=metric, measured=measured, limit=limit))
+                watch.since = None
+                watch.reported = False
+
+    # ------------------------------------------------------------------ stats
+
+    @property
+    def stats(self) -> ChannelStats:
+        """A snapshot of the measurements; rates and loss cover the last complete stats interval."""
+        rtt = self._rtt
+        ms = 1000.0
+        pin, pout, kin, kout = self._rates
+        return ChannelStats(
+            rtt_ms=None if rtt.smoothed is None else rtt.smoothed * ms,
+            rtt_min_ms=None if rtt.min is None else rtt.min * ms,
+            rtt_max_ms=None if rtt.max is None else rtt.max * ms,
+            jitter_ms=rtt.jitter * ms,
+            loss_in=self._loss_in,
+            loss_out=self._loss_out,
+            packets_in=self.packets_in,
+            packets_out=self.packets_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            packets_in_per_s=pin,
+            packets_out_per_s=pout,
+            kbps_in=kin,
+            kbps_out=kout,
+            pending_reliable_bytes=self._reliable_out.pending_bytes,
+            pending_reliable_messages=self._reliable_out.pending_messages,
+            retransmissions=self._reliable_out.retransmissions,
+            packets_lost_out=self.lost_out,
+            decrypt_failures=self.decrypt_failures,
+            replays_dropped=self.replays_dropped,
+            wrong_sid_dropped=self.wrong_sid_dropped,
+            foreign_address_dropped=self.foreign_address_dropped,
+            malformed_dropped=self.malformed_dropped,
+            stale_dropped=self._sequenced_in.stale,
+        )
