@@ -54,10 +54,13 @@ def open_region_db(path: str | Path) -> sqlite3.Connection:
 class SqliteReservationStore:
     """:class:`~server.policy.core.ReservationStore` over an ``sqlite3.Connection`` (tables ``policy_*``)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+        """``read_only`` (for the CLI): create nothing, change nothing; a missing table reads as empty."""
         self._conn = conn
-        with conn:
-            conn.executescript(_SCHEMA)
+        self._read_only = read_only
+        if not read_only:
+            with conn:
+                conn.executescript(_SCHEMA)
 
     def save(self, reservation: Reservation) -> None:
         key = reservation.key
@@ -86,13 +89,19 @@ class SqliteReservationStore:
 
     def load_all(self) -> list[Reservation]:
         out: list[Reservation] = []
+        if self._read_only and not self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'policy_reservations'"
+        ).fetchone():
+            return out
         rows = self._conn.execute("SELECT call_id, to_tag, side, data FROM policy_reservations").fetchall()
         for call_id, to_tag, side, data in rows:
             try:
                 out.append(reservation_from_json_untrusted(json.loads(data)))
             except (ValueError, RemoteProtocolError) as exc:
                 # A row we cannot read would otherwise block start-up forever; say so and drop it.
-                log.error("dropping unreadable reservation %s;%s;%s: %s", call_id, to_tag, side, exc)
+                log.error("unreadable reservation %s;%s;%s: %s", call_id, to_tag, side, exc)
+                if self._read_only:
+                    continue
                 with self._conn:
                     self._conn.execute(
                         "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?",
