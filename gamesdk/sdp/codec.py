@@ -239,7 +239,8 @@ def parse_sdp_untrusted(data: bytes | bytearray | memoryview | str) -> SessionDe
         for (number, line, kind, _), expected in zip(lines, "vos"):
             if kind != expected:
                 raise _error(number, line, f"expected an {expected}= line here (SDP starts with v=, o=, s=)")
-        raise SdpError("SDP body must start with v=, o= and s= lines", line=lines[-1][1])
+        number, line = lines[-1][0], lines[-1][1]
+        raise _error(number, line, "the body ends here, but SDP must start with v=, o= and s= lines")
     number, line, _, value = lines[0]
     if value != "0":
         raise _error(number, line, "unsupported SDP version (only v=0 exists)")
@@ -294,7 +295,7 @@ def parse_sdp_untrusted(data: bytes | bytearray | memoryview | str) -> SessionDe
     if current is not None:
         media.append(_with_lines(current, current_lines))
     if not seen_time:
-        raise SdpError("SDP body has no t= line (RFC 8866 section 5.9)", line=lines[-1][1])
+        raise _error(lines[-1][0], lines[-1][1], "the body ends without a t= line (RFC 8866 section 5.9)")
     return SessionDescription(origin, session_name, tuple(session_lines), tuple(media), 0)
 
 
