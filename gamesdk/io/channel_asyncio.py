@@ -1,0 +1,190 @@
+"""gamesdk/io/channel_asyncio: drive a ``Channel`` with an asyncio datagram endpoint.
+
+Thin on purpose (aioquic's ``asyncio/protocol.py`` shape): ``datagram_received`` feeds the core with the
+loop's clock, hands events out, transmits, and re-arms one timer. Datagrams are handled in the callback,
+never with an ``await`` per packet (that doubled the round trip, DESIGN section 9), and the transport's
+read size is lowered from CPython's 256 KiB to 2 KiB (5.9x more datagrams/s, DESIGN section 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import cast
+
+from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
+from gamesdk.channel.connection import Channel
+from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected, SecurityError
+from gamesdk.channel.simulator import NetworkSimulator
+from gamesdk.channel.stats import ChannelStats
+
+__all__ = ["AsyncChannel", "open_channel"]
+
+#: Read size for the datagram transport: above the 1200-byte channel maximum, below glibc's mmap threshold.
+TRANSPORT_MAX_SIZE = 2048
+
+
+class AsyncChannel(asyncio.DatagramProtocol):
+    """A ``Channel`` on an asyncio datagram transport.
+
+    Events go to ``on_event`` if given, else into a queue read with ``await next_event()``.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        on_event: Callable[[ChannelEvent], None] | None = None,
+        outbound: NetworkSimulator | None = None,
+        inbound: NetworkSimulator | None = None,
+    ) -> None:
+        self.channel = channel
+        self.outbound = outbound
+        self.inbound = inbound
+        self._on_event = on_event
+        self._queue: asyncio.Queue[ChannelEvent] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.closed = asyncio.Event()
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # the selector loop's datagram transport does not subclass DatagramTransport; it has its methods
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        if hasattr(transport, "max_size"):
+            transport.max_size = TRANSPORT_MAX_SIZE  # type: ignore[attr-defined]
+        self._process(self._loop.time())
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
+        now = self._loop.time()
+        if self.inbound is None:
+            self.channel.receive_datagram(data, addr, now)
+        else:
+            self.inbound.submit(data, addr, now)
+        self._process(now)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable and friends: UDP, the timeouts decide
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self.closed.set()
+
+    # -- application API
+
+    @property
+    def stats(self) -> ChannelStats:
+        return self.channel.stats
+
+    @property
+    def local_addr(self) -> Address:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def send(self, lane: Lane | int, data: bytes, *, flush: bool = True) -> None:
+        """Queue a message and (by default) transmit at once. See ``Channel.send`` for the exceptions."""
+        self.channel.send(lane, data)
+        if flush:
+            self._process(self._loop.time())
+
+    def flush(self) -> None:
+        """Transmit what ``send(..., flush=False)`` queued."""
+        self._process(self._loop.time())
+
+    async def next_event(self) -> ChannelEvent:
+        """Wait for the next event (only when no ``on_event`` callback was given)."""
+        return await self._queue.get()
+
+    def close(self, reason: str = "closed by application") -> None:
+        """Send CLOSE redundantly and close the transport."""
+        self.channel.close(reason)
+        self._process(self._loop.time())
+        if self.outbound is not None and self._transport is not None:
+            for data, addr in self.outbound.due(float("inf")):
+                self._transport.sendto(data, addr)
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- the driver loop: feed, drain events, transmit, re-arm
+
+    def _process(self, now: float) -> None:
+        channel = self.channel
+        if self.inbound is not None:
+            for data, addr in self.inbound.due(now):
+                channel.receive_datagram(data, addr, now)
+        timer = channel.get_timer()
+        if timer is not None and timer <= now:
+            channel.handle_timer(now)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            outbound = self.outbound
+            for data, addr in channel.datagrams_to_send(now):
+                if outbound is None:
+                    transport.sendto(data, addr)
+                else:
+                    outbound.submit(data, addr, now)
+            if outbound is not None:
+                for data, addr in outbound.due(now):
+                    transport.sendto(data, addr)
+        ended = False
+        for event in channel.events():
+            if isinstance(event, (ChannelClosed, Disconnected, SecurityError)):
+                ended = True
+            if self._on_event is not None:
+                self._on_event(event)
+            else:
+                self._queue.put_nowait(event)
+        if ended and transport is not None and not channel.is_open:
+            transport.close()
+            return
+        self._arm(channel.get_timer())
+
+    def _arm(self, at: float | None) -> None:
+        for sim in (self.outbound, self.inbound):
+            if sim is not None and (t := sim.next_time()) is not None and (at is None or t < at):
+                at = t
+        if at == self._timer_at and self._timer is not None:
+            return
+        self._cancel_timer()
+        if at is not None:
+            self._timer_at = at
+            self._timer = self._loop.call_at(max(at, self._loop.time()), self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._process(self._loop.time())
+
+
+async def open_channel(
+    params: ChannelParams,
+    config: ChannelConfig | None = None,
+    *,
+    local_addr: Address | None = None,
+    sock: object | None = None,
+    on_event: Callable[[ChannelEvent], None] | None = None,
+    outbound: NetworkSimulator | None = None,
+    inbound: NetworkSimulator | None = None,
+) -> AsyncChannel:
+    """Create the core on the loop's clock and an asyncio datagram endpoint for it.
+
+    Pass the already bound socket the SDP advertised (``sock``) or an address to bind (``local_addr``).
+    """
+    loop = asyncio.get_running_loop()
+    channel = Channel(params, config, now=loop.time())
+    kwargs: dict[str, object] = {"sock": sock} if sock is not None else {"local_addr": local_addr or ("127.0.0.1", 0)}
+    _, protocol = await loop.create_datagram_endpoint(
+        lambda: AsyncChannel(channel, on_event=on_event, outbound=outbound, inbound=inbound),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return protocol

@@ -1,0 +1,174 @@
+"""gamesdk/io/channel_poll: drive a ``Channel`` from a game loop with a non-blocking UDP socket.
+
+No threads, no asyncio: once per frame call ``poll(now)`` (receive everything waiting, run timers, send
+acks and keepalives, return events), ``send(lane, data)`` while simulating, and ``flush(now)`` at the end of
+the frame so the frame's messages leave in as few packets as possible (yojimbo's receive -> update -> send
+order; research/channel.md (d)).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+
+from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
+from gamesdk.channel.connection import Channel
+from gamesdk.channel.events import ChannelEvent
+from gamesdk.channel.simulator import NetworkSimulator
+from gamesdk.channel.stats import ChannelStats
+
+__all__ = ["PollChannel", "bind_udp"]
+
+#: Datagrams read per ``poll()`` at most, so one call stays bounded even under a flood.
+MAX_READS_PER_POLL = 4096
+#: Receive buffer: room for a 64-fragment reliable burst (64 x ~2.3 KiB kernel truesize) with margin.
+RCVBUF_BYTES = 1 << 20
+
+
+def bind_udp(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(host, port)`` (port 0 = any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+    except OSError:
+        pass  # the kernel caps it; the default still works, bursts just lose more
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class PollChannel:
+    """A ``Channel`` on a non-blocking UDP socket, for game loops.
+
+    Args:
+        channel: the sans-IO core (build it with ``Channel(params, config, now=...)``).
+        sock: a bound UDP socket (see ``bind_udp``); it is made non-blocking. The driver owns it.
+        outbound / inbound: optional ``NetworkSimulator``s in the send and receive paths.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        sock: socket.socket,
+        *,
+        outbound: NetworkSimulator | None = None,
+        inbound: NetworkSimulator | None = None,
+    ) -> None:
+        sock.setblocking(False)
+        self.channel = channel
+        self.sock = sock
+        self.outbound = outbound
+        self.inbound = inbound
+        self._recvfrom = sock.recvfrom
+        self._sendto = sock.sendto
+
+    @classmethod
+    def open(
+        cls,
+        params: ChannelParams,
+        config: ChannelConfig | None = None,
+        *,
+        now: float,
+        sock: socket.socket | None = None,
+        local_addr: Address = ("127.0.0.1", 0),
+        outbound: NetworkSimulator | None = None,
+        inbound: NetworkSimulator | None = None,
+    ) -> PollChannel:
+        """Build the core and bind (or adopt) the socket in one call."""
+        channel = Channel(params, config, now=now)
+        return cls(channel, sock if sock is not None else bind_udp(*local_addr), outbound=outbound, inbound=inbound)
+
+    @property
+    def local_addr(self) -> Address:
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def stats(self) -> ChannelStats:
+        return self.channel.stats
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for ``select``/``selectors`` if the loop wants to sleep until data."""
+        return self.sock.fileno()
+
+    def poll(self, now: float) -> list[ChannelEvent]:
+        """Receive what is waiting, run due timers, send what is due; return the events, oldest first."""
+        channel = self.channel
+        recvfrom = self._recvfrom
+        inbound = self.inbound
+        for _ in range(MAX_READS_PER_POLL):
+            try:
+                data, addr = recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # ICMP errors surface on the next recv (ECONNREFUSED): UDP, ignore
+            if inbound is None:
+                channel.receive_datagram(data, addr, now)
+            else:
+                inbound.submit(data, addr, now)
+        if inbound is not None:
+            for data, addr in inbound.due(now):
+                channel.receive_datagram(data, addr, now)
+        timer = channel.get_timer()
+        if timer is not None and timer <= now:
+            channel.handle_timer(now)
+        self.flush(now)
+        return channel.events()
+
+    def send(self, lane: Lane | int, data: bytes) -> None:
+        """Queue a message; it leaves on the next ``flush()`` or ``poll()``. See ``Channel.send``."""
+        self.channel.send(lane, data)
+
+    def flush(self, now: float) -> int:
+        """Send everything due now; returns the number of datagrams handed to the socket or simulator."""
+        datagrams = self.channel.datagrams_to_send(now)
+        self._transmit(datagrams, now)
+        if self.outbound is not None:
+            self._transmit_simulated(now)
+        return len(datagrams)
+
+    def _transmit(self, datagrams: Iterable[tuple[bytes, Address]], now: float) -> None:
+        outbound = self.outbound
+        sendto = self._sendto
+        for data, addr in datagrams:
+            if outbound is not None:
+                outbound.submit(data, addr, now)
+                continue
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                pass  # socket buffer full: same as loss on the wire; reliability repairs it
+            except OSError:
+                pass  # e.g. ECONNREFUSED from an earlier ICMP: UDP gives no guarantee anyway
+
+    def _transmit_simulated(self, now: float) -> None:
+        assert self.outbound is not None
+        for data, addr in self.outbound.due(now):
+            try:
+                self._sendto(data, addr)
+            except OSError:
+                pass
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time ``poll()`` has work even without incoming data (timers, simulated links)."""
+        times = [t for t in (self.channel.get_timer(),) if t is not None]
+        for sim in (self.outbound, self.inbound):
+            if sim is not None and (t := sim.next_time()) is not None:
+                times.append(t)
+        return min(times) if times else None
+
+    def close(self, now: float, reason: str = "closed by application") -> list[ChannelEvent]:
+        """Send CLOSE (redundantly), close the socket, and return the last events."""
+        self.channel.close(reason)
+        self.flush(now)
+        if self.outbound is not None:
+            # a simulated link would hold the CLOSE copies back; send them now, the socket is going away
+            for data, addr in self.outbound.due(float("inf")):
+                try:
+                    self._sendto(data, addr)
+                except OSError:
+                    pass
+        self.sock.close()
+        return self.channel.events()
