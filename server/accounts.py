@@ -1,0 +1,139 @@
+"""Player accounts in the region's SQLite database: name and HA1 per digest algorithm, never the password.
+
+HA1 = H(username ":" realm ":" password) (RFC 7616 section 3.4.2) is all a digest server needs, so the
+password itself is never stored. One HA1 per algorithm because SHA-256 and MD5 clients both log in (RFC 8760).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from gamesdk.errors import GameSdkError
+from gamesdk.sip.digest import compute_ha1
+
+__all__ = ["AccountError", "Account", "AccountStore", "valid_username"]
+
+# The user part of sip:name@domain: keep to characters that need no escaping (RFC 3261 section 25.1 unreserved).
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT NOT NULL PRIMARY KEY,
+    realm TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_ha1 (
+    name TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+    algorithm TEXT NOT NULL,
+    ha1 TEXT NOT NULL,
+    PRIMARY KEY (name, algorithm)
+);
+"""
+
+
+class AccountError(GameSdkError):
+    """An account operation cannot be done (bad name, duplicate, unknown user, unusable database)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    realm: str
+    created_at: float
+    algorithms: tuple[str, ...]
+
+
+def valid_username(name: str) -> bool:
+    return _NAME_RE.fullmatch(name) is not None
+
+
+class AccountStore:
+    """Accounts of one realm in one SQLite file. Lookups are cached in memory (the registrar asks per REGISTER)."""
+
+    def __init__(self, path: str | Path, realm: str, algorithms: tuple[str, ...] = ("SHA-256", "MD5")) -> None:
+        self.path = Path(path)
+        self.realm = realm
+        self.algorithms = algorithms
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise AccountError(f"cannot open account database {self.path}: {exc}") from None
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, name: str, password: str, *, now: float) -> Account:
+        """Create an account; raises :class:`AccountError` for a bad or taken name or an empty password."""
+        if not valid_username(name):
+            raise AccountError(f"invalid user name {name!r}: use 1-64 letters, digits, '.', '_', '~' or '-', "
+                               "starting with a letter or digit")
+        if not password:
+            raise AccountError("the password must not be empty")
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("INSERT INTO accounts(name, realm, created_at) VALUES (?, ?, ?)",
+                                 (name, self.realm, now))
+                self._db.executemany(
+                    "INSERT INTO account_ha1(name, algorithm, ha1) VALUES (?, ?, ?)",
+                    [(name, alg, compute_ha1(name, self.realm, password, alg)) for alg in self.algorithms],
+                )
+        except sqlite3.IntegrityError:
+            raise AccountError(f"user {name!r} already exists") from None
+        except sqlite3.Error as exc:
+            raise AccountError(f"cannot add user {name!r}: {exc}") from None
+        self._cache.clear()
+        return Account(name, self.realm, now, self.algorithms)
+
+    def remove(self, name: str) -> None:
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM account_ha1 WHERE name = ?", (name,))
+                count = self._db.execute("DELETE FROM accounts WHERE name = ?", (name,)).rowcount
+        except sqlite3.Error as exc:
+            raise AccountError(f"cannot remove user {name!r}: {exc}") from None
+        self._cache.clear()
+        if count == 0:
+            raise AccountError(f"no such user {name!r}")
+
+    def list(self) -> list[Account]:
+        rows = self._db.execute(
+            "SELECT a.name, a.realm, a.created_at, group_concat(h.algorithm, ',') FROM accounts a "
+            "LEFT JOIN account_ha1 h ON h.name = a.name GROUP BY a.name ORDER BY a.name"
+        ).fetchall()
+        return [Account(n, r, c, tuple(sorted((algs or "").split(",")))) for n, r, c, algs in rows]
+
+    def exists(self, name: str) -> bool:
+        return self.ha1(name, self.algorithms[0]) is not None or any(
+            self.ha1(name, alg) is not None for alg in self.algorithms[1:])
+
+    def ha1(self, name: str, algorithm: str) -> str | None:
+        """The stored HA1 of ``name`` for ``algorithm`` (``None`` when there is no such account)."""
+        key = (name, algorithm)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        row = self._db.execute(
+            "SELECT h.ha1 FROM account_ha1 h JOIN accounts a ON a.name = h.name "
+            "WHERE h.name = ? AND h.algorithm = ? AND a.realm = ?", (name, algorithm, self.realm)
+        ).fetchone()
+        value: str | None = row[0] if row else None
+        if value is not None:
+            # Only hits are cached: a name added by the CLI while the server runs is found at once, and
+            # lookups of made-up names cannot grow the cache.
+            self._cache[key] = value
+        return value
+
+    def forget_cached(self) -> None:
+        """Drop the lookup cache (after another process changed the accounts)."""
+        self._cache.clear()

@@ -1,0 +1,176 @@
+"""Server side of SIP digest authentication (RFC 3261 section 22, RFC 7616, RFC 8760) and failure throttling.
+
+Pure: ``now`` comes in; the nonce secret comes from an injected random source. The digest maths, nonces
+(stateless, expiring, nonce-count replay refused) live in :mod:`gamesdk.sip.digest`; this module adds the server's
+view of the outcome and the failure throttle that slows down and then refuses password guessing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip import digest
+
+__all__ = [
+    "CredentialLookup",
+    "AuthStatus",
+    "AuthResult",
+    "DigestAuthenticator",
+    "FailureThrottle",
+    "ThrottleVerdict",
+]
+
+log = logging.getLogger(__name__)
+
+
+class CredentialLookup(Protocol):
+    """Where HA1 values come from (``AccountStore`` in the server, a dict in tests)."""
+
+    def ha1(self, name: str, algorithm: str) -> str | None: ...
+
+
+class AuthStatus(Enum):
+    #: No credentials for our realm: challenge.
+    MISSING = "missing"
+    #: Credentials are right.
+    OK = "ok"
+    #: The password was right but the nonce expired: challenge again with ``stale=true`` (RFC 7616 3.3).
+    STALE = "stale"
+    #: Wrong password, unknown user, replayed nonce count: a failure that counts for throttling.
+    FAILED = "failed"
+    #: The header is not parseable: 400.
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    status: AuthStatus
+    #: The user name the credentials named (for logs and throttling; only trusted when ``status`` is OK).
+    username: str | None = None
+    reason: str = ""
+
+
+class DigestAuthenticator:
+    """Challenges and checks credentials for one realm, on top of :class:`gamesdk.sip.digest.DigestAuthenticator`.
+
+    Adds what a server needs around it: picking our realm's credentials among several header lines, and
+    telling "no credentials" (challenge) from "wrong credentials" (a failure that is counted and throttled).
+    ``algorithms`` is the challenge order (RFC 8760 section 2.3: most preferred first).
+    """
+
+    def __init__(self, realm: str, algorithms: tuple[str, ...], credentials: CredentialLookup, *,
+                 nonce_lifetime_s: float, random_bytes: Callable[[int], bytes]) -> None:
+        self.realm = realm
+        self.algorithms = algorithms
+        self.credentials = credentials
+        self._core = digest.DigestAuthenticator(realm, secret=random_bytes(32), random_bytes=random_bytes,
+                                                algorithms=algorithms, nonce_lifetime_s=nonce_lifetime_s)
+
+    def challenges(self, now: float, *, stale: bool = False) -> list[str]:
+        """One challenge per algorithm, in the configured order, sharing one nonce."""
+        return self._core.challenges(now, stale=stale)
+
+    def verify(self, header_values: list[str], method: str, now: float, uri: str | None = None) -> AuthResult:
+        """Check the ``Authorization``/``Proxy-Authorization`` values of a request against our realm.
+
+        ``uri`` (the Request-URI) must then equal the credentials' digest-uri (RFC 3261 section 22.4).
+        """
+        mine: str | None = None
+        for value in header_values:
+            try:
+                cred = digest.Credentials.parse_untrusted(value)
+            except RemoteProtocolError as exc:
+                return AuthResult(AuthStatus.MALFORMED, reason=f"Malformed credentials: {exc.message}")
+            if cred.realm == self.realm:
+                mine = value
+                break
+        if mine is None:
+            return AuthResult(AuthStatus.MISSING)
+        result = self._core.verify(mine, method=method, now=now, lookup_ha1=self.credentials.ha1,
+                                   request_uri=uri)
+        if result.ok:
+            return AuthResult(AuthStatus.OK, result.username)
+        if result.stale:
+            return AuthResult(AuthStatus.STALE, result.username, result.reason)
+        return AuthResult(AuthStatus.FAILED, result.username, result.reason)
+
+
+# -- failure throttling ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleVerdict:
+    #: Refuse outright (403) until the block ends.
+    blocked: bool
+    #: Hold the answer this long (seconds) before sending it: slows password guessing.
+    delay_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _FailureRecord:
+    times: list[float] = field(default_factory=list)
+    blocked_until: float = 0.0
+
+
+class FailureThrottle:
+    """Counts authentication failures per key (``user:alice``, ``addr:10.0.0.1``) in a sliding window.
+
+    After ``slow_after`` failures each further answer is delayed (``delay_step_s`` more each time, up to
+    ``max_delay_s``); after ``block_after`` failures the key is refused for ``block_s``.
+    """
+
+    def __init__(self, *, slow_after: int, block_after: int, window_s: float, delay_step_s: float,
+                 max_delay_s: float, block_s: float, max_keys: int = 100_000) -> None:
+        self.slow_after = slow_after
+        self.block_after = block_after
+        self.window_s = window_s
+        self.delay_step_s = delay_step_s
+        self.max_delay_s = max_delay_s
+        self.block_s = block_s
+        self.max_keys = max_keys
+        self._records: dict[str, _FailureRecord] = {}
+
+    def check(self, keys: list[str], now: float) -> ThrottleVerdict:
+        """How to treat a request from these keys right now (before its credentials are checked)."""
+        delay = 0.0
+        for key in keys:
+            record = self._records.get(key)
+            if record is None:
+                continue
+            if record.blocked_until > now:
+                return ThrottleVerdict(True)
+            recent = sum(1 for t in record.times if t > now - self.window_s)
+            if recent >= self.slow_after:
+                delay = max(delay, min(self.max_delay_s, self.delay_step_s * (recent - self.slow_after + 1)))
+        return ThrottleVerdict(False, delay)
+
+    def failed(self, keys: list[str], now: float) -> bool:
+        """Record one failure for each key; returns True if one of them just became blocked."""
+        newly_blocked = False
+        if len(self._records) > self.max_keys:
+            self._records = {k: r for k, r in self._records.items()
+                             if r.blocked_until > now or any(t > now - self.window_s for t in r.times)}
+        for key in keys:
+            record = self._records.setdefault(key, _FailureRecord())
+            record.times = [t for t in record.times if t > now - self.window_s]
+            record.times.append(now)
+            if len(record.times) >= self.block_after and record.blocked_until <= now:
+                record.blocked_until = now + self.block_s
+                record.times.clear()
+                newly_blocked = True
+                log.warning("auth: %s blocked for %.0f s after %d failures", key, self.block_s, self.block_after)
+        return newly_blocked
+
+    def succeeded(self, keys: list[str]) -> None:
+        """A success clears the user's record (not a blocked one)."""
+        for key in keys:
+            record = self._records.get(key)
+            if record is not None and not record.times and record.blocked_until == 0.0:
+                del self._records[key]
+            elif record is not None:
+                record.times.clear()

@@ -1,0 +1,157 @@
+"""Federation with the other regions: the peer table and OPTIONS pings that measure round-trip times. Pure.
+
+Each server pings each peer with OPTIONS every ``interval_s`` (one datagram, never retransmitted, so a
+sample is one real round trip) and keeps a smoothed round-trip time per peer, as RFC 6298 section 2 does for
+TCP (SRTT <- 7/8 SRTT + 1/8 sample). The policy reads it as the transit latency between the two regions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.ids import IdFactory
+from gamesdk.sip.message import Headers, Request, Response
+from server.config import PeerConfig
+
+__all__ = ["PeerState", "FederationTable"]
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+
+#: A ping not answered within this many seconds counts as lost (and its late answer is ignored).
+PING_TIMEOUT_S = 5.0
+#: Peers that missed this many pings in a row are reported unreachable (calls to them still get tried).
+UNREACHABLE_AFTER = 3
+
+
+@dataclass(slots=True)
+class PeerState:
+    domain: str
+    address: Addr
+    #: Smoothed round-trip time in seconds, None until the first answer.
+    rtt_s: float | None = None
+    last_rtt_s: float | None = None
+    last_answer_at: float | None = None
+    pings_sent: int = 0
+    answers: int = 0
+    missed_in_a_row: int = 0
+    #: branch -> send time of pings in flight.
+    pending: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reachable(self) -> bool:
+        return self.answers > 0 and self.missed_in_a_row < UNREACHABLE_AFTER
+
+    @property
+    def rtt_ms(self) -> float | None:
+        return None if self.rtt_s is None else self.rtt_s * 1000.0
+
+
+class FederationTable:
+    """Peer domains -> servers, and their measured round-trip times."""
+
+    def __init__(self, peers: tuple[PeerConfig, ...], *, local_domain: str, via_host: str, via_port: int,
+                 ids: IdFactory, interval_s: float) -> None:
+        self.local_domain = local_domain
+        self.via_host = via_host
+        self.via_port = via_port
+        self.ids = ids
+        self.interval_s = interval_s
+        self._by_domain: dict[str, PeerState] = {}
+        self._by_addr: dict[Addr, PeerState] = {}
+        for peer in peers:
+            self.set_peer(peer.domain, peer.address.addr)
+        self._next_ping: float | None = 0.0 if peers else None
+        self._cseq = 0
+
+    # -- the table -----------------------------------------------------------------------------------------
+
+    def set_peer(self, domain: str, address: Addr) -> None:
+        """Add a peer or move it to a new address (tests start regions on free ports)."""
+        domain = domain.lower()
+        old = self._by_domain.get(domain)
+        if old is not None:
+            self._by_addr.pop(old.address, None)
+        state = PeerState(domain, address)
+        self._by_domain[domain] = state
+        self._by_addr[address] = state
+        self._next_ping = 0.0
+
+    def peers(self) -> list[PeerState]:
+        return list(self._by_domain.values())
+
+    def by_domain(self, domain: str) -> PeerState | None:
+        return self._by_domain.get(domain)
+
+    def by_address(self, address: Addr) -> PeerState | None:
+        """The peer a datagram came from (requests from peers are accepted as already authenticated)."""
+        return self._by_addr.get(address)
+
+    def rtt_ms(self, domain: str) -> float | None:
+        """Smoothed round-trip time to the server of ``domain`` in ms (None: not measured yet)."""
+        peer = self._by_domain.get(domain.lower())
+        return None if peer is None else peer.rtt_ms
+
+    # -- pings ---------------------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self._next_ping
+
+    def handle_timer(self, now: float) -> list[tuple[bytes, Addr]]:
+        """Send the due pings; returns the datagrams."""
+        if self._next_ping is None or now < self._next_ping:
+            return []
+        self._next_ping = now + self.interval_s
+        out: list[tuple[bytes, Addr]] = []
+        for peer in self._by_domain.values():
+            for branch, sent_at in list(peer.pending.items()):
+                if now - sent_at > PING_TIMEOUT_S:
+                    del peer.pending[branch]
+                    peer.missed_in_a_row += 1
+                    if peer.missed_in_a_row == UNREACHABLE_AFTER:
+                        log.warning("federation: %s at %s:%d is not answering OPTIONS", peer.domain,
+                                    *peer.address)
+            branch = self.ids.branch()
+            peer.pending[branch] = now
+            peer.pings_sent += 1
+            out.append((self._ping(peer, branch).to_bytes(), peer.address))
+        return out
+
+    def _ping(self, peer: PeerState, branch: str) -> Request:
+        self._cseq += 1
+        headers = Headers([
+            ("Via", f"SIP/2.0/UDP {self.via_host}:{self.via_port};branch={branch}"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:ping@{self.local_domain}>;tag={self.ids.tag()}"),
+            ("To", f"<sip:{peer.domain}>"),
+            ("Call-ID", self.ids.call_id()),
+            ("CSeq", f"{self._cseq} OPTIONS"),
+            ("Accept", "application/sdp"),
+        ])
+        return Request("OPTIONS", f"sip:{peer.domain}", headers)
+
+    def handle_response(self, response: Response, now: float) -> bool:
+        """Take the answer to one of our pings; False if it is not one."""
+        try:
+            branch = response.top_via.branch
+        except RemoteProtocolError:  # a malformed Via simply is not one of ours
+            return False
+        if branch is None:
+            return False
+        for peer in self._by_domain.values():
+            sent_at = peer.pending.pop(branch, None)
+            if sent_at is None:
+                continue
+            sample = max(0.0, now - sent_at)
+            peer.last_rtt_s = sample
+            peer.rtt_s = sample if peer.rtt_s is None else 0.875 * peer.rtt_s + 0.125 * sample
+            peer.last_answer_at = now
+            peer.answers += 1
+            if peer.missed_in_a_row >= UNREACHABLE_AFTER:
+                log.info("federation: %s answers again (rtt %.2f ms)", peer.domain, sample * 1000)
+            peer.missed_in_a_row = 0
+            return True
+        return False

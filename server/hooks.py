@@ -1,0 +1,108 @@
+"""The interface between the proxy and the policy/billing components (DESIGN section 4).
+
+The proxy calls these hooks at fixed points and never reshapes itself around them:
+
+- ``invite_received``: the INVITE path, after authentication and routing, before forwarding (PRELIMINARY check).
+  A refusal becomes ``580 Precondition Failure`` (or the status given) with ``Warning: 370``.
+- ``answer_received``: each 2xx to an INVITE, before it is forwarded upstream (FINAL reservation). Returns the
+  headers to add (``P-Media-Authorization`` on success, ``Warning: 370`` on failure). The proxy caches them per
+  (Call-ID, To-tag) so 2xx retransmissions get identical headers, and never touches the body.
+- ``invite_failed``: the INVITE ended without a 2xx (non-2xx final, CANCEL, timeout): release tentative holds.
+- ``publish_received``: a PUBLISH (RFC 3903) from an authenticated player of this region.
+- ``bindings_removed``: registrations ended (expiry, ``Expires: 0``, ``Contact: *``): release their sessions.
+- ``get_timer``/``handle_timer``: the hooks' own deadlines (confirm deadline, lease expiry), driven by the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gamesdk.sip.message import Request, Response, response_for
+from server.location import Binding
+
+__all__ = ["CallInfo", "InviteVerdict", "PolicyHooks", "NullPolicy", "Addr"]
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the proxy knows about one INVITE when it asks the policy."""
+
+    call_id: str
+    from_tag: str | None
+    #: ``sip:user@domain`` of the caller (From) and of the callee (the Request-URI as received).
+    caller: str
+    callee: str
+    #: The caller is a player of this region, authenticated here (this is the caller's server).
+    caller_local: bool
+    #: The callee is registered here (this is the callee's server).
+    callee_local: bool
+    #: Access networks by longest prefix: the caller's from the INVITE's source address (only when
+    #: ``caller_local``), the callee's from its registration (only when ``callee_local``).
+    caller_network: str | None
+    callee_network: str | None
+    caller_address: Addr | None
+    callee_address: Addr | None
+    #: The federated region on the other side, if any (for transit latency).
+    peer_domain: str | None
+    #: The offer as received (the proxy never changes it).
+    offer: bytes
+    content_type: str | None
+    invite: Request
+
+
+@dataclass(frozen=True, slots=True)
+class InviteVerdict:
+    """The PRELIMINARY decision. ``ok=False`` answers ``status`` with ``warning`` as ``Warning`` header value."""
+
+    ok: bool = True
+    status: int = 580
+    reason: str | None = None
+    #: A full Warning value, e.g. ``370 eu.gamesdk.test "insufficient uplink in eu-dsl"`` (RFC 3261 20.43).
+    warning: str | None = None
+    #: Headers added to the forwarded INVITE (a token for the callee, RFC 3313 section 5.2.4).
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class PolicyHooks(Protocol):
+    def invite_received(self, call: CallInfo, now: float) -> InviteVerdict: ...
+
+    def answer_received(self, call: CallInfo, response: Response, now: float) -> list[tuple[str, str]]: ...
+
+    def invite_failed(self, call: CallInfo, status: int, now: float) -> None: ...
+
+    def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response: ...
+
+    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+class NullPolicy:
+    """No policy: every INVITE passes, nothing is reserved; PUBLISH is not served (501)."""
+
+    def invite_received(self, call: CallInfo, now: float) -> InviteVerdict:
+        return InviteVerdict()
+
+    def answer_received(self, call: CallInfo, response: Response, now: float) -> list[tuple[str, str]]:
+        return []
+
+    def invite_failed(self, call: CallInfo, status: int, now: float) -> None:
+        return None
+
+    def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response:
+        return response_for(request, 501, "PUBLISH not served without a policy component", to_tag="nopolicy")
+
+    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
+        return None
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        return None

@@ -1,0 +1,125 @@
+"""Location service (RFC 3261 section 10): address-of-record -> bindings with expiry. Pure: ``now`` comes in.
+
+A binding remembers where the REGISTER came from (the source address, used to reach the player, as RFC 5626
+flows do, so a player behind a NAT is still reachable) and which access network that address belongs to
+(longest prefix match over the region's ``[[access_networks]]``), which the policy component needs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from server.config import AccessNetworkRef
+
+__all__ = ["Binding", "LocationService", "AccessNetworkMap"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One registered contact of an address-of-record."""
+
+    aor: str
+    #: The Contact URI as registered (``sip:alice@127.0.0.1:5070;transport=udp``); becomes the Request-URI.
+    contact: str
+    expires_at: float
+    #: The address the REGISTER came from; requests for the player are sent there.
+    source: tuple[str, int]
+    access_network: str | None
+    call_id: str
+    cseq: int
+    registered_at: float
+
+    def expires_in(self, now: float) -> int:
+        return max(0, int(self.expires_at - now + 0.5))
+
+
+class AccessNetworkMap:
+    """IP address -> access network name, by longest prefix (an address may sit in nested prefixes)."""
+
+    def __init__(self, networks: Iterable[AccessNetworkRef]) -> None:
+        entries = [(prefix, net.name) for net in networks for prefix in net.prefixes]
+        # Longest prefix first: the first match is the most specific.
+        entries.sort(key=lambda e: e[0].prefixlen, reverse=True)
+        self._entries = entries
+        self._cache: dict[str, str | None] = {}
+
+    def lookup(self, host: str) -> str | None:
+        cached = self._cache.get(host, "")
+        if cached != "":
+            return cached
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        found = next((name for prefix, name in self._entries
+                      if prefix.version == address.version and address in prefix), None)
+        if len(self._cache) < 65536:  # bounded: an attacker spraying source addresses cannot grow it forever
+            self._cache[host] = found
+        return found
+
+
+class LocationService:
+    """Bindings per AOR. AORs are ``sip:user@domain`` in lower case (``SipUri.aor``)."""
+
+    def __init__(self, networks: Sequence[AccessNetworkRef] = ()) -> None:
+        self.networks = AccessNetworkMap(networks)
+        self._bindings: dict[str, dict[str, Binding]] = {}
+        # (expires_at, aor, contact) min-heap with lazy deletion: stale entries are skipped on pop.
+        self._expiry: list[tuple[float, str, str]] = []
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._bindings.values())
+
+    def aors(self) -> list[str]:
+        return sorted(self._bindings)
+
+    def lookup(self, aor: str, now: float) -> list[Binding]:
+        """Live bindings of ``aor``, most recent registration first."""
+        found = self._bindings.get(aor)
+        if not found:
+            return []
+        live = [b for b in found.values() if b.expires_at > now]
+        live.sort(key=lambda b: b.registered_at, reverse=True)
+        return live
+
+    def get(self, aor: str, contact: str) -> Binding | None:
+        return self._bindings.get(aor, {}).get(contact)
+
+    def put(self, binding: Binding) -> Binding | None:
+        """Add or refresh a binding; returns the binding it replaced, if any."""
+        per_aor = self._bindings.setdefault(binding.aor, {})
+        old = per_aor.get(binding.contact)
+        per_aor[binding.contact] = binding
+        heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
+        return old
+
+    def remove(self, aor: str, contact: str) -> Binding | None:
+        per_aor = self._bindings.get(aor)
+        if per_aor is None:
+            return None
+        old = per_aor.pop(contact, None)
+        if not per_aor:
+            del self._bindings[aor]
+        return old
+
+    def remove_all(self, aor: str) -> list[Binding]:
+        return list(self._bindings.pop(aor, {}).values())
+
+    def next_expiry(self) -> float | None:
+        """When the earliest binding may expire (possibly a stale heap entry: :meth:`expire` then does nothing)."""
+        return self._expiry[0][0] if self._expiry else None
+
+    def expire(self, now: float) -> list[Binding]:
+        """Remove and return every binding whose time has come."""
+        gone: list[Binding] = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            expires_at, aor, contact = heapq.heappop(heap)
+            binding = self._bindings.get(aor, {}).get(contact)
+            if binding is not None and binding.expires_at <= now:
+                self.remove(aor, contact)
+                gone.append(binding)
+        return gone

@@ -1,0 +1,340 @@
+"""The regional server as one sans-IO object: datagrams and ``now`` in, datagrams out.
+
+Layers in order (like ezk's endpoint layers): parse and sanity checks -> registrar (REGISTER) -> the server's
+own UAS requests (OPTIONS to the server, PUBLISH to the policy hooks) -> proxy (everything else). The policy
+hooks sit inside the proxy's INVITE and 2xx paths (see :mod:`server.hooks`).
+
+Driving contract (aioquic style)::
+
+    out = node.handle_datagram(data, addr, now)   # -> list of (bytes, addr) to send
+    when = node.get_timer()                       # earliest deadline or None
+    out = node.handle_timer(now)                  # when it has passed
+
+The node never raises on network input: a malformed request gets 400 with a reason phrase (or is dropped when not
+even a request line and a Via can be read), an oversize one 513, an unknown method 501; every rejection is logged.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.ids import IdFactory, RandomIdFactory
+from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
+from gamesdk.sip.parser import parse_message_untrusted
+from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
+from server.config import ServerConfig
+from server.federation import FederationTable
+from server.hooks import NullPolicy, PolicyHooks
+from server.location import LocationService
+from server.proxy import ALLOW, ProxyCore, _server_key
+from server.registrar import Registrar
+
+__all__ = ["RegionalServer", "AccountLookup", "NodeStats", "KNOWN_METHODS"]
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+Datagrams = list[tuple[bytes, Addr]]
+
+#: Methods this server knows (RFC 3261, 3262, 3265/6665, 3311, 3428, 3515, 3903, 6086). Others get 501.
+KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "PUBLISH", "UPDATE", "INFO",
+                           "PRACK", "MESSAGE", "NOTIFY", "SUBSCRIBE", "REFER"})
+
+#: How long answers to requests the server handles itself are kept to answer retransmissions (64 x T1).
+_UAS_CACHE_S = 32.0
+
+
+class AccountLookup(Protocol):
+    """What the node needs of the account store."""
+
+    def ha1(self, name: str, algorithm: str) -> str | None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class NodeStats:
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    requests: int = 0
+    responses: int = 0
+    malformed: int = 0
+    oversize: int = 0
+    dropped: int = 0
+    unknown_methods: int = 0
+    internal_errors: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+class RegionalServer:
+    """One region's SIP server: registrar, location, federation, stateful proxy and the policy hooks."""
+
+    def __init__(self, config: ServerConfig, accounts: AccountLookup, *, random_bytes: Callable[[int], bytes],
+                 hooks: PolicyHooks | None = None, ids: IdFactory | None = None) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.ids: IdFactory = ids or RandomIdFactory(random_bytes, call_id_host=config.domain)
+        self.hooks: PolicyHooks = hooks or NullPolicy()
+        auth = config.auth
+        self.authenticator = DigestAuthenticator(auth.realm, auth.digest_algorithms, accounts,
+                                                 nonce_lifetime_s=auth.nonce_lifetime_s, random_bytes=random_bytes)
+        self.throttle = FailureThrottle(slow_after=auth.slow_after_failures, block_after=auth.block_after_failures,
+                                        window_s=auth.failure_window_s, delay_step_s=auth.delay_step_s,
+                                        max_delay_s=auth.max_delay_s, block_s=auth.block_s)
+        self.location = LocationService(config.access_networks)
+        host, port = config.listen.host, config.listen.port
+        self.federation = FederationTable(config.peers, local_domain=config.domain, via_host=host, via_port=port,
+                                          ids=self.ids, interval_s=config.options_interval_s)
+        self.registrar = Registrar(config.domain, config.registrar, self.authenticator, self.throttle,
+                                   self.location, self.ids, user_exists=accounts.exists)
+        self.proxy = ProxyCore(domain=config.domain, via_host=host, via_port=port, location=self.location,
+                               user_exists=accounts.exists, authenticator=self.authenticator,
+                               throttle=self.throttle, federation=self.federation, timers=config.timers,
+                               ids=self.ids, hooks=self.hooks)
+        self.max_message_bytes = config.limits.max_message_bytes
+        self.stats = NodeStats()
+        # Answers of requests handled here (REGISTER, OPTIONS, PUBLISH) by transaction key, so a retransmission
+        # gets the same answer instead of being processed twice (a repeated REGISTER would fail the CSeq check).
+        self._uas_answers: dict[tuple[str, ...], bytes] = {}
+        self._uas_expiry: deque[tuple[float, tuple[str, ...]]] = deque()
+        # Answers held back by the authentication throttle: (when, seq, data, addr).
+        self._delayed: list[tuple[float, int, bytes, Addr]] = []
+        self._delayed_seq = 0
+
+    def set_hooks(self, hooks: PolicyHooks) -> None:
+        """Wire the policy component in (before traffic starts)."""
+        self.hooks = hooks
+        self.proxy.hooks = hooks
+
+    # -- the driving contract ----------------------------------------------------------------------------------
+
+    def handle_datagram(self, data: bytes, addr: Addr, now: float) -> Datagrams:
+        """Process one received datagram; returns the datagrams to send."""
+        out: Datagrams = []
+        self.stats.datagrams_in += 1
+        try:
+            self._handle(data, addr, now, out)
+        except Exception:  # noqa: BLE001 - the server must survive any input; the bug is logged with its traceback
+            self.stats.internal_errors += 1
+            log.exception("node: internal error on a datagram from %s:%d", *addr)
+            salvaged = _salvage_response(data, 500, "Server Internal Error")
+            if salvaged is not None:
+                out.append((salvaged, addr))
+        self.stats.datagrams_out += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest time :meth:`handle_timer` has work, or None."""
+        deadlines = [d for d in (self.proxy.get_timer(), self.location.next_expiry(), self.federation.get_timer(),
+                                 self.hooks.get_timer(), self._delayed[0][0] if self._delayed else None)
+                     if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> Datagrams:
+        """Run every due timer; returns the datagrams to send."""
+        out: Datagrams = []
+        try:
+            self.proxy.handle_timer(now, out)
+            gone = self.location.expire(now)
+            if gone:
+                for binding in gone:
+                    log.info("location: %s at %s expired", binding.aor, binding.contact)
+                self.hooks.bindings_removed(gone, now)
+            out.extend(self.federation.handle_timer(now))
+            self.hooks.handle_timer(now)
+            while self._delayed and self._delayed[0][0] <= now:
+                _, _, data, addr = heapq.heappop(self._delayed)
+                out.append((data, addr))
+        except Exception:  # noqa: BLE001 - a timer bug must not stop the server
+            self.stats.internal_errors += 1
+            log.exception("node: internal error in a timer")
+        self.stats.datagrams_out += len(out)
+        return out
+
+    # -- dispatch --------------------------------------------------------------------------------------------
+
+    def _handle(self, data: bytes, addr: Addr, now: float, out: Datagrams) -> None:
+        if len(data) > self.max_message_bytes:
+            # The driver reads max_message_bytes + 1 so an oversize datagram shows up here, truncated.
+            self.stats.oversize += 1
+            log.warning("node: %d-byte datagram from %s:%d is over the %d-byte limit", len(data), addr[0], addr[1],
+                        self.max_message_bytes)
+            salvaged = _salvage_response(data, 513, "Message Too Large")
+            if salvaged is not None:
+                out.append((salvaged, addr))
+            return
+        if not data.strip(b"\r\n"):
+            return  # keep-alive (RFC 5626 section 3.5.1)
+        try:
+            message = parse_message_untrusted(data, self.max_message_bytes)
+        except RemoteProtocolError as exc:
+            self.stats.malformed += 1
+            log.info("node: malformed datagram from %s:%d: %s", addr[0], addr[1], exc.message)
+            salvaged = _salvage_response(data, exc.status_hint, exc.message)
+            if salvaged is not None:
+                out.append((salvaged, addr))
+            return
+        if isinstance(message, Response):
+            self.stats.responses += 1
+            self._on_response(message, addr, now, out)
+            return
+        self.stats.requests += 1
+        method = message.method
+        self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+        try:
+            self._on_request(message, addr, now, out)
+        except RemoteProtocolError as exc:
+            # A header the parser let through but a layer could not use (e.g. a bad Contact parameter).
+            log.info("node: %s from %s:%d rejected: %s", method, addr[0], addr[1], exc.message)
+            if method != "ACK":
+                out.append((response_for(message, exc.status_hint, _reason(exc.message),
+                                         to_tag=self.ids.tag()).to_bytes(), addr))
+
+    def _on_response(self, response: Response, addr: Addr, now: float, out: Datagrams) -> None:
+        try:
+            if response.cseq.method == "OPTIONS" and self.federation.handle_response(response, now):
+                return
+            if not self.proxy.handle_response(response, addr, now, out):
+                self.stats.dropped += 1
+                log.debug("node: stray %d response from %s:%d dropped", response.status, *addr)
+        except RemoteProtocolError as exc:
+            self.stats.dropped += 1
+            log.info("node: response from %s:%d dropped: %s", addr[0], addr[1], exc.message)
+
+    def _on_request(self, request: Request, addr: Addr, now: float, out: Datagrams) -> None:
+        method = request.method
+        if method not in KNOWN_METHODS:
+            self.stats.unknown_methods += 1
+            log.info("node: unknown method %r from %s:%d", method[:32], *addr)
+            out.append((response_for(request, 501, "Not Implemented", to_tag=self.ids.tag(),
+                                     extra=[("Allow", ALLOW)]).to_bytes(), addr))
+            return
+        ruri = request.request_uri
+        for_us = self.proxy.is_us(ruri) if ruri.is_sip else False
+        if method == "REGISTER" or (method == "OPTIONS" and for_us and (not ruri.user or request.max_forwards == 0)) \
+                or (method == "PUBLISH" and for_us):
+            self._uas_request(request, addr, now, out)
+            return
+        self.proxy.handle_request(request, addr, now, out)
+
+    def _uas_request(self, request: Request, addr: Addr, now: float, out: Datagrams) -> None:
+        """Requests the server answers itself, with retransmissions answered from a cache."""
+        key = _server_key(request, request.method)
+        cached = self._uas_answers.get(key)
+        if cached is not None:
+            out.append((cached, addr))
+            return
+        delay = 0.0
+        method = request.method
+        if method == "REGISTER":
+            result = self.registrar.handle(request, addr, now)
+            response = result.response
+            delay = result.delay_s
+            if result.removed:
+                self.hooks.bindings_removed(result.removed, now)
+        elif method == "OPTIONS":
+            response = response_for(request, 200, None, to_tag=self.ids.tag(), extra=[
+                ("Allow", ALLOW),
+                ("Accept", "application/sdp, application/dialog-info+xml"),
+            ])
+        else:
+            response = self._publish(request, addr, now)
+        data = response.to_bytes()
+        self._remember(key, data, now)
+        if delay > 0:
+            self._delayed_seq += 1
+            heapq.heappush(self._delayed, (now + delay, self._delayed_seq, data, addr))
+        else:
+            out.append((data, addr))
+
+    def _publish(self, request: Request, addr: Addr, now: float) -> Response:
+        # PUBLISH goes to our event state compositor, so we challenge as a UAS (401, RFC 3261 section 22.2).
+        keys = [f"addr:{addr[0]}"]
+        if self.throttle.check(keys, now).blocked:
+            return response_for(request, 403, "Too many failed attempts, try later", to_tag=self.ids.tag())
+        outcome = self.authenticator.verify(request.headers.get_all("Authorization"), "PUBLISH", now, request.uri)
+        if outcome.status in (AuthStatus.MISSING, AuthStatus.STALE):
+            challenge = [("WWW-Authenticate", v)
+                         for v in self.authenticator.challenges(now, stale=outcome.status is AuthStatus.STALE)]
+            return response_for(request, 401, None, to_tag=self.ids.tag(), extra=challenge)
+        if outcome.status is AuthStatus.MALFORMED:
+            return response_for(request, 400, outcome.reason, to_tag=self.ids.tag())
+        if outcome.status is AuthStatus.FAILED:
+            self.throttle.failed(keys + [f"user:{outcome.username}"], now)
+            return response_for(request, 403, "Wrong user name or password", to_tag=self.ids.tag())
+        user = outcome.username or ""
+        if request.request_uri.user not in (None, user):
+            return response_for(request, 403, "May only publish for yourself", to_tag=self.ids.tag())
+        return self.hooks.publish_received(request, user, addr, now)
+
+    def _remember(self, key: tuple[str, ...], data: bytes, now: float) -> None:
+        expiry = self._uas_expiry
+        while expiry and expiry[0][0] <= now:
+            _, old = expiry.popleft()
+            self._uas_answers.pop(old, None)
+        self._uas_answers[key] = data
+        expiry.append((now + _UAS_CACHE_S, key))
+
+
+# -- answering what does not parse -------------------------------------------------------------------------------
+
+_REQUEST_LINE = re.compile(rb"^([A-Za-z0-9.!%*_+`'~-]{1,32}) +\S+ +SIP/\d+\.\d+\r?$")
+_COPY = {b"via": "Via", b"v": "Via", b"from": "From", b"f": "From", b"to": "To", b"t": "To",
+         b"call-id": "Call-ID", b"i": "Call-ID", b"cseq": "CSeq"}
+
+
+def _reason(text: str) -> str:
+    # A reason phrase is TEXT-UTF8 without CR/LF (RFC 3261 section 25.1); keep it short and printable.
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return clean[:100] or "Bad Request"
+
+
+def _salvage_response(data: bytes, status: int, reason: str) -> bytes | None:
+    """An error response built from the raw header lines of a request we could not parse.
+
+    Needs a request line (not a response, not an ACK, which is never answered) and at least one Via; else the
+    datagram is dropped (RFC 3261 section 18.2.1 cannot answer without a Via).
+    """
+    head = data.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\n")
+    if len(lines) < 2:
+        return None
+    match = _REQUEST_LINE.match(lines[0])
+    if match is None or match.group(1).upper() == b"ACK":
+        return None
+    complete = lines[1:] if b"\r\n\r\n" in data or len(lines) < 3 else lines[1:-1]  # a cut last line is unusable
+    copied: list[str] = []
+    have_via = False
+    have_to = False
+    for raw in complete:
+        name, sep, value = raw.partition(b":")
+        if not sep:
+            continue
+        canonical = _COPY.get(name.strip().lower())
+        if canonical is None:
+            continue
+        try:
+            text = value.strip().decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if not text or any(c in text for c in "\r\n\x00"):
+            continue
+        if canonical == "Via":
+            have_via = True
+        if canonical == "To":
+            have_to = True
+            if ";tag=" not in text.lower():
+                text += ";tag=err"
+        copied.append(f"{canonical}: {text}")
+    if not have_via or not have_to:
+        return None
+    phrase = _reason(reason) if reason else REASON_PHRASES.get(status, "Error")
+    lines_out = [f"SIP/2.0 {status} {phrase}", *copied, "Content-Length: 0", "", ""]
+    return "\r\n".join(lines_out).encode("utf-8")

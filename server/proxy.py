@@ -1,0 +1,709 @@
+"""Stateful proxy (RFC 3261 section 16, transactions per RFC 6026). Pure: messages and ``now`` in, datagrams out.
+
+Rules this proxy keeps, and why:
+
+- It never adds Record-Route and never changes a body (section 16.6 step 1), so the ACK for a 2xx and every
+  later in-dialog request go straight from player to player (DESIGN section 2). In-dialog requests that reach it
+  anyway (SIPp sends everything to its outbound proxy) are forwarded by Request-URI; the ACK for a 2xx
+  statelessly (section 16.11), like Kamailio.
+- INVITEs (and other out-of-dialog requests) from players are authenticated with 407 before anything is
+  forwarded; requests from configured peers are accepted as forwarded (federation trusts its peers).
+- Validation follows section 16.3: URI scheme (416), Max-Forwards (483), loop detection (482), Proxy-Require (420).
+- 100 Trying goes out at once for an INVITE (section 16.2). Provisional responses except 100 and every 2xx are
+  forwarded immediately (section 16.7 step 5); a 2xx also when late or retransmitted (RFC 6026).
+- A non-2xx final is ACKed hop by hop by the proxy (section 17.1.1.3); CANCEL is answered 200 and sent on once a
+  provisional response has arrived (section 9.1).
+- Responses are sent back to the address the request came from (symmetric routing, RFC 3581), which works for
+  SIPp, our SDK and players behind NATs alike; ``received``/``rport`` are still added to the Via.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.headers import parse_auth_params
+from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
+from gamesdk.sip.message import Headers, Request, Response, response_for
+from gamesdk.sip.uri import SipUri
+from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
+from server.config import TimerSettings
+from server.federation import FederationTable
+from server.hooks import CallInfo, NullPolicy, PolicyHooks
+from server.location import LocationService
+from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
+
+__all__ = ["ProxyCore", "ProxyStats", "Target"]
+
+log = logging.getLogger(__name__)
+
+Out = list[tuple[bytes, Addr]]
+
+#: Methods that never get a 407 (RFC 3261 section 22.1: ACK and CANCEL cannot be challenged).
+_NEVER_CHALLENGED = frozenset({"ACK", "CANCEL"})
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PUBLISH, UPDATE, INFO, PRACK, MESSAGE, NOTIFY, SUBSCRIBE, REFER"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request goes: the new Request-URI text and the next hop's address."""
+
+    uri: str
+    dest: Addr
+    #: The callee is registered here (the location service found it).
+    local: bool = False
+    access_network: str | None = None
+    peer_domain: str | None = None
+
+
+@dataclass(slots=True)
+class ProxyStats:
+    requests: int = 0
+    forwarded: int = 0
+    stateless_acks: int = 0
+    responses_forwarded: int = 0
+    stray_responses: int = 0
+    rejected: int = 0
+    challenges: int = 0
+    auth_failures: int = 0
+    retransmissions_absorbed: int = 0
+    timeouts: int = 0
+
+
+class _Reject(Exception):
+    """Internal: answer the request with this status (never escapes the proxy)."""
+
+    def __init__(self, status: int, reason: str | None = None, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.extra = extra
+
+
+def _server_key(request: Request, method: str) -> tuple[str, ...]:
+    """Transaction key of a request (RFC 3261 section 17.2.3); ACK and CANCEL pass "INVITE" to find theirs."""
+    via = request.top_via
+    branch = via.branch
+    if branch and branch.startswith(BRANCH_MAGIC_COOKIE):
+        host, port = via.sent_by
+        return (branch, host, str(port), method)
+    # RFC 2543 peers: match on the fields section 17.2.3 lists for them.
+    return ("2543", request.call_id, str(request.cseq.seq), request.from_.tag or "", str(via), method)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class ProxyCore:
+    """The stateful proxy of one region."""
+
+    def __init__(self, *, domain: str, via_host: str, via_port: int, location: LocationService,
+                 user_exists: Callable[[str], bool], authenticator: DigestAuthenticator,
+                 throttle: FailureThrottle, federation: FederationTable, timers: TimerSettings,
+                 ids: IdFactory, hooks: PolicyHooks | None = None) -> None:
+        self.domain = domain
+        self.via_host = via_host
+        self.via_port = via_port
+        self.location = location
+        self.user_exists = user_exists
+        self.auth = authenticator
+        self.throttle = throttle
+        self.federation = federation
+        self.t = timers
+        self.ids = ids
+        self.hooks: PolicyHooks = hooks if hooks is not None else NullPolicy()
+        self.server_txs: dict[tuple[str, ...], ServerTx] = {}
+        self.client_txs: dict[tuple[str, str], ClientTx] = {}
+        self.timers = TimerHeap()
+        self.stats = ProxyStats()
+        self._our_hosts = {domain, via_host.lower(), f"{via_host.lower()}:{via_port}"}
+        # Branches we create: magic cookie + our instance + counter. The instance part keeps them unique
+        # across restarts; the loop hash is put in front so section 16.3 step 4 can recognise our own Via.
+        self._instance = ids.tag()[:8]
+        self._counter = 0
+        self._timeout_64t1 = 64 * timers.t1_s
+        # Delayed answers (authentication throttling): (when, data, addr), drained by the node.
+        self.delayed: list[tuple[float, bytes, Addr]] = []
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def is_us(self, uri: SipUri) -> bool:
+        host = uri.host.lower()
+        if host == self.domain:
+            return True
+        return host == self.via_host and (uri.port or 5060) == self.via_port
+
+    def _loop_hash(self, request: Request) -> str:
+        # Section 16.6 step 8: a hash over the fields that identify the request as the proxy received it.
+        to_tag = request.to.tag or ""
+        text = f"{request.uri}|{request.from_.tag}|{to_tag}|{request.call_id}|{request.cseq.seq}"
+        return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
+
+    def _new_branch(self, loop_hash: str) -> str:
+        self._counter += 1
+        return f"{BRANCH_MAGIC_COOKIE}{loop_hash}.{self._instance}{self._counter:x}"
+
+    def _via(self, branch: str) -> str:
+        return f"SIP/2.0/UDP {self.via_host}:{self.via_port};branch={branch}"
+
+    def get_timer(self) -> float | None:
+        return self.timers.next_deadline()
+
+    # -- requests ------------------------------------------------------------------------------------------
+
+    def handle_request(self, request: Request, source: Addr, now: float, out: Out) -> None:
+        """A request to proxy (anything but REGISTER, PUBLISH and OPTIONS for the server itself)."""
+        self.stats.requests += 1
+        method = request.method
+        if method == "ACK":
+            self._on_ack(request, source, now, out)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, source, now, out)
+            return
+        key = _server_key(request, method)
+        tx = self.server_txs.get(key)
+        if tx is not None:
+            # A retransmission (section 17.2.1/17.2.2): answer with the last response, or absorb it.
+            self.stats.retransmissions_absorbed += 1
+            if tx.last_response is not None and tx.state in (ServerState.PROCEEDING, ServerState.COMPLETED):
+                out.append((tx.last_response, source))
+            return
+        tx = ServerTx(key, method, request, source)
+        self.server_txs[key] = tx
+        try:
+            self._route_new(tx, request, source, now, out)
+        except _Reject as rej:
+            self.stats.rejected += 1
+            log.info("proxy: %s %s from %s:%d -> %d %s", method, request.uri, source[0], source[1], rej.status,
+                     rej.reason or "")
+            self._answer(tx, rej.status, rej.reason, rej.extra, now, out)
+        except RemoteProtocolError as exc:
+            self.stats.rejected += 1
+            log.info("proxy: %s from %s:%d rejected: %s", method, source[0], source[1], exc.message)
+            self._answer(tx, exc.status_hint, exc.message, (), now, out)
+
+    def _route_new(self, tx: ServerTx, request: Request, source: Addr, now: float, out: Out) -> None:
+        method = request.method
+        ruri = request.request_uri
+        # Section 16.3 step 2: URI scheme.
+        if not ruri.is_sip:
+            raise _Reject(416, "Unsupported URI Scheme")
+        # Step 3: Max-Forwards.
+        max_forwards = request.max_forwards
+        if max_forwards == 0:
+            raise _Reject(483, "Too Many Hops")
+        # Step 4: loop detection (only requests that already passed us can loop).
+        loop_hash = self._loop_hash(request)
+        if request.headers.count("Via") > 1 or "," in (request.headers.get("Via") or ""):
+            mark = f"{BRANCH_MAGIC_COOKIE}{loop_hash}."
+            for via in request.vias[1:]:
+                if via.host.lower() == self.via_host and via.port == self.via_port and (via.branch or "").startswith(
+                        mark):
+                    raise _Reject(482, "Loop Detected")
+        # Step 5: Proxy-Require; we implement no proxy extensions.
+        proxy_require = request.headers.values("Proxy-Require")
+        if proxy_require:
+            raise _Reject(420, "Bad Extension", (("Unsupported", ", ".join(proxy_require)),))
+        # Section 16.4: a Route naming us is ours to remove (nobody record-routes us, but a UA may preload it).
+        routes = request.headers.values("Route") if "route" in request.headers else []
+        route_popped = False
+        if routes:
+            top = request.routes[0]
+            if self.is_us(top.uri):
+                route_popped = True
+
+        from_peer = self.federation.by_address(source) is not None
+        in_dialog = request.to.tag is not None
+        caller_local = False
+        if not from_peer and not in_dialog and method not in _NEVER_CHALLENGED:
+            self._authenticate(request, source, now)
+            caller_local = True
+
+        target = self._resolve(request, ruri, routes[1:] if route_popped else routes, out_of_dialog=not in_dialog,
+                               now=now)
+
+        call: CallInfo | None = None
+        if method == "INVITE":
+            # Section 16.2: 100 Trying at once, so the caller stops retransmitting while we work.
+            trying = response_for(request, 100).to_bytes()
+            tx.last_response = trying
+            out.append((trying, source))
+            if not in_dialog:
+                call = self._call_info(request, source, target, caller_local, from_peer)
+                tx.call = call
+                verdict = self.hooks.invite_received(call, now)
+                if not verdict.ok:
+                    extra = (("Warning", verdict.warning),) if verdict.warning else ()
+                    raise _Reject(verdict.status, verdict.reason, extra)
+                extra_headers = verdict.headers
+            else:
+                extra_headers = ()
+        else:
+            extra_headers = ()
+
+        fwd = Request(method, target.uri, request.headers.copy(), request.body, request.version)
+        headers = fwd.headers
+        if route_popped:
+            headers.remove_first("Route")
+        # Section 16.6 step 3: Max-Forwards decremented (70 when absent, section 8.1.1.6).
+        headers.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+        if caller_local:
+            self._strip_own_credentials(headers)
+        for name, value in extra_headers:
+            headers.add(name, value)
+        self._mark_received(request, headers, source)
+        branch = self._new_branch(loop_hash)
+        headers.insert_first("Via", self._via(branch))
+        data = fwd.to_bytes()
+        ctx = ClientTx(branch, method, fwd, target.dest, request_bytes=data, server=tx)
+        tx.client = ctx
+        self.client_txs[(branch, method)] = ctx
+        t1 = self.t.t1_s
+        ctx.interval = t1
+        # Timer A/E (retransmit, UDP) and B/F (give up) (section 17.1.1.2 and 17.1.2.2).
+        self.timers.arm(ctx, "A" if method == "INVITE" else "E", now + t1)
+        self.timers.arm(ctx, "B" if method == "INVITE" else "F", now + self._timeout_64t1)
+        self.stats.forwarded += 1
+        out.append((data, target.dest))
+
+    def _authenticate(self, request: Request, source: Addr, now: float) -> str:
+        from_uri = request.from_.uri
+        keys = [f"user:{from_uri.user or ''}", f"addr:{source[0]}"]
+        verdict = self.throttle.check(keys, now)
+        if verdict.blocked:
+            raise _Reject(403, "Too many failed attempts, try later")
+        outcome = self.auth.verify(request.headers.get_all("Proxy-Authorization"), request.method, now,
+                                   request.uri)
+        status = outcome.status
+        if status is AuthStatus.OK:
+            user = outcome.username or ""
+            self.throttle.succeeded([f"user:{user}"])
+            if from_uri.host.lower() != self.domain or from_uri.user != user:
+                raise _Reject(403, "From does not match the authenticated user")
+            return user
+        if status is AuthStatus.MALFORMED:
+            raise _Reject(400, outcome.reason)
+        if status is AuthStatus.FAILED:
+            self.stats.auth_failures += 1
+            self.throttle.failed(keys, now)
+            log.warning("proxy: authentication failed for %r from %s:%d: %s", outcome.username, source[0],
+                        source[1], outcome.reason)
+            raise _Reject(403, "Wrong user name or password")
+        self.stats.challenges += 1
+        challenge = tuple(("Proxy-Authenticate", v)
+                          for v in self.auth.challenges(now, stale=status is AuthStatus.STALE))
+        raise _Reject(407, None, challenge)
+
+    def _strip_own_credentials(self, headers: Headers) -> None:
+        # Credentials for our realm are of no use downstream (RFC 3261 section 22.3 lets a proxy remove them).
+        values = headers.get_all("Proxy-Authorization")
+        if not values:
+            return
+        headers.remove("Proxy-Authorization")
+        for value in values:
+            try:
+                _, params = parse_auth_params(value)
+            except RemoteProtocolError:
+                continue
+            if params.get("realm") != self.auth.realm:
+                headers.add("Proxy-Authorization", value)
+
+    def _mark_received(self, request: Request, headers: Headers, source: Addr) -> None:
+        # Section 18.2.1 (received) and RFC 3581 (rport): record where the request really came from.
+        via = request.top_via
+        if via.host == source[0] and via.rport is None:
+            return
+        new = via
+        if via.host != source[0]:
+            new = new.with_param("received", source[0])
+        if via.rport is not None:
+            new = new.with_param("rport", str(source[1]))
+        headers.remove_first("Via")
+        headers.insert_first("Via", str(new))
+
+    def _resolve(self, request: Request, ruri: SipUri, routes: list[str], *, out_of_dialog: bool,
+                 now: float) -> Target:
+        """Section 16.5: the target and next hop of a request."""
+        if routes:
+            # A preloaded route beyond us: send there (loose routing, section 16.12), Request-URI unchanged.
+            next_hop = SipUri.parse(routes[0].strip().lstrip("<").split(">", 1)[0])
+            return Target(request.uri, self._address_of(next_hop))
+        host = ruri.host.lower()
+        if self.is_us(ruri):
+            if not ruri.user:
+                raise _Reject(405, "Method Not Allowed", (("Allow", "REGISTER, OPTIONS, PUBLISH"),))
+            aor = f"sip:{ruri.user}@{self.domain}"
+            bindings = self.location.lookup(aor, now)
+            if not bindings:
+                if not self.user_exists(ruri.user):
+                    raise _Reject(404, "No such user")
+                raise _Reject(480, "Temporarily Unavailable (not logged in)")
+            binding = bindings[0]  # no forking (DESIGN section 2): the most recent registration
+            return Target(binding.contact, binding.source, local=True, access_network=binding.access_network)
+        peer = self.federation.by_domain(host)
+        if peer is not None:
+            return Target(request.uri, peer.address, peer_domain=peer.domain)
+        if _is_ip(host):
+            # In-dialog requests and ACKs target a player's Contact directly (DESIGN section 2).
+            return Target(request.uri, (host.strip("[]"), ruri.port or 5060))
+        if out_of_dialog:
+            raise _Reject(604, "Does Not Exist Anywhere (unknown domain)")
+        raise _Reject(404, "Unknown domain")
+
+    def _address_of(self, uri: SipUri) -> Addr:
+        host = uri.host.lower()
+        peer = self.federation.by_domain(host)
+        if peer is not None:
+            return peer.address
+        if _is_ip(host):
+            return (host.strip("[]"), uri.port or 5060)
+        raise _Reject(404, "Route to an unknown host")
+
+    def _call_info(self, request: Request, source: Addr, target: Target, caller_local: bool,
+                   from_peer: bool) -> CallInfo:
+        from_uri = request.from_.uri
+        peer = target.peer_domain
+        if from_peer:
+            src_peer = self.federation.by_address(source)
+            peer = src_peer.domain if src_peer is not None else peer
+        return CallInfo(
+            call_id=request.call_id,
+            from_tag=request.from_.tag,
+            caller=from_uri.aor,
+            callee=request.request_uri.aor,
+            caller_local=caller_local,
+            callee_local=target.local,
+            caller_network=self.location.networks.lookup(source[0]) if caller_local else None,
+            callee_network=target.access_network if target.local else None,
+            caller_address=source if caller_local else None,
+            callee_address=target.dest if target.local else None,
+            peer_domain=peer,
+            offer=request.body,
+            content_type=request.content_type,
+            invite=request,
+        )
+
+    def _answer(self, tx: ServerTx, status: int, reason: str | None, extra: tuple[tuple[str, str], ...],
+                now: float, out: Out) -> None:
+        """Send a final response of our own on a server transaction."""
+        request = tx.request
+        response = response_for(request, status, reason, to_tag=self.ids.tag(), extra=extra)
+        self._send_final(tx, response.to_bytes(), status, now, out)
+
+    def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out) -> None:
+        tx.final_status = status
+        tx.last_response = data
+        out.append((data, tx.source))
+        t1 = self.t.t1_s
+        if tx.method == "INVITE":
+            if 200 <= status < 300:
+                # RFC 6026: Accepted; INVITE retransmissions absorbed until Timer L.
+                tx.state = ServerState.ACCEPTED
+                tx.last_response = None
+                self.timers.arm(tx, "L", now + self._timeout_64t1)
+            else:
+                tx.state = ServerState.COMPLETED
+                tx.g_interval = t1
+                self.timers.arm(tx, "G", now + t1)
+                self.timers.arm(tx, "H", now + self._timeout_64t1)
+        else:
+            tx.state = ServerState.COMPLETED
+            self.timers.arm(tx, "J", now + self._timeout_64t1)
+
+    def _end_server(self, tx: ServerTx) -> None:
+        tx.state = ServerState.TERMINATED
+        tx.timers.clear()
+        if self.server_txs.get(tx.key) is tx:
+            del self.server_txs[tx.key]
+
+    def _end_client(self, ctx: ClientTx) -> None:
+        ctx.state = ClientState.TERMINATED
+        ctx.timers.clear()
+        ctx.request_bytes = None
+        key = (ctx.branch, ctx.method)
+        if self.client_txs.get(key) is ctx:
+            del self.client_txs[key]
+
+    # -- ACK and CANCEL --------------------------------------------------------------------------------------
+
+    def _on_ack(self, request: Request, source: Addr, now: float, out: Out) -> None:
+        tx = self.server_txs.get(_server_key(request, "INVITE"))
+        if tx is not None and tx.state in (ServerState.COMPLETED, ServerState.CONFIRMED):
+            # The ACK for our non-2xx: it ends here (hop by hop, section 17.2.1); Timer I absorbs repeats.
+            if tx.state is ServerState.COMPLETED:
+                tx.state = ServerState.CONFIRMED
+                self.timers.cancel(tx, "G")
+                self.timers.cancel(tx, "H")
+                self.timers.arm(tx, "I", now + self.t.t4_s)
+            return
+        # The ACK for a 2xx is end to end: forward it statelessly by Request-URI (section 16.11).
+        max_forwards = request.max_forwards
+        if max_forwards == 0:
+            log.info("proxy: ACK from %s:%d dropped: Max-Forwards 0", *source)
+            return
+        routes = request.headers.values("Route") if "route" in request.headers else []
+        route_popped = bool(routes) and self.is_us(request.routes[0].uri)
+        try:
+            target = self._resolve(request, request.request_uri, routes[1:] if route_popped else routes,
+                                   out_of_dialog=False, now=now)
+        except _Reject as rej:
+            log.info("proxy: ACK for %s dropped: %d %s", request.uri, rej.status, rej.reason or "")
+            return
+        fwd = Request("ACK", target.uri, request.headers.copy(), request.body, request.version)
+        headers = fwd.headers
+        if route_popped:
+            headers.remove_first("Route")
+        headers.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+        # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
+        incoming = request.top_via.branch or request.call_id
+        branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
+        self._mark_received(request, headers, source)
+        headers.insert_first("Via", self._via(branch))
+        self.stats.stateless_acks += 1
+        out.append((fwd.to_bytes(), target.dest))
+
+    def _on_cancel(self, request: Request, source: Addr, now: float, out: Out) -> None:
+        key = _server_key(request, "CANCEL")
+        tx = self.server_txs.get(key)
+        if tx is not None:
+            if tx.last_response is not None:
+                out.append((tx.last_response, source))
+            return
+        tx = ServerTx(key, "CANCEL", request, source)
+        self.server_txs[key] = tx
+        invite = self.server_txs.get(_server_key(request, "INVITE"))
+        if invite is None or invite.method != "INVITE":
+            self._answer(tx, 481, "Call/Transaction Does Not Exist", (), now, out)
+            return
+        # Section 16.10: answer the CANCEL ourselves, then cancel downstream if still pending.
+        self._answer(tx, 200, None, (), now, out)
+        ctx = invite.client
+        if invite.final_status == 0 and ctx is not None and ctx.state in (ClientState.CALLING,
+                                                                          ClientState.PROCEEDING):
+            if ctx.got_provisional:
+                self._send_cancel(ctx, now, out)
+            else:
+                ctx.cancel_pending = True
+        elif invite.final_status == 0:
+            self._answer(invite, 487, "Request Terminated", (), now, out)
+
+    def _send_cancel(self, ctx: ClientTx, now: float, out: Out) -> None:
+        """CANCEL our forwarded INVITE (section 9.1: same Request-URI, Call-ID, To, From, CSeq number, Via)."""
+        if ctx.cancelled:
+            return
+        ctx.cancelled = True
+        inv = ctx.request
+        headers = Headers([("Via", self._via(ctx.branch)), ("Max-Forwards", "70")])
+        for name in ("From", "To", "Call-ID"):
+            value = inv.headers.get(name)
+            if value is not None:
+                headers.add(name, value)
+        headers.add("CSeq", f"{inv.cseq.seq} CANCEL")
+        for route in inv.headers.get_all("Route"):
+            headers.add("Route", route)
+        cancel = Request("CANCEL", inv.uri, headers)
+        data = cancel.to_bytes()
+        cc = ClientTx(ctx.branch, "CANCEL", cancel, ctx.dest, request_bytes=data, origin="cancel")
+        cc.interval = self.t.t1_s
+        self.client_txs[(ctx.branch, "CANCEL")] = cc
+        self.timers.arm(cc, "E", now + cc.interval)
+        self.timers.arm(cc, "F", now + self._timeout_64t1)
+        out.append((data, ctx.dest))
+
+    # -- responses -------------------------------------------------------------------------------------------
+
+    def handle_response(self, response: Response, source: Addr, now: float, out: Out) -> bool:
+        """A response from downstream; False if it matches none of our client transactions."""
+        via = response.top_via
+        branch = via.branch
+        if branch is None or via.host.lower() != self.via_host or via.port != self.via_port:
+            self.stats.stray_responses += 1
+            return False
+        ctx = self.client_txs.get((branch, response.cseq.method))
+        if ctx is None:
+            self.stats.stray_responses += 1
+            return False
+        status = response.status
+        if ctx.origin == "cancel":
+            if status >= 200:
+                self.timers.cancel(ctx, "E")
+                self.timers.cancel(ctx, "F")
+                self._end_client(ctx)
+            return True
+        if ctx.method == "INVITE":
+            self._invite_response(ctx, response, status, now, out)
+        else:
+            self._non_invite_response(ctx, response, status, now, out)
+        return True
+
+    def _forward_up(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]] | None, out: Out) -> bytes:
+        headers = response.headers
+        headers.remove_first("Via")  # our own (section 16.7 step 3)
+        if extra:
+            for name, value in extra:
+                headers.add(name, value)
+        data = response.to_bytes()
+        self.stats.responses_forwarded += 1
+        out.append((data, tx.source))
+        return data
+
+    def _invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
+        tx = ctx.server
+        assert tx is not None  # a forwarded INVITE always has its server transaction (internal invariant)
+        state = ctx.state
+        if state in (ClientState.CALLING, ClientState.PROCEEDING):
+            self.timers.cancel(ctx, "A")
+            if status < 200:
+                ctx.state = ClientState.PROCEEDING
+                ctx.got_provisional = True
+                ctx.request_bytes = None
+                # Timer C (section 16.6 step 11), reset by every provisional response (section 16.7 step 2).
+                self.timers.arm(ctx, "C", now + self.t.timer_c_s)
+                if ctx.cancel_pending:
+                    self._send_cancel(ctx, now, out)
+                if status != 100 and tx.final_status == 0:
+                    tx.last_response = self._forward_up(tx, response, None, out)
+                return
+            self.timers.cancel(ctx, "B")
+            self.timers.cancel(ctx, "C")
+            ctx.request_bytes = None
+            if status < 300:
+                ctx.state = ClientState.ACCEPTED
+                self.timers.arm(ctx, "M", now + self._timeout_64t1)
+                self._forward_2xx(ctx, tx, response, now, out)
+                return
+            # Non-2xx final: ACK it hop by hop (section 17.1.1.3) and pass it upstream.
+            ctx.state = ClientState.COMPLETED
+            ctx.ack_bytes = self._ack_for(ctx, response)
+            out.append((ctx.ack_bytes, ctx.dest))
+            self.timers.arm(ctx, "D", now + 32.0)
+            if tx.call is not None:
+                self.hooks.invite_failed(tx.call, status, now)
+            if tx.final_status == 0:
+                data = self._strip_and_bytes(response)
+                self.stats.responses_forwarded += 1
+                self._send_final(tx, data, status, now, out)
+            return
+        if state is ClientState.ACCEPTED:
+            if 200 <= status < 300:
+                self._forward_2xx(ctx, tx, response, now, out)  # retransmission or another 2xx: forward all
+            return
+        if state is ClientState.COMPLETED and status >= 300 and ctx.ack_bytes is not None:
+            out.append((ctx.ack_bytes, ctx.dest))  # the final was retransmitted: our ACK was lost
+
+    def _strip_and_bytes(self, response: Response) -> bytes:
+        response.headers.remove_first("Via")
+        return response.to_bytes()
+
+    def _forward_2xx(self, ctx: ClientTx, tx: ServerTx, response: Response, now: float, out: Out) -> None:
+        to_tag = response.to.tag or ""
+        extra = ctx.added_2xx_headers.get(to_tag)
+        if extra is None:
+            # The FINAL policy decision, once per (Call-ID, To-tag); retransmissions reuse it.
+            extra = self.hooks.answer_received(tx.call, response, now) if tx.call is not None else []
+            ctx.added_2xx_headers[to_tag] = extra
+        self._forward_up(tx, response, extra, out)
+        if tx.state is ServerState.PROCEEDING:
+            tx.final_status = response.status
+            tx.state = ServerState.ACCEPTED
+            tx.last_response = None
+            self.timers.arm(tx, "L", now + self._timeout_64t1)
+
+    def _ack_for(self, ctx: ClientTx, response: Response) -> bytes:
+        # Section 17.1.1.3: same Request-URI, Call-ID, From, CSeq number, top Via and Route as the INVITE; To
+        # from the response.
+        inv = ctx.request
+        headers = Headers([("Via", self._via(ctx.branch)), ("Max-Forwards", "70")])
+        headers.add("From", inv.headers.get("From") or "")
+        headers.add("To", response.headers.get("To") or "")
+        headers.add("Call-ID", inv.headers.get("Call-ID") or "")
+        headers.add("CSeq", f"{inv.cseq.seq} ACK")
+        for route in inv.headers.get_all("Route"):
+            headers.add("Route", route)
+        return Request("ACK", inv.uri, headers).to_bytes()
+
+    def _non_invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
+        tx = ctx.server
+        assert tx is not None
+        if ctx.state not in (ClientState.CALLING, ClientState.PROCEEDING):
+            return  # retransmitted final: absorbed (section 17.1.2.2, Completed)
+        if status < 200:
+            ctx.state = ClientState.PROCEEDING
+            ctx.got_provisional = True
+            if status != 100 and tx.final_status == 0:
+                tx.last_response = self._forward_up(tx, response, None, out)
+            return
+        ctx.state = ClientState.COMPLETED
+        ctx.request_bytes = None
+        self.timers.cancel(ctx, "E")
+        self.timers.cancel(ctx, "F")
+        self.timers.arm(ctx, "K", now + self.t.t4_s)
+        if tx.final_status == 0:
+            data = self._strip_and_bytes(response)
+            self.stats.responses_forwarded += 1
+            self._send_final(tx, data, status, now, out)
+
+    # -- timers ----------------------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float, out: Out) -> None:
+        for tx, name in self.timers.pop_due(now):
+            if isinstance(tx, ClientTx):
+                self._client_timer(tx, name, now, out)
+            else:
+                self._server_timer(tx, name, now, out)
+
+    def _client_timer(self, ctx: ClientTx, name: str, now: float, out: Out) -> None:
+        t = self.t
+        if name == "A" and ctx.state is ClientState.CALLING and ctx.request_bytes is not None:
+            out.append((ctx.request_bytes, ctx.dest))
+            ctx.interval *= 2
+            self.timers.arm(ctx, "A", now + ctx.interval)
+        elif name == "E" and ctx.state in (ClientState.CALLING, ClientState.PROCEEDING) and ctx.request_bytes:
+            out.append((ctx.request_bytes, ctx.dest))
+            ctx.interval = t.t2_s if ctx.state is ClientState.PROCEEDING else min(2 * ctx.interval, t.t2_s)
+            self.timers.arm(ctx, "E", now + ctx.interval)
+        elif name in ("B", "F"):
+            self.stats.timeouts += 1
+            tx = ctx.server
+            log.info("proxy: %s %s to %s:%d timed out", ctx.method, ctx.request.uri, *ctx.dest)
+            self._end_client(ctx)
+            if tx is not None and tx.final_status == 0:
+                if ctx.method == "INVITE":
+                    if tx.call is not None:
+                        self.hooks.invite_failed(tx.call, 408, now)
+                    self._answer(tx, 408, "Request Timeout", (), now, out)
+                else:
+                    # RFC 4320: no 408 for a non-INVITE; the client has timed out by now as well.
+                    self._end_server(tx)
+        elif name == "C" and ctx.state is ClientState.PROCEEDING:
+            # Section 16.8: Timer C fired with a provisional seen: CANCEL downstream, 408 upstream.
+            self.stats.timeouts += 1
+            self._send_cancel(ctx, now, out)
+            tx = ctx.server
+            self._end_client(ctx)
+            if tx is not None and tx.final_status == 0:
+                if tx.call is not None:
+                    self.hooks.invite_failed(tx.call, 408, now)
+                self._answer(tx, 408, "Request Timeout", (), now, out)
+        elif name in ("D", "K", "M"):
+            self._end_client(ctx)
+
+    def _server_timer(self, tx: ServerTx, name: str, now: float, out: Out) -> None:
+        if name == "G" and tx.state is ServerState.COMPLETED and tx.last_response is not None:
+            out.append((tx.last_response, tx.source))
+            tx.g_interval = min(2 * tx.g_interval, self.t.t2_s)
+            self.timers.arm(tx, "G", now + tx.g_interval)
+        elif name in ("H", "I", "J", "L"):
+            if name == "H":
+                log.info("proxy: no ACK for %d to %s from %s:%d", tx.final_status, tx.request.uri, *tx.source)
+            self._end_server(tx)

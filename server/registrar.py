@@ -1,0 +1,207 @@
+"""Registrar (RFC 3261 section 10.3) with digest login (RFC 8760). Pure: REGISTER in, response + changes out.
+
+The steps follow section 10.3 in order: the domain is ours (step 1), Require is understood (step 2),
+the player is authenticated (step 3) and may register this address-of-record (step 4), the To AOR is ours and
+exists (step 5), ``Contact: *`` is handled (step 6), each binding is added, refreshed or removed with the
+Call-ID/CSeq ordering check (step 7), and the 200 lists every current binding with its expires (step 8).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.ids import IdFactory
+from gamesdk.sip.message import Request, Response, response_for
+from gamesdk.sip.uri import NameAddr
+from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
+from server.config import RegistrarConfig
+from server.location import Binding, LocationService
+
+__all__ = ["RegistrarResult", "Registrar", "SUPPORTED_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+#: Option tags we understand in Require (RFC 3261 section 8.2.2.3). "path" is harmless for a registrar
+#: that answers by source address; anything else gets 420.
+SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu"})
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarResult:
+    """What one REGISTER did."""
+
+    response: Response
+    #: Send the response only after this many seconds (authentication failure throttling).
+    delay_s: float = 0.0
+    added: tuple[Binding, ...] = ()
+    #: Bindings that ended (Expires 0, ``Contact: *``, replaced by a new Call-ID with Expires 0).
+    removed: tuple[Binding, ...] = ()
+    #: The authenticated user, when authentication succeeded.
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class RegistrarStats:
+    registers: int = 0
+    challenges: int = 0
+    auth_failures: int = 0
+    blocked: int = 0
+    ok: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class Registrar:
+    """Answers REGISTER for one domain."""
+
+    def __init__(self, domain: str, config: RegistrarConfig, authenticator: DigestAuthenticator,
+                 throttle: FailureThrottle, location: LocationService, ids: IdFactory, *,
+                 user_exists: Callable[[str], bool]) -> None:
+        self.domain = domain
+        self.config = config
+        self.auth = authenticator
+        self.throttle = throttle
+        self.location = location
+        self.ids = ids
+        self.user_exists = user_exists
+        self.stats = RegistrarStats()
+
+    def handle(self, request: Request, source: tuple[str, int], now: float) -> RegistrarResult:
+        """Answer one REGISTER received from ``source``. Never raises for bad input: it answers 4xx."""
+        self.stats.registers += 1
+        try:
+            result = self._handle(request, source, now)
+        except RemoteProtocolError as exc:
+            result = RegistrarResult(self._reply(request, exc.status_hint, exc.message))
+        status = result.response.status
+        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        return result
+
+    def _reply(self, request: Request, status: int, reason: str | None = None,
+               extra: list[tuple[str, str]] | None = None) -> Response:
+        return response_for(request, status, reason, to_tag=self.ids.tag(), extra=extra or ())
+
+    def _handle(self, request: Request, source: tuple[str, int], now: float) -> RegistrarResult:
+        # Step 1: this registrar serves only its own domain.
+        ruri = request.request_uri
+        if not ruri.is_sip or ruri.host.lower() != self.domain:
+            return RegistrarResult(self._reply(request, 404, "Domain not served here"))
+        # Step 2: Require.
+        unsupported = [tag for tag in request.headers.values("Require") if tag.lower() not in SUPPORTED_EXTENSIONS]
+        if unsupported:
+            return RegistrarResult(self._reply(request, 420, None, [("Unsupported", ", ".join(unsupported))]))
+        to_uri = request.to.uri
+        if not to_uri.is_sip or to_uri.host.lower() != self.domain or not to_uri.user:
+            return RegistrarResult(self._reply(request, 404, "Address-of-record not in this domain"))
+        aor_user = to_uri.user
+
+        # Step 3: authentication, behind the failure throttle (per user and per source address).
+        keys = [f"user:{aor_user}", f"addr:{source[0]}"]
+        verdict = self.throttle.check(keys, now)
+        if verdict.blocked:
+            self.stats.blocked += 1
+            log.warning("register: refused %s from %s:%d (too many failures)", aor_user, *source)
+            return RegistrarResult(self._reply(request, 403, "Too many failed attempts, try later"))
+        outcome = self.auth.verify(request.headers.get_all("Authorization"), "REGISTER", now, request.uri)
+        if outcome.status is AuthStatus.MALFORMED:
+            return RegistrarResult(self._reply(request, 400, outcome.reason))
+        if outcome.status in (AuthStatus.MISSING, AuthStatus.STALE):
+            self.stats.challenges += 1
+            challenge = [("WWW-Authenticate", v)
+                         for v in self.auth.challenges(now, stale=outcome.status is AuthStatus.STALE)]
+            return RegistrarResult(self._reply(request, 401, None, challenge), delay_s=verdict.delay_s)
+        if outcome.status is AuthStatus.FAILED:
+            self.stats.auth_failures += 1
+            fail_keys = keys + ([f"user:{outcome.username}"] if outcome.username not in (None, aor_user) else [])
+            self.throttle.failed(fail_keys, now)
+            delay = self.throttle.check(keys, now).delay_s
+            log.warning("register: authentication failed for %s (as %r) from %s:%d: %s",
+                        aor_user, outcome.username, source[0], source[1], outcome.reason)
+            return RegistrarResult(self._reply(request, 403, "Wrong user name or password"), delay_s=delay)
+        user = outcome.username or ""
+        self.throttle.succeeded([f"user:{user}"])
+        # Step 4: a player registers only their own address-of-record (no third-party registration).
+        if user != aor_user:
+            log.warning("register: %s tried to register %s from %s:%d", user, aor_user, *source)
+            return RegistrarResult(self._reply(request, 403, "Not allowed to register this address"))
+        # Step 5: the AOR must name an account (it does when authentication used the same name, but an account
+        # removed a moment ago must not come back).
+        if not self.user_exists(aor_user):
+            return RegistrarResult(self._reply(request, 404, "No such user"))
+        aor = to_uri.aor
+        return self._update_bindings(request, aor, user, source, now)
+
+    def _update_bindings(self, request: Request, aor: str, user: str, source: tuple[str, int],
+                         now: float) -> RegistrarResult:
+        call_id = request.call_id
+        cseq = request.cseq.seq
+        header_expires = request.expires
+        cfg = self.config
+        added: list[Binding] = []
+        removed: list[Binding] = []
+
+        # Step 6: "Contact: *" removes every binding, and only with Expires: 0 (section 10.2.2).
+        if request.contact_star:
+            if header_expires != 0 or len(request.headers.values("Contact")) != 1:
+                return RegistrarResult(self._reply(request, 400, "Contact: * needs Expires: 0 and no other contact"))
+            for binding in self.location.lookup(aor, now):
+                if binding.call_id == call_id and cseq <= binding.cseq:
+                    return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
+            removed = self.location.remove_all(aor)
+            log.info("register: %s removed all %d bindings", aor, len(removed))
+            return RegistrarResult(self._ok(request, aor, now), removed=tuple(removed), user=user)
+
+        contacts: list[tuple[NameAddr, int]] = []
+        for contact in request.contacts:
+            if not contact.uri.is_sip:
+                return RegistrarResult(self._reply(request, 416, "Contact must be a sip: URI"), user=user)
+            expires_text = contact.param("expires")
+            if expires_text is not None:
+                if not expires_text.isdigit() or len(expires_text) > 10:
+                    return RegistrarResult(self._reply(request, 400, "Bad expires parameter"), user=user)
+                expires = int(expires_text)
+            elif header_expires is not None:
+                expires = header_expires
+            else:
+                expires = cfg.default_expires_s
+            # Section 10.3 step 7: below the minimum (but not 0) -> 423 with Min-Expires.
+            if 0 < expires < cfg.min_expires_s:
+                return RegistrarResult(
+                    self._reply(request, 423, None, [("Min-Expires", str(cfg.min_expires_s))]), user=user)
+            contacts.append((contact, min(expires, cfg.max_expires_s)))
+
+        # Validate ordering for every contact before changing anything: the update is all or nothing.
+        for contact, _ in contacts:
+            key = str(contact.uri)
+            existing = self.location.get(aor, key)
+            if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
+                return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
+        live = {b.contact for b in self.location.lookup(aor, now)}
+        new = {str(c.uri) for c, e in contacts if e > 0} - live
+        if len(live) + len(new) > cfg.max_bindings_per_aor:
+            return RegistrarResult(self._reply(request, 403, "Too many contacts for this user"), user=user)
+
+        network = self.location.networks.lookup(source[0])
+        for contact, expires in contacts:
+            key = str(contact.uri)
+            if expires == 0:
+                old = self.location.remove(aor, key)
+                if old is not None:
+                    removed.append(old)
+                continue
+            binding = Binding(aor=aor, contact=key, expires_at=now + expires, source=source,
+                              access_network=network, call_id=call_id, cseq=cseq, registered_at=now)
+            old = self.location.put(binding)
+            added.append(binding)
+            if old is None:
+                log.info("register: %s at %s from %s:%d (%s), %d s", aor, key, source[0], source[1],
+                         network or "no access network", expires)
+        self.stats.ok += 1
+        return RegistrarResult(self._ok(request, aor, now), added=tuple(added), removed=tuple(removed), user=user)
+
+    def _ok(self, request: Request, aor: str, now: float) -> Response:
+        # Step 8: the 200 lists every current binding with its remaining time.
+        extra = [("Contact", f"<{b.contact}>;expires={b.expires_in(now)}") for b in self.location.lookup(aor, now)]
+        return self._reply(request, 200, None, extra)
