@@ -1,0 +1,445 @@
+"""SIP transactions, common part: keys and matching, states, inputs, events and the driving contract.
+
+RFC 3261 section 17 as amended by RFC 6026 (the INVITE Accepted state with Timers L and M). The four state
+machines live in :mod:`gamesdk.sip.transaction_client` and :mod:`gamesdk.sip.transaction_server`, the registry
+that routes messages to them in :mod:`gamesdk.sip.transaction_table`.
+
+Driving contract (sans-IO, the same for every transaction and for the table)::
+
+    tx = ClientInviteTransaction(invite, now, destination=("127.0.0.1", 5060))
+    send(tx.datagrams_to_send())          # list of (bytes, (host, port))
+    ...on a datagram:  tx.receive_response(response, now)
+    ...on a timer:     tx.handle_timer(now)          # when now >= tx.get_timer()
+    ...then:           send(tx.datagrams_to_send()); handle each tx.next_event() until None
+
+Rules the state tables follow:
+
+1. A (state, input) pair missing from a table is absorbed silently, except TU inputs (``send_response``),
+   which raise :class:`~gamesdk.errors.LocalProtocolError`: the TU broke the rules.
+2. Timers are started and stopped only by the actions named in the table. A timer of zero seconds (D, I, J, K on
+   reliable transports) fires at once.
+3. Entering Terminated stops every timer and emits :class:`TransactionTerminated` exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from gamesdk.errors import LocalProtocolError, RemoteProtocolError
+from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE
+from gamesdk.sip.message import Request, Response
+from gamesdk.sip.timers import TimerConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "AckReceived",
+    "AckTimedOut",
+    "Address",
+    "Input",
+    "RequestRetransmitted",
+    "ResponseReceived",
+    "ResponseRetransmitted",
+    "Transaction",
+    "TransactionEvent",
+    "TransactionKey",
+    "TransactionState",
+    "TransactionTerminated",
+    "TransactionTimedOut",
+    "TransportFailed",
+    "cancel_target_key",
+    "client_key",
+    "response_destination",
+    "server_key",
+]
+
+#: Where a datagram goes: ``(host, port)``.
+Address = tuple[str, int]
+
+
+# --- keys and matching -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionKey:
+    """Identifies one transaction in a table.
+
+    RFC 3261 17.1.3 (client): branch of the top Via + CSeq method. RFC 3261 17.2.3 (server): branch + sent-by of
+    the top Via + request method, with ACK counted as INVITE. ``role`` keeps client and server keys apart (an
+    element may talk to itself). ``legacy`` holds the RFC 2543 matching values when the branch lacks the cookie.
+    """
+
+    role: str  # "client" or "server"
+    method: str
+    branch: str
+    sent_by: tuple[str, int] | None = None
+    legacy: tuple[str, ...] = ()
+
+
+def client_key(message: Request | Response) -> TransactionKey:
+    """Key of the client transaction a response (or the request that starts one) belongs to.
+
+    Raises :class:`RemoteProtocolError` (400) when the top Via has no branch.
+    """
+    via = message.top_via
+    branch = via.branch
+    if not branch:
+        raise RemoteProtocolError("top Via has no branch", 400)
+    return TransactionKey("client", message.cseq.method.upper(), branch)
+
+
+def server_key(request: Request) -> TransactionKey:
+    """Key of the server transaction a request belongs to (ACK maps to its INVITE, RFC 3261 17.2.3)."""
+    method = request.method.upper()
+    if method == "ACK":
+        method = "INVITE"
+    via = request.top_via
+    branch = via.branch or ""
+    if branch.startswith(BRANCH_MAGIC_COOKIE):
+        return TransactionKey("server", method, branch, via.sent_by)
+    # RFC 2543 peers (17.2.3, second half): match on Request-URI, From tag, Call-ID, CSeq number and top Via.
+    # The To tag is left out so the ACK for a non-2xx, which carries the tag we added, still matches.
+    legacy = (
+        request.uri,
+        request.from_.tag or "",
+        request.call_id,
+        str(request.cseq.seq),
+        str(via),
+    )
+    return TransactionKey("server", method, branch, via.sent_by, legacy)
+
+
+def cancel_target_key(cancel: Request) -> TransactionKey:
+    """Key of the INVITE server transaction a CANCEL refers to (RFC 3261 9.2: same matching, method INVITE)."""
+    key = server_key(cancel)
+    return TransactionKey("server", "INVITE", key.branch, key.sent_by, key.legacy)
+
+
+def response_destination(request: Request, source: Address) -> Address:
+    """Where responses to ``request`` go (RFC 3261 18.2.2 for unreliable transports, with RFC 3581 rport).
+
+    With ``rport`` in the top Via, the source address and port; otherwise the source address (the ``received``
+    value) and the port of the Via sent-by.
+    """
+    via = request.top_via
+    if via.rport is not None:
+        return source
+    return (source[0], via.port if via.port is not None else via.sent_by[1])
+
+
+# --- states, inputs, events ------------------------------------------------------------------------------
+
+
+class TransactionState(enum.Enum):
+    """RFC 3261 figures 5-8 and RFC 6026 figures 5 and 7."""
+
+    #: INVITE client: request sent, Timer A retransmitting it.
+    CALLING = "Calling"
+    #: Non-INVITE client: request sent, Timer E retransmitting it.
+    TRYING = "Trying"
+    #: A provisional response was received (client) or the request is being worked on (server).
+    PROCEEDING = "Proceeding"
+    #: A final response was received (client) or sent (server); absorbing retransmissions.
+    COMPLETED = "Completed"
+    #: INVITE server: the ACK for a non-2xx arrived; absorbing ACK retransmissions (Timer I).
+    CONFIRMED = "Confirmed"
+    #: INVITE client or server after a 2xx (RFC 6026): 2xx retransmissions pass, Timer L / M running.
+    ACCEPTED = "Accepted"
+    #: Done; the transaction is removed from its table.
+    TERMINATED = "Terminated"
+
+
+class Input(enum.Enum):
+    """What drives a transaction: messages from the wire, responses from the TU, timers."""
+
+    #: A provisional response arrived (client).
+    RECV_1XX = "1xx received"
+    #: A 2xx arrived (client).
+    RECV_2XX = "2xx received"
+    #: A 300-699 arrived (client).
+    RECV_3XX_6XX = "300-699 received"
+    #: The request arrived again (server).
+    RECV_REQUEST = "request retransmission received"
+    #: An ACK matching the INVITE server transaction arrived.
+    RECV_ACK = "ACK received"
+    #: The TU reports the end-to-end ACK of our 2xx (UAS retransmitting 2xx, RFC 3261 13.3.1.4).
+    TU_2XX_ACKED = "TU saw the ACK of the 2xx"
+    #: The TU sends a provisional response (server).
+    TU_1XX = "TU sends 1xx"
+    #: The TU sends a 2xx (server).
+    TU_2XX = "TU sends 2xx"
+    #: The TU sends a 300-699 (server).
+    TU_3XX_6XX = "TU sends 300-699"
+    #: The transport reported a failure to send.
+    TRANSPORT_ERROR = "transport error"
+    TIMER_A = "Timer A"
+    TIMER_B = "Timer B"
+    TIMER_D = "Timer D"
+    TIMER_E = "Timer E"
+    TIMER_F = "Timer F"
+    TIMER_G = "Timer G"
+    TIMER_H = "Timer H"
+    TIMER_I = "Timer I"
+    TIMER_J = "Timer J"
+    TIMER_K = "Timer K"
+    TIMER_L = "Timer L"
+    TIMER_M = "Timer M"
+    #: UAS 2xx retransmission timer (RFC 3261 13.3.1.4: T1 doubling to T2), only when enabled.
+    TIMER_2XX = "2xx retransmit timer"
+
+
+def response_input(status: int, *, from_tu: bool) -> Input:
+    """The input a response status maps to."""
+    if status < 200:
+        return Input.TU_1XX if from_tu else Input.RECV_1XX
+    if status < 300:
+        return Input.TU_2XX if from_tu else Input.RECV_2XX
+    return Input.TU_3XX_6XX if from_tu else Input.RECV_3XX_6XX
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionEvent:
+    """Base class of what a transaction reports to its TU."""
+
+    #: The transaction that reports it.
+    key: TransactionKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseReceived(TransactionEvent):
+    """A response for the TU (client): every 1xx, the first final response, and 2xx retransmissions while
+    Accepted (RFC 6026 7.2: the TU re-sends its ACK for each)."""
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckReceived(TransactionEvent):
+    """An ACK with the INVITE's branch arrived while Accepted; RFC 6026 8.8 passes it to the TU."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRetransmitted(TransactionEvent):
+    """Timer A or E fired and the request was sent again (for statistics and traces)."""
+
+    #: How many times the request has now been sent in all.
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseRetransmitted(TransactionEvent):
+    """Timer G (or the UAS 2xx timer) fired and the last response was sent again."""
+
+    status: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionTimedOut(TransactionEvent):
+    """No final response (Timer B, F) or no ACK for a non-2xx (Timer H). Treat as 408 (RFC 3261 8.1.3.1)."""
+
+    #: "B", "F" or "H".
+    timer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckTimedOut(TransactionEvent):
+    """A UAS sent its 2xx for 64*T1 without an ACK: the session SHOULD be ended with BYE (RFC 3261 13.3.1.4)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportFailed(TransactionEvent):
+    """The transport could not send; treat as 503 (RFC 3261 8.1.3.1)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionTerminated(TransactionEvent):
+    """The transaction reached Terminated and left its table."""
+
+
+# --- the state machine engine -----------------------------------------------------------------------------
+
+#: An action run on a transition: ``action(transaction, now, message)``.
+Action = Callable[["Transaction", float, "Request | Response | None"], None]
+#: (state, input) -> (next state, actions in order)
+Table = dict[tuple[TransactionState, Input], tuple[TransactionState, tuple[Action, ...]]]
+
+
+class _Owner(Protocol):
+    def _transaction_changed(self, tx: Transaction) -> None: ...
+
+
+class Transaction:
+    """Shared engine of the four state machines: timers, outgoing datagrams, events, table lookup.
+
+    Subclasses set ``TABLE`` (their transitions) and call :meth:`_input` for everything that happens.
+    """
+
+    TABLE: ClassVar[Table]
+    #: "client" or "server".
+    ROLE: ClassVar[str]
+
+    __slots__ = (
+        "_events",
+        "_intervals",
+        "_out",
+        "_owner",
+        "_scheduled",
+        "_sends",
+        "_timers",
+        "config",
+        "destination",
+        "key",
+        "reliable",
+        "request",
+        "state",
+    )
+
+    def __init__(
+        self,
+        key: TransactionKey,
+        request: Request,
+        state: TransactionState,
+        *,
+        destination: Address,
+        config: TimerConfig,
+        reliable: bool,
+    ) -> None:
+        self.key = key
+        #: The request that created the transaction.
+        self.request = request
+        self.state = state
+        self.config = config
+        #: True on TCP/TLS: no retransmissions, zero-length D, I, J, K (RFC 3261 17).
+        self.reliable = reliable
+        #: Where this transaction's datagrams go.
+        self.destination = destination
+        self._timers: dict[Input, float] = {}
+        self._intervals: dict[Input, float] = {}
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: deque[TransactionEvent] = deque()
+        self._owner: _Owner | None = None
+        self._scheduled: float | None = None  # the deadline the owner last saw
+        self._sends = 0
+
+    # -- driving contract --
+
+    def get_timer(self) -> float | None:
+        """The earliest time :meth:`handle_timer` must be called, or None."""
+        timers = self._timers
+        return min(timers.values()) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at ``now``, earliest first."""
+        while self._timers:
+            name, deadline = min(self._timers.items(), key=lambda item: item[1])
+            if deadline > now:
+                break
+            del self._timers[name]
+            self._input(name, now, None)
+        self._changed()
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Datagrams produced since the last call, in order, each with its destination."""
+        out = list(self._out)
+        self._out.clear()  # in place: a table may share this list
+        return out
+
+    def next_event(self) -> TransactionEvent | None:
+        """The next event for the TU, or None."""
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> Iterator[TransactionEvent]:
+        """Drain every pending event."""
+        while self._events:
+            yield self._events.popleft()
+
+    def transport_error(self, now: float, reason: str = "send failed") -> None:
+        """Tell the transaction its last send failed (RFC 3261 17.1.1.2 / 17.2.1 / 17.2.2)."""
+        if self.state is not TransactionState.TERMINATED:
+            self._emit(TransportFailed(key=self.key, reason=reason))
+            self._enter_terminated()
+        self._changed()
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is TransactionState.TERMINATED
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key.method} {self.key.branch} {self.state.value}>"
+
+    # -- engine --
+
+    def _input(self, what: Input, now: float, message: Request | Response | None) -> bool:
+        """Run the table for one input. Returns False when the table has no entry (absorbed)."""
+        entry = self.TABLE.get((self.state, what))
+        if entry is None:
+            return False
+        next_state, actions = entry
+        for action in actions:
+            action(self, now, message)
+        if next_state is TransactionState.TERMINATED:
+            self._enter_terminated()
+        else:
+            self.state = next_state
+        # Zero-length timers fire now (rule 2): run them after the transition that armed them.
+        for name, deadline in list(self._timers.items()):
+            if deadline <= now and self._intervals.get(name) == 0.0 and name in self._timers:
+                del self._timers[name]
+                self._input(name, now, None)
+        return True
+
+    def _tu_input(self, what: Input, now: float, message: Response) -> None:
+        if not self._input(what, now, message):
+            raise LocalProtocolError(
+                f"cannot send {message.status} in state {self.state.value} of {self.key.method} transaction",
+                500,
+            )
+        self._changed()
+
+    def _enter_terminated(self) -> None:
+        self.state = TransactionState.TERMINATED
+        self._timers.clear()
+        self._emit(TransactionTerminated(key=self.key))
+
+    def _start(self, timer: Input, interval: float, now: float) -> None:
+        self._intervals[timer] = interval
+        self._timers[timer] = now + interval
+
+    def _stop(self, *timers: Input) -> None:
+        for timer in timers:
+            self._timers.pop(timer, None)
+
+    def _send(self, data: bytes) -> None:
+        self._sends += 1
+        self._out.append((data, self.destination))
+
+    def _emit(self, event: TransactionEvent) -> None:
+        self._events.append(event)
+
+    def _changed(self) -> None:
+        if self._owner is not None:
+            self._owner._transaction_changed(self)
+
+
+# Actions shared by several tables.
+
+
+def stop_timers(tx: Transaction, now: float, message: Request | Response | None) -> None:
+    """Stop every running timer."""
+    tx._timers.clear()
+
+
+def pass_up(tx: Transaction, now: float, message: Request | Response | None) -> None:
+    """Hand the response to the TU."""
+    assert isinstance(message, Response)
+    tx._emit(ResponseReceived(key=tx.key, response=message))
