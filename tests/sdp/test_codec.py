@@ -212,7 +212,8 @@ a=inactive
     [
         SessionDescription(origin=Origin("a", 1, 1, "IN", "IP4", "127.0.0.1"), session_name="x\r\na=evil"),
         SessionDescription(
-            origin=Origin("a", 1, 1, "IN", "IP4", "127.0.0.1"), lines=(Field("t", "0 0"), Attribute("x", "1\n2"))
+            origin=Origin("a", 1, 1, "IN", "IP4", "127.0.0.1"),
+            lines=(Field("t", "0 0"), Attribute("x", "1\n2")),
         ),
         SessionDescription(origin=Origin("a", 1, 1, "IN", "IP4", "127.0.0.1\x00")),
     ],

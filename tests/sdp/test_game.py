@@ -107,7 +107,9 @@ def test_unknown_suites_are_kept() -> None:
 
 
 def test_answer_mirrors_other_offered_sections_with_port_zero() -> None:
-    offer = parse_sdp_untrusted(body(BASE[:5] + ["m=audio 49170 RTP/AVP 0"] + BASE[5:] + ["m=video 5 RTP/AVP 31"]))
+    offer = parse_sdp_untrusted(
+        body(BASE[:5] + ["m=audio 49170 RTP/AVP 0"] + BASE[5:] + ["m=video 5 RTP/AVP 31"])
+    )
     answer_terms = dataclasses.replace(TERMS, formats=TERMS.formats[:1], suites=TERMS.suites[:1])
     game = GameMedia(terms=answer_terms, address="127.0.0.1", port=40_000, public_key=BOB_KEY, session_id=9)
     answer = game_to_sdp(game, username="bob", sess_id=5, sess_version=1, role=Role.ANSWER, offer=offer)
@@ -125,7 +127,9 @@ def test_builder_refuses_bad_values() -> None:
         game_to_sdp(GAME, username="a", sess_id=-1, sess_version=1)
     with pytest.raises(LocalProtocolError, match="sess_version"):
         game_to_sdp(GAME, username="a", sess_id=1, sess_version=1 << 64)
-    no_game = parse_sdp_untrusted("v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n")
+    no_game = parse_sdp_untrusted(
+        "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n"
+    )
     with pytest.raises(LocalProtocolError, match="no game stream"):
         game_to_sdp(GAME, username="a", sess_id=1, sess_version=1, offer=no_game)
 
@@ -163,7 +167,11 @@ EXTENSION_ERRORS = [
     (edited("c=IN", "c=IN IP4 224.0.0.1"), "c=IN IP4 224.0.0.1", "unicast IP literal"),
     (edited("c=IN", "c=ATM IP4 127.0.0.1"), "c=ATM IP4 127.0.0.1", "unicast IP literal"),
     (edited("c=IN", "c=IN IP4 ::1"), "c=IN IP4 ::1", "does not match"),
-    (edited("b=AS", "c=IN IP4 127.0.0.1", "c=IN IP4 127.0.0.2", "b=AS:64"), "c=IN IP4 127.0.0.2", "exactly one c="),
+    (
+        edited("b=AS", "c=IN IP4 127.0.0.1", "c=IN IP4 127.0.0.2", "b=AS:64"),
+        "c=IN IP4 127.0.0.2",
+        "exactly one c=",
+    ),
     (edited("b=AS"), "m=application 50000 UDP/GSDK gsdk", "no b=AS"),
     (edited("b=AS", "b=AS:64", "b=AS:65"), "b=AS:65", "b=AS given twice"),
     (edited("b=AS", "b=AS:0"), "b=AS:0", "b=AS must be in 1..1000000"),
@@ -176,31 +184,66 @@ EXTENSION_ERRORS = [
     (edited("a=gsdk-format:pong/2", "a=gsdk-format:pong/2;t=1;t=2"), "a=gsdk-format:pong/2;t=1;t=2", "twice"),
     (edited("a=gsdk-format:pong/2", "a=gsdk-format:pong/1"), "a=gsdk-format:pong/1", "listed twice"),
     (edited("a=gsdk-format:pong/2", "a=gsdk-format"), "a=gsdk-format", "needs a value"),
-    (body([x for x in BASE if "gsdk-format" not in x]), "m=application 50000 UDP/GSDK gsdk", "no a=gsdk-format"),
+    (
+        body([x for x in BASE if "gsdk-format" not in x]),
+        "m=application 50000 UDP/GSDK gsdk",
+        "no a=gsdk-format",
+    ),
     (appended("a=gsdk-class:ranked"), "a=gsdk-class:ranked", "gsdk-class given twice"),
     (edited("a=gsdk-class", "a=gsdk-class:"), "a=gsdk-class:", "needs a value"),
     (edited("a=gsdk-class", "a=gsdk-class:a,b"), "a=gsdk-class:a,b", "token"),
     (edited("a=gsdk-class"), "m=application 50000 UDP/GSDK gsdk", "no a=gsdk-class"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=0;jit=10;loss=10000;pps=60"), "a=gsdk-qos:lat=0;jit=10;loss=10000;pps=60",
-     "lat (ms) must be an integer in 1..60000"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=50;jit=10;loss=1000001;pps=60"),
-     "a=gsdk-qos:lat=50;jit=10;loss=1000001;pps=60", "loss (ppm)"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=50;jit=10;loss=1;pps=0"), "a=gsdk-qos:lat=50;jit=10;loss=1;pps=0", "pps"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=050;jit=10;loss=1;pps=6"), "a=gsdk-qos:lat=050;jit=10;loss=1;pps=6",
-     "leading zeros"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=-5;jit=10;loss=1;pps=6"), "a=gsdk-qos:lat=-5;jit=10;loss=1;pps=6",
-     "decimal number"),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=0;jit=10;loss=10000;pps=60"),
+        "a=gsdk-qos:lat=0;jit=10;loss=10000;pps=60",
+        "lat (ms) must be an integer in 1..60000",
+    ),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=50;jit=10;loss=1000001;pps=60"),
+        "a=gsdk-qos:lat=50;jit=10;loss=1000001;pps=60",
+        "loss (ppm)",
+    ),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=50;jit=10;loss=1;pps=0"),
+        "a=gsdk-qos:lat=50;jit=10;loss=1;pps=0",
+        "pps",
+    ),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=050;jit=10;loss=1;pps=6"),
+        "a=gsdk-qos:lat=050;jit=10;loss=1;pps=6",
+        "leading zeros",
+    ),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=-5;jit=10;loss=1;pps=6"),
+        "a=gsdk-qos:lat=-5;jit=10;loss=1;pps=6",
+        "decimal number",
+    ),
     (edited("a=gsdk-qos", "a=gsdk-qos:lat=5;jit=10;loss=1"), "a=gsdk-qos:lat=5;jit=10;loss=1", "missing pps"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=5;lat=6;jit=1;loss=1;pps=1"), "a=gsdk-qos:lat=5;lat=6;jit=1;loss=1;pps=1",
-     "'lat' given twice"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x"), "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x",
-     "token=token"),
-    (edited("a=gsdk-qos", "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x=a b"), "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x=a b",
-     "token=token"),
-    (edited("a=gsdk-sec", "a=gsdk-sec:chacha20-poly1305,,aes-256-gcm"), "a=gsdk-sec:chacha20-poly1305,,aes-256-gcm",
-     "tokens"),
-    (edited("a=gsdk-sec", "a=gsdk-sec:aes-256-gcm,aes-256-gcm"), "a=gsdk-sec:aes-256-gcm,aes-256-gcm",
-     "listed twice"),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=5;lat=6;jit=1;loss=1;pps=1"),
+        "a=gsdk-qos:lat=5;lat=6;jit=1;loss=1;pps=1",
+        "'lat' given twice",
+    ),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x"),
+        "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x",
+        "token=token",
+    ),
+    (
+        edited("a=gsdk-qos", "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x=a b"),
+        "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x=a b",
+        "token=token",
+    ),
+    (
+        edited("a=gsdk-sec", "a=gsdk-sec:chacha20-poly1305,,aes-256-gcm"),
+        "a=gsdk-sec:chacha20-poly1305,,aes-256-gcm",
+        "tokens",
+    ),
+    (
+        edited("a=gsdk-sec", "a=gsdk-sec:aes-256-gcm,aes-256-gcm"),
+        "a=gsdk-sec:aes-256-gcm,aes-256-gcm",
+        "listed twice",
+    ),
     (edited("a=gsdk-kx", f"a=gsdk-kx:x448 {K}"), f"a=gsdk-kx:x448 {K}", "x25519 <key>"),
     (edited("a=gsdk-kx", f"a=gsdk-kx:x25519{K}"), f"a=gsdk-kx:x25519{K}", "x25519 <key>"),
     (edited("a=gsdk-kx", f"a=gsdk-kx:x25519 {K}="), f"a=gsdk-kx:x25519 {K}=", "43 characters"),

@@ -29,20 +29,24 @@ TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`{|}~"
 
 OFFER_LINES = format_sdp(example_offer()).split("\r\n")[:-1]
 ANSWER_LINES = format_sdp(example_answer(modified=True)).split("\r\n")[:-1]
-VALID_LINES = OFFER_LINES + ANSWER_LINES + [
-    "i=info",
-    "u=http://example.com/",
-    "e=a@example.com",
-    "p=+1 555",
-    "b=CT:100",
-    "r=7d 1h 0 25h",
-    "z=3042462419 -1h 3050462419 0",
-    "k=prompt",
-    "a=recvonly",
-    "m=audio 49170 RTP/AVP 0 8",
-    "m=video 0 RTP/AVP 31",
-    "c=IN IP6 ::1",
-]
+VALID_LINES = (
+    OFFER_LINES
+    + ANSWER_LINES
+    + [
+        "i=info",
+        "u=http://example.com/",
+        "e=a@example.com",
+        "p=+1 555",
+        "b=CT:100",
+        "r=7d 1h 0 25h",
+        "z=3042462419 -1h 3050462419 0",
+        "k=prompt",
+        "a=recvonly",
+        "m=audio 49170 RTP/AVP 0 8",
+        "m=video 0 RTP/AVP 31",
+        "c=IN IP6 ::1",
+    ]
+)
 NASTY = " =:/;,\r\n\x00\t\"'\\é€0123456789-_" + "abcxyzvosiuepcbtrzkam"
 
 
@@ -79,7 +83,11 @@ def test_arbitrary_text_parses_or_raises_sdp_error(text: str) -> None:
 
 line_strategy = st.one_of(
     st.sampled_from(VALID_LINES),
-    st.builds(lambda kind, value: f"{kind}={value}", st.sampled_from("vosiuepcbtrzkamxy"), st.text(NASTY, max_size=30)),
+    st.builds(
+        lambda kind, value: f"{kind}={value}",
+        st.sampled_from("vosiuepcbtrzkamxy"),
+        st.text(NASTY, max_size=30),
+    ),
     st.text(NASTY, max_size=20),
 )
 
@@ -187,7 +195,9 @@ def test_offer_model_round_trips_through_sdp(game: GameMedia, sess_id: int, sess
 @SETTINGS
 @given(games(1, 1))
 def test_answer_model_round_trips_through_sdp(game: GameMedia) -> None:
-    desc = game_to_sdp(game, username="bob", sess_id=1, sess_version=1, role=Role.ANSWER, offer=example_offer())
+    desc = game_to_sdp(
+        game, username="bob", sess_id=1, sess_version=1, role=Role.ANSWER, offer=example_offer()
+    )
     assert read_game_untrusted(format_sdp(desc), Role.ANSWER)[1] == game
 
 
