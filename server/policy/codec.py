@@ -13,6 +13,7 @@ from typing import Any
 
 from gamesdk.errors import RemoteProtocolError
 
+from .lifetime import Activate, PolicyOperation, Refresh, Release
 from .model import (
     AppSession,
     Decision,
@@ -40,6 +41,8 @@ __all__ = [
     "dialog_ref_to_json",
     "dialog_ref_from_json_untrusted",
     "end_reason_from_json_untrusted",
+    "operation_to_json",
+    "operation_from_json_untrusted",
 ]
 
 _MAX_TEXT = 1024
@@ -281,3 +284,34 @@ def reservation_from_json_untrusted(value: object) -> Reservation:
         expires_s=_int(data, "expires", default=0),
         interim_count=_int(data, "interims", default=0),
     )
+
+
+# -- Lifetime operations (PUBLISH-derived) -------------------------------------------------------------------------
+
+
+def operation_to_json(op: PolicyOperation) -> dict[str, Any]:
+    data: dict[str, Any] = {"dialog": dialog_ref_to_json(op.ref)}
+    if isinstance(op, Activate):
+        data.update(op="activate", expires=op.expires_s)
+    elif isinstance(op, Refresh):
+        data.update(op="refresh", expires=op.expires_s)
+    else:
+        data.update(op="release", reason=op.reason.value, sipReason=op.sip_reason)
+    return data
+
+
+def operation_from_json_untrusted(value: object) -> PolicyOperation:
+    data = _obj(value, "operation")
+    ref = dialog_ref_from_json_untrusted(data.get("dialog"))
+    kind = data.get("op")
+    if kind in ("activate", "refresh"):
+        expires = _int(data, "expires")
+        if not 0 < expires <= 86400:
+            raise _bad("expires must be 1..86400 seconds")
+        return Activate(ref=ref, expires_s=expires) if kind == "activate" else Refresh(ref=ref, expires_s=expires)
+    if kind == "release":
+        sip_reason = data.get("sipReason")
+        if sip_reason is not None and (not isinstance(sip_reason, str) or len(sip_reason) > _MAX_TEXT):
+            raise _bad("sipReason must be a string")
+        return Release(ref=ref, reason=end_reason_from_json_untrusted(data.get("reason")), sip_reason=sip_reason)
+    raise _bad("op must be activate, refresh or release")

@@ -1,0 +1,170 @@
+"""server/policy/runner: one async face for both deployments, and the standalone policy process.
+
+The SIP server's asyncio layer talks to :class:`AsyncPolicy`: :class:`EmbeddedPolicy` (the default, the
+policy server in-process, timers on the same loop) or :class:`~server.policy.http.PolicyHttpClient` when
+``[policy] url`` is set. :func:`open_policy` picks one from the config; :func:`serve_policy` is what
+``gamesdk-server policy --config FILE`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from server.billing.store import SqliteBillingStore
+
+from .config import PolicyConfig
+from .core import PolicyServer, hex_token_factory
+from .http import PolicyHttpClient, PolicyHttpService
+from .lifetime import PolicyOperation
+from .model import AppSession, Decision, EndReason, SessionKey
+from .store import SqliteReservationStore, open_region_db
+
+__all__ = ["AsyncPolicy", "EmbeddedPolicy", "build_policy_server", "open_policy", "serve_policy"]
+
+log = logging.getLogger(__name__)
+
+
+class AsyncPolicy(Protocol):
+    """What the SIP server calls; implemented by :class:`EmbeddedPolicy` and ``PolicyHttpClient``."""
+
+    async def preliminary(self, request: AppSession) -> Decision: ...
+
+    async def final(self, request: AppSession) -> Decision: ...
+
+    async def apply(self, op: PolicyOperation) -> bool: ...
+
+    async def release(self, key: SessionKey, reason: EndReason, sip_reason: str | None = None) -> bool: ...
+
+    async def release_player(self, player: str) -> int: ...
+
+
+class EmbeddedPolicy:
+    """A :class:`PolicyServer` in the SIP server's process, its timers armed on the running asyncio loop.
+
+    Call :meth:`start` once inside the loop (it restores persisted reservations), :meth:`close` at shutdown.
+    The wrapped ``policy`` stays available for direct (synchronous) use by sans-IO code.
+    """
+
+    def __init__(self, policy: PolicyServer, *, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        released = self.policy.restore(self._clock())
+        if released:
+            log.info("start-up released %d reservations that ran out while the server was down", len(released))
+        self.rearm()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def rearm(self) -> None:
+        """Re-arm the single loop timer; call after using ``self.policy`` directly."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.policy.get_timer()
+        if when is not None:
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, when - self._clock()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.policy.handle_timer(self._clock())
+        self.rearm()
+
+    async def preliminary(self, request: AppSession) -> Decision:
+        return self.policy.preliminary(request, self._clock())
+
+    async def final(self, request: AppSession) -> Decision:
+        decision = self.policy.final(request, self._clock())
+        self.rearm()
+        return decision
+
+    async def apply(self, op: PolicyOperation) -> bool:
+        res = self.policy.apply(op, self._clock())
+        self.rearm()
+        return res is not None
+
+    async def release(self, key: SessionKey, reason: EndReason, sip_reason: str | None = None) -> bool:
+        res = self.policy.release(key, self._clock(), reason, sip_reason=sip_reason)
+        self.rearm()
+        return res is not None
+
+    async def release_player(self, player: str) -> int:
+        released = self.policy.release_player(player, self._clock())
+        self.rearm()
+        return len(released)
+
+
+def build_policy_server(
+    config: PolicyConfig,
+    db: str | Path | sqlite3.Connection,
+    *,
+    region: str = "",
+    token_factory: Callable[[], str] | None = None,
+) -> PolicyServer:
+    """A PolicyServer persisting into the region database (path or an open connection)."""
+    conn = db if isinstance(db, sqlite3.Connection) else open_region_db(db)
+    return PolicyServer(
+        config,
+        token_factory=token_factory or hex_token_factory(os.urandom),
+        region=region,
+        store=SqliteReservationStore(conn),
+        billing=SqliteBillingStore(conn, config.tariff),
+    )
+
+
+def open_policy(
+    config: PolicyConfig,
+    db: str | Path | sqlite3.Connection,
+    *,
+    region: str = "",
+    clock: Callable[[], float] = time.time,
+) -> AsyncPolicy:
+    """The policy the SIP server should use: the HTTP client if ``[policy] url`` is set, else embedded.
+
+    For the embedded one, call ``.start()`` inside the running loop.
+    """
+    if config.settings.url:
+        return PolicyHttpClient(config.settings.url, timeout_s=config.settings.timeout_s)
+    return EmbeddedPolicy(build_policy_server(config, db, region=region), clock=clock)
+
+
+async def serve_policy(
+    config: PolicyConfig,
+    db: str | Path | sqlite3.Connection,
+    *,
+    region: str = "",
+    host: str | None = None,
+    port: int | None = None,
+    ready: Callable[[str, int], Any] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the standalone policy process until ``stop`` is set (or the task is cancelled).
+
+    Listens on ``[policy] listen`` unless ``host``/``port`` are given; ``ready(host, port)`` is called once
+    listening (the CLI prints it).
+    """
+    policy = build_policy_server(config, db, region=region)
+    released = policy.restore(time.time())
+    if released:
+        log.info("start-up released %d reservations that ran out while the policy server was down", len(released))
+    service = PolicyHttpService(policy)
+    default_host, default_port = config.settings.listen_host_port
+    bound = await service.start(host or default_host, default_port if port is None else port)
+    if ready is not None:
+        ready(*bound)
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await service.close()

@@ -1,0 +1,242 @@
+"""The policy service over real loopback HTTP: same decisions as embedded, timeouts count as failures."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from server.billing import SqliteBillingStore
+from server.policy import (
+    Activate,
+    AppSession,
+    Deny,
+    DialogRef,
+    EndReason,
+    Grant,
+    PolicyConfig,
+    PolicyServer,
+    Release,
+    Resource,
+    SqliteReservationStore,
+    open_region_db,
+)
+from server.policy.http import PolicyHttpClient, PolicyHttpService, PolicyUnavailable
+from server.policy.runner import EmbeddedPolicy, open_policy, serve_policy
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+
+
+def make_policy(config: PolicyConfig, tmp_path: Path) -> PolicyServer:
+    conn = open_region_db(tmp_path / "region.sqlite")
+    counter = itertools.count(1)
+    return PolicyServer(config, token_factory=lambda: f"{next(counter):016x}", region="eu",
+                        store=SqliteReservationStore(conn), billing=SqliteBillingStore(conn, config.tariff))
+
+
+async def with_service(policy: PolicyServer, body: Callable[[PolicyHttpClient, tuple[str, int]], Awaitable[T]]) -> T:
+    service = PolicyHttpService(policy)
+    host, port = await service.start("127.0.0.1", 0)
+    try:
+        return await body(PolicyHttpClient(f"http://{host}:{port}", timeout_s=5.0), (host, port))
+    finally:
+        await service.close()
+
+
+def test_operations_over_http(config: PolicyConfig, tmp_path: Path, req: Callable[..., AppSession]) -> None:
+    policy = make_policy(config, tmp_path)
+
+    async def body(client: PolicyHttpClient, _: tuple[str, int]) -> None:
+        pre = await client.preliminary(req(1, up=300))
+        assert isinstance(pre, Grant) and pre.token is None and pre.network == "eu-dsl"
+        denied = await client.preliminary(req(2, up=5000))
+        assert isinstance(denied, Deny) and denied.resource is Resource.UPLINK
+        assert denied.reason == "insufficient uplink in eu-dsl (needs 5000 kbit/s, 1000 free)"
+        grant = await client.final(req(1, up=300))
+        assert isinstance(grant, Grant) and grant.token == "0000000000000001"
+        assert await client.final(req(1, up=300)) == grant  # retransmitted 2xx: identical decision
+        ref = DialogRef(call_id="call-1@eu.example", local_tag="from-1", remote_tag="to-1",
+                        player="sip:alice@eu.example")
+        assert await client.apply(Activate(ref=ref, expires_s=90)) is True
+        intruder = DialogRef(call_id="call-1@eu.example", local_tag="from-1", remote_tag="to-1",
+                             player="sip:mallory@eu.example")
+        assert await client.apply(Release(ref=intruder, reason=EndReason.BYE_LOCAL)) is False
+        sessions = await client.sessions()
+        assert sessions["networks"][0]["uplinkFreeKbps"] == 700
+        assert sessions["reservations"][0]["state"] == "active"
+        assert await client.apply(Release(ref=ref, reason=EndReason.BYE_REMOTE, sip_reason="SIP;cause=200"))
+        assert await client.release(req(1).key, EndReason.BYE_LOCAL) is False  # already released
+        await client.final(req(3, up=10))
+        assert await client.release_player("sip:alice@eu.example") == 1
+
+    run(with_service(policy, body))
+    assert policy.is_idle()
+
+
+async def raw(addr: tuple[str, int], data: bytes) -> tuple[int, Any]:
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(data)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
+    payload = json.loads(await reader.readexactly(length))
+    writer.close()
+    return status, payload
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (post("/app-sessions", b"{not json"), 400, "not JSON"),
+        (post("/app-sessions", b'{"servInfStatus": "FINAL"}'), 400, "medComponents"),
+        (post("/app-sessions", b'{"servInfStatus": "MAYBE", "medComponents": []}'), 400, "medComponents"),
+        (post("/app-sessions", b"[1, 2]"), 400, "JSON object"),
+        (post("/app-sessions/operations", b'{"op": "explode", "dialog": {"callId": "c", "localTag": "a",'
+              b' "remoteTag": "b", "player": "p"}}'), 400, "op must be"),
+        (post("/registrations/expired", b'{"player": 7}'), 400, "player"),
+        (post("/nowhere", b"{}"), 404, "no resource"),
+        (b"GET /app-sessions HTTP/1.1\r\nHost: x\r\n\r\n", 405, "use POST"),
+        (b"POST /app-sessions HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length"),
+        (b"POST /app-sessions HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413, "exceeds"),
+        (b"POST /app-sessions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501, "chunked"),
+        (b"HELLO\r\n\r\n", 400, "request line"),
+        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", 431, "exceeds"),
+    ],
+)
+def test_bad_http_requests_get_clear_errors(
+    config: PolicyConfig, tmp_path: Path, data: bytes, status: int, words: str
+) -> None:
+    policy = make_policy(config, tmp_path)
+
+    async def body(_: PolicyHttpClient, addr: tuple[str, int]) -> tuple[int, Any]:
+        return await raw(addr, data)
+
+    got_status, payload = run(with_service(policy, body))
+    assert got_status == status
+    assert words in payload["detail"]
+
+
+def test_valid_final_with_raw_json(config: PolicyConfig, tmp_path: Path) -> None:
+    policy = make_policy(config, tmp_path)
+    doc = {
+        "servInfStatus": "FINAL", "callId": "c1", "fromTag": "f", "toTag": "t", "side": "term",
+        "player": "sip:bob@eu.example", "ueIpv4": "10.2.0.3",
+        "medComponents": [{"medCompN": 1, "marBwUl": 64, "marBwDl": 64, "desMaxLatency": 50,
+                           "qosReference": "action"}],
+    }
+
+    async def body(_: PolicyHttpClient, addr: tuple[str, int]) -> tuple[int, Any]:
+        return await raw(addr, post("/app-sessions", json.dumps(doc).encode()))
+
+    status, payload = run(with_service(policy, body))
+    assert status == 201
+    assert payload["granted"] is True and payload["network"] == "eu-fibre" and payload["class"] == "action"
+
+
+def test_slow_policy_counts_as_failure(req: Callable[..., AppSession]) -> None:
+    async def body() -> tuple[object, object]:
+        hold = asyncio.Event()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await hold.wait()  # accepts the connection, never answers
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = PolicyHttpClient(f"http://127.0.0.1:{port}", timeout_s=0.2)
+        try:
+            decision = await client.final(req(1))
+            try:
+                await client.apply(Activate(ref=DialogRef(call_id="c", local_tag="a", remote_tag="b",
+                                                          player="p"), expires_s=90))
+                error: object = None
+            except PolicyUnavailable as exc:
+                error = exc
+        finally:
+            hold.set()
+            server.close()
+            await server.wait_closed()
+        return decision, error
+
+    decision, error = run(body())
+    assert isinstance(decision, Deny) and decision.resource is Resource.POLICY
+    assert "no answer within 0.2 s" in decision.reason
+    assert decision.status_hint == 580 and decision.warning_code == 370
+    assert isinstance(error, PolicyUnavailable)
+
+
+def test_unreachable_policy_counts_as_failure(req: Callable[..., AppSession]) -> None:
+    async def body() -> object:
+        # Bind and close a port so nothing listens there.
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        return await PolicyHttpClient(f"http://127.0.0.1:{port}", timeout_s=1.0).preliminary(req(1))
+
+    decision = run(body())
+    assert isinstance(decision, Deny) and decision.resource is Resource.POLICY
+    assert "policy server unavailable" in decision.reason
+
+
+def test_service_timers_release_unconfirmed(region_doc: dict, tmp_path: Path, req: Callable[..., AppSession]) -> None:
+    region_doc["policy"]["confirm_timeout_s"] = 0.05
+    policy = make_policy(PolicyConfig.from_mapping(region_doc), tmp_path)
+
+    async def body(client: PolicyHttpClient, _: tuple[str, int]) -> bool:
+        assert isinstance(await client.final(req(1)), Grant)
+        for _ in range(200):  # bounded wait for the loop timer (at most ~2 s)
+            if policy.is_idle():
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    assert run(with_service(policy, body)) is True
+
+
+def test_standalone_process_and_open_policy(
+    region_doc: dict, tmp_path: Path, req: Callable[..., AppSession]
+) -> None:
+    async def body() -> tuple[object, object, int]:
+        stop = asyncio.Event()
+        bound: list[tuple[str, int]] = []
+        task = asyncio.create_task(serve_policy(
+            PolicyConfig.from_mapping(region_doc), tmp_path / "policy.sqlite", region="eu", host="127.0.0.1",
+            port=0, ready=lambda h, p: bound.append((h, p)), stop=stop,
+        ))
+        while not bound:
+            await asyncio.sleep(0.01)
+        region_doc["policy"]["url"] = f"http://127.0.0.1:{bound[0][1]}"
+        remote = open_policy(PolicyConfig.from_mapping(region_doc), tmp_path / "unused.sqlite")
+        assert isinstance(remote, PolicyHttpClient)
+        grant = await remote.final(req(1))
+        del region_doc["policy"]["url"]
+        embedded = open_policy(PolicyConfig.from_mapping(region_doc), tmp_path / "sip.sqlite")
+        assert isinstance(embedded, EmbeddedPolicy)
+        embedded.start()
+        local = await embedded.final(req(1))
+        released = await embedded.release_player("sip:alice@eu.example")
+        embedded.close()
+        stop.set()
+        await task
+        return grant, local, released
+
+    grant, local, released = run(body())
+    assert isinstance(grant, Grant) and isinstance(local, Grant)
+    assert len(grant.token or "") == 32 and grant.token != local.token  # os.urandom tokens in production
+    assert (grant.network, grant.uplink_kbps) == (local.network, local.uplink_kbps)
+    assert released == 1
