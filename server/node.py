@@ -218,8 +218,11 @@ class RegionalServer:
             return
         ruri = request.request_uri
         for_us = self.proxy.is_us(ruri) if ruri.is_sip else False
-        if method == "REGISTER" or (method == "OPTIONS" and for_us and (not ruri.user or request.max_forwards == 0)) \
-                or (method == "PUBLISH" and for_us):
+        # OPTIONS for the server itself (no user part, or not one of our players): answered here, so pings from
+        # peers, SIPp and sipsak work; OPTIONS for a player is proxied to the player like any request.
+        options_for_us = method == "OPTIONS" and for_us and (
+            not ruri.user or request.max_forwards == 0 or not self.accounts.exists(ruri.user))
+        if method == "REGISTER" or options_for_us or (method == "PUBLISH" and for_us):
             self._uas_request(request, addr, now, out)
             return
         self.proxy.handle_request(request, addr, now, out)

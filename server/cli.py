@@ -1,0 +1,279 @@
+"""``gamesdk-server`` (also ``python -m server``): run a region, check its config, manage players.
+
+``main(argv) -> int`` is testable without a process (hypercorn's ``__main__`` shape). Exit codes: 0 success,
+1 the operation failed (unknown user, duplicate, database), 2 bad usage or bad configuration. Errors are one
+clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from server.accounts import AccountError, AccountStore
+from server.config import ConfigError, ServerConfig, load_config
+
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() returns the code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="gamesdk-server", description="gamesdk regional game server")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", required=True, metavar="FILE", help="the region's TOML file")
+
+    run = sub.add_parser("run", help="run the regional server until SIGINT/SIGTERM")
+    with_config(run)
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides [log] level")
+    run.add_argument("--trace", action="store_true", help="log every SIP message in full (DEBUG)")
+
+    check = sub.add_parser("check-config", help="check a config file and explain every error")
+    with_config(check)
+
+    user = sub.add_parser("user", help="manage player accounts")
+    user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", parser_class=_Parser)
+    add = user_sub.add_parser("add", help="create a player account")
+    add.add_argument("name")
+    add.add_argument("--password", "-p", help="the password (read from stdin when omitted)")
+    with_config(add)
+    remove = user_sub.add_parser("remove", help="delete a player account")
+    remove.add_argument("name")
+    with_config(remove)
+    lst = user_sub.add_parser("list", help="list player accounts")
+    with_config(lst)
+
+    billing = sub.add_parser("billing", help="billing records")
+    billing_sub = billing.add_subparsers(dest="billing_command", metavar="ACTION", parser_class=_Parser)
+    blist = billing_sub.add_parser("list", help="list billing records")
+    blist.add_argument("--json", action="store_true", help="JSON instead of a table")
+    blist.add_argument("--limit", type=int, default=None, help="only the newest N records")
+    blist.add_argument("--open", action="store_true", help="only records without a STOP")
+    with_config(blist)
+    export = billing_sub.add_parser("export", help="export billing records")
+    export.add_argument("--csv", required=True, metavar="FILE", help="write CSV here ('-' for stdout)")
+    with_config(export)
+
+    sessions = sub.add_parser("sessions", help="live reservations and free capacity per access network")
+    sessions.add_argument("--json", action="store_true")
+    with_config(sessions)
+
+    policy = sub.add_parser("policy", help="run the policy server as its own process (HTTP/JSON)")
+    with_config(policy)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except _UsageError as exc:
+        print(str(exc), file=err)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(out)
+        return EXIT_USAGE
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"gamesdk-server: bad configuration {args.config}: {exc}", file=err)
+        return EXIT_USAGE
+    try:
+        if args.command == "check-config":
+            return _check_config(config, out, err)
+        if args.command == "run":
+            return _run(config, args.log_level, args.trace, err)
+        if args.command == "user":
+            return _user(args, config, stdin or sys.stdin, out, err)
+        if args.command in ("billing", "sessions", "policy"):
+            return _policy_command(args, config, out, err)
+    except AccountError as exc:
+        print(f"gamesdk-server: {exc}", file=err)
+        return EXIT_FAILED
+    except ConfigError as exc:
+        print(f"gamesdk-server: bad configuration {args.config}: {exc}", file=err)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"gamesdk-server: {exc}", file=err)
+        return EXIT_FAILED
+    parser.print_help(err)
+    return EXIT_USAGE
+
+
+def _check_config(config: ServerConfig, out: TextIO, err: TextIO) -> int:
+    problems = _policy_config_problem(config)
+    if problems is not None:
+        print(f"gamesdk-server: bad configuration {config.source}: {problems}", file=err)
+        return EXIT_USAGE
+    print(f"{config.source}: ok: region {config.name} ({config.domain}) on {config.listen}, "
+          f"database {config.database}, {len(config.peers)} peer(s), "
+          f"{len(config.access_networks)} access network(s), digest {', '.join(config.auth.digest_algorithms)}",
+          file=out)
+    return EXIT_OK
+
+
+def _policy_config_problem(config: ServerConfig) -> str | None:
+    """The policy tables are checked by the policy component's parser (its errors name the key too)."""
+    try:
+        from server.policy.config import ConfigError as PolicyConfigError
+        from server.policy.config import PolicyConfig
+    except ImportError:  # pragma: no cover - the policy package is part of the server
+        return None
+    try:
+        PolicyConfig.from_mapping(_policy_document(config))
+    except PolicyConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _policy_document(config: ServerConfig) -> dict[str, object]:
+    doc: dict[str, object] = {"access_networks": [dict(n) for n in config.access_networks_raw]}
+    if config.classes_raw:
+        doc["classes"] = [dict(c) for c in config.classes_raw]
+    if config.tariff_raw:
+        doc["tariff"] = dict(config.tariff_raw)
+    if config.policy_raw:
+        doc["policy"] = dict(config.policy_raw)
+    return doc
+
+
+def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO) -> int:
+    from server.io import serve_forever, setup_logging
+
+    setup_logging(level or config.log_level)
+    if full_trace:
+        logging.getLogger("server.trace").setLevel(logging.DEBUG)
+        logging.getLogger("server.trace.full").setLevel(logging.DEBUG)
+        logging.getLogger().setLevel(logging.DEBUG)
+    problem = _policy_config_problem(config)
+    if problem is not None:
+        print(f"gamesdk-server: bad configuration {config.source}: {problem}", file=err)
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve_forever(config, hooks_factory=_hooks_factory(config)))
+    except OSError as exc:
+        print(f"gamesdk-server: cannot listen on {config.listen}: {exc}", file=err)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _hooks_factory(config: ServerConfig):  # type: ignore[no-untyped-def]
+    """The policy hooks for ``run``, when the policy wiring is available."""
+    try:
+        from server.policy_hooks import make_policy_hooks
+    except ImportError:
+        return None
+    return lambda node: make_policy_hooks(config, node)
+
+
+def _user(args: argparse.Namespace, config: ServerConfig, stdin: TextIO, out: TextIO, err: TextIO) -> int:
+    if args.user_command is None:
+        print("gamesdk-server: user needs an action: add, remove or list", file=err)
+        return EXIT_USAGE
+    store = AccountStore(config.database, config.auth.realm, config.auth.digest_algorithms)
+    try:
+        if args.user_command == "add":
+            password = args.password
+            if password is None:
+                password = _read_password(stdin)
+            if not password:
+                print("gamesdk-server: the password must not be empty", file=err)
+                return EXIT_USAGE
+            account = store.add(args.name, password, now=time.time())
+            print(f"added {account.name}@{config.domain} (realm {account.realm}, HA1 for "
+                  f"{', '.join(account.algorithms)})", file=out)
+        elif args.user_command == "remove":
+            store.remove(args.name)
+            print(f"removed {args.name}@{config.domain}", file=out)
+        else:
+            accounts = store.list()
+            for account in accounts:
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(account.created_at))
+                print(f"{account.name}\t{account.name}@{config.domain}\t{created}Z\t{','.join(account.algorithms)}",
+                      file=out)
+            if not accounts:
+                print("(no accounts)", file=err)
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _read_password(stdin: TextIO) -> str:
+    if stdin.isatty():
+        return getpass.getpass("password: ")
+    return stdin.readline().rstrip("\r\n")
+
+
+def _policy_command(args: argparse.Namespace, config: ServerConfig, out: TextIO, err: TextIO) -> int:
+    try:
+        from server.policy import cli_support
+        from server.policy.config import ConfigError as PolicyConfigError
+        from server.policy.config import PolicyConfig
+    except ImportError as exc:  # pragma: no cover - the policy package is part of the server
+        print(f"gamesdk-server: policy support is missing: {exc}", file=err)
+        return EXIT_FAILED
+    if not config.database.exists() and args.command != "policy":
+        print(f"gamesdk-server: no database yet at {config.database} (run the server or add a user first)",
+              file=err)
+        return EXIT_FAILED
+    if args.command == "billing":
+        if args.billing_command is None:
+            print("gamesdk-server: billing needs an action: list or export", file=err)
+            return EXIT_USAGE
+        if args.billing_command == "list":
+            rows = cli_support.billing_rows(config.database, limit=args.limit, open_only=args.open)
+            print(cli_support.billing_list_json(rows) if args.json else cli_support.billing_list_text(rows),
+                  file=out)
+            return EXIT_OK
+        rows = cli_support.billing_rows(config.database)
+        target = out if args.csv == "-" else args.csv
+        count = cli_support.billing_export_csv(rows, target)
+        if args.csv != "-":
+            print(f"wrote {count} record(s) to {args.csv}", file=out)
+        return EXIT_OK
+    try:
+        policy_config = PolicyConfig.from_mapping(_policy_document(config))
+    except PolicyConfigError as exc:
+        print(f"gamesdk-server: bad configuration {config.source}: {exc}", file=err)
+        return EXIT_USAGE
+    if args.command == "sessions":
+        report = cli_support.sessions_report(config.database, policy_config)
+        print(cli_support.sessions_json(report) if args.json else cli_support.sessions_text(report), file=out)
+        return EXIT_OK
+    try:
+        from server.policy import http as policy_http  # type: ignore[attr-defined]
+    except ImportError:
+        print("gamesdk-server: the HTTP policy server is not available in this build", file=err)
+        return EXIT_FAILED
+    return int(policy_http.main(config, policy_config))

@@ -1,0 +1,327 @@
+"""asyncio UDP driver around :class:`server.node.RegionalServer`, and :class:`EmbeddedServer` for the demo and tests.
+
+The driver is thin (aioquic's ``asyncio/protocol.py`` shape): ``datagram_received`` feeds the node with the loop's
+clock, sends what comes out, and re-arms one timer. Two measured fixes from DESIGN section 9: the transport's
+``max_size`` is lowered (CPython 3.11 reads each datagram into a 256 KiB buffer otherwise, 6x slower), and
+datagrams are handled in the callback, not with an ``await`` per packet. ``max_size`` is the message limit + 1, so
+an oversize datagram arrives one byte too long and gets its 513 instead of being silently cut.
+
+Every SIP message in and out is logged at DEBUG on the ``server.trace`` logger (start line, peer, Call-ID at
+DEBUG; the whole message when ``server.trace.full`` is at DEBUG too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from server.accounts import AccountStore
+from server.config import ServerConfig
+from server.hooks import PolicyHooks
+from server.node import AccountLookup, RegionalServer
+
+__all__ = ["ServerProtocol", "EmbeddedServer", "serve_forever", "setup_logging"]
+
+log = logging.getLogger(__name__)
+trace = logging.getLogger("server.trace")
+trace_full = logging.getLogger("server.trace.full")
+
+Addr = tuple[str, int]
+
+#: Kernel receive buffer asked for: bursts of SIPp retransmissions must not overflow it (research/perf.md).
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Structured one-line logs: time, level, logger, then the message with key=value details."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _first_line(data: bytes) -> str:
+    end = data.find(b"\r\n")
+    return data[: end if 0 <= end < 200 else 200].decode("utf-8", "replace")
+
+
+def _call_id(data: bytes) -> str:
+    for marker in (b"\r\nCall-ID:", b"\r\ni:", b"\r\ncall-id:", b"\r\nCALL-ID:"):
+        start = data.find(marker)
+        if start >= 0:
+            start += len(marker)
+            end = data.find(b"\r\n", start)
+            return data[start:end].strip().decode("utf-8", "replace")[:100]
+    return "-"
+
+
+class ServerProtocol(asyncio.DatagramProtocol):
+    """Feeds datagrams and timer ticks to the node; sends what it returns."""
+
+    def __init__(self, node: RegionalServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.node = node
+        self.loop = loop
+        self.transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.closed = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        # The selector transport reads max_size bytes per datagram (attribute of CPython's implementation).
+        if hasattr(transport, "max_size"):
+            transport.max_size = self.node.max_message_bytes + 1  # type: ignore[attr-defined]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+            except OSError:
+                pass
+        self._rearm()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        source: Addr = (addr[0], addr[1])
+        if trace.isEnabledFor(logging.DEBUG):
+            self._trace("in", data, source)
+        out = self.node.handle_datagram(data, source, self.loop.time())
+        if out:
+            self._send(out)
+        self._rearm()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable when a player went away) are normal on UDP.
+        log.debug("udp error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _send(self, out: list[tuple[bytes, Addr]]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        tracing = trace.isEnabledFor(logging.DEBUG)
+        for data, dest in out:
+            if tracing:
+                self._trace("out", data, dest)
+            transport.sendto(data, dest)
+
+    def _trace(self, direction: str, data: bytes, addr: Addr) -> None:
+        trace.debug('%s peer=%s:%d len=%d call-id=%s "%s"', direction, addr[0], addr[1], len(data), _call_id(data),
+                    _first_line(data))
+        if trace_full.isEnabledFor(logging.DEBUG):
+            trace_full.debug("%s %s:%d\n%s", direction, addr[0], addr[1], data.decode("utf-8", "replace"))
+
+    def _rearm(self) -> None:
+        when = self.node.get_timer()
+        if when is None:
+            return
+        # Only move the timer earlier; a timer that fires early finds nothing due and re-arms (cheap).
+        if self._timer_at is None or when < self._timer_at - 0.0005:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        out = self.node.handle_timer(self.loop.time())
+        if out:
+            self._send(out)
+        self._rearm()
+
+
+def _open_accounts(config: ServerConfig) -> AccountStore:
+    return AccountStore(config.database, config.auth.realm, config.auth.digest_algorithms)
+
+
+class EmbeddedServer:
+    """A regional server inside an existing event loop (:meth:`start`) or in a background thread
+    (:meth:`start_in_thread`), for the demo, the SDK tests and the server tests.
+
+    ``port=0`` (the default) binds a free loopback port; the bound address is :attr:`address`. Two embedded
+    regions federate once each knows the other's address: ``eu.set_peer("na.gamesdk.test", na.address)``.
+    """
+
+    def __init__(self, config: ServerConfig, *, port: int | None = 0, host: str | None = None,
+                 accounts: AccountLookup | None = None, hooks: PolicyHooks | None = None,
+                 hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
+                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self.config = config
+        self._port = config.listen.port if port is None else port
+        self._host = host or config.listen.host
+        self._accounts = accounts
+        self._own_accounts: AccountStore | None = None
+        self._hooks = hooks
+        self._hooks_factory = hooks_factory
+        self._random_bytes = random_bytes
+        self.node: RegionalServer | None = None
+        self.protocol: ServerProtocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.address: Addr = (self._host, self._port)
+
+    # -- accounts ------------------------------------------------------------------------------------------
+
+    @property
+    def accounts(self) -> AccountLookup:
+        if self._accounts is None:
+            self._own_accounts = _open_accounts(self.config)
+            self._accounts = self._own_accounts
+        return self._accounts
+
+    def add_user(self, name: str, password: str) -> None:
+        """Create an account in this region's database (needs the default SQLite account store)."""
+        accounts = self.accounts
+        if not isinstance(accounts, AccountStore):
+            raise TypeError("add_user needs the SQLite account store")
+        accounts.add(name, password, now=_wall_time())
+
+    # -- in a running loop ---------------------------------------------------------------------------------
+
+    async def start(self) -> Addr:
+        """Bind and start serving in the running loop; returns the bound (host, port)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self._host, self._port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        host, port = sock.getsockname()[:2]
+        self.address = (host, port)
+        config = self.config.with_listen(host, port)
+        self.config = config
+        node = RegionalServer(config, self.accounts, random_bytes=self._random_bytes, hooks=self._hooks)
+        if self._hooks_factory is not None:
+            node.set_hooks(self._hooks_factory(node))
+        self.node = node
+        _, protocol = await loop.create_datagram_endpoint(lambda: ServerProtocol(node, loop), sock=sock)
+        self.protocol = protocol
+        log.info("server: region %s (%s) listening on udp:%s:%d, %d peer(s)", config.name, config.domain, host,
+                 port, len(config.peers))
+        return self.address
+
+    def set_peer(self, domain: str, address: Addr) -> None:
+        """Point the federation entry of ``domain`` at ``address`` (thread-safe when running in a thread)."""
+        node = self.node
+        if node is None:
+            raise RuntimeError("start the server first")
+        if self._thread is not None and self._loop is not None and threading.current_thread() is not self._thread:
+            done = threading.Event()
+
+            def apply() -> None:
+                node.federation.set_peer(domain, address)
+                done.set()
+
+            self._loop.call_soon_threadsafe(apply)
+            done.wait(5.0)
+        else:
+            node.federation.set_peer(domain, address)
+            if self.protocol is not None:
+                self.protocol._rearm()
+
+    async def stop(self) -> None:
+        """Stop serving and close the database."""
+        protocol = self.protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            await protocol.closed
+        self.protocol = None
+        if self._own_accounts is not None:
+            self._own_accounts.close()
+            self._own_accounts = None
+            self._accounts = None
+        log.info("server: region %s stopped", self.config.name)
+
+    async def __aenter__(self) -> EmbeddedServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- in a background thread ----------------------------------------------------------------------------
+
+    def start_in_thread(self, timeout_s: float = 10.0) -> Addr:
+        """Run the server on its own event loop in a daemon thread; returns the bound address when ready."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.stop())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"gamesdk-server-{self.config.name}", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout_s):
+            raise TimeoutError("embedded server did not start")
+        if failure:
+            raise failure[0]
+        return self.address
+
+    def stop_thread(self, timeout_s: float = 10.0) -> None:
+        """Stop a server started with :meth:`start_in_thread` and wait for its thread."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+
+def _wall_time() -> float:
+    return time.time()
+
+
+async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
+                        stop: asyncio.Event | None = None) -> RegionalServer:
+    """Run one region until SIGINT/SIGTERM (or ``stop`` is set); returns the node for its final figures."""
+    server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory)
+    await server.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread: the caller stops us through `stop`
+    try:
+        await stop.wait()
+    finally:
+        log.info("server: shutting down")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await server.stop()
+    assert server.node is not None
+    stats = server.node.stats
+    log.info("server: stopped after %d datagrams in, %d out, %d requests, %d responses, %d malformed",
+             stats.datagrams_in, stats.datagrams_out, stats.requests, stats.responses, stats.malformed)
+    return server.node
+
