@@ -14,6 +14,8 @@ __all__ = [
     "RemoteProtocolError",
     "SdpError",
     "NegotiationError",
+    "LoginError",
+    "SessionError",
 ]
 
 
@@ -56,3 +58,27 @@ class NegotiationError(GameSdkError):
         super().__init__(message)
         self.message = message
         self.status_hint = status_hint
+
+
+class LoginError(GameSdkError):
+    """Logging in failed: ``status`` is the SIP status (403 wrong password, 408 no answer ...)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"login failed: {status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class SessionError(GameSdkError):
+    """A game session could not be set up, or was refused.
+
+    ``status`` is the SIP status (580 a policy server refused, 488 QoS not acceptable, 603 declined, 480 offline,
+    404 unknown player, 408 no answer), ``reason`` says what happened and ``refused_by`` who refused
+    (``"policy:<region>"``, ``"peer"``, ``"local"``, ``"server"``, ``"network"``).
+    """
+
+    def __init__(self, status: int, reason: str, refused_by: str = "server") -> None:
+        super().__init__(f"{status} {reason} (refused by {refused_by})")
+        self.status = status
+        self.reason = reason
+        self.refused_by = refused_by

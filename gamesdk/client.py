@@ -1,0 +1,754 @@
+"""The public façades: ``GameClient`` (asyncio) and ``PollingClient`` (game loop, no asyncio, no threads).
+
+Both drive one sans-IO :class:`~gamesdk.session.agent.UserAgent` on a UDP socket, bind one UDP socket per
+session for the game channel (its port goes into the SDP), and open the encrypted channel on it once the
+session is established.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gamesdk.channel.config import SUITES, ChannelConfig, ChannelParams, Lane
+from gamesdk.channel.connection import Channel
+from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected
+from gamesdk.channel.messages import pack_message
+from gamesdk.channel.simulator import NetworkSimulator
+from gamesdk.channel.stats import ChannelStats
+from gamesdk.config import ClientConfig
+from gamesdk.errors import LocalProtocolError, LoginError, SessionError
+from gamesdk.events import (
+    Agreement,
+    InviteCancelled,
+    InviteReceived,
+    Registered,
+    RegistrationFailed,
+    SessionEnded,
+    SessionEstablished,
+    SessionEvent,
+    SessionFailed,
+    Unregistered,
+)
+from gamesdk.io.channel_asyncio import AsyncChannel, open_channel
+from gamesdk.io.channel_poll import PollChannel, bind_udp
+from gamesdk.qos.model import GameFormat, SessionTerms
+from gamesdk.qos.negotiation import Acceptable, Requirements
+from gamesdk.session.agent import UserAgent
+from gamesdk.session.terms import DEFAULT_FORMAT, make_terms
+from gamesdk.sip.ids import IdFactory, RandomIdFactory
+
+__all__ = [
+    "GameClient",
+    "GameSession",
+    "IncomingInvite",
+    "Accept",
+    "Decline",
+    "PollingClient",
+    "PollingSession",
+]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+#: Read at most this many datagrams per poll, so one flooded socket cannot stall a frame.
+MAX_READS_PER_POLL = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """An ``on_invite`` decision: accept as offered, from ``requirements``, or with an explicit ``answer``."""
+
+    requirements: Requirements | None = None
+    answer: SessionTerms | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """An ``on_invite`` decision: refuse with a SIP status (603 Decline, 486 Busy Here ...) and a reason."""
+
+    status: int = 603
+    reason: str = "Declined"
+
+
+class _Core:
+    """What both façades share: the user agent, its SIP socket and one channel socket per session."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        bind: Address,
+        random_bytes: Callable[[int], bytes],
+        ids: IdFactory | None,
+    ) -> None:
+        self.config = config
+        family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind(bind)
+        self.sock.setblocking(False)
+        local = self.sock.getsockname()[:2]
+        self.channel_socks: dict[str, socket.socket] = {}
+        self.agent = UserAgent(
+            config,
+            (local[0], local[1]),
+            ids=ids or RandomIdFactory(random_bytes, call_id_host=local[0]),
+            random_bytes=random_bytes,
+            channel_addr=self._channel_addr,
+        )
+
+    def _channel_addr(self, call_id: str) -> Address:
+        sock = bind_udp(self.agent.local_addr[0], 0)
+        self.channel_socks[call_id] = sock
+        host, port = sock.getsockname()[:2]
+        return host, port
+
+    def take_channel_socket(self, call_id: str) -> socket.socket:
+        return self.channel_socks.pop(call_id)
+
+    def drop_channel_socket(self, call_id: str) -> None:
+        sock = self.channel_socks.pop(call_id, None)
+        if sock is not None:
+            sock.close()
+
+    def events(self) -> list[SessionEvent]:
+        out: list[SessionEvent] = []
+        while (event := self.agent.next_event()) is not None:
+            if isinstance(event, (SessionFailed, InviteCancelled)):
+                self.drop_channel_socket(event.call_id)
+            out.append(event)
+        return out
+
+    def close(self) -> None:
+        for call_id in list(self.channel_socks):
+            self.drop_channel_socket(call_id)
+        self.sock.close()
+
+
+def _terms(
+    format: str | GameFormat | Sequence[str | GameFormat],  # noqa: A002
+    classification: str,
+    latency_ms: int,
+    jitter_ms: int,
+    loss_ppm: int,
+    pps: int,
+    bandwidth_kbps: int,
+    security: Sequence[str],
+) -> SessionTerms:
+    return make_terms(
+        format=format,
+        classification=classification,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        loss_ppm=loss_ppm,
+        pps=pps,
+        bandwidth_kbps=bandwidth_kbps,
+        security=security,
+    )
+
+
+def _channel_config(base: ChannelConfig | None, agreement: Agreement) -> ChannelConfig:
+    """The channel watches the negotiated QoS (QosViolation events) unless the application set bounds."""
+    from dataclasses import replace
+
+    config = base or ChannelConfig()
+    if config.max_rtt_ms is None and config.max_jitter_ms is None and config.max_loss_ppm is None:
+        qos = agreement.qos
+        config = replace(config, max_rtt_ms=qos.latency_ms, max_jitter_ms=qos.jitter_ms, max_loss_ppm=qos.loss_ppm)
+    return config
+
+
+# ====================================================================================================== asyncio
+
+
+class GameSession:
+    """An established game session (asyncio): the agreement and the encrypted channel.
+
+    Read channel events with ``await next_event()`` (``MessageReceived``, ``Interrupted``, ``Disconnected``,
+    ``QosViolation`` ..., and ``SessionEnded`` when the session ends); send with ``send`` or ``send_message``.
+    """
+
+    def __init__(self, client: GameClient, agreement: Agreement, channel: AsyncChannel) -> None:
+        self._client = client
+        self.agreement = agreement
+        self.call_id = agreement.call_id
+        self.channel = channel
+        self._queue: asyncio.Queue[ChannelEvent | SessionEvent] = asyncio.Queue()
+        self.ended = asyncio.Event()
+
+    def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
+        """Send ``data`` on ``lane``; raises ``ChannelError`` when it is too large for the lane."""
+        self.channel.send(lane, data)
+
+    def send_message(self, obj: Any, lane: Lane | int = Lane.RELIABLE) -> None:
+        """Send a msgpack-encoded game message."""
+        self.channel.send(lane, pack_message(obj))
+
+    @property
+    def stats(self) -> ChannelStats:
+        return self.channel.stats
+
+    async def next_event(self) -> ChannelEvent | SessionEvent:
+        return await self._queue.get()
+
+    async def end(self, reason: str | None = None) -> None:
+        """Hang up: BYE to the peer, CLOSE on the channel, ``terminated`` published to our server."""
+        if not self.ended.is_set():
+            self._client._end(self, reason)
+
+    def _deliver(self, event: ChannelEvent | SessionEvent) -> None:
+        self._queue.put_nowait(event)
+
+
+class IncomingInvite:
+    """An invitation waiting for our answer (from ``GameClient.next_invite``)."""
+
+    def __init__(self, client: GameClient, event: InviteReceived) -> None:
+        self._client = client
+        self.call_id = event.call_id
+        self.caller = event.caller
+        self.caller_name = event.caller_name
+        self.offer = event.offer
+
+    async def accept(
+        self, *, requirements: Requirements | None = None, answer: SessionTerms | None = None
+    ) -> GameSession:
+        """Accept (as offered, from ``requirements``, or with ``answer``) and wait for the caller's ACK."""
+        return await self._client._accept(self.call_id, requirements, answer)
+
+    def decline(self, status: int = 603, reason: str = "Declined") -> None:
+        self._client._decline(self.call_id, status, reason)
+
+
+class _AgentProtocol(asyncio.DatagramProtocol):
+    def __init__(self, client: GameClient) -> None:
+        self.client = client
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.client._feed(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SIP socket error: %s", exc)
+
+
+class GameClient:
+    """A player's SDK for asyncio programs.
+
+    ``await login()``, then ``await invite("bob@na.gamesdk.test", ...)`` returns a :class:`GameSession`, or
+    ``await next_invite()`` / ``on_invite`` answers invitations. ``await close()`` when done.
+
+    Args:
+        config: account, region domain and server address.
+        bind: local address of the SIP socket (and of the channel sockets).
+        on_invite: optional ``async def handler(invite: IncomingInvite) -> Accept | Decline``; without it
+            invitations queue for :meth:`next_invite`.
+        channel_config: channel tunables; the negotiated QoS fills in the QoS bounds when it sets none.
+        simulator: optional ``(outbound, inbound)`` network simulators for every channel (testing, demos).
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        bind: Address = ("127.0.0.1", 0),
+        on_invite: Callable[[IncomingInvite], Awaitable[Accept | Decline]] | None = None,
+        channel_config: ChannelConfig | None = None,
+        simulator: tuple[NetworkSimulator | None, NetworkSimulator | None] | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        ids: IdFactory | None = None,
+    ) -> None:
+        self.config = config
+        self._bind = bind
+        self._random = random_bytes
+        self._ids = ids
+        self._on_invite = on_invite
+        self._channel_config = channel_config
+        self._simulator = simulator
+        self._core: _Core | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiters: dict[str, asyncio.Future[SessionEvent]] = {}
+        self._login: asyncio.Future[SessionEvent] | None = None
+        self._invites: asyncio.Queue[IncomingInvite] = asyncio.Queue()
+        self._sessions: dict[str, GameSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Every signalling event, in order (for logs and HUDs).
+        self.history: list[SessionEvent] = []
+
+    # -- lifecycle
+    async def _start(self) -> _Core:
+        if self._core is None:
+            self._loop = asyncio.get_running_loop()
+            core = _Core(self.config, self._bind, self._random, self._ids)
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: _AgentProtocol(self), sock=core.sock)
+            self._transport = transport
+            self._core = core
+        return self._core
+
+    @property
+    def local_addr(self) -> Address:
+        if self._core is None:
+            raise LocalProtocolError("the client is not started; call login() first")
+        return self._core.agent.local_addr
+
+    @property
+    def agent(self) -> UserAgent:
+        if self._core is None:
+            raise LocalProtocolError("the client is not started; call login() first")
+        return self._core.agent
+
+    async def login(self, timeout_s: float = 10.0) -> Registered:
+        """Register with the regional server (digest authentication).
+
+        Raises:
+            LoginError: wrong password (403), unknown account, no answer (408) ...
+        """
+        core = await self._start()
+        loop = asyncio.get_running_loop()
+        self._login = loop.create_future()
+        core.agent.register(loop.time())
+        self._pump()
+        try:
+            event = await asyncio.wait_for(self._login, timeout_s)
+        except asyncio.TimeoutError:
+            raise LoginError(408, "no answer from the server") from None
+        if isinstance(event, RegistrationFailed):
+            raise LoginError(event.status, event.reason)
+        assert isinstance(event, Registered)
+        return event
+
+    async def logout(self, timeout_s: float = 5.0) -> None:
+        """Unregister (``Expires: 0``)."""
+        if self._core is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._login = loop.create_future()
+        self._core.agent.unregister(loop.time())
+        self._pump()
+        try:
+            await asyncio.wait_for(self._login, timeout_s)
+        except asyncio.TimeoutError:
+            log.info("logout: no answer from the server")
+
+    async def close(self) -> None:
+        """End every session, log out if logged in, and release the sockets."""
+        for session in list(self._sessions.values()):
+            await session.end("client closed")
+        if self._core is not None and self._core.agent.registered:
+            await self.logout()
+        await asyncio.sleep(0)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        if self._core is not None:
+            self._core.close()
+        for task in self._tasks:
+            task.cancel()
+
+    async def __aenter__(self) -> GameClient:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- inviting
+    async def invite(
+        self,
+        peer: str,
+        *,
+        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,  # noqa: A002
+        classification: str = "action",
+        latency_ms: int = 100,
+        jitter_ms: int = 20,
+        loss_ppm: int = 10_000,
+        pps: int = 60,
+        bandwidth_kbps: int = 64,
+        security: Sequence[str] = SUITES,
+        acceptable: Acceptable | None = None,
+    ) -> GameSession:
+        """Invite ``peer`` (``"bob@na.gamesdk.test"``) to a game with these requirements.
+
+        Returns the established :class:`GameSession` once the callee answered, both regions reserved and the
+        ACK went directly to the callee.
+
+        Raises:
+            SessionError: refused by a policy server (580), the callee (603, 488, 486), unknown (404) or
+                offline (480) player, no answer (408), or an answer outside ``acceptable`` (488).
+            LocalProtocolError: a requirement is out of range.
+        """
+        core = await self._start()
+        terms = _terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
+        loop = asyncio.get_running_loop()
+        call_id = core.agent.invite(peer, terms, loop.time(), acceptable=acceptable)
+        future: asyncio.Future[SessionEvent] = loop.create_future()
+        self._waiters[call_id] = future
+        self._pump()
+        event = await future
+        return self._session_from(event)
+
+    async def next_invite(self) -> IncomingInvite:
+        """Wait for the next invitation (when no ``on_invite`` handler is set)."""
+        await self._start()
+        return await self._invites.get()
+
+    async def _accept(
+        self, call_id: str, requirements: Requirements | None, answer: SessionTerms | None
+    ) -> GameSession:
+        core = await self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SessionEvent] = loop.create_future()
+        self._waiters[call_id] = future
+        try:
+            core.agent.accept(call_id, loop.time(), requirements=requirements, answer=answer)
+        except Exception:
+            self._waiters.pop(call_id, None)
+            self._pump()
+            raise
+        self._pump()
+        event = await future
+        return self._session_from(event)
+
+    def _decline(self, call_id: str, status: int, reason: str) -> None:
+        assert self._core is not None and self._loop is not None
+        self._core.agent.decline(call_id, self._loop.time(), status=status, reason=reason)
+        self._pump()
+
+    def _session_from(self, event: SessionEvent) -> GameSession:
+        if isinstance(event, SessionFailed):
+            raise SessionError(event.status, event.reason, event.refused_by)
+        if isinstance(event, InviteCancelled):
+            raise SessionError(487, event.reason, "peer")
+        assert isinstance(event, SessionEstablished)
+        return self._sessions[event.call_id]
+
+    def _end(self, session: GameSession, reason: str | None) -> None:
+        assert self._core is not None and self._loop is not None
+        session.channel.close(reason or "session ended")
+        try:
+            self._core.agent.end(session.call_id, self._loop.time(), reason=reason)
+        except LocalProtocolError:
+            pass  # already over on the signalling side
+        self._pump()
+
+    # -- the driver: feed, drain events, transmit, re-arm one timer
+    def _feed(self, data: bytes, addr: Address) -> None:
+        assert self._core is not None and self._loop is not None
+        self._core.agent.receive_datagram(data, addr, self._loop.time())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        assert self._core is not None and self._loop is not None
+        self._core.agent.handle_timer(self._loop.time())
+        self._pump()
+
+    def _pump(self) -> None:
+        core, loop, transport = self._core, self._loop, self._transport
+        if core is None or loop is None:
+            return
+        for event in core.events():
+            self.history.append(event)
+            self._dispatch(event)
+        if transport is not None and not transport.is_closing():
+            for data, addr in core.agent.datagrams_to_send():
+                transport.sendto(data, addr)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = core.agent.get_timer()
+        if when is not None:
+            self._timer = loop.call_at(when, self._on_timer)
+
+    def _dispatch(self, event: SessionEvent) -> None:
+        if isinstance(event, (Registered, RegistrationFailed, Unregistered)):
+            if self._login is not None and not self._login.done():
+                self._login.set_result(event)
+            return
+        if isinstance(event, InviteReceived):
+            invite = IncomingInvite(self, event)
+            if self._on_invite is not None:
+                self._spawn(self._run_handler(invite))
+            else:
+                self._invites.put_nowait(invite)
+            return
+        if isinstance(event, SessionEstablished):
+            self._spawn(self._open(event))
+            return
+        if isinstance(event, (SessionFailed, InviteCancelled)):
+            self._resolve(event.call_id, event)
+            return
+        if isinstance(event, SessionEnded):
+            session = self._sessions.pop(event.call_id, None)
+            if session is not None:
+                if event.by_peer:
+                    session.channel.close(event.reason)
+                session.ended.set()
+                session._deliver(event)
+
+    async def _open(self, event: SessionEstablished) -> None:
+        assert self._core is not None
+        sock = self._core.take_channel_socket(event.call_id)
+        params = event.channel_params
+        assert isinstance(params, ChannelParams)
+        out, inbound = self._simulator or (None, None)
+        holder: list[GameSession] = []
+
+        def on_channel_event(ch_event: ChannelEvent) -> None:
+            session = holder[0] if holder else None
+            if session is None:
+                return
+            session._deliver(ch_event)
+            if isinstance(ch_event, (Disconnected, ChannelClosed)) and not session.ended.is_set():
+                if isinstance(ch_event, Disconnected) and self._loop is not None:
+                    # the peer went silent: end the signalling side too (BYE, terminated)
+                    self._end(session, f"channel lost: {ch_event.reason}")
+
+        channel = await open_channel(
+            params,
+            _channel_config(self._channel_config, event.agreement),
+            sock=sock,
+            on_event=on_channel_event,
+            outbound=out,
+            inbound=inbound,
+        )
+        session = GameSession(self, event.agreement, channel)
+        holder.append(session)
+        self._sessions[event.call_id] = session
+        self._resolve(event.call_id, event)
+
+    def _resolve(self, call_id: str, event: SessionEvent) -> None:
+        future = self._waiters.pop(call_id, None)
+        if future is not None and not future.done():
+            future.set_result(event)
+
+    async def _run_handler(self, invite: IncomingInvite) -> None:
+        assert self._on_invite is not None
+        try:
+            decision = await self._on_invite(invite)
+        except Exception as exc:  # noqa: BLE001 - a failing handler declines instead of hanging the caller
+            log.exception("on_invite handler failed")
+            invite.decline(500, f"invite handler failed: {exc}")
+            return
+        if isinstance(decision, Decline):
+            invite.decline(decision.status, decision.reason)
+            return
+        try:
+            session = await invite.accept(requirements=decision.requirements, answer=decision.answer)
+        except Exception as exc:  # noqa: BLE001 - reported through the session queue below
+            log.info("accepting %s failed: %s", invite.call_id, exc)
+            return
+        self._accepted.put_nowait(session)
+
+    @property
+    def _accepted(self) -> asyncio.Queue[GameSession]:
+        queue = getattr(self, "_accepted_queue", None)
+        if queue is None:
+            queue = asyncio.Queue()
+            self._accepted_queue = queue
+        return queue
+
+    async def next_session(self) -> GameSession:
+        """With an ``on_invite`` handler: wait for the next session it accepted."""
+        return await self._accepted.get()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+# ====================================================================================================== polling
+
+
+class PollingSession:
+    """An established session for game loops: ``poll(now)`` returns channel events; ``send``; ``end``."""
+
+    def __init__(self, client: PollingClient, agreement: Agreement, channel: PollChannel) -> None:
+        self._client = client
+        self.agreement = agreement
+        self.call_id = agreement.call_id
+        self.channel = channel
+        self.ended = False
+
+    def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
+        self.channel.send(lane, data)
+
+    def send_message(self, obj: Any, lane: Lane | int = Lane.RELIABLE) -> None:
+        self.channel.send(lane, pack_message(obj))
+
+    def flush(self, now: float) -> None:
+        self.channel.flush(now)
+
+    def poll(self, now: float) -> list[ChannelEvent]:
+        """Receive, run timers, send; returns the channel events (oldest first)."""
+        if self.ended:
+            return []
+        events = self.channel.poll(now)
+        for event in events:
+            if isinstance(event, Disconnected):
+                self._client._end(self, now, f"channel lost: {event.reason}")
+        return events
+
+    @property
+    def stats(self) -> ChannelStats:
+        return self.channel.stats
+
+    def end(self, now: float, reason: str | None = None) -> None:
+        """Hang up (BYE to the peer, CLOSE on the channel)."""
+        self._client._end(self, now, reason)
+
+
+class PollingClient:
+    """A player's SDK driven from a game loop: call ``poll(now)`` once per frame; no asyncio, no threads.
+
+    ``poll`` returns signalling events (:mod:`gamesdk.events`); a ``SessionEstablished`` comes with a ready
+    :class:`PollingSession` in :attr:`sessions` whose own ``poll(now)`` returns the channel events.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        bind: Address = ("127.0.0.1", 0),
+        channel_config: ChannelConfig | None = None,
+        simulator: tuple[NetworkSimulator | None, NetworkSimulator | None] | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        ids: IdFactory | None = None,
+    ) -> None:
+        self._core = _Core(config, bind, random_bytes, ids)
+        self._channel_config = channel_config
+        self._simulator = simulator
+        #: Established sessions by Call-ID.
+        self.sessions: dict[str, PollingSession] = {}
+        self._backlog: deque[SessionEvent] = deque()
+
+    @property
+    def agent(self) -> UserAgent:
+        return self._core.agent
+
+    @property
+    def local_addr(self) -> Address:
+        return self._core.agent.local_addr
+
+    def login(self, now: float) -> None:
+        """Start the REGISTER; ``Registered`` or ``RegistrationFailed`` comes out of ``poll``."""
+        self._core.agent.register(now)
+        self._transmit()
+
+    def logout(self, now: float) -> None:
+        self._core.agent.unregister(now)
+        self._transmit()
+
+    def invite(
+        self,
+        peer: str,
+        now: float,
+        *,
+        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,  # noqa: A002
+        classification: str = "action",
+        latency_ms: int = 100,
+        jitter_ms: int = 20,
+        loss_ppm: int = 10_000,
+        pps: int = 60,
+        bandwidth_kbps: int = 64,
+        security: Sequence[str] = SUITES,
+        acceptable: Acceptable | None = None,
+    ) -> str:
+        """Start an invitation; returns the Call-ID. ``SessionEstablished``/``SessionFailed`` follow."""
+        terms = _terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
+        call_id = self._core.agent.invite(peer, terms, now, acceptable=acceptable)
+        self._transmit()
+        return call_id
+
+    def accept(
+        self, call_id: str, now: float, *, requirements: Requirements | None = None, answer: SessionTerms | None = None
+    ) -> SessionTerms:
+        try:
+            return self._core.agent.accept(call_id, now, requirements=requirements, answer=answer)
+        finally:
+            self._transmit()
+
+    def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
+        self._core.agent.decline(call_id, now, status=status, reason=reason)
+        self._transmit()
+
+    def poll(self, now: float) -> list[SessionEvent]:
+        """Receive SIP datagrams, run due timers, send; return signalling events (oldest first)."""
+        agent = self._core.agent
+        sock = self._core.sock
+        for _ in range(MAX_READS_PER_POLL):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # ICMP port unreachable from a previous send, on Linux
+                log.debug("SIP socket: %s", exc)
+                continue
+            agent.receive_datagram(data, (addr[0], addr[1]), now)
+        timer = agent.get_timer()
+        if timer is not None and timer <= now:
+            agent.handle_timer(now)
+        out = list(self._backlog)
+        self._backlog.clear()
+        for event in self._core.events():
+            if isinstance(event, SessionEstablished):
+                self._open(event, now)
+            elif isinstance(event, SessionEnded):
+                session = self.sessions.pop(event.call_id, None)
+                if session is not None:
+                    session.ended = True
+                    if event.by_peer:
+                        session.channel.close(now, event.reason)
+            out.append(event)
+        self._transmit()
+        return out
+
+    def _open(self, event: SessionEstablished, now: float) -> None:
+        params = event.channel_params
+        assert isinstance(params, ChannelParams)
+        out, inbound = self._simulator or (None, None)
+        channel = Channel(params, _channel_config(self._channel_config, event.agreement), now=now)
+        poll_channel = PollChannel(
+            channel, self._core.take_channel_socket(event.call_id), outbound=out, inbound=inbound
+        )
+        self.sessions[event.call_id] = PollingSession(self, event.agreement, poll_channel)
+
+    def _end(self, session: PollingSession, now: float, reason: str | None) -> None:
+        if session.ended:
+            return
+        session.ended = True
+        session.channel.close(now, reason or "session ended")
+        self.sessions.pop(session.call_id, None)
+        try:
+            self._core.agent.end(session.call_id, now, reason=reason)
+        except LocalProtocolError:
+            pass
+        self._transmit()
+
+    def _transmit(self) -> None:
+        sock = self._core.sock
+        for data, addr in self._core.agent.datagrams_to_send():
+            try:
+                sock.sendto(data, addr)
+            except OSError as exc:
+                log.debug("SIP send to %s failed: %s", addr, exc)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time ``poll`` has timer work (for loops that sleep)."""
+        return self._core.agent.get_timer()
+
+    def close(self, now: float | None = None) -> None:
+        """End sessions and release the sockets (does not wait for answers)."""
+        t = time.monotonic() if now is None else now
+        for session in list(self.sessions.values()):
+            self._end(session, t, "client closed")
+        self._core.close()

@@ -1,0 +1,161 @@
+"""Public session events: frozen dataclasses, past tense.
+
+``PollingClient.poll(now)`` returns these; ``GameClient`` turns the interesting ones into awaitable results.
+Channel events (``MessageReceived``, ``Interrupted``, ``Disconnected``, ``QosViolation`` ...) come from
+:mod:`gamesdk.channel.events` and are re-exported by :mod:`gamesdk`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gamesdk.qos.model import GameFormat, QosParams, SessionTerms
+
+__all__ = [
+    "SessionEvent",
+    "Registered",
+    "RegistrationFailed",
+    "Unregistered",
+    "InviteReceived",
+    "InviteCancelled",
+    "Ringing",
+    "Reservation",
+    "Agreement",
+    "SessionEstablished",
+    "SessionFailed",
+    "SessionEnded",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEvent:
+    """Base class of every signalling event."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registered(SessionEvent):
+    """The login (REGISTER) succeeded or was refreshed."""
+
+    #: ``sip:name@domain``.
+    aor: str
+    #: Seconds the server granted; the SDK refreshes before they run out.
+    expires_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationFailed(SessionEvent):
+    """The login failed: wrong password (403), unknown server, timeout (408) ..."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unregistered(SessionEvent):
+    """``logout()`` completed: the server dropped our binding."""
+
+    aor: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InviteReceived(SessionEvent):
+    """An opponent invites us. Answer with ``accept(call_id, ...)`` or ``decline(call_id, ...)``."""
+
+    call_id: str
+    #: The caller's address of record, ``sip:alice@eu.gamesdk.test``.
+    caller: str
+    #: Display name the caller sent, if any.
+    caller_name: str | None
+    #: What the caller asks for (formats, class, QoS, bandwidth, suites).
+    offer: SessionTerms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InviteCancelled(SessionEvent):
+    """The caller gave up (CANCEL) before we answered, or we did not answer in time."""
+
+    call_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ringing(SessionEvent):
+    """The opponent's SDK received our invitation and its application is deciding (180 Ringing)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reservation:
+    """What one region's policy server reserved for this session (from ``P-Gamesdk-Reservation``)."""
+
+    #: The region (server domain) that reserved.
+    region: str
+    #: The access network it reserved in.
+    network: str
+    #: Reserved kbit/s from the player (uplink) and to the player (downlink).
+    up_kbps: int
+    down_kbps: int
+    #: The ``P-Media-Authorization`` token of the reservation (RFC 3313), if the server sent one.
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agreement:
+    """What both sides agreed on, as established."""
+
+    call_id: str
+    #: True on the side that invited.
+    is_caller: bool
+    local: str
+    peer: str
+    format: GameFormat
+    classification: str
+    #: The answer's ``gsdk-qos``: the QoS that was reserved.
+    qos: QosParams
+    #: The AEAD suite of the game channel.
+    suite: str
+    offer: SessionTerms
+    answer: SessionTerms
+    #: True when the callee modified the QoS (``gsdk-qos`` values differ from the offer).
+    modified: bool
+    #: Reservations each region reported on the 2xx path (the caller sees both; the callee none).
+    reservations: tuple[Reservation, ...] = ()
+    #: Raw ``P-Media-Authorization`` tokens of the 2xx (RFC 3313), in header order.
+    tokens: tuple[str, ...] = ()
+    #: The peer's game channel address.
+    peer_addr: tuple[str, int] = ("", 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEstablished(SessionEvent):
+    """The INVITE/200/ACK exchange completed and QoS provisioning is done: the channel can start."""
+
+    call_id: str
+    agreement: Agreement
+    #: Everything the game channel needs (``gamesdk.channel.ChannelParams``).
+    channel_params: object = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionFailed(SessionEvent):
+    """The session could not be set up: ``status`` and ``reason`` say who refused and why.
+
+    Examples: ``SessionFailed(status=580, reason="insufficient uplink in eu-dsl")`` (a policy server refused),
+    ``488`` (the callee or we could not accept the QoS), ``603`` (declined), ``480`` (offline), ``408`` (no answer).
+    """
+
+    call_id: str
+    status: int
+    reason: str
+    #: Who refused: ``"policy:<region>"``, ``"peer"``, ``"local"``, ``"server"`` or ``"network"``.
+    refused_by: str = "server"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEnded(SessionEvent):
+    """An established session ended (BYE sent or received, or the peer stopped answering)."""
+
+    call_id: str
+    reason: str
+    by_peer: bool

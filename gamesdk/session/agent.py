@@ -1,0 +1,1097 @@
+"""The player's user agent: login, invitations, QoS negotiation, direct ACK, dialog publication, hang-up.
+
+Sans-IO, with the same driving contract as the transactions it composes:
+
+- ``receive_datagram(data, addr, now)`` for every SIP datagram on the player's SIP socket;
+- ``datagrams_to_send() -> list[(bytes, addr)]`` after every call;
+- ``get_timer()`` / ``handle_timer(now)``;
+- ``next_event()`` until None: :mod:`gamesdk.events` values.
+
+The application asks with ``register``, ``unregister``, ``invite``, ``accept``, ``decline``, ``cancel``, ``end``.
+Requests to the player's own server (REGISTER, INVITE, CANCEL, PUBLISH) go to ``config.server``; everything
+in a dialog after the 2xx (ACK, BYE, OPTIONS) goes straight to the peer's Contact: the servers never add
+Record-Route, so the route set is empty (DESIGN section 2).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gamesdk.channel.config import ChannelParams
+from gamesdk.channel.crypto import generate_keypair, transcript_hash
+from gamesdk.config import ClientConfig
+from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
+from gamesdk.events import (
+    Agreement,
+    InviteCancelled,
+    InviteReceived,
+    Registered,
+    RegistrationFailed,
+    Ringing,
+    SessionEnded,
+    SessionEstablished,
+    SessionEvent,
+    SessionFailed,
+    Unregistered,
+)
+from gamesdk.qos.model import SessionTerms
+from gamesdk.qos.negotiation import Acceptable, Accepted, Requirements, answer_offer, check_answer
+from gamesdk.sdp.codec import format_sdp
+from gamesdk.sdp.game import GameMedia, Role, canonical_gsdk_lines, game_to_sdp, read_game_untrusted
+from gamesdk.sdp.model import SessionDescription
+from gamesdk.session.requests import ALLOW, build_request, parse_reservations, policy_warning
+from gamesdk.sip.dialog_info import CONTENT_TYPE as DIALOG_INFO_TYPE
+from gamesdk.sip.dialog_info import DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
+from gamesdk.sip.digest import DigestClient
+from gamesdk.sip.headers import Reason, Warning
+from gamesdk.sip.ids import IdFactory
+from gamesdk.sip.message import Request, Response, response_for
+from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.transaction import (
+    AckReceived,
+    AckTimedOut,
+    ResponseReceived,
+    TransactionEvent,
+    TransactionTimedOut,
+    TransportFailed,
+    client_key,
+    server_key,
+)
+from gamesdk.sip.transaction_client import ClientInviteTransaction, ClientNonInviteTransaction, ClientTransaction
+from gamesdk.sip.transaction_server import ServerInviteTransaction, ServerNonInviteTransaction, ServerTransaction
+from gamesdk.sip.uri import NameAddr, SipUri
+
+__all__ = ["UserAgent", "CallState"]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+#: Cap on retries of one request after 401/407, so a server that keeps challenging cannot loop us.
+MAX_AUTH_RETRIES = 2
+
+
+class CallState(enum.Enum):
+    #: INVITE sent, no final answer yet (caller) / INVITE received, the application decides (callee).
+    PENDING = "pending"
+    #: Callee: 200 sent, waiting for the ACK.
+    ANSWERED = "answered"
+    #: ACK sent or received: the session is established.
+    CONFIRMED = "confirmed"
+    #: BYE sent, waiting for its answer.
+    ENDING = "ending"
+    #: Over; kept briefly to answer retransmissions.
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class _Call:
+    call_id: str
+    is_caller: bool
+    local_uri: str
+    peer_uri: str
+    local_tag: str
+    state: CallState = CallState.PENDING
+    remote_tag: str | None = None
+    remote_target: str | None = None
+    local_cseq: int = 1
+    invite: Request | None = None
+    invite_tx: ClientInviteTransaction | ServerInviteTransaction | None = None
+    offer_desc: SessionDescription | None = None
+    answer_desc: SessionDescription | None = None
+    offer: SessionTerms | None = None
+    local_game: GameMedia | None = None
+    private_key: bytes = b""
+    acceptable: Acceptable | None = None
+    ack: tuple[bytes, Address] | None = None
+    agreement: Agreement | None = None
+    auth_retries: int = 0
+    # a failure found on the 2xx: sent as BYE right after the ACK
+    failure: SessionFailed | None = None
+    publish_etag: str | None = None
+    publish_version: int = 0
+    caller_name: str | None = None
+    cancelled: bool = False
+    timers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A non-INVITE request to our server that may need a digest retry."""
+
+    purpose: str
+    call_id: str | None
+    retries: int = 0
+
+
+class UserAgent:
+    """One player's SIP user agent (see the module docstring for the driving contract).
+
+    Args:
+        config: the player's account and server.
+        local_addr: the ``(host, port)`` of the player's SIP socket, used in Via and Contact.
+        ids: where branches, tags and Call-IDs come from.
+        random_bytes: randomness for channel keys and session ids (``os.urandom`` in production).
+        channel_addr: callable giving a fresh ``(host, port)`` for a new session's game channel socket.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        local_addr: Address,
+        *,
+        ids: IdFactory,
+        random_bytes: Callable[[int], bytes],
+        channel_addr: Callable[[str], Address],
+    ) -> None:
+        self.config = config
+        self.local_addr = local_addr
+        self._ids = ids
+        self._random = random_bytes
+        self._channel_addr = channel_addr
+        self._digest = DigestClient(
+            config.username, config.password, ids.cnonce, algorithms=config.digest_algorithms
+        )
+        self._events: deque[SessionEvent] = deque()
+        self._out: list[tuple[bytes, Address]] = []
+        self._client_txs: dict[object, ClientTransaction] = {}
+        self._server_txs: dict[object, ServerTransaction] = {}
+        self._pending: dict[object, _Pending] = {}
+        self._calls: dict[str, _Call] = {}
+        self._timers: dict[str, float] = {}
+        # registration
+        self._reg_call_id = ids.call_id()
+        self._reg_tag = ids.tag()
+        self._reg_cseq = 0
+        self._registered = False
+        self._unregistering = False
+        #: Counters for monitoring and tests.
+        self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def aor(self) -> str:
+        return self.config.aor
+
+    @property
+    def registered(self) -> bool:
+        return self._registered
+
+    @property
+    def contact(self) -> str:
+        host, port = self.local_addr
+        return f"<sip:{self.config.username}@{_host(host)}:{port}>"
+
+    def register(self, now: float) -> None:
+        """Log in: REGISTER our contact with the regional server (answers a digest challenge itself)."""
+        self._unregistering = False
+        self._send_register(now, self.config.register_expires_s)
+
+    def unregister(self, now: float) -> None:
+        """Log out: REGISTER with ``Expires: 0``."""
+        self._unregistering = True
+        self._timers.pop("register", None)
+        self._send_register(now, 0)
+
+    def invite(
+        self,
+        peer: str,
+        terms: SessionTerms,
+        now: float,
+        *,
+        acceptable: Acceptable | None = None,
+    ) -> str:
+        """Invite ``peer`` (``bob@na.gamesdk.test`` or a ``sip:`` URI) to a game; returns the Call-ID.
+
+        The outcome arrives as ``SessionEstablished`` or ``SessionFailed`` with this Call-ID.
+        """
+        peer_uri = _peer_uri(peer)
+        call_id = self._ids.call_id()
+        call = _Call(
+            call_id=call_id,
+            is_caller=True,
+            local_uri=self.aor,
+            peer_uri=peer_uri,
+            local_tag=self._ids.tag(),
+            acceptable=acceptable,
+            offer=terms,
+        )
+        call.private_key, public = generate_keypair(self._random)
+        host, port = self._channel_addr(call_id)
+        call.local_game = GameMedia(
+            terms=terms, address=host, port=port, public_key=public, session_id=self._session_id()
+        )
+        call.offer_desc = game_to_sdp(
+            call.local_game,
+            username=self.config.username,
+            sess_id=self._sdp_id(),
+            sess_version=1,
+            role=Role.OFFER,
+        )
+        self._calls[call_id] = call
+        self._send_invite(call, now, auth=None)
+        call.timers["invite"] = now + self.config.invite_timeout_s
+        return call_id
+
+    def accept(
+        self,
+        call_id: str,
+        now: float,
+        *,
+        requirements: Requirements | None = None,
+        answer: SessionTerms | None = None,
+    ) -> SessionTerms:
+        """Accept an invitation: as offered (no arguments), from our ``requirements`` (the negotiation rules
+        decide, possibly modifying the QoS), or with an explicit ``answer``. Returns the answer sent.
+
+        Raises:
+            LocalProtocolError: no such pending invitation.
+            NegotiationError: the offer cannot meet ``requirements`` (a 488 was sent to the caller).
+        """
+        call = self._pending_incoming(call_id)
+        assert call.offer is not None and call.offer_desc is not None
+        if answer is None:
+            reqs = requirements or _as_offered(call.offer)
+            result = answer_offer(call.offer, reqs)
+            if not isinstance(result, Accepted):
+                self._answer_invite(call, now, 488, warning=result.reason)
+                self._finish(call, now)
+                raise result.error()
+            answer = result.answer
+        call.private_key, public = generate_keypair(self._random)
+        host, port = self._channel_addr(call_id)
+        call.local_game = GameMedia(
+            terms=answer, address=host, port=port, public_key=public, session_id=self._session_id()
+        )
+        call.answer_desc = game_to_sdp(
+            call.local_game,
+            username=self.config.username,
+            sess_id=self._sdp_id(),
+            sess_version=1,
+            role=Role.ANSWER,
+            offer=call.offer_desc,
+        )
+        body = format_sdp(call.answer_desc).encode()
+        tx = call.invite_tx
+        assert isinstance(tx, ServerInviteTransaction) and call.invite is not None
+        resp = response_for(
+            call.invite,
+            200,
+            to_tag=call.local_tag,
+            extra=[("Contact", self.contact), ("Allow", ALLOW), ("Content-Type", "application/sdp")],
+            body=body,
+        )
+        tx.send_response(resp, now)
+        call.state = CallState.ANSWERED
+        call.timers.pop("answer", None)
+        return answer
+
+    def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
+        """Refuse an invitation with ``status`` (603 Decline, 486 Busy Here, 488 ...) and a reason text."""
+        call = self._pending_incoming(call_id)
+        if not 400 <= status <= 699:
+            raise LocalProtocolError(f"decline status must be 400..699, got {status}")
+        self._answer_invite(call, now, status, warning=reason)
+        self._finish(call, now)
+
+    def cancel(self, call_id: str, now: float) -> None:
+        """Withdraw an invitation that has no final answer yet (CANCEL, RFC 3261 section 9)."""
+        call = self._calls.get(call_id)
+        if call is None or not call.is_caller or call.state is not CallState.PENDING or call.invite is None:
+            raise LocalProtocolError(f"no pending outgoing invitation {call_id!r}")
+        self._send_cancel(call, now)
+
+    def end(self, call_id: str, now: float, *, reason: str | None = None, cause: int | None = None) -> None:
+        """Hang up an established session (BYE straight to the peer, with an optional Reason header)."""
+        call = self._calls.get(call_id)
+        if call is None or call.state not in (CallState.CONFIRMED, CallState.ANSWERED):
+            raise LocalProtocolError(f"no established session {call_id!r}")
+        self._send_bye(call, now, reason=reason, cause=cause)
+        self._emit(SessionEnded(call_id=call_id, reason=reason or "ended locally", by_peer=False))
+
+    def session_state(self, call_id: str) -> CallState | None:
+        call = self._calls.get(call_id)
+        return call.state if call else None
+
+    # ------------------------------------------------------------------ driving contract
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram received on the SIP socket."""
+        if not data.strip(b"\r\n"):
+            return  # keep-alive (RFC 5626 section 4.4.1)
+        try:
+            message = parse_message_untrusted(data)
+        except RemoteProtocolError as exc:
+            self.stats["parse_errors"] += 1
+            log.debug("dropped unparseable datagram from %s: %s", addr, exc)
+            return
+        if isinstance(message, Response):
+            self._receive_response(message, now)
+        else:
+            self._receive_request(message, addr, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        out = self._out
+        self._out = []
+        for tx in list(self._client_txs.values()) + list(self._server_txs.values()):
+            out.extend(tx.datagrams_to_send())
+        return out
+
+    def get_timer(self) -> float | None:
+        deadlines = list(self._timers.values())
+        for call in self._calls.values():
+            deadlines.extend(call.timers.values())
+        for tx in list(self._client_txs.values()) + list(self._server_txs.values()):
+            t = tx.get_timer()
+            if t is not None:
+                deadlines.append(t)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        for tx in list(self._client_txs.values()) + list(self._server_txs.values()):
+            t = tx.get_timer()
+            if t is not None and t <= now:
+                tx.handle_timer(now)
+        self._drain_transactions(now)
+        if self._timers.get("register", float("inf")) <= now:
+            del self._timers["register"]
+            self._send_register(now, self.config.register_expires_s)
+        for call in list(self._calls.values()):
+            for name, deadline in list(call.timers.items()):
+                if deadline <= now and call.timers.get(name) == deadline:
+                    del call.timers[name]
+                    self._call_timer(call, name, now)
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ registration
+    def _send_register(self, now: float, expires: int, auth: tuple[str, str] | None = None) -> None:
+        self._reg_cseq += 1
+        aor = self.aor
+        extra = [("Expires", str(expires)), ("Allow", ALLOW)]
+        if auth is not None:
+            extra.append(auth)
+        req = build_request(
+            "REGISTER",
+            f"sip:{self.config.domain}",
+            via_host=self.local_addr[0],
+            via_port=self.local_addr[1],
+            branch=self._ids.branch(),
+            from_=f"<{aor}>;tag={self._reg_tag}",
+            to=f"<{aor}>",
+            call_id=self._reg_call_id,
+            cseq=self._reg_cseq,
+            contact=self.contact,
+            extra=extra,
+            user_agent=self.config.user_agent,
+        )
+        self._start_client(req, now, _Pending("register", None, 0 if auth is None else 1))
+
+    def _register_response(self, resp: Response, pending: _Pending, now: float) -> None:
+        if resp.status < 200:
+            return
+        if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
+            auth = self._authorize(resp, "REGISTER", f"sip:{self.config.domain}")
+            if auth is None:
+                self._registration_failed(resp.status, "no usable digest challenge")
+                return
+            expires = 0 if self._unregistering else self.config.register_expires_s
+            self._reg_cseq += 0
+            before = len(self._client_txs)
+            self._send_register(now, expires, auth)
+            # carry the retry count over to the new transaction
+            if len(self._client_txs) > before:
+                last = list(self._pending.values())[-1]
+                last.retries = pending.retries + 1
+            return
+        if resp.status == 423:
+            # Interval Too Brief: ask again with the server's Min-Expires (RFC 3261 section 10.2.8)
+            min_expires = resp.headers.get("Min-Expires")
+            if min_expires and min_expires.strip().isdigit() and pending.retries < MAX_AUTH_RETRIES:
+                self._send_register(now, int(min_expires.strip()))
+                return
+        if 200 <= resp.status < 300:
+            if self._unregistering:
+                self._registered = False
+                self._emit(Unregistered(aor=self.aor))
+                return
+            granted = self._granted_expires(resp)
+            self._registered = True
+            # refresh at half the granted time (RFC 3261 10.2.4 leaves the margin to the UA)
+            self._timers["register"] = now + max(1.0, granted / 2)
+            self._emit(Registered(aor=self.aor, expires_s=granted))
+            return
+        reason = resp.reason
+        if resp.status in (401, 407):
+            reason = "wrong user name or password"
+        self._registration_failed(resp.status, reason)
+
+    def _granted_expires(self, resp: Response) -> int:
+        mine = self.contact[1:-1]
+        try:
+            for contact in resp.contacts:
+                if str(contact.uri) == mine:
+                    value = contact.param("expires")
+                    if value and value.isdigit():
+                        return int(value)
+            if resp.expires is not None:
+                return resp.expires
+        except RemoteProtocolError:
+            pass
+        return self.config.register_expires_s
+
+    def _registration_failed(self, status: int, reason: str) -> None:
+        self._registered = False
+        self._emit(RegistrationFailed(status=status, reason=reason))
+
+    # ------------------------------------------------------------------ outgoing invitation
+    def _send_invite(self, call: _Call, now: float, auth: tuple[str, str] | None) -> None:
+        assert call.offer_desc is not None
+        body = format_sdp(call.offer_desc).encode()
+        extra = [("Allow", ALLOW)]
+        if auth is not None:
+            extra.append(auth)
+        name = self.config.display_name
+        from_ = (f'"{name}" ' if name else "") + f"<{call.local_uri}>;tag={call.local_tag}"
+        req = build_request(
+            "INVITE",
+            call.peer_uri,
+            via_host=self.local_addr[0],
+            via_port=self.local_addr[1],
+            branch=self._ids.branch(),
+            from_=from_,
+            to=f"<{call.peer_uri}>",
+            call_id=call.call_id,
+            cseq=call.local_cseq,
+            contact=self.contact,
+            extra=extra,
+            body=body,
+            content_type="application/sdp",
+            user_agent=self.config.user_agent,
+        )
+        call.invite = req
+        tx = ClientInviteTransaction(req, now, destination=self.config.server, config=self.config.timers)
+        call.invite_tx = tx
+        self._client_txs[tx.key] = tx
+
+    def _invite_response(self, call: _Call, resp: Response, now: float) -> None:
+        status = resp.status
+        if status < 200:
+            if status == 180 and call.state is CallState.PENDING:
+                self._emit(Ringing(call_id=call.call_id))
+            return
+        if status < 300:
+            self._invite_2xx(call, resp, now)
+            return
+        if call.state is not CallState.PENDING:
+            return
+        if status in (401, 407) and call.auth_retries < MAX_AUTH_RETRIES:
+            assert call.invite is not None
+            auth = self._authorize(resp, "INVITE", call.peer_uri)
+            if auth is not None:
+                call.auth_retries += 1
+                call.local_cseq += 1
+                self._send_invite(call, now, auth)
+                return
+        warning = policy_warning(resp)
+        if warning is not None:
+            reason, by = warning.text, f"policy:{warning.agent}"
+        else:
+            reason, by = _failure_reason(resp), _refused_by(resp)
+        if call.cancelled:
+            reason, by, status = f"no answer from {call.peer_uri}", "peer", 408
+        self._fail(call, status, reason, by, now)
+
+    def _invite_2xx(self, call: _Call, resp: Response, now: float) -> None:
+        if call.ack is not None:
+            # a retransmitted 2xx: the ACK was lost, send it again (RFC 3261 13.2.2.4)
+            self._out.append(call.ack)
+            return
+        call.remote_tag = resp.to.tag
+        contacts = resp.contacts
+        if not contacts or call.remote_tag is None:
+            call.remote_target = None
+            self._fail(call, 502, "answer without Contact or To tag", "peer", now)
+            return
+        call.remote_target = str(contacts[0].uri)
+        self._send_ack(call, resp, now)
+        failure = self._check_answer(call, resp)
+        if failure is not None:
+            status, reason, by, cause_text = failure
+            self._send_bye(call, now, reason=cause_text, cause=status)
+            self._fail(call, status, reason, by, now, send_cancel=False)
+            return
+        call.state = CallState.CONFIRMED
+        call.timers.pop("invite", None)
+        self._established(call, resp, now)
+
+    def _check_answer(self, call: _Call, resp: Response) -> tuple[int, str, str, str] | None:
+        """None if the 2xx can be played; else (status, reason, refused_by, Reason text for the BYE)."""
+        warning = policy_warning(resp)
+        if warning is not None:
+            return 580, warning.text, f"policy:{warning.agent}", warning.text
+        try:
+            desc, game = read_game_untrusted(resp.body, Role.ANSWER)
+        except SdpError as exc:
+            return 488, f"bad answer: {exc.message}", "peer", "QoS answer unacceptable"
+        assert call.offer is not None
+        rejected = check_answer(call.offer, game.terms, call.acceptable or Acceptable())
+        if rejected is not None:
+            return 488, rejected.reason, "local", "QoS answer unacceptable"
+        call.answer_desc = desc
+        call.agreement = self._agreement(call, game, resp)
+        return None
+
+    def _send_ack(self, call: _Call, resp: Response, now: float) -> None:
+        assert call.invite is not None and call.remote_target is not None
+        target = SipUri.parse(call.remote_target)
+        req = build_request(
+            "ACK",
+            call.remote_target,
+            via_host=self.local_addr[0],
+            via_port=self.local_addr[1],
+            branch=self._ids.branch(),
+            from_=call.invite.headers.get("From") or "",
+            to=resp.headers.get("To") or "",
+            call_id=call.call_id,
+            cseq=call.invite.cseq.seq,
+            user_agent=self.config.user_agent,
+        )
+        destination = (target.host.strip("[]"), target.port or 5060)
+        call.ack = (req.to_bytes(), destination)
+        self._out.append(call.ack)
+        self.stats["acks_sent"] += 1
+
+    # ------------------------------------------------------------------ incoming requests
+    def _receive_request(self, req: Request, addr: Address, now: float) -> None:
+        if req.method == "ACK":
+            self._receive_ack(req, now)
+            return
+        try:
+            key = server_key(req)
+        except RemoteProtocolError:
+            return
+        existing = self._server_txs.get(key)
+        if existing is not None:
+            existing.receive_request(req, now)
+            self._drain_transactions(now)
+            return
+        if req.method == "INVITE":
+            tx_i = ServerInviteTransaction(
+                req, now, source=addr, config=self.config.timers, retransmit_2xx=True
+            )
+            self._server_txs[tx_i.key] = tx_i
+            self._incoming_invite(req, tx_i, now)
+            return
+        tx = ServerNonInviteTransaction(req, now, source=addr, config=self.config.timers)
+        self._server_txs[tx.key] = tx
+        if req.method == "BYE":
+            self._incoming_bye(req, tx, now)
+        elif req.method == "CANCEL":
+            self._incoming_cancel(req, tx, now)
+        elif req.method == "OPTIONS":
+            call = self._calls.get(req.call_id)
+            status = 200 if call is None or call.state is not CallState.ENDED else 481
+            tx.send_response(response_for(req, status, to_tag=self._ids.tag(), extra=[("Allow", ALLOW)]), now)
+        elif req.method in ("REGISTER", "PUBLISH", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "UPDATE", "PRACK"):
+            tx.send_response(response_for(req, 405, to_tag=self._ids.tag(), extra=[("Allow", ALLOW)]), now)
+        else:
+            tx.send_response(response_for(req, 501, to_tag=self._ids.tag()), now)
+
+    def _incoming_invite(self, req: Request, tx: ServerInviteTransaction, now: float) -> None:
+        if req.to.tag is not None:
+            # re-INVITE: the game session's terms are fixed once agreed
+            tx.send_response(response_for(req, 488, "Re-negotiation not supported"), now)
+            return
+        call = _Call(
+            call_id=req.call_id,
+            is_caller=False,
+            local_uri=req.to.uri.aor,
+            peer_uri=req.from_.uri.aor,
+            local_tag=self._ids.tag(),
+            remote_tag=req.from_.tag,
+            invite=req,
+            invite_tx=tx,
+            caller_name=req.from_.display_name,
+        )
+        contacts = req.contacts
+        if not contacts or call.remote_tag is None:
+            tx.send_response(response_for(req, 400, "Missing Contact or From tag", to_tag=call.local_tag), now)
+            return
+        if call.call_id in self._calls:
+            tx.send_response(response_for(req, 482, to_tag=call.local_tag), now)
+            return
+        call.remote_target = str(contacts[0].uri)
+        try:
+            call.offer_desc, game = read_game_untrusted(req.body, Role.OFFER)
+        except SdpError as exc:
+            warning = Warning(399, self.local_addr[0], exc.message)
+            tx.send_response(response_for(req, 488, to_tag=call.local_tag, extra=[("Warning", str(warning))]), now)
+            return
+        call.offer = game.terms
+        self._calls[call.call_id] = call
+        tx.send_response(response_for(req, 180, to_tag=call.local_tag, extra=[("Contact", self.contact)]), now)
+        call.timers["answer"] = now + self.config.answer_timeout_s
+        self._emit(
+            InviteReceived(call_id=call.call_id, caller=call.peer_uri, caller_name=call.caller_name, offer=game.terms)
+        )
+
+    def _receive_ack(self, req: Request, now: float) -> None:
+        call = self._calls.get(req.call_id)
+        if call is None or call.is_caller:
+            return
+        tx = call.invite_tx
+        if isinstance(tx, ServerInviteTransaction):
+            if tx.state.name == "COMPLETED" or (req.top_via.branch == tx.request.top_via.branch):
+                tx.receive_request(req, now)  # ACK of a non-2xx: hop by hop, absorbed by the transaction
+            else:
+                tx.ack_2xx_received(now)
+        if call.state is not CallState.ANSWERED:
+            return
+        call.state = CallState.CONFIRMED
+        answer_game = read_game_untrusted(format_sdp(call.answer_desc).encode(), Role.ANSWER)[1] if call.answer_desc else None
+        assert answer_game is not None and call.offer_desc is not None
+        offer_game = read_game_untrusted(format_sdp(call.offer_desc).encode(), Role.OFFER)[1]
+        call.agreement = self._agreement(call, offer_game, None, answer_game=answer_game)
+        self._established(call, None, now)
+
+    def _incoming_bye(self, req: Request, tx: ServerNonInviteTransaction, now: float) -> None:
+        call = self._calls.get(req.call_id)
+        if call is None or call.state in (CallState.ENDED, CallState.PENDING):
+            tx.send_response(response_for(req, 481), now)
+            return
+        tx.send_response(response_for(req, 200), now)
+        reason = "peer hung up"
+        try:
+            for r in req.reasons:
+                if r.text:
+                    reason = r.text if r.cause is None else f"{r.cause} {r.text}"
+        except RemoteProtocolError:
+            pass
+        was = call.state
+        call.state = CallState.ENDED
+        self._publish(call, now, DialogState.TERMINATED, event="remote-bye")
+        if was is CallState.ANSWERED:
+            self._emit(SessionFailed(call_id=call.call_id, status=487, reason=reason, refused_by="peer"))
+        else:
+            self._emit(SessionEnded(call_id=call.call_id, reason=reason, by_peer=True))
+        self._finish(call, now)
+
+    def _incoming_cancel(self, req: Request, tx: ServerNonInviteTransaction, now: float) -> None:
+        call = self._calls.get(req.call_id)
+        if call is None or call.is_caller or call.state is not CallState.PENDING:
+            tx.send_response(response_for(req, 481), now)
+            return
+        tx.send_response(response_for(req, 200), now)
+        self._answer_invite(call, now, 487)
+        self._emit(InviteCancelled(call_id=call.call_id, reason="the caller cancelled"))
+        self._finish(call, now)
+
+    def _answer_invite(self, call: _Call, now: float, status: int, warning: str | None = None) -> None:
+        tx = call.invite_tx
+        assert isinstance(tx, ServerInviteTransaction) and call.invite is not None
+        extra: list[tuple[str, str]] = []
+        if warning:
+            extra.append(("Warning", str(Warning(399, self.local_addr[0], warning))))
+        tx.send_response(response_for(call.invite, status, to_tag=call.local_tag, extra=extra), now)
+
+    def _pending_incoming(self, call_id: str) -> _Call:
+        call = self._calls.get(call_id)
+        if call is None or call.is_caller or call.state is not CallState.PENDING:
+            raise LocalProtocolError(f"no pending incoming invitation {call_id!r}")
+        return call
+
+    # ------------------------------------------------------------------ established sessions
+    def _agreement(
+        self, call: _Call, peer_game: GameMedia, resp: Response | None, answer_game: GameMedia | None = None
+    ) -> Agreement:
+        assert call.offer is not None or answer_game is not None
+        if call.is_caller:
+            assert call.offer is not None and call.local_game is not None
+            offer, answer = call.offer, peer_game.terms
+            remote = peer_game
+        else:
+            assert answer_game is not None
+            offer, answer = peer_game.terms, answer_game.terms
+            remote = peer_game
+        tokens = tuple(t.strip() for t in resp.headers.values("P-Media-Authorization")) if resp else ()
+        return Agreement(
+            call_id=call.call_id,
+            is_caller=call.is_caller,
+            local=call.local_uri,
+            peer=call.peer_uri,
+            format=answer.formats[0],
+            classification=answer.classification,
+            qos=answer.qos,
+            suite=answer.suites[0],
+            offer=offer,
+            answer=answer,
+            modified=(offer.qos.latency_ms, offer.qos.jitter_ms, offer.qos.loss_ppm)
+            != (answer.qos.latency_ms, answer.qos.jitter_ms, answer.qos.loss_ppm),
+            reservations=parse_reservations(resp) if resp else (),
+            tokens=tokens,
+            peer_addr=(remote.address, remote.port),
+        )
+
+    def _established(self, call: _Call, resp: Response | None, now: float) -> None:
+        assert call.agreement is not None and call.offer_desc is not None and call.answer_desc is not None
+        assert call.local_game is not None
+        offer_game = read_game_untrusted(format_sdp(call.offer_desc).encode())[1]
+        answer_game = read_game_untrusted(format_sdp(call.answer_desc).encode())[1]
+        from_tag = call.local_tag if call.is_caller else (call.remote_tag or "")
+        to_tag = (call.remote_tag or "") if call.is_caller else call.local_tag
+        th = transcript_hash(
+            canonical_gsdk_lines(call.offer_desc),
+            canonical_gsdk_lines(call.answer_desc),
+            offer_game.public_key,
+            answer_game.public_key,
+            call.call_id,
+            from_tag,
+            to_tag,
+        )
+        peer_game = answer_game if call.is_caller else offer_game
+        params = ChannelParams(
+            role="offer" if call.is_caller else "answer",
+            suite=call.agreement.suite,
+            local_private_key=call.private_key,
+            remote_public_key=peer_game.public_key,
+            transcript_hash=th,
+            local_session_id=call.local_game.session_id,
+            remote_session_id=peer_game.session_id,
+            peer_addr=(peer_game.address, peer_game.port),
+        )
+        self._publish(call, now, DialogState.CONFIRMED)
+        call.timers["refresh"] = now + self.config.session_refresh_s
+        self._emit(SessionEstablished(call_id=call.call_id, agreement=call.agreement, channel_params=params))
+
+    def _send_bye(self, call: _Call, now: float, *, reason: str | None, cause: int | None) -> None:
+        extra: list[tuple[str, str]] = []
+        if reason is not None or cause is not None:
+            extra.append(("Reason", str(Reason("SIP", cause, reason))))
+        req = self._in_dialog_request(call, "BYE", extra)
+        call.state = CallState.ENDING
+        call.timers.pop("refresh", None)
+        self._start_client(req, now, _Pending("bye", call.call_id), destination=self._target_addr(call))
+        event = "local-bye"
+        self._publish(call, now, DialogState.TERMINATED, event=event, code=cause)
+
+    def _in_dialog_request(self, call: _Call, method: str, extra: list[tuple[str, str]]) -> Request:
+        assert call.remote_target is not None
+        call.local_cseq += 1
+        local = f"<{call.local_uri}>;tag={call.local_tag}"
+        remote = f"<{call.peer_uri}>;tag={call.remote_tag}"
+        return build_request(
+            method,
+            call.remote_target,
+            via_host=self.local_addr[0],
+            via_port=self.local_addr[1],
+            branch=self._ids.branch(),
+            from_=local,
+            to=remote,
+            call_id=call.call_id,
+            cseq=call.local_cseq,
+            extra=extra,
+            user_agent=self.config.user_agent,
+        )
+
+    def _target_addr(self, call: _Call) -> Address:
+        assert call.remote_target is not None
+        target = SipUri.parse(call.remote_target)
+        return (target.host.strip("[]"), target.port or 5060)
+
+    def _send_cancel(self, call: _Call, now: float) -> None:
+        assert call.invite is not None
+        invite = call.invite
+        req = Request(
+            "CANCEL",
+            invite.uri,
+            [
+                ("Via", invite.headers.values("Via")[0]),
+                ("Max-Forwards", "70"),
+                ("From", invite.headers.get("From") or ""),
+                ("To", invite.headers.get("To") or ""),
+                ("Call-ID", call.call_id),
+                ("CSeq", f"{invite.cseq.seq} CANCEL"),
+                ("Content-Length", "0"),
+            ],
+        )
+        call.cancelled = True
+        self._start_client(req, now, _Pending("cancel", call.call_id))
+
+    # ------------------------------------------------------------------ dialog publication (DESIGN section 4)
+    def _publish(
+        self, call: _Call, now: float, state: DialogState, *, event: str | None = None, code: int | None = None,
+        refresh: bool = False,
+    ) -> None:
+        if refresh and call.publish_etag is None:
+            return
+        extra = [("Event", "dialog"), ("Expires", str(self.config.publish_expires_s))]
+        if call.publish_etag is not None:
+            extra.append(("SIP-If-Match", call.publish_etag))
+        body = b""
+        if not refresh:
+            call.publish_version += 1
+            info = DialogInfo(
+                entity=self.aor,
+                version=call.publish_version,
+                dialogs=(
+                    DialogEntry(
+                        id=call.call_id,
+                        state=state,
+                        call_id=call.call_id,
+                        local_tag=call.local_tag,
+                        remote_tag=call.remote_tag,
+                        direction=Direction.INITIATOR if call.is_caller else Direction.RECIPIENT,
+                        event=event,
+                        code=code,
+                        local_identity=call.local_uri,
+                        remote_identity=call.peer_uri,
+                    ),
+                ),
+            )
+            body = format_dialog_info(info)
+        req = build_request(
+            "PUBLISH",
+            self.aor,
+            via_host=self.local_addr[0],
+            via_port=self.local_addr[1],
+            branch=self._ids.branch(),
+            from_=f"<{self.aor}>;tag={self._ids.tag()}",
+            to=f"<{self.aor}>",
+            call_id=self._ids.call_id(),
+            cseq=1,
+            extra=extra,
+            body=body,
+            content_type=DIALOG_INFO_TYPE if body else None,
+            user_agent=self.config.user_agent,
+        )
+        self._start_client(req, now, _Pending("publish", call.call_id))
+        if state is DialogState.CONFIRMED:
+            call.timers["publish"] = now + self.config.publish_refresh_s
+        else:
+            call.timers.pop("publish", None)
+
+    def _publish_response(self, resp: Response, pending: _Pending, now: float) -> None:
+        if resp.status < 200 or pending.call_id is None:
+            return
+        call = self._calls.get(pending.call_id)
+        if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
+            tx_req = self._last_request
+            if tx_req is not None:
+                auth = self._authorize(resp, "PUBLISH", tx_req.uri)
+                if auth is not None:
+                    retry = tx_req.copy()
+                    retry.headers.set("CSeq", f"{tx_req.cseq.seq + 1} PUBLISH")
+                    retry.headers.set("Via", f"SIP/2.0/UDP {_host(self.local_addr[0])}:{self.local_addr[1]};branch={self._ids.branch()};rport")
+                    retry.headers.set(auth[0], auth[1])
+                    self._start_client(retry, now, _Pending("publish", pending.call_id, pending.retries + 1))
+            return
+        if call is None:
+            return
+        if 200 <= resp.status < 300:
+            etag = resp.headers.get("SIP-ETag")
+            if etag:
+                call.publish_etag = etag.strip()
+        elif resp.status == 412:
+            call.publish_etag = None  # the server lost our publication: the next refresh publishes anew
+        else:
+            log.info("PUBLISH for %s answered %s %s", pending.call_id, resp.status, resp.reason)
+
+    # ------------------------------------------------------------------ plumbing
+    _last_request: Request | None = None
+
+    def _start_client(
+        self, req: Request, now: float, pending: _Pending, destination: Address | None = None
+    ) -> None:
+        tx = ClientNonInviteTransaction(
+            req, now, destination=destination or self.config.server, config=self.config.timers
+        )
+        self._client_txs[tx.key] = tx
+        self._pending[tx.key] = pending
+        self._last_request = req
+
+    def _authorize(self, resp: Response, method: str, uri: str) -> tuple[str, str] | None:
+        header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        try:
+            credentials = self._digest.authorize(resp.headers.get_all(header), method=method, uri=uri)
+        except RemoteProtocolError:
+            return None
+        name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+        return name, credentials.to_header_value()
+
+    def _receive_response(self, resp: Response, now: float) -> None:
+        try:
+            key = client_key(resp)
+        except RemoteProtocolError:
+            self.stats["stray_responses"] += 1
+            return
+        tx = self._client_txs.get(key)
+        if tx is None:
+            # A 2xx retransmission after the INVITE transaction ended: re-send our ACK (RFC 3261 13.2.2.4).
+            call = self._calls.get(resp.headers.get("Call-ID") or "")
+            if call is not None and call.ack is not None and resp.status < 300 and resp.cseq.method == "INVITE":
+                self._out.append(call.ack)
+            else:
+                self.stats["stray_responses"] += 1
+            return
+        tx.receive_response(resp, now)
+        self._drain_transactions(now)
+
+    def _drain_transactions(self, now: float) -> None:
+        for table in (self._client_txs, self._server_txs):
+            for key, tx in list(table.items()):
+                while (event := tx.next_event()) is not None:
+                    self._transaction_event(tx, event, now)
+                if tx.terminated:
+                    table.pop(key, None)
+                    self._pending.pop(key, None)
+
+    def _transaction_event(self, tx: ClientTransaction | ServerTransaction, event: TransactionEvent, now: float) -> None:
+        request = tx.request
+        if isinstance(event, ResponseReceived):
+            resp = event.response
+            if request.method == "INVITE":
+                call = self._calls.get(request.call_id)
+                if call is not None:
+                    self._invite_response(call, resp, now)
+                return
+            pending = self._pending.get(tx.key)
+            if pending is None:
+                return
+            if pending.purpose == "register":
+                self._register_response(resp, pending, now)
+            elif pending.purpose == "publish":
+                self._publish_response(resp, pending, now)
+            elif pending.purpose == "refresh":
+                if resp.status in (404, 408, 481):
+                    self._peer_lost(pending.call_id, now, f"peer answered {resp.status} {resp.reason}")
+            elif pending.purpose == "bye" and resp.status >= 200:
+                call = self._calls.get(pending.call_id or "")
+                if call is not None:
+                    self._finish(call, now)
+            return
+        if isinstance(event, (TransactionTimedOut, TransportFailed)):
+            why = "timed out" if isinstance(event, TransactionTimedOut) else event.reason
+            if request.method == "INVITE" and isinstance(tx, ClientInviteTransaction):
+                call = self._calls.get(request.call_id)
+                if call is not None and call.state is CallState.PENDING:
+                    self._fail(call, 408, f"no response from the server ({why})", "network", now, send_cancel=False)
+                return
+            pending = self._pending.get(tx.key)
+            if pending is None:
+                return
+            if pending.purpose == "register":
+                self._registration_failed(408, f"no response from the server ({why})")
+                if not self._unregistering:
+                    self._timers["register"] = now + 5.0  # try again: the server may be restarting
+            elif pending.purpose == "refresh":
+                self._peer_lost(pending.call_id, now, "peer stopped answering")
+            elif pending.purpose == "bye":
+                call = self._calls.get(pending.call_id or "")
+                if call is not None:
+                    self._finish(call, now)
+            return
+        if isinstance(event, AckTimedOut):
+            call = self._calls.get(request.call_id)
+            if call is not None and call.state is CallState.ANSWERED:
+                self._send_bye(call, now, reason="no ACK", cause=408)
+                self._emit(SessionFailed(call_id=call.call_id, status=408, reason="the caller never acknowledged", refused_by="network"))
+            return
+        if isinstance(event, AckReceived):
+            return
+
+    def _peer_lost(self, call_id: str | None, now: float, reason: str) -> None:
+        call = self._calls.get(call_id or "")
+        if call is None or call.state is not CallState.CONFIRMED:
+            return
+        call.state = CallState.ENDED
+        self._publish(call, now, DialogState.TERMINATED, event="timeout", code=408)
+        self._emit(SessionEnded(call_id=call.call_id, reason=reason, by_peer=True))
+        self._finish(call, now)
+
+    def _call_timer(self, call: _Call, name: str, now: float) -> None:
+        if name == "invite" and call.state is CallState.PENDING and call.is_caller and not call.cancelled:
+            self._send_cancel(call, now)
+        elif name == "answer" and call.state is CallState.PENDING and not call.is_caller:
+            self._answer_invite(call, now, 480, warning="no answer in time")
+            self._emit(InviteCancelled(call_id=call.call_id, reason="not answered in time"))
+            self._finish(call, now)
+        elif name == "publish" and call.state is CallState.CONFIRMED:
+            self._publish(call, now, DialogState.CONFIRMED, refresh=call.publish_etag is not None)
+            call.timers["publish"] = now + self.config.publish_refresh_s
+        elif name == "refresh" and call.state is CallState.CONFIRMED:
+            req = self._in_dialog_request(call, "OPTIONS", [])
+            self._start_client(req, now, _Pending("refresh", call.call_id), destination=self._target_addr(call))
+            call.timers["refresh"] = now + self.config.session_refresh_s
+        elif name == "forget":
+            self._calls.pop(call.call_id, None)
+
+    def _fail(self, call: _Call, status: int, reason: str, by: str, now: float, send_cancel: bool = True) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        self._emit(SessionFailed(call_id=call.call_id, status=status, reason=reason, refused_by=by))
+        self._finish(call, now)
+
+    def _finish(self, call: _Call, now: float) -> None:
+        call.state = CallState.ENDED
+        for name in ("invite", "answer", "refresh", "publish"):
+            call.timers.pop(name, None)
+        # keep the call a while to re-ACK retransmitted 2xx and answer late requests (64*T1)
+        call.timers["forget"] = now + 64 * self.config.timers.t1
+
+    def _emit(self, event: SessionEvent) -> None:
+        self._events.append(event)
+
+    def _session_id(self) -> int:
+        return int.from_bytes(self._random(4), "big")
+
+    def _sdp_id(self) -> int:
+        return int.from_bytes(self._random(6), "big")
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _peer_uri(peer: str) -> str:
+    text = peer.strip()
+    if not text.startswith(("sip:", "sips:")):
+        text = "sip:" + text
+    try:
+        uri = SipUri.parse(text)
+    except RemoteProtocolError:
+        raise LocalProtocolError(f"{peer!r} is not a player address like bob@na.gamesdk.test") from None
+    if uri.user is None:
+        raise LocalProtocolError(f"{peer!r} names no player (expected name@domain)")
+    return uri.aor
+
+
+def _as_offered(offer: SessionTerms) -> Requirements:
+    """Requirements that accept the offer as it stands: its first format and the receive rate it sends."""
+    return Requirements(formats=offer.formats[:1], receive_kbps=offer.receive_kbps, relax=True)
+
+
+def _failure_reason(resp: Response) -> str:
+    try:
+        for warning in resp.warnings:
+            if warning.text:
+                return warning.text
+    except RemoteProtocolError:
+        pass
+    return resp.reason or f"status {resp.status}"
+
+
+def _refused_by(resp: Response) -> str:
+    if resp.status in (486, 488, 600, 603, 606):
+        return "peer"
+    if resp.status in (408, 480, 487):
+        return "peer" if resp.status == 487 else "server"
+    return "server"
+
+
+# NameAddr is re-used by callers building From values from display names.
+_ = NameAddr

@@ -1,0 +1,52 @@
+"""Turn the friendly ``invite(...)`` keywords into the offer's ``SessionTerms`` (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gamesdk.channel.config import SUITES
+from gamesdk.errors import LocalProtocolError
+from gamesdk.qos.model import GameFormat, QosParams, SessionTerms, parse_game_format
+
+__all__ = ["make_terms", "DEFAULT_FORMAT"]
+
+DEFAULT_FORMAT = "pong/1;tick=60"
+
+
+def make_terms(
+    *,
+    format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,  # noqa: A002 - the SDK's word
+    classification: str = "action",
+    latency_ms: int = 100,
+    jitter_ms: int = 20,
+    loss_ppm: int = 10_000,
+    pps: int = 60,
+    bandwidth_kbps: int = 64,
+    security: Sequence[str] = SUITES,
+) -> SessionTerms:
+    """Build an offer's terms.
+
+    Args:
+        format: one game format (``"pong/1;tick=60"``) or several in preference order.
+        classification: the game classification the policy maps to a QoS class (``action``, ``strategy``...).
+        latency_ms: the largest round-trip time the game tolerates.
+        jitter_ms: the largest delay variation it tolerates.
+        loss_ppm: the largest packet loss it tolerates, parts per million (10,000 = 1 %).
+        pps: packets per second this side sends.
+        bandwidth_kbps: what this side wants to receive (b=AS).
+        security: AEAD suites, strongest first.
+
+    Raises:
+        LocalProtocolError: a value is out of range, with the value named.
+    """
+    items = [format] if isinstance(format, (str, GameFormat)) else list(format)
+    formats = tuple(f if isinstance(f, GameFormat) else parse_game_format(f) for f in items)
+    if isinstance(security, str):
+        raise LocalProtocolError("security must be a sequence of suite names, e.g. ('chacha20-poly1305',)")
+    return SessionTerms(
+        formats=formats,
+        classification=classification,
+        qos=QosParams(latency_ms=latency_ms, jitter_ms=jitter_ms, loss_ppm=loss_ppm, pps=pps),
+        receive_kbps=bandwidth_kbps,
+        suites=tuple(security),
+    )
