@@ -172,15 +172,18 @@ class Rejected:
     #: The SDP line at fault, e.g. ``a=gsdk-class:ranked`` (None when no single line is).
     line: str | None = None
     status_hint: int = NOT_ACCEPTABLE
+    #: Warning code for the 488 (RFC 3261 §20.43): 305 "Incompatible media format" when no game format
+    #: matches, else 399 "Miscellaneous warning" with ``reason`` as its text.
+    warn_code: int = 399
 
     def error(self) -> NegotiationError:
         """The rejection as an exception, for code that raises."""
         return NegotiationError(self.reason, self.status_hint)
 
 
-def _reject(reason: str, attribute: str, value: object) -> Rejected:
+def _reject(reason: str, attribute: str, value: object, warn_code: int = 399) -> Rejected:
     line = f"a={attribute}:{value}" if attribute.startswith("gsdk-") else f"{attribute}:{value}"
-    return Rejected(reason=f"{reason} ({line})", line=line)
+    return Rejected(reason=f"{reason} ({line})", line=line, warn_code=warn_code)
 
 
 def _answer_value(
@@ -240,7 +243,9 @@ def answer_offer(offer: SessionTerms, requirements: Requirements) -> Accepted | 
     )
     if chosen is None:
         playable = ", ".join(f"{fmt.name}/{fmt.version}" for fmt in requirements.formats)
-        return _reject(f"no common game format: this side plays {playable}", "gsdk-format", offer.formats[0])
+        return _reject(
+            f"no common game format: this side plays {playable}", "gsdk-format", offer.formats[0], 305
+        )
     if requirements.classes and offer.classification not in requirements.classes:
         return _reject(
             f"class mismatch: this side accepts {', '.join(requirements.classes)}",

@@ -331,6 +331,7 @@ def test_rejection_table(
     assert result.line == line
     assert line in result.reason
     assert result.status_hint == 488
+    assert result.warn_code == (305 if "game format" in fragment else 399)
     error = result.error()
     assert isinstance(error, NegotiationError)
     assert error.status_hint == 488 and error.message == result.reason
