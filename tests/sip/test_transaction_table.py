@@ -1,0 +1,263 @@
+"""Transaction matching (RFC 3261 17.1.3 / 17.2.3, CANCEL 9.2) and the table: routing, merged timers, removal,
+and two tables exchanging datagrams over a lossy in-memory wire."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from gamesdk.errors import LocalProtocolError
+from gamesdk.sip.dialog import build_ack_for_2xx, build_bye, dialog_from_2xx
+from gamesdk.sip.ids import SequentialIdFactory
+from gamesdk.sip.message import Request, Response, response_for
+from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.transaction import (
+    AckTimedOut,
+    ResponseReceived,
+    TransactionKey,
+    TransactionTerminated,
+    TransactionTimedOut,
+    cancel_target_key,
+    client_key,
+    server_key,
+)
+from gamesdk.sip.transaction_client import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    build_cancel,
+)
+from gamesdk.sip.transaction_server import ServerInviteTransaction, ServerNonInviteTransaction
+from gamesdk.sip.transaction_table import TransactionTable
+
+ALICE = ("127.0.0.1", 5070)
+BOB = ("127.0.0.1", 5080)
+
+
+def request(
+    method: str = "INVITE",
+    branch: str = "z9hG4bK-m1",
+    *,
+    sent_by: str = "127.0.0.1:5070",
+    cseq: int = 1,
+    to_tag: str | None = None,
+    call_id: str = "call-3@test",
+) -> Request:
+    to = "<sip:bob@na.example>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [
+        f"{method} sip:bob@127.0.0.1:5080 SIP/2.0",
+        f"Via: SIP/2.0/UDP {sent_by};branch={branch};rport",
+        "Max-Forwards: 70",
+        "From: <sip:alice@eu.example>;tag=a1",
+        f"To: {to}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        "Contact: <sip:alice@127.0.0.1:5070>",
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    msg = parse_message_untrusted("\r\n".join(lines).encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+# --- keys ------------------------------------------------------------------------------------------------
+
+
+def test_server_key_follows_rfc3261_17_2_3() -> None:
+    invite = request()
+    assert server_key(invite) == TransactionKey("server", "INVITE", "z9hG4bK-m1", ("127.0.0.1", 5070))
+    # The ACK for a non-2xx matches the INVITE's server transaction.
+    assert server_key(request("ACK", to_tag="x")) == server_key(invite)
+    # Same branch from another sent-by, or another method, is another transaction.
+    assert server_key(request(sent_by="127.0.0.2:5070")) != server_key(invite)
+    assert server_key(request("OPTIONS")) != server_key(invite)
+    # Sent-by port defaults to 5060 and the host compares case-insensitively.
+    assert server_key(request(sent_by="Example.COM")) == server_key(request(sent_by="example.com:5060"))
+    # CANCEL has its own transaction but points at the INVITE's.
+    cancel = build_cancel(invite)
+    assert server_key(cancel) != server_key(invite)
+    assert cancel_target_key(cancel) == server_key(invite)
+
+
+def test_rfc2543_fallback_key() -> None:
+    old = request(branch="1234")
+    key = server_key(old)
+    assert key.legacy and key.legacy[2] == "call-3@test"
+    assert server_key(request("ACK", branch="1234", to_tag="x")) == key
+    assert server_key(request(branch="1234", cseq=2)) != key
+    assert server_key(request(branch="1234", call_id="other@test")) != key
+
+
+def test_client_key_of_response() -> None:
+    invite = request()
+    resp = response_for(invite, 180, to_tag="b")
+    assert client_key(resp) == client_key(invite) == TransactionKey("client", "INVITE", "z9hG4bK-m1")
+    cancel_resp = response_for(build_cancel(invite), 200)
+    assert client_key(cancel_resp) == TransactionKey("client", "CANCEL", "z9hG4bK-m1")
+
+
+# --- table -----------------------------------------------------------------------------------------------
+
+
+def test_table_routes_responses_and_requests() -> None:
+    table = TransactionTable()
+    invite = request()
+    client = table.add(ClientInviteTransaction(invite, 0.0, destination=BOB))
+    assert table.datagrams_to_send() == [(invite.to_bytes(), BOB)]
+    # A response for another branch is a stray: the TU decides (a proxy forwards it statelessly).
+    stray = response_for(request(branch="z9hG4bK-other"), 200, to_tag="b")
+    assert table.receive_response(stray, 0.1) is None
+    ringing = response_for(invite, 180, to_tag="b")
+    assert table.receive_response(ringing, 0.2) is client
+    assert table.next_event() == ResponseReceived(key=client.key, response=ringing)
+    assert table.next_event() is None
+    # Requests: a new one is not matched; once its transaction exists, retransmissions are absorbed.
+    options = request("OPTIONS", branch="z9hG4bK-o1")
+    assert table.receive_request(options, 0.3) is None
+    server = table.add(ServerNonInviteTransaction(options, 0.3, source=ALICE))
+    assert table.receive_request(options, 0.4) is server
+    assert len(table) == 2
+    with pytest.raises(LocalProtocolError):
+        table.add(ServerNonInviteTransaction(options, 0.5, source=ALICE))
+
+
+def test_table_merges_timers_and_removes_terminated() -> None:
+    table = TransactionTable()
+    invite = table.add(ClientInviteTransaction(request(), 0.0, destination=BOB))
+    register = table.add(ClientNonInviteTransaction(request("REGISTER", "z9hG4bK-r1"), 0.25, destination=BOB))
+    table.datagrams_to_send()
+    assert table.get_timer() == 0.5  # Timer A of the INVITE
+    table.handle_timer(0.5)
+    assert table.get_timer() == 0.75  # Timer E of the REGISTER
+    table.handle_timer(0.75)
+    assert [dest for _, dest in table.datagrams_to_send()] == [BOB, BOB]
+    # Final response to REGISTER: Completed, then K; the INVITE keeps retransmitting.
+    table.receive_response(response_for(register.request, 200, to_tag="r"), 1.0)
+    fired = []
+    while (t := table.get_timer()) is not None and t <= 40.0:
+        table.handle_timer(t)
+        fired.append(t)
+    assert 6.0 in fired  # K = T4 after the 200 at 1.0
+    assert 32.0 in fired  # B of the INVITE
+    events = list(table.events())
+    assert TransactionTimedOut(key=invite.key, timer="B") in events
+    assert TransactionTerminated(key=register.key) in events
+    assert TransactionTerminated(key=invite.key) in events
+    assert len(table) == 0 and table.get_timer() is None
+    # A late response for a finished transaction is now a stray.
+    assert table.receive_response(response_for(invite.request, 200, to_tag="b"), 41.0) is None
+
+
+def test_table_recognises_2xx_ack_and_cancel_target() -> None:
+    table = TransactionTable()
+    invite = request()
+    tx = table.add(ServerInviteTransaction(invite, 0.0, source=ALICE, retransmit_2xx=True))
+    assert isinstance(tx, ServerInviteTransaction)
+    cancel = build_cancel(invite)
+    assert table.find_cancel_target(cancel) is tx
+    assert table.find_cancel_target(build_cancel(request(branch="z9hG4bK-nope"))) is None
+    ok = response_for(invite, 200, to_tag="b9", extra=[("Contact", "<sip:bob@127.0.0.1:5080>")])
+    tx.send_response(ok, 1.0)
+    table.handle_timer(1.5)  # one 2xx retransmission
+    assert len(table.datagrams_to_send()) == 2
+    # The end-to-end ACK has a new branch: unmatched for the TU, but it stops the 2xx retransmissions.
+    dialog = dialog_from_2xx(invite, ok)
+    ack = build_ack_for_2xx(dialog, invite, "z9hG4bK-ack")
+    wrong_tag = build_ack_for_2xx(replace(dialog, remote_tag="zz"), invite, "z9hG4bK-a2")
+    assert table.receive_request(wrong_tag, 1.6) is None
+    assert not tx.acked
+    assert table.receive_request(ack, 1.7) is None
+    assert tx.acked
+    table.handle_timer(10.0)
+    assert table.datagrams_to_send() == []  # no more 2xx retransmissions
+    while (t := table.get_timer()) is not None:
+        table.handle_timer(t)
+    events = list(table.events())
+    assert not any(isinstance(e, AckTimedOut) for e in events)
+    assert events[-1] == TransactionTerminated(key=tx.key)
+
+
+class LossyWire:
+    """Delivers datagrams between two tables after a fixed delay, dropping the ones listed by index."""
+
+    def __init__(self, delay: float, drop: set[int]) -> None:
+        self.delay = delay
+        self.drop = drop
+        self.sent = 0
+        self.in_flight: list[tuple[float, bytes, tuple[str, int]]] = []
+
+    def send(self, datagrams: list[tuple[bytes, tuple[str, int]]], now: float) -> None:
+        for data, dest in datagrams:
+            if self.sent not in self.drop:
+                self.in_flight.append((now + self.delay, data, dest))
+            self.sent += 1
+
+    def due(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        ready = [(d, dest) for t, d, dest in self.in_flight if t <= now]
+        self.in_flight = [item for item in self.in_flight if item[0] > now]
+        return ready
+
+    def next_time(self) -> float | None:
+        return min((t for t, _, _ in self.in_flight), default=None)
+
+
+def test_invite_and_bye_across_a_lossy_wire() -> None:
+    """A UAC and a UAS table; the first INVITE, the first 200, the first ACK and the first BYE are lost."""
+    ids = SequentialIdFactory()
+    wire = LossyWire(delay=0.01, drop={0, 3, 5, 6})
+    uac, uas = TransactionTable(), TransactionTable()
+    invite = request(branch=ids.branch())
+    uac.add(ClientInviteTransaction(invite, 0.0, destination=BOB))
+    log: list[str] = []
+    trace: list[str] = []
+    now = 0.0
+    for _ in range(200):  # bounded: every step advances to the next timer or delivery
+        uac.handle_timer(now)
+        uas.handle_timer(now)
+        for data, dest in wire.due(now):
+            msg = parse_message_untrusted(data)
+            table = uas if dest == BOB else uac
+            if isinstance(msg, Response):
+                table.receive_response(msg, now)
+            elif table.receive_request(msg, now) is not None:
+                continue  # a retransmission, absorbed
+            elif msg.method == "INVITE":
+                tx = table.add(ServerInviteTransaction(msg, now, source=ALICE, retransmit_2xx=True))
+                assert isinstance(tx, ServerInviteTransaction)
+                tx.send_response(response_for(msg, 180, to_tag="b1"), now)
+                contact = [("Contact", "<sip:bob@127.0.0.1:5080>")]
+                tx.send_response(response_for(msg, 200, to_tag="b1", extra=contact), now)
+            elif msg.method == "BYE":
+                bye_tx = table.add(ServerNonInviteTransaction(msg, now, source=ALICE))
+                assert isinstance(bye_tx, ServerNonInviteTransaction)
+                bye_tx.send_response(response_for(msg, 200), now)
+                log.append("bye received")
+            elif msg.method == "ACK":
+                log.append("ack received")
+        for event in uac.events():
+            if isinstance(event, ResponseReceived) and event.response.status == 200:
+                if event.key.method == "INVITE":
+                    log.append("200 received")
+                    dialog = dialog_from_2xx(invite, event.response)
+                    # Every 2xx, also a retransmission, gets the ACK again (RFC 3261 13.2.2.4).
+                    wire.send([(build_ack_for_2xx(dialog, invite, ids.branch()).to_bytes(), BOB)], now)
+                    if log.count("200 received") == 1:
+                        bye, dialog = build_bye(dialog, ids.branch())
+                        uac.add(ClientNonInviteTransaction(bye, now, destination=BOB))
+                else:
+                    log.append("bye answered")
+        list(uas.events())
+        for data, dest in uac.datagrams_to_send() + uas.datagrams_to_send():
+            trace.append(f"{now:.2f} {data.split(b' ', 2)[:2]!r}")
+            wire.send([(data, dest)], now)
+        candidates = [t for t in (uac.get_timer(), uas.get_timer(), wire.next_time()) if t is not None]
+        if not candidates:
+            break
+        now = min(candidates)
+    assert log.count("200 received") == 2, trace  # the lost ACK made the UAS retransmit its 2xx
+    assert log.count("ack received") == 1, trace
+    assert "bye received" in log and "bye answered" in log, trace
+    assert len(uac) == 0 and len(uas) == 0  # every transaction ended
+    assert now < 70.0
