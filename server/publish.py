@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from .dialog_info import CONTENT_TYPE, DialogInfo, DialogInfoError, parse_dialog_info_untrusted
 
 __all__ = [
+    "DialogPublications",
+    "Publication",
     "PublishKind",
     "PublishRequest",
     "PublishResult",
-    "Publication",
-    "DialogPublications",
 ]
 
 EVENT_PACKAGE = "dialog"

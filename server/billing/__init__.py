@@ -8,11 +8,11 @@ from .store import BillingRow, SqliteBillingStore, read_rows
 __all__ = [
     "BillingEvent",
     "BillingRecord",
+    "BillingRow",
     "BillingSink",
     "EventKind",
     "MemoryBilling",
-    "charge_for",
-    "BillingRow",
     "SqliteBillingStore",
+    "charge_for",
     "read_rows",
 ]

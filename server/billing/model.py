@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # server.policy imports this module; the tariff type is only needed for annotations.
     from server.policy.config import Tariff
 
-__all__ = ["EventKind", "BillingRecord", "BillingEvent", "BillingSink", "MemoryBilling", "charge_for"]
+__all__ = ["BillingEvent", "BillingRecord", "BillingSink", "EventKind", "MemoryBilling", "charge_for"]
 
 
 class EventKind(str, enum.Enum):

@@ -15,7 +15,7 @@ from server.policy.config import Tariff
 
 from .model import BillingEvent, EventKind, charge_for
 
-__all__ = ["SqliteBillingStore", "BillingRow"]
+__all__ = ["BillingRow", "SqliteBillingStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS billing_records (

@@ -30,14 +30,14 @@ from .store import SqliteReservationStore
 
 __all__ = [
     "BILLING_CSV_COLUMNS",
-    "billing_rows",
-    "billing_list_text",
-    "billing_list_json",
-    "billing_export_csv",
     "SessionsReport",
+    "billing_export_csv",
+    "billing_list_json",
+    "billing_list_text",
+    "billing_rows",
+    "sessions_json",
     "sessions_report",
     "sessions_text",
-    "sessions_json",
 ]
 
 #: Column order of ``billing export --csv`` (and keys of ``billing list --json``).
@@ -170,8 +170,8 @@ def sessions_text(report: SessionsReport) -> str:
     else:
         out.write("no live reservations\n")
     out.write("\n")
-    headers = ("ACCESS NETWORK", "SESSIONS", "UPLINK FREE KBIT/S", "DOWNLINK FREE KBIT/S")
-    body = [
+    cap_headers = ("ACCESS NETWORK", "SESSIONS", "UPLINK FREE KBIT/S", "DOWNLINK FREE KBIT/S")
+    cap_body = [
         (
             c.network,
             f"{c.sessions}/{c.max_sessions}",
@@ -180,7 +180,7 @@ def sessions_text(report: SessionsReport) -> str:
         )
         for c in report.capacity
     ]
-    out.write(_table(headers, body))
+    out.write(_table(cap_headers, cap_body))
     return out.getvalue()
 
 

@@ -30,19 +30,19 @@ from .model import (
 )
 
 __all__ = [
-    "app_session_to_json",
     "app_session_from_json_untrusted",
-    "decision_to_json",
+    "app_session_to_json",
     "decision_from_json_untrusted",
-    "reservation_to_json",
-    "reservation_from_json_untrusted",
-    "key_to_json",
-    "key_from_json_untrusted",
-    "dialog_ref_to_json",
+    "decision_to_json",
     "dialog_ref_from_json_untrusted",
+    "dialog_ref_to_json",
     "end_reason_from_json_untrusted",
-    "operation_to_json",
+    "key_from_json_untrusted",
+    "key_to_json",
     "operation_from_json_untrusted",
+    "operation_to_json",
+    "reservation_from_json_untrusted",
+    "reservation_to_json",
 ]
 
 _MAX_TEXT = 1024

@@ -19,14 +19,14 @@ from typing import Any
 from gamesdk.errors import GameSdkError
 
 __all__ = [
-    "ConfigError",
     "AccessNetwork",
-    "QosClass",
     "ClassTariff",
-    "Tariff",
-    "PolicySettings",
-    "PolicyConfig",
+    "ConfigError",
     "IpNetwork",
+    "PolicyConfig",
+    "PolicySettings",
+    "QosClass",
+    "Tariff",
 ]
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -43,7 +43,7 @@ from .model import (
     Side,
 )
 
-__all__ = ["PolicyServer", "ReservationStore", "NetworkCapacity", "hex_token_factory"]
+__all__ = ["NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from .core import PolicyServer
 from .lifetime import PolicyOperation
 from .model import AppSession, Decision, Deny, EndReason, Grant, Resource, SessionKey
 
-__all__ = ["PolicyHttpService", "PolicyHttpClient", "PolicyUnavailable", "MAX_BODY_BYTES"]
+__all__ = ["MAX_BODY_BYTES", "PolicyHttpClient", "PolicyHttpService", "PolicyUnavailable"]
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from server.publish import PublishKind, PublishResult
 
 from .model import DialogRef, EndReason
 
-__all__ = ["Activate", "Refresh", "Release", "PolicyOperation", "operations_for_publish", "end_reason_for"]
+__all__ = ["Activate", "PolicyOperation", "Refresh", "Release", "end_reason_for", "operations_for_publish"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

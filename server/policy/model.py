@@ -13,18 +13,18 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
-    "Side",
-    "Resource",
-    "EndReason",
-    "ReservationState",
-    "SessionKey",
-    "MediaComponent",
     "AppSession",
-    "Grant",
-    "Deny",
     "Decision",
+    "Deny",
     "DialogRef",
+    "EndReason",
+    "Grant",
+    "MediaComponent",
     "Reservation",
+    "ReservationState",
+    "Resource",
+    "SessionKey",
+    "Side",
 ]
 
 

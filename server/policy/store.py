@@ -18,7 +18,7 @@ from gamesdk.errors import RemoteProtocolError
 from .codec import reservation_from_json_untrusted, reservation_to_json
 from .model import Reservation, SessionKey
 
-__all__ = ["open_region_db", "SqliteReservationStore"]
+__all__ = ["SqliteReservationStore", "open_region_db"]
 
 log = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ def test_charge_formula() -> None:
 
 
 def test_session_billing_start_interim_stop(region: tuple[Path, PolicyServer, SqliteBillingStore]) -> None:
-    db, policy, billing = region
+    _db, policy, billing = region
     policy.final(request(1), 1_700_000_000.0)
     policy.activate(request(1).key, 1_700_000_001.0, 90)
     policy.refresh(request(1).key, 1_700_000_046.0, 90)
@@ -122,10 +122,9 @@ def test_database_refuses_a_second_stop(region: tuple[Path, PolicyServer, Sqlite
     ))
     [row] = billing.rows()
     assert (row.end_reason, row.t_stop) == ("bye-local", 60.0)
-    with sqlite3.connect(db) as conn:
-        with pytest.raises(sqlite3.IntegrityError):
-            conn.execute("INSERT INTO billing_events (record_id, kind, time, charged_s, charge, currency)"
-                         " VALUES (?, 'STOP', 1, 0, 0, 'EUR')", (row.id,))
+    with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO billing_events (record_id, kind, time, charged_s, charge, currency)"
+                     " VALUES (?, 'STOP', 1, 0, 0, 'EUR')", (row.id,))
 
 
 def test_cli_outputs(region: tuple[Path, PolicyServer, SqliteBillingStore], tmp_path: Path) -> None:

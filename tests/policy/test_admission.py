@@ -21,28 +21,28 @@ def test_grant_within_capacity(policy: PolicyServer, req: Callable[..., AppSessi
 @pytest.mark.parametrize(
     ("kwargs", "resource", "reason"),
     [
-        (dict(ip="192.0.2.9"), Resource.NETWORK, "no access network for 192.0.2.9"),
-        (dict(up=1001), Resource.UPLINK, "insufficient uplink in eu-dsl (needs 1001 kbit/s, 1000 free)"),
-        (dict(down=4001), Resource.DOWNLINK, "insufficient downlink in eu-dsl (needs 4001 kbit/s, 4000 free)"),
+        ({"ip": "192.0.2.9"}, Resource.NETWORK, "no access network for 192.0.2.9"),
+        ({"up": 1001}, Resource.UPLINK, "insufficient uplink in eu-dsl (needs 1001 kbit/s, 1000 free)"),
+        ({"down": 4001}, Resource.DOWNLINK, "insufficient downlink in eu-dsl (needs 4001 kbit/s, 4000 free)"),
         (
-            dict(lat=50, transit=40, peer_rtt=20),
+            {"lat": 50, "transit": 40, "peer_rtt": 20},
             Resource.LATENCY,
             "latency budget 80 ms exceeds 50 ms (eu-dsl 20 ms + transit 40 ms + peer access 20 ms)",
         ),
-        (dict(loss=500), Resource.LOSS, "loss 1000 ppm in eu-dsl exceeds 500 ppm"),
-        (dict(jit=2), Resource.JITTER, "jitter 5 ms in eu-dsl exceeds 2 ms"),
+        ({"loss": 500}, Resource.LOSS, "loss 1000 ppm in eu-dsl exceeds 500 ppm"),
+        ({"jit": 2}, Resource.JITTER, "jitter 5 ms in eu-dsl exceeds 2 ms"),
         (
-            dict(cls="action", up=501),
+            {"cls": "action", "up": 501},
             Resource.CLASS_SHARE,
             "class share of action exhausted in eu-dsl uplink (needs 501 kbit/s, 500 of 500 left)",
         ),
         (
-            dict(cls="action", up=10, down=2001),
+            {"cls": "action", "up": 10, "down": 2001},
             Resource.CLASS_SHARE,
             "class share of action exhausted in eu-dsl downlink (needs 2001 kbit/s, 2000 of 2000 left)",
         ),
-        (dict(up=-1), Resource.REQUEST, "negative bandwidth in media component 1"),
-        (dict(lat=0), Resource.REQUEST, "latency budget must be positive in media component 1"),
+        ({"up": -1}, Resource.REQUEST, "negative bandwidth in media component 1"),
+        ({"lat": 0}, Resource.REQUEST, "latency budget must be positive in media component 1"),
     ],
 )
 def test_each_short_resource_is_named(

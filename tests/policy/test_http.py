@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,8 +32,8 @@ from server.policy.runner import EmbeddedPolicy, open_policy, serve_policy
 T = TypeVar("T")
 
 
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 20))
 
 
 def make_policy(config: PolicyConfig, tmp_path: Path) -> PolicyServer:
@@ -88,7 +88,7 @@ async def raw(addr: tuple[str, int], data: bytes) -> tuple[int, Any]:
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
+    length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
     payload = json.loads(await reader.readexactly(length))
     writer.close()
     return status, payload
@@ -193,11 +193,13 @@ def test_unreachable_policy_counts_as_failure(req: Callable[..., AppSession]) ->
     assert "policy server unavailable" in decision.reason
 
 
-def test_service_timers_release_unconfirmed(region_doc: dict, tmp_path: Path, req: Callable[..., AppSession]) -> None:
+def test_service_timers_release_unconfirmed(
+    region_doc: dict[str, Any], tmp_path: Path, req: Callable[..., AppSession]
+) -> None:
     region_doc["policy"]["confirm_timeout_s"] = 0.05
     policy = make_policy(PolicyConfig.from_mapping(region_doc), tmp_path)
 
-    async def body(client: PolicyHttpClient, _: tuple[str, int]) -> bool:
+    async def body(client: PolicyHttpClient, _addr: tuple[str, int]) -> bool:
         assert isinstance(await client.final(req(1)), Grant)
         for _ in range(200):  # bounded wait for the loop timer (at most ~2 s)
             if policy.is_idle():
@@ -209,7 +211,7 @@ def test_service_timers_release_unconfirmed(region_doc: dict, tmp_path: Path, re
 
 
 def test_standalone_process_and_open_policy(
-    region_doc: dict, tmp_path: Path, req: Callable[..., AppSession]
+    region_doc: dict[str, Any], tmp_path: Path, req: Callable[..., AppSession]
 ) -> None:
     async def body() -> tuple[object, object, int]:
         stop = asyncio.Event()

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from server.billing import SqliteBillingStore
-from server.dialog_info import CONTENT_TYPE, DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
+from server.dialog_info import (
+    CONTENT_TYPE,
+    DialogEntry,
+    DialogInfo,
+    DialogState,
+    Direction,
+    format_dialog_info,
+)
 from server.policy import (
     AppSession,
     Grant,
@@ -85,7 +92,7 @@ def test_no_reservation_leaks(tmp_path: Path, config: PolicyConfig, tokens: Call
         t0 = rng.uniform(0, 6000)
         side = rng.choice([Side.ORIG, Side.TERM])
         ip = rng.choice(["10.1.0.5", "10.2.0.5", "10.2.5.5"])
-        plan = {
+        plan: dict[str, Any] = {
             "aor": f"sip:p{n}@eu.example", "side": side, "ip": ip, "etag": None, "version": 0,
             "ending": rng.choice(["bye-local", "bye-remote", "qos-580", "silence", "no-confirm", "reg-expired",
                                   "remove"]),

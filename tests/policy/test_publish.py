@@ -8,7 +8,14 @@ from collections.abc import Callable
 import pytest
 
 from server.billing import EventKind, MemoryBilling
-from server.dialog_info import CONTENT_TYPE, DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
+from server.dialog_info import (
+    CONTENT_TYPE,
+    DialogEntry,
+    DialogInfo,
+    DialogState,
+    Direction,
+    format_dialog_info,
+)
 from server.policy import (
     Activate,
     AppSession,
@@ -19,7 +26,7 @@ from server.policy import (
     ReservationState,
     operations_for_publish,
 )
-from server.publish import DialogPublications, PublishKind, PublishRequest
+from server.publish import DialogPublications, PublishKind, PublishRequest, PublishResult
 
 ALICE = "sip:alice@eu.example"
 
@@ -47,7 +54,8 @@ def body(state: DialogState, *, version: int = 0, event: str | None = None, code
 
 
 def publish(esc: DialogPublications, now: float, *, event: str | None = "dialog", expires: int | None = 90,
-            if_match: str | None = None, data: bytes = b"", ctype: str | None = CONTENT_TYPE, aor: str = ALICE):
+            if_match: str | None = None, data: bytes = b"", ctype: str | None = CONTENT_TYPE,
+            aor: str = ALICE) -> PublishResult:
     return esc.handle(
         PublishRequest(aor=aor, event=event, expires=expires, if_match=if_match, content_type=ctype, body=data),
         now,
@@ -104,13 +112,13 @@ def test_expires_is_lowered_to_max_and_defaulted(esc: DialogPublications) -> Non
 @pytest.mark.parametrize(
     ("kwargs", "status", "words"),
     [
-        (dict(data=b""), 400, "needs a dialog-info body"),
-        (dict(data=b"<dialog-info"), 400, "not well-formed"),
-        (dict(data=b'<!DOCTYPE x [<!ENTITY a "b">]><x/>'), 400, "DOCTYPE"),
-        (dict(data=body(DialogState.CONFIRMED), ctype="application/pidf+xml"), 415, "Unsupported"),
-        (dict(data=body(DialogState.CONFIRMED, entity="sip:bob@eu.example")), 403, "not the publisher"),
-        (dict(data=body(DialogState.CONFIRMED), expires=-1), 400, "Expires"),
-        (dict(data=body(DialogState.CONFIRMED), expires=0), 400, "SIP-If-Match"),
+        ({"data": b""}, 400, "needs a dialog-info body"),
+        ({"data": b"<dialog-info"}, 400, "not well-formed"),
+        ({"data": b'<!DOCTYPE x [<!ENTITY a "b">]><x/>'}, 400, "DOCTYPE"),
+        ({"data": body(DialogState.CONFIRMED), "ctype": "application/pidf+xml"}, 415, "Unsupported"),
+        ({"data": body(DialogState.CONFIRMED, entity="sip:bob@eu.example")}, 403, "not the publisher"),
+        ({"data": body(DialogState.CONFIRMED), "expires": -1}, 400, "Expires"),
+        ({"data": body(DialogState.CONFIRMED), "expires": 0}, 400, "SIP-If-Match"),
     ],
 )
 def test_bad_requests(esc: DialogPublications, kwargs: dict[str, object], status: int, words: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from server.billing import SqliteBillingStore
 from server.policy import (
@@ -100,7 +101,7 @@ def test_unreadable_row_is_dropped_not_fatal(
 
 
 def test_network_removed_from_config_is_released_at_start(
-    tmp_path: Path, region_doc: dict, tokens: Callable[[], str], req: Callable[..., AppSession]
+    tmp_path: Path, region_doc: dict[str, Any], tokens: Callable[[], str], req: Callable[..., AppSession]
 ) -> None:
     db = tmp_path / "r.sqlite"
     policy, _ = boot(db, PolicyConfig.from_mapping(region_doc), tokens)
