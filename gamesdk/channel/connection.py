@@ -140,6 +140,7 @@ class Channel:
         # CONFIRM: every packet carries it until one of them is acked
         self._confirm_acked = False
         self._auth_failures = 0
+        self._auth_failure_reason = ""
         self._authenticated = False
 
         # stats
@@ -272,14 +273,22 @@ class Channel:
         if self._authenticated or self.state is not ChannelState.CONFIRMING:
             return  # after the first authentic packet, failures are just counted (forgery, corruption)
         self._auth_failures += 1
+        self._auth_failure_reason = reason
         if self._auth_failures >= self.config.confirm_failures:
-            self.state = ChannelState.FAILED
-            self._events.append(
-                SecurityError(
-                    reason=f"{reason}: the two sides derived different keys, so one of the SDPs was changed "
-                    "on the way (or the peer is not who the SDP says); channel closed"
-                )
+            self._security_error()
+
+    def _security_error(self) -> None:
+        # The peer holds other keys, so it cannot read a CLOSE from us; a last burst of CONFIRM packets lets
+        # it count its own failures and report the same error instead of a mere timeout.
+        for _ in range(self.config.confirm_failures):
+            self._outbox.append(self._build(wire.PacketType.CONFIRM, [self._confirm_frame], None, self._last_send))
+        self.state = ChannelState.FAILED
+        self._events.append(
+            SecurityError(
+                reason=f"{self._auth_failure_reason}: the two sides derived different keys, so one of the SDPs "
+                "was changed on the way (or the peer is not who the SDP says); channel closed"
             )
+        )
 
     def _fail_closed(self, reason: str) -> None:
         if self.is_open:
@@ -515,6 +524,10 @@ class Channel:
         if cfg.disconnected_s is not None and now >= self._last_recv + cfg.disconnected_s:
             self.state = ChannelState.CLOSED
             self._events.append(Disconnected(reason=f"no packet from the peer for {silent:.1f} s"))
+            return
+        if not self._authenticated and self._auth_failures and now >= self._last_recv + cfg.interrupted_s:
+            # the peer talked, but never with our keys: that is a key mismatch, not a network outage
+            self._security_error()
             return
         if not self._interrupted and now >= self._last_recv + cfg.interrupted_s:
             self._interrupted = True

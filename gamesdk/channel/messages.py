@@ -62,7 +62,7 @@ class MessageCodec:
         except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError/TypeError/ExtraData/...; peer data
             # may only ever produce our parse error (STYLE principle 6)
             raise RemoteProtocolError(
-                f"bad msgpack game message: {type(exc).__name__}: {exc or 'invalid type byte'}"
+                f"bad msgpack game message: {type(exc).__name__}: {str(exc) or 'invalid type byte'}"
             ) from None
 
     def unpack_map_untrusted(self, data: bytes, fields: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
