@@ -62,8 +62,8 @@ def sends(tx: Transaction) -> list[int]:
     return out
 
 
-def fire_until(tx: Transaction, until: float) -> list[tuple[float, list[int]]]:
-    fired = []
+def fire_until(tx: Transaction, until: float) -> list[tuple[object, list[int]]]:
+    fired: list[tuple[object, list[int]]] = []
     while (t := tx.get_timer()) is not None and t <= until:
         tx.handle_timer(t)
         fired.append((t, sends(tx)))
