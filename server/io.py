@@ -27,7 +27,7 @@ from server.config import ServerConfig
 from server.hooks import PolicyHooks
 from server.node import AccountLookup, RegionalServer
 
-__all__ = ["ServerProtocol", "EmbeddedServer", "serve_forever", "setup_logging"]
+__all__ = ["EmbeddedServer", "ServerProtocol", "serve_forever", "setup_logging"]
 
 log = logging.getLogger(__name__)
 trace = logging.getLogger("server.trace")
@@ -75,7 +75,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
         # The selector transport reads max_size bytes per datagram (attribute of CPython's implementation).
         if hasattr(transport, "max_size"):
-            transport.max_size = self.node.max_message_bytes + 1  # type: ignore[attr-defined]
+            transport.max_size = self.node.max_message_bytes + 1
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -245,7 +245,7 @@ class EmbeddedServer:
             self._accounts = None
         log.info("server: region %s stopped", self.config.name)
 
-    async def __aenter__(self) -> EmbeddedServer:
+    async def __aenter__(self) -> EmbeddedServer:  # noqa: PYI034 - final in practice
         await self.start()
         return self
 

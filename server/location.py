@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from server.config import AccessNetworkRef
 
-__all__ = ["Binding", "LocationService", "AccessNetworkMap"]
+__all__ = ["AccessNetworkMap", "Binding", "LocationService"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ class LocationService:
         gone: list[Binding] = []
         heap = self._expiry
         while heap and heap[0][0] <= now:
-            expires_at, aor, contact = heapq.heappop(heap)
+            _, aor, contact = heapq.heappop(heap)
             binding = self._bindings.get(aor, {}).get(contact)
             if binding is not None and binding.expires_at <= now:
                 self.remove(aor, contact)

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.uri import NameAddr
 from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
 from server.config import ServerConfig
 from server.federation import FederationTable
@@ -36,7 +38,7 @@ from server.location import LocationService
 from server.proxy import ALLOW, ProxyCore, _server_key
 from server.registrar import Registrar
 
-__all__ = ["RegionalServer", "AccountLookup", "NodeStats", "KNOWN_METHODS"]
+__all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class RegionalServer:
         self.stats.datagrams_in += 1
         try:
             self._handle(data, addr, now, out)
-        except Exception:  # noqa: BLE001 - the server must survive any input; the bug is logged with its traceback
+        except Exception:
             self.stats.internal_errors += 1
             log.exception("node: internal error on a datagram from %s:%d", *addr)
             salvaged = _salvage_response(data, 500, "Server Internal Error")
@@ -152,7 +154,7 @@ class RegionalServer:
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, data, addr = heapq.heappop(self._delayed)
                 out.append((data, addr))
-        except Exception:  # noqa: BLE001 - a timer bug must not stop the server
+        except Exception:
             self.stats.internal_errors += 1
             log.exception("node: internal error in a timer")
         self.stats.datagrams_out += len(out)
@@ -299,6 +301,23 @@ def _reason(text: str) -> str:
     return clean[:100] or "Bad Request"
 
 
+def _usable(name: str, text: str) -> bool:
+    """Whether a header value copied into an error response would parse."""
+    try:
+        if name == "Via":
+            for value in split_header_values(text):
+                Via.parse(value)
+        elif name in ("From", "To"):
+            NameAddr.parse(text)
+        elif name == "CSeq":
+            CSeq.parse(text)
+        elif name == "Call-ID":
+            return " " not in text and "\t" not in text
+    except RemoteProtocolError:
+        return False
+    return True
+
+
 def _salvage_response(data: bytes, status: int, reason: str) -> bytes | None:
     """An error response built from the raw header lines of a request we could not parse.
 
@@ -314,8 +333,6 @@ def _salvage_response(data: bytes, status: int, reason: str) -> bytes | None:
         return None
     complete = lines[1:] if b"\r\n\r\n" in data or len(lines) < 3 else lines[1:-1]  # a cut last line is unusable
     copied: list[str] = []
-    have_via = False
-    have_to = False
     for raw in complete:
         name, sep, value = raw.partition(b":")
         if not sep:
@@ -327,16 +344,13 @@ def _salvage_response(data: bytes, status: int, reason: str) -> bytes | None:
             text = value.strip().decode("utf-8")
         except UnicodeDecodeError:
             continue
-        if not text or any(c in text for c in "\r\n\x00"):
+        if not text or any(c in text for c in "\r\n\x00") or not _usable(canonical, text):
             continue
-        if canonical == "Via":
-            have_via = True
-        if canonical == "To":
-            have_to = True
-            if ";tag=" not in text.lower():
-                text += ";tag=err"
+        if canonical == "To" and ";tag=" not in text.lower():
+            text += ";tag=err"
         copied.append(f"{canonical}: {text}")
-    if not have_via or not have_to:
+    # Every response needs these (RFC 3261 section 8.2.6.2); without them the answer would itself be malformed.
+    if {line.split(":", 1)[0] for line in copied} != {"Via", "From", "To", "Call-ID", "CSeq"}:
         return None
     phrase = _reason(reason) if reason else REASON_PHRASES.get(status, "Error")
     lines_out = [f"SIP/2.0 {status} {phrase}", *copied, "Content-Length: 0", "", ""]

@@ -139,6 +139,15 @@ class TestUA:
         again.headers.add(answer, creds.to_header_value())
         return again
 
+    def ack_non2xx(self, request: Request, response: Response) -> Request:
+        """The ACK for a non-2xx final: same branch as the INVITE, hop by hop (RFC 3261 section 17.1.1.3)."""
+        headers = Headers([
+            ("Via", request.headers.get("Via") or ""), ("Max-Forwards", "70"),
+            ("From", request.headers.get("From") or ""), ("To", response.headers.get("To") or ""),
+            ("Call-ID", request.call_id), ("CSeq", f"{request.cseq.seq} ACK"),
+        ])
+        return Request("ACK", request.uri, headers)
+
     def ack_2xx(self, invite: Request, ok: Response) -> Request:
         """The ACK for a 2xx: a new transaction to the callee's Contact (RFC 3261 section 13.2.2.4)."""
         target = ok.contacts[0].uri

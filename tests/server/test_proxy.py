@@ -1,0 +1,320 @@
+"""Proxy routing rules (RFC 3261 section 16, RFC 6026) on two pure RegionalServer nodes wired in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from server_kit import ANSWER, OFFER, TestUA, Wire, make_node
+
+from gamesdk.sip.message import Request, Response
+from gamesdk.sip.parser import parse_message_untrusted
+from server.node import RegionalServer
+
+EU = ("127.0.0.1", 5060)
+NA = ("127.0.0.1", 5062)
+
+
+@dataclass
+class World:
+    wire: Wire
+    eu: RegionalServer
+    na: RegionalServer
+    alice: TestUA
+    bob: TestUA
+
+
+def _login(wire: Wire, ua: TestUA, server: tuple[str, int]) -> None:
+    request = ua.register(600)
+    wire.send(ua.addr, server, request)
+    (challenge,) = ua.responses()
+    wire.send(ua.addr, server, ua.authorize(request, challenge))
+    (ok,) = ua.responses()
+    assert ok.status == 200
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    wire = Wire()
+    eu = wire.add_node(make_node("eu", 5060, 5062, tmp_path, {"alice": "apw", "dave": "dpw"}))
+    na = wire.add_node(make_node("na", 5062, 5060, tmp_path, {"bob": "bpw", "carol": "cpw"}))
+    alice = wire.add_ua(TestUA("alice", "eu.gamesdk.test", "apw", ("127.0.0.1", 7001)))
+    bob = wire.add_ua(TestUA("bob", "na.gamesdk.test", "bpw", ("127.0.0.1", 7002)))
+    _login(wire, alice, EU)
+    _login(wire, bob, NA)
+    return World(wire, eu, na, alice, bob)
+
+
+def invite_with_auth(w: World, target: str = "sip:bob@na.gamesdk.test", **kw: object) -> tuple[Request, list[Response]]:
+    """INVITE -> 407 -> ACK (absorbed by eu) -> INVITE with credentials; returns it and alice's responses."""
+    invite = w.alice.invite(target, **kw)  # type: ignore[arg-type]
+    w.wire.send(w.alice.addr, EU, invite)
+    (challenge,) = w.alice.responses()
+    assert challenge.status == 407
+    w.wire.send(w.alice.addr, EU, w.alice.ack_non2xx(invite, challenge))
+    signed = w.alice.authorize(invite, challenge)
+    w.wire.send(w.alice.addr, EU, signed)
+    return signed, w.alice.responses()
+
+
+def test_call_eu_to_na_body_identical_no_record_route(world: World) -> None:
+    w = world
+    invite, got = invite_with_auth(w)
+    assert [r.status for r in got] == [100]
+    (arrived,) = w.bob.requests()
+    assert arrived.method == "INVITE"
+    assert arrived.uri == w.bob.contact  # retargeted by na's location service
+    assert arrived.body == OFFER == invite.body
+    assert "Record-Route" not in arrived.headers
+    assert "Proxy-Authorization" not in arrived.headers  # eu's credentials stay at eu
+    assert arrived.max_forwards == 68
+    vias = arrived.vias
+    assert [v.sent_by for v in vias[:2]] == [("127.0.0.1", 5062), ("127.0.0.1", 5060)]
+
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 200, ANSWER))
+    ringing, ok = w.alice.responses()
+    assert (ringing.status, ok.status) == (180, 200)
+    assert ok.body == ANSWER
+    assert "Record-Route" not in ok.headers
+    assert len(ok.vias) == 1 and ok.top_via.branch == invite.top_via.branch
+
+    # SIPp sends its ACK and BYE to its proxy: forwarded by Request-URI straight to bob, not via na.
+    n_na = len(w.wire.through(NA))
+    ack = w.alice.ack_2xx(invite, ok)
+    w.wire.send(w.alice.addr, EU, ack)
+    (got_ack,) = w.bob.requests()
+    assert got_ack.method == "ACK" and got_ack.call_id == invite.call_id
+    assert len(w.wire.through(NA)) == n_na
+    bye = w.alice.bye(invite, ok)
+    w.wire.send(w.alice.addr, EU, bye)
+    (got_bye,) = w.bob.requests()
+    w.wire.send(w.bob.addr, EU, w.bob.answer(got_bye, 200))  # bob answers to the Via: eu
+    (bye_ok,) = w.alice.responses()
+    assert bye_ok.status == 200 and bye_ok.cseq.method == "BYE"
+
+
+def test_ack_from_sdk_goes_direct(world: World) -> None:
+    w = world
+    invite, _ = invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 200, ANSWER))
+    (ok,) = w.alice.responses()
+    before = len(w.wire.log)
+    w.wire.send(w.alice.addr, w.bob.addr, w.alice.ack_2xx(invite, ok))  # the SDK's way: straight to Contact
+    assert [dst for _, dst, _ in w.wire.log[before:]] == [w.bob.addr]
+
+
+def test_2xx_retransmissions_are_forwarded_with_identical_headers(world: World) -> None:
+    w = world
+    calls: list[str] = []
+
+    class Recorder:
+        def invite_received(self, call, now):  # type: ignore[no-untyped-def]
+            from server.hooks import InviteVerdict
+            return InviteVerdict()
+
+        def answer_received(self, call, response, now):  # type: ignore[no-untyped-def]
+            calls.append(call.call_id)
+            return [("P-Media-Authorization", f"{len(calls):08x}")]
+
+        def invite_failed(self, call, status, now):  # type: ignore[no-untyped-def]
+            pass
+
+        def publish_received(self, request, user, source, now):  # type: ignore[no-untyped-def]
+            raise AssertionError
+
+        def bindings_removed(self, bindings, now):  # type: ignore[no-untyped-def]
+            pass
+
+        def get_timer(self):  # type: ignore[no-untyped-def]
+            return None
+
+        def handle_timer(self, now):  # type: ignore[no-untyped-def]
+            pass
+
+    w.eu.set_hooks(Recorder())  # type: ignore[arg-type]
+    invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    ok = w.bob.answer(arrived, 200, ANSWER)
+    w.wire.send(w.bob.addr, NA, ok)
+    w.wire.now += 0.5
+    w.wire.send(w.bob.addr, NA, ok)  # the UAS retransmits its 2xx until the ACK (section 13.3.1.4)
+    first, second = w.alice.responses()
+    assert first.to_bytes() == second.to_bytes()
+    assert first.headers.get("P-Media-Authorization") == "00000001"
+    assert len(calls) == 1
+
+
+def test_unknown_user_offline_user_unknown_domain(world: World) -> None:
+    w = world
+    for target, status in (("sip:nobody@na.gamesdk.test", 404), ("sip:carol@na.gamesdk.test", 480),
+                           ("sip:dave@eu.gamesdk.test", 480), ("sip:x@elsewhere.test", 604),
+                           ("sip:nobody@eu.gamesdk.test", 404)):
+        _, got = invite_with_auth(w, target)
+        final = [r for r in got if r.status >= 200]
+        assert [r.status for r in final] == [status], target
+        assert final[0].reason
+    assert w.bob.requests() == []
+
+
+def test_non_2xx_is_acked_hop_by_hop(world: World) -> None:
+    w = world
+    invite, _ = invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 486))
+    (ack,) = w.bob.requests()  # na ACKs bob's 486 itself
+    assert ack.method == "ACK" and ack.top_via.sent_by == ("127.0.0.1", 5062)
+    assert ack.top_via.branch == arrived.top_via.branch
+    (busy,) = w.alice.responses()
+    assert busy.status == 486
+    # A retransmitted 486 gets the same ACK again and is not forwarded twice.
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 486))
+    assert [m.method for m in w.bob.requests()] == ["ACK"]
+    assert w.alice.responses() == []
+    # Alice's ACK for the 486 stops at eu (hop by hop): neither na nor bob see it.
+    ack_up = Request("ACK", invite.uri, invite.headers.copy())
+    ack_up.headers.set("CSeq", f"{invite.cseq.seq} ACK")
+    ack_up.headers.set("To", busy.headers.get("To") or "")
+    ack_up.headers.remove("Content-Type")
+    ack_up.body = b""
+    before = len(w.wire.through(NA))
+    w.wire.send(w.alice.addr, EU, ack_up)
+    assert len(w.wire.through(NA)) == before
+
+
+def test_max_forwards_zero_and_loop(world: World) -> None:
+    w = world
+    w.wire.send(w.alice.addr, EU, w.alice.invite("sip:bob@na.gamesdk.test", max_forwards=0))
+    assert [r.status for r in w.alice.responses()] == [483]  # section 16.3 checks come before authentication
+    # A loop: na's peer entry for eu points back at na itself, so an INVITE for eu's domain comes back to na.
+    w.na.federation.set_peer("eu.gamesdk.test", NA)
+    carol = w.wire.add_ua(TestUA("carol", "na.gamesdk.test", "cpw", ("127.0.0.1", 7003)))
+    invite = carol.invite("sip:alice@eu.gamesdk.test")
+    w.wire.send(carol.addr, NA, invite)
+    (challenge,) = carol.responses()
+    w.wire.send(carol.addr, NA, carol.authorize(invite, challenge))
+    statuses = [r.status for r in carol.responses()]
+    assert statuses[0] == 100 and 482 in statuses
+
+
+def test_cancel_before_and_after_provisional(world: World) -> None:
+    w = world
+    invite, _ = invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
+    w.alice.responses()
+    cancel = Request("CANCEL", invite.uri, [
+        ("Via", invite.headers.get("Via") or ""), ("Max-Forwards", "70"), ("From", invite.headers.get("From") or ""),
+        ("To", invite.headers.get("To") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.seq} CANCEL")])
+    w.wire.send(w.alice.addr, EU, cancel)
+    (cancel_ok,) = w.alice.responses()
+    assert (cancel_ok.status, cancel_ok.cseq.method) == (200, "CANCEL")
+    (bob_cancel,) = w.bob.requests()
+    assert bob_cancel.method == "CANCEL" and bob_cancel.top_via.branch == arrived.top_via.branch
+    w.wire.send(w.bob.addr, NA, w.bob.answer(bob_cancel, 200))
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 487))
+    assert [r.status for r in w.alice.responses()] == [487]
+    # A CANCEL for nothing gets 481.
+    stray = cancel.copy()
+    stray.headers.set("Via", w.alice.via())
+    w.wire.send(w.alice.addr, EU, stray)
+    assert [r.status for r in w.alice.responses()] == [481]
+
+
+def test_invite_retransmissions_are_absorbed_and_timeouts_answer_408(world: World) -> None:
+    w = world
+    w.wire.drop = lambda src, dst, data: dst == w.bob.addr  # bob is gone (crashed without unregistering)
+    invite, _ = invite_with_auth(w)
+    w.wire.send(w.alice.addr, EU, invite)  # retransmission (same branch)
+    assert [r.status for r in w.alice.responses()] == [100]
+    w.wire.advance(40)
+    statuses = [r.status for r in w.alice.responses()]
+    assert statuses and statuses[0] == 408
+    na_to_bob = [d for s, dst, d in w.wire.log if dst == w.bob.addr and s == NA and d.startswith(b"INVITE")]
+    assert 5 <= len(na_to_bob) <= 8  # Timer A doubling from 0.5 s within Timer B's 32 s
+    # Everything is cleaned up once the transaction timers have run out.
+    w.wire.advance(40)
+    assert not w.eu.proxy.server_txs and not w.eu.proxy.client_txs
+    assert not w.na.proxy.server_txs and not w.na.proxy.client_txs
+
+
+def test_requests_from_peers_are_not_challenged_but_strangers_are(world: World) -> None:
+    w = world
+    # A request from na's address reaches eu's users without a 407 (the peer authenticated its own player).
+    dave = TestUA("dave", "eu.gamesdk.test", "dpw", ("127.0.0.1", 7004))
+    w.wire.add_ua(dave)
+    _login(w.wire, dave, EU)
+    forged = w.bob.invite("sip:dave@eu.gamesdk.test")
+    w.wire.send(w.bob.addr, EU, forged)  # bob straight at eu: he is not a peer server
+    assert [r.status for r in w.bob.responses()] == [407]
+    forged.headers.set("Via", w.bob.via())
+    w.wire.send(NA, EU, forged)  # the same from na's address: forwarded
+    (arrived,) = dave.requests()
+    assert arrived.method == "INVITE"
+
+
+def test_from_must_match_the_authenticated_user(world: World) -> None:
+    w = world
+    invite = w.alice.invite("sip:bob@na.gamesdk.test")
+    invite.headers.set("From", "<sip:dave@eu.gamesdk.test>;tag=spoof")
+    w.wire.send(w.alice.addr, EU, invite)
+    (challenge,) = w.alice.responses()
+    w.wire.send(w.alice.addr, EU, w.alice.authorize(invite, challenge))
+    (refused,) = w.alice.responses()
+    assert refused.status == 403
+
+
+def test_malformed_oversize_and_unknown_method(world: World) -> None:
+    w = world
+    good = w.alice.invite("sip:bob@na.gamesdk.test").to_bytes()
+    broken = good.replace(b"Max-Forwards: 70", b"Max-Forwards: seventy")
+    w.wire.send(w.alice.addr, EU, broken)
+    (bad,) = w.alice.responses()
+    assert bad.status == 400 and "Max-Forwards" in bad.reason
+    # Without a usable CSeq no valid answer can be built: dropped (and counted).
+    w.wire.send(w.alice.addr, EU, good.replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE"))
+    assert w.alice.take() == []
+    w.wire.send(w.alice.addr, EU, b"\x00\xffgarbage that is not SIP\r\n\r\n")
+    assert w.alice.take() == []  # not even a request line: dropped
+    huge = w.alice.invite("sip:bob@na.gamesdk.test", body=b"a=x\r\n" * 3000).to_bytes()
+    w.wire.send(w.alice.addr, EU, huge[: w.eu.max_message_bytes + 1])  # what the driver reads
+    (too_big,) = w.alice.responses()
+    assert too_big.status == 513
+    odd = Request("FROBNICATE", "sip:bob@na.gamesdk.test", w.alice.invite("sip:bob@na.gamesdk.test").headers)
+    odd.headers.set("CSeq", "1 FROBNICATE")
+    w.wire.send(w.alice.addr, EU, odd)
+    (unknown,) = w.alice.responses()
+    assert unknown.status == 501 and "INVITE" in (unknown.headers.get("Allow") or "")
+    assert w.eu.stats.malformed == 3 and w.eu.stats.oversize == 1 and w.eu.stats.unknown_methods == 1
+
+
+def test_options_answered_and_peer_rtt_measured(world: World) -> None:
+    w = world
+    w.wire.advance(25)  # pings go out at start, then every 10 s
+    peer = w.eu.federation.by_domain("na.gamesdk.test")
+    assert peer is not None and peer.answers >= 2 and peer.rtt_ms == 0.0
+    options = Request("OPTIONS", "sip:eu.gamesdk.test", w.alice.invite("sip:eu.gamesdk.test").headers)
+    options.headers.set("CSeq", "7 OPTIONS")
+    options.body = b""
+    options.headers.remove("Content-Type")
+    w.wire.send(w.alice.addr, EU, options)
+    (ok,) = w.alice.responses()
+    assert ok.status == 200 and "PUBLISH" in (ok.headers.get("Allow") or "")
+
+
+def test_unanswered_pings_make_peer_unreachable(tmp_path: Path) -> None:
+    wire = Wire()
+    eu = wire.add_node(make_node("eu", 5060, 5999, tmp_path, {}))
+    wire.advance(60)
+    peer = eu.federation.by_domain("na.gamesdk.test")
+    assert peer is not None and not peer.reachable and peer.rtt_s is None
+
+
+def test_every_response_parses(world: World) -> None:
+    """Whatever the node sends is well-formed SIP (checked with the strict parser)."""
+    w = world
+    invite_with_auth(w, "sip:nobody@na.gamesdk.test")
+    for _, _, data in w.wire.log:
+        parse_message_untrusted(data)
