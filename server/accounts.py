@@ -14,7 +14,7 @@ from pathlib import Path
 from gamesdk.errors import GameSdkError
 from gamesdk.sip.digest import compute_ha1
 
-__all__ = ["AccountError", "Account", "AccountStore", "valid_username"]
+__all__ = ["Account", "AccountError", "AccountStore", "valid_username"]
 
 # The user part of sip:name@domain: keep to characters that need no escaping (RFC 3261 section 25.1 unreserved).
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")

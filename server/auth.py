@@ -17,9 +17,9 @@ from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip import digest
 
 __all__ = [
-    "CredentialLookup",
-    "AuthStatus",
     "AuthResult",
+    "AuthStatus",
+    "CredentialLookup",
     "DigestAuthenticator",
     "FailureThrottle",
     "ThrottleVerdict",

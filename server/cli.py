@@ -19,7 +19,7 @@ from typing import TextIO
 from server.accounts import AccountError, AccountStore
 from server.config import ConfigError, ServerConfig, load_config
 
-__all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1

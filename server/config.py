@@ -20,15 +20,15 @@ from typing import Any
 from gamesdk.errors import GameSdkError
 
 __all__ = [
-    "ConfigError",
-    "ListenAddress",
-    "PeerConfig",
     "AccessNetworkRef",
     "AuthConfig",
-    "RegistrarConfig",
+    "ConfigError",
     "LimitsConfig",
-    "TimerSettings",
+    "ListenAddress",
+    "PeerConfig",
+    "RegistrarConfig",
     "ServerConfig",
+    "TimerSettings",
     "load_config",
     "parse_address",
 ]

@@ -15,7 +15,7 @@ from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Headers, Request, Response
 from server.config import PeerConfig
 
-__all__ = ["PeerState", "FederationTable"]
+__all__ = ["FederationTable", "PeerState"]
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Protocol
 from gamesdk.sip.message import Request, Response, response_for
 from server.location import Binding
 
-__all__ = ["CallInfo", "InviteVerdict", "PolicyHooks", "NullPolicy", "Addr"]
+__all__ = ["Addr", "CallInfo", "InviteVerdict", "NullPolicy", "PolicyHooks"]
 
 Addr = tuple[str, int]
 

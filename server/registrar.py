@@ -20,7 +20,7 @@ from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
 from server.config import RegistrarConfig
 from server.location import Binding, LocationService
 
-__all__ = ["RegistrarResult", "Registrar", "SUPPORTED_EXTENSIONS"]
+__all__ = ["SUPPORTED_EXTENSIONS", "Registrar", "RegistrarResult"]
 
 log = logging.getLogger(__name__)
 

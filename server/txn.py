@@ -20,7 +20,7 @@ from typing import Any
 
 from gamesdk.sip.message import Request
 
-__all__ = ["ServerState", "ClientState", "ServerTx", "ClientTx", "TimerHeap", "Addr"]
+__all__ = ["Addr", "ClientState", "ClientTx", "ServerState", "ServerTx", "TimerHeap"]
 
 Addr = tuple[str, int]
 
