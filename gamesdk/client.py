@@ -278,6 +278,8 @@ class GameClient:
         self._login: asyncio.Future[SessionEvent] | None = None
         self._invites: asyncio.Queue[IncomingInvite] = asyncio.Queue()
         self._sessions: dict[str, GameSession] = {}
+        self._ended_early: dict[str, SessionEnded] = {}
+        self._made: dict[str, GameSession] = {}  # opened, not yet handed to invite()/accept()
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Every signalling event, in order (for logs and HUDs).
         self.history: list[SessionEvent] = []
@@ -428,7 +430,7 @@ class GameClient:
         if isinstance(event, InviteCancelled):
             raise SessionError(487, event.reason, "peer")
         assert isinstance(event, SessionEstablished)
-        return self._sessions[event.call_id]
+        return self._made.pop(event.call_id)
 
     def _end(self, session: GameSession, reason: str | None) -> None:
         assert self._core is not None and self._loop is not None
@@ -488,7 +490,10 @@ class GameClient:
             return
         if isinstance(event, SessionEnded):
             session = self._sessions.pop(event.call_id, None)
-            if session is not None:
+            if session is None:
+                # ended before its channel finished opening (e.g. ACK then BYE at once): _open delivers it
+                self._ended_early[event.call_id] = event
+            else:
                 if event.by_peer:
                     session.channel.close(event.reason)
                 session.ended.set()
@@ -522,7 +527,14 @@ class GameClient:
         )
         session = GameSession(self, event.agreement, channel)
         holder.append(session)
-        self._sessions[event.call_id] = session
+        self._made[event.call_id] = session
+        early = self._ended_early.pop(event.call_id, None)
+        if early is None:
+            self._sessions[event.call_id] = session
+        else:
+            channel.close(early.reason)
+            session.ended.set()
+            session._deliver(early)
         self._resolve(event.call_id, event)
 
     def _resolve(self, call_id: str, event: SessionEvent) -> None:
