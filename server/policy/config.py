@@ -139,22 +139,37 @@ class PolicyConfig:
     tariff: Tariff
     settings: PolicySettings
 
-    def network(self, name: str) -> AccessNetwork | None:
+    # Lookup tables built once (the config is immutable); admission runs them per request.
+    _by_name: dict[str, AccessNetwork] = field(init=False, repr=False, compare=False)
+    _classes_by_name: dict[str, QosClass] = field(init=False, repr=False, compare=False)
+    # Per IP version: [(prefixlen, {network address as int: AccessNetwork})], longest prefix first.
+    _prefix_tables: dict[int, list[tuple[int, dict[int, AccessNetwork]]]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        tables: dict[int, dict[int, dict[int, AccessNetwork]]] = {4: {}, 6: {}}
         for net in self.networks:
-            if net.name == name:
-                return net
-        return None
+            for prefix in net.prefixes:
+                tables[prefix.version].setdefault(prefix.prefixlen, {})[int(prefix.network_address)] = net
+        object.__setattr__(self, "_by_name", {n.name: n for n in self.networks})
+        object.__setattr__(self, "_classes_by_name", {c.name: c for c in self.classes})
+        object.__setattr__(
+            self,
+            "_prefix_tables",
+            {v: sorted(t.items(), key=lambda item: -item[0]) for v, t in tables.items()},
+        )
+
+    def network(self, name: str) -> AccessNetwork | None:
+        return self._by_name.get(name)
 
     def qos_class(self, name: str | None) -> QosClass:
         """The class called ``name``; unknown or missing names map to the default class."""
         if name:
-            for cls in self.classes:
-                if cls.name == name:
-                    return cls
-        for cls in self.classes:
-            if cls.name == self.default_class:
-                return cls
-        raise AssertionError("validated config always has its default class")  # pragma: no cover
+            found = self._classes_by_name.get(name)
+            if found is not None:
+                return found
+        return self._classes_by_name[self.default_class]
 
     def network_for_address(self, address: str) -> AccessNetwork | None:
         """The access network whose prefix matches ``address`` most specifically (longest prefix wins)."""
@@ -162,13 +177,14 @@ class PolicyConfig:
             ip = ipaddress.ip_address(address.strip("[]"))
         except ValueError:
             return None
-        best: AccessNetwork | None = None
-        best_len = -1
-        for net in self.networks:
-            for prefix in net.prefixes:
-                if prefix.version == ip.version and ip in prefix and prefix.prefixlen > best_len:
-                    best, best_len = net, prefix.prefixlen
-        return best
+        value = int(ip)
+        bits = ip.max_prefixlen
+        for prefixlen, table in self._prefix_tables[ip.version]:
+            mask = ((1 << prefixlen) - 1) << (bits - prefixlen)
+            found = table.get(value & mask)
+            if found is not None:
+                return found
+        return None
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> PolicyConfig:

@@ -1,0 +1,168 @@
+"""Policy server figures: admission decisions per second, with and without SQLite, and over HTTP.
+
+Run: ``python bench/bench_policy.py`` (from the repository root). Prints one line per measurement; ratios are
+measured side by side in the same run. Every loop is bounded in count (and the HTTP one in time).
+
+- preliminary: the pure admission check (nothing held);
+- final+release (memory): reserve then free, no persistence, no billing;
+- final+release (sqlite): the same with reservations and billing in a WAL SQLite file;
+- session lifecycle (sqlite): what one server does per game session: preliminary, final, activate (START),
+  one refresh (INTERIM), release (STOP); twice that is what the policy adds to a setup through both servers;
+- http final+release: the same pair over loopback HTTP/JSON (one connection per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.billing import SqliteBillingStore  # noqa: E402
+from server.policy import (  # noqa: E402
+    AppSession,
+    EndReason,
+    MediaComponent,
+    PolicyConfig,
+    PolicyServer,
+    Side,
+    SqliteReservationStore,
+    open_region_db,
+)
+from server.policy.http import PolicyHttpClient, PolicyHttpService  # noqa: E402
+
+CONFIG: dict[str, Any] = {
+    "access_networks": [
+        {"name": f"net{i}", "prefixes": [f"10.{i}.0.0/16"], "uplink_kbps": 10_000_000,
+         "downlink_kbps": 10_000_000, "rtt_ms": 10, "max_sessions": 1_000_000}
+        for i in range(20)
+    ],
+    "classes": [{"name": "casual"}, {"name": "action", "max_share": 0.5, "priority": 5}],
+    "tariff": {"action": {"per_minute": 0.02, "per_kbps_minute": 0.0001}},
+}
+
+
+def request(n: int) -> AppSession:
+    return AppSession(
+        call_id=f"bench-{n}", from_tag="f", to_tag=f"t{n}", side=Side.ORIG, player=f"sip:p{n % 1000}@eu.example",
+        peer="sip:x@na.example", player_ip=f"10.{n % 20}.{(n >> 8) % 256}.{n % 256}",
+        components=(MediaComponent(uplink_kbps=64, downlink_kbps=128, max_latency_ms=100, qos_class="action"),),
+        transit_rtt_ms=40, peer_access_rtt_ms=10,
+    )
+
+
+def tokens() -> Any:
+    counter = itertools.count()
+    return lambda: f"{next(counter):032x}"
+
+
+def rate(label: str, count: int, seconds: float, unit: str = "decisions") -> float:
+    per_s = count / seconds
+    print(f"{label:<42} {per_s:>12,.0f} {unit}/s   {1e6 * seconds / count:8.1f} us each   (n={count})")
+    return per_s
+
+
+def bench_preliminary(config: PolicyConfig, n: int) -> float:
+    policy = PolicyServer(config, token_factory=tokens())
+    reqs = [request(i) for i in range(n)]
+    t0 = time.perf_counter()
+    for r in reqs:
+        policy.preliminary(r, 0.0)
+    return rate("preliminary (pure core)", n, time.perf_counter() - t0)
+
+
+def bench_final_release_memory(config: PolicyConfig, n: int) -> float:
+    policy = PolicyServer(config, token_factory=tokens())
+    reqs = [request(i) for i in range(n)]
+    t0 = time.perf_counter()
+    for r in reqs:
+        policy.final(r, 0.0)
+        policy.release(r.key, 1.0, EndReason.BYE_LOCAL)
+    return rate("final+release (pure core, memory)", n, time.perf_counter() - t0, "pairs")
+
+
+def sqlite_policy(config: PolicyConfig, path: Path) -> PolicyServer:
+    conn = open_region_db(path)
+    return PolicyServer(config, token_factory=tokens(), region="eu", store=SqliteReservationStore(conn),
+                        billing=SqliteBillingStore(conn, config.tariff))
+
+
+def bench_final_release_sqlite(config: PolicyConfig, n: int, path: Path) -> float:
+    policy = sqlite_policy(config, path)
+    reqs = [request(i) for i in range(n)]
+    t0 = time.perf_counter()
+    for r in reqs:
+        policy.final(r, 0.0)
+        policy.release(r.key, 1.0, EndReason.BYE_LOCAL)
+    return rate("final+release (sqlite WAL, billed)", n, time.perf_counter() - t0, "pairs")
+
+
+def bench_lifecycle_sqlite(config: PolicyConfig, n: int, path: Path) -> float:
+    policy = sqlite_policy(config, path)
+    reqs = [request(100_000 + i) for i in range(n)]
+    t0 = time.perf_counter()
+    for r in reqs:
+        policy.preliminary(r, 0.0)
+        policy.final(r, 0.0)
+        policy.activate(r.key, 1.0, 90)
+        policy.refresh(r.key, 46.0, 90)
+        policy.release(r.key, 60.0, EndReason.BYE_LOCAL)
+    return rate("session lifecycle, one server (sqlite)", n, time.perf_counter() - t0, "sessions")
+
+
+async def _http(config: PolicyConfig, n: int, path: Path, max_s: float) -> tuple[int, float, list[float]]:
+    policy = sqlite_policy(config, path)
+    service = PolicyHttpService(policy)
+    host, port = await service.start("127.0.0.1", 0)
+    client = PolicyHttpClient(f"http://{host}:{port}", timeout_s=5.0)
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        for i in range(n):
+            r = request(200_000 + i)
+            t1 = time.perf_counter()
+            await client.final(r)
+            latencies.append(time.perf_counter() - t1)
+            await client.release(r.key, EndReason.BYE_LOCAL)
+            done += 1
+            if time.perf_counter() - t0 > max_s:
+                break
+    finally:
+        await service.close()
+    return done, time.perf_counter() - t0, latencies
+
+
+def bench_http(config: PolicyConfig, n: int, path: Path) -> float:
+    done, seconds, latencies = asyncio.run(_http(config, n, path, max_s=20.0))
+    per_s = rate("http final+release (loopback, sqlite)", done, seconds, "pairs")
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1e6
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1e6
+    print(f"{'http FINAL round-trip latency':<42} p50 {p50:8.0f} us   p99 {p99:8.0f} us")
+    return per_s
+
+
+def main() -> None:
+    config = PolicyConfig.from_mapping(CONFIG)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; 20 access networks, 2 classes")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = bench_preliminary(config, 200_000)
+        mem = bench_final_release_memory(config, 100_000)
+        sql = bench_final_release_sqlite(config, 5_000, Path(tmp) / "a.sqlite")
+        life = bench_lifecycle_sqlite(config, 3_000, Path(tmp) / "b.sqlite")
+        http = bench_http(config, 2_000, Path(tmp) / "c.sqlite")
+    print(f"ratio sqlite/memory final+release: {sql / mem:.3f}; http/sqlite: {http / sql:.3f}")
+    print(f"policy CPU per session setup through both servers (2 x lifecycle, sqlite): {2e6 / life:.0f} us")
+    print(f"preliminary checks per final+release pair (memory): {pre / mem:.2f}")
+
+
+if __name__ == "__main__":
+    main()
