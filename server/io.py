@@ -223,6 +223,8 @@ class EmbeddedServer:
 
             def apply() -> None:
                 node.federation.set_peer(domain, address)
+                if self.protocol is not None:
+                    self.protocol._rearm()  # the next ping is due now
                 done.set()
 
             self._loop.call_soon_threadsafe(apply)

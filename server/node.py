@@ -350,7 +350,8 @@ def _salvage_response(data: bytes, status: int, reason: str) -> bytes | None:
             text += ";tag=err"
         copied.append(f"{canonical}: {text}")
     # Every response needs these (RFC 3261 section 8.2.6.2); without them the answer would itself be malformed.
-    if {line.split(":", 1)[0] for line in copied} != {"Via", "From", "To", "Call-ID", "CSeq"}:
+    names = [line.split(":", 1)[0] for line in copied]
+    if "Via" not in names or any(names.count(n) != 1 for n in ("From", "To", "Call-ID", "CSeq")):
         return None
     phrase = _reason(reason) if reason else REASON_PHRASES.get(status, "Error")
     lines_out = [f"SIP/2.0 {status} {phrase}", *copied, "Content-Length: 0", "", ""]

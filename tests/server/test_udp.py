@@ -1,0 +1,179 @@
+"""Two regional servers from the example configs on real loopback UDP, with a socket test UA on the gamesdk SIP core."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from server_kit import ANSWER, EXAMPLES, OFFER, TestUA
+
+from gamesdk.sip.message import Request, Response
+from gamesdk.sip.parser import parse_message_untrusted
+from server.config import load_config
+from server.io import EmbeddedServer
+
+Addr = tuple[str, int]
+
+
+class SocketUA(TestUA):
+    """A TestUA on a real UDP socket bound to a free loopback port."""
+
+    __test__ = False
+
+    def __init__(self, user: str, domain: str, password: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        super().__init__(user, domain, password, self.sock.getsockname())
+
+    def send(self, message: Request | Response | bytes, dest: Addr) -> None:
+        self.sock.sendto(message if isinstance(message, bytes) else message.to_bytes(), dest)
+
+    def recv(self, timeout_s: float = 3.0) -> Request | Response:
+        self.sock.settimeout(timeout_s)
+        data, _ = self.sock.recvfrom(65535)
+        return parse_message_untrusted(data)
+
+    def final(self, timeout_s: float = 3.0) -> Response:
+        """The next final response (provisionals are skipped)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            message = self.recv(max(0.05, deadline - time.monotonic()))
+            if isinstance(message, Response) and message.status >= 200:
+                return message
+
+    def silent(self, wait_s: float = 0.3) -> bool:
+        self.sock.settimeout(wait_s)
+        try:
+            self.sock.recvfrom(65535)
+        except TimeoutError:
+            return True
+        return False
+
+    def login(self, server: Addr, expires: int = 600) -> Response:
+        request = self.register(expires)
+        self.send(request, server)
+        challenge = self.final()
+        assert challenge.status == 401
+        self.send(self.authorize(request, challenge), server)
+        return self.final()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclasses.dataclass
+class Regions:
+    eu: EmbeddedServer
+    na: EmbeddedServer
+
+
+@pytest.fixture
+def regions(tmp_path: Path) -> Iterator[Regions]:
+    servers = []
+    for name, user, password in (("eu", "alice", "alice-pw"), ("na", "bob", "bob-pw")):
+        config = dataclasses.replace(load_config(EXAMPLES / f"{name}.toml"), database=tmp_path / f"{name}.sqlite3")
+        server = EmbeddedServer(config, port=0)
+        server.add_user(user, password)
+        if name == "na":
+            server.add_user("carol", "carol-pw")
+        server.start_in_thread()
+        servers.append(server)
+    eu, na = servers
+    eu.set_peer("na.gamesdk.test", na.address)
+    na.set_peer("eu.gamesdk.test", eu.address)
+    yield Regions(eu, na)
+    for server in servers:
+        server.stop_thread()
+
+
+@pytest.fixture
+def players(regions: Regions) -> Iterator[tuple[SocketUA, SocketUA]]:
+    alice = SocketUA("alice", "eu.gamesdk.test", "alice-pw")
+    bob = SocketUA("bob", "na.gamesdk.test", "bob-pw")
+    assert alice.login(regions.eu.address).status == 200
+    assert bob.login(regions.na.address).status == 200
+    yield alice, bob
+    alice.close()
+    bob.close()
+
+
+def test_call_through_both_servers(regions: Regions, players: tuple[SocketUA, SocketUA]) -> None:
+    alice, bob = players
+    eu = regions.eu.address
+    invite = alice.invite("sip:bob@na.gamesdk.test")
+    alice.send(invite, eu)
+    challenge = alice.final()
+    assert challenge.status == 407
+    alice.send(alice.ack_non2xx(invite, challenge), eu)
+    invite = alice.authorize(invite, challenge)
+    alice.send(invite, eu)
+    trying = alice.recv()
+    assert isinstance(trying, Response) and trying.status == 100
+
+    arrived = bob.recv()
+    assert isinstance(arrived, Request) and arrived.method == "INVITE"
+    assert arrived.body == OFFER and "Record-Route" not in arrived.headers
+    na = regions.na.address
+    bob.send(bob.answer(arrived, 180), na)
+    bob.send(bob.answer(arrived, 200, ANSWER), na)
+    ringing = alice.recv()
+    ok = alice.final()
+    assert isinstance(ringing, Response) and ringing.status == 180
+    assert ok.status == 200 and ok.body == ANSWER and "Record-Route" not in ok.headers
+
+    # The SDK's ACK goes straight to bob's Contact: no server sees it.
+    acks_before = [s.node.stats.by_method.get("ACK", 0) for s in (regions.eu, regions.na)]  # type: ignore[union-attr]
+    alice.send(alice.ack_2xx(invite, ok), (bob.addr[0], bob.addr[1]))
+    ack = bob.recv()
+    assert isinstance(ack, Request) and ack.method == "ACK"
+    time.sleep(0.05)
+    assert [s.node.stats.by_method.get("ACK", 0) for s in (regions.eu, regions.na)] == acks_before  # type: ignore[union-attr]
+
+
+def test_failure_cases(regions: Regions, players: tuple[SocketUA, SocketUA]) -> None:
+    alice, _ = players
+    eu = regions.eu.address
+    mallory = SocketUA("alice", "eu.gamesdk.test", "wrong-password")
+    try:
+        assert mallory.login(eu).status == 403
+    finally:
+        mallory.close()
+
+    def call(target: str, **kw: object) -> int:
+        invite = alice.invite(target, **kw)  # type: ignore[arg-type]
+        alice.send(invite, eu)
+        first = alice.final()
+        if first.status != 407:
+            return first.status
+        alice.send(alice.ack_non2xx(invite, first), eu)
+        alice.send(alice.authorize(invite, first), eu)
+        final = alice.final()
+        alice.send(alice.ack_non2xx(invite, final), eu)
+        return final.status
+
+    assert call("sip:nobody@na.gamesdk.test") == 404
+    assert call("sip:carol@na.gamesdk.test") == 480
+    assert call("sip:bob@na.gamesdk.test", max_forwards=0) == 483
+
+    good = alice.invite("sip:bob@na.gamesdk.test").to_bytes()
+    alice.send(good.replace(b"Max-Forwards: 70", b"Max-Forwards: lots"), eu)
+    bad = alice.final()
+    assert bad.status == 400 and "Max-Forwards" in bad.reason
+    huge = alice.invite("sip:bob@na.gamesdk.test", body=b"a=gsdk-pad:" + b"x" * 20_000 + b"\r\n")
+    alice.send(huge, eu)
+    assert alice.final().status == 513
+    alice.send(b"hello, are you a SIP server?\r\n\r\n", eu)
+    assert alice.silent()
+
+
+def test_peers_measure_round_trip_time(regions: Regions) -> None:
+    deadline = time.monotonic() + 5
+    rtt = None
+    while time.monotonic() < deadline and rtt is None:
+        rtt = regions.eu.node.federation.rtt_ms("na.gamesdk.test")  # type: ignore[union-attr]
+        time.sleep(0.05)
+    assert rtt is not None and 0.0 <= rtt < 1000.0
