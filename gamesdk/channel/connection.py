@@ -54,6 +54,12 @@ _PING = wire.PING
 _CONFIRM = wire.CONFIRM
 _CLOSE = wire.CLOSE
 _PING_FRAME = bytes((_PING,))
+_MIN_DATAGRAM = wire.HEADER_BYTES + AEAD_TAG_BYTES
+_HEADER_UNPACK = wire.HEADER.unpack_from
+_HEADER_PACK = wire.HEADER.pack
+_ACK_PACK = wire.ACK_FRAME.pack
+_VERSION_BITS = wire.VERSION << 6  # and key phase 0
+_DATA_TYPE = _VERSION_BITS | wire.PacketType.DATA
 _LANE_UNRELIABLE = Lane.UNRELIABLE
 _LANE_SEQUENCED = Lane.SEQUENCED
 _LANE_RELIABLE = Lane.RELIABLE
@@ -96,15 +102,19 @@ class Channel:
         self.params = params
         self.config = cfg = config or ChannelConfig()
         keys = derive_keys(params)
-        self._crypto = PacketCrypto(params.suite, keys)
-        self._seal = self._crypto.seal
-        self._open = self._crypto.open
+        crypto = PacketCrypto(params.suite, keys)
+        self._seal = crypto.seal
+        self._encrypt = crypto.encrypt
+        self._decrypt = crypto.decrypt
+        self._send_iv = crypto.send_iv
+        self._recv_iv = crypto.recv_iv
         self._confirm_frame = wire.push_confirm(keys.confirm_send)
         self._confirm_expected = keys.confirm_receive
         self._peer: Address = (params.peer_addr[0], params.peer_addr[1])
         self._local_sid = params.local_session_id
         self._remote_sid = params.remote_session_id
-        self.state = ChannelState.CONFIRMING
+        self._state = ChannelState.CONFIRMING
+        self._alive = True
         self._events: deque[ChannelEvent] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
 
@@ -163,9 +173,19 @@ class Channel:
         return self._peer
 
     @property
+    def state(self) -> ChannelState:
+        """Where the channel is in its life cycle."""
+        return self._state
+
+    @state.setter
+    def state(self, value: ChannelState) -> None:
+        self._state = value
+        self._alive = value is ChannelState.CONFIRMING or value is ChannelState.ESTABLISHED
+
+    @property
     def is_open(self) -> bool:
         """True while the channel may send and receive (CONFIRMING or ESTABLISHED)."""
-        return self.state is ChannelState.CONFIRMING or self.state is ChannelState.ESTABLISHED
+        return self._alive
 
     def send(self, lane: Lane | int, data: bytes) -> None:
         """Queue one message; it goes out with the next ``datagrams_to_send()``.
@@ -175,7 +195,7 @@ class Channel:
                 ``ChannelConfig.max_message_bytes`` (reliable lane).
             LocalProtocolError: the channel is closed, or ``lane`` is not a ``Lane``.
         """
-        if not self.is_open:
+        if not self._alive:
             raise LocalProtocolError(f"cannot send on a {self.state.value} channel")
         size = len(data)
         if lane == _LANE_UNRELIABLE or lane == _LANE_SEQUENCED:
@@ -203,7 +223,7 @@ class Channel:
 
     def close(self, reason: str = "closed by application") -> None:
         """Send CLOSE ``close_copies`` times and close. Emits ``ChannelClosed(by_peer=False)``."""
-        if not self.is_open:
+        if not self._alive:
             return
         frame = wire.push_close(reason)
         for _ in range(self.config.close_copies):
@@ -225,14 +245,17 @@ class Channel:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Handle one datagram from the socket. Bad datagrams are dropped and counted, never raised."""
-        if not (self.state is ChannelState.ESTABLISHED or self.state is ChannelState.CONFIRMING):
+        if not self._alive:
             return
         if addr != self._peer and tuple(addr[:2]) != self._peer:
             self.foreign_address_dropped += 1
             return
-        try:
-            _, sid, pn = wire.decode_header_untrusted(data)
-        except RemoteProtocolError:
+        # decode_header_untrusted inlined: this runs for every datagram
+        if len(data) < _MIN_DATAGRAM:
+            self.malformed_dropped += 1
+            return
+        first, sid, pn = _HEADER_UNPACK(data)
+        if first & 0xE0 != _VERSION_BITS or not 1 <= first & 0x1F <= 3:
             self.malformed_dropped += 1
             return
         if sid != self._local_sid:
@@ -243,9 +266,8 @@ class Channel:
         if not replay.check(pn):
             self.replays_dropped += 1
             return
-        header = data[:13]
         try:
-            plaintext = self._open(pn, header, data[13:])
+            plaintext = self._decrypt((self._recv_iv ^ pn).to_bytes(12, "big"), data[13:], data[:13])
         except InvalidTag:
             self.decrypt_failures += 1
             self._auth_failed("packets from the peer do not decrypt with our keys")
@@ -291,7 +313,7 @@ class Channel:
         )
 
     def _fail_closed(self, reason: str) -> None:
-        if self.is_open:
+        if self._alive:
             self.state = ChannelState.CLOSED
             self._events.append(ChannelClosed(by_peer=False, reason=reason))
 
@@ -324,7 +346,7 @@ class Channel:
                     # CONFIRM precedes every message frame in a packet, so this event comes first
                     events.append(ChannelEstablished())
             elif ftype == _CLOSE:
-                if self.is_open:
+                if self._alive:
                     self.state = ChannelState.CLOSED
                     events.append(ChannelClosed(by_peer=True, reason=frame[1]))  # type: ignore[arg-type]
                 return
@@ -394,8 +416,8 @@ class Channel:
     def _build(self, ptype: int, frames: list[bytes], frags: list[Fragment] | None, now: float) -> tuple[bytes, Address]:
         pn = self._pn
         self._pn = pn + 1
-        header = wire.encode_header(ptype, self._remote_sid, pn)
-        datagram = header + self._seal(pn, header, b"".join(frames))
+        header = _HEADER_PACK(_VERSION_BITS | ptype, self._remote_sid, pn)
+        datagram = header + self._encrypt((self._send_iv ^ pn).to_bytes(12, "big"), b"".join(frames), header)
         sent = self._sent
         sent[pn] = (now, len(datagram), frags)
         if len(sent) > _MAX_SENT_RECORDS:
@@ -411,7 +433,7 @@ class Channel:
         delay = int((now - self._largest_recv_time) / _ACK_DELAY_UNIT_S)
         if delay > _ACK_DELAY_MAX or delay < 0:
             delay = _ACK_DELAY_MAX if delay > 0 else 0
-        return wire.push_ack(replay.highest, replay.ack_bits(), delay)
+        return _ACK_PACK(_ACK, replay.highest, (replay.bits >> 1) & _MASK64, delay)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Build every packet due now: queued messages, resends, acks, CONFIRM, keepalive.
@@ -421,11 +443,27 @@ class Channel:
         """
         out = self._outbox
         self._outbox = []
-        if not self.is_open:
+        if not self._alive:
+            return out
+        # fast path: nothing queued, nothing to resend, no ack or keepalive due (most calls in a game loop)
+        reliable = self._reliable_out
+        if (
+            not self._unreliable_out
+            and not self._sequenced_out
+            and not reliable.busy
+            and self._confirm_acked
+            and now < self._last_send + self.config.keepalive_s
+            and (
+                not self._ack_pending
+                or (
+                    self._ack_pending < self.config.ack_every_packets
+                    and (self._ack_deadline is None or now < self._ack_deadline)
+                )
+            )
+        ):
             return out
         budget = self._budget
-        reliable = self._reliable_out
-        rto = self._rto()
+        rto = self._rto() if reliable.busy else 0.0
         unreliable = self._unreliable_out
         sequenced = self._sequenced_out
         while True:
@@ -441,7 +479,7 @@ class Channel:
                 size += len(self._confirm_frame)
                 ptype = wire.PacketType.CONFIRM
             frags: list[Fragment] | None = None
-            if reliable:
+            if reliable.busy:
                 due = reliable.due(now, rto)
                 for frag in due:
                     frame_size = wire.RELIABLE_FRAME_OVERHEAD + len(frag.data)
@@ -497,7 +535,7 @@ class Channel:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer()`` (and then ``datagrams_to_send()``) must run next; ``None`` when closed."""
-        if not self.is_open:
+        if not self._alive:
             return None
         cfg = self.config
         timer = self._last_send + cfg.keepalive_s
@@ -508,7 +546,7 @@ class Channel:
         if cfg.disconnected_s is not None:
             timer = min(timer, self._last_recv + cfg.disconnected_s)
         timer = min(timer, self._next_tick)
-        if self._reliable_out:
+        if self._reliable_out.busy:
             resend = self._reliable_out.next_timer(self._rto())
             if resend is not None and resend < timer:
                 timer = resend
@@ -516,7 +554,7 @@ class Channel:
 
     def handle_timer(self, now: float) -> None:
         """Run timeouts and the stats interval. Then call ``datagrams_to_send(now)``."""
-        if not self.is_open:
+        if not self._alive:
             return
         cfg = self.config
         silent = now - self._last_recv

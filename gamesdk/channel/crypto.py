@@ -146,21 +146,23 @@ def derive_keys(params: ChannelParams) -> KeySchedule:
 class PacketCrypto:
     """Seal and open packets for one direction pair. The header is the associated data."""
 
-    __slots__ = ("_seal", "_open", "_send_iv", "_recv_iv")
+    __slots__ = ("encrypt", "decrypt", "send_iv", "recv_iv")
 
     def __init__(self, suite: str, keys: KeySchedule) -> None:
         if suite not in SUITES:
             raise LocalProtocolError(f"unknown AEAD suite {suite!r}")
         aead = ChaCha20Poly1305 if suite == "chacha20-poly1305" else AESGCM
-        self._seal = aead(keys.send.key).encrypt
-        self._open = aead(keys.receive.key).decrypt
-        self._send_iv = int.from_bytes(keys.send.iv, "big")
-        self._recv_iv = int.from_bytes(keys.receive.iv, "big")
+        #: The raw AEAD calls ``(nonce, data, associated_data)`` and the IVs as integers; the channel's hot
+        #: path uses them directly to save a Python call per packet.
+        self.encrypt = aead(keys.send.key).encrypt
+        self.decrypt = aead(keys.receive.key).decrypt
+        self.send_iv = int.from_bytes(keys.send.iv, "big")
+        self.recv_iv = int.from_bytes(keys.receive.iv, "big")
 
     def seal(self, pn: int, header: bytes, plaintext: bytes) -> bytes:
         """Encrypt ``plaintext`` as packet ``pn``; returns ciphertext || tag."""
-        return self._seal((self._send_iv ^ pn).to_bytes(12, "big"), plaintext, header)
+        return self.encrypt((self.send_iv ^ pn).to_bytes(12, "big"), plaintext, header)
 
     def open(self, pn: int, header: bytes, ciphertext: bytes) -> bytes:
         """Decrypt and authenticate; raises ``InvalidTag`` on any tampering or wrong key."""
-        return self._open((self._recv_iv ^ pn).to_bytes(12, "big"), ciphertext, header)
+        return self.decrypt((self.recv_iv ^ pn).to_bytes(12, "big"), ciphertext, header)

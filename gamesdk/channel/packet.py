@@ -88,7 +88,8 @@ _UNRELIABLE = FrameType.UNRELIABLE.value
 _SEQUENCED = FrameType.SEQUENCED.value
 _RELIABLE = FrameType.RELIABLE.value
 
-_ACK = struct.Struct("<BQQH")
+ACK_FRAME = struct.Struct("<BQQH")
+_ACK = ACK_FRAME
 _U16 = struct.Struct("<H")
 _UNREL = struct.Struct("<BH")
 _SEQ = struct.Struct("<BHH")

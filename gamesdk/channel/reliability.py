@@ -52,6 +52,8 @@ class ReliableSender:
         #: Bytes of reliable data not yet acknowledged by the peer.
         self.pending_bytes = 0
         self.pending_messages = 0
+        #: Fragments unsent or unacknowledged; a plain attribute because the send path checks it per packet.
+        self.busy = 0
         self.retransmissions = 0
 
     def push(self, data: bytes) -> None:
@@ -62,11 +64,10 @@ class ReliableSender:
         for index in range(count):
             self._unsent.append(Fragment(seq + index, index, count, data[index * size : (index + 1) * size]))
         self._next_seq = seq + count
+        self.busy += count
         self.pending_bytes += len(data)
         self.pending_messages += 1
 
-    def __bool__(self) -> bool:
-        return bool(self._unsent or self._inflight)
 
     def due(self, now: float, rto: float) -> Iterator[Fragment]:
         """Fragments to put into the packet being built: lost or timed-out ones first, then new ones."""
@@ -103,6 +104,7 @@ class ReliableSender:
         if frag.acked:
             return
         frag.acked = True
+        self.busy -= 1
         self._inflight.pop(frag.seq, None)
         self.pending_bytes -= len(frag.data)
         if frag.index == frag.count - 1:

@@ -15,13 +15,13 @@ REPLAY_WINDOW = 1024
 class ReplayWindow:
     """Remembers which of the last ``REPLAY_WINDOW`` packet numbers were accepted."""
 
-    __slots__ = ("highest", "_bits")
+    __slots__ = ("highest", "bits")
 
     def __init__(self) -> None:
         #: Highest accepted packet number, -1 before the first.
         self.highest = -1
-        # bit i set <=> packet number (highest - i) was accepted
-        self._bits = 0
+        #: bit i set <=> packet number (highest - i) was accepted
+        self.bits = 0
 
     def check(self, pn: int) -> bool:
         """True if ``pn`` is new and inside the window."""
@@ -32,7 +32,7 @@ class ReplayWindow:
         offset = highest - pn
         if offset >= REPLAY_WINDOW:
             return False
-        return not (self._bits >> offset) & 1
+        return not (self.bits >> offset) & 1
 
     def update(self, pn: int) -> None:
         """Mark ``pn`` accepted; call only after it authenticated."""
@@ -40,13 +40,13 @@ class ReplayWindow:
         if pn > highest:
             shift = pn - highest
             if shift >= REPLAY_WINDOW:
-                self._bits = 1
+                self.bits = 1
             else:
-                self._bits = ((self._bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+                self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
             self.highest = pn
         else:
-            self._bits |= 1 << (highest - pn)
+            self.bits |= 1 << (highest - pn)
 
     def ack_bits(self) -> int:
         """The 64-bit ACK bitfield: bit i set <=> packet ``highest - 1 - i`` was accepted."""
-        return (self._bits >> 1) & 0xFFFFFFFFFFFFFFFF
+        return (self.bits >> 1) & 0xFFFFFFFFFFFFFFFF
