@@ -6,6 +6,7 @@ Embedded in the SIP server by default (:class:`PolicyServer`, sans-IO) or run as
 
 from __future__ import annotations
 
+from .bridge import app_session_from_demand
 from .config import AccessNetwork, ClassTariff, ConfigError, PolicyConfig, PolicySettings, QosClass, Tariff
 from .core import NetworkCapacity, PolicyServer, ReservationStore, capacity_view, hex_token_factory
 from .lifetime import Activate, PolicyOperation, Refresh, Release, end_reason_for, operations_for_publish
@@ -53,6 +54,7 @@ __all__ = [
     "Side",
     "SqliteReservationStore",
     "Tariff",
+    "app_session_from_demand",
     "capacity_view",
     "end_reason_for",
     "hex_token_factory",

@@ -1,0 +1,60 @@
+"""server/policy/bridge: from the shared QoS rules (``gamesdk.qos``) to a policy request.
+
+The SIP server reads the offer (INVITE) and the answer (2xx) with ``gamesdk.sdp``, computes the access-network
+demand with ``gamesdk.qos.negotiation.demand(offer, answer, side)`` (one rule set for SDK and server), and hands
+it here with the dialog identifiers to get the :class:`AppSession` for ``preliminary`` / ``final``.
+"""
+
+from __future__ import annotations
+
+from gamesdk.qos.model import Side as QosSide
+from gamesdk.qos.negotiation import Demand
+
+from .model import AppSession, MediaComponent, Side
+
+__all__ = ["app_session_from_demand"]
+
+
+def app_session_from_demand(
+    demand: Demand,
+    *,
+    call_id: str,
+    from_tag: str,
+    to_tag: str = "",
+    player: str,
+    peer: str,
+    player_ip: str,
+    transit_rtt_ms: int = 0,
+    peer_access_rtt_ms: int = 0,
+) -> AppSession:
+    """The policy request for ``demand`` (PRELIMINARY when ``demand.final`` is False and ``to_tag`` empty).
+
+    ``player`` is this server's player (the caller at the caller's server, the callee at the callee's).
+    """
+    return AppSession(
+        call_id=call_id,
+        from_tag=from_tag,
+        to_tag=to_tag,
+        side=Side.ORIG if demand.side == QosSide.CALLER else Side.TERM,
+        player=player,
+        peer=peer,
+        player_ip=player_ip,
+        components=(
+            MediaComponent(
+                number=1,
+                uplink_kbps=demand.up_kbps,
+                downlink_kbps=demand.down_kbps,
+                max_latency_ms=demand.latency_ms,
+                max_loss_ppm=demand.loss_ppm,
+                max_jitter_ms=demand.jitter_ms,
+                qos_class=demand.classification,
+            ),
+        ),
+        transit_rtt_ms=transit_rtt_ms,
+        peer_access_rtt_ms=peer_access_rtt_ms,
+        game_format=str(demand.format),
+        qos_text=(
+            f"lat={demand.latency_ms};jit={demand.jitter_ms};loss={demand.loss_ppm};"
+            f"pps={demand.up_pps}/{demand.down_pps}"
+        ),
+    )
