@@ -1,0 +1,77 @@
+"""The PollingClient: the whole session driven from a plain loop, no asyncio in the players' code."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from regions import DOMAINS, USERS, add_users, region_config
+
+from gamesdk import (
+    ClientConfig,
+    InviteReceived,
+    Lane,
+    MessageReceived,
+    PollingClient,
+    Registered,
+    SessionEnded,
+    SessionEstablished,
+)
+from server.io import EmbeddedServer
+
+
+def test_polling_clients_play_a_session(tmp_path: Path) -> None:
+    eu = EmbeddedServer(region_config("eu", tmp_path), port=0)
+    na = EmbeddedServer(region_config("na", tmp_path), port=0)
+    eu.start_in_thread()
+    na.start_in_thread()
+    try:
+        eu.set_peer(DOMAINS["na"], na.address)
+        na.set_peer(DOMAINS["eu"], eu.address)
+        add_users(eu, na)
+        alice = PollingClient(ClientConfig(username="alice", password=USERS["eu"]["alice"],
+                                           domain=DOMAINS["eu"], server=eu.address))
+        bob = PollingClient(ClientConfig(username="bob", password=USERS["na"]["bob"],
+                                         domain=DOMAINS["na"], server=na.address))
+        seen: dict[str, list[object]] = {"alice": [], "bob": []}
+        now = time.monotonic()
+        alice.login(now)
+        bob.login(now)
+        call_id = None
+        received: list[bytes] = []
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:  # the game loop: one poll per frame
+            now = time.monotonic()
+            for name, client in (("alice", alice), ("bob", bob)):
+                for event in client.poll(now):
+                    seen[name].append(event)
+                    if isinstance(event, InviteReceived):
+                        bob.accept(event.call_id, now)
+            # invite once both players are logged in
+            if call_id is None and any(isinstance(e, Registered) for e in seen["alice"]) and any(
+                isinstance(e, Registered) for e in seen["bob"]
+            ):
+                call_id = alice.invite("bob@na.gamesdk.test", now, latency_ms=70)
+            if call_id in alice.sessions and call_id in bob.sessions and not received:
+                alice.sessions[call_id].send(b"serve", Lane.RELIABLE)
+            for session in list(bob.sessions.values()):
+                for ch_event in session.poll(now):
+                    if isinstance(ch_event, MessageReceived):
+                        received.append(ch_event.data)
+            for session in list(alice.sessions.values()):
+                session.poll(now)
+                if received:
+                    session.end(now, "done")
+            if any(isinstance(e, SessionEnded) for e in seen["bob"]):
+                break
+            time.sleep(0.002)
+        assert received == [b"serve"]
+        established = [e for e in seen["alice"] if isinstance(e, SessionEstablished)]
+        assert established and established[0].agreement.qos.latency_ms == 70
+        ended = [e for e in seen["bob"] if isinstance(e, SessionEnded)]
+        assert ended and ended[0].by_peer and ended[0].reason == "done"
+        alice.close()
+        bob.close()
+    finally:
+        eu.stop_thread()
+        na.stop_thread()
