@@ -126,13 +126,6 @@ def _parse_bandwidth(number: int, raw: str, value: str) -> Bandwidth:
     return Bandwidth(bwtype, _number(number, raw, amount, "b= bandwidth"))
 
 
-def _parse_attribute(number: int, raw: str, value: str) -> Attribute:
-    name, colon, rest = value.partition(":")
-    if not is_token(name):
-        raise _error(number, raw, "a= attribute name must be a token")
-    return Attribute(name, rest if colon else None)
-
-
 def _check_typed_time(number: int, raw: str, text: str) -> None:
     digits = text[:-1] if text and text[-1] in _TIME_UNITS else text
     if not _is_digits(digits):
@@ -208,54 +201,64 @@ def parse_sdp_untrusted(data: bytes | bytearray | memoryview | str) -> SessionDe
         SdpError: the body breaks RFC 8866; ``.line`` is the offending line (``None`` for whole-body errors).
     """
     text = _decode(data)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
     raw_lines = text.split("\n")
     # Trailing line ends and blank lines at the very end are tolerated; the last line may lack its CRLF.
     while raw_lines and raw_lines[-1] in ("", "\r"):
         raw_lines.pop()
     if not raw_lines:
         raise SdpError("empty SDP body")
-
-    lines: list[tuple[int, str, str, str]] = []  # (number, raw line, type, value)
-    for number, raw in enumerate(raw_lines, 1):
-        line = raw.removesuffix("\r")
-        if len(line) < 2 or line[1] != "=":
-            if not line:
-                raise _error(number, line, "empty line inside the SDP body")
-            raise _error(number, line, "not a '<type>=<value>' line")
-        if "\r" in line or "\x00" in line:
-            raise _error(number, line, "CR or NUL inside a line")
-        kind = line[0]
-        if kind not in _KNOWN_TYPES:
-            # RFC 8866 §5: an unknown type letter invalidates the whole description.
-            raise _error(number, line, f"unknown line type '{_show(kind)}='")
-        value = line[2:]
-        if not value:
-            raise _error(number, line, f"{kind}= has an empty value")
-        if value[0] == " " and kind != "s":
-            raise _error(number, line, "whitespace after '=' (RFC 8866 section 5)")
-        lines.append((number, line, kind, value))
-
-    if len(lines) < 3 or lines[0][2] != "v" or lines[1][2] != "o" or lines[2][2] != "s":
-        for (number, line, kind, _), expected in zip(lines, "vos"):
-            if kind != expected:
-                raise _error(number, line, f"expected an {expected}= line here (SDP starts with v=, o=, s=)")
-        number, line = lines[-1][0], lines[-1][1]
-        raise _error(number, line, "the body ends here, but SDP must start with v=, o= and s= lines")
-    number, line, _, value = lines[0]
-    if value != "0":
-        raise _error(number, line, "unsupported SDP version (only v=0 exists)")
-    origin = _parse_origin(lines[1][0], lines[1][1], lines[1][3])
-    session_name = lines[2][3]
+    raw_lines[-1] = raw_lines[-1].removesuffix("\r")
+    if "\r" in text or "\x00" in text:
+        # One scan of the whole body instead of two per line; find the culprit only when there is one.
+        for number, line in enumerate(raw_lines, 1):
+            if "\r" in line or "\x00" in line:
+                raise _error(number, line, "CR or NUL inside a line")
 
     session_lines: list[Line] = []
     media: list[MediaDescription] = []
     current: MediaDescription | None = None
     current_lines: list[Line] = []
+    origin: Origin | None = None
+    session_name = ""
     rank = 0
     previous = "s"
     seen_time = False
-    for number, line, kind, value in lines[3:]:
-        if kind == "m":
+    number = 0
+    for number, line in enumerate(raw_lines, 1):
+        if len(line) < 3 or line[1] != "=":
+            if not line:
+                raise _error(number, line, "empty line inside the SDP body")
+            if len(line) == 2 and line[1] == "=":
+                raise _error(number, line, f"{line[0]}= has an empty value")
+            raise _error(number, line, "not a '<type>=<value>' line")
+        kind = line[0]
+        if kind not in _KNOWN_TYPES:
+            # RFC 8866 §5: an unknown type letter invalidates the whole description.
+            raise _error(number, line, f"unknown line type '{_show(kind)}='")
+        value = line[2:]
+        if value[0] == " " and kind != "s":
+            raise _error(number, line, "whitespace after '=' (RFC 8866 section 5)")
+        if number <= 3:
+            expected = "vos"[number - 1]
+            if kind != expected:
+                raise _error(number, line, f"expected an {expected}= line here (SDP starts with v=, o=, s=)")
+            if number == 1:
+                if value != "0":
+                    raise _error(number, line, "unsupported SDP version (only v=0 exists)")
+            elif number == 2:
+                origin = _parse_origin(number, line, value)
+            else:
+                session_name = value
+            continue
+        if kind == "a":
+            # Parsed inline: a= lines are most of a body.
+            name, colon, rest = value.partition(":")
+            if not name or name.strip(_TOKEN_CHARS):
+                raise _error(number, line, "a= attribute name must be a token")
+            typed: Line = Attribute(name, rest if colon else None)
+        elif kind == "m":
             if not seen_time:
                 raise _error(number, line, "no t= line before the first m= line")
             if current is not None:
@@ -265,6 +268,8 @@ def parse_sdp_untrusted(data: bytes | bytearray | memoryview | str) -> SessionDe
             rank = 0
             previous = kind
             continue
+        else:
+            typed = _typed(number, line, kind, value)
         if current is None:
             new_rank = _SESSION_RANK.get(kind)
             if new_rank is None:
@@ -282,7 +287,7 @@ def parse_sdp_untrusted(data: bytes | bytearray | memoryview | str) -> SessionDe
             elif new_rank > _SESSION_RANK["z"] and not seen_time:
                 raise _error(number, line, f"no t= line before this {kind}= line")
             rank = new_rank
-            session_lines.append(_typed(number, line, kind, value))
+            session_lines.append(typed)
         else:
             new_rank = _MEDIA_RANK.get(kind)
             if new_rank is None:
@@ -290,18 +295,18 @@ def parse_sdp_untrusted(data: bytes | bytearray | memoryview | str) -> SessionDe
             if new_rank < rank or (new_rank == rank and kind in _MEDIA_ONCE):
                 raise _error(number, line, f"{kind}= out of order or repeated in the media section")
             rank = new_rank
-            current_lines.append(_typed(number, line, kind, value))
+            current_lines.append(typed)
         previous = kind
+    if origin is None or number < 3:
+        raise _error(number, raw_lines[-1], "the body ends here, but SDP must start with v=, o= and s= lines")
     if current is not None:
         media.append(_with_lines(current, current_lines))
     if not seen_time:
-        raise _error(lines[-1][0], lines[-1][1], "the body ends without a t= line (RFC 8866 section 5.9)")
+        raise _error(number, raw_lines[-1], "the body ends without a t= line (RFC 8866 section 5.9)")
     return SessionDescription(origin, session_name, tuple(session_lines), tuple(media), 0)
 
 
 def _typed(number: int, raw: str, kind: str, value: str) -> Line:
-    if kind == "a":
-        return _parse_attribute(number, raw, value)
     if kind == "b":
         return _parse_bandwidth(number, raw, value)
     if kind == "c":

@@ -20,6 +20,7 @@ kept in :func:`canonical_gsdk_lines`, the bytes the channel's transcript hash co
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import string
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ def _decode_public_key(text: str) -> bytes | None:
     return key
 
 
+@functools.lru_cache(maxsize=4096)
 def _address_type(address: str) -> str | None:
     """``IP4``/``IP6`` for a unicast IP literal, None for anything else (names, multicast, 0.0.0.0)."""
     try:

@@ -50,7 +50,7 @@ def terms(**changes: object) -> SessionTerms:
         (lambda: QosParams(latency_ms=1, jitter_ms=60_001, loss_ppm=0, pps=1), "jit (ms)"),
         (lambda: QosParams(latency_ms=1, jitter_ms=0, loss_ppm=1_000_001, pps=1), "loss (ppm)"),
         (lambda: QosParams(latency_ms=1, jitter_ms=0, loss_ppm=0, pps=10_001), "pps"),
-        (lambda: QosParams(latency_ms=1.5, jitter_ms=0, loss_ppm=0, pps=1), "lat"),
+        (lambda: QosParams(latency_ms=1.5, jitter_ms=0, loss_ppm=0, pps=1), "lat"),  # type: ignore[arg-type]
         (
             lambda: QosParams(latency_ms=1, jitter_ms=0, loss_ppm=0, pps=1, extra=(("lat", "2"),)),
             "given twice",
@@ -93,4 +93,4 @@ def test_text_parsers_raise_only_local_protocol_error(text: str) -> None:
             value = parse(text)
         except LocalProtocolError:
             continue
-        assert parse(str(value)) == value  # type: ignore[operator]
+        assert parse(str(value)) == value
