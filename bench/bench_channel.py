@@ -25,16 +25,15 @@ import statistics
 import sys
 import time
 import timeit
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from gamesdk.channel import Channel, ChannelConfig, ChannelParams, Lane, MessageReceived  # noqa: E402
-from gamesdk.channel.testing import make_params_pair  # noqa: E402
-from gamesdk.io.channel_poll import PollChannel, bind_udp  # noqa: E402
+from gamesdk.channel import Channel, ChannelConfig, ChannelParams, Lane, MessageReceived
+from gamesdk.channel.testing import make_params_pair
+from gamesdk.io.channel_poll import PollChannel
 
 HOST = "127.0.0.1"
 END = b"\xffEND"
@@ -91,7 +90,9 @@ def oneway_raw_sender(sock: socket.socket, dest: tuple[str, int], payload: bytes
     return sent
 
 
-def oneway_core_receiver(sock: socket.socket, params: ChannelParams, conn: Connection, seconds: float) -> None:
+def oneway_core_receiver(
+    sock: socket.socket, params: ChannelParams, conn: Connection, seconds: float
+) -> None:
     ch = Channel(params, CONFIG, now=time.monotonic())
     sock.settimeout(0.5)
     count = 0
@@ -147,7 +148,9 @@ def oneway_core_sender(sock: socket.socket, params: ChannelParams, payload: byte
     return sent
 
 
-def oneway_poll_receiver(sock: socket.socket, params: ChannelParams, conn: Connection, seconds: float) -> None:
+def oneway_poll_receiver(
+    sock: socket.socket, params: ChannelParams, conn: Connection, seconds: float
+) -> None:
     drv = PollChannel.open(params, CONFIG, now=time.monotonic(), sock=sock)
     count = 0
     first = last = 0.0
@@ -270,7 +273,6 @@ def run_pingpong(kind: str, size: int, n: int) -> tuple[float, float]:
     offer, answer = _pair_params(cs, es)
     warm = 200
     total = n + warm
-    target: Callable[..., None]
     if kind == "raw":
         proc = ctx.Process(target=echo_raw, args=(es, total))
     elif kind == "core":
@@ -417,9 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.2 <= args.seconds <= 10 or not 100 <= args.round_trips <= 50000:
         parser.error("--seconds must be 0.2..10 and --round-trips 100..50000 (the bench is bounded)")
     started = time.monotonic()
-    print(f"# bench_channel: loopback, 2 processes per row, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(
+        f"# bench_channel: loopback, 2 processes per row, python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
     print()
-    print("| payload | path | one way datagrams/s | vs raw | delivered | RTT median µs | RTT p99 µs | median vs raw |")
+    print(
+        "| payload | path | one way datagrams/s | vs raw | delivered | RTT median µs | RTT p99 µs | median vs raw |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for size in (64, 512):
         raw_rate = raw_median = 0.0

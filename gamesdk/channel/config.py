@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gamesdk.errors import LocalProtocolError
 
-__all__ = ["Address", "ChannelConfig", "ChannelParams", "Lane", "Role", "SUITES"]
+__all__ = ["SUITES", "Address", "ChannelConfig", "ChannelParams", "Lane", "Role"]
 
 #: A UDP peer address as the socket module gives it: (host, port).
 Address = tuple[str, int]

@@ -79,7 +79,7 @@ class ChannelState(enum.Enum):
 
 
 class _QosWatch:
-    __slots__ = ("since", "reported")
+    __slots__ = ("reported", "since")
 
     def __init__(self) -> None:
         self.since: float | None = None
@@ -164,7 +164,11 @@ class Channel:
         self._tick_base = (0, 0, 0, 0, -1, 0, 0)
         self._rates = (0.0, 0.0, 0.0, 0.0)
         self._loss_in = self._loss_out = 0.0
-        self._qos: dict[str, _QosWatch] = {"rtt_ms": _QosWatch(), "jitter_ms": _QosWatch(), "loss_ppm": _QosWatch()}
+        self._qos: dict[str, _QosWatch] = {
+            "rtt_ms": _QosWatch(),
+            "jitter_ms": _QosWatch(),
+            "loss_ppm": _QosWatch(),
+        }
 
     # ------------------------------------------------------------------ application API
 
@@ -303,7 +307,9 @@ class Channel:
         # The peer holds other keys, so it cannot read a CLOSE from us; a last burst of CONFIRM packets lets
         # it count its own failures and report the same error instead of a mere timeout.
         for _ in range(self.config.confirm_failures):
-            self._outbox.append(self._build(wire.PacketType.CONFIRM, [self._confirm_frame], None, self._last_send))
+            self._outbox.append(
+                self._build(wire.PacketType.CONFIRM, [self._confirm_frame], None, self._last_send)
+            )
         self.state = ChannelState.FAILED
         self._events.append(
             SecurityError(
@@ -340,7 +346,8 @@ class Channel:
             elif ftype == _CONFIRM:
                 eliciting = True
                 if self.state is ChannelState.CONFIRMING:
-                    if not hmac.compare_digest(frame[1], self._confirm_expected):  # type: ignore[arg-type]
+                    value = frame[1]
+                    if not isinstance(value, bytes) or not hmac.compare_digest(value, self._confirm_expected):
                         raise RemoteProtocolError("CONFIRM value does not match the transcript")
                     self.state = ChannelState.ESTABLISHED
                     # CONFIRM precedes every message frame in a packet, so this event comes first
@@ -413,7 +420,9 @@ class Channel:
         # RFC 9002 §6.2.1 PTO without backoff
         return max(rtt.smoothed + 4 * rtt.var + self.config.max_ack_delay_s, self.config.min_rto_s)
 
-    def _build(self, ptype: int, frames: list[bytes], frags: list[Fragment] | None, now: float) -> tuple[bytes, Address]:
+    def _build(
+        self, ptype: int, frames: list[bytes], frags: list[Fragment] | None, now: float
+    ) -> tuple[bytes, Address]:
         pn = self._pn
         self._pn = pn + 1
         header = _HEADER_PACK(_VERSION_BITS | ptype, self._remote_sid, pn)
@@ -492,7 +501,7 @@ class Channel:
                     if frags is None:
                         frags = []
                     frags.append(frag)
-                due.close()
+                due.close()  # type: ignore[attr-defined]  # a generator: release it now
                 must_send = frags is not None
             while sequenced:
                 seq, data = sequenced[0]
@@ -617,7 +626,9 @@ class Channel:
                 if not watch.reported and now - watch.since >= cfg.qos_grace_s:
                     watch.reported = True
                     self._events.append(
-                        QosViolation(metric=metric, measured=measured, limit=limit, duration_s=now - watch.since)
+                        QosViolation(
+                            metric=metric, measured=measured, limit=limit, duration_s=now - watch.since
+                        )
                     )
             else:
                 if watch.reported:

@@ -146,7 +146,7 @@ def derive_keys(params: ChannelParams) -> KeySchedule:
 class PacketCrypto:
     """Seal and open packets for one direction pair. The header is the associated data."""
 
-    __slots__ = ("encrypt", "decrypt", "send_iv", "recv_iv")
+    __slots__ = ("decrypt", "encrypt", "recv_iv", "send_iv")
 
     def __init__(self, suite: str, keys: KeySchedule) -> None:
         if suite not in SUITES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 
@@ -24,7 +24,7 @@ _MAX_CONTAINER = 65536
 class MessageCodec:
     """Packs and unpacks game messages. One per thread (a ``Packer`` keeps a buffer)."""
 
-    __slots__ = ("_packer", "_max_bytes")
+    __slots__ = ("_max_bytes", "_packer")
 
     def __init__(self, max_bytes: int = _MAX_BYTES) -> None:
         self._packer = msgpack.Packer(use_bin_type=True)
@@ -65,7 +65,9 @@ class MessageCodec:
                 f"bad msgpack game message: {type(exc).__name__}: {str(exc) or 'invalid type byte'}"
             ) from None
 
-    def unpack_map_untrusted(self, data: bytes, fields: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    def unpack_map_untrusted(
+        self, data: bytes, fields: Mapping[str, type | tuple[type, ...]]
+    ) -> dict[str, Any]:
         """Decode a map and check that each of ``fields`` is present with the given type(s).
 
         Extra keys are kept (newer peers may add fields). Raises ``RemoteProtocolError`` naming the field.

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from gamesdk.errors import RemoteProtocolError
 
-__all__ = ["Fragment", "ReliableReceiver", "ReliableSender", "SequencedReceiver", "WINDOW"]
+__all__ = ["WINDOW", "Fragment", "ReliableReceiver", "ReliableSender", "SequencedReceiver"]
 
 #: Receive window in fragments; the sender never has more than this between oldest unacked and newest.
 WINDOW = 1024
@@ -23,7 +23,7 @@ _SEQ_MASK = 0xFFFF
 class Fragment:
     """One reliable unit: a whole small message or one slice of a large one."""
 
-    __slots__ = ("seq", "index", "count", "data", "last_sent", "lost", "acked", "sends")
+    __slots__ = ("acked", "count", "data", "index", "last_sent", "lost", "sends", "seq")
 
     def __init__(self, seq: int, index: int, count: int, data: bytes) -> None:
         #: Absolute sequence number (the wire carries the low 16 bits).
@@ -67,7 +67,6 @@ class ReliableSender:
         self.busy += count
         self.pending_bytes += len(data)
         self.pending_messages += 1
-
 
     def due(self, now: float, rto: float) -> Iterator[Fragment]:
         """Fragments to put into the packet being built: lost or timed-out ones first, then new ones."""
@@ -136,7 +135,9 @@ class ReliableReceiver:
         Raises ``RemoteProtocolError`` when the peer's fragments contradict each other.
         """
         if count > self.max_fragments:
-            raise RemoteProtocolError(f"message of {count} fragments exceeds the limit of {self.max_fragments}")
+            raise RemoteProtocolError(
+                f"message of {count} fragments exceeds the limit of {self.max_fragments}"
+            )
         offset = (wire_seq - self.next_seq) & _SEQ_MASK
         if offset >= WINDOW:
             self.duplicates += 1  # already delivered (a retransmission whose ack was lost)

@@ -15,7 +15,7 @@ REPLAY_WINDOW = 1024
 class ReplayWindow:
     """Remembers which of the last ``REPLAY_WINDOW`` packet numbers were accepted."""
 
-    __slots__ = ("highest", "bits")
+    __slots__ = ("bits", "highest")
 
     def __init__(self) -> None:
         #: Highest accepted packet number, -1 before the first.

@@ -49,7 +49,7 @@ class ChannelStats:
 class RttEstimator:
     """Smoothed RTT, RTT variance and min/max (RFC 9002 §5), plus RTT jitter."""
 
-    __slots__ = ("smoothed", "var", "min", "max", "latest", "jitter", "samples")
+    __slots__ = ("jitter", "latest", "max", "min", "samples", "smoothed", "var")
 
     def __init__(self) -> None:
         self.smoothed: float | None = None

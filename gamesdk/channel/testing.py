@@ -67,8 +67,12 @@ def make_params_pair(
     seen_offer_gsdk = edit_offer(offer_gsdk) if edit_offer else offer_gsdk
     seen_answer_gsdk = edit_answer(answer_gsdk) if edit_answer else answer_gsdk
     seen_offer_pub = replace_offer_key if replace_offer_key is not None else offer_pub
-    th_offerer = transcript_hash(offer_gsdk, seen_answer_gsdk, offer_pub, answer_pub, call_id, from_tag, to_tag)
-    th_answerer = transcript_hash(seen_offer_gsdk, answer_gsdk, seen_offer_pub, answer_pub, call_id, from_tag, to_tag)
+    th_offerer = transcript_hash(
+        offer_gsdk, seen_answer_gsdk, offer_pub, answer_pub, call_id, from_tag, to_tag
+    )
+    th_answerer = transcript_hash(
+        seen_offer_gsdk, answer_gsdk, seen_offer_pub, answer_pub, call_id, from_tag, to_tag
+    )
     offer = ChannelParams(
         role="offer",
         suite=suite,
@@ -136,7 +140,9 @@ class MemoryWire:
         self.a_events.extend(self.a.events())
         self.b_events.extend(self.b.events())
 
-    def run(self, until: float, *, stop: Callable[[], bool] | None = None, max_steps: int = 2_000_000) -> None:
+    def run(
+        self, until: float, *, stop: Callable[[], bool] | None = None, max_steps: int = 2_000_000
+    ) -> None:
         """Advance the fake clock to ``until`` (or until ``stop()`` is true), delivering and firing timers."""
         a, b = self.a, self.b
         a_src, b_src = b.peer_addr, a.peer_addr
@@ -152,8 +158,7 @@ class MemoryWire:
                 if t is not None:
                     candidates.append(t)
             nxt = min(candidates)
-            if nxt > self.now:
-                self.now = nxt
+            self.now = max(self.now, nxt)
             if self.now >= until and nxt >= until:
                 self.now = until
                 self._deliver(a_src, b_src)

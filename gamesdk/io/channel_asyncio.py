@@ -55,10 +55,10 @@ class AsyncChannel(asyncio.DatagramProtocol):
         # the selector loop's datagram transport does not subclass DatagramTransport; it has its methods
         self._transport = cast(asyncio.DatagramTransport, transport)
         if hasattr(transport, "max_size"):
-            transport.max_size = TRANSPORT_MAX_SIZE  # type: ignore[attr-defined]
+            transport.max_size = TRANSPORT_MAX_SIZE
         self._process(self._loop.time())
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         now = self._loop.time()
         if self.inbound is None:
             self.channel.receive_datagram(data, addr, now)
@@ -182,7 +182,9 @@ async def open_channel(
     """
     loop = asyncio.get_running_loop()
     channel = Channel(params, config, now=loop.time())
-    kwargs: dict[str, object] = {"sock": sock} if sock is not None else {"local_addr": local_addr or ("127.0.0.1", 0)}
+    kwargs: dict[str, object] = (
+        {"sock": sock} if sock is not None else {"local_addr": local_addr or ("127.0.0.1", 0)}
+    )
     _, protocol = await loop.create_datagram_endpoint(
         lambda: AsyncChannel(channel, on_event=on_event, outbound=outbound, inbound=inbound),
         **kwargs,  # type: ignore[arg-type]

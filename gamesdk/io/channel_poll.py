@@ -77,7 +77,9 @@ class PollChannel:
     ) -> PollChannel:
         """Build the core and bind (or adopt) the socket in one call."""
         channel = Channel(params, config, now=now)
-        return cls(channel, sock if sock is not None else bind_udp(*local_addr), outbound=outbound, inbound=inbound)
+        return cls(
+            channel, sock if sock is not None else bind_udp(*local_addr), outbound=outbound, inbound=inbound
+        )
 
     @property
     def local_addr(self) -> Address:

@@ -27,7 +27,14 @@ from gamesdk.channel.testing import MemoryWire, channel_pair, make_params_pair
 from gamesdk.errors import LocalProtocolError
 
 SUITES = ["chacha20-poly1305", "aes-256-gcm"]
-BAD_NET = dict(latency_s=0.02, jitter_s=0.01, loss=0.2, duplicate=0.1, reorder=0.1, reorder_delay_s=0.015)
+BAD_NET = {
+    "latency_s": 0.02,
+    "jitter_s": 0.01,
+    "loss": 0.2,
+    "duplicate": 0.1,
+    "reorder": 0.1,
+    "reorder_delay_s": 0.015,
+}
 
 
 def messages(events: list[ChannelEvent], lane: Lane | None = None) -> list[bytes]:
@@ -66,7 +73,9 @@ def test_first_packets_carry_data_with_confirm() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_reliable_ordered_exactly_once_in_order_under_loss_reorder_duplicates(seed: int) -> None:
-    w = channel_pair(a_to_b=SimulatorConfig(**BAD_NET, seed=seed), b_to_a=SimulatorConfig(**BAD_NET, seed=seed + 100))
+    w = channel_pair(
+        a_to_b=SimulatorConfig(**BAD_NET, seed=seed), b_to_a=SimulatorConfig(**BAD_NET, seed=seed + 100)
+    )
     sent = [i.to_bytes(4, "big") * (1 + i % 50) for i in range(400)]
     for i, m in enumerate(sent):
         w.a.send(Lane.RELIABLE, m)
@@ -221,7 +230,11 @@ def test_garbage_is_dropped_and_counted() -> None:
     [
         {"edit_offer": lambda g: g.replace(b"lat=50", b"lat=90")},
         {"edit_answer": lambda g: g.replace(b"loss=10000", b"loss=20000")},
-        {"replace_offer_key": bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")},
+        {
+            "replace_offer_key": bytes.fromhex(
+                "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"
+            )
+        },
         {"edit_offer": lambda g: g + b"a=gsdk-sec:aes-256-gcm\r\n"},
     ],
     ids=["offer-qos", "answer-qos", "offer-key", "offer-sec"],
@@ -305,7 +318,7 @@ def test_close_is_redundant_and_survives_loss() -> None:
 
 
 def test_stats_measure_the_simulated_network() -> None:
-    net = dict(latency_s=0.03, jitter_s=0.004, loss=0.1)
+    net = {"latency_s": 0.03, "jitter_s": 0.004, "loss": 0.1}
     w = channel_pair(a_to_b=SimulatorConfig(**net, seed=21), b_to_a=SimulatorConfig(**net, seed=22))
     for _ in range(60 * 10):  # 10 s of 60 Hz traffic both ways
         w.a.send(Lane.SEQUENCED, bytes(100))
@@ -329,7 +342,9 @@ def test_qos_violation_after_grace_and_restored() -> None:
     config = ChannelConfig(max_rtt_ms=50, max_loss_ppm=50_000, qos_grace_s=3.0)
     offer, answer = make_params_pair()
     slow = SimulatorConfig(latency_s=0.04, seed=31)
-    w = MemoryWire(Channel(offer, config, now=0.0), Channel(answer, config, now=0.0), a_to_b=slow, b_to_a=slow)
+    w = MemoryWire(
+        Channel(offer, config, now=0.0), Channel(answer, config, now=0.0), a_to_b=slow, b_to_a=slow
+    )
     w.run(2.9)
     assert not any(isinstance(e, QosViolation) for e in w.a_events)  # 80 ms RTT, but still in grace
     w.run(6.0)

@@ -32,10 +32,15 @@ LOOPBACK = "127.0.0.1"
 
 
 class PollPair:
-    def __init__(self, suite: str = "chacha20-poly1305", config: ChannelConfig | None = None, **kw: object) -> None:
+    def __init__(
+        self, suite: str = "chacha20-poly1305", config: ChannelConfig | None = None, **kw: object
+    ) -> None:
         sa, sb = bind_udp(LOOPBACK), bind_udp(LOOPBACK)
         offer, answer = make_params_pair(
-            suite=suite, offer_addr=sa.getsockname(), answer_addr=sb.getsockname(), **kw  # type: ignore[arg-type]
+            suite=suite,
+            offer_addr=sa.getsockname(),
+            answer_addr=sb.getsockname(),
+            **kw,  # type: ignore[arg-type]
         )
         now = time.monotonic()
         self.a = PollChannel.open(offer, config, now=now, sock=sa)
@@ -80,7 +85,9 @@ def pair_factory() -> object:
 
 
 @pytest.mark.parametrize("suite", SUITES)
-def test_poll_driver_delivers_every_lane_over_loopback(pair_factory: Callable[..., PollPair], suite: str) -> None:
+def test_poll_driver_delivers_every_lane_over_loopback(
+    pair_factory: Callable[..., PollPair], suite: str
+) -> None:
     p = pair_factory(suite)
     big = bytes(i % 253 for i in range(256 * 1024))
     small = [i.to_bytes(4, "big") for i in range(300)]
@@ -98,7 +105,14 @@ def test_poll_driver_delivers_every_lane_over_loopback(pair_factory: Callable[..
 
 def test_poll_driver_with_simulator_on_a_live_channel(pair_factory: Callable[..., PollPair]) -> None:
     p = pair_factory()
-    bad = dict(latency_s=0.005, jitter_s=0.003, loss=0.2, duplicate=0.1, reorder=0.1, reorder_delay_s=0.004)
+    bad = {
+        "latency_s": 0.005,
+        "jitter_s": 0.003,
+        "loss": 0.2,
+        "duplicate": 0.1,
+        "reorder": 0.1,
+        "reorder_delay_s": 0.004,
+    }
     p.a.outbound = NetworkSimulator(SimulatorConfig(**bad, seed=1))
     p.b.inbound = NetworkSimulator(SimulatorConfig(**bad, seed=2))
     p.b.outbound = NetworkSimulator(SimulatorConfig(**bad, seed=3))
@@ -161,7 +175,9 @@ def test_poll_driver_close_reaches_peer(pair_factory: Callable[..., PollPair]) -
 def test_asyncio_driver_round_trip_and_close() -> None:
     async def main() -> None:
         sa, sb = bind_udp(LOOPBACK), bind_udp(LOOPBACK)
-        offer, answer = make_params_pair(suite="aes-256-gcm", offer_addr=sa.getsockname(), answer_addr=sb.getsockname())
+        offer, answer = make_params_pair(
+            suite="aes-256-gcm", offer_addr=sa.getsockname(), answer_addr=sb.getsockname()
+        )
         a = await open_channel(offer, sock=sa)
         b_events: list[ChannelEvent] = []
         got_all = asyncio.Event()

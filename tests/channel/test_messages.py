@@ -7,11 +7,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gamesdk.channel.messages import MessageCodec, pack_message, unpack_map_untrusted, unpack_message_untrusted
+from gamesdk.channel.messages import (
+    MessageCodec,
+    pack_message,
+    unpack_map_untrusted,
+    unpack_message_untrusted,
+)
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 
 values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
     | st.binary(),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=5),
     max_leaves=20,

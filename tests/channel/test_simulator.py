@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from gamesdk.channel.simulator import NetworkSimulator, SimulatorConfig, SplitMix64
@@ -55,7 +57,7 @@ def test_latency_jitter_and_reorder() -> None:
     _, out, _ = _run(SimulatorConfig(reorder=0.1, reorder_delay_s=0.01, seed=1), n)
     seqs = [int.from_bytes(d, "big") for d in out]
     assert sorted(seqs) == list(range(n)) and seqs != list(range(n))
-    overtaken = sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+    overtaken = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
     assert 0.05 * n < overtaken < 0.15 * n
 
 
