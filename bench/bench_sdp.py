@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamesdk.qos import Acceptable, Side, answer_offer, check_answer, demand  # noqa: E402
-from gamesdk.qos.negotiation import Accepted  # noqa: E402
-from gamesdk.sdp import (  # noqa: E402
+from gamesdk.qos import Acceptable, Side, answer_offer, check_answer, demand
+from gamesdk.qos.negotiation import Accepted
+from gamesdk.sdp import (
     GameMedia,
     Role,
     canonical_gsdk_lines,
@@ -44,7 +44,7 @@ from gamesdk.sdp import (  # noqa: E402
     parse_sdp_untrusted,
     read_game_untrusted,
 )
-from gamesdk.sdp.examples import BOB_KEY, BOB_MODIFIED, example_offer  # noqa: E402
+from gamesdk.sdp.examples import BOB_KEY, BOB_MODIFIED, example_offer
 
 BATCH = 200
 
