@@ -29,48 +29,138 @@ def _load(tag: str) -> bytes:
 
 # tag -> (method or status, Request-URI or reason phrase, Call-ID, (CSeq number, CSeq method), body length)
 EXPECTED: dict[str, tuple[str | int, str, str, tuple[int, str], int]] = {
-    "wsinv": ("INVITE", "sip:vivekg@chair-dnrc.example.com;unknownparam", "wsinv.ndaksdj@192.0.2.1",
-              (9, "INVITE"), 150),
-    "intmeth": ("!interesting-Method0123456789_*+`.%indeed'~",
-                "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too."
-                "(doesn't-it)@example.com",
-                "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{",
-                (139122385, "!interesting-Method0123456789_*+`.%indeed'~"), 0),
-    "esc01": ("INVITE", "sip:sips%3Auser%40example.com@example.net", "esc01.239409asdfakjkn23onasd0-3234",
-              (234234, "INVITE"), 150),
-    "escnull": ("REGISTER", "sip:example.com", "escnull.39203ndfvkjdasfkq3w4otrq0adsfdfnavd",
-                (14398234, "REGISTER"), 0),
-    "esc02": ("RE%47IST%45R", "sip:registrar.example.com", "esc02.asdfnqwo34rq23i34jrjasdcnl23nrlknsdf",
-              (29344, "RE%47IST%45R"), 0),
+    "wsinv": (
+        "INVITE",
+        "sip:vivekg@chair-dnrc.example.com;unknownparam",
+        "wsinv.ndaksdj@192.0.2.1",
+        (9, "INVITE"),
+        150,
+    ),
+    "intmeth": (
+        "!interesting-Method0123456789_*+`.%indeed'~",
+        (
+            "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too."
+            "(doesn't-it)@example.com"
+        ),
+        "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{",
+        (139122385, "!interesting-Method0123456789_*+`.%indeed'~"),
+        0,
+    ),
+    "esc01": (
+        "INVITE",
+        "sip:sips%3Auser%40example.com@example.net",
+        "esc01.239409asdfakjkn23onasd0-3234",
+        (234234, "INVITE"),
+        150,
+    ),
+    "escnull": (
+        "REGISTER",
+        "sip:example.com",
+        "escnull.39203ndfvkjdasfkq3w4otrq0adsfdfnavd",
+        (14398234, "REGISTER"),
+        0,
+    ),
+    "esc02": (
+        "RE%47IST%45R",
+        "sip:registrar.example.com",
+        "esc02.asdfnqwo34rq23i34jrjasdcnl23nrlknsdf",
+        (29344, "RE%47IST%45R"),
+        0,
+    ),
     "lwsdisp": ("OPTIONS", "sip:user@example.com", "lwsdisp.1234abcd@funky.example.com", (60, "OPTIONS"), 0),
-    "longreq": ("INVITE", "sip:user@example.com", "longreq.one" + "really" * 20 + "longcallid",
-                (3882340, "INVITE"), 150),
+    "longreq": (
+        "INVITE",
+        "sip:user@example.com",
+        "longreq.one" + "really" * 20 + "longcallid",
+        (3882340, "INVITE"),
+        150,
+    ),
     "dblreq": ("REGISTER", "sip:example.com", "dblreq.0ha0isndaksdj99sdfafnl3lk233412", (8, "REGISTER"), 0),
-    "semiuri": ("OPTIONS", "sip:user;par=u%40example.net@example.com", "semiuri.0ha0isndaksdj",
-                (8, "OPTIONS"), 0),
-    "transports": ("OPTIONS", "sip:user@example.com", "transports.kijh4akdnaqjkwendsasfdj", (60, "OPTIONS"), 0),
-    "mpart01": ("MESSAGE", "sip:kumiko@example.org", "3d9485ad0c49859b@Zmx1ZmZ5LW1hYy0xNi5sb2NhbA..",
-                (1, "MESSAGE"), 553),
-    "unreason": (200, "= 2**3 * 5**2 но сто девяносто девять - простое", "unreason.1234ksdfak3j2erwedfsASdf",
-                 (35, "INVITE"), 154),
+    "semiuri": (
+        "OPTIONS",
+        "sip:user;par=u%40example.net@example.com",
+        "semiuri.0ha0isndaksdj",
+        (8, "OPTIONS"),
+        0,
+    ),
+    "transports": (
+        "OPTIONS",
+        "sip:user@example.com",
+        "transports.kijh4akdnaqjkwendsasfdj",
+        (60, "OPTIONS"),
+        0,
+    ),
+    "mpart01": (
+        "MESSAGE",
+        "sip:kumiko@example.org",
+        "3d9485ad0c49859b@Zmx1ZmZ5LW1hYy0xNi5sb2NhbA..",
+        (1, "MESSAGE"),
+        553,
+    ),
+    "unreason": (
+        200,
+        "= 2**3 * 5**2 но сто девяносто девять - простое",
+        "unreason.1234ksdfak3j2erwedfsASdf",
+        (35, "INVITE"),
+        154,
+    ),
     "noreason": (100, "", "noreason.asndj203insdf99223ndf", (35, "INVITE"), 0),
-    "badbranch": ("OPTIONS", "sip:user@example.com", "badbranch.sadonfo23i420jv0as0derf3j3n", (8, "OPTIONS"), 0),
-    "unkscm": ("OPTIONS", "nobodyKnowsThisScheme:totallyopaquecontent", "unkscm.nasdfasser0q239nwsdfasdkl34",
-               (3923423, "OPTIONS"), 0),
-    "novelsc": ("OPTIONS", "soap.beep://192.0.2.103:3002", "novelsc.asdfasser0q239nwsdfasdkl34",
-                (3923423, "OPTIONS"), 0),
-    "unksm2": ("REGISTER", "sip:example.com", "unksm2.daksdj@hyphenated-host.example.com",
-               (234902, "REGISTER"), 0),
+    "badbranch": (
+        "OPTIONS",
+        "sip:user@example.com",
+        "badbranch.sadonfo23i420jv0as0derf3j3n",
+        (8, "OPTIONS"),
+        0,
+    ),
+    "unkscm": (
+        "OPTIONS",
+        "nobodyKnowsThisScheme:totallyopaquecontent",
+        "unkscm.nasdfasser0q239nwsdfasdkl34",
+        (3923423, "OPTIONS"),
+        0,
+    ),
+    "novelsc": (
+        "OPTIONS",
+        "soap.beep://192.0.2.103:3002",
+        "novelsc.asdfasser0q239nwsdfasdkl34",
+        (3923423, "OPTIONS"),
+        0,
+    ),
+    "unksm2": (
+        "REGISTER",
+        "sip:example.com",
+        "unksm2.daksdj@hyphenated-host.example.com",
+        (234902, "REGISTER"),
+        0,
+    ),
     "bext01": ("OPTIONS", "sip:user@example.com", "bext01.0ha0isndaksdj", (8, "OPTIONS"), 0),
     "invut": ("INVITE", "sip:user@example.com", "invut.0ha0isndaksdjadsfij34n23d", (235448, "INVITE"), 40),
     "regaut01": ("REGISTER", "sip:example.com", "regaut01.0ha0isndaksdj", (9338, "REGISTER"), 0),
     "bcast": (200, "OK", "bcast.0384840201234ksdfak3j2erwedfsASdf", (35, "INVITE"), 154),
-    "zeromf": ("OPTIONS", "sip:user@example.com", "zeromf.jfasdlfnm2o2l43r5u0asdfas", (39234321, "OPTIONS"), 0),
+    "zeromf": (
+        "OPTIONS",
+        "sip:user@example.com",
+        "zeromf.jfasdlfnm2o2l43r5u0asdfas",
+        (39234321, "OPTIONS"),
+        0,
+    ),
     "cparam01": ("REGISTER", "sip:example.com", "cparam01.70710@saturn.example.com", (2, "REGISTER"), 0),
     "cparam02": ("REGISTER", "sip:example.com", "cparam02.70710@saturn.example.com", (3, "REGISTER"), 0),
-    "regescrt": ("REGISTER", "sip:example.com", "regescrt.k345asrl3fdbv@192.0.2.1", (14398234, "REGISTER"), 0),
+    "regescrt": (
+        "REGISTER",
+        "sip:example.com",
+        "regescrt.k345asrl3fdbv@192.0.2.1",
+        (14398234, "REGISTER"),
+        0,
+    ),
     "sdp01": ("INVITE", "sip:user@example.com", "sdp01.ndaksdj9342dasdd", (8, "INVITE"), 150),
-    "inv2543": ("INVITE", "sip:UserB@example.com", "inv2543.1717@ift.client.example.com", (56, "INVITE"), 105),
+    "inv2543": (
+        "INVITE",
+        "sip:UserB@example.com",
+        "inv2543.1717@ift.client.example.com",
+        (56, "INVITE"),
+        105,
+    ),
 }
 
 
@@ -212,7 +302,9 @@ def test_semiuri_transports_mpart_and_scheme_cases() -> None:
     assert [v.transport for v in transports.vias] == ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]
     mpart = parse_message_untrusted(_load("mpart01"))
     assert mpart.content_type == "multipart/mixed;boundary=7a9cbec02ceef655"
-    assert mpart.body.startswith(b"--7a9cbec02ceef655\r\n") and mpart.body.endswith(b"--7a9cbec02ceef655--\r\n")
+    assert mpart.body.startswith(b"--7a9cbec02ceef655\r\n") and mpart.body.endswith(
+        b"--7a9cbec02ceef655--\r\n"
+    )
     unksm2 = parse_message_untrusted(_load("unksm2"))
     assert (unksm2.to.uri.scheme, unksm2.to.uri.opaque) == ("isbn", "2983792873")
     assert unksm2.from_.uri.scheme == "http"

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["MESSAGES", "resolve", "main"]
+__all__ = ["MESSAGES", "main", "resolve"]
 
 _ALL_ONE_LINE_RE = re.compile(r"<allOneLine>\n(.*?)\n</allOneLine>", re.DOTALL)
 _REPEAT_RE = re.compile(r"<repeat count=(\d+)>(.*?)</repeat>", re.DOTALL)
@@ -60,7 +60,7 @@ def resolve(source: str) -> bytes:
 MESSAGES: dict[str, str] = {}
 
 # 3.1.1.1 A Short Tortuous INVITE
-MESSAGES["wsinv"] = r'''
+MESSAGES["wsinv"] = r"""
 INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0
 TO :
  sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n
@@ -90,10 +90,10 @@ m:"Quoted string \"\"" <sip:jdrosen@example.com> ; newparam =
       newvalue ;
   secondparam ; q = 0.33
 
-''' + _sdp("192.0.2.3", "192.0.2.4")
+""" + _sdp("192.0.2.3", "192.0.2.4")
 
 # 3.1.1.2 Wide Range of Valid Characters
-MESSAGES["intmeth"] = r'''
+MESSAGES["intmeth"] = r"""
 <allOneLine>
 !interesting-Method0123456789_*+`.%indeed'~ sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*
 :&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com SIP/2.0
@@ -114,10 +114,10 @@ Max-Forwards: 255
 extensionHeader-!.%*+_`'~:<hex>EFBBBFE5A4A7E5819CE99BBB</hex>
 Content-Length: 0
 
-'''
+"""
 
 # 3.1.1.3 Valid Use of the % Escaping Mechanism
-MESSAGES["esc01"] = r'''
+MESSAGES["esc01"] = r"""
 INVITE sip:sips%3Auser%40example.com@example.net SIP/2.0
 To: sip:%75se%72@example.com
 From: <sip:I%20have%20spaces@example.net>;tag=938
@@ -130,10 +130,10 @@ Contact:
   <sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31>
 Content-Length: 150
 
-''' + _sdp("192.0.2.1")
+""" + _sdp("192.0.2.1")
 
 # 3.1.1.4 Escaped Nulls in URIs
-MESSAGES["escnull"] = r'''
+MESSAGES["escnull"] = r"""
 REGISTER sip:example.com SIP/2.0
 To: sip:null-%00-null@example.com
 From: sip:null-%00-null@example.com;tag=839923423
@@ -145,10 +145,10 @@ Contact: <sip:%00@host5.example.com>
 Contact: <sip:%00%00@host5.example.com>
 L:0
 
-'''
+"""
 
 # 3.1.1.5 Use of % When It Is Not an Escape
-MESSAGES["esc02"] = r'''
+MESSAGES["esc02"] = r"""
 RE%47IST%45R sip:registrar.example.com SIP/2.0
 To: "%Z%45" <sip:resource@example.com>
 From: "%Z%45" <sip:resource@example.com>;tag=f232jadfj23
@@ -161,10 +161,10 @@ C%6Fntact: <sip:alias2@host2.example.com>
 Contact: <sip:alias3@host3.example.com>
 l: 0
 
-'''
+"""
 
 # 3.1.1.6 Message with No LWS between Display Name and <
-MESSAGES["lwsdisp"] = r'''
+MESSAGES["lwsdisp"] = r"""
 OPTIONS sip:user@example.com SIP/2.0
 To: sip:user@example.com
 From: caller<sip:caller@example.com>;tag=323
@@ -174,7 +174,7 @@ CSeq: 60 OPTIONS
 Via: SIP/2.0/UDP funky.example.com;branch=z9hG4bKkdjuw
 l: 0
 
-'''
+"""
 
 # 3.1.1.7 Long Values in Header Fields
 _LONGREQ_VIAS = "\n".join(
@@ -199,7 +199,8 @@ _LONGREQ_VIAS = "\n".join(
     ]
     + [f"Via: SIP/2.0/TCP sip{n}.example.com" for n in range(16, 0, -1)]
 )
-MESSAGES["longreq"] = r'''
+MESSAGES["longreq"] = (
+    r"""
 INVITE sip:user@example.com SIP/2.0
 <allOneLine>
 To: "I have a user name of <repeat count=10>extreme</repeat> proportion"
@@ -224,7 +225,9 @@ Unknown-<repeat count=20>Long</repeat>-Name:
  unknown-<repeat count=20>long</repeat>-parameter-name =
  unknown-<repeat count=20>long</repeat>-parameter-value
 </allOneLine>
-''' + _LONGREQ_VIAS + r'''
+"""
+    + _LONGREQ_VIAS
+    + r"""
 <allOneLine>
 Via: SIP/2.0/TCP host.example.com;received=192.0.2.5;
 branch=very<repeat count=50>long</repeat>branchvalue
@@ -238,10 +241,12 @@ Contact: <sip:
 Content-Type: application/sdp
 l: 150
 
-''' + _sdp("192.0.2.1")
+"""
+    + _sdp("192.0.2.1")
+)
 
 # 3.1.1.8 Extra Trailing Octets in a UDP Datagram (the INVITE is noise after the REGISTER)
-MESSAGES["dblreq"] = r'''
+MESSAGES["dblreq"] = r"""
 REGISTER sip:example.com SIP/2.0
 To: sip:j.user@example.com
 From: sip:j.user@example.com;tag=43251j3j324
@@ -270,10 +275,10 @@ t=0 0
 m=audio 49217 RTP/AVP 0 12
 m =video 3227 RTP/AVP 31
 a=rtpmap:31 LPC
-'''
+"""
 
 # 3.1.1.9 Semicolon-Separated Parameters in URI User Part
-MESSAGES["semiuri"] = r'''
+MESSAGES["semiuri"] = r"""
 OPTIONS sip:user;par=u%40example.net@example.com SIP/2.0
 To: sip:j_user@example.com
 From: sip:caller@example.org;tag=33242
@@ -286,10 +291,10 @@ Accept: application/sdp, application/pkcs7-mime,
 Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKkdjuw
 l: 0
 
-'''
+"""
 
 # 3.1.1.10 Varied and Unknown Transport Types
-MESSAGES["transports"] = r'''
+MESSAGES["transports"] = r"""
 OPTIONS sip:user@example.com SIP/2.0
 To: sip:user@example.com
 From: <sip:caller@example.com>;tag=323
@@ -304,10 +309,10 @@ Via: SIP/2.0/UNKNOWN t4.example.com;branch=z9hG4bKasd0f3en
 Via: SIP/2.0/TCP t5.example.com;branch=z9hG4bK0a9idfnee
 l: 0
 
-'''
+"""
 
 # 3.1.1.11 Multipart MIME Message (the second part is a binary S/MIME signature, CMS SignedData)
-MESSAGES["mpart01"] = r'''
+MESSAGES["mpart01"] = r"""
 MESSAGE sip:kumiko@example.org SIP/2.0
 <allOneLine>
 Via: SIP/2.0/UDP 127.0.0.1:5070
@@ -353,10 +358,10 @@ DDD5648E593DD64728F26220F7E941749E330D9A15EDABDB93D10C42102E7B72
 5DD6C64B8383149CB8E6FF182D944FE57B65BC99D005</hex>
 </allOneLine>
 --7a9cbec02ceef655--
-'''
+"""
 
 # 3.1.1.12 Unusual Reason Phrase (UTF-8: "but one hundred ninety-nine is prime" in Russian)
-MESSAGES["unreason"] = r'''
+MESSAGES["unreason"] = r"""
 <allOneLine>
 SIP/2.0 200 = 2**3 * 5**2 <hex>D0BDD0BE20D181D182D0BE20D0B4D0B5D0B2D18FD0BDD0BED181D182D0BE20D0B4D0B5D0B2D18F
 D182D18C202D20D0BFD180D0BED181D182D0BED0B5</hex>
@@ -370,10 +375,13 @@ Content-Length: 154
 Content-Type: application/sdp
 Contact: <sip:user@host198.example.com>
 
-''' + _sdp("192.0.2.198")
+""" + _sdp("192.0.2.198")
 
 # 3.1.1.13 Empty Reason Phrase (the status line ends in "100 " with its trailing SP)
-MESSAGES["noreason"] = "\n" + "SIP/2.0 100 " + r'''
+MESSAGES["noreason"] = (
+    "\n"
+    + "SIP/2.0 100 "
+    + r"""
 Via: SIP/2.0/UDP 192.0.2.105;branch=z9hG4bK2398ndaoe
 Call-ID: noreason.asndj203insdf99223ndf
 CSeq: 35 INVITE
@@ -382,10 +390,11 @@ To: <sip:user@example.edu>;tag=902jndnke3
 Content-Length: 0
 Contact: <sip:user@host105.example.com>
 
-'''
+"""
+)
 
 # 3.1.2.1 Extraneous Header Field Separators
-MESSAGES["badinv01"] = r'''
+MESSAGES["badinv01"] = r"""
 INVITE sip:user@example.com SIP/2.0
 To: sip:j.user@example.com
 From: sip:caller@example.net;tag=134161461246
@@ -397,10 +406,10 @@ Contact: "Joe" <sip:joe@example.org>;;;;
 Content-Length: 152
 Content-Type: application/sdp
 
-''' + _sdp("192.0.2.15")
+""" + _sdp("192.0.2.15")
 
 # 3.1.2.2 Content Length Larger Than Message
-MESSAGES["clerr"] = r'''
+MESSAGES["clerr"] = r"""
 INVITE sip:user@example.com SIP/2.0
 Max-Forwards: 80
 To: sip:j.user@example.com
@@ -412,10 +421,10 @@ Via: SIP/2.0/UDP host5.example.com;branch=z9hG4bK-39234-23523
 Content-Type: application/sdp
 Content-Length: 9999
 
-''' + _sdp("192.0.2.155")
+""" + _sdp("192.0.2.155")
 
 # 3.1.2.3 Negative Content-Length
-MESSAGES["ncl"] = r'''
+MESSAGES["ncl"] = r"""
 INVITE sip:user@example.com SIP/2.0
 Max-Forwards: 254
 To: sip:j.user@example.com
@@ -427,10 +436,10 @@ Contact: <sip:caller@example53.example.net>
 Content-Type: application/sdp
 Content-Length: -999
 
-''' + _sdp("192.0.2.53")
+""" + _sdp("192.0.2.53")
 
 # 3.1.2.4 Request Scalar Fields with Overlarge Values
-MESSAGES["scalar02"] = r'''
+MESSAGES["scalar02"] = r"""
 REGISTER sip:example.com SIP/2.0
 Via: SIP/2.0/TCP host129.example.com;branch=z9hG4bK342sdfoi3
 To: <sip:user@example.com>
@@ -443,10 +452,10 @@ Contact: <sip:user@host129.example.com>
   ;expires=280297596632815
 Content-Length: 0
 
-'''
+"""
 
 # 3.1.2.5 Response Scalar Fields with Overlarge Values
-MESSAGES["scalarlg"] = r'''
+MESSAGES["scalarlg"] = r"""
 SIP/2.0 503 Service Unavailable
 <allOneLine>
 Via: SIP/2.0/TCP host129.example.com
@@ -460,10 +469,10 @@ Retry-After: 949302838503028349304023988
 Warning: 1812 overture "In Progress"
 Content-Length: 0
 
-'''
+"""
 
 # 3.1.2.6 Unterminated Quoted String in Display Name
-MESSAGES["quotbal"] = r'''
+MESSAGES["quotbal"] = r"""
 INVITE sip:user@example.com SIP/2.0
 To: "Mr. J. User <sip:j.user@example.com>
 From: sip:caller@example.net;tag=93334
@@ -475,10 +484,10 @@ Via: SIP/2.0/UDP 192.0.2.59:5050;branch=z9hG4bKkdjuw39234
 Content-Type: application/sdp
 Content-Length: 152
 
-''' + _sdp("192.0.2.15")
+""" + _sdp("192.0.2.15")
 
 # 3.1.2.7 <> Enclosing Request-URI
-MESSAGES["ltgtruri"] = r'''
+MESSAGES["ltgtruri"] = r"""
 INVITE <sip:user@example.com> SIP/2.0
 To: sip:user@example.com
 From: sip:caller@example.net;tag=39291
@@ -490,10 +499,10 @@ Contact: <sip:caller@host5.example.net>
 Content-Type: application/sdp
 Content-Length: 159
 
-''' + _sdp("192.0.2.5", t="3149328700")
+""" + _sdp("192.0.2.5", t="3149328700")
 
 # 3.1.2.8 Malformed SIP Request-URI (embedded LWS)
-MESSAGES["lwsruri"] = r'''
+MESSAGES["lwsruri"] = r"""
 INVITE sip:user@example.com; lr SIP/2.0
 To: sip:user@example.com;tag=3xfe-9921883-z9f
 From: sip:caller@example.net;tag=231413434
@@ -505,10 +514,10 @@ Contact: <sip:caller@host1.example.net>
 Content-Type: application/sdp
 Content-Length: 159
 
-''' + _sdp("192.0.2.1", t="3149328700")
+""" + _sdp("192.0.2.1", t="3149328700")
 
 # 3.1.2.9 Multiple SP Separating Request-Line Elements
-MESSAGES["lwsstart"] = r'''
+MESSAGES["lwsstart"] = r"""
 INVITE  sip:user@example.com  SIP/2.0
 Max-Forwards: 8
 To: sip:user@example.com
@@ -520,10 +529,13 @@ Contact: <sip:caller@host1.example.net>
 Content-Type: application/sdp
 Content-Length: 150
 
-''' + _sdp("192.0.2.1")
+""" + _sdp("192.0.2.1")
 
 # 3.1.2.10 SP Characters at End of Request-Line (two trailing SP)
-MESSAGES["trws"] = "\n" + "OPTIONS sip:remote-target@example.com SIP/2.0  " + r'''
+MESSAGES["trws"] = (
+    "\n"
+    + "OPTIONS sip:remote-target@example.com SIP/2.0  "
+    + r"""
 Via: SIP/2.0/TCP host1.examle.com;branch=z9hG4bK299342093
 To: <sip:remote-target@example.com>
 From: <sip:local-resource@example.com>;tag=329429089
@@ -533,10 +545,11 @@ CSeq: 238923 OPTIONS
 Max-Forwards: 70
 Content-Length: 0
 
-'''
+"""
+)
 
 # 3.1.2.11 Escaped Headers in SIP Request-URI
-MESSAGES["escruri"] = r'''
+MESSAGES["escruri"] = r"""
 INVITE sip:user@example.com?Route=%3Csip:example.com%3E SIP/2.0
 To: sip:user@example.com
 From: sip:caller@example.net;tag=341518
@@ -548,10 +561,10 @@ Via: SIP/2.0/UDP host-of-the-hour.example.com;branch=z9hG4bKkdjuw
 Content-Type: application/sdp
 Content-Length: 150
 
-''' + _sdp("192.0.2.1")
+""" + _sdp("192.0.2.1")
 
 # 3.1.2.12 Invalid Time Zone in Date Header Field
-MESSAGES["baddate"] = r'''
+MESSAGES["baddate"] = r"""
 INVITE sip:user@example.com SIP/2.0
 To: sip:user@example.com
 From: sip:caller@example.net;tag=2234923
@@ -564,10 +577,10 @@ Contact: <sip:caller@host5.example.net>
 Content-Type: application/sdp
 Content-Length: 150
 
-''' + _sdp("192.0.2.5")
+""" + _sdp("192.0.2.5")
 
 # 3.1.2.13 Failure to Enclose name-addr URI in <>
-MESSAGES["regbadct"] = r'''
+MESSAGES["regbadct"] = r"""
 REGISTER sip:example.com SIP/2.0
 To: sip:user@example.com
 From: sip:user@example.com;tag=998332
@@ -578,10 +591,10 @@ Via: SIP/2.0/UDP 135.180.130.133:5060;branch=z9hG4bKkdjuw
 Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E
 l: 0
 
-'''
+"""
 
 # 3.1.2.14 Spaces within addr-spec
-MESSAGES["badaspec"] = r'''
+MESSAGES["badaspec"] = r"""
 OPTIONS sip:user@example.org SIP/2.0
 Via: SIP/2.0/UDP host4.example.com:5060;branch=z9hG4bKkdju43234
 Max-Forwards: 70
@@ -592,10 +605,10 @@ Accept: application/sdp
 CSeq: 3923239 OPTIONS
 l: 0
 
-'''
+"""
 
 # 3.1.2.15 Non-token Characters in Display Name
-MESSAGES["baddn"] = r'''
+MESSAGES["baddn"] = r"""
 OPTIONS sip:t.watson@example.org SIP/2.0
 Via:     SIP/2.0/UDP c.example.com:5060;branch=z9hG4bKkdjuw
 Max-Forwards:      70
@@ -606,10 +619,10 @@ Accept: application/sdp
 CSeq:    3923239 OPTIONS
 l: 0
 
-'''
+"""
 
 # 3.1.2.16 Unknown Protocol Version
-MESSAGES["badvers"] = r'''
+MESSAGES["badvers"] = r"""
 OPTIONS sip:t.watson@example.org SIP/7.0
 Via:     SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw
 Max-Forwards:     70
@@ -619,10 +632,10 @@ Call-ID: badvers.31417@c.example.com
 CSeq:    1 OPTIONS
 l: 0
 
-'''
+"""
 
 # 3.1.2.17 Start Line and CSeq Method Mismatch
-MESSAGES["mismatch01"] = r'''
+MESSAGES["mismatch01"] = r"""
 OPTIONS sip:user@example.com SIP/2.0
 To: sip:j.user@example.com
 From: sip:caller@example.net;tag=34525
@@ -632,10 +645,10 @@ CSeq: 8 INVITE
 Via: SIP/2.0/UDP host.example.com;branch=z9hG4bKkdjuw
 l: 0
 
-'''
+"""
 
 # 3.1.2.18 Unknown Method with CSeq Method Mismatch
-MESSAGES["mismatch02"] = r'''
+MESSAGES["mismatch02"] = r"""
 NEWMETHOD sip:user@example.com SIP/2.0
 To: sip:j.user@example.com
 From: sip:caller@example.net;tag=34525
@@ -653,10 +666,10 @@ c=IN IP4 192.0.2.1
 m=audio 49217 RTP/AVP 0 12
 m=video 3227 RTP/AVP 31
 a=rtpmap:31 LPC
-'''
+"""
 
 # 3.1.2.19 Overlarge Response Code
-MESSAGES["bigcode"] = r'''
+MESSAGES["bigcode"] = r"""
 SIP/2.0 4294967301 better not break the receiver
 Via: SIP/2.0/UDP 192.0.2.105;branch=z9hG4bK2398ndaoe
 Call-ID: bigcode.asdof3uj203asdnf3429uasdhfas3ehjasdfas9i
@@ -666,10 +679,10 @@ To: <sip:user@example.edu>;tag=902jndnke3
 Content-Length: 0
 Contact: <sip:user@host105.example.com>
 
-'''
+"""
 
 # 3.2.1 Missing Transaction Identifier (branch is only the magic cookie)
-MESSAGES["badbranch"] = r'''
+MESSAGES["badbranch"] = r"""
 OPTIONS sip:user@example.com SIP/2.0
 To: sip:user@example.com
 From: sip:caller@example.org;tag=33242
@@ -680,20 +693,20 @@ Call-ID: badbranch.sadonfo23i420jv0as0derf3j3n
 CSeq: 8 OPTIONS
 l: 0
 
-'''
+"""
 
 # 3.3.1 Missing Required Header Fields
-MESSAGES["insuf"] = r'''
+MESSAGES["insuf"] = r"""
 INVITE sip:user@example.com SIP/2.0
 CSeq: 193942 INVITE
 Via: SIP/2.0/UDP 192.0.2.95;branch=z9hG4bKkdj.insuf
 Content-Type: application/sdp
 l: 152
 
-''' + _sdp("192.0.2.95")
+""" + _sdp("192.0.2.95")
 
 # 3.3.2 Request-URI with Unknown Scheme
-MESSAGES["unkscm"] = r'''
+MESSAGES["unkscm"] = r"""
 OPTIONS nobodyKnowsThisScheme:totallyopaquecontent SIP/2.0
 To: sip:user@example.com
 From: sip:caller@example.net;tag=384
@@ -703,10 +716,10 @@ CSeq: 3923423 OPTIONS
 Via: SIP/2.0/TCP host9.example.com;branch=z9hG4bKkdjuw39234
 Content-Length: 0
 
-'''
+"""
 
 # 3.3.3 Request-URI with Known but Atypical Scheme
-MESSAGES["novelsc"] = r'''
+MESSAGES["novelsc"] = r"""
 OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0
 To: sip:user@example.com
 From: sip:caller@example.net;tag=384
@@ -716,10 +729,10 @@ CSeq: 3923423 OPTIONS
 Via: SIP/2.0/TCP host9.example.com;branch=z9hG4bKkdjuw39234
 Content-Length: 0
 
-'''
+"""
 
 # 3.3.4 Unknown URI Schemes in Header Fields
-MESSAGES["unksm2"] = r'''
+MESSAGES["unksm2"] = r"""
 REGISTER sip:example.com SIP/2.0
 To: isbn:2983792873
 From: <http://www.example.com>;tag=3234233
@@ -730,10 +743,10 @@ Via: SIP/2.0/UDP 192.0.2.21:5060;branch=z9hG4bKkdjuw
 Contact: <name:John_Smith>
 l: 0
 
-'''
+"""
 
 # 3.3.5 Proxy-Require and Require
-MESSAGES["bext01"] = r'''
+MESSAGES["bext01"] = r"""
 OPTIONS sip:user@example.com SIP/2.0
 To: sip:j_user@example.com
 From: sip:caller@example.net;tag=242etr
@@ -745,10 +758,10 @@ CSeq: 8 OPTIONS
 Via: SIP/2.0/TLS fold-and-staple.example.com;branch=z9hG4bKkdjuw
 Content-Length: 0
 
-'''
+"""
 
 # 3.3.6 Unknown Content-Type
-MESSAGES["invut"] = r'''
+MESSAGES["invut"] = r"""
 INVITE sip:user@example.com SIP/2.0
 Contact: <sip:caller@host5.example.net>
 To: sip:j.user@example.com
@@ -763,10 +776,10 @@ Content-Length: 40
 <audio>
  <pcmu port="443"/>
 </audio>
-'''
+"""
 
 # 3.3.7 Unknown Authorization Scheme
-MESSAGES["regaut01"] = r'''
+MESSAGES["regaut01"] = r"""
 REGISTER sip:example.com SIP/2.0
 To: sip:j.user@example.com
 From: sip:j.user@example.com;tag=87321hj23128
@@ -777,10 +790,11 @@ Via: SIP/2.0/TCP 192.0.2.253;branch=z9hG4bKkdjuw
 Authorization: NoOneKnowsThisScheme opaque-data=here
 Content-Length:0
 
-'''
+"""
 
 # 3.3.8 Multiple Values in Single Value Required Fields
-MESSAGES["multi01"] = r'''
+MESSAGES["multi01"] = (
+    r"""
 INVITE sip:user@company.com SIP/2.0
 Contact: <sip:caller@host25.example.net>
 Via: SIP/2.0/UDP 192.0.2.25;branch=z9hG4bKkdjuw
@@ -798,10 +812,13 @@ l: 154
 Contact: <sip:caller@host36.example.net>
 Max-Forwards: 5
 
-''' + _sdp("192.0.2.25") + "\n"  # l: 154 counts a last empty line
+"""
+    + _sdp("192.0.2.25")
+    + "\n"
+)  # l: 154 counts a last empty line
 
 # 3.3.9 Multiple Content-Length Values
-MESSAGES["mcl01"] = r'''
+MESSAGES["mcl01"] = r"""
 OPTIONS sip:user@example.com SIP/2.0
 Via: SIP/2.0/UDP host5.example.net;branch=z9hG4bK293423
 To: sip:user@example.com
@@ -814,10 +831,10 @@ Content-Length: 5
 Content-Type: text/plain
 
 There's no way to know how many octets are supposed to be here.
-'''
+"""
 
 # 3.3.10 200 OK Response with Broadcast Via Header Field Value
-MESSAGES["bcast"] = r'''
+MESSAGES["bcast"] = r"""
 SIP/2.0 200 OK
 Via: SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923
 Via: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK1saber23
@@ -829,10 +846,10 @@ Content-Length: 154
 Content-Type: application/sdp
 Contact: <sip:user@host28.example.com>
 
-''' + _sdp("192.0.2.198")
+""" + _sdp("192.0.2.198")
 
 # 3.3.11 Max-Forwards of Zero
-MESSAGES["zeromf"] = r'''
+MESSAGES["zeromf"] = r"""
 OPTIONS sip:user@example.com SIP/2.0
 To: sip:user@example.com
 From: sip:caller@example.net;tag=3ghsd41
@@ -842,10 +859,10 @@ Via: SIP/2.0/UDP host1.example.com;branch=z9hG4bKkdjuw2349i
 Max-Forwards: 0
 Content-Length: 0
 
-'''
+"""
 
 # 3.3.12 REGISTER with a Contact Header Parameter
-MESSAGES["cparam01"] = r'''
+MESSAGES["cparam01"] = r"""
 REGISTER sip:example.com SIP/2.0
 Via: SIP/2.0/UDP saturn.example.com:5060;branch=z9hG4bKkdjuw
 Max-Forwards: 70
@@ -856,10 +873,10 @@ CSeq: 2 REGISTER
 Contact: sip:+19725552222@gw1.example.net;unknownparam
 l: 0
 
-'''
+"""
 
 # 3.3.13 REGISTER with a URL Parameter
-MESSAGES["cparam02"] = r'''
+MESSAGES["cparam02"] = r"""
 REGISTER sip:example.com SIP/2.0
 Via: SIP/2.0/UDP saturn.example.com:5060;branch=z9hG4bKkdjuw
 Max-Forwards: 70
@@ -870,10 +887,10 @@ CSeq: 3 REGISTER
 Contact: <sip:+19725552222@gw1.example.net;unknownparam>
 l: 0
 
-'''
+"""
 
 # 3.3.14 REGISTER with a URL Escaped Header
-MESSAGES["regescrt"] = r'''
+MESSAGES["regescrt"] = r"""
 REGISTER sip:example.com SIP/2.0
 To: sip:user@example.com
 From: sip:user@example.com;tag=8
@@ -884,10 +901,10 @@ Via: SIP/2.0/UDP host5.example.com;branch=z9hG4bKkdjuw
 M: <sip:user@example.com?Route=%3Csip:sip.example.com%3E>
 L:0
 
-'''
+"""
 
 # 3.3.15 Unacceptable Accept Offering
-MESSAGES["sdp01"] = r'''
+MESSAGES["sdp01"] = r"""
 INVITE sip:user@example.com SIP/2.0
 To: sip:j_user@example.com
 Contact: <sip:caller@host15.example.net>
@@ -900,10 +917,10 @@ Via: SIP/2.0/UDP 192.0.2.15;branch=z9hG4bKkdjuw
 Content-Length: 150
 Content-Type: application/sdp
 
-''' + _sdp("192.0.2.5")
+""" + _sdp("192.0.2.5")
 
 # 3.4.1 INVITE with RFC 2543 Syntax (no branch, no Max-Forwards, no Content-Length: legal over UDP)
-MESSAGES["inv2543"] = r'''
+MESSAGES["inv2543"] = r"""
 INVITE sip:UserB@example.com SIP/2.0
 Via: SIP/2.0/UDP iftgw.example.com
 From: <sip:+13035551111@ift.client.example.net;user=phone>
@@ -919,7 +936,7 @@ s=-
 c=IN IP4 192.0.2.5
 t=0 0
 m=audio 49217 RTP/AVP 0
-'''
+"""
 
 
 def main(argv: list[str]) -> int:
