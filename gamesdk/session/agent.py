@@ -46,7 +46,7 @@ from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.requests import ALLOW, build_request, parse_reservations, policy_warning
 from gamesdk.sip.dialog_info import CONTENT_TYPE as DIALOG_INFO_TYPE
 from gamesdk.sip.dialog_info import DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
-from gamesdk.sip.digest import DigestClient
+from gamesdk.sip.digest import Challenge, DigestClient, choose_challenge
 from gamesdk.sip.headers import Reason, Warning
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request, Response, response_for
@@ -163,6 +163,7 @@ class UserAgent:
         self._calls: dict[str, _Call] = {}
         self._timers: dict[str, float] = {}
         # registration
+        self._proxy_challenge: Challenge | None = None
         self._reg_call_id = ids.call_id()
         self._reg_tag = ids.tag()
         self._reg_cseq = 0
@@ -232,7 +233,7 @@ class UserAgent:
             role=Role.OFFER,
         )
         self._calls[call_id] = call
-        self._send_invite(call, now, auth=None)
+        self._send_invite(call, now, auth=self._cached_proxy_auth("INVITE", peer_uri))
         call.timers["invite"] = now + self.config.invite_timeout_s
         return call_id
 
@@ -916,11 +917,22 @@ class UserAgent:
     def _authorize(self, resp: Response, method: str, uri: str) -> tuple[str, str] | None:
         header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
         try:
-            credentials = self._digest.authorize(resp.headers.get_all(header), method=method, uri=uri)
+            challenge = choose_challenge(resp.headers.get_all(header), self.config.digest_algorithms)
         except RemoteProtocolError:
             return None
+        if resp.status == 407:
+            # Cache the proxy's challenge: later INVITEs carry credentials for it at once (RFC 3261 22.3) and
+            # skip a 407 round trip until the nonce goes stale.
+            self._proxy_challenge = challenge
+        credentials = self._digest.answer(challenge, method=method, uri=uri)
         name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
         return name, credentials.to_header_value()
+
+    def _cached_proxy_auth(self, method: str, uri: str) -> tuple[str, str] | None:
+        challenge = self._proxy_challenge
+        if challenge is None:
+            return None
+        return "Proxy-Authorization", self._digest.answer(challenge, method=method, uri=uri).to_header_value()
 
     def _receive_response(self, resp: Response, now: float) -> None:
         try:

@@ -235,3 +235,24 @@ def test_a_crashed_peer_is_noticed(tmp_path: Path) -> None:
         await alice.close()
 
     run(tmp_path, scenario, timeout_s=30.0)
+
+
+def test_credentials_are_reused_for_the_next_invite(tmp_path: Path) -> None:
+    async def scenario(regions: Regions) -> None:
+        alice, bob = await logged_in(regions, "alice", "bob")
+        for round_no in range(3):
+            callee = asyncio.create_task(_accept_next(bob))
+            session = await alice.invite("bob@na.gamesdk.test")
+            await callee
+            await session.end(f"round {round_no}")
+        # one 407 for the first INVITE, then the cached challenge answers at once (RFC 3261 22.3)
+        assert regions.eu.node is not None
+        assert regions.eu.node.stats.by_method.get("INVITE") == 4
+        await alice.close()
+        await bob.close()
+
+    run(tmp_path, scenario)
+
+
+async def _accept_next(client: GameClient) -> GameSession:
+    return await (await client.next_invite()).accept()
