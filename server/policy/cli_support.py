@@ -111,7 +111,7 @@ def billing_list_text(rows: Sequence[BillingRow]) -> str:
             f"{r.uplink_kbps}/{r.downlink_kbps}",
             f"{r.duration_s:.1f}",
             r.end_reason or "open",
-            f"{r.charge:.4f} {r.currency}".strip(),
+            "-" if r.open else f"{r.charge:.4f} {r.currency}".strip(),
         )
         for r in rows
     ]
