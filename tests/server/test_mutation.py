@@ -72,6 +72,8 @@ def test_mutated_datagrams_then_normal_call(regions: Regions, players: tuple[Soc
     fuzzer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     fuzzer.bind(("127.0.0.1", 0))
     fuzzer.setblocking(False)
+    node = regions.eu.node
+    assert node is not None
     answers = 0
     sent = 0
     deadline = time.monotonic() + TIME_LIMIT_S
@@ -80,7 +82,9 @@ def test_mutated_datagrams_then_normal_call(regions: Regions, players: tuple[Soc
             fuzzer.sendto(mutate(rng, rng.choice(seeds)), eu)
             sent += 1
             if sent % 50 == 0:
-                time.sleep(0.002)  # let the server thread keep up (UDP would drop the excess)
+                # Let the server thread catch up: past the socket buffer, UDP would drop the excess.
+                while node.stats.datagrams_in < sent and time.monotonic() < deadline:
+                    time.sleep(0.001)
             while True:
                 try:
                     data = fuzzer.recv(65535)
@@ -94,11 +98,9 @@ def test_mutated_datagrams_then_normal_call(regions: Regions, players: tuple[Soc
     finally:
         fuzzer.close()
     assert sent >= 1000, f"only {sent} datagrams in {TIME_LIMIT_S} s"
-    node = regions.eu.node
-    assert node is not None
     time.sleep(0.2)
     assert node.stats.internal_errors == 0
-    assert node.stats.datagrams_in >= sent * 0.9
+    assert node.stats.datagrams_in >= sent * 0.98
     assert node.stats.malformed > sent // 10 and answers > 0
 
     # The server still registers and routes a normal call.
