@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TransactionTable"]
 
-# Index of INVITE server transactions by dialog-ish identity, to recognise the end-to-end ACK of a 2xx (its
-# branch is new, RFC 3261 17.1.1.3): Call-ID, CSeq number, From tag.
-_AckIndex = tuple[str, int, str]
+# Server transactions by Call-ID, From tag, CSeq number and method: recognises the end-to-end ACK of a 2xx (its
+# branch is new, RFC 3261 17.1.1.3) and merged requests (8.2.2.2).
+_RequestIndex = tuple[str, str, int, str]
 
 
 class TransactionTable:
@@ -56,7 +56,7 @@ class TransactionTable:
         self._events: deque[TransactionEvent] = deque()
         self._heap: list[tuple[float, int, Transaction]] = []
         self._seq = itertools.count()
-        self._invites: dict[_AckIndex, ServerInviteTransaction] = {}
+        self._requests: dict[_RequestIndex, ServerTransaction] = {}
 
     # -- registry --
 
@@ -68,10 +68,10 @@ class TransactionTable:
         if tx._owner is not None:
             raise LocalProtocolError("transaction already belongs to a table", 500)
         self._transactions[tx.key] = tx
-        if isinstance(tx, ServerInviteTransaction):
-            index = self._ack_index(tx.request)
+        if isinstance(tx, ServerTransaction):
+            index = self._request_index(tx.request)
             if index is not None:
-                self._invites[index] = tx
+                self._requests[index] = tx
         # From now on the transaction reports here: hand over what it produced so far and share the queues.
         self._out.extend(tx._out)
         self._events.extend(tx._events)
@@ -128,13 +128,17 @@ class TransactionTable:
     def find_invite_for_2xx_ack(self, ack: Request) -> ServerInviteTransaction | None:
         """The INVITE server transaction in Accepted whose 2xx this ACK acknowledges (same Call-ID, CSeq
         number, From tag, and the To tag of the 2xx), or None."""
-        index = self._ack_index(ack)
+        index = self._request_index(ack, "INVITE")
         try:
             to_tag = ack.to.tag
         except RemoteProtocolError:
             return None
-        tx = self._invites.get(index) if index is not None else None
-        if tx is None or tx.state is not TransactionState.ACCEPTED or tx.last_response is None:
+        tx = self._requests.get(index) if index is not None else None
+        if (
+            not isinstance(tx, ServerInviteTransaction)
+            or tx.state is not TransactionState.ACCEPTED
+            or tx.last_response is None
+        ):
             return None
         try:
             sent_tag = tx.last_response.to.tag
@@ -151,11 +155,35 @@ class TransactionTable:
         tx = self._transactions.get(key)
         return tx if isinstance(tx, ServerInviteTransaction) else None
 
+    def find_merged(self, request: Request) -> ServerTransaction | None:
+        """The live server transaction this request duplicates under another branch, or None.
+
+        RFC 3261 8.2.2.2: a request without a To tag whose Call-ID, From tag and CSeq match a transaction in
+        progress arrived twice over different paths (e.g. forked upstream); the UAS answers it 482 (Loop
+        Detected). A proxy does not apply this rule.
+        """
+        try:
+            if request.method == "ACK" or request.to.tag is not None:
+                return None
+        except RemoteProtocolError:
+            return None
+        index = self._request_index(request)
+        tx = self._requests.get(index) if index is not None else None
+        if tx is None or tx.terminated:
+            return None
+        try:
+            same = tx.key == server_key(request)
+        except RemoteProtocolError:
+            return None
+        return None if same else tx
+
     @staticmethod
-    def _ack_index(request: Request) -> _AckIndex | None:
+    def _request_index(request: Request, method: str | None = None) -> _RequestIndex | None:
         try:
             tag = request.from_.tag
-            return None if tag is None else (request.call_id, request.cseq.seq, tag)
+            if tag is None:
+                return None
+            return (request.call_id, tag, request.cseq.seq, method or request.method)
         except RemoteProtocolError:
             return None
 
@@ -207,10 +235,10 @@ class TransactionTable:
     def _remove(self, tx: Transaction) -> None:
         if self._transactions.get(tx.key) is tx:
             del self._transactions[tx.key]
-        if isinstance(tx, ServerInviteTransaction):
-            index = self._ack_index(tx.request)
-            if index is not None and self._invites.get(index) is tx:
-                del self._invites[index]
+        if isinstance(tx, ServerTransaction):
+            index = self._request_index(tx.request)
+            if index is not None and self._requests.get(index) is tx:
+                del self._requests[index]
         # Detach: the transaction keeps its own (now empty) queues for anyone still holding it.
         tx._owner = None
         tx._out = []

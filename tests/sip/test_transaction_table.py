@@ -261,3 +261,19 @@ def test_invite_and_bye_across_a_lossy_wire() -> None:
     assert "bye received" in log and "bye answered" in log, trace
     assert len(uac) == 0 and len(uas) == 0  # every transaction ended
     assert now < 70.0
+
+
+def test_merged_request_is_detected() -> None:
+    table = TransactionTable()
+    invite = request()
+    table.add(ServerInviteTransaction(invite, 0.0, source=ALICE))
+    # The same INVITE (Call-ID, From tag, CSeq) under another branch: merged, answer 482 (RFC 3261 8.2.2.2).
+    forked = request(branch="z9hG4bK-fork", sent_by="127.0.0.1:5071")
+    assert table.receive_request(forked, 0.1) is None
+    merged = table.find_merged(forked)
+    assert merged is not None and merged.request is invite
+    # A retransmission is not a merge, nor another CSeq, nor an in-dialog request, nor the CANCEL.
+    assert table.find_merged(invite) is None
+    assert table.find_merged(request(branch="z9hG4bK-x", cseq=2)) is None
+    assert table.find_merged(request(branch="z9hG4bK-x", to_tag="b1")) is None
+    assert table.find_merged(build_cancel(invite)) is None
