@@ -46,7 +46,9 @@ class Bot:
         skill: how well it plays.
     """
 
-    def __init__(self, side: int, rules: Rules | None = None, *, seed: int = 0, skill: BotSkill | None = None):
+    def __init__(
+        self, side: int, rules: Rules | None = None, *, seed: int = 0, skill: BotSkill | None = None
+    ):
         self.side = side
         self.rules = rules or Rules()
         self.skill = skill or BotSkill()

@@ -24,11 +24,11 @@ from demo_game.link import (
     SessionReady,
     SetupStep,
 )
-from demo_game.play import GuestRole, HostRole, Peer, Phase
+from demo_game.play import GuestRole, HostRole, Peer, Phase, match_result
 from demo_game.report import MatchResult, final_score_line, session_lines, stats_line
 from demo_game.world import GUEST, HOST, Rules
 
-__all__ = ["run_headless", "result_of"]
+__all__ = ["run_headless"]
 
 
 def run_headless(
@@ -66,7 +66,9 @@ def run_headless(
         raise ValueError("run_headless needs at least one link")
     rules = rules or Rules()
     host = Peer(host_link, Bot(HOST, rules, seed=seed * 2 + 1), rules=rules, seed=seed) if host_link else None
-    guest = Peer(guest_link, Bot(GUEST, rules, seed=seed * 2 + 2), rules=rules, seed=seed) if guest_link else None
+    guest = (
+        Peer(guest_link, Bot(GUEST, rules, seed=seed * 2 + 2), rules=rules, seed=seed) if guest_link else None
+    )
     peers = [p for p in (host, guest) if p is not None]
     first = peers[0]
     labels = {id(host): "caller", id(guest): "callee"}
@@ -91,7 +93,9 @@ def run_headless(
             elif isinstance(ev, SessionFailed):
                 log(f"setup ({label}) FAILED: {ev.status} {ev.reason}")
             elif isinstance(ev, (PeerInterrupted, PeerResumed, PeerDisconnected)):
-                text = {PeerInterrupted: "peer interrupted", PeerResumed: "peer resumed"}.get(type(ev), getattr(ev, "reason", ""))
+                text = {PeerInterrupted: "peer interrupted", PeerResumed: "peer resumed"}.get(
+                    type(ev), getattr(ev, "reason", "")
+                )
                 log(f"[{clock_s():6.1f} s] {label}: {text}")
 
     # Points are logged once, from the first peer (the guest hears the host's points later).
@@ -113,7 +117,10 @@ def run_headless(
                 first.end("time" if host is not None else "quit", now)
             elif now >= next_stats:
                 next_stats += stats_every_s
-                log(f"[{clock_s():6.1f} s] score {_score(first)}  " + stats_line(first.link.stats(), first.info.budget))
+                log(
+                    f"[{clock_s():6.1f} s] score {_score(first)}  "
+                    + stats_line(first.link.stats(), first.info.budget)
+                )
         if first.finished and match_ended is None:
             match_ended = now
         if all(p.finished for p in peers):
@@ -133,7 +140,7 @@ def run_headless(
                 break
         sleep(control.next_frame_in())
 
-    result = result_of(host, guest, control, match_started, match_ended)
+    result = match_result(host, guest, control.ticks, match_started, match_ended, control.now)
     if first.info is not None:
         log(f"final stats ({labels[id(first)]}): " + stats_line(first.link.stats(), first.info.budget))
     log(final_score_line(result))
@@ -142,40 +149,11 @@ def run_headless(
 
 def _score(peer: Peer) -> str:
     role = peer.role
-    score = role.cur.score if isinstance(role, HostRole) else role.score if isinstance(role, GuestRole) else (0, 0)
-    return f"{score[0]}-{score[1]}"
-
-
-def result_of(
-    host: Peer | None, guest: Peer | None, control: Control, match_started: float | None, match_ended: float | None
-) -> MatchResult:
-    """Build the :class:`MatchResult` of the peers that ran in this process."""
-    ran = [p for p in (host, guest) if p is not None]
-    # A failed setup explains the run better than the other side's "abandoned".
-    main = next((p for p in ran if p.outcome is not None and p.outcome.reason == "failed"), ran[0])
-    outcome = main.outcome
-    info = main.info
-    players = (info.players[0].name, info.players[1].name) if info is not None else ("", "")
-    duration = 0.0
-    if match_started is not None:
-        duration = (match_ended if match_ended is not None else control.now) - match_started
-    hits = 0
-    if host is not None and isinstance(host.role, HostRole):
-        hits = host.role.total_hits
-    return MatchResult(
-        reason=outcome.reason if outcome is not None else "quit",
-        score=outcome.score if outcome is not None else (0, 0),
-        winner=outcome.winner if outcome is not None else None,
-        message=outcome.message if outcome is not None else "stopped",
-        players=players,
-        duration_s=duration,
-        ticks=control.ticks,
-        steps=tuple(main.steps),
-        status=outcome.status if outcome is not None else None,
-        host_stats=host.link.stats() if host is not None else None,
-        guest_stats=guest.link.stats() if guest is not None else None,
-        snapshots_received=guest.role.snapshots_received if guest is not None and isinstance(guest.role, GuestRole) else 0,
-        hits=hits,
+    score = (
+        role.cur.score
+        if isinstance(role, HostRole)
+        else role.score
+        if isinstance(role, GuestRole)
+        else (0, 0)
     )
-
-
+    return f"{score[0]}-{score[1]}"

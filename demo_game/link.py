@@ -33,9 +33,9 @@ __all__ = [
     "QosBudget",
     "Reservation",
     "SessionFailed",
+    "SessionHandle",
     "SessionInfo",
     "SessionReady",
-    "SessionHandle",
     "SetupStep",
     "check_budget",
 ]

@@ -168,12 +168,12 @@ class LoopbackLink:
         sim = sim or NetSim()
         to_guest = _Wire(sim, random.Random(sim.seed * 2 + 1), [], itertools.count())
         to_host = _Wire(sim, random.Random(sim.seed * 2 + 2), [], itertools.count())
-        common = dict(
-            step_interval_s=step_interval_s,
-            failure=failure,
-            interrupt_after_s=interrupt_after_s,
-            disconnect_after_s=disconnect_after_s,
-        )
+        common = {
+            "step_interval_s": step_interval_s,
+            "failure": failure,
+            "interrupt_after_s": interrupt_after_s,
+            "disconnect_after_s": disconnect_after_s,
+        }
         guest_steps = setup_steps if guest_setup_steps is None else guest_setup_steps
         host = cls(replace(info, local_side=0), to_guest, to_host, setup_steps=setup_steps, **common)  # type: ignore[arg-type]
         guest = cls(replace(info, local_side=1), to_host, to_guest, setup_steps=guest_steps, **common)  # type: ignore[arg-type]
@@ -312,7 +312,9 @@ class LoopbackLink:
         self._bytes_in.append((at, size + WIRE_OVERHEAD_BYTES))
         transit = at - sent
         # Smoothed one-way time, the RFC 6298 section 2 gain of 1/8.
-        self._srtt_in_s = transit if self._srtt_in_s is None else self._srtt_in_s + (transit - self._srtt_in_s) / 8
+        self._srtt_in_s = (
+            transit if self._srtt_in_s is None else self._srtt_in_s + (transit - self._srtt_in_s) / 8
+        )
         self._rtt_min_s = transit if self._rtt_min_s is None else min(self._rtt_min_s, transit)
         self._rtt_max_s = transit if self._rtt_max_s is None else max(self._rtt_max_s, transit)
         if self._last_transit_s is not None:

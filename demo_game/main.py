@@ -25,7 +25,6 @@ import os
 import sys
 from typing import TextIO
 
-from demo_game import settings
 from demo_game.link import SessionHandle
 from demo_game.report import MatchResult
 
@@ -43,33 +42,58 @@ def build_parser() -> argparse.ArgumentParser:
         description="Two-player Pong over a gamesdk session with negotiated, reserved quality of service.",
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--local", action="store_true", help="embedded eu and na servers on loopback (the full demo)")
-    mode.add_argument("--offline", action="store_true", help="no servers: an in-memory link with a simulated network")
+    mode.add_argument(
+        "--local", action="store_true", help="embedded eu and na servers on loopback (the full demo)"
+    )
+    mode.add_argument(
+        "--offline", action="store_true", help="no servers: an in-memory link with a simulated network"
+    )
     mode.add_argument("--server", metavar="udp:HOST:PORT", help="your regional server (networked mode)")
     p.add_argument("--headless", action="store_true", help="no window: bot against bot, text log on stdout")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                   help="match time (default: 20 s headless, until 5 points in a window)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="match time (default: 20 s headless, until 5 points in a window)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seeds the serves, the bots and the simulated network")
 
     neg = p.add_argument_group("what the invite asks for (a=gsdk-* lines, DESIGN section 3)")
     neg.add_argument("--format", default="pong/1", help="game format (default pong/1; the tick is added)")
-    neg.add_argument("--class", dest="classification", default="action", help="game classification (default action)")
-    neg.add_argument("--latency-ms", type=float, default=80.0,
-                     help="max round trip the session may have (default 80); try 1 to see a policy refusal")
+    neg.add_argument(
+        "--class", dest="classification", default="action", help="game classification (default action)"
+    )
+    neg.add_argument(
+        "--latency-ms",
+        type=float,
+        default=80.0,
+        help="max round trip the session may have (default 80); try 1 to see a policy refusal",
+    )
     neg.add_argument("--jitter-ms", type=float, default=20.0, help="max jitter (default 20)")
-    neg.add_argument("--loss-ppm", type=int, default=10_000, help="max loss, parts per million (default 10000 = 1%%)")
+    neg.add_argument(
+        "--loss-ppm", type=int, default=10_000, help="max loss, parts per million (default 10000 = 1%%)"
+    )
 
     net = p.add_argument_group("networked mode")
-    net.add_argument("--user", help="your account name (networked mode) or the caller's name (local, offline)")
+    net.add_argument(
+        "--user", help="your account name (networked mode) or the caller's name (local, offline)"
+    )
     net.add_argument("--password", help="your password (networked mode)")
     who = net.add_mutually_exclusive_group()
     who.add_argument("--invite", metavar="NAME@DOMAIN", help="invite this player (you host the match)")
     who.add_argument("--wait", action="store_true", help="wait for an invite (you join the match)")
     net.add_argument("--peer", help="the callee's name in local and offline modes (default bob)")
 
-    sim = p.add_argument_group("simulated conditions (offline mode; local mode passes them to the channel simulator)")
-    sim.add_argument("--access-kbps", type=int, default=None,
-                     help="capacity of the caller's access network; try 20 to see a policy refusal")
+    sim = p.add_argument_group(
+        "simulated conditions (offline mode; local mode passes them to the channel simulator)"
+    )
+    sim.add_argument(
+        "--access-kbps",
+        type=int,
+        default=None,
+        help="capacity of the caller's access network; try 20 to see a policy refusal",
+    )
     sim.add_argument("--sim-latency-ms", type=float, default=15.0, help="one-way latency added (default 15)")
     sim.add_argument("--sim-jitter-ms", type=float, default=2.0, help="one-way jitter added (default 2)")
     sim.add_argument("--sim-loss", type=float, default=0.0, help="share of packets lost, 0..1 (default 0)")
@@ -122,7 +146,9 @@ def _setup(args: argparse.Namespace, out: TextIO) -> SessionHandle | None:
         except ModuleNotFoundError as exc:
             if exc.name != "demo_game.local":
                 raise
-            out.write("note: the embedded servers are not wired in yet (demo_game/local.py); running --offline\n")
+            out.write(
+                "note: the embedded servers are not wired in yet (demo_game/local.py); running --offline\n"
+            )
         else:
             # THE LEAD PLUGS THE REAL SESSION SETUP IN HERE: demo_game/local.py must provide
             # setup_local_session(args, out) -> SessionHandle (see demo_game.link.SessionHandle).
@@ -164,7 +190,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             from demo_game.headless import run_headless
 
             result = run_headless(
-                handle.host_link, handle.guest_link, args.duration or 20.0, out, pump=handle.pump, seed=args.seed
+                handle.host_link,
+                handle.guest_link,
+                args.duration or 20.0,
+                out,
+                pump=handle.pump,
+                seed=args.seed,
             )
         else:
             from demo_game.window import run_window
@@ -172,7 +203,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             human = handle.host_link if handle.host_link is not None else handle.guest_link
             bot = handle.guest_link if handle.host_link is not None else None
             assert human is not None
-            result = run_window(human, bot, duration_s=args.duration, pump=handle.pump, seed=args.seed, out=out)
+            result = run_window(
+                human, bot, duration_s=args.duration, pump=handle.pump, seed=args.seed, out=out
+            )
     except KeyboardInterrupt:
         out.write("interrupted\n")
         return EXIT_MATCH_BROKEN

@@ -65,7 +65,9 @@ def setup_offline_session(args: argparse.Namespace) -> OfflineSession:
             PlayerInfo(
                 name=host_name,
                 region=HOST_ACCESS[0],
-                reservation=Reservation(region=HOST_ACCESS[0], access_network=HOST_ACCESS[1], up_kbps=big, down_kbps=GUEST_KBPS),
+                reservation=Reservation(
+                    region=HOST_ACCESS[0], access_network=HOST_ACCESS[1], up_kbps=big, down_kbps=GUEST_KBPS
+                ),
             ),
             PlayerInfo(
                 name=guest_name,
@@ -81,20 +83,30 @@ def setup_offline_session(args: argparse.Namespace) -> OfflineSession:
         budget=budget,
         security_suite="chacha20-poly1305",
     )
-    sim = NetSim(latency_ms=args.sim_latency_ms, jitter_ms=args.sim_jitter_ms, loss=args.sim_loss, seed=args.seed)
+    sim = NetSim(
+        latency_ms=args.sim_latency_ms, jitter_ms=args.sim_jitter_ms, loss=args.sim_loss, seed=args.seed
+    )
     # What the admission control would compute: both access round trips plus the transit between them.
     path_ms = HOST_ACCESS[2] + GUEST_ACCESS[2] + 2 * args.sim_latency_ms + args.sim_jitter_ms
     failure: tuple[int, str] | None = None
     if args.access_kbps is not None and args.access_kbps < big:
-        failure = (580, f"insufficient uplink in {HOST_ACCESS[1]}: {big} kbit/s asked, {args.access_kbps} available")
+        failure = (
+            580,
+            f"insufficient uplink in {HOST_ACCESS[1]}: {big} kbit/s asked, {args.access_kbps} available",
+        )
     elif path_ms > args.latency_ms:
-        failure = (580, f"latency budget: the path needs {path_ms:g} ms round trip, the session allows {args.latency_ms:g} ms")
+        failure = (
+            580,
+            f"latency budget: the path needs {path_ms:g} ms round trip, the session allows {args.latency_ms:g} ms",
+        )
 
     steps = [
         "[simulated] offline mode: no servers, the steps below only imitate them (use --local)",
         f"[simulated] {host_name} logged in to region {HOST_ACCESS[0]}; {guest_name} to {GUEST_ACCESS[0]}",
-        f"[simulated] INVITE {guest_name}: format {info.game_format}, class {info.classification}, "
-        f"rtt <= {args.latency_ms:g} ms, jitter <= {args.jitter_ms:g} ms",
+        (
+            f"[simulated] INVITE {guest_name}: format {info.game_format}, class {info.classification}, "
+            f"rtt <= {args.latency_ms:g} ms, jitter <= {args.jitter_ms:g} ms"
+        ),
     ]
     if failure is None:
         steps += [
@@ -114,7 +126,9 @@ def setup_offline_session(args: argparse.Namespace) -> OfflineSession:
         setup_steps=tuple(steps),
         guest_setup_steps=guest_steps,
         # Headless logs need no pacing; a window shows the steps appear one by one.
-        step_interval_s=args.step_interval_s if args.step_interval_s is not None else (0.0 if args.headless else 0.35),
+        step_interval_s=args.step_interval_s
+        if args.step_interval_s is not None
+        else (0.0 if args.headless else 0.35),
         failure=failure,
     )
     return OfflineSession(host_link=host, guest_link=guest)

@@ -45,6 +45,7 @@ from demo_game.protocol import (
     decode_message_untrusted,
     encode_message,
 )
+from demo_game.report import MatchResult
 from demo_game.world import (
     GUEST,
     HOST,
@@ -59,7 +60,17 @@ from demo_game.world import (
     move_paddle,
 )
 
-__all__ = ["Controller", "GuestRole", "HostRole", "Notice", "Outcome", "Peer", "Phase", "StillController"]
+__all__ = [
+    "Controller",
+    "GuestRole",
+    "HostRole",
+    "Notice",
+    "Outcome",
+    "Peer",
+    "Phase",
+    "StillController",
+    "match_result",
+]
 
 
 class Controller(Protocol):
@@ -167,7 +178,9 @@ class HostRole:
             if isinstance(ev, PaddleHit):
                 self.total_hits += 1
             elif isinstance(ev, PointScored):
-                self.link.send_reliable(encode_message(PointMsg(tick=ev.tick, scorer=ev.scorer, score=ev.score)))
+                self.link.send_reliable(
+                    encode_message(PointMsg(tick=ev.tick, scorer=ev.scorer, score=ev.score))
+                )
                 self.notices.append(Notice(text=f"point {_name(self.info, ev.scorer)}", at=now))
             elif isinstance(ev, MatchWon):
                 self.finish("score", now)
@@ -268,7 +281,9 @@ class GuestRole:
         return replace(snap, paddle_y=(snap.paddle_y[HOST], self._predicted_y))
 
 
-def _end_outcome(info: SessionInfo | None, reason: str, score: tuple[int, int], winner: int | None, quitter: int) -> Outcome:
+def _end_outcome(
+    info: SessionInfo | None, reason: str, score: tuple[int, int], winner: int | None, quitter: int
+) -> Outcome:
     result = f"{score[0]}-{score[1]}"
     if reason == "quit":
         message = f"{_name(info, quitter)} left the match at {result}"
@@ -291,7 +306,9 @@ class Peer:
         seed: the host's world seed (serve angles).
     """
 
-    def __init__(self, link: GameLink, controller: Controller, *, rules: Rules | None = None, seed: int = 1) -> None:
+    def __init__(
+        self, link: GameLink, controller: Controller, *, rules: Rules | None = None, seed: int = 1
+    ) -> None:
         self.link = link
         self.controller = controller
         self.rules = rules or Rules()
@@ -338,7 +355,9 @@ class Peer:
                 self._receive(ev, now)
             elif isinstance(ev, PeerInterrupted):
                 self.interrupted = True
-                self._notice(Notice(text="connection interrupted: nothing heard from the peer", at=now, warn=True))
+                self._notice(
+                    Notice(text="connection interrupted: nothing heard from the peer", at=now, warn=True)
+                )
             elif isinstance(ev, PeerResumed):
                 self.interrupted = False
                 self._notice(Notice(text="connection resumed", at=now))
@@ -424,7 +443,9 @@ class Peer:
     def _peer_dropped(self, reason: str) -> None:
         if self.finished:
             return
-        score = self.role.cur.score if isinstance(self.role, HostRole) else getattr(self.role, "score", (0, 0))
+        score = (
+            self.role.cur.score if isinstance(self.role, HostRole) else getattr(self.role, "score", (0, 0))
+        )
         other = _name(self.info, 1 - (self.side or 0))
         self.phase = Phase.FINISHED
         self.outcome = Outcome(
@@ -447,3 +468,43 @@ class Peer:
             self.outcome = role.outcome
             # The session is over: hang up (BYE) at the next flush.
             self._close_reason = role.outcome.reason
+
+
+def match_result(
+    host: Peer | None,
+    guest: Peer | None,
+    ticks: int,
+    match_started: float | None,
+    match_ended: float | None,
+    now: float,
+) -> MatchResult:
+    """Build the :class:`MatchResult` of the peers that ran in this process."""
+    ran = [p for p in (host, guest) if p is not None]
+    # A failed setup explains the run better than the other side's "abandoned".
+    main = next((p for p in ran if p.outcome is not None and p.outcome.reason == "failed"), ran[0])
+    outcome = main.outcome
+    info = main.info
+    players = (info.players[0].name, info.players[1].name) if info is not None else ("", "")
+    duration = 0.0
+    if match_started is not None:
+        duration = (match_ended if match_ended is not None else now) - match_started
+    hits = 0
+    if host is not None and isinstance(host.role, HostRole):
+        hits = host.role.total_hits
+    return MatchResult(
+        reason=outcome.reason if outcome is not None else "quit",
+        score=outcome.score if outcome is not None else (0, 0),
+        winner=outcome.winner if outcome is not None else None,
+        message=outcome.message if outcome is not None else "stopped",
+        players=players,
+        duration_s=duration,
+        ticks=ticks,
+        steps=tuple(main.steps),
+        status=outcome.status if outcome is not None else None,
+        host_stats=host.link.stats() if host is not None else None,
+        guest_stats=guest.link.stats() if guest is not None else None,
+        snapshots_received=guest.role.snapshots_received
+        if guest is not None and isinstance(guest.role, GuestRole)
+        else 0,
+        hits=hits,
+    )

@@ -90,7 +90,11 @@ def stats_line(stats: LinkStats, budget: QosBudget) -> str:
     """Live figures against the budget, e.g. ``rtt 41.0/50 ms jitter 1.2/10 ms loss 0.00%/1.00% ...``."""
     check = check_budget(stats, budget)
     rtt = "-" if stats.rtt_ms is None else f"{stats.rtt_ms:.1f}"
-    flags = [name for name, over in (("rtt", check.rtt_over), ("jitter", check.jitter_over), ("loss", check.loss_over)) if over]
+    flags = [
+        name
+        for name, over in (("rtt", check.rtt_over), ("jitter", check.jitter_over), ("loss", check.loss_over))
+        if over
+    ]
     verdict = "within budget" if not flags else "OVER BUDGET: " + ", ".join(flags)
     return (
         f"rtt {rtt}/{budget.latency_ms:g} ms  jitter {stats.jitter_ms:.1f}/{budget.jitter_ms:g} ms  "

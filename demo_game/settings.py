@@ -43,7 +43,7 @@ INPUT_STEPS = 8
 WIN_SCORE = 5
 
 #: Seconds the results screen stays up before the windowed runner exits on its own.
-RESULTS_LINGER_S = 8.0
+RESULTS_LINGER_S = 30.0
 
 #: Headless runner: seconds between two printed channel-stats lines.
 STATS_EVERY_S = 1.0

@@ -8,21 +8,24 @@ import re
 
 import pytest
 
+from demo_game.control import Control
 from demo_game.headless import run_headless
 from demo_game.link import Lane, MessageReceived
-from demo_game.loopback import LoopbackLink, NetSim
+from demo_game.loopback import LoopbackLink
 from demo_game.main import build_parser, main
 from demo_game.offline import setup_offline_session
 from demo_game.play import Peer, Phase, StillController
-from demo_game.control import Control
 from demo_game.protocol import StateMsg, decode_message_untrusted
+from demo_game.report import MatchResult
 from demo_game.world import Rules
 
-SCORE_LINE = re.compile(r"^final score: (\S+) (\d+) - (\d+) (\S+) \((\w+), ([\d.]+) s, (\d+) ticks\): (.+)$", re.M)
+SCORE_LINE = re.compile(
+    r"^final score: (\S+) (\d+) - (\d+) (\S+) \((\w+), ([\d.]+) s, (\d+) ticks\): (.+)$", re.MULTILINE
+)
 STATS_LINE = re.compile(
     r"^\[\s*([\d.]+) s\] score (\d+)-(\d+)  rtt ([\d.]+)/80 ms  jitter ([\d.]+)/20 ms  loss ([\d.]+)%/1.00%  "
     r"in ([\d.]+) kbit/s  out ([\d.]+) kbit/s  (within budget|OVER BUDGET: .+)$",
-    re.M,
+    re.MULTILINE,
 )
 
 
@@ -45,12 +48,19 @@ def offline_args(*argv: str) -> argparse.Namespace:
     return args
 
 
-def play(duration_s: float, *argv: str, rules: Rules | None = None) -> tuple[str, object]:
+def play(duration_s: float, *argv: str, rules: Rules | None = None) -> tuple[str, MatchResult]:
     session = setup_offline_session(offline_args(*argv))
     out = io.StringIO()
     clock = VirtualClock()
     result = run_headless(
-        session.host_link, session.guest_link, duration_s, out, clock=clock, sleep=clock.sleep, rules=rules, seed=3
+        session.host_link,
+        session.guest_link,
+        duration_s,
+        out,
+        clock=clock,
+        sleep=clock.sleep,
+        rules=rules,
+        seed=3,
     )
     return out.getvalue(), result
 
@@ -74,7 +84,7 @@ def test_headless_match_prints_steps_stats_and_a_final_score() -> None:
     # the final line agrees with the result object and with the last stats line
     m = SCORE_LINE.search(text)
     assert m is not None, text
-    host, a, b, guest, reason, seconds, ticks, message = m.groups()
+    host, a, b, guest, reason, seconds, _ticks, message = m.groups()
     assert (host, guest) == ("alice@eu.example", "bob@na.example") == result.players
     assert (int(a), int(b)) == result.score
     assert reason == result.reason and result.ok
@@ -115,7 +125,7 @@ def test_policy_refusal_ends_the_run_with_a_clear_message(argv: tuple[str, ...],
     assert result.reason == "failed" and result.status == 580
     assert needle in result.message
     assert f"setup (caller) FAILED: 580 {needle}" in text
-    assert re.search(rf"^no match: session failed: 580 {re.escape(needle)}", text, re.M)
+    assert re.search(rf"^no match: session failed: 580 {re.escape(needle)}", text, re.MULTILINE)
     assert "match: started" not in text
 
 
@@ -205,7 +215,9 @@ def test_cli_refusal_exits_3() -> None:
         (["--frobnicate"], "unrecognized arguments"),
     ],
 )
-def test_cli_bad_options_exit_2_with_a_message(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_options_exit_2_with_a_message(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv, out=io.StringIO()) == 2
     assert needle in capsys.readouterr().err
 

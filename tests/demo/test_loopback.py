@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from demo_game.link import (
@@ -24,7 +26,10 @@ from demo_game.loopback import LoopbackLink, NetSim
 
 INFO = SessionInfo(
     call_id="c1",
-    players=(PlayerInfo(name="alice@eu.example", region="eu"), PlayerInfo(name="bob@na.example", region="na")),
+    players=(
+        PlayerInfo(name="alice@eu.example", region="eu"),
+        PlayerInfo(name="bob@na.example", region="na"),
+    ),
     local_side=0,
     game_format="pong/1;tick=60",
     classification="action",
@@ -40,7 +45,7 @@ def ready_pair(**kw: object) -> tuple[LoopbackLink, LoopbackLink]:
     return host, guest
 
 
-def received(events: list[object], lane: Lane) -> list[bytes]:
+def received(events: Sequence[object], lane: Lane) -> list[bytes]:
     return [e.data for e in events if isinstance(e, MessageReceived) and e.lane is lane]
 
 
