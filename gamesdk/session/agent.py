@@ -125,6 +125,7 @@ class _Pending:
     purpose: str
     call_id: str | None
     retries: int = 0
+    request: Request | None = None
 
 
 class UserAgent:
@@ -163,7 +164,7 @@ class UserAgent:
         self._calls: dict[str, _Call] = {}
         self._timers: dict[str, float] = {}
         # registration
-        self._proxy_challenge: Challenge | None = None
+        self._challenges: dict[int, Challenge] = {}
         self._reg_call_id = ids.call_id()
         self._reg_tag = ids.tag()
         self._reg_cseq = 0
@@ -233,7 +234,7 @@ class UserAgent:
             role=Role.OFFER,
         )
         self._calls[call_id] = call
-        self._send_invite(call, now, auth=self._cached_proxy_auth("INVITE", peer_uri))
+        self._send_invite(call, now, auth=self._cached_auth(407, "INVITE", peer_uri))
         call.timers["invite"] = now + self.config.invite_timeout_s
         return call_id
 
@@ -369,7 +370,9 @@ class UserAgent:
         return self._events.popleft() if self._events else None
 
     # ------------------------------------------------------------------ registration
-    def _send_register(self, now: float, expires: int, auth: tuple[str, str] | None = None) -> None:
+    def _send_register(
+        self, now: float, expires: int, auth: tuple[str, str] | None = None, retries: int = 0
+    ) -> None:
         self._reg_cseq += 1
         aor = self.aor
         extra = [("Expires", str(expires)), ("Allow", ALLOW)]
@@ -389,7 +392,7 @@ class UserAgent:
             extra=extra,
             user_agent=self.config.user_agent,
         )
-        self._start_client(req, now, _Pending("register", None, 0 if auth is None else 1))
+        self._start_client(req, now, _Pending("register", None, retries))
 
     def _register_response(self, resp: Response, pending: _Pending, now: float) -> None:
         if resp.status < 200:
@@ -400,19 +403,13 @@ class UserAgent:
                 self._registration_failed(resp.status, "no usable digest challenge")
                 return
             expires = 0 if self._unregistering else self.config.register_expires_s
-            self._reg_cseq += 0
-            before = len(self._client_txs)
-            self._send_register(now, expires, auth)
-            # carry the retry count over to the new transaction
-            if len(self._client_txs) > before:
-                last = list(self._pending.values())[-1]
-                last.retries = pending.retries + 1
+            self._send_register(now, expires, auth, retries=pending.retries + 1)
             return
         if resp.status == 423:
             # Interval Too Brief: ask again with the server's Min-Expires (RFC 3261 section 10.2.8)
             min_expires = resp.headers.get("Min-Expires")
             if min_expires and min_expires.strip().isdigit() and pending.retries < MAX_AUTH_RETRIES:
-                self._send_register(now, int(min_expires.strip()))
+                self._send_register(now, int(min_expires.strip()), retries=pending.retries + 1)
                 return
         if 200 <= resp.status < 300:
             if self._unregistering:
@@ -830,6 +827,9 @@ class UserAgent:
         if refresh and call.publish_etag is None:
             return
         extra = [("Event", "dialog"), ("Expires", str(self.config.publish_expires_s))]
+        auth = self._cached_auth(401, "PUBLISH", self.aor)
+        if auth is not None:
+            extra.append(auth)
         if call.publish_etag is not None:
             extra.append(("SIP-If-Match", call.publish_etag))
         body = b""
@@ -880,7 +880,7 @@ class UserAgent:
             return
         call = self._calls.get(pending.call_id)
         if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
-            tx_req = self._last_request
+            tx_req = pending.request
             if tx_req is not None:
                 auth = self._authorize(resp, "PUBLISH", tx_req.uri)
                 if auth is not None:
@@ -902,8 +902,6 @@ class UserAgent:
             log.info("PUBLISH for %s answered %s %s", pending.call_id, resp.status, resp.reason)
 
     # ------------------------------------------------------------------ plumbing
-    _last_request: Request | None = None
-
     def _start_client(
         self, req: Request, now: float, pending: _Pending, destination: Address | None = None
     ) -> None:
@@ -911,8 +909,8 @@ class UserAgent:
             req, now, destination=destination or self.config.server, config=self.config.timers
         )
         self._client_txs[tx.key] = tx
+        pending.request = req
         self._pending[tx.key] = pending
-        self._last_request = req
 
     def _authorize(self, resp: Response, method: str, uri: str) -> tuple[str, str] | None:
         header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
@@ -920,19 +918,20 @@ class UserAgent:
             challenge = choose_challenge(resp.headers.get_all(header), self.config.digest_algorithms)
         except RemoteProtocolError:
             return None
-        if resp.status == 407:
-            # Cache the proxy's challenge: later INVITEs carry credentials for it at once (RFC 3261 22.3) and
-            # skip a 407 round trip until the nonce goes stale.
-            self._proxy_challenge = challenge
+        # Cache the challenge: later requests carry credentials for it at once (RFC 3261 22.3) and skip a
+        # 401/407 round trip until the nonce goes stale.
+        self._challenges[resp.status] = challenge
         credentials = self._digest.answer(challenge, method=method, uri=uri)
         name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
         return name, credentials.to_header_value()
 
-    def _cached_proxy_auth(self, method: str, uri: str) -> tuple[str, str] | None:
-        challenge = self._proxy_challenge
+    def _cached_auth(self, status: int, method: str, uri: str) -> tuple[str, str] | None:
+        """Credentials for the challenge last seen in a ``status`` (401 or 407) response, if any."""
+        challenge = self._challenges.get(status)
         if challenge is None:
             return None
-        return "Proxy-Authorization", self._digest.answer(challenge, method=method, uri=uri).to_header_value()
+        name = "Authorization" if status == 401 else "Proxy-Authorization"
+        return name, self._digest.answer(challenge, method=method, uri=uri).to_header_value()
 
     def _receive_response(self, resp: Response, now: float) -> None:
         try:

@@ -338,8 +338,10 @@ class DigestClient:
         """Credentials for one already chosen challenge; a reused nonce gets the next ``nc``."""
         ha1 = compute_ha1(self.username, challenge.realm, self.password, challenge.algorithm)
         qop: str | None = "auth" if challenge.qop else None
-        nc = self._nc.get(challenge.nonce, 0) + 1
-        if len(self._nc) > 64:  # only the newest nonces are worth remembering
+        # Least recently used first: a long-lived nonce in use must never be the one forgotten, or its nc
+        # would restart at 1 and the server would refuse it as a replay.
+        nc = self._nc.pop(challenge.nonce, 0) + 1
+        if len(self._nc) >= 64:  # only the most recently used nonces are worth remembering
             self._nc.pop(next(iter(self._nc)))
         self._nc[challenge.nonce] = nc
         cnonce = self.cnonce() if qop else None
