@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import itertools
 from collections import deque
 
 from gamesdk.channel import packet as wire
@@ -25,11 +26,13 @@ from gamesdk.channel.events import (
     ChannelEvent,
     Disconnected,
     Interrupted,
-    MessageReceived,
     QosRestored,
     QosViolation,
     Resumed,
     SecurityError,
+)
+from gamesdk.channel.events import (
+    message_received as _message,
 )
 from gamesdk.channel.reliability import Fragment, ReliableReceiver, ReliableSender, SequencedReceiver
 from gamesdk.channel.replay import ReplayWindow
@@ -58,6 +61,11 @@ _MIN_DATAGRAM = wire.HEADER_BYTES + AEAD_TAG_BYTES
 _HEADER_UNPACK = wire.HEADER.unpack_from
 _HEADER_PACK = wire.HEADER.pack
 _ACK_PACK = wire.ACK_FRAME.pack
+_ACK_BODY_UNPACK = wire.ACK_BODY.unpack_from
+_SEQ_BODY_UNPACK = wire.SEQ_BODY.unpack_from
+_U16_UNPACK = wire.U16.unpack_from
+_FAST_LANES = (wire.FrameType.UNRELIABLE.value, wire.FrameType.SEQUENCED.value)
+_ACK_PLUS_SEQ = wire.ACK_FRAME_BYTES + wire.UNRELIABLE_FRAME_OVERHEAD
 _VERSION_BITS = wire.VERSION << 6  # and key phase 0
 _DATA_TYPE = _VERSION_BITS | wire.PacketType.DATA
 _LANE_UNRELIABLE = Lane.UNRELIABLE
@@ -288,8 +296,29 @@ class Channel:
             self._events.append(Resumed(silent_s=now - self._last_recv))
         self._last_recv = now
         try:
-            frames = wire.parse_frames_untrusted(plaintext)
-            self._handle_frames(frames, now)
+            # Fast path for the commonest packet of a game stream, ACK + one unreliable or sequenced
+            # message filling the rest: the same checks as parse_frames_untrusted without building tuples.
+            size = len(plaintext)
+            if size >= _ACK_PLUS_SEQ and plaintext[0] == _ACK and plaintext[19] in _FAST_LANES:
+                lane_byte = plaintext[19]
+                if lane_byte == _UNRELIABLE:
+                    (length,) = _U16_UNPACK(plaintext, 20)
+                    start = 22
+                else:
+                    seq, length = _SEQ_BODY_UNPACK(plaintext, 20)
+                    start = 24
+                if start + length == size:
+                    largest, bits, delay = _ACK_BODY_UNPACK(plaintext, 1)
+                    self._on_ack(largest, bits, delay, now)
+                    if lane_byte == _UNRELIABLE:
+                        self._events.append(_message(_LANE_UNRELIABLE, plaintext[22:]))
+                    elif self._sequenced_in.accept(seq):
+                        self._events.append(_message(_LANE_SEQUENCED, plaintext[24:]))
+                    self._ack_pending += 1
+                    if self._ack_deadline is None:
+                        self._ack_deadline = now + self.config.max_ack_delay_s
+                    return
+            self._handle_frames(wire.parse_frames_untrusted(plaintext), now)
         except RemoteProtocolError as exc:
             # An authenticated peer that breaks the frame grammar is broken or hostile: stop talking to it.
             self.malformed_dropped += 1
@@ -330,17 +359,17 @@ class Channel:
             ftype = frame[0]
             if ftype == _UNRELIABLE:
                 eliciting = True
-                events.append(MessageReceived(_LANE_UNRELIABLE, frame[1]))  # type: ignore[arg-type]
+                events.append(_message(_LANE_UNRELIABLE, frame[1]))  # type: ignore[arg-type]
             elif ftype == _ACK:
                 self._on_ack(frame[1], frame[2], frame[3], now)  # type: ignore[arg-type]
             elif ftype == _SEQUENCED:
                 eliciting = True
                 if self._sequenced_in.accept(frame[1]):  # type: ignore[arg-type]
-                    events.append(MessageReceived(_LANE_SEQUENCED, frame[2]))  # type: ignore[arg-type]
+                    events.append(_message(_LANE_SEQUENCED, frame[2]))  # type: ignore[arg-type]
             elif ftype == _RELIABLE:
                 eliciting = True
                 for message in self._reliable_in.receive_untrusted(*frame[1:]):  # type: ignore[arg-type]
-                    events.append(MessageReceived(_LANE_RELIABLE, message))
+                    events.append(_message(_LANE_RELIABLE, message))
             elif ftype == _PING:
                 eliciting = True
             elif ftype == _CONFIRM:
@@ -430,8 +459,10 @@ class Channel:
         sent = self._sent
         sent[pn] = (now, len(datagram), frags)
         if len(sent) > _MAX_SENT_RECORDS:
-            del sent[next(iter(sent))]
-            self.lost_out += 1
+            # the peer stopped acking: drop the oldest half at once (one scan, not one per packet)
+            for old_pn in list(itertools.islice(sent, _MAX_SENT_RECORDS // 2)):
+                del sent[old_pn]
+            self.lost_out += _MAX_SENT_RECORDS // 2
         self.packets_out += 1
         self.bytes_out += len(datagram)
         self._last_send = now
@@ -536,7 +567,9 @@ class Channel:
                 self._ack_pending = 0
                 self._ack_deadline = None
             out.append(self._build(ptype, frames, frags, now))
-            if not must_send:
+            # another packet only if something is left over (reliable fragments go first, so if none were
+            # in this packet, none are due)
+            if not must_send or not (unreliable or sequenced or frags is not None):
                 break
         return out
 

@@ -90,7 +90,8 @@ _RELIABLE = FrameType.RELIABLE.value
 
 ACK_FRAME = struct.Struct("<BQQH")
 _ACK = ACK_FRAME
-_U16 = struct.Struct("<H")
+U16 = struct.Struct("<H")
+_U16 = U16
 _UNREL = struct.Struct("<BH")
 _SEQ = struct.Struct("<BHH")
 _REL = struct.Struct("<BHHHH")
@@ -99,8 +100,10 @@ SEQUENCED_FRAME_OVERHEAD = _SEQ.size  # 5
 RELIABLE_FRAME_OVERHEAD = _REL.size  # 9
 ACK_FRAME_BYTES = _ACK.size  # 19
 CONFIRM_FRAME_BYTES = 1 + 16
-_ACK_BODY = struct.Struct("<QQH")
-_SEQ_BODY = struct.Struct("<HH")
+ACK_BODY = struct.Struct("<QQH")
+_ACK_BODY = ACK_BODY
+SEQ_BODY = struct.Struct("<HH")
+_SEQ_BODY = SEQ_BODY
 _REL_BODY = struct.Struct("<HHHH")
 
 
