@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="match time (default: 20 s headless, until 5 points in a window)",
     )
     p.add_argument("--seed", type=int, default=1, help="seeds the serves, the bots and the simulated network")
+    p.add_argument(
+        "--bot", action="store_true", help="in a window, let a bot play your side too (hands-off demo)"
+    )
 
     neg = p.add_argument_group("what the invite asks for (a=gsdk-* lines, DESIGN section 3)")
     neg.add_argument("--format", default="pong/1", help="game format (default pong/1; the tick is added)")
@@ -198,13 +201,21 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                 seed=args.seed,
             )
         else:
+            os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+            from demo_game.bot import Bot
             from demo_game.window import run_window
 
             human = handle.host_link if handle.host_link is not None else handle.guest_link
             bot = handle.guest_link if handle.host_link is not None else None
             assert human is not None
             result = run_window(
-                human, bot, duration_s=args.duration, pump=handle.pump, seed=args.seed, out=out
+                human,
+                bot,
+                duration_s=args.duration,
+                pump=handle.pump,
+                seed=args.seed,
+                out=out,
+                human=Bot(0, seed=args.seed) if args.bot else None,
             )
     except KeyboardInterrupt:
         out.write("interrupted\n")

@@ -123,6 +123,11 @@ class Outcome:
     status: int | None = None
 
 
+#: A snapshot this much later than the guest's clock estimate means the host's clock stopped (it
+#: pauses while the guest is unheard): the guest resyncs instead of drifting back over seconds.
+RESYNC_S = 0.25
+
+
 def _quantise(move: float) -> float:
     steps = settings.INPUT_STEPS
     return round(max(-1.0, min(1.0, move)) * steps) / steps
@@ -230,7 +235,8 @@ class GuestRole:
                 # Where tick 0 sits on our clock. Take the earliest arrival (least delayed) at once
                 # and follow later ones slowly, so jitter does not shake the picture.
                 offset = now - snap.tick * self.tick_s
-                if self._offset_s is None or offset < self._offset_s:
+                if self._offset_s is None or offset < self._offset_s or offset - self._offset_s > RESYNC_S:
+                    # (A jump forward means the host paused, e.g. while we were unheard: resync at once.)
                     self._offset_s = offset
                 else:
                     self._offset_s += (offset - self._offset_s) * 0.02

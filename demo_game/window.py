@@ -19,7 +19,7 @@ from demo_game import settings
 from demo_game.bot import Bot
 from demo_game.control import Control
 from demo_game.link import GameLink, LinkEvent, SessionFailed, SessionReady, SetupStep
-from demo_game.play import Controller, Peer, Phase, StillController, match_result
+from demo_game.play import Controller, HostRole, Peer, Phase, StillController, match_result
 from demo_game.render import Renderer
 from demo_game.report import MatchResult, final_score_line, session_lines
 from demo_game.states import ConnectingState, Context, State
@@ -74,6 +74,10 @@ def run_window(
             out.flush()
 
     def on_link_events(peer: Peer, events: list[LinkEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, SessionReady) and isinstance(peer.controller, Bot):
+                # A bot steers whichever side the session gave its end (before that end's first tick).
+                peer.controller.side = ev.info.local_side
         if peer is not me:
             return
         for ev in events:
@@ -82,11 +86,6 @@ def run_window(
             elif isinstance(ev, SessionReady):
                 for line in session_lines(ev.info):
                     log(line)
-                # The bot steers whichever side the session gave the other end.
-                if other is not None:
-                    other.controller = Bot(1 - ev.info.local_side, rules, seed=seed * 2 + 2)
-                if isinstance(me.controller, Bot):
-                    me.controller.side = ev.info.local_side
             elif isinstance(ev, SessionFailed):
                 log(f"setup FAILED: {ev.status} {ev.reason}")
 
@@ -114,6 +113,14 @@ def run_window(
             now = control.now
             if match_started is None and me.phase is Phase.PLAYING:
                 match_started = now
+            if (
+                other is not None
+                and duration_s is not None
+                and match_started is not None
+                and isinstance(other.role, HostRole)
+                and now - match_started >= duration_s
+            ):
+                other.end("time", now)  # the bot hosts: it ends the match as MatchState does for a human host
             if match_ended is None and me.finished:
                 match_ended = now
             state.update(now)

@@ -180,8 +180,8 @@ class World:
     hits: int = 0
     serve_ticks: int = 0
     winner: int | None = None
-    _rng: int = 0
-    _serve_to: int = GUEST
+    _rng: int = field(default=0, init=False, repr=False)
+    _serve_to: int = field(default=GUEST, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = (self.seed * 2654435761 + 0x9E3779B9) & 0xFFFFFFFF or 0x1234567

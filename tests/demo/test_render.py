@@ -206,3 +206,23 @@ def test_window_shows_a_refusal_and_returns_failed() -> None:
     result = run_window(session.host_link, session.guest_link, human=Bot(HOST), max_frames=20)
     assert result.reason == "failed" and result.status == 580
     assert "insufficient uplink in eu-fibre" in result.message
+
+
+def test_window_with_the_player_as_guest_draws_the_hosts_snapshots(tmp_path: Path) -> None:
+    session = setup_offline_session(_offline("--sim-latency-ms", "5"))
+    assert session.host_link is not None and session.guest_link is not None
+    shot = tmp_path / "guest.png"
+    result = run_window(
+        session.guest_link,
+        session.host_link,
+        duration_s=0.6,
+        human=Bot(HOST),  # the session makes it the guest's bot
+        max_frames=60,
+        screenshot_at_s=0.4,
+        screenshot_path=shot,
+    )
+    assert result.reason == "time"
+    assert result.snapshots_received > 20
+    image = pygame.image.load(str(shot))
+    colours = colours_in(image, image.get_rect().inflate(-2, -2))
+    assert S.COLOUR_PADDLE_HOST in colours and S.COLOUR_PADDLE_GUEST in colours
