@@ -244,9 +244,17 @@ class PolicyServer:
         log.info("released %s in %s: %s", key, res.grant.network, reason.value)
         return res
 
-    def release_player(self, player: str, now: float, reason: EndReason = EndReason.REG_EXPIRED) -> list[Reservation]:
-        """Release every reservation of ``player`` (its registration expired or was removed)."""
-        keys = [k for k, r in self._held.items() if r.request.player == player]
+    def release_player(
+        self, player: str, now: float, reason: EndReason = EndReason.REG_EXPIRED, *, player_ip: str | None = None
+    ) -> list[Reservation]:
+        """Release every reservation of ``player`` (its registration expired or was removed).
+
+        With ``player_ip``, only the reservations made for the player at that address (one binding of several).
+        """
+        keys = [
+            k for k, r in self._held.items()
+            if r.request.player == player and (player_ip is None or r.request.player_ip == player_ip)
+        ]
         return [r for k in keys if (r := self.release(k, now, reason)) is not None]
 
     def find(self, ref: DialogRef) -> Reservation | None:

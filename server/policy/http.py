@@ -41,11 +41,12 @@ from .codec import (
     key_to_json,
     operation_from_json_untrusted,
     operation_to_json,
+    reservation_from_json_untrusted,
     reservation_to_json,
 )
 from .core import PolicyServer
 from .lifetime import PolicyOperation
-from .model import AppSession, Decision, Deny, EndReason, Grant, Resource, SessionKey
+from .model import AppSession, Decision, Deny, EndReason, Grant, Reservation, Resource, SessionKey
 
 __all__ = ["MAX_BODY_BYTES", "PolicyHttpClient", "PolicyHttpService", "PolicyUnavailable"]
 
@@ -281,7 +282,10 @@ class PolicyHttpService:
     def _registration_expired(self, data: Any) -> tuple[int, object, str]:
         if not isinstance(data, dict) or not isinstance(data.get("player"), str):
             raise RemoteProtocolError("body must be {\"player\": aor}", 400)
-        released = self.policy.release_player(data["player"], self._clock())
+        player_ip = data.get("playerIp")
+        if player_ip is not None and not isinstance(player_ip, str):
+            raise RemoteProtocolError("playerIp must be a string", 400)
+        released = self.policy.release_player(data["player"], self._clock(), player_ip=player_ip)
         return 200, {"released": len(released)}, ""
 
     def _sessions(self, _: Any) -> tuple[int, object, str]:
@@ -385,3 +389,105 @@ class PolicyHttpClient:
             detail = data.get("detail") if isinstance(data, dict) else None
             raise PolicyUnavailable(f"HTTP {status}: {detail or 'unexpected status'}")
         return status, data
+
+
+class BlockingPolicyClient:
+    """The synchronous policy API over HTTP, for the sans-IO hooks when ``[policy] url`` is set.
+
+    Same methods as :class:`PolicyServer` (``now`` is ignored: the policy process uses its own clock and runs
+    its own timers). Each call blocks the caller for at most about ``timeout_s`` per socket operation; failures
+    become a :class:`Deny` (preliminary/final) or ``None``/``[]`` (lifetime calls, logged).
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"policy url must be http://host:port, not {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, body: object, ok: tuple[int, ...]) -> tuple[int, Any]:
+        import http.client  # stdlib; imported here so the asyncio service does not pull it in
+
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        try:
+            payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read(MAX_BODY_BYTES + 1)
+            if len(raw) > MAX_BODY_BYTES:
+                raise PolicyUnavailable("response too large")
+            data = json.loads(raw) if raw else None
+            status = resp.status
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise PolicyUnavailable(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            conn.close()
+        if status not in ok:
+            detail = data.get("detail") if isinstance(data, dict) else None
+            raise PolicyUnavailable(f"HTTP {status}: {detail or 'unexpected status'}")
+        return status, data
+
+    def _decide(self, request: AppSession, status: str) -> Decision:
+        try:
+            _, data = self._call("POST", "/app-sessions", {**app_session_to_json(request), "servInfStatus": status},
+                                 (200, 201, 403))
+            return decision_from_json_untrusted(data)
+        except (PolicyUnavailable, RemoteProtocolError) as exc:
+            log.warning("policy %s for %s failed: %s", status, request.call_id, exc)
+            return Deny(network=None, resource=Resource.POLICY, reason=f"policy server unavailable ({exc})")
+
+    def preliminary(self, request: AppSession, now: float) -> Decision:
+        return self._decide(request, "PRELIMINARY")
+
+    def final(self, request: AppSession, now: float) -> Decision:
+        return self._decide(request, "FINAL")
+
+    def apply(self, op: PolicyOperation, now: float) -> Reservation | None:
+        try:
+            status, data = self._call("POST", "/app-sessions/operations", operation_to_json(op), (200, 404))
+            if status == 404:
+                return None
+            return reservation_from_json_untrusted(data.get("reservation") if isinstance(data, dict) else None)
+        except (PolicyUnavailable, RemoteProtocolError) as exc:
+            log.warning("policy %s for %s failed: %s", type(op).__name__, op.ref.call_id, exc)
+            return None
+
+    def release_player(
+        self, player: str, now: float, reason: EndReason = EndReason.REG_EXPIRED, *, player_ip: str | None = None
+    ) -> list[Reservation]:
+        try:
+            self._call("POST", "/registrations/expired", {"player": player, "playerIp": player_ip}, (200,))
+        except PolicyUnavailable as exc:
+            log.warning("policy release of %s failed: %s", player, exc)
+        return []  # the count is known only remotely; callers only log it
+
+    def get_timer(self) -> float | None:
+        return None  # the policy process runs its own timers
+
+    def handle_timer(self, now: float) -> list[Reservation]:
+        return []
+
+
+def main(server_config: Any, policy_config: Any) -> int:
+    """``gamesdk-server policy --config FILE``: serve the region's policy over HTTP until interrupted.
+
+    ``server_config`` is the SIP server's ``ServerConfig`` (database path, region name); returns an exit code.
+    """
+    import sys
+
+    from .runner import serve_policy
+
+    def ready(host: str, port: int) -> None:
+        print(f"policy server for {server_config.name} listening on http://{host}:{port}", flush=True)
+
+    try:
+        asyncio.run(serve_policy(policy_config, server_config.database, region=server_config.name, ready=ready))
+    except OSError as exc:
+        print(f"gamesdk-server: cannot listen on {policy_config.settings.listen}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

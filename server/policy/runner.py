@@ -18,15 +18,25 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from server.billing.store import SqliteBillingStore
+from server.publish import DialogPublications
 
 from .config import PolicyConfig
 from .core import PolicyServer, hex_token_factory
-from .http import PolicyHttpClient, PolicyHttpService
+from .hooks import PolicyBackend, RegionPolicyHooks
+from .http import BlockingPolicyClient, PolicyHttpClient, PolicyHttpService
 from .lifetime import PolicyOperation
 from .model import AppSession, Decision, EndReason, SessionKey
 from .store import SqliteReservationStore, open_region_db
 
-__all__ = ["AsyncPolicy", "EmbeddedPolicy", "build_policy_server", "open_policy", "serve_policy"]
+__all__ = [
+    "AsyncPolicy",
+    "EmbeddedPolicy",
+    "build_policy_server",
+    "make_policy_hooks",
+    "open_policy",
+    "policy_document",
+    "serve_policy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +178,56 @@ async def serve_policy(
         await (stop or asyncio.Event()).wait()
     finally:
         await service.close()
+
+
+def policy_document(server_config: Any) -> dict[str, Any]:
+    """The policy tables of a ``ServerConfig`` as the mapping :meth:`PolicyConfig.from_mapping` reads."""
+    doc: dict[str, Any] = {"access_networks": [dict(n) for n in server_config.access_networks_raw]}
+    if server_config.classes_raw:
+        doc["classes"] = [dict(c) for c in server_config.classes_raw]
+    if server_config.tariff_raw:
+        doc["tariff"] = dict(server_config.tariff_raw)
+    if server_config.policy_raw:
+        doc["policy"] = dict(server_config.policy_raw)
+    return doc
+
+
+def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyConfig | None = None,
+                      token_factory: Callable[[], str] | None = None) -> RegionPolicyHooks:
+    """The policy hooks for a ``RegionalServer`` (``server.io`` calls this with the node it built).
+
+    Embedded by default: a :class:`PolicyServer` on the region database, restored at once (leases that ran
+    out while the server was down are released and billed ``server-restart``). With ``[policy] url`` the hooks
+    call the separate policy process (blocking, bounded by ``timeout_s``). Must run inside the server's event
+    loop (its clock is the node's ``now``).
+    """
+    config = policy_config or PolicyConfig.from_mapping(policy_document(server_config))
+    settings = config.settings
+    backend: PolicyBackend
+    if settings.url:
+        backend = BlockingPolicyClient(settings.url, timeout_s=settings.timeout_s)
+    else:
+        backend = build_policy_server(config, server_config.database, region=server_config.name,
+                                      token_factory=token_factory)
+        released = backend.restore(time.time())
+        if released:
+            log.info("start-up released %d reservations that ran out while the server was down", len(released))
+    try:
+        loop_now = asyncio.get_running_loop().time()
+    except RuntimeError:  # no loop (a sans-IO test): assume the node runs on wall-clock time
+        loop_now = time.time()
+    return RegionPolicyHooks(
+        backend=backend,
+        config=config,
+        domain=server_config.domain,
+        publications=DialogPublications(
+            etag_factory=lambda: os.urandom(12).hex(),
+            min_expires_s=settings.min_expires_s,
+            max_expires_s=settings.max_expires_s,
+            default_expires_s=settings.default_expires_s,
+        ),
+        wall_clock=time.time,
+        tag_factory=node.ids.tag,
+        transit_rtt_ms=node.federation.rtt_ms,
+        clock_offset=time.time() - loop_now,
+    )

@@ -1,0 +1,316 @@
+"""server/policy/hooks: the policy server wired into the proxy's hook points (``server.hooks.PolicyHooks``), sans-IO.
+
+- INVITE path (``invite_received``): PRELIMINARY for each player of this region in the call (the caller at the
+  caller's server, the callee at the callee's, both when they share the region). A refusal answers 580 with
+  ``Warning: 370 <domain> "<reason>"``. INVITEs without a game stream (a plain SIPp call) are not policed:
+  there is nothing to reserve.
+- 2xx path (``answer_received``): FINAL on the **answer**, callee's side first; headers to add:
+  ``P-Media-Authorization: <token>`` (RFC 3313) and ``P-Gamesdk-Reservation: <domain>;network=..;up=..;down=..``
+  per grant, ``Warning: 370`` and no token on a refusal. A 2xx that already carries a ``Warning: 370`` (the
+  callee's server refused) gets no reservation here either (research/protocol.md (c)).
+- PUBLISH (``publish_received``): RFC 3903 processing (``server.publish``), then the lifetime operations.
+- ``bindings_removed``: the player's reservations from that address end (``reg-expired``).
+
+The access round trip of the other side travels between the servers in ``P-Gamesdk-Access-Rtt`` (added to the
+forwarded INVITE by the caller's server and to the 2xx by the callee's server), so each server can check the
+whole latency budget: its access + measured transit (federation OPTIONS) + the peer's access. The header is
+only believed when it comes from a federated peer (a player cannot shrink its opponent's budget).
+
+Time: the node's ``now`` is its loop clock; the policy persists and bills in wall-clock time, so the hooks keep
+the offset ``wall_clock() - now`` and translate timers back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from gamesdk.errors import GameSdkError
+from gamesdk.qos.model import SessionTerms
+from gamesdk.qos.model import Side as QosSide
+from gamesdk.qos.negotiation import demand
+from gamesdk.sdp.codec import parse_sdp_untrusted
+from gamesdk.sdp.game import Role, find_game_media, game_from_sdp
+from gamesdk.sip.message import Request, Response, response_for
+from server.hooks import Addr, CallInfo, InviteVerdict
+from server.location import Binding
+from server.publish import DialogPublications, PublishRequest
+
+from .bridge import app_session_from_demand
+from .config import PolicyConfig
+from .lifetime import PolicyOperation, operations_for_publish
+from .model import AppSession, Decision, Deny, EndReason, Grant, Reservation, Resource
+
+__all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
+
+log = logging.getLogger(__name__)
+
+ACCESS_RTT_HEADER = "P-Gamesdk-Access-Rtt"
+#: Read by the SDK next to the tokens (gamesdk.session.requests.RESERVATION_HEADER).
+RESERVATION_HEADER = "P-Gamesdk-Reservation"
+_SDP = "application/sdp"
+
+
+class PolicyBackend(Protocol):
+    """The synchronous policy API the hooks need: :class:`~server.policy.core.PolicyServer` (embedded) or
+    :class:`~server.policy.http.BlockingPolicyClient` (separate process)."""
+
+    def preliminary(self, request: AppSession, now: float) -> Decision: ...
+
+    def final(self, request: AppSession, now: float) -> Decision: ...
+
+    def apply(self, op: PolicyOperation, now: float) -> Reservation | None: ...
+
+    def release_player(
+        self, player: str, now: float, reason: EndReason = ..., *, player_ip: str | None = None
+    ) -> list[Reservation]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> list[Reservation]: ...
+
+
+def _terms_untrusted(body: bytes, content_type: str | None, role: Role) -> SessionTerms | None:
+    """The game terms of an SDP body; None when there is no game stream at all. Raises GameSdkError if broken."""
+    if not body.strip():
+        return None
+    if content_type is not None and content_type.split(";", 1)[0].strip().lower() != _SDP:
+        return None
+    desc = parse_sdp_untrusted(body)
+    try:
+        find_game_media(desc)
+    except GameSdkError:
+        return None  # an ordinary (audio) session: not ours to police
+    return game_from_sdp(desc, role).terms
+
+
+class RegionPolicyHooks:
+    """Implements ``server.hooks.PolicyHooks`` over a policy backend.
+
+    Args:
+        backend: the policy (``PolicyServer`` or a blocking HTTP client).
+        config: the region's policy config (access round trips of its networks).
+        domain: this region's domain (Warning agent, reservation header).
+        publications: the PUBLISH state (RFC 3903).
+        wall_clock: epoch seconds (``time.time``), for the policy's persisted times.
+        tag_factory: To-tags for PUBLISH responses.
+        transit_rtt_ms: measured round trip to a peer domain (``node.federation.rtt_ms``), None if unknown.
+        clock_offset: ``wall_clock() - node clock`` at start-up, so restored leases have timers at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: PolicyBackend,
+        config: PolicyConfig,
+        domain: str,
+        publications: DialogPublications,
+        wall_clock: Callable[[], float],
+        tag_factory: Callable[[], str],
+        transit_rtt_ms: Callable[[str], float | None],
+        clock_offset: float | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.domain = domain
+        self.publications = publications
+        self._wall_clock = wall_clock
+        self._tag = tag_factory
+        self._transit = transit_rtt_ms
+        # wall-clock minus node clock; known from the first call, or given (needed for timers after restore()).
+        self._offset: float | None = clock_offset
+
+    # -- clocks ------------------------------------------------------------------------------------------------
+
+    def _wall(self, now: float) -> float:
+        self._offset = self._wall_clock() - now
+        return now + self._offset
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _access_rtt(self, address: Addr | None) -> int:
+        if address is None:
+            return 0
+        net = self.config.network_for_address(address[0])
+        return net.rtt_ms if net is not None else 0
+
+    def _transit_ms(self, call: CallInfo) -> int:
+        if call.peer_domain is None or (call.caller_local and call.callee_local):
+            return 0
+        rtt = self._transit(call.peer_domain)
+        return round(rtt) if rtt is not None else 0
+
+    @staticmethod
+    def _stated_rtt(headers_value: str | None) -> int:
+        if headers_value is None:
+            return 0
+        text = headers_value.strip()
+        return min(int(text), 10_000) if text.isdigit() and len(text) <= 6 else 0
+
+    def _request(self, call: CallInfo, offer: SessionTerms, answer: SessionTerms | None, side: QosSide,
+                 to_tag: str, peer_rtt: int) -> AppSession:
+        caller = side == QosSide.CALLER
+        address = call.caller_address if caller else call.callee_address
+        return app_session_from_demand(
+            demand(offer, answer, side),
+            call_id=call.call_id,
+            from_tag=call.from_tag or "",
+            to_tag=to_tag,
+            player=call.caller if caller else call.callee,
+            peer=call.callee if caller else call.caller,
+            player_ip=address[0] if address is not None else "",
+            transit_rtt_ms=self._transit_ms(call),
+            peer_access_rtt_ms=peer_rtt,
+        )
+
+    def _warning(self, deny: Deny) -> tuple[str, str]:
+        return ("Warning", deny.warning_value(self.domain))
+
+    # -- INVITE path -------------------------------------------------------------------------------------------
+
+    def invite_received(self, call: CallInfo, now: float) -> InviteVerdict:
+        if not (call.caller_local or call.callee_local):
+            return InviteVerdict()
+        try:
+            offer = _terms_untrusted(call.offer, call.content_type, Role.OFFER)
+        except GameSdkError as exc:
+            text = str(exc).replace('"', "'")
+            return InviteVerdict(ok=False, status=488, reason="Not Acceptable Here",
+                                 warning=f'399 {self.domain} "{text}"')
+        if offer is None:
+            return InviteVerdict()
+        wall = self._wall(now)
+        caller_rtt = self._access_rtt(call.caller_address) if call.caller_local else None
+        callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else None
+        if call.callee_local and caller_rtt is None:
+            # The caller's server stated its player's access round trip (we only get INVITEs from peers here).
+            caller_rtt = self._stated_rtt(call.invite.headers.get(ACCESS_RTT_HEADER))
+        checks: list[tuple[QosSide, int]] = []
+        if call.caller_local:
+            checks.append((QosSide.CALLER, callee_rtt or 0))
+        if call.callee_local:
+            checks.append((QosSide.CALLEE, caller_rtt or 0))
+        for side, peer_rtt in checks:
+            decision = self.backend.preliminary(self._request(call, offer, None, side, "", peer_rtt), wall)
+            if isinstance(decision, Deny):
+                log.info("INVITE %s refused: %s", call.call_id, decision.reason)
+                return InviteVerdict(ok=False, status=decision.status_hint, reason="Precondition Failure",
+                                     warning=deny_warning(decision, self.domain))
+        headers: tuple[tuple[str, str], ...] = ()
+        if call.caller_local and not call.callee_local:
+            headers = ((ACCESS_RTT_HEADER, str(caller_rtt or 0)),)
+        return InviteVerdict(headers=headers)
+
+    # -- 2xx path ----------------------------------------------------------------------------------------------
+
+    def answer_received(self, call: CallInfo, response: Response, now: float) -> list[tuple[str, str]]:
+        if not (call.caller_local or call.callee_local) or not 200 <= response.status < 300:
+            return []
+        try:
+            offer = _terms_untrusted(call.offer, call.content_type, Role.OFFER)
+        except GameSdkError:
+            return []  # refused on the INVITE path already; nothing was checked, nothing to reserve
+        if offer is None:
+            return []
+        if not call.callee_local and _has_policy_warning(response):
+            return []  # the callee's server refused: the caller will BYE; we hold nothing (research (c))
+        to_tag = response.to.tag or ""
+        problem = "the 2xx carries no game answer"
+        try:
+            answer = _terms_untrusted(response.body, response.content_type, Role.ANSWER)
+        except GameSdkError as exc:
+            answer, problem = None, f"no usable game answer in the 2xx: {exc}"
+        if answer is None:
+            # Still a 2xx to forward (RFC 3261 16.7): without a token and with the reason, the caller BYEs.
+            return [self._warning(Deny(network=None, resource=Resource.REQUEST, reason=problem))]
+        wall = self._wall(now)
+        caller_rtt = self._access_rtt(call.caller_address) if call.caller_local else 0
+        callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else 0
+        if call.caller_local and not call.callee_local:
+            callee_rtt = self._stated_rtt(response.headers.get(ACCESS_RTT_HEADER))
+        headers: list[tuple[str, str]] = []
+        # The callee's side first (DESIGN section 4), then the caller's; one refusal stops the rest.
+        order = [(QosSide.CALLEE, caller_rtt)] if call.callee_local else []
+        if call.caller_local:
+            order.append((QosSide.CALLER, callee_rtt))
+        for side, peer_rtt in order:
+            decision = self.backend.final(self._request(call, offer, answer, side, to_tag, peer_rtt), wall)
+            if isinstance(decision, Grant):
+                headers.append(("P-Media-Authorization", decision.token or ""))
+                headers.append((RESERVATION_HEADER, (f"{self.domain};network={decision.network};"
+                                                    f"up={decision.uplink_kbps};down={decision.downlink_kbps}")))
+            else:
+                log.info("2xx of %s: reservation refused: %s", call.call_id, decision.reason)
+                headers.append(self._warning(decision))
+                break
+        if call.callee_local and not call.caller_local:
+            headers.append((ACCESS_RTT_HEADER, str(callee_rtt)))
+        return headers
+
+    def invite_failed(self, call: CallInfo, status: int, now: float) -> None:
+        # PRELIMINARY holds nothing (DESIGN section 4), so a failed INVITE leaves nothing to release.
+        return None
+
+    # -- PUBLISH -----------------------------------------------------------------------------------------------
+
+    def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response:
+        aor = request.request_uri.aor
+        try:
+            expires = request.expires
+        except GameSdkError as exc:
+            return response_for(request, 400, str(exc), to_tag=self._tag())
+        result = self.publications.handle(
+            PublishRequest(
+                aor=aor,
+                event=request.headers.get("Event"),
+                expires=expires,
+                if_match=request.headers.get("SIP-If-Match"),
+                content_type=request.content_type,
+                body=request.body,
+            ),
+            now,
+        )
+        if result.ok:
+            wall = self._wall(now)
+            for op in operations_for_publish(result, aor):
+                if self.backend.apply(op, wall) is None:
+                    log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
+        return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=result.headers())
+
+    # -- registrations -----------------------------------------------------------------------------------------
+
+    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
+        wall = self._wall(now)
+        for binding in bindings:
+            released = self.backend.release_player(binding.aor, wall, player_ip=binding.source[0])
+            if released:
+                log.info("registration of %s at %s ended: released %d reservation(s)",
+                         binding.aor, binding.source[0], len(released))
+
+    # -- timers ------------------------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        deadlines = []
+        when = self.backend.get_timer()
+        if when is not None and self._offset is not None:
+            deadlines.append(when - self._offset)
+        esc = self.publications.get_timer()
+        if esc is not None:
+            deadlines.append(esc)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        self.backend.handle_timer(self._wall(now))
+        self.publications.handle_timer(now)
+
+
+def deny_warning(deny: Deny, domain: str) -> str:
+    return deny.warning_value(domain)
+
+
+def _has_policy_warning(response: Response) -> bool:
+    try:
+        return any(w.code == 370 for w in response.warnings)
+    except GameSdkError:
+        return False
