@@ -92,11 +92,17 @@ def run_headless(
                     log(line)
             elif isinstance(ev, SessionFailed):
                 log(f"setup ({label}) FAILED: {ev.status} {ev.reason}")
-            elif isinstance(ev, (PeerInterrupted, PeerResumed, PeerDisconnected)):
-                text = {PeerInterrupted: "peer interrupted", PeerResumed: "peer resumed"}.get(
-                    type(ev), getattr(ev, "reason", "")
-                )
-                log(f"[{clock_s():6.1f} s] {label}: {text}")
+            elif isinstance(ev, PeerInterrupted):
+                log(f"[{clock_s():6.1f} s] {label}: nothing heard from the other side, match paused")
+            elif isinstance(ev, PeerResumed):
+                log(f"[{clock_s():6.1f} s] {label}: the other side is back")
+            elif (
+                isinstance(ev, PeerDisconnected)
+                and peer.outcome is not None
+                and peer.outcome.reason == "peer-dropped"
+            ):
+                # (A hang-up right after the end of the match is the normal BYE, not news.)
+                log(f"[{clock_s():6.1f} s] {label}: {peer.outcome.message}")
 
     # Points are logged once, from the first peer (the guest hears the host's points later).
     first.on_notice = lambda notice: log(f"[{clock_s():6.1f} s] {notice.text}")

@@ -346,7 +346,7 @@ class Peer:
         for ev in events:
             if isinstance(ev, SetupStep):
                 self.steps.append(ev.text)
-            elif isinstance(ev, SessionReady):
+            elif isinstance(ev, SessionReady) and self.phase is Phase.CONNECTING:
                 self._start(ev.info, now)
             elif isinstance(ev, SessionFailed):
                 self.phase = Phase.FAILED
