@@ -61,6 +61,7 @@ _MIN_DATAGRAM = wire.HEADER_BYTES + AEAD_TAG_BYTES
 _HEADER_UNPACK = wire.HEADER.unpack_from
 _HEADER_PACK = wire.HEADER.pack
 _ACK_PACK = wire.ACK_FRAME.pack
+_UNREL_PACK = wire.UNRELIABLE_HEAD.pack
 _ACK_BODY_UNPACK = wire.ACK_BODY.unpack_from
 _SEQ_BODY_UNPACK = wire.SEQ_BODY.unpack_from
 _U16_UNPACK = wire.U16.unpack_from
@@ -545,11 +546,12 @@ class Channel:
                 must_send = True
             while unreliable:
                 data = unreliable[0]
-                frame_size = wire.UNRELIABLE_FRAME_OVERHEAD + len(data)
+                frame_size = 3 + len(data)  # wire.push_unreliable inlined (per-packet path)
                 if size + frame_size > budget:
                     break
                 unreliable.popleft()
-                frames.append(wire.push_unreliable(data))
+                frames.append(_UNREL_PACK(_UNRELIABLE, len(data)))
+                frames.append(data)
                 size += frame_size
                 must_send = True
             if not must_send:
