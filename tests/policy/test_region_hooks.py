@@ -134,16 +134,43 @@ def test_normal_game_reserves_both_sides_and_bills(tmp_path: Path) -> None:
         assert row.game_format == str(parse_game_format("pong/1;tick=60")) and row.qos_class == "default"  # no [[classes]] in the examples
 
 
-def test_preliminary_refusal_at_callee_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("region", "network"), [("eu", "eu-fiber"), ("na", "na-fiber")])
+def test_preliminary_refusal_at_each_server(tmp_path: Path, region: str, network: str) -> None:
     async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
         with pytest.raises(SessionError) as info:
             await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
         assert info.value.status == 580
-        assert "insufficient uplink in na-fiber (needs 64 kbit/s, 50 free)" in info.value.reason
+        assert f"insufficient uplink in {network} (needs 64 kbit/s, 50 free)" in info.value.reason
         assert eu.policy.is_idle() and na.policy.is_idle()
 
-    run(tmp_path, scenario, na_net={"uplink_kbps": 50})
+    small = {"uplink_kbps": 50}
+    run(tmp_path, scenario, eu_net=small if region == "eu" else None, na_net=small if region == "na" else None)
+    # Nothing was held, so nothing is billed (DESIGN section 4: a PRELIMINARY check holds nothing).
     assert billing_rows(tmp_path / "eu.sqlite3") == [] and billing_rows(tmp_path / "na.sqlite3") == []
+
+
+def test_final_refusal_at_callee_server(tmp_path: Path) -> None:
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        async def answer() -> None:
+            invite = await bob.next_invite()
+            # Bob wants to receive 200 kbit/s: his downlink at na must carry it, and na has 100.
+            requirements = Requirements(formats=(parse_game_format("pong/1"),), receive_kbps=200)
+            with contextlib.suppress(SessionError):
+                await invite.accept(requirements=requirements)
+
+        callee = asyncio.create_task(answer())
+        with pytest.raises(SessionError) as info:
+            await alice.invite("bob@na.gamesdk.test", format="pong/1", latency_ms=80, bandwidth_kbps=64)
+        assert info.value.status == 580
+        assert "insufficient downlink in na-fiber (needs 200 kbit/s, 100 free)" in info.value.reason
+        await callee
+        # eu saw na's Warning 370 on the 2xx and reserved nothing; na refused, so it holds nothing either.
+        assert eu.policy.is_idle() and na.policy.is_idle()
+
+    run(tmp_path, scenario, na_net={"downlink_kbps": 100})
+    assert billing_rows(tmp_path / "eu.sqlite3") == []
+    [na_row] = billing_rows(tmp_path / "na.sqlite3")
+    assert (na_row.end_reason, na_row.token, na_row.t_start) == ("qos-failed", "", None)
 
 
 def final_refusal_at_caller_server(tmp_path: Path) -> tuple[Any, Any]:
