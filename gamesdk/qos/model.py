@@ -129,8 +129,18 @@ class GameFormat:
         return head + "".join(f";{key}={value}" for key, value in self.params)
 
     def matches(self, other: GameFormat) -> bool:
-        """Same game and version (parameters are the offerer's and are echoed as they are)."""
+        """Same game and version, whatever the parameters."""
         return self.name == other.name and self.version == other.version
+
+    def admits(self, offered: GameFormat) -> bool:
+        """True if a side that plays ``self`` can play ``offered``.
+
+        Same name and version, and every parameter ``self`` names has the same value in ``offered``
+        (``pong/2`` admits ``pong/2;tick=120``; ``pong/2;tick=60`` does not).
+        """
+        if self.name != offered.name or self.version != offered.version:
+            return False
+        return all(offered.param(key) == value for key, value in self.params)
 
     def param(self, key: str) -> str | None:
         """The value of one parameter, or None."""

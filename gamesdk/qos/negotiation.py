@@ -11,7 +11,8 @@
 The rules, one per line of the answer:
 
 =============  =====================================================================================
-gsdk-format    the first offered format (offerer's order) whose name and version the callee plays
+gsdk-format    the first offered format (offerer's order) the callee plays: same name and version, and
+               the parameters the callee names (if any) have its values
 gsdk-class     echoed; a class the callee does not accept rejects the offer
 gsdk-qos       each of lat/jit/loss: the offer's value, tightened to the callee's own maximum, or
                relaxed up to the best the callee can achieve (if it may relax); pps is the callee's own
@@ -75,7 +76,7 @@ def _check_suites(name: str, suites: tuple[str, ...]) -> None:
 class Requirements:
     """The callee's own needs and capabilities, from which it answers an offer."""
 
-    #: Formats this side plays (matched by name and version), its preference order.
+    #: Formats this side plays: name and version, plus any parameter values it insists on (GameFormat.admits).
     formats: tuple[GameFormat, ...]
     #: b=AS of the answer: kbit/s this side wants to receive.
     receive_kbps: int
@@ -239,7 +240,7 @@ def answer_offer(offer: SessionTerms, requirements: Requirements) -> Accepted | 
         with a reason naming the line and status hint 488 (answer the INVITE with it and a Warning).
     """
     chosen = next(
-        (fmt for fmt in offer.formats if any(fmt.matches(own) for own in requirements.formats)), None
+        (fmt for fmt in offer.formats if any(own.admits(fmt) for own in requirements.formats)), None
     )
     if chosen is None:
         playable = ", ".join(f"{fmt.name}/{fmt.version}" for fmt in requirements.formats)

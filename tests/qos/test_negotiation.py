@@ -215,6 +215,16 @@ MODIFIED = [
         64,
         id="class-accepted",
     ),
+    pytest.param(
+        OFFER,
+        req(formats=(GameFormat("pong", 2, (("tick", "120"),)), GameFormat("pong", 1, (("tick", "60"),)))),
+        PONG1,
+        "chacha20-poly1305",
+        (80, 15, 10_000, 60),
+        (),
+        64,
+        id="parameters-the-callee-insists-on",
+    ),
 ]
 
 
@@ -317,6 +327,13 @@ REJECTED = [
         "no common security suite",
         "a=gsdk-sec:rot13,aes-128-gcm",
         id="only-unknown-and-unsupported-suites",
+    ),
+    pytest.param(
+        OFFER,
+        req(formats=(GameFormat("pong", 2, (("tick", "120"),)), GameFormat("pong", 1, (("tick", "30"),)))),
+        "no common game format",
+        "a=gsdk-format:pong/2;tick=60",
+        id="same-version-other-parameters",
     ),
 ]
 
@@ -542,5 +559,8 @@ def test_text_helpers() -> None:
     assert str(PONG2) == "pong/2;tick=60"
     assert PONG2.param("tick") == "60" and PONG2.param("x") is None
     assert PONG2.matches(GameFormat("pong", 2)) and not PONG2.matches(PONG1)
+    assert GameFormat("pong", 2).admits(PONG2) and PONG2.admits(PONG2)
+    assert not GameFormat("pong", 2, (("tick", "30"),)).admits(PONG2)
+    assert not PONG2.admits(GameFormat("pong", 2)) and not PONG1.admits(PONG2)
     assert parse_qos_params("pps=60;loss=10000;burst=4;jit=15;lat=80") == OFFER.qos
     assert str(OFFER.qos) == "lat=80;jit=15;loss=10000;pps=60;burst=4"

@@ -25,6 +25,8 @@ from gamesdk.sdp import (
 from gamesdk.sdp.examples import example_answer, example_offer
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Building whole typed models is slower per example; fewer examples keep the suite fast.
+MODEL_SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`{|}~"
 
 OFFER_LINES = format_sdp(example_offer()).split("\r\n")[:-1]
@@ -180,7 +182,7 @@ def games(max_formats: int, max_suites: int) -> st.SearchStrategy[GameMedia]:
     )
 
 
-@SETTINGS
+@MODEL_SETTINGS
 @given(games(4, 4), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_offer_model_round_trips_through_sdp(game: GameMedia, sess_id: int, sess_version: int) -> None:
     desc = game_to_sdp(game, username="alice", sess_id=sess_id, sess_version=sess_version)
@@ -192,7 +194,7 @@ def test_offer_model_round_trips_through_sdp(game: GameMedia, sess_id: int, sess
     assert ipaddress.ip_address(parsed.origin.address) == ipaddress.ip_address(game.address)
 
 
-@SETTINGS
+@MODEL_SETTINGS
 @given(games(1, 1))
 def test_answer_model_round_trips_through_sdp(game: GameMedia) -> None:
     desc = game_to_sdp(
@@ -201,7 +203,7 @@ def test_answer_model_round_trips_through_sdp(game: GameMedia) -> None:
     assert read_game_untrusted(format_sdp(desc), Role.ANSWER)[1] == game
 
 
-@SETTINGS
+@MODEL_SETTINGS
 @given(games(3, 3), games(3, 3))
 def test_canonical_lines_equal_exactly_when_the_games_are_equal(first: GameMedia, second: GameMedia) -> None:
     one = canonical_gsdk_lines(game_to_sdp(first, username="a", sess_id=1, sess_version=1))
