@@ -1,0 +1,131 @@
+"""demo_game/local: the one-command demo. Two regional servers embedded on free loopback ports, two players.
+
+``python -m demo_game --local`` starts region eu (``eu.gamesdk.test``) and region na (``na.gamesdk.test``), each
+with its policy server and a temporary SQLite database, creates the accounts, logs alice in to eu and bob in
+to na, and alice invites bob: negotiation, a reservation in each region, the direct ACK, then the game over the
+encrypted channel. At the end it prints the billing records both regions wrote.
+
+``--access-kbps N`` shrinks alice's access network to N kbit/s and ``--latency-ms 1`` asks for a round trip no
+network can give: both show a policy refusal (580 with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import gamesdk
+from demo_game.net import GamesdkLink, invite_request_from_args
+from server.config import ServerConfig
+from server.io import EmbeddedServer
+from server.policy.cli_support import billing_list_text, billing_rows
+
+__all__ = ["LocalSession", "setup_local_session", "region_mapping"]
+
+PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw"}
+
+
+def region_mapping(name: str, peer: str, *, access_kbps: int | None = None) -> dict[str, Any]:
+    """The demo's region config: one loopback access network, classes and a tariff (see examples/*.toml)."""
+    uplink = access_kbps if access_kbps is not None else 100_000
+    return {
+        "region": {"name": name, "domain": f"{name}.gamesdk.test", "listen": "udp:127.0.0.1:0",
+                   "database": f"{name}.sqlite3"},
+        "peers": [{"domain": f"{peer}.gamesdk.test", "address": "udp:127.0.0.1:9"}],  # set once both run
+        "access_networks": [{
+            "name": f"{name}-fiber", "prefixes": ["127.0.0.0/8"], "uplink_kbps": uplink,
+            "downlink_kbps": access_kbps if access_kbps is not None else 100_000,
+            "rtt_ms": 5 if name == "eu" else 8, "jitter_ms": 1, "loss_ppm": 100, "max_sessions": 1000,
+        }],
+        "classes": [
+            {"name": "action", "priority": 10, "max_share": 0.5, "default": True},
+            {"name": "strategy", "priority": 5, "max_share": 0.3},
+        ],
+        "tariff": {"currency": "EUR", "action": {"per_minute": 0.02, "per_kbps_minute": 0.0001},
+                   "strategy": {"per_minute": 0.01, "per_kbps_minute": 0.00005}},
+    }
+
+
+@dataclass
+class LocalSession:
+    """A ``SessionHandle`` owning the two embedded servers and both players' links."""
+
+    host_link: GamesdkLink
+    guest_link: GamesdkLink
+    servers: dict[str, EmbeddedServer]
+    workdir: Path
+
+    def pump(self, now: float) -> None:
+        """The servers run in their own threads and each link polls its own client: nothing to do here."""
+
+    def finish(self, out: TextIO) -> None:
+        """Hang up, let the BYE and the 'terminated' PUBLISHes land, stop the servers, print the billing."""
+        for link in (self.host_link, self.guest_link):
+            link.close("match over")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # keep both SIP stacks answering while the teardown completes
+            now = time.monotonic()
+            for link in (self.host_link, self.guest_link):
+                link.poll(now)
+            time.sleep(0.01)
+        for link in (self.host_link, self.guest_link):
+            link.shutdown(time.monotonic())
+        time.sleep(0.2)
+        for server in self.servers.values():
+            server.stop_thread()
+        for name, server in self.servers.items():
+            rows = billing_rows(server.config.database)
+            out.write(f"billing records of region {name} ({server.config.database.name}):\n")
+            out.write(billing_list_text(rows) if rows else "  (none: no session was confirmed)\n")
+            out.write("\n" if not billing_list_text(rows).endswith("\n") and rows else "")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _start(name: str, peer: str, workdir: Path, access_kbps: int | None) -> EmbeddedServer:
+    config = ServerConfig.from_mapping(region_mapping(name, peer, access_kbps=access_kbps), base_dir=workdir)
+    server = EmbeddedServer(config, port=0, host="127.0.0.1")
+    server.start_in_thread()
+    return server
+
+
+def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
+    """Start eu and na, create alice (eu) and bob (na), and return their links; alice invites bob."""
+    workdir = Path(tempfile.mkdtemp(prefix="gamesdk-demo-"))
+    host_user = args.user or "alice"
+    guest_user = args.peer or "bob"
+    servers = {
+        "eu": _start("eu", "na", workdir, args.access_kbps),
+        "na": _start("na", "eu", workdir, None),
+    }
+    servers["eu"].set_peer("na.gamesdk.test", servers["na"].address)
+    servers["na"].set_peer("eu.gamesdk.test", servers["eu"].address)
+    servers["eu"].add_user(host_user, PASSWORDS.get(host_user, f"{host_user}-demo-pw"))
+    servers["na"].add_user(guest_user, PASSWORDS.get(guest_user, f"{guest_user}-demo-pw"))
+    for name, server in servers.items():
+        host, port = server.address
+        out.write(f"region {name}: regional server {server.config.domain} on udp:{host}:{port} "
+                  f"(policy embedded, database {server.config.database})\n")
+
+    def client(user: str, region: str, seed: int) -> gamesdk.PollingClient:
+        config = gamesdk.ClientConfig(username=user, password=PASSWORDS.get(user, f"{user}-demo-pw"),
+                                      domain=f"{region}.gamesdk.test", server=servers[region].address)
+        simulator = None
+        if args.sim_latency_ms or args.sim_jitter_ms or args.sim_loss:
+            # Each player's outgoing game packets cross their own simulated path (one-way delay, jitter, loss).
+            sim = gamesdk.SimulatorConfig(latency_s=args.sim_latency_ms / 1000, jitter_s=args.sim_jitter_ms / 1000,
+                                          loss=args.sim_loss, seed=seed)
+            simulator = (gamesdk.NetworkSimulator(sim), None)
+        return gamesdk.PollingClient(config, simulator=simulator)
+
+    guest = GamesdkLink(client(guest_user, "na", args.seed * 2 + 2))
+    host = GamesdkLink(
+        client(host_user, "eu", args.seed * 2 + 1),
+        invite=invite_request_from_args(args, f"{guest_user}@na.gamesdk.test"),
+        may_invite=lambda: guest.registered,
+    )
+    return LocalSession(host_link=host, guest_link=guest, servers=servers, workdir=workdir)
