@@ -585,7 +585,7 @@ class Channel:
         timer = self._last_send + cfg.keepalive_s
         if self._ack_deadline is not None and self._ack_deadline < timer:
             timer = self._ack_deadline
-        if not self._interrupted:
+        if not self._interrupted and (self._authenticated or self._auth_failures):
             timer = min(timer, self._last_recv + cfg.interrupted_s)
         if cfg.disconnected_s is not None:
             timer = min(timer, self._last_recv + cfg.disconnected_s)
@@ -611,7 +611,9 @@ class Channel:
             # the peer talked, but never with our keys: that is a key mismatch, not a network outage
             self._security_error()
             return
-        if not self._interrupted and now >= self._last_recv + cfg.interrupted_s:
+        # Interrupted means traffic stopped; before the first authentic packet there was none to stop
+        # (the peer may still be finishing the SIP exchange), so only the disconnect timeout applies.
+        if self._authenticated and not self._interrupted and now >= self._last_recv + cfg.interrupted_s:
             self._interrupted = True
             self._events.append(Interrupted(silent_s=silent))
         if now >= self._next_tick:

@@ -298,9 +298,10 @@ def test_disconnect_timeout_can_be_switched_off() -> None:
     config = ChannelConfig(disconnected_s=None)
     offer, answer = make_params_pair()
     w = MemoryWire(Channel(offer, config, now=0.0), Channel(answer, config, now=0.0))
+    w.run(0.5)
     w.tap_b_to_a = lambda d: None
     w.run(60.0)
-    assert [type(e) for e in w.a_events] == [Interrupted]
+    assert [type(e) for e in w.a_events] == [ChannelEstablished, Interrupted]
     assert w.a.is_open
 
 
@@ -392,3 +393,17 @@ def test_peer_breaking_frame_grammar_closes_channel() -> None:
     (closed,) = w.b.events()
     assert isinstance(closed, ChannelClosed) and "unknown frame type" in closed.reason
     assert w.b.state is ChannelState.CLOSED
+
+
+def test_peer_not_yet_listening_is_not_an_interruption() -> None:
+    w = channel_pair()
+    w.tap_b_to_a = lambda d: None  # the answerer's packets never arrive: its side is still in SIP
+    w.tap_a_to_b = lambda d: None
+    w.run(5.0)
+    assert w.a_events == [] and w.a.state is ChannelState.CONFIRMING
+    w.tap_b_to_a = w.tap_a_to_b = None
+    w.run(5.5)
+    assert w.a_events == [ChannelEstablished()]
+    w.tap_b_to_a = lambda d: None
+    w.run(20.0)
+    assert [type(e) for e in w.a_events] == [ChannelEstablished, Interrupted, Disconnected]
