@@ -166,3 +166,76 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- session setup through two real regional servers (SDK + UDP on loopback), with and without policy ----------
+
+
+async def _setups(tmp: Path, with_policy: bool, sessions: int, run_no: int) -> tuple[float, float, list[float]]:
+    import dataclasses as dc
+
+    from gamesdk import ClientConfig, GameClient
+    from server.config import load_config
+    from server.io import EmbeddedServer
+    from server.policy.runner import make_policy_hooks
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    servers = {}
+    for region in ("eu", "na"):
+        config = dc.replace(load_config(examples / f"{region}.toml"),
+                            database=tmp / f"{region}-{run_no}.sqlite3")
+        factory = (lambda node, c=config: make_policy_hooks(c, node)) if with_policy else None
+        servers[region] = EmbeddedServer(config, port=0, hooks_factory=factory)
+        await servers[region].start()
+    servers["eu"].set_peer("na.gamesdk.test", servers["na"].address)
+    servers["na"].set_peer("eu.gamesdk.test", servers["eu"].address)
+    servers["eu"].add_user("alice", "alice-pw")
+    servers["na"].add_user("bob", "bob-pw")
+    alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain="eu.gamesdk.test",
+                                    server=servers["eu"].address))
+    bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain="na.gamesdk.test",
+                                  server=servers["na"].address))
+    await alice.login()
+    await bob.login()
+    setup_s: list[float] = []
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    try:
+        for _ in range(sessions):
+            async def answer() -> Any:
+                return await (await bob.next_invite()).accept()
+
+            callee = asyncio.create_task(answer())
+            t1 = time.perf_counter()
+            session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+            setup_s.append(time.perf_counter() - t1)
+            await callee
+            await session.end("bench")
+            await asyncio.sleep(0.005)  # let the BYE and the terminated PUBLISHes land
+    finally:
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        await alice.close()
+        await bob.close()
+        for server in servers.values():
+            await server.stop()
+    return cpu, wall, setup_s
+
+
+def bench_setups(sessions: int = 40) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {}
+        # Interleaved, so drift (other load on the machine) hits both modes alike.
+        for run_no, with_policy in enumerate((False, True, False, True)):
+            cpu, wall, setups = asyncio.run(_setups(Path(tmp), with_policy, sessions, run_no))
+            prev = results.get(with_policy)
+            results[with_policy] = (cpu, setups) if prev is None else (prev[0] + cpu, prev[1] + setups)
+    for with_policy, (cpu, setups) in sorted(results.items()):
+        label = "with policy (embedded, sqlite)" if with_policy else "without policy (NullPolicy)"
+        print(f"session (setup+end) via eu+na, {label:<31} CPU {1e3 * cpu / len(setups):6.2f} ms/session, "
+              f"setup p50 {1e3 * statistics.median(setups):6.2f} ms  (n={len(setups)}, SDKs+servers in one process)")
+    extra_cpu = (results[True][0] - results[False][0]) / len(results[True][1])
+    extra_p50 = statistics.median(results[True][1]) - statistics.median(results[False][1])
+    print(f"policy adds {1e3 * extra_cpu:.2f} ms CPU per session and {1e3 * extra_p50:.2f} ms to the setup p50")
+
+
+if __name__ == "__main__" and "--no-setup" not in sys.argv:
+    bench_setups()
