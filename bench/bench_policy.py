@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.billing import SqliteBillingStore  # noqa: E402
-from server.policy import (  # noqa: E402
+from server.billing import SqliteBillingStore
+from server.policy import (
     AppSession,
     EndReason,
     MediaComponent,
@@ -36,7 +36,7 @@ from server.policy import (  # noqa: E402
     SqliteReservationStore,
     open_region_db,
 )
-from server.policy.http import PolicyHttpClient, PolicyHttpService  # noqa: E402
+from server.policy.http import PolicyHttpClient, PolicyHttpService
 
 CONFIG: dict[str, Any] = {
     "access_networks": [
@@ -225,7 +225,7 @@ def bench_setups(sessions: int = 40) -> None:
         results = {}
         # Interleaved, so drift (other load on the machine) hits both modes alike.
         for run_no, with_policy in enumerate((False, True, False, True)):
-            cpu, wall, setups = asyncio.run(_setups(Path(tmp), with_policy, sessions, run_no))
+            cpu, _wall, setups = asyncio.run(_setups(Path(tmp), with_policy, sessions, run_no))
             prev = results.get(with_policy)
             results[with_policy] = (cpu, setups) if prev is None else (prev[0] + cpu, prev[1] + setups)
     for with_policy, (cpu, setups) in sorted(results.items()):
