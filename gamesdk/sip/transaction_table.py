@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.sip.message import Request, Response
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TransactionTable"]
 
+_Tx = TypeVar("_Tx", bound=Transaction)
+
 # Server transactions by Call-ID, From tag, CSeq number and method: recognises the end-to-end ACK of a 2xx (its
 # branch is new, RFC 3261 17.1.1.3) and merged requests (8.2.2.2).
 _RequestIndex = tuple[str, str, int, str]
@@ -60,7 +62,7 @@ class TransactionTable:
 
     # -- registry --
 
-    def add(self, tx: Transaction) -> Transaction:
+    def add(self, tx: _Tx) -> _Tx:
         """Adopt a new transaction (its first datagram is already queued). Raises :class:`LocalProtocolError`
         when a live transaction has the same key."""
         if tx.key in self._transactions:
