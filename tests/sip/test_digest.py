@@ -377,3 +377,17 @@ def test_challenge_round_trip_property(
 ) -> None:
     c = Challenge(realm=realm, nonce=nonce, opaque=opaque, stale=stale, algorithm=alg)
     assert Challenge.parse_untrusted(c.to_header_value()) == c
+
+
+def test_client_keeps_a_busy_nonce_while_forgetting_idle_ones() -> None:
+    # A long-lived nonce in use must keep counting even after many other nonces came and went: forgetting it
+    # would restart its nc at 1, which the server refuses as a replay.
+    client = DigestClient("alice", "pw", cnonce=lambda: "cn")
+    busy = Challenge(realm="r", nonce="busy")
+    counts = []
+    for i in range(200):
+        counts.append(client.answer(busy, method="PUBLISH", uri="sip:r").nc)
+        client.answer(Challenge(realm="r", nonce=f"idle-{i}"), method="REGISTER", uri="sip:r")
+    assert counts == list(range(1, 201))
+    # The idle nonces were forgotten: the first one starts over.
+    assert client.answer(Challenge(realm="r", nonce="idle-0"), method="REGISTER", uri="sip:r").nc == 1
