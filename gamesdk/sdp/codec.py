@@ -35,7 +35,7 @@ from gamesdk.sdp.model import (
     SessionDescription,
 )
 
-__all__ = ["MAX_SDP_BYTES", "format_sdp", "format_sdp_bytes", "is_token", "parse_sdp_untrusted"]
+__all__ = ["MAX_SDP_BYTES", "format_sdp", "format_sdp_bytes", "is_token", "parse_sdp_untrusted", "safe_text"]
 
 #: Largest body we parse. A UDP SIP message cannot be larger than 65,535 bytes anyway (RFC 3261 §18.1.1 keeps
 #: UDP messages far below that), and our own bodies are about 500 bytes.
@@ -69,15 +69,26 @@ def _is_non_ws(text: str) -> bool:
     return bool(text) and " " not in text and text.isprintable()
 
 
-def _show(raw: str) -> str:
-    """A short, printable, quote-free rendering of a line for error messages (they end up in a Warning)."""
-    text = raw if len(raw) <= 80 else raw[:77] + "..."
+def safe_text(text: str, limit: int | None = 80) -> str:
+    """Printable, double-quote-free text for error messages, which end up in a SIP Warning quoted-string.
+
+    Control characters and backslashes become ``\\xNN``, ``"`` becomes ``'``; with ``limit``, longer text is cut.
+    """
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
     if not text.isprintable() or '"' in text or "\\" in text:
         text = "".join(
-            "'" if ch == '"' else ch if ch.isprintable() and ch != "\\" else f"\\x{ord(ch):02x}"
-            for ch in text
+            "'" if ch == '"' else ch if ch.isprintable() and ch != "\\" else _escape(ch) for ch in text
         )
     return text
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+_show = safe_text
 
 
 def _error(number: int, raw: str, reason: str) -> SdpError:
@@ -231,7 +242,7 @@ def parse_sdp_untrusted(data: bytes | bytearray | memoryview | str) -> SessionDe
             if not line:
                 raise _error(number, line, "empty line inside the SDP body")
             if len(line) == 2 and line[1] == "=":
-                raise _error(number, line, f"{line[0]}= has an empty value")
+                raise _error(number, line, f"{_show(line[0])}= has an empty value")
             raise _error(number, line, "not a '<type>=<value>' line")
         kind = line[0]
         if kind not in _KNOWN_TYPES:

@@ -34,7 +34,7 @@ from gamesdk.qos.model import (
     parse_game_format,
     parse_qos_params,
 )
-from gamesdk.sdp.codec import is_token, parse_sdp_untrusted
+from gamesdk.sdp.codec import is_token, parse_sdp_untrusted, safe_text
 from gamesdk.sdp.model import (
     Attribute,
     Bandwidth,
@@ -236,7 +236,7 @@ def find_game_media(desc: SessionDescription) -> MediaDescription:
 
 def _line_error(line: object, reason: str) -> SdpError:
     text = str(line)
-    return SdpError(f"'{text}': {reason}", line=text)
+    return SdpError(f"'{safe_text(text)}': {safe_text(reason, None)}", line=text)
 
 
 def _game_connection(desc: SessionDescription, section: MediaDescription) -> Connection:
