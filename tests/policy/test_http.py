@@ -242,3 +242,78 @@ def test_standalone_process_and_open_policy(
     assert len(grant.token or "") == 32 and grant.token != local.token  # os.urandom tokens in production
     assert (grant.network, grant.uplink_kbps) == (local.network, local.uplink_kbps)
     assert released == 1
+
+
+class ThreadedService:
+    """The asyncio policy service on its own loop thread, for the blocking client (as the SIP server uses it)."""
+
+    def __init__(self, make: Callable[[], PolicyServer]) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start() -> tuple[PolicyServer, tuple[str, int]]:
+            policy = make()  # SQLite connections belong to the thread that opens them
+            self.service = PolicyHttpService(policy)
+            return policy, await self.service.start("127.0.0.1", 0)
+
+        self.policy, self.address = asyncio.run_coroutine_threadsafe(start(), self.loop).result(5)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.service.close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def test_blocking_client_for_the_sans_io_hooks(
+    config: PolicyConfig, tmp_path: Path, req: Callable[..., AppSession]
+) -> None:
+    from server.policy.http import BlockingPolicyClient
+
+    threaded = ThreadedService(lambda: make_policy(config, tmp_path))
+    policy = threaded.policy
+    try:
+        client = BlockingPolicyClient(f"http://127.0.0.1:{threaded.address[1]}", timeout_s=5.0)
+        assert isinstance(client.preliminary(req(1), 0.0), Grant)
+        grant = client.final(req(1), 0.0)
+        assert isinstance(grant, Grant) and grant.token
+        ref = DialogRef(call_id="call-1@eu.example", local_tag="from-1", remote_tag="to-1",
+                        player="sip:alice@eu.example")
+        res = client.apply(Activate(ref=ref, expires_s=90), 0.0)
+        assert res is not None and res.grant == grant
+        assert client.apply(Release(ref=ref, reason=EndReason.BYE_LOCAL), 0.0) is not None
+        assert client.apply(Release(ref=ref, reason=EndReason.BYE_LOCAL), 0.0) is None
+        client.final(req(2), 0.0)
+        client.release_player("sip:alice@eu.example", 0.0, player_ip="10.9.9.9")  # another address: kept
+        assert len(policy.reservations()) == 1
+        client.release_player("sip:alice@eu.example", 0.0, player_ip="10.1.0.7")
+        assert client.get_timer() is None and client.handle_timer(0.0) == []
+    finally:
+        threaded.close()
+    assert policy.is_idle()
+    # Nothing listens any more: failures are denials, not exceptions.
+    decision = client.final(req(3), 0.0)
+    assert isinstance(decision, Deny) and decision.resource is Resource.POLICY
+    assert client.apply(Activate(ref=ref, expires_s=90), 0.0) is None
+
+
+def test_policy_process_main_reports_a_busy_port(region_doc: dict[str, Any], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    from types import SimpleNamespace
+
+    from server.policy.http import main
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        region_doc["policy"]["listen"] = f"127.0.0.1:{busy.getsockname()[1]}"
+        server_config = SimpleNamespace(name="eu", database=tmp_path / "eu.sqlite3")
+        assert main(server_config, PolicyConfig.from_mapping(region_doc)) == 1
+    finally:
+        busy.close()
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
