@@ -34,7 +34,13 @@ from gamesdk.channel.events import (
 from gamesdk.channel.events import (
     message_received as _message,
 )
-from gamesdk.channel.reliability import Fragment, ReliableReceiver, ReliableSender, SequencedReceiver
+from gamesdk.channel.reliability import (
+    Fragment,
+    FragmentAssembler,
+    ReliableReceiver,
+    ReliableSender,
+    SequencedReceiver,
+)
 from gamesdk.channel.replay import ReplayWindow
 from gamesdk.channel.stats import ChannelStats, RttEstimator
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
@@ -52,6 +58,7 @@ _MAX_SENT_RECORDS = 4096
 _UNRELIABLE = wire.FrameType.UNRELIABLE.value
 _SEQUENCED = wire.FrameType.SEQUENCED.value
 _RELIABLE = wire.FrameType.RELIABLE.value
+_FRAGMENT = wire.FrameType.FRAGMENT.value
 _ACK = wire.ACK
 _PING = wire.PING
 _CONFIRM = wire.CONFIRM
@@ -131,8 +138,12 @@ class Channel:
         # CONFIRM share it.
         self._budget = cfg.max_datagram_bytes - wire.HEADER_BYTES - AEAD_TAG_BYTES
         fixed = wire.ACK_FRAME_BYTES + wire.CONFIRM_FRAME_BYTES
+        #: Largest unreliable or sequenced message that travels in one datagram; larger ones are cut into
+        #: up to 16 slices of ``_slice_bytes`` and delivered all or nothing.
+        self.unfragmented_bytes = self._budget - fixed - wire.SEQUENCED_FRAME_OVERHEAD
+        self._slice_bytes = self._budget - fixed - wire.FRAGMENT_FRAME_OVERHEAD
         #: Largest message ``send()`` takes on the unreliable and sequenced lanes.
-        self.max_unreliable_bytes = self._budget - fixed - wire.SEQUENCED_FRAME_OVERHEAD
+        self.max_unreliable_bytes = self._slice_bytes * wire.MAX_UNRELIABLE_FRAGMENTS
         fragment_bytes = min(1024, self._budget - fixed - wire.RELIABLE_FRAME_OVERHEAD)
         max_fragments = -(-cfg.max_message_bytes // fragment_bytes)
 
@@ -143,6 +154,8 @@ class Channel:
         self._unreliable_out: deque[bytes] = deque()
         self._sequenced_out: deque[tuple[int, bytes]] = deque()
         self._sequenced_next = 0
+        self._slices_out: deque[bytes] = deque()  # FRAGMENT frames, encoded
+        self._unreliable_slice_seq = 0
         self._reliable_out = ReliableSender(fragment_bytes, cfg.max_inflight_fragments)
         self._last_send = now - cfg.keepalive_s  # first packet (CONFIRM) is due at once
 
@@ -152,6 +165,7 @@ class Channel:
         self._ack_pending = 0
         self._ack_deadline: float | None = None
         self._sequenced_in = SequencedReceiver()
+        self._assembler = FragmentAssembler()
         self._reliable_in = ReliableReceiver(max_fragments)
         self._last_recv = now
         self._interrupted = False
@@ -204,7 +218,8 @@ class Channel:
         """Queue one message; it goes out with the next ``datagrams_to_send()``.
 
         Raises:
-            MessageTooLarge: ``data`` exceeds ``max_unreliable_bytes`` (unreliable and sequenced lanes) or
+            MessageTooLarge: ``data`` exceeds ``max_unreliable_bytes`` (unreliable and sequenced lanes; above
+                ``unfragmented_bytes`` a message is cut into slices delivered all or nothing) or
                 ``ChannelConfig.max_message_bytes`` (reliable lane).
             LocalProtocolError: the channel is closed, or ``lane`` is not a ``Lane``.
         """
@@ -212,14 +227,9 @@ class Channel:
             raise LocalProtocolError(f"cannot send on a {self.state.value} channel")
         size = len(data)
         if lane == _LANE_UNRELIABLE or lane == _LANE_SEQUENCED:
-            if size > self.max_unreliable_bytes:
-                raise MessageTooLarge(
-                    f"{size}-byte message exceeds the {self.max_unreliable_bytes}-byte limit of the "
-                    f"{Lane(lane).name.lower()} lane (one datagram); send it on the reliable lane",
-                    size,
-                    self.max_unreliable_bytes,
-                )
-            if lane == _LANE_UNRELIABLE:
+            if size > self.unfragmented_bytes:
+                self._queue_slices(lane, bytes(data))
+            elif lane == _LANE_UNRELIABLE:
                 self._unreliable_out.append(bytes(data))
             else:
                 self._sequenced_out.append((self._sequenced_next, bytes(data)))
@@ -233,6 +243,28 @@ class Channel:
             self._reliable_out.push(bytes(data))
         else:
             raise LocalProtocolError(f"unknown lane {lane!r}; use gamesdk.channel.Lane")
+
+    def _queue_slices(self, lane: Lane | int, data: bytes) -> None:
+        size = len(data)
+        if size > self.max_unreliable_bytes:
+            raise MessageTooLarge(
+                f"{size}-byte message exceeds the {self.max_unreliable_bytes}-byte limit of the "
+                f"{Lane(lane).name.lower()} lane ({wire.MAX_UNRELIABLE_FRAGMENTS} datagrams); "
+                "send it on the reliable lane",
+                size,
+                self.max_unreliable_bytes,
+            )
+        if lane == _LANE_SEQUENCED:
+            seq = self._sequenced_next  # shares the lane's sequence, so staleness spans both forms
+            self._sequenced_next = (seq + 1) & 0xFFFF
+        else:
+            seq = self._unreliable_slice_seq
+            self._unreliable_slice_seq = (seq + 1) & 0xFFFF
+        step = self._slice_bytes
+        count = -(-size // step)
+        for index in range(count):
+            chunk = data[index * step : (index + 1) * step]
+            self._slices_out.append(wire.push_fragment(int(lane), seq, index, count, chunk))
 
     def close(self, reason: str = "closed by application") -> None:
         """Send CLOSE ``close_copies`` times and close. Emits ``ChannelClosed(by_peer=False)``."""
@@ -371,6 +403,15 @@ class Channel:
                 eliciting = True
                 for message in self._reliable_in.receive_untrusted(*frame[1:]):  # type: ignore[arg-type]
                     events.append(_message(_LANE_RELIABLE, message))
+            elif ftype == _FRAGMENT:
+                eliciting = True
+                lane_byte, seq = frame[1], frame[2]
+                whole = self._assembler.receive_untrusted(*frame[1:])  # type: ignore[arg-type]
+                if whole is not None:
+                    if lane_byte == _LANE_UNRELIABLE:
+                        events.append(_message(_LANE_UNRELIABLE, whole))
+                    elif self._sequenced_in.accept(seq):  # type: ignore[arg-type]
+                        events.append(_message(_LANE_SEQUENCED, whole))
             elif ftype == _PING:
                 eliciting = True
             elif ftype == _CONFIRM:
@@ -491,6 +532,7 @@ class Channel:
         if (
             not self._unreliable_out
             and not self._sequenced_out
+            and not self._slices_out
             and not reliable.busy
             and self._confirm_acked
             and now < self._last_send + self.config.keepalive_s
@@ -507,6 +549,7 @@ class Channel:
         rto = self._rto() if reliable.busy else 0.0
         unreliable = self._unreliable_out
         sequenced = self._sequenced_out
+        slices = self._slices_out
         while True:
             frames: list[bytes] = []
             # every packet carries an ACK frame once anything was received; it is built last (its delay
@@ -554,6 +597,14 @@ class Channel:
                 frames.append(data)
                 size += frame_size
                 must_send = True
+            while slices:
+                frame = slices[0]
+                if size + len(frame) > budget:
+                    break
+                slices.popleft()
+                frames.append(frame)
+                size += len(frame)
+                must_send = True
             if not must_send:
                 ack_due = self._ack_pending and (
                     self._ack_pending >= self.config.ack_every_packets
@@ -571,7 +622,7 @@ class Channel:
             out.append(self._build(ptype, frames, frags, now))
             # another packet only if something is left over (reliable fragments go first, so if none were
             # in this packet, none are due)
-            if not must_send or not (unreliable or sequenced or frags is not None):
+            if not must_send or not (unreliable or sequenced or slices or frags is not None):
                 break
         return out
 
@@ -706,4 +757,5 @@ class Channel:
             foreign_address_dropped=self.foreign_address_dropped,
             malformed_dropped=self.malformed_dropped,
             stale_dropped=self._sequenced_in.stale,
+            partial_messages_dropped=self._assembler.dropped,
         )

@@ -16,6 +16,8 @@ Frames inside the ciphertext, one type byte each, back to back::
     0x10 UNRELIABLE  length u16 | data
     0x11 SEQUENCED   sequence u16 | length u16 | data
     0x12 RELIABLE    sequence u16 | fragment index u16 | fragment count u16 | length u16 | data
+    0x13 FRAGMENT    lane u8 | message sequence u16 | fragment index u8 | fragment count u8 | length u16 | data
+                     (a slice of an unreliable or sequenced message too big for one datagram; all or nothing)
 
 Every parser here that reads network data ends in ``_untrusted`` and raises only ``RemoteProtocolError``.
 """
@@ -31,8 +33,10 @@ __all__ = [
     "ACK",
     "CLOSE",
     "CONFIRM",
+    "FRAGMENT_FRAME_OVERHEAD",
     "HEADER",
     "HEADER_BYTES",
+    "MAX_UNRELIABLE_FRAGMENTS",
     "PING",
     "RELIABLE_FRAME_OVERHEAD",
     "SEQUENCED_FRAME_OVERHEAD",
@@ -46,6 +50,7 @@ __all__ = [
     "push_ack",
     "push_close",
     "push_confirm",
+    "push_fragment",
     "push_reliable",
     "push_sequenced",
     "push_unreliable",
@@ -78,6 +83,7 @@ class FrameType(enum.IntEnum):
     UNRELIABLE = 0x10
     SEQUENCED = 0x11
     RELIABLE = 0x12
+    FRAGMENT = 0x13
 
 
 ACK = FrameType.ACK.value
@@ -87,6 +93,7 @@ CLOSE = FrameType.CLOSE.value
 _UNRELIABLE = FrameType.UNRELIABLE.value
 _SEQUENCED = FrameType.SEQUENCED.value
 _RELIABLE = FrameType.RELIABLE.value
+_FRAGMENT = FrameType.FRAGMENT.value
 
 ACK_FRAME = struct.Struct("<BQQH")
 _ACK = ACK_FRAME
@@ -99,6 +106,12 @@ _REL = struct.Struct("<BHHHH")
 UNRELIABLE_FRAME_OVERHEAD = _UNREL.size  # 3
 SEQUENCED_FRAME_OVERHEAD = _SEQ.size  # 5
 RELIABLE_FRAME_OVERHEAD = _REL.size  # 9
+_FRAG = struct.Struct("<BBHBBH")
+_FRAG_BODY = struct.Struct("<BHBBH")
+FRAGMENT_FRAME_OVERHEAD = _FRAG.size  # 8
+#: Most slices an unreliable or sequenced message is cut into (research/channel.md (c): all-or-nothing
+#: delivery makes more slices useless, 16 at 5 % loss already loses 56 % of messages).
+MAX_UNRELIABLE_FRAGMENTS = 16
 ACK_FRAME_BYTES = _ACK.size  # 19
 CONFIRM_FRAME_BYTES = 1 + 16
 ACK_BODY = struct.Struct("<QQH")
@@ -153,9 +166,14 @@ def push_reliable(seq: int, index: int, count: int, data: bytes) -> bytes:
     return _REL.pack(_RELIABLE, seq, index, count, len(data)) + data
 
 
+def push_fragment(lane: int, seq: int, index: int, count: int, data: bytes) -> bytes:
+    return _FRAG.pack(_FRAGMENT, lane, seq, index, count, len(data)) + data
+
+
 #: A parsed frame: a tuple whose first item is the frame type byte.
 #:   (ACK, largest, bits, delay_units) (PING,) (CONFIRM, value) (CLOSE, reason)
 #:   (UNRELIABLE, data) (SEQUENCED, seq, data) (RELIABLE, seq, index, count, data)
+#:   (FRAGMENT, lane, seq, index, count, data)
 Frame = tuple[object, ...]
 
 
@@ -201,6 +219,19 @@ def parse_frames_untrusted(buf: bytes) -> list[Frame]:
             if pos + length > end:
                 raise RemoteProtocolError("RELIABLE frame runs past the packet")
             frames.append((ftype, seq, index, count, buf[pos : pos + length]))
+            pos += length
+        elif ftype == _FRAGMENT:
+            if pos + 7 > end:
+                raise RemoteProtocolError("truncated FRAGMENT frame")
+            lane, seq, index, count, length = _FRAG_BODY.unpack_from(buf, pos)
+            pos += 7
+            if lane > 1:
+                raise RemoteProtocolError(f"FRAGMENT frame for lane {lane}, only unreliable lanes fragment")
+            if not 2 <= count <= MAX_UNRELIABLE_FRAGMENTS or index >= count:
+                raise RemoteProtocolError(f"FRAGMENT {index} of {count} is impossible")
+            if pos + length > end:
+                raise RemoteProtocolError("FRAGMENT frame runs past the packet")
+            frames.append((ftype, lane, seq, index, count, buf[pos : pos + length]))
             pos += length
         elif ftype == PING:
             frames.append((ftype,))

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 
 from gamesdk.errors import RemoteProtocolError
 
-__all__ = ["WINDOW", "Fragment", "ReliableReceiver", "ReliableSender", "SequencedReceiver"]
+__all__ = [
+    "WINDOW",
+    "Fragment",
+    "FragmentAssembler",
+    "ReliableReceiver",
+    "ReliableSender",
+    "SequencedReceiver",
+]
 
 #: Receive window in fragments; the sender never has more than this between oldest unacked and newest.
 WINDOW = 1024
@@ -183,3 +190,36 @@ class SequencedReceiver:
             return False
         self.last = seq
         return True
+
+
+class FragmentAssembler:
+    """All-or-nothing reassembly of unreliable and sequenced messages cut into 2..16 slices.
+
+    Nothing is resent on these lanes, so a message whose slices never all arrive is dropped when newer
+    partial messages push it out (at most ``max_partial`` are kept).
+    """
+
+    def __init__(self, max_partial: int = 32) -> None:
+        self.max_partial = max_partial
+        self._partial: dict[tuple[int, int], tuple[int, dict[int, bytes]]] = {}
+        #: Partial messages given up on.
+        self.dropped = 0
+
+    def receive_untrusted(self, lane: int, seq: int, index: int, count: int, data: bytes) -> bytes | None:
+        """Accept one slice; returns the whole message when this slice completed it."""
+        key = (lane, seq)
+        entry = self._partial.get(key)
+        if entry is None:
+            if len(self._partial) >= self.max_partial:
+                del self._partial[next(iter(self._partial))]
+                self.dropped += 1
+            entry = (count, {})
+            self._partial[key] = entry
+        elif entry[0] != count:
+            raise RemoteProtocolError("fragments of one unreliable message disagree on their count")
+        parts = entry[1]
+        parts[index] = data
+        if len(parts) < count:
+            return None
+        del self._partial[key]
+        return b"".join(parts[i] for i in range(count))

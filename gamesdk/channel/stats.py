@@ -44,6 +44,8 @@ class ChannelStats:
     malformed_dropped: int
     #: Sequenced-lane messages dropped because a newer one had been delivered.
     stale_dropped: int
+    #: Fragmented unreliable or sequenced messages given up on because a slice never came.
+    partial_messages_dropped: int
 
 
 class RttEstimator:

@@ -123,8 +123,9 @@ def test_unreliable_lane_may_lose_but_never_duplicates() -> None:
 
 def test_oversize_and_closed_sends_raise() -> None:
     w = channel_pair()
+    single = w.a.unfragmented_bytes
     limit = w.a.max_unreliable_bytes
-    assert 1100 < limit < 1200
+    assert 1100 < single < 1200 and limit == 16 * (single - 3)
     w.a.send(Lane.UNRELIABLE, bytes(limit))
     for lane in (Lane.UNRELIABLE, Lane.SEQUENCED):
         with pytest.raises(MessageTooLarge, match="reliable lane") as info:
@@ -140,13 +141,38 @@ def test_oversize_and_closed_sends_raise() -> None:
         w.a.send(Lane.RELIABLE, b"x")
 
 
-def test_largest_unreliable_message_fits_the_datagram_limit() -> None:
+@pytest.mark.parametrize("lane", [Lane.UNRELIABLE, Lane.SEQUENCED])
+def test_every_datagram_fits_the_limit(lane: Lane) -> None:
     w = channel_pair()
-    w.a.send(Lane.SEQUENCED, bytes(w.a.max_unreliable_bytes))  # first packet also carries CONFIRM
+    w.a.send(lane, bytes(w.a.unfragmented_bytes))  # the first packets also carry CONFIRM
+    w.a.send(lane, bytes(range(256)) * 70)  # 17,920 bytes: 16 slices
+    w.a.send(lane, bytes(w.a.unfragmented_bytes + 1))  # just over: 2 slices
     sizes: list[int] = []
     w.tap_a_to_b = lambda d: sizes.append(len(d)) or d  # type: ignore[func-returns-value]
     w.run(0.5)
-    assert max(sizes) <= 1200 and len(messages(w.b_events)) == 1
+    assert max(sizes) <= 1200
+    assert messages(w.b_events, lane) == [
+        bytes(w.a.unfragmented_bytes), bytes(range(256)) * 70, bytes(w.a.unfragmented_bytes + 1),
+    ]  # fmt: skip
+
+
+def test_fragmented_unreliable_messages_are_all_or_nothing_and_never_stale() -> None:
+    w = channel_pair(a_to_b=SimulatorConfig(**BAD_NET, seed=12))
+    sent = [bytes([i]) * 5000 for i in range(120)]  # 5 slices each
+    for m in sent:
+        w.a.send(Lane.SEQUENCED, m)
+        w.a.send(Lane.UNRELIABLE, m)
+        w.run(w.now + 0.02)
+    w.run(w.now + 1.0)
+    seq = messages(w.b_events, Lane.SEQUENCED)
+    unrel = messages(w.b_events, Lane.UNRELIABLE)
+    assert all(m in sent for m in seq + unrel)  # never a torn or mixed message
+    order = [sent.index(m) for m in seq]
+    assert order == sorted(set(order))  # sequenced: strictly newer each time
+    assert len(set(unrel)) == len(unrel)
+    # 20 % loss per slice: about 0.8^5 = 33 % of 5-slice messages arrive whole
+    assert 0.15 * len(sent) < len(unrel) < 0.6 * len(sent)
+    assert w.b.stats.partial_messages_dropped > 0
 
 
 def _established_pair() -> MemoryWire:

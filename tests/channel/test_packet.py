@@ -42,6 +42,7 @@ def _all_frames() -> tuple[bytes, list[tuple[object, ...]]]:
         wire.push_unreliable(b"u" * 5),
         wire.push_sequenced(65535, b""),
         wire.push_reliable(7, 2, 3, b"r" * 1024),
+        wire.push_fragment(1, 65535, 15, 16, b"f" * 9),
         wire.push_close("bye ✓"),
     ]
     expected: list[tuple[object, ...]] = [
@@ -51,6 +52,7 @@ def _all_frames() -> tuple[bytes, list[tuple[object, ...]]]:
         (wire.FrameType.UNRELIABLE, b"u" * 5),
         (wire.FrameType.SEQUENCED, 65535, b""),
         (wire.FrameType.RELIABLE, 7, 2, 3, b"r" * 1024),
+        (wire.FrameType.FRAGMENT, 1, 65535, 15, 16, b"f" * 9),
         (wire.CLOSE, "bye ✓"),
     ]
     return b"".join(parts), expected
@@ -77,6 +79,12 @@ def test_impossible_fragment_numbers_are_refused() -> None:
         wire.parse_frames_untrusted(wire.push_reliable(1, 3, 3, b"x"))
     with pytest.raises(RemoteProtocolError, match="impossible"):
         wire.parse_frames_untrusted(wire.push_reliable(1, 0, 0, b"x"))
+    with pytest.raises(RemoteProtocolError, match="impossible"):
+        wire.parse_frames_untrusted(wire.push_fragment(0, 1, 0, 1, b"x"))  # one slice is no fragment
+    with pytest.raises(RemoteProtocolError, match="impossible"):
+        wire.parse_frames_untrusted(wire.push_fragment(0, 1, 0, 17, b"x"))
+    with pytest.raises(RemoteProtocolError, match="only unreliable lanes"):
+        wire.parse_frames_untrusted(wire.push_fragment(2, 1, 0, 2, b"x"))
     with pytest.raises(RemoteProtocolError, match="unknown frame"):
         wire.parse_frames_untrusted(b"\x7f")
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gamesdk.channel.reliability import ReliableReceiver, ReliableSender, SequencedReceiver
+from gamesdk.channel.reliability import FragmentAssembler, ReliableReceiver, ReliableSender, SequencedReceiver
 from gamesdk.errors import RemoteProtocolError
 
 
@@ -78,3 +78,16 @@ def test_sequenced_receiver_drops_stale_across_wrap() -> None:
         True, True, True, False, True, False, True, False,
     ]  # fmt: skip
     assert r.stale == 3
+
+
+def test_fragment_assembler_all_or_nothing_with_bounded_memory() -> None:
+    asm = FragmentAssembler(max_partial=2)
+    assert asm.receive_untrusted(0, 1, 1, 2, b"b") is None
+    assert asm.receive_untrusted(0, 1, 0, 2, b"a") == b"ab"
+    assert asm.receive_untrusted(1, 1, 0, 3, b"x") is None  # same seq, other lane: separate
+    assert asm.receive_untrusted(0, 2, 0, 2, b"y") is None
+    assert asm.receive_untrusted(0, 3, 0, 2, b"z") is None  # a third partial evicts the oldest
+    assert asm.dropped == 1
+    assert asm.receive_untrusted(1, 1, 1, 3, b"x") is None  # lane 1 seq 1 was evicted: starts over
+    with pytest.raises(RemoteProtocolError, match="disagree"):
+        asm.receive_untrusted(0, 3, 1, 4, b"z")
