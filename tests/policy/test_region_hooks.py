@@ -21,6 +21,7 @@ from gamesdk import ClientConfig, GameClient, GameSession, Requirements, Session
 from gamesdk.qos.model import parse_game_format
 from server.config import ServerConfig, load_config
 from server.io import EmbeddedServer
+from server.node import RegionalServer
 from server.policy import PolicyServer, ReservationState
 from server.policy.cli_support import billing_rows
 from server.policy.hooks import RegionPolicyHooks
@@ -63,16 +64,20 @@ class Region:
         raise AssertionError(f"{self.server.config.name}: timed out waiting for {what}")
 
 
+def hooks_for(config: ServerConfig) -> Callable[[RegionalServer], RegionPolicyHooks]:
+    return lambda node: make_policy_hooks(config, node)
+
+
 Scenario = Callable[[Region, Region, GameClient, GameClient], Awaitable[None]]
 
 
 def run(tmp_path: Path, scenario: Scenario, eu_net: dict[str, Any] | None = None,
         na_net: dict[str, Any] | None = None) -> None:
     async def main() -> None:
-        servers = {}
+        servers: dict[str, EmbeddedServer] = {}
         for region, changes in (("eu", eu_net), ("na", na_net)):
             config = region_config(region, tmp_path, changes)
-            servers[region] = EmbeddedServer(config, port=0, hooks_factory=lambda node, c=config: make_policy_hooks(c, node))
+            servers[region] = EmbeddedServer(config, port=0, hooks_factory=hooks_for(config))
         for server in servers.values():
             await server.start()
         try:
