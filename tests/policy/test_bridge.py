@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gamesdk.qos.model import Side as QosSide
 from gamesdk.qos.negotiation import demand
 from gamesdk.sdp.examples import example_answer, example_offer
@@ -13,7 +15,7 @@ from server.policy.bridge import app_session_from_demand
 def test_reservation_follows_modified_answer(policy: PolicyServer) -> None:
     offer = game_from_sdp(example_offer(), Role.OFFER).terms
     answer = game_from_sdp(example_answer(modified=True), Role.ANSWER).terms
-    ids = {"call_id": "c1@eu.example", "from_tag": "a1", "player": "sip:alice@eu.example",
+    ids: dict[str, Any] = {"call_id": "c1@eu.example", "from_tag": "a1", "player": "sip:alice@eu.example",
            "peer": "sip:bob@na.example", "player_ip": "10.1.0.9", "transit_rtt_ms": 65}
 
     pre = app_session_from_demand(demand(offer, None, QosSide.CALLER), **ids)
