@@ -129,7 +129,7 @@ def run_headless(
                 )
         if first.finished and match_ended is None:
             match_ended = now
-        if all(p.finished for p in peers):
+        if all(p.finished and not p.hanging_up for p in peers):
             break
         if match_ended is not None and now - match_ended >= settings.END_GRACE_S:
             break  # the other end never heard the end; its own link will time out
@@ -146,6 +146,8 @@ def run_headless(
                 break
         sleep(control.next_frame_in())
 
+    for peer in peers:
+        peer.hang_up(control.now)
     result = match_result(host, guest, control.ticks, match_started, match_ended, control.now)
     if first.info is not None:
         log(f"final stats ({labels[id(first)]}): " + stats_line(first.link.stats(), first.info.budget))

@@ -16,6 +16,7 @@ import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Self
 
 from demo_game.link import (
     Lane,
@@ -152,7 +153,7 @@ class LoopbackLink:
         failure: tuple[int, str] | None = None,
         interrupt_after_s: float = 1.0,
         disconnect_after_s: float = 10.0,
-    ) -> tuple[LoopbackLink, LoopbackLink]:
+    ) -> tuple[Self, Self]:
         """A connected (host, guest) pair.
 
         Args:

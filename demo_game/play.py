@@ -330,7 +330,12 @@ class Peer:
         self.started_at: float | None = None
         #: called with every notice as it is raised (the headless log uses it)
         self.on_notice: Callable[[Notice], None] | None = None
+        # The hang-up (BYE) waits a little after the end message: a real channel would drop the
+        # reliable message still in flight when the session closes under it.
         self._close_reason: str | None = None
+        self._close_at: float | None = None
+        self._close_linger_s = settings.CLOSE_LINGER_S
+        self._ending_here = False
 
     @property
     def side(self) -> int | None:
@@ -388,13 +393,27 @@ class Peer:
             self._peer_dropped(str(exc))
         self._collect()
 
+    @property
+    def hanging_up(self) -> bool:
+        """True while the end of the match is sent and the hang-up waits for it to be delivered."""
+        return self._close_reason is not None
+
     def flush(self, now: float) -> None:
-        """Send what this frame queued; hang up once the end of the match has been sent."""
+        """Send what this frame queued; hang up once the end of the match had time to arrive."""
         if self.role is None:
             return
         self.link.flush(now)
+        if self._close_reason is None:
+            return
+        if self._close_at is None:
+            self._close_at = now + self._close_linger_s
+        if now >= self._close_at:
+            self.hang_up(now)
+
+    def hang_up(self, now: float) -> None:
+        """Close the link now if the match ended and the hang-up is still pending (runners call it on exit)."""
         if self._close_reason is not None:
-            # After the flush, so the end message goes out before the BYE (the lane is ordered).
+            self.link.flush(now)
             self.link.close(self._close_reason)
             self._close_reason = None
 
@@ -405,6 +424,7 @@ class Peer:
     def end(self, reason: str, now: float) -> None:
         """End the match from this side: "time" (host only) or "quit"."""
         if self.role is not None and self.phase is Phase.PLAYING:
+            self._ending_here = True
             try:
                 self.role.finish(reason, now)
             except LinkClosed:
@@ -460,7 +480,8 @@ class Peer:
             winner=None,
             message=f"connection to {other} lost: {reason}",
         )
-        self._close_reason = "peer-dropped"
+        # Nothing left to deliver: release the session at the next flush.
+        self._close_reason, self._close_linger_s = "peer-dropped", 0.0
 
     def _collect(self) -> None:
         role = self.role
@@ -472,8 +493,10 @@ class Peer:
         if role.outcome is not None and not self.finished:
             self.phase = Phase.FINISHED
             self.outcome = role.outcome
-            # The session is over: hang up (BYE) at the next flush.
-            self._close_reason = role.outcome.reason
+            # The host hangs up when its match ends, and so does whoever quits. A guest whose match
+            # the host ended waits for the host's BYE instead of crossing it with its own.
+            if isinstance(role, HostRole) or self._ending_here:
+                self._close_reason = role.outcome.reason
 
 
 def match_result(

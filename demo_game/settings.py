@@ -48,6 +48,10 @@ RESULTS_LINGER_S = 30.0
 #: Headless runner: seconds between two printed channel-stats lines.
 STATS_EVERY_S = 1.0
 
+#: How long a side that ends the match keeps the session up after its end message, so the
+#: reliable lane can deliver (and if need be resend) it before the BYE: several round trips.
+CLOSE_LINGER_S = 0.5
+
 #: After the host ends the match, how long the runner keeps polling so the guest gets the end message.
 END_GRACE_S = 2.0
 

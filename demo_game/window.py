@@ -141,6 +141,9 @@ def run_window(
             frame_clock.tick(settings.WINDOW_FPS)
         if not me.finished:
             me.end("quit", control.now)
+        for peer in (me, other):
+            if peer is not None:
+                peer.hang_up(control.now)
         host, guest = (me, other) if me.side in (None, HOST) else (other, me)
         result = match_result(host, guest, control.ticks, match_started, match_ended, control.now)
         log(final_score_line(result))

@@ -10,15 +10,28 @@ import pytest
 
 from demo_game.control import Control
 from demo_game.headless import run_headless
-from demo_game.link import Lane, MessageReceived
-from demo_game.loopback import LoopbackLink
+from demo_game.link import Lane, MessageReceived, PlayerInfo, QosBudget, SessionInfo
+from demo_game.loopback import LoopbackLink, NetSim
 from demo_game.main import build_parser, main
 from demo_game.offline import setup_offline_session
 from demo_game.play import Peer, Phase, StillController
 from demo_game.protocol import StateMsg, decode_message_untrusted
 from demo_game.report import MatchResult
+from demo_game.settings import CLOSE_LINGER_S
 from demo_game.world import Rules
 
+INFO = SessionInfo(
+    call_id="c1",
+    players=(
+        PlayerInfo(name="alice@eu.example", region="eu"),
+        PlayerInfo(name="bob@na.example", region="na"),
+    ),
+    local_side=0,
+    game_format="pong/1;tick=60",
+    classification="action",
+    budget=QosBudget(latency_ms=80, jitter_ms=20, loss_ppm=10_000, packets_per_s=60),
+    security_suite="chacha20-poly1305",
+)
 SCORE_LINE = re.compile(
     r"^final score: (\S+) (\d+) - (\d+) (\S+) \((\w+), ([\d.]+) s, (\d+) ticks\): (.+)$", re.MULTILINE
 )
@@ -240,3 +253,33 @@ def test_state_messages_travel_on_the_state_lane_only() -> None:
                 assert is_state == (ev.lane is Lane.STATE)
                 lanes[ev.lane] += 1
     assert lanes[Lane.STATE] > 60
+
+
+class RecordingLink(LoopbackLink):
+    """Remembers when close() was called."""
+
+    closed_at: float | None = None
+
+    def close(self, reason: str = "quit") -> None:
+        if self.closed_at is None:
+            self.closed_at = self._now
+        super().close(reason)
+
+
+def test_host_hangs_up_after_the_end_message_and_the_guest_waits_for_it() -> None:
+    host_link, guest_link = RecordingLink.pair(INFO, sim=NetSim(latency_ms=20.0))
+    clock = VirtualClock()
+    host, guest = Peer(host_link, StillController()), Peer(guest_link, StillController())
+    control = Control([host, guest], clock)
+    for _ in range(30):
+        control.frame()
+        clock.sleep(1 / 60)
+    ended_at = clock()
+    host.end("time", ended_at)
+    for _ in range(60):
+        control.frame()
+        clock.sleep(1 / 60)
+    assert host_link.closed_at is not None and host_link.closed_at >= ended_at + CLOSE_LINGER_S
+    assert guest_link.closed_at is None  # the guest let the host hang up
+    assert guest.outcome is not None and guest.outcome.reason == "time"
+    assert host.outcome is not None and host.outcome.reason == "time"
