@@ -1,8 +1,10 @@
 """Location service (RFC 3261 section 10): address-of-record -> bindings with expiry. Pure: ``now`` comes in.
 
-A binding remembers where the REGISTER came from (the source address, used to reach the player, as RFC 5626
-flows do, so a player behind a NAT is still reachable) and which access network that address belongs to
-(longest prefix match over the region's ``[[access_networks]]``), which the policy component needs.
+A binding remembers its Contact (requests for the player go there, RFC 3261 section 16.5, so a tool may register on
+behalf of another process, as the SIPp harness does), where the REGISTER came from, and which access network that
+source address belongs to (longest prefix match over the region's ``[[access_networks]]``), which the policy
+component needs. A Contact that names a host instead of an IP address is reached at the source address (there is
+no DNS in the server; a player behind a NAT is reached the same way).
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ class Binding:
     #: The Contact URI as registered (``sip:alice@127.0.0.1:5070;transport=udp``); becomes the Request-URI.
     contact: str
     expires_at: float
-    #: The address the REGISTER came from; requests for the player are sent there.
+    #: The address the REGISTER came from (its IP decides the access network).
     source: tuple[str, int]
     access_network: str | None
     call_id: str
     cseq: int
     registered_at: float
+
+    #: Where requests for the player are sent: the Contact's IP and port, else ``source``.
+    target: tuple[str, int] | None = None
+
+    @property
+    def next_hop(self) -> tuple[str, int]:
+        return self.target or self.source
 
     def expires_in(self, now: float) -> int:
         return max(0, int(self.expires_at - now + 0.5))

@@ -70,6 +70,7 @@ class NodeStats:
     malformed: int = 0
     oversize: int = 0
     dropped: int = 0
+    relayed_to_peer: int = 0
     unknown_methods: int = 0
     internal_errors: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
@@ -203,9 +204,19 @@ class RegionalServer:
         try:
             if response.cseq.method == "OPTIONS" and self.federation.handle_response(response, now):
                 return
-            if not self.proxy.handle_response(response, addr, now, out):
-                self.stats.dropped += 1
-                log.debug("node: stray %d response from %s:%d dropped", response.status, *addr)
+            if self.proxy.handle_response(response, addr, now, out):
+                return
+            # SIPp as a callee answers every request of a call to the address it got the INVITE from (here),
+            # even a BYE that came through the caller's server. A response whose top Via is a peer server's is
+            # relayed to that peer unchanged, where it matches the transaction; anything else is dropped.
+            sent_by = response.top_via.sent_by
+            peer = self.federation.by_address(sent_by)
+            if peer is not None and addr != peer.address:
+                self.stats.relayed_to_peer += 1
+                out.append((response.to_bytes(), peer.address))
+                return
+            self.stats.dropped += 1
+            log.debug("node: stray %d response from %s:%d dropped", response.status, *addr)
         except RemoteProtocolError as exc:
             self.stats.dropped += 1
             log.info("node: response from %s:%d dropped: %s", addr[0], addr[1], exc.message)
@@ -351,7 +362,13 @@ def _salvage_response(data: bytes, status: int, reason: str) -> bytes | None:
         copied.append(f"{canonical}: {text}")
     # Every response needs these (RFC 3261 section 8.2.6.2); without them the answer would itself be malformed.
     names = [line.split(":", 1)[0] for line in copied]
-    if "Via" not in names or any(names.count(n) != 1 for n in ("From", "To", "Call-ID", "CSeq")):
+    if names.count("CSeq") != 1:
+        # An unusable CSeq (often the very error being reported): the answer carries "0 METHOD" so it stays
+        # well-formed; the client cannot match it to a transaction, but tools and logs see the 400 and why.
+        copied = [line for line in copied if not line.startswith("CSeq:")]
+        copied.append(f"CSeq: 0 {match.group(1).decode('ascii')}")
+        names = [line.split(":", 1)[0] for line in copied]
+    if "Via" not in names or any(names.count(n) != 1 for n in ("From", "To", "Call-ID")):
         return None
     phrase = _reason(reason) if reason else REASON_PHRASES.get(status, "Error")
     lines_out = [f"SIP/2.0 {status} {phrase}", *copied, "Content-Length: 0", "", ""]

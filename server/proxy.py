@@ -349,7 +349,7 @@ class ProxyCore:
                     raise _Reject(404, "No such user")
                 raise _Reject(480, "Temporarily Unavailable (not logged in)")
             binding = bindings[0]  # no forking (DESIGN section 2): the most recent registration
-            return Target(binding.contact, binding.source, local=True, access_network=binding.access_network)
+            return Target(binding.contact, binding.next_hop, local=True, access_network=binding.access_network)
         peer = self.federation.by_domain(host)
         if peer is not None:
             return Target(request.uri, peer.address, peer_domain=peer.domain)

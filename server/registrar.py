@@ -8,6 +8,7 @@ Call-ID/CSeq ordering check (step 7), and the 200 lists every current binding wi
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,14 @@ from server.config import RegistrarConfig
 from server.location import Binding, LocationService
 
 __all__ = ["SUPPORTED_EXTENSIONS", "Registrar", "RegistrarResult"]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +200,10 @@ class Registrar:
                 if old is not None:
                     removed.append(old)
                 continue
+            uri = contact.uri
+            target = (uri.host.strip("[]"), uri.port or 5060) if _is_ip(uri.host) else None
             binding = Binding(aor=aor, contact=key, expires_at=now + expires, source=source,
-                              access_network=network, call_id=call_id, cseq=cseq, registered_at=now)
+                              access_network=network, call_id=call_id, cseq=cseq, registered_at=now, target=target)
             old = self.location.put(binding)
             added.append(binding)
             if old is None:
