@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -152,8 +153,15 @@ def sessions_report(db: str | Path | sqlite3.Connection, config: PolicyConfig) -
     return SessionsReport(reservations=tuple(held), capacity=tuple(capacity_view(config, held)))
 
 
-def sessions_text(report: SessionsReport) -> str:
+def _state(res: Reservation, now: float) -> str:
+    # A deadline in the past means no server is running timers on this database (stopped or crashed): the
+    # next start-up releases it (server-restart). Say so rather than show it as live.
+    return res.state.value + (" (overdue)" if res.deadline <= now else "")
+
+
+def sessions_text(report: SessionsReport, now: float | None = None) -> str:
     """``sessions``: a table of held reservations, then one line of capacity per access network."""
+    now = time.time() if now is None else now
     out = io.StringIO()
     if report.reservations:
         headers = ("CALL-ID", "SIDE", "PLAYER", "NETWORK", "CLASS", "UP/DOWN KBIT/S", "STATE", "SINCE (UTC)",
@@ -161,7 +169,7 @@ def sessions_text(report: SessionsReport) -> str:
         body = [
             (
                 r.key.call_id, r.key.side.value, r.request.player, r.grant.network, r.grant.qos_class,
-                f"{r.grant.uplink_kbps}/{r.grant.downlink_kbps}", r.state.value, _iso(r.t_2xx)[:19],
+                f"{r.grant.uplink_kbps}/{r.grant.downlink_kbps}", _state(r, now), _iso(r.t_2xx)[:19],
                 _iso(r.deadline)[:19],
             )
             for r in report.reservations
@@ -184,8 +192,9 @@ def sessions_text(report: SessionsReport) -> str:
     return out.getvalue()
 
 
-def sessions_json(report: SessionsReport) -> str:
+def sessions_json(report: SessionsReport, now: float | None = None) -> str:
     """``sessions --json``: ``{"reservations": [...], "networks": [...]}``."""
+    now = time.time() if now is None else now
     return json.dumps(
         {
             "reservations": [
@@ -194,7 +203,7 @@ def sessions_json(report: SessionsReport) -> str:
                     "player": r.request.player, "peer": r.request.peer, "network": r.grant.network,
                     "class": r.grant.qos_class, "uplinkKbps": r.grant.uplink_kbps,
                     "downlinkKbps": r.grant.downlink_kbps, "state": r.state.value, "since": _iso(r.t_2xx),
-                    "deadline": _iso(r.deadline), "interims": r.interim_count,
+                    "deadline": _iso(r.deadline), "overdue": r.deadline <= now, "interims": r.interim_count,
                 }
                 for r in report.reservations
             ],

@@ -161,7 +161,10 @@ def test_cli_outputs(region: tuple[Path, PolicyServer, SqliteBillingStore], tmp_
     assert [r.key.call_id for r in report.reservations] == ["c3@eu.example"]
     [cap] = report.capacity
     assert (cap.sessions, cap.uplink_free_kbps, cap.downlink_free_kbps) == (1, 900, 1700)
-    text = sessions_text(report)
+    text = sessions_text(report, now=1_700_000_210.0)
+    assert "active" in text and "overdue" not in text
+    assert "active (overdue)" in sessions_text(report, now=1_700_001_000.0)
+    assert json.loads(sessions_json(report, now=1_700_001_000.0))["reservations"][0]["overdue"] is True
     assert "c3@eu.example" in text and "eu-dsl" in text and "900/1000" in text and "1700/2000" in text
     data = json.loads(sessions_json(report))
     assert data["networks"][0]["uplinkFreeKbps"] == 900 and data["reservations"][0]["state"] == "active"
