@@ -15,7 +15,7 @@ from gamesdk.channel.crypto import generate_keypair, public_key_from_private, tr
 from gamesdk.channel.events import ChannelEvent
 from gamesdk.channel.simulator import NetworkSimulator, SimulatorConfig
 
-__all__ = ["DeterministicRandom", "MemoryWire", "make_params_pair"]
+__all__ = ["DeterministicRandom", "MemoryWire", "channel_pair", "make_params_pair"]
 
 OFFER_ADDR: Address = ("127.0.0.1", 40000)
 ANSWER_ADDR: Address = ("127.0.0.1", 40001)
@@ -194,5 +194,3 @@ def channel_pair(
         Channel(offer, config, now=0.0), Channel(answer, config, now=0.0), a_to_b=a_to_b, b_to_a=b_to_a
     )
 
-
-__all__ += ["channel_pair"]
