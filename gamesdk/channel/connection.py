@@ -442,6 +442,19 @@ class Channel:
         first = next(iter(sent))
         if first > largest:
             return
+        if first == largest:
+            # the only outstanding packet up to `largest` is `largest` itself (ping-pong, steady streams)
+            record = sent.pop(largest)
+            if record[2] is not None:
+                for frag in record[2]:
+                    self._reliable_out.acked(frag)
+            self.acked_out += 1
+            self._confirm_acked = True
+            if largest > self._largest_acked:
+                self._largest_acked = largest
+                if delay_units < _ACK_DELAY_MAX:
+                    self._rtt.update(now - record[0], delay_units * _ACK_DELAY_UNIT_S)
+            return
         done: list[int] = []
         newly_acked = lost = 0
         largest_record = None

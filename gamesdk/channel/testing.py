@@ -193,4 +193,3 @@ def channel_pair(
     return MemoryWire(
         Channel(offer, config, now=0.0), Channel(answer, config, now=0.0), a_to_b=a_to_b, b_to_a=b_to_a
     )
-
