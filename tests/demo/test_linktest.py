@@ -39,6 +39,7 @@ def test_loopback_link_keeps_every_promise(sim: NetSim) -> None:
     clock = VirtualClock()
     report = check_link_pair(host, guest, clock=clock, sleep=clock.sleep)
     assert report.info.call_id == "c9"
+    assert report.last_before_close_delivered  # the loopback orders the close after reliable data
     assert 0.2 <= report.setup_s <= 0.25  # ready after the two steps, seen at the next 1/60 s poll
     if sim.loss:
         assert report.states_delivered < report.states_sent
