@@ -114,7 +114,8 @@ class _Call:
     publish_etag: str | None = None
     publish_version: int = 0
     caller_name: str | None = None
-    cancelled: bool = False
+    # set once we CANCEL: the (status, reason, refused_by) the application will see for it
+    cancelled: tuple[int, str, str] | None = None
     timers: dict[str, float] = field(default_factory=dict)
 
 
@@ -170,6 +171,8 @@ class UserAgent:
         self._reg_cseq = 0
         self._registered = False
         self._unregistering = False
+        #: The lifetime asked for: the configured one, or the server's Min-Expires after a 423.
+        self._reg_expires = config.register_expires_s
         #: Counters for monitoring and tests.
         self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
 
@@ -190,13 +193,14 @@ class UserAgent:
     def register(self, now: float) -> None:
         """Log in: REGISTER our contact with the regional server (answers a digest challenge itself)."""
         self._unregistering = False
-        self._send_register(now, self.config.register_expires_s)
+        self._reg_expires = self.config.register_expires_s
+        self._send_register(now, self._reg_expires, self._cached_auth(401, "REGISTER", self._registrar_uri))
 
     def unregister(self, now: float) -> None:
         """Log out: REGISTER with ``Expires: 0``."""
         self._unregistering = True
         self._timers.pop("register", None)
-        self._send_register(now, 0)
+        self._send_register(now, 0, self._cached_auth(401, "REGISTER", self._registrar_uri))
 
     def invite(
         self,
@@ -304,7 +308,7 @@ class UserAgent:
         call = self._calls.get(call_id)
         if call is None or not call.is_caller or call.state is not CallState.PENDING or call.invite is None:
             raise LocalProtocolError(f"no pending outgoing invitation {call_id!r}")
-        self._send_cancel(call, now)
+        self._send_cancel(call, now, (487, "invitation cancelled", "local"))
 
     def end(self, call_id: str, now: float, *, reason: str | None = None, cause: int | None = None) -> None:
         """Hang up an established session (BYE straight to the peer, with an optional Reason header)."""
@@ -359,7 +363,8 @@ class UserAgent:
         self._drain_transactions(now)
         if self._timers.get("register", float("inf")) <= now:
             del self._timers["register"]
-            self._send_register(now, self.config.register_expires_s)
+            # credentials for the cached challenge at once (RFC 3261 22.3); a stale nonce costs one 401
+            self._send_register(now, self._reg_expires, self._cached_auth(401, "REGISTER", self._registrar_uri))
         for call in list(self._calls.values()):
             for name, deadline in list(call.timers.items()):
                 if deadline <= now and call.timers.get(name) == deadline:
@@ -380,7 +385,7 @@ class UserAgent:
             extra.append(auth)
         req = build_request(
             "REGISTER",
-            f"sip:{self.config.domain}",
+            self._registrar_uri,
             via_host=self.local_addr[0],
             via_port=self.local_addr[1],
             branch=self._ids.branch(),
@@ -397,19 +402,22 @@ class UserAgent:
     def _register_response(self, resp: Response, pending: _Pending, now: float) -> None:
         if resp.status < 200:
             return
+        expires = 0 if self._unregistering else self._reg_expires
         if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
-            auth = self._authorize(resp, "REGISTER", f"sip:{self.config.domain}")
+            auth = self._authorize(resp, "REGISTER", self._registrar_uri)
             if auth is None:
                 self._registration_failed(resp.status, "no usable digest challenge")
                 return
-            expires = 0 if self._unregistering else self.config.register_expires_s
             self._send_register(now, expires, auth, retries=pending.retries + 1)
             return
-        if resp.status == 423:
-            # Interval Too Brief: ask again with the server's Min-Expires (RFC 3261 section 10.2.8)
-            min_expires = resp.headers.get("Min-Expires")
-            if min_expires and min_expires.strip().isdigit() and pending.retries < MAX_AUTH_RETRIES:
-                self._send_register(now, int(min_expires.strip()), retries=pending.retries + 1)
+        if resp.status == 423 and not self._unregistering:
+            # Interval Too Brief: ask again with the server's Min-Expires and keep it for the refreshes
+            # (RFC 3261 10.2.8); one retry per 423 so a server that keeps raising it cannot loop us.
+            min_expires = (resp.headers.get("Min-Expires") or "").strip()
+            if min_expires.isdigit() and int(min_expires) > self._reg_expires and pending.purpose == "register":
+                self._reg_expires = int(min_expires)
+                auth = self._cached_auth(401, "REGISTER", self._registrar_uri)
+                self._send_register(now, self._reg_expires, auth, retries=pending.retries)
                 return
         if 200 <= resp.status < 300:
             if self._unregistering:
@@ -427,6 +435,10 @@ class UserAgent:
             reason = "wrong user name or password"
         self._registration_failed(resp.status, reason)
 
+    @property
+    def _registrar_uri(self) -> str:
+        return f"sip:{self.config.domain}"
+
     def _granted_expires(self, resp: Response) -> int:
         mine = self.contact[1:-1]
         try:
@@ -439,7 +451,7 @@ class UserAgent:
                 return resp.expires
         except RemoteProtocolError:
             pass
-        return self.config.register_expires_s
+        return self._reg_expires
 
     def _registration_failed(self, status: int, reason: str) -> None:
         self._registered = False
@@ -499,8 +511,8 @@ class UserAgent:
             reason, by = warning.text, f"policy:{warning.agent}"
         else:
             reason, by = _failure_reason(resp), _refused_by(resp)
-        if call.cancelled:
-            reason, by, status = f"no answer from {call.peer_uri}", "peer", 408
+        if call.cancelled is not None:
+            status, reason, by = call.cancelled
         self._fail(call, status, reason, by, now)
 
     def _invite_2xx(self, call: _Call, resp: Response, now: float) -> None:
@@ -528,6 +540,10 @@ class UserAgent:
 
     def _check_answer(self, call: _Call, resp: Response) -> tuple[int, str, str, str] | None:
         """None if the 2xx can be played; else (status, reason, refused_by, Reason text for the BYE)."""
+        if call.cancelled is not None:
+            # the 2xx crossed our CANCEL: the session is up, so end it at once (RFC 3261 9.1, 15)
+            status, reason, by = call.cancelled
+            return status, reason, by, "cancelled"
         warning = policy_warning(resp)
         if warning is not None:
             return 580, warning.text, f"policy:{warning.agent}", warning.text
@@ -800,7 +816,7 @@ class UserAgent:
         target = SipUri.parse(call.remote_target)
         return (target.host.strip("[]"), target.port or 5060)
 
-    def _send_cancel(self, call: _Call, now: float) -> None:
+    def _send_cancel(self, call: _Call, now: float, outcome: tuple[int, str, str]) -> None:
         assert call.invite is not None
         invite = call.invite
         req = Request(
@@ -816,7 +832,10 @@ class UserAgent:
                 ("Content-Length", "0"),
             ],
         )
-        call.cancelled = True
+        call.cancelled = outcome
+        # RFC 3261 9.1: without a final answer 64*T1 after the CANCEL, give the INVITE up (a callee in
+        # Proceeding has no Timer B to end it for us)
+        call.timers["cancel"] = now + 64 * self.config.timers.t1
         self._start_client(req, now, _Pending("cancel", call.call_id))
 
     # ------------------------------------------------------------------ dialog publication (DESIGN section 4)
@@ -1024,8 +1043,10 @@ class UserAgent:
         self._finish(call, now)
 
     def _call_timer(self, call: _Call, name: str, now: float) -> None:
-        if name == "invite" and call.state is CallState.PENDING and call.is_caller and not call.cancelled:
-            self._send_cancel(call, now)
+        if name == "invite" and call.state is CallState.PENDING and call.is_caller and call.cancelled is None:
+            self._send_cancel(call, now, (408, f"no answer from {call.peer_uri}", "peer"))
+        elif name == "cancel" and call.state is CallState.PENDING and call.cancelled is not None:
+            self._fail(call, *call.cancelled, now)
         elif name == "answer" and call.state is CallState.PENDING and not call.is_caller:
             self._answer_invite(call, now, 480, warning="no answer in time")
             self._emit(InviteCancelled(call_id=call.call_id, reason="not answered in time"))
@@ -1049,7 +1070,7 @@ class UserAgent:
 
     def _finish(self, call: _Call, now: float) -> None:
         call.state = CallState.ENDED
-        for name in ("invite", "answer", "refresh", "publish"):
+        for name in ("invite", "cancel", "answer", "refresh", "publish"):
             call.timers.pop(name, None)
         # keep the call a while to re-ACK retransmitted 2xx and answer late requests (64*T1)
         call.timers["forget"] = now + 64 * self.config.timers.t1

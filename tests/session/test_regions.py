@@ -1,0 +1,145 @@
+"""Two sans-IO user agents talking through two real regional server nodes (eu, na) in memory, fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent_kit import ALICE, BOB, EU_SERVER, NA_SERVER, Net, of_type, offer_terms, regions, requests, responses
+from gamesdk.channel.config import ChannelParams
+from gamesdk.events import (
+    InviteCancelled,
+    InviteReceived,
+    Registered,
+    Ringing,
+    SessionEnded,
+    SessionEstablished,
+    SessionFailed,
+)
+from gamesdk.session.agent import CallState, UserAgent
+from gamesdk.sip.dialog_info import parse_dialog_info_untrusted
+
+
+def logged_in(tmp: Path) -> tuple[Net, UserAgent, UserAgent]:
+    net, alice, bob = regions(tmp)
+    alice.register(net.now)
+    bob.register(net.now)
+    assert [type(e) for e in net.take(ALICE)] == [Registered]
+    assert [type(e) for e in net.take(BOB)] == [Registered]
+    return net, alice, bob
+
+
+def invited(tmp: Path) -> tuple[Net, UserAgent, UserAgent, str]:
+    net, alice, bob = logged_in(tmp)
+    call_id = alice.invite("bob@na.gamesdk.test", offer_terms(latency_ms=120), net.now)
+    net.flush()
+    received = net.take(BOB)
+    assert [type(e) for e in received] == [InviteReceived], received
+    assert received[0].call_id == call_id  # type: ignore[attr-defined]
+    assert received[0].caller == "sip:alice@eu.gamesdk.test"  # type: ignore[attr-defined]
+    return net, alice, bob, call_id
+
+
+def test_session_through_both_servers_with_a_direct_ack_and_published_dialogs(tmp_path: Path) -> None:
+    net, alice, bob, call_id = invited(tmp_path)
+    # the INVITE was challenged (407) by alice's server and sent again with credentials, CSeq + 1
+    invites = requests(net.sent(ALICE, EU_SERVER), "INVITE")
+    assert [i.headers.get("Proxy-Authorization") is None for i in invites] == [True, False]
+    assert invites[1].cseq.seq == invites[0].cseq.seq + 1
+    assert invites[1].headers.get("From") == invites[0].headers.get("From")
+    assert [type(e) for e in net.take(ALICE)] == [Ringing]
+    answer = bob.accept(call_id, net.now)
+    assert answer.qos.latency_ms == 120
+    a_events, b_events = net.take(ALICE), net.take(BOB)
+    assert [type(e) for e in a_events] == [SessionEstablished]
+    assert [type(e) for e in b_events] == [SessionEstablished]
+    a_est, b_est = a_events[0], b_events[0]
+    assert isinstance(a_est, SessionEstablished) and isinstance(b_est, SessionEstablished)
+    assert a_est.agreement.is_caller and not b_est.agreement.is_caller
+    assert a_est.agreement.format == b_est.agreement.format and a_est.agreement.suite == b_est.agreement.suite
+    assert not a_est.agreement.modified
+    a_params, b_params = a_est.channel_params, b_est.channel_params
+    assert isinstance(a_params, ChannelParams) and isinstance(b_params, ChannelParams)
+    # both sides derive the same transcript and see each other's channel session ids crosswise
+    assert a_params.transcript_hash == b_params.transcript_hash
+    assert (a_params.local_session_id, a_params.remote_session_id) == (
+        b_params.remote_session_id, b_params.local_session_id)
+    assert (a_params.role, b_params.role) == ("offer", "answer")
+    # the ACK went straight to bob's contact, never through a server (DESIGN section 2)
+    assert len(requests(net.sent(ALICE, BOB), "ACK")) == 1
+    for server in (EU_SERVER, NA_SERVER):
+        assert [a for a in requests(net.sent(dst=server), "ACK") if a.cseq.seq == invites[1].cseq.seq] == []
+    assert alice.session_state(call_id) is CallState.CONFIRMED
+    assert bob.session_state(call_id) is CallState.CONFIRMED
+    # each side published "confirmed" to its own server, which accepted it
+    for agent, server in ((ALICE, EU_SERVER), (BOB, NA_SERVER)):
+        publishes = requests(net.sent(agent, server), "PUBLISH")
+        assert publishes, f"{agent} published nothing"
+        info = parse_dialog_info_untrusted(publishes[-1].body)
+        assert info.dialogs[0].state.value == "confirmed" and info.dialogs[0].call_id == call_id
+        assert responses(net.sent(server, agent), "PUBLISH")[-1].status == 200
+    # a minute of play: session refreshes (OPTIONS) answered directly, no event
+    net.run(60)
+    assert net.take(ALICE) == [] and net.take(BOB) == []
+    assert requests(net.sent(ALICE, BOB), "OPTIONS") and requests(net.sent(BOB, ALICE), "OPTIONS")
+    # alice hangs up with a BYE straight to bob
+    alice.end(call_id, net.now, reason="game over")
+    ended_a, ended_b = net.take(ALICE), net.take(BOB)
+    assert [(type(e), e.by_peer) for e in ended_a] == [(SessionEnded, False)]  # type: ignore[attr-defined]
+    assert [(type(e), e.by_peer) for e in ended_b] == [(SessionEnded, True)]  # type: ignore[attr-defined]
+    assert "game over" in ended_b[0].reason  # type: ignore[attr-defined]
+    assert responses(net.sent(BOB, ALICE), "BYE")[-1].status == 200
+    for agent, server in ((ALICE, EU_SERVER), (BOB, NA_SERVER)):
+        info = parse_dialog_info_untrusted(requests(net.sent(agent, server), "PUBLISH")[-1].body)
+        assert info.dialogs[0].state.value == "terminated"
+    # quiet afterwards: no refreshes for a dead session, the calls are forgotten
+    net.run(120)
+    count = len(net.log)
+    net.run(120)
+    assert [m for m in net.sent()[count:] if not isinstance(m, Registered)] == [] or all(
+        m.cseq.method in ("REGISTER", "OPTIONS") and m.call_id != call_id for m in net.sent()[count:])
+    assert alice.session_state(call_id) is None and bob.session_state(call_id) is None
+
+
+def test_cancel_before_the_answer(tmp_path: Path) -> None:
+    net, alice, bob, call_id = invited(tmp_path)
+    alice.cancel(call_id, net.now)
+    cancelled = net.take(BOB)
+    assert [type(e) for e in cancelled] == [InviteCancelled]
+    failed = of_type(net.take(ALICE), SessionFailed)
+    assert len(failed) == 1 and failed[0].status == 487, failed  # type: ignore[attr-defined]
+    assert "cancel" in failed[0].reason  # type: ignore[attr-defined]
+    assert 487 in [r.status for r in responses(net.sent(BOB), "INVITE")]
+    assert [r.status for r in responses(net.sent(BOB), "CANCEL")] == [200]
+    assert alice.session_state(call_id) is CallState.ENDED
+    net.run(60)
+    assert net.take(ALICE) == [] and net.take(BOB) == []
+
+
+def test_callee_that_never_decides_answers_480(tmp_path: Path) -> None:
+    net, alice, bob, call_id = invited(tmp_path)
+    assert [type(e) for e in net.take(ALICE)] == [Ringing]
+    net.run(bob.config.answer_timeout_s + 1)
+    assert [type(e) for e in net.take(BOB)] == [InviteCancelled]
+    failed = net.take(ALICE)
+    assert [type(e) for e in failed] == [SessionFailed]
+    assert failed[0].status == 480  # type: ignore[attr-defined]
+    assert 480 in [r.status for r in responses(net.sent(BOB), "INVITE")]
+
+
+def test_decline_reaches_the_caller_with_the_reason(tmp_path: Path) -> None:
+    net, alice, bob, call_id = invited(tmp_path)
+    bob.decline(call_id, net.now, status=486, reason="already in a match")
+    failed = of_type(net.take(ALICE), SessionFailed)
+    assert len(failed) == 1
+    assert (failed[0].status, failed[0].reason, failed[0].refused_by) == (  # type: ignore[attr-defined]
+        486, "already in a match", "peer")
+    assert net.take(BOB) == []
+
+
+def test_caller_stops_waiting_after_the_invite_timeout(tmp_path: Path) -> None:
+    net, alice, bob, call_id = invited(tmp_path)
+    net.drop = lambda src, dst, msg: dst == ALICE and getattr(msg, "status", 0) >= 400  # the 487 gets lost
+    net.run(alice.config.invite_timeout_s + 60)
+    failed = of_type(net.take(ALICE), SessionFailed)
+    assert len(failed) == 1 and failed[0].status == 408, failed  # type: ignore[attr-defined]
+    assert requests(net.sent(ALICE, EU_SERVER), "CANCEL")
