@@ -31,9 +31,7 @@ from gamesdk.channel.events import (
     Resumed,
     SecurityError,
 )
-from gamesdk.channel.events import (
-    message_received as _message,
-)
+from gamesdk.channel.events import message_received as _message
 from gamesdk.channel.reliability import (
     Fragment,
     FragmentAssembler,
@@ -75,7 +73,6 @@ _U16_UNPACK = wire.U16.unpack_from
 _FAST_LANES = (wire.FrameType.UNRELIABLE.value, wire.FrameType.SEQUENCED.value)
 _ACK_PLUS_SEQ = wire.ACK_FRAME_BYTES + wire.UNRELIABLE_FRAME_OVERHEAD
 _VERSION_BITS = wire.VERSION << 6  # and key phase 0
-_DATA_TYPE = _VERSION_BITS | wire.PacketType.DATA
 _LANE_UNRELIABLE = Lane.UNRELIABLE
 _LANE_SEQUENCED = Lane.SEQUENCED
 _LANE_RELIABLE = Lane.RELIABLE
@@ -334,10 +331,11 @@ class Channel:
             size = len(plaintext)
             if size >= _ACK_PLUS_SEQ and plaintext[0] == _ACK and plaintext[19] in _FAST_LANES:
                 lane_byte = plaintext[19]
+                seq = start = length = -1
                 if lane_byte == _UNRELIABLE:
                     (length,) = _U16_UNPACK(plaintext, 20)
                     start = 22
-                else:
+                elif size >= 24:
                     seq, length = _SEQ_BODY_UNPACK(plaintext, 20)
                     start = 24
                 if start + length == size:
