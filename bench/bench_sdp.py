@@ -7,7 +7,9 @@ Operations, all on the example offer of docs/protocol.md (about 450 bytes):
   parse            parse_sdp_untrusted(bytes)
   format           format_sdp_bytes(desc)
   parse+format     one exact round trip
-  read-game        read_game_untrusted(bytes, Role.OFFER): parse + validate the gsdk extension
+  read-game        read_game_untrusted(bytes, Role.OFFER): parse + validate the gsdk extension (the parsed
+                   format and QoS texts are cached, as for a server seeing the same game in every INVITE)
+  read-game-cold   the same with those caches cleared before each read (every INVITE a new text)
   canonical        canonical_gsdk_lines(desc) (the channel's transcript input)
   answer_offer     the offer/answer rules on typed terms
   callee-path      read the offer, answer_offer, game_to_sdp, format the answer body
@@ -44,6 +46,7 @@ from gamesdk.sdp import (
     parse_sdp_untrusted,
     read_game_untrusted,
 )
+from gamesdk.sdp import game as game_module
 from gamesdk.sdp.examples import BOB_KEY, BOB_MODIFIED, example_offer
 
 BATCH = 200
@@ -83,11 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     def split_baseline() -> object:
         return [line.partition("=") for line in body.decode("utf-8").split("\r\n") if line]
 
+    def read_cold() -> object:
+        game_module._cached_format.cache_clear()
+        game_module._cached_qos.cache_clear()
+        return read_game_untrusted(body, Role.OFFER)
+
     def callee_path() -> object:
         desc, game = read_game_untrusted(body, Role.OFFER)
         result = answer_offer(game.terms, BOB_MODIFIED)
         assert isinstance(result, Accepted)
-        mine = GameMedia(terms=result.answer, address="127.0.0.1", port=40_000, public_key=BOB_KEY, session_id=9)
+        mine = GameMedia(
+            terms=result.answer, address="127.0.0.1", port=40_000, public_key=BOB_KEY, session_id=9
+        )
         answer = game_to_sdp(mine, username="bob", sess_id=1, sess_version=1, role=Role.ANSWER, offer=desc)
         return format_sdp_bytes(answer)
 
@@ -97,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "format": lambda: format_sdp_bytes(offer_desc),
         "parse+format": lambda: format_sdp_bytes(parse_sdp_untrusted(body)),
         "read-game": lambda: read_game_untrusted(body, Role.OFFER),
+        "read-game-cold": read_cold,
         "canonical": lambda: canonical_gsdk_lines(offer_desc),
         "answer_offer": lambda: answer_offer(offer_terms, BOB_MODIFIED),
         "callee-path": callee_path,

@@ -71,6 +71,11 @@ _KEY_TEXT = 43  # unpadded base64url of 32 bytes (RFC 4648 §5)
 _B64URL = string.ascii_letters + string.digits + "-_"
 _MAX_SID = 0xFFFF_FFFF
 _SINGLE = ("gsdk-class", "gsdk-qos", "gsdk-sec", "gsdk-kx", "gsdk-sid")
+# A server sees the same few format and QoS texts in every INVITE of a game; the values are immutable, so the
+# parsed values are shared. Errors are not cached (lru_cache does not keep exceptions). Bounded: a peer that
+# sends ever new texts only causes misses.
+_cached_format = functools.lru_cache(maxsize=1024)(parse_game_format)
+_cached_qos = functools.lru_cache(maxsize=1024)(parse_qos_params)
 _KNOWN = frozenset(("gsdk-format",) + _SINGLE)
 
 
@@ -282,7 +287,7 @@ def game_from_sdp(desc: SessionDescription, role: Role | None = None) -> GameMed
             raise _line_error(line, f"{line.name} needs a value")
         if line.name == "gsdk-format":
             try:
-                fmt = parse_game_format(line.value)
+                fmt = _cached_format(line.value)
             except LocalProtocolError as exc:
                 raise _line_error(line, exc.message) from None
             if fmt in formats:
@@ -308,7 +313,7 @@ def game_from_sdp(desc: SessionDescription, role: Role | None = None) -> GameMed
     classification = single["gsdk-class"]
     qos_text = single["gsdk-qos"]
     try:
-        qos = parse_qos_params(qos_text)
+        qos = _cached_qos(qos_text)
     except LocalProtocolError as exc:
         raise _line_error(Attribute("gsdk-qos", qos_text), exc.message) from None
 
