@@ -147,8 +147,27 @@ def start_kamailio(stack: ExitStack, workdir: Path, tag: str, port: int, next_ho
     return proc.pid
 
 
-def start_ours(stack: ExitStack, workdir: Path, hops: int, uas_port: int, *, auth: bool) -> Path_:
-    eu_port, na_port = h.free_udp_ports(2)
+#: Runs the server's CLI under cProfile with a CPU-time clock (py-spy samples wall time, which charges the time a
+#: sender spends preempted inside sendto on loopback to sendto). Dumps the stats when the server exits on SIGTERM.
+CPROFILE_WRAPPER = """
+import cProfile, sys, time
+from server.cli import main
+out = sys.argv[1]
+prof = cProfile.Profile(time.process_time)
+prof.enable()
+try:
+    code = main(sys.argv[2:])
+finally:
+    prof.disable()
+    prof.dump_stats(out)
+sys.exit(code)
+"""
+
+
+def start_ours(stack: ExitStack, workdir: Path, hops: int, *, auth: bool,
+               profile_eu: Path | None = None) -> tuple[Path_, Any]:
+    """Our regional server(s) and the callee's SIPp, logged in from the port it answers on."""
+    eu_port, na_port, uas_port = h.free_udp_ports(3)
     overrides: dict[str, dict[str, Any]] = {"log": {"level": "WARNING"}}
     if not auth:
         overrides["auth"] = {"invite_auth": False}  # the config key the server may provide; see docs/benchmarks.md
@@ -162,20 +181,29 @@ def start_ours(stack: ExitStack, workdir: Path, hops: int, uas_port: int, *, aut
         callee_home = na
     callee_home.add_user(CALLEE, PASSWORD)
     for server in servers:
-        server.start()
+        if server is eu and profile_eu is not None:
+            server.start(python_args=["-c", CPROFILE_WRAPPER, str(profile_eu)])
+        else:
+            server.start()
         stack.callback(server.stop)
-    reg = h.run_sipp(SIPP_DIR / "register.xml", callee_home.port, workdir=workdir, tag="register-callee",
-                     keys={"user": CALLEE, "domain": callee_home.domain, "contact_port": uas_port, "expires": 3600},
-                     auth=(CALLEE, PASSWORD), auth_uri=f"sip:{callee_home.domain}", timeout_s=15)
-    if not reg.ok:
-        raise RuntimeError("the callee could not log in:\n" + reg.explain())
-    return Path_(eu_port, [(s.name, s.pid) for s in servers])
+    uas = h.start_sipp(SIPP_DIR / "callee_register.xml", callee_home.port, workdir=workdir, tag="uas",
+                       local_port=uas_port, keys={"user": CALLEE, "domain": callee_home.domain,
+                                                  "contact_port": uas_port, "expires": 3600},
+                       auth=(CALLEE, PASSWORD), auth_uri=f"sip:{callee_home.domain}", timeout_s=3600, trace=False,
+                       extra=["-oocsf", str(SIPP_DIR / "uas_bench.xml"), "-deadcall_wait", "5000",
+                              "-trace_logs", "-log_file", str(workdir / "uas.log")])
+    stack.callback(uas.process.stop)
+    h.wait_for_log(workdir / "uas.log", b"registered", timeout_s=15)
+    return Path_(eu_port, [(s.name, s.pid) for s in servers]), uas
 
 
 @contextmanager
-def running_path(cfg: Config, workdir: Path) -> Iterator[tuple[Path_, Any]]:
+def running_path(cfg: Config, workdir: Path, profile_eu: Path | None = None) -> Iterator[tuple[Path_, Any]]:
     """Start the callee's SIPp and the proxies of ``cfg``; stop all of them (by PID) on exit."""
     with ExitStack() as stack:
+        if cfg.kind == "ours":
+            yield start_ours(stack, workdir, cfg.hops, auth=cfg.auth, profile_eu=profile_eu)
+            return
         (uas_port,) = h.free_udp_ports(1)
         uas = h.start_sipp(SIPP_DIR / "uas_bench.xml", None, workdir=workdir, tag="uas", local_port=uas_port,
                            keys={"user": CALLEE}, calls=10_000_000, timeout_s=3600, trace=False,
@@ -193,8 +221,6 @@ def running_path(cfg: Config, workdir: Path) -> Iterator[tuple[Path_, Any]]:
                                                            memmgr=cfg.memmgr, auth=cfg.auth and i == 0)))
                 nxt = ports[i]
             path = Path_(ports[0], list(reversed(pids)))
-        else:
-            path = start_ours(stack, workdir, cfg.hops, uas_port, auth=cfg.auth)
         yield path, uas
 
 
@@ -353,29 +379,58 @@ def profile_summary(raw: Path, top: int = 18) -> str:
     return "\n".join(lines)
 
 
+def cprofile_summary(path: Path, top: int = 25) -> str:
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return "\n".join(line for line in out.getvalue().splitlines() if line.strip())
+
+
 def run_profile(cfg: Config, workdir: Path, calls: int, window: int, time_cap_s: float) -> str:
-    if shutil.which("py-spy") is None:
-        return "py-spy is not installed (pip install py-spy): no profile"
-    with running_path(cfg, workdir) as (path, uas):
-        name, pid = path.proxies[0]
-        out = workdir / f"profile-{name}.txt"
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(out),
-                                "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(1.0)
-            row = step(cfg, path, uas, workdir, "profile", calls=calls, rate=None, window=window,
-                       time_cap_s=time_cap_s)
-        finally:
-            spy.send_signal(signal.SIGINT)
+    """Profile our eu server on ``cfg``: py-spy (wall-clock samples) on one run, cProfile (CPU time) on another."""
+    report = []
+    workdir.mkdir(parents=True, exist_ok=True)
+    if shutil.which("py-spy") is not None:
+        (workdir / "py-spy").mkdir()
+        with running_path(cfg, workdir / "py-spy") as (path, uas):
+            name, pid = path.proxies[0]
+            out = workdir / f"py-spy-{name}.txt"
+            spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(out),
+                                    "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                spy.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait()
-        if not out.exists():
-            return "py-spy wrote no profile (needs ptrace permission)"
-        return (f"profile of the {name} server ({cfg.label}, {row['ok']} calls at {row['calls_per_s']:.0f} calls/s "
-                f"under py-spy):\n" + profile_summary(out))
+                time.sleep(1.0)
+                row = step(cfg, path, uas, workdir, "py-spy", calls=calls, rate=None, window=window,
+                           time_cap_s=time_cap_s)
+            finally:
+                spy.send_signal(signal.SIGINT)
+                try:
+                    spy.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
+        if out.exists():
+            report.append(f"py-spy (wall-clock samples) of the {name} server ({cfg.label}, {row['ok']} calls at "
+                          f"{row['calls_per_s']:.0f} calls/s):\n" + profile_summary(out))
+        else:
+            report.append("py-spy wrote no profile (it needs ptrace permission)")
+    else:
+        report.append("py-spy is not installed (pip install py-spy): wall-clock profile skipped")
+    stats_path = workdir / "cprofile-eu.pstats"
+    (workdir / "cprofile").mkdir()
+    with running_path(cfg, workdir / "cprofile", profile_eu=stats_path) as (path, uas):
+        row = step(cfg, path, uas, workdir, "cprofile", calls=calls, rate=None, window=window,
+                   time_cap_s=time_cap_s)
+    # running_path stopped the server with SIGTERM; the wrapper wrote the stats on its way out.
+    if stats_path.exists():
+        report.append(f"cProfile (CPU time, process_time clock) of the eu server ({cfg.label}, {row['ok']} calls at "
+                      f"{row['calls_per_s']:.0f} calls/s under the profiler):\n" + cprofile_summary(stats_path))
+    else:
+        report.append("cProfile wrote no stats (the server did not exit through its SIGTERM handler)")
+    return "\n\n".join(report)
 
 
 # --- report -------------------------------------------------------------------------------------------------------
@@ -422,6 +477,17 @@ def table(rows: list[dict[str, Any]]) -> str:
         ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def ours_can_skip_invite_auth() -> bool:
+    """Whether our server's config accepts ``[auth] invite_auth = false`` (else only the digest path is measured)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = h.RegionServer(Path(tmp), "eu", EU, 5060, overrides={"auth": {"invite_auth": False}})
+        ok = server.cli("check-config").returncode == 0
+    if not ok:
+        print("note: our server has no [auth] invite_auth switch; measuring it with INVITE digest only",
+              file=sys.stderr)
+    return ok
 
 
 def server_available() -> bool:
@@ -472,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         configs += [Config(f"kam{hops}-qm", "kam", hops, "qm"), Config(f"kam{hops}-fm", "kam", hops, "fm"),
                     Config(f"ours{hops}", "ours", hops)]
     if args.noauth:
-        configs += [dataclasses.replace(c, auth=False) for c in configs if c.kind != "direct"]
+        configs += [dataclasses.replace(c, auth=False) for c in configs
+                    if c.kind == "kam" or (c.kind == "ours" and ours_can_skip_invite_auth())]
     configs = [c for c in configs if c.kind in kinds and (not args.config or c.label in args.config)]
 
     workroot = Path(tempfile.mkdtemp(prefix="bench-server-"))

@@ -243,8 +243,13 @@ class RegionServer:
         if done.returncode != 0:
             raise RuntimeError(f"user add {user} failed ({done.returncode}): {done.stdout}{done.stderr}")
 
-    def start(self, *extra: str, ready_timeout_s: float = 15.0) -> None:
-        argv = server_command("run", "--config", str(self.config_path), *extra)
+    def start(self, *extra: str, ready_timeout_s: float = 15.0, python_args: Sequence[str] = ()) -> None:
+        """Start ``python [python_args] -m server run --config FILE`` and wait until it answers OPTIONS.
+        ``python_args`` replaces ``-m server`` with e.g. a profiling wrapper (``-c CODE ...``)."""
+        if python_args:
+            argv = [sys.executable, *python_args, "run", "--config", str(self.config_path), *extra]
+        else:
+            argv = server_command("run", "--config", str(self.config_path), *extra)
         self.process = ManagedProcess(argv, self.workdir / f"{self.name}-server.log", cwd=self.workdir,
                                       env=_server_env())
         self.wait_ready(ready_timeout_s)
