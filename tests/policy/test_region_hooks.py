@@ -72,11 +72,13 @@ Scenario = Callable[[Region, Region, GameClient, GameClient], Awaitable[None]]
 
 
 def run(tmp_path: Path, scenario: Scenario, eu_net: dict[str, Any] | None = None,
-        na_net: dict[str, Any] | None = None) -> None:
+        na_net: dict[str, Any] | None = None, eu_policy_url: str | None = None) -> None:
     async def main() -> None:
         servers: dict[str, EmbeddedServer] = {}
         for region, changes in (("eu", eu_net), ("na", na_net)):
             config = region_config(region, tmp_path, changes)
+            if region == "eu" and eu_policy_url is not None:
+                config = dataclasses.replace(config, policy_raw={"url": eu_policy_url, "timeout_s": 2.0})
             servers[region] = EmbeddedServer(config, port=0, hooks_factory=hooks_for(config))
         for server in servers.values():
             await server.start()
@@ -238,3 +240,57 @@ def test_registration_expiry_releases(tmp_path: Path) -> None:
     run(tmp_path, scenario)
     [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
     assert eu_row.end_reason == "reg-expired"
+
+
+def test_separate_policy_process_over_http(tmp_path: Path) -> None:
+    """eu's policy runs as its own HTTP service (here on its own loop thread); the SIP server uses the URL."""
+    import threading
+
+    from server.policy import PolicyConfig
+    from server.policy.http import BlockingPolicyClient, PolicyHttpService
+    from server.policy.runner import build_policy_server, policy_document
+
+    eu_config = region_config("eu", tmp_path)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start_service() -> tuple[PolicyServer, PolicyHttpService, tuple[str, int]]:
+        policy = build_policy_server(PolicyConfig.from_mapping(policy_document(eu_config)),
+                                     tmp_path / "eu-policy.sqlite3", region="eu")
+        service = PolicyHttpService(policy)
+        return policy, service, await service.start("127.0.0.1", 0)
+
+    policy, service, address = asyncio.run_coroutine_threadsafe(start_service(), loop).result(5)
+
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        assert isinstance(eu.hooks.backend, BlockingPolicyClient)
+
+        async def answer() -> GameSession:
+            return await (await bob.next_invite()).accept()
+
+        callee = asyncio.create_task(answer())
+        session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+        await callee
+        assert {r.region for r in session.agreement.reservations} == {"eu.gamesdk.test", "na.gamesdk.test"}
+        for _ in range(300):  # bounded wait for alice's confirmed PUBLISH to reach the policy process
+            if policy.reservations() and policy.reservations()[0].state is ReservationState.ACTIVE:
+                break
+            await asyncio.sleep(0.01)
+        assert policy.reservations()[0].state is ReservationState.ACTIVE
+        await session.end("game over")
+        for _ in range(300):
+            if policy.is_idle():
+                break
+            await asyncio.sleep(0.01)
+        assert policy.is_idle()
+
+    try:
+        run(tmp_path, scenario, eu_policy_url=f"http://127.0.0.1:{address[1]}")
+    finally:
+        asyncio.run_coroutine_threadsafe(service.close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    [row] = billing_rows(tmp_path / "eu-policy.sqlite3")
+    assert (row.side, row.end_reason) == ("orig", "bye-local")
