@@ -52,8 +52,8 @@ class OfflineSession:
 
 def setup_offline_session(args: argparse.Namespace) -> OfflineSession:
     """Build the simulated session the options ask for (see ``demo_game.main`` for the options)."""
-    host_name = f"{args.user or 'alice'}@eu.example"
-    guest_name = f"{args.peer or 'bob'}@na.example"
+    host_name = f"{args.user or 'alice'}@eu.gamesdk.test"
+    guest_name = f"{args.peer or 'bob'}@na.gamesdk.test"
     tick_hz = settings.TICK_HZ
     big = state_kbps(tick_hz)
     budget = QosBudget(

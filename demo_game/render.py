@@ -25,6 +25,8 @@ Colour = tuple[int, int, int]
 #: seconds a notice stays on screen (it fades over the last half)
 NOTICE_S = 2.0
 PAD_PX = 16
+#: y of the HUD rows from the top of the band: names, reservations, session, live figures, hint
+HUD_ROWS_PX = (7, 29, 50, 72, 100)
 
 
 class Renderer:
@@ -173,47 +175,54 @@ class Renderer:
     # ---- the HUD band --------------------------------------------------------------------------
 
     def draw_hud(self, info: SessionInfo | None, stats: LinkStats | None, hint: str = "") -> None:
+        """The band under the field: who plays, what was negotiated and reserved, live figures, a hint.
+
+        Rows: player names (left host, right guest); what each region reserved; the negotiated
+        format, class, suite and budget; the live figures against the budget; the hint.
+        """
         surf, hud = self.surface, self.hud_rect
         pygame.draw.rect(surf, S.COLOUR_HUD_BG, hud)
         pygame.draw.line(surf, S.COLOUR_HUD_LINE, hud.topleft, (hud.right, hud.top), 2)
         left, right, mid = hud.left + PAD_PX, hud.right - PAD_PX, hud.centerx
-        row = [hud.top + 10, hud.top + 32, hud.top + 62, hud.top + 92]
+        names_y, reserved_y, session_y, _, hint_y = (hud.top + dy for dy in HUD_ROWS_PX)
         if info is None:
-            self.text("no session established", (left, row[0]), colour=S.COLOUR_TEXT_DIM)
+            self.text("no session established", (left, names_y), colour=S.COLOUR_TEXT_DIM)
         else:
             host, guest = info.players
+            medium = self.fonts.medium
             self.text(
                 _label(host, info.local_side == HOST),
-                (left, row[0]),
-                font=self.fonts.medium,
+                (left, names_y),
+                font=medium,
                 colour=S.COLOUR_PADDLE_HOST,
             )
             self.text(
                 _label(guest, info.local_side == GUEST),
-                (right, row[0]),
-                font=self.fonts.medium,
+                (right, names_y),
+                font=medium,
                 colour=S.COLOUR_PADDLE_GUEST,
                 anchor="topright",
             )
-            self.text(_reservation(host), (left, row[1]), colour=S.COLOUR_TEXT_DIM)
-            self.text(_reservation(guest), (right, row[1]), colour=S.COLOUR_TEXT_DIM, anchor="topright")
-            self.text(
-                f"{info.game_format}  |  class {info.classification}  |  {info.security_suite}",
-                (mid, row[0] + 2),
-                anchor="midtop",
-            )
+            self.text(_reservation(host), (left, reserved_y), colour=S.COLOUR_TEXT_DIM)
+            self.text(_reservation(guest), (right, reserved_y), colour=S.COLOUR_TEXT_DIM, anchor="topright")
             b = info.budget
             self.text(
+                f"{info.game_format}  |  class {info.classification}  |  {info.security_suite}  |  "
                 f"budget: rtt {b.latency_ms:g} ms, jitter {b.jitter_ms:g} ms, loss {b.loss_ppm / 10_000:.2f}%",
-                (mid, row[1]),
-                colour=S.COLOUR_TEXT_DIM,
+                (mid, session_y),
                 anchor="midtop",
             )
-            pygame.draw.line(surf, S.COLOUR_HUD_LINE, (left, row[2] - 8), (right, row[2] - 8), 1)
+            row = self.stats_row_rect
+            pygame.draw.line(surf, S.COLOUR_HUD_LINE, (left, row.top - 4), (right, row.top - 4), 1)
             if stats is not None:
-                self._draw_stats(info, stats, (left, row[2]))
+                self._draw_stats(info, stats, (left, row.top + 2))
         if hint:
-            self.text(hint, (mid, row[3]), colour=S.COLOUR_TEXT_DIM, anchor="midtop")
+            self.text(hint, (mid, hint_y), colour=S.COLOUR_TEXT_DIM, anchor="midtop")
+
+    @property
+    def stats_row_rect(self) -> pygame.Rect:
+        """Where the live figures are drawn (tests check its colours)."""
+        return pygame.Rect(self.hud_rect.left, self.hud_rect.top + HUD_ROWS_PX[3], self.hud_rect.width, 24)
 
     def _draw_stats(self, info: SessionInfo, stats: LinkStats, pos: tuple[int, int]) -> None:
         b = info.budget
@@ -362,11 +371,11 @@ def _blend(a: Colour, b: Colour, k: float) -> Colour:
 
 
 def _label(p: PlayerInfo, is_you: bool) -> str:
-    return f"{p.name} ({p.region})" + ("  - you" if is_you else "")
+    return f"{p.name} ({p.region})" + ("  [you]" if is_you else "")
 
 
 def _reservation(p: PlayerInfo) -> str:
     r = p.reservation
     if r is None:
         return f"{p.region}: no reservation known"
-    return f"{r.region} reserved on {r.access_network}: {r.up_kbps} up / {r.down_kbps} down kbit/s"
+    return f"{r.region} reserved {r.up_kbps} up / {r.down_kbps} down kbit/s on {r.access_network}"

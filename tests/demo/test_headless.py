@@ -81,7 +81,9 @@ def play(duration_s: float, *argv: str, rules: Rules | None = None) -> tuple[str
 def test_headless_match_prints_steps_stats_and_a_final_score() -> None:
     text, result = play(30.0)
     # setup steps from both ends, then the negotiated session
-    assert "setup (caller): [simulated] INVITE bob@na.example: format pong/1;tick=60, class action" in text
+    assert (
+        "setup (caller): [simulated] INVITE bob@na.gamesdk.test: format pong/1;tick=60, class action" in text
+    )
     assert "setup (callee):" in text
     assert "reserved: eu: eu-fibre 74 up / 40 down kbit/s; na: na-cable 40 up / 74 down kbit/s" in text
     assert "suite: chacha20-poly1305" in text
@@ -98,7 +100,7 @@ def test_headless_match_prints_steps_stats_and_a_final_score() -> None:
     m = SCORE_LINE.search(text)
     assert m is not None, text
     host, a, b, guest, reason, seconds, _ticks, message = m.groups()
-    assert (host, guest) == ("alice@eu.example", "bob@na.example") == result.players
+    assert (host, guest) == ("alice@eu.gamesdk.test", "bob@na.gamesdk.test") == result.players
     assert (int(a), int(b)) == result.score
     assert reason == result.reason and result.ok
     if reason == "time":
@@ -164,7 +166,7 @@ def test_peer_drop_mid_match_is_reported() -> None:
         if host.finished:
             break
     assert host.outcome is not None and host.outcome.reason == "peer-dropped"
-    assert "connection to bob@na.example lost: peer silent for 10.0 s" == host.outcome.message
+    assert "connection to bob@na.gamesdk.test lost: peer silent for 10.0 s" == host.outcome.message
     assert any("interrupted" in n.text for n in host.notices)
     # the host paused while the guest was silent
     assert host.role.world.tick < 60 * 3  # type: ignore[union-attr]

@@ -81,5 +81,5 @@ def test_python_dash_m_demo_game_runs_headless() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "final score: alice@eu.example" in proc.stdout
+    assert "final score: alice@eu.gamesdk.test" in proc.stdout
     assert proc.stderr == ""

@@ -109,18 +109,18 @@ def test_hud_shows_players_and_live_figures_green_within_budget(renderer: Render
     top_right = pygame.Rect(hud.right - 260, hud.top + 4, 260, 24)  # guest name, guest colour
     assert near(colours_in(surf, top_left), S.COLOUR_PADDLE_HOST)
     assert near(colours_in(surf, top_right), S.COLOUR_PADDLE_GUEST)
-    stats_row = pygame.Rect(hud.left, hud.top + 58, hud.width, 26)
-    row = colours_in(surf, stats_row)
+    row = colours_in(surf, renderer.stats_row_rect)
     assert near(row, S.COLOUR_OK) and not near(row, S.COLOUR_BAD)
 
 
 def test_hud_turns_red_when_over_budget(renderer: Renderer) -> None:
     renderer.draw_match(snapshot(), INFO, BAD, now=0.0)
     hud = renderer.hud_rect
-    row = colours_in(renderer.surface, pygame.Rect(hud.left, hud.top + 58, hud.width, 26))
+    row = colours_in(renderer.surface, renderer.stats_row_rect)
     assert near(row, S.COLOUR_BAD)
     # the verdict at the right end says so in red
-    verdict = colours_in(renderer.surface, pygame.Rect(hud.right - 140, hud.top + 58, 140, 26))
+    stats = renderer.stats_row_rect
+    verdict = colours_in(renderer.surface, pygame.Rect(hud.right - 140, stats.top, 140, stats.height))
     assert near(verdict, S.COLOUR_BAD) and not near(verdict, S.COLOUR_OK)
 
 
@@ -192,7 +192,7 @@ def test_window_runs_connecting_match_results_with_a_bot_at_the_keys(tmp_path: P
         screenshot_at_s=0.3,
         screenshot_path=shot,
     )
-    assert result.reason == "time" and result.players == ("alice@eu.example", "bob@na.example")
+    assert result.reason == "time" and result.players == ("alice@eu.gamesdk.test", "bob@na.gamesdk.test")
     assert 0.75 <= result.duration_s <= 1.5
     image = pygame.image.load(str(shot))
     assert image.get_size() == (S.WINDOW_W_PX, S.WINDOW_H_PX)
