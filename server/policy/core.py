@@ -411,9 +411,11 @@ class PolicyServer:
         return res.t_2xx
 
     def _record(self, request: AppSession, grant: Grant | None, network: str | None, t_2xx: float) -> BillingRecord:
-        qos_class = grant.qos_class if grant else self.config.qos_class(
-            request.components[0].qos_class if request.components else None
-        ).name
+        if grant is not None:
+            qos_class = grant.qos_class
+        else:
+            first = request.components[0].qos_class if request.components else None
+            qos_class = self.config.qos_class(first).name
         return BillingRecord(
             call_id=request.call_id,
             from_tag=request.from_tag,

@@ -196,7 +196,7 @@ class RegionPolicyHooks:
             if isinstance(decision, Deny):
                 log.info("INVITE %s refused: %s", call.call_id, decision.reason)
                 return InviteVerdict(ok=False, status=decision.status_hint, reason="Precondition Failure",
-                                     warning=deny_warning(decision, self.domain))
+                                     warning=decision.warning_value(self.domain))
         headers: tuple[tuple[str, str], ...] = ()
         if call.caller_local and not call.callee_local:
             headers = ((ACCESS_RTT_HEADER, str(caller_rtt or 0)),)
@@ -303,10 +303,6 @@ class RegionPolicyHooks:
     def handle_timer(self, now: float) -> None:
         self.backend.handle_timer(self._wall(now))
         self.publications.handle_timer(now)
-
-
-def deny_warning(deny: Deny, domain: str) -> str:
-    return deny.warning_value(domain)
 
 
 def _has_policy_warning(response: Response) -> bool:
