@@ -46,24 +46,34 @@ from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.requests import ALLOW, build_request, parse_reservations, policy_warning
 from gamesdk.sip.dialog_info import CONTENT_TYPE as DIALOG_INFO_TYPE
 from gamesdk.sip.dialog_info import DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
+from gamesdk.sip.dialog import (
+    Dialog,
+    build_ack_for_2xx,
+    build_bye,
+    build_in_dialog_request,
+    dialog_from_2xx,
+    dialog_from_invite,
+    incoming_dialog_id,
+    receive_in_dialog_request,
+)
 from gamesdk.sip.digest import Challenge, DigestClient, choose_challenge
 from gamesdk.sip.headers import Reason, Warning
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from gamesdk.sip.transaction import (
-    AckReceived,
     AckTimedOut,
     ResponseReceived,
     TransactionEvent,
+    TransactionKey,
+    TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
-    client_key,
-    server_key,
 )
-from gamesdk.sip.transaction_client import ClientInviteTransaction, ClientNonInviteTransaction, ClientTransaction
-from gamesdk.sip.transaction_server import ServerInviteTransaction, ServerNonInviteTransaction, ServerTransaction
-from gamesdk.sip.uri import NameAddr, SipUri
+from gamesdk.sip.transaction_client import ClientInviteTransaction, ClientNonInviteTransaction, build_cancel
+from gamesdk.sip.transaction_server import ServerInviteTransaction, ServerNonInviteTransaction
+from gamesdk.sip.transaction_table import TransactionTable
+from gamesdk.sip.uri import SipUri
 
 __all__ = ["UserAgent", "CallState"]
 
@@ -96,10 +106,14 @@ class _Call:
     local_tag: str
     state: CallState = CallState.PENDING
     remote_tag: str | None = None
-    remote_target: str | None = None
-    local_cseq: int = 1
+    #: The dialog (RFC 3261 12): the caller's from its 2xx, the callee's from the INVITE it answers.
+    dialog: Dialog | None = None
+    #: CSeq of our INVITE (grows by one for each digest retry).
+    invite_cseq: int = 1
     invite: Request | None = None
     invite_tx: ClientInviteTransaction | ServerInviteTransaction | None = None
+    #: Caller: a provisional response arrived, so a CANCEL may be sent (RFC 3261 9.1).
+    provisional: bool = False
     offer_desc: SessionDescription | None = None
     answer_desc: SessionDescription | None = None
     offer: SessionTerms | None = None
@@ -159,9 +173,9 @@ class UserAgent:
         )
         self._events: deque[SessionEvent] = deque()
         self._out: list[tuple[bytes, Address]] = []
-        self._client_txs: dict[object, ClientTransaction] = {}
-        self._server_txs: dict[object, ServerTransaction] = {}
-        self._pending: dict[object, _Pending] = {}
+        self._transactions = TransactionTable()
+        #: What each live transaction is for, by key (events carry only the key).
+        self._pending: dict[TransactionKey, _Pending] = {}
         self._calls: dict[str, _Call] = {}
         self._timers: dict[str, float] = {}
         # registration
@@ -339,27 +353,23 @@ class UserAgent:
             self._receive_request(message, addr, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        # ACKs for 2xx have no transaction (RFC 3261 13.2.2.4): they sit in ``_out``, ahead of a BYE that follows
         out = self._out
         self._out = []
-        for tx in list(self._client_txs.values()) + list(self._server_txs.values()):
-            out.extend(tx.datagrams_to_send())
+        out.extend(self._transactions.datagrams_to_send())
         return out
 
     def get_timer(self) -> float | None:
         deadlines = list(self._timers.values())
         for call in self._calls.values():
             deadlines.extend(call.timers.values())
-        for tx in list(self._client_txs.values()) + list(self._server_txs.values()):
-            t = tx.get_timer()
-            if t is not None:
-                deadlines.append(t)
+        t = self._transactions.get_timer()
+        if t is not None:
+            deadlines.append(t)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
-        for tx in list(self._client_txs.values()) + list(self._server_txs.values()):
-            t = tx.get_timer()
-            if t is not None and t <= now:
-                tx.handle_timer(now)
+        self._transactions.handle_timer(now)
         self._drain_transactions(now)
         if self._timers.get("register", float("inf")) <= now:
             del self._timers["register"]
@@ -475,7 +485,7 @@ class UserAgent:
             from_=from_,
             to=f"<{call.peer_uri}>",
             call_id=call.call_id,
-            cseq=call.local_cseq,
+            cseq=call.invite_cseq,
             contact=self.contact,
             extra=extra,
             body=body,
@@ -484,13 +494,19 @@ class UserAgent:
         )
         call.invite = req
         tx = ClientInviteTransaction(req, now, destination=self.config.server, config=self.config.timers)
-        call.invite_tx = tx
-        self._client_txs[tx.key] = tx
+        call.invite_tx = self._transactions.add(tx)
+        self._pending[tx.key] = _Pending("invite", call.call_id, request=req)
 
     def _invite_response(self, call: _Call, resp: Response, now: float) -> None:
         status = resp.status
         if status < 200:
-            if status == 180 and call.state is CallState.PENDING:
+            if call.state is not CallState.PENDING or call.invite is None or resp.cseq.seq != call.invite.cseq.seq:
+                return  # a late provisional, overtaken by the final answer (DESIGN section 9)
+            if not call.provisional:
+                call.provisional = True
+                if call.cancelled is not None:
+                    self._send_cancel(call, now, call.cancelled)  # held back until now (RFC 3261 9.1)
+            if status == 180:
                 self._emit(Ringing(call_id=call.call_id))
             return
         if status < 300:
@@ -503,7 +519,8 @@ class UserAgent:
             auth = self._authorize(resp, "INVITE", call.peer_uri)
             if auth is not None:
                 call.auth_retries += 1
-                call.local_cseq += 1
+                call.invite_cseq += 1
+                call.provisional = False
                 self._send_invite(call, now, auth)
                 return
         warning = policy_warning(resp)
@@ -520,19 +537,20 @@ class UserAgent:
             # a retransmitted 2xx: the ACK was lost, send it again (RFC 3261 13.2.2.4)
             self._out.append(call.ack)
             return
-        call.remote_tag = resp.to.tag
-        contacts = resp.contacts
-        if not contacts or call.remote_tag is None:
-            call.remote_target = None
-            self._fail(call, 502, "answer without Contact or To tag", "peer", now)
+        assert call.invite is not None
+        try:
+            call.dialog = dialog_from_2xx(call.invite, resp)
+        except RemoteProtocolError as exc:
+            # no dialog, so nowhere to send an ACK or BYE: the callee's transaction gives up on its own
+            self._fail(call, 502, f"unusable answer: {exc}", "peer", now)
             return
-        call.remote_target = str(contacts[0].uri)
-        self._send_ack(call, resp, now)
+        call.remote_tag = call.dialog.remote_tag
+        self._send_ack(call, now)
         failure = self._check_answer(call, resp)
         if failure is not None:
             status, reason, by, cause_text = failure
             self._send_bye(call, now, reason=cause_text, cause=status)
-            self._fail(call, status, reason, by, now, send_cancel=False)
+            self._fail(call, status, reason, by, now)
             return
         call.state = CallState.CONFIRMED
         call.timers.pop("invite", None)
@@ -559,66 +577,92 @@ class UserAgent:
         call.agreement = self._agreement(call, game, resp)
         return None
 
-    def _send_ack(self, call: _Call, resp: Response, now: float) -> None:
-        assert call.invite is not None and call.remote_target is not None
-        target = SipUri.parse(call.remote_target)
-        req = build_request(
-            "ACK",
-            call.remote_target,
-            via_host=self.local_addr[0],
-            via_port=self.local_addr[1],
-            branch=self._ids.branch(),
-            from_=call.invite.headers.get("From") or "",
-            to=resp.headers.get("To") or "",
-            call_id=call.call_id,
-            cseq=call.invite.cseq.seq,
-            user_agent=self.config.user_agent,
-        )
-        destination = (target.host.strip("[]"), target.port or 5060)
-        call.ack = (req.to_bytes(), destination)
+    def _send_ack(self, call: _Call, now: float) -> None:
+        assert call.invite is not None and call.dialog is not None
+        # end to end to the callee's Contact, never via a server (DESIGN section 2); kept to answer 2xx
+        # retransmissions with the very same bytes (RFC 3261 13.2.2.4)
+        req = build_ack_for_2xx(call.dialog, call.invite, self._ids.branch())
+        call.ack = (req.to_bytes(), _next_hop(call.dialog))
         self._out.append(call.ack)
         self.stats["acks_sent"] += 1
 
     # ------------------------------------------------------------------ incoming requests
     def _receive_request(self, req: Request, addr: Address, now: float) -> None:
-        if req.method == "ACK":
-            self._receive_ack(req, now)
-            return
         try:
-            key = server_key(req)
-        except RemoteProtocolError:
+            absorbed = self._transactions.receive_request(req, now)  # retransmission, or ACK of a non-2xx
+        except RemoteProtocolError as exc:
+            log.debug("dropped a request from %s the transactions cannot place: %s", addr, exc)
             return
-        existing = self._server_txs.get(key)
-        if existing is not None:
-            existing.receive_request(req, now)
+        if absorbed is not None:
             self._drain_transactions(now)
             return
-        if req.method == "INVITE":
-            tx_i = ServerInviteTransaction(
-                req, now, source=addr, config=self.config.timers, retransmit_2xx=True
-            )
-            self._server_txs[tx_i.key] = tx_i
-            self._incoming_invite(req, tx_i, now)
+        if req.method == "ACK":
+            self._receive_ack(req, now)  # the table already stopped the 2xx retransmissions
             return
-        tx = ServerNonInviteTransaction(req, now, source=addr, config=self.config.timers)
-        self._server_txs[tx.key] = tx
-        if req.method == "BYE":
+        merged = self._transactions.find_merged(req)
+        if req.method == "INVITE":
+            tx_i = self._transactions.add(
+                ServerInviteTransaction(req, now, source=addr, config=self.config.timers, retransmit_2xx=True)
+            )
+            self._pending[tx_i.key] = _Pending("uas-invite", req.call_id, request=req)
+            if merged is not None:
+                # the same INVITE again under another branch (RFC 3261 8.2.2.2)
+                tx_i.send_response(response_for(req, 482, to_tag=self._ids.tag()), now)
+            else:
+                self._incoming_invite(req, tx_i, now)
+            self._drain_transactions(now)
+            return
+        tx = self._transactions.add(ServerNonInviteTransaction(req, now, source=addr, config=self.config.timers))
+        if merged is not None:
+            tx.send_response(response_for(req, 482, to_tag=self._ids.tag()), now)
+        elif req.method == "BYE":
             self._incoming_bye(req, tx, now)
         elif req.method == "CANCEL":
             self._incoming_cancel(req, tx, now)
         elif req.method == "OPTIONS":
-            call = self._calls.get(req.call_id)
-            status = 200 if call is None or call.state is not CallState.ENDED else 481
-            tx.send_response(response_for(req, status, to_tag=self._ids.tag(), extra=[("Allow", ALLOW)]), now)
+            self._incoming_options(req, tx, now)
         elif req.method in ("REGISTER", "PUBLISH", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "UPDATE", "PRACK"):
             tx.send_response(response_for(req, 405, to_tag=self._ids.tag(), extra=[("Allow", ALLOW)]), now)
         else:
             tx.send_response(response_for(req, 501, to_tag=self._ids.tag()), now)
+        self._drain_transactions(now)
+
+    def _dialog_call(self, req: Request) -> _Call | None:
+        """The call whose dialog ``req`` belongs to (Call-ID and both tags, RFC 3261 12.2.2), or None."""
+        call = self._calls.get(req.call_id)
+        if call is None or call.dialog is None:
+            return None
+        try:
+            return call if incoming_dialog_id(req) == call.dialog.id else None
+        except RemoteProtocolError:
+            return None
+
+    def _in_dialog(self, call: _Call, req: Request, tx: ServerNonInviteTransaction, now: float) -> bool:
+        """Account for the peer's CSeq; answers 500 and returns False for one out of order (RFC 3261 12.2.2)."""
+        assert call.dialog is not None
+        try:
+            call.dialog = receive_in_dialog_request(call.dialog, req)
+        except RemoteProtocolError as exc:
+            tx.send_response(response_for(req, 500, str(exc)), now)
+            return False
+        return True
+
+    def _incoming_options(self, req: Request, tx: ServerNonInviteTransaction, now: float) -> None:
+        if req.to.tag is None:  # outside any dialog: a capability query (RFC 3261 11)
+            tx.send_response(response_for(req, 200, to_tag=self._ids.tag(), extra=[("Allow", ALLOW)]), now)
+            return
+        # a session refresh: 481 tells a peer whose session we no longer have that it is over
+        call = self._dialog_call(req)
+        if call is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
+            tx.send_response(response_for(req, 481), now)
+        elif self._in_dialog(call, req, tx, now):
+            tx.send_response(response_for(req, 200, extra=[("Allow", ALLOW)]), now)
 
     def _incoming_invite(self, req: Request, tx: ServerInviteTransaction, now: float) -> None:
         if req.to.tag is not None:
-            # re-INVITE: the game session's terms are fixed once agreed
-            tx.send_response(response_for(req, 488, "Re-negotiation not supported"), now)
+            # re-INVITE: the game session's terms are fixed once agreed; 481 outside a dialog we have
+            status = 488 if self._dialog_call(req) is not None else 481
+            tx.send_response(response_for(req, status, "Re-negotiation not supported" if status == 488 else None), now)
             return
         call = _Call(
             call_id=req.call_id,
@@ -631,14 +675,17 @@ class UserAgent:
             invite_tx=tx,
             caller_name=req.from_.display_name,
         )
-        contacts = req.contacts
-        if not contacts or call.remote_tag is None:
-            tx.send_response(response_for(req, 400, "Missing Contact or From tag", to_tag=call.local_tag), now)
+        if call.remote_tag is None:
+            tx.send_response(response_for(req, 400, "Missing From tag", to_tag=call.local_tag), now)
+            return
+        try:
+            call.dialog = dialog_from_invite(req, call.local_tag, self.contact)
+        except RemoteProtocolError as exc:
+            tx.send_response(response_for(req, 400, str(exc), to_tag=call.local_tag), now)
             return
         if call.call_id in self._calls:
             tx.send_response(response_for(req, 482, to_tag=call.local_tag), now)
             return
-        call.remote_target = str(contacts[0].uri)
         try:
             call.offer_desc, game = read_game_untrusted(req.body, Role.OFFER)
         except SdpError as exc:
@@ -654,16 +701,10 @@ class UserAgent:
         )
 
     def _receive_ack(self, req: Request, now: float) -> None:
-        call = self._calls.get(req.call_id)
-        if call is None or call.is_caller:
-            return
-        tx = call.invite_tx
-        if isinstance(tx, ServerInviteTransaction):
-            if tx.state.name == "COMPLETED" or (req.top_via.branch == tx.request.top_via.branch):
-                tx.receive_request(req, now)  # ACK of a non-2xx: hop by hop, absorbed by the transaction
-            else:
-                tx.ack_2xx_received(now)
-        if call.state is not CallState.ANSWERED:
+        call = self._dialog_call(req)
+        if call is None or call.is_caller or call.state is not CallState.ANSWERED:
+            return  # a retransmitted or stray ACK
+        if call.invite is None or req.cseq.seq != call.invite.cseq.seq:
             return
         call.state = CallState.CONFIRMED
         answer_game = read_game_untrusted(format_sdp(call.answer_desc).encode(), Role.ANSWER)[1] if call.answer_desc else None
@@ -673,11 +714,15 @@ class UserAgent:
         self._established(call, None, now)
 
     def _incoming_bye(self, req: Request, tx: ServerNonInviteTransaction, now: float) -> None:
-        call = self._calls.get(req.call_id)
+        call = self._dialog_call(req)
         if call is None or call.state in (CallState.ENDED, CallState.PENDING):
             tx.send_response(response_for(req, 481), now)
             return
+        if not self._in_dialog(call, req, tx, now):
+            return
         tx.send_response(response_for(req, 200), now)
+        if call.state is CallState.ENDING:
+            return  # our BYE crossed theirs: the application already heard the session end
         reason = "peer hung up"
         try:
             for r in req.reasons:
@@ -695,8 +740,10 @@ class UserAgent:
         self._finish(call, now)
 
     def _incoming_cancel(self, req: Request, tx: ServerNonInviteTransaction, now: float) -> None:
+        # the INVITE it cancels is found by its transaction (RFC 3261 9.2), not only by Call-ID
+        target = self._transactions.find_cancel_target(req)
         call = self._calls.get(req.call_id)
-        if call is None or call.is_caller or call.state is not CallState.PENDING:
+        if target is None or call is None or call.invite_tx is not target or call.state is not CallState.PENDING:
             tx.send_response(response_for(req, 481), now)
             return
         tx.send_response(response_for(req, 200), now)
@@ -755,8 +802,9 @@ class UserAgent:
         assert call.local_game is not None
         offer_game = read_game_untrusted(format_sdp(call.offer_desc).encode())[1]
         answer_game = read_game_untrusted(format_sdp(call.answer_desc).encode())[1]
-        from_tag = call.local_tag if call.is_caller else (call.remote_tag or "")
-        to_tag = (call.remote_tag or "") if call.is_caller else call.local_tag
+        assert call.dialog is not None
+        from_tag = call.local_tag if call.is_caller else call.dialog.remote_tag
+        to_tag = call.dialog.remote_tag if call.is_caller else call.local_tag
         th = transcript_hash(
             canonical_gsdk_lines(call.offer_desc),
             canonical_gsdk_lines(call.answer_desc),
@@ -782,61 +830,27 @@ class UserAgent:
         self._emit(SessionEstablished(call_id=call.call_id, agreement=call.agreement, channel_params=params))
 
     def _send_bye(self, call: _Call, now: float, *, reason: str | None, cause: int | None) -> None:
-        extra: list[tuple[str, str]] = []
-        if reason is not None or cause is not None:
-            extra.append(("Reason", str(Reason("SIP", cause, reason))))
-        req = self._in_dialog_request(call, "BYE", extra)
+        assert call.dialog is not None
+        why = Reason("SIP", cause, reason) if reason is not None or cause is not None else None
+        req, call.dialog = build_bye(call.dialog, self._ids.branch(), why, extra=self._agent_header)
         call.state = CallState.ENDING
         call.timers.pop("refresh", None)
-        self._start_client(req, now, _Pending("bye", call.call_id), destination=self._target_addr(call))
-        event = "local-bye"
-        self._publish(call, now, DialogState.TERMINATED, event=event, code=cause)
+        self._start_client(req, now, _Pending("bye", call.call_id), destination=_next_hop(call.dialog))
+        self._publish(call, now, DialogState.TERMINATED, event="local-bye", code=cause)
 
-    def _in_dialog_request(self, call: _Call, method: str, extra: list[tuple[str, str]]) -> Request:
-        assert call.remote_target is not None
-        call.local_cseq += 1
-        local = f"<{call.local_uri}>;tag={call.local_tag}"
-        remote = f"<{call.peer_uri}>;tag={call.remote_tag}"
-        return build_request(
-            method,
-            call.remote_target,
-            via_host=self.local_addr[0],
-            via_port=self.local_addr[1],
-            branch=self._ids.branch(),
-            from_=local,
-            to=remote,
-            call_id=call.call_id,
-            cseq=call.local_cseq,
-            extra=extra,
-            user_agent=self.config.user_agent,
-        )
-
-    def _target_addr(self, call: _Call) -> Address:
-        assert call.remote_target is not None
-        target = SipUri.parse(call.remote_target)
-        return (target.host.strip("[]"), target.port or 5060)
+    @property
+    def _agent_header(self) -> list[tuple[str, str]]:
+        return [("User-Agent", self.config.user_agent)]
 
     def _send_cancel(self, call: _Call, now: float, outcome: tuple[int, str, str]) -> None:
         assert call.invite is not None
-        invite = call.invite
-        req = Request(
-            "CANCEL",
-            invite.uri,
-            [
-                ("Via", invite.headers.values("Via")[0]),
-                ("Max-Forwards", "70"),
-                ("From", invite.headers.get("From") or ""),
-                ("To", invite.headers.get("To") or ""),
-                ("Call-ID", call.call_id),
-                ("CSeq", f"{invite.cseq.seq} CANCEL"),
-                ("Content-Length", "0"),
-            ],
-        )
         call.cancelled = outcome
+        if not call.provisional:
+            return  # sent when the first provisional response arrives (RFC 3261 9.1)
+        self._start_client(build_cancel(call.invite), now, _Pending("cancel", call.call_id))
         # RFC 3261 9.1: without a final answer 64*T1 after the CANCEL, give the INVITE up (a callee in
         # Proceeding has no Timer B to end it for us)
         call.timers["cancel"] = now + 64 * self.config.timers.t1
-        self._start_client(req, now, _Pending("cancel", call.call_id))
 
     # ------------------------------------------------------------------ dialog publication (DESIGN section 4)
     def _publish(
@@ -927,7 +941,7 @@ class UserAgent:
         tx = ClientNonInviteTransaction(
             req, now, destination=destination or self.config.server, config=self.config.timers
         )
-        self._client_txs[tx.key] = tx
+        self._transactions.add(tx)
         pending.request = req
         self._pending[tx.key] = pending
 
@@ -953,45 +967,37 @@ class UserAgent:
         return name, self._digest.answer(challenge, method=method, uri=uri).to_header_value()
 
     def _receive_response(self, resp: Response, now: float) -> None:
+        if self._transactions.receive_response(resp, now) is not None:
+            self._drain_transactions(now)
+            return
+        # A 2xx retransmission after the INVITE transaction ended: re-send our ACK (RFC 3261 13.2.2.4).
+        call = self._calls.get(resp.headers.get("Call-ID") or "")
         try:
-            key = client_key(resp)
+            is_invite_2xx = 200 <= resp.status < 300 and resp.cseq.method == "INVITE"
         except RemoteProtocolError:
+            is_invite_2xx = False
+        if call is not None and call.ack is not None and is_invite_2xx:
+            self._out.append(call.ack)
+        else:
             self.stats["stray_responses"] += 1
-            return
-        tx = self._client_txs.get(key)
-        if tx is None:
-            # A 2xx retransmission after the INVITE transaction ended: re-send our ACK (RFC 3261 13.2.2.4).
-            call = self._calls.get(resp.headers.get("Call-ID") or "")
-            if call is not None and call.ack is not None and resp.status < 300 and resp.cseq.method == "INVITE":
-                self._out.append(call.ack)
-            else:
-                self.stats["stray_responses"] += 1
-            return
-        tx.receive_response(resp, now)
-        self._drain_transactions(now)
 
     def _drain_transactions(self, now: float) -> None:
-        for table in (self._client_txs, self._server_txs):
-            for key, tx in list(table.items()):
-                while (event := tx.next_event()) is not None:
-                    self._transaction_event(tx, event, now)
-                if tx.terminated:
-                    table.pop(key, None)
-                    self._pending.pop(key, None)
+        while (event := self._transactions.next_event()) is not None:
+            if isinstance(event, TransactionTerminated):
+                self._pending.pop(event.key, None)
+                continue
+            pending = self._pending.get(event.key)
+            if pending is not None:
+                self._transaction_event(pending, event, now)
 
-    def _transaction_event(self, tx: ClientTransaction | ServerTransaction, event: TransactionEvent, now: float) -> None:
-        request = tx.request
+    def _transaction_event(self, pending: _Pending, event: TransactionEvent, now: float) -> None:
         if isinstance(event, ResponseReceived):
             resp = event.response
-            if request.method == "INVITE":
-                call = self._calls.get(request.call_id)
+            if pending.purpose == "invite":
+                call = self._calls.get(pending.call_id or "")
                 if call is not None:
                     self._invite_response(call, resp, now)
-                return
-            pending = self._pending.get(tx.key)
-            if pending is None:
-                return
-            if pending.purpose == "register":
+            elif pending.purpose == "register":
                 self._register_response(resp, pending, now)
             elif pending.purpose == "publish":
                 self._publish_response(resp, pending, now)
@@ -1005,15 +1011,14 @@ class UserAgent:
             return
         if isinstance(event, (TransactionTimedOut, TransportFailed)):
             why = "timed out" if isinstance(event, TransactionTimedOut) else event.reason
-            if request.method == "INVITE" and isinstance(tx, ClientInviteTransaction):
-                call = self._calls.get(request.call_id)
+            if pending.purpose == "invite":
+                call = self._calls.get(pending.call_id or "")
                 if call is not None and call.state is CallState.PENDING:
-                    self._fail(call, 408, f"no response from the server ({why})", "network", now, send_cancel=False)
-                return
-            pending = self._pending.get(tx.key)
-            if pending is None:
-                return
-            if pending.purpose == "register":
+                    if call.cancelled is not None:
+                        self._fail(call, *call.cancelled, now)
+                    else:
+                        self._fail(call, 408, f"no response from the server ({why})", "network", now)
+            elif pending.purpose == "register":
                 self._registration_failed(408, f"no response from the server ({why})")
                 if not self._unregistering:
                     self._timers["register"] = now + 5.0  # try again: the server may be restarting
@@ -1025,13 +1030,12 @@ class UserAgent:
                     self._finish(call, now)
             return
         if isinstance(event, AckTimedOut):
-            call = self._calls.get(request.call_id)
+            # 64*T1 of 2xx retransmissions without an ACK: end the session (RFC 3261 13.3.1.4)
+            call = self._calls.get(pending.call_id or "")
             if call is not None and call.state is CallState.ANSWERED:
                 self._send_bye(call, now, reason="no ACK", cause=408)
-                self._emit(SessionFailed(call_id=call.call_id, status=408, reason="the caller never acknowledged", refused_by="network"))
-            return
-        if isinstance(event, AckReceived):
-            return
+                self._emit(SessionFailed(call_id=call.call_id, status=408, reason="the caller never acknowledged",
+                                         refused_by="network"))
 
     def _peer_lost(self, call_id: str | None, now: float, reason: str) -> None:
         call = self._calls.get(call_id or "")
@@ -1055,13 +1059,16 @@ class UserAgent:
             self._publish(call, now, DialogState.CONFIRMED, refresh=call.publish_etag is not None)
             call.timers["publish"] = now + self.config.publish_refresh_s
         elif name == "refresh" and call.state is CallState.CONFIRMED:
-            req = self._in_dialog_request(call, "OPTIONS", [])
-            self._start_client(req, now, _Pending("refresh", call.call_id), destination=self._target_addr(call))
+            assert call.dialog is not None
+            req, call.dialog = build_in_dialog_request(
+                call.dialog, "OPTIONS", branch=self._ids.branch(), extra=self._agent_header
+            )
+            self._start_client(req, now, _Pending("refresh", call.call_id), destination=_next_hop(call.dialog))
             call.timers["refresh"] = now + self.config.session_refresh_s
         elif name == "forget":
             self._calls.pop(call.call_id, None)
 
-    def _fail(self, call: _Call, status: int, reason: str, by: str, now: float, send_cancel: bool = True) -> None:
+    def _fail(self, call: _Call, status: int, reason: str, by: str, now: float) -> None:
         if call.state is CallState.ENDED:
             return
         call.state = CallState.ENDED
@@ -1083,6 +1090,12 @@ class UserAgent:
 
     def _sdp_id(self) -> int:
         return int.from_bytes(self._random(6), "big")
+
+
+def _next_hop(dialog: Dialog) -> Address:
+    """Where a request in ``dialog`` goes: its first route, else the remote target (RFC 3261 12.2.1.1, 8.1.2)."""
+    uri = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
+    return (uri.host.strip("[]"), uri.port or 5060)
 
 
 def _host(host: str) -> str:
@@ -1124,6 +1137,3 @@ def _refused_by(resp: Response) -> str:
         return "peer" if resp.status == 487 else "server"
     return "server"
 
-
-# NameAddr is re-used by callers building From values from display names.
-_ = NameAddr
