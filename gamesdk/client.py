@@ -15,11 +15,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from gamesdk.channel.config import SUITES, ChannelConfig, ChannelParams, Lane
 from gamesdk.channel.connection import Channel
-from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected
+from gamesdk.channel.events import ChannelEvent, Disconnected
 from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
@@ -46,11 +46,11 @@ from gamesdk.session.terms import DEFAULT_FORMAT, make_terms
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 
 __all__ = [
+    "Accept",
+    "Decline",
     "GameClient",
     "GameSession",
     "IncomingInvite",
-    "Accept",
-    "Decline",
     "PollingClient",
     "PollingSession",
 ]
@@ -132,7 +132,7 @@ class _Core:
 
 
 def _terms(
-    format: str | GameFormat | Sequence[str | GameFormat],  # noqa: A002
+    format: str | GameFormat | Sequence[str | GameFormat],
     classification: str,
     latency_ms: int,
     jitter_ms: int,
@@ -319,7 +319,7 @@ class GameClient:
         self._pump()
         try:
             event = await asyncio.wait_for(self._login, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise LoginError(408, "no answer from the server") from None
         if isinstance(event, RegistrationFailed):
             raise LoginError(event.status, event.reason)
@@ -336,7 +336,7 @@ class GameClient:
         self._pump()
         try:
             await asyncio.wait_for(self._login, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("logout: no answer from the server")
 
     async def close(self) -> None:
@@ -355,7 +355,7 @@ class GameClient:
         for task in self._tasks:
             task.cancel()
 
-    async def __aenter__(self) -> GameClient:
+    async def __aenter__(self) -> Self:
         await self._start()
         return self
 
@@ -367,7 +367,7 @@ class GameClient:
         self,
         peer: str,
         *,
-        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,  # noqa: A002
+        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,
         classification: str = "action",
         latency_ms: int = 100,
         jitter_ms: int = 20,
@@ -512,10 +512,9 @@ class GameClient:
             if session is None:
                 return
             session._deliver(ch_event)
-            if isinstance(ch_event, (Disconnected, ChannelClosed)) and not session.ended.is_set():
-                if isinstance(ch_event, Disconnected) and self._loop is not None:
-                    # the peer went silent: end the signalling side too (BYE, terminated)
-                    self._end(session, f"channel lost: {ch_event.reason}")
+            if isinstance(ch_event, Disconnected) and not session.ended.is_set() and self._loop is not None:
+                # the peer went silent: end the signalling side too (BYE, terminated)
+                self._end(session, f"channel lost: {ch_event.reason}")
 
         channel = await open_channel(
             params,
@@ -546,7 +545,7 @@ class GameClient:
         assert self._on_invite is not None
         try:
             decision = await self._on_invite(invite)
-        except Exception as exc:  # noqa: BLE001 - a failing handler declines instead of hanging the caller
+        except Exception as exc:
             log.exception("on_invite handler failed")
             invite.decline(500, f"invite handler failed: {exc}")
             return
@@ -665,7 +664,7 @@ class PollingClient:
         peer: str,
         now: float,
         *,
-        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,  # noqa: A002
+        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,
         classification: str = "action",
         latency_ms: int = 100,
         jitter_ms: int = 20,

@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from gamesdk.qos.model import GameFormat, QosParams, SessionTerms
 
 __all__ = [
-    "SessionEvent",
+    "Agreement",
+    "InviteCancelled",
+    "InviteReceived",
     "Registered",
     "RegistrationFailed",
-    "Unregistered",
-    "InviteReceived",
-    "InviteCancelled",
-    "Ringing",
     "Reservation",
-    "Agreement",
-    "SessionEstablished",
-    "SessionFailed",
+    "Ringing",
     "SessionEnded",
+    "SessionEstablished",
+    "SessionEvent",
+    "SessionFailed",
+    "Unregistered",
 ]
 
 

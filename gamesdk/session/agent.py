@@ -44,8 +44,6 @@ from gamesdk.sdp.codec import format_sdp
 from gamesdk.sdp.game import GameMedia, Role, canonical_gsdk_lines, game_to_sdp, read_game_untrusted
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.requests import ALLOW, build_request, parse_reservations, policy_warning
-from gamesdk.sip.dialog_info import CONTENT_TYPE as DIALOG_INFO_TYPE
-from gamesdk.sip.dialog_info import DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
 from gamesdk.sip.dialog import (
     Dialog,
     build_ack_for_2xx,
@@ -56,6 +54,8 @@ from gamesdk.sip.dialog import (
     incoming_dialog_id,
     receive_in_dialog_request,
 )
+from gamesdk.sip.dialog_info import CONTENT_TYPE as DIALOG_INFO_TYPE
+from gamesdk.sip.dialog_info import DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
 from gamesdk.sip.digest import Challenge, DigestClient, choose_challenge
 from gamesdk.sip.headers import Reason, Warning
 from gamesdk.sip.ids import IdFactory
@@ -75,7 +75,7 @@ from gamesdk.sip.transaction_server import ServerInviteTransaction, ServerNonInv
 from gamesdk.sip.transaction_table import TransactionTable
 from gamesdk.sip.uri import SipUri
 
-__all__ = ["UserAgent", "CallState"]
+__all__ = ["CallState", "UserAgent"]
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from gamesdk.events import Reservation
 from gamesdk.sip.headers import Warning
 from gamesdk.sip.message import Headers, Request, Response
@@ -9,12 +11,14 @@ from gamesdk.sip.uri import format_params, parse_params
 
 __all__ = [
     "ALLOW",
-    "build_request",
-    "policy_warning",
-    "parse_reservations",
     "RESERVATION_HEADER",
+    "build_request",
     "format_reservation",
+    "parse_reservations",
+    "policy_warning",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Methods the SDK's user agent handles.
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
@@ -98,7 +102,8 @@ def parse_reservations(response: Response) -> tuple[Reservation, ...]:
             params = dict(parse_params(";" + rest, "reservation")) if rest else {}
             up = int(params.get("up") or 0)
             down = int(params.get("down") or 0)
-        except Exception:  # noqa: BLE001 - see docstring
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            log.debug("skipped an unreadable %s value %r: %s", RESERVATION_HEADER, value, exc)
             continue
         token = params.get("token") or (tokens[index] if index < len(tokens) else None)
         out.append(

@@ -8,14 +8,14 @@ from gamesdk.channel.config import SUITES
 from gamesdk.errors import LocalProtocolError
 from gamesdk.qos.model import GameFormat, QosParams, SessionTerms, parse_game_format
 
-__all__ = ["make_terms", "DEFAULT_FORMAT"]
+__all__ = ["DEFAULT_FORMAT", "make_terms"]
 
 DEFAULT_FORMAT = "pong/1;tick=60"
 
 
 def make_terms(
     *,
-    format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,  # noqa: A002 - the SDK's word
+    format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,
     classification: str = "action",
     latency_ms: int = 100,
     jitter_ms: int = 20,

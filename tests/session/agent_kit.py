@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from server_kit import counter_bytes, make_node
+
 from gamesdk.config import ClientConfig
 from gamesdk.events import SessionEvent
 from gamesdk.qos.model import SessionTerms
@@ -25,7 +27,6 @@ from gamesdk.sip.parser import parse_message_untrusted
 from gamesdk.sip.timers import TimerConfig
 from server.node import RegionalServer
 from server.policy.runner import make_policy_hooks
-from server_kit import counter_bytes, make_node
 
 Addr = tuple[str, int]
 
@@ -212,8 +213,12 @@ def regions(tmp: Path) -> tuple[Net, UserAgent, UserAgent]:
                                            ("na", NA_SERVER[1], EU_SERVER[1], {"bob": "bob-pw"})):
         node = make_node(region, port, peer_port, tmp, users)
         tokens = itertools.count(1)
+
+        def token(region: str = region, tokens: itertools.count[int] = tokens) -> str:
+            return f"{region}-token-{next(tokens)}"
+
         # the region's own policy component (embedded, on a real SQLite file in ``tmp``)
-        node.set_hooks(make_policy_hooks(node.config, node, token_factory=lambda r=region: f"{r}-token-{next(tokens)}"))
+        node.set_hooks(make_policy_hooks(node.config, node, token_factory=token))
         net.add_node(node)
     alice = net.add_agent(make_agent(config("alice", "alice-pw", "eu.gamesdk.test", EU_SERVER), ALICE, "a"))
     bob = net.add_agent(make_agent(config("bob", "bob-pw", "na.gamesdk.test", NA_SERVER), BOB, "b"))

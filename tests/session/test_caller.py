@@ -20,6 +20,7 @@ from agent_kit import (
     requests,
     responses,
 )
+
 from gamesdk.errors import LocalProtocolError
 from gamesdk.events import Ringing, SessionEnded, SessionEstablished, SessionFailed
 from gamesdk.qos.negotiation import Acceptable
@@ -88,7 +89,7 @@ def test_proxy_challenge_is_answered_once_with_a_new_cseq() -> None:
 
 
 def test_ack_goes_to_the_contact_and_is_repeated_for_every_2xx_retransmission() -> None:
-    net, agent, call_id, invite, ok = established()
+    net, agent, _call_id, invite, ok = established()
     acks = requests(net.inbox(SCRIPTED_PEER), "ACK")
     assert len(acks) == 1
     ack = acks[0]
@@ -123,7 +124,7 @@ def test_a_late_provisional_after_the_2xx_is_ignored() -> None:
     assert agent.session_state(call_id) is CallState.CONFIRMED
     # in the usual order the 180 is reported
     net2, agent2 = caller()
-    call2, invite2 = sent_invite(net2, agent2)
+    _call2, invite2 = sent_invite(net2, agent2)
     net2.send(SCRIPTED_SERVER, ALICE, response_for(invite2, 180, to_tag="peer-tag"))
     net2.send(SCRIPTED_SERVER, ALICE, ok_for(invite2))
     assert [type(e) for e in net2.take(ALICE)] == [Ringing, SessionEstablished]
@@ -131,7 +132,7 @@ def test_a_late_provisional_after_the_2xx_is_ignored() -> None:
 
 def test_policy_warning_370_on_the_2xx_gives_ack_then_bye_with_cause_580() -> None:
     net, agent = caller()
-    call_id, invite = sent_invite(net, agent)
+    _call_id, invite = sent_invite(net, agent)
     warning = ("Warning", '370 eu.gamesdk.test "insufficient uplink in eu-dsl"')
     net.send(SCRIPTED_SERVER, ALICE, ok_for(invite, extra=[warning]))
     events = net.take(ALICE)
@@ -152,7 +153,7 @@ def test_policy_warning_370_on_the_2xx_gives_ack_then_bye_with_cause_580() -> No
 
 def test_answer_outside_the_acceptable_bounds_is_refused_with_bye_488() -> None:
     net, agent = caller()
-    call_id, invite = sent_invite(net, agent, acceptable=Acceptable(max_latency_ms=150))
+    _call_id, invite = sent_invite(net, agent, acceptable=Acceptable(max_latency_ms=150))
     net.send(SCRIPTED_SERVER, ALICE, ok_for(invite, body=answer_sdp(invite.body, latency_ms=400)))
     failed = of_type(net.take(ALICE), SessionFailed)
     assert len(failed) == 1
@@ -208,7 +209,7 @@ def test_cancel_without_any_answer_gives_up_after_64_t1() -> None:
 
 
 def test_incoming_bye_ends_the_session_and_is_answered_200() -> None:
-    net, agent, call_id, invite, ok = established()
+    net, _agent, _call_id, invite, _ok = established()
     peer_dialog = dialog_from_invite(invite, "peer-tag", "<sip:peer@127.0.0.1:7001>")
     bye, _ = build_bye(peer_dialog, "z9hG4bK-peer-bye")
     bye.headers.add("Reason", 'SIP;cause=200;text="match won"')
@@ -228,7 +229,7 @@ def test_incoming_bye_ends_the_session_and_is_answered_200() -> None:
 
 
 def test_bye_for_an_unknown_dialog_gets_481() -> None:
-    net, agent, call_id, invite, ok = established()
+    net, agent, call_id, invite, _ok = established()
     peer_dialog = dialog_from_invite(invite, "peer-tag", "<sip:peer@127.0.0.1:7001>")
     stranger = replace(peer_dialog, call_id="unknown@elsewhere")
     bye, _ = build_bye(stranger, "z9hG4bK-stranger")
@@ -243,7 +244,7 @@ def test_bye_for_an_unknown_dialog_gets_481() -> None:
 
 
 def test_reinvite_is_refused_488_and_its_ack_stops_the_retransmissions() -> None:
-    net, agent, call_id, invite, ok = established()
+    net, agent, call_id, invite, _ok = established()
     peer_dialog = dialog_from_invite(invite, "peer-tag", "<sip:peer@127.0.0.1:7001>")
     reinvite, peer_dialog = build_in_dialog_request(peer_dialog, "INVITE", branch="z9hG4bK-reinv",
                                                     body=invite.body, content_type="application/sdp")
@@ -264,7 +265,7 @@ def test_reinvite_is_refused_488_and_its_ack_stops_the_retransmissions() -> None
 
 
 def test_peer_that_stops_answering_the_session_refresh_is_reported() -> None:
-    net, agent, call_id, invite, ok = established()
+    net, agent, call_id, _invite, _ok = established()
     refresh = agent.config.session_refresh_s
     # a peer that answers its refresh keeps the session
     net.run(refresh + 0.1)
@@ -282,7 +283,7 @@ def test_peer_that_stops_answering_the_session_refresh_is_reported() -> None:
 
 
 def test_peer_that_lost_the_dialog_answers_481_and_the_session_ends() -> None:
-    net, agent, call_id, invite, ok = established()
+    net, agent, _call_id, _invite, _ok = established()
     net.run(agent.config.session_refresh_s + 0.1)
     options = requests(net.inbox(SCRIPTED_PEER), "OPTIONS")
     net.send(SCRIPTED_PEER, ALICE, response_for(options[0], 481))
@@ -291,7 +292,7 @@ def test_peer_that_lost_the_dialog_answers_481_and_the_session_ends() -> None:
 
 
 def test_end_sends_bye_to_the_peer_with_reason() -> None:
-    net, agent, call_id, invite, ok = established()
+    net, agent, call_id, invite, _ok = established()
     agent.end(call_id, net.now, reason="rage quit")
     events = net.take(ALICE)
     assert len(events) == 1 and isinstance(events[0], SessionEnded) and not events[0].by_peer

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent_kit import ALICE, BOB, EU_SERVER, NA_SERVER, Net, of_type, offer_terms, regions, requests, responses
+from agent_kit import (
+    ALICE,
+    BOB,
+    EU_SERVER,
+    NA_SERVER,
+    Net,
+    of_type,
+    offer_terms,
+    regions,
+    requests,
+    responses,
+)
+
 from gamesdk.channel.config import ChannelParams
 from gamesdk.events import (
     InviteCancelled,
@@ -101,7 +113,7 @@ def test_session_through_both_servers_with_a_direct_ack_and_published_dialogs(tm
 
 
 def test_cancel_before_the_answer(tmp_path: Path) -> None:
-    net, alice, bob, call_id = invited(tmp_path)
+    net, alice, _bob, call_id = invited(tmp_path)
     alice.cancel(call_id, net.now)
     cancelled = net.take(BOB)
     assert [type(e) for e in cancelled] == [InviteCancelled]
@@ -116,7 +128,7 @@ def test_cancel_before_the_answer(tmp_path: Path) -> None:
 
 
 def test_callee_that_never_decides_answers_480(tmp_path: Path) -> None:
-    net, alice, bob, call_id = invited(tmp_path)
+    net, _alice, bob, _call_id = invited(tmp_path)
     assert [type(e) for e in net.take(ALICE)] == [Ringing]
     net.run(bob.config.answer_timeout_s + 1)
     assert [type(e) for e in net.take(BOB)] == [InviteCancelled]
@@ -127,7 +139,7 @@ def test_callee_that_never_decides_answers_480(tmp_path: Path) -> None:
 
 
 def test_decline_reaches_the_caller_with_the_reason(tmp_path: Path) -> None:
-    net, alice, bob, call_id = invited(tmp_path)
+    net, _alice, bob, call_id = invited(tmp_path)
     bob.decline(call_id, net.now, status=486, reason="already in a match")
     failed = of_type(net.take(ALICE), SessionFailed)
     assert len(failed) == 1
@@ -137,7 +149,7 @@ def test_decline_reaches_the_caller_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_caller_stops_waiting_after_the_invite_timeout(tmp_path: Path) -> None:
-    net, alice, bob, call_id = invited(tmp_path)
+    net, alice, _bob, _call_id = invited(tmp_path)
     net.drop = lambda src, dst, msg: dst == ALICE and getattr(msg, "status", 0) >= 400  # the 487 gets lost
     net.run(alice.config.invite_timeout_s + 60)
     failed = of_type(net.take(ALICE), SessionFailed)

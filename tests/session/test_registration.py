@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent_kit import ALICE, EU_SERVER, Net, config, make_agent, regions, requests, responses
-from gamesdk.events import Registered, RegistrationFailed, Unregistered
 from server_kit import make_node
+
+from gamesdk.events import Registered, RegistrationFailed, Unregistered
 
 
 def test_register_answers_the_challenge_and_refreshes_at_half_the_granted_time(tmp_path: Path) -> None:
