@@ -164,6 +164,16 @@ class RegionPolicyHooks:
             peer_access_rtt_ms=peer_rtt,
         )
 
+    @staticmethod
+    def _decide(check: Callable[[AppSession, float], Decision], request: AppSession, wall: float) -> Decision:
+        # A policy fault (a locked or broken database, a bug) must not lose the request: the proxy still has to
+        # answer the INVITE and forward every 2xx (RFC 3261 16.7), so a fault is a refusal with a reason.
+        try:
+            return check(request, wall)
+        except Exception:
+            log.exception("policy check for %s failed", request.call_id)
+            return Deny(network=None, resource=Resource.POLICY, reason="policy server error")
+
     def _warning(self, deny: Deny) -> tuple[str, str]:
         return ("Warning", deny.warning_value(self.domain))
 
@@ -192,7 +202,8 @@ class RegionPolicyHooks:
         if call.callee_local:
             checks.append((QosSide.CALLEE, caller_rtt or 0))
         for side, peer_rtt in checks:
-            decision = self.backend.preliminary(self._request(call, offer, None, side, "", peer_rtt), wall)
+            decision = self._decide(self.backend.preliminary, self._request(call, offer, None, side, "", peer_rtt),
+                                    wall)
             if isinstance(decision, Deny):
                 log.info("INVITE %s refused: %s", call.call_id, decision.reason)
                 return InviteVerdict(ok=False, status=decision.status_hint, reason="Precondition Failure",
@@ -235,7 +246,8 @@ class RegionPolicyHooks:
         if call.caller_local:
             order.append((QosSide.CALLER, callee_rtt))
         for side, peer_rtt in order:
-            decision = self.backend.final(self._request(call, offer, answer, side, to_tag, peer_rtt), wall)
+            decision = self._decide(self.backend.final, self._request(call, offer, answer, side, to_tag, peer_rtt),
+                                    wall)
             if isinstance(decision, Grant):
                 headers.append(("P-Media-Authorization", decision.token or ""))
                 headers.append((RESERVATION_HEADER, (f"{self.domain};network={decision.network};"
@@ -273,9 +285,13 @@ class RegionPolicyHooks:
         )
         if result.ok:
             wall = self._wall(now)
-            for op in operations_for_publish(result, aor):
-                if self.backend.apply(op, wall) is None:
-                    log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
+            try:
+                for op in operations_for_publish(result, aor):
+                    if self.backend.apply(op, wall) is None:
+                        log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
+            except Exception:
+                log.exception("policy update for a PUBLISH from %s failed", aor)
+                return response_for(request, 500, "Policy server error", to_tag=self._tag())
         return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=result.headers())
 
     # -- registrations -----------------------------------------------------------------------------------------
@@ -283,7 +299,11 @@ class RegionPolicyHooks:
     def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
         wall = self._wall(now)
         for binding in bindings:
-            released = self.backend.release_player(binding.aor, wall, player_ip=binding.source[0])
+            try:
+                released = self.backend.release_player(binding.aor, wall, player_ip=binding.source[0])
+            except Exception:
+                log.exception("releasing the sessions of %s failed", binding.aor)
+                continue
             if released:
                 log.info("registration of %s at %s ended: released %d reservation(s)",
                          binding.aor, binding.source[0], len(released))
@@ -301,8 +321,12 @@ class RegionPolicyHooks:
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
-        self.backend.handle_timer(self._wall(now))
         self.publications.handle_timer(now)
+        try:
+            self.backend.handle_timer(self._wall(now))
+        except Exception:
+            # Logged, not raised: the node's other timers must still run; the policy retries on the next tick.
+            log.exception("policy timers failed")
 
 
 def _has_policy_warning(response: Response) -> bool:

@@ -254,3 +254,29 @@ def test_timers_translate_between_node_and_wall_clock(config: PolicyConfig, toke
     clock["node"] = 32.0
     hooks.handle_timer(32.0)
     assert policy_of(hooks).is_idle() and hooks.get_timer() is None
+
+
+class BrokenBackend:
+    """A policy whose database has gone away: every call raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            if name == "get_timer":
+                return None
+            raise RuntimeError("database disk image is malformed")
+
+        return fail
+
+
+def test_policy_faults_never_lose_the_request(hooks: RegionPolicyHooks, caplog: pytest.LogCaptureFixture) -> None:
+    hooks.backend = BrokenBackend()
+    verdict = hooks.invite_received(call(invite()), 0.0)
+    assert not verdict.ok and verdict.status == 580 and "policy server error" in (verdict.warning or "")
+    # The 2xx is still forwarded: with the reason and without a token.
+    assert hooks.answer_received(call(invite()), ok(), 0.0) == [("Warning", '370 eu.example "policy server error"')]
+    assert _publish(hooks, DialogState.CONFIRMED, 1.0).status == 500
+    hooks.bindings_removed([Binding(aor=CALLER, contact="sip:alice@10.1.0.7", expires_at=0.0,
+                                    source=("10.1.0.7", 5070), access_network=None, call_id="r", cseq=1,
+                                    registered_at=0.0)], 2.0)
+    hooks.handle_timer(3.0)
+    assert sum("failed" in r.getMessage() for r in caplog.records) >= 4
