@@ -13,11 +13,15 @@ import getpass
 import logging
 import sys
 import time
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from server.accounts import AccountError, AccountStore
 from server.config import ConfigError, ServerConfig, load_config
+
+if TYPE_CHECKING:
+    from server.hooks import PolicyHooks
+    from server.node import RegionalServer
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -188,12 +192,10 @@ def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO)
     return EXIT_OK
 
 
-def _hooks_factory(config: ServerConfig):  # type: ignore[no-untyped-def]
-    """The policy hooks for ``run``, when the policy wiring is available."""
-    try:
-        from server.policy_hooks import make_policy_hooks
-    except ImportError:
-        return None
+def _hooks_factory(config: ServerConfig) -> Callable[[RegionalServer], PolicyHooks]:
+    """The policy hooks for ``run``: embedded policy server, or the one at ``[policy] url``."""
+    from server.policy.runner import make_policy_hooks
+
     return lambda node: make_policy_hooks(config, node)
 
 
@@ -272,7 +274,7 @@ def _policy_command(args: argparse.Namespace, config: ServerConfig, out: TextIO,
         print(cli_support.sessions_json(report) if args.json else cli_support.sessions_text(report), file=out)
         return EXIT_OK
     try:
-        from server.policy import http as policy_http  # type: ignore[attr-defined]
+        from server.policy import http as policy_http
     except ImportError:
         print("gamesdk-server: the HTTP policy server is not available in this build", file=err)
         return EXIT_FAILED

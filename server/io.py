@@ -149,18 +149,24 @@ class EmbeddedServer:
 
     ``port=0`` (the default) binds a free loopback port; the bound address is :attr:`address`. Two embedded
     regions federate once each knows the other's address: ``eu.set_peer("na.gamesdk.test", na.address)``.
+
+    The policy component (admission, reservations, lifetime, billing on the region database) is wired in by
+    default, as in ``gamesdk-server run``; ``policy=False`` runs the bare SIP server, and ``hooks`` or
+    ``hooks_factory`` put other hooks in its place.
     """
 
     def __init__(self, config: ServerConfig, *, port: int | None = 0, host: str | None = None,
                  accounts: AccountLookup | None = None, hooks: PolicyHooks | None = None,
                  hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
-                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+                 policy: bool = True, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.config = config
         self._port = config.listen.port if port is None else port
         self._host = host or config.listen.host
         self._accounts = accounts
         self._own_accounts: AccountStore | None = None
         self._hooks = hooks
+        if hooks is None and hooks_factory is None and policy:
+            hooks_factory = _embedded_policy
         self._hooks_factory = hooks_factory
         self._random_bytes = random_bytes
         self.node: RegionalServer | None = None
@@ -295,6 +301,12 @@ class EmbeddedServer:
         self._thread = None
 
 
+def _embedded_policy(node: RegionalServer) -> PolicyHooks:
+    from server.policy.runner import make_policy_hooks
+
+    return make_policy_hooks(node.config, node)
+
+
 def _wall_time() -> float:
     return time.time()
 
@@ -302,7 +314,7 @@ def _wall_time() -> float:
 async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
                         stop: asyncio.Event | None = None) -> RegionalServer:
     """Run one region until SIGINT/SIGTERM (or ``stop`` is set); returns the node for its final figures."""
-    server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory)
+    server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory, policy=hooks_factory is None)
     await server.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

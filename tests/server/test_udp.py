@@ -124,6 +124,9 @@ def test_call_through_both_servers(regions: Regions, players: tuple[SocketUA, So
     ok = alice.final()
     assert isinstance(ringing, Response) and ringing.status == 180
     assert ok.status == 200 and ok.body == ANSWER and "Record-Route" not in ok.headers
+    # The policy reserved in both access networks (callee's server first): one token from each server.
+    tokens = ok.headers.values("P-Media-Authorization")
+    assert len(tokens) == 2 and all(t and all(c in "0123456789abcdefABCDEF" for c in t) for t in tokens), tokens
 
     # The SDK's ACK goes straight to bob's Contact: no server sees it.
     acks_before = [s.node.stats.by_method.get("ACK", 0) for s in (regions.eu, regions.na)]  # type: ignore[union-attr]
