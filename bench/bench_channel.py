@@ -363,7 +363,6 @@ def _cpu_per_call(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
 
 def breakdown(size: int) -> list[tuple[str, float]]:
     """In-process CPU µs per packet of the pieces of the channel path."""
-    offer, answer = make_params_pair()
     payload = bytes(size)
     n = 5000
     aead = ChaCha20Poly1305(bytes(32))
@@ -392,15 +391,7 @@ def breakdown(size: int) -> list[tuple[str, float]]:
 
     best_send = best_recv = float("inf")
     for _ in range(5):
-        a = Channel(offer, CONFIG, now=0.0)
-        b = Channel(answer, CONFIG, now=0.0)
-        for _ in range(3):  # CONFIRM exchange
-            for d, _addr in a.datagrams_to_send(0.0):
-                b.receive_datagram(d, answer.peer_addr, 0.0)
-            for d, _addr in b.datagrams_to_send(0.0):
-                a.receive_datagram(d, offer.peer_addr, 0.0)
-        a.events()
-        b.events()
+        a, b, _offer, answer = _established_pair()
         datagrams: list[bytes] = []
         t0 = time.process_time()
         for _ in range(n):
@@ -419,10 +410,22 @@ def breakdown(size: int) -> list[tuple[str, float]]:
     return [(name, seconds * 1e6) for name, seconds in rows]
 
 
-def profile_receive(size: int) -> str:
+def _established_pair() -> tuple[Channel, Channel, ChannelParams, ChannelParams]:
     offer, answer = make_params_pair()
     a = Channel(offer, CONFIG, now=0.0)
     b = Channel(answer, CONFIG, now=0.0)
+    for _ in range(3):  # CONFIRM exchange, so later packets are plain ACK + message
+        for d, _addr in a.datagrams_to_send(0.0):
+            b.receive_datagram(d, answer.peer_addr, 0.0)
+        for d, _addr in b.datagrams_to_send(0.0):
+            a.receive_datagram(d, offer.peer_addr, 0.0)
+    a.events()
+    b.events()
+    return a, b, offer, answer
+
+
+def profile_receive(size: int) -> str:
+    a, b, offer, answer = _established_pair()
     datagrams = []
     for i in range(30000):
         a.send(Lane.UNRELIABLE, bytes(size))
@@ -466,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# best of {args.repeats} interleaved runs per row (the machine may be shared); CPU = process time"
     )
+    print("# load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print()
     print(
         "| payload | path | one way datagrams/s | vs raw | delivered | CPU µs/pkt send / recv "
@@ -502,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cProfile of the channel receive path (64 B, 30k packets), top functions by own time:")
         print(profile_receive(64))
     print()
+    print("# load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"# total {time.monotonic() - started:.1f} s")
     return 0
 
