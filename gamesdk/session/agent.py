@@ -930,7 +930,11 @@ class UserAgent:
             if etag:
                 call.publish_etag = etag.strip()
         elif resp.status == 412:
-            call.publish_etag = None  # the server lost our publication: the next refresh publishes anew
+            # the server lost our publication (a restart): publish the full state again at once, not at the next
+            # refresh, or the server may release the reservation meanwhile (RFC 3903 section 4.1)
+            call.publish_etag = None
+            if call.state is CallState.CONFIRMED:
+                self._publish(call, now, DialogState.CONFIRMED)
         else:
             log.info("PUBLISH for %s answered %s %s", pending.call_id, resp.status, resp.reason)
 

@@ -153,6 +153,8 @@ class Net:
         return got
 
     def inbox(self, addr: Addr) -> list[Request | Response]:
+        """What the scripted endpoint at ``addr`` received since the last call."""
+        self.flush()
         got, self.inboxes[addr] = self.inboxes[addr], []
         return got
 
@@ -167,6 +169,17 @@ class Net:
 
 def requests(messages: list[Request | Response], method: str) -> list[Request]:
     return [m for m in messages if isinstance(m, Request) and m.method == method]
+
+
+def unique(messages: list[Request]) -> list[Request]:
+    """Requests without their retransmissions (same top Via branch), first copy kept."""
+    seen: set[str | None] = set()
+    out: list[Request] = []
+    for request in messages:
+        if request.top_via.branch not in seen:
+            seen.add(request.top_via.branch)
+            out.append(request)
+    return out
 
 
 def responses(messages: list[Request | Response], method: str | None = None) -> list[Response]:
