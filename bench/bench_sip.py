@@ -37,11 +37,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from gamesdk.sdp.codec import format_sdp_bytes  # noqa: E402
-from gamesdk.sdp.examples import example_offer  # noqa: E402
-from gamesdk.sip.headers import CSeq, Via  # noqa: E402
-from gamesdk.sip.parser import parse_message_untrusted  # noqa: E402
-from gamesdk.sip.uri import NameAddr, SipUri  # noqa: E402
+from gamesdk.sdp.codec import format_sdp_bytes
+from gamesdk.sdp.examples import example_offer
+from gamesdk.sip.headers import CSeq, Via
+from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.uri import NameAddr, SipUri
 
 try:
     import sipmessage
