@@ -294,3 +294,52 @@ def test_separate_policy_process_over_http(tmp_path: Path) -> None:
         loop.close()
     [row] = billing_rows(tmp_path / "eu-policy.sqlite3")
     assert (row.side, row.end_reason) == ("orig", "bye-local")
+
+
+def test_server_restart_closes_leases_that_ran_out(tmp_path: Path) -> None:
+    """eu stops mid-game; when it starts again after the lease ran out, start-up releases and bills it."""
+    short = {"min_expires_s": 1, "default_expires_s": 1, "lease_slack_s": 0.2}
+
+    async def main() -> None:
+        eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=short)
+        na_config = region_config("na", tmp_path)
+        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
+        await eu.start()
+        await na.start()
+        eu.set_peer(DOMAINS["na"], na.address)
+        na.set_peer(DOMAINS["eu"], eu.address)
+        eu.add_user("alice", "alice-pw")
+        na.add_user("bob", "bob-pw")
+        # alice asks for a 1 s lease and never refreshes it within this test.
+        alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
+                                        server=eu.address, publish_expires_s=1, publish_refresh_s=60.0))
+        bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))
+        restarted: EmbeddedServer | None = None
+        try:
+            await alice.login()
+            await bob.login()
+
+            async def answer() -> GameSession:
+                return await (await bob.next_invite()).accept()
+
+            callee = asyncio.create_task(answer())
+            await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+            await callee
+            await Region(eu).until(active, "alice's confirmed reservation")
+            await eu.stop()  # the eu process goes away with the reservation held
+            await asyncio.sleep(1.5)  # longer than the 1 s lease + 0.2 s slack
+            restarted = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+            await restarted.start()
+            assert Region(restarted).policy.is_idle()
+        finally:
+            await alice.close()
+            await bob.close()
+            for server in (restarted, na):
+                if server is not None:
+                    await server.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    [row] = billing_rows(tmp_path / "eu.sqlite3")
+    assert row.end_reason == "server-restart"
+    assert row.t_start is not None and row.t_stop == pytest.approx(row.t_start + 1.0)  # billed to the lease end
