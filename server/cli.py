@@ -54,6 +54,9 @@ def _build_parser() -> _Parser:
     with_config(run)
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides [log] level")
     run.add_argument("--trace", action="store_true", help="log every SIP message in full (DEBUG)")
+    run.add_argument("--no-policy", action="store_true",
+                     help="run the SIP server without the policy component (no admission, no reservations, "
+                          "no billing; PUBLISH answered 501), e.g. to measure the proxy alone")
 
     check = sub.add_parser("check-config", help="check a config file and explain every error")
     with_config(check)
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         if args.command == "check-config":
             return _check_config(config, out, err)
         if args.command == "run":
-            return _run(config, args.log_level, args.trace, err)
+            return _run(config, args.log_level, args.trace, err, policy=not args.no_policy)
         if args.command == "user":
             return _user(args, config, stdin or sys.stdin, out, err)
         if args.command in ("billing", "sessions", "policy"):
@@ -170,7 +173,7 @@ def _policy_document(config: ServerConfig) -> dict[str, object]:
     return doc
 
 
-def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO) -> int:
+def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO, *, policy: bool = True) -> int:
     from server.io import serve_forever, setup_logging
 
     setup_logging(level or config.log_level)
@@ -182,14 +185,37 @@ def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO)
     if problem is not None:
         print(f"gamesdk-server: bad configuration {config.source}: {problem}", file=err)
         return EXIT_USAGE
+    previous_policy = asyncio.get_event_loop_policy()
+    if not _choose_event_loop(config.event_loop, err):
+        return EXIT_USAGE
     try:
-        asyncio.run(serve_forever(config, hooks_factory=_hooks_factory(config)))
+        asyncio.run(serve_forever(config, hooks_factory=_hooks_factory(config) if policy else None,
+                                  policy=policy))
     except OSError as exc:
         print(f"gamesdk-server: cannot listen on {config.listen}: {exc}", file=err)
         return EXIT_FAILED
     except KeyboardInterrupt:
         pass
+    finally:
+        asyncio.set_event_loop_policy(previous_policy)  # main() may run inside a test process
     return EXIT_OK
+
+
+def _choose_event_loop(name: str, err: TextIO) -> bool:
+    """Install uvloop when asked for (or available with "auto"); False if "uvloop" was asked and is missing."""
+    if name == "asyncio":
+        return True
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        if name == "uvloop":
+            print("gamesdk-server: runtime.event_loop = \"uvloop\" but uvloop is not installed "
+                  "(pip install uvloop)", file=err)
+            return False
+        return True
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    log.debug("using uvloop")
+    return True
 
 
 def _hooks_factory(config: ServerConfig) -> Callable[[RegionalServer], PolicyHooks]:

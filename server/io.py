@@ -312,9 +312,9 @@ def _wall_time() -> float:
 
 
 async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
-                        stop: asyncio.Event | None = None) -> RegionalServer:
+                        policy: bool = True, stop: asyncio.Event | None = None) -> RegionalServer:
     """Run one region until SIGINT/SIGTERM (or ``stop`` is set); returns the node for its final figures."""
-    server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory, policy=hooks_factory is None)
+    server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory, policy=policy)
     await server.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
