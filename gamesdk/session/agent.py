@@ -545,12 +545,16 @@ class UserAgent:
             self._fail(call, 502, f"unusable answer: {exc}", "peer", now)
             return
         call.remote_tag = call.dialog.remote_tag
+        reported = call.state is CallState.ENDED  # we gave up before this answer came, and said so
         self._send_ack(call, now)
         failure = self._check_answer(call, resp)
         if failure is not None:
             status, reason, by, cause_text = failure
             self._send_bye(call, now, reason=cause_text, cause=status)
-            self._fail(call, status, reason, by, now)
+            if reported:
+                self._finish(call, now)
+            else:
+                self._fail(call, status, reason, by, now)
             return
         call.state = CallState.CONFIRMED
         call.timers.pop("invite", None)
@@ -558,6 +562,8 @@ class UserAgent:
 
     def _check_answer(self, call: _Call, resp: Response) -> tuple[int, str, str, str] | None:
         """None if the 2xx can be played; else (status, reason, refused_by, Reason text for the BYE)."""
+        if call.state is CallState.ENDED and call.cancelled is None:
+            return 408, "answered too late", "local", "answered too late"
         if call.cancelled is not None:
             # the 2xx crossed our CANCEL: the session is up, so end it at once (RFC 3261 9.1, 15)
             status, reason, by = call.cancelled

@@ -308,3 +308,16 @@ def test_end_sends_bye_to_the_peer_with_reason() -> None:
     assert net.take(ALICE) == []
     with pytest.raises(LocalProtocolError):
         agent.end(call_id, net.now)
+
+
+def test_2xx_after_giving_up_is_acked_and_ended_without_a_second_event() -> None:
+    net, agent = caller()
+    call_id, invite = sent_invite(net, agent)
+    net.send(SCRIPTED_SERVER, ALICE, response_for(invite, 180, to_tag="peer-tag"))
+    agent.cancel(call_id, net.now)
+    net.run(64 * agent.config.timers.t1 + 1)
+    assert [type(e) for e in net.take(ALICE)] == [Ringing, SessionFailed]
+    net.inbox(SCRIPTED_PEER)
+    net.send(SCRIPTED_SERVER, ALICE, ok_for(invite))  # the callee answered at last
+    assert [m.method for m in net.inbox(SCRIPTED_PEER) if isinstance(m, Request)] == ["ACK", "BYE"]
+    assert net.take(ALICE) == []
