@@ -39,6 +39,7 @@ from gamesdk.channel.reliability import (
     ReliableSender,
     SequencedReceiver,
 )
+from gamesdk.channel.replay import REPLAY_WINDOW as _REPLAY_WINDOW
 from gamesdk.channel.replay import ReplayWindow
 from gamesdk.channel.stats import ChannelStats, RttEstimator
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
@@ -305,7 +306,9 @@ class Channel:
             self._auth_failed("packets from the peer carry a session id we did not announce")
             return
         replay = self._replay
-        if not replay.check(pn):
+        highest = replay.highest
+        # ReplayWindow.check inlined (per-packet path): new, or inside the window and not yet seen
+        if pn <= highest and (highest - pn >= _REPLAY_WINDOW or (replay.bits >> (highest - pn)) & 1):
             self.replays_dropped += 1
             return
         try:
@@ -316,7 +319,7 @@ class Channel:
             return
         # Authentic from here on.
         self._authenticated = True
-        if pn > replay.highest:
+        if pn > highest:
             self._largest_recv_time = now
         replay.update(pn)
         self.packets_in += 1
