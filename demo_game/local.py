@@ -65,14 +65,15 @@ class LocalSession:
 
     def finish(self, out: TextIO) -> None:
         """Hang up, let the BYE and the 'terminated' PUBLISHes land, stop the servers, print the billing."""
-        for link in (self.host_link, self.guest_link):
-            link.close("match over")
+        # The host hangs up; the guest's BYE arrives at the guest and ends its side (billed bye-remote there).
+        self.host_link.close("match over")
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:  # keep both SIP stacks answering while the teardown completes
             now = time.monotonic()
             for link in (self.host_link, self.guest_link):
                 link.poll(now)
             time.sleep(0.01)
+        self.guest_link.close("match over")  # a no-op unless the BYE never arrived
         for link in (self.host_link, self.guest_link):
             link.shutdown(time.monotonic())
         time.sleep(0.2)
@@ -110,6 +111,11 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
         host, port = server.address
         out.write(f"region {name}: regional server {server.config.domain} on udp:{host}:{port} "
                   f"(policy embedded, database {server.config.database})\n")
+
+    if args.sim_latency_ms or args.sim_jitter_ms or args.sim_loss:
+        out.write(f"channel simulator: each player's game packets get +{args.sim_latency_ms:g} ms one way, "
+                  f"{args.sim_jitter_ms:g} ms jitter, {args.sim_loss:.1%} loss (a long-haul path; "
+                  f"--sim-latency-ms 0 for bare loopback)\n")
 
     def client(user: str, region: str, seed: int) -> gamesdk.PollingClient:
         config = gamesdk.ClientConfig(username=user, password=PASSWORDS.get(user, f"{user}-demo-pw"),
