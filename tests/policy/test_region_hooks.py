@@ -343,3 +343,46 @@ def test_server_restart_closes_leases_that_ran_out(tmp_path: Path) -> None:
     [row] = billing_rows(tmp_path / "eu.sqlite3")
     assert row.end_reason == "server-restart"
     assert row.t_start is not None and row.t_stop == pytest.approx(row.t_start + 1.0)  # billed to the lease end
+
+
+def test_lease_expiry_through_the_node_timers(tmp_path: Path) -> None:
+    """A player that stops refreshing (crashed): the node's timer runs the policy's lease expiry."""
+    short = {"min_expires_s": 1, "default_expires_s": 1, "lease_slack_s": 0.2}
+
+    async def main() -> None:
+        eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=short)
+        na_config = region_config("na", tmp_path)
+        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
+        await eu.start()
+        await na.start()
+        eu.set_peer(DOMAINS["na"], na.address)
+        na.set_peer(DOMAINS["eu"], eu.address)
+        eu.add_user("alice", "alice-pw")
+        na.add_user("bob", "bob-pw")
+        alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
+                                        server=eu.address, publish_expires_s=1, publish_refresh_s=60.0))
+        bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))
+        try:
+            await alice.login()
+            await bob.login()
+
+            async def answer() -> GameSession:
+                return await (await bob.next_invite()).accept()
+
+            callee = asyncio.create_task(answer())
+            await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+            await callee
+            region = Region(eu)
+            await region.until(active, "alice's confirmed reservation")
+            await region.until(PolicyServer.is_idle, "the lease to run out (1 s + 0.2 s)")
+        finally:
+            await alice.close()
+            await bob.close()
+            await eu.stop()
+            await na.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    [row] = billing_rows(tmp_path / "eu.sqlite3")
+    assert row.end_reason == "lease-expired"
+    assert row.t_start is not None and row.t_stop == pytest.approx(row.t_start + 1.0)
