@@ -772,4 +772,5 @@ class Channel:
             malformed_dropped=self.malformed_dropped,
             stale_dropped=self._sequenced_in.stale,
             partial_messages_dropped=self._assembler.dropped,
+            qos_violations=tuple(metric for metric, watch in self._qos.items() if watch.reported),
         )

@@ -46,6 +46,8 @@ class ChannelStats:
     stale_dropped: int
     #: Fragmented unreliable or sequenced messages given up on because a slice never came.
     partial_messages_dropped: int
+    #: Measures currently reported by ``QosViolation`` (empty while within the negotiated `gsdk-qos`).
+    qos_violations: tuple[str, ...] = ()
 
 
 class RttEstimator:

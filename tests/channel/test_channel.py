@@ -378,9 +378,11 @@ def test_qos_violation_after_grace_and_restored() -> None:
     (violation,) = [e for e in w.a_events if isinstance(e, QosViolation)]
     assert violation.metric == "rtt_ms" and violation.limit == 50 and 75 < violation.measured < 85
     assert violation.duration_s >= 3.0
+    assert w.a.stats.qos_violations == ("rtt_ms",)
     w.a_to_b.config = w.b_to_a.config = SimulatorConfig(latency_s=0.005)
     w.run(12.0)
     assert any(isinstance(e, QosRestored) and e.metric == "rtt_ms" for e in w.a_events)
+    assert w.a.stats.qos_violations == ()
     assert len([e for e in w.a_events if isinstance(e, QosViolation)]) == 1
 
 
