@@ -21,8 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gamesdk.channel.config import ChannelParams
-from gamesdk.channel.crypto import generate_keypair, transcript_hash
+from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
 from gamesdk.events import (
@@ -41,9 +40,17 @@ from gamesdk.events import (
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Accepted, Requirements, answer_offer, check_answer
 from gamesdk.sdp.codec import format_sdp
-from gamesdk.sdp.game import GameMedia, Role, canonical_gsdk_lines, game_to_sdp, read_game_untrusted
+from gamesdk.sdp.game import GameMedia, Role, game_to_sdp, read_game_untrusted
 from gamesdk.sdp.model import SessionDescription
-from gamesdk.session.requests import ALLOW, build_request, parse_reservations, policy_warning
+from gamesdk.session.agreement import (
+    as_offered,
+    channel_params,
+    failure_reason,
+    make_agreement,
+    peer_uri,
+    refused_by,
+)
+from gamesdk.session.requests import ALLOW, build_request, policy_warning
 from gamesdk.sip.dialog import (
     Dialog,
     build_ack_for_2xx,
@@ -73,7 +80,6 @@ from gamesdk.sip.transaction import (
 from gamesdk.sip.transaction_client import ClientInviteTransaction, ClientNonInviteTransaction, build_cancel
 from gamesdk.sip.transaction_server import ServerInviteTransaction, ServerNonInviteTransaction
 from gamesdk.sip.transaction_table import TransactionTable
-from gamesdk.sip.uri import SipUri
 
 __all__ = ["CallState", "UserAgent"]
 
@@ -116,8 +122,10 @@ class _Call:
     provisional: bool = False
     offer_desc: SessionDescription | None = None
     answer_desc: SessionDescription | None = None
+    #: The game streams of both SDPs as read (ours as built), for the agreement and the channel keys.
+    offer_game: GameMedia | None = None
+    answer_game: GameMedia | None = None
     offer: SessionTerms | None = None
-    local_game: GameMedia | None = None
     private_key: bytes = b""
     acceptable: Acceptable | None = None
     ack: tuple[bytes, Address] | None = None
@@ -228,31 +236,31 @@ class UserAgent:
 
         The outcome arrives as ``SessionEstablished`` or ``SessionFailed`` with this Call-ID.
         """
-        peer_uri = _peer_uri(peer)
+        peer = peer_uri(peer)
         call_id = self._ids.call_id()
         call = _Call(
             call_id=call_id,
             is_caller=True,
             local_uri=self.aor,
-            peer_uri=peer_uri,
+            peer_uri=peer,
             local_tag=self._ids.tag(),
             acceptable=acceptable,
             offer=terms,
         )
         call.private_key, public = generate_keypair(self._random)
         host, port = self._channel_addr(call_id)
-        call.local_game = GameMedia(
+        call.offer_game = GameMedia(
             terms=terms, address=host, port=port, public_key=public, session_id=self._session_id()
         )
         call.offer_desc = game_to_sdp(
-            call.local_game,
+            call.offer_game,
             username=self.config.username,
             sess_id=self._sdp_id(),
             sess_version=1,
             role=Role.OFFER,
         )
         self._calls[call_id] = call
-        self._send_invite(call, now, auth=self._cached_auth(407, "INVITE", peer_uri))
+        self._send_invite(call, now, auth=self._cached_auth(407, "INVITE", peer))
         call.timers["invite"] = now + self.config.invite_timeout_s
         return call_id
 
@@ -274,7 +282,7 @@ class UserAgent:
         call = self._pending_incoming(call_id)
         assert call.offer is not None and call.offer_desc is not None
         if answer is None:
-            reqs = requirements or _as_offered(call.offer)
+            reqs = requirements or as_offered(call.offer)
             result = answer_offer(call.offer, reqs)
             if not isinstance(result, Accepted):
                 self._answer_invite(call, now, 488, warning=result.reason)
@@ -283,11 +291,11 @@ class UserAgent:
             answer = result.answer
         call.private_key, public = generate_keypair(self._random)
         host, port = self._channel_addr(call_id)
-        call.local_game = GameMedia(
+        call.answer_game = GameMedia(
             terms=answer, address=host, port=port, public_key=public, session_id=self._session_id()
         )
         call.answer_desc = game_to_sdp(
-            call.local_game,
+            call.answer_game,
             username=self.config.username,
             sess_id=self._sdp_id(),
             sess_version=1,
@@ -527,7 +535,7 @@ class UserAgent:
         if warning is not None:
             reason, by = warning.text, f"policy:{warning.agent}"
         else:
-            reason, by = _failure_reason(resp), _refused_by(resp)
+            reason, by = failure_reason(resp), refused_by(resp)
         if call.cancelled is not None:
             status, reason, by = call.cancelled
         self._fail(call, status, reason, by, now)
@@ -558,7 +566,7 @@ class UserAgent:
             return
         call.state = CallState.CONFIRMED
         call.timers.pop("invite", None)
-        self._established(call, resp, now)
+        self._established(call, now)
 
     def _check_answer(self, call: _Call, resp: Response) -> tuple[int, str, str, str] | None:
         """None if the 2xx can be played; else (status, reason, refused_by, Reason text for the BYE)."""
@@ -579,8 +587,11 @@ class UserAgent:
         rejected = check_answer(call.offer, game.terms, call.acceptable or Acceptable())
         if rejected is not None:
             return 488, rejected.reason, "local", "QoS answer unacceptable"
-        call.answer_desc = desc
-        call.agreement = self._agreement(call, game, resp)
+        call.answer_desc, call.answer_game = desc, game
+        call.agreement = make_agreement(
+            call_id=call.call_id, is_caller=True, local=call.local_uri, peer=call.peer_uri,
+            offer=call.offer, answer=game.terms, peer_game=game, response=resp,
+        )
         return None
 
     def _send_ack(self, call: _Call, now: float) -> None:
@@ -698,7 +709,7 @@ class UserAgent:
             warning = Warning(399, self.local_addr[0], exc.message)
             tx.send_response(response_for(req, 488, to_tag=call.local_tag, extra=[("Warning", str(warning))]), now)
             return
-        call.offer = game.terms
+        call.offer, call.offer_game = game.terms, game
         self._calls[call.call_id] = call
         tx.send_response(response_for(req, 180, to_tag=call.local_tag, extra=[("Contact", self.contact)]), now)
         call.timers["answer"] = now + self.config.answer_timeout_s
@@ -713,11 +724,12 @@ class UserAgent:
         if call.invite is None or req.cseq.seq != call.invite.cseq.seq:
             return
         call.state = CallState.CONFIRMED
-        answer_game = read_game_untrusted(format_sdp(call.answer_desc).encode(), Role.ANSWER)[1] if call.answer_desc else None
-        assert answer_game is not None and call.offer_desc is not None
-        offer_game = read_game_untrusted(format_sdp(call.offer_desc).encode(), Role.OFFER)[1]
-        call.agreement = self._agreement(call, offer_game, None, answer_game=answer_game)
-        self._established(call, None, now)
+        assert call.offer_game is not None and call.answer_game is not None
+        call.agreement = make_agreement(
+            call_id=call.call_id, is_caller=False, local=call.local_uri, peer=call.peer_uri,
+            offer=call.offer_game.terms, answer=call.answer_game.terms, peer_game=call.offer_game, response=None,
+        )
+        self._established(call, now)
 
     def _incoming_bye(self, req: Request, tx: ServerNonInviteTransaction, now: float) -> None:
         call = self._dialog_call(req)
@@ -772,64 +784,18 @@ class UserAgent:
         return call
 
     # ------------------------------------------------------------------ established sessions
-    def _agreement(
-        self, call: _Call, peer_game: GameMedia, resp: Response | None, answer_game: GameMedia | None = None
-    ) -> Agreement:
-        assert call.offer is not None or answer_game is not None
-        if call.is_caller:
-            assert call.offer is not None and call.local_game is not None
-            offer, answer = call.offer, peer_game.terms
-            remote = peer_game
-        else:
-            assert answer_game is not None
-            offer, answer = peer_game.terms, answer_game.terms
-            remote = peer_game
-        tokens = tuple(t.strip() for t in resp.headers.values("P-Media-Authorization")) if resp else ()
-        return Agreement(
-            call_id=call.call_id,
+    def _established(self, call: _Call, now: float) -> None:
+        assert call.agreement is not None and call.dialog is not None
+        assert call.offer_desc is not None and call.offer_game is not None
+        assert call.answer_desc is not None and call.answer_game is not None
+        params = channel_params(
             is_caller=call.is_caller,
-            local=call.local_uri,
-            peer=call.peer_uri,
-            format=answer.formats[0],
-            classification=answer.classification,
-            qos=answer.qos,
-            suite=answer.suites[0],
-            offer=offer,
-            answer=answer,
-            modified=(offer.qos.latency_ms, offer.qos.jitter_ms, offer.qos.loss_ppm)
-            != (answer.qos.latency_ms, answer.qos.jitter_ms, answer.qos.loss_ppm),
-            reservations=parse_reservations(resp) if resp else (),
-            tokens=tokens,
-            peer_addr=(remote.address, remote.port),
-        )
-
-    def _established(self, call: _Call, resp: Response | None, now: float) -> None:
-        assert call.agreement is not None and call.offer_desc is not None and call.answer_desc is not None
-        assert call.local_game is not None
-        offer_game = read_game_untrusted(format_sdp(call.offer_desc).encode())[1]
-        answer_game = read_game_untrusted(format_sdp(call.answer_desc).encode())[1]
-        assert call.dialog is not None
-        from_tag = call.local_tag if call.is_caller else call.dialog.remote_tag
-        to_tag = call.dialog.remote_tag if call.is_caller else call.local_tag
-        th = transcript_hash(
-            canonical_gsdk_lines(call.offer_desc),
-            canonical_gsdk_lines(call.answer_desc),
-            offer_game.public_key,
-            answer_game.public_key,
-            call.call_id,
-            from_tag,
-            to_tag,
-        )
-        peer_game = answer_game if call.is_caller else offer_game
-        params = ChannelParams(
-            role="offer" if call.is_caller else "answer",
-            suite=call.agreement.suite,
-            local_private_key=call.private_key,
-            remote_public_key=peer_game.public_key,
-            transcript_hash=th,
-            local_session_id=call.local_game.session_id,
-            remote_session_id=peer_game.session_id,
-            peer_addr=(peer_game.address, peer_game.port),
+            call_id=call.call_id,
+            from_tag=call.local_tag if call.is_caller else call.dialog.remote_tag,
+            to_tag=call.dialog.remote_tag if call.is_caller else call.local_tag,
+            offer=(call.offer_desc, call.offer_game),
+            answer=(call.answer_desc, call.answer_game),
+            private_key=call.private_key,
         )
         self._publish(call, now, DialogState.CONFIRMED)
         call.timers["refresh"] = now + self.config.session_refresh_s
@@ -1110,40 +1076,3 @@ def _next_hop(dialog: Dialog) -> Address:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _peer_uri(peer: str) -> str:
-    text = peer.strip()
-    if not text.startswith(("sip:", "sips:")):
-        text = "sip:" + text
-    try:
-        uri = SipUri.parse(text)
-    except RemoteProtocolError:
-        raise LocalProtocolError(f"{peer!r} is not a player address like bob@na.gamesdk.test") from None
-    if uri.user is None:
-        raise LocalProtocolError(f"{peer!r} names no player (expected name@domain)")
-    return uri.aor
-
-
-def _as_offered(offer: SessionTerms) -> Requirements:
-    """Requirements that accept the offer as it stands: its first format and the receive rate it sends."""
-    return Requirements(formats=offer.formats[:1], receive_kbps=offer.receive_kbps, relax=True)
-
-
-def _failure_reason(resp: Response) -> str:
-    try:
-        for warning in resp.warnings:
-            if warning.text:
-                return warning.text
-    except RemoteProtocolError:
-        pass
-    return resp.reason or f"status {resp.status}"
-
-
-def _refused_by(resp: Response) -> str:
-    if resp.status in (486, 488, 600, 603, 606):
-        return "peer"
-    if resp.status in (408, 480, 487):
-        return "peer" if resp.status == 487 else "server"
-    return "server"
-

@@ -155,3 +155,18 @@ def test_caller_stops_waiting_after_the_invite_timeout(tmp_path: Path) -> None:
     failed = of_type(net.take(ALICE), SessionFailed)
     assert len(failed) == 1 and failed[0].status == 408, failed  # type: ignore[attr-defined]
     assert requests(net.sent(ALICE, EU_SERVER), "CANCEL")
+
+
+def test_second_invitation_carries_credentials_at_once(tmp_path: Path) -> None:
+    net, alice, bob, first = invited(tmp_path)
+    bob.decline(first, net.now)
+    net.take(ALICE)
+    before = len(requests(net.sent(ALICE, EU_SERVER), "INVITE"))
+    second = alice.invite("bob@na.gamesdk.test", offer_terms(), net.now)
+    net.flush()
+    invites = requests(net.sent(ALICE, EU_SERVER), "INVITE")[before:]
+    # the cached challenge answers the new INVITE: no 407 round trip (RFC 3261 22.3)
+    assert len(invites) == 1 and invites[0].call_id == second
+    credentials = invites[0].headers.get("Proxy-Authorization") or ""
+    assert 'uri="sip:bob@na.gamesdk.test"' in credentials
+    assert [type(e) for e in net.take(BOB)] == [InviteReceived]
