@@ -223,3 +223,33 @@ def test_asyncio_driver_reports_interruption_on_the_loop_clock() -> None:
         await asyncio.wait_for(a.closed.wait(), 5)
 
     asyncio.run(main())
+
+
+def test_asyncio_driver_with_simulated_loss_on_a_live_channel() -> None:
+    async def main() -> None:
+        sa, sb = bind_udp(LOOPBACK), bind_udp(LOOPBACK)
+        offer, answer = make_params_pair(offer_addr=sa.getsockname(), answer_addr=sb.getsockname())
+        lossy = {"latency_s": 0.002, "jitter_s": 0.002, "loss": 0.2, "duplicate": 0.05, "reorder": 0.1}
+        a = await open_channel(offer, sock=sa, outbound=NetworkSimulator(SimulatorConfig(**lossy, seed=5)))
+        got: list[bytes] = []
+        done = asyncio.Event()
+
+        def on_b(event: ChannelEvent) -> None:
+            if isinstance(event, MessageReceived):
+                got.append(event.data)
+                if len(got) == 60:
+                    done.set()
+
+        b = await open_channel(
+            answer, sock=sb, on_event=on_b, inbound=NetworkSimulator(SimulatorConfig(**lossy, seed=6))
+        )
+        for i in range(60):
+            a.send(Lane.RELIABLE, i.to_bytes(2, "big") * 300)
+        await asyncio.wait_for(done.wait(), 15)
+        assert got == [i.to_bytes(2, "big") * 300 for i in range(60)]
+        assert a.outbound is not None and a.outbound.dropped > 0
+        assert b.inbound is not None and b.inbound.dropped > 0
+        a.close()
+        b.close()
+
+    asyncio.run(main())
