@@ -187,10 +187,12 @@ _FALLBACK_NETWORK = {
 
 
 def region_config(name: str, domain: str, port: int, peers: Iterable[tuple[str, int]], *,
-                  database: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                  database: str, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                  network_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A region's config: ``examples/<name>.toml`` if it exists (so tests follow the shipped examples), moved to
-    ``port``, with ``peers`` as (domain, port) on loopback, MD5 listed first for SIPp (DESIGN section 2) and
-    ``overrides`` merged into its tables (``{"auth": {...}}``)."""
+    ``port``, with ``peers`` as (domain, port) on loopback, MD5 listed first for SIPp (DESIGN section 2),
+    ``overrides`` merged into its tables (``{"auth": {...}}``) and ``network_overrides`` into every
+    ``[[access_networks]]`` entry (the benchmark lifts session and bandwidth limits)."""
     example = EXAMPLES / f"{name}.toml"
     data: dict[str, Any] = tomllib.loads(example.read_text()) if example.exists() else {}
     data.setdefault("region", {})
@@ -201,6 +203,7 @@ def region_config(name: str, domain: str, port: int, peers: Iterable[tuple[str, 
     auth = dict(data.get("auth", {}))
     auth["digest_algorithms"] = ["MD5", "SHA-256"]
     data["auth"] = auth
+    data["access_networks"] = [dict(net, **(network_overrides or {})) for net in data["access_networks"]]
     for table, values in (overrides or {}).items():
         merged = dict(data.get(table, {}))
         merged.update(values)
@@ -222,13 +225,15 @@ class RegionServer:
     """One ``python -m server run --config FILE`` process with its own temp config and database."""
 
     def __init__(self, workdir: Path, name: str, domain: str, port: int, peers: Iterable[tuple[str, int]] = (),
-                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 network_overrides: Mapping[str, Any] | None = None) -> None:
         self.workdir = workdir
         self.name = name
         self.domain = domain
         self.port = port
         self.config_path = workdir / f"{name}.toml"
-        self.config = region_config(name, domain, port, peers, database=f"{name}.sqlite3", overrides=overrides)
+        self.config = region_config(name, domain, port, peers, database=f"{name}.sqlite3", overrides=overrides,
+                                    network_overrides=network_overrides)
         self.config_path.write_text(toml_dumps(self.config))
         self.process: ManagedProcess | None = None
 
