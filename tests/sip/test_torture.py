@@ -7,6 +7,7 @@ implies. The corpus lives in ``tests/data/rfc4475`` (``manifest.json`` says whic
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,20 @@ EXPECTED: dict[str, tuple[str | int, str, str, tuple[int, str], int]] = {
         105,
     ),
 }
+
+
+def test_corpus_files_are_the_rfc_notation_resolved() -> None:
+    # The .dat files are generated from the messages as RFC 4475 prints them; regenerate and compare.
+    spec = importlib.util.spec_from_file_location("build_corpus", CORPUS / "build_corpus.py")
+    assert spec is not None and spec.loader is not None
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert builder.resolve("a<repeat count=3>bc</repeat>d\n") == b"abcbcbcd\r\n"
+    assert builder.resolve("<allOneLine>\nx: 1\n;y=2\n</allOneLine>\nz\n") == b"x: 1;y=2\r\nz\r\n"
+    assert builder.resolve("q:<hex>00 0A</hex>\n") == b"q:\x00\n\r\n"
+    for tag, source in builder.MESSAGES.items():
+        assert _load(tag) == builder.resolve(source), tag
+        assert b"\n" not in _load(tag).replace(b"\r\n", b"") or tag == "mpart01", tag  # CRLF line ends only
 
 
 def test_manifest_covers_every_corpus_file_and_every_valid_message_has_expectations() -> None:
