@@ -327,9 +327,11 @@ def test_server_restart_closes_leases_that_ran_out(tmp_path: Path) -> None:
             await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
             await callee
             await Region(eu).until(active, "alice's confirmed reservation")
+            port = eu.address[1]
             await eu.stop()  # the eu process goes away with the reservation held
             await asyncio.sleep(1.5)  # longer than the 1 s lease + 0.2 s slack
-            restarted = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+            # Same port, so the players' later requests (hang-up, logout) reach it and close promptly.
+            restarted = EmbeddedServer(eu_config, port=port, hooks_factory=hooks_for(eu_config))
             await restarted.start()
             assert Region(restarted).policy.is_idle()
         finally:
