@@ -13,8 +13,8 @@
 
 The access round trip of the other side travels between the servers in ``P-Gamesdk-Access-Rtt`` (added to the
 forwarded INVITE by the caller's server and to the 2xx by the callee's server), so each server can check the
-whole latency budget: its access + measured transit (federation OPTIONS) + the peer's access. The header is
-only believed when it comes from a federated peer (a player cannot shrink its opponent's budget).
+whole latency budget: its access + measured transit (federation OPTIONS) + the peer's access. Only the last
+value counts: the peer server appends it after anything the player itself put there.
 
 Time: the node's ``now`` is its loop clock; the policy persists and bills in wall-clock time, so the hooks keep
 the offset ``wall_clock() - now`` and translate timers back.
@@ -142,10 +142,12 @@ class RegionPolicyHooks:
         return round(rtt) if rtt is not None else 0
 
     @staticmethod
-    def _stated_rtt(headers_value: str | None) -> int:
-        if headers_value is None:
+    def _stated_rtt(values: list[str]) -> int:
+        # The LAST value is the peer server's: servers append it, so a value a player put in its own INVITE or
+        # 2xx comes first and is ignored.
+        if not values:
             return 0
-        text = headers_value.strip()
+        text = values[-1].strip()
         return min(int(text), 10_000) if text.isdigit() and len(text) <= 6 else 0
 
     def _request(self, call: CallInfo, offer: SessionTerms, answer: SessionTerms | None, side: QosSide,
@@ -195,7 +197,7 @@ class RegionPolicyHooks:
         callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else None
         if call.callee_local and caller_rtt is None:
             # The caller's server stated its player's access round trip (we only get INVITEs from peers here).
-            caller_rtt = self._stated_rtt(call.invite.headers.get(ACCESS_RTT_HEADER))
+            caller_rtt = self._stated_rtt(call.invite.headers.get_all(ACCESS_RTT_HEADER))
         checks: list[tuple[QosSide, int]] = []
         if call.caller_local:
             checks.append((QosSide.CALLER, callee_rtt or 0))
@@ -239,7 +241,7 @@ class RegionPolicyHooks:
         caller_rtt = self._access_rtt(call.caller_address) if call.caller_local else 0
         callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else 0
         if call.caller_local and not call.callee_local:
-            callee_rtt = self._stated_rtt(response.headers.get(ACCESS_RTT_HEADER))
+            callee_rtt = self._stated_rtt(response.headers.get_all(ACCESS_RTT_HEADER))
         headers: list[tuple[str, str]] = []
         # The callee's side first (DESIGN section 4), then the caller's; one refusal stops the rest.
         order = [(QosSide.CALLEE, caller_rtt)] if call.callee_local else []

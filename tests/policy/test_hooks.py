@@ -111,7 +111,8 @@ def _dsl_request(n: int) -> Any:
 
 def test_peer_stated_access_rtt_enters_the_budget(hooks: RegionPolicyHooks) -> None:
     # The callee's server: transit 40 + the caller's access 50 (stated by eu) + eu-fibre 5 = 95 > 80.
-    request = invite(extra=f"{ACCESS_RTT_HEADER}: 50\r\n")
+    # The caller put its own value first; its server's value comes last and is the one believed.
+    request = invite(extra=f"{ACCESS_RTT_HEADER}: 0\r\n{ACCESS_RTT_HEADER}: 50\r\n")
     verdict = hooks.invite_received(call(request, caller_local=False, callee_local=True), 0.0)
     assert not verdict.ok
     assert "latency budget 95 ms exceeds 80 ms (eu-fibre 5 ms + transit 40 ms + peer access 50 ms)" in (
