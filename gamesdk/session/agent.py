@@ -15,17 +15,14 @@ Record-Route, so the route set is empty (DESIGN section 2).
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
 from gamesdk.events import (
-    Agreement,
     InviteCancelled,
     InviteReceived,
     Registered,
@@ -41,7 +38,6 @@ from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Accepted, Requirements, answer_offer, check_answer
 from gamesdk.sdp.codec import format_sdp
 from gamesdk.sdp.game import GameMedia, Role, game_to_sdp, read_game_untrusted
-from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.agreement import (
     as_offered,
     channel_params,
@@ -50,6 +46,10 @@ from gamesdk.session.agreement import (
     peer_uri,
     refused_by,
 )
+from gamesdk.session.calls import Address, Call, CallState, Pending
+from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials, with_credentials
+from gamesdk.session.publication import build_publish
+from gamesdk.session.registration import Registration
 from gamesdk.session.requests import ALLOW, build_request, policy_warning
 from gamesdk.sip.dialog import (
     Dialog,
@@ -61,9 +61,7 @@ from gamesdk.sip.dialog import (
     incoming_dialog_id,
     receive_in_dialog_request,
 )
-from gamesdk.sip.dialog_info import CONTENT_TYPE as DIALOG_INFO_TYPE
-from gamesdk.sip.dialog_info import DialogEntry, DialogInfo, DialogState, Direction, format_dialog_info
-from gamesdk.sip.digest import Challenge, DigestClient, choose_challenge
+from gamesdk.sip.dialog_info import DialogState
 from gamesdk.sip.headers import Reason, Warning
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request, Response, response_for
@@ -84,72 +82,6 @@ from gamesdk.sip.transaction_table import TransactionTable
 __all__ = ["CallState", "UserAgent"]
 
 log = logging.getLogger(__name__)
-
-Address = tuple[str, int]
-#: Cap on retries of one request after 401/407, so a server that keeps challenging cannot loop us.
-MAX_AUTH_RETRIES = 2
-
-
-class CallState(enum.Enum):
-    #: INVITE sent, no final answer yet (caller) / INVITE received, the application decides (callee).
-    PENDING = "pending"
-    #: Callee: 200 sent, waiting for the ACK.
-    ANSWERED = "answered"
-    #: ACK sent or received: the session is established.
-    CONFIRMED = "confirmed"
-    #: BYE sent, waiting for its answer.
-    ENDING = "ending"
-    #: Over; kept briefly to answer retransmissions.
-    ENDED = "ended"
-
-
-@dataclass(slots=True)
-class _Call:
-    call_id: str
-    is_caller: bool
-    local_uri: str
-    peer_uri: str
-    local_tag: str
-    state: CallState = CallState.PENDING
-    remote_tag: str | None = None
-    #: The dialog (RFC 3261 12): the caller's from its 2xx, the callee's from the INVITE it answers.
-    dialog: Dialog | None = None
-    #: CSeq of our INVITE (grows by one for each digest retry).
-    invite_cseq: int = 1
-    invite: Request | None = None
-    invite_tx: ClientInviteTransaction | ServerInviteTransaction | None = None
-    #: Caller: a provisional response arrived, so a CANCEL may be sent (RFC 3261 9.1).
-    provisional: bool = False
-    offer_desc: SessionDescription | None = None
-    answer_desc: SessionDescription | None = None
-    #: The game streams of both SDPs as read (ours as built), for the agreement and the channel keys.
-    offer_game: GameMedia | None = None
-    answer_game: GameMedia | None = None
-    offer: SessionTerms | None = None
-    private_key: bytes = b""
-    acceptable: Acceptable | None = None
-    ack: tuple[bytes, Address] | None = None
-    agreement: Agreement | None = None
-    auth_retries: int = 0
-    # a failure found on the 2xx: sent as BYE right after the ACK
-    failure: SessionFailed | None = None
-    publish_etag: str | None = None
-    publish_version: int = 0
-    caller_name: str | None = None
-    # set once we CANCEL: the (status, reason, refused_by) the application will see for it
-    cancelled: tuple[int, str, str] | None = None
-    timers: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A non-INVITE request to our server that may need a digest retry."""
-
-    purpose: str
-    call_id: str | None
-    retries: int = 0
-    request: Request | None = None
-
 
 class UserAgent:
     """One player's SIP user agent (see the module docstring for the driving contract).
@@ -176,25 +108,21 @@ class UserAgent:
         self._ids = ids
         self._random = random_bytes
         self._channel_addr = channel_addr
-        self._digest = DigestClient(
-            config.username, config.password, ids.cnonce, algorithms=config.digest_algorithms
-        )
+        self._credentials = Credentials(config.username, config.password, ids.cnonce, config.digest_algorithms)
         self._events: deque[SessionEvent] = deque()
         self._out: list[tuple[bytes, Address]] = []
         self._transactions = TransactionTable()
         #: What each live transaction is for, by key (events carry only the key).
-        self._pending: dict[TransactionKey, _Pending] = {}
-        self._calls: dict[str, _Call] = {}
+        self._pending: dict[TransactionKey, Pending] = {}
+        self._calls: dict[str, Call] = {}
         self._timers: dict[str, float] = {}
-        # registration
-        self._challenges: dict[int, Challenge] = {}
-        self._reg_call_id = ids.call_id()
-        self._reg_tag = ids.tag()
-        self._reg_cseq = 0
-        self._registered = False
-        self._unregistering = False
-        #: The lifetime asked for: the configured one, or the server's Min-Expires after a 423.
-        self._reg_expires = config.register_expires_s
+        self._registration = Registration(
+            aor=config.aor,
+            registrar=f"sip:{config.domain}",
+            call_id=ids.call_id(),
+            tag=ids.tag(),
+            expires=config.register_expires_s,
+        )
         #: Counters for monitoring and tests.
         self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
 
@@ -205,7 +133,7 @@ class UserAgent:
 
     @property
     def registered(self) -> bool:
-        return self._registered
+        return self._registration.registered
 
     @property
     def contact(self) -> str:
@@ -214,15 +142,16 @@ class UserAgent:
 
     def register(self, now: float) -> None:
         """Log in: REGISTER our contact with the regional server (answers a digest challenge itself)."""
-        self._unregistering = False
-        self._reg_expires = self.config.register_expires_s
-        self._send_register(now, self._reg_expires, self._cached_auth(401, "REGISTER", self._registrar_uri))
+        reg = self._registration
+        reg.unregistering = False
+        reg.expires = self.config.register_expires_s
+        self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
 
     def unregister(self, now: float) -> None:
         """Log out: REGISTER with ``Expires: 0``."""
-        self._unregistering = True
+        self._registration.unregistering = True
         self._timers.pop("register", None)
-        self._send_register(now, 0, self._cached_auth(401, "REGISTER", self._registrar_uri))
+        self._send_register(now, 0, self._credentials.cached(401, "REGISTER", self._registration.registrar))
 
     def invite(
         self,
@@ -238,7 +167,7 @@ class UserAgent:
         """
         peer = peer_uri(peer)
         call_id = self._ids.call_id()
-        call = _Call(
+        call = Call(
             call_id=call_id,
             is_caller=True,
             local_uri=self.aor,
@@ -260,7 +189,7 @@ class UserAgent:
             role=Role.OFFER,
         )
         self._calls[call_id] = call
-        self._send_invite(call, now, auth=self._cached_auth(407, "INVITE", peer))
+        self._send_invite(call, now, auth=self._credentials.cached(407, "INVITE", peer))
         call.timers["invite"] = now + self.config.invite_timeout_s
         return call_id
 
@@ -382,7 +311,8 @@ class UserAgent:
         if self._timers.get("register", float("inf")) <= now:
             del self._timers["register"]
             # credentials for the cached challenge at once (RFC 3261 22.3); a stale nonce costs one 401
-            self._send_register(now, self._reg_expires, self._cached_auth(401, "REGISTER", self._registrar_uri))
+            reg = self._registration
+            self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
         for call in list(self._calls.values()):
             for name, deadline in list(call.timers.items()):
                 if deadline <= now and call.timers.get(name) == deadline:
@@ -396,54 +326,44 @@ class UserAgent:
     def _send_register(
         self, now: float, expires: int, auth: tuple[str, str] | None = None, retries: int = 0
     ) -> None:
-        self._reg_cseq += 1
-        aor = self.aor
-        extra = [("Expires", str(expires)), ("Allow", ALLOW)]
-        if auth is not None:
-            extra.append(auth)
-        req = build_request(
-            "REGISTER",
-            self._registrar_uri,
-            via_host=self.local_addr[0],
-            via_port=self.local_addr[1],
-            branch=self._ids.branch(),
-            from_=f"<{aor}>;tag={self._reg_tag}",
-            to=f"<{aor}>",
-            call_id=self._reg_call_id,
-            cseq=self._reg_cseq,
+        req = self._registration.request(
+            expires=expires,
             contact=self.contact,
-            extra=extra,
+            via=self.local_addr,
+            branch=self._ids.branch(),
+            credentials=auth,
             user_agent=self.config.user_agent,
         )
-        self._start_client(req, now, _Pending("register", None, retries))
+        self._start_client(req, now, Pending("register", None, retries))
 
-    def _register_response(self, resp: Response, pending: _Pending, now: float) -> None:
+    def _register_response(self, resp: Response, pending: Pending, now: float) -> None:
         if resp.status < 200:
             return
-        expires = 0 if self._unregistering else self._reg_expires
+        reg = self._registration
+        expires = 0 if reg.unregistering else reg.expires
         if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
-            auth = self._authorize(resp, "REGISTER", self._registrar_uri)
+            auth = self._credentials.answer(resp, "REGISTER", reg.registrar)
             if auth is None:
                 self._registration_failed(resp.status, "no usable digest challenge")
                 return
             self._send_register(now, expires, auth, retries=pending.retries + 1)
             return
-        if resp.status == 423 and not self._unregistering:
+        if resp.status == 423 and not reg.unregistering:
             # Interval Too Brief: ask again with the server's Min-Expires and keep it for the refreshes
-            # (RFC 3261 10.2.8); one retry per 423 so a server that keeps raising it cannot loop us.
+            # (RFC 3261 10.2.8); only upwards, so a server that keeps answering 423 cannot loop us.
             min_expires = (resp.headers.get("Min-Expires") or "").strip()
-            if min_expires.isdigit() and int(min_expires) > self._reg_expires and pending.purpose == "register":
-                self._reg_expires = int(min_expires)
-                auth = self._cached_auth(401, "REGISTER", self._registrar_uri)
-                self._send_register(now, self._reg_expires, auth, retries=pending.retries)
+            if min_expires.isdigit() and int(min_expires) > reg.expires:
+                reg.expires = int(min_expires)
+                auth = self._credentials.cached(401, "REGISTER", reg.registrar)
+                self._send_register(now, reg.expires, auth, retries=pending.retries)
                 return
         if 200 <= resp.status < 300:
-            if self._unregistering:
-                self._registered = False
+            if reg.unregistering:
+                reg.registered = False
                 self._emit(Unregistered(aor=self.aor))
                 return
-            granted = self._granted_expires(resp)
-            self._registered = True
+            granted = reg.granted(resp, self.contact[1:-1])
+            reg.registered = True
             # refresh at half the granted time (RFC 3261 10.2.4 leaves the margin to the UA)
             self._timers["register"] = now + max(1.0, granted / 2)
             self._emit(Registered(aor=self.aor, expires_s=granted))
@@ -453,30 +373,12 @@ class UserAgent:
             reason = "wrong user name or password"
         self._registration_failed(resp.status, reason)
 
-    @property
-    def _registrar_uri(self) -> str:
-        return f"sip:{self.config.domain}"
-
-    def _granted_expires(self, resp: Response) -> int:
-        mine = self.contact[1:-1]
-        try:
-            for contact in resp.contacts:
-                if str(contact.uri) == mine:
-                    value = contact.param("expires")
-                    if value and value.isdigit():
-                        return int(value)
-            if resp.expires is not None:
-                return resp.expires
-        except RemoteProtocolError:
-            pass
-        return self._reg_expires
-
     def _registration_failed(self, status: int, reason: str) -> None:
-        self._registered = False
+        self._registration.registered = False
         self._emit(RegistrationFailed(status=status, reason=reason))
 
     # ------------------------------------------------------------------ outgoing invitation
-    def _send_invite(self, call: _Call, now: float, auth: tuple[str, str] | None) -> None:
+    def _send_invite(self, call: Call, now: float, auth: tuple[str, str] | None) -> None:
         assert call.offer_desc is not None
         body = format_sdp(call.offer_desc).encode()
         extra = [("Allow", ALLOW)]
@@ -503,9 +405,9 @@ class UserAgent:
         call.invite = req
         tx = ClientInviteTransaction(req, now, destination=self.config.server, config=self.config.timers)
         call.invite_tx = self._transactions.add(tx)
-        self._pending[tx.key] = _Pending("invite", call.call_id, request=req)
+        self._pending[tx.key] = Pending("invite", call.call_id, request=req)
 
-    def _invite_response(self, call: _Call, resp: Response, now: float) -> None:
+    def _invite_response(self, call: Call, resp: Response, now: float) -> None:
         status = resp.status
         if status < 200:
             if call.state is not CallState.PENDING or call.invite is None or resp.cseq.seq != call.invite.cseq.seq:
@@ -524,7 +426,7 @@ class UserAgent:
             return
         if status in (401, 407) and call.auth_retries < MAX_AUTH_RETRIES:
             assert call.invite is not None
-            auth = self._authorize(resp, "INVITE", call.peer_uri)
+            auth = self._credentials.answer(resp, "INVITE", call.peer_uri)
             if auth is not None:
                 call.auth_retries += 1
                 call.invite_cseq += 1
@@ -540,7 +442,7 @@ class UserAgent:
             status, reason, by = call.cancelled
         self._fail(call, status, reason, by, now)
 
-    def _invite_2xx(self, call: _Call, resp: Response, now: float) -> None:
+    def _invite_2xx(self, call: Call, resp: Response, now: float) -> None:
         if call.ack is not None:
             # a retransmitted 2xx: the ACK was lost, send it again (RFC 3261 13.2.2.4)
             self._out.append(call.ack)
@@ -568,7 +470,7 @@ class UserAgent:
         call.timers.pop("invite", None)
         self._established(call, now)
 
-    def _check_answer(self, call: _Call, resp: Response) -> tuple[int, str, str, str] | None:
+    def _check_answer(self, call: Call, resp: Response) -> tuple[int, str, str, str] | None:
         """None if the 2xx can be played; else (status, reason, refused_by, Reason text for the BYE)."""
         if call.state is CallState.ENDED and call.cancelled is None:
             return 408, "answered too late", "local", "answered too late"
@@ -594,7 +496,7 @@ class UserAgent:
         )
         return None
 
-    def _send_ack(self, call: _Call, now: float) -> None:
+    def _send_ack(self, call: Call, now: float) -> None:
         assert call.invite is not None and call.dialog is not None
         # end to end to the callee's Contact, never via a server (DESIGN section 2); kept to answer 2xx
         # retransmissions with the very same bytes (RFC 3261 13.2.2.4)
@@ -621,7 +523,7 @@ class UserAgent:
             tx_i = self._transactions.add(
                 ServerInviteTransaction(req, now, source=addr, config=self.config.timers, retransmit_2xx=True)
             )
-            self._pending[tx_i.key] = _Pending("uas-invite", req.call_id, request=req)
+            self._pending[tx_i.key] = Pending("uas-invite", req.call_id, request=req)
             if merged is not None:
                 # the same INVITE again under another branch (RFC 3261 8.2.2.2)
                 tx_i.send_response(response_for(req, 482, to_tag=self._ids.tag()), now)
@@ -644,7 +546,7 @@ class UserAgent:
             tx.send_response(response_for(req, 501, to_tag=self._ids.tag()), now)
         self._drain_transactions(now)
 
-    def _dialog_call(self, req: Request) -> _Call | None:
+    def _dialog_call(self, req: Request) -> Call | None:
         """The call whose dialog ``req`` belongs to (Call-ID and both tags, RFC 3261 12.2.2), or None."""
         call = self._calls.get(req.call_id)
         if call is None or call.dialog is None:
@@ -654,7 +556,7 @@ class UserAgent:
         except RemoteProtocolError:
             return None
 
-    def _in_dialog(self, call: _Call, req: Request, tx: ServerNonInviteTransaction, now: float) -> bool:
+    def _in_dialog(self, call: Call, req: Request, tx: ServerNonInviteTransaction, now: float) -> bool:
         """Account for the peer's CSeq; answers 500 and returns False for one out of order (RFC 3261 12.2.2)."""
         assert call.dialog is not None
         try:
@@ -681,7 +583,7 @@ class UserAgent:
             status = 488 if self._dialog_call(req) is not None else 481
             tx.send_response(response_for(req, status, "Re-negotiation not supported" if status == 488 else None), now)
             return
-        call = _Call(
+        call = Call(
             call_id=req.call_id,
             is_caller=False,
             local_uri=req.to.uri.aor,
@@ -769,7 +671,7 @@ class UserAgent:
         self._emit(InviteCancelled(call_id=call.call_id, reason="the caller cancelled"))
         self._finish(call, now)
 
-    def _answer_invite(self, call: _Call, now: float, status: int, warning: str | None = None) -> None:
+    def _answer_invite(self, call: Call, now: float, status: int, warning: str | None = None) -> None:
         tx = call.invite_tx
         assert isinstance(tx, ServerInviteTransaction) and call.invite is not None
         extra: list[tuple[str, str]] = []
@@ -777,14 +679,14 @@ class UserAgent:
             extra.append(("Warning", str(Warning(399, self.local_addr[0], warning))))
         tx.send_response(response_for(call.invite, status, to_tag=call.local_tag, extra=extra), now)
 
-    def _pending_incoming(self, call_id: str) -> _Call:
+    def _pending_incoming(self, call_id: str) -> Call:
         call = self._calls.get(call_id)
         if call is None or call.is_caller or call.state is not CallState.PENDING:
             raise LocalProtocolError(f"no pending incoming invitation {call_id!r}")
         return call
 
     # ------------------------------------------------------------------ established sessions
-    def _established(self, call: _Call, now: float) -> None:
+    def _established(self, call: Call, now: float) -> None:
         assert call.agreement is not None and call.dialog is not None
         assert call.offer_desc is not None and call.offer_game is not None
         assert call.answer_desc is not None and call.answer_game is not None
@@ -801,99 +703,65 @@ class UserAgent:
         call.timers["refresh"] = now + self.config.session_refresh_s
         self._emit(SessionEstablished(call_id=call.call_id, agreement=call.agreement, channel_params=params))
 
-    def _send_bye(self, call: _Call, now: float, *, reason: str | None, cause: int | None) -> None:
+    def _send_bye(self, call: Call, now: float, *, reason: str | None, cause: int | None) -> None:
         assert call.dialog is not None
         why = Reason("SIP", cause, reason) if reason is not None or cause is not None else None
         req, call.dialog = build_bye(call.dialog, self._ids.branch(), why, extra=self._agent_header)
         call.state = CallState.ENDING
         call.timers.pop("refresh", None)
-        self._start_client(req, now, _Pending("bye", call.call_id), destination=_next_hop(call.dialog))
+        self._start_client(req, now, Pending("bye", call.call_id), destination=_next_hop(call.dialog))
         self._publish(call, now, DialogState.TERMINATED, event="local-bye", code=cause)
 
     @property
     def _agent_header(self) -> list[tuple[str, str]]:
         return [("User-Agent", self.config.user_agent)]
 
-    def _send_cancel(self, call: _Call, now: float, outcome: tuple[int, str, str]) -> None:
+    def _send_cancel(self, call: Call, now: float, outcome: tuple[int, str, str]) -> None:
         assert call.invite is not None
         call.cancelled = outcome
         if not call.provisional:
             return  # sent when the first provisional response arrives (RFC 3261 9.1)
-        self._start_client(build_cancel(call.invite), now, _Pending("cancel", call.call_id))
+        self._start_client(build_cancel(call.invite), now, Pending("cancel", call.call_id))
         # RFC 3261 9.1: without a final answer 64*T1 after the CANCEL, give the INVITE up (a callee in
         # Proceeding has no Timer B to end it for us)
         call.timers["cancel"] = now + 64 * self.config.timers.t1
 
     # ------------------------------------------------------------------ dialog publication (DESIGN section 4)
     def _publish(
-        self, call: _Call, now: float, state: DialogState, *, event: str | None = None, code: int | None = None,
+        self, call: Call, now: float, state: DialogState, *, event: str | None = None, code: int | None = None,
         refresh: bool = False,
     ) -> None:
         if refresh and call.publish_etag is None:
             return
-        extra = [("Event", "dialog"), ("Expires", str(self.config.publish_expires_s))]
-        auth = self._cached_auth(401, "PUBLISH", self.aor)
-        if auth is not None:
-            extra.append(auth)
-        if call.publish_etag is not None:
-            extra.append(("SIP-If-Match", call.publish_etag))
-        body = b""
-        if not refresh:
-            call.publish_version += 1
-            info = DialogInfo(
-                entity=self.aor,
-                version=call.publish_version,
-                dialogs=(
-                    DialogEntry(
-                        id=call.call_id,
-                        state=state,
-                        call_id=call.call_id,
-                        local_tag=call.local_tag,
-                        remote_tag=call.remote_tag,
-                        direction=Direction.INITIATOR if call.is_caller else Direction.RECIPIENT,
-                        event=event,
-                        code=code,
-                        local_identity=call.local_uri,
-                        remote_identity=call.peer_uri,
-                    ),
-                ),
-            )
-            body = format_dialog_info(info)
-        req = build_request(
-            "PUBLISH",
-            self.aor,
-            via_host=self.local_addr[0],
-            via_port=self.local_addr[1],
-            branch=self._ids.branch(),
-            from_=f"<{self.aor}>;tag={self._ids.tag()}",
-            to=f"<{self.aor}>",
-            call_id=self._ids.call_id(),
-            cseq=1,
-            extra=extra,
-            body=body,
-            content_type=DIALOG_INFO_TYPE if body else None,
+        req = build_publish(
+            call,
+            state,
+            aor=self.aor,
+            via=self.local_addr,
+            ids=self._ids,
+            expires_s=self.config.publish_expires_s,
+            refresh=refresh,
+            event=event,
+            code=code,
+            credentials=self._credentials.cached(401, "PUBLISH", self.aor),
             user_agent=self.config.user_agent,
         )
-        self._start_client(req, now, _Pending("publish", call.call_id))
+        self._start_client(req, now, Pending("publish", call.call_id))
         if state is DialogState.CONFIRMED:
             call.timers["publish"] = now + self.config.publish_refresh_s
         else:
             call.timers.pop("publish", None)
 
-    def _publish_response(self, resp: Response, pending: _Pending, now: float) -> None:
+    def _publish_response(self, resp: Response, pending: Pending, now: float) -> None:
         if resp.status < 200 or pending.call_id is None:
             return
         call = self._calls.get(pending.call_id)
         if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
-            tx_req = pending.request
-            if tx_req is not None:
-                auth = self._authorize(resp, "PUBLISH", tx_req.uri)
-                if auth is not None:
-                    retry = tx_req.copy()
-                    retry.headers.set("CSeq", f"{tx_req.cseq.seq + 1} PUBLISH")
-                    retry.headers.set("Via", f"SIP/2.0/UDP {_host(self.local_addr[0])}:{self.local_addr[1]};branch={self._ids.branch()};rport")
-                    retry.headers.set(auth[0], auth[1])
-                    self._start_client(retry, now, _Pending("publish", pending.call_id, pending.retries + 1))
+            sent = pending.request
+            auth = self._credentials.answer(resp, "PUBLISH", sent.uri) if sent is not None else None
+            if sent is not None and auth is not None:
+                retry = with_credentials(sent, auth, self._ids.branch())
+                self._start_client(retry, now, Pending("publish", pending.call_id, pending.retries + 1))
             return
         if call is None:
             return
@@ -912,7 +780,7 @@ class UserAgent:
 
     # ------------------------------------------------------------------ plumbing
     def _start_client(
-        self, req: Request, now: float, pending: _Pending, destination: Address | None = None
+        self, req: Request, now: float, pending: Pending, destination: Address | None = None
     ) -> None:
         tx = ClientNonInviteTransaction(
             req, now, destination=destination or self.config.server, config=self.config.timers
@@ -920,27 +788,6 @@ class UserAgent:
         self._transactions.add(tx)
         pending.request = req
         self._pending[tx.key] = pending
-
-    def _authorize(self, resp: Response, method: str, uri: str) -> tuple[str, str] | None:
-        header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
-        try:
-            challenge = choose_challenge(resp.headers.get_all(header), self.config.digest_algorithms)
-        except RemoteProtocolError:
-            return None
-        # Cache the challenge: later requests carry credentials for it at once (RFC 3261 22.3) and skip a
-        # 401/407 round trip until the nonce goes stale.
-        self._challenges[resp.status] = challenge
-        credentials = self._digest.answer(challenge, method=method, uri=uri)
-        name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
-        return name, credentials.to_header_value()
-
-    def _cached_auth(self, status: int, method: str, uri: str) -> tuple[str, str] | None:
-        """Credentials for the challenge last seen in a ``status`` (401 or 407) response, if any."""
-        challenge = self._challenges.get(status)
-        if challenge is None:
-            return None
-        name = "Authorization" if status == 401 else "Proxy-Authorization"
-        return name, self._digest.answer(challenge, method=method, uri=uri).to_header_value()
 
     def _receive_response(self, resp: Response, now: float) -> None:
         if self._transactions.receive_response(resp, now) is not None:
@@ -966,7 +813,7 @@ class UserAgent:
             if pending is not None:
                 self._transaction_event(pending, event, now)
 
-    def _transaction_event(self, pending: _Pending, event: TransactionEvent, now: float) -> None:
+    def _transaction_event(self, pending: Pending, event: TransactionEvent, now: float) -> None:
         if isinstance(event, ResponseReceived):
             resp = event.response
             if pending.purpose == "invite":
@@ -996,7 +843,7 @@ class UserAgent:
                         self._fail(call, 408, f"no response from the server ({why})", "network", now)
             elif pending.purpose == "register":
                 self._registration_failed(408, f"no response from the server ({why})")
-                if not self._unregistering:
+                if not self._registration.unregistering:
                     self._timers["register"] = now + 5.0  # try again: the server may be restarting
             elif pending.purpose == "refresh":
                 self._peer_lost(pending.call_id, now, "peer stopped answering")
@@ -1022,7 +869,7 @@ class UserAgent:
         self._emit(SessionEnded(call_id=call.call_id, reason=reason, by_peer=True))
         self._finish(call, now)
 
-    def _call_timer(self, call: _Call, name: str, now: float) -> None:
+    def _call_timer(self, call: Call, name: str, now: float) -> None:
         if name == "invite" and call.state is CallState.PENDING and call.is_caller and call.cancelled is None:
             self._send_cancel(call, now, (408, f"no answer from {call.peer_uri}", "peer"))
         elif name == "cancel" and call.state is CallState.PENDING and call.cancelled is not None:
@@ -1039,19 +886,19 @@ class UserAgent:
             req, call.dialog = build_in_dialog_request(
                 call.dialog, "OPTIONS", branch=self._ids.branch(), extra=self._agent_header
             )
-            self._start_client(req, now, _Pending("refresh", call.call_id), destination=_next_hop(call.dialog))
+            self._start_client(req, now, Pending("refresh", call.call_id), destination=_next_hop(call.dialog))
             call.timers["refresh"] = now + self.config.session_refresh_s
         elif name == "forget":
             self._calls.pop(call.call_id, None)
 
-    def _fail(self, call: _Call, status: int, reason: str, by: str, now: float) -> None:
+    def _fail(self, call: Call, status: int, reason: str, by: str, now: float) -> None:
         if call.state is CallState.ENDED:
             return
         call.state = CallState.ENDED
         self._emit(SessionFailed(call_id=call.call_id, status=status, reason=reason, refused_by=by))
         self._finish(call, now)
 
-    def _finish(self, call: _Call, now: float) -> None:
+    def _finish(self, call: Call, now: float) -> None:
         call.state = CallState.ENDED
         for name in ("invite", "cancel", "answer", "refresh", "publish"):
             call.timers.pop(name, None)

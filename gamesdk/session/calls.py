@@ -1,0 +1,88 @@
+"""The user agent's bookkeeping values: one game call (its state, SDPs, dialog, timers) and what each of its
+client transactions is for."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from gamesdk.events import Agreement
+from gamesdk.qos.model import SessionTerms
+from gamesdk.qos.negotiation import Acceptable
+from gamesdk.sdp.game import GameMedia
+from gamesdk.sdp.model import SessionDescription
+from gamesdk.sip.dialog import Dialog
+from gamesdk.sip.message import Request
+from gamesdk.sip.transaction_client import ClientInviteTransaction
+from gamesdk.sip.transaction_server import ServerInviteTransaction
+
+__all__ = ["Address", "Call", "CallState", "Pending"]
+
+Address = tuple[str, int]
+
+
+class CallState(enum.Enum):
+    """Where a game call stands, on either side."""
+
+    #: INVITE sent, no final answer yet (caller) / INVITE received, the application decides (callee).
+    PENDING = "pending"
+    #: Callee: 200 sent, waiting for the ACK.
+    ANSWERED = "answered"
+    #: ACK sent or received: the session is established.
+    CONFIRMED = "confirmed"
+    #: BYE sent, waiting for its answer.
+    ENDING = "ending"
+    #: Over; kept briefly to answer retransmissions.
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class Call:
+    """One invitation and the session it may become (mutable: the agent's own record)."""
+
+    call_id: str
+    is_caller: bool
+    local_uri: str
+    peer_uri: str
+    local_tag: str
+    state: CallState = CallState.PENDING
+    remote_tag: str | None = None
+    #: The dialog (RFC 3261 12): the caller's from its 2xx, the callee's from the INVITE it answers.
+    dialog: Dialog | None = None
+    #: CSeq of our INVITE (grows by one for each digest retry).
+    invite_cseq: int = 1
+    invite: Request | None = None
+    invite_tx: ClientInviteTransaction | ServerInviteTransaction | None = None
+    #: Caller: a provisional response arrived, so a CANCEL may be sent (RFC 3261 9.1).
+    provisional: bool = False
+    offer_desc: SessionDescription | None = None
+    answer_desc: SessionDescription | None = None
+    #: The game streams of both SDPs as read (ours as built), for the agreement and the channel keys.
+    offer_game: GameMedia | None = None
+    answer_game: GameMedia | None = None
+    offer: SessionTerms | None = None
+    private_key: bytes = b""
+    acceptable: Acceptable | None = None
+    #: Caller: the ACK for the 2xx and where it went, sent again for each 2xx retransmission (RFC 3261 13.2.2.4).
+    ack: tuple[bytes, Address] | None = None
+    agreement: Agreement | None = None
+    auth_retries: int = 0
+    #: The entity tag of our dialog publication at the player's server (RFC 3903), once it has one.
+    publish_etag: str | None = None
+    publish_version: int = 0
+    caller_name: str | None = None
+    #: Set once we CANCEL: the (status, reason, refused_by) the application will see for it.
+    cancelled: tuple[int, str, str] | None = None
+    #: Named deadlines: invite, cancel, answer, refresh, publish, forget.
+    timers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Pending:
+    """What a live transaction is for (``purpose``: register, invite, uas-invite, cancel, bye, refresh,
+    publish), which call it serves, and how often its request was retried after a digest challenge."""
+
+    purpose: str
+    call_id: str | None
+    retries: int = 0
+    request: Request | None = None
