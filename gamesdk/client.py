@@ -41,7 +41,7 @@ from gamesdk.io.channel_asyncio import AsyncChannel, open_channel
 from gamesdk.io.channel_poll import PollChannel, bind_udp
 from gamesdk.qos.model import GameFormat, SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
-from gamesdk.session.agent import UserAgent
+from gamesdk.session.agent import CallState, UserAgent
 from gamesdk.session.terms import DEFAULT_FORMAT, make_terms
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 
@@ -394,7 +394,11 @@ class GameClient:
         future: asyncio.Future[SessionEvent] = loop.create_future()
         self._waiters[call_id] = future
         self._pump()
-        event = await future
+        try:
+            event = await future
+        except asyncio.CancelledError:
+            self._abandon(call_id, "invitation withdrawn")  # e.g. asyncio.wait_for gave up: never half open
+            raise
         return self._session_from(event)
 
     async def next_invite(self) -> IncomingInvite:
@@ -416,8 +420,29 @@ class GameClient:
             self._pump()
             raise
         self._pump()
-        event = await future
+        try:
+            event = await future
+        except asyncio.CancelledError:
+            self._abandon(call_id, "acceptance withdrawn")
+            raise
         return self._session_from(event)
+
+    def _abandon(self, call_id: str, reason: str) -> None:
+        """The application stopped waiting for ``call_id``: withdraw the invitation or end the session."""
+        self._waiters.pop(call_id, None)
+        if self._core is None or self._loop is None:
+            return
+        agent, now = self._core.agent, self._loop.time()
+        state = agent.session_state(call_id)
+        session = self._made.pop(call_id, None)
+        if session is not None:
+            self._end(session, reason)
+        elif state is CallState.PENDING and agent.is_outgoing(call_id):
+            agent.cancel(call_id, now)
+        elif state in (CallState.ANSWERED, CallState.CONFIRMED):
+            # established on the signalling side, channel still opening: _open sees the end and cleans up
+            agent.end(call_id, now, reason=reason)
+        self._pump()
 
     def _decline(self, call_id: str, status: int, reason: str) -> None:
         assert self._core is not None and self._loop is not None
@@ -526,7 +551,6 @@ class GameClient:
         )
         session = GameSession(self, event.agreement, channel)
         holder.append(session)
-        self._made[event.call_id] = session
         early = self._ended_early.pop(event.call_id, None)
         if early is None:
             self._sessions[event.call_id] = session
@@ -534,7 +558,11 @@ class GameClient:
             channel.close(early.reason)
             session.ended.set()
             session._deliver(early)
-        self._resolve(event.call_id, event)
+        if event.call_id in self._waiters:
+            self._made[event.call_id] = session  # for invite()/accept() to hand out
+            self._resolve(event.call_id, event)
+        elif early is None:
+            self._end(session, "nobody waits for this session")  # its invite()/accept() was cancelled
 
     def _resolve(self, call_id: str, event: SessionEvent) -> None:
         future = self._waiters.pop(call_id, None)

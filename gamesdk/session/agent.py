@@ -269,6 +269,11 @@ class UserAgent:
         self._send_bye(call, now, reason=reason, cause=cause)
         self._emit(SessionEnded(call_id=call_id, reason=reason or "ended locally", by_peer=False))
 
+    def is_outgoing(self, call_id: str) -> bool:
+        """True when ``call_id`` is an invitation we sent (False for one we received, or an unknown one)."""
+        call = self._calls.get(call_id)
+        return call is not None and call.is_caller
+
     def session_state(self, call_id: str) -> CallState | None:
         call = self._calls.get(call_id)
         return call.state if call else None

@@ -12,7 +12,6 @@ from regions import FAST_TIMERS, Regions, running_regions
 
 from gamesdk import (
     Acceptable,
-    ChannelClosed,
     ChannelConfig,
     Disconnected,
     GameClient,
@@ -256,3 +255,31 @@ def test_credentials_are_reused_for_the_next_invite(tmp_path: Path) -> None:
 
 async def _accept_next(client: GameClient) -> GameSession:
     return await (await client.next_invite()).accept()
+
+
+def test_an_abandoned_invite_is_withdrawn(tmp_path: Path) -> None:
+    async def scenario(regions: Regions) -> None:
+        alice, bob = await logged_in(regions, "alice", "bob")
+        waiting = asyncio.create_task(bob.next_invite())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(alice.invite("bob@na.gamesdk.test"), 0.5)  # bob never decides
+        invite = await asyncio.wait_for(waiting, 2.0)
+
+        def seen(client: GameClient, kind: str) -> list[Any]:
+            return [e for e in client.history if type(e).__name__ == kind]
+
+        # alice's SDK CANCELs the invitation nobody waits for any more: both sides hear the end of it
+        for _ in range(100):  # bounded: about 2 s
+            if seen(bob, "InviteCancelled") and seen(alice, "SessionFailed"):
+                break
+            await asyncio.sleep(0.02)
+        assert len(seen(bob, "InviteCancelled")) == 1, bob.history
+        failed = seen(alice, "SessionFailed")
+        assert len(failed) == 1 and failed[0].status == 487, alice.history
+        assert seen(alice, "SessionEstablished") == []
+        state = alice.agent.session_state(invite.call_id)
+        assert state is not None and state.value == "ended"
+        await alice.close()
+        await bob.close()
+
+    run(tmp_path, scenario)
