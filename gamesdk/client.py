@@ -720,6 +720,15 @@ class PollingClient:
         self._core.agent.decline(call_id, now, status=status, reason=reason)
         self._transmit()
 
+    def cancel(self, call_id: str, now: float) -> None:
+        """Withdraw an invitation that has no answer yet (CANCEL); ``SessionFailed(487)`` follows.
+
+        Raises:
+            LocalProtocolError: ``call_id`` is not an invitation of ours still waiting for its answer.
+        """
+        self._core.agent.cancel(call_id, now)
+        self._transmit()
+
     def poll(self, now: float) -> list[SessionEvent]:
         """Receive SIP datagrams, run due timers, send; return signalling events (oldest first)."""
         agent = self._core.agent

@@ -255,10 +255,13 @@ class UserAgent:
         self._finish(call, now)
 
     def cancel(self, call_id: str, now: float) -> None:
-        """Withdraw an invitation that has no final answer yet (CANCEL, RFC 3261 section 9)."""
+        """Withdraw an invitation that has no final answer yet (CANCEL, RFC 3261 section 9); once is enough,
+        a second call changes nothing."""
         call = self._calls.get(call_id)
         if call is None or not call.is_caller or call.state is not CallState.PENDING or call.invite is None:
             raise LocalProtocolError(f"no pending outgoing invitation {call_id!r}")
+        if call.cancelled is not None:
+            return
         self._send_cancel(call, now, (487, "invitation cancelled", "local"))
 
     def end(self, call_id: str, now: float, *, reason: str | None = None, cause: int | None = None) -> None:
@@ -842,7 +845,9 @@ class UserAgent:
             if pending.purpose == "invite":
                 call = self._calls.get(pending.call_id or "")
                 if call is not None and call.state is CallState.PENDING:
-                    if call.cancelled is not None:
+                    # the application's own CANCEL stays what it asked for; an invite timeout without a single
+                    # provisional response is the server's silence, not the peer's
+                    if call.cancelled is not None and (call.provisional or call.cancelled[2] == "local"):
                         self._fail(call, *call.cancelled, now)
                     else:
                         self._fail(call, 408, f"no response from the server ({why})", "network", now)

@@ -5,18 +5,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from regions import DOMAINS, USERS, add_users, region_config
 
 from gamesdk import (
     ClientConfig,
+    InviteCancelled,
     InviteReceived,
     Lane,
     MessageReceived,
     PollingClient,
     Registered,
+    Ringing,
     SessionEnded,
     SessionEstablished,
+    SessionFailed,
 )
+from gamesdk.errors import LocalProtocolError
 from server.io import EmbeddedServer
 
 
@@ -70,6 +75,54 @@ def test_polling_clients_play_a_session(tmp_path: Path) -> None:
         assert established and established[0].agreement.qos.latency_ms == 70
         ended = [e for e in seen["bob"] if isinstance(e, SessionEnded)]
         assert ended and ended[0].by_peer and ended[0].reason == "done"
+        alice.close()
+        bob.close()
+    finally:
+        eu.stop_thread()
+        na.stop_thread()
+
+
+def test_polling_client_withdraws_an_invitation(tmp_path: Path) -> None:
+    eu = EmbeddedServer(region_config("eu", tmp_path), port=0)
+    na = EmbeddedServer(region_config("na", tmp_path), port=0)
+    eu.start_in_thread()
+    na.start_in_thread()
+    try:
+        eu.set_peer(DOMAINS["na"], na.address)
+        na.set_peer(DOMAINS["eu"], eu.address)
+        add_users(eu, na)
+        alice = PollingClient(ClientConfig(username="alice", password=USERS["eu"]["alice"],
+                                           domain=DOMAINS["eu"], server=eu.address))
+        bob = PollingClient(ClientConfig(username="bob", password=USERS["na"]["bob"],
+                                         domain=DOMAINS["na"], server=na.address))
+        seen: dict[str, list[object]] = {"alice": [], "bob": []}
+        now = time.monotonic()
+        alice.login(now)
+        bob.login(now)
+        call_id = None
+        cancelled = False
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:  # bounded game loop
+            now = time.monotonic()
+            for name, client in (("alice", alice), ("bob", bob)):
+                seen[name].extend(client.poll(now))
+            logged_in = all(any(isinstance(e, Registered) for e in seen[n]) for n in seen)
+            if call_id is None and logged_in:
+                call_id = alice.invite("bob@na.gamesdk.test", now)
+            if call_id is not None and not cancelled and any(isinstance(e, Ringing) for e in seen["alice"]):
+                alice.cancel(call_id, now)
+                alice.cancel(call_id, now)  # a second cancel() of the same invitation changes nothing
+                cancelled = True
+            if any(isinstance(e, SessionFailed) for e in seen["alice"]) and any(
+                    isinstance(e, InviteCancelled) for e in seen["bob"]):
+                break
+            time.sleep(0.002)
+        failed = [e for e in seen["alice"] if isinstance(e, SessionFailed)]
+        assert len(failed) == 1 and (failed[0].status, failed[0].refused_by) == (487, "local")
+        assert [e.call_id for e in seen["bob"] if isinstance(e, InviteCancelled)] == [call_id]
+        assert not alice.sessions and not bob.sessions
+        with pytest.raises(LocalProtocolError):
+            alice.cancel(call_id or "", time.monotonic())
         alice.close()
         bob.close()
     finally:

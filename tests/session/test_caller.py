@@ -186,6 +186,7 @@ def test_2xx_crossing_the_cancel_is_acked_and_ended() -> None:
     call_id, invite = sent_invite(net, agent)
     net.send(SCRIPTED_SERVER, ALICE, response_for(invite, 180, to_tag="peer-tag"))
     agent.cancel(call_id, net.now)
+    agent.cancel(call_id, net.now)  # once is enough: no second CANCEL
     net.flush()
     cancels = requests(net.inbox(SCRIPTED_SERVER), "CANCEL")
     assert len(cancels) == 1 and cancels[0].top_via.branch == invite.top_via.branch
@@ -321,3 +322,30 @@ def test_2xx_after_giving_up_is_acked_and_ended_without_a_second_event() -> None
     net.send(SCRIPTED_SERVER, ALICE, ok_for(invite))  # the callee answered at last
     assert [m.method for m in net.inbox(SCRIPTED_PEER) if isinstance(m, Request)] == ["ACK", "BYE"]
     assert net.take(ALICE) == []
+
+
+def test_cancel_waits_for_a_provisional_response() -> None:
+    net, agent = caller()
+    call_id, invite = sent_invite(net, agent)
+    agent.cancel(call_id, net.now)
+    # RFC 3261 9.1: no CANCEL before the INVITE got a provisional response
+    assert requests(net.inbox(SCRIPTED_SERVER), "CANCEL") == []
+    net.send(SCRIPTED_SERVER, ALICE, response_for(invite, 100))
+    cancels = requests(net.inbox(SCRIPTED_SERVER), "CANCEL")
+    assert len(cancels) == 1 and cancels[0].cseq.seq == invite.cseq.seq
+    net.send(SCRIPTED_SERVER, ALICE, response_for(cancels[0], 200))
+    net.send(SCRIPTED_SERVER, ALICE, response_for(invite, 487, to_tag="peer-tag"))
+    failed = of_type(net.take(ALICE), SessionFailed)
+    assert len(failed) == 1 and (failed[0].status, failed[0].refused_by) == (487, "local")  # type: ignore[attr-defined]
+    # the 487 is acknowledged hop by hop on the INVITE's branch
+    acks = requests(net.inbox(SCRIPTED_SERVER), "ACK")
+    assert len(acks) == 1 and acks[0].top_via.branch == invite.top_via.branch
+
+
+def test_invite_that_no_server_answers_fails_408() -> None:
+    net, agent = caller()
+    call_id, _ = sent_invite(net, agent)
+    net.run(64 * agent.config.timers.t1 + 1)  # Timer B
+    failed = of_type(net.take(ALICE), SessionFailed)
+    assert len(failed) == 1 and (failed[0].status, failed[0].refused_by) == (408, "network")  # type: ignore[attr-defined]
+    assert agent.session_state(call_id) is CallState.ENDED
