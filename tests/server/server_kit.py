@@ -227,8 +227,11 @@ class Wire:
         """Move the clock, firing node timers on the way."""
         end = self.now + seconds
         while True:
-            due = [(n.get_timer(), n) for n in self.nodes.values()]
-            due = [(t, n) for t, n in due if t is not None and t <= end]
+            due: list[tuple[float, RegionalServer]] = []
+            for n in self.nodes.values():
+                t = n.get_timer()
+                if t is not None and t <= end:
+                    due.append((t, n))
             if not due:
                 break
             t, node = min(due, key=lambda item: item[0])

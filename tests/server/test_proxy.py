@@ -134,7 +134,7 @@ def test_2xx_retransmissions_are_forwarded_with_identical_headers(world: World) 
         def handle_timer(self, now):  # type: ignore[no-untyped-def]
             pass
 
-    w.eu.set_hooks(Recorder())  # type: ignore[arg-type]
+    w.eu.set_hooks(Recorder())
     invite_with_auth(w)
     (arrived,) = w.bob.requests()
     ok = w.bob.answer(arrived, 200, ANSWER)
