@@ -83,6 +83,7 @@ __all__ = ["CallState", "UserAgent"]
 
 log = logging.getLogger(__name__)
 
+
 class UserAgent:
     """One player's SIP user agent (see the module docstring for the driving contract).
 
@@ -129,14 +130,17 @@ class UserAgent:
     # ------------------------------------------------------------------ public API
     @property
     def aor(self) -> str:
+        """The player's address of record, ``sip:<username>@<domain>``."""
         return self.config.aor
 
     @property
     def registered(self) -> bool:
+        """True while the server holds our binding (the last REGISTER succeeded)."""
         return self._registration.registered
 
     @property
     def contact(self) -> str:
+        """Our Contact, ``<sip:<username>@host:port>`` of the SIP socket: where peers send in-dialog requests."""
         host, port = self.local_addr
         return f"<sip:{self.config.username}@{_host(host)}:{port}>"
 
@@ -278,6 +282,7 @@ class UserAgent:
         return call is not None and call.is_caller
 
     def session_state(self, call_id: str) -> CallState | None:
+        """Where ``call_id`` stands, or None once it is forgotten (64*T1 after it ended) or was never known."""
         call = self._calls.get(call_id)
         return call.state if call else None
 
@@ -298,6 +303,7 @@ class UserAgent:
             self._receive_request(message, addr, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Datagrams to send now, each with its destination, in the order they were produced."""
         # ACKs for 2xx have no transaction (RFC 3261 13.2.2.4): they sit in ``_out``, ahead of a BYE that follows
         out = self._out
         self._out = []
@@ -305,6 +311,7 @@ class UserAgent:
         return out
 
     def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (same clock as ``now``), or None."""
         deadlines = list(self._timers.values())
         for call in self._calls.values():
             deadlines.extend(call.timers.values())
@@ -314,6 +321,7 @@ class UserAgent:
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
+        """Run everything due at ``now``: retransmissions, timeouts, refreshes, the application's deadlines."""
         self._transactions.handle_timer(now)
         self._drain_transactions(now)
         if self._timers.get("register", float("inf")) <= now:
@@ -328,6 +336,7 @@ class UserAgent:
                     self._call_timer(call, name, now)
 
     def next_event(self) -> SessionEvent | None:
+        """The oldest :mod:`gamesdk.events` value not yet taken, or None."""
         return self._events.popleft() if self._events else None
 
     # ------------------------------------------------------------------ registration
