@@ -83,6 +83,8 @@ __all__ = ["CallState", "UserAgent"]
 
 log = logging.getLogger(__name__)
 
+SDP = "application/sdp"
+
 
 class UserAgent:
     """One player's SIP user agent (see the module docstring for the driving contract).
@@ -535,22 +537,21 @@ class UserAgent:
         if req.method == "ACK":
             self._receive_ack(req, now)  # the table already stopped the 2xx retransmissions
             return
-        merged = self._transactions.find_merged(req)
+        refusal = self._refusal(req)
         if req.method == "INVITE":
             tx_i = self._transactions.add(
                 ServerInviteTransaction(req, now, source=addr, config=self.config.timers, retransmit_2xx=True)
             )
             self._pending[tx_i.key] = Pending("uas-invite", req.call_id, request=req)
-            if merged is not None:
-                # the same INVITE again under another branch (RFC 3261 8.2.2.2)
-                tx_i.send_response(response_for(req, 482, to_tag=self._ids.tag()), now)
+            if refusal is not None:
+                tx_i.send_response(refusal, now)
             else:
                 self._incoming_invite(req, tx_i, now)
             self._drain_transactions(now)
             return
         tx = self._transactions.add(ServerNonInviteTransaction(req, now, source=addr, config=self.config.timers))
-        if merged is not None:
-            tx.send_response(response_for(req, 482, to_tag=self._ids.tag()), now)
+        if refusal is not None:
+            tx.send_response(refusal, now)
         elif req.method == "BYE":
             self._incoming_bye(req, tx, now)
         elif req.method == "CANCEL":
@@ -562,6 +563,20 @@ class UserAgent:
         else:
             tx.send_response(response_for(req, 501, to_tag=self._ids.tag()), now)
         self._drain_transactions(now)
+
+    def _refusal(self, req: Request) -> Response | None:
+        """The answer to a new request we must refuse before looking at it (RFC 3261 8.2.2), or None."""
+        tag = None if req.to.tag else self._ids.tag()
+        if self._transactions.find_merged(req) is not None:
+            # the same request again under another branch (RFC 3261 8.2.2.2)
+            return response_for(req, 482, to_tag=tag)
+        required = [] if req.method == "CANCEL" else req.headers.values("Require")
+        if required:
+            # we implement no SIP extension, so none may be required of us (RFC 3261 8.2.2.3)
+            return response_for(req, 420, to_tag=tag, extra=[("Unsupported", ", ".join(required))])
+        if req.body and req.method == "INVITE" and (req.content_type or "").split(";")[0].strip().lower() != SDP:
+            return response_for(req, 415, to_tag=tag, extra=[("Accept", SDP)])  # RFC 3261 8.2.3
+        return None
 
     def _dialog_call(self, req: Request) -> Call | None:
         """The call whose dialog ``req`` belongs to (Call-ID and both tags, RFC 3261 12.2.2), or None."""

@@ -239,3 +239,28 @@ def test_publish_challenge_is_answered() -> None:
     retry = requests(net.inbox(SCRIPTED_SERVER), "PUBLISH")
     assert len(retry) == 1 and (retry[0].headers.get("Authorization") or "").startswith("Digest ")
     assert retry[0].cseq.seq == first.cseq.seq + 1 and retry[0].body == first.body
+
+
+def test_required_extension_is_refused_420() -> None:
+    net, _agent = callee()
+    invite = invite_request(offer_body())
+    invite.headers.add("Require", "100rel, timer")
+    net.send(SCRIPTED_PEER, BOB, invite)
+    answers = responses(net.inbox(SCRIPTED_PEER), "INVITE")
+    assert [r.status for r in answers] == [420]
+    assert answers[0].headers.get("Unsupported") == "100rel, timer"
+    assert net.take(BOB) == []
+
+
+def test_offer_in_another_format_is_refused_415() -> None:
+    net, _agent = callee()
+    invite = invite_request(b"<offer/>")
+    invite.headers.set("Content-Type", "application/xml")
+    net.send(SCRIPTED_PEER, BOB, invite)
+    answers = responses(net.inbox(SCRIPTED_PEER), "INVITE")
+    assert [r.status for r in answers] == [415] and answers[0].headers.get("Accept") == "application/sdp"
+    # the same with parameters on the SDP type is fine
+    ok = invite_request(offer_body(), call_id="call-2@alice", branch="z9hG4bK-inv2")
+    ok.headers.set("Content-Type", "Application/SDP; charset=utf-8")
+    net.send(SCRIPTED_PEER, BOB, ok)
+    assert [type(e) for e in net.take(BOB)] == [InviteReceived]
