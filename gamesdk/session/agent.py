@@ -47,10 +47,10 @@ from gamesdk.session.agreement import (
     refused_by,
 )
 from gamesdk.session.calls import Address, Call, CallState, Pending
-from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials, with_credentials
+from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
 from gamesdk.session.publication import build_publish
 from gamesdk.session.registration import Registration
-from gamesdk.session.requests import ALLOW, build_request, policy_warning
+from gamesdk.session.requests import ALLOW, build_request, policy_warning, resend_with
 from gamesdk.sip.dialog import (
     Dialog,
     build_ack_for_2xx,
@@ -126,6 +126,8 @@ class UserAgent:
             tag=ids.tag(),
             expires=config.register_expires_s,
         )
+        #: The publication lifetime asked for: the configured one, or the server's Min-Expires after a 423.
+        self._publish_expires = config.publish_expires_s
         #: Counters for monitoring and tests.
         self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
 
@@ -771,7 +773,7 @@ class UserAgent:
             aor=self.aor,
             via=self.local_addr,
             ids=self._ids,
-            expires_s=self.config.publish_expires_s,
+            expires_s=self._publish_expires,
             refresh=refresh,
             event=event,
             code=code,
@@ -792,7 +794,7 @@ class UserAgent:
             sent = pending.request
             auth = self._credentials.answer(resp, "PUBLISH", sent.uri) if sent is not None else None
             if sent is not None and auth is not None:
-                retry = with_credentials(sent, auth, self._ids.branch())
+                retry = resend_with(sent, auth, self._ids.branch())
                 self._start_client(retry, now, Pending("publish", pending.call_id, pending.retries + 1))
             return
         if call is None:
@@ -801,6 +803,18 @@ class UserAgent:
             etag = resp.headers.get("SIP-ETag")
             if etag:
                 call.publish_etag = etag.strip()
+            granted = _expires(resp)
+            if granted is not None and "publish" in call.timers:
+                # the server may grant less than we asked (RFC 3903 6, step 5): refresh in time for that
+                refresh = min(self.config.publish_refresh_s, max(1.0, granted / 2))
+                call.timers["publish"] = min(call.timers["publish"], now + refresh)
+        elif resp.status == 423 and pending.request is not None:
+            # Interval Too Brief: publish again with the server's Min-Expires, and ask for it from now on
+            minimum = (resp.headers.get("Min-Expires") or "").strip()
+            if minimum.isdigit() and int(minimum) > self._publish_expires:
+                self._publish_expires = int(minimum)
+                again = resend_with(pending.request, ("Expires", minimum), self._ids.branch())
+                self._start_client(again, now, Pending("publish", call.call_id, pending.retries))
         elif resp.status == 412:
             # the server lost our publication (a restart): publish the full state again at once, not at the next
             # refresh, or the server may release the reservation meanwhile (RFC 3903 section 4.1)
@@ -957,3 +971,10 @@ def _next_hop(dialog: Dialog) -> Address:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _expires(resp: Response) -> int | None:
+    try:
+        return resp.expires
+    except RemoteProtocolError:
+        return None

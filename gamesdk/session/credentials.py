@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.digest import Challenge, DigestClient, choose_challenge
-from gamesdk.sip.message import Request, Response
+from gamesdk.sip.message import Response
 
-__all__ = ["MAX_AUTH_RETRIES", "Credentials", "with_credentials"]
+__all__ = ["MAX_AUTH_RETRIES", "Credentials"]
 
 #: Cap on retries of one request after 401/407, so a server that keeps challenging cannot loop us.
 MAX_AUTH_RETRIES = 2
@@ -47,14 +47,3 @@ class Credentials:
     def _header(self, status: int, challenge: Challenge, method: str, uri: str) -> Header:
         name = "Authorization" if status == 401 else "Proxy-Authorization"
         return name, self._digest.answer(challenge, method=method, uri=uri).to_header_value()
-
-
-def with_credentials(request: Request, credentials: Header, branch: str) -> Request:
-    """``request`` sent again after a challenge: new top Via branch, CSeq + 1, the credentials (RFC 3261 22.2)."""
-    via = request.top_via
-    params = tuple((key, branch if key.lower() == "branch" else value) for key, value in via.params)
-    retry = request.copy()
-    retry.headers.set("Via", str(via._replace(params=params)))  # a request of ours has this one Via
-    retry.headers.set("CSeq", f"{request.cseq.seq + 1} {request.method}")
-    retry.headers.set(*credentials)
-    return retry

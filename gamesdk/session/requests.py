@@ -16,6 +16,7 @@ __all__ = [
     "format_reservation",
     "parse_reservations",
     "policy_warning",
+    "resend_with",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,18 @@ def build_request(
         headers.add("Content-Type", content_type)
     headers.add("Content-Length", str(len(body)))
     return Request(method, uri, headers, body)
+
+
+def resend_with(request: Request, header: tuple[str, str], branch: str) -> Request:
+    """``request`` sent again as a new transaction after a 401/407/423: new top Via ``branch``, CSeq + 1, and
+    ``header`` (credentials, a longer Expires) set (RFC 3261 8.1.3.5, 22.2)."""
+    via = request.top_via
+    params = tuple((key, branch if key.lower() == "branch" else value) for key, value in via.params)
+    again = request.copy()
+    again.headers.set("Via", str(via._replace(params=params)))  # a request of ours has this one Via
+    again.headers.set("CSeq", f"{request.cseq.seq + 1} {request.method}")
+    again.headers.set(*header)
+    return again
 
 
 def policy_warning(response: Response) -> Warning | None:

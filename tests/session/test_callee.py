@@ -264,3 +264,33 @@ def test_offer_in_another_format_is_refused_415() -> None:
     ok.headers.set("Content-Type", "Application/SDP; charset=utf-8")
     net.send(SCRIPTED_PEER, BOB, ok)
     assert [type(e) for e in net.take(BOB)] == [InviteReceived]
+
+
+def test_publication_refreshes_in_time_for_a_shorter_grant() -> None:
+    net, _agent, _invite, _ok = confirmed(session_refresh_s=1000.0)
+    first = requests(net.inbox(SCRIPTED_SERVER), "PUBLISH")[0]
+    net.send(SCRIPTED_SERVER, BOB, response_for(first, 200, to_tag="srv", extra=[
+        ("SIP-ETag", "e1"), ("Expires", "20")]))
+    # the server granted 20 s of the 90 asked: refresh at half of that, not after publish_refresh_s (45 s)
+    net.run(10.5)
+    refreshes = unique(requests(net.inbox(SCRIPTED_SERVER), "PUBLISH"))
+    assert len(refreshes) == 1 and refreshes[0].headers.get("SIP-If-Match") == "e1"
+
+
+def test_publication_interval_too_brief_is_published_again_with_min_expires() -> None:
+    net, _agent, invite, ok = confirmed(session_refresh_s=1000.0, publish_expires_s=30)
+    first = requests(net.inbox(SCRIPTED_SERVER), "PUBLISH")[0]
+    assert first.headers.get("Expires") == "30"
+    net.send(SCRIPTED_SERVER, BOB, response_for(first, 423, to_tag="srv", extra=[("Min-Expires", "60")]))
+    again = unique(requests(net.inbox(SCRIPTED_SERVER), "PUBLISH"))
+    assert len(again) == 1 and again[0].headers.get("Expires") == "60"
+    assert again[0].body == first.body and again[0].cseq.seq == first.cseq.seq + 1
+    # the next publication (terminated, on BYE) asks for the minimum at once
+    net.send(SCRIPTED_SERVER, BOB, response_for(again[0], 200, to_tag="srv", extra=[("SIP-ETag", "e1")]))
+    bye, _ = build_bye(dialog_from_2xx(invite, ok), "z9hG4bK-bye1")
+    net.send(SCRIPTED_PEER, BOB, bye)
+    last = unique(requests(net.inbox(SCRIPTED_SERVER), "PUBLISH"))
+    assert len(last) == 1 and last[0].headers.get("Expires") == "60"
+    # a server that keeps answering 423 with the same minimum is not asked again and again
+    net.send(SCRIPTED_SERVER, BOB, response_for(last[0], 423, to_tag="srv", extra=[("Min-Expires", "60")]))
+    assert requests(net.inbox(SCRIPTED_SERVER), "PUBLISH") == []
