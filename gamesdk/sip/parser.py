@@ -50,8 +50,11 @@ def _parse_head(head: str) -> tuple[str, list[tuple[str, str, str]]]:
             # Header folding: a continuation line joins the previous field with one SP (RFC 3261 section 7.3.1).
             if not items:
                 raise _fail("Continuation line before any header")
-            key, name, value = items[-1]
-            items[-1] = (key, name, f"{value.rstrip()} {line.strip()}" if value else line.strip())
+            # A continuation of only whitespace adds nothing: LWS = [*WSP CRLF] 1*WSP (RFC 3261 section 25.1).
+            continued = line.strip(" \t")
+            if continued:
+                key, name, value = items[-1]
+                items[-1] = (key, name, f"{value} {continued}" if value else continued)
             continue
         name, sep, value = line.partition(":")
         if not sep:
@@ -180,14 +183,26 @@ def _content_length(items: list[tuple[str, str, str]]) -> int | None:
     return int(text)
 
 
-def _split_head(data: bytes) -> tuple[bytes, int]:
+def _find_head_end(data: bytes | bytearray) -> tuple[int, int]:
+    """Where the empty line after the headers starts and how long it is; ``(-1, 0)`` when not there yet.
+
+    The head ends at the FIRST empty line, CRLF CRLF or bare LF LF (RFC 3261 section 7.5 asks receivers to take
+    a bare LF as a line end): a CRLF CRLF inside the body of a bare-LF message is body.
+    """
     end = data.find(b"\r\n\r\n")
+    lf_end = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+    if lf_end >= 0:
+        return lf_end, 2
     if end >= 0:
-        return data[:end], end + 4
-    end = data.find(b"\n\n")
-    if end >= 0:
-        return data[:end], end + 2
-    raise _fail("Incomplete message: no empty line after the headers")
+        return end, 4
+    return -1, 0
+
+
+def _split_head(data: bytes) -> tuple[bytes, int]:
+    end, sep = _find_head_end(data)
+    if end < 0:
+        raise _fail("Incomplete message: no empty line after the headers")
+    return data[:end], end + sep
 
 
 def _decode(head: bytes) -> str:
@@ -250,11 +265,7 @@ class StreamParser:
             skip += 1  # keep-alive CRLFs between messages (RFC 5626 section 3.5.1)
         if skip:
             del buf[:skip]
-        end = buf.find(b"\r\n\r\n")
-        sep = 4
-        if end < 0:
-            end = buf.find(b"\n\n")
-            sep = 2
+        end, sep = _find_head_end(buf)
         if end < 0:
             if len(buf) > self._max_size:
                 raise _fail("Message Too Large", 513)

@@ -284,3 +284,18 @@ def test_bare_lf_line_ends_are_accepted() -> None:
     parser = StreamParser()
     parser.feed(lf + lf)
     assert [m.cseq.method for m in _drain(parser)] == ["BYE", "BYE"]
+
+
+def test_bare_lf_head_with_crlf_lines_in_the_body() -> None:
+    # The head ends at the first empty line, whichever line end it uses; a CRLF CRLF inside the body of a
+    # bare-LF message is body, not the end of the head.
+    body = b"line1\r\n\r\nline3\r\n"
+    lf = BYE.replace(b"Content-Length: 0", b"Content-Length: " + str(len(body)).encode()).replace(
+        b"\r\n", b"\n"
+    )
+    message = parse_message_untrusted(lf + body)
+    assert message.body == body
+    assert message.cseq.method == "BYE"
+    parser = StreamParser()
+    parser.feed(lf + body + BYE)
+    assert [m.body for m in _drain(parser)] == [body, b""]

@@ -385,3 +385,11 @@ def test_folded_fields_come_out_on_one_line() -> None:
     assert message.to_bytes() == CANONICAL["bye"].replace(b"SIP;cause=488", b"SIP; cause=488")
     assert message.reasons == [Reason("SIP", 488, "QoS answer unacceptable")]
     assert isinstance(parse_message_untrusted(CANONICAL["100"]), Response)
+
+
+def test_a_blank_continuation_line_adds_nothing() -> None:
+    # RFC 3261 section 7.3.1: LWS = [*WSP CRLF] 1*WSP; a continuation line of only whitespace is just LWS.
+    folded = CANONICAL["bye"].replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n \r\n")
+    message = parse_message_untrusted(folded)
+    assert message.headers.get("Max-Forwards") == "70"
+    assert message.to_bytes() == CANONICAL["bye"]
