@@ -13,46 +13,38 @@ from __future__ import annotations
 
 import enum
 import hmac
-import itertools
 from collections import deque
 
 from gamesdk.channel import packet as wire
 from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
 from gamesdk.channel.crypto import AEAD_TAG_BYTES, InvalidTag, PacketCrypto, derive_keys
-from gamesdk.channel.errors import MessageTooLarge
 from gamesdk.channel.events import (
     ChannelClosed,
     ChannelEstablished,
     ChannelEvent,
     Disconnected,
     Interrupted,
-    QosRestored,
-    QosViolation,
     Resumed,
     SecurityError,
 )
 from gamesdk.channel.events import message_received as _message
+from gamesdk.channel.lanes import OutgoingLanes
+from gamesdk.channel.qos_monitor import IntervalMeter, QosMonitor
+from gamesdk.channel.recovery import ACK_DELAY_MAX, ACK_DELAY_UNIT_S, MAX_SENT_RECORDS, Recovery
 from gamesdk.channel.reliability import (
     Fragment,
     FragmentAssembler,
     ReliableReceiver,
-    ReliableSender,
     SequencedReceiver,
 )
 from gamesdk.channel.replay import REPLAY_WINDOW as _REPLAY_WINDOW
 from gamesdk.channel.replay import ReplayWindow
-from gamesdk.channel.stats import ChannelStats, RttEstimator
+from gamesdk.channel.stats import ChannelStats
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["Channel", "ChannelState"]
 
-_ACK_DELAY_UNIT_S = 8e-6  # 8 µs units: a u16 covers 0.52 s
-_ACK_DELAY_MAX = 0xFFFF
 _MASK64 = (1 << 64) - 1
-#: Packet-threshold loss detection: lost once 3 later packets are acked (RFC 9002 §6.1.1).
-_PACKET_THRESHOLD = 3
-#: Sent-packet records kept at most; older ones count as lost (their acks left the 64-bit bitfield anyway).
-_MAX_SENT_RECORDS = 4096
 
 _UNRELIABLE = wire.FrameType.UNRELIABLE.value
 _SEQUENCED = wire.FrameType.SEQUENCED.value
@@ -92,14 +84,6 @@ class ChannelState(enum.Enum):
     FAILED = "failed"
 
 
-class _QosWatch:
-    __slots__ = ("reported", "since")
-
-    def __init__(self) -> None:
-        self.since: float | None = None
-        self.reported = False
-
-
 class Channel:
     """One end of the direct encrypted UDP game channel (DESIGN section 6).
 
@@ -132,29 +116,22 @@ class Channel:
         self._events: deque[ChannelEvent] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
 
-        # Plaintext bytes per packet, and the largest message each lane takes in one packet when ACK and
-        # CONFIRM share it.
+        # plaintext bytes per packet
         self._budget = cfg.max_datagram_bytes - wire.HEADER_BYTES - AEAD_TAG_BYTES
-        fixed = wire.ACK_FRAME_BYTES + wire.CONFIRM_FRAME_BYTES
-        #: Largest unreliable or sequenced message that travels in one datagram; larger ones are cut into
-        #: up to 16 slices of ``_slice_bytes`` and delivered all or nothing.
-        self.unfragmented_bytes = self._budget - fixed - wire.SEQUENCED_FRAME_OVERHEAD
-        self._slice_bytes = self._budget - fixed - wire.FRAGMENT_FRAME_OVERHEAD
+        self._lanes = lanes = OutgoingLanes(self._budget, cfg.max_message_bytes, cfg.max_inflight_fragments)
+        #: Largest unreliable or sequenced message in one datagram (larger ones are sliced).
+        self.unfragmented_bytes = lanes.unfragmented_bytes
         #: Largest message ``send()`` takes on the unreliable and sequenced lanes.
-        self.max_unreliable_bytes = self._slice_bytes * wire.MAX_UNRELIABLE_FRAGMENTS
-        fragment_bytes = min(1024, self._budget - fixed - wire.RELIABLE_FRAME_OVERHEAD)
-        max_fragments = -(-cfg.max_message_bytes // fragment_bytes)
+        self.max_unreliable_bytes = lanes.max_unreliable_bytes
 
         # sending
         self._pn = 0
-        self._sent: dict[int, tuple[float, int, list[Fragment] | None]] = {}
-        self._largest_acked = -1
-        self._unreliable_out: deque[bytes] = deque()
-        self._sequenced_out: deque[tuple[int, bytes]] = deque()
-        self._sequenced_next = 0
-        self._slices_out: deque[bytes] = deque()  # FRAGMENT frames, encoded
-        self._unreliable_slice_seq = 0
-        self._reliable_out = ReliableSender(fragment_bytes, cfg.max_inflight_fragments)
+        self._unreliable_out = lanes.unreliable
+        self._sequenced_out = lanes.sequenced
+        self._slices_out = lanes.slices
+        self._reliable_out = lanes.reliable
+        self._recovery = Recovery(cfg, self._reliable_out)
+        self._sent = self._recovery.sent
         self._last_send = now - cfg.keepalive_s  # first packet (CONFIRM) is due at once
 
         # receiving
@@ -164,7 +141,7 @@ class Channel:
         self._ack_deadline: float | None = None
         self._sequenced_in = SequencedReceiver()
         self._assembler = FragmentAssembler()
-        self._reliable_in = ReliableReceiver(max_fragments)
+        self._reliable_in = ReliableReceiver(lanes.max_reliable_fragments)
         self._last_recv = now
         self._interrupted = False
 
@@ -175,21 +152,12 @@ class Channel:
         self._authenticated = False
 
         # stats
-        self._rtt = RttEstimator()
+        self._rtt = self._recovery.rtt
         self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
-        self.lost_out = self.acked_out = 0
         self.decrypt_failures = self.replays_dropped = self.wrong_sid_dropped = 0
         self.foreign_address_dropped = self.malformed_dropped = 0
-        self._tick_start = now
-        self._next_tick = now + cfg.stats_interval_s
-        self._tick_base = (0, 0, 0, 0, -1, 0, 0)
-        self._rates = (0.0, 0.0, 0.0, 0.0)
-        self._loss_in = self._loss_out = 0.0
-        self._qos: dict[str, _QosWatch] = {
-            "rtt_ms": _QosWatch(),
-            "jitter_ms": _QosWatch(),
-            "loss_ppm": _QosWatch(),
-        }
+        self._meter = IntervalMeter(now, cfg.stats_interval_s)
+        self._qos = QosMonitor(cfg)
 
     # ------------------------------------------------------------------ application API
 
@@ -223,46 +191,7 @@ class Channel:
         """
         if not self._alive:
             raise LocalProtocolError(f"cannot send on a {self.state.value} channel")
-        size = len(data)
-        if lane == _LANE_UNRELIABLE or lane == _LANE_SEQUENCED:
-            if size > self.unfragmented_bytes:
-                self._queue_slices(lane, bytes(data))
-            elif lane == _LANE_UNRELIABLE:
-                self._unreliable_out.append(bytes(data))
-            else:
-                self._sequenced_out.append((self._sequenced_next, bytes(data)))
-                self._sequenced_next = (self._sequenced_next + 1) & 0xFFFF
-        elif lane == _LANE_RELIABLE:
-            limit = self.config.max_message_bytes
-            if size > limit:
-                raise MessageTooLarge(
-                    f"{size}-byte message exceeds the {limit}-byte limit of the reliable lane", size, limit
-                )
-            self._reliable_out.push(bytes(data))
-        else:
-            raise LocalProtocolError(f"unknown lane {lane!r}; use gamesdk.channel.Lane")
-
-    def _queue_slices(self, lane: Lane | int, data: bytes) -> None:
-        size = len(data)
-        if size > self.max_unreliable_bytes:
-            raise MessageTooLarge(
-                f"{size}-byte message exceeds the {self.max_unreliable_bytes}-byte limit of the "
-                f"{Lane(lane).name.lower()} lane ({wire.MAX_UNRELIABLE_FRAGMENTS} datagrams); "
-                "send it on the reliable lane",
-                size,
-                self.max_unreliable_bytes,
-            )
-        if lane == _LANE_SEQUENCED:
-            seq = self._sequenced_next  # shares the lane's sequence, so staleness spans both forms
-            self._sequenced_next = (seq + 1) & 0xFFFF
-        else:
-            seq = self._unreliable_slice_seq
-            self._unreliable_slice_seq = (seq + 1) & 0xFFFF
-        step = self._slice_bytes
-        count = -(-size // step)
-        for index in range(count):
-            chunk = data[index * step : (index + 1) * step]
-            self._slices_out.append(wire.push_fragment(int(lane), seq, index, count, chunk))
+        self._lanes.push(lane, data)
 
     def close(self, reason: str = "closed by application") -> None:
         """Send CLOSE ``close_copies`` times and close. Emits ``ChannelClosed(by_peer=False)``."""
@@ -435,75 +364,10 @@ class Channel:
                 self._ack_deadline = now + self.config.max_ack_delay_s
 
     def _on_ack(self, largest: int, bits: int, delay_units: int, now: float) -> None:
-        if largest >= self._pn:
-            raise RemoteProtocolError(f"ACK for packet {largest} that was never sent")
-        sent = self._sent
-        if not sent:
-            return
-        first = next(iter(sent))
-        if first > largest:
-            return
-        if first == largest:
-            # the only outstanding packet up to `largest` is `largest` itself (ping-pong, steady streams)
-            record = sent.pop(largest)
-            if record[2] is not None:
-                for frag in record[2]:
-                    self._reliable_out.acked(frag)
-            self.acked_out += 1
-            self._confirm_acked = True
-            if largest > self._largest_acked:
-                self._largest_acked = largest
-                if delay_units < _ACK_DELAY_MAX:
-                    self._rtt.update(now - record[0], delay_units * _ACK_DELAY_UNIT_S)
-            return
-        done: list[int] = []
-        newly_acked = lost = 0
-        largest_record = None
-        reliable = self._reliable_out
-        # A packet is lost when 3 later ones were acked (RFC 9002 §6.1.1) and it is older than 9/8 RTT
-        # (§6.1.2), so jitter-reordered bursts are not declared lost; beyond the 64-bit bitfield it is lost.
-        rtt = self._rtt
-        lost_before = now - 1.125 * max(rtt.smoothed or 0.0, rtt.latest or 0.0)
-        for pn, record in sent.items():
-            if pn > largest:
-                break
-            distance = largest - pn
-            if distance == 0 or (distance <= 64 and (bits >> (distance - 1)) & 1):
-                done.append(pn)
-                newly_acked += 1
-                frags = record[2]
-                if frags is not None:
-                    for frag in frags:
-                        reliable.acked(frag)
-                if distance == 0:
-                    largest_record = record
-            elif distance > 64 or (distance >= _PACKET_THRESHOLD and record[0] <= lost_before):
-                done.append(pn)
-                lost += 1
-                frags = record[2]
-                if frags is not None:
-                    for frag in frags:
-                        if not frag.acked:
-                            frag.lost = True
-        for pn in done:
-            del sent[pn]
-        if newly_acked:
-            self.acked_out += newly_acked
-            self._confirm_acked = True
-        self.lost_out += lost
-        if largest > self._largest_acked:
-            self._largest_acked = largest
-            if largest_record is not None and delay_units < _ACK_DELAY_MAX:
-                self._rtt.update(now - largest_record[0], delay_units * _ACK_DELAY_UNIT_S)
+        if self._recovery.on_ack_untrusted(largest, bits, delay_units, now, self._pn):
+            self._confirm_acked = True  # every packet before this carried CONFIRM
 
     # ------------------------------------------------------------------ sending
-
-    def _rto(self) -> float:
-        rtt = self._rtt
-        if rtt.smoothed is None:
-            return self.config.initial_rto_s
-        # RFC 9002 §6.2.1 PTO without backoff
-        return max(rtt.smoothed + 4 * rtt.var + self.config.max_ack_delay_s, self.config.min_rto_s)
 
     def _build(
         self, ptype: int, frames: list[bytes], frags: list[Fragment] | None, now: float
@@ -514,11 +378,8 @@ class Channel:
         datagram = header + self._encrypt((self._send_iv ^ pn).to_bytes(12, "big"), b"".join(frames), header)
         sent = self._sent
         sent[pn] = (now, len(datagram), frags)
-        if len(sent) > _MAX_SENT_RECORDS:
-            # the peer stopped acking: drop the oldest half at once (one scan, not one per packet)
-            for old_pn in list(itertools.islice(sent, _MAX_SENT_RECORDS // 2)):
-                del sent[old_pn]
-            self.lost_out += _MAX_SENT_RECORDS // 2
+        if len(sent) > MAX_SENT_RECORDS:
+            self._recovery.trim()
         self.packets_out += 1
         self.bytes_out += len(datagram)
         self._last_send = now
@@ -526,9 +387,9 @@ class Channel:
 
     def _ack_frame(self, now: float) -> bytes:
         replay = self._replay
-        delay = int((now - self._largest_recv_time) / _ACK_DELAY_UNIT_S)
-        if delay > _ACK_DELAY_MAX or delay < 0:
-            delay = _ACK_DELAY_MAX if delay > 0 else 0
+        delay = int((now - self._largest_recv_time) / ACK_DELAY_UNIT_S)
+        if delay > ACK_DELAY_MAX or delay < 0:
+            delay = ACK_DELAY_MAX if delay > 0 else 0
         return _ACK_PACK(_ACK, replay.highest, (replay.bits >> 1) & _MASK64, delay)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
@@ -560,7 +421,7 @@ class Channel:
         ):
             return out
         budget = self._budget
-        rto = self._rto() if reliable.busy else 0.0
+        rto = self._recovery.rto() if reliable.busy else 0.0
         unreliable = self._unreliable_out
         sequenced = self._sequenced_out
         slices = self._slices_out
@@ -654,9 +515,9 @@ class Channel:
             timer = min(timer, self._last_recv + cfg.interrupted_s)
         if cfg.disconnected_s is not None:
             timer = min(timer, self._last_recv + cfg.disconnected_s)
-        timer = min(timer, self._next_tick)
+        timer = min(timer, self._meter.next_tick)
         if self._reliable_out.busy:
-            resend = self._reliable_out.next_timer(self._rto())
+            resend = self._reliable_out.next_timer(self._recovery.rto())
             if resend is not None and resend < timer:
                 timer = resend
         return timer
@@ -681,62 +542,27 @@ class Channel:
         if self._authenticated and not self._interrupted and now >= self._last_recv + cfg.interrupted_s:
             self._interrupted = True
             self._events.append(Interrupted(silent_s=silent))
-        if now >= self._next_tick:
+        if now >= self._meter.next_tick:
             self._stats_tick(now)
 
     def _stats_tick(self, now: float) -> None:
-        cfg = self.config
-        elapsed = now - self._tick_start
-        pin, pout, bin_, bout, highest, lost, acked = self._tick_base
-        if elapsed > 0:
-            self._rates = (
-                (self.packets_in - pin) / elapsed,
-                (self.packets_out - pout) / elapsed,
-                (self.bytes_in - bin_) * 8 / 1000 / elapsed,
-                (self.bytes_out - bout) * 8 / 1000 / elapsed,
-            )
-        expected = self._replay.highest - highest
-        received = self.packets_in - pin
-        self._loss_in = max(0, expected - received) / expected if expected > 0 else 0.0
-        lost_delta = self.lost_out - lost
-        settled = lost_delta + self.acked_out - acked
-        self._loss_out = lost_delta / settled if settled > 0 else 0.0
-        self._tick_base = (
-            self.packets_in, self.packets_out, self.bytes_in, self.bytes_out,
-            self._replay.highest, self.lost_out, self.acked_out,
+        meter = self._meter
+        meter.tick(
+            now,
+            self.config.stats_interval_s,
+            (
+                self.packets_in, self.packets_out, self.bytes_in, self.bytes_out,
+                self._replay.highest, self._recovery.lost, self._recovery.acked,
+            ),
         )  # fmt: skip
-        self._tick_start = now
-        self._next_tick = max(self._next_tick + cfg.stats_interval_s, now + cfg.stats_interval_s / 2)
-        if self.state is ChannelState.ESTABLISHED and not self._interrupted:
-            self._check_qos(now)
-
-    def _check_qos(self, now: float) -> None:
-        cfg = self.config
-        rtt = self._rtt
-        measures: list[tuple[str, float | None, float | None]] = [
-            ("rtt_ms", None if rtt.smoothed is None else rtt.smoothed * 1000, cfg.max_rtt_ms),
-            ("jitter_ms", rtt.jitter * 1000 if rtt.samples > 1 else None, cfg.max_jitter_ms),
-            ("loss_ppm", max(self._loss_in, self._loss_out) * 1e6, cfg.max_loss_ppm),
-        ]
-        for metric, measured, limit in measures:
-            if limit is None or measured is None:
-                continue
-            watch = self._qos[metric]
-            if measured > limit:
-                if watch.since is None:
-                    watch.since = now
-                if not watch.reported and now - watch.since >= cfg.qos_grace_s:
-                    watch.reported = True
-                    self._events.append(
-                        QosViolation(
-                            metric=metric, measured=measured, limit=limit, duration_s=now - watch.since
-                        )
-                    )
-            else:
-                if watch.reported:
-                    self._events.append(QosRestored(metric=metric, measured=measured, limit=limit))
-                watch.since = None
-                watch.reported = False
+        if self._state is ChannelState.ESTABLISHED and not self._interrupted:
+            rtt = self._rtt
+            measured = {
+                "rtt_ms": None if rtt.smoothed is None else rtt.smoothed * 1000,
+                "jitter_ms": rtt.jitter * 1000 if rtt.samples > 1 else None,
+                "loss_ppm": max(meter.loss_in, meter.loss_out) * 1e6,
+            }
+            self._events.extend(self._qos.check(now, measured))
 
     # ------------------------------------------------------------------ stats
 
@@ -745,26 +571,26 @@ class Channel:
         """A snapshot of the measurements; rates and loss cover the last complete stats interval."""
         rtt = self._rtt
         ms = 1000.0
-        pin, pout, kin, kout = self._rates
+        meter = self._meter
         return ChannelStats(
             rtt_ms=None if rtt.smoothed is None else rtt.smoothed * ms,
             rtt_min_ms=None if rtt.min is None else rtt.min * ms,
             rtt_max_ms=None if rtt.max is None else rtt.max * ms,
             jitter_ms=rtt.jitter * ms,
-            loss_in=self._loss_in,
-            loss_out=self._loss_out,
+            loss_in=meter.loss_in,
+            loss_out=meter.loss_out,
             packets_in=self.packets_in,
             packets_out=self.packets_out,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            packets_in_per_s=pin,
-            packets_out_per_s=pout,
-            kbps_in=kin,
-            kbps_out=kout,
+            packets_in_per_s=meter.pps_in,
+            packets_out_per_s=meter.pps_out,
+            kbps_in=meter.kbps_in,
+            kbps_out=meter.kbps_out,
             pending_reliable_bytes=self._reliable_out.pending_bytes,
             pending_reliable_messages=self._reliable_out.pending_messages,
             retransmissions=self._reliable_out.retransmissions,
-            packets_lost_out=self.lost_out,
+            packets_lost_out=self._recovery.lost,
             decrypt_failures=self.decrypt_failures,
             replays_dropped=self.replays_dropped,
             wrong_sid_dropped=self.wrong_sid_dropped,
@@ -772,5 +598,5 @@ class Channel:
             malformed_dropped=self.malformed_dropped,
             stale_dropped=self._sequenced_in.stale,
             partial_messages_dropped=self._assembler.dropped,
-            qos_violations=tuple(metric for metric, watch in self._qos.items() if watch.reported),
+            qos_violations=self._qos.violations,
         )

@@ -1,0 +1,90 @@
+"""gamesdk/channel/lanes: what ``send()`` queues, per lane, and the size limits it enforces.
+
+Sizes follow from the datagram budget: a packet's plaintext holds the ACK frame and (until the peer acked
+one) the CONFIRM frame besides the messages, so the limits below hold even in the first packets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from gamesdk.channel import packet as wire
+from gamesdk.channel.config import Lane
+from gamesdk.channel.errors import MessageTooLarge
+from gamesdk.channel.reliability import ReliableSender
+from gamesdk.errors import LocalProtocolError
+
+__all__ = ["OutgoingLanes"]
+
+_UNRELIABLE = Lane.UNRELIABLE
+_SEQUENCED = Lane.SEQUENCED
+_RELIABLE = Lane.RELIABLE
+#: Reliable slice size (yojimbo's 1 KiB block fragments), smaller if the datagram budget demands it.
+RELIABLE_SLICE_BYTES = 1024
+
+
+class OutgoingLanes:
+    """The send queues of the three lanes; the packet builder drains them in order."""
+
+    def __init__(self, plaintext_budget: int, max_message_bytes: int, max_inflight_fragments: int) -> None:
+        fixed = wire.ACK_FRAME_BYTES + wire.CONFIRM_FRAME_BYTES
+        #: Largest unreliable or sequenced message that travels in one datagram; larger ones are cut into
+        #: up to 16 slices of ``slice_bytes`` and delivered all or nothing.
+        self.unfragmented_bytes = plaintext_budget - fixed - wire.SEQUENCED_FRAME_OVERHEAD
+        self.slice_bytes = plaintext_budget - fixed - wire.FRAGMENT_FRAME_OVERHEAD
+        #: Largest message the unreliable and sequenced lanes take.
+        self.max_unreliable_bytes = self.slice_bytes * wire.MAX_UNRELIABLE_FRAGMENTS
+        self.max_message_bytes = max_message_bytes
+        fragment_bytes = min(RELIABLE_SLICE_BYTES, plaintext_budget - fixed - wire.RELIABLE_FRAME_OVERHEAD)
+        #: Most fragments one reliable message may have (the receiver refuses more).
+        self.max_reliable_fragments = -(-max_message_bytes // fragment_bytes)
+        self.unreliable: deque[bytes] = deque()
+        self.sequenced: deque[tuple[int, bytes]] = deque()
+        #: FRAGMENT frames, already encoded.
+        self.slices: deque[bytes] = deque()
+        self.reliable = ReliableSender(fragment_bytes, max_inflight_fragments)
+        self._sequenced_next = 0
+        self._unreliable_slice_seq = 0
+
+    def push(self, lane: Lane | int, data: bytes) -> None:
+        """Queue one message; raises ``MessageTooLarge`` or ``LocalProtocolError`` (unknown lane)."""
+        size = len(data)
+        if lane == _UNRELIABLE or lane == _SEQUENCED:
+            if size > self.unfragmented_bytes:
+                self._push_slices(lane, bytes(data))
+            elif lane == _UNRELIABLE:
+                self.unreliable.append(bytes(data))
+            else:
+                self.sequenced.append((self._sequenced_next, bytes(data)))
+                self._sequenced_next = (self._sequenced_next + 1) & 0xFFFF
+        elif lane == _RELIABLE:
+            limit = self.max_message_bytes
+            if size > limit:
+                raise MessageTooLarge(
+                    f"{size}-byte message exceeds the {limit}-byte limit of the reliable lane", size, limit
+                )
+            self.reliable.push(bytes(data))
+        else:
+            raise LocalProtocolError(f"unknown lane {lane!r}; use gamesdk.channel.Lane")
+
+    def _push_slices(self, lane: Lane | int, data: bytes) -> None:
+        size = len(data)
+        if size > self.max_unreliable_bytes:
+            raise MessageTooLarge(
+                f"{size}-byte message exceeds the {self.max_unreliable_bytes}-byte limit of the "
+                f"{Lane(lane).name.lower()} lane ({wire.MAX_UNRELIABLE_FRAGMENTS} datagrams); "
+                "send it on the reliable lane",
+                size,
+                self.max_unreliable_bytes,
+            )
+        if lane == _SEQUENCED:
+            seq = self._sequenced_next  # shares the lane's sequence, so staleness spans both forms
+            self._sequenced_next = (seq + 1) & 0xFFFF
+        else:
+            seq = self._unreliable_slice_seq
+            self._unreliable_slice_seq = (seq + 1) & 0xFFFF
+        step = self.slice_bytes
+        count = -(-size // step)
+        for index in range(count):
+            chunk = data[index * step : (index + 1) * step]
+            self.slices.append(wire.push_fragment(int(lane), seq, index, count, chunk))
