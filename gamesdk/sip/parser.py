@@ -53,8 +53,9 @@ def _parse_head(head: str) -> tuple[str, list[tuple[str, str, str]]]:
             # A continuation of only whitespace adds nothing: LWS = [*WSP CRLF] 1*WSP (RFC 3261 section 25.1).
             continued = line.strip(" \t")
             if continued:
-                key, name, value = items[-1]
-                items[-1] = (key, name, f"{value} {continued}" if value else continued)
+                last_key, last_name, last_value = items[-1]
+                joined = f"{last_value} {continued}" if last_value else continued
+                items[-1] = (last_key, last_name, joined)
             continue
         name, sep, value = line.partition(":")
         if not sep:

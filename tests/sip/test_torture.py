@@ -279,6 +279,7 @@ def test_intmeth_keeps_control_characters_and_utf8() -> None:
 
 def test_escapes_are_kept_as_sent() -> None:
     esc01 = parse_message_untrusted(_load("esc01"))
+    assert isinstance(esc01, Request)
     assert esc01.request_uri.user == "sips%3Auser%40example.com"
     assert esc01.request_uri.host == "example.net"
     assert esc01.contacts[0].uri.params == (("%6C%72", None), ("n%61me", "v%61lue%25%34%31"))
@@ -311,6 +312,7 @@ def test_dblreq_ignores_the_trailing_invite() -> None:
 
 def test_semiuri_transports_mpart_and_scheme_cases() -> None:
     semiuri = parse_message_untrusted(_load("semiuri"))
+    assert isinstance(semiuri, Request)
     assert semiuri.request_uri.user == "user;par=u%40example.net"
     assert semiuri.request_uri.host == "example.com"
     transports = parse_message_untrusted(_load("transports"))
