@@ -69,8 +69,6 @@ class ChannelConfig:
     min_rto_s: float = 0.02
     #: Reliable fragments in flight at once: bounds bursts to what a default Linux socket buffer holds.
     max_inflight_fragments: int = 64
-    #: Resend CONFIRM this often until it is acknowledged.
-    confirm_interval_s: float = 0.1
     #: Failed authentications from the peer's address, before any success, that prove a key mismatch.
     confirm_failures: int = 3
     #: Interval over which rates and loss are measured and QoS is checked.

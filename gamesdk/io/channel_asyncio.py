@@ -9,6 +9,7 @@ read size is lowered from CPython's 256 KiB to 2 KiB (5.9x more datagrams/s, DES
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -171,7 +172,7 @@ async def open_channel(
     config: ChannelConfig | None = None,
     *,
     local_addr: Address | None = None,
-    sock: object | None = None,
+    sock: socket.socket | None = None,
     on_event: Callable[[ChannelEvent], None] | None = None,
     outbound: NetworkSimulator | None = None,
     inbound: NetworkSimulator | None = None,
