@@ -804,8 +804,9 @@ class UserAgent:
             if etag:
                 call.publish_etag = etag.strip()
             granted = _expires(resp)
-            if granted is not None and "publish" in call.timers:
-                # the server may grant less than we asked (RFC 3903 6, step 5): refresh in time for that
+            if granted is not None and granted < self._publish_expires and "publish" in call.timers:
+                # the server granted less than we asked (RFC 3903 section 6, step 5): refresh in time for it
+                # (a refresh period the application chose for what it asked stays its own business)
                 refresh = min(self.config.publish_refresh_s, max(1.0, granted / 2))
                 call.timers["publish"] = min(call.timers["publish"], now + refresh)
         elif resp.status == 423 and pending.request is not None:

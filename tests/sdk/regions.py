@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +65,20 @@ async def running_regions(tmp: Path, **changes: Any) -> AsyncIterator[Regions]:
     finally:
         await eu.stop()
         await na.stop()
+
+
+@contextmanager
+def threaded_regions(tmp: Path) -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
+    """eu and na on their own threads (for players that do not run asyncio), federated, with the players."""
+    eu = EmbeddedServer(region_config("eu", tmp), port=0)
+    na = EmbeddedServer(region_config("na", tmp), port=0)
+    eu.start_in_thread()
+    na.start_in_thread()
+    try:
+        eu.set_peer(DOMAINS["na"], na.address)
+        na.set_peer(DOMAINS["eu"], eu.address)
+        add_users(eu, na)
+        yield eu, na
+    finally:
+        eu.stop_thread()
+        na.stop_thread()

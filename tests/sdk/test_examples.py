@@ -7,23 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from regions import DOMAINS, add_users, region_config
-
-from server.io import EmbeddedServer
+from regions import threaded_regions
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("script", ["sdk_asyncio.py", "sdk_polling.py"])
 def test_example_runs(tmp_path: Path, script: str) -> None:
-    eu = EmbeddedServer(region_config("eu", tmp_path), port=0)
-    na = EmbeddedServer(region_config("na", tmp_path), port=0)
-    eu.start_in_thread()
-    na.start_in_thread()
-    try:
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        add_users(eu, na)
+    with threaded_regions(tmp_path) as (eu, na):
         (eu_host, eu_port), (na_host, na_port) = eu.address, na.address
         result = subprocess.run(  # the exit status is asserted below, with the output
             [sys.executable, str(ROOT / "examples" / script), "--eu", f"{eu_host}:{eu_port}", "--na",
@@ -31,9 +22,6 @@ def test_example_runs(tmp_path: Path, script: str) -> None:
             capture_output=True, text=True, timeout=60, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
             check=False,
         )
-    finally:
-        eu.stop_thread()
-        na.stop_thread()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bob got" in result.stdout and "alice got" in result.stdout
     assert "session ended" in result.stdout

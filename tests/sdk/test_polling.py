@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from regions import DOMAINS, USERS, add_users, region_config
+from regions import DOMAINS, USERS, threaded_regions
 
 from gamesdk import (
     ClientConfig,
@@ -22,18 +22,10 @@ from gamesdk import (
     SessionFailed,
 )
 from gamesdk.errors import LocalProtocolError
-from server.io import EmbeddedServer
 
 
 def test_polling_clients_play_a_session(tmp_path: Path) -> None:
-    eu = EmbeddedServer(region_config("eu", tmp_path), port=0)
-    na = EmbeddedServer(region_config("na", tmp_path), port=0)
-    eu.start_in_thread()
-    na.start_in_thread()
-    try:
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        add_users(eu, na)
+    with threaded_regions(tmp_path) as (eu, na):
         alice = PollingClient(ClientConfig(username="alice", password=USERS["eu"]["alice"],
                                            domain=DOMAINS["eu"], server=eu.address))
         bob = PollingClient(ClientConfig(username="bob", password=USERS["na"]["bob"],
@@ -77,20 +69,10 @@ def test_polling_clients_play_a_session(tmp_path: Path) -> None:
         assert ended and ended[0].by_peer and ended[0].reason == "done"
         alice.close()
         bob.close()
-    finally:
-        eu.stop_thread()
-        na.stop_thread()
 
 
 def test_polling_client_withdraws_an_invitation(tmp_path: Path) -> None:
-    eu = EmbeddedServer(region_config("eu", tmp_path), port=0)
-    na = EmbeddedServer(region_config("na", tmp_path), port=0)
-    eu.start_in_thread()
-    na.start_in_thread()
-    try:
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        add_users(eu, na)
+    with threaded_regions(tmp_path) as (eu, na):
         alice = PollingClient(ClientConfig(username="alice", password=USERS["eu"]["alice"],
                                            domain=DOMAINS["eu"], server=eu.address))
         bob = PollingClient(ClientConfig(username="bob", password=USERS["na"]["bob"],
@@ -125,6 +107,3 @@ def test_polling_client_withdraws_an_invitation(tmp_path: Path) -> None:
             alice.cancel(call_id or "", time.monotonic())
         alice.close()
         bob.close()
-    finally:
-        eu.stop_thread()
-        na.stop_thread()
