@@ -315,15 +315,16 @@ async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[Region
                         policy: bool = True, stop: asyncio.Event | None = None) -> RegionalServer:
     """Run one region until SIGINT/SIGTERM (or ``stop`` is set); returns the node for its final figures."""
     server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory, policy=policy)
-    await server.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Handlers first: a SIGTERM that arrives once the socket answers must already mean "shut down cleanly".
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread: the caller stops us through `stop`
     try:
+        await server.start()
         await stop.wait()
     finally:
         log.info("server: shutting down")
