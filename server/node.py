@@ -135,10 +135,13 @@ class RegionalServer:
 
     def get_timer(self) -> float | None:
         """The earliest time :meth:`handle_timer` has work, or None."""
-        deadlines = [d for d in (self.proxy.get_timer(), self.location.next_expiry(), self.federation.get_timer(),
-                                 self.hooks.get_timer(), self._delayed[0][0] if self._delayed else None)
-                     if d is not None]
-        return min(deadlines) if deadlines else None
+        # Called after every datagram by the driver: no temporary lists.
+        best = self.proxy.get_timer()
+        for when in (self.location.next_expiry(), self.federation.get_timer(), self.hooks.get_timer(),
+                     self._delayed[0][0] if self._delayed else None):
+            if when is not None and (best is None or when < best):
+                best = when
+        return best
 
     def handle_timer(self, now: float) -> Datagrams:
         """Run every due timer; returns the datagrams to send."""
