@@ -12,6 +12,7 @@ from gamesdk.sip.uri import format_params, parse_params
 __all__ = [
     "ALLOW",
     "RESERVATION_HEADER",
+    "SDP",
     "build_request",
     "format_reservation",
     "parse_reservations",
@@ -21,6 +22,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The body type of offers and answers (RFC 4566).
+SDP = "application/sdp"
 #: Methods the SDK's user agent handles.
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 #: What each regional server reserved, added to the 2xx next to ``P-Media-Authorization`` (RFC 3313) so the

@@ -1,0 +1,504 @@
+"""The user agent's shared core: state, the sans-IO driving contract, transactions, login, dialog publication,
+established sessions and their end. The roles build on it: :mod:`gamesdk.session.uac` (the invitations we send)
+and :mod:`gamesdk.session.uas` (the requests we receive); :class:`gamesdk.session.agent.UserAgent` joins them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from gamesdk.config import ClientConfig
+from gamesdk.errors import LocalProtocolError, RemoteProtocolError
+from gamesdk.events import (
+    Registered,
+    RegistrationFailed,
+    SessionEnded,
+    SessionEstablished,
+    SessionEvent,
+    SessionFailed,
+    Unregistered,
+)
+from gamesdk.session.agreement import channel_params
+from gamesdk.session.calls import Address, Call, CallState, Pending
+from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
+from gamesdk.session.publication import build_publish
+from gamesdk.session.registration import Registration
+from gamesdk.session.requests import resend_with
+from gamesdk.sip.dialog import Dialog, build_bye, build_in_dialog_request
+from gamesdk.sip.dialog_info import DialogState
+from gamesdk.sip.headers import Reason
+from gamesdk.sip.ids import IdFactory
+from gamesdk.sip.message import Request, Response
+from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.transaction import (
+    AckTimedOut,
+    ResponseReceived,
+    TransactionEvent,
+    TransactionKey,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+)
+from gamesdk.sip.transaction_client import ClientNonInviteTransaction
+from gamesdk.sip.transaction_table import TransactionTable
+
+__all__ = ["AgentCore"]
+
+log = logging.getLogger(__name__)
+
+
+class AgentCore:
+    """State and plumbing of one player's user agent; see :class:`gamesdk.session.agent.UserAgent`."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        local_addr: Address,
+        *,
+        ids: IdFactory,
+        random_bytes: Callable[[int], bytes],
+        channel_addr: Callable[[str], Address],
+    ) -> None:
+        self.config = config
+        self.local_addr = local_addr
+        self._ids = ids
+        self._random = random_bytes
+        self._channel_addr = channel_addr
+        self._credentials = Credentials(config.username, config.password, ids.cnonce, config.digest_algorithms)
+        self._events: deque[SessionEvent] = deque()
+        self._out: list[tuple[bytes, Address]] = []
+        self._transactions = TransactionTable()
+        #: What each live transaction is for, by key (events carry only the key).
+        self._pending: dict[TransactionKey, Pending] = {}
+        self._calls: dict[str, Call] = {}
+        self._timers: dict[str, float] = {}
+        self._registration = Registration(
+            aor=config.aor,
+            registrar=f"sip:{config.domain}",
+            call_id=ids.call_id(),
+            tag=ids.tag(),
+            expires=config.register_expires_s,
+        )
+        #: The publication lifetime asked for: the configured one, or the server's Min-Expires after a 423.
+        self._publish_expires = config.publish_expires_s
+        #: Counters for monitoring and tests.
+        self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
+
+    @property
+    def aor(self) -> str:
+        """The player's address of record, ``sip:<username>@<domain>``."""
+        return self.config.aor
+
+    @property
+    def registered(self) -> bool:
+        """True while the server holds our binding (the last REGISTER succeeded)."""
+        return self._registration.registered
+
+    @property
+    def contact(self) -> str:
+        """Our Contact, ``<sip:<username>@host:port>`` of the SIP socket: where peers send in-dialog requests."""
+        host, port = self.local_addr
+        return f"<sip:{self.config.username}@{host_text(host)}:{port}>"
+
+    def register(self, now: float) -> None:
+        """Log in: REGISTER our contact with the regional server (answers a digest challenge itself)."""
+        reg = self._registration
+        reg.unregistering = False
+        reg.expires = self.config.register_expires_s
+        self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
+
+    def unregister(self, now: float) -> None:
+        """Log out: REGISTER with ``Expires: 0``."""
+        self._registration.unregistering = True
+        self._timers.pop("register", None)
+        self._send_register(now, 0, self._credentials.cached(401, "REGISTER", self._registration.registrar))
+
+    def end(self, call_id: str, now: float, *, reason: str | None = None, cause: int | None = None) -> None:
+        """Hang up an established session (BYE straight to the peer, with an optional Reason header)."""
+        call = self._calls.get(call_id)
+        if call is None or call.state not in (CallState.CONFIRMED, CallState.ANSWERED):
+            raise LocalProtocolError(f"no established session {call_id!r}")
+        self._send_bye(call, now, reason=reason, cause=cause)
+        self._emit(SessionEnded(call_id=call_id, reason=reason or "ended locally", by_peer=False))
+
+    def is_outgoing(self, call_id: str) -> bool:
+        """True when ``call_id`` is an invitation we sent (False for one we received, or an unknown one)."""
+        call = self._calls.get(call_id)
+        return call is not None and call.is_caller
+
+    def session_state(self, call_id: str) -> CallState | None:
+        """Where ``call_id`` stands, or None once it is forgotten (64*T1 after it ended) or was never known."""
+        call = self._calls.get(call_id)
+        return call.state if call else None
+
+    # -- driving contract
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram received on the SIP socket."""
+        if not data.strip(b"\r\n"):
+            return  # keep-alive (RFC 5626 section 4.4.1)
+        try:
+            message = parse_message_untrusted(data)
+        except RemoteProtocolError as exc:
+            self.stats["parse_errors"] += 1
+            log.debug("dropped unparseable datagram from %s: %s", addr, exc)
+            return
+        if isinstance(message, Response):
+            self._receive_response(message, now)
+        else:
+            self._receive_request(message, addr, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Datagrams to send now, each with its destination, in the order they were produced."""
+        # ACKs for 2xx have no transaction (RFC 3261 13.2.2.4): they sit in ``_out``, ahead of a BYE that follows
+        out = self._out
+        self._out = []
+        out.extend(self._transactions.datagrams_to_send())
+        return out
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (same clock as ``now``), or None."""
+        deadlines = list(self._timers.values())
+        for call in self._calls.values():
+            deadlines.extend(call.timers.values())
+        t = self._transactions.get_timer()
+        if t is not None:
+            deadlines.append(t)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run everything due at ``now``: retransmissions, timeouts, refreshes, the application's deadlines."""
+        self._transactions.handle_timer(now)
+        self._drain_transactions(now)
+        if self._timers.get("register", float("inf")) <= now:
+            del self._timers["register"]
+            # credentials for the cached challenge at once (RFC 3261 22.3); a stale nonce costs one 401
+            reg = self._registration
+            self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
+        for call in list(self._calls.values()):
+            for name, deadline in list(call.timers.items()):
+                if deadline <= now and call.timers.get(name) == deadline:
+                    del call.timers[name]
+                    self._call_timer(call, name, now)
+
+    def next_event(self) -> SessionEvent | None:
+        """The oldest :mod:`gamesdk.events` value not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    # -- login (RFC 3261 section 10)
+    def _send_register(
+        self, now: float, expires: int, auth: tuple[str, str] | None = None, retries: int = 0
+    ) -> None:
+        req = self._registration.request(
+            expires=expires,
+            contact=self.contact,
+            via=self.local_addr,
+            branch=self._ids.branch(),
+            credentials=auth,
+            user_agent=self.config.user_agent,
+        )
+        self._start_client(req, now, Pending("register", None, retries))
+
+    def _register_response(self, resp: Response, pending: Pending, now: float) -> None:
+        if resp.status < 200:
+            return
+        reg = self._registration
+        expires = 0 if reg.unregistering else reg.expires
+        if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
+            auth = self._credentials.answer(resp, "REGISTER", reg.registrar)
+            if auth is None:
+                self._registration_failed(resp.status, "no usable digest challenge")
+                return
+            self._send_register(now, expires, auth, retries=pending.retries + 1)
+            return
+        if resp.status == 423 and not reg.unregistering:
+            # Interval Too Brief: ask again with the server's Min-Expires and keep it for the refreshes
+            # (RFC 3261 10.2.8); only upwards, so a server that keeps answering 423 cannot loop us.
+            min_expires = (resp.headers.get("Min-Expires") or "").strip()
+            if min_expires.isdigit() and int(min_expires) > reg.expires:
+                reg.expires = int(min_expires)
+                auth = self._credentials.cached(401, "REGISTER", reg.registrar)
+                self._send_register(now, reg.expires, auth, retries=pending.retries)
+                return
+        if 200 <= resp.status < 300:
+            if reg.unregistering:
+                reg.registered = False
+                self._emit(Unregistered(aor=self.aor))
+                return
+            granted = reg.granted(resp, self.contact[1:-1])
+            reg.registered = True
+            # refresh at half the granted time (RFC 3261 10.2.4 leaves the margin to the UA)
+            self._timers["register"] = now + max(1.0, granted / 2)
+            self._emit(Registered(aor=self.aor, expires_s=granted))
+            return
+        reason = resp.reason
+        if resp.status in (401, 407):
+            reason = "wrong user name or password"
+        self._registration_failed(resp.status, reason)
+
+    def _registration_failed(self, status: int, reason: str) -> None:
+        self._registration.registered = False
+        self._emit(RegistrationFailed(status=status, reason=reason))
+
+    # -- established sessions
+    def _established(self, call: Call, now: float) -> None:
+        assert call.agreement is not None and call.dialog is not None
+        assert call.offer_desc is not None and call.offer_game is not None
+        assert call.answer_desc is not None and call.answer_game is not None
+        params = channel_params(
+            is_caller=call.is_caller,
+            call_id=call.call_id,
+            from_tag=call.local_tag if call.is_caller else call.dialog.remote_tag,
+            to_tag=call.dialog.remote_tag if call.is_caller else call.local_tag,
+            offer=(call.offer_desc, call.offer_game),
+            answer=(call.answer_desc, call.answer_game),
+            private_key=call.private_key,
+        )
+        self._publish(call, now, DialogState.CONFIRMED)
+        call.timers["refresh"] = now + self.config.session_refresh_s
+        self._emit(SessionEstablished(call_id=call.call_id, agreement=call.agreement, channel_params=params))
+
+    def _send_bye(self, call: Call, now: float, *, reason: str | None, cause: int | None) -> None:
+        assert call.dialog is not None
+        why = Reason("SIP", cause, reason) if reason is not None or cause is not None else None
+        req, call.dialog = build_bye(call.dialog, self._ids.branch(), why, extra=self._agent_header)
+        call.state = CallState.ENDING
+        call.timers.pop("refresh", None)
+        self._start_client(req, now, Pending("bye", call.call_id), destination=next_hop(call.dialog))
+        self._publish(call, now, DialogState.TERMINATED, event="local-bye", code=cause)
+
+    @property
+    def _agent_header(self) -> list[tuple[str, str]]:
+        return [("User-Agent", self.config.user_agent)]
+
+    def _peer_lost(self, call_id: str | None, now: float, reason: str) -> None:
+        call = self._calls.get(call_id or "")
+        if call is None or call.state is not CallState.CONFIRMED:
+            return
+        call.state = CallState.ENDED
+        self._publish(call, now, DialogState.TERMINATED, event="timeout", code=408)
+        self._emit(SessionEnded(call_id=call.call_id, reason=reason, by_peer=True))
+        self._finish(call, now)
+
+    # -- dialog publication (DESIGN section 4)
+    def _publish(
+        self, call: Call, now: float, state: DialogState, *, event: str | None = None, code: int | None = None,
+        refresh: bool = False,
+    ) -> None:
+        if refresh and call.publish_etag is None:
+            return
+        req = build_publish(
+            call,
+            state,
+            aor=self.aor,
+            via=self.local_addr,
+            ids=self._ids,
+            expires_s=self._publish_expires,
+            refresh=refresh,
+            event=event,
+            code=code,
+            credentials=self._credentials.cached(401, "PUBLISH", self.aor),
+            user_agent=self.config.user_agent,
+        )
+        self._start_client(req, now, Pending("publish", call.call_id))
+        if state is DialogState.CONFIRMED:
+            call.timers["publish"] = now + self.config.publish_refresh_s
+        else:
+            call.timers.pop("publish", None)
+
+    def _publish_response(self, resp: Response, pending: Pending, now: float) -> None:
+        if resp.status < 200 or pending.call_id is None:
+            return
+        call = self._calls.get(pending.call_id)
+        if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
+            sent = pending.request
+            auth = self._credentials.answer(resp, "PUBLISH", sent.uri) if sent is not None else None
+            if sent is not None and auth is not None:
+                retry = resend_with(sent, auth, self._ids.branch())
+                self._start_client(retry, now, Pending("publish", pending.call_id, pending.retries + 1))
+            return
+        if call is None:
+            return
+        if 200 <= resp.status < 300:
+            etag = resp.headers.get("SIP-ETag")
+            if etag:
+                call.publish_etag = etag.strip()
+            granted = _expires(resp)
+            if granted is not None and granted < self._publish_expires and "publish" in call.timers:
+                # the server granted less than we asked (RFC 3903 section 6, step 5): refresh in time for it
+                # (a refresh period the application chose for what it asked stays its own business)
+                refresh = min(self.config.publish_refresh_s, max(1.0, granted / 2))
+                call.timers["publish"] = min(call.timers["publish"], now + refresh)
+        elif resp.status == 423 and pending.request is not None:
+            # Interval Too Brief: publish again with the server's Min-Expires, and ask for it from now on
+            minimum = (resp.headers.get("Min-Expires") or "").strip()
+            if minimum.isdigit() and int(minimum) > self._publish_expires:
+                self._publish_expires = int(minimum)
+                again = resend_with(pending.request, ("Expires", minimum), self._ids.branch())
+                self._start_client(again, now, Pending("publish", call.call_id, pending.retries))
+        elif resp.status == 412:
+            # the server lost our publication (a restart): publish the full state again at once, not at the next
+            # refresh, or the server may release the reservation meanwhile (RFC 3903 section 4.1)
+            call.publish_etag = None
+            if call.state is CallState.CONFIRMED:
+                self._publish(call, now, DialogState.CONFIRMED)
+        else:
+            log.info("PUBLISH for %s answered %s %s", pending.call_id, resp.status, resp.reason)
+
+    # -- plumbing
+    def _start_client(
+        self, req: Request, now: float, pending: Pending, destination: Address | None = None
+    ) -> None:
+        tx = ClientNonInviteTransaction(
+            req, now, destination=destination or self.config.server, config=self.config.timers
+        )
+        self._transactions.add(tx)
+        pending.request = req
+        self._pending[tx.key] = pending
+
+    def _receive_response(self, resp: Response, now: float) -> None:
+        if self._transactions.receive_response(resp, now) is not None:
+            self._drain_transactions(now)
+            return
+        # A 2xx retransmission after the INVITE transaction ended: re-send our ACK (RFC 3261 13.2.2.4).
+        call = self._calls.get(resp.headers.get("Call-ID") or "")
+        try:
+            is_invite_2xx = 200 <= resp.status < 300 and resp.cseq.method == "INVITE"
+        except RemoteProtocolError:
+            is_invite_2xx = False
+        if call is not None and call.ack is not None and is_invite_2xx:
+            self._out.append(call.ack)
+        else:
+            self.stats["stray_responses"] += 1
+
+    def _drain_transactions(self, now: float) -> None:
+        while (event := self._transactions.next_event()) is not None:
+            if isinstance(event, TransactionTerminated):
+                self._pending.pop(event.key, None)
+                continue
+            pending = self._pending.get(event.key)
+            if pending is not None:
+                self._transaction_event(pending, event, now)
+
+    def _transaction_event(self, pending: Pending, event: TransactionEvent, now: float) -> None:
+        if isinstance(event, ResponseReceived):
+            resp = event.response
+            if pending.purpose == "invite":
+                call = self._calls.get(pending.call_id or "")
+                if call is not None:
+                    self._invite_response(call, resp, now)
+            elif pending.purpose == "register":
+                self._register_response(resp, pending, now)
+            elif pending.purpose == "publish":
+                self._publish_response(resp, pending, now)
+            elif pending.purpose == "refresh":
+                if resp.status in (404, 408, 481):
+                    self._peer_lost(pending.call_id, now, f"peer answered {resp.status} {resp.reason}")
+            elif pending.purpose == "bye" and resp.status >= 200:
+                call = self._calls.get(pending.call_id or "")
+                if call is not None:
+                    self._finish(call, now)
+            return
+        if isinstance(event, (TransactionTimedOut, TransportFailed)):
+            why = "timed out" if isinstance(event, TransactionTimedOut) else event.reason
+            if pending.purpose == "invite":
+                call = self._calls.get(pending.call_id or "")
+                if call is not None:
+                    self._invite_timed_out(call, why, now)
+            elif pending.purpose == "register":
+                self._registration_failed(408, f"no response from the server ({why})")
+                if not self._registration.unregistering:
+                    self._timers["register"] = now + 5.0  # try again: the server may be restarting
+            elif pending.purpose == "refresh":
+                self._peer_lost(pending.call_id, now, "peer stopped answering")
+            elif pending.purpose == "bye":
+                call = self._calls.get(pending.call_id or "")
+                if call is not None:
+                    self._finish(call, now)
+            return
+        if isinstance(event, AckTimedOut):
+            call = self._calls.get(pending.call_id or "")
+            if call is not None:
+                self._ack_timed_out(call, now)
+
+    def _call_timer(self, call: Call, name: str, now: float) -> None:
+        if name in ("invite", "cancel", "answer"):
+            if call.is_caller:
+                self._caller_timer(call, name, now)
+            else:
+                self._callee_timer(call, name, now)
+        elif name == "publish" and call.state is CallState.CONFIRMED:
+            self._publish(call, now, DialogState.CONFIRMED, refresh=call.publish_etag is not None)
+            call.timers["publish"] = now + self.config.publish_refresh_s
+        elif name == "refresh" and call.state is CallState.CONFIRMED:
+            assert call.dialog is not None
+            req, call.dialog = build_in_dialog_request(
+                call.dialog, "OPTIONS", branch=self._ids.branch(), extra=self._agent_header
+            )
+            self._start_client(req, now, Pending("refresh", call.call_id), destination=next_hop(call.dialog))
+            call.timers["refresh"] = now + self.config.session_refresh_s
+        elif name == "forget":
+            self._calls.pop(call.call_id, None)
+
+    def _fail(self, call: Call, status: int, reason: str, by: str, now: float) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        self._emit(SessionFailed(call_id=call.call_id, status=status, reason=reason, refused_by=by))
+        self._finish(call, now)
+
+    def _finish(self, call: Call, now: float) -> None:
+        call.state = CallState.ENDED
+        for name in ("invite", "cancel", "answer", "refresh", "publish"):
+            call.timers.pop(name, None)
+        # keep the call a while to re-ACK retransmitted 2xx and answer late requests (64*T1)
+        call.timers["forget"] = now + 64 * self.config.timers.t1
+
+    def _emit(self, event: SessionEvent) -> None:
+        self._events.append(event)
+
+    def _session_id(self) -> int:
+        return int.from_bytes(self._random(4), "big")
+
+    def _sdp_id(self) -> int:
+        return int.from_bytes(self._random(6), "big")
+
+    # -- what the two roles add (uac.py: the invitations we send; uas.py: the requests we receive)
+    def _invite_response(self, call: Call, resp: Response, now: float) -> None:
+        raise NotImplementedError
+
+    def _invite_timed_out(self, call: Call, why: str, now: float) -> None:
+        raise NotImplementedError
+
+    def _send_cancel(self, call: Call, now: float, outcome: tuple[int, str, str]) -> None:
+        raise NotImplementedError
+
+    def _caller_timer(self, call: Call, name: str, now: float) -> None:
+        raise NotImplementedError
+
+    def _receive_request(self, req: Request, addr: Address, now: float) -> None:
+        raise NotImplementedError
+
+    def _ack_timed_out(self, call: Call, now: float) -> None:
+        raise NotImplementedError
+
+    def _callee_timer(self, call: Call, name: str, now: float) -> None:
+        raise NotImplementedError
+
+
+def next_hop(dialog: Dialog) -> Address:
+    """Where a request in ``dialog`` goes: its first route, else the remote target (RFC 3261 12.2.1.1, 8.1.2)."""
+    uri = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
+    return (uri.host.strip("[]"), uri.port or 5060)
+
+
+def host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _expires(resp: Response) -> int | None:
+    try:
+        return resp.expires
+    except RemoteProtocolError:
+        return None
