@@ -1,0 +1,313 @@
+"""The proxy's transaction side: answers of its own, responses from downstream, CANCEL and the RFC 3261 timers.
+
+Split from :mod:`server.proxy` (the request path) to keep each module small. :class:`TransactionSide` is the base
+of :class:`server.proxy.ProxyCore` and uses the state that class sets up. Rules kept here:
+
+- Provisional responses except 100 and every 2xx are forwarded immediately (RFC 3261 section 16.7 step 5); a 2xx
+  also when late or retransmitted (RFC 6026 Accepted state), with the policy's headers cached per To-tag.
+- A non-2xx final is ACKed hop by hop by the proxy (section 17.1.1.3) and passed upstream once.
+- Timers A/E retransmit over UDP, B/F give up (408 upstream for an INVITE only, RFC 4320), C cancels a ringing
+  INVITE after 3 minutes (section 16.8), D/K/M and G/H/I/J/L end transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gamesdk.sip.ids import IdFactory
+from gamesdk.sip.message import Headers, Request, Response, response_for
+from server.config import TimerSettings
+from server.hooks import PolicyHooks
+from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
+
+__all__ = ["Out", "ProxyStats", "TransactionSide"]
+
+log = logging.getLogger("server.proxy")
+
+Out = list[tuple[bytes, Addr]]
+
+
+@dataclass(slots=True)
+class ProxyStats:
+    requests: int = 0
+    forwarded: int = 0
+    stateless_acks: int = 0
+    responses_forwarded: int = 0
+    stray_responses: int = 0
+    rejected: int = 0
+    challenges: int = 0
+    auth_failures: int = 0
+    retransmissions_absorbed: int = 0
+    timeouts: int = 0
+
+
+class TransactionSide:
+    """Responses, CANCEL and timers of the stateful proxy (see :class:`server.proxy.ProxyCore`)."""
+
+    # Set up by ProxyCore.__init__.
+    via_host: str
+    via_port: int
+    t: TimerSettings
+    ids: IdFactory
+    hooks: PolicyHooks
+    server_txs: dict[tuple[str, ...], ServerTx]
+    client_txs: dict[tuple[str, str], ClientTx]
+    timers: TimerHeap
+    stats: ProxyStats
+    _timeout_64t1: float
+
+    def _via(self, branch: str) -> str:
+        return f"SIP/2.0/UDP {self.via_host}:{self.via_port};branch={branch}"
+
+    def _answer(self, tx: ServerTx, status: int, reason: str | None, extra: tuple[tuple[str, str], ...],
+                now: float, out: Out) -> None:
+        """Send a final response of our own on a server transaction."""
+        request = tx.request
+        response = response_for(request, status, reason, to_tag=self.ids.tag(), extra=extra)
+        self._send_final(tx, response.to_bytes(), status, now, out)
+
+    def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out) -> None:
+        tx.final_status = status
+        tx.last_response = data
+        out.append((data, tx.source))
+        t1 = self.t.t1_s
+        if tx.method == "INVITE":
+            if 200 <= status < 300:
+                # RFC 6026: Accepted; INVITE retransmissions absorbed until Timer L.
+                tx.state = ServerState.ACCEPTED
+                tx.last_response = None
+                self.timers.arm(tx, "L", now + self._timeout_64t1)
+            else:
+                tx.state = ServerState.COMPLETED
+                tx.g_interval = t1
+                self.timers.arm(tx, "G", now + t1)
+                self.timers.arm(tx, "H", now + self._timeout_64t1)
+        else:
+            tx.state = ServerState.COMPLETED
+            self.timers.arm(tx, "J", now + self._timeout_64t1)
+
+    def _end_server(self, tx: ServerTx) -> None:
+        tx.state = ServerState.TERMINATED
+        tx.timers.clear()
+        if self.server_txs.get(tx.key) is tx:
+            del self.server_txs[tx.key]
+
+    def _end_client(self, ctx: ClientTx) -> None:
+        ctx.state = ClientState.TERMINATED
+        ctx.timers.clear()
+        ctx.request_bytes = None
+        key = (ctx.branch, ctx.method)
+        if self.client_txs.get(key) is ctx:
+            del self.client_txs[key]
+
+    def _send_cancel(self, ctx: ClientTx, now: float, out: Out) -> None:
+        """CANCEL our forwarded INVITE (section 9.1: same Request-URI, Call-ID, To, From, CSeq number, Via)."""
+        if ctx.cancelled:
+            return
+        ctx.cancelled = True
+        inv = ctx.request
+        headers = Headers([("Via", self._via(ctx.branch)), ("Max-Forwards", "70")])
+        for name in ("From", "To", "Call-ID"):
+            value = inv.headers.get(name)
+            if value is not None:
+                headers.add(name, value)
+        headers.add("CSeq", f"{inv.cseq.seq} CANCEL")
+        for route in inv.headers.get_all("Route"):
+            headers.add("Route", route)
+        cancel = Request("CANCEL", inv.uri, headers)
+        data = cancel.to_bytes()
+        cc = ClientTx(ctx.branch, "CANCEL", cancel, ctx.dest, request_bytes=data, origin="cancel")
+        cc.interval = self.t.t1_s
+        self.client_txs[(ctx.branch, "CANCEL")] = cc
+        self.timers.arm(cc, "E", now + cc.interval)
+        self.timers.arm(cc, "F", now + self._timeout_64t1)
+        out.append((data, ctx.dest))
+
+    # -- responses -------------------------------------------------------------------------------------------
+
+    def handle_response(self, response: Response, source: Addr, now: float, out: Out) -> bool:
+        """A response from downstream; False if it matches none of our client transactions."""
+        via = response.top_via
+        branch = via.branch
+        if branch is None or via.host.lower() != self.via_host or via.port != self.via_port:
+            self.stats.stray_responses += 1
+            return False
+        ctx = self.client_txs.get((branch, response.cseq.method))
+        if ctx is None:
+            self.stats.stray_responses += 1
+            return False
+        status = response.status
+        if ctx.origin == "cancel":
+            if status >= 200:
+                self.timers.cancel(ctx, "E")
+                self.timers.cancel(ctx, "F")
+                self._end_client(ctx)
+            return True
+        if ctx.method == "INVITE":
+            self._invite_response(ctx, response, status, now, out)
+        else:
+            self._non_invite_response(ctx, response, status, now, out)
+        return True
+
+    def _forward_up(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]] | None, out: Out) -> bytes:
+        headers = response.headers
+        headers.remove_first("Via")  # our own (section 16.7 step 3)
+        if extra:
+            for name, value in extra:
+                headers.add(name, value)
+        data = response.to_bytes()
+        self.stats.responses_forwarded += 1
+        out.append((data, tx.source))
+        return data
+
+    def _invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
+        tx = ctx.server
+        assert tx is not None  # a forwarded INVITE always has its server transaction (internal invariant)
+        state = ctx.state
+        if state in (ClientState.CALLING, ClientState.PROCEEDING):
+            self.timers.cancel(ctx, "A")
+            if status < 200:
+                ctx.state = ClientState.PROCEEDING
+                ctx.got_provisional = True
+                ctx.request_bytes = None
+                # Timer C (section 16.6 step 11), reset by every provisional response (section 16.7 step 2).
+                self.timers.arm(ctx, "C", now + self.t.timer_c_s)
+                if ctx.cancel_pending:
+                    self._send_cancel(ctx, now, out)
+                if status != 100 and tx.final_status == 0:
+                    tx.last_response = self._forward_up(tx, response, None, out)
+                return
+            self.timers.cancel(ctx, "B")
+            self.timers.cancel(ctx, "C")
+            ctx.request_bytes = None
+            if status < 300:
+                ctx.state = ClientState.ACCEPTED
+                self.timers.arm(ctx, "M", now + self._timeout_64t1)
+                self._forward_2xx(ctx, tx, response, now, out)
+                return
+            # Non-2xx final: ACK it hop by hop (section 17.1.1.3) and pass it upstream.
+            ctx.state = ClientState.COMPLETED
+            ctx.ack_bytes = self._ack_for(ctx, response)
+            out.append((ctx.ack_bytes, ctx.dest))
+            self.timers.arm(ctx, "D", now + 32.0)
+            if tx.call is not None:
+                self.hooks.invite_failed(tx.call, status, now)
+            if tx.final_status == 0:
+                data = self._strip_and_bytes(response)
+                self.stats.responses_forwarded += 1
+                self._send_final(tx, data, status, now, out)
+            return
+        if state is ClientState.ACCEPTED:
+            if 200 <= status < 300:
+                self._forward_2xx(ctx, tx, response, now, out)  # retransmission or another 2xx: forward all
+            return
+        if state is ClientState.COMPLETED and status >= 300 and ctx.ack_bytes is not None:
+            out.append((ctx.ack_bytes, ctx.dest))  # the final was retransmitted: our ACK was lost
+
+    def _strip_and_bytes(self, response: Response) -> bytes:
+        response.headers.remove_first("Via")
+        return response.to_bytes()
+
+    def _forward_2xx(self, ctx: ClientTx, tx: ServerTx, response: Response, now: float, out: Out) -> None:
+        to_tag = response.to.tag or ""
+        extra = ctx.added_2xx_headers.get(to_tag)
+        if extra is None:
+            # The FINAL policy decision, once per (Call-ID, To-tag); retransmissions reuse it.
+            extra = self.hooks.answer_received(tx.call, response, now) if tx.call is not None else []
+            ctx.added_2xx_headers[to_tag] = extra
+        self._forward_up(tx, response, extra, out)
+        if tx.state is ServerState.PROCEEDING:
+            tx.final_status = response.status
+            tx.state = ServerState.ACCEPTED
+            tx.last_response = None
+            self.timers.arm(tx, "L", now + self._timeout_64t1)
+
+    def _ack_for(self, ctx: ClientTx, response: Response) -> bytes:
+        # Section 17.1.1.3: same Request-URI, Call-ID, From, CSeq number, top Via and Route as the INVITE; To
+        # from the response.
+        inv = ctx.request
+        headers = Headers([("Via", self._via(ctx.branch)), ("Max-Forwards", "70")])
+        headers.add("From", inv.headers.get("From") or "")
+        headers.add("To", response.headers.get("To") or "")
+        headers.add("Call-ID", inv.headers.get("Call-ID") or "")
+        headers.add("CSeq", f"{inv.cseq.seq} ACK")
+        for route in inv.headers.get_all("Route"):
+            headers.add("Route", route)
+        return Request("ACK", inv.uri, headers).to_bytes()
+
+    def _non_invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
+        tx = ctx.server
+        assert tx is not None
+        if ctx.state not in (ClientState.CALLING, ClientState.PROCEEDING):
+            return  # retransmitted final: absorbed (section 17.1.2.2, Completed)
+        if status < 200:
+            ctx.state = ClientState.PROCEEDING
+            ctx.got_provisional = True
+            if status != 100 and tx.final_status == 0:
+                tx.last_response = self._forward_up(tx, response, None, out)
+            return
+        ctx.state = ClientState.COMPLETED
+        ctx.request_bytes = None
+        self.timers.cancel(ctx, "E")
+        self.timers.cancel(ctx, "F")
+        self.timers.arm(ctx, "K", now + self.t.t4_s)
+        if tx.final_status == 0:
+            data = self._strip_and_bytes(response)
+            self.stats.responses_forwarded += 1
+            self._send_final(tx, data, status, now, out)
+
+    # -- timers ----------------------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float, out: Out) -> None:
+        for tx, name in self.timers.pop_due(now):
+            if isinstance(tx, ClientTx):
+                self._client_timer(tx, name, now, out)
+            else:
+                self._server_timer(tx, name, now, out)
+
+    def _client_timer(self, ctx: ClientTx, name: str, now: float, out: Out) -> None:
+        t = self.t
+        if name == "A" and ctx.state is ClientState.CALLING and ctx.request_bytes is not None:
+            out.append((ctx.request_bytes, ctx.dest))
+            ctx.interval *= 2
+            self.timers.arm(ctx, "A", now + ctx.interval)
+        elif name == "E" and ctx.state in (ClientState.CALLING, ClientState.PROCEEDING) and ctx.request_bytes:
+            out.append((ctx.request_bytes, ctx.dest))
+            ctx.interval = t.t2_s if ctx.state is ClientState.PROCEEDING else min(2 * ctx.interval, t.t2_s)
+            self.timers.arm(ctx, "E", now + ctx.interval)
+        elif name in ("B", "F"):
+            self.stats.timeouts += 1
+            tx = ctx.server
+            log.info("proxy: %s %s to %s:%d timed out", ctx.method, ctx.request.uri, *ctx.dest)
+            self._end_client(ctx)
+            if tx is not None and tx.final_status == 0:
+                if ctx.method == "INVITE":
+                    if tx.call is not None:
+                        self.hooks.invite_failed(tx.call, 408, now)
+                    self._answer(tx, 408, "Request Timeout", (), now, out)
+                else:
+                    # RFC 4320: no 408 for a non-INVITE; the client has timed out by now as well.
+                    self._end_server(tx)
+        elif name == "C" and ctx.state is ClientState.PROCEEDING:
+            # Section 16.8: Timer C fired with a provisional seen: CANCEL downstream, 408 upstream.
+            self.stats.timeouts += 1
+            self._send_cancel(ctx, now, out)
+            tx = ctx.server
+            self._end_client(ctx)
+            if tx is not None and tx.final_status == 0:
+                if tx.call is not None:
+                    self.hooks.invite_failed(tx.call, 408, now)
+                self._answer(tx, 408, "Request Timeout", (), now, out)
+        elif name in ("D", "K", "M"):
+            self._end_client(ctx)
+
+    def _server_timer(self, tx: ServerTx, name: str, now: float, out: Out) -> None:
+        if name == "G" and tx.state is ServerState.COMPLETED and tx.last_response is not None:
+            out.append((tx.last_response, tx.source))
+            tx.g_interval = min(2 * tx.g_interval, self.t.t2_s)
+            self.timers.arm(tx, "G", now + tx.g_interval)
+        elif name in ("H", "I", "J", "L"):
+            if name == "H":
+                log.info("proxy: no ACK for %d to %s from %s:%d", tx.final_status, tx.request.uri, *tx.source)
+            self._end_server(tx)
