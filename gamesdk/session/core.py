@@ -9,6 +9,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.events import (
@@ -20,6 +21,9 @@ from gamesdk.events import (
     SessionFailed,
     Unregistered,
 )
+from gamesdk.qos.model import SessionTerms
+from gamesdk.sdp.game import GameMedia, Role, game_to_sdp
+from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.agreement import channel_params
 from gamesdk.session.calls import Address, Call, CallState, Pending
 from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
@@ -457,6 +461,19 @@ class AgentCore:
 
     def _emit(self, event: SessionEvent) -> None:
         self._events.append(event)
+
+    def _local_stream(
+        self, call: Call, terms: SessionTerms, role: Role, offer: SessionDescription | None = None
+    ) -> tuple[SessionDescription, GameMedia]:
+        """Our side of the game stream: a fresh X25519 key pair (the private half kept on the call), a channel
+        socket address, a session id, and the SDP offer or answer that carries them (DESIGN sections 3, 6)."""
+        call.private_key, public = generate_keypair(self._random)
+        host, port = self._channel_addr(call.call_id)
+        game = GameMedia(terms=terms, address=host, port=port, public_key=public, session_id=self._session_id())
+        desc = game_to_sdp(
+            game, username=self.config.username, sess_id=self._sdp_id(), sess_version=1, role=role, offer=offer
+        )
+        return desc, game
 
     def _session_id(self) -> int:
         return int.from_bytes(self._random(4), "big")

@@ -4,13 +4,12 @@ BYE with a Reason), and CANCEL."""
 
 from __future__ import annotations
 
-from gamesdk.channel.crypto import generate_keypair
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
 from gamesdk.events import Ringing
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, check_answer
 from gamesdk.sdp.codec import format_sdp
-from gamesdk.sdp.game import GameMedia, Role, game_to_sdp, read_game_untrusted
+from gamesdk.sdp.game import Role, read_game_untrusted
 from gamesdk.session.agreement import failure_reason, make_agreement, peer_uri, refused_by
 from gamesdk.session.calls import Call, CallState, Pending
 from gamesdk.session.core import AgentCore, next_hop
@@ -49,18 +48,7 @@ class UacSide(AgentCore):
             acceptable=acceptable,
             offer=terms,
         )
-        call.private_key, public = generate_keypair(self._random)
-        host, port = self._channel_addr(call_id)
-        call.offer_game = GameMedia(
-            terms=terms, address=host, port=port, public_key=public, session_id=self._session_id()
-        )
-        call.offer_desc = game_to_sdp(
-            call.offer_game,
-            username=self.config.username,
-            sess_id=self._sdp_id(),
-            sess_version=1,
-            role=Role.OFFER,
-        )
+        call.offer_desc, call.offer_game = self._local_stream(call, terms, Role.OFFER)
         self._calls[call_id] = call
         self._send_invite(call, now, auth=self._credentials.cached(407, "INVITE", peer))
         call.timers["invite"] = now + self.config.invite_timeout_s

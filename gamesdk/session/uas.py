@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 
-from gamesdk.channel.crypto import generate_keypair
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
 from gamesdk.events import InviteCancelled, InviteReceived, SessionEnded, SessionFailed
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Accepted, Requirements, answer_offer
 from gamesdk.sdp.codec import format_sdp
-from gamesdk.sdp.game import GameMedia, Role, game_to_sdp, read_game_untrusted
+from gamesdk.sdp.game import Role, read_game_untrusted
 from gamesdk.session.agreement import as_offered, make_agreement
 from gamesdk.session.calls import Address, Call, CallState, Pending
 from gamesdk.session.core import AgentCore
@@ -56,19 +55,7 @@ class UasSide(AgentCore):
                 self._finish(call, now)
                 raise result.error()
             answer = result.answer
-        call.private_key, public = generate_keypair(self._random)
-        host, port = self._channel_addr(call_id)
-        call.answer_game = GameMedia(
-            terms=answer, address=host, port=port, public_key=public, session_id=self._session_id()
-        )
-        call.answer_desc = game_to_sdp(
-            call.answer_game,
-            username=self.config.username,
-            sess_id=self._sdp_id(),
-            sess_version=1,
-            role=Role.ANSWER,
-            offer=call.offer_desc,
-        )
+        call.answer_desc, call.answer_game = self._local_stream(call, answer, Role.ANSWER, call.offer_desc)
         body = format_sdp(call.answer_desc).encode()
         tx = call.invite_tx
         assert isinstance(tx, ServerInviteTransaction) and call.invite is not None
