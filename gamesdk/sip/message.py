@@ -245,6 +245,10 @@ class Message:
 
     @property
     def call_id(self) -> str:
+        hit = self.headers._cache.get("call-id")
+        if hit is not None:  # parsed before (by the parser or a previous read)
+            return hit  # type: ignore[no-any-return]
+
         def compute() -> str:
             value = self._single("Call-ID").strip()
             if not value or " " in value or "\t" in value:
@@ -255,10 +259,16 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
+        hit = self.headers._cache.get("cseq")
+        if hit is not None:  # parsed before (by the parser or a previous read)
+            return hit  # type: ignore[no-any-return]
         return self._typed("cseq", lambda: CSeq.parse(self._single("CSeq")))
 
     @property
     def vias(self) -> list[Via]:
+        hit = self.headers._cache.get("via")
+        if hit is not None:  # parsed before (by the parser or a previous read)
+            return hit  # type: ignore[no-any-return]
         return self._typed("via", lambda: [Via.parse(v) for v in self.headers.values("Via")])
 
     @property
@@ -270,10 +280,16 @@ class Message:
 
     @property
     def from_(self) -> NameAddr:
+        hit = self.headers._cache.get("from")
+        if hit is not None:  # parsed before (by the parser or a previous read)
+            return hit  # type: ignore[no-any-return]
         return self._typed("from", lambda: NameAddr.parse(self._single("From")))
 
     @property
     def to(self) -> NameAddr:
+        hit = self.headers._cache.get("to")
+        if hit is not None:  # parsed before (by the parser or a previous read)
+            return hit  # type: ignore[no-any-return]
         return self._typed("to", lambda: NameAddr.parse(self._single("To")))
 
     @property
@@ -284,6 +300,10 @@ class Message:
 
     @property
     def contacts(self) -> list[NameAddr]:
+        hit = self.headers._cache.get("contact")
+        if hit is not None:  # parsed before (by the parser or a previous read)
+            return hit  # type: ignore[no-any-return]
+
         def compute() -> list[NameAddr]:
             values = self.headers.values("Contact")
             if len(values) == 1 and values[0] == "*":

@@ -14,7 +14,7 @@ from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.message import Headers, Message, Request, Response, header_key
-from gamesdk.sip.uri import NameAddr, SipUri
+from gamesdk.sip.uri import SipUri, check_name_addr_untrusted
 
 __all__ = ["parse_message_untrusted", "StreamParser", "MAX_MESSAGE_BYTES"]
 
@@ -140,7 +140,9 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
                 for part in split_header_values(value):
                     vias.append(Via.parse(part))
             elif key == "from" or key == "to":
-                cache[key] = NameAddr.parse(value)
+                parsed = check_name_addr_untrusted(value)
+                if parsed is not None:
+                    cache[key] = parsed
             elif key == "cseq":
                 cache[key] = CSeq.parse(value)
             elif key == "call-id":
@@ -152,8 +154,9 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
                     raise _fail("Bad Max-Forwards")
                 cache[key] = int(value)
             elif key == "contact":
-                if count == 1:
-                    message.contacts
+                if value != "*":
+                    for part in split_header_values(value) if "," in value else (value,):
+                        check_name_addr_untrusted(part)
             elif key == "expires":
                 message.expires
             elif key == "date":

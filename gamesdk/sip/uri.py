@@ -12,21 +12,21 @@ from typing import NamedTuple
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, unquote
 
-__all__ = ["SipUri", "NameAddr", "Params", "parse_params", "format_params"]
+__all__ = ["SipUri", "NameAddr", "Params", "parse_params", "format_params", "check_name_addr_untrusted"]
 
 Params = tuple[tuple[str, "str | None"], ...]
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _OPAQUE_RE = re.compile(r"[^\s<>\"]+")
 # One pass over a sip/sips URI (RFC 3261 section 25.1); escapes are checked apart by _check_escapes.
-_SIP_URI_RE = re.compile(
+_SIP_URI_NO_HEADERS = (
     r"([Ss][Ii][Pp][Ss]?):"
     r"(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)(?::([A-Za-z0-9\-_.!~*'()&=+$,%]*))?@)?"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)"
     r"(?::([0-9]{1,5}))?"
     r"((?:;[A-Za-z0-9\[\]/:&+$\-_.!~*'()%]+(?:=[A-Za-z0-9\[\]/:&+$\-_.!~*'()%]+)?)*)"
-    r"(?:\?([A-Za-z0-9\[\]/?:+$\-_.!~*'()=&%]*))?"
 )
+_SIP_URI_RE = re.compile(_SIP_URI_NO_HEADERS + r"(?:\?([A-Za-z0-9\[\]/?:+$\-_.!~*'()=&%]*))?")
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -220,6 +220,39 @@ _NAMEADDR_FAST_RE = re.compile(
 )
 
 
+# Validates, without building anything, the everyday name-addr: optional display name, a sip/sips URI without
+# URI headers in <>, simple header parameters. Values of other shapes go through NameAddr.parse.
+_PLAIN_NAMEADDR_RE = re.compile(
+    rf'(?:"([^"\\\r\n]*)"[ \t]*|((?:{TOKEN})(?:[ \t]+{TOKEN})*)[ \t]+)?<{_SIP_URI_NO_HEADERS}>'
+    rf"((?:;{TOKEN}(?:={TOKEN})?)*)"
+)
+
+
+def _split_simple_params(text: str) -> Params:
+    if not text:
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
+def check_name_addr_untrusted(text: str) -> NameAddr | None:
+    """Check a From/To/Contact value for the grammar; returns the parsed value when checking needed a full
+    parse, None when a cheap check sufficed (the value is then parsed on first use).
+
+    Raises:
+        RemoteProtocolError: the value breaks the grammar (400).
+    """
+    match = _PLAIN_NAMEADDR_RE.fullmatch(text)
+    if match is not None and "%" not in text:
+        port = match.group(7)
+        if port is None or int(port) <= 65535:
+            return None
+    return NameAddr.parse(text)
+
+
 class NameAddr(NamedTuple):
     """A From/To/Contact/Route value: optional display name, URI, header parameters."""
 
@@ -230,6 +263,19 @@ class NameAddr(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Parse ``name-addr`` or ``addr-spec`` followed by header parameters."""
+        plain = _PLAIN_NAMEADDR_RE.fullmatch(text)
+        if plain is not None and "%" not in text:
+            quoted, tokens, scheme, user, password, host, port, uparams, hparams = plain.groups()
+            if port is None or int(port) <= 65535:
+                uri = SipUri(
+                    scheme=scheme.lower(),
+                    host=host,
+                    user=user,
+                    password=password,
+                    port=int(port) if port is not None else None,
+                    params=_split_simple_params(uparams),
+                )
+                return cls(uri, quoted if quoted is not None else tokens, _split_simple_params(hparams))
         fast = _NAMEADDR_FAST_RE.fullmatch(text)
         if fast is not None:
             quoted, tokens, inner, ptext = fast.groups()
