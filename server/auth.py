@@ -135,11 +135,13 @@ class FailureThrottle:
     """Counts authentication failures per key (``user:alice``, ``addr:10.0.0.1``) in a sliding window.
 
     After ``slow_after`` failures each further answer is delayed (``delay_step_s`` more each time, up to
-    ``max_delay_s``); after ``block_after`` failures the key is refused for ``block_s``.
+    ``max_delay_s``); after ``block_after`` failures the key is refused for ``block_s``. Address keys
+    (``addr:...``) get ``address_factor`` times the thresholds: many players share one address behind a NAT
+    (or on loopback in tests), and one of them mistyping a password must not lock the others out.
     """
 
     def __init__(self, *, slow_after: int, block_after: int, window_s: float, delay_step_s: float,
-                 max_delay_s: float, block_s: float, max_keys: int = 100_000) -> None:
+                 max_delay_s: float, block_s: float, max_keys: int = 100_000, address_factor: int = 5) -> None:
         self.slow_after = slow_after
         self.block_after = block_after
         self.window_s = window_s
@@ -147,7 +149,11 @@ class FailureThrottle:
         self.max_delay_s = max_delay_s
         self.block_s = block_s
         self.max_keys = max_keys
+        self.address_factor = address_factor
         self._records: dict[str, _FailureRecord] = {}
+
+    def _factor(self, key: str) -> int:
+        return self.address_factor if key.startswith("addr:") else 1
 
     def check(self, keys: list[str], now: float) -> ThrottleVerdict:
         """How to treat a request from these keys right now (before its credentials are checked)."""
@@ -159,8 +165,9 @@ class FailureThrottle:
             if record.blocked_until > now:
                 return ThrottleVerdict(True)
             recent = sum(1 for t in record.times if t > now - self.window_s)
-            if recent >= self.slow_after:
-                delay = max(delay, min(self.max_delay_s, self.delay_step_s * (recent - self.slow_after + 1)))
+            slow_after = self.slow_after * self._factor(key)
+            if recent >= slow_after:
+                delay = max(delay, min(self.max_delay_s, self.delay_step_s * (recent - slow_after + 1)))
         return ThrottleVerdict(False, delay)
 
     def failed(self, keys: list[str], now: float) -> bool:
@@ -173,11 +180,12 @@ class FailureThrottle:
             record = self._records.setdefault(key, _FailureRecord())
             record.times = [t for t in record.times if t > now - self.window_s]
             record.times.append(now)
-            if len(record.times) >= self.block_after and record.blocked_until <= now:
+            if len(record.times) >= self.block_after * self._factor(key) and record.blocked_until <= now:
                 record.blocked_until = now + self.block_s
                 record.times.clear()
                 newly_blocked = True
-                log.warning("auth: %s blocked for %.0f s after %d failures", key, self.block_s, self.block_after)
+                log.warning("auth: %s blocked for %.0f s after %d failures", key, self.block_s,
+                            self.block_after * self._factor(key))
         return newly_blocked
 
     def succeeded(self, keys: list[str]) -> None:

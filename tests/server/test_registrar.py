@@ -238,3 +238,21 @@ def test_failures_are_slowed_down_then_blocked(tmp_path: Path) -> None:
     wire.advance(61)
     assert login(wire, ua).status == 200
     assert node.registrar.stats.blocked >= 1
+
+
+def test_one_players_failures_do_not_lock_out_others_on_the_same_address(tmp_path: Path) -> None:
+    wire, _, ua = make(tmp_path, slow_after_failures=2, block_after_failures=3, block_s=60.0)
+    ua.digest.password = "guess"
+    for _ in range(3):
+        request = ua.register()
+        wire.send(ua.addr, EU, request)
+        wire.advance(5)  # answers may be held back by the slow-down
+        challenge = ua.responses()[-1]
+        wire.send(ua.addr, EU, ua.authorize(request, challenge))
+        wire.advance(5)
+        assert [r.status for r in ua.responses()] == [403]
+    ua.digest.password = "wonderland"
+    wire.send(ua.addr, EU, ua.register())
+    assert one(ua).status == 403  # alice herself is blocked
+    bob = wire.add_ua(TestUA("bob", "eu.gamesdk.test", "builder", ("127.0.0.1", 7002)))
+    assert login(wire, bob).status == 200  # same IP address, other player: not blocked (5x address threshold)
