@@ -12,6 +12,7 @@ __all__ = [
     "is_token",
     "unquote",
     "quote",
+    "split_outside_quotes",
 ]
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")  (RFC 3261 section 25.1)
@@ -48,3 +49,34 @@ def unquote(text: str) -> str:
 def quote(text: str) -> str:
     """Make a quoted-string of ``text`` (escaping backslash and double quote)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def split_outside_quotes(text: str, separator: str, *, angle_brackets: bool = False) -> list[str]:
+    """Split ``text`` on ``separator`` where it stands outside quoted-strings (and ``<...>`` when asked).
+
+    Pieces are returned as they are (not stripped).
+    """
+    out: list[str] = []
+    buf: list[str] = []
+    in_quote = escaped = in_angle = False
+    for ch in text:
+        if in_quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+        elif angle_brackets and ch == "<":
+            in_angle = True
+        elif angle_brackets and ch == ">":
+            in_angle = False
+        elif ch == separator and not in_angle:
+            out.append("".join(buf))
+            buf = []
+            continue
+        buf.append(ch)
+    out.append("".join(buf))
+    return out

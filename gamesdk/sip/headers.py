@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from gamesdk.errors import RemoteProtocolError
-from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, unquote
+from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, split_outside_quotes, unquote
 from gamesdk.sip.uri import Params, format_params, parse_params
 
 __all__ = [
@@ -39,31 +39,7 @@ def split_header_values(value: str) -> list[str]:
         return [value.strip()]
     if '"' not in value and "<" not in value:
         return [part.strip() for part in value.split(",")]
-    out: list[str] = []
-    buf: list[str] = []
-    in_quote = escaped = False
-    in_angle = False
-    for ch in value:
-        if in_quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_quote = False
-        elif ch == '"':
-            in_quote = True
-        elif ch == "<":
-            in_angle = True
-        elif ch == ">":
-            in_angle = False
-        elif ch == "," and not in_angle:
-            out.append("".join(buf).strip())
-            buf = []
-            continue
-        buf.append(ch)
-    out.append("".join(buf).strip())
-    return out
+    return [part.strip() for part in split_outside_quotes(value, ",", angle_brackets=True)]
 
 
 _VIA_RE = re.compile(

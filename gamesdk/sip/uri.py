@@ -10,7 +10,7 @@ import re
 from typing import NamedTuple
 
 from gamesdk.errors import RemoteProtocolError
-from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, unquote
+from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, split_outside_quotes, unquote
 
 __all__ = ["SipUri", "NameAddr", "Params", "parse_params", "format_params", "check_name_addr_untrusted"]
 
@@ -183,30 +183,7 @@ def parse_params(text: str, what: str) -> Params:
 
 
 def _split_semicolons(text: str) -> list[str]:
-    if '"' not in text:
-        return text.split(";")
-    out: list[str] = []
-    buf: list[str] = []
-    in_quote = escaped = False
-    for ch in text:
-        if in_quote:
-            buf.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_quote = False
-        elif ch == '"':
-            in_quote = True
-            buf.append(ch)
-        elif ch == ";":
-            out.append("".join(buf))
-            buf = []
-        else:
-            buf.append(ch)
-    out.append("".join(buf))
-    return out
+    return text.split(";") if '"' not in text else split_outside_quotes(text, ";")
 
 
 def format_params(params: Params) -> str:
