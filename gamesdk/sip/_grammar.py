@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 
+from gamesdk.errors import RemoteProtocolError
+
 __all__ = [
-    "TOKEN",
-    "TOKEN_RE",
     "LWS_RE",
     "QUOTED_STRING",
+    "TOKEN",
+    "TOKEN_RE",
+    "bad_value",
     "is_token",
-    "unquote",
     "quote",
     "split_outside_quotes",
+    "unquote",
 ]
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")  (RFC 3261 section 25.1)
@@ -80,3 +83,9 @@ def split_outside_quotes(text: str, separator: str, *, angle_brackets: bool = Fa
         buf.append(ch)
     out.append("".join(buf))
     return out
+
+
+def bad_value(what: str, text: str) -> RemoteProtocolError:
+    """The 400 error for a value that breaks the grammar, quoting (the start of) the value."""
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return RemoteProtocolError(f"Bad {what}: {shown!r}", 400)

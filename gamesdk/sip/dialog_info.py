@@ -22,16 +22,16 @@ from xml.sax.saxutils import escape, quoteattr
 from gamesdk.errors import RemoteProtocolError
 
 __all__ = [
-    "NAMESPACE",
     "CONTENT_TYPE",
     "MAX_BODY_BYTES",
+    "NAMESPACE",
+    "DialogEntry",
+    "DialogInfo",
     "DialogInfoError",
     "DialogState",
     "Direction",
-    "DialogEntry",
-    "DialogInfo",
-    "parse_dialog_info_untrusted",
     "format_dialog_info",
+    "parse_dialog_info_untrusted",
 ]
 
 NAMESPACE = "urn:ietf:params:xml:ns:dialog-info"
@@ -261,8 +261,10 @@ def format_dialog_info(info: DialogInfo) -> bytes:
     """Serialise ``info`` as RFC 4235 XML (UTF-8), the body the SDK PUBLISHes."""
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
-        f"<dialog-info xmlns={quoteattr(NAMESPACE)} version=\"{info.version}\""
-        f" state=\"{'full' if info.full else 'partial'}\" entity={quoteattr(info.entity)}>\n",
+        (
+            f"<dialog-info xmlns={quoteattr(NAMESPACE)} version=\"{info.version}\""
+            f" state=\"{'full' if info.full else 'partial'}\" entity={quoteattr(info.entity)}>\n"
+        ),
     ]
     for d in info.dialogs:
         attrs = f"id={quoteattr(d.id)}"

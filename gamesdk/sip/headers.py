@@ -9,28 +9,23 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, split_outside_quotes, unquote
+from gamesdk.sip._grammar import bad_value as _bad
 from gamesdk.sip.uri import Params, format_params, parse_params
 
 __all__ = [
-    "Via",
-    "CSeq",
-    "Warning",
-    "Reason",
-    "split_header_values",
-    "parse_auth_params",
-    "format_auth_params",
     "MAX_CSEQ",
+    "CSeq",
+    "Reason",
+    "Via",
+    "Warning",
+    "format_auth_params",
+    "parse_auth_params",
+    "split_header_values",
 ]
 
 #: CSeq sequence numbers are 32-bit and below 2**31 (RFC 3261 section 8.1.1.5).
 MAX_CSEQ = 2**31 - 1
-
-
-def _bad(what: str, text: str) -> RemoteProtocolError:
-    shown = text if len(text) <= 60 else text[:57] + "..."
-    return RemoteProtocolError(f"Bad {what}: {shown!r}", 400)
 
 
 def split_header_values(value: str) -> list[str]:
@@ -157,7 +152,7 @@ _WARNING_RE = re.compile(rf'[ \t]*([0-9]{{3}})[ \t]+(\S+)[ \t]+({QUOTED_STRING})
 
 
 @dataclass(frozen=True, slots=True)
-class Warning:  # noqa: A001 - the header is called Warning (RFC 3261 section 20.43)
+class Warning:
     """``Warning: 370 eu.gamesdk.test "insufficient uplink in eu-dsl"``."""
 
     code: int

@@ -7,22 +7,22 @@ cache the result until the headers change, and raise ``RemoteProtocolError`` (40
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.headers import CSeq, Reason, Via, Warning, split_header_values
 from gamesdk.sip.uri import NameAddr, SipUri
 
 __all__ = [
+    "COMPACT_FORMS",
+    "REASON_PHRASES",
     "Headers",
     "Message",
     "Request",
     "Response",
-    "response_for",
     "header_key",
-    "REASON_PHRASES",
-    "COMPACT_FORMS",
+    "response_for",
 ]
 
 #: Compact header forms (RFC 3261 section 7.3.3 and the IANA SIP header registry).
@@ -67,7 +67,7 @@ def header_key(name: str) -> str:
 class Headers:
     """Ordered SIP header fields; several fields may share a name."""
 
-    __slots__ = ("_items", "_cache")
+    __slots__ = ("_cache", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = [(header_key(n), n, v) for n, v in items]
@@ -198,7 +198,7 @@ _T = TypeVar("_T")
 class Message:
     """Shared part of requests and responses."""
 
-    __slots__ = ("headers", "body", "version")
+    __slots__ = ("body", "headers", "version")
 
     headers: Headers
     body: bytes
@@ -362,7 +362,7 @@ class Message:
 class Request(Message):
     """A SIP request. ``uri`` is the Request-URI text; ``request_uri`` parses it."""
 
-    __slots__ = ("method", "uri", "_uri_cache")
+    __slots__ = ("_uri_cache", "method", "uri")
 
     def __init__(
         self,
@@ -414,7 +414,7 @@ class Request(Message):
 class Response(Message):
     """A SIP response."""
 
-    __slots__ = ("status", "reason")
+    __slots__ = ("reason", "status")
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.message import Headers, Message, Request, Response, header_key
 from gamesdk.sip.uri import SipUri, check_name_addr_untrusted
 
-__all__ = ["parse_message_untrusted", "StreamParser", "MAX_MESSAGE_BYTES"]
+__all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "parse_message_untrusted"]
 
 #: Largest message accepted: the largest UDP payload (RFC 3261 section 18.1.1 lets UDP carry up to 65,535).
 MAX_MESSAGE_BYTES = 65535
@@ -45,7 +45,7 @@ def _parse_head(head: str) -> tuple[str, list[tuple[str, str, str]]]:
     start = lines[0].rstrip("\r")
     items: list[tuple[str, str, str]] = []
     for raw in lines[1:]:
-        line = raw[:-1] if raw.endswith("\r") else raw
+        line = raw.removesuffix("\r")
         if line[:1] in (" ", "\t"):
             # Header folding: a continuation line joins the previous field with one SP (RFC 3261 section 7.3.1).
             if not items:
@@ -158,16 +158,15 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
                     for part in split_header_values(value) if "," in value else (value,):
                         check_name_addr_untrusted(part)
             elif key == "expires":
-                message.expires
-            elif key == "date":
-                if not value.rstrip().endswith("GMT"):
-                    # SIP dates are always GMT (RFC 3261 section 20.17; RFC 4475 3.1.2.12).
-                    raise _fail("Bad Date header")
+                _ = message.expires  # raises on a bad value
+            elif key == "date" and not value.rstrip().endswith("GMT"):
+                # SIP dates are always GMT (RFC 3261 section 20.17; RFC 4475 3.1.2.12).
+                raise _fail("Bad Date header")
         elif count > 1 and key in _SINGLE:
             raise _fail(f"More than one {key} header")
-    for key in _REQUIRED:
+    for key, name in _REQUIRED.items():
         if key not in seen:
-            raise _fail(f"Missing {_REQUIRED[key]} header")
+            raise _fail(f"Missing {name} header")
     if not vias:
         raise _fail("Missing Via header")
     cache["via"] = vias

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, split_outside_quotes, unquote
+from gamesdk.sip._grammar import bad_value as _bad
 
-__all__ = ["SipUri", "NameAddr", "Params", "parse_params", "format_params", "check_name_addr_untrusted"]
+__all__ = ["NameAddr", "Params", "SipUri", "check_name_addr_untrusted", "format_params", "parse_params"]
 
 Params = tuple[tuple[str, "str | None"], ...]
 
@@ -38,11 +38,6 @@ _GEN_VALUE_RE = re.compile(rf"{TOKEN}|\[[0-9A-Fa-f:.]+\]|{QUOTED_STRING}")
 _TOKEN_FULL_RE = re.compile(TOKEN)
 # The common shape ``;name=token;flag`` with no LWS or quotes, parsed without the general loop.
 _SIMPLE_PARAMS_RE = re.compile(rf"(?:;{TOKEN}(?:={TOKEN})?)+")
-
-
-def _bad(what: str, text: str) -> RemoteProtocolError:
-    shown = text if len(text) <= 60 else text[:57] + "..."
-    return RemoteProtocolError(f"Bad {what}: {shown!r}", 400)
 
 
 class SipUri(NamedTuple):
