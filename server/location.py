@@ -76,6 +76,8 @@ class LocationService:
     def __init__(self, networks: Sequence[AccessNetworkRef] = ()) -> None:
         self.networks = AccessNetworkMap(networks)
         self._bindings: dict[str, dict[str, Binding]] = {}
+        # Source IP -> number of bindings registered from it (who may have in-dialog requests relayed).
+        self._source_ips: dict[str, int] = {}
         # (expires_at, aor, contact) min-heap with lazy deletion: stale entries are skipped on pop.
         self._expiry: list[tuple[float, str, str]] = []
 
@@ -102,6 +104,9 @@ class LocationService:
         per_aor = self._bindings.setdefault(binding.aor, {})
         old = per_aor.get(binding.contact)
         per_aor[binding.contact] = binding
+        if old is not None:
+            self._forget_ip(old.source[0])
+        self._source_ips[binding.source[0]] = self._source_ips.get(binding.source[0], 0) + 1
         heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
         return old
 
@@ -112,10 +117,26 @@ class LocationService:
         old = per_aor.pop(contact, None)
         if not per_aor:
             del self._bindings[aor]
+        if old is not None:
+            self._forget_ip(old.source[0])
         return old
 
     def remove_all(self, aor: str) -> list[Binding]:
-        return list(self._bindings.pop(aor, {}).values())
+        gone = list(self._bindings.pop(aor, {}).values())
+        for binding in gone:
+            self._forget_ip(binding.source[0])
+        return gone
+
+    def _forget_ip(self, ip: str) -> None:
+        count = self._source_ips.get(ip, 0) - 1
+        if count > 0:
+            self._source_ips[ip] = count
+        else:
+            self._source_ips.pop(ip, None)
+
+    def has_source_ip(self, ip: str) -> bool:
+        """Whether some player registered from this IP address (bindings not yet expired by :meth:`expire`)."""
+        return ip in self._source_ips
 
     def next_expiry(self) -> float | None:
         """When the earliest binding may expire (possibly a stale heap entry: :meth:`expire` then does nothing)."""

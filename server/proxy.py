@@ -238,6 +238,8 @@ class ProxyCore(TransactionSide):
 
         target = self._resolve(request, ruri, routes[1:] if route_popped else routes, out_of_dialog=not in_dialog,
                                now=now)
+        if in_dialog and not self._may_relay(source, from_peer, target):
+            raise _Reject(403, "In-dialog requests are relayed only for players logged in here")
 
         call: CallInfo | None = None
         if method == "INVITE":
@@ -368,6 +370,13 @@ class ProxyCore(TransactionSide):
             raise _Reject(604, "Does Not Exist Anywhere (unknown domain)")
         raise _Reject(404, "Unknown domain")
 
+    def _may_relay(self, source: Addr, from_peer: bool, target: Target) -> bool:
+        """In-dialog requests and 2xx ACKs are not authenticated (RFC 3261 section 22.1 for ACK; there is no
+        challenge in a dialog we are not part of). So they are relayed only from peers, from an address a player
+        registered from, or to one of our own players: never from a stranger to an arbitrary address (the
+        server must not be a reflector)."""
+        return from_peer or target.local or self.location.has_source_ip(source[0])
+
     def _address_of(self, uri: SipUri) -> Addr:
         host = uri.host.lower()
         peer = self.federation.by_domain(host)
@@ -425,6 +434,9 @@ class ProxyCore(TransactionSide):
                                    out_of_dialog=False, now=now)
         except _Reject as rej:
             log.info("proxy: ACK for %s dropped: %d %s", request.uri, rej.status, rej.reason or "")
+            return
+        if not self._may_relay(source, self.federation.by_address(source) is not None, target):
+            log.info("proxy: ACK from %s:%d dropped: not a player logged in here", *source)
             return
         fwd = Request("ACK", target.uri, request.headers.copy(), request.body, request.version)
         headers = fwd.headers

@@ -319,3 +319,27 @@ def test_every_response_parses(world: World) -> None:
     invite_with_auth(w, "sip:nobody@na.gamesdk.test")
     for _, _, data in w.wire.log:
         parse_message_untrusted(data)
+
+
+def test_in_dialog_requests_from_strangers_are_not_relayed(world: World) -> None:
+    """Unauthenticated in-dialog requests are relayed only for players logged in here (no reflection)."""
+    w = world
+    stranger = w.wire.add_ua(TestUA("eve", "eu.gamesdk.test", "x", ("192.0.2.66", 7666)))  # in memory only
+    victim = "sip:target@198.51.100.7:5060"
+    bye = Request("BYE", victim, [
+        ("Via", stranger.via()), ("Max-Forwards", "70"), ("From", "<sip:eve@eu.gamesdk.test>;tag=a"),
+        ("To", "<sip:target@198.51.100.7>;tag=b"), ("Call-ID", "reflect-1"), ("CSeq", "2 BYE")])
+    w.wire.send(stranger.addr, EU, bye)
+    (refused,) = stranger.responses()
+    assert refused.status == 403
+    ack = Request("ACK", victim, bye.headers.copy())
+    ack.headers.set("CSeq", "1 ACK")
+    ack.headers.set("Via", stranger.via())
+    before = len(w.wire.log)
+    w.wire.send(stranger.addr, EU, ack)
+    assert [dst for _, dst, _ in w.wire.log[before:]] == [EU]  # dropped at eu, nothing sent on
+    # The same BYE from alice's address (she is logged in here) is relayed.
+    again = bye.copy()
+    again.headers.set("Via", w.alice.via())
+    w.wire.send(w.alice.addr, EU, again)
+    assert any(dst == ("198.51.100.7", 5060) for _, dst, _ in w.wire.log[before:])
