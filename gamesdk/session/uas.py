@@ -230,15 +230,19 @@ class UasSide(AgentCore):
         if call.state is CallState.ENDING:
             return  # our BYE crossed theirs: the application already heard the session end
         reason = "peer hung up"
+        cause: int | None = None
         try:
             for r in req.reasons:
+                if r.protocol.upper() == "SIP" and r.cause is not None:
+                    cause = r.cause
                 if r.text:
                     reason = r.text if r.cause is None else f"{r.cause} {r.text}"
         except RemoteProtocolError:
             pass
         was = call.state
         call.state = CallState.ENDED
-        self._publish(call, now, DialogState.TERMINATED, event="remote-bye")
+        # The BYE's cause goes to our server too: a 580 there bills the session as qos-failed-peer.
+        self._publish(call, now, DialogState.TERMINATED, event="remote-bye", code=cause)
         if was is CallState.ANSWERED:
             self._emit(SessionFailed(call_id=call.call_id, status=487, reason=reason, refused_by="peer"))
         else:

@@ -216,8 +216,6 @@ def test_final_refusal_at_caller_server_after_modified_answer(tmp_path: Path) ->
     assert na_row.t_stop is not None and na_row.token
 
 
-@pytest.mark.xfail(reason="the SDK's terminated PUBLISH after a received BYE does not carry the BYE's cause "
-                          "(code=580) yet, so the callee's server bills bye-remote", strict=True)
 def test_callee_server_bills_qos_failed_peer(tmp_path: Path) -> None:
     _, na_row = final_refusal_at_caller_server(tmp_path)
     assert na_row.end_reason == "qos-failed-peer"
