@@ -35,7 +35,7 @@ from server.config import ServerConfig
 from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks
 from server.location import LocationService
-from server.proxy import ALLOW, ProxyCore, _server_key
+from server.proxy import ALLOW, ProxyCore, _server_key, mark_received
 from server.registrar import Registrar
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -193,6 +193,11 @@ class RegionalServer:
             return
         self.stats.requests += 1
         method = message.method
+        try:
+            mark_received(message, addr)
+        except RemoteProtocolError:  # the parser checked every Via already; drop rather than crash if not
+            self.stats.dropped += 1
+            return
         self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
         try:
             self._on_request(message, addr, now, out)

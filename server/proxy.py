@@ -14,7 +14,8 @@ Rules this proxy keeps, and why:
 - Responses from downstream, the proxy's own answers and the transaction timers live in
   :mod:`server.proxy_responses` (the base class :class:`~server.proxy_responses.TransactionSide`).
 - Responses are sent back to the address the request came from (symmetric routing, RFC 3581), which works for
-  SIPp, our SDK and players behind NATs alike; ``received``/``rport`` are still added to the Via.
+  SIPp, our SDK and players behind NATs alike; the node adds ``received``/``rport`` to the top Via on arrival
+  (:func:`mark_received`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from server.location import LocationService
 from server.proxy_responses import Out, ProxyStats, TransactionSide
 from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
-__all__ = ["ProxyCore", "ProxyStats", "Target"]
+__all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,24 @@ def _fill_rport(via_text: str, port: int) -> str:
         if end == len(via_text) or via_text[end] in "; \t":
             return f"{via_text[:end]}={port}{via_text[end:]}"
         start = end
+
+
+def mark_received(request: Request, source: Addr) -> None:
+    """Record in the top Via where a request really came from: ``received`` (RFC 3261 section 18.2.1) and the
+    port in ``rport`` (RFC 3581 section 4). Done on arrival, so every response built from the request and every
+    forwarded copy carry it."""
+    via = request.top_via
+    rport = via.rport
+    if via.host == source[0] and rport is None:
+        return
+    headers = request.headers
+    text = headers.remove_first("Via") or str(via)
+    if rport is not None:
+        # "rport" without a value is the usual form; a value already there is replaced.
+        text = str(via.with_param("rport", str(source[1]))) if rport else _fill_rport(text, source[1])
+    if via.host != source[0] and via.received is None:
+        text = f"{text};received={source[0]}"
+    headers.insert_first("Via", text)
 
 
 class ProxyCore(TransactionSide):
@@ -270,7 +289,6 @@ class ProxyCore(TransactionSide):
             self._strip_own_credentials(headers)
         for name, value in extra_headers:
             headers.add(name, value)
-        self._mark_received(request, headers, source)
         branch = self._new_branch(loop_hash)
         headers.insert_first("Via", self._via(branch))
         data = fwd.to_bytes()
@@ -326,20 +344,6 @@ class ProxyCore(TransactionSide):
                 continue
             if params.get("realm") != self.auth.realm:
                 headers.add("Proxy-Authorization", value)
-
-    def _mark_received(self, request: Request, headers: Headers, source: Addr) -> None:
-        # Section 18.2.1 (received) and RFC 3581 (rport): record where the request really came from.
-        via = request.top_via
-        rport = via.rport
-        if via.host == source[0] and rport is None:
-            return
-        text = headers.remove_first("Via") or str(via)
-        if rport is not None:
-            # "rport" without a value is the usual form; a value already there is replaced (RFC 3581 section 4).
-            text = str(via.with_param("rport", str(source[1]))) if rport else _fill_rport(text, source[1])
-        if via.host != source[0] and via.received is None:
-            text = f"{text};received={source[0]}"
-        headers.insert_first("Via", text)
 
     def _resolve(self, request: Request, ruri: SipUri, routes: list[str], *, out_of_dialog: bool,
                  now: float) -> Target:
@@ -446,7 +450,6 @@ class ProxyCore(TransactionSide):
         # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
         incoming = request.top_via.branch or request.call_id
         branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
-        self._mark_received(request, headers, source)
         headers.insert_first("Via", self._via(branch))
         self.stats.stateless_acks += 1
         out.append((fwd.to_bytes(), target.dest))

@@ -53,6 +53,7 @@ def test_challenges_in_configured_order_with_qop_auth(tmp_path: Path) -> None:
     assert [c.algorithm for c in parsed] == ["SHA-256", "MD5"]
     assert all(c.qop == ("auth",) and c.realm == "eu.gamesdk.test" for c in parsed)
     assert parsed[0].nonce == parsed[1].nonce
+    assert challenge.top_via.rport == "7001"  # RFC 3581: the port the request came from
 
     wire2, _, ua2 = make(tmp_path / "b", digest_algorithms=("MD5", "SHA-256"))
     wire2.send(ua2.addr, EU, ua2.register())
