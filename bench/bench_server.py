@@ -534,7 +534,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="afterwards profile our eu server with py-spy")
     ap.add_argument("--json", type=Path, help="append every row to this JSON-lines file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, stats)")
+    ap.add_argument("--summarize", type=Path, metavar="JSONL",
+                    help="print the table of rows saved earlier with --json, and run nothing")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(table([json.loads(line) for line in args.summarize.read_text().splitlines() if line.strip()]))
+        return 0
 
     for tool in ("sipp", "kamailio"):
         if shutil.which(tool) is None:
