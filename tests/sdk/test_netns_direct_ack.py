@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,24 @@ import harness  # process helpers shared with the SIPp tests
 TAG = f"g{os.getpid() % 100000}"
 NS = f"gsdk-{TAG}"
 HOST_IF, NS_IF = f"{TAG}a", f"{TAG}b"
-# A /30 inside the namespace pair this test creates (never routed anywhere else).
-SUBNET = 100 + os.getpid() % 100
-HOST_IP, NS_IP = f"10.213.{SUBNET}.1", f"10.213.{SUBNET}.2"
+
+
+def _free_subnet() -> int:
+    """A /30 in 10.213.0.0/16 no interface on this machine uses (two runs at once must not share one)."""
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, timeout=10).stdout
+    for offset in range(200):
+        candidate = (os.getpid() + offset) % 200 + 20
+        if f"10.213.{candidate}." not in used:
+            return candidate
+    raise RuntimeError("no free 10.213.x.0/30 for the test namespace")
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The namespace and the /30 between it and the test (never routed anywhere else)."""
+
+    host_ip: str
+    ns_ip: str
 
 SNIFFER = r'''
 import socket, struct, sys, time
@@ -73,7 +89,7 @@ def _namespaces_usable() -> str | None:
 
 
 @pytest.fixture
-def namespace() -> Iterator[str]:
+def lab() -> Iterator[Lab]:
     reason = _namespaces_usable()
     if reason:
         pytest.skip(reason)
@@ -81,27 +97,30 @@ def namespace() -> Iterator[str]:
         _run("ip", "netns", "add", NS)
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"network namespaces unavailable here: {exc.stderr.decode().strip()}")
+    subnet = _free_subnet()
+    host_ip, ns_ip = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
     try:
         _run("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
         _run("ip", "link", "set", NS_IF, "netns", NS)
-        _run("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
+        _run("ip", "addr", "add", f"{host_ip}/30", "dev", HOST_IF)
         _run("ip", "link", "set", HOST_IF, "up")
-        _run("ip", "netns", "exec", NS, "ip", "addr", "add", f"{NS_IP}/30", "dev", NS_IF)
+        _run("ip", "netns", "exec", NS, "ip", "addr", "add", f"{ns_ip}/30", "dev", NS_IF)
         _run("ip", "netns", "exec", NS, "ip", "link", "set", NS_IF, "up")
         _run("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
-        yield NS
+        yield Lab(host_ip=host_ip, ns_ip=ns_ip)
     finally:
         # best effort: deleting the veth end may already have taken the other one
         subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True, timeout=10, check=False)
         subprocess.run(["ip", "netns", "del", NS], capture_output=True, timeout=10, check=False)
 
 
-def _start_server(workdir: Path, name: str, domain: str, port: int, peer: tuple[str, int]) -> subprocess.Popen[bytes]:
-    network = {"name": f"{name}-lab", "prefixes": [f"{HOST_IP}/32", "127.0.0.0/8"], "uplink_kbps": 100000,
+def _start_server(lab: Lab, workdir: Path, name: str, domain: str, port: int,
+                  peer: tuple[str, int]) -> subprocess.Popen[bytes]:
+    network = {"name": f"{name}-lab", "prefixes": [f"{lab.host_ip}/32", "127.0.0.0/8"], "uplink_kbps": 100000,
                "downlink_kbps": 100000, "rtt_ms": 5, "jitter_ms": 1, "loss_ppm": 100, "max_sessions": 100}
     config = harness.region_config(name, domain, port, [peer], database=f"{name}.sqlite3")
-    config["region"]["listen"] = f"udp:{NS_IP}:{port}"
-    config["peers"] = [{"domain": peer[0], "address": f"udp:{NS_IP}:{peer[1]}"}]
+    config["region"]["listen"] = f"udp:{lab.ns_ip}:{port}"
+    config["peers"] = [{"domain": peer[0], "address": f"udp:{lab.ns_ip}:{peer[1]}"}]
     config["access_networks"] = [network]
     path = workdir / f"{name}.toml"
     path.write_text(harness.toml_dumps(config))
@@ -114,21 +133,21 @@ def _start_server(workdir: Path, name: str, domain: str, port: int, peer: tuple[
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
 
 
-def test_ack_and_bye_never_reach_a_server(namespace: str, tmp_path: Path) -> None:
+def test_ack_and_bye_never_reach_a_server(lab: Lab, tmp_path: Path) -> None:
     eu_port, na_port = 5060, 5062  # inside the namespace nothing else listens
     capture = tmp_path / "capture.txt"
     (tmp_path / "sniff.py").write_text(SNIFFER)
     sniffer = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, str(tmp_path / "sniff.py"), NS_IF,
                                 str(capture), "40"])
     servers = [
-        _start_server(tmp_path, "eu", "eu.gamesdk.test", eu_port, ("na.gamesdk.test", na_port)),
-        _start_server(tmp_path, "na", "na.gamesdk.test", na_port, ("eu.gamesdk.test", eu_port)),
+        _start_server(lab, tmp_path, "eu", "eu.gamesdk.test", eu_port, ("na.gamesdk.test", na_port)),
+        _start_server(lab, tmp_path, "na", "na.gamesdk.test", na_port, ("eu.gamesdk.test", eu_port)),
     ]
     try:
         deadline = time.monotonic() + 10
         while not (capture.exists() and capture.read_text().startswith("READY")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        asyncio.run(asyncio.wait_for(_play(eu_port, na_port), 30))
+        asyncio.run(asyncio.wait_for(_play(lab, eu_port, na_port), 30))
         time.sleep(0.3)  # let the last datagrams reach the capture
     finally:
         for proc in servers + [sniffer]:
@@ -140,22 +159,22 @@ def test_ack_and_bye_never_reach_a_server(namespace: str, tmp_path: Path) -> Non
                 proc.kill()
     lines = capture.read_text().splitlines()[1:]
     seen = "\n".join(lines)
-    assert f"{HOST_IP}>{NS_IP} INVITE sip:bob@na.gamesdk.test" in seen, seen
-    assert f"{NS_IP}>{HOST_IP} SIP/2.0 200 OK" in seen, seen
-    assert f"{NS_IP}>{HOST_IP} INVITE sip:bob@" in seen, seen  # na forwarded the INVITE to bob
+    assert f"{lab.host_ip}>{lab.ns_ip} INVITE sip:bob@na.gamesdk.test" in seen, seen
+    assert f"{lab.ns_ip}>{lab.host_ip} SIP/2.0 200 OK" in seen, seen
+    assert f"{lab.ns_ip}>{lab.host_ip} INVITE sip:bob@" in seen, seen  # na forwarded the INVITE to bob
     assert "PUBLISH sip:alice@eu.gamesdk.test" in seen and "PUBLISH sip:bob@na.gamesdk.test" in seen, seen
     # The only ACK that may cross is the hop-by-hop ACK of the proxy's 407, addressed to bob's AOR. The ACK of
-    # the 200 goes to bob's Contact (sip:bob@HOST_IP:port), and no BYE reaches the servers' side.
+    # the 200 goes to bob's Contact (sip:bob@<host ip>:port), and no BYE reaches the servers' side.
     acks = [line for line in lines if " ACK " in line]
     assert all(" ACK sip:bob@na.gamesdk.test " in line for line in acks), acks
     assert not [line for line in lines if " BYE " in line], lines
 
 
-async def _play(eu_port: int, na_port: int) -> None:
+async def _play(lab: Lab, eu_port: int, na_port: int) -> None:
     alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain="eu.gamesdk.test",
-                                    server=(NS_IP, eu_port)), bind=(HOST_IP, 0))
+                                    server=(lab.ns_ip, eu_port)), bind=(lab.host_ip, 0))
     bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain="na.gamesdk.test",
-                                  server=(NS_IP, na_port)), bind=(HOST_IP, 0))
+                                  server=(lab.ns_ip, na_port)), bind=(lab.host_ip, 0))
     for client in (alice, bob):
         for _ in range(50):  # the servers may still be starting
             try:
