@@ -35,7 +35,7 @@ HOST_IF, NS_IF = f"{TAG}a", f"{TAG}b"
 
 def _free_subnet() -> int:
     """A /30 in 10.213.0.0/16 no interface on this machine uses (two runs at once must not share one)."""
-    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, timeout=10).stdout
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, timeout=10, check=True).stdout
     for offset in range(200):
         candidate = (os.getpid() + offset) % 200 + 20
         if f"10.213.{candidate}." not in used:
