@@ -145,7 +145,7 @@ def start_kamailio(stack: ExitStack, workdir: Path, tag: str, port: int, next_ho
     stack.callback(proc.stop)
     h.wait_udp_bound(port, proc.proc)
     time.sleep(0.3)  # let it fork its worker and timer processes
-    return proc.pid
+    return int(proc.pid)
 
 
 #: SIPp never PUBLISHes the dialog state (DESIGN section 4), so every reservation made on a 200 lingers until the
@@ -495,7 +495,7 @@ def ours_can_skip_invite_auth() -> bool:
     """Whether our server's config accepts ``[auth] invite_auth = false`` (else only the digest path is measured)."""
     with tempfile.TemporaryDirectory() as tmp:
         server = h.RegionServer(Path(tmp), "eu", EU, 5060, overrides={"auth": {"invite_auth": False}})
-        ok = server.cli("check-config").returncode == 0
+        ok = bool(server.cli("check-config").returncode == 0)
     if not ok:
         print("note: our server has no [auth] invite_auth switch; measuring it with INVITE digest only",
               file=sys.stderr)
