@@ -41,8 +41,8 @@ from gamesdk.client import Decline as Decline
 from gamesdk.client import GameClient as GameClient
 from gamesdk.client import GameSession as GameSession
 from gamesdk.client import IncomingInvite as IncomingInvite
-from gamesdk.client import PollingClient as PollingClient
-from gamesdk.client import PollingSession as PollingSession
+from gamesdk.polling import PollingClient as PollingClient
+from gamesdk.polling import PollingSession as PollingSession
 from gamesdk.config import ClientConfig as ClientConfig
 from gamesdk.errors import GameSdkError as GameSdkError
 from gamesdk.errors import LocalProtocolError as LocalProtocolError

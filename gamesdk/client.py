@@ -1,7 +1,7 @@
-"""The public façades: ``GameClient`` (asyncio) and ``PollingClient`` (game loop, no asyncio, no threads).
+"""``GameClient``: the player's SDK for asyncio programs (the game-loop twin is :mod:`gamesdk.polling`).
 
-Both drive one sans-IO :class:`~gamesdk.session.agent.UserAgent` on a UDP socket, bind one UDP socket per
-session for the game channel (its port goes into the SDP), and open the encrypted channel on it once the
+It drives one sans-IO :class:`~gamesdk.session.agent.UserAgent` on a UDP socket, binds one UDP socket per
+session for the game channel (its port goes into the SDP), and opens the encrypted channel on it once the
 session is established.
 """
 
@@ -10,15 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 from gamesdk.channel.config import SUITES, ChannelConfig, ChannelParams, Lane
-from gamesdk.channel.connection import Channel
 from gamesdk.channel.events import ChannelEvent, Disconnected
 from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
@@ -38,28 +34,16 @@ from gamesdk.events import (
     Unregistered,
 )
 from gamesdk.io.channel_asyncio import AsyncChannel, open_channel
-from gamesdk.io.channel_poll import PollChannel, bind_udp
+from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for, offer_terms
 from gamesdk.qos.model import GameFormat, SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import CallState, UserAgent
-from gamesdk.session.terms import DEFAULT_FORMAT, make_terms
-from gamesdk.sip.ids import IdFactory, RandomIdFactory
+from gamesdk.session.terms import DEFAULT_FORMAT
+from gamesdk.sip.ids import IdFactory
 
-__all__ = [
-    "Accept",
-    "Decline",
-    "GameClient",
-    "GameSession",
-    "IncomingInvite",
-    "PollingClient",
-    "PollingSession",
-]
+__all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite"]
 
 log = logging.getLogger(__name__)
-
-Address = tuple[str, int]
-#: Read at most this many datagrams per poll, so one flooded socket cannot stall a frame.
-MAX_READS_PER_POLL = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,95 +60,6 @@ class Decline:
 
     status: int = 603
     reason: str = "Declined"
-
-
-class _Core:
-    """What both façades share: the user agent, its SIP socket and one channel socket per session."""
-
-    def __init__(
-        self,
-        config: ClientConfig,
-        bind: Address,
-        random_bytes: Callable[[int], bytes],
-        ids: IdFactory | None,
-    ) -> None:
-        self.config = config
-        family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind(bind)
-        self.sock.setblocking(False)
-        local = self.sock.getsockname()[:2]
-        self.channel_socks: dict[str, socket.socket] = {}
-        self.agent = UserAgent(
-            config,
-            (local[0], local[1]),
-            ids=ids or RandomIdFactory(random_bytes, call_id_host=local[0]),
-            random_bytes=random_bytes,
-            channel_addr=self._channel_addr,
-        )
-
-    def _channel_addr(self, call_id: str) -> Address:
-        sock = bind_udp(self.agent.local_addr[0], 0)
-        self.channel_socks[call_id] = sock
-        host, port = sock.getsockname()[:2]
-        return host, port
-
-    def take_channel_socket(self, call_id: str) -> socket.socket:
-        return self.channel_socks.pop(call_id)
-
-    def drop_channel_socket(self, call_id: str) -> None:
-        sock = self.channel_socks.pop(call_id, None)
-        if sock is not None:
-            sock.close()
-
-    def events(self) -> list[SessionEvent]:
-        out: list[SessionEvent] = []
-        while (event := self.agent.next_event()) is not None:
-            if isinstance(event, (SessionFailed, InviteCancelled)):
-                self.drop_channel_socket(event.call_id)
-            out.append(event)
-        return out
-
-    def close(self) -> None:
-        for call_id in list(self.channel_socks):
-            self.drop_channel_socket(call_id)
-        self.sock.close()
-
-
-def _terms(
-    format: str | GameFormat | Sequence[str | GameFormat],
-    classification: str,
-    latency_ms: int,
-    jitter_ms: int,
-    loss_ppm: int,
-    pps: int,
-    bandwidth_kbps: int,
-    security: Sequence[str],
-) -> SessionTerms:
-    return make_terms(
-        format=format,
-        classification=classification,
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        loss_ppm=loss_ppm,
-        pps=pps,
-        bandwidth_kbps=bandwidth_kbps,
-        security=security,
-    )
-
-
-def _channel_config(base: ChannelConfig | None, agreement: Agreement) -> ChannelConfig:
-    """The channel watches the negotiated QoS (QosViolation events) unless the application set bounds."""
-    from dataclasses import replace
-
-    config = base or ChannelConfig()
-    if config.max_rtt_ms is None and config.max_jitter_ms is None and config.max_loss_ppm is None:
-        qos = agreement.qos
-        config = replace(config, max_rtt_ms=qos.latency_ms, max_jitter_ms=qos.jitter_ms, max_loss_ppm=qos.loss_ppm)
-    return config
-
-
-# ====================================================================================================== asyncio
 
 
 class GameSession:
@@ -270,7 +165,7 @@ class GameClient:
         self._on_invite = on_invite
         self._channel_config = channel_config
         self._simulator = simulator
-        self._core: _Core | None = None
+        self._core: PlayerSockets | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -285,10 +180,10 @@ class GameClient:
         self.history: list[SessionEvent] = []
 
     # -- lifecycle
-    async def _start(self) -> _Core:
+    async def _start(self) -> PlayerSockets:
         if self._core is None:
             self._loop = asyncio.get_running_loop()
-            core = _Core(self.config, self._bind, self._random, self._ids)
+            core = PlayerSockets(self.config, self._bind, self._random, self._ids)
             transport, _ = await self._loop.create_datagram_endpoint(lambda: _AgentProtocol(self), sock=core.sock)
             self._transport = transport
             self._core = core
@@ -388,7 +283,7 @@ class GameClient:
             LocalProtocolError: a requirement is out of range.
         """
         core = await self._start()
-        terms = _terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
+        terms = offer_terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
         loop = asyncio.get_running_loop()
         call_id = core.agent.invite(peer, terms, loop.time(), acceptable=acceptable)
         future: asyncio.Future[SessionEvent] = loop.create_future()
@@ -543,7 +438,7 @@ class GameClient:
 
         channel = await open_channel(
             params,
-            _channel_config(self._channel_config, event.agreement),
+            channel_config_for(self._channel_config, event.agreement),
             sock=sock,
             on_event=on_channel_event,
             outbound=out,
@@ -605,198 +500,3 @@ class GameClient:
         task.add_done_callback(self._tasks.discard)
 
 
-# ====================================================================================================== polling
-
-
-class PollingSession:
-    """An established session for game loops: ``poll(now)`` returns channel events; ``send``; ``end``."""
-
-    def __init__(self, client: PollingClient, agreement: Agreement, channel: PollChannel) -> None:
-        self._client = client
-        self.agreement = agreement
-        self.call_id = agreement.call_id
-        self.channel = channel
-        self.ended = False
-
-    def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
-        self.channel.send(lane, data)
-
-    def send_message(self, obj: Any, lane: Lane | int = Lane.RELIABLE) -> None:
-        self.channel.send(lane, pack_message(obj))
-
-    def flush(self, now: float) -> None:
-        self.channel.flush(now)
-
-    def poll(self, now: float) -> list[ChannelEvent]:
-        """Receive, run timers, send; returns the channel events (oldest first)."""
-        if self.ended:
-            return []
-        events = self.channel.poll(now)
-        for event in events:
-            if isinstance(event, Disconnected):
-                self._client._end(self, now, f"channel lost: {event.reason}")
-        return events
-
-    @property
-    def stats(self) -> ChannelStats:
-        return self.channel.stats
-
-    def end(self, now: float, reason: str | None = None) -> None:
-        """Hang up (BYE to the peer, CLOSE on the channel)."""
-        self._client._end(self, now, reason)
-
-
-class PollingClient:
-    """A player's SDK driven from a game loop: call ``poll(now)`` once per frame; no asyncio, no threads.
-
-    ``poll`` returns signalling events (:mod:`gamesdk.events`); a ``SessionEstablished`` comes with a ready
-    :class:`PollingSession` in :attr:`sessions` whose own ``poll(now)`` returns the channel events.
-    """
-
-    def __init__(
-        self,
-        config: ClientConfig,
-        *,
-        bind: Address = ("127.0.0.1", 0),
-        channel_config: ChannelConfig | None = None,
-        simulator: tuple[NetworkSimulator | None, NetworkSimulator | None] | None = None,
-        random_bytes: Callable[[int], bytes] = os.urandom,
-        ids: IdFactory | None = None,
-    ) -> None:
-        self._core = _Core(config, bind, random_bytes, ids)
-        self._channel_config = channel_config
-        self._simulator = simulator
-        #: Established sessions by Call-ID.
-        self.sessions: dict[str, PollingSession] = {}
-        self._backlog: deque[SessionEvent] = deque()
-
-    @property
-    def agent(self) -> UserAgent:
-        return self._core.agent
-
-    @property
-    def local_addr(self) -> Address:
-        return self._core.agent.local_addr
-
-    def login(self, now: float) -> None:
-        """Start the REGISTER; ``Registered`` or ``RegistrationFailed`` comes out of ``poll``."""
-        self._core.agent.register(now)
-        self._transmit()
-
-    def logout(self, now: float) -> None:
-        self._core.agent.unregister(now)
-        self._transmit()
-
-    def invite(
-        self,
-        peer: str,
-        now: float,
-        *,
-        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,
-        classification: str = "action",
-        latency_ms: int = 100,
-        jitter_ms: int = 20,
-        loss_ppm: int = 10_000,
-        pps: int = 60,
-        bandwidth_kbps: int = 64,
-        security: Sequence[str] = SUITES,
-        acceptable: Acceptable | None = None,
-    ) -> str:
-        """Start an invitation; returns the Call-ID. ``SessionEstablished``/``SessionFailed`` follow."""
-        terms = _terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
-        call_id = self._core.agent.invite(peer, terms, now, acceptable=acceptable)
-        self._transmit()
-        return call_id
-
-    def accept(
-        self, call_id: str, now: float, *, requirements: Requirements | None = None, answer: SessionTerms | None = None
-    ) -> SessionTerms:
-        try:
-            return self._core.agent.accept(call_id, now, requirements=requirements, answer=answer)
-        finally:
-            self._transmit()
-
-    def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
-        self._core.agent.decline(call_id, now, status=status, reason=reason)
-        self._transmit()
-
-    def cancel(self, call_id: str, now: float) -> None:
-        """Withdraw an invitation that has no answer yet (CANCEL); ``SessionFailed(487)`` follows.
-
-        Raises:
-            LocalProtocolError: ``call_id`` is not an invitation of ours still waiting for its answer.
-        """
-        self._core.agent.cancel(call_id, now)
-        self._transmit()
-
-    def poll(self, now: float) -> list[SessionEvent]:
-        """Receive SIP datagrams, run due timers, send; return signalling events (oldest first)."""
-        agent = self._core.agent
-        sock = self._core.sock
-        for _ in range(MAX_READS_PER_POLL):
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # ICMP port unreachable from a previous send, on Linux
-                log.debug("SIP socket: %s", exc)
-                continue
-            agent.receive_datagram(data, (addr[0], addr[1]), now)
-        timer = agent.get_timer()
-        if timer is not None and timer <= now:
-            agent.handle_timer(now)
-        out = list(self._backlog)
-        self._backlog.clear()
-        for event in self._core.events():
-            if isinstance(event, SessionEstablished):
-                self._open(event, now)
-            elif isinstance(event, SessionEnded):
-                session = self.sessions.pop(event.call_id, None)
-                if session is not None:
-                    session.ended = True
-                    if event.by_peer:
-                        session.channel.close(now, event.reason)
-            out.append(event)
-        self._transmit()
-        return out
-
-    def _open(self, event: SessionEstablished, now: float) -> None:
-        params = event.channel_params
-        assert isinstance(params, ChannelParams)
-        out, inbound = self._simulator or (None, None)
-        channel = Channel(params, _channel_config(self._channel_config, event.agreement), now=now)
-        poll_channel = PollChannel(
-            channel, self._core.take_channel_socket(event.call_id), outbound=out, inbound=inbound
-        )
-        self.sessions[event.call_id] = PollingSession(self, event.agreement, poll_channel)
-
-    def _end(self, session: PollingSession, now: float, reason: str | None) -> None:
-        if session.ended:
-            return
-        session.ended = True
-        session.channel.close(now, reason or "session ended")
-        self.sessions.pop(session.call_id, None)
-        try:
-            self._core.agent.end(session.call_id, now, reason=reason)
-        except LocalProtocolError:
-            pass
-        self._transmit()
-
-    def _transmit(self) -> None:
-        sock = self._core.sock
-        for data, addr in self._core.agent.datagrams_to_send():
-            try:
-                sock.sendto(data, addr)
-            except OSError as exc:
-                log.debug("SIP send to %s failed: %s", addr, exc)
-
-    def next_wakeup(self) -> float | None:
-        """The earliest time ``poll`` has timer work (for loops that sleep)."""
-        return self._core.agent.get_timer()
-
-    def close(self, now: float | None = None) -> None:
-        """End sessions and release the sockets (does not wait for answers)."""
-        t = time.monotonic() if now is None else now
-        for session in list(self.sessions.values()):
-            self._end(session, t, "client closed")
-        self._core.close()

@@ -1,0 +1,107 @@
+"""The sockets of one player: the SIP socket its user agent speaks on, and a channel socket per session.
+
+Shared by both client façades (:mod:`gamesdk.client` for asyncio, :mod:`gamesdk.polling` for game loops).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from gamesdk.channel.config import ChannelConfig
+from gamesdk.config import ClientConfig
+from gamesdk.events import Agreement, InviteCancelled, SessionEvent, SessionFailed
+from gamesdk.io.channel_poll import bind_udp
+from gamesdk.qos.model import GameFormat, SessionTerms
+from gamesdk.session.agent import UserAgent
+from gamesdk.session.terms import make_terms
+from gamesdk.sip.ids import IdFactory, RandomIdFactory
+
+__all__ = ["Address", "PlayerSockets", "channel_config_for", "offer_terms"]
+
+Address = tuple[str, int]
+
+
+class PlayerSockets:
+    """What both client façades share: the user agent, its SIP socket and one channel socket per session."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        bind: Address,
+        random_bytes: Callable[[int], bytes],
+        ids: IdFactory | None,
+    ) -> None:
+        self.config = config
+        family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind(bind)
+        self.sock.setblocking(False)
+        local = self.sock.getsockname()[:2]
+        self.channel_socks: dict[str, socket.socket] = {}
+        self.agent = UserAgent(
+            config,
+            (local[0], local[1]),
+            ids=ids or RandomIdFactory(random_bytes, call_id_host=local[0]),
+            random_bytes=random_bytes,
+            channel_addr=self._channel_addr,
+        )
+
+    def _channel_addr(self, call_id: str) -> Address:
+        sock = bind_udp(self.agent.local_addr[0], 0)
+        self.channel_socks[call_id] = sock
+        host, port = sock.getsockname()[:2]
+        return host, port
+
+    def take_channel_socket(self, call_id: str) -> socket.socket:
+        return self.channel_socks.pop(call_id)
+
+    def drop_channel_socket(self, call_id: str) -> None:
+        sock = self.channel_socks.pop(call_id, None)
+        if sock is not None:
+            sock.close()
+
+    def events(self) -> list[SessionEvent]:
+        out: list[SessionEvent] = []
+        while (event := self.agent.next_event()) is not None:
+            if isinstance(event, (SessionFailed, InviteCancelled)):
+                self.drop_channel_socket(event.call_id)
+            out.append(event)
+        return out
+
+    def close(self) -> None:
+        for call_id in list(self.channel_socks):
+            self.drop_channel_socket(call_id)
+        self.sock.close()
+
+
+def offer_terms(
+    format: str | GameFormat | Sequence[str | GameFormat],
+    classification: str,
+    latency_ms: int,
+    jitter_ms: int,
+    loss_ppm: int,
+    pps: int,
+    bandwidth_kbps: int,
+    security: Sequence[str],
+) -> SessionTerms:
+    return make_terms(
+        format=format,
+        classification=classification,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        loss_ppm=loss_ppm,
+        pps=pps,
+        bandwidth_kbps=bandwidth_kbps,
+        security=security,
+    )
+
+
+def channel_config_for(base: ChannelConfig | None, agreement: Agreement) -> ChannelConfig:
+    """The channel watches the negotiated QoS (QosViolation events) unless the application set bounds."""
+    config = base or ChannelConfig()
+    if config.max_rtt_ms is None and config.max_jitter_ms is None and config.max_loss_ppm is None:
+        qos = agreement.qos
+        config = replace(config, max_rtt_ms=qos.latency_ms, max_jitter_ms=qos.jitter_ms, max_loss_ppm=qos.loss_ppm)
+    return config
