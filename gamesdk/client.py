@@ -78,7 +78,7 @@ class GameSession:
         self.ended = asyncio.Event()
 
     def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
-        """Send ``data`` on ``lane``; raises ``ChannelError`` when it is too large for the lane."""
+        """Send ``data`` on ``lane``; raises ``MessageTooLarge`` when it is too large for the lane."""
         self.channel.send(lane, data)
 
     def send_message(self, obj: Any, lane: Lane | int = Lane.RELIABLE) -> None:
