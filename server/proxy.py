@@ -43,6 +43,11 @@ __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
 log = logging.getLogger(__name__)
 
+#: How long in-dialog requests of a call authenticated here are relayed (a long game; the SDK never needs it).
+DIALOG_RELAY_S = 4 * 3600.0
+#: At most this many such calls are remembered (the oldest are forgotten first).
+MAX_RELAYED_DIALOGS = 200_000
+
 #: Methods that never get a 407 (RFC 3261 section 22.1: ACK and CANCEL cannot be challenged).
 _NEVER_CHALLENGED = frozenset({"ACK", "CANCEL"})
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PUBLISH, UPDATE, INFO, PRACK, MESSAGE, NOTIFY, SUBSCRIBE, REFER"
@@ -161,6 +166,9 @@ class ProxyCore(TransactionSide):
         self._timeout_64t1 = 64 * timers.t1_s
         # Delayed answers (authentication throttling): (when, data, addr), drained by the node.
         self.delayed: list[tuple[float, bytes, Addr]] = []
+        # Call-IDs of calls whose INVITE a player authenticated here -> until when their in-dialog requests
+        # (SIPp sends them to its proxy) are relayed without a registration from the same address.
+        self._dialogs: dict[str, float] = {}
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -257,7 +265,7 @@ class ProxyCore(TransactionSide):
 
         target = self._resolve(request, ruri, routes[1:] if route_popped else routes, out_of_dialog=not in_dialog,
                                now=now)
-        if in_dialog and not self._may_relay(source, from_peer, target):
+        if in_dialog and not self._may_relay(source, from_peer, target, request.call_id, now):
             raise _Reject(403, "In-dialog requests are relayed only for players logged in here")
 
         call: CallInfo | None = None
@@ -374,12 +382,26 @@ class ProxyCore(TransactionSide):
             raise _Reject(604, "Does Not Exist Anywhere (unknown domain)")
         raise _Reject(404, "Unknown domain")
 
-    def _may_relay(self, source: Addr, from_peer: bool, target: Target) -> bool:
+    def _may_relay(self, source: Addr, from_peer: bool, target: Target, call_id: str, now: float) -> bool:
         """In-dialog requests and 2xx ACKs are not authenticated (RFC 3261 section 22.1 for ACK; there is no
         challenge in a dialog we are not part of). So they are relayed only from peers, from an address a player
-        registered from, or to one of our own players: never from a stranger to an arbitrary address (the
-        server must not be a reflector)."""
-        return from_peer or target.local or self.location.has_source_ip(source[0])
+        registered from, to one of our own players, or within a call whose INVITE a player authenticated here:
+        never from a stranger to an arbitrary address (the server must not be a reflector)."""
+        if from_peer or target.local or self.location.has_source_ip(source[0]):
+            return True
+        expires = self._dialogs.get(call_id)
+        return expires is not None and expires > now
+
+    def _dialog_opened(self, call_id: str, now: float) -> None:
+        dialogs = self._dialogs
+        dialogs.pop(call_id, None)
+        dialogs[call_id] = now + DIALOG_RELAY_S
+        # Insertion order is expiry order: drop the expired (and the oldest beyond the cap) from the front.
+        while dialogs:
+            oldest, expires = next(iter(dialogs.items()))
+            if expires > now and len(dialogs) <= MAX_RELAYED_DIALOGS:
+                break
+            del dialogs[oldest]
 
     def _address_of(self, uri: SipUri) -> Addr:
         host = uri.host.lower()
@@ -439,7 +461,7 @@ class ProxyCore(TransactionSide):
         except _Reject as rej:
             log.info("proxy: ACK for %s dropped: %d %s", request.uri, rej.status, rej.reason or "")
             return
-        if not self._may_relay(source, self.federation.by_address(source) is not None, target):
+        if not self._may_relay(source, self.federation.by_address(source) is not None, target, request.call_id, now):
             log.info("proxy: ACK from %s:%d dropped: not a player logged in here", *source)
             return
         fwd = Request("ACK", target.uri, request.headers.copy(), request.body, request.version)

@@ -57,6 +57,9 @@ class TransactionSide:
     stats: ProxyStats
     _timeout_64t1: float
 
+    def _dialog_opened(self, call_id: str, now: float) -> None:
+        """Overridden by ProxyCore: a player authenticated here got a 2xx (its in-dialog requests may follow)."""
+
     def _via(self, branch: str) -> str:
         return f"SIP/2.0/UDP {self.via_host}:{self.via_port};branch={branch}"
 
@@ -216,6 +219,8 @@ class TransactionSide:
             # The FINAL policy decision, once per (Call-ID, To-tag); retransmissions reuse it.
             extra = self.hooks.answer_received(tx.call, response, now) if tx.call is not None else []
             ctx.added_2xx_headers[to_tag] = extra
+            if tx.call is not None and tx.call.caller_local:
+                self._dialog_opened(tx.call.call_id, now)
         self._forward_up(tx, response, extra, out)
         if tx.state is ServerState.PROCEEDING:
             tx.final_status = response.status

@@ -343,3 +343,21 @@ def test_in_dialog_requests_from_strangers_are_not_relayed(world: World) -> None
     again.headers.set("Via", w.alice.via())
     w.wire.send(w.alice.addr, EU, again)
     assert any(dst == ("198.51.100.7", 5060) for _, dst, _ in w.wire.log[before:])
+
+
+def test_in_dialog_requests_of_a_call_authenticated_here_are_relayed(world: World) -> None:
+    """A caller that never REGISTERed (as the benchmark's SIPp) still gets its ACK and BYE relayed."""
+    w = world
+    roaming = w.wire.add_ua(TestUA("alice", "eu.gamesdk.test", "apw", ("192.0.2.10", 7010)))  # in memory only
+    invite = roaming.invite("sip:bob@na.gamesdk.test")
+    w.wire.send(roaming.addr, EU, invite)
+    (challenge,) = roaming.responses()
+    w.wire.send(roaming.addr, EU, roaming.ack_non2xx(invite, challenge))
+    invite = roaming.authorize(invite, challenge)
+    w.wire.send(roaming.addr, EU, invite)
+    (arrived,) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 200, ANSWER))
+    (ok,) = [r for r in roaming.responses() if r.status == 200]
+    w.wire.send(roaming.addr, EU, roaming.ack_2xx(invite, ok))
+    w.wire.send(roaming.addr, EU, roaming.bye(invite, ok))
+    assert [m.method for m in w.bob.requests()] == ["ACK", "BYE"]
