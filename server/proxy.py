@@ -217,9 +217,13 @@ class ProxyCore(TransactionSide):
         try:
             self._route_new(tx, request, source, now, out)
         except _Reject as rej:
-            self.stats.rejected += 1
-            log.info("proxy: %s %s from %s:%d -> %d %s", method, request.uri, source[0], source[1], rej.status,
-                     rej.reason or "")
+            # A 407 is the routine first half of every call, not a rejection: DEBUG, so INFO logs stay readable.
+            if rej.status == 407:
+                log.debug("proxy: %s %s from %s:%d challenged", method, request.uri, *source)
+            else:
+                self.stats.rejected += 1
+                log.info("proxy: %s %s from %s:%d -> %d %s", method, request.uri, source[0], source[1],
+                         rej.status, rej.reason or "")
             self._answer(tx, rej.status, rej.reason, rej.extra, now, out)
         except RemoteProtocolError as exc:
             self.stats.rejected += 1
