@@ -193,11 +193,6 @@ class RegionalServer:
             return
         self.stats.requests += 1
         method = message.method
-        try:
-            mark_received(message, addr)
-        except RemoteProtocolError:  # the parser checked every Via already; drop rather than crash if not
-            self.stats.dropped += 1
-            return
         self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
         try:
             self._on_request(message, addr, now, out)
@@ -270,6 +265,7 @@ class RegionalServer:
             ])
         else:
             response = self._publish(request, addr, now)
+        mark_received(response.headers, request.top_via, addr)
         data = response.to_bytes()
         self._remember(key, data, now)
         if delay > 0:

@@ -14,8 +14,8 @@ Rules this proxy keeps, and why:
 - Responses from downstream, the proxy's own answers and the transaction timers live in
   :mod:`server.proxy_responses` (the base class :class:`~server.proxy_responses.TransactionSide`).
 - Responses are sent back to the address the request came from (symmetric routing, RFC 3581), which works for
-  SIPp, our SDK and players behind NATs alike; the node adds ``received``/``rport`` to the top Via on arrival
-  (:func:`mark_received`).
+  SIPp, our SDK and players behind NATs alike; ``received``/``rport`` are added to the top Via of forwarded
+  requests and of the server's own answers (:func:`mark_received`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from server.config import TimerSettings
 from server.federation import FederationTable
 from server.hooks import CallInfo, NullPolicy, PolicyHooks
 from server.location import LocationService
-from server.proxy_responses import Out, ProxyStats, TransactionSide
+from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received
 from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
@@ -102,38 +102,6 @@ def _is_ip(host: str) -> bool:
     if len(_IP_CACHE) < 4096:
         _IP_CACHE[host] = result
     return result
-
-
-def _fill_rport(via_text: str, port: int) -> str:
-    """Give the bare ``rport`` parameter of a Via value its port (text level: cheaper than re-serialising)."""
-    lower = via_text.lower()
-    start = 0
-    while True:
-        pos = lower.find(";rport", start)
-        if pos < 0:
-            return f"{via_text};rport={port}"
-        end = pos + len(";rport")
-        if end == len(via_text) or via_text[end] in "; \t":
-            return f"{via_text[:end]}={port}{via_text[end:]}"
-        start = end
-
-
-def mark_received(request: Request, source: Addr) -> None:
-    """Record in the top Via where a request really came from: ``received`` (RFC 3261 section 18.2.1) and the
-    port in ``rport`` (RFC 3581 section 4). Done on arrival, so every response built from the request and every
-    forwarded copy carry it."""
-    via = request.top_via
-    rport = via.rport
-    if via.host == source[0] and rport is None:
-        return
-    headers = request.headers
-    text = headers.remove_first("Via") or str(via)
-    if rport is not None:
-        # "rport" without a value is the usual form; a value already there is replaced.
-        text = str(via.with_param("rport", str(source[1]))) if rport else _fill_rport(text, source[1])
-    if via.host != source[0] and via.received is None:
-        text = f"{text};received={source[0]}"
-    headers.insert_first("Via", text)
 
 
 class ProxyCore(TransactionSide):
@@ -275,7 +243,9 @@ class ProxyCore(TransactionSide):
         call: CallInfo | None = None
         if method == "INVITE":
             # Section 16.2: 100 Trying at once, so the caller stops retransmitting while we work.
-            trying = response_for(request, 100).to_bytes()
+            trying_response = response_for(request, 100)
+            mark_received(trying_response.headers, request.top_via, source)
+            trying = trying_response.to_bytes()
             tx.last_response = trying
             out.append((trying, source))
             if not in_dialog:
@@ -302,6 +272,7 @@ class ProxyCore(TransactionSide):
         for name, value in extra_headers:
             headers.add(name, value)
         branch = self._new_branch(loop_hash)
+        mark_received(headers, request.top_via, source)
         headers.insert_first("Via", self._via(branch))
         data = fwd.to_bytes()
         ctx = ClientTx(branch, method, fwd, target.dest, request_bytes=data, server=tx)
@@ -476,6 +447,7 @@ class ProxyCore(TransactionSide):
         # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
         incoming = request.top_via.branch or request.call_id
         branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
+        mark_received(headers, request.top_via, source)
         headers.insert_first("Via", self._via(branch))
         self.stats.stateless_acks += 1
         out.append((fwd.to_bytes(), target.dest))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Headers, Request, Response, response_for
 from server.config import TimerSettings
@@ -40,6 +41,39 @@ class ProxyStats:
     auth_failures: int = 0
     retransmissions_absorbed: int = 0
     timeouts: int = 0
+
+
+def _fill_rport(via_text: str, port: int) -> str:
+    """Give the bare ``rport`` parameter of a Via value its port (text level: cheaper than re-serialising)."""
+    lower = via_text.lower()
+    start = 0
+    while True:
+        pos = lower.find(";rport", start)
+        if pos < 0:
+            return f"{via_text};rport={port}"
+        end = pos + len(";rport")
+        if end == len(via_text) or via_text[end] in "; \t":
+            return f"{via_text[:end]}={port}{via_text[end:]}"
+        start = end
+
+
+def mark_received(headers: Headers, via: Via, source: Addr) -> None:
+    """Record in the top Via of ``headers`` where the request with top Via ``via`` really came from:
+    ``received`` (RFC 3261 section 18.2.1) and the port in ``rport`` (RFC 3581 section 4).
+
+    Applied to the copy a proxy forwards and to the server's own responses, never to the received request: editing
+    its headers would drop every header the parser already parsed (re-parsing them cost 9% of the CPU per call).
+    """
+    rport = via.rport
+    if via.host == source[0] and rport is None:
+        return
+    text = headers.remove_first("Via") or str(via)
+    if rport is not None:
+        # "rport" without a value is the usual form; a value already there is replaced.
+        text = str(via.with_param("rport", str(source[1]))) if rport else _fill_rport(text, source[1])
+    if via.host != source[0] and via.received is None:
+        text = f"{text};received={source[0]}"
+    headers.insert_first("Via", text)
 
 
 class TransactionSide:
@@ -68,6 +102,7 @@ class TransactionSide:
         """Send a final response of our own on a server transaction."""
         request = tx.request
         response = response_for(request, status, reason, to_tag=self.ids.tag(), extra=extra)
+        mark_received(response.headers, request.top_via, tx.source)
         self._send_final(tx, response.to_bytes(), status, now, out)
 
     def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out) -> None:
