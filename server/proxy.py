@@ -75,6 +75,15 @@ class _Reject(Exception):
         self.extra = extra
 
 
+def _has_tag(to_value: str) -> bool:
+    """Whether a To header value carries a tag (an in-dialog request), without parsing the whole name-addr.
+
+    Parameters after ``>`` belong to the header; without ``<>`` every parameter does (RFC 3261 section 20.10).
+    """
+    tail = to_value[to_value.rfind(">") + 1:] if ">" in to_value else to_value
+    return ";tag=" in tail.replace(" ", "").replace("\t", "").lower()
+
+
 def _server_key(request: Request, method: str) -> tuple[str, ...]:
     """Transaction key of a request (RFC 3261 section 17.2.3); ACK and CANCEL pass "INVITE" to find theirs."""
     via = request.top_via
@@ -150,7 +159,10 @@ class ProxyCore(TransactionSide):
         # Section 16.6 step 8: a hash over the fields that identify the request as the proxy received it. Only
         # this process compares it with its own earlier branches, so Python's (per-process seeded) hash will do;
         # after a restart a loop is still stopped by Max-Forwards (483).
-        value = hash((request.uri, request.from_.tag, request.to.tag, request.call_id, request.cseq.seq))
+        # The raw From/To/CSeq values stand in for tags and number: a looped request carries them unchanged, and
+        # reading them costs nothing while parsing To would (the parser checks it without keeping the result).
+        headers = request.headers
+        value = hash((request.uri, headers.get("From"), headers.get("To"), request.call_id, headers.get("CSeq")))
         return f"{value & 0xFFFFFFFFFFFF:012x}"
 
     def _new_branch(self, loop_hash: str) -> str:
@@ -229,7 +241,7 @@ class ProxyCore(TransactionSide):
                 route_popped = True
 
         from_peer = self.federation.by_address(source) is not None
-        in_dialog = request.to.tag is not None
+        in_dialog = _has_tag(request.headers.get("To") or "")
         caller_local = False
         if not from_peer and not in_dialog and method not in _NEVER_CHALLENGED:
             self._authenticate(request, source, now)
