@@ -222,9 +222,10 @@ class ProxyCore(TransactionSide):
             raise _Reject(483, "Too Many Hops")
         # Step 4: loop detection (only requests that already passed us can loop).
         loop_hash = self._loop_hash(request)
-        if request.headers.count("Via") > 1 or "," in (request.headers.get("Via") or ""):
+        vias = request.vias  # parsed by the parser already
+        if len(vias) > 1:
             mark = f"{BRANCH_MAGIC_COOKIE}{loop_hash}."
-            for via in request.vias[1:]:
+            for via in vias[1:]:
                 if via.host.lower() == self.via_host and via.port == self.via_port and (via.branch or "").startswith(
                         mark):
                     raise _Reject(482, "Loop Detected")
