@@ -333,6 +333,8 @@ class ProxyCore(TransactionSide):
         if not values:
             return
         headers.remove("Proxy-Authorization")
+        if len(values) == 1:
+            return  # the one we just verified
         for value in values:
             try:
                 _, params = parse_auth_params(value)
