@@ -33,7 +33,7 @@ from gamesdk.events import (
     SessionFailed,
     Unregistered,
 )
-from gamesdk.io.channel_asyncio import AsyncChannel, open_channel
+from gamesdk.io.channel_asyncio import AsyncChannel, attach_channel, open_channel
 from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for, offer_terms
 from gamesdk.qos.model import GameFormat, SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
@@ -44,6 +44,9 @@ from gamesdk.sip.ids import IdFactory
 __all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite"]
 
 log = logging.getLogger(__name__)
+
+#: Read size of the SIP socket's transport: the largest UDP payload (65,535 - 8 - 20 bytes).
+SIP_MAX_DATAGRAM = 65_507
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,13 @@ class GameClient:
             self._loop = asyncio.get_running_loop()
             core = PlayerSockets(self.config, self._bind, self._random, self._ids)
             transport, _ = await self._loop.create_datagram_endpoint(lambda: _AgentProtocol(self), sock=core.sock)
+            if hasattr(transport, "max_size"):
+                # the largest UDP payload, not CPython's 256 KiB: a smaller buffer to allocate per datagram
+                transport.max_size = SIP_MAX_DATAGRAM
+            # the established event is handed out in the same loop iteration as the ACK (see _open); the
+            # "confirmed" PUBLISH follows on the timer, so its server-side work does not delay the setup
+            core.agent.defer_confirmed_publish = True
+            self._loop.call_soon(core.prepare)
             self._transport = transport
             self._core = core
         return self._core
@@ -289,6 +299,7 @@ class GameClient:
         future: asyncio.Future[SessionEvent] = loop.create_future()
         self._waiters[call_id] = future
         self._pump()
+        loop.call_soon(core.prepare)  # the next key pair, made while the servers work on this INVITE
         try:
             event = await future
         except asyncio.CancelledError:
@@ -315,6 +326,7 @@ class GameClient:
             self._pump()
             raise
         self._pump()
+        loop.call_soon(core.prepare)  # the next key pair, made while our 200 travels back
         try:
             event = await future
         except asyncio.CancelledError:
@@ -377,12 +389,14 @@ class GameClient:
         core, loop, transport = self._core, self._loop, self._transport
         if core is None or loop is None:
             return
-        for event in core.events():
-            self.history.append(event)
-            self._dispatch(event)
+        # transmit first: the ACK must not wait for the channel the established event opens (its key
+        # derivation); what a dispatch sends (a BYE) goes out in its own _pump, still after these
         if transport is not None and not transport.is_closing():
             for data, addr in core.agent.datagrams_to_send():
                 transport.sendto(data, addr)
+        for event in core.events():
+            self.history.append(event)
+            self._dispatch(event)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -403,7 +417,7 @@ class GameClient:
                 self._invites.put_nowait(invite)
             return
         if isinstance(event, SessionEstablished):
-            self._spawn(self._open(event))
+            self._open(event)
             return
         if isinstance(event, (SessionFailed, InviteCancelled)):
             self._resolve(event.call_id, event)
@@ -419,7 +433,9 @@ class GameClient:
                 session.ended.set()
                 session._deliver(event)
 
-    async def _open(self, event: SessionEstablished) -> None:
+    def _open(self, event: SessionEstablished) -> None:
+        """Open the game channel on the socket the SDP advertised and hand the session out: at once where the
+        loop allows (no round trip between the ACK and ``invite()``/``accept()`` returning), else awaited."""
         assert self._core is not None
         sock = self._core.take_channel_socket(event.call_id)
         params = event.channel_params
@@ -436,14 +452,20 @@ class GameClient:
                 # the peer went silent: end the signalling side too (BYE, terminated)
                 self._end(session, f"channel lost: {ch_event.reason}")
 
-        channel = await open_channel(
-            params,
-            channel_config_for(self._channel_config, event.agreement),
-            sock=sock,
-            on_event=on_channel_event,
-            outbound=out,
-            inbound=inbound,
-        )
+        config = channel_config_for(self._channel_config, event.agreement)
+        try:
+            channel = attach_channel(params, config, sock=sock, on_event=on_channel_event, outbound=out, inbound=inbound)
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            opening = open_channel(params, config, sock=sock, on_event=on_channel_event, outbound=out, inbound=inbound)
+
+            async def opened() -> None:
+                self._opened(event, await opening, holder)
+
+            self._spawn(opened())
+            return
+        self._opened(event, channel, holder)
+
+    def _opened(self, event: SessionEstablished, channel: AsyncChannel, holder: list[GameSession]) -> None:
         session = GameSession(self, event.agreement, channel)
         holder.append(session)
         early = self._ended_early.pop(event.call_id, None)

@@ -4,6 +4,10 @@ Thin on purpose (aioquic's ``asyncio/protocol.py`` shape): ``datagram_received``
 loop's clock, hands events out, transmits, and re-arms one timer. Datagrams are handled in the callback,
 never with an ``await`` per packet (that doubled the round trip, DESIGN section 9), and the transport's
 read size is lowered from CPython's 256 KiB to 2 KiB (5.9x more datagrams/s, DESIGN section 9).
+
+:func:`attach_channel` opens the channel at once, with no loop round trip (``create_datagram_endpoint`` takes
+two, and the setup measured in ``bench/bench_setup.py`` waits for them): a socket reader registered with
+``loop.add_reader`` on selector event loops; :func:`open_channel` is the general, awaitable way.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected, Se
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
 
-__all__ = ["AsyncChannel", "open_channel"]
+__all__ = ["AsyncChannel", "attach_channel", "open_channel"]
 
 #: Read size for the datagram transport: above the 1200-byte channel maximum, below glibc's mmap threshold.
 TRANSPORT_MAX_SIZE = 2048
@@ -165,6 +169,97 @@ class AsyncChannel(asyncio.DatagramProtocol):
         self._timer = None
         self._timer_at = None
         self._process(self._loop.time())
+
+
+class _ReaderTransport:
+    """The datagram transport subset ``AsyncChannel`` uses, on ``loop.add_reader`` over a non-blocking socket.
+
+    Created and connected synchronously. A datagram the kernel will not take at once (full socket buffer) is
+    dropped, as the network would drop it; the channel's reliable lane retransmits (DESIGN section 6).
+    """
+
+    #: Datagrams read per wake-up at most, so one busy channel cannot starve the loop's other callbacks.
+    BURST = 64
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: AsyncChannel) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._closing = False
+        self.max_size = TRANSPORT_MAX_SIZE
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._read_ready)  # NotImplementedError on the proactor loop
+
+    def _read_ready(self) -> None:
+        recvfrom, protocol = self._sock.recvfrom, self._protocol
+        for _ in range(self.BURST):
+            if self._closing:
+                return
+            try:
+                data, addr = recvfrom(self.max_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            protocol.datagram_received(data, (addr[0], addr[1]))
+
+    def sendto(self, data: bytes, addr: Address | None = None) -> None:
+        if self._closing:
+            return
+        try:
+            if addr is None:
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # see the class docstring
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "sockname":
+            return self._sock.getsockname()
+        if name == "socket":
+            return self._sock
+        return default
+
+
+def attach_channel(
+    params: ChannelParams,
+    config: ChannelConfig | None = None,
+    *,
+    sock: socket.socket,
+    on_event: Callable[[ChannelEvent], None] | None = None,
+    outbound: NetworkSimulator | None = None,
+    inbound: NetworkSimulator | None = None,
+) -> AsyncChannel:
+    """Like :func:`open_channel` on an already bound ``sock``, but open when it returns (no ``await``).
+
+    Raises:
+        NotImplementedError: the running loop has no ``add_reader`` (the proactor loop on Windows): use
+            :func:`open_channel` there.
+    """
+    loop = asyncio.get_running_loop()
+    channel = Channel(params, config, now=loop.time())
+    protocol = AsyncChannel(channel, on_event=on_event, outbound=outbound, inbound=inbound)
+    transport = _ReaderTransport(loop, sock, protocol)
+    protocol.connection_made(cast(asyncio.BaseTransport, transport))
+    return protocol
 
 
 async def open_channel(

@@ -6,10 +6,12 @@ Shared by both client façades (:mod:`gamesdk.client` for asyncio, :mod:`gamesdk
 from __future__ import annotations
 
 import socket
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from gamesdk.channel.config import ChannelConfig
+from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.events import Agreement, InviteCancelled, SessionEvent, SessionFailed
 from gamesdk.io.channel_poll import bind_udp
@@ -40,13 +42,29 @@ class PlayerSockets:
         self.sock.setblocking(False)
         local = self.sock.getsockname()[:2]
         self.channel_socks: dict[str, socket.socket] = {}
+        self._random = random_bytes
+        #: X25519 key pairs made ahead (:meth:`prepare`), so no INVITE or 200 waits for one (~80 us each).
+        self._keypairs: deque[tuple[bytes, bytes]] = deque()
         self.agent = UserAgent(
             config,
             (local[0], local[1]),
             ids=ids or RandomIdFactory(random_bytes, call_id_host=local[0]),
             random_bytes=random_bytes,
             channel_addr=self._channel_addr,
+            keypairs=self._keypair,
         )
+
+    #: Key pairs :meth:`prepare` keeps ready.
+    SPARE_KEYPAIRS = 2
+
+    def prepare(self) -> None:
+        """Make the spare key pairs for the next sessions; the façades call it when the player is idle."""
+        while len(self._keypairs) < self.SPARE_KEYPAIRS:
+            self._keypairs.append(generate_keypair(self._random))
+
+    def _keypair(self) -> tuple[bytes, bytes]:
+        # each pair serves one session only (ephemeral keys, DESIGN section 6)
+        return self._keypairs.popleft() if self._keypairs else generate_keypair(self._random)
 
     def _channel_addr(self, call_id: str) -> Address:
         sock = bind_udp(self.agent.local_addr[0], 0)

@@ -31,4 +31,10 @@ class UserAgent(UacSide, UasSide):
         ids: where branches, tags and Call-IDs come from.
         random_bytes: randomness for channel keys and session ids (``os.urandom`` in production).
         channel_addr: callable giving a fresh ``(host, port)`` for a new session's game channel socket.
+        keypairs: callable giving a fresh X25519 ``(private, public)`` pair, one per session (made ahead of
+            time by the client façades); by default one is made from ``random_bytes`` when needed.
+
+    Attributes:
+        defer_confirmed_publish: publish a new session's "confirmed" state on the next timer run (due at once)
+            rather than with the ACK; ``GameClient`` sets it so the event reaches the application first.
     """

@@ -5,6 +5,7 @@ and :mod:`gamesdk.session.uas` (the requests we receive); :class:`gamesdk.sessio
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from gamesdk.qos.model import SessionTerms
 from gamesdk.sdp.game import GameMedia, Role, game_to_sdp
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.agreement import channel_params
-from gamesdk.session.calls import Address, Call, CallState, Pending
+from gamesdk.session.calls import Address, Call, CallState, Pending, TimerHeap
 from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
 from gamesdk.session.publication import build_publish
 from gamesdk.session.registration import Registration
@@ -64,12 +65,14 @@ class AgentCore:
         ids: IdFactory,
         random_bytes: Callable[[int], bytes],
         channel_addr: Callable[[str], Address],
+        keypairs: Callable[[], tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.config = config
         self.local_addr = local_addr
         self._ids = ids
         self._random = random_bytes
         self._channel_addr = channel_addr
+        self._keypairs = keypairs or (lambda: generate_keypair(random_bytes))
         self._credentials = Credentials(config.username, config.password, ids.cnonce, config.digest_algorithms)
         self._events: deque[SessionEvent] = deque()
         self._out: list[tuple[bytes, Address]] = []
@@ -77,6 +80,8 @@ class AgentCore:
         #: What each live transaction is for, by key (events carry only the key).
         self._pending: dict[TransactionKey, Pending] = {}
         self._calls: dict[str, Call] = {}
+        #: Every call's deadlines, earliest first (see :data:`~gamesdk.session.calls.TimerHeap`).
+        self._call_timers: TimerHeap = []
         self._timers: dict[str, float] = {}
         self._registration = Registration(
             aor=config.aor,
@@ -87,6 +92,11 @@ class AgentCore:
         )
         #: The publication lifetime asked for: the configured one, or the server's Min-Expires after a 423.
         self._publish_expires = config.publish_expires_s
+        #: When True, the "confirmed" PUBLISH of a new session goes out on the next :meth:`handle_timer` (due
+        #: at once) instead of with the ACK: for drivers that hand the established event to the application
+        #: before they run timers, so the player's server does not write that publication (SQLite) while the
+        #: setup is still in flight. A session that ends first still publishes "confirmed", then "terminated".
+        self.defer_confirmed_publish = False
         #: Counters for monitoring and tests.
         self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
 
@@ -164,8 +174,13 @@ class AgentCore:
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must run next (same clock as ``now``), or None."""
         deadlines = list(self._timers.values())
-        for call in self._calls.values():
-            deadlines.extend(call.timers.values())
+        heap = self._call_timers
+        while heap:
+            deadline, _, name, call = heap[0]
+            if self._current(call, name, deadline):
+                deadlines.append(deadline)
+                break
+            heapq.heappop(heap)  # overtaken by a later setting, cleared, or its call forgotten
         t = self._transactions.get_timer()
         if t is not None:
             deadlines.append(t)
@@ -180,11 +195,24 @@ class AgentCore:
             # credentials for the cached challenge at once (RFC 3261 22.3); a stale nonce costs one 401
             reg = self._registration
             self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
-        for call in list(self._calls.values()):
-            for name, deadline in list(call.timers.items()):
-                if deadline <= now and call.timers.get(name) == deadline:
-                    del call.timers[name]
-                    self._call_timer(call, name, now)
+        heap = self._call_timers
+        due: list[tuple[float, str, Call]] = []
+        while heap and heap[0][0] <= now:
+            deadline, _, name, call = heapq.heappop(heap)
+            due.append((deadline, name, call))
+        # deadlines set while these run wait for the next call, as the application's clock says
+        for deadline, name, call in due:
+            if self._current(call, name, deadline):
+                del call.timers[name]
+                self._call_timer(call, name, now)
+
+    def _current(self, call: Call, name: str, deadline: float) -> bool:
+        return call.timers.get(name) == deadline and self._calls.get(call.call_id) is call
+
+    def _track(self, call: Call) -> None:
+        """Make ``call`` the agent's, its deadlines counted by :meth:`get_timer` from now on."""
+        self._calls[call.call_id] = call
+        call.timers.bind(self._call_timers, call)
 
     def next_event(self) -> SessionEvent | None:
         """The oldest :mod:`gamesdk.events` value not yet taken, or None."""
@@ -259,7 +287,11 @@ class AgentCore:
             answer=(call.answer_desc, call.answer_game),
             private_key=call.private_key,
         )
-        self._publish(call, now, DialogState.CONFIRMED)
+        if self.defer_confirmed_publish:
+            # DESIGN section 4 asks for it after the ACK; the reservation is held since the INVITE already
+            call.timers["publish"] = now
+        else:
+            self._publish(call, now, DialogState.CONFIRMED)
         call.timers["refresh"] = now + self.config.session_refresh_s
         self._emit(SessionEstablished(call_id=call.call_id, agreement=call.agreement, channel_params=params))
 
@@ -292,6 +324,10 @@ class AgentCore:
     ) -> None:
         if refresh and call.publish_etag is None:
             return
+        if state is DialogState.TERMINATED and call.publish_version == 0 and "publish" in call.timers:
+            # ended before the deferred "confirmed" went out: publish it first, so the server sees the dialog's
+            # whole life (and bills it) as before
+            self._publish(call, now, DialogState.CONFIRMED)
         req = build_publish(
             call,
             state,
@@ -467,7 +503,7 @@ class AgentCore:
     ) -> tuple[SessionDescription, GameMedia]:
         """Our side of the game stream: a fresh X25519 key pair (the private half kept on the call), a channel
         socket address, a session id, and the SDP offer or answer that carries them (DESIGN sections 3, 6)."""
-        call.private_key, public = generate_keypair(self._random)
+        call.private_key, public = self._keypairs()
         host, port = self._channel_addr(call.call_id)
         game = GameMedia(terms=terms, address=host, port=port, public_key=public, session_id=self._session_id())
         desc = game_to_sdp(

@@ -49,7 +49,7 @@ class UacSide(AgentCore):
             offer=terms,
         )
         call.offer_desc, call.offer_game = self._local_stream(call, terms, Role.OFFER)
-        self._calls[call_id] = call
+        self._track(call)
         self._send_invite(call, now, auth=self._credentials.cached(407, "INVITE", peer))
         call.timers["invite"] = now + self.config.invite_timeout_s
         return call_id

@@ -198,7 +198,7 @@ class UasSide(AgentCore):
             tx.send_response(response_for(req, 488, to_tag=call.local_tag, extra=[("Warning", str(warning))]), now)
             return
         call.offer, call.offer_game = game.terms, game
-        self._calls[call.call_id] = call
+        self._track(call)
         tx.send_response(response_for(req, 180, to_tag=call.local_tag, extra=[("Contact", self.contact)]), now)
         call.timers["answer"] = now + self.config.answer_timeout_s
         self._emit(
