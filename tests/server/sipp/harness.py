@@ -412,13 +412,22 @@ class LoggedMessage:
         return None if self.start_line.startswith("SIP/2.0") else self.start_line.split(" ", 1)[0]
 
     def header(self, name: str) -> list[str]:
-        """Values of every ``name`` header line (case-insensitive, no compact forms)."""
+        """Values of every ``name`` header line (case-insensitive; compact forms, RFC 3261 section 7.3.3, too)."""
+        names = {name.lower(), _COMPACT.get(name.lower(), name.lower())}
         out = []
         for line in self.head.split("\r\n")[1:]:
             key, sep, value = line.partition(":")
-            if sep and key.strip().lower() == name.lower():
+            if sep and key.strip().lower() in names:
                 out.append(value.strip())
         return out
+
+    def header_values(self, name: str) -> list[str]:
+        """Like :meth:`header`, with comma-joined values split (Via, Record-Route, Contact)."""
+        return [v.strip() for line in self.header(name) for v in line.split(",") if v.strip()]
+
+
+_COMPACT = {"via": "v", "from": "f", "to": "t", "call-id": "i", "contact": "m", "content-length": "l",
+            "content-type": "c", "subject": "s", "supported": "k"}
 
 
 # "UDP message sent (853 bytes):" and "UDP message received [476] bytes :"
