@@ -25,7 +25,7 @@ from server.config import ServerConfig
 from server.io import EmbeddedServer
 from server.policy.cli_support import billing_list_text, billing_rows
 
-__all__ = ["LocalSession", "setup_local_session", "region_mapping"]
+__all__ = ["LocalSession", "region_mapping", "setup_local_session"]
 
 PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw"}
 
@@ -108,8 +108,8 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
     servers["eu"].add_user(host_user, PASSWORDS.get(host_user, f"{host_user}-demo-pw"))
     servers["na"].add_user(guest_user, PASSWORDS.get(guest_user, f"{guest_user}-demo-pw"))
     for name, server in servers.items():
-        host, port = server.address
-        out.write(f"region {name}: regional server {server.config.domain} on udp:{host}:{port} "
+        address, port = server.address
+        out.write(f"region {name}: regional server {server.config.domain} on udp:{address}:{port} "
                   f"(policy embedded, database {server.config.database})\n")
 
     if args.sim_latency_ms or args.sim_jitter_ms or args.sim_loss:

@@ -34,7 +34,7 @@ from demo_game.link import (
 )
 from gamesdk.config import parse_server_address
 
-__all__ = ["GamesdkLink", "InviteRequest", "setup_networked_session", "invite_request_from_args"]
+__all__ = ["GamesdkLink", "InviteRequest", "invite_request_from_args", "setup_networked_session"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ def _region(aor: str) -> str:
 
 
 def _name(aor: str) -> str:
-    return aor[4:] if aor.startswith("sip:") else aor
+    return aor.removeprefix("sip:")
 
 
 @dataclass
@@ -280,11 +280,9 @@ class GamesdkLink:
             return [PeerInterrupted()]
         if isinstance(event, gamesdk.Resumed):
             return [PeerResumed()]
-        if isinstance(event, (gamesdk.Disconnected, gamesdk.ChannelClosed)):
-            if not self._done:
-                self._done = True
-                reason = getattr(event, "reason", "closed")
-                return [PeerDisconnected(reason=str(reason))]
+        if isinstance(event, (gamesdk.Disconnected, gamesdk.ChannelClosed)) and not self._done:
+            self._done = True
+            return [PeerDisconnected(reason=event.reason)]
         if isinstance(event, gamesdk.SecurityError):
             self._done = True
             return [SessionFailed(status=0, reason=f"channel security error: {event.reason}")]

@@ -41,8 +41,6 @@ from gamesdk.client import Decline as Decline
 from gamesdk.client import GameClient as GameClient
 from gamesdk.client import GameSession as GameSession
 from gamesdk.client import IncomingInvite as IncomingInvite
-from gamesdk.polling import PollingClient as PollingClient
-from gamesdk.polling import PollingSession as PollingSession
 from gamesdk.config import ClientConfig as ClientConfig
 from gamesdk.errors import GameSdkError as GameSdkError
 from gamesdk.errors import LocalProtocolError as LocalProtocolError
@@ -62,6 +60,8 @@ from gamesdk.events import SessionEstablished as SessionEstablished
 from gamesdk.events import SessionEvent as SessionEvent
 from gamesdk.events import SessionFailed as SessionFailed
 from gamesdk.events import Unregistered as Unregistered
+from gamesdk.polling import PollingClient as PollingClient
+from gamesdk.polling import PollingSession as PollingSession
 from gamesdk.qos.model import GameFormat as GameFormat
 from gamesdk.qos.model import QosParams as QosParams
 from gamesdk.qos.model import SessionTerms as SessionTerms

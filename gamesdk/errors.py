@@ -9,12 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "GameSdkError",
-    "ProtocolError",
     "LocalProtocolError",
+    "LoginError",
+    "NegotiationError",
+    "ProtocolError",
     "RemoteProtocolError",
     "SdpError",
-    "NegotiationError",
-    "LoginError",
     "SessionError",
 ]
 

@@ -15,7 +15,7 @@ def run_demo(*args: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess
     env = dict(os.environ, PYTHONPATH=str(ROOT), SDL_VIDEODRIVER="dummy")
     env.pop("DISPLAY", None)
     return subprocess.run([sys.executable, "-m", "demo_game", "--local", "--headless", *args], capture_output=True,
-                          text=True, timeout=timeout_s, env=env, cwd=ROOT)
+                          text=True, timeout=timeout_s, env=env, cwd=ROOT, check=False)
 
 
 def test_local_demo_sets_up_reserves_plays_and_bills() -> None:
