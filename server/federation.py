@@ -1,13 +1,18 @@
 """Federation with the other regions: the peer table and OPTIONS pings that measure round-trip times. Pure.
 
 Each server pings each peer with OPTIONS every ``interval_s`` (one datagram, never retransmitted, so a
-sample is one real round trip) and keeps a smoothed round-trip time per peer, as RFC 6298 section 2 does for
-TCP (SRTT <- 7/8 SRTT + 1/8 sample). The policy reads it as the transit latency between the two regions.
+sample is one real round trip). A sample is the path's delay *plus* the time the ping waited in the peer's (and our
+own) receive queue, and under load the queueing dominates (75 ms seen on loopback at full load). So the transit
+latency the policy reads (:meth:`FederationTable.rtt_ms`) is the minimum over the samples of a recent window, as
+RFC 9002 section 5.2 keeps ``min_rtt`` to estimate the path without queueing (and BBR a windowed minimum, so a
+route that really got longer shows up once the window has passed). The smoothed round-trip time of RFC 6298
+section 2 (SRTT <- 7/8 SRTT + 1/8 sample) is still kept, for monitoring only.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 from gamesdk.errors import RemoteProtocolError
@@ -25,13 +30,15 @@ Addr = tuple[str, int]
 PING_TIMEOUT_S = 5.0
 #: Peers that missed this many pings in a row are reported unreachable (calls to them still get tried).
 UNREACHABLE_AFTER = 3
+#: Samples older than this drop out of the path estimate (the minimum): 30 pings at the default 10 s interval.
+MIN_RTT_WINDOW_S = 300.0
 
 
 @dataclass(slots=True)
 class PeerState:
     domain: str
     address: Addr
-    #: Smoothed round-trip time in seconds, None until the first answer.
+    #: Smoothed round-trip time in seconds (RFC 6298), None until the first answer. Includes queueing: monitoring.
     rtt_s: float | None = None
     last_rtt_s: float | None = None
     last_answer_at: float | None = None
@@ -40,6 +47,31 @@ class PeerState:
     missed_in_a_row: int = 0
     #: branch -> send time of pings in flight.
     pending: dict[str, float] = field(default_factory=dict)
+    #: (answer time, sample) of the recent window, for the windowed minimum.
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def add_sample(self, sample: float, now: float) -> None:
+        """Take one measured round trip (seconds) answered at ``now``."""
+        self.last_rtt_s = sample
+        self.rtt_s = sample if self.rtt_s is None else 0.875 * self.rtt_s + 0.125 * sample
+        samples = self.samples
+        # Keep the deque increasing in sample value (a monotonic queue): a sample that is larger than a newer one
+        # can never be the minimum again. The front is then the minimum; old ones fall off the front by age.
+        while samples and samples[-1][1] >= sample:
+            samples.pop()
+        samples.append((now, sample))
+        while samples[0][0] < now - MIN_RTT_WINDOW_S:
+            samples.popleft()
+
+    @property
+    def min_rtt_s(self) -> float | None:
+        """The path's round-trip time: the smallest sample of the last ``MIN_RTT_WINDOW_S`` (None: none yet)."""
+        return self.samples[0][1] if self.samples else None
+
+    @property
+    def min_rtt_ms(self) -> float | None:
+        value = self.min_rtt_s
+        return None if value is None else value * 1000.0
 
     @property
     def reachable(self) -> bool:
@@ -91,9 +123,10 @@ class FederationTable:
         return self._by_addr.get(address)
 
     def rtt_ms(self, domain: str) -> float | None:
-        """Smoothed round-trip time to the server of ``domain`` in ms (None: not measured yet)."""
+        """Transit latency to the server of ``domain`` in ms for the policy: the windowed minimum round trip,
+        free of queueing under load (None: not measured yet). The smoothed value is ``PeerState.rtt_ms``."""
         peer = self._by_domain.get(domain.lower())
-        return None if peer is None else peer.rtt_ms
+        return None if peer is None else peer.min_rtt_ms
 
     # -- pings ---------------------------------------------------------------------------------------------
 
@@ -146,8 +179,7 @@ class FederationTable:
             if sent_at is None:
                 continue
             sample = max(0.0, now - sent_at)
-            peer.last_rtt_s = sample
-            peer.rtt_s = sample if peer.rtt_s is None else 0.875 * peer.rtt_s + 0.125 * sample
+            peer.add_sample(sample, now)
             peer.last_answer_at = now
             peer.answers += 1
             if peer.missed_in_a_row >= UNREACHABLE_AFTER:

@@ -209,6 +209,10 @@ class RegionalServer:
                 return
             if self.proxy.handle_response(response, addr, now, out):
                 return
+            # A response with our Via on top and no transaction (e.g. the 200 of a BYE relayed statelessly
+            # earlier, or a transaction already gone): forwarded along its Via (RFC 3261 section 16.7 step 1).
+            if self.proxy.forward_stray(response, addr, out):
+                return
             # SIPp as a callee answers every request of a call to the address it got the INVITE from (here),
             # even a BYE that came through the caller's server. A response whose top Via is a peer server's is
             # relayed to that peer unchanged, where it matches the transaction; anything else is dropped.

@@ -6,12 +6,17 @@ of :class:`server.proxy.ProxyCore` and uses the state that class sets up. Rules 
 - Provisional responses except 100 and every 2xx are forwarded immediately (RFC 3261 section 16.7 step 5); a 2xx
   also when late or retransmitted (RFC 6026 Accepted state), with the policy's headers cached per To-tag.
 - A non-2xx final is ACKed hop by hop by the proxy (section 17.1.1.3) and passed upstream once.
+- A response that matches no client transaction but carries our Via on top is forwarded statelessly along the
+  next Via (section 16.7 step 1 hands it to section 16.11; section 18.2.2 picks the address), after the same
+  sanity checks as a stateless proxy: the top Via is ours and bears a branch this process made, another Via
+  follows, the next hop is an IP address (never resolved) and not this server.
 - Timers A/E retransmit over UDP, B/F give up (408 upstream for an INVITE only, RFC 4320), C cancels a ringing
   INVITE after 3 minutes (section 16.8), D/K/M and G/H/I/J/L end transactions.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -26,6 +31,14 @@ __all__ = ["Out", "ProxyStats", "TransactionSide"]
 
 log = logging.getLogger("server.proxy")
 
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
 Out = list[tuple[bytes, Addr]]
 
 
@@ -36,6 +49,7 @@ class ProxyStats:
     stateless_acks: int = 0
     responses_forwarded: int = 0
     stray_responses: int = 0
+    stray_forwarded: int = 0
     rejected: int = 0
     challenges: int = 0
     auth_failures: int = 0
@@ -90,6 +104,7 @@ class TransactionSide:
     timers: TimerHeap
     stats: ProxyStats
     _timeout_64t1: float
+    _instance: str
 
     def _dialog_opened(self, call_id: str, now: float) -> None:
         """Overridden by ProxyCore: a player authenticated here got a 2xx (its in-dialog requests may follow)."""
@@ -186,6 +201,34 @@ class TransactionSide:
             self._invite_response(ctx, response, status, now, out)
         else:
             self._non_invite_response(ctx, response, status, now, out)
+        return True
+
+    def forward_stray(self, response: Response, source: Addr, out: Out) -> bool:
+        """Forward a response that matched no transaction statelessly by its Via (RFC 3261 sections 16.7, 16.11,
+        18.2.2); False (the caller drops it) when the sanity checks fail."""
+        vias = response.vias
+        if len(vias) < 2:
+            return False  # no Via left after ours: it was for us (section 16.11), and no transaction wants it
+        top = vias[0]
+        # Section 18.1.2: a response whose top Via is not ours is dropped. Our branches carry this process's
+        # instance id (see ProxyCore._new_branch), so a forged Via naming us does not turn us into a reflector
+        # for arbitrary responses.
+        if (top.host.lower() != self.via_host or top.port != self.via_port
+                or f".{self._instance}" not in (top.branch or "")):
+            return False
+        nxt = vias[1]
+        host = (nxt.received or nxt.host).strip("[]")
+        rport = nxt.rport
+        port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
+        if not _is_ip_literal(host) or not 0 < port < 65536:
+            return False  # we never resolve names on the response path
+        if host == self.via_host and port == self.via_port:
+            return False  # to ourselves: a loop
+        response.headers.remove_first("Via")
+        self.stats.stray_forwarded += 1
+        out.append((response.to_bytes(), (host, port)))
+        log.debug("proxy: stray %d from %s:%d forwarded by Via to %s:%d", response.status, source[0], source[1],
+                  host, port)
         return True
 
     def _forward_up(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]] | None, out: Out) -> bytes:

@@ -361,3 +361,84 @@ def test_in_dialog_requests_of_a_call_authenticated_here_are_relayed(world: Worl
     w.wire.send(roaming.addr, EU, roaming.ack_2xx(invite, ok))
     w.wire.send(roaming.addr, EU, roaming.bye(invite, ok))
     assert [m.method for m in w.bob.requests()] == ["ACK", "BYE"]
+
+
+def _call_and_bye(w: World) -> tuple[Request, Response, Request]:
+    """A call eu -> na answered by bob, then alice's BYE through eu (SIPp style); returns the BYE bob got."""
+    invite, _ = invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 200, ANSWER))
+    (ok,) = w.alice.responses()
+    w.wire.send(w.alice.addr, EU, w.alice.bye(invite, ok))
+    (got_bye,) = w.bob.requests()
+    return invite, ok, got_bye
+
+
+def test_response_without_transaction_is_forwarded_by_via(world: World) -> None:
+    """RFC 3261 section 16.7 step 1 / 16.11: a response that no longer matches a transaction goes on statelessly."""
+    w = world
+    _, _, got_bye = _call_and_bye(w)
+    w.wire.send(w.bob.addr, EU, w.bob.answer(got_bye, 200))
+    (first,) = w.alice.responses()
+    w.wire.advance(70)  # every transaction of the BYE is gone (Timer K, J)
+    assert not any(key[0] == got_bye.top_via.branch for key in w.eu.proxy.client_txs)
+    late = w.bob.answer(got_bye, 200)  # bob's retransmission of the final response
+    w.wire.send(w.bob.addr, EU, late)
+    (again,) = w.alice.responses()
+    assert again.status == 200 and again.cseq.method == "BYE"
+    assert [v.sent_by for v in again.vias] == [w.alice.addr]  # our Via removed, alice's kept
+    assert again.to_bytes() == first.to_bytes()
+    assert w.eu.proxy.stats.stray_forwarded == 1 and w.eu.proxy.stats.stray_responses >= 1
+
+
+def test_stray_responses_failing_the_sanity_checks_are_dropped(world: World) -> None:
+    w = world
+    _, _, got_bye = _call_and_bye(w)
+    dropped = w.eu.stats.dropped
+    base = w.bob.answer(got_bye, 200)
+    alice_via = got_bye.headers.get_all("Via")[1]
+    cases = {
+        # Our address but a branch this process never made: we are no reflector for forged Vias.
+        "forged branch": ["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKforged", alice_via],
+        # Only our Via: the response was for us, nothing to forward to.
+        "only ours": [got_bye.headers.get_all("Via")[0]],
+        # A next hop by name would need DNS: never on the response path.
+        "named next hop": [got_bye.headers.get_all("Via")[0], "SIP/2.0/UDP player.example.test:5070;branch=z9hG4bKx"],
+        # The next hop is ourselves: a loop.
+        "loop": [got_bye.headers.get_all("Via")[0], "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKy"],
+        # Top Via not ours at all (section 18.1.2).
+        "not ours": ["SIP/2.0/UDP 127.0.0.1:7777;branch=z9hG4bKz", alice_via],
+    }
+    w.wire.advance(70)
+    for name, vias in cases.items():
+        headers = base.headers.copy()
+        headers.remove("Via")
+        for value in reversed(vias):
+            headers.insert_first("Via", value)
+        stray = Response(base.status, base.reason, headers, base.body)
+        before = len(w.wire.log)
+        w.wire.send(w.bob.addr, EU, stray)
+        assert [dst for _, dst, _ in w.wire.log[before:]] == [EU], name  # nothing sent on
+    assert w.eu.stats.dropped == dropped + len(cases)
+    assert w.eu.proxy.stats.stray_forwarded == 0
+    assert w.alice.take() == []
+
+
+def test_options_to_the_servers_own_address_is_answered(world: World) -> None:
+    """OPTIONS for the server (its domain, its IP:port, with or without a non-player user) gets 200 with Allow and
+    Accept, never a 407 (sipsak and SIPp ping a server this way)."""
+    w = world
+    for uri in ("sip:127.0.0.1:5060", "sip:127.0.0.1:5060;transport=udp", "sip:service@127.0.0.1:5060",
+                "sip:eu.gamesdk.test"):
+        request = Request("OPTIONS", uri, w.alice.invite(uri).headers)
+        request.headers.set("CSeq", "9 OPTIONS")
+        request.headers.remove("Content-Type")
+        request.body = b""
+        w.wire.send(("127.0.0.1", 7999), EU, request)  # from a stranger: no login needed to ask for options
+    answers = [parse_message_untrusted(data) for src, dst, data in w.wire.log if dst == ("127.0.0.1", 7999)]
+    assert [a.status for a in answers if isinstance(a, Response)] == [200, 200, 200, 200]
+    for answer in answers:
+        assert isinstance(answer, Response)
+        assert "OPTIONS" in (answer.headers.get("Allow") or "")
+        assert "application/sdp" in (answer.headers.get("Accept") or "")
+        assert "Proxy-Authenticate" not in answer.headers

@@ -180,3 +180,32 @@ def test_peers_measure_round_trip_time(regions: Regions) -> None:
         rtt = regions.eu.node.federation.rtt_ms("na.gamesdk.test")  # type: ignore[union-attr]
         time.sleep(0.05)
     assert rtt is not None and 0.0 <= rtt < 1000.0
+
+
+def test_unknown_domain_and_options_to_the_servers_address(regions: Regions,
+                                                           players: tuple[SocketUA, SocketUA]) -> None:
+    """An INVITE for a domain no region serves gets 604 with a reason after authentication; OPTIONS to the
+    server's own IP:port (how sipsak and SIPp ping a server) gets 200 with Allow and Accept, unchallenged."""
+    alice, _ = players
+    eu = regions.eu.address
+    invite = alice.invite("sip:someone@elsewhere.example.test")
+    alice.send(invite, eu)
+    challenge = alice.final()
+    assert challenge.status == 407
+    alice.send(alice.ack_non2xx(invite, challenge), eu)
+    invite = alice.authorize(invite, challenge)
+    alice.send(invite, eu)
+    final = alice.final()
+    assert final.status == 604 and "unknown domain" in final.reason
+    alice.send(alice.ack_non2xx(invite, final), eu)
+
+    uri = f"sip:{eu[0]}:{eu[1]}"
+    options = Request("OPTIONS", uri, alice.invite(uri).headers)
+    options.headers.set("CSeq", "5 OPTIONS")
+    options.headers.remove("Content-Type")
+    options.body = b""
+    alice.send(options, eu)
+    answer = alice.final()
+    assert answer.status == 200 and answer.cseq.method == "OPTIONS"
+    assert "INVITE" in (answer.headers.get("Allow") or "")
+    assert "application/sdp" in (answer.headers.get("Accept") or "")
