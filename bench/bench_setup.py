@@ -9,9 +9,16 @@ as configured there). In this process, asyncio ``GameClient`` players:
 2. throughput: many pairs at once, each repeating invite -> established -> end for a fixed time: sessions/s, and
    the servers' CPU per session from /proc.
 
+3. with ``--hops N``: N more sequential sessions with a timestamp on every SIP datagram the two players send
+   and receive (one process, one clock): the median time of each step, to see which hop costs what;
+4. with ``--profile-servers DIR``: both servers run under cProfile with a CPU-time clock (py-spy samples wall
+   time and charges a sender's preemption inside sendto to sendto); ``DIR/eu.prof`` and ``DIR/na.prof`` are
+   written when they stop, and their top functions printed.
+
 Bounded: a session count and a time cap for each part. Prints a table; no thresholds are asserted.
 
-    python bench/bench_setup.py [--sessions 1000] [--pairs 16] [--seconds 10]
+    python bench/bench_setup.py [--sessions 1000] [--pairs 16] [--seconds 10] [--hops 200]
+        [--profile-servers /tmp/prof]
 """
 
 from __future__ import annotations
@@ -24,22 +31,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_server import h, tree_cpu_s  # noqa: E402  (process harness shared with the SIPp tests)
+from bench_server import CPROFILE_WRAPPER, cprofile_summary, h, tree_cpu_s
 
-from gamesdk import ClientConfig, GameClient, GameSession, SessionError  # noqa: E402
-from server.accounts import AccountStore  # noqa: E402
-from server.config import load_config  # noqa: E402
+from gamesdk import ClientConfig, GameClient, GameSession, SessionError
+from server.accounts import AccountStore
+from server.config import load_config
 
 EU, NA = "eu.gamesdk.test", "na.gamesdk.test"
 PASSWORD = "bench-pw"
 
 
-def start_regions(workdir: Path, pairs: int) -> tuple[object, object]:
+def start_regions(workdir: Path, pairs: int, profile_dir: Path | None = None) -> tuple[object, object]:
     eu_port, na_port = h.free_udp_ports(2)
     eu = h.RegionServer(workdir, "eu", EU, eu_port, [(NA, na_port)])
     na = h.RegionServer(workdir, "na", NA, na_port, [(EU, eu_port)])
@@ -49,8 +57,11 @@ def start_regions(workdir: Path, pairs: int) -> tuple[object, object]:
         for i in range(pairs):
             store.add(f"{prefix}{i}", PASSWORD, now=time.time())
         store.close()
-    eu.start()
-    na.start()
+    for region in (eu, na):
+        if profile_dir is None:
+            region.start()
+        else:
+            region.start(python_args=["-c", CPROFILE_WRAPPER, str(profile_dir / f"{region.name}.prof")])
     return eu, na
 
 
@@ -98,6 +109,66 @@ async def latency(alice: GameClient, bob: GameClient, sessions: int, cap_s: floa
     return {"caller": caller, "callee": callee, "failures": [float(failures)]}
 
 
+def _label(data: bytes) -> str:
+    """``INVITE`` for a request, ``180 INVITE`` for a response (with its CSeq method)."""
+    head = data[: data.find(b"\r\n")].decode("utf-8", "replace")
+    if not head.startswith("SIP/2.0"):
+        return head.split(" ", 1)[0]
+    start = data.find(b"\r\nCSeq:")
+    method = data[start: data.find(b"\r\n", start + 2)].split()[-1].decode() if start >= 0 else "?"
+    return f"{head.split(' ')[1]} {method}"
+
+
+async def hops(alice: GameClient, bob: GameClient, sessions: int, cap_s: float) -> list[tuple[str, float, int]]:
+    """Median time after ``invite()`` of every step of the setup, from both players' sockets (same clock)."""
+    loop = asyncio.get_running_loop()
+    marks: list[tuple[str, float]] = []
+    for who, client in (("alice", alice), ("bob", bob)):
+        transport = client._transport
+        feed = client._feed
+        assert transport is not None
+
+        def sendto(data: bytes, addr: object = None, _send: Any = transport.sendto, _who: str = who) -> None:
+            marks.append((f"{_who} sends {_label(data)}", loop.time()))
+            _send(data, addr)
+
+        def fed(data: bytes, addr: tuple[str, int], _feed: Any = feed, _who: str = who) -> None:
+            label = _label(data)
+            marks.append((f"{_who} receives {label}", loop.time()))
+            _feed(data, addr)
+            marks.append((f"{_who} has handled {label}", loop.time()))
+
+        transport.sendto = sendto  # type: ignore[method-assign,assignment]
+        client._feed = fed  # type: ignore[method-assign]
+    steps: dict[str, list[float]] = {}
+    deadline = time.monotonic() + cap_s
+    for _ in range(sessions):
+        if time.monotonic() > deadline:
+            break
+        marks.clear()
+        t0 = loop.time()
+
+        async def answer() -> GameSession:
+            session = await (await bob.next_invite()).accept()
+            marks.append(("bob: accept() returned", loop.time()))
+            return session
+
+        task = asyncio.create_task(answer())
+        session = await alice.invite(f"{bob.config.username}@{NA}", latency_ms=80)
+        marks.append(("alice: invite() returned", loop.time()))
+        bob_session = await task
+        seen: set[str] = set()
+        for name, t in marks:
+            if name not in seen:  # the first of each (a retransmission or the last session's stragglers aside)
+                seen.add(name)
+                steps.setdefault(name, []).append((t - t0) * 1000)
+        await session.end("bench")
+        await bob_session.ended.wait()
+        await asyncio.sleep(0.05)  # the BYE's and PUBLISHes' answers arrive before the next setup
+    rows = [(name, statistics.median(values), len(values)) for name, values in steps.items()]
+    return sorted(rows, key=lambda row: row[1])
+
+
 async def throughput(clients: list[tuple[GameClient, GameClient]], seconds: float) -> tuple[int, int, float]:
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + seconds
@@ -117,7 +188,7 @@ async def throughput(clients: list[tuple[GameClient, GameClient]], seconds: floa
         while loop.time() < stop_at:
             try:
                 session = await asyncio.wait_for(alice.invite(peer, latency_ms=80), 10)
-            except (SessionError, asyncio.TimeoutError):
+            except (TimeoutError, SessionError):
                 failed += 1
                 continue
             done += 1
@@ -140,6 +211,7 @@ async def main_async(args: argparse.Namespace, eu: object, na: object) -> None:
     await latency(alice, bob, 5, 10)
     result = await latency(alice, bob, args.sessions, args.cap_s)
     caller, callee = result["caller"], result["callee"]
+    steps = await hops(*clients[-1], args.hops, args.cap_s) if args.hops else []
     cpu0 = tree_cpu_s(eu.pid) + tree_cpu_s(na.pid)  # type: ignore[attr-defined]
     own0 = sum(os.times()[:2])
     done, failed, elapsed = await throughput(clients, args.seconds)
@@ -149,12 +221,18 @@ async def main_async(args: argparse.Namespace, eu: object, na: object) -> None:
         await a.close()
         await b.close()
 
+    print(f"load average before: {args.load_before}; after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f} ({os.cpu_count()} CPUs)")
     print(f"\nsession setup through eu -> na with policy, {len(caller)} sequential sessions "
           f"({int(result['failures'][0])} failed)")
     print(f"{'side':8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'mean ms':>8}")
     for name, values in (("caller", caller), ("callee", callee)):
         print(f"{name:8} {percentile(values, 0.5):8.2f} {percentile(values, 0.99):8.2f} {max(values):8.2f} "
               f"{statistics.fmean(values):8.2f}")
+    if steps:
+        print(f"\nsteps of one setup (median ms after invite() was called, {steps[0][2]} sessions):")
+        for name, ms, n in steps:
+            print(f"  {ms:7.2f}  {name}" + (f"  (in {n})" if n != steps[0][2] else ""))
     rate = done / elapsed if elapsed else 0.0
     print(f"\nthroughput: {args.pairs} pairs for {elapsed:.1f} s: {done} sessions set up and ended, {failed} failed, "
           f"{rate:.0f} sessions/s")
@@ -169,14 +247,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=16, help="concurrent player pairs for the rate")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the rate run lasts")
     parser.add_argument("--cap-s", type=float, default=120.0, help="time cap for the latency part")
+    parser.add_argument("--hops", type=int, default=0, help="sessions timed step by step (0: none)")
+    parser.add_argument("--profile-servers", type=Path, default=None, metavar="DIR",
+                        help="run both servers under cProfile (CPU time), stats in DIR/eu.prof and DIR/na.prof")
     args = parser.parse_args(argv)
+    args.load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.profile_servers is not None:
+        args.profile_servers.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gamesdk-bench-") as tmp:
-        eu, na = start_regions(Path(tmp), max(1, args.pairs))
+        eu, na = start_regions(Path(tmp), max(1, args.pairs), args.profile_servers)
         try:
             asyncio.run(main_async(args, eu, na))
         finally:
             eu.stop()  # type: ignore[attr-defined]
             na.stop()  # type: ignore[attr-defined]
+    if args.profile_servers is not None:
+        for name in ("eu", "na"):
+            path = args.profile_servers / f"{name}.prof"
+            if path.exists():
+                print(f"\n--- {name} server, CPU profile ({path}) ---")
+                print(cprofile_summary(path, top=20))
     return 0
 
 
