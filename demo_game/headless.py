@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TextIO
 
 from demo_game import settings
@@ -109,6 +110,7 @@ def run_headless(
     control = Control(peers, clock, on_link_events=on_link_events, pump=pump)
     started = control.now
     next_stats = 0.0
+    setup_timed_out = False
 
     while True:
         control.frame()
@@ -141,6 +143,7 @@ def run_headless(
                 break
             if now - started >= setup_timeout_s:
                 log(f"setup: no session after {setup_timeout_s:g} s, giving up")
+                setup_timed_out = True
                 for peer in peers:
                     peer.end("quit", now)
                 break
@@ -149,6 +152,10 @@ def run_headless(
     for peer in peers:
         peer.hang_up(control.now)
     result = match_result(host, guest, control.ticks, match_started, match_ended, control.now)
+    if setup_timed_out and result.reason != "failed":
+        # Nobody answered (a silent or unreachable server): a failed setup, so the CLI exits non-zero.
+        message = f"session failed: no session within {setup_timeout_s:g} s (no answer from the server?)"
+        result = replace(result, reason="failed", message=message)
     if first.info is not None:
         log(f"final stats ({labels[id(first)]}): " + stats_line(first.link.stats(), first.info.budget))
     log(final_score_line(result))

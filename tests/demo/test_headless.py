@@ -12,7 +12,7 @@ from demo_game.control import Control
 from demo_game.headless import run_headless
 from demo_game.link import Lane, MessageReceived, PlayerInfo, QosBudget, SessionInfo
 from demo_game.loopback import LoopbackLink, NetSim
-from demo_game.main import build_parser, main
+from demo_game.main import _exit_code, build_parser, main
 from demo_game.offline import setup_offline_session
 from demo_game.play import Peer, Phase, StillController
 from demo_game.protocol import StateMsg, decode_message_untrusted
@@ -285,3 +285,21 @@ def test_host_hangs_up_after_the_end_message_and_the_guest_waits_for_it() -> Non
     assert guest_link.closed_at is None  # the guest let the host hang up
     assert guest.outcome is not None and guest.outcome.reason == "time"
     assert host.outcome is not None and host.outcome.reason == "time"
+
+
+def test_setup_that_never_completes_is_a_failed_run() -> None:
+    # A silent server (networked mode against the wrong port) must end the run as a failed setup, so the
+    # CLI exits non-zero instead of reporting a 0-0 "quit" as success.
+    host_link, guest_link = LoopbackLink.pair(INFO, setup_steps=("REGISTER", "INVITE"), step_interval_s=3600.0)
+    out = io.StringIO()
+    clock = VirtualClock()
+    result = run_headless(
+        host_link, guest_link, 5.0, out, clock=clock, sleep=clock.sleep, setup_timeout_s=2.0
+    )
+    text = out.getvalue()
+    assert result.reason == "failed"
+    assert "no session within 2 s" in result.message
+    assert "setup: no session after 2 s, giving up" in text
+    assert "match: started" not in text
+    assert re.search(r"^no match: session failed: no session within 2 s", text, re.MULTILINE)
+    assert _exit_code(result) != 0
