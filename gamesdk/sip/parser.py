@@ -124,6 +124,39 @@ def _parse_start(start: str, headers: Headers, body: bytes) -> Message:
     return request
 
 
+#: Header values already checked, by (key, value): the parsed result. The values of one call repeat in every
+#: message of it (From, To, Call-ID, CSeq; a response's Vias are its request's), so a proxy sees each about four
+#: times. Results are immutable (NamedTuples) and depend only on the text, so sharing them is safe; only values
+#: that passed are kept (bad ones raise every time), and the memo is cleared when full (it is fed by the network).
+_MEMO: dict[tuple[str, str], object] = {}
+_MEMO_MAX = 8192
+_MISSING = object()
+
+
+def _checked(key: str, value: str) -> object:
+    """The parsed form of a typed header value (None for a From/To/Contact the cheap check passed)."""
+    memo_key = (key, value)
+    hit = _MEMO.get(memo_key, _MISSING)
+    if hit is not _MISSING:
+        return hit
+    result: object
+    if key == "via":
+        result = tuple(Via.parse(part) for part in split_header_values(value))
+    elif key == "from" or key == "to":
+        result = check_name_addr_untrusted(value)
+    elif key == "contact":
+        if value != "*":
+            for part in split_header_values(value) if "," in value else (value,):
+                check_name_addr_untrusted(part)
+        result = None
+    else:  # cseq
+        result = CSeq.parse(value)
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[memo_key] = result
+    return result
+
+
 def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
     # One pass over the fields: parse every header the stack relies on and store the typed values in the
     # accessor cache, so a proxy reading them afterwards pays nothing more.
@@ -137,14 +170,13 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
             if count > 1 and key != "via" and key != "contact":
                 raise _fail(f"More than one {key} header")
             if key == "via":
-                for part in split_header_values(value):
-                    vias.append(Via.parse(part))
+                vias.extend(_checked(key, value))  # type: ignore[call-overload]
             elif key == "from" or key == "to":
-                parsed = check_name_addr_untrusted(value)
+                parsed = _checked(key, value)
                 if parsed is not None:
                     cache[key] = parsed
             elif key == "cseq":
-                cache[key] = CSeq.parse(value)
+                cache[key] = _checked(key, value)
             elif key == "call-id":
                 if not value or " " in value or "\t" in value:
                     raise _fail("Bad Call-ID")
@@ -154,9 +186,7 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
                     raise _fail("Bad Max-Forwards")
                 cache[key] = int(value)
             elif key == "contact":
-                if value != "*":
-                    for part in split_header_values(value) if "," in value else (value,):
-                        check_name_addr_untrusted(part)
+                _checked(key, value)
             elif key == "expires":
                 _ = message.expires  # raises on a bad value
             elif key == "date" and not value.rstrip().endswith("GMT"):

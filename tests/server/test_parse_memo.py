@@ -1,0 +1,82 @@
+"""The parser's memo of checked header values (a proxy sees each call's From/To/CSeq/Via about four times) must
+give exactly what a fresh parse gives, and must never let a bad value through on a second look."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip import parser
+from gamesdk.sip.parser import parse_message_untrusted
+
+GOOD = (
+    b"INVITE sip:bob@na.gamesdk.test SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc.1;rport=5060, SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKx\r\n"
+    b"Max-Forwards: 69\r\n"
+    b"From: \"Alice\" <sip:alice@eu.gamesdk.test>;tag=a1\r\n"
+    b"To: <sip:bob@na.gamesdk.test>\r\n"
+    b"Call-ID: c1@eu\r\n"
+    b"CSeq: 2 INVITE\r\n"
+    b"Contact: <sip:alice@127.0.0.1:7001>\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def _typed(data: bytes) -> tuple[object, ...]:
+    m = parse_message_untrusted(data)
+    return (m.vias, m.from_, m.to, m.cseq, m.call_id, m.contacts, m.max_forwards)
+
+
+def test_memo_hit_equals_fresh_parse() -> None:
+    parser._MEMO.clear()
+    fresh = _typed(GOOD)
+    assert parser._MEMO  # the values were remembered
+    again = _typed(GOOD)
+    assert again == fresh
+    parser._MEMO.clear()
+    assert _typed(GOOD) == fresh
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (b"CSeq: 2 INVITE", b"CSeq: 99999999999 INVITE"),
+    (b"To: <sip:bob@na.gamesdk.test>", b"To: <sip:bob@na.gamesdk.test:99999>"),
+    (b"127.0.0.1:7001;branch=z9hG4bKx", b"127.0.0.1:70001;branch=z9hG4bKx"),
+    (b"Contact: <sip:alice@127.0.0.1:7001>", b"Contact: <sip:alice@127.0.0.1:7001"),
+])
+def test_bad_values_raise_every_time(old: bytes, new: bytes) -> None:
+    bad = GOOD.replace(old, new)
+    assert bad != GOOD
+    parse_message_untrusted(GOOD)  # the good neighbours are in the memo
+    for _ in range(2):
+        with pytest.raises(RemoteProtocolError):
+            parse_message_untrusted(bad)
+
+
+def test_memo_stays_bounded() -> None:
+    parser._MEMO.clear()
+    for i in range(parser._MEMO_MAX + 500):
+        parse_message_untrusted(GOOD.replace(b"tag=a1", f"tag=a{i}".encode()))
+    assert len(parser._MEMO) <= parser._MEMO_MAX
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="abcXYZ019.-_;=<>:@\" ", max_size=40), st.sampled_from([b"From", b"To", b"Via", b"CSeq"]))
+def test_mutated_value_parses_the_same_with_and_without_memo(text: str, name: bytes) -> None:
+    lines = GOOD.split(b"\r\n")
+    index = next(i for i, line in enumerate(lines) if line.startswith(name + b":"))
+    lines[index] = name + b": " + text.encode()
+    data = b"\r\n".join(lines)
+
+    def outcome() -> object:
+        try:
+            return _typed(data)
+        except RemoteProtocolError as exc:
+            return ("error", exc.message)
+
+    parser._MEMO.clear()
+    first = outcome()
+    second = outcome()  # with whatever the first parse left in the memo
+    parser._MEMO.clear()
+    assert first == second == outcome()
