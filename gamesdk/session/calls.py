@@ -8,6 +8,7 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
+from gamesdk.channel.config import ChannelParams
 from gamesdk.events import Agreement
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable
@@ -100,6 +101,8 @@ class Call:
     #: Caller: the ACK for the 2xx and where it went, sent again for each 2xx retransmission (RFC 3261 13.2.2.4).
     ack: tuple[bytes, Address] | None = None
     agreement: Agreement | None = None
+    #: Callee: the game channel's parameters, worked out while the 200 travels (the "keys" timer), not after the ACK.
+    channel_params: ChannelParams | None = None
     auth_retries: int = 0
     #: The entity tag of our dialog publication at the player's server (RFC 3903), once it has one.
     publish_etag: str | None = None
@@ -107,7 +110,7 @@ class Call:
     caller_name: str | None = None
     #: Set once we CANCEL: the (status, reason, refused_by) the application will see for it.
     cancelled: tuple[int, str, str] | None = None
-    #: Named deadlines: invite, cancel, answer, refresh, publish, forget.
+    #: Named deadlines: invite, cancel, answer, keys, refresh, publish, forget.
     timers: CallTimers = field(default_factory=CallTimers)
 
 

@@ -10,6 +10,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from gamesdk.channel.config import ChannelParams
 from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
@@ -275,10 +276,22 @@ class AgentCore:
 
     # -- established sessions
     def _established(self, call: Call, now: float) -> None:
-        assert call.agreement is not None and call.dialog is not None
+        assert call.agreement is not None
+        params = call.channel_params or self._channel_params(call)
+        if self.defer_confirmed_publish:
+            # DESIGN section 4 asks for it after the ACK; the reservation is held since the INVITE already
+            call.timers["publish"] = now
+        else:
+            self._publish(call, now, DialogState.CONFIRMED)
+        call.timers["refresh"] = now + self.config.session_refresh_s
+        self._emit(SessionEstablished(call_id=call.call_id, agreement=call.agreement, channel_params=params))
+
+    def _channel_params(self, call: Call) -> ChannelParams:
+        """The game channel's keying input, once both SDPs and both tags are known (DESIGN section 6)."""
+        assert call.dialog is not None
         assert call.offer_desc is not None and call.offer_game is not None
         assert call.answer_desc is not None and call.answer_game is not None
-        params = channel_params(
+        return channel_params(
             is_caller=call.is_caller,
             call_id=call.call_id,
             from_tag=call.local_tag if call.is_caller else call.dialog.remote_tag,
@@ -287,13 +300,6 @@ class AgentCore:
             answer=(call.answer_desc, call.answer_game),
             private_key=call.private_key,
         )
-        if self.defer_confirmed_publish:
-            # DESIGN section 4 asks for it after the ACK; the reservation is held since the INVITE already
-            call.timers["publish"] = now
-        else:
-            self._publish(call, now, DialogState.CONFIRMED)
-        call.timers["refresh"] = now + self.config.session_refresh_s
-        self._emit(SessionEstablished(call_id=call.call_id, agreement=call.agreement, channel_params=params))
 
     def _send_bye(self, call: Call, now: float, *, reason: str | None, cause: int | None) -> None:
         assert call.dialog is not None
@@ -478,6 +484,8 @@ class AgentCore:
             )
             self._start_client(req, now, Pending("refresh", call.call_id), destination=next_hop(call.dialog))
             call.timers["refresh"] = now + self.config.session_refresh_s
+        elif name == "keys" and call.state is CallState.ANSWERED and call.channel_params is None:
+            call.channel_params = self._channel_params(call)
         elif name == "forget":
             self._calls.pop(call.call_id, None)
 
@@ -490,7 +498,7 @@ class AgentCore:
 
     def _finish(self, call: Call, now: float) -> None:
         call.state = CallState.ENDED
-        for name in ("invite", "cancel", "answer", "refresh", "publish"):
+        for name in ("invite", "cancel", "answer", "keys", "refresh", "publish"):
             call.timers.pop(name, None)
         # keep the call a while to re-ACK retransmitted 2xx and answer late requests (64*T1)
         call.timers["forget"] = now + 64 * self.config.timers.t1

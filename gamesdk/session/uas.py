@@ -69,6 +69,9 @@ class UasSide(AgentCore):
         tx.send_response(resp, now)
         call.state = CallState.ANSWERED
         call.timers.pop("answer", None)
+        # the channel's keying input is known now: work it out on the next timer run, once the 200 is out,
+        # rather than between the caller's ACK and the established event
+        call.timers["keys"] = now
         return answer
 
     def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
