@@ -15,6 +15,7 @@ from gamesdk.channel import (
     ChannelConfig,
     ChannelEstablished,
     ChannelEvent,
+    Disconnected,
     Interrupted,
     Lane,
     MessageReceived,
@@ -253,3 +254,74 @@ def test_asyncio_driver_with_simulated_loss_on_a_live_channel() -> None:
         b.close()
 
     asyncio.run(main())
+
+
+LOSSY = {
+    "latency_s": 0.003,
+    "jitter_s": 0.002,
+    "loss": 0.2,
+    "duplicate": 0.1,
+    "reorder": 0.1,
+    "reorder_delay_s": 0.004,
+}
+
+
+def _make_lossy(p: PollPair, seed: int) -> None:
+    p.a.outbound = NetworkSimulator(SimulatorConfig(**LOSSY, seed=seed))
+    p.b.outbound = NetworkSimulator(SimulatorConfig(**LOSSY, seed=seed + 1))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_fragmented_256_kib_message_under_loss_over_udp(pair_factory: Callable[..., PollPair], suite: str) -> None:
+    p = pair_factory(suite)
+    _make_lossy(p, seed=11)
+    big = bytes((i * 7) % 251 for i in range(256 * 1024))
+    p.a.send(Lane.RELIABLE, big)
+    p.a.send(Lane.RELIABLE, b"after")
+    p.pump(lambda: len(received(p.b_events)) == 2, max_s=30)
+    assert received(p.b_events) == [big, b"after"]
+    assert p.a.outbound is not None and p.a.outbound.dropped > 0
+    assert p.a.stats.retransmissions > 0
+
+
+def test_sequenced_lane_never_delivers_stale_data_over_udp(pair_factory: Callable[..., PollPair]) -> None:
+    p = pair_factory()
+    _make_lossy(p, seed=21)
+    p.pump(lambda: len(p.b_events) >= 1 and len(p.a_events) >= 1)
+    end = time.monotonic() + 10.0
+    for i in range(300):
+        p.a.send(Lane.SEQUENCED, i.to_bytes(4, "big"))
+        p.a.flush(time.monotonic())
+        p.pump(lambda: False, max_s=0.002)
+        assert time.monotonic() < end
+    p.pump(lambda: False, max_s=0.1)
+    got = [int.from_bytes(d, "big") for d in received(p.b_events, Lane.SEQUENCED)]
+    assert len(got) > 100  # most arrive: 20 % loss, no retransmission on this lane
+    assert len(got) < 300  # and some were lost or dropped as stale
+    assert got == sorted(set(got))  # strictly newer each time: never a duplicate, never an older snapshot
+
+
+def test_edited_offer_over_udp_gives_security_error(pair_factory: Callable[..., PollPair]) -> None:
+    p = pair_factory(edit_offer=lambda g: g.replace(b"lat=", b"lat=1"))
+    p.a.send(Lane.RELIABLE, b"never delivered")
+    p.pump(lambda: bool(p.a_events) and bool(p.b_events))
+    assert [type(e) for e in p.a_events] == [SecurityError]
+    assert [type(e) for e in p.b_events] == [SecurityError]
+    assert received(p.b_events) == []
+
+
+def test_silent_peer_is_interrupted_then_disconnected_over_udp(pair_factory: Callable[..., PollPair]) -> None:
+    config = ChannelConfig(interrupted_s=0.2, disconnected_s=0.6)
+    p = pair_factory(config=config)
+    p.pump(lambda: ChannelEstablished() in p.a_events and ChannelEstablished() in p.b_events)
+    p.b.sock.close()  # the peer's process is gone: no CLOSE, just silence
+    start = time.monotonic()
+    end = start + 5.0
+    while time.monotonic() < end and not any(isinstance(e, Disconnected) for e in p.a_events):
+        p.a_events.extend(p.a.poll(time.monotonic()))
+        select.select([p.a], [], [], 0.01)
+    kinds = [type(e) for e in p.a_events]
+    assert Interrupted in kinds and Disconnected in kinds
+    assert kinds.index(Interrupted) < kinds.index(Disconnected)
+    interrupted = next(e for e in p.a_events if isinstance(e, Interrupted))
+    assert interrupted.silent_s >= 0.2
