@@ -170,7 +170,7 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
             if count > 1 and key != "via" and key != "contact":
                 raise _fail(f"More than one {key} header")
             if key == "via":
-                vias.extend(_checked(key, value))  # type: ignore[call-overload]
+                vias.extend(_checked(key, value))  # type: ignore[arg-type]
             elif key == "from" or key == "to":
                 parsed = _checked(key, value)
                 if parsed is not None:
