@@ -386,3 +386,72 @@ def test_lease_expiry_through_the_node_timers(tmp_path: Path) -> None:
     [row] = billing_rows(tmp_path / "eu.sqlite3")
     assert row.end_reason == "lease-expired"
     assert row.t_start is not None and row.t_stop == pytest.approx(row.t_start + 1.0)
+
+
+def test_player_gone_before_confirming_releases_not_established(tmp_path: Path) -> None:
+    """research/protocol.md (c), "2xx or ACK lost, or a player gone before confirming": alice's SDK falls silent
+    as the 2xx arrives (no ACK, no PUBLISH), so neither bob's nor alice's server hears 'confirmed'; each releases
+    its own player's reservation at the confirm deadline and bills it "not-established"."""
+    quick = {"confirm_timeout_s": 1.0}
+
+    async def main() -> None:
+        eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=quick)
+        na_config = dataclasses.replace(region_config("na", tmp_path), policy_raw=quick)
+        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
+        await eu.start()
+        await na.start()
+        eu.set_peer(DOMAINS["na"], na.address)
+        na.set_peer(DOMAINS["eu"], eu.address)
+        eu.add_user("alice", "alice-pw")
+        na.add_user("bob", "bob-pw")
+        alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
+                                        server=eu.address))
+        bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))
+        callee: asyncio.Task[None] | None = None
+        try:
+            await alice.login()
+            await bob.login()
+            transport = alice._transport  # the SDK's socket: from here on alice's ACKs and PUBLISHes are lost
+            assert transport is not None
+            send = transport.sendto
+            dropped: list[bytes] = []
+
+            def lossy_sendto(data: bytes, addr: Any = None) -> None:
+                if data.startswith((b"ACK ", b"PUBLISH ")):
+                    dropped.append(data[:8])
+                    return
+                send(data, addr)
+
+            transport.sendto = lossy_sendto  # type: ignore[method-assign,assignment]
+
+            async def answer() -> None:
+                with contextlib.suppress(SessionError):
+                    await (await bob.next_invite()).accept()
+
+            callee = asyncio.create_task(answer())
+            with contextlib.suppress(SessionError):
+                await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+            # both servers reserved on the 2xx (FINAL), and neither will see a 'confirmed' PUBLISH
+            assert any(d.startswith(b"ACK") for d in dropped)
+            for name, region in (("eu", Region(eu)), ("na", Region(na))):
+                held = region.policy.reservations()
+                assert len(held) == 1 and held[0].state is not ReservationState.ACTIVE, (name, held)
+            await Region(na).until(PolicyServer.is_idle, "na's release at the 1 s confirm deadline")
+            await Region(eu).until(PolicyServer.is_idle, "eu's release at the 1 s confirm deadline")
+        finally:
+            if callee is not None:
+                callee.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SessionError):
+                    await callee
+            await alice.close()
+            await bob.close()
+            await eu.stop()
+            await na.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
+    [na_row] = billing_rows(tmp_path / "na.sqlite3")
+    for row in (eu_row, na_row):
+        assert row.end_reason == "not-established"
+        assert row.t_start is None and row.t_stop is not None and row.charge == 0  # never started: no charge
