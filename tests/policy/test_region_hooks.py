@@ -455,3 +455,37 @@ def test_player_gone_before_confirming_releases_not_established(tmp_path: Path) 
     for row in (eu_row, na_row):
         assert row.end_reason == "not-established"
         assert row.t_start is None and row.t_stop is not None and row.charge == 0  # never started: no charge
+
+
+def test_callee_modifies_the_qos_and_both_reservations_follow_the_answer(tmp_path: Path) -> None:
+    """research/protocol.md (c), callee modifies: each server reserves what the answer says, not the offer."""
+
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        async def answer() -> GameSession:
+            invite = await bob.next_invite()
+            # bob receives 48 kbit/s (alice offered 96) and wants a 40 ms round trip (alice offered 80)
+            reqs = Requirements(formats=invite.offer.formats, receive_kbps=48, max_latency_ms=40)
+            return await invite.accept(requirements=reqs)
+
+        callee = asyncio.create_task(answer())
+        session = await alice.invite("bob@na.gamesdk.test", format="pong/1;tick=60", latency_ms=80,
+                                     bandwidth_kbps=96)
+        bobs = await callee
+        assert session.agreement.modified and session.agreement.qos.latency_ms == 40
+        reservations = {r.region: r for r in session.agreement.reservations}
+        # alice sends what bob receives (48) and receives what she offered to receive (96); bob the mirror
+        assert (reservations["eu.gamesdk.test"].up_kbps, reservations["eu.gamesdk.test"].down_kbps) == (48, 96)
+        assert (reservations["na.gamesdk.test"].up_kbps, reservations["na.gamesdk.test"].down_kbps) == (96, 48)
+        await eu.until(active, "alice's confirmed reservation")
+        await na.until(active, "bob's confirmed reservation")
+        await session.end("game over")
+        await eu.until(PolicyServer.is_idle, "release at eu")
+        await na.until(PolicyServer.is_idle, "release at na")
+        del bobs
+
+    run(tmp_path, scenario)
+    [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
+    [na_row] = billing_rows(tmp_path / "na.sqlite3")
+    assert (eu_row.uplink_kbps, eu_row.downlink_kbps, eu_row.end_reason) == (48, 96, "bye-local")
+    assert (na_row.uplink_kbps, na_row.downlink_kbps, na_row.end_reason) == (96, 48, "bye-remote")
+    assert "lat=40" in eu_row.qos_text and "lat=40" in na_row.qos_text
