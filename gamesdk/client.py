@@ -45,6 +45,10 @@ __all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite"]
 
 log = logging.getLogger(__name__)
 
+#: An invitation the application answers within this time gets no 180 Ringing, only the 200 (see
+#: ``UserAgent.ringing_delay_s``): matchmade games that accept at once save a relayed response per server.
+RINGING_DELAY_S = 0.02
+
 #: Read size of the SIP socket's transport: the largest UDP payload (65,535 - 8 - 20 bytes).
 SIP_MAX_DATAGRAM = 65_507
 
@@ -148,6 +152,8 @@ class GameClient:
             invitations queue for :meth:`next_invite`.
         channel_config: channel tunables; the negotiated QoS fills in the QoS bounds when it sets none.
         simulator: optional ``(outbound, inbound)`` network simulators for every channel (testing, demos).
+        ringing_delay_s: send 180 Ringing only when an invitation is still unanswered after this long
+            (0: at once, as soon as it arrives).
     """
 
     def __init__(
@@ -160,8 +166,10 @@ class GameClient:
         simulator: tuple[NetworkSimulator | None, NetworkSimulator | None] | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         ids: IdFactory | None = None,
+        ringing_delay_s: float = RINGING_DELAY_S,
     ) -> None:
         self.config = config
+        self._ringing_delay_s = ringing_delay_s
         self._bind = bind
         self._random = random_bytes
         self._ids = ids
@@ -194,6 +202,7 @@ class GameClient:
             # the established event is handed out in the same loop iteration as the ACK (see _open); the
             # "confirmed" PUBLISH follows on the timer, so its server-side work does not delay the setup
             core.agent.defer_confirmed_publish = True
+            core.agent.ringing_delay_s = self._ringing_delay_s
             self._loop.call_soon(core.prepare)
             self._transport = transport
             self._core = core

@@ -37,4 +37,6 @@ class UserAgent(UacSide, UasSide):
     Attributes:
         defer_confirmed_publish: publish a new session's "confirmed" state on the next timer run (due at once)
             rather than with the ACK; ``GameClient`` sets it so the event reaches the application first.
+        ringing_delay_s: send 180 Ringing for an invitation only once it has waited this long for the
+            application's answer (default 0: at once); ``GameClient`` uses 20 ms.
     """

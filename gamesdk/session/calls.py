@@ -110,7 +110,7 @@ class Call:
     caller_name: str | None = None
     #: Set once we CANCEL: the (status, reason, refused_by) the application will see for it.
     cancelled: tuple[int, str, str] | None = None
-    #: Named deadlines: invite, cancel, answer, keys, refresh, publish, forget.
+    #: Named deadlines: invite, cancel, answer, ring, keys, refresh, publish, forget.
     timers: CallTimers = field(default_factory=CallTimers)
 
 

@@ -98,6 +98,11 @@ class AgentCore:
         #: before they run timers, so the player's server does not write that publication (SQLite) while the
         #: setup is still in flight. A session that ends first still publishes "confirmed", then "terminated".
         self.defer_confirmed_publish = False
+        #: How long an invitation may wait for the application's answer before we send 180 Ringing (0: at
+        #: once). An application that answers sooner sends its 200 alone: the servers on the way then relay
+        #: one response instead of two, and the 200 does not queue behind the 180 (RFC 3261 13.3.1.1 makes
+        #: the 180 optional: "if the UAS is not able to answer the invitation immediately").
+        self.ringing_delay_s = 0.0
         #: Counters for monitoring and tests.
         self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
 
@@ -469,7 +474,7 @@ class AgentCore:
                 self._ack_timed_out(call, now)
 
     def _call_timer(self, call: Call, name: str, now: float) -> None:
-        if name in ("invite", "cancel", "answer"):
+        if name in ("invite", "cancel", "answer", "ring"):
             if call.is_caller:
                 self._caller_timer(call, name, now)
             else:
@@ -498,7 +503,7 @@ class AgentCore:
 
     def _finish(self, call: Call, now: float) -> None:
         call.state = CallState.ENDED
-        for name in ("invite", "cancel", "answer", "keys", "refresh", "publish"):
+        for name in ("invite", "cancel", "answer", "ring", "keys", "refresh", "publish"):
             call.timers.pop(name, None)
         # keep the call a while to re-ACK retransmitted 2xx and answer late requests (64*T1)
         call.timers["forget"] = now + 64 * self.config.timers.t1

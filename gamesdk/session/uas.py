@@ -69,6 +69,7 @@ class UasSide(AgentCore):
         tx.send_response(resp, now)
         call.state = CallState.ANSWERED
         call.timers.pop("answer", None)
+        call.timers.pop("ring", None)
         # the channel's keying input is known now: work it out on the next timer run, once the 200 is out,
         # rather than between the caller's ACK and the established event
         call.timers["keys"] = now
@@ -202,7 +203,10 @@ class UasSide(AgentCore):
             return
         call.offer, call.offer_game = game.terms, game
         self._track(call)
-        tx.send_response(response_for(req, 180, to_tag=call.local_tag, extra=[("Contact", self.contact)]), now)
+        if self.ringing_delay_s > 0:
+            call.timers["ring"] = now + self.ringing_delay_s
+        else:
+            self._send_ringing(call, now)
         call.timers["answer"] = now + self.config.answer_timeout_s
         self._emit(
             InviteReceived(call_id=call.call_id, caller=call.peer_uri, caller_name=call.caller_name, offer=game.terms)
@@ -264,6 +268,11 @@ class UasSide(AgentCore):
         self._emit(InviteCancelled(call_id=call.call_id, reason="the caller cancelled"))
         self._finish(call, now)
 
+    def _send_ringing(self, call: Call, now: float) -> None:
+        tx = call.invite_tx
+        assert isinstance(tx, ServerInviteTransaction) and call.invite is not None
+        tx.send_response(response_for(call.invite, 180, to_tag=call.local_tag, extra=[("Contact", self.contact)]), now)
+
     def _answer_invite(self, call: Call, now: float, status: int, warning: str | None = None) -> None:
         tx = call.invite_tx
         assert isinstance(tx, ServerInviteTransaction) and call.invite is not None
@@ -286,7 +295,9 @@ class UasSide(AgentCore):
                                      refused_by="network"))
 
     def _callee_timer(self, call: Call, name: str, now: float) -> None:
-        if name == "answer" and call.state is CallState.PENDING:
+        if name == "ring" and call.state is CallState.PENDING:
+            self._send_ringing(call, now)  # the application is still deciding (RFC 3261 13.3.1.1)
+        elif name == "answer" and call.state is CallState.PENDING:
             self._answer_invite(call, now, 480, warning="no answer in time")
             self._emit(InviteCancelled(call_id=call.call_id, reason="not answered in time"))
             self._finish(call, now)

@@ -3,7 +3,8 @@
 - the user agent finds its next deadline in a heap (ended calls linger 64*T1): same answers as a full scan;
 - ``attach_channel`` opens the asyncio channel with no loop round trip, and it carries data and closes;
 - ``GameClient`` hands the session out before the "confirmed" PUBLISH, and a session ended at once still
-  publishes "confirmed" then "terminated", so both regions bill it.
+  publishes "confirmed" then "terminated", so both regions bill it;
+- an invitation answered within ``ringing_delay_s`` gets its 200 alone; one still undecided then rings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from regions import Regions, running_regions
 
-from gamesdk import GameSession
+from gamesdk import GameClient, GameSession, Ringing
 from gamesdk.channel import ChannelClosed, ChannelEstablished, ChannelEvent, Lane, MessageReceived
 from gamesdk.channel.testing import make_params_pair
 from gamesdk.config import ClientConfig
@@ -200,6 +201,43 @@ def test_session_is_handed_out_before_its_confirmed_publish_and_an_immediate_end
         rows = await asyncio.wait_for(both_billed(), 5)
         assert sorted(r.region for r in rows) == ["eu", "na"]
         assert _published_states(bob_log) == ["confirmed", "terminated"]
+        await alice.close()
+        await bob.close()
+
+    async def main() -> None:
+        async with running_regions(tmp_path) as regions:
+            await scenario(regions)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_quick_answer_sends_no_180_and_a_slow_one_rings(tmp_path: Path) -> None:
+    async def scenario(regions: Regions) -> None:
+        alice, bob = regions.client("alice"), GameClient(regions.client_config("bob"), ringing_delay_s=0.05)
+        await alice.login()
+        await bob.login()
+        bob_log: list[tuple[str, bytes]] = []
+        _tap(bob, bob_log)
+        statuses: list[list[bytes]] = []
+        for think_s in (0.0, 0.3):  # an at-once acceptance, then one after the delay expired
+
+            async def answer(think_s: float = think_s) -> GameSession:
+                invite = await bob.next_invite()
+                await asyncio.sleep(think_s)
+                return await invite.accept()
+
+            bob_log.clear()
+            alice.history.clear()
+            callee = asyncio.create_task(answer())
+            session = await alice.invite("bob@na.gamesdk.test", latency_ms=80)
+            bobs = await asyncio.wait_for(callee, 5)
+            statuses.append([data.split(b" ", 2)[1] for _, data in bob_log if data.startswith(b"SIP/2.0 ")])
+            rang = any(isinstance(e, Ringing) for e in alice.history)
+            assert rang == (think_s > 0)
+            await session.end("next")
+            await asyncio.wait_for(bobs.ended.wait(), 5)
+        assert statuses[0][:1] == [b"200"] and b"180" not in statuses[0]
+        assert statuses[1][:2] == [b"180", b"200"]
         await alice.close()
         await bob.close()
 
