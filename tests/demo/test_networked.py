@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,6 +115,18 @@ def test_two_players_in_two_processes_play_through_two_servers(regions: dict[str
         alice = _demo("--server", f"udp:127.0.0.1:{eu_port.group(1)}", "--user", "alice@eu.gamesdk.test",
                       "--password", "alice-pw", "--invite", "bob@na.gamesdk.test", "--duration", "3")
         try:
+            # While they play, the operator's `sessions` (another process reading the region's database) shows
+            # the live reservation and the capacity it takes.
+            live: dict[str, Any] = {}
+            deadline = time.monotonic() + 20.0
+            while alice.poll() is None and time.monotonic() < deadline and not live:
+                done = _server_cli("sessions", "--json", "--config", str(regions["eu"]))
+                assert done.returncode == 0, done.stderr
+                report = json.loads(done.stdout)
+                if report["reservations"]:
+                    live = report
+                else:
+                    time.sleep(0.2)
             alice_out, alice_err = alice.communicate(timeout=60)
         finally:
             if alice.poll() is None:
@@ -126,6 +139,12 @@ def test_two_players_in_two_processes_play_through_two_servers(regions: dict[str
             bob.communicate(timeout=5)
 
     assert alice.returncode == 0, alice_out + alice_err
+    assert live, "gamesdk-server sessions never showed the live reservation"
+    [reservation] = live["reservations"]
+    fiber = next(n for n in live["networks"] if n["name"] == "eu-fiber")
+    assert fiber["sessions"] == 1
+    assert fiber["uplinkFreeKbps"] < fiber["uplinkKbps"] and fiber["downlinkFreeKbps"] < fiber["downlinkKbps"]
+    assert "alice" in json.dumps(reservation)
     assert bob.returncode == 0, bob_out + bob_err
     assert "Traceback" not in alice_err + bob_err
     # the caller's setup: login, invite with the gsdk lines, both reservations, the direct ACK, the channel keys
