@@ -14,7 +14,7 @@ from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.message import Headers, Message, Request, Response, header_key
-from gamesdk.sip.uri import SipUri, check_name_addr_untrusted
+from gamesdk.sip.uri import NameAddr, SipUri, check_name_addr_untrusted
 
 __all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "parse_message_untrusted"]
 
@@ -134,7 +134,7 @@ _MISSING = object()
 
 
 def _checked(key: str, value: str) -> object:
-    """The parsed form of a typed header value (None for a From/To/Contact the cheap check passed)."""
+    """The parsed form of a typed header value (None for a Contact, which is only checked)."""
     memo_key = (key, value)
     hit = _MEMO.get(memo_key, _MISSING)
     if hit is not _MISSING:
@@ -143,7 +143,9 @@ def _checked(key: str, value: str) -> object:
     if key == "via":
         result = tuple(Via.parse(part) for part in split_header_values(value))
     elif key == "from" or key == "to":
-        result = check_name_addr_untrusted(value)
+        # Parsed in full (not only checked): the value comes back in about four messages of the call and the
+        # proxy reads From (authentication) and To (tags) of several of them; the memo pays for one parse.
+        result = check_name_addr_untrusted(value) or NameAddr.parse(value)
     elif key == "contact":
         if value != "*":
             for part in split_header_values(value) if "," in value else (value,):
@@ -171,11 +173,7 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
                 raise _fail(f"More than one {key} header")
             if key == "via":
                 vias.extend(_checked(key, value))  # type: ignore[arg-type]
-            elif key == "from" or key == "to":
-                parsed = _checked(key, value)
-                if parsed is not None:
-                    cache[key] = parsed
-            elif key == "cseq":
+            elif key == "from" or key == "to" or key == "cseq":
                 cache[key] = _checked(key, value)
             elif key == "call-id":
                 if not value or " " in value or "\t" in value:
