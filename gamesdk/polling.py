@@ -135,6 +135,7 @@ class PollingClient:
         terms = offer_terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
         call_id = self._core.agent.invite(peer, terms, now, acceptable=acceptable)
         self._transmit()
+        self._core.prepare()  # the next key pair, made once the INVITE is out
         return call_id
 
     def accept(
@@ -144,6 +145,7 @@ class PollingClient:
             return self._core.agent.accept(call_id, now, requirements=requirements, answer=answer)
         finally:
             self._transmit()
+            self._core.prepare()  # the next key pair, made once the 200 is out
 
     def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
         self._core.agent.decline(call_id, now, status=status, reason=reason)
@@ -174,6 +176,7 @@ class PollingClient:
         timer = agent.get_timer()
         if timer is not None and timer <= now:
             agent.handle_timer(now)
+        self._transmit()  # the ACK leaves before the channels of this poll's established sessions are made
         out = list(self._backlog)
         self._backlog.clear()
         for event in self._core.events():
