@@ -442,7 +442,10 @@ class NonceManager:
 
     def check(self, nonce: str, nc: int, now: float) -> NonceStatus:
         """Check a nonce and its count without recording anything."""
-        issued_ms = self._issued_ms(nonce)
+        return self._status(nonce, self._issued_ms(nonce), nc, now)
+
+    def _status(self, nonce: str, issued_ms: int | None, nc: int, now: float) -> NonceStatus:
+        # Split from check() so that use() decodes the nonce and computes its HMAC once per verification.
         now_ms = int(now * 1000)
         if issued_ms is None or issued_ms > now_ms + 1000:
             return NonceStatus.INVALID
@@ -457,10 +460,10 @@ class NonceManager:
 
     def use(self, nonce: str, nc: int, now: float) -> NonceStatus:
         """Check a nonce and, when VALID, record ``nc`` as the highest count seen for it."""
-        status = self.check(nonce, nc, now)
+        issued_ms = self._issued_ms(nonce)
+        status = self._status(nonce, issued_ms, nc, now)
         if status is NonceStatus.VALID:
-            issued_ms = self._issued_ms(nonce)
-            assert issued_ms is not None  # check() returned VALID, so the MAC was good
+            assert issued_ms is not None  # VALID implies the MAC was good
             self._nc[nonce] = (issued_ms, nc)
             if len(self._nc) > self.max_tracked:
                 self._shrink(now)
