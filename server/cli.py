@@ -52,7 +52,8 @@ def _build_parser() -> _Parser:
 
     run = sub.add_parser("run", help="run the regional server until SIGINT/SIGTERM")
     with_config(run)
-    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides [log] level")
+    run.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="overrides [log] level")
     run.add_argument("--trace", action="store_true", help="log every SIP message in full (DEBUG)")
     run.add_argument("--no-policy", action="store_true",
                      help="run the SIP server without the policy component (no admission, no reservations, "

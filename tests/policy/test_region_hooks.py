@@ -138,7 +138,7 @@ def test_normal_game_reserves_both_sides_and_bills(tmp_path: Path) -> None:
     assert (na_row.side, na_row.network, na_row.end_reason) == ("term", "na-fiber", "bye-remote")
     for row in (eu_row, na_row):
         assert row.t_start is not None and row.t_stop is not None and row.t_stop >= row.t_start
-        assert row.game_format == str(parse_game_format("pong/1;tick=60")) and row.qos_class == "default"  # no [[classes]] in the examples
+        assert row.game_format == str(parse_game_format("pong/1;tick=60")) and row.qos_class == "action"  # examples: [[classes]] action
 
 
 @pytest.mark.parametrize(("region", "network"), [("eu", "eu-fiber"), ("na", "na-fiber")])
