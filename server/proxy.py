@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gamesdk.errors import RemoteProtocolError
-from gamesdk.sip.headers import parse_auth_params
+from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, response_for
 from gamesdk.sip.uri import SipUri
@@ -337,7 +337,7 @@ class ProxyCore(TransactionSide):
             return  # the one we just verified
         for value in values:
             try:
-                _, params = parse_auth_params(value)
+                _, params = parse_auth_params_untrusted(value)
             except RemoteProtocolError:
                 continue
             if params.get("realm") != self.auth.realm:

@@ -19,8 +19,6 @@ __all__ = [
     "Reason",
     "Via",
     "Warning",
-    "format_auth_params",
-    "parse_auth_params",
     "split_header_values",
 ]
 
@@ -206,38 +204,3 @@ class Reason:
         if self.text is not None:
             out += f";text={quote(self.text)}"
         return out
-
-
-_AUTH_PARAM_RE = re.compile(rf"[ \t]*({TOKEN})[ \t]*=[ \t]*({QUOTED_STRING}|{TOKEN})[ \t]*(?:,|$)")
-_AUTH_SCHEME_RE = re.compile(rf"[ \t]*({TOKEN})(?:[ \t]+|$)")
-
-
-def parse_auth_params(text: str) -> tuple[str, dict[str, str]]:
-    """Parse a challenge or credentials value: ``Digest realm="x", nonce="y", ...``.
-
-    Returns the scheme and the parameters with lower-case names and unquoted values.
-    """
-    m = _AUTH_SCHEME_RE.match(text)
-    if m is None:
-        raise _bad("authentication header", text)
-    scheme = m.group(1)
-    pos = m.end()
-    params: dict[str, str] = {}
-    while pos < len(text):
-        pm = _AUTH_PARAM_RE.match(text, pos)
-        if pm is None:
-            if text[pos:].strip() == "":
-                break
-            raise _bad("authentication parameter", text)
-        name, value = pm.group(1).lower(), pm.group(2)
-        if name in params:
-            raise _bad("authentication parameter (repeated)", text)
-        params[name] = unquote(value) if value.startswith('"') else value
-        pos = pm.end()
-    return scheme, params
-
-
-def format_auth_params(scheme: str, params: list[tuple[str, str, bool]]) -> str:
-    """Format ``scheme name="value", name=value`` from ``(name, value, quoted)`` triples."""
-    items = [f"{name}={quote(value) if quoted else value}" for name, value, quoted in params]
-    return f"{scheme} " + ", ".join(items)
