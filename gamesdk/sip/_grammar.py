@@ -11,12 +11,18 @@ __all__ = [
     "QUOTED_STRING",
     "TOKEN",
     "TOKEN_RE",
+    "Params",
     "bad_value",
+    "find_param",
     "is_token",
     "quote",
     "split_outside_quotes",
+    "split_simple_params",
     "unquote",
 ]
+
+#: ``;name=value`` parameters in order; a flag parameter has the value None.
+Params = tuple[tuple[str, "str | None"], ...]
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")  (RFC 3261 section 25.1)
 TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -89,3 +95,23 @@ def bad_value(what: str, text: str) -> RemoteProtocolError:
     """The 400 error for a value that breaks the grammar, quoting (the start of) the value."""
     shown = text if len(text) <= 60 else text[:57] + "..."
     return RemoteProtocolError(f"Bad {what}: {shown!r}", 400)
+
+
+def split_simple_params(text: str) -> Params:
+    """Split ``;a=b;flag`` (already checked to hold no quotes or LWS) into ``(("a", "b"), ("flag", None))``."""
+    if not text:
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
+def find_param(params: Params, name: str) -> str | None:
+    """The value of parameter ``name`` (case-insensitive; "" for a flag), or None when absent."""
+    lname = name.lower()
+    for key, value in params:
+        if key.lower() == lname:
+            return "" if value is None else value
+    return None

@@ -9,7 +9,15 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, split_outside_quotes, unquote
+from gamesdk.sip._grammar import (
+    QUOTED_STRING,
+    TOKEN,
+    find_param,
+    quote,
+    split_outside_quotes,
+    split_simple_params,
+    unquote,
+)
 from gamesdk.sip._grammar import bad_value as _bad
 from gamesdk.sip.uri import Params, format_params, parse_params
 
@@ -63,13 +71,7 @@ class Via(NamedTuple):
         fast = _VIA_FAST_RE.fullmatch(text)
         if fast is not None:
             transport, host, port, ptext = fast.groups()
-            params: Params = ()
-            if ptext:
-                items: list[tuple[str, str | None]] = []
-                for item in ptext[1:].split(";"):
-                    key, eq, value = item.partition("=")
-                    items.append((key, value if eq else None))
-                params = tuple(items)
+            params = split_simple_params(ptext)
             if port is not None and int(port) > 65535:
                 raise _bad("Via port", text)
             return cls(transport, host, int(port) if port is not None else None, params)
@@ -93,11 +95,8 @@ class Via(NamedTuple):
         return f"{self.protocol}/{self.transport} {hp}{format_params(self.params)}"
 
     def param(self, name: str) -> str | None:
-        lname = name.lower()
-        for key, value in self.params:
-            if key.lower() == lname:
-                return "" if value is None else value
-        return None
+        """The value of Via parameter ``name`` ("" for a flag), or None."""
+        return find_param(self.params, name)
 
     @property
     def branch(self) -> str | None:

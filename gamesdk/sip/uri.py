@@ -9,12 +9,20 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from gamesdk.sip._grammar import QUOTED_STRING, TOKEN, quote, split_outside_quotes, unquote
+from gamesdk.sip._grammar import (
+    QUOTED_STRING,
+    TOKEN,
+    Params,
+    find_param,
+    quote,
+    split_outside_quotes,
+    split_simple_params,
+    unquote,
+)
 from gamesdk.sip._grammar import bad_value as _bad
 
 __all__ = ["NameAddr", "Params", "SipUri", "check_name_addr_untrusted", "format_params", "parse_params"]
 
-Params = tuple[tuple[str, "str | None"], ...]
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _OPAQUE_RE = re.compile(r"[^\s<>\"]+")
@@ -63,20 +71,13 @@ class SipUri(NamedTuple):
             raise _bad("URI escape", text)
         if port is not None and int(port) > 65535:
             raise _bad("URI port", text)
-        params: Params = ()
-        if paramtext:
-            items: list[tuple[str, str | None]] = []
-            for item in paramtext[1:].split(";"):
-                name, eq, value = item.partition("=")
-                items.append((name, value if eq else None))
-            params = tuple(items)
         return cls(
             scheme=scheme.lower(),
             host=host,
             user=user,
             password=password,
             port=int(port) if port is not None else None,
-            params=params,
+            params=split_simple_params(paramtext),
             headers=headers,
         )
 
@@ -109,11 +110,7 @@ class SipUri(NamedTuple):
 
     def param(self, name: str) -> str | None:
         """The value of URI parameter ``name`` ("" for a parameter without value), or None."""
-        lname = name.lower()
-        for key, value in self.params:
-            if key.lower() == lname:
-                return "" if value is None else value
-        return None
+        return find_param(self.params, name)
 
     def has_param(self, name: str) -> bool:
         lname = name.lower()
@@ -149,13 +146,8 @@ class SipUri(NamedTuple):
 
 def parse_params(text: str, what: str) -> Params:
     """Parse ``;name=value`` generic parameters (LWS allowed around ``;`` and ``=``)."""
-    fast = _SIMPLE_PARAMS_RE.fullmatch(text)
-    if fast is not None:
-        out: list[tuple[str, str | None]] = []
-        for item in text[1:].split(";"):
-            name, eq, value = item.partition("=")
-            out.append((name, value if eq else None))
-        return tuple(out)
+    if _SIMPLE_PARAMS_RE.fullmatch(text) is not None:
+        return split_simple_params(text)
     params: list[tuple[str, str | None]] = []
     if not text.strip():
         return ()
@@ -200,16 +192,6 @@ _PLAIN_NAMEADDR_RE = re.compile(
 )
 
 
-def _split_simple_params(text: str) -> Params:
-    if not text:
-        return ()
-    out: list[tuple[str, str | None]] = []
-    for item in text[1:].split(";"):
-        name, eq, value = item.partition("=")
-        out.append((name, value if eq else None))
-    return tuple(out)
-
-
 def check_name_addr_untrusted(text: str) -> NameAddr | None:
     """Check a From/To/Contact value for the grammar; returns the parsed value when checking needed a full
     parse, None when a cheap check sufficed (the value is then parsed on first use).
@@ -245,21 +227,14 @@ class NameAddr(NamedTuple):
                     user=user,
                     password=password,
                     port=int(port) if port is not None else None,
-                    params=_split_simple_params(uparams),
+                    params=split_simple_params(uparams),
                 )
-                return cls(uri, quoted if quoted is not None else tokens, _split_simple_params(hparams))
+                return cls(uri, quoted if quoted is not None else tokens, split_simple_params(hparams))
         fast = _NAMEADDR_FAST_RE.fullmatch(text)
         if fast is not None:
             quoted, tokens, inner, ptext = fast.groups()
-            params: Params = ()
-            if ptext:
-                items: list[tuple[str, str | None]] = []
-                for item in ptext[1:].split(";"):
-                    key, eq, value = item.partition("=")
-                    items.append((key, value if eq else None))
-                params = tuple(items)
             display = quoted if quoted is not None else tokens
-            return cls(uri=SipUri.parse(inner), display_name=display, params=params)
+            return cls(uri=SipUri.parse(inner), display_name=display, params=split_simple_params(ptext))
         s = text.strip()
         lt = s.find("<")
         if lt >= 0:
@@ -304,11 +279,8 @@ class NameAddr(NamedTuple):
         return f"{name}<{self.uri}>{format_params(self.params)}"
 
     def param(self, name: str) -> str | None:
-        lname = name.lower()
-        for key, value in self.params:
-            if key.lower() == lname:
-                return "" if value is None else value
-        return None
+        """The value of header parameter ``name`` ("" for a flag), or None."""
+        return find_param(self.params, name)
 
     @property
     def tag(self) -> str | None:
