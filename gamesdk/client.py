@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
-from gamesdk.channel.config import SUITES, ChannelConfig, ChannelParams, Lane
+from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
 from gamesdk.channel.events import ChannelEvent, Disconnected
 from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
@@ -34,11 +34,11 @@ from gamesdk.events import (
     Unregistered,
 )
 from gamesdk.io.channel_asyncio import AsyncChannel, attach_channel, open_channel
-from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for, offer_terms
-from gamesdk.qos.model import GameFormat, SessionTerms
+from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for
+from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import CallState, UserAgent
-from gamesdk.session.terms import DEFAULT_FORMAT
+from gamesdk.session.terms import OfferRequirements, make_terms
 from gamesdk.sip.ids import IdFactory
 
 __all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite"]
@@ -278,20 +278,13 @@ class GameClient:
 
     # -- inviting
     async def invite(
-        self,
-        peer: str,
-        *,
-        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,
-        classification: str = "action",
-        latency_ms: int = 100,
-        jitter_ms: int = 20,
-        loss_ppm: int = 10_000,
-        pps: int = 60,
-        bandwidth_kbps: int = 64,
-        security: Sequence[str] = SUITES,
-        acceptable: Acceptable | None = None,
+        self, peer: str, *, acceptable: Acceptable | None = None, **requirements: Unpack[OfferRequirements]
     ) -> GameSession:
         """Invite ``peer`` (``"bob@na.gamesdk.test"``) to a game with these requirements.
+
+        ``requirements`` are the keywords of :func:`gamesdk.make_terms`: ``format``, ``classification``,
+        ``latency_ms``, ``jitter_ms``, ``loss_ppm``, ``pps``, ``bandwidth_kbps``, ``security``; ``acceptable``
+        bounds what the callee may answer.
 
         Returns the established :class:`GameSession` once the callee answered, both regions reserved and the
         ACK went directly to the callee.
@@ -302,7 +295,7 @@ class GameClient:
             LocalProtocolError: a requirement is out of range.
         """
         core = await self._start()
-        terms = offer_terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
+        terms = make_terms(**requirements)
         loop = asyncio.get_running_loop()
         call_id = core.agent.invite(peer, terms, loop.time(), acceptable=acceptable)
         future: asyncio.Future[SessionEvent] = loop.create_future()

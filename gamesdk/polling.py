@@ -9,10 +9,10 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Unpack
 
-from gamesdk.channel.config import SUITES, ChannelConfig, ChannelParams, Lane
+from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
 from gamesdk.channel.connection import Channel
 from gamesdk.channel.events import ChannelEvent, Disconnected
 from gamesdk.channel.messages import pack_message
@@ -22,11 +22,11 @@ from gamesdk.config import ClientConfig
 from gamesdk.errors import LocalProtocolError
 from gamesdk.events import Agreement, SessionEnded, SessionEstablished, SessionEvent
 from gamesdk.io.channel_poll import PollChannel
-from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for, offer_terms
-from gamesdk.qos.model import GameFormat, SessionTerms
+from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for
+from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import UserAgent
-from gamesdk.session.terms import DEFAULT_FORMAT
+from gamesdk.session.terms import OfferRequirements, make_terms
 from gamesdk.sip.ids import IdFactory
 
 __all__ = ["PollingClient", "PollingSession"]
@@ -117,22 +117,13 @@ class PollingClient:
         self._transmit()
 
     def invite(
-        self,
-        peer: str,
-        now: float,
-        *,
-        format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,
-        classification: str = "action",
-        latency_ms: int = 100,
-        jitter_ms: int = 20,
-        loss_ppm: int = 10_000,
-        pps: int = 60,
-        bandwidth_kbps: int = 64,
-        security: Sequence[str] = SUITES,
-        acceptable: Acceptable | None = None,
+        self, peer: str, now: float, *, acceptable: Acceptable | None = None, **requirements: Unpack[OfferRequirements]
     ) -> str:
-        """Start an invitation; returns the Call-ID. ``SessionEstablished``/``SessionFailed`` follow."""
-        terms = offer_terms(format, classification, latency_ms, jitter_ms, loss_ppm, pps, bandwidth_kbps, security)
+        """Start an invitation; returns the Call-ID. ``SessionEstablished``/``SessionFailed`` follow.
+
+        ``requirements`` are the keywords of :func:`gamesdk.make_terms` (as for ``GameClient.invite``).
+        """
+        terms = make_terms(**requirements)
         call_id = self._core.agent.invite(peer, terms, now, acceptable=acceptable)
         self._transmit()
         self._core.prepare()  # the next key pair, made once the INVITE is out

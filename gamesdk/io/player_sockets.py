@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 from gamesdk.channel.config import ChannelConfig
@@ -15,12 +15,10 @@ from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.events import Agreement, InviteCancelled, SessionEvent, SessionFailed
 from gamesdk.io.channel_poll import bind_udp
-from gamesdk.qos.model import GameFormat, SessionTerms
 from gamesdk.session.agent import UserAgent
-from gamesdk.session.terms import make_terms
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 
-__all__ = ["Address", "PlayerSockets", "channel_config_for", "offer_terms"]
+__all__ = ["Address", "PlayerSockets", "channel_config_for"]
 
 Address = tuple[str, int]
 
@@ -92,28 +90,6 @@ class PlayerSockets:
         for call_id in list(self.channel_socks):
             self.drop_channel_socket(call_id)
         self.sock.close()
-
-
-def offer_terms(
-    format: str | GameFormat | Sequence[str | GameFormat],
-    classification: str,
-    latency_ms: int,
-    jitter_ms: int,
-    loss_ppm: int,
-    pps: int,
-    bandwidth_kbps: int,
-    security: Sequence[str],
-) -> SessionTerms:
-    return make_terms(
-        format=format,
-        classification=classification,
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        loss_ppm=loss_ppm,
-        pps=pps,
-        bandwidth_kbps=bandwidth_kbps,
-        security=security,
-    )
 
 
 def channel_config_for(base: ChannelConfig | None, agreement: Agreement) -> ChannelConfig:

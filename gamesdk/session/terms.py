@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 from gamesdk.channel.config import SUITES
 from gamesdk.errors import LocalProtocolError
 from gamesdk.qos.model import GameFormat, QosParams, SessionTerms, parse_game_format
 
-__all__ = ["DEFAULT_FORMAT", "make_terms"]
+__all__ = ["DEFAULT_FORMAT", "OfferRequirements", "make_terms"]
 
 DEFAULT_FORMAT = "pong/1;tick=60"
+
+
+class OfferRequirements(TypedDict, total=False):
+    """The keywords ``invite()`` takes for the offer; :func:`make_terms` documents each and its default."""
+
+    format: str | GameFormat | Sequence[str | GameFormat]
+    classification: str
+    latency_ms: int
+    jitter_ms: int
+    loss_ppm: int
+    pps: int
+    bandwidth_kbps: int
+    security: Sequence[str]
 
 
 def make_terms(
