@@ -154,24 +154,14 @@ def _policy_config_problem(config: ServerConfig) -> str | None:
     try:
         from server.policy.config import ConfigError as PolicyConfigError
         from server.policy.config import PolicyConfig
+        from server.policy.runner import policy_document
     except ImportError:  # pragma: no cover - the policy package is part of the server
         return None
     try:
-        PolicyConfig.from_mapping(_policy_document(config))
+        PolicyConfig.from_mapping(policy_document(config))
     except PolicyConfigError as exc:
         return str(exc)
     return None
-
-
-def _policy_document(config: ServerConfig) -> dict[str, object]:
-    doc: dict[str, object] = {"access_networks": [dict(n) for n in config.access_networks_raw]}
-    if config.classes_raw:
-        doc["classes"] = [dict(c) for c in config.classes_raw]
-    if config.tariff_raw:
-        doc["tariff"] = dict(config.tariff_raw)
-    if config.policy_raw:
-        doc["policy"] = dict(config.policy_raw)
-    return doc
 
 
 def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO, *, policy: bool = True) -> int:
@@ -269,6 +259,7 @@ def _policy_command(args: argparse.Namespace, config: ServerConfig, out: TextIO,
         from server.policy import cli_support
         from server.policy.config import ConfigError as PolicyConfigError
         from server.policy.config import PolicyConfig
+        from server.policy.runner import policy_document
     except ImportError as exc:  # pragma: no cover - the policy package is part of the server
         print(f"gamesdk-server: policy support is missing: {exc}", file=err)
         return EXIT_FAILED
@@ -292,7 +283,7 @@ def _policy_command(args: argparse.Namespace, config: ServerConfig, out: TextIO,
             print(f"wrote {count} record(s) to {args.csv}", file=out)
         return EXIT_OK
     try:
-        policy_config = PolicyConfig.from_mapping(_policy_document(config))
+        policy_config = PolicyConfig.from_mapping(policy_document(config))
     except PolicyConfigError as exc:
         print(f"gamesdk-server: bad configuration {config.source}: {exc}", file=err)
         return EXIT_USAGE
