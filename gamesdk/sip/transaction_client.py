@@ -57,32 +57,29 @@ def build_ack_for_non2xx(invite: Request, response: Response) -> Request:
     Same Request-URI, Call-ID, From, CSeq number and top Via (so the same branch) as the INVITE, the To of the
     response (with its tag), and the INVITE's Route headers.
     """
-    headers = Headers()
-    headers.add("Via", invite.headers.values("Via")[0])
-    for route in invite.headers.get_all("Route"):
-        headers.add("Route", route)
-    headers.add("Max-Forwards", "70")
-    headers.add("From", invite.headers.get("From") or "")
-    headers.add("To", response.headers.get("To") or "")
-    headers.add("Call-ID", invite.call_id)
-    headers.add("CSeq", str(CSeq(invite.cseq.seq, "ACK")))
-    return Request("ACK", invite.uri, headers)
+    return _same_transaction_request(invite, "ACK", to=response.headers.get("To") or "")
 
 
 def build_cancel(invite: Request) -> Request:
     """A CANCEL for a pending INVITE (RFC 3261 9.1): same Request-URI, Call-ID, To, From, CSeq number and top
     Via as the INVITE, CSeq method CANCEL, the INVITE's Route headers. Send it in its own non-INVITE client
     transaction, and only after a provisional response arrived."""
+    return _same_transaction_request(invite, "CANCEL", to=invite.headers.get("To") or "")
+
+
+def _same_transaction_request(invite: Request, method: str, *, to: str) -> Request:
+    # ACK for a non-2xx and CANCEL share the INVITE's top Via (its branch), Request-URI, Route set, From,
+    # Call-ID and CSeq number (RFC 3261 17.1.1.3 and 9.1); only the method and, for the ACK, the To differ.
     headers = Headers()
     headers.add("Via", invite.headers.values("Via")[0])
     for route in invite.headers.get_all("Route"):
         headers.add("Route", route)
     headers.add("Max-Forwards", "70")
     headers.add("From", invite.headers.get("From") or "")
-    headers.add("To", invite.headers.get("To") or "")
+    headers.add("To", to)
     headers.add("Call-ID", invite.call_id)
-    headers.add("CSeq", str(CSeq(invite.cseq.seq, "CANCEL")))
-    return Request("CANCEL", invite.uri, headers)
+    headers.add("CSeq", str(CSeq(invite.cseq.seq, method)))
+    return Request(method, invite.uri, headers)
 
 
 class ClientTransaction(Transaction):
