@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import IdFactory
-from gamesdk.sip.message import Headers, Request, Response, response_for
+from gamesdk.sip.message import Headers, Response, response_for
+from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
 from server.hooks import PolicyHooks
 from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
@@ -159,16 +160,8 @@ class TransactionSide:
         if ctx.cancelled:
             return
         ctx.cancelled = True
-        inv = ctx.request
-        headers = Headers([("Via", self._via(ctx.branch)), ("Max-Forwards", "70")])
-        for name in ("From", "To", "Call-ID"):
-            value = inv.headers.get(name)
-            if value is not None:
-                headers.add(name, value)
-        headers.add("CSeq", f"{inv.cseq.seq} CANCEL")
-        for route in inv.headers.get_all("Route"):
-            headers.add("Route", route)
-        cancel = Request("CANCEL", inv.uri, headers)
+        # ctx.request is the INVITE as we forwarded it: our Via (this branch) on top, Route set as sent.
+        cancel = build_cancel(ctx.request)
         data = cancel.to_bytes()
         cc = ClientTx(ctx.branch, "CANCEL", cancel, ctx.dest, request_bytes=data, origin="cancel")
         cc.interval = self.t.t1_s
@@ -307,17 +300,8 @@ class TransactionSide:
             self.timers.arm(tx, "L", now + self._timeout_64t1)
 
     def _ack_for(self, ctx: ClientTx, response: Response) -> bytes:
-        # Section 17.1.1.3: same Request-URI, Call-ID, From, CSeq number, top Via and Route as the INVITE; To
-        # from the response.
-        inv = ctx.request
-        headers = Headers([("Via", self._via(ctx.branch)), ("Max-Forwards", "70")])
-        headers.add("From", inv.headers.get("From") or "")
-        headers.add("To", response.headers.get("To") or "")
-        headers.add("Call-ID", inv.headers.get("Call-ID") or "")
-        headers.add("CSeq", f"{inv.cseq.seq} ACK")
-        for route in inv.headers.get_all("Route"):
-            headers.add("Route", route)
-        return Request("ACK", inv.uri, headers).to_bytes()
+        # Section 17.1.1.3, built from the INVITE as we forwarded it (our Via, this branch, on top).
+        return build_ack_for_non2xx(ctx.request, response).to_bytes()
 
     def _non_invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
         tx = ctx.server
