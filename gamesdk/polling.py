@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Unpack
 
@@ -97,7 +96,6 @@ class PollingClient:
         self._simulator = simulator
         #: Established sessions by Call-ID.
         self.sessions: dict[str, PollingSession] = {}
-        self._backlog: deque[SessionEvent] = deque()
 
     @property
     def agent(self) -> UserAgent:
@@ -168,8 +166,7 @@ class PollingClient:
         if timer is not None and timer <= now:
             agent.handle_timer(now)
         self._transmit()  # the ACK leaves before the channels of this poll's established sessions are made
-        out = list(self._backlog)
-        self._backlog.clear()
+        out: list[SessionEvent] = []
         for event in self._core.events():
             if isinstance(event, SessionEstablished):
                 self._open(event, now)
