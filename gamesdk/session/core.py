@@ -481,7 +481,6 @@ class AgentCore:
                 self._callee_timer(call, name, now)
         elif name == "publish" and call.state is CallState.CONFIRMED:
             self._publish(call, now, DialogState.CONFIRMED, refresh=call.publish_etag is not None)
-            call.timers["publish"] = now + self.config.publish_refresh_s
         elif name == "refresh" and call.state is CallState.CONFIRMED:
             assert call.dialog is not None
             req, call.dialog = build_in_dialog_request(
