@@ -198,8 +198,7 @@ class UasSide(AgentCore):
         try:
             call.offer_desc, game = read_game_untrusted(req.body, Role.OFFER)
         except SdpError as exc:
-            warning = Warning(399, self.local_addr[0], exc.message)
-            tx.send_response(response_for(req, 488, to_tag=call.local_tag, extra=[("Warning", str(warning))]), now)
+            self._answer_invite(call, now, 488, warning=exc.message)
             return
         call.offer, call.offer_game = game.terms, game
         self._track(call)
