@@ -16,7 +16,25 @@ from dataclasses import dataclass
 
 from server.config import AccessNetworkRef
 
-__all__ = ["AccessNetworkMap", "Binding", "LocationService"]
+__all__ = ["AccessNetworkMap", "Binding", "LocationService", "is_ip_literal"]
+
+_IP_CACHE: dict[str, bool] = {}
+
+
+def is_ip_literal(host: str) -> bool:
+    """True when ``host`` is an IPv4 or IPv6 address (brackets allowed): a place we can send to without DNS."""
+    # Cached: ipaddress parsing costs more than the rest of routing a BYE. Bounded (hosts come from the network).
+    known = _IP_CACHE.get(host)
+    if known is not None:
+        return known
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        result = True
+    except ValueError:
+        result = False
+    if len(_IP_CACHE) < 4096:
+        _IP_CACHE[host] = result
+    return result
 
 
 @dataclass(frozen=True, slots=True)

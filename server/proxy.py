@@ -21,7 +21,6 @@ Rules this proxy keeps, and why:
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
 from server.config import TimerSettings
 from server.federation import FederationTable
 from server.hooks import CallInfo, NullPolicy, PolicyHooks
-from server.location import LocationService
+from server.location import LocationService, is_ip_literal
 from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received
 from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
@@ -93,24 +92,6 @@ def _server_key(request: Request, method: str) -> tuple[str, ...]:
         return (branch, host, str(port), method)
     # RFC 2543 peers: match on the fields section 17.2.3 lists for them.
     return ("2543", request.call_id, str(request.cseq.seq), request.from_.tag or "", str(via), method)
-
-
-_IP_CACHE: dict[str, bool] = {}
-
-
-def _is_ip(host: str) -> bool:
-    # Cached: ipaddress parsing costs more than the rest of routing a BYE. Bounded (hosts come from the network).
-    known = _IP_CACHE.get(host)
-    if known is not None:
-        return known
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        result = True
-    except ValueError:
-        result = False
-    if len(_IP_CACHE) < 4096:
-        _IP_CACHE[host] = result
-    return result
 
 
 class ProxyCore(TransactionSide):
@@ -365,7 +346,7 @@ class ProxyCore(TransactionSide):
         peer = self.federation.by_domain(host)
         if peer is not None:
             return Target(request.uri, peer.address, peer_domain=peer.domain)
-        if _is_ip(host):
+        if is_ip_literal(host):
             # In-dialog requests and ACKs target a player's Contact directly (DESIGN section 2).
             return Target(request.uri, (host.strip("[]"), ruri.port or 5060))
         if out_of_dialog:
@@ -398,7 +379,7 @@ class ProxyCore(TransactionSide):
         peer = self.federation.by_domain(host)
         if peer is not None:
             return peer.address
-        if _is_ip(host):
+        if is_ip_literal(host):
             return (host.strip("[]"), uri.port or 5060)
         raise _Reject(404, "Route to an unknown host")
 

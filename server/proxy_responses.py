@@ -16,7 +16,6 @@ of :class:`server.proxy.ProxyCore` and uses the state that class sets up. Rules 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -26,19 +25,13 @@ from gamesdk.sip.message import Headers, Response, response_for
 from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
 from server.hooks import PolicyHooks
+from server.location import is_ip_literal
 from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
 __all__ = ["Out", "ProxyStats", "TransactionSide"]
 
 log = logging.getLogger("server.proxy")
 
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 Out = list[tuple[bytes, Addr]]
 
@@ -213,7 +206,7 @@ class TransactionSide:
         host = (nxt.received or nxt.host).strip("[]")
         rport = nxt.rport
         port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
-        if not _is_ip_literal(host) or not 0 < port < 65536:
+        if not is_ip_literal(host) or not 0 < port < 65536:
             return False  # we never resolve names on the response path
         if host == self.via_host and port == self.via_port:
             return False  # to ourselves: a loop

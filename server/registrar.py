@@ -8,7 +8,6 @@ Call-ID/CSeq ordering check (step 7), and the 200 lists every current binding wi
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,17 +18,9 @@ from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.uri import NameAddr
 from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
 from server.config import RegistrarConfig
-from server.location import Binding, LocationService
+from server.location import Binding, LocationService, is_ip_literal
 
 __all__ = ["SUPPORTED_EXTENSIONS", "Registrar", "RegistrarResult"]
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +192,7 @@ class Registrar:
                     removed.append(old)
                 continue
             uri = contact.uri
-            target = (uri.host.strip("[]"), uri.port or 5060) if _is_ip(uri.host) else None
+            target = (uri.host.strip("[]"), uri.port or 5060) if is_ip_literal(uri.host) else None
             binding = Binding(aor=aor, contact=key, expires_at=now + expires, source=source,
                               access_network=network, call_id=call_id, cseq=cseq, registered_at=now, target=target)
             old = self.location.put(binding)
