@@ -253,9 +253,9 @@ class AgentCore:
         if resp.status == 423 and not reg.unregistering:
             # Interval Too Brief: ask again with the server's Min-Expires and keep it for the refreshes
             # (RFC 3261 10.2.8); only upwards, so a server that keeps answering 423 cannot loop us.
-            min_expires = (resp.headers.get("Min-Expires") or "").strip()
-            if min_expires.isdigit() and int(min_expires) > reg.expires:
-                reg.expires = int(min_expires)
+            minimum = _min_expires(resp)
+            if minimum is not None and minimum > reg.expires:
+                reg.expires = minimum
                 auth = self._credentials.cached(401, "REGISTER", reg.registrar)
                 self._send_register(now, reg.expires, auth, retries=pending.retries)
                 return
@@ -383,10 +383,10 @@ class AgentCore:
                 call.timers["publish"] = min(call.timers["publish"], now + refresh)
         elif resp.status == 423 and pending.request is not None:
             # Interval Too Brief: publish again with the server's Min-Expires, and ask for it from now on
-            minimum = (resp.headers.get("Min-Expires") or "").strip()
-            if minimum.isdigit() and int(minimum) > self._publish_expires:
-                self._publish_expires = int(minimum)
-                again = resend_with(pending.request, ("Expires", minimum), self._ids.branch())
+            minimum = _min_expires(resp)
+            if minimum is not None and minimum > self._publish_expires:
+                self._publish_expires = minimum
+                again = resend_with(pending.request, ("Expires", str(minimum)), self._ids.branch())
                 self._start_client(again, now, Pending("publish", call.call_id, pending.retries))
         elif resp.status == 412:
             # the server lost our publication (a restart): publish the full state again at once, not at the next
@@ -565,5 +565,13 @@ def host_text(host: str) -> str:
 def _expires(resp: Response) -> int | None:
     try:
         return resp.expires
+    except RemoteProtocolError:
+        return None
+
+
+def _min_expires(resp: Response) -> int | None:
+    # the message's strict integer reading: a non-ASCII digit (str.isdigit accepts '²') is no value, not a crash
+    try:
+        return resp.min_expires
     except RemoteProtocolError:
         return None

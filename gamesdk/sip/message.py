@@ -332,6 +332,11 @@ class Message:
         return self._typed("expires", lambda: self._int_header("Expires", 2**32 - 1))
 
     @property
+    def min_expires(self) -> int | None:
+        """``Min-Expires`` (RFC 3261 20.23): the shortest lifetime a 423 Interval Too Brief allows."""
+        return self._int_header("Min-Expires", 2**32 - 1)
+
+    @property
     def content_length(self) -> int | None:
         return self._int_header("Content-Length", 2**32 - 1)
 
