@@ -21,19 +21,12 @@ from demo_game.main import build_parser
 from demo_game.offline import setup_offline_session
 from demo_game.play import Peer, Phase
 from demo_game.render import Renderer
+from demo_game.testing import VirtualClock
 from demo_game.world import GUEST, HOST, Rules
 
 __all__ = ["draw_match_frame", "main"]
 
 DEFAULT_PATH = Path("docs/demo-screenshot.png")
-
-
-class _VirtualClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def draw_match_frame(
@@ -53,7 +46,7 @@ def draw_match_frame(
     rules = Rules(win_score=99)
     host = Peer(session.host_link, Bot(HOST, rules, seed=seed * 2 + 1), rules=rules, seed=seed)
     guest = Peer(session.guest_link, Bot(GUEST, rules, seed=seed * 2 + 2), rules=rules, seed=seed)
-    clock = _VirtualClock()
+    clock = VirtualClock()
     control = Control([host, guest], clock)
     started: float | None = None
     while started is None or clock.t - started < seconds:

@@ -1,4 +1,5 @@
-"""demo_game/testing: a conformance check for any :class:`~demo_game.link.GameLink` pair.
+"""demo_game/testing: a conformance check for any :class:`~demo_game.link.GameLink` pair, and the
+virtual clock and sample session the demo's tests and screenshot run on.
 
 The game relies on a few promises of its links (DESIGN section 6 lanes). ``check_link_pair``
 drives a connected pair the way the game does and raises ``AssertionError`` with a message
@@ -32,12 +33,54 @@ from demo_game.link import (
     LinkStats,
     MessageReceived,
     PeerDisconnected,
+    PlayerInfo,
+    QosBudget,
+    Reservation,
     SessionFailed,
     SessionInfo,
     SessionReady,
 )
 
-__all__ = ["LinkReport", "check_link_pair"]
+__all__ = ["LinkReport", "VirtualClock", "check_link_pair", "sample_session_info"]
+
+
+class VirtualClock:
+    """A clock that only moves when told to: a whole match runs in milliseconds.
+
+    Call it for the time; ``sleep`` (or setting ``t``) moves it on. ``sleep`` moves at least 1 ms,
+    so a runner that asks for a zero sleep still gets closer to its deadline.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(seconds, 0.001)
+
+
+def sample_session_info(
+    call_id: str = "c1",
+    *,
+    latency_ms: float = 50,
+    jitter_ms: float = 10,
+    reservations: tuple[Reservation | None, Reservation | None] = (None, None),
+) -> SessionInfo:
+    """The host's view of a 60 Hz pong call between alice@eu.example and bob@na.example (1 % loss budget)."""
+    return SessionInfo(
+        call_id=call_id,
+        players=(
+            PlayerInfo(name="alice@eu.example", region="eu", reservation=reservations[0]),
+            PlayerInfo(name="bob@na.example", region="na", reservation=reservations[1]),
+        ),
+        local_side=0,
+        game_format="pong/1;tick=60",
+        classification="action",
+        budget=QosBudget(latency_ms=latency_ms, jitter_ms=jitter_ms, loss_ppm=10_000, packets_per_s=60),
+        security_suite="chacha20-poly1305",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

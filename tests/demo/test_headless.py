@@ -10,7 +10,7 @@ import pytest
 
 from demo_game.control import Control
 from demo_game.headless import run_headless
-from demo_game.link import Lane, MessageReceived, PlayerInfo, QosBudget, SessionInfo
+from demo_game.link import Lane, MessageReceived
 from demo_game.loopback import LoopbackLink, NetSim
 from demo_game.main import _exit_code, build_parser, main
 from demo_game.offline import setup_offline_session
@@ -18,20 +18,10 @@ from demo_game.play import Peer, Phase, StillController
 from demo_game.protocol import StateMsg, decode_message_untrusted
 from demo_game.report import MatchResult
 from demo_game.settings import CLOSE_LINGER_S
+from demo_game.testing import VirtualClock, sample_session_info
 from demo_game.world import Rules
 
-INFO = SessionInfo(
-    call_id="c1",
-    players=(
-        PlayerInfo(name="alice@eu.example", region="eu"),
-        PlayerInfo(name="bob@na.example", region="na"),
-    ),
-    local_side=0,
-    game_format="pong/1;tick=60",
-    classification="action",
-    budget=QosBudget(latency_ms=80, jitter_ms=20, loss_ppm=10_000, packets_per_s=60),
-    security_suite="chacha20-poly1305",
-)
+INFO = sample_session_info(latency_ms=80, jitter_ms=20)
 SCORE_LINE = re.compile(
     r"^final score: (\S+) (\d+) - (\d+) (\S+) \((\w+), ([\d.]+) s, (\d+) ticks\): (.+)$", re.MULTILINE
 )
@@ -40,19 +30,6 @@ STATS_LINE = re.compile(
     r"in ([\d.]+) kbit/s  out ([\d.]+) kbit/s  (within budget|OVER BUDGET: .+)$",
     re.MULTILINE,
 )
-
-
-class VirtualClock:
-    """A clock that only moves when the runner sleeps: a whole match in milliseconds."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(seconds, 0.001)
 
 
 def offline_args(*argv: str) -> argparse.Namespace:
@@ -64,7 +41,7 @@ def offline_args(*argv: str) -> argparse.Namespace:
 def play(duration_s: float, *argv: str, rules: Rules | None = None) -> tuple[str, MatchResult]:
     session = setup_offline_session(offline_args(*argv))
     out = io.StringIO()
-    clock = VirtualClock()
+    clock = VirtualClock(start=1000.0)
     result = run_headless(
         session.host_link,
         session.guest_link,
@@ -148,7 +125,7 @@ def test_peer_drop_mid_match_is_reported() -> None:
     session = setup_offline_session(offline_args())
     host_link, guest_link = session.host_link, session.guest_link
     assert isinstance(host_link, LoopbackLink) and isinstance(guest_link, LoopbackLink)
-    clock = VirtualClock()
+    clock = VirtualClock(start=1000.0)
     host = Peer(host_link, StillController(), rules=Rules(win_score=100))
     control = Control([host], clock)
     # the guest's end is driven by hand and then vanishes
@@ -174,7 +151,7 @@ def test_peer_drop_mid_match_is_reported() -> None:
 
 def test_guest_draws_interpolated_snapshots_and_predicts_its_paddle() -> None:
     session = setup_offline_session(offline_args("--sim-latency-ms", "40", "--latency-ms", "200"))
-    clock = VirtualClock()
+    clock = VirtualClock(start=1000.0)
     up = StillController()
     host, guest = Peer(session.host_link, StillController()), Peer(session.guest_link, up)  # type: ignore[arg-type]
     control = Control([host, guest], clock)
@@ -241,7 +218,7 @@ def test_state_messages_travel_on_the_state_lane_only() -> None:
     session = setup_offline_session(offline_args("--sim-latency-ms", "0"))
     host_link, guest_link = session.host_link, session.guest_link
     assert isinstance(host_link, LoopbackLink) and isinstance(guest_link, LoopbackLink)
-    clock = VirtualClock()
+    clock = VirtualClock(start=1000.0)
     host = Peer(host_link, StillController())
     control = Control([host], clock)
     guest_link.poll(clock())
@@ -270,7 +247,7 @@ class RecordingLink(LoopbackLink):
 
 def test_host_hangs_up_after_the_end_message_and_the_guest_waits_for_it() -> None:
     host_link, guest_link = RecordingLink.pair(INFO, sim=NetSim(latency_ms=20.0))
-    clock = VirtualClock()
+    clock = VirtualClock(start=1000.0)
     host, guest = Peer(host_link, StillController()), Peer(guest_link, StillController())
     control = Control([host, guest], clock)
     for _ in range(30):
@@ -292,7 +269,7 @@ def test_setup_that_never_completes_is_a_failed_run() -> None:
     # CLI exits non-zero instead of reporting a 0-0 "quit" as success.
     host_link, guest_link = LoopbackLink.pair(INFO, setup_steps=("REGISTER", "INVITE"), step_interval_s=3600.0)
     out = io.StringIO()
-    clock = VirtualClock()
+    clock = VirtualClock(start=1000.0)
     result = run_headless(
         host_link, guest_link, 5.0, out, clock=clock, sleep=clock.sleep, setup_timeout_s=2.0
     )

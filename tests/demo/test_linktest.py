@@ -4,33 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from demo_game.link import Lane, LinkEvent, MessageReceived, PlayerInfo, QosBudget, SessionInfo
+from demo_game.link import Lane, LinkEvent, MessageReceived
 from demo_game.loopback import LoopbackLink, NetSim
-from demo_game.testing import check_link_pair
+from demo_game.testing import VirtualClock, check_link_pair, sample_session_info
 
-INFO = SessionInfo(
-    call_id="c9",
-    players=(
-        PlayerInfo(name="alice@eu.example", region="eu"),
-        PlayerInfo(name="bob@na.example", region="na"),
-    ),
-    local_side=0,
-    game_format="pong/1;tick=60",
-    classification="action",
-    budget=QosBudget(latency_ms=50, jitter_ms=10, loss_ppm=10_000, packets_per_s=60),
-    security_suite="chacha20-poly1305",
-)
-
-
-class VirtualClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
+INFO = sample_session_info("c9")
 
 
 @pytest.mark.parametrize("sim", [NetSim(), NetSim(latency_ms=30.0, jitter_ms=20.0, loss=0.1, seed=4)])

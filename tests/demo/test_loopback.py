@@ -14,28 +14,15 @@ from demo_game.link import (
     PeerDisconnected,
     PeerInterrupted,
     PeerResumed,
-    PlayerInfo,
-    QosBudget,
     SessionFailed,
-    SessionInfo,
     SessionReady,
     SetupStep,
     check_budget,
 )
 from demo_game.loopback import LoopbackLink, NetSim
+from demo_game.testing import sample_session_info
 
-INFO = SessionInfo(
-    call_id="c1",
-    players=(
-        PlayerInfo(name="alice@eu.example", region="eu"),
-        PlayerInfo(name="bob@na.example", region="na"),
-    ),
-    local_side=0,
-    game_format="pong/1;tick=60",
-    classification="action",
-    budget=QosBudget(latency_ms=50, jitter_ms=10, loss_ppm=10_000, packets_per_s=60),
-    security_suite="chacha20-poly1305",
-)
+INFO = sample_session_info()
 
 
 def ready_pair(**kw: object) -> tuple[LoopbackLink, LoopbackLink]:

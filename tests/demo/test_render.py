@@ -16,34 +16,21 @@ import pygame
 
 from demo_game import settings as S
 from demo_game.bot import Bot
-from demo_game.link import LinkStats, PlayerInfo, QosBudget, Reservation, SessionInfo
+from demo_game.link import LinkStats, Reservation
 from demo_game.main import build_parser
 from demo_game.offline import setup_offline_session
 from demo_game.play import Notice, Outcome
 from demo_game.render import Renderer
 from demo_game.screenshot import draw_match_frame
+from demo_game.testing import sample_session_info
 from demo_game.window import run_window
 from demo_game.world import GUEST, HOST, Snapshot, World
 
-INFO = SessionInfo(
-    call_id="c1",
-    players=(
-        PlayerInfo(
-            name="alice@eu.example",
-            region="eu",
-            reservation=Reservation(region="eu", access_network="eu-fibre", up_kbps=74, down_kbps=40),
-        ),
-        PlayerInfo(
-            name="bob@na.example",
-            region="na",
-            reservation=Reservation(region="na", access_network="na-cable", up_kbps=40, down_kbps=74),
-        ),
-    ),
-    local_side=0,
-    game_format="pong/1;tick=60",
-    classification="action",
-    budget=QosBudget(latency_ms=50, jitter_ms=10, loss_ppm=10_000, packets_per_s=60),
-    security_suite="chacha20-poly1305",
+INFO = sample_session_info(
+    reservations=(
+        Reservation(region="eu", access_network="eu-fibre", up_kbps=74, down_kbps=40),
+        Reservation(region="na", access_network="na-cable", up_kbps=40, down_kbps=74),
+    )
 )
 GOOD = LinkStats(rtt_ms=31.5, jitter_ms=0.8, kbps_in=36.0, kbps_out=68.0)
 BAD = LinkStats(rtt_ms=95.0, jitter_ms=0.8, loss_in_ppm=50_000, kbps_in=36.0, kbps_out=68.0)
