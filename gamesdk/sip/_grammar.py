@@ -14,6 +14,7 @@ __all__ = [
     "Params",
     "bad_value",
     "find_param",
+    "is_digits",
     "is_token",
     "quote",
     "split_outside_quotes",
@@ -30,6 +31,11 @@ TOKEN_RE = re.compile(TOKEN)
 # quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE; quoted-pair excludes CR and LF.
 QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[^\r\n])*"'
 LWS_RE = re.compile(r"[ \t]+")
+
+
+def is_digits(text: str) -> bool:
+    """True when ``text`` is 1*DIGIT (RFC 5234 B.1: ASCII only; ``str.isdigit`` also takes '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def is_token(text: str) -> bool:

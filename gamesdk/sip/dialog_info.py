@@ -20,6 +20,7 @@ from xml.parsers import expat
 from xml.sax.saxutils import escape, quoteattr
 
 from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip._grammar import is_digits
 
 __all__ = [
     "CONTENT_TYPE",
@@ -201,7 +202,7 @@ def _parse_dialog(node: _Node) -> DialogEntry:
     code: int | None = None
     if "code" in state_node.attrs:
         raw = state_node.attrs["code"]
-        if not (raw.isdigit() and len(raw) == 3 and 100 <= int(raw) <= 699):
+        if not (is_digits(raw) and len(raw) == 3 and 100 <= int(raw) <= 699):
             raise DialogInfoError(f"dialog {dialog_id!r}: state code must be a SIP status, not {raw[:20]!r}")
         code = int(raw)
     direction: Direction | None = None
@@ -242,7 +243,7 @@ def parse_dialog_info_untrusted(body: bytes | str) -> DialogInfo:
     if not entity:
         raise DialogInfoError("<dialog-info> needs an entity attribute")
     raw_version = root.attrs.get("version", "")
-    if not raw_version.isdigit() or len(raw_version) > 10:
+    if not is_digits(raw_version) or len(raw_version) > 10:
         raise DialogInfoError(f"version must be a non-negative integer, not {raw_version[:20]!r}")
     doc_state = root.attrs.get("state")
     if doc_state not in ("full", "partial"):

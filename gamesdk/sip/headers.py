@@ -13,6 +13,7 @@ from gamesdk.sip._grammar import (
     QUOTED_STRING,
     TOKEN,
     find_param,
+    is_digits,
     quote,
     split_outside_quotes,
     split_simple_params,
@@ -189,7 +190,7 @@ class Reason:
         for key, value in params:
             lkey = key.lower()
             if lkey == "cause" and value is not None:
-                if not value.isdigit():
+                if not is_digits(value):
                     raise _bad("Reason cause", text)
                 cause = int(value)
             elif lkey == "text" and value is not None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip._grammar import is_digits
 from gamesdk.sip.headers import CSeq, Reason, Via, Warning, split_header_values
 from gamesdk.sip.uri import NameAddr, SipUri
 
@@ -319,7 +320,7 @@ class Message:
         if len(values) > 1:
             raise RemoteProtocolError(f"More than one {name} header", 400)
         text = values[0].strip()
-        if not text.isdigit() or not text.isascii() or len(text) > 12 or int(text) > limit:
+        if not is_digits(text) or len(text) > 12 or int(text) > limit:
             raise RemoteProtocolError(f"Bad {name}: {text[:40]!r}", 400)
         return int(text)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from gamesdk.errors import RemoteProtocolError
-from gamesdk.sip._grammar import TOKEN
+from gamesdk.sip._grammar import TOKEN, is_digits
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.message import Headers, Message, Request, Response, header_key
 from gamesdk.sip.uri import NameAddr, SipUri, check_name_addr_untrusted
@@ -102,7 +102,7 @@ def _parse_start(start: str, headers: Headers, body: bytes) -> Message:
         version, code = parts[0], parts[1]
         if version != "SIP/2.0":
             raise _fail(f"Unsupported version {version[:20]!r}", 505)
-        if len(code) != 3 or not code.isdigit() or not ("100" <= code <= "699"):
+        if len(code) != 3 or not is_digits(code) or not ("100" <= code <= "699"):
             raise _fail(f"Bad status code {code[:20]!r}")
         return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body, version)
     parts = start.split(" ")
@@ -180,7 +180,7 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
                     raise _fail("Bad Call-ID")
                 cache[key] = value
             elif key == "max-forwards":
-                if not value.isdigit() or not value.isascii() or len(value) > 10 or int(value) > 255:
+                if not is_digits(value) or len(value) > 10 or int(value) > 255:
                     raise _fail("Bad Max-Forwards")
                 cache[key] = int(value)
             elif key == "contact":
@@ -209,7 +209,7 @@ def _content_length(items: list[tuple[str, str, str]]) -> int | None:
     if len(values) > 1:
         raise _fail("More than one Content-Length header")
     text = values[0].strip()
-    if not text.isdigit() or not text.isascii() or len(text) > 10:
+    if not is_digits(text) or len(text) > 10:
         raise _fail("Bad Content-Length")
     return int(text)
 
