@@ -17,7 +17,7 @@ def parse_server_address(text: str) -> tuple[str, int]:
         host, _, port_text = rest[1:].partition("]:")
     else:
         host, _, port_text = rest.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise LocalProtocolError(f"server address {text!r} must look like udp:HOST:PORT")
     return host, int(port_text)
 
