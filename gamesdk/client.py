@@ -183,6 +183,8 @@ class GameClient:
         self._waiters: dict[str, asyncio.Future[SessionEvent]] = {}
         self._login: asyncio.Future[SessionEvent] | None = None
         self._invites: asyncio.Queue[IncomingInvite] = asyncio.Queue()
+        #: Sessions the ``on_invite`` handler accepted, for :meth:`next_session`.
+        self._accepted: asyncio.Queue[GameSession] = asyncio.Queue()
         self._sessions: dict[str, GameSession] = {}
         self._ended_early: dict[str, SessionEnded] = {}
         self._made: dict[str, GameSession] = {}  # opened, not yet handed to invite()/accept()
@@ -505,14 +507,6 @@ class GameClient:
             log.info("accepting %s failed: %s", invite.call_id, exc)
             return
         self._accepted.put_nowait(session)
-
-    @property
-    def _accepted(self) -> asyncio.Queue[GameSession]:
-        queue = getattr(self, "_accepted_queue", None)
-        if queue is None:
-            queue = asyncio.Queue()
-            self._accepted_queue = queue
-        return queue
 
     async def next_session(self) -> GameSession:
         """With an ``on_invite`` handler: wait for the next session it accepted."""
