@@ -300,13 +300,8 @@ class PolicyHttpService:
         }, ""
 
 
-class PolicyHttpClient:
-    """The SIP server's side of a separate policy process. Every call is bounded by ``timeout_s``.
-
-    ``preliminary``/``final`` never raise: a timeout or transport failure is a :class:`Deny` (resource
-    ``policy``). The lifetime calls raise :class:`PolicyUnavailable` so the caller can log it; the policy
-    process's own timers still release whatever is not refreshed.
-    """
+class _PolicyEndpoint:
+    """Where a separate policy process listens, and how long one call to it may take."""
 
     def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
         parts = urlsplit(url)
@@ -315,6 +310,29 @@ class PolicyHttpClient:
         self.host = parts.hostname
         self.port = parts.port or 80
         self.timeout_s = timeout_s
+
+
+def _expect(status: int, data: Any, ok: tuple[int, ...]) -> tuple[int, Any]:
+    """The answer of a policy call whose status is one of ``ok``; any other status is :class:`PolicyUnavailable`."""
+    if status not in ok:
+        detail = data.get("detail") if isinstance(data, dict) else None
+        raise PolicyUnavailable(f"HTTP {status}: {detail or 'unexpected status'}")
+    return status, data
+
+
+def _unavailable(request: AppSession, status: str, exc: Exception) -> Deny:
+    """The decision when the policy process could not be asked: a logged :class:`Deny` (resource ``policy``)."""
+    log.warning("policy %s for %s failed: %s", status, request.call_id, exc)
+    return Deny(network=None, resource=Resource.POLICY, reason=f"policy server unavailable ({exc})")
+
+
+class PolicyHttpClient(_PolicyEndpoint):
+    """The SIP server's side of a separate policy process. Every call is bounded by ``timeout_s``.
+
+    ``preliminary``/``final`` never raise: a timeout or transport failure is a :class:`Deny` (resource
+    ``policy``). The lifetime calls raise :class:`PolicyUnavailable` so the caller can log it; the policy
+    process's own timers still release whatever is not refreshed.
+    """
 
     async def preliminary(self, request: AppSession) -> Decision:
         return await self._decide(request, "PRELIMINARY")
@@ -347,8 +365,7 @@ class PolicyHttpClient:
             _, data = await self._call("POST", "/app-sessions", body, ok=(200, 201, 403))
             return decision_from_json_untrusted(data)
         except (PolicyUnavailable, RemoteProtocolError) as exc:
-            log.warning("policy %s for %s failed: %s", status, request.call_id, exc)
-            return Deny(network=None, resource=Resource.POLICY, reason=f"policy server unavailable ({exc})")
+            return _unavailable(request, status, exc)
 
     async def _call(self, method: str, path: str, body: object, *, ok: tuple[int, ...]) -> tuple[int, Any]:
         try:
@@ -385,27 +402,16 @@ class PolicyHttpClient:
             data = json.loads(await reader.readexactly(length)) if length else None
         finally:
             writer.close()
-        if status not in ok:
-            detail = data.get("detail") if isinstance(data, dict) else None
-            raise PolicyUnavailable(f"HTTP {status}: {detail or 'unexpected status'}")
-        return status, data
+        return _expect(status, data, ok)
 
 
-class BlockingPolicyClient:
+class BlockingPolicyClient(_PolicyEndpoint):
     """The synchronous policy API over HTTP, for the sans-IO hooks when ``[policy] url`` is set.
 
     Same methods as :class:`PolicyServer` (``now`` is ignored: the policy process uses its own clock and runs
     its own timers). Each call blocks the caller for at most about ``timeout_s`` per socket operation; failures
     become a :class:`Deny` (preliminary/final) or ``None``/``[]`` (lifetime calls, logged).
     """
-
-    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"policy url must be http://host:port, not {url!r}")
-        self.host = parts.hostname
-        self.port = parts.port or 80
-        self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str, body: object, ok: tuple[int, ...]) -> tuple[int, Any]:
         import http.client  # stdlib; imported here so the asyncio service does not pull it in
@@ -425,10 +431,7 @@ class BlockingPolicyClient:
             raise PolicyUnavailable(f"{type(exc).__name__}: {exc}") from None
         finally:
             conn.close()
-        if status not in ok:
-            detail = data.get("detail") if isinstance(data, dict) else None
-            raise PolicyUnavailable(f"HTTP {status}: {detail or 'unexpected status'}")
-        return status, data
+        return _expect(status, data, ok)
 
     def _decide(self, request: AppSession, status: str) -> Decision:
         try:
@@ -436,8 +439,7 @@ class BlockingPolicyClient:
                                  (200, 201, 403))
             return decision_from_json_untrusted(data)
         except (PolicyUnavailable, RemoteProtocolError) as exc:
-            log.warning("policy %s for %s failed: %s", status, request.call_id, exc)
-            return Deny(network=None, resource=Resource.POLICY, reason=f"policy server unavailable ({exc})")
+            return _unavailable(request, status, exc)
 
     def preliminary(self, request: AppSession, now: float) -> Decision:
         return self._decide(request, "PRELIMINARY")
