@@ -31,6 +31,7 @@ __all__ = [
     "QosParams",
     "SessionTerms",
     "Side",
+    "canonical_int",
     "parse_game_format",
     "parse_qos_params",
     "suite_bits",
@@ -66,8 +67,9 @@ def _is_token(text: str) -> bool:
     return bool(text) and not text.strip(_TOKEN_CHARS)
 
 
-def _canonical_int(text: str, max_digits: int) -> int | None:
-    """Decimal without sign or leading zeros (so the SDP text is canonical), else None."""
+def canonical_int(text: str, max_digits: int) -> int | None:
+    """``text`` as a decimal of at most ``max_digits`` ASCII digits, without sign or leading zeros (so the SDP
+    text is canonical), else None."""
     if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
         return None
     if len(text) > 1 and text[0] == "0":
@@ -158,7 +160,7 @@ def parse_game_format(text: str) -> GameFormat:
     """
     head, semicolon, rest = text.partition(";")
     name, slash, version_text = head.partition("/")
-    version = _canonical_int(version_text, 4)
+    version = canonical_int(version_text, 4)
     if not slash or version is None:
         raise LocalProtocolError(f"game format {text!r} must be name/version with a version of 1-4 digits")
     params = _split_params(f"game format {name}", rest) if semicolon else ()
@@ -213,7 +215,7 @@ def parse_qos_params(text: str) -> QosParams:
             continue
         if field in known:
             raise LocalProtocolError(f"gsdk-qos parameter {key!r} given twice")
-        number = _canonical_int(value, 7)
+        number = canonical_int(value, 7)
         if number is None:
             raise LocalProtocolError(
                 f"gsdk-qos {key}={value!r} must be a decimal number without leading zeros"

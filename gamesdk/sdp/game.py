@@ -31,6 +31,7 @@ from gamesdk.qos.model import (
     MAX_KBPS,
     GameFormat,
     SessionTerms,
+    canonical_int,
     parse_game_format,
     parse_qos_params,
 )
@@ -362,12 +363,8 @@ def game_from_sdp(desc: SessionDescription, role: Role | None = None) -> GameMed
 
 
 def _canonical_u32(text: str) -> int | None:
-    if not text or len(text) > 10 or not text.isascii() or not text.isdigit():
-        return None
-    if len(text) > 1 and text[0] == "0":
-        return None
-    value = int(text)
-    return value if value <= _MAX_SID else None
+    value = canonical_int(text, 10)
+    return value if value is not None and value <= _MAX_SID else None
 
 
 def read_game_untrusted(
