@@ -167,10 +167,6 @@ class PollChannel:
         self.flush(now)
         if self.outbound is not None:
             # a simulated link would hold the CLOSE copies back; send them now, the socket is going away
-            for data, addr in self.outbound.due(float("inf")):
-                try:
-                    self._sendto(data, addr)
-                except OSError:
-                    pass
+            self._transmit_simulated(float("inf"))
         self.sock.close()
         return self.channel.events()
