@@ -214,13 +214,7 @@ class ProxyCore(TransactionSide):
         proxy_require = request.headers.values("Proxy-Require")
         if proxy_require:
             raise _Reject(420, "Bad Extension", (("Unsupported", ", ".join(proxy_require)),))
-        # Section 16.4: a Route naming us is ours to remove (nobody record-routes us, but a UA may preload it).
-        routes = request.headers.values("Route") if "route" in request.headers else []
-        route_popped = False
-        if routes:
-            top = request.routes[0]
-            if self.is_us(top.uri):
-                route_popped = True
+        routes, route_popped = self._routes(request)
 
         from_peer = self.federation.by_address(source) is not None
         in_dialog = _has_tag(request.headers.get("To") or "")
@@ -229,12 +223,11 @@ class ProxyCore(TransactionSide):
             self._authenticate(request, source, now)
             caller_local = True
 
-        target = self._resolve(request, ruri, routes[1:] if route_popped else routes, out_of_dialog=not in_dialog,
-                               now=now)
+        target = self._resolve(request, ruri, routes, out_of_dialog=not in_dialog, now=now)
         if in_dialog and not self._may_relay(source, from_peer, target, request.call_id, now):
             raise _Reject(403, "In-dialog requests are relayed only for players logged in here")
 
-        call: CallInfo | None = None
+        extra_headers: tuple[tuple[str, str], ...] = ()
         if method == "INVITE":
             # Section 16.2: 100 Trying at once, so the caller stops retransmitting while we work.
             trying_response = response_for(request, 100)
@@ -250,24 +243,15 @@ class ProxyCore(TransactionSide):
                     extra = (("Warning", verdict.warning),) if verdict.warning else ()
                     raise _Reject(verdict.status, verdict.reason, extra)
                 extra_headers = verdict.headers
-            else:
-                extra_headers = ()
-        else:
-            extra_headers = ()
 
-        fwd = Request(method, target.uri, request.headers.copy(), request.body, request.version)
+        fwd = self._forward_copy(request, target, route_popped, max_forwards)
         headers = fwd.headers
-        if route_popped:
-            headers.remove_first("Route")
-        # Section 16.6 step 3: Max-Forwards decremented (70 when absent, section 8.1.1.6).
-        headers.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
         if caller_local:
             self._strip_own_credentials(headers)
         for name, value in extra_headers:
             headers.add(name, value)
         branch = self._new_branch(loop_hash)
-        mark_received(headers, request.top_via, source)
-        headers.insert_first("Via", self._via(branch))
+        self._push_via(headers, request, source, branch)
         data = fwd.to_bytes()
         ctx = ClientTx(branch, method, fwd, target.dest, request_bytes=data, server=tx)
         tx.client = ctx
@@ -279,6 +263,29 @@ class ProxyCore(TransactionSide):
         self.timers.arm(ctx, "B" if method == "INVITE" else "F", now + self._timeout_64t1)
         self.stats.forwarded += 1
         out.append((data, target.dest))
+
+    def _routes(self, request: Request) -> tuple[list[str], bool]:
+        """Section 16.4: the Route set left to follow, and whether its top entry named us and was taken off (nobody
+        record-routes us, but a UA may preload it)."""
+        routes = request.headers.values("Route") if "route" in request.headers else []
+        if routes and self.is_us(request.routes[0].uri):
+            return routes[1:], True
+        return routes, False
+
+    @staticmethod
+    def _forward_copy(request: Request, target: Target, route_popped: bool, max_forwards: int | None) -> Request:
+        """Section 16.6 steps 1-3: the copy sent to ``target``, without our Route entry and with Max-Forwards
+        decremented (70 when absent, section 8.1.1.6)."""
+        fwd = Request(request.method, target.uri, request.headers.copy(), request.body, request.version)
+        if route_popped:
+            fwd.headers.remove_first("Route")
+        fwd.headers.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+        return fwd
+
+    def _push_via(self, headers: Headers, request: Request, source: Addr, branch: str) -> None:
+        """Section 16.6 step 8: note where the request came from in its Via, then put ours on top."""
+        mark_received(headers, request.top_via, source)
+        headers.insert_first("Via", self._via(branch))
 
     def _authenticate(self, request: Request, source: Addr, now: float) -> str:
         from_uri = request.from_.uri
@@ -424,27 +431,20 @@ class ProxyCore(TransactionSide):
         if max_forwards == 0:
             log.info("proxy: ACK from %s:%d dropped: Max-Forwards 0", *source)
             return
-        routes = request.headers.values("Route") if "route" in request.headers else []
-        route_popped = bool(routes) and self.is_us(request.routes[0].uri)
+        routes, route_popped = self._routes(request)
         try:
-            target = self._resolve(request, request.request_uri, routes[1:] if route_popped else routes,
-                                   out_of_dialog=False, now=now)
+            target = self._resolve(request, request.request_uri, routes, out_of_dialog=False, now=now)
         except _Reject as rej:
             log.info("proxy: ACK for %s dropped: %d %s", request.uri, rej.status, rej.reason or "")
             return
         if not self._may_relay(source, self.federation.by_address(source) is not None, target, request.call_id, now):
             log.info("proxy: ACK from %s:%d dropped: not a player logged in here", *source)
             return
-        fwd = Request("ACK", target.uri, request.headers.copy(), request.body, request.version)
-        headers = fwd.headers
-        if route_popped:
-            headers.remove_first("Route")
-        headers.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+        fwd = self._forward_copy(request, target, route_popped, max_forwards)
         # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
         incoming = request.top_via.branch or request.call_id
         branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
-        mark_received(headers, request.top_via, source)
-        headers.insert_first("Via", self._via(branch))
+        self._push_via(fwd.headers, request, source, branch)
         self.stats.stateless_acks += 1
         out.append((fwd.to_bytes(), target.dest))
 
