@@ -261,9 +261,7 @@ class TransactionSide:
             if tx.call is not None:
                 self.hooks.invite_failed(tx.call, status, now)
             if tx.final_status == 0:
-                data = self._strip_and_bytes(response)
-                self.stats.responses_forwarded += 1
-                self._send_final(tx, data, status, now, out)
+                self._forward_final(tx, response, now, out)
             return
         if state is ClientState.ACCEPTED:
             if 200 <= status < 300:
@@ -272,9 +270,12 @@ class TransactionSide:
         if state is ClientState.COMPLETED and status >= 300 and ctx.ack_bytes is not None:
             out.append((ctx.ack_bytes, ctx.dest))  # the final was retransmitted: our ACK was lost
 
-    def _strip_and_bytes(self, response: Response) -> bytes:
+    def _forward_final(self, tx: ServerTx, response: Response, now: float, out: Out) -> None:
+        """Pass a downstream final (a non-2xx for an INVITE) upstream as the final of ``tx``, our Via taken off
+        (section 16.7 step 3); retransmitted from ``tx`` from then on."""
         response.headers.remove_first("Via")
-        return response.to_bytes()
+        self.stats.responses_forwarded += 1
+        self._send_final(tx, response.to_bytes(), response.status, now, out)
 
     def _forward_2xx(self, ctx: ClientTx, tx: ServerTx, response: Response, now: float, out: Out) -> None:
         to_tag = response.to.tag or ""
@@ -313,9 +314,7 @@ class TransactionSide:
         self.timers.cancel(ctx, "F")
         self.timers.arm(ctx, "K", now + self.t.t4_s)
         if tx.final_status == 0:
-            data = self._strip_and_bytes(response)
-            self.stats.responses_forwarded += 1
-            self._send_final(tx, data, status, now, out)
+            self._forward_final(tx, response, now, out)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
