@@ -268,10 +268,16 @@ class SessionHandle(Protocol):
     ``demo_game.net.setup_networked_session`` (real servers) return the same shape.
     """
 
-    #: the caller's end, or None when the caller plays in another process (``--wait``)
-    host_link: GameLink | None
-    #: the callee's end, or None when the callee plays in another process (``--invite``)
-    guest_link: GameLink | None
+    # Read-only (properties), so a setup may hold its links under a narrower type (``GamesdkLink``).
+    @property
+    def host_link(self) -> GameLink | None:
+        """The caller's end, or None when the caller plays in another process (``--wait``)."""
+        ...
+
+    @property
+    def guest_link(self) -> GameLink | None:
+        """The callee's end, or None when the callee plays in another process (``--invite``)."""
+        ...
 
     def pump(self, now: float) -> None:
         """Drive whatever else lives in this process (embedded servers, SIP timers); once per frame."""

@@ -2,10 +2,8 @@
 
 Modes:
 
-- ``--local``: embedded eu and na regional servers on loopback, two players, the whole session
-  setup, then the game. The real setup lives in ``demo_game/local.py`` (the lead's part: it must
-  provide ``setup_local_session(args, out) -> SessionHandle``); until that module exists,
-  ``--local`` says so and runs ``--offline``.
+- ``--local`` (the default): embedded eu and na regional servers on loopback, two players, the
+  whole session setup, then the game, through ``demo_game/local.py: setup_local_session(args, out)``.
 - ``--offline``: the same game over an in-memory link with a simulated network and setup.
 - ``--server udp:HOST:PORT --user NAME --password PW (--invite NAME@DOMAIN | --wait)``: against
   real regional servers, through ``demo_game/net.py: setup_networked_session(args, out)``.
@@ -20,7 +18,6 @@ Exit codes: 0 a match was played, 1 the match ended badly (peer dropped), 2 bad 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import TextIO
@@ -134,28 +131,15 @@ def _has_display() -> bool:
 
 def _setup(args: argparse.Namespace, out: TextIO) -> SessionHandle | None:
     """Run the session setup the options ask for; None (with a message) when it cannot start."""
+    # Imported here: the offline path loads neither gamesdk nor the servers.
     if args.server is not None:
-        try:
-            net = importlib.import_module("demo_game.net")
-        except ModuleNotFoundError as exc:
-            if exc.name != "demo_game.net":
-                raise
-            out.write("networked mode is not available in this build yet (demo_game/net.py is missing)\n")
-            return None
-        return net.setup_networked_session(args, out)  # type: ignore[no-any-return]
+        from demo_game.net import setup_networked_session
+
+        return setup_networked_session(args, out)
     if args.local:
-        try:
-            local = importlib.import_module("demo_game.local")
-        except ModuleNotFoundError as exc:
-            if exc.name != "demo_game.local":
-                raise
-            out.write(
-                "note: the embedded servers are not wired in yet (demo_game/local.py); running --offline\n"
-            )
-        else:
-            # THE LEAD PLUGS THE REAL SESSION SETUP IN HERE: demo_game/local.py must provide
-            # setup_local_session(args, out) -> SessionHandle (see demo_game.link.SessionHandle).
-            return local.setup_local_session(args, out)  # type: ignore[no-any-return]
+        from demo_game.local import setup_local_session
+
+        return setup_local_session(args, out)
     from demo_game.offline import setup_offline_session
 
     return setup_offline_session(args)
