@@ -1,12 +1,12 @@
 """demo_game/link: the one interface between the game and the network.
 
 The game never talks to gamesdk directly: it drives a :class:`GameLink`, polled once per frame
-(STYLE.md principle 12). Two implementations exist or will:
+(STYLE.md principle 12). Two implementations:
 
 - :class:`demo_game.loopback.LoopbackLink`: an in-memory pair with simulated latency, jitter and
   loss, for tests and ``--offline`` runs;
-- ``GamesdkLink`` in ``demo_game/net.py`` (written by the lead): the real session set up by
-  ``gamesdk.PollingClient`` and the encrypted channel. It maps SDK events to the events below.
+- ``GamesdkLink`` in ``demo_game/net.py``: the real session set up by ``gamesdk.PollingClient``
+  and the encrypted channel (``--local`` and ``--server``). It maps SDK events to the events below.
 
 A link first reports the session setup (:class:`SetupStep` ... then :class:`SessionReady` or
 :class:`SessionFailed`), then carries game messages until the peer or the local player ends it.

@@ -1,4 +1,4 @@
-"""demo_game/net: the one module that imports gamesdk. ``GamesdkLink`` maps the SDK to the game's ``GameLink``.
+"""demo_game/net: ``GamesdkLink`` maps the SDK to the game's ``GameLink`` (with local.py, the only gamesdk user).
 
 A link drives one ``gamesdk.PollingClient``: it logs in, invites (the host) or accepts (the guest), reports each
 setup step as it happens, and then carries the game's messages over the encrypted channel. Networked mode
