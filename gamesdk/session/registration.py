@@ -66,7 +66,8 @@ class Registration:
             for contact in resp.contacts:
                 if str(contact.uri) == contact_uri:
                     value = contact.param("expires")
-                    if value and value.isdigit():
+                    # ASCII and short: str.isdigit takes '²', and int() refuses 4,300 digits
+                    if value and len(value) <= 12 and value.isascii() and value.isdigit():
                         return int(value)
             if resp.expires is not None:
                 return resp.expires

@@ -33,9 +33,10 @@ QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[^\r\n])*"'
 LWS_RE = re.compile(r"[ \t]+")
 
 
-def is_digits(text: str) -> bool:
-    """True when ``text`` is 1*DIGIT (RFC 5234 B.1: ASCII only; ``str.isdigit`` also takes '²', which ``int`` refuses)."""
-    return text.isascii() and text.isdigit()
+def is_digits(text: str, max_digits: int = 12) -> bool:
+    """True when ``text`` is 1*DIGIT (RFC 5234 B.1: ASCII only; ``str.isdigit`` also takes '²', which ``int`` refuses)
+    of at most ``max_digits``: no number we read is longer, and ``int`` refuses over 4,300 digits."""
+    return len(text) <= max_digits and text.isascii() and text.isdigit()
 
 
 def is_token(text: str) -> bool:

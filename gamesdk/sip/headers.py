@@ -137,10 +137,10 @@ class CSeq(NamedTuple):
         m = _CSEQ_RE.match(text)
         if m is None:
             raise _bad("CSeq", text)
-        seq = int(m.group(1))
-        if seq > MAX_CSEQ:
+        digits = m.group(1)
+        if not is_digits(digits) or int(digits) > MAX_CSEQ:
             raise _bad("CSeq (sequence number above 2**31-1)", text)
-        return cls(seq=seq, method=m.group(2))
+        return cls(seq=int(digits), method=m.group(2))
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
