@@ -342,9 +342,7 @@ class TransactionSide:
             self._end_client(ctx)
             if tx is not None and tx.final_status == 0:
                 if ctx.method == "INVITE":
-                    if tx.call is not None:
-                        self.hooks.invite_failed(tx.call, 408, now)
-                    self._answer(tx, 408, "Request Timeout", (), now, out)
+                    self._invite_timed_out(tx, now, out)
                 else:
                     # RFC 4320: no 408 for a non-INVITE; the client has timed out by now as well.
                     self._end_server(tx)
@@ -355,11 +353,15 @@ class TransactionSide:
             tx = ctx.server
             self._end_client(ctx)
             if tx is not None and tx.final_status == 0:
-                if tx.call is not None:
-                    self.hooks.invite_failed(tx.call, 408, now)
-                self._answer(tx, 408, "Request Timeout", (), now, out)
+                self._invite_timed_out(tx, now, out)
         elif name in ("D", "K", "M"):
             self._end_client(ctx)
+
+    def _invite_timed_out(self, tx: ServerTx, now: float, out: Out) -> None:
+        """Timer B or C ended an unanswered INVITE downstream: the policy drops what it kept, upstream gets 408."""
+        if tx.call is not None:
+            self.hooks.invite_failed(tx.call, 408, now)
+        self._answer(tx, 408, "Request Timeout", (), now, out)
 
     def _server_timer(self, tx: ServerTx, name: str, now: float, out: Out) -> None:
         if name == "G" and tx.state is ServerState.COMPLETED and tx.last_response is not None:
