@@ -181,7 +181,8 @@ class RegionPolicyHooks:
         if not values:
             return 0
         text = values[-1].strip()
-        return min(int(text), 10_000) if text.isdigit() and len(text) <= 6 else 0
+        # ASCII digits only (RFC 5234 B.1 DIGIT): str.isdigit also takes U+00B2, which int() refuses.
+        return min(int(text), 10_000) if text.isascii() and text.isdigit() and len(text) <= 6 else 0
 
     def _request(self, call: CallInfo, offer: SessionTerms, answer: SessionTerms | None, side: QosSide,
                  to_tag: str, peer_rtt: int) -> AppSession:

@@ -119,6 +119,15 @@ def test_peer_stated_access_rtt_enters_the_budget(hooks: RegionPolicyHooks) -> N
         verdict.warning or "")
 
 
+@pytest.mark.parametrize("stated", ["\u00b2", "\u0663", "abc", "1234567"])
+def test_unusable_stated_access_rtt_counts_as_zero(hooks: RegionPolicyHooks, stated: str) -> None:
+    # '\u00b2' and '\u0663' pass str.isdigit; the first is no number to int() at all. Like any value that is not
+    # 1-6 ASCII digits, each counts as 0: transit 40 + eu-fibre 5 = 45 ms fits the 80 ms budget.
+    request = invite(extra=f"{ACCESS_RTT_HEADER}: {stated}\r\n")
+    verdict = hooks.invite_received(call(request, caller_local=False, callee_local=True), 0.0)
+    assert verdict.ok, verdict.warning
+
+
 @pytest.mark.parametrize(
     ("body", "ctype"),
     [(b"", "application/sdp"), (b"v=0\r\n", "text/plain"),
