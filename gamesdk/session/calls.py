@@ -95,7 +95,6 @@ class Call:
     #: The game streams of both SDPs as read (ours as built), for the agreement and the channel keys.
     offer_game: GameMedia | None = None
     answer_game: GameMedia | None = None
-    offer: SessionTerms | None = None
     private_key: bytes = b""
     acceptable: Acceptable | None = None
     #: Caller: the ACK for the 2xx and where it went, sent again for each 2xx retransmission (RFC 3261 13.2.2.4).
@@ -112,6 +111,11 @@ class Call:
     cancelled: tuple[int, str, str] | None = None
     #: Named deadlines: invite, cancel, answer, ring, keys, refresh, publish, forget.
     timers: CallTimers = field(default_factory=CallTimers)
+
+    @property
+    def offer(self) -> SessionTerms | None:
+        """What the offer asks for: the terms of its game stream."""
+        return None if self.offer_game is None else self.offer_game.terms
 
 
 @dataclass(slots=True)

@@ -46,7 +46,6 @@ class UacSide(AgentCore):
             peer_uri=peer,
             local_tag=self._ids.tag(),
             acceptable=acceptable,
-            offer=terms,
         )
         call.offer_desc, call.offer_game = self._local_stream(call, terms, Role.OFFER)
         self._track(call)

@@ -200,7 +200,7 @@ class UasSide(AgentCore):
         except SdpError as exc:
             self._answer_invite(call, now, 488, warning=exc.message)
             return
-        call.offer, call.offer_game = game.terms, game
+        call.offer_game = game
         self._track(call)
         if self.ringing_delay_s > 0:
             call.timers["ring"] = now + self.ringing_delay_s
