@@ -511,7 +511,8 @@ def match_result(
     ran = [p for p in (host, guest) if p is not None]
     # A failed setup explains the run better than the other side's "abandoned".
     main = next((p for p in ran if p.outcome is not None and p.outcome.reason == "failed"), ran[0])
-    outcome = main.outcome
+    # A run that stopped before its peer had an outcome counts as a quit.
+    outcome = main.outcome or Outcome(reason="quit", score=(0, 0), winner=None, message="stopped")
     info = main.info
     players = (info.players[0].name, info.players[1].name) if info is not None else ("", "")
     duration = 0.0
@@ -521,15 +522,15 @@ def match_result(
     if host is not None and isinstance(host.role, HostRole):
         hits = host.role.total_hits
     return MatchResult(
-        reason=outcome.reason if outcome is not None else "quit",
-        score=outcome.score if outcome is not None else (0, 0),
-        winner=outcome.winner if outcome is not None else None,
-        message=outcome.message if outcome is not None else "stopped",
+        reason=outcome.reason,
+        score=outcome.score,
+        winner=outcome.winner,
+        message=outcome.message,
         players=players,
         duration_s=duration,
         ticks=ticks,
         steps=tuple(main.steps),
-        status=outcome.status if outcome is not None else None,
+        status=outcome.status,
         host_stats=host.link.stats() if host is not None else None,
         guest_stats=guest.link.stats() if guest is not None else None,
         snapshots_received=guest.role.snapshots_received
