@@ -24,7 +24,6 @@ class Credentials:
         self, username: str, password: str, cnonce: Callable[[], str], algorithms: Sequence[str]
     ) -> None:
         self._digest = DigestClient(username, password, cnonce, algorithms=tuple(algorithms))
-        self._algorithms = tuple(algorithms)
         self._challenges: dict[int, Challenge] = {}
 
     def answer(self, resp: Response, method: str, uri: str) -> Header | None:
@@ -32,7 +31,7 @@ class Credentials:
         we can answer. The challenge is kept for :meth:`cached`."""
         header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
         try:
-            challenge = choose_challenge(resp.headers.get_all(header), self._algorithms)
+            challenge = choose_challenge(resp.headers.get_all(header), self._digest.algorithms)
         except RemoteProtocolError:
             return None
         # later requests carry credentials for it at once and skip a round trip until the nonce goes stale
