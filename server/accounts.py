@@ -113,8 +113,7 @@ class AccountStore:
         return [Account(n, r, c, tuple(sorted((algs or "").split(",")))) for n, r, c, algs in rows]
 
     def exists(self, name: str) -> bool:
-        return self.ha1(name, self.algorithms[0]) is not None or any(
-            self.ha1(name, alg) is not None for alg in self.algorithms[1:])
+        return any(self.ha1(name, alg) is not None for alg in self.algorithms)
 
     def ha1(self, name: str, algorithm: str) -> str | None:
         """The stored HA1 of ``name`` for ``algorithm`` (``None`` when there is no such account)."""
