@@ -17,8 +17,8 @@ as configured there). In this process, asyncio ``GameClient`` players:
 
 Bounded: a session count and a time cap for each part. Prints a table; no thresholds are asserted.
 
-    python bench/bench_setup.py [--sessions 1000] [--pairs 16] [--seconds 10] [--hops 200]
-        [--profile-servers /tmp/prof]
+    python bench/bench_setup.py [--sessions 1000] [--pairs 16] [--seconds 10] [--hops N (default 0: none)]
+        [--profile-servers DIR]
 """
 
 from __future__ import annotations
