@@ -117,7 +117,8 @@ class Agreement:
     suite: str
     offer: SessionTerms
     answer: SessionTerms
-    #: True when the callee modified the QoS (``gsdk-qos`` values differ from the offer).
+    #: True when the callee modified the QoS bounds (``gsdk-qos`` latency, jitter or loss differ from the offer;
+    #: a different ``pps`` is the callee's own send rate and does not count here).
     modified: bool
     #: Reservations each region reported on the 2xx path (the caller sees both; the callee none).
     reservations: tuple[Reservation, ...] = ()
