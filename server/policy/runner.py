@@ -68,9 +68,7 @@ class EmbeddedPolicy:
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        released = self.policy.restore(self._clock())
-        if released:
-            log.info("start-up released %d reservations that ran out while the server was down", len(released))
+        _restore(self.policy, self._clock(), "server")
         self.rearm()
 
     def close(self) -> None:
@@ -134,6 +132,14 @@ def build_policy_server(
     )
 
 
+def _restore(policy: PolicyServer, now: float, who: str) -> None:
+    """Load the persisted reservations; those whose lease ran out while ``who`` was down are released (and billed
+    ``server-restart``) by :meth:`PolicyServer.restore`."""
+    released = policy.restore(now)
+    if released:
+        log.info("start-up released %d reservations that ran out while the %s was down", len(released), who)
+
+
 def open_policy(
     config: PolicyConfig,
     db: str | Path | sqlite3.Connection,
@@ -166,9 +172,7 @@ async def serve_policy(
     listening (the CLI prints it).
     """
     policy = build_policy_server(config, db, region=region)
-    released = policy.restore(time.time())
-    if released:
-        log.info("start-up released %d reservations that ran out while the policy server was down", len(released))
+    _restore(policy, time.time(), "policy server")
     service = PolicyHttpService(policy)
     default_host, default_port = config.settings.listen_host_port
     bound = await service.start(host or default_host, default_port if port is None else port)
@@ -209,9 +213,7 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
     else:
         backend = build_policy_server(config, server_config.database, region=server_config.name,
                                       token_factory=token_factory)
-        released = backend.restore(time.time())
-        if released:
-            log.info("start-up released %d reservations that ran out while the server was down", len(released))
+        _restore(backend, time.time(), "server")
     try:
         loop_now = asyncio.get_running_loop().time()
     except RuntimeError:  # no loop (a sans-IO test): assume the node runs on wall-clock time
