@@ -31,7 +31,7 @@ from gamesdk.session.calls import Address, Call, CallState, Pending, TimerHeap
 from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
 from gamesdk.session.publication import build_publish
 from gamesdk.session.registration import Registration
-from gamesdk.session.requests import resend_with
+from gamesdk.session.requests import host_text, resend_with
 from gamesdk.sip.dialog import Dialog, build_bye, build_in_dialog_request
 from gamesdk.sip.dialog_info import DialogState
 from gamesdk.sip.headers import Reason
@@ -556,10 +556,6 @@ def next_hop(dialog: Dialog) -> Address:
     """Where a request in ``dialog`` goes: its first route, else the remote target (RFC 3261 12.2.1.1, 8.1.2)."""
     uri = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
     return (uri.host.strip("[]"), uri.port or 5060)
-
-
-def host_text(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _expires(resp: Response) -> int | None:

@@ -15,6 +15,7 @@ __all__ = [
     "SDP",
     "build_request",
     "format_reservation",
+    "host_text",
     "parse_reservations",
     "policy_warning",
     "resend_with",
@@ -29,6 +30,11 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 #: What each regional server reserved, added to the 2xx next to ``P-Media-Authorization`` (RFC 3313) so the
 #: application can show it: ``P-Gamesdk-Reservation: eu.gamesdk.test;network=eu-fiber;up=64;down=64``.
 RESERVATION_HEADER = "P-Gamesdk-Reservation"
+
+
+def host_text(host: str) -> str:
+    """``host`` as it is written in a URI or Via: an IPv6 address in brackets (RFC 3261 25.1 ``IPv6reference``)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def build_request(
@@ -51,7 +57,7 @@ def build_request(
     """A request with the mandatory header fields in the usual order (RFC 3261 section 8.1.1)."""
     headers = Headers(
         [
-            ("Via", f"SIP/2.0/UDP {via_host}:{via_port};branch={branch};rport"),
+            ("Via", f"SIP/2.0/UDP {host_text(via_host)}:{via_port};branch={branch};rport"),
             ("Max-Forwards", "70"),
             ("From", from_),
             ("To", to),
