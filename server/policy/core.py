@@ -337,16 +337,14 @@ class PolicyServer:
         for res in self._store.load_all():
             if res.key in self._held:
                 continue
+            self._hold(res)
             if res.deadline <= now or self.config.network(res.grant.network) is None:
                 # Ran out while we were down, or its network left the config: close it with one STOP.
-                self._hold(res)
                 out = self.release(res.key, now, EndReason.SERVER_RESTART, end_time=self._lease_end(res))
+                if out is not None:
+                    released.append(out)
             else:
-                self._hold(res)
                 self._remember(res.key, res.grant, res.t_2xx + self.config.settings.confirm_timeout_s)
-                out = None
-            if out is not None:
-                released.append(out)
         return released
 
     # ------------------------------------------------------------------------------------------------------------
