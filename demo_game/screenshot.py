@@ -17,11 +17,9 @@ import pygame
 from demo_game import settings
 from demo_game.bot import Bot
 from demo_game.control import Control
-from demo_game.main import build_parser
-from demo_game.offline import setup_offline_session
 from demo_game.play import Peer, Phase
 from demo_game.render import Renderer
-from demo_game.testing import VirtualClock
+from demo_game.testing import VirtualClock, offline_session
 from demo_game.world import GUEST, HOST, Rules
 
 __all__ = ["draw_match_frame", "main"]
@@ -39,9 +37,7 @@ def draw_match_frame(
         seed: seeds the world, the bots and the simulated network.
         argv: extra ``python -m demo_game`` options for the offline session (e.g. ``--sim-loss``).
     """
-    args = build_parser().parse_args(["--offline", "--seed", str(seed), *(argv or [])])
-    args.headless = True
-    session = setup_offline_session(args)
+    session = offline_session("--seed", str(seed), *(argv or []))
     assert session.host_link is not None and session.guest_link is not None
     rules = Rules(win_score=99)
     host = Peer(session.host_link, Bot(HOST, rules, seed=seed * 2 + 1), rules=rules, seed=seed)

@@ -1,5 +1,5 @@
 """demo_game/testing: a conformance check for any :class:`~demo_game.link.GameLink` pair, and the
-virtual clock and sample session the demo's tests and screenshot run on.
+virtual clock, offline session and sample session info the demo's tests and screenshot run on.
 
 The game relies on a few promises of its links (DESIGN section 6 lanes). ``check_link_pair``
 drives a connected pair the way the game does and raises ``AssertionError`` with a message
@@ -40,8 +40,10 @@ from demo_game.link import (
     SessionInfo,
     SessionReady,
 )
+from demo_game.main import build_parser
+from demo_game.offline import OfflineSession, setup_offline_session
 
-__all__ = ["LinkReport", "VirtualClock", "check_link_pair", "sample_session_info"]
+__all__ = ["LinkReport", "VirtualClock", "check_link_pair", "offline_session", "sample_session_info"]
 
 
 class VirtualClock:
@@ -59,6 +61,13 @@ class VirtualClock:
 
     def sleep(self, seconds: float) -> None:
         self.t += max(seconds, 0.001)
+
+
+def offline_session(*argv: str) -> OfflineSession:
+    """The session ``python -m demo_game --offline --headless ARGV`` plays over (no paced setup steps)."""
+    args = build_parser().parse_args(["--offline", *argv])
+    args.headless = True
+    return setup_offline_session(args)
 
 
 def sample_session_info(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import re
 
@@ -12,13 +11,12 @@ from demo_game.control import Control
 from demo_game.headless import run_headless
 from demo_game.link import Lane, MessageReceived
 from demo_game.loopback import LoopbackLink, NetSim
-from demo_game.main import _exit_code, build_parser, main
-from demo_game.offline import setup_offline_session
+from demo_game.main import _exit_code, main
 from demo_game.play import Peer, Phase, StillController
 from demo_game.protocol import StateMsg, decode_message_untrusted
 from demo_game.report import MatchResult
 from demo_game.settings import CLOSE_LINGER_S
-from demo_game.testing import VirtualClock, sample_session_info
+from demo_game.testing import VirtualClock, offline_session, sample_session_info
 from demo_game.world import Rules
 
 INFO = sample_session_info(latency_ms=80, jitter_ms=20)
@@ -32,14 +30,8 @@ STATS_LINE = re.compile(
 )
 
 
-def offline_args(*argv: str) -> argparse.Namespace:
-    args = build_parser().parse_args(["--offline", *argv])
-    args.headless = True
-    return args
-
-
 def play(duration_s: float, *argv: str, rules: Rules | None = None) -> tuple[str, MatchResult]:
-    session = setup_offline_session(offline_args(*argv))
+    session = offline_session(*argv)
     out = io.StringIO()
     clock = VirtualClock(start=1000.0)
     result = run_headless(
@@ -122,7 +114,7 @@ def test_policy_refusal_ends_the_run_with_a_clear_message(argv: tuple[str, ...],
 
 
 def test_peer_drop_mid_match_is_reported() -> None:
-    session = setup_offline_session(offline_args())
+    session = offline_session()
     host_link, guest_link = session.host_link, session.guest_link
     assert isinstance(host_link, LoopbackLink) and isinstance(guest_link, LoopbackLink)
     clock = VirtualClock(start=1000.0)
@@ -150,7 +142,7 @@ def test_peer_drop_mid_match_is_reported() -> None:
 
 
 def test_guest_draws_interpolated_snapshots_and_predicts_its_paddle() -> None:
-    session = setup_offline_session(offline_args("--sim-latency-ms", "40", "--latency-ms", "200"))
+    session = offline_session("--sim-latency-ms", "40", "--latency-ms", "200")
     clock = VirtualClock(start=1000.0)
     up = StillController()
     host, guest = Peer(session.host_link, StillController()), Peer(session.guest_link, up)  # type: ignore[arg-type]
@@ -215,7 +207,7 @@ def test_cli_bad_options_exit_2_with_a_message(
 
 
 def test_state_messages_travel_on_the_state_lane_only() -> None:
-    session = setup_offline_session(offline_args("--sim-latency-ms", "0"))
+    session = offline_session("--sim-latency-ms", "0")
     host_link, guest_link = session.host_link, session.guest_link
     assert isinstance(host_link, LoopbackLink) and isinstance(guest_link, LoopbackLink)
     clock = VirtualClock(start=1000.0)

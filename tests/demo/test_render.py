@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,10 @@ import pygame
 from demo_game import settings as S
 from demo_game.bot import Bot
 from demo_game.link import LinkStats, Reservation
-from demo_game.main import build_parser
-from demo_game.offline import setup_offline_session
 from demo_game.play import Notice, Outcome
 from demo_game.render import Renderer
 from demo_game.screenshot import draw_match_frame
-from demo_game.testing import sample_session_info
+from demo_game.testing import offline_session, sample_session_info
 from demo_game.window import run_window
 from demo_game.world import GUEST, HOST, Snapshot, World
 
@@ -160,14 +157,8 @@ def test_screenshot_of_a_real_bot_match(tmp_path: Path) -> None:
         pygame.quit()
 
 
-def _offline(*argv: str) -> argparse.Namespace:
-    args = build_parser().parse_args(["--offline", *argv])
-    args.headless = True  # no paced setup steps: the test wants the match quickly
-    return args
-
-
 def test_window_runs_connecting_match_results_with_a_bot_at_the_keys(tmp_path: Path) -> None:
-    session = setup_offline_session(_offline("--sim-latency-ms", "1"))
+    session = offline_session("--sim-latency-ms", "1")
     assert session.host_link is not None
     shot = tmp_path / "window.png"
     result = run_window(
@@ -188,7 +179,7 @@ def test_window_runs_connecting_match_results_with_a_bot_at_the_keys(tmp_path: P
 
 
 def test_window_shows_a_refusal_and_returns_failed() -> None:
-    session = setup_offline_session(_offline("--access-kbps", "20"))
+    session = offline_session("--access-kbps", "20")
     assert session.host_link is not None
     result = run_window(session.host_link, session.guest_link, human=Bot(HOST), max_frames=20)
     assert result.reason == "failed" and result.status == 580
@@ -196,7 +187,7 @@ def test_window_shows_a_refusal_and_returns_failed() -> None:
 
 
 def test_window_with_the_player_as_guest_draws_the_hosts_snapshots(tmp_path: Path) -> None:
-    session = setup_offline_session(_offline("--sim-latency-ms", "5"))
+    session = offline_session("--sim-latency-ms", "5")
     assert session.host_link is not None and session.guest_link is not None
     shot = tmp_path / "guest.png"
     result = run_window(
