@@ -152,14 +152,13 @@ def _check_config(config: ServerConfig, out: TextIO, err: TextIO) -> int:
 def _policy_config_problem(config: ServerConfig) -> str | None:
     """The policy tables are checked by the policy component's parser (its errors name the key too)."""
     try:
-        from server.policy.config import ConfigError as PolicyConfigError
         from server.policy.config import PolicyConfig
         from server.policy.runner import policy_document
     except ImportError:  # pragma: no cover - the policy package is part of the server
         return None
     try:
         PolicyConfig.from_mapping(policy_document(config))
-    except PolicyConfigError as exc:
+    except ConfigError as exc:
         return str(exc)
     return None
 
@@ -257,7 +256,6 @@ def _read_password(stdin: TextIO) -> str:
 def _policy_command(args: argparse.Namespace, config: ServerConfig, out: TextIO, err: TextIO) -> int:
     try:
         from server.policy import cli_support
-        from server.policy.config import ConfigError as PolicyConfigError
         from server.policy.config import PolicyConfig
         from server.policy.runner import policy_document
     except ImportError as exc:  # pragma: no cover - the policy package is part of the server
@@ -284,7 +282,7 @@ def _policy_command(args: argparse.Namespace, config: ServerConfig, out: TextIO,
         return EXIT_OK
     try:
         policy_config = PolicyConfig.from_mapping(policy_document(config))
-    except PolicyConfigError as exc:
+    except ConfigError as exc:
         print(f"gamesdk-server: bad configuration {config.source}: {exc}", file=err)
         return EXIT_USAGE
     if args.command == "sessions":

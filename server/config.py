@@ -41,7 +41,8 @@ KNOWN_DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 
 
 class ConfigError(GameSdkError):
-    """A configuration value is missing or wrong. ``key`` is the dotted path of the key (``region.listen``)."""
+    """A configuration value is missing or wrong. ``key`` is the dotted path of the key (``region.listen``,
+    ``classes[0].max_share``); the policy tables' checks in :mod:`server.policy.config` raise it too."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")

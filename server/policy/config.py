@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gamesdk.errors import GameSdkError
+from server.config import ConfigError
 
 __all__ = [
     "AccessNetwork",
@@ -50,15 +50,6 @@ DEFAULT_POLICY_TIMEOUT_S = 2.0
 DEFAULT_MAX_SESSIONS = 1000
 #: Bound of the per-address network lookup cache (PolicyConfig.network_for_address).
 _ADDRESS_CACHE_MAX = 4096
-
-
-class ConfigError(GameSdkError):
-    """A policy configuration value is missing or wrong; ``key`` names it (``classes[0].max_share``)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
