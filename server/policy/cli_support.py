@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from server.billing.store import BillingRow, read_rows
 
+from .codec import capacity_to_json
 from .config import PolicyConfig
 from .core import NetworkCapacity, capacity_view
 from .model import Reservation
@@ -207,14 +208,7 @@ def sessions_json(report: SessionsReport, now: float | None = None) -> str:
                 }
                 for r in report.reservations
             ],
-            "networks": [
-                {
-                    "name": c.network, "sessions": c.sessions, "maxSessions": c.max_sessions,
-                    "uplinkKbps": c.uplink_kbps, "uplinkFreeKbps": c.uplink_free_kbps,
-                    "downlinkKbps": c.downlink_kbps, "downlinkFreeKbps": c.downlink_free_kbps,
-                }
-                for c in report.capacity
-            ],
+            "networks": [capacity_to_json(c) for c in report.capacity],
         },
         indent=2,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from gamesdk.errors import RemoteProtocolError
 
+from .core import NetworkCapacity
 from .lifetime import Activate, PolicyOperation, Refresh, Release
 from .model import (
     AppSession,
@@ -32,6 +33,7 @@ from .model import (
 __all__ = [
     "app_session_from_json_untrusted",
     "app_session_to_json",
+    "capacity_to_json",
     "decision_from_json_untrusted",
     "decision_to_json",
     "dialog_ref_from_json_untrusted",
@@ -265,6 +267,15 @@ def reservation_to_json(res: Reservation) -> dict[str, Any]:
         "tLastRefresh": res.t_last_refresh,
         "expires": res.expires_s,
         "interims": res.interim_count,
+    }
+
+
+def capacity_to_json(capacity: NetworkCapacity) -> dict[str, Any]:
+    """One access network's capacity as ``/sessions`` and ``gamesdk-server sessions --json`` show it."""
+    return {
+        "name": capacity.network, "sessions": capacity.sessions, "maxSessions": capacity.max_sessions,
+        "uplinkKbps": capacity.uplink_kbps, "uplinkFreeKbps": capacity.uplink_free_kbps,
+        "downlinkKbps": capacity.downlink_kbps, "downlinkFreeKbps": capacity.downlink_free_kbps,
     }
 
 

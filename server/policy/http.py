@@ -34,6 +34,7 @@ from gamesdk.errors import GameSdkError, RemoteProtocolError
 from .codec import (
     app_session_from_json_untrusted,
     app_session_to_json,
+    capacity_to_json,
     decision_from_json_untrusted,
     decision_to_json,
     end_reason_from_json_untrusted,
@@ -291,12 +292,7 @@ class PolicyHttpService:
     def _sessions(self, _: Any) -> tuple[int, object, str]:
         return 200, {
             "reservations": [reservation_to_json(r) for r in self.policy.reservations()],
-            "networks": [
-                {"name": c.network, "sessions": c.sessions, "maxSessions": c.max_sessions,
-                 "uplinkKbps": c.uplink_kbps, "uplinkFreeKbps": c.uplink_free_kbps,
-                 "downlinkKbps": c.downlink_kbps, "downlinkFreeKbps": c.downlink_free_kbps}
-                for c in self.policy.capacity()
-            ],
+            "networks": [capacity_to_json(c) for c in self.policy.capacity()],
         }, ""
 
 
