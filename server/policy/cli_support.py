@@ -74,7 +74,6 @@ def billing_rows(db: str | Path | sqlite3.Connection, *, limit: int | None = Non
 
 def _row_dict(row: BillingRow) -> dict[str, Any]:
     data = dataclasses.asdict(row)
-    data["open"] = row.open
     for name in ("t_2xx", "t_start", "t_last_interim", "t_stop"):
         data[name] = _iso(data[name]) or None
     return {**{k: data[k] for k in BILLING_CSV_COLUMNS}, "open": row.open}
