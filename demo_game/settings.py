@@ -39,9 +39,6 @@ MAX_INPUT_BACKLOG = 4
 #: Inputs are quantised to 1/INPUT_STEPS of full speed; fewer distinct values means fewer messages.
 INPUT_STEPS = 8
 
-#: Points that win a match.
-WIN_SCORE = 5
-
 #: Seconds the results screen stays up before the windowed runner exits on its own.
 RESULTS_LINGER_S = 30.0
 
