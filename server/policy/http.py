@@ -152,6 +152,14 @@ class PolicyHttpService:
         self._server: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._connections: set[asyncio.StreamWriter] = set()
+        self._routes: dict[str, tuple[str, Callable[[Any], tuple[int, object, str]]]] = {
+            "/app-sessions": ("POST", self._app_sessions),
+            "/app-sessions/operations": ("POST", self._operations),
+            "/app-sessions/release": ("POST", self._release),
+            "/registrations/expired": ("POST", self._registration_expired),
+            "/sessions": ("GET", self._sessions),
+            "/health": ("GET", lambda _: (200, {"ok": True}, "")),
+        }
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen on ``host:port`` (0 = any free port). Returns the bound address."""
@@ -218,16 +226,8 @@ class PolicyHttpService:
             writer.close()
 
     def _dispatch(self, request: _Request) -> tuple[int, object, str]:
-        routes: dict[str, tuple[str, Callable[[Any], tuple[int, object, str]]]] = {
-            "/app-sessions": ("POST", self._app_sessions),
-            "/app-sessions/operations": ("POST", self._operations),
-            "/app-sessions/release": ("POST", self._release),
-            "/registrations/expired": ("POST", self._registration_expired),
-            "/sessions": ("GET", self._sessions),
-            "/health": ("GET", lambda _: (200, {"ok": True}, "")),
-        }
         path = request.path.split("?", 1)[0]
-        route = routes.get(path)
+        route = self._routes.get(path)
         if route is None:
             return 404, {"detail": f"no resource {path[:80]}"}, ""
         method, handler = route
