@@ -4,10 +4,10 @@ virtual clock, offline session and sample session info the demo's tests and scre
 The game relies on a few promises of its links (DESIGN section 6 lanes). ``check_link_pair``
 drives a connected pair the way the game does and raises ``AssertionError`` with a message
 naming the broken promise. It runs against :class:`~demo_game.loopback.LoopbackLink` in
-``tests/demo/test_linktest.py``; the real ``GamesdkLink`` (``demo_game/net.py``) can be held to
-the same check over loopback UDP:
+``tests/demo/test_linktest.py``, and against the real ``GamesdkLink`` (``demo_game/net.py``) of
+``--local`` over loopback UDP in ``tests/demo/test_local_link.py``:
 
-    report = check_link_pair(host_link, guest_link, pump=handle.pump)
+    report = check_link_pair(handle.host_link, handle.guest_link, pump=handle.pump)
 
 The promises:
 1. both ends report :class:`SessionReady`, each with its own ``local_side`` and the same call;
