@@ -117,8 +117,8 @@ class Agreement:
     suite: str
     offer: SessionTerms
     answer: SessionTerms
-    #: True when the callee modified the QoS bounds (``gsdk-qos`` latency, jitter or loss differ from the offer;
-    #: a different ``pps`` is the callee's own send rate and does not count here).
+    #: True when the callee modified the QoS: a ``gsdk-qos`` value (lat, jit, loss, pps) differs from the offer
+    #: (DESIGN section 3; picking one format and one suite is not a modification).
     modified: bool
     #: Reservations each region reported on the 2xx path (the caller sees both; the callee none).
     reservations: tuple[Reservation, ...] = ()

@@ -43,8 +43,9 @@ def make_agreement(
         suite=answer.suites[0],
         offer=offer,
         answer=answer,
-        modified=(offer.qos.latency_ms, offer.qos.jitter_ms, offer.qos.loss_ppm)
-        != (answer.qos.latency_ms, answer.qos.jitter_ms, answer.qos.loss_ppm),
+        # DESIGN section 3 / docs/protocol.md: any changed gsdk-qos value (lat, jit, loss, pps) is a modification
+        modified=(offer.qos.latency_ms, offer.qos.jitter_ms, offer.qos.loss_ppm, offer.qos.pps)
+        != (answer.qos.latency_ms, answer.qos.jitter_ms, answer.qos.loss_ppm, answer.qos.pps),
         reservations=parse_reservations(response) if response else (),
         tokens=tokens,
         peer_addr=(peer_game.address, peer_game.port),
