@@ -45,9 +45,9 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 Datagrams = list[tuple[bytes, Addr]]
 
-#: Methods this server knows (RFC 3261, 3262, 3265/6665, 3311, 3428, 3515, 3903, 6086). Others get 501.
-KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "PUBLISH", "UPDATE", "INFO",
-                           "PRACK", "MESSAGE", "NOTIFY", "SUBSCRIBE", "REFER"})
+#: Methods this server knows (RFC 3261, 3262, 3265/6665, 3311, 3428, 3515, 3903, 6086): the ones its Allow header
+#: lists. Others get 501.
+KNOWN_METHODS = frozenset(ALLOW.split(", "))
 
 #: How long answers to requests the server handles itself are kept to answer retransmissions (64 x T1).
 _UAS_CACHE_S = 32.0
