@@ -199,7 +199,7 @@ class HostRole:
         if winner is None and reason == "time" and score[0] != score[1]:
             winner = HOST if score[0] > score[1] else GUEST
         self.link.send_reliable(encode_message(EndMsg(reason=reason, score=score, winner=winner)))
-        self.outcome = _end_outcome(self.info, reason, score, winner, quitter=HOST)
+        self.outcome = _end_outcome(self.info, reason, score, winner)
 
     def view(self, now: float, alpha: float) -> Snapshot:
         # Render between the last two ticks (the accumulator's leftover, Gaffer's "Fix your timestep").
@@ -249,7 +249,7 @@ class GuestRole:
             self.notices.append(Notice(text=f"point {_name(self.info, msg.scorer)}", at=now))
         elif isinstance(msg, EndMsg):
             self.score = msg.score
-            self.outcome = _end_outcome(self.info, msg.reason, msg.score, msg.winner, quitter=HOST)
+            self.outcome = _end_outcome(self.info, msg.reason, msg.score, msg.winner)
 
     def _replay(self) -> float | None:
         # Client-side prediction with reconciliation: the host's position of our paddle, plus
@@ -287,12 +287,11 @@ class GuestRole:
         return replace(snap, paddle_y=(snap.paddle_y[HOST], self._predicted_y))
 
 
-def _end_outcome(
-    info: SessionInfo | None, reason: str, score: tuple[int, int], winner: int | None, quitter: int
-) -> Outcome:
+def _end_outcome(info: SessionInfo | None, reason: str, score: tuple[int, int], winner: int | None) -> Outcome:
+    # The outcome of an end message the host sent (so a "quit" here is the host's).
     result = f"{score[0]}-{score[1]}"
     if reason == "quit":
-        message = f"{_name(info, quitter)} left the match at {result}"
+        message = f"{_name(info, HOST)} left the match at {result}"
     elif winner is None:
         message = f"time is up: a draw at {result}"
     elif reason == "time":
