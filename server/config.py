@@ -221,7 +221,8 @@ def parse_address(key: str, value: object) -> ListenAddress:
         ipaddress.ip_address(host)
     except ValueError:
         raise ConfigError(key, f"{value!r}: host must be an IP address (no DNS in the server)") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # ASCII digits only: str.isdigit also takes U+00B2, which int() refuses.
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(key, f"{value!r}: port must be a number from 0 to 65535")
     return ListenAddress("udp", host, int(port_text))
 

@@ -104,6 +104,14 @@ def test_missing_region_and_bad_files(tmp_path: Path) -> None:
     assert bad.value.key == "file"
 
 
+@pytest.mark.parametrize("port", ["\u00b2", "\u0663", "99999999999999999999", "5o60"])
+def test_address_port_must_be_ascii_digits_in_range(port: str) -> None:
+    # '\u00b2' passes str.isdigit but int() refuses it; each of these must be the usual ConfigError naming the key.
+    with pytest.raises(ConfigError, match="port must be a number from 0 to 65535") as info:
+        parse_address("peers[0].address", f"udp:127.0.0.1:{port}")
+    assert info.value.key == "peers[0].address"
+
+
 def test_addresses_and_copies() -> None:
     assert parse_address("k", "udp:[::1]:5070").addr == ("::1", 5070)
     assert str(parse_address("k", "udp:[::1]:5070")) == "udp:[::1]:5070"
