@@ -1,9 +1,12 @@
-"""server/policy/runner: one async face for both deployments, and the standalone policy process.
+"""server/policy/runner: how the policy is wired into a region, one async face for both deployments, and the
+standalone policy process.
 
-The SIP server's asyncio layer talks to :class:`AsyncPolicy`: :class:`EmbeddedPolicy` (the default, the
-policy server in-process, timers on the same loop) or :class:`~server.policy.http.PolicyHttpClient` when
-``[policy] url`` is set. :func:`open_policy` picks one from the config; :func:`serve_policy` is what
-``gamesdk-server policy --config FILE`` runs.
+The SIP server calls the policy through the sans-IO hooks :func:`make_policy_hooks` builds: a
+:class:`PolicyServer` in-process (the default) or a :class:`~server.policy.http.BlockingPolicyClient` when
+``[policy] url`` is set. For asyncio code, :class:`AsyncPolicy` is the same choice as coroutines:
+:class:`EmbeddedPolicy` (timers on the running loop) or :class:`~server.policy.http.PolicyHttpClient`;
+:func:`open_policy` picks one from the config. :func:`serve_policy` is what ``gamesdk-server policy --config FILE``
+runs.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class AsyncPolicy(Protocol):
-    """What the SIP server calls; implemented by :class:`EmbeddedPolicy` and ``PolicyHttpClient``."""
+    """The policy as coroutines for asyncio code; implemented by :class:`EmbeddedPolicy` and ``PolicyHttpClient``."""
 
     async def preliminary(self, request: AppSession) -> Decision: ...
 
