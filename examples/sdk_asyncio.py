@@ -20,7 +20,7 @@ async def main(eu: tuple[str, int], na: tuple[str, int]) -> None:
     await bob.login()
 
     async def bob_plays() -> None:
-        invite = await bob.next_invite()                       # an InviteReceived, waiting for our answer
+        invite = await bob.next_invite()                       # an IncomingInvite, waiting for our answer
         print(f"bob: {invite.caller} invites me to {invite.offer.formats[0]}")
         session = await invite.accept()                        # accept as offered
         while True:
