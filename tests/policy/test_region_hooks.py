@@ -296,40 +296,17 @@ def test_separate_policy_process_over_http(tmp_path: Path) -> None:
 
 def test_server_restart_closes_leases_that_ran_out(tmp_path: Path) -> None:
     """eu stops mid-game; when it starts again after the lease ran out, start-up releases and bills it."""
-    short = {"min_expires_s": 1, "default_expires_s": 1, "lease_slack_s": 0.2}
 
     async def main() -> None:
-        eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=short)
-        na_config = region_config("na", tmp_path)
-        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
-        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
-        await eu.start()
-        await na.start()
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        eu.add_user("alice", "alice-pw")
-        na.add_user("bob", "bob-pw")
-        # alice asks for a 1 s lease and never refreshes it within this test.
-        alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
-                                        server=eu.address, publish_expires_s=1, publish_refresh_s=60.0))
-        bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))
+        game = await _confirmed_session_with_a_short_lease(tmp_path)
+        eu, na, alice, bob = game.eu, game.na, game.alice, game.bob
         restarted: EmbeddedServer | None = None
         try:
-            await alice.login()
-            await bob.login()
-
-            async def answer() -> GameSession:
-                return await (await bob.next_invite()).accept()
-
-            callee = asyncio.create_task(answer())
-            await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
-            await callee
-            await Region(eu).until(active, "alice's confirmed reservation")
             port = eu.address[1]
             await eu.stop()  # the eu process goes away with the reservation held
             await asyncio.sleep(1.5)  # longer than the 1 s lease + 0.2 s slack
             # Same port, so the players' later requests (hang-up, logout) reach it and close promptly.
-            restarted = EmbeddedServer(eu_config, port=port, hooks_factory=hooks_for(eu_config))
+            restarted = EmbeddedServer(game.eu_config, port=port, hooks_factory=hooks_for(game.eu_config))
             await restarted.start()
             assert Region(restarted).policy.is_idle()
         finally:
@@ -345,42 +322,64 @@ def test_server_restart_closes_leases_that_ran_out(tmp_path: Path) -> None:
     assert row.t_start is not None and row.t_stop == pytest.approx(row.t_start + 1.0)  # billed to the lease end
 
 
+@dataclasses.dataclass
+class _Game:
+    eu_config: ServerConfig
+    eu: EmbeddedServer
+    na: EmbeddedServer
+    alice: GameClient
+    bob: GameClient
+
+
+async def _confirmed_session_with_a_short_lease(tmp_path: Path) -> _Game:
+    """eu and na with a 1 s lease at eu (+0.2 s slack); alice (eu) publishes with Expires 1 and never refreshes
+    within a test, invites bob (na); returns once eu holds alice's confirmed reservation."""
+    short = {"min_expires_s": 1, "default_expires_s": 1, "lease_slack_s": 0.2}
+    eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=short)
+    na_config = region_config("na", tmp_path)
+    eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+    na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
+    await eu.start()
+    await na.start()
+    eu.set_peer(DOMAINS["na"], na.address)
+    na.set_peer(DOMAINS["eu"], eu.address)
+    eu.add_user("alice", "alice-pw")
+    na.add_user("bob", "bob-pw")
+    alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
+                                    server=eu.address, publish_expires_s=1, publish_refresh_s=60.0))
+    bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))
+    try:
+        await alice.login()
+        await bob.login()
+
+        async def answer() -> GameSession:
+            return await (await bob.next_invite()).accept()
+
+        callee = asyncio.create_task(answer())
+        await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+        await callee
+        await Region(eu).until(active, "alice's confirmed reservation")
+    except BaseException:
+        for client in (alice, bob):
+            await client.close()
+        for server in (eu, na):
+            await server.stop()
+        raise
+    return _Game(eu_config=eu_config, eu=eu, na=na, alice=alice, bob=bob)
+
+
 def test_lease_expiry_through_the_node_timers(tmp_path: Path) -> None:
     """A player that stops refreshing (crashed): the node's timer runs the policy's lease expiry."""
-    short = {"min_expires_s": 1, "default_expires_s": 1, "lease_slack_s": 0.2}
 
     async def main() -> None:
-        eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=short)
-        na_config = region_config("na", tmp_path)
-        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
-        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
-        await eu.start()
-        await na.start()
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        eu.add_user("alice", "alice-pw")
-        na.add_user("bob", "bob-pw")
-        alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
-                                        server=eu.address, publish_expires_s=1, publish_refresh_s=60.0))
-        bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))
+        game = await _confirmed_session_with_a_short_lease(tmp_path)
         try:
-            await alice.login()
-            await bob.login()
-
-            async def answer() -> GameSession:
-                return await (await bob.next_invite()).accept()
-
-            callee = asyncio.create_task(answer())
-            await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
-            await callee
-            region = Region(eu)
-            await region.until(active, "alice's confirmed reservation")
-            await region.until(PolicyServer.is_idle, "the lease to run out (1 s + 0.2 s)")
+            await Region(game.eu).until(PolicyServer.is_idle, "the lease to run out (1 s + 0.2 s)")
         finally:
-            await alice.close()
-            await bob.close()
-            await eu.stop()
-            await na.stop()
+            await game.alice.close()
+            await game.bob.close()
+            await game.eu.stop()
+            await game.na.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
     [row] = billing_rows(tmp_path / "eu.sqlite3")
