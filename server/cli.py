@@ -91,6 +91,20 @@ def _build_parser() -> _Parser:
 
     policy = sub.add_parser("policy", help="run the policy server as its own process (HTTP/JSON)")
     with_config(policy)
+
+    cert = sub.add_parser("cert", help="make a local CA and region certificates (tests, demo, small deployments)")
+    cert_sub = cert.add_subparsers(dest="cert_command", metavar="ACTION", parser_class=_Parser)
+    ca = cert_sub.add_parser("ca", help="create DIR/ca.crt and DIR/ca.key (give ca.crt to players and peers)")
+    ca.add_argument("--dir", required=True, help="where to write the files")
+    ca.add_argument("--name", default="gamesdk local CA", help="the CA's common name")
+    ca.add_argument("--days", type=int, default=3650)
+    region = cert_sub.add_parser("region", help="create DIR/DOMAIN.crt and DIR/DOMAIN.key signed by the CA")
+    region.add_argument("domain", help="the region's SIP domain (its certificate's name)")
+    region.add_argument("--ca", required=True, metavar="CADIR", help="the folder holding ca.crt and ca.key")
+    region.add_argument("--dir", help="where to write the files (default: CADIR)")
+    region.add_argument("--ip", action="append", default=[], help="an IP address the region is reached at "
+                                                                     "(repeatable)")
+    region.add_argument("--days", type=int, default=825)
     return parser
 
 
@@ -110,6 +124,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     if args.command is None:
         parser.print_help(out)
         return EXIT_USAGE
+    if args.command == "cert":
+        return _cert(args, out, err)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -137,12 +153,65 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     return EXIT_USAGE
 
 
+def _cert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pathlib import Path
+
+    from server.certs import CertFiles, CertProblem, make_ca, make_region_certificate
+
+    if args.cert_command is None:
+        print("gamesdk-server: cert needs an action: ca or region", file=err)
+        return EXIT_USAGE
+    if args.days < 1:
+        print("gamesdk-server: --days must be at least 1", file=err)
+        return EXIT_USAGE
+    try:
+        if args.cert_command == "ca":
+            files = make_ca(Path(args.dir), args.name, days=args.days)
+            print(f"wrote {files.certificate} and {files.key} (keep the key private; hand out {files.certificate})",
+                  file=out)
+            return EXIT_OK
+        ca_dir = Path(args.ca)
+        ca = CertFiles(ca_dir / "ca.crt", ca_dir / "ca.key")
+        for path in (ca.certificate, ca.key):
+            if not path.exists():
+                print(f"gamesdk-server: {path} does not exist (make it with 'gamesdk-server cert ca --dir "
+                      f"{ca_dir}')", file=err)
+                return EXIT_FAILED
+        files = make_region_certificate(ca, Path(args.dir or ca_dir), args.domain.lower(),
+                                        addresses=tuple(args.ip), days=args.days)
+    except CertProblem as exc:
+        print(f"gamesdk-server: {exc}", file=err)
+        return EXIT_FAILED
+    except (OSError, ValueError) as exc:
+        print(f"gamesdk-server: {exc}", file=err)
+        return EXIT_FAILED
+    print(f"wrote {files.certificate} and {files.key} for {args.domain}", file=out)
+    return EXIT_OK
+
+
+def _tls_problems(config: ServerConfig, out: TextIO) -> str | None:
+    """Certificate files named by the config: unreadable, expired, for another name, or not matching the key."""
+    from server.certs import CertProblem, check_certificate, load_certificate
+
+    tls = config.tls
+    try:
+        if tls.certificate is not None:
+            for warning in check_certificate(tls.certificate, tls.key, config.domain):
+                print(f"warning: {warning}", file=out)
+        for ca in {p.ca for p in config.peers if p.ca is not None} | ({tls.ca} if tls.ca else set()):
+            load_certificate(ca)
+    except CertProblem as exc:
+        return f"tls: {exc}"
+    return None
+
+
 def _check_config(config: ServerConfig, out: TextIO, err: TextIO) -> int:
-    problems = _policy_config_problem(config)
+    problems = _policy_config_problem(config) or _tls_problems(config, out)
     if problems is not None:
         print(f"gamesdk-server: bad configuration {config.source}: {problems}", file=err)
         return EXIT_USAGE
-    print(f"{config.source}: ok: region {config.name} ({config.domain}) on {config.listen}, "
+    print(f"{config.source}: ok: region {config.name} ({config.domain}) on "
+          f"{', '.join(str(a) for a in config.listens)}, "
           f"database {config.database}, {len(config.peers)} peer(s), "
           f"{len(config.access_networks)} access network(s), digest {', '.join(config.auth.digest_algorithms)}",
           file=out)
@@ -171,7 +240,7 @@ def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO,
         logging.getLogger("server.trace").setLevel(logging.DEBUG)
         logging.getLogger("server.trace.full").setLevel(logging.DEBUG)
         logging.getLogger().setLevel(logging.DEBUG)
-    problem = _policy_config_problem(config)
+    problem = _policy_config_problem(config) or _tls_problems(config, err)
     if problem is not None:
         print(f"gamesdk-server: bad configuration {config.source}: {problem}", file=err)
         return EXIT_USAGE

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gamesdk.errors import GameSdkError
+from server.tls_config import TRANSPORTS, TlsConfig, parse_tls, tls_path
 
 __all__ = [
     "AccessNetworkRef",
@@ -52,7 +53,7 @@ class ConfigError(GameSdkError):
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """Where a server listens or a peer is reached: ``udp:HOST:PORT`` (only UDP for now)."""
+    """Where a server listens or a peer is reached: ``udp:HOST:PORT`` or ``tls:HOST:PORT`` (SIP over TLS)."""
 
     transport: str
     host: str
@@ -69,10 +70,20 @@ class ListenAddress:
 
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
-    """A federated region: its SIP domain and the address of its regional server."""
+    """A federated region: its SIP domain and the address of its regional server.
+
+    Over ``tls:`` the peer must present a certificate for ``tls_name`` (its domain unless set) chaining to
+    ``ca`` (the region's ``[tls] ca`` unless set): a peer is a certificate, not a source address.
+    """
 
     domain: str
     address: ListenAddress
+    tls_name: str | None = None
+    ca: Path | None = None
+
+    @property
+    def certificate_name(self) -> str:
+        return self.tls_name or self.domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +168,18 @@ class ServerConfig:
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
     #: The file this was read from, if any (relative paths were resolved against its folder).
     source: Path | None = None
+    #: More listening addresses beside ``listen`` (``tls:`` ones); ``region.listen`` may be a list.
+    listen_more: tuple[ListenAddress, ...] = ()
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    @property
+    def listens(self) -> tuple[ListenAddress, ...]:
+        """Every address the region listens on, ``listen`` first."""
+        return (self.listen, *self.listen_more)
+
+    @property
+    def tls_listen(self) -> ListenAddress | None:
+        return next((a for a in self.listens if a.transport == "tls"), None)
 
     def peer_for_domain(self, domain: str) -> PeerConfig | None:
         domain = domain.lower()
@@ -172,7 +195,7 @@ class ServerConfig:
     def with_peer_address(self, domain: str, host: str, port: int) -> ServerConfig:
         """A copy with one peer moved (tests start two regions on free ports)."""
         peers = tuple(
-            PeerConfig(p.domain, ListenAddress(p.address.transport, host, port)) if p.domain == domain else p
+            replace(p, address=ListenAddress(p.address.transport, host, port)) if p.domain == domain else p
             for p in self.peers
         )
         return replace(self, peers=peers)
@@ -200,12 +223,13 @@ def load_config(path: str | Path) -> ServerConfig:
 
 
 def parse_address(key: str, value: object) -> ListenAddress:
-    """``udp:HOST:PORT`` (IPv6 hosts in brackets) -> :class:`ListenAddress`."""
+    """``udp:HOST:PORT`` or ``tls:HOST:PORT`` (IPv6 hosts in brackets) -> :class:`ListenAddress`."""
     if not isinstance(value, str):
         raise ConfigError(key, f"must be a string like 'udp:127.0.0.1:5060', not {_kind(value)}")
     transport, sep, rest = value.partition(":")
-    if not sep or transport.lower() != "udp":
-        raise ConfigError(key, f"{value!r}: expected 'udp:HOST:PORT' (only UDP is supported)")
+    transport = transport.lower()
+    if not sep or transport not in TRANSPORTS:
+        raise ConfigError(key, f"{value!r}: expected 'udp:HOST:PORT' or 'tls:HOST:PORT'")
     if rest.startswith("["):
         host, bracket, port_text = rest[1:].partition("]")
         if not bracket or not port_text.startswith(":"):
@@ -224,7 +248,23 @@ def parse_address(key: str, value: object) -> ListenAddress:
     # ASCII digits only: str.isdigit also takes U+00B2, which int() refuses.
     if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(key, f"{value!r}: port must be a number from 0 to 65535")
-    return ListenAddress("udp", host, int(port_text))
+    return ListenAddress(transport, host, int(port_text))
+
+
+def _listens(value: object) -> tuple[ListenAddress, tuple[ListenAddress, ...]]:
+    """``region.listen``: one address or a list; exactly one ``udp:`` address (the first in the list)."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError("region.listen", "must name at least one address")
+    addresses = [parse_address(f"region.listen[{i}]" if isinstance(value, list) else "region.listen", v)
+                 for i, v in enumerate(items)]
+    udp = [a for a in addresses if a.transport == "udp"]
+    if len(udp) != 1:
+        raise ConfigError("region.listen", "needs exactly one 'udp:HOST:PORT' address (federation pings, "
+                                           "legacy tools)")
+    if sum(a.transport == "tls" for a in addresses) > 1:
+        raise ConfigError("region.listen", "at most one 'tls:HOST:PORT' address")
+    return udp[0], tuple(a for a in addresses if a.transport != "udp")
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -295,7 +335,7 @@ def _unknown_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> Non
 
 
 _TOP_KEYS = {"region", "peers", "access_networks", "classes", "tariff", "policy", "auth", "registrar",
-             "limits", "timers", "federation", "log", "runtime"}
+             "limits", "timers", "federation", "log", "runtime", "tls"}
 
 
 def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> ServerConfig:
@@ -304,7 +344,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
     _unknown_keys(region, {"name", "domain", "listen", "database"}, "region")
     name = _str(region, "name", "region.name")
     domain = _domain(region, "domain", "region.domain")
-    listen = parse_address("region.listen", region.get("listen", "udp:127.0.0.1:5060"))
+    listen, listen_more = _listens(region.get("listen", "udp:127.0.0.1:5060"))
     db_text = _str(region, "database", "region.database", f"{name}.sqlite3")
     database = Path(db_text).expanduser()
     if not database.is_absolute():
@@ -314,13 +354,16 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
     peers: list[PeerConfig] = []
     for i, peer in enumerate(_array_of_tables(data, "peers")):
         path = f"peers[{i}]"
-        _unknown_keys(peer, {"domain", "address"}, path)
+        _unknown_keys(peer, {"domain", "address", "tls_name", "ca"}, path)
         peer_domain = _domain(peer, "domain", f"{path}.domain")
         if peer_domain == domain:
             raise ConfigError(f"{path}.domain", f"{peer_domain!r} is this region's own domain")
         if any(p.domain == peer_domain for p in peers):
             raise ConfigError(f"{path}.domain", f"{peer_domain!r} is listed twice")
-        peers.append(PeerConfig(peer_domain, parse_address(f"{path}.address", peer.get("address"))))
+        tls_name = _str(peer, "tls_name", f"{path}.tls_name", peer_domain).lower()
+        peer_ca = tls_path(peer, "ca", f"{path}.ca", base_dir)
+        peers.append(PeerConfig(peer_domain, parse_address(f"{path}.address", peer.get("address")),
+                                tls_name=None if tls_name == peer_domain else tls_name, ca=peer_ca))
 
     networks_raw = _array_of_tables(data, "access_networks")
     networks: list[AccessNetworkRef] = []
@@ -425,10 +468,14 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
     if event_loop not in {"auto", "asyncio", "uvloop"}:
         raise ConfigError("runtime.event_loop", f"{event_loop!r} is not one of auto, asyncio, uvloop")
 
+    tls = parse_tls(_table(data, "tls", "tls"), base_dir, listen_more, tuple(peers))
+
     return ServerConfig(
         name=name,
         domain=domain,
         listen=listen,
+        listen_more=listen_more,
+        tls=tls,
         database=database,
         peers=tuple(peers),
         access_networks=tuple(networks),
