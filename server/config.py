@@ -192,6 +192,11 @@ class ServerConfig:
         """A copy listening elsewhere (tests and the demo bind port 0 and learn the real port)."""
         return replace(self, listen=ListenAddress(self.listen.transport, host, port))
 
+    def with_tls_listen(self, host: str, port: int) -> ServerConfig:
+        """A copy whose tls: address is ``host:port`` (the TLS listener bound port 0)."""
+        more = tuple(ListenAddress("tls", host, port) if a.transport == "tls" else a for a in self.listen_more)
+        return replace(self, listen_more=more)
+
     def with_peer_address(self, domain: str, host: str, port: int) -> ServerConfig:
         """A copy with one peer moved (tests start two regions on free ports)."""
         peers = tuple(

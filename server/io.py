@@ -26,6 +26,7 @@ from server.accounts import AccountStore
 from server.config import ServerConfig
 from server.hooks import PolicyHooks
 from server.node import AccountLookup, RegionalServer
+from server.transport_tls import TlsTransport
 
 __all__ = ["EmbeddedServer", "ServerProtocol", "serve_forever", "setup_logging"]
 
@@ -72,6 +73,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self.closed = loop.create_future()
         # Read once: asking the logger per datagram cost 3% of the CPU per call. Set levels before starting.
         self.tracing = trace.isEnabledFor(logging.DEBUG)
+        #: SIP over TLS (server.transport_tls), when the region listens on tls:.
+        self.streams: TlsTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -95,6 +98,14 @@ class ServerProtocol(asyncio.DatagramProtocol):
             self._send(out)
         self._rearm()
 
+    def stream_received(self, data: bytes, source: Addr, now: float) -> list[tuple[bytes, Addr]]:
+        """A message framed on a TLS flow: handled as a datagram from the flow's address."""
+        if self.tracing:
+            self._trace("in", data, source)
+        out = self.node.handle_datagram(data, source, now)
+        self._rearm()
+        return out
+
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable when a player went away) are normal on UDP.
         log.debug("udp error: %s", exc)
@@ -110,9 +121,12 @@ class ServerProtocol(asyncio.DatagramProtocol):
         if transport is None or transport.is_closing():
             return
         tracing = self.tracing
+        streams = self.streams
         for data, dest in out:
             if tracing:
                 self._trace("out", data, dest)
+            if streams is not None and streams.send(data, dest):
+                continue
             transport.sendto(data, dest)
 
     def _trace(self, direction: str, data: bytes, addr: Addr) -> None:
@@ -176,6 +190,10 @@ class EmbeddedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.address: Addr = (self._host, self._port)
+        #: The TLS listener's address once started (None without a tls: listen address).
+        self.tls_address: Addr | None = None
+        # A region on port 0 (tests, the demo) takes a free TLS port too.
+        self._tls_port: int | None = None if port is None else 0
 
     # -- accounts ------------------------------------------------------------------------------------------
 
@@ -217,8 +235,23 @@ class EmbeddedServer:
         self.node = node
         _, protocol = await loop.create_datagram_endpoint(lambda: ServerProtocol(node, loop), sock=sock)
         self.protocol = protocol
-        log.info("server: region %s (%s) listening on udp:%s:%d, %d peer(s)", config.name, config.domain, host,
-                 port, len(config.peers))
+        tls_listen = config.tls_listen
+        if tls_listen is not None:
+            streams = TlsTransport(config, loop, protocol.stream_received, protocol._send)
+            try:
+                tls_port = tls_listen.port if self._tls_port is None else self._tls_port
+                self.tls_address = await streams.listen(tls_listen.host if self._tls_port is None else host,
+                                                        tls_port)
+            except BaseException:
+                if protocol.transport is not None:
+                    protocol.transport.close()
+                raise
+            protocol.streams = streams
+            node.flows = streams
+            self.config = config = config.with_tls_listen(*self.tls_address)
+            node.config = config
+        log.info("server: region %s (%s) listening on %s, %d peer(s)", config.name, config.domain,
+                 ", ".join(str(a) for a in config.listens), len(config.peers))
         return self.address
 
     def set_peer(self, domain: str, address: Addr) -> None:
@@ -245,6 +278,8 @@ class EmbeddedServer:
     async def stop(self) -> None:
         """Stop serving and close the database."""
         protocol = self.protocol
+        if protocol is not None and protocol.streams is not None:
+            await protocol.streams.close()
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
             await protocol.closed

@@ -31,12 +31,13 @@ from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from gamesdk.sip.uri import NameAddr
 from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
-from server.config import ServerConfig
+from server.config import PeerConfig, ServerConfig
 from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks
 from server.location import LocationService
 from server.proxy import ALLOW, ProxyCore, _server_key, mark_received
 from server.registrar import Registrar
+from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
 
@@ -51,6 +52,14 @@ KNOWN_METHODS = frozenset(ALLOW.split(", "))
 
 #: How long answers to requests the server handles itself are kept to answer retransmissions (64 x T1).
 _UAS_CACHE_S = 32.0
+
+
+class FlowInfo(Protocol):
+    """What the node asks the TLS driver (:class:`server.transport_tls.TlsTransport`)."""
+
+    def is_flow(self, addr: Addr) -> bool: ...
+
+    def peer_of(self, addr: Addr) -> PeerConfig | None: ...
 
 
 class AccountLookup(Protocol):
@@ -107,6 +116,9 @@ class RegionalServer:
         # gets the same answer instead of being processed twice (a repeated REGISTER would fail the CSeq check).
         self._uas_answers: dict[tuple[str, ...], bytes] = {}
         self._uas_expiry: deque[tuple[float, tuple[str, ...]]] = deque()
+        #: The TLS flows (set by the driver when the region listens on tls:): which sources are flows, and
+        #: which peer region a flow authenticated as.
+        self.flows: FlowInfo | None = None
         # Answers held back by the authentication throttle: (when, seq, data, addr).
         self._delayed: list[tuple[float, int, bytes, Addr]] = []
         self._delayed_seq = 0
@@ -228,8 +240,27 @@ class RegionalServer:
             self.stats.dropped += 1
             log.info("node: response from %s:%d dropped: %s", addr[0], addr[1], exc.message)
 
+    def transport_of(self, addr: Addr) -> str:
+        """``"tls"`` for a message that came over a TLS flow, else ``"udp"``."""
+        flows = self.flows
+        return "tls" if flows is not None and flows.is_flow(addr) else "udp"
+
+    def _transport_refused(self, request: Request, addr: Addr) -> bool:
+        """True when the region's [tls] player_transports excludes the transport a player's request came over."""
+        allowed = self.config.tls.player_transports
+        if len(allowed) == len(TRANSPORTS) or self.transport_of(addr) in allowed:
+            return False
+        return self.federation.by_address(addr) is None  # peers over UDP are the [[peers]] table's business
+
     def _on_request(self, request: Request, addr: Addr, now: float, out: Datagrams) -> None:
         method = request.method
+        if method != "ACK" and self._transport_refused(request, addr):
+            self.stats.dropped += 1
+            log.info("node: %s from %s:%d over %s refused: players must use %s", method, addr[0], addr[1],
+                     self.transport_of(addr), ", ".join(self.config.tls.player_transports))
+            out.append((response_for(request, 403, f"Use {'/'.join(self.config.tls.player_transports).upper()}",
+                                     to_tag=self.ids.tag()).to_bytes(), addr))
+            return
         if method not in KNOWN_METHODS:
             self.stats.unknown_methods += 1
             log.info("node: unknown method %r from %s:%d", method[:32], *addr)

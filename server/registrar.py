@@ -192,7 +192,11 @@ class Registrar:
                     removed.append(old)
                 continue
             uri = contact.uri
-            target = (uri.host.strip("[]"), uri.port or 5060) if is_ip_literal(uri.host) else None
+            # RFC 5626 outbound (";ob"): the player is reached over the flow it registered from, never at the
+            # Contact's own address (behind a NAT, or a TLS player with no listening port).
+            outbound = uri.has_param("ob") or contact.param("reg-id") is not None
+            target = (None if outbound else
+                      (uri.host.strip("[]"), uri.port or 5060) if is_ip_literal(uri.host) else None)
             binding = Binding(aor=aor, contact=key, expires_at=now + expires, source=source,
                               access_network=network, call_id=call_id, cseq=cseq, registered_at=now, target=target)
             old = self.location.put(binding)

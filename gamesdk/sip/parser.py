@@ -273,12 +273,15 @@ def parse_message_untrusted(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> R
 class StreamParser:
     """Frames SIP messages on a byte stream by Content-Length (RFC 3261 section 18.3).
 
-    Feed bytes as they arrive with ``feed``; take complete messages with ``next_message`` until it returns None.
+    Feed bytes as they arrive with ``feed``; take complete messages with ``next_message`` (parsed) or
+    ``next_frame`` (the message's bytes, for a driver that hands datagram-shaped input on) until None.
+    ``pings`` counts the CRLFCRLF keep-alives seen (RFC 5626 section 3.5.1: each is answered with CRLF).
     """
 
     def __init__(self, max_size: int = MAX_MESSAGE_BYTES) -> None:
         self._buf = bytearray()
         self._max_size = max_size
+        self.pings = 0
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -288,13 +291,14 @@ class StreamParser:
         """Bytes received and not yet returned as a message."""
         return len(self._buf)
 
-    def next_message(self) -> Request | Response | None:
-        """The next complete message, or None when more bytes are needed."""
+    def next_frame(self) -> bytes | None:
+        """The bytes of the next complete message, or None when more bytes are needed."""
         buf = self._buf
         skip = 0
         while skip < len(buf) and buf[skip] in (13, 10):
             skip += 1  # keep-alive CRLFs between messages (RFC 5626 section 3.5.1)
         if skip:
+            self.pings += bytes(buf[:skip]).count(b"\r\n\r\n")
             del buf[:skip]
         end, sep = _find_head_end(buf)
         if end < 0:
@@ -312,4 +316,9 @@ class StreamParser:
             return None
         data = bytes(buf[:total])
         del buf[:total]
-        return parse_message_untrusted(data, self._max_size)
+        return data
+
+    def next_message(self) -> Request | Response | None:
+        """The next complete message, or None when more bytes are needed."""
+        data = self.next_frame()
+        return None if data is None else parse_message_untrusted(data, self._max_size)
