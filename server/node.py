@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
+from gamesdk.ice.stun import binding_response, is_stun
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
@@ -82,6 +83,8 @@ class NodeStats:
     relayed_to_peer: int = 0
     unknown_methods: int = 0
     internal_errors: int = 0
+    stun_answered: int = 0
+    stun_dropped: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
 
 
@@ -179,6 +182,19 @@ class RegionalServer:
     # -- dispatch --------------------------------------------------------------------------------------------
 
     def _handle(self, data: bytes, addr: Addr, now: float, out: Datagrams) -> None:
+        if data and data[0] < 4:
+            # STUN shares the SIP port (RFC 7983: first byte 0-3; SIP starts with a letter or CR/LF), so a player
+            # learns its server-reflexive address from the server it registers with and keeps the mapping open.
+            answer = binding_response(data, addr)
+            if answer is None:
+                if is_stun(data):
+                    self.stats.stun_dropped += 1  # indications (keep-alives), responses, other methods
+                else:
+                    self.stats.malformed += 1
+            else:
+                self.stats.stun_answered += 1
+                out.append((answer, addr))
+            return
         if len(data) > self.max_message_bytes:
             # The driver reads max_message_bytes + 1 so an oversize datagram shows up here, truncated.
             self.stats.oversize += 1

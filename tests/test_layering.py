@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ["gamesdk/sip", "gamesdk/sdp", "gamesdk/qos", "gamesdk/channel", "gamesdk/session"]
+PURE = ["gamesdk/sip", "gamesdk/sdp", "gamesdk/qos", "gamesdk/channel", "gamesdk/session", "gamesdk/ice"]
 FORBIDDEN = {"asyncio", "socket", "selectors", "time", "random", "threading", "pygame"}
 PURE_SERVER = [
     "server/location.py",
