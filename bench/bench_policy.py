@@ -132,9 +132,10 @@ def bench_lifecycle_sqlite(config: PolicyConfig, n: int, path: Path) -> float:
 
 async def _http(config: PolicyConfig, n: int, path: Path, max_s: float) -> tuple[int, Clock, list[float]]:
     policy = sqlite_policy(config, path)
-    service = PolicyHttpService(policy)
+    token = "bench-policy-token-0123456789"
+    service = PolicyHttpService(policy, token=token)
     host, port = await service.start("127.0.0.1", 0)
-    client = PolicyHttpClient(f"http://{host}:{port}", timeout_s=5.0)
+    client = PolicyHttpClient(f"http://{host}:{port}", token=token, timeout_s=5.0)
     latencies: list[float] = []
     t0 = time.perf_counter()
     clock = Clock()
@@ -150,6 +151,7 @@ async def _http(config: PolicyConfig, n: int, path: Path, max_s: float) -> tuple
             if time.perf_counter() - t0 > max_s:
                 break
     finally:
+        await client.close()
         await service.close()
     return done, clock, latencies
 

@@ -109,6 +109,8 @@ class PolicySettings:
     """``http://host:port`` of a separate policy process; ``None`` = embedded in the SIP server."""
     listen: str = "127.0.0.1:7080"
     """Address ``gamesdk-server policy`` listens on (host:port)."""
+    token: str | None = None
+    """The bearer token a separate policy process requires of its callers (and the SIP server sends)."""
     timeout_s: float = DEFAULT_POLICY_TIMEOUT_S
     confirm_timeout_s: float = DEFAULT_CONFIRM_TIMEOUT_S
     lease_slack_s: float = DEFAULT_LEASE_SLACK_S
@@ -265,7 +267,7 @@ _NETWORK_KEYS = {
 _CLASS_KEYS = {"name", "priority", "max_share", "default"}
 _TARIFF_CLASS_KEYS = {"per_minute", "per_kbps_minute"}
 _POLICY_KEYS = {
-    "url", "listen", "timeout_s", "confirm_timeout_s", "lease_slack_s", "min_expires_s", "max_expires_s",
+    "url", "listen", "token", "timeout_s", "confirm_timeout_s", "lease_slack_s", "min_expires_s", "max_expires_s",
     "default_expires_s", "default_class",
 }
 
@@ -410,6 +412,14 @@ def _parse_settings(ptable: Mapping[str, Any]) -> PolicySettings:
         raise ConfigError("policy.listen", f"must be host:port, not {listen!r}")
     if int(listen.rpartition(":")[2]) > 65535:
         raise ConfigError("policy.listen", f"port out of range in {listen!r}")
+    token = ptable.get("token")
+    if token is not None and (not isinstance(token, str) or not re.fullmatch(r"[\x21-\x7e]{16,512}", token)):
+        raise ConfigError("policy.token", "must be 16 to 512 printable ASCII characters without spaces "
+                                          "(e.g. the output of: python3 -c \"import secrets; "
+                                          "print(secrets.token_urlsafe(32))\")")
+    if url is not None and token is None:
+        raise ConfigError("policy.token", "is required with policy.url: the policy process refuses callers "
+                                          "without its bearer token")
     timeout = _float(ptable, "timeout_s", "policy", default=DEFAULT_POLICY_TIMEOUT_S)
     if timeout <= 0:
         raise ConfigError("policy.timeout_s", "must be > 0")
@@ -425,6 +435,7 @@ def _parse_settings(ptable: Mapping[str, Any]) -> PolicySettings:
     return PolicySettings(
         url=url,
         listen=listen,
+        token=token,
         timeout_s=timeout,
         confirm_timeout_s=_float(ptable, "confirm_timeout_s", "policy", default=DEFAULT_CONFIRM_TIMEOUT_S),
         lease_slack_s=_float(ptable, "lease_slack_s", "policy", default=DEFAULT_LEASE_SLACK_S),

@@ -1,7 +1,8 @@
-"""server/policy/http: the policy server as its own process, over HTTP/1.1 + JSON (asyncio streams, stdlib only).
+"""server/policy/http: the policy server as its own process, over HTTP + JSON (aiohttp, server and client).
 
 For operators who separate the policy server (``gamesdk-server policy --config FILE``; the SIP server then has
-``[policy] url = "http://..."``). The API is N5-shaped (research/protocol.md (b) "Internal policy API"):
+``[policy] url = "http://..."`` and the same ``[policy] token``). The API is N5-shaped (research/protocol.md (b)
+"Internal policy API"):
 
 =======  ============================  ==================================================================
 POST     /app-sessions                 app session JSON + ``servInfStatus`` PRELIMINARY|FINAL -> decision
@@ -10,26 +11,36 @@ POST     /app-sessions/operations      a PUBLISH-derived activate/refresh/releas
 POST     /app-sessions/release         ``{"key": {...}, "reason": ..., "sipReason": ...}`` -> 200 | 404
 POST     /registrations/expired        ``{"player": aor}`` -> ``{"released": n}``
 GET      /sessions                     live reservations + capacity per access network
-GET      /health                       ``{"ok": true}``
+GET      /health                       ``{"ok": true}`` (the only resource open without the token)
 =======  ============================  ==================================================================
 
-The client counts a round-trip longer than ``[policy] timeout_s`` (or any transport error) as a failure:
-``preliminary``/``final`` then return a :class:`Deny` with resource ``policy``, so the SIP server answers 580
-(INVITE path) or forwards the 2xx with ``Warning: 370`` and no token (2xx path), exactly as for a refusal.
+Every other request needs ``Authorization: Bearer <[policy] token>`` (RFC 6750); without it the answer is 401.
+The service keeps at most ``max_connections`` connections open (:mod:`server.weblisten`), so idle connections
+cannot make it unreachable. Errors are JSON ``{"detail": ...}``.
+
+The client counts a request that does not complete within ``[policy] timeout_s`` (connect, send, answer, body:
+one deadline for the whole request) or any transport error as a failure: ``preliminary``/``final`` then return a
+:class:`Deny` with resource ``policy``, so the SIP server answers 580 (INVITE path) or forwards the 2xx with
+``Warning: 370`` and no token (2xx path), exactly as for a refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
 from urllib.parse import urlsplit
 
+import aiohttp
+from aiohttp import web
+
 from gamesdk.errors import GameSdkError, RemoteProtocolError
+from server.weblisten import DEFAULT_MAX_CONNECTIONS, Listener, serve_app
 
 from .codec import (
     app_session_from_json_untrusted,
@@ -49,93 +60,33 @@ from .core import PolicyServer
 from .lifetime import PolicyOperation
 from .model import AppSession, Decision, Deny, EndReason, Grant, Reservation, Resource, SessionKey
 
-__all__ = ["MAX_BODY_BYTES", "PolicyHttpClient", "PolicyHttpService", "PolicyUnavailable"]
+__all__ = ["MAX_BODY_BYTES", "BlockingPolicyClient", "PolicyHttpClient", "PolicyHttpService", "PolicyUnavailable"]
 
 log = logging.getLogger(__name__)
 
-#: An app session is a few hundred bytes; 64 KiB bounds what one request can make us buffer.
+#: An app session is a few hundred bytes; 64 KiB bounds what one request or answer can make us buffer.
 MAX_BODY_BYTES = 64 * 1024
-MAX_HEADER_BYTES = 16 * 1024
-#: Idle keep-alive connections are closed after this long.
+#: Idle keep-alive connections (and connections that never send a request) are closed after this long.
 IDLE_TIMEOUT_S = 30.0
+_REALM = 'Bearer realm="gamesdk-policy"'
 
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
+_Handler = Callable[[Any], tuple[int, object]]
 
 
 class PolicyUnavailable(GameSdkError):
     """The policy process did not answer in time, or answered with something unusable."""
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(payload, status=status, headers=headers,
+                             dumps=lambda o: json.dumps(o, separators=(",", ":")))
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
-    """One HTTP/1.1 request, or None at a clean end of stream. Raises _HttpError for bad requests."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial.strip():
-            return None
-        raise _HttpError(400, "incomplete request head") from None
-    except asyncio.LimitOverrunError:
-        raise _HttpError(431, f"request head exceeds {MAX_HEADER_BYTES} bytes") from None
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        raise _HttpError(400, "request head is not ASCII") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _HttpError(400, "bad request line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _HttpError(400, f"bad header line {line[:40]!r}")
-        headers[name.lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        raise _HttpError(501, "chunked request bodies are not supported; send Content-Length")
-    body = b""
-    if parts[0] in ("POST", "PUT", "PATCH"):
-        raw_length = headers.get("content-length")
-        if raw_length is None:
-            raise _HttpError(411, "Content-Length required")
-        if not raw_length.isdigit():
-            raise _HttpError(400, "bad Content-Length")
-        length = int(raw_length)
-        if length > MAX_BODY_BYTES:
-            raise _HttpError(413, f"body exceeds {MAX_BODY_BYTES} bytes")
-        try:
-            body = await reader.readexactly(length)
-        except asyncio.IncompleteReadError:
-            raise _HttpError(400, "body shorter than Content-Length") from None
-    return _Request(parts[0], parts[1], headers, body)
-
-
-def _response(status: int, payload: object, *, close: bool = False, extra: str = "") -> bytes:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
-        f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
-    )
-    return head.encode() + body
+def _bearer_ok(header: str | None, token: bytes) -> bool:
+    if header is None:
+        return False
+    scheme, _, value = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)
 
 
 class PolicyHttpService:
@@ -143,41 +94,56 @@ class PolicyHttpService:
 
     Args:
         policy: the policy server (with its SQLite stores; call ``policy.restore(now)`` before :meth:`start`).
+        token: the bearer token callers must present (``[policy] token``); required.
         clock: wall-clock seconds (``time.time``); the policy's ``now``.
+        max_connections: connections kept open at most (the oldest idle one is closed to admit a new one).
     """
 
-    def __init__(self, policy: PolicyServer, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, policy: PolicyServer, *, token: str, clock: Callable[[], float] = time.time,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        if not token:
+            raise ValueError("the policy service needs a bearer token ([policy] token)")
         self.policy = policy
+        self._token = token.encode()
         self._clock = clock
-        self._server: asyncio.Server | None = None
+        self._max_connections = max_connections
+        self._listener: Listener | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._routes: dict[str, tuple[str, Callable[[Any], tuple[int, object, str]]]] = {
+        self._routes: dict[str, tuple[str, _Handler]] = {
             "/app-sessions": ("POST", self._app_sessions),
             "/app-sessions/operations": ("POST", self._operations),
             "/app-sessions/release": ("POST", self._release),
             "/registrations/expired": ("POST", self._registration_expired),
             "/sessions": ("GET", self._sessions),
-            "/health": ("GET", lambda _: (200, {"ok": True}, "")),
         }
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+    def app(self) -> web.Application:
+        """The aiohttp application (for embedding in another aiohttp server)."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._auth])
+        app.router.add_get("/health", self._health)
+        for path, (method, _) in self._routes.items():
+            app.router.add_route(method, path, self._handle)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    ssl_context: ssl.SSLContext | None = None) -> tuple[str, int]:
         """Listen on ``host:port`` (0 = any free port). Returns the bound address."""
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEADER_BYTES)
+        self._listener = await serve_app(self.app(), host, port, max_connections=self._max_connections,
+                                         idle_timeout_s=IDLE_TIMEOUT_S, ssl_context=ssl_context)
         self._arm()
-        sock = self._server.sockets[0].getsockname()
-        return sock[0], sock[1]
+        return self._listener.host, self._listener.port
+
+    @property
+    def listener(self) -> Listener | None:
+        return self._listener
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._connections):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
 
     # -- timers ------------------------------------------------------------------------------------------------
 
@@ -197,57 +163,59 @@ class PolicyHttpService:
             log.info("timer released %s", res.key)
         self._arm()
 
-    # -- connections -------------------------------------------------------------------------------------------
+    # -- requests ----------------------------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
+    @web.middleware
+    async def _errors(self, request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """aiohttp's own refusals (404, 405, 413) as the JSON ``{"detail": ...}`` every answer here uses."""
         try:
-            while True:
-                try:
-                    request = await asyncio.wait_for(_read_request(reader), IDLE_TIMEOUT_S)
-                except _HttpError as exc:
-                    writer.write(_response(exc.status, {"detail": exc.detail}, close=True))
-                    await writer.drain()
-                    return
-                except (TimeoutError, ConnectionError):
-                    return
-                if request is None:
-                    return
-                close = request.headers.get("connection", "").lower() == "close"
-                status, payload, extra = self._dispatch(request)
-                writer.write(_response(status, payload, close=close, extra=extra))
-                await writer.drain()
-                if close:
-                    return
-        except ConnectionError:
-            return
-        finally:
-            self._connections.discard(writer)
-            writer.close()
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            return _json(405, {"detail": f"use {allowed}"}, {"Allow": allowed})
+        except web.HTTPNotFound:
+            return _json(404, {"detail": f"no resource {request.path[:80]}"})
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _json(exc.status, {"detail": exc.text or exc.reason})
 
-    def _dispatch(self, request: _Request) -> tuple[int, object, str]:
-        path = request.path.split("?", 1)[0]
-        route = self._routes.get(path)
-        if route is None:
-            return 404, {"detail": f"no resource {path[:80]}"}, ""
-        method, handler = route
-        if request.method != method:
-            return 405, {"detail": f"use {method}"}, f"Allow: {method}\r\n"
+    @web.middleware
+    async def _auth(self, request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.path == "/health" or _bearer_ok(request.headers.get("Authorization"), self._token):
+            return await handler(request)
+        error = ', error="invalid_token"' if "Authorization" in request.headers else ""
+        return _json(401, {"detail": "bearer token required ([policy] token)"},
+                     {"WWW-Authenticate": _REALM + error})
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return _json(200, {"ok": True})
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        _, handler = self._routes[request.path]
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _json(413, {"detail": f"body exceeds {MAX_BODY_BYTES} bytes"}, {"Connection": "close"})
         try:
-            data = json.loads(request.body) if request.body else None
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json(413, {"detail": f"body exceeds {MAX_BODY_BYTES} bytes"})
+        try:
+            data = json.loads(raw) if raw else None
         except (ValueError, UnicodeDecodeError):
-            return 400, {"detail": "body is not JSON"}, ""
+            return _json(400, {"detail": "body is not JSON"})
         try:
-            result = handler(data)
+            status, payload = handler(data)
         except RemoteProtocolError as exc:
-            return 400, {"detail": exc.message}, ""
+            return _json(400, {"detail": exc.message})
         except Exception:  # A bug must not kill the service or leak a traceback to the client.
-            log.exception("policy request %s %s failed", request.method, path)
-            return 500, {"detail": "internal error"}, ""
+            log.exception("policy request %s %s failed", request.method, request.path)
+            return _json(500, {"detail": "internal error"})
         self._arm()
-        return result
+        return _json(status, payload)
 
-    def _app_sessions(self, data: Any) -> tuple[int, object, str]:
+    def _app_sessions(self, data: Any) -> tuple[int, object]:
         if not isinstance(data, dict):
             raise RemoteProtocolError("body must be a JSON object", 400)
         status = data.get("servInfStatus")
@@ -255,19 +223,19 @@ class PolicyHttpService:
         now = self._clock()
         if status == "PRELIMINARY":
             decision = self.policy.preliminary(request, now)
-            return (200 if isinstance(decision, Grant) else 403), decision_to_json(decision), ""
+            return (200 if isinstance(decision, Grant) else 403), decision_to_json(decision)
         if status == "FINAL":
             decision = self.policy.final(request, now)
-            return (201 if isinstance(decision, Grant) else 403), decision_to_json(decision), ""
+            return (201 if isinstance(decision, Grant) else 403), decision_to_json(decision)
         raise RemoteProtocolError("servInfStatus must be PRELIMINARY or FINAL", 400)
 
-    def _operations(self, data: Any) -> tuple[int, object, str]:
+    def _operations(self, data: Any) -> tuple[int, object]:
         res = self.policy.apply(operation_from_json_untrusted(data), self._clock())
         if res is None:
-            return 404, {"detail": "no reservation of this player for this dialog"}, ""
-        return 200, {"reservation": reservation_to_json(res)}, ""
+            return 404, {"detail": "no reservation of this player for this dialog"}
+        return 200, {"reservation": reservation_to_json(res)}
 
-    def _release(self, data: Any) -> tuple[int, object, str]:
+    def _release(self, data: Any) -> tuple[int, object]:
         if not isinstance(data, dict):
             raise RemoteProtocolError("body must be a JSON object", 400)
         key = key_from_json_untrusted(data.get("key"))
@@ -277,35 +245,44 @@ class PolicyHttpService:
             raise RemoteProtocolError("sipReason must be a string", 400)
         res = self.policy.release(key, self._clock(), reason, sip_reason=sip_reason)
         if res is None:
-            return 404, {"detail": "no such reservation"}, ""
-        return 200, {"reservation": reservation_to_json(res)}, ""
+            return 404, {"detail": "no such reservation"}
+        return 200, {"reservation": reservation_to_json(res)}
 
-    def _registration_expired(self, data: Any) -> tuple[int, object, str]:
+    def _registration_expired(self, data: Any) -> tuple[int, object]:
         if not isinstance(data, dict) or not isinstance(data.get("player"), str):
             raise RemoteProtocolError("body must be {\"player\": aor}", 400)
         player_ip = data.get("playerIp")
         if player_ip is not None and not isinstance(player_ip, str):
             raise RemoteProtocolError("playerIp must be a string", 400)
         released = self.policy.release_player(data["player"], self._clock(), player_ip=player_ip)
-        return 200, {"released": len(released)}, ""
+        return 200, {"released": len(released)}
 
-    def _sessions(self, _: Any) -> tuple[int, object, str]:
+    def _sessions(self, _: Any) -> tuple[int, object]:
         return 200, {
             "reservations": [reservation_to_json(r) for r in self.policy.reservations()],
             "networks": [capacity_to_json(c) for c in self.policy.capacity()],
-        }, ""
+        }
+
+
+# -- clients -----------------------------------------------------------------------------------------------------
 
 
 class _PolicyEndpoint:
-    """Where a separate policy process listens, and how long one call to it may take."""
+    """Where a separate policy process listens, its token, and how long one request to it may take."""
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, token: str, timeout_s: float = 2.0) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"policy url must be http://host:port, not {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"policy url must be http(s)://host:port, not {url!r}")
+        if not token:
+            raise ValueError("the policy process needs a bearer token ([policy] token)")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.url = url.rstrip("/")
         self.host = parts.hostname
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.timeout_s = timeout_s
+        self._headers = {"Authorization": f"Bearer {token}"}
 
 
 def _expect(status: int, data: Any, ok: tuple[int, ...]) -> tuple[int, Any]:
@@ -322,13 +299,41 @@ def _unavailable(request: AppSession, status: str, exc: Exception) -> Deny:
     return Deny(network=None, resource=Resource.POLICY, reason=f"policy server unavailable ({exc})")
 
 
+def _reservation(data: Any) -> Reservation:
+    return reservation_from_json_untrusted(data.get("reservation") if isinstance(data, dict) else None)
+
+
 class PolicyHttpClient(_PolicyEndpoint):
-    """The SIP server's side of a separate policy process. Every call is bounded by ``timeout_s``.
+    """The asyncio client of a separate policy process. Each request has ONE deadline, ``timeout_s``, covering
+    connect, send, the answer and its body.
 
     ``preliminary``/``final`` never raise: a timeout or transport failure is a :class:`Deny` (resource
     ``policy``). The lifetime calls raise :class:`PolicyUnavailable` so the caller can log it; the policy
     process's own timers still release whatever is not refreshed.
+
+    Connections are pooled (keep-alive, at most ``max_connections`` at once) in one ``aiohttp.ClientSession``
+    made on first use inside the running loop; :meth:`close` it (or use ``async with``) when done.
+    ``ssl_context`` is used for ``https://`` URLs (None = the system's default verification).
     """
+
+    def __init__(self, url: str, *, token: str, timeout_s: float = 2.0, max_connections: int = 16,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(url, token=token, timeout_s=timeout_s)
+        self._max_connections = max_connections
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
 
     async def preliminary(self, request: AppSession) -> Decision:
         return await self._decide(request, "PRELIMINARY")
@@ -338,16 +343,26 @@ class PolicyHttpClient(_PolicyEndpoint):
 
     async def apply(self, op: PolicyOperation) -> bool:
         """Carry out a PUBLISH-derived operation; False if the publisher holds no such reservation."""
-        status, _ = await self._call("POST", "/app-sessions/operations", operation_to_json(op), ok=(200, 404))
-        return status == 200
+        return await self.apply_reservation(op) is not None
+
+    async def apply_reservation(self, op: PolicyOperation) -> Reservation | None:
+        """Like :meth:`apply`, returning the reservation as it now stands (None: no such reservation)."""
+        status, data = await self._call("POST", "/app-sessions/operations", operation_to_json(op), ok=(200, 404))
+        if status == 404:
+            return None
+        try:
+            return _reservation(data)
+        except RemoteProtocolError as exc:
+            raise PolicyUnavailable(f"bad reservation in the answer: {exc.message}") from None
 
     async def release(self, key: SessionKey, reason: EndReason, sip_reason: str | None = None) -> bool:
         body = {"key": key_to_json(key), "reason": reason.value, "sipReason": sip_reason}
         status, _ = await self._call("POST", "/app-sessions/release", body, ok=(200, 404))
         return status == 200
 
-    async def release_player(self, player: str) -> int:
-        _, data = await self._call("POST", "/registrations/expired", {"player": player}, ok=(200,))
+    async def release_player(self, player: str, *, player_ip: str | None = None) -> int:
+        body = {"player": player, "playerIp": player_ip}
+        _, data = await self._call("POST", "/registrations/expired", body, ok=(200,))
         released = data.get("released") if isinstance(data, dict) else None
         return released if isinstance(released, int) else 0
 
@@ -363,42 +378,43 @@ class PolicyHttpClient(_PolicyEndpoint):
         except (PolicyUnavailable, RemoteProtocolError) as exc:
             return _unavailable(request, status, exc)
 
+    def _client(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session belongs to one loop; a client reused from another loop (tests, a CLI) starts afresh.
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                raise_for_status=False,
+            )
+            self._loop = loop
+        return self._session
+
     async def _call(self, method: str, path: str, body: object, *, ok: tuple[int, ...]) -> tuple[int, Any]:
         try:
-            return await asyncio.wait_for(self._exchange(method, path, body, ok), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                return await self._exchange(method, path, body, ok)
         except TimeoutError:
             raise PolicyUnavailable(f"no answer within {self.timeout_s:g} s") from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        except (OSError, aiohttp.ClientError, ValueError) as exc:
             raise PolicyUnavailable(f"{type(exc).__name__}: {exc}") from None
 
     async def _exchange(self, method: str, path: str, body: object, ok: tuple[int, ...]) -> tuple[int, Any]:
-        # One connection per call: calls are rare (a few per session) and this keeps concurrency trivial.
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_HEADER_BYTES)
-        try:
-            payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-            head = (
-                f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + payload)
-            await writer.drain()
-            raw_head = await reader.readuntil(b"\r\n\r\n")
-            lines = raw_head.decode("latin-1").split("\r\n")
-            status_parts = lines[0].split(" ", 2)
-            if len(status_parts) < 2 or not status_parts[1].isdigit():
-                raise PolicyUnavailable(f"bad status line {lines[0][:60]!r}")
-            status = int(status_parts[1])
-            length = None
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length" and value.strip().isdigit():
-                    length = int(value.strip())
-            if length is None or length > MAX_BODY_BYTES:
-                raise PolicyUnavailable("response without a usable Content-Length")
-            data = json.loads(await reader.readexactly(length)) if length else None
-        finally:
-            writer.close()
-        return _expect(status, data, ok)
+        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else None
+        async with self._client().request(method, self.url + path, data=payload, headers=headers) as resp:
+            if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+                raise PolicyUnavailable(f"answer of {resp.content_length} bytes exceeds {MAX_BODY_BYTES}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise PolicyUnavailable(f"answer exceeds {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+            data = json.loads(raw) if raw else None
+            return _expect(resp.status, data, ok)
 
 
 class BlockingPolicyClient(_PolicyEndpoint):
@@ -406,16 +422,23 @@ class BlockingPolicyClient(_PolicyEndpoint):
 
     Same methods as :class:`PolicyServer` (``now`` is ignored: the policy process uses its own clock and runs
     its own timers). Each call blocks the caller for at most about ``timeout_s`` per socket operation; failures
-    become a :class:`Deny` (preliminary/final) or ``None``/``[]`` (lifetime calls, logged).
+    become a :class:`Deny` (preliminary/final) or ``None``/``[]`` (lifetime calls, logged). Asyncio code uses
+    :class:`PolicyHttpClient` instead.
     """
 
     def _call(self, method: str, path: str, body: object, ok: tuple[int, ...]) -> tuple[int, Any]:
-        import http.client  # stdlib; imported here so the asyncio service does not pull it in
+        import http.client  # stdlib; imported here so the asyncio side does not pull it in
 
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        conn: http.client.HTTPConnection
+        if self.url.startswith("https:"):
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         try:
             payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            headers = dict(self._headers)
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
             raw = resp.read(MAX_BODY_BYTES + 1)
@@ -448,7 +471,7 @@ class BlockingPolicyClient(_PolicyEndpoint):
             status, data = self._call("POST", "/app-sessions/operations", operation_to_json(op), (200, 404))
             if status == 404:
                 return None
-            return reservation_from_json_untrusted(data.get("reservation") if isinstance(data, dict) else None)
+            return _reservation(data)
         except (PolicyUnavailable, RemoteProtocolError) as exc:
             log.warning("policy %s for %s failed: %s", type(op).__name__, op.ref.call_id, exc)
             return None
@@ -477,6 +500,12 @@ def main(server_config: Any, policy_config: Any) -> int:
     import sys
 
     from .runner import serve_policy
+
+    if not policy_config.settings.token:
+        print("gamesdk-server: [policy] token is required to run the policy process: its callers present it "
+              "as a bearer token (generate one with: python3 -c \"import secrets; "
+              "print(secrets.token_urlsafe(32))\")", file=sys.stderr)
+        return 2
 
     def ready(host: str, port: int) -> None:
         print(f"policy server for {server_config.name} listening on http://{host}:{port}", flush=True)

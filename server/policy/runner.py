@@ -155,7 +155,8 @@ def open_policy(
     For the embedded one, call ``.start()`` inside the running loop.
     """
     if config.settings.url:
-        return PolicyHttpClient(config.settings.url, timeout_s=config.settings.timeout_s)
+        return PolicyHttpClient(config.settings.url, token=config.settings.token or "",
+                                timeout_s=config.settings.timeout_s)
     return EmbeddedPolicy(build_policy_server(config, db, region=region), clock=clock)
 
 
@@ -174,9 +175,11 @@ async def serve_policy(
     Listens on ``[policy] listen`` unless ``host``/``port`` are given; ``ready(host, port)`` is called once
     listening (the CLI prints it).
     """
+    if not config.settings.token:
+        raise ValueError("the policy process needs [policy] token (its callers' bearer token)")
     policy = build_policy_server(config, db, region=region)
     _restore(policy, time.time(), "policy server")
-    service = PolicyHttpService(policy)
+    service = PolicyHttpService(policy, token=config.settings.token)
     default_host, default_port = config.settings.listen_host_port
     bound = await service.start(host or default_host, default_port if port is None else port)
     if ready is not None:
@@ -212,7 +215,7 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
     settings = config.settings
     backend: PolicyBackend
     if settings.url:
-        backend = BlockingPolicyClient(settings.url, timeout_s=settings.timeout_s)
+        backend = BlockingPolicyClient(settings.url, token=settings.token or "", timeout_s=settings.timeout_s)
     else:
         backend = build_policy_server(config, server_config.database, region=server_config.name,
                                       token_factory=token_factory)

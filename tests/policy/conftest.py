@@ -49,7 +49,7 @@ REGION: dict[str, Any] = {
         "casual": {"per_minute": 0.01},
         "action": {"per_minute": 0.02, "per_kbps_minute": 0.0001},
     },
-    "policy": {"confirm_timeout_s": 32, "lease_slack_s": 32},
+    "policy": {"confirm_timeout_s": 32, "lease_slack_s": 32, "token": "policy-test-token-0123456789"},
 }
 
 

@@ -105,6 +105,8 @@ _DELETE = object()
         ("tariff.action", {"per_hour": 1}, "tariff.action.per_hour", "unknown key"),
         ("policy.url", "https://x", "policy.url", "http://"),
         ("policy.listen", "nowhere", "policy.listen", "host:port"),
+        ("policy.token", "short", "policy.token", "16 to 512 printable"),
+        ("policy.token", "has a space in the middle", "policy.token", "without spaces"),
         ("policy.timeout_s", 0, "policy.timeout_s", "> 0"),
         ("policy.default_class", "ranked", "policy.default_class", "not a configured class"),
         ("policy.min_expires_s", 120, "policy.default_expires_s", "between"),
@@ -124,6 +126,15 @@ def test_policy_url_and_listen(parse: Any) -> None:
     cfg = parse(_set("policy.url", "http://127.0.0.1:7080/"))
     assert cfg.settings.url == "http://127.0.0.1:7080"
     assert cfg.settings.listen_host_port == ("127.0.0.1", 7080)
+    assert cfg.settings.token == "policy-test-token-0123456789"
+
+
+def test_policy_url_needs_the_token(region_doc: dict[str, Any]) -> None:
+    region_doc["policy"]["url"] = "http://127.0.0.1:7080"
+    del region_doc["policy"]["token"]
+    with pytest.raises(ConfigError) as info:
+        PolicyConfig.from_mapping(region_doc)
+    assert info.value.key == "policy.token" and "required with policy.url" in info.value.message
 
 
 def test_default_class_from_policy_table_wins(parse: Any) -> None:

@@ -43,11 +43,16 @@ def make_policy(config: PolicyConfig, tmp_path: Path) -> PolicyServer:
                         store=SqliteReservationStore(conn), billing=SqliteBillingStore(conn, config.tariff))
 
 
+TOKEN = "policy-test-token-0123456789"
+AUTH = f"Authorization: Bearer {TOKEN}\r\n"
+
+
 async def with_service(policy: PolicyServer, body: Callable[[PolicyHttpClient, tuple[str, int]], Awaitable[T]]) -> T:
-    service = PolicyHttpService(policy)
+    service = PolicyHttpService(policy, token=TOKEN)
     host, port = await service.start("127.0.0.1", 0)
     try:
-        return await body(PolicyHttpClient(f"http://{host}:{port}", timeout_s=5.0), (host, port))
+        async with PolicyHttpClient(f"http://{host}:{port}", token=TOKEN, timeout_s=5.0) as client:
+            return await body(client, (host, port))
     finally:
         await service.close()
 
@@ -83,18 +88,21 @@ def test_operations_over_http(config: PolicyConfig, tmp_path: Path, req: Callabl
 
 
 async def raw(addr: tuple[str, int], data: bytes) -> tuple[int, Any]:
+    """One raw request; the answer's status and its JSON body (or its text when the framework answered)."""
     reader, writer = await asyncio.open_connection(*addr)
     writer.write(data)
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
-    payload = json.loads(await reader.readexactly(length))
+    body = await reader.readexactly(length)
     writer.close()
-    return status, payload
+    if b"application/json" in head:
+        return status, json.loads(body)
+    return status, {"detail": body.decode()}
 
 
-def post(path: str, body: bytes, extra: str = "") -> bytes:
+def post(path: str, body: bytes, extra: str = AUTH) -> bytes:
     return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
@@ -109,12 +117,17 @@ def post(path: str, body: bytes, extra: str = "") -> bytes:
               b' "remoteTag": "b", "player": "p"}}'), 400, "op must be"),
         (post("/registrations/expired", b'{"player": 7}'), 400, "player"),
         (post("/nowhere", b"{}"), 404, "no resource"),
-        (b"GET /app-sessions HTTP/1.1\r\nHost: x\r\n\r\n", 405, "use POST"),
-        (b"POST /app-sessions HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length"),
-        (b"POST /app-sessions HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413, "exceeds"),
-        (b"POST /app-sessions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501, "chunked"),
-        (b"HELLO\r\n\r\n", 400, "request line"),
-        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", 431, "exceeds"),
+        (f"GET /app-sessions HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode(), 405, "use POST"),
+        (f"POST /app-sessions HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode(), 400, "JSON object"),
+        (f"POST /app-sessions HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: 99999999\r\n\r\n".encode(), 413,
+         "exceeds"),
+        (f"POST /app-sessions HTTP/1.1\r\nHost: x\r\n{AUTH}Transfer-Encoding: chunked\r\n\r\n"
+         "3\r\n{no\r\n0\r\n\r\n".encode(), 400, "not JSON"),
+        (b"HELLO\r\n\r\n", 400, "Invalid method"),
+        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", 400, "more than 8190 bytes"),
+        (post("/app-sessions", b"{}", extra=""), 401, "bearer token required"),
+        (post("/app-sessions", b"{}", extra="Authorization: Bearer wrong-token-0123456789\r\n"), 401, "bearer"),
+        (b"GET /sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTpi\r\n\r\n", 401, "bearer"),
     ],
 )
 def test_bad_http_requests_get_clear_errors(
@@ -157,7 +170,7 @@ def test_slow_policy_counts_as_failure(req: Callable[..., AppSession]) -> None:
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        client = PolicyHttpClient(f"http://127.0.0.1:{port}", timeout_s=0.2)
+        client = PolicyHttpClient(f"http://127.0.0.1:{port}", token=TOKEN, timeout_s=0.2)
         try:
             decision = await client.final(req(1))
             try:
@@ -167,6 +180,7 @@ def test_slow_policy_counts_as_failure(req: Callable[..., AppSession]) -> None:
             except PolicyUnavailable as exc:
                 error = exc
         finally:
+            await client.close()
             hold.set()
             server.close()
             await server.wait_closed()
@@ -186,7 +200,8 @@ def test_unreachable_policy_counts_as_failure(req: Callable[..., AppSession]) ->
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        return await PolicyHttpClient(f"http://127.0.0.1:{port}", timeout_s=1.0).preliminary(req(1))
+        async with PolicyHttpClient(f"http://127.0.0.1:{port}", token=TOKEN, timeout_s=1.0) as client:
+            return await client.preliminary(req(1))
 
     decision = run(body())
     assert isinstance(decision, Deny) and decision.resource is Resource.POLICY
@@ -226,6 +241,7 @@ def test_standalone_process_and_open_policy(
         remote = open_policy(PolicyConfig.from_mapping(region_doc), tmp_path / "unused.sqlite")
         assert isinstance(remote, PolicyHttpClient)
         grant = await remote.final(req(1))
+        await remote.close()
         del region_doc["policy"]["url"]
         embedded = open_policy(PolicyConfig.from_mapping(region_doc), tmp_path / "sip.sqlite")
         assert isinstance(embedded, EmbeddedPolicy)
@@ -256,7 +272,7 @@ class ThreadedService:
 
         async def start() -> tuple[PolicyServer, tuple[str, int]]:
             policy = make()  # SQLite connections belong to the thread that opens them
-            self.service = PolicyHttpService(policy)
+            self.service = PolicyHttpService(policy, token=TOKEN)
             return policy, await self.service.start("127.0.0.1", 0)
 
         self.policy, self.address = asyncio.run_coroutine_threadsafe(start(), self.loop).result(5)
@@ -276,7 +292,7 @@ def test_blocking_client_for_the_sans_io_hooks(
     threaded = ThreadedService(lambda: make_policy(config, tmp_path))
     policy = threaded.policy
     try:
-        client = BlockingPolicyClient(f"http://127.0.0.1:{threaded.address[1]}", timeout_s=5.0)
+        client = BlockingPolicyClient(f"http://127.0.0.1:{threaded.address[1]}", token=TOKEN, timeout_s=5.0)
         assert isinstance(client.preliminary(req(1), 0.0), Grant)
         grant = client.final(req(1), 0.0)
         assert isinstance(grant, Grant) and grant.token
@@ -317,3 +333,86 @@ def test_policy_process_main_reports_a_busy_port(region_doc: dict[str, Any], tmp
     finally:
         busy.close()
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_idle_connections_do_not_make_the_policy_process_unreachable(tmp_path: Path) -> None:
+    """1,100 idle connections to a policy process with the usual 1024 file descriptors: it still answers."""
+    import resource
+    import socket
+    import subprocess
+    import sys
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    text = (examples / "eu.toml").read_text(encoding="utf-8")
+    text = text.replace('database = "eu.sqlite3"', f'database = "{tmp_path / "eu.sqlite3"}"')
+    text += f'\n[policy]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
+    region = tmp_path / "eu.toml"
+    region.write_text(text, encoding="utf-8")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 3000:
+        pytest.skip(f"this test opens 1,100 connections; the hard file limit is {hard}")
+
+    # The policy process gets what a stock system gives: 1024 open files.
+    launcher = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, "
+                f"{hard})); sys.argv = ['server', 'policy', '--config', sys.argv[1]]; "
+                "runpy.run_module('server', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, str(region)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "policy server for eu listening on ..."
+        assert "listening on" in line, line
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft < 1400:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+
+        async def attack_then_ask() -> tuple[int, object, int]:
+            idle: list[asyncio.StreamWriter] = []
+            gate = asyncio.Semaphore(64)
+
+            async def connect() -> None:
+                async with gate:  # a bounded number of handshakes at once, each bounded in time
+                    try:
+                        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 3.0)
+                    except (OSError, TimeoutError):
+                        return  # the backlog is full: this one did not get in
+                    idle.append(writer)
+
+            await asyncio.gather(*(connect() for _ in range(1100)))
+            try:
+                async with PolicyHttpClient(f"http://127.0.0.1:{port}", token=TOKEN, timeout_s=10.0) as client:
+                    sessions = await client.sessions()
+                async with PolicyHttpClient(f"http://127.0.0.1:{port}", token="wrong-token-0123456789",
+                                            timeout_s=10.0) as intruder:
+                    try:
+                        await intruder.sessions()
+                        refused = 0
+                    except PolicyUnavailable as exc:
+                        refused = 401 if "HTTP 401" in str(exc) else -1
+            finally:
+                for writer in idle:
+                    writer.close()
+            return len(idle), sessions.get("networks"), refused
+
+        connected, networks, refused = asyncio.run(attack_then_ask())
+        assert connected == 1100  # every one got in: the oldest idle ones were closed to make room
+        assert isinstance(networks, list) and networks and refused == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_policy_process_refuses_to_run_without_a_token(region_doc: dict[str, Any], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from server.policy.http import main
+
+    del region_doc["policy"]["token"]
+    server_config = SimpleNamespace(name="eu", database=tmp_path / "eu.sqlite3")
+    assert main(server_config, PolicyConfig.from_mapping(region_doc)) == 2
+    assert "[policy] token is required" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from server.policy.runner import make_policy_hooks
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DOMAINS = {"eu": "eu.gamesdk.test", "na": "na.gamesdk.test"}
 USERS = {"eu": ("alice", "alice-pw"), "na": ("bob", "bob-pw")}
+POLICY_TOKEN = "policy-test-token-0123456789"
 
 
 def region_config(region: str, tmp: Path, network_changes: dict[str, Any] | None = None) -> ServerConfig:
@@ -78,7 +79,8 @@ def run(tmp_path: Path, scenario: Scenario, eu_net: dict[str, Any] | None = None
         for region, changes in (("eu", eu_net), ("na", na_net)):
             config = region_config(region, tmp_path, changes)
             if region == "eu" and eu_policy_url is not None:
-                config = dataclasses.replace(config, policy_raw={"url": eu_policy_url, "timeout_s": 2.0})
+                config = dataclasses.replace(config, policy_raw={"url": eu_policy_url, "timeout_s": 2.0,
+                                                                 "token": POLICY_TOKEN})
             servers[region] = EmbeddedServer(config, port=0, hooks_factory=hooks_for(config))
         for server in servers.values():
             await server.start()
@@ -256,7 +258,7 @@ def test_separate_policy_process_over_http(tmp_path: Path) -> None:
     async def start_service() -> tuple[PolicyServer, PolicyHttpService, tuple[str, int]]:
         policy = build_policy_server(PolicyConfig.from_mapping(policy_document(eu_config)),
                                      tmp_path / "eu-policy.sqlite3", region="eu")
-        service = PolicyHttpService(policy)
+        service = PolicyHttpService(policy, token=POLICY_TOKEN)
         return policy, service, await service.start("127.0.0.1", 0)
 
     policy, service, address = asyncio.run_coroutine_threadsafe(start_service(), loop).result(5)
