@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 #: ``UserAgent.ringing_delay_s``): matchmade games that accept at once save a relayed response per server.
 RINGING_DELAY_S = 0.02
 
+#: How long ``end()`` waits, by default, for the peer to acknowledge what is queued on the reliable lane
+#: before the BYE (GameNetworkingSockets' linger); it returns at once when nothing is unacknowledged.
+DEFAULT_LINGER_S = 1.0
+
 #: Read size of the SIP socket's transport: the largest UDP payload (65,535 - 8 - 20 bytes).
 SIP_MAX_DATAGRAM = 65_507
 
@@ -83,6 +87,7 @@ class GameSession:
         self.channel = channel
         self._queue: asyncio.Queue[ChannelEvent | SessionEvent] = asyncio.Queue()
         self.ended = asyncio.Event()
+        self._ending = False
 
     def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
         """Send ``data`` on ``lane``; raises ``MessageTooLarge`` when it is too large for the lane."""
@@ -99,8 +104,24 @@ class GameSession:
     async def next_event(self) -> ChannelEvent | SessionEvent:
         return await self._queue.get()
 
-    async def end(self, reason: str | None = None) -> None:
-        """Hang up: BYE to the peer, CLOSE on the channel, ``terminated`` published to our server."""
+    async def end(self, reason: str | None = None, *, linger_s: float = DEFAULT_LINGER_S) -> None:
+        """Hang up: deliver what is queued, CLOSE the channel, BYE to the peer, ``terminated`` to our server.
+
+        Messages sent before ``end()`` reach the peer before its ``SessionEnded``: the channel lingers until
+        the peer acknowledged every reliable message (at most ``linger_s``; 0 closes at once, sending what
+        is queued once), then closes, then the BYE leaves.
+        """
+        if self.ended.is_set() or self._ending:
+            return
+        self._ending = True
+        channel = self.channel
+        channel.close(reason or "session ended", linger_s=linger_s)
+        if not channel.closed.is_set() and linger_s > 0:
+            try:
+                # the channel's own linger timer closes it; the margin only guards against a stuck loop
+                await asyncio.wait_for(channel.closed.wait(), linger_s + 1.0)
+            except TimeoutError:
+                pass
         if not self.ended.is_set():
             self._client._end(self, reason)
 
@@ -433,6 +454,7 @@ class GameClient:
                 self._ended_early[event.call_id] = event
             else:
                 if event.by_peer:
+                    session.channel.drain()  # what the peer sent before its BYE comes before the end
                     session.channel.close(event.reason)
                 session.ended.set()
                 session._deliver(event)

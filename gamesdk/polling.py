@@ -35,16 +35,28 @@ log = logging.getLogger(__name__)
 #: Read at most this many datagrams per poll, so one flooded socket cannot stall a frame.
 MAX_READS_PER_POLL = 256
 
+#: How long ``end()`` lingers by default for the peer to acknowledge the reliable lane before the BYE.
+DEFAULT_LINGER_S = 1.0
+
 
 class PollingSession:
-    """An established session for game loops: ``poll(now)`` returns channel events; ``send``; ``end``."""
+    """An established session for game loops: ``poll(now)`` returns channel events; ``send``; ``end``.
+
+    Each frame: ``client.poll(now)``, then ``session.poll(now)`` for each session, then the game's update
+    with its ``send()`` calls, then ``session.flush(now)`` with a fresh ``now`` so the frame's messages leave
+    together.
+    """
 
     def __init__(self, client: PollingClient, agreement: Agreement, channel: PollChannel) -> None:
         self._client = client
         self.agreement = agreement
         self.call_id = agreement.call_id
         self.channel = channel
+        #: True once the BYE was sent or received (the channel is closed then too).
         self.ended = False
+        #: Channel events read on the session's behalf (at the peer's BYE, while lingering), handed out by
+        #: the next ``poll``.
+        self._pending: list[ChannelEvent] = []
 
     def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
         self.channel.send(lane, data)
@@ -53,25 +65,43 @@ class PollingSession:
         self.channel.send(lane, pack_message(obj))
 
     def flush(self, now: float) -> None:
+        """Send what this frame queued now instead of at the next ``poll``."""
         self.channel.flush(now)
 
     def poll(self, now: float) -> list[ChannelEvent]:
-        """Receive, run timers, send; returns the channel events (oldest first)."""
+        """Receive, run timers, send; returns the channel events (oldest first).
+
+        After the session ended it returns what was still received before the end, then nothing.
+        """
+        events = self._pending
+        self._pending = []
         if self.ended:
-            return []
-        events = self.channel.poll(now)
+            return events
+        events += self.channel.poll(now)
         for event in events:
             if isinstance(event, Disconnected):
-                self._client._end(self, now, f"channel lost: {event.reason}")
+                self._client._end(self, now, f"channel lost: {event.reason}", 0.0)
+        if self.closing and not self.channel.channel.is_open:
+            self._client._bye(self, now)
         return events
+
+    @property
+    def closing(self) -> bool:
+        """True while ``end()`` lingers for the peer's acknowledgements (the BYE follows)."""
+        return self._client._lingering.get(self.call_id) is self
 
     @property
     def stats(self) -> ChannelStats:
         return self.channel.stats
 
-    def end(self, now: float, reason: str | None = None) -> None:
-        """Hang up (BYE to the peer, CLOSE on the channel)."""
-        self._client._end(self, now, reason)
+    def end(self, now: float, reason: str | None = None, *, linger_s: float = DEFAULT_LINGER_S) -> None:
+        """Hang up: deliver what is queued, CLOSE the channel, then BYE to the peer.
+
+        The channel first lingers until the peer acknowledged every reliable message (at most ``linger_s``;
+        0 closes at once); keep calling ``client.poll(now)`` (it drives a lingering session) and the BYE
+        leaves when the channel has closed; ``SessionEnded`` then comes out of ``client.poll``.
+        """
+        self._client._end(self, now, reason, linger_s)
 
 
 class PollingClient:
@@ -96,6 +126,9 @@ class PollingClient:
         self._simulator = simulator
         #: Established sessions by Call-ID.
         self.sessions: dict[str, PollingSession] = {}
+        #: Sessions whose ``end()`` lingers for the peer's acks; the BYE reasons they will send.
+        self._lingering: dict[str, PollingSession] = {}
+        self._bye_reasons: dict[str, str | None] = {}
 
     @property
     def agent(self) -> UserAgent:
@@ -153,6 +186,10 @@ class PollingClient:
         """Receive SIP datagrams, run due timers, send; return signalling events (oldest first)."""
         agent = self._core.agent
         sock = self._core.sock
+        for lingering in list(self._lingering.values()):
+            lingering._pending += lingering.channel.poll(now)
+            if not lingering.channel.channel.is_open:
+                self._bye(lingering, now)
         for _ in range(MAX_READS_PER_POLL):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -172,10 +209,13 @@ class PollingClient:
                 self._open(event, now)
             elif isinstance(event, SessionEnded):
                 session = self.sessions.pop(event.call_id, None)
-                if session is not None:
+                self._lingering.pop(event.call_id, None)
+                if session is not None and not session.ended:
                     session.ended = True
                     if event.by_peer:
-                        session.channel.close(now, event.reason)
+                        # what the peer sent before its BYE is read first, and handed out before the end
+                        session._pending += session.channel.poll(now)
+                        session._pending += session.channel.close(now, event.reason)
             out.append(event)
         self._transmit()
         return out
@@ -190,12 +230,25 @@ class PollingClient:
         )
         self.sessions[event.call_id] = PollingSession(self, event.agreement, poll_channel)
 
-    def _end(self, session: PollingSession, now: float, reason: str | None) -> None:
+    def _end(self, session: PollingSession, now: float, reason: str | None, linger_s: float) -> None:
+        if session.ended or session.call_id in self._lingering:
+            return
+        session._pending += session.channel.close(now, reason or "session ended", linger_s=linger_s)
+        if session.channel.channel.is_open:
+            self._lingering[session.call_id] = session  # poll() sends the BYE once the channel closed
+            self._bye_reasons[session.call_id] = reason
+            return
+        self._bye_reasons[session.call_id] = reason
+        self._bye(session, now)
+
+    def _bye(self, session: PollingSession, now: float) -> None:
         if session.ended:
             return
         session.ended = True
-        session.channel.close(now, reason or "session ended")
+        self._lingering.pop(session.call_id, None)
+        reason = self._bye_reasons.pop(session.call_id, None)
         self.sessions.pop(session.call_id, None)
+        session._pending += session.channel.close(now, reason or "session ended")
         try:
             self._core.agent.end(session.call_id, now, reason=reason)
         except LocalProtocolError:
@@ -218,5 +271,6 @@ class PollingClient:
         """End sessions and release the sockets (does not wait for answers)."""
         t = time.monotonic() if now is None else now
         for session in list(self.sessions.values()):
-            self._end(session, t, "client closed")
+            self._end(session, t, "client closed", 0.0)
+            self._bye(session, t)
         self._core.close()

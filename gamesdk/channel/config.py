@@ -67,6 +67,15 @@ class ChannelConfig:
     #: Resend timer before the first RTT sample (yojimbo's fixed resend time) and its floor.
     initial_rto_s: float = 0.1
     min_rto_s: float = 0.02
+    #: Ceiling of the resend timer after exponential back-off (each timeout in a row doubles it; an ack
+    #: resets it). While ``Interrupted`` nothing is resent at all, only keepalives probe.
+    max_rto_s: float = 2.0
+    #: Pace everything sent to this rate, kbit/s (the SDK sets the peer's ``b=AS``, the rate its region
+    #: reserved); ``None``: unpaced. The rate never grows above it; see ``pacing_burst_s``.
+    send_kbps: float | None = None
+    #: Token-bucket depth in seconds of ``send_kbps`` (at least two full datagrams): what may leave at once
+    #: after a quiet spell.
+    pacing_burst_s: float = 0.1
     #: Reliable fragments in flight at once: bounds bursts to what a default Linux socket buffer holds.
     max_inflight_fragments: int = 64
     #: Failed authentications from the peer's address, before any success, that prove a key mismatch.
@@ -93,6 +102,10 @@ class ChannelConfig:
             raise LocalProtocolError("disconnected_s must be positive or None")
         if not 1 <= self.max_inflight_fragments <= 512:
             raise LocalProtocolError("max_inflight_fragments must be 1..512")
+        if self.send_kbps is not None and not self.send_kbps > 0:
+            raise LocalProtocolError(f"send_kbps must be positive or None, got {self.send_kbps}")
+        if self.pacing_burst_s <= 0 or self.max_rto_s <= 0:
+            raise LocalProtocolError("pacing_burst_s and max_rto_s must be positive")
         if self.close_copies < 1 or self.confirm_failures < 1 or self.ack_every_packets < 1:
             raise LocalProtocolError("close_copies, confirm_failures and ack_every_packets must be >= 1")
 

@@ -29,6 +29,7 @@ from gamesdk.channel.events import (
 )
 from gamesdk.channel.events import message_received as _message
 from gamesdk.channel.lanes import OutgoingLanes
+from gamesdk.channel.pacing import TokenBucket
 from gamesdk.channel.qos_monitor import IntervalMeter, QosMonitor
 from gamesdk.channel.recovery import ACK_DELAY_MAX, ACK_DELAY_UNIT_S, MAX_SENT_RECORDS, Recovery
 from gamesdk.channel.reliability import (
@@ -131,6 +132,20 @@ class Channel:
         self._slices_out = lanes.slices
         self._reliable_out = lanes.reliable
         self._recovery = Recovery(cfg, self._reliable_out)
+        #: The token bucket at the negotiated rate (None: unpaced) and the rate it was configured with.
+        self._pacer: TokenBucket | None = None
+        self._full_rate = 0.0
+        if cfg.send_kbps is not None:
+            self._full_rate = cfg.send_kbps * 125.0  # kbit/s -> bytes/s
+            burst = max(2 * cfg.max_datagram_bytes, self._full_rate * cfg.pacing_burst_s)
+            self._pacer = TokenBucket(self._full_rate, burst, now)
+        #: When held-back data may leave (the pacer's balance is positive again), None when nothing waits.
+        self._paced_at: float | None = None
+        #: Times data waited for the pacer.
+        self.paced_holds = 0
+        #: A lingering close: the reason, and when it gives up waiting for acks.
+        self._closing: str | None = None
+        self._linger_until = 0.0
         self._sent = self._recovery.sent
         self._last_send = now - cfg.keepalive_s  # first packet (CONFIRM) is due at once
 
@@ -191,17 +206,44 @@ class Channel:
         """
         if not self._alive:
             raise LocalProtocolError(f"cannot send on a {self.state.value} channel")
+        if self._closing is not None:
+            raise LocalProtocolError("cannot send on a closing channel (close() is waiting for acks)")
         self._lanes.push(lane, data)
 
-    def close(self, reason: str = "closed by application") -> None:
-        """Send CLOSE ``close_copies`` times and close. Emits ``ChannelClosed(by_peer=False)``."""
-        if not self._alive:
+    def close(self, reason: str = "closed by application", *, now: float | None = None, linger_s: float = 0.0) -> None:
+        """Close: send what is queued, then CLOSE ``close_copies`` times. Emits ``ChannelClosed(by_peer=False)``.
+
+        With ``linger_s > 0`` (and ``now``) the channel first lingers (GameNetworkingSockets' linger mode):
+        it refuses new messages, keeps receiving, and keeps sending until every queued reliable message is
+        acknowledged or ``linger_s`` has passed; then the CLOSE leaves with ``datagrams_to_send()``.
+        Without ``now`` queued messages still leave, stamped with the last send time.
+        """
+        if not self._alive or self._closing is not None:
             return
+        if linger_s > 0 and now is not None and (self._reliable_out.busy or self._has_queued()):
+            self._closing = reason
+            self._linger_until = now + linger_s
+            return
+        self._finish_close(reason, self._last_send if now is None else now)
+
+    def _has_queued(self) -> bool:
+        return bool(self._unreliable_out or self._sequenced_out or self._slices_out)
+
+    def _finish_close(self, reason: str, now: float) -> None:
+        self._closing = None
+        if self._has_queued() or self._reliable_out.busy:
+            # the queued messages go first, so the peer reads them before the CLOSE
+            self._outbox = self.datagrams_to_send(now)
         frame = wire.push_close(reason)
         for _ in range(self.config.close_copies):
-            self._outbox.append(self._build(wire.PacketType.CLOSE, [frame], None, self._largest_recv_time))
+            self._outbox.append(self._build(wire.PacketType.CLOSE, [frame], None, now))
         self.state = ChannelState.CLOSED
         self._events.append(ChannelClosed(by_peer=False, reason=reason))
+
+    @property
+    def closing(self) -> bool:
+        """True while a lingering ``close()`` waits for the peer to acknowledge the reliable lane."""
+        return self._closing is not None
 
     def next_event(self) -> ChannelEvent | None:
         """The oldest undelivered event, or ``None``."""
@@ -383,6 +425,8 @@ class Channel:
         self.packets_out += 1
         self.bytes_out += len(datagram)
         self._last_send = now
+        if self._pacer is not None:
+            self._pacer.charge(len(datagram), now)
         return datagram, self._peer
 
     def _ack_frame(self, now: float) -> bytes:
@@ -402,6 +446,16 @@ class Channel:
         self._outbox = []
         if not self._alive:
             return out
+        if self._closing is not None:
+            self._packets(now, out)
+            if not self._reliable_out.busy or now >= self._linger_until:
+                self._finish_close(self._closing, now)
+                out.extend(self._outbox)
+                self._outbox = []
+            return out
+        return self._packets(now, out)
+
+    def _packets(self, now: float, out: list[tuple[bytes, Address]]) -> list[tuple[bytes, Address]]:
         # fast path: nothing queued, nothing to resend, no ack or keepalive due (most calls in a game loop)
         reliable = self._reliable_out
         if (
@@ -421,7 +475,16 @@ class Channel:
         ):
             return out
         budget = self._budget
-        rto = self._recovery.rto() if reliable.busy else 0.0
+        # Interrupted: the peer is silent, so resending into the void only adds load; keepalives probe
+        resending = reliable.busy and not self._interrupted
+        rto = self._recovery.rto() if resending else 0.0
+        timed_out = False
+        if resending:
+            oldest = reliable.next_timer(rto)
+            timed_out = oldest is not None and now >= oldest
+        pacer = self._pacer
+        was_held = self._paced_at is not None
+        self._paced_at = None
         unreliable = self._unreliable_out
         sequenced = self._sequenced_out
         slices = self._slices_out
@@ -438,7 +501,15 @@ class Channel:
                 size += len(self._confirm_frame)
                 ptype = wire.PacketType.CONFIRM
             frags: list[Fragment] | None = None
-            if reliable.busy:
+            if pacer is not None and not pacer.may_send(now):
+                # over the negotiated rate: data waits (counted once per hold), acks and keepalives still go
+                if self._paced_at is None and not was_held:
+                    self.paced_holds += 1
+                self._paced_at = pacer.ready_at(now)
+                sending = False
+            else:
+                sending = True
+            if sending and resending:
                 due = reliable.due(now, rto)
                 for frag in due:
                     frame_size = wire.RELIABLE_FRAME_OVERHEAD + len(frag.data)
@@ -453,7 +524,7 @@ class Channel:
                     frags.append(frag)
                 due.close()  # type: ignore[attr-defined]  # a generator: release it now
                 must_send = frags is not None
-            while sequenced:
+            while sending and sequenced:
                 seq, data = sequenced[0]
                 frame_size = wire.SEQUENCED_FRAME_OVERHEAD + len(data)
                 if size + frame_size > budget:
@@ -462,7 +533,7 @@ class Channel:
                 frames.append(wire.push_sequenced(seq, data))
                 size += frame_size
                 must_send = True
-            while unreliable:
+            while sending and unreliable:
                 data = unreliable[0]
                 frame_size = 3 + len(data)  # wire.push_unreliable inlined (per-packet path)
                 if size + frame_size > budget:
@@ -472,7 +543,7 @@ class Channel:
                 frames.append(data)
                 size += frame_size
                 must_send = True
-            while slices:
+            while sending and slices:
                 frame = slices[0]
                 if size + len(frame) > budget:
                     break
@@ -499,6 +570,8 @@ class Channel:
             # in this packet, none are due)
             if not must_send or not (unreliable or sequenced or slices or frags is not None):
                 break
+        if timed_out:
+            self._recovery.on_timeout()  # exponential back-off of the resend timer (RFC 9002 6.2.1)
         return out
 
     # ------------------------------------------------------------------ timers
@@ -516,10 +589,14 @@ class Channel:
         if cfg.disconnected_s is not None:
             timer = min(timer, self._last_recv + cfg.disconnected_s)
         timer = min(timer, self._meter.next_tick)
-        if self._reliable_out.busy:
+        if self._reliable_out.busy and not self._interrupted:
             resend = self._reliable_out.next_timer(self._recovery.rto())
             if resend is not None and resend < timer:
                 timer = resend
+        if self._paced_at is not None and self._paced_at < timer:
+            timer = self._paced_at
+        if self._closing is not None and self._linger_until < timer:
+            timer = self._linger_until
         return timer
 
     def handle_timer(self, now: float) -> None:
@@ -555,6 +632,15 @@ class Channel:
                 self._replay.highest, self._recovery.lost, self._recovery.acked,
             ),
         )  # fmt: skip
+        pacer = self._pacer
+        if pacer is not None:
+            # Congestion response: the rate never grows above the reservation; loss above the negotiated bound
+            # (1 % without one) halves it, down to a quarter, and each clean interval gives back an eighth.
+            bound = (self.config.max_loss_ppm or 10_000) / 1e6
+            if meter.loss_out > bound:
+                pacer.rate = max(pacer.rate / 2, self._full_rate / 4)
+            elif pacer.rate < self._full_rate:
+                pacer.rate = min(self._full_rate, pacer.rate + self._full_rate / 8)
         if self._state is ChannelState.ESTABLISHED and not self._interrupted:
             rtt = self._rtt
             measured = {
@@ -599,4 +685,8 @@ class Channel:
             stale_dropped=self._sequenced_in.stale,
             partial_messages_dropped=self._assembler.dropped,
             qos_violations=self._qos.violations,
+            send_limit_kbps=None if self._pacer is None else self._pacer.rate / 125.0,
+            paced_holds=self.paced_holds,
+            queued_bytes=self._lanes.queued_bytes(),
+            rto_backoff=self._recovery.backoff,
         )

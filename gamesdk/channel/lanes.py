@@ -47,7 +47,12 @@ class OutgoingLanes:
         self._unreliable_slice_seq = 0
 
     def push(self, lane: Lane | int, data: bytes) -> None:
-        """Queue one message; raises ``MessageTooLarge`` or ``LocalProtocolError`` (unknown lane)."""
+        """Queue one message; raises ``MessageTooLarge``, ``LocalProtocolError`` (unknown lane) or ``TypeError``."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"send() takes bytes, got {type(data).__name__}: encode it first (text.encode()) or use "
+                "send_message(obj) for msgpack-encoded game messages"
+            )
         size = len(data)
         if lane == _UNRELIABLE or lane == _SEQUENCED:
             if size > self.unfragmented_bytes:
@@ -66,6 +71,15 @@ class OutgoingLanes:
             self.reliable.push(bytes(data))
         else:
             raise LocalProtocolError(f"unknown lane {lane!r}; use gamesdk.channel.Lane")
+
+    def queued_bytes(self) -> int:
+        """Bytes queued on every lane and not yet sent (reliable: not yet sent once)."""
+        return (
+            sum(len(d) for d in self.unreliable)
+            + sum(len(d) for _, d in self.sequenced)
+            + sum(len(f) for f in self.slices)
+            + self.reliable.unsent_bytes()
+        )
 
     def _push_slices(self, lane: Lane | int, data: bytes) -> None:
         size = len(data)

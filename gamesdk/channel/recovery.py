@@ -32,7 +32,7 @@ SentRecord = tuple[float, int, list[Fragment] | None]
 class Recovery:
     """Sent-packet records, ACK processing, loss detection and the RTT estimate."""
 
-    __slots__ = ("acked", "config", "largest_acked", "lost", "reliable", "rtt", "sent")
+    __slots__ = ("acked", "backoff", "config", "largest_acked", "lost", "reliable", "rtt", "sent")
 
     def __init__(self, config: ChannelConfig, reliable: ReliableSender) -> None:
         self.config = config
@@ -44,6 +44,8 @@ class Recovery:
         self.acked = 0
         self.lost = 0
         self.rtt = RttEstimator()
+        #: Resend timeouts in a row without an ack in between; each doubles the resend timer.
+        self.backoff = 0
 
     def trim(self) -> None:
         """Called when ``sent`` outgrew ``MAX_SENT_RECORDS``: drop the oldest half in one scan."""
@@ -53,11 +55,22 @@ class Recovery:
         self.lost += MAX_SENT_RECORDS // 2
 
     def rto(self) -> float:
-        """Resend timer for reliable fragments: RFC 9002 §6.2.1 PTO without backoff, with a floor."""
+        """Resend timer for reliable fragments: RFC 9002 §6.2.1 PTO with a floor, doubled per timeout in a
+        row (exponential back-off), capped at ``max_rto_s``."""
         rtt = self.rtt
+        cfg = self.config
         if rtt.smoothed is None:
-            return self.config.initial_rto_s
-        return max(rtt.smoothed + 4 * rtt.var + self.config.max_ack_delay_s, self.config.min_rto_s)
+            base = cfg.initial_rto_s
+        else:
+            base = max(rtt.smoothed + 4 * rtt.var + cfg.max_ack_delay_s, cfg.min_rto_s)
+        if self.backoff:
+            return max(base, min(base * (1 << self.backoff), cfg.max_rto_s))
+        return base
+
+    def on_timeout(self) -> None:
+        """A resend timer fired: back off (the ACK that settles anything resets it)."""
+        if self.backoff < 16:
+            self.backoff += 1
 
     def on_ack_untrusted(self, largest: int, bits: int, delay_units: int, now: float, next_pn: int) -> int:
         """Apply one ACK frame; returns how many packets it newly acknowledged.
@@ -75,6 +88,7 @@ class Recovery:
         if first == largest:
             # the only outstanding packet up to `largest` is `largest` itself (ping-pong, steady streams)
             record = sent.pop(largest)
+            self.backoff = 0
             if record[2] is not None:
                 for frag in record[2]:
                     self.reliable.acked(frag)
@@ -115,6 +129,8 @@ class Recovery:
             del sent[pn]
         self.acked += newly_acked
         self.lost += lost
+        if newly_acked:
+            self.backoff = 0
         if largest > self.largest_acked:
             self.largest_acked = largest
             if largest_record is not None and delay_units < ACK_DELAY_MAX:

@@ -75,6 +75,9 @@ class ReliableSender:
         self.pending_bytes += len(data)
         self.pending_messages += 1
 
+    def unsent_bytes(self) -> int:
+        return sum(len(frag.data) for frag in self._unsent)
+
     def due(self, now: float, rto: float) -> Iterator[Fragment]:
         """Fragments to put into the packet being built: lost or timed-out ones first, then new ones."""
         for frag in list(self._inflight.values()):

@@ -48,6 +48,14 @@ class ChannelStats:
     partial_messages_dropped: int
     #: Measures currently reported by ``QosViolation`` (empty while within the negotiated `gsdk-qos`).
     qos_violations: tuple[str, ...] = ()
+    #: The pacing rate now, kbit/s (``None``: unpaced); below the negotiated rate while loss is high.
+    send_limit_kbps: float | None = None
+    #: Times queued data had to wait for the pacer (the negotiated rate was used up).
+    paced_holds: int = 0
+    #: Bytes queued for sending (all lanes) that have not left yet.
+    queued_bytes: int = 0
+    #: Resend timeouts in a row (each doubles the resend timer; 0 while acks arrive).
+    rto_backoff: int = 0
 
 
 class RttEstimator:

@@ -104,15 +104,33 @@ class AsyncChannel(asyncio.DatagramProtocol):
         """Wait for the next event (only when no ``on_event`` callback was given)."""
         return await self._queue.get()
 
-    def close(self, reason: str = "closed by application") -> None:
-        """Send CLOSE redundantly and close the transport."""
-        self.channel.close(reason)
-        self._process(self._loop.time())
-        if self.outbound is not None and self._transport is not None:
+    def close(self, reason: str = "closed by application", *, linger_s: float = 0.0) -> None:
+        """Send what is queued, then CLOSE redundantly, and close the transport.
+
+        With ``linger_s > 0`` the channel first waits (at most that long) until the peer acknowledged every
+        reliable message; ``await closed.wait()`` to know when the CLOSE has left.
+        """
+        now = self._loop.time()
+        self.channel.close(reason, now=now, linger_s=linger_s)
+        self._process(now)
+        if not self.channel.is_open:
+            self._shut()
+
+    def drain(self) -> None:
+        """Read what already waits in the socket (before a close the signalling decided on)."""
+        transport = self._transport
+        if isinstance(transport, _ReaderTransport):
+            transport.read_ready()
+
+    def _shut(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self.outbound is not None:
+            # a simulated link would hold the CLOSE copies back; send them now, the socket is going away
             for data, addr in self.outbound.due(float("inf")):
-                self._transport.sendto(data, addr)
-        if self._transport is not None:
-            self._transport.close()
+                transport.sendto(data, addr)
+        transport.close()
 
     # -- the driver loop: feed, drain events, transmit, re-arm
 
@@ -144,7 +162,7 @@ class AsyncChannel(asyncio.DatagramProtocol):
             else:
                 self._queue.put_nowait(event)
         if ended and transport is not None and not channel.is_open:
-            transport.close()
+            self._shut()
             return
         self._arm(channel.get_timer())
 
@@ -188,9 +206,9 @@ class _ReaderTransport:
         self._closing = False
         self.max_size = TRANSPORT_MAX_SIZE
         sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._read_ready)  # NotImplementedError on the proactor loop
+        loop.add_reader(sock.fileno(), self.read_ready)  # NotImplementedError on the proactor loop
 
-    def _read_ready(self) -> None:
+    def read_ready(self) -> None:
         recvfrom, protocol = self._sock.recvfrom, self._protocol
         for _ in range(self.BURST):
             if self._closing:

@@ -62,6 +62,8 @@ class PollChannel:
         self.inbound = inbound
         self._recvfrom = sock.recvfrom
         self._sendto = sock.sendto
+        self._sock_closed = False
+        self._lingering = False
 
     @classmethod
     def open(
@@ -97,6 +99,8 @@ class PollChannel:
     def poll(self, now: float) -> list[ChannelEvent]:
         """Receive what is waiting, run due timers, send what is due; return the events, oldest first."""
         channel = self.channel
+        if self._sock_closed:
+            return channel.events()
         recvfrom = self._recvfrom
         inbound = self.inbound
         for _ in range(MAX_READS_PER_POLL):
@@ -117,6 +121,8 @@ class PollChannel:
         if timer is not None and timer <= now:
             channel.handle_timer(now)
         self.flush(now)
+        if self._lingering and not channel.is_open:
+            self._shut()  # the lingering close() finished: the socket goes as close() promised
         return channel.events()
 
     def send(self, lane: Lane | int, data: bytes) -> None:
@@ -125,6 +131,8 @@ class PollChannel:
 
     def flush(self, now: float) -> int:
         """Send everything due now; returns the number of datagrams handed to the socket or simulator."""
+        if self._sock_closed:
+            return 0
         datagrams = self.channel.datagrams_to_send(now)
         self._transmit(datagrams, now)
         if self.outbound is not None:
@@ -161,12 +169,25 @@ class PollChannel:
                 times.append(t)
         return min(times) if times else None
 
-    def close(self, now: float, reason: str = "closed by application") -> list[ChannelEvent]:
-        """Send CLOSE (redundantly), close the socket, and return the last events."""
-        self.channel.close(reason)
+    def close(self, now: float, reason: str = "closed by application", *, linger_s: float = 0.0) -> list[ChannelEvent]:
+        """Send what is queued, then CLOSE (redundantly), close the socket, and return the last events.
+
+        With ``linger_s > 0`` the channel first waits (at most that long) until the peer acknowledged every
+        reliable message: keep calling ``poll(now)``; the socket closes when ``channel.is_open`` turns false.
+        """
+        self.channel.close(reason, now=now, linger_s=linger_s)
         self.flush(now)
+        if self.channel.is_open:
+            self._lingering = True
+        else:
+            self._shut()
+        return self.channel.events()
+
+    def _shut(self) -> None:
+        if self._sock_closed:
+            return
+        self._sock_closed = True
         if self.outbound is not None:
             # a simulated link would hold the CLOSE copies back; send them now, the socket is going away
             self._transmit_simulated(float("inf"))
         self.sock.close()
-        return self.channel.events()

@@ -93,9 +93,14 @@ class PlayerSockets:
 
 
 def channel_config_for(base: ChannelConfig | None, agreement: Agreement) -> ChannelConfig:
-    """The channel watches the negotiated QoS (QosViolation events) unless the application set bounds."""
+    """The channel watches the negotiated QoS (QosViolation events) unless the application set bounds, and
+    paces what it sends to the peer's ``b=AS`` (what the peer's region reserved for its downlink) unless the
+    application set ``send_kbps``."""
     config = base or ChannelConfig()
     if config.max_rtt_ms is None and config.max_jitter_ms is None and config.max_loss_ppm is None:
         qos = agreement.qos
         config = replace(config, max_rtt_ms=qos.latency_ms, max_jitter_ms=qos.jitter_ms, max_loss_ppm=qos.loss_ppm)
+    if config.send_kbps is None:
+        peer_terms = agreement.answer if agreement.is_caller else agreement.offer
+        config = replace(config, send_kbps=float(peer_terms.receive_kbps))
     return config

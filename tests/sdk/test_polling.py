@@ -35,6 +35,7 @@ def test_polling_clients_play_a_session(tmp_path: Path) -> None:
         alice.login(now)
         bob.login(now)
         call_id = None
+        served = False
         received: list[bytes] = []
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:  # the game loop: one poll per frame
@@ -49,8 +50,9 @@ def test_polling_clients_play_a_session(tmp_path: Path) -> None:
                 isinstance(e, Registered) for e in seen["bob"]
             ):
                 call_id = alice.invite("bob@na.gamesdk.test", now, latency_ms=70)
-            if call_id in alice.sessions and call_id in bob.sessions and not received:
+            if call_id in alice.sessions and call_id in bob.sessions and not served:
                 alice.sessions[call_id].send(b"serve", Lane.RELIABLE)
+                served = True
             for session in list(bob.sessions.values()):
                 for ch_event in session.poll(now):
                     if isinstance(ch_event, MessageReceived):
