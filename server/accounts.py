@@ -13,26 +13,12 @@ from pathlib import Path
 
 from gamesdk.errors import GameSdkError
 from gamesdk.sip.digest import compute_ha1
+from server.db import open_region_db
 
 __all__ = ["Account", "AccountError", "AccountStore", "valid_username"]
 
 # The user part of sip:name@domain: keep to characters that need no escaping (RFC 3261 section 25.1 unreserved).
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    name TEXT NOT NULL PRIMARY KEY,
-    realm TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS account_ha1 (
-    name TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
-    algorithm TEXT NOT NULL,
-    ha1 TEXT NOT NULL,
-    PRIMARY KEY (name, algorithm)
-);
-"""
-
 
 class AccountError(GameSdkError):
     """An account operation cannot be done (bad name, duplicate, unknown user, unusable database)."""
@@ -57,14 +43,8 @@ class AccountStore:
         self.path = Path(path)
         self.realm = realm
         self.algorithms = algorithms
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise AccountError(f"cannot open account database {self.path}: {exc}") from None
+        # The tables come from the region schema (server/db.py); a database error propagates as DatabaseError.
+        self._db = open_region_db(self.path, check_same_thread=False)
         self._cache: dict[tuple[str, str], str] = {}
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """``gamesdk-server`` (also ``python -m server``): run a region, check its config, manage players.
 
-``main(argv) -> int`` is testable without a process (hypercorn's ``__main__`` shape). Exit codes: 0 success,
-1 the operation failed (unknown user, duplicate, database), 2 bad usage or bad configuration. Errors are one
-clear line on stderr, never a traceback.
+``main(argv) -> int`` is testable without a process (hypercorn's ``__main__`` shape). Exit codes (docs/server.md):
+0 success, 1 the operation failed (unknown user, duplicate), 2 bad usage or bad configuration, 3 the database
+cannot be used (corrupt, missing directory, newer schema), 4 cannot listen (address in use or not local). Errors
+are one clear line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,16 +20,19 @@ from typing import TYPE_CHECKING, TextIO
 
 from server.accounts import AccountError, AccountStore
 from server.config import ConfigError, ServerConfig, load_config
+from server.db import DatabaseError
 
 if TYPE_CHECKING:
     from server.hooks import PolicyHooks
     from server.node import RegionalServer
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_DATABASE", "EXIT_FAILED", "EXIT_LISTEN", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_DATABASE = 3
+EXIT_LISTEN = 4
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +148,12 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     except AccountError as exc:
         print(f"gamesdk-server: {exc}", file=err)
         return EXIT_FAILED
+    except DatabaseError as exc:
+        print(f"gamesdk-server: {exc}", file=err)
+        return EXIT_DATABASE
+    except sqlite3.DatabaseError as exc:
+        print(f"gamesdk-server: database {config.database}: {exc}", file=err)
+        return EXIT_DATABASE
     except ConfigError as exc:
         print(f"gamesdk-server: bad configuration {args.config}: {exc}", file=err)
         return EXIT_USAGE
@@ -252,7 +263,7 @@ def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO,
                                   policy=policy))
     except OSError as exc:
         print(f"gamesdk-server: cannot listen on {config.listen}: {exc}", file=err)
-        return EXIT_FAILED
+        return EXIT_LISTEN
     except KeyboardInterrupt:
         pass
     finally:

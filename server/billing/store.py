@@ -11,48 +11,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from server.db import migrate
 from server.policy.config import Tariff
 
 from .model import BillingEvent, EventKind, charge_for
 
 __all__ = ["BillingRow", "SqliteBillingStore"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS billing_records (
-    id            INTEGER PRIMARY KEY,
-    call_id       TEXT NOT NULL,
-    from_tag      TEXT NOT NULL,
-    to_tag        TEXT NOT NULL,
-    side          TEXT NOT NULL,
-    region        TEXT NOT NULL,
-    player        TEXT NOT NULL,
-    peer          TEXT NOT NULL,
-    network       TEXT NOT NULL,
-    class         TEXT NOT NULL,
-    format        TEXT NOT NULL,
-    qos           TEXT NOT NULL,
-    uplink_kbps   INTEGER NOT NULL,
-    downlink_kbps INTEGER NOT NULL,
-    token         TEXT NOT NULL,
-    t_2xx         REAL NOT NULL,
-    UNIQUE (call_id, to_tag, side)
-);
-CREATE TABLE IF NOT EXISTS billing_events (
-    seq        INTEGER PRIMARY KEY,
-    record_id  INTEGER NOT NULL REFERENCES billing_records(id),
-    kind       TEXT NOT NULL CHECK (kind IN ('START', 'INTERIM', 'STOP')),
-    time       REAL NOT NULL,
-    charged_s  REAL NOT NULL,
-    charge     REAL NOT NULL,
-    currency   TEXT NOT NULL,
-    end_reason TEXT,
-    sip_reason TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS billing_one_stop ON billing_events(record_id) WHERE kind = 'STOP';
-CREATE UNIQUE INDEX IF NOT EXISTS billing_one_start ON billing_events(record_id) WHERE kind = 'START';
-CREATE INDEX IF NOT EXISTS billing_events_record ON billing_events(record_id);
-"""
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BillingRow:
@@ -109,8 +73,7 @@ class SqliteBillingStore:
     def __init__(self, conn: sqlite3.Connection, tariff: Tariff | None = None) -> None:
         self._conn = conn
         self._tariff = tariff or Tariff()
-        with conn:
-            conn.executescript(_SCHEMA)
+        migrate(conn)  # the tables are part of the region schema (server/db.py)
 
     def append(self, event: BillingEvent) -> None:
         rec = event.record

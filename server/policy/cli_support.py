@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from server.billing.store import BillingRow, read_rows
+from server.db import check_schema
 
 from .codec import capacity_to_json
 from .config import PolicyConfig
@@ -63,7 +64,13 @@ def _connect(db: str | Path | sqlite3.Connection) -> sqlite3.Connection:
     if not path.exists():
         raise FileNotFoundError(f"no region database at {path}")
     # Read-only: a listing must never create or change the operator's database.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        check_schema(conn)  # a newer server's file is refused; a corrupt one is a DatabaseError, not a traceback
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def billing_rows(db: str | Path | sqlite3.Connection, *, limit: int | None = None, open_only: bool = False,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from pathlib import Path
 
 from gamesdk.errors import RemoteProtocolError
+from server.db import migrate, open_region_db
 
 from .codec import reservation_from_json_untrusted, reservation_to_json
 from .model import Reservation, SessionKey
@@ -21,34 +21,6 @@ from .model import Reservation, SessionKey
 __all__ = ["SqliteReservationStore", "open_region_db"]
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS policy_reservations (
-    call_id  TEXT NOT NULL,
-    to_tag   TEXT NOT NULL,
-    side     TEXT NOT NULL,
-    player   TEXT NOT NULL,
-    network  TEXT NOT NULL,
-    state    TEXT NOT NULL,
-    deadline REAL NOT NULL,
-    data     TEXT NOT NULL,          -- reservation_to_json(): everything needed to bill it after a restart
-    PRIMARY KEY (call_id, to_tag, side)
-);
-CREATE INDEX IF NOT EXISTS policy_reservations_player ON policy_reservations(player);
-"""
-
-
-def open_region_db(path: str | Path) -> sqlite3.Connection:
-    """Open (create) the region database with the settings our stores expect.
-
-    WAL lets the CLI (``billing list``, ``sessions``) read while the server writes; ``synchronous=NORMAL`` in WAL
-    mode still never corrupts the file, it may only lose the last transactions on power loss.
-    """
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
-    if str(path) != ":memory:":
-        conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 class SqliteReservationStore:
@@ -59,8 +31,7 @@ class SqliteReservationStore:
         self._conn = conn
         self._read_only = read_only
         if not read_only:
-            with conn:
-                conn.executescript(_SCHEMA)
+            migrate(conn)  # the tables are part of the region schema (server/db.py)
 
     def save(self, reservation: Reservation) -> None:
         key = reservation.key

@@ -17,7 +17,7 @@ import pytest
 from server_kit import EXAMPLES
 
 from gamesdk.sip.digest import compute_ha1
-from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from server.cli import EXIT_FAILED, EXIT_LISTEN, EXIT_OK, EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,4 +138,4 @@ def test_run_reports_a_busy_port(conf: str) -> None:
         port = busy.getsockname()[1]
         Path(conf).write_text(Path(conf).read_text().replace("udp:127.0.0.1:5060", f"udp:127.0.0.1:{port}"))
         code, _, err = run("run", "--config", conf)
-    assert code == EXIT_FAILED and "cannot listen" in err
+    assert code == EXIT_LISTEN and "cannot listen" in err

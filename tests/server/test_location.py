@@ -45,6 +45,7 @@ def test_bindings_expire_in_order_and_refresh() -> None:
 
 
 def test_account_store(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
     store = AccountStore(tmp_path / "sub" / "r.db", "r.test")
     store.add("alice", "pw", now=1.0)
     assert store.exists("alice") and not store.exists("bob")
