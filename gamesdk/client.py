@@ -200,6 +200,7 @@ class GameClient:
         self._core: PlayerSockets | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self._flow_fd: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiters: dict[str, asyncio.Future[SessionEvent]] = {}
         self._login: asyncio.Future[SessionEvent] | None = None
@@ -229,6 +230,9 @@ class GameClient:
             self._loop.call_soon(core.prepare)
             self._transport = transport
             self._core = core
+            if core.flow is not None:
+                core.flow.open()
+                self._watch_flow()
         return self._core
 
     @property
@@ -287,6 +291,10 @@ class GameClient:
             self._timer.cancel()
         if self._transport is not None:
             self._transport.close()
+        if self._flow_fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._flow_fd)
+            self._loop.remove_writer(self._flow_fd)
+            self._flow_fd = None
         if self._core is not None:
             self._core.close()
         for task in self._tasks:
@@ -399,6 +407,39 @@ class GameClient:
         self._pump()
 
     # -- the driver: feed, drain events, transmit, re-arm one timer
+    def _on_flow(self) -> None:
+        """The TLS connection to the server is readable or writable: move its bytes, feed what arrived."""
+        assert self._core is not None and self._loop is not None
+        self._core.receive_flow(self._loop.time())
+        self._pump()
+
+    def _watch_flow(self) -> None:
+        """Keep the loop's reader (and, while records wait, writer) on the flow's current socket."""
+        core, loop = self._core, self._loop
+        if core is None or loop is None or core.flow is None:
+            return
+        flow = core.flow
+        fd = flow.sock.fileno() if flow.sock is not None else None
+        watched = self._flow_fd
+        if watched is not None and watched != fd:
+            # by number: the flow may have closed its socket already
+            loop.remove_reader(watched)
+            loop.remove_writer(watched)
+            self._flow_fd = None
+        if fd is None:
+            login = self._login
+            if flow.error is not None and login is not None and not login.done():
+                # a certificate that does not verify will not verify on a retry: fail the login now
+                login.set_exception(LoginError(503, f"cannot reach the server over TLS: {flow.error}"))
+            return
+        if self._flow_fd is None:
+            loop.add_reader(fd, self._on_flow)
+            self._flow_fd = fd
+        if flow.wants_write:
+            loop.add_writer(fd, self._on_flow)
+        else:
+            loop.remove_writer(fd)
+
     def _feed(self, data: bytes, addr: Address) -> None:
         assert self._core is not None and self._loop is not None
         self._core.agent.receive_datagram(data, addr, self._loop.time())
@@ -407,7 +448,9 @@ class GameClient:
     def _on_timer(self) -> None:
         self._timer = None
         assert self._core is not None and self._loop is not None
-        self._core.agent.handle_timer(self._loop.time())
+        now = self._loop.time()
+        self._core.agent.handle_timer(now)
+        self._core.receive_flow(now)  # the keep-alive, when that was due
         self._pump()
 
     def _pump(self) -> None:
@@ -416,7 +459,10 @@ class GameClient:
             return
         # transmit first: the ACK must not wait for the channel the established event opens (its key
         # derivation); what a dispatch sends (a BYE) goes out in its own _pump, still after these
-        if transport is not None and not transport.is_closing():
+        if core.flow is not None:
+            core.transmit()  # to the server over TLS, the rest over the UDP socket
+            self._watch_flow()
+        elif transport is not None and not transport.is_closing():
             for data, addr in core.agent.datagrams_to_send():
                 transport.sendto(data, addr)
         for event in core.events():
@@ -425,7 +471,7 @@ class GameClient:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        when = core.agent.get_timer()
+        when = core.next_timer()
         if when is not None:
             self._timer = loop.call_at(when, self._on_timer)
 

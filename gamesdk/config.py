@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gamesdk.errors import LocalProtocolError
 from gamesdk.sip.timers import TimerConfig
 
-__all__ = ["ClientConfig", "parse_server_address"]
+__all__ = ["ClientConfig", "parse_server_address", "parse_server_transport"]
+
+#: Transports a player reaches its server over: plain UDP, or one TLS connection (RFC 5626 outbound).
+TRANSPORTS = ("udp", "tls")
+
+
+def parse_server_transport(text: str) -> tuple[str, tuple[str, int]]:
+    """Parse ``udp:HOST:PORT``, ``tls:HOST:PORT`` or ``HOST:PORT`` (UDP) into ``(transport, (host, port))``."""
+    lowered = text.lower()
+    transport = next((t for t in TRANSPORTS if lowered.startswith(f"{t}:")), "udp")
+    return transport, parse_server_address(text)
 
 
 def parse_server_address(text: str) -> tuple[str, int]:
-    """Parse ``udp:HOST:PORT`` or ``HOST:PORT`` (IPv6 as ``[::1]:5060``) into ``(host, port)``."""
-    rest = text[4:] if text.lower().startswith("udp:") else text
+    """Parse ``udp:HOST:PORT``, ``tls:HOST:PORT`` or ``HOST:PORT`` (IPv6 as ``[::1]:5060``) into ``(host, port)``."""
+    lowered = text.lower()
+    rest = text[4:] if lowered.startswith(("udp:", "tls:")) else text
     if rest.startswith("["):
         host, _, port_text = rest[1:].partition("]:")
     else:
         host, _, port_text = rest.rpartition(":")
+    if not rest.startswith("[") and ":" in host:
+        host = ""  # "tcp:HOST:PORT" (a transport we do not speak) or an IPv6 address without brackets
     if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise LocalProtocolError(f"server address {text!r} must look like udp:HOST:PORT")
+        raise LocalProtocolError(f"server address {text!r} must look like udp:HOST:PORT or tls:HOST:PORT")
     return host, int(port_text)
 
 
@@ -26,14 +40,25 @@ def parse_server_address(text: str) -> tuple[str, int]:
 class ClientConfig:
     """Everything a player's SDK needs to log in and play.
 
-    ``server`` is the regional game server, ``(host, port)``; ``domain`` is its SIP domain
-    (``eu.gamesdk.test``); the player's address is ``sip:<username>@<domain>``.
+    ``server`` is the regional game server: ``(host, port)`` or ``"udp:HOST:PORT"`` over UDP, or
+    ``"tls:HOST:5061"`` over one TLS connection that also carries the server's requests to the player (RFC 5626
+    outbound: no inbound port needed for signalling). ``ca`` is the CA bundle the server's certificate must chain
+    to (the system's trust store when None) and ``server_name`` the name it must hold (``domain`` by default).
+    ``domain`` is the region's SIP domain (``eu.gamesdk.test``); the player's address is
+    ``sip:<username>@<domain>``. After construction ``server`` is always ``(host, port)`` and ``transport`` says
+    which.
     """
 
     username: str
     password: str
     domain: str
-    server: tuple[str, int]
+    server: tuple[str, int] | str
+    transport: str = "udp"
+    ca: str | Path | None = None
+    server_name: str | None = None
+    #: Over TLS: a CRLFCRLF keep-alive on the connection after this long without traffic (RFC 5626 section 4.4.1
+    #: asks for 95-120 s on TCP; the server closes flows idle for [tls] idle_timeout_s, 300 s by default).
+    keepalive_s: float = 90.0
     display_name: str | None = None
     #: Registration lifetime asked for; refreshed at half of what the server grants (RFC 3261 10.2.4).
     register_expires_s: int = 300
@@ -59,14 +84,32 @@ class ClientConfig:
                 raise LocalProtocolError(f"ClientConfig.{name} {value!r} must be a plain name")
         if not isinstance(self.password, str):
             raise LocalProtocolError("ClientConfig.password must be a string")
+        if isinstance(self.server, str):
+            transport, address = parse_server_transport(self.server)
+            object.__setattr__(self, "server", address)
+            object.__setattr__(self, "transport", transport)
+        if not isinstance(self.server, tuple) or len(self.server) != 2:
+            raise LocalProtocolError(f"ClientConfig.server {self.server!r} must be (host, port) or 'tls:HOST:PORT'")
         host, port = self.server
         if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
             raise LocalProtocolError(f"ClientConfig.server {self.server!r} must be (host, port)")
+        if self.transport not in TRANSPORTS:
+            raise LocalProtocolError(f"ClientConfig.transport {self.transport!r} must be one of {TRANSPORTS}")
+        if self.ca is not None and not Path(self.ca).is_file():
+            raise LocalProtocolError(f"ClientConfig.ca {str(self.ca)!r} is not a readable CA file")
+        if self.keepalive_s <= 0:
+            raise LocalProtocolError("ClientConfig.keepalive_s must be positive")
         if self.register_expires_s < 1:
             raise LocalProtocolError("register_expires_s must be at least 1")
         for name in ("invite_timeout_s", "answer_timeout_s", "publish_refresh_s", "session_refresh_s"):
             if getattr(self, name) <= 0:
                 raise LocalProtocolError(f"ClientConfig.{name} must be positive")
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        """``server`` as ``(host, port)`` (typed for readers; it always is one after construction)."""
+        assert isinstance(self.server, tuple)
+        return self.server
 
     @property
     def aor(self) -> str:

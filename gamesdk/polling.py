@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Unpack
@@ -199,6 +200,7 @@ class PollingClient:
                 log.debug("SIP socket: %s", exc)
                 continue
             agent.receive_datagram(data, (addr[0], addr[1]), now)
+        self._core.receive_flow(now)
         timer = agent.get_timer()
         if timer is not None and timer <= now:
             agent.handle_timer(now)
@@ -256,16 +258,19 @@ class PollingClient:
         self._transmit()
 
     def _transmit(self) -> None:
-        sock = self._core.sock
-        for data, addr in self._core.agent.datagrams_to_send():
-            try:
-                sock.sendto(data, addr)
-            except OSError as exc:
-                log.debug("SIP send to %s failed: %s", addr, exc)
+        self._core.transmit()
 
     def next_wakeup(self) -> float | None:
-        """The earliest time ``poll`` has timer work (for loops that sleep)."""
-        return self._core.agent.get_timer()
+        """The earliest time ``poll`` has timer work (for loops that sleep); poll also when one of
+        :attr:`sip_sockets` is readable."""
+        return self._core.next_timer()
+
+    @property
+    def sip_sockets(self) -> list[socket.socket]:
+        """The sockets signalling arrives on (the UDP socket, and the TLS connection when there is one), for
+        loops that wait in ``select``."""
+        flow = self._core.flow
+        return [self._core.sock] + ([flow.sock] if flow is not None and flow.sock is not None else [])
 
     def close(self, now: float | None = None) -> None:
         """End sessions and release the sockets (does not wait for answers)."""

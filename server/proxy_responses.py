@@ -104,7 +104,9 @@ class TransactionSide:
         """Overridden by ProxyCore: a player authenticated here got a 2xx (its in-dialog requests may follow)."""
 
     def _via(self, branch: str) -> str:
-        return f"SIP/2.0/UDP {self.via_host}:{self.via_port};branch={branch}"
+        # rport (RFC 3581): a player answers to the address the request came from, so one that got it over its
+        # TLS flow (RFC 5626 outbound) answers over that flow, not to our UDP port.
+        return f"SIP/2.0/UDP {self.via_host}:{self.via_port};branch={branch};rport"
 
     def _answer(self, tx: ServerTx, status: int, reason: str | None, extra: tuple[tuple[str, str], ...],
                 now: float, out: Out) -> None:

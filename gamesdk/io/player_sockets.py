@@ -5,6 +5,7 @@ Shared by both client façades (:mod:`gamesdk.client` for asyncio, :mod:`gamesdk
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -15,12 +16,15 @@ from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.events import Agreement, InviteCancelled, SessionEvent, SessionFailed
 from gamesdk.io.channel_poll import bind_udp
+from gamesdk.io.sip_tls import SipTlsFlow, player_tls_context
 from gamesdk.session.agent import UserAgent
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 
 __all__ = ["Address", "PlayerSockets", "channel_config_for"]
 
 Address = tuple[str, int]
+
+log = logging.getLogger(__name__)
 
 
 class PlayerSockets:
@@ -40,6 +44,12 @@ class PlayerSockets:
         self.sock.setblocking(False)
         local = self.sock.getsockname()[:2]
         self.channel_socks: dict[str, socket.socket] = {}
+        #: Over TLS, the one connection to the server (RFC 5626 outbound); the UDP socket stays for the direct
+        #: in-dialog traffic with the peer (ACK, BYE, OPTIONS) and the channel sockets' address family.
+        self.flow: SipTlsFlow | None = None
+        if config.transport == "tls":
+            self.flow = SipTlsFlow(config.server_address, config.server_name or config.domain,
+                                   player_tls_context(config.ca), keepalive_s=config.keepalive_s)
         self._random = random_bytes
         #: X25519 key pairs made ahead (:meth:`prepare`), so no INVITE or 200 waits for one (~80 us each).
         self._keypairs: deque[tuple[bytes, bytes]] = deque()
@@ -78,6 +88,37 @@ class PlayerSockets:
         if sock is not None:
             sock.close()
 
+    def transmit(self) -> None:
+        """Send what the agent has queued: to the server over the TLS flow when there is one, else over UDP."""
+        flow = self.flow
+        server = self.config.server_address
+        for data, addr in self.agent.datagrams_to_send():
+            if flow is not None and addr == server:
+                flow.send(data)
+                continue
+            try:
+                self.sock.sendto(data, addr)
+            except OSError as exc:
+                log.debug("SIP send to %s failed: %s", addr, exc)
+
+    def receive_flow(self, now: float) -> None:
+        """Feed what arrived on the TLS flow to the agent (as datagrams from the server's address)."""
+        flow = self.flow
+        if flow is None:
+            return
+        server = self.config.server_address
+        for frame in flow.pump(now):
+            self.agent.receive_datagram(frame, server, now)
+
+    def next_timer(self) -> float | None:
+        """The agent's next deadline, or the flow's keep-alive if sooner."""
+        when = self.agent.get_timer()
+        flow = self.flow
+        keepalive = flow.keepalive_due() if flow is not None else None
+        if keepalive is not None and (when is None or keepalive < when):
+            return keepalive
+        return when
+
     def events(self) -> list[SessionEvent]:
         out: list[SessionEvent] = []
         while (event := self.agent.next_event()) is not None:
@@ -89,6 +130,8 @@ class PlayerSockets:
     def close(self) -> None:
         for call_id in list(self.channel_socks):
             self.drop_channel_socket(call_id)
+        if self.flow is not None:
+            self.flow.close()
         self.sock.close()
 
 

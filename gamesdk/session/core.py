@@ -90,7 +90,11 @@ class AgentCore:
             call_id=ids.call_id(),
             tag=ids.tag(),
             expires=config.register_expires_s,
+            outbound=config.transport == "tls",
         )
+        #: RFC 5626 outbound over TLS: the server reaches us over our connection, named by this instance id.
+        self.outbound = config.transport == "tls"
+        self.instance_id = _uuid_urn(random_bytes(16)) if self.outbound else ""
         #: The publication lifetime asked for: the configured one, or the server's Min-Expires after a 423.
         self._publish_expires = config.publish_expires_s
         #: When True, the "confirmed" PUBLISH of a new session goes out on the next :meth:`handle_timer` (due
@@ -120,7 +124,17 @@ class AgentCore:
     def contact(self) -> str:
         """Our Contact, ``<sip:<username>@host:port>`` of the SIP socket: where peers send in-dialog requests."""
         host, port = self.local_addr
-        return f"<sip:{self.config.username}@{host_text(host)}:{port}>"
+        # ";ob" (RFC 5626 section 5.4): this UA is reached through its flow to the server; peers still send
+        # in-dialog requests straight to host:port (the servers never Record-Route).
+        ob = ";ob" if self.outbound else ""
+        return f"<sip:{self.config.username}@{host_text(host)}:{port}{ob}>"
+
+    @property
+    def register_contact(self) -> str:
+        """The Contact of our REGISTERs: over TLS with ``+sip.instance`` and ``reg-id`` (RFC 5626 section 4.2)."""
+        if not self.outbound:
+            return self.contact
+        return f'{self.contact};+sip.instance="<{self.instance_id}>";reg-id=1'
 
     def register(self, now: float) -> None:
         """Log in: REGISTER our contact with the regional server (answers a digest challenge itself)."""
@@ -230,7 +244,7 @@ class AgentCore:
     ) -> None:
         req = self._registration.request(
             expires=expires,
-            contact=self.contact,
+            contact=self.register_contact,
             via=self.local_addr,
             branch=self._ids.branch(),
             credentials=auth,
@@ -402,7 +416,7 @@ class AgentCore:
         self, req: Request, now: float, pending: Pending, destination: Address | None = None
     ) -> None:
         tx = ClientNonInviteTransaction(
-            req, now, destination=destination or self.config.server, config=self.config.timers
+            req, now, destination=destination or self.config.server_address, config=self.config.timers
         )
         self._transactions.add(tx)
         pending.request = req
@@ -550,6 +564,15 @@ class AgentCore:
 
     def _callee_timer(self, call: Call, name: str, now: float) -> None:
         raise NotImplementedError
+
+
+def _uuid_urn(raw: bytes) -> str:
+    """A random (version 4) UUID URN from 16 bytes (RFC 4122 section 4.4), for ``+sip.instance``."""
+    b = bytearray(raw)
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def next_hop(dialog: Dialog) -> Address:

@@ -28,6 +28,8 @@ class Registration:
     registered: bool = False
     #: True from ``unregister`` until the next ``register``.
     unregistering: bool = False
+    #: RFC 5626 outbound: REGISTERs say ``Supported: outbound`` (over TLS).
+    outbound: bool = False
 
     def request(
         self,
@@ -42,6 +44,8 @@ class Registration:
         """The next REGISTER of this binding (RFC 3261 10.2: same Call-ID, CSeq + 1)."""
         self.cseq += 1
         extra = [("Expires", str(expires)), ("Allow", ALLOW)]
+        if self.outbound:
+            extra.append(("Supported", "outbound"))
         if credentials is not None:
             extra.append(credentials)
         return build_request(

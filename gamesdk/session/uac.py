@@ -88,7 +88,7 @@ class UacSide(AgentCore):
             user_agent=self.config.user_agent,
         )
         call.invite = req
-        tx = ClientInviteTransaction(req, now, destination=self.config.server, config=self.config.timers)
+        tx = ClientInviteTransaction(req, now, destination=self.config.server_address, config=self.config.timers)
         call.invite_tx = self._transactions.add(tx)
         self._pending[tx.key] = Pending("invite", call.call_id, request=req)
 
