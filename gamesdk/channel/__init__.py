@@ -12,6 +12,7 @@ from gamesdk.channel.config import Address as Address
 from gamesdk.channel.config import ChannelConfig as ChannelConfig
 from gamesdk.channel.config import ChannelParams as ChannelParams
 from gamesdk.channel.config import Lane as Lane
+from gamesdk.channel.config import PrivateKey as PrivateKey
 from gamesdk.channel.config import Role as Role
 from gamesdk.channel.connection import Channel as Channel
 from gamesdk.channel.connection import ChannelState as ChannelState
@@ -50,6 +51,7 @@ __all__ = [
     "MessageReceived",
     "MessageTooLarge",
     "NetworkSimulator",
+    "PrivateKey",
     "QosRestored",
     "QosViolation",
     "Resumed",

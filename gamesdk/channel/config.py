@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gamesdk.errors import LocalProtocolError
 
-__all__ = ["SUITES", "Address", "ChannelConfig", "ChannelParams", "Lane", "Role"]
+__all__ = ["SUITES", "Address", "ChannelConfig", "ChannelParams", "Lane", "PrivateKey", "Role"]
 
 #: A UDP peer address as the socket module gives it: (host, port).
 Address = tuple[str, int]
@@ -78,8 +78,10 @@ class ChannelConfig:
     pacing_burst_s: float = 0.1
     #: Reliable fragments in flight at once: bounds bursts to what a default Linux socket buffer holds.
     max_inflight_fragments: int = 64
-    #: Failed authentications from the peer's address, before any success, that prove a key mismatch.
-    confirm_failures: int = 3
+    #: Key-mismatch deadline: if this long after opening (or after the first datagram that failed to
+    #: authenticate, whichever is later) not one packet from the peer authenticated but some failed to,
+    #: the keys differ (``SecurityError``). Failures alone never close a channel: anyone can spoof them.
+    confirm_timeout_s: float = 2.0
     #: Interval over which rates and loss are measured and QoS is checked.
     stats_interval_s: float = 1.0
     #: Copies of CLOSE sent on ``close()`` (netcode sends 10; 3 survives 20 % independent loss 99 % of the time).
@@ -106,8 +108,61 @@ class ChannelConfig:
             raise LocalProtocolError(f"send_kbps must be positive or None, got {self.send_kbps}")
         if self.pacing_burst_s <= 0 or self.max_rto_s <= 0:
             raise LocalProtocolError("pacing_burst_s and max_rto_s must be positive")
-        if self.close_copies < 1 or self.confirm_failures < 1 or self.ack_every_packets < 1:
-            raise LocalProtocolError("close_copies, confirm_failures and ack_every_packets must be >= 1")
+        if self.close_copies < 1 or self.ack_every_packets < 1:
+            raise LocalProtocolError("close_copies and ack_every_packets must be >= 1")
+        if self.confirm_timeout_s <= 0:
+            raise LocalProtocolError("confirm_timeout_s must be positive")
+
+
+class PrivateKey:
+    """An X25519 private key that keys exactly one channel, then is gone.
+
+    ``ChannelParams`` wraps the raw bytes it is given in one of these. The first ``Channel`` built from the
+    params takes the key (:meth:`take`), which wipes this copy; a second one is refused, because two
+    channels on the same keys would reuse (key, nonce) pairs. The value never appears in ``repr``, and
+    copying or pickling is refused, so it cannot leak into logs, events or session history.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, raw: bytes) -> None:
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != 32:
+            raise LocalProtocolError("local_private_key must be 32 bytes")
+        self._key: bytearray | None = bytearray(raw)
+
+    @property
+    def used(self) -> bool:
+        """True once a channel took the key."""
+        return self._key is None
+
+    def take(self) -> bytes:
+        """The raw key, once; this copy is wiped.
+
+        Raises:
+            LocalProtocolError: the key already keyed a channel.
+        """
+        key = self._key
+        if key is None:
+            raise LocalProtocolError(
+                "these ChannelParams already keyed a channel: key material is single use (a second channel "
+                "on the same keys would reuse nonces); make new params from a fresh key pair"
+            )
+        raw = bytes(key)
+        key[:] = bytes(len(key))  # best effort: the bytes the caller passed in are its own to drop
+        self._key = None
+        return raw
+
+    def __repr__(self) -> str:
+        return f"PrivateKey(<{'used' if self._key is None else 'unused'}, not shown>)"
+
+    def __copy__(self) -> PrivateKey:
+        return self  # a copy of the params shares the one key, so it is still used only once
+
+    def __deepcopy__(self, memo: object) -> PrivateKey:
+        return self
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a channel private key cannot be pickled")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,8 +177,9 @@ class ChannelParams:
 
     role: Role | str
     suite: str
-    #: Our X25519 private key, 32 raw bytes (see :func:`gamesdk.channel.generate_keypair`).
-    local_private_key: bytes
+    #: Our X25519 private key, 32 raw bytes (see :func:`gamesdk.channel.generate_keypair`), kept as a
+    #: single-use :class:`PrivateKey`: the channel built from these params takes it.
+    local_private_key: bytes | PrivateKey
     #: The peer's X25519 public key from its `a=gsdk-kx`, 32 raw bytes.
     remote_public_key: bytes
     #: ``transcript_hash(...)`` over both SDPs' gsdk lines, both public keys and the dialog ids.
@@ -140,7 +196,9 @@ class ChannelParams:
         object.__setattr__(self, "role", role)
         if self.suite not in SUITES:
             raise LocalProtocolError(f"unknown AEAD suite {self.suite!r}; known: {', '.join(SUITES)}")
-        for name in ("local_private_key", "remote_public_key", "transcript_hash"):
+        if not isinstance(self.local_private_key, PrivateKey):
+            object.__setattr__(self, "local_private_key", PrivateKey(self.local_private_key))
+        for name in ("remote_public_key", "transcript_hash"):
             value = getattr(self, name)
             if not isinstance(value, bytes) or len(value) != 32:
                 raise LocalProtocolError(f"{name} must be 32 bytes")

@@ -162,9 +162,11 @@ class Channel:
 
         # CONFIRM: every packet carries it until one of them is acked
         self._confirm_acked = False
+        # Key mismatch: decided only at a deadline, and only if nothing authenticated by then
         self._auth_failures = 0
-        self._auth_failure_reason = ""
         self._authenticated = False
+        self._opened_at = now
+        self._mismatch_deadline = now + cfg.confirm_timeout_s
 
         # stats
         self._rtt = self._recovery.rtt
@@ -273,8 +275,9 @@ class Channel:
             self.malformed_dropped += 1
             return
         if sid != self._local_sid:
+            # not for this channel (or forged): dropped and counted, never a reason to give up (QUIC, WireGuard)
             self.wrong_sid_dropped += 1
-            self._auth_failed("packets from the peer carry a session id we did not announce")
+            self._auth_failed(now)
             return
         replay = self._replay
         highest = replay.highest
@@ -286,7 +289,7 @@ class Channel:
             plaintext = self._decrypt((self._recv_iv ^ pn).to_bytes(12, "big"), data[13:], data[:13])
         except InvalidTag:
             self.decrypt_failures += 1
-            self._auth_failed("packets from the peer do not decrypt with our keys")
+            self._auth_failed(now)
             return
         # Authentic from here on.
         self._authenticated = True
@@ -329,26 +332,28 @@ class Channel:
             self.malformed_dropped += 1
             self._fail_closed(f"peer broke the channel protocol: {exc.message}")
 
-    def _auth_failed(self, reason: str) -> None:
-        if self._authenticated or self.state is not ChannelState.CONFIRMING:
-            return  # after the first authentic packet, failures are just counted (forgery, corruption)
+    def _auth_failed(self, now: float) -> None:
+        # Only remembered: anyone can put the peer's address on a datagram, so no number of failures proves
+        # anything by itself. The verdict waits for the key-mismatch deadline (handle_timer).
+        if not self._authenticated and self._auth_failures == 0:
+            self._mismatch_deadline = max(self._mismatch_deadline, now + self.config.confirm_timeout_s)
         self._auth_failures += 1
-        self._auth_failure_reason = reason
-        if self._auth_failures >= self.config.confirm_failures:
-            self._security_error()
 
-    def _security_error(self) -> None:
+    def _security_error(self, now: float) -> None:
         # The peer holds other keys, so it cannot read a CLOSE from us; a last burst of CONFIRM packets lets
-        # it count its own failures and report the same error instead of a mere timeout.
-        for _ in range(self.config.confirm_failures):
+        # it see failures of its own and reach the same verdict instead of a mere timeout.
+        for _ in range(self.config.close_copies):
             self._outbox.append(
                 self._build(wire.PacketType.CONFIRM, [self._confirm_frame], None, self._last_send)
             )
         self.state = ChannelState.FAILED
+        waited = now - self._opened_at
         self._events.append(
             SecurityError(
-                reason=f"{self._auth_failure_reason}: the two sides derived different keys, so one of the SDPs "
-                "was changed on the way (or the peer is not who the SDP says); channel closed"
+                reason=f"the keys differ: no packet from the peer authenticated in {waited:.1f} s while "
+                f"{self._auth_failures} from its address failed to (wrong session id or wrong key), so the "
+                "two sides derived different keys: one of the SDPs was changed on the way, or the peer is "
+                "not who the SDP says; channel closed"
             )
         )
 
@@ -584,8 +589,11 @@ class Channel:
         timer = self._last_send + cfg.keepalive_s
         if self._ack_deadline is not None and self._ack_deadline < timer:
             timer = self._ack_deadline
-        if not self._interrupted and (self._authenticated or self._auth_failures):
-            timer = min(timer, self._last_recv + cfg.interrupted_s)
+        if self._authenticated:
+            if not self._interrupted:
+                timer = min(timer, self._last_recv + cfg.interrupted_s)
+        elif self._auth_failures:
+            timer = min(timer, self._mismatch_deadline)
         if cfg.disconnected_s is not None:
             timer = min(timer, self._last_recv + cfg.disconnected_s)
         timer = min(timer, self._meter.next_tick)
@@ -610,9 +618,10 @@ class Channel:
             self.state = ChannelState.CLOSED
             self._events.append(Disconnected(reason=f"no packet from the peer for {silent:.1f} s"))
             return
-        if not self._authenticated and self._auth_failures and now >= self._last_recv + cfg.interrupted_s:
-            # the peer talked, but never with our keys: that is a key mismatch, not a network outage
-            self._security_error()
+        if not self._authenticated and self._auth_failures and now >= self._mismatch_deadline:
+            # datagrams came from the peer's address, none with our keys, and the deadline passed: a key
+            # mismatch, not a network outage (spoofed ones before the peer's first cannot cause this)
+            self._security_error(now)
             return
         # Interrupted means traffic stopped; before the first authentic packet there was none to stop
         # (the peer may still be finishing the SIP exchange), so only the disconnect timeout applies.

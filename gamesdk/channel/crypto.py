@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from gamesdk.channel.config import SUITES, ChannelParams, Role
+from gamesdk.channel.config import SUITES, ChannelParams, PrivateKey, Role
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -102,21 +102,21 @@ def public_key_from_private(private_key: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class DirectionKeys:
-    """AEAD key and IV for one direction."""
+    """AEAD key and IV for one direction (secret: never shown in ``repr``)."""
 
-    key: bytes
-    iv: bytes
+    key: bytes = field(repr=False)
+    iv: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class KeySchedule:
-    """Everything derived from one X25519 exchange and transcript hash, seen from one role."""
+    """Everything derived from one X25519 exchange and transcript hash, seen from one role (secret)."""
 
-    send: DirectionKeys
-    receive: DirectionKeys
+    send: DirectionKeys = field(repr=False)
+    receive: DirectionKeys = field(repr=False)
     #: The CONFIRM value we send and the one we expect from the peer.
-    confirm_send: bytes
-    confirm_receive: bytes
+    confirm_send: bytes = field(repr=False)
+    confirm_receive: bytes = field(repr=False)
 
 
 def _expand(prk: bytes, label: str, length: int) -> bytes:
@@ -124,8 +124,14 @@ def _expand(prk: bytes, label: str, length: int) -> bytes:
 
 
 def derive_keys(params: ChannelParams) -> KeySchedule:
-    """Run the key schedule for ``params``; raises ``RemoteProtocolError`` (488) for a bad peer key."""
-    private = X25519PrivateKey.from_private_bytes(params.local_private_key)
+    """Run the key schedule for ``params``, once: it takes (and so wipes) the params' private key.
+
+    Raises:
+        RemoteProtocolError: the peer's public key is unusable (status hint 488).
+        LocalProtocolError: these params already keyed a channel (key material is single use).
+    """
+    key = params.local_private_key
+    private = X25519PrivateKey.from_private_bytes(key.take() if isinstance(key, PrivateKey) else key)
     try:
         peer = X25519PublicKey.from_public_bytes(params.remote_public_key)
         dh = private.exchange(peer)

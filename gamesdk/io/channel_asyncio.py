@@ -22,6 +22,7 @@ from gamesdk.channel.connection import Channel
 from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected, SecurityError
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
+from gamesdk.io.datagram_mux import DatagramMux
 
 __all__ = ["AsyncChannel", "attach_channel", "open_channel"]
 
@@ -42,10 +43,12 @@ class AsyncChannel(asyncio.DatagramProtocol):
         on_event: Callable[[ChannelEvent], None] | None = None,
         outbound: NetworkSimulator | None = None,
         inbound: NetworkSimulator | None = None,
+        mux: DatagramMux | None = None,
     ) -> None:
         self.channel = channel
         self.outbound = outbound
         self.inbound = inbound
+        self.mux = mux
         self._on_event = on_event
         self._queue: asyncio.Queue[ChannelEvent] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
@@ -65,11 +68,27 @@ class AsyncChannel(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         now = self._loop.time()
+        self._feed(data, addr, now)
+        self._process(now)
+
+    def datagrams_received(self, batch: list[tuple[bytes, Address]]) -> None:
+        """Several datagrams read in one wake-up: fed to the core one by one, then one round of timers,
+        sending and events, so a flood costs the core's per-datagram checks and little more."""
+        now = self._loop.time()
+        for data, addr in batch:
+            self._feed(data, addr, now)
+        self._process(now)
+
+    def _feed(self, data: bytes, addr: Address, now: float) -> None:
+        if self.mux is not None:
+            mine = self.mux.receive(data, (addr[0], addr[1]), now)
+            if mine is None:
+                return
+            data, addr = mine
         if self.inbound is None:
             self.channel.receive_datagram(data, addr, now)
         else:
             self.inbound.submit(data, addr, now)
-        self._process(now)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable and friends: UDP, the timeouts decide
@@ -142,10 +161,17 @@ class AsyncChannel(asyncio.DatagramProtocol):
         timer = channel.get_timer()
         if timer is not None and timer <= now:
             channel.handle_timer(now)
+        mux = self.mux
+        if mux is not None and (mux_timer := mux.get_timer()) is not None and mux_timer <= now:
+            mux.handle_timer(now)
         transport = self._transport
         if transport is not None and not transport.is_closing():
             outbound = self.outbound
-            for data, addr in channel.datagrams_to_send(now):
+            datagrams = channel.datagrams_to_send(now)
+            if mux is not None:
+                datagrams = [mux.wrap(data, addr) for data, addr in datagrams]
+                datagrams += mux.datagrams_to_send(now)
+            for data, addr in datagrams:
                 if outbound is None:
                     transport.sendto(data, addr)
                 else:
@@ -167,6 +193,8 @@ class AsyncChannel(asyncio.DatagramProtocol):
         self._arm(channel.get_timer())
 
     def _arm(self, at: float | None) -> None:
+        if self.mux is not None and (t := self.mux.get_timer()) is not None and (at is None or t < at):
+            at = t
         for sim in (self.outbound, self.inbound):
             if sim is not None and (t := sim.next_time()) is not None and (at is None or t < at):
                 at = t
@@ -196,7 +224,8 @@ class _ReaderTransport:
     dropped, as the network would drop it; the channel's reliable lane retransmits (DESIGN section 6).
     """
 
-    #: Datagrams read per wake-up at most, so one busy channel cannot starve the loop's other callbacks.
+    #: Datagrams read per wake-up at most, so one busy channel (or a flood of unauthenticated datagrams)
+    #: cannot starve the loop's other callbacks; the rest wait in the kernel buffer for the next wake-up.
     BURST = 64
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: AsyncChannel) -> None:
@@ -210,17 +239,21 @@ class _ReaderTransport:
 
     def read_ready(self) -> None:
         recvfrom, protocol = self._sock.recvfrom, self._protocol
+        batch: list[tuple[bytes, Address]] = []
         for _ in range(self.BURST):
-            if self._closing:
-                return
             try:
                 data, addr = recvfrom(self.max_size)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 protocol.error_received(exc)
-                return
-            protocol.datagram_received(data, (addr[0], addr[1]))
+                break
+            batch.append((data, (addr[0], addr[1])))
+        if batch and not self._closing:
+            if len(batch) == 1:
+                protocol.datagram_received(*batch[0])
+            else:
+                protocol.datagrams_received(batch)
 
     def sendto(self, data: bytes, addr: Address | None = None) -> None:
         if self._closing:
@@ -265,6 +298,7 @@ def attach_channel(
     on_event: Callable[[ChannelEvent], None] | None = None,
     outbound: NetworkSimulator | None = None,
     inbound: NetworkSimulator | None = None,
+    mux: DatagramMux | None = None,
 ) -> AsyncChannel:
     """Like :func:`open_channel` on an already bound ``sock``, but open when it returns (no ``await``).
 
@@ -274,7 +308,7 @@ def attach_channel(
     """
     loop = asyncio.get_running_loop()
     channel = Channel(params, config, now=loop.time())
-    protocol = AsyncChannel(channel, on_event=on_event, outbound=outbound, inbound=inbound)
+    protocol = AsyncChannel(channel, on_event=on_event, outbound=outbound, inbound=inbound, mux=mux)
     transport = _ReaderTransport(loop, sock, protocol)
     protocol.connection_made(cast(asyncio.BaseTransport, transport))
     return protocol
@@ -289,6 +323,7 @@ async def open_channel(
     on_event: Callable[[ChannelEvent], None] | None = None,
     outbound: NetworkSimulator | None = None,
     inbound: NetworkSimulator | None = None,
+    mux: DatagramMux | None = None,
 ) -> AsyncChannel:
     """Create the core on the loop's clock and an asyncio datagram endpoint for it.
 
@@ -300,7 +335,7 @@ async def open_channel(
         {"sock": sock} if sock is not None else {"local_addr": local_addr or ("127.0.0.1", 0)}
     )
     _, protocol = await loop.create_datagram_endpoint(
-        lambda: AsyncChannel(channel, on_event=on_event, outbound=outbound, inbound=inbound),
+        lambda: AsyncChannel(channel, on_event=on_event, outbound=outbound, inbound=inbound, mux=mux),
         **kwargs,  # type: ignore[arg-type]
     )
     return protocol

@@ -3,7 +3,7 @@ refusal is told to the application (pure functions; the user agent calls them)."
 
 from __future__ import annotations
 
-from gamesdk.channel.config import ChannelParams
+from gamesdk.channel.config import ChannelParams, PrivateKey
 from gamesdk.channel.crypto import transcript_hash
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.events import Agreement
@@ -60,7 +60,7 @@ def channel_params(
     to_tag: str,
     offer: tuple[SessionDescription, GameMedia],
     answer: tuple[SessionDescription, GameMedia],
-    private_key: bytes,
+    private_key: bytes | PrivateKey,
 ) -> ChannelParams:
     """The game channel's keying input (DESIGN section 6): both sides compute the same transcript hash over the
     canonical gsdk lines of both SDPs, both public keys, the Call-ID and the dialog's From and To tags."""

@@ -8,7 +8,7 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from gamesdk.channel.config import ChannelParams
+from gamesdk.channel.config import ChannelParams, PrivateKey
 from gamesdk.events import Agreement
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable
@@ -95,7 +95,8 @@ class Call:
     #: The game streams of both SDPs as read (ours as built), for the agreement and the channel keys.
     offer_game: GameMedia | None = None
     answer_game: GameMedia | None = None
-    private_key: bytes = b""
+    #: Our X25519 private key until the channel parameters take it (then ``None``); never in ``repr``.
+    private_key: PrivateKey | None = field(default=None, repr=False)
     acceptable: Acceptable | None = None
     #: Caller: the ACK for the 2xx and where it went, sent again for each 2xx retransmission (RFC 3261 13.2.2.4).
     ack: tuple[bytes, Address] | None = None

@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from gamesdk.channel.config import ChannelParams
+from gamesdk.channel.config import ChannelParams, PrivateKey
 from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
@@ -310,6 +310,8 @@ class AgentCore:
         assert call.dialog is not None
         assert call.offer_desc is not None and call.offer_game is not None
         assert call.answer_desc is not None and call.answer_game is not None
+        assert call.private_key is not None, "channel parameters are made once per call"
+        private_key, call.private_key = call.private_key, None  # the params own the key from here on
         return channel_params(
             is_caller=call.is_caller,
             call_id=call.call_id,
@@ -317,7 +319,7 @@ class AgentCore:
             to_tag=call.dialog.remote_tag if call.is_caller else call.local_tag,
             offer=(call.offer_desc, call.offer_game),
             answer=(call.answer_desc, call.answer_game),
-            private_key=call.private_key,
+            private_key=private_key,
         )
 
     def _send_bye(self, call: Call, now: float, *, reason: str | None, cause: int | None) -> None:
@@ -529,7 +531,8 @@ class AgentCore:
     ) -> tuple[SessionDescription, GameMedia]:
         """Our side of the game stream: a fresh X25519 key pair (the private half kept on the call), a channel
         socket address, a session id, and the SDP offer or answer that carries them (DESIGN sections 3, 6)."""
-        call.private_key, public = self._keypairs()
+        private, public = self._keypairs()
+        call.private_key = PrivateKey(private)
         host, port = self._channel_addr(call.call_id)
         game = GameMedia(terms=terms, address=host, port=port, public_key=public, session_id=self._session_id())
         desc = game_to_sdp(
