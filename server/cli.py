@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 from server.accounts import AccountError, AccountStore
 from server.config import ConfigError, ServerConfig, load_config
 from server.db import DatabaseError
+from server.relay import turnserver_conf
 
 if TYPE_CHECKING:
     from server.hooks import PolicyHooks
@@ -66,6 +67,9 @@ def _build_parser() -> _Parser:
 
     check = sub.add_parser("check-config", help="check a config file and explain every error")
     with_config(check)
+
+    relay = sub.add_parser("relay-config", help="print the turnserver.conf lines of the region's [relay] (coturn)")
+    with_config(relay)
 
     user = sub.add_parser("user", help="manage player accounts")
     user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", parser_class=_Parser)
@@ -139,6 +143,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     try:
         if args.command == "check-config":
             return _check_config(config, out, err)
+        if args.command == "relay-config":
+            return _relay_config(config, out, err)
         if args.command == "run":
             return _run(config, args.log_level, args.trace, err, policy=not args.no_policy)
         if args.command == "user":
@@ -162,6 +168,15 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         return EXIT_FAILED
     parser.print_help(err)
     return EXIT_USAGE
+
+
+def _relay_config(config: ServerConfig, out: TextIO, err: TextIO) -> int:
+    if config.relay is None:
+        print(f"gamesdk-server: region {config.name} has no [relay] table (urls, shared_secret): nothing to print",
+              file=err)
+        return EXIT_FAILED
+    out.write(turnserver_conf(config.relay, config.name))
+    return EXIT_OK
 
 
 def _cert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gamesdk.errors import GameSdkError
+from server.relay import RelayConfig, parse_relay
 from server.tls_config import TRANSPORTS, TlsConfig, parse_tls, tls_path
 
 __all__ = [
@@ -171,6 +172,8 @@ class ServerConfig:
     #: More listening addresses beside ``listen`` (``tls:`` ones); ``region.listen`` may be a list.
     listen_more: tuple[ListenAddress, ...] = ()
     tls: TlsConfig = field(default_factory=TlsConfig)
+    #: The coturn relay handed to players (``[relay]``, :mod:`server.relay`); None = no relay.
+    relay: RelayConfig | None = None
 
     @property
     def listens(self) -> tuple[ListenAddress, ...]:
@@ -340,7 +343,7 @@ def _unknown_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> Non
 
 
 _TOP_KEYS = {"region", "peers", "access_networks", "classes", "tariff", "policy", "auth", "registrar",
-             "limits", "timers", "federation", "log", "runtime", "tls"}
+             "limits", "timers", "federation", "log", "runtime", "tls", "relay"}
 
 
 def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> ServerConfig:
@@ -474,6 +477,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         raise ConfigError("runtime.event_loop", f"{event_loop!r} is not one of auto, asyncio, uvloop")
 
     tls = parse_tls(_table(data, "tls", "tls"), base_dir, listen_more, tuple(peers))
+    relay = parse_relay(_table(data, "relay", "relay"), domain)
 
     return ServerConfig(
         name=name,
@@ -481,6 +485,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         listen=listen,
         listen_more=listen_more,
         tls=tls,
+        relay=relay,
         database=database,
         peers=tuple(peers),
         access_networks=tuple(networks),

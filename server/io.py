@@ -230,6 +230,7 @@ class EmbeddedServer:
         config = self.config.with_listen(host, port)
         self.config = config
         node = RegionalServer(config, self.accounts, random_bytes=self._random_bytes, hooks=self._hooks)
+        node.wall_clock_offset = time.time() - loop.time()
         if self._hooks_factory is not None:
             node.set_hooks(self._hooks_factory(node))
         self.node = node

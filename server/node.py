@@ -38,6 +38,7 @@ from server.hooks import NullPolicy, PolicyHooks
 from server.location import LocationService
 from server.proxy import ALLOW, ProxyCore, _server_key, mark_received
 from server.registrar import Registrar
+from server.relay import relay_headers
 from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -114,6 +115,9 @@ class RegionalServer:
                                throttle=self.throttle, federation=self.federation, timers=config.timers,
                                ids=self.ids, hooks=self.hooks)
         self.max_message_bytes = config.limits.max_message_bytes
+        #: Wall-clock time minus ``now``: the driver sets it (TURN credentials expire at a unix time, while
+        #: ``now`` is the loop's monotonic clock).
+        self.wall_clock_offset = 0.0
         self.stats = NodeStats()
         # Answers of requests handled here (REGISTER, OPTIONS, PUBLISH) by transaction key, so a retransmission
         # gets the same answer instead of being processed twice (a repeated REGISTER would fail the CSeq check).
@@ -309,6 +313,11 @@ class RegionalServer:
             delay = result.delay_s
             if result.removed:
                 self.hooks.bindings_removed(result.removed, now)
+            relay = self.config.relay
+            if relay is not None and response.status == 200 and result.user:
+                # A logged-in player gets time-limited TURN credentials for the region's coturn.
+                for name, value in relay_headers(relay, result.user, now + self.wall_clock_offset):
+                    response.headers.add(name, value)
         elif method == "OPTIONS":
             response = response_for(request, 200, None, to_tag=self.ids.tag(), extra=[
                 ("Allow", ALLOW),

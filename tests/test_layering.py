@@ -16,6 +16,7 @@ PURE_SERVER = [
     "server/proxy.py",
     "server/node.py",
     "server/publish.py",
+    "server/relay.py",
     "server/billing/model.py",
     *(f"server/policy/{name}.py" for name in ("core", "admission", "config", "model", "lifetime", "hooks", "codec",
                                               "bridge")),

@@ -23,6 +23,7 @@ from gamesdk.events import (
     SessionFailed,
     Unregistered,
 )
+from gamesdk.ice.servers import RELAY_HEADER, TurnServer, parse_relay_header
 from gamesdk.qos.model import SessionTerms
 from gamesdk.sdp.game import GameMedia, Role, game_to_sdp
 from gamesdk.sdp.model import SessionDescription
@@ -109,6 +110,8 @@ class AgentCore:
         self.ringing_delay_s = 0.0
         #: Counters for monitoring and tests.
         self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
+        #: The TURN servers (with this login's credentials) the last REGISTER 200 OK named (``Relay`` headers).
+        self.relays: tuple[TurnServer, ...] = ()
 
     @property
     def aor(self) -> str:
@@ -280,6 +283,8 @@ class AgentCore:
                 return
             granted = reg.granted(resp, self.contact[1:-1])
             reg.registered = True
+            relays = (parse_relay_header(v, now) for v in resp.headers.get_all(RELAY_HEADER))
+            self.relays = tuple(r for r in relays if r is not None)
             # refresh at half the granted time (RFC 3261 10.2.4 leaves the margin to the UA)
             self._timers["register"] = now + max(1.0, granted / 2)
             self._emit(Registered(aor=self.aor, expires_s=granted))
