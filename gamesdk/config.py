@@ -56,6 +56,11 @@ class ClientConfig:
     transport: str = "udp"
     ca: str | Path | None = None
     server_name: str | None = None
+    #: Region CAs whose signed identities (RFC 8224 Identity on INVITEs and 2xx) this player trusts; ``ca``
+    #: when None. ``verify_identity`` (default: on when either CA is set) refuses an invitation without a valid
+    #: one (428/438) and ends a session whose answer has none.
+    identity_ca: str | Path | None = None
+    verify_identity: bool | None = None
     #: Over TLS: a CRLFCRLF keep-alive on the connection after this long without traffic (RFC 5626 section 4.4.1
     #: asks for 95-120 s on TCP; the server closes flows idle for [tls] idle_timeout_s, 300 s by default).
     keepalive_s: float = 90.0
@@ -97,6 +102,10 @@ class ClientConfig:
             raise LocalProtocolError(f"ClientConfig.transport {self.transport!r} must be one of {TRANSPORTS}")
         if self.ca is not None and not Path(self.ca).is_file():
             raise LocalProtocolError(f"ClientConfig.ca {str(self.ca)!r} is not a readable CA file")
+        if self.identity_ca is not None and not Path(self.identity_ca).is_file():
+            raise LocalProtocolError(f"ClientConfig.identity_ca {str(self.identity_ca)!r} is not a readable CA file")
+        if self.verify_identity and self.identity_trust is None:
+            raise LocalProtocolError("ClientConfig.verify_identity needs identity_ca (or ca)")
         if self.keepalive_s <= 0:
             raise LocalProtocolError("ClientConfig.keepalive_s must be positive")
         if self.register_expires_s < 1:
@@ -104,6 +113,16 @@ class ClientConfig:
         for name in ("invite_timeout_s", "answer_timeout_s", "publish_refresh_s", "session_refresh_s"):
             if getattr(self, name) <= 0:
                 raise LocalProtocolError(f"ClientConfig.{name} must be positive")
+
+    @property
+    def identity_trust(self) -> Path | None:
+        """The CA file identities are checked against, or None."""
+        chosen = self.identity_ca if self.identity_ca is not None else self.ca
+        return None if chosen is None else Path(chosen)
+
+    @property
+    def checks_identity(self) -> bool:
+        return self.verify_identity if self.verify_identity is not None else self.identity_trust is not None
 
     @property
     def server_address(self) -> tuple[str, int]:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gamesdk.identity import IdentitySigner
 from server.accounts import AccountStore
 from server.config import ServerConfig
 from server.hooks import PolicyHooks
@@ -233,6 +234,7 @@ class EmbeddedServer:
         node.wall_clock_offset = time.time() - loop.time()
         if self._hooks_factory is not None:
             node.set_hooks(self._hooks_factory(node))
+        node.set_identity(identity_signer(config))
         self.node = node
         _, protocol = await loop.create_datagram_endpoint(lambda: ServerProtocol(node, loop), sock=sock)
         self.protocol = protocol
@@ -337,6 +339,14 @@ class EmbeddedServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout_s)
         self._thread = None
+
+
+def identity_signer(config: ServerConfig) -> IdentitySigner | None:
+    """The region signs identities (RFC 8224) with its TLS certificate's key, when it has one."""
+    tls = config.tls
+    if tls.certificate is None or tls.key is None:
+        return None
+    return IdentitySigner.from_pem(config.domain, tls.certificate.read_bytes(), tls.key.read_bytes(), time.time)
 
 
 def _embedded_policy(node: RegionalServer) -> PolicyHooks:

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.ice.stun import binding_response, is_stun
+from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
@@ -129,6 +130,10 @@ class RegionalServer:
         # Answers held back by the authentication throttle: (when, seq, data, addr).
         self._delayed: list[tuple[float, int, bytes, Addr]] = []
         self._delayed_seq = 0
+
+    def set_identity(self, signer: IdentitySigner | None) -> None:
+        """Sign players' INVITEs and answers with this region's key (RFC 8224; see gamesdk.identity)."""
+        self.proxy.identity = signer
 
     def set_hooks(self, hooks: PolicyHooks) -> None:
         """Wire the policy component in (before traffic starts)."""

@@ -104,6 +104,7 @@ class ProxyCore(TransactionSide):
         self.domain = domain
         self.via_host = via_host
         self.via_port = via_port
+        self.identity = None
         self.location = location
         self.user_exists = user_exists
         self.auth = authenticator
@@ -248,6 +249,8 @@ class ProxyCore(TransactionSide):
         headers = fwd.headers
         if caller_local:
             self._strip_own_credentials(headers)
+            if method == "INVITE" and not in_dialog:
+                self._sign_identity(headers, request)
         for name, value in extra_headers:
             headers.add(name, value)
         branch = self._new_branch(loop_hash)
@@ -314,6 +317,14 @@ class ProxyCore(TransactionSide):
         challenge = tuple(("Proxy-Authenticate", v)
                           for v in self.auth.challenges(now, stale=status is AuthStatus.STALE))
         raise _Reject(407, None, challenge)
+
+    def _sign_identity(self, headers: Headers, request: Request) -> None:
+        """RFC 8224 authentication service: the INVITE of a player authenticated here gets this region's
+        PASSporT (orig, dest, iat, mky of the offer's channel key); an Identity the player put there is dropped."""
+        headers.remove("Identity")
+        if self.identity is not None:
+            headers.add("Identity", self.identity.sign(request.from_.uri.aor, request.to.uri.aor, request.body))
+            self.stats.identities_signed += 1
 
     def _strip_own_credentials(self, headers: Headers) -> None:
         # Credentials for our realm are of no use downstream (RFC 3261 section 22.3 lets a proxy remove them).

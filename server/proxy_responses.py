@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Headers, Response, response_for
@@ -49,6 +50,7 @@ class ProxyStats:
     auth_failures: int = 0
     retransmissions_absorbed: int = 0
     timeouts: int = 0
+    identities_signed: int = 0
 
 
 def _fill_rport(via_text: str, port: int) -> str:
@@ -99,6 +101,8 @@ class TransactionSide:
     stats: ProxyStats
     _timeout_64t1: float
     _instance: str
+    #: Signs the Identity of INVITEs from players authenticated here and of 2xx from players registered here.
+    identity: IdentitySigner | None
 
     def _dialog_opened(self, call_id: str, now: float) -> None:
         """Overridden by ProxyCore: a player authenticated here got a 2xx (its in-dialog requests may follow)."""
@@ -285,6 +289,8 @@ class TransactionSide:
         if extra is None:
             # The FINAL policy decision, once per (Call-ID, To-tag); retransmissions reuse it.
             extra = self.hooks.answer_received(tx.call, response, now) if tx.call is not None else []
+            if tx.call is not None and tx.call.callee_local:
+                extra = [*extra, *self._answer_identity(response)]
             ctx.added_2xx_headers[to_tag] = extra
             if tx.call is not None and tx.call.caller_local:
                 self._dialog_opened(tx.call.call_id, now)
@@ -294,6 +300,15 @@ class TransactionSide:
             tx.state = ServerState.ACCEPTED
             tx.last_response = None
             self.timers.arm(tx, "L", now + self._timeout_64t1)
+
+    def _answer_identity(self, response: Response) -> list[tuple[str, str]]:
+        """This project's extension of RFC 8224 to answers: the callee's region signs the 2xx of its player
+        (orig = To, dest = From, mky of the answer's channel key); an Identity the player put there is dropped."""
+        response.headers.remove("Identity")
+        if self.identity is None:
+            return []
+        self.stats.identities_signed += 1
+        return [("Identity", self.identity.sign(response.to.uri.aor, response.from_.uri.aor, response.body))]
 
     def _ack_for(self, ctx: ClientTx, response: Response) -> bytes:
         # Section 17.1.1.3, built from the INVITE as we forwarded it (our Via, this branch, on top).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,6 +16,7 @@ from gamesdk.channel.config import ChannelConfig
 from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.events import Agreement, InviteCancelled, SessionEvent, SessionFailed
+from gamesdk.identity import IdentityVerifier, load_pem_chain
 from gamesdk.io.channel_poll import bind_udp
 from gamesdk.io.sip_tls import SipTlsFlow, player_tls_context
 from gamesdk.session.agent import UserAgent
@@ -61,6 +63,9 @@ class PlayerSockets:
             channel_addr=self._channel_addr,
             keypairs=self._keypair,
         )
+        trust = config.identity_trust
+        if config.checks_identity and trust is not None:
+            self.agent.identity = IdentityVerifier(load_pem_chain(trust.read_bytes()), time.time)
 
     #: Key pairs :meth:`prepare` keeps ready.
     SPARE_KEYPAIRS = 2

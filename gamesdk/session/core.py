@@ -24,6 +24,7 @@ from gamesdk.events import (
     Unregistered,
 )
 from gamesdk.ice.servers import RELAY_HEADER, TurnServer, parse_relay_header
+from gamesdk.identity import IdentityVerifier
 from gamesdk.qos.model import SessionTerms
 from gamesdk.sdp.game import GameMedia, Role, game_to_sdp
 from gamesdk.sdp.model import SessionDescription
@@ -93,6 +94,8 @@ class AgentCore:
             expires=config.register_expires_s,
             outbound=config.transport == "tls",
         )
+        #: Checks the regions' signed identities (RFC 8224) on invitations and answers; None: not checked.
+        self.identity: IdentityVerifier | None = None
         #: RFC 5626 outbound over TLS: the server reaches us over our connection, named by this instance id.
         self.outbound = config.transport == "tls"
         self.instance_id = _uuid_urn(random_bytes(16)) if self.outbound else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
 from gamesdk.events import Ringing
+from gamesdk.identity import IdentityError
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, check_answer
 from gamesdk.sdp.codec import format_sdp
@@ -166,6 +167,14 @@ class UacSide(AgentCore):
         warning = policy_warning(resp)
         if warning is not None:
             return 580, warning.text, f"policy:{warning.agent}", warning.text
+        if self.identity is not None:
+            try:
+                self.identity.verify(resp.headers.get("Identity"), orig=call.peer_uri, dest=call.local_uri,
+                                     sdp=resp.body)
+            except IdentityError as exc:
+                # the answer's keys are not the callee region's word: never play over them
+                self.stats["identity_refused"] = self.stats.get("identity_refused", 0) + 1
+                return 438, f"answer identity: {exc.reason}", "local", "Invalid Identity Header"
         try:
             desc, game = read_game_untrusted(resp.body, Role.ANSWER)
         except SdpError as exc:

@@ -8,6 +8,7 @@ import logging
 
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
 from gamesdk.events import InviteCancelled, InviteReceived, SessionEnded, SessionFailed
+from gamesdk.identity import IdentityError
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Accepted, Requirements, answer_offer
 from gamesdk.sdp.codec import format_sdp
@@ -195,6 +196,16 @@ class UasSide(AgentCore):
         if call.call_id in self._calls:
             tx.send_response(response_for(req, 482, to_tag=call.local_tag), now)
             return
+        if self.identity is not None:
+            try:
+                self.identity.verify(req.headers.get("Identity"), orig=call.peer_uri, dest=call.local_uri,
+                                     sdp=req.body)
+            except IdentityError as exc:
+                # RFC 8224 section 6.2.2: 428 without an Identity, 438 for one that does not verify; no session
+                self.stats["identity_refused"] = self.stats.get("identity_refused", 0) + 1
+                log.warning("invitation %s from %s refused: %s", call.call_id, call.peer_uri, exc)
+                tx.send_response(response_for(req, exc.status, exc.reason[:120], to_tag=call.local_tag), now)
+                return
         try:
             call.offer_desc, game = read_game_untrusted(req.body, Role.OFFER)
         except SdpError as exc:
