@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.ids import IdFactory
@@ -82,6 +83,14 @@ class PeerState:
         return None if self.rtt_s is None else self.rtt_s * 1000.0
 
 
+class FlowLookup(Protocol):
+    """What the federation asks the TLS driver (server.transport_tls.TlsTransport)."""
+
+    def came_over_flow(self, addr: Addr) -> bool: ...
+
+    def peer_of(self, addr: Addr) -> PeerConfig | None: ...
+
+
 class FederationTable:
     """Peer domains -> servers, and their measured round-trip times."""
 
@@ -94,6 +103,10 @@ class FederationTable:
         self.interval_s = interval_s
         self._by_domain: dict[str, PeerState] = {}
         self._by_addr: dict[Addr, PeerState] = {}
+        #: Peers reached over tls: are authenticated by certificate only (see authenticated_peer).
+        self._tls_domains = {p.domain for p in peers if p.address.transport == "tls"}
+        #: The TLS flows (set by the driver): which peer a connection authenticated as.
+        self.flows: FlowLookup | None = None
         for peer in peers:
             self.set_peer(peer.domain, peer.address.addr)
         self._next_ping: float | None = 0.0 if peers else None
@@ -119,8 +132,21 @@ class FederationTable:
         return self._by_domain.get(domain)
 
     def by_address(self, address: Addr) -> PeerState | None:
-        """The peer a datagram came from (requests from peers are accepted as already authenticated)."""
+        """The peer configured at ``address`` (where its server is reached)."""
         return self._by_addr.get(address)
+
+    def authenticated_peer(self, source: Addr) -> PeerState | None:
+        """The peer a message came from, if the way it came proves it (requests from peers are accepted as
+        already authenticated): a TLS flow whose certificate is the peer's, or, for a peer configured over
+        ``udp:``, its address. A datagram that merely comes from a TLS peer's address proves nothing."""
+        flows = self.flows
+        if flows is not None and flows.came_over_flow(source):
+            peer = flows.peer_of(source)
+            return None if peer is None else self._by_domain.get(peer.domain)
+        state = self._by_addr.get(source)
+        if state is None or state.domain in self._tls_domains:
+            return None
+        return state
 
     def rtt_ms(self, domain: str) -> float | None:
         """Transit latency to the server of ``domain`` in ms for the policy: the windowed minimum round trip,

@@ -96,7 +96,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
             self._trace("in", data, source)
         out = self.node.handle_datagram(data, source, self.loop.time())
         if out:
-            self._send(out)
+            self._send(out, udp_source=source)
         self._rearm()
 
     def stream_received(self, data: bytes, source: Addr, now: float) -> list[tuple[bytes, Addr]]:
@@ -117,7 +117,9 @@ class ServerProtocol(asyncio.DatagramProtocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def _send(self, out: list[tuple[bytes, Addr]]) -> None:
+    def _send(self, out: list[tuple[bytes, Addr]], udp_source: Addr | None = None) -> None:
+        """Send over UDP, or over the TLS flow at the destination; what answers a datagram from ``udp_source``
+        goes back over UDP even when a TLS peer is configured at that very address (a forged source)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -126,7 +128,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
         for data, dest in out:
             if tracing:
                 self._trace("out", data, dest)
-            if streams is not None and streams.send(data, dest):
+            if streams is not None and dest != udp_source and streams.send(data, dest):
                 continue
             transport.sendto(data, dest)
 
@@ -251,6 +253,7 @@ class EmbeddedServer:
                 raise
             protocol.streams = streams
             node.flows = streams
+            node.federation.flows = streams
             self.config = config = config.with_tls_listen(*self.tls_address)
             node.config = config
         log.info("server: region %s (%s) listening on %s, %d peer(s)", config.name, config.domain,
@@ -267,6 +270,8 @@ class EmbeddedServer:
 
             def apply() -> None:
                 node.federation.set_peer(domain, address)
+                if self.protocol is not None and self.protocol.streams is not None:
+                    self.protocol.streams.set_peer_address(domain, address)
                 if self.protocol is not None:
                     self.protocol._rearm()  # the next ping is due now
                 done.set()
@@ -276,6 +281,8 @@ class EmbeddedServer:
         else:
             node.federation.set_peer(domain, address)
             if self.protocol is not None:
+                if self.protocol.streams is not None:
+                    self.protocol.streams.set_peer_address(domain, address)
                 self.protocol._rearm()
 
     async def stop(self) -> None:

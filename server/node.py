@@ -60,7 +60,7 @@ _UAS_CACHE_S = 32.0
 class FlowInfo(Protocol):
     """What the node asks the TLS driver (:class:`server.transport_tls.TlsTransport`)."""
 
-    def is_flow(self, addr: Addr) -> bool: ...
+    def came_over_flow(self, addr: Addr) -> bool: ...
 
     def peer_of(self, addr: Addr) -> PeerConfig | None: ...
 
@@ -268,14 +268,14 @@ class RegionalServer:
     def transport_of(self, addr: Addr) -> str:
         """``"tls"`` for a message that came over a TLS flow, else ``"udp"``."""
         flows = self.flows
-        return "tls" if flows is not None and flows.is_flow(addr) else "udp"
+        return "tls" if flows is not None and flows.came_over_flow(addr) else "udp"
 
     def _transport_refused(self, request: Request, addr: Addr) -> bool:
         """True when the region's [tls] player_transports excludes the transport a player's request came over."""
         allowed = self.config.tls.player_transports
         if len(allowed) == len(TRANSPORTS) or self.transport_of(addr) in allowed:
             return False
-        return self.federation.by_address(addr) is None  # peers over UDP are the [[peers]] table's business
+        return self.federation.authenticated_peer(addr) is None
 
     def _on_request(self, request: Request, addr: Addr, now: float, out: Datagrams) -> None:
         method = request.method

@@ -217,7 +217,7 @@ class ProxyCore(TransactionSide):
             raise _Reject(420, "Bad Extension", (("Unsupported", ", ".join(proxy_require)),))
         routes, route_popped = self._routes(request)
 
-        from_peer = self.federation.by_address(source) is not None
+        from_peer = self.federation.authenticated_peer(source) is not None
         in_dialog = _has_tag(request.headers.get("To") or "")
         caller_local = False
         if not from_peer and not in_dialog and method not in _NEVER_CHALLENGED:
@@ -406,7 +406,7 @@ class ProxyCore(TransactionSide):
         from_uri = request.from_.uri
         peer = target.peer_domain
         if from_peer:
-            src_peer = self.federation.by_address(source)
+            src_peer = self.federation.authenticated_peer(source)
             peer = src_peer.domain if src_peer is not None else peer
         return CallInfo(
             call_id=request.call_id,
@@ -448,7 +448,8 @@ class ProxyCore(TransactionSide):
         except _Reject as rej:
             log.info("proxy: ACK for %s dropped: %d %s", request.uri, rej.status, rej.reason or "")
             return
-        if not self._may_relay(source, self.federation.by_address(source) is not None, target, request.call_id, now):
+        if not self._may_relay(source, self.federation.authenticated_peer(source) is not None, target,
+                               request.call_id, now):
             log.info("proxy: ACK from %s:%d dropped: not a player logged in here", *source)
             return
         fwd = self._forward_copy(request, target, route_popped, max_forwards)

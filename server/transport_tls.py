@@ -16,6 +16,7 @@ certificate holds; :meth:`TlsTransport.peer_of` answers which configured peer re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections.abc import Callable
@@ -199,6 +200,7 @@ class TlsTransport:
         self.max_write_buffer = tls.max_write_buffer_bytes
         self.max_message_bytes = config.limits.max_message_bytes
         self.flows: dict[Addr, Flow] = {}
+        self._current: Addr | None = None
         self._outgoing: dict[str, Flow] = {}
         self._peers_by_addr = {p.address.addr: p for p in config.peers if p.address.transport == "tls"}
         self._server: asyncio.base_events.Server | None = None
@@ -215,21 +217,35 @@ class TlsTransport:
         self.address = sock.getsockname()[:2]
         return self.address
 
-    def set_peer_address(self, old: Addr | None, peer: PeerConfig) -> None:
-        if old is not None:
-            self._peers_by_addr.pop(old, None)
-        if peer.address.transport == "tls":
-            self._peers_by_addr[peer.address.addr] = peer
+    def set_peer_address(self, domain: str, address: Addr) -> None:
+        """A TLS peer moved (tests start regions on free ports): connect to ``address`` from now on."""
+        for old_addr, peer in list(self._peers_by_addr.items()):
+            if peer.domain == domain:
+                del self._peers_by_addr[old_addr]
+                moved = dataclasses.replace(peer, address=dataclasses.replace(peer.address, host=address[0],
+                                                                              port=address[1]))
+                self._peers_by_addr[address] = moved
 
     # -- the node's view -----------------------------------------------------------------------------------
 
     def deliver(self, frame: bytes, source: Addr) -> None:
-        out = self._handler(frame, source, self.loop.time())
+        # While the node works on it, this message is known to have come over the flow at ``source``: a UDP
+        # datagram from the same (host, port) must not pass for it (UDP and TCP ports are separate spaces).
+        self._current = source
+        try:
+            out = self._handler(frame, source, self.loop.time())
+        finally:
+            self._current = None
         if out:
             self._sender(out)
 
     def is_flow(self, addr: Addr) -> bool:
+        """A TLS connection is open with ``addr`` (where the node's messages to ``addr`` go)."""
         return addr in self.flows
+
+    def came_over_flow(self, addr: Addr) -> bool:
+        """The message the node is handling now came over the TLS flow at ``addr`` (not as a UDP datagram)."""
+        return self._current == addr
 
     def peer_of(self, addr: Addr) -> PeerConfig | None:
         """The configured peer region the flow at ``addr`` authenticated as, or None."""
