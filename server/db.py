@@ -108,10 +108,69 @@ _V1_BASELINE = (
     "CREATE INDEX IF NOT EXISTS policy_reservations_player ON policy_reservations(player)",
 )
 
+# Billing, second layout (server/billing/store.py): every record and event has its own identity (``uid``), so a
+# second session reusing a Call-ID and To-tag is a second record (no more UNIQUE (call_id, to_tag, side) with
+# INSERT OR IGNORE), and a replayed write is recognised; charges are exact integer millionths of the currency.
+# Existing rows keep their numbers and get ``v1-<id>`` identities; REAL charges are rounded to micro-units.
+_V2_BILLING_IDENTITY = (
+    "ALTER TABLE billing_records RENAME TO billing_records_v1",
+    "ALTER TABLE billing_events RENAME TO billing_events_v1",
+    "DROP INDEX IF EXISTS billing_one_stop",
+    "DROP INDEX IF EXISTS billing_one_start",
+    "DROP INDEX IF EXISTS billing_events_record",
+    """CREATE TABLE billing_records (
+        id            INTEGER PRIMARY KEY,
+        uid           TEXT NOT NULL UNIQUE,
+        call_id       TEXT NOT NULL,
+        from_tag      TEXT NOT NULL,
+        to_tag        TEXT NOT NULL,
+        side          TEXT NOT NULL,
+        region        TEXT NOT NULL,
+        player        TEXT NOT NULL,
+        peer          TEXT NOT NULL,
+        network       TEXT NOT NULL,
+        class         TEXT NOT NULL,
+        format        TEXT NOT NULL,
+        qos           TEXT NOT NULL,
+        uplink_kbps   INTEGER NOT NULL,
+        downlink_kbps INTEGER NOT NULL,
+        token         TEXT NOT NULL,
+        t_2xx         REAL NOT NULL
+    )""",
+    "CREATE INDEX billing_records_key ON billing_records(call_id, to_tag, side)",
+    """CREATE TABLE billing_events (
+        seq           INTEGER PRIMARY KEY,
+        uid           TEXT NOT NULL UNIQUE,
+        record_id     INTEGER NOT NULL REFERENCES billing_records(id),
+        kind          TEXT NOT NULL CHECK (kind IN ('START', 'INTERIM', 'STOP')),
+        time          REAL NOT NULL,
+        charged_s     REAL NOT NULL,
+        charge_micros INTEGER NOT NULL,
+        currency      TEXT NOT NULL,
+        end_reason    TEXT,
+        sip_reason    TEXT
+    )""",
+    "CREATE UNIQUE INDEX billing_one_stop ON billing_events(record_id) WHERE kind = 'STOP'",
+    "CREATE UNIQUE INDEX billing_one_start ON billing_events(record_id) WHERE kind = 'START'",
+    "CREATE INDEX billing_events_record ON billing_events(record_id)",
+    """INSERT INTO billing_records (id, uid, call_id, from_tag, to_tag, side, region, player, peer, network, class,
+                                   format, qos, uplink_kbps, downlink_kbps, token, t_2xx)
+       SELECT id, 'v1-' || id, call_id, from_tag, to_tag, side, region, player, peer, network, class, format, qos,
+              uplink_kbps, downlink_kbps, token, t_2xx FROM billing_records_v1""",
+    """INSERT INTO billing_events (seq, uid, record_id, kind, time, charged_s, charge_micros, currency, end_reason,
+                                  sip_reason)
+       SELECT seq, 'v1-' || seq, record_id, kind, time, charged_s, CAST(ROUND(charge * 1000000) AS INTEGER),
+              currency, end_reason, sip_reason FROM billing_events_v1""",
+    "DROP TABLE billing_events_v1",
+    "DROP TABLE billing_records_v1",
+)
+
 #: The schema, oldest step first; versions are 1, 2, 3, ... without gaps. Version 1 is the schema the first
 #: release created without a version table (``IF NOT EXISTS`` adopts such a file as is).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, billing and policy tables", _V1_BASELINE),
+    Migration(2, "billing records and events with their own identity, charges in integer micro-units",
+              _V2_BILLING_IDENTITY),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -81,6 +81,8 @@ class PublishResult:
     previous: DialogInfo | None = None
     """The state before this request (MODIFY, REFRESH, REMOVE)."""
     extra_headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    replaced: Publication | None = None
+    """The publication this request replaced or removed (for :meth:`DialogPublications.undo`)."""
 
     @property
     def ok(self) -> bool:
@@ -172,7 +174,7 @@ class DialogPublications:
             self._drop(current.etag)
             return PublishResult(
                 status=200, reason="OK", kind=PublishKind.REMOVE, etag=current.etag, expires=0,
-                info=current.info, previous=current.info,
+                info=current.info, previous=current.info, replaced=current,
             )
         if expires < self.min_expires_s:
             return PublishResult(status=423, reason="Interval Too Brief", min_expires=self.min_expires_s)
@@ -212,8 +214,22 @@ class DialogPublications:
         self._by_etag[etag] = pub
         heapq.heappush(self._timers, (pub.expires_at, etag))
         return PublishResult(
-            status=200, reason="OK", kind=kind, etag=etag, expires=expires, info=state, previous=previous
+            status=200, reason="OK", kind=kind, etag=etag, expires=expires, info=state, previous=previous,
+            replaced=current,
         )
+
+    def undo(self, result: PublishResult) -> None:
+        """Take back a successful :meth:`handle` whose effects could not be applied: the new entity-tag is
+        forgotten and the replaced publication is live again, so the publisher's retry (same ``SIP-If-Match``)
+        is processed as if the first attempt never happened."""
+        if not result.ok:
+            return
+        if result.kind is not PublishKind.REMOVE and result.etag is not None:
+            self._drop(result.etag)
+        old = result.replaced
+        if old is not None:
+            self._by_etag[old.etag] = old
+            heapq.heappush(self._timers, (old.expires_at, old.etag))
 
     def get_timer(self) -> float | None:
         while self._timers:

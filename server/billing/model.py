@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from decimal import Decimal
+from typing import Protocol
 
-if TYPE_CHECKING:  # server.policy imports this module; the tariff type is only needed for annotations.
-    from server.policy.config import Tariff
+from .tariff import Tariff
 
 __all__ = ["BillingEvent", "BillingRecord", "BillingSink", "EventKind", "MemoryBilling", "charge_for"]
 
@@ -46,7 +46,14 @@ class BillingRecord:
     token: str
     """The ``P-Media-Authorization`` token; empty for a denied attempt."""
     t_2xx: float
-    """When the FINAL decision was made (the 2xx passed): the billed start."""
+    """When the FINAL decision was made (the 2xx passed): the billed start (wall clock, epoch seconds)."""
+    uid: str = ""
+    """The record's own identity (unique per reservation or refused attempt; a second session that reuses a
+    Call-ID and To-tag is a second record). Empty: derived from the key and ``t_2xx``."""
+
+    @property
+    def identity(self) -> str:
+        return self.uid or f"{self.call_id};{self.to_tag};{self.side};{self.t_2xx!r}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +69,13 @@ class BillingEvent:
     """STOP only: the SIP Reason behind it, e.g. ``SIP;cause=580``."""
     charged_s: float = 0.0
     """Billed seconds up to this event (0 for attempts)."""
+    seq: int = 0
+    """INTERIM number (1, 2, ...); 0 for START and STOP. With the record's identity it names the event, so a
+    replayed write (journal, retry) is recognised as the same event and never doubles it."""
+
+    @property
+    def uid(self) -> str:
+        return f"{self.record.identity}/{self.kind.value}/{self.seq}"
 
 
 class BillingSink(Protocol):
@@ -80,14 +94,9 @@ class MemoryBilling:
         self.events.append(event)
 
 
-def charge_for(tariff: Tariff, record: BillingRecord, seconds: float) -> float:
-    """Charge for holding ``record``'s reservation ``seconds`` long, rounded to 1e-6 of the currency.
+def charge_for(tariff: Tariff, record: BillingRecord, seconds: float | Decimal) -> Decimal:
+    """Charge for holding ``record``'s reservation ``seconds`` long, exact, rounded once to 1e-6 of the currency.
 
     ``minutes * (per_minute + per_kbps_minute * (uplink_kbps + downlink_kbps))`` with the class's tariff.
     """
-    if seconds <= 0:
-        return 0.0
-    entry = tariff.for_class(record.qos_class)
-    minutes = seconds / 60.0
-    kbps = record.uplink_kbps + record.downlink_kbps
-    return round(minutes * (entry.per_minute + entry.per_kbps_minute * kbps), 6)
+    return tariff.charge(record.qos_class, record.uplink_kbps, record.downlink_kbps, seconds)

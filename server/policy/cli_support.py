@@ -19,11 +19,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 from server.billing.store import BillingRow, read_rows
 from server.db import check_schema
+from server.billing.tariff import format_money
 
 from .codec import capacity_to_json
 from .config import PolicyConfig
@@ -83,6 +85,8 @@ def _row_dict(row: BillingRow) -> dict[str, Any]:
     data = dataclasses.asdict(row)
     for name in ("t_2xx", "t_start", "t_last_interim", "t_stop"):
         data[name] = _iso(data[name]) or None
+    # Exact money: a decimal string with every decimal shown (JSON numbers would turn it into a float).
+    data["charge"] = format_money(row.charge)
     return {**{k: data[k] for k in BILLING_CSV_COLUMNS}, "open": row.open}
 
 
@@ -119,15 +123,15 @@ def billing_list_text(rows: Sequence[BillingRow]) -> str:
             f"{r.uplink_kbps}/{r.downlink_kbps}",
             f"{r.duration_s:.1f}",
             r.end_reason or "open",
-            "-" if r.open else f"{r.charge:.4f} {r.currency}".strip(),
+            "-" if r.open else format_money(r.charge, r.currency),
         )
         for r in rows
     ]
-    total: dict[str, float] = {}
+    total: dict[str, Decimal] = {}
     for r in rows:
         if r.currency:
-            total[r.currency] = total.get(r.currency, 0.0) + r.charge
-    summary = ", ".join(f"{v:.4f} {k}" for k, v in sorted(total.items())) or "0"
+            total[r.currency] = total.get(r.currency, Decimal(0)) + r.charge
+    summary = ", ".join(format_money(v, k) for k, v in sorted(total.items())) or format_money(Decimal(0))
     n_open = sum(1 for r in rows if r.open)
     return _table(headers, body) + f"{len(rows)} records, {n_open} open, total {summary}\n"
 

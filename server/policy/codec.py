@@ -9,11 +9,12 @@ functions that raise only :class:`RemoteProtocolError` (status hint 400).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gamesdk.errors import RemoteProtocolError
 
-from .core import NetworkCapacity
+if TYPE_CHECKING:  # core imports this module (through the ledger); the type is only an annotation here
+    from .core import NetworkCapacity
 from .lifetime import Activate, PolicyOperation, Refresh, Release
 from .model import (
     AppSession,
@@ -267,6 +268,7 @@ def reservation_to_json(res: Reservation) -> dict[str, Any]:
         "tLastRefresh": res.t_last_refresh,
         "expires": res.expires_s,
         "interims": res.interim_count,
+        "recordId": res.record_id,
     }
 
 
@@ -294,6 +296,7 @@ def reservation_from_json_untrusted(value: object) -> Reservation:
         t_last_refresh=_float(data, "tLastRefresh", optional=True),
         expires_s=_int(data, "expires", default=0),
         interim_count=_int(data, "interims", default=0),
+        record_id=_str(data, "recordId", default=""),
     )
 
 

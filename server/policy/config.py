@@ -14,8 +14,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from server.billing.tariff import ClassTariff, Tariff
 from server.config import ConfigError
 
 __all__ = [
@@ -34,6 +36,9 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Names of networks and classes appear in Warning texts and URLs: keep them to a token-ish alphabet.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
+#: A player plays one match at a time; a few more cover a rematch whose old session is still ending. A callee
+#: that answers one INVITE many times, or a player that never confirms, cannot pin a network's capacity.
+DEFAULT_MAX_RESERVATIONS_PER_PLAYER = 4
 #: RFC 3261 section 13.3.1.4 / 17.1.1.2: 64*T1 = 32 s is the UAS's 2xx retransmission span, so a player that has
 #: not confirmed within it never will (DESIGN section 4).
 DEFAULT_CONFIRM_TIMEOUT_S = 32.0
@@ -81,27 +86,6 @@ class QosClass:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClassTariff:
-    """Charge for one class: ``minutes * (per_minute + per_kbps_minute * (uplink_kbps + downlink_kbps))``."""
-
-    per_minute: float = 0.0
-    per_kbps_minute: float = 0.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Tariff:
-    """The region's tariff: per class, with the default class's entry as the fallback."""
-
-    currency: str = "EUR"
-    classes: Mapping[str, ClassTariff] = field(default_factory=dict)
-    default_class: str = "default"
-
-    def for_class(self, name: str) -> ClassTariff:
-        """The tariff of class ``name``; the default class's tariff if it has none; free if neither exists."""
-        return self.classes.get(name) or self.classes.get(self.default_class) or ClassTariff()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PolicySettings:
     """The ``[policy]`` table: timers and where the policy server runs."""
 
@@ -117,6 +101,8 @@ class PolicySettings:
     min_expires_s: int = DEFAULT_MIN_EXPIRES_S
     max_expires_s: int = DEFAULT_MAX_EXPIRES_S
     default_expires_s: int = DEFAULT_EXPIRES_S
+    max_reservations_per_player: int = DEFAULT_MAX_RESERVATIONS_PER_PLAYER
+    """Reservations one player may hold at once (held or ending); a FINAL beyond it is refused."""
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -245,6 +231,22 @@ def _float(table: Mapping[str, Any], name: str, key: str, *, default: float, min
     return float(value)
 
 
+def _money(table: Mapping[str, Any], name: str, key: str) -> Decimal:
+    """A tariff rate as an exact decimal: ``0.02`` (a TOML float, read as the digits written) or ``"0.02"``."""
+    full = f"{key}.{name}"
+    value = table.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(full, f"must be a number like 0.02, not {value!r}")
+    try:
+        # repr() of a float is the shortest text that reads back as it, i.e. what the operator wrote.
+        amount = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        raise ConfigError(full, f"must be a number like 0.02, not {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ConfigError(full, f"must be a finite number >= 0, not {value!r}")
+    return amount
+
+
 def _name(table: Mapping[str, Any], key: str) -> str:
     full = f"{key}.name"
     value = table.get("name")
@@ -268,7 +270,7 @@ _CLASS_KEYS = {"name", "priority", "max_share", "default"}
 _TARIFF_CLASS_KEYS = {"per_minute", "per_kbps_minute"}
 _POLICY_KEYS = {
     "url", "listen", "token", "timeout_s", "confirm_timeout_s", "lease_slack_s", "min_expires_s", "max_expires_s",
-    "default_expires_s", "default_class",
+    "default_expires_s", "default_class", "max_reservations_per_player",
 }
 
 
@@ -388,8 +390,8 @@ def _parse(doc: Mapping[str, Any]) -> PolicyConfig:
         entry = _table(raw, key)
         _check_keys(entry, _TARIFF_CLASS_KEYS, key)
         class_tariffs[cname] = ClassTariff(
-            per_minute=_float(entry, "per_minute", key, default=0.0),
-            per_kbps_minute=_float(entry, "per_kbps_minute", key, default=0.0),
+            per_minute=_money(entry, "per_minute", key),
+            per_kbps_minute=_money(entry, "per_kbps_minute", key),
         )
     tariff = Tariff(currency=currency.upper(), classes=class_tariffs, default_class=default_class)
     return PolicyConfig(
@@ -442,4 +444,6 @@ def _parse_settings(ptable: Mapping[str, Any]) -> PolicySettings:
         min_expires_s=min_expires,
         max_expires_s=max_expires,
         default_expires_s=default_expires,
+        max_reservations_per_player=_int(ptable, "max_reservations_per_player", "policy",
+                                         default=DEFAULT_MAX_RESERVATIONS_PER_PLAYER, minimum=1),
     )

@@ -1,25 +1,30 @@
 """server/policy/core: the policy server: admission, reservations and their lifetime (sans-IO).
 
 Driving contract (as the SIP cores): ``now`` in, decisions out; ``get_timer()`` says when to call
-``handle_timer(now)``, which releases what ran out. ``now`` is wall-clock seconds since the epoch (``time.time()``
-in the driver), because reservations are persisted and billed and must survive a restart.
+``handle_timer(now)``, which releases what ran out and retries writes the database refused. ``now`` is a
+monotonic clock (the driver's loop time): deadlines and billed durations never follow a wall clock step. The wall
+clock (epoch seconds) is passed in as ``wall`` where a record starts (FINAL, start-up); every later time of a
+reservation is its start plus monotonic elapsed time.
 
 Lifetime (DESIGN section 4, research/protocol.md (d)):
 
 - ``final`` holds resources in state RESERVED with a confirm deadline of 2xx + 32 s (64*T1);
 - ``activate`` (PUBLISH ``confirmed``) moves to ACTIVE, billing START, lease = now + Expires + 32 s slack;
 - ``refresh`` (PUBLISH refresh) extends the lease, billing INTERIM;
-- ``release`` (PUBLISH ``terminated``, registration expiry, timers, restart) frees and writes exactly one STOP.
+- ``release`` (PUBLISH ``terminated``, registration expiry, timers, restart) ends it with exactly one STOP.
 
-FINAL decisions are cached per (Call-ID, To-tag, side) so a 2xx retransmission gets the identical answer
-(research/protocol.md (b) "Both decisions are cached"): grants while held and at least 32 s after the decision,
-denies for 32 s.
+Durable first (DESIGN section 10): each change and its billing events are one :class:`~server.policy.ledger.Change`
+committed to the ledger in one transaction before memory follows. A FINAL is idempotent only while its
+reservation is held; a key that was used (ended, or refused) is refused, not answered from a cache (the proxy
+caches the 2xx headers per INVITE transaction for retransmissions).
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -28,6 +33,7 @@ from server.billing.model import BillingEvent, BillingRecord, BillingSink, Event
 
 from .admission import NetworkUsage, admit, class_demand
 from .config import PolicyConfig
+from .ledger import Change, Journal, Ledger, LedgerUnavailable, SplitLedger
 from .lifetime import Activate, PolicyOperation, Refresh
 from .model import (
     AppSession,
@@ -43,7 +49,7 @@ from .model import (
     Side,
 )
 
-__all__ = ["NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
+__all__ = ["LedgerUnavailable", "NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +94,47 @@ def hex_token_factory(random_bytes: Callable[[int], bytes], nbytes: int = 16) ->
     return make
 
 
+class _Write(enum.Enum):
+    COMMITTED = "committed"  #: in the database
+    JOURNALED = "journaled"  #: in the journal, the database retried with backoff
+    PENDING = "pending"  #: in memory only (journal failed too), retried with backoff: not durable yet
+
+
+@dataclass(slots=True)
+class _Pending:
+    change: Change
+    journaled: bool
+
+
+#: Backoff of database retries: first after 50 ms, doubling up to 5 s, for as long as it takes.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 5.0
+#: How long a used key (ended or refused) and an INVITE's first To-tag are remembered, and how many at most.
+USED_KEY_TTL_S = 300.0
+USED_KEY_MAX = 65536
+#: Changes that may wait for the database before new sessions and PUBLISHes are refused (back-pressure).
+OUTBOX_MAX = 10000
+
+
 class PolicyServer:
     """The region's policy server (PCF-like): PRELIMINARY checks, FINAL reservations and their lifetime.
 
+    Durable first, memory second: every change and its billing events are committed as one :class:`Change` to
+    the ledger before memory moves. A FINAL whose write fails is refused (nothing held: its capacity is free at
+    once); any other change the database refuses goes to the journal and is retried with backoff until it
+    commits; an ended reservation keeps its capacity until its STOP is in the database.
+
+    Times: ``now`` is a monotonic clock (the driver's loop time); ``wall`` (epoch seconds) is passed in where a
+    record is created (FINAL, restore), defaulting to ``now``. Deadlines and durations are monotonic.
+
     Args:
         config: the validated region policy config.
-        token_factory: returns a fresh hex token per reservation (``hex_token_factory(os.urandom)``).
+        token_factory: returns a fresh hex token per reservation (``hex_token_factory(os.urandom)``); also the
+            billing records' identities.
         region: region name written into billing records.
-        store: persists reservations (``None`` = memory only); call :meth:`restore` once at start-up.
-        billing: receives START / INTERIM / STOP events (``None`` = not billed).
+        ledger: durable reservations + billing (``SqliteLedger``); call :meth:`restore` once at start-up.
+        journal: where changes the ledger refused wait (``FileJournal``); ``None`` = memory only.
+        store, billing: a separate store and sink instead of a ledger (memory, tests; not atomic).
     """
 
     def __init__(
@@ -105,107 +143,150 @@ class PolicyServer:
         *,
         token_factory: Callable[[], str],
         region: str = "",
+        ledger: Ledger | None = None,
+        journal: Journal | None = None,
         store: ReservationStore | None = None,
         billing: BillingSink | None = None,
     ) -> None:
         self.config = config
         self.region = region
         self._token_factory = token_factory
-        self._store = store
-        self._billing = billing
+        self._ledger: Ledger = ledger if ledger is not None else SplitLedger(store, billing)
+        self._persistent = ledger is not None or store is not None
+        self._journal = journal
         self._usage: dict[str, NetworkUsage] = {n.name: NetworkUsage() for n in config.networks}
         self._held: dict[SessionKey, Reservation] = {}
+        # Released, STOP not in the database yet: capacity still counted, repeats of the release are no-ops.
+        self._ending: dict[SessionKey, Reservation] = {}
         self._by_call_id: dict[str, set[SessionKey]] = {}
-        # (decision, forget-not-before): the FINAL cache for retransmitted 2xx.
-        self._decisions: dict[SessionKey, tuple[Decision, float]] = {}
-        # Lazy-deletion heap of (when, kind, key): kind "held" = reservation deadline, "cache" = forget decision.
-        self._timers: list[tuple[float, int, str, SessionKey]] = []
+        self._per_player: dict[str, int] = {}
+        # Keys that were used (ended, or refused): a FINAL for one is refused, never answered from a cache.
+        self._used: OrderedDict[SessionKey, tuple[Deny, float]] = OrderedDict()
+        # (Call-ID, From-tag, side) -> the To-tag of its FINAL: one FINAL per INVITE transaction.
+        self._invites: OrderedDict[tuple[str, str, Side], tuple[str, float]] = OrderedDict()
+        self._outbox: deque[_Pending] = deque()
+        self._retry_at: float | None = None
+        self._retry_delay = RETRY_FIRST_S
+        # Lazy-deletion heap of (monotonic deadline, seq, key).
+        self._timers: list[tuple[float, int, SessionKey]] = []
         self._seq = 0  # heap tie-breaker: keys themselves do not order
-        self.stats = {"preliminary": 0, "final": 0, "granted": 0, "denied": 0, "released": 0}
+        self.stats = {"preliminary": 0, "final": 0, "granted": 0, "denied": 0, "released": 0,
+                      "write_failures": 0, "journaled": 0, "retried": 0}
 
     # ------------------------------------------------------------------------------------------------------------
     # N5-shaped operations
 
-    def preliminary(self, request: AppSession, now: float) -> Decision:
+    def preliminary(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision:
         """Check ``request`` (the offer, INVITE path) against current usage. Nothing is held.
 
         Returns a :class:`Grant` with ``token=None``, or a :class:`Deny` to answer with 580 + Warning 370.
         """
-        del now  # A check depends only on what is held now; kept in the signature for the uniform contract.
+        del now, wall  # A check depends only on what is held now; kept in the signature for the uniform contract.
         self.stats["preliminary"] += 1
         return self._decide(request)
 
-    def final(self, request: AppSession, now: float) -> Decision:
-        """Reserve for the answer (2xx path). Idempotent per (Call-ID, To-tag, side).
+    def final(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision:
+        """Reserve for the answer (2xx path).
 
-        A Grant carries the ``P-Media-Authorization`` token; a Deny means: forward the 2xx with
-        ``Warning: 370`` and no token. A denied FINAL is billed as an attempt (STOP ``qos-failed``).
-        Call :meth:`get_timer` afterwards: the confirm deadline was armed.
+        A Grant carries the ``P-Media-Authorization`` token; a Deny means: forward the 2xx with ``Warning: 370``
+        and no token. The same request again while held (a retransmission reaching a restarted server, a retried
+        HTTP call) gets the held grant; a key that was used before is refused. A denied FINAL is billed as an
+        attempt (STOP ``qos-failed``). Call :meth:`get_timer` afterwards: the confirm deadline was armed.
         """
+        wall = now if wall is None else wall
         key = request.key
-        cached = self._decisions.get(key)
-        if cached is not None:
-            return cached[0]
+        held = self._held.get(key)
+        if held is not None and held.request == request:
+            return held.grant
+        self._forget(now)
+        used = self._used.get(key)
+        if used is not None:
+            return used[0]
         self.stats["final"] += 1
-        decision = self._decide(request)
+        decision = self._decide(request) if held is None and key not in self._ending else self._key_in_use(key)
+        if isinstance(decision, Grant):
+            decision = self._one_final_per_invite(request, now) or self._player_cap(request) or decision
         if isinstance(decision, Deny):
             self.stats["denied"] += 1
-            self._remember(key, decision, now + self.config.settings.confirm_timeout_s)
-            self._bill_attempt(request, decision, now)
+            self._used_key(key, decision, now)
+            self._bill_attempt(request, decision, now, wall)
             return decision
         grant = replace(decision, token=self._token_factory())
+        settings = self.config.settings
         reservation = Reservation(
             request=request,
             grant=grant,
             state=ReservationState.RESERVED,
-            t_2xx=now,
-            deadline=now + self.config.settings.confirm_timeout_s,
+            t_2xx=wall,
+            deadline=wall + settings.confirm_timeout_s,
+            record_id=self._token_factory(),
+            clock_offset=wall - now,
         )
+        try:
+            # A grant the books do not show would be capacity given away: durable (database or journal) or none.
+            self._change(Change(key=key, save=reservation), now, must_be_durable=True)
+        except LedgerUnavailable as exc:
+            self.stats["denied"] += 1
+            log.warning("FINAL for %s refused: %s", key, exc)
+            return Deny(network=grant.network, resource=Resource.POLICY,
+                        reason="the reservation could not be recorded; try again")
         self._hold(reservation)
-        if self._store is not None:
-            self._store.save(reservation)
-        self._remember(key, grant, now + self.config.settings.confirm_timeout_s)
+        self._invites[(key.call_id, request.from_tag, key.side)] = (key.to_tag, now + USED_KEY_TTL_S)
         self.stats["granted"] += 1
         return grant
 
     def activate(self, key: SessionKey, now: float, expires_s: int) -> Reservation | None:
         """The player confirmed (PUBLISH ``confirmed``): open the gate, START billing, start the lease.
 
-        Activating an ACTIVE reservation again counts as a refresh. Returns ``None`` for an unknown key.
+        Activating an ACTIVE reservation again counts as a refresh. Returns ``None`` for an unknown key, the
+        ending reservation unchanged for one already released. Raises :class:`LedgerUnavailable` when the
+        change could not be made durable (nothing changed: answer 5xx so the player retries).
         """
+        if key in self._ending:
+            return self._ending[key]
         res = self._held.get(key)
         if res is None:
             return None
         if res.state is ReservationState.ACTIVE:
             return self.refresh(key, now, expires_s)
+        t = now + res.clock_offset
         res = replace(
             res,
             state=ReservationState.ACTIVE,
-            t_confirm=now,
-            t_last_refresh=now,
+            t_confirm=t,
+            t_last_refresh=t,
             expires_s=expires_s,
-            deadline=now + expires_s + self.config.settings.lease_slack_s,
+            deadline=t + expires_s + self.config.settings.lease_slack_s,
         )
-        # START before the store write: a crash in between is then closed by restore() with one STOP.
-        self._emit(EventKind.START, res, now, charged_s=now - res.t_2xx)
+        event = self._event(EventKind.START, res, t, charged_s=t - res.t_2xx)
+        self._change(Change(key=key, save=res, events=(event,)), now, must_be_durable=True)
         self._update(res)
         return res
 
     def refresh(self, key: SessionKey, now: float, expires_s: int) -> Reservation | None:
-        """Extend an ACTIVE lease to ``now + expires_s + slack`` and bill an INTERIM. No-op while RESERVED."""
+        """Extend an ACTIVE lease to ``now + expires_s + slack`` and bill an INTERIM. No-op while RESERVED.
+
+        Raises :class:`LedgerUnavailable` like :meth:`activate`.
+        """
+        if key in self._ending:
+            return self._ending[key]
         res = self._held.get(key)
         if res is None:
             return None
         if res.state is not ReservationState.ACTIVE:
             return res
+        t = now + res.clock_offset
+        if res.t_last_refresh is not None and t < res.t_last_refresh:
+            return res  # a late duplicate: the lease already runs from a later refresh
         res = replace(
             res,
-            t_last_refresh=now,
+            t_last_refresh=t,
             expires_s=expires_s,
             interim_count=res.interim_count + 1,
-            deadline=now + expires_s + self.config.settings.lease_slack_s,
+            deadline=t + expires_s + self.config.settings.lease_slack_s,
         )
-        self._emit(EventKind.INTERIM, res, now, charged_s=now - res.t_2xx)
+        event = self._event(EventKind.INTERIM, res, t, charged_s=t - res.t_2xx, seq=res.interim_count)
+        self._change(Change(key=key, save=res, events=(event,)), now, must_be_durable=True)
         self._update(res)
         return res
 
@@ -217,31 +298,38 @@ class PolicyServer:
         *,
         sip_reason: str | None = None,
         end_time: float | None = None,
+        must_be_durable: bool = False,
     ) -> Reservation | None:
-        """Free the reservation and write its one STOP. ``end_time`` (default ``now``) bounds the charge.
+        """End the reservation and write its one STOP. ``end_time`` (monotonic, default ``now``) is when the end
+        was observed; it bounds the charge. Held time is billed whether or not the session was confirmed.
 
-        Returns the released reservation, or ``None`` if nothing is held under ``key`` (already released).
+        Never lost: if the database refuses the STOP, the change is journaled and retried, and the capacity stays
+        counted until it commits. Returns the released reservation (also for a repeat while the STOP is still
+        on its way), or ``None`` if nothing is held under ``key``. With ``must_be_durable``, raises
+        :class:`LedgerUnavailable` when the STOP is only in memory so far (it is still retried).
         """
-        res = self._held.pop(key, None)
+        ending = self._ending.get(key)
+        if ending is not None:
+            if must_be_durable and self._pending_in_memory(key):
+                raise LedgerUnavailable("the end of this session is not recorded yet")
+            return ending
+        res = self._held.get(key)
         if res is None:
             return None
-        keys = self._by_call_id.get(key.call_id)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_call_id[key.call_id]
-        self._usage_of(res).add(class_demand(self.config, res.request), -1)
-        stop_at = now if end_time is None else min(end_time, now)
-        charged = max(0.0, stop_at - res.t_2xx) if res.state is ReservationState.ACTIVE else 0.0
-        self._emit(EventKind.STOP, res, stop_at, charged_s=charged, end_reason=reason, sip_reason=sip_reason)
-        if self._store is not None:
-            self._store.delete(key)
-        # Keep the cached grant for retransmissions only within the 2xx retransmission span.
-        cached = self._decisions.get(key)
-        if cached is not None and cached[1] <= now:
-            del self._decisions[key]
+        stop_m = now if end_time is None else min(end_time, now)
+        stop_at = max(stop_m + res.clock_offset, res.t_confirm or res.t_2xx)
+        event = self._event(EventKind.STOP, res, stop_at, charged_s=stop_at - res.t_2xx, end_reason=reason,
+                            sip_reason=sip_reason)
+        written = self._change(Change(key=key, delete=True, events=(event,)), now, must_be_durable=False)
+        self._unhold(res, now)
         self.stats["released"] += 1
         log.info("released %s in %s: %s", key, res.grant.network, reason.value)
+        if written is _Write.COMMITTED:
+            self._free(res)
+        else:
+            self._ending[key] = res
+            if must_be_durable and written is _Write.PENDING:
+                raise LedgerUnavailable("the end of this session is not recorded yet")
         return res
 
     def release_player(
@@ -261,11 +349,11 @@ class PolicyServer:
         """The reservation a player's PUBLISH names (RFC 4235 call-id, local-tag, remote-tag).
 
         The caller's To-tag is its remote tag, the callee's its local tag; only the publisher's own
-        reservations match.
+        reservations match. Ending reservations are found too (a repeated ``terminated`` is a no-op).
         """
         for key in self._by_call_id.get(ref.call_id, ()):
-            res = self._held[key]
-            if res.request.player != ref.player:
+            res = self._held.get(key) or self._ending.get(key)
+            if res is None or res.request.player != ref.player:
                 continue
             if (key.side is Side.ORIG and key.to_tag == ref.remote_tag) or (
                 key.side is Side.TERM and key.to_tag == ref.local_tag
@@ -278,6 +366,7 @@ class PolicyServer:
 
         Returns the reservation after the change (for a release: the released one), or ``None`` when the
         publisher holds no reservation for that dialog (unknown, already released, or someone else's).
+        Raises :class:`LedgerUnavailable` when the change is not durable: the PUBLISH must not be acknowledged.
         """
         res = self.find(op.ref)
         if res is None:
@@ -286,7 +375,7 @@ class PolicyServer:
             return self.activate(res.key, now, op.expires_s)
         if isinstance(op, Refresh):
             return self.refresh(res.key, now, op.expires_s)
-        return self.release(res.key, now, op.reason, sip_reason=op.sip_reason)
+        return self.release(res.key, now, op.reason, sip_reason=op.sip_reason, must_be_durable=True)
 
     def get(self, key: SessionKey) -> Reservation | None:
         return self._held.get(key)
@@ -295,28 +384,26 @@ class PolicyServer:
     # Timers and start-up
 
     def get_timer(self) -> float | None:
-        """When :meth:`handle_timer` must next run (epoch seconds), or ``None``."""
+        """When :meth:`handle_timer` must next run (monotonic, like ``now``), or ``None``."""
         while self._timers:
-            when, _, kind, key = self._timers[0]
-            if self._timer_is_live(when, kind, key):
-                return when
+            when, _, key = self._timers[0]
+            if self._timer_is_live(when, key):
+                return when if self._retry_at is None else min(when, self._retry_at)
             heapq.heappop(self._timers)
-        return None
+        return self._retry_at
 
     def handle_timer(self, now: float) -> list[Reservation]:
-        """Release every reservation whose deadline passed; forget stale cached decisions.
+        """Retry journaled writes; release every reservation whose deadline passed.
 
-        Unconfirmed reservations end ``not-established``; ACTIVE ones ``lease-expired`` billed up to the last
-        refresh + Expires (the lease the player asked for; the slack is not charged).
+        Unconfirmed reservations end ``not-established`` billed for the time held; ACTIVE ones ``lease-expired``
+        billed up to the last refresh + Expires (the lease the player asked for; the slack is not charged).
         """
+        if self._retry_at is not None and self._retry_at <= now:
+            self._flush(now)
         released: list[Reservation] = []
         while self._timers and self._timers[0][0] <= now:
-            when, _, kind, key = heapq.heappop(self._timers)
-            if not self._timer_is_live(when, kind, key):
-                continue
-            if kind == "cache":
-                if key not in self._held:
-                    del self._decisions[key]
+            when, _, key = heapq.heappop(self._timers)
+            if not self._timer_is_live(when, key):
                 continue
             res = self._held[key]
             if res.state is ReservationState.RESERVED:
@@ -327,24 +414,37 @@ class PolicyServer:
                 released.append(out)
         return released
 
-    def restore(self, now: float) -> list[Reservation]:
-        """Load persisted reservations at start-up: re-hold the live ones, release (``server-restart``) the
-        ones whose deadline passed while the server was down. Returns the released ones.
+    def restore(self, now: float, *, wall: float | None = None) -> list[Reservation]:
+        """At start-up: replay the journal into the database, then re-hold the persisted reservations and release
+        (``server-restart``) the ones whose deadline passed while the server was down. Returns the released ones.
+
+        Raises if the journal cannot be replayed (the database refuses it): starting without it would lose books.
         """
-        if self._store is None:
+        wall = now if wall is None else wall
+        if self._journal is not None:
+            entries = self._journal.entries()
+            for change in entries:
+                self._ledger.commit(change)
+            if entries:
+                log.info("replayed %d journaled change(s) into the database", len(entries))
+                self._journal.clear()
+        if not self._persistent:
             return []
         released: list[Reservation] = []
-        for res in self._store.load_all():
+        offset = wall - now
+        for res in self._ledger.load_all():
             if res.key in self._held:
                 continue
+            res = replace(res, clock_offset=offset)
             self._hold(res)
-            if res.deadline <= now or self.config.network(res.grant.network) is None:
+            if res.deadline <= wall or self.config.network(res.grant.network) is None:
                 # Ran out while we were down, or its network left the config: close it with one STOP.
                 out = self.release(res.key, now, EndReason.SERVER_RESTART, end_time=self._lease_end(res))
                 if out is not None:
                     released.append(out)
             else:
-                self._remember(res.key, res.grant, res.t_2xx + self.config.settings.confirm_timeout_s)
+                self._invites[(res.key.call_id, res.request.from_tag, res.key.side)] = (
+                    res.key.to_tag, now + USED_KEY_TTL_S)
         return released
 
     # ------------------------------------------------------------------------------------------------------------
@@ -354,14 +454,20 @@ class PolicyServer:
         return sorted(self._held.values(), key=lambda r: r.t_2xx)
 
     def capacity(self) -> list[NetworkCapacity]:
-        return capacity_view(self.config, self._held.values())
+        return capacity_view(self.config, [*self._held.values(), *self._ending.values()])
 
     def is_idle(self) -> bool:
-        """True when nothing is held anywhere (every network at full capacity)."""
-        return not self._held and all(u.is_idle() for u in self._usage.values())
+        """True when nothing is held anywhere (every network at full capacity) and every write is in."""
+        return (not self._held and not self._ending and not self._outbox
+                and all(u.is_idle() for u in self._usage.values()))
+
+    @property
+    def pending_writes(self) -> int:
+        """Changes waiting for the database (journaled or in memory)."""
+        return len(self._outbox)
 
     # ------------------------------------------------------------------------------------------------------------
-    # Internals
+    # Internals: decisions
 
     def _decide(self, request: AppSession) -> Decision:
         net = self.config.network_for_address(request.player_ip)
@@ -373,42 +479,163 @@ class PolicyServer:
             )
         return admit(self.config, self._usage[net.name], net, request)
 
+    @staticmethod
+    def _key_in_use(key: SessionKey) -> Deny:
+        return Deny(network=None, resource=Resource.REQUEST, status_hint=400,
+                    reason=f"dialog {key.call_id} already holds a different reservation")
+
+    def _one_final_per_invite(self, request: AppSession, now: float) -> Deny | None:
+        first = self._invites.get((request.call_id, request.from_tag, request.side))
+        if first is None or first[0] == request.to_tag or first[1] <= now:
+            return None
+        return Deny(network=None, resource=Resource.REQUEST, status_hint=400,
+                    reason="one reservation per INVITE: another 2xx of this INVITE holds it")
+
+    def _player_cap(self, request: AppSession) -> Deny | None:
+        cap = self.config.settings.max_reservations_per_player
+        held = self._per_player.get(request.player, 0)
+        if held < cap:
+            return None
+        return Deny(network=None, resource=Resource.SESSIONS,
+                    reason=f"{request.player} already holds {held} reservations (limit {cap})")
+
+    def _used_key(self, key: SessionKey, deny: Deny, now: float) -> None:
+        self._used[key] = (deny, now + USED_KEY_TTL_S)
+        self._used.move_to_end(key)
+        while len(self._used) > USED_KEY_MAX:
+            self._used.popitem(last=False)
+
+    def _forget(self, now: float) -> None:
+        for table in (self._used, self._invites):
+            while table:
+                first = next(iter(table.values()))
+                if first[1] > now and len(table) <= USED_KEY_MAX:
+                    break
+                table.popitem(last=False)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Internals: durability
+
+    def _change(self, change: Change, now: float, *, must_be_durable: bool) -> _Write:
+        """Make ``change`` durable: the database, or else the journal (retried). Raises LedgerUnavailable when
+        ``must_be_durable`` and neither took it (then nothing is queued: the caller changes nothing)."""
+        if must_be_durable and len(self._outbox) >= OUTBOX_MAX:
+            # Back-pressure: a database down for long must not grow the queue without bound. New sessions and
+            # PUBLISHes are refused (and retried by the players); ends are always taken.
+            raise LedgerUnavailable(f"{len(self._outbox)} changes already wait for the database")
+        if not self._outbox:
+            try:
+                self._ledger.commit(change)
+                return _Write.COMMITTED
+            except Exception as exc:  # noqa: BLE001 - any store fault journals the change, never loses it
+                self.stats["write_failures"] += 1
+                log.warning("database write for %s failed (journaled, retried): %s", change.key, exc)
+        journaled = False
+        if self._journal is not None:
+            try:
+                self._journal.append(change)
+                journaled = True
+                self.stats["journaled"] += 1
+            except Exception as exc:  # noqa: BLE001 - then it waits in memory, retried all the same
+                log.error("journal write for %s failed: %s", change.key, exc)
+        if not journaled and must_be_durable:
+            raise LedgerUnavailable(f"could not record the change of {change.key}")
+        if not journaled:
+            log.error("change of %s kept in memory until the database takes it", change.key)
+        self._outbox.append(_Pending(change, journaled))
+        if self._retry_at is None:
+            self._retry_at = now + self._retry_delay
+        return _Write.JOURNALED if journaled else _Write.PENDING
+
+    def _flush(self, now: float) -> None:
+        """Retry the queued changes in order; stop at the first failure and back off."""
+        while self._outbox:
+            pending = self._outbox[0]
+            try:
+                self._ledger.commit(pending.change)
+            except Exception as exc:  # noqa: BLE001 - still refused: back off and try again later
+                self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+                self._retry_at = now + self._retry_delay
+                log.warning("database still refuses writes (%d queued, next try in %.2f s): %s",
+                            len(self._outbox), self._retry_delay, exc)
+                return
+            self._outbox.popleft()
+            self.stats["retried"] += 1
+            if pending.change.delete:
+                res = self._ending.pop(pending.change.key, None)
+                if res is not None:
+                    self._free(res)
+        self._retry_at = None
+        self._retry_delay = RETRY_FIRST_S
+        if self._journal is not None:
+            try:
+                self._journal.clear()
+            except Exception as exc:  # noqa: BLE001 - the replay at start-up is idempotent: a stale journal only costs time
+                log.warning("could not clear the journal: %s", exc)
+
+    def _pending_in_memory(self, key: SessionKey) -> bool:
+        return any(p.change.key == key and not p.journaled for p in self._outbox)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Internals: memory
+
     def _usage_of(self, res: Reservation) -> NetworkUsage:
         return self._usage.setdefault(res.grant.network, NetworkUsage())
 
     def _hold(self, res: Reservation) -> None:
         self._usage_of(res).add(class_demand(self.config, res.request))
         self._by_call_id.setdefault(res.key.call_id, set()).add(res.key)
+        player = res.request.player
+        self._per_player[player] = self._per_player.get(player, 0) + 1
         self._held[res.key] = res
-        self._push(res.deadline, "held", res.key)
+        self._push(res)
+
+    def _unhold(self, res: Reservation, now: float) -> None:
+        """Out of the live set (timers, lifecycle); its capacity stays counted until :meth:`_free`."""
+        key = res.key
+        self._held.pop(key, None)
+        self._used_key(key, Deny(network=res.grant.network, resource=Resource.REQUEST, status_hint=400,
+                                 reason=f"the reservation of dialog {key.call_id} already ended"), now)
+
+    def _free(self, res: Reservation) -> None:
+        key = res.key
+        self._usage_of(res).add(class_demand(self.config, res.request), -1)
+        player = res.request.player
+        left = self._per_player.get(player, 1) - 1
+        if left > 0:
+            self._per_player[player] = left
+        else:
+            self._per_player.pop(player, None)
+        keys = self._by_call_id.get(key.call_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_call_id[key.call_id]
 
     def _update(self, res: Reservation) -> None:
         self._held[res.key] = res
-        self._push(res.deadline, "held", res.key)
-        if self._store is not None:
-            self._store.save(res)
+        self._push(res)
 
-    def _remember(self, key: SessionKey, decision: Decision, until: float) -> None:
-        self._decisions[key] = (decision, until)
-        self._push(until, "cache", key)
-
-    def _push(self, when: float, kind: str, key: SessionKey) -> None:
+    def _push(self, res: Reservation) -> None:
         self._seq += 1
-        heapq.heappush(self._timers, (when, self._seq, kind, key))
+        heapq.heappush(self._timers, (res.deadline - res.clock_offset, self._seq, res.key))
 
-    def _timer_is_live(self, when: float, kind: str, key: SessionKey) -> bool:
-        if kind == "held":
-            res = self._held.get(key)
-            return res is not None and res.deadline == when
-        cached = self._decisions.get(key)
-        return cached is not None and cached[1] == when and key not in self._held
+    def _timer_is_live(self, when: float, key: SessionKey) -> bool:
+        res = self._held.get(key)
+        return res is not None and res.deadline - res.clock_offset == when
 
-    def _lease_end(self, res: Reservation) -> float:
+    @staticmethod
+    def _lease_end(res: Reservation) -> float:
+        """The monotonic time billing stops for a lease that ran out: last refresh + Expires."""
         if res.state is ReservationState.ACTIVE and res.t_last_refresh is not None:
-            return res.t_last_refresh + res.expires_s
-        return res.t_2xx
+            return res.t_last_refresh + res.expires_s - res.clock_offset
+        return res.deadline - res.clock_offset
 
-    def _record(self, request: AppSession, grant: Grant | None, network: str | None, t_2xx: float) -> BillingRecord:
+    # ------------------------------------------------------------------------------------------------------------
+    # Internals: billing
+
+    def _record(self, request: AppSession, grant: Grant | None, network: str | None, t_2xx: float,
+                uid: str) -> BillingRecord:
         if grant is not None:
             qos_class = grant.qos_class
         else:
@@ -430,9 +657,10 @@ class PolicyServer:
             downlink_kbps=grant.downlink_kbps if grant else request.downlink_kbps,
             token=(grant.token or "") if grant else "",
             t_2xx=t_2xx,
+            uid=uid,
         )
 
-    def _emit(
+    def _event(
         self,
         kind: EventKind,
         res: Reservation,
@@ -441,34 +669,28 @@ class PolicyServer:
         charged_s: float,
         end_reason: EndReason | None = None,
         sip_reason: str | None = None,
-    ) -> None:
-        if self._billing is None:
-            return
-        record = self._record(res.request, res.grant, res.grant.network, res.t_2xx)
-        self._billing.append(
-            BillingEvent(
-                kind=kind,
-                time=time,
-                record=record,
-                end_reason=end_reason.value if end_reason else None,
-                sip_reason=sip_reason,
-                charged_s=max(0.0, charged_s),
-            )
+        seq: int = 0,
+    ) -> BillingEvent:
+        return BillingEvent(
+            kind=kind,
+            time=time,
+            record=self._record(res.request, res.grant, res.grant.network, res.t_2xx, res.record_id),
+            end_reason=end_reason.value if end_reason else None,
+            sip_reason=sip_reason,
+            charged_s=max(0.0, charged_s),
+            seq=seq,
         )
 
-    def _bill_attempt(self, request: AppSession, deny: Deny, now: float) -> None:
-        if self._billing is None:
-            return
-        record = self._record(request, None, deny.network, now)
-        self._billing.append(
-            BillingEvent(
-                kind=EventKind.STOP,
-                time=now,
-                record=record,
-                end_reason=EndReason.QOS_FAILED.value,
-                sip_reason=f"SIP;cause={deny.status_hint};text=\"{deny.reason}\"",
-            )
+    def _bill_attempt(self, request: AppSession, deny: Deny, now: float, wall: float) -> None:
+        record = self._record(request, None, deny.network, wall, self._token_factory())
+        event = BillingEvent(
+            kind=EventKind.STOP,
+            time=wall,
+            record=record,
+            end_reason=EndReason.QOS_FAILED.value,
+            sip_reason=f"SIP;cause={deny.status_hint};text=\"{deny.reason}\"",
         )
+        self._change(Change(key=request.key, events=(event,)), now, must_be_durable=False)
 
 
 def capacity_view(config: PolicyConfig, held: Iterable[Reservation]) -> list[NetworkCapacity]:

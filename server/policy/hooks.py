@@ -21,8 +21,12 @@ the offer's terms from the INVITE path are kept per (Call-ID, From-tag) until th
 the INVITE, at most ``OFFER_CACHE_MAX`` calls and ``OFFER_CACHE_TTL_S`` (64*T1, the INVITE transaction's life,
 RFC 3261 17.1.1.2); a miss parses again, so the cache never changes a decision.
 
-Time: the node's ``now`` is its loop clock; the policy persists and bills in wall-clock time, so the hooks keep
-the offset ``wall_clock() - now`` and translate timers back.
+Time: the node's ``now`` is its loop's monotonic clock and goes to the policy as is (deadlines, durations); the
+wall clock (``wall_clock()``) is passed along where a record starts, so the policy core never reads a clock.
+
+Durability: a PUBLISH is acknowledged only once what it changes is durable (database or journal) or, with a
+separate policy process, applied there. Otherwise it is answered 503 with ``Retry-After`` and its entity-tag is
+left as it was, so the player's SDK retries the same PUBLISH.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ _SDP = "application/sdp"
 #: Offers whose terms are kept between the INVITE and its 2xx (bounded; the oldest go first).
 OFFER_CACHE_MAX = 4096
 OFFER_CACHE_TTL_S = 32.0
+#: Retry-After of a PUBLISH the policy could not record (RFC 3261 21.5.4): short, the fault is usually brief.
+PUBLISH_RETRY_AFTER_S = 1
 
 _CachedOffer = tuple[bytes, str | None, SessionTerms | None, float]
 
@@ -67,11 +73,13 @@ class PolicyBackend(Protocol):
     """The synchronous policy API the hooks need: :class:`~server.policy.core.PolicyServer` (embedded) or
     :class:`~server.policy.http.BlockingPolicyClient` (separate process)."""
 
-    def preliminary(self, request: AppSession, now: float) -> Decision: ...
+    def preliminary(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision: ...
 
-    def final(self, request: AppSession, now: float) -> Decision: ...
+    def final(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision: ...
 
-    def apply(self, op: PolicyOperation, now: float) -> Reservation | None: ...
+    def apply(self, op: PolicyOperation, now: float) -> Reservation | None:
+        """Raises (``LedgerUnavailable``, ``PolicyUnavailable``) when the change was not made durable."""
+        ...
 
     def release_player(
         self, player: str, now: float, reason: EndReason = ..., *, player_ip: str | None = None
@@ -104,10 +112,9 @@ class RegionPolicyHooks:
         config: the region's policy config (access round trips of its networks).
         domain: this region's domain (Warning agent, reservation header).
         publications: the PUBLISH state (RFC 3903).
-        wall_clock: epoch seconds (``time.time``), for the policy's persisted times.
+        wall_clock: epoch seconds (``time.time``), for the records' start times.
         tag_factory: To-tags for PUBLISH responses.
         transit_rtt_ms: measured round trip to a peer domain (``node.federation.rtt_ms``), None if unknown.
-        clock_offset: ``wall_clock() - node clock`` at start-up, so restored leases have timers at once.
     """
 
     def __init__(
@@ -120,7 +127,6 @@ class RegionPolicyHooks:
         wall_clock: Callable[[], float],
         tag_factory: Callable[[], str],
         transit_rtt_ms: Callable[[str], float | None],
-        clock_offset: float | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
@@ -129,16 +135,8 @@ class RegionPolicyHooks:
         self._wall_clock = wall_clock
         self._tag = tag_factory
         self._transit = transit_rtt_ms
-        # wall-clock minus node clock; known from the first call, or given (needed for timers after restore()).
-        self._offset: float | None = clock_offset
         # (Call-ID, From-tag) -> (offer body, Content-Type, its terms or None, expiry on the node clock).
         self._offers: OrderedDict[tuple[str, str], _CachedOffer] = OrderedDict()
-
-    # -- clocks ------------------------------------------------------------------------------------------------
-
-    def _wall(self, now: float) -> float:
-        self._offset = self._wall_clock() - now
-        return now + self._offset
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -200,12 +198,11 @@ class RegionPolicyHooks:
             peer_access_rtt_ms=peer_rtt,
         )
 
-    @staticmethod
-    def _decide(check: Callable[[AppSession, float], Decision], request: AppSession, wall: float) -> Decision:
+    def _decide(self, check: Callable[..., Decision], request: AppSession, now: float) -> Decision:
         # A policy fault (a locked or broken database, a bug) must not lose the request: the proxy still has to
         # answer the INVITE and forward every 2xx (RFC 3261 16.7), so a fault is a refusal with a reason.
         try:
-            return check(request, wall)
+            return check(request, now, wall=self._wall_clock())
         except Exception:
             log.exception("policy check for %s failed", request.call_id)
             return Deny(network=None, resource=Resource.POLICY, reason="policy server error")
@@ -226,7 +223,6 @@ class RegionPolicyHooks:
                                  warning=f'399 {self.domain} "{text}"')
         if offer is None:
             return InviteVerdict()
-        wall = self._wall(now)
         caller_rtt = self._access_rtt(call.caller_address) if call.caller_local else None
         callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else None
         if call.callee_local and caller_rtt is None:
@@ -239,7 +235,7 @@ class RegionPolicyHooks:
             checks.append((QosSide.CALLEE, caller_rtt or 0))
         for side, peer_rtt in checks:
             decision = self._decide(self.backend.preliminary, self._request(call, offer, None, side, "", peer_rtt),
-                                    wall)
+                                    now)
             if isinstance(decision, Deny):
                 log.info("INVITE %s refused: %s", call.call_id, decision.reason)
                 return InviteVerdict(ok=False, status=decision.status_hint, reason="Precondition Failure",
@@ -271,7 +267,6 @@ class RegionPolicyHooks:
         if answer is None:
             # Still a 2xx to forward (RFC 3261 16.7): without a token and with the reason, the caller BYEs.
             return [self._warning(Deny(network=None, resource=Resource.REQUEST, reason=problem))]
-        wall = self._wall(now)
         caller_rtt = self._access_rtt(call.caller_address) if call.caller_local else 0
         callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else 0
         if call.caller_local and not call.callee_local:
@@ -283,7 +278,7 @@ class RegionPolicyHooks:
             order.append((QosSide.CALLER, callee_rtt))
         for side, peer_rtt in order:
             decision = self._decide(self.backend.final, self._request(call, offer, answer, side, to_tag, peer_rtt),
-                                    wall)
+                                    now)
             if isinstance(decision, Grant):
                 headers.append(("P-Media-Authorization", decision.token or ""))
                 headers.append((RESERVATION_HEADER, (f"{self.domain};network={decision.network};"
@@ -320,23 +315,25 @@ class RegionPolicyHooks:
             now,
         )
         if result.ok:
-            wall = self._wall(now)
             try:
                 for op in operations_for_publish(result, aor):
-                    if self.backend.apply(op, wall) is None:
+                    if self.backend.apply(op, now) is None:
                         log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
-            except Exception:
-                log.exception("policy update for a PUBLISH from %s failed", aor)
-                return response_for(request, 500, "Policy server error", to_tag=self._tag())
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the PUBLISH was not applied
+                # Not applied, so not acknowledged: the entity-tag stays as it was and the SDK sends it again.
+                # (Operations applied before the failure are idempotent when the PUBLISH comes again.)
+                self.publications.undo(result)
+                log.warning("PUBLISH from %s not applied (answered 503, retried by the player): %s", aor, exc)
+                return response_for(request, 503, "Policy update not recorded, try again", to_tag=self._tag(),
+                                    extra=[("Retry-After", str(PUBLISH_RETRY_AFTER_S))])
         return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=result.headers())
 
     # -- registrations -----------------------------------------------------------------------------------------
 
     def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
-        wall = self._wall(now)
         for binding in bindings:
             try:
-                released = self.backend.release_player(binding.aor, wall, player_ip=binding.source[0])
+                released = self.backend.release_player(binding.aor, now, player_ip=binding.source[0])
             except Exception:
                 log.exception("releasing the sessions of %s failed", binding.aor)
                 continue
@@ -349,8 +346,8 @@ class RegionPolicyHooks:
     def get_timer(self) -> float | None:
         deadlines = []
         when = self.backend.get_timer()
-        if when is not None and self._offset is not None:
-            deadlines.append(when - self._offset)
+        if when is not None:
+            deadlines.append(when)
         esc = self.publications.get_timer()
         if esc is not None:
             deadlines.append(esc)
@@ -359,9 +356,10 @@ class RegionPolicyHooks:
     def handle_timer(self, now: float) -> None:
         self.publications.handle_timer(now)
         try:
-            self.backend.handle_timer(self._wall(now))
+            self.backend.handle_timer(now)
         except Exception:
-            # Logged, not raised: the node's other timers must still run; the policy retries on the next tick.
+            # Logged, not raised: the node's other timers must still run. The core never loses a release to a
+            # failed write (it journals and retries), so this is a bug, not a write fault.
             log.exception("policy timers failed")
 
 

@@ -57,6 +57,7 @@ from .codec import (
     reservation_to_json,
 )
 from .core import PolicyServer
+from .ledger import LedgerUnavailable
 from .lifetime import PolicyOperation
 from .model import AppSession, Decision, Deny, EndReason, Grant, Reservation, Resource, SessionKey
 
@@ -95,17 +96,20 @@ class PolicyHttpService:
     Args:
         policy: the policy server (with its SQLite stores; call ``policy.restore(now)`` before :meth:`start`).
         token: the bearer token callers must present (``[policy] token``); required.
-        clock: wall-clock seconds (``time.time``); the policy's ``now``.
+        clock: monotonic seconds (``time.monotonic``); the policy's ``now``.
+        wall_clock: epoch seconds (``time.time``), for the records' start times.
         max_connections: connections kept open at most (the oldest idle one is closed to admit a new one).
     """
 
-    def __init__(self, policy: PolicyServer, *, token: str, clock: Callable[[], float] = time.time,
+    def __init__(self, policy: PolicyServer, *, token: str, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         if not token:
             raise ValueError("the policy service needs a bearer token ([policy] token)")
         self.policy = policy
         self._token = token.encode()
         self._clock = clock
+        self._wall_clock = wall_clock
         self._max_connections = max_connections
         self._listener: Listener | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -158,10 +162,13 @@ class PolicyHttpService:
 
     def _on_timer(self) -> None:
         self._timer = None
-        released = self.policy.handle_timer(self._clock())
-        for res in released:
-            log.info("timer released %s", res.key)
-        self._arm()
+        try:
+            for res in self.policy.handle_timer(self._clock()):
+                log.info("timer released %s", res.key)
+        except Exception:
+            log.exception("policy timers failed")
+        finally:
+            self._arm()  # one failing run must not stop every later deadline
 
     # -- requests ----------------------------------------------------------------------------------------------
 
@@ -209,6 +216,9 @@ class PolicyHttpService:
             status, payload = handler(data)
         except RemoteProtocolError as exc:
             return _json(400, {"detail": exc.message})
+        except LedgerUnavailable as exc:
+            self._arm()  # what was queued has a retry timer
+            return _json(503, {"detail": f"not recorded: {exc}"}, {"Retry-After": "1"})
         except Exception:  # A bug must not kill the service or leak a traceback to the client.
             log.exception("policy request %s %s failed", request.method, request.path)
             return _json(500, {"detail": "internal error"})
@@ -220,12 +230,12 @@ class PolicyHttpService:
             raise RemoteProtocolError("body must be a JSON object", 400)
         status = data.get("servInfStatus")
         request = app_session_from_json_untrusted(data)
-        now = self._clock()
+        now, wall = self._clock(), self._wall_clock()
         if status == "PRELIMINARY":
-            decision = self.policy.preliminary(request, now)
+            decision = self.policy.preliminary(request, now, wall=wall)
             return (200 if isinstance(decision, Grant) else 403), decision_to_json(decision)
         if status == "FINAL":
-            decision = self.policy.final(request, now)
+            decision = self.policy.final(request, now, wall=wall)
             return (201 if isinstance(decision, Grant) else 403), decision_to_json(decision)
         raise RemoteProtocolError("servInfStatus must be PRELIMINARY or FINAL", 400)
 
@@ -460,21 +470,22 @@ class BlockingPolicyClient(_PolicyEndpoint):
         except (PolicyUnavailable, RemoteProtocolError) as exc:
             return _unavailable(request, status, exc)
 
-    def preliminary(self, request: AppSession, now: float) -> Decision:
+    def preliminary(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision:
         return self._decide(request, "PRELIMINARY")
 
-    def final(self, request: AppSession, now: float) -> Decision:
+    def final(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision:
         return self._decide(request, "FINAL")
 
     def apply(self, op: PolicyOperation, now: float) -> Reservation | None:
+        """Raises :class:`PolicyUnavailable` when the policy process did not apply it (the PUBLISH is then not
+        acknowledged: 503, and the player retries)."""
         try:
             status, data = self._call("POST", "/app-sessions/operations", operation_to_json(op), (200, 404))
             if status == 404:
                 return None
             return _reservation(data)
-        except (PolicyUnavailable, RemoteProtocolError) as exc:
-            log.warning("policy %s for %s failed: %s", type(op).__name__, op.ref.call_id, exc)
-            return None
+        except RemoteProtocolError as exc:
+            raise PolicyUnavailable(f"unusable answer: {exc.message}") from None
 
     def release_player(
         self, player: str, now: float, reason: EndReason = EndReason.REG_EXPIRED, *, player_ip: str | None = None

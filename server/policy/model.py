@@ -215,6 +215,12 @@ class Reservation:
     expires_s: int = 0
     """The Expires of the last confirm/refresh (the lease without slack)."""
     interim_count: int = 0
+    record_id: str = ""
+    """The billing record's own identity (a fresh id per FINAL grant)."""
+    clock_offset: float = 0.0
+    """Wall clock minus the monotonic clock when the reservation was made (not persisted; set again by a restore).
+    The wall times above are ``t_2xx`` plus monotonic elapsed time, so a wall clock step during a session
+    changes neither its deadlines nor its billed duration; ``time - clock_offset`` is a time's monotonic twin."""
 
     @property
     def key(self) -> SessionKey:

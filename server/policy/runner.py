@@ -20,16 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.billing.store import SqliteBillingStore
 from server.publish import DialogPublications
 
 from .config import PolicyConfig
 from .core import PolicyServer, hex_token_factory
 from .hooks import PolicyBackend, RegionPolicyHooks
 from .http import BlockingPolicyClient, PolicyHttpClient, PolicyHttpService
+from .ledger import FileJournal, Journal, MemoryJournal, SqliteLedger
 from .lifetime import PolicyOperation
 from .model import AppSession, Decision, EndReason, SessionKey
-from .store import SqliteReservationStore, open_region_db
+from .store import open_region_db
 
 __all__ = [
     "AsyncPolicy",
@@ -42,6 +42,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: How long a policy write waits for a database lock held by another process before it is journaled instead.
+WRITE_BUSY_TIMEOUT_S = 0.05
+#: How long start-up waits for a locked database to take the journal's changes.
+RESTORE_PATIENCE_S = 30.0
 
 
 class AsyncPolicy(Protocol):
@@ -65,13 +70,15 @@ class EmbeddedPolicy:
     The wrapped ``policy`` stays available for direct (synchronous) use by sans-IO code.
     """
 
-    def __init__(self, policy: PolicyServer, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, policy: PolicyServer, *, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.policy = policy
         self._clock = clock
+        self._wall_clock = wall_clock
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        _restore(self.policy, self._clock(), "server")
+        _restore(self.policy, self._clock(), self._wall_clock(), "server")
         self.rearm()
 
     def close(self) -> None:
@@ -90,14 +97,16 @@ class EmbeddedPolicy:
 
     def _fire(self) -> None:
         self._timer = None
-        self.policy.handle_timer(self._clock())
-        self.rearm()
+        try:
+            self.policy.handle_timer(self._clock())
+        finally:
+            self.rearm()
 
     async def preliminary(self, request: AppSession) -> Decision:
-        return self.policy.preliminary(request, self._clock())
+        return self.policy.preliminary(request, self._clock(), wall=self._wall_clock())
 
     async def final(self, request: AppSession) -> Decision:
-        decision = self.policy.final(request, self._clock())
+        decision = self.policy.final(request, self._clock(), wall=self._wall_clock())
         self.rearm()
         return decision
 
@@ -124,21 +133,44 @@ def build_policy_server(
     region: str = "",
     token_factory: Callable[[], str] | None = None,
 ) -> PolicyServer:
-    """A PolicyServer persisting into the region database (path or an open connection)."""
+    """A PolicyServer persisting into the region database (path or an open connection).
+
+    With a path, changes the database refuses wait in ``<path>.journal`` (:class:`FileJournal`) until it takes
+    them; with an open connection they wait in memory.
+    """
+    # A write waits at most WRITE_BUSY_TIMEOUT_S for another process's lock, then the change goes to the
+    # journal: the policy runs on the signalling loop, which must not wait seconds on SQLite's busy handler.
     conn = db if isinstance(db, sqlite3.Connection) else open_region_db(db)
+    if not isinstance(db, sqlite3.Connection):
+        conn.execute(f"PRAGMA busy_timeout = {int(WRITE_BUSY_TIMEOUT_S * 1000)}")
+    journal: Journal = MemoryJournal() if isinstance(db, sqlite3.Connection) else FileJournal(journal_path(db))
     return PolicyServer(
         config,
         token_factory=token_factory or hex_token_factory(os.urandom),
         region=region,
-        store=SqliteReservationStore(conn),
-        billing=SqliteBillingStore(conn, config.tariff),
+        ledger=SqliteLedger(conn, config.tariff),
+        journal=journal,
     )
 
 
-def _restore(policy: PolicyServer, now: float, who: str) -> None:
-    """Load the persisted reservations; those whose lease ran out while ``who`` was down are released (and billed
-    ``server-restart``) by :meth:`PolicyServer.restore`."""
-    released = policy.restore(now)
+def journal_path(db: str | Path) -> Path:
+    """Where the region database's write journal lives: next to it."""
+    return Path(f"{db}.journal")
+
+
+def _restore(policy: PolicyServer, now: float, wall: float, who: str) -> None:
+    """Replay the journal, load the persisted reservations; those whose lease ran out while ``who`` was down are
+    released (and billed ``server-restart``) by :meth:`PolicyServer.restore`."""
+    deadline = time.monotonic() + RESTORE_PATIENCE_S
+    while True:
+        try:
+            released = policy.restore(now, wall=wall)
+            break
+        except sqlite3.OperationalError as exc:
+            # Another process holds the database (a backup, an operator's query): wait for it, in bounded time.
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"the region database stayed locked at start-up: {exc}") from None
+            time.sleep(0.1)
     if released:
         log.info("start-up released %d reservations that ran out while the %s was down", len(released), who)
 
@@ -148,7 +180,7 @@ def open_policy(
     db: str | Path | sqlite3.Connection,
     *,
     region: str = "",
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncPolicy:
     """The policy the SIP server should use: the HTTP client if ``[policy] url`` is set, else embedded.
 
@@ -178,7 +210,7 @@ async def serve_policy(
     if not config.settings.token:
         raise ValueError("the policy process needs [policy] token (its callers' bearer token)")
     policy = build_policy_server(config, db, region=region)
-    _restore(policy, time.time(), "policy server")
+    _restore(policy, time.monotonic(), time.time(), "policy server")
     service = PolicyHttpService(policy, token=config.settings.token)
     default_host, default_port = config.settings.listen_host_port
     bound = await service.start(host or default_host, default_port if port is None else port)
@@ -219,11 +251,11 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
     else:
         backend = build_policy_server(config, server_config.database, region=server_config.name,
                                       token_factory=token_factory)
-        _restore(backend, time.time(), "server")
-    try:
-        loop_now = asyncio.get_running_loop().time()
-    except RuntimeError:  # no loop (a sans-IO test): assume the node runs on wall-clock time
-        loop_now = time.time()
+        try:
+            loop_now = asyncio.get_running_loop().time()
+        except RuntimeError:  # no loop (a sans-IO test): the node runs on the monotonic clock
+            loop_now = time.monotonic()
+        _restore(backend, loop_now, time.time(), "server")
     return RegionPolicyHooks(
         backend=backend,
         config=config,
@@ -237,5 +269,4 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
         wall_clock=time.time,
         tag_factory=node.ids.tag,
         transit_rtt_ms=node.federation.rtt_ms,
-        clock_offset=time.time() - loop_now,
     )

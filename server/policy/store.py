@@ -34,29 +34,39 @@ class SqliteReservationStore:
             migrate(conn)  # the tables are part of the region schema (server/db.py)
 
     def save(self, reservation: Reservation) -> None:
-        key = reservation.key
         with self._conn:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO policy_reservations"
-                " (call_id, to_tag, side, player, network, state, deadline, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key.call_id,
-                    key.to_tag,
-                    key.side.value,
-                    reservation.request.player,
-                    reservation.grant.network,
-                    reservation.state.value,
-                    reservation.deadline,
-                    json.dumps(reservation_to_json(reservation), separators=(",", ":")),
-                ),
-            )
+            self.write(reservation)
 
     def delete(self, key: SessionKey) -> None:
         with self._conn:
-            self._conn.execute(
-                "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?",
-                (key.call_id, key.to_tag, key.side.value),
-            )
+            self.remove(key)
+
+    def write(self, reservation: Reservation) -> None:
+        """Insert or replace the row, inside the caller's transaction."""
+        key = reservation.key
+        # REPLACE on the key is right here: one key holds one reservation at a time (the core refuses a FINAL
+        # for a key in use); its billing record has its own identity.
+        self._conn.execute(
+            "INSERT OR REPLACE INTO policy_reservations"
+            " (call_id, to_tag, side, player, network, state, deadline, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.call_id,
+                key.to_tag,
+                key.side.value,
+                reservation.request.player,
+                reservation.grant.network,
+                reservation.state.value,
+                reservation.deadline,
+                json.dumps(reservation_to_json(reservation), separators=(",", ":")),
+            ),
+        )
+
+    def remove(self, key: SessionKey) -> None:
+        """Delete the row, inside the caller's transaction."""
+        self._conn.execute(
+            "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?",
+            (key.call_id, key.to_tag, key.side.value),
+        )
 
     def load_all(self) -> list[Reservation]:
         out: list[Reservation] = []

@@ -7,11 +7,13 @@ import dataclasses
 import itertools
 import json
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from server.billing import BillingEvent, BillingRecord, EventKind, SqliteBillingStore, charge_for
+from server.billing.tariff import format_money
 from server.policy import (
     AppSession,
     EndReason,
@@ -77,12 +79,25 @@ def test_charge_formula() -> None:
         qos_class="action", game_format="", qos_text="", uplink_kbps=100, downlink_kbps=300, token="", t_2xx=0,
     )
     # 2 minutes * (0.02 + 0.0001 * 400) = 0.12
-    assert charge_for(CONFIG.tariff, rec, 120.0) == pytest.approx(0.12)
-    assert charge_for(CONFIG.tariff, rec, 0.0) == 0.0
+    assert charge_for(CONFIG.tariff, rec, 120.0) == Decimal("0.12")
+    assert charge_for(CONFIG.tariff, rec, 0.0) == 0
     casual = dataclasses.replace(rec, qos_class="casual")
-    assert charge_for(CONFIG.tariff, casual, 120.0) == pytest.approx(0.02)
+    assert charge_for(CONFIG.tariff, casual, 120.0) == Decimal("0.02")
     # A class without a tariff entry pays the default class's tariff (casual is the first, hence default).
-    assert charge_for(CONFIG.tariff, dataclasses.replace(rec, qos_class="unknown"), 60.0) == pytest.approx(0.01)
+    assert charge_for(CONFIG.tariff, dataclasses.replace(rec, qos_class="unknown"), 60.0) == Decimal("0.01")
+
+
+def test_money_is_exact_decimal() -> None:
+    rec = BillingRecord(
+        call_id="c", from_tag="f", to_tag="t", side="orig", player="a", peer="b", region="eu", network="n",
+        qos_class="action", game_format="", qos_text="", uplink_kbps=1, downlink_kbps=2, token="", t_2xx=0,
+    )
+    # Sums stay exact: 2 x 30 s at 0.0203/min is exactly one minute's 0.0203 (floats give 0.020300000000000002).
+    parts = [charge_for(CONFIG.tariff, rec, 30.0) for _ in range(2)]
+    assert sum(parts, Decimal(0)) == charge_for(CONFIG.tariff, rec, 60.0) == Decimal("0.020300")
+    assert format_money(sum(parts, Decimal(0)), "EUR") == "0.020300 EUR"
+    # A float rate in the TOML is read as the digits written.
+    assert CONFIG.tariff.for_class("action").per_kbps_minute == Decimal("0.0001")
 
 
 def test_session_billing_start_interim_stop(region: tuple[Path, PolicyServer, SqliteBillingStore]) -> None:
@@ -98,7 +113,7 @@ def test_session_billing_start_interim_stop(region: tuple[Path, PolicyServer, Sq
     assert (row.uplink_kbps, row.downlink_kbps, row.token) == (100, 300, "00000001")
     assert (row.t_start, row.t_last_interim, row.interim_count) == (1_700_000_001.0, 1_700_000_046.0, 1)
     assert (row.t_stop, row.end_reason, row.duration_s) == (1_700_000_120.0, "bye-local", 120.0)
-    assert row.charge == pytest.approx(0.12) and row.currency == "EUR"
+    assert row.charge == Decimal("0.12") and row.currency == "EUR"
     assert billing.event_counts() == {"START": 1, "INTERIM": 1, "STOP": 1}
 
 
@@ -117,14 +132,14 @@ def test_database_refuses_a_second_stop(region: tuple[Path, PolicyServer, Sqlite
             player=record.player, peer=record.peer, region=record.region, network=record.network,
             qos_class=record.qos_class, game_format=record.game_format, qos_text=record.qos_text,
             uplink_kbps=record.uplink_kbps, downlink_kbps=record.downlink_kbps, token=record.token,
-            t_2xx=record.t_2xx,
+            t_2xx=record.t_2xx, uid=record.uid,
         ),
     ))
     [row] = billing.rows()
     assert (row.end_reason, row.t_stop) == ("bye-local", 60.0)
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError):
-        conn.execute("INSERT INTO billing_events (record_id, kind, time, charged_s, charge, currency)"
-                     " VALUES (?, 'STOP', 1, 0, 0, 'EUR')", (row.id,))
+        conn.execute("INSERT INTO billing_events (uid, record_id, kind, time, charged_s, charge_micros, currency)"
+                     " VALUES ('other', ?, 'STOP', 1, 0, 0, 'EUR')", (row.id,))
 
 
 def test_cli_outputs(region: tuple[Path, PolicyServer, SqliteBillingStore], tmp_path: Path) -> None:
@@ -140,13 +155,13 @@ def test_cli_outputs(region: tuple[Path, PolicyServer, SqliteBillingStore], tmp_
     assert [r.end_reason for r in rows] == ["bye-remote", "qos-failed", None]
     text = billing_list_text(rows)
     assert "bye-remote" in text and "qos-failed" in text and "open" in text
-    assert "3 records, 1 open, total 0.0600 EUR" in text
+    assert "3 records, 1 open, total 0.060000 EUR" in text
     assert billing_list_text([]) == "no billing records\n"
     assert [r.id for r in billing_rows(db, limit=1)] == [rows[-1].id]
     assert [r.call_id for r in billing_rows(db, open_only=True)] == ["c3@eu.example"]
 
     listed = json.loads(billing_list_json(rows))
-    assert listed[0]["t_stop"] == "2023-11-14T22:14:20.000Z" and listed[0]["charge"] == pytest.approx(0.06)
+    assert listed[0]["t_stop"] == "2023-11-14T22:14:20.000Z" and listed[0]["charge"] == "0.060000"
     assert listed[2]["open"] is True and listed[2]["t_stop"] is None
 
     out = tmp_path / "bill.csv"

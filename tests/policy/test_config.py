@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ def test_parses_networks_classes_tariff(parse: Any) -> None:
     assert cfg.qos_class("action").max_share == 0.5
     assert cfg.qos_class("no-such-class").name == "casual"
     assert cfg.qos_class(None).name == "casual"
-    assert cfg.tariff.for_class("action").per_kbps_minute == 0.0001
+    assert cfg.tariff.for_class("action").per_kbps_minute == Decimal("0.0001")
     assert cfg.settings.confirm_timeout_s == 32
 
 

@@ -26,16 +26,20 @@ def test_final_is_idempotent_per_key(policy: PolicyServer, req: Callable[..., Ap
     assert policy.capacity()[0].uplink_used_kbps == 900
 
 
-def test_denied_final_is_cached_too(policy: PolicyServer, req: Callable[..., AppSession]) -> None:
+def test_a_used_key_is_refused_not_answered_from_a_cache(
+    policy: PolicyServer, req: Callable[..., AppSession], billing: MemoryBilling
+) -> None:
     policy.final(req(1, up=900), 0.0)
     deny = policy.final(req(2, up=200), 1.0)
     assert isinstance(deny, Deny)
     policy.release(req(1).key, 2.0, EndReason.BYE_LOCAL)
-    # Capacity is back, but a retransmitted 2xx must still get the identical (denied) headers.
+    # Capacity is back, but the refused key stays refused (the same answer, billed once).
     assert policy.final(req(2, up=200), 3.0) == deny
-    # After the 2xx retransmission span the cached decision is forgotten.
-    policy.handle_timer(1.0 + 32)
-    assert isinstance(policy.final(req(2, up=200), 40.0), Grant)
+    # The ended key is refused too: a replayed 2xx must not make a reservation nobody will confirm or pay.
+    again = policy.final(req(1, up=900), 4.0)
+    assert isinstance(again, Deny) and "already ended" in again.reason
+    assert policy.is_idle()
+    assert [e.end_reason for e in billing.events] == ["qos-failed", "bye-local"]
 
 
 def test_same_dialog_both_sides_in_one_region(policy: PolicyServer, req: Callable[..., AppSession]) -> None:
@@ -56,7 +60,8 @@ def test_confirm_timeout_releases_not_established(
     assert [r.key for r in released] == [req(1).key]
     assert policy.is_idle()
     [stop] = billing.events
-    assert (stop.kind, stop.end_reason, stop.charged_s) == (EventKind.STOP, "not-established", 0.0)
+    # The capacity was held for 32 s: that time is billed although the player never confirmed.
+    assert (stop.kind, stop.end_reason, stop.charged_s) == (EventKind.STOP, "not-established", 32.0)
 
 
 def test_confirm_then_refresh_then_lease_expiry(

@@ -107,9 +107,11 @@ def test_a_second_2xx_after_the_first_still_decides_on_its_offer(hooks: RegionPo
     request = invite("c1")
     hooks.invite_received(call(request), 0.0)
     first = hooks.answer_received(call(request), ok("c1", "b1"), 0.1)
-    # The transaction ended with the first 2xx, so a forked 2xx parses the offer again: same decision kind.
+    # The transaction ended with the first 2xx, so a second 2xx parses the offer again; one INVITE gets one
+    # reservation, so this one is refused with a reason (no token).
     second = hooks.answer_received(call(request), ok("c1", "b2"), 0.2)
-    assert [n for n, _ in second] == [n for n, _ in first]
+    assert [n for n, _ in first][:2] == ["P-Media-Authorization", "P-Gamesdk-Reservation"]
+    assert second[0][0] == "Warning" and "one reservation per INVITE" in second[0][1]
     assert parses == [OFFER, ANSWER, OFFER, ANSWER]
 
 

@@ -310,10 +310,12 @@ def test_blocking_client_for_the_sans_io_hooks(
     finally:
         threaded.close()
     assert policy.is_idle()
-    # Nothing listens any more: failures are denials, not exceptions.
+    # Nothing listens any more: decisions become denials; a lifetime change is not applied, and says so (the
+    # hooks then answer the PUBLISH 503 instead of acknowledging what did not happen).
     decision = client.final(req(3), 0.0)
     assert isinstance(decision, Deny) and decision.resource is Resource.POLICY
-    assert client.apply(Activate(ref=ref, expires_s=90), 0.0) is None
+    with pytest.raises(PolicyUnavailable):
+        client.apply(Activate(ref=ref, expires_s=90), 0.0)
 
 
 def test_policy_process_main_reports_a_busy_port(region_doc: dict[str, Any], tmp_path: Path,

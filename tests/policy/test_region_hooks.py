@@ -455,7 +455,8 @@ def test_player_gone_before_confirming_releases_not_established(tmp_path: Path) 
     [na_row] = billing_rows(tmp_path / "na.sqlite3")
     for row in (eu_row, na_row):
         assert row.end_reason == "not-established"
-        assert row.t_start is None and row.t_stop is not None and row.charge == 0  # never started: no charge
+        # Never started, but held until the confirm deadline: the held time is billed.
+        assert row.t_start is None and row.t_stop is not None and 0.9 <= row.duration_s and row.charge > 0
 
 
 def test_callee_modifies_the_qos_and_both_reservations_follow_the_answer(tmp_path: Path) -> None:
@@ -490,3 +491,59 @@ def test_callee_modifies_the_qos_and_both_reservations_follow_the_answer(tmp_pat
     assert (eu_row.uplink_kbps, eu_row.downlink_kbps, eu_row.end_reason) == (48, 96, "bye-local")
     assert (na_row.uplink_kbps, na_row.downlink_kbps, na_row.end_reason) == (96, 48, "bye-remote")
     assert "lat=40" in eu_row.qos_text and "lat=40" in na_row.qos_text
+
+
+def test_a_locked_database_delays_nothing_and_loses_no_stop(tmp_path: Path) -> None:
+    """Another process holds eu's database (``BEGIN EXCLUSIVE``) while the game ends: the SIP loop keeps
+    answering, the STOP is journaled at the time of the end, and written once when the lock goes."""
+    import socket
+    import sqlite3
+    import time
+
+    ended_at: list[float] = []
+    unlocked_at: list[float] = []
+    answered_while_locked: list[bool] = []
+
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        async def answer() -> GameSession:
+            return await (await bob.next_invite()).accept()
+
+        callee = asyncio.create_task(answer())
+        session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+        await callee
+        await eu.until(active, "alice's confirmed reservation")
+        locker = sqlite3.connect(tmp_path / "eu.sqlite3", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            ended_at.append(time.time())
+            await session.end("game over")
+            await eu.until(lambda p: not p.reservations() and p.pending_writes > 0, "the STOP journaled")
+            assert Path(f"{tmp_path / 'eu.sqlite3'}.journal").stat().st_size > 0
+            # A plain OPTIONS to the server is answered while the lock is still held.
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            probe.bind(("127.0.0.1", 0))
+            probe.setblocking(False)
+            port = probe.getsockname()[1]
+            probe.sendto((f"OPTIONS sip:eu.gamesdk.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKlk1"
+                          "\r\nMax-Forwards: 70\r\nFrom: <sip:probe@eu.gamesdk.test>;tag=p\r\nTo: <sip:eu.gamesdk.test>"
+                          "\r\nCall-ID: lock-probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode(),
+                         eu.server.address)
+            loop = asyncio.get_running_loop()
+            reply = await asyncio.wait_for(loop.sock_recv(probe, 4096), 5.0)
+            probe.close()
+            answered_while_locked.append(reply.startswith(b"SIP/2.0 200"))
+            assert not eu.policy.is_idle()  # the capacity waits for the STOP to be in the books
+        finally:
+            unlocked_at.append(time.time())
+            locker.execute("ROLLBACK")
+            locker.close()
+        await eu.until(PolicyServer.is_idle, "the journaled STOP written after the lock")
+        await na.until(PolicyServer.is_idle, "release at na")
+
+    run(tmp_path, scenario)
+    assert answered_while_locked == [True]
+    [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
+    assert eu_row.end_reason == "bye-local" and eu_row.t_stop is not None
+    # Stamped when the end was observed, not when the lock went away.
+    assert ended_at[0] <= eu_row.t_stop < unlocked_at[0]
+    assert Path(f"{tmp_path / 'eu.sqlite3'}.journal").stat().st_size == 0

@@ -1,0 +1,262 @@
+"""server/policy/ledger: where reservation changes and their billing events become durable, together.
+
+A :class:`Change` is one reservation change (save or delete the row) with the billing events it causes; the
+:class:`Ledger` commits it in ONE database transaction, so the books never show a STOP for a reservation still
+held, nor a reservation gone without its STOP. The policy core keeps memory behind what is durable.
+
+When the database refuses a write (locked past its busy timeout, disk full), the core appends the change to a
+:class:`Journal`, an append-only file next to the database (one JSON line per change, fsync'd), and retries the
+database with backoff until it commits. At start-up the journal is replayed into the database before anything
+else; replays are harmless because every row and every billing event has its own identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from gamesdk.errors import RemoteProtocolError
+from server.billing.model import BillingEvent, BillingRecord, BillingSink, EventKind
+from server.billing.store import write_event
+from server.billing.tariff import Tariff
+
+from .codec import key_from_json_untrusted, key_to_json, reservation_from_json_untrusted, reservation_to_json
+from .model import Reservation, SessionKey
+
+__all__ = [
+    "Change",
+    "FileJournal",
+    "Journal",
+    "Ledger",
+    "LedgerUnavailable",
+    "MemoryJournal",
+    "SplitLedger",
+    "SqliteLedger",
+    "change_from_json_untrusted",
+    "change_to_json",
+    "transaction",
+]
+
+
+class LedgerUnavailable(Exception):
+    """A change could not be made durable (neither the database nor the journal took it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One reservation change and the billing events it causes, committed together or not at all."""
+
+    key: SessionKey
+    save: Reservation | None = None
+    """The reservation's row after the change (insert or replace)."""
+    delete: bool = False
+    """Remove the reservation's row (it ended)."""
+    events: tuple[BillingEvent, ...] = ()
+
+
+class Ledger(Protocol):
+    """Durable storage of reservations and billing (:class:`SqliteLedger`)."""
+
+    def commit(self, change: Change) -> None:
+        """Make ``change`` durable, all of it or nothing; raise on failure."""
+        ...
+
+    def load_all(self) -> list[Reservation]: ...
+
+
+class Journal(Protocol):
+    """Changes the database refused, kept durably until it takes them (:class:`FileJournal`)."""
+
+    def append(self, change: Change) -> None: ...
+
+    def entries(self) -> list[Change]: ...
+
+    def clear(self) -> None: ...
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any error), whatever the connection's isolation mode."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class SqliteLedger:
+    """:class:`Ledger` on the region database: tables ``policy_reservations`` and ``billing_*``."""
+
+    def __init__(self, conn: sqlite3.Connection, tariff: Tariff | None = None) -> None:
+        from .store import SqliteReservationStore  # the row SQL lives with the read-only views
+
+        self._conn = conn
+        self._tariff = tariff or Tariff()
+        self._rows = SqliteReservationStore(conn)  # migrates the region schema (server/db.py)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    def commit(self, change: Change) -> None:
+        with transaction(self._conn):
+            if change.save is not None:
+                self._rows.write(change.save)
+            if change.delete:
+                self._rows.remove(change.key)
+            for event in change.events:
+                write_event(self._conn, self._tariff, event)
+
+    def load_all(self) -> list[Reservation]:
+        return self._rows.load_all()
+
+
+class SplitLedger:
+    """A :class:`Ledger` over a separate reservation store and billing sink (memory, tests): not atomic."""
+
+    def __init__(self, store: Any | None = None, billing: BillingSink | None = None) -> None:
+        self._store = store
+        self._billing = billing
+
+    def commit(self, change: Change) -> None:
+        if self._store is not None:
+            if change.save is not None:
+                self._store.save(change.save)
+            if change.delete:
+                self._store.delete(change.key)
+        if self._billing is not None:
+            for event in change.events:
+                self._billing.append(event)
+
+    def load_all(self) -> list[Reservation]:
+        return list(self._store.load_all()) if self._store is not None else []
+
+
+class MemoryJournal:
+    """A :class:`Journal` in memory (tests; a deployment without a database file)."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+
+    def append(self, change: Change) -> None:
+        self.changes.append(change)
+
+    def entries(self) -> list[Change]:
+        return list(self.changes)
+
+    def clear(self) -> None:
+        self.changes.clear()
+
+
+class FileJournal:
+    """A :class:`Journal` as an append-only JSON-lines file, each line fsync'd before :meth:`append` returns.
+
+    A torn last line (a crash mid-write) is skipped on reading: its change was never acknowledged.
+    """
+
+    def __init__(self, path: str | Path, *, fsync: Callable[[int], None] = os.fsync) -> None:
+        self.path = Path(path)
+        self._fsync = fsync
+
+    def append(self, change: Change) -> None:
+        line = json.dumps(change_to_json(change), separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[Change]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        out: list[Change] = []
+        for line in text.splitlines():
+            try:
+                out.append(change_from_json_untrusted(json.loads(line)))
+            except (ValueError, RemoteProtocolError):
+                continue  # the torn tail of a crash: never acknowledged
+        return out
+
+    def clear(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC)
+        except FileNotFoundError:
+            return
+        try:
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- JSON of a change (the journal's lines) ---------------------------------------------------------------------
+
+
+def _record_to_json(rec: BillingRecord) -> dict[str, Any]:
+    return {
+        "callId": rec.call_id, "fromTag": rec.from_tag, "toTag": rec.to_tag, "side": rec.side,
+        "player": rec.player, "peer": rec.peer, "region": rec.region, "network": rec.network,
+        "class": rec.qos_class, "format": rec.game_format, "qos": rec.qos_text, "up": rec.uplink_kbps,
+        "down": rec.downlink_kbps, "token": rec.token, "t2xx": rec.t_2xx, "uid": rec.uid,
+    }
+
+
+def _event_to_json(ev: BillingEvent) -> dict[str, Any]:
+    return {
+        "kind": ev.kind.value, "time": ev.time, "record": _record_to_json(ev.record), "endReason": ev.end_reason,
+        "sipReason": ev.sip_reason, "chargedS": ev.charged_s, "seq": ev.seq,
+    }
+
+
+def change_to_json(change: Change) -> dict[str, Any]:
+    return {
+        "key": key_to_json(change.key),
+        "save": reservation_to_json(change.save) if change.save is not None else None,
+        "delete": change.delete,
+        "events": [_event_to_json(e) for e in change.events],
+    }
+
+
+def _event_from_json_untrusted(value: Any) -> BillingEvent:
+    try:
+        r = value["record"]
+        record = BillingRecord(
+            call_id=str(r["callId"]), from_tag=str(r["fromTag"]), to_tag=str(r["toTag"]), side=str(r["side"]),
+            player=str(r["player"]), peer=str(r["peer"]), region=str(r["region"]), network=str(r["network"]),
+            qos_class=str(r["class"]), game_format=str(r["format"]), qos_text=str(r["qos"]),
+            uplink_kbps=int(r["up"]), downlink_kbps=int(r["down"]), token=str(r["token"]),
+            t_2xx=float(r["t2xx"]), uid=str(r["uid"]),
+        )
+        return BillingEvent(
+            kind=EventKind(value["kind"]), time=float(value["time"]), record=record,
+            end_reason=value["endReason"], sip_reason=value["sipReason"], charged_s=float(value["chargedS"]),
+            seq=int(value["seq"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RemoteProtocolError(f"bad billing event in the journal: {exc}", 400) from None
+
+
+def change_from_json_untrusted(value: object) -> Change:
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("a journal entry must be a JSON object", 400)
+    save = value.get("save")
+    events = value.get("events")
+    if not isinstance(events, list):
+        raise RemoteProtocolError("a journal entry's events must be a list", 400)
+    return Change(
+        key=key_from_json_untrusted(value.get("key")),
+        save=reservation_from_json_untrusted(save) if save is not None else None,
+        delete=value.get("delete") is True,
+        events=tuple(_event_from_json_untrusted(e) for e in events),
+    )
