@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from server.billing.store import BillingRow, read_rows
-from server.db import check_schema
 from server.billing.tariff import format_money
+from server.db import check_schema
 
 from .codec import capacity_to_json
 from .config import PolicyConfig

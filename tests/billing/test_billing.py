@@ -197,3 +197,19 @@ def test_cli_on_missing_or_empty_database(tmp_path: Path) -> None:
     # Reading never creates tables in the operator's file.
     with sqlite3.connect(empty) as conn:
         assert conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone() == (0,)
+
+
+def test_a_first_layout_database_is_carried_over_with_exact_charges(tmp_path: Path) -> None:
+    from server.db import MIGRATIONS, migrate
+
+    db = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(db, isolation_level=None)
+    migrate(conn, MIGRATIONS[:1])  # the first layout: UNIQUE (call_id, to_tag, side), REAL charges
+    conn.execute("INSERT INTO billing_records (call_id, from_tag, to_tag, side, region, player, peer, network, class,"
+                 " format, qos, uplink_kbps, downlink_kbps, token, t_2xx)"
+                 " VALUES ('c1', 'f', 't', 'orig', 'eu', 'a', 'b', 'n', 'action', '', '', 1, 1, 'x', 10.0)")
+    conn.execute("INSERT INTO billing_events (record_id, kind, time, charged_s, charge, currency)"
+                 " VALUES (1, 'STOP', 70.0, 60.0, 0.1640000001, 'EUR')")
+    conn.close()
+    [row] = billing_rows(open_region_db(db))
+    assert (row.call_id, row.uid, row.charge, row.currency) == ("c1", "v1-1", Decimal("0.164000"), "EUR")
