@@ -46,6 +46,19 @@ class AccountStore:
         # The tables come from the region schema (server/db.py); a database error propagates as DatabaseError.
         self._db = open_region_db(self.path, check_same_thread=False)
         self._cache: dict[tuple[str, str], str] = {}
+        self._data_version = self._read_data_version()
+
+    def _read_data_version(self) -> int:
+        row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _drop_stale_cache(self) -> None:
+        # PRAGMA data_version changes when another connection (``user remove`` in the CLI) committed: a removed
+        # player or a changed password takes effect at the next lookup, not at the next restart.
+        version = self._read_data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self._cache.clear()
 
     def close(self) -> None:
         self._db.close()
@@ -98,6 +111,7 @@ class AccountStore:
     def ha1(self, name: str, algorithm: str) -> str | None:
         """The stored HA1 of ``name`` for ``algorithm`` (``None`` when there is no such account)."""
         key = (name, algorithm)
+        self._drop_stale_cache()
         try:
             return self._cache[key]
         except KeyError:

@@ -275,7 +275,7 @@ def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO,
         return EXIT_USAGE
     try:
         asyncio.run(serve_forever(config, hooks_factory=_hooks_factory(config) if policy else None,
-                                  policy=policy))
+                                  policy=policy, log_level_fixed=level is not None))
     except OSError as exc:
         print(f"gamesdk-server: cannot listen on {config.listen}: {exc}", file=err)
         return EXIT_LISTEN

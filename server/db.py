@@ -171,6 +171,22 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, billing and policy tables", _V1_BASELINE),
     Migration(2, "billing records and events with their own identity, charges in integer micro-units",
               _V2_BILLING_IDENTITY),
+    Migration(3, "registrations kept across restarts", (
+        # server/registrations.py; times are wall-clock (UNIX) seconds, converted to the loop clock at start.
+        """CREATE TABLE registrations (
+            aor           TEXT NOT NULL,
+            contact       TEXT NOT NULL,
+            expires_at    REAL NOT NULL,
+            source_host   TEXT NOT NULL,
+            source_port   INTEGER NOT NULL,
+            target_host   TEXT,
+            target_port   INTEGER,
+            call_id       TEXT NOT NULL,
+            cseq          INTEGER NOT NULL,
+            registered_at REAL NOT NULL,
+            PRIMARY KEY (aor, contact)
+        )""",
+    )),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

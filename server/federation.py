@@ -125,6 +125,17 @@ class FederationTable:
         self._by_addr[address] = state
         self._next_ping = 0.0
 
+    def replace_peers(self, peers: tuple[PeerConfig, ...]) -> None:
+        """Use a reloaded [[peers]] table: peers whose address is unchanged keep their measured round trips."""
+        wanted = {p.domain.lower(): p.address.addr for p in peers}
+        for domain in list(self._by_domain):
+            if domain not in wanted:
+                self._by_addr.pop(self._by_domain.pop(domain).address, None)
+        for domain, address in wanted.items():
+            old = self._by_domain.get(domain)
+            if old is None or old.address != address:
+                self.set_peer(domain, address)
+
     def peers(self) -> list[PeerState]:
         return list(self._by_domain.values())
 

@@ -17,16 +17,21 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gamesdk.identity import IdentitySigner
 from server.accounts import AccountStore
-from server.config import ServerConfig
+from server.config import ConfigError, ServerConfig
+from server.db import open_region_db
 from server.hooks import PolicyHooks
 from server.node import AccountLookup, RegionalServer
+from server.registrations import RegistrationStore
+from server.reload import load_for_reload
 from server.transport_tls import TlsTransport
 
 __all__ = ["EmbeddedServer", "ServerProtocol", "serve_forever", "setup_logging"]
@@ -36,6 +41,13 @@ trace = logging.getLogger("server.trace")
 trace_full = logging.getLogger("server.trace.full")
 
 Addr = tuple[str, int]
+
+#: How often changed registrations are written to the region database (and always at shutdown): a crash
+#: (SIGKILL, power) loses at most this much; a SIGTERM loses nothing.
+REGISTRATION_FLUSH_S = 1.0
+
+#: How long a SIGTERM waits for proxied requests under way to get their final response.
+DRAIN_TIMEOUT_S = 10.0
 
 #: Kernel receive buffer asked for: bursts of SIPp retransmissions must not overflow it (research/perf.md).
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
@@ -177,8 +189,15 @@ class EmbeddedServer:
     def __init__(self, config: ServerConfig, *, port: int | None = 0, host: str | None = None,
                  accounts: AccountLookup | None = None, hooks: PolicyHooks | None = None,
                  hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
-                 policy: bool = True, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+                 policy: bool = True, random_bytes: Callable[[int], bytes] = os.urandom,
+                 persist_registrations: bool | None = None) -> None:
         self.config = config
+        #: The config as read from the file (``config`` gets the bound port): what a reload compares with.
+        self.file_config = config
+        # Registrations are kept in the region database when the server keeps its accounts there too.
+        self._persist = accounts is None if persist_registrations is None else persist_registrations
+        self._registrations: RegistrationStore | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._port = config.listen.port if port is None else port
         self._host = host or config.listen.host
         self._accounts = accounts
@@ -193,6 +212,8 @@ class EmbeddedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.address: Addr = (self._host, self._port)
+        #: True when ``run --log-level`` set the level: a reload then leaves it alone.
+        self.log_level_fixed = False
         #: The TLS listener's address once started (None without a tls: listen address).
         self.tls_address: Addr | None = None
         # A region on port 0 (tests, the demo) takes a free TLS port too.
@@ -238,8 +259,12 @@ class EmbeddedServer:
             node.set_hooks(self._hooks_factory(node))
         node.set_identity(identity_signer(config))
         self.node = node
+        if self._persist:
+            self._restore_registrations(node, loop)
         _, protocol = await loop.create_datagram_endpoint(lambda: ServerProtocol(node, loop), sock=sock)
         self.protocol = protocol
+        if self._registrations is not None:
+            self._flush_handle = loop.call_later(REGISTRATION_FLUSH_S, self._flush_tick)
         tls_listen = config.tls_listen
         if tls_listen is not None:
             streams = TlsTransport(config, loop, protocol.stream_received, protocol._send)
@@ -285,8 +310,81 @@ class EmbeddedServer:
                     self.protocol.streams.set_peer_address(domain, address)
                 self.protocol._rearm()
 
+    # -- registrations kept across restarts -----------------------------------------------------------------
+
+    def _restore_registrations(self, node: RegionalServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._registrations = RegistrationStore(open_region_db(self.config.database))
+        wall = _wall_time()
+        restored = node.location.restore(self._registrations.load(wall, wall - loop.time()))
+        if restored:
+            log.info("server: restored %d registration(s) from %s", restored, self.config.database)
+
+    def flush_registrations(self) -> int:
+        """Write the registrations that changed since the last flush; returns how many rows were written."""
+        node, store, loop = self.node, self._registrations, self._loop
+        if node is None or store is None or loop is None:
+            return 0
+        changes = node.location.take_changes()
+        try:
+            store.apply(changes, _wall_time() - loop.time())
+        except sqlite3.Error as exc:
+            log.error("server: cannot save %d registration change(s): %s", len(changes), exc)
+            return 0
+        return len(changes)
+
+    def _flush_tick(self) -> None:
+        self.flush_registrations()
+        if self._loop is not None and self._registrations is not None:
+            self._flush_handle = self._loop.call_later(REGISTRATION_FLUSH_S, self._flush_tick)
+
+    # -- drain and reload -------------------------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float = 10.0, retry_after_s: int = 5) -> int:
+        """Answer new requests 503 + Retry-After and wait (at most ``timeout_s``) until no proxied request waits
+        for its final response; returns how many still did at the end (0 when drained)."""
+        node = self.node
+        if node is None:
+            return 0
+        node.drain(retry_after_s)
+        log.info("server: draining (%d transaction(s) under way)", node.pending_transactions())
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while node.pending_transactions() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        left = node.pending_transactions()
+        if left:
+            log.warning("server: drain timed out with %d transaction(s) under way", left)
+        return left
+
+    def reload(self, path: Path | None = None) -> ServerConfig:
+        """Read the region file again and apply it without dropping sessions or registrations.
+
+        Raises :class:`ConfigError` with the reason when the file cannot be applied; the old one stays in force.
+        """
+        node = self.node
+        source = path or self.config.source
+        if node is None or source is None:
+            raise ConfigError("file", "nothing to reload: the server was not started from a file")
+        new = load_for_reload(source, self.config, listen_as_configured=self.file_config)
+        from server.policy.config import PolicyConfig
+        from server.policy.runner import policy_document
+
+        policy_config = PolicyConfig.from_mapping(policy_document(new))
+        node.reload(new)
+        reconfigure = getattr(node.hooks, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(policy_config)
+        self.file_config = new
+        self.config = node.config
+        if not self.log_level_fixed:
+            logging.getLogger().setLevel(getattr(logging, new.log_level.upper(), logging.INFO))
+        if self.protocol is not None:
+            self.protocol._rearm()
+        log.info("server: reloaded %s: %d access network(s), %d peer(s), log level %s", source,
+                 len(new.access_networks), len(new.peers), logging.getLevelName(logging.getLogger().level))
+        return new
+
     async def stop(self) -> None:
-        """Stop serving and close the database."""
+        """Stop serving, save the registrations and close the database."""
         protocol = self.protocol
         if protocol is not None and protocol.streams is not None:
             await protocol.streams.close()
@@ -294,6 +392,13 @@ class EmbeddedServer:
             protocol.transport.close()
             await protocol.closed
         self.protocol = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._registrations is not None:
+            self.flush_registrations()
+            self._registrations.close()
+            self._registrations = None
         if self._own_accounts is not None:
             self._own_accounts.close()
             self._own_accounts = None
@@ -367,23 +472,45 @@ def _wall_time() -> float:
 
 
 async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
-                        policy: bool = True, stop: asyncio.Event | None = None) -> RegionalServer:
-    """Run one region until SIGINT/SIGTERM (or ``stop`` is set); returns the node for its final figures."""
+                        policy: bool = True, stop: asyncio.Event | None = None,
+                        log_level_fixed: bool = False, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> RegionalServer:
+    """Run one region until SIGINT/SIGTERM (or ``stop`` is set); returns the node for its final figures.
+
+    SIGTERM/SIGINT drain first (new requests 503 + Retry-After until the transactions under way finish), a second
+    one stops at once. SIGHUP reloads the region file (:meth:`EmbeddedServer.reload`); a bad file is refused with
+    the reason in the log and the old one stays in force.
+    """
     server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory, policy=policy)
+    server.log_level_fixed = log_level_fixed
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    # Handlers first: a SIGTERM that arrives once the socket answers must already mean "shut down cleanly".
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals: list[signal.Signals] = []
+
+    def on_hup() -> None:
         try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
+            server.reload()
+        except ConfigError as exc:
+            log.error("server: reload refused, keeping the running configuration: %s", exc)
+
+    # Handlers first: a SIGTERM that arrives once the socket answers must already mean "shut down cleanly".
+    for sig, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, on_hup)):
+        try:
+            loop.add_signal_handler(sig, handler)
+            signals.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread: the caller stops us through `stop`
     try:
         await server.start()
         await stop.wait()
+        stop.clear()
+        drain = asyncio.ensure_future(server.drain(drain_timeout_s))
+        second = asyncio.ensure_future(stop.wait())  # a second SIGTERM stops at once
+        await asyncio.wait({drain, second}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (drain, second):
+            task.cancel()
     finally:
         log.info("server: shutting down")
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             try:
                 loop.remove_signal_handler(sig)
             except (NotImplementedError, RuntimeError):
@@ -394,4 +521,3 @@ async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[Region
     log.info("server: stopped after %d datagrams in, %d out, %d requests, %d responses, %d malformed",
              stats.datagrams_in, stats.datagrams_out, stats.requests, stats.responses, stats.malformed)
     return server.node
-

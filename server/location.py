@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.config import AccessNetworkRef
 
@@ -98,6 +98,9 @@ class LocationService:
         self._source_ips: dict[str, int] = {}
         # (expires_at, aor, contact) min-heap with lazy deletion: stale entries are skipped on pop.
         self._expiry: list[tuple[float, str, str]] = []
+        # (aor, contact) -> the binding as it is now, or None once gone: what the driver has yet to persist so a
+        # restart keeps every player logged in (take_changes()). Bounded by the number of bindings.
+        self._changes: dict[tuple[str, str], Binding | None] = {}
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._bindings.values())
@@ -126,7 +129,36 @@ class LocationService:
             self._forget_ip(old.source[0])
         self._source_ips[binding.source[0]] = self._source_ips.get(binding.source[0], 0) + 1
         heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
+        self._changes[(binding.aor, binding.contact)] = binding
         return old
+
+    def restore(self, bindings: Iterable[Binding]) -> int:
+        """Put bindings read back at start (not reported again by :meth:`take_changes`); the access network is
+        looked up again, as the region file may have changed. Returns how many were restored."""
+        count = 0
+        for binding in bindings:
+            self.put(replace(binding, access_network=self.networks.lookup(binding.source[0])))
+            self._changes.pop((binding.aor, binding.contact), None)
+            count += 1
+        return count
+
+    def take_changes(self) -> dict[tuple[str, str], Binding | None]:
+        """Bindings added, refreshed (the binding) or removed (None) since the last call."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    def set_networks(self, networks: Sequence[AccessNetworkRef]) -> None:
+        """Use a new access network list (a reloaded region file) for new and existing bindings alike."""
+        self.networks = AccessNetworkMap(networks)
+        for per_aor in self._bindings.values():
+            for contact, binding in per_aor.items():
+                network = self.networks.lookup(binding.source[0])
+                if network != binding.access_network:
+                    per_aor[contact] = replace(binding, access_network=network)
+
+    def bindings(self) -> list[Binding]:
+        """Every binding held (live or not yet expired by :meth:`expire`), by AOR."""
+        return [b for aor in sorted(self._bindings) for b in self._bindings[aor].values()]
 
     def remove(self, aor: str, contact: str) -> Binding | None:
         per_aor = self._bindings.get(aor)
@@ -137,12 +169,14 @@ class LocationService:
             del self._bindings[aor]
         if old is not None:
             self._forget_ip(old.source[0])
+            self._changes[(aor, contact)] = None
         return old
 
     def remove_all(self, aor: str) -> list[Binding]:
         gone = list(self._bindings.pop(aor, {}).values())
         for binding in gone:
             self._forget_ip(binding.source[0])
+            self._changes[(aor, binding.contact)] = None
         return gone
 
     def _forget_ip(self, ip: str) -> None:

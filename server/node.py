@@ -21,7 +21,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
@@ -37,10 +37,11 @@ from server.config import PeerConfig, ServerConfig
 from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks
 from server.location import LocationService
-from server.proxy import ALLOW, ProxyCore, _server_key, mark_received
+from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
 from server.registrar import Registrar
 from server.relay import relay_headers
 from server.tls_config import TRANSPORTS
+from server.txn import ServerState
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
 
@@ -87,6 +88,7 @@ class NodeStats:
     internal_errors: int = 0
     stun_answered: int = 0
     stun_dropped: int = 0
+    refused_draining: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
 
 
@@ -130,6 +132,35 @@ class RegionalServer:
         # Answers held back by the authentication throttle: (when, seq, data, addr).
         self._delayed: list[tuple[float, int, bytes, Addr]] = []
         self._delayed_seq = 0
+        #: Set by :meth:`drain`: new requests get 503 + Retry-After, transactions under way finish.
+        self.draining = False
+        self.drain_retry_after_s = 5
+
+    # -- operations ------------------------------------------------------------------------------------------
+
+    def drain(self, retry_after_s: int = 5) -> None:
+        """Stop taking new work (before a shutdown): new dialogs and registrations are answered 503 with
+        Retry-After; retransmissions, in-dialog requests, ACK and CANCEL still pass."""
+        self.draining = True
+        self.drain_retry_after_s = retry_after_s
+
+    def pending_transactions(self) -> int:
+        """Proxied requests still waiting for their final response (what a drain waits for)."""
+        return sum(1 for tx in self.proxy.server_txs.values() if tx.state is ServerState.PROCEEDING)
+
+    def reload(self, config: ServerConfig) -> None:
+        """Apply a reloaded region file to the running server: access networks (existing bindings are mapped
+        again), peers, registrar and authentication limits, timers. What needs new sockets or another database
+        (name, domain, listen, database, TLS) is refused by the caller before this (see
+        :func:`server.config.reload_problem`). Sessions and registrations are kept."""
+        config = replace(config, listen=self.config.listen, listen_more=self.config.listen_more)
+        self.config = config
+        self.location.set_networks(config.access_networks)
+        self.federation.replace_peers(config.peers)
+        self.federation.interval_s = config.options_interval_s
+        self.registrar.config = config.registrar
+        self.proxy.t = config.timers
+        self.max_message_bytes = config.limits.max_message_bytes
 
     def set_identity(self, signer: IdentitySigner | None) -> None:
         """Sign players' INVITEs and answers with this region's key (RFC 8224; see gamesdk.identity)."""
@@ -286,6 +317,11 @@ class RegionalServer:
             out.append((response_for(request, 403, f"Use {'/'.join(self.config.tls.player_transports).upper()}",
                                      to_tag=self.ids.tag()).to_bytes(), addr))
             return
+        if self.draining and self._refuse_while_draining(request):
+            self.stats.refused_draining += 1
+            out.append((response_for(request, 503, "Restarting", to_tag=self.ids.tag(),
+                                     extra=[("Retry-After", str(self.drain_retry_after_s))]).to_bytes(), addr))
+            return
         if method not in KNOWN_METHODS:
             self.stats.unknown_methods += 1
             log.info("node: unknown method %r from %s:%d", method[:32], *addr)
@@ -302,6 +338,14 @@ class RegionalServer:
             self._uas_request(request, addr, now, out)
             return
         self.proxy.handle_request(request, addr, now, out)
+
+    def _refuse_while_draining(self, request: Request) -> bool:
+        """New work only: not ACK/CANCEL, not in a dialog, not a retransmission of a transaction we hold."""
+        method = request.method
+        if method in ("ACK", "CANCEL") or _has_tag(request.headers.get("To") or ""):
+            return False
+        key = _server_key(request, method)
+        return key not in self.proxy.server_txs and key not in self._uas_answers
 
     def _uas_request(self, request: Request, addr: Addr, now: float, out: Datagrams) -> None:
         """Requests the server answers itself, with retransmissions answered from a cache."""

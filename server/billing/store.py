@@ -125,6 +125,10 @@ class SqliteBillingStore:
     def tariff(self) -> Tariff:
         return self._tariff
 
+    def set_tariff(self, tariff: Tariff) -> None:
+        """Charge STOPs from now on with ``tariff`` (a reloaded region file)."""
+        self._tariff = tariff
+
     def append(self, event: BillingEvent) -> None:
         with self._conn:
             write_event(self._conn, self._tariff, event)

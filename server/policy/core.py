@@ -173,6 +173,16 @@ class PolicyServer:
         self.stats = {"preliminary": 0, "final": 0, "granted": 0, "denied": 0, "released": 0,
                       "write_failures": 0, "journaled": 0, "retried": 0}
 
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """Use a reloaded region file (networks, classes, tariff, settings) from now on. Reservations already held
+        keep what they were granted; a network that left the file keeps its usage until they are released."""
+        self.config = config
+        for net in config.networks:
+            self._usage.setdefault(net.name, NetworkUsage())
+        set_tariff = getattr(self._billing, "set_tariff", None)
+        if set_tariff is not None:
+            set_tariff(config.tariff)
+
     # ------------------------------------------------------------------------------------------------------------
     # N5-shaped operations
 

@@ -140,6 +140,14 @@ class RegionPolicyHooks:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """A reloaded region file: the embedded policy server and these hooks use ``config`` from now on (a
+        separate policy process reloads its own file)."""
+        self.config = config
+        reconfigure = getattr(self.backend, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(config)
+
     def _offer_terms(self, call: CallInfo, now: float, *, keep: bool) -> SessionTerms | None:
         """The offer's terms, parsed once per call. Raises GameSdkError if broken (never cached)."""
         key = (call.call_id, call.from_tag or "")

@@ -1,0 +1,60 @@
+"""Registrations kept in the region database (table ``registrations``), so a restart logs no player out.
+
+The location service is the truth while the server runs; the driver hands this store what changed
+(:meth:`LocationService.take_changes`) every second and at shutdown, and reads it back at start. Times in the
+table are wall-clock seconds: the loop clock of the next process starts elsewhere, so ``to_wall`` and
+``from_wall`` offsets convert. A binding whose time ran out while the server was down is not restored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+from server.db import migrate
+from server.location import Binding
+
+__all__ = ["RegistrationStore"]
+
+
+class RegistrationStore:
+    """Bindings persisted in ``conn`` (the region database)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        migrate(conn)
+
+    def apply(self, changes: Mapping[tuple[str, str], Binding | None], wall_offset: float) -> None:
+        """Write what changed in one transaction; ``wall_offset`` = wall clock - loop clock."""
+        if not changes:
+            return
+        put = [(b.aor, b.contact, b.expires_at + wall_offset, b.source[0], b.source[1],
+                b.target[0] if b.target else None, b.target[1] if b.target else None, b.call_id, b.cseq,
+                b.registered_at + wall_offset) for b in changes.values() if b is not None]
+        gone = [key for key, b in changes.items() if b is None]
+        with self._conn:
+            self._conn.execute("BEGIN")
+            if gone:
+                self._conn.executemany("DELETE FROM registrations WHERE aor = ? AND contact = ?", gone)
+            if put:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO registrations (aor, contact, expires_at, source_host, source_port,"
+                    " target_host, target_port, call_id, cseq, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    put)
+
+    def load(self, wall_now: float, wall_offset: float) -> list[Binding]:
+        """The bindings still live at ``wall_now``, on the loop clock (loop = wall - ``wall_offset``); rows that
+        ran out are deleted."""
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.execute("DELETE FROM registrations WHERE expires_at <= ?", (wall_now,))
+            rows = self._conn.execute(
+                "SELECT aor, contact, expires_at, source_host, source_port, target_host, target_port, call_id,"
+                " cseq, registered_at FROM registrations ORDER BY registered_at").fetchall()
+        return [Binding(aor=aor, contact=contact, expires_at=expires - wall_offset, source=(sh, int(sp)),
+                        access_network=None, call_id=call_id, cseq=int(cseq), registered_at=reg - wall_offset,
+                        target=(th, int(tp)) if th is not None and tp is not None else None)
+                for aor, contact, expires, sh, sp, th, tp, call_id, cseq, reg in rows]
+
+    def close(self) -> None:
+        self._conn.close()

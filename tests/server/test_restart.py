@@ -1,0 +1,141 @@
+"""Operating a running region process: restart keeps registrations, SIGTERM drains, SIGHUP reloads, account
+changes reach the running server at once."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from process_kit import RegionProcess, cli, write_region
+from server_kit import ANSWER
+from test_udp import SocketUA
+
+from gamesdk.sip.message import Request, Response
+
+Addr = tuple[str, int]
+
+
+@pytest.fixture
+def region(tmp_path: Path) -> Path:
+    config = write_region(tmp_path)
+    for user in ("alice", "bob"):
+        assert cli("user", "add", user, "--password", f"{user}-pw", "--config", str(config))[0] == 0
+    return config
+
+
+@pytest.fixture
+def uas() -> Iterator[tuple[SocketUA, SocketUA]]:
+    alice = SocketUA("alice", "eu.gamesdk.test", "alice-pw")
+    bob = SocketUA("bob", "eu.gamesdk.test", "bob-pw")
+    yield alice, bob
+    alice.close()
+    bob.close()
+
+
+def invite_through(caller: SocketUA, callee: str, server: Addr) -> Request:
+    """Send an authenticated INVITE; returns it (the 100 is read)."""
+    invite = caller.invite(callee)
+    caller.send(invite, server)
+    challenge = caller.final()
+    assert challenge.status == 407, challenge.status
+    caller.send(caller.ack_non2xx(invite, challenge), server)
+    invite = caller.authorize(invite, challenge)
+    caller.send(invite, server)
+    return invite
+
+
+def next_request(ua: SocketUA) -> Request:
+    for _ in range(10):
+        message = ua.recv()
+        if isinstance(message, Request):
+            return message
+    raise AssertionError("no request arrived")
+
+
+def test_registrations_survive_a_restart(region: Path, uas: tuple[SocketUA, SocketUA]) -> None:
+    alice, bob = uas
+    server = RegionProcess(region)
+    try:
+        assert alice.login(server.address).status == 200
+    finally:
+        assert server.stop() == 0
+    server = RegionProcess(region)  # alice does not log in again
+    try:
+        assert "restored 1 registration" in server.log()
+        assert bob.login(server.address).status == 200
+        invite_through(bob, "sip:alice@eu.gamesdk.test", server.address)
+        arrived = next_request(alice)
+        assert arrived.method == "INVITE"
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_then_exits(region: Path, uas: tuple[SocketUA, SocketUA]) -> None:
+    """New requests get 503 + Retry-After while the INVITE under way waits for its answer; once it is answered
+    the 200 still reaches the caller and the process exits 0."""
+    alice, bob = uas
+    server = RegionProcess(region)
+    stranger = SocketUA("carol", "eu.gamesdk.test", "x")
+    try:
+        assert alice.login(server.address).status == 200
+        assert bob.login(server.address).status == 200
+        invite_through(bob, "sip:alice@eu.gamesdk.test", server.address)
+        arrived = next_request(alice)
+        server.signal(signal.SIGTERM)
+        server.wait_log("draining")
+        stranger.send(stranger.register(600), server.address)
+        refused = stranger.final()
+        assert refused.status == 503 and refused.headers.get("Retry-After") == "5"
+        assert server.proc.poll() is None  # still waiting for the INVITE's answer
+        alice.send(alice.answer(arrived, 200, ANSWER), server.address)
+        ok = bob.final()
+        assert ok.status == 200
+        assert server.proc.wait(15) == 0
+    finally:
+        stranger.close()
+        server.stop()
+
+
+def test_sighup_reloads_the_region_file_and_refuses_a_bad_one(region: Path, uas: tuple[SocketUA, SocketUA]
+                                                              ) -> None:
+    alice, bob = uas
+    server = RegionProcess(region)
+    good = region.read_text()
+    try:
+        assert alice.login(server.address).status == 200
+        assert bob.login(server.address).status == 200
+        region.write_text(good.replace('listen = "udp:', 'listen = "tcp:'))
+        server.signal(signal.SIGHUP)
+        log = server.wait_log("reload refused")
+        assert "region.listen" in log and "Traceback" not in log
+        assert server.proc.poll() is None
+        # Loopback moves to an access network too small for any game: new calls are refused (580) at once,
+        # and nobody had to log in again.
+        region.write_text(good.replace("uplink_kbps = 100000\ndownlink_kbps = 100000",
+                                       "uplink_kbps = 1\ndownlink_kbps = 1", 1))
+        server.signal(signal.SIGHUP)
+        server.wait_log("reloaded")
+        invite_through(bob, "sip:alice@eu.gamesdk.test", server.address)
+        final = bob.final()
+        assert final.status == 580, (final.status, final.reason)
+    finally:
+        assert server.stop() == 0
+
+
+def test_user_remove_reaches_the_running_server(region: Path, uas: tuple[SocketUA, SocketUA]) -> None:
+    alice, _ = uas
+    server = RegionProcess(region)
+    try:
+        assert alice.login(server.address).status == 200
+        assert cli("user", "remove", "alice", "--config", str(region))[0] == 0
+        again = alice.register(600)
+        alice.send(again, server.address)
+        answer = alice.final()
+        if answer.status == 401:
+            alice.send(alice.authorize(again, answer), server.address)
+            answer = alice.final()
+        assert isinstance(answer, Response) and answer.status in (403, 404), answer.status
+    finally:
+        server.stop()
