@@ -179,7 +179,7 @@ class PolicyServer:
         self.config = config
         for net in config.networks:
             self._usage.setdefault(net.name, NetworkUsage())
-        set_tariff = getattr(self._billing, "set_tariff", None)
+        set_tariff = getattr(self._ledger, "set_tariff", None)
         if set_tariff is not None:
             set_tariff(config.tariff)
 

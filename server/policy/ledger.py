@@ -107,6 +107,10 @@ class SqliteLedger:
     def connection(self) -> sqlite3.Connection:
         return self._conn
 
+    def set_tariff(self, tariff: Tariff) -> None:
+        """Charge STOPs from now on with ``tariff`` (a reloaded region file)."""
+        self._tariff = tariff
+
     def commit(self, change: Change) -> None:
         with transaction(self._conn):
             if change.save is not None:
@@ -126,6 +130,11 @@ class SplitLedger:
     def __init__(self, store: Any | None = None, billing: BillingSink | None = None) -> None:
         self._store = store
         self._billing = billing
+
+    def set_tariff(self, tariff: Tariff) -> None:
+        set_tariff = getattr(self._billing, "set_tariff", None)
+        if set_tariff is not None:
+            set_tariff(tariff)
 
     def commit(self, change: Change) -> None:
         if self._store is not None:
