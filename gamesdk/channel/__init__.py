@@ -26,6 +26,7 @@ from gamesdk.channel.events import ChannelEvent as ChannelEvent
 from gamesdk.channel.events import Disconnected as Disconnected
 from gamesdk.channel.events import Interrupted as Interrupted
 from gamesdk.channel.events import MessageReceived as MessageReceived
+from gamesdk.channel.events import PathChanged as PathChanged
 from gamesdk.channel.events import QosRestored as QosRestored
 from gamesdk.channel.events import QosViolation as QosViolation
 from gamesdk.channel.events import Resumed as Resumed
@@ -51,6 +52,7 @@ __all__ = [
     "MessageReceived",
     "MessageTooLarge",
     "NetworkSimulator",
+    "PathChanged",
     "PrivateKey",
     "QosRestored",
     "QosViolation",

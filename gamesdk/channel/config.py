@@ -82,6 +82,24 @@ class ChannelConfig:
     #: authenticate, whichever is later) not one packet from the peer authenticated but some failed to,
     #: the keys differ (``SecurityError``). Failures alone never close a channel: anyone can spoof them.
     confirm_timeout_s: float = 2.0
+    #: Path checks (RFC 9000 section 8.2): first probe interval to an unvalidated address, doubling up to
+    #: ``max_probe_interval_s``; a new address (roaming) gets at most ``max_probes`` probes, the SDP's
+    #: address is probed until it answers or the disconnect timeout ends the channel.
+    probe_interval_s: float = 0.1
+    max_probe_interval_s: float = 1.0
+    max_probes: int = 10
+    #: Consent freshness (RFC 7675): a path check about every ``consent_interval_s`` on the validated path;
+    #: with no answer for ``consent_timeout_s`` the channel stops sending and reports ``Disconnected``
+    #: (not while ``disconnected_s`` is ``None``: a peer paused in a debugger answers nothing).
+    consent_interval_s: float = 5.0
+    consent_timeout_s: float = 30.0
+    #: Key update (RFC 9001 section 6) after this many packets under one key: half of AES-GCM's
+    #: confidentiality limit of 2^23 packets (RFC 9001 section 6.6). Past twice this (less a margin) without
+    #: the peer taking up the update, the channel closes rather than exceed the limit.
+    key_update_packets: int = 1 << 22
+    #: Packets that failed to authenticate before the channel closes (RFC 9001 section 6.6's integrity
+    #: limit); ``None``: the suite's (2^36 for ChaCha20-Poly1305, 2^52 for AES-GCM).
+    integrity_limit: int | None = None
     #: Interval over which rates and loss are measured and QoS is checked.
     stats_interval_s: float = 1.0
     #: Copies of CLOSE sent on ``close()`` (netcode sends 10; 3 survives 20 % independent loss 99 % of the time).
@@ -112,6 +130,16 @@ class ChannelConfig:
             raise LocalProtocolError("close_copies and ack_every_packets must be >= 1")
         if self.confirm_timeout_s <= 0:
             raise LocalProtocolError("confirm_timeout_s must be positive")
+        if not 0 < self.probe_interval_s <= self.max_probe_interval_s or self.max_probes < 1:
+            raise LocalProtocolError("need 0 < probe_interval_s <= max_probe_interval_s and max_probes >= 1")
+        if not 0 < self.consent_interval_s < self.consent_timeout_s:
+            raise LocalProtocolError("need 0 < consent_interval_s < consent_timeout_s")
+        if not 16 <= self.key_update_packets <= 1 << 22:
+            raise LocalProtocolError(
+                f"key_update_packets must be 16..4194304 (half AES-GCM's 2^23 limit), got {self.key_update_packets}"
+            )
+        if self.integrity_limit is not None and self.integrity_limit < 1:
+            raise LocalProtocolError("integrity_limit must be >= 1 or None")
 
 
 class PrivateKey:

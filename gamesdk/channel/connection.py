@@ -17,19 +17,21 @@ from collections import deque
 
 from gamesdk.channel import packet as wire
 from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
-from gamesdk.channel.crypto import AEAD_TAG_BYTES, InvalidTag, PacketCrypto, derive_keys
+from gamesdk.channel.crypto import AEAD_LIMITS, AEAD_TAG_BYTES, InvalidTag, PhaseKeys, derive_keys
 from gamesdk.channel.events import (
     ChannelClosed,
     ChannelEstablished,
     ChannelEvent,
     Disconnected,
     Interrupted,
+    PathChanged,
     Resumed,
     SecurityError,
 )
 from gamesdk.channel.events import message_received as _message
 from gamesdk.channel.lanes import OutgoingLanes
 from gamesdk.channel.pacing import TokenBucket
+from gamesdk.channel.paths import PathChallenges
 from gamesdk.channel.qos_monitor import IntervalMeter, QosMonitor
 from gamesdk.channel.recovery import ACK_DELAY_MAX, ACK_DELAY_UNIT_S, MAX_SENT_RECORDS, Recovery
 from gamesdk.channel.reliability import (
@@ -46,6 +48,7 @@ from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 __all__ = ["Channel", "ChannelState"]
 
 _MASK64 = (1 << 64) - 1
+_INF = float("inf")
 
 _UNRELIABLE = wire.FrameType.UNRELIABLE.value
 _SEQUENCED = wire.FrameType.SEQUENCED.value
@@ -55,6 +58,9 @@ _ACK = wire.ACK
 _PING = wire.PING
 _CONFIRM = wire.CONFIRM
 _CLOSE = wire.CLOSE
+_PATH_CHALLENGE = wire.PATH_CHALLENGE
+_PATH_RESPONSE = wire.PATH_RESPONSE
+_KEY_PHASE = wire.KEY_PHASE_BIT
 _PING_FRAME = bytes((_PING,))
 _MIN_DATAGRAM = wire.HEADER_BYTES + AEAD_TAG_BYTES
 _HEADER_UNPACK = wire.HEADER.unpack_from
@@ -67,6 +73,8 @@ _U16_UNPACK = wire.U16.unpack_from
 _FAST_LANES = (wire.FrameType.UNRELIABLE.value, wire.FrameType.SEQUENCED.value)
 _ACK_PLUS_SEQ = wire.ACK_FRAME_BYTES + wire.UNRELIABLE_FRAME_OVERHEAD
 _VERSION_BITS = wire.VERSION << 6  # and key phase 0
+#: At most this many PATH_CHALLENGEs from the peer wait for their response at once.
+_MAX_PENDING_RESPONSES = 8
 _LANE_UNRELIABLE = Lane.UNRELIABLE
 _LANE_SEQUENCED = Lane.SEQUENCED
 _LANE_RELIABLE = Lane.RELIABLE
@@ -100,16 +108,59 @@ class Channel:
     def __init__(self, params: ChannelParams, config: ChannelConfig | None = None, *, now: float) -> None:
         self.params = params
         self.config = cfg = config or ChannelConfig()
-        keys = derive_keys(params)
-        crypto = PacketCrypto(params.suite, keys)
-        self._seal = crypto.seal
-        self._encrypt = crypto.encrypt
-        self._decrypt = crypto.decrypt
-        self._send_iv = crypto.send_iv
-        self._recv_iv = crypto.recv_iv
+        keys = derive_keys(params)  # once: it takes the params' private key
+        suite = params.suite
+        # Key phases (RFC 9001 section 6): the current keys each way, the receive keys of the previous phase
+        # (kept briefly for reordered packets) and of the next (made on demand, when a packet shows it).
+        self._send_keys = PhaseKeys(suite, keys.send.key, keys.send.iv, keys.send_secret)
+        self._recv_keys = PhaseKeys(suite, keys.receive.key, keys.receive.iv, keys.receive_secret)
+        self._recv_prev: PhaseKeys | None = None
+        self._recv_prev_until = 0.0
+        self._recv_next: PhaseKeys | None = None
+        self._recv_phase_start = 0  # first packet number seen in the current receive phase
+        self._encrypt = self._send_keys.aead.encrypt
+        self._decrypt = self._recv_keys.aead.decrypt
+        self._send_iv = self._send_keys.iv
+        self._recv_iv = self._recv_keys.iv
+        self._send_bits = _VERSION_BITS
+        self._recv_bits = _VERSION_BITS
+        confidentiality, integrity = AEAD_LIMITS[suite]
+        self._key_packets = min(cfg.key_update_packets, confidentiality // 2)
+        #: Packets sealed under one key at most: past this without a key update the channel closes.
+        self._key_hard_limit = min(2 * self._key_packets, confidentiality) - min(1024, self._key_packets // 2)
+        self._send_phase_start = 0
+        self._key_update_at = self._key_packets
+        self._key_limit_at = self._key_hard_limit
+        self._integrity_limit = cfg.integrity_limit if cfg.integrity_limit is not None else integrity
+        self._failed_opens = 0  # from any address, for the integrity limit
+        #: Key updates so far (either side starting them).
+        self.key_updates = 0
         self._confirm_frame = wire.push_confirm(keys.confirm_send)
         self._confirm_expected = keys.confirm_receive
         self._peer: Address = (params.peer_addr[0], params.peer_addr[1])
+        # Paths (RFC 9000 sections 8 and 9): nothing but probes and answers to the peer's address until a
+        # PATH_CHALLENGE we sent there came back (or an ICE check says so); then consent checks keep it.
+        self._paths = PathChallenges(keys.path_key)
+        del keys
+        self._validated = False
+        self._consent_ok = True
+        self._may_send = False
+        self._path_in = self._path_out = 0  # authentic bytes from / answers to the unvalidated peer address
+        self._probe_at = now
+        self._probe_gap = cfg.probe_interval_s
+        self._probes = 0
+        self._candidate: Address | None = None
+        self._cand_probe_at = _INF
+        self._cand_gap = cfg.probe_interval_s
+        self._cand_probes = 0
+        self._consent_at = _INF
+        self._consent_until = _INF
+        self._responses: list[tuple[bytes, Address]] = []
+        self._path_due = now
+        self._rx_addr: Address = self._peer
+        #: Times the channel moved to a new peer address (roaming) and probes sent.
+        self.path_changes = 0
+        self.probes_sent = 0
         self._local_sid = params.local_session_id
         self._remote_sid = params.remote_session_id
         self._state = ChannelState.CONFIRMING
@@ -191,6 +242,8 @@ class Channel:
     def state(self, value: ChannelState) -> None:
         self._state = value
         self._alive = value is ChannelState.CONFIRMING or value is ChannelState.ESTABLISHED
+        if not self._alive:
+            self._may_send = False
 
     @property
     def is_open(self) -> bool:
@@ -263,19 +316,30 @@ class Channel:
         """Handle one datagram from the socket. Bad datagrams are dropped and counted, never raised."""
         if not self._alive:
             return
-        if addr != self._peer and tuple(addr[:2]) != self._peer:
-            self.foreign_address_dropped += 1
-            return
+        foreign = False
+        if addr != self._peer:
+            addr = (addr[0], addr[1])
+            if addr != self._peer:
+                if self._state is not ChannelState.ESTABLISHED:
+                    self.foreign_address_dropped += 1  # no roaming before the keys are confirmed (QUIC)
+                    return
+                foreign = True
         # decode_header_untrusted inlined: this runs for every datagram
         if len(data) < _MIN_DATAGRAM:
             self.malformed_dropped += 1
             return
         first, sid, pn = _HEADER_UNPACK(data)
-        if first & 0xE0 != _VERSION_BITS or not 1 <= first & 0x1F <= 3:
-            self.malformed_dropped += 1
-            return
+        other_phase = False
+        if first & 0xE0 != self._recv_bits or not 1 <= first & 0x1F <= 3:
+            if first & 0xC0 != _VERSION_BITS or not 1 <= first & 0x1F <= 3:
+                self.malformed_dropped += 1
+                return
+            other_phase = True  # a key update, or a reordered packet of the previous phase
         if sid != self._local_sid:
             # not for this channel (or forged): dropped and counted, never a reason to give up (QUIC, WireGuard)
+            if foreign:
+                self.foreign_address_dropped += 1
+                return
             self.wrong_sid_dropped += 1
             self._auth_failed(now)
             return
@@ -286,10 +350,22 @@ class Channel:
             self.replays_dropped += 1
             return
         try:
-            plaintext = self._decrypt((self._recv_iv ^ pn).to_bytes(12, "big"), data[13:], data[:13])
+            if other_phase:
+                plaintext = self._open_other_phase(pn, data, now)
+            else:
+                plaintext = self._decrypt((self._recv_iv ^ pn).to_bytes(12, "big"), data[13:], data[:13])
         except InvalidTag:
-            self.decrypt_failures += 1
-            self._auth_failed(now)
+            if foreign:
+                self.foreign_address_dropped += 1
+            else:
+                self.decrypt_failures += 1
+                self._auth_failed(now)
+            self._failed_opens += 1
+            if self._failed_opens >= self._integrity_limit:
+                self._fail_closed(
+                    f"AEAD integrity limit: {self._failed_opens} packets failed to authenticate "
+                    "(RFC 9001 section 6.6); no more packets are accepted on these keys"
+                )
             return
         # Authentic from here on.
         self._authenticated = True
@@ -298,6 +374,12 @@ class Channel:
         replay.update(pn)
         self.packets_in += 1
         self.bytes_in += len(data)
+        if foreign:
+            # roaming (NAT rebinding): the newest packet from a new address starts a path check there; the
+            # channel moves only once it passes, so a replayed or forwarded packet cannot move it
+            self._on_new_address(addr, len(data), pn > highest, now)
+        elif not self._validated:
+            self._path_in += len(data)
         if self._interrupted:
             self._interrupted = False
             self._events.append(Resumed(silent_s=now - self._last_recv))
@@ -326,6 +408,7 @@ class Channel:
                     if self._ack_deadline is None:
                         self._ack_deadline = now + self.config.max_ack_delay_s
                     return
+            self._rx_addr = addr
             self._handle_frames(wire.parse_frames_untrusted(plaintext), now)
         except RemoteProtocolError as exc:
             # An authenticated peer that breaks the frame grammar is broken or hostile: stop talking to it.
@@ -360,6 +443,7 @@ class Channel:
     def _fail_closed(self, reason: str) -> None:
         if self._alive:
             self.state = ChannelState.CLOSED
+            self._may_send = False
             self._events.append(ChannelClosed(by_peer=False, reason=reason))
 
     def _handle_frames(self, frames: list[wire.Frame], now: float) -> None:
@@ -391,6 +475,12 @@ class Channel:
                         events.append(_message(_LANE_SEQUENCED, whole))
             elif ftype == _PING:
                 eliciting = True
+            elif ftype == _PATH_CHALLENGE:
+                eliciting = True
+                if len(self._responses) < _MAX_PENDING_RESPONSES:
+                    self._responses.append((frame[1], self._rx_addr))  # type: ignore[arg-type]
+            elif ftype == _PATH_RESPONSE:
+                self._on_path_response(frame[1], now)  # type: ignore[arg-type]
             elif ftype == _CONFIRM:
                 eliciting = True
                 if self.state is ChannelState.CONFIRMING:
@@ -417,11 +507,11 @@ class Channel:
     # ------------------------------------------------------------------ sending
 
     def _build(
-        self, ptype: int, frames: list[bytes], frags: list[Fragment] | None, now: float
+        self, ptype: int, frames: list[bytes], frags: list[Fragment] | None, now: float, to: Address | None = None
     ) -> tuple[bytes, Address]:
         pn = self._pn
         self._pn = pn + 1
-        header = _HEADER_PACK(_VERSION_BITS | ptype, self._remote_sid, pn)
+        header = _HEADER_PACK(self._send_bits | ptype, self._remote_sid, pn)
         datagram = header + self._encrypt((self._send_iv ^ pn).to_bytes(12, "big"), b"".join(frames), header)
         sent = self._sent
         sent[pn] = (now, len(datagram), frags)
@@ -432,7 +522,7 @@ class Channel:
         self._last_send = now
         if self._pacer is not None:
             self._pacer.charge(len(datagram), now)
-        return datagram, self._peer
+        return datagram, self._peer if to is None else to
 
     def _ack_frame(self, now: float) -> bytes:
         replay = self._replay
@@ -451,6 +541,21 @@ class Channel:
         self._outbox = []
         if not self._alive:
             return out
+        if self._responses or now >= self._path_due:
+            self._path_packets(now, out)
+        if not self._may_send:
+            # unvalidated address or no consent: no game data, no keepalives (acks ride on path packets)
+            self._ack_pending = 0
+            self._ack_deadline = None
+            if self._closing is not None and now >= self._linger_until:
+                self._finish_close(self._closing, now)
+                out.extend(self._outbox)
+                self._outbox = []
+            return out
+        if self._pn >= self._key_update_at:
+            self._maybe_update_keys()
+            if not self._alive:
+                return out
         if self._closing is not None:
             self._packets(now, out)
             if not self._reliable_out.busy or now >= self._linger_until:
@@ -579,6 +684,211 @@ class Channel:
             self._recovery.on_timeout()  # exponential back-off of the resend timer (RFC 9002 6.2.1)
         return out
 
+    # ------------------------------------------------------------------ key update (RFC 9001 section 6)
+
+    def _open_other_phase(self, pn: int, data: bytes, now: float) -> bytes:
+        """Open a packet whose key phase bit is not the current one; raises ``InvalidTag``."""
+        prev = self._recv_prev
+        if prev is not None and pn < self._recv_phase_start:
+            if now >= self._recv_prev_until:
+                raise InvalidTag  # the previous phase's keys are gone: too old to accept
+            return prev.aead.decrypt((prev.iv ^ pn).to_bytes(12, "big"), data[13:], data[:13])
+        nxt = self._recv_next
+        if nxt is None:
+            nxt = self._recv_next = self._recv_keys.next()
+        plaintext = nxt.aead.decrypt((nxt.iv ^ pn).to_bytes(12, "big"), data[13:], data[:13])
+        # authentic under the next keys: the peer moved to the next phase
+        self._recv_prev = self._recv_keys
+        self._recv_prev_until = now + 3 * self._recovery.rto()  # RFC 9001 6.5: about three PTOs
+        self._recv_keys = nxt
+        self._recv_next = None
+        self._recv_phase_start = pn
+        self._decrypt = nxt.aead.decrypt
+        self._recv_iv = nxt.iv
+        self._recv_bits = _VERSION_BITS | (_KEY_PHASE if nxt.phase & 1 else 0)
+        if nxt.phase > self._send_keys.phase:
+            self._next_send_keys()  # the peer started it: answer in the new phase too
+        return plaintext
+
+    def _seal(self, pn: int, header: bytes, plaintext: bytes) -> bytes:
+        """Encrypt ``plaintext`` as packet ``pn`` under the current send keys (tests forge packets with it)."""
+        return self._encrypt((self._send_iv ^ pn).to_bytes(12, "big"), plaintext, header)
+
+    def _maybe_update_keys(self) -> None:
+        """Start a key update once enough packets were sealed under the current key, if the peer is ready."""
+        if (
+            self._state is ChannelState.ESTABLISHED
+            and self._send_keys.phase == self._recv_keys.phase  # the peer reached our phase
+            and self._recovery.largest_acked >= self._send_phase_start  # and acked a packet of it
+        ):
+            self._next_send_keys()
+        elif self._pn >= self._key_limit_at:
+            self._fail_closed(
+                f"AEAD confidentiality limit: {self._pn - self._send_phase_start} packets under one key and "
+                "the peer never took up a key update (RFC 9001 section 6.6)"
+            )
+
+    def _next_send_keys(self) -> None:
+        keys = self._send_keys = self._send_keys.next()
+        self._encrypt = keys.aead.encrypt
+        self._send_iv = keys.iv
+        self._send_bits = _VERSION_BITS | (_KEY_PHASE if keys.phase & 1 else 0)
+        self._send_phase_start = self._pn
+        self._key_update_at = self._pn + self._key_packets
+        self._key_limit_at = self._pn + self._key_hard_limit
+        self.key_updates += 1
+
+    def update_keys(self) -> None:
+        """Start a key update now (normally automatic after ``ChannelConfig.key_update_packets``).
+
+        Raises:
+            LocalProtocolError: not possible yet (not established, or the previous update is not complete).
+        """
+        if not (
+            self._state is ChannelState.ESTABLISHED
+            and self._send_keys.phase == self._recv_keys.phase
+            and self._recovery.largest_acked >= self._send_phase_start
+        ):
+            raise LocalProtocolError(
+                "a key update needs an established channel whose peer acknowledged a packet of the current phase"
+            )
+        self._next_send_keys()
+
+    @property
+    def key_phase(self) -> int:
+        """Key updates of the sending direction so far (the header carries the low bit)."""
+        return self._send_keys.phase
+
+    # ------------------------------------------------------------------ paths (RFC 9000 sections 8, 9; RFC 7675)
+
+    @property
+    def peer_validated(self) -> bool:
+        """True once the peer's address passed a path check (ours or ICE's): game data may go there."""
+        return self._validated
+
+    def path_validated(self, addr: Address, now: float) -> None:
+        """A connectivity check with ``addr`` succeeded outside the channel (an ICE check): game data may go
+        there, consent is fresh, and if ``addr`` is not the current peer address the channel moves there."""
+        addr = (addr[0], addr[1])
+        if addr != self._peer:
+            self._move_to(addr, now)
+        self._validated = True
+        self._consent_ok = True
+        self._fresh_consent(now)
+
+    def consent_lost(self, now: float) -> None:
+        """The peer withdrew consent (RFC 7675, an ICE agent's verdict): stop sending until
+        ``path_validated`` or one of the channel's own path checks passes again."""
+        self._consent_ok = False
+        self._may_send = False
+        self._paths.forget()  # answers to checks sent before the verdict do not restore it
+
+    def _fresh_consent(self, now: float) -> None:
+        cfg = self.config
+        self._consent_until = now + cfg.consent_timeout_s
+        if self._consent_at == _INF:
+            self._consent_at = now + cfg.consent_interval_s
+            self._path_due = min(self._path_due, self._consent_at)
+        self._may_send = self._validated and self._consent_ok and self._alive
+
+    def _on_path_response(self, data: bytes, now: float) -> None:
+        addr = self._paths.answered(data)
+        if addr is None:
+            return  # not a challenge of ours (stale, or already answered)
+        if addr == self._peer:
+            self._validated = True
+            self._consent_ok = True
+            self._fresh_consent(now)
+        elif addr == self._candidate:
+            self._move_to(addr, now)
+            self._validated = True
+            self._fresh_consent(now)
+
+    def _move_to(self, addr: Address, now: float) -> None:
+        old = self._peer
+        self._peer = addr
+        self._candidate = None
+        self._cand_probe_at = _INF
+        self._path_in = self._path_out = 0
+        self.path_changes += 1
+        self._events.append(PathChanged(old_addr=old, new_addr=addr))
+
+    def _on_new_address(self, addr: Address, size: int, newest: bool, now: float) -> None:
+        if addr == self._candidate or not newest:
+            return  # already being checked, or a reordered packet from an address the peer left
+        self._candidate = addr
+        self._cand_probes = 0
+        self._cand_gap = self.config.probe_interval_s
+        self._cand_probe_at = now
+        self._path_due = now
+
+    def _path_frames(self, now: float, confirm: bool) -> list[bytes]:
+        frames: list[bytes] = []
+        if self._replay.highest >= 0:
+            frames.append(self._ack_frame(now))
+            self._ack_pending = 0
+            self._ack_deadline = None
+        if confirm and not self._confirm_acked:
+            frames.append(self._confirm_frame)
+        return frames
+
+    def _path_packets(self, now: float, out: list[tuple[bytes, Address]]) -> None:
+        """Answers to the peer's PATH_CHALLENGEs, probes of unvalidated addresses, consent checks.
+
+        Before an address is validated it gets only probes (at most ``max_probes`` per check, backing off)
+        and answers; answers never exceed three times the bytes received from it (RFC 9000 section 8.1).
+        """
+        cfg = self.config
+        peer = self._peer
+        responses, self._responses = self._responses, []
+        if not self._consent_ok:
+            responses = []  # stopped sending (RFC 7675): not even answers
+        for data, addr in responses:
+            frames = self._path_frames(now, addr == peer)
+            frames.append(wire.push_path_response(data))
+            if addr == peer and not self._validated:
+                frames.append(wire.push_path_challenge(self._paths.new(peer)))  # a triggered check
+                size = wire.HEADER_BYTES + AEAD_TAG_BYTES + sum(len(f) for f in frames)
+                if self._path_out + size > 3 * self._path_in:
+                    continue  # over the 3x allowance of this unvalidated address
+                self._path_out += size
+            # an answer elsewhere (a challenge that came from another address) is smaller than three times
+            # the datagram that asked for it, and goes once per challenge
+            out.append(self._build(wire.PacketType.CONFIRM if len(frames) > 2 else wire.PacketType.DATA,
+                                   frames, None, now, addr))  # fmt: skip
+        if not self._validated and now >= self._probe_at:
+            # the SDP's address: probed until it answers or the disconnect timeout ends the channel (the peer
+            # may still be in the SIP exchange); backing off to one small probe per max_probe_interval_s
+            frames = self._path_frames(now, True)
+            frames.append(wire.push_path_challenge(self._paths.new(peer)))
+            out.append(self._build(wire.PacketType.CONFIRM, frames, None, now))
+            self._probes += 1
+            self.probes_sent += 1
+            self._probe_at = now + self._probe_gap
+            self._probe_gap = min(2 * self._probe_gap, cfg.max_probe_interval_s)
+        candidate = self._candidate
+        if candidate is not None and now >= self._cand_probe_at:
+            if self._cand_probes < cfg.max_probes:
+                frames = self._path_frames(now, False)
+                frames.append(wire.push_path_challenge(self._paths.new(candidate)))
+                out.append(self._build(wire.PacketType.DATA, frames, None, now, candidate))
+                self._cand_probes += 1
+                self.probes_sent += 1
+                self._cand_probe_at = now + self._cand_gap
+                self._cand_gap = min(2 * self._cand_gap, cfg.max_probe_interval_s)
+            else:
+                self._candidate = None  # nobody answers there: it was not the peer
+                self._cand_probe_at = _INF
+        if self._validated and now >= self._consent_at and self._consent_ok:
+            frames = self._path_frames(now, False)
+            frames.append(wire.push_path_challenge(self._paths.new(peer)))
+            out.append(self._build(wire.PacketType.DATA, frames, None, now))
+            # RFC 7675 section 5.1: about every 5 s, randomised by 0.8-1.2 (from the challenge bytes)
+            self._consent_at = now + cfg.consent_interval_s * self._paths.jitter()
+        self._path_due = min(
+            self._probe_at if not self._validated else _INF, self._cand_probe_at, self._consent_at
+        )
+
     # ------------------------------------------------------------------ timers
 
     def get_timer(self) -> float | None:
@@ -586,9 +896,17 @@ class Channel:
         if not self._alive:
             return None
         cfg = self.config
-        timer = self._last_send + cfg.keepalive_s
-        if self._ack_deadline is not None and self._ack_deadline < timer:
-            timer = self._ack_deadline
+        if self._may_send:
+            timer = self._last_send + cfg.keepalive_s
+            if self._ack_deadline is not None and self._ack_deadline < timer:
+                timer = self._ack_deadline
+        else:
+            timer = self._linger_until if self._closing is not None else _INF
+        timer = min(timer, self._path_due)
+        if self._responses and self._last_recv < timer:
+            timer = self._last_recv
+        if cfg.disconnected_s is not None:  # off for debugging, like the disconnect timeout
+            timer = min(timer, self._consent_until)
         if self._authenticated:
             if not self._interrupted:
                 timer = min(timer, self._last_recv + cfg.interrupted_s)
@@ -597,11 +915,11 @@ class Channel:
         if cfg.disconnected_s is not None:
             timer = min(timer, self._last_recv + cfg.disconnected_s)
         timer = min(timer, self._meter.next_tick)
-        if self._reliable_out.busy and not self._interrupted:
+        if self._reliable_out.busy and not self._interrupted and self._may_send:
             resend = self._reliable_out.next_timer(self._recovery.rto())
             if resend is not None and resend < timer:
                 timer = resend
-        if self._paced_at is not None and self._paced_at < timer:
+        if self._paced_at is not None and self._paced_at < timer and self._may_send:
             timer = self._paced_at
         if self._closing is not None and self._linger_until < timer:
             timer = self._linger_until
@@ -617,6 +935,16 @@ class Channel:
         if cfg.disconnected_s is not None and now >= self._last_recv + cfg.disconnected_s:
             self.state = ChannelState.CLOSED
             self._events.append(Disconnected(reason=f"no packet from the peer for {silent:.1f} s"))
+            return
+        if now >= self._consent_until and cfg.disconnected_s is not None:
+            # RFC 7675: the peer no longer answers our path checks, so it no longer consents to our traffic
+            self.state = ChannelState.CLOSED
+            self._events.append(
+                Disconnected(
+                    reason=f"consent expired: the peer answered no path check for {cfg.consent_timeout_s:.0f} s "
+                    "(RFC 7675); stopped sending"
+                )
+            )
             return
         if not self._authenticated and self._auth_failures and now >= self._mismatch_deadline:
             # datagrams came from the peer's address, none with our keys, and the deadline passed: a key
@@ -698,4 +1026,7 @@ class Channel:
             paced_holds=self.paced_holds,
             queued_bytes=self._lanes.queued_bytes(),
             rto_backoff=self._recovery.backoff,
+            key_phase=self._send_keys.phase,
+            path_validated=self._validated,
+            path_changes=self.path_changes,
         )

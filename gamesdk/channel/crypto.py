@@ -9,6 +9,15 @@ Key schedule (DESIGN section 6, research/channel.md (c)):
     key_o2a, key_a2o = HKDF-Expand(PRK, "gsdk-chan/1 key o2a" / "... key a2o", 32)
     iv_o2a,  iv_a2o  = HKDF-Expand(PRK, "gsdk-chan/1 iv o2a"  / "... iv a2o", 12)
     confirm_o, confirm_a = HKDF-Expand(PRK, "gsdk-chan/1 confirm offer" / "... answer", 16)
+    secret_o2a, secret_a2o = HKDF-Expand(PRK, "gsdk-chan/1 secret o2a" / "... secret a2o", 32)
+
+Key update (QUIC's key phase, RFC 9001 section 6), per direction, phase n -> n + 1:
+
+    secret' = HKDF-Expand(secret, "gsdk-chan/1 ku", 32)                  (QUIC: HKDF-Expand-Label "quic ku")
+    key'    = HKDF-Expand(secret', "gsdk-chan/1 key", 32);  iv' = HKDF-Expand(secret', "gsdk-chan/1 iv", 12)
+
+Path challenges use a key only this side knows, derived from its own private key (so not even the peer can
+predict them): path_key = HMAC-SHA256(private key, "gsdk-chan/1 path" || TH).
 
 Directions are named by SDP role, never by who is "client". Binding TH into the salt means any edit of
 either SDP gives different keys; the encrypted CONFIRM exchange turns that into a ``SecurityError``.
@@ -34,11 +43,13 @@ from gamesdk.channel.config import SUITES, ChannelParams, PrivateKey, Role
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "AEAD_LIMITS",
     "AEAD_TAG_BYTES",
     "DirectionKeys",
     "InvalidTag",
     "KeySchedule",
     "PacketCrypto",
+    "PhaseKeys",
     "derive_keys",
     "generate_keypair",
     "public_key_from_private",
@@ -46,6 +57,12 @@ __all__ = [
 ]
 
 AEAD_TAG_BYTES = 16
+#: Per suite: (confidentiality limit: packets sealed under one key; integrity limit: packets that failed to
+#: open, across all keys), RFC 9001 section 6.6. AES-GCM's 2^23 is what forces key updates.
+AEAD_LIMITS: dict[str, tuple[int, int]] = {
+    "chacha20-poly1305": (1 << 62, 1 << 36),
+    "aes-256-gcm": (1 << 23, 1 << 52),
+}
 _LABEL = b"gsdk-chan/1"
 _LP = struct.Struct(">I")
 
@@ -117,6 +134,11 @@ class KeySchedule:
     #: The CONFIRM value we send and the one we expect from the peer.
     confirm_send: bytes = field(repr=False)
     confirm_receive: bytes = field(repr=False)
+    #: Traffic secrets each direction's key updates derive from.
+    send_secret: bytes = field(repr=False, default=b"")
+    receive_secret: bytes = field(repr=False, default=b"")
+    #: This side's own key for path challenges (the peer cannot compute it).
+    path_key: bytes = field(repr=False, default=b"")
 
 
 def _expand(prk: bytes, label: str, length: int) -> bytes:
@@ -131,7 +153,10 @@ def derive_keys(params: ChannelParams) -> KeySchedule:
         LocalProtocolError: these params already keyed a channel (key material is single use).
     """
     key = params.local_private_key
-    private = X25519PrivateKey.from_private_bytes(key.take() if isinstance(key, PrivateKey) else key)
+    raw = key.take() if isinstance(key, PrivateKey) else key
+    private = X25519PrivateKey.from_private_bytes(raw)
+    path_key = hmac.new(raw, _LABEL + b" path" + params.transcript_hash, hashlib.sha256).digest()
+    del raw
     try:
         peer = X25519PublicKey.from_public_bytes(params.remote_public_key)
         dh = private.exchange(peer)
@@ -144,9 +169,45 @@ def derive_keys(params: ChannelParams) -> KeySchedule:
     a2o = DirectionKeys(_expand(prk, "key a2o", 32), _expand(prk, "iv a2o", 12))
     confirm_o = _expand(prk, "confirm offer", 16)
     confirm_a = _expand(prk, "confirm answer", 16)
+    secret_o2a, secret_a2o = _expand(prk, "secret o2a", 32), _expand(prk, "secret a2o", 32)
     if params.role is Role.OFFER:
-        return KeySchedule(send=o2a, receive=a2o, confirm_send=confirm_o, confirm_receive=confirm_a)
-    return KeySchedule(send=a2o, receive=o2a, confirm_send=confirm_a, confirm_receive=confirm_o)
+        return KeySchedule(
+            send=o2a, receive=a2o, confirm_send=confirm_o, confirm_receive=confirm_a,
+            send_secret=secret_o2a, receive_secret=secret_a2o, path_key=path_key,
+        )  # fmt: skip
+    return KeySchedule(
+        send=a2o, receive=o2a, confirm_send=confirm_a, confirm_receive=confirm_o,
+        send_secret=secret_a2o, receive_secret=secret_o2a, path_key=path_key,
+    )  # fmt: skip
+
+
+class PhaseKeys:
+    """The AEAD and IV of one key phase of one direction, and the secret the next phase derives from.
+
+    Secret: nothing here shows in ``repr``.
+    """
+
+    __slots__ = ("_secret", "_suite", "aead", "iv", "phase")
+
+    def __init__(self, suite: str, key: bytes, iv: bytes, secret: bytes, phase: int = 0) -> None:
+        if suite not in SUITES:
+            raise LocalProtocolError(f"unknown AEAD suite {suite!r}")
+        self._suite = suite
+        self._secret = secret
+        #: ``encrypt`` / ``decrypt`` ``(nonce, data, associated_data)``.
+        self.aead = (ChaCha20Poly1305 if suite == "chacha20-poly1305" else AESGCM)(key)
+        #: The IV as an integer: nonce = iv XOR packet number.
+        self.iv = int.from_bytes(iv, "big")
+        #: 0, 1, 2, ...: the header carries its low bit.
+        self.phase = phase
+
+    def next(self) -> PhaseKeys:
+        """The keys of the next phase (RFC 9001 section 6.1: a new secret, key and IV from the current secret)."""
+        secret = _expand(self._secret, "ku", 32)
+        return PhaseKeys(self._suite, _expand(secret, "key", 32), _expand(secret, "iv", 12), secret, self.phase + 1)
+
+    def __repr__(self) -> str:
+        return f"PhaseKeys(phase={self.phase}, <not shown>)"
 
 
 class PacketCrypto:

@@ -13,6 +13,7 @@ __all__ = [
     "Disconnected",
     "Interrupted",
     "MessageReceived",
+    "PathChanged",
     "QosRestored",
     "QosViolation",
     "Resumed",
@@ -81,6 +82,16 @@ class SecurityError(ChannelEvent):
     """
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathChanged(ChannelEvent):
+    """The peer's address changed (a NAT rebinding, Wi-Fi to mobile) and the new one passed a path check:
+    the channel now sends there. Authenticated packets from the new address started the check, so a spoofed
+    or replayed packet cannot cause this."""
+
+    old_addr: tuple[str, int]
+    new_addr: tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Packet (research/channel.md (c); all of the 13-byte header is AEAD associated data)::
 
-    byte 0      ver(2) | key_phase(1) | type(5)      ver = 1, key_phase = 0 (reserved for a key update)
+    byte 0      ver(2) | key_phase(1) | type(5)      ver = 1, key_phase flips at each key update
     bytes 1..4  receiver session id, u32 little-endian (the `a=gsdk-sid` of the side receiving it)
     bytes 5..12 packet number, u64 little-endian, 0, 1, 2, ... per direction, never reused
     bytes 13..  AEAD(frames) || 16-byte tag
@@ -13,6 +13,8 @@ Frames inside the ciphertext, one type byte each, back to back::
     0x02 PING        (empty; makes the packet ack-eliciting: keepalive and RTT probe)
     0x03 CONFIRM     16-byte confirm value of the sender's role
     0x04 CLOSE       reason length u8 | UTF-8 reason
+    0x05 PATH_CHALLENGE  8 bytes the sender cannot be guessed by anyone else (address validation, consent)
+    0x06 PATH_RESPONSE   the 8 bytes of a PATH_CHALLENGE, echoed
     0x10 UNRELIABLE  length u16 | data
     0x11 SEQUENCED   sequence u16 | length u16 | data
     0x12 RELIABLE    sequence u16 | fragment index u16 | fragment count u16 | length u16 | data
@@ -37,6 +39,8 @@ __all__ = [
     "HEADER",
     "HEADER_BYTES",
     "MAX_UNRELIABLE_FRAGMENTS",
+    "PATH_CHALLENGE",
+    "PATH_RESPONSE",
     "PING",
     "RELIABLE_FRAME_OVERHEAD",
     "SEQUENCED_FRAME_OVERHEAD",
@@ -51,6 +55,8 @@ __all__ = [
     "push_close",
     "push_confirm",
     "push_fragment",
+    "push_path_challenge",
+    "push_path_response",
     "push_reliable",
     "push_sequenced",
     "push_unreliable",
@@ -80,6 +86,8 @@ class FrameType(enum.IntEnum):
     PING = 0x02
     CONFIRM = 0x03
     CLOSE = 0x04
+    PATH_CHALLENGE = 0x05
+    PATH_RESPONSE = 0x06
     UNRELIABLE = 0x10
     SEQUENCED = 0x11
     RELIABLE = 0x12
@@ -90,6 +98,10 @@ ACK = FrameType.ACK.value
 PING = FrameType.PING.value
 CONFIRM = FrameType.CONFIRM.value
 CLOSE = FrameType.CLOSE.value
+PATH_CHALLENGE = FrameType.PATH_CHALLENGE.value
+PATH_RESPONSE = FrameType.PATH_RESPONSE.value
+#: Bytes of a PATH_CHALLENGE or PATH_RESPONSE frame (type + 8 bytes).
+PATH_FRAME_BYTES = 9
 _UNRELIABLE = FrameType.UNRELIABLE.value
 _SEQUENCED = FrameType.SEQUENCED.value
 _RELIABLE = FrameType.RELIABLE.value
@@ -121,9 +133,18 @@ _SEQ_BODY = SEQ_BODY
 _REL_BODY = struct.Struct("<HHHH")
 
 
-def encode_header(packet_type: int, session_id: int, pn: int) -> bytes:
+#: The key phase bit of header byte 0.
+KEY_PHASE_BIT = 0x20
+
+
+def encode_header(packet_type: int, session_id: int, pn: int, key_phase: int = 0) -> bytes:
     """The 13-byte header for a packet to the peer whose session id is ``session_id``."""
-    return HEADER.pack(_VERSION_BITS | packet_type, session_id, pn)
+    return HEADER.pack(_VERSION_BITS | (KEY_PHASE_BIT if key_phase & 1 else 0) | packet_type, session_id, pn)
+
+
+def key_phase_of(data: bytes) -> int:
+    """The key phase bit (0 or 1) of a packet's header."""
+    return 1 if data[0] & KEY_PHASE_BIT else 0
 
 
 def decode_header_untrusted(data: bytes) -> tuple[int, int, int]:
@@ -133,8 +154,6 @@ def decode_header_untrusted(data: bytes) -> tuple[int, int, int]:
     first, sid, pn = HEADER.unpack_from(data)
     if first >> 6 != VERSION:
         raise RemoteProtocolError(f"unknown channel version {first >> 6}")
-    if first & 0x20:
-        raise RemoteProtocolError("key phase 1 is reserved")
     ptype = first & 0x1F
     if not 1 <= ptype <= 3:
         raise RemoteProtocolError(f"unknown packet type {ptype}")
@@ -147,6 +166,14 @@ def push_ack(largest: int, bits: int, delay_units: int) -> bytes:
 
 def push_confirm(value: bytes) -> bytes:
     return bytes((CONFIRM,)) + value
+
+
+def push_path_challenge(data: bytes) -> bytes:
+    return bytes((PATH_CHALLENGE,)) + data
+
+
+def push_path_response(data: bytes) -> bytes:
+    return bytes((PATH_RESPONSE,)) + data
 
 
 def push_close(reason: str) -> bytes:
@@ -172,6 +199,7 @@ def push_fragment(lane: int, seq: int, index: int, count: int, data: bytes) -> b
 
 #: A parsed frame: a tuple whose first item is the frame type byte.
 #:   (ACK, largest, bits, delay_units) (PING,) (CONFIRM, value) (CLOSE, reason)
+#:   (PATH_CHALLENGE, data) (PATH_RESPONSE, data)
 #:   (UNRELIABLE, data) (SEQUENCED, seq, data) (RELIABLE, seq, index, count, data)
 #:   (FRAGMENT, lane, seq, index, count, data)
 Frame = tuple[object, ...]
@@ -240,6 +268,11 @@ def parse_frames_untrusted(buf: bytes) -> list[Frame]:
                 raise RemoteProtocolError("truncated CONFIRM frame")
             frames.append((ftype, buf[pos : pos + 16]))
             pos += 16
+        elif ftype == PATH_CHALLENGE or ftype == PATH_RESPONSE:
+            if pos + 8 > end:
+                raise RemoteProtocolError(f"truncated {FrameType(ftype).name} frame")
+            frames.append((ftype, buf[pos : pos + 8]))
+            pos += 8
         elif ftype == CLOSE:
             if pos + 1 > end:
                 raise RemoteProtocolError("truncated CLOSE frame")

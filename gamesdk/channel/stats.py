@@ -56,6 +56,12 @@ class ChannelStats:
     queued_bytes: int = 0
     #: Resend timeouts in a row (each doubles the resend timer; 0 while acks arrive).
     rto_backoff: int = 0
+    #: Key updates of the sending direction so far (RFC 9001 key phase).
+    key_phase: int = 0
+    #: True once the peer's address passed a path check; game data goes nowhere else.
+    path_validated: bool = False
+    #: Times the channel moved to a new peer address (roaming).
+    path_changes: int = 0
 
 
 class RttEstimator:

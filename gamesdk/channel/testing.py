@@ -100,8 +100,9 @@ def make_params_pair(
 class MemoryWire:
     """Two channels joined by two simulated one-way links, driven on a fake clock.
 
-    ``a`` sends from ``b.peer_addr`` and ``b`` from ``a.peer_addr``, so addresses check out as on UDP.
-    Events are collected in ``a_events`` / ``b_events``.
+    ``a`` sends from ``a_addr`` (at first ``b.peer_addr``) and ``b`` from ``b_addr`` (``a.peer_addr``), so
+    addresses check out as on UDP; a datagram sent to any other address is lost (kept in ``misrouted``).
+    Change ``a_addr`` to play a NAT rebinding of ``a``. Events are collected in ``a_events`` / ``b_events``.
     """
 
     def __init__(
@@ -120,6 +121,11 @@ class MemoryWire:
         self.b_to_a = NetworkSimulator(b_to_a or SimulatorConfig(seed=2))
         self.a_events: list[ChannelEvent] = []
         self.b_events: list[ChannelEvent] = []
+        #: Where each side's datagrams come from (and the only address that reaches it).
+        self.a_addr: Address = b.peer_addr
+        self.b_addr: Address = a.peer_addr
+        #: Datagrams sent to an address nobody is at: ``(sender "a" or "b", data, address)``.
+        self.misrouted: list[tuple[str, bytes, Address]] = []
         #: Hooks that may replace (return bytes) or drop (return None) a datagram as it enters a link.
         self.tap_a_to_b: Callable[[bytes], bytes | None] | None = None
         self.tap_b_to_a: Callable[[bytes], bytes | None] | None = None
@@ -127,14 +133,20 @@ class MemoryWire:
 
     def flush(self) -> None:
         """Move what both channels want to send into the links."""
-        for datagram, _ in self.a.datagrams_to_send(self.now):
+        for datagram, dest in self.a.datagrams_to_send(self.now):
+            if dest != self.b_addr:
+                self.misrouted.append(("a", datagram, dest))
+                continue
             out = self.tap_a_to_b(datagram) if self.tap_a_to_b else datagram
             if out is not None:
-                self.a_to_b.submit(out, self.a.peer_addr, self.now)
-        for datagram, _ in self.b.datagrams_to_send(self.now):
+                self.a_to_b.submit(out, dest, self.now)
+        for datagram, dest in self.b.datagrams_to_send(self.now):
+            if dest != self.a_addr:
+                self.misrouted.append(("b", datagram, dest))
+                continue
             out = self.tap_b_to_a(datagram) if self.tap_b_to_a else datagram
             if out is not None:
-                self.b_to_a.submit(out, self.b.peer_addr, self.now)
+                self.b_to_a.submit(out, dest, self.now)
 
     def _collect(self) -> None:
         self.a_events.extend(self.a.events())
@@ -145,7 +157,6 @@ class MemoryWire:
     ) -> None:
         """Advance the fake clock to ``until`` (or until ``stop()`` is true), delivering and firing timers."""
         a, b = self.a, self.b
-        a_src, b_src = b.peer_addr, a.peer_addr
         start_steps = self.steps
         while self.steps - start_steps < max_steps:
             self.steps += 1
@@ -161,19 +172,20 @@ class MemoryWire:
             self.now = max(self.now, nxt)
             if self.now >= until and nxt >= until:
                 self.now = until
-                self._deliver(a_src, b_src)
+                self._deliver()
                 self.flush()
                 self._collect()
                 return
-            self._deliver(a_src, b_src)
+            self._deliver()
         raise RuntimeError(f"MemoryWire.run did not settle within {max_steps} steps")
 
-    def _deliver(self, a_src: Address, b_src: Address) -> None:
+    def _deliver(self) -> None:
         now = self.now
         for data, _ in self.a_to_b.due(now):
-            self.b.receive_datagram(data, a_src, now)
-        for data, _ in self.b_to_a.due(now):
-            self.a.receive_datagram(data, b_src, now)
+            self.b.receive_datagram(data, self.a_addr, now)
+        for data, dest in self.b_to_a.due(now):
+            if dest == self.a_addr:  # else a moved while it was in flight: the old NAT mapping is gone
+                self.a.receive_datagram(data, self.b_addr, now)
         for ch in (self.a, self.b):
             timer = ch.get_timer()
             if timer is not None and timer <= now:

@@ -228,18 +228,28 @@ def test_wrong_session_id_and_foreign_address_are_dropped_and_counted() -> None:
     w.tap_a_to_b = lambda d: captured.append(d) or None  # type: ignore[func-returns-value]
     w.a.send(Lane.UNRELIABLE, b"forged?")
     w.run(w.now + 0.01)
-    datagram = captured[0]  # the one with the message (later ones may be keepalives)
+    w.tap_a_to_b = None
+    datagram = max(captured, key=len)  # the one with the message (others may be keepalives, path checks)
     ptype, sid, pn = wire.decode_header_untrusted(datagram)
     wrong_sid = wire.encode_header(ptype, sid ^ 1, pn) + datagram[13:]
-    w.b.receive_datagram(wrong_sid, w.b.peer_addr, w.now)
-    # a genuine packet replayed from another address (an off-path attacker that sniffed it)
-    w.b.receive_datagram(datagram, ("127.0.0.1", 6666), w.now)
-    w.b.receive_datagram(datagram, ("127.0.0.2", w.b.peer_addr[1]), w.now)
+    home = w.b.peer_addr
+    w.b.receive_datagram(wrong_sid, home, w.now)
+    # garbage and forgeries from other addresses
+    w.b.receive_datagram(datagram[:-1] + bytes([datagram[-1] ^ 1]), ("127.0.0.1", 6666), w.now)
+    w.b.receive_datagram(b"\x42" + bytes(40), ("127.0.0.2", home[1]), w.now)
     s = w.b.stats
     assert s.wrong_sid_dropped == 1 and s.foreign_address_dropped == 2
     assert messages(w.b_events) == []
-    w.b.receive_datagram(datagram, w.b.peer_addr, w.now)  # the genuine one still counts
-    assert messages(w.b.events()) == [b"forged?"]
+    # a genuine packet sniffed and sent on from another address is authentic: read once (QUIC and WireGuard do
+    # the same), then a path check goes there, which nobody answers, so the channel stays where it is
+    w.b.receive_datagram(datagram, ("127.0.0.1", 6666), w.now)
+    w.b.receive_datagram(datagram, home, w.now)  # the original, later: a replay now
+    assert messages(w.b_events) == [] and messages(w.b.events()) == [b"forged?"]
+    assert w.b.stats.replays_dropped == 1
+    w.run(w.now + 5.0)
+    assert w.b.peer_addr == home and w.b.stats.path_changes == 0
+    probes = [d for who, d, addr in w.misrouted if who == "b" and addr == ("127.0.0.1", 6666)]
+    assert 1 <= len(probes) <= w.b.config.max_probes
 
 
 def test_garbage_is_dropped_and_counted() -> None:
@@ -431,7 +441,7 @@ def test_peer_not_yet_listening_is_not_an_interruption() -> None:
     w.run(5.0)
     assert w.a_events == [] and w.a.state is ChannelState.CONFIRMING
     w.tap_b_to_a = w.tap_a_to_b = None
-    w.run(5.5)
+    w.run(7.0)  # the next probe (one a second by now) gets through
     assert w.a_events == [ChannelEstablished()]
     w.tap_b_to_a = lambda d: None
     w.run(20.0)

@@ -54,6 +54,7 @@ def test_token_bucket_bounds_what_leaves() -> None:
 def test_paced_channel_holds_data_and_says_so() -> None:
     offer, _ = make_params_pair()
     a = Channel(offer, ChannelConfig(send_kbps=8.0), now=0.0)  # 1000 bytes/s, burst 2400 bytes
+    a.path_validated(a.peer_addr, 0.0)  # as if an ICE check had passed: data may go there
     for _ in range(40):
         a.send(Lane.UNRELIABLE, bytes(200))
     first = sum(len(d) for d, _ in a.datagrams_to_send(0.0))

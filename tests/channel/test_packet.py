@@ -17,6 +17,9 @@ def test_header_layout_is_13_bytes_little_endian() -> None:
     assert header[1:5] == bytes([4, 3, 2, 1])
     assert header[5:13] == bytes.fromhex("11100f0e0d0c0b0a")
     assert wire.decode_header_untrusted(header + bytes(16)) == (2, 0x01020304, 0x0A0B0C0D0E0F1011)
+    flipped = wire.encode_header(wire.PacketType.DATA, 0x01020304, 7, key_phase=1)
+    assert flipped[0] == 0x62 and wire.key_phase_of(flipped) == 1 and wire.key_phase_of(header) == 0
+    assert wire.decode_header_untrusted(flipped + bytes(16)) == (2, 0x01020304, 7)
 
 
 @pytest.mark.parametrize(
@@ -24,7 +27,6 @@ def test_header_layout_is_13_bytes_little_endian() -> None:
     [
         (bytes(28), "shorter"),
         (b"\x82" + bytes(28), "version"),
-        (b"\x62" + bytes(28), "key phase"),
         (b"\x40" + bytes(28), "packet type"),
         (b"\x5f" + bytes(28), "packet type"),
     ],
@@ -39,6 +41,8 @@ def _all_frames() -> tuple[bytes, list[tuple[object, ...]]]:
         wire.push_ack(70000, (1 << 64) - 1, 65535),
         bytes((wire.PING,)),
         wire.push_confirm(bytes(range(16))),
+        wire.push_path_challenge(b"12345678"),
+        wire.push_path_response(b"abcdefgh"),
         wire.push_unreliable(b"u" * 5),
         wire.push_sequenced(65535, b""),
         wire.push_reliable(7, 2, 3, b"r" * 1024),
@@ -49,6 +53,8 @@ def _all_frames() -> tuple[bytes, list[tuple[object, ...]]]:
         (wire.ACK, 70000, (1 << 64) - 1, 65535),
         (wire.PING,),
         (wire.CONFIRM, bytes(range(16))),
+        (wire.PATH_CHALLENGE, b"12345678"),
+        (wire.PATH_RESPONSE, b"abcdefgh"),
         (wire.FrameType.UNRELIABLE, b"u" * 5),
         (wire.FrameType.SEQUENCED, 65535, b""),
         (wire.FrameType.RELIABLE, 7, 2, 3, b"r" * 1024),
