@@ -86,6 +86,14 @@ class PollingSession:
             self._client._bye(self, now)
         return events
 
+    def fileno(self) -> int:
+        """The channel socket's descriptor: ``select`` on it (with the client's) to wake when data arrives."""
+        return self.channel.fileno()
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time ``poll`` has timer work even without incoming data."""
+        return self.channel.next_wakeup()
+
     @property
     def closing(self) -> bool:
         """True while ``end()`` lingers for the peer's acknowledgements (the BYE follows)."""
@@ -271,6 +279,10 @@ class PollingClient:
         loops that wait in ``select``."""
         flow = self._core.flow
         return [self._core.sock] + ([flow.sock] if flow is not None and flow.sock is not None else [])
+
+    def fileno(self) -> int:
+        """The SIP socket's descriptor, for loops that sleep in ``select`` until something arrives."""
+        return self._core.sock.fileno()
 
     def close(self, now: float | None = None) -> None:
         """End sessions and release the sockets (does not wait for answers)."""

@@ -9,6 +9,9 @@ order; research/channel.md (d)).
 from __future__ import annotations
 
 import socket
+import struct
+import sys
+import time
 from collections.abc import Iterable
 
 from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
@@ -28,6 +31,24 @@ __all__ = ["PollChannel", "bind_udp"]
 MAX_READS_PER_POLL = 256
 #: Receive buffer: room for a 64-fragment reliable burst (64 x ~2.3 KiB kernel truesize) with margin.
 RCVBUF_BYTES = 1 << 20
+
+#: Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS; the socket module does not export it): the kernel stamps each
+#: datagram with its arrival time, so a datagram that waited in the socket for the next frame is timed at
+#: its arrival, not at the poll that read it (an honest RTT in game loops).
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@ll")
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def enable_arrival_stamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp arriving datagrams (Linux); False where it cannot."""
+    if sys.platform != "linux" or not _CMSG_SPACE:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
 
 
 def bind_udp(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -77,6 +98,8 @@ class PollChannel:
         self._sendto = sock.sendto
         self._sock_closed = False
         self._lingering = False
+        #: True when datagrams carry their kernel arrival time (``poll`` then times them at arrival).
+        self.arrival_stamps = enable_arrival_stamps(sock)
 
     @classmethod
     def open(
@@ -119,6 +142,61 @@ class PollChannel:
         channel = self.channel
         if self._sock_closed:
             return channel.events()
+        if self.arrival_stamps:
+            self._read_stamped(now)
+        else:
+            self._read(now)
+        mux = self.mux
+        if mux is not None:
+            mux_timer = mux.get_timer()
+            if mux_timer is not None and mux_timer <= now:
+                mux.handle_timer(now)
+        if self.inbound is not None:
+            for data, addr in self.inbound.due(now):
+                channel.receive_datagram(data, addr, now)
+        timer = channel.get_timer()
+        if timer is not None and timer <= now:
+            channel.handle_timer(now)
+        self.flush(now)
+        if self._lingering and not channel.is_open:
+            self._shut()  # the lingering close() finished: the socket goes as close() promised
+        return channel.events()
+
+    def _read_stamped(self, now: float) -> None:
+        """Read what waits, each datagram timed at its arrival: ``now`` minus its age by the kernel's stamp
+        (ages measured on the wall clock, so ``now`` may be on any clock the game uses)."""
+        channel = self.channel
+        recvmsg = self.sock.recvmsg
+        inbound = self.inbound
+        mux = self.mux
+        wall = time.time()
+        for _ in range(self.max_reads):
+            try:
+                data, ancillary, _flags, src = recvmsg(2048, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # ICMP errors surface on the next recv (ECONNREFUSED): UDP, ignore
+            at = now
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(payload)
+                    age = wall - (sec + nsec * 1e-9)
+                    if age > 0:
+                        at = now - age
+            addr: Address = (src[0], src[1])
+            if mux is not None:
+                mine = mux.receive(data, addr, at)
+                if mine is None:
+                    continue
+                data, addr = mine
+            if inbound is None:
+                channel.receive_datagram(data, addr, at)
+            else:
+                inbound.submit(data, addr, at)
+
+    def _read(self, now: float) -> None:
+        channel = self.channel
         recvfrom = self._recvfrom
         inbound = self.inbound
         mux = self.mux
@@ -138,20 +216,6 @@ class PollChannel:
                 channel.receive_datagram(data, addr, now)
             else:
                 inbound.submit(data, addr, now)
-        if mux is not None:
-            mux_timer = mux.get_timer()
-            if mux_timer is not None and mux_timer <= now:
-                mux.handle_timer(now)
-        if inbound is not None:
-            for data, addr in inbound.due(now):
-                channel.receive_datagram(data, addr, now)
-        timer = channel.get_timer()
-        if timer is not None and timer <= now:
-            channel.handle_timer(now)
-        self.flush(now)
-        if self._lingering and not channel.is_open:
-            self._shut()  # the lingering close() finished: the socket goes as close() promised
-        return channel.events()
 
     def send(self, lane: Lane | int, data: bytes) -> None:
         """Queue a message; it leaves on the next ``flush()`` or ``poll()``. See ``Channel.send``."""
