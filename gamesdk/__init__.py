@@ -44,6 +44,7 @@ from gamesdk.client import GameSession as GameSession
 from gamesdk.client import IncomingInvite as IncomingInvite
 from gamesdk.config import ClientConfig as ClientConfig
 from gamesdk.errors import GameSdkError as GameSdkError
+from gamesdk.errors import InvitationWithdrawn as InvitationWithdrawn
 from gamesdk.errors import LocalProtocolError as LocalProtocolError
 from gamesdk.errors import LoginError as LoginError
 from gamesdk.errors import NegotiationError as NegotiationError
@@ -55,6 +56,7 @@ from gamesdk.events import InviteReceived as InviteReceived
 from gamesdk.events import Registered as Registered
 from gamesdk.events import RegistrationFailed as RegistrationFailed
 from gamesdk.events import Reservation as Reservation
+from gamesdk.events import ReservationConfirmed as ReservationConfirmed
 from gamesdk.events import Ringing as Ringing
 from gamesdk.events import SessionEnded as SessionEnded
 from gamesdk.events import SessionEstablished as SessionEstablished
@@ -92,6 +94,7 @@ __all__ = [
     "make_terms",
     "Agreement",
     "Reservation",
+    "ReservationConfirmed",
     # signalling events
     "SessionEvent",
     "Registered",
@@ -127,6 +130,7 @@ __all__ = [
     "GameSdkError",
     "LoginError",
     "SessionError",
+    "InvitationWithdrawn",
     "NegotiationError",
     "LocalProtocolError",
     "RemoteProtocolError",

@@ -20,13 +20,14 @@ from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
 from gamesdk.config import ClientConfig
-from gamesdk.errors import LocalProtocolError, LoginError, SessionError
+from gamesdk.errors import GameSdkError, InvitationWithdrawn, LocalProtocolError, LoginError, SessionError
 from gamesdk.events import (
     Agreement,
     InviteCancelled,
     InviteReceived,
     Registered,
     RegistrationFailed,
+    ReservationConfirmed,
     SessionEnded,
     SessionEstablished,
     SessionEvent,
@@ -130,7 +131,16 @@ class GameSession:
 
 
 class IncomingInvite:
-    """An invitation waiting for our answer (from ``GameClient.next_invite``)."""
+    """An invitation waiting for our answer (from ``GameClient.next_invite`` or the ``on_invite`` handler).
+
+    Attributes:
+        call_id: the session's Call-ID.
+        caller: the caller's address of record, ``"sip:alice@eu.gamesdk.test"``.
+        caller_name: the display name the caller sent, if any.
+        offer: what the caller asks for (:class:`SessionTerms`: formats, classification, QoS, b=AS, suites).
+        withdrawn: the ``InviteCancelled`` event once the caller gave up (CANCEL) or the invitation timed
+            out; ``None`` while it can still be answered.
+    """
 
     def __init__(self, client: GameClient, event: InviteReceived) -> None:
         self._client = client
@@ -138,15 +148,36 @@ class IncomingInvite:
         self.caller = event.caller
         self.caller_name = event.caller_name
         self.offer = event.offer
+        self.withdrawn: InviteCancelled | None = None
+        self._withdrawn = asyncio.Event()
 
     async def accept(
         self, *, requirements: Requirements | None = None, answer: SessionTerms | None = None
     ) -> GameSession:
-        """Accept (as offered, from ``requirements``, or with ``answer``) and wait for the caller's ACK."""
+        """Accept (as offered, from ``requirements``, or with ``answer``) and wait for the caller's ACK.
+
+        Raises:
+            InvitationWithdrawn: the caller withdrew the invitation before (or while) we accepted.
+            NegotiationError: our requirements cannot meet the offer.
+        """
+        if self.withdrawn is not None:
+            raise InvitationWithdrawn(self.call_id, self.withdrawn.reason)
         return await self._client._accept(self.call_id, requirements, answer)
 
-    def decline(self, status: int = 603, reason: str = "Declined") -> None:
-        self._client._decline(self.call_id, status, reason)
+    async def decline(self, status: int = 603, reason: str = "Declined") -> None:
+        """Refuse with a SIP status (603 Decline, 486 Busy Here ...); nothing to do if already withdrawn."""
+        if self.withdrawn is None:
+            self._client._decline(self.call_id, status, reason)
+
+    async def wait_withdrawn(self) -> InviteCancelled:
+        """Wait until the caller withdraws the invitation (for a lobby that shows pending invitations)."""
+        await self._withdrawn.wait()
+        assert self.withdrawn is not None
+        return self.withdrawn
+
+    def _withdraw(self, event: InviteCancelled) -> None:
+        self.withdrawn = event
+        self._withdrawn.set()
 
 
 class _AgentProtocol(asyncio.DatagramProtocol):
@@ -205,8 +236,10 @@ class GameClient:
         self._waiters: dict[str, asyncio.Future[SessionEvent]] = {}
         self._login: asyncio.Future[SessionEvent] | None = None
         self._invites: asyncio.Queue[IncomingInvite] = asyncio.Queue()
-        #: Sessions the ``on_invite`` handler accepted, for :meth:`next_session`.
-        self._accepted: asyncio.Queue[GameSession] = asyncio.Queue()
+        #: Invitations not yet answered, so a CANCEL can mark them withdrawn.
+        self._incoming: dict[str, IncomingInvite] = {}
+        #: Sessions the ``on_invite`` handler accepted (or the exception it raised), for :meth:`next_session`.
+        self._accepted: asyncio.Queue[GameSession | BaseException] = asyncio.Queue()
         self._sessions: dict[str, GameSession] = {}
         self._ended_early: dict[str, SessionEnded] = {}
         self._made: dict[str, GameSession] = {}  # opened, not yet handed to invite()/accept()
@@ -341,9 +374,13 @@ class GameClient:
         return self._session_from(event)
 
     async def next_invite(self) -> IncomingInvite:
-        """Wait for the next invitation (when no ``on_invite`` handler is set)."""
+        """Wait for the next invitation still open (when no ``on_invite`` handler is set); invitations the
+        caller withdrew while queued are skipped."""
         await self._start()
-        return await self._invites.get()
+        while True:
+            invite = await self._invites.get()
+            if invite.withdrawn is None:
+                return invite
 
     async def _accept(
         self, call_id: str, requirements: Requirements | None, answer: SessionTerms | None
@@ -393,7 +430,7 @@ class GameClient:
         if isinstance(event, SessionFailed):
             raise SessionError(event.status, event.reason, event.refused_by)
         if isinstance(event, InviteCancelled):
-            raise SessionError(487, event.reason, "peer")
+            raise InvitationWithdrawn(event.call_id, event.reason)
         assert isinstance(event, SessionEstablished)
         return self._made.pop(event.call_id)
 
@@ -482,6 +519,7 @@ class GameClient:
             return
         if isinstance(event, InviteReceived):
             invite = IncomingInvite(self, event)
+            self._incoming[event.call_id] = invite
             if self._on_invite is not None:
                 self._spawn(self._run_handler(invite))
             else:
@@ -490,7 +528,20 @@ class GameClient:
         if isinstance(event, SessionEstablished):
             self._open(event)
             return
-        if isinstance(event, (SessionFailed, InviteCancelled)):
+        if isinstance(event, ReservationConfirmed):
+            found = self._sessions.get(event.call_id) or self._made.get(event.call_id)
+            if found is not None:
+                found.agreement = event.agreement
+                found._deliver(event)
+            return
+        if isinstance(event, InviteCancelled):
+            withdrawn = self._incoming.pop(event.call_id, None)
+            if withdrawn is not None:
+                withdrawn._withdraw(event)
+            self._resolve(event.call_id, event)
+            return
+        if isinstance(event, SessionFailed):
+            self._incoming.pop(event.call_id, None)
             self._resolve(event.call_id, event)
             return
         if isinstance(event, SessionEnded):
@@ -538,6 +589,7 @@ class GameClient:
         self._opened(event, channel, holder)
 
     def _opened(self, event: SessionEstablished, channel: AsyncChannel, holder: list[GameSession]) -> None:
+        self._incoming.pop(event.call_id, None)
         session = GameSession(self, event.agreement, channel)
         holder.append(session)
         early = self._ended_early.pop(event.call_id, None)
@@ -562,23 +614,40 @@ class GameClient:
         assert self._on_invite is not None
         try:
             decision = await self._on_invite(invite)
-        except Exception as exc:
-            log.exception("on_invite handler failed")
-            invite.decline(500, f"invite handler failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - re-raised from next_session()
+            # declined, and raised to the application from next_session(): a bug in the handler is not news
+            # for the log only
+            log.warning("on_invite handler failed: %r; declined with 500", exc)
+            await invite.decline(500, "invite handler failed")
+            self._accepted.put_nowait(exc)
             return
         if isinstance(decision, Decline):
-            invite.decline(decision.status, decision.reason)
+            await invite.decline(decision.status, decision.reason)
+            return
+        if not isinstance(decision, Accept):
+            await invite.decline(500, "invite handler failed")
+            self._accepted.put_nowait(
+                TypeError(f"on_invite must return Accept(...) or Decline(...), got {type(decision).__name__}")
+            )
             return
         try:
             session = await invite.accept(requirements=decision.requirements, answer=decision.answer)
-        except Exception as exc:  # noqa: BLE001 - reported through the session queue below
+        except GameSdkError as exc:  # withdrawn meanwhile, or the negotiation failed: the caller was told
             log.info("accepting %s failed: %s", invite.call_id, exc)
             return
         self._accepted.put_nowait(session)
 
     async def next_session(self) -> GameSession:
-        """With an ``on_invite`` handler: wait for the next session it accepted."""
-        return await self._accepted.get()
+        """With an ``on_invite`` handler: wait for the next session it accepted.
+
+        Raises:
+            Exception: what the ``on_invite`` handler raised (the invitation was declined with 500), or a
+                ``TypeError`` when it returned something other than ``Accept`` / ``Decline``.
+        """
+        item = await self._accepted.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "GameSdkError",
+    "InvitationWithdrawn",
     "LocalProtocolError",
     "LoginError",
     "NegotiationError",
@@ -82,3 +83,11 @@ class SessionError(GameSdkError):
         self.status = status
         self.reason = reason
         self.refused_by = refused_by
+
+
+class InvitationWithdrawn(SessionError):
+    """``accept()`` came too late: the caller withdrew the invitation (CANCEL) or it timed out (487)."""
+
+    def __init__(self, call_id: str, reason: str) -> None:
+        super().__init__(487, f"the invitation was withdrawn: {reason}", "peer")
+        self.call_id = call_id

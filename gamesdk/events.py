@@ -18,6 +18,7 @@ __all__ = [
     "Registered",
     "RegistrationFailed",
     "Reservation",
+    "ReservationConfirmed",
     "Ringing",
     "SessionEnded",
     "SessionEstablished",
@@ -120,7 +121,9 @@ class Agreement:
     #: True when the callee modified the QoS: a ``gsdk-qos`` value (lat, jit, loss, pps) differs from the offer
     #: (DESIGN section 3; picking one format and one suite is not a modification).
     modified: bool
-    #: Reservations each region reported on the 2xx path (the caller sees both; the callee none).
+    #: Reservations each region reported. The caller reads both regions' from the 2xx; the callee reads its
+    #: own region's from the answer to its "confirmed" PUBLISH, a moment after the session started
+    #: (``ReservationConfirmed``; the session's ``agreement`` is updated then).
     reservations: tuple[Reservation, ...] = ()
     #: Raw ``P-Media-Authorization`` tokens of the 2xx (RFC 3313), in header order.
     tokens: tuple[str, ...] = ()
@@ -136,6 +139,19 @@ class SessionEstablished(SessionEvent):
     agreement: Agreement
     #: Everything the game channel needs (``gamesdk.channel.ChannelParams``).
     channel_params: object = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReservationConfirmed(SessionEvent):
+    """Our own region confirmed what it holds for this session (in the answer to our "confirmed" PUBLISH).
+
+    This is how the callee learns its region's reservation; ``agreement`` is the session's agreement with it
+    added (both clients update ``session.agreement`` to it).
+    """
+
+    call_id: str
+    reservations: tuple[Reservation, ...]
+    agreement: Agreement
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

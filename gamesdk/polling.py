@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Unpack
 
@@ -19,8 +20,15 @@ from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
 from gamesdk.config import ClientConfig
-from gamesdk.errors import LocalProtocolError
-from gamesdk.events import Agreement, SessionEnded, SessionEstablished, SessionEvent
+from gamesdk.errors import InvitationWithdrawn, LocalProtocolError
+from gamesdk.events import (
+    Agreement,
+    InviteCancelled,
+    ReservationConfirmed,
+    SessionEnded,
+    SessionEstablished,
+    SessionEvent,
+)
 from gamesdk.io.channel_poll import PollChannel
 from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for
 from gamesdk.qos.model import SessionTerms
@@ -35,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Read at most this many datagrams per poll, so one flooded socket cannot stall a frame.
 MAX_READS_PER_POLL = 256
+
+#: Withdrawn invitations remembered for a clear error from a late ``accept()``.
+MAX_REMEMBERED_WITHDRAWALS = 64
 
 #: How long ``end()`` lingers by default for the peer to acknowledge the reliable lane before the BYE.
 DEFAULT_LINGER_S = 1.0
@@ -135,6 +146,8 @@ class PollingClient:
         self._simulator = simulator
         #: Established sessions by Call-ID.
         self.sessions: dict[str, PollingSession] = {}
+        #: Invitations the caller withdrew lately (Call-ID -> reason), so a late accept() says so.
+        self._withdrawn: OrderedDict[str, str] = OrderedDict()
         #: Sessions whose ``end()`` lingers for the peer's acks; the BYE reasons they will send.
         self._lingering: dict[str, PollingSession] = {}
         self._bye_reasons: dict[str, str | None] = {}
@@ -172,6 +185,15 @@ class PollingClient:
     def accept(
         self, call_id: str, now: float, *, requirements: Requirements | None = None, answer: SessionTerms | None = None
     ) -> SessionTerms:
+        """Accept an ``InviteReceived`` (as offered, from ``requirements``, or with ``answer``); returns the
+        answer's terms. ``SessionEstablished`` follows once the caller's ACK arrived.
+
+        Raises:
+            InvitationWithdrawn: the caller withdrew it (an ``InviteCancelled`` came out of ``poll``).
+            NegotiationError: our requirements cannot meet the offer.
+        """
+        if call_id in self._withdrawn:
+            raise InvitationWithdrawn(call_id, self._withdrawn[call_id])
         try:
             return self._core.agent.accept(call_id, now, requirements=requirements, answer=answer)
         finally:
@@ -179,6 +201,9 @@ class PollingClient:
             self._core.prepare()  # the next key pair, made once the 200 is out
 
     def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
+        """Refuse an invitation (603 Decline, 486 Busy Here ...); nothing to do if it was withdrawn."""
+        if call_id in self._withdrawn:
+            return
         self._core.agent.decline(call_id, now, status=status, reason=reason)
         self._transmit()
 
@@ -217,6 +242,13 @@ class PollingClient:
         for event in self._core.events():
             if isinstance(event, SessionEstablished):
                 self._open(event, now)
+            elif isinstance(event, InviteCancelled):
+                self._withdrawn[event.call_id] = event.reason
+                while len(self._withdrawn) > MAX_REMEMBERED_WITHDRAWALS:
+                    self._withdrawn.popitem(last=False)
+            elif isinstance(event, ReservationConfirmed):
+                if (confirmed := self.sessions.get(event.call_id)) is not None:
+                    confirmed.agreement = event.agreement
             elif isinstance(event, SessionEnded):
                 session = self.sessions.pop(event.call_id, None)
                 self._lingering.pop(event.call_id, None)

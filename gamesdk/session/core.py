@@ -9,6 +9,7 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from gamesdk.channel.config import ChannelParams, PrivateKey
 from gamesdk.channel.crypto import generate_keypair
@@ -17,6 +18,7 @@ from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.events import (
     Registered,
     RegistrationFailed,
+    ReservationConfirmed,
     SessionEnded,
     SessionEstablished,
     SessionEvent,
@@ -33,7 +35,7 @@ from gamesdk.session.calls import Address, Call, CallState, Pending, TimerHeap
 from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
 from gamesdk.session.publication import build_publish
 from gamesdk.session.registration import Registration
-from gamesdk.session.requests import host_text, resend_with
+from gamesdk.session.requests import host_text, parse_reservations, resend_with
 from gamesdk.sip.dialog import Dialog, build_bye, build_in_dialog_request
 from gamesdk.sip.dialog_info import DialogState
 from gamesdk.sip.headers import Reason
@@ -396,6 +398,7 @@ class AgentCore:
         if call is None:
             return
         if 200 <= resp.status < 300:
+            self._reservations_confirmed(call, resp)
             etag = resp.headers.get("SIP-ETag")
             if etag:
                 call.publish_etag = etag.strip()
@@ -420,6 +423,17 @@ class AgentCore:
                 self._publish(call, now, DialogState.CONFIRMED)
         else:
             log.info("PUBLISH for %s answered %s %s", pending.call_id, resp.status, resp.reason)
+
+    def _reservations_confirmed(self, call: Call, resp: Response) -> None:
+        agreement = call.agreement
+        if agreement is None:
+            return
+        known = {r.region for r in agreement.reservations}
+        new = tuple(r for r in parse_reservations(resp) if r.region not in known)
+        if not new:
+            return
+        call.agreement = replace(agreement, reservations=agreement.reservations + new)
+        self._emit(ReservationConfirmed(call_id=call.call_id, reservations=new, agreement=call.agreement))
 
     # -- plumbing
     def _start_client(

@@ -74,6 +74,15 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
     problem = _request_problem(request)
     if problem is not None:
         return Deny(network=net.name, resource=Resource.REQUEST, reason=problem, status_hint=400)
+    for comp in request.components:
+        if config.known_class(comp.qos_class) is None:
+            # never reserved and billed as another class than the agreement says
+            known = ", ".join(c.name for c in config.classes)
+            return Deny(
+                network=net.name,
+                resource=Resource.REQUEST,
+                reason=f"unknown game classification {comp.qos_class!r} (this region serves: {known})",
+            )
 
     if usage.sessions + 1 > net.max_sessions:
         return Deny(

@@ -83,6 +83,11 @@ class QosClass:
     """Higher is more important; handed back in grants (N5 ``resPrio``) and shown by ``sessions``."""
     max_share: float = 1.0
     """Fraction (0 < share <= 1) of each direction's capacity this class may hold in one access network."""
+    aliases: tuple[str, ...] = ()
+    """Other classifications this class serves, by an explicit rule (``aliases = ["moba"]``); any other
+    unknown classification is refused, never put into a class it did not ask for."""
+    catch_all: bool = False
+    """Serves every classification: only the implicit class of a region file without ``[[classes]]``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,7 +142,10 @@ class PolicyConfig:
             for prefix in net.prefixes:
                 tables[prefix.version].setdefault(prefix.prefixlen, {})[int(prefix.network_address)] = net
         object.__setattr__(self, "_by_name", {n.name: n for n in self.networks})
-        object.__setattr__(self, "_classes_by_name", {c.name: c for c in self.classes})
+        by_name = {c.name: c for c in self.classes}
+        for c in self.classes:
+            by_name.update(dict.fromkeys(c.aliases, c))
+        object.__setattr__(self, "_classes_by_name", by_name)
         object.__setattr__(
             self,
             "_prefix_tables",
@@ -148,8 +156,19 @@ class PolicyConfig:
     def network(self, name: str) -> AccessNetwork | None:
         return self._by_name.get(name)
 
+    def known_class(self, name: str | None) -> QosClass | None:
+        """The class serving classification ``name`` (its own name or an alias); the default class when the
+        request names none; ``None`` for a classification no rule of this region covers."""
+        if not name:
+            return self._classes_by_name[self.default_class]
+        found = self._classes_by_name.get(name)
+        if found is None and any(c.catch_all for c in self.classes):
+            return self._classes_by_name[self.default_class]
+        return found
+
     def qos_class(self, name: str | None) -> QosClass:
-        """The class called ``name``; unknown or missing names map to the default class."""
+        """The class called ``name``; missing names map to the default class (admission has already refused
+        unknown ones, see :meth:`known_class`)."""
         if name:
             found = self._classes_by_name.get(name)
             if found is not None:
@@ -266,7 +285,7 @@ def _list(value: object, key: str) -> list[Any]:
 _NETWORK_KEYS = {
     "name", "prefixes", "uplink_kbps", "downlink_kbps", "rtt_ms", "jitter_ms", "loss_ppm", "max_sessions",
 }
-_CLASS_KEYS = {"name", "priority", "max_share", "default"}
+_CLASS_KEYS = {"name", "priority", "max_share", "default", "aliases"}
 _TARIFF_CLASS_KEYS = {"per_minute", "per_kbps_minute"}
 _POLICY_KEYS = {
     "url", "listen", "token", "timeout_s", "confirm_timeout_s", "lease_slack_s", "min_expires_s", "max_expires_s",
@@ -319,7 +338,12 @@ def _parse_class(raw: object, key: str) -> tuple[QosClass, bool]:
     is_default = table.get("default", False)
     if not isinstance(is_default, bool):
         raise ConfigError(f"{key}.default", f"must be true or false, not {is_default!r}")
-    return QosClass(name=name, priority=priority, max_share=share), is_default
+    aliases: list[str] = []
+    for i, alias in enumerate(_list(table.get("aliases", []), f"{key}.aliases")):
+        if not isinstance(alias, str) or not _NAME_RE.match(alias):
+            raise ConfigError(f"{key}.aliases[{i}]", f"must be 1-64 letters, digits, '.', '_' or '-', not {alias!r}")
+        aliases.append(alias)
+    return QosClass(name=name, priority=priority, max_share=share, aliases=tuple(aliases)), is_default
 
 
 def _parse(doc: Mapping[str, Any]) -> PolicyConfig:
@@ -349,6 +373,11 @@ def _parse(doc: Mapping[str, Any]) -> PolicyConfig:
         cls, is_default = _parse_class(raw, key)
         if any(c.name == cls.name for c in classes):
             raise ConfigError(f"{key}.name", f"duplicate class {cls.name!r}")
+        if any(cls.name in c.aliases for c in classes):
+            raise ConfigError(f"{key}.name", f"{cls.name!r} is already an alias of another class (aliases)")
+        for alias in cls.aliases:
+            if alias == cls.name or any(alias == c.name or alias in c.aliases for c in classes):
+                raise ConfigError(f"{key}.aliases", f"{alias!r} already names a class or another class's alias")
         if is_default:
             if flagged:
                 raise ConfigError(f"{key}.default", f"only one class may be the default (already {flagged[0]!r})")
@@ -371,7 +400,7 @@ def _parse(doc: Mapping[str, Any]) -> PolicyConfig:
         default_class = classes[0].name
     else:
         # No [[classes]] at all: one class that may use the whole network, so an example config runs as is.
-        classes.append(QosClass(name="default"))
+        classes.append(QosClass(name="default", catch_all=True))
         default_class = "default"
     settings = _parse_settings(ptable)
 

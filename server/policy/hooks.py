@@ -49,7 +49,7 @@ from server.publish import DialogPublications, PublishRequest
 
 from .bridge import app_session_from_demand
 from .config import PolicyConfig
-from .lifetime import PolicyOperation, operations_for_publish
+from .lifetime import Activate, PolicyOperation, operations_for_publish
 from .model import AppSession, Decision, Deny, EndReason, Grant, Reservation, Resource
 
 __all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
@@ -322,11 +322,20 @@ class RegionPolicyHooks:
             ),
             now,
         )
+        extra = list(result.headers())
         if result.ok:
             try:
                 for op in operations_for_publish(result, aor):
-                    if self.backend.apply(op, now) is None:
+                    held = self.backend.apply(op, now)
+                    if held is None:
                         log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
+                    elif isinstance(op, Activate):
+                        # The 200 to the "confirmed" PUBLISH is how the callee learns what its own region
+                        # reserved: the headers this region adds to the 2xx travel on to the caller only.
+                        grant = held.grant
+                        extra.append(("P-Media-Authorization", grant.token or ""))
+                        extra.append((RESERVATION_HEADER, (f"{self.domain};network={grant.network};"
+                                                          f"up={grant.uplink_kbps};down={grant.downlink_kbps}")))
             except Exception as exc:  # noqa: BLE001 - whatever failed, the PUBLISH was not applied
                 # Not applied, so not acknowledged: the entity-tag stays as it was and the SDK sends it again.
                 # (Operations applied before the failure are idempotent when the PUBLISH comes again.)
@@ -334,7 +343,7 @@ class RegionPolicyHooks:
                 log.warning("PUBLISH from %s not applied (answered 503, retried by the player): %s", aor, exc)
                 return response_for(request, 503, "Policy update not recorded, try again", to_tag=self._tag(),
                                     extra=[("Retry-After", str(PUBLISH_RETRY_AFTER_S))])
-        return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=result.headers())
+        return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=extra)
 
     # -- registrations -----------------------------------------------------------------------------------------
 

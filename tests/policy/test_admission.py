@@ -91,9 +91,11 @@ def test_class_share_counts_only_its_class(policy: PolicyServer, req: Callable[.
     assert isinstance(policy.preliminary(req(3, cls="casual", up=600, down=10), 0.0), Grant)
 
 
-def test_unknown_class_maps_to_default(policy: PolicyServer, req: Callable[..., AppSession]) -> None:
+def test_unknown_class_is_refused_not_defaulted(policy: PolicyServer, req: Callable[..., AppSession]) -> None:
+    # reserving (and billing) "tournament" as another class would contradict the agreement the players see
     decision = policy.preliminary(req(cls="tournament"), 0.0)
-    assert isinstance(decision, Grant) and decision.qos_class == "casual"
+    assert isinstance(decision, Deny) and decision.resource is Resource.REQUEST
+    assert "unknown game classification 'tournament'" in decision.reason and "casual" in decision.reason
 
 
 def test_several_components_add_up(policy: PolicyServer) -> None:

@@ -142,3 +142,25 @@ def test_default_class_from_policy_table_wins(parse: Any) -> None:
     cfg = parse(_set("policy.default_class", "action"))
     assert cfg.default_class == "action"
     assert cfg.qos_class("unknown").name == "action"
+
+
+def test_unknown_classifications_are_known_only_by_explicit_rule(parse: Any) -> None:
+    cfg = parse()
+    assert cfg.known_class("no-such-class") is None  # refused by admission, never defaulted
+    assert cfg.known_class(None) is not None and cfg.known_class(None).name == "casual"
+
+    def alias(doc: dict[str, Any]) -> None:
+        doc["classes"][0]["aliases"] = ["moba", "fps"]
+
+    aliased = parse(alias)
+    first = aliased.classes[0]
+    assert aliased.known_class("moba") is first and aliased.known_class("fps") is first
+    # a region file without [[classes]] serves every game in its one class, as documented
+    assert PolicyConfig.from_mapping({}).known_class("moba") is not None
+
+
+def test_an_alias_may_not_shadow_a_class(region_doc: dict[str, Any]) -> None:
+    region_doc["classes"][0]["aliases"] = [region_doc["classes"][1]["name"]]
+    with pytest.raises(ConfigError) as caught:
+        PolicyConfig.from_mapping(region_doc)
+    assert "aliases" in str(caught.value)

@@ -10,6 +10,7 @@ from regions import DOMAINS, USERS, threaded_regions
 
 from gamesdk import (
     ClientConfig,
+    InvitationWithdrawn,
     InviteCancelled,
     InviteReceived,
     Lane,
@@ -107,5 +108,10 @@ def test_polling_client_withdraws_an_invitation(tmp_path: Path) -> None:
         assert not alice.sessions and not bob.sessions
         with pytest.raises(LocalProtocolError):
             alice.cancel(call_id or "", time.monotonic())
+        # bob answers too late: a clear, typed error (and declining is harmless)
+        with pytest.raises(InvitationWithdrawn) as late:
+            bob.accept(call_id or "", time.monotonic())
+        assert late.value.status == 487
+        bob.decline(call_id or "", time.monotonic())
         alice.close()
         bob.close()

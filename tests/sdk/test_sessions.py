@@ -130,7 +130,7 @@ def test_callee_declines(tmp_path: Path) -> None:
 
         async def answer() -> None:
             invite = await bob.next_invite()
-            invite.decline(603, "not now, busy training")
+            await invite.decline(603, "not now, busy training")
 
         task = asyncio.create_task(answer())
         with pytest.raises(SessionError) as caught:

@@ -22,6 +22,7 @@ from gamesdk.events import (
     InviteCancelled,
     InviteReceived,
     Registered,
+    ReservationConfirmed,
     Ringing,
     SessionEnded,
     SessionEstablished,
@@ -63,7 +64,8 @@ def test_session_through_both_servers_with_a_direct_ack_and_published_dialogs(tm
     assert answer.qos.latency_ms == 120
     a_events, b_events = net.take(ALICE), net.take(BOB)
     assert [type(e) for e in a_events] == [SessionEstablished]
-    assert [type(e) for e in b_events] == [SessionEstablished]
+    # bob, the callee, learns his own region's reservation from the answer to his "confirmed" PUBLISH
+    assert [type(e) for e in b_events] == [SessionEstablished, ReservationConfirmed]
     a_est, b_est = a_events[0], b_events[0]
     assert isinstance(a_est, SessionEstablished) and isinstance(b_est, SessionEstablished)
     assert a_est.agreement.is_caller and not b_est.agreement.is_caller
