@@ -30,6 +30,10 @@ class Account:
     realm: str
     created_at: float
     algorithms: tuple[str, ...]
+    #: May use the operator console of the web site (``user add --admin``).
+    admin: bool = False
+    #: Refused at every login (SIP and web) until unlocked; the account and its history stay.
+    locked: bool = False
 
 
 def valid_username(name: str) -> bool:
@@ -63,7 +67,7 @@ class AccountStore:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, name: str, password: str, *, now: float) -> Account:
+    def add(self, name: str, password: str, *, now: float, admin: bool = False) -> Account:
         """Create an account; raises :class:`AccountError` for a bad or taken name or an empty password."""
         if not valid_username(name):
             raise AccountError(f"invalid user name {name!r}: use 1-64 letters, digits, '.', '_', '~' or '-', "
@@ -73,8 +77,8 @@ class AccountStore:
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.execute("INSERT INTO accounts(name, realm, created_at) VALUES (?, ?, ?)",
-                                 (name, self.realm, now))
+                self._db.execute("INSERT INTO accounts(name, realm, created_at, admin) VALUES (?, ?, ?, ?)",
+                                 (name, self.realm, now, int(admin)))
                 self._db.executemany(
                     "INSERT INTO account_ha1(name, algorithm, ha1) VALUES (?, ?, ?)",
                     [(name, alg, compute_ha1(name, self.realm, password, alg)) for alg in self.algorithms],
@@ -84,7 +88,39 @@ class AccountStore:
         except sqlite3.Error as exc:
             raise AccountError(f"cannot add user {name!r}: {exc}") from None
         self._cache.clear()
-        return Account(name, self.realm, now, self.algorithms)
+        return Account(name, self.realm, now, self.algorithms, admin=admin)
+
+    def set_password(self, name: str, password: str) -> None:
+        """Replace every stored HA1 of ``name`` (one per configured algorithm) with the new password's."""
+        if not password:
+            raise AccountError("the password must not be empty")
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                if self._db.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone() is None:
+                    raise AccountError(f"no such user {name!r}")
+                self._db.execute("DELETE FROM account_ha1 WHERE name = ?", (name,))
+                self._db.executemany(
+                    "INSERT INTO account_ha1(name, algorithm, ha1) VALUES (?, ?, ?)",
+                    [(name, alg, compute_ha1(name, self.realm, password, alg)) for alg in self.algorithms],
+                )
+        except sqlite3.Error as exc:
+            raise AccountError(f"cannot change the password of {name!r}: {exc}") from None
+        self._cache.clear()
+
+    def set_locked(self, name: str, locked: bool) -> None:
+        """Lock (every login refused) or unlock an account."""
+        try:
+            count = self._db.execute("UPDATE accounts SET locked = ? WHERE name = ?", (int(locked), name)).rowcount
+        except sqlite3.Error as exc:
+            raise AccountError(f"cannot {'lock' if locked else 'unlock'} {name!r}: {exc}") from None
+        self._cache.clear()
+        if count == 0:
+            raise AccountError(f"no such user {name!r}")
+
+    def get(self, name: str) -> Account | None:
+        """The account called ``name``, or None."""
+        return next((a for a in self.list() if a.name == name), None)
 
     def remove(self, name: str) -> None:
         try:
@@ -100,10 +136,11 @@ class AccountStore:
 
     def list(self) -> list[Account]:
         rows = self._db.execute(
-            "SELECT a.name, a.realm, a.created_at, group_concat(h.algorithm, ',') FROM accounts a "
+            "SELECT a.name, a.realm, a.created_at, group_concat(h.algorithm, ','), a.admin, a.locked FROM accounts a "
             "LEFT JOIN account_ha1 h ON h.name = a.name GROUP BY a.name ORDER BY a.name"
         ).fetchall()
-        return [Account(n, r, c, tuple(sorted((algs or "").split(",")))) for n, r, c, algs in rows]
+        return [Account(n, r, c, tuple(sorted((algs or "").split(","))), admin=bool(adm), locked=bool(lck))
+                for n, r, c, algs, adm, lck in rows]
 
     def exists(self, name: str) -> bool:
         return any(self.ha1(name, alg) is not None for alg in self.algorithms)
@@ -118,7 +155,7 @@ class AccountStore:
             pass
         row = self._db.execute(
             "SELECT h.ha1 FROM account_ha1 h JOIN accounts a ON a.name = h.name "
-            "WHERE h.name = ? AND h.algorithm = ? AND a.realm = ?", (name, algorithm, self.realm)
+            "WHERE h.name = ? AND h.algorithm = ? AND a.realm = ? AND a.locked = 0", (name, algorithm, self.realm)
         ).fetchone()
         value: str | None = row[0] if row else None
         if value is not None:

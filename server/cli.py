@@ -76,6 +76,7 @@ def _build_parser() -> _Parser:
     add = user_sub.add_parser("add", help="create a player account")
     add.add_argument("name")
     add.add_argument("--password", "-p", help="the password (read from stdin when omitted)")
+    add.add_argument("--admin", action="store_true", help="may use the web site's operator console")
     with_config(add)
     remove = user_sub.add_parser("remove", help="delete a player account")
     remove.add_argument("name")
@@ -323,9 +324,9 @@ def _user(args: argparse.Namespace, config: ServerConfig, stdin: TextIO, out: Te
             if not password:
                 print("gamesdk-server: the password must not be empty", file=err)
                 return EXIT_USAGE
-            account = store.add(args.name, password, now=time.time())
-            print(f"added {account.name}@{config.domain} (realm {account.realm}, HA1 for "
-                  f"{', '.join(account.algorithms)})", file=out)
+            account = store.add(args.name, password, now=time.time(), admin=args.admin)
+            print(f"added {'operator ' if account.admin else ''}{account.name}@{config.domain} (realm "
+                  f"{account.realm}, HA1 for {', '.join(account.algorithms)})", file=out)
         elif args.user_command == "remove":
             store.remove(args.name)
             print(f"removed {args.name}@{config.domain}", file=out)
@@ -333,8 +334,9 @@ def _user(args: argparse.Namespace, config: ServerConfig, stdin: TextIO, out: Te
             accounts = store.list()
             for account in accounts:
                 created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(account.created_at))
-                print(f"{account.name}\t{account.name}@{config.domain}\t{created}Z\t{','.join(account.algorithms)}",
-                      file=out)
+                flags = ",".join(f for f, on in (("admin", account.admin), ("locked", account.locked)) if on)
+                print(f"{account.name}\t{account.name}@{config.domain}\t{created}Z\t{','.join(account.algorithms)}"
+                      + (f"\t{flags}" if flags else ""), file=out)
             if not accounts:
                 print("(no accounts)", file=err)
         return EXIT_OK

@@ -167,6 +167,8 @@ class ServerConfig:
     classes_raw: tuple[Mapping[str, Any], ...] = ()
     tariff_raw: Mapping[str, Any] = field(default_factory=dict)
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``[web]`` table (the player site and operator console), checked by :mod:`server.web.config`.
+    web: Any = None
     #: The file this was read from, if any (relative paths were resolved against its folder).
     source: Path | None = None
     #: More listening addresses beside ``listen`` (``tls:`` ones); ``region.listen`` may be a list.
@@ -343,7 +345,7 @@ def _unknown_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> Non
 
 
 _TOP_KEYS = {"region", "peers", "access_networks", "classes", "tariff", "policy", "auth", "registrar",
-             "limits", "timers", "federation", "log", "runtime", "tls", "relay"}
+             "limits", "timers", "federation", "log", "runtime", "tls", "relay", "web"}
 
 
 def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> ServerConfig:
@@ -478,6 +480,9 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
 
     tls = parse_tls(_table(data, "tls", "tls"), base_dir, listen_more, tuple(peers))
     relay = parse_relay(_table(data, "relay", "relay"), domain)
+    from server.web.config import parse_web  # the web table's own parser (it imports ConfigError from here)
+
+    web = parse_web(_table(data, "web", "web"), tls)
 
     return ServerConfig(
         name=name,
@@ -500,5 +505,6 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         classes_raw=tuple(_array_of_tables(data, "classes")),
         tariff_raw=_table(data, "tariff", "tariff"),
         policy_raw=_table(data, "policy", "policy"),
+        web=web,
         source=source,
     )

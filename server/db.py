@@ -187,6 +187,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (aor, contact)
         )""",
     )),
+    Migration(4, "operator accounts and locked accounts (the web console)", (
+        "ALTER TABLE accounts ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locked INTEGER NOT NULL DEFAULT 0",
+    )),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

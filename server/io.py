@@ -190,8 +190,11 @@ class EmbeddedServer:
                  accounts: AccountLookup | None = None, hooks: PolicyHooks | None = None,
                  hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
                  policy: bool = True, random_bytes: Callable[[int], bytes] = os.urandom,
-                 persist_registrations: bool | None = None) -> None:
+                 persist_registrations: bool | None = None, web: bool = True) -> None:
         self.config = config
+        #: The region's web site (server.web.site.WebSite) once started, when the region file has [web].
+        self.web: Any = None
+        self._web_enabled = web
         #: The config as read from the file (``config`` gets the bound port): what a reload compares with.
         self.file_config = config
         # Registrations are kept in the region database when the server keeps its accounts there too.
@@ -283,7 +286,26 @@ class EmbeddedServer:
             node.config = config
         log.info("server: region %s (%s) listening on %s, %d peer(s)", config.name, config.domain,
                  ", ".join(str(a) for a in config.listens), len(config.peers))
+        if config.web is not None and self._web_enabled:
+            from server.web.site import WebSite
+
+            site = WebSite(self, config.web)
+            try:
+                await site.start(port=0 if self._tls_port == 0 else None)  # a region on port 0 takes a free one
+            except BaseException:
+                if protocol.transport is not None:
+                    protocol.transport.close()
+                raise
+            self.web = site
         return self.address
+
+    def send(self, datagrams: list[tuple[bytes, Addr]]) -> None:
+        """Send datagrams the node produced outside a datagram or timer callback (the web site's REFERs)."""
+        protocol = self.protocol
+        if protocol is None:
+            raise RuntimeError("the server is not running")
+        protocol._send(datagrams)
+        protocol._rearm()
 
     def set_peer(self, domain: str, address: Addr) -> None:
         """Point the federation entry of ``domain`` at ``address`` (thread-safe when running in a thread)."""
@@ -386,6 +408,9 @@ class EmbeddedServer:
     async def stop(self) -> None:
         """Stop serving, save the registrations and close the database."""
         protocol = self.protocol
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
         if protocol is not None and protocol.streams is not None:
             await protocol.streams.close()
         if protocol is not None and protocol.transport is not None:

@@ -38,6 +38,7 @@ from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks
 from server.location import LocationService
 from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
+from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
 from server.tls_config import TRANSPORTS
@@ -90,6 +91,8 @@ class NodeStats:
     stun_dropped: int = 0
     refused_draining: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
+    #: Final responses to INVITEs that passed through, by status (every hop's view of its calls' outcomes).
+    invite_finals: dict[int, int] = field(default_factory=dict)
 
 
 class RegionalServer:
@@ -122,6 +125,9 @@ class RegionalServer:
         #: ``now`` is the loop's monotonic clock).
         self.wall_clock_offset = 0.0
         self.stats = NodeStats()
+        #: REFERs sent for the web site's invites, and their NOTIFY subscriptions (RFC 3515).
+        self.refers = ReferAgent(domain=config.domain, via_host=host, via_port=port, ids=self.ids,
+                                 t1=config.timers.t1_s, t2=config.timers.t2_s)
         # Answers of requests handled here (REGISTER, OPTIONS, PUBLISH) by transaction key, so a retransmission
         # gets the same answer instead of being processed twice (a repeated REGISTER would fail the CSeq check).
         self._uas_answers: dict[tuple[str, ...], bytes] = {}
@@ -193,6 +199,7 @@ class RegionalServer:
         # Called after every datagram by the driver: no temporary lists.
         best = self.proxy.get_timer()
         for when in (self.location.next_expiry(), self.federation.get_timer(), self.hooks.get_timer(),
+                     self.refers.get_timer(),
                      self._delayed[0][0] if self._delayed else None):
             if when is not None and (best is None or when < best):
                 best = when
@@ -210,6 +217,7 @@ class RegionalServer:
                 self.hooks.bindings_removed(gone, now)
             out.extend(self.federation.handle_timer(now))
             self.hooks.handle_timer(now)
+            self.refers.handle_timer(now, out)
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, data, addr = heapq.heappop(self._delayed)
                 out.append((data, addr))
@@ -273,8 +281,13 @@ class RegionalServer:
 
     def _on_response(self, response: Response, addr: Addr, now: float, out: Datagrams) -> None:
         try:
-            if response.cseq.method == "OPTIONS" and self.federation.handle_response(response, now):
+            method = response.cseq.method
+            if method == "OPTIONS" and self.federation.handle_response(response, now):
                 return
+            if method == "REFER" and self.refers.handle_response(response, addr, now):
+                return
+            if method == "INVITE" and response.status >= 200:
+                self.stats.invite_finals[response.status] = self.stats.invite_finals.get(response.status, 0) + 1
             if self.proxy.handle_response(response, addr, now, out):
                 return
             # A response with our Via on top and no transaction (e.g. the 200 of a BYE relayed statelessly
@@ -334,6 +347,9 @@ class RegionalServer:
         # peers, SIPp and sipsak work; OPTIONS for a player is proxied to the player like any request.
         options_for_us = method == "OPTIONS" and for_us and (
             not ruri.user or request.max_forwards == 0 or not self.accounts.exists(ruri.user))
+        if method == "NOTIFY" and self.refers.owns(request):
+            out.extend(self.refers.handle_notify(request, addr, now))
+            return
         if method == "REGISTER" or options_for_us or (method == "PUBLISH" and for_us):
             self._uas_request(request, addr, now, out)
             return
