@@ -327,3 +327,48 @@ def test_silent_peer_is_interrupted_then_disconnected_over_udp(pair_factory: Cal
     assert kinds.index(Interrupted) < kinds.index(Disconnected)
     interrupted = next(e for e in p.a_events if isinstance(e, Interrupted))
     assert interrupted.silent_s >= 0.2
+
+
+class _FakeIceMux:
+    """A stand-in for an ICE agent on the channel's socket: keeps STUN-range datagrams (first byte 0-3),
+    sends one of its own, and wraps nothing."""
+
+    def __init__(self) -> None:
+        self.kept: list[bytes] = []
+        self.wrapped = 0
+        self.to_send: list[tuple[bytes, tuple[str, int]]] = []
+        self.timer_runs = 0
+
+    def receive(self, data: bytes, src: tuple[str, int], now: float) -> tuple[bytes, tuple[str, int]] | None:
+        if data[:1] < b"\x04":
+            self.kept.append(data)
+            return None
+        return data, src
+
+    def wrap(self, data: bytes, addr: tuple[str, int]) -> tuple[bytes, tuple[str, int]]:
+        self.wrapped += 1
+        return data, addr
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.to_send = self.to_send, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        self.timer_runs += 1
+
+
+def test_a_mux_on_the_socket_keeps_its_own_datagrams_and_sends_its_own(
+    pair_factory: Callable[..., PollPair],
+) -> None:
+    p = pair_factory()
+    mux_a, mux_b = _FakeIceMux(), _FakeIceMux()
+    p.a.mux, p.b.mux = mux_a, mux_b
+    mux_a.to_send.append((b"\x00\x01binding request", p.b.local_addr))
+    p.a.send(Lane.RELIABLE, b"through the mux")
+    p.pump(lambda: received(p.b_events) == [b"through the mux"] and bool(mux_b.kept))
+    assert mux_b.kept == [b"\x00\x01binding request"]
+    assert p.b.stats.malformed_dropped == 0  # the channel never saw it
+    assert mux_a.wrapped > 0 and mux_b.wrapped > 0
