@@ -188,6 +188,20 @@ class FailureThrottle:
                             self.block_after * self._factor(key))
         return newly_blocked
 
+    def blocked(self, now: float) -> list[tuple[str, float, int]]:
+        """Keys blocked or slowed down now: (key, seconds of block left or 0, failures in the window)."""
+        out = []
+        for key, record in self._records.items():
+            recent = sum(1 for t in record.times if t > now - self.window_s)
+            left = max(0.0, record.blocked_until - now)
+            if left > 0 or recent >= self.slow_after * self._factor(key):
+                out.append((key, left, recent))
+        return sorted(out)
+
+    def unblock(self, key: str) -> bool:
+        """Forget ``key``'s failures and block (an operator's decision); False if it had none."""
+        return self._records.pop(key, None) is not None
+
     def succeeded(self, keys: list[str]) -> None:
         """A success clears the user's record (not a blocked one)."""
         for key in keys:

@@ -2,7 +2,8 @@
 
 ``main(argv) -> int`` is testable without a process (hypercorn's ``__main__`` shape). Exit codes (docs/server.md):
 0 success, 1 the operation failed (unknown user, duplicate), 2 bad usage or bad configuration, 3 the database
-cannot be used (corrupt, missing directory, newer schema), 4 cannot listen (address in use or not local). Errors
+cannot be used (corrupt, missing directory, newer schema), 4 cannot listen (address in use or not local), 5 ``ctl``
+found no running server. Errors
 are one clear line on stderr, never a traceback.
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
+import os
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from server.accounts import AccountError, AccountStore
@@ -27,13 +31,14 @@ if TYPE_CHECKING:
     from server.hooks import PolicyHooks
     from server.node import RegionalServer
 
-__all__ = ["EXIT_DATABASE", "EXIT_FAILED", "EXIT_LISTEN", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_DATABASE", "EXIT_FAILED", "EXIT_LISTEN", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DATABASE = 3
 EXIT_LISTEN = 4
+EXIT_UNREACHABLE = 5
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,17 @@ def _build_parser() -> _Parser:
     sessions.add_argument("--json", action="store_true")
     with_config(sessions)
 
+    from server.control import COMMANDS
+
+    ctl = sub.add_parser("ctl", help="control a running region over its local socket",
+                         description="Commands: " + "; ".join(
+                             f"{name}{' ' + a if a else ''}: {what}" for name, (a, what) in COMMANDS.items()))
+    ctl.add_argument("--config", "-c", metavar="FILE", help="the region's TOML file (finds the socket)")
+    ctl.add_argument("--socket", metavar="PATH", help="the control socket (instead of --config)")
+    ctl.add_argument("--json", action="store_true", help="print the answer as JSON")
+    ctl.add_argument("ctl_command", metavar="COMMAND", choices=sorted(COMMANDS))
+    ctl.add_argument("ctl_args", metavar="ARG", nargs="*")
+
     policy = sub.add_parser("policy", help="run the policy server as its own process (HTTP/JSON)")
     with_config(policy)
 
@@ -136,6 +152,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         return EXIT_USAGE
     if args.command == "cert":
         return _cert(args, out, err)
+    if args.command == "ctl":
+        return _ctl(args, out, err)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -232,8 +250,18 @@ def _tls_problems(config: ServerConfig, out: TextIO) -> str | None:
     return None
 
 
+def _database_problem(config: ServerConfig) -> str | None:
+    folder = config.database.parent
+    if not folder.is_dir():
+        return (f"region.database: the directory {folder} does not exist (create it, owned by the server's user, "
+                "or fix the path)")
+    if config.database.exists() and not os.access(config.database, os.R_OK | os.W_OK):
+        return f"region.database: {config.database} is not readable and writable by this user"
+    return None
+
+
 def _check_config(config: ServerConfig, out: TextIO, err: TextIO) -> int:
-    problems = _policy_config_problem(config) or _tls_problems(config, out)
+    problems = _database_problem(config) or _policy_config_problem(config) or _tls_problems(config, out)
     if problems is not None:
         print(f"gamesdk-server: bad configuration {config.source}: {problems}", file=err)
         return EXIT_USAGE
@@ -284,6 +312,32 @@ def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO,
         pass
     finally:
         asyncio.set_event_loop_policy(previous_policy)  # main() may run inside a test process
+    return EXIT_OK
+
+
+def _ctl(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from server.control import ControlError, ControlUnreachable, call
+
+    if args.socket:
+        path = Path(args.socket)
+    elif args.config:
+        try:
+            path = load_config(args.config).control_path
+        except ConfigError as exc:
+            print(f"gamesdk-server: bad configuration {args.config}: {exc}", file=err)
+            return EXIT_USAGE
+    else:
+        print("gamesdk-server: ctl needs --config FILE or --socket PATH", file=err)
+        return EXIT_USAGE
+    try:
+        result = call(path, args.ctl_command, list(args.ctl_args))
+    except ControlError as exc:
+        print(f"gamesdk-server: {exc}", file=err)
+        return EXIT_UNREACHABLE if isinstance(exc, ControlUnreachable) else EXIT_FAILED
+    if args.json or not isinstance(result, str):
+        print(json.dumps(result, indent=None if args.json else 2, sort_keys=not args.json), file=out)
+    else:
+        print(result, file=out)
     return EXIT_OK
 
 

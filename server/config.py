@@ -159,6 +159,12 @@ class ServerConfig:
     #: Interval of the OPTIONS pings that measure the round-trip time to each peer.
     options_interval_s: float = 10 * SECONDS
     log_level: str = "INFO"
+    #: "text" (one line: time level logger message) or "json" (one JSON object per line).
+    log_format: str = "text"
+    #: The local control socket of ``gamesdk-server ctl`` (``[control] socket``); None = ``<database>.ctl``.
+    control_socket: Path | None = None
+    #: The address written into Via and pings when the server listens on a wildcard (``region.advertise``).
+    advertise: tuple[str, int] | None = None
     #: "auto" (uvloop when installed, else asyncio), "asyncio" or "uvloop" (research/perf.md: uvloop passes
     #: about 1.4x the datagrams of the default loop).
     event_loop: str = "auto"
@@ -176,6 +182,16 @@ class ServerConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     #: The coturn relay handed to players (``[relay]``, :mod:`server.relay`); None = no relay.
     relay: RelayConfig | None = None
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        """Host and port that others reach this server at (Via sent-by, pings): ``region.advertise`` or the
+        UDP listen address."""
+        return self.advertise or (self.listen.host, self.listen.port)
+
+    @property
+    def control_path(self) -> Path:
+        return self.control_socket or self.database.with_name(self.database.name + ".ctl")
 
     @property
     def listens(self) -> tuple[ListenAddress, ...]:
@@ -338,6 +354,37 @@ def _domain(table: Mapping[str, Any], key: str, path: str) -> str:
     return domain
 
 
+def _advertise(region: Mapping[str, Any], listen: ListenAddress) -> tuple[str, int] | None:
+    """``region.advertise`` = "HOST" or "HOST:PORT" (IPv6 in brackets); required for a wildcard listen."""
+    wildcard = listen.host in ("0.0.0.0", "::")
+    if "advertise" not in region:
+        if wildcard:
+            raise ConfigError("region.advertise", f"region.listen is the wildcard {listen.host}: set the address "
+                              "others reach this server at, e.g. advertise = \"203.0.113.7\" (it goes into Via)")
+        return None
+    text = _str(region, "advertise", "region.advertise")
+    port = listen.port
+    host = text
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ConfigError("region.advertise", f"{text!r}: expected '[IPv6]' or '[IPv6]:PORT'")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) <= 65535:
+            raise ConfigError("region.advertise", f"{text!r}: port must be a number from 1 to 65535")
+        port = int(port_text)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError("region.advertise", f"{text!r}: must be an IP address (no DNS in the server)") from None
+    if address.is_unspecified:
+        raise ConfigError("region.advertise", f"{text!r} is a wildcard, not an address others can reach")
+    return str(address), port
+
+
 def _unknown_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> None:
     for key in table:
         if key not in allowed:
@@ -345,13 +392,13 @@ def _unknown_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> Non
 
 
 _TOP_KEYS = {"region", "peers", "access_networks", "classes", "tariff", "policy", "auth", "registrar",
-             "limits", "timers", "federation", "log", "runtime", "tls", "relay", "web"}
+             "limits", "timers", "federation", "log", "runtime", "tls", "relay", "web", "control"}
 
 
 def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> ServerConfig:
     _unknown_keys(data, _TOP_KEYS, "")
     region = _table(data, "region", "region", required=True)
-    _unknown_keys(region, {"name", "domain", "listen", "database"}, "region")
+    _unknown_keys(region, {"name", "domain", "listen", "database", "advertise"}, "region")
     name = _str(region, "name", "region.name")
     domain = _domain(region, "domain", "region.domain")
     listen, listen_more = _listens(region.get("listen", "udp:127.0.0.1:5060"))
@@ -360,6 +407,8 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
     if not database.is_absolute():
         # Relative to the config file, so `gamesdk-server run --config examples/eu.toml` works from anywhere.
         database = base_dir / database
+
+    advertise = _advertise(region, listen)
 
     peers: list[PeerConfig] = []
     for i, peer in enumerate(_array_of_tables(data, "peers")):
@@ -372,7 +421,10 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
             raise ConfigError(f"{path}.domain", f"{peer_domain!r} is listed twice")
         tls_name = _str(peer, "tls_name", f"{path}.tls_name", peer_domain).lower()
         peer_ca = tls_path(peer, "ca", f"{path}.ca", base_dir)
-        peers.append(PeerConfig(peer_domain, parse_address(f"{path}.address", peer.get("address")),
+        peer_address = parse_address(f"{path}.address", peer.get("address"))
+        if peer_address.addr in ((listen.host, listen.port), advertise) and peer_address.port != 0:
+            raise ConfigError(f"{path}.address", f"{peer_address.host}:{peer_address.port} is this server itself")
+        peers.append(PeerConfig(peer_domain, peer_address,
                                 tls_name=None if tls_name == peer_domain else tls_name, ca=peer_ca))
 
     networks_raw = _array_of_tables(data, "access_networks")
@@ -462,12 +514,28 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         timer_c_s=_number(tim_t, "timer_c_s", "timers.timer_c_s", tdef.timer_c_s, minimum=1),
     )
 
+    if timers.t1_s > timers.t2_s:
+        raise ConfigError("timers.t1_s", f"{timers.t1_s:g} s is above timers.t2_s ({timers.t2_s:g} s): RFC 3261 "
+                          "retransmissions start at T1 and grow up to T2")
+
     fed_t = _table(data, "federation", "federation")
     _unknown_keys(fed_t, {"options_interval_s"}, "federation")
     options_interval_s = _number(fed_t, "options_interval_s", "federation.options_interval_s", 10.0, minimum=0.1)
 
     log_t = _table(data, "log", "log")
-    _unknown_keys(log_t, {"level"}, "log")
+    _unknown_keys(log_t, {"level", "format"}, "log")
+    log_format = _str(log_t, "format", "log.format", "text").lower()
+    if log_format not in {"text", "json"}:
+        raise ConfigError("log.format", f"{log_format!r} is not one of text, json")
+    ctl_t = _table(data, "control", "control")
+    _unknown_keys(ctl_t, {"socket"}, "control")
+    control_socket = None
+    if "socket" in ctl_t:
+        control_socket = Path(_str(ctl_t, "socket", "control.socket")).expanduser()
+        if not control_socket.is_absolute():
+            control_socket = base_dir / control_socket
+        if len(str(control_socket).encode()) > 100:
+            raise ConfigError("control.socket", f"{control_socket} is too long for a UNIX socket path (100 bytes)")
     log_level = _str(log_t, "level", "log.level", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("log.level", f"{log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -500,6 +568,9 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         timers=timers,
         options_interval_s=options_interval_s,
         log_level=log_level,
+        log_format=log_format,
+        control_socket=control_socket,
+        advertise=advertise,
         event_loop=event_loop,
         access_networks_raw=tuple(networks_raw),
         classes_raw=tuple(_array_of_tables(data, "classes")),

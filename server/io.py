@@ -27,6 +27,7 @@ from typing import Any
 from gamesdk.identity import IdentitySigner
 from server.accounts import AccountStore
 from server.config import ConfigError, ServerConfig
+from server.control import ControlServer
 from server.db import open_region_db
 from server.hooks import PolicyHooks
 from server.node import AccountLookup, RegionalServer
@@ -498,11 +499,13 @@ def _wall_time() -> float:
 
 async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
                         policy: bool = True, stop: asyncio.Event | None = None,
-                        log_level_fixed: bool = False, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> RegionalServer:
+                        log_level_fixed: bool = False, drain_timeout_s: float = DRAIN_TIMEOUT_S,
+                        with_control: bool = True) -> RegionalServer:
     """Run one region until SIGINT/SIGTERM (or ``stop`` is set); returns the node for its final figures.
 
     SIGTERM/SIGINT drain first (new requests 503 + Retry-After until the transactions under way finish), a second
-    one stops at once. SIGHUP reloads the region file (:meth:`EmbeddedServer.reload`); a bad file is refused with
+    one stops at once. ``gamesdk-server ctl`` reaches it over ``config.control_path`` (:mod:`server.control`).
+    SIGHUP reloads the region file (:meth:`EmbeddedServer.reload`); a bad file is refused with
     the reason in the log and the old one stays in force.
     """
     server = EmbeddedServer(config, port=None, hooks_factory=hooks_factory, policy=policy)
@@ -524,8 +527,12 @@ async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[Region
             signals.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread: the caller stops us through `stop`
+    control: ControlServer | None = None
     try:
         await server.start()
+        if with_control:
+            control = ControlServer(server, server.config.control_path, on_drain=stop.set)
+            await control.start()
         await stop.wait()
         stop.clear()
         drain = asyncio.ensure_future(server.drain(drain_timeout_s))
@@ -535,6 +542,8 @@ async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[Region
             task.cancel()
     finally:
         log.info("server: shutting down")
+        if control is not None:
+            await control.close()
         for sig in signals:
             try:
                 loop.remove_signal_handler(sig)

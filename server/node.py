@@ -111,7 +111,7 @@ class RegionalServer:
                                         window_s=auth.failure_window_s, delay_step_s=auth.delay_step_s,
                                         max_delay_s=auth.max_delay_s, block_s=auth.block_s)
         self.location = LocationService(config.access_networks)
-        host, port = config.listen.host, config.listen.port
+        host, port = config.advertised  # region.advertise when listening on a wildcard
         self.federation = FederationTable(config.peers, local_domain=config.domain, via_host=host, via_port=port,
                                           ids=self.ids, interval_s=config.options_interval_s)
         self.registrar = Registrar(config.domain, config.registrar, self.authenticator, self.throttle,

@@ -135,7 +135,8 @@ class ProxyCore(TransactionSide):
         host = uri.host.lower()
         if host == self.domain:
             return True
-        return host == self.via_host and (uri.port or 5060) == self.via_port
+        # An IPv6 host is bracketed in a URI ("[::1]") and bare in our listen address ("::1").
+        return host.strip("[]") == self.via_host.lower() and (uri.port or 5060) == self.via_port
 
     def _loop_hash(self, request: Request) -> str:
         # Section 16.6 step 8: a hash over the fields that identify the request as the proxy received it. Only

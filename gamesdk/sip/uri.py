@@ -42,7 +42,8 @@ def _check_escapes(text: str) -> bool:
     return _BAD_ESCAPE_RE.search(text) is None
 
 # generic-param value = token / host / quoted-string (RFC 3261 section 25.1)
-_GEN_VALUE_RE = re.compile(rf"{TOKEN}|\[[0-9A-Fa-f:.]+\]|{QUOTED_STRING}")
+# A bare IPv6 address is allowed too: RFC 3261's via-received is IPv6address without brackets (RFC 5118 s4.5).
+_GEN_VALUE_RE = re.compile(rf"{TOKEN}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|{QUOTED_STRING}")
 _TOKEN_FULL_RE = re.compile(TOKEN)
 # The common shape ``;name=token;flag`` with no LWS or quotes, parsed without the general loop.
 _SIMPLE_PARAMS_RE = re.compile(rf"(?:;{TOKEN}(?:={TOKEN})?)+")
