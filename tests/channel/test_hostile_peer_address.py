@@ -122,3 +122,59 @@ def test_a_flood_of_unauthenticated_datagrams_costs_a_bounded_amount_of_work_per
     finally:
         for s in (sa, sb, flooder):
             s.close()
+
+
+def test_the_asyncio_reader_takes_a_bounded_burst_per_wake_up_under_a_flood() -> None:
+    import asyncio
+
+    from gamesdk.io.channel_asyncio import _ReaderTransport, attach_channel
+
+    async def main() -> None:
+        sa, sb, flooder = bind_udp(LOOPBACK), bind_udp(LOOPBACK), bind_udp(LOOPBACK)
+        offer, answer = make_params_pair(offer_addr=sa.getsockname(), answer_addr=sb.getsockname())
+        got: list[ChannelEvent] = []
+        a = attach_channel(offer, sock=sa, on_event=lambda e: None)
+        b = attach_channel(answer, sock=sb, on_event=got.append)
+        try:
+            for _ in range(500):
+                if b.channel.peer_validated and a.channel.peer_validated:
+                    break
+                await asyncio.sleep(0.01)
+            sid = answer.local_session_id
+            sent = 0
+            for i in range(1500):
+                try:
+                    flooder.sendto(wire.encode_header(wire.PacketType.DATA, sid, 10**6 + i) + bytes(80), sb.getsockname())
+                    sent += 1
+                except BlockingIOError:
+                    break
+            deltas: list[int] = []
+            last = b.stats.foreign_address_dropped
+
+            def tick() -> None:  # runs once per loop iteration while the flood drains
+                nonlocal last
+                now_dropped = b.stats.foreign_address_dropped
+                deltas.append(now_dropped - last)
+                last = now_dropped
+                if now_dropped < sent and len(deltas) < 10_000:
+                    asyncio.get_running_loop().call_soon(tick)
+
+            asyncio.get_running_loop().call_soon(tick)
+            for _ in range(500):
+                if b.stats.foreign_address_dropped >= sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert b.stats.foreign_address_dropped == sent > 2 * _ReaderTransport.BURST
+            assert max(deltas) <= _ReaderTransport.BURST  # other callbacks ran between bursts
+            a.send(Lane.RELIABLE, b"still here")
+            for _ in range(500):
+                if any(isinstance(e, MessageReceived) for e in got):
+                    break
+                await asyncio.sleep(0.01)
+            assert [e.data for e in got if isinstance(e, MessageReceived)] == [b"still here"]
+        finally:
+            a.close()
+            b.close()
+            flooder.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
