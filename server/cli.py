@@ -65,7 +65,9 @@ def _build_parser() -> _Parser:
     with_config(run)
     run.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="overrides [log] level")
-    run.add_argument("--trace", action="store_true", help="log every SIP message in full (DEBUG)")
+    run.add_argument("--trace", action="store_true",
+                     help="log every SIP message in full, whatever the level (DEBUG alone never logs bodies)")
+    run.add_argument("--log-format", choices=["text", "json"], help="overrides [log] format")
     run.add_argument("--no-policy", action="store_true",
                      help="run the SIP server without the policy component (no admission, no reservations, "
                           "no billing; PUBLISH answered 501), e.g. to measure the proxy alone")
@@ -117,6 +119,9 @@ def _build_parser() -> _Parser:
 
     policy = sub.add_parser("policy", help="run the policy server as its own process (HTTP/JSON)")
     with_config(policy)
+    policy.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="overrides [log] level")
+    policy.add_argument("--log-format", choices=["text", "json"], help="overrides [log] format")
 
     cert = sub.add_parser("cert", help="make a local CA and region certificates (tests, demo, small deployments)")
     cert_sub = cert.add_subparsers(dest="cert_command", metavar="ACTION", parser_class=_Parser)
@@ -165,7 +170,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         if args.command == "relay-config":
             return _relay_config(config, out, err)
         if args.command == "run":
-            return _run(config, args.log_level, args.trace, err, policy=not args.no_policy)
+            return _run(config, args.log_level, args.trace, err, policy=not args.no_policy,
+                        log_format=args.log_format)
         if args.command == "user":
             return _user(args, config, stdin or sys.stdin, out, err)
         if args.command in ("billing", "sessions", "policy"):
@@ -287,14 +293,11 @@ def _policy_config_problem(config: ServerConfig) -> str | None:
     return None
 
 
-def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO, *, policy: bool = True) -> int:
+def _run(config: ServerConfig, level: str | None, full_trace: bool, err: TextIO, *, policy: bool = True,
+         log_format: str | None = None) -> int:
     from server.io import serve_forever, setup_logging
 
-    setup_logging(level or config.log_level)
-    if full_trace:
-        logging.getLogger("server.trace").setLevel(logging.DEBUG)
-        logging.getLogger("server.trace.full").setLevel(logging.DEBUG)
-        logging.getLogger().setLevel(logging.DEBUG)
+    setup_logging(level or config.log_level, log_format or config.log_format, trace=full_trace)
     problem = _policy_config_problem(config) or _tls_problems(config, err)
     if problem is not None:
         print(f"gamesdk-server: bad configuration {config.source}: {problem}", file=err)
@@ -445,4 +448,7 @@ def _policy_command(args: argparse.Namespace, config: ServerConfig, out: TextIO,
     except ImportError:
         print("gamesdk-server: the HTTP policy server is not available in this build", file=err)
         return EXIT_FAILED
+    from server.logs import setup_logging
+
+    setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     return int(policy_http.main(config, policy_config))

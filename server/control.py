@@ -183,6 +183,7 @@ class ControlServer:
             if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                 raise ControlError(f"{args[0]!r} is not one of DEBUG, INFO, WARNING, ERROR")
             logging.getLogger().setLevel(level)
+            self.server.refresh_tracing()
             log.warning("control: log level set to %s", level)
             return f"log level {level}"
         try:

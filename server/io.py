@@ -30,6 +30,7 @@ from server.config import ConfigError, ServerConfig
 from server.control import ControlServer
 from server.db import open_region_db
 from server.hooks import PolicyHooks
+from server.logs import setup_logging  # re-exported: it used to live here
 from server.node import AccountLookup, RegionalServer
 from server.registrations import RegistrationStore
 from server.reload import load_for_reload
@@ -52,12 +53,6 @@ DRAIN_TIMEOUT_S = 10.0
 
 #: Kernel receive buffer asked for: bursts of SIPp retransmissions must not overflow it (research/perf.md).
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Structured one-line logs: time, level, logger, then the message with key=value details."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def _first_line(data: bytes) -> str:
@@ -402,9 +397,15 @@ class EmbeddedServer:
             logging.getLogger().setLevel(getattr(logging, new.log_level.upper(), logging.INFO))
         if self.protocol is not None:
             self.protocol._rearm()
+        self.refresh_tracing()
         log.info("server: reloaded %s: %d access network(s), %d peer(s), log level %s", source,
                  len(new.access_networks), len(new.peers), logging.getLevelName(logging.getLogger().level))
         return new
+
+    def refresh_tracing(self) -> None:
+        """Re-read whether SIP messages are traced (the driver caches it: asking per datagram costs CPU)."""
+        if self.protocol is not None:
+            self.protocol.tracing = trace.isEnabledFor(logging.DEBUG)
 
     async def stop(self) -> None:
         """Stop serving, save the registrations and close the database."""

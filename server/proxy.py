@@ -185,8 +185,9 @@ class ProxyCore(TransactionSide):
                 log.debug("proxy: %s %s from %s:%d challenged", method, request.uri, *source)
             else:
                 self.stats.rejected += 1
-                log.info("proxy: %s %s from %s:%d -> %d %s", method, request.uri, source[0], source[1],
-                         rej.status, rej.reason or "")
+                # An INVITE's refusal gets its "session refused" line (server.sessions) when answered.
+                log.log(logging.DEBUG if method == "INVITE" else logging.INFO, "proxy: %s %s from %s:%d -> %d %s",
+                        method, request.uri, source[0], source[1], rej.status, rej.reason or "")
             self._answer(tx, rej.status, rej.reason, rej.extra, now, out)
         except RemoteProtocolError as exc:
             self.stats.rejected += 1

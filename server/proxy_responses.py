@@ -53,6 +53,33 @@ class ProxyStats:
     identities_signed: int = 0
 
 
+sessions = logging.getLogger("server.sessions")
+
+
+def _party(value: str | None) -> str:
+    """The URI of a From/To value, for a log line (no display name, no tag)."""
+    if not value:
+        return "-"
+    start, end = value.find("<"), value.find(">")
+    return value[start + 1:end] if 0 <= start < end else value.split(";", 1)[0].strip()
+
+
+def _refuser(response: Response) -> str:
+    """Who refused: the agent of the response's Warning (RFC 3261 section 20.43), else "downstream"."""
+    warning = response.headers.get("Warning")
+    parts = warning.split() if warning else []
+    return parts[1] if len(parts) >= 2 else "downstream"
+
+
+def _log_refused(tx: ServerTx, status: int, data: bytes, refused_by: str) -> None:
+    if status in (401, 407):
+        return  # the routine first half of every call
+    line_end = data.find(b"\r\n")
+    reason = data[12:line_end if line_end > 0 else 80].decode("utf-8", "replace")
+    sessions.info('session refused call-id=%s caller=%s callee=%s status=%d reason="%s" by=%s', tx.request.call_id,
+                  _party(tx.request.headers.get("From")), tx.request.uri, status, reason, refused_by)
+
+
 def _fill_rport(via_text: str, port: int) -> str:
     """Give the bare ``rport`` parameter of a Via value its port (text level: cheaper than re-serialising)."""
     lower = via_text.lower()
@@ -91,6 +118,7 @@ class TransactionSide:
 
     # Set up by ProxyCore.__init__.
     via_host: str
+    domain: str
     via_port: int
     t: TimerSettings
     ids: IdFactory
@@ -120,7 +148,14 @@ class TransactionSide:
         mark_received(response.headers, request.top_via, tx.source)
         self._send_final(tx, response.to_bytes(), status, now, out)
 
-    def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out) -> None:
+    def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out, *,
+                    refused_by: str | None = None) -> None:
+        if tx.final_status == 0:
+            if tx.method == "INVITE" and status >= 300:
+                _log_refused(tx, status, data, refused_by or self.domain)
+            elif tx.method == "BYE" and status < 300:
+                sessions.info("session ended call-id=%s by=%s status=%d (BYE through this server)",
+                              tx.request.call_id, _party(tx.request.headers.get("From")), status)
         tx.final_status = status
         tx.last_response = data
         out.append((data, tx.source))
@@ -281,7 +316,7 @@ class TransactionSide:
         (section 16.7 step 3); retransmitted from ``tx`` from then on."""
         response.headers.remove_first("Via")
         self.stats.responses_forwarded += 1
-        self._send_final(tx, response.to_bytes(), response.status, now, out)
+        self._send_final(tx, response.to_bytes(), response.status, now, out, refused_by=_refuser(response))
 
     def _forward_2xx(self, ctx: ClientTx, tx: ServerTx, response: Response, now: float, out: Out) -> None:
         to_tag = response.to.tag or ""
@@ -294,6 +329,8 @@ class TransactionSide:
             ctx.added_2xx_headers[to_tag] = extra
             if tx.call is not None and tx.call.caller_local:
                 self._dialog_opened(tx.call.call_id, now)
+            sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", tx.request.call_id,
+                          _party(tx.request.headers.get("From")), tx.request.uri, response.status)
         self._forward_up(tx, response, extra, out)
         if tx.state is ServerState.PROCEEDING:
             tx.final_status = response.status

@@ -520,6 +520,7 @@ def main(server_config: Any, policy_config: Any) -> int:
 
     def ready(host: str, port: int) -> None:
         print(f"policy server for {server_config.name} listening on http://{host}:{port}", flush=True)
+        log.info("policy server for %s listening on http://%s:%d", server_config.name, host, port)
 
     try:
         asyncio.run(serve_policy(policy_config, server_config.database, region=server_config.name, ready=ready))

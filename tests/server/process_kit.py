@@ -84,7 +84,8 @@ class RegionProcess:
         raise AssertionError(f"server did not answer:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_log(self, text: str, timeout_s: float = 10.0) -> str:
