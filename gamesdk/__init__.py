@@ -42,6 +42,7 @@ from gamesdk.client import Decline as Decline
 from gamesdk.client import GameClient as GameClient
 from gamesdk.client import GameSession as GameSession
 from gamesdk.client import IncomingInvite as IncomingInvite
+from gamesdk.client import InviteRequest as InviteRequest
 from gamesdk.config import ClientConfig as ClientConfig
 from gamesdk.errors import GameSdkError as GameSdkError
 from gamesdk.errors import InvitationWithdrawn as InvitationWithdrawn
@@ -53,6 +54,7 @@ from gamesdk.errors import SessionError as SessionError
 from gamesdk.events import Agreement as Agreement
 from gamesdk.events import InviteCancelled as InviteCancelled
 from gamesdk.events import InviteReceived as InviteReceived
+from gamesdk.events import InviteRequested as InviteRequested
 from gamesdk.events import Registered as Registered
 from gamesdk.events import RegistrationFailed as RegistrationFailed
 from gamesdk.events import Reservation as Reservation
@@ -80,6 +82,7 @@ __all__ = [
     "GameClient",
     "GameSession",
     "IncomingInvite",
+    "InviteRequest",
     "Accept",
     "Decline",
     "PollingClient",
@@ -101,6 +104,7 @@ __all__ = [
     "RegistrationFailed",
     "Unregistered",
     "InviteReceived",
+    "InviteRequested",
     "InviteCancelled",
     "Ringing",
     "SessionEstablished",

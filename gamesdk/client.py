@@ -25,6 +25,7 @@ from gamesdk.events import (
     Agreement,
     InviteCancelled,
     InviteReceived,
+    InviteRequested,
     Registered,
     RegistrationFailed,
     ReservationConfirmed,
@@ -180,6 +181,26 @@ class IncomingInvite:
         self._withdrawn.set()
 
 
+class InviteRequest:
+    """Our regional server asks us to invite someone (the player invited from the region's web site; from
+    ``GameClient.next_invite_request``). :meth:`accept` sends the INVITE from this client, like ``invite``."""
+
+    def __init__(self, client: GameClient, event: InviteRequested) -> None:
+        self._client = client
+        self.refer_id = event.refer_id
+        self.peer = event.peer
+        self.requirements = dict(event.requirements)
+        self.referred_by = event.referred_by
+
+    async def accept(self, *, acceptable: Acceptable | None = None) -> GameSession:
+        """Invite :attr:`peer` with :attr:`requirements`; returns the session (raises SessionError as
+        ``invite`` does). The server's page follows the progress."""
+        return await self._client._accept_request(self.refer_id, acceptable)
+
+    async def decline(self, reason: str = "Declined") -> None:
+        self._client._decline_request(self.refer_id, reason)
+
+
 class _AgentProtocol(asyncio.DatagramProtocol):
     def __init__(self, client: GameClient) -> None:
         self.client = client
@@ -236,6 +257,7 @@ class GameClient:
         self._waiters: dict[str, asyncio.Future[SessionEvent]] = {}
         self._login: asyncio.Future[SessionEvent] | None = None
         self._invites: asyncio.Queue[IncomingInvite] = asyncio.Queue()
+        self._invite_requests: asyncio.Queue[InviteRequest] = asyncio.Queue()
         #: Invitations not yet answered, so a CANCEL can mark them withdrawn.
         self._incoming: dict[str, IncomingInvite] = {}
         #: Sessions the ``on_invite`` handler accepted (or the exception it raised), for :meth:`next_session`.
@@ -372,6 +394,33 @@ class GameClient:
             self._abandon(call_id, "invitation withdrawn")  # e.g. asyncio.wait_for gave up: never half open
             raise
         return self._session_from(event)
+
+    async def next_invite_request(self) -> InviteRequest:
+        """Wait for the next request of our regional server to invite someone (a web invite, SIP REFER)."""
+        await self._start()
+        return await self._invite_requests.get()
+
+    async def _accept_request(self, refer_id: str, acceptable: Acceptable | None) -> GameSession:
+        core = await self._start()
+        loop = asyncio.get_running_loop()
+        call_id = core.agent.accept_invite_request(refer_id, loop.time(), acceptable=acceptable)
+        future: asyncio.Future[SessionEvent] = loop.create_future()
+        self._waiters[call_id] = future
+        self._pump()
+        loop.call_soon(core.prepare)
+        try:
+            event = await future
+        except asyncio.CancelledError:
+            self._abandon(call_id, "invitation withdrawn")
+            raise
+        return self._session_from(event)
+
+    def _decline_request(self, refer_id: str, reason: str) -> None:
+        core = self._core
+        if core is None or self._loop is None:
+            raise LocalProtocolError("the client is not running")
+        core.agent.decline_invite_request(refer_id, self._loop.time(), reason)
+        self._pump()
 
     async def next_invite(self) -> IncomingInvite:
         """Wait for the next invitation still open (when no ``on_invite`` handler is set); invitations the
@@ -516,6 +565,9 @@ class GameClient:
         if isinstance(event, (Registered, RegistrationFailed, Unregistered)):
             if self._login is not None and not self._login.done():
                 self._login.set_result(event)
+            return
+        if isinstance(event, InviteRequested):
+            self._invite_requests.put_nowait(InviteRequest(self, event))
             return
         if isinstance(event, InviteReceived):
             invite = IncomingInvite(self, event)

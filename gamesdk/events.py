@@ -7,7 +7,9 @@ Channel events (``MessageReceived``, ``Interrupted``, ``Disconnected``, ``QosVio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gamesdk.qos.model import GameFormat, QosParams, SessionTerms
 
@@ -15,6 +17,7 @@ __all__ = [
     "Agreement",
     "InviteCancelled",
     "InviteReceived",
+    "InviteRequested",
     "Registered",
     "RegistrationFailed",
     "Reservation",
@@ -69,6 +72,21 @@ class InviteReceived(SessionEvent):
     caller_name: str | None
     #: What the caller asks for (formats, class, QoS, bandwidth, suites).
     offer: SessionTerms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InviteRequested(SessionEvent):
+    """Our own regional server asks us to invite ``peer`` (the player invited from the region's web site; a SIP
+    REFER from our registrar). Answer with ``accept_invite_request(refer_id)`` (the SDK then sends the INVITE
+    itself and reports its progress to the server) or ``decline_invite_request(refer_id)``."""
+
+    refer_id: str
+    #: Whom to invite, ``bob@na.gamesdk.test``.
+    peer: str
+    #: Keywords of :func:`gamesdk.make_terms` the page asked for (format, classification, latency_ms, ...).
+    requirements: Mapping[str, Any]
+    #: Who asked, from ``Referred-By``: the web login, ``sip:alice@eu.gamesdk.test``.
+    referred_by: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -200,6 +200,18 @@ class PollingClient:
             self._transmit()
             self._core.prepare()  # the next key pair, made once the 200 is out
 
+    def accept_invite_request(self, refer_id: str, now: float, *, acceptable: Acceptable | None = None) -> str:
+        """Send the invitation our regional server asked for (an ``InviteRequested`` event: a web invite);
+        returns its Call-ID. ``SessionEstablished``/``SessionFailed`` follow as for :meth:`invite`."""
+        call_id = self._core.agent.accept_invite_request(refer_id, now, acceptable=acceptable)
+        self._transmit()
+        self._core.prepare()
+        return call_id
+
+    def decline_invite_request(self, refer_id: str, now: float, reason: str = "Declined") -> None:
+        self._core.agent.decline_invite_request(refer_id, now, reason)
+        self._transmit()
+
     def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
         """Refuse an invitation (603 Decline, 486 Busy Here ...); nothing to do if it was withdrawn."""
         if call_id in self._withdrawn:

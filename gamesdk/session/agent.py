@@ -16,13 +16,14 @@ Record-Route, so the route set is empty (DESIGN section 2).
 from __future__ import annotations
 
 from gamesdk.session.calls import CallState
+from gamesdk.session.referee import ReferSide
 from gamesdk.session.uac import UacSide
 from gamesdk.session.uas import UasSide
 
 __all__ = ["CallState", "UserAgent"]
 
 
-class UserAgent(UacSide, UasSide):
+class UserAgent(UacSide, UasSide, ReferSide):
     """One player's SIP user agent (see the module docstring for the driving contract).
 
     Args:

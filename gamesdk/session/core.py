@@ -52,6 +52,7 @@ from gamesdk.sip.transaction import (
     TransportFailed,
 )
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction
+from gamesdk.sip.transaction_server import ServerNonInviteTransaction
 from gamesdk.sip.transaction_table import TransactionTable
 
 __all__ = ["AgentCore"]
@@ -589,6 +590,9 @@ class AgentCore:
 
     def _callee_timer(self, call: Call, name: str, now: float) -> None:
         raise NotImplementedError
+
+    def _incoming_refer(self, req: Request, tx: ServerNonInviteTransaction, addr: Address, now: float) -> None:
+        raise NotImplementedError  # referee.py: a REFER from our registrar (a web invite)
 
 
 def _uuid_urn(raw: bytes) -> str:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: The body type of offers and answers (RFC 4566).
 SDP = "application/sdp"
 #: Methods the SDK's user agent handles.
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER"
 #: What each regional server reserved, added to the 2xx next to ``P-Media-Authorization`` (RFC 3313) so the
 #: application can show it: ``P-Gamesdk-Reservation: eu.gamesdk.test;network=eu-fiber;up=64;down=64``.
 RESERVATION_HEADER = "P-Gamesdk-Reservation"

@@ -117,6 +117,8 @@ class UasSide(AgentCore):
             self._incoming_cancel(req, tx, now)
         elif req.method == "OPTIONS":
             self._incoming_options(req, tx, now)
+        elif req.method == "REFER":
+            self._incoming_refer(req, tx, addr, now)
         elif req.method in ("REGISTER", "PUBLISH", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "UPDATE", "PRACK"):
             tx.send_response(response_for(req, 405, to_tag=self._ids.tag(), extra=[("Allow", ALLOW)]), now)
         else:

@@ -145,17 +145,17 @@ class TimedPolicyBackend:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
 
-    def _decide(self, stage: str, request: Any, now: float) -> Any:
+    def _decide(self, stage: str, request: Any, *args: Any, **kwargs: Any) -> Any:
         start = self._clock()
-        decision = getattr(self._backend, stage)(request, now)
+        decision = getattr(self._backend, stage)(request, *args, **kwargs)
         self._metrics.policy_latency.labels(stage).observe(self._clock() - start)
         resource = getattr(decision, "resource", None)
         if resource is not None:
             self._metrics.policy_refusals.labels(stage, getattr(resource, "value", str(resource))).inc()
         return decision
 
-    def preliminary(self, request: Any, now: float) -> Any:
-        return self._decide("preliminary", request, now)
+    def preliminary(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._decide("preliminary", request, *args, **kwargs)
 
-    def final(self, request: Any, now: float) -> Any:
-        return self._decide("final", request, now)
+    def final(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._decide("final", request, *args, **kwargs)

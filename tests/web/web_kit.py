@@ -68,3 +68,41 @@ async def page_csrf(http: aiohttp.ClientSession, url: str, path: str = "/") -> s
     async with http.get(url + path) as page:
         assert page.status == 200, page.status
         return csrf_of(await page.text())
+
+
+DOMAINS = {"eu": "eu.gamesdk.test", "na": "na.gamesdk.test"}
+
+
+async def two_regions(tmp_path: Path, na_uplink_kbps: int | None = None) -> tuple[EmbeddedServer, EmbeddedServer]:
+    """eu (with its web site: alice, op) and na (bob), federated on free loopback ports."""
+    eu = await start_region("eu", tmp_path)
+    na_doc = region_doc("na", tmp_path)
+    del na_doc["web"]
+    if na_uplink_kbps is not None:
+        for net in na_doc["access_networks"]:
+            net["uplink_kbps"] = na_uplink_kbps
+    na = await start_region("na", tmp_path, na_doc, users=("bob",))
+    eu.set_peer(DOMAINS["na"], na.address)
+    na.set_peer(DOMAINS["eu"], eu.address)
+    return eu, na
+
+
+async def sse_steps(http: aiohttp.ClientSession, url: str, ref: str) -> list[dict[str, Any]]:
+    """Every step of a web invite from its server-sent events, until the stream ends."""
+    import json
+
+    steps: list[dict[str, Any]] = []
+    async with http.get(f"{url}/invites/{ref}/events") as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        event = "message"
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event:"):
+                event = line.partition(":")[2].strip()
+            elif line.startswith("data:") and event == "message":
+                steps.append(json.loads(line.partition(":")[2]))
+            elif line.startswith("data:"):
+                break
+            elif not line:
+                event = "message"
+    return steps
