@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self, Unpack
 
 from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
@@ -253,6 +253,8 @@ class GameClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._flow_fd: int | None = None
+        #: Path sockets (ICE checks, the ACK) the loop watches until a channel reads them: fd -> socket.
+        self._path_fds: dict[int, Any] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._waiters: dict[str, asyncio.Future[SessionEvent]] = {}
         self._login: asyncio.Future[SessionEvent] | None = None
@@ -350,6 +352,10 @@ class GameClient:
             self._loop.remove_reader(self._flow_fd)
             self._loop.remove_writer(self._flow_fd)
             self._flow_fd = None
+        if self._loop is not None:
+            for fd in self._path_fds:
+                self._loop.remove_reader(fd)
+            self._path_fds.clear()
         if self._core is not None:
             self._core.close()
         for task in self._tasks:
@@ -382,6 +388,7 @@ class GameClient:
         """
         core = await self._start()
         terms = make_terms(**requirements)
+        await self._path_ready(core)
         loop = asyncio.get_running_loop()
         call_id = core.agent.invite(peer, terms, loop.time(), acceptable=acceptable)
         future: asyncio.Future[SessionEvent] = loop.create_future()
@@ -435,6 +442,7 @@ class GameClient:
         self, call_id: str, requirements: Requirements | None, answer: SessionTerms | None
     ) -> GameSession:
         core = await self._start()
+        await self._path_ready(core)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[SessionEvent] = loop.create_future()
         self._waiters[call_id] = future
@@ -526,6 +534,28 @@ class GameClient:
         else:
             loop.remove_writer(fd)
 
+    def _watch_paths(self) -> None:
+        """Keep a loop reader on exactly the path sockets that no channel reads yet."""
+        core, loop = self._core, self._loop
+        if core is None or loop is None:
+            return
+        wanted = {sock.fileno(): sock for sock in core.path_sockets() if sock.fileno() >= 0}
+        for fd in [fd for fd in self._path_fds if fd not in wanted]:
+            loop.remove_reader(fd)
+            del self._path_fds[fd]
+        for fd, sock in wanted.items():
+            if fd not in self._path_fds:
+                loop.add_reader(fd, self._pump)
+                self._path_fds[fd] = sock
+
+    async def _path_ready(self, core: PlayerSockets) -> None:
+        """Give the next session's gathering (STUN and TURN round trips) a bounded moment to finish."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while not core.path_ready and core.agent.registered and loop.time() < deadline:
+            self._pump()
+            await asyncio.sleep(0.005)
+
     def _feed(self, data: bytes, addr: Address) -> None:
         assert self._core is not None and self._loop is not None
         self._core.agent.receive_datagram(data, addr, self._loop.time())
@@ -545,12 +575,16 @@ class GameClient:
             return
         # transmit first: the ACK must not wait for the channel the established event opens (its key
         # derivation); what a dispatch sends (a BYE) goes out in its own _pump, still after these
+        now = loop.time()
+        if core.agent.registered:
+            core.prepare_path(now)  # the next session's candidates, gathered ahead
+        core.pump_paths(now)
         if core.flow is not None:
             core.transmit()  # to the server over TLS, the rest over the UDP socket
             self._watch_flow()
         elif transport is not None and not transport.is_closing():
-            for data, addr in core.agent.datagrams_to_send():
-                transport.sendto(data, addr)
+            core.transmit(transport.sendto)  # SIP for a peer behind NAT leaves over the call's nominated pair
+        self._watch_paths()
         for event in core.events():
             self.history.append(event)
             self._dispatch(event)
@@ -612,9 +646,12 @@ class GameClient:
         """Open the game channel on the socket the SDP advertised and hand the session out: at once where the
         loop allows (no round trip between the ACK and ``invite()``/``accept()`` returning), else awaited."""
         assert self._core is not None
+        path = self._core.take_path(event.call_id)
         sock = self._core.take_channel_socket(event.call_id)
         params = event.channel_params
         assert isinstance(params, ChannelParams)
+        if path is not None and path.peer_address is not None:
+            params = replace(params, peer_addr=path.peer_address)  # the pair ICE nominated
         out, inbound = self._simulator or (None, None)
         holder: list[GameSession] = []
 
@@ -629,9 +666,11 @@ class GameClient:
 
         config = channel_config_for(self._channel_config, event.agreement)
         try:
-            channel = attach_channel(params, config, sock=sock, on_event=on_channel_event, outbound=out, inbound=inbound)
+            channel = attach_channel(params, config, sock=sock, on_event=on_channel_event, outbound=out, inbound=inbound,
+                                     mux=path)
         except NotImplementedError:  # a loop without add_reader (Windows' proactor)
-            opening = open_channel(params, config, sock=sock, on_event=on_channel_event, outbound=out, inbound=inbound)
+            opening = open_channel(params, config, sock=sock, on_event=on_channel_event, outbound=out, inbound=inbound,
+                                   mux=path)
 
             async def opened() -> None:
                 self._opened(event, await opening, holder)
@@ -642,6 +681,12 @@ class GameClient:
 
     def _opened(self, event: SessionEstablished, channel: AsyncChannel, holder: list[GameSession]) -> None:
         self._incoming.pop(event.call_id, None)
+        path = self._core.paths.get(event.call_id) if self._core is not None else None
+        if path is not None and path.uses_ice and self._loop is not None:
+            path.channel = channel.channel
+            validated = getattr(channel.channel, "path_validated", None)
+            if validated is not None and path.peer_address is not None:
+                validated(path.peer_address, self._loop.time())
         session = GameSession(self, event.agreement, channel)
         holder.append(session)
         early = self._ended_early.pop(event.call_id, None)

@@ -78,6 +78,12 @@ class ClientConfig:
     session_refresh_s: float = 10.0
     #: SIP timers (T1 = 500 ms from RFC 3261 by default).
     timers: TimerConfig = field(default_factory=TimerConfig)
+    #: NAT traversal (ICE, docs/nat.md): candidates from the session's socket, the server's STUN answer and the
+    #: region's TURN relay go in offer and answer, and the game channel (and the ACK) run on the pair the
+    #: connectivity checks nominate. Off: the channel goes to the c=/m= address as is (same host or LAN only).
+    ice: bool = True
+    #: Offer only relayed candidates, so the opponent never learns this player's address (docs/nat.md).
+    relay_only: bool = False
     #: Digest algorithms this client answers, in its preference order.
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     user_agent: str = "gamesdk/0.1"

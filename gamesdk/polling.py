@@ -11,6 +11,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Unpack
 
 from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
@@ -160,6 +161,12 @@ class PollingClient:
     def local_addr(self) -> Address:
         return self._core.agent.local_addr
 
+    @property
+    def path_ready(self) -> bool:
+        """Logged in and the next session's candidates (host, server-reflexive, relayed) are gathered: an
+        ``invite()`` or ``accept()`` now offers all of them (before, only what was gathered so far)."""
+        return self._core.agent.registered and self._core.path_ready
+
     def login(self, now: float) -> None:
         """Start the REGISTER; ``Registered`` or ``RegistrationFailed`` comes out of ``poll``."""
         self._core.agent.register(now)
@@ -246,6 +253,9 @@ class PollingClient:
                 continue
             agent.receive_datagram(data, (addr[0], addr[1]), now)
         self._core.receive_flow(now)
+        if agent.registered:
+            self._core.prepare_path(now)  # the next session's candidates, gathered ahead
+        self._core.pump_paths(now)
         timer = agent.get_timer()
         if timer is not None and timer <= now:
             agent.handle_timer(now)
@@ -278,10 +288,18 @@ class PollingClient:
         params = event.channel_params
         assert isinstance(params, ChannelParams)
         out, inbound = self._simulator or (None, None)
+        path = self._core.take_path(event.call_id)
+        if path is not None and path.peer_address is not None:
+            params = replace(params, peer_addr=path.peer_address)  # the pair ICE nominated
         channel = Channel(params, channel_config_for(self._channel_config, event.agreement), now=now)
         poll_channel = PollChannel(
-            channel, self._core.take_channel_socket(event.call_id), outbound=out, inbound=inbound
+            channel, self._core.take_channel_socket(event.call_id), outbound=out, inbound=inbound, mux=path
         )
+        if path is not None:
+            path.channel = channel
+            validated = getattr(channel, "path_validated", None)
+            if validated is not None and path.peer_address is not None:
+                validated(path.peer_address, now)
         self.sessions[event.call_id] = PollingSession(self, event.agreement, poll_channel)
 
     def _end(self, session: PollingSession, now: float, reason: str | None, linger_s: float) -> None:
@@ -327,6 +345,12 @@ class PollingClient:
     def fileno(self) -> int:
         """The SIP socket's descriptor, for loops that sleep in ``select`` until something arrives."""
         return self._core.sock.fileno()
+
+    @property
+    def path_sockets(self) -> list[socket.socket]:
+        """The game sockets ``poll`` reads while their sessions' connectivity checks run (ICE checks and the ACK
+        arrive there before a channel does), for loops that wait in ``select`` beside :attr:`sip_sockets`."""
+        return self._core.path_sockets()
 
     def close(self, now: float | None = None) -> None:
         """End sessions and release the sockets (does not wait for answers)."""

@@ -13,6 +13,7 @@ from gamesdk.events import Agreement
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable
 from gamesdk.sdp.game import GameMedia
+from gamesdk.sdp.ice import IceParameters
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.sip.dialog import Dialog
 from gamesdk.sip.message import Request
@@ -97,6 +98,8 @@ class Call:
     answer_game: GameMedia | None = None
     #: Our X25519 private key until the channel parameters take it (then ``None``); never in ``repr``.
     private_key: PrivateKey | None = field(default=None, repr=False)
+    #: The peer's ICE credentials and candidates (None: it offers no ICE, or not yet known).
+    remote_ice: IceParameters | None = None
     acceptable: Acceptable | None = None
     #: Caller: the ACK for the 2xx and where it went, sent again for each 2xx retransmission (RFC 3261 13.2.2.4).
     ack: tuple[bytes, Address] | None = None

@@ -10,6 +10,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 from gamesdk.channel.config import ChannelParams, PrivateKey
 from gamesdk.channel.crypto import generate_keypair
@@ -29,6 +30,7 @@ from gamesdk.ice.servers import RELAY_HEADER, TurnServer, parse_relay_header
 from gamesdk.identity import IdentityVerifier
 from gamesdk.qos.model import SessionTerms
 from gamesdk.sdp.game import GameMedia, Role, game_to_sdp
+from gamesdk.sdp.ice import IceParameters, add_ice
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.agreement import channel_params
 from gamesdk.session.calls import Address, Call, CallState, Pending, TimerHeap
@@ -58,6 +60,16 @@ from gamesdk.sip.transaction_table import TransactionTable
 __all__ = ["AgentCore"]
 
 log = logging.getLogger(__name__)
+
+
+class PathProvider(Protocol):
+    """What the driver's NAT traversal (ICE, :mod:`gamesdk.io.paths`) offers the user agent."""
+
+    def local_ice(self, call_id: str) -> IceParameters | None:
+        """Our ICE credentials and candidates for the call's SDP (after ``channel_addr`` made its socket)."""
+
+    def remote_ice(self, call_id: str, ice: IceParameters | None, *, controlling: bool) -> None:
+        """The peer's ICE lines are known (None: the peer offers no ICE); checks may start."""
 
 
 class AgentCore:
@@ -116,6 +128,8 @@ class AgentCore:
         self.ringing_delay_s = 0.0
         #: Counters for monitoring and tests.
         self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
+        #: The driver's NAT traversal (ICE) per call, or None: the channel goes to the c=/m= address as is.
+        self.paths: PathProvider | None = None
         #: The TURN servers (with this login's credentials) the last REGISTER 200 OK named (``Relay`` headers).
         self.relays: tuple[TurnServer, ...] = ()
 
@@ -561,6 +575,12 @@ class AgentCore:
         desc = game_to_sdp(
             game, username=self.config.username, sess_id=self._sdp_id(), sess_version=1, role=role, offer=offer
         )
+        if self.paths is not None:
+            ice = self.paths.local_ice(call.call_id)
+            if ice is not None:
+                desc = add_ice(desc, ice)
+            if offer is not None:  # answering: the offer's candidates are known, checks may start
+                self.paths.remote_ice(call.call_id, call.remote_ice, controlling=False)
         return desc, game
 
     def _session_id(self) -> int:

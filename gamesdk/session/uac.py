@@ -11,6 +11,7 @@ from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, check_answer
 from gamesdk.sdp.codec import format_sdp
 from gamesdk.sdp.game import Role, read_game_untrusted
+from gamesdk.sdp.ice import read_ice_untrusted
 from gamesdk.session.agreement import failure_reason, make_agreement, peer_uri, refused_by
 from gamesdk.session.calls import Call, CallState, Pending
 from gamesdk.session.core import AgentCore, next_hop
@@ -177,6 +178,7 @@ class UacSide(AgentCore):
                 return 438, f"answer identity: {exc.reason}", "local", "Invalid Identity Header"
         try:
             desc, game = read_game_untrusted(resp.body, Role.ANSWER)
+            remote_ice = read_ice_untrusted(desc)
         except SdpError as exc:
             return 488, f"bad answer: {exc.message}", "peer", "QoS answer unacceptable"
         assert call.offer is not None
@@ -184,6 +186,9 @@ class UacSide(AgentCore):
         if rejected is not None:
             return 488, rejected.reason, "local", "QoS answer unacceptable"
         call.answer_desc, call.answer_game = desc, game
+        call.remote_ice = remote_ice
+        if self.paths is not None:
+            self.paths.remote_ice(call.call_id, remote_ice, controlling=True)
         call.agreement = make_agreement(
             call_id=call.call_id, is_caller=True, local=call.local_uri, peer=call.peer_uri,
             offer=call.offer, answer=game.terms, peer_game=game, response=resp,

@@ -13,6 +13,7 @@ from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Accepted, Requirements, answer_offer
 from gamesdk.sdp.codec import format_sdp
 from gamesdk.sdp.game import Role, read_game_untrusted
+from gamesdk.sdp.ice import read_ice_untrusted
 from gamesdk.session.agreement import as_offered, make_agreement
 from gamesdk.session.calls import Address, Call, CallState, Pending
 from gamesdk.session.core import AgentCore
@@ -210,6 +211,7 @@ class UasSide(AgentCore):
                 return
         try:
             call.offer_desc, game = read_game_untrusted(req.body, Role.OFFER)
+            call.remote_ice = read_ice_untrusted(call.offer_desc)
         except SdpError as exc:
             self._answer_invite(call, now, 488, warning=exc.message)
             return

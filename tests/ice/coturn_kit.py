@@ -19,7 +19,7 @@ from gamesdk.ice import stun
 #: port range, logs to a file.
 def extra_lines(workdir: Path, min_port: int, max_port: int) -> str:
     return (f"pidfile={workdir / 'turnserver.pid'}\nuserdb={workdir / 'turndb'}\nlog-file={workdir / 'turn.log'}\n"
-            f"simple-log\nmin-port={min_port}\nmax-port={max_port}\nno-software-attribute\n")
+            f"simple-log\nmin-port={min_port}\nmax-port={max_port}\nno-software-attribute\nno-tcp\n")
 
 
 def coturn_missing() -> str | None:
@@ -27,10 +27,18 @@ def coturn_missing() -> str | None:
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free for UDP and TCP on ``host`` (coturn listens on both unless told no-tcp)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            udp.bind((host, 0))
+            port: int = udp.getsockname()[1]
+            try:
+                tcp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 def stun_answers(address: tuple[str, int], make_socket: Callable[[], socket.socket]) -> bool:
