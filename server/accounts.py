@@ -122,6 +122,37 @@ class AccountStore:
         """The account called ``name``, or None."""
         return next((a for a in self.list() if a.name == name), None)
 
+    def add_many(self, users: list[tuple[str, str]], *, now: float) -> int:
+        """Create many accounts in one transaction (all or none); raises :class:`AccountError` naming the first
+        bad entry (1-based position)."""
+        seen: set[str] = set()
+        for i, (name, password) in enumerate(users, 1):
+            if not valid_username(name):
+                raise AccountError(f"entry {i}: invalid user name {name!r}: use 1-64 letters, digits, '.', '_', "
+                                   "'~' or '-', starting with a letter or digit")
+            if not password:
+                raise AccountError(f"entry {i}: the password of {name!r} is empty")
+            if name in seen:
+                raise AccountError(f"entry {i}: {name!r} is listed twice")
+            seen.add(name)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                for i, (name, password) in enumerate(users, 1):
+                    try:
+                        self._db.execute("INSERT INTO accounts(name, realm, created_at) VALUES (?, ?, ?)",
+                                         (name, self.realm, now))
+                    except sqlite3.IntegrityError:
+                        raise AccountError(f"entry {i}: user {name!r} already exists (nothing was imported)"
+                                           ) from None
+                    self._db.executemany(
+                        "INSERT INTO account_ha1(name, algorithm, ha1) VALUES (?, ?, ?)",
+                        [(name, alg, compute_ha1(name, self.realm, password, alg)) for alg in self.algorithms])
+        except sqlite3.Error as exc:
+            raise AccountError(f"cannot import users: {exc}") from None
+        self._cache.clear()
+        return len(users)
+
     def remove(self, name: str) -> None:
         try:
             with self._db:

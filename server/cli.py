@@ -56,6 +56,7 @@ class _UsageError(Exception):
 
 def _build_parser() -> _Parser:
     parser = _Parser(prog="gamesdk-server", description="gamesdk regional game server")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def with_config(p: argparse.ArgumentParser) -> None:
@@ -88,6 +89,10 @@ def _build_parser() -> _Parser:
     remove = user_sub.add_parser("remove", help="delete a player account")
     remove.add_argument("name")
     with_config(remove)
+    imp = user_sub.add_parser("import", help="create many accounts from a CSV file (name,password per line)")
+    imp.add_argument("csv", metavar="FILE", help="CSV with columns name,password (a header line is skipped); "
+                                                  "'-' reads stdin")
+    with_config(imp)
     lst = user_sub.add_parser("list", help="list player accounts")
     with_config(lst)
 
@@ -101,6 +106,14 @@ def _build_parser() -> _Parser:
     export = billing_sub.add_parser("export", help="export billing records")
     export.add_argument("--csv", required=True, metavar="FILE", help="write CSV here ('-' for stdout)")
     with_config(export)
+
+    db = sub.add_parser("db", help="the region database")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    backup = db_sub.add_parser("backup", help="copy the database while the server runs (SQLite online backup)")
+    backup.add_argument("target", metavar="FILE", help="the copy to write (must not exist)")
+    with_config(backup)
+    dbv = db_sub.add_parser("version", help="the database's schema version and the newest this server knows")
+    with_config(dbv)
 
     sessions = sub.add_parser("sessions", help="live reservations and free capacity per access network")
     sessions.add_argument("--json", action="store_true")
@@ -152,6 +165,12 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
+    if args.version:
+        from gamesdk import __version__
+        from server.db import latest_version
+
+        print(f"gamesdk-server {__version__} (database schema {latest_version()})", file=out)
+        return EXIT_OK
     if args.command is None:
         parser.print_help(out)
         return EXIT_USAGE
@@ -172,6 +191,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         if args.command == "run":
             return _run(config, args.log_level, args.trace, err, policy=not args.no_policy,
                         log_format=args.log_format)
+        if args.command == "db":
+            return _db(args, config, out, err)
         if args.command == "user":
             return _user(args, config, stdin or sys.stdin, out, err)
         if args.command in ("billing", "sessions", "policy"):
@@ -370,7 +391,7 @@ def _hooks_factory(config: ServerConfig) -> Callable[[RegionalServer], PolicyHoo
 
 def _user(args: argparse.Namespace, config: ServerConfig, stdin: TextIO, out: TextIO, err: TextIO) -> int:
     if args.user_command is None:
-        print("gamesdk-server: user needs an action: add, remove or list", file=err)
+        print("gamesdk-server: user needs an action: add, import, remove or list", file=err)
         return EXIT_USAGE
     store = AccountStore(config.database, config.auth.realm, config.auth.digest_algorithms)
     try:
@@ -384,6 +405,8 @@ def _user(args: argparse.Namespace, config: ServerConfig, stdin: TextIO, out: Te
             account = store.add(args.name, password, now=time.time(), admin=args.admin)
             print(f"added {'operator ' if account.admin else ''}{account.name}@{config.domain} (realm "
                   f"{account.realm}, HA1 for {', '.join(account.algorithms)})", file=out)
+        elif args.user_command == "import":
+            return _import_users(args.csv, stdin, store, out, err, config.domain)
         elif args.user_command == "remove":
             store.remove(args.name)
             print(f"removed {args.name}@{config.domain}", file=out)
@@ -399,6 +422,63 @@ def _user(args: argparse.Namespace, config: ServerConfig, stdin: TextIO, out: Te
         return EXIT_OK
     finally:
         store.close()
+
+
+def _import_users(path: str, stdin: TextIO, store: AccountStore, out: TextIO, err: TextIO, domain: str) -> int:
+    import csv
+
+    try:
+        handle = stdin if path == "-" else open(path, newline="", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        print(f"gamesdk-server: cannot read {path}: {exc.strerror or exc}", file=err)
+        return EXIT_FAILED
+    users: list[tuple[str, str]] = []
+    try:
+        for number, row in enumerate(csv.reader(handle), 1):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if number == 1 and [c.strip().lower() for c in row[:2]] == ["name", "password"]:
+                continue  # header
+            if len(row) != 2:
+                print(f"gamesdk-server: {path} line {number}: expected 2 columns (name,password), got {len(row)}"
+                      " (nothing was imported)", file=err)
+                return EXIT_USAGE
+            users.append((row[0].strip(), row[1]))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        print(f"gamesdk-server: {path}: {exc} (nothing was imported)", file=err)
+        return EXIT_USAGE
+    finally:
+        if handle is not stdin:
+            handle.close()
+    count = store.add_many(users, now=time.time())
+    print(f"imported {count} account(s) into {domain}", file=out)
+    return EXIT_OK
+
+
+def _db(args: argparse.Namespace, config: ServerConfig, out: TextIO, err: TextIO) -> int:
+    from server.db import backup, latest_version, open_region_db, schema_version
+
+    if args.db_command is None:
+        print("gamesdk-server: db needs an action: backup or version", file=err)
+        return EXIT_USAGE
+    if not config.database.exists():
+        print(f"gamesdk-server: no database yet at {config.database}", file=err)
+        return EXIT_FAILED
+    conn = open_region_db(config.database)
+    try:
+        if args.db_command == "version":
+            print(f"{config.database}: schema version {schema_version(conn)} (this server knows up to "
+                  f"{latest_version()})", file=out)
+            return EXIT_OK
+        target = Path(args.target)
+        if target.exists():
+            print(f"gamesdk-server: {target} exists: choose a new file name", file=err)
+            return EXIT_FAILED
+        pages = backup(conn, target)
+        print(f"backed up {config.database} to {target} ({pages} pages, mode 0600)", file=out)
+        return EXIT_OK
+    finally:
+        conn.close()
 
 
 def _read_password(stdin: TextIO) -> str:

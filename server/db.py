@@ -23,8 +23,8 @@ from pathlib import Path
 
 from gamesdk.errors import GameSdkError
 
-__all__ = ["MIGRATIONS", "DatabaseError", "Migration", "SchemaError", "check_schema", "migrate", "open_region_db",
-           "schema_version"]
+__all__ = ["MIGRATIONS", "DatabaseError", "Migration", "SchemaError", "backup", "check_schema", "latest_version",
+           "migrate", "open_region_db", "schema_version"]
 
 
 class DatabaseError(GameSdkError):
@@ -325,3 +325,29 @@ def open_region_db(path: str | Path, *, migrations: tuple[Migration, ...] = MIGR
         conn.close()
         raise
     return conn
+
+
+def backup(conn: sqlite3.Connection, target: Path) -> int:
+    """Copy the database behind ``conn`` to ``target`` (a new file, mode 0600) with SQLite's online backup API:
+    a consistent snapshot while the server keeps writing. Returns the number of pages copied."""
+    if not target.parent.is_dir():
+        raise DatabaseError(f"cannot back up to {target}: directory {target.parent} does not exist")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise DatabaseError(f"cannot back up to {target}: {exc.strerror or exc}") from None
+    os.close(fd)
+    copied = 0
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        nonlocal copied
+        copied = total
+
+    try:
+        with sqlite3.connect(str(target)) as dest:
+            conn.backup(dest, pages=256, progress=progress)
+        dest.close()
+    except sqlite3.Error as exc:
+        target.unlink(missing_ok=True)
+        raise DatabaseError(f"backup to {target} failed: {exc}") from None
+    return copied

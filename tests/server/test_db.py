@@ -122,3 +122,59 @@ def test_a_missing_database_directory_is_not_created(conf: Path, tmp_path: Path)
     code, _, err = run("user", "add", "alice", "--password", "pw", "--config", str(conf))
     assert code == EXIT_DATABASE and "does not exist" in err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_version_names_the_schema() -> None:
+    code, out, _ = run("--version")
+    assert code == EXIT_OK and out.startswith("gamesdk-server ") and f"schema {MIGRATIONS[-1].version}" in out
+
+
+def test_backup_while_the_server_runs(conf: Path, tmp_path: Path) -> None:
+    from process_kit import RegionProcess
+
+    region = conf
+    region.write_text(conf.read_text().replace("udp:127.0.0.1:5060", f"udp:127.0.0.1:{_free_port()}"))
+    assert run("user", "add", "alice", "--password", "pw", "--config", str(region))[0] == EXIT_OK
+    server = RegionProcess(region)
+    try:
+        code, out, err = run("db", "backup", str(tmp_path / "copy.sqlite3"), "--config", str(region))
+        assert code == EXIT_OK, err
+        assert "backed up" in out
+        code, _, err = run("db", "backup", str(tmp_path / "copy.sqlite3"), "--config", str(region))
+        assert code == 1 and "exists" in err
+    finally:
+        server.stop()
+    copy = tmp_path / "copy.sqlite3"
+    assert mode(copy) == 0o600
+    conn = sqlite3.connect(copy)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("SELECT name FROM accounts").fetchall() == [("alice",)]
+    assert schema_version(conn) == MIGRATIONS[-1].version
+    conn.close()
+    code, out, _ = run("db", "version", "--config", str(region))
+    assert code == EXIT_OK and f"schema version {MIGRATIONS[-1].version}" in out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_user_import_from_csv(conf: Path, tmp_path: Path) -> None:
+    csv_file = tmp_path / "players.csv"
+    csv_file.write_text("name,password\n" + "".join(f"p{i},pw-{i}\n" for i in range(200)) + '"quoted",a,b\n')
+    code, _, err = run("user", "import", str(csv_file), "--config", str(conf))
+    assert code == 2 and "line 202" in err and "nothing was imported" in err
+    csv_file.write_text("name,password\n" + "".join(f"p{i},pw-{i}\n" for i in range(200)))
+    code, out, err = run("user", "import", str(csv_file), "--config", str(conf))
+    assert code == EXIT_OK and "imported 200" in out, err
+    code, out, _ = run("user", "list", "--config", str(conf))
+    assert out.count("@eu.gamesdk.test") == 200
+    # All or nothing: one taken name keeps the whole file out.
+    csv_file.write_text("new1,pw\np7,pw\n")
+    code, _, err = run("user", "import", str(csv_file), "--config", str(conf))
+    assert code == 1 and "entry 2" in err and "p7" in err
+    assert "new1" not in run("user", "list", "--config", str(conf))[1]
