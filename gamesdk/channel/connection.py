@@ -854,8 +854,8 @@ class Channel:
                 self._path_out += size
             # an answer elsewhere (a challenge that came from another address) is smaller than three times
             # the datagram that asked for it, and goes once per challenge
-            out.append(self._build(wire.PacketType.CONFIRM if len(frames) > 2 else wire.PacketType.DATA,
-                                   frames, None, now, addr))  # fmt: skip
+            ptype = wire.PacketType.CONFIRM if self._confirm_frame in frames else wire.PacketType.DATA
+            out.append(self._build(ptype, frames, None, now, addr))
         if not self._validated and now >= self._probe_at:
             # the SDP's address: probed until it answers or the disconnect timeout ends the channel (the peer
             # may still be in the SIP exchange); backing off to one small probe per max_probe_interval_s
