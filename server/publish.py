@@ -4,7 +4,9 @@ Works on plain values (the SIP layer extracts Event, Expires, SIP-If-Match, Cont
 returns a :class:`PublishResult` the SIP layer turns into a response. RFC 3903 section 6 processing order:
 
 1. Event package: not ``dialog`` -> 489 Bad Event (+ ``Allow-Events: dialog``)           (step 2)
-2. ``SIP-If-Match`` naming no live entity-tag of this publisher -> 412 Conditional Request Failed (step 3)
+2. ``SIP-If-Match`` naming no live entity-tag of this publisher -> 412 Conditional Request Failed (step 3),
+   except for a body that ends every dialog it names: that is taken as a new publication (an end counts even
+   when a refresh moved the tag in flight or a restart lost it)
 3. ``Expires`` below the minimum (and not 0) -> 423 Interval Too Brief (+ ``Min-Expires``); above the maximum it is
    lowered                                                                                   (step 4)
 4. Body: a wrong Content-Type -> 415 (+ ``Accept``); a bad dialog-info body -> 400 with the parse error; an
@@ -21,7 +23,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .dialog_info import CONTENT_TYPE, DialogInfo, DialogInfoError, parse_dialog_info_untrusted
+from .dialog_info import CONTENT_TYPE, DialogInfo, DialogInfoError, DialogState, parse_dialog_info_untrusted
 
 __all__ = [
     "DialogPublications",
@@ -159,10 +161,15 @@ class DialogPublications:
 
         # Step 3: the entity-tag.
         current: Publication | None = None
+        stale = False
         if req.if_match is not None:
             current = self._by_etag.get(req.if_match.strip())
             if current is None or current.expires_at <= now or not _same_aor(current.aor, req.aor):
-                return PublishResult(status=412, reason="Conditional Request Failed")
+                # Refused below, unless the body ends every dialog it names: an end must count although a
+                # refresh moved the tag in flight or a restart lost it (it is then a new publication).
+                current, stale = None, True
+                if not req.body.strip() or req.expires == 0:
+                    return PublishResult(status=412, reason="Conditional Request Failed")
 
         # Step 4: the expiration interval.
         expires = self.default_expires_s if req.expires is None else req.expires
@@ -194,6 +201,8 @@ class DialogPublications:
                 return PublishResult(status=400, reason=exc.message)
             if not _same_aor(info.entity, req.aor):
                 return PublishResult(status=403, reason="dialog-info entity is not the publisher")
+            if stale and not (info.dialogs and all(d.state is DialogState.TERMINATED for d in info.dialogs)):
+                return PublishResult(status=412, reason="Conditional Request Failed")
         elif current is None:
             return PublishResult(status=400, reason="initial PUBLISH needs a dialog-info body")
 

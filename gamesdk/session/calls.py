@@ -16,6 +16,7 @@ from gamesdk.sdp.game import GameMedia
 from gamesdk.sdp.ice import IceParameters
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.sip.dialog import Dialog
+from gamesdk.sip.dialog_info import DialogState
 from gamesdk.sip.message import Request
 from gamesdk.sip.transaction_client import ClientInviteTransaction
 from gamesdk.sip.transaction_server import ServerInviteTransaction
@@ -131,3 +132,7 @@ class Pending:
     call_id: str | None
     retries: int = 0
     request: Request | None = None
+    #: A PUBLISH of a full state (``confirmed`` or ``terminated``): sent again until a 2xx, a bounded number of
+    #: times (``attempt`` counts them), so the server bills what really happened.
+    publish_state: DialogState | None = None
+    attempt: int = 0

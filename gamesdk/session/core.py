@@ -61,6 +61,13 @@ __all__ = ["AgentCore"]
 
 log = logging.getLogger(__name__)
 
+#: A ``confirmed`` or ``terminated`` PUBLISH is sent at most this often in all (5xx, timeouts): the server bills
+#: from them, so one lost or refused attempt must not bill a played game as never played, or bill past its end.
+PUBLISH_ATTEMPTS = 5
+#: The first wait before sending it again (doubling), unless the server said ``Retry-After``; and the longest.
+PUBLISH_RETRY_S = 1.0
+PUBLISH_RETRY_MAX_S = 8.0
+
 
 class PathProvider(Protocol):
     """What the driver's NAT traversal (ICE, :mod:`gamesdk.io.paths`) offers the user agent."""
@@ -101,6 +108,9 @@ class AgentCore:
         #: Every call's deadlines, earliest first (see :data:`~gamesdk.session.calls.TimerHeap`).
         self._call_timers: TimerHeap = []
         self._timers: dict[str, float] = {}
+        #: PUBLISHes of a confirmed or ended dialog waiting to be sent again: (when, seq, what).
+        self._republish: list[tuple[float, int, Pending]] = []
+        self._republish_seq = 0
         self._registration = Registration(
             aor=config.aor,
             registrar=f"sip:{config.domain}",
@@ -227,6 +237,8 @@ class AgentCore:
         t = self._transactions.get_timer()
         if t is not None:
             deadlines.append(t)
+        if self._republish:
+            deadlines.append(self._republish[0][0])
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -238,6 +250,8 @@ class AgentCore:
             # credentials for the cached challenge at once (RFC 3261 22.3); a stale nonce costs one 401
             reg = self._registration
             self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
+        while self._republish and self._republish[0][0] <= now:
+            self._send_republish(heapq.heappop(self._republish)[2], now)
         heap = self._call_timers
         due: list[tuple[float, str, Call]] = []
         while heap and heap[0][0] <= now:
@@ -393,7 +407,8 @@ class AgentCore:
             credentials=self._credentials.cached(401, "PUBLISH", self.aor),
             user_agent=self.config.user_agent,
         )
-        self._start_client(req, now, Pending("publish", call.call_id))
+        self._start_client(req, now, Pending("publish", call.call_id,
+                                             publish_state=None if refresh else state))
         if state is DialogState.CONFIRMED:
             call.timers["publish"] = now + self.config.publish_refresh_s
         else:
@@ -408,7 +423,20 @@ class AgentCore:
             auth = self._credentials.answer(resp, "PUBLISH", sent.uri) if sent is not None else None
             if sent is not None and auth is not None:
                 retry = resend_with(sent, auth, self._ids.branch())
-                self._start_client(retry, now, Pending("publish", pending.call_id, pending.retries + 1))
+                self._start_client(retry, now, Pending("publish", pending.call_id, pending.retries + 1,
+                                                       publish_state=pending.publish_state,
+                                                       attempt=pending.attempt))
+            return
+        if (resp.status >= 500 or resp.status == 408) and self._republish_later(pending, now, _retry_after(resp)):
+            return
+        if resp.status == 412 and pending.publish_state is DialogState.TERMINATED and pending.request is not None:
+            # The entity-tag moved or was lost (a refresh in flight, a server restart): the end still counts, so
+            # publish it afresh as an initial publication (RFC 3903 section 4.1).
+            if pending.attempt + 1 < PUBLISH_ATTEMPTS:
+                again = resend_with(pending.request, ("Event", "dialog"), self._ids.branch())
+                again.headers.remove_first("SIP-If-Match")
+                self._start_client(again, now, Pending("publish", pending.call_id, publish_state=pending.publish_state,
+                                                       attempt=pending.attempt + 1))
             return
         if call is None:
             return
@@ -449,6 +477,31 @@ class AgentCore:
             return
         call.agreement = replace(agreement, reservations=agreement.reservations + new)
         self._emit(ReservationConfirmed(call_id=call.call_id, reservations=new, agreement=call.agreement))
+
+    def _republish_later(self, pending: Pending, now: float, retry_after: float | None) -> bool:
+        """Schedule a failed ``confirmed``/``terminated`` PUBLISH again (5xx, timeout, or a 412 for an end), with
+        backoff, at most PUBLISH_ATTEMPTS times in all. A ``confirmed`` is dropped once its dialog is gone: its
+        ``terminated`` follows. Returns True when it will be sent again."""
+        state, sent = pending.publish_state, pending.request
+        if state is None or sent is None or pending.attempt + 1 >= PUBLISH_ATTEMPTS:
+            return False
+        if state is DialogState.CONFIRMED:
+            call = self._calls.get(pending.call_id or "")
+            if call is None or call.state is not CallState.CONFIRMED:
+                return False
+        delay = retry_after if retry_after is not None else PUBLISH_RETRY_S * 2 ** pending.attempt
+        self._republish_seq += 1
+        heapq.heappush(self._republish, (now + min(delay, PUBLISH_RETRY_MAX_S), self._republish_seq,
+                                         Pending("publish", pending.call_id, publish_state=state, request=sent,
+                                                 attempt=pending.attempt + 1)))
+        return True
+
+    def _send_republish(self, pending: Pending, now: float) -> None:
+        sent = pending.request
+        assert sent is not None
+        credentials = self._credentials.cached(401, "PUBLISH", self.aor)
+        again = resend_with(sent, credentials or ("Event", "dialog"), self._ids.branch())
+        self._start_client(again, now, pending)
 
     # -- plumbing
     def _start_client(
@@ -516,6 +569,8 @@ class AgentCore:
                     self._timers["register"] = now + 5.0  # try again: the server may be restarting
             elif pending.purpose == "refresh":
                 self._peer_lost(pending.call_id, now, "peer stopped answering")
+            elif pending.purpose == "publish":
+                self._republish_later(pending, now, None)
             elif pending.purpose == "bye":
                 call = self._calls.get(pending.call_id or "")
                 if call is not None:
@@ -643,3 +698,11 @@ def _min_expires(resp: Response) -> int | None:
         return resp.min_expires
     except RemoteProtocolError:
         return None
+
+
+def _retry_after(resp: Response) -> float | None:
+    """``Retry-After`` seconds (RFC 3261 20.33: delta-seconds, optional comment), or None."""
+    value = (resp.headers.get("Retry-After") or "").split("(", 1)[0].split(";", 1)[0].strip()
+    if value.isascii() and value.isdigit() and len(value) <= 5:
+        return float(value)
+    return None

@@ -406,7 +406,7 @@ class PolicyServer:
         """Retry journaled writes; release every reservation whose deadline passed.
 
         Unconfirmed reservations end ``not-established`` billed for the time held; ACTIVE ones ``lease-expired``
-        billed up to the last refresh + Expires (the lease the player asked for; the slack is not charged).
+        billed up to the last evidence of play (the last confirm or refresh).
         """
         if self._retry_at is not None and self._retry_at <= now:
             self._flush(now)
@@ -636,9 +636,10 @@ class PolicyServer:
 
     @staticmethod
     def _lease_end(res: Reservation) -> float:
-        """The monotonic time billing stops for a lease that ran out: last refresh + Expires."""
+        """The monotonic time billing stops for a lease that ran out: the last evidence of play (the last
+        confirm or refresh), since a player that vanished played no longer than that as far as anyone knows."""
         if res.state is ReservationState.ACTIVE and res.t_last_refresh is not None:
-            return res.t_last_refresh + res.expires_s - res.clock_offset
+            return res.t_last_refresh - res.clock_offset
         return res.deadline - res.clock_offset
 
     # ------------------------------------------------------------------------------------------------------------

@@ -49,11 +49,18 @@ PolicyOperation = Activate | Refresh | Release
 #: A BYE carrying one of these causes ended the session because QoS failed (DESIGN section 4: the SDK sends
 #: ``Reason: SIP;cause=580`` after a failed reservation, ``cause=488`` when the answer's QoS is unacceptable).
 _QOS_CAUSES = frozenset({580, 488})
+#: A BYE right after the ACK with these causes ends a session that was never played: the SDK sends
+#: ``cause=487`` when the 2xx crossed its CANCEL and ``cause=408`` when the answer came after it gave up.
+_NOT_ESTABLISHED_CAUSES = frozenset({487, 408})
 
 
 def end_reason_for(entry: DialogEntry) -> tuple[EndReason, str | None]:
     """The billing end reason for a ``terminated`` dialog (RFC 4235 ``<state event=... code=...>``)."""
     sip_reason = f"SIP;cause={entry.code}" if entry.code is not None else None
+    if entry.event in ("local-bye", "remote-bye") and entry.code in _NOT_ESTABLISHED_CAUSES:
+        # A 2xx that crossed the caller's CANCEL (or came after it gave up) is ended at once with ACK + BYE:
+        # whoever sent or got that BYE, the session was never established.
+        return EndReason.NOT_ESTABLISHED, sip_reason
     qos = entry.code in _QOS_CAUSES
     if entry.event == "local-bye":
         return (EndReason.QOS_FAILED if qos else EndReason.BYE_LOCAL), sip_reason

@@ -82,9 +82,10 @@ def test_confirm_then_refresh_then_lease_expiry(
     kinds = [(e.kind, e.end_reason) for e in billing.events]
     assert kinds == [(EventKind.START, None), (EventKind.INTERIM, None), (EventKind.STOP, "lease-expired")]
     stop = billing.events[-1]
-    # Billed from the 2xx to the end of the lease the player asked for (last refresh + Expires), no slack.
-    assert stop.time == 146.0 + 90
-    assert stop.charged_s == 146.0 + 90 - 100.0
+    # A player that vanished is billed from the 2xx to the last evidence of play (its last refresh), not to the
+    # end of the lease it asked for, nor the slack.
+    assert stop.time == 146.0
+    assert stop.charged_s == 146.0 - 100.0
     assert policy.is_idle()
 
 

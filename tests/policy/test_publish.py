@@ -26,6 +26,7 @@ from server.policy import (
     ReservationState,
     operations_for_publish,
 )
+from server.policy.lifetime import end_reason_for
 from server.publish import DialogPublications, PublishKind, PublishRequest, PublishResult
 
 ALICE = "sip:alice@eu.example"
@@ -202,3 +203,34 @@ def test_someone_elses_publish_touches_nothing(
     for op in operations_for_publish(result, mallory):
         assert policy.apply(op, 1.0) is None
     assert len(policy.reservations()) == 1
+
+
+def test_an_end_under_a_moved_or_lost_etag_still_counts(esc: DialogPublications) -> None:
+    first = publish(esc, 0.0, data=body(DialogState.CONFIRMED))
+    refreshed = publish(esc, 45.0, if_match=first.etag)  # the refresh moved the tag while "terminated" flew
+    assert refreshed.ok and refreshed.etag != first.etag
+    # A state change other than an end under the old tag is refused as RFC 3903 says ...
+    assert publish(esc, 46.0, if_match=first.etag, data=body(DialogState.CONFIRMED, version=2)).status == 412
+    # ... but the end is taken (as a new publication), so the session's release is not lost to a 412.
+    ended = publish(esc, 46.0, if_match=first.etag, data=body(DialogState.TERMINATED, version=2, event="local-bye"))
+    assert ended.ok and ended.kind is PublishKind.INITIAL
+    [op] = operations_for_publish(ended, ALICE)
+    assert isinstance(op, Release) and op.reason is EndReason.BYE_LOCAL
+    # The same after a restart lost every tag.
+    fresh = DialogPublications(etag_factory=lambda: "new", min_expires_s=60, max_expires_s=3600)
+    assert publish(fresh, 0.0, if_match="gone", data=body(DialogState.TERMINATED, event="remote-bye")).ok
+    assert publish(fresh, 0.0, if_match="gone").status == 412  # a refresh of a lost tag: still 412
+
+
+@pytest.mark.parametrize(("event", "code", "reason"), [
+    ("local-bye", 487, EndReason.NOT_ESTABLISHED),  # the caller's BYE after a 2xx crossed its CANCEL
+    ("remote-bye", 487, EndReason.NOT_ESTABLISHED),  # the callee's view of that BYE
+    ("local-bye", 408, EndReason.NOT_ESTABLISHED),  # the answer came after the caller gave up
+    ("timeout", 408, EndReason.BYE_LOCAL),  # a played session whose peer stopped answering
+    ("local-bye", 580, EndReason.QOS_FAILED),
+    ("remote-bye", None, EndReason.BYE_REMOTE),
+])
+def test_end_reasons_of_crossing_cases(event: str, code: int | None, reason: EndReason) -> None:
+    entry = DialogEntry(id="d", state=DialogState.TERMINATED, call_id="c", local_tag="a", remote_tag="b",
+                        direction=Direction.INITIATOR, event=event, code=code)
+    assert end_reason_for(entry)[0] is reason

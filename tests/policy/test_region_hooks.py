@@ -549,3 +549,66 @@ def test_a_locked_database_delays_nothing_and_loses_no_stop(tmp_path: Path) -> N
     # Stamped when the end was observed, not when the lock went away.
     assert ended_at[0] <= eu_row.t_stop < unlocked_at[0]
     assert Path(f"{tmp_path / 'eu.sqlite3'}.journal").stat().st_size == 0
+
+
+class _Unwritable:
+    """Stands in for the ledger and the journal of a region while its disk refuses every write."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.broken = True
+
+    def commit(self, change: Any) -> None:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        self.inner.commit(change)
+
+    def append(self, change: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    def load_all(self) -> Any:
+        return self.inner.load_all()
+
+
+def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path: Path) -> None:
+    """The region cannot record the START (database and journal both refuse): the PUBLISH is answered 503 with
+    Retry-After, the SDK sends it again, and once the disk is back the session is started and billed."""
+
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        policy = eu.policy
+        disk = _Unwritable(policy._ledger)
+        journal = policy._journal
+
+        async def answer() -> GameSession:
+            return await (await bob.next_invite()).accept()
+
+        callee = asyncio.create_task(answer())
+        # The FINAL goes in before the disk fails; the confirmed PUBLISH after the ACK does not.
+        original_final = policy.final
+
+        def final_then_fail(*args: Any, **kwargs: Any) -> Any:
+            decision = original_final(*args, **kwargs)
+            policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
+            return decision
+
+        policy.final = final_then_fail  # type: ignore[method-assign]
+        session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+        await callee
+        for _ in range(100):  # bounded: until the 503 went out
+            if policy.stats["write_failures"] > 0:
+                break
+            await asyncio.sleep(0.02)
+        assert policy.reservations()[0].state is not ReservationState.ACTIVE
+        disk.broken = False
+        policy._journal = journal
+        for _ in range(400):  # bounded (~4 s): the SDK's Retry-After is 1 s
+            if active(policy):
+                break
+            await asyncio.sleep(0.01)
+        assert active(policy), "the confirmed PUBLISH was not sent again"
+        await session.end("game over")
+        await eu.until(PolicyServer.is_idle, "release at eu")
+
+    run(tmp_path, scenario)
+    [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
+    assert eu_row.t_start is not None and eu_row.end_reason == "bye-local"

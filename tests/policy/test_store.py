@@ -59,9 +59,9 @@ def test_restart_releases_passed_leases_and_keeps_live_ones(
 
     rows = {r.call_id: r for r in billing.rows()}
     assert rows["call-1@eu.example"].end_reason == "server-restart"
-    # Billed up to the end of the lease the player asked for, not up to the restart.
-    assert rows["call-1@eu.example"].t_stop == 1001.0 + 90
-    assert rows["call-1@eu.example"].duration_s == 91.0
+    # Billed up to the last evidence of play (its confirm), not up to the restart.
+    assert rows["call-1@eu.example"].t_stop == 1001.0
+    assert rows["call-1@eu.example"].duration_s == 1.0
     assert rows["call-3@eu.example"].end_reason == "server-restart"
     # Never confirmed, but its capacity was held to the confirm deadline: those 32 s are billed.
     assert rows["call-3@eu.example"].t_start is None and rows["call-3@eu.example"].duration_s == 32.0

@@ -195,6 +195,10 @@ def test_2xx_crossing_the_cancel_is_acked_and_ended() -> None:
     assert [type(e) for e in events] == [Ringing, SessionFailed]
     assert events[1].status == 487  # type: ignore[attr-defined]
     assert [m.method for m in net.inbox(SCRIPTED_PEER) if isinstance(m, Request)] == ["ACK", "BYE"]
+    # The server hears of the end with the BYE's cause, so it bills the session as never established.
+    publishes = requests(net.inbox(SCRIPTED_SERVER), "PUBLISH")
+    ended = parse_dialog_info_untrusted(publishes[-1].body).dialogs[0]
+    assert (ended.state.value, ended.event, ended.code) == ("terminated", "local-bye", 487)
 
 
 def test_cancel_without_any_answer_gives_up_after_64_t1() -> None:
