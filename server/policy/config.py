@@ -435,8 +435,9 @@ def _parse(doc: Mapping[str, Any]) -> PolicyConfig:
 def _parse_settings(ptable: Mapping[str, Any]) -> PolicySettings:
     url = ptable.get("url")
     if url is not None:
-        if not isinstance(url, str) or not re.fullmatch(r"http://[^/\s:]+(:\d{1,5})?/?", url):
-            raise ConfigError("policy.url", f"must look like \"http://127.0.0.1:7080\", not {url!r}")
+        if not isinstance(url, str) or not re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?/?", url):
+            raise ConfigError("policy.url", f"must look like \"http://127.0.0.1:7080\" or \"https://...\" "
+                                            f"(TLS with the region's [tls] certificate), not {url!r}")
         url = url.rstrip("/")
     listen = ptable.get("listen", "127.0.0.1:7080")
     if not isinstance(listen, str) or not re.fullmatch(r"(\[[0-9A-Fa-f:]+\]|[^\s:\[\]]+):\d{1,5}", listen):

@@ -436,12 +436,17 @@ class BlockingPolicyClient(_PolicyEndpoint):
     :class:`PolicyHttpClient` instead.
     """
 
+    #: For ``https://`` URLs: the CA to check the policy process against and the region's client certificate
+    #: (server.policy_tls); None = the system's default verification.
+    ssl_context: ssl.SSLContext | None = None
+
     def _call(self, method: str, path: str, body: object, ok: tuple[int, ...]) -> tuple[int, Any]:
         import http.client  # stdlib; imported here so the asyncio side does not pull it in
 
         conn: http.client.HTTPConnection
         if self.url.startswith("https:"):
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s)
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
+                                               context=self.ssl_context)
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         try:
@@ -518,12 +523,22 @@ def main(server_config: Any, policy_config: Any) -> int:
               "print(secrets.token_urlsafe(32))\")", file=sys.stderr)
         return 2
 
-    def ready(host: str, port: int) -> None:
-        print(f"policy server for {server_config.name} listening on http://{host}:{port}", flush=True)
-        log.info("policy server for %s listening on http://%s:%d", server_config.name, host, port)
+    from server.policy_tls import policy_server_context
 
     try:
-        asyncio.run(serve_policy(policy_config, server_config.database, region=server_config.name, ready=ready))
+        ssl_context = policy_server_context(server_config)
+    except (ValueError, OSError) as exc:
+        print(f"gamesdk-server: cannot serve the policy over HTTPS: {exc}", file=sys.stderr)
+        return 2
+    scheme = "https" if ssl_context is not None else "http"
+
+    def ready(host: str, port: int) -> None:
+        print(f"policy server for {server_config.name} listening on {scheme}://{host}:{port}", flush=True)
+        log.info("policy server for %s listening on %s://%s:%d", server_config.name, scheme, host, port)
+
+    try:
+        asyncio.run(serve_policy(policy_config, server_config.database, region=server_config.name, ready=ready,
+                                 ssl_context=ssl_context))
     except OSError as exc:
         print(f"gamesdk-server: cannot listen on {policy_config.settings.listen}: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -201,11 +202,12 @@ async def serve_policy(
     port: int | None = None,
     ready: Callable[[str, int], Any] | None = None,
     stop: asyncio.Event | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Run the standalone policy process until ``stop`` is set (or the task is cancelled).
 
     Listens on ``[policy] listen`` unless ``host``/``port`` are given; ``ready(host, port)`` is called once
-    listening (the CLI prints it).
+    listening (the CLI prints it). With ``ssl_context`` it serves HTTPS (server.policy_tls).
     """
     if not config.settings.token:
         raise ValueError("the policy process needs [policy] token (its callers' bearer token)")
@@ -213,7 +215,8 @@ async def serve_policy(
     _restore(policy, time.monotonic(), time.time(), "policy server")
     service = PolicyHttpService(policy, token=config.settings.token)
     default_host, default_port = config.settings.listen_host_port
-    bound = await service.start(host or default_host, default_port if port is None else port)
+    bound = await service.start(host or default_host, default_port if port is None else port,
+                                ssl_context=ssl_context)
     if ready is not None:
         ready(*bound)
     try:
@@ -247,7 +250,11 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
     settings = config.settings
     backend: PolicyBackend
     if settings.url:
-        backend = BlockingPolicyClient(settings.url, token=settings.token or "", timeout_s=settings.timeout_s)
+        client = BlockingPolicyClient(settings.url, token=settings.token or "", timeout_s=settings.timeout_s)
+        from server.policy_tls import policy_client_context
+
+        client.ssl_context = policy_client_context(server_config)
+        backend = client
     else:
         backend = build_policy_server(config, server_config.database, region=server_config.name,
                                       token_factory=token_factory)

@@ -104,7 +104,7 @@ _DELETE = object()
         ("tariff.ranked", {"per_minute": 1}, "tariff.ranked", "no class named"),
         ("tariff.action", {"per_minute": -1}, "tariff.action.per_minute", ">= 0"),
         ("tariff.action", {"per_hour": 1}, "tariff.action.per_hour", "unknown key"),
-        ("policy.url", "https://x", "policy.url", "http://"),
+        ("policy.url", "ftp://x", "policy.url", "http://"),
         ("policy.listen", "nowhere", "policy.listen", "host:port"),
         ("policy.token", "short", "policy.token", "16 to 512 printable"),
         ("policy.token", "has a space in the middle", "policy.token", "without spaces"),
