@@ -5,6 +5,9 @@ with its policy server and a temporary SQLite database, creates the accounts, lo
 to na, and alice invites bob: negotiation, a reservation in each region, the direct ACK, then the game over the
 encrypted channel. At the end it prints the billing records both regions wrote.
 
+Players log in over TLS (certificates made on the fly in the temporary folder) and the regions sign identities
+that bind the channel keys; ``--no-tls`` uses plain UDP between players and regions.
+
 ``--access-kbps N`` shrinks alice's access network to N kbit/s and ``--latency-ms 1`` asks for a round trip no
 network can give: both show a policy refusal (580 with the reason).
 """
@@ -21,6 +24,7 @@ from typing import Any, TextIO
 
 import gamesdk
 from demo_game.net import GamesdkLink, invite_request_from_args
+from server.certs import make_test_pki
 from server.config import ServerConfig
 from server.io import EmbeddedServer
 from server.policy.cli_support import billing_list_text, billing_rows
@@ -30,12 +34,20 @@ __all__ = ["LocalSession", "region_mapping", "setup_local_session"]
 PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw"}
 
 
-def region_mapping(name: str, peer: str, *, access_kbps: int | None = None) -> dict[str, Any]:
-    """The demo's region config: one loopback access network, classes and a tariff (see examples/*.toml)."""
+def region_mapping(name: str, peer: str, *, access_kbps: int | None = None, pki: Path | None = None) -> dict[str, Any]:
+    """The demo's region config: one loopback access network, classes and a tariff (see examples/*.toml); with
+    ``pki`` (certificates made by :func:`server.certs.make_test_pki`) it also listens on TLS and signs identities."""
     uplink = access_kbps if access_kbps is not None else 100_000
+    domain = f"{name}.gamesdk.test"
+    tls: dict[str, Any] = {}
+    listen: str | list[str] = "udp:127.0.0.1:0"
+    if pki is not None:
+        listen = ["udp:127.0.0.1:0", "tls:127.0.0.1:0"]
+        tls = {"tls": {"certificate": str(pki / f"{domain}.crt"), "key": str(pki / f"{domain}.key"),
+                       "ca": str(pki / "ca.crt")}}
     return {
-        "region": {"name": name, "domain": f"{name}.gamesdk.test", "listen": "udp:127.0.0.1:0",
-                   "database": f"{name}.sqlite3"},
+        **tls,
+        "region": {"name": name, "domain": domain, "listen": listen, "database": f"{name}.sqlite3"},
         "peers": [{"domain": f"{peer}.gamesdk.test", "address": "udp:127.0.0.1:9"}],  # set once both run
         "access_networks": [{
             "name": f"{name}-fiber", "prefixes": ["127.0.0.0/8"], "uplink_kbps": uplink,
@@ -87,8 +99,8 @@ class LocalSession:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _start(name: str, peer: str, workdir: Path, access_kbps: int | None) -> EmbeddedServer:
-    config = ServerConfig.from_mapping(region_mapping(name, peer, access_kbps=access_kbps), base_dir=workdir)
+def _start(name: str, peer: str, workdir: Path, access_kbps: int | None, pki: Path | None) -> EmbeddedServer:
+    config = ServerConfig.from_mapping(region_mapping(name, peer, access_kbps=access_kbps, pki=pki), base_dir=workdir)
     server = EmbeddedServer(config, port=0, host="127.0.0.1")
     server.start_in_thread()
     return server
@@ -99,9 +111,15 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
     workdir = Path(tempfile.mkdtemp(prefix="gamesdk-demo-"))
     host_user = args.user or "alice"
     guest_user = args.peer or "bob"
+    # Players reach their regions over TLS with certificates made on the fly (a local CA in the work folder);
+    # the regions sign identities that bind the channel keys, and the players check them (docs/security.md).
+    pki: Path | None = None
+    if not getattr(args, "no_tls", False):
+        pki = workdir / "pki"
+        make_test_pki(pki, ("eu.gamesdk.test", "na.gamesdk.test"))
     servers = {
-        "eu": _start("eu", "na", workdir, args.access_kbps),
-        "na": _start("na", "eu", workdir, None),
+        "eu": _start("eu", "na", workdir, args.access_kbps, pki),
+        "na": _start("na", "eu", workdir, None, pki),
     }
     servers["eu"].set_peer("na.gamesdk.test", servers["na"].address)
     servers["na"].set_peer("eu.gamesdk.test", servers["eu"].address)
@@ -109,8 +127,12 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
     servers["na"].add_user(guest_user, PASSWORDS.get(guest_user, f"{guest_user}-demo-pw"))
     for name, server in servers.items():
         address, port = server.address
-        out.write(f"region {name}: regional server {server.config.domain} on udp:{address}:{port} "
+        tls_text = f", tls:{server.tls_address[0]}:{server.tls_address[1]}" if server.tls_address else ""
+        out.write(f"region {name}: regional server {server.config.domain} on udp:{address}:{port}{tls_text} "
                   f"(policy embedded, database {server.config.database})\n")
+    if pki is not None:
+        out.write(f"players log in over TLS (RFC 5626 outbound) with certificates made on the fly in {pki}; "
+                  f"the regions sign identities binding the channel keys (RFC 8224)\n")
 
     if args.sim_latency_ms or args.sim_jitter_ms or args.sim_loss:
         out.write(f"channel simulator: each player's game packets get +{args.sim_latency_ms:g} ms one way, "
@@ -118,8 +140,13 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
                   f"--sim-latency-ms 0 for bare loopback)\n")
 
     def client(user: str, region: str, seed: int) -> gamesdk.PollingClient:
+        tls_address = servers[region].tls_address
+        server: tuple[str, int] | str = servers[region].address
+        if pki is not None and tls_address is not None:
+            server = f"tls:{tls_address[0]}:{tls_address[1]}"
         config = gamesdk.ClientConfig(username=user, password=PASSWORDS.get(user, f"{user}-demo-pw"),
-                                      domain=f"{region}.gamesdk.test", server=servers[region].address)
+                                      domain=f"{region}.gamesdk.test", server=server,
+                                      ca=pki / "ca.crt" if pki is not None else None)
         simulator = None
         if args.sim_latency_ms or args.sim_jitter_ms or args.sim_loss:
             # Each player's outgoing game packets cross their own simulated path (one-way delay, jitter, loss).

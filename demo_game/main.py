@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--offline", action="store_true", help="no servers: an in-memory link with a simulated network"
     )
-    mode.add_argument("--server", metavar="udp:HOST:PORT", help="your regional server (networked mode)")
+    mode.add_argument("--server", metavar="tls:HOST:PORT",
+                      help="your regional server, udp:HOST:PORT or tls:HOST:PORT (networked mode)")
     p.add_argument("--headless", action="store_true", help="no window: bot against bot, text log on stdout")
     p.add_argument(
         "--duration",
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--user", help="your account name (networked mode) or the caller's name (local, offline)"
     )
     net.add_argument("--password", help="your password (networked mode)")
+    net.add_argument("--ca", metavar="FILE", help="the regions' CA certificate, for --server tls:... (networked)")
+    p.add_argument("--no-tls", action="store_true",
+                   help="local mode: players reach their regions over plain UDP instead of TLS")
     who = net.add_mutually_exclusive_group()
     who.add_argument("--invite", metavar="NAME@DOMAIN", help="invite this player (you host the match)")
     who.add_argument("--wait", action="store_true", help="wait for an invite (you join the match)")
@@ -103,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     if args.server is not None:
-        if not args.server.startswith("udp:") or args.server.count(":") != 2:
-            p.error(f"--server wants udp:HOST:PORT, got {args.server!r}")
+        if not args.server.startswith(("udp:", "tls:")) or args.server.count(":") != 2:
+            p.error(f"--server wants udp:HOST:PORT or tls:HOST:PORT, got {args.server!r}")
         if not args.user or not args.password:
             p.error("--server needs --user and --password")
         if not args.invite and not args.wait:

@@ -316,7 +316,13 @@ def setup_networked_session(args: argparse.Namespace, out: TextIO) -> NetworkedS
     if not domain:
         out.write("--user must be NAME@DOMAIN (your region's domain, e.g. alice@eu.gamesdk.test)\n")
         return None
-    config = gamesdk.ClientConfig(username=user, password=args.password, domain=domain, server=(host, port))
+    server: tuple[str, int] | str = args.server if args.server.startswith("tls:") else (host, port)
+    try:
+        config = gamesdk.ClientConfig(username=user, password=args.password, domain=domain, server=server,
+                                      ca=getattr(args, "ca", None))
+    except gamesdk.errors.LocalProtocolError as exc:
+        out.write(f"{exc}\n")
+        return None
     client = gamesdk.PollingClient(config, bind=(_local_ip_towards(host, port), 0))
     if args.invite:
         link = GamesdkLink(client, invite=invite_request_from_args(args, args.invite))

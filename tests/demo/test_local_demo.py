@@ -26,6 +26,8 @@ def test_local_demo_sets_up_reserves_plays_and_bills() -> None:
     for needle in (
         "region eu: regional server eu.gamesdk.test on udp:127.0.0.1:",
         "region na: regional server na.gamesdk.test on udp:127.0.0.1:",
+        ", tls:127.0.0.1:",
+        "players log in over TLS (RFC 5626 outbound) with certificates made on the fly",
         "alice@eu.gamesdk.test: logged in",
         "bob@na.gamesdk.test: logged in",
         "INVITE bob@na.gamesdk.test via its server, SDP offer a=gsdk-format:pong/1;tick=60 a=gsdk-class:action",
@@ -55,8 +57,9 @@ def test_local_demo_sets_up_reserves_plays_and_bills() -> None:
 
 
 def test_local_demo_shows_a_policy_refusal() -> None:
-    done = run_demo("--duration", "2", "--access-kbps", "20")
+    done = run_demo("--duration", "2", "--access-kbps", "20", "--no-tls")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "580 insufficient uplink in eu-fiber" in done.stdout
+    assert "players log in over TLS" not in done.stdout  # --no-tls: plain UDP to the regions
     assert "refused by policy:eu.gamesdk.test" in done.stdout
     assert done.stdout.count("(none: no session was confirmed)") == 2
