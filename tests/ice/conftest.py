@@ -7,5 +7,6 @@ import sys
 from pathlib import Path
 
 _HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+for _path in (_HERE, str(Path(_HERE).parent / "sdk")):  # regions.py of the SDK tests too
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
