@@ -1,27 +1,39 @@
-"""Server side of SIP digest authentication (RFC 3261 section 22, RFC 7616, RFC 8760) and failure throttling.
+"""The server's one login flow (RFC 3261 section 22, RFC 8760) for REGISTER, INVITE and PUBLISH, and the failure
+throttle behind it. Pure: ``now`` comes in; the nonce secret comes from an injected random source.
 
-Pure: ``now`` comes in; the nonce secret comes from an injected random source. The digest maths, nonces
-(stateless, expiring, nonce-count replay refused) live in :mod:`gamesdk.sip.digest`; this module adds the server's
-view of the outcome and the failure throttle that slows down and then refuses password guessing.
+The digest checks themselves (nonces, nonce counts with a reordering window, the response) are
+:class:`gamesdk.sip.digest.DigestAuthenticator`'s. This module adds what a server decides around them:
+
+- ``authenticate(request, client, now)`` -> :class:`Authenticated` or :class:`Challenge` (status, reason, headers,
+  delay): the caller sends the challenge as it is, statelessly, after ``delay_s``;
+- a failure counts only for credentials built on a fresh nonce this server issued: forged nonces, expired ones,
+  replayed or reordered nonce counts get a new challenge and never lock anybody out;
+- the throttle keys failures by (user, client address) and by client address; a user's failures from *other*
+  addresses only slow that user's answers down, they never refuse a right password;
+- a digest uri (or Request-URI) that names this server by one of its listen addresses names this server (like
+  Kamailio's ``myself``), so SIPp's stock REGISTER, which puts the destination address there, logs in.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip import digest
+from gamesdk.sip.message import Request
+from gamesdk.sip.uri import SipUri
+from server.loglimit import clip
 
 __all__ = [
-    "AuthResult",
-    "AuthStatus",
+    "Authenticated",
+    "Challenge",
     "CredentialLookup",
-    "DigestAuthenticator",
     "FailureThrottle",
+    "LoginFlow",
     "ThrottleVerdict",
 ]
 
@@ -34,84 +46,27 @@ class CredentialLookup(Protocol):
     def ha1(self, name: str, algorithm: str) -> str | None: ...
 
 
-class AuthStatus(Enum):
-    #: No credentials for our realm: challenge.
-    MISSING = "missing"
-    #: Credentials are right.
-    OK = "ok"
-    #: The password was right but the nonce expired: challenge again with ``stale=true`` (RFC 7616 3.3).
-    STALE = "stale"
-    #: Wrong password, unknown user, replayed nonce count: a failure that counts for throttling.
-    FAILED = "failed"
-    #: The header is not parseable: 400.
-    MALFORMED = "malformed"
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The request carries right, fresh credentials of ``user``."""
+
+    user: str
 
 
 @dataclass(frozen=True, slots=True)
-class AuthResult:
-    status: AuthStatus
-    #: The user name the credentials named (for logs and throttling; only trusted when ``status`` is OK).
-    username: str | None = None
-    reason: str = ""
+class Challenge:
+    """Answer the request with this and nothing else: no state, no retransmission (RFC 3261 section 22 over UDP).
 
-
-class DigestAuthenticator:
-    """Challenges and checks credentials for one realm, on top of :class:`gamesdk.sip.digest.DigestAuthenticator`.
-
-    Adds what a server needs around it: picking our realm's credentials among several header lines, and
-    telling "no credentials" (challenge) from "wrong credentials" (a failure that is counted and throttled).
-    ``algorithms`` is the challenge order (RFC 8760 section 2.3: most preferred first).
+    ``status`` is 401/407 (a challenge, ``headers`` hold it), 403 (refused, ``reason`` says why) or 400.
     """
 
-    def __init__(self, realm: str, algorithms: tuple[str, ...], credentials: CredentialLookup, *,
-                 nonce_lifetime_s: float, random_bytes: Callable[[int], bytes]) -> None:
-        self.realm = realm
-        self.algorithms = algorithms
-        self.credentials = credentials
-        self._core = digest.DigestAuthenticator(realm, secret=random_bytes(32), random_bytes=random_bytes,
-                                                algorithms=algorithms, nonce_lifetime_s=nonce_lifetime_s)
-
-    def challenges(self, now: float, *, stale: bool = False) -> list[str]:
-        """One challenge per algorithm, in the configured order, sharing one nonce."""
-        return self._core.challenges(now, stale=stale)
-
-    def verify(self, header_values: list[str], method: str, now: float, uri: str | None = None) -> AuthResult:
-        """Check the ``Authorization``/``Proxy-Authorization`` values of a request against our realm.
-
-        ``uri`` (the Request-URI) must then equal the credentials' digest-uri (RFC 3261 section 22.4).
-        """
-        mine: digest.Credentials | None = None
-        for value in header_values:
-            try:
-                cred = digest.Credentials.parse_untrusted(value)
-            except RemoteProtocolError as exc:
-                return AuthResult(AuthStatus.MALFORMED, reason=f"Malformed credentials: {exc.message}")
-            if cred.realm == self.realm:
-                mine = cred
-                break
-        if mine is None:
-            return AuthResult(AuthStatus.MISSING)
-        # The checks of gamesdk.sip.digest.DigestAuthenticator.verify, on the credentials parsed above (parsing
-        # them twice cost 3% of the server's CPU per call).
-        user = mine.username
-        if mine.algorithm not in self.algorithms:
-            return AuthResult(AuthStatus.FAILED, user, f"algorithm {mine.algorithm} not offered")
-        if mine.qop != "auth":
-            return AuthResult(AuthStatus.FAILED, user, "qop=auth is required")  # no nc without qop: no replay check
-        if uri is not None and mine.uri != uri:
-            return AuthResult(AuthStatus.FAILED, user, "digest uri does not match the Request-URI")
-        ha1 = self.credentials.ha1(user, mine.algorithm)
-        if ha1 is None:
-            return AuthResult(AuthStatus.FAILED, user, "unknown user")
-        if not digest.verify_response(mine, ha1=ha1, method=method):
-            return AuthResult(AuthStatus.FAILED, user, "wrong response")
-        # The password is right: an expired or forgotten nonce is only stale (RFC 7616 section 3.3).
-        status = self._core.nonces.use(mine.nonce, mine.nc, now)
-        if status is digest.NonceStatus.VALID:
-            return AuthResult(AuthStatus.OK, user)
-        if status is digest.NonceStatus.REPLAYED:
-            return AuthResult(AuthStatus.FAILED, user, f"nonce count {mine.nc:08x} replayed")
-        return AuthResult(AuthStatus.STALE, user, f"nonce {status.value}")
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Send the answer only after this many seconds (failure throttling).
+    delay_s: float = 0.0
+    #: The user name the credentials claimed, for logs (never trusted).
+    claimed: str | None = None
 
 
 # -- failure throttling ---------------------------------------------------------------------------------
@@ -125,23 +80,36 @@ class ThrottleVerdict:
     delay_s: float = 0.0
 
 
-@dataclass(slots=True)
-class _FailureRecord:
-    times: list[float] = field(default_factory=list)
-    blocked_until: float = 0.0
+class _Record:
+    __slots__ = ("blocked_until", "times")
+
+    def __init__(self, keep: int) -> None:
+        self.times: deque[float] = deque(maxlen=keep)
+        self.blocked_until = 0.0
+
+    def recent(self, now: float, window_s: float) -> int:
+        times = self.times
+        while times and times[0] <= now - window_s:
+            times.popleft()
+        return len(times)
 
 
 class FailureThrottle:
-    """Counts authentication failures per key (``user:alice``, ``addr:10.0.0.1``) in a sliding window.
+    """Counts authentication failures in a sliding window under three kinds of key.
 
-    After ``slow_after`` failures each further answer is delayed (``delay_step_s`` more each time, up to
-    ``max_delay_s``); after ``block_after`` failures the key is refused for ``block_s``. Address keys
-    (``addr:...``) get ``address_factor`` times the thresholds: many players share one address behind a NAT
-    (or on loopback in tests), and one of them mistyping a password must not lock the others out.
+    - ``(user, client)``: after ``slow_after`` failures each answer is delayed (``delay_step_s`` more each time,
+      up to ``max_delay_s``); after ``block_after`` the pair is refused for ``block_s``.
+    - ``client`` alone (guessing across many accounts): the same with ``address_factor`` times the thresholds,
+      since many players share an address behind a NAT.
+    - ``user`` alone (every client): only ever a delay, never a refusal. Failures sent from other (possibly
+      forged) addresses must not lock the player out.
+
+    ``client`` is the address the request came from, or the one a trusted proxy reports for it. The table holds
+    at most ``max_keys`` records; the least recently touched go first, in O(1).
     """
 
     def __init__(self, *, slow_after: int, block_after: int, window_s: float, delay_step_s: float,
-                 max_delay_s: float, block_s: float, max_keys: int = 100_000, address_factor: int = 5) -> None:
+                 max_delay_s: float, block_s: float, max_keys: int = 50_000, address_factor: int = 5) -> None:
         self.slow_after = slow_after
         self.block_after = block_after
         self.window_s = window_s
@@ -150,63 +118,192 @@ class FailureThrottle:
         self.block_s = block_s
         self.max_keys = max_keys
         self.address_factor = address_factor
-        self._records: dict[str, _FailureRecord] = {}
+        self._records: OrderedDict[tuple[str, str], _Record] = OrderedDict()
 
-    def _factor(self, key: str) -> int:
-        return self.address_factor if key.startswith("addr:") else 1
+    def __len__(self) -> int:
+        return len(self._records)
 
-    def check(self, keys: list[str], now: float) -> ThrottleVerdict:
-        """How to treat a request from these keys right now (before its credentials are checked)."""
+    @staticmethod
+    def _keys(user: str, client: str) -> tuple[tuple[str, str], tuple[str, str], tuple[str, str]]:
+        return ("pair", f"{user}\x00{client}"), ("addr", client), ("user", user)
+
+    def _factor(self, kind: str) -> int:
+        return self.address_factor if kind == "addr" else 1
+
+    def _delay(self, record: _Record | None, factor: int, now: float) -> float:
+        if record is None:
+            return 0.0
+        recent = record.recent(now, self.window_s)
+        slow_after = self.slow_after * factor
+        if recent < slow_after:
+            return 0.0
+        return min(self.max_delay_s, self.delay_step_s * (recent - slow_after + 1))
+
+    def check(self, user: str, client: str, now: float) -> ThrottleVerdict:
+        """How to treat credentials for ``user`` from ``client`` right now (before they are checked)."""
         delay = 0.0
-        for key in keys:
+        for key in self._keys(user, client):
             record = self._records.get(key)
             if record is None:
                 continue
-            if record.blocked_until > now:
+            if key[0] != "user" and record.blocked_until > now:
                 return ThrottleVerdict(True)
-            recent = sum(1 for t in record.times if t > now - self.window_s)
-            slow_after = self.slow_after * self._factor(key)
-            if recent >= slow_after:
-                delay = max(delay, min(self.max_delay_s, self.delay_step_s * (recent - slow_after + 1)))
+            delay = max(delay, self._delay(record, self._factor(key[0]), now))
         return ThrottleVerdict(False, delay)
 
-    def failed(self, keys: list[str], now: float) -> bool:
-        """Record one failure for each key; returns True if one of them just became blocked."""
-        newly_blocked = False
-        if len(self._records) > self.max_keys:
-            self._records = {k: r for k, r in self._records.items()
-                             if r.blocked_until > now or any(t > now - self.window_s for t in r.times)}
-        for key in keys:
-            record = self._records.setdefault(key, _FailureRecord())
-            record.times = [t for t in record.times if t > now - self.window_s]
+    def failed(self, user: str, client: str, now: float) -> None:
+        """Record one failure (a wrong password with a fresh nonce of ours)."""
+        records = self._records
+        for key in self._keys(user, client):
+            kind = key[0]
+            limit = self.block_after * self._factor(kind)
+            record = records.get(key)
+            if record is None:
+                record = records[key] = _Record(limit)
+                if len(records) > self.max_keys:
+                    records.popitem(last=False)
+            else:
+                records.move_to_end(key)
+            record.recent(now, self.window_s)
             record.times.append(now)
-            if len(record.times) >= self.block_after * self._factor(key) and record.blocked_until <= now:
+            if kind != "user" and len(record.times) >= limit and record.blocked_until <= now:
                 record.blocked_until = now + self.block_s
                 record.times.clear()
-                newly_blocked = True
-                log.warning("auth: %s blocked for %.0f s after %d failures", key, self.block_s,
-                            self.block_after * self._factor(key))
-        return newly_blocked
+                log.warning("auth: %s %s blocked for %.0f s after %d failures", kind, clip(key[1]), self.block_s,
+                            limit)
 
     def blocked(self, now: float) -> list[tuple[str, float, int]]:
-        """Keys blocked or slowed down now: (key, seconds of block left or 0, failures in the window)."""
-        out = []
-        for key, record in self._records.items():
-            recent = sum(1 for t in record.times if t > now - self.window_s)
+        """For ``ctl blocked``: ``user:NAME`` and ``addr:IP`` keys blocked or slowed down now, as (key, seconds
+        of block left or 0, failures in the window). A user's line folds in the blocks of its (user, address)
+        pairs."""
+        found: dict[str, list[float]] = {}
+        for (kind, name), record in self._records.items():
+            recent = record.recent(now, self.window_s)
             left = max(0.0, record.blocked_until - now)
-            if left > 0 or recent >= self.slow_after * self._factor(key):
-                out.append((key, left, recent))
-        return sorted(out)
+            if kind == "pair":
+                if left > 0:
+                    entry = found.setdefault(f"user:{name.split(chr(0), 1)[0]}", [0.0, 0.0])
+                    entry[0] = max(entry[0], left)
+                continue
+            if left > 0 or recent >= self.slow_after * self._factor(kind):
+                entry = found.setdefault(f"{kind}:{name}", [0.0, 0.0])
+                entry[0] = max(entry[0], left)
+            if f"{kind}:{name}" in found:
+                found[f"{kind}:{name}"][1] = recent
+        return sorted((key, left, int(recent)) for key, (left, recent) in found.items())
 
     def unblock(self, key: str) -> bool:
-        """Forget ``key``'s failures and block (an operator's decision); False if it had none."""
-        return self._records.pop(key, None) is not None
+        """Forget the failures and blocks of ``user:NAME`` (with all its pairs) or ``addr:IP`` (an operator's
+        decision); False if there were none."""
+        kind, _, name = key.partition(":")
+        if kind not in ("user", "addr"):
+            return False
+        index = 0 if kind == "user" else 1
+        gone = [k for k in self._records
+                if k == (kind, name) or (k[0] == "pair" and k[1].split("\x00", 1)[index] == name)]
+        for k in gone:
+            del self._records[k]
+        return bool(gone)
 
-    def succeeded(self, keys: list[str]) -> None:
-        """A success clears the user's record (not a blocked one)."""
-        for key in keys:
-            record = self._records.get(key)
-            if record is not None and not record.times and record.blocked_until == 0.0:
-                del self._records[key]
-            elif record is not None:
-                record.times.clear()
+    def succeeded(self, user: str, client: str) -> None:
+        """A right password from ``client`` clears that pair's count (a block stays until it ends)."""
+        record = self._records.get(self._keys(user, client)[0])
+        if record is not None:
+            record.times.clear()
+
+
+# -- the login flow -------------------------------------------------------------------------------------------
+
+
+class LoginFlow:
+    """Challenges and checks credentials for one realm; the one place REGISTER, INVITE and PUBLISH log in.
+
+    ``algorithms`` is the challenge order (RFC 8760 section 2.3: most preferred first); ``is_us`` tells whether a
+    SIP URI names this server (its domain or one of its listen addresses).
+    """
+
+    def __init__(self, realm: str, algorithms: tuple[str, ...], credentials: CredentialLookup,
+                 throttle: FailureThrottle, *, nonce_lifetime_s: float, random_bytes: Callable[[int], bytes],
+                 is_us: Callable[[SipUri], bool] | None = None) -> None:
+        self.realm = realm
+        self.algorithms = algorithms
+        self.credentials = credentials
+        self.throttle = throttle
+        self.is_us = is_us or (lambda uri: False)
+        self.core = digest.DigestAuthenticator(realm, secret=random_bytes(32), random_bytes=random_bytes,
+                                               algorithms=algorithms, nonce_lifetime_s=nonce_lifetime_s)
+        self.challenges_sent = 0
+        self.failures = 0
+
+    def challenges(self, now: float, *, stale: bool = False) -> list[str]:
+        """One challenge per algorithm, in the configured order, sharing one nonce."""
+        return self.core.challenges(now, stale=stale)
+
+    def _challenge(self, proxy: bool, now: float, *, stale: bool = False, delay_s: float = 0.0,
+                   claimed: str | None = None) -> Challenge:
+        self.challenges_sent += 1
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        values = self.core.challenges(now, stale=stale)
+        return Challenge(407 if proxy else 401, None, tuple((name, v) for v in values), delay_s, claimed)
+
+    def _uri_ok(self, request: Request) -> Callable[[str], bool]:
+        def ok(digest_uri: str) -> bool:
+            if digest_uri == request.uri:
+                return True
+            # Both name this server (SIPp puts the address it sends to in the digest uri while the Request-URI
+            # names the domain, or the other way round): the same resource, as Kamailio's "myself" has it.
+            try:
+                theirs = SipUri.parse(digest_uri)
+            except RemoteProtocolError:
+                return False
+            ruri = request.request_uri
+            return (theirs.is_sip and ruri.is_sip and (theirs.user or None) == (ruri.user or None)
+                    and self.is_us(theirs) and self.is_us(ruri))
+        return ok
+
+    def authenticate(self, request: Request, client: str, now: float, *, proxy: bool) -> Authenticated | Challenge:
+        """Check the credentials of ``request`` received from (or reported for) address ``client``.
+
+        ``proxy`` picks the proxy pair of headers (407 / ``Proxy-Authorization``) over the UAS pair (401 /
+        ``Authorization``). Never raises on bad input.
+        """
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        mine: digest.Credentials | None = None
+        for value in request.headers.get_all(header):
+            try:
+                cred = digest.Credentials.parse_untrusted(value)
+            except RemoteProtocolError as exc:
+                return Challenge(400, f"Malformed credentials: {exc.message}")
+            if cred.realm == self.realm:
+                mine = cred
+                break
+        if mine is None:
+            return self._challenge(proxy, now)
+        user = mine.username
+        verdict = self.throttle.check(user, client, now)
+        if verdict.blocked:
+            return Challenge(403, "Too many failed attempts, try later", claimed=user)
+        result = self.core.verify_credentials(mine, method=request.method, now=now,
+                                              lookup_ha1=self.credentials.ha1, uri_ok=self._uri_ok(request))
+        kind = result.verdict
+        if kind is digest.Verdict.OK:
+            self.throttle.succeeded(user, client)
+            return Authenticated(user)
+        if kind is digest.Verdict.CHALLENGE or kind is digest.Verdict.REPLAYED:
+            # Not a password failure: whoever sent it gets a new nonce and nothing is counted.
+            log.debug("auth: %s for %s from %s: %s", request.method, clip(user), client, result.reason)
+            return self._challenge(proxy, now, stale=result.stale or kind is digest.Verdict.REPLAYED, claimed=user)
+        if kind is digest.Verdict.REFUSED:
+            # What the client chose is wrong (not the password): say what, so its user can fix the settings.
+            log.info("auth: %s for %s from %s refused: %s", request.method, clip(user), client, result.reason)
+            return Challenge(403, _phrase(result.reason), claimed=user)
+        self.failures += 1
+        self.throttle.failed(user, client, now)
+        delay = self.throttle.check(user, client, now).delay_s
+        log.warning("auth: %s authentication failed for %s from %s: %s", request.method, clip(user), client, result.reason)
+        return Challenge(403, "Wrong user name or password", delay_s=delay, claimed=user)
+
+
+def _phrase(reason: str) -> str:
+    text = reason[:1].upper() + reason[1:]
+    return "".join(c if c.isprintable() else " " for c in text)[:100]

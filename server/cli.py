@@ -297,7 +297,16 @@ def _check_config(config: ServerConfig, out: TextIO, err: TextIO) -> int:
           f"database {config.database}, {len(config.peers)} peer(s), "
           f"{len(config.access_networks)} access network(s), digest {', '.join(config.auth.digest_algorithms)}",
           file=out)
+    print(_md5_note(config.auth.digest_algorithms), file=out)
     return EXIT_OK
+
+
+def _md5_note(algorithms: tuple[str, ...]) -> str:
+    if "MD5" in algorithms:
+        return ("note: auth.digest_algorithms lists MD5 (for legacy tools such as SIPp 3.6.1, sipsak, baresip 1.0):"
+                " an on-path party can strip the SHA-256 challenge and make clients answer with MD5")
+    return ("note: MD5 is off (SHA-256 only); tools that only do MD5 (SIPp 3.6.1, sipsak, baresip 1.0) need"
+            " \"MD5\" in auth.digest_algorithms")
 
 
 def _policy_config_problem(config: ServerConfig) -> str | None:

@@ -100,8 +100,9 @@ class AuthConfig:
     """Digest authentication (RFC 8760) and failure throttling."""
 
     realm: str
-    #: Challenge order. SIPp 3.6.1 reads only the first challenge, so deployments serving it list MD5 first.
-    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    #: Challenge order. SHA-256 only by default: with MD5 offered as well, an on-path party can strip the SHA-256
+    #: challenge. Deployments serving MD5-only tools list it (SIPp 3.6.1 reads only the first challenge: MD5 first).
+    digest_algorithms: tuple[str, ...] = ("SHA-256",)
     #: How long a nonce is accepted; after that the client gets ``stale=true`` and retries without a prompt.
     nonce_lifetime_s: float = 300 * SECONDS
     #: Failures (per user and per source address) within ``failure_window_s`` before responses are slowed down.
@@ -130,6 +131,13 @@ class LimitsConfig:
     """Input limits. 8 KiB is ample for our INVITEs (about 1.5 KiB with the SDP); larger datagrams get 513."""
 
     max_message_bytes: int = 8 * KIB
+    #: Requests per second one source address may send before it has authenticated (challenges and refusals
+    #: cost it nothing to cause); beyond the burst the excess is dropped unanswered.
+    unauthenticated_per_s: float = 100.0
+    unauthenticated_burst: int = 400
+    #: Hard cap on the proxy's transactions (and on other tables keyed by outside input); beyond it new requests
+    #: get 503 statelessly.
+    max_transactions: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +457,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
     _unknown_keys(auth_t, {"realm", "digest_algorithms", "nonce_lifetime_s", "slow_after_failures",
                            "delay_step_s", "max_delay_s", "block_after_failures", "failure_window_s",
                            "block_s"}, "auth")
-    algorithms_value = auth_t.get("digest_algorithms", ["SHA-256", "MD5"])
+    algorithms_value = auth_t.get("digest_algorithms", ["SHA-256"])
     if not isinstance(algorithms_value, list) or not algorithms_value:
         raise ConfigError("auth.digest_algorithms", "must be a non-empty list, e.g. [\"SHA-256\", \"MD5\"]")
     algorithms: list[str] = []
@@ -498,9 +506,15 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         raise ConfigError("registrar.default_expires_s", "must lie between min_expires_s and max_expires_s")
 
     lim_t = _table(data, "limits", "limits")
-    _unknown_keys(lim_t, {"max_message_bytes"}, "limits")
-    limits = LimitsConfig(_int(lim_t, "max_message_bytes", "limits.max_message_bytes",
-                               LimitsConfig().max_message_bytes, minimum=1024))
+    _unknown_keys(lim_t, {"max_message_bytes", "unauthenticated_per_s", "unauthenticated_burst",
+                          "max_transactions"}, "limits")
+    lim_d = LimitsConfig()
+    limits = LimitsConfig(
+        _int(lim_t, "max_message_bytes", "limits.max_message_bytes", lim_d.max_message_bytes, minimum=1024),
+        _number(lim_t, "unauthenticated_per_s", "limits.unauthenticated_per_s", lim_d.unauthenticated_per_s,
+                minimum=0.1),
+        _int(lim_t, "unauthenticated_burst", "limits.unauthenticated_burst", lim_d.unauthenticated_burst, minimum=1),
+        _int(lim_t, "max_transactions", "limits.max_transactions", lim_d.max_transactions, minimum=100))
     if limits.max_message_bytes > 65507:
         raise ConfigError("limits.max_message_bytes", "must not exceed 65507 (the largest UDP payload)")
 

@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
+from server.loglimit import RateLimitFilter
+
 __all__ = ["JsonFormatter", "UtcFormatter", "setup_logging"]
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -58,6 +60,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text", *, trace: bool = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else UtcFormatter())
     handler._gamesdk = True  # type: ignore[attr-defined]
+    # Refusals of outside input are logged, so a flood must not become a flood of lines (server.loglimit).
+    handler.addFilter(RateLimitFilter(exempt=("server.trace",)))
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     set_trace(trace)

@@ -31,13 +31,15 @@ from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
-from gamesdk.sip.uri import NameAddr
-from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
+from gamesdk.sip.uri import NameAddr, SipUri
+from server.auth import Authenticated, FailureThrottle, LoginFlow
 from server.config import PeerConfig, ServerConfig
 from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks
 from server.location import LocationService
+from server.loglimit import clip
 from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
+from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
@@ -105,21 +107,26 @@ class RegionalServer:
         self.ids: IdFactory = ids or RandomIdFactory(random_bytes, call_id_host=config.domain)
         self.hooks: PolicyHooks = hooks or NullPolicy()
         auth = config.auth
-        self.authenticator = DigestAuthenticator(auth.realm, auth.digest_algorithms, accounts,
-                                                 nonce_lifetime_s=auth.nonce_lifetime_s, random_bytes=random_bytes)
+        limits = config.limits
+        self._listens = {(a.host.lower().strip("[]"), a.port) for a in config.listens}
+        self._listens.add((config.advertised[0].lower().strip("[]"), config.advertised[1]))
         self.throttle = FailureThrottle(slow_after=auth.slow_after_failures, block_after=auth.block_after_failures,
                                         window_s=auth.failure_window_s, delay_step_s=auth.delay_step_s,
                                         max_delay_s=auth.max_delay_s, block_s=auth.block_s)
+        self.login = LoginFlow(auth.realm, auth.digest_algorithms, accounts, self.throttle,
+                               nonce_lifetime_s=auth.nonce_lifetime_s, random_bytes=random_bytes, is_us=self.is_us)
+        # What a source that has not authenticated may make us send (DESIGN section 10: no reflection).
+        self.unverified = SourceRateLimiter(limits.unauthenticated_per_s, limits.unauthenticated_burst)
         self.location = LocationService(config.access_networks)
         host, port = config.advertised  # region.advertise when listening on a wildcard
         self.federation = FederationTable(config.peers, local_domain=config.domain, via_host=host, via_port=port,
                                           ids=self.ids, interval_s=config.options_interval_s)
-        self.registrar = Registrar(config.domain, config.registrar, self.authenticator, self.throttle,
-                                   self.location, self.ids, user_exists=accounts.exists)
+        self.registrar = Registrar(config.domain, config.registrar, self.login, self.location, self.ids,
+                                   user_exists=accounts.exists, is_us=self.is_us)
         self.proxy = ProxyCore(domain=config.domain, via_host=host, via_port=port, location=self.location,
-                               user_exists=accounts.exists, authenticator=self.authenticator,
-                               throttle=self.throttle, federation=self.federation, timers=config.timers,
-                               ids=self.ids, hooks=self.hooks)
+                               user_exists=accounts.exists, login=self.login, federation=self.federation,
+                               timers=config.timers, ids=self.ids, hooks=self.hooks, is_us=self.is_us,
+                               secret=random_bytes(32), max_transactions=limits.max_transactions)
         self.max_message_bytes = config.limits.max_message_bytes
         #: Wall-clock time minus ``now``: the driver sets it (TURN credentials expire at a unix time, while
         #: ``now`` is the loop's monotonic clock).
@@ -171,6 +178,18 @@ class RegionalServer:
     def set_identity(self, signer: IdentitySigner | None) -> None:
         """Sign players' INVITEs and answers with this region's key (RFC 8224; see gamesdk.identity)."""
         self.proxy.identity = signer
+
+    def is_us(self, uri: SipUri) -> bool:
+        """Whether a SIP URI names this server: its domain, or a listen address (Kamailio's ``myself``)."""
+        host = uri.host.lower()
+        if host == self.config.domain:
+            return True
+        return (host.strip("[]"), uri.port or (5061 if uri.scheme == "sips" else 5060)) in self._listens
+
+    @property
+    def authenticator(self) -> LoginFlow:
+        """The login flow (kept under its old name for tools that read its counters)."""
+        return self.login
 
     def set_hooks(self, hooks: PolicyHooks) -> None:
         """Wire the policy component in (before traffic starts)."""
@@ -250,7 +269,7 @@ class RegionalServer:
                         self.max_message_bytes)
             salvaged = _salvage_response(data, 513, "Message Too Large")
             if salvaged is not None:
-                out.append((salvaged, addr))
+                self.send_unverified(salvaged, addr, len(data), now, out)
             return
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 3.5.1)
@@ -258,10 +277,10 @@ class RegionalServer:
             message = parse_message_untrusted(data, self.max_message_bytes)
         except RemoteProtocolError as exc:
             self.stats.malformed += 1
-            log.info("node: malformed datagram from %s:%d: %s", addr[0], addr[1], exc.message)
+            log.info("node: malformed datagram from %s:%d: %s", addr[0], addr[1], clip(exc.message))
             salvaged = _salvage_response(data, exc.status_hint, exc.message)
             if salvaged is not None:
-                out.append((salvaged, addr))
+                self.send_unverified(salvaged, addr, len(data), now, out)
             return
         if isinstance(message, Response):
             self.stats.responses += 1
@@ -271,13 +290,13 @@ class RegionalServer:
         method = message.method
         self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
         try:
-            self._on_request(message, addr, now, out)
+            self._on_request(message, addr, now, out, len(data))
         except RemoteProtocolError as exc:
             # A header the parser let through but a layer could not use (e.g. a bad Contact parameter).
-            log.info("node: %s from %s:%d rejected: %s", method, addr[0], addr[1], exc.message)
+            log.info("node: %s from %s:%d rejected: %s", method, addr[0], addr[1], clip(exc.message))
             if method != "ACK":
-                out.append((response_for(message, exc.status_hint, _reason(exc.message),
-                                         to_tag=self.ids.tag()).to_bytes(), addr))
+                self.send_unverified(response_for(message, exc.status_hint, _reason(exc.message),
+                                                  to_tag=self.ids.tag()).to_bytes(), addr, len(data), now, out)
 
     def _on_response(self, response: Response, addr: Addr, now: float, out: Datagrams) -> None:
         try:
@@ -321,7 +340,24 @@ class RegionalServer:
             return False
         return self.federation.authenticated_peer(addr) is None
 
-    def _on_request(self, request: Request, addr: Addr, now: float, out: Datagrams) -> None:
+
+    def send_unverified(self, data: bytes, addr: Addr, request_size: int, now: float, out: Datagrams,
+                        delay_s: float = 0.0) -> bool:
+        """Send an answer to a source that has not authenticated: once (never retransmitted), only within its
+        rate limit, and only when at most 3x the request's size (DESIGN section 10). False if not sent."""
+        if len(data) > 3 * request_size or not self.unverified.allow(addr[0], now):
+            self.stats.dropped += 1
+            log.info("node: answer of %d bytes to %s:%d (%d-byte request) not sent: %s", len(data), addr[0],
+                     addr[1], request_size, "over 3x" if len(data) > 3 * request_size else "rate limit")
+            return False
+        if delay_s > 0:
+            self._delayed_seq += 1
+            heapq.heappush(self._delayed, (now + delay_s, self._delayed_seq, data, addr))
+        else:
+            out.append((data, addr))
+        return True
+
+    def _on_request(self, request: Request, addr: Addr, now: float, out: Datagrams, size: int) -> None:
         method = request.method
         if method != "ACK" and self._transport_refused(request, addr):
             self.stats.dropped += 1
@@ -337,9 +373,9 @@ class RegionalServer:
             return
         if method not in KNOWN_METHODS:
             self.stats.unknown_methods += 1
-            log.info("node: unknown method %r from %s:%d", method[:32], *addr)
-            out.append((response_for(request, 501, "Not Implemented", to_tag=self.ids.tag(),
-                                     extra=[("Allow", ALLOW)]).to_bytes(), addr))
+            log.info("node: unknown method %r from %s:%d", clip(method, 32), *addr)
+            self.send_unverified(response_for(request, 501, "Not Implemented", to_tag=self.ids.tag(),
+                                              extra=[("Allow", ALLOW)]).to_bytes(), addr, size, now, out)
             return
         ruri = request.request_uri
         for_us = self.proxy.is_us(ruri) if ruri.is_sip else False
@@ -351,9 +387,9 @@ class RegionalServer:
             out.extend(self.refers.handle_notify(request, addr, now))
             return
         if method == "REGISTER" or options_for_us or (method == "PUBLISH" and for_us):
-            self._uas_request(request, addr, now, out)
+            self._uas_request(request, addr, now, out, size)
             return
-        self.proxy.handle_request(request, addr, now, out)
+        self.proxy.handle_request(request, addr, now, out, size, self.send_unverified)
 
     def _refuse_while_draining(self, request: Request) -> bool:
         """New work only: not ACK/CANCEL, not in a dialog, not a retransmission of a transaction we hold."""
@@ -363,8 +399,9 @@ class RegionalServer:
         key = _server_key(request, method)
         return key not in self.proxy.server_txs and key not in self._uas_answers
 
-    def _uas_request(self, request: Request, addr: Addr, now: float, out: Datagrams) -> None:
-        """Requests the server answers itself, with retransmissions answered from a cache."""
+    def _uas_request(self, request: Request, addr: Addr, now: float, out: Datagrams, size: int) -> None:
+        """Requests the server answers itself. Answers to authenticated requests are cached for retransmissions;
+        challenges and refusals are sent statelessly, once, within the unverified-source limits."""
         key = _server_key(request, request.method)
         cached = self._uas_answers.get(key)
         if cached is not None:
@@ -372,10 +409,12 @@ class RegionalServer:
             return
         delay = 0.0
         method = request.method
+        verified = True
         if method == "REGISTER":
             result = self.registrar.handle(request, addr, now)
             response = result.response
             delay = result.delay_s
+            verified = result.user is not None
             if result.removed:
                 self.hooks.bindings_removed(result.removed, now)
             relay = self.config.relay
@@ -384,14 +423,22 @@ class RegionalServer:
                 for name, value in relay_headers(relay, result.user, now + self.wall_clock_offset):
                     response.headers.add(name, value)
         elif method == "OPTIONS":
+            # A ping: small, and as useful to peers and tools as to players; sent once, within the limits.
+            verified = False
             response = response_for(request, 200, None, to_tag=self.ids.tag(), extra=[
                 ("Allow", ALLOW),
                 ("Accept", "application/sdp, application/dialog-info+xml"),
             ])
         else:
-            response = self._publish(request, addr, now)
+            response, verified = self._publish(request, addr, now)
         mark_received(response.headers, request.top_via, addr)
         data = response.to_bytes()
+        if not verified:
+            if self.federation.authenticated_peer(addr) is not None:
+                out.append((data, addr))  # a configured peer (its pings)
+            else:
+                self.send_unverified(data, addr, size, now, out, delay)
+            return
         self._remember(key, data, now)
         if delay > 0:
             self._delayed_seq += 1
@@ -399,29 +446,20 @@ class RegionalServer:
         else:
             out.append((data, addr))
 
-    def _publish(self, request: Request, addr: Addr, now: float) -> Response:
+    def _publish(self, request: Request, addr: Addr, now: float) -> tuple[Response, bool]:
         # PUBLISH goes to our event state compositor, so we challenge as a UAS (401, RFC 3261 section 22.2).
-        keys = [f"addr:{addr[0]}"]
-        if self.throttle.check(keys, now).blocked:
-            return response_for(request, 403, "Too many failed attempts, try later", to_tag=self.ids.tag())
-        outcome = self.authenticator.verify(request.headers.get_all("Authorization"), "PUBLISH", now, request.uri)
-        if outcome.status in (AuthStatus.MISSING, AuthStatus.STALE):
-            challenge = [("WWW-Authenticate", v)
-                         for v in self.authenticator.challenges(now, stale=outcome.status is AuthStatus.STALE)]
-            return response_for(request, 401, None, to_tag=self.ids.tag(), extra=challenge)
-        if outcome.status is AuthStatus.MALFORMED:
-            return response_for(request, 400, outcome.reason, to_tag=self.ids.tag())
-        if outcome.status is AuthStatus.FAILED:
-            self.throttle.failed(keys + [f"user:{outcome.username}"], now)
-            return response_for(request, 403, "Wrong user name or password", to_tag=self.ids.tag())
-        user = outcome.username or ""
+        outcome = self.login.authenticate(request, addr[0], now, proxy=False)
+        if not isinstance(outcome, Authenticated):
+            return response_for(request, outcome.status, outcome.reason, to_tag=self.ids.tag(),
+                                extra=outcome.headers), False
+        user = outcome.user
         if request.request_uri.user not in (None, user):
-            return response_for(request, 403, "May only publish for yourself", to_tag=self.ids.tag())
-        return self.hooks.publish_received(request, user, addr, now)
+            return response_for(request, 403, "May only publish for yourself", to_tag=self.ids.tag()), True
+        return self.hooks.publish_received(request, user, addr, now), True
 
     def _remember(self, key: tuple[str, ...], data: bytes, now: float) -> None:
         expiry = self._uas_expiry
-        while expiry and expiry[0][0] <= now:
+        while expiry and (expiry[0][0] <= now or len(expiry) >= self.config.limits.max_transactions):
             _, old = expiry.popleft()
             self._uas_answers.pop(old, None)
         self._uas_answers[key] = data

@@ -21,20 +21,23 @@ Rules this proxy keeps, and why:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
-from gamesdk.sip.message import Headers, Request, response_for
+from gamesdk.sip.message import Headers, Request, Response, response_for
 from gamesdk.sip.uri import SipUri
-from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
+from server.auth import Challenge, LoginFlow
 from server.config import TimerSettings
 from server.federation import FederationTable
 from server.hooks import CallInfo, NullPolicy, PolicyHooks
 from server.location import LocationService, is_ip_literal
+from server.loglimit import clip
 from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received
 from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
@@ -42,10 +45,27 @@ __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
 log = logging.getLogger(__name__)
 
-#: How long in-dialog requests of a call authenticated here are relayed (a long game; the SDK never needs it).
+#: How long in-dialog requests of a call set up here are relayed (a long game; the SDK never needs it).
 DIALOG_RELAY_S = 4 * 3600.0
 #: At most this many such calls are remembered (the oldest are forgotten first).
-MAX_RELAYED_DIALOGS = 200_000
+MAX_RELAYED_DIALOGS = 100_000
+
+#: Sends an answer to a source that has not authenticated (the node's rate limit and 3x rule):
+#: (data, addr, request size, now, out, delay) -> sent.
+Unverified = Callable[[bytes, Addr, int, float, Out, float], bool]
+
+
+@dataclass(slots=True)
+class DialogParties:
+    """A call this server set up: the addresses of its two sides (where each sends from and is reached at)."""
+
+    caller: frozenset[Addr]
+    callee: frozenset[Addr]
+    expires_at: float
+
+    def allows(self, source: Addr, dest: Addr) -> bool:
+        """In-dialog traffic only between the two parties, in either direction."""
+        return (source in self.caller and dest in self.callee) or (source in self.callee and dest in self.caller)
 
 #: Methods that never get a 407 (RFC 3261 section 22.1: ACK and CANCEL cannot be challenged).
 _NEVER_CHALLENGED = frozenset({"ACK", "CANCEL"})
@@ -64,14 +84,36 @@ class Target:
     peer_domain: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What :meth:`ProxyCore._admit` decided, for :meth:`ProxyCore._route_new`."""
+
+    routes: list[str]
+    route_popped: bool
+    loop_hash: str
+    max_forwards: int | None
+    in_dialog: bool
+    caller_local: bool
+    from_peer: bool
+    target: Target | None
+
+
 class _Reject(Exception):
     """Internal: answer the request with this status (never escapes the proxy)."""
 
-    def __init__(self, status: int, reason: str | None = None, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(self, status: int, reason: str | None = None, extra: tuple[tuple[str, str], ...] = (),
+                 delay_s: float = 0.0) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.extra = extra
+        self.delay_s = delay_s
+
+
+def _contact_addr(uri: SipUri | None) -> Addr | None:
+    if uri is None or not is_ip_literal(uri.host):
+        return None
+    return (uri.host.strip("[]"), uri.port or 5060)
 
 
 def _has_tag(to_value: str) -> bool:
@@ -98,17 +140,22 @@ class ProxyCore(TransactionSide):
     """The stateful proxy of one region."""
 
     def __init__(self, *, domain: str, via_host: str, via_port: int, location: LocationService,
-                 user_exists: Callable[[str], bool], authenticator: DigestAuthenticator,
-                 throttle: FailureThrottle, federation: FederationTable, timers: TimerSettings,
-                 ids: IdFactory, hooks: PolicyHooks | None = None) -> None:
+                 user_exists: Callable[[str], bool], login: LoginFlow, federation: FederationTable,
+                 timers: TimerSettings, ids: IdFactory, hooks: PolicyHooks | None = None,
+                 is_us: Callable[[SipUri], bool] | None = None, secret: bytes = b"",
+                 max_transactions: int = 100_000) -> None:
         self.domain = domain
         self.via_host = via_host
         self.via_port = via_port
         self.identity = None
         self.location = location
         self.user_exists = user_exists
-        self.auth = authenticator
-        self.throttle = throttle
+        self.login = login
+        self._is_us = is_us
+        self.max_transactions = max_transactions
+        # Key of the HMAC in our branches: only this process can make a branch that stray-response forwarding
+        # accepts, and each branch is bound to the address the response goes back to.
+        self._branch_key = secret or ids.tag().encode()
         self.federation = federation
         self.t = timers
         self.ids = ids
@@ -123,15 +170,15 @@ class ProxyCore(TransactionSide):
         self._instance = ids.tag()[:8]
         self._counter = 0
         self._timeout_64t1 = 64 * timers.t1_s
-        # Delayed answers (authentication throttling): (when, data, addr), drained by the node.
-        self.delayed: list[tuple[float, bytes, Addr]] = []
-        # Call-IDs of calls whose INVITE a player authenticated here -> until when their in-dialog requests
-        # (SIPp sends them to its proxy) are relayed without a registration from the same address.
-        self._dialogs: dict[str, float] = {}
+        # Calls set up through here (Call-ID -> their two parties): in-dialog requests that reach us anyway (SIPp
+        # sends them to its proxy) are relayed only within them. Least recently set up first, capped.
+        self._dialogs: OrderedDict[str, DialogParties] = OrderedDict()
 
     # -- helpers -------------------------------------------------------------------------------------------
 
     def is_us(self, uri: SipUri) -> bool:
+        if self._is_us is not None:
+            return self._is_us(uri)
         host = uri.host.lower()
         if host == self.domain:
             return True
@@ -148,54 +195,91 @@ class ProxyCore(TransactionSide):
         value = hash((request.uri, headers.get("From"), headers.get("To"), request.call_id, headers.get("CSeq")))
         return f"{value & 0xFFFFFFFFFFFF:012x}"
 
-    def _new_branch(self, loop_hash: str) -> str:
+    def _new_branch(self, loop_hash: str, back_to: Addr) -> str:
+        """Section 16.6 step 8, plus an HMAC over the branch and ``back_to`` (where a response to it goes next):
+        stray responses are forwarded only with such a mark, so nobody else can aim them (finding: reflector)."""
         self._counter += 1
-        return f"{BRANCH_MAGIC_COOKIE}{loop_hash}.{self._instance}{self._counter:x}"
+        body = f"{loop_hash}.{self._instance}{self._counter:x}"
+        return f"{BRANCH_MAGIC_COOKIE}{body}.{self.branch_mark(body, back_to)}"
+
+    def branch_mark(self, body: str, back_to: Addr) -> str:
+        text = f"{body}|{back_to[0]}|{back_to[1]}".encode()
+        return hmac.new(self._branch_key, text, hashlib.sha256).hexdigest()[:16]
 
     def get_timer(self) -> float | None:
         return self.timers.next_deadline()
 
     # -- requests ------------------------------------------------------------------------------------------
 
-    def handle_request(self, request: Request, source: Addr, now: float, out: Out) -> None:
-        """A request to proxy (anything but REGISTER, PUBLISH and OPTIONS for the server itself)."""
+    def handle_request(self, request: Request, source: Addr, now: float, out: Out, size: int = 0,
+                       unverified: Unverified | None = None) -> None:
+        """A request to proxy (anything but REGISTER, PUBLISH and OPTIONS for the server itself).
+
+        Nothing is kept before the request is authenticated (or known to come from a peer, or to belong to a
+        dialog set up here): refusals and challenges before that are sent once, statelessly, through
+        ``unverified`` (the node's rate limit and 3x rule)."""
         self.stats.requests += 1
         method = request.method
         if method == "ACK":
             self._on_ack(request, source, now, out)
             return
+        from_peer = self.federation.authenticated_peer(source) is not None
         if method == "CANCEL":
-            self._on_cancel(request, source, now, out)
+            self._on_cancel(request, source, now, out, size, unverified, from_peer)
             return
         key = _server_key(request, method)
         tx = self.server_txs.get(key)
         if tx is not None:
-            # A retransmission (section 17.2.1/17.2.2): answer with the last response, or absorb it.
+            # A retransmission (section 17.2.1/17.2.2): answer with the last response, or absorb it. Only to the
+            # address that sent the original: a copy with a forged source gets nothing.
             self.stats.retransmissions_absorbed += 1
-            if tx.last_response is not None and tx.state in (ServerState.PROCEEDING, ServerState.COMPLETED):
+            if (source == tx.source and tx.last_response is not None
+                    and tx.state in (ServerState.PROCEEDING, ServerState.COMPLETED)):
                 out.append((tx.last_response, source))
+            return
+        try:
+            plan = self._admit(request, source, now, from_peer)
+            if len(self.server_txs) >= self.max_transactions:
+                raise _Reject(503, "Service Unavailable (busy)", (("Retry-After", "5"),))
+        except (_Reject, RemoteProtocolError) as exc:
+            rej = exc if isinstance(exc, _Reject) else _Reject(exc.status_hint, exc.message)
+            if rej.status == 407:
+                log.debug("proxy: %s %s from %s:%d challenged", method, clip(request.uri), *source)
+            else:
+                self.stats.rejected += 1
+                log.info("proxy: %s %s from %s:%d -> %d %s", method, clip(request.uri), source[0], source[1],
+                         rej.status, clip(rej.reason or ""))
+            self._stateless(request, source, rej, now, out, size, None if from_peer else unverified)
             return
         tx = ServerTx(key, method, request, source)
         self.server_txs[key] = tx
         try:
-            self._route_new(tx, request, source, now, out)
+            self._route_new(tx, request, source, now, out, plan)
         except _Reject as rej:
-            # A 407 is the routine first half of every call, not a rejection: DEBUG, so INFO logs stay readable.
-            if rej.status == 407:
-                log.debug("proxy: %s %s from %s:%d challenged", method, request.uri, *source)
-            else:
-                self.stats.rejected += 1
-                # An INVITE's refusal gets its "session refused" line (server.sessions) when answered.
-                log.log(logging.DEBUG if method == "INVITE" else logging.INFO, "proxy: %s %s from %s:%d -> %d %s",
-                        method, request.uri, source[0], source[1], rej.status, rej.reason or "")
+            self.stats.rejected += 1
+            # An INVITE's refusal gets its "session refused" line (server.sessions) when answered.
+            log.log(logging.DEBUG if method == "INVITE" else logging.INFO, "proxy: %s %s from %s:%d -> %d %s",
+                    method, clip(request.uri), source[0], source[1], rej.status, clip(rej.reason or ""))
             self._answer(tx, rej.status, rej.reason, rej.extra, now, out)
         except RemoteProtocolError as exc:
             self.stats.rejected += 1
-            log.info("proxy: %s from %s:%d rejected: %s", method, source[0], source[1], exc.message)
+            log.info("proxy: %s from %s:%d rejected: %s", method, source[0], source[1], clip(exc.message))
             self._answer(tx, exc.status_hint, exc.message, (), now, out)
 
-    def _route_new(self, tx: ServerTx, request: Request, source: Addr, now: float, out: Out) -> None:
-        method = request.method
+    def _stateless(self, request: Request, source: Addr, rej: _Reject, now: float, out: Out, size: int,
+                   unverified: Unverified | None) -> None:
+        """Answer without a transaction: once, never retransmitted (the client retransmits if it cares)."""
+        response = response_for(request, rej.status, rej.reason, to_tag=self.ids.tag(), extra=rej.extra)
+        mark_received(response.headers, request.top_via, source)
+        data = response.to_bytes()
+        if unverified is None:
+            out.append((data, source))
+        else:
+            unverified(data, source, size, now, out, rej.delay_s)
+
+    def _admit(self, request: Request, source: Addr, now: float, from_peer: bool) -> _Plan:
+        """Everything decided before any state is kept: validation (section 16.3), authentication of players,
+        and for in-dialog requests the target and the dialog check. Raises :class:`_Reject`."""
         ruri = request.request_uri
         # Section 16.3 step 2: URI scheme.
         if not ruri.is_sip:
@@ -218,18 +302,27 @@ class ProxyCore(TransactionSide):
         if proxy_require:
             raise _Reject(420, "Bad Extension", (("Unsupported", ", ".join(proxy_require)),))
         routes, route_popped = self._routes(request)
-
-        from_peer = self.federation.authenticated_peer(source) is not None
         in_dialog = _has_tag(request.headers.get("To") or "")
         caller_local = False
-        if not from_peer and not in_dialog and method not in _NEVER_CHALLENGED:
+        if from_peer:
+            # A peer speaks for its own players only: a request from a peer never acts as one of ours.
+            from_uri = request.from_.uri
+            if self.is_us(from_uri):
+                raise _Reject(403, "A peer region cannot speak for a player of this region")
+        elif not in_dialog:
             self._authenticate(request, source, now)
             caller_local = True
+        target: Target | None = None
+        if in_dialog:
+            target = self._resolve(request, ruri, routes, out_of_dialog=False, now=now, from_peer=from_peer)
+            if not self._may_relay(source, target, request.call_id, now):
+                raise _Reject(403, "In-dialog requests are relayed only within calls set up here")
+        return _Plan(routes, route_popped, loop_hash, max_forwards, in_dialog, caller_local, from_peer, target)
 
-        target = self._resolve(request, ruri, routes, out_of_dialog=not in_dialog, now=now)
-        if in_dialog and not self._may_relay(source, from_peer, target, request.call_id, now):
-            raise _Reject(403, "In-dialog requests are relayed only for players logged in here")
-
+    def _route_new(self, tx: ServerTx, request: Request, source: Addr, now: float, out: Out, plan: _Plan) -> None:
+        method = request.method
+        target = plan.target or self._resolve(request, request.request_uri, plan.routes, out_of_dialog=True,
+                                              now=now, from_peer=plan.from_peer)
         extra_headers: tuple[tuple[str, str], ...] = ()
         if method == "INVITE":
             # Section 16.2: 100 Trying at once, so the caller stops retransmitting while we work.
@@ -238,8 +331,8 @@ class ProxyCore(TransactionSide):
             trying = trying_response.to_bytes()
             tx.last_response = trying
             out.append((trying, source))
-            if not in_dialog:
-                call = self._call_info(request, source, target, caller_local, from_peer)
+            if not plan.in_dialog:
+                call = self._call_info(request, source, target, plan.caller_local, plan.from_peer)
                 tx.call = call
                 verdict = self.hooks.invite_received(call, now)
                 if not verdict.ok:
@@ -247,15 +340,17 @@ class ProxyCore(TransactionSide):
                     raise _Reject(verdict.status, verdict.reason, extra)
                 extra_headers = verdict.headers
 
-        fwd = self._forward_copy(request, target, route_popped, max_forwards)
+        fwd = self._forward_copy(request, target, plan.route_popped, plan.max_forwards)
         headers = fwd.headers
-        if caller_local:
+        if plan.caller_local:
             self._strip_own_credentials(headers)
-            if method == "INVITE" and not in_dialog:
+            if method == "INVITE" and not plan.in_dialog:
                 self._sign_identity(headers, request)
         for name, value in extra_headers:
             headers.add(name, value)
-        branch = self._new_branch(loop_hash)
+        via = request.top_via
+        back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
+        branch = self._new_branch(plan.loop_hash, back_to)
         self._push_via(headers, request, source, branch)
         data = fwd.to_bytes()
         ctx = ClientTx(branch, method, fwd, target.dest, request_bytes=data, server=tx)
@@ -293,32 +388,18 @@ class ProxyCore(TransactionSide):
         headers.insert_first("Via", self._via(branch))
 
     def _authenticate(self, request: Request, source: Addr, now: float) -> str:
+        outcome = self.login.authenticate(request, source[0], now, proxy=True)
+        if isinstance(outcome, Challenge):
+            if outcome.status == 407:
+                self.stats.challenges += 1
+            elif outcome.status == 403:
+                self.stats.auth_failures += 1
+            raise _Reject(outcome.status, outcome.reason, outcome.headers, outcome.delay_s)
+        user = outcome.user
         from_uri = request.from_.uri
-        keys = [f"user:{from_uri.user or ''}", f"addr:{source[0]}"]
-        verdict = self.throttle.check(keys, now)
-        if verdict.blocked:
-            raise _Reject(403, "Too many failed attempts, try later")
-        outcome = self.auth.verify(request.headers.get_all("Proxy-Authorization"), request.method, now,
-                                   request.uri)
-        status = outcome.status
-        if status is AuthStatus.OK:
-            user = outcome.username or ""
-            self.throttle.succeeded([f"user:{user}"])
-            if from_uri.host.lower() != self.domain or from_uri.user != user:
-                raise _Reject(403, "From does not match the authenticated user")
-            return user
-        if status is AuthStatus.MALFORMED:
-            raise _Reject(400, outcome.reason)
-        if status is AuthStatus.FAILED:
-            self.stats.auth_failures += 1
-            self.throttle.failed(keys, now)
-            log.warning("proxy: authentication failed for %r from %s:%d: %s", outcome.username, source[0],
-                        source[1], outcome.reason)
-            raise _Reject(403, "Wrong user name or password")
-        self.stats.challenges += 1
-        challenge = tuple(("Proxy-Authenticate", v)
-                          for v in self.auth.challenges(now, stale=status is AuthStatus.STALE))
-        raise _Reject(407, None, challenge)
+        if not self.is_us(from_uri) or from_uri.user != user:
+            raise _Reject(403, "From does not match the authenticated user")
+        return user
 
     def _sign_identity(self, headers: Headers, request: Request) -> None:
         """RFC 8224 authentication service: the INVITE of a player authenticated here gets this region's
@@ -341,16 +422,23 @@ class ProxyCore(TransactionSide):
                 _, params = parse_auth_params_untrusted(value)
             except RemoteProtocolError:
                 continue
-            if params.get("realm") != self.auth.realm:
+            if params.get("realm") != self.login.realm:
                 headers.add("Proxy-Authorization", value)
 
     def _resolve(self, request: Request, ruri: SipUri, routes: list[str], *, out_of_dialog: bool,
-                 now: float) -> Target:
-        """Section 16.5: the target and next hop of a request."""
+                 now: float, from_peer: bool = False) -> Target:
+        """Section 16.5: the target and next hop of a request.
+
+        Out of a dialog a request goes only to a player registered here or to a configured peer: never to an
+        address named in the Request-URI or a Route (the server is no open relay). In a dialog it goes to the
+        address in the Request-URI (a party's Contact), and :meth:`_may_relay` checks the dialog."""
         if routes:
-            # A preloaded route beyond us: send there (loose routing, section 16.12), Request-URI unchanged.
             next_hop = SipUri.parse(routes[0].strip().lstrip("<").split(">", 1)[0])
-            return Target(request.uri, self._address_of(next_hop))
+            dest = self._address_of(next_hop)
+            if out_of_dialog and self.federation.by_address(dest) is None:
+                raise _Reject(403, "Routes are followed only to peer regions")
+            # A preloaded route beyond us: send there (loose routing, section 16.12), Request-URI unchanged.
+            return Target(request.uri, dest)
         host = ruri.host.lower()
         if self.is_us(ruri):
             if not ruri.user:
@@ -367,30 +455,52 @@ class ProxyCore(TransactionSide):
         if peer is not None:
             return Target(request.uri, peer.address, peer_domain=peer.domain)
         if is_ip_literal(host):
-            # In-dialog requests and ACKs target a player's Contact directly (DESIGN section 2).
+            if out_of_dialog or from_peer:
+                # Calls go to players by name; a peer never gets us to send to an address it picked.
+                raise _Reject(403, "Requests are forwarded only to players and peer regions")
+            # In-dialog requests and ACKs target a party's Contact directly (DESIGN section 2).
             return Target(request.uri, (host.strip("[]"), ruri.port or 5060))
         if out_of_dialog:
             raise _Reject(604, "Does Not Exist Anywhere (unknown domain)")
         raise _Reject(404, "Unknown domain")
 
-    def _may_relay(self, source: Addr, from_peer: bool, target: Target, call_id: str, now: float) -> bool:
+    def _may_relay(self, source: Addr, target: Target, call_id: str, now: float) -> bool:
         """In-dialog requests and 2xx ACKs are not authenticated (RFC 3261 section 22.1 for ACK; there is no
-        challenge in a dialog we are not part of). So they are relayed only from peers, from an address a player
-        registered from, to one of our own players, or within a call whose INVITE a player authenticated here:
-        never from a stranger to an arbitrary address (the server must not be a reflector)."""
-        if from_peer or target.local or self.location.has_source_ip(source[0]):
-            return True
-        expires = self._dialogs.get(call_id)
-        return expires is not None and expires > now
+        challenge in a dialog we are not part of). So they are relayed only within a call this server set up,
+        and only from one of its two parties to the other (matched on IP address and port): never from a
+        stranger, nor to an address of the sender's choosing (the server must not be a reflector)."""
+        parties = self._dialogs.get(call_id)
+        if parties is None:
+            return False
+        if parties.expires_at <= now:
+            del self._dialogs[call_id]
+            return False
+        return parties.allows(source, target.dest)
 
-    def _dialog_opened(self, call_id: str, now: float) -> None:
+    def _dialog_opened(self, tx: ServerTx, response: Response, now: float) -> None:
+        """A 2xx of an INVITE forwarded here: remember the call's two parties for its in-dialog requests."""
+        ctx = tx.client
+        if ctx is None:
+            return
+        invite = tx.request
+        caller = {tx.source}
+        callee = {ctx.dest}
+        for side, message in ((caller, invite), (callee, response)):
+            try:
+                contacts = message.contacts
+            except RemoteProtocolError:
+                contacts = []
+            for contact in contacts[:1]:
+                addr = _contact_addr(contact.uri)
+                if addr is not None:
+                    side.add(addr)
         dialogs = self._dialogs
-        dialogs.pop(call_id, None)
-        dialogs[call_id] = now + DIALOG_RELAY_S
+        dialogs.pop(invite.call_id, None)
+        dialogs[invite.call_id] = DialogParties(frozenset(caller), frozenset(callee), now + DIALOG_RELAY_S)
         # Insertion order is expiry order: drop the expired (and the oldest beyond the cap) from the front.
         while dialogs:
-            oldest, expires = next(iter(dialogs.items()))
-            if expires > now and len(dialogs) <= MAX_RELAYED_DIALOGS:
+            oldest, parties = next(iter(dialogs.items()))
+            if parties.expires_at > now and len(dialogs) <= MAX_RELAYED_DIALOGS:
                 break
             del dialogs[oldest]
 
@@ -450,9 +560,8 @@ class ProxyCore(TransactionSide):
         except _Reject as rej:
             log.info("proxy: ACK for %s dropped: %d %s", request.uri, rej.status, rej.reason or "")
             return
-        if not self._may_relay(source, self.federation.authenticated_peer(source) is not None, target,
-                               request.call_id, now):
-            log.info("proxy: ACK from %s:%d dropped: not a player logged in here", *source)
+        if not self._may_relay(source, target, request.call_id, now):
+            log.info("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
             return
         fwd = self._forward_copy(request, target, route_popped, max_forwards)
         # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
@@ -462,19 +571,22 @@ class ProxyCore(TransactionSide):
         self.stats.stateless_acks += 1
         out.append((fwd.to_bytes(), target.dest))
 
-    def _on_cancel(self, request: Request, source: Addr, now: float, out: Out) -> None:
+    def _on_cancel(self, request: Request, source: Addr, now: float, out: Out, size: int,
+                   unverified: Unverified | None, from_peer: bool) -> None:
         key = _server_key(request, "CANCEL")
         tx = self.server_txs.get(key)
         if tx is not None:
-            if tx.last_response is not None:
+            if tx.last_response is not None and source == tx.source:
                 out.append((tx.last_response, source))
+            return
+        invite = self.server_txs.get(_server_key(request, "INVITE"))
+        if invite is None or invite.method != "INVITE" or invite.source != source:
+            # Nothing of this sender's to cancel: answered once, statelessly (no state for strangers).
+            self._stateless(request, source, _Reject(481, "Call/Transaction Does Not Exist"), now, out, size,
+                            None if from_peer else unverified)
             return
         tx = ServerTx(key, "CANCEL", request, source)
         self.server_txs[key] = tx
-        invite = self.server_txs.get(_server_key(request, "INVITE"))
-        if invite is None or invite.method != "INVITE":
-            self._answer(tx, 481, "Call/Transaction Does Not Exist", (), now, out)
-            return
         # Section 16.10: answer the CANCEL ourselves, then cancel downstream if still pending.
         self._answer(tx, 200, None, (), now, out)
         ctx = invite.client

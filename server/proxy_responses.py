@@ -8,20 +8,22 @@ of :class:`server.proxy.ProxyCore` and uses the state that class sets up. Rules 
 - A non-2xx final is ACKed hop by hop by the proxy (section 17.1.1.3) and passed upstream once.
 - A response that matches no client transaction but carries our Via on top is forwarded statelessly along the
   next Via (section 16.7 step 1 hands it to section 16.11; section 18.2.2 picks the address), after the same
-  sanity checks as a stateless proxy: the top Via is ours and bears a branch this process made, another Via
-  follows, the next hop is an IP address (never resolved) and not this server.
+  sanity checks as a stateless proxy: the top Via is ours and its branch carries this process's HMAC over the
+  branch and the next hop (so nobody can aim it elsewhere), another Via follows, the next hop is an IP address
+  (never resolved) and not this server.
 - Timers A/E retransmit over UDP, B/F give up (408 upstream for an INVITE only, RFC 4320), C cancels a ringing
   INVITE after 3 minutes (section 16.8), D/K/M and G/H/I/J/L end transactions.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 
 from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import Via
-from gamesdk.sip.ids import IdFactory
+from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Response, response_for
 from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
@@ -132,8 +134,12 @@ class TransactionSide:
     #: Signs the Identity of INVITEs from players authenticated here and of 2xx from players registered here.
     identity: IdentitySigner | None
 
-    def _dialog_opened(self, call_id: str, now: float) -> None:
-        """Overridden by ProxyCore: a player authenticated here got a 2xx (its in-dialog requests may follow)."""
+    def _dialog_opened(self, tx: ServerTx, response: Response, now: float) -> None:
+        """Overridden by ProxyCore: an INVITE forwarded here got a 2xx (its in-dialog requests may follow)."""
+
+    def branch_mark(self, body: str, back_to: Addr) -> str:
+        """Overridden by ProxyCore: the HMAC mark of one of our branches."""
+        raise NotImplementedError
 
     def _via(self, branch: str) -> str:
         # rport (RFC 3581): a player answers to the address the request came from, so one that got it over its
@@ -237,11 +243,8 @@ class TransactionSide:
         if len(vias) < 2:
             return False  # no Via left after ours: it was for us (section 16.11), and no transaction wants it
         top = vias[0]
-        # Section 18.1.2: a response whose top Via is not ours is dropped. Our branches carry this process's
-        # instance id (see ProxyCore._new_branch), so a forged Via naming us does not turn us into a reflector
-        # for arbitrary responses.
-        if (top.host.lower() != self.via_host or top.port != self.via_port
-                or f".{self._instance}" not in (top.branch or "")):
+        # Section 18.1.2: a response whose top Via is not ours is dropped.
+        if top.host.lower() != self.via_host or top.port != self.via_port:
             return False
         nxt = vias[1]
         host = (nxt.received or nxt.host).strip("[]")
@@ -249,6 +252,12 @@ class TransactionSide:
         port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
         if not is_ip_literal(host) or not 0 < port < 65536:
             return False  # we never resolve names on the response path
+        # Our branches end in an HMAC over the branch and the address its responses go back to (see
+        # ProxyCore._new_branch): a Via naming us with a branch copied from elsewhere, or with another next hop,
+        # does not make us send anything anywhere.
+        body, dot, mark = (top.branch or "")[len(BRANCH_MAGIC_COOKIE):].rpartition(".")
+        if not dot or not hmac.compare_digest(mark, self.branch_mark(body, (host, port))):
+            return False
         if host == self.via_host and port == self.via_port:
             return False  # to ourselves: a loop
         response.headers.remove_first("Via")
@@ -327,8 +336,8 @@ class TransactionSide:
             if tx.call is not None and tx.call.callee_local:
                 extra = [*extra, *self._answer_identity(response)]
             ctx.added_2xx_headers[to_tag] = extra
-            if tx.call is not None and tx.call.caller_local:
-                self._dialog_opened(tx.call.call_id, now)
+            if tx.method == "INVITE":
+                self._dialog_opened(tx, response, now)
             sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", tx.request.call_id,
                           _party(tx.request.headers.get("From")), tx.request.uri, response.status)
         self._forward_up(tx, response, extra, out)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request, Response, response_for
-from gamesdk.sip.uri import NameAddr
-from server.auth import AuthStatus, DigestAuthenticator, FailureThrottle
+from gamesdk.sip.uri import NameAddr, SipUri
+from server.auth import Authenticated, LoginFlow
 from server.config import RegistrarConfig
 from server.location import Binding, LocationService, is_ip_literal
 
@@ -41,6 +41,8 @@ class RegistrarResult:
     removed: tuple[Binding, ...] = ()
     #: The authenticated user, when authentication succeeded.
     user: str | None = None
+    #: The answer of the login flow to an unauthenticated request: sent statelessly and never cached.
+    challenge: bool = False
 
 
 @dataclass(slots=True)
@@ -56,23 +58,27 @@ class RegistrarStats:
 class Registrar:
     """Answers REGISTER for one domain."""
 
-    def __init__(self, domain: str, config: RegistrarConfig, authenticator: DigestAuthenticator,
-                 throttle: FailureThrottle, location: LocationService, ids: IdFactory, *,
-                 user_exists: Callable[[str], bool]) -> None:
+    def __init__(self, domain: str, config: RegistrarConfig, login: LoginFlow, location: LocationService,
+                 ids: IdFactory, *, user_exists: Callable[[str], bool],
+                 is_us: Callable[[SipUri], bool] | None = None) -> None:
         self.domain = domain
         self.config = config
-        self.auth = authenticator
-        self.throttle = throttle
+        self.login = login
+        self.is_us = is_us or (lambda uri: uri.host.lower() == domain)
         self.location = location
         self.ids = ids
         self.user_exists = user_exists
         self.stats = RegistrarStats()
 
-    def handle(self, request: Request, source: tuple[str, int], now: float) -> RegistrarResult:
-        """Answer one REGISTER received from ``source``. Never raises for bad input: it answers 4xx."""
+    def handle(self, request: Request, source: tuple[str, int], now: float,
+               client: str | None = None) -> RegistrarResult:
+        """Answer one REGISTER received from ``source``. Never raises for bad input: it answers 4xx.
+
+        ``client`` is the address failures are counted under (``source``'s IP unless a trusted proxy reports
+        another)."""
         self.stats.registers += 1
         try:
-            result = self._handle(request, source, now)
+            result = self._handle(request, source, now, client or source[0])
         except RemoteProtocolError as exc:
             result = RegistrarResult(self._reply(request, exc.status_hint, exc.message))
         status = result.response.status
@@ -83,45 +89,33 @@ class Registrar:
                extra: list[tuple[str, str]] | None = None) -> Response:
         return response_for(request, status, reason, to_tag=self.ids.tag(), extra=extra or ())
 
-    def _handle(self, request: Request, source: tuple[str, int], now: float) -> RegistrarResult:
-        # Step 1: this registrar serves only its own domain.
+    def _handle(self, request: Request, source: tuple[str, int], now: float, client: str) -> RegistrarResult:
+        # Step 1: this registrar serves only its own domain (named by its domain or by one of its listen
+        # addresses, as SIPp's stock REGISTER does).
         ruri = request.request_uri
-        if not ruri.is_sip or ruri.host.lower() != self.domain:
+        if not ruri.is_sip or not self.is_us(ruri):
             return RegistrarResult(self._reply(request, 404, "Domain not served here"))
         # Step 2: Require.
         unsupported = [tag for tag in request.headers.values("Require") if tag.lower() not in SUPPORTED_EXTENSIONS]
         if unsupported:
             return RegistrarResult(self._reply(request, 420, None, [("Unsupported", ", ".join(unsupported))]))
         to_uri = request.to.uri
-        if not to_uri.is_sip or to_uri.host.lower() != self.domain or not to_uri.user:
+        if not to_uri.is_sip or not self.is_us(to_uri) or not to_uri.user:
             return RegistrarResult(self._reply(request, 404, "Address-of-record not in this domain"))
         aor_user = to_uri.user
 
-        # Step 3: authentication, behind the failure throttle (per user and per source address).
-        keys = [f"user:{aor_user}", f"addr:{source[0]}"]
-        verdict = self.throttle.check(keys, now)
-        if verdict.blocked:
-            self.stats.blocked += 1
-            log.warning("register: refused %s from %s:%d (too many failures)", aor_user, *source)
-            return RegistrarResult(self._reply(request, 403, "Too many failed attempts, try later"))
-        outcome = self.auth.verify(request.headers.get_all("Authorization"), "REGISTER", now, request.uri)
-        if outcome.status is AuthStatus.MALFORMED:
-            return RegistrarResult(self._reply(request, 400, outcome.reason))
-        if outcome.status in (AuthStatus.MISSING, AuthStatus.STALE):
-            self.stats.challenges += 1
-            challenge = [("WWW-Authenticate", v)
-                         for v in self.auth.challenges(now, stale=outcome.status is AuthStatus.STALE)]
-            return RegistrarResult(self._reply(request, 401, None, challenge), delay_s=verdict.delay_s)
-        if outcome.status is AuthStatus.FAILED:
-            self.stats.auth_failures += 1
-            fail_keys = keys + ([f"user:{outcome.username}"] if outcome.username not in (None, aor_user) else [])
-            self.throttle.failed(fail_keys, now)
-            delay = self.throttle.check(keys, now).delay_s
-            log.warning("register: authentication failed for %s (as %r) from %s:%d: %s",
-                        aor_user, outcome.username, source[0], source[1], outcome.reason)
-            return RegistrarResult(self._reply(request, 403, "Wrong user name or password"), delay_s=delay)
-        user = outcome.username or ""
-        self.throttle.succeeded([f"user:{user}"])
+        # Step 3: authentication (server.auth: throttled per user and client address, stateless challenge).
+        outcome = self.login.authenticate(request, client, now, proxy=False)
+        if not isinstance(outcome, Authenticated):
+            if outcome.status == 401:
+                self.stats.challenges += 1
+            elif outcome.status == 403:
+                self.stats.auth_failures += 1
+                if outcome.reason and outcome.reason.startswith("Too many"):
+                    self.stats.blocked += 1
+            return RegistrarResult(self._reply(request, outcome.status, outcome.reason, list(outcome.headers)),
+                                   delay_s=outcome.delay_s, challenge=True)
+        user = outcome.user
         # Step 4: a player registers only their own address-of-record (no third-party registration).
         if user != aor_user:
             log.warning("register: %s tried to register %s from %s:%d", user, aor_user, *source)
@@ -130,7 +124,7 @@ class Registrar:
         # removed a moment ago must not come back).
         if not self.user_exists(aor_user):
             return RegistrarResult(self._reply(request, 404, "No such user"))
-        aor = to_uri.aor
+        aor = f"sip:{aor_user}@{self.domain}"  # the To may name us by address: the AOR is the domain's
         return self._update_bindings(request, aor, user, source, now)
 
     def _update_bindings(self, request: Request, aor: str, user: str, source: tuple[str, int],

@@ -29,6 +29,7 @@ from enum import Enum
 from gamesdk.errors import RemoteProtocolError
 
 __all__ = [
+    "NC_WINDOW",
     "SUPPORTED_ALGORITHMS",
     "AuthResult",
     "Challenge",
@@ -37,6 +38,7 @@ __all__ = [
     "DigestClient",
     "NonceManager",
     "NonceStatus",
+    "Verdict",
     "choose_challenge",
     "compute_ha1",
     "compute_response",
@@ -377,26 +379,42 @@ class NonceStatus(Enum):
 
     #: Issued by us, unexpired, and its nonce count is new.
     VALID = "valid"
-    #: Issued by us but expired, or too old to still be tracked: re-challenge with ``stale=TRUE``.
+    #: Issued by us but expired, too old to still be tracked, or its count fell out of the reordering window:
+    #: re-challenge with ``stale=TRUE``.
     STALE = "stale"
     #: Not a nonce we issued (bad MAC, bad encoding, from the future).
     INVALID = "invalid"
-    #: Ours and unexpired, but the nonce count did not increase: a replay.
+    #: Ours and unexpired, but this nonce count was already used: a replay.
     REPLAYED = "replayed"
 
 
 _NONCE_LAYOUT = struct.Struct(">q8s")  # issue time in ms, 8 random bytes; then a 16-byte HMAC tag
 _NONCE_TAG_BYTES = 16
+#: Nonce counts of one nonce accepted out of order within this many of the highest seen (requests sent in parallel
+#: with one nonce, e.g. a REGISTER refresh and a PUBLISH, can arrive in either order over UDP).
+NC_WINDOW = 64
+
+
+@dataclass(slots=True)
+class _Tracked:
+    issued_ms: int
+    highest: int
+    #: Bit i set: nonce count ``highest - i`` was used.
+    seen: int
+    user: str
 
 
 class NonceManager:
-    """Stateless nonces that expire, plus a bounded tracker of the highest nonce count seen per nonce.
+    """Stateless nonces that expire, plus a bounded tracker of the nonce counts seen per nonce.
 
     A nonce is ``base64url(issued_ms | salt | HMAC-SHA256(secret, issued_ms | salt | realm)[:16])``: any server
     holding ``secret`` can check it without a table, and its age comes from the embedded time. Nonce counts
-    are tracked only for nonces that carried a correct response, so an attacker cannot fill the tracker.
-    When the tracker is full its oldest nonces are forgotten and every nonce issued up to then is treated
-    as stale from then on: a forgotten nonce can never be replayed with a restarted count.
+    are tracked only for nonces that carried a correct response, so only account holders add entries, and each
+    account holds at most ``max_per_user`` of them: one account cannot fill the tracker for everybody.
+    Counts are accepted out of order within :data:`NC_WINDOW` of the highest seen (a bitmap per nonce); a count
+    used before is a replay. When the tracker (or one user's share) is full its oldest nonces are forgotten and
+    every nonce issued up to then (for everybody, or for that user) is treated as stale from then on: a
+    forgotten nonce can never be replayed with a restarted count.
     """
 
     def __init__(
@@ -407,6 +425,7 @@ class NonceManager:
         realm: str = "",
         lifetime_s: float = 300.0,
         max_tracked: int = 100_000,
+        max_per_user: int = 16,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("nonce secret must be at least 16 bytes")
@@ -415,8 +434,12 @@ class NonceManager:
         self._realm = realm.encode("utf-8")
         self.lifetime_s = lifetime_s
         self.max_tracked = max_tracked
-        self._nc: dict[str, tuple[int, int]] = {}  # nonce -> (issued_ms, highest nc)
+        self.max_per_user = max_per_user
+        self._nc: dict[str, _Tracked] = {}
         self._floor_ms: int | None = None  # nonces issued at or before this are stale once untracked
+        # Per user: the nonces tracked for them (oldest first) and their own stale floor.
+        self._by_user: dict[str, dict[str, None]] = {}
+        self._user_floor_ms: dict[str, int] = {}
 
     def _tag(self, body: bytes) -> bytes:
         return hmac.new(self._secret, body + self._realm, hashlib.sha256).digest()[:_NONCE_TAG_BYTES]
@@ -426,7 +449,7 @@ class NonceManager:
         body = _NONCE_LAYOUT.pack(int(now * 1000), self._random_bytes(8))
         return base64.urlsafe_b64encode(body + self._tag(body)).rstrip(b"=").decode("ascii")
 
-    def _issued_ms(self, nonce: str) -> int | None:
+    def issued_ms(self, nonce: str) -> int | None:
         """The issue time of a nonce we made, or None if we did not make it."""
         if len(nonce) != 43:  # 32 bytes in unpadded base64url
             return None
@@ -440,51 +463,113 @@ class NonceManager:
         issued_ms: int = _NONCE_LAYOUT.unpack(body)[0]
         return issued_ms
 
-    def check(self, nonce: str, nc: int, now: float) -> NonceStatus:
-        """Check a nonce and its count without recording anything."""
-        return self._status(nonce, self._issued_ms(nonce), nc, now)
-
-    def _status(self, nonce: str, issued_ms: int | None, nc: int, now: float) -> NonceStatus:
-        # Split from check() so that use() decodes the nonce and computes its HMAC once per verification.
+    def freshness(self, issued_ms: int | None, now: float) -> NonceStatus:
+        """Whether a nonce (by :meth:`issued_ms`) is ours and unexpired (VALID), expired (STALE) or not ours."""
         now_ms = int(now * 1000)
         if issued_ms is None or issued_ms > now_ms + 1000:
             return NonceStatus.INVALID
         if now_ms - issued_ms > self.lifetime_s * 1000:
             return NonceStatus.STALE
+        return NonceStatus.VALID
+
+    def check(self, nonce: str, nc: int, now: float, user: str = "") -> NonceStatus:
+        """Check a nonce and its count without recording anything."""
+        return self._status(nonce, self.issued_ms(nonce), nc, now, user)
+
+    def _status(self, nonce: str, issued_ms: int | None, nc: int, now: float, user: str) -> NonceStatus:
+        fresh = self.freshness(issued_ms, now)
+        if fresh is not NonceStatus.VALID:
+            return fresh
+        assert issued_ms is not None  # VALID implies the MAC was good
+        if nc < 1:
+            return NonceStatus.REPLAYED
         tracked = self._nc.get(nonce)
         if tracked is None:
-            if self._floor_ms is not None and issued_ms <= self._floor_ms:
+            floor = self._floor_ms
+            user_floor = self._user_floor_ms.get(user)
+            if (floor is not None and issued_ms <= floor) or (user_floor is not None and issued_ms <= user_floor):
                 return NonceStatus.STALE
-            return NonceStatus.VALID if nc >= 1 else NonceStatus.REPLAYED
-        return NonceStatus.VALID if nc > tracked[1] else NonceStatus.REPLAYED
+            return NonceStatus.VALID
+        if tracked.user != user:
+            return NonceStatus.REPLAYED  # a nonce serves one account (its count belongs to that client)
+        if nc > tracked.highest:
+            return NonceStatus.VALID
+        back = tracked.highest - nc
+        if back >= NC_WINDOW:
+            return NonceStatus.STALE  # too far behind to tell: a fresh nonce settles it, never a failure
+        return NonceStatus.REPLAYED if (tracked.seen >> back) & 1 else NonceStatus.VALID
 
-    def use(self, nonce: str, nc: int, now: float) -> NonceStatus:
-        """Check a nonce and, when VALID, record ``nc`` as the highest count seen for it."""
-        issued_ms = self._issued_ms(nonce)
-        status = self._status(nonce, issued_ms, nc, now)
-        if status is NonceStatus.VALID:
-            assert issued_ms is not None  # VALID implies the MAC was good
-            self._nc[nonce] = (issued_ms, nc)
+    def use(self, nonce: str, nc: int, now: float, user: str = "") -> NonceStatus:
+        """Check a nonce and, when VALID, record ``nc`` as used for it (by ``user``)."""
+        return self.use_issued(nonce, self.issued_ms(nonce), nc, now, user)
+
+    def use_issued(self, nonce: str, issued_ms: int | None, nc: int, now: float, user: str = "") -> NonceStatus:
+        """:meth:`use` for a nonce whose :meth:`issued_ms` the caller already computed (one MAC per request)."""
+        status = self._status(nonce, issued_ms, nc, now, user)
+        if status is not NonceStatus.VALID:
+            return status
+        assert issued_ms is not None
+        tracked = self._nc.get(nonce)
+        if tracked is None:
+            self._nc[nonce] = _Tracked(issued_ms, nc, 1, user)
+            mine = self._by_user.setdefault(user, {})
+            mine[nonce] = None
+            if len(mine) > self.max_per_user:
+                self._forget_oldest_of(user, mine)
             if len(self._nc) > self.max_tracked:
                 self._shrink(now)
+        elif nc > tracked.highest:
+            shift = nc - tracked.highest
+            tracked.seen = ((tracked.seen << shift) | 1) & ((1 << NC_WINDOW) - 1) if shift < NC_WINDOW else 1
+            tracked.highest = nc
+        else:
+            tracked.seen |= 1 << (tracked.highest - nc)
         return status
+
+    def _forget_oldest_of(self, user: str, mine: dict[str, None]) -> None:
+        oldest = next(iter(mine))
+        del mine[oldest]
+        gone = self._nc.pop(oldest, None)
+        if gone is not None:
+            self._user_floor_ms[user] = max(self._user_floor_ms.get(user, gone.issued_ms), gone.issued_ms)
 
     def _shrink(self, now: float) -> None:
         """Forget expired nonces, then the oldest half if still full (raising the stale floor)."""
         cutoff_ms = int(now * 1000 - self.lifetime_s * 1000)
-        self._nc = {n: v for n, v in self._nc.items() if v[0] >= cutoff_ms}
+        self._nc = {n: v for n, v in self._nc.items() if v.issued_ms >= cutoff_ms}
         if len(self._nc) > self.max_tracked // 2:
-            by_age = sorted(self._nc.items(), key=lambda item: item[1][0])
+            by_age = sorted(self._nc.items(), key=lambda item: item[1].issued_ms)
             drop = by_age[: len(by_age) - self.max_tracked // 2]
-            newest_dropped_ms = drop[-1][1][0]
+            newest_dropped_ms = drop[-1][1].issued_ms
             self._floor_ms = max(self._floor_ms or newest_dropped_ms, newest_dropped_ms)
             for n, _ in drop:
                 del self._nc[n]
+        # Per-user indexes follow the tracker; floors older than a nonce's lifetime no longer matter.
+        self._by_user = {u: kept for u, ns in self._by_user.items()
+                         if (kept := {n: None for n in ns if n in self._nc})}
+        self._user_floor_ms = {u: f for u, f in self._user_floor_ms.items() if f >= cutoff_ms}
 
     @property
     def tracked(self) -> int:
-        """How many nonces currently have a recorded nonce count."""
+        """How many nonces currently have recorded nonce counts."""
         return len(self._nc)
+
+
+class Verdict(Enum):
+    """What a server does with credentials (:attr:`AuthResult.verdict`)."""
+
+    #: Correct and fresh: let the request through.
+    OK = "ok"
+    #: Challenge again (``stale`` says whether with ``stale=TRUE``): the nonce is not ours, expired, or its count
+    #: fell out of the window. Never a password failure: an attacker can forge those without knowing anything.
+    CHALLENGE = "challenge"
+    #: Wrong user name or password with a fresh nonce of ours: a failure that counts for throttling.
+    WRONG = "wrong"
+    #: The right password but a nonce count used before: a replay, refused without counting.
+    REPLAYED = "replayed"
+    #: Refused for what the client chose, not for the password (algorithm not offered, no qop, digest uri of
+    #: another request): the reason is worth telling the client.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -501,6 +586,7 @@ class AuthResult:
     stale: bool = False
     #: Why not, for logs (do not tell the client which part was wrong).
     reason: str = ""
+    verdict: Verdict = Verdict.WRONG
 
 
 class DigestAuthenticator:
@@ -558,36 +644,59 @@ class DigestAuthenticator:
         it, so credentials cannot be moved to another request). Never raises on bad input.
         """
         if authorization is None:
-            return AuthResult(ok=False, reason="no credentials")
+            return AuthResult(ok=False, reason="no credentials", verdict=Verdict.CHALLENGE)
         try:
             cred = Credentials.parse_untrusted(authorization)
         except RemoteProtocolError as exc:
-            return AuthResult(ok=False, reason=exc.message)
-
-        def refuse(reason: str, *, stale: bool = False) -> AuthResult:
-            return AuthResult(
-                ok=False, username=cred.username, algorithm=cred.algorithm, stale=stale, reason=reason
-            )
-
+            return AuthResult(ok=False, reason=exc.message, verdict=Verdict.REFUSED)
         if cred.realm != self.realm:
-            return refuse(f"credentials for another realm {cred.realm!r}")
+            return AuthResult(ok=False, username=cred.username, algorithm=cred.algorithm,
+                              reason=f"credentials for another realm {cred.realm!r}", verdict=Verdict.CHALLENGE)
+        uri_ok = None if request_uri is None else (lambda uri: uri == request_uri)
+        return self.verify_credentials(cred, method=method, now=now, lookup_ha1=lookup_ha1, uri_ok=uri_ok)
+
+    def verify_credentials(
+        self,
+        cred: Credentials,
+        *,
+        method: str,
+        now: float,
+        lookup_ha1: Callable[[str, str], str | None],
+        uri_ok: Callable[[str], bool] | None = None,
+    ) -> AuthResult:
+        """The checks of :meth:`verify` on credentials already parsed and known to be for this realm.
+
+        ``uri_ok(digest_uri)`` says whether the credentials' digest uri names the request's target.
+        Order matters: a nonce that is not ours or has expired is settled by a new challenge before the
+        password is looked at, so only credentials built on a fresh nonce of ours can count as a failure.
+        """
+
+        def refuse(reason: str, verdict: Verdict, *, stale: bool = False) -> AuthResult:
+            return AuthResult(ok=False, username=cred.username, algorithm=cred.algorithm, stale=stale,
+                              reason=reason, verdict=verdict)
+
         if cred.algorithm not in self.algorithms:
-            return refuse(f"algorithm {cred.algorithm} not offered")
+            return refuse(f"algorithm {cred.algorithm} not offered (offered: {', '.join(self.algorithms)})",
+                          Verdict.REFUSED)
         if cred.qop != "auth":
             # Without qop there is no nonce count, so replays could not be refused (RFC 7616 5.9).
-            return refuse("qop=auth is required")
-        if request_uri is not None and cred.uri != request_uri:
-            return refuse("digest uri does not match the Request-URI")
+            return refuse("qop=auth is required", Verdict.REFUSED)
+        if uri_ok is not None and not uri_ok(cred.uri):
+            return refuse("digest uri does not match the Request-URI", Verdict.REFUSED)
+        issued_ms = self.nonces.issued_ms(cred.nonce)
+        fresh = self.nonces.freshness(issued_ms, now)
         ha1 = lookup_ha1(cred.username, cred.algorithm)
-        if ha1 is None:
-            return refuse("unknown user")
-        if not verify_response(cred, ha1=ha1, method=method):
-            return refuse("wrong response")
-        # The response is right, so whatever is wrong with the nonce below, the client knows the password:
-        # an expired or unknown nonce is stale (RFC 7616 3.3), which makes clients retry silently.
-        status = self.nonces.use(cred.nonce, cred.nc, now)
+        right = ha1 is not None and verify_response(cred, ha1=ha1, method=method)
+        if fresh is not NonceStatus.VALID:
+            # RFC 7616 3.3: stale=TRUE only when the response was right (the client retries without a prompt).
+            return refuse(f"nonce {fresh.value}", Verdict.CHALLENGE, stale=right)
+        if not right:
+            return refuse("unknown user" if ha1 is None else "wrong response", Verdict.WRONG)
+        status = self.nonces.use_issued(cred.nonce, issued_ms, cred.nc, now, cred.username)
         if status is NonceStatus.VALID:
-            return AuthResult(ok=True, username=cred.username, algorithm=cred.algorithm, reason="ok")
+            return AuthResult(ok=True, username=cred.username, algorithm=cred.algorithm, reason="ok",
+                              verdict=Verdict.OK)
         if status is NonceStatus.REPLAYED:
-            return refuse(f"nonce count {cred.nc:08x} replayed")
-        return refuse(f"nonce {status.value}", stale=True)
+            return refuse(f"nonce count {cred.nc:08x} replayed", Verdict.REPLAYED)
+        # The response is right, so the client knows the password: an old count or a forgotten nonce is stale.
+        return refuse(f"nonce {status.value}", Verdict.CHALLENGE, stale=True)

@@ -145,8 +145,22 @@ def billing_export_csv(rows: Sequence[BillingRow], out: TextIO | str | Path) -> 
     writer.writerow(BILLING_CSV_COLUMNS)
     for r in rows:
         d = _row_dict(r)
-        writer.writerow(["" if d[c] is None else d[c] for c in BILLING_CSV_COLUMNS])
+        writer.writerow([_csv_cell(d[c]) for c in BILLING_CSV_COLUMNS])
     return len(rows)
+
+
+#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP): Call-IDs, tags and
+#: player names come from the network.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text: text starting like a formula gets a leading apostrophe."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -180,9 +180,9 @@ class WebSite:
         failed = throttle.failed
         counter = self.metrics.logins_refused.labels("sip", "credentials")
 
-        def counted(keys: list[str], now: float) -> bool:
+        def counted(user: str, client: str, now: float) -> None:
             counter.inc()
-            return bool(failed(keys, now))
+            failed(user, client, now)
 
         throttle.failed = counted
         self._throttle_failed = failed  # the web's own failures are counted under "web"
@@ -289,8 +289,7 @@ class WebSite:
         Returns (ok, why): why is ``throttled`` or ``credentials`` when refused.
         """
         node = self.node
-        keys = [f"user:{name}", f"addr:{ip}"]
-        verdict = node.throttle.check(keys, self._loop_now())
+        verdict = node.throttle.check(name, ip, self._loop_now())
         if verdict.blocked:
             return False, "throttled"
         if verdict.delay_s > 0:
@@ -305,11 +304,11 @@ class WebSite:
                 break
         if not good:
             now = self._loop_now()
-            self._throttle_failed(keys, now)
-            if node.throttle.check(keys, now).blocked:
+            self._throttle_failed(name, ip, now)
+            if node.throttle.check(name, ip, now).blocked:
                 return False, "throttled"
             return False, "credentials"
-        node.throttle.succeeded([f"user:{name}"])
+        node.throttle.succeeded(name, ip)
         return True, ""
 
     async def logout(self, request: web.Request) -> web.StreamResponse:

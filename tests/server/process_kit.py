@@ -32,7 +32,7 @@ def write_region(tmp: Path, *, port: int | None = None, name: str = "eu", extra:
     port = port or free_udp_port()
     text = text.replace("udp:127.0.0.1:5060", f"udp:127.0.0.1:{port}").replace("udp:127.0.0.1:5062",
                                                                              f"udp:127.0.0.1:{free_udp_port()}")
-    text = text.replace('digest_algorithms = ["SHA-256", "MD5"]', 'digest_algorithms = ["MD5", "SHA-256"]')
+    text = text.replace('digest_algorithms = ["SHA-256"]', 'digest_algorithms = ["MD5", "SHA-256"]')
     path = tmp / f"{name}.toml"
     path.write_text(text + extra)
     return path

@@ -26,7 +26,7 @@ def test_examples_load_and_federate() -> None:
     assert eu.database == EXAMPLES / "eu.sqlite3"
     assert [n.name for n in eu.access_networks] == ["eu-fiber", "eu-dsl"]
     assert eu.access_networks_raw[0]["uplink_kbps"] == 100000  # kept raw for the policy parser
-    assert eu.auth.digest_algorithms == ("SHA-256", "MD5") and eu.auth.realm == "eu.gamesdk.test"
+    assert eu.auth.digest_algorithms == ("SHA-256",) and eu.auth.realm == "eu.gamesdk.test"
 
 
 def test_relative_database_follows_the_config_file(tmp_path: Path) -> None:

@@ -188,7 +188,8 @@ def test_max_forwards_zero_and_loop(world: World) -> None:
     w = world
     w.wire.send(w.alice.addr, EU, w.alice.invite("sip:bob@na.gamesdk.test", max_forwards=0))
     assert [r.status for r in w.alice.responses()] == [483]  # section 16.3 checks come before authentication
-    # A loop: na's peer entry for eu points back at na itself, so an INVITE for eu's domain comes back to na.
+    # A loop: na's peer entry for eu points back at na itself, so an INVITE for eu's domain comes back to na. A
+    # peer never speaks for a player of this region, so na refuses its own player's INVITE coming back from "eu".
     w.na.federation.set_peer("eu.gamesdk.test", NA)
     carol = w.wire.add_ua(TestUA("carol", "na.gamesdk.test", "cpw", ("127.0.0.1", 7003)))
     invite = carol.invite("sip:alice@eu.gamesdk.test")
@@ -196,7 +197,14 @@ def test_max_forwards_zero_and_loop(world: World) -> None:
     (challenge,) = carol.responses()
     w.wire.send(carol.addr, NA, carol.authorize(invite, challenge))
     statuses = [r.status for r in carol.responses()]
-    assert statuses[0] == 100 and 482 in statuses
+    assert statuses[0] == 100 and 403 in statuses
+    # A request from a peer that already passed eu (eu's Via with this request's loop hash below the top): 482.
+    looped = w.bob.invite("sip:alice@eu.gamesdk.test")
+    own = f"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{w.eu.proxy._loop_hash(looped)}.x"
+    looped.headers.insert_first("Via", own)
+    looped.headers.insert_first("Via", "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKna1")
+    w.wire.send(NA, EU, looped)
+    assert any(b" 482 " in data.split(b"\r\n", 1)[0] for data in w.wire.through(NA))
 
 
 def test_cancel_before_and_after_provisional(world: World) -> None:
@@ -338,11 +346,13 @@ def test_in_dialog_requests_from_strangers_are_not_relayed(world: World) -> None
     before = len(w.wire.log)
     w.wire.send(stranger.addr, EU, ack)
     assert [dst for _, dst, _ in w.wire.log[before:]] == [EU]  # dropped at eu, nothing sent on
-    # The same BYE from alice's address (she is logged in here) is relayed.
+    # The same BYE from alice's address is not relayed either: she is logged in here, but this is no call of
+    # hers that eu set up (in-dialog relaying happens only between the two parties of such a call).
     again = bye.copy()
     again.headers.set("Via", w.alice.via())
     w.wire.send(w.alice.addr, EU, again)
-    assert any(dst == ("198.51.100.7", 5060) for _, dst, _ in w.wire.log[before:])
+    assert not any(dst == ("198.51.100.7", 5060) for _, dst, _ in w.wire.log[before:])
+    assert [r.status for r in w.alice.responses()] == [403]
 
 
 def test_in_dialog_requests_of_a_call_authenticated_here_are_relayed(world: World) -> None:

@@ -45,7 +45,7 @@ def login(wire: Wire, ua: TestUA, expires: int | None = 3600, **kw: object) -> R
 
 
 def test_challenges_in_configured_order_with_qop_auth(tmp_path: Path) -> None:
-    wire, _, ua = make(tmp_path)
+    wire, _, ua = make(tmp_path, digest_algorithms=("SHA-256", "MD5"))
     wire.send(ua.addr, EU, ua.register())
     challenge = one(ua)
     assert challenge.status == 401
@@ -63,7 +63,7 @@ def test_challenges_in_configured_order_with_qop_auth(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("algorithms", [("SHA-256",), ("MD5",)])
 def test_login_with_each_algorithm_lists_binding(tmp_path: Path, algorithms: tuple[str, ...]) -> None:
-    wire, node, ua = make(tmp_path)
+    wire, node, ua = make(tmp_path, digest_algorithms=("SHA-256", "MD5"))
     ua.digest.algorithms = algorithms
     ok = login(wire, ua, 600)
     assert ok.status == 200
@@ -103,7 +103,7 @@ def test_expired_nonce_gives_stale_true_and_then_works(tmp_path: Path) -> None:
     assert one(ua).status == 200
 
 
-def test_replayed_nonce_count_is_refused(tmp_path: Path) -> None:
+def test_replayed_nonce_count_is_challenged_not_counted(tmp_path: Path) -> None:
     wire, _, ua = make(tmp_path)
     request = ua.register()
     wire.send(ua.addr, EU, request)
@@ -115,7 +115,10 @@ def test_replayed_nonce_count_is_refused(tmp_path: Path) -> None:
     replay.headers.set("Via", ua.via())  # a new transaction with the same credentials (same nc)
     replay.headers.set("CSeq", f"{signed.cseq.seq + 1} REGISTER")
     wire.send(ua.addr, EU, replay)
-    assert one(ua).status == 403
+    again = one(ua)
+    # A replay is refused with a fresh (stale) challenge: never a password failure (nobody gets locked out).
+    assert again.status == 401
+    assert all(Challenge.parse_untrusted(v).stale for v in again.headers.get_all("WWW-Authenticate"))
 
 
 def test_retransmission_gets_same_answer_not_a_cseq_error(tmp_path: Path) -> None:
@@ -233,7 +236,9 @@ def test_failures_are_slowed_down_then_blocked(tmp_path: Path) -> None:
             ua.responses()
     # Now blocked: even the right password is refused without a challenge, for block_s.
     ua.digest.password = "wonderland"
-    wire.send(ua.addr, EU, ua.register())
+    request = ua.register()
+    wire.send(ua.addr, EU, request)
+    wire.send(ua.addr, EU, ua.authorize(request, one(ua)))
     blocked = one(ua)
     assert blocked.status == 403 and "Too many" in blocked.reason
     wire.advance(61)
@@ -253,7 +258,9 @@ def test_one_players_failures_do_not_lock_out_others_on_the_same_address(tmp_pat
         wire.advance(5)
         assert [r.status for r in ua.responses()] == [403]
     ua.digest.password = "wonderland"
-    wire.send(ua.addr, EU, ua.register())
-    assert one(ua).status == 403  # alice herself is blocked
+    request = ua.register()
+    wire.send(ua.addr, EU, request)
+    wire.send(ua.addr, EU, ua.authorize(request, one(ua)))
+    assert one(ua).status == 403  # alice herself is blocked from this address
     bob = wire.add_ua(TestUA("bob", "eu.gamesdk.test", "builder", ("127.0.0.1", 7002)))
     assert login(wire, bob).status == 200  # same IP address, other player: not blocked (5x address threshold)
