@@ -31,7 +31,7 @@ from server.policy.cli_support import billing_list_text, billing_rows
 
 __all__ = ["LocalSession", "region_mapping", "setup_local_session"]
 
-PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw"}
+PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw", "op": "op-demo-pw"}
 
 
 def region_mapping(name: str, peer: str, *, access_kbps: int | None = None, pki: Path | None = None) -> dict[str, Any]:
@@ -99,9 +99,13 @@ class LocalSession:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _start(name: str, peer: str, workdir: Path, access_kbps: int | None, pki: Path | None) -> EmbeddedServer:
-    config = ServerConfig.from_mapping(region_mapping(name, peer, access_kbps=access_kbps, pki=pki), base_dir=workdir)
-    server = EmbeddedServer(config, port=0, host="127.0.0.1")
+def _start(name: str, peer: str, workdir: Path, access_kbps: int | None, pki: Path | None,
+           web_port: int | None = None) -> EmbeddedServer:
+    mapping = region_mapping(name, peer, access_kbps=access_kbps, pki=pki)
+    if web_port is not None:
+        mapping["web"] = {"listen": f"http://127.0.0.1:{web_port}"}
+    config = ServerConfig.from_mapping(mapping, base_dir=workdir)
+    server = EmbeddedServer(config, port=0, host="127.0.0.1", web_port=web_port)
     server.start_in_thread()
     return server
 
@@ -117,8 +121,9 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
     if not getattr(args, "no_tls", False):
         pki = workdir / "pki"
         make_test_pki(pki, ("eu.gamesdk.test", "na.gamesdk.test"))
+    web_port = getattr(args, "web_port", 8080) if getattr(args, "web", False) else None
     servers = {
-        "eu": _start("eu", "na", workdir, args.access_kbps, pki),
+        "eu": _start("eu", "na", workdir, args.access_kbps, pki, web_port),
         "na": _start("na", "eu", workdir, None, pki),
     }
     servers["eu"].set_peer("na.gamesdk.test", servers["na"].address)
@@ -133,6 +138,13 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
     if pki is not None:
         out.write(f"players log in over TLS (RFC 5626 outbound) with certificates made on the fly in {pki}; "
                   f"the regions sign identities binding the channel keys (RFC 8224)\n")
+    site = servers["eu"].web
+    if site is not None:
+        servers["eu"].add_user("op", PASSWORDS["op"], admin=True)
+        out.write(f"web lobby of region eu: {site.url}/  log in as {host_user} / "
+                  f"{PASSWORDS.get(host_user, host_user + '-demo-pw')} (operator console: op / {PASSWORDS['op']})\n"
+                  f"{host_user}'s game waits: invite {guest_user}@na.gamesdk.test from the page to start the match\n")
+        out.flush()
 
     if args.sim_latency_ms or args.sim_jitter_ms or args.sim_loss:
         out.write(f"channel simulator: each player's game packets get +{args.sim_latency_ms:g} ms one way, "
@@ -158,7 +170,8 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
     guest = GamesdkLink(client(guest_user, "na", args.seed * 2 + 2))
     host = GamesdkLink(
         client(host_user, "eu", args.seed * 2 + 1),
-        invite=invite_request_from_args(args, f"{guest_user}@na.gamesdk.test"),
+        invite=None if site is not None else invite_request_from_args(args, f"{guest_user}@na.gamesdk.test"),
         may_invite=lambda: guest.registered,
+        accept_web_invites=site is not None,
     )
     return LocalSession(host_link=host, guest_link=guest, servers=servers, workdir=workdir)

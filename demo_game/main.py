@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--server", metavar="tls:HOST:PORT",
                       help="your regional server, udp:HOST:PORT or tls:HOST:PORT (networked mode)")
     p.add_argument("--headless", action="store_true", help="no window: bot against bot, text log on stdout")
+    p.add_argument("--web", action="store_true",
+                   help="local mode: serve region eu's web site; alice's game waits for an invite from the page")
+    p.add_argument("--web-port", type=int, default=8080, help="port of the web site with --web (0: any free one)")
     p.add_argument(
         "--duration",
         type=float,
@@ -115,6 +118,10 @@ def _check(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
             p.error("--server needs --invite NAME@DOMAIN or --wait")
     elif args.invite or args.wait or args.password:
         p.error("--invite, --wait and --password belong to networked mode (--server)")
+    if args.web and (args.server is not None or args.offline):
+        p.error("--web belongs to the local demo (--local): the web site is region eu's")
+    if not 0 <= args.web_port <= 65535:
+        p.error("--web-port must be 0-65535")
     if args.duration is not None and not args.duration > 0:
         p.error("--duration must be a positive number of seconds")
     if not args.latency_ms > 0 or args.jitter_ms < 0 or args.loss_ppm < 0:
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                 out,
                 pump=handle.pump,
                 seed=args.seed,
+                setup_timeout_s=600.0 if args.web else 30.0,  # --web: a person invites from the page
             )
         else:
             os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")

@@ -110,6 +110,8 @@ class GamesdkLink:
     client: gamesdk.PollingClient
     invite: InviteRequest | None = None
     may_invite: Callable[[], bool] = lambda: True
+    #: Accept the invitations our regional server asks for (a web invite: SIP REFER from the registrar).
+    accept_web_invites: bool = False
     registered: bool = False
     _call_id: str | None = None
     _session: gamesdk.PollingSession | None = None
@@ -206,6 +208,15 @@ class GamesdkLink:
             return [SessionFailed(status=event.status, reason=f"{self.me} could not log in: {event.reason}")]
         if isinstance(event, gamesdk.Ringing):
             return [SetupStep(text=f"{self.me}: 180 Ringing: the opponent's SDK is answering")]
+        if isinstance(event, gamesdk.InviteRequested):
+            if not self.accept_web_invites or self._call_id is not None:
+                self.client.decline_invite_request(event.refer_id, now, "Busy")
+                return [SetupStep(text=f"{self.me}: declined a web invite of {event.peer} (busy)")]
+            self._call_id = self.client.accept_invite_request(event.refer_id, now)
+            req = event.requirements
+            return [SetupStep(text=f"{self.me}: the web page asks to invite {event.peer} (REFER from the regional "
+                                   f"server, {req.get('format')}, lat<={req.get('latency_ms')} ms, "
+                                   f"{req.get('bandwidth_kbps')} kbit/s): INVITE sent from this client")]
         if isinstance(event, gamesdk.InviteReceived):
             offer = event.offer
             self._call_id = event.call_id

@@ -186,11 +186,13 @@ class EmbeddedServer:
                  accounts: AccountLookup | None = None, hooks: PolicyHooks | None = None,
                  hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
                  policy: bool = True, random_bytes: Callable[[int], bytes] = os.urandom,
-                 persist_registrations: bool | None = None, web: bool = True) -> None:
+                 persist_registrations: bool | None = None, web: bool = True,
+                 web_port: int | None = None) -> None:
         self.config = config
         #: The region's web site (server.web.site.WebSite) once started, when the region file has [web].
         self.web: Any = None
         self._web_enabled = web
+        self._web_port = web_port
         #: The config as read from the file (``config`` gets the bound port): what a reload compares with.
         self.file_config = config
         # Registrations are kept in the region database when the server keeps its accounts there too.
@@ -227,12 +229,12 @@ class EmbeddedServer:
             self._accounts = self._own_accounts
         return self._accounts
 
-    def add_user(self, name: str, password: str) -> None:
+    def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
         """Create an account in this region's database (needs the default SQLite account store)."""
         accounts = self.accounts
         if not isinstance(accounts, AccountStore):
             raise TypeError("add_user needs the SQLite account store")
-        accounts.add(name, password, now=_wall_time())
+        accounts.add(name, password, now=_wall_time(), admin=admin)
 
     # -- in a running loop ---------------------------------------------------------------------------------
 
@@ -287,7 +289,9 @@ class EmbeddedServer:
 
             site = WebSite(self, config.web)
             try:
-                await site.start(port=0 if self._tls_port == 0 else None)  # a region on port 0 takes a free one
+                # A region on port 0 (tests) takes a free web port too, unless told otherwise.
+                await site.start(port=self._web_port if self._web_port is not None
+                                 else (0 if self._tls_port == 0 else None))
             except BaseException:
                 if protocol.transport is not None:
                     protocol.transport.close()
