@@ -63,4 +63,4 @@ def test_demo_web_invite_starts_the_match(tmp_path: Path) -> None:
     assert steps[-1] == "established", steps
     assert "the web page asks to invite bob@na.gamesdk.test" in out
     assert proc.returncode == 0, out[-2000:]
-    assert re.search(r"final score", out, re.I) or "match" in out.lower()
+    assert re.search(r"final score", out, re.IGNORECASE) or "match" in out.lower()
