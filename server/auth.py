@@ -224,13 +224,16 @@ class LoginFlow:
 
     def __init__(self, realm: str, algorithms: tuple[str, ...], credentials: CredentialLookup,
                  throttle: FailureThrottle, *, nonce_lifetime_s: float, random_bytes: Callable[[int], bytes],
-                 is_us: Callable[[SipUri], bool] | None = None) -> None:
+                 is_us: Callable[[SipUri], bool] | None = None, nonce_secret: bytes | None = None) -> None:
         self.realm = realm
         self.algorithms = algorithms
         self.credentials = credentials
         self.throttle = throttle
         self.is_us = is_us or (lambda uri: False)
-        self.core = digest.DigestAuthenticator(realm, secret=random_bytes(32), random_bytes=random_bytes,
+        # ``nonce_secret`` kept in the region database lets a restarted server accept the nonces its predecessor
+        # issued (a call challenged just before a restart completes after it); fresh per process otherwise.
+        self.core = digest.DigestAuthenticator(realm, secret=nonce_secret or random_bytes(32),
+                                               random_bytes=random_bytes,
                                                algorithms=algorithms, nonce_lifetime_s=nonce_lifetime_s)
         self.challenges_sent = 0
         self.failures = 0

@@ -176,6 +176,8 @@ class ServerConfig:
     #: "auto" (uvloop when installed, else asyncio), "asyncio" or "uvloop" (research/perf.md: uvloop passes
     #: about 1.4x the datagrams of the default loop).
     event_loop: str = "auto"
+    #: While draining, leave new UDP requests unanswered (retransmitted to the restarted server) rather than 503.
+    drain_quiet_udp: bool = True
     #: Raw policy tables, handed to the policy component's own parser.
     access_networks_raw: tuple[Mapping[str, Any], ...] = ()
     classes_raw: tuple[Mapping[str, Any], ...] = ()
@@ -555,7 +557,10 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         raise ConfigError("log.level", f"{log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
 
     run_t = _table(data, "runtime", "runtime")
-    _unknown_keys(run_t, {"event_loop"}, "runtime")
+    _unknown_keys(run_t, {"event_loop", "drain_udp"}, "runtime")
+    drain_udp = _str(run_t, "drain_udp", "runtime.drain_udp", "quiet").lower()
+    if drain_udp not in {"quiet", "503"}:
+        raise ConfigError("runtime.drain_udp", f"{drain_udp!r} is not one of quiet, 503")
     event_loop = _str(run_t, "event_loop", "runtime.event_loop", "auto").lower()
     if event_loop not in {"auto", "asyncio", "uvloop"}:
         raise ConfigError("runtime.event_loop", f"{event_loop!r} is not one of auto, asyncio, uvloop")
@@ -586,6 +591,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         control_socket=control_socket,
         advertise=advertise,
         event_loop=event_loop,
+        drain_quiet_udp=drain_udp == "quiet",
         access_networks_raw=tuple(networks_raw),
         classes_raw=tuple(_array_of_tables(data, "classes")),
         tariff_raw=_table(data, "tariff", "tariff"),

@@ -191,6 +191,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE accounts ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE accounts ADD COLUMN locked INTEGER NOT NULL DEFAULT 0",
     )),
+    Migration(5, "calls whose in-dialog requests are relayed, kept across restarts", (
+        # server/registrations.py; expires_at is wall-clock (UNIX) seconds.
+        """CREATE TABLE relayed_dialogs (
+            call_id    TEXT NOT NULL PRIMARY KEY,
+            expires_at REAL NOT NULL,
+            parties    TEXT NOT NULL  -- JSON {"caller": [[host, port], ...], "callee": [...]}
+        )""",
+    )),
+    Migration(6, "server secrets kept across restarts (digest nonce and branch keys)", (
+        """CREATE TABLE server_secrets (
+            name  TEXT NOT NULL PRIMARY KEY,
+            value BLOB NOT NULL
+        )""",
+    )),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

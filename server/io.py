@@ -254,7 +254,13 @@ class EmbeddedServer:
         self.address = (host, port)
         config = self.config.with_listen(host, port)
         self.config = config
-        node = RegionalServer(config, self.accounts, random_bytes=self._random_bytes, hooks=self._hooks)
+        secrets: Callable[[str], bytes] | None = None
+        if self._persist:
+            store = RegistrationStore(open_region_db(self.config.database))
+            self._registrations = store
+            secrets = lambda name: store.secret(name, lambda: self._random_bytes(32))
+        node = RegionalServer(config, self.accounts, random_bytes=self._random_bytes, hooks=self._hooks,
+                              secrets=secrets)
         node.wall_clock_offset = time.time() - loop.time()
         if self._hooks_factory is not None:
             node.set_hooks(self._hooks_factory(node))
@@ -335,11 +341,15 @@ class EmbeddedServer:
     # -- registrations kept across restarts -----------------------------------------------------------------
 
     def _restore_registrations(self, node: RegionalServer, loop: asyncio.AbstractEventLoop) -> None:
-        self._registrations = RegistrationStore(open_region_db(self.config.database))
+        assert self._registrations is not None
         wall = _wall_time()
-        restored = node.location.restore(self._registrations.load(wall, wall - loop.time()))
-        if restored:
-            log.info("server: restored %d registration(s) from %s", restored, self.config.database)
+        offset = wall - loop.time()
+        restored = node.location.restore(self._registrations.load(wall, offset))
+        dialogs = self._registrations.load_dialogs(wall, offset)
+        node.proxy.restore_dialogs(dialogs, loop.time())
+        if restored or dialogs:
+            log.info("server: restored %d registration(s) and %d call(s) from %s", restored, len(dialogs),
+                     self.config.database)
 
     def flush_registrations(self) -> int:
         """Write the registrations that changed since the last flush; returns how many rows were written."""
@@ -347,12 +357,16 @@ class EmbeddedServer:
         if node is None or store is None or loop is None:
             return 0
         changes = node.location.take_changes()
+        dialogs, node.proxy.opened_dialogs = node.proxy.opened_dialogs, []
+        wall = _wall_time()
         try:
-            store.apply(changes, _wall_time() - loop.time())
+            store.apply(changes, wall - loop.time())
+            store.save_dialogs(dialogs, wall - loop.time(), wall)
         except sqlite3.Error as exc:
-            log.error("server: cannot save %d registration change(s): %s", len(changes), exc)
+            log.error("server: cannot save %d registration change(s) and %d call(s): %s", len(changes),
+                      len(dialogs), exc)
             return 0
-        return len(changes)
+        return len(changes) + len(dialogs)
 
     def _flush_tick(self) -> None:
         self.flush_registrations()
@@ -367,7 +381,7 @@ class EmbeddedServer:
         node = self.node
         if node is None:
             return 0
-        node.drain(retry_after_s)
+        node.drain(retry_after_s, quiet_udp=node.config.drain_quiet_udp)
         log.info("server: draining (%d transaction(s) under way)", node.pending_transactions())
         deadline = asyncio.get_running_loop().time() + timeout_s
         while node.pending_transactions() and asyncio.get_running_loop().time() < deadline:
@@ -402,7 +416,7 @@ class EmbeddedServer:
         if self.protocol is not None:
             self.protocol._rearm()
         self.refresh_tracing()
-        log.info("server: reloaded %s: %d access network(s), %d peer(s), log level %s", source,
+        log.warning("server: reloaded %s: %d access network(s), %d peer(s), log level %s", source,
                  len(new.access_networks), len(new.peers), logging.getLevelName(logging.getLogger().level))
         return new
 

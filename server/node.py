@@ -101,7 +101,10 @@ class RegionalServer:
     """One region's SIP server: registrar, location, federation, stateful proxy and the policy hooks."""
 
     def __init__(self, config: ServerConfig, accounts: AccountLookup, *, random_bytes: Callable[[int], bytes],
-                 hooks: PolicyHooks | None = None, ids: IdFactory | None = None) -> None:
+                 hooks: PolicyHooks | None = None, ids: IdFactory | None = None,
+                 secrets: Callable[[str], bytes] | None = None) -> None:
+        """``secrets(name)`` gives keys kept across restarts (the region database): "digest-nonce" and
+        "branch"; without it each process makes its own."""
         self.config = config
         self.accounts = accounts
         self.ids: IdFactory = ids or RandomIdFactory(random_bytes, call_id_host=config.domain)
@@ -114,7 +117,8 @@ class RegionalServer:
                                         window_s=auth.failure_window_s, delay_step_s=auth.delay_step_s,
                                         max_delay_s=auth.max_delay_s, block_s=auth.block_s)
         self.login = LoginFlow(auth.realm, auth.digest_algorithms, accounts, self.throttle,
-                               nonce_lifetime_s=auth.nonce_lifetime_s, random_bytes=random_bytes, is_us=self.is_us)
+                               nonce_lifetime_s=auth.nonce_lifetime_s, random_bytes=random_bytes, is_us=self.is_us,
+                               nonce_secret=secrets("digest-nonce") if secrets else None)
         # What a source that has not authenticated may make us send (DESIGN section 10: no reflection).
         self.unverified = SourceRateLimiter(limits.unauthenticated_per_s, limits.unauthenticated_burst)
         self.location = LocationService(config.access_networks)
@@ -126,7 +130,8 @@ class RegionalServer:
         self.proxy = ProxyCore(domain=config.domain, via_host=host, via_port=port, location=self.location,
                                user_exists=accounts.exists, login=self.login, federation=self.federation,
                                timers=config.timers, ids=self.ids, hooks=self.hooks, is_us=self.is_us,
-                               secret=random_bytes(32), max_transactions=limits.max_transactions)
+                               secret=secrets("branch") if secrets else random_bytes(32),
+                               max_transactions=limits.max_transactions)
         self.max_message_bytes = config.limits.max_message_bytes
         #: Wall-clock time minus ``now``: the driver sets it (TURN credentials expire at a unix time, while
         #: ``now`` is the loop's monotonic clock).
@@ -148,14 +153,20 @@ class RegionalServer:
         #: Set by :meth:`drain`: new requests get 503 + Retry-After, transactions under way finish.
         self.draining = False
         self.drain_retry_after_s = 5
+        #: While draining, new UDP requests (other than OPTIONS) go unanswered instead of 503: see :meth:`drain`.
+        self.drain_quiet_udp = True
 
     # -- operations ------------------------------------------------------------------------------------------
 
-    def drain(self, retry_after_s: int = 5) -> None:
-        """Stop taking new work (before a shutdown): new dialogs and registrations are answered 503 with
-        Retry-After; retransmissions, in-dialog requests, ACK and CANCEL still pass."""
+    def drain(self, retry_after_s: int = 5, *, quiet_udp: bool = True) -> None:
+        """Stop taking new work (before a shutdown or restart): retransmissions, in-dialog requests, ACK and
+        CANCEL still pass; new requests are answered 503 with Retry-After, except, with ``quiet_udp``, new UDP
+        requests other than OPTIONS, which get no answer: a UDP client retransmits them (T1, 2*T1, ...), so a
+        restarted process on the same port serves them, where a 503 would have ended the call (SIPp and most
+        user agents treat it as final). OPTIONS pings always get the 503, so health checks see the drain."""
         self.draining = True
         self.drain_retry_after_s = retry_after_s
+        self.drain_quiet_udp = quiet_udp
 
     def pending_transactions(self) -> int:
         """Proxied requests still waiting for their final response (what a drain waits for)."""
@@ -368,6 +379,8 @@ class RegionalServer:
             return
         if self.draining and self._refuse_while_draining(request):
             self.stats.refused_draining += 1
+            if self.drain_quiet_udp and method != "OPTIONS" and self.transport_of(addr) == "udp":
+                return  # retransmitted to whoever listens here next
             out.append((response_for(request, 503, "Restarting", to_tag=self.ids.tag(),
                                      extra=[("Retry-After", str(self.drain_retry_after_s))]).to_bytes(), addr))
             return

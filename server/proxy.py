@@ -173,6 +173,8 @@ class ProxyCore(TransactionSide):
         # Calls set up through here (Call-ID -> their two parties): in-dialog requests that reach us anyway (SIPp
         # sends them to its proxy) are relayed only within them. Least recently set up first, capped.
         self._dialogs: OrderedDict[str, DialogParties] = OrderedDict()
+        #: Calls set up since the driver last saved them (so a restart still relays their BYEs).
+        self.opened_dialogs: list[tuple[str, DialogParties]] = []
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -496,13 +498,22 @@ class ProxyCore(TransactionSide):
                     side.add(addr)
         dialogs = self._dialogs
         dialogs.pop(invite.call_id, None)
-        dialogs[invite.call_id] = DialogParties(frozenset(caller), frozenset(callee), now + DIALOG_RELAY_S)
+        parties = DialogParties(frozenset(caller), frozenset(callee), now + DIALOG_RELAY_S)
+        dialogs[invite.call_id] = parties
+        if len(self.opened_dialogs) < MAX_RELAYED_DIALOGS:
+            self.opened_dialogs.append((invite.call_id, parties))
         # Insertion order is expiry order: drop the expired (and the oldest beyond the cap) from the front.
         while dialogs:
             oldest, parties = next(iter(dialogs.items()))
             if parties.expires_at > now and len(dialogs) <= MAX_RELAYED_DIALOGS:
                 break
             del dialogs[oldest]
+
+    def restore_dialogs(self, dialogs: list[tuple[str, DialogParties]], now: float) -> None:
+        """Calls read back at start (their ``expires_at`` on this clock), oldest first."""
+        for call_id, parties in sorted(dialogs, key=lambda d: d[1].expires_at)[-MAX_RELAYED_DIALOGS:]:
+            if parties.expires_at > now:
+                self._dialogs[call_id] = parties
 
     def _address_of(self, uri: SipUri) -> Addr:
         host = uri.host.lower()

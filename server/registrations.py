@@ -1,4 +1,5 @@
-"""Registrations kept in the region database (table ``registrations``), so a restart logs no player out.
+"""Registrations kept in the region database (table ``registrations``), so a restart logs no player out; and the
+calls whose in-dialog requests this server relays (table ``relayed_dialogs``), so their BYEs still pass.
 
 The location service is the truth while the server runs; the driver hands this store what changed
 (:meth:`LocationService.take_changes`) every second and at shutdown, and reads it back at start. Times in the
@@ -8,11 +9,13 @@ table are wall-clock seconds: the loop clock of the next process starts elsewher
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from server.db import migrate
 from server.location import Binding
+from server.proxy import DialogParties
 
 __all__ = ["RegistrationStore"]
 
@@ -55,6 +58,44 @@ class RegistrationStore:
                         access_network=None, call_id=call_id, cseq=int(cseq), registered_at=reg - wall_offset,
                         target=(th, int(tp)) if th is not None and tp is not None else None)
                 for aor, contact, expires, sh, sp, th, tp, call_id, cseq, reg in rows]
+
+    def save_dialogs(self, dialogs: list[tuple[str, DialogParties]], wall_offset: float, wall_now: float) -> None:
+        """Remember calls whose in-dialog requests we relay (their parties and until when, on the loop clock);
+        rows that ran out are dropped on the way."""
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.execute("DELETE FROM relayed_dialogs WHERE expires_at <= ?", (wall_now,))
+            if dialogs:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO relayed_dialogs (call_id, expires_at, parties) VALUES (?, ?, ?)",
+                    [(call_id, p.expires_at + wall_offset,
+                      json.dumps({"caller": sorted(p.caller), "callee": sorted(p.callee)}))
+                     for call_id, p in dialogs])
+
+    def load_dialogs(self, wall_now: float, wall_offset: float) -> list[tuple[str, DialogParties]]:
+        rows = self._conn.execute("SELECT call_id, expires_at, parties FROM relayed_dialogs WHERE expires_at > ?",
+                                  (wall_now,)).fetchall()
+        out = []
+        for call_id, expires, text in rows:
+            try:
+                data = json.loads(text)
+                caller = frozenset((str(h), int(p)) for h, p in data["caller"])
+                callee = frozenset((str(h), int(p)) for h, p in data["callee"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged row costs that call its relayed BYE, not the start-up
+            out.append((call_id, DialogParties(caller, callee, expires - wall_offset)))
+        return out
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The secret ``name`` of this region, created with ``make()`` the first time (the database is 0600)."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            row = self._conn.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = make()
+            self._conn.execute("INSERT INTO server_secrets (name, value) VALUES (?, ?)", (name, value))
+        return value
 
     def close(self) -> None:
         self._conn.close()

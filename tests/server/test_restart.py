@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from process_kit import RegionProcess, cli, write_region
+from process_kit import RegionProcess, cli, options, write_region
 from server_kit import ANSWER
 from test_udp import SocketUA
 
@@ -85,14 +85,37 @@ def test_sigterm_drains_then_exits(region: Path, uas: tuple[SocketUA, SocketUA])
         arrived = next_request(alice)
         server.signal(signal.SIGTERM)
         server.wait_log("draining")
-        stranger.send(stranger.register(600), server.address)
+        # A health check sees the drain; a new UDP request gets no answer: the client retransmits it to the
+        # restarted server, where a 503 would end it.
+        stranger.send(options(server.address, "drain-ping", stranger.addr), server.address)
         refused = stranger.final()
         assert refused.status == 503 and refused.headers.get("Retry-After") == "5"
+        stranger.send(stranger.register(600), server.address)
+        assert stranger.silent()
         assert server.proc.poll() is None  # still waiting for the INVITE's answer
         alice.send(alice.answer(arrived, 200, ANSWER), server.address)
         ok = bob.final()
         assert ok.status == 200
         assert server.proc.wait(15) == 0
+    finally:
+        stranger.close()
+        server.stop()
+
+
+def test_drain_can_answer_udp_503(region: Path, uas: tuple[SocketUA, SocketUA]) -> None:
+    alice, bob = uas
+    region.write_text(region.read_text() + '\n[runtime]\ndrain_udp = "503"\n')
+    server = RegionProcess(region)
+    stranger = SocketUA("carol", "eu.gamesdk.test", "x")
+    try:
+        assert alice.login(server.address).status == 200 and bob.login(server.address).status == 200
+        invite_through(bob, "sip:alice@eu.gamesdk.test", server.address)
+        next_request(alice)  # unanswered: the drain waits for it
+        server.signal(signal.SIGTERM)
+        server.wait_log("draining")
+        stranger.send(stranger.register(600), server.address)
+        refused = stranger.final()
+        assert refused.status == 503 and refused.reason == "Restarting"
     finally:
         stranger.close()
         server.stop()
@@ -137,5 +160,26 @@ def test_user_remove_reaches_the_running_server(region: Path, uas: tuple[SocketU
             alice.send(alice.authorize(again, answer), server.address)
             answer = alice.final()
         assert isinstance(answer, Response) and answer.status in (403, 404), answer.status
+    finally:
+        server.stop()
+
+
+def test_a_challenge_from_before_a_restart_is_answered_after_it(region: Path, uas: tuple[SocketUA, SocketUA]
+                                                                ) -> None:
+    """The nonce key lives in the region database: credentials computed for the old process's challenge are
+    accepted by the new one (a call challenged just before a restart completes after it)."""
+    alice, _ = uas
+    server = RegionProcess(region)
+    try:
+        request = alice.register(600)
+        alice.send(request, server.address)
+        challenge = alice.final()
+        assert challenge.status == 401
+    finally:
+        assert server.stop() == 0
+    server = RegionProcess(region)
+    try:
+        alice.send(alice.authorize(request, challenge), server.address)
+        assert alice.final().status == 200
     finally:
         server.stop()
