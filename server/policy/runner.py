@@ -45,7 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: How long a policy write waits for a database lock held by another process before it is journaled instead.
-WRITE_BUSY_TIMEOUT_S = 0.05
+WRITE_BUSY_TIMEOUT_S = 0.01
 #: How long start-up waits for a locked database to take the journal's changes.
 RESTORE_PATIENCE_S = 30.0
 
