@@ -71,6 +71,8 @@ class LocalSession:
     guest_link: GamesdkLink
     servers: dict[str, EmbeddedServer]
     workdir: Path
+    #: With --web: keep the servers (and the site) up this long after the match, to read the history there.
+    linger_s: float = 0.0
 
     def pump(self, now: float) -> None:
         """The servers run in their own threads and each link polls its own client: nothing to do here."""
@@ -89,6 +91,10 @@ class LocalSession:
         for link in (self.host_link, self.guest_link):
             link.shutdown(time.monotonic())
         time.sleep(0.2)
+        if self.linger_s > 0:
+            out.write(f"match over: the web site stays up {self.linger_s:g} s more (match history, console)\n")
+            out.flush()
+            time.sleep(self.linger_s)
         for server in self.servers.values():
             server.stop_thread()
         for name, server in self.servers.items():
@@ -174,4 +180,5 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
         may_invite=lambda: guest.registered,
         accept_web_invites=site is not None,
     )
-    return LocalSession(host_link=host, guest_link=guest, servers=servers, workdir=workdir)
+    return LocalSession(host_link=host, guest_link=guest, servers=servers, workdir=workdir,
+                        linger_s=float(getattr(args, "web_linger_s", 0.0)) if site is not None else 0.0)

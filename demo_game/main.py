@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web", action="store_true",
                    help="local mode: serve region eu's web site; alice's game waits for an invite from the page")
     p.add_argument("--web-port", type=int, default=8080, help="port of the web site with --web (0: any free one)")
+    p.add_argument("--web-linger-s", type=float, default=0.0,
+                   help="with --web: keep the site up this long after the match (to read the history)")
     p.add_argument(
         "--duration",
         type=float,
@@ -122,6 +124,8 @@ def _check(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
         p.error("--web belongs to the local demo (--local): the web site is region eu's")
     if not 0 <= args.web_port <= 65535:
         p.error("--web-port must be 0-65535")
+    if not 0 <= args.web_linger_s <= 3600:
+        p.error("--web-linger-s must be 0-3600 seconds")
     if args.duration is not None and not args.duration > 0:
         p.error("--duration must be a positive number of seconds")
     if not args.latency_ms > 0 or args.jitter_ms < 0 or args.loss_ppm < 0:

@@ -145,6 +145,7 @@ class WebSite:
         r.add_post("/console/users", self.console_users)
         r.add_get("/metrics", self.metrics_page)
         r.add_get("/health", self.health)
+        r.add_get("/favicon.ico", self.favicon)
         return app
 
     async def start(self, port: int | None = None) -> str:
@@ -210,7 +211,7 @@ class WebSite:
                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         session = self.sessions.get(request.cookies.get(COOKIE), self._clock())
         request[_SESSION_KEY] = session
-        public = request.path in ("/login", "/metrics", "/health")
+        public = request.path in ("/login", "/metrics", "/health", "/favicon.ico")
         if session is None and not public:
             if request.method == "GET" and not request.path.endswith("/events"):
                 raise web.HTTPFound("/login")
@@ -250,7 +251,10 @@ class WebSite:
     # -- login ---------------------------------------------------------------------------------------------------
 
     async def login_page(self, request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
-        token = secrets.token_urlsafe(32)
+        # One token per browser: a second tab (or the favicon's redirect) must not invalidate the first form.
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{43}", token):
+            token = secrets.token_urlsafe(32)
         response = self._page(request, "login.html", {"login_csrf": token, "error": error}, status=status)
         self._set_cookie(response, LOGIN_COOKIE, token, 600)
         return response
@@ -482,7 +486,10 @@ class WebSite:
         counters["web logins alive"] = len(self.sessions)
         return self._page(request, "console.html", {
             "report": report, "rows": [_row_view(r) for r in self._rows(100)],
-            "users": self.server.accounts.list(), "by_method": sorted(stats.by_method.items()),
+            "users": [{"name": a.name, "admin": a.admin, "locked": a.locked,
+                       "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.created_at))}
+                      for a in self.server.accounts.list()],
+            "by_method": sorted(stats.by_method.items()),
             "finals": sorted(stats.invite_finals.items()), "counters": counters,
             "peers": [{"domain": p.domain, "address": f"{p.address[0]}:{p.address[1]}",
                        "rtt": None if p.min_rtt_ms is None else round(p.min_rtt_ms, 2),
@@ -535,6 +542,9 @@ class WebSite:
     async def metrics_page(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def favicon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
