@@ -116,7 +116,8 @@ class Requirements:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Acceptable:
-    """The caller's own bounds on an answer. ``None`` means "whatever the answer says"."""
+    """The caller's own bounds on an answer. ``None`` means "whatever the answer says", except for bandwidth
+    and packet rate, which the SDK bounds by the offer's (:meth:`within_offer`) unless given here."""
 
     max_latency_ms: int | None = None
     max_jitter_ms: int | None = None
@@ -140,6 +141,21 @@ class Acceptable:
         _check_optional("max_peer_receive_kbps", self.max_peer_receive_kbps, MAX_KBPS)
         _check_suites("Acceptable.suites", self.suites)
         _check_optional("min_security_bits", self.min_security_bits, 1024)
+
+    def within_offer(self, offer: SessionTerms) -> Acceptable:
+        """These bounds with what they leave open filled in from ``offer``: the answer may ask for at most the
+        bandwidth and packet rate the offer asked for (a callee cannot make the caller reserve, and pay, more)."""
+        return Acceptable(
+            max_latency_ms=self.max_latency_ms,
+            max_jitter_ms=self.max_jitter_ms,
+            max_loss_ppm=self.max_loss_ppm,
+            max_peer_pps=offer.qos.pps if self.max_peer_pps is None else self.max_peer_pps,
+            min_peer_receive_kbps=self.min_peer_receive_kbps,
+            max_peer_receive_kbps=(offer.receive_kbps if self.max_peer_receive_kbps is None
+                                   else self.max_peer_receive_kbps),
+            suites=self.suites,
+            min_security_bits=self.min_security_bits,
+        )
 
     @classmethod
     def no_looser_than(cls, offer: SessionTerms) -> Acceptable:
@@ -391,13 +407,16 @@ def access_bandwidth(offer: SessionTerms, answer: SessionTerms | None, side: Sid
     """(up_kbps, down_kbps) that ``side``'s access network carries.
 
     b= is what each side wants to receive (RFC 3264 §5.1): the caller's down is the offer's b=AS and its up is
-    the answer's; the callee's are the reverse. Before the answer exists (the INVITE path), the callee is
+    the answer's, capped at the offer's (the callee cannot inflate the caller's reservation and bill); the
+    callee's are the reverse, uncapped (what the callee asks for is on its own side). Before the answer exists (the INVITE path), the callee is
     assumed to want what the caller wants (a symmetric game), so both directions use the offer's b=AS.
     """
     offer_kbps = offer.receive_kbps
     answer_kbps = offer_kbps if answer is None else answer.receive_kbps
     if side == Side.CALLER:
-        return answer_kbps, offer_kbps
+        # The caller's side never reserves (or pays) more than its offer asked for (DESIGN section 10): a callee
+        # answering b=AS:49000 to an offer of 64 gets 64 counted on the caller's side, whatever it wrote.
+        return min(answer_kbps, offer_kbps), offer_kbps
     return offer_kbps, answer_kbps
 
 
@@ -411,7 +430,11 @@ def demand(offer: SessionTerms, answer: SessionTerms | None, side: Side) -> Dema
     terms = offer if answer is None else answer
     caller_pps = offer.qos.pps
     callee_pps = caller_pps if answer is None else answer.qos.pps
-    up_pps, down_pps = (caller_pps, callee_pps) if side == Side.CALLER else (callee_pps, caller_pps)
+    # The caller's uplink carries at most the packet rate its offer asked for, like b=AS above.
+    if side == Side.CALLER:
+        up_pps, down_pps = caller_pps, min(callee_pps, caller_pps)
+    else:
+        up_pps, down_pps = callee_pps, caller_pps
     return Demand(
         side=side,
         classification=terms.classification,

@@ -182,7 +182,9 @@ class UacSide(AgentCore):
         except SdpError as exc:
             return 488, f"bad answer: {exc.message}", "peer", "QoS answer unacceptable"
         assert call.offer is not None
-        rejected = check_answer(call.offer, game.terms, call.acceptable or Acceptable())
+        # Bounds left open default to the offer: an answer asking for more bandwidth or packets than offered
+        # would make this player reserve and pay for what it never asked.
+        rejected = check_answer(call.offer, game.terms, (call.acceptable or Acceptable()).within_offer(call.offer))
         if rejected is not None:
             return 488, rejected.reason, "local", "QoS answer unacceptable"
         call.answer_desc, call.answer_game = desc, game

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gamesdk import ClientConfig, GameClient, GameSession, Requirements, SessionError
+from gamesdk import Acceptable, ClientConfig, GameClient, GameSession, Requirements, SessionError
 from gamesdk.qos.model import parse_game_format
 from server.config import ServerConfig, load_config
 from server.io import EmbeddedServer
@@ -169,7 +169,9 @@ def test_final_refusal_at_callee_server(tmp_path: Path) -> None:
 
         callee = asyncio.create_task(answer())
         with pytest.raises(SessionError) as info:
-            await alice.invite("bob@na.gamesdk.test", format="pong/1", latency_ms=80, bandwidth_kbps=64)
+            # alice lets the answer ask for more than her offer (her SDK's default bound is the offer).
+            await alice.invite("bob@na.gamesdk.test", format="pong/1", latency_ms=80, bandwidth_kbps=64,
+                               acceptable=Acceptable(max_peer_receive_kbps=200))
         assert info.value.status == 580
         assert "insufficient downlink in na-fiber (needs 200 kbit/s, 100 free)" in info.value.reason
         await callee
@@ -182,45 +184,46 @@ def test_final_refusal_at_callee_server(tmp_path: Path) -> None:
     assert (na_row.end_reason, na_row.token, na_row.t_start) == ("qos-failed", "", None)
 
 
-def final_refusal_at_caller_server(tmp_path: Path) -> tuple[Any, Any]:
-    """The callee modifies its answer so that the caller's server cannot reserve; returns both billing rows."""
+def test_the_callee_cannot_inflate_the_callers_reservation(tmp_path: Path) -> None:
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        async def answer() -> GameSession:
+            invite = await bob.next_invite()
+            # Bob asks to receive 200 kbit/s from alice, who offered 64; eu's uplink has 100.
+            requirements = Requirements(formats=(parse_game_format("pong/1"),), receive_kbps=200)
+            return await invite.accept(requirements=requirements)
 
+        callee = asyncio.create_task(answer())
+        session = await alice.invite("bob@na.gamesdk.test", format="pong/1", latency_ms=80, bandwidth_kbps=64,
+                                     acceptable=Acceptable(max_peer_receive_kbps=200))
+        await callee
+        await eu.until(active, "alice's confirmed reservation")
+        del session
+
+    run(tmp_path, scenario, eu_net={"uplink_kbps": 100})
+    [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
+    [na_row] = billing_rows(tmp_path / "na.sqlite3")
+    # eu reserves (and bills) alice's side at her offer, not at the 200 the answer asked for; bob's own side at na
+    # carries what bob asked to receive.
+    assert (eu_row.uplink_kbps, eu_row.downlink_kbps) == (64, 64)
+    assert (na_row.uplink_kbps, na_row.downlink_kbps) == (64, 200)
+
+
+def test_the_callers_sdk_refuses_an_answer_above_its_offer_by_default(tmp_path: Path) -> None:
     async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
         async def answer() -> None:
             invite = await bob.next_invite()
-            # Bob wants to receive 200 kbit/s: alice's uplink at eu must carry it, and eu has 100.
-            requirements = Requirements(formats=(parse_game_format("pong/1"),), receive_kbps=200)
+            requirements = Requirements(formats=(parse_game_format("pong/1"),), receive_kbps=49000)
             with contextlib.suppress(SessionError):
                 await invite.accept(requirements=requirements)
 
         callee = asyncio.create_task(answer())
         with pytest.raises(SessionError) as info:
             await alice.invite("bob@na.gamesdk.test", format="pong/1", latency_ms=80, bandwidth_kbps=64)
-        # The 2xx was forwarded with Warning 370 and no token; alice's SDK sent ACK, then BYE with cause 580.
-        assert info.value.status == 580
-        assert "insufficient uplink in eu-fiber (needs 200 kbit/s, 100 free)" in info.value.reason
+        assert info.value.status == 488 and "49000" in info.value.reason
         await callee
-        # na reserved for bob and saw the BYE through bob's terminated PUBLISH: released.
-        await na.until(PolicyServer.is_idle, "release at na")
-        assert eu.policy.is_idle()
+        await eu.until(PolicyServer.is_idle, "release at eu")
 
-    run(tmp_path, scenario, eu_net={"uplink_kbps": 100})
-    [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
-    [na_row] = billing_rows(tmp_path / "na.sqlite3")
-    return eu_row, na_row
-
-
-def test_final_refusal_at_caller_server_after_modified_answer(tmp_path: Path) -> None:
-    eu_row, na_row = final_refusal_at_caller_server(tmp_path)
-    assert (eu_row.end_reason, eu_row.token, eu_row.t_start) == ("qos-failed", "", None)
-    assert "insufficient uplink in eu-fiber" in eu_row.sip_reason
-    assert (na_row.uplink_kbps, na_row.downlink_kbps) == (64, 200)  # the answer's values, not the offer's
-    assert na_row.t_stop is not None and na_row.token
-
-
-def test_callee_server_bills_qos_failed_peer(tmp_path: Path) -> None:
-    _, na_row = final_refusal_at_caller_server(tmp_path)
-    assert na_row.end_reason == "qos-failed-peer"
+    run(tmp_path, scenario)
 
 
 def test_registration_expiry_releases(tmp_path: Path) -> None:

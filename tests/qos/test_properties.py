@@ -157,8 +157,9 @@ def test_answers_keep_the_rules(pair: tuple[SessionTerms, Requirements]) -> None
     assert (strict is not None) == relaxed
     # The two access networks carry the same session in opposite directions.
     caller, callee = demand(offer, answer, Side.CALLER), demand(offer, answer, Side.CALLEE)
-    assert (caller.up_kbps, caller.down_kbps) == (callee.down_kbps, callee.up_kbps)
-    assert caller.down_kbps == offer.receive_kbps and caller.up_kbps == answer.receive_kbps
+    assert caller.down_kbps == callee.up_kbps == offer.receive_kbps and callee.down_kbps == answer.receive_kbps
+    # The caller's side counts the answer's b=AS only up to what the offer asked for (its bill, its uplink).
+    assert caller.up_kbps == min(answer.receive_kbps, offer.receive_kbps)
     assert caller.latency_ms == callee.latency_ms == q.latency_ms
 
 
