@@ -205,6 +205,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             value BLOB NOT NULL
         )""",
     )),
+    Migration(7, "the Path (RFC 3327) of each registration", (
+        "ALTER TABLE registrations ADD COLUMN path TEXT NOT NULL DEFAULT '[]'",
+    )),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

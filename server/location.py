@@ -52,8 +52,11 @@ class Binding:
     cseq: int
     registered_at: float
 
-    #: Where requests for the player are sent: the Contact's IP and port, else ``source``.
+    #: Where requests for the player are sent: the first Path hop, else the Contact's IP and port, else ``source``.
     target: tuple[str, int] | None = None
+    #: The REGISTER's Path header values (RFC 3327): proxies between us and the player (an edge), put as Route
+    #: on every request for the player so they stay on the path.
+    path: tuple[str, ...] = ()
 
     @property
     def next_hop(self) -> tuple[str, int]:

@@ -82,6 +82,8 @@ class Target:
     local: bool = False
     access_network: str | None = None
     peer_domain: str | None = None
+    #: Route header values to put on the request (the registered Path of the player, RFC 3327).
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +384,8 @@ class ProxyCore(TransactionSide):
         if route_popped:
             fwd.headers.remove_first("Route")
         fwd.headers.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+        for value in reversed(target.routes):  # RFC 3327 section 5.3: the Path becomes the route set
+            fwd.headers.insert_first("Route", value)
         return fwd
 
     def _push_via(self, headers: Headers, request: Request, source: Addr, branch: str) -> None:
@@ -452,7 +456,8 @@ class ProxyCore(TransactionSide):
                     raise _Reject(404, "No such user")
                 raise _Reject(480, "Temporarily Unavailable (not logged in)")
             binding = bindings[0]  # no forking (DESIGN section 2): the most recent registration
-            return Target(binding.contact, binding.next_hop, local=True, access_network=binding.access_network)
+            return Target(binding.contact, binding.next_hop, local=True, access_network=binding.access_network,
+                          routes=binding.path)
         peer = self.federation.by_domain(host)
         if peer is not None:
             return Target(request.uri, peer.address, peer_domain=peer.domain)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.headers import split_header_values
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.uri import NameAddr, SipUri
@@ -24,9 +25,26 @@ __all__ = ["SUPPORTED_EXTENSIONS", "Registrar", "RegistrarResult"]
 
 log = logging.getLogger(__name__)
 
-#: Option tags we understand in Require (RFC 3261 section 8.2.2.3). "path" is harmless for a registrar
-#: that answers by source address; anything else gets 420.
-SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu"})
+#: Option tags we honour in Require (RFC 3261 section 8.2.2.3): "path" (RFC 3327: requests for the player follow
+#: the registered Path) and "outbound" (RFC 5626: ";ob"/reg-id contacts are reached over their flow). GRUU is not
+#: implemented, so "Require: gruu" gets 420.
+SUPPORTED_EXTENSIONS = frozenset({"path", "outbound"})
+
+
+def _path_of(request: Request, source: tuple[str, int]) -> tuple[tuple[str, ...], tuple[str, int] | None]:
+    """The Path values of a REGISTER (RFC 3327) and the address of the first hop (an IP literal, else the source
+    the REGISTER came from: the edge that added the Path)."""
+    values = tuple(v.strip() for line in request.headers.get_all("Path") for v in split_header_values(line)
+                   if v.strip())
+    if not values:
+        return (), None
+    try:
+        first = NameAddr.parse(values[0]).uri
+    except RemoteProtocolError:
+        return (), None
+    if is_ip_literal(first.host):
+        return values, (first.host.strip("[]"), first.port or 5060)
+    return values, source
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +196,7 @@ class Registrar:
             return RegistrarResult(self._reply(request, 403, "Too many contacts for this user"), user=user)
 
         network = self.location.networks.lookup(source[0])
+        path, path_hop = _path_of(request, source)
         for contact, expires in contacts:
             key = str(contact.uri)
             if expires == 0:
@@ -191,15 +210,22 @@ class Registrar:
             outbound = uri.has_param("ob") or contact.param("reg-id") is not None
             target = (None if outbound else
                       (uri.host.strip("[]"), uri.port or 5060) if is_ip_literal(uri.host) else None)
+            if path:
+                target = path_hop
             binding = Binding(aor=aor, contact=key, expires_at=now + expires, source=source,
-                              access_network=network, call_id=call_id, cseq=cseq, registered_at=now, target=target)
+                              access_network=network, call_id=call_id, cseq=cseq, registered_at=now, target=target,
+                              path=path)
             old = self.location.put(binding)
             added.append(binding)
             if old is None:
                 log.info("register: %s at %s from %s:%d (%s), %d s", aor, key, source[0], source[1],
                          network or "no access network", expires)
         self.stats.ok += 1
-        return RegistrarResult(self._ok(request, aor, now), added=tuple(added), removed=tuple(removed), user=user)
+        ok = self._ok(request, aor, now)
+        if path and "path" in {t.lower() for t in request.headers.values("Supported")}:
+            for value in path:  # RFC 3327 section 5.3: the registrar echoes the Path it stored
+                ok.headers.add("Path", value)
+        return RegistrarResult(ok, added=tuple(added), removed=tuple(removed), user=user)
 
     def _ok(self, request: Request, aor: str, now: float) -> Response:
         # Step 8: the 200 lists every current binding with its remaining time.

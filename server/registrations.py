@@ -20,6 +20,14 @@ from server.proxy import DialogParties
 __all__ = ["RegistrationStore"]
 
 
+def _path(text: str) -> tuple[str, ...]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
 class RegistrationStore:
     """Bindings persisted in ``conn`` (the region database)."""
 
@@ -33,7 +41,7 @@ class RegistrationStore:
             return
         put = [(b.aor, b.contact, b.expires_at + wall_offset, b.source[0], b.source[1],
                 b.target[0] if b.target else None, b.target[1] if b.target else None, b.call_id, b.cseq,
-                b.registered_at + wall_offset) for b in changes.values() if b is not None]
+                b.registered_at + wall_offset, json.dumps(list(b.path))) for b in changes.values() if b is not None]
         gone = [key for key, b in changes.items() if b is None]
         with self._conn:
             self._conn.execute("BEGIN")
@@ -42,7 +50,8 @@ class RegistrationStore:
             if put:
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO registrations (aor, contact, expires_at, source_host, source_port,"
-                    " target_host, target_port, call_id, cseq, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " target_host, target_port, call_id, cseq, registered_at, path)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     put)
 
     def load(self, wall_now: float, wall_offset: float) -> list[Binding]:
@@ -53,11 +62,12 @@ class RegistrationStore:
             self._conn.execute("DELETE FROM registrations WHERE expires_at <= ?", (wall_now,))
             rows = self._conn.execute(
                 "SELECT aor, contact, expires_at, source_host, source_port, target_host, target_port, call_id,"
-                " cseq, registered_at FROM registrations ORDER BY registered_at").fetchall()
+                " cseq, registered_at, path FROM registrations ORDER BY registered_at").fetchall()
         return [Binding(aor=aor, contact=contact, expires_at=expires - wall_offset, source=(sh, int(sp)),
                         access_network=None, call_id=call_id, cseq=int(cseq), registered_at=reg - wall_offset,
-                        target=(th, int(tp)) if th is not None and tp is not None else None)
-                for aor, contact, expires, sh, sp, th, tp, call_id, cseq, reg in rows]
+                        target=(th, int(tp)) if th is not None and tp is not None else None,
+                        path=_path(path))
+                for aor, contact, expires, sh, sp, th, tp, call_id, cseq, reg, path in rows]
 
     def save_dialogs(self, dialogs: list[tuple[str, DialogParties]], wall_offset: float, wall_now: float) -> None:
         """Remember calls whose in-dialog requests we relay (their parties and until when, on the loop clock);
