@@ -51,10 +51,12 @@ from gamesdk.errors import LoginError as LoginError
 from gamesdk.errors import NegotiationError as NegotiationError
 from gamesdk.errors import RemoteProtocolError as RemoteProtocolError
 from gamesdk.errors import SessionError as SessionError
+from gamesdk.errors import WatchRefused as WatchRefused
 from gamesdk.events import Agreement as Agreement
 from gamesdk.events import InviteCancelled as InviteCancelled
 from gamesdk.events import InviteReceived as InviteReceived
 from gamesdk.events import InviteRequested as InviteRequested
+from gamesdk.events import PresenceChanged as PresenceChanged
 from gamesdk.events import Registered as Registered
 from gamesdk.events import RegistrationFailed as RegistrationFailed
 from gamesdk.events import Reservation as Reservation
@@ -65,6 +67,7 @@ from gamesdk.events import SessionEstablished as SessionEstablished
 from gamesdk.events import SessionEvent as SessionEvent
 from gamesdk.events import SessionFailed as SessionFailed
 from gamesdk.events import Unregistered as Unregistered
+from gamesdk.events import WatchFailed as WatchFailed
 from gamesdk.polling import PollingClient as PollingClient
 from gamesdk.polling import PollingSession as PollingSession
 from gamesdk.qos.model import GameFormat as GameFormat
@@ -73,6 +76,7 @@ from gamesdk.qos.model import SessionTerms as SessionTerms
 from gamesdk.qos.negotiation import Acceptable as Acceptable
 from gamesdk.qos.negotiation import Requirements as Requirements
 from gamesdk.session.terms import make_terms as make_terms
+from gamesdk.sip.pidf import PresenceStatus as PresenceStatus
 from gamesdk.sip.timers import TimerConfig as TimerConfig
 
 __all__ = [
@@ -103,6 +107,10 @@ __all__ = [
     "Registered",
     "RegistrationFailed",
     "Unregistered",
+    "PresenceChanged",
+    "PresenceStatus",
+    "WatchFailed",
+    "WatchRefused",
     "InviteReceived",
     "InviteRequested",
     "InviteCancelled",

@@ -20,12 +20,20 @@ from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
 from gamesdk.config import ClientConfig
-from gamesdk.errors import GameSdkError, InvitationWithdrawn, LocalProtocolError, LoginError, SessionError
+from gamesdk.errors import (
+    GameSdkError,
+    InvitationWithdrawn,
+    LocalProtocolError,
+    LoginError,
+    SessionError,
+    WatchRefused,
+)
 from gamesdk.events import (
     Agreement,
     InviteCancelled,
     InviteReceived,
     InviteRequested,
+    PresenceChanged,
     Registered,
     RegistrationFailed,
     ReservationConfirmed,
@@ -34,6 +42,7 @@ from gamesdk.events import (
     SessionEvent,
     SessionFailed,
     Unregistered,
+    WatchFailed,
 )
 from gamesdk.io.channel_asyncio import AsyncChannel, attach_channel, open_channel
 from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for
@@ -42,6 +51,7 @@ from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import CallState, UserAgent
 from gamesdk.session.terms import OfferRequirements, make_terms
 from gamesdk.sip.ids import IdFactory
+from gamesdk.sip.pidf import PresenceStatus
 
 __all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite"]
 
@@ -270,6 +280,10 @@ class GameClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Every signalling event, in order (for logs and HUDs).
         self.history: list[SessionEvent] = []
+        #: The last known presence of each watched player (``watch()``).
+        self.presence: dict[str, PresenceStatus] = {}
+        self._presence_events: asyncio.Queue[PresenceChanged | WatchFailed] = asyncio.Queue()
+        self._watch_waiters: dict[str, asyncio.Future[PresenceChanged | WatchFailed]] = {}
 
     # -- lifecycle
     async def _start(self) -> PlayerSockets:
@@ -428,6 +442,41 @@ class GameClient:
             raise LocalProtocolError("the client is not running")
         core.agent.decline_invite_request(refer_id, self._loop.time(), reason)
         self._pump()
+
+
+    # -- presence
+    async def watch(self, player: str, timeout_s: float = 10.0) -> PresenceStatus:
+        """Watch ``player`` (``"bob@na.gamesdk.test"``, any region): returns its presence now; each change
+        comes from :meth:`next_presence` as a ``PresenceChanged`` (``OFFLINE``, ``ONLINE``, ``IN_MATCH``).
+
+        Raises:
+            WatchRefused: the player's region refused (403: we may not watch; 404: no such player) or did
+                not answer (408).
+        """
+        core = await self._start()
+        loop = asyncio.get_running_loop()
+        aor = core.agent.watch(player, loop.time())
+        future: asyncio.Future[PresenceChanged | WatchFailed] = loop.create_future()
+        self._watch_waiters[aor] = future
+        self._pump()
+        try:
+            first = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            self._watch_waiters.pop(aor, None)
+            raise WatchRefused(aor, 408, "no answer") from None
+        if isinstance(first, WatchFailed):
+            raise WatchRefused(first.player, first.status, first.reason)
+        return first.status
+
+    async def unwatch(self, player: str) -> None:
+        """Stop watching ``player``; a last ``PresenceChanged(watching=False)`` follows."""
+        core = await self._start()
+        core.agent.unwatch(player, asyncio.get_running_loop().time())
+        self._pump()
+
+    async def next_presence(self) -> PresenceChanged | WatchFailed:
+        """The next change of a watched player's presence (or a watch that failed later, e.g. on refresh)."""
+        return await self._presence_events.get()
 
     async def next_invite(self) -> IncomingInvite:
         """Wait for the next invitation still open (when no ``on_invite`` handler is set); invitations the
@@ -602,6 +651,15 @@ class GameClient:
             return
         if isinstance(event, InviteRequested):
             self._invite_requests.put_nowait(InviteRequest(self, event))
+            return
+        if isinstance(event, (PresenceChanged, WatchFailed)):
+            if isinstance(event, PresenceChanged):
+                self.presence[event.player] = event.status
+            waiter = self._watch_waiters.pop(event.player, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)  # the answer watch() returns
+            else:
+                self._presence_events.put_nowait(event)
             return
         if isinstance(event, InviteReceived):
             invite = IncomingInvite(self, event)

@@ -17,6 +17,7 @@ __all__ = [
     "RemoteProtocolError",
     "SdpError",
     "SessionError",
+    "WatchRefused",
 ]
 
 
@@ -91,3 +92,13 @@ class InvitationWithdrawn(SessionError):
     def __init__(self, call_id: str, reason: str) -> None:
         super().__init__(487, f"the invitation was withdrawn: {reason}", "peer")
         self.call_id = call_id
+
+
+class WatchRefused(GameSdkError):
+    """``watch()`` was refused: ``status`` 403 (not allowed to watch), 404 (no such player), 408 (no answer)."""
+
+    def __init__(self, player: str, status: int, reason: str) -> None:
+        super().__init__(f"watching {player} refused: {status} {reason}")
+        self.player = player
+        self.status = status
+        self.reason = reason

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gamesdk.qos.model import GameFormat, QosParams, SessionTerms
+from gamesdk.sip.pidf import PresenceStatus
 
 __all__ = [
     "Agreement",
     "InviteCancelled",
     "InviteReceived",
     "InviteRequested",
+    "PresenceChanged",
     "Registered",
     "RegistrationFailed",
     "Reservation",
@@ -28,6 +30,7 @@ __all__ = [
     "SessionEvent",
     "SessionFailed",
     "Unregistered",
+    "WatchFailed",
 ]
 
 
@@ -194,3 +197,26 @@ class SessionEnded(SessionEvent):
     call_id: str
     reason: str
     by_peer: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceChanged(SessionEvent):
+    """A watched player's presence (``client.watch(...)``): ``OFFLINE``, ``ONLINE`` or ``IN_MATCH``.
+
+    The first one arrives right after ``watch()``; then one per change. ``watching`` is False on the last
+    one (the subscription ended: ``unwatch()``, or the player's region ended it).
+    """
+
+    #: The watched player, ``sip:bob@na.gamesdk.test``.
+    player: str
+    status: PresenceStatus
+    watching: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchFailed(SessionEvent):
+    """``watch()`` was refused (403 not allowed, 404 no such player ...) or got no answer (408)."""
+
+    player: str
+    status: int
+    reason: str

@@ -226,6 +226,19 @@ class PollingClient:
         self._core.agent.decline(call_id, now, status=status, reason=reason)
         self._transmit()
 
+    def watch(self, player: str, now: float) -> str:
+        """Watch ``player``'s presence (``"bob@na.gamesdk.test"``, any region); returns its address of record.
+        ``PresenceChanged`` events (``OFFLINE``, ``ONLINE``, ``IN_MATCH``) come out of ``poll``, the first at
+        once, or ``WatchFailed`` (403: we may not watch; 404: no such player)."""
+        aor = self._core.agent.watch(player, now)
+        self._transmit()
+        return aor
+
+    def unwatch(self, player: str, now: float) -> None:
+        """Stop watching ``player``; a last ``PresenceChanged(watching=False)`` follows."""
+        self._core.agent.unwatch(player, now)
+        self._transmit()
+
     def cancel(self, call_id: str, now: float) -> None:
         """Withdraw an invitation that has no answer yet (CANCEL); ``SessionFailed(487)`` follows.
 

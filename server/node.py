@@ -27,10 +27,12 @@ from typing import Protocol
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.ice.stun import binding_response, is_stun
 from gamesdk.identity import IdentitySigner
+from gamesdk.sip.dialog_info import DialogState, parse_dialog_info_untrusted
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.pidf import PresenceStatus
 from gamesdk.sip.uri import NameAddr, SipUri
 from server.auth import Authenticated, FailureThrottle, LoginFlow
 from server.config import PeerConfig, ServerConfig
@@ -38,6 +40,7 @@ from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks
 from server.location import LocationService
 from server.loglimit import clip
+from server.presence import PresenceAgent
 from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
 from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
@@ -133,6 +136,11 @@ class RegionalServer:
                                secret=secrets("branch") if secrets else random_bytes(32),
                                max_transactions=limits.max_transactions)
         self.max_message_bytes = config.limits.max_message_bytes
+        #: The presence agent for our players (SUBSCRIBE/NOTIFY, server/presence.py).
+        self.presence = PresenceAgent(domain=config.domain, via=(host, port), ids=self.ids,
+                                      status_of=self._presence_of, t1=config.timers.t1_s)
+        #: Players whose dialog publication says they are in a confirmed session (presence: playing).
+        self._in_match: set[str] = set()
         #: Wall-clock time minus ``now``: the driver sets it (TURN credentials expire at a unix time, while
         #: ``now`` is the loop's monotonic clock).
         self.wall_clock_offset = 0.0
@@ -229,7 +237,7 @@ class RegionalServer:
         # Called after every datagram by the driver: no temporary lists.
         best = self.proxy.get_timer()
         for when in (self.location.next_expiry(), self.federation.get_timer(), self.hooks.get_timer(),
-                     self.refers.get_timer(),
+                     self.refers.get_timer(), self.presence.get_timer(),
                      self._delayed[0][0] if self._delayed else None):
             if when is not None and (best is None or when < best):
                 best = when
@@ -245,6 +253,9 @@ class RegionalServer:
                 for binding in gone:
                     log.info("location: %s at %s expired", binding.aor, binding.contact)
                 self.hooks.bindings_removed(gone, now)
+                for aor in {b.aor for b in gone}:
+                    self.presence.changed(aor, now, out)
+            self.presence.handle_timer(now, out)
             out.extend(self.federation.handle_timer(now))
             self.hooks.handle_timer(now)
             self.refers.handle_timer(now, out)
@@ -315,6 +326,8 @@ class RegionalServer:
             if method == "OPTIONS" and self.federation.handle_response(response, now):
                 return
             if method == "REFER" and self.refers.handle_response(response, addr, now):
+                return
+            if method == "NOTIFY" and self.presence.handle_response(response):
                 return
             if method == "INVITE" and response.status >= 200:
                 self.stats.invite_finals[response.status] = self.stats.invite_finals.get(response.status, 0) + 1
@@ -399,7 +412,10 @@ class RegionalServer:
         if method == "NOTIFY" and self.refers.owns(request):
             out.extend(self.refers.handle_notify(request, addr, now))
             return
-        if method == "REGISTER" or options_for_us or (method == "PUBLISH" and for_us):
+        # the presence agent answers SUBSCRIBEs for its players' presence; other events go on to the player
+        presence = method == "SUBSCRIBE" and for_us and (
+            request.headers.get("Event") or "").split(";")[0].strip().lower() == "presence"
+        if method == "REGISTER" or options_for_us or (method == "PUBLISH" and for_us) or presence:
             self._uas_request(request, addr, now, out, size)
             return
         self.proxy.handle_request(request, addr, now, out, size, self.send_unverified)
@@ -423,6 +439,7 @@ class RegionalServer:
         delay = 0.0
         method = request.method
         verified = True
+        after: Datagrams = []  # NOTIFYs this request triggers, sent after its answer
         if method == "REGISTER":
             result = self.registrar.handle(request, addr, now)
             response = result.response
@@ -430,6 +447,8 @@ class RegionalServer:
             verified = result.user is not None
             if result.removed:
                 self.hooks.bindings_removed(result.removed, now)
+            if response.status == 200 and result.user:
+                self.presence.changed(f"sip:{result.user}@{self.config.domain}", now, after)
             relay = self.config.relay
             if relay is not None and response.status == 200 and result.user:
                 # A logged-in player gets time-limited TURN credentials for the region's coturn.
@@ -442,8 +461,13 @@ class RegionalServer:
                 ("Allow", ALLOW),
                 ("Accept", "application/sdp, application/dialog-info+xml"),
             ])
+        elif method == "SUBSCRIBE":
+            response = self._subscribe(request, addr, now, after)
+            verified = response.status == 200  # challenges and refusals go out statelessly, within the limits
         else:
             response, verified = self._publish(request, addr, now)
+            if 200 <= response.status < 300:
+                self._publication_seen(request, now, after)
         mark_received(response.headers, request.top_via, addr)
         data = response.to_bytes()
         if not verified:
@@ -458,6 +482,7 @@ class RegionalServer:
             heapq.heappush(self._delayed, (now + delay, self._delayed_seq, data, addr))
         else:
             out.append((data, addr))
+        out.extend(after)
 
     def _publish(self, request: Request, addr: Addr, now: float) -> tuple[Response, bool]:
         # PUBLISH goes to our event state compositor, so we challenge as a UAS (401, RFC 3261 section 22.2).
@@ -469,6 +494,50 @@ class RegionalServer:
         if request.request_uri.user not in (None, user):
             return response_for(request, 403, "May only publish for yourself", to_tag=self.ids.tag()), True
         return self.hooks.publish_received(request, user, addr, now), True
+
+    def _presence_of(self, aor: str, now: float) -> PresenceStatus:
+        if not self.location.lookup(aor, now):
+            return PresenceStatus.OFFLINE
+        return PresenceStatus.IN_MATCH if aor in self._in_match else PresenceStatus.ONLINE
+
+    def _publication_seen(self, request: Request, now: float, out: Datagrams) -> None:
+        """An accepted dialog publication: a confirmed dialog means the player is in a match (presence)."""
+        if not request.body:
+            return  # a refresh: nothing changed
+        aor = request.request_uri.aor
+        try:
+            info = parse_dialog_info_untrusted(request.body)
+        except RemoteProtocolError:
+            return
+        if any(d.state is DialogState.CONFIRMED for d in info.dialogs):
+            self._in_match.add(aor)
+        else:
+            self._in_match.discard(aor)
+        self.presence.changed(aor, now, out)
+
+    def _subscribe(self, request: Request, addr: Addr, now: float, out: Datagrams) -> Response:
+        """SUBSCRIBE to a player's presence. Who may watch: see server/presence.py (logged-in players of this
+        region, players of peered regions)."""
+        if request.to.tag is not None:
+            # a refresh or an unsubscribe within the subscription's dialog: the dialog identifies the watcher
+            return self.presence.subscribe(request, "", now, out)
+        ruri = request.request_uri
+        if not ruri.user or not self.accounts.exists(ruri.user):
+            return response_for(request, 404, "Not Found", to_tag=self.ids.tag())
+        peer = self.federation.authenticated_peer(addr)
+        if peer is not None:
+            watcher = request.from_.uri.aor
+            if request.from_.uri.host.lower() != peer.domain:
+                return response_for(request, 403, "A peer region speaks for its own players only",
+                                    to_tag=self.ids.tag())
+            return self.presence.subscribe(request, watcher, now, out)
+        outcome = self.login.authenticate(request, addr[0], now, proxy=False)
+        if not isinstance(outcome, Authenticated):
+            return response_for(request, outcome.status, outcome.reason, to_tag=self.ids.tag(), extra=outcome.headers)
+        watcher = f"sip:{outcome.user}@{self.config.domain}"
+        if not self.location.lookup(watcher, now):
+            return response_for(request, 403, "Log in before watching other players", to_tag=self.ids.tag())
+        return self.presence.subscribe(request, watcher, now, out)
 
     def _remember(self, key: tuple[str, ...], data: bytes, now: float) -> None:
         expiry = self._uas_expiry

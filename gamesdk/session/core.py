@@ -17,6 +17,7 @@ from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.events import (
+    PresenceChanged,
     Registered,
     RegistrationFailed,
     ReservationConfirmed,
@@ -25,6 +26,7 @@ from gamesdk.events import (
     SessionEvent,
     SessionFailed,
     Unregistered,
+    WatchFailed,
 )
 from gamesdk.ice.servers import RELAY_HEADER, TurnServer, parse_relay_header
 from gamesdk.identity import IdentityVerifier
@@ -35,6 +37,7 @@ from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.agreement import channel_params
 from gamesdk.session.calls import Address, Call, CallState, Pending, TimerHeap
 from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
+from gamesdk.session.presence import WATCH_EXPIRES_S, Watch, build_subscribe
 from gamesdk.session.publication import build_publish
 from gamesdk.session.registration import Registration
 from gamesdk.session.requests import host_text, parse_reservations, resend_with
@@ -42,8 +45,9 @@ from gamesdk.sip.dialog import Dialog, build_bye, build_in_dialog_request
 from gamesdk.sip.dialog_info import DialogState
 from gamesdk.sip.headers import Reason
 from gamesdk.sip.ids import IdFactory
-from gamesdk.sip.message import Request, Response
+from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.pidf import PresenceStatus, parse_presence_untrusted
 from gamesdk.sip.transaction import (
     AckTimedOut,
     ResponseReceived,
@@ -111,6 +115,8 @@ class AgentCore:
         #: PUBLISHes of a confirmed or ended dialog waiting to be sent again: (when, seq, what).
         self._republish: list[tuple[float, int, Pending]] = []
         self._republish_seq = 0
+        #: Players we watch (presence subscriptions), by address of record.
+        self._watches: dict[str, Watch] = {}
         self._registration = Registration(
             aor=config.aor,
             registrar=f"sip:{config.domain}",
@@ -252,6 +258,11 @@ class AgentCore:
             self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
         while self._republish and self._republish[0][0] <= now:
             self._send_republish(heapq.heappop(self._republish)[2], now)
+        for key in [k for k, t in self._timers.items() if k.startswith("watch ") and t <= now]:
+            del self._timers[key]
+            watch = self._watches.get(key[6:])
+            if watch is not None and not watch.ended:
+                self._send_subscribe(watch, now, watch.expires_s)
         heap = self._call_timers
         due: list[tuple[float, str, Call]] = []
         while heap and heap[0][0] <= now:
@@ -467,6 +478,103 @@ class AgentCore:
         else:
             log.info("PUBLISH for %s answered %s %s", pending.call_id, resp.status, resp.reason)
 
+    # -- presence (RFC 6665 SUBSCRIBE/NOTIFY, RFC 3856)
+    def watch(self, player: str, now: float) -> str:
+        """Subscribe to ``player``'s presence (``"bob@na.gamesdk.test"``); returns its address of record.
+        ``PresenceChanged`` events follow, or ``WatchFailed``."""
+        aor = player if player.startswith(("sip:", "sips:")) else f"sip:{player}"
+        if "@" not in aor:
+            raise LocalProtocolError(f"watch() takes a player address like 'bob@na.gamesdk.test', got {player!r}")
+        current = self._watches.get(aor)
+        if current is None or current.ended:
+            watch = Watch(player=aor, call_id=self._ids.call_id(), local_tag=self._ids.tag())
+            self._watches[aor] = watch
+            self._send_subscribe(watch, now, watch.expires_s)
+        return aor
+
+    def unwatch(self, player: str, now: float) -> None:
+        """Stop watching ``player`` (SUBSCRIBE with Expires: 0); a last ``PresenceChanged(watching=False)``."""
+        aor = player if player.startswith(("sip:", "sips:")) else f"sip:{player}"
+        watch = self._watches.get(aor)
+        if watch is None or watch.ended:
+            return
+        watch.ended = True
+        self._timers.pop(f"watch {aor}", None)
+        self._send_subscribe(watch, now, 0)
+
+    def _send_subscribe(
+        self, watch: Watch, now: float, expires: int, auth: tuple[str, str] | None = None, retries: int = 0
+    ) -> None:
+        req = build_subscribe(watch, aor=self.aor, contact=self.contact, via=self.local_addr, ids=self._ids,
+                              expires_s=expires, credentials=auth, user_agent=self.config.user_agent)
+        # within the subscription the notifier's Contact is the target (as the ACK goes player to player)
+        self._start_client(req, now, Pending("subscribe", watch.player, retries), destination=watch.target)
+
+    def _subscribe_response(self, resp: Response, pending: Pending, now: float) -> None:
+        if resp.status < 200:
+            return
+        watch = self._watches.get(pending.call_id or "")
+        sent = pending.request
+        if watch is None or sent is None:
+            return
+        expires = _expires_of(sent)
+        if resp.status in (401, 407) and pending.retries < MAX_AUTH_RETRIES:
+            auth = self._credentials.answer(resp, "SUBSCRIBE", sent.uri)
+            if auth is not None:
+                self._send_subscribe(watch, now, expires, auth, pending.retries + 1)
+                return
+        if resp.status >= 300:
+            self._watch_over(watch.player, resp.status, resp.reason)
+            return
+        if watch.remote_tag is None:
+            watch.remote_tag = resp.to.tag
+        self._watch_target(watch, resp)
+        if expires == 0:
+            return
+        granted = _expires(resp) or expires
+        self._timers[f"watch {watch.player}"] = now + max(1.0, 0.8 * granted)
+
+    def _watch_target(self, watch: Watch, message: Request | Response) -> None:
+        if watch.target is not None:
+            return
+        try:
+            contacts = message.contacts
+        except RemoteProtocolError:
+            return
+        if contacts and contacts[0].uri.host:
+            uri = contacts[0].uri
+            watch.target = (uri.host.strip("[]"), uri.port or 5060)
+            watch.target_uri = f"sip:{host_text(watch.target[0])}:{watch.target[1]}"
+
+    def _watch_over(self, player: str, status: int, reason: str) -> None:
+        watch = self._watches.pop(player, None)
+        self._timers.pop(f"watch {player}", None)
+        if watch is not None and not watch.ended:
+            self._emit(WatchFailed(player=player, status=status, reason=reason))
+
+    def _incoming_notify(self, req: Request, now: float) -> Response:
+        """A NOTIFY of one of our presence subscriptions: the answer to send, and the event it carries."""
+        event = (req.headers.get("Event") or "").split(";")[0].strip().lower()
+        if event != "presence":
+            return response_for(req, 489, "Bad Event", extra=[("Allow-Events", "presence")])
+        watch = next((w for w in self._watches.values() if w.call_id == req.call_id), None)
+        if watch is None or req.to.tag != watch.local_tag:
+            return response_for(req, 481, "Subscription does not exist")
+        try:
+            status = parse_presence_untrusted(req.body) if req.body else PresenceStatus.OFFLINE
+        except RemoteProtocolError as exc:
+            return response_for(req, 400, exc.message)
+        if watch.remote_tag is None:
+            watch.remote_tag = req.from_.tag
+        self._watch_target(watch, req)
+        state = (req.headers.get("Subscription-State") or "").split(";")[0].strip().lower()
+        watching = state != "terminated"
+        if not watching:
+            self._watches.pop(watch.player, None)
+            self._timers.pop(f"watch {watch.player}", None)
+        self._emit(PresenceChanged(player=watch.player, status=status, watching=watching))
+        return response_for(req, 200)
+
     def _reservations_confirmed(self, call: Call, resp: Response) -> None:
         agreement = call.agreement
         if agreement is None:
@@ -549,6 +657,8 @@ class AgentCore:
                 self._register_response(resp, pending, now)
             elif pending.purpose == "publish":
                 self._publish_response(resp, pending, now)
+            elif pending.purpose == "subscribe":
+                self._subscribe_response(resp, pending, now)
             elif pending.purpose == "refresh":
                 if resp.status in (404, 408, 481):
                     self._peer_lost(pending.call_id, now, f"peer answered {resp.status} {resp.reason}")
@@ -571,6 +681,8 @@ class AgentCore:
                 self._peer_lost(pending.call_id, now, "peer stopped answering")
             elif pending.purpose == "publish":
                 self._republish_later(pending, now, None)
+            elif pending.purpose == "subscribe":
+                self._watch_over(pending.call_id or "", 408, f"no answer ({why})")
             elif pending.purpose == "bye":
                 call = self._calls.get(pending.call_id or "")
                 if call is not None:
@@ -706,3 +818,9 @@ def _retry_after(resp: Response) -> float | None:
     if value.isascii() and value.isdigit() and len(value) <= 5:
         return float(value)
     return None
+def _expires_of(req: Request) -> int:
+    try:
+        value = req.expires
+    except RemoteProtocolError:
+        value = None
+    return WATCH_EXPIRES_S if value is None else value

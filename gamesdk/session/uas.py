@@ -120,7 +120,9 @@ class UasSide(AgentCore):
             self._incoming_options(req, tx, now)
         elif req.method == "REFER":
             self._incoming_refer(req, tx, addr, now)
-        elif req.method in ("REGISTER", "PUBLISH", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "UPDATE", "PRACK"):
+        elif req.method == "NOTIFY":
+            tx.send_response(self._incoming_notify(req, now), now)
+        elif req.method in ("REGISTER", "PUBLISH", "SUBSCRIBE", "MESSAGE", "INFO", "UPDATE", "PRACK"):
             tx.send_response(response_for(req, 405, to_tag=self._ids.tag(), extra=[("Allow", ALLOW)]), now)
         else:
             tx.send_response(response_for(req, 501, to_tag=self._ids.tag()), now)
