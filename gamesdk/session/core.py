@@ -612,9 +612,19 @@ class AgentCore:
         self._start_client(again, now, pending)
 
     # -- plumbing
+    def _over_flow(self, req: Request) -> Request:
+        """A request to our server over the TLS flow says so in its Via (RFC 3261 18.1.1: sent-protocol TLS)."""
+        if self.outbound:
+            via = req.headers.get("Via") or ""
+            if via.startswith("SIP/2.0/UDP "):
+                req.headers.set("Via", "SIP/2.0/TLS " + via[len("SIP/2.0/UDP "):])
+        return req
+
     def _start_client(
         self, req: Request, now: float, pending: Pending, destination: Address | None = None
     ) -> None:
+        if destination is None:
+            self._over_flow(req)
         tx = ClientNonInviteTransaction(
             req, now, destination=destination or self.config.server_address, config=self.config.timers
         )

@@ -89,7 +89,7 @@ class UacSide(AgentCore):
             content_type=SDP,
             user_agent=self.config.user_agent,
         )
-        call.invite = req
+        call.invite = self._over_flow(req)
         tx = ClientInviteTransaction(req, now, destination=self.config.server_address, config=self.config.timers)
         call.invite_tx = self._transactions.add(tx)
         self._pending[tx.key] = Pending("invite", call.call_id, request=req)
