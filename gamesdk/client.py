@@ -302,6 +302,7 @@ class GameClient:
             self._transport = transport
             self._core = core
             if core.flow is not None:
+                core.flow.before_close = self._unwatch_flow
                 core.flow.open()
                 self._watch_flow()
         return self._core
@@ -555,6 +556,13 @@ class GameClient:
         assert self._core is not None and self._loop is not None
         self._core.receive_flow(self._loop.time())
         self._pump()
+
+    def _unwatch_flow(self, fd: int) -> None:
+        loop = self._loop
+        if loop is not None and self._flow_fd == fd:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+            self._flow_fd = None
 
     def _watch_flow(self) -> None:
         """Keep the loop's reader (and, while records wait, writer) on the flow's current socket."""

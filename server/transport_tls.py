@@ -160,8 +160,10 @@ class Flow(asyncio.Protocol):
             transport.abort()
 
     def close(self) -> None:
+        # abort, not a TLS close_notify exchange: asyncio's graceful SSL shutdown waits for the peer (up to its
+        # 30 s shutdown timeout), and an idle or misbehaving flow must free its slot now
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
@@ -225,6 +227,10 @@ class TlsTransport:
                 moved = dataclasses.replace(peer, address=dataclasses.replace(peer.address, host=address[0],
                                                                               port=address[1]))
                 self._peers_by_addr[address] = moved
+        # a connection made (or being made) to the old address is of no use any more
+        flow = self._outgoing.pop(domain, None)
+        if flow is not None and flow.transport is not None:
+            flow.transport.close()
 
     # -- the node's view -----------------------------------------------------------------------------------
 

@@ -233,8 +233,14 @@ class PlayerSockets:
         if flow is None:
             return
         server = self.config.server_address
+        was_up = flow.established
         for frame in flow.pump(now):
             self.agent.receive_datagram(frame, server, now)
+        if was_up and flow.sock is None and self.agent.registered and not self.agent.logging_out:
+            # RFC 5626 section 4.4.1: a lost flow is replaced at once by registering again (which opens a new
+            # connection), so the server can reach the player before the next refresh would have come
+            log.info("SIP over TLS: connection to the server lost (%s); registering again", flow.error)
+            self.agent.register(now)
 
     def next_timer(self) -> float | None:
         """The agent's next deadline, or the flow's keep-alive or a path's timer if sooner."""

@@ -14,6 +14,7 @@ import errno
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from gamesdk.errors import RemoteProtocolError
@@ -61,6 +62,8 @@ class SipTlsFlow:
         #: Why the last connection ended (a certificate error, a reset), for logs and errors.
         self.error: str | None = None
         self.connects = 0
+        #: Called with the socket's fd just before it is closed (the asyncio client unregisters it there).
+        self.before_close: Callable[[int], None] | None = None
 
     # -- connection --------------------------------------------------------------------------------------
 
@@ -94,6 +97,8 @@ class SipTlsFlow:
         self._tls = None
         self.established = False
         if sock is not None:
+            if self.before_close is not None:
+                self.before_close(sock.fileno())  # an event loop must stop watching the fd while it is valid
             sock.close()
 
     @property

@@ -160,6 +160,11 @@ class AgentCore:
         return self._registration.registered
 
     @property
+    def logging_out(self) -> bool:
+        """True from ``unregister`` until the next ``register``."""
+        return self._registration.unregistering
+
+    @property
     def contact(self) -> str:
         """Our Contact, ``<sip:<username>@host:port>`` of the SIP socket: where peers send in-dialog requests."""
         host, port = self.local_addr

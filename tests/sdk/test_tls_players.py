@@ -137,3 +137,41 @@ def test_client_config_parses_transports(tmp_path: Path) -> None:
     with pytest.raises(LocalProtocolError, match="CA file"):
         ClientConfig(username="a", password="p", domain="d", server="tls:127.0.0.1:5061", ca=tmp_path / "none")
     assert tls_config  # the fixture helper is importable for other test modules
+
+
+def test_lost_connection_is_replaced_and_the_player_stays_reachable(tmp_path: Path) -> None:
+    """RFC 5626 flow recovery: when the server drops the player's connection, the SDK registers again at once
+    over a new one, and an invitation still reaches it (no wait for the next registration refresh)."""
+
+    async def scenario(regions: TlsRegions) -> None:
+        alice = regions.client("alice")
+        bob = regions.client("bob")
+        await alice.login()
+        await bob.login()
+        before = flow_bindings(regions.na, "sip:bob@na.gamesdk.test")
+        streams = regions.na.protocol.streams  # type: ignore[union-attr]
+        assert streams is not None
+        for flow in list(streams.flows.values()):
+            flow.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while loop.time() < deadline:
+            hops = [b.next_hop for b in regions.na.node.location.lookup("sip:bob@na.gamesdk.test", 0.0)]  # type: ignore[union-attr]
+            if hops and hops != before and all(streams.is_flow(h) for h in hops):
+                break
+            await asyncio.sleep(0.02)
+        assert flow_bindings(regions.na, "sip:bob@na.gamesdk.test") != before
+
+        async def answer() -> None:
+            invite = await bob.next_invite()
+            await invite.decline(486, "Busy Here")
+
+        callee = asyncio.create_task(answer())
+        with pytest.raises(Exception) as failure:
+            await alice.invite("bob@na.gamesdk.test")
+        assert "486" in str(failure.value)
+        await callee
+        await alice.close()
+        await bob.close()
+
+    run(tmp_path, scenario)

@@ -72,9 +72,9 @@ def test_call_across_regions_over_mutual_tls(pair: Pair, tmp_path: Path) -> None
         alice.send(alice.ack_non2xx(invite, challenge))
         invite = alice.authorize(invite, challenge)
         alice.send(invite)
-        arrived = bob.recv()
+        arrived = bob.recv(10)  # the first one waits for eu's TLS connection to na
         while not isinstance(arrived, Request):
-            arrived = bob.recv()
+            arrived = bob.recv(10)
         assert arrived.method == "INVITE"
         # na took it from a flow that authenticated as eu's certificate
         streams = pair.na.protocol.streams  # type: ignore[union-attr]
@@ -82,7 +82,7 @@ def test_call_across_regions_over_mutual_tls(pair: Pair, tmp_path: Path) -> None
         peers = {streams.peer_of(a).domain for a in streams.flows if streams.peer_of(a) is not None}  # type: ignore[union-attr]
         assert "eu.gamesdk.test" in peers
         bob.send(bob.answer(arrived, 200, ANSWER))
-        ok = alice.final()
+        ok = alice.final(10)
         assert ok.status == 200 and ok.body == ANSWER
     finally:
         alice.close()
