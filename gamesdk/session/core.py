@@ -123,12 +123,13 @@ class AgentCore:
             call_id=ids.call_id(),
             tag=ids.tag(),
             expires=config.register_expires_s,
-            outbound=config.transport == "tls",
+            outbound=config.transport == "tls" or config.ice,
         )
         #: Checks the regions' signed identities (RFC 8224) on invitations and answers; None: not checked.
         self.identity: IdentityVerifier | None = None
-        #: RFC 5626 outbound over TLS: the server reaches us over our connection, named by this instance id.
-        self.outbound = config.transport == "tls"
+        #: RFC 5626 outbound over TLS, and over UDP with ICE (the player may sit behind a NAT): the server reaches
+        #: us over our connection, or at the address our REGISTER came from, never at our private Contact.
+        self.outbound = config.transport == "tls" or config.ice
         self.instance_id = _uuid_urn(random_bytes(16)) if self.outbound else ""
         #: The publication lifetime asked for: the configured one, or the server's Min-Expires after a 423.
         self._publish_expires = config.publish_expires_s

@@ -42,7 +42,9 @@ START = 1000.0
 
 
 def config(user: str, password: str, domain: str, server: Addr, **changes: object) -> ClientConfig:
-    base = ClientConfig(username=user, password=password, domain=domain, server=server, timers=TimerConfig())
+    # ice=False: these drive the sans-IO agent alone, without the sockets' NAT traversal (tests/ice has it)
+    base = ClientConfig(username=user, password=password, domain=domain, server=server, timers=TimerConfig(),
+                        ice=False)
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
