@@ -61,11 +61,14 @@ class UasSide(AgentCore):
         body = format_sdp(call.answer_desc).encode()
         tx = call.invite_tx
         assert isinstance(tx, ServerInviteTransaction) and call.invite is not None
+        # RFC 3261 section 12.1.1: the UAS copies every Record-Route of the INVITE into its 2xx, in order, so a
+        # record-routing proxy (an operator's choice) also carries the ACK and the later in-dialog requests.
+        record_routes = [("Record-Route", v) for v in call.invite.headers.get_all("Record-Route")]
         resp = response_for(
             call.invite,
             200,
             to_tag=call.local_tag,
-            extra=[("Contact", self.contact), ("Allow", ALLOW), ("Content-Type", SDP)],
+            extra=[*record_routes, ("Contact", self.contact), ("Allow", ALLOW), ("Content-Type", SDP)],
             body=body,
         )
         tx.send_response(resp, now)

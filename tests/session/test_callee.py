@@ -294,3 +294,20 @@ def test_publication_interval_too_brief_is_published_again_with_min_expires() ->
     # a server that keeps answering 423 with the same minimum is not asked again and again
     net.send(SCRIPTED_SERVER, BOB, response_for(last[0], 423, to_tag="srv", extra=[("Min-Expires", "60")]))
     assert requests(net.inbox(SCRIPTED_SERVER), "PUBLISH") == []
+
+
+def test_the_2xx_copies_record_route_and_the_dialog_follows_it() -> None:
+    """RFC 3261 section 12.1.1: a record-routing proxy between the players stays on the dialog's path."""
+    net, agent = callee()
+    invite = invite_request(offer_body(latency_ms=80))
+    routes = [f"<sip:{SCRIPTED_PEER[0]}:{SCRIPTED_PEER[1]};lr;transit>", "<sip:192.0.2.9:5060;lr>"]
+    for value in routes:
+        invite.headers.add("Record-Route", value)
+    net.send(SCRIPTED_PEER, BOB, invite)
+    net.take(BOB)
+    agent.accept(invite.call_id, net.now)
+    ok = next(r for r in responses(net.inbox(SCRIPTED_PEER), "INVITE") if r.status == 200)
+    assert ok.headers.get_all("Record-Route") == routes
+    # The caller's dialog reverses the route set (12.1.2): its ACK goes to the last proxy first.
+    dialog = dialog_from_2xx(invite, ok)
+    assert [str(r) for r in dialog.route_set] == list(reversed(routes))
