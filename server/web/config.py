@@ -5,6 +5,7 @@
 listen = "http://127.0.0.1:8080"    # or https://... (uses the [tls] certificate and key)
 session_ttl_s = 3600                # a login lasts this long
 max_connections = 256               # open HTTP connections at most (the oldest idle one makes room)
+max_requests_per_s = 200            # more get 503 + Retry-After: page loads must not starve the SIP setups
 
 [[web.formats]]                     # the invite form's defaults, per game format (first = preselected)
 format = "pong/1;tick=60"
@@ -51,6 +52,10 @@ class WebConfig:
     port: int
     session_ttl_s: float = 3600.0
     max_connections: int = 256
+    #: Requests the site serves per second at most (a token bucket, bursts of the same size); more get 503 with
+    #: Retry-After. The site shares the SIP server's event loop: this keeps a flood of page loads from starving
+    #: the session setups.
+    max_requests_per_s: int = 200
     formats: tuple[FormatDefaults, ...] = DEFAULT_FORMATS
     #: For https: the region's certificate and key ([tls]).
     certificate: Any = None
@@ -72,7 +77,7 @@ class WebConfig:
 
 
 _LISTEN = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?")
-_KEYS = {"listen", "session_ttl_s", "max_connections", "formats"}
+_KEYS = {"listen", "session_ttl_s", "max_connections", "max_requests_per_s", "formats"}
 _FORMAT_KEYS = {"format", "classification", "latency_ms", "jitter_ms", "loss_ppm", "bandwidth_kbps"}
 
 
@@ -113,6 +118,7 @@ def parse_web(table: Mapping[str, Any], tls: Any = None) -> WebConfig | None:
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 60 <= ttl <= 30 * 86400:
         raise _error("web.session_ttl_s", f"must be a number of seconds from 60 to 2592000, not {ttl!r}")
     max_connections = _int(table, "max_connections", "web.max_connections", 256, 8, 100_000)
+    max_rate = _int(table, "max_requests_per_s", "web.max_requests_per_s", 200, 1, 1_000_000)
     raw_formats = table.get("formats", [])
     if not isinstance(raw_formats, list):
         raise _error("web.formats", "must be an array of tables ([[web.formats]])")
@@ -141,4 +147,5 @@ def parse_web(table: Mapping[str, Any], tls: Any = None) -> WebConfig | None:
             bandwidth_kbps=_int(entry, "bandwidth_kbps", f"{where}.bandwidth_kbps", 64, 1, 1_000_000),
         ))
     return WebConfig(scheme=scheme, host=host, port=port, session_ttl_s=float(ttl), max_connections=max_connections,
+                     max_requests_per_s=max_rate,
                      formats=tuple(formats) or DEFAULT_FORMATS, certificate=certificate, key=key)

@@ -109,6 +109,8 @@ class SiteMetrics:
                                   buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.web_invites = Counter("gamesdk_web_invites", "Invites started from the web site, by final step",
                                    ["step"], registry=self.registry)
+        self.web_refused = Counter("gamesdk_web_requests_refused", "Web requests refused (503) over the rate cap",
+                                   registry=self.registry)
         self._lag_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:

@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import secrets
+import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -82,6 +83,9 @@ class WebSite:
         self._clock = clock
         self._listener: Listener | None = None
         self._policy_config: Any = None
+        self._reader: sqlite3.Connection | None = None
+        self._tokens = float(config.max_requests_per_s)
+        self._tokens_at = 0.0
 
     # -- what the pages read ---------------------------------------------------------------------------------
 
@@ -118,15 +122,22 @@ class WebSite:
         if self._policy_config is False:
             return None
         try:
-            return sessions_report(self.server.config.database, self._policy_config)
+            return sessions_report(self._db(), self._policy_config)
         except Exception as exc:  # noqa: BLE001 - a page must render even when the database is busy
             log.warning("web: cannot read reservations: %s", exc)
             return None
 
+    def _db(self) -> sqlite3.Connection:
+        """One read-only connection to the region database for every page (opened once, not per request)."""
+        if self._reader is None:
+            path = self.server.config.database
+            self._reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False)
+        return self._reader
+
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[self._rate, self._errors, self._auth], client_max_size=64 * 1024)
         aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(_TEMPLATES)), autoescape=True,
                              context_processors=[self._context])
         r = app.router
@@ -175,6 +186,9 @@ class WebSite:
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _count_sip_refusals(self, node: Any) -> None:
         throttle = node.throttle
@@ -189,6 +203,20 @@ class WebSite:
         self._throttle_failed = failed  # the web's own failures are counted under "web"
 
     # -- middleware --------------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _rate(self, request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """A token bucket over the whole site: the SIP server shares this event loop and comes first."""
+        now = self._loop_now()
+        rate = float(self.config.max_requests_per_s)
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1.0 and request.path != "/health":
+            self.metrics.web_refused.inc()
+            return web.Response(status=503, text="busy: try again in a second", headers={"Retry-After": "1"})
+        self._tokens -= 1.0
+        return await handler(request)
 
     @web.middleware
     async def _errors(self, request: web.Request,
@@ -439,7 +467,7 @@ class WebSite:
         from server.policy.cli_support import billing_rows
 
         try:
-            return list(billing_rows(self.server.config.database, limit=limit))
+            return list(billing_rows(self._db(), limit=limit))
         except Exception as exc:  # noqa: BLE001 - the page says so instead of failing
             log.warning("web: cannot read billing: %s", exc)
             return []
@@ -447,7 +475,7 @@ class WebSite:
     async def history(self, request: web.Request) -> web.Response:
         session = self._session(request)
         mine = self.aor(session.user)
-        rows = [r for r in self._rows() if r.player == mine]
+        rows = [r for r in self._rows(200) if r.player == mine]
         return self._page(request, "history.html", {"rows": [_row_view(r) for r in rows]})
 
     async def account_page(self, request: web.Request, *, error: str = "", done: str = "",

@@ -192,3 +192,25 @@ def test_metrics_parse_with_prometheus_client(tmp_path: Path) -> None:
     assert refused[("web", "credentials")] == 1.0
     held = {s.labels["network"]: s.value for s in families["gamesdk_reservations_held"].samples}
     assert held == {"eu-fiber": 0.0, "eu-dsl": 0.0}
+
+
+def test_a_flood_of_requests_gets_503_not_the_sip_loop(tmp_path: Path) -> None:
+    from web_kit import region_doc
+
+    async def main() -> list[tuple[int, str | None]]:
+        doc = region_doc("eu", tmp_path)
+        doc["web"]["max_requests_per_s"] = 3
+        server = await start_region("eu", tmp_path, doc)
+        try:
+            async with client() as http:
+                out = []
+                for _ in range(6):
+                    async with http.get(site_url(server) + "/login") as resp:
+                        out.append((resp.status, resp.headers.get("Retry-After")))
+                return out
+        finally:
+            await server.stop()
+
+    statuses = run(main())
+    assert statuses[:3] == [(200, None)] * 3
+    assert (503, "1") in statuses[3:]
