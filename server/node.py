@@ -369,7 +369,8 @@ class RegionalServer:
                         delay_s: float = 0.0) -> bool:
         """Send an answer to a source that has not authenticated: once (never retransmitted), only within its
         rate limit, and only when at most 3x the request's size (DESIGN section 10). False if not sent."""
-        if len(data) > 3 * request_size or not self.unverified.allow(addr[0], now):
+        if (len(data) > 3 * request_size or not self.unverified.allow(addr[0], now)
+                or (delay_s > 0 and len(self._delayed) >= self.config.limits.max_transactions)):
             self.stats.dropped += 1
             log.info("node: answer of %d bytes to %s:%d (%d-byte request) not sent: %s", len(data), addr[0],
                      addr[1], request_size, "over 3x" if len(data) > 3 * request_size else "rate limit")

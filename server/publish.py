@@ -134,8 +134,14 @@ class DialogPublications:
         min_expires_s: int = 60,
         max_expires_s: int = 3600,
         default_expires_s: int = 90,
+        max_per_aor: int = 32,
+        max_total: int = 100_000,
     ) -> None:
         self._etag_factory = etag_factory
+        # Hard caps (the table is keyed by what players send): one player cannot hold memory for everybody.
+        self.max_per_aor = max_per_aor
+        self.max_total = max_total
+        self._per_aor: dict[str, int] = {}
         self.min_expires_s = min_expires_s
         self.max_expires_s = max_expires_s
         self.default_expires_s = default_expires_s
@@ -206,6 +212,15 @@ class DialogPublications:
         elif current is None:
             return PublishResult(status=400, reason="initial PUBLISH needs a dialog-info body")
 
+        if current is None:
+            # A new publication: within the caps (a game session needs one; 32 at once is no player's).
+            if self._per_aor.get(req.aor, 0) >= self.max_per_aor:
+                return PublishResult(status=403, reason=f"Too many publications for this player (limit "
+                                                        f"{self.max_per_aor})")
+            if len(self._by_etag) >= self.max_total:
+                return PublishResult(status=503, reason="Too many publications, try later",
+                                     extra_headers=(("Retry-After", "30"),))
+
         # Step 7: a fresh entity-tag for every successful PUBLISH.
         etag = self._etag_factory()
         if current is None:
@@ -220,7 +235,7 @@ class DialogPublications:
                 # No version check needed: each success rotates the entity-tag, so a stale PUBLISH gets 412.
                 kind, state = PublishKind.MODIFY, _merge(current.info, info)
         pub = Publication(aor=req.aor, etag=etag, info=state, expires_at=now + expires)
-        self._by_etag[etag] = pub
+        self._add(pub)
         heapq.heappush(self._timers, (pub.expires_at, etag))
         return PublishResult(
             status=200, reason="OK", kind=kind, etag=etag, expires=expires, info=state, previous=previous,
@@ -237,7 +252,7 @@ class DialogPublications:
             self._drop(result.etag)
         old = result.replaced
         if old is not None:
-            self._by_etag[old.etag] = old
+            self._add(old)
             heapq.heappush(self._timers, (old.expires_at, old.etag))
 
     def get_timer(self) -> float | None:
@@ -263,5 +278,15 @@ class DialogPublications:
                 expired.append(pub)
         return expired
 
+    def _add(self, pub: Publication) -> None:
+        self._by_etag[pub.etag] = pub
+        self._per_aor[pub.aor] = self._per_aor.get(pub.aor, 0) + 1
+
     def _drop(self, etag: str) -> None:
-        self._by_etag.pop(etag, None)
+        pub = self._by_etag.pop(etag, None)
+        if pub is not None:
+            left = self._per_aor.get(pub.aor, 1) - 1
+            if left > 0:
+                self._per_aor[pub.aor] = left
+            else:
+                self._per_aor.pop(pub.aor, None)

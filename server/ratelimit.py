@@ -17,7 +17,7 @@ __all__ = ["SourceRateLimiter"]
 class SourceRateLimiter:
     """``allow(key, now)`` is True while ``key`` stays within ``rate`` per second after ``burst``."""
 
-    def __init__(self, rate: float, burst: int, *, max_keys: int = 50_000) -> None:
+    def __init__(self, rate: float, burst: int, *, max_keys: int = 20_000) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.max_keys = max_keys

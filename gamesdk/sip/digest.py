@@ -283,7 +283,8 @@ def verify_response(credentials: Credentials, *, ha1: str, method: str) -> bool:
         nc=credentials.nc,
         cnonce=credentials.cnonce or "",
     )
-    return hmac.compare_digest(expected, credentials.response)
+    # compare_digest refuses str with non-ASCII characters (TypeError): compare the bytes of what came in.
+    return hmac.compare_digest(expected.encode(), credentials.response.encode("utf-8", "surrogateescape"))
 
 
 # --- client side -----------------------------------------------------------------------------------------
