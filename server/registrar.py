@@ -230,4 +230,7 @@ class Registrar:
     def _ok(self, request: Request, aor: str, now: float) -> Response:
         # Step 8: the 200 lists every current binding with its remaining time.
         extra = [("Contact", f"<{b.contact}>;expires={b.expires_in(now)}") for b in self.location.lookup(aor, now)]
+        if not request.contact_star and any(c.param("reg-id") is not None for c in request.contacts):
+            # RFC 5626 section 6: the registrar says it applied outbound to the registered flow
+            extra.append(("Require", "outbound"))
         return self._reply(request, 200, None, extra)

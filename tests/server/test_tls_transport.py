@@ -46,7 +46,17 @@ def test_login_over_tls_with_sha256(eu: EmbeddedServer, tmp_path: Path) -> None:
         answer = alice.authorize(request, challenge)
         assert "algorithm=SHA-256" in (answer.headers.get("Authorization") or "")
         alice.send(answer)
-        assert alice.final().status == 200
+        ok = alice.final()
+        assert ok.status == 200 and "Require" not in ok.headers  # no reg-id: plain registration
+        # RFC 5626: a REGISTER with +sip.instance and reg-id is bound to this flow, and the 200 says so
+        contact = f'<sip:alice@{alice.addr[0]}:{alice.addr[1]};ob>;+sip.instance="<urn:uuid:00000000-0000-4000-8000-000000000001>";reg-id=1'
+        again = alice.register(600, contact=contact)
+        again.headers.add("Supported", "outbound")
+        alice.send(again)
+        challenge = alice.final()
+        alice.send(alice.authorize(again, challenge) if challenge.status == 401 else again)
+        ok = alice.final() if challenge.status == 401 else challenge
+        assert ok.status == 200 and ok.headers.get("Require") == "outbound"
     finally:
         alice.close()
 
