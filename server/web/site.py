@@ -42,6 +42,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gamesdk.sip.digest import compute_ha1
+from server.billing.tariff import format_money
 from server.refer import ReferProgress
 from server.weblisten import Listener, serve_app
 
@@ -596,6 +597,6 @@ def _row_view(row: Any) -> dict[str, Any]:
         "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start)), "player": row.player, "peer": row.peer,
         "side": row.side, "network": row.network, "qos_class": row.qos_class, "format": row.game_format,
         "bandwidth": f"{row.uplink_kbps}/{row.downlink_kbps}", "duration": f"{row.duration_s:.0f} s",
-        "end_reason": row.end_reason or "in progress", "charge": f"{row.charge:.4f} {row.currency}".strip(),
+        "end_reason": row.end_reason or "in progress", "charge": format_money(row.charge, row.currency),
         "call_id": row.call_id,
     }
