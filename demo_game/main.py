@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument("--password", help="your password (networked mode)")
     net.add_argument("--ca", metavar="FILE", help="the regions' CA certificate, for --server tls:... (networked)")
+    net.add_argument("--relay-only", action="store_true",
+                     help="offer only relayed candidates (the region's coturn), so the opponent never learns your "
+                          "address (networked mode; the region needs a [relay])")
     p.add_argument("--no-tls", action="store_true",
                    help="local mode: players reach their regions over plain UDP instead of TLS")
     who = net.add_mutually_exclusive_group()

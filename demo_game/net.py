@@ -330,7 +330,7 @@ def setup_networked_session(args: argparse.Namespace, out: TextIO) -> NetworkedS
     server: tuple[str, int] | str = args.server if args.server.startswith("tls:") else (host, port)
     try:
         config = gamesdk.ClientConfig(username=user, password=args.password, domain=domain, server=server,
-                                      ca=getattr(args, "ca", None))
+                                      ca=getattr(args, "ca", None), relay_only=getattr(args, "relay_only", False))
     except gamesdk.errors.LocalProtocolError as exc:
         out.write(f"{exc}\n")
         return None
