@@ -52,6 +52,7 @@ from gamesdk.session.agent import CallState, UserAgent
 from gamesdk.session.terms import OfferRequirements, make_terms
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.pidf import PresenceStatus
+from gamesdk.trace import enable_trace, trace_log
 
 __all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite"]
 
@@ -138,6 +139,8 @@ class GameSession:
             self._client._end(self, reason)
 
     def _deliver(self, event: ChannelEvent | SessionEvent) -> None:
+        if self._client.config.trace:
+            trace_log.info("session %s: %r", self.call_id, event)
         self._queue.put_nowait(event)
 
 
@@ -252,6 +255,8 @@ class GameClient:
         ringing_delay_s: float = RINGING_DELAY_S,
     ) -> None:
         self.config = config
+        if config.trace:
+            enable_trace()
         self._ringing_delay_s = ringing_delay_s
         self._bind = bind
         self._random = random_bytes

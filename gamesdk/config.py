@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gamesdk.errors import LocalProtocolError
 from gamesdk.sip.timers import TimerConfig
+from gamesdk.trace import trace_default
 
 __all__ = ["ClientConfig", "parse_server_address", "parse_server_transport"]
 
@@ -87,6 +88,9 @@ class ClientConfig:
     #: Digest algorithms this client answers, in its preference order.
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     user_agent: str = "gamesdk/0.1"
+    #: Log every SIP message sent and received and every channel event on the ``gamesdk.trace`` logger
+    #: (docs/sdk.md, "Protocol trace"); the environment variable ``GAMESDK_TRACE=1`` sets it by default.
+    trace: bool = field(default_factory=trace_default)
 
     def __post_init__(self) -> None:
         for name in ("username", "domain"):

@@ -37,6 +37,7 @@ from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import UserAgent
 from gamesdk.session.terms import OfferRequirements, make_terms
 from gamesdk.sip.ids import IdFactory
+from gamesdk.trace import enable_trace, trace_log
 
 __all__ = ["PollingClient", "PollingSession"]
 
@@ -91,6 +92,9 @@ class PollingSession:
         if self.ended:
             return events
         events += self.channel.poll(now)
+        if self._client._trace:
+            for event in events:
+                trace_log.info("session %s: %r", self.call_id, event)
         for event in events:
             if isinstance(event, Disconnected):
                 self._client._end(self, now, f"channel lost: {event.reason}", 0.0)
@@ -143,6 +147,9 @@ class PollingClient:
         ids: IdFactory | None = None,
     ) -> None:
         self._core = PlayerSockets(config, bind, random_bytes, ids)
+        self._trace = config.trace
+        if config.trace:
+            enable_trace()
         self._channel_config = channel_config
         self._simulator = simulator
         #: Established sessions by Call-ID.

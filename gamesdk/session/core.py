@@ -60,6 +60,7 @@ from gamesdk.sip.transaction import (
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction
 from gamesdk.sip.transaction_server import ServerNonInviteTransaction
 from gamesdk.sip.transaction_table import TransactionTable
+from gamesdk.trace import trace_log
 
 __all__ = ["AgentCore"]
 
@@ -217,6 +218,8 @@ class AgentCore:
         """Feed one datagram received on the SIP socket."""
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 4.4.1)
+        if self.config.trace:
+            trace_log.info("SIP <- %s:%d\n%s", addr[0], addr[1], data.decode("utf-8", "replace"))
         try:
             message = parse_message_untrusted(data)
         except RemoteProtocolError as exc:
@@ -234,6 +237,9 @@ class AgentCore:
         out = self._out
         self._out = []
         out.extend(self._transactions.datagrams_to_send())
+        if self.config.trace:
+            for data, addr in out:
+                trace_log.info("SIP -> %s:%d\n%s", addr[0], addr[1], data.decode("utf-8", "replace"))
         return out
 
     def get_timer(self) -> float | None:
