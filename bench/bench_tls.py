@@ -103,7 +103,7 @@ async def _answer_forever(client: GameClient) -> None:
 
 
 async def _wait_end(session: GameSession) -> None:
-    from gamesdk import SessionEnded
+    from gamesdk.events import SessionEnded
 
     while not isinstance(await session.next_event(), SessionEnded):
         pass

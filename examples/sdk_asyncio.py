@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from gamesdk import ClientConfig, GameClient, MessageReceived, SessionEnded, unpack_message_untrusted
+from gamesdk import ClientConfig, GameClient, unpack_message_untrusted
 from gamesdk.config import parse_server_address
+from gamesdk.events import MessageReceived, SessionEnded
 
 
 async def main(eu: tuple[str, int], na: tuple[str, int]) -> None:

@@ -9,17 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from gamesdk import (
-    ClientConfig,
-    InviteReceived,
-    Lane,
-    MessageReceived,
-    PollingClient,
-    Registered,
-    SessionEnded,
-    SessionFailed,
-)
+from gamesdk import ClientConfig, Lane, PollingClient
 from gamesdk.config import parse_server_address
+from gamesdk.events import InviteReceived, MessageReceived, Registered, SessionEnded, SessionFailed
 
 
 def main(eu: tuple[str, int], na: tuple[str, int], frames: int = 600) -> int:

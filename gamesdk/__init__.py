@@ -1,6 +1,8 @@
 """gamesdk: two-player game sessions with negotiated, reserved QoS and a direct encrypted UDP channel.
 
-The documented surface is ``__all__`` (see docs/sdk.md); everything else is internal. In ten lines::
+The documented surface is ``__all__`` plus the :mod:`gamesdk.events` module (every event) — see docs/sdk.md;
+:mod:`gamesdk.lowlevel` names what the server and tools build on, :mod:`gamesdk.testing` the test helpers.
+Everything else is internal. In ten lines::
 
     from gamesdk import ClientConfig, GameClient
 
@@ -16,68 +18,36 @@ The documented surface is ``__all__`` (see docs/sdk.md); everything else is inte
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
+from gamesdk import events as events
 from gamesdk._version import __version__ as __version__
-from gamesdk.channel.config import SUITES as SUITES
 from gamesdk.channel.config import ChannelConfig as ChannelConfig
 from gamesdk.channel.config import Lane as Lane
 from gamesdk.channel.errors import MessageTooLarge as MessageTooLarge
-from gamesdk.channel.events import ChannelClosed as ChannelClosed
-from gamesdk.channel.events import ChannelEstablished as ChannelEstablished
-from gamesdk.channel.events import ChannelEvent as ChannelEvent
-from gamesdk.channel.events import Disconnected as Disconnected
-from gamesdk.channel.events import Interrupted as Interrupted
-from gamesdk.channel.events import MessageReceived as MessageReceived
-from gamesdk.channel.events import PathChanged as PathChanged
-from gamesdk.channel.events import QosRestored as QosRestored
-from gamesdk.channel.events import QosViolation as QosViolation
-from gamesdk.channel.events import Resumed as Resumed
-from gamesdk.channel.events import SecurityError as SecurityError
-from gamesdk.channel.messages import pack_message as pack_message
 from gamesdk.channel.messages import unpack_message_untrusted as unpack_message_untrusted
-from gamesdk.channel.simulator import NetworkSimulator as NetworkSimulator
-from gamesdk.channel.simulator import SimulatorConfig as SimulatorConfig
 from gamesdk.channel.stats import ChannelStats as ChannelStats
 from gamesdk.client import Accept as Accept
 from gamesdk.client import Decline as Decline
 from gamesdk.client import GameClient as GameClient
 from gamesdk.client import GameSession as GameSession
 from gamesdk.client import IncomingInvite as IncomingInvite
-from gamesdk.client import InviteRequest as InviteRequest
 from gamesdk.config import ClientConfig as ClientConfig
 from gamesdk.errors import GameSdkError as GameSdkError
 from gamesdk.errors import InvitationWithdrawn as InvitationWithdrawn
 from gamesdk.errors import LocalProtocolError as LocalProtocolError
 from gamesdk.errors import LoginError as LoginError
 from gamesdk.errors import NegotiationError as NegotiationError
-from gamesdk.errors import RemoteProtocolError as RemoteProtocolError
 from gamesdk.errors import SessionError as SessionError
 from gamesdk.errors import WatchRefused as WatchRefused
 from gamesdk.events import Agreement as Agreement
-from gamesdk.events import InviteCancelled as InviteCancelled
-from gamesdk.events import InviteReceived as InviteReceived
-from gamesdk.events import InviteRequested as InviteRequested
-from gamesdk.events import PresenceChanged as PresenceChanged
-from gamesdk.events import Registered as Registered
-from gamesdk.events import RegistrationFailed as RegistrationFailed
 from gamesdk.events import Reservation as Reservation
-from gamesdk.events import ReservationConfirmed as ReservationConfirmed
-from gamesdk.events import Ringing as Ringing
-from gamesdk.events import SessionEnded as SessionEnded
-from gamesdk.events import SessionEstablished as SessionEstablished
-from gamesdk.events import SessionEvent as SessionEvent
-from gamesdk.events import SessionFailed as SessionFailed
-from gamesdk.events import Unregistered as Unregistered
-from gamesdk.events import WatchFailed as WatchFailed
 from gamesdk.polling import PollingClient as PollingClient
 from gamesdk.polling import PollingSession as PollingSession
-from gamesdk.qos.model import GameFormat as GameFormat
-from gamesdk.qos.model import QosParams as QosParams
-from gamesdk.qos.model import SessionTerms as SessionTerms
 from gamesdk.qos.negotiation import Acceptable as Acceptable
 from gamesdk.qos.negotiation import Requirements as Requirements
-from gamesdk.session.terms import make_terms as make_terms
 from gamesdk.sip.pidf import PresenceStatus as PresenceStatus
-from gamesdk.sip.timers import TimerConfig as TimerConfig
 
 __all__ = [
     "__version__",
@@ -86,65 +56,60 @@ __all__ = [
     "GameClient",
     "GameSession",
     "IncomingInvite",
-    "InviteRequest",
     "Accept",
     "Decline",
     "PollingClient",
     "PollingSession",
-    "TimerConfig",
-    # negotiation
-    "GameFormat",
-    "QosParams",
-    "SessionTerms",
+    # negotiation and presence
     "Requirements",
     "Acceptable",
-    "make_terms",
     "Agreement",
     "Reservation",
-    "ReservationConfirmed",
-    # signalling events
-    "SessionEvent",
-    "Registered",
-    "RegistrationFailed",
-    "Unregistered",
-    "PresenceChanged",
     "PresenceStatus",
-    "WatchFailed",
-    "WatchRefused",
-    "InviteReceived",
-    "InviteRequested",
-    "InviteCancelled",
-    "Ringing",
-    "SessionEstablished",
-    "SessionFailed",
-    "SessionEnded",
     # the game channel
     "Lane",
-    "SUITES",
     "ChannelConfig",
     "ChannelStats",
-    "ChannelEvent",
-    "ChannelEstablished",
-    "MessageReceived",
-    "Interrupted",
-    "Resumed",
-    "Disconnected",
-    "ChannelClosed",
-    "QosViolation",
-    "QosRestored",
-    "SecurityError",
-    "PathChanged",
-    "NetworkSimulator",
-    "SimulatorConfig",
-    "pack_message",
     "unpack_message_untrusted",
+    # every event: gamesdk.events
+    "events",
     # errors
     "GameSdkError",
     "LoginError",
     "SessionError",
     "InvitationWithdrawn",
+    "WatchRefused",
     "NegotiationError",
     "LocalProtocolError",
-    "RemoteProtocolError",
     "MessageTooLarge",
 ]
+
+#: Names that were importable from ``gamesdk`` before 0.2, and where they live now.
+_MOVED = {
+    **dict.fromkeys(
+        ["Event", "SessionEvent", "ChannelEvent", "Registered", "RegistrationFailed", "Unregistered",
+         "InviteReceived", "InviteCancelled", "InviteRequested", "Ringing", "SessionEstablished", "SessionFailed",
+         "SessionEnded", "ReservationConfirmed", "PresenceChanged", "WatchFailed", "ChannelEstablished",
+         "MessageReceived", "Interrupted", "Resumed", "Disconnected", "ChannelClosed", "QosViolation",
+         "QosRestored", "SecurityError"],
+        "gamesdk.events",
+    ),
+    **dict.fromkeys(["NetworkSimulator", "SimulatorConfig"], "gamesdk.testing"),
+    **dict.fromkeys(
+        ["SUITES", "GameFormat", "QosParams", "SessionTerms", "make_terms", "pack_message", "TimerConfig",
+         "RemoteProtocolError"],
+        "gamesdk.lowlevel",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Old import paths keep working for one 0.x release, with a DeprecationWarning naming the new one."""
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gamesdk' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    warnings.warn(f"gamesdk.{name} moved to {module}.{name}", DeprecationWarning, stacklevel=2)
+    return value

@@ -1,8 +1,9 @@
 """Public session events: frozen dataclasses, past tense.
 
-``PollingClient.poll(now)`` returns these; ``GameClient`` turns the interesting ones into awaitable results.
-Channel events (``MessageReceived``, ``Interrupted``, ``Disconnected``, ``QosViolation`` ...) come from
-:mod:`gamesdk.channel.events` and are re-exported by :mod:`gamesdk`.
+The one place to import every event from: signalling and presence events (``PollingClient.poll(now)``
+returns them; ``GameClient`` turns the interesting ones into awaitable results) and the channel events
+(``MessageReceived``, ``Interrupted``, ``Disconnected``, ``QosViolation`` ..., defined in
+:mod:`gamesdk.channel.events`). All derive from :class:`Event`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,44 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gamesdk.channel.events import (
+    ChannelClosed,
+    ChannelEstablished,
+    ChannelEvent,
+    Disconnected,
+    Interrupted,
+    MessageReceived,
+    QosRestored,
+    QosViolation,
+    Resumed,
+    SecurityError,
+)
+from gamesdk.event import Event
 from gamesdk.qos.model import GameFormat, QosParams, SessionTerms
 from gamesdk.sip.pidf import PresenceStatus
 
 __all__ = [
     "Agreement",
+    "ChannelClosed",
+    "ChannelEstablished",
+    "ChannelEvent",
+    "Disconnected",
+    "Event",
+    "Interrupted",
     "InviteCancelled",
     "InviteReceived",
     "InviteRequested",
+    "MessageReceived",
     "PresenceChanged",
+    "QosRestored",
+    "QosViolation",
     "Registered",
     "RegistrationFailed",
     "Reservation",
     "ReservationConfirmed",
+    "Resumed",
     "Ringing",
+    "SecurityError",
     "SessionEnded",
     "SessionEstablished",
     "SessionEvent",
@@ -35,8 +60,8 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SessionEvent:
-    """Base class of every signalling event."""
+class SessionEvent(Event):
+    """Base class of every signalling and presence event."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gamesdk.channel.config import Lane
+from gamesdk.event import Event
 
 __all__ = [
     "ChannelClosed",
@@ -22,7 +23,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelEvent:
+class ChannelEvent(Event):
     """Base class of every channel event."""
 
 

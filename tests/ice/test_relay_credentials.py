@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from coturn_kit import coturn_missing, extra_lines, free_udp_port, running_coturn
 
-from gamesdk import ClientConfig, PollingClient, Registered
+from gamesdk import ClientConfig, PollingClient
+from gamesdk.events import Registered
 from gamesdk.ice import stun
 from gamesdk.ice.servers import TurnServer, parse_relay_header
 from server.cli import main

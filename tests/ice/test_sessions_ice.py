@@ -10,8 +10,9 @@ import pytest
 from coturn_kit import coturn_missing, extra_lines, free_udp_port, running_coturn
 from regions import running_regions
 
-from gamesdk import GameClient, GameSession, Lane, MessageReceived
+from gamesdk import GameClient, GameSession, Lane
 from gamesdk.errors import LocalProtocolError
+from gamesdk.events import MessageReceived
 from server.relay import RelayConfig, turnserver_conf
 
 SECRET = "loopback-secret-0123456789"

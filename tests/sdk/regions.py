@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from gamesdk import ClientConfig, GameClient, TimerConfig
+from gamesdk import ClientConfig, GameClient
+from gamesdk.lowlevel import TimerConfig
 from server.config import ServerConfig, load_config
 from server.io import EmbeddedServer
 

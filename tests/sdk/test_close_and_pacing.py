@@ -8,19 +8,9 @@ from pathlib import Path
 
 from regions import DOMAINS, USERS, Regions, running_regions, threaded_regions
 
-from gamesdk import (
-    ChannelClosed,
-    ClientConfig,
-    GameSession,
-    InviteReceived,
-    MessageReceived,
-    NetworkSimulator,
-    PollingClient,
-    Registered,
-    Requirements,
-    SessionEnded,
-    SimulatorConfig,
-)
+from gamesdk import ClientConfig, GameSession, PollingClient, Requirements
+from gamesdk.events import ChannelClosed, InviteReceived, MessageReceived, Registered, SessionEnded
+from gamesdk.testing import NetworkSimulator, SimulatorConfig
 
 #: Enough to need several resends on a 30 %-loss path; small enough to fit the reliable window at once.
 MESSAGES = [b"move %d" % i for i in range(30)] + [b"game over"]

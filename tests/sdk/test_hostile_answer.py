@@ -8,7 +8,8 @@ from pathlib import Path
 
 from regions import running_regions
 
-from gamesdk import ChannelConfig, Disconnected, GameSession, Lane
+from gamesdk import ChannelConfig, GameSession, Lane
+from gamesdk.events import Disconnected
 from gamesdk.io.channel_poll import bind_udp
 
 #: Header + tag + ACK + CONFIRM + PATH_CHALLENGE: the largest probe the channel sends an unvalidated address.

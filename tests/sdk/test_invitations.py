@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 from regions import Regions, running_regions
 
-from gamesdk import (
-    GameSession,
-    InvitationWithdrawn,
-    InviteCancelled,
-    ReservationConfirmed,
-    SessionError,
-)
+from gamesdk import GameSession, InvitationWithdrawn, SessionError
+from gamesdk.events import InviteCancelled, ReservationConfirmed
 
 
 def run(tmp_path: Path, scenario: Any, timeout_s: float = 20.0) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from regions import running_regions
 
-from gamesdk import GameSession, MessageReceived, SessionEstablished
+from gamesdk import GameSession
 from gamesdk.channel import ChannelParams, PrivateKey
+from gamesdk.events import MessageReceived, SessionEstablished
 from gamesdk.io import player_sockets
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from gamesdk import ClientConfig, GameClient, MessageReceived, SessionEnded
+from gamesdk import ClientConfig, GameClient
+from gamesdk.events import MessageReceived, SessionEnded
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "server" / "sipp"))

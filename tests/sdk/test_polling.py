@@ -8,21 +8,18 @@ from pathlib import Path
 import pytest
 from regions import DOMAINS, USERS, threaded_regions
 
-from gamesdk import (
-    ClientConfig,
-    InvitationWithdrawn,
+from gamesdk import ClientConfig, InvitationWithdrawn, Lane, PollingClient
+from gamesdk.errors import LocalProtocolError
+from gamesdk.events import (
     InviteCancelled,
     InviteReceived,
-    Lane,
     MessageReceived,
-    PollingClient,
     Registered,
     Ringing,
     SessionEnded,
     SessionEstablished,
     SessionFailed,
 )
-from gamesdk.errors import LocalProtocolError
 
 
 def test_polling_clients_play_a_session(tmp_path: Path) -> None:

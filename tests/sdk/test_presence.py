@@ -11,16 +11,8 @@ from typing import Any
 import pytest
 from regions import DOMAINS, USERS, Regions, running_regions, threaded_regions
 
-from gamesdk import (
-    ClientConfig,
-    GameClient,
-    GameSession,
-    PollingClient,
-    PresenceChanged,
-    PresenceStatus,
-    Registered,
-    WatchRefused,
-)
+from gamesdk import ClientConfig, GameClient, GameSession, PollingClient, PresenceStatus, WatchRefused
+from gamesdk.events import PresenceChanged, Registered
 
 
 def run(tmp_path: Path, scenario: Any, timeout_s: float = 30.0) -> None:

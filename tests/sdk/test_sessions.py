@@ -13,16 +13,14 @@ from regions import FAST_TIMERS, Regions, running_regions
 from gamesdk import (
     Acceptable,
     ChannelConfig,
-    Disconnected,
     GameClient,
     GameSession,
     LoginError,
-    MessageReceived,
     Requirements,
-    SessionEnded,
     SessionError,
     unpack_message_untrusted,
 )
+from gamesdk.events import Disconnected, MessageReceived, SessionEnded
 from gamesdk.qos.model import parse_game_format
 
 Scenario = Callable[[Regions], Awaitable[None]]

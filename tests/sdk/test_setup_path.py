@@ -19,10 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from regions import Regions, running_regions
 
-from gamesdk import GameClient, GameSession, Ringing
+from gamesdk import GameClient, GameSession
 from gamesdk.channel import ChannelClosed, ChannelEstablished, ChannelEvent, Lane, MessageReceived
 from gamesdk.channel.testing import make_params_pair
 from gamesdk.config import ClientConfig
+from gamesdk.events import Ringing
 from gamesdk.io.channel_asyncio import attach_channel
 from gamesdk.io.channel_poll import bind_udp
 from gamesdk.session.agent import UserAgent

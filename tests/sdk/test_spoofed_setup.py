@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from regions import running_regions
 
-from gamesdk import GameSession, Lane, MessageReceived, SecurityError
+from gamesdk import GameSession, Lane
 from gamesdk.channel import packet as wire
+from gamesdk.events import MessageReceived, SecurityError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="spoofing a source address needs a raw socket (root)")
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from tls_regions import TlsRegions, running_tls_regions, tls_config
 
-from gamesdk import ClientConfig, GameClient, InviteReceived, PollingClient, Registered
+from gamesdk import ClientConfig, GameClient, PollingClient
 from gamesdk.errors import LocalProtocolError
+from gamesdk.events import InviteReceived, Registered
 from server.io import EmbeddedServer
 
 
