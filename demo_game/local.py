@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import gamesdk
+import gamesdk.testing
 from demo_game.net import GamesdkLink, invite_request_from_args
 from server.certs import make_test_pki
 from server.config import ServerConfig
@@ -168,9 +169,9 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
         simulator = None
         if args.sim_latency_ms or args.sim_jitter_ms or args.sim_loss:
             # Each player's outgoing game packets cross their own simulated path (one-way delay, jitter, loss).
-            sim = gamesdk.SimulatorConfig(latency_s=args.sim_latency_ms / 1000, jitter_s=args.sim_jitter_ms / 1000,
+            sim = gamesdk.testing.SimulatorConfig(latency_s=args.sim_latency_ms / 1000, jitter_s=args.sim_jitter_ms / 1000,
                                           loss=args.sim_loss, seed=seed)
-            simulator = (gamesdk.NetworkSimulator(sim), None)
+            simulator = (gamesdk.testing.NetworkSimulator(sim), None)
         return gamesdk.PollingClient(config, simulator=simulator)
 
     guest = GamesdkLink(client(guest_user, "na", args.seed * 2 + 2))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 import gamesdk
+import gamesdk.events
 from demo_game import settings
 from demo_game.link import (
     GameLink,
@@ -200,15 +201,15 @@ class GamesdkLink:
         return SetupStep(text=f"{self.me}: INVITE {req.peer} via its server, SDP offer {req.describe()} "
                               f"a=gsdk-sec:chacha20-poly1305,aes-256-gcm a=gsdk-kx:x25519 <fresh key>")
 
-    def _signalling(self, event: gamesdk.SessionEvent, now: float) -> list[LinkEvent]:
-        if isinstance(event, gamesdk.Registered):
+    def _signalling(self, event: gamesdk.events.SessionEvent, now: float) -> list[LinkEvent]:
+        if isinstance(event, gamesdk.events.Registered):
             self.registered = True
             return [SetupStep(text=f"{self.me}: logged in (200 OK to REGISTER, {event.expires_s} s)")]
-        if isinstance(event, gamesdk.RegistrationFailed):
+        if isinstance(event, gamesdk.events.RegistrationFailed):
             return [SessionFailed(status=event.status, reason=f"{self.me} could not log in: {event.reason}")]
-        if isinstance(event, gamesdk.Ringing):
+        if isinstance(event, gamesdk.events.Ringing):
             return [SetupStep(text=f"{self.me}: 180 Ringing: the opponent's SDK is answering")]
-        if isinstance(event, gamesdk.InviteRequested):
+        if isinstance(event, gamesdk.events.InviteRequested):
             if not self.accept_web_invites or self._call_id is not None:
                 self.client.decline_invite_request(event.refer_id, now, "Busy")
                 return [SetupStep(text=f"{self.me}: declined a web invite of {event.peer} (busy)")]
@@ -217,28 +218,28 @@ class GamesdkLink:
             return [SetupStep(text=f"{self.me}: the web page asks to invite {event.peer} (REFER from the regional "
                                    f"server, {req.get('format')}, lat<={req.get('latency_ms')} ms, "
                                    f"{req.get('bandwidth_kbps')} kbit/s): INVITE sent from this client")]
-        if isinstance(event, gamesdk.InviteReceived):
+        if isinstance(event, gamesdk.events.InviteReceived):
             offer = event.offer
             self._call_id = event.call_id
             self.client.accept(event.call_id, now)
             return [SetupStep(text=f"{self.me}: invitation from {_name(event.caller)} for {offer.formats[0]} "
                                    f"class {offer.classification}, lat<={offer.qos.latency_ms} ms: 200 OK with the "
                                    f"answer (accepted as offered)")]
-        if isinstance(event, gamesdk.SessionEstablished):
+        if isinstance(event, gamesdk.events.SessionEstablished):
             return self._established(event)
-        if isinstance(event, gamesdk.SessionFailed):
+        if isinstance(event, gamesdk.events.SessionFailed):
             self._done = True
             return [SessionFailed(status=event.status, reason=f"{event.reason} (refused by {event.refused_by})")]
-        if isinstance(event, gamesdk.InviteCancelled):
+        if isinstance(event, gamesdk.events.InviteCancelled):
             self._done = True
             return [SessionFailed(status=487, reason=event.reason)]
-        if isinstance(event, gamesdk.SessionEnded):
+        if isinstance(event, gamesdk.events.SessionEnded):
             self._done = True
             if event.by_peer:
                 return [PeerDisconnected(reason=event.reason)]
         return []
 
-    def _established(self, event: gamesdk.SessionEstablished) -> list[LinkEvent]:
+    def _established(self, event: gamesdk.events.SessionEstablished) -> list[LinkEvent]:
         a = event.agreement
         self._session = self.client.sessions.get(event.call_id)
         host, guest = (a.local, a.peer) if a.is_caller else (a.peer, a.local)
@@ -276,25 +277,25 @@ class GamesdkLink:
                                     f"billing START); channel to {a.peer_addr[0]}:{a.peer_addr[1]} with {a.suite}"))
         return steps
 
-    def _channel(self, event: gamesdk.ChannelEvent) -> list[LinkEvent]:
-        if isinstance(event, gamesdk.ChannelEstablished):
+    def _channel(self, event: gamesdk.events.ChannelEvent) -> list[LinkEvent]:
+        if isinstance(event, gamesdk.events.ChannelEstablished):
             self._ready = True
             assert self._info is not None
             return [SetupStep(text=f"{self.me}: channel keys confirmed (X25519 from the SDP, {self._info.security_suite})"),
                     SessionReady(info=self._info)]
-        if isinstance(event, gamesdk.MessageReceived):
+        if isinstance(event, gamesdk.events.MessageReceived):
             from demo_game.link import Lane as GameLane
 
             lane = GameLane.STATE if event.lane == gamesdk.Lane.SEQUENCED else GameLane.RELIABLE
             return [MessageReceived(lane=lane, data=event.data)]
-        if isinstance(event, gamesdk.Interrupted):
+        if isinstance(event, gamesdk.events.Interrupted):
             return [PeerInterrupted()]
-        if isinstance(event, gamesdk.Resumed):
+        if isinstance(event, gamesdk.events.Resumed):
             return [PeerResumed()]
-        if isinstance(event, (gamesdk.Disconnected, gamesdk.ChannelClosed)) and not self._done:
+        if isinstance(event, (gamesdk.events.Disconnected, gamesdk.events.ChannelClosed)) and not self._done:
             self._done = True
             return [PeerDisconnected(reason=event.reason)]
-        if isinstance(event, gamesdk.SecurityError):
+        if isinstance(event, gamesdk.events.SecurityError):
             self._done = True
             return [SessionFailed(status=0, reason=f"channel security error: {event.reason}")]
         return []

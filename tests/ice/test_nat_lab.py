@@ -22,7 +22,8 @@ import pytest
 from coturn_kit import coturn_missing, extra_lines, running_coturn
 from netns_kit import HOME_IP, NAT_OUTSIDE, PUBLIC_SERVICE_IP, NatLab, lab_missing, read_pcap
 
-from gamesdk import ClientConfig, InviteReceived, Lane, MessageReceived, PollingClient, SessionEnded
+from gamesdk import ClientConfig, Lane, PollingClient
+from gamesdk.events import InviteReceived, MessageReceived, SessionEnded
 from server.config import load_config
 from server.io import EmbeddedServer
 
