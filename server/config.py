@@ -114,6 +114,9 @@ class AuthConfig:
     block_after_failures: int = 10
     failure_window_s: float = 300 * SECONDS
     block_s: float = 300 * SECONDS
+    #: Edge proxies (addresses or prefixes) whose requests are throttled by the client address they report in
+    #: their Via (``received``), not by the proxy's own: one abuser behind the edge does not lock out the rest.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +398,18 @@ def _advertise(region: Mapping[str, Any], listen: ListenAddress) -> tuple[str, i
     return str(address), port
 
 
+def _prefixes(value: object, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be a list of IP addresses or prefixes, e.g. [\"10.0.0.5\", \"10.1.0.0/24\"]")
+    out = []
+    for i, text in enumerate(value):
+        try:
+            out.append(ipaddress.ip_network(str(text), strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"{key}[{i}]", f"{text!r} is not an IP address or prefix: {exc}") from None
+    return tuple(out)
+
+
 def _unknown_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> None:
     for key in table:
         if key not in allowed:
@@ -458,7 +473,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
     auth_t = _table(data, "auth", "auth")
     _unknown_keys(auth_t, {"realm", "digest_algorithms", "nonce_lifetime_s", "slow_after_failures",
                            "delay_step_s", "max_delay_s", "block_after_failures", "failure_window_s",
-                           "block_s"}, "auth")
+                           "block_s", "trusted_proxies"}, "auth")
     algorithms_value = auth_t.get("digest_algorithms", ["SHA-256"])
     if not isinstance(algorithms_value, list) or not algorithms_value:
         raise ConfigError("auth.digest_algorithms", "must be a non-empty list, e.g. [\"SHA-256\", \"MD5\"]")
@@ -486,6 +501,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         failure_window_s=_number(auth_t, "failure_window_s", "auth.failure_window_s", defaults.failure_window_s,
                                  minimum=1),
         block_s=_number(auth_t, "block_s", "auth.block_s", defaults.block_s),
+        trusted_proxies=_prefixes(auth_t.get("trusted_proxies", []), "auth.trusted_proxies"),
     )
     if auth.block_after_failures < auth.slow_after_failures:
         raise ConfigError("auth.block_after_failures", "must not be below auth.slow_after_failures")

@@ -17,6 +17,7 @@ even a request line and a Via can be read), an oversize one 513, an unknown meth
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import logging
 import re
 from collections import deque
@@ -38,7 +39,7 @@ from server.auth import Authenticated, FailureThrottle, LoginFlow
 from server.config import PeerConfig, ServerConfig
 from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks
-from server.location import LocationService
+from server.location import LocationService, is_ip_literal
 from server.loglimit import clip
 from server.presence import PresenceAgent
 from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
@@ -135,6 +136,7 @@ class RegionalServer:
                                timers=config.timers, ids=self.ids, hooks=self.hooks, is_us=self.is_us,
                                secret=secrets("branch") if secrets else random_bytes(32),
                                max_transactions=limits.max_transactions)
+        self.proxy.client_of = self.client_of
         self.max_message_bytes = config.limits.max_message_bytes
         #: The presence agent for our players (SUBSCRIBE/NOTIFY, server/presence.py).
         self.presence = PresenceAgent(domain=config.domain, via=(host, port), ids=self.ids,
@@ -175,6 +177,26 @@ class RegionalServer:
         self.draining = True
         self.drain_retry_after_s = retry_after_s
         self.drain_quiet_udp = quiet_udp
+
+    def client_of(self, request: Request, addr: Addr) -> str:
+        """The address failed logins are counted under: the source, or for a request from one of
+        ``[auth] trusted_proxies`` the client it reports (its Via below the proxy's: ``received``, else the
+        sent-by host), so one abuser behind an edge gets blocked, not the edge and everyone behind it."""
+        trusted = self.config.auth.trusted_proxies
+        if not trusted or not is_ip_literal(addr[0]):
+            return addr[0]
+        ip = ipaddress.ip_address(addr[0])
+        if not any(ip in net for net in trusted):
+            return addr[0]
+        try:
+            vias = request.vias
+        except RemoteProtocolError:
+            return addr[0]
+        if len(vias) < 2:
+            return addr[0]
+        below = vias[1]
+        reported = below.param("received") or below.sent_by[0]
+        return reported.strip("[]") if is_ip_literal(reported) else addr[0]
 
     def pending_transactions(self) -> int:
         """Proxied requests still waiting for their final response (what a drain waits for)."""
@@ -442,7 +464,7 @@ class RegionalServer:
         verified = True
         after: Datagrams = []  # NOTIFYs this request triggers, sent after its answer
         if method == "REGISTER":
-            result = self.registrar.handle(request, addr, now)
+            result = self.registrar.handle(request, addr, now, client=self.client_of(request, addr))
             response = result.response
             delay = result.delay_s
             verified = result.user is not None
@@ -487,7 +509,7 @@ class RegionalServer:
 
     def _publish(self, request: Request, addr: Addr, now: float) -> tuple[Response, bool]:
         # PUBLISH goes to our event state compositor, so we challenge as a UAS (401, RFC 3261 section 22.2).
-        outcome = self.login.authenticate(request, addr[0], now, proxy=False)
+        outcome = self.login.authenticate(request, self.client_of(request, addr), now, proxy=False)
         if not isinstance(outcome, Authenticated):
             return response_for(request, outcome.status, outcome.reason, to_tag=self.ids.tag(),
                                 extra=outcome.headers), False
@@ -532,7 +554,7 @@ class RegionalServer:
                 return response_for(request, 403, "A peer region speaks for its own players only",
                                     to_tag=self.ids.tag())
             return self.presence.subscribe(request, watcher, now, out)
-        outcome = self.login.authenticate(request, addr[0], now, proxy=False)
+        outcome = self.login.authenticate(request, self.client_of(request, addr), now, proxy=False)
         if not isinstance(outcome, Authenticated):
             return response_for(request, outcome.status, outcome.reason, to_tag=self.ids.tag(), extra=outcome.headers)
         watcher = f"sip:{outcome.user}@{self.config.domain}"

@@ -175,6 +175,8 @@ class ProxyCore(TransactionSide):
         # Calls set up through here (Call-ID -> their two parties): in-dialog requests that reach us anyway (SIPp
         # sends them to its proxy) are relayed only within them. Least recently set up first, capped.
         self._dialogs: OrderedDict[str, DialogParties] = OrderedDict()
+        #: The address failed logins count under (the node sets it: trusted edge proxies report their clients').
+        self.client_of: Callable[[Request, Addr], str] = lambda request, source: source[0]
         #: Calls set up since the driver last saved them (so a restart still relays their BYEs).
         self.opened_dialogs: list[tuple[str, DialogParties]] = []
 
@@ -394,7 +396,7 @@ class ProxyCore(TransactionSide):
         headers.insert_first("Via", self._via(branch))
 
     def _authenticate(self, request: Request, source: Addr, now: float) -> str:
-        outcome = self.login.authenticate(request, source[0], now, proxy=True)
+        outcome = self.login.authenticate(request, self.client_of(request, source), now, proxy=True)
         if isinstance(outcome, Challenge):
             if outcome.status == 407:
                 self.stats.challenges += 1

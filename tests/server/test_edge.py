@@ -74,3 +74,46 @@ def test_require_gruu_is_refused_as_unsupported(tmp_path: Path) -> None:
     finally:
         alice.close()
         server.stop()
+
+
+def _login_behind_edge(ua: SocketUA, server: tuple[str, int], client_ip: str) -> int:
+    """A login relayed by an edge (the UA's own socket plays the edge): the client's Via below the edge's."""
+    client_via = f"SIP/2.0/UDP {client_ip}:5060;branch=z9hG4bK-{client_ip}-{ua.cseq};received={client_ip}"
+    request = ua.register(600)
+    request.headers.add("Via", client_via)
+    ua.send(request, server)
+    first = ua.final()
+    if first.status != 401:
+        return first.status
+    again = ua.authorize(request, first)
+    again.headers.add("Via", client_via)
+    ua.send(again, server)
+    return ua.final().status
+
+
+def test_an_abuser_behind_a_trusted_edge_does_not_lock_out_the_others(tmp_path: Path) -> None:
+    config = write_region(tmp_path)
+    config.write_text(config.read_text().replace(
+        'digest_algorithms = ["MD5", "SHA-256"]',
+        'digest_algorithms = ["MD5", "SHA-256"]\ntrusted_proxies = ["127.0.0.1"]\nslow_after_failures = 1\n'
+        'block_after_failures = 1\ndelay_step_s = 0'))
+    users = ["bob", "u1", "u2", "u3", "u4", "u5"]
+    (tmp_path / "users.csv").write_text("".join(f"{u},{u}-pw\n" for u in users))
+    assert cli("user", "import", str(tmp_path / "users.csv"), "--config", str(config))[0] == 0
+    server = RegionProcess(config)
+    try:
+        for user in users[1:]:  # guessing across accounts from one client: the address gets blocked
+            mallory = SocketUA(user, "eu.gamesdk.test", "guess")
+            try:
+                assert _login_behind_edge(mallory, server.address, "198.51.100.66") == 403
+            finally:
+                mallory.close()
+        code, out, _ = cli("ctl", "--config", str(config), "--json", "blocked")
+        assert code == 0 and "addr:198.51.100.66" in out and "addr:127.0.0.1" not in out
+        bob = SocketUA("bob", "eu.gamesdk.test", "bob-pw")
+        try:
+            assert _login_behind_edge(bob, server.address, "198.51.100.7") == 200
+        finally:
+            bob.close()
+    finally:
+        server.stop()
