@@ -30,10 +30,13 @@ def _password(user: str) -> str:
 
 
 def _register(region: Any, user: str, workdir: Path, *, contact_port: int, local_port: int = 0,
-              password: str | None = None, scenario: Path = REGISTER, tag: str | None = None) -> Any:
+              password: str | None = None, scenario: Path = REGISTER, tag: str | None = None,
+              auth_uri: str | None = "") -> Any:
+    """``auth_uri=""`` signs for the domain (``-auth_uri``); ``None`` leaves SIPp's stock digest uri."""
     return h.run_sipp(scenario, region.port, workdir=workdir, tag=tag or f"register-{user}", local_port=local_port,
                       keys={"user": user, "domain": region.domain, "contact_port": contact_port, "expires": 600},
-                      auth=(user, password or _password(user)), auth_uri=f"sip:{region.domain}", timeout_s=20)
+                      auth=(user, password or _password(user)),
+                      auth_uri=f"sip:{region.domain}" if auth_uri == "" else auth_uri, timeout_s=20)
 
 
 def _render_expect(workdir: Path, status: int) -> Path:
@@ -142,6 +145,22 @@ def test_register_lists_binding_with_expiry(federation: Any, tmp_path: Path) -> 
     assert ok.status == 200
     contacts = ok.header("Contact")
     assert any(f":{contact_port}" in c and "expires=" in c for c in contacts), contacts
+
+
+def test_register_with_sipps_stock_digest_uri(federation: Any, tmp_path: Path) -> None:
+    """Without ``-auth_uri`` SIPp signs ``uri="sip:<server address>"`` while the Request-URI names the domain.
+
+    A digest uri that names this server by one of its listen addresses is this server (as Kamailio's
+    ``myself``), so a stock SIPp login succeeds.
+    """
+    (contact_port,) = h.free_udp_ports(1)
+    result = _register(federation.eu, "alice", tmp_path, contact_port=contact_port, tag="register-stock-uri",
+                       auth_uri=None)
+    assert result.ok, result.explain()
+    signed = [m for m in result.sent() if m.header("Authorization")]
+    assert signed, [m.start_line for m in result.sent()]
+    assert f'uri="sip:127.0.0.1:{federation.eu.port}"' in signed[-1].header("Authorization")[0]
+    assert result.received()[-1].status == 200
 
 
 # --- failure cases -----------------------------------------------------------------------------------------
