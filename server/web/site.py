@@ -110,8 +110,14 @@ class WebSite:
 
     def sessions_report(self) -> Any:
         """Live reservations and capacity per access network (None without the policy tables)."""
-        from server.policy.cli_support import sessions_report
+        from server.policy.cli_support import SessionsReport, sessions_report
 
+        # An embedded policy server answers from memory: what it holds is what committed, and reading it never
+        # waits on a database lock held by a billing write at the end of a match.
+        # (Only the embedded PolicyServer has these views; the HTTP client to a separate process has not.)
+        live: Any = getattr(getattr(self.node, "hooks", None), "backend", None)
+        if callable(getattr(live, "reservations", None)) and callable(getattr(live, "capacity", None)):
+            return SessionsReport(reservations=tuple(live.reservations()), capacity=tuple(live.capacity()))
         if self._policy_config is None:
             from server.policy.config import PolicyConfig
             from server.policy.runner import policy_document

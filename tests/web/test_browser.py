@@ -175,8 +175,9 @@ def test_browser_login_invite_match_history_console(browser: Any, tmp_path: Path
         browser.find_element(By.ID, "logout").click()
         wait_for(browser, "#login")
         log_in(browser, url, "op", "op-demo-pw")
+        wait_for(browser, "#logout")  # the login's redirect has landed before the next navigation
         browser.get(url + "/console")
-        assert "eu-fiber" in browser.find_element(By.ID, "capacity").text
+        assert "eu-fiber" in wait_for(browser, "#capacity").text
         assert "sip:alice@eu.gamesdk.test" in browser.find_element(By.ID, "billing").text
         assert "na.gamesdk.test" in browser.find_element(By.ID, "peers").text
         shot(browser, tmp_path, "web-console")
