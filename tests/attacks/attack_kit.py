@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gamesdk_sipp_harness import RegionServer, free_udp_ports  # type: ignore[import-not-found]
-from server_kit import OFFER, TestUA
-
-from gamesdk.sip.message import Request, Response
-from gamesdk.sip.parser import parse_message_untrusted
+from server_kit import OFFER, SocketUA
 
 Addr = tuple[str, int]
 LOOP = "127.0.0.1"
@@ -76,50 +73,16 @@ class Victim:
         self.sock.close()
 
 
-class Player(TestUA):
-    """A TestUA on a real UDP socket."""
+class Player(SocketUA):
+    """A socket player of eu. Its login returns a refusal instead of failing on it: the attacks expect some."""
 
     __test__ = False
+    FINAL_TIMEOUT_S = 5.0
+    SILENT_WAIT_S = 0.5
+    CHALLENGE_REQUIRED = False
 
     def __init__(self, user: str, password: str, domain: str = EU) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOOP, 0))
-        super().__init__(user, domain, password, self.sock.getsockname())
-
-    def send(self, message: Request | Response | bytes, dest: Addr) -> None:
-        self.sock.sendto(message if isinstance(message, bytes) else message.to_bytes(), dest)
-
-    def recv(self, timeout_s: float = 3.0) -> Request | Response:
-        self.sock.settimeout(timeout_s)
-        data, _ = self.sock.recvfrom(65535)
-        return parse_message_untrusted(data)
-
-    def final(self, timeout_s: float = 5.0) -> Response:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            message = self.recv(max(0.05, deadline - time.monotonic()))
-            if isinstance(message, Response) and message.status >= 200:
-                return message
-
-    def silent(self, wait_s: float = 0.5) -> bool:
-        self.sock.settimeout(wait_s)
-        try:
-            self.sock.recvfrom(65535)
-        except TimeoutError:
-            return True
-        return False
-
-    def login(self, server: Addr, expires: int = 600) -> Response:
-        request = self.register(expires)
-        self.send(request, server)
-        challenge = self.final()
-        if challenge.status != 401:
-            return challenge
-        self.send(self.authorize(request, challenge), server)
-        return self.final()
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(user, domain, password)
 
 
 @contextmanager

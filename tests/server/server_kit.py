@@ -7,6 +7,8 @@ Imported by the tests in this folder through ``conftest.py`` (pytest runs with `
 from __future__ import annotations
 
 import itertools
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +184,59 @@ class TestUA:
 
     def requests(self) -> list[Request]:
         return [m for m in self.take() if isinstance(m, Request)]
+
+
+class SocketUA(TestUA):
+    """A TestUA on a real UDP socket bound to a free loopback port."""
+
+    __test__ = False
+    #: How long ``final`` waits by default, and how long ``silent`` listens.
+    FINAL_TIMEOUT_S = 3.0
+    SILENT_WAIT_S = 0.3
+    #: ``login`` insists on a 401 first; when False it returns whatever final answer came instead.
+    CHALLENGE_REQUIRED = True
+
+    def __init__(self, user: str, domain: str, password: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        super().__init__(user, domain, password, self.sock.getsockname())
+
+    def send(self, message: Request | Response | bytes, dest: Addr) -> None:
+        self.sock.sendto(message if isinstance(message, bytes) else message.to_bytes(), dest)
+
+    def recv(self, timeout_s: float = 3.0) -> Request | Response:
+        self.sock.settimeout(timeout_s)
+        data, _ = self.sock.recvfrom(65535)
+        return parse_message_untrusted(data)
+
+    def final(self, timeout_s: float | None = None) -> Response:
+        """The next final response (provisionals are skipped)."""
+        deadline = time.monotonic() + (self.FINAL_TIMEOUT_S if timeout_s is None else timeout_s)
+        while True:
+            message = self.recv(max(0.05, deadline - time.monotonic()))
+            if isinstance(message, Response) and message.status >= 200:
+                return message
+
+    def silent(self, wait_s: float | None = None) -> bool:
+        self.sock.settimeout(self.SILENT_WAIT_S if wait_s is None else wait_s)
+        try:
+            self.sock.recvfrom(65535)
+        except TimeoutError:
+            return True
+        return False
+
+    def login(self, server: Addr, expires: int = 600) -> Response:
+        request = self.register(expires)
+        self.send(request, server)
+        challenge = self.final()
+        if challenge.status != 401:
+            assert not self.CHALLENGE_REQUIRED, f"expected a 401 challenge, got {challenge.status}"
+            return challenge
+        self.send(self.authorize(request, challenge), server)
+        return self.final()
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from process_kit import RegionProcess, cli, free_udp_port, options, write_region
+from server_kit import SocketUA
 from test_restart import invite_through, next_request
-from test_udp import SocketUA
 
 from gamesdk.sip.parser import parse_message_untrusted
 from server.cli import EXIT_OK, EXIT_USAGE

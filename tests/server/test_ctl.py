@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from process_kit import RegionProcess, cli, write_region
-from test_udp import SocketUA
+from server_kit import SocketUA
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 

@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 
 from process_kit import RegionProcess, cli, write_region
+from server_kit import SocketUA
 from test_restart import invite_through
-from test_udp import SocketUA
 
 from gamesdk.sip.message import Request
 from gamesdk.sip.parser import parse_message_untrusted

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from process_kit import REPO, RegionProcess, cli, write_region
-from server_kit import ANSWER
+from server_kit import ANSWER, SocketUA
 from test_restart import invite_through, next_request
-from test_udp import SocketUA
 
 UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) \S+ ")
 

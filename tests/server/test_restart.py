@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from process_kit import RegionProcess, cli, options, write_region
-from server_kit import ANSWER
-from test_udp import SocketUA
+from server_kit import ANSWER, SocketUA
 
 from gamesdk.sip.message import Request, Response
 

@@ -3,66 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_kit import ANSWER, EXAMPLES, OFFER, TestUA
+from server_kit import ANSWER, EXAMPLES, OFFER, SocketUA
 
 from gamesdk.sip.message import Request, Response
-from gamesdk.sip.parser import parse_message_untrusted
 from server.config import load_config
 from server.io import EmbeddedServer
 
 Addr = tuple[str, int]
-
-
-class SocketUA(TestUA):
-    """A TestUA on a real UDP socket bound to a free loopback port."""
-
-    __test__ = False
-
-    def __init__(self, user: str, domain: str, password: str) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        super().__init__(user, domain, password, self.sock.getsockname())
-
-    def send(self, message: Request | Response | bytes, dest: Addr) -> None:
-        self.sock.sendto(message if isinstance(message, bytes) else message.to_bytes(), dest)
-
-    def recv(self, timeout_s: float = 3.0) -> Request | Response:
-        self.sock.settimeout(timeout_s)
-        data, _ = self.sock.recvfrom(65535)
-        return parse_message_untrusted(data)
-
-    def final(self, timeout_s: float = 3.0) -> Response:
-        """The next final response (provisionals are skipped)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            message = self.recv(max(0.05, deadline - time.monotonic()))
-            if isinstance(message, Response) and message.status >= 200:
-                return message
-
-    def silent(self, wait_s: float = 0.3) -> bool:
-        self.sock.settimeout(wait_s)
-        try:
-            self.sock.recvfrom(65535)
-        except TimeoutError:
-            return True
-        return False
-
-    def login(self, server: Addr, expires: int = 600) -> Response:
-        request = self.register(expires)
-        self.send(request, server)
-        challenge = self.final()
-        assert challenge.status == 401
-        self.send(self.authorize(request, challenge), server)
-        return self.final()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @dataclasses.dataclass
