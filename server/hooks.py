@@ -11,20 +11,28 @@ The proxy calls these hooks at fixed points and never reshapes itself around the
 - ``publish_received``: a PUBLISH (RFC 3903) from an authenticated player of this region.
 - ``bindings_removed``: registrations ended (expiry, ``Expires: 0``, ``Contact: *``): release their sessions.
 - ``get_timer``/``handle_timer``: the hooks' own deadlines (confirm deadline, lease expiry), driven by the node.
+
+Deferred verdicts: a hook whose answer needs a separate policy process returns a :class:`PolicyQuery` instead of
+its verdict. The node parks the message that asked (the INVITE after its 100 Trying, the 2xx, the PUBLISH) and
+hands the query to its driver (``RegionalServer.take_queries``); the driver asks the policy service (async I/O,
+off the signalling path) and gives the answer back (``RegionalServer.answer_query``), which finishes the verdict
+and sends what the parked message would have sent. Everything else keeps flowing meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from gamesdk.sip.message import Request, Response, response_for
 from server.location import Binding
 
-__all__ = ["Addr", "CallInfo", "InviteVerdict", "NullPolicy", "PolicyHooks"]
+__all__ = ["Addr", "CallInfo", "InviteVerdict", "NullPolicy", "PolicyHooks", "PolicyQuery", "QueryAnswer"]
 
 Addr = tuple[str, int]
+Out = list[tuple[bytes, Addr]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +75,43 @@ class InviteVerdict:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class PolicyHooks(Protocol):
-    def invite_received(self, call: CallInfo, now: float) -> InviteVerdict: ...
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """What the policy service said to a :class:`PolicyQuery`: one result per call made, in order. The calls stop
+    at the first refusal; ``error`` says why they stopped early when the service could not be asked at all."""
 
-    def answer_received(self, call: CallInfo, response: Response, now: float) -> list[tuple[str, str]]: ...
+    results: tuple[object, ...] = ()
+    error: str | None = None
+
+
+@dataclass(eq=False, slots=True)
+class PolicyQuery(Generic[T]):
+    """A policy question the node emits instead of blocking on it (see the module docstring).
+
+    ``calls`` are the policy's own call descriptions (``server.policy.queries.PolicyCall``), made in order by the
+    driver's runner; ``finish`` (set by the hooks) turns the answer into the verdict; ``then`` (set by the proxy or
+    the node) resumes the parked message with it and appends what to send to ``out``.
+    """
+
+    calls: tuple[object, ...]
+    finish: Callable[[QueryAnswer], T]
+    then: Callable[[T, float, Out], None] | None = None
+    #: Why it was asked (logs, counters): "invite", "answer", "publish", "release".
+    purpose: str = ""
+
+
+class PolicyHooks(Protocol):
+    def invite_received(self, call: CallInfo, now: float) -> InviteVerdict | PolicyQuery[InviteVerdict]: ...
+
+    def answer_received(self, call: CallInfo, response: Response,
+                        now: float) -> list[tuple[str, str]] | PolicyQuery[list[tuple[str, str]]]: ...
 
     def invite_failed(self, call: CallInfo, status: int, now: float) -> None: ...
 
-    def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response: ...
+    def publish_received(self, request: Request, user: str, source: Addr,
+                         now: float) -> Response | PolicyQuery[Response]: ...
 
-    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None: ...
+    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> PolicyQuery[None] | None: ...
 
     def get_timer(self) -> float | None: ...
 
@@ -98,7 +133,7 @@ class NullPolicy:
     def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response:
         return response_for(request, 501, "PUBLISH not served without a policy component", to_tag="nopolicy")
 
-    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
+    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> PolicyQuery[None] | None:
         return None
 
     def get_timer(self) -> float | None:

@@ -6,6 +6,11 @@ clock, sends what comes out, and re-arms one timer. Two measured fixes from DESI
 datagrams are handled in the callback, not with an ``await`` per packet. ``max_size`` is the message limit + 1, so
 an oversize datagram arrives one byte too long and gets its 513 instead of being silently cut.
 
+Policy queries (``[policy] url``: a separate policy process): after each datagram and timer the driver takes the
+node's queries and answers each in a task with the hooks' runner (asynchronous HTTP), then sends what the answer
+releases. At most ``MAX_POLICY_QUERIES`` are under way; beyond that a query is answered at once as "policy service
+busy" (the INVITE gets its 580, the PUBLISH a 503 + Retry-After), so a slow policy service cannot pile up memory.
+
 Every SIP message in and out is logged at DEBUG on the ``server.trace`` logger (start line, peer, Call-ID at
 DEBUG; the whole message when ``server.trace.full`` is at DEBUG too).
 """
@@ -29,7 +34,7 @@ from server.accounts import AccountStore
 from server.config import ConfigError, ServerConfig
 from server.control import ControlServer
 from server.db import open_region_db
-from server.hooks import PolicyHooks
+from server.hooks import PolicyHooks, PolicyQuery, QueryAnswer
 from server.logs import setup_logging  # re-exported: it used to live here
 from server.node import AccountLookup, RegionalServer
 from server.registrations import RegistrationStore
@@ -50,6 +55,9 @@ REGISTRATION_FLUSH_S = 1.0
 
 #: How long a SIGTERM waits for proxied requests under way to get their final response.
 DRAIN_TIMEOUT_S = 10.0
+
+#: Policy queries under way at once, at most (see the module docstring).
+MAX_POLICY_QUERIES = 1024
 
 #: Kernel receive buffer asked for: bursts of SIPp retransmissions must not overflow it (research/perf.md).
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
@@ -84,6 +92,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self.tracing = trace.isEnabledFor(logging.DEBUG)
         #: SIP over TLS (server.transport_tls), when the region listens on tls:.
         self.streams: TlsTransport | None = None
+        #: Policy queries being answered (strong references: the loop keeps only weak ones to tasks).
+        self.policy_tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -102,9 +112,12 @@ class ServerProtocol(asyncio.DatagramProtocol):
         source: Addr = (addr[0], addr[1])
         if self.tracing:
             self._trace("in", data, source)
-        out = self.node.handle_datagram(data, source, self.loop.time())
+        node = self.node
+        out = node.handle_datagram(data, source, self.loop.time())
         if out:
             self._send(out, udp_source=source)
+        if node.queries:
+            self._ask_policy()
         self._rearm()
 
     def stream_received(self, data: bytes, source: Addr, now: float) -> list[tuple[bytes, Addr]]:
@@ -112,6 +125,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
         if self.tracing:
             self._trace("in", data, source)
         out = self.node.handle_datagram(data, source, now)
+        if self.node.queries:
+            self._ask_policy()
         self._rearm()
         return out
 
@@ -163,6 +178,39 @@ class ServerProtocol(asyncio.DatagramProtocol):
         out = self.node.handle_timer(self.loop.time())
         if out:
             self._send(out)
+        if self.node.queries:
+            self._ask_policy()
+        self._rearm()
+
+    # -- policy queries ------------------------------------------------------------------------------------
+
+    def _ask_policy(self) -> None:
+        runner = getattr(self.node.hooks, "runner", None)
+        for query in self.node.take_queries():
+            if runner is None or len(self.policy_tasks) >= MAX_POLICY_QUERIES:
+                why = "no policy service configured" if runner is None else "policy service busy"
+                self._answered(query, QueryAnswer(error=why))
+                continue
+            task = self.loop.create_task(self._ask_one(runner, query))
+            self.policy_tasks.add(task)
+            task.add_done_callback(self.policy_tasks.discard)
+
+    async def _ask_one(self, runner: Any, query: PolicyQuery[Any]) -> None:
+        try:
+            answer: QueryAnswer = await runner.run(query.calls)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("policy query failed")
+            answer = QueryAnswer(error=f"{type(exc).__name__}: {exc}")
+        self._answered(query, answer)
+
+    def _answered(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
+        out = self.node.answer_query(query, answer, self.loop.time())
+        if out:
+            self._send(out)
+        if self.node.queries:  # a finished query may emit more (rare): asked on the next turn
+            self.loop.call_soon(self._ask_policy)
         self._rearm()
 
 
@@ -436,6 +484,12 @@ class EmbeddedServer:
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
             await protocol.closed
+        if protocol is not None:
+            for task in list(protocol.policy_tasks):
+                task.cancel()
+        runner = getattr(self.node.hooks, "runner", None) if self.node is not None else None
+        if runner is not None:
+            await runner.close()
         self.protocol = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()

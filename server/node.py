@@ -21,9 +21,9 @@ import ipaddress
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.ice.stun import binding_response, is_stun
@@ -38,8 +38,8 @@ from gamesdk.sip.uri import NameAddr, SipUri
 from server.auth import Authenticated, FailureThrottle, LoginFlow
 from server.config import PeerConfig, ServerConfig
 from server.federation import FederationTable
-from server.hooks import NullPolicy, PolicyHooks
-from server.location import LocationService, is_ip_literal
+from server.hooks import NullPolicy, PolicyHooks, PolicyQuery, QueryAnswer
+from server.location import Binding, LocationService, is_ip_literal
 from server.loglimit import clip
 from server.presence import PresenceAgent
 from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
@@ -95,6 +95,9 @@ class NodeStats:
     internal_errors: int = 0
     stun_answered: int = 0
     stun_dropped: int = 0
+    #: Policy queries answered (``answer_query``), and those answered with an error (service unreachable).
+    policy_answers: int = 0
+    policy_errors: int = 0
     refused_draining: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
     #: Final responses to INVITEs that passed through, by status (every hop's view of its calls' outcomes).
@@ -137,6 +140,10 @@ class RegionalServer:
                                secret=secrets("branch") if secrets else random_bytes(32),
                                max_transactions=limits.max_transactions)
         self.proxy.client_of = self.client_of
+        #: Policy queries for the driver (shared with the proxy): see :meth:`take_queries`.
+        self.queries: list[PolicyQuery[Any]] = self.proxy.queries
+        # UAS requests (PUBLISH) waiting for the policy: their retransmissions are dropped meanwhile.
+        self._parked: set[tuple[str, ...]] = set()
         self.max_message_bytes = config.limits.max_message_bytes
         #: The presence agent for our players (SUBSCRIBE/NOTIFY, server/presence.py).
         self.presence = PresenceAgent(domain=config.domain, via=(host, port), ids=self.ids,
@@ -239,6 +246,34 @@ class RegionalServer:
 
     # -- the driving contract ----------------------------------------------------------------------------------
 
+    def take_queries(self) -> list[PolicyQuery[Any]]:
+        """The policy queries emitted since the last call (see :mod:`server.hooks`): the driver asks the policy
+        service for each and hands the answer to :meth:`answer_query`. Call after every datagram and timer."""
+        taken = self.queries[:]
+        self.queries.clear()
+        return taken
+
+    def answer_query(self, query: PolicyQuery[Any], answer: QueryAnswer, now: float) -> Datagrams:
+        """The policy service's answer to ``query``: finishes the parked message; returns the datagrams to send."""
+        out: Datagrams = []
+        self.stats.policy_answers += 1
+        if answer.error is not None:
+            self.stats.policy_errors += 1
+        try:
+            verdict = query.finish(answer)
+            if query.then is not None:
+                query.then(verdict, now, out)
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("node: internal error finishing a policy %s query", query.purpose or "")
+        self.stats.datagrams_out += len(out)
+        return out
+
+    def _bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
+        query = self.hooks.bindings_removed(bindings, now)
+        if query is not None:
+            self.queries.append(query)
+
     def handle_datagram(self, data: bytes, addr: Addr, now: float) -> Datagrams:
         """Process one received datagram; returns the datagrams to send."""
         out: Datagrams = []
@@ -274,7 +309,7 @@ class RegionalServer:
             if gone:
                 for binding in gone:
                     log.info("location: %s at %s expired", binding.aor, binding.contact)
-                self.hooks.bindings_removed(gone, now)
+                self._bindings_removed(gone, now)
                 for aor in {b.aor for b in gone}:
                     self.presence.changed(aor, now, out)
             self.presence.handle_timer(now, out)
@@ -459,6 +494,8 @@ class RegionalServer:
         if cached is not None:
             out.append((cached, addr))
             return
+        if key in self._parked:
+            return  # the policy is still deciding; the client retransmits and gets the answer then
         delay = 0.0
         method = request.method
         verified = True
@@ -469,7 +506,7 @@ class RegionalServer:
             delay = result.delay_s
             verified = result.user is not None
             if result.removed:
-                self.hooks.bindings_removed(result.removed, now)
+                self._bindings_removed(result.removed, now)
             if response.status == 200 and result.user:
                 self.presence.changed(f"sip:{result.user}@{self.config.domain}", now, after)
             relay = self.config.relay
@@ -488,9 +525,29 @@ class RegionalServer:
             response = self._subscribe(request, addr, now, after)
             verified = response.status == 200  # challenges and refusals go out statelessly, within the limits
         else:
-            response, verified = self._publish(request, addr, now)
+            asked, verified = self._publish(request, addr, now)
+            if isinstance(asked, PolicyQuery):
+                # The policy is a separate process: answered when it has applied (or failed to apply) the change.
+                self._parked.add(key)
+
+                def resume(answer: Response, at: float, later: Datagrams) -> None:
+                    self._parked.discard(key)
+                    more: Datagrams = []
+                    if 200 <= answer.status < 300:
+                        self._publication_seen(request, at, more)
+                    self._send_uas_answer(request, addr, key, answer, True, 0.0, more, at, later, size)
+
+                asked.then = resume
+                self.queries.append(asked)
+                return
+            response = asked
             if 200 <= response.status < 300:
                 self._publication_seen(request, now, after)
+        self._send_uas_answer(request, addr, key, response, verified, delay, after, now, out, size)
+
+    def _send_uas_answer(self, request: Request, addr: Addr, key: tuple[str, ...], response: Response,
+                         verified: bool, delay: float, after: Datagrams, now: float, out: Datagrams,
+                         size: int) -> None:
         mark_received(response.headers, request.top_via, addr)
         data = response.to_bytes()
         if not verified:
@@ -507,7 +564,7 @@ class RegionalServer:
             out.append((data, addr))
         out.extend(after)
 
-    def _publish(self, request: Request, addr: Addr, now: float) -> tuple[Response, bool]:
+    def _publish(self, request: Request, addr: Addr, now: float) -> tuple[Response | PolicyQuery[Response], bool]:
         # PUBLISH goes to our event state compositor, so we challenge as a UAS (401, RFC 3261 section 22.2).
         outcome = self.login.authenticate(request, self.client_of(request, addr), now, proxy=False)
         if not isinstance(outcome, Authenticated):

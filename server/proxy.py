@@ -26,6 +26,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.digest import parse_auth_params_untrusted
@@ -35,7 +36,7 @@ from gamesdk.sip.uri import SipUri
 from server.auth import Challenge, LoginFlow
 from server.config import TimerSettings
 from server.federation import FederationTable
-from server.hooks import CallInfo, NullPolicy, PolicyHooks
+from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, PolicyQuery
 from server.location import LocationService, is_ip_literal
 from server.loglimit import clip
 from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received
@@ -112,6 +113,14 @@ class _Reject(Exception):
         self.delay_s = delay_s
 
 
+def _verdict_headers(verdict: InviteVerdict) -> tuple[tuple[str, str], ...]:
+    """The headers a passed INVITE gets; raises :class:`_Reject` for a refusal."""
+    if not verdict.ok:
+        extra = (("Warning", verdict.warning),) if verdict.warning else ()
+        raise _Reject(verdict.status, verdict.reason, extra)
+    return verdict.headers
+
+
 def _contact_addr(uri: SipUri | None) -> Addr | None:
     if uri is None or not is_ip_literal(uri.host):
         return None
@@ -179,6 +188,10 @@ class ProxyCore(TransactionSide):
         self.client_of: Callable[[Request, Addr], str] = lambda request, source: source[0]
         #: Calls set up since the driver last saved them (so a restart still relays their BYEs).
         self.opened_dialogs: list[tuple[str, DialogParties]] = []
+        #: Policy queries emitted and not yet handed to the driver (the node shares this list).
+        self.queries: list[PolicyQuery[Any]] = []
+        #: (branch, To-tag) of 2xx responses parked until the policy answers (their retransmissions are dropped).
+        self.pending_answers: set[tuple[str, str]] = set()
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -340,12 +353,40 @@ class ProxyCore(TransactionSide):
             if not plan.in_dialog:
                 call = self._call_info(request, source, target, plan.caller_local, plan.from_peer)
                 tx.call = call
-                verdict = self.hooks.invite_received(call, now)
-                if not verdict.ok:
-                    extra = (("Warning", verdict.warning),) if verdict.warning else ()
-                    raise _Reject(verdict.status, verdict.reason, extra)
-                extra_headers = verdict.headers
+                asked = self.hooks.invite_received(call, now)
+                if isinstance(asked, PolicyQuery):
+                    # The policy is a separate process: the INVITE waits (its retransmissions get the 100 Trying)
+                    # while the driver asks; the loop goes on with other messages meanwhile.
+                    def resume(verdict: InviteVerdict, at: float, later: Out) -> None:
+                        self._invite_verdict(tx, request, source, plan, target, verdict, at, later)
 
+                    asked.then = resume
+                    self.queries.append(asked)
+                    self.stats.policy_queries += 1
+                    return
+                extra_headers = _verdict_headers(asked)
+        self._forward_new(tx, request, source, now, out, plan, target, extra_headers)
+
+    def _invite_verdict(self, tx: ServerTx, request: Request, source: Addr, plan: _Plan, target: Target,
+                        verdict: InviteVerdict, now: float, out: Out) -> None:
+        """The policy's answer to a parked INVITE: forward it, or refuse it (unless it was cancelled meanwhile)."""
+        if tx.final_status != 0 or self.server_txs.get(tx.key) is not tx:
+            if tx.call is not None:
+                self.hooks.invite_failed(tx.call, tx.final_status or 487, now)
+            return
+        try:
+            self._forward_new(tx, request, source, now, out, plan, target, _verdict_headers(verdict))
+        except _Reject as rej:
+            self.stats.rejected += 1
+            self._answer(tx, rej.status, rej.reason, rej.extra, now, out)
+        except RemoteProtocolError as exc:
+            self.stats.rejected += 1
+            log.info("proxy: INVITE from %s:%d rejected: %s", source[0], source[1], clip(exc.message))
+            self._answer(tx, exc.status_hint, exc.message, (), now, out)
+
+    def _forward_new(self, tx: ServerTx, request: Request, source: Addr, now: float, out: Out, plan: _Plan,
+                     target: Target, extra_headers: tuple[tuple[str, str], ...]) -> None:
+        method = request.method
         fwd = self._forward_copy(request, target, plan.route_popped, plan.max_forwards)
         headers = fwd.headers
         if plan.caller_local:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import Via
@@ -27,7 +28,7 @@ from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Response, response_for
 from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
-from server.hooks import PolicyHooks
+from server.hooks import PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
 from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
@@ -53,6 +54,8 @@ class ProxyStats:
     retransmissions_absorbed: int = 0
     timeouts: int = 0
     identities_signed: int = 0
+    #: Decisions asked of a separate policy process (the message waited, the loop did not).
+    policy_queries: int = 0
 
 
 sessions = logging.getLogger("server.sessions")
@@ -125,6 +128,8 @@ class TransactionSide:
     t: TimerSettings
     ids: IdFactory
     hooks: PolicyHooks
+    queries: list[PolicyQuery[Any]]
+    pending_answers: set[tuple[str, str]]
     server_txs: dict[tuple[str, ...], ServerTx]
     client_txs: dict[tuple[str, str], ClientTx]
     timers: TimerHeap
@@ -331,15 +336,41 @@ class TransactionSide:
         to_tag = response.to.tag or ""
         extra = ctx.added_2xx_headers.get(to_tag)
         if extra is None:
+            parked = (ctx.branch, to_tag)
+            if parked in self.pending_answers:
+                return  # a retransmission while the policy decides: the callee sends it again until the ACK
             # The FINAL policy decision, once per (Call-ID, To-tag); retransmissions reuse it.
-            extra = self.hooks.answer_received(tx.call, response, now) if tx.call is not None else []
-            if tx.call is not None and tx.call.callee_local:
-                extra = [*extra, *self._answer_identity(response)]
-            ctx.added_2xx_headers[to_tag] = extra
-            if tx.method == "INVITE":
-                self._dialog_opened(tx, response, now)
-            sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", tx.request.call_id,
-                          _party(tx.request.headers.get("From")), tx.request.uri, response.status)
+            asked = self.hooks.answer_received(tx.call, response, now) if tx.call is not None else []
+            if isinstance(asked, PolicyQuery):
+                self.pending_answers.add(parked)
+
+                def resume(headers: list[tuple[str, str]], at: float, later: Out) -> None:
+                    self.pending_answers.discard(parked)
+                    self._first_2xx(ctx, tx, response, headers, at, later)
+
+                asked.then = resume
+                self.queries.append(asked)
+                self.stats.policy_queries += 1
+                return
+            self._first_2xx(ctx, tx, response, asked, now, out)
+            return
+        self._send_2xx(tx, response, extra, now, out)
+
+    def _first_2xx(self, ctx: ClientTx, tx: ServerTx, response: Response, extra: list[tuple[str, str]],
+                   now: float, out: Out) -> None:
+        """The first 2xx with a given To-tag, with the policy's headers: cached for its retransmissions."""
+        to_tag = response.to.tag or ""
+        if tx.call is not None and tx.call.callee_local:
+            extra = [*extra, *self._answer_identity(response)]
+        ctx.added_2xx_headers[to_tag] = extra
+        if tx.method == "INVITE":
+            self._dialog_opened(tx, response, now)
+        sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", tx.request.call_id,
+                      _party(tx.request.headers.get("From")), tx.request.uri, response.status)
+        self._send_2xx(tx, response, extra, now, out)
+
+    def _send_2xx(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]], now: float,
+                  out: Out) -> None:
         self._forward_up(tx, response, extra, out)
         if tx.state is ServerState.PROCEEDING:
             tx.final_status = response.status

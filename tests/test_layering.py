@@ -18,7 +18,7 @@ PURE_SERVER = [
     "server/publish.py",
     "server/relay.py",
     "server/billing/model.py",
-    *(f"server/policy/{name}.py" for name in ("core", "admission", "config", "model", "lifetime", "hooks", "codec",
+    *(f"server/policy/{name}.py" for name in ("core", "admission", "config", "model", "lifetime", "hooks", "codec", "queries",
                                               "bridge")),
 ]
 

@@ -24,6 +24,10 @@ RFC 3261 17.1.1.2); a miss parses again, so the cache never changes a decision.
 Time: the node's ``now`` is its loop's monotonic clock and goes to the policy as is (deadlines, durations); the
 wall clock (``wall_clock()``) is passed along where a record starts, so the policy core never reads a clock.
 
+A separate policy process (``[policy] url``) is never called from here: with ``backend=None`` each hook returns a
+:class:`~server.hooks.PolicyQuery` (the calls as :class:`~server.policy.queries.PolicyCall` data and how to finish the
+verdict), which the node parks and its driver answers over HTTP without blocking the signalling loop.
+
 Durability: a PUBLISH is acknowledged only once what it changes is durable (database or journal) or, with a
 separate policy process, applied there. Otherwise it is answered 503 with ``Retry-After`` and its entity-tag is
 left as it was, so the player's SDK retries the same PUBLISH.
@@ -34,7 +38,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gamesdk.errors import GameSdkError
 from gamesdk.qos.model import SessionTerms
@@ -43,7 +47,7 @@ from gamesdk.qos.negotiation import demand
 from gamesdk.sdp.codec import parse_sdp_untrusted
 from gamesdk.sdp.game import Role, find_game_media, game_from_sdp
 from gamesdk.sip.message import Request, Response, response_for
-from server.hooks import Addr, CallInfo, InviteVerdict
+from server.hooks import Addr, CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
 from server.location import Binding
 from server.publish import DialogPublications, PublishRequest
 
@@ -51,6 +55,7 @@ from .bridge import app_session_from_demand
 from .config import PolicyConfig
 from .lifetime import Activate, PolicyOperation, operations_for_publish
 from .model import AppSession, Decision, Deny, EndReason, Grant, Reservation, Resource
+from .queries import PolicyCall, answer_now, policy_fault
 
 __all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
 
@@ -66,12 +71,13 @@ OFFER_CACHE_TTL_S = 32.0
 #: Retry-After of a PUBLISH the policy could not record (RFC 3261 21.5.4): short, the fault is usually brief.
 PUBLISH_RETRY_AFTER_S = 1
 
+T = TypeVar("T")
 _CachedOffer = tuple[bytes, str | None, SessionTerms | None, float]
 
 
 class PolicyBackend(Protocol):
-    """The synchronous policy API the hooks need: :class:`~server.policy.core.PolicyServer` (embedded) or
-    :class:`~server.policy.http.BlockingPolicyClient` (separate process)."""
+    """The synchronous policy API the hooks need: :class:`~server.policy.core.PolicyServer` (embedded). A separate
+    policy process is never called from here: the hooks emit :class:`~server.hooks.PolicyQuery` for it."""
 
     def preliminary(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision: ...
 
@@ -108,7 +114,8 @@ class RegionPolicyHooks:
     """Implements ``server.hooks.PolicyHooks`` over a policy backend.
 
     Args:
-        backend: the policy (``PolicyServer`` or a blocking HTTP client).
+        backend: the policy in this process (``PolicyServer``); ``None`` when it is a separate process: every
+            decision and operation is then a :class:`~server.hooks.PolicyQuery` the node's driver answers.
         config: the region's policy config (access round trips of its networks).
         domain: this region's domain (Warning agent, reservation header).
         publications: the PUBLISH state (RFC 3903).
@@ -120,7 +127,7 @@ class RegionPolicyHooks:
     def __init__(
         self,
         *,
-        backend: PolicyBackend,
+        backend: PolicyBackend | None,
         config: PolicyConfig,
         domain: str,
         publications: DialogPublications,
@@ -129,6 +136,9 @@ class RegionPolicyHooks:
         transit_rtt_ms: Callable[[str], float | None],
     ) -> None:
         self.backend = backend
+        #: Answers this region's queries when the policy is a separate process (set by ``make_policy_hooks``;
+        #: the driver uses it, the hooks never call it).
+        self.runner: object | None = None
         self.config = config
         self.domain = domain
         self.publications = publications
@@ -144,7 +154,7 @@ class RegionPolicyHooks:
         """A reloaded region file: the embedded policy server and these hooks use ``config`` from now on (a
         separate policy process reloads its own file)."""
         self.config = config
-        reconfigure = getattr(self.backend, "reconfigure", None)
+        reconfigure = getattr(self.backend, "reconfigure", None) if self.backend is not None else None
         if reconfigure is not None:
             reconfigure(config)
 
@@ -206,21 +216,20 @@ class RegionPolicyHooks:
             peer_access_rtt_ms=peer_rtt,
         )
 
-    def _decide(self, check: Callable[..., Decision], request: AppSession, now: float) -> Decision:
-        # A policy fault (a locked or broken database, a bug) must not lose the request: the proxy still has to
-        # answer the INVITE and forward every 2xx (RFC 3261 16.7), so a fault is a refusal with a reason.
-        try:
-            return check(request, now, wall=self._wall_clock())
-        except Exception:
-            log.exception("policy check for %s failed", request.call_id)
-            return Deny(network=None, resource=Resource.POLICY, reason="policy server error")
+    def _ask(self, calls: list[PolicyCall], finish: Callable[[QueryAnswer], T], now: float,
+             purpose: str) -> T | PolicyQuery[T]:
+        """Ask the policy: at once when it runs in this process, else as a query the node's driver answers."""
+        backend = self.backend
+        if backend is None:
+            return PolicyQuery(tuple(calls), finish, purpose=purpose)
+        return finish(answer_now(backend, tuple(calls), now, self._wall_clock()))
 
     def _warning(self, deny: Deny) -> tuple[str, str]:
         return ("Warning", deny.warning_value(self.domain))
 
     # -- INVITE path -------------------------------------------------------------------------------------------
 
-    def invite_received(self, call: CallInfo, now: float) -> InviteVerdict:
+    def invite_received(self, call: CallInfo, now: float) -> InviteVerdict | PolicyQuery[InviteVerdict]:
         if not (call.caller_local or call.callee_local):
             return InviteVerdict()
         try:
@@ -241,21 +250,30 @@ class RegionPolicyHooks:
             checks.append((QosSide.CALLER, callee_rtt or 0))
         if call.callee_local:
             checks.append((QosSide.CALLEE, caller_rtt or 0))
-        for side, peer_rtt in checks:
-            decision = self._decide(self.backend.preliminary, self._request(call, offer, None, side, "", peer_rtt),
-                                    now)
-            if isinstance(decision, Deny):
-                log.info("INVITE %s refused: %s", call.call_id, decision.reason)
-                return InviteVerdict(ok=False, status=decision.status_hint, reason="Precondition Failure",
-                                     warning=decision.warning_value(self.domain))
+        calls = [PolicyCall("preliminary", request=self._request(call, offer, None, side, "", peer_rtt))
+                 for side, peer_rtt in checks]
         headers: tuple[tuple[str, str], ...] = ()
         if call.caller_local and not call.callee_local:
             headers = ((ACCESS_RTT_HEADER, str(caller_rtt or 0)),)
-        return InviteVerdict(headers=headers)
+
+        def finish(answer: QueryAnswer) -> InviteVerdict:
+            for decision in answer.results:
+                if isinstance(decision, Deny):
+                    log.info("INVITE %s refused: %s", call.call_id, decision.reason)
+                    return InviteVerdict(ok=False, status=decision.status_hint, reason="Precondition Failure",
+                                         warning=decision.warning_value(self.domain))
+            if answer.error is not None or len(answer.results) < len(calls):
+                deny = policy_fault(answer.error or "policy server error")
+                return InviteVerdict(ok=False, status=deny.status_hint, reason="Precondition Failure",
+                                     warning=deny.warning_value(self.domain))
+            return InviteVerdict(headers=headers)
+
+        return self._ask(calls, finish, now, "invite")
 
     # -- 2xx path ----------------------------------------------------------------------------------------------
 
-    def answer_received(self, call: CallInfo, response: Response, now: float) -> list[tuple[str, str]]:
+    def answer_received(self, call: CallInfo, response: Response,
+                        now: float) -> list[tuple[str, str]] | PolicyQuery[list[tuple[str, str]]]:
         if not (call.caller_local or call.callee_local) or not 200 <= response.status < 300:
             return []
         try:
@@ -279,25 +297,32 @@ class RegionPolicyHooks:
         callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else 0
         if call.caller_local and not call.callee_local:
             callee_rtt = self._stated_rtt(response.headers.get_all(ACCESS_RTT_HEADER))
-        headers: list[tuple[str, str]] = []
         # The callee's side first (DESIGN section 4), then the caller's; one refusal stops the rest.
         order = [(QosSide.CALLEE, caller_rtt)] if call.callee_local else []
         if call.caller_local:
             order.append((QosSide.CALLER, callee_rtt))
-        for side, peer_rtt in order:
-            decision = self._decide(self.backend.final, self._request(call, offer, answer, side, to_tag, peer_rtt),
-                                    now)
-            if isinstance(decision, Grant):
-                headers.append(("P-Media-Authorization", decision.token or ""))
-                headers.append((RESERVATION_HEADER, (f"{self.domain};network={decision.network};"
-                                                    f"up={decision.uplink_kbps};down={decision.downlink_kbps}")))
-            else:
-                log.info("2xx of %s: reservation refused: %s", call.call_id, decision.reason)
-                headers.append(self._warning(decision))
-                break
-        if call.callee_local and not call.caller_local:
-            headers.append((ACCESS_RTT_HEADER, str(callee_rtt)))
-        return headers
+        calls = [PolicyCall("final", request=self._request(call, offer, answer, side, to_tag, peer_rtt))
+                 for side, peer_rtt in order]
+
+        def finish(reply: QueryAnswer) -> list[tuple[str, str]]:
+            headers: list[tuple[str, str]] = []
+            results = list(reply.results)
+            if len(results) < len(calls) and not any(isinstance(r, Deny) for r in results):
+                results.append(policy_fault(reply.error or "policy server error"))
+            for decision in results:
+                if isinstance(decision, Grant):
+                    headers.append(("P-Media-Authorization", decision.token or ""))
+                    headers.append((RESERVATION_HEADER, (f"{self.domain};network={decision.network};"
+                                                        f"up={decision.uplink_kbps};down={decision.downlink_kbps}")))
+                elif isinstance(decision, Deny):
+                    log.info("2xx of %s: reservation refused: %s", call.call_id, decision.reason)
+                    headers.append(self._warning(decision))
+                    break
+            if call.callee_local and not call.caller_local:
+                headers.append((ACCESS_RTT_HEADER, str(callee_rtt)))
+            return headers
+
+        return self._ask(calls, finish, now, "answer")
 
     def invite_failed(self, call: CallInfo, status: int, now: float) -> None:
         # PRELIMINARY holds nothing (DESIGN section 4), so a failed INVITE leaves nothing to release.
@@ -305,7 +330,8 @@ class RegionPolicyHooks:
 
     # -- PUBLISH -----------------------------------------------------------------------------------------------
 
-    def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response:
+    def publish_received(self, request: Request, user: str, source: Addr,
+                         now: float) -> Response | PolicyQuery[Response]:
         aor = request.request_uri.aor
         try:
             expires = request.expires
@@ -323,46 +349,59 @@ class RegionPolicyHooks:
             now,
         )
         extra = list(result.headers())
-        if result.ok:
-            try:
-                for op in operations_for_publish(result, aor):
-                    held = self.backend.apply(op, now)
-                    if held is None:
-                        log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
-                    elif isinstance(op, Activate):
-                        # The 200 to the "confirmed" PUBLISH is how the callee learns what its own region
-                        # reserved: the headers this region adds to the 2xx travel on to the caller only.
-                        grant = held.grant
-                        extra.append(("P-Media-Authorization", grant.token or ""))
-                        extra.append((RESERVATION_HEADER, (f"{self.domain};network={grant.network};"
-                                                          f"up={grant.uplink_kbps};down={grant.downlink_kbps}")))
-            except Exception as exc:  # noqa: BLE001 - whatever failed, the PUBLISH was not applied
+        if not result.ok:
+            return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=extra)
+        ops = operations_for_publish(result, aor)
+
+        def finish(answer: QueryAnswer) -> Response:
+            if answer.error is not None or len(answer.results) < len(ops):
                 # Not applied, so not acknowledged: the entity-tag stays as it was and the SDK sends it again.
                 # (Operations applied before the failure are idempotent when the PUBLISH comes again.)
                 self.publications.undo(result)
-                log.warning("PUBLISH from %s not applied (answered 503, retried by the player): %s", aor, exc)
+                log.warning("PUBLISH from %s not applied (answered 503, retried by the player): %s", aor,
+                            answer.error)
                 return response_for(request, 503, "Policy update not recorded, try again", to_tag=self._tag(),
                                     extra=[("Retry-After", str(PUBLISH_RETRY_AFTER_S))])
-        return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=extra)
+            headers = list(extra)
+            for op, held in zip(ops, answer.results, strict=True):
+                if held is None:
+                    log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
+                elif isinstance(op, Activate) and isinstance(held, Reservation):
+                    # The 200 to the "confirmed" PUBLISH is how the callee learns what its own region
+                    # reserved: the headers this region adds to the 2xx travel on to the caller only.
+                    grant = held.grant
+                    headers.append(("P-Media-Authorization", grant.token or ""))
+                    headers.append((RESERVATION_HEADER, (f"{self.domain};network={grant.network};"
+                                                        f"up={grant.uplink_kbps};down={grant.downlink_kbps}")))
+            return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=headers)
+
+        if not ops:
+            return finish(QueryAnswer())
+        return self._ask([PolicyCall("apply", op=op) for op in ops], finish, now, "publish")
 
     # -- registrations -----------------------------------------------------------------------------------------
 
-    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
-        for binding in bindings:
-            try:
-                released = self.backend.release_player(binding.aor, now, player_ip=binding.source[0])
-            except Exception:
-                log.exception("releasing the sessions of %s failed", binding.aor)
-                continue
-            if released:
-                log.info("registration of %s at %s ended: released %d reservation(s)",
-                         binding.aor, binding.source[0], len(released))
+    def bindings_removed(self, bindings: Sequence[Binding], now: float) -> PolicyQuery[None] | None:
+        if not bindings:
+            return None
+        calls = [PolicyCall("release_player", player=b.aor, player_ip=b.source[0]) for b in bindings]
+
+        def finish(answer: QueryAnswer) -> None:
+            for call, released in zip(calls, answer.results, strict=False):
+                if released:
+                    log.info("registration of %s at %s ended: released %s reservation(s)", call.player,
+                             call.player_ip, released)
+            if answer.error is not None:
+                log.warning("releasing the sessions of ended registrations failed: %s", answer.error)
+
+        asked = self._ask(calls, finish, now, "release")
+        return asked if isinstance(asked, PolicyQuery) else None
 
     # -- timers ------------------------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
         deadlines = []
-        when = self.backend.get_timer()
+        when = self.backend.get_timer() if self.backend is not None else None
         if when is not None:
             deadlines.append(when)
         esc = self.publications.get_timer()
@@ -372,6 +411,8 @@ class RegionPolicyHooks:
 
     def handle_timer(self, now: float) -> None:
         self.publications.handle_timer(now)
+        if self.backend is None:
+            return  # a separate policy process runs its own timers
         try:
             self.backend.handle_timer(now)
         except Exception:

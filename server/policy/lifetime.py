@@ -1,8 +1,8 @@
 """server/policy/lifetime: what a player's PUBLISH means for its reservations (DESIGN section 4).
 
 :func:`operations_for_publish` turns an accepted PUBLISH (``server.publish.PublishResult``) into policy
-operations; :meth:`PolicyServer.apply` (embedded) or ``BlockingPolicyClient.apply`` (separate process, as the
-SIP server's hooks call it; ``PolicyHttpClient.apply`` is its asyncio twin) carries them out. Keeping the mapping a pure function lets the SIP server treat both deployments alike.
+operations; :meth:`PolicyServer.apply` (embedded) or ``PolicyHttpClient.apply_reservation`` (separate process,
+asked by the SIP server's driver as a policy query) carries them out. Keeping the mapping a pure function lets the SIP server treat both deployments alike.
 
 - ``confirmed`` (initial or modified publication) -> :class:`Activate` (gate open, billing START, lease);
 - a refresh (``SIP-If-Match``, no body) of a confirmed dialog -> :class:`Refresh` (lease, billing INTERIM);

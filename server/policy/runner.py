@@ -2,8 +2,9 @@
 standalone policy process.
 
 The SIP server calls the policy through the sans-IO hooks :func:`make_policy_hooks` builds: a
-:class:`PolicyServer` in-process (the default) or a :class:`~server.policy.http.BlockingPolicyClient` when
-``[policy] url`` is set. For asyncio code, :class:`AsyncPolicy` is the same choice as coroutines:
+:class:`PolicyServer` in-process (the default), or, when ``[policy] url`` is set, queries the hooks emit and the
+server's driver answers with :class:`HttpQueryRunner` (the asynchronous HTTP client: the signalling loop never
+waits for the policy process). For asyncio code, :class:`AsyncPolicy` is the same choice as coroutines:
 :class:`EmbeddedPolicy` (timers on the running loop) or :class:`~server.policy.http.PolicyHttpClient`;
 :func:`open_policy` picks one from the config. :func:`serve_policy` is what ``gamesdk-server policy --config FILE``
 runs.
@@ -21,20 +22,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from server.hooks import QueryAnswer
 from server.publish import DialogPublications
 
 from .config import PolicyConfig
 from .core import PolicyServer, hex_token_factory
 from .hooks import PolicyBackend, RegionPolicyHooks
-from .http import BlockingPolicyClient, PolicyHttpClient, PolicyHttpService
+from .http import PolicyHttpClient, PolicyHttpService, PolicyUnavailable
 from .ledger import FileJournal, Journal, MemoryJournal, SqliteLedger
 from .lifetime import PolicyOperation
-from .model import AppSession, Decision, EndReason, SessionKey
+from .model import AppSession, Decision, Deny, EndReason, SessionKey
+from .queries import PolicyCall
 from .store import open_region_db
 
 __all__ = [
     "AsyncPolicy",
     "EmbeddedPolicy",
+    "HttpQueryRunner",
     "build_policy_server",
     "make_policy_hooks",
     "open_policy",
@@ -125,6 +129,44 @@ class EmbeddedPolicy:
         released = self.policy.release_player(player, self._clock())
         self.rearm()
         return len(released)
+
+
+class HttpQueryRunner:
+    """Answers the hooks' :class:`~server.hooks.PolicyQuery` calls over HTTP (by the rules of
+    :mod:`server.policy.queries`); the server's driver runs it as a task per query."""
+
+    def __init__(self, client: PolicyHttpClient) -> None:
+        self.client = client
+
+    async def run(self, calls: tuple[object, ...]) -> QueryAnswer:
+        client = self.client
+        results: list[object] = []
+        for call in calls:
+            if not isinstance(call, PolicyCall):
+                raise TypeError(f"not a policy call: {call!r}")
+            if call.kind in ("preliminary", "final"):
+                assert call.request is not None
+                ask = client.preliminary if call.kind == "preliminary" else client.final
+                decision = await ask(call.request)  # never raises: unreachable = Deny(resource=policy)
+                results.append(decision)
+                if isinstance(decision, Deny):
+                    break
+            elif call.kind == "apply":
+                assert call.op is not None
+                try:
+                    results.append(await client.apply_reservation(call.op))
+                except PolicyUnavailable as exc:
+                    return QueryAnswer(tuple(results), str(exc))
+            else:
+                try:
+                    results.append(await client.release_player(call.player, player_ip=call.player_ip))
+                except PolicyUnavailable as exc:
+                    log.warning("policy service: releasing the sessions of %s failed: %s", call.player, exc)
+                    results.append(None)
+        return QueryAnswer(tuple(results))
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 def build_policy_server(
@@ -243,27 +285,30 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
 
     Embedded by default: a :class:`PolicyServer` on the region database, restored at once (leases that ran
     out while the server was down are released and billed ``server-restart``). With ``[policy] url`` the hooks
-    call the separate policy process (blocking, bounded by ``timeout_s``). Must run inside the server's event
-    loop (its clock is the node's ``now``).
+    emit queries for the separate policy process and ``hooks.runner`` (:class:`HttpQueryRunner`) is what the
+    driver answers them with (each call bounded by ``timeout_s``, a whole-request deadline). Must run inside the
+    server's event loop (its clock is the node's ``now``).
     """
     config = policy_config or PolicyConfig.from_mapping(policy_document(server_config))
     settings = config.settings
-    backend: PolicyBackend
+    backend: PolicyBackend | None = None
+    runner: HttpQueryRunner | None = None
     if settings.url:
-        client = BlockingPolicyClient(settings.url, token=settings.token or "", timeout_s=settings.timeout_s)
         from server.policy_tls import policy_client_context
 
-        client.ssl_context = policy_client_context(server_config)
-        backend = client
+        runner = HttpQueryRunner(PolicyHttpClient(settings.url, token=settings.token or "",
+                                                  timeout_s=settings.timeout_s,
+                                                  ssl_context=policy_client_context(server_config)))
     else:
-        backend = build_policy_server(config, server_config.database, region=server_config.name,
-                                      token_factory=token_factory)
+        server = build_policy_server(config, server_config.database, region=server_config.name,
+                                     token_factory=token_factory)
         try:
             loop_now = asyncio.get_running_loop().time()
         except RuntimeError:  # no loop (a sans-IO test): the node runs on the monotonic clock
             loop_now = time.monotonic()
-        _restore(backend, loop_now, time.time(), "server")
-    return RegionPolicyHooks(
+        _restore(server, loop_now, time.time(), "server")
+        backend = server
+    hooks = RegionPolicyHooks(
         backend=backend,
         config=config,
         domain=server_config.domain,
@@ -277,3 +322,5 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
         tag_factory=node.ids.tag,
         transit_rtt_ms=node.federation.rtt_ms,
     )
+    hooks.runner = runner
+    return hooks

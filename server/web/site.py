@@ -172,7 +172,8 @@ class WebSite:
         node.refers.listener = self._on_progress
         self._count_sip_refusals(node)
         hooks = node.hooks
-        if hasattr(hooks, "backend") and not isinstance(hooks.backend, TimedPolicyBackend):
+        backend = getattr(hooks, "backend", None)
+        if backend is not None and not isinstance(backend, TimedPolicyBackend):
             hooks.backend = TimedPolicyBackend(hooks.backend, self.metrics)
         context = None
         if self.config.secure:

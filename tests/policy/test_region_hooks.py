@@ -73,13 +73,14 @@ Scenario = Callable[[Region, Region, GameClient, GameClient], Awaitable[None]]
 
 
 def run(tmp_path: Path, scenario: Scenario, eu_net: dict[str, Any] | None = None,
-        na_net: dict[str, Any] | None = None, eu_policy_url: str | None = None) -> None:
+        na_net: dict[str, Any] | None = None, eu_policy_url: str | None = None,
+        eu_policy_timeout_s: float = 2.0) -> None:
     async def main() -> None:
         servers: dict[str, EmbeddedServer] = {}
         for region, changes in (("eu", eu_net), ("na", na_net)):
             config = region_config(region, tmp_path, changes)
             if region == "eu" and eu_policy_url is not None:
-                config = dataclasses.replace(config, policy_raw={"url": eu_policy_url, "timeout_s": 2.0,
+                config = dataclasses.replace(config, policy_raw={"url": eu_policy_url, "timeout_s": eu_policy_timeout_s,
                                                                  "token": POLICY_TOKEN})
             servers[region] = EmbeddedServer(config, port=0, hooks_factory=hooks_for(config))
         for server in servers.values():
@@ -250,8 +251,8 @@ def test_separate_policy_process_over_http(tmp_path: Path) -> None:
     import threading
 
     from server.policy import PolicyConfig
-    from server.policy.http import BlockingPolicyClient, PolicyHttpService
-    from server.policy.runner import build_policy_server, policy_document
+    from server.policy.http import PolicyHttpService
+    from server.policy.runner import HttpQueryRunner, build_policy_server, policy_document
 
     eu_config = region_config("eu", tmp_path)
     loop = asyncio.new_event_loop()
@@ -267,7 +268,7 @@ def test_separate_policy_process_over_http(tmp_path: Path) -> None:
     policy, service, address = asyncio.run_coroutine_threadsafe(start_service(), loop).result(5)
 
     async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
-        assert isinstance(eu.hooks.backend, BlockingPolicyClient)
+        assert eu.hooks.backend is None and isinstance(eu.hooks.runner, HttpQueryRunner)
 
         async def answer() -> GameSession:
             return await (await bob.next_invite()).accept()

@@ -1,0 +1,91 @@
+"""server/policy/queries: the policy calls the hooks make, as data, and how a synchronous backend answers them.
+
+The hooks describe what they need from the policy as a tuple of :class:`PolicyCall` and finish their verdict from
+the :class:`~server.hooks.QueryAnswer`. An embedded :class:`~server.policy.core.PolicyServer` answers at once
+(:func:`answer_now`); a separate policy process is asked by the driver, off the signalling path
+(:class:`server.policy.runner.HttpQueryRunner`), with the same rules:
+
+- the calls are made in order and stop after the first refusal (a :class:`Deny` from PRELIMINARY or FINAL: the
+  later sides are not asked, as in DESIGN section 4) or the first operation that was not made durable (``error``
+  says why; the PUBLISH is then not acknowledged);
+- a decision that fails (a bug, a broken database) is a refusal with resource ``policy``, never an exception;
+- a released player that fails is logged and counted as ``None``; the other players are still released.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from server.hooks import QueryAnswer
+
+from .lifetime import PolicyOperation
+from .model import AppSession, Decision, Deny, EndReason, Reservation, Resource
+
+__all__ = ["PolicyCall", "SyncBackend", "answer_now", "policy_fault"]
+
+log = logging.getLogger(__name__)
+
+CallKind = Literal["preliminary", "final", "apply", "release_player"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCall:
+    """One call to the policy: a decision on ``request``, an operation ``op``, or the release of ``player``."""
+
+    kind: CallKind
+    request: AppSession | None = None
+    op: PolicyOperation | None = None
+    player: str = ""
+    player_ip: str | None = None
+
+
+class SyncBackend(Protocol):
+    """The policy in this process (:class:`~server.policy.core.PolicyServer`)."""
+
+    def preliminary(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision: ...
+
+    def final(self, request: AppSession, now: float, *, wall: float | None = None) -> Decision: ...
+
+    def apply(self, op: PolicyOperation, now: float) -> Reservation | None: ...
+
+    def release_player(
+        self, player: str, now: float, reason: EndReason = ..., *, player_ip: str | None = None
+    ) -> list[Reservation]: ...
+
+
+def policy_fault(reason: str = "policy server error") -> Deny:
+    """The refusal a failed decision becomes: the proxy still answers the INVITE and forwards every 2xx."""
+    return Deny(network=None, resource=Resource.POLICY, reason=reason)
+
+
+def answer_now(backend: SyncBackend, calls: tuple[PolicyCall, ...], now: float, wall: float) -> QueryAnswer:
+    """Make ``calls`` on a backend in this process, by the module's rules."""
+    results: list[object] = []
+    for call in calls:
+        kind = call.kind
+        if kind in ("preliminary", "final"):
+            assert call.request is not None  # built by the hooks (internal invariant)
+            check = backend.preliminary if kind == "preliminary" else backend.final
+            try:
+                decision = check(call.request, now, wall=wall)
+            except Exception:
+                log.exception("policy check for %s failed", call.request.call_id)
+                decision = policy_fault()
+            results.append(decision)
+            if isinstance(decision, Deny):
+                break
+        elif kind == "apply":
+            assert call.op is not None
+            try:
+                results.append(backend.apply(call.op, now))
+            except Exception as exc:  # noqa: BLE001 - not durable, whatever the cause: the PUBLISH is not acked
+                return QueryAnswer(tuple(results), f"{type(exc).__name__}: {exc}")
+        else:
+            try:
+                results.append(len(backend.release_player(call.player, now, player_ip=call.player_ip)))
+            except Exception:
+                log.exception("releasing the sessions of %s failed", call.player)
+                results.append(None)
+    return QueryAnswer(tuple(results))
