@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from server.hooks import PolicyHooks, PolicyQuery, QueryAnswer
 from server.logs import setup_logging  # re-exported: it used to live here
 from server.node import AccountLookup, RegionalServer
 from server.registrations import RegistrationStore
+from server.regwriter import RegistrationWriter
 from server.reload import load_for_reload
 from server.transport_tls import TlsTransport
 
@@ -49,8 +49,8 @@ trace_full = logging.getLogger("server.trace.full")
 
 Addr = tuple[str, int]
 
-#: How often changed registrations are written to the region database (and always at shutdown): a crash
-#: (SIGKILL, power) loses at most this much; a SIGTERM loses nothing.
+#: How often changed registrations are handed to the writer thread (and always at shutdown): a crash (SIGKILL,
+#: power) loses at most this much; a SIGTERM loses nothing the database takes within 5 s.
 REGISTRATION_FLUSH_S = 1.0
 
 #: How long a SIGTERM waits for proxied requests under way to get their final response.
@@ -246,6 +246,8 @@ class EmbeddedServer:
         # Registrations are kept in the region database when the server keeps its accounts there too.
         self._persist = accounts is None if persist_registrations is None else persist_registrations
         self._registrations: RegistrationStore | None = None
+        #: Writes registration changes on its own thread (never on the signalling loop).
+        self.registration_writer: RegistrationWriter | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._port = config.listen.port if port is None else port
         self._host = host or config.listen.host
@@ -306,6 +308,7 @@ class EmbeddedServer:
         if self._persist:
             store = RegistrationStore(open_region_db(self.config.database))
             self._registrations = store
+            self.registration_writer = RegistrationWriter(self.config.database)
             secrets = lambda name: store.secret(name, lambda: self._random_bytes(32))
         node = RegionalServer(config, self.accounts, random_bytes=self._random_bytes, hooks=self._hooks,
                               secrets=secrets)
@@ -400,21 +403,15 @@ class EmbeddedServer:
                      self.config.database)
 
     def flush_registrations(self) -> int:
-        """Write the registrations that changed since the last flush; returns how many rows were written."""
-        node, store, loop = self.node, self._registrations, self._loop
-        if node is None or store is None or loop is None:
+        """Hand the registrations and relayed calls that changed since the last flush to the writer thread;
+        returns how many rows it took (written shortly after, retried while the database refuses them)."""
+        node, writer, loop = self.node, self.registration_writer, self._loop
+        if node is None or writer is None or loop is None:
             return 0
         changes = node.location.take_changes()
         dialogs, node.proxy.opened_dialogs = node.proxy.opened_dialogs, []
         wall = _wall_time()
-        try:
-            store.apply(changes, wall - loop.time())
-            store.save_dialogs(dialogs, wall - loop.time(), wall)
-        except sqlite3.Error as exc:
-            log.error("server: cannot save %d registration change(s) and %d call(s): %s", len(changes),
-                      len(dialogs), exc)
-            return 0
-        return len(changes) + len(dialogs)
+        return writer.submit(changes, dialogs, wall - loop.time(), wall)
 
     def _flush_tick(self) -> None:
         self.flush_registrations()
@@ -496,6 +493,10 @@ class EmbeddedServer:
             self._flush_handle = None
         if self._registrations is not None:
             self.flush_registrations()
+            writer = self.registration_writer
+            if writer is not None:
+                await asyncio.get_running_loop().run_in_executor(None, writer.close, 5.0)
+                self.registration_writer = None
             self._registrations.close()
             self._registrations = None
         if self._own_accounts is not None:
