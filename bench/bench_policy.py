@@ -3,7 +3,9 @@
 Run: ``python bench/bench_policy.py`` (from the repository root). Prints one line per measurement; ratios are
 measured side by side in the same run. Every loop is bounded in count (and the HTTP one in time).
 
-- preliminary: the pure admission check (nothing held);
+- preliminary: the pure admission check (nothing held); final: the reservation decision alone (memory);
+- hooks: the policy's part of one call at a server with both players (SDP to terms once per offer and once per
+  answer, PRELIMINARY and FINAL for both sides);
 - final+release (memory): reserve then free, no persistence, no billing;
 - final+release (sqlite): the same with reservations and billing in a WAL SQLite file;
 - session lifecycle (sqlite): what one server does per game session: preliminary, final, activate (START),
@@ -52,7 +54,8 @@ CONFIG: dict[str, Any] = {
 def request(n: int) -> AppSession:
     return AppSession(
         call_id=f"bench-{n}", from_tag="f", to_tag=f"t{n}", side=Side.ORIG, player=f"sip:p{n % 1000}@eu.example",
-        peer="sip:x@na.example", player_ip=f"10.{n % 20}.{(n >> 8) % 256}.{n % 256}",
+        # A player keeps its address (as a region sees its players): the address -> network lookup is cached.
+        peer="sip:x@na.example", player_ip=f"10.{n % 20}.{(n % 1000) >> 4}.{n % 1000 % 16}",
         components=(MediaComponent(uplink_kbps=64, downlink_kbps=128, max_latency_ms=100, qos_class="action"),),
         transit_rtt_ms=40, peer_access_rtt_ms=10,
     )
@@ -89,6 +92,78 @@ def bench_preliminary(config: PolicyConfig, n: int) -> float:
     for r in reqs:
         policy.preliminary(r, 0.0)
     return rate("preliminary (pure core)", n, clock)
+
+
+def bench_final_memory(config: PolicyConfig, n: int) -> float:
+    """FINAL alone (the reservation decision on the 2xx path), no ledger: released outside the timed loop."""
+    policy = PolicyServer(config, token_factory=tokens())
+    reqs = [request(i) for i in range(n)]
+    total = Clock()
+    spent = 0.0
+    for chunk in range(0, n, 1000):
+        part = reqs[chunk:chunk + 1000]
+        start = time.process_time()
+        for r in part:
+            policy.final(r, 0.0)
+        spent += time.process_time() - start
+        for r in part:
+            policy.release(r.key, 1.0, EndReason.BYE_LOCAL)
+    total.stop()
+    print(f"{'final (pure core, memory)':<42} {n / spent:>10,.0f} decisions/CPU-s  {1e6 * spent / n:8.1f} us CPU each"
+          f"  (n={n})")
+    return n / spent
+
+
+def bench_hooks(config: PolicyConfig, n: int) -> None:
+    """The policy's part of one call at a server with both players (the one-server path): the offer's terms and
+    PRELIMINARY for both sides on the INVITE, the answer's terms and FINAL for both sides on the 2xx."""
+    from gamesdk.sdp.codec import format_sdp
+    from gamesdk.sdp.examples import example_answer, example_offer
+    from gamesdk.sip.message import Request, Response
+    from gamesdk.sip.parser import parse_message_untrusted
+    from server.hooks import CallInfo
+    from server.policy.hooks import RegionPolicyHooks
+    from server.publish import DialogPublications
+
+    offer, answer = format_sdp(example_offer()).encode(), format_sdp(example_answer()).encode()
+
+    def message(text: str, body: bytes) -> Any:
+        return parse_message_untrusted((text + f"Content-Type: application/sdp\r\nContent-Length: {len(body)}"
+                                        "\r\n\r\n").encode() + body)
+
+    policy = PolicyServer(config, token_factory=tokens(), region="eu")
+    tags = itertools.count()
+    hooks = RegionPolicyHooks(backend=policy, config=config, domain="eu.example",
+                              publications=DialogPublications(etag_factory=lambda: "e"), wall_clock=time.time,
+                              tag_factory=lambda: f"t{next(tags)}", transit_rtt_ms=lambda d: None)
+    calls, oks = [], []
+    for i in range(n):
+        head = (f"Via: SIP/2.0/UDP 10.1.0.7:5070;branch=z9hG4bK{i}\r\nFrom: <sip:p{i % 1000}@eu.example>;tag=a"
+                f"\r\nTo: <sip:q{i % 1000}@eu.example>{{}}\r\nCall-ID: hook-{i}\r\nCSeq: 1 INVITE\r\n")
+        invite: Request = message(f"INVITE sip:q@eu.example SIP/2.0\r\nMax-Forwards: 70\r\n{head.format('')}",
+                                  offer)
+        ok: Response = message(f"SIP/2.0 200 OK\r\n{head.format(';tag=b')}", answer)
+        calls.append(CallInfo(call_id=invite.call_id, from_tag="a", caller=f"sip:p{i % 1000}@eu.example",
+                              callee=f"sip:q{i % 1000}@eu.example", caller_local=True, callee_local=True,
+                              caller_network=None, callee_network=None,
+                              caller_address=(f"10.1.{(i % 1000) >> 4}.{i % 16}", 5070),
+                              callee_address=(f"10.2.{(i % 1000) >> 4}.{i % 16}", 5070), peer_domain=None,
+                              offer=invite.body, content_type=invite.content_type, invite=invite))
+        oks.append(ok)
+    spent_invite = spent_answer = 0.0
+    for chunk in range(0, n, 500):
+        start = time.process_time()
+        for c in calls[chunk:chunk + 500]:
+            hooks.invite_received(c, 0.0)
+        mid = time.process_time()
+        for c, ok in zip(calls[chunk:chunk + 500], oks[chunk:chunk + 500], strict=True):
+            hooks.answer_received(c, ok, 0.0)
+        spent_invite += mid - start
+        spent_answer += time.process_time() - mid
+        for res in policy.reservations():  # keep the networks from filling up (outside the timed part)
+            policy.release(res.key, 1.0, EndReason.BYE_LOCAL)
+    print(f"{'hooks, INVITE (offer terms + 2 PRELIMINARY)':<42} {1e6 * spent_invite / n:8.1f} us CPU per call")
+    print(f"{'hooks, 2xx (answer terms + 2 FINAL)':<42} {1e6 * spent_answer / n:8.1f} us CPU per call  (n={n})")
 
 
 def bench_final_release_memory(config: PolicyConfig, n: int) -> float:
@@ -171,6 +246,8 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; 20 access networks, 2 classes")
     with tempfile.TemporaryDirectory() as tmp:
         pre = bench_preliminary(config, 200_000)
+        bench_final_memory(config, 100_000)
+        bench_hooks(config, 5_000)
         mem = bench_final_release_memory(config, 100_000)
         sql = bench_final_release_sqlite(config, 5_000, Path(tmp) / "a.sqlite")
         life = bench_lifecycle_sqlite(config, 3_000, Path(tmp) / "b.sqlite")

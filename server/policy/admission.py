@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import AccessNetwork, PolicyConfig
+from .config import AccessNetwork, PolicyConfig, QosClass
 from .model import AppSession, Deny, Grant, Resource
 
 __all__ = ["NetworkUsage", "admit", "class_demand"]
@@ -69,13 +69,19 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
     """Decide whether ``request`` fits into ``net`` given what ``usage`` already holds. Holds nothing.
 
     Returns a :class:`Grant` without a token (the caller adds one when it reserves) or a :class:`Deny` naming the
-    access network and the resource that is short.
+    access network and the resource that is short. The rules are checked in the order the module docstring
+    gives; one pass over the components gathers what they need (this runs on every INVITE and 2xx).
     """
     problem = _request_problem(request)
     if problem is not None:
         return Deny(network=net.name, resource=Resource.REQUEST, reason=problem, status_hint=400)
+    demand: dict[str, tuple[int, int]] = {}
+    classes: list[QosClass] = []
+    budget_ms = loss_ppm = jitter_ms = -1
+    up = down = 0
     for comp in request.components:
-        if config.known_class(comp.qos_class) is None:
+        cls = config.known_class(comp.qos_class)
+        if cls is None:
             # never reserved and billed as another class than the agreement says
             known = ", ".join(c.name for c in config.classes)
             return Deny(
@@ -83,6 +89,18 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
                 resource=Resource.REQUEST,
                 reason=f"unknown game classification {comp.qos_class!r} (this region serves: {known})",
             )
+        classes.append(cls)
+        c_up, c_down = comp.uplink_kbps, comp.downlink_kbps
+        up += c_up
+        down += c_down
+        held_up, held_down = demand.get(cls.name, (0, 0))
+        demand[cls.name] = (held_up + c_up, held_down + c_down)
+        if budget_ms < 0 or comp.max_latency_ms < budget_ms:
+            budget_ms = comp.max_latency_ms
+        if comp.max_loss_ppm is not None and (loss_ppm < 0 or comp.max_loss_ppm < loss_ppm):
+            loss_ppm = comp.max_loss_ppm
+        if comp.max_jitter_ms is not None and (jitter_ms < 0 or comp.max_jitter_ms < jitter_ms):
+            jitter_ms = comp.max_jitter_ms
 
     if usage.sessions + 1 > net.max_sessions:
         return Deny(
@@ -91,7 +109,6 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
             reason=f"session limit reached in {net.name} ({usage.sessions} of {net.max_sessions})",
         )
 
-    budget_ms = min(c.max_latency_ms for c in request.components)
     latency_ms = net.rtt_ms + request.transit_rtt_ms + request.peer_access_rtt_ms
     if latency_ms > budget_ms:
         return Deny(
@@ -102,22 +119,19 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
                 f" + transit {request.transit_rtt_ms} ms + peer access {request.peer_access_rtt_ms} ms)"
             ),
         )
-    losses = [c.max_loss_ppm for c in request.components if c.max_loss_ppm is not None]
-    if losses and net.loss_ppm > min(losses):
+    if loss_ppm >= 0 and net.loss_ppm > loss_ppm:
         return Deny(
             network=net.name,
             resource=Resource.LOSS,
-            reason=f"loss {net.loss_ppm} ppm in {net.name} exceeds {min(losses)} ppm",
+            reason=f"loss {net.loss_ppm} ppm in {net.name} exceeds {loss_ppm} ppm",
         )
-    jitters = [c.max_jitter_ms for c in request.components if c.max_jitter_ms is not None]
-    if jitters and net.jitter_ms > min(jitters):
+    if jitter_ms >= 0 and net.jitter_ms > jitter_ms:
         return Deny(
             network=net.name,
             resource=Resource.JITTER,
-            reason=f"jitter {net.jitter_ms} ms in {net.name} exceeds {min(jitters)} ms",
+            reason=f"jitter {net.jitter_ms} ms in {net.name} exceeds {jitter_ms} ms",
         )
 
-    up, down = request.uplink_kbps, request.downlink_kbps
     free_up = net.uplink_kbps - usage.uplink_kbps
     if up > free_up:
         return Deny(
@@ -133,15 +147,17 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
             reason=f"insufficient downlink in {net.name} (needs {down} kbit/s, {free_down} free)",
         )
 
-    demand = class_demand(config, request)
+    by_name = {c.name: c for c in classes}
     for cname, (c_up, c_down) in demand.items():
-        cls = config.qos_class(cname)
+        share = by_name[cname].max_share
+        if share >= 1.0:
+            continue  # a class allowed the whole network was checked by the uplink/downlink rules above
         for direction, need, held, capacity in (
             ("uplink", c_up, usage.class_uplink_kbps.get(cname, 0), net.uplink_kbps),
             ("downlink", c_down, usage.class_downlink_kbps.get(cname, 0), net.downlink_kbps),
         ):
             # Integer floor of share * capacity: a class never gets a fraction of a kbit/s more than it may hold.
-            allowed = int(cls.max_share * capacity)
+            allowed = int(share * capacity)
             if held + need > allowed:
                 return Deny(
                     network=net.name,
@@ -152,12 +168,11 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
                     ),
                 )
 
-    first_class = config.qos_class(request.components[0].qos_class)
     return Grant(
         token=None,
         network=net.name,
-        qos_class=first_class.name,
-        priority=max(config.qos_class(c).priority for c in demand),
+        qos_class=classes[0].name,
+        priority=max(c.priority for c in classes),
         uplink_kbps=up,
         downlink_kbps=down,
         latency_ms=latency_ms,

@@ -221,7 +221,9 @@ class PolicyServer:
             self._used_key(key, decision, now)
             self._bill_attempt(request, decision, now, wall)
             return decision
-        grant = replace(decision, token=self._token_factory())
+        d = decision
+        grant = Grant(token=self._token_factory(), network=d.network, qos_class=d.qos_class, priority=d.priority,
+                      uplink_kbps=d.uplink_kbps, downlink_kbps=d.downlink_kbps, latency_ms=d.latency_ms)
         settings = self.config.settings
         reservation = Reservation(
             request=request,

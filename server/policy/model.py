@@ -10,7 +10,7 @@ receives.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "AppSession",
@@ -83,6 +83,14 @@ class SessionKey:
     call_id: str
     to_tag: str
     side: Side
+    # Keys are looked up in several tables per decision: the hash is computed once.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.call_id, self.to_tag, self.side)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         return f"{self.call_id};{self.to_tag};{self.side.value}"
@@ -131,10 +139,15 @@ class AppSession:
     """The negotiated ``gsdk-format`` (billing only)."""
     qos_text: str = ""
     """The negotiated ``gsdk-qos`` value as text (billing only)."""
+    # Made once: the key is read several times per decision.
+    _key: SessionKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", SessionKey(self.call_id, self.to_tag, self.side))
 
     @property
     def key(self) -> SessionKey:
-        return SessionKey(self.call_id, self.to_tag, self.side)
+        return self._key
 
     @property
     def uplink_kbps(self) -> int:
