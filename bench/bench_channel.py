@@ -134,7 +134,7 @@ def oneway_core_sender(sock: socket.socket, params: ChannelParams, payload: byte
     while time.perf_counter() < end:
         for _ in range(64):
             now = time.monotonic()
-            ch.send(Lane.UNRELIABLE, payload)
+            ch.send(payload, Lane.UNRELIABLE)
             for d, a in ch.datagrams_to_send(now):
                 try:
                     sendto(d, a)
@@ -184,7 +184,7 @@ def oneway_poll_sender(sock: socket.socket, params: ChannelParams, payload: byte
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         for _ in range(64):
-            drv.send(Lane.UNRELIABLE, payload)
+            drv.send(payload, Lane.UNRELIABLE)
             drv.flush(time.monotonic())
         sent += 64
         drv.poll(time.monotonic())
@@ -254,7 +254,7 @@ def echo_core(sock: socket.socket, params: ChannelParams, n: int) -> None:
             ch.receive_datagram(data, addr, now)
             for e in ch.events():
                 if type(e) is MessageReceived:
-                    ch.send(Lane.UNRELIABLE, e.data)
+                    ch.send(e.data, Lane.UNRELIABLE)
                     echoed += 1
             for d, a in ch.datagrams_to_send(now):
                 sock.sendto(d, a)
@@ -270,7 +270,7 @@ def echo_poll(sock: socket.socket, params: ChannelParams, n: int) -> None:
         select.select([drv], [], [], 0.05)
         for e in drv.poll(time.monotonic()):
             if type(e) is MessageReceived:
-                drv.send(Lane.UNRELIABLE, e.data)
+                drv.send(e.data, Lane.UNRELIABLE)
                 echoed += 1
         drv.flush(time.monotonic())
 
@@ -314,7 +314,7 @@ def run_pingpong(kind: str, size: int, n: int) -> tuple[float, float]:
         cs.settimeout(1)
         for i in range(total):
             t0 = time.perf_counter()
-            ch.send(Lane.UNRELIABLE, payload)
+            ch.send(payload, Lane.UNRELIABLE)
             for d, a in ch.datagrams_to_send(time.monotonic()):
                 cs.sendto(d, a)
             got = False
@@ -331,7 +331,7 @@ def run_pingpong(kind: str, size: int, n: int) -> tuple[float, float]:
         drv = PollChannel.open(offer, CONFIG, now=time.monotonic(), sock=cs)
         for i in range(total):
             t0 = time.perf_counter()
-            drv.send(Lane.UNRELIABLE, payload)
+            drv.send(payload, Lane.UNRELIABLE)
             drv.flush(time.monotonic())
             got = False
             limit = t0 + 1
@@ -418,7 +418,7 @@ def breakdown(size: int) -> list[tuple[str, float]]:
         datagrams: list[bytes] = []
         t0 = time.process_time()
         for _ in range(n):
-            a.send(Lane.UNRELIABLE, payload)
+            a.send(payload, Lane.UNRELIABLE)
             datagrams.append(a.datagrams_to_send(1.0)[0][0])
         best_send = min(best_send, (time.process_time() - t0) / n)
         src = answer.peer_addr
@@ -451,7 +451,7 @@ def profile_receive(size: int) -> str:
     a, b, offer, answer = _established_pair()
     datagrams = []
     for i in range(30000):
-        a.send(Lane.UNRELIABLE, bytes(size))
+        a.send(bytes(size), Lane.UNRELIABLE)
         datagrams.extend(d for d, _ in a.datagrams_to_send(i * 1e-5))
         if i % 16 == 0:
             for d, _ in b.datagrams_to_send(i * 1e-5):

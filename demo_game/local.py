@@ -160,7 +160,7 @@ def setup_local_session(args: argparse.Namespace, out: TextIO) -> LocalSession:
 
     def client(user: str, region: str, seed: int) -> gamesdk.PollingClient:
         tls_address = servers[region].tls_address
-        server: tuple[str, int] | str = servers[region].address
+        server: gamesdk.Address | str = servers[region].address
         if pki is not None and tls_address is not None:
             server = f"tls:{tls_address[0]}:{tls_address[1]}"
         config = gamesdk.ClientConfig(username=user, password=PASSWORDS.get(user, f"{user}-demo-pw"),

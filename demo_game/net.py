@@ -33,7 +33,6 @@ from demo_game.link import (
     SessionReady,
     SetupStep,
 )
-from gamesdk.config import parse_server_address
 
 __all__ = ["GamesdkLink", "InviteRequest", "invite_request_from_args", "setup_networked_session"]
 
@@ -323,18 +322,17 @@ def setup_networked_session(args: argparse.Namespace, out: TextIO) -> NetworkedS
 
     Returns None, after saying why on ``out``, when the options cannot work.
     """
-    host, port = parse_server_address(args.server)
     user, _, domain = args.user.partition("@")
     if not domain:
         out.write("--user must be NAME@DOMAIN (your region's domain, e.g. alice@eu.gamesdk.test)\n")
         return None
-    server: tuple[str, int] | str = args.server if args.server.startswith("tls:") else (host, port)
     try:
-        config = gamesdk.ClientConfig(username=user, password=args.password, domain=domain, server=server,
+        config = gamesdk.ClientConfig(username=user, password=args.password, domain=domain, server=args.server,
                                       ca=getattr(args, "ca", None), relay_only=getattr(args, "relay_only", False))
-    except gamesdk.errors.LocalProtocolError as exc:
+    except gamesdk.LocalProtocolError as exc:
         out.write(f"{exc}\n")
         return None
+    host, port = config.server_address
     client = gamesdk.PollingClient(config, bind=(_local_ip_towards(host, port), 0))
     if args.invite:
         link = GamesdkLink(client, invite=invite_request_from_args(args, args.invite))

@@ -23,6 +23,7 @@ from typing import Any
 
 from gamesdk import events as events
 from gamesdk._version import __version__ as __version__
+from gamesdk.address import Address as Address
 from gamesdk.channel.config import ChannelConfig as ChannelConfig
 from gamesdk.channel.config import Lane as Lane
 from gamesdk.channel.errors import MessageTooLarge as MessageTooLarge
@@ -33,6 +34,7 @@ from gamesdk.client import Decline as Decline
 from gamesdk.client import GameClient as GameClient
 from gamesdk.client import GameSession as GameSession
 from gamesdk.client import IncomingInvite as IncomingInvite
+from gamesdk.client import InviteRequest as InviteRequest
 from gamesdk.config import ClientConfig as ClientConfig
 from gamesdk.errors import GameSdkError as GameSdkError
 from gamesdk.errors import InvitationWithdrawn as InvitationWithdrawn
@@ -53,9 +55,11 @@ __all__ = [
     "__version__",
     # clients and sessions
     "ClientConfig",
+    "Address",
     "GameClient",
     "GameSession",
     "IncomingInvite",
+    "InviteRequest",
     "Accept",
     "Decline",
     "PollingClient",

@@ -14,8 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Self, Unpack
 
-from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
-from gamesdk.channel.events import ChannelEvent, Disconnected
+from gamesdk.address import Address
+from gamesdk.channel.config import ChannelConfig, Lane
+from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected, SecurityError
+from gamesdk.channel.lanes import message_and_lane, require_bytes
 from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
@@ -45,7 +47,7 @@ from gamesdk.events import (
     WatchFailed,
 )
 from gamesdk.io.channel_asyncio import AsyncChannel, attach_channel, open_channel
-from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for
+from gamesdk.io.player_sockets import PlayerSockets, channel_config_for
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import CallState, UserAgent
@@ -54,7 +56,7 @@ from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.pidf import PresenceStatus
 from gamesdk.trace import enable_trace, trace_log
 
-__all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite"]
+__all__ = ["Accept", "Decline", "GameClient", "GameSession", "IncomingInvite", "InviteRequest"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ RINGING_DELAY_S = 0.02
 #: How long ``end()`` waits, by default, for the peer to acknowledge what is queued on the reliable lane
 #: before the BYE (GameNetworkingSockets' linger); it returns at once when nothing is unacknowledged.
 DEFAULT_LINGER_S = 1.0
+
+#: Events after which the application knows its session's channel is gone (see ``GameSession.send``).
+ENDING_EVENTS = (ChannelClosed, Disconnected, SecurityError, SessionEnded)
 
 #: Read size of the SIP socket's transport: the largest UDP payload (65,535 - 8 - 20 bytes).
 SIP_MAX_DATAGRAM = 65_507
@@ -101,21 +106,42 @@ class GameSession:
         self._queue: asyncio.Queue[ChannelEvent | SessionEvent] = asyncio.Queue()
         self.ended = asyncio.Event()
         self._ending = False
+        #: True once ``next_event()`` handed out an event that ends the channel or the session.
+        self._told_end = False
 
     def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
-        """Send ``data`` on ``lane``; raises ``MessageTooLarge`` when it is too large for the lane."""
-        self.channel.send(lane, data)
+        """Send ``data`` (bytes) on ``lane`` (reliable by default).
+
+        When the session ended without us (the peer hung up, went silent, or the keys differ), a message sent
+        before ``next_event()`` handed out the event that says so is dropped: that event is the news, and a
+        game loop need not guard every ``send``. Once it was handed out, or after ``end()``, sending raises.
+
+        Raises:
+            TypeError: ``data`` is not bytes (a ``str``: encode it, or use :meth:`send_message`).
+            MessageTooLarge: ``data`` is too large for ``lane``.
+            LocalProtocolError: the session ended (and ``next_event()`` said so, or we ended it), or ``lane``
+                is not a ``Lane``.
+        """
+        data, lane = message_and_lane(data, lane)
+        if not self.channel.channel.is_open and not (self._told_end or self._ending):
+            require_bytes(data)
+            return
+        self.channel.send(data, lane)
 
     def send_message(self, obj: Any, lane: Lane | int = Lane.RELIABLE) -> None:
-        """Send a msgpack-encoded game message."""
-        self.channel.send(lane, pack_message(obj))
+        """Send a msgpack-encoded game message (read it with ``unpack_message_untrusted``), as :meth:`send`."""
+        self.send(pack_message(obj), lane)
 
     @property
     def stats(self) -> ChannelStats:
         return self.channel.stats
 
     async def next_event(self) -> ChannelEvent | SessionEvent:
-        return await self._queue.get()
+        """The next channel event (``MessageReceived``, ``Interrupted`` ...) or ``SessionEnded``, oldest first."""
+        event = await self._queue.get()
+        if isinstance(event, ENDING_EVENTS):
+            self._told_end = True
+        return event
 
     async def end(self, reason: str | None = None, *, linger_s: float = DEFAULT_LINGER_S) -> None:
         """Hang up: deliver what is queued, CLOSE the channel, BYE to the peer, ``terminated`` to our server.
@@ -709,7 +735,7 @@ class GameClient:
             else:
                 if event.by_peer:
                     session.channel.drain()  # what the peer sent before its BYE comes before the end
-                    session.channel.close(event.reason)
+                    session.channel.close(event.reason, by_peer=True)  # its CLOSE may be lost or behind
                 session.ended.set()
                 session._deliver(event)
 
@@ -720,7 +746,6 @@ class GameClient:
         path = self._core.take_path(event.call_id)
         sock = self._core.take_channel_socket(event.call_id)
         params = event.channel_params
-        assert isinstance(params, ChannelParams)
         if path is not None and path.peer_address is not None:
             params = replace(params, peer_addr=path.peer_address)  # the pair ICE nominated
         out, inbound = self._simulator or (None, None)
@@ -782,10 +807,11 @@ class GameClient:
         assert self._on_invite is not None
         try:
             decision = await self._on_invite(invite)
-        except Exception as exc:  # noqa: BLE001 - re-raised from next_session()
-            # declined, and raised to the application from next_session(): a bug in the handler is not news
-            # for the log only
-            log.warning("on_invite handler failed: %r; declined with 500", exc)
+        except Exception as exc:
+            # declined, logged with its traceback, and raised to the application from next_session(): a bug in
+            # the handler must not pass unseen
+            log.error("on_invite handler raised for %s; declined with 500, next_session() raises it", invite.call_id,
+                      exc_info=exc)
             await invite.decline(500, "invite handler failed")
             self._accepted.put_nowait(exc)
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError
 from gamesdk.sip.timers import TimerConfig
 from gamesdk.trace import trace_default
@@ -15,14 +16,14 @@ __all__ = ["ClientConfig", "parse_server_address", "parse_server_transport"]
 TRANSPORTS = ("udp", "tls")
 
 
-def parse_server_transport(text: str) -> tuple[str, tuple[str, int]]:
+def parse_server_transport(text: str) -> tuple[str, Address]:
     """Parse ``udp:HOST:PORT``, ``tls:HOST:PORT`` or ``HOST:PORT`` (UDP) into ``(transport, (host, port))``."""
     lowered = text.lower()
     transport = next((t for t in TRANSPORTS if lowered.startswith(f"{t}:")), "udp")
     return transport, parse_server_address(text)
 
 
-def parse_server_address(text: str) -> tuple[str, int]:
+def parse_server_address(text: str) -> Address:
     """Parse ``udp:HOST:PORT``, ``tls:HOST:PORT`` or ``HOST:PORT`` (IPv6 as ``[::1]:5060``) into ``(host, port)``."""
     lowered = text.lower()
     rest = text[4:] if lowered.startswith(("udp:", "tls:")) else text
@@ -53,7 +54,7 @@ class ClientConfig:
     username: str
     password: str
     domain: str
-    server: tuple[str, int] | str
+    server: Address | str
     transport: str = "udp"
     ca: str | Path | None = None
     server_name: str | None = None
@@ -135,7 +136,7 @@ class ClientConfig:
         return self.verify_identity if self.verify_identity is not None else self.identity_trust is not None
 
     @property
-    def server_address(self) -> tuple[str, int]:
+    def server_address(self) -> Address:
         """``server`` as ``(host, port)`` (typed for readers; it always is one after construction)."""
         assert isinstance(self.server, tuple)
         return self.server

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gamesdk.address import Address
+from gamesdk.channel.config import ChannelParams
 from gamesdk.channel.events import (
     ChannelClosed,
     ChannelEstablished,
@@ -19,6 +21,7 @@ from gamesdk.channel.events import (
     Disconnected,
     Interrupted,
     MessageReceived,
+    PathChanged,
     QosRestored,
     QosViolation,
     Resumed,
@@ -40,6 +43,7 @@ __all__ = [
     "InviteReceived",
     "InviteRequested",
     "MessageReceived",
+    "PathChanged",
     "PresenceChanged",
     "QosRestored",
     "QosViolation",
@@ -174,7 +178,7 @@ class Agreement:
     #: Raw ``P-Media-Authorization`` tokens of the 2xx (RFC 3313), in header order.
     tokens: tuple[str, ...] = ()
     #: The peer's game channel address.
-    peer_addr: tuple[str, int] = ("", 0)
+    peer_addr: Address = ("", 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,8 +187,9 @@ class SessionEstablished(SessionEvent):
 
     call_id: str
     agreement: Agreement
-    #: Everything the game channel needs (``gamesdk.channel.ChannelParams``).
-    channel_params: object = field(repr=False)
+    #: Everything the game channel needs: keys, session ids, the peer's address (``gamesdk.lowlevel.ChannelParams``;
+    #: the clients open the channel from it, a program driving ``gamesdk.lowlevel.UserAgent`` opens its own).
+    channel_params: ChannelParams = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

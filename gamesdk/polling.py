@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Unpack
 
-from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
+from gamesdk.address import Address
+from gamesdk.channel.config import ChannelConfig, Lane
 from gamesdk.channel.connection import Channel
-from gamesdk.channel.events import ChannelEvent, Disconnected
+from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected, SecurityError
+from gamesdk.channel.lanes import message_and_lane, require_bytes
 from gamesdk.channel.messages import pack_message
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
@@ -31,7 +33,7 @@ from gamesdk.events import (
     SessionEvent,
 )
 from gamesdk.io.channel_poll import PollChannel
-from gamesdk.io.player_sockets import Address, PlayerSockets, channel_config_for
+from gamesdk.io.player_sockets import PlayerSockets, channel_config_for
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import UserAgent
@@ -48,6 +50,9 @@ MAX_READS_PER_POLL = 256
 
 #: Withdrawn invitations remembered for a clear error from a late ``accept()``.
 MAX_REMEMBERED_WITHDRAWALS = 64
+
+#: Events after which the application knows its session's channel is gone (see ``PollingSession.send``).
+ENDING_EVENTS = (ChannelClosed, Disconnected, SecurityError, SessionEnded)
 
 #: How long ``end()`` lingers by default for the peer to acknowledge the reliable lane before the BYE.
 DEFAULT_LINGER_S = 1.0
@@ -71,12 +76,33 @@ class PollingSession:
         #: Channel events read on the session's behalf (at the peer's BYE, while lingering), handed out by
         #: the next ``poll``.
         self._pending: list[ChannelEvent] = []
+        #: True once the application was told the session or its channel ended (an event from ``poll``), or
+        #: ended it itself.
+        self._told_end = False
 
     def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
-        self.channel.send(lane, data)
+        """Queue ``data`` (bytes) on ``lane`` (reliable by default); it leaves at ``flush(now)`` or the next poll.
+
+        When the session ended without us (the peer hung up, went silent, or the keys differ), a message sent
+        before a ``poll`` returned the event that says so (``SessionEnded`` from the client's, ``Disconnected``
+        / ``ChannelClosed`` from the session's) is dropped: that event is the news. Afterwards, or after
+        ``end()``, sending raises.
+
+        Raises:
+            TypeError: ``data`` is not bytes (a ``str``: encode it, or use :meth:`send_message`).
+            MessageTooLarge: ``data`` is too large for ``lane``.
+            LocalProtocolError: the session ended (and a poll said so, or we ended it), or ``lane`` is not a
+                ``Lane``.
+        """
+        data, lane = message_and_lane(data, lane)
+        if not self.channel.channel.is_open and not self._told_end:
+            require_bytes(data)
+            return
+        self.channel.send(data, lane)
 
     def send_message(self, obj: Any, lane: Lane | int = Lane.RELIABLE) -> None:
-        self.channel.send(lane, pack_message(obj))
+        """Send a msgpack-encoded game message (read it with ``unpack_message_untrusted``), as :meth:`send`."""
+        self.send(pack_message(obj), lane)
 
     def flush(self, now: float) -> None:
         """Send what this frame queued now instead of at the next ``poll``."""
@@ -89,9 +115,13 @@ class PollingSession:
         """
         events = self._pending
         self._pending = []
+        if any(isinstance(event, ENDING_EVENTS) for event in events):
+            self._told_end = True
         if self.ended:
             return events
         events += self.channel.poll(now)
+        if any(isinstance(event, ENDING_EVENTS) for event in events):
+            self._told_end = True
         if self._client._trace:
             for event in events:
                 trace_log.info("session %s: %r", self.call_id, event)
@@ -126,6 +156,7 @@ class PollingSession:
         0 closes at once); keep calling ``client.poll(now)`` (it drives a lingering session) and the BYE
         leaves when the channel has closed; ``SessionEnded`` then comes out of ``client.poll``.
         """
+        self._told_end = True
         self._client._end(self, now, reason, linger_s)
 
 
@@ -226,7 +257,7 @@ class PollingClient:
         self._core.agent.decline_invite_request(refer_id, now, reason)
         self._transmit()
 
-    def decline(self, call_id: str, now: float, *, status: int = 603, reason: str = "Declined") -> None:
+    def decline(self, call_id: str, now: float, status: int = 603, reason: str = "Declined") -> None:
         """Refuse an invitation (603 Decline, 486 Busy Here ...); nothing to do if it was withdrawn."""
         if call_id in self._withdrawn:
             return
@@ -294,19 +325,20 @@ class PollingClient:
             elif isinstance(event, SessionEnded):
                 session = self.sessions.pop(event.call_id, None)
                 self._lingering.pop(event.call_id, None)
+                if session is not None:
+                    session._told_end = True  # returned from this poll
                 if session is not None and not session.ended:
                     session.ended = True
                     if event.by_peer:
                         # what the peer sent before its BYE is read first, and handed out before the end
                         session._pending += session.channel.poll(now)
-                        session._pending += session.channel.close(now, event.reason)
+                        session._pending += session.channel.close(now, event.reason, by_peer=True)
             out.append(event)
         self._transmit()
         return out
 
     def _open(self, event: SessionEstablished, now: float) -> None:
         params = event.channel_params
-        assert isinstance(params, ChannelParams)
         out, inbound = self._simulator or (None, None)
         path = self._core.take_path(event.call_id)
         if path is not None and path.peer_address is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gamesdk.address import Address
 from gamesdk.errors import GameSdkError
 from server.relay import RelayConfig, parse_relay
 from server.tls_config import TRANSPORTS, TlsConfig, parse_tls, tls_path
@@ -61,7 +62,7 @@ class ListenAddress:
     port: int
 
     @property
-    def addr(self) -> tuple[str, int]:
+    def addr(self) -> Address:
         return (self.host, self.port)
 
     def __str__(self) -> str:
@@ -175,7 +176,7 @@ class ServerConfig:
     #: The local control socket of ``gamesdk-server ctl`` (``[control] socket``); None = ``<database>.ctl``.
     control_socket: Path | None = None
     #: The address written into Via and pings when the server listens on a wildcard (``region.advertise``).
-    advertise: tuple[str, int] | None = None
+    advertise: Address | None = None
     #: "auto" (uvloop when installed, else asyncio), "asyncio" or "uvloop" (research/perf.md: uvloop passes
     #: about 1.4x the datagrams of the default loop).
     event_loop: str = "auto"
@@ -197,7 +198,7 @@ class ServerConfig:
     relay: RelayConfig | None = None
 
     @property
-    def advertised(self) -> tuple[str, int]:
+    def advertised(self) -> Address:
         """Host and port that others reach this server at (Via sent-by, pings): ``region.advertise`` or the
         UDP listen address."""
         return self.advertise or (self.listen.host, self.listen.port)
@@ -367,7 +368,7 @@ def _domain(table: Mapping[str, Any], key: str, path: str) -> str:
     return domain
 
 
-def _advertise(region: Mapping[str, Any], listen: ListenAddress) -> tuple[str, int] | None:
+def _advertise(region: Mapping[str, Any], listen: ListenAddress) -> Address | None:
     """``region.advertise`` = "HOST" or "HOST:PORT" (IPv6 in brackets); required for a wildcard listen."""
     wildcard = listen.host in ("0.0.0.0", "::")
     if "advertise" not in region:

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Headers, Request, Response
@@ -25,7 +26,6 @@ __all__ = ["FederationTable", "PeerState"]
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 
 #: A ping not answered within this many seconds counts as lost (and its late answer is ignored).
 PING_TIMEOUT_S = 5.0
@@ -38,7 +38,7 @@ MIN_RTT_WINDOW_S = 300.0
 @dataclass(slots=True)
 class PeerState:
     domain: str
-    address: Addr
+    address: Address
     #: Smoothed round-trip time in seconds (RFC 6298), None until the first answer. Includes queueing: monitoring.
     rtt_s: float | None = None
     last_rtt_s: float | None = None
@@ -86,9 +86,9 @@ class PeerState:
 class FlowLookup(Protocol):
     """What the federation asks the TLS driver (server.transport_tls.TlsTransport)."""
 
-    def came_over_flow(self, addr: Addr) -> bool: ...
+    def came_over_flow(self, addr: Address) -> bool: ...
 
-    def peer_of(self, addr: Addr) -> PeerConfig | None: ...
+    def peer_of(self, addr: Address) -> PeerConfig | None: ...
 
 
 class FederationTable:
@@ -102,7 +102,7 @@ class FederationTable:
         self.ids = ids
         self.interval_s = interval_s
         self._by_domain: dict[str, PeerState] = {}
-        self._by_addr: dict[Addr, PeerState] = {}
+        self._by_addr: dict[Address, PeerState] = {}
         #: Peers reached over tls: are authenticated by certificate only (see authenticated_peer).
         self._tls_domains = {p.domain for p in peers if p.address.transport == "tls"}
         #: The TLS flows (set by the driver): which peer a connection authenticated as.
@@ -114,7 +114,7 @@ class FederationTable:
 
     # -- the table -----------------------------------------------------------------------------------------
 
-    def set_peer(self, domain: str, address: Addr) -> None:
+    def set_peer(self, domain: str, address: Address) -> None:
         """Add a peer or move it to a new address (tests start regions on free ports)."""
         domain = domain.lower()
         old = self._by_domain.get(domain)
@@ -142,11 +142,11 @@ class FederationTable:
     def by_domain(self, domain: str) -> PeerState | None:
         return self._by_domain.get(domain)
 
-    def by_address(self, address: Addr) -> PeerState | None:
+    def by_address(self, address: Address) -> PeerState | None:
         """The peer configured at ``address`` (where its server is reached)."""
         return self._by_addr.get(address)
 
-    def authenticated_peer(self, source: Addr) -> PeerState | None:
+    def authenticated_peer(self, source: Address) -> PeerState | None:
         """The peer a message came from, if the way it came proves it (requests from peers are accepted as
         already authenticated): a TLS flow whose certificate is the peer's, or, for a peer configured over
         ``udp:``, its address. A datagram that merely comes from a TLS peer's address proves nothing."""
@@ -167,15 +167,21 @@ class FederationTable:
 
     # -- pings ---------------------------------------------------------------------------------------------
 
+    def ping_now(self) -> None:
+        """Make the next pings due at once: a fresh transit sample (after a restart, or before calls that need
+        one free of the queueing a busy start-up adds)."""
+        if self._by_domain:
+            self._next_ping = 0.0
+
     def get_timer(self) -> float | None:
         return self._next_ping
 
-    def handle_timer(self, now: float) -> list[tuple[bytes, Addr]]:
+    def handle_timer(self, now: float) -> list[tuple[bytes, Address]]:
         """Send the due pings; returns the datagrams."""
         if self._next_ping is None or now < self._next_ping:
             return []
         self._next_ping = now + self.interval_s
-        out: list[tuple[bytes, Addr]] = []
+        out: list[tuple[bytes, Address]] = []
         for peer in self._by_domain.values():
             for branch, sent_at in list(peer.pending.items()):
                 if now - sent_at > PING_TIMEOUT_S:

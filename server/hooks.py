@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from gamesdk.address import Address
 from gamesdk.sip.message import Request, Response, response_for
 from server.location import Binding
 
-__all__ = ["Addr", "CallInfo", "InviteVerdict", "NullPolicy", "PolicyHooks", "PolicyQuery", "QueryAnswer"]
+__all__ = ["CallInfo", "InviteVerdict", "NullPolicy", "PolicyHooks", "PolicyQuery", "QueryAnswer"]
 
-Addr = tuple[str, int]
-Out = list[tuple[bytes, Addr]]
+Out = list[tuple[bytes, Address]]
 T = TypeVar("T")
 
 
@@ -52,8 +52,8 @@ class CallInfo:
     #: ``caller_local``), the callee's from its registration (only when ``callee_local``).
     caller_network: str | None
     callee_network: str | None
-    caller_address: Addr | None
-    callee_address: Addr | None
+    caller_address: Address | None
+    callee_address: Address | None
     #: The federated region on the other side, if any (for transit latency).
     peer_domain: str | None
     #: The offer as received (the proxy never changes it).
@@ -108,7 +108,7 @@ class PolicyHooks(Protocol):
 
     def invite_failed(self, call: CallInfo, status: int, now: float) -> None: ...
 
-    def publish_received(self, request: Request, user: str, source: Addr,
+    def publish_received(self, request: Request, user: str, source: Address,
                          now: float) -> Response | PolicyQuery[Response]: ...
 
     def bindings_removed(self, bindings: Sequence[Binding], now: float) -> PolicyQuery[None] | None: ...
@@ -130,7 +130,7 @@ class NullPolicy:
     def invite_failed(self, call: CallInfo, status: int, now: float) -> None:
         return None
 
-    def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response:
+    def publish_received(self, request: Request, user: str, source: Address, now: float) -> Response:
         return response_for(request, 501, "PUBLISH not served without a policy component", to_tag="nopolicy")
 
     def bindings_removed(self, bindings: Sequence[Binding], now: float) -> PolicyQuery[None] | None:

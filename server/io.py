@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gamesdk.address import Address
 from gamesdk.identity import IdentitySigner
 from server.accounts import AccountStore
 from server.config import ConfigError, ServerConfig
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 trace = logging.getLogger("server.trace")
 trace_full = logging.getLogger("server.trace.full")
 
-Addr = tuple[str, int]
 
 #: How often changed registrations are handed to the writer thread (and always at shutdown): a crash (SIGKILL,
 #: power) loses at most this much; a SIGTERM loses nothing the database takes within 5 s.
@@ -109,7 +109,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self._rearm()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        source: Addr = (addr[0], addr[1])
+        source: Address = (addr[0], addr[1])
         if self.tracing:
             self._trace("in", data, source)
         node = self.node
@@ -120,7 +120,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
             self._ask_policy()
         self._rearm()
 
-    def stream_received(self, data: bytes, source: Addr, now: float) -> list[tuple[bytes, Addr]]:
+    def stream_received(self, data: bytes, source: Address, now: float) -> list[tuple[bytes, Address]]:
         """A message framed on a TLS flow: handled as a datagram from the flow's address."""
         if self.tracing:
             self._trace("in", data, source)
@@ -140,7 +140,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def _send(self, out: list[tuple[bytes, Addr]], udp_source: Addr | None = None) -> None:
+    def _send(self, out: list[tuple[bytes, Address]], udp_source: Address | None = None) -> None:
         """Send over UDP, or over the TLS flow at the destination; what answers a datagram from ``udp_source``
         goes back over UDP even when a TLS peer is configured at that very address (a forged source)."""
         transport = self.transport
@@ -155,7 +155,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
                 continue
             transport.sendto(data, dest)
 
-    def _trace(self, direction: str, data: bytes, addr: Addr) -> None:
+    def _trace(self, direction: str, data: bytes, addr: Address) -> None:
         trace.debug('%s peer=%s:%d len=%d call-id=%s "%s"', direction, addr[0], addr[1], len(data), _call_id(data),
                     _first_line(data))
         if trace_full.isEnabledFor(logging.DEBUG):
@@ -262,11 +262,11 @@ class EmbeddedServer:
         self.protocol: ServerProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.address: Addr = (self._host, self._port)
+        self.address: Address = (self._host, self._port)
         #: True when ``run --log-level`` set the level: a reload then leaves it alone.
         self.log_level_fixed = False
         #: The TLS listener's address once started (None without a tls: listen address).
-        self.tls_address: Addr | None = None
+        self.tls_address: Address | None = None
         # A region on port 0 (tests, the demo) takes a free TLS port too.
         self._tls_port: int | None = None if port is None else 0
 
@@ -288,7 +288,7 @@ class EmbeddedServer:
 
     # -- in a running loop ---------------------------------------------------------------------------------
 
-    async def start(self) -> Addr:
+    async def start(self) -> Address:
         """Bind and start serving in the running loop; returns the bound (host, port)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -356,7 +356,7 @@ class EmbeddedServer:
             self.web = site
         return self.address
 
-    def send(self, datagrams: list[tuple[bytes, Addr]]) -> None:
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
         """Send datagrams the node produced outside a datagram or timer callback (the web site's REFERs)."""
         protocol = self.protocol
         if protocol is None:
@@ -364,7 +364,7 @@ class EmbeddedServer:
         protocol._send(datagrams)
         protocol._rearm()
 
-    def set_peer(self, domain: str, address: Addr) -> None:
+    def set_peer(self, domain: str, address: Address) -> None:
         """Point the federation entry of ``domain`` at ``address`` (thread-safe when running in a thread)."""
         node = self.node
         if node is None:
@@ -388,6 +388,22 @@ class EmbeddedServer:
                 if self.protocol.streams is not None:
                     self.protocol.streams.set_peer_address(domain, address)
                 self.protocol._rearm()
+
+    def ping_peers(self) -> None:
+        """Send an OPTIONS ping to every federated peer now (thread-safe when running in a thread)."""
+        node = self.node
+        if node is None:
+            raise RuntimeError("start the server first")
+
+        def apply() -> None:
+            node.federation.ping_now()
+            if self.protocol is not None:
+                self.protocol._rearm()
+
+        if self._thread is not None and self._loop is not None and threading.current_thread() is not self._thread:
+            self._loop.call_soon_threadsafe(apply)
+        else:
+            apply()
 
     # -- registrations kept across restarts -----------------------------------------------------------------
 
@@ -514,7 +530,7 @@ class EmbeddedServer:
 
     # -- in a background thread ----------------------------------------------------------------------------
 
-    def start_in_thread(self, timeout_s: float = 10.0) -> Addr:
+    def start_in_thread(self, timeout_s: float = 10.0) -> Address:
         """Run the server on its own event loop in a daemon thread; returns the bound address when ready."""
         ready = threading.Event()
         failure: list[BaseException] = []

@@ -14,6 +14,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from gamesdk.address import Address
 from server.config import AccessNetworkRef
 
 __all__ = ["AccessNetworkMap", "Binding", "LocationService", "is_ip_literal"]
@@ -46,20 +47,20 @@ class Binding:
     contact: str
     expires_at: float
     #: The address the REGISTER came from (its IP decides the access network).
-    source: tuple[str, int]
+    source: Address
     access_network: str | None
     call_id: str
     cseq: int
     registered_at: float
 
     #: Where requests for the player are sent: the first Path hop, else the Contact's IP and port, else ``source``.
-    target: tuple[str, int] | None = None
+    target: Address | None = None
     #: The REGISTER's Path header values (RFC 3327): proxies between us and the player (an edge), put as Route
     #: on every request for the player so they stay on the path.
     path: tuple[str, ...] = ()
 
     @property
-    def next_hop(self) -> tuple[str, int]:
+    def next_hop(self) -> Address:
         return self.target or self.source
 
     def expires_in(self, now: float) -> int:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.ice.stun import binding_response, is_stun
 from gamesdk.identity import IdentitySigner
@@ -54,8 +55,7 @@ __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
-Datagrams = list[tuple[bytes, Addr]]
+Datagrams = list[tuple[bytes, Address]]
 
 #: Methods this server knows (RFC 3261, 3262, 3265/6665, 3311, 3428, 3515, 3903, 6086): the ones its Allow header
 #: lists. Others get 501.
@@ -68,9 +68,9 @@ _UAS_CACHE_S = 32.0
 class FlowInfo(Protocol):
     """What the node asks the TLS driver (:class:`server.transport_tls.TlsTransport`)."""
 
-    def came_over_flow(self, addr: Addr) -> bool: ...
+    def came_over_flow(self, addr: Address) -> bool: ...
 
-    def peer_of(self, addr: Addr) -> PeerConfig | None: ...
+    def peer_of(self, addr: Address) -> PeerConfig | None: ...
 
 
 class AccountLookup(Protocol):
@@ -165,7 +165,7 @@ class RegionalServer:
         #: which peer region a flow authenticated as.
         self.flows: FlowInfo | None = None
         # Answers held back by the authentication throttle: (when, seq, data, addr).
-        self._delayed: list[tuple[float, int, bytes, Addr]] = []
+        self._delayed: list[tuple[float, int, bytes, Address]] = []
         self._delayed_seq = 0
         #: Set by :meth:`drain`: new requests get 503 + Retry-After, transactions under way finish.
         self.draining = False
@@ -185,7 +185,7 @@ class RegionalServer:
         self.drain_retry_after_s = retry_after_s
         self.drain_quiet_udp = quiet_udp
 
-    def client_of(self, request: Request, addr: Addr) -> str:
+    def client_of(self, request: Request, addr: Address) -> str:
         """The address failed logins are counted under: the source, or for a request from one of
         ``[auth] trusted_proxies`` the client it reports (its Via below the proxy's: ``received``, else the
         sent-by host), so one abuser behind an edge gets blocked, not the edge and everyone behind it."""
@@ -274,7 +274,7 @@ class RegionalServer:
         if query is not None:
             self.queries.append(query)
 
-    def handle_datagram(self, data: bytes, addr: Addr, now: float) -> Datagrams:
+    def handle_datagram(self, data: bytes, addr: Address, now: float) -> Datagrams:
         """Process one received datagram; returns the datagrams to send."""
         out: Datagrams = []
         self.stats.datagrams_in += 1
@@ -327,7 +327,7 @@ class RegionalServer:
 
     # -- dispatch --------------------------------------------------------------------------------------------
 
-    def _handle(self, data: bytes, addr: Addr, now: float, out: Datagrams) -> None:
+    def _handle(self, data: bytes, addr: Address, now: float, out: Datagrams) -> None:
         if data and data[0] < 4:
             # STUN shares the SIP port (RFC 7983: first byte 0-3; SIP starts with a letter or CR/LF), so a player
             # learns its server-reflexive address from the server it registers with and keeps the mapping open.
@@ -377,7 +377,7 @@ class RegionalServer:
                 self.send_unverified(response_for(message, exc.status_hint, _reason(exc.message),
                                                   to_tag=self.ids.tag()).to_bytes(), addr, len(data), now, out)
 
-    def _on_response(self, response: Response, addr: Addr, now: float, out: Datagrams) -> None:
+    def _on_response(self, response: Response, addr: Address, now: float, out: Datagrams) -> None:
         try:
             method = response.cseq.method
             if method == "OPTIONS" and self.federation.handle_response(response, now):
@@ -409,12 +409,12 @@ class RegionalServer:
             self.stats.dropped += 1
             log.info("node: response from %s:%d dropped: %s", addr[0], addr[1], exc.message)
 
-    def transport_of(self, addr: Addr) -> str:
+    def transport_of(self, addr: Address) -> str:
         """``"tls"`` for a message that came over a TLS flow, else ``"udp"``."""
         flows = self.flows
         return "tls" if flows is not None and flows.came_over_flow(addr) else "udp"
 
-    def _transport_refused(self, request: Request, addr: Addr) -> bool:
+    def _transport_refused(self, request: Request, addr: Address) -> bool:
         """True when the region's [tls] player_transports excludes the transport a player's request came over."""
         allowed = self.config.tls.player_transports
         if len(allowed) == len(TRANSPORTS) or self.transport_of(addr) in allowed:
@@ -422,7 +422,7 @@ class RegionalServer:
         return self.federation.authenticated_peer(addr) is None
 
 
-    def send_unverified(self, data: bytes, addr: Addr, request_size: int, now: float, out: Datagrams,
+    def send_unverified(self, data: bytes, addr: Address, request_size: int, now: float, out: Datagrams,
                         delay_s: float = 0.0) -> bool:
         """Send an answer to a source that has not authenticated: once (never retransmitted), only within its
         rate limit, and only when at most 3x the request's size (DESIGN section 10). False if not sent."""
@@ -439,7 +439,7 @@ class RegionalServer:
             out.append((data, addr))
         return True
 
-    def _on_request(self, request: Request, addr: Addr, now: float, out: Datagrams, size: int) -> None:
+    def _on_request(self, request: Request, addr: Address, now: float, out: Datagrams, size: int) -> None:
         method = request.method
         if method != "ACK" and self._transport_refused(request, addr):
             self.stats.dropped += 1
@@ -486,7 +486,7 @@ class RegionalServer:
         key = _server_key(request, method)
         return key not in self.proxy.server_txs and key not in self._uas_answers
 
-    def _uas_request(self, request: Request, addr: Addr, now: float, out: Datagrams, size: int) -> None:
+    def _uas_request(self, request: Request, addr: Address, now: float, out: Datagrams, size: int) -> None:
         """Requests the server answers itself. Answers to authenticated requests are cached for retransmissions;
         challenges and refusals are sent statelessly, once, within the unverified-source limits."""
         key = _server_key(request, request.method)
@@ -545,7 +545,7 @@ class RegionalServer:
                 self._publication_seen(request, now, after)
         self._send_uas_answer(request, addr, key, response, verified, delay, after, now, out, size)
 
-    def _send_uas_answer(self, request: Request, addr: Addr, key: tuple[str, ...], response: Response,
+    def _send_uas_answer(self, request: Request, addr: Address, key: tuple[str, ...], response: Response,
                          verified: bool, delay: float, after: Datagrams, now: float, out: Datagrams,
                          size: int) -> None:
         mark_received(response.headers, request.top_via, addr)
@@ -564,7 +564,7 @@ class RegionalServer:
             out.append((data, addr))
         out.extend(after)
 
-    def _publish(self, request: Request, addr: Addr, now: float) -> tuple[Response | PolicyQuery[Response], bool]:
+    def _publish(self, request: Request, addr: Address, now: float) -> tuple[Response | PolicyQuery[Response], bool]:
         # PUBLISH goes to our event state compositor, so we challenge as a UAS (401, RFC 3261 section 22.2).
         outcome = self.login.authenticate(request, self.client_of(request, addr), now, proxy=False)
         if not isinstance(outcome, Authenticated):
@@ -595,7 +595,7 @@ class RegionalServer:
             self._in_match.discard(aor)
         self.presence.changed(aor, now, out)
 
-    def _subscribe(self, request: Request, addr: Addr, now: float, out: Datagrams) -> Response:
+    def _subscribe(self, request: Request, addr: Address, now: float, out: Datagrams) -> Response:
         """SUBSCRIBE to a player's presence. Who may watch: see server/presence.py (logged-in players of this
         region, players of peered regions)."""
         if request.to.tag is not None:

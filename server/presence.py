@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.session.requests import build_request
 from gamesdk.sip.ids import IdFactory
@@ -27,8 +28,7 @@ __all__ = ["PresenceAgent", "Subscription"]
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
-Datagrams = list[tuple[bytes, Addr]]
+Datagrams = list[tuple[bytes, Address]]
 
 #: Subscription lifetime bounds (RFC 6665 section 4.2.1.1: the notifier may shorten; 423 below the minimum).
 MIN_EXPIRES_S = 60
@@ -48,7 +48,7 @@ class Subscription:
     watcher: str
     watcher_tag: str
     local_tag: str
-    contact: Addr
+    contact: Address
     expires_at: float
     cseq: int = 0
     last_sent: PresenceStatus | None = None
@@ -57,7 +57,7 @@ class Subscription:
 @dataclass(slots=True)
 class _Outgoing:
     data: bytes
-    dest: Addr
+    dest: Address
     next_at: float
     interval: float
     give_up_at: float
@@ -68,13 +68,13 @@ class PresenceAgent:
     """Subscriptions of this region's players' watchers, and the NOTIFYs that keep them current."""
 
     domain: str
-    via: Addr
+    via: Address
     ids: IdFactory
     #: ``status_of(aor, now)``: the player's presence as the registrar and the publications say.
     status_of: Callable[[str, float], PresenceStatus]
     t1: float = 0.5
     subs: dict[tuple[str, str], Subscription] = field(default_factory=dict)
-    _outgoing: dict[tuple[str, int], _Outgoing] = field(default_factory=dict)
+    _outgoing: dict[Address, _Outgoing] = field(default_factory=dict)
 
     # -- SUBSCRIBE -----------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
@@ -40,7 +41,7 @@ from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, Polic
 from server.location import LocationService, is_ip_literal
 from server.loglimit import clip
 from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received
-from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
+from server.txn import ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
@@ -53,18 +54,18 @@ MAX_RELAYED_DIALOGS = 100_000
 
 #: Sends an answer to a source that has not authenticated (the node's rate limit and 3x rule):
 #: (data, addr, request size, now, out, delay) -> sent.
-Unverified = Callable[[bytes, Addr, int, float, Out, float], bool]
+Unverified = Callable[[bytes, Address, int, float, Out, float], bool]
 
 
 @dataclass(slots=True)
 class DialogParties:
     """A call this server set up: the addresses of its two sides (where each sends from and is reached at)."""
 
-    caller: frozenset[Addr]
-    callee: frozenset[Addr]
+    caller: frozenset[Address]
+    callee: frozenset[Address]
     expires_at: float
 
-    def allows(self, source: Addr, dest: Addr) -> bool:
+    def allows(self, source: Address, dest: Address) -> bool:
         """In-dialog traffic only between the two parties, in either direction."""
         return (source in self.caller and dest in self.callee) or (source in self.callee and dest in self.caller)
 
@@ -78,7 +79,7 @@ class Target:
     """Where a request goes: the new Request-URI text and the next hop's address."""
 
     uri: str
-    dest: Addr
+    dest: Address
     #: The callee is registered here (the location service found it).
     local: bool = False
     access_network: str | None = None
@@ -121,7 +122,7 @@ def _verdict_headers(verdict: InviteVerdict) -> tuple[tuple[str, str], ...]:
     return verdict.headers
 
 
-def _contact_addr(uri: SipUri | None) -> Addr | None:
+def _contact_addr(uri: SipUri | None) -> Address | None:
     if uri is None or not is_ip_literal(uri.host):
         return None
     return (uri.host.strip("[]"), uri.port or 5060)
@@ -185,7 +186,7 @@ class ProxyCore(TransactionSide):
         # sends them to its proxy) are relayed only within them. Least recently set up first, capped.
         self._dialogs: OrderedDict[str, DialogParties] = OrderedDict()
         #: The address failed logins count under (the node sets it: trusted edge proxies report their clients').
-        self.client_of: Callable[[Request, Addr], str] = lambda request, source: source[0]
+        self.client_of: Callable[[Request, Address], str] = lambda request, source: source[0]
         #: Calls set up since the driver last saved them (so a restart still relays their BYEs).
         self.opened_dialogs: list[tuple[str, DialogParties]] = []
         #: Policy queries emitted and not yet handed to the driver (the node shares this list).
@@ -214,14 +215,14 @@ class ProxyCore(TransactionSide):
         value = hash((request.uri, headers.get("From"), headers.get("To"), request.call_id, headers.get("CSeq")))
         return f"{value & 0xFFFFFFFFFFFF:012x}"
 
-    def _new_branch(self, loop_hash: str, back_to: Addr) -> str:
+    def _new_branch(self, loop_hash: str, back_to: Address) -> str:
         """Section 16.6 step 8, plus an HMAC over the branch and ``back_to`` (where a response to it goes next):
         stray responses are forwarded only with such a mark, so nobody else can aim them (finding: reflector)."""
         self._counter += 1
         body = f"{loop_hash}.{self._instance}{self._counter:x}"
         return f"{BRANCH_MAGIC_COOKIE}{body}.{self.branch_mark(body, back_to)}"
 
-    def branch_mark(self, body: str, back_to: Addr) -> str:
+    def branch_mark(self, body: str, back_to: Address) -> str:
         text = f"{body}|{back_to[0]}|{back_to[1]}".encode()
         return hmac.new(self._branch_key, text, hashlib.sha256).hexdigest()[:16]
 
@@ -230,7 +231,7 @@ class ProxyCore(TransactionSide):
 
     # -- requests ------------------------------------------------------------------------------------------
 
-    def handle_request(self, request: Request, source: Addr, now: float, out: Out, size: int = 0,
+    def handle_request(self, request: Request, source: Address, now: float, out: Out, size: int = 0,
                        unverified: Unverified | None = None) -> None:
         """A request to proxy (anything but REGISTER, PUBLISH and OPTIONS for the server itself).
 
@@ -285,7 +286,7 @@ class ProxyCore(TransactionSide):
             log.info("proxy: %s from %s:%d rejected: %s", method, source[0], source[1], clip(exc.message))
             self._answer(tx, exc.status_hint, exc.message, (), now, out)
 
-    def _stateless(self, request: Request, source: Addr, rej: _Reject, now: float, out: Out, size: int,
+    def _stateless(self, request: Request, source: Address, rej: _Reject, now: float, out: Out, size: int,
                    unverified: Unverified | None) -> None:
         """Answer without a transaction: once, never retransmitted (the client retransmits if it cares)."""
         response = response_for(request, rej.status, rej.reason, to_tag=self.ids.tag(), extra=rej.extra)
@@ -296,7 +297,7 @@ class ProxyCore(TransactionSide):
         else:
             unverified(data, source, size, now, out, rej.delay_s)
 
-    def _admit(self, request: Request, source: Addr, now: float, from_peer: bool) -> _Plan:
+    def _admit(self, request: Request, source: Address, now: float, from_peer: bool) -> _Plan:
         """Everything decided before any state is kept: validation (section 16.3), authentication of players,
         and for in-dialog requests the target and the dialog check. Raises :class:`_Reject`."""
         ruri = request.request_uri
@@ -338,7 +339,7 @@ class ProxyCore(TransactionSide):
                 raise _Reject(403, "In-dialog requests are relayed only within calls set up here")
         return _Plan(routes, route_popped, loop_hash, max_forwards, in_dialog, caller_local, from_peer, target)
 
-    def _route_new(self, tx: ServerTx, request: Request, source: Addr, now: float, out: Out, plan: _Plan) -> None:
+    def _route_new(self, tx: ServerTx, request: Request, source: Address, now: float, out: Out, plan: _Plan) -> None:
         method = request.method
         target = plan.target or self._resolve(request, request.request_uri, plan.routes, out_of_dialog=True,
                                               now=now, from_peer=plan.from_peer)
@@ -367,7 +368,7 @@ class ProxyCore(TransactionSide):
                 extra_headers = _verdict_headers(asked)
         self._forward_new(tx, request, source, now, out, plan, target, extra_headers)
 
-    def _invite_verdict(self, tx: ServerTx, request: Request, source: Addr, plan: _Plan, target: Target,
+    def _invite_verdict(self, tx: ServerTx, request: Request, source: Address, plan: _Plan, target: Target,
                         verdict: InviteVerdict, now: float, out: Out) -> None:
         """The policy's answer to a parked INVITE: forward it, or refuse it (unless it was cancelled meanwhile)."""
         if tx.final_status != 0 or self.server_txs.get(tx.key) is not tx:
@@ -384,7 +385,7 @@ class ProxyCore(TransactionSide):
             log.info("proxy: INVITE from %s:%d rejected: %s", source[0], source[1], clip(exc.message))
             self._answer(tx, exc.status_hint, exc.message, (), now, out)
 
-    def _forward_new(self, tx: ServerTx, request: Request, source: Addr, now: float, out: Out, plan: _Plan,
+    def _forward_new(self, tx: ServerTx, request: Request, source: Address, now: float, out: Out, plan: _Plan,
                      target: Target, extra_headers: tuple[tuple[str, str], ...]) -> None:
         method = request.method
         fwd = self._forward_copy(request, target, plan.route_popped, plan.max_forwards)
@@ -431,12 +432,12 @@ class ProxyCore(TransactionSide):
             fwd.headers.insert_first("Route", value)
         return fwd
 
-    def _push_via(self, headers: Headers, request: Request, source: Addr, branch: str) -> None:
+    def _push_via(self, headers: Headers, request: Request, source: Address, branch: str) -> None:
         """Section 16.6 step 8: note where the request came from in its Via, then put ours on top."""
         mark_received(headers, request.top_via, source)
         headers.insert_first("Via", self._via(branch))
 
-    def _authenticate(self, request: Request, source: Addr, now: float) -> str:
+    def _authenticate(self, request: Request, source: Address, now: float) -> str:
         outcome = self.login.authenticate(request, self.client_of(request, source), now, proxy=True)
         if isinstance(outcome, Challenge):
             if outcome.status == 407:
@@ -514,7 +515,7 @@ class ProxyCore(TransactionSide):
             raise _Reject(604, "Does Not Exist Anywhere (unknown domain)")
         raise _Reject(404, "Unknown domain")
 
-    def _may_relay(self, source: Addr, target: Target, call_id: str, now: float) -> bool:
+    def _may_relay(self, source: Address, target: Target, call_id: str, now: float) -> bool:
         """In-dialog requests and 2xx ACKs are not authenticated (RFC 3261 section 22.1 for ACK; there is no
         challenge in a dialog we are not part of). So they are relayed only within a call this server set up,
         and only from one of its two parties to the other (matched on IP address and port): never from a
@@ -563,7 +564,7 @@ class ProxyCore(TransactionSide):
             if parties.expires_at > now:
                 self._dialogs[call_id] = parties
 
-    def _address_of(self, uri: SipUri) -> Addr:
+    def _address_of(self, uri: SipUri) -> Address:
         host = uri.host.lower()
         peer = self.federation.by_domain(host)
         if peer is not None:
@@ -572,7 +573,7 @@ class ProxyCore(TransactionSide):
             return (host.strip("[]"), uri.port or 5060)
         raise _Reject(404, "Route to an unknown host")
 
-    def _call_info(self, request: Request, source: Addr, target: Target, caller_local: bool,
+    def _call_info(self, request: Request, source: Address, target: Target, caller_local: bool,
                    from_peer: bool) -> CallInfo:
         from_uri = request.from_.uri
         peer = target.peer_domain
@@ -598,7 +599,7 @@ class ProxyCore(TransactionSide):
 
     # -- ACK and CANCEL --------------------------------------------------------------------------------------
 
-    def _on_ack(self, request: Request, source: Addr, now: float, out: Out) -> None:
+    def _on_ack(self, request: Request, source: Address, now: float, out: Out) -> None:
         tx = self.server_txs.get(_server_key(request, "INVITE"))
         if tx is not None and tx.state in (ServerState.COMPLETED, ServerState.CONFIRMED):
             # The ACK for our non-2xx: it ends here (hop by hop, section 17.2.1); Timer I absorbs repeats.
@@ -630,7 +631,7 @@ class ProxyCore(TransactionSide):
         self.stats.stateless_acks += 1
         out.append((fwd.to_bytes(), target.dest))
 
-    def _on_cancel(self, request: Request, source: Addr, now: float, out: Out, size: int,
+    def _on_cancel(self, request: Request, source: Address, now: float, out: Out, size: int,
                    unverified: Unverified | None, from_peer: bool) -> None:
         key = _server_key(request, "CANCEL")
         tx = self.server_txs.get(key)

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from gamesdk.address import Address
 from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
@@ -30,14 +31,14 @@ from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
 from server.hooks import PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
-from server.txn import Addr, ClientState, ClientTx, ServerState, ServerTx, TimerHeap
+from server.txn import ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
 __all__ = ["Out", "ProxyStats", "TransactionSide"]
 
 log = logging.getLogger("server.proxy")
 
 
-Out = list[tuple[bytes, Addr]]
+Out = list[tuple[bytes, Address]]
 
 
 @dataclass(slots=True)
@@ -99,7 +100,7 @@ def _fill_rport(via_text: str, port: int) -> str:
         start = end
 
 
-def mark_received(headers: Headers, via: Via, source: Addr) -> None:
+def mark_received(headers: Headers, via: Via, source: Address) -> None:
     """Record in the top Via of ``headers`` where the request with top Via ``via`` really came from:
     ``received`` (RFC 3261 section 18.2.1) and the port in ``rport`` (RFC 3581 section 4).
 
@@ -142,7 +143,7 @@ class TransactionSide:
     def _dialog_opened(self, tx: ServerTx, response: Response, now: float) -> None:
         """Overridden by ProxyCore: an INVITE forwarded here got a 2xx (its in-dialog requests may follow)."""
 
-    def branch_mark(self, body: str, back_to: Addr) -> str:
+    def branch_mark(self, body: str, back_to: Address) -> str:
         """Overridden by ProxyCore: the HMAC mark of one of our branches."""
         raise NotImplementedError
 
@@ -217,7 +218,7 @@ class TransactionSide:
 
     # -- responses -------------------------------------------------------------------------------------------
 
-    def handle_response(self, response: Response, source: Addr, now: float, out: Out) -> bool:
+    def handle_response(self, response: Response, source: Address, now: float, out: Out) -> bool:
         """A response from downstream; False if it matches none of our client transactions."""
         via = response.top_via
         branch = via.branch
@@ -241,7 +242,7 @@ class TransactionSide:
             self._non_invite_response(ctx, response, status, now, out)
         return True
 
-    def forward_stray(self, response: Response, source: Addr, out: Out) -> bool:
+    def forward_stray(self, response: Response, source: Address, out: Out) -> bool:
         """Forward a response that matched no transaction statelessly by its Via (RFC 3261 sections 16.7, 16.11,
         18.2.2); False (the caller drops it) when the sanity checks fail."""
         vias = response.vias

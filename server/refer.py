@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request, Response, response_for
@@ -26,8 +27,7 @@ __all__ = ["REFER_HEADERS", "ReferAgent", "ReferProgress", "refer_to_uri"]
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
-Datagrams = list[tuple[bytes, Addr]]
+Datagrams = list[tuple[bytes, Address]]
 
 #: Refer-To URI header names for the game requirements, in the order they are written.
 REFER_HEADERS = ("Gsdk-Format", "Gsdk-Class", "Gsdk-Qos", "Gsdk-Bandwidth")
@@ -59,7 +59,7 @@ class ReferProgress:
 class _Refer:
     ref_id: str
     request: bytes
-    destination: Addr
+    destination: Address
     call_id: str
     from_tag: str
     started: float
@@ -130,7 +130,7 @@ class ReferAgent:
 
     # -- what comes back -------------------------------------------------------------------------------------------
 
-    def handle_response(self, response: Response, addr: Addr, now: float) -> bool:
+    def handle_response(self, response: Response, addr: Address, now: float) -> bool:
         """A response to one of our REFERs (True: consumed)."""
         try:
             if response.cseq.method != "REFER":
@@ -159,7 +159,7 @@ class ReferAgent:
     def owns(self, request: Request) -> bool:
         return request.method == "NOTIFY" and (request.headers.get("Call-ID") or "") in self._by_call
 
-    def handle_notify(self, request: Request, addr: Addr, now: float) -> Datagrams:
+    def handle_notify(self, request: Request, addr: Address, now: float) -> Datagrams:
         """A NOTIFY of one of our subscriptions (check :meth:`owns` first): progress, then 200 (or 481/400)."""
         ref = self._by_call.get(request.headers.get("Call-ID") or "")
         if ref is None or addr[0] != ref.destination[0]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.parser import StreamParser
 from server.config import PeerConfig, ServerConfig
@@ -31,10 +32,9 @@ __all__ = ["Flow", "TlsTransport", "client_context", "server_context"]
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 #: The node's entry point: (data, source, now) -> datagrams to send.
-Handler = Callable[[bytes, Addr, float], list[tuple[bytes, Addr]]]
-Sender = Callable[[list[tuple[bytes, Addr]]], None]
+Handler = Callable[[bytes, Address, float], list[tuple[bytes, Address]]]
+Sender = Callable[[list[tuple[bytes, Address]]], None]
 
 
 def server_context(config: ServerConfig) -> ssl.SSLContext:
@@ -92,7 +92,7 @@ class Flow(asyncio.Protocol):
     owner: TlsTransport
     outgoing_peer: PeerConfig | None = None
     transport: asyncio.Transport | None = None
-    address: Addr = ("", 0)
+    address: Address = ("", 0)
     names: frozenset[str] = frozenset()
     parser: StreamParser = field(default_factory=StreamParser)
     last_seen: float = 0.0
@@ -201,16 +201,16 @@ class TlsTransport:
         self.idle_timeout_s = tls.idle_timeout_s
         self.max_write_buffer = tls.max_write_buffer_bytes
         self.max_message_bytes = config.limits.max_message_bytes
-        self.flows: dict[Addr, Flow] = {}
-        self._current: Addr | None = None
+        self.flows: dict[Address, Flow] = {}
+        self._current: Address | None = None
         self._outgoing: dict[str, Flow] = {}
         self._peers_by_addr = {p.address.addr: p for p in config.peers if p.address.transport == "tls"}
         self._server: asyncio.base_events.Server | None = None
-        self.address: Addr | None = None
+        self.address: Address | None = None
         self.stats = {"accepted": 0, "refused_full": 0, "framing_errors": 0, "write_overflow": 0, "idle_closed": 0,
                       "connect_failed": 0}
 
-    async def listen(self, host: str, port: int) -> Addr:
+    async def listen(self, host: str, port: int) -> Address:
         ctx = server_context(self.config)
         self._server = await self.loop.create_server(
             lambda: Flow(self), host, port, ssl=ctx, ssl_handshake_timeout=self.config.tls.handshake_timeout_s,
@@ -219,7 +219,7 @@ class TlsTransport:
         self.address = sock.getsockname()[:2]
         return self.address
 
-    def set_peer_address(self, domain: str, address: Addr) -> None:
+    def set_peer_address(self, domain: str, address: Address) -> None:
         """A TLS peer moved (tests start regions on free ports): connect to ``address`` from now on."""
         for old_addr, peer in list(self._peers_by_addr.items()):
             if peer.domain == domain:
@@ -234,7 +234,7 @@ class TlsTransport:
 
     # -- the node's view -----------------------------------------------------------------------------------
 
-    def deliver(self, frame: bytes, source: Addr) -> None:
+    def deliver(self, frame: bytes, source: Address) -> None:
         # While the node works on it, this message is known to have come over the flow at ``source``: a UDP
         # datagram from the same (host, port) must not pass for it (UDP and TCP ports are separate spaces).
         self._current = source
@@ -245,15 +245,15 @@ class TlsTransport:
         if out:
             self._sender(out)
 
-    def is_flow(self, addr: Addr) -> bool:
+    def is_flow(self, addr: Address) -> bool:
         """A TLS connection is open with ``addr`` (where the node's messages to ``addr`` go)."""
         return addr in self.flows
 
-    def came_over_flow(self, addr: Addr) -> bool:
+    def came_over_flow(self, addr: Address) -> bool:
         """The message the node is handling now came over the TLS flow at ``addr`` (not as a UDP datagram)."""
         return self._current == addr
 
-    def peer_of(self, addr: Addr) -> PeerConfig | None:
+    def peer_of(self, addr: Address) -> PeerConfig | None:
         """The configured peer region the flow at ``addr`` authenticated as, or None."""
         flow = self.flows.get(addr)
         if flow is None:
@@ -265,7 +265,7 @@ class TlsTransport:
                 return peer
         return None
 
-    def send(self, data: bytes, dest: Addr) -> bool:
+    def send(self, data: bytes, dest: Address) -> bool:
         """Send over the flow at ``dest`` or to the TLS peer listening there; False when ``dest`` is neither."""
         flow = self.flows.get(dest)
         if flow is not None:

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from gamesdk.address import Address
 from gamesdk.sip.message import Request
 
-__all__ = ["Addr", "ClientState", "ClientTx", "ServerState", "ServerTx", "TimerHeap"]
-
-Addr = tuple[str, int]
+__all__ = ["ClientState", "ClientTx", "ServerState", "ServerTx", "TimerHeap"]
 
 
 class ServerState(Enum):
@@ -60,7 +59,7 @@ class ServerTx:
     key: tuple[str, ...]
     method: str
     request: Request
-    source: Addr
+    source: Address
     state: ServerState = ServerState.PROCEEDING
     #: Bytes of the last response sent upstream (answers retransmissions of the request).
     last_response: bytes | None = None
@@ -80,7 +79,7 @@ class ClientTx:
     branch: str
     method: str
     request: Request
-    dest: Addr
+    dest: Address
     state: ClientState = ClientState.CALLING
     #: Bytes of the forwarded request while Timer A/E may retransmit them.
     request_bytes: bytes | None = None

@@ -8,7 +8,6 @@ see ``Channel`` and docs/channel.md. Drivers live in ``gamesdk.io.channel_asynci
 from __future__ import annotations
 
 from gamesdk.channel.config import SUITES as SUITES
-from gamesdk.channel.config import Address as Address
 from gamesdk.channel.config import ChannelConfig as ChannelConfig
 from gamesdk.channel.config import ChannelParams as ChannelParams
 from gamesdk.channel.config import Lane as Lane
@@ -37,7 +36,6 @@ from gamesdk.channel.stats import ChannelStats as ChannelStats
 
 __all__ = [
     "SUITES",
-    "Address",
     "Channel",
     "ChannelClosed",
     "ChannelConfig",

@@ -10,12 +10,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError
 
-__all__ = ["SUITES", "Address", "ChannelConfig", "ChannelParams", "Lane", "PrivateKey", "Role"]
+__all__ = ["SUITES", "ChannelConfig", "ChannelParams", "Lane", "PrivateKey", "Role"]
 
-#: A UDP peer address as the socket module gives it: (host, port).
-Address = tuple[str, int]
 
 #: AEAD suites in `a=gsdk-sec` order, strongest (and default) first (DESIGN section 3).
 SUITES: tuple[str, ...] = ("chacha20-poly1305", "aes-256-gcm")

@@ -15,8 +15,9 @@ import enum
 import hmac
 from collections import deque
 
+from gamesdk.address import Address
 from gamesdk.channel import packet as wire
-from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
+from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
 from gamesdk.channel.crypto import AEAD_LIMITS, AEAD_TAG_BYTES, InvalidTag, PhaseKeys, derive_keys
 from gamesdk.channel.events import (
     ChannelClosed,
@@ -29,7 +30,7 @@ from gamesdk.channel.events import (
     SecurityError,
 )
 from gamesdk.channel.events import message_received as _message
-from gamesdk.channel.lanes import OutgoingLanes
+from gamesdk.channel.lanes import OutgoingLanes, message_and_lane, require_bytes
 from gamesdk.channel.pacing import TokenBucket
 from gamesdk.channel.paths import PathChallenges
 from gamesdk.channel.qos_monitor import IntervalMeter, QosMonitor
@@ -250,23 +251,35 @@ class Channel:
         """True while the channel may send and receive (CONFIRMING or ESTABLISHED)."""
         return self._alive
 
-    def send(self, lane: Lane | int, data: bytes) -> None:
-        """Queue one message; it goes out with the next ``datagrams_to_send()``.
+    def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
+        """Queue one message on ``lane``; it goes out with the next ``datagrams_to_send()``.
 
         Raises:
+            TypeError: ``data`` is not bytes (a ``str``: encode it, or send a game message with
+                ``pack_message``).
             MessageTooLarge: ``data`` exceeds ``max_unreliable_bytes`` (unreliable and sequenced lanes; above
                 ``unfragmented_bytes`` a message is cut into slices delivered all or nothing) or
                 ``ChannelConfig.max_message_bytes`` (reliable lane).
             LocalProtocolError: the channel is closed, or ``lane`` is not a ``Lane``.
         """
+        if isinstance(data, int):  # the pre-0.2 order, send(lane, data)
+            data, lane = message_and_lane(data, lane)
         if not self._alive:
+            require_bytes(data)  # misuse first: a str is refused the same way whatever the state
             raise LocalProtocolError(f"cannot send on a {self.state.value} channel")
         if self._closing is not None:
+            require_bytes(data)
             raise LocalProtocolError("cannot send on a closing channel (close() is waiting for acks)")
         self._lanes.push(lane, data)
 
-    def close(self, reason: str = "closed by application", *, now: float | None = None, linger_s: float = 0.0) -> None:
+    def close(
+        self, reason: str = "closed by application", *, now: float | None = None, linger_s: float = 0.0,
+        by_peer: bool = False,
+    ) -> None:
         """Close: send what is queued, then CLOSE ``close_copies`` times. Emits ``ChannelClosed(by_peer=False)``.
+
+        ``by_peer=True`` when the peer ended the session by other means (its BYE came before, or instead of,
+        its CLOSE): the ``ChannelClosed`` then says ``by_peer=True``, as the session's ``SessionEnded`` does.
 
         With ``linger_s > 0`` (and ``now``) the channel first lingers (GameNetworkingSockets' linger mode):
         it refuses new messages, keeps receiving, and keeps sending until every queued reliable message is
@@ -279,12 +292,12 @@ class Channel:
             self._closing = reason
             self._linger_until = now + linger_s
             return
-        self._finish_close(reason, self._last_send if now is None else now)
+        self._finish_close(reason, self._last_send if now is None else now, by_peer)
 
     def _has_queued(self) -> bool:
         return bool(self._unreliable_out or self._sequenced_out or self._slices_out)
 
-    def _finish_close(self, reason: str, now: float) -> None:
+    def _finish_close(self, reason: str, now: float, by_peer: bool = False) -> None:
         self._closing = None
         if self._has_queued() or self._reliable_out.busy:
             # the queued messages go first, so the peer reads them before the CLOSE
@@ -293,7 +306,7 @@ class Channel:
         for _ in range(self.config.close_copies):
             self._outbox.append(self._build(wire.PacketType.CLOSE, [frame], None, now))
         self.state = ChannelState.CLOSED
-        self._events.append(ChannelClosed(by_peer=False, reason=reason))
+        self._events.append(ChannelClosed(by_peer=by_peer, reason=reason))
 
     @property
     def closing(self) -> bool:

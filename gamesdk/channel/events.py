@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gamesdk.address import Address
 from gamesdk.channel.config import Lane
 from gamesdk.event import Event
 
@@ -91,8 +92,8 @@ class PathChanged(ChannelEvent):
     the channel now sends there. Authenticated packets from the new address started the check, so a spoofed
     or replayed packet cannot cause this."""
 
-    old_addr: tuple[str, int]
-    new_addr: tuple[str, int]
+    old_addr: Address
+    new_addr: Address
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ one) the CONFIRM frame besides the messages, so the limits below hold even in th
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 
 from gamesdk.channel import packet as wire
@@ -14,13 +15,38 @@ from gamesdk.channel.errors import MessageTooLarge
 from gamesdk.channel.reliability import ReliableSender
 from gamesdk.errors import LocalProtocolError
 
-__all__ = ["OutgoingLanes"]
+__all__ = ["OutgoingLanes", "message_and_lane", "require_bytes"]
 
 _UNRELIABLE = Lane.UNRELIABLE
 _SEQUENCED = Lane.SEQUENCED
 _RELIABLE = Lane.RELIABLE
 #: Reliable slice size (yojimbo's 1 KiB block fragments), smaller if the datagram budget demands it.
 RELIABLE_SLICE_BYTES = 1024
+
+
+def message_and_lane(data: object, lane: object, stacklevel: int = 3) -> tuple[bytes, Lane | int]:
+    """``send(data, lane)``'s arguments, with the pre-0.2 order ``send(lane, data)`` turned around.
+
+    The two orders cannot be confused: a message is bytes, a lane an int. The old order still works, with a
+    DeprecationWarning pointing at the caller, for one 0.x release.
+    """
+    if isinstance(data, int) and isinstance(lane, (bytes, bytearray, memoryview)):
+        warnings.warn(
+            "send(lane, data) is deprecated: the message comes first, send(data, lane)",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        return lane, data  # type: ignore[return-value]  # bytes-like; push() copies it to bytes
+    return data, lane  # type: ignore[return-value]  # push() checks both, with a message that says what to pass
+
+
+def require_bytes(data: object) -> None:
+    """Raise a ``TypeError`` that says what to pass when a message is not bytes (a ``str``, most often)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"send() takes bytes, got {type(data).__name__}: encode it first (text.encode()) or use "
+            "send_message(obj) for msgpack-encoded game messages"
+        )
 
 
 class OutgoingLanes:
@@ -48,11 +74,7 @@ class OutgoingLanes:
 
     def push(self, lane: Lane | int, data: bytes) -> None:
         """Queue one message; raises ``MessageTooLarge``, ``LocalProtocolError`` (unknown lane) or ``TypeError``."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"send() takes bytes, got {type(data).__name__}: encode it first (text.encode()) or use "
-                "send_message(obj) for msgpack-encoded game messages"
-            )
+        require_bytes(data)
         size = len(data)
         if lane == _UNRELIABLE or lane == _SEQUENCED:
             if size > self.unfragmented_bytes:

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections import OrderedDict
 
-from gamesdk.channel.config import Address
+from gamesdk.address import Address
 
 __all__ = ["CHALLENGE_BYTES", "PathChallenges"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError
 
 __all__ = ["NetworkSimulator", "SimulatorConfig", "SplitMix64"]
@@ -70,7 +71,7 @@ class NetworkSimulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self._rng = SplitMix64(config.seed)
-        self._queue: list[tuple[float, int, bytes, tuple[str, int]]] = []
+        self._queue: list[tuple[float, int, bytes, Address]] = []
         self._order = 0
         #: Counters, for tests and for comparing measured loss with the configured one.
         self.submitted = 0
@@ -78,7 +79,7 @@ class NetworkSimulator:
         self.duplicated = 0
         self.delivered = 0
 
-    def _schedule(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+    def _schedule(self, data: bytes, addr: Address, now: float) -> None:
         cfg = self.config
         delay = cfg.latency_s
         if cfg.jitter_s:
@@ -88,7 +89,7 @@ class NetworkSimulator:
         self._order += 1
         heapq.heappush(self._queue, (now + delay, self._order, data, addr))
 
-    def submit(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+    def submit(self, data: bytes, addr: Address, now: float) -> None:
         """Hand a datagram to the link at time ``now``."""
         self.submitted += 1
         cfg = self.config
@@ -104,9 +105,9 @@ class NetworkSimulator:
         """When the next datagram comes out, or ``None`` if the link is empty."""
         return self._queue[0][0] if self._queue else None
 
-    def due(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+    def due(self, now: float) -> list[tuple[bytes, Address]]:
         """Datagrams the link delivers by ``now``, in delivery order."""
-        out: list[tuple[bytes, tuple[str, int]]] = []
+        out: list[tuple[bytes, Address]] = []
         queue = self._queue
         while queue and queue[0][0] <= now:
             _, _, data, addr = heapq.heappop(queue)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from gamesdk.channel.config import Address, ChannelConfig, ChannelParams
+from gamesdk.address import Address
+from gamesdk.channel.config import ChannelConfig, ChannelParams
 from gamesdk.channel.connection import Channel
 from gamesdk.channel.crypto import generate_keypair, public_key_from_private, transcript_hash
 from gamesdk.channel.events import ChannelEvent

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from gamesdk.address import Address
 from gamesdk.ice import stun
 from gamesdk.ice.candidate import Candidate, candidate_priority, foundation_for
 from gamesdk.ice.servers import TurnServer
@@ -32,8 +33,6 @@ from gamesdk.ice.turn import TurnAllocation, TurnState
 
 __all__ = ["CandidatePair", "Connected", "ConsentLost", "ConsentRestored", "Failed", "IceAgent", "IceConfig",
            "IceEvent", "PairState"]
-
-Address = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,11 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 
 __all__ = ["TYPE_PREFERENCE", "Candidate", "candidate_priority", "foundation_for"]
 
-Address = tuple[str, int]
 
 #: Type preferences of RFC 8445 section 5.1.2.2's recommendation.
 TYPE_PREFERENCE = {"host": 126, "prflx": 110, "srflx": 100, "relay": 0}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from gamesdk.address import Address
+
 __all__ = ["RELAY_HEADER", "TurnServer", "parse_relay_header"]
 
 RELAY_HEADER = "Relay"
@@ -31,7 +33,7 @@ class TurnServer:
     expires_at: float = float("inf")
 
     @property
-    def address(self) -> tuple[str, int]:
+    def address(self) -> Address:
         return self.host, self.port
 
 

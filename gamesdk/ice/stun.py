@@ -12,6 +12,8 @@ import struct
 
 from aioice import stun
 
+from gamesdk.address import Address
+
 __all__ = [
     "COOKIE",
     "MAX_STUN_BYTES",
@@ -64,7 +66,7 @@ def unknown_required_attributes(data: bytes) -> list[int]:
     return unknown
 
 
-def binding_response(data: bytes, source: tuple[str, int], software: str = "") -> bytes | None:
+def binding_response(data: bytes, source: Address, software: str = "") -> bytes | None:
     """The answer of a stateless Binding responder (RFC 8489 section 6.3) to the datagram ``data`` from ``source``.
 
     A Binding request gets a success response with XOR-MAPPED-ADDRESS (= ``source``) and FINGERPRINT; one with an

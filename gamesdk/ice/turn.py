@@ -12,12 +12,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gamesdk.address import Address
 from gamesdk.ice import stun
 from gamesdk.ice.servers import TurnServer
 
 __all__ = ["TurnAllocation", "TurnState", "is_channel_data"]
 
-Address = tuple[str, int]
 
 #: UDP transport in REQUESTED-TRANSPORT (protocol number in the first byte).
 _UDP = 17 << 24

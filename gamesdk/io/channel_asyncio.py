@@ -17,9 +17,11 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
+from gamesdk.address import Address
+from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
 from gamesdk.channel.connection import Channel
 from gamesdk.channel.events import ChannelClosed, ChannelEvent, Disconnected, SecurityError
+from gamesdk.channel.lanes import message_and_lane
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
 from gamesdk.io.datagram_mux import DatagramMux
@@ -109,9 +111,10 @@ class AsyncChannel(asyncio.DatagramProtocol):
         host, port = self._transport.get_extra_info("sockname")[:2]
         return host, port
 
-    def send(self, lane: Lane | int, data: bytes, *, flush: bool = True) -> None:
-        """Queue a message and (by default) transmit at once. See ``Channel.send`` for the exceptions."""
-        self.channel.send(lane, data)
+    def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE, *, flush: bool = True) -> None:
+        """Queue a message on ``lane`` and (by default) transmit at once. See ``Channel.send`` for the exceptions."""
+        data, lane = message_and_lane(data, lane)
+        self.channel.send(data, lane)
         if flush:
             self._process(self._loop.time())
 
@@ -123,14 +126,15 @@ class AsyncChannel(asyncio.DatagramProtocol):
         """Wait for the next event (only when no ``on_event`` callback was given)."""
         return await self._queue.get()
 
-    def close(self, reason: str = "closed by application", *, linger_s: float = 0.0) -> None:
+    def close(self, reason: str = "closed by application", *, linger_s: float = 0.0, by_peer: bool = False) -> None:
         """Send what is queued, then CLOSE redundantly, and close the transport.
 
         With ``linger_s > 0`` the channel first waits (at most that long) until the peer acknowledged every
-        reliable message; ``await closed.wait()`` to know when the CLOSE has left.
+        reliable message; ``await closed.wait()`` to know when the CLOSE has left. ``by_peer``: the peer ended
+        the session by other means (see ``Channel.close``).
         """
         now = self._loop.time()
-        self.channel.close(reason, now=now, linger_s=linger_s)
+        self.channel.close(reason, now=now, linger_s=linger_s, by_peer=by_peer)
         self._process(now)
         if not self.channel.is_open:
             self._shut()

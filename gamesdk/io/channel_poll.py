@@ -14,9 +14,11 @@ import sys
 import time
 from collections.abc import Iterable
 
-from gamesdk.channel.config import Address, ChannelConfig, ChannelParams, Lane
+from gamesdk.address import Address
+from gamesdk.channel.config import ChannelConfig, ChannelParams, Lane
 from gamesdk.channel.connection import Channel
 from gamesdk.channel.events import ChannelEvent
+from gamesdk.channel.lanes import message_and_lane
 from gamesdk.channel.simulator import NetworkSimulator
 from gamesdk.channel.stats import ChannelStats
 from gamesdk.errors import LocalProtocolError
@@ -217,9 +219,10 @@ class PollChannel:
             else:
                 inbound.submit(data, addr, now)
 
-    def send(self, lane: Lane | int, data: bytes) -> None:
-        """Queue a message; it leaves on the next ``flush()`` or ``poll()``. See ``Channel.send``."""
-        self.channel.send(lane, data)
+    def send(self, data: bytes, lane: Lane | int = Lane.RELIABLE) -> None:
+        """Queue a message on ``lane``; it leaves on the next ``flush()`` or ``poll()``. See ``Channel.send``."""
+        data, lane = message_and_lane(data, lane)
+        self.channel.send(data, lane)
 
     def flush(self, now: float) -> int:
         """Send everything due now; returns the number of datagrams handed to the socket or simulator."""
@@ -267,13 +270,16 @@ class PollChannel:
                 times.append(t)
         return min(times) if times else None
 
-    def close(self, now: float, reason: str = "closed by application", *, linger_s: float = 0.0) -> list[ChannelEvent]:
+    def close(
+        self, now: float, reason: str = "closed by application", *, linger_s: float = 0.0, by_peer: bool = False
+    ) -> list[ChannelEvent]:
         """Send what is queued, then CLOSE (redundantly), close the socket, and return the last events.
 
         With ``linger_s > 0`` the channel first waits (at most that long) until the peer acknowledged every
         reliable message: keep calling ``poll(now)``; the socket closes when ``channel.is_open`` turns false.
+        ``by_peer``: the peer ended the session by other means (see ``Channel.close``).
         """
-        self.channel.close(reason, now=now, linger_s=linger_s)
+        self.channel.close(reason, now=now, linger_s=linger_s, by_peer=by_peer)
         self.flush(now)
         if self.channel.is_open:
             self._lingering = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gamesdk.channel.config import Address
+from gamesdk.address import Address
 
 __all__ = ["DatagramMux"]
 

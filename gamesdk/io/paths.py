@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from gamesdk.address import Address
 from gamesdk.ice.agent import Connected, ConsentLost, ConsentRestored, Failed, IceAgent
 from gamesdk.ice.servers import TurnServer
 from gamesdk.io.channel_poll import bind_udp
@@ -27,7 +28,6 @@ __all__ = ["GamePath", "is_sip", "sip_call_id"]
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 
 _SIP_STARTS = (b"SIP/2.0 ", b"ACK ", b"BYE ", b"OPTIONS ", b"INFO ", b"UPDATE ", b"INVITE ", b"CANCEL ",
                b"NOTIFY ", b"MESSAGE ", b"PRACK ", b"REFER ")

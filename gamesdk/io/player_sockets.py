@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
+from gamesdk.address import Address
 from gamesdk.channel.config import ChannelConfig
 from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
@@ -32,9 +33,8 @@ from gamesdk.sdp.ice import IceParameters
 from gamesdk.session.agent import UserAgent
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 
-__all__ = ["Address", "PlayerSockets", "channel_config_for"]
+__all__ = ["PlayerSockets", "channel_config_for"]
 
-Address = tuple[str, int]
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.parser import MAX_MESSAGE_BYTES, StreamParser
 
@@ -24,7 +25,6 @@ __all__ = ["SipTlsFlow", "player_tls_context"]
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 
 #: Plaintext queued while the connection is not up, at most (a login and an invitation fit many times).
 MAX_PENDING_BYTES = 256 * 1024

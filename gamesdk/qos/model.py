@@ -12,10 +12,11 @@ Units are in the names: ``*_ms`` milliseconds, ``*_ppm`` parts per million, ``*_
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TypeAlias
 
 from gamesdk.errors import LocalProtocolError
 
@@ -27,11 +28,13 @@ __all__ = [
     "MAX_LOSS_PPM",
     "MAX_PPS",
     "SUITE_BITS",
+    "FormatsLike",
     "GameFormat",
     "QosParams",
     "SessionTerms",
     "Side",
     "canonical_int",
+    "game_formats",
     "parse_game_format",
     "parse_qos_params",
     "suite_bits",
@@ -165,6 +168,34 @@ def parse_game_format(text: str) -> GameFormat:
         raise LocalProtocolError(f"game format {text!r} must be name/version with a version of 1-4 digits")
     params = _split_params(f"game format {name}", rest) if semicolon else ()
     return GameFormat(name, version, params)
+
+
+#: What ``invite(format=...)`` and ``Requirements(formats=...)`` take: one format or several in preference
+#: order, each a ``GameFormat`` or its text (``"pong/1;tick=60"``).
+FormatsLike: TypeAlias = str | GameFormat | Sequence[str | GameFormat]
+
+
+def game_formats(value: FormatsLike, what: str = "format") -> tuple[GameFormat, ...]:
+    """``value`` as a tuple of ``GameFormat`` (texts parsed), in its order.
+
+    Raises:
+        LocalProtocolError: a text is not a game format, an item is neither text nor ``GameFormat``, or there
+            is none.
+    """
+    items: list[object] = [value] if isinstance(value, (str, GameFormat)) else list(value)
+    out: list[GameFormat] = []
+    for item in items:
+        if isinstance(item, GameFormat):
+            out.append(item)
+        elif isinstance(item, str):
+            out.append(parse_game_format(item))
+        else:
+            raise LocalProtocolError(
+                f"{what} takes a game format as text ('pong/1;tick=60') or GameFormat, got {type(item).__name__}"
+            )
+    if not out:
+        raise LocalProtocolError(f"{what} must name at least one game format")
+    return tuple(out)
 
 
 _QOS_KEYS = {"lat": "latency_ms", "jit": "jitter_ms", "loss": "loss_ppm", "pps": "pps"}

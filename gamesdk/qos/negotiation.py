@@ -24,6 +24,7 @@ b=AS           the callee's own receive bandwidth (RFC 3264 §5.1)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gamesdk.errors import LocalProtocolError, NegotiationError
@@ -34,10 +35,12 @@ from gamesdk.qos.model import (
     MAX_LATENCY_MS,
     MAX_LOSS_PPM,
     MAX_PPS,
+    FormatsLike,
     GameFormat,
     QosParams,
     SessionTerms,
     Side,
+    game_formats,
     suite_bits,
 )
 
@@ -74,7 +77,12 @@ def _check_suites(name: str, suites: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Requirements:
-    """The callee's own needs and capabilities, from which it answers an offer."""
+    """The callee's own needs and capabilities, from which it answers an offer.
+
+    ``formats`` takes what ``invite(format=...)`` takes: one format or several, each a ``GameFormat`` or its
+    text (``"pong/1"``); ``classes`` one classification or several. After construction both are tuples
+    (``formats`` of ``GameFormat``).
+    """
 
     #: Formats this side plays: name and version, plus any parameter values it insists on (GameFormat.admits).
     formats: tuple[GameFormat, ...]
@@ -99,9 +107,46 @@ class Requirements:
     #: The weakest suite strength this side accepts, bits.
     min_security_bits: int = 256
 
+    def __init__(
+        self,
+        *,
+        formats: FormatsLike,
+        receive_kbps: int,
+        classes: str | Sequence[str] = (),
+        pps: int | None = None,
+        max_latency_ms: int | None = None,
+        best_latency_ms: int = 0,
+        max_jitter_ms: int | None = None,
+        best_jitter_ms: int = 0,
+        max_loss_ppm: int | None = None,
+        best_loss_ppm: int = 0,
+        relax: bool = True,
+        suites: Sequence[str] = KNOWN_SUITES,
+        min_security_bits: int = 256,
+    ) -> None:
+        # written out (not the dataclass's) so formats and classes take the forms invite() takes
+        if isinstance(suites, str):
+            raise LocalProtocolError("Requirements.suites must be a sequence of suite names, e.g. ('aes-256-gcm',)")
+        values = {
+            "formats": game_formats(formats, "Requirements.formats"),
+            "receive_kbps": receive_kbps,
+            "classes": (classes,) if isinstance(classes, str) else tuple(classes),
+            "pps": pps,
+            "max_latency_ms": max_latency_ms,
+            "best_latency_ms": best_latency_ms,
+            "max_jitter_ms": max_jitter_ms,
+            "best_jitter_ms": best_jitter_ms,
+            "max_loss_ppm": max_loss_ppm,
+            "best_loss_ppm": best_loss_ppm,
+            "relax": relax,
+            "suites": tuple(suites),
+            "min_security_bits": min_security_bits,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        if not self.formats or not all(isinstance(fmt, GameFormat) for fmt in self.formats):
-            raise LocalProtocolError("Requirements.formats must hold at least one GameFormat")
         _check_optional("receive_kbps", self.receive_kbps, MAX_KBPS, 1)
         _check_optional("pps", self.pps, MAX_PPS, 1)
         _check_optional("max_latency_ms", self.max_latency_ms, MAX_LATENCY_MS, 1)

@@ -8,6 +8,7 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
+from gamesdk.address import Address
 from gamesdk.channel.config import ChannelParams, PrivateKey
 from gamesdk.events import Agreement
 from gamesdk.qos.model import SessionTerms
@@ -21,9 +22,7 @@ from gamesdk.sip.message import Request
 from gamesdk.sip.transaction_client import ClientInviteTransaction
 from gamesdk.sip.transaction_server import ServerInviteTransaction
 
-__all__ = ["Address", "Call", "CallState", "CallTimers", "Pending", "TimerHeap"]
-
-Address = tuple[str, int]
+__all__ = ["Call", "CallState", "CallTimers", "Pending", "TimerHeap"]
 
 
 #: The agent's deadlines of all its calls, earliest first: ``(deadline, sequence, name, call)``. An entry is

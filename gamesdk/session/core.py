@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from gamesdk.address import Address
 from gamesdk.channel.config import ChannelParams, PrivateKey
 from gamesdk.channel.crypto import generate_keypair
 from gamesdk.config import ClientConfig
@@ -35,7 +36,7 @@ from gamesdk.sdp.game import GameMedia, Role, game_to_sdp
 from gamesdk.sdp.ice import IceParameters, add_ice
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.agreement import channel_params
-from gamesdk.session.calls import Address, Call, CallState, Pending, TimerHeap
+from gamesdk.session.calls import Call, CallState, Pending, TimerHeap
 from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
 from gamesdk.session.presence import WATCH_EXPIRES_S, Watch, build_subscribe
 from gamesdk.session.publication import build_publish

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gamesdk.address import Address
 from gamesdk.session.requests import build_request
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request
@@ -26,7 +27,7 @@ class Watch:
     cseq: int = 0
     #: The notifier's tag and where in-dialog requests go (its Contact), once it answered or notified.
     remote_tag: str | None = None
-    target: tuple[str, int] | None = None
+    target: Address | None = None
     target_uri: str | None = None
     expires_s: int = WATCH_EXPIRES_S
     ended: bool = False
@@ -37,7 +38,7 @@ def build_subscribe(
     *,
     aor: str,
     contact: str,
-    via: tuple[str, int],
+    via: Address,
     ids: IdFactory,
     expires_s: int,
     credentials: tuple[str, str] | None = None,

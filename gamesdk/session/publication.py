@@ -4,6 +4,7 @@ on BYE. The server's policy component keeps the session's reservations alive on 
 
 from __future__ import annotations
 
+from gamesdk.address import Address
 from gamesdk.session.calls import Call
 from gamesdk.session.requests import build_request
 from gamesdk.sip.dialog_info import (
@@ -25,7 +26,7 @@ def build_publish(
     state: DialogState,
     *,
     aor: str,
-    via: tuple[str, int],
+    via: Address,
     ids: IdFactory,
     expires_s: int,
     refresh: bool,

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.events import InviteRequested, Ringing, SessionEstablished, SessionEvent, SessionFailed
 from gamesdk.qos.negotiation import Acceptable
-from gamesdk.session.calls import Address, Pending
+from gamesdk.session.calls import Pending
 from gamesdk.session.core import AgentCore
 from gamesdk.session.requests import RESERVATION_HEADER, host_text
 from gamesdk.session.terms import make_terms

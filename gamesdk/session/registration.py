@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.session.requests import ALLOW, build_request
 from gamesdk.sip.message import Request, Response
@@ -36,7 +37,7 @@ class Registration:
         *,
         expires: int,
         contact: str,
-        via: tuple[str, int],
+        via: Address,
         branch: str,
         credentials: tuple[str, str] | None,
         user_agent: str | None,

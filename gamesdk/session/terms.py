@@ -7,7 +7,7 @@ from typing import TypedDict
 
 from gamesdk.channel.config import SUITES
 from gamesdk.errors import LocalProtocolError
-from gamesdk.qos.model import GameFormat, QosParams, SessionTerms, parse_game_format
+from gamesdk.qos.model import FormatsLike, QosParams, SessionTerms, game_formats
 
 __all__ = ["DEFAULT_FORMAT", "OfferRequirements", "make_terms"]
 
@@ -17,7 +17,7 @@ DEFAULT_FORMAT = "pong/1;tick=60"
 class OfferRequirements(TypedDict, total=False):
     """The keywords ``invite()`` takes for the offer; :func:`make_terms` documents each and its default."""
 
-    format: str | GameFormat | Sequence[str | GameFormat]
+    format: FormatsLike
     classification: str
     latency_ms: int
     jitter_ms: int
@@ -29,7 +29,7 @@ class OfferRequirements(TypedDict, total=False):
 
 def make_terms(
     *,
-    format: str | GameFormat | Sequence[str | GameFormat] = DEFAULT_FORMAT,
+    format: FormatsLike = DEFAULT_FORMAT,
     classification: str = "action",
     latency_ms: int = 100,
     jitter_ms: int = 20,
@@ -53,8 +53,7 @@ def make_terms(
     Raises:
         LocalProtocolError: a value is out of range, with the value named.
     """
-    items = [format] if isinstance(format, (str, GameFormat)) else list(format)
-    formats = tuple(f if isinstance(f, GameFormat) else parse_game_format(f) for f in items)
+    formats = game_formats(format)
     if isinstance(security, str):
         raise LocalProtocolError("security must be a sequence of suite names, e.g. ('chacha20-poly1305',)")
     return SessionTerms(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError, SdpError
 from gamesdk.events import InviteCancelled, InviteReceived, SessionEnded, SessionFailed
 from gamesdk.identity import IdentityError
@@ -15,7 +16,7 @@ from gamesdk.sdp.codec import format_sdp
 from gamesdk.sdp.game import Role, read_game_untrusted
 from gamesdk.sdp.ice import read_ice_untrusted
 from gamesdk.session.agreement import as_offered, make_agreement
-from gamesdk.session.calls import Address, Call, CallState, Pending
+from gamesdk.session.calls import Call, CallState, Pending
 from gamesdk.session.core import AgentCore
 from gamesdk.session.requests import ALLOW, SDP
 from gamesdk.sip.dialog import dialog_from_invite, incoming_dialog_id, receive_in_dialog_request

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from gamesdk.address import Address
 from gamesdk.sip._grammar import (
     QUOTED_STRING,
     TOKEN,
@@ -112,7 +113,7 @@ class Via(NamedTuple):
         return self.param("rport")
 
     @property
-    def sent_by(self) -> tuple[str, int]:
+    def sent_by(self) -> Address:
         """``(host, port)`` with the transport's default port filled in (RFC 3261 section 18.2.2)."""
         default = 5061 if self.transport == "TLS" else 5060
         return (self.host.lower(), self.port if self.port is not None else default)

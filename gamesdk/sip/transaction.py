@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE
 from gamesdk.sip.message import Request, Response
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "AckReceived",
     "AckTimedOut",
-    "Address",
     "Input",
     "RequestRetransmitted",
     "ResponseReceived",
@@ -58,9 +58,6 @@ __all__ = [
     "server_key",
 ]
 
-#: Where a datagram goes: ``(host, port)``.
-Address = tuple[str, int]
-
 
 # --- keys and matching -----------------------------------------------------------------------------------
 
@@ -77,7 +74,7 @@ class TransactionKey:
     role: str  # "client" or "server"
     method: str
     branch: str
-    sent_by: tuple[str, int] | None = None
+    sent_by: Address | None = None
     legacy: tuple[str, ...] = ()
 
 

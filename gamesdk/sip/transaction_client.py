@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError
 from gamesdk.sip.headers import CSeq
 from gamesdk.sip.message import Headers, Request, Response
 from gamesdk.sip.timers import TimerConfig
 from gamesdk.sip.transaction import (
     Action,
-    Address,
     Input,
     RequestRetransmitted,
     Table,

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError
 from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.timers import TimerConfig
 from gamesdk.sip.transaction import (
     AckReceived,
     AckTimedOut,
-    Address,
     Input,
     ResponseRetransmitted,
     Table,

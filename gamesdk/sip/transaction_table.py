@@ -22,10 +22,10 @@ import itertools
 from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
+from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.transaction import (
-    Address,
     Transaction,
     TransactionEvent,
     TransactionKey,

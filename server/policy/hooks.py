@@ -40,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
+from gamesdk.address import Address
 from gamesdk.errors import GameSdkError
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.model import Side as QosSide
@@ -47,7 +48,7 @@ from gamesdk.qos.negotiation import demand
 from gamesdk.sdp.codec import parse_sdp_untrusted
 from gamesdk.sdp.game import Role, find_game_media, game_from_sdp
 from gamesdk.sip.message import Request, Response, response_for
-from server.hooks import Addr, CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
+from server.hooks import CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
 from server.location import Binding
 from server.publish import DialogPublications, PublishRequest
 
@@ -178,7 +179,7 @@ class RegionPolicyHooks:
                 offers.popitem(last=False)
         return terms
 
-    def _access_rtt(self, address: Addr | None) -> int:
+    def _access_rtt(self, address: Address | None) -> int:
         if address is None:
             return 0
         net = self.config.network_for_address(address[0])
@@ -330,7 +331,7 @@ class RegionPolicyHooks:
 
     # -- PUBLISH -----------------------------------------------------------------------------------------------
 
-    def publish_received(self, request: Request, user: str, source: Addr,
+    def publish_received(self, request: Request, user: str, source: Address,
                          now: float) -> Response | PolicyQuery[Response]:
         aor = request.request_uri.aor
         try:

@@ -16,7 +16,8 @@ from typing import Any
 from gamesdk_sipp_harness import RegionServer, free_udp_ports  # type: ignore[import-not-found]
 from server_kit import OFFER, SocketUA
 
-Addr = tuple[str, int]
+from gamesdk.address import Address
+
 LOOP = "127.0.0.1"
 EU = "eu.gamesdk.test"
 NA = "na.gamesdk.test"
@@ -35,7 +36,7 @@ def can_spoof() -> bool:
     return True
 
 
-def spoof(src: Addr, dst: Addr, payload: bytes) -> None:
+def spoof(src: Address, dst: Address, payload: bytes) -> None:
     """Send one UDP datagram that claims to come from ``src`` (IPv4 header built by hand; UDP checksum 0)."""
     udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), os.getpid() & 0xFFFF, 0, 64, socket.IPPROTO_UDP,
@@ -50,7 +51,7 @@ class Victim:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((LOOP, 0))
-        self.addr: Addr = self.sock.getsockname()
+        self.addr: Address = self.sock.getsockname()
         self.datagrams: list[bytes] = []
 
     def collect(self, quiet_s: float = 0.6, limit_s: float = 6.0) -> list[bytes]:

@@ -36,9 +36,9 @@ def test_an_answer_pointing_at_a_silent_victim_gets_it_only_probes_over_udp() ->
         while time.monotonic() - start < 2.5 and frame < 300:  # bounded in time and count
             now = time.monotonic()
             chan.poll(now)
-            chan.send(Lane.SEQUENCED, bytes(200))  # the game's snapshot, every frame
+            chan.send(bytes(200), Lane.SEQUENCED)  # the game's snapshot, every frame
             if frame % 30 == 0:
-                chan.send(Lane.RELIABLE, bytes(500))
+                chan.send(bytes(500), Lane.RELIABLE)
             chan.flush(now)
             frame += 1
             while select.select([victim], [], [], 0)[0]:
@@ -65,7 +65,7 @@ def test_over_ten_seconds_the_victim_gets_a_few_hundred_bytes_not_a_stream() -> 
     sent: list[bytes] = []
     now = 0.0
     while chan.is_open and now < 20.0:
-        chan.send(Lane.SEQUENCED, bytes(900))
+        chan.send(bytes(900), Lane.SEQUENCED)
         for data, _ in chan.datagrams_to_send(now):
             sent.append(data)
         timer = chan.get_timer()
@@ -107,7 +107,7 @@ def test_an_ice_agent_can_withdraw_and_restore_consent() -> None:
     w = MemoryWire(Channel(offer, now=0.0), Channel(answer, now=0.0))
     w.run(1.0, stop=lambda: w.a.peer_validated and w.b.peer_validated)
     w.a.consent_lost(w.now)
-    w.a.send(Lane.RELIABLE, b"held")
+    w.a.send(b"held", Lane.RELIABLE)
     assert w.a.datagrams_to_send(w.now) == []  # stopped sending at once
     w.run(w.now + 0.5)
     assert messages(w.b_events) == []
@@ -120,7 +120,7 @@ def test_an_ice_validated_address_lets_data_flow_at_once() -> None:
     offer, _ = make_params_pair()
     a = Channel(offer, now=0.0)
     a.path_validated(a.peer_addr, 0.0)
-    a.send(Lane.RELIABLE, bytes(200))
+    a.send(bytes(200), Lane.RELIABLE)
     assert any(len(d) > 200 for d, _ in a.datagrams_to_send(0.0))
 
 

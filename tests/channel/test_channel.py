@@ -50,10 +50,10 @@ def test_confirm_then_messages_on_every_lane_both_ways(suite: str) -> None:
     w = channel_pair(suite=suite)
     w.run(1.0, stop=lambda: established(w))
     assert w.a_events == [ChannelEstablished()] and w.b_events == [ChannelEstablished()]
-    w.a.send(Lane.UNRELIABLE, b"u")
-    w.a.send(Lane.SEQUENCED, b"s")
-    w.a.send(Lane.RELIABLE, b"r")
-    w.b.send(Lane.RELIABLE, b"back")
+    w.a.send(b"u", Lane.UNRELIABLE)
+    w.a.send(b"s", Lane.SEQUENCED)
+    w.a.send(b"r", Lane.RELIABLE)
+    w.b.send(b"back", Lane.RELIABLE)
     w.run(w.now + 0.1)
     assert [(e.lane, e.data) for e in w.b_events if isinstance(e, MessageReceived)] == [
         (Lane.RELIABLE, b"r"), (Lane.SEQUENCED, b"s"), (Lane.UNRELIABLE, b"u"),
@@ -65,7 +65,7 @@ def test_confirm_then_messages_on_every_lane_both_ways(suite: str) -> None:
 
 def test_first_packets_carry_data_with_confirm() -> None:
     w = channel_pair()
-    w.a.send(Lane.RELIABLE, b"early")  # before anything was exchanged
+    w.a.send(b"early", Lane.RELIABLE)  # before anything was exchanged
     w.run(0.05)
     assert w.b_events[0] == ChannelEstablished()
     assert messages(w.b_events) == [b"early"]
@@ -78,7 +78,7 @@ def test_reliable_ordered_exactly_once_in_order_under_loss_reorder_duplicates(se
     )
     sent = [i.to_bytes(4, "big") * (1 + i % 50) for i in range(400)]
     for i, m in enumerate(sent):
-        w.a.send(Lane.RELIABLE, m)
+        w.a.send(m, Lane.RELIABLE)
         if i % 20 == 0:
             w.run(w.now + 0.016)  # a game frame
     w.run(w.now + 10.0, stop=lambda: len(messages(w.b_events)) == len(sent))
@@ -92,8 +92,8 @@ def test_reliable_ordered_exactly_once_in_order_under_loss_reorder_duplicates(se
 def test_fragmented_256_kib_message_under_loss() -> None:
     big = bytes(i * 7 % 251 for i in range(256 * 1024))
     w = channel_pair(a_to_b=SimulatorConfig(**BAD_NET, seed=9), b_to_a=SimulatorConfig(**BAD_NET, seed=10))
-    w.a.send(Lane.RELIABLE, big)
-    w.a.send(Lane.RELIABLE, b"after")
+    w.a.send(big, Lane.RELIABLE)
+    w.a.send(b"after", Lane.RELIABLE)
     w.run(30.0, stop=lambda: len(messages(w.b_events)) == 2)
     assert messages(w.b_events) == [big, b"after"]
     assert w.a.stats.retransmissions > 0
@@ -102,7 +102,7 @@ def test_fragmented_256_kib_message_under_loss() -> None:
 def test_sequenced_lane_never_delivers_stale_data() -> None:
     w = channel_pair(a_to_b=SimulatorConfig(**BAD_NET, seed=4))
     for i in range(600):
-        w.a.send(Lane.SEQUENCED, i.to_bytes(4, "big"))
+        w.a.send(i.to_bytes(4, "big"), Lane.SEQUENCED)
         w.run(w.now + 0.004)
     w.run(w.now + 1.0)
     got = [int.from_bytes(m, "big") for m in messages(w.b_events, Lane.SEQUENCED)]
@@ -114,7 +114,7 @@ def test_sequenced_lane_never_delivers_stale_data() -> None:
 def test_unreliable_lane_may_lose_but_never_duplicates() -> None:
     w = channel_pair(a_to_b=SimulatorConfig(**BAD_NET, seed=5))
     for i in range(300):
-        w.a.send(Lane.UNRELIABLE, i.to_bytes(4, "big"))
+        w.a.send(i.to_bytes(4, "big"), Lane.UNRELIABLE)
         w.run(w.now + 0.004)
     w.run(w.now + 1.0)
     got = [int.from_bytes(m, "big") for m in messages(w.b_events)]
@@ -126,27 +126,27 @@ def test_oversize_and_closed_sends_raise() -> None:
     single = w.a.unfragmented_bytes
     limit = w.a.max_unreliable_bytes
     assert 1100 < single < 1200 and limit == 16 * (single - 3)
-    w.a.send(Lane.UNRELIABLE, bytes(limit))
+    w.a.send(bytes(limit), Lane.UNRELIABLE)
     for lane in (Lane.UNRELIABLE, Lane.SEQUENCED):
         with pytest.raises(MessageTooLarge, match="reliable lane") as info:
-            w.a.send(lane, bytes(limit + 1))
+            w.a.send(bytes(limit + 1), lane)
         assert info.value.size == limit + 1 and info.value.limit == limit
-    w.a.send(Lane.RELIABLE, bytes(256 * 1024))
+    w.a.send(bytes(256 * 1024), Lane.RELIABLE)
     with pytest.raises(MessageTooLarge, match="262144-byte limit"):
-        w.a.send(Lane.RELIABLE, bytes(256 * 1024 + 1))
+        w.a.send(bytes(256 * 1024 + 1), Lane.RELIABLE)
     with pytest.raises(LocalProtocolError, match="unknown lane"):
-        w.a.send(7, b"x")
+        w.a.send(b"x", 7)
     w.a.close()
     with pytest.raises(LocalProtocolError, match="closed channel"):
-        w.a.send(Lane.RELIABLE, b"x")
+        w.a.send(b"x", Lane.RELIABLE)
 
 
 @pytest.mark.parametrize("lane", [Lane.UNRELIABLE, Lane.SEQUENCED])
 def test_every_datagram_fits_the_limit(lane: Lane) -> None:
     w = channel_pair()
-    w.a.send(lane, bytes(w.a.unfragmented_bytes))  # the first packets also carry CONFIRM
-    w.a.send(lane, bytes(range(256)) * 70)  # 17,920 bytes: 16 slices
-    w.a.send(lane, bytes(w.a.unfragmented_bytes + 1))  # just over: 2 slices
+    w.a.send(bytes(w.a.unfragmented_bytes), lane)  # the first packets also carry CONFIRM
+    w.a.send(bytes(range(256)) * 70, lane)  # 17,920 bytes: 16 slices
+    w.a.send(bytes(w.a.unfragmented_bytes + 1), lane)  # just over: 2 slices
     sizes: list[int] = []
     w.tap_a_to_b = lambda d: sizes.append(len(d)) or d  # type: ignore[func-returns-value]
     w.run(0.5)
@@ -160,8 +160,8 @@ def test_fragmented_unreliable_messages_are_all_or_nothing_and_never_stale() -> 
     w = channel_pair(a_to_b=SimulatorConfig(**BAD_NET, seed=12))
     sent = [bytes([i]) * 5000 for i in range(120)]  # 5 slices each
     for m in sent:
-        w.a.send(Lane.SEQUENCED, m)
-        w.a.send(Lane.UNRELIABLE, m)
+        w.a.send(m, Lane.SEQUENCED)
+        w.a.send(m, Lane.UNRELIABLE)
         w.run(w.now + 0.02)
     w.run(w.now + 1.0)
     seq = messages(w.b_events, Lane.SEQUENCED)
@@ -195,7 +195,7 @@ def test_tampered_packets_are_dropped_and_counted() -> None:
 
     w.tap_a_to_b = tamper
     for i in range(50):
-        w.a.send(Lane.RELIABLE, i.to_bytes(2, "big"))
+        w.a.send(i.to_bytes(2, "big"), Lane.RELIABLE)
         w.run(w.now + 0.02)
     w.run(w.now + 2.0, stop=lambda: len(messages(w.b_events)) == 50)
     assert messages(w.b_events) == [i.to_bytes(2, "big") for i in range(50)]
@@ -209,8 +209,8 @@ def test_replayed_packets_are_dropped_and_counted() -> None:
     w = _established_pair()
     captured: list[bytes] = []
     w.tap_a_to_b = lambda d: captured.append(d) or d  # type: ignore[func-returns-value]
-    w.a.send(Lane.UNRELIABLE, b"once")
-    w.a.send(Lane.RELIABLE, b"reliable once")
+    w.a.send(b"once", Lane.UNRELIABLE)
+    w.a.send(b"reliable once", Lane.RELIABLE)
     w.run(w.now + 0.05)
     w.tap_a_to_b = None
     w.run(w.now + 0.05)  # everything captured has arrived by now
@@ -226,7 +226,7 @@ def test_wrong_session_id_and_foreign_address_are_dropped_and_counted() -> None:
     w = _established_pair()
     captured: list[bytes] = []
     w.tap_a_to_b = lambda d: captured.append(d) or None  # type: ignore[func-returns-value]
-    w.a.send(Lane.UNRELIABLE, b"forged?")
+    w.a.send(b"forged?", Lane.UNRELIABLE)
     w.run(w.now + 0.01)
     w.tap_a_to_b = None
     datagram = max(captured, key=len)  # the one with the message (others may be keepalives, path checks)
@@ -279,7 +279,7 @@ def test_garbage_is_dropped_and_counted() -> None:
 def test_edited_sdp_gives_security_error_on_both_sides(edit: dict[str, object], suite: str) -> None:
     offer, answer = make_params_pair(suite=suite, **edit)  # type: ignore[arg-type]
     w = MemoryWire(Channel(offer, now=0.0), Channel(answer, now=0.0))
-    w.a.send(Lane.RELIABLE, b"secret")
+    w.a.send(b"secret", Lane.RELIABLE)
     w.run(2.0)
     for events, ch in ((w.a_events, w.a), (w.b_events, w.b)):
         assert [type(e) for e in events] == [SecurityError]
@@ -359,8 +359,8 @@ def test_stats_measure_the_simulated_network() -> None:
     net = {"latency_s": 0.03, "jitter_s": 0.004, "loss": 0.1}
     w = channel_pair(a_to_b=SimulatorConfig(**net, seed=21), b_to_a=SimulatorConfig(**net, seed=22))
     for _ in range(60 * 10):  # 10 s of 60 Hz traffic both ways
-        w.a.send(Lane.SEQUENCED, bytes(100))
-        w.b.send(Lane.SEQUENCED, bytes(100))
+        w.a.send(bytes(100), Lane.SEQUENCED)
+        w.b.send(bytes(100), Lane.SEQUENCED)
         w.run(w.now + 1 / 60)
     s = w.a.stats
     assert s.rtt_ms is not None and 60 <= s.rtt_ms <= 70  # 2 x 30 ms + up to 2 x 4 ms jitter
@@ -403,7 +403,7 @@ def test_qos_loss_violation() -> None:
     lossy = SimulatorConfig(latency_s=0.005, loss=0.3, seed=41)
     w = MemoryWire(Channel(offer, config, now=0.0), Channel(answer, config, now=0.0), b_to_a=lossy)
     for _ in range(60 * 6):
-        w.b.send(Lane.UNRELIABLE, b"state")
+        w.b.send(b"state", Lane.UNRELIABLE)
         w.run(w.now + 1 / 60)
     violations = [e for e in w.a_events if isinstance(e, QosViolation)]
     assert violations and violations[0].metric == "loss_ppm" and violations[0].measured > 100_000
@@ -415,7 +415,7 @@ def test_runs_are_deterministic() -> None:
         out: list[bytes] = []
         w.tap_a_to_b = lambda d: out.append(d) or d  # type: ignore[func-returns-value]
         for i in range(50):
-            w.a.send(Lane.RELIABLE, bytes([i]) * 300)
+            w.a.send(bytes([i]) * 300, Lane.RELIABLE)
         w.run(3.0)
         return out
 

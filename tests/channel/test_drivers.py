@@ -93,10 +93,10 @@ def test_poll_driver_delivers_every_lane_over_loopback(
     big = bytes(i % 253 for i in range(256 * 1024))
     small = [i.to_bytes(4, "big") for i in range(300)]
     for m in small:
-        p.a.send(Lane.RELIABLE, m)
-    p.a.send(Lane.RELIABLE, big)
-    p.a.send(Lane.SEQUENCED, b"snapshot")
-    p.b.send(Lane.UNRELIABLE, b"input")
+        p.a.send(m, Lane.RELIABLE)
+    p.a.send(big, Lane.RELIABLE)
+    p.a.send(b"snapshot", Lane.SEQUENCED)
+    p.b.send(b"input", Lane.UNRELIABLE)
     p.pump(lambda: len(received(p.b_events)) == 302 and received(p.a_events) == [b"input"])
     assert p.b_events[0] == ChannelEstablished() and p.a_events[0] == ChannelEstablished()
     assert received(p.b_events, Lane.RELIABLE) == small + [big]
@@ -119,7 +119,7 @@ def test_poll_driver_with_simulator_on_a_live_channel(pair_factory: Callable[...
     p.b.outbound = NetworkSimulator(SimulatorConfig(**bad, seed=3))
     sent = [bytes([i % 256]) * (i % 700) for i in range(200)]
     for m in sent:
-        p.a.send(Lane.RELIABLE, m)
+        p.a.send(m, Lane.RELIABLE)
     p.pump(lambda: len(received(p.b_events)) == len(sent), max_s=20)
     assert received(p.b_events) == sent
     assert p.a.outbound.dropped > 0 and p.b.inbound.dropped > 0
@@ -130,7 +130,7 @@ def test_forged_wrong_sid_and_replayed_datagrams_over_udp(pair_factory: Callable
     p = pair_factory()
     p.pump(lambda: len(p.a_events) == 1 and len(p.b_events) == 1)
     # capture one genuine datagram a -> b by building it in the core and keeping it
-    p.a.send(Lane.UNRELIABLE, b"genuine")
+    p.a.send(b"genuine", Lane.UNRELIABLE)
     ((datagram, dest),) = p.a.channel.datagrams_to_send(time.monotonic())
     ptype, sid, pn = wire.decode_header_untrusted(datagram)
     intruder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -142,7 +142,7 @@ def test_forged_wrong_sid_and_replayed_datagrams_over_udp(pair_factory: Callable
         p.a.sock.sendto(wire.encode_header(ptype, sid ^ 0x10, pn) + datagram[13:], dest)  # wrong sid
         p.a.sock.sendto(datagram, dest)  # genuine
         p.a.sock.sendto(datagram, dest)  # replay
-        p.a.send(Lane.UNRELIABLE, b"second")
+        p.a.send(b"second", Lane.UNRELIABLE)
         ((second, _),) = p.a.channel.datagrams_to_send(time.monotonic())
         p.a.sock.sendto(second[:-1] + bytes([second[-1] ^ 1]), dest)  # tampered tag
         p.a.sock.sendto(second, dest)  # a failed decrypt did not move the replay window
@@ -157,7 +157,7 @@ def test_forged_wrong_sid_and_replayed_datagrams_over_udp(pair_factory: Callable
 
 def test_edited_sdp_over_udp_gives_security_error(pair_factory: Callable[..., PollPair]) -> None:
     p = pair_factory(edit_answer=lambda g: g.replace(b"jit=10", b"jit=99"))
-    p.a.send(Lane.RELIABLE, b"never delivered")
+    p.a.send(b"never delivered", Lane.RELIABLE)
     p.pump(lambda: bool(p.a_events) and bool(p.b_events))
     assert [type(e) for e in p.a_events] == [SecurityError]
     assert [type(e) for e in p.b_events] == [SecurityError]
@@ -189,15 +189,15 @@ def test_asyncio_driver_round_trip_and_close() -> None:
             b_events.append(event)
             if isinstance(event, MessageReceived) and event.data == b"last":
                 got_all.set()
-                b.send(Lane.RELIABLE, b"pong")
+                b.send(b"pong", Lane.RELIABLE)
 
         b = await open_channel(answer, sock=sb, on_event=on_b)
         assert a._transport is not None and a._transport.max_size == TRANSPORT_MAX_SIZE  # type: ignore[attr-defined]
         assert await asyncio.wait_for(a.next_event(), 5) == ChannelEstablished()
         for i in range(100):
-            a.send(Lane.RELIABLE, i.to_bytes(2, "big"), flush=i % 10 == 9)
-        a.send(Lane.RELIABLE, bytes(100_000))
-        a.send(Lane.RELIABLE, b"last")
+            a.send(i.to_bytes(2, "big"), Lane.RELIABLE, flush=i % 10 == 9)
+        a.send(bytes(100_000), Lane.RELIABLE)
+        a.send(b"last", Lane.RELIABLE)
         await asyncio.wait_for(got_all.wait(), 10)
         assert received(b_events) == [i.to_bytes(2, "big") for i in range(100)] + [bytes(100_000), b"last"]
         assert await asyncio.wait_for(a.next_event(), 5) == MessageReceived(Lane.RELIABLE, b"pong")
@@ -247,7 +247,7 @@ def test_asyncio_driver_with_simulated_loss_on_a_live_channel() -> None:
             answer, sock=sb, on_event=on_b, inbound=NetworkSimulator(SimulatorConfig(**lossy, seed=6))
         )
         for i in range(60):
-            a.send(Lane.RELIABLE, i.to_bytes(2, "big") * 300)
+            a.send(i.to_bytes(2, "big") * 300, Lane.RELIABLE)
         await asyncio.wait_for(done.wait(), 15)
         assert got == [i.to_bytes(2, "big") * 300 for i in range(60)]
         assert a.outbound is not None and a.outbound.dropped > 0
@@ -278,8 +278,8 @@ def test_fragmented_256_kib_message_under_loss_over_udp(pair_factory: Callable[.
     p = pair_factory(suite)
     _make_lossy(p, seed=11)
     big = bytes((i * 7) % 251 for i in range(256 * 1024))
-    p.a.send(Lane.RELIABLE, big)
-    p.a.send(Lane.RELIABLE, b"after")
+    p.a.send(big, Lane.RELIABLE)
+    p.a.send(b"after", Lane.RELIABLE)
     p.pump(lambda: len(received(p.b_events)) == 2, max_s=30)
     assert received(p.b_events) == [big, b"after"]
     assert p.a.outbound is not None and p.a.outbound.dropped > 0
@@ -292,7 +292,7 @@ def test_sequenced_lane_never_delivers_stale_data_over_udp(pair_factory: Callabl
     p.pump(lambda: len(p.b_events) >= 1 and len(p.a_events) >= 1)
     end = time.monotonic() + 10.0
     for i in range(300):
-        p.a.send(Lane.SEQUENCED, i.to_bytes(4, "big"))
+        p.a.send(i.to_bytes(4, "big"), Lane.SEQUENCED)
         p.a.flush(time.monotonic())
         p.pump(lambda: False, max_s=0.002)
         assert time.monotonic() < end
@@ -305,7 +305,7 @@ def test_sequenced_lane_never_delivers_stale_data_over_udp(pair_factory: Callabl
 
 def test_edited_offer_over_udp_gives_security_error(pair_factory: Callable[..., PollPair]) -> None:
     p = pair_factory(edit_offer=lambda g: g.replace(b"lat=", b"lat=1"))
-    p.a.send(Lane.RELIABLE, b"never delivered")
+    p.a.send(b"never delivered", Lane.RELIABLE)
     p.pump(lambda: bool(p.a_events) and bool(p.b_events))
     assert [type(e) for e in p.a_events] == [SecurityError]
     assert [type(e) for e in p.b_events] == [SecurityError]
@@ -367,7 +367,7 @@ def test_a_mux_on_the_socket_keeps_its_own_datagrams_and_sends_its_own(
     mux_a, mux_b = _FakeIceMux(), _FakeIceMux()
     p.a.mux, p.b.mux = mux_a, mux_b
     mux_a.to_send.append((b"\x00\x01binding request", p.b.local_addr))
-    p.a.send(Lane.RELIABLE, b"through the mux")
+    p.a.send(b"through the mux", Lane.RELIABLE)
     p.pump(lambda: received(p.b_events) == [b"through the mux"] and bool(mux_b.kept))
     assert mux_b.kept == [b"\x00\x01binding request"]
     assert p.b.stats.malformed_dropped == 0  # the channel never saw it

@@ -64,7 +64,7 @@ def test_spoofed_datagrams_from_the_peer_address_before_confirmation_do_not_stop
         assert a.channel.state is ChannelState.CONFIRMING and a_events == []
         # now the real peer opens, well within the key-mismatch deadline
         b = PollChannel(Channel(answer, now=time.monotonic()), sb)
-        a.send(Lane.RELIABLE, b"hello")
+        a.send(b"hello", Lane.RELIABLE)
         _pump(
             [a, b],
             [a_events, b_events],
@@ -112,7 +112,7 @@ def test_a_flood_of_unauthenticated_datagrams_costs_a_bounded_amount_of_work_per
         b_events.extend(b.poll(time.monotonic()))
         assert 0 < dropped() - before <= b.max_reads == 256
         # the rest drains over the next polls, and the session carries on meanwhile
-        a.send(Lane.RELIABLE, b"still here")
+        a.send(b"still here", Lane.RELIABLE)
         _pump(
             [a, b], [a_events, b_events],
             lambda: any(isinstance(e, MessageReceived) for e in b_events), max_s=10.0,
@@ -166,7 +166,7 @@ def test_the_asyncio_reader_takes_a_bounded_burst_per_wake_up_under_a_flood() ->
                 await asyncio.sleep(0.01)
             assert b.stats.foreign_address_dropped == sent > 2 * _ReaderTransport.BURST
             assert max(deltas) <= _ReaderTransport.BURST  # other callbacks ran between bursts
-            a.send(Lane.RELIABLE, b"still here")
+            a.send(b"still here", Lane.RELIABLE)
             for _ in range(500):
                 if any(isinstance(e, MessageReceived) for e in got):
                     break

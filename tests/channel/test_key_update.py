@@ -40,8 +40,8 @@ def test_keys_update_every_n_packets_both_ways_and_nothing_is_lost(suite: str) -
     sent_a = [i.to_bytes(4, "big") for i in range(600)]
     sent_b = [b"b" + i.to_bytes(4, "big") for i in range(600)]
     for i in range(600):
-        w.a.send(Lane.RELIABLE, sent_a[i])
-        w.b.send(Lane.RELIABLE, sent_b[i])
+        w.a.send(sent_a[i], Lane.RELIABLE)
+        w.b.send(sent_b[i], Lane.RELIABLE)
         w.run(w.now + 0.004)
     w.run(w.now + 3.0, stop=lambda: len(messages(w.b_events)) == 600 and len(messages(w.a_events)) == 600)
     assert messages(w.b_events) == sent_a and messages(w.a_events) == sent_b
@@ -58,8 +58,8 @@ def test_reordered_packets_of_the_previous_phase_still_open() -> None:
     w = pair(ChannelConfig(key_update_packets=32), a_to_b=bad, b_to_a=SimulatorConfig(latency_s=0.005, seed=6))
     sent = [i.to_bytes(2, "big") for i in range(400)]
     for m in sent:
-        w.a.send(Lane.RELIABLE, m)
-        w.a.send(Lane.UNRELIABLE, m)
+        w.a.send(m, Lane.RELIABLE)
+        w.a.send(m, Lane.UNRELIABLE)
         w.run(w.now + 0.002)
     def reliable() -> list[bytes]:
         return [e.data for e in w.b_events if isinstance(e, MessageReceived) and e.lane is Lane.RELIABLE]
@@ -76,12 +76,12 @@ def test_an_explicit_update_and_its_preconditions() -> None:
     with pytest.raises(LocalProtocolError, match="key update needs an established channel"):
         lone.update_keys()
     w = pair(ChannelConfig())
-    w.a.send(Lane.RELIABLE, b"x")
+    w.a.send(b"x", Lane.RELIABLE)
     w.run(w.now + 0.1)
     w.a.update_keys()
     with pytest.raises(LocalProtocolError):  # the peer has not reached phase 1 yet
         w.a.update_keys()
-    w.a.send(Lane.RELIABLE, b"after")
+    w.a.send(b"after", Lane.RELIABLE)
     w.run(w.now + 0.2)
     assert messages(w.b_events)[-1] == b"after"
     assert w.a.key_phase == 1 and w.b.key_phase == 1  # the peer answered in the new phase
@@ -93,7 +93,7 @@ def test_the_confidentiality_limit_closes_a_channel_whose_peer_never_takes_up_th
     for i in range(200):
         if not w.a.is_open:
             break
-        w.a.send(Lane.UNRELIABLE, bytes(1000))
+        w.a.send(bytes(1000), Lane.UNRELIABLE)
         w.run(w.now + 0.01)
     closed = [e for e in w.a_events if isinstance(e, ChannelClosed)]
     assert closed and "AEAD confidentiality limit" in closed[0].reason

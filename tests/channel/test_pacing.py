@@ -19,7 +19,7 @@ def test_resends_to_a_silent_peer_back_off_then_pause_while_interrupted() -> Non
         b.receive_datagram(datagram, OFFER_ADDR, 0.0)
     for datagram, _ in b.datagrams_to_send(0.001):
         a.receive_datagram(datagram, ANSWER_ADDR, 0.001)
-    a.send(Lane.RELIABLE, b"last words")
+    a.send(b"last words", Lane.RELIABLE)
     resends: list[float] = []
     now = 0.002
     a.datagrams_to_send(now)
@@ -56,7 +56,7 @@ def test_paced_channel_holds_data_and_says_so() -> None:
     a = Channel(offer, ChannelConfig(send_kbps=8.0), now=0.0)  # 1000 bytes/s, burst 2400 bytes
     a.path_validated(a.peer_addr, 0.0)  # as if an ICE check had passed: data may go there
     for _ in range(40):
-        a.send(Lane.UNRELIABLE, bytes(200))
+        a.send(bytes(200), Lane.UNRELIABLE)
     first = sum(len(d) for d, _ in a.datagrams_to_send(0.0))
     assert first <= 2400 + 1200
     stats = a.stats

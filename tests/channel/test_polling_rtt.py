@@ -27,8 +27,8 @@ def polling_rtt_ms() -> float:
             now = time.monotonic()
             a.poll(now)
             b.poll(now)
-            a.send(Lane.SEQUENCED, b"input %d" % frame)
-            b.send(Lane.SEQUENCED, b"state %d" % frame)
+            a.send(b"input %d" % frame, Lane.SEQUENCED)
+            b.send(b"state %d" % frame, Lane.SEQUENCED)
             a.flush(time.monotonic())
             b.flush(time.monotonic())
             time.sleep(FRAME_S)
@@ -48,8 +48,8 @@ def asyncio_rtt_ms() -> float:
         b = attach_channel(answer, CONFIG, sock=b_sock, on_event=lambda e: None)
         try:
             for frame in range(FRAMES):
-                a.send(Lane.SEQUENCED, b"input %d" % frame)
-                b.send(Lane.SEQUENCED, b"state %d" % frame)
+                a.send(b"input %d" % frame, Lane.SEQUENCED)
+                b.send(b"state %d" % frame, Lane.SEQUENCED)
                 await asyncio.sleep(FRAME_S)
             rtt = a.stats.rtt_ms
             assert rtt is not None

@@ -41,8 +41,8 @@ def test_a_nat_rebinding_moves_the_channel_after_a_path_check_and_loses_nothing_
     for i, m in enumerate(sent):
         if i == 100:
             w.a_addr = ("127.0.0.1", 50123)  # a's NAT gives it a new public port: b's packets to the old one die
-        w.a.send(Lane.RELIABLE, m)
-        w.b.send(Lane.SEQUENCED, m)
+        w.a.send(m, Lane.RELIABLE)
+        w.b.send(m, Lane.SEQUENCED)
         w.run(w.now + 0.016)
     w.run(w.now + 2.0, stop=lambda: len(messages(w.b_events, Lane.RELIABLE)) == 200)
     assert messages(w.b_events, Lane.RELIABLE) == sent
@@ -60,7 +60,7 @@ def test_spoofed_and_replayed_packets_from_elsewhere_cannot_move_the_channel() -
     home = w.b.peer_addr
     captured: list[bytes] = []
     w.tap_a_to_b = lambda d: captured.append(d) or d  # type: ignore[func-returns-value]
-    w.a.send(Lane.RELIABLE, b"x" * 300)
+    w.a.send(b"x" * 300, Lane.RELIABLE)
     w.run(w.now + 0.05)
     w.tap_a_to_b = None
     genuine = max(captured, key=len)
@@ -78,7 +78,7 @@ def test_spoofed_and_replayed_packets_from_elsewhere_cannot_move_the_channel() -
     # an on-path attacker racing a fresh genuine packet to b from its own address gets it read once, and a
     # path check it cannot answer: the challenge is encrypted, and only a knows the keys to read it
     w.tap_a_to_b = lambda d: (w.b.receive_datagram(d, attacker, w.now), None)[1]  # type: ignore[func-returns-value]
-    w.a.send(Lane.RELIABLE, b"raced")
+    w.a.send(b"raced", Lane.RELIABLE)
     w.run(w.now + 0.05)
     w.tap_a_to_b = None
     w.run(w.now + 10.0)
@@ -119,8 +119,8 @@ def test_a_new_source_port_mid_match_over_udp_keeps_the_match_going() -> None:
                 # the rebinding: same channel, new source port; the old socket is gone
                 a = PollChannel(a.channel, moved_sock)
                 sa.close()
-            a.send(Lane.RELIABLE, m)
-            b.send(Lane.SEQUENCED, m)
+            a.send(m, Lane.RELIABLE)
+            b.send(m, Lane.SEQUENCED)
             _pump([a, b], [a_events, b_events], None, max_s=1 / 120)  # about 120 frames a second
         _pump(
             [a, b], [a_events, b_events],
@@ -131,7 +131,7 @@ def test_a_new_source_port_mid_match_over_udp_keeps_the_match_going() -> None:
         moved = [e for e in b_events if isinstance(e, PathChanged)]
         assert len(moved) == 1 and moved[0].new_addr == moved_sock.getsockname()
         assert b.channel.peer_addr == moved_sock.getsockname()
-        b.send(Lane.RELIABLE, b"after the move")
+        b.send(b"after the move", Lane.RELIABLE)
         _pump([a, b], [a_events, b_events], lambda: b"after the move" in messages(a_events), max_s=10.0)
         assert b"after the move" in messages(a_events)
         assert a.channel.is_open and b.channel.is_open

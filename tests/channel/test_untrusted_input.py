@@ -56,7 +56,7 @@ def test_authenticated_garbage_frames_never_raise(plaintext: bytes) -> None:
     b.datagrams_to_send(w.now + 0.01)
     b.handle_timer(w.now + 0.01)
     if b.is_open:
-        b.send(Lane.RELIABLE, b"still works")
+        b.send(b"still works", Lane.RELIABLE)
 
 
 @pytest.mark.parametrize("tail", [b"\x11", b"\x11\x00", b"\x11\x00\x00", b"\x11\x00\x00\x05", b"\x10\x00"])

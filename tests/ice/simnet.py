@@ -10,10 +10,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from gamesdk.address import Address
 from gamesdk.ice.agent import IceAgent, IceEvent
 from gamesdk.ice.stun import binding_response
-
-Address = tuple[str, int]
 
 
 @dataclass

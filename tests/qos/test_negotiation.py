@@ -538,7 +538,7 @@ def test_demand_final_comes_from_the_answer() -> None:
 @pytest.mark.parametrize(
     ("build", "fragment"),
     [
-        (lambda: Requirements(formats=(), receive_kbps=1), "at least one GameFormat"),
+        (lambda: Requirements(formats=(), receive_kbps=1), "at least one game format"),
         (lambda: req(receive_kbps=0), "receive_kbps"),
         (lambda: req(suites=("rot13",)), "unknown security suite"),
         (lambda: req(suites=()), "at least one suite"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -18,6 +20,14 @@ USERS = {"eu": {"alice": "alice-pw", "carol": "carol-pw"}, "na": {"bob": "bob-pw
 DOMAINS = {"eu": "eu.gamesdk.test", "na": "na.gamesdk.test"}
 #: Fast SIP timers so timeouts in tests take seconds, not half a minute (Timer F = 64*T1 = 3.2 s).
 FAST_TIMERS = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
+#: The transit estimate (each region's windowed minimum of its OPTIONS round trips to the other) is settled once
+#: below this. The path itself is loopback (about 0.1 ms); a sample taken while the machine is loaded carries the
+#: time the ping waited in a busy loop (199 ms seen), and added to the access networks' 5 + 5 ms it would exceed
+#: the 60-100 ms budgets the tests ask for and refuse the session with 580. The policy still adds the transit.
+SETTLED_TRANSIT_MS = 20.0
+#: Pings spent at most on settling, and the wall-clock bound (the loop stays bounded in count and time).
+SETTLE_PINGS = 50
+SETTLE_S = 10.0
 
 
 def region_config(region: str, tmp: Path, **changes: Any) -> ServerConfig:
@@ -45,6 +55,39 @@ class Regions:
         return GameClient(self.client_config(user, **changes), **client_kwargs)
 
 
+def transits(eu: EmbeddedServer, na: EmbeddedServer) -> tuple[float | None, float | None]:
+    """Each region's transit estimate to the other, ms (None: not measured yet)."""
+    assert eu.node is not None and na.node is not None
+    return eu.node.federation.rtt_ms(DOMAINS["na"]), na.node.federation.rtt_ms(DOMAINS["eu"])
+
+
+def settled(eu: EmbeddedServer, na: EmbeddedServer) -> bool:
+    return all(rtt is not None and rtt < SETTLED_TRANSIT_MS for rtt in transits(eu, na))
+
+
+async def settle_transit(eu: EmbeddedServer, na: EmbeddedServer) -> None:
+    """Ping until both transit estimates are free of queueing (see ``SETTLED_TRANSIT_MS``), bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_S
+    for _ in range(SETTLE_PINGS):
+        await asyncio.sleep(0.02)
+        if settled(eu, na) or loop.time() > deadline:
+            return
+        eu.ping_peers()
+        na.ping_peers()
+
+
+def settle_transit_threaded(eu: EmbeddedServer, na: EmbeddedServer) -> None:
+    """:func:`settle_transit` for regions running on their own threads."""
+    deadline = time.monotonic() + SETTLE_S
+    for _ in range(SETTLE_PINGS):
+        time.sleep(0.02)
+        if settled(eu, na) or time.monotonic() > deadline:
+            return
+        eu.ping_peers()
+        na.ping_peers()
+
+
 def add_users(eu: EmbeddedServer, na: EmbeddedServer) -> None:
     for region, server in (("eu", eu), ("na", na)):
         for name, password in USERS[region].items():
@@ -62,6 +105,7 @@ async def running_regions(tmp: Path, **changes: Any) -> AsyncIterator[Regions]:
         eu.set_peer(DOMAINS["na"], na.address)
         na.set_peer(DOMAINS["eu"], eu.address)
         add_users(eu, na)
+        await settle_transit(eu, na)
         yield Regions(eu=eu, na=na)
     finally:
         await eu.stop()
@@ -79,6 +123,7 @@ def threaded_regions(tmp: Path) -> Iterator[tuple[EmbeddedServer, EmbeddedServer
         eu.set_peer(DOMAINS["na"], na.address)
         na.set_peer(DOMAINS["eu"], eu.address)
         add_users(eu, na)
+        settle_transit_threaded(eu, na)
         yield eu, na
     finally:
         eu.stop_thread()

@@ -15,6 +15,7 @@ import pytest
 from tls_regions import TlsRegions, running_tls_regions
 
 from gamesdk import SessionError
+from gamesdk.address import Address
 from gamesdk.identity import (
     IdentityError,
     IdentitySigner,
@@ -24,14 +25,13 @@ from gamesdk.identity import (
 )
 from server.certs import make_test_pki
 
-Addr = tuple[str, int]
 KX = re.compile(rb"a=gsdk-kx:x25519 ([A-Za-z0-9_-]+)")
 
 
 class Transit(asyncio.DatagramProtocol):
     """One side of a UDP relay between the regions that puts its own key in place of every gsdk-kx key."""
 
-    def __init__(self, target: Addr) -> None:
+    def __init__(self, target: Address) -> None:
         self.target = target
         self.other: Transit | None = None
         self.transport: asyncio.DatagramTransport | None = None
@@ -40,7 +40,7 @@ class Transit(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: Addr) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         def swap(match: re.Match[bytes]) -> bytes:
             self.swapped += 1
             mine = base64.urlsafe_b64encode(b"\x42" * 32).rstrip(b"=")  # same length: Content-Length holds
@@ -134,7 +134,7 @@ def test_answer_with_swapped_key_is_refused_by_the_caller(tmp_path: Path) -> Non
 
 
 def _passthrough(side: Transit) -> object:
-    def forward(data: bytes, addr: Addr) -> None:
+    def forward(data: bytes, addr: Address) -> None:
         assert side.other is not None and side.other.transport is not None
         side.other.transport.sendto(data, side.other.target)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from regions import FAST_TIMERS, Regions, running_regions
+from regions import DOMAINS, FAST_TIMERS, Regions, running_regions, settle_transit
 
 from gamesdk import (
     Acceptable,
@@ -91,6 +91,39 @@ def test_session_message_exchange_and_hang_up(tmp_path: Path) -> None:
         assert eu_stats.get("INVITE") == 2 and eu_stats.get("ACK") == 1
         assert na_stats.get("INVITE") == 1 and na_stats.get("ACK", 0) == 0
         assert eu_stats.get("BYE", 0) == 0 and na_stats.get("BYE", 0) == 0
+        await alice.close()
+        await bob.close()
+
+    run(tmp_path, scenario)
+
+
+def test_a_transit_sample_inflated_by_load_is_settled_before_sessions_start(tmp_path: Path) -> None:
+    """The regions' transit estimate is the minimum of their OPTIONS round trips; while it holds only a sample
+    that waited in a loaded loop (199 ms seen), the latency budget refuses the session with 580, as it should.
+    The regions fixture therefore pings until the estimate is free of queueing (``settle_transit``) before a
+    test starts: the budget is still checked, against the path's real transit."""
+
+    async def scenario(regions: Regions) -> None:
+        alice, bob = await logged_in(regions, "alice", "bob")
+        assert regions.eu.node is not None
+        transit = regions.eu.node.federation.by_domain(DOMAINS["na"])
+        assert transit is not None
+        transit.samples.clear()
+        transit.add_sample(0.199, asyncio.get_running_loop().time())  # the only sample: one taken under load
+        with pytest.raises(SessionError) as refused:
+            await alice.invite("bob@na.gamesdk.test", latency_ms=80)
+        assert refused.value.status == 580 and "transit 199 ms" in refused.value.reason
+
+        await settle_transit(regions.eu, regions.na)
+
+        async def answer() -> GameSession:
+            return await (await bob.next_invite()).accept()
+
+        callee = asyncio.create_task(answer())
+        session = await alice.invite("bob@na.gamesdk.test", latency_ms=80)
+        await callee
+        assert session.agreement.qos.latency_ms == 80
+        await session.end()
         await alice.close()
         await bob.close()
 

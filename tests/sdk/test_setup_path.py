@@ -116,9 +116,9 @@ def test_attached_channel_is_open_at_once_carries_data_and_closes() -> None:
         assert a.local_addr == sa.getsockname() and not a.closed.is_set()
         assert await asyncio.wait_for(a.next_event(), 5) == ChannelEstablished()
         for i in range(50):
-            a.send(Lane.RELIABLE, i.to_bytes(2, "big"))
-        a.send(Lane.RELIABLE, bytes(20_000))
-        a.send(Lane.RELIABLE, b"last")
+            a.send(i.to_bytes(2, "big"), Lane.RELIABLE)
+        a.send(bytes(20_000), Lane.RELIABLE)
+        a.send(b"last", Lane.RELIABLE)
         await asyncio.wait_for(got.wait(), 10)
         data = [e.data for e in b_events if isinstance(e, MessageReceived)]
         assert data == [i.to_bytes(2, "big") for i in range(50)] + [bytes(20_000), b"last"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from server_kit import EXAMPLES
 
+from gamesdk.address import Address
 from server.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-Addr = tuple[str, int]
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -44,7 +44,7 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def listen_of(path: Path) -> Addr:
+def listen_of(path: Path) -> Address:
     for line in path.read_text().splitlines():
         if line.startswith("listen = \"udp:"):
             host, port = line.split('"')[1][4:].rsplit(":", 1)
@@ -112,7 +112,7 @@ class RegionProcess:
         return code
 
 
-def options(server: Addr, call_id: str, local: Addr) -> bytes:
+def options(server: Address, call_id: str, local: Address) -> bytes:
     host = f"[{server[0]}]" if ":" in server[0] else server[0]
     lhost = f"[{local[0]}]" if ":" in local[0] else local[0]
     return (f"OPTIONS sip:{host}:{server[1]} SIP/2.0\r\nVia: SIP/2.0/UDP {lhost}:{local[1]};branch=z9hG4bK{call_id};"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gamesdk.address import Address
 from gamesdk.sdp.codec import format_sdp_bytes
 from gamesdk.sdp.examples import example_answer, example_offer
 from gamesdk.sip.digest import DigestClient, compute_ha1
@@ -21,8 +22,6 @@ from gamesdk.sip.message import Headers, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from server.config import ServerConfig, load_config
 from server.node import RegionalServer
-
-Addr = tuple[str, int]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 OFFER = format_sdp_bytes(example_offer())
@@ -81,7 +80,7 @@ class TestUA:
     user: str
     domain: str
     password: str
-    addr: Addr
+    addr: Address
     ids: SequentialIdFactory = field(default_factory=lambda: SequentialIdFactory("ua"))
     inbox: list[Request | Response] = field(default_factory=list)
     cseq: int = 0
@@ -201,7 +200,7 @@ class SocketUA(TestUA):
         self.sock.bind(("127.0.0.1", 0))
         super().__init__(user, domain, password, self.sock.getsockname())
 
-    def send(self, message: Request | Response | bytes, dest: Addr) -> None:
+    def send(self, message: Request | Response | bytes, dest: Address) -> None:
         self.sock.sendto(message if isinstance(message, bytes) else message.to_bytes(), dest)
 
     def recv(self, timeout_s: float = 3.0) -> Request | Response:
@@ -225,7 +224,7 @@ class SocketUA(TestUA):
             return True
         return False
 
-    def login(self, server: Addr, expires: int = 600) -> Response:
+    def login(self, server: Address, expires: int = 600) -> Response:
         request = self.register(expires)
         self.send(request, server)
         challenge = self.final()
@@ -243,12 +242,12 @@ class SocketUA(TestUA):
 class Wire:
     """Delivers datagrams between nodes and UAs in memory; records every datagram with its route."""
 
-    nodes: dict[Addr, RegionalServer] = field(default_factory=dict)
-    uas: dict[Addr, TestUA] = field(default_factory=dict)
-    log: list[tuple[Addr, Addr, bytes]] = field(default_factory=list)
+    nodes: dict[Address, RegionalServer] = field(default_factory=dict)
+    uas: dict[Address, TestUA] = field(default_factory=dict)
+    log: list[tuple[Address, Address, bytes]] = field(default_factory=list)
     now: float = 1000.0
     #: Datagrams to drop: a predicate on (src, dst, data).
-    drop: Callable[[Addr, Addr, bytes], bool] | None = None
+    drop: Callable[[Address, Address, bytes], bool] | None = None
 
     def add_node(self, node: RegionalServer) -> RegionalServer:
         self.nodes[node.config.listen.addr] = node
@@ -258,11 +257,11 @@ class Wire:
         self.uas[ua.addr] = ua
         return ua
 
-    def send(self, src: Addr, dst: Addr, message: Request | Response | bytes) -> None:
+    def send(self, src: Address, dst: Address, message: Request | Response | bytes) -> None:
         data = message if isinstance(message, bytes) else message.to_bytes()
         self._run([(src, dst, data)])
 
-    def _run(self, queue: list[tuple[Addr, Addr, bytes]]) -> None:
+    def _run(self, queue: list[tuple[Address, Address, bytes]]) -> None:
         steps = 0
         while queue:
             steps += 1
@@ -295,6 +294,6 @@ class Wire:
             self._run(queue)
         self.now = end
 
-    def through(self, addr: Addr) -> list[bytes]:
+    def through(self, addr: Address) -> list[bytes]:
         """Datagrams that arrived at ``addr``."""
         return [data for _, dst, data in self.log if dst == addr]

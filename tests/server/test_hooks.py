@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from server_kit import ANSWER, TestUA, Wire, make_node
 
+from gamesdk.address import Address
 from gamesdk.sip.headers import Warning as SipWarning
 from gamesdk.sip.message import Request, Response, response_for
-from server.hooks import Addr, CallInfo, InviteVerdict
+from server.hooks import CallInfo, InviteVerdict
 from server.location import Binding
 from server.node import RegionalServer
 
@@ -42,7 +43,7 @@ class FakePolicy:
     def invite_failed(self, call: CallInfo, status: int, now: float) -> None:
         self.events.append(("failed", status))
 
-    def publish_received(self, request: Request, user: str, source: Addr, now: float) -> Response:
+    def publish_received(self, request: Request, user: str, source: Address, now: float) -> Response:
         self.events.append(("publish", user))
         return response_for(request, 200, to_tag="esc", extra=[("SIP-ETag", "e1"), ("Expires", "90")])
 
@@ -70,7 +71,7 @@ class World:
     bob: TestUA
 
 
-def login(wire: Wire, ua: TestUA, server: Addr, expires: int = 600) -> Response:
+def login(wire: Wire, ua: TestUA, server: Address, expires: int = 600) -> Response:
     request = ua.register(expires)
     wire.send(ua.addr, server, request)
     (challenge,) = ua.responses()

@@ -11,9 +11,8 @@ import pytest
 from process_kit import RegionProcess, cli, options, write_region
 from server_kit import ANSWER, SocketUA
 
+from gamesdk.address import Address
 from gamesdk.sip.message import Request, Response
-
-Addr = tuple[str, int]
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def uas() -> Iterator[tuple[SocketUA, SocketUA]]:
     bob.close()
 
 
-def invite_through(caller: SocketUA, callee: str, server: Addr) -> Request:
+def invite_through(caller: SocketUA, callee: str, server: Address) -> Request:
     """Send an authenticated INVITE; returns it (the 100 is read)."""
     invite = caller.invite(callee)
     caller.send(invite, server)

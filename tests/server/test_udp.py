@@ -14,8 +14,6 @@ from gamesdk.sip.message import Request, Response
 from server.config import load_config
 from server.io import EmbeddedServer
 
-Addr = tuple[str, int]
-
 
 @dataclasses.dataclass
 class Regions:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from server_kit import EXAMPLES, TestUA
 
+from gamesdk.address import Address
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import StreamParser, parse_message_untrusted
 from server.certs import make_test_pki
 from server.config import ListenAddress, ServerConfig, load_config
 from server.tls_config import TlsConfig
 
-Addr = tuple[str, int]
 DOMAINS = ("eu.gamesdk.test", "na.gamesdk.test")
 
 
@@ -44,7 +44,7 @@ class TlsUA(TestUA):
 
     __test__ = False
 
-    def __init__(self, user: str, domain: str, password: str, server: Addr, context: ssl.SSLContext) -> None:
+    def __init__(self, user: str, domain: str, password: str, server: Address, context: ssl.SSLContext) -> None:
         raw = socket.create_connection(server, timeout=5)
         self.sock = context.wrap_socket(raw, server_hostname=domain)
         self.parser = StreamParser()

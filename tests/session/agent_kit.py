@@ -14,6 +14,7 @@ from pathlib import Path
 
 from server_kit import counter_bytes, make_node
 
+from gamesdk.address import Address
 from gamesdk.config import ClientConfig
 from gamesdk.events import SessionEvent
 from gamesdk.qos.model import SessionTerms
@@ -28,27 +29,25 @@ from gamesdk.sip.timers import TimerConfig
 from server.node import RegionalServer
 from server.policy.runner import make_policy_hooks
 
-Addr = tuple[str, int]
-
-EU_SERVER: Addr = ("127.0.0.1", 5060)
-NA_SERVER: Addr = ("127.0.0.1", 5070)
-ALICE: Addr = ("127.0.0.1", 6001)
-BOB: Addr = ("127.0.0.1", 6002)
+EU_SERVER: Address = ("127.0.0.1", 5060)
+NA_SERVER: Address = ("127.0.0.1", 5070)
+ALICE: Address = ("127.0.0.1", 6001)
+BOB: Address = ("127.0.0.1", 6002)
 #: Scripted endpoints of the tests that play the server or the peer by hand.
-SCRIPTED_SERVER: Addr = ("127.0.0.1", 5099)
-SCRIPTED_PEER: Addr = ("127.0.0.1", 7001)
+SCRIPTED_SERVER: Address = ("127.0.0.1", 5099)
+SCRIPTED_PEER: Address = ("127.0.0.1", 7001)
 
 START = 1000.0
 
 
-def config(user: str, password: str, domain: str, server: Addr, **changes: object) -> ClientConfig:
+def config(user: str, password: str, domain: str, server: Address, **changes: object) -> ClientConfig:
     # ice=False: these drive the sans-IO agent alone, without the sockets' NAT traversal (tests/ice has it)
     base = ClientConfig(username=user, password=password, domain=domain, server=server, timers=TimerConfig(),
                         ice=False)
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def make_agent(cfg: ClientConfig, addr: Addr, prefix: str) -> UserAgent:
+def make_agent(cfg: ClientConfig, addr: Address, prefix: str) -> UserAgent:
     ports = itertools.count(addr[1] * 10)
     return UserAgent(
         cfg,
@@ -63,15 +62,15 @@ def make_agent(cfg: ClientConfig, addr: Addr, prefix: str) -> UserAgent:
 class Net:
     """Delivers datagrams between agents, server nodes and scripted endpoints; keeps every agent's events."""
 
-    agents: dict[Addr, UserAgent] = field(default_factory=dict)
-    nodes: dict[Addr, RegionalServer] = field(default_factory=dict)
-    inboxes: dict[Addr, list[Request | Response]] = field(default_factory=dict)
-    events: dict[Addr, list[SessionEvent]] = field(default_factory=dict)
-    log: list[tuple[Addr, Addr, bytes]] = field(default_factory=list)
-    lost: list[tuple[Addr, Addr, bytes]] = field(default_factory=list)
+    agents: dict[Address, UserAgent] = field(default_factory=dict)
+    nodes: dict[Address, RegionalServer] = field(default_factory=dict)
+    inboxes: dict[Address, list[Request | Response]] = field(default_factory=dict)
+    events: dict[Address, list[SessionEvent]] = field(default_factory=dict)
+    log: list[tuple[Address, Address, bytes]] = field(default_factory=list)
+    lost: list[tuple[Address, Address, bytes]] = field(default_factory=list)
     now: float = START
     #: Datagrams to lose: a predicate on (src, dst, parsed message).
-    drop: Callable[[Addr, Addr, Request | Response], bool] | None = None
+    drop: Callable[[Address, Address, Request | Response], bool] | None = None
 
     def add_agent(self, agent: UserAgent) -> UserAgent:
         self.agents[agent.local_addr] = agent
@@ -82,12 +81,12 @@ class Net:
         self.nodes[node.config.listen.addr] = node
         return node
 
-    def add_scripted(self, addr: Addr) -> None:
+    def add_scripted(self, addr: Address) -> None:
         self.inboxes[addr] = []
 
     # -- moving datagrams --
 
-    def send(self, src: Addr, dst: Addr, message: Request | Response | bytes) -> None:
+    def send(self, src: Address, dst: Address, message: Request | Response | bytes) -> None:
         """A scripted endpoint sends ``message``; everything it causes is delivered."""
         data = message if isinstance(message, bytes) else message.to_bytes()
         self._run([(src, dst, data)])
@@ -96,15 +95,15 @@ class Net:
         """Deliver what the agents want to send, and what that causes, until the network is quiet."""
         self._run([])
 
-    def _collect(self) -> list[tuple[Addr, Addr, bytes]]:
-        out: list[tuple[Addr, Addr, bytes]] = []
+    def _collect(self) -> list[tuple[Address, Address, bytes]]:
+        out: list[tuple[Address, Address, bytes]] = []
         for addr, agent in self.agents.items():
             out.extend((addr, to, data) for data, to in agent.datagrams_to_send())
             while (event := agent.next_event()) is not None:
                 self.events[addr].append(event)
         return out
 
-    def _run(self, queue: list[tuple[Addr, Addr, bytes]]) -> None:
+    def _run(self, queue: list[tuple[Address, Address, bytes]]) -> None:
         for _ in range(10_000):  # bounded: a storm is a failure, not a hang
             queue.extend(self._collect())
             if not queue:
@@ -128,7 +127,7 @@ class Net:
         end = self.now + seconds
         for _ in range(100_000):
             self.flush()
-            due: list[tuple[float, int, Addr]] = []
+            due: list[tuple[float, int, Address]] = []
             for kind, table in ((0, self.agents), (1, self.nodes)):
                 for addr, element in table.items():
                     deadline = element.get_timer()
@@ -148,19 +147,19 @@ class Net:
 
     # -- looking at what happened --
 
-    def take(self, addr: Addr) -> list[SessionEvent]:
+    def take(self, addr: Address) -> list[SessionEvent]:
         """Events of the agent at ``addr`` since the last call."""
         self.flush()
         got, self.events[addr] = self.events[addr], []
         return got
 
-    def inbox(self, addr: Addr) -> list[Request | Response]:
+    def inbox(self, addr: Address) -> list[Request | Response]:
         """What the scripted endpoint at ``addr`` received since the last call."""
         self.flush()
         got, self.inboxes[addr] = self.inboxes[addr], []
         return got
 
-    def sent(self, src: Addr | None = None, dst: Addr | None = None) -> list[Request | Response]:
+    def sent(self, src: Address | None = None, dst: Address | None = None) -> list[Request | Response]:
         """Every message on the wire (parsed), optionally only from ``src`` and/or to ``dst``."""
         return [
             parse_message_untrusted(data)
@@ -207,7 +206,7 @@ def answer_sdp(offer_body: bytes, *, latency_ms: int | None = None, port: int = 
     return format_sdp(desc).encode()
 
 
-def ok_for(invite: Request, *, contact: Addr = SCRIPTED_PEER, tag: str = "peer-tag", body: bytes | None = None,
+def ok_for(invite: Request, *, contact: Address = SCRIPTED_PEER, tag: str = "peer-tag", body: bytes | None = None,
            extra: list[tuple[str, str]] | None = None) -> Response:
     """A 200 OK to ``invite`` from the scripted peer, with a valid answer unless ``body`` is given."""
     headers = [("Contact", f"<sip:peer@{contact[0]}:{contact[1]}>"), ("Content-Type", "application/sdp")]
