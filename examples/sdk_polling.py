@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from gamesdk import ClientConfig, Lane, PollingClient
-from gamesdk.config import parse_server_address
+from gamesdk import ClientConfig, GameSdkError, Lane, PollingClient
 from gamesdk.events import InviteReceived, MessageReceived, Registered, SessionEnded, SessionFailed
 
 
-def main(eu: tuple[str, int], na: tuple[str, int], frames: int = 600) -> int:
+def main(eu: str, na: str, frames: int = 600) -> int:
     alice = PollingClient(ClientConfig(username="alice", password="alice-pw", domain="eu.gamesdk.test", server=eu))
     bob = PollingClient(ClientConfig(username="bob", password="bob-pw", domain="na.gamesdk.test", server=na))
     now = time.monotonic()
@@ -61,7 +60,11 @@ def main(eu: tuple[str, int], na: tuple[str, int], frames: int = 600) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eu", default="127.0.0.1:5060", help="eu regional server, HOST:PORT")
-    parser.add_argument("--na", default="127.0.0.1:5062", help="na regional server, HOST:PORT")
+    parser.add_argument("--eu", default="127.0.0.1:5060", help="eu regional server, HOST:PORT or tls:HOST:PORT")
+    parser.add_argument("--na", default="127.0.0.1:5062", help="na regional server, HOST:PORT or tls:HOST:PORT")
     args = parser.parse_args()
-    raise SystemExit(main(parse_server_address(args.eu), parse_server_address(args.na)))
+    try:
+        status = main(args.eu, args.na)
+    except GameSdkError as exc:  # a bad address, a refused login: one line, exit 1
+        raise SystemExit(f"error: {exc}") from None
+    raise SystemExit(status)

@@ -10,8 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from gamesdk import ClientConfig, GameClient, GameSession, PresenceStatus, unpack_message_untrusted
-from gamesdk.config import parse_server_address
+from gamesdk import (
+    ClientConfig,
+    GameClient,
+    GameSdkError,
+    GameSession,
+    PresenceStatus,
+    unpack_message_untrusted,
+)
 from gamesdk.events import MessageReceived, PresenceChanged, SessionEnded
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
@@ -66,7 +72,7 @@ async def play(name: str, session: GameSession, me: str, my_turn: bool) -> None:
         my_turn = False
 
 
-async def main(eu: tuple[str, int], na: tuple[str, int]) -> None:
+async def main(eu: str, na: str) -> None:
     alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain="eu.gamesdk.test", server=eu))
     bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain="na.gamesdk.test", server=na))
     await alice.login()
@@ -94,7 +100,10 @@ async def main(eu: tuple[str, int], na: tuple[str, int]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eu", default="127.0.0.1:5060", help="eu regional server, HOST:PORT")
-    parser.add_argument("--na", default="127.0.0.1:5062", help="na regional server, HOST:PORT")
+    parser.add_argument("--eu", default="127.0.0.1:5060", help="eu regional server, HOST:PORT or tls:HOST:PORT")
+    parser.add_argument("--na", default="127.0.0.1:5062", help="na regional server, HOST:PORT or tls:HOST:PORT")
     args = parser.parse_args()
-    asyncio.run(main(parse_server_address(args.eu), parse_server_address(args.na)))
+    try:
+        asyncio.run(main(args.eu, args.na))
+    except GameSdkError as exc:  # a bad address, a refused login, a refused session: one line, exit 1
+        raise SystemExit(f"error: {exc}") from None

@@ -65,3 +65,58 @@ def test_moved_names_still_import_with_a_warning(name: str) -> None:
     assert value is getattr(importlib.import_module(gamesdk._MOVED[name]), name)
     with pytest.raises(AttributeError):
         gamesdk.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+
+
+def documented_identifiers() -> set[str]:
+    """Every identifier inside a `code span` of docs/sdk.md (``session.send(data, lane)`` gives four)."""
+    text = DOC.read_text(encoding="utf-8")
+    spans = re.findall(r"`([^`\n]+)`", text) + re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    return {name for span in spans for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", span)}
+
+
+def instance_attributes(cls: type) -> set[str]:
+    """Public attributes ``__init__`` sets on ``self``."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        source = textwrap.dedent(inspect.getsource(cls.__init__))
+    except (OSError, TypeError):
+        return set()
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self" \
+                and isinstance(node.ctx, ast.Store) and not node.attr.startswith("_"):
+            names.add(node.attr)
+    return names
+
+
+def developer_facing(module: types.ModuleType) -> list[tuple[str, str]]:
+    import dataclasses
+    import enum
+
+    out = []
+    for name in module.__all__:
+        cls = getattr(module, name)
+        if not isinstance(cls, type):
+            continue
+        if dataclasses.is_dataclass(cls):
+            attrs = {f.name for f in dataclasses.fields(cls)}
+        elif issubclass(cls, enum.Enum):
+            attrs = set(cls.__members__)
+        else:
+            own = {n for klass in cls.__mro__ if klass.__module__.startswith("gamesdk") for n in vars(klass)}
+            attrs = {n for n in own if not n.startswith("_")} | instance_attributes(cls)
+            for klass in cls.__mro__[1:]:
+                if klass.__module__.startswith("gamesdk"):
+                    attrs |= instance_attributes(klass)
+        out += [(name, attr) for attr in sorted(attrs)]
+    return out
+
+
+@pytest.mark.parametrize("module", [gamesdk, gamesdk.events], ids=lambda m: m.__name__)
+def test_every_method_attribute_and_field_a_developer_touches_is_documented(module: types.ModuleType) -> None:
+    documented = documented_identifiers()
+    missing = [f"{name}.{attr}" for name, attr in developer_facing(module) if attr not in documented]
+    assert not missing, f"docs/sdk.md does not mention: {missing}"
