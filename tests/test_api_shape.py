@@ -101,5 +101,7 @@ def test_requirements_take_the_format_forms_invite_takes() -> None:
     # ... and invite() (make_terms) takes the same forms
     for value in ("pong/1", one, ["pong/1"], (one,)):
         assert make_terms(format=value).formats == (one,)
-    with pytest.raises(gamesdk.LocalProtocolError, match="game format as text"):
+    with pytest.raises(TypeError, match="game format as text"):
         Requirements(formats=[b"pong/1"], receive_kbps=64)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="game format as text"):
+        make_terms(format=1)  # type: ignore[arg-type]

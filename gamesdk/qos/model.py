@@ -12,7 +12,7 @@ Units are in the names: ``*_ms`` milliseconds, ``*_ppm`` parts per million, ``*_
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -179,10 +179,13 @@ def game_formats(value: FormatsLike, what: str = "format") -> tuple[GameFormat, 
     """``value`` as a tuple of ``GameFormat`` (texts parsed), in its order.
 
     Raises:
-        LocalProtocolError: a text is not a game format, an item is neither text nor ``GameFormat``, or there
-            is none.
+        TypeError: an item is neither text nor ``GameFormat`` (the message says what to pass).
+        LocalProtocolError: a text is not a game format, or there is none.
     """
-    items: list[object] = [value] if isinstance(value, (str, GameFormat)) else list(value)
+    if isinstance(value, (str, GameFormat)) or not isinstance(value, Iterable):
+        items: list[object] = [value]
+    else:
+        items = list(value)
     out: list[GameFormat] = []
     for item in items:
         if isinstance(item, GameFormat):
@@ -190,7 +193,7 @@ def game_formats(value: FormatsLike, what: str = "format") -> tuple[GameFormat, 
         elif isinstance(item, str):
             out.append(parse_game_format(item))
         else:
-            raise LocalProtocolError(
+            raise TypeError(
                 f"{what} takes a game format as text ('pong/1;tick=60') or GameFormat, got {type(item).__name__}"
             )
     if not out:
