@@ -92,7 +92,7 @@ class OutgoingLanes:
                 )
             self.reliable.push(bytes(data))
         else:
-            raise LocalProtocolError(f"unknown lane {lane!r}; use gamesdk.channel.Lane")
+            raise LocalProtocolError(f"unknown lane {lane!r}; use gamesdk.Lane (UNRELIABLE, SEQUENCED or RELIABLE)")
 
     def queued_bytes(self) -> int:
         """Bytes queued on every lane and not yet sent (reliable: not yet sent once)."""

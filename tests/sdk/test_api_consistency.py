@@ -80,7 +80,7 @@ def test_send_takes_the_message_first_on_sessions_and_channels(tmp_path: Path) -
         for send in (mine.send, mine.channel.send, mine.channel.channel.send):
             with pytest.raises(TypeError, match=r"got str: encode it first .*send_message"):
                 send("hello")  # type: ignore[arg-type]
-        with pytest.raises(LocalProtocolError, match="unknown lane"):
+        with pytest.raises(LocalProtocolError, match=r"unknown lane 7; use gamesdk.Lane"):
             mine.send(b"x", 7)
         await mine.end()
         await alice.close()
