@@ -6,24 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from regions import Regions, running_regions
+from regions import DOMAINS, USERS, Regions, running_regions, threaded_regions
 
 from gamesdk import (
     Accept,
     ChannelConfig,
+    ClientConfig,
     GameClient,
     GameSession,
     IncomingInvite,
     Lane,
     LocalProtocolError,
+    PollingClient,
+    PollingSession,
     Requirements,
     SessionError,
 )
-from gamesdk.events import ChannelClosed, Disconnected, Event, MessageReceived, SessionEnded
+from gamesdk.events import (
+    ChannelClosed,
+    Disconnected,
+    Event,
+    InviteReceived,
+    MessageReceived,
+    Registered,
+    SessionEnded,
+)
 from gamesdk.testing import NetworkSimulator, SimulatorConfig
 
 #: Every wait below is bounded; a healthy run takes well under a second per step.
@@ -185,3 +197,46 @@ def test_an_on_invite_handler_that_raises_is_logged_declined_and_raised(
         run(tmp_path, scenario)
     logged = [r for r in caplog.records if r.name == "gamesdk.client" and r.levelno == logging.ERROR]
     assert logged and logged[0].exc_info is not None and "next_session()" in logged[0].getMessage()
+
+
+def test_the_peers_hang_up_is_by_peer_in_a_game_loop_too(tmp_path: Path) -> None:
+    """The PollingClient: bob's CLOSE copies are lost and his BYE ends alice's session; the ChannelClosed her
+    session's poll returns says by_peer, as her SessionEnded does, and sending afterwards raises."""
+    with threaded_regions(tmp_path) as (eu, na):
+        link = NetworkSimulator(SimulatorConfig())
+        alice = PollingClient(ClientConfig(username="alice", password=USERS["eu"]["alice"], domain=DOMAINS["eu"],
+                                           server=eu.address))
+        bob = PollingClient(ClientConfig(username="bob", password=USERS["na"]["bob"], domain=DOMAINS["na"],
+                                         server=na.address), simulator=(link, None))
+        now = time.monotonic()
+        alice.login(now)
+        bob.login(now)
+        logged: set[str] = set()
+        call_id: str | None = None
+        mine: PollingSession | None = None
+        ended: list[SessionEnded] = []
+        deadline = time.monotonic() + STEP_S
+        while not ended and time.monotonic() < deadline:  # the game loop, bounded in time
+            now = time.monotonic()
+            for name, client in (("alice", alice), ("bob", bob)):
+                for event in client.poll(now):
+                    if isinstance(event, Registered):
+                        logged.add(name)
+                    elif isinstance(event, InviteReceived):
+                        bob.accept(event.call_id, now)
+                    elif isinstance(event, SessionEnded) and name == "alice":
+                        ended.append(event)
+            if call_id is None and logged == {"alice", "bob"}:
+                call_id = alice.invite("bob@na.gamesdk.test", now)
+            if mine is None and call_id in alice.sessions and call_id in bob.sessions:
+                mine = alice.sessions[call_id]
+                link.config = SimulatorConfig(loss=1.0)  # bob's CLOSE copies never arrive; his BYE does
+                bob.sessions[call_id].end(now, "bob leaves", linger_s=0)
+            time.sleep(0.002)
+        assert mine is not None and ended and ended[0].by_peer
+        closed = [e for e in mine.poll(time.monotonic()) if isinstance(e, ChannelClosed)]
+        assert closed and all(e.by_peer for e in closed)
+        with pytest.raises(LocalProtocolError, match="closed channel"):
+            mine.send(b"after the end")
+        alice.close()
+        bob.close()
