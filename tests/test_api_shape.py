@@ -91,6 +91,18 @@ def test_accept_and_decline_are_called_alike() -> None:
         assert [(p.name, p.kind, p.default) for p in params] == [(p.name, p.kind, p.default) for p in async_decline]
 
 
+def public_methods(cls: type) -> dict[str, object]:
+    return {name: value for name, value in vars(cls).items() if not name.startswith("_") and callable(value)}
+
+
+def test_the_asyncio_surface_is_async_and_the_polling_surface_is_not() -> None:
+    for cls in (gamesdk.GameClient, IncomingInvite, InviteRequest, GameSession):
+        plain = {name for name, method in public_methods(cls).items() if not inspect.iscoroutinefunction(method)}
+        assert plain == ({"send", "send_message"} if cls is GameSession else set()), cls
+    for cls in (PollingClient, PollingSession):
+        assert not any(inspect.iscoroutinefunction(m) for m in public_methods(cls).values()), cls
+
+
 def test_requirements_take_the_format_forms_invite_takes() -> None:
     one = GameFormat("pong", 1)
     as_text = Requirements(formats="pong/1", receive_kbps=64)
