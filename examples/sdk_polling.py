@@ -10,7 +10,14 @@ import argparse
 import time
 
 from gamesdk import ClientConfig, GameSdkError, Lane, PollingClient
-from gamesdk.events import InviteReceived, MessageReceived, Registered, SessionEnded, SessionFailed
+from gamesdk.events import (
+    InviteReceived,
+    MessageReceived,
+    Registered,
+    RegistrationFailed,
+    SessionEnded,
+    SessionFailed,
+)
 
 
 def main(eu: str, na: str, frames: int = 600) -> int:
@@ -27,6 +34,9 @@ def main(eu: str, na: str, frames: int = 600) -> int:
             for event in client.poll(now):             # signalling events
                 if isinstance(event, Registered):
                     logged_in.add(name)
+                elif isinstance(event, RegistrationFailed):
+                    print(f"{name}: login failed: {event.status} {event.reason}")
+                    return 1
                 elif isinstance(event, InviteReceived):
                     print("bob: accepting", event.offer.formats[0], "from", event.caller)
                     bob.accept(event.call_id, now)
