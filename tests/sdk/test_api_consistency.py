@@ -79,15 +79,17 @@ def test_send_takes_the_message_first_on_sessions_and_channels(tmp_path: Path) -
         mine.send(b"session", Lane.SEQUENCED)
         mine.channel.send(b"channel", Lane.RELIABLE)  # the same order one level down
         mine.channel.channel.send(b"core")  # ... and in the sans-IO core, reliable by default
-        with pytest.warns(DeprecationWarning, match=r"send\(data, lane\)"):
+        with pytest.warns(DeprecationWarning, match=r"send\(data, lane\)") as warned:
             mine.channel.send(Lane.RELIABLE, b"old order")  # type: ignore[arg-type]
+            mine.channel.channel.send(Lane.RELIABLE, b"old core")  # type: ignore[arg-type]
+        assert [w.filename for w in warned] == [__file__, __file__]  # the warning names the caller's line
         mine.channel.flush()
         got: set[bytes] = set()
-        while len(got) < 4:
+        while len(got) < 5:
             event = await asyncio.wait_for(theirs.next_event(), STEP_S)
             if isinstance(event, MessageReceived):
                 got.add(event.data)
-        assert got == {b"session", b"channel", b"core", b"old order"}
+        assert got == {b"session", b"channel", b"core", b"old order", b"old core"}
         # a str is refused with what to pass instead, on every level
         for send in (mine.send, mine.channel.send, mine.channel.channel.send):
             with pytest.raises(TypeError, match=r"got str: encode it first .*send_message"):
