@@ -399,7 +399,7 @@ class ProxyCore(TransactionSide):
         via = request.top_via
         back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
         branch = self._new_branch(plan.loop_hash, back_to)
-        self._push_via(headers, request, source, branch)
+        self._push_via(headers, request, source, branch, hide=not plan.from_peer or target.peer_domain is None)
         data = fwd.to_bytes()
         ctx = ClientTx(branch, method, fwd, target.dest, request_bytes=data, server=tx)
         tx.client = ctx
@@ -432,9 +432,18 @@ class ProxyCore(TransactionSide):
             fwd.headers.insert_first("Route", value)
         return fwd
 
-    def _push_via(self, headers: Headers, request: Request, source: Address, branch: str) -> None:
-        """Section 16.6 step 8: note where the request came from in its Via, then put ours on top."""
-        mark_received(headers, request.top_via, source)
+    def _push_via(self, headers: Headers, request: Request, source: Address, branch: str, *, hide: bool) -> None:
+        """Section 16.6 step 8: note where the request came from in its Via, then put ours on top.
+
+        ``hide`` (topology hiding): ours is the only Via that goes on. A player's Via never leaves its region
+        and a player never receives another's, whose ``received``/``rport`` would tell it the other player's
+        public address (what ``relay_only`` keeps secret). Responses get the Vias back from the server
+        transaction (:meth:`~server.proxy_responses.TransactionSide._forward_up`). Between regions the Vias of
+        regions stay, so section 16.3's loop detection still sees them."""
+        if hide:
+            headers.remove("Via")
+        else:
+            mark_received(headers, request.top_via, source)
         headers.insert_first("Via", self._via(branch))
 
     def _authenticate(self, request: Request, source: Address, now: float) -> str:
@@ -627,7 +636,8 @@ class ProxyCore(TransactionSide):
         # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
         incoming = request.top_via.branch or request.call_id
         branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
-        self._push_via(fwd.headers, request, source, branch)
+        from_peer = self.federation.authenticated_peer(source) is not None
+        self._push_via(fwd.headers, request, source, branch, hide=not from_peer or target.peer_domain is None)
         self.stats.stateless_acks += 1
         out.append((fwd.to_bytes(), target.dest))
 

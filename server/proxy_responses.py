@@ -41,6 +41,19 @@ log = logging.getLogger("server.proxy")
 Out = list[tuple[bytes, Address]]
 
 
+def restore_vias(headers: Headers, tx: ServerTx) -> None:
+    """Section 16.7 step 3 under topology hiding: a response goes upstream with the Vias of the request as it
+    reached us (marked with where it came from), not with what came back from downstream: the request may have
+    gone on with our Via alone (:meth:`server.proxy.ProxyCore._push_via`), and a downstream party cannot make
+    us send other Vias upstream."""
+    request = tx.request
+    values = request.headers.get_all("Via")
+    headers.set("Via", values[-1])  # where the first Via was; then the others above it, in order
+    for value in reversed(values[:-1]):
+        headers.insert_first("Via", value)
+    mark_received(headers, request.top_via, tx.source)
+
+
 @dataclass(slots=True)
 class ProxyStats:
     requests: int = 0
@@ -275,7 +288,7 @@ class TransactionSide:
 
     def _forward_up(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]] | None, out: Out) -> bytes:
         headers = response.headers
-        headers.remove_first("Via")  # our own (section 16.7 step 3)
+        restore_vias(headers, tx)
         if extra:
             for name, value in extra:
                 headers.add(name, value)
@@ -329,7 +342,7 @@ class TransactionSide:
     def _forward_final(self, tx: ServerTx, response: Response, now: float, out: Out) -> None:
         """Pass a downstream final (a non-2xx for an INVITE) upstream as the final of ``tx``, our Via taken off
         (section 16.7 step 3); retransmitted from ``tx`` from then on."""
-        response.headers.remove_first("Via")
+        restore_vias(response.headers, tx)
         self.stats.responses_forwarded += 1
         self._send_final(tx, response.to_bytes(), response.status, now, out, refused_by=_refuser(response))
 

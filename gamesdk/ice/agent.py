@@ -34,6 +34,11 @@ from gamesdk.ice.turn import TurnAllocation, TurnState
 __all__ = ["CandidatePair", "Connected", "ConsentLost", "ConsentRestored", "Failed", "IceAgent", "IceConfig",
            "IceEvent", "PairState"]
 
+#: The related address of a relayed candidate when the player hides its address (RFC 8839 section 5.1: "for
+#: privacy reasons ... the address MUST be set to 0.0.0.0 ... and the port to 9"); it would be the player's
+#: public address otherwise (the mapped address of the Allocate answer).
+HIDDEN_RELATED: Address = ("0.0.0.0", 9)
+
 
 @dataclass(frozen=True, slots=True)
 class IceConfig:
@@ -243,7 +248,8 @@ class IceAgent:
         index = self._turns.index(turn)
         candidate = Candidate(foundation=foundation_for("relay", turn.relayed[0], turn.server.host),
                               priority=candidate_priority("relay", 65535 - index), host=turn.relayed[0],
-                              port=turn.relayed[1], kind="relay", related=turn.mapped)
+                              port=turn.relayed[1], kind="relay",
+                              related=HIDDEN_RELATED if self.relay_only else turn.mapped)
         self._relay_candidates[id(turn)] = candidate
         self.local_candidates.append(candidate)
 

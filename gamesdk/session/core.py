@@ -626,8 +626,9 @@ class AgentCore:
 
     # -- plumbing
     def _over_flow(self, req: Request) -> Request:
-        """A request to our server over the TLS flow says so in its Via (RFC 3261 18.1.1: sent-protocol TLS)."""
-        if self.outbound:
+        """A request to our server over the TLS flow says so in its Via (RFC 3261 18.1.1: sent-protocol TLS);
+        over UDP (outbound with ICE too) the Via stays UDP."""
+        if self.config.transport == "tls":
             via = req.headers.get("Via") or ""
             if via.startswith("SIP/2.0/UDP "):
                 req.headers.set("Via", "SIP/2.0/TLS " + via[len("SIP/2.0/UDP "):])

@@ -11,6 +11,7 @@ Needs root, iproute2, nftables, conntrack, tcpdump and coturn (CI installs them)
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -138,6 +139,11 @@ def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False) -> Outcome:
     return outcome
 
 
+def _mentions(payload: bytes, ip: str) -> bool:
+    """Whether ``payload`` carries the IPv4 address ``ip`` as text (not as part of a longer number)."""
+    return re.search(rb"(?<![0-9.])" + re.escape(ip.encode()) + rb"(?![0-9])", payload) is not None
+
+
 def _two_xx_acks(packets: list[tuple[str, int, str, int, bytes]]) -> list[tuple[str, int, str, int, bytes]]:
     """Packets carrying the 2xx ACK (CSeq 2: the first INVITE was challenged, its ACK went hop by hop)."""
     return [p for p in packets if b"ACK sip:bob@" in p[4] and b"CSeq: 2 ACK" in p[4]]
@@ -187,3 +193,6 @@ def test_relay_only_hides_the_players_address(lab: NatLab, tmp_path: Path) -> No
     alice_public = NAT_OUTSIDE["nat1"][1]
     assert outcome.home2_packets, "nothing captured at bob's"
     assert all(alice_public not in (src, dst) for src, _, dst, _, _ in outcome.home2_packets)
+    # nor in what they carry: the INVITE reaches bob without alice's Via (whose received= is her public address)
+    leaks = [p for p in outcome.home2_packets if _mentions(p[4], alice_public)]
+    assert not leaks, leaks[0][4].decode("utf-8", "replace")
