@@ -14,7 +14,11 @@ from gamesdk.ice.candidate import Candidate
 from gamesdk.sdp.game import find_game_media
 from gamesdk.sdp.model import Attribute, SessionDescription
 
-__all__ = ["MAX_CANDIDATES", "IceParameters", "add_ice", "read_ice_untrusted"]
+__all__ = ["MAX_CANDIDATES", "IceParameters", "add_ice", "canonical_ice_lines", "read_ice_untrusted"]
+
+#: The attributes of RFC 8839 (and ``ice-lite``/``ice-options``, ``remote-candidates``) the transcript covers.
+_ICE_NAMES = frozenset({"ice-ufrag", "ice-pwd", "ice-options", "ice-lite", "ice-mismatch", "ice-pacing",
+                        "candidate", "remote-candidates", "end-of-candidates"})
 
 #: Candidates read from a peer's SDP at most (each one costs checks; a real agent offers a handful).
 MAX_CANDIDATES = 16
@@ -73,3 +77,13 @@ def read_ice_untrusted(desc: SessionDescription) -> IceParameters | None:
     if not _PWD.match(pwd):
         raise SdpError("a=ice-pwd must be 22-256 ice-chars (letters, digits, + and /)", line="a=ice-pwd")
     return IceParameters(ufrag=ufrag, pwd=pwd, candidates=tuple(candidates))
+
+
+def canonical_ice_lines(desc: SessionDescription) -> bytes:
+    """The ICE lines of ``desc`` (session level, then the game stream, in their order, each ending in CRLF), for
+    the channel's transcript hash: an edited candidate, ufrag or password gives both sides different keys, so
+    the channel reports it instead of running on a path someone chose. Empty when the SDP has no ICE lines
+    (the transcript of a peer without ICE is unchanged)."""
+    section = find_game_media(desc)
+    lines = [str(a) for a in (*desc.attributes, *section.attributes) if a.name in _ICE_NAMES]
+    return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogatepass")

@@ -10,6 +10,7 @@ from gamesdk.events import Agreement
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Requirements
 from gamesdk.sdp.game import GameMedia, canonical_gsdk_lines
+from gamesdk.sdp.ice import canonical_ice_lines
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.requests import parse_reservations
 from gamesdk.sip.message import Response
@@ -63,11 +64,11 @@ def channel_params(
     private_key: bytes | PrivateKey,
 ) -> ChannelParams:
     """The game channel's keying input (DESIGN section 6): both sides compute the same transcript hash over the
-    canonical gsdk lines of both SDPs, both public keys, the Call-ID and the dialog's From and To tags."""
+    canonical gsdk and ICE lines of both SDPs, both public keys, the Call-ID and the dialog's From and To tags."""
     (offer_desc, offer_game), (answer_desc, answer_game) = offer, answer
     th = transcript_hash(
-        canonical_gsdk_lines(offer_desc),
-        canonical_gsdk_lines(answer_desc),
+        canonical_gsdk_lines(offer_desc) + canonical_ice_lines(offer_desc),
+        canonical_gsdk_lines(answer_desc) + canonical_ice_lines(answer_desc),
         offer_game.public_key,
         answer_game.public_key,
         call_id,
