@@ -66,6 +66,10 @@ class ClientConfig:
     #: Over TLS: a CRLFCRLF keep-alive on the connection after this long without traffic (RFC 5626 section 4.4.1
     #: asks for 95-120 s on TCP; the server closes flows idle for [tls] idle_timeout_s, 300 s by default).
     keepalive_s: float = 90.0
+    #: Over UDP with ICE (RFC 5626 outbound): a STUN Binding request to the region at a random point between 80 %
+    #: and 100 % of this (or of the region's ``Flow-Timer``, if shorter), so the home NAT keeps the mapping the
+    #: region reaches the player through; many NATs forget an idle UDP mapping after 30 s.
+    stun_keepalive_s: float = 29.0
     display_name: str | None = None
     #: Registration lifetime asked for; refreshed at half of what the server grants (RFC 3261 10.2.4).
     register_expires_s: int = 300
@@ -117,8 +121,9 @@ class ClientConfig:
             raise LocalProtocolError(f"ClientConfig.identity_ca {str(self.identity_ca)!r} is not a readable CA file")
         if self.verify_identity and self.identity_trust is None:
             raise LocalProtocolError("ClientConfig.verify_identity needs identity_ca (or ca)")
-        if self.keepalive_s <= 0:
-            raise LocalProtocolError("ClientConfig.keepalive_s must be positive")
+        for name in ("keepalive_s", "stun_keepalive_s"):
+            if getattr(self, name) <= 0:
+                raise LocalProtocolError(f"ClientConfig.{name} must be positive")
         if self.register_expires_s < 1:
             raise LocalProtocolError("register_expires_s must be at least 1")
         for name in ("invite_timeout_s", "answer_timeout_s", "publish_refresh_s", "session_refresh_s"):

@@ -38,6 +38,7 @@ from gamesdk.sdp.model import SessionDescription
 from gamesdk.session.agreement import channel_params
 from gamesdk.session.calls import Call, CallState, Pending, TimerHeap
 from gamesdk.session.credentials import MAX_AUTH_RETRIES, Credentials
+from gamesdk.session.keepalive import StunKeepAlive
 from gamesdk.session.presence import WATCH_EXPIRES_S, Watch, build_subscribe
 from gamesdk.session.publication import build_publish
 from gamesdk.session.registration import Registration
@@ -133,6 +134,11 @@ class AgentCore:
         #: us over our connection, or at the address our REGISTER came from, never at our private Contact.
         self.outbound = config.transport == "tls" or config.ice
         self.instance_id = _uuid_urn(random_bytes(16)) if self.outbound else ""
+        #: Outbound over UDP: STUN keep-alives on the SIP socket keep the NAT's mapping to the region open.
+        self.keepalive: StunKeepAlive | None = None
+        if self.outbound and config.transport == "udp":
+            self.keepalive = StunKeepAlive(config.server_address, config.stun_keepalive_s, random_bytes,
+                                           rto_s=config.timers.t1)
         #: The publication lifetime asked for: the configured one, or the server's Min-Expires after a 423.
         self._publish_expires = config.publish_expires_s
         #: When True, the "confirmed" PUBLISH of a new session goes out on the next :meth:`handle_timer` (due
@@ -146,7 +152,7 @@ class AgentCore:
         #: the 180 optional: "if the UAS is not able to answer the invitation immediately").
         self.ringing_delay_s = 0.0
         #: Counters for monitoring and tests.
-        self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0}
+        self.stats: dict[str, int] = {"parse_errors": 0, "stray_responses": 0, "acks_sent": 0, "flow_failures": 0}
         #: The driver's NAT traversal (ICE) per call, or None: the channel goes to the c=/m= address as is.
         self.paths: PathProvider | None = None
         #: The TURN servers (with this login's credentials) the last REGISTER 200 OK named (``Relay`` headers).
@@ -219,6 +225,9 @@ class AgentCore:
         """Feed one datagram received on the SIP socket."""
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 4.4.1)
+        if data[0] < 4:  # STUN (RFC 7983): SIP starts with a letter
+            self._keepalive_answer(data, addr, now)
+            return
         if self.config.trace:
             trace_log.info("SIP <- %s:%d\n%s", addr[0], addr[1], data.decode("utf-8", "replace"))
         try:
@@ -258,6 +267,9 @@ class AgentCore:
             deadlines.append(t)
         if self._republish:
             deadlines.append(self._republish[0][0])
+        keepalive = self.keepalive.due() if self.keepalive is not None else None
+        if keepalive is not None:
+            deadlines.append(keepalive)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -269,6 +281,8 @@ class AgentCore:
             # credentials for the cached challenge at once (RFC 3261 22.3); a stale nonce costs one 401
             reg = self._registration
             self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
+        if self.keepalive is not None:
+            self._keepalive_timer(self.keepalive, now)
         while self._republish and self._republish[0][0] <= now:
             self._send_republish(heapq.heappop(self._republish)[2], now)
         for key in [k for k, t in self._timers.items() if k.startswith("watch ") and t <= now]:
@@ -337,10 +351,14 @@ class AgentCore:
         if 200 <= resp.status < 300:
             if reg.unregistering:
                 reg.registered = False
+                if self.keepalive is not None:
+                    self.keepalive.stop()
                 self._emit(Unregistered(aor=self.aor))
                 return
             granted = reg.granted(resp, self.contact[1:-1])
             reg.registered = True
+            if self.keepalive is not None:
+                self.keepalive.start(now, _flow_timer(resp, self.config.stun_keepalive_s))
             relays = (parse_relay_header(v, now) for v in resp.headers.get_all(RELAY_HEADER))
             self.relays = tuple(r for r in relays if r is not None)
             # refresh at half the granted time (RFC 3261 10.2.4 leaves the margin to the UA)
@@ -354,7 +372,38 @@ class AgentCore:
 
     def _registration_failed(self, status: int, reason: str) -> None:
         self._registration.registered = False
+        if self.keepalive is not None:
+            self.keepalive.stop()
         self._emit(RegistrationFailed(status=status, reason=reason))
+
+    # -- keep-alives (RFC 5626 section 4.4.2)
+    def _keepalive_timer(self, keepalive: StunKeepAlive, now: float) -> None:
+        due = keepalive.due()
+        if due is None or due > now:
+            return
+        requests, failed = keepalive.poll(now)
+        self._out.extend((data, keepalive.server) for data in requests)
+        if failed:
+            self._flow_failed(now, "the region did not answer the keep-alive")
+
+    def _keepalive_answer(self, data: bytes, addr: Address, now: float) -> None:
+        keepalive = self.keepalive
+        if keepalive is None or addr != keepalive.server:
+            self.stats["parse_errors"] += 1  # STUN from elsewhere on the SIP socket: not ours to answer
+            return
+        if keepalive.receive(data, now) is False:
+            self._flow_failed(now, f"the NAT gave a new public address {keepalive.mapped}")
+
+    def _flow_failed(self, now: float, why: str) -> None:
+        """Section 4.4.1: a failed flow is replaced at once by registering again (the region learns the new
+        mapping), instead of the region sending to a dead one until the next refresh."""
+        reg = self._registration
+        if not reg.registered or reg.unregistering:
+            return
+        log.info("SIP flow to the region failed (%s); registering again", why)
+        self.stats["flow_failures"] += 1
+        self._timers.pop("register", None)
+        self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
 
     # -- established sessions
     def _established(self, call: Call, now: float) -> None:
@@ -834,6 +883,15 @@ def _min_expires(resp: Response) -> int | None:
         return resp.min_expires
     except RemoteProtocolError:
         return None
+
+
+def _flow_timer(resp: Response, configured: float) -> float:
+    """The keep-alive interval: the region's ``Flow-Timer`` (RFC 5626 section 11.1, seconds) when it is shorter
+    than ours, else ours; a malformed value is ignored."""
+    value = (resp.headers.get("Flow-Timer") or "").strip()
+    if value.isascii() and value.isdigit() and 0 < len(value) <= 6 and int(value) > 0:
+        return min(configured, float(value))
+    return configured
 
 
 def _retry_after(resp: Response) -> float | None:

@@ -8,61 +8,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import select
-import socket
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from regions import running_regions
+from udp_relay_kit import OnPathRelay
 
 from gamesdk import GameClient, GameSession, Lane
 from gamesdk.events import MessageReceived, SecurityError
-
-Address = tuple[str, int]
-
-
-class OnPathRelay:
-    """Forwards datagrams between players and a region (one upstream socket per player socket, like a NAT),
-    passing each through ``edit`` on its way."""
-
-    def __init__(self, region: Address, edit: Callable[[bytes], bytes]) -> None:
-        self.region = region
-        self.edit = edit
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.front.bind(("127.0.0.1", 0))
-        self.address: Address = self.front.getsockname()[:2]
-        self._up: dict[Address, socket.socket] = {}
-        self._back: dict[socket.socket, Address] = {}
-        self._stop = threading.Event()
-        self.edited = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.front, *self._back], [], [], 0.05)
-            for sock in ready:
-                data, src = sock.recvfrom(65535)
-                changed = self.edit(data)
-                self.edited += changed != data
-                if sock is self.front:
-                    up = self._up.get(src)
-                    if up is None:
-                        if len(self._up) >= 16:
-                            continue  # bounded: a test has a handful of player sockets
-                        up = self._up[src] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        up.bind(("127.0.0.1", 0))
-                        self._back[up] = src
-                    up.sendto(changed, self.region)
-                else:
-                    self.front.sendto(changed, self._back[sock])
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for sock in (self.front, *self._back):
-            sock.close()
 
 
 def _new_foundation(data: bytes) -> bytes:
