@@ -80,6 +80,10 @@ class Script:
     each_tick: Callable[[float], None] | None = None
     #: Give up this long after the invitation (the match fails or never gets a path).
     limit_s: float = 25.0
+    #: Both players idle this long after they are ready, before the invitation.
+    idle_s: float = 0.0
+    #: More ClientConfig fields for both players.
+    client_changes: dict[str, object] = field(default_factory=dict)
 
 
 def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False, script: Script | None = None) -> Outcome:
@@ -111,7 +115,8 @@ def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False, script: Script | 
                 with lab.inside(home):
                     clients[name] = PollingClient(ClientConfig(
                         username=name, password=f"{name}-pw", domain=f"{region}.gamesdk.test",
-                        server=(PUBLIC_SERVICE_IP, PORTS[region]), relay_only=relay_only),
+                        server=(PUBLIC_SERVICE_IP, PORTS[region]), relay_only=relay_only,
+                        **script.client_changes),  # type: ignore[arg-type]
                         bind=(HOME_IP[home][1], 0))
             alice, bob = clients["alice"], clients["bob"]
             homes = {"alice": "home1", "bob": "home2"}
@@ -119,10 +124,11 @@ def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False, script: Script | 
                 with lab.inside(homes[name]):
                     client.login(time.monotonic())
             call_id: str | None = None
+            ready_at: float | None = None
             round_no = 0  # the exchange under way (sent, not yet received both ways)
             sent_round = -1
             ended = False
-            deadline = time.monotonic() + 25
+            deadline = time.monotonic() + 25 + script.idle_s
             while time.monotonic() < deadline and not ended:
                 now = time.monotonic()
                 for name, client in clients.items():
@@ -139,7 +145,9 @@ def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False, script: Script | 
                                 ended = True
                 if script.each_tick is not None:
                     script.each_tick(now)
-                if call_id is None and alice.path_ready and bob.path_ready:
+                if call_id is None and alice.path_ready and bob.path_ready and ready_at is None:
+                    ready_at = now
+                if call_id is None and ready_at is not None and now >= ready_at + script.idle_s:
                     if script.before_invite is not None:
                         script.before_invite(lab, clients)
                     with lab.inside("home1"):
@@ -426,3 +434,17 @@ def test_an_answer_pointing_at_a_silent_victim(lab: NatLab, tmp_path: Path, ice:
     assert got["bytes"] <= 2048, got  # before address validation: the whole 60 Hz stream
     if not ice:
         assert got["queued"] >= 6000, got  # the game did try to send to the victim for a second or more
+
+
+def test_stun_keepalives_keep_the_way_to_the_callee_open(lab: NatLab, tmp_path: Path) -> None:
+    """Bob's NAT forgets an idle UDP mapping after 2 s (conntrack timeouts; home NATs: 30 s and more). Both
+    players idle 4 s after login, then alice calls: the region reaches bob at his REGISTER's public address
+    only because his STUN keep-alives on the SIP socket (every 0.4-0.5 s here) kept that mapping open.
+    Without them the INVITE is dropped at bob's NAT and no match starts."""
+    lab.build()
+    for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+        lab.exec("nat2", "sysctl", "-qw", f"net.netfilter.{key}=2")
+    outcome = _play(lab, tmp_path, script=Script(idle_s=4.0, limit_s=8.0,
+                                                 client_changes={"stun_keepalive_s": 0.5}))
+    assert outcome.failed is None
+    _check_common(outcome)
