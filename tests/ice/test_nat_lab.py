@@ -64,6 +64,7 @@ class Outcome:
     failed: SessionFailed | None = None
     call_id: str | None = None
     packets: list[tuple[str, int, str, int, bytes]] = field(default_factory=list)
+    home1_packets: list[tuple[str, int, str, int, bytes]] = field(default_factory=list)
     home2_packets: list[tuple[str, int, str, int, bytes]] = field(default_factory=list)
 
 
@@ -95,10 +96,10 @@ def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False, script: Script | 
             server.add_user("alice" if region == "eu" else "bob", f"{'alice' if region == 'eu' else 'bob'}-pw")
             server.start_in_thread()
             servers.append(server)
-    pcap, pcap2 = tmp / "pub.pcap", tmp / "home2.pcap"
+    pcap, pcap1, pcap2 = tmp / "pub.pcap", tmp / "home1.pcap", tmp / "home2.pcap"
     dumps = [subprocess.Popen(["ip", "netns", "exec", lab.ns(role), "tcpdump", "-i", "any", "-U", "-n", "-w",
                                str(path), "udp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for role, path in (("pub", pcap), ("home2", pcap2))]
+             for role, path in (("pub", pcap), ("home1", pcap1), ("home2", pcap2))]
     clients: dict[str, PollingClient] = {}
     outcome = Outcome(received={"alice": [], "bob": []}, channel_events={"alice": [], "bob": []})
     try:
@@ -107,7 +108,7 @@ def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False, script: Script | 
                 "denied-peer-ip=192.168.0.0-192.168.255.255\n" + extra_lines(tmp, 49152, 49300))
         with running_coturn(conf, tmp, (PUBLIC_SERVICE_IP, TURN_PORT), netns=lab.ns("pub"),
                             inside=lambda: lab.inside("pub")):
-            for path in (pcap, pcap2):  # tcpdump writes the file header once it listens
+            for path in (pcap, pcap1, pcap2):  # tcpdump writes the file header once it listens
                 wait_until = time.monotonic() + 10
                 while not (path.exists() and path.stat().st_size >= 24) and time.monotonic() < wait_until:
                     time.sleep(0.02)
@@ -190,6 +191,7 @@ def _play(lab: NatLab, tmp: Path, *, relay_only: bool = False, script: Script | 
             dump.send_signal(signal.SIGINT)
             dump.wait(10)
     outcome.packets = read_pcap(str(pcap))
+    outcome.home1_packets = read_pcap(str(pcap1))
     outcome.home2_packets = read_pcap(str(pcap2))
     return outcome
 
@@ -251,6 +253,11 @@ def test_relay_only_hides_the_players_address(lab: NatLab, tmp_path: Path) -> No
     assert all(alice_public not in (src, dst) for src, _, dst, _, _ in outcome.home2_packets)
     # nor in what they carry: the INVITE reaches bob without alice's Via (whose received= is her public address)
     leaks = [p for p in outcome.home2_packets if _mentions(p[4], alice_public)]
+    assert not leaks, leaks[0][4].decode("utf-8", "replace")
+    # and the other way: nothing at alice's from or about bob's public address
+    bob_public = NAT_OUTSIDE["nat2"][1]
+    assert outcome.home1_packets, "nothing captured at alice's"
+    leaks = [p for p in outcome.home1_packets if bob_public in (p[0], p[2]) or _mentions(p[4], bob_public)]
     assert not leaks, leaks[0][4].decode("utf-8", "replace")
 
 
