@@ -19,12 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from gamesdk.address import Address
 from gamesdk.ice import stun
 
 __all__ = ["StunKeepAlive"]
-
-Address = tuple[str, int]
-
 
 @dataclass(slots=True)
 class StunKeepAlive:

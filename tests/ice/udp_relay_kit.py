@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-Address = tuple[str, int]
+from gamesdk.address import Address
 
 
 class OnPathRelay:
