@@ -311,6 +311,14 @@ def test_a_nat_rebinding_mid_match_does_not_end_it(lab: NatLab, tmp_path: Path) 
     assert old[0] == new[0] == NAT_OUTSIDE["nat1"][1] and 20000 <= new[1] <= 20999 and old[1] != new[1]
 
 
+@dataclass
+class _Spoofing:
+    clients: dict[str, PollingClient] | None = None
+    call_id: str | None = None
+    sent: int = 0
+    counted: int = 0  # forged datagrams bob's path and channel dropped (the most seen at once)
+
+
 def _raw_udp(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
     """An IPv4 + UDP datagram with any source (UDP checksum 0: none)."""
     udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
@@ -326,11 +334,10 @@ def test_spoofed_packets_from_the_peers_address_before_confirmation(lab: NatLab,
     lab.build()
     with lab.inside("pub"):
         raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    state: dict[str, object] = {}
-    counted = [0]
+    spoof = _Spoofing()
 
     def after_accept(_lab: NatLab, clients: dict[str, PollingClient], call_id: str) -> None:
-        state["clients"], state["call_id"] = clients, call_id
+        spoof.clients, spoof.call_id = clients, call_id
 
     def srflx(client: PollingClient, call_id: str) -> tuple[str, int] | None:
         path = client._core.paths.get(call_id)
@@ -338,9 +345,8 @@ def test_spoofed_packets_from_the_peers_address_before_confirmation(lab: NatLab,
         return found[0] if found else None
 
     def each_tick(_now: float) -> None:
-        clients = state.get("clients")
-        call_id = state.get("call_id")
-        if not isinstance(clients, dict) or not isinstance(call_id, str):
+        clients, call_id = spoof.clients, spoof.call_id
+        if clients is None or call_id is None:
             return
         alice, bob = clients["alice"], clients["bob"]
         path = bob._core.paths.get(call_id)
@@ -348,8 +354,8 @@ def test_spoofed_packets_from_the_peers_address_before_confirmation(lab: NatLab,
             stats = bob.sessions[call_id].stats if call_id in bob.sessions else None
             seen = path.early_dropped + (stats.wrong_sid_dropped + stats.malformed_dropped + stats.decrypt_failures
                                          if stats is not None else 0)
-            counted[0] = max(counted[0], seen)
-        if call_id in alice.sessions and call_id in bob.sessions and state.get("sent", 0) > 200:  # type: ignore[operator]
+            spoof.counted = max(spoof.counted, seen)
+        if call_id in alice.sessions and call_id in bob.sessions and spoof.sent > 200:
             return  # both channels up: the spoofing window is over
         src, dst = srflx(alice, call_id), srflx(bob, call_id)
         call = bob.agent._calls.get(call_id)
@@ -361,7 +367,7 @@ def test_spoofed_packets_from_the_peers_address_before_confirmation(lab: NatLab,
         payloads += [b"\x00\x01\x00\x00" + os.urandom(16), os.urandom(300)]
         for payload in payloads:
             raw.sendto(_raw_udp(src, dst, payload), (dst[0], 0))
-        state["sent"] = int(state.get("sent", 0)) + len(payloads)  # type: ignore[call-overload]
+        spoof.sent += len(payloads)
 
     try:
         outcome = _play(lab, tmp_path, script=Script(after_accept=after_accept, each_tick=each_tick))
@@ -370,8 +376,8 @@ def test_spoofed_packets_from_the_peers_address_before_confirmation(lab: NatLab,
     assert outcome.failed is None
     _check_common(outcome)
     assert not [e for e in outcome.channel_events["bob"] if isinstance(e, SecurityError)]
-    assert int(state.get("sent", 0)) > 0  # type: ignore[call-overload]
-    assert counted[0] >= 1, "no forged datagram reached bob's game socket"
+    assert spoof.sent > 0
+    assert spoof.counted >= 1, "no forged datagram reached bob's game socket"
 
 
 VICTIM = ("203.0.113.99", 4000)
