@@ -395,7 +395,7 @@ class AgentCore:
             self._flow_failed(now, f"the NAT gave a new public address {keepalive.mapped}")
 
     def _flow_failed(self, now: float, why: str) -> None:
-        """Section 4.4.1: a failed flow is replaced at once by registering again (the region learns the new
+        """RFC 5626: a failed flow is replaced at once by registering again (the region learns the new
         mapping), instead of the region sending to a dead one until the next refresh."""
         reg = self._registration
         if not reg.registered or reg.unregistering:
@@ -886,7 +886,7 @@ def _min_expires(resp: Response) -> int | None:
 
 
 def _flow_timer(resp: Response, configured: float) -> float:
-    """The keep-alive interval: the region's ``Flow-Timer`` (RFC 5626 section 11.1, seconds) when it is shorter
+    """The keep-alive interval: the region's ``Flow-Timer`` (RFC 5626, seconds) when it is shorter
     than ours, else ours; a malformed value is ignored."""
     value = (resp.headers.get("Flow-Timer") or "").strip()
     if value.isascii() and value.isdigit() and 0 < len(value) <= 6 and int(value) > 0:

@@ -4,7 +4,7 @@ A player behind a NAT registers over UDP from its SIP socket; the region reaches
 came from (RFC 5626 outbound), which only works while the NAT keeps that mapping. Home NATs forget an idle UDP
 mapping after 30 s or more, and a REGISTER refresh comes only every few minutes. So while registered the user
 agent sends a STUN Binding request to its region (whose SIP port answers STUN, RFC 7983 demultiplexing) at a
-random point between 80 % and 100 % of the interval (RFC 5626 section 4.4.1: the region's ``Flow-Timer`` when
+random point between 80 % and 100 % of the interval (RFC 5626 section 4.4: the region's ``Flow-Timer`` when
 it sends one, else ``ClientConfig.stun_keepalive_s``).
 
 The flow has failed, and the user agent registers again at once, when (section 4.4.2) the mapped address in the
@@ -117,6 +117,6 @@ class StunKeepAlive:
         self._tries += 1
 
     def _jittered(self) -> float:
-        # RFC 5626 section 4.4.1: between 80 % and 100 % of the interval, so many players do not beat in step
+        # RFC 5626 section 4.4: between 80 % and 100 % of the interval, so many players do not beat in step
         fraction = int.from_bytes(self.random_bytes(2), "big") / 65535
         return self.interval_s * (0.8 + 0.2 * fraction)
