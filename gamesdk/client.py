@@ -572,11 +572,11 @@ class GameClient:
         assert isinstance(event, SessionEstablished)
         return self._made.pop(event.call_id)
 
-    def _end(self, session: GameSession, reason: str | None) -> None:
+    def _end(self, session: GameSession, reason: str | None, *, peer_silent: bool = False) -> None:
         assert self._core is not None and self._loop is not None
         session.channel.close(reason or "session ended")
         try:
-            self._core.agent.end(session.call_id, self._loop.time(), reason=reason)
+            self._core.agent.end(session.call_id, self._loop.time(), reason=reason, peer_silent=peer_silent)
         except LocalProtocolError:
             pass  # already over on the signalling side
         self._pump()
@@ -758,7 +758,7 @@ class GameClient:
             session._deliver(ch_event)
             if isinstance(ch_event, Disconnected) and not session.ended.is_set() and self._loop is not None:
                 # the peer went silent: end the signalling side too (BYE, terminated)
-                self._end(session, f"channel lost: {ch_event.reason}")
+                self._end(session, f"channel lost: {ch_event.reason}", peer_silent=True)
 
         config = channel_config_for(self._channel_config, event.agreement)
         try:

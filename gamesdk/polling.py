@@ -127,6 +127,7 @@ class PollingSession:
                 trace_log.info("session %s: %r", self.call_id, event)
         for event in events:
             if isinstance(event, Disconnected):
+                self._client._silent.add(self.call_id)
                 self._client._end(self, now, f"channel lost: {event.reason}", 0.0)
         if self.closing and not self.channel.channel.is_open:
             self._client._bye(self, now)
@@ -190,6 +191,8 @@ class PollingClient:
         #: Sessions whose ``end()`` lingers for the peer's acks; the BYE reasons they will send.
         self._lingering: dict[str, PollingSession] = {}
         self._bye_reasons: dict[str, str | None] = {}
+        #: Sessions ending because the peer went silent (their terminated PUBLISH says event="timeout").
+        self._silent: set[str] = set()
 
     @property
     def agent(self) -> UserAgent:
@@ -373,8 +376,10 @@ class PollingClient:
         reason = self._bye_reasons.pop(session.call_id, None)
         self.sessions.pop(session.call_id, None)
         session._pending += session.channel.close(now, reason or "session ended")
+        silent = session.call_id in self._silent
+        self._silent.discard(session.call_id)
         try:
-            self._core.agent.end(session.call_id, now, reason=reason)
+            self._core.agent.end(session.call_id, now, reason=reason, peer_silent=silent)
         except LocalProtocolError:
             pass
         self._transmit()

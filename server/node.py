@@ -42,6 +42,7 @@ from server.federation import FederationTable
 from server.hooks import NullPolicy, PolicyHooks, PolicyQuery, QueryAnswer
 from server.location import Binding, LocationService, is_ip_literal
 from server.loglimit import clip
+from server.peer_notice import PeerNotices
 from server.presence import PresenceAgent
 from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
 from server.ratelimit import SourceRateLimiter
@@ -140,6 +141,9 @@ class RegionalServer:
                                secret=secrets("branch") if secrets else random_bytes(32),
                                max_transactions=limits.max_transactions)
         self.proxy.client_of = self.client_of
+        #: Notices to peer regions about their players who vanished from a session (server/peer_notice.py).
+        self.notices = PeerNotices(domain=config.domain, via=(host, port), ids=self.ids, t1=config.timers.t1_s,
+                                   t2=config.timers.t2_s)
         #: Policy queries for the driver (shared with the proxy): see :meth:`take_queries`.
         self.queries: list[PolicyQuery[Any]] = self.proxy.queries
         # UAS requests (PUBLISH) waiting for the policy: their retransmissions are dropped meanwhile.
@@ -263,11 +267,24 @@ class RegionalServer:
             verdict = query.finish(answer)
             if query.then is not None:
                 query.then(verdict, now, out)
+            if self.notices.outbox:
+                out.extend(self.notices.take())
         except Exception:
             self.stats.internal_errors += 1
             log.exception("node: internal error finishing a policy %s query", query.purpose or "")
         self.stats.datagrams_out += len(out)
         return out
+
+    def player_vanished(self, player: str, peer: str, call_id: str, player_tag: str, peer_tag: str,
+                        now: float) -> None:
+        """Our ``peer`` (AOR) lost ``player`` (AOR of another region) in dialog ``call_id``: tell that region (the
+        policy hooks call this; see server/peer_notice.py). Nothing for a player of ours or an unknown domain."""
+        domain = player.rpartition("@")[2].split(";", 1)[0].split(">", 1)[0].lower()
+        region = self.federation.by_domain(domain)
+        if domain == self.config.domain or region is None:
+            return
+        self.notices.player_vanished(region.address, player=player, call_id=call_id, local_tag=player_tag,
+                                     remote_tag=peer_tag, peer=peer, now=now)
 
     def _bindings_removed(self, bindings: Sequence[Binding], now: float) -> None:
         query = self.hooks.bindings_removed(bindings, now)
@@ -280,6 +297,8 @@ class RegionalServer:
         self.stats.datagrams_in += 1
         try:
             self._handle(data, addr, now, out)
+            if self.notices.outbox:
+                out.extend(self.notices.take())
         except Exception:
             self.stats.internal_errors += 1
             log.exception("node: internal error on a datagram from %s:%d", *addr)
@@ -294,6 +313,7 @@ class RegionalServer:
         # Called after every datagram by the driver: no temporary lists.
         best = self.proxy.get_timer()
         for when in (self.location.next_expiry(), self.federation.get_timer(), self.hooks.get_timer(),
+                     self.notices.get_timer(),
                      self.refers.get_timer(), self.presence.get_timer(),
                      self._delayed[0][0] if self._delayed else None):
             if when is not None and (best is None or when < best):
@@ -315,6 +335,7 @@ class RegionalServer:
             self.presence.handle_timer(now, out)
             out.extend(self.federation.handle_timer(now))
             self.hooks.handle_timer(now)
+            out.extend(self.notices.handle_timer(now))
             self.refers.handle_timer(now, out)
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, data, addr = heapq.heappop(self._delayed)
@@ -385,6 +406,8 @@ class RegionalServer:
             if method == "REFER" and self.refers.handle_response(response, addr, now):
                 return
             if method == "NOTIFY" and self.presence.handle_response(response):
+                return
+            if method == "PUBLISH" and self.notices.handle_response(response):
                 return
             if method == "INVITE" and response.status >= 200:
                 self.stats.invite_finals[response.status] = self.stats.invite_finals.get(response.status, 0) + 1
@@ -565,6 +588,16 @@ class RegionalServer:
         out.extend(after)
 
     def _publish(self, request: Request, addr: Address, now: float) -> tuple[Response | PolicyQuery[Response], bool]:
+        peer = self.federation.authenticated_peer(addr)
+        if peer is not None:
+            # A peer region: it may only report that one of our players vanished from a session with one of its
+            # players (server/peer_notice.py); the hooks check that the session is such a one.
+            handler = getattr(self.hooks, "peer_publish_received", None)
+            if handler is None:
+                return response_for(request, 501, "Peer notices not served without a policy component",
+                                    to_tag=self.ids.tag()), True
+            answer: Response | PolicyQuery[Response] = handler(request, peer.domain, now)
+            return answer, True
         # PUBLISH goes to our event state compositor, so we challenge as a UAS (401, RFC 3261 section 22.2).
         outcome = self.login.authenticate(request, self.client_of(request, addr), now, proxy=False)
         if not isinstance(outcome, Authenticated):

@@ -202,12 +202,17 @@ class AgentCore:
         self._timers.pop("register", None)
         self._send_register(now, 0, self._credentials.cached(401, "REGISTER", self._registration.registrar))
 
-    def end(self, call_id: str, now: float, *, reason: str | None = None, cause: int | None = None) -> None:
-        """Hang up an established session (BYE straight to the peer, with an optional Reason header)."""
+    def end(self, call_id: str, now: float, *, reason: str | None = None, cause: int | None = None,
+            peer_silent: bool = False) -> None:
+        """Hang up an established session (BYE straight to the peer, with an optional Reason header).
+
+        ``peer_silent``: it ends because the peer went silent (the game channel timed out). The player's server
+        is then told the dialog ended by a timeout (RFC 4235 ``event="timeout"``), so the peer's region, which
+        hears nothing more from a crashed game, can be told to release it (DESIGN section 10)."""
         call = self._calls.get(call_id)
         if call is None or call.state not in (CallState.CONFIRMED, CallState.ANSWERED):
             raise LocalProtocolError(f"no established session {call_id!r}")
-        self._send_bye(call, now, reason=reason, cause=cause)
+        self._send_bye(call, now, reason=reason, cause=cause, peer_silent=peer_silent)
         self._emit(SessionEnded(call_id=call_id, reason=reason or "ended locally", by_peer=False))
 
     def is_outgoing(self, call_id: str) -> bool:
@@ -434,14 +439,18 @@ class AgentCore:
             private_key=private_key,
         )
 
-    def _send_bye(self, call: Call, now: float, *, reason: str | None, cause: int | None) -> None:
+    def _send_bye(self, call: Call, now: float, *, reason: str | None, cause: int | None,
+                  peer_silent: bool = False) -> None:
         assert call.dialog is not None
         why = Reason("SIP", cause, reason) if reason is not None or cause is not None else None
         req, call.dialog = build_bye(call.dialog, self._ids.branch(), why, extra=self._agent_header)
         call.state = CallState.ENDING
         call.timers.pop("refresh", None)
         self._start_client(req, now, Pending("bye", call.call_id), destination=next_hop(call.dialog))
-        self._publish(call, now, DialogState.TERMINATED, event="local-bye", code=cause)
+        if peer_silent:
+            self._publish(call, now, DialogState.TERMINATED, event="timeout", code=408)
+        else:
+            self._publish(call, now, DialogState.TERMINATED, event="local-bye", code=cause)
 
     @property
     def _agent_header(self) -> list[tuple[str, str]]:

@@ -311,6 +311,8 @@ def operation_to_json(op: PolicyOperation) -> dict[str, Any]:
         data.update(op="refresh", expires=op.expires_s)
     else:
         data.update(op="release", reason=op.reason.value, sipReason=op.sip_reason)
+        if op.peer_domain is not None:
+            data["peerDomain"] = op.peer_domain
     return data
 
 
@@ -327,5 +329,9 @@ def operation_from_json_untrusted(value: object) -> PolicyOperation:
         sip_reason = data.get("sipReason")
         if sip_reason is not None and (not isinstance(sip_reason, str) or len(sip_reason) > _MAX_TEXT):
             raise _bad("sipReason must be a string")
-        return Release(ref=ref, reason=end_reason_from_json_untrusted(data.get("reason")), sip_reason=sip_reason)
+        peer_domain = data.get("peerDomain")
+        if peer_domain is not None and (not isinstance(peer_domain, str) or not 0 < len(peer_domain) <= 255):
+            raise _bad("peerDomain must be a domain name")
+        return Release(ref=ref, reason=end_reason_from_json_untrusted(data.get("reason")), sip_reason=sip_reason,
+                       peer_domain=peer_domain)
     raise _bad("op must be activate, refresh or release")

@@ -34,7 +34,7 @@ from server.billing.model import BillingEvent, BillingRecord, BillingSink, Event
 from .admission import NetworkUsage, admit, class_demand
 from .config import PolicyConfig
 from .ledger import Change, Journal, Ledger, LedgerUnavailable, SplitLedger
-from .lifetime import Activate, PolicyOperation, Refresh
+from .lifetime import Activate, PolicyOperation, Refresh, Release
 from .model import (
     AppSession,
     Decision,
@@ -357,15 +357,18 @@ class PolicyServer:
         ]
         return [r for k in keys if (r := self.release(k, now, reason)) is not None]
 
-    def find(self, ref: DialogRef) -> Reservation | None:
+    def find(self, ref: DialogRef, *, peer_domain: str | None = None) -> Reservation | None:
         """The reservation a player's PUBLISH names (RFC 4235 call-id, local-tag, remote-tag).
 
         The caller's To-tag is its remote tag, the callee's its local tag; only the publisher's own
-        reservations match. Ending reservations are found too (a repeated ``terminated`` is a no-op).
+        reservations match. Ending reservations are found too (a repeated ``terminated`` is a no-op). With
+        ``peer_domain`` (a peer region speaks), only a reservation whose other player is of that domain matches.
         """
         for key in self._by_call_id.get(ref.call_id, ()):
             res = self._held.get(key) or self._ending.get(key)
             if res is None or res.request.player != ref.player:
+                continue
+            if peer_domain is not None and _domain(res.request.peer) != peer_domain.lower():
                 continue
             if (key.side is Side.ORIG and key.to_tag == ref.remote_tag) or (
                 key.side is Side.TERM and key.to_tag == ref.local_tag
@@ -380,7 +383,7 @@ class PolicyServer:
         publisher holds no reservation for that dialog (unknown, already released, or someone else's).
         Raises :class:`LedgerUnavailable` when the change is not durable: the PUBLISH must not be acknowledged.
         """
-        res = self.find(op.ref)
+        res = self.find(op.ref, peer_domain=op.peer_domain if isinstance(op, Release) else None)
         if res is None:
             return None
         if isinstance(op, Activate):
@@ -724,3 +727,8 @@ def capacity_view(config: PolicyConfig, held: Iterable[Reservation]) -> list[Net
         )
         for net in config.networks
     ]
+
+
+def _domain(aor: str) -> str:
+    """The domain of an AOR (``sip:bob@na.example`` -> ``na.example``), lower-case."""
+    return aor.rpartition("@")[2].split(";", 1)[0].split(">", 1)[0].strip().lower()

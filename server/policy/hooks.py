@@ -47,15 +47,16 @@ from gamesdk.qos.model import Side as QosSide
 from gamesdk.qos.negotiation import demand
 from gamesdk.sdp.codec import parse_sdp_untrusted
 from gamesdk.sdp.game import Role, find_game_media, game_from_sdp
+from gamesdk.sip.dialog_info import DialogState, parse_dialog_info_untrusted
 from gamesdk.sip.message import Request, Response, response_for
 from server.hooks import CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
 from server.location import Binding
-from server.publish import DialogPublications, PublishRequest
+from server.publish import DialogPublications, PublishRequest, PublishResult
 
 from .bridge import app_session_from_demand
 from .config import PolicyConfig
-from .lifetime import Activate, PolicyOperation, operations_for_publish
-from .model import AppSession, Decision, Deny, EndReason, Grant, Reservation, Resource
+from .lifetime import Activate, PolicyOperation, Release, operations_for_publish
+from .model import AppSession, Decision, Deny, DialogRef, EndReason, Grant, Reservation, Resource, Side
 from .queries import PolicyCall, answer_now, policy_fault
 
 __all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
@@ -123,6 +124,8 @@ class RegionPolicyHooks:
         wall_clock: epoch seconds (``time.time``), for the records' start times.
         tag_factory: To-tags for PUBLISH responses.
         transit_rtt_ms: measured round trip to a peer domain (``node.federation.rtt_ms``), None if unknown.
+        player_vanished: ``node.player_vanished``: called when our player's ``terminated`` says the other player
+            went silent (``event="timeout"``) and that player is of a peer region, so that region releases it.
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class RegionPolicyHooks:
         wall_clock: Callable[[], float],
         tag_factory: Callable[[], str],
         transit_rtt_ms: Callable[[str], float | None],
+        player_vanished: Callable[[str, str, str, str, str, float], None] | None = None,
     ) -> None:
         self.backend = backend
         #: Answers this region's queries when the policy is a separate process (set by ``make_policy_hooks``;
@@ -146,6 +150,9 @@ class RegionPolicyHooks:
         self._wall_clock = wall_clock
         self._tag = tag_factory
         self._transit = transit_rtt_ms
+        # (player of the peer region, our player, Call-ID, the vanished player's tag, ours, now): the node tells
+        # the peer region (server/peer_notice.py).
+        self._player_vanished = player_vanished
         # (Call-ID, From-tag) -> (offer body, Content-Type, its terms or None, expiry on the node clock).
         self._offers: OrderedDict[tuple[str, str], _CachedOffer] = OrderedDict()
 
@@ -364,6 +371,7 @@ class RegionPolicyHooks:
                 return response_for(request, 503, "Policy update not recorded, try again", to_tag=self._tag(),
                                     extra=[("Retry-After", str(PUBLISH_RETRY_AFTER_S))])
             headers = list(extra)
+            self._tell_peer_regions(result, ops, answer.results, now)
             for op, held in zip(ops, answer.results, strict=True):
                 if held is None:
                     log.info("PUBLISH from %s names no reservation of its own (%s)", aor, op.ref.call_id)
@@ -379,6 +387,57 @@ class RegionPolicyHooks:
         if not ops:
             return finish(QueryAnswer())
         return self._ask([PolicyCall("apply", op=op) for op in ops], finish, now, "publish")
+
+    def _tell_peer_regions(self, result: PublishResult, ops: list[PolicyOperation], held: tuple[object, ...],
+                           now: float) -> None:
+        """Our player lost the other one (``terminated`` with ``event="timeout"``): if that player is of a peer
+        region, tell it, so it stops holding and billing a player who is gone (a crashed game sends nothing)."""
+        if self._player_vanished is None or result.info is None:
+            return
+        lost = {d.call_id for d in result.info.dialogs
+                if d.state is DialogState.TERMINATED and d.event == "timeout" and d.call_id}
+        if not lost:
+            return
+        for op, res in zip(ops, held, strict=False):
+            if not isinstance(op, Release) or not isinstance(res, Reservation) or res.key.call_id not in lost:
+                continue
+            request = res.request
+            ours_is_caller = res.key.side is Side.ORIG
+            # The caller's reservation is keyed by the callee's To-tag; the callee's by its own.
+            peer_tag, our_tag = ((res.key.to_tag, request.from_tag) if ours_is_caller
+                                 else (request.from_tag, res.key.to_tag))
+            self._player_vanished(request.peer, request.player, res.key.call_id, peer_tag, our_tag, now)
+
+    def peer_publish_received(self, request: Request, peer_domain: str,
+                              now: float) -> Response | PolicyQuery[Response]:
+        """A peer region reports that our player went silent in a session with one of its players: release that
+        reservation now, billed ``peer-region`` (see server/peer_notice.py). Only terminated dialogs count, and only
+        sessions whose other player is of ``peer_domain``."""
+        try:
+            info = parse_dialog_info_untrusted(request.body)
+        except GameSdkError as exc:
+            return response_for(request, 400, str(exc), to_tag=self._tag())
+        aor = request.request_uri.aor
+        ops: list[PolicyOperation] = [
+            Release(ref=DialogRef(call_id=d.call_id, local_tag=d.local_tag, remote_tag=d.remote_tag, player=aor),
+                    reason=EndReason.PEER_REGION, sip_reason=f"{peer_domain}: the player went silent",
+                    peer_domain=peer_domain)
+            for d in info.dialogs
+            if d.state is DialogState.TERMINATED and d.call_id and d.local_tag and d.remote_tag
+        ]
+
+        def finish(answer: QueryAnswer) -> Response:
+            if answer.error is not None or len(answer.results) < len(ops):
+                return response_for(request, 503, "Not recorded, try again", to_tag=self._tag(),
+                                    extra=[("Retry-After", str(PUBLISH_RETRY_AFTER_S))])
+            released = sum(1 for r in answer.results if r is not None)
+            if released:
+                log.info("%s reported that %s went silent: released %d reservation(s)", peer_domain, aor, released)
+            return response_for(request, 200, "OK", to_tag=self._tag())
+
+        if not ops:
+            return finish(QueryAnswer())
+        return self._ask([PolicyCall("apply", op=op) for op in ops], finish, now, "peer")
 
     # -- registrations -----------------------------------------------------------------------------------------
 

@@ -42,6 +42,9 @@ class Release:
     ref: DialogRef
     reason: EndReason
     sip_reason: str | None = None
+    #: Set when a peer region ends the session (its player saw ours vanish): only a reservation whose other
+    #: player belongs to that domain matches.
+    peer_domain: str | None = None
 
 
 PolicyOperation = Activate | Refresh | Release

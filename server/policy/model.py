@@ -63,6 +63,9 @@ class EndReason(str, enum.Enum):
     LEASE_EXPIRED = "lease-expired"
     REG_EXPIRED = "reg-expired"
     SERVER_RESTART = "server-restart"
+    #: The other player's region reported that the session ended because this region's player went silent (a
+    #: crashed game): released when that was observed, not when the lease runs out.
+    PEER_REGION = "peer-region"
 
 
 class ReservationState(str, enum.Enum):

@@ -290,7 +290,7 @@ def test_separate_policy_process_over_http(tmp_path: Path) -> None:
         assert policy.is_idle()
 
     try:
-        run(tmp_path, scenario, eu_policy_url=f"http://127.0.0.1:{address[1]}")
+        run(tmp_path, scenario, eu_policy_url=f"http://127.0.0.1:{address[1]}", eu_policy_timeout_s=5.0)
     finally:
         asyncio.run_coroutine_threadsafe(service.close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)

@@ -1,0 +1,77 @@
+"""A player's game crashes mid-match: the other player's region tells the crashed player's region over federation,
+which releases the reservation at once (billed ``peer-region`` to that moment) instead of holding the capacity
+and billing until the lease runs out."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gamesdk import ClientConfig, GameClient, GameSession
+from gamesdk.channel import ChannelConfig
+from gamesdk.lowlevel import TimerConfig
+from server.io import EmbeddedServer
+from server.policy import PolicyServer
+from server.policy.cli_support import billing_rows
+
+from .test_region_hooks import DOMAINS, Region, active, hooks_for, region_config
+
+FAST_TIMERS = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
+
+
+def test_a_crashed_players_region_releases_when_the_other_side_sees_it_gone(tmp_path: Path) -> None:
+    async def main() -> None:
+        eu_config, na_config = region_config("eu", tmp_path), region_config("na", tmp_path)
+        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
+        await eu.start()
+        await na.start()
+        eu.set_peer(DOMAINS["na"], na.address)
+        na.set_peer(DOMAINS["eu"], eu.address)
+        eu.add_user("alice", "alice-pw")
+        na.add_user("bob", "bob-pw")
+        fast = ChannelConfig(interrupted_s=0.3, disconnected_s=1.0)
+        alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
+                                        server=eu.address, timers=FAST_TIMERS), channel_config=fast)
+        bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address,
+                                      timers=FAST_TIMERS), channel_config=fast)
+        try:
+            await alice.login()
+            await bob.login()
+
+            async def answer() -> GameSession:
+                return await (await bob.next_invite()).accept()
+
+            callee = asyncio.create_task(answer())
+            session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+            bobs = await callee
+            await Region(eu).until(active, "alice's confirmed reservation")
+            await Region(na).until(active, "bob's confirmed reservation")
+            # bob's game dies: its sockets close, nothing more is sent (no BYE, no PUBLISH, no refresh)
+            assert bob._transport is not None
+            bob._transport.abort()
+            bobs.channel._transport.abort()  # type: ignore[union-attr]
+            for _ in range(100):  # bounded: alice's channel gives up after 1 s of silence
+                if session.ended.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            assert session.ended.is_set()
+            await Region(eu).until(PolicyServer.is_idle, "alice's reservation released")
+            # bob's lease (the PUBLISH Expires plus slack) is far away: only the notice from eu releases it now
+            await Region(na).until(PolicyServer.is_idle, "bob's reservation released on eu's notice")
+            assert na.node is not None and eu.node is not None
+            assert eu.node.notices.stats["accepted"] == 1
+        finally:
+            await alice.close()
+            await bob.close()
+            await eu.stop()
+            await na.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 40))
+    [eu_row] = billing_rows(tmp_path / "eu.sqlite3")
+    [na_row] = billing_rows(tmp_path / "na.sqlite3")
+    assert eu_row.end_reason == "bye-local"
+    assert na_row.end_reason == "peer-region"
+    assert eu_row.t_stop is not None and na_row.t_stop is not None
+    # bob's STOP is stamped when eu's notice arrived: after alice's side saw him gone, not at his lease's end
+    assert eu_row.t_stop <= na_row.t_stop
