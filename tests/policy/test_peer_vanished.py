@@ -13,7 +13,11 @@ from gamesdk.lowlevel import TimerConfig
 from server.io import EmbeddedServer
 from server.policy import PolicyServer
 from server.policy.cli_support import billing_rows
+from server.policy.codec import operation_from_json_untrusted, operation_to_json
+from server.policy.lifetime import Release
+from server.policy.model import DialogRef, EndReason, Grant
 
+from .conftest import make_request
 from .test_region_hooks import DOMAINS, Region, active, hooks_for, region_config
 
 FAST_TIMERS = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
@@ -75,3 +79,19 @@ def test_a_crashed_players_region_releases_when_the_other_side_sees_it_gone(tmp_
     assert eu_row.t_stop is not None and na_row.t_stop is not None
     # bob's STOP is stamped when eu's notice arrived: after alice's side saw him gone, not at his lease's end
     assert eu_row.t_stop <= na_row.t_stop
+
+
+def test_a_peer_region_may_end_only_sessions_with_its_own_players(policy: PolicyServer) -> None:
+    """Release.peer_domain: na may report alice (ours) silent only in a session whose other player is of na;
+    another peer (or a forged domain) names nothing; the JSON form keeps the restriction."""
+    request = make_request(1)  # alice (eu, the caller) with bob@na.example
+    assert isinstance(policy.final(request, 0.0), Grant)
+    assert policy.activate(request.key, 1.0, 90) is not None
+    ref = DialogRef(call_id=request.call_id, local_tag=request.from_tag, remote_tag=request.to_tag,
+                    player=request.player)
+    forged = Release(ref=ref, reason=EndReason.PEER_REGION, peer_domain="other.example")
+    assert policy.apply(forged, 5.0) is None
+    assert policy.apply(operation_from_json_untrusted(operation_to_json(forged)), 5.0) is None
+    assert policy.get(request.key) is not None
+    released = policy.apply(Release(ref=ref, reason=EndReason.PEER_REGION, peer_domain="NA.example"), 6.0)
+    assert released is not None and policy.get(request.key) is None
