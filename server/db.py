@@ -208,6 +208,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "the Path (RFC 3327) of each registration", (
         "ALTER TABLE registrations ADD COLUMN path TEXT NOT NULL DEFAULT '[]'",
     )),
+    Migration(9, "dialog publications (RFC 3903 entity-tags) kept across restarts", (
+        # server/registrations.py; expires_at is wall-clock (UNIX) seconds, info the RFC 4235 XML.
+        """CREATE TABLE dialog_publications (
+            etag       TEXT NOT NULL PRIMARY KEY,
+            aor        TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            info       BLOB NOT NULL
+        )""",
+    )),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -37,6 +37,7 @@ from server.db import open_region_db
 from server.hooks import PolicyHooks, PolicyQuery, QueryAnswer
 from server.logs import setup_logging  # re-exported: it used to live here
 from server.node import AccountLookup, RegionalServer
+from server.publish import DialogPublications
 from server.registrations import RegistrationStore
 from server.regwriter import RegistrationWriter
 from server.reload import load_for_reload
@@ -414,6 +415,11 @@ class EmbeddedServer:
         restored = node.location.restore(self._registrations.load(wall, offset))
         dialogs = self._registrations.load_dialogs(wall, offset)
         node.proxy.restore_dialogs(dialogs, loop.time())
+        publications = getattr(node.hooks, "publications", None)
+        if isinstance(publications, DialogPublications):
+            kept = publications.restore(self._registrations.load_publications(wall, offset), loop.time())
+            if kept:
+                log.info("server: restored %d dialog publication(s)", kept)
         if restored or dialogs:
             log.info("server: restored %d registration(s) and %d call(s) from %s", restored, len(dialogs),
                      self.config.database)
@@ -426,8 +432,10 @@ class EmbeddedServer:
             return 0
         changes = node.location.take_changes()
         dialogs, node.proxy.opened_dialogs = node.proxy.opened_dialogs, []
+        publications = getattr(node.hooks, "publications", None)
+        published = publications.take_changes() if isinstance(publications, DialogPublications) else None
         wall = _wall_time()
-        return writer.submit(changes, dialogs, wall - loop.time(), wall)
+        return writer.submit(changes, dialogs, wall - loop.time(), wall, publications=published)
 
     def _flush_tick(self) -> None:
         self.flush_registrations()

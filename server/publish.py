@@ -147,9 +147,15 @@ class DialogPublications:
         self.default_expires_s = default_expires_s
         self._by_etag: dict[str, Publication] = {}
         self._timers: list[tuple[float, str]] = []
+        # Entity-tags added (the publication) or gone (None) since the driver last saved them.
+        self._changes: dict[str, Publication | None] = {}
 
     def get(self, etag: str) -> Publication | None:
         return self._by_etag.get(etag)
+
+    def of(self, aor: str) -> list[Publication]:
+        """The live publications of ``aor``."""
+        return [p for p in self._by_etag.values() if _same_aor(p.aor, aor)]
 
     def __len__(self) -> int:
         return len(self._by_etag)
@@ -278,13 +284,36 @@ class DialogPublications:
                 expired.append(pub)
         return expired
 
+    def take_changes(self) -> dict[str, Publication | None]:
+        """What changed since the last call (entity-tag -> publication, or None when it went): the driver writes
+        it to the region database, so a restart keeps the players' entity-tags (their refreshes still match)."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    def restore(self, publications: list[Publication], now: float) -> int:
+        """Publications read back at start-up (times on this process' clock); those already expired are skipped.
+        Returns how many were restored."""
+        restored = 0
+        for pub in publications:
+            if pub.expires_at <= now or pub.etag in self._by_etag:
+                continue
+            if self._per_aor.get(pub.aor, 0) >= self.max_per_aor or len(self._by_etag) >= self.max_total:
+                continue
+            self._by_etag[pub.etag] = pub
+            self._per_aor[pub.aor] = self._per_aor.get(pub.aor, 0) + 1
+            heapq.heappush(self._timers, (pub.expires_at, pub.etag))
+            restored += 1
+        return restored
+
     def _add(self, pub: Publication) -> None:
         self._by_etag[pub.etag] = pub
         self._per_aor[pub.aor] = self._per_aor.get(pub.aor, 0) + 1
+        self._changes[pub.etag] = pub
 
     def _drop(self, etag: str) -> None:
         pub = self._by_etag.pop(etag, None)
         if pub is not None:
+            self._changes[etag] = None
             left = self._per_aor.get(pub.aor, 1) - 1
             if left > 0:
                 self._per_aor[pub.aor] = left

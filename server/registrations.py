@@ -1,5 +1,6 @@
 """Registrations kept in the region database (table ``registrations``), so a restart logs no player out; and the
-calls whose in-dialog requests this server relays (table ``relayed_dialogs``), so their BYEs still pass.
+calls whose in-dialog requests this server relays (table ``relayed_dialogs``), so their BYEs still pass; and the
+players' dialog publications (table ``dialog_publications``), so their RFC 3903 refreshes still match.
 
 The location service is the truth while the server runs; the driver hands this store what changed
 (:meth:`LocationService.take_changes`) every second and at shutdown, and reads it back at start. Times in the
@@ -13,9 +14,12 @@ import json
 import sqlite3
 from collections.abc import Callable, Mapping
 
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.dialog_info import format_dialog_info, parse_dialog_info_untrusted
 from server.db import migrate
 from server.location import Binding
 from server.proxy import DialogParties
+from server.publish import Publication
 
 __all__ = ["RegistrationStore"]
 
@@ -81,6 +85,37 @@ class RegistrationStore:
                     [(call_id, p.expires_at + wall_offset,
                       json.dumps({"caller": sorted(p.caller), "callee": sorted(p.callee)}))
                      for call_id, p in dialogs])
+
+    def save_publications(self, changes: Mapping[str, Publication | None], wall_offset: float) -> None:
+        """Write the dialog publications (RFC 3903 entity-tags) that changed, in one transaction."""
+        if not changes:
+            return
+        put = [(etag, p.aor, p.expires_at + wall_offset, format_dialog_info(p.info))
+               for etag, p in changes.items() if p is not None]
+        gone = [(etag,) for etag, p in changes.items() if p is None]
+        with self._conn:
+            self._conn.execute("BEGIN")
+            if gone:
+                self._conn.executemany("DELETE FROM dialog_publications WHERE etag = ?", gone)
+            if put:
+                self._conn.executemany("INSERT OR REPLACE INTO dialog_publications (etag, aor, expires_at, info)"
+                                       " VALUES (?, ?, ?, ?)", put)
+
+    def load_publications(self, wall_now: float, wall_offset: float) -> list[Publication]:
+        """The publications still live at ``wall_now``, on the loop clock; expired rows are deleted. A row whose
+        XML no longer parses is skipped (that player's next refresh gets 412 and it publishes afresh)."""
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.execute("DELETE FROM dialog_publications WHERE expires_at <= ?", (wall_now,))
+            rows = self._conn.execute("SELECT etag, aor, expires_at, info FROM dialog_publications").fetchall()
+        out: list[Publication] = []
+        for etag, aor, expires_at, info in rows:
+            try:
+                parsed = parse_dialog_info_untrusted(bytes(info))
+            except RemoteProtocolError:
+                continue
+            out.append(Publication(aor=str(aor), etag=str(etag), info=parsed, expires_at=expires_at - wall_offset))
+        return out
 
     def load_dialogs(self, wall_now: float, wall_offset: float) -> list[tuple[str, DialogParties]]:
         rows = self._conn.execute("SELECT call_id, expires_at, parties FROM relayed_dialogs WHERE expires_at > ?",

@@ -1,5 +1,5 @@
-"""The region database's registration writer: a thread that owns its own connection, so no registration or relayed
-call is ever written on the signalling loop.
+"""The region database's registration writer: a thread that owns its own connection, so no registration, relayed
+call or dialog publication (RFC 3903 entity-tag) is ever written on the signalling loop.
 
 The driver hands it what changed (:meth:`RegistrationWriter.submit`: a mutex and a dict update, never a database
 wait). The thread writes in one transaction; when the database refuses (another process holds it, disk full) the
@@ -19,6 +19,7 @@ from pathlib import Path
 from server.db import open_region_db
 from server.location import Binding
 from server.proxy import DialogParties
+from server.publish import Publication
 from server.registrations import RegistrationStore
 
 __all__ = ["MAX_PENDING_DIALOGS", "RegistrationWriter"]
@@ -40,6 +41,7 @@ class RegistrationWriter:
         self._cond = threading.Condition()
         self._changes: dict[_Key, Binding | None] = {}
         self._dialogs: list[tuple[str, DialogParties]] = []
+        self._publications: dict[str, Publication | None] = {}
         self._wall_offset = 0.0
         self._wall_now = 0.0
         self._busy = False
@@ -51,30 +53,33 @@ class RegistrationWriter:
         self._thread.start()
 
     def submit(self, changes: Mapping[_Key, Binding | None], dialogs: list[tuple[str, DialogParties]],
-               wall_offset: float, wall_now: float) -> int:
+               wall_offset: float, wall_now: float,
+               publications: Mapping[str, Publication | None] | None = None) -> int:
         """Queue a batch (``wall_offset`` = wall clock - loop clock); returns how many rows it holds."""
-        if not changes and not dialogs:
+        publications = publications or {}
+        if not changes and not dialogs and not publications:
             return 0
         with self._cond:
             self._changes.update(changes)
+            self._publications.update(publications)
             self._dialogs.extend(dialogs)
             if len(self._dialogs) > MAX_PENDING_DIALOGS:
                 del self._dialogs[: len(self._dialogs) - MAX_PENDING_DIALOGS]
             self._wall_offset = wall_offset
             self._wall_now = wall_now
             self._cond.notify()
-        return len(changes) + len(dialogs)
+        return len(changes) + len(dialogs) + len(publications)
 
     @property
     def pending(self) -> int:
         """Rows not written yet (queued or being written)."""
         with self._cond:
-            return len(self._changes) + len(self._dialogs) + (1 if self._busy else 0)
+            return len(self._changes) + len(self._dialogs) + len(self._publications) + (1 if self._busy else 0)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait (off the loop, or at shutdown) until everything queued is written; False if still pending."""
         with self._cond:
-            return self._cond.wait_for(lambda: not (self._changes or self._dialogs or self._busy), timeout_s)
+            return self._cond.wait_for(lambda: not (self._has_work() or self._busy), timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> bool:
         """Write what is queued (at most ``timeout_s``), then stop; False when something could not be written."""
@@ -83,11 +88,14 @@ class RegistrationWriter:
             self._cond.notify_all()
         self._thread.join(timeout_s)
         with self._cond:
-            left = len(self._changes) + len(self._dialogs)
+            left = len(self._changes) + len(self._dialogs) + len(self._publications)
         if left or self._thread.is_alive():
             log.error("registration writer: %d change(s) not written at shutdown (database unavailable)", left)
             return False
         return True
+
+    def _has_work(self) -> bool:
+        return bool(self._changes or self._dialogs or self._publications)
 
     # -- the thread ------------------------------------------------------------------------------------------
 
@@ -97,11 +105,12 @@ class RegistrationWriter:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: bool(self._changes or self._dialogs or self._closing))
-                    if not (self._changes or self._dialogs):
+                    self._cond.wait_for(lambda: self._has_work() or self._closing)
+                    if not self._has_work():
                         return  # closing, nothing left
                     changes, self._changes = self._changes, {}
                     dialogs, self._dialogs = self._dialogs, []
+                    publications, self._publications = self._publications, {}
                     offset, wall_now = self._wall_offset, self._wall_now
                     self._busy = True
                 try:
@@ -109,6 +118,7 @@ class RegistrationWriter:
                         store = RegistrationStore(open_region_db(self.path))
                     store.apply(changes, offset)
                     store.save_dialogs(dialogs, offset, wall_now)
+                    store.save_publications(publications, offset)
                 except Exception as exc:  # noqa: BLE001 - whatever the fault, the batch is kept and retried
                     self.failures += 1
                     with self._cond:
@@ -116,6 +126,8 @@ class RegistrationWriter:
                         changes.update(self._changes)
                         self._changes = changes
                         self._dialogs = dialogs + self._dialogs
+                        publications.update(self._publications)
+                        self._publications = publications
                         self._busy = False
                         self._cond.notify_all()
                         closing = self._closing
@@ -129,7 +141,7 @@ class RegistrationWriter:
                     continue
                 delay = RETRY_FIRST_S
                 with self._cond:
-                    self.written += len(changes) + len(dialogs)
+                    self.written += len(changes) + len(dialogs) + len(publications)
                     self._busy = False
                     self._cond.notify_all()
         finally:
