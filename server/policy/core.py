@@ -595,7 +595,10 @@ class PolicyServer:
     # Internals: memory
 
     def _usage_of(self, res: Reservation) -> NetworkUsage:
-        return self._usage.setdefault(res.grant.network, NetworkUsage())
+        usage = self._usage.get(res.grant.network)
+        if usage is None:  # (setdefault would build a NetworkUsage on every call)
+            usage = self._usage[res.grant.network] = NetworkUsage()
+        return usage
 
     def _hold(self, res: Reservation) -> None:
         self._usage_of(res).add(class_demand(self.config, res.request))
