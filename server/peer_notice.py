@@ -26,7 +26,6 @@ __all__ = ["MAX_PENDING", "PeerNotices"]
 
 log = logging.getLogger(__name__)
 
-
 MAX_PENDING = 10_000
 
 
