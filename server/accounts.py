@@ -174,12 +174,19 @@ class AccountStore:
                 for n, r, c, algs, adm, lck in rows]
 
     def exists(self, name: str) -> bool:
-        return any(self.ha1(name, alg) is not None for alg in self.algorithms)
+        self._drop_stale_cache()  # once per question, not once per algorithm
+        cache = self._cache
+        if any((name, alg) in cache for alg in self.algorithms):
+            return True
+        return any(self._lookup(name, alg) is not None for alg in self.algorithms)
 
     def ha1(self, name: str, algorithm: str) -> str | None:
         """The stored HA1 of ``name`` for ``algorithm`` (``None`` when there is no such account)."""
-        key = (name, algorithm)
         self._drop_stale_cache()
+        return self._lookup(name, algorithm)
+
+    def _lookup(self, name: str, algorithm: str) -> str | None:
+        key = (name, algorithm)
         try:
             return self._cache[key]
         except KeyError:

@@ -25,6 +25,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NoReturn
 
 from gamesdk.errors import RemoteProtocolError
 
@@ -107,6 +108,10 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _SCHEME_RE = re.compile(rf"\s*({_TOKEN})\s+")
 _PARAM_RE = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*', re.DOTALL)
 _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+_PARAM_NC = rf'\s*{_TOKEN}\s*=\s*(?:"(?:[^"\\]|\\.)*"|{_TOKEN})\s*'
+#: A whole auth-param list: the scheme (group 1, its end is where the params start), then params between commas.
+_LIST_RE = re.compile(rf"\s*({_TOKEN})\s+{_PARAM_NC}(?:,{_PARAM_NC})*", re.DOTALL)
+_NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
 _MAX_AUTH_HEADER = 4096
 
 
@@ -117,25 +122,35 @@ def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
     """
     if len(value) > _MAX_AUTH_HEADER:
         raise RemoteProtocolError("authentication header too long", 400)
+    # One regex checks the whole list and one finds its params: both loops run in C (this is on every login).
+    whole = _LIST_RE.fullmatch(value)
+    if whole is None:
+        _auth_params_error(value)
+    params: dict[str, str] = {}
+    for name, quoted, token in _PARAM_RE.findall(value, whole.end(1)):
+        name = name.lower()
+        if name in params:
+            raise RemoteProtocolError(f"duplicate auth-param {name!r}", 400)
+        # findall gives "" for the branch that did not match; a token is never empty, so "" means quoted.
+        if token:
+            params[name] = token
+        else:
+            params[name] = _UNESCAPE_RE.sub(r"\1", quoted) if "\\" in quoted else quoted
+    return whole.group(1), params
+
+
+def _auth_params_error(value: str) -> NoReturn:
+    """Raise the error that says where ``value`` stops being an auth-param list."""
     m = _SCHEME_RE.match(value)
     if m is None:
         raise RemoteProtocolError("authentication header lacks a scheme", 400)
-    scheme = m.group(1)
-    params: dict[str, str] = {}
     pos = m.end()
     while True:
         pm = _PARAM_RE.match(value, pos)
         if pm is None:
             raise RemoteProtocolError(f"malformed auth-param at offset {pos}", 400)
-        name = pm.group(1).lower()
-        if name in params:
-            raise RemoteProtocolError(f"duplicate auth-param {name!r}", 400)
-        quoted = pm.group(2)
-        params[name] = _UNESCAPE_RE.sub(r"\1", quoted) if quoted is not None else pm.group(3)
         pos = pm.end()
-        if pos == len(value):
-            return scheme, params
-        if value[pos] != ",":
+        if pos == len(value) or value[pos] != ",":
             raise RemoteProtocolError(f"expected ',' between auth-params at offset {pos}", 400)
         pos += 1
 
@@ -252,7 +267,7 @@ class Credentials:
             if "cnonce" not in p or "nc" not in p:
                 raise RemoteProtocolError("digest credentials with qop lack cnonce or nc", 400)
             # RFC 7616 3.4: nc is exactly 8 hex digits.
-            if not re.fullmatch(r"[0-9A-Fa-f]{8}", p["nc"]):
+            if not _NC_RE.fullmatch(p["nc"]):
                 raise RemoteProtocolError(f"malformed nonce count {p['nc']!r}", 400)
             nc = int(p["nc"], 16)
         return cls(
@@ -443,7 +458,7 @@ class NonceManager:
         self._user_floor_ms: dict[str, int] = {}
 
     def _tag(self, body: bytes) -> bytes:
-        return hmac.new(self._secret, body + self._realm, hashlib.sha256).digest()[:_NONCE_TAG_BYTES]
+        return hmac.digest(self._secret, body + self._realm, "sha256")[:_NONCE_TAG_BYTES]
 
     def issue(self, now: float) -> str:
         """A fresh nonce stamped with ``now``."""
@@ -621,14 +636,20 @@ class DigestAuthenticator:
         self.nonces = NonceManager(
             secret, random_bytes, realm=realm, lifetime_s=nonce_lifetime_s, max_tracked=max_tracked_nonces
         )
+        # Every challenge is this text around a fresh nonce (a base64url nonce needs no quoting): built once.
+        self._challenge_text: dict[bool, list[tuple[str, str]]] = {}
+        for stale in (False, True):
+            parts = []
+            for alg in self.algorithms:
+                text = Challenge(realm=realm, nonce="\x01", algorithm=alg, stale=stale).to_header_value()
+                before, _, after = text.rpartition('"\x01"')
+                parts.append((before + '"', '"' + after))
+            self._challenge_text[stale] = parts
 
     def challenges(self, now: float, *, stale: bool = False) -> list[str]:
         """One challenge header value per configured algorithm, in order, sharing one fresh nonce."""
         nonce = self.nonces.issue(now)
-        return [
-            Challenge(realm=self.realm, nonce=nonce, algorithm=alg, stale=stale).to_header_value()
-            for alg in self.algorithms
-        ]
+        return [before + nonce + after for before, after in self._challenge_text[stale]]
 
     def verify(
         self,

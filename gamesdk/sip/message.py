@@ -76,9 +76,8 @@ class Headers:
 
     @classmethod
     def _from_keyed(cls, items: list[tuple[str, str, str]]) -> Headers:
-        h = cls.__new__(cls)
+        h = cls()  # not cls.__new__(cls): mypyc compiles this module and has no __new__ to call
         h._items = items
-        h._cache = {}
         return h
 
     def get(self, name: str) -> str | None:

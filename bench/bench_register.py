@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Logins per second and CPU per login: our registrar and Kamailio's, side by side in one run.
+
+SIPp logs ``--users`` players in ``--registrations`` times in all (each user in turn, as refreshes come), each
+one REGISTER -> 401 -> REGISTER with an MD5 digest -> 200, closed loop with at most ``--window`` logins open.
+Configurations:
+
+  kam-qm / kam-fm   Kamailio 5.6 registrar (auth + usrloc in shared memory, db_mode 0; one worker),
+                    packaged allocator / -x fm -X fm (bench/kamailio/registrar.cfg)
+  ours              one regional server (python -m server run): the bindings persisted in the region DB
+
+CPU per login = utime+stime of the registrar process (and its children) over the measured run / logins; a login
+is two requests (the challenged one and the authenticated one), as for every SIP client. Repeats are
+interleaved across configurations; each step runs on fresh processes after a warm-up.
+
+    python bench/bench_register.py                    # 10,000 logins of 1,000 users, 3 repeats
+    python bench/bench_register.py --only ours --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_server import CPROFILE_WRAPPER, _epoch, _tool_version, cprofile_summary, h, run_uac, tree_cpu_s
+
+HERE = Path(__file__).resolve().parent
+SCENARIO = HERE / "sipp" / "register_many.xml"
+KAMAILIO_CFG = HERE / "kamailio" / "registrar.cfg"
+DOMAIN = "eu.gamesdk.test"
+
+
+def password(user: str) -> str:
+    """The benchmark's password rule (the Kamailio config derives the same one from the To user)."""
+    return f"bench-pw-{user}"
+
+
+def users(count: int) -> list[str]:
+    return [f"player{i}" for i in range(count)]
+
+
+def write_injection(path: Path, names: list[str]) -> None:
+    """SIPp's injection file: one line per user, read in turn (SEQUENTIAL) so the logins cycle over them. SIPp
+    expands an ``[authentication ...]`` keyword found in a field (not one holding ``[fieldN]`` in the scenario)."""
+    lines = ["SEQUENTIAL"] + [f"{u};[authentication username={u} password={password(u)}];{DOMAIN}" for u in names]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def start_kamailio(stack: ExitStack, workdir: Path, port: int, memmgr: str) -> int:
+    runtime = workdir / "kam-runtime"
+    runtime.mkdir(exist_ok=True)
+    argv = ["kamailio", "-f", str(KAMAILIO_CFG), "-l", f"udp:{h.LOOPBACK}:{port}", "-n", "1", "-DD", "-E",
+            "-m", "256", "-M", "16", "-Y", str(runtime)]
+    if memmgr == "fm":
+        argv += ["-x", "fm", "-X", "fm"]
+    proc = h.ManagedProcess(argv, workdir / "kamailio.log")
+    stack.callback(proc.stop)
+    h.wait_udp_bound(port, proc.proc)
+    time.sleep(0.3)  # let it fork its worker and timer processes
+    return int(proc.pid)
+
+
+def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], profile: Path | None) -> int:
+    from server.accounts import AccountStore
+    from server.config import load_config
+
+    overrides: dict[str, dict[str, Any]] = {
+        "log": {"level": "WARNING"},
+        # Every login comes from 127.0.0.1: lift the per-source budget for unauthenticated answers (the 401s).
+        "limits": {"unauthenticated_per_s": 1_000_000.0, "unauthenticated_burst": 1_000_000},
+        "federation": {"options_interval_s": 3600},
+    }
+    server = h.RegionServer(workdir, "eu", DOMAIN, port, [], overrides=overrides)
+    config = load_config(server.config_path)
+    store = AccountStore(config.database, config.auth.realm, config.auth.digest_algorithms)
+    store.add_many([(u, password(u)) for u in names], now=time.time())
+    store.close()
+    if profile is not None:
+        server.start(python_args=["-c", CPROFILE_WRAPPER, str(profile)])
+    else:
+        server.start()
+    stack.callback(server.stop)
+    return server.pid
+
+
+@contextmanager
+def registrar(kind: str, workdir: Path, names: list[str], profile: Path | None = None) -> Iterator[tuple[int, int]]:
+    """(port, pid) of a running registrar of ``kind``; stopped (by PID) on exit."""
+    with ExitStack() as stack:
+        (port,) = h.free_udp_ports(1)
+        if kind == "ours":
+            pid = start_ours(stack, workdir, port, names, profile)
+        else:
+            pid = start_kamailio(stack, workdir, port, kind.split("-")[1])
+        yield port, pid
+
+
+def step(port: int, pid: int, workdir: Path, tag: str, *, logins: int, window: int,
+         time_cap_s: float) -> dict[str, Any]:
+    argv = h.sipp_command(SCENARIO, port, workdir=workdir, tag=tag, calls=logins, rate=20000, limit=window,
+                          auth_uri=f"sip:{DOMAIN}", timeout_s=time_cap_s, trace=False, stats=True,
+                          extra=["-inf", str(workdir / "users.csv"), "-trace_err", "-error_file",
+                                 str(workdir / f"{tag}.errors.log")])
+    before = tree_cpu_s(pid)
+    wall0 = time.monotonic()
+    code, sipp_cpu = run_uac(argv, time_cap_s + 15)
+    wall = time.monotonic() - wall0
+    cpu = tree_cpu_s(pid) - before
+    stats = h.read_stats(workdir / f"{tag}.stats.csv")
+    ok = int(stats.get("SuccessfulCall(C)", 0) or 0)
+    failed = int(stats.get("FailedCall(C)", 0) or 0)
+    elapsed = _epoch(stats.get("CurrentTime", "")) - _epoch(stats.get("StartTime", ""))
+    if math.isnan(elapsed) or elapsed <= 0:
+        elapsed = wall
+    return {"logins": logins, "ok": ok, "failed": failed, "retrans": int(stats.get("Retransmissions(C)", 0) or 0),
+            "sipp_exit": code, "elapsed_s": elapsed, "per_s": ok / elapsed if elapsed > 0 else 0.0,
+            "cpu_us": 1e6 * cpu / max(ok, 1), "cores": cpu / elapsed if elapsed > 0 else 0.0,
+            "sipp_cpu_us": 1e6 * sipp_cpu / max(ok, 1)}
+
+
+def measure(kind: str, workdir: Path, names: list[str], *, logins: int, window: int, time_cap_s: float,
+            profile: Path | None = None) -> dict[str, Any]:
+    workdir.mkdir(parents=True)
+    write_injection(workdir / "users.csv", names)
+    with registrar(kind, workdir, names, profile) as (port, pid):
+        # Warm-up on the same process (imports, caches, every account's first lookup), not measured.
+        step(port, pid, workdir, "warmup", logins=len(names), window=window, time_cap_s=time_cap_s)
+        time.sleep(0.2)
+        row = step(port, pid, workdir, "run", logins=logins, window=window, time_cap_s=time_cap_s)
+    row["config"] = kind
+    return row
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    kinds = list(dict.fromkeys(r["config"] for r in rows))
+    kam = [r for r in rows if r["config"] == "kam-fm"] or [r for r in rows if r["config"].startswith("kam")]
+    kam_rate, kam_cpu = _med([r["per_s"] for r in kam]), _med([r["cpu_us"] for r in kam])
+    out = ["| registrar | logins/s | CPU per login | vs Kamailio -x fm (rate) | failed | runs |",
+           "|---|---|---|---|---|---|"]
+    for kind in kinds:
+        mine = [r for r in rows if r["config"] == kind]
+        rates, cpus = [r["per_s"] for r in mine], [r["cpu_us"] for r in mine]
+        out.append(f"| {kind} | {_med(rates):,.0f} [{min(rates):,.0f}–{max(rates):,.0f}] "
+                   f"| {_med(cpus):,.0f} µs [{min(cpus):,.0f}–{max(cpus):,.0f}] "
+                   f"| {_med(rates) / kam_rate:.2f}x | {sum(r['failed'] for r in mine)} | {len(mine)} |")
+    if not math.isnan(kam_cpu):
+        out.append(f"\nKamailio -x fm: {kam_cpu:,.0f} µs of CPU per login.")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--registrations", type=int, default=10_000, help="logins per measured step (default 10,000)")
+    ap.add_argument("--users", type=int, default=1_000, help="distinct players (default 1,000)")
+    ap.add_argument("--window", type=int, default=64, help="max logins open at once (default 64)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--time-cap", type=float, default=120.0, help="seconds before a step is cut off")
+    ap.add_argument("--only", choices=["kam-qm", "kam-fm", "ours"], action="append", help="run only these")
+    ap.add_argument("--profile", action="store_true", help="afterwards profile our server under cProfile")
+    ap.add_argument("--json", type=Path, help="append every row to this JSON-lines file")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args(argv)
+    for tool in ("sipp", "kamailio"):
+        if shutil.which(tool) is None:
+            print(f"error: {tool} is not installed (apt-get install sip-tester kamailio)", file=sys.stderr)
+            return 2
+    kinds = args.only or ["kam-qm", "kam-fm", "ours"]
+    names = users(args.users)
+    workroot = Path(tempfile.mkdtemp(prefix="bench-register-"))
+    print(f"# bench_register {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()}: {os.cpu_count()} CPUs, "
+          f"{platform.platform()}, Python {platform.python_version()}")
+    print(f"# {_tool_version(['sipp', '-v'])}; {_tool_version(['kamailio', '-v'])}")
+    print(f"# {args.registrations} logins of {args.users} users per step, at most {args.window} open; "
+          f"repeats {args.repeats}; work dir {workroot}", flush=True)
+    rows: list[dict[str, Any]] = []
+    for rep in range(args.repeats):
+        for kind in kinds:
+            try:
+                row = measure(kind, workroot / f"{kind}-{rep}", names, logins=args.registrations,
+                              window=args.window, time_cap_s=args.time_cap)
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"! {kind}: {exc}", flush=True)
+                continue
+            row["repeat"] = rep
+            rows.append(row)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+            print(f"  {kind:<7} {row['per_s']:8,.0f} logins/s  {row['cpu_us']:6.0f} µs CPU/login "
+                  f"({row['cores']:.2f} cores)  failed {row['failed']}  retrans {row['retrans']}  "
+                  f"sipp {row['sipp_cpu_us']:.0f} µs  exit {row['sipp_exit']}", flush=True)
+    print()
+    print(table(rows))
+    if args.profile and "ours" in kinds:
+        stats = workroot / "cprofile.pstats"
+        row = measure("ours", workroot / "profile", names, logins=args.registrations, window=args.window,
+                      time_cap_s=args.time_cap, profile=stats)
+        print(f"\ncProfile (CPU time) of our server, {row['ok']} logins at {row['per_s']:,.0f}/s under the profiler:")
+        print(cprofile_summary(stats) if stats.exists() else "no stats written")
+    if not args.keep:
+        shutil.rmtree(workroot, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

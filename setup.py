@@ -1,0 +1,48 @@
+"""The optional compiled build: ``GAMESDK_MYPYC=1 pip install ".[fast]"`` compiles the hot modules below with
+mypyc (the code is ``mypy --strict`` already); without the switch the package is pure Python, as by default.
+
+Only modules that measured faster compiled are listed (bench/bench_mypyc.py compiles each candidate alone and
+times the registrar's login and the SIP parser's round trip with and without it; docs/benchmarks.md has the
+figures). ``GAMESDK_MYPYC_MODULES="a.py b.py"`` compiles another set, for such measurements.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+
+#: Compiled by GAMESDK_MYPYC=1 (paths from the repository root).
+MYPYC_MODULES = [
+    "gamesdk/sip/_grammar.py",
+    "gamesdk/sip/digest.py",
+    "gamesdk/sip/headers.py",
+    "gamesdk/sip/message.py",
+    "gamesdk/sip/parser.py",
+    "gamesdk/sip/uri.py",
+    "server/auth.py",
+    "server/location.py",
+    "server/registrar.py",
+]
+
+
+def compiled_build() -> bool:
+    return os.environ.get("GAMESDK_MYPYC", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def ext_modules() -> list[object]:
+    if not compiled_build():
+        return []
+    try:
+        from mypyc.build import mypycify  # only the compiled build needs mypy (build_backend.py adds it)
+    except ImportError:
+        if "egg_info" in sys.argv:
+            return []  # pip asking what the build needs, before it installed mypy: nothing to compile yet
+        raise SystemExit("GAMESDK_MYPYC=1 needs mypy in the build environment (pip install mypy)") from None
+
+    chosen = os.environ.get("GAMESDK_MYPYC_MODULES", "").split() or MYPYC_MODULES
+    return list(mypycify(chosen, opt_level="3", debug_level="0"))
+
+
+setup(ext_modules=ext_modules())
