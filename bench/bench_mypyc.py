@@ -42,11 +42,9 @@ CANDIDATES = [
     "gamesdk/sip/message.py",
     "gamesdk/sip/parser.py",
     "gamesdk/sip/uri.py",
-    "gamesdk/sip/ids.py",
     "server/auth.py",
     "server/location.py",
     "server/registrar.py",
-    "server/node.py",
 ]
 
 WORKLOAD = r"""
