@@ -13,17 +13,17 @@ import sys
 
 from setuptools import setup
 
-#: Compiled by GAMESDK_MYPYC=1 (paths from the repository root).
+#: Compiled by GAMESDK_MYPYC=1 (paths from the repository root): the SIP core, which every message crosses. Together
+#: they make parse + typed reads + serialize of a game INVITE 1.3x faster (the parser alone 1.1x: the calls
+#: between compiled modules are what gains). Digest, the registrar, its login flow and location service were
+#: measured too and left out: no gain on a login beyond the noise (their time goes to hashing, SQLite and
+#: objects of uncompiled modules).
 MYPYC_MODULES = [
     "gamesdk/sip/_grammar.py",
-    "gamesdk/sip/digest.py",
     "gamesdk/sip/headers.py",
     "gamesdk/sip/message.py",
     "gamesdk/sip/parser.py",
     "gamesdk/sip/uri.py",
-    "server/auth.py",
-    "server/location.py",
-    "server/registrar.py",
 ]
 
 

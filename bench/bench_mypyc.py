@@ -125,6 +125,9 @@ def measure(dest: Path, logins: int, messages: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", help="measure only these candidates (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=A.py,B.py",
+                    help="also measure these modules compiled together (repeatable)")
+    ap.add_argument("--no-setup-set", action="store_true", help="skip the set setup.py lists")
     ap.add_argument("--rounds", type=int, default=3, help="workload rounds per variant (best counts)")
     ap.add_argument("--logins", type=int, default=4000)
     ap.add_argument("--messages", type=int, default=20000)
@@ -132,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     chosen = setup_modules()
     variants: list[tuple[str, list[str]]] = [("pure", [])]
-    variants += [(m, [m]) for m in (args.only or CANDIDATES)]
-    if not args.only:
+    variants += [(m, [m]) for m in (args.only if args.only is not None else CANDIDATES if not args.set else [])]
+    for spec in args.set:
+        name, _, modules = spec.partition("=")
+        variants.append((name, [m for m in modules.split(",") if m]))
+    if not args.no_setup_set:
         variants.append(("setup.py set", chosen))
     root = Path(tempfile.mkdtemp(prefix="bench-mypyc-"))
     print(f"# bench_mypyc {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {os.cpu_count()} CPUs, Python "

@@ -8,6 +8,8 @@ Configurations:
   kam-qm / kam-fm   Kamailio 5.6 registrar (auth + usrloc in shared memory, db_mode 0; one worker),
                     packaged allocator / -x fm -X fm (bench/kamailio/registrar.cfg)
   ours              one regional server (python -m server run): the bindings persisted in the region DB
+  ours-NAME         the same from another tree (``--tree NAME=DIR``, its modules first on the path): a copy
+                    built with GAMESDK_MYPYC=1 (the compiled build), or an older commit (before/after a change)
 
 CPU per login = utime+stime of the registrar process (and its children) over the measured run / logins; a login
 is two requests (the challenged one and the authenticated one), as for every SIP client. Repeats are
@@ -76,7 +78,17 @@ def start_kamailio(stack: ExitStack, workdir: Path, port: int, memmgr: str) -> i
     return int(proc.pid)
 
 
-def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], profile: Path | None) -> int:
+#: Runs the server's CLI with another tree first on the module path (argv: the tree, then the CLI's arguments).
+TREE_WRAPPER = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+from server.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], profile: Path | None,
+               tree: Path | None = None) -> int:
     from server.accounts import AccountStore
     from server.config import load_config
 
@@ -93,6 +105,8 @@ def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], pro
     store.close()
     if profile is not None:
         server.start(python_args=["-c", CPROFILE_WRAPPER, str(profile)])
+    elif tree is not None:
+        server.start(python_args=["-c", TREE_WRAPPER, str(tree)])
     else:
         server.start()
     stack.callback(server.stop)
@@ -100,12 +114,15 @@ def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], pro
 
 
 @contextmanager
-def registrar(kind: str, workdir: Path, names: list[str], profile: Path | None = None) -> Iterator[tuple[int, int]]:
+def registrar(kind: str, workdir: Path, names: list[str], profile: Path | None = None,
+              trees: dict[str, Path] | None = None) -> Iterator[tuple[int, int]]:
     """(port, pid) of a running registrar of ``kind``; stopped (by PID) on exit."""
     with ExitStack() as stack:
         (port,) = h.free_udp_ports(1)
         if kind == "ours":
             pid = start_ours(stack, workdir, port, names, profile)
+        elif kind.startswith("ours-"):
+            pid = start_ours(stack, workdir, port, names, None, (trees or {})[kind.removeprefix("ours-")])
         else:
             pid = start_kamailio(stack, workdir, port, kind.split("-")[1])
         yield port, pid
@@ -135,10 +152,10 @@ def step(port: int, pid: int, workdir: Path, tag: str, *, logins: int, window: i
 
 
 def measure(kind: str, workdir: Path, names: list[str], *, logins: int, window: int, time_cap_s: float,
-            profile: Path | None = None) -> dict[str, Any]:
+            profile: Path | None = None, trees: dict[str, Path] | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True)
     write_injection(workdir / "users.csv", names)
-    with registrar(kind, workdir, names, profile) as (port, pid):
+    with registrar(kind, workdir, names, profile, trees) as (port, pid):
         # Warm-up on the same process (imports, caches, every account's first lookup), not measured.
         step(port, pid, workdir, "warmup", logins=len(names), window=window, time_cap_s=time_cap_s)
         time.sleep(0.2)
@@ -175,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=64, help="max logins open at once (default 64)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--time-cap", type=float, default=120.0, help="seconds before a step is cut off")
-    ap.add_argument("--only", choices=["kam-qm", "kam-fm", "ours"], action="append", help="run only these")
+    ap.add_argument("--only", action="append", help="run only these (kam-qm, kam-fm, ours, ours-NAME)")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
+                    help="also run ours-NAME from the tree DIR (e.g. mypyc=a copy built with GAMESDK_MYPYC=1 in "
+                         "place, before=a checkout of an older commit); repeatable")
     ap.add_argument("--profile", action="store_true", help="afterwards profile our server under cProfile")
     ap.add_argument("--json", type=Path, help="append every row to this JSON-lines file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -184,7 +204,19 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"error: {tool} is not installed (apt-get install sip-tester kamailio)", file=sys.stderr)
             return 2
-    kinds = args.only or ["kam-qm", "kam-fm", "ours"]
+    trees: dict[str, Path] = {}
+    for spec in args.tree:
+        name, sep, where = spec.partition("=")
+        if not sep or not name or not (Path(where) / "server" / "cli.py").is_file():
+            print(f"error: --tree {spec!r}: expected NAME=DIR with DIR a gamesdk tree", file=sys.stderr)
+            return 2
+        trees[name] = Path(where).resolve()
+    kinds = args.only or ["kam-qm", "kam-fm", "ours"] + [f"ours-{name}" for name in trees]
+    unknown = [k for k in kinds if k not in ("kam-qm", "kam-fm", "ours") and k.removeprefix("ours-") not in trees]
+    if unknown:
+        print(f"error: unknown configuration(s) {', '.join(unknown)} (ours-NAME needs --tree NAME=DIR)",
+              file=sys.stderr)
+        return 2
     names = users(args.users)
     workroot = Path(tempfile.mkdtemp(prefix="bench-register-"))
     print(f"# bench_register {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()}: {os.cpu_count()} CPUs, "
@@ -197,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             try:
                 row = measure(kind, workroot / f"{kind}-{rep}", names, logins=args.registrations,
-                              window=args.window, time_cap_s=args.time_cap)
+                              window=args.window, time_cap_s=args.time_cap, trees=trees)
             except (RuntimeError, TimeoutError) as exc:
                 print(f"! {kind}: {exc}", flush=True)
                 continue
@@ -206,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 with args.json.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-            print(f"  {kind:<7} {row['per_s']:8,.0f} logins/s  {row['cpu_us']:6.0f} µs CPU/login "
+            print(f"  {kind:<12} {row['per_s']:8,.0f} logins/s  {row['cpu_us']:6.0f} µs CPU/login "
                   f"({row['cores']:.2f} cores)  failed {row['failed']}  retrans {row['retrans']}  "
                   f"sipp {row['sipp_cpu_us']:.0f} µs  exit {row['sipp_exit']}", flush=True)
     print()

@@ -237,6 +237,8 @@ class LoginFlow:
                                                algorithms=algorithms, nonce_lifetime_s=nonce_lifetime_s)
         self.challenges_sent = 0
         self.failures = 0
+        #: Called once per counted password failure (the web site's metrics count SIP refusals with it).
+        self.on_failure: Callable[[], None] | None = None
 
     def challenges(self, now: float, *, stale: bool = False) -> list[str]:
         """One challenge per algorithm, in the configured order, sharing one nonce."""
@@ -301,6 +303,8 @@ class LoginFlow:
             log.info("auth: %s for %s from %s refused: %s", request.method, clip(user), client, result.reason)
             return Challenge(403, _phrase(result.reason), claimed=user)
         self.failures += 1
+        if self.on_failure is not None:
+            self.on_failure()
         self.throttle.failed(user, client, now)
         delay = self.throttle.check(user, client, now).delay_s
         log.warning("auth: %s authentication failed for %s from %s: %s", request.method, clip(user), client, result.reason)

@@ -165,7 +165,8 @@ class Registrar:
             log.info("register: %s removed all %d bindings", aor, len(removed))
             return RegistrarResult(self._ok(request, aor, now), removed=tuple(removed), user=user)
 
-        contacts: list[tuple[NameAddr, int]] = []
+        # (contact, its URI as text: the binding's key, expires): the URI is serialized once per contact.
+        contacts: list[tuple[NameAddr, str, int]] = []
         for contact in request.contacts:
             if not contact.uri.is_sip:
                 return RegistrarResult(self._reply(request, 416, "Contact must be a sip: URI"), user=user)
@@ -182,25 +183,24 @@ class Registrar:
             if 0 < expires < cfg.min_expires_s:
                 return RegistrarResult(
                     self._reply(request, 423, None, [("Min-Expires", str(cfg.min_expires_s))]), user=user)
-            contacts.append((contact, min(expires, cfg.max_expires_s)))
+            contacts.append((contact, str(contact.uri), min(expires, cfg.max_expires_s)))
 
         # Validate ordering for every contact before changing anything: the update is all or nothing.
-        for contact, _ in contacts:
-            key = str(contact.uri)
-            existing = self.location.get(aor, key)
+        location = self.location
+        for _, key, _ in contacts:
+            existing = location.get(aor, key)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
                 return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
-        live = {b.contact for b in self.location.lookup(aor, now)}
-        new = {str(c.uri) for c, e in contacts if e > 0} - live
+        live = {b.contact for b in location.lookup(aor, now)}
+        new = {key for _, key, e in contacts if e > 0} - live
         if len(live) + len(new) > cfg.max_bindings_per_aor:
             return RegistrarResult(self._reply(request, 403, "Too many contacts for this user"), user=user)
 
-        network = self.location.networks.lookup(source[0])
+        network = location.networks.lookup(source[0])
         path, path_hop = _path_of(request, source)
-        for contact, expires in contacts:
-            key = str(contact.uri)
+        for contact, key, expires in contacts:
             if expires == 0:
-                old = self.location.remove(aor, key)
+                old = location.remove(aor, key)
                 if old is not None:
                     removed.append(old)
                 continue
@@ -215,7 +215,7 @@ class Registrar:
             binding = Binding(aor=aor, contact=key, expires_at=now + expires, source=source,
                               access_network=network, call_id=call_id, cseq=cseq, registered_at=now, target=target,
                               path=path)
-            old = self.location.put(binding)
+            old = location.put(binding)
             added.append(binding)
             if old is None:
                 log.info("register: %s at %s from %s:%d (%s), %d s", aor, key, source[0], source[1],

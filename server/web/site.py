@@ -199,16 +199,9 @@ class WebSite:
             self._reader = None
 
     def _count_sip_refusals(self, node: Any) -> None:
-        throttle = node.throttle
-        failed = throttle.failed
-        counter = self.metrics.logins_refused.labels("sip", "credentials")
-
-        def counted(user: str, client: str, now: float) -> None:
-            counter.inc()
-            failed(user, client, now)
-
-        throttle.failed = counted
-        self._throttle_failed = failed  # the web's own failures are counted under "web"
+        # The login flow reports SIP's password failures; the web's own go to the throttle directly and are
+        # counted under "web".
+        node.login.on_failure = self.metrics.logins_refused.labels("sip", "credentials").inc
 
     # -- middleware --------------------------------------------------------------------------------------------
 
@@ -344,7 +337,7 @@ class WebSite:
                 break
         if not good:
             now = self._loop_now()
-            self._throttle_failed(name, ip, now)
+            node.throttle.failed(name, ip, now)
             if node.throttle.check(name, ip, now).blocked:
                 return False, "throttled"
             return False, "credentials"
