@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class AccountStore:
         self._db = open_region_db(self.path, check_same_thread=False)
         self._cache: dict[tuple[str, str], str] = {}
         self._data_version = self._read_data_version()
+        self._version_checked_at = time.monotonic()
 
     def _read_data_version(self) -> int:
         row = self._db.execute("PRAGMA data_version").fetchone()
@@ -58,7 +60,13 @@ class AccountStore:
 
     def _drop_stale_cache(self) -> None:
         # PRAGMA data_version changes when another connection (``user remove`` in the CLI) committed: a removed
-        # player or a changed password takes effect at the next lookup, not at the next restart.
+        # player or a changed password takes effect at the next lookup, not at the next restart. Asked at most
+        # once a millisecond: a login looks an account up twice within microseconds (its HA1, then that it
+        # exists), and the query is a tenth of the registrar's own work.
+        now = time.monotonic()
+        if now - self._version_checked_at < 0.001:
+            return
+        self._version_checked_at = now
         version = self._read_data_version()
         if version != self._data_version:
             self._data_version = version

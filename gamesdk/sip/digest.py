@@ -106,9 +106,12 @@ def compute_response(
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _SCHEME_RE = re.compile(rf"\s*({_TOKEN})\s+")
-_PARAM_RE = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*', re.DOTALL)
+# A quoted string as an unrolled loop (runs of plain characters between escapes): an alternation per character
+# made the credentials of every login cost 2.5x more to match.
+_QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
+_PARAM_RE = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:{_QUOTED}|({_TOKEN}))\s*", re.DOTALL)
 _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
-_PARAM_NC = rf'\s*{_TOKEN}\s*=\s*(?:"(?:[^"\\]|\\.)*"|{_TOKEN})\s*'
+_PARAM_NC = rf'\s*{_TOKEN}\s*=\s*(?:"[^"\\]*(?:\\.[^"\\]*)*"|{_TOKEN})\s*'
 #: A whole auth-param list: the scheme (group 1, its end is where the params start), then params between commas.
 _LIST_RE = re.compile(rf"\s*({_TOKEN})\s+{_PARAM_NC}(?:,{_PARAM_NC})*", re.DOTALL)
 _NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
