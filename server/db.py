@@ -208,6 +208,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "the Path (RFC 3327) of each registration", (
         "ALTER TABLE registrations ADD COLUMN path TEXT NOT NULL DEFAULT '[]'",
     )),
+    Migration(8, "state a clean shutdown hands to the next start (the digest nonce counts)", (
+        # server/registrations.py: written at shutdown, read and deleted at start; no row = no clean handover.
+        """CREATE TABLE handover (
+            name     TEXT NOT NULL PRIMARY KEY,
+            saved_at REAL NOT NULL,
+            value    TEXT NOT NULL  -- JSON
+        )""",
+    )),
     Migration(9, "dialog publications (RFC 3903 entity-tags) kept across restarts", (
         # server/registrations.py; expires_at is wall-clock (UNIX) seconds, info the RFC 4235 XML.
         """CREATE TABLE dialog_publications (

@@ -420,6 +420,10 @@ class EmbeddedServer:
             kept = publications.restore(self._registrations.load_publications(wall, offset), loop.time())
             if kept:
                 log.info("server: restored %d dialog publication(s)", kept)
+        nonces = self._registrations.take_nonces(offset)
+        node.login.core.nonces.restore(nonces, loop.time())
+        if nonces is None:
+            log.info("server: no nonce counts from a clean shutdown: nonces issued before now get stale=true")
         if restored or dialogs:
             log.info("server: restored %d registration(s) and %d call(s) from %s", restored, len(dialogs),
                      self.config.database)
@@ -436,6 +440,18 @@ class EmbeddedServer:
         published = publications.take_changes() if isinstance(publications, DialogPublications) else None
         wall = _wall_time()
         return writer.submit(changes, dialogs, wall - loop.time(), wall, publications=published)
+
+    def _save_nonces(self) -> None:
+        """At a clean stop (no request is read any more): the nonce counts, for the next start."""
+        node, store, loop = self.node, self._registrations, self._loop
+        if node is None or store is None or loop is None:
+            return
+        wall = _wall_time()
+        try:
+            store.save_nonces(node.login.core.nonces.snapshot(), wall - loop.time(), wall)
+        except sqlite3.Error as exc:
+            log.error("server: cannot save the nonce counts (the next start treats older nonces as stale): %s",
+                      exc)
 
     def _flush_tick(self) -> None:
         self.flush_registrations()
@@ -521,6 +537,7 @@ class EmbeddedServer:
             if writer is not None:
                 await asyncio.get_running_loop().run_in_executor(None, writer.close, 5.0)
                 self.registration_writer = None
+            self._save_nonces()
             self._registrations.close()
             self._registrations = None
         if self._own_accounts is not None:

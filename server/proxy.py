@@ -504,6 +504,11 @@ class ProxyCore(TransactionSide):
                 raise _Reject(405, "Method Not Allowed", (("Allow", "REGISTER, OPTIONS, PUBLISH"),))
             aor = f"sip:{ruri.user}@{self.domain}"
             bindings = self.location.lookup(aor, now)
+            if bindings and not self.user_exists(ruri.user):
+                # Removed (or locked) while logged in: the old binding gets no call, and is dropped.
+                gone = self.location.remove_all(aor)
+                log.info("proxy: %s has no account any more: %d binding(s) dropped", aor, len(gone))
+                bindings = []
             if not bindings:
                 if not self.user_exists(ruri.user):
                     raise _Reject(404, "No such user")

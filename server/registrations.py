@@ -1,6 +1,8 @@
-"""Registrations kept in the region database (table ``registrations``), so a restart logs no player out; and the
-calls whose in-dialog requests this server relays (table ``relayed_dialogs``), so their BYEs still pass; and the
-players' dialog publications (table ``dialog_publications``), so their RFC 3903 refreshes still match.
+"""Registrations kept in the region database (table ``registrations``), so a restart logs no player out; the
+calls whose in-dialog requests this server relays (table ``relayed_dialogs``), so their BYEs still pass; the
+players' dialog publications (table ``dialog_publications``), so their RFC 3903 refreshes still match; and
+what a clean shutdown hands to the next start (table ``handover``: the digest nonce counts, so a count seen
+before a restart is never accepted again).
 
 The location service is the truth while the server runs; the driver hands this store what changed
 (:meth:`LocationService.take_changes`) every second and at shutdown, and reads it back at start. Times in the
@@ -16,12 +18,15 @@ from collections.abc import Callable, Mapping
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.dialog_info import format_dialog_info, parse_dialog_info_untrusted
+from gamesdk.sip.digest import NonceSnapshot
 from server.db import migrate
 from server.location import Binding
 from server.proxy import DialogParties
 from server.publish import Publication
 
 __all__ = ["RegistrationStore"]
+
+_NONCES = "digest-nonces"
 
 
 def _path(text: str) -> tuple[str, ...]:
@@ -130,6 +135,34 @@ class RegistrationStore:
                 continue  # a damaged row costs that call its relayed BYE, not the start-up
             out.append((call_id, DialogParties(caller, callee, expires - wall_offset)))
         return out
+
+    def save_nonces(self, snapshot: NonceSnapshot, wall_offset: float, wall_now: float) -> None:
+        """Hand the nonce counts to the next start (times converted to wall-clock ms with ``wall_offset``)."""
+        moved = snapshot.shifted(round(wall_offset * 1000))
+        value = json.dumps({"tracked": [list(t) for t in moved.tracked], "floor_ms": moved.floor_ms,
+                            "user_floor_ms": [list(f) for f in moved.user_floor_ms]})
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO handover (name, saved_at, value) VALUES (?, ?, ?)",
+                               (_NONCES, wall_now, value))
+
+    def take_nonces(self, wall_offset: float) -> NonceSnapshot | None:
+        """The nonce counts the last clean shutdown saved (on this process's clock), deleted as they are read:
+        None when there are none (first start, or the last process did not stop cleanly)."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            row = self._conn.execute("SELECT value FROM handover WHERE name = ?", (_NONCES,)).fetchone()
+            self._conn.execute("DELETE FROM handover WHERE name = ?", (_NONCES,))
+        if row is None:
+            return None
+        try:
+            data = json.loads(row[0])
+            snapshot = NonceSnapshot(
+                tuple((str(n), int(t), int(hi), int(seen), str(u)) for n, t, hi, seen, u in data["tracked"]),
+                None if data["floor_ms"] is None else int(data["floor_ms"]),
+                tuple((str(u), int(f)) for u, f in data["user_floor_ms"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # damaged: treated as no clean handover (old nonces become stale, never replayable)
+        return snapshot.shifted(-round(wall_offset * 1000))
 
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         """The secret ``name`` of this region, created with ``make()`` the first time (the database is 0600)."""

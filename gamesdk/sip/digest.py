@@ -38,6 +38,7 @@ __all__ = [
     "DigestAuthenticator",
     "DigestClient",
     "NonceManager",
+    "NonceSnapshot",
     "NonceStatus",
     "Verdict",
     "choose_challenge",
@@ -425,6 +426,24 @@ class _Tracked:
     user: str
 
 
+@dataclass(frozen=True, slots=True)
+class NonceSnapshot:
+    """What :class:`NonceManager` knows beyond its secret: the nonce counts used and the stale floors, so a
+    restarted server refuses a count its predecessor saw (times in ms on the clock ``now`` was given on)."""
+
+    #: (nonce, issued_ms, highest count, bitmap of counts seen below it, user)
+    tracked: tuple[tuple[str, int, int, int, str], ...] = ()
+    floor_ms: int | None = None
+    user_floor_ms: tuple[tuple[str, int], ...] = ()
+
+    def shifted(self, delta_ms: int) -> NonceSnapshot:
+        """The same record with every time moved by ``delta_ms`` (from one clock to another)."""
+        return NonceSnapshot(
+            tuple((n, t + delta_ms, hi, seen, u) for n, t, hi, seen, u in self.tracked),
+            None if self.floor_ms is None else self.floor_ms + delta_ms,
+            tuple((u, f + delta_ms) for u, f in self.user_floor_ms))
+
+
 class NonceManager:
     """Stateless nonces that expire, plus a bounded tracker of the nonce counts seen per nonce.
 
@@ -574,6 +593,36 @@ class NonceManager:
     def tracked(self) -> int:
         """How many nonces currently have recorded nonce counts."""
         return len(self._nc)
+
+    def snapshot(self) -> NonceSnapshot:
+        """The nonce counts and floors, for :meth:`restore` in the next process (the secret is kept apart)."""
+        return NonceSnapshot(
+            tuple((n, t.issued_ms, t.highest, t.seen, t.user) for n, t in self._nc.items()),
+            self._floor_ms, tuple(self._user_floor_ms.items()))
+
+    def restore(self, snapshot: NonceSnapshot | None, now: float) -> None:
+        """Take over a predecessor's record (same secret). Without one (first start, or the predecessor died
+        before saving it) every nonce issued before ``now`` is stale unless it was tracked: a count it had
+        seen can then never be replayed; its clients just get a ``stale=true`` challenge."""
+        if snapshot is None:
+            floor_ms = int(now * 1000) - 1  # a nonce this process issues in the same millisecond stays valid
+            self._floor_ms = floor_ms if self._floor_ms is None else max(self._floor_ms, floor_ms)
+            return
+        cutoff_ms = int(now * 1000 - self.lifetime_s * 1000)
+        for nonce, issued_ms, highest, seen, user in snapshot.tracked:
+            if issued_ms < cutoff_ms or nonce in self._nc:
+                continue  # expired: the nonce itself is stale now
+            self._nc[nonce] = _Tracked(issued_ms, highest, seen & ((1 << NC_WINDOW) - 1), user)
+            self._by_user.setdefault(user, {})[nonce] = None
+        if snapshot.floor_ms is not None:
+            self._floor_ms = max(self._floor_ms or snapshot.floor_ms, snapshot.floor_ms)
+        for user, floor in snapshot.user_floor_ms:
+            self._user_floor_ms[user] = max(self._user_floor_ms.get(user, floor), floor)
+        for user, mine in list(self._by_user.items()):
+            while len(mine) > self.max_per_user:
+                self._forget_oldest_of(user, mine)
+        if len(self._nc) > self.max_tracked:
+            self._shrink(now)
 
 
 class Verdict(Enum):

@@ -162,6 +162,27 @@ def test_user_remove_reaches_the_running_server(region: Path, uas: tuple[SocketU
         server.stop()
 
 
+def test_a_removed_players_binding_stops_receiving_calls_at_once(region: Path, uas: tuple[SocketUA, SocketUA]
+                                                                  ) -> None:
+    """``user remove`` while alice is logged in: a call to her is refused at once (404), never forwarded to the
+    binding she registered before, and her registration is gone from the running server."""
+    alice, bob = uas
+    server = RegionProcess(region)
+    try:
+        assert alice.login(server.address).status == 200
+        assert bob.login(server.address).status == 200
+        assert cli("user", "remove", "alice", "--config", str(region))[0] == 0
+        invite_through(bob, "sip:alice@eu.gamesdk.test", server.address)
+        refused = bob.final()
+        assert refused.status == 404, (refused.status, refused.reason)
+        assert alice.silent()
+        code, out, err = cli("ctl", "--config", str(region), "--json", "registrations")
+        assert code == 0, err
+        assert "alice" not in out
+    finally:
+        server.stop()
+
+
 def test_a_challenge_from_before_a_restart_is_answered_after_it(region: Path, uas: tuple[SocketUA, SocketUA]
                                                                 ) -> None:
     """The nonce key lives in the region database: credentials computed for the old process's challenge are
@@ -181,3 +202,48 @@ def test_a_challenge_from_before_a_restart_is_answered_after_it(region: Path, ua
         assert alice.final().status == 200
     finally:
         server.stop()
+
+
+def test_nonce_counts_survive_a_restart(region: Path, uas: tuple[SocketUA, SocketUA]) -> None:
+    """Credentials captured before a restart are refused after it (their nonce count was seen), while the player
+    goes on with the next count of the same nonce; after a crash (no clean handover) every older nonce is stale,
+    so a client gets a new challenge, never a failure."""
+    alice, _ = uas
+    server = RegionProcess(region)
+    try:
+        first = alice.register(600)
+        alice.send(first, server.address)
+        challenge = alice.final()
+        assert challenge.status == 401
+        signed = alice.authorize(first, challenge)
+        alice.send(signed, server.address)
+        assert alice.final().status == 200
+    finally:
+        assert server.stop() == 0
+    server = RegionProcess(region)
+    try:
+        # Someone who captured that REGISTER sends its credentials again in a new request.
+        replay = alice.register(600)
+        replay.headers.set("Authorization", signed.headers.get("Authorization") or "")
+        alice.send(replay, server.address)
+        refused = alice.final()
+        assert refused.status == 401, refused.status
+        assert "stale=true" in (refused.headers.get("WWW-Authenticate") or "").lower()
+        # The player itself goes on with nc=2 on the nonce it holds.
+        alice.send(alice.authorize(alice.register(600), challenge), server.address)
+        assert alice.final().status == 200
+        server.proc.kill()  # a crash: nothing handed over
+        server.proc.wait(10)
+    finally:
+        server.stop()
+    server = RegionProcess(region)
+    try:
+        request = alice.register(600)
+        alice.send(alice.authorize(request, challenge), server.address)  # nc=3 of a nonce from before the crash
+        stale = alice.final()
+        assert stale.status == 401 and "stale=true" in (stale.headers.get("WWW-Authenticate") or "").lower()
+        alice.send(alice.authorize(request, stale), server.address)
+        assert alice.final().status == 200
+    finally:
+        server.stop()
+
