@@ -193,11 +193,7 @@ class RegionalServer:
         """The address failed logins are counted under: the source, or for a request from one of
         ``[auth] trusted_proxies`` the client it reports (its Via below the proxy's: ``received``, else the
         sent-by host), so one abuser behind an edge gets blocked, not the edge and everyone behind it."""
-        trusted = self.config.auth.trusted_proxies
-        if not trusted or not is_ip_literal(addr[0]):
-            return addr[0]
-        ip = ipaddress.ip_address(addr[0])
-        if not any(ip in net for net in trusted):
+        if not self._trusted_proxy(addr[0]):
             return addr[0]
         try:
             vias = request.vias
@@ -208,6 +204,14 @@ class RegionalServer:
         below = vias[1]
         reported = below.param("received") or below.sent_by[0]
         return reported.strip("[]") if is_ip_literal(reported) else addr[0]
+
+    def _trusted_proxy(self, host: str) -> bool:
+        """One of ``[auth] trusted_proxies`` (an edge speaking for many players: not rate limited as one IP)."""
+        trusted = self.config.auth.trusted_proxies
+        if not trusted or not is_ip_literal(host):
+            return False
+        ip = ipaddress.ip_address(host)
+        return any(ip in net for net in trusted)
 
     def pending_transactions(self) -> int:
         """Proxied requests still waiting for their final response (what a drain waits for)."""
@@ -449,7 +453,8 @@ class RegionalServer:
                         delay_s: float = 0.0) -> bool:
         """Send an answer to a source that has not authenticated: once (never retransmitted), only within its
         rate limit, and only when at most 3x the request's size (DESIGN section 10). False if not sent."""
-        if (len(data) > 3 * request_size or not self.unverified.allow(addr[0], now)
+        limited = not self._trusted_proxy(addr[0])
+        if (len(data) > 3 * request_size or (limited and not self.unverified.allow(addr[0], now))
                 or (delay_s > 0 and len(self._delayed) >= self.config.limits.max_transactions)):
             self.stats.dropped += 1
             log.info("node: answer of %d bytes to %s:%d (%d-byte request) not sent: %s", len(data), addr[0],

@@ -292,10 +292,23 @@ class ProxyCore(TransactionSide):
         response = response_for(request, rej.status, rej.reason, to_tag=self.ids.tag(), extra=rej.extra)
         mark_received(response.headers, request.top_via, source)
         data = response.to_bytes()
-        if unverified is None:
+        if unverified is None or (rej.delay_s <= 0 and len(data) <= 3 * size
+                                  and self._registered_from(request, source, now)):
             out.append((data, source))
         else:
             unverified(data, source, size, now, out, rej.delay_s)
+
+    def _registered_from(self, request: Request, source: Address, now: float) -> bool:
+        """Whether the player the request names in From is registered from exactly ``source``: that address
+        answered our challenge, so it is no spoofed victim, and its answers skip the per-IP limit of strangers
+        (one SIPp, an edge or a NAT sends many calls from one IP; after a restart every call retransmits at once)."""
+        try:
+            uri = request.from_.uri
+        except RemoteProtocolError:
+            return False
+        if not uri.user or not self.is_us(uri):
+            return False
+        return any(b.source == source for b in self.location.lookup(f"sip:{uri.user}@{self.domain}", now))
 
     def _admit(self, request: Request, source: Address, now: float, from_peer: bool) -> _Plan:
         """Everything decided before any state is kept: validation (section 16.3), authentication of players,

@@ -207,7 +207,7 @@ class PlayerSockets:
             if flow is not None and addr == server:
                 flow.send(data)
                 continue
-            if addr != server and self.paths and self._via_path(data):
+            if addr != server and self.paths and self._via_path(data, addr):
                 continue
             if send is not None:
                 send(data, addr)
@@ -217,11 +217,19 @@ class PlayerSockets:
             except OSError as exc:
                 log.debug("SIP send to %s failed: %s", addr, exc)
 
-    def _via_path(self, data: bytes) -> bool:
-        """Send a SIP datagram for the peer (ACK, BYE, ...) over the call's nominated pair, if it has one."""
+    def _via_path(self, data: bytes, addr: Address) -> bool:
+        """Send a SIP datagram for the peer (ACK, BYE, ...) over the call's nominated pair, if it has one.
+
+        Not when it is for a proxy on the way: a request with a route set (a record-routing proxy the operator
+        put there) goes to its first Route (RFC 3261 section 12.2.1.1), and a response goes back to where its
+        request came from (its Via), unless that was the peer over this very pair."""
         call_id = sip_call_id(data) if is_sip(data) else None
         path = self.paths.get(call_id) if call_id is not None else None
         if path is None or not path.uses_ice or not path.remote_known:
+            return False
+        if data.startswith(b"SIP/2.0 ") and addr != path.peer_address:
+            return False
+        if _has_route(data):
             return False
         path.send_sip(data)
         path.flush(self._now)
@@ -330,3 +338,9 @@ def channel_config_for(base: ChannelConfig | None, agreement: Agreement) -> Chan
         peer_terms = agreement.answer if agreement.is_caller else agreement.offer
         config = replace(config, send_kbps=float(peer_terms.receive_kbps))
     return config
+
+
+def _has_route(data: bytes) -> bool:
+    """Whether a SIP request carries a Route header (it follows a route set)."""
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return b"\r\nroute:" in head or b"\r\nroute " in head

@@ -247,3 +247,29 @@ def test_nonce_counts_survive_a_restart(region: Path, uas: tuple[SocketUA, Socke
     finally:
         server.stop()
 
+
+def test_a_registered_player_gets_every_challenge_beyond_the_stranger_rate_limit(tmp_path: Path) -> None:
+    """Challenges to unauthenticated sources are rate limited per IP (no reflection), but a player calling from
+    the very address it registered from proved it receives there: a burst of calls (SIPp at 200 calls/s, or
+    every INVITE retransmitted at once to a restarted region) gets a 407 each. A stranger on the same IP does
+    not share that: it stays within the limit."""
+    config = write_region(tmp_path, extra="\n[limits]\nunauthenticated_per_s = 0.1\nunauthenticated_burst = 3\n")
+    assert cli("user", "add", "alice", "--password", "alice-pw", "--config", str(config))[0] == 0
+    alice = SocketUA("alice", "eu.gamesdk.test", "alice-pw")
+    stranger = SocketUA("alice", "eu.gamesdk.test", "alice-pw")  # same name, another port: not her binding
+    server = RegionProcess(config)
+    try:
+        assert alice.login(server.address).status == 200  # one token for the 401
+        for _ in range(8):
+            alice.send(alice.invite("sip:bob@eu.gamesdk.test"), server.address)
+            assert alice.final().status == 407
+        answered = 0
+        for _ in range(4):
+            stranger.send(stranger.invite("sip:bob@eu.gamesdk.test"), server.address)
+            answered += not stranger.silent(0.5)
+        assert answered <= 2, answered  # what was left of the burst of 3
+    finally:
+        alice.close()
+        stranger.close()
+        server.stop()
+
