@@ -468,13 +468,15 @@ class EmbeddedServer:
         if node is None:
             return 0
         node.drain(retry_after_s, quiet_udp=node.config.drain_quiet_udp)
-        log.info("server: draining (%d transaction(s) under way)", node.pending_transactions())
+        log.info("server: draining (%d transaction(s) under way%s)", node.pending_transactions(),
+                 _by_method(node.pending_by_method()))
         deadline = asyncio.get_running_loop().time() + timeout_s
         while node.pending_transactions() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         left = node.pending_transactions()
         if left:
-            log.warning("server: drain timed out with %d transaction(s) under way", left)
+            log.warning("server: drain timed out with %d transaction(s) under way%s", left,
+                        _by_method(node.pending_by_method()))
         return left
 
     def reload(self, path: Path | None = None) -> ServerConfig:
@@ -607,6 +609,10 @@ def _embedded_policy(node: RegionalServer) -> PolicyHooks:
     from server.policy.runner import make_policy_hooks
 
     return make_policy_hooks(node.config, node)
+
+
+def _by_method(counts: dict[str, int]) -> str:
+    return "".join(f", {n} {method}" for method, n in sorted(counts.items()))
 
 
 def _wall_time() -> float:

@@ -217,6 +217,14 @@ class RegionalServer:
         """Proxied requests still waiting for their final response (what a drain waits for)."""
         return sum(1 for tx in self.proxy.server_txs.values() if tx.state is ServerState.PROCEEDING)
 
+    def pending_by_method(self) -> dict[str, int]:
+        """:meth:`pending_transactions` by method, for the drain's log lines."""
+        counts: dict[str, int] = {}
+        for tx in self.proxy.server_txs.values():
+            if tx.state is ServerState.PROCEEDING:
+                counts[tx.method] = counts.get(tx.method, 0) + 1
+        return counts
+
     def reload(self, config: ServerConfig) -> None:
         """Apply a reloaded region file to the running server: access networks (existing bindings are mapped
         again), peers, registrar and authentication limits, timers. What needs new sockets or another database
@@ -476,7 +484,7 @@ class RegionalServer:
             out.append((response_for(request, 403, f"Use {'/'.join(self.config.tls.player_transports).upper()}",
                                      to_tag=self.ids.tag()).to_bytes(), addr))
             return
-        if self.draining and self._refuse_while_draining(request):
+        if self.draining and self._refuse_while_draining(request, addr):
             self.stats.refused_draining += 1
             if self.drain_quiet_udp and method != "OPTIONS" and self.transport_of(addr) == "udp":
                 return  # retransmitted to whoever listens here next
@@ -506,10 +514,18 @@ class RegionalServer:
             return
         self.proxy.handle_request(request, addr, now, out, size, self.send_unverified)
 
-    def _refuse_while_draining(self, request: Request) -> bool:
-        """New work only: not ACK/CANCEL, not in a dialog, not a retransmission of a transaction we hold."""
+    def _refuse_while_draining(self, request: Request, addr: Addr) -> bool:
+        """New work only: not ACK/CANCEL, not in a dialog, not a retransmission of a transaction we hold, and
+        not (with the quiet UDP drain) a player's INVITE or REGISTER without credentials: its answer is a
+        stateless challenge (no transaction), and the client brings the credentials to whichever process listens
+        then (the nonce key is shared), instead of retransmitting into the restart on the short timers of its
+        first request."""
         method = request.method
         if method in ("ACK", "CANCEL") or _has_tag(request.headers.get("To") or ""):
+            return False
+        if (method in ("INVITE", "REGISTER") and self.drain_quiet_udp and self.transport_of(addr) == "udp"
+                and self.federation.authenticated_peer(addr) is None
+                and request.headers.get("Proxy-Authorization" if method == "INVITE" else "Authorization") is None):
             return False
         key = _server_key(request, method)
         return key not in self.proxy.server_txs and key not in self._uas_answers

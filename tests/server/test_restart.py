@@ -88,8 +88,17 @@ def test_sigterm_drains_then_exits(region: Path, uas: tuple[SocketUA, SocketUA])
         stranger.send(options(server.address, "drain-ping", stranger.addr), server.address)
         refused = stranger.final()
         assert refused.status == 503 and refused.headers.get("Retry-After") == "5"
-        stranger.send(stranger.register(600), server.address)
+        # A first request without credentials still gets its stateless challenge (no transaction is kept), so
+        # the client comes back with credentials; with them it is new work, left to the restarted server.
+        request = stranger.register(600)
+        stranger.send(request, server.address)
+        challenge = stranger.final()
+        assert challenge.status == 401
+        stranger.send(stranger.authorize(request, challenge), server.address)
         assert stranger.silent()
+        invite = stranger.invite("sip:alice@eu.gamesdk.test")
+        stranger.send(invite, server.address)
+        assert stranger.final().status == 407
         assert server.proc.poll() is None  # still waiting for the INVITE's answer
         alice.send(alice.answer(arrived, 200, ANSWER), server.address)
         ok = bob.final()
