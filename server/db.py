@@ -208,7 +208,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "the Path (RFC 3327) of each registration", (
         "ALTER TABLE registrations ADD COLUMN path TEXT NOT NULL DEFAULT '[]'",
     )),
-    Migration(8, "state a clean shutdown hands to the next start (the digest nonce counts)", (
+    Migration(8, "state a clean shutdown hands to the next start (digest nonce counts, peer round trips)", (
         # server/registrations.py: written at shutdown, read and deleted at start; no row = no clean handover.
         """CREATE TABLE handover (
             name     TEXT NOT NULL PRIMARY KEY,

@@ -425,6 +425,13 @@ class EmbeddedServer:
         node.login.core.nonces.restore(nonces, loop.time())
         if nonces is None:
             log.info("server: no nonce counts from a clean shutdown: nonces issued before now get stale=true")
+        # The peers' round trips measured before the restart: the first ping after it waits behind the backlog of
+        # the restart, and alone it would set the transit latency every call is admitted against.
+        for domain, host, port, samples in self._registrations.take_peer_rtts(offset):
+            peer = node.federation.by_domain(domain)
+            if peer is not None and peer.address == (host, port):
+                for when, sample in samples:
+                    peer.add_sample(sample, when)
         if restored or dialogs:
             log.info("server: restored %d registration(s) and %d call(s) from %s", restored, len(dialogs),
                      self.config.database)
@@ -442,17 +449,20 @@ class EmbeddedServer:
         wall = _wall_time()
         return writer.submit(changes, dialogs, wall - loop.time(), wall, publications=published)
 
-    def _save_nonces(self) -> None:
-        """At a clean stop (no request is read any more): the nonce counts, for the next start."""
+    def _save_handover(self) -> None:
+        """At a clean stop (no request is read any more): the nonce counts and the peers' round-trip samples,
+        for the next start."""
         node, store, loop = self.node, self._registrations, self._loop
         if node is None or store is None or loop is None:
             return
         wall = _wall_time()
         try:
             store.save_nonces(node.login.core.nonces.snapshot(), wall - loop.time(), wall)
+            store.save_peer_rtts([(p.domain, p.address[0], p.address[1], list(p.samples))
+                                  for p in node.federation.peers()], wall - loop.time(), wall)
         except sqlite3.Error as exc:
-            log.error("server: cannot save the nonce counts (the next start treats older nonces as stale): %s",
-                      exc)
+            log.error("server: cannot save the nonce counts and round trips (the next start treats older nonces "
+                      "as stale and measures again): %s", exc)
 
     def _flush_tick(self) -> None:
         self.flush_registrations()
@@ -540,7 +550,7 @@ class EmbeddedServer:
             if writer is not None:
                 await asyncio.get_running_loop().run_in_executor(None, writer.close, 5.0)
                 self.registration_writer = None
-            self._save_nonces()
+            self._save_handover()
             self._registrations.close()
             self._registrations = None
         if self._own_accounts is not None:

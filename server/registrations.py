@@ -27,6 +27,7 @@ from server.publish import Publication
 __all__ = ["RegistrationStore"]
 
 _NONCES = "digest-nonces"
+_PEER_RTTS = "peer-rtts"
 
 
 def _path(text: str) -> tuple[str, ...]:
@@ -136,33 +137,62 @@ class RegistrationStore:
             out.append((call_id, DialogParties(caller, callee, expires - wall_offset)))
         return out
 
+    def put_handover(self, name: str, value: object, wall_now: float) -> None:
+        """Keep ``value`` (JSON) for the next start under ``name``."""
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO handover (name, saved_at, value) VALUES (?, ?, ?)",
+                               (name, wall_now, json.dumps(value)))
+
+    def take_handover(self, name: str) -> object | None:
+        """What the last clean shutdown kept under ``name``, deleted as it is read (None: nothing, or damaged)."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            row = self._conn.execute("SELECT value FROM handover WHERE name = ?", (name,)).fetchone()
+            self._conn.execute("DELETE FROM handover WHERE name = ?", (name,))
+        if row is None:
+            return None
+        try:
+            value: object = json.loads(row[0])
+        except ValueError:
+            return None
+        return value
+
     def save_nonces(self, snapshot: NonceSnapshot, wall_offset: float, wall_now: float) -> None:
         """Hand the nonce counts to the next start (times converted to wall-clock ms with ``wall_offset``)."""
         moved = snapshot.shifted(round(wall_offset * 1000))
-        value = json.dumps({"tracked": [list(t) for t in moved.tracked], "floor_ms": moved.floor_ms,
-                            "user_floor_ms": [list(f) for f in moved.user_floor_ms]})
-        with self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO handover (name, saved_at, value) VALUES (?, ?, ?)",
-                               (_NONCES, wall_now, value))
+        self.put_handover(_NONCES, {"tracked": [list(t) for t in moved.tracked], "floor_ms": moved.floor_ms,
+                                    "user_floor_ms": [list(f) for f in moved.user_floor_ms]}, wall_now)
 
     def take_nonces(self, wall_offset: float) -> NonceSnapshot | None:
         """The nonce counts the last clean shutdown saved (on this process's clock), deleted as they are read:
         None when there are none (first start, or the last process did not stop cleanly)."""
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            row = self._conn.execute("SELECT value FROM handover WHERE name = ?", (_NONCES,)).fetchone()
-            self._conn.execute("DELETE FROM handover WHERE name = ?", (_NONCES,))
-        if row is None:
-            return None
+        data = self.take_handover(_NONCES)
         try:
-            data = json.loads(row[0])
+            assert isinstance(data, dict)
             snapshot = NonceSnapshot(
                 tuple((str(n), int(t), int(hi), int(seen), str(u)) for n, t, hi, seen, u in data["tracked"]),
                 None if data["floor_ms"] is None else int(data["floor_ms"]),
                 tuple((str(u), int(f)) for u, f in data["user_floor_ms"]))
-        except (ValueError, KeyError, TypeError):
-            return None  # damaged: treated as no clean handover (old nonces become stale, never replayable)
+        except (AssertionError, ValueError, KeyError, TypeError):
+            return None  # none or damaged: no clean handover (old nonces become stale, never replayable)
         return snapshot.shifted(-round(wall_offset * 1000))
+
+    def save_peer_rtts(self, peers: list[tuple[str, str, int, list[tuple[float, float]]]], wall_offset: float,
+                       wall_now: float) -> None:
+        """The round-trip samples of each peer (domain, host, port, [(answer time, seconds)]), times to wall."""
+        self.put_handover(_PEER_RTTS, [[d, h, p, [[t + wall_offset, s] for t, s in samples]]
+                                       for d, h, p, samples in peers], wall_now)
+
+    def take_peer_rtts(self, wall_offset: float) -> list[tuple[str, str, int, list[tuple[float, float]]]]:
+        data = self.take_handover(_PEER_RTTS)
+        out: list[tuple[str, str, int, list[tuple[float, float]]]] = []
+        try:
+            assert isinstance(data, list)
+            for d, h, p, samples in data:
+                out.append((str(d), str(h), int(p), [(float(t) - wall_offset, float(s)) for t, s in samples]))
+        except (AssertionError, ValueError, TypeError):
+            return []
+        return out
 
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         """The secret ``name`` of this region, created with ``make()`` the first time (the database is 0600)."""

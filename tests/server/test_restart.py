@@ -3,7 +3,12 @@ changes reach the running server at once."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +17,8 @@ from process_kit import RegionProcess, cli, options, write_region
 from server_kit import ANSWER, SocketUA
 
 from gamesdk.address import Address
-from gamesdk.sip.message import Request, Response
+from gamesdk.sip.message import Request, Response, response_for
+from gamesdk.sip.parser import parse_message_untrusted
 
 
 @pytest.fixture
@@ -281,4 +287,70 @@ def test_a_registered_player_gets_every_challenge_beyond_the_stranger_rate_limit
         alice.close()
         stranger.close()
         server.stop()
+
+
+def test_a_restart_keeps_the_peers_round_trip(tmp_path: Path) -> None:
+    """The transit latency calls are admitted against is the minimum of the recent ping samples. A restarted
+    region takes the samples of its predecessor: its first ping, answered late while the peer (or itself) works
+    through the restart's backlog, must not become the transit latency of every call (580, "latency budget
+    exceeded", for a whole ping interval)."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    delay = [0.0]
+    answered = [0]
+    stop = threading.Event()
+
+    def answer_pings() -> None:
+        peer.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                data, addr = peer.recvfrom(65535)
+            except TimeoutError:
+                continue
+            request = parse_message_untrusted(data)
+            if isinstance(request, Request) and request.method == "OPTIONS":
+                time.sleep(delay[0])
+                peer.sendto(response_for(request, 200).to_bytes(), addr)
+                answered[0] += 1
+
+    config = write_region(tmp_path)
+    text = re.sub(r'address = "udp:127\.0\.0\.1:\d+"', f'address = "udp:127.0.0.1:{peer.getsockname()[1]}"',
+                  config.read_text(), count=1)
+    config.write_text(text.replace("options_interval_s = 10", "options_interval_s = 0.2"))
+    pinger = threading.Thread(target=answer_pings, daemon=True)
+    pinger.start()
+
+    def min_rtt_ms() -> float | None:
+        code, out, err = cli("ctl", "--config", str(config), "--json", "stats")
+        assert code == 0, err
+        (entry,) = json.loads(out)["peers"]
+        value = entry["min_rtt_ms"]
+        return None if value is None else float(value)
+
+    try:
+        server = RegionProcess(config)
+        try:
+            deadline = time.monotonic() + 10
+            while min_rtt_ms() is None:
+                assert time.monotonic() < deadline, "no ping answered"
+                time.sleep(0.1)
+        finally:
+            assert server.stop() == 0
+        delay[0] = 0.3  # the peer is slow to answer right after the restart
+        before = answered[0]
+        server = RegionProcess(config)
+        try:
+            deadline = time.monotonic() + 10
+            while answered[0] < before + 2:
+                assert time.monotonic() < deadline, "no ping after the restart"
+                time.sleep(0.05)
+            time.sleep(0.4)  # the late answers are taken in
+            rtt = min_rtt_ms()
+            assert rtt is not None and rtt < 100, rtt
+        finally:
+            server.stop()
+    finally:
+        stop.set()
+        pinger.join(5)
+        peer.close()
 
