@@ -161,7 +161,8 @@ class RegistrationStore:
         """Hand the nonce counts to the next start (times converted to wall-clock ms with ``wall_offset``)."""
         moved = snapshot.shifted(round(wall_offset * 1000))
         self.put_handover(_NONCES, {"tracked": [list(t) for t in moved.tracked], "floor_ms": moved.floor_ms,
-                                    "user_floor_ms": [list(f) for f in moved.user_floor_ms]}, wall_now)
+                                    "user_floor_ms": [list(f) for f in moved.user_floor_ms],
+                                    "forgotten": [list(f) for f in moved.forgotten]}, wall_now)
 
     def take_nonces(self, wall_offset: float) -> NonceSnapshot | None:
         """The nonce counts the last clean shutdown saved (on this process's clock), deleted as they are read:
@@ -172,7 +173,8 @@ class RegistrationStore:
             snapshot = NonceSnapshot(
                 tuple((str(n), int(t), int(hi), int(seen), str(u)) for n, t, hi, seen, u in data["tracked"]),
                 None if data["floor_ms"] is None else int(data["floor_ms"]),
-                tuple((str(u), int(f)) for u, f in data["user_floor_ms"]))
+                tuple((str(u), int(f)) for u, f in data["user_floor_ms"]),
+                tuple((str(u), str(n), int(t)) for u, n, t in data["forgotten"]))
         except (AssertionError, ValueError, KeyError, TypeError):
             return None  # none or damaged: no clean handover (old nonces become stale, never replayable)
         return snapshot.shifted(-round(wall_offset * 1000))

@@ -435,13 +435,16 @@ class NonceSnapshot:
     tracked: tuple[tuple[str, int, int, int, str], ...] = ()
     floor_ms: int | None = None
     user_floor_ms: tuple[tuple[str, int], ...] = ()
+    #: (user, nonce, issued_ms) of used nonces whose counts were forgotten (stale from then on)
+    forgotten: tuple[tuple[str, str, int], ...] = ()
 
     def shifted(self, delta_ms: int) -> NonceSnapshot:
         """The same record with every time moved by ``delta_ms`` (from one clock to another)."""
         return NonceSnapshot(
             tuple((n, t + delta_ms, hi, seen, u) for n, t, hi, seen, u in self.tracked),
             None if self.floor_ms is None else self.floor_ms + delta_ms,
-            tuple((u, f + delta_ms) for u, f in self.user_floor_ms))
+            tuple((u, f + delta_ms) for u, f in self.user_floor_ms),
+            tuple((u, n, t + delta_ms) for u, n, t in self.forgotten))
 
 
 class NonceManager:
@@ -452,9 +455,12 @@ class NonceManager:
     are tracked only for nonces that carried a correct response, so only account holders add entries, and each
     account holds at most ``max_per_user`` of them: one account cannot fill the tracker for everybody.
     Counts are accepted out of order within :data:`NC_WINDOW` of the highest seen (a bitmap per nonce); a count
-    used before is a replay. When the tracker (or one user's share) is full its oldest nonces are forgotten and
-    every nonce issued up to then (for everybody, or for that user) is treated as stale from then on: a
-    forgotten nonce can never be replayed with a restarted count.
+    used before is a replay. When one user's share is full, its oldest nonce's counts are forgotten and that
+    nonce is remembered as stale (up to ``max_forgotten_per_user`` of them, then every nonce of that user issued
+    up to the oldest one is); a nonce that user never used stays good, however many it used since (one account
+    with many calls in flight, e.g. across a restart). When the whole tracker is full its oldest nonces are
+    forgotten and every nonce issued up to then is stale for everybody. A forgotten nonce is never accepted
+    with a restarted count.
     """
 
     def __init__(
@@ -466,6 +472,7 @@ class NonceManager:
         lifetime_s: float = 300.0,
         max_tracked: int = 100_000,
         max_per_user: int = 16,
+        max_forgotten_per_user: int = 1024,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("nonce secret must be at least 16 bytes")
@@ -475,11 +482,14 @@ class NonceManager:
         self.lifetime_s = lifetime_s
         self.max_tracked = max_tracked
         self.max_per_user = max_per_user
+        self.max_forgotten_per_user = max_forgotten_per_user
         self._nc: dict[str, _Tracked] = {}
         self._floor_ms: int | None = None  # nonces issued at or before this are stale once untracked
         # Per user: the nonces tracked for them (oldest first) and their own stale floor.
         self._by_user: dict[str, dict[str, None]] = {}
         self._user_floor_ms: dict[str, int] = {}
+        # Per user: nonces it used whose counts were forgotten (nonce -> issued_ms, oldest first): stale.
+        self._forgotten: dict[str, dict[str, int]] = {}
 
     def _tag(self, body: bytes) -> bytes:
         return hmac.digest(self._secret, body + self._realm, "sha256")[:_NONCE_TAG_BYTES]
@@ -526,6 +536,8 @@ class NonceManager:
         tracked = self._nc.get(nonce)
         if tracked is None:
             floor = self._floor_ms
+            if nonce in self._forgotten.get(user, ()):
+                return NonceStatus.STALE
             user_floor = self._user_floor_ms.get(user)
             if (floor is not None and issued_ms <= floor) or (user_floor is not None and issued_ms <= user_floor):
                 return NonceStatus.STALE
@@ -571,7 +583,16 @@ class NonceManager:
         del mine[oldest]
         gone = self._nc.pop(oldest, None)
         if gone is not None:
-            self._user_floor_ms[user] = max(self._user_floor_ms.get(user, gone.issued_ms), gone.issued_ms)
+            self._remember_forgotten(user, oldest, gone.issued_ms)
+
+    def _remember_forgotten(self, user: str, nonce: str, issued_ms: int) -> None:
+        forgotten = self._forgotten.setdefault(user, {})
+        forgotten[nonce] = issued_ms
+        if len(forgotten) > self.max_forgotten_per_user:
+            # Too many to list: from here on every nonce of this user issued up to the oldest listed is stale.
+            first = next(iter(forgotten))
+            floor = forgotten.pop(first)
+            self._user_floor_ms[user] = max(self._user_floor_ms.get(user, floor), floor)
 
     def _shrink(self, now: float) -> None:
         """Forget expired nonces, then the oldest half if still full (raising the stale floor)."""
@@ -588,6 +609,8 @@ class NonceManager:
         self._by_user = {u: kept for u, ns in self._by_user.items()
                          if (kept := {n: None for n in ns if n in self._nc})}
         self._user_floor_ms = {u: f for u, f in self._user_floor_ms.items() if f >= cutoff_ms}
+        self._forgotten = {u: fresh for u, ns in self._forgotten.items()
+                           if (fresh := {n: t for n, t in ns.items() if t >= cutoff_ms})}
 
     @property
     def tracked(self) -> int:
@@ -598,7 +621,8 @@ class NonceManager:
         """The nonce counts and floors, for :meth:`restore` in the next process (the secret is kept apart)."""
         return NonceSnapshot(
             tuple((n, t.issued_ms, t.highest, t.seen, t.user) for n, t in self._nc.items()),
-            self._floor_ms, tuple(self._user_floor_ms.items()))
+            self._floor_ms, tuple(self._user_floor_ms.items()),
+            tuple((u, n, t) for u, ns in self._forgotten.items() for n, t in ns.items()))
 
     def restore(self, snapshot: NonceSnapshot | None, now: float) -> None:
         """Take over a predecessor's record (same secret). Without one (first start, or the predecessor died
@@ -618,6 +642,9 @@ class NonceManager:
             self._floor_ms = max(self._floor_ms or snapshot.floor_ms, snapshot.floor_ms)
         for user, floor in snapshot.user_floor_ms:
             self._user_floor_ms[user] = max(self._user_floor_ms.get(user, floor), floor)
+        for user, nonce, issued_ms in snapshot.forgotten:
+            if issued_ms >= cutoff_ms:
+                self._remember_forgotten(user, nonce, issued_ms)
         for user, mine in list(self._by_user.items()):
             while len(mine) > self.max_per_user:
                 self._forget_oldest_of(user, mine)

@@ -354,3 +354,28 @@ def test_a_restart_keeps_the_peers_round_trip(tmp_path: Path) -> None:
         pinger.join(5)
         peer.close()
 
+
+def test_a_player_with_many_calls_in_flight_answers_its_challenges_in_any_order(
+        region: Path, uas: tuple[SocketUA, SocketUA]) -> None:
+    """One account with many calls in flight (SIPp at 200 calls/s; every call caught by a restart) answers its
+    challenges out of order: each answer passes (here 480: bob is not logged in), none gets a stale challenge
+    because the account used more than its share of tracked nonces since that challenge was issued."""
+    alice, _ = uas
+    server = RegionProcess(region)
+    try:
+        pending = []
+        for _ in range(24):  # more than the 16 nonces tracked per account
+            invite = alice.invite("sip:bob@eu.gamesdk.test")
+            alice.send(invite, server.address)
+            challenge = alice.final()
+            assert challenge.status == 407
+            alice.send(alice.ack_non2xx(invite, challenge), server.address)
+            pending.append((invite, challenge))
+        for invite, challenge in reversed(pending):  # the newest first: the oldest wait longest
+            alice.send(alice.authorize(invite, challenge), server.address)
+            final = alice.final()
+            assert final.status == 480, (final.status, final.reason, final.headers.get("Proxy-Authenticate"))
+            alice.send(alice.ack_non2xx(invite, final), server.address)
+    finally:
+        server.stop()
+

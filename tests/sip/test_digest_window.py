@@ -83,3 +83,24 @@ def test_a_response_with_non_ascii_characters_is_wrong_not_an_error() -> None:
               'response="\u00e9\u00e9", qop=auth, nc=00000001, cnonce="c", algorithm=SHA-256')
     result = auth.verify(header, method="REGISTER", now=11.0, lookup_ha1=lambda user, alg: "00" * 32)
     assert result.verdict is Verdict.WRONG
+
+
+def test_a_nonce_the_user_never_used_stays_good_after_its_share_turned_over() -> None:
+    """One account with many calls in flight (SIPp at 200 calls/s, or every call of a restart's backlog) answers
+    its challenges out of order: a nonce it never used is good however many it used since; one whose counts were
+    forgotten is stale (a new challenge), never accepted with a restarted count."""
+    manager = NonceManager(SECRET, lambda n: counter_bytes(n)[:n], max_tracked=1000, max_per_user=2)
+    nonces = [manager.issue(1.0 + i) for i in range(5)]
+    for n in nonces[1:4]:  # the share of 2 turns over: nonces[1]'s counts are forgotten
+        assert manager.use(n, 1, 6.0, "alice") is NonceStatus.VALID
+    assert manager.use(nonces[0], 1, 6.0, "alice") is NonceStatus.VALID  # issued first, used last
+    assert manager.use(nonces[1], 1, 6.0, "alice") is NonceStatus.STALE  # a replay of a forgotten count
+    assert manager.use(nonces[1], 2, 6.0, "alice") is NonceStatus.STALE
+    # The record of forgotten nonces is bounded too: past it, the user's older nonces are all stale.
+    small = NonceManager(SECRET, lambda n: counter_bytes(n)[:n], max_per_user=1, max_forgotten_per_user=2)
+    issued = [small.issue(1.0 + i) for i in range(6)]
+    for n in issued[1:]:
+        assert small.use(n, 1, 7.0, "alice") is NonceStatus.VALID
+    assert small.use(issued[0], 1, 7.0, "alice") is NonceStatus.STALE
+    assert small.use(issued[1], 1, 7.0, "alice") is NonceStatus.STALE
+
