@@ -514,7 +514,7 @@ class RegionalServer:
             return
         self.proxy.handle_request(request, addr, now, out, size, self.send_unverified)
 
-    def _refuse_while_draining(self, request: Request, addr: Addr) -> bool:
+    def _refuse_while_draining(self, request: Request, addr: Address) -> bool:
         """New work only: not ACK/CANCEL, not in a dialog, not a retransmission of a transaction we hold, and
         not (with the quiet UDP drain) a player's INVITE or REGISTER without credentials: its answer is a
         stateless challenge (no transaction), and the client brings the credentials to whichever process listens

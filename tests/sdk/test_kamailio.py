@@ -23,15 +23,13 @@ import pytest
 from regions import DOMAINS, Regions, running_regions
 
 from gamesdk import GameClient, GameSession, unpack_message_untrusted
+from gamesdk.address import Address
 from gamesdk.events import MessageReceived, SessionEnded
 
 KAMAILIO = shutil.which("kamailio") or ("/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None)
 CONFIGS = Path(__file__).parent / "kamailio"
 
 pytestmark = pytest.mark.skipif(KAMAILIO is None, reason="kamailio is not installed (apt-get install kamailio)")
-
-Addr = tuple[str, int]
-
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -49,7 +47,7 @@ def _bound(port: int) -> bool:
 
 
 @contextmanager
-def kamailio(config: str, workdir: Path, **defines: str) -> Iterator[tuple[Addr, Path]]:
+def kamailio(config: str, workdir: Path, **defines: str) -> Iterator[tuple[Address, Path]]:
     """Kamailio in the foreground with one worker on a free loopback port; yields its address and log file.
     ``defines`` go in as ``-A NAME=VALUE`` (quote string values). Stopped by its PID."""
     assert KAMAILIO is not None
