@@ -736,6 +736,8 @@ class GameClient:
                 if event.by_peer:
                     session.channel.drain()  # what the peer sent before its BYE comes before the end
                     session.channel.close(event.reason, by_peer=True)  # its CLOSE may be lost or behind
+                else:
+                    session.channel.close(event.reason)  # ended here (the peer stopped answering): no-op if closed
                 session.ended.set()
                 session._deliver(event)
 

@@ -336,6 +336,8 @@ class PollingClient:
                         # what the peer sent before its BYE is read first, and handed out before the end
                         session._pending += session.channel.poll(now)
                         session._pending += session.channel.close(now, event.reason, by_peer=True)
+                    else:  # ended here (the peer stopped answering)
+                        session._pending += session.channel.close(now, event.reason)
             out.append(event)
         self._transmit()
         return out

@@ -462,7 +462,9 @@ class AgentCore:
             return
         call.state = CallState.ENDED
         self._publish(call, now, DialogState.TERMINATED, event="timeout", code=408)
-        self._emit(SessionEnded(call_id=call.call_id, reason=reason, by_peer=True))
+        # not a hang-up by the peer: it vanished (or forgot the dialog) and we end the session, as when the
+        # channel reports Disconnected
+        self._emit(SessionEnded(call_id=call.call_id, reason=reason, by_peer=False))
         self._finish(call, now)
 
     # -- dialog publication (DESIGN section 4)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from regions import DOMAINS, USERS, Regions, running_regions, threaded_regions
+from regions import DOMAINS, FAST_TIMERS, USERS, Regions, running_regions, threaded_regions
 
 from gamesdk import (
     Accept,
@@ -160,6 +160,34 @@ def test_a_send_racing_a_silent_peer_is_dropped_until_disconnected_is_read(tmp_p
             mine.send(bytes(300), Lane.SEQUENCED)
         await alice.close()
         await bob.close()
+
+    run(tmp_path, scenario)
+
+
+
+@pytest.mark.parametrize("noticed_by", ["channel", "signalling"])
+def test_a_crashed_peer_is_not_a_hang_up_whichever_side_notices_first(tmp_path: Path, noticed_by: str) -> None:
+    """bob's process dies (no CLOSE, no BYE). Either alice's channel notices the silence first (Disconnected) or
+    her in-dialog OPTIONS go unanswered first: both ways her session ends with by_peer=False (the peer did not
+    hang up; her SDK ended it), her channel is closed, and the events agree."""
+
+    async def scenario(regions: Regions) -> None:
+        if noticed_by == "channel":
+            alice_changes: dict[str, Any] = {"channel_config": ChannelConfig(interrupted_s=0.2, disconnected_s=0.6)}
+        else:  # the channel never gives up (as while debugging): only the OPTIONS refresh notices
+            alice_changes = {"channel_config": ChannelConfig(disconnected_s=None), "session_refresh_s": 0.3,
+                             "timers": FAST_TIMERS}
+        alice, bob, mine, theirs = await pair(regions, alice=alice_changes)
+        assert bob._transport is not None
+        bob._transport.abort()  # bob's process dies: its sockets close, nothing more is sent
+        theirs.channel._transport.abort()  # type: ignore[union-attr]
+        seen = await events_until(mine, SessionEnded)
+        ended = seen[-1]
+        assert isinstance(ended, SessionEnded) and not ended.by_peer, seen
+        assert all(not e.by_peer for e in seen if isinstance(e, ChannelClosed)), seen
+        assert any(isinstance(e, Disconnected if noticed_by == "channel" else ChannelClosed) for e in seen), seen
+        assert not mine.channel.channel.is_open
+        await alice.close()
 
     run(tmp_path, scenario)
 

@@ -261,7 +261,7 @@ def test_a_crashed_peer_is_noticed(tmp_path: Path) -> None:
         lost = await next_of(session, Disconnected, timeout_s=5.0)
         assert lost.reason
         ended = await next_of(session, SessionEnded, timeout_s=8.0)
-        assert not ended.by_peer or "answer" in ended.reason or "lost" in ended.reason
+        assert not ended.by_peer
         await alice.close()
 
     run(tmp_path, scenario, timeout_s=30.0)
