@@ -363,7 +363,10 @@ class AgentCore:
             granted = reg.granted(resp, self.contact[1:-1])
             reg.registered = True
             if self.keepalive is not None:
-                self.keepalive.start(now, _flow_timer(resp, self.config.stun_keepalive_s))
+                if "outbound" in {v.strip().lower() for v in resp.headers.values("Require")}:
+                    self.keepalive.start(now, _flow_timer(resp, self.config.stun_keepalive_s))
+                else:
+                    self.keepalive.stop()  # RFC 5626: keep-alives only toward a registrar that applied outbound
             relays = (parse_relay_header(v, now) for v in resp.headers.get_all(RELAY_HEADER))
             self.relays = tuple(r for r in relays if r is not None)
             # refresh at half the granted time (RFC 3261 10.2.4 leaves the margin to the UA)
@@ -388,7 +391,12 @@ class AgentCore:
             return
         requests, failed = keepalive.poll(now)
         self._out.extend((data, keepalive.server) for data in requests)
-        if failed:
+        if failed and keepalive.answered == 0:
+            # a registrar that never answered STUN on its SIP port (not this project's region): registering
+            # again would not help, so keep-alives stop and the REGISTER refreshes are all that remains
+            log.info("SIP flow keep-alive: the region never answers STUN; keep-alives off")
+            keepalive.stop()
+        elif failed:
             self._flow_failed(now, "the region did not answer the keep-alive")
 
     def _keepalive_answer(self, data: bytes, addr: Address, now: float) -> None:

@@ -15,6 +15,9 @@ from udp_relay_kit import OnPathRelay
 
 from gamesdk import ClientConfig, GameClient, GameSession, PollingClient
 from gamesdk.ice import stun
+from gamesdk.lowlevel import TimerConfig
+from gamesdk.session.keepalive import StunKeepAlive
+from gamesdk.sip.message import response_for
 from gamesdk.sip.parser import parse_message_untrusted as parse_message
 
 
@@ -98,3 +101,48 @@ def test_stun_keepalives_keep_the_flow_and_a_new_mapping_registers_again(tmp_pat
                 relay.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def _fake_registrar_session(outbound: bool, seconds: float) -> tuple[int, int]:
+    """A plain socket plays a registrar that answers REGISTER 200 (``Require: outbound`` or not,
+    ``Flow-Timer: 1``) but never STUN. Returns (REGISTERs, STUN requests) it got from the player in ``seconds``."""
+    region = _fake_region()
+    region.settimeout(0.02)
+    client = PollingClient(ClientConfig(username="alice", password="pw", domain="eu.gamesdk.test",
+                                        server=region.getsockname()[:2], timers=TimerConfig(t1=0.05)),
+                           bind=("127.0.0.1", 0))
+    registers = stuns = 0
+    try:
+        client.login(time.monotonic())
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            client.poll(time.monotonic())
+            try:
+                data, addr = region.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if stun.is_stun(data):
+                stuns += addr[:2] == client.local_addr  # not the game socket's gathering: the SIP socket's
+                continue
+            request = parse_message(data)
+            registers += 1
+            extra = [("Contact", f"{request.headers.get('Contact')};expires=300"), ("Flow-Timer", "1")]
+            if outbound:
+                extra.append(("Require", "outbound"))
+            region.sendto(response_for(request, 200, extra=extra).to_bytes(), addr)  # type: ignore[arg-type]
+    finally:
+        client.close()
+        region.close()
+    return registers, stuns
+
+
+def test_no_stun_keepalives_toward_a_registrar_without_outbound() -> None:
+    registers, stuns = _fake_registrar_session(outbound=False, seconds=2.0)
+    assert registers == 1 and stuns == 0
+
+
+def test_keepalives_stop_when_the_registrar_never_answers_stun() -> None:
+    """5 unanswered tries from a registrar that never answered one: keep-alives stop instead of registering
+    again and again (this is a registrar without a STUN responder, not a broken flow)."""
+    registers, stuns = _fake_registrar_session(outbound=True, seconds=4.0)
+    assert registers == 1 and stuns == StunKeepAlive.TRIES
