@@ -637,18 +637,23 @@ class ProxyCore(TransactionSide):
                 self.timers.arm(tx, "I", now + self.t.t4_s)
             return
         # The ACK for a 2xx is end to end: forward it statelessly by Request-URI (section 16.11).
+        # Dropped ACKs are counted, not logged at INFO: the ACK of every challenged call (its 407 went out
+        # statelessly) ends here, one per call on the hot path.
         max_forwards = request.max_forwards
         if max_forwards == 0:
-            log.info("proxy: ACK from %s:%d dropped: Max-Forwards 0", *source)
+            self.stats.acks_dropped += 1
+            log.debug("proxy: ACK from %s:%d dropped: Max-Forwards 0", *source)
             return
         routes, route_popped = self._routes(request)
         try:
             target = self._resolve(request, request.request_uri, routes, out_of_dialog=False, now=now)
         except _Reject as rej:
-            log.info("proxy: ACK for %s dropped: %d %s", request.uri, rej.status, rej.reason or "")
+            self.stats.acks_dropped += 1
+            log.debug("proxy: ACK for %s dropped: %d %s", clip(request.uri), rej.status, rej.reason or "")
             return
         if not self._may_relay(source, target, request.call_id, now):
-            log.info("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
+            self.stats.acks_dropped += 1
+            log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
             return
         fwd = self._forward_copy(request, target, route_popped, max_forwards)
         # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).

@@ -70,6 +70,12 @@ class ProxyStats:
     identities_signed: int = 0
     #: Decisions asked of a separate policy process (the message waited, the loop did not).
     policy_queries: int = 0
+    #: ACKs neither absorbed by a transaction nor relayable (mostly the ACK of a stateless 407).
+    acks_dropped: int = 0
+    #: Calls seen set up (2xx forwarded), refused (final >= 300 sent upstream) and ended (BYE 2xx) here.
+    sessions_set_up: int = 0
+    sessions_refused: int = 0
+    sessions_ended: int = 0
 
 
 sessions = logging.getLogger("server.sessions")
@@ -176,11 +182,17 @@ class TransactionSide:
     def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out, *,
                     refused_by: str | None = None) -> None:
         if tx.final_status == 0:
+            # Counted always; the session lines are built only when INFO is on (the hot path at WARNING).
             if tx.method == "INVITE" and status >= 300:
-                _log_refused(tx, status, data, refused_by or self.domain)
+                if status not in (401, 407):
+                    self.stats.sessions_refused += 1
+                if sessions.isEnabledFor(logging.INFO):
+                    _log_refused(tx, status, data, refused_by or self.domain)
             elif tx.method == "BYE" and status < 300:
-                sessions.info("session ended call-id=%s by=%s status=%d (BYE through this server)",
-                              tx.request.call_id, _party(tx.request.headers.get("From")), status)
+                self.stats.sessions_ended += 1
+                if sessions.isEnabledFor(logging.INFO):
+                    sessions.info("session ended call-id=%s by=%s status=%d (BYE through this server)",
+                                  tx.request.call_id, _party(tx.request.headers.get("From")), status)
         tx.final_status = status
         tx.last_response = data
         out.append((data, tx.source))
@@ -379,8 +391,10 @@ class TransactionSide:
         ctx.added_2xx_headers[to_tag] = extra
         if tx.method == "INVITE":
             self._dialog_opened(tx, response, now)
-        sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", tx.request.call_id,
-                      _party(tx.request.headers.get("From")), tx.request.uri, response.status)
+        self.stats.sessions_set_up += 1
+        if sessions.isEnabledFor(logging.INFO):
+            sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", tx.request.call_id,
+                          _party(tx.request.headers.get("From")), tx.request.uri, response.status)
         self._send_2xx(tx, response, extra, now, out)
 
     def _send_2xx(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]], now: float,

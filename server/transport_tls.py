@@ -21,7 +21,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -101,8 +101,8 @@ class Flow(asyncio.Protocol):
     ready: bool = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's SSL transport has the Transport methods without the base class.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.address = (peer[0], peer[1]) if peer else ("", 0)
         owner = self.owner
