@@ -100,9 +100,10 @@ class Flow(asyncio.Protocol):
     pending: list[bytes] = field(default_factory=list)
     ready: bool = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's SSL transport has the Transport methods without the base class.
-        self.transport = cast(asyncio.Transport, transport)
+        transport = cast(asyncio.Transport, base)
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.address = (peer[0], peer[1]) if peer else ("", 0)
         owner = self.owner
