@@ -33,7 +33,7 @@ from gamesdk.sip.dialog_info import DialogState, parse_dialog_info_untrusted
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
-from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.parser import parse_message_untrusted, validate_untrusted
 from gamesdk.sip.pidf import PresenceStatus
 from gamesdk.sip.uri import NameAddr, SipUri
 from server.auth import Authenticated, FailureThrottle, LoginFlow
@@ -386,7 +386,10 @@ class RegionalServer:
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 3.5.1)
         try:
-            message = parse_message_untrusted(data, self.max_message_bytes)
+            # Lazily: what the proxy only relays is checked as far as it reads it; the rest is validated in full.
+            message = parse_message_untrusted(data, self.max_message_bytes, lazy=True)
+            if not _relayed_as_is(message):
+                validate_untrusted(message)
         except RemoteProtocolError as exc:
             self.stats.malformed += 1
             log.info("node: malformed datagram from %s:%d: %s", addr[0], addr[1], clip(exc.message))
@@ -680,6 +683,30 @@ class RegionalServer:
             self._uas_answers.pop(old, None)
         self._uas_answers[key] = data
         expiry.append((now + _UAS_CACHE_S, key))
+
+
+# -- what is relayed without full validation ----------------------------------------------------------------
+
+#: In-dialog requests the proxy only relays (and ACK): read as far as routing needs (DESIGN section 10).
+_RELAYED_METHODS = frozenset({"ACK", "BYE", "INFO", "UPDATE", "PRACK"})
+#: Responses the server itself consumes (pings, its REFERs and NOTIFYs), validated in full like requests for it.
+_CONSUMED_RESPONSES = frozenset({"OPTIONS", "REFER", "NOTIFY", "SUBSCRIBE", "PUBLISH", "REGISTER", "MESSAGE"})
+
+
+def _relayed_as_is(message: Request | Response) -> bool:
+    """Whether a lazily parsed message stays lazily parsed: provisional responses and responses to relayed
+    non-INVITE requests, ACKs and in-dialog requests in :data:`_RELAYED_METHODS`. Everything the server consumes
+    (REGISTER, PUBLISH, OPTIONS, SUBSCRIBE/NOTIFY, requests that open a session, an INVITE's final response with
+    the answer the policy reads) is validated in full, as before."""
+    if isinstance(message, Response):
+        method = message.cseq.method
+        if method == "INVITE":
+            return message.status < 200
+        return method not in _CONSUMED_RESPONSES
+    method = message.method
+    if method not in _RELAYED_METHODS:
+        return False
+    return method == "ACK" or _has_tag(message.headers.get("To") or "")
 
 
 # -- answering what does not parse -------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ from server.federation import FederationTable
 from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, PolicyQuery
 from server.location import LocationService, is_ip_literal
 from server.loglimit import clip
-from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received
+from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received, marked_via
+from server.splice import forward_request
 from server.txn import ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
@@ -401,19 +402,28 @@ class ProxyCore(TransactionSide):
     def _forward_new(self, tx: ServerTx, request: Request, source: Address, now: float, out: Out, plan: _Plan,
                      target: Target, extra_headers: tuple[tuple[str, str], ...]) -> None:
         method = request.method
-        fwd = self._forward_copy(request, target, plan.route_popped, plan.max_forwards)
-        headers = fwd.headers
-        if plan.caller_local:
-            self._strip_own_credentials(headers)
-            if method == "INVITE" and not plan.in_dialog:
-                self._sign_identity(headers, request)
-        for name, value in extra_headers:
-            headers.add(name, value)
         via = request.top_via
         back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
         branch = self._new_branch(plan.loop_hash, back_to)
-        self._push_via(headers, request, source, branch, hide=not plan.from_peer or target.peer_domain is None)
-        data = fwd.to_bytes()
+        hide = not plan.from_peer or target.peer_domain is None
+        spliced = None
+        if method != "INVITE" and not plan.caller_local and not extra_headers:
+            # An in-dialog request relayed as it came (BYE, INFO...): its bytes with our edits spliced in.
+            spliced = self._spliced(request, target, plan.route_popped, plan.max_forwards, source, branch, hide)
+        if spliced is not None:
+            # The request as received stands for the copy sent (a non-INVITE is never CANCELled or ACKed).
+            fwd, data = request, spliced
+        else:
+            fwd = self._forward_copy(request, target, plan.route_popped, plan.max_forwards)
+            headers = fwd.headers
+            if plan.caller_local:
+                self._strip_own_credentials(headers)
+                if method == "INVITE" and not plan.in_dialog:
+                    self._sign_identity(headers, request)
+            for name, value in extra_headers:
+                headers.add(name, value)
+            self._push_via(headers, request, source, branch, hide=hide)
+            data = fwd.to_bytes()
         ctx = ClientTx(branch, method, fwd, target.dest, request_bytes=data, server=tx)
         tx.client = ctx
         self.client_txs[(branch, method)] = ctx
@@ -444,6 +454,25 @@ class ProxyCore(TransactionSide):
         for value in reversed(target.routes):  # RFC 3327 section 5.3: the Path becomes the route set
             fwd.headers.insert_first("Route", value)
         return fwd
+
+    def _spliced(self, request: Request, target: Target, route_popped: bool, max_forwards: int | None,
+                 source: Address, branch: str, hide: bool) -> bytes | None:
+        """Sections 16.6 steps 1-8 as byte edits of the request as received (:mod:`server.splice`): what
+        :meth:`_forward_copy` and :meth:`_push_via` make, without serialising the message again. None when the
+        request is not in the plain shape splicing handles (or carries a route set to edit)."""
+        raw = request.raw_unchanged()
+        if raw is None or route_popped or target.routes:
+            return None
+        via = request.top_via
+        top: str | None = None
+        if not hide and (via.host != source[0] or via.rport is not None):
+            text = request.headers.get("Via") or ""
+            if "," in text:
+                return None
+            top = marked_via(via, text, source)
+        line = None if target.uri == request.uri else f"{request.method} {target.uri} {request.version}".encode()
+        return forward_request(raw, request_line=line, our_via=self._via(branch), top_via=top, hide=hide,
+                               max_forwards=69 if max_forwards is None else max_forwards - 1)
 
     def _push_via(self, headers: Headers, request: Request, source: Address, branch: str, *, hide: bool) -> None:
         """Section 16.6 step 8: note where the request came from in its Via, then put ours on top.
@@ -655,14 +684,18 @@ class ProxyCore(TransactionSide):
             self.stats.acks_dropped += 1
             log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
             return
-        fwd = self._forward_copy(request, target, route_popped, max_forwards)
         # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
         incoming = request.top_via.branch or request.call_id
         branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
         from_peer = self.federation.authenticated_peer(source) is not None
-        self._push_via(fwd.headers, request, source, branch, hide=not from_peer or target.peer_domain is None)
+        hide = not from_peer or target.peer_domain is None
+        data = self._spliced(request, target, route_popped, max_forwards, source, branch, hide)
+        if data is None:
+            fwd = self._forward_copy(request, target, route_popped, max_forwards)
+            self._push_via(fwd.headers, request, source, branch, hide=hide)
+            data = fwd.to_bytes()
         self.stats.stateless_acks += 1
-        out.append((fwd.to_bytes(), target.dest))
+        out.append((data, target.dest))
 
     def _on_cancel(self, request: Request, source: Address, now: float, out: Out, size: int,
                    unverified: Unverified | None, from_peer: bool) -> None:

@@ -31,9 +31,10 @@ from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
 from server.hooks import PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
+from server.splice import with_vias
 from server.txn import ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
-__all__ = ["Out", "ProxyStats", "TransactionSide"]
+__all__ = ["Out", "ProxyStats", "TransactionSide", "mark_received", "marked_via"]
 
 log = logging.getLogger("server.proxy")
 
@@ -105,6 +106,29 @@ def _log_refused(tx: ServerTx, status: int, data: bytes, refused_by: str) -> Non
                   _party(tx.request.headers.get("From")), tx.request.uri, status, reason, refused_by)
 
 
+def _upstream_bytes(response: Response, tx: ServerTx, extra: list[tuple[str, str]] | None) -> bytes:
+    """A downstream response as passed upstream: with the Vias its request came with (:func:`restore_vias`),
+    ``extra`` added. Spliced from the bytes it came in when they are at hand (:mod:`server.splice`), else
+    serialised."""
+    raw = response.raw_unchanged()
+    if raw is not None:
+        vias = tx.upstream_vias
+        if vias is None:
+            # Made once per transaction: its 100, 180 and final all go up with them.
+            probe = Headers([("Via", value) for value in tx.request.headers.get_all("Via")])
+            mark_received(probe, tx.request.top_via, tx.source)
+            vias = tx.upstream_vias = probe.get_all("Via")
+        data = with_vias(raw, vias, extra or ())
+        if data is not None:
+            return data
+    headers = response.headers
+    restore_vias(headers, tx)
+    if extra:
+        for name, value in extra:
+            headers.add(name, value)
+    return response.to_bytes()
+
+
 def _fill_rport(via_text: str, port: int) -> str:
     """Give the bare ``rport`` parameter of a Via value its port (text level: cheaper than re-serialising)."""
     lower = via_text.lower()
@@ -130,12 +154,18 @@ def mark_received(headers: Headers, via: Via, source: Address) -> None:
     if via.host == source[0] and rport is None:
         return
     text = headers.remove_first("Via") or str(via)
+    headers.insert_first("Via", marked_via(via, text, source))
+
+
+def marked_via(via: Via, text: str, source: Address) -> str:
+    """The text ``text`` of the Via ``via`` with ``received``/``rport`` noted (see :func:`mark_received`)."""
+    rport = via.rport
     if rport is not None:
         # "rport" without a value is the usual form; a value already there is replaced.
         text = str(via.with_param("rport", str(source[1]))) if rport else _fill_rport(text, source[1])
     if via.host != source[0] and via.received is None:
         text = f"{text};received={source[0]}"
-    headers.insert_first("Via", text)
+    return text
 
 
 class TransactionSide:
@@ -299,12 +329,7 @@ class TransactionSide:
         return True
 
     def _forward_up(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]] | None, out: Out) -> bytes:
-        headers = response.headers
-        restore_vias(headers, tx)
-        if extra:
-            for name, value in extra:
-                headers.add(name, value)
-        data = response.to_bytes()
+        data = _upstream_bytes(response, tx, extra)
         self.stats.responses_forwarded += 1
         out.append((data, tx.source))
         return data
@@ -354,9 +379,9 @@ class TransactionSide:
     def _forward_final(self, tx: ServerTx, response: Response, now: float, out: Out) -> None:
         """Pass a downstream final (a non-2xx for an INVITE) upstream as the final of ``tx``, our Via taken off
         (section 16.7 step 3); retransmitted from ``tx`` from then on."""
-        restore_vias(response.headers, tx)
+        data = _upstream_bytes(response, tx, None)
         self.stats.responses_forwarded += 1
-        self._send_final(tx, response.to_bytes(), response.status, now, out, refused_by=_refuser(response))
+        self._send_final(tx, data, response.status, now, out, refused_by=_refuser(response))
 
     def _forward_2xx(self, ctx: ClientTx, tx: ServerTx, response: Response, now: float, out: Out) -> None:
         to_tag = response.to.tag or ""

@@ -70,6 +70,8 @@ class ServerTx:
     g_interval: float = 0.0
     #: Facts for the policy hooks (who called whom, which side is local); set by the proxy.
     call: Any = None
+    #: The Via values responses go upstream with (the request's, marked), made at the first spliced response.
+    upstream_vias: list[str] | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -17,6 +17,7 @@ from gamesdk.sip.uri import NameAddr, SipUri
 
 __all__ = [
     "COMPACT_FORMS",
+    "RAW_KEY",
     "REASON_PHRASES",
     "Headers",
     "Message",
@@ -63,6 +64,11 @@ def header_key(name: str) -> str:
         if len(_KEY_CACHE) < _KEY_CACHE_MAX:
             _KEY_CACHE[name] = key
     return key
+
+
+#: Key in :attr:`Headers._cache` under which a lazily parsed message keeps its bytes. Every change of the headers
+#: clears the cache, so the bytes are there only while they still say what the headers say.
+RAW_KEY = "\x00raw"
 
 
 class Headers:
@@ -229,6 +235,12 @@ class Message:
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
+
+    def raw_unchanged(self) -> bytes | None:
+        """The bytes this message was parsed from (``parse_message_untrusted(..., lazy=True)``, with a
+        Content-Length), or None once its headers changed or when it was built in memory."""
+        raw: bytes | None = self.headers._cache.get(RAW_KEY)
+        return raw
 
     # --- typed accessors -------------------------------------------------------------------------------------
     def _single(self, name: str) -> str:

@@ -13,10 +13,10 @@ import re
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN, is_digits
 from gamesdk.sip.headers import CSeq, Via, split_header_values
-from gamesdk.sip.message import Headers, Message, Request, Response, header_key
+from gamesdk.sip.message import RAW_KEY, Headers, Message, Request, Response, header_key
 from gamesdk.sip.uri import NameAddr, SipUri, check_name_addr_untrusted
 
-__all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "parse_message_untrusted"]
+__all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "parse_message_untrusted", "validate_untrusted"]
 
 #: Largest message accepted: the largest UDP payload (RFC 3261 section 18.1.1 lets UDP carry up to 65,535).
 MAX_MESSAGE_BYTES = 65535
@@ -202,6 +202,36 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
         raise _fail("CSeq method does not match the request method")
 
 
+def _validate_relayed(message: Message, items: list[tuple[str, str, str]]) -> None:
+    # What a relaying proxy reads of every message (the Vias, CSeq) plus the required fields; From, To, Contact
+    # and the rest are parsed when first read (the typed accessors raise RemoteProtocolError then).
+    cache = message.headers._cache
+    vias: list[Via] = []
+    seen: set[str] = set()
+    for key, _, value in items:
+        if key == "via":
+            vias.extend(_checked(key, value))  # type: ignore[arg-type]
+        elif key == "cseq":
+            if key in seen:
+                raise _fail("More than one cseq header")
+            cache[key] = _checked(key, value)
+        seen.add(key)
+    for key, name in _REQUIRED.items():
+        if key not in seen:
+            raise _fail(f"Missing {name} header")
+    cache["via"] = vias
+    if isinstance(message, Request) and cache["cseq"].method != message.method:
+        raise _fail("CSeq method does not match the request method")
+
+
+def validate_untrusted(message: Request | Response) -> None:
+    """The checks a lazily parsed message skipped (see ``parse_message_untrusted(..., lazy=True)``): every
+    typed header parsed, single headers single. Raises ``RemoteProtocolError`` like the parser. The message is
+    then handled as parsed: its bytes are let go (every copy of it serialises the same way, as before)."""
+    message.headers._cache.pop(RAW_KEY, None)
+    _validate(message, message.headers._items)
+
+
 def _content_length(items: list[tuple[str, str, str]]) -> int | None:
     values = [v for k, _, v in items if k == "content-length"]
     if not values:
@@ -243,11 +273,18 @@ def _decode(head: bytes) -> str:
         raise _fail("Header bytes are not UTF-8") from None
 
 
-def parse_message_untrusted(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Request | Response:
+def parse_message_untrusted(data: bytes, max_size: int = MAX_MESSAGE_BYTES, *,
+                            lazy: bool = False) -> Request | Response:
     """Parse one SIP message from one datagram.
 
     Bytes after the body (by Content-Length) are ignored (RFC 3261 section 18.3); a datagram without
     Content-Length has the rest of the datagram as body. Raises ``RemoteProtocolError`` only.
+
+    ``lazy`` (a proxy's relay path): the start line, the framing, every header line's shape, the Vias, CSeq and
+    the presence of From, To and Call-ID are checked; the other typed headers are parsed when first read, and
+    :func:`validate_untrusted` runs the rest of the checks when the message turns out to be for this element.
+    A lazily parsed message with a Content-Length keeps its bytes (:meth:`Message.raw_unchanged`) until its
+    headers change, so a proxy can forward it by splicing bytes instead of serialising it again.
     """
     if len(data) > max_size:
         raise _fail("Message Too Large", 513)
@@ -266,7 +303,13 @@ def parse_message_untrusted(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> R
         if len(body) < length:
             raise _fail("Content-Length larger than the message")
     message = _parse_start(start, Headers._from_keyed(items), body)
-    _validate(message, items)
+    if lazy:
+        _validate_relayed(message, items)
+        if length is not None:
+            end = body_start + length
+            message.headers._cache[RAW_KEY] = data if end == len(data) else data[:end]
+    else:
+        _validate(message, items)
     return message  # type: ignore[return-value]
 
 

@@ -11,6 +11,7 @@ import pytest
 from server_kit import ANSWER, EXAMPLES, OFFER, SocketUA
 
 from gamesdk.sip.message import Request, Response
+from gamesdk.sip.parser import parse_message_untrusted
 from server.config import load_config
 from server.io import EmbeddedServer
 
@@ -159,3 +160,40 @@ def test_unknown_domain_and_options_to_the_servers_address(regions: Regions,
     assert answer.status == 200 and answer.cseq.method == "OPTIONS"
     assert "INVITE" in (answer.headers.get("Allow") or "")
     assert "application/sdp" in (answer.headers.get("Accept") or "")
+
+
+def test_an_in_dialog_request_and_its_answer_are_relayed_byte_for_byte(regions: Regions,
+                                                                      players: tuple[SocketUA, SocketUA]) -> None:
+    """A BYE sent to the caller's server (as SIPp sends it) and its 200 are forwarded by splicing: every byte
+    the proxy does not edit (here a header with odd spacing the parser would have normalised) arrives as sent."""
+    alice, bob = players
+    eu = regions.eu.address
+    invite = alice.invite("sip:bob@na.gamesdk.test")
+    alice.send(invite, eu)
+    challenge = alice.final()
+    alice.send(alice.ack_non2xx(invite, challenge), eu)
+    invite = alice.authorize(invite, challenge)
+    alice.send(invite, eu)
+    arrived = bob.recv()
+    while not (isinstance(arrived, Request) and arrived.method == "INVITE"):
+        arrived = bob.recv()
+    bob.send(bob.answer(arrived, 200, ANSWER), regions.na.address)
+    ok = alice.final()
+    assert ok.status == 200
+
+    odd = b"X-Note:   kept   as sent  "
+    bye = alice.bye(invite, ok).to_bytes().replace(b"\r\nContent-Length", b"\r\n" + odd + b"\r\nContent-Length")
+    alice.send(bye, eu)
+    bob.sock.settimeout(3.0)
+    relayed, _ = bob.sock.recvfrom(65535)
+    request = parse_message_untrusted(relayed)
+    assert isinstance(request, Request) and request.method == "BYE"
+    assert b"\r\n" + odd + b"\r\n" in relayed
+    assert request.max_forwards == 69 and len(request.vias) == 1  # eu's Via alone (alice's stays at eu)
+    answer = bob.answer(request, 200).to_bytes().replace(b"\r\nContent-Length", b"\r\n" + odd + b"\r\nContent-Length")
+    bob.send(answer, eu)
+    alice.sock.settimeout(3.0)
+    back, _ = alice.sock.recvfrom(65535)
+    response = parse_message_untrusted(back)
+    assert isinstance(response, Response) and response.status == 200 and response.cseq.method == "BYE"
+    assert b"\r\n" + odd + b"\r\n" in back and len(response.vias) == 1

@@ -1,0 +1,127 @@
+"""Forwarding by splicing bytes gives the message the serialiser would have made (header for header, same
+body), only without decoding and re-encoding what the proxy does not edit."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gamesdk.sip.message import Request, Response
+from gamesdk.sip.parser import parse_message_untrusted
+from server.proxy_responses import mark_received, marked_via
+from server.splice import forward_request, with_vias
+
+OUR_VIA = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc.def1.0123456789abcdef;rport"
+SOURCE = ("127.0.0.2", 7001)
+
+_OTHER = [("From", "<sip:alice@eu.gamesdk.test>;tag=a1"), ("To", "<sip:bob@eu.gamesdk.test>;tag=b1"),
+          ("Call-ID", "c1@127.0.0.2"), ("Contact", "<sip:alice@127.0.0.2:7001>"), ("Subject", "a   game"),
+          ("X-Odd", "")]
+
+
+def _text(start: str, vias: list[tuple[str, str]], others: list[tuple[str, str]], mf: str | None, body: bytes,
+          cseq: str) -> bytes:
+    lines = [start, *(f"{n}: {v}" for n, v in vias), *(f"{n}: {v}" for n, v in others), f"CSeq: {cseq}"]
+    if mf is not None:
+        lines.insert(1 + len(vias), f"Max-Forwards: {mf}")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _same(a: Request | Response, b: Request | Response) -> None:
+    # Field order matters among fields of one name (RFC 3261 section 7.3.1), so that is what is compared: the
+    # serialiser moves a lone Via it edited to the end of the head, splicing leaves it where it was.
+    for which in ("via", "other"):
+        assert [(k, v) for k, _, v in a.headers._items if (k == "via") == (which == "via")] == \
+            [(k, v) for k, _, v in b.headers._items if (k == "via") == (which == "via")]
+    assert a.body == b.body
+    if isinstance(a, Request):
+        assert isinstance(b, Request) and (a.method, a.uri) == (b.method, b.uri)
+
+
+VIA_HOSTS = st.sampled_from(["127.0.0.2:7001", "127.0.0.9:7001", "alice.invalid"])
+VIA_PARAMS = st.sampled_from([";branch=z9hG4bK-1", ";branch=z9hG4bK-1;rport", ";rport;branch=z9hG4bK-2",
+                              ";branch=z9hG4bK-3;rport=9;received=127.0.0.2"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(host=VIA_HOSTS, params=VIA_PARAMS, via_name=st.sampled_from(["Via", "v", "VIA"]),
+       second=st.booleans(), mf=st.sampled_from([None, "70", "1"]), order=st.permutations(_OTHER),
+       body=st.sampled_from([b"", b"v=0\r\n", b"x\r\n\r\ny"]), new_uri=st.booleans(), hide=st.booleans())
+def test_forwarded_request_equals_the_serialised_copy(host: str, params: str, via_name: str, second: bool,
+                                                      mf: str | None, order: list[tuple[str, str]], body: bytes,
+                                                      new_uri: bool, hide: bool) -> None:
+    vias = [(via_name, f"SIP/2.0/UDP {host}{params}")]
+    if second:
+        vias.append(("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-up"))
+    raw = _text("BYE sip:bob@127.0.0.3:7002 SIP/2.0", vias, list(order), mf, body, "2 BYE")
+    request = parse_message_untrusted(raw, lazy=True)
+    assert isinstance(request, Request)
+    uri = "sip:bob@127.0.0.4:7003" if new_uri else request.uri
+    # The serialiser's way (ProxyCore._forward_copy + _push_via).
+    copy = Request(request.method, uri, request.headers.copy(), request.body, request.version)
+    max_forwards = request.max_forwards
+    copy.headers.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+    if hide:
+        copy.headers.remove("Via")
+    else:
+        mark_received(copy.headers, request.top_via, SOURCE)
+    copy.headers.insert_first("Via", OUR_VIA)
+    expected = parse_message_untrusted(copy.to_bytes())
+    # The splicing way (ProxyCore._spliced).
+    via = request.top_via
+    top = None
+    if not hide and (via.host != SOURCE[0] or via.rport is not None):
+        top = marked_via(via, request.headers.get("Via") or "", SOURCE)
+    line = None if uri == request.uri else f"BYE {uri} SIP/2.0".encode()
+    spliced = forward_request(raw, request_line=line, our_via=OUR_VIA, top_via=top, hide=hide,
+                              max_forwards=69 if max_forwards is None else max_forwards - 1)
+    assert spliced is not None
+    _same(parse_message_untrusted(spliced), expected)
+    # What the proxy does not edit arrives byte for byte.
+    assert b"Subject: a   game\r\n" in spliced and spliced.endswith(b"\r\n\r\n" + body)
+
+
+@settings(max_examples=100, deadline=None)
+@given(order=st.permutations(_OTHER), via_name=st.sampled_from(["Via", "v"]),
+       extra=st.sampled_from([[], [("P-Gamesdk-Reservation", "r1"), ("Identity", "x.y.z")]]),
+       body=st.sampled_from([b"", b"v=0\r\n"]), upstream=st.sampled_from([1, 2]))
+def test_response_with_the_requests_vias_equals_the_serialised_one(order: list[tuple[str, str]], via_name: str,
+                                                                   extra: list[tuple[str, str]], body: bytes,
+                                                                   upstream: int) -> None:
+    vias = [(via_name, OUR_VIA)]  # what came back: ours alone (the request went on hidden)
+    raw = _text("SIP/2.0 180 Ringing", vias, list(order), None, body, "1 INVITE")
+    request_vias = [f"SIP/2.0/UDP 127.0.0.{i}:7001;branch=z9hG4bK-{i};rport=7001" for i in range(2, 2 + upstream)]
+    response = parse_message_untrusted(raw, lazy=True)
+    spliced = with_vias(raw, request_vias, extra)
+    assert spliced is not None
+    response.headers.set("Via", request_vias[-1])
+    for value in reversed(request_vias[:-1]):
+        response.headers.insert_first("Via", value)
+    for name, value in extra:
+        response.headers.add(name, value)
+    _same(parse_message_untrusted(spliced), parse_message_untrusted(response.to_bytes()))
+
+
+def test_shapes_it_does_not_handle_are_left_to_the_serialiser() -> None:
+    plain = _text("SIP/2.0 200 OK", [("Via", OUR_VIA), ("Via", "SIP/2.0/UDP h;branch=z9hG4bK-1")], _OTHER, None,
+                  b"", "1 BYE")
+    assert with_vias(plain, ["SIP/2.0/UDP h;branch=z9hG4bK-1"]) is not None
+    folded = plain.replace(b"Subject: a   game", b"Subject: a\r\n   game")
+    bare_lf = plain.replace(b"\r\n", b"\n")
+    no_via = b"\r\n".join(line for line in plain.split(b"\r\n") if not line.startswith(b"Via"))
+    for raw in (folded, bare_lf, no_via, plain.split(b"\r\n\r\n")[0]):
+        assert with_vias(raw, ["SIP/2.0/UDP h;branch=z9hG4bK-1"]) is None
+    two_on_a_line = plain.replace(f"Via: {OUR_VIA}\r\nVia: ".encode(), f"Via: {OUR_VIA}, ".encode())
+    assert forward_request(two_on_a_line, request_line=None, our_via=OUR_VIA, top_via="x", hide=False,
+                           max_forwards=69) is None
+
+
+def test_lazily_parsed_bytes_go_once_the_headers_change() -> None:
+    raw = _text("SIP/2.0 180 Ringing", [("Via", OUR_VIA)], _OTHER, None, b"", "1 INVITE")
+    response = parse_message_untrusted(raw + b"junk after the body", lazy=True)
+    assert response.raw_unchanged() == raw  # bytes after Content-Length are not part of the message
+    assert response.to.tag == "b1"  # reading keeps them
+    response.headers.add("X-New", "1")
+    assert response.raw_unchanged() is None
+    assert parse_message_untrusted(raw).raw_unchanged() is None  # only the lazy parse keeps them
