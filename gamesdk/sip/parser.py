@@ -202,19 +202,29 @@ def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:
         raise _fail("CSeq method does not match the request method")
 
 
+#: What a relayed message must get right: what the proxy reads of every message, and what any answer to it
+#: copies (RFC 3261 section 8.2.6.2), so that even a refusal of it is well-formed.
+_RELAY_CHECKED = frozenset(("via", "from", "to", "cseq", "call-id"))
+
+
 def _validate_relayed(message: Message, items: list[tuple[str, str, str]]) -> None:
-    # What a relaying proxy reads of every message (the Vias, CSeq) plus the required fields; From, To, Contact
-    # and the rest are parsed when first read (the typed accessors raise RemoteProtocolError then).
+    # Via, From, To, Call-ID and CSeq as the full check does them (memoised: the values repeat within a call);
+    # Contact, Max-Forwards, Expires and the rest are parsed when first read (the accessors raise then).
     cache = message.headers._cache
     vias: list[Via] = []
     seen: set[str] = set()
     for key, _, value in items:
-        if key == "via":
-            vias.extend(_checked(key, value))  # type: ignore[arg-type]
-        elif key == "cseq":
-            if key in seen:
-                raise _fail("More than one cseq header")
-            cache[key] = _checked(key, value)
+        if key in _RELAY_CHECKED:
+            if key == "via":
+                vias.extend(_checked(key, value))  # type: ignore[arg-type]
+            elif key in seen:
+                raise _fail(f"More than one {key} header")
+            elif key == "call-id":
+                if not value or " " in value or "\t" in value:
+                    raise _fail("Bad Call-ID")
+                cache[key] = value
+            else:
+                cache[key] = _checked(key, value)
         seen.add(key)
     for key, name in _REQUIRED.items():
         if key not in seen:
@@ -280,8 +290,8 @@ def parse_message_untrusted(data: bytes, max_size: int = MAX_MESSAGE_BYTES, *,
     Bytes after the body (by Content-Length) are ignored (RFC 3261 section 18.3); a datagram without
     Content-Length has the rest of the datagram as body. Raises ``RemoteProtocolError`` only.
 
-    ``lazy`` (a proxy's relay path): the start line, the framing, every header line's shape, the Vias, CSeq and
-    the presence of From, To and Call-ID are checked; the other typed headers are parsed when first read, and
+    ``lazy`` (a proxy's relay path): the start line, the framing, every header line's shape, Via, From, To,
+    Call-ID and CSeq are checked as in full; the other typed headers are parsed when first read, and
     :func:`validate_untrusted` runs the rest of the checks when the message turns out to be for this element.
     A lazily parsed message with a Content-Length keeps its bytes (:meth:`Message.raw_unchanged`) until its
     headers change, so a proxy can forward it by splicing bytes instead of serialising it again.

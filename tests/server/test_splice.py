@@ -125,3 +125,24 @@ def test_lazily_parsed_bytes_go_once_the_headers_change() -> None:
     response.headers.add("X-New", "1")
     assert response.raw_unchanged() is None
     assert parse_message_untrusted(raw).raw_unchanged() is None  # only the lazy parse keeps them
+
+
+def test_a_lazy_parse_still_checks_what_an_answer_would_copy() -> None:
+    """Any answer copies Via, From, To, Call-ID and CSeq: a relayed message gets them checked as in full, so a
+    refusal of it is never malformed (found by tests/server/test_mutation.py)."""
+    import pytest
+
+    from gamesdk.errors import RemoteProtocolError
+
+    good = _text("BYE sip:bob@127.0.0.3:7002 SIP/2.0", [("Via", "SIP/2.0/UDP h;branch=z9hG4bK-1")], _OTHER, "70",
+                 b"", "2 BYE")
+    parse_message_untrusted(good, lazy=True)
+    for bad in (good.replace(b"Call-ID: c1@127.0.0.2\r\n", b"Call-ID: c1@127.0.0.2\r\nCall-ID: c2\r\n"),
+                good.replace(b"From: <sip:alice@eu.gamesdk.test>;tag=a1", b"From: <sip:alice@eu"),
+                good.replace(b"To: <sip:bob@eu.gamesdk.test>;tag=b1\r\n", b"")):
+        with pytest.raises(RemoteProtocolError):
+            parse_message_untrusted(bad, lazy=True)
+    # What the relay does not read waits until it is read.
+    lazy = parse_message_untrusted(good.replace(b"Max-Forwards: 70", b"Max-Forwards: lots"), lazy=True)
+    with pytest.raises(RemoteProtocolError):
+        _ = lazy.max_forwards
