@@ -144,15 +144,20 @@ def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
 
 
 def _auth_params_error(value: str) -> NoReturn:
-    """Raise the error that says where ``value`` stops being an auth-param list."""
+    """Raise the error of the first problem in ``value`` from the left (a param-by-param walk: the error path)."""
     m = _SCHEME_RE.match(value)
     if m is None:
         raise RemoteProtocolError("authentication header lacks a scheme", 400)
+    names: set[str] = set()
     pos = m.end()
     while True:
         pm = _PARAM_RE.match(value, pos)
         if pm is None:
             raise RemoteProtocolError(f"malformed auth-param at offset {pos}", 400)
+        name = pm.group(1).lower()
+        if name in names:
+            raise RemoteProtocolError(f"duplicate auth-param {name!r}", 400)
+        names.add(name)
         pos = pm.end()
         if pos == len(value) or value[pos] != ",":
             raise RemoteProtocolError(f"expected ',' between auth-params at offset {pos}", 400)

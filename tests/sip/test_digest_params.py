@@ -1,0 +1,83 @@
+"""The auth-param list parser (``Digest a=b, c="d"``): two regexes over the whole value give what the earlier
+param-by-param loop gave, on valid lists and on every malformed one (same error, same offset)."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip.digest import parse_auth_params_untrusted
+
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_SCHEME_RE = re.compile(rf"\s*({_TOKEN})\s+")
+_PARAM_RE = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*', re.DOTALL)
+_UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def reference(value: str) -> tuple[str, dict[str, str]]:
+    """The loop the parser replaced (one regex call per param)."""
+    if len(value) > 4096:
+        raise RemoteProtocolError("authentication header too long", 400)
+    m = _SCHEME_RE.match(value)
+    if m is None:
+        raise RemoteProtocolError("authentication header lacks a scheme", 400)
+    params: dict[str, str] = {}
+    pos = m.end()
+    while True:
+        pm = _PARAM_RE.match(value, pos)
+        if pm is None:
+            raise RemoteProtocolError(f"malformed auth-param at offset {pos}", 400)
+        name = pm.group(1).lower()
+        if name in params:
+            raise RemoteProtocolError(f"duplicate auth-param {name!r}", 400)
+        quoted = pm.group(2)
+        params[name] = _UNESCAPE_RE.sub(r"\1", quoted) if quoted is not None else pm.group(3)
+        pos = pm.end()
+        if pos == len(value):
+            return m.group(1), params
+        if value[pos] != ",":
+            raise RemoteProtocolError(f"expected ',' between auth-params at offset {pos}", 400)
+        pos += 1
+
+
+def outcome(parse: object, value: str) -> object:
+    try:
+        return parse(value)  # type: ignore[operator]
+    except RemoteProtocolError as exc:
+        return ("error", exc.message, exc.status_hint)
+
+
+tokens = st.text(alphabet="abcXYZ019-.!%*_+`'~", min_size=1, max_size=6)
+quoted = st.text(alphabet='ab "\\,=\t\r\n', max_size=8).map(
+    lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
+space = st.sampled_from(["", " ", "  ", "\t"])
+param = st.builds(lambda n, s1, s2, v, s3: f"{s1}{n}{s2}={v}{s3}", tokens, space, space,
+                  st.one_of(tokens, quoted), space)
+valid = st.builds(lambda scheme, sep, params: f"{scheme}{sep}{','.join(params)}", tokens,
+                  st.sampled_from([" ", "  ", "\t"]), st.lists(param, min_size=1, max_size=6))
+# Mangled lists: valid ones with a few characters changed, cut or inserted (quotes, commas, spaces, escapes).
+mangled = st.builds(lambda v, i, junk, cut: (v[:i % (len(v) + 1)] + junk + v[i % (len(v) + 1) + cut:]),
+                    valid, st.integers(0, 200), st.text(alphabet='",= \\a\r\n', max_size=3), st.integers(0, 3))
+
+
+@settings(max_examples=400, deadline=None)
+@given(valid)
+def test_valid_lists_parse_as_before(value: str) -> None:
+    assert outcome(parse_auth_params_untrusted, value) == outcome(reference, value)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(mangled, st.text(alphabet='Digest a=b,"\\ \t', max_size=30)))
+def test_malformed_lists_fail_as_before(value: str) -> None:
+    assert outcome(parse_auth_params_untrusted, value) == outcome(reference, value)
+
+
+def test_a_typical_login_credentials() -> None:
+    value = ('Digest username="player12",realm="eu.gamesdk.test",cnonce="6b8b4567",nc=00000001,qop=auth,'
+             'uri="sip:eu.gamesdk.test",nonce="AAAA_b-c",response="0123456789abcdef",algorithm=MD5')
+    scheme, params = parse_auth_params_untrusted(value)
+    assert scheme == "Digest" and params["username"] == "player12" and params["nc"] == "00000001"
+    assert params == reference(value)[1]
