@@ -8,6 +8,7 @@ Configurations:
   kam-qm / kam-fm   Kamailio 5.6 registrar (auth + usrloc in shared memory, db_mode 0; one worker),
                     packaged allocator / -x fm -X fm (bench/kamailio/registrar.cfg)
   ours              one regional server (python -m server run): the bindings persisted in the region DB
+  ours*+uvloop      (``--uvloop``) the same on uvloop (``runtime.event_loop``); the others run on asyncio's loop
   ours-NAME         the same from another tree (``--tree NAME=DIR``, its modules first on the path): a copy
                     built with GAMESDK_MYPYC=1 (the compiled build), or an older commit (before/after a change)
 
@@ -88,7 +89,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], profile: Path | None,
-               tree: Path | None = None) -> int:
+               tree: Path | None = None, loop: str = "asyncio") -> int:
     from server.accounts import AccountStore
     from server.config import load_config
 
@@ -97,6 +98,7 @@ def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], pro
         # Every login comes from 127.0.0.1: lift the per-source budget for unauthenticated answers (the 401s).
         "limits": {"unauthenticated_per_s": 1_000_000.0, "unauthenticated_burst": 1_000_000},
         "federation": {"options_interval_s": 3600},
+        "runtime": {"event_loop": loop},
     }
     server = h.RegionServer(workdir, "eu", DOMAIN, port, [], overrides=overrides)
     config = load_config(server.config_path)
@@ -119,10 +121,12 @@ def registrar(kind: str, workdir: Path, names: list[str], profile: Path | None =
     """(port, pid) of a running registrar of ``kind``; stopped (by PID) on exit."""
     with ExitStack() as stack:
         (port,) = h.free_udp_ports(1)
-        if kind == "ours":
-            pid = start_ours(stack, workdir, port, names, profile)
-        elif kind.startswith("ours-"):
-            pid = start_ours(stack, workdir, port, names, None, (trees or {})[kind.removeprefix("ours-")])
+        base, plus, _ = kind.partition("+")
+        loop = "uvloop" if plus else "asyncio"
+        if base == "ours":
+            pid = start_ours(stack, workdir, port, names, profile, loop=loop)
+        elif base.startswith("ours-"):
+            pid = start_ours(stack, workdir, port, names, None, (trees or {})[base.removeprefix("ours-")], loop=loop)
         else:
             pid = start_kamailio(stack, workdir, port, kind.split("-")[1])
         yield port, pid
@@ -193,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--time-cap", type=float, default=120.0, help="seconds before a step is cut off")
     ap.add_argument("--only", action="append", help="run only these (kam-qm, kam-fm, ours, ours-NAME)")
+    ap.add_argument("--uvloop", action="store_true", help="also run every ours* configuration on uvloop")
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
                     help="also run ours-NAME from the tree DIR (e.g. mypyc=a copy built with GAMESDK_MYPYC=1 in "
                          "place, before=a checkout of an older commit); repeatable")
@@ -212,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         trees[name] = Path(where).resolve()
     kinds = args.only or ["kam-qm", "kam-fm", "ours"] + [f"ours-{name}" for name in trees]
-    unknown = [k for k in kinds if k not in ("kam-qm", "kam-fm", "ours") and k.removeprefix("ours-") not in trees]
+    if args.uvloop:
+        kinds += [f"{k}+uvloop" for k in kinds if k.startswith("ours")]
+    unknown = [k for k in kinds if k.split("+")[0] not in ("kam-qm", "kam-fm", "ours")
+               and k.split("+")[0].removeprefix("ours-") not in trees]
     if unknown:
         print(f"error: unknown configuration(s) {', '.join(unknown)} (ours-NAME needs --tree NAME=DIR)",
               file=sys.stderr)
@@ -238,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 with args.json.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-            print(f"  {kind:<12} {row['per_s']:8,.0f} logins/s  {row['cpu_us']:6.0f} µs CPU/login "
+            print(f"  {kind:<19} {row['per_s']:8,.0f} logins/s  {row['cpu_us']:6.0f} µs CPU/login "
                   f"({row['cores']:.2f} cores)  failed {row['failed']}  retrans {row['retrans']}  "
                   f"sipp {row['sipp_cpu_us']:.0f} µs  exit {row['sipp_exit']}", flush=True)
     print()
