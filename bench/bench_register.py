@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +89,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+#: Creates the benchmark's accounts with another tree's code (argv: the tree, the region file, the user names).
+ADD_ACCOUNTS = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from server.accounts import AccountStore
+from server.config import load_config
+config = load_config(sys.argv[2])
+store = AccountStore(config.database, config.auth.realm, config.auth.digest_algorithms)
+store.add_many([(u, "bench-pw-" + u) for u in sys.argv[3:]], now=time.time())
+store.close()
+"""
+
+
 def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], profile: Path | None,
                tree: Path | None = None, loop: str = "asyncio") -> int:
     from server.accounts import AccountStore
@@ -101,10 +115,15 @@ def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], pro
         "runtime": {"event_loop": loop},
     }
     server = h.RegionServer(workdir, "eu", DOMAIN, port, [], overrides=overrides)
-    config = load_config(server.config_path)
-    store = AccountStore(config.database, config.auth.realm, config.auth.digest_algorithms)
-    store.add_many([(u, password(u)) for u in names], now=time.time())
-    store.close()
+    if tree is None:
+        config = load_config(server.config_path)
+        store = AccountStore(config.database, config.auth.realm, config.auth.digest_algorithms)
+        store.add_many([(u, password(u)) for u in names], now=time.time())
+        store.close()
+    else:
+        # The accounts made by the tree's own code: its database schema may be older than this one's.
+        subprocess.run([sys.executable, "-c", ADD_ACCOUNTS, str(tree), str(server.config_path), *names],
+                       cwd=workdir, check=True, timeout=300)
     if profile is not None:
         server.start(python_args=["-c", CPROFILE_WRAPPER, str(profile)])
     elif tree is not None:
