@@ -73,6 +73,8 @@ class InviteVerdict:
     warning: str | None = None
     #: Headers added to the forwarded INVITE (a token for the callee, RFC 3313 section 5.2.4).
     headers: tuple[tuple[str, str], ...] = ()
+    #: With a refusal: ``Retry-After`` seconds (a 503 when the policy service is busy: back-pressure).
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

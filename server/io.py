@@ -9,7 +9,7 @@ an oversize datagram arrives one byte too long and gets its 513 instead of being
 Policy queries (``[policy] url``: a separate policy process): after each datagram and timer the driver takes the
 node's queries and answers each in a task with the hooks' runner (asynchronous HTTP), then sends what the answer
 releases. At most ``MAX_POLICY_QUERIES`` are under way; beyond that a query is answered at once as "policy service
-busy" (the INVITE gets its 580, the PUBLISH a 503 + Retry-After), so a slow policy service cannot pile up memory.
+busy" (the INVITE and the PUBLISH get 503 + Retry-After), so a slow policy service cannot pile up memory.
 
 Several datagrams per wake-up: on the standard selector loop the callback goes on reading the socket until it is
 empty (at most :data:`READ_BATCH` datagrams); uvloop (libuv) reads up to 32 per wake-up on its own. Either way the

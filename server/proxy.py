@@ -119,6 +119,8 @@ def _verdict_headers(verdict: InviteVerdict) -> tuple[tuple[str, str], ...]:
     """The headers a passed INVITE gets; raises :class:`_Reject` for a refusal."""
     if not verdict.ok:
         extra = (("Warning", verdict.warning),) if verdict.warning else ()
+        if verdict.retry_after is not None:
+            extra = (*extra, ("Retry-After", str(verdict.retry_after)))
         raise _Reject(verdict.status, verdict.reason, extra)
     return verdict.headers
 

@@ -271,9 +271,11 @@ class RegionPolicyHooks:
                     return InviteVerdict(ok=False, status=decision.status_hint, reason="Precondition Failure",
                                          warning=decision.warning_value(self.domain))
             if answer.error is not None or len(answer.results) < len(calls):
+                # The service could not be asked (too many queries under way): back-pressure, not a refusal of
+                # this session; the caller's UA may try again after Retry-After (RFC 3261 21.5.4).
                 deny = policy_fault(answer.error or "policy server error")
-                return InviteVerdict(ok=False, status=deny.status_hint, reason="Precondition Failure",
-                                     warning=deny.warning_value(self.domain))
+                return InviteVerdict(ok=False, status=503, reason="Policy service busy",
+                                     warning=deny.warning_value(self.domain), retry_after=PUBLISH_RETRY_AFTER_S)
             return InviteVerdict(headers=headers)
 
         return self._ask(calls, finish, now, "invite")

@@ -13,7 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gamesdk import ClientConfig, GameClient, GameSession
+import pytest
+
+from gamesdk import ClientConfig, GameClient, GameSession, SessionError
 from server.policy import PolicyConfig, PolicyServer
 from server.policy.cli_support import billing_rows
 from server.policy.http import PolicyHttpService
@@ -130,3 +132,26 @@ def test_a_slow_policy_process_delays_only_the_invite_that_needs_it(tmp_path: Pa
     assert seen_while_held == ["OPTIONS", "REGISTER"]
     [row] = billing_rows(tmp_path / "eu-policy.sqlite3")
     assert (row.side, row.end_reason) == ("orig", "bye-local")
+
+
+def test_a_full_query_table_answers_503_with_retry_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back-pressure: with no room for another policy query the INVITE is answered at once 503 + Retry-After
+    (not left waiting, not refused as if the session could not fit)."""
+    import server.io
+
+    process = _PolicyProcess(tmp_path)
+    process.release.set()
+    monkeypatch.setattr(server.io, "MAX_POLICY_QUERIES", 0)
+    refused: list[SessionError] = []
+
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        with pytest.raises(SessionError) as caught:
+            await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+        refused.append(caught.value)
+
+    try:
+        run(tmp_path, scenario, eu_policy_url=process.url)
+    finally:
+        process.close()
+    [error] = refused
+    assert error.status == 503 and not process.asked.is_set()
