@@ -393,8 +393,9 @@ class RegionPolicyHooks:
     def _tell_peer_regions(self, result: PublishResult, ops: list[PolicyOperation], held: tuple[object, ...],
                            now: float) -> None:
         """Our player lost the other one (``terminated`` with ``event="timeout"``): if that player is of a peer
-        region, tell it, so it stops holding and billing a player who is gone (a crashed game sends nothing)."""
-        if self._player_vanished is None or result.info is None:
+        region, tell it, so it stops holding and billing a player who is gone (a crashed game sends nothing); if
+        it is one of ours, release it here (the embedded policy; a separate process waits for the lease)."""
+        if result.info is None:
             return
         lost = {d.call_id for d in result.info.dialogs
                 if d.state is DialogState.TERMINATED and d.event == "timeout" and d.call_id}
@@ -404,11 +405,25 @@ class RegionPolicyHooks:
             if not isinstance(op, Release) or not isinstance(res, Reservation) or res.key.call_id not in lost:
                 continue
             request = res.request
-            ours_is_caller = res.key.side is Side.ORIG
             # The caller's reservation is keyed by the callee's To-tag; the callee's by its own.
-            peer_tag, our_tag = ((res.key.to_tag, request.from_tag) if ours_is_caller
+            peer_tag, our_tag = ((res.key.to_tag, request.from_tag) if res.key.side is Side.ORIG
                                  else (request.from_tag, res.key.to_tag))
-            self._player_vanished(request.peer, request.player, res.key.call_id, peer_tag, our_tag, now)
+            if _domain_of(request.peer) != self.domain.lower():
+                if self._player_vanished is not None:
+                    self._player_vanished(request.peer, request.player, res.key.call_id, peer_tag, our_tag, now)
+                continue
+            if self.backend is None:
+                continue
+            ref = DialogRef(call_id=res.key.call_id, local_tag=peer_tag, remote_tag=our_tag, player=request.peer)
+            try:
+                gone = self.backend.apply(Release(ref=ref, reason=EndReason.PEER_REGION,
+                                                  sip_reason=f"{request.player}: the player went silent",
+                                                  peer_domain=self.domain), now)
+            except Exception as exc:  # noqa: BLE001 - its lease still ends it; this only ends it sooner
+                log.warning("releasing %s after %s saw it gone failed: %s", request.peer, request.player, exc)
+                continue
+            if gone is not None:
+                log.info("%s saw %s gone: released its reservation", request.player, request.peer)
 
     def peer_publish_received(self, request: Request, peer_domain: str,
                               now: float) -> Response | PolicyQuery[Response]:
@@ -488,3 +503,7 @@ def _has_policy_warning(response: Response) -> bool:
         return any(w.code == 370 for w in response.warnings)
     except GameSdkError:
         return False
+
+
+def _domain_of(aor: str) -> str:
+    return aor.rpartition("@")[2].split(";", 1)[0].split(">", 1)[0].strip().lower()

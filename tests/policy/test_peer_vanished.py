@@ -95,3 +95,46 @@ def test_a_peer_region_may_end_only_sessions_with_its_own_players(policy: Policy
     assert policy.get(request.key) is not None
     released = policy.apply(Release(ref=ref, reason=EndReason.PEER_REGION, peer_domain="NA.example"), 6.0)
     assert released is not None and policy.get(request.key) is None
+
+
+def test_a_crashed_player_of_the_same_region_is_released_when_the_other_sees_it_gone(tmp_path: Path) -> None:
+    async def main() -> None:
+        eu_config = region_config("eu", tmp_path)
+        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+        await eu.start()
+        eu.add_user("alice", "alice-pw")
+        eu.add_user("carol", "carol-pw")
+        fast = ChannelConfig(interrupted_s=0.3, disconnected_s=1.0)
+        alice, carol = (GameClient(ClientConfig(username=name, password=f"{name}-pw", domain=DOMAINS["eu"],
+                                                server=eu.address, timers=FAST_TIMERS), channel_config=fast)
+                        for name in ("alice", "carol"))
+        try:
+            await alice.login()
+            await carol.login()
+
+            async def answer() -> GameSession:
+                return await (await carol.next_invite()).accept()
+
+            callee = asyncio.create_task(answer())
+            session = await alice.invite("carol@eu.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+            carols = await callee
+            await Region(eu).until(lambda p: len(p.reservations()) == 2 and all(
+                r.state.value == "active" for r in p.reservations()), "both confirmed")
+            assert carol._transport is not None
+            carol._transport.abort()  # carol's game dies: nothing more from it
+            carols.channel._transport.abort()  # type: ignore[union-attr]
+            for _ in range(100):  # bounded: alice's channel gives up after 1 s of silence
+                if session.ended.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            assert session.ended.is_set()
+            await Region(eu).until(PolicyServer.is_idle, "both reservations released")
+        finally:
+            await alice.close()
+            await carol.close()
+            await eu.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 40))
+    rows = {row.player: row for row in billing_rows(tmp_path / "eu.sqlite3")}
+    assert rows["sip:alice@eu.gamesdk.test"].end_reason == "bye-local"
+    assert rows["sip:carol@eu.gamesdk.test"].end_reason == "peer-region"
