@@ -109,6 +109,10 @@ def _same_aor(a: str, b: str) -> bool:
     return a.strip().strip("<>").lower() == b.strip().strip("<>").lower()
 
 
+def _all_terminated(info: DialogInfo) -> bool:
+    return bool(info.dialogs) and all(d.state is DialogState.TERMINATED for d in info.dialogs)
+
+
 def _merge(old: DialogInfo, new: DialogInfo) -> DialogInfo:
     """RFC 4235 section 4.1: a partial document updates the dialogs it lists, keeps the others."""
     if new.full:
@@ -149,6 +153,8 @@ class DialogPublications:
         self._timers: list[tuple[float, str]] = []
         # Entity-tags added (the publication) or gone (None) since the driver last saved them.
         self._changes: dict[str, Publication | None] = {}
+        # Per player, the entity-tags (oldest first) of publications whose dialogs all ended: what makes room.
+        self._ended: dict[str, dict[str, None]] = {}
 
     def get(self, etag: str) -> Publication | None:
         return self._by_etag.get(etag)
@@ -218,12 +224,16 @@ class DialogPublications:
         elif current is None:
             return PublishResult(status=400, reason="initial PUBLISH needs a dialog-info body")
 
+        ends_all = info is not None and _all_terminated(info)
         if current is None:
-            # A new publication: within the caps (a game session needs one; 32 at once is no player's).
-            if self._per_aor.get(req.aor, 0) >= self.max_per_aor:
+            # A new publication: within the caps (a game session needs one; 32 at once is no player's). Ended
+            # sessions make room: the oldest publication of this player whose dialogs all ended goes first, and
+            # an end is never refused for room (its reservation must be released).
+            if self._per_aor.get(req.aor, 0) >= self.max_per_aor and not self._evict_ended(req.aor) \
+                    and not ends_all:
                 return PublishResult(status=403, reason=f"Too many publications for this player (limit "
                                                         f"{self.max_per_aor})")
-            if len(self._by_etag) >= self.max_total:
+            if len(self._by_etag) >= self.max_total and not self._evict_ended(req.aor) and not ends_all:
                 return PublishResult(status=503, reason="Too many publications, try later",
                                      extra_headers=(("Retry-After", "30"),))
 
@@ -301,19 +311,36 @@ class DialogPublications:
                 continue
             self._by_etag[pub.etag] = pub
             self._per_aor[pub.aor] = self._per_aor.get(pub.aor, 0) + 1
+            if _all_terminated(pub.info):
+                self._ended.setdefault(pub.aor, {})[pub.etag] = None
             heapq.heappush(self._timers, (pub.expires_at, pub.etag))
             restored += 1
         return restored
+
+    def _evict_ended(self, aor: str) -> bool:
+        """Drop this player's oldest publication whose dialogs all ended (it only answers a late refresh)."""
+        ended = self._ended.get(aor)
+        if not ended:
+            return False
+        self._drop(next(iter(ended)))
+        return True
 
     def _add(self, pub: Publication) -> None:
         self._by_etag[pub.etag] = pub
         self._per_aor[pub.aor] = self._per_aor.get(pub.aor, 0) + 1
         self._changes[pub.etag] = pub
+        if _all_terminated(pub.info):
+            self._ended.setdefault(pub.aor, {})[pub.etag] = None
 
     def _drop(self, etag: str) -> None:
         pub = self._by_etag.pop(etag, None)
         if pub is not None:
             self._changes[etag] = None
+            ended = self._ended.get(pub.aor)
+            if ended is not None:
+                ended.pop(etag, None)
+                if not ended:
+                    del self._ended[pub.aor]
             left = self._per_aor.get(pub.aor, 1) - 1
             if left > 0:
                 self._per_aor[pub.aor] = left

@@ -234,3 +234,24 @@ def test_end_reasons_of_crossing_cases(event: str, code: int | None, reason: End
     entry = DialogEntry(id="d", state=DialogState.TERMINATED, call_id="c", local_tag="a", remote_tag="b",
                         direction=Direction.INITIATOR, event=event, code=code)
     assert end_reason_for(entry)[0] is reason
+
+
+def test_ended_matches_make_room_and_an_end_is_never_refused_for_room() -> None:
+    """Back-to-back matches: each one's publication ends (terminated) and stays until it expires; the 33rd match
+    within the lifetime must still be accepted (the oldest ended publication makes room), and a terminated PUBLISH
+    is accepted even when the player's live publications fill the cap."""
+    counter = itertools.count(1)
+    pubs = DialogPublications(etag_factory=lambda: f"e{next(counter)}", max_per_aor=32)
+    for n in range(40):  # 40 matches, 0.5 s apart: confirmed, then terminated under the tag
+        start = publish(pubs, n * 0.5, data=body(DialogState.CONFIRMED, n=n))
+        assert start.status == 200, (n, start.reason)
+        end = publish(pubs, n * 0.5 + 0.2, if_match=start.etag,
+                      data=body(DialogState.TERMINATED, version=1, event="local-bye", n=n))
+        assert end.status == 200, (n, end.reason)
+    assert len(pubs) <= 32
+    # 32 matches running at once fill the cap; a 33rd start is refused, the end of a running one is not
+    live = [publish(pubs, 30.0 + n * 0.01, data=body(DialogState.CONFIRMED, n=100 + n)) for n in range(32)]
+    assert all(r.status == 200 for r in live)
+    assert publish(pubs, 31.0, data=body(DialogState.CONFIRMED, n=200)).status == 403
+    stale_end = publish(pubs, 31.1, if_match="gone", data=body(DialogState.TERMINATED, event="local-bye", n=100))
+    assert stale_end.status == 200
