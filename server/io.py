@@ -515,8 +515,9 @@ class EmbeddedServer:
     # -- drain and reload -------------------------------------------------------------------------------------
 
     async def drain(self, timeout_s: float = 10.0, retry_after_s: int = 5) -> int:
-        """Answer new requests 503 + Retry-After and wait (at most ``timeout_s``) until no proxied request waits
-        for its final response; returns how many still did at the end (0 when drained)."""
+        """Answer new requests 503 + Retry-After and wait (at most ``timeout_s``) until no proxied INVITE or
+        out-of-dialog request waits for its final response (:meth:`RegionalServer.drain_pending`); returns how
+        many still did at the end (0 when drained)."""
         node = self.node
         if node is None:
             return 0
@@ -524,9 +525,9 @@ class EmbeddedServer:
         log.info("server: draining (%d transaction(s) under way%s)", node.pending_transactions(),
                  _by_method(node.pending_by_method()))
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while node.pending_transactions() and asyncio.get_running_loop().time() < deadline:
+        while node.drain_pending() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
-        left = node.pending_transactions()
+        left = node.drain_pending()
         if left:
             log.warning("server: drain timed out with %d transaction(s) under way%s", left,
                         _by_method(node.pending_by_method()))

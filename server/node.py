@@ -217,6 +217,14 @@ class RegionalServer:
         """Proxied requests still waiting for their final response (what a drain waits for)."""
         return sum(1 for tx in self.proxy.server_txs.values() if tx.state is ServerState.PROCEEDING)
 
+    def drain_pending(self) -> int:
+        """What a drain waits for: proxied INVITEs and out-of-dialog requests still waiting for their final
+        response. Requests inside a call (a BYE) are not waited for: the call's parties are saved, so the
+        client's retransmission is relayed by the restarted process, and a callee that never answers one
+        (a crashed player) must not hold the restart up for the whole drain timeout."""
+        return sum(1 for tx in self.proxy.server_txs.values() if tx.state is ServerState.PROCEEDING
+                   and (tx.method == "INVITE" or not _has_tag(tx.request.headers.get("To") or "")))
+
     def pending_by_method(self) -> dict[str, int]:
         """:meth:`pending_transactions` by method, for the drain's log lines."""
         counts: dict[str, int] = {}

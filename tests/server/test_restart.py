@@ -379,3 +379,29 @@ def test_a_player_with_many_calls_in_flight_answers_its_challenges_in_any_order(
     finally:
         server.stop()
 
+
+def test_the_drain_does_not_wait_for_a_bye_nobody_answers(region: Path, uas: tuple[SocketUA, SocketUA]) -> None:
+    """A BYE relayed inside a call whose callee never answers (crashed, or overloaded) must not hold a restart up
+    for the whole drain timeout while every new call goes unanswered: the call's parties are saved, so the BYE's
+    retransmission is relayed by the restarted process. The drain waits only for INVITEs (and requests outside a
+    call) under way."""
+    alice, bob = uas
+    server = RegionProcess(region)
+    try:
+        assert alice.login(server.address).status == 200 and bob.login(server.address).status == 200
+        invite = invite_through(bob, "sip:alice@eu.gamesdk.test", server.address)
+        arrived = next_request(alice)
+        alice.send(alice.answer(arrived, 200, ANSWER), server.address)
+        ok = bob.final()
+        assert ok.status == 200
+        bye = bob.bye(invite, ok)
+        bob.send(bye, server.address)  # relayed to alice, who never answers
+        assert next_request(alice).method == "BYE"
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(60) == 0
+        log = server.log()
+        assert "draining (1 transaction(s) under way, 1 BYE)" in log, log[-2000:]
+        assert "drain timed out" not in log, log[-2000:]
+    finally:
+        server.stop()
+
