@@ -18,7 +18,7 @@ from server.policy.lifetime import Release
 from server.policy.model import DialogRef, EndReason, Grant
 
 from .conftest import make_request
-from .test_region_hooks import DOMAINS, Region, active, hooks_for, region_config
+from .test_region_hooks import DOMAINS, Region, active, hooks_for, peered_regions, region_config
 
 FAST_TIMERS = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
 
@@ -26,14 +26,7 @@ FAST_TIMERS = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
 def test_a_crashed_players_region_releases_when_the_other_side_sees_it_gone(tmp_path: Path) -> None:
     async def main() -> None:
         eu_config, na_config = region_config("eu", tmp_path), region_config("na", tmp_path)
-        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
-        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
-        await eu.start()
-        await na.start()
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        eu.add_user("alice", "alice-pw")
-        na.add_user("bob", "bob-pw")
+        eu, na = await peered_regions(eu_config, na_config)
         fast = ChannelConfig(interrupted_s=0.3, disconnected_s=1.0)
         alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
                                         server=eu.address, timers=FAST_TIMERS), channel_config=fast)

@@ -11,7 +11,7 @@ from gamesdk import ClientConfig, GameClient, GameSession
 from server.io import EmbeddedServer
 from server.policy.hooks import RegionPolicyHooks
 
-from .test_region_hooks import DOMAINS, Region, active, hooks_for, region_config
+from .test_region_hooks import DOMAINS, Region, active, hooks_for, peered_regions, region_config
 
 
 def _hooks(server: EmbeddedServer) -> RegionPolicyHooks:
@@ -22,15 +22,8 @@ def _hooks(server: EmbeddedServer) -> RegionPolicyHooks:
 def test_entity_tags_are_kept_across_a_restart(tmp_path: Path) -> None:
     async def main() -> None:
         eu_config, na_config = region_config("eu", tmp_path), region_config("na", tmp_path)
-        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
-        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
+        eu, na = await peered_regions(eu_config, na_config)
         restarted: EmbeddedServer | None = None
-        await eu.start()
-        await na.start()
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        eu.add_user("alice", "alice-pw")
-        na.add_user("bob", "bob-pw")
         alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
                                         server=eu.address))
         bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))

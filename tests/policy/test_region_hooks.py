@@ -69,6 +69,19 @@ def hooks_for(config: ServerConfig) -> Callable[[RegionalServer], RegionPolicyHo
     return lambda node: make_policy_hooks(config, node)
 
 
+async def peered_regions(eu_config: ServerConfig, na_config: ServerConfig) -> tuple[EmbeddedServer, EmbeddedServer]:
+    """eu and na started with the region policy, peered with each other, alice added at eu and bob at na."""
+    eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
+    na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
+    await eu.start()
+    await na.start()
+    eu.set_peer(DOMAINS["na"], na.address)
+    na.set_peer(DOMAINS["eu"], eu.address)
+    for server, region in ((eu, "eu"), (na, "na")):
+        server.add_user(*USERS[region])
+    return eu, na
+
+
 Scenario = Callable[[Region, Region, GameClient, GameClient], Awaitable[None]]
 
 
@@ -343,14 +356,7 @@ async def _confirmed_session_with_a_short_lease(tmp_path: Path) -> _Game:
     short = {"min_expires_s": 1, "default_expires_s": 1, "lease_slack_s": 0.2}
     eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=short)
     na_config = region_config("na", tmp_path)
-    eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
-    na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
-    await eu.start()
-    await na.start()
-    eu.set_peer(DOMAINS["na"], na.address)
-    na.set_peer(DOMAINS["eu"], eu.address)
-    eu.add_user("alice", "alice-pw")
-    na.add_user("bob", "bob-pw")
+    eu, na = await peered_regions(eu_config, na_config)
     alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
                                     server=eu.address, publish_expires_s=1, publish_refresh_s=60.0))
     bob = GameClient(ClientConfig(username="bob", password="bob-pw", domain=DOMAINS["na"], server=na.address))
@@ -402,14 +408,7 @@ def test_player_gone_before_confirming_releases_not_established(tmp_path: Path) 
     async def main() -> None:
         eu_config = dataclasses.replace(region_config("eu", tmp_path), policy_raw=quick)
         na_config = dataclasses.replace(region_config("na", tmp_path), policy_raw=quick)
-        eu = EmbeddedServer(eu_config, port=0, hooks_factory=hooks_for(eu_config))
-        na = EmbeddedServer(na_config, port=0, hooks_factory=hooks_for(na_config))
-        await eu.start()
-        await na.start()
-        eu.set_peer(DOMAINS["na"], na.address)
-        na.set_peer(DOMAINS["eu"], eu.address)
-        eu.add_user("alice", "alice-pw")
-        na.add_user("bob", "bob-pw")
+        eu, na = await peered_regions(eu_config, na_config)
         # ice=False: the ACK leaves the SIP socket, where this test drops it (with ICE it takes the game socket)
         alice = GameClient(ClientConfig(username="alice", password="alice-pw", domain=DOMAINS["eu"],
                                         server=eu.address, ice=False))
