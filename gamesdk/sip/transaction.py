@@ -2,7 +2,9 @@
 
 RFC 3261 section 17 as amended by RFC 6026 (the INVITE Accepted state with Timers L and M). The four state
 machines live in :mod:`gamesdk.sip.transaction_client` and :mod:`gamesdk.sip.transaction_server`, the registry
-that routes messages to them in :mod:`gamesdk.sip.transaction_table`.
+that routes messages to them in :mod:`gamesdk.sip.transaction_table`. The states, the timer names
+(:class:`Input`) and the :class:`TimerHeap` here are also those of the regional server's proxy
+(:mod:`server.proxy_responses`), which keeps its section 16 transaction pairs in one such heap.
 
 Driving contract (sans-IO, the same for every transaction and for the table)::
 
@@ -24,10 +26,12 @@ Rules the state tables follow:
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
@@ -45,6 +49,7 @@ __all__ = [
     "RequestRetransmitted",
     "ResponseReceived",
     "ResponseRetransmitted",
+    "TimerHeap",
     "Transaction",
     "TransactionEvent",
     "TransactionKey",
@@ -154,6 +159,10 @@ class TransactionState(enum.Enum):
 class Input(enum.Enum):
     """What drives a transaction: messages from the wire, responses from the TU, timers."""
 
+    # Members are singletons compared by identity: hash them by identity too (a C slot, where Enum's own
+    # __hash__ is a Python call), since timers are dict keys on every message of a proxy's hot path.
+    __hash__ = object.__hash__
+
     #: A provisional response arrived (client).
     RECV_1XX = "1xx received"
     #: A 2xx arrived (client).
@@ -176,6 +185,8 @@ class Input(enum.Enum):
     TRANSPORT_ERROR = "transport error"
     TIMER_A = "Timer A"
     TIMER_B = "Timer B"
+    #: Proxy INVITE timeout (RFC 3261 16.6 step 11), reset by every provisional response; the proxy arms it.
+    TIMER_C = "Timer C"
     TIMER_D = "Timer D"
     TIMER_E = "Timer E"
     TIMER_F = "Timer F"
@@ -263,6 +274,71 @@ class TransactionTerminated(TransactionEvent):
     """The transaction reached Terminated and left its table."""
 
 
+# --- one timer heap for many transactions ----------------------------------------------------------------
+
+
+class Timed(Protocol):
+    """Anything with armed timers: their deadlines by name (an armed timer is one with an entry)."""
+
+    timers: dict[Input, float]
+
+
+_T = TypeVar("_T", bound=Timed)
+
+
+class TimerHeap(Generic[_T]):
+    """The deadlines of many transactions in one heap, with lazy deletion.
+
+    An entry ``(when, seq, tx, timer)`` is live while ``tx.timers[timer] == when``: re-arming or stopping a timer
+    (changing or deleting that entry) never searches the heap, and an element with 100,000 transactions pays
+    O(log n) per timer armed and nothing per timer stopped.
+    """
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _T, Input]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        """Entries in the heap, live or stale."""
+        return len(self._heap)
+
+    def arm(self, tx: _T, timer: Input, when: float) -> None:
+        """Arm (or re-arm) ``timer`` of ``tx`` for ``when``."""
+        tx.timers[timer] = when
+        heapq.heappush(self._heap, (when, next(self._seq), tx, timer))
+
+    def track(self, tx: _T, timer: Input, when: float) -> None:
+        """Put a timer already recorded in ``tx.timers`` on the heap."""
+        heapq.heappush(self._heap, (when, next(self._seq), tx, timer))
+
+    @staticmethod
+    def stop(tx: _T, timer: Input) -> None:
+        tx.timers.pop(timer, None)
+
+    def next_deadline(self) -> float | None:
+        """The earliest live deadline, or None; stale entries on top are dropped on the way."""
+        heap = self._heap
+        while heap:
+            when, _, tx, timer = heap[0]
+            if tx.timers.get(timer) == when:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def pop_due(self, now: float) -> tuple[_T, Input] | None:
+        """The earliest live timer due at ``now`` (disarmed), or None. One at a time: a timer that fires may stop
+        others due at the same time (the transaction ended), and those must not fire after it."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, tx, timer = heapq.heappop(heap)
+            if tx.timers.get(timer) == when:
+                del tx.timers[timer]
+                return tx, timer
+        return None
+
+
 # --- the state machine engine -----------------------------------------------------------------------------
 
 #: An action run on a transition: ``action(transaction, now, message)``.
@@ -287,18 +363,18 @@ class Transaction:
 
     __slots__ = (
         "_events",
+        "_heap",
         "_intervals",
         "_out",
         "_owner",
-        "_scheduled",
         "_sends",
-        "_timers",
         "config",
         "destination",
         "key",
         "reliable",
         "request",
         "state",
+        "timers",
     )
 
     def __init__(
@@ -320,28 +396,29 @@ class Transaction:
         self.reliable = reliable
         #: Where this transaction's datagrams go.
         self.destination = destination
-        self._timers: dict[Input, float] = {}
+        #: Armed timers and their deadlines.
+        self.timers: dict[Input, float] = {}
         self._intervals: dict[Input, float] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: deque[TransactionEvent] = deque()
         self._owner: _Owner | None = None
-        self._scheduled: float | None = None  # the deadline the owner last saw
+        self._heap: TimerHeap[Transaction] | None = None  # the owner's, while owned
         self._sends = 0
 
     # -- driving contract --
 
     def get_timer(self) -> float | None:
         """The earliest time :meth:`handle_timer` must be called, or None."""
-        timers = self._timers
+        timers = self.timers
         return min(timers.values()) if timers else None
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``, earliest first."""
-        while self._timers:
-            name, deadline = min(self._timers.items(), key=lambda item: item[1])
+        while self.timers:
+            name, deadline = min(self.timers.items(), key=lambda item: item[1])
             if deadline > now:
                 break
-            del self._timers[name]
+            del self.timers[name]
             self._input(name, now, None)
         self._changed()
 
@@ -389,9 +466,9 @@ class Transaction:
         else:
             self.state = next_state
         # Zero-length timers fire now (rule 2): run them after the transition that armed them.
-        for name, deadline in list(self._timers.items()):
-            if deadline <= now and self._intervals.get(name) == 0.0 and name in self._timers:
-                del self._timers[name]
+        for name, deadline in list(self.timers.items()):
+            if deadline <= now and self._intervals.get(name) == 0.0 and name in self.timers:
+                del self.timers[name]
                 self._input(name, now, None)
         return True
 
@@ -405,16 +482,22 @@ class Transaction:
 
     def _enter_terminated(self) -> None:
         self.state = TransactionState.TERMINATED
-        self._timers.clear()
+        self.timers.clear()
+        self._release()
         self._emit(TransactionTerminated(key=self.key))
+
+    def _release(self) -> None:
+        """Drop what a terminated transaction no longer needs (its message bytes); subclasses extend it."""
 
     def _start(self, timer: Input, interval: float, now: float) -> None:
         self._intervals[timer] = interval
-        self._timers[timer] = now + interval
+        when = self.timers[timer] = now + interval
+        if self._heap is not None:
+            self._heap.track(self, timer, when)
 
     def _stop(self, *timers: Input) -> None:
         for timer in timers:
-            self._timers.pop(timer, None)
+            self.timers.pop(timer, None)
 
     def _send(self, data: bytes) -> None:
         self._sends += 1
@@ -433,7 +516,7 @@ class Transaction:
 
 def stop_timers(tx: Transaction, now: float, message: Request | Response | None) -> None:
     """Stop every running timer."""
-    tx._timers.clear()
+    tx.timers.clear()
 
 
 def pass_up(tx: Transaction, now: float, message: Request | Response | None) -> None:

@@ -106,7 +106,8 @@ class ClientTransaction(Transaction):
             config=config or TimerConfig(),
             reliable=reliable,
         )
-        self._request_bytes = request.to_bytes()
+        #: The request as sent, while Timer A/E may retransmit it (dropped after: see :func:`_drop_request`).
+        self._request_bytes: bytes | None = request.to_bytes()
         self._ack_bytes: bytes | None = None
         #: The first final response received, once there is one.
         self.final_response: Response | None = None
@@ -117,7 +118,12 @@ class ClientTransaction(Transaction):
         self._input(response_input(response.status, from_tu=False), now, response)
         self._changed()
 
+    def _release(self) -> None:
+        self._request_bytes = None
+        self._ack_bytes = None
+
     def _retransmit(self, timer: Input, interval: float, now: float) -> None:
+        assert self._request_bytes is not None  # only Calling/Trying/Proceeding retransmit, which keep them
         self._send(self._request_bytes)
         self._start(timer, interval, now)
         self._emit(RequestRetransmitted(key=self.key, count=self._sends))
@@ -130,6 +136,13 @@ def _retransmit_a(tx: Transaction, now: float, message: Request | Response | Non
     # 17.1.1.2: Timer A doubles on every firing, without the T2 cap that non-INVITE requests have.
     assert isinstance(tx, ClientTransaction)
     tx._retransmit(I.TIMER_A, 2 * tx._intervals[I.TIMER_A], now)
+
+
+def _drop_request(tx: Transaction, now: float, message: Request | Response | None) -> None:
+    # The request is never sent again from here (an INVITE once answered, a non-INVITE once final): an element
+    # with thousands of transactions waiting out Timers D, K or M must not hold their bytes.
+    assert isinstance(tx, ClientTransaction)
+    tx._request_bytes = None
 
 
 def _timed_out(timer: str) -> Action:
@@ -167,8 +180,8 @@ def _start_m(tx: Transaction, now: float, message: Request | Response | None) ->
 
 _report_b = _timed_out("B")
 _report_f = _timed_out("F")
-_FIRST_2XX = (stop_timers, _record_final, pass_up, _start_m)
-_FIRST_FAILURE = (stop_timers, _record_final, pass_up, _send_ack, _start_d)
+_FIRST_2XX = (stop_timers, _drop_request, _record_final, pass_up, _start_m)
+_FIRST_FAILURE = (stop_timers, _drop_request, _record_final, pass_up, _send_ack, _start_d)
 
 
 class ClientInviteTransaction(ClientTransaction):
@@ -177,7 +190,7 @@ class ClientInviteTransaction(ClientTransaction):
     TABLE: ClassVar[Table] = {
         (S.CALLING, I.TIMER_A): (S.CALLING, (_retransmit_a,)),
         (S.CALLING, I.TIMER_B): (S.TERMINATED, (_report_b,)),
-        (S.CALLING, I.RECV_1XX): (S.PROCEEDING, (stop_timers, pass_up)),
+        (S.CALLING, I.RECV_1XX): (S.PROCEEDING, (stop_timers, _drop_request, pass_up)),
         (S.CALLING, I.RECV_2XX): (S.ACCEPTED, _FIRST_2XX),
         (S.CALLING, I.RECV_3XX_6XX): (S.COMPLETED, _FIRST_FAILURE),
         (S.PROCEEDING, I.RECV_1XX): (S.PROCEEDING, (pass_up,)),
@@ -226,7 +239,7 @@ def _start_k(tx: Transaction, now: float, message: Request | Response | None) ->
     tx._start(I.TIMER_K, tx.config.wait_k(tx.reliable), now)
 
 
-_NON_INVITE_FINAL = (stop_timers, _record_final, pass_up, _start_k)
+_NON_INVITE_FINAL = (stop_timers, _drop_request, _record_final, pass_up, _start_k)
 
 
 class ClientNonInviteTransaction(ClientTransaction):

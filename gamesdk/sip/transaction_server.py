@@ -74,6 +74,7 @@ class ServerTransaction(Transaction):
         )
         #: The last response the TU sent through this transaction.
         self.last_response: Response | None = None
+        #: Its bytes, while a retransmission of the request or a timer may send them again.
         self._last_bytes: bytes | None = None
 
     def receive_request(self, request: Request, now: float) -> None:
@@ -85,6 +86,9 @@ class ServerTransaction(Transaction):
         """Send a response (from the TU). Raises :class:`LocalProtocolError` when the state forbids it,
         e.g. a second final response."""
         self._tu_input(response_input(response.status, from_tu=True), now, response)
+
+    def _release(self) -> None:
+        self._last_bytes = None
 
     def _resend(self) -> bool:
         if self._last_bytes is None:
@@ -105,8 +109,12 @@ class ServerTransaction(Transaction):
 def _send_response(tx: Transaction, now: float, message: Request | Response | None) -> None:
     assert isinstance(tx, ServerTransaction) and isinstance(message, Response)
     tx.last_response = message
-    tx._last_bytes = message.to_bytes()
-    tx._send(tx._last_bytes)
+    data = message.to_bytes()
+    tx._send(data)
+    # An INVITE's 2xx is sent again only by a UAS that retransmits it (Accepted absorbs the INVITE's
+    # retransmissions, RFC 6026): otherwise its bytes are not kept for the 64*T1 of Timer L.
+    unused = isinstance(tx, ServerInviteTransaction) and 200 <= message.status < 300 and not tx.retransmit_2xx
+    tx._last_bytes = None if unused else data
 
 
 def _resend_last(tx: Transaction, now: float, message: Request | Response | None) -> None:

@@ -17,8 +17,6 @@ through the table's ``datagrams_to_send`` / ``next_event``), and it leaves the t
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,6 +24,7 @@ from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.transaction import (
+    TimerHeap,
     Transaction,
     TransactionEvent,
     TransactionKey,
@@ -56,8 +55,8 @@ class TransactionTable:
         self._transactions: dict[TransactionKey, Transaction] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: deque[TransactionEvent] = deque()
-        self._heap: list[tuple[float, int, Transaction]] = []
-        self._seq = itertools.count()
+        #: Every armed timer of every transaction, one entry each (see :class:`TimerHeap`).
+        self._heap: TimerHeap[Transaction] = TimerHeap()
         self._requests: dict[_RequestIndex, ServerTransaction] = {}
 
     # -- registry --
@@ -80,6 +79,9 @@ class TransactionTable:
         tx._out = self._out
         tx._events = self._events
         tx._owner = self
+        tx._heap = self._heap
+        for timer, when in tx.timers.items():
+            self._heap.track(tx, timer, when)
         self._transaction_changed(tx)
         return tx
 
@@ -193,22 +195,16 @@ class TransactionTable:
 
     def get_timer(self) -> float | None:
         """The earliest timer of all transactions, or None."""
-        heap = self._heap
-        while heap:
-            deadline, _, tx = heap[0]
-            if tx._owner is self and tx._scheduled == deadline and not tx.terminated:
-                return deadline
-            heapq.heappop(heap)  # stale entry: the transaction re-armed, finished or left
-        return None
+        return self._heap.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        """Fire every due timer of every transaction."""
+        """Fire every due timer of every transaction, earliest first."""
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, tx = heapq.heappop(heap)
-            if tx._owner is self and tx._scheduled == deadline and not tx.terminated:
-                tx._scheduled = None
-                tx.handle_timer(now)  # calls back _transaction_changed
+        while (due := heap.pop_due(now)) is not None:
+            tx, timer = due
+            if tx._owner is self:
+                tx._input(timer, now, None)
+                tx._changed()  # calls back _transaction_changed
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Datagrams of every transaction, in the order they were produced."""
@@ -228,11 +224,6 @@ class TransactionTable:
     def _transaction_changed(self, tx: Transaction) -> None:
         if tx.terminated:
             self._remove(tx)
-            return
-        deadline = tx.get_timer()
-        if deadline is not None and deadline != tx._scheduled:
-            tx._scheduled = deadline
-            heapq.heappush(self._heap, (deadline, next(self._seq), tx))
 
     def _remove(self, tx: Transaction) -> None:
         if self._transactions.get(tx.key) is tx:
@@ -245,4 +236,4 @@ class TransactionTable:
         tx._owner = None
         tx._out = []
         tx._events = deque()
-        tx._scheduled = None
+        tx._heap = None

@@ -14,6 +14,7 @@ from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from gamesdk.sip.transaction import (
     AckTimedOut,
+    Input,
     ResponseReceived,
     TransactionKey,
     TransactionTerminated,
@@ -277,3 +278,47 @@ def test_merged_request_is_detected() -> None:
     assert table.find_merged(request(branch="z9hG4bK-x", cseq=2)) is None
     assert table.find_merged(request(branch="z9hG4bK-x", to_tag="b1")) is None
     assert table.find_merged(build_cancel(invite)) is None
+
+
+# --- lean state: one heap, bytes dropped -----------------------------------------------------------------
+
+
+def test_transactions_drop_message_bytes_once_they_cannot_be_sent_again() -> None:
+    """An INVITE answered, a non-INVITE's final, a proxy's 2xx in Accepted and every terminated transaction: no
+    timer and no retransmission can send those bytes any more, so they are not held for Timers D, K, L or M."""
+    table = TransactionTable()
+    invite = table.add(ClientInviteTransaction(request(), 0.0, destination=BOB))
+    bye = table.add(ClientNonInviteTransaction(request("BYE", "z9hG4bK-b1", cseq=2), 0.0, destination=BOB))
+    assert invite._request_bytes is not None and bye._request_bytes is not None
+    table.receive_response(response_for(invite.request, 180, to_tag="t"), 0.1)
+    table.receive_response(response_for(bye.request, 100), 0.1)
+    assert invite._request_bytes is None  # Proceeding: Timer A is over
+    assert bye._request_bytes is not None  # Proceeding: Timer E still retransmits every T2
+    table.handle_timer(4.6)
+    assert table.datagrams_to_send()[-1] == (bye.request.to_bytes(), BOB)
+    table.receive_response(response_for(bye.request, 200), 5.0)
+    assert bye._request_bytes is None
+    table.receive_response(response_for(invite.request, 486, to_tag="t"), 5.0)
+    assert invite._ack_bytes is not None  # Completed: a retransmitted 486 gets the ACK again
+    table.handle_timer(100.0)
+    assert invite.terminated and invite._ack_bytes is None and len(table) == 0
+
+    proxy_side = table.add(ServerInviteTransaction(request(branch="z9hG4bK-p1"), 0.0, source=ALICE))
+    uas_side = table.add(ServerInviteTransaction(request(branch="z9hG4bK-u1"), 0.0, source=ALICE,
+                                                 retransmit_2xx=True))
+    for tx in (proxy_side, uas_side):
+        tx.send_response(response_for(tx.request, 200, to_tag="b"), 0.0)
+    assert proxy_side._last_bytes is None  # Accepted absorbs INVITE retransmissions: nothing to resend
+    assert uas_side._last_bytes is not None  # the UAS core retransmits its 2xx until the ACK
+    table.handle_timer(100.0)
+    assert uas_side.terminated and uas_side._last_bytes is None
+
+
+def test_table_keeps_one_heap_entry_per_armed_timer() -> None:
+    """One heap for every timer of every transaction (:class:`TimerHeap`): arming pushes an entry, stopping a
+    timer leaves a stale one that is skipped, never searched for."""
+    table = TransactionTable()
+    tx = table.add(ClientInviteTransaction(request(), 0.0, destination=BOB))
+    assert set(tx.timers) == {Input.TIMER_A, Input.TIMER_B} and len(table._heap) == 2
+    table.receive_response(response_for(tx.request, 180, to_tag="t"), 0.1)
+    assert tx.timers == {} and table.get_timer() is None and len(table._heap) == 0
