@@ -35,6 +35,7 @@ from gamesdk.sip.ids import IdFactory, RandomIdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted, validate_untrusted
 from gamesdk.sip.pidf import PresenceStatus
+from gamesdk.sip.transaction import TransactionState
 from gamesdk.sip.uri import NameAddr, SipUri
 from server.auth import Authenticated, FailureThrottle, LoginFlow
 from server.config import PeerConfig, ServerConfig
@@ -50,11 +51,13 @@ from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
 from server.tls_config import TRANSPORTS
-from server.txn import ServerState
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
 
 log = logging.getLogger(__name__)
+
+#: States of a proxied request still waiting for its final response (RFC 3261 figures 7 and 8).
+_AWAITING_FINAL = frozenset({TransactionState.TRYING, TransactionState.PROCEEDING})
 
 Datagrams = list[tuple[bytes, Address]]
 
@@ -215,21 +218,21 @@ class RegionalServer:
 
     def pending_transactions(self) -> int:
         """Proxied requests still waiting for their final response (what a drain waits for)."""
-        return sum(1 for tx in self.proxy.server_txs.values() if tx.state is ServerState.PROCEEDING)
+        return sum(1 for tx in self.proxy.server_txs.values() if tx.state in _AWAITING_FINAL)
 
     def drain_pending(self) -> int:
         """What a drain waits for: proxied INVITEs and out-of-dialog requests still waiting for their final
         response. Requests inside a call (a BYE) are not waited for: the call's parties are saved, so the
         client's retransmission is relayed by the restarted process, and a callee that never answers one
         (a crashed player) must not hold the restart up for the whole drain timeout."""
-        return sum(1 for tx in self.proxy.server_txs.values() if tx.state is ServerState.PROCEEDING
+        return sum(1 for tx in self.proxy.server_txs.values() if tx.state in _AWAITING_FINAL
                    and (tx.method == "INVITE" or not _has_tag(tx.request.headers.get("To") or "")))
 
     def pending_by_method(self) -> dict[str, int]:
         """:meth:`pending_transactions` by method, for the drain's log lines."""
         counts: dict[str, int] = {}
         for tx in self.proxy.server_txs.values():
-            if tx.state is ServerState.PROCEEDING:
+            if tx.state in _AWAITING_FINAL:
                 counts[tx.method] = counts.get(tx.method, 0) + 1
         return counts
 

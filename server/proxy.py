@@ -33,6 +33,7 @@ from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response, response_for
+from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
 from gamesdk.sip.uri import SipUri
 from server.auth import Challenge, LoginFlow
 from server.config import TimerSettings
@@ -40,11 +41,21 @@ from server.federation import FederationTable
 from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, PolicyQuery
 from server.location import LocationService, is_ip_literal
 from server.loglimit import clip
-from server.proxy_responses import Out, ProxyStats, TransactionSide, mark_received, marked_via
+from server.proxy_responses import (
+    ClientTx,
+    Out,
+    ProxyStats,
+    ServerTx,
+    TransactionSide,
+    mark_received,
+    marked_via,
+)
 from server.splice import forward_request
-from server.txn import ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
+
+S = TransactionState
+I = Input
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +188,7 @@ class ProxyCore(TransactionSide):
         self.hooks: PolicyHooks = hooks if hooks is not None else NullPolicy()
         self.server_txs: dict[tuple[str, ...], ServerTx] = {}
         self.client_txs: dict[tuple[str, str], ClientTx] = {}
-        self.timers = TimerHeap()
+        self.timers: TimerHeap[ServerTx | ClientTx] = TimerHeap()
         self.stats = ProxyStats()
         self._our_hosts = {domain, via_host.lower(), f"{via_host.lower()}:{via_port}"}
         # Branches we create: magic cookie + our instance + counter. The instance part keeps them unique
@@ -257,7 +268,7 @@ class ProxyCore(TransactionSide):
             # address that sent the original: a copy with a forged source gets nothing.
             self.stats.retransmissions_absorbed += 1
             if (source == tx.source and tx.last_response is not None
-                    and tx.state in (ServerState.PROCEEDING, ServerState.COMPLETED)):
+                    and tx.state in (S.PROCEEDING, S.COMPLETED)):
                 out.append((tx.last_response, source))
             return
         try:
@@ -274,7 +285,7 @@ class ProxyCore(TransactionSide):
                          rej.status, clip(rej.reason or ""))
             self._stateless(request, source, rej, now, out, size, None if from_peer else unverified)
             return
-        tx = ServerTx(key, method, request, source)
+        tx = ServerTx(key, method, request, source, S.PROCEEDING if method == "INVITE" else S.TRYING)
         self.server_txs[key] = tx
         try:
             self._route_new(tx, request, source, now, out, plan)
@@ -426,14 +437,16 @@ class ProxyCore(TransactionSide):
                 headers.add(name, value)
             self._push_via(headers, request, source, branch, hide=hide)
             data = fwd.to_bytes()
-        ctx = ClientTx(branch, method, fwd, target.dest, request_bytes=data, server=tx)
+        invite = method == "INVITE"
+        ctx = ClientTx(branch, method, fwd, target.dest, S.CALLING if invite else S.TRYING, request_bytes=data,
+                       server=tx)
         tx.client = ctx
         self.client_txs[(branch, method)] = ctx
         t1 = self.t.t1_s
         ctx.interval = t1
         # Timer A/E (retransmit, UDP) and B/F (give up) (section 17.1.1.2 and 17.1.2.2).
-        self.timers.arm(ctx, "A" if method == "INVITE" else "E", now + t1)
-        self.timers.arm(ctx, "B" if method == "INVITE" else "F", now + self._timeout_64t1)
+        self.timers.arm(ctx, I.TIMER_A if invite else I.TIMER_E, now + t1)
+        self.timers.arm(ctx, I.TIMER_B if invite else I.TIMER_F, now + self._timeout_64t1)
         self.stats.forwarded += 1
         out.append((data, target.dest))
 
@@ -659,13 +672,14 @@ class ProxyCore(TransactionSide):
 
     def _on_ack(self, request: Request, source: Address, now: float, out: Out) -> None:
         tx = self.server_txs.get(_server_key(request, "INVITE"))
-        if tx is not None and tx.state in (ServerState.COMPLETED, ServerState.CONFIRMED):
+        if tx is not None and tx.state in (S.COMPLETED, S.CONFIRMED):
             # The ACK for our non-2xx: it ends here (hop by hop, section 17.2.1); Timer I absorbs repeats.
-            if tx.state is ServerState.COMPLETED:
-                tx.state = ServerState.CONFIRMED
-                self.timers.cancel(tx, "G")
-                self.timers.cancel(tx, "H")
-                self.timers.arm(tx, "I", now + self.t.t4_s)
+            if tx.state is S.COMPLETED:
+                tx.state = S.CONFIRMED
+                tx.last_response = None  # Confirmed sends nothing more
+                self.timers.stop(tx, I.TIMER_G)
+                self.timers.stop(tx, I.TIMER_H)
+                self.timers.arm(tx, I.TIMER_I, now + self.t.t4_s)
             return
         # The ACK for a 2xx is end to end: forward it statelessly by Request-URI (section 16.11).
         # Dropped ACKs are counted, not logged at INFO: the ACK of every challenged call (its 407 went out
@@ -713,13 +727,12 @@ class ProxyCore(TransactionSide):
             self._stateless(request, source, _Reject(481, "Call/Transaction Does Not Exist"), now, out, size,
                             None if from_peer else unverified)
             return
-        tx = ServerTx(key, "CANCEL", request, source)
+        tx = ServerTx(key, "CANCEL", request, source)  # Trying until the 200 below
         self.server_txs[key] = tx
         # Section 16.10: answer the CANCEL ourselves, then cancel downstream if still pending.
         self._answer(tx, 200, None, (), now, out)
         ctx = invite.client
-        if invite.final_status == 0 and ctx is not None and ctx.state in (ClientState.CALLING,
-                                                                          ClientState.PROCEEDING):
+        if invite.final_status == 0 and ctx is not None and ctx.state in (S.CALLING, S.PROCEEDING):
             if ctx.got_provisional:
                 self._send_cancel(ctx, now, out)
             else:

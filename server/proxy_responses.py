@@ -19,27 +19,86 @@ from __future__ import annotations
 
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gamesdk.address import Address
 from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
-from gamesdk.sip.message import Headers, Response, response_for
+from gamesdk.sip.message import Headers, Request, Response, response_for
+from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
 from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
 from server.hooks import PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
 from server.splice import with_vias
-from server.txn import ClientState, ClientTx, ServerState, ServerTx, TimerHeap
 
-__all__ = ["Out", "ProxyStats", "TransactionSide", "mark_received", "marked_via"]
+__all__ = ["ClientTx", "Out", "ProxyStats", "ServerTx", "TransactionSide", "mark_received", "marked_via"]
 
 log = logging.getLogger("server.proxy")
 
 
 Out = list[tuple[bytes, Address]]
+S = TransactionState
+I = Input  # short alias, as in the SDK's tables
+
+
+@dataclass(eq=False, slots=True)
+class ServerTx:
+    """Upstream side of a proxied request (RFC 3261 section 16.2): the request as received and what we answered.
+
+    Its states are those of the SDK's server transactions (figures 7 and 8 with RFC 6026's Accepted), its timers
+    sit in the proxy's one :class:`~gamesdk.sip.transaction.TimerHeap`. Only what a UDP proxy needs is kept: the
+    bytes of the last response while a retransmission of the request may ask for them, and the deadlines, because
+    at 1,000 calls/s some 60,000 completed transactions wait out their 32 s.
+    """
+
+    key: tuple[str, ...]
+    method: str
+    request: Request
+    source: Address
+    #: Trying (a non-INVITE) or Proceeding (an INVITE, whose 100 goes out at once) until the first answer.
+    state: TransactionState = TransactionState.TRYING
+    #: Bytes of the last response sent upstream (answers retransmissions of the request).
+    last_response: bytes | None = None
+    final_status: int = 0
+    client: ClientTx | None = None
+    timers: dict[Input, float] = field(default_factory=dict)
+    #: Timer G interval (doubles up to T2).
+    g_interval: float = 0.0
+    #: Facts for the policy hooks (who called whom, which side is local); set by the proxy.
+    call: Any = None
+    #: The Via values responses go upstream with (the request's, marked), made at the first spliced response.
+    upstream_vias: list[str] | None = None
+
+
+@dataclass(eq=False, slots=True)
+class ClientTx:
+    """Downstream side of a proxied request: the request as forwarded (states of the SDK's client transactions,
+    figures 5 and 6 with RFC 6026's Accepted; Calling for an INVITE, Trying for the others)."""
+
+    branch: str
+    method: str
+    request: Request
+    dest: Address
+    state: TransactionState = TransactionState.CALLING
+    #: Bytes of the forwarded request while Timer A/E may retransmit them.
+    request_bytes: bytes | None = None
+    #: Bytes of the ACK we sent for a non-2xx final (re-sent when the final is retransmitted).
+    ack_bytes: bytes | None = None
+    server: ServerTx | None = None
+    timers: dict[Input, float] = field(default_factory=dict)
+    interval: float = 0.0
+    got_provisional: bool = False
+    #: A CANCEL arrived before any provisional: send it as soon as one arrives (RFC 3261 section 9.1).
+    cancel_pending: bool = False
+    cancelled: bool = False
+    #: Headers added to a forwarded 2xx, cached per To tag so retransmissions get identical ones.
+    added_2xx_headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: Who sent this request: "proxy" (forwarded) or "cancel" (our CANCEL of a forwarded INVITE).
+    origin: str = "proxy"
+
 
 
 def restore_vias(headers: Headers, tx: ServerTx) -> None:
@@ -168,6 +227,10 @@ def marked_via(via: Via, text: str, source: Address) -> str:
     return text
 
 
+#: Timers that end a server transaction (RFC 3261 17.2.1, 17.2.2; RFC 6026 Timer L).
+_SERVER_ENDS = frozenset({I.TIMER_H, I.TIMER_I, I.TIMER_J, I.TIMER_L})
+
+
 class TransactionSide:
     """Responses, CANCEL and timers of the stateful proxy (see :class:`server.proxy.ProxyCore`)."""
 
@@ -182,7 +245,7 @@ class TransactionSide:
     pending_answers: set[tuple[str, str]]
     server_txs: dict[tuple[str, ...], ServerTx]
     client_txs: dict[tuple[str, str], ClientTx]
-    timers: TimerHeap
+    timers: TimerHeap[ServerTx | ClientTx]
     stats: ProxyStats
     _timeout_64t1: float
     _instance: str
@@ -230,28 +293,30 @@ class TransactionSide:
         if tx.method == "INVITE":
             if 200 <= status < 300:
                 # RFC 6026: Accepted; INVITE retransmissions absorbed until Timer L.
-                tx.state = ServerState.ACCEPTED
+                tx.state = S.ACCEPTED
                 tx.last_response = None
-                self.timers.arm(tx, "L", now + self._timeout_64t1)
+                self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
             else:
-                tx.state = ServerState.COMPLETED
+                tx.state = S.COMPLETED
                 tx.g_interval = t1
-                self.timers.arm(tx, "G", now + t1)
-                self.timers.arm(tx, "H", now + self._timeout_64t1)
+                self.timers.arm(tx, I.TIMER_G, now + t1)
+                self.timers.arm(tx, I.TIMER_H, now + self._timeout_64t1)
         else:
-            tx.state = ServerState.COMPLETED
-            self.timers.arm(tx, "J", now + self._timeout_64t1)
+            tx.state = S.COMPLETED
+            self.timers.arm(tx, I.TIMER_J, now + self._timeout_64t1)
 
     def _end_server(self, tx: ServerTx) -> None:
-        tx.state = ServerState.TERMINATED
+        tx.state = S.TERMINATED
         tx.timers.clear()
+        tx.last_response = None  # its client side may hold it until Timer D, K or M
         if self.server_txs.get(tx.key) is tx:
             del self.server_txs[tx.key]
 
     def _end_client(self, ctx: ClientTx) -> None:
-        ctx.state = ClientState.TERMINATED
+        ctx.state = S.TERMINATED
         ctx.timers.clear()
         ctx.request_bytes = None
+        ctx.ack_bytes = None
         key = (ctx.branch, ctx.method)
         if self.client_txs.get(key) is ctx:
             del self.client_txs[key]
@@ -264,11 +329,11 @@ class TransactionSide:
         # ctx.request is the INVITE as we forwarded it: our Via (this branch) on top, Route set as sent.
         cancel = build_cancel(ctx.request)
         data = cancel.to_bytes()
-        cc = ClientTx(ctx.branch, "CANCEL", cancel, ctx.dest, request_bytes=data, origin="cancel")
+        cc = ClientTx(ctx.branch, "CANCEL", cancel, ctx.dest, S.TRYING, request_bytes=data, origin="cancel")
         cc.interval = self.t.t1_s
         self.client_txs[(ctx.branch, "CANCEL")] = cc
-        self.timers.arm(cc, "E", now + cc.interval)
-        self.timers.arm(cc, "F", now + self._timeout_64t1)
+        self.timers.arm(cc, I.TIMER_E, now + cc.interval)
+        self.timers.arm(cc, I.TIMER_F, now + self._timeout_64t1)
         out.append((data, ctx.dest))
 
     # -- responses -------------------------------------------------------------------------------------------
@@ -287,8 +352,8 @@ class TransactionSide:
         status = response.status
         if ctx.origin == "cancel":
             if status >= 200:
-                self.timers.cancel(ctx, "E")
-                self.timers.cancel(ctx, "F")
+                self.timers.stop(ctx, I.TIMER_E)
+                self.timers.stop(ctx, I.TIMER_F)
                 self._end_client(ctx)
             return True
         if ctx.method == "INVITE":
@@ -338,42 +403,42 @@ class TransactionSide:
         tx = ctx.server
         assert tx is not None  # a forwarded INVITE always has its server transaction (internal invariant)
         state = ctx.state
-        if state in (ClientState.CALLING, ClientState.PROCEEDING):
-            self.timers.cancel(ctx, "A")
+        if state in (S.CALLING, S.PROCEEDING):
+            self.timers.stop(ctx, I.TIMER_A)
             if status < 200:
-                ctx.state = ClientState.PROCEEDING
+                ctx.state = S.PROCEEDING
                 ctx.got_provisional = True
                 ctx.request_bytes = None
                 # Timer C (section 16.6 step 11), reset by every provisional response (section 16.7 step 2).
-                self.timers.arm(ctx, "C", now + self.t.timer_c_s)
+                self.timers.arm(ctx, I.TIMER_C, now + self.t.timer_c_s)
                 if ctx.cancel_pending:
                     self._send_cancel(ctx, now, out)
                 if status != 100 and tx.final_status == 0:
                     tx.last_response = self._forward_up(tx, response, None, out)
                 return
-            self.timers.cancel(ctx, "B")
-            self.timers.cancel(ctx, "C")
+            self.timers.stop(ctx, I.TIMER_B)
+            self.timers.stop(ctx, I.TIMER_C)
             ctx.request_bytes = None
             if status < 300:
-                ctx.state = ClientState.ACCEPTED
-                self.timers.arm(ctx, "M", now + self._timeout_64t1)
+                ctx.state = S.ACCEPTED
+                self.timers.arm(ctx, I.TIMER_M, now + self._timeout_64t1)
                 self._forward_2xx(ctx, tx, response, now, out)
                 return
             # Non-2xx final: ACK it hop by hop (section 17.1.1.3) and pass it upstream.
-            ctx.state = ClientState.COMPLETED
+            ctx.state = S.COMPLETED
             ctx.ack_bytes = self._ack_for(ctx, response)
             out.append((ctx.ack_bytes, ctx.dest))
-            self.timers.arm(ctx, "D", now + 32.0)
+            self.timers.arm(ctx, I.TIMER_D, now + 32.0)
             if tx.call is not None:
                 self.hooks.invite_failed(tx.call, status, now)
             if tx.final_status == 0:
                 self._forward_final(tx, response, now, out)
             return
-        if state is ClientState.ACCEPTED:
+        if state is S.ACCEPTED:
             if 200 <= status < 300:
                 self._forward_2xx(ctx, tx, response, now, out)  # retransmission or another 2xx: forward all
             return
-        if state is ClientState.COMPLETED and status >= 300 and ctx.ack_bytes is not None:
+        if state is S.COMPLETED and status >= 300 and ctx.ack_bytes is not None:
             out.append((ctx.ack_bytes, ctx.dest))  # the final was retransmitted: our ACK was lost
 
     def _forward_final(self, tx: ServerTx, response: Response, now: float, out: Out) -> None:
@@ -425,11 +490,11 @@ class TransactionSide:
     def _send_2xx(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]], now: float,
                   out: Out) -> None:
         self._forward_up(tx, response, extra, out)
-        if tx.state is ServerState.PROCEEDING:
+        if tx.state is S.PROCEEDING:
             tx.final_status = response.status
-            tx.state = ServerState.ACCEPTED
+            tx.state = S.ACCEPTED
             tx.last_response = None
-            self.timers.arm(tx, "L", now + self._timeout_64t1)
+            self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
 
     def _answer_identity(self, response: Response) -> list[tuple[str, str]]:
         """This project's extension of RFC 8224 to answers: the callee's region signs the 2xx of its player
@@ -447,42 +512,45 @@ class TransactionSide:
     def _non_invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
         tx = ctx.server
         assert tx is not None
-        if ctx.state not in (ClientState.CALLING, ClientState.PROCEEDING):
+        if ctx.state not in (S.TRYING, S.PROCEEDING):
             return  # retransmitted final: absorbed (section 17.1.2.2, Completed)
         if status < 200:
-            ctx.state = ClientState.PROCEEDING
+            ctx.state = S.PROCEEDING
             ctx.got_provisional = True
             if status != 100 and tx.final_status == 0:
+                tx.state = S.PROCEEDING  # figure 8: a provisional sent upstream
                 tx.last_response = self._forward_up(tx, response, None, out)
             return
-        ctx.state = ClientState.COMPLETED
+        ctx.state = S.COMPLETED
         ctx.request_bytes = None
-        self.timers.cancel(ctx, "E")
-        self.timers.cancel(ctx, "F")
-        self.timers.arm(ctx, "K", now + self.t.t4_s)
+        self.timers.stop(ctx, I.TIMER_E)
+        self.timers.stop(ctx, I.TIMER_F)
+        self.timers.arm(ctx, I.TIMER_K, now + self.t.t4_s)
         if tx.final_status == 0:
             self._forward_final(tx, response, now, out)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
     def handle_timer(self, now: float, out: Out) -> None:
-        for tx, name in self.timers.pop_due(now):
+        timers = self.timers
+        while (due := timers.pop_due(now)) is not None:
+            tx, timer = due
             if isinstance(tx, ClientTx):
-                self._client_timer(tx, name, now, out)
+                self._client_timer(tx, timer, now, out)
             else:
-                self._server_timer(tx, name, now, out)
+                self._server_timer(tx, timer, now, out)
 
-    def _client_timer(self, ctx: ClientTx, name: str, now: float, out: Out) -> None:
+    def _client_timer(self, ctx: ClientTx, timer: Input, now: float, out: Out) -> None:
         t = self.t
-        if name == "A" and ctx.state is ClientState.CALLING and ctx.request_bytes is not None:
+        if timer is I.TIMER_A and ctx.state is S.CALLING and ctx.request_bytes is not None:
             out.append((ctx.request_bytes, ctx.dest))
             ctx.interval *= 2
-            self.timers.arm(ctx, "A", now + ctx.interval)
-        elif name == "E" and ctx.state in (ClientState.CALLING, ClientState.PROCEEDING) and ctx.request_bytes:
+            self.timers.arm(ctx, I.TIMER_A, now + ctx.interval)
+        elif timer is I.TIMER_E and ctx.state in (S.TRYING, S.PROCEEDING) and ctx.request_bytes:
             out.append((ctx.request_bytes, ctx.dest))
-            ctx.interval = t.t2_s if ctx.state is ClientState.PROCEEDING else min(2 * ctx.interval, t.t2_s)
-            self.timers.arm(ctx, "E", now + ctx.interval)
-        elif name in ("B", "F"):
+            ctx.interval = t.t2_s if ctx.state is S.PROCEEDING else min(2 * ctx.interval, t.t2_s)
+            self.timers.arm(ctx, I.TIMER_E, now + ctx.interval)
+        elif timer is I.TIMER_B or timer is I.TIMER_F:
             self.stats.timeouts += 1
             tx = ctx.server
             log.info("proxy: %s %s to %s:%d timed out", ctx.method, ctx.request.uri, *ctx.dest)
@@ -493,7 +561,7 @@ class TransactionSide:
                 else:
                     # RFC 4320: no 408 for a non-INVITE; the client has timed out by now as well.
                     self._end_server(tx)
-        elif name == "C" and ctx.state is ClientState.PROCEEDING:
+        elif timer is I.TIMER_C and ctx.state is S.PROCEEDING:
             # Section 16.8: Timer C fired with a provisional seen: CANCEL downstream, 408 upstream.
             self.stats.timeouts += 1
             self._send_cancel(ctx, now, out)
@@ -501,7 +569,7 @@ class TransactionSide:
             self._end_client(ctx)
             if tx is not None and tx.final_status == 0:
                 self._invite_timed_out(tx, now, out)
-        elif name in ("D", "K", "M"):
+        elif timer is I.TIMER_D or timer is I.TIMER_K or timer is I.TIMER_M:
             self._end_client(ctx)
 
     def _invite_timed_out(self, tx: ServerTx, now: float, out: Out) -> None:
@@ -510,12 +578,12 @@ class TransactionSide:
             self.hooks.invite_failed(tx.call, 408, now)
         self._answer(tx, 408, "Request Timeout", (), now, out)
 
-    def _server_timer(self, tx: ServerTx, name: str, now: float, out: Out) -> None:
-        if name == "G" and tx.state is ServerState.COMPLETED and tx.last_response is not None:
+    def _server_timer(self, tx: ServerTx, timer: Input, now: float, out: Out) -> None:
+        if timer is I.TIMER_G and tx.state is S.COMPLETED and tx.last_response is not None:
             out.append((tx.last_response, tx.source))
             tx.g_interval = min(2 * tx.g_interval, self.t.t2_s)
-            self.timers.arm(tx, "G", now + tx.g_interval)
-        elif name in ("H", "I", "J", "L"):
-            if name == "H":
+            self.timers.arm(tx, I.TIMER_G, now + tx.g_interval)
+        elif timer in _SERVER_ENDS:
+            if timer is I.TIMER_H:
                 log.info("proxy: no ACK for %d to %s from %s:%d", tx.final_status, tx.request.uri, *tx.source)
             self._end_server(tx)

@@ -10,6 +10,7 @@ from server_kit import ANSWER, OFFER, TestUA, Wire, make_node
 
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import parse_message_untrusted
+from gamesdk.sip.transaction import TransactionState
 from server.node import RegionalServer
 
 EU = ("127.0.0.1", 5060)
@@ -183,6 +184,35 @@ def test_non_2xx_is_acked_hop_by_hop(world: World) -> None:
     before = len(w.wire.through(NA))
     w.wire.send(w.alice.addr, EU, ack_up)
     assert len(w.wire.through(NA)) == before
+
+
+def test_transactions_keep_bytes_only_while_they_may_be_sent_again(world: World) -> None:
+    """RFC 3261 17: a provisional ends Timer A (the INVITE as forwarded is never sent again), the ACK of a non-2xx
+    ends the server side's retransmissions (Confirmed sends nothing more): at 1,000 calls/s tens of thousands
+    of transactions wait out Timers D and I, and they must not hold those bytes."""
+    w = world
+    invite, _ = invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    na_ctx = next(iter(w.na.proxy.client_txs.values()))
+    assert na_ctx.state is TransactionState.CALLING and na_ctx.request_bytes is not None  # bob sent no 100
+    eu_ctx = next(iter(w.eu.proxy.client_txs.values()))
+    assert eu_ctx.state is TransactionState.PROCEEDING and eu_ctx.request_bytes is None  # na's 100 came back
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
+    (ringing,) = w.alice.responses()
+    assert na_ctx.state is TransactionState.PROCEEDING and na_ctx.request_bytes is None
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 486))
+    w.bob.requests()
+    (busy,) = w.alice.responses()
+    eu_tx = eu_ctx.server
+    assert eu_tx is not None and eu_tx.state is TransactionState.COMPLETED and eu_tx.last_response is not None
+    ack_up = Request("ACK", invite.uri, invite.headers.copy())
+    ack_up.headers.set("CSeq", f"{invite.cseq.seq} ACK")
+    ack_up.headers.set("To", busy.headers.get("To") or "")
+    w.wire.send(w.alice.addr, EU, ack_up)
+    assert eu_tx.state is TransactionState.CONFIRMED and eu_tx.last_response is None
+    # A retransmitted INVITE in Confirmed gets nothing (as before: only Proceeding and Completed answer).
+    w.wire.send(w.alice.addr, EU, invite)
+    assert w.alice.responses() == []
 
 
 def test_max_forwards_zero_and_loop(world: World) -> None:
