@@ -406,6 +406,9 @@ class TransactionSide:
         if state in (S.CALLING, S.PROCEEDING):
             self.timers.stop(ctx, I.TIMER_A)
             if status < 200:
+                # Figure 5 (as the SDK's INVITE client table): Timers A and B belong to Calling; Timer C
+                # governs from the first provisional on.
+                self.timers.stop(ctx, I.TIMER_B)
                 ctx.state = S.PROCEEDING
                 ctx.got_provisional = True
                 ctx.request_bytes = None

@@ -279,6 +279,24 @@ def test_invite_retransmissions_are_absorbed_and_timeouts_answer_408(world: Worl
     assert not w.na.proxy.server_txs and not w.na.proxy.client_txs
 
 
+def test_a_ringing_call_is_ended_by_timer_c_not_timer_b(world: World) -> None:
+    """RFC 3261 17.1.1.2: Timer B runs in Calling only; once a provisional arrived, Timer C (section 16.6 step 11,
+    180 s) governs, and when it fires the proxy CANCELs downstream and answers 408 upstream (section 16.8).
+    Found: Timer B kept running after the 180, so a call ringing for 32 s got 408 from both regions while the
+    callee's phone rang on (no CANCEL ever reached it)."""
+    w = world
+    invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
+    assert [r.status for r in w.alice.responses()] == [180]
+    w.wire.advance(60)
+    assert w.alice.responses() == [] and w.bob.requests() == []  # still ringing
+    w.wire.advance(130)
+    cancels = [m for m in w.bob.requests() if m.method == "CANCEL"]
+    assert cancels and cancels[0].top_via.branch == arrived.top_via.branch
+    assert 408 in [r.status for r in w.alice.responses()]
+
+
 def test_requests_from_peers_are_not_challenged_but_strangers_are(world: World) -> None:
     w = world
     # A request from na's address reaches eu's users without a 407 (the peer authenticated its own player).
