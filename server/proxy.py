@@ -34,6 +34,7 @@ from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response, response_for
 from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
+from gamesdk.sip.transaction_client import ClientNonInviteTransaction
 from gamesdk.sip.uri import SipUri
 from server.auth import Challenge, LoginFlow
 from server.config import TimerSettings
@@ -188,7 +189,8 @@ class ProxyCore(TransactionSide):
         self.hooks: PolicyHooks = hooks if hooks is not None else NullPolicy()
         self.server_txs: dict[tuple[str, ...], ServerTx] = {}
         self.client_txs: dict[tuple[str, str], ClientTx] = {}
-        self.timers: TimerHeap[ServerTx | ClientTx] = TimerHeap()
+        self.cancels: dict[str, ClientNonInviteTransaction] = {}
+        self.timers: TimerHeap[ServerTx | ClientTx | ClientNonInviteTransaction] = TimerHeap()
         self.stats = ProxyStats()
         self._our_hosts = {domain, via_host.lower(), f"{via_host.lower()}:{via_port}"}
         # Branches we create: magic cookie + our instance + counter. The instance part keeps them unique

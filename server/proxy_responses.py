@@ -27,8 +27,15 @@ from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response, response_for
-from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
-from gamesdk.sip.transaction_client import build_ack_for_non2xx, build_cancel
+from gamesdk.sip.timers import TimerConfig
+from gamesdk.sip.transaction import (
+    Input,
+    TimerHeap,
+    TransactionState,
+    TransactionTerminated,
+    TransactionTimedOut,
+)
+from gamesdk.sip.transaction_client import ClientNonInviteTransaction, build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
 from server.hooks import PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
@@ -96,8 +103,6 @@ class ClientTx:
     cancelled: bool = False
     #: Headers added to a forwarded 2xx, cached per To tag so retransmissions get identical ones.
     added_2xx_headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    #: Who sent this request: "proxy" (forwarded) or "cancel" (our CANCEL of a forwarded INVITE).
-    origin: str = "proxy"
 
 
 
@@ -245,7 +250,9 @@ class TransactionSide:
     pending_answers: set[tuple[str, str]]
     server_txs: dict[tuple[str, ...], ServerTx]
     client_txs: dict[tuple[str, str], ClientTx]
-    timers: TimerHeap[ServerTx | ClientTx]
+    #: Our CANCELs of forwarded INVITEs, by branch: the SDK's non-INVITE client transactions.
+    cancels: dict[str, ClientNonInviteTransaction]
+    timers: TimerHeap[ServerTx | ClientTx | ClientNonInviteTransaction]
     stats: ProxyStats
     _timeout_64t1: float
     _instance: str
@@ -328,13 +335,24 @@ class TransactionSide:
         ctx.cancelled = True
         # ctx.request is the INVITE as we forwarded it: our Via (this branch) on top, Route set as sent.
         cancel = build_cancel(ctx.request)
-        data = cancel.to_bytes()
-        cc = ClientTx(ctx.branch, "CANCEL", cancel, ctx.dest, S.TRYING, request_bytes=data, origin="cancel")
-        cc.interval = self.t.t1_s
-        self.client_txs[(ctx.branch, "CANCEL")] = cc
-        self.timers.arm(cc, I.TIMER_E, now + cc.interval)
-        self.timers.arm(cc, I.TIMER_F, now + self._timeout_64t1)
-        out.append((data, ctx.dest))
+        t = self.t
+        # Its own non-INVITE client transaction (section 9.1), the SDK's, with its timers in our heap.
+        cc = ClientNonInviteTransaction(cancel, now, destination=ctx.dest,
+                                        config=TimerConfig(t1=t.t1_s, t2=t.t2_s, t4=t.t4_s, c=t.timer_c_s))
+        cc.use_heap(self.timers)
+        self.cancels[ctx.branch] = cc
+        self._cancel_output(cc, out)
+
+    def _cancel_output(self, cc: ClientNonInviteTransaction, out: Out) -> None:
+        """What one of our CANCEL transactions produced: its datagrams go out, its end removes it (its responses
+        are for us alone: nothing goes upstream)."""
+        out.extend(cc.datagrams_to_send())
+        for event in cc.events():
+            if isinstance(event, TransactionTimedOut):
+                self.stats.timeouts += 1
+                log.info("proxy: CANCEL %s to %s:%d timed out", cc.request.uri, *cc.destination)
+            elif isinstance(event, TransactionTerminated) and self.cancels.get(event.key.branch) is cc:
+                del self.cancels[event.key.branch]
 
     # -- responses -------------------------------------------------------------------------------------------
 
@@ -345,17 +363,20 @@ class TransactionSide:
         if branch is None or via.host.lower() != self.via_host or via.port != self.via_port:
             self.stats.stray_responses += 1
             return False
-        ctx = self.client_txs.get((branch, response.cseq.method))
+        method = response.cseq.method
+        if method == "CANCEL":
+            cc = self.cancels.get(branch)
+            if cc is None:
+                self.stats.stray_responses += 1
+                return False
+            cc.receive_response(response, now)
+            self._cancel_output(cc, out)
+            return True
+        ctx = self.client_txs.get((branch, method))
         if ctx is None:
             self.stats.stray_responses += 1
             return False
         status = response.status
-        if ctx.origin == "cancel":
-            if status >= 200:
-                self.timers.stop(ctx, I.TIMER_E)
-                self.timers.stop(ctx, I.TIMER_F)
-                self._end_client(ctx)
-            return True
         if ctx.method == "INVITE":
             self._invite_response(ctx, response, status, now, out)
         else:
@@ -540,8 +561,11 @@ class TransactionSide:
             tx, timer = due
             if isinstance(tx, ClientTx):
                 self._client_timer(tx, timer, now, out)
-            else:
+            elif isinstance(tx, ServerTx):
                 self._server_timer(tx, timer, now, out)
+            else:
+                tx.fire(timer, now)
+                self._cancel_output(tx, out)
 
     def _client_timer(self, ctx: ClientTx, timer: Input, now: float, out: Out) -> None:
         t = self.t

@@ -31,7 +31,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
@@ -402,7 +402,7 @@ class Transaction:
         self._out: list[tuple[bytes, Address]] = []
         self._events: deque[TransactionEvent] = deque()
         self._owner: _Owner | None = None
-        self._heap: TimerHeap[Transaction] | None = None  # the owner's, while owned
+        self._heap: TimerHeap[Any] | None = None  # where its timers are kept besides, if anywhere
         self._sends = 0
 
     # -- driving contract --
@@ -420,6 +420,19 @@ class Transaction:
                 break
             del self.timers[name]
             self._input(name, now, None)
+        self._changed()
+
+    def use_heap(self, heap: TimerHeap[Any]) -> None:
+        """Keep this transaction's timers in ``heap`` too (its table's, or an element's that holds other
+        transactions as well): the timers armed already and every one armed later get an entry there. Whoever
+        pops them from the heap runs each with :meth:`fire`."""
+        self._heap = heap
+        for timer, when in self.timers.items():
+            heap.track(self, timer, when)
+
+    def fire(self, timer: Input, now: float) -> None:
+        """Run one timer that :meth:`TimerHeap.pop_due` handed out (and disarmed)."""
+        self._input(timer, now, None)
         self._changed()
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:

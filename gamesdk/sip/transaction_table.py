@@ -79,9 +79,7 @@ class TransactionTable:
         tx._out = self._out
         tx._events = self._events
         tx._owner = self
-        tx._heap = self._heap
-        for timer, when in tx.timers.items():
-            self._heap.track(tx, timer, when)
+        tx.use_heap(self._heap)
         self._transaction_changed(tx)
         return tx
 
@@ -203,8 +201,7 @@ class TransactionTable:
         while (due := heap.pop_due(now)) is not None:
             tx, timer = due
             if tx._owner is self:
-                tx._input(timer, now, None)
-                tx._changed()  # calls back _transaction_changed
+                tx.fire(timer, now)  # calls back _transaction_changed
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Datagrams of every transaction, in the order they were produced."""

@@ -262,6 +262,31 @@ def test_cancel_before_and_after_provisional(world: World) -> None:
     assert [r.status for r in w.alice.responses()] == [481]
 
 
+def test_the_proxys_cancel_is_an_sdk_transaction_retransmitted_until_answered(world: World) -> None:
+    """Section 9.1: the CANCEL a proxy sends runs in its own non-INVITE client transaction (the SDK's, its timers
+    in the proxy's heap): Timer E sends it again while the callee is silent, its 200 stops that, Timer K ends it."""
+    w = world
+    invite, _ = invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
+    w.alice.responses()
+    cancel = Request("CANCEL", invite.uri, [
+        ("Via", invite.headers.get("Via") or ""), ("Max-Forwards", "70"), ("From", invite.headers.get("From") or ""),
+        ("To", invite.headers.get("To") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.seq} CANCEL")])
+    w.wire.send(w.alice.addr, EU, cancel)
+    (bob_cancel,) = w.bob.requests()
+    assert set(w.na.proxy.cancels) == {arrived.top_via.branch}
+    w.wire.advance(1.0)  # T1 = 0.5 s: sent again at 0.5 s and 1.5 s... while bob says nothing
+    again = w.bob.requests()
+    assert again and all(m.method == "CANCEL" and m.top_via.branch == bob_cancel.top_via.branch for m in again)
+    w.wire.send(w.bob.addr, NA, w.bob.answer(bob_cancel, 200))
+    w.wire.advance(4.0)
+    assert w.bob.requests() == []  # answered: no more retransmissions
+    assert w.na.proxy.cancels  # Completed, absorbing retransmitted 200s until Timer K (T4 = 5 s)
+    w.wire.advance(2.0)
+    assert w.na.proxy.cancels == {}
+
+
 def test_invite_retransmissions_are_absorbed_and_timeouts_answer_408(world: World) -> None:
     w = world
     w.wire.drop = lambda src, dst, data: dst == w.bob.addr  # bob is gone (crashed without unregistering)
