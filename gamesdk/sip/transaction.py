@@ -341,6 +341,9 @@ class TimerHeap(Generic[_T]):
 
 # --- the state machine engine -----------------------------------------------------------------------------
 
+#: Timers that resend a message and double their interval (one at most runs in a transaction at a time).
+_RETRANSMIT_TIMERS = frozenset({Input.TIMER_A, Input.TIMER_E, Input.TIMER_G, Input.TIMER_2XX})
+
 #: An action run on a transition: ``action(transaction, now, message)``.
 Action = Callable[["Transaction", float, "Request | Response | None"], None]
 #: (state, input) -> (next state, actions in order)
@@ -364,10 +367,11 @@ class Transaction:
     __slots__ = (
         "_events",
         "_heap",
-        "_intervals",
+        "_interval",
         "_out",
         "_owner",
         "_sends",
+        "_zero",
         "config",
         "destination",
         "key",
@@ -398,7 +402,11 @@ class Transaction:
         self.destination = destination
         #: Armed timers and their deadlines.
         self.timers: dict[Input, float] = {}
-        self._intervals: dict[Input, float] = {}
+        #: The current interval of the one retransmission timer a transaction runs at a time (A, E, G or the
+        #: UAS 2xx timer), which the next firing doubles.
+        self._interval = 0.0
+        #: A zero-length timer started by the transition under way (D, I, J, K on reliable transports, rule 2).
+        self._zero: Input | None = None
         self._out: list[tuple[bytes, Address]] = []
         self._events: deque[TransactionEvent] = deque()
         self._owner: _Owner | None = None
@@ -478,11 +486,11 @@ class Transaction:
             self._enter_terminated()
         else:
             self.state = next_state
-        # Zero-length timers fire now (rule 2): run them after the transition that armed them.
-        for name, deadline in list(self.timers.items()):
-            if deadline <= now and self._intervals.get(name) == 0.0 and name in self.timers:
-                del self.timers[name]
-                self._input(name, now, None)
+        # A zero-length timer fires now (rule 2), after the transition that started it.
+        zero = self._zero
+        if zero is not None:
+            self._zero = None
+            self._input(zero, now, None)
         return True
 
     def _tu_input(self, what: Input, now: float, message: Response) -> None:
@@ -496,6 +504,7 @@ class Transaction:
     def _enter_terminated(self) -> None:
         self.state = TransactionState.TERMINATED
         self.timers.clear()
+        self._zero = None
         self._release()
         self._emit(TransactionTerminated(key=self.key))
 
@@ -503,7 +512,11 @@ class Transaction:
         """Drop what a terminated transaction no longer needs (its message bytes); subclasses extend it."""
 
     def _start(self, timer: Input, interval: float, now: float) -> None:
-        self._intervals[timer] = interval
+        if interval == 0.0:
+            self._zero = timer  # never armed: fired at the end of this transition
+            return
+        if timer in _RETRANSMIT_TIMERS:
+            self._interval = interval
         when = self.timers[timer] = now + interval
         if self._heap is not None:
             self._heap.track(self, timer, when)
@@ -511,6 +524,8 @@ class Transaction:
     def _stop(self, *timers: Input) -> None:
         for timer in timers:
             self.timers.pop(timer, None)
+            if timer is self._zero:
+                self._zero = None
 
     def _send(self, data: bytes) -> None:
         self._sends += 1
@@ -530,6 +545,7 @@ class Transaction:
 def stop_timers(tx: Transaction, now: float, message: Request | Response | None) -> None:
     """Stop every running timer."""
     tx.timers.clear()
+    tx._zero = None
 
 
 def pass_up(tx: Transaction, now: float, message: Request | Response | None) -> None:

@@ -135,7 +135,7 @@ class ClientTransaction(Transaction):
 def _retransmit_a(tx: Transaction, now: float, message: Request | Response | None) -> None:
     # 17.1.1.2: Timer A doubles on every firing, without the T2 cap that non-INVITE requests have.
     assert isinstance(tx, ClientTransaction)
-    tx._retransmit(I.TIMER_A, 2 * tx._intervals[I.TIMER_A], now)
+    tx._retransmit(I.TIMER_A, 2 * tx._interval, now)
 
 
 def _drop_request(tx: Transaction, now: float, message: Request | Response | None) -> None:
@@ -229,7 +229,7 @@ def _retransmit_e(tx: Transaction, now: float, message: Request | Response | Non
     # 17.1.2.2: in Trying, E doubles up to T2; in Proceeding it fires every T2.
     assert isinstance(tx, ClientTransaction)
     if tx.state is S.TRYING:
-        interval = tx.config.backoff(tx._intervals[I.TIMER_E])
+        interval = tx.config.backoff(tx._interval)
     else:
         interval = tx.config.t2
     tx._retransmit(I.TIMER_E, interval, now)

@@ -98,7 +98,7 @@ class ServerTransaction(Transaction):
 
     def _retransmit(self, timer: Input, now: float) -> None:
         self._resend()
-        self._start(timer, self.config.backoff(self._intervals[timer]), now)
+        self._start(timer, self.config.backoff(self._interval), now)
         assert self.last_response is not None
         self._emit(ResponseRetransmitted(key=self.key, status=self.last_response.status, count=self._sends))
 
