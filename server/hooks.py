@@ -100,6 +100,10 @@ class PolicyQuery(Generic[T]):
     then: Callable[[T, float, Out], None] | None = None
     #: Why it was asked (logs, counters): "invite", "answer", "publish", "release".
     purpose: str = ""
+    #: When the message that asked arrived: the node's (monotonic loop) time and the wall clock then. A policy that
+    #: answers later (a thread, another process) records the event at these times, not at its own.
+    now: float = 0.0
+    wall: float | None = None
 
 
 class PolicyHooks(Protocol):

@@ -23,6 +23,7 @@ DEBUG; the whole message when ``server.trace.full`` is at DEBUG too).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -227,7 +228,15 @@ class ServerProtocol(asyncio.DatagramProtocol):
 
     def _ask_policy(self) -> None:
         runner = getattr(self.node.hooks, "runner", None)
+        submit = getattr(runner, "submit", None)  # the embedded policy's thread (server/policy/worker.py)
         for query in self.node.take_queries():
+            if submit is not None:
+                # Handed to the policy thread at once, with the time its message arrived; the answer comes back
+                # through call_soon_threadsafe. A full queue is answered at once: back-pressure.
+                wall = query.wall if query.wall is not None else time.time()
+                if not submit(query.calls, query.now, wall, functools.partial(self._from_thread, query)):
+                    self._answered(query, QueryAnswer(error="policy service busy"))
+                continue
             if runner is None or len(self.policy_tasks) >= MAX_POLICY_QUERIES:
                 why = "no policy service configured" if runner is None else "policy service busy"
                 self._answered(query, QueryAnswer(error=why))
@@ -245,6 +254,14 @@ class ServerProtocol(asyncio.DatagramProtocol):
             log.exception("policy query failed")
             answer = QueryAnswer(error=f"{type(exc).__name__}: {exc}")
         self._answered(query, answer)
+
+    def _from_thread(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
+        """Called on the policy thread: the answer is handled on the loop."""
+        self.loop.call_soon_threadsafe(self._answered_live, query, answer)
+
+    def _answered_live(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
+        if not self.closed.done():
+            self._answered(query, answer)
 
     def _answered(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
         out = self.node.answer_query(query, answer, self.loop.time())
@@ -276,7 +293,7 @@ class EmbeddedServer:
                  hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
                  policy: bool = True, random_bytes: Callable[[int], bytes] = os.urandom,
                  persist_registrations: bool | None = None, web: bool = True,
-                 web_port: int | None = None) -> None:
+                 web_port: int | None = None, policy_thread: bool = True) -> None:
         self.config = config
         #: The region's web site (server.web.site.WebSite) once started, when the region file has [web].
         self.web: Any = None
@@ -295,6 +312,9 @@ class EmbeddedServer:
         self._accounts = accounts
         self._own_accounts: AccountStore | None = None
         self._hooks = hooks
+        #: Run an embedded policy on its own thread (server/policy/worker.py), never on the signalling loop;
+        #: ``policy_thread=False`` keeps it on the loop (benchmarks compare the two).
+        self._policy_thread = policy_thread
         if hooks is None and hooks_factory is None and policy:
             hooks_factory = _embedded_policy
         self._hooks_factory = hooks_factory
@@ -356,6 +376,8 @@ class EmbeddedServer:
         node.wall_clock_offset = time.time() - loop.time()
         if self._hooks_factory is not None:
             node.set_hooks(self._hooks_factory(node))
+        if self._policy_thread:
+            _run_policy_on_thread(node.hooks)
         node.set_identity(identity_signer(config))
         self.node = node
         if self._persist:
@@ -657,6 +679,16 @@ def identity_signer(config: ServerConfig) -> IdentitySigner | None:
     if tls.certificate is None or tls.key is None:
         return None
     return IdentitySigner.from_pem(config.domain, tls.certificate.read_bytes(), tls.key.read_bytes(), time.time)
+
+
+def _run_policy_on_thread(hooks: PolicyHooks) -> None:
+    """Give an embedded policy (hooks with a ``backend``) its own thread: its writes leave the signalling loop."""
+    use_worker = getattr(hooks, "use_worker", None)
+    if use_worker is None or getattr(hooks, "backend", None) is None or getattr(hooks, "worker", None) is not None:
+        return
+    from server.policy.worker import PolicyWorker
+
+    use_worker(PolicyWorker(lambda: hooks.backend))  # type: ignore[attr-defined]  # checked above
 
 
 def _embedded_policy(node: RegionalServer) -> PolicyHooks:

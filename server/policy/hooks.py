@@ -26,7 +26,10 @@ wall clock (``wall_clock()``) is passed along where a record starts, so the poli
 
 A separate policy process (``[policy] url``) is never called from here: with ``backend=None`` each hook returns a
 :class:`~server.hooks.PolicyQuery` (the calls as :class:`~server.policy.queries.PolicyCall` data and how to finish the
-verdict), which the node parks and its driver answers over HTTP without blocking the signalling loop.
+verdict), which the node parks and its driver answers over HTTP without blocking the signalling loop. The embedded
+policy does the same once the server runs it on its own thread (:meth:`RegionPolicyHooks.use_worker`,
+:class:`~server.policy.worker.PolicyWorker`): its database writes and journal fsyncs then never run on the loop
+either. Without a worker (sans-IO tests, tools) the embedded policy answers at once.
 
 Durability: a PUBLISH is acknowledged only once what it changes is durable (database or journal) or, with a
 separate policy process, applied there. Otherwise it is answered 503 with ``Retry-After`` and its entity-tag is
@@ -35,6 +38,7 @@ left as it was, so the player's SDK retries the same PUBLISH.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -58,6 +62,7 @@ from .config import PolicyConfig
 from .lifetime import Activate, PolicyOperation, Release, operations_for_publish
 from .model import AppSession, Decision, Deny, DialogRef, EndReason, Grant, Reservation, Resource, Side
 from .queries import PolicyCall, answer_now, policy_fault
+from .worker import PolicyWorker
 
 __all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
 
@@ -141,9 +146,12 @@ class RegionPolicyHooks:
         player_vanished: Callable[[str, str, str, str, str, float], None] | None = None,
     ) -> None:
         self.backend = backend
-        #: Answers this region's queries when the policy is a separate process (set by ``make_policy_hooks``;
-        #: the driver uses it, the hooks never call it).
+        #: Answers this region's queries: ``HttpQueryRunner`` when the policy is a separate process (set by
+        #: ``make_policy_hooks``), the ``PolicyWorker`` thread of the embedded policy (:meth:`use_worker`). The
+        #: driver uses it.
         self.runner: object | None = None
+        #: The embedded policy's thread, when it has one: every call to ``backend`` then runs there.
+        self.worker: PolicyWorker | None = None
         self.config = config
         self.domain = domain
         self.publications = publications
@@ -158,12 +166,24 @@ class RegionPolicyHooks:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
+    def use_worker(self, worker: PolicyWorker) -> None:
+        """Run the embedded policy on ``worker``'s thread from now on: every hook that needs it returns a
+        :class:`~server.hooks.PolicyQuery` the driver hands to the worker, and the worker runs its timers."""
+        if self.backend is None:
+            raise ValueError("a separate policy process is asked over HTTP, not on a thread")
+        self.worker = worker
+        self.runner = worker
+
     def reconfigure(self, config: PolicyConfig) -> None:
         """A reloaded region file: the embedded policy server and these hooks use ``config`` from now on (a
         separate policy process reloads its own file)."""
         self.config = config
         reconfigure = getattr(self.backend, "reconfigure", None) if self.backend is not None else None
-        if reconfigure is not None:
+        if reconfigure is None:
+            return
+        if self.worker is not None:
+            self.worker.post(lambda backend: backend.reconfigure(config), bounded=False)
+        else:
             reconfigure(config)
 
     def _offer_terms(self, call: CallInfo, now: float, *, keep: bool) -> SessionTerms | None:
@@ -228,8 +248,8 @@ class RegionPolicyHooks:
              purpose: str) -> T | PolicyQuery[T]:
         """Ask the policy: at once when it runs in this process, else as a query the node's driver answers."""
         backend = self.backend
-        if backend is None:
-            return PolicyQuery(tuple(calls), finish, purpose=purpose)
+        if backend is None or self.worker is not None:
+            return PolicyQuery(tuple(calls), finish, purpose=purpose, now=now, wall=self._wall_clock())
         return finish(answer_now(backend, tuple(calls), now, self._wall_clock()))
 
     def _warning(self, deny: Deny) -> tuple[str, str]:
@@ -415,15 +435,14 @@ class RegionPolicyHooks:
             if self.backend is None:
                 continue
             ref = DialogRef(call_id=res.key.call_id, local_tag=peer_tag, remote_tag=our_tag, player=request.peer)
-            try:
-                gone = self.backend.apply(Release(ref=ref, reason=EndReason.PEER_REGION,
-                                                  sip_reason=f"{request.player}: the player went silent",
-                                                  peer_domain=self.domain), now)
-            except Exception as exc:  # noqa: BLE001 - its lease still ends it; this only ends it sooner
-                log.warning("releasing %s after %s saw it gone failed: %s", request.peer, request.player, exc)
+            release = Release(ref=ref, reason=EndReason.PEER_REGION,
+                              sip_reason=f"{request.player}: the player went silent", peer_domain=self.domain)
+            if self.worker is not None:
+                # On the policy thread, at this PUBLISH's time; nobody waits for it (its lease ends it otherwise).
+                who = (request.player, request.peer)
+                self.worker.post(functools.partial(_release_vanished, op=release, now=now, who=who))
                 continue
-            if gone is not None:
-                log.info("%s saw %s gone: released its reservation", request.player, request.peer)
+            _release_vanished(self.backend, release, now, (request.player, request.peer))
 
     def peer_publish_received(self, request: Request, peer_domain: str,
                               now: float) -> Response | PolicyQuery[Response]:
@@ -478,7 +497,8 @@ class RegionPolicyHooks:
 
     def get_timer(self) -> float | None:
         deadlines = []
-        when = self.backend.get_timer() if self.backend is not None else None
+        # The policy's own timers run where the policy runs: here, or on its worker thread.
+        when = self.backend.get_timer() if self.backend is not None and self.worker is None else None
         if when is not None:
             deadlines.append(when)
         esc = self.publications.get_timer()
@@ -488,14 +508,25 @@ class RegionPolicyHooks:
 
     def handle_timer(self, now: float) -> None:
         self.publications.handle_timer(now)
-        if self.backend is None:
-            return  # a separate policy process runs its own timers
+        if self.backend is None or self.worker is not None:
+            return  # a separate policy process, or the policy's thread, runs its own timers
         try:
             self.backend.handle_timer(now)
         except Exception:
             # Logged, not raised: the node's other timers must still run. The core never loses a release to a
             # failed write (it journals and retries), so this is a bug, not a write fault.
             log.exception("policy timers failed")
+
+
+def _release_vanished(backend: PolicyBackend, op: Release, now: float, who: tuple[str, str]) -> None:
+    """Release ``op`` (the other player of ``who[0]``'s session went silent); a failure is logged, never raised."""
+    try:
+        gone = backend.apply(op, now)
+    except Exception as exc:  # noqa: BLE001 - its lease still ends it; this only ends it sooner
+        log.warning("releasing %s after %s saw it gone failed: %s", who[1], who[0], exc)
+        return
+    if gone is not None:
+        log.info("%s saw %s gone: released its reservation", who[0], who[1])
 
 
 def _has_policy_warning(response: Response) -> bool:

@@ -182,8 +182,10 @@ def build_policy_server(
     them; with an open connection they wait in memory.
     """
     # A write waits at most WRITE_BUSY_TIMEOUT_S for another process's lock, then the change goes to the
-    # journal: the policy runs on the signalling loop, which must not wait seconds on SQLite's busy handler.
-    conn = db if isinstance(db, sqlite3.Connection) else open_region_db(db)
+    # journal: the policy's thread answers every session of the region in turn, so one write must not hold the
+    # others for seconds on SQLite's busy handler.
+    # Opened here, used afterwards by the policy's thread (server/policy/worker.py): one user at a time.
+    conn = db if isinstance(db, sqlite3.Connection) else open_region_db(db, check_same_thread=False)
     if not isinstance(db, sqlite3.Connection):
         conn.execute(f"PRAGMA busy_timeout = {int(WRITE_BUSY_TIMEOUT_S * 1000)}")
     journal: Journal = MemoryJournal() if isinstance(db, sqlite3.Connection) else FileJournal(journal_path(db))

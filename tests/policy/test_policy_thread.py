@@ -1,0 +1,198 @@
+"""The embedded policy's writes never run on the signalling loop (server/policy/worker.py).
+
+The region database is locked by another process and the disk stalls the policy's journal fsync while a session
+is being set up: the region must go on answering OPTIONS and a third player's login meanwhile, and the session
+completes and is billed once the disk is back. The test fails on order, not on time: a region that wrote on its
+loop could answer only after the stalled fsync returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gamesdk import ClientConfig, GameClient, GameSession, SessionError
+from server.hooks import QueryAnswer
+from server.policy import PolicyServer
+from server.policy.cli_support import billing_rows
+from server.policy.ledger import FileJournal, SqliteLedger
+from server.policy.model import Grant, ReservationState
+from server.policy.queries import PolicyCall
+from server.policy.store import open_region_db
+from server.policy.worker import PolicyWorker
+
+from .conftest import REGION, make_request
+from .test_deferred_verdict import _options
+from .test_region_hooks import DOMAINS, Region, run
+
+#: Longest the disk stalls: a region that waited for it still answers afterwards, so the test fails on the order
+#: of events (answered while stalled, or not), not on a timeout.
+STALL_S = 6.0
+
+
+class _StalledDisk:
+    """An fsync that blocks the first time it is called until ``release`` (at most ``STALL_S``)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.returned = threading.Event()
+
+    def __call__(self, fd: int) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(STALL_S)
+            self.returned.set()
+        os.fsync(fd)
+
+
+def test_a_locked_database_and_a_stalled_disk_delay_only_the_session_that_writes(tmp_path: Path) -> None:
+    disk = _StalledDisk()
+    seen_while_stalled: list[str] = []
+
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        policy = eu.policy
+        journal = policy._journal
+        assert isinstance(journal, FileJournal)
+        journal._fsync = disk
+        eu.server.add_user("carol", "carol-pw")
+        locker = sqlite3.connect(eu.server.config.database, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the region database
+        try:
+            async def answer() -> GameSession:
+                return await (await bob.next_invite()).accept()
+
+            callee = asyncio.create_task(answer())
+            invite = asyncio.create_task(alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64))
+            loop = asyncio.get_running_loop()
+            # alice's FINAL (the 2xx at eu) finds the database locked and journals: its fsync stalls.
+            assert await loop.run_in_executor(None, disk.entered.wait, 10.0), "the FINAL never reached the disk"
+            try:
+                reply = await _options(eu.server.address)
+                if not disk.returned.is_set() and reply.startswith(b"SIP/2.0 200"):
+                    seen_while_stalled.append("OPTIONS")
+                carol = GameClient(ClientConfig(username="carol", password="carol-pw", domain=DOMAINS["eu"],
+                                                server=eu.server.address))
+                await carol.login()  # REGISTER, 401, REGISTER with digest, 200
+                if not disk.returned.is_set():
+                    seen_while_stalled.append("REGISTER")
+                await carol.close()
+            finally:
+                disk.release.set()
+            session = await invite
+            await callee
+            assert {r.region for r in session.agreement.reservations} == {"eu.gamesdk.test", "na.gamesdk.test"}
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        await eu.until(lambda p: any(r.state is ReservationState.ACTIVE for r in p.reservations()), "START at eu")
+        await session.end("game over")
+        for _ in range(1000):  # bounded (~10 s): the journaled changes reach the database on the retry backoff
+            if policy.is_idle():
+                break
+            await asyncio.sleep(0.01)
+        assert policy.is_idle()
+        assert policy.stats["journaled"] >= 1  # the FINAL really went through the stalled journal
+
+    run(tmp_path, scenario)
+    assert seen_while_stalled == ["OPTIONS", "REGISTER"]
+    [row] = billing_rows(tmp_path / "eu.sqlite3")
+    assert row.t_start is not None and row.end_reason == "bye-local"
+    journal_file = Path(f"{tmp_path / 'eu.sqlite3'}.journal")
+    assert not journal_file.exists() or journal_file.stat().st_size == 0
+
+
+def test_a_full_policy_queue_answers_the_invite_503_with_retry_after(tmp_path: Path) -> None:
+    """Back-pressure: with no room in the policy thread's queue an INVITE is answered at once 503 (+ Retry-After),
+    nothing is reserved, and the region stays usable."""
+    refused: list[SessionError] = []
+
+    async def scenario(eu: Region, na: Region, alice: GameClient, bob: GameClient) -> None:
+        worker = eu.hooks.worker
+        assert worker is not None
+        worker.max_queued = 0
+        with pytest.raises(SessionError) as caught:
+            await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
+        refused.append(caught.value)
+        assert worker.refused >= 1 and eu.policy.is_idle()
+        reply = await _options(eu.server.address)
+        assert reply.startswith(b"SIP/2.0 200")
+
+    run(tmp_path, scenario)
+    [error] = refused
+    assert error.status == 503
+    assert billing_rows(tmp_path / "eu.sqlite3") == []
+
+
+def _policy(path: Path) -> PolicyServer:
+    from server.policy import PolicyConfig
+
+    config = PolicyConfig.from_mapping(REGION)
+    counter = iter(range(1, 1000))
+    return PolicyServer(config, token_factory=lambda: f"{next(counter):032x}", region="eu",
+                        ledger=SqliteLedger(open_region_db(path, check_same_thread=False), config.tariff))
+
+
+def test_a_query_that_waited_is_recorded_at_its_own_time_and_timers_run_on_the_thread(tmp_path: Path) -> None:
+    """A FINAL queued behind a slow job is recorded at the time its 2xx arrived, not when the thread got to it; the
+    confirm deadline then fires on the policy thread (no loop drives it) and the capacity comes back."""
+    policy = _policy(tmp_path / "eu.sqlite3")
+    clock = [100.0]
+    worker = PolicyWorker(lambda: policy, clock=lambda: clock[0])
+    gate = threading.Event()
+    answers: list[QueryAnswer] = []
+    answered = threading.Event()
+    try:
+        assert worker.post(lambda _: gate.wait(5.0))  # a slow write ahead of it
+        request = make_request(1, ip="10.2.0.9")
+
+        def done(answer: QueryAnswer) -> None:
+            answers.append(answer)
+            answered.set()
+
+        assert worker.submit((PolicyCall("final", request=request),), 100.0, 1_000_000.0, done)
+        clock[0] = 140.0  # the thread is 40 s late (past the 32 s confirm deadline of an event at 100)
+        gate.set()
+        assert answered.wait(5.0)
+        [grant] = answers[0].results
+        assert isinstance(grant, Grant)
+        assert worker.wait_idle(5.0)
+        # The deadline (2xx + 32 s) had passed by the thread's clock: released there, capacity back.
+        worker.post(lambda _: None)
+        assert worker.wait_idle(5.0)
+        assert policy.is_idle()
+    finally:
+        assert worker.close_now(5.0)
+    [row] = billing_rows(tmp_path / "eu.sqlite3")
+    assert row.t_2xx == 1_000_000.0  # the 2xx's own time
+    assert row.end_reason == "not-established"
+    assert row.duration_s == pytest.approx(32.0)  # held from the 2xx to its deadline, not to when it was processed
+
+
+def test_the_worker_refuses_beyond_its_bound_and_answers_in_order(tmp_path: Path) -> None:
+    policy = _policy(tmp_path / "eu.sqlite3")
+    worker = PolicyWorker(lambda: policy, max_queued=2)
+    gate, running = threading.Event(), threading.Event()
+    order: list[Any] = []
+    try:
+        assert worker.post(lambda _: (running.set(), gate.wait(5.0)))
+        assert running.wait(5.0)  # the thread is busy: what follows waits in the queue
+        for n in (1, 2):
+            assert worker.submit((PolicyCall("preliminary", request=make_request(n, ip="10.2.0.9")),), 1.0, 1.0,
+                                 lambda a, n=n: order.append(n))
+        # The queue holds two: the next is refused at once (the driver answers "policy service busy").
+        assert not worker.submit((PolicyCall("preliminary", request=make_request(3)),), 1.0, 1.0, order.append)
+        assert not worker.post(lambda _: None)
+        assert worker.refused == 2
+        gate.set()
+        assert worker.wait_idle(5.0)
+        assert order == [1, 2]
+    finally:
+        assert worker.close_now(5.0)
+    assert not worker.submit((), 1.0, 1.0, order.append)  # closed: refused, never left waiting
