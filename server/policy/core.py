@@ -422,7 +422,9 @@ class PolicyServer:
                 continue
             res = self._held[key]
             if res.state is ReservationState.RESERVED:
-                out = self.release(key, now, EndReason.NOT_ESTABLISHED)
+                # Billed to the deadline itself, not to when this timer got to run (a stalled server would
+                # otherwise bill its stall).
+                out = self.release(key, now, EndReason.NOT_ESTABLISHED, end_time=when)
             else:
                 out = self.release(key, now, EndReason.LEASE_EXPIRED, end_time=self._lease_end(res))
             if out is not None:

@@ -64,6 +64,17 @@ def test_confirm_timeout_releases_not_established(
     assert (stop.kind, stop.end_reason, stop.charged_s) == (EventKind.STOP, "not-established", 32.0)
 
 
+def test_a_confirm_deadline_run_late_bills_to_the_deadline_not_to_the_late_run(
+    policy: PolicyServer, req: Callable[..., AppSession], billing: MemoryBilling
+) -> None:
+    """A server that stalled (a long write, a paused process) runs the deadline late: the player is billed the held
+    time up to the deadline, the STOP stamped at the deadline, never the stall."""
+    policy.final(req(1), 100.0, wall=1_000_100.0)
+    assert [r.key for r in policy.handle_timer(175.0)] == [req(1).key]
+    [stop] = billing.events
+    assert (stop.end_reason, stop.charged_s, stop.time) == ("not-established", 32.0, 1_000_132.0)
+
+
 def test_confirm_then_refresh_then_lease_expiry(
     policy: PolicyServer, req: Callable[..., AppSession], billing: MemoryBilling
 ) -> None:
