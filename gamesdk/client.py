@@ -628,7 +628,8 @@ class GameClient:
         if core is None or loop is None:
             return
         wanted = {sock.fileno(): sock for sock in core.path_sockets() if sock.fileno() >= 0}
-        for fd in [fd for fd in self._path_fds if fd not in wanted]:
+        # By number and by socket: a closed path's number may already belong to the next path's socket.
+        for fd in [fd for fd, sock in self._path_fds.items() if wanted.get(fd) is not sock]:
             loop.remove_reader(fd)
             del self._path_fds[fd]
         for fd, sock in wanted.items():
@@ -676,6 +677,9 @@ class GameClient:
         for event in core.events():
             self.history.append(event)
             self._dispatch(event)
+        # Events close the paths of ended sessions: their readers go now, before the loop can give the freed
+        # descriptor number to another socket (whose reader would then never fire, or be removed by ours).
+        self._watch_paths()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
