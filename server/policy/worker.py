@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,11 +84,13 @@ class PolicyWorker:
         self._clock = clock
         self._wall_clock = wall_clock
         self.max_queued = max_queued
-        self._cond = threading.Condition()
-        self._jobs: deque[_Job] = deque()
+        # A C queue (its get() waits without a Python-level condition) and a count under a plain lock for the
+        # bound: a hand-over costs a few microseconds, not a Condition's lock allocation and notify.
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued = 0  # jobs waiting (not the one being run)
         self._busy = False
         self._closing = False
-        self._timer_at: float | None = None
         #: Queries answered, queries refused because the queue was full, failures of the policy's timers.
         self.answered = 0
         self.refused = 0
@@ -108,23 +110,20 @@ class PolicyWorker:
             if not isinstance(call, PolicyCall):
                 raise TypeError(f"not a policy call: {call!r}")
             checked.append(call)
-        with self._cond:
-            if self._closing or len(self._jobs) >= self.max_queued:
-                self.refused += 1
-                return False
-            self._jobs.append(_Job(calls=tuple(checked), now=now, wall=wall, done=done))
-            self._cond.notify()
-        return True
+        return self._put(_Job(calls=tuple(checked), now=now, wall=wall, done=done), bounded=True)
 
     def post(self, task: Callable[[Any], None], *, bounded: bool = True) -> bool:
         """Run ``task(policy)`` on the policy thread (a reload, a release nobody waits for). With ``bounded``, refused
         (False) when the queue is full; a reload passes ``bounded=False`` (it must not be lost)."""
-        with self._cond:
-            if self._closing or (bounded and len(self._jobs) >= self.max_queued):
+        return self._put(_Job(task=task), bounded=bounded)
+
+    def _put(self, job: _Job, *, bounded: bool) -> bool:
+        with self._lock:
+            if self._closing or (bounded and self._queued >= self.max_queued):
                 self.refused += 1
                 return False
-            self._jobs.append(_Job(task=task))
-            self._cond.notify()
+            self._queued += 1
+        self._queue.put(job)
         return True
 
     async def run(self, calls: tuple[object, ...]) -> QueryAnswer:
@@ -141,20 +140,23 @@ class PolicyWorker:
 
     @property
     def pending(self) -> int:
-        """Queries and tasks queued or being answered."""
-        with self._cond:
-            return len(self._jobs) + (1 if self._busy else 0)
+        """Queries and tasks queued or being run."""
+        with self._lock:
+            return self._queued + (1 if self._busy else 0)
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Wait (off the loop) until the queue is empty; False if still busy after ``timeout_s``."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._jobs and not self._busy, timeout_s)
+        """Wait (off the loop) until everything queued before this call has run; False after ``timeout_s``."""
+        reached = threading.Event()
+        if not self.post(lambda _: reached.set(), bounded=False):
+            return self.pending == 0
+        return reached.wait(timeout_s)
 
     def close_now(self, timeout_s: float = 10.0) -> bool:
         """Answer what is queued (at most ``timeout_s``), then stop the thread; False if it is still busy."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._queue.put(None)  # after everything queued: the thread stops there
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             log.error("policy thread: %d job(s) still queued at shutdown (the journal keeps what was recorded)",
@@ -169,27 +171,26 @@ class PolicyWorker:
     # -- the thread ----------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        timer_at: float | None = None
+        get = self._queue.get
         while True:
-            with self._cond:
-                while not self._jobs and not self._closing:
-                    at = self._timer_at
-                    wait = None if at is None else at - self._clock()
-                    if wait is not None and wait <= 0:
-                        break
-                    self._cond.wait(wait)
-                if self._closing and not self._jobs:
-                    self._cond.notify_all()
-                    return
-                job = self._jobs.popleft() if self._jobs else None
-                self._busy = True
+            wait = None if timer_at is None else max(0.0, timer_at - self._clock())
             try:
-                if job is not None:
+                job = get(timeout=wait) if wait is None or wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                job = _IDLE
+            if job is None:
+                return  # closing: everything queued before ran
+            if job is not _IDLE:
+                with self._lock:
+                    self._queued -= 1
+                    self._busy = True
+                try:
                     self._do(job)
-                self._timers()
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                finally:
+                    with self._lock:
+                        self._busy = False
+            timer_at = self._timers()
 
     def _do(self, job: _Job) -> None:
         backend = self._backend()
@@ -211,7 +212,8 @@ class PolicyWorker:
         except RuntimeError:  # the loop closed (shutdown): nobody waits for the answer any more
             log.debug("policy thread: an answer came after the server's loop closed")
 
-    def _timers(self) -> None:
+    def _timers(self) -> float | None:
+        """Run the policy's due timers; returns when they are next due."""
         backend = self._backend()
         now = self._clock()
         try:
@@ -224,8 +226,10 @@ class PolicyWorker:
             self.timer_faults += 1
             log.exception("policy thread: timers failed")
             when = now + TIMER_FAULT_BACKOFF_S
-        with self._cond:
-            self._timer_at = when
+        return when
+
+
+_IDLE = _Job()
 
 
 def _set_result(future: asyncio.Future[QueryAnswer], answer: QueryAnswer) -> None:
