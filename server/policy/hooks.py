@@ -42,7 +42,7 @@ import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gamesdk.address import Address
 from gamesdk.errors import GameSdkError
@@ -62,7 +62,6 @@ from .config import PolicyConfig
 from .lifetime import Activate, PolicyOperation, Release, operations_for_publish
 from .model import AppSession, Decision, Deny, DialogRef, EndReason, Grant, Reservation, Resource, Side
 from .queries import PolicyCall, answer_now, policy_fault
-from .worker import PolicyWorker
 
 __all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
 
@@ -80,6 +79,13 @@ PUBLISH_RETRY_AFTER_S = 1
 
 T = TypeVar("T")
 _CachedOffer = tuple[bytes, str | None, SessionTerms | None, float]
+
+
+class PolicyThread(Protocol):
+    """Where the embedded policy runs when it has its own thread (:class:`server.policy.worker.PolicyWorker`; the
+    hooks stay sans-IO and only hand it work nobody waits for)."""
+
+    def post(self, task: Callable[[Any], None], *, bounded: bool = True) -> bool: ...
 
 
 class PolicyBackend(Protocol):
@@ -151,7 +157,7 @@ class RegionPolicyHooks:
         #: driver uses it.
         self.runner: object | None = None
         #: The embedded policy's thread, when it has one: every call to ``backend`` then runs there.
-        self.worker: PolicyWorker | None = None
+        self.worker: PolicyThread | None = None
         self.config = config
         self.domain = domain
         self.publications = publications
@@ -166,7 +172,7 @@ class RegionPolicyHooks:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    def use_worker(self, worker: PolicyWorker) -> None:
+    def use_worker(self, worker: PolicyThread) -> None:
         """Run the embedded policy on ``worker``'s thread from now on: every hook that needs it returns a
         :class:`~server.hooks.PolicyQuery` the driver hands to the worker, and the worker runs its timers."""
         if self.backend is None:
