@@ -19,6 +19,7 @@ from typing import Any
 
 from gamesdk.address import Address
 from gamesdk.errors import GameSdkError
+from server.prefixes import IpNetwork, PrefixError, parse_prefixes
 from server.relay import RelayConfig, parse_relay
 from server.tls_config import TRANSPORTS, TlsConfig, parse_tls, tls_path
 
@@ -93,7 +94,7 @@ class AccessNetworkRef:
     """What the SIP side needs of an access network: its name and IP prefixes (the policy owns the rest)."""
 
     name: str
-    prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    prefixes: tuple[IpNetwork, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,16 +461,11 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: Path | None) -> Serv
         net_name = _str(net, "name", f"{path}.name")
         if any(n.name == net_name for n in networks):
             raise ConfigError(f"{path}.name", f"{net_name!r} is listed twice")
-        prefixes_value = net.get("prefixes")
-        if not isinstance(prefixes_value, list) or not prefixes_value:
-            raise ConfigError(f"{path}.prefixes", "must be a non-empty list of IP prefixes like '10.0.0.0/8'")
-        prefixes = []
-        for j, text in enumerate(prefixes_value):
-            try:
-                prefixes.append(ipaddress.ip_network(str(text), strict=True))
-            except ValueError as exc:
-                raise ConfigError(f"{path}.prefixes[{j}]", f"{text!r} is not an IP prefix: {exc}") from None
-        networks.append(AccessNetworkRef(net_name, tuple(prefixes)))
+        try:
+            prefixes = parse_prefixes(net.get("prefixes"))  # the one parser of these lists, the policy's too
+        except PrefixError as exc:
+            raise ConfigError(f"{path}.{exc.key}", exc.message) from None
+        networks.append(AccessNetworkRef(net_name, prefixes))
 
     auth_t = _table(data, "auth", "auth")
     _unknown_keys(auth_t, {"realm", "digest_algorithms", "nonce_lifetime_s", "slow_after_failures",

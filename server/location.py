@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from gamesdk.address import Address
 from server.config import AccessNetworkRef
+from server.prefixes import PrefixMatcher
 
 __all__ = ["AccessNetworkMap", "Binding", "LocationService", "is_ip_literal"]
 
@@ -68,28 +69,15 @@ class Binding:
 
 
 class AccessNetworkMap:
-    """IP address -> access network name, by longest prefix (an address may sit in nested prefixes)."""
+    """IP address -> access network name, by longest prefix (an address may sit in nested prefixes); the same
+    matcher as the policy's (``server.prefixes.PrefixMatcher``), so both name the same network for an address."""
 
     def __init__(self, networks: Iterable[AccessNetworkRef]) -> None:
-        entries = [(prefix, net.name) for net in networks for prefix in net.prefixes]
-        # Longest prefix first: the first match is the most specific.
-        entries.sort(key=lambda e: e[0].prefixlen, reverse=True)
-        self._entries = entries
-        self._cache: dict[str, str | None] = {}
+        self._matcher: PrefixMatcher[str] = PrefixMatcher(
+            (prefix, net.name) for net in networks for prefix in net.prefixes)
 
     def lookup(self, host: str) -> str | None:
-        cached = self._cache.get(host, "")
-        if cached != "":
-            return cached
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        found = next((name for prefix, name in self._entries
-                      if prefix.version == address.version and address in prefix), None)
-        if len(self._cache) < 65536:  # bounded: an attacker spraying source addresses cannot grow it forever
-            self._cache[host] = found
-        return found
+        return self._matcher.lookup(host)
 
 
 class LocationService:

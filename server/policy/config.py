@@ -9,7 +9,6 @@ Built from the plain mapping the server's TOML loader produces (the whole docume
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 
 from server.billing.tariff import ClassTariff, Tariff
 from server.config import ConfigError
+from server.prefixes import IpNetwork, PrefixError, PrefixMatcher, parse_prefixes
 
 __all__ = [
     "AccessNetwork",
@@ -31,7 +31,6 @@ __all__ = [
     "Tariff",
 ]
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Names of networks and classes appear in Warning texts and URLs: keep them to a token-ish alphabet.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -128,30 +127,17 @@ class PolicyConfig:
     # Lookup tables built once (the config is immutable); admission runs them per request.
     _by_name: dict[str, AccessNetwork] = field(init=False, repr=False, compare=False)
     _classes_by_name: dict[str, QosClass] = field(init=False, repr=False, compare=False)
-    # Per IP version: [(prefixlen, {network address as int: AccessNetwork})], longest prefix first.
-    _prefix_tables: dict[int, list[tuple[int, dict[int, AccessNetwork]]]] = field(
-        init=False, repr=False, compare=False
-    )
-    # address text -> its network (or None): the same few player addresses are looked up several times per
-    # call (INVITE, 2xx, admission), and ipaddress parsing was 2% of the server's CPU. Bounded: cleared when full.
-    _by_address: dict[str, AccessNetwork | None] = field(init=False, repr=False, compare=False)
+    # Address -> network, longest prefix first (server.prefixes: the same matcher as the SIP side's location).
+    _matcher: PrefixMatcher[AccessNetwork] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        tables: dict[int, dict[int, dict[int, AccessNetwork]]] = {4: {}, 6: {}}
-        for net in self.networks:
-            for prefix in net.prefixes:
-                tables[prefix.version].setdefault(prefix.prefixlen, {})[int(prefix.network_address)] = net
         object.__setattr__(self, "_by_name", {n.name: n for n in self.networks})
         by_name = {c.name: c for c in self.classes}
         for c in self.classes:
             by_name.update(dict.fromkeys(c.aliases, c))
         object.__setattr__(self, "_classes_by_name", by_name)
-        object.__setattr__(
-            self,
-            "_prefix_tables",
-            {v: sorted(t.items(), key=lambda item: -item[0]) for v, t in tables.items()},
-        )
-        object.__setattr__(self, "_by_address", {})
+        object.__setattr__(self, "_matcher",
+                           PrefixMatcher((prefix, net) for net in self.networks for prefix in net.prefixes))
 
     def network(self, name: str) -> AccessNetwork | None:
         return self._by_name.get(name)
@@ -177,30 +163,7 @@ class PolicyConfig:
 
     def network_for_address(self, address: str) -> AccessNetwork | None:
         """The access network whose prefix matches ``address`` most specifically (longest prefix wins)."""
-        cache = self._by_address
-        try:
-            return cache[address]
-        except KeyError:
-            pass
-        found = self._lookup_address(address)
-        if len(cache) >= _ADDRESS_CACHE_MAX:
-            cache.clear()  # a flood of distinct sources costs one parse each, never unbounded memory
-        cache[address] = found
-        return found
-
-    def _lookup_address(self, address: str) -> AccessNetwork | None:
-        try:
-            ip = ipaddress.ip_address(address.strip("[]"))
-        except ValueError:
-            return None
-        value = int(ip)
-        bits = ip.max_prefixlen
-        for prefixlen, table in self._prefix_tables[ip.version]:
-            mask = ((1 << prefixlen) - 1) << (bits - prefixlen)
-            found = table.get(value & mask)
-            if found is not None:
-                return found
-        return None
+        return self._matcher.lookup(address)
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> PolicyConfig:
@@ -297,25 +260,15 @@ def _parse_network(raw: object, key: str) -> AccessNetwork:
     table = _table(raw, key)
     _check_keys(table, _NETWORK_KEYS, key)
     name = _name(table, key)
-    if "prefixes" not in table:
-        raise ConfigError(f"{key}.prefixes", "is required (e.g. [\"192.0.2.0/24\"])")
-    raw_prefixes = _list(table["prefixes"], f"{key}.prefixes")
-    if not raw_prefixes:
-        raise ConfigError(f"{key}.prefixes", "must list at least one prefix")
-    prefixes: list[IpNetwork] = []
-    for i, text in enumerate(raw_prefixes):
-        pkey = f"{key}.prefixes[{i}]"
-        if not isinstance(text, str):
-            raise ConfigError(pkey, f"must be a string like \"192.0.2.0/24\", not {text!r}")
-        try:
-            prefixes.append(ipaddress.ip_network(text, strict=True))
-        except ValueError as exc:
-            raise ConfigError(pkey, f"not an IP prefix: {exc}") from None
+    try:
+        prefixes = parse_prefixes(table.get("prefixes"))  # the one parser of these lists (server/prefixes.py)
+    except PrefixError as exc:
+        raise ConfigError(f"{key}.{exc.key}", exc.message) from None
     uplink = _int(table, "uplink_kbps", key, minimum=1)
     downlink = _int(table, "downlink_kbps", key, minimum=1)
     return AccessNetwork(
         name=name,
-        prefixes=tuple(prefixes),
+        prefixes=prefixes,
         uplink_kbps=uplink,
         downlink_kbps=downlink,
         rtt_ms=_int(table, "rtt_ms", key, default=0),
