@@ -1,16 +1,21 @@
 """The durable policy path: CPU per session, and how the SIP loop answers while the database is locked.
 
-Run: ``python bench/bench_durable.py [--sessions N] [--lock-s S]`` (from the repository root). Every loop is
-bounded in count and time; ratios are measured side by side in this one run.
+Run: ``python bench/bench_durable.py [--sessions N] [--lock-s S] [--fsync-ms MS]`` (from the repository root).
+Every loop is bounded in count and time; ratios are measured side by side in this one run.
 
 1. CPU per session (final, activate/START, one refresh/INTERIM, release/STOP) on a WAL SQLite file:
    - ``separate writes``: the reservation store and the billing sink each commit on their own (the earlier path);
-   - ``one transaction``: each reservation change and its billing event in one transaction (``SqliteLedger``).
+   - ``one transaction``: each reservation change and its billing event in one transaction (``SqliteLedger``);
+   - ``on the loop`` / ``on the policy thread``: the same four changes as the hooks' queries, answered inline
+     (``queries.answer_now``, how the embedded policy ran on the signalling loop) or by the ``PolicyWorker`` thread
+     from an asyncio loop (how it runs now); CPU of the whole process, both threads.
 2. OPTIONS round trips to a running regional server (policy embedded, its own thread and loop) while another
-   connection holds ``BEGIN EXCLUSIVE`` on the region database for ``--lock-s`` seconds and the policy keeps
-   writing (a FINAL every 50 ms on the server's loop); p50/p99/max against the same server unlocked, with
-   the policy's write lock wait at 5 s (SQLite's busy wait, the earlier setting) and at 10 ms (journal after);
-   and with a registration changing every second, written on the loop (the earlier path) or by the writer thread.
+   connection holds ``BEGIN EXCLUSIVE`` on the region database for ``--lock-s`` seconds and sessions run (every
+   50 ms a FINAL, a START and a STOP, each journaled while the database is locked); p50/p99/max against the same
+   server unlocked, with the policy's write lock wait at 5 s (SQLite's busy wait, the earliest setting) and at 10 ms
+   (journal after), with the policy on the signalling loop (before) or on its own thread (now), and with a disk
+   whose fsync takes ``--fsync-ms`` (a loaded machine); plus a registration changing every second, written on the
+   loop (the earlier path) or by the writer thread.
 """
 
 from __future__ import annotations
@@ -34,12 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.billing import SqliteBillingStore
 from server.config import load_config
+from server.hooks import QueryAnswer
 from server.io import EmbeddedServer
 from server.location import Binding
 from server.policy import AppSession, EndReason, MediaComponent, PolicyConfig, PolicyServer, Side
 from server.policy.hooks import RegionPolicyHooks
-from server.policy.ledger import MemoryJournal, SqliteLedger
+from server.policy.ledger import FileJournal, MemoryJournal, SqliteLedger
+from server.policy.lifetime import Activate, Refresh, Release
+from server.policy.model import DialogRef
+from server.policy.queries import PolicyCall, answer_now
 from server.policy.store import SqliteReservationStore, open_region_db
+from server.policy.worker import PolicyWorker
 from server.registrations import RegistrationStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +96,47 @@ def ledger(conn: sqlite3.Connection) -> PolicyServer:
                         journal=MemoryJournal())
 
 
+def session_calls(n: int, player: str = "sip:alice@eu.example") -> list[tuple[PolicyCall, ...]]:
+    """One session as the hooks ask for it: FINAL (2xx), activate (confirmed), refresh, release (terminated)."""
+    req = request(n, player)
+    ref = DialogRef(call_id=req.call_id, local_tag=req.from_tag, remote_tag=req.to_tag, player=player)
+    return [(PolicyCall("final", request=req),), (PolicyCall("apply", op=Activate(ref=ref, expires_s=90)),),
+            (PolicyCall("apply", op=Refresh(ref=ref, expires_s=90)),),
+            (PolicyCall("apply", op=Release(ref=ref, reason=EndReason.BYE_LOCAL)),)]
+
+
+def cpu_per_session_queries(threaded: bool, sessions: int, budget_s: float) -> float:
+    """CPU (whole process) per session of queries answered on the calling loop or by the policy thread."""
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = PolicyServer(CONFIG, token_factory=_tokens(),
+                              ledger=SqliteLedger(open_region_db(Path(tmp) / "r.sqlite", check_same_thread=False),
+                                                  CONFIG.tariff), journal=MemoryJournal())
+        worker = PolicyWorker(lambda: policy) if threaded else None
+
+        async def drive() -> int:
+            loop = asyncio.get_running_loop()
+            deadline, done = time.monotonic() + budget_s, 0
+            for n in range(sessions):
+                for calls in session_calls(n):
+                    answer: QueryAnswer
+                    if worker is not None:
+                        answer = await worker.run(calls)
+                    else:
+                        answer = answer_now(policy, calls, loop.time(), time.time())
+                    assert answer.error is None and answer.results[0] is not None, answer
+                done += 1
+                if time.monotonic() > deadline:
+                    break
+            return done
+
+        start_cpu = time.process_time()
+        done = asyncio.run(drive())
+        cpu = time.process_time() - start_cpu
+        if worker is not None:
+            worker.close_now()
+        return cpu / done * 1e6
+
+
 def _tokens() -> Callable[[], str]:
     counter = itertools.count()
     return lambda: f"{next(counter):032x}"
@@ -97,15 +148,19 @@ def options(port: int, n: int) -> bytes:
             f"Call-ID: bench-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
 
 
-def options_during_lock(lock_s: float, busy_ms: int, locked: bool, registrations: str = "") -> list[float]:
-    """OPTIONS round trips (ms) for ``lock_s`` seconds, the policy writing every 50 ms on the server's loop.
+def options_during_lock(lock_s: float, busy_ms: int, locked: bool, registrations: str = "", *,
+                        thread: bool = False, fsync_ms: float = 0.0) -> list[float]:
+    """OPTIONS round trips (ms) for ``lock_s`` seconds while sessions run: every 50 ms a FINAL, a START (the session
+    before) and a STOP (the one before that), answered on the server's loop (``thread=False``, the earlier path)
+    or by the policy thread (``thread=True``, now). ``fsync_ms``: each journal fsync takes that much longer (a
+    loaded disk).
 
     ``registrations``: a binding changes every second (as players log in) and is written ``"loop"``: on the
     server's loop with SQLite's busy wait (how the server wrote them before the writer thread), or ``"thread"``:
     handed to the server's registration writer thread (how it writes them now)."""
     with tempfile.TemporaryDirectory() as tmp:
         config = dataclasses.replace(load_config(ROOT / "examples" / "eu.toml"), database=Path(tmp) / "eu.sqlite3")
-        server = EmbeddedServer(config, port=0)
+        server = EmbeddedServer(config, port=0, policy_thread=thread)
         address = server.start_in_thread()
         assert server.node is not None and server._loop is not None
         hooks = server.node.hooks
@@ -113,15 +168,35 @@ def options_during_lock(lock_s: float, busy_ms: int, locked: bool, registrations
         policy: PolicyServer = hooks.backend
         loop: asyncio.AbstractEventLoop = server._loop
         conn: sqlite3.Connection = policy._ledger.connection  # type: ignore[attr-defined]
-        loop.call_soon_threadsafe(conn.execute, f"PRAGMA busy_timeout = {busy_ms}")
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")  # before any session: nothing else uses it yet
+        journal = policy._journal
+        if fsync_ms and isinstance(journal, FileJournal):
+            slow = fsync_ms / 1000
+
+            def slow_fsync(fd: int, real: Callable[[int], None] = journal._fsync) -> None:
+                time.sleep(slow)
+                real(fd)
+
+            journal._fsync = slow_fsync
         stop = threading.Event()
         counter = itertools.count()
+        worker = hooks.worker
 
-        def write() -> None:  # on the server's loop, as a FINAL from a 2xx would be
+        def ask(calls: tuple[PolicyCall, ...]) -> None:
+            if worker is not None:
+                worker.submit(calls, loop.time(), time.time(), lambda answer: None)
+            else:
+                answer_now(policy, calls, loop.time(), time.time())
+
+        def write() -> None:  # on the server's loop, as a 2xx and its players' PUBLISHes would
             if stop.is_set():
                 return
             n = next(counter)
-            policy.final(request(n, player=f"sip:p{n}@eu"), loop.time(), wall=time.time())
+            ask(session_calls(n, player=f"sip:p{n}@eu")[0])
+            if n >= 1:
+                ask(session_calls(n - 1, player=f"sip:p{n - 1}@eu")[1])
+            if n >= 2:
+                ask(session_calls(n - 2, player=f"sip:p{n - 2}@eu")[3])
             if server.protocol is not None:
                 server.protocol._rearm()
             loop.call_later(0.05, write)
@@ -168,7 +243,9 @@ def options_during_lock(lock_s: float, busy_ms: int, locked: bool, registrations
             sent = time.perf_counter()
             probe.sendto(options(port, n), address)
             try:
-                probe.recv(4096)
+                while True:  # the answer to this probe (one that timed out may still answer late)
+                    if f"bench-{n}\r\n".encode() in probe.recv(4096):
+                        break
             except TimeoutError:
                 rtts.append(15000.0)
                 continue
@@ -194,27 +271,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--lock-s", type=float, default=10.0)
+    parser.add_argument("--fsync-ms", type=float, default=50.0, help="extra time of each journal fsync (a loaded disk)")
+    parser.add_argument("--only", nargs="*", default=[], help="run only the OPTIONS rows whose name has one of these")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the journaling and retry lines are expected here by the thousand
 
     before = cpu_per_session(separate, args.sessions, 30.0)
     after = cpu_per_session(ledger, args.sessions, 30.0)
+    inline = cpu_per_session_queries(False, args.sessions, 30.0)
+    threaded = cpu_per_session_queries(True, args.sessions, 30.0)
     print(f"durable path, CPU per session (final+START+INTERIM+STOP, {args.sessions} sessions):")
-    print(f"  separate writes   {before:8.0f} us")
-    print(f"  one transaction   {after:8.0f} us   ({after / before:.2f}x)")
+    print(f"  separate writes           {before:8.0f} us")
+    print(f"  one transaction           {after:8.0f} us   ({after / before:.2f}x)")
+    print(f"  queries, on the loop      {inline:8.0f} us")
+    print(f"  queries, policy thread    {threaded:8.0f} us   ({threaded / inline:.2f}x)")
 
-    rows: list[tuple[str, list[float]]] = [
-        ("unlocked, write wait 10 ms", options_during_lock(args.lock_s / 2, 10, locked=False)),
-        (f"locked {args.lock_s:g} s, write wait 5 s", options_during_lock(args.lock_s, 5000, locked=True)),
-        (f"locked {args.lock_s:g} s, write wait 10 ms", options_during_lock(args.lock_s, 10, locked=True)),
-        ("+ registrations on the loop", options_during_lock(args.lock_s, 10, locked=True, registrations="loop")),
-        ("+ registrations, writer thread", options_during_lock(args.lock_s, 10, locked=True,
-                                                                registrations="thread")),
+    lock = f"locked {args.lock_s:g} s"
+    slow = f"fsync +{args.fsync_ms:g} ms"
+    runs: list[tuple[str, Callable[[], list[float]]]] = [
+        ("unlocked, policy on the loop", lambda: options_during_lock(args.lock_s / 2, 10, locked=False)),
+        ("unlocked, policy thread", lambda: options_during_lock(args.lock_s / 2, 10, locked=False, thread=True)),
+        (f"{lock}, wait 5 s, on the loop", lambda: options_during_lock(args.lock_s, 5000, locked=True)),
+        (f"{lock}, wait 10 ms, on the loop", lambda: options_during_lock(args.lock_s, 10, locked=True)),
+        (f"{lock}, wait 10 ms, policy thread",
+         lambda: options_during_lock(args.lock_s, 10, locked=True, thread=True)),
+        (f"{lock}, {slow}, on the loop",
+         lambda: options_during_lock(args.lock_s, 10, locked=True, fsync_ms=args.fsync_ms)),
+        (f"{lock}, {slow}, policy thread",
+         lambda: options_during_lock(args.lock_s, 10, locked=True, thread=True, fsync_ms=args.fsync_ms)),
+        ("+ registrations on the loop",
+         lambda: options_during_lock(args.lock_s, 10, locked=True, registrations="loop", thread=True)),
+        ("+ registrations, writer thread",
+         lambda: options_during_lock(args.lock_s, 10, locked=True, registrations="thread", thread=True)),
     ]
-    print("OPTIONS round trip while the policy writes every 50 ms:")
-    for name, rtts in rows:
-        print(f"  {name:32s} n={len(rtts):5d}  p50 {statistics.median(rtts):8.2f} ms  p99 {pct(rtts, 0.99):8.2f} ms"
-              f"  max {max(rtts):8.2f} ms")
+    print("OPTIONS round trip while sessions run (a FINAL, a START and a STOP every 50 ms):")
+    for name, measure in runs:
+        if args.only and not any(word in name for word in args.only):
+            continue
+        rtts = measure()
+        print(f"  {name:40s} n={len(rtts):5d}  p50 {statistics.median(rtts):8.2f} ms  p99 {pct(rtts, 0.99):8.2f}"
+              f" ms  max {max(rtts):8.2f} ms", flush=True)
     return 0
 
 
