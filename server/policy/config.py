@@ -52,8 +52,6 @@ DEFAULT_EXPIRES_S = 90
 #: A policy round-trip longer than this counts as a failure (research/protocol.md (c): "cap the wait (e.g. 2 s)").
 DEFAULT_POLICY_TIMEOUT_S = 2.0
 DEFAULT_MAX_SESSIONS = 1000
-#: Bound of the per-address network lookup cache (PolicyConfig.network_for_address).
-_ADDRESS_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

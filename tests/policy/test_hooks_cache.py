@@ -11,13 +11,13 @@ from collections.abc import Callable
 
 import pytest
 
-import server.policy.config as policy_config
 import server.policy.hooks as policy_hooks
 from gamesdk.sdp.codec import format_sdp, parse_sdp_untrusted
 from gamesdk.sdp.examples import example_answer, example_offer
 from gamesdk.sdp.model import SessionDescription
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import parse_message_untrusted
+from server import prefixes
 from server.billing import MemoryBilling
 from server.hooks import CallInfo
 from server.policy import PolicyConfig, PolicyServer
@@ -148,12 +148,12 @@ def test_network_for_address_is_cached_bounded_and_unchanged(config: PolicyConfi
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     addresses = ["10.1.2.3", "10.2.5.9", "10.2.6.1", "[fd00:2::1]", "192.0.2.1", "not-an-ip", ""]
     # The uncached lookup is the reference.
-    expected = {a: (n.name if (n := config._lookup_address(a)) is not None else None) for a in addresses}
+    expected = {a: (n.name if (n := config._matcher._match(a)) is not None else None) for a in addresses}
     assert expected["10.2.5.9"] == "eu-lab" and expected["10.2.6.1"] == "eu-fibre"  # longest prefix wins
     assert expected["192.0.2.1"] is None and expected["not-an-ip"] is None
-    monkeypatch.setattr(policy_config, "_ADDRESS_CACHE_MAX", 4)
+    monkeypatch.setattr(prefixes, "CACHE_MAX", 4)
     for _ in range(3):
         for a in addresses:
             net = config.network_for_address(a)
             assert (net.name if net is not None else None) == expected[a]
-            assert len(config._by_address) <= 4
+            assert len(config._matcher._cache) <= 4
