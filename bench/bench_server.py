@@ -180,9 +180,13 @@ def start_ours(stack: ExitStack, workdir: Path, hops: int, *, auth: bool,
     # The 407 of every call goes to one address (SIPp's, 127.0.0.1): the per-source limit on answers to
     # unauthenticated sources (100/s by default, made for many players behind many addresses) would measure
     # itself, not the server, so the benchmark lifts it as it lifts the networks' session limits.
+    # SIPp calls as one player, so the policy's cap on reservations per player (4 by default) would refuse the
+    # FINAL of every call after the fourth: the 2xx would be forwarded with a Warning and the benchmark would
+    # measure the refusal path (a billed attempt) instead of a granted reservation. Lifted as well.
     overrides: dict[str, dict[str, Any]] = {
         "log": {"level": "WARNING"}, "federation": {"options_interval_s": 3600},
         "limits": {"unauthenticated_per_s": 1_000_000.0, "unauthenticated_burst": 1_000_000},
+        "policy": {"max_reservations_per_player": 10_000_000},
     }
     if not auth:
         overrides["auth"] = {"invite_auth": False}  # the config key the server may provide; see docs/benchmarks.md
