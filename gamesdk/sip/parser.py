@@ -39,8 +39,9 @@ def _fail(message: str, status: int = 400) -> RemoteProtocolError:
 
 
 def _parse_head(head: str) -> tuple[str, list[tuple[str, str, str]]]:
-    if "\n " not in head and "\n\t" not in head and head.count("\r\n") == head.count("\n"):
-        return _parse_head_plain(head)
+    plain = _parse_head_plain(head)
+    if plain is not None:
+        return plain
     lines = head.split("\n")
     start = lines[0].rstrip("\r")
     items: list[tuple[str, str, str]] = []
@@ -72,9 +73,14 @@ def _parse_head(head: str) -> tuple[str, list[tuple[str, str, str]]]:
     return start, items
 
 
-def _parse_head_plain(head: str) -> tuple[str, list[tuple[str, str, str]]]:
-    # CRLF everywhere and no folding: the shape of nearly every message, parsed with fewer steps.
+def _parse_head_plain(head: str) -> tuple[str, list[tuple[str, str, str]]] | None:
+    # CRLF everywhere and no folding: the shape of nearly every message, parsed with fewer steps. None when the
+    # head is not of that shape (a bare LF, a continuation line): the caller then takes the general path. The
+    # shape is checked on the way instead of by scanning the head first: a continuation line is a line whose
+    # name is not a known one and that starts with whitespace, and a bare LF shows in the count of LFs.
     lines = head.split("\r\n")
+    if head.count("\n") != len(lines) - 1:
+        return None
     items: list[tuple[str, str, str]] = []
     append = items.append
     valid = _VALID_NAMES
@@ -82,6 +88,8 @@ def _parse_head_plain(head: str) -> tuple[str, list[tuple[str, str, str]]]:
         name, sep, value = line.partition(":")
         key = valid.get(name)
         if key is None:
+            if line[:1] in (" ", "\t"):
+                return None
             if not sep:
                 raise _fail(f"Bad header line: {line[:40]!r}")
             name = name.rstrip(" \t")
@@ -225,7 +233,7 @@ def _validate_relayed(message: Message, items: list[tuple[str, str, str]]) -> No
                 cache[key] = value
             else:
                 cache[key] = _checked(key, value)
-        seen.add(key)
+            seen.add(key)  # only the checked keys are asked about below
     for key, name in _REQUIRED.items():
         if key not in seen:
             raise _fail(f"Missing {name} header")

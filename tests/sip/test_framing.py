@@ -286,6 +286,22 @@ def test_bare_lf_line_ends_are_accepted() -> None:
     assert [m.cseq.method for m in _drain(parser)] == ["BYE", "BYE"]
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_one_bare_lf_or_folded_line_among_crlf_lines(lazy: bool) -> None:
+    # The parser takes a fast path for heads of CRLF lines without folding and finds out on the way when a head
+    # is not of that shape: one bare LF or one continuation line late in the head still ends or joins a line.
+    mixed = BYE.replace(b"CSeq: 231 BYE\r\n", b"CSeq: 231 BYE\nSubject: late\r\n")
+    message = parse_message_untrusted(mixed, lazy=lazy)
+    assert message.cseq.seq == 231 and message.headers.get("Subject") == "late"
+    assert message.headers.get("CSeq") == "231 BYE"
+    for fold in (b"\r\n ", b"\r\n\t"):
+        folded = BYE.replace(b'Reason: SIP;cause=488;', b"Reason: SIP;" + fold + b"cause=488;")
+        message = parse_message_untrusted(folded, lazy=lazy)
+        assert message.headers.get("Reason") == 'SIP; cause=488;text="QoS answer unacceptable"'
+    with pytest.raises(RemoteProtocolError):
+        parse_message_untrusted(BYE.replace(b"Via:", b" Via:"), lazy=lazy)  # a continuation before any header
+
+
 def test_bare_lf_head_with_crlf_lines_in_the_body() -> None:
     # The head ends at the first empty line, whichever line end it uses; a CRLF CRLF inside the body of a
     # bare-LF message is body, not the end of the head.
