@@ -286,6 +286,9 @@ class ProxyCore(TransactionSide):
                 log.info("proxy: %s %s from %s:%d -> %d %s", method, clip(request.uri), source[0], source[1],
                          rej.status, clip(rej.reason or ""))
             self._stateless(request, source, rej, now, out, size, None if from_peer else unverified)
+            # The exception's traceback holds this frame, which holds ``rej``: a reference cycle, and the whole
+            # stack of every challenged INVITE left to the cyclic collector, unless the name goes.
+            del rej
             return
         tx = ServerTx(key, method, request, source, S.PROCEEDING if method == "INVITE" else S.TRYING)
         self.server_txs[key] = tx
