@@ -140,3 +140,24 @@ def test_run_reports_a_busy_port(conf: str) -> None:
         Path(conf).write_text(Path(conf).read_text().replace("udp:127.0.0.1:5060", f"udp:127.0.0.1:{port}"))
         code, _, err = run("run", "--config", conf)
     assert code == EXIT_LISTEN and "cannot listen" in err
+
+
+def test_run_serves_with_the_serving_gc_thresholds_and_restores_them(conf: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The collector runs less often while serving (server.cli.SERVING_GC_THRESHOLDS; bench/bench_proxy.py has
+    # the figure), and main() leaves the thresholds of the program it runs in as they were.
+    import gc
+
+    import server.io
+    from server.cli import SERVING_GC_THRESHOLDS
+
+    seen: list[tuple[int, ...]] = []
+
+    async def serve(*args: object, **kwargs: object) -> None:
+        seen.append(gc.get_threshold())
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(server.io, "serve_forever", serve)
+    code, _, err = run("run", "--config", conf)
+    assert code == EXIT_OK, err
+    assert seen == [SERVING_GC_THRESHOLDS] and SERVING_GC_THRESHOLDS[0] > before[0]
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
