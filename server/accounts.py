@@ -52,17 +52,30 @@ class AccountStore:
         self._db = open_region_db(self.path, check_same_thread=False)
         self._cache: dict[tuple[str, str], str] = {}
         self._data_version = self._read_data_version()
+        self._accounts_changes = self._read_accounts_changes()
         self._version_checked_at = time.monotonic()
 
     def _read_data_version(self) -> int:
         row = self._db.execute("PRAGMA data_version").fetchone()
         return int(row[0]) if row else 0
 
+    def _read_accounts_changes(self) -> int:
+        row = self._db.execute("SELECT n FROM accounts_changes WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def _own_change(self) -> None:
+        # After a change through this connection: the cache goes, and the count its triggers just raised is ours.
+        self._cache.clear()
+        self._accounts_changes = self._read_accounts_changes()
+
     def _drop_stale_cache(self) -> None:
         # PRAGMA data_version changes when another connection (``user remove`` in the CLI) committed: a removed
         # player or a changed password takes effect at the next lookup, not at the next restart. Asked at most
         # once a millisecond: a login looks an account up twice within microseconds (its HA1, then that it
-        # exists), and the query is a tenth of the registrar's own work.
+        # exists), and the query is a tenth of the registrar's own work. Other connections of the server itself
+        # commit all the time (the policy's reservations on every answered call, the registrations every
+        # second), so the cache is dropped only when the accounts changed: the count kept by the triggers of
+        # schema migration 10 (server/db.py).
         now = time.monotonic()
         if now - self._version_checked_at < 0.001:
             return
@@ -70,7 +83,10 @@ class AccountStore:
         version = self._read_data_version()
         if version != self._data_version:
             self._data_version = version
-            self._cache.clear()
+            changes = self._read_accounts_changes()
+            if changes != self._accounts_changes:
+                self._accounts_changes = changes
+                self._cache.clear()
 
     def close(self) -> None:
         self._db.close()
@@ -95,7 +111,7 @@ class AccountStore:
             raise AccountError(f"user {name!r} already exists") from None
         except sqlite3.Error as exc:
             raise AccountError(f"cannot add user {name!r}: {exc}") from None
-        self._cache.clear()
+        self._own_change()
         return Account(name, self.realm, now, self.algorithms, admin=admin)
 
     def set_password(self, name: str, password: str) -> None:
@@ -114,7 +130,7 @@ class AccountStore:
                 )
         except sqlite3.Error as exc:
             raise AccountError(f"cannot change the password of {name!r}: {exc}") from None
-        self._cache.clear()
+        self._own_change()
 
     def set_locked(self, name: str, locked: bool) -> None:
         """Lock (every login refused) or unlock an account."""
@@ -122,7 +138,7 @@ class AccountStore:
             count = self._db.execute("UPDATE accounts SET locked = ? WHERE name = ?", (int(locked), name)).rowcount
         except sqlite3.Error as exc:
             raise AccountError(f"cannot {'lock' if locked else 'unlock'} {name!r}: {exc}") from None
-        self._cache.clear()
+        self._own_change()
         if count == 0:
             raise AccountError(f"no such user {name!r}")
 
@@ -158,7 +174,7 @@ class AccountStore:
                         [(name, alg, compute_ha1(name, self.realm, password, alg)) for alg in self.algorithms])
         except sqlite3.Error as exc:
             raise AccountError(f"cannot import users: {exc}") from None
-        self._cache.clear()
+        self._own_change()
         return len(users)
 
     def remove(self, name: str) -> None:
@@ -169,7 +185,7 @@ class AccountStore:
                 count = self._db.execute("DELETE FROM accounts WHERE name = ?", (name,)).rowcount
         except sqlite3.Error as exc:
             raise AccountError(f"cannot remove user {name!r}: {exc}") from None
-        self._cache.clear()
+        self._own_change()
         if count == 0:
             raise AccountError(f"no such user {name!r}")
 

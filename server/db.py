@@ -225,6 +225,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             info       BLOB NOT NULL
         )""",
     )),
+    Migration(10, "a count of the changes to the accounts (server/accounts.py keeps its cache while other tables "
+                  "change)", (
+        """CREATE TABLE accounts_changes (
+            id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+            n  INTEGER NOT NULL
+        )""",
+        "INSERT INTO accounts_changes (id, n) VALUES (1, 0)",
+        *(f"""CREATE TRIGGER accounts_changes_{table}_{event.lower()} AFTER {event} ON {table}
+              BEGIN UPDATE accounts_changes SET n = n + 1 WHERE id = 1; END"""
+          for table in ("accounts", "account_ha1") for event in ("INSERT", "UPDATE", "DELETE")),
+    )),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

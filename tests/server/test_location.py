@@ -60,3 +60,38 @@ def test_account_store(tmp_path: Path) -> None:
         store.remove("alice")
     store.close()
     other.close()
+
+
+def test_account_cache_survives_other_tables_and_follows_account_changes(tmp_path: Path) -> None:
+    # The server's other connections commit all the time (reservations on every answered call, registrations every
+    # second): that must not drop the cache of HA1s (a database query per login otherwise), while an account
+    # changed by another connection (the CLI) is seen at the next lookup.
+    from gamesdk.sip.digest import compute_ha1
+    from server.db import open_region_db
+
+    path = tmp_path / "r.db"
+    store = AccountStore(path, "r.test", ("MD5",))
+    store.add("alice", "pw", now=1.0)
+    assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "pw", "MD5")
+    queries: list[str] = []
+    store._db.set_trace_callback(queries.append)
+    writer = open_region_db(path)
+    writer.execute("INSERT INTO server_secrets (name, value) VALUES ('x', x'00')")
+    store._version_checked_at = float("-inf")  # asked at most once a millisecond: ask now
+    assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "pw", "MD5") and store.exists("alice")
+    assert not [q for q in queries if "account_ha1" in q], queries
+    cli = AccountStore(path, "r.test", ("MD5",))
+    cli.set_password("alice", "new")
+    store._version_checked_at = float("-inf")
+    assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "new", "MD5")
+    cli.set_locked("alice", True)
+    store._version_checked_at = float("-inf")
+    assert store.ha1("alice", "MD5") is None and not store.exists("alice")
+    cli.remove("alice")
+    cli.add("alice", "again", now=2.0)
+    store._version_checked_at = float("-inf")
+    assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "again", "MD5")
+    for conn in (writer,):
+        conn.close()
+    store.close()
+    cli.close()
