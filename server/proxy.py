@@ -694,6 +694,12 @@ class ProxyCore(TransactionSide):
             self.stats.acks_dropped += 1
             log.debug("proxy: ACK from %s:%d dropped: Max-Forwards 0", *source)
             return
+        if request.call_id not in self._dialogs:
+            # Not within a call set up here (the ACK of every challenge): dropped before any routing, which
+            # :meth:`_may_relay` would refuse anyway.
+            self.stats.acks_dropped += 1
+            log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
+            return
         routes, route_popped = self._routes(request)
         try:
             target = self._resolve(request, request.request_uri, routes, out_of_dialog=False, now=now)
