@@ -18,12 +18,14 @@ import re
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gamesdk.sip.digest import compute_response
+from server import cli
 from server.accounts import AccountStore
 from server.config import load_config
 from server.db import open_region_db
@@ -118,10 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--persist-every", type=int, default=1_000,
                     help="write the bindings' changes every this many logins (the driver: every second)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--default-gc", action="store_true",
+                    help="keep CPython's collector thresholds (by default the server's, server.cli.serving_gc)")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-registrar-") as tmp:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-registrar-"))
         node, accounts, store, realm = setup(Path(tmp), args.users)
+        serving_gc = getattr(cli, "serving_gc", None)  # absent in trees from before it (for comparisons)
+        if not args.default_gc and serving_gc is not None:
+            stack.enter_context(serving_gc())
         run(node, store, realm, logins=args.users, users=args.users, persist_every=args.persist_every)  # warm-up
         if args.profile:
             import cProfile
