@@ -9,6 +9,7 @@ written to the region database on the 2xx), so the path has digest and policy as
 call has its own Call-ID, tags and branches; the server's timers run between calls as the driver would run them.
 Only the server's calls are timed (process CPU time); the callee's answers are built outside. What the socket
 loop adds (recvfrom, sendto, the event loop) is bench_server.py's figure minus this one.
+bench/bench_proxy_path.py measures the same flow through the proxy without the policy (the test kit's node).
 
     python bench/bench_proxy.py --calls 2000
     python bench/bench_proxy.py --profile        # cProfile of the same loop
