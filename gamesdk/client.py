@@ -51,6 +51,7 @@ from gamesdk.io.player_sockets import PlayerSockets, channel_config_for
 from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.negotiation import Acceptable, Requirements
 from gamesdk.session.agent import CallState, UserAgent
+from gamesdk.session.core import LOGOUT_PUBLISH_WAIT_S
 from gamesdk.session.terms import OfferRequirements, make_terms
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.pidf import PresenceStatus
@@ -371,7 +372,12 @@ class GameClient:
         return event
 
     async def logout(self, timeout_s: float = 5.0) -> None:
-        """Unregister (``Expires: 0``)."""
+        """Unregister (``Expires: 0``).
+
+        The REGISTER leaves once the ``terminated`` PUBLISHes of ended sessions are answered (at most
+        ``LOGOUT_PUBLISH_WAIT_S``, 4 s, later), so the region bills each session by how it ended; then
+        ``timeout_s`` for the region's answer.
+        """
         if self._core is None:
             return
         loop = asyncio.get_running_loop()
@@ -379,7 +385,7 @@ class GameClient:
         self._core.agent.unregister(loop.time())
         self._pump()
         try:
-            await asyncio.wait_for(self._login, timeout_s)
+            await asyncio.wait_for(self._login, timeout_s + LOGOUT_PUBLISH_WAIT_S)
         except TimeoutError:
             log.info("logout: no answer from the server")
 

@@ -135,3 +135,5 @@ class Pending:
     #: times (``attempt`` counts them), so the server bills what really happened.
     publish_state: DialogState | None = None
     attempt: int = 0
+    #: The transaction got its final answer or gave up (it lingers a while longer to absorb retransmissions).
+    settled: bool = False

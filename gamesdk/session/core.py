@@ -74,6 +74,12 @@ PUBLISH_ATTEMPTS = 5
 #: The first wait before sending it again (doubling), unless the server said ``Retry-After``; and the longest.
 PUBLISH_RETRY_S = 1.0
 PUBLISH_RETRY_MAX_S = 8.0
+#: How long a logout waits at most for the ``terminated`` PUBLISHes still in flight (a retransmission, a 401, a
+#: 503 and its Retry-After) to get a final answer before the ``Expires: 0`` REGISTER leaves. The server releases
+#: a player's reservations when the registration ends and bills them ``reg-expired``; a de-registration that
+#: overtakes the ``terminated`` would bill a game that ended with a BYE as a lost registration. 4 s covers a
+#: 503 with ``Retry-After: 1`` and the doubling resend after it (PUBLISH_RETRY_S) plus a lost datagram or two.
+LOGOUT_PUBLISH_WAIT_S = 4.0
 
 
 class PathProvider(Protocol):
@@ -193,14 +199,39 @@ class AgentCore:
         """Log in: REGISTER our contact with the regional server (answers a digest challenge itself)."""
         reg = self._registration
         reg.unregistering = False
+        self._timers.pop("logout", None)
         reg.expires = self.config.register_expires_s
         self._send_register(now, reg.expires, self._credentials.cached(401, "REGISTER", reg.registrar))
 
     def unregister(self, now: float) -> None:
-        """Log out: REGISTER with ``Expires: 0``."""
+        """Log out: REGISTER with ``Expires: 0``.
+
+        The REGISTER leaves once every ``terminated`` PUBLISH in flight got its final answer (or gave up), at most
+        :data:`LOGOUT_PUBLISH_WAIT_S` later: the server bills an ended session by its true end (``bye-local``,
+        ``bye-remote``), not as a registration that ended under it (``reg-expired``)."""
         self._registration.unregistering = True
         self._timers.pop("register", None)
+        if self._terminations_in_flight():
+            self._timers["logout"] = now + LOGOUT_PUBLISH_WAIT_S
+            return
+        self._send_logout(now)
+
+    def _send_logout(self, now: float) -> None:
+        self._timers.pop("logout", None)
         self._send_register(now, 0, self._credentials.cached(401, "REGISTER", self._registration.registrar))
+
+    def _terminations_in_flight(self) -> bool:
+        """True while a ``terminated`` PUBLISH waits for its answer or for its next attempt."""
+        if any(p.purpose == "publish" and p.publish_state is DialogState.TERMINATED and not p.settled
+               for p in self._pending.values()):
+            return True
+        return any(p.publish_state is DialogState.TERMINATED for _, _, p in self._republish)
+
+    def _logout_when_published(self, now: float) -> None:
+        """Send the waiting logout once no ``terminated`` PUBLISH is in flight any more (or the wait is over)."""
+        due = self._timers.get("logout")
+        if due is not None and (due <= now or not self._terminations_in_flight()):
+            self._send_logout(now)
 
     def end(self, call_id: str, now: float, *, reason: str | None = None, cause: int | None = None,
             peer_silent: bool = False) -> None:
@@ -243,6 +274,7 @@ class AgentCore:
             return
         if isinstance(message, Response):
             self._receive_response(message, now)
+            self._logout_when_published(now)
         else:
             self._receive_request(message, addr, now)
 
@@ -290,6 +322,7 @@ class AgentCore:
             self._keepalive_timer(self.keepalive, now)
         while self._republish and self._republish[0][0] <= now:
             self._send_republish(heapq.heappop(self._republish)[2], now)
+        self._logout_when_published(now)
         for key in [k for k, t in self._timers.items() if k.startswith("watch ") and t <= now]:
             del self._timers[key]
             watch = self._watches.get(key[6:])
@@ -741,6 +774,8 @@ class AgentCore:
     def _transaction_event(self, pending: Pending, event: TransactionEvent, now: float) -> None:
         if isinstance(event, ResponseReceived):
             resp = event.response
+            if resp.status >= 200:
+                pending.settled = True
             if pending.purpose == "invite":
                 call = self._calls.get(pending.call_id or "")
                 if call is not None:
@@ -760,6 +795,7 @@ class AgentCore:
                     self._finish(call, now)
             return
         if isinstance(event, (TransactionTimedOut, TransportFailed)):
+            pending.settled = True
             why = "timed out" if isinstance(event, TransactionTimedOut) else event.reason
             if pending.purpose == "invite":
                 call = self._calls.get(pending.call_id or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from agent_kit import (
@@ -17,6 +18,7 @@ from agent_kit import (
     responses,
 )
 
+from gamesdk.address import Address
 from gamesdk.channel.config import ChannelParams
 from gamesdk.events import (
     InviteCancelled,
@@ -27,9 +29,14 @@ from gamesdk.events import (
     SessionEnded,
     SessionEstablished,
     SessionFailed,
+    Unregistered,
 )
 from gamesdk.session.agent import CallState, UserAgent
+from gamesdk.session.core import LOGOUT_PUBLISH_WAIT_S
 from gamesdk.sip.dialog_info import parse_dialog_info_untrusted
+from gamesdk.sip.message import Request, Response
+from gamesdk.sip.parser import parse_message_untrusted
+from server.policy.cli_support import billing_rows
 
 
 def logged_in(tmp: Path) -> tuple[Net, UserAgent, UserAgent]:
@@ -172,3 +179,73 @@ def test_second_invitation_carries_credentials_at_once(tmp_path: Path) -> None:
     credentials = invites[0].headers.get("Proxy-Authorization") or ""
     assert 'uri="sip:bob@na.gamesdk.test"' in credentials
     assert [type(e) for e in net.take(BOB)] == [InviteReceived]
+
+
+def established(tmp: Path) -> tuple[Net, UserAgent, UserAgent, str]:
+    net, alice, bob, call_id = invited(tmp)
+    bob.accept(call_id, net.now)
+    assert of_type(net.take(ALICE), SessionEstablished) and of_type(net.take(BOB), SessionEstablished)
+    net.run(5)
+    return net, alice, bob, call_id
+
+
+def lose_first_terminated_publish() -> Callable[[Address, Address, Request | Response], bool]:
+    """A drop rule: alice's first ``terminated`` PUBLISH to eu is lost on the wire (its retransmission is not)."""
+    lost: list[Request] = []
+
+    def drop(src: Address, dst: Address, message: Request | Response) -> bool:
+        if lost or src != ALICE or dst != EU_SERVER or not isinstance(message, Request) or message.method != "PUBLISH":
+            return False
+        if parse_dialog_info_untrusted(message.body).dialogs[0].state.value != "terminated":
+            return False
+        lost.append(message)
+        return True
+
+    return drop
+
+
+def test_logout_right_after_the_hang_up_bills_the_bye_not_the_registration(tmp_path: Path) -> None:
+    """The game ends and the player logs out at once (a client closing): the ``terminated`` PUBLISH is lost once
+    and retransmitted, so the logout's REGISTER would reach the region first, which then ends the reservation
+    as a registration gone (``reg-expired``). The SDK holds the logout until the PUBLISH is answered."""
+    net, alice, _bob, call_id = established(tmp_path)
+    net.drop = lose_first_terminated_publish()
+    count = len(net.log)
+    alice.end(call_id, net.now, reason="game over")
+    alice.unregister(net.now)
+    net.run(10)
+    assert [type(e) for e in net.take(ALICE)] == [SessionEnded, Unregistered]
+    rows = {r.player: r for r in billing_rows(tmp_path / "eu.sqlite3")}
+    assert rows["sip:alice@eu.gamesdk.test"].end_reason == "bye-local"
+    assert [r.end_reason for r in billing_rows(tmp_path / "na.sqlite3")] == ["bye-remote"]
+    # alice -> eu from the hang-up on, and eu's answers: the PUBLISH (lost once, retransmitted) is answered
+    # before the logout's REGISTER leaves
+    wire = [parse_message_untrusted(data) for s, d, data in net.log[count:] if {s, d} == {EU_SERVER, ALICE}]
+    seen = [f"{m.method} {'terminated' if b'terminated' in m.body else ''}".strip() if isinstance(m, Request)
+            else f"{m.status} {m.cseq.method}" for m in wire]
+    assert seen[:3] == ["PUBLISH terminated", "PUBLISH terminated", "200 PUBLISH"], seen
+    assert seen[3:].count("REGISTER") >= 1 and "REGISTER" not in seen[:3], seen
+
+
+def test_logout_waits_for_the_terminated_publish_only_so_long(tmp_path: Path) -> None:
+    """A region that never answers the ``terminated`` PUBLISH does not keep the player logged in: the logout
+    leaves at most LOGOUT_PUBLISH_WAIT_S later."""
+    net, alice, _bob, call_id = established(tmp_path)
+    net.drop = lambda src, dst, m: src == ALICE and isinstance(m, Request) and m.method == "PUBLISH"
+    alice.end(call_id, net.now, reason="game over")
+    start = net.now
+    alice.unregister(net.now)
+    net.flush()
+    assert not any(data.startswith(b"REGISTER") for s, d, data in net.log if s == ALICE and d == EU_SERVER
+                   and data.find(b"Expires: 0") >= 0)
+    net.run(LOGOUT_PUBLISH_WAIT_S - 0.5)
+    assert not [e for e in net.take(ALICE) if isinstance(e, Unregistered)]
+    net.run(1.0)
+    assert [type(e) for e in net.take(ALICE)][-1:] == [Unregistered]
+    assert net.now - start <= LOGOUT_PUBLISH_WAIT_S + 0.5
+
+
+def test_logout_without_a_session_ending_is_sent_at_once(tmp_path: Path) -> None:
+    net, alice, _bob = logged_in(tmp_path)
+    alice.unregister(net.now)
+    assert [type(e) for e in net.take(ALICE)] == [Unregistered]
