@@ -75,6 +75,9 @@ def invite_request_from_args(args: argparse.Namespace, peer: str) -> InviteReque
 #: b=AS of the offer: what each side receives. The host's 60 Hz snapshots take about 72 kbit/s on the wire;
 #: 96 leaves room for retransmitted inputs and score events.
 RECEIVE_KBPS = 96
+#: How long ``shutdown`` waits at most for the hang-up and the logout to be answered: the channel's linger (1 s)
+#: plus the SDK's bounded wait for the ``terminated`` PUBLISH before it logs out (4 s), plus a margin.
+SHUTDOWN_WAIT_S = 6.0
 
 
 def _local_ip_towards(host: str, port: int) -> str:
@@ -178,10 +181,25 @@ class GamesdkLink:
             self._session.end(time.monotonic(), reason)
 
     def shutdown(self, now: float) -> None:
-        """Log out and release the sockets (after ``close``)."""
+        """Log out and release the sockets (after ``close``).
+
+        The region bills the match by how it ended only if it hears the ``terminated`` PUBLISH before the logout
+        (a registration that ends first ends the reservation as ``reg-expired``): a session still lingering sends
+        its BYE first, and the client is polled until the logout is answered (the SDK holds the logout's REGISTER
+        until the ``terminated`` PUBLISH is answered), at most SHUTDOWN_WAIT_S.
+        """
+        deadline = now + SHUTDOWN_WAIT_S
+        while self._session is not None and self._session.closing and now < deadline:
+            self.client.poll(now)  # the channel's linger: the peer acknowledges the last messages, then the BYE
+            time.sleep(0.01)
+            now = time.monotonic()
         if self.registered:
             self.client.logout(now)
             self.registered = False
+            while self.client.agent.registered and now < deadline:
+                self.client.poll(now)
+                time.sleep(0.01)
+                now = time.monotonic()
         self.client.close(now)
 
     # -- mapping

@@ -214,6 +214,14 @@ class PollingClient:
         self._transmit()
 
     def logout(self, now: float) -> None:
+        """Log out (REGISTER ``Expires: 0``); keep polling until ``Unregistered`` comes out of ``poll``.
+
+        A session whose ``end()`` still lingers sends its BYE now, and the REGISTER leaves once the ``terminated``
+        PUBLISHes of ended sessions are answered (at most 4 s later): the region bills each session by how it
+        ended, not as a registration that ended under it.
+        """
+        for lingering in list(self._lingering.values()):
+            self._bye(lingering, now)
         self._core.agent.unregister(now)
         self._transmit()
 

@@ -19,7 +19,9 @@ from gamesdk.events import (
     SessionEnded,
     SessionEstablished,
     SessionFailed,
+    Unregistered,
 )
+from server.policy.cli_support import billing_rows
 
 
 def test_polling_clients_play_a_session(tmp_path: Path) -> None:
@@ -112,3 +114,51 @@ def test_polling_client_withdraws_an_invitation(tmp_path: Path) -> None:
         bob.decline(call_id or "", time.monotonic())
         alice.close()
         bob.close()
+
+
+def test_logout_during_the_hang_up_linger_bills_the_hang_up(tmp_path: Path) -> None:
+    """The game ends with a last reliable message (``end()`` lingers for its ack before the BYE) and the player
+    logs out in the same frame: the lingering BYE and its ``terminated`` PUBLISH go before the logout, so eu
+    bills the hang-up (bye-local), not a registration that ended under the session (reg-expired)."""
+    with threaded_regions(tmp_path) as (eu, na):
+        alice = PollingClient(ClientConfig(username="alice", password=USERS["eu"]["alice"],
+                                           domain=DOMAINS["eu"], server=eu.address))
+        bob = PollingClient(ClientConfig(username="bob", password=USERS["na"]["bob"],
+                                         domain=DOMAINS["na"], server=na.address))
+        now = time.monotonic()
+        alice.login(now)
+        bob.login(now)
+        logged_in: set[str] = set()
+        call_id = None
+        deadline = now + 20.0
+        while time.monotonic() < deadline and not (call_id in alice.sessions and call_id in bob.sessions):
+            now = time.monotonic()
+            for name, client in (("alice", alice), ("bob", bob)):
+                for event in client.poll(now):
+                    if isinstance(event, Registered):
+                        logged_in.add(name)
+                    elif isinstance(event, InviteReceived):
+                        bob.accept(event.call_id, now)
+            if call_id is None and logged_in == {"alice", "bob"}:
+                call_id = alice.invite("bob@na.gamesdk.test", now, latency_ms=100)
+            time.sleep(0.002)
+        assert call_id in alice.sessions, "no session"
+        session = alice.sessions[call_id]
+        session.send(b"game over", Lane.RELIABLE)
+        session.end(now, "match over")
+        assert session.closing  # waits for bob's ack of the last message
+        alice.logout(now)
+        unregistered = False
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and not unregistered:
+            now = time.monotonic()
+            unregistered = any(isinstance(e, Unregistered) for e in alice.poll(now))
+            bob.poll(now)
+            for bobs in list(bob.sessions.values()):
+                bobs.poll(now)
+            time.sleep(0.002)
+        assert unregistered
+        alice.close()
+        bob.close()
+    rows = billing_rows(tmp_path / "eu.sqlite3")
+    assert [(r.player, r.end_reason) for r in rows] == [("sip:alice@eu.gamesdk.test", "bye-local")]
