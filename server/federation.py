@@ -7,6 +7,12 @@ latency the policy reads (:meth:`FederationTable.rtt_ms`) is the minimum over th
 RFC 9002 section 5.2 keeps ``min_rtt`` to estimate the path without queueing (and BBR a windowed minimum, so a
 route that really got longer shows up once the window has passed). The smoothed round-trip time of RFC 6298
 section 2 (SRTT <- 7/8 SRTT + 1/8 sample) is still kept, for monitoring only.
+
+A sample is timed at arrival, and without the peer's own wait: the driver hands the kernel's receive time of the
+answer (``received_at``; the answer may wait in our socket behind a batch of other datagrams, 460 ms seen with two
+CPU hogs), and each ping carries a ``Timestamp`` header (RFC 3261 section 20.38) that the peer echoes with the
+time the ping spent with it (section 8.2.6.1: from its arrival to the answer), which is taken off. What remains is
+the path between the two servers' kernels: what the game traffic, which never passes the servers, crosses too.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Headers, Request, Response
 from server.config import PeerConfig
 
-__all__ = ["FederationTable", "PeerState"]
+__all__ = ["FederationTable", "PeerState", "timestamp_echo"]
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +199,10 @@ class FederationTable:
             branch = self.ids.branch()
             peer.pending[branch] = now
             peer.pings_sent += 1
-            out.append((self._ping(peer, branch).to_bytes(), peer.address))
+            out.append((self._ping(peer, branch, now).to_bytes(), peer.address))
         return out
 
-    def _ping(self, peer: PeerState, branch: str) -> Request:
+    def _ping(self, peer: PeerState, branch: str, now: float) -> Request:
         self._cseq += 1
         headers = Headers([
             ("Via", f"SIP/2.0/UDP {self.via_host}:{self.via_port};branch={branch}"),
@@ -206,11 +212,16 @@ class FederationTable:
             ("Call-ID", self.ids.call_id()),
             ("CSeq", f"{self._cseq} OPTIONS"),
             ("Accept", "application/sdp"),
+            # RFC 3261 section 8.2.6.1: the peer echoes it with the time the ping spent with it
+            ("Timestamp", f"{now:.3f}"),
         ])
         return Request("OPTIONS", f"sip:{peer.domain}", headers)
 
-    def handle_response(self, response: Response, now: float) -> bool:
-        """Take the answer to one of our pings; False if it is not one."""
+    def handle_response(self, response: Response, now: float, *, received_at: float | None = None) -> bool:
+        """Take the answer to one of our pings; False if it is not one.
+
+        ``received_at``: when the answer arrived (the kernel's receive time, same clock as ``now``), if the
+        driver knows it; the round trip is timed to it rather than to ``now``, when it was read."""
         try:
             branch = response.top_via.branch
         except RemoteProtocolError:  # a malformed Via simply is not one of ours
@@ -221,7 +232,8 @@ class FederationTable:
             sent_at = peer.pending.pop(branch, None)
             if sent_at is None:
                 continue
-            sample = max(0.0, now - sent_at)
+            arrived = now if received_at is None or not sent_at <= received_at <= now else received_at
+            sample = max(0.0, arrived - sent_at - _peer_delay(response, arrived - sent_at))
             peer.add_sample(sample, now)
             peer.last_answer_at = now
             peer.answers += 1
@@ -230,3 +242,31 @@ class FederationTable:
             peer.missed_in_a_row = 0
             return True
         return False
+
+
+def _peer_delay(response: Response, rtt: float) -> float:
+    """The delay the peer added to our ``Timestamp`` (RFC 3261 section 20.38: ``Timestamp: value [delay]``), in
+    seconds, at most the round trip itself; 0 when it reported none or something that is no delay."""
+    value = response.headers.get("Timestamp")
+    if value is None:
+        return 0.0
+    parts = value.split()
+    if len(parts) != 2 or not _is_decimal(parts[1]):
+        return 0.0
+    return min(float(parts[1]), rtt)
+
+
+def _is_decimal(text: str) -> bool:
+    """``1*DIGIT [ "." *DIGIT ]`` (RFC 3261 section 25.1, delay), ASCII digits only, of a sane length."""
+    whole, _, fraction = text.partition(".")
+    return 0 < len(text) <= 20 and whole.isascii() and whole.isdigit() and (
+        not fraction or (fraction.isascii() and fraction.isdigit()))
+
+
+def timestamp_echo(value: str, delay_s: float) -> str | None:
+    """The ``Timestamp`` of an answer to a request that carried ``value`` (RFC 3261 section 8.2.6.1): the value
+    as it came, and the time the request spent with us; None when the value is not a timestamp."""
+    parts = value.split()
+    if not parts or len(parts) > 2 or not _is_decimal(parts[0]):
+        return None
+    return f"{parts[0]} {max(0.0, delay_s):.6f}"

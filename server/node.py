@@ -39,7 +39,7 @@ from gamesdk.sip.transaction import TransactionState
 from gamesdk.sip.uri import NameAddr, SipUri
 from server.auth import Authenticated, FailureThrottle, LoginFlow
 from server.config import PeerConfig, ServerConfig
-from server.federation import FederationTable
+from server.federation import FederationTable, timestamp_echo
 from server.hooks import NullPolicy, PolicyHooks, PolicyQuery, QueryAnswer
 from server.location import Binding, LocationService, is_ip_literal
 from server.loglimit import clip
@@ -173,6 +173,8 @@ class RegionalServer:
         self.flows: FlowInfo | None = None
         # Answers held back by the authentication throttle: (when, seq, data, addr).
         self._delayed: list[tuple[float, int, bytes, Address]] = []
+        #: The arrival time of the datagram being handled, when the driver knows it (OPTIONS only).
+        self._received_at: float | None = None
         self._delayed_seq = 0
         #: Set by :meth:`drain`: new requests get 503 + Retry-After, transactions under way finish.
         self.draining = False
@@ -314,10 +316,15 @@ class RegionalServer:
         if query is not None:
             self.queries.append(query)
 
-    def handle_datagram(self, data: bytes, addr: Address, now: float) -> Datagrams:
-        """Process one received datagram; returns the datagrams to send."""
+    def handle_datagram(self, data: bytes, addr: Address, now: float, *,
+                        received_at: float | None = None) -> Datagrams:
+        """Process one received datagram; returns the datagrams to send.
+
+        ``received_at``: when it arrived, if the driver knows (the kernel's receive time, on ``now``'s clock; the
+        driver asks for OPTIONS only): pings are timed to it, not to the moment they were read after others."""
         out: Datagrams = []
         self.stats.datagrams_in += 1
+        self._received_at = received_at
         try:
             self._handle(data, addr, now, out)
             if self.notices.outbox:
@@ -427,7 +434,7 @@ class RegionalServer:
     def _on_response(self, response: Response, addr: Address, now: float, out: Datagrams) -> None:
         try:
             method = response.cseq.method
-            if method == "OPTIONS" and self.federation.handle_response(response, now):
+            if method == "OPTIONS" and self.federation.handle_response(response, now, received_at=self._received_at):
                 return
             if method == "REFER" and self.refers.handle_response(response, addr, now):
                 return
@@ -579,6 +586,14 @@ class RegionalServer:
                 ("Allow", ALLOW),
                 ("Accept", "application/sdp, application/dialog-info+xml"),
             ])
+            stamp = request.headers.get("Timestamp")
+            if stamp is not None:
+                # RFC 3261 section 8.2.6.1: echoed with the time the ping spent here since it arrived, which the
+                # pinging region takes off its round trip (our queue is not the path between the regions)
+                arrived = self._received_at
+                echo = timestamp_echo(stamp, 0.0 if arrived is None else now - arrived)
+                if echo is not None:
+                    response.headers.add("Timestamp", echo)
         elif method == "SUBSCRIBE":
             response = self._subscribe(request, addr, now, after)
             verified = response.status == 200  # challenges and refusals go out statelessly, within the limits

@@ -3,14 +3,18 @@ min_rtt idea), so queueing in a busy server does not read as a longer path."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from server_kit import make_node
 
 from gamesdk.sip.ids import SequentialIdFactory
-from gamesdk.sip.message import Response, response_for
+from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from server.config import ListenAddress, PeerConfig
-from server.federation import MIN_RTT_WINDOW_S, FederationTable, PeerState
+from server.federation import MIN_RTT_WINDOW_S, FederationTable, PeerState, timestamp_echo
 
 NA = ("127.0.0.1", 5062)
 
@@ -69,3 +73,85 @@ def test_windowed_minimum_matches_a_plain_scan(steps: list[tuple[float, float]])
         expected = min(s for t, s in seen if t >= now - MIN_RTT_WINDOW_S)
         assert peer.min_rtt_s == expected
         assert peer.last_rtt_s == sample
+
+
+def _ping(table: FederationTable, sent: float) -> Request:
+    (data, dest), = table.handle_timer(sent)
+    assert dest == NA
+    ping = parse_message_untrusted(data)
+    assert isinstance(ping, Request)
+    return ping
+
+
+def _answer(ping: Request, timestamp: str | None) -> Response:
+    extra = [] if timestamp is None else [("Timestamp", timestamp)]
+    answer = parse_message_untrusted(response_for(ping, 200, to_tag="na", extra=extra).to_bytes())
+    assert isinstance(answer, Response)
+    return answer
+
+
+def test_the_ping_is_timed_at_its_arrival_not_when_it_was_read() -> None:
+    """The answer waited 400 ms in our socket behind other datagrams (a busy loop): the path took 3 ms."""
+    table = _table()
+    ping = _ping(table, 100.0)
+    assert table.handle_response(_answer(ping, None), 100.403, received_at=100.003)
+    assert table.rtt_ms("na.gamesdk.test") == pytest.approx(3.0)
+
+
+def test_the_time_the_ping_spent_with_the_peer_is_taken_off() -> None:
+    """RFC 3261 section 8.2.6.1: the ping carries a Timestamp, the peer echoes it with its delay (its queue)."""
+    table = _table()
+    ping = _ping(table, 100.0)
+    stamp = ping.headers.get("Timestamp")
+    assert stamp is not None and float(stamp) == 100.0
+    assert table.handle_response(_answer(ping, f"{stamp} 0.075"), 100.080)
+    assert table.rtt_ms("na.gamesdk.test") == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("echo", ["100.0 abc", "100.0 -0.075", "100.0 ０.075", "100.0 0.075 1", "", "100.0 1e3",
+                                  "100.0 " + "9" * 30])
+def test_a_peer_delay_that_is_not_one_counts_as_none(echo: str) -> None:
+    table = _table()
+    ping = _ping(table, 100.0)
+    assert table.handle_response(_answer(ping, echo), 100.080)
+    assert table.rtt_ms("na.gamesdk.test") == pytest.approx(80.0)
+
+
+def test_a_peer_delay_longer_than_the_round_trip_gives_zero_not_less() -> None:
+    table = _table()
+    ping = _ping(table, 100.0)
+    assert table.handle_response(_answer(ping, "100.0 5"), 100.080)
+    assert table.rtt_ms("na.gamesdk.test") == 0.0
+
+
+def test_an_arrival_time_outside_the_ping_s_life_is_not_used() -> None:
+    """A kernel time from before the ping left (another datagram's, a clock step) or from the future: ``now``."""
+    for received_at in (99.0, 101.0):
+        table = _table()
+        ping = _ping(table, 100.0)
+        assert table.handle_response(_answer(ping, None), 100.080, received_at=received_at)
+        assert table.rtt_ms("na.gamesdk.test") == pytest.approx(80.0)
+
+
+@pytest.mark.parametrize(("value", "delay", "echo"), [("12.5", 0.03, "12.5 0.030000"), ("7", 0.0, "7 0.000000"),
+                                                      ("12.5 0.2", 0.001, "12.5 0.001000"), ("12.5", -1.0, "12.5 0.000000"),
+                                                      ("abc", 0.03, None), ("", 0.03, None), ("1 2 3", 0.0, None),
+                                                      ("１２", 0.0, None)])
+def test_timestamp_echo(value: str, delay: float, echo: str | None) -> None:
+    assert timestamp_echo(value, delay) == echo
+
+
+@pytest.mark.parametrize(("stamp", "received_at", "echo"), [("54.25", 99.97, "54.25 0.030000"),
+                                                            ("54.25", None, "54.25 0.000000"),
+                                                            ("abc", 99.97, None), (None, 99.97, None)])
+def test_the_node_answers_a_ping_with_the_time_it_held_it(tmp_path: Path, stamp: str | None,
+                                                          received_at: float | None, echo: str | None) -> None:
+    node = make_node("eu", 5060, 5062, tmp_path, {})
+    extra = "" if stamp is None else f"Timestamp: {stamp}\r\n"
+    ping = (f"OPTIONS sip:eu.gamesdk.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-p1\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:ping@na.gamesdk.test>;tag=n1\r\nTo: <sip:eu.gamesdk.test>\r\n"
+            f"Call-ID: p1@na\r\nCSeq: 1 OPTIONS\r\n{extra}Content-Length: 0\r\n\r\n").encode()
+    [(data, dest)] = node.handle_datagram(ping, NA, 100.0, received_at=received_at)
+    answer = parse_message_untrusted(data)
+    assert dest == NA and isinstance(answer, Response) and answer.status == 200
+    assert answer.headers.get("Timestamp") == echo

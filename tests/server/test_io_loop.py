@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from server_kit import EXAMPLES
 
+from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from server.config import load_config
 from server.io import READ_BATCH, EmbeddedServer
@@ -71,3 +75,96 @@ def test_a_burst_is_read_in_batches_on_the_selector_loop(tmp_path: Path) -> None
     assert batched >= min(PINGS, READ_BATCH) - 1
     # One timer re-arm per batch, not per datagram.
     assert rearms < PINGS // 4
+
+
+def _loop_factories() -> list[Callable[[], asyncio.AbstractEventLoop]]:
+    factories: list[Callable[[], asyncio.AbstractEventLoop]] = [asyncio.SelectorEventLoop]
+    try:
+        import uvloop
+    except ImportError:  # the fast extra is not installed: the selector loop alone
+        return factories
+    return [*factories, uvloop.new_event_loop]
+
+
+async def _receive(sock: socket.socket, bound_s: float = 20.0) -> bytes:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound_s
+    while loop.time() < deadline:
+        try:
+            return sock.recv(65535)
+        except BlockingIOError:
+            await asyncio.sleep(0.005)
+    raise AssertionError("nothing arrived")
+
+
+#: How long the tests keep the server's loop off its socket (a busy server), against a round trip of about 1 ms.
+BUSY_S = 1.5
+
+
+async def _ping_answered_while_busy(tmp_path: Path) -> float | None:
+    """na is a plain socket: it answers eu's ping at once, then eu's loop stays busy BUSY_S before it reads."""
+    config = dataclasses.replace(load_config(EXAMPLES / "eu.toml"), database=tmp_path / "eu.sqlite3")
+    server = EmbeddedServer(config, port=0, policy=False)
+    await server.start()
+    na = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    na.bind(("127.0.0.1", 0))
+    na.setblocking(False)
+    try:
+        server.set_peer("na.gamesdk.test", na.getsockname())
+        ping = parse_message_untrusted(await _receive(na))
+        assert isinstance(ping, Request) and ping.method == "OPTIONS"
+        na.sendto(response_for(ping, 200, to_tag="na").to_bytes(), server.address)
+        time.sleep(BUSY_S)  # noqa: ASYNC251 - on purpose: the answer waits in eu's socket (the loop is busy)
+        assert server.node is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while server.node.federation.rtt_ms("na.gamesdk.test") is None and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        return server.node.federation.rtt_ms("na.gamesdk.test")
+    finally:
+        na.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize("factory", _loop_factories())
+def test_a_ping_answer_is_timed_at_its_arrival_not_after_the_busy_loop_read_it(
+        tmp_path: Path, factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    with asyncio.Runner(loop_factory=factory) as runner:
+        transit = runner.run(_ping_answered_while_busy(tmp_path))
+    # the kernel's receive time of the answer, not the moment the loop read it: the transit the policy adds to
+    # the latency budget is the path's, not the BUSY_S the answer waited in the socket
+    assert transit is not None and transit < BUSY_S * 1000 / 2
+
+
+async def _ping_the_busy_server(tmp_path: Path) -> Response:
+    """A peer pings eu with a Timestamp while eu's loop is busy BUSY_S: eu's answer says how long it held it."""
+    config = dataclasses.replace(load_config(EXAMPLES / "eu.toml"), database=tmp_path / "eu.sqlite3")
+    server = EmbeddedServer(config, port=0, policy=False)
+    await server.start()
+    na = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    na.bind(("127.0.0.1", 0))
+    na.setblocking(False)
+    try:
+        await asyncio.sleep(0.05)  # the server's own start-up pings go out first
+        ping = _options(1, na.getsockname()[1]).replace(b"Content-Length: 0", b"Timestamp: 54.25\r\nContent-Length: 0")
+        na.sendto(ping, server.address)
+        time.sleep(BUSY_S)  # noqa: ASYNC251 - on purpose: eu's loop is busy, the ping waits in its socket
+        while True:
+            answer = parse_message_untrusted(await _receive(na))
+            if isinstance(answer, Response):
+                return answer
+    finally:
+        na.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize("factory", _loop_factories())
+def test_a_ping_s_answer_reports_the_time_it_waited_in_the_busy_server(
+        tmp_path: Path, factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    with asyncio.Runner(loop_factory=factory) as runner:
+        answer = runner.run(_ping_the_busy_server(tmp_path))
+    assert answer.status == 200
+    echo = answer.headers.get("Timestamp")
+    # RFC 3261 section 8.2.6.1: the value as sent, and the delay since the ping arrived (at least the busy time)
+    assert echo is not None and echo.split()[0] == "54.25", echo
+    assert float(echo.split()[1]) >= BUSY_S * 0.9
