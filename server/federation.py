@@ -39,6 +39,11 @@ PING_TIMEOUT_S = 5.0
 UNREACHABLE_AFTER = 3
 #: Samples older than this drop out of the path estimate (the minimum): 30 pings at the default 10 s interval.
 MIN_RTT_WINDOW_S = 300.0
+#: Until a peer answered this many pings, it is pinged every STARTUP_INTERVAL_S (if that is sooner than the
+#: configured interval): at start-up the minimum is over one sample, and one answered late (a busy start, the
+#: sender preempted between timing and sending it) would hold for a whole interval, refusing calls with 580.
+STARTUP_PINGS = 3
+STARTUP_INTERVAL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -186,7 +191,8 @@ class FederationTable:
         """Send the due pings; returns the datagrams."""
         if self._next_ping is None or now < self._next_ping:
             return []
-        self._next_ping = now + self.interval_s
+        starting = any(p.answers < STARTUP_PINGS for p in self._by_domain.values())
+        self._next_ping = now + (min(self.interval_s, STARTUP_INTERVAL_S) if starting else self.interval_s)
         out: list[tuple[bytes, Address]] = []
         for peer in self._by_domain.values():
             for branch, sent_at in list(peer.pending.items()):

@@ -155,3 +155,26 @@ def test_the_node_answers_a_ping_with_the_time_it_held_it(tmp_path: Path, stamp:
     answer = parse_message_untrusted(data)
     assert dest == NA and isinstance(answer, Response) and answer.status == 200
     assert answer.headers.get("Timestamp") == echo
+
+
+def test_a_new_peer_is_pinged_every_second_until_it_answered_three_pings() -> None:
+    """One late answer at start-up would otherwise be the whole estimate for a full interval (10 s here)."""
+    table = _table()
+    sent = []
+    now = 0.0
+    for _ in range(6):
+        ping = _ping(table, now)
+        sent.append(now)
+        assert table.handle_response(_answer(ping, None), now + (0.060 if now == 0.0 else 0.002))
+        next_ping = table.get_timer()
+        assert next_ping is not None
+        now = next_ping
+    assert sent == [0.0, 1.0, 2.0, 3.0, 13.0, 23.0]
+    assert table.rtt_ms("na.gamesdk.test") == pytest.approx(2.0)
+
+
+def test_an_unanswered_peer_is_pinged_every_second() -> None:
+    table = _table()
+    for expected in (0.0, 1.0, 2.0):
+        assert table.get_timer() == expected
+        _ping(table, expected)
