@@ -178,3 +178,16 @@ def test_an_unanswered_peer_is_pinged_every_second() -> None:
     for expected in (0.0, 1.0, 2.0):
         assert table.get_timer() == expected
         _ping(table, expected)
+
+
+def test_the_first_ping_to_a_tls_peer_is_not_a_transit_sample() -> None:
+    """It waited for the TCP and TLS handshakes (74 ms seen under load, which refused a call with 580)."""
+    peer = PeerConfig(domain="na.gamesdk.test", address=ListenAddress("tls", *NA))
+    table = FederationTable((peer,), local_domain="eu.gamesdk.test", via_host="127.0.0.1", via_port=5060,
+                            ids=SequentialIdFactory("eu"), interval_s=10.0)
+    assert table.handle_response(_answer(_ping(table, 0.0), None), 0.074)
+    state = table.by_domain("na.gamesdk.test")
+    assert state is not None and state.reachable
+    assert table.rtt_ms("na.gamesdk.test") is None  # unknown: the policy adds no transit yet
+    assert table.handle_response(_answer(_ping(table, 1.0), None), 1.002)
+    assert table.rtt_ms("na.gamesdk.test") == pytest.approx(2.0)
