@@ -115,6 +115,9 @@ class Config:
     hops: int
     memmgr: str = "qm"
     auth: bool = True
+    #: Our eu server with its embedded policy answered on the signalling loop (``EmbeddedServer(policy_thread=
+    #: False)``) instead of on its own thread: the cost of the hand-over, side by side (``--policy-on-loop``).
+    policy_on_loop: bool = False
 
     @property
     def label(self) -> str:
@@ -169,9 +172,18 @@ finally:
 sys.exit(code)
 """
 
+#: Runs the server's CLI with the embedded policy on the signalling loop (no policy thread), for ``ours1-loop``.
+POLICY_ON_LOOP_WRAPPER = """
+import sys
+import server.io
+server.io._run_policy_on_thread = lambda hooks: None
+from server.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
 
 def start_ours(stack: ExitStack, workdir: Path, hops: int, *, auth: bool,
-               profile_eu: Path | None = None) -> tuple[Path_, Any]:
+               profile_eu: Path | None = None, policy_on_loop: bool = False) -> tuple[Path_, Any]:
     """Our regional server(s) and the callee's SIPp, logged in from the port it answers on."""
     eu_port, na_port, uas_port = h.free_udp_ports(3)
     # One OPTIONS ping per hour: the pings measure the transit latency the policy adds to the latency budget,
@@ -204,6 +216,8 @@ def start_ours(stack: ExitStack, workdir: Path, hops: int, *, auth: bool,
     for server in servers:
         if server is eu and profile_eu is not None:
             server.start(python_args=["-c", CPROFILE_WRAPPER, str(profile_eu)])
+        elif server is eu and policy_on_loop:
+            server.start(python_args=["-c", POLICY_ON_LOOP_WRAPPER])
         else:
             server.start()
         stack.callback(server.stop)
@@ -223,7 +237,8 @@ def running_path(cfg: Config, workdir: Path, profile_eu: Path | None = None) -> 
     """Start the callee's SIPp and the proxies of ``cfg``; stop all of them (by PID) on exit."""
     with ExitStack() as stack:
         if cfg.kind == "ours":
-            yield start_ours(stack, workdir, cfg.hops, auth=cfg.auth, profile_eu=profile_eu)
+            yield start_ours(stack, workdir, cfg.hops, auth=cfg.auth, profile_eu=profile_eu,
+                             policy_on_loop=cfg.policy_on_loop)
             return
         (uas_port,) = h.free_udp_ports(1)
         uas = h.start_sipp(SIPP_DIR / "uas_bench.xml", None, workdir=workdir, tag="uas", local_port=uas_port,
@@ -593,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noauth", action="store_true",
                     help="also run every proxy configuration without INVITE authentication")
     ap.add_argument("--profile", action="store_true", help="afterwards profile our eu server with py-spy")
+    ap.add_argument("--policy-on-loop", action="store_true",
+                    help="also run ours1-loop / ours2-loop: eu's embedded policy answered on the signalling loop "
+                         "instead of its own thread (the hand-over's cost, side by side)")
     ap.add_argument("--profile-config", choices=["ours1", "ours2"], default="ours2",
                     help="the path profiled with --profile (default ours2: eu -> na)")
     ap.add_argument("--profile-stats", type=Path, help="also keep the eu server's cProfile stats in this file")
@@ -618,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     for hops in (1, 2):
         configs += [Config(f"kam{hops}-qm", "kam", hops, "qm"), Config(f"kam{hops}-fm", "kam", hops, "fm"),
                     Config(f"ours{hops}", "ours", hops)]
+        if args.policy_on_loop:
+            configs.append(Config(f"ours{hops}-loop", "ours", hops, policy_on_loop=True))
     if args.noauth:
         configs += [dataclasses.replace(c, auth=False) for c in configs
                     if c.kind == "kam" or (c.kind == "ours" and ours_can_skip_invite_auth())]

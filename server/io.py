@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import functools
 import logging
 import os
 import signal
@@ -151,6 +150,10 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self.policy_tasks: set[asyncio.Task[None]] = set()
         #: The socket whose kernel receive times time the OPTIONS pings (None: not available here).
         self._stamp_fd: int | None = None
+        #: Where the embedded policy's thread puts its answers (server/policy/worker.py AnswerInbox), made at the
+        #: first query.
+        self._inbox: Any = None
+        self._inbox_runner: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -275,15 +278,26 @@ class ServerProtocol(asyncio.DatagramProtocol):
 
     def _ask_policy(self) -> None:
         runner = getattr(self.node.hooks, "runner", None)
-        submit = getattr(runner, "submit", None)  # the embedded policy's thread (server/policy/worker.py)
+        submit_many = getattr(runner, "submit_many", None)  # the embedded policy's thread (server/policy/worker.py)
+        if submit_many is not None:
+            # All the queries of this batch handed to the policy thread in one job, with the times their messages
+            # arrived; the answers come back in batches (one wake-up of the loop per batch). What the bounded queue
+            # refuses is answered at once: back-pressure.
+            queries = self.node.take_queries()
+            if not queries:
+                return
+            inbox = self._inbox
+            if inbox is None or self._inbox_runner is not runner:
+                inbox = self._inbox = runner.inbox(self.loop, self._answered_from_thread)  # type: ignore[union-attr]
+                self._inbox_runner = runner
+            now_wall = time.time()
+            items = [(query, query.calls, query.now, query.wall if query.wall is not None else now_wall)
+                     for query in queries]
+            taken = submit_many(items, inbox)
+            for query in queries[taken:]:
+                self._answered(query, QueryAnswer(error="policy service busy"))
+            return
         for query in self.node.take_queries():
-            if submit is not None:
-                # Handed to the policy thread at once, with the time its message arrived; the answer comes back
-                # through call_soon_threadsafe. A full queue is answered at once: back-pressure.
-                wall = query.wall if query.wall is not None else time.time()
-                if not submit(query.calls, query.now, wall, functools.partial(self._from_thread, query)):
-                    self._answered(query, QueryAnswer(error="policy service busy"))
-                continue
             if runner is None or len(self.policy_tasks) >= MAX_POLICY_QUERIES:
                 why = "no policy service configured" if runner is None else "policy service busy"
                 self._answered(query, QueryAnswer(error=why))
@@ -302,13 +316,18 @@ class ServerProtocol(asyncio.DatagramProtocol):
             answer = QueryAnswer(error=f"{type(exc).__name__}: {exc}")
         self._answered(query, answer)
 
-    def _from_thread(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
-        """Called on the policy thread: the answer is handled on the loop."""
-        self.loop.call_soon_threadsafe(self._answered_live, query, answer)
-
-    def _answered_live(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
-        if not self.closed.done():
-            self._answered(query, answer)
+    def _answered_from_thread(self, answers: list[tuple[PolicyQuery[Any], QueryAnswer]]) -> None:
+        """A batch of the policy thread's answers, on the loop: one send per answer, one timer re-arm."""
+        if self.closed.done():
+            return
+        node = self.node
+        for query, answer in answers:
+            out = node.answer_query(query, answer, self.loop.time())
+            if out:
+                self._send(out)
+        if node.queries:  # a finished query may emit more (rare): asked on the next turn
+            self.loop.call_soon(self._ask_policy)
+        self._rearm()
 
     def _answered(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
         out = self.node.answer_query(query, answer, self.loop.time())

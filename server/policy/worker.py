@@ -19,6 +19,11 @@ Rules:
   (``reservations()``, ``capacity()``) as snapshots;
 - **times of the events**: each query carries the loop time and wall time at which its message arrived, so a query
   that waited behind a slow write is recorded at the time the event happened, not when it was processed;
+- **cheap hand-over**: the loop hands all the queries of one batch of datagrams over in one job
+  (:meth:`PolicyWorker.submit_many`), the thread takes every job queued when it wakes up, and the answers go back
+  through an :class:`AnswerInbox`: one wake-up of the loop (``call_soon_threadsafe``) per batch of answers, none
+  while the loop has not yet taken the previous ones; no future or closure per query. Each wake-up of a thread
+  costs a futex call and a GIL hand-off, which cost more than the answer itself;
 - **bounded**: at most ``MAX_QUEUED`` queries wait; beyond that :meth:`submit` refuses at once and the hooks answer
   "policy service busy" (INVITE 503 + ``Retry-After: 1``, PUBLISH 503 + Retry-After, 2xx forwarded with
   ``Warning: 370`` and no token): back-pressure, never an unbounded queue.
@@ -42,12 +47,14 @@ from server.hooks import QueryAnswer
 
 from .queries import PolicyCall, SyncBackend, answer_now
 
-__all__ = ["MAX_QUEUED", "PolicyWorker", "TimedBackend"]
+__all__ = ["MAX_QUEUED", "AnswerInbox", "PolicyWorker", "TimedBackend"]
 
 log = logging.getLogger(__name__)
 
 #: Queries waiting for the policy thread, at most (then back-pressure: see the module docstring).
 MAX_QUEUED = 1024
+#: Jobs the thread takes from the queue per wake-up, at most (its answers then go back to the loop together).
+TAKE_BATCH = 256
 #: After a failing ``handle_timer`` (a bug: the core journals write faults itself), the next try is this much later.
 TIMER_FAULT_BACKOFF_S = 1.0
 
@@ -60,6 +67,50 @@ class TimedBackend(SyncBackend, Protocol):
     def handle_timer(self, now: float) -> Any: ...
 
 
+class AnswerInbox:
+    """Answers handed from the policy thread to the loop in batches: the thread appends them with :meth:`put_many`;
+    the first append after the loop took the previous ones schedules one ``handle(items)`` on the loop
+    (``call_soon_threadsafe``), later appends join that batch. ``handle`` gets ``(key, answer)`` pairs in order.
+
+    The list and the flag are shared by the two threads under a lock; ``handle`` runs on the loop only.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 handle: Callable[[list[tuple[Any, QueryAnswer]]], None]) -> None:
+        self._loop = loop
+        self._handle = handle
+        self._lock = threading.Lock()
+        self._items: list[tuple[Any, QueryAnswer]] = []
+        self._wake_pending = False
+        #: Wake-ups of the loop asked for, and answers delivered (their ratio is the batching at work).
+        self.wakeups = 0
+        self.delivered = 0
+
+    def put_many(self, items: list[tuple[Any, QueryAnswer]]) -> None:
+        """Called on the policy thread. Raises RuntimeError when the loop is closed."""
+        if not items:
+            return
+        with self._lock:
+            self._items.extend(items)
+            if self._wake_pending:
+                return  # the loop has not taken the previous answers yet: these go with them
+            self._wake_pending = True
+            self.wakeups += 1
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            with self._lock:
+                self._wake_pending = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._wake_pending = False
+        self.delivered += len(items)
+        self._handle(items)
+
+
 @dataclass(slots=True)
 class _Job:
     calls: tuple[PolicyCall, ...] = ()
@@ -67,6 +118,11 @@ class _Job:
     wall: float = 0.0
     done: Callable[[QueryAnswer], None] | None = None
     task: Callable[[Any], None] | None = None
+    #: Several queries handed over at once (:meth:`PolicyWorker.submit_many`): (key, calls, now, wall) each, the
+    #: answers go to ``inbox`` as (key, answer).
+    many: list[tuple[Any, tuple[PolicyCall, ...], float, float]] | None = None
+    inbox: AnswerInbox | None = None
+    size: int = 1
 
 
 class PolicyWorker:
@@ -111,6 +167,33 @@ class PolicyWorker:
                 raise TypeError(f"not a policy call: {call!r}")
             checked.append(call)
         return self._put(_Job(calls=tuple(checked), now=now, wall=wall, done=done), bounded=True)
+
+    def submit_many(self, queries: list[tuple[Any, tuple[object, ...], float, float]], inbox: AnswerInbox) -> int:
+        """Queue several queries in one job: ``(key, calls, now, wall)`` each; their answers go to
+        ``inbox.put_many`` as ``(key, answer)``, in order, together with the other answers of the thread's batch.
+        Returns how many were queued: the first ones, as many as the bound leaves room for (none when closing);
+        answer the others as "policy service busy"."""
+        for _, calls, _, _ in queries:
+            for call in calls:
+                if not isinstance(call, PolicyCall):
+                    raise TypeError(f"not a policy call: {call!r}")
+        if not queries:
+            return 0
+        with self._lock:
+            room = 0 if self._closing else max(0, self.max_queued - self._queued)
+            taken = min(room, len(queries))
+            self.refused += len(queries) - taken
+            if not taken:
+                return 0
+            self._queued += taken
+        many = queries if taken == len(queries) else queries[:taken]
+        self._queue.put(_Job(many=many, inbox=inbox, size=taken))  # type: ignore[arg-type]  # checked above
+        return taken
+
+    @staticmethod
+    def inbox(loop: asyncio.AbstractEventLoop, handle: Callable[[list[tuple[Any, QueryAnswer]]], None]) -> AnswerInbox:
+        """An :class:`AnswerInbox` for :meth:`submit_many` (the driver needs no import of this module)."""
+        return AnswerInbox(loop, handle)
 
     def post(self, task: Callable[[Any], None], *, bounded: bool = True) -> bool:
         """Run ``task(policy)`` on the policy thread (a reload, a release nobody waits for). With ``bounded``, refused
@@ -173,24 +256,71 @@ class PolicyWorker:
     def _run(self) -> None:
         timer_at: float | None = None
         get = self._queue.get
+        get_nowait = self._queue.get_nowait
         while True:
             wait = None if timer_at is None else max(0.0, timer_at - self._clock())
             try:
-                job = get(timeout=wait) if wait is None or wait > 0 else self._queue.get_nowait()
+                job = get(timeout=wait) if wait is None or wait > 0 else get_nowait()
             except queue.Empty:
                 job = _IDLE
-            if job is None:
-                return  # closing: everything queued before ran
-            if job is not _IDLE:
-                with self._lock:
-                    self._queued -= 1
-                    self._busy = True
+            if job is _IDLE:
+                timer_at = self._timers()
+                continue
+            # Everything queued now is taken in this wake-up (up to TAKE_BATCH jobs): one GIL hand-off, and the
+            # answers go back to the loop together.
+            jobs: list[_Job] = []
+            stop = False
+            while True:
+                if job is None:
+                    stop = True  # closing: everything queued before it runs first
+                    break
+                jobs.append(job)
+                if len(jobs) >= TAKE_BATCH:
+                    break
                 try:
-                    self._do(job)
-                finally:
-                    with self._lock:
-                        self._busy = False
+                    job = get_nowait()
+                except queue.Empty:
+                    break
+            with self._lock:
+                self._queued -= sum(j.size for j in jobs)
+                self._busy = True
+            try:
+                self._do_batch(jobs)
+            finally:
+                with self._lock:
+                    self._busy = False
+            if stop:
+                return
             timer_at = self._timers()
+
+    def _do_batch(self, jobs: list[_Job]) -> None:
+        outboxes: dict[int, tuple[AnswerInbox, list[tuple[Any, QueryAnswer]]]] = {}
+        for job in jobs:
+            if job.many is None:
+                self._do(job)
+                continue
+            assert job.inbox is not None
+            entry = outboxes.get(id(job.inbox))
+            if entry is None:
+                entry = outboxes[id(job.inbox)] = (job.inbox, [])
+            out = entry[1]
+            backend = self._backend()
+            for key, calls, now, wall in job.many:
+                out.append((key, self._answer(backend, calls, now, wall)))
+        for inbox, items in outboxes.values():
+            try:
+                inbox.put_many(items)
+            except RuntimeError:  # the loop closed (shutdown): nobody waits for the answers any more
+                log.debug("policy thread: %d answer(s) came after the server's loop closed", len(items))
+
+    def _answer(self, backend: TimedBackend, calls: tuple[PolicyCall, ...], now: float, wall: float) -> QueryAnswer:
+        try:
+            answer = answer_now(backend, calls, now, wall)
+        except Exception as exc:  # answer_now turns faults into refusals; anything else is a bug, still answered
+            log.exception("policy thread: query failed")
+            answer = QueryAnswer(error=f"{type(exc).__name__}: {exc}")
+        self.answered += 1
+        return answer
 
     def _do(self, job: _Job) -> None:
         backend = self._backend()
@@ -200,12 +330,7 @@ class PolicyWorker:
             except Exception:
                 log.exception("policy thread: task failed")
             return
-        try:
-            answer = answer_now(backend, job.calls, job.now, job.wall)
-        except Exception as exc:  # answer_now turns faults into refusals; anything else is a bug, still answered
-            log.exception("policy thread: query failed")
-            answer = QueryAnswer(error=f"{type(exc).__name__}: {exc}")
-        self.answered += 1
+        answer = self._answer(backend, job.calls, job.now, job.wall)
         assert job.done is not None
         try:
             job.done(answer)

@@ -196,3 +196,87 @@ def test_the_worker_refuses_beyond_its_bound_and_answers_in_order(tmp_path: Path
     finally:
         assert worker.close_now(5.0)
     assert not worker.submit((), 1.0, 1.0, order.append)  # closed: refused, never left waiting
+
+
+def test_queries_handed_over_together_come_back_in_one_wake_up_of_the_loop(tmp_path: Path) -> None:
+    """Three batches of queries queued while the thread is busy are taken in one wake-up of the thread; their six
+    answers reach the loop in order through one call_soon_threadsafe, not one per answer."""
+    policy = _policy(tmp_path / "eu.sqlite3")
+    worker = PolicyWorker(lambda: policy)
+
+    async def scenario() -> tuple[list[list[tuple[Any, QueryAnswer]]], int]:
+        loop = asyncio.get_running_loop()
+        batches: list[list[tuple[Any, QueryAnswer]]] = []
+        got = asyncio.Event()
+
+        def handle(items: list[tuple[Any, QueryAnswer]]) -> None:
+            batches.append(items)
+            got.set()
+
+        inbox = worker.inbox(loop, handle)
+        gate, running = threading.Event(), threading.Event()
+        assert worker.post(lambda _: (running.set(), gate.wait(5.0)))
+        assert await loop.run_in_executor(None, running.wait, 5.0)
+        keys = iter(range(6))
+        for _ in range(3):
+            items = [(k, (PolicyCall("preliminary", request=make_request(k, ip="10.2.0.9")),), 1.0, 1.0)
+                     for k in (next(keys), next(keys))]
+            assert worker.submit_many(items, inbox) == 2  # type: ignore[arg-type]
+        gate.set()
+        await asyncio.wait_for(got.wait(), 5.0)
+        assert await loop.run_in_executor(None, worker.wait_idle, 5.0)
+        await asyncio.sleep(0)  # a second wake-up, had there been one, would have run by now
+        return batches, inbox.wakeups
+
+    try:
+        batches, wakeups = asyncio.run(scenario())
+    finally:
+        assert worker.close_now(5.0)
+    assert wakeups == 1
+    [items] = batches
+    assert [key for key, _ in items] == [0, 1, 2, 3, 4, 5]
+    assert all(answer.error is None and len(answer.results) == 1 for _, answer in items)
+
+
+def test_answers_put_while_the_loop_has_not_taken_the_previous_ones_join_them() -> None:
+    async def scenario() -> tuple[list[list[tuple[Any, QueryAnswer]]], int]:
+        batches: list[list[tuple[Any, QueryAnswer]]] = []
+        inbox = PolicyWorker.inbox(asyncio.get_running_loop(), batches.append)
+        inbox.put_many([("a", QueryAnswer())])
+        inbox.put_many([("b", QueryAnswer()), ("c", QueryAnswer())])  # the loop has not run yet: no second wake-up
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        inbox.put_many([("d", QueryAnswer())])  # taken already: a new wake-up
+        await asyncio.sleep(0)
+        return batches, inbox.wakeups
+
+    batches, wakeups = asyncio.run(scenario())
+    assert [[key for key, _ in batch] for batch in batches] == [["a", "b", "c"], ["d"]]
+    assert wakeups == 2
+
+
+def test_a_batch_beyond_the_bound_is_queued_up_to_it(tmp_path: Path) -> None:
+    """submit_many queues the first queries the bound has room for; the driver answers the rest "busy"."""
+    policy = _policy(tmp_path / "eu.sqlite3")
+    worker = PolicyWorker(lambda: policy, max_queued=3)
+    gate, running = threading.Event(), threading.Event()
+    answered: list[Any] = []
+
+    class _Inbox:
+        def put_many(self, items: list[tuple[Any, QueryAnswer]]) -> None:
+            answered.extend(key for key, _ in items)
+
+    try:
+        assert worker.post(lambda _: (running.set(), gate.wait(5.0)))
+        assert running.wait(5.0)
+        items = [(k, (PolicyCall("preliminary", request=make_request(k, ip="10.2.0.9")),), 1.0, 1.0)
+                 for k in range(5)]
+        assert worker.submit_many(items, _Inbox()) == 3  # type: ignore[arg-type]
+        assert worker.refused == 2
+        assert worker.submit_many(items[3:], _Inbox()) == 0  # type: ignore[arg-type]  # still full
+        gate.set()
+        assert worker.wait_idle(5.0)
+        assert answered == [0, 1, 2]
+    finally:
+        assert worker.close_now(5.0)
+    assert worker.submit_many(items, _Inbox()) == 0  # type: ignore[arg-type]  # closed
