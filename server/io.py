@@ -803,10 +803,12 @@ async def serve_forever(config: ServerConfig, *, hooks_factory: Callable[[Region
             pass  # not the main thread: the caller stops us through `stop`
     control: ControlServer | None = None
     try:
-        await server.start()
         if with_control:
+            # The control socket before the SIP sockets: once the region answers, `ctl` works (an init script may
+            # run it right after the start); a command that comes in meanwhile is told the server is not running yet.
             control = ControlServer(server, server.config.control_path, on_drain=stop.set)
             await control.start()
+        await server.start()
         await stop.wait()
         stop.clear()
         drain = asyncio.ensure_future(server.drain(drain_timeout_s))

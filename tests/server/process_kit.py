@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from server_kit import EXAMPLES
@@ -67,21 +68,11 @@ class RegionProcess:
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
         """Poll with OPTIONS until the server answers (bounded)."""
-        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.2)
-            deadline = time.monotonic() + timeout_s
-            n = 0
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, f"server exited early:\n{self.log()}"
-                n += 1
-                sock.sendto(options(self.address, f"ready-{n}", sock.getsockname()), self.address)
-                try:
-                    sock.recvfrom(65535)
-                    return
-                except OSError:
-                    continue
-        raise AssertionError(f"server did not answer:\n{self.log()}")
+        def alive() -> None:
+            assert self.proc.poll() is None, f"server exited early:\n{self.log()}"
+
+        if not wait_answers(self.address, timeout_s, alive):
+            raise AssertionError(f"server did not answer:\n{self.log()}")
 
     def log(self) -> str:
         if not self._log.closed:
@@ -110,6 +101,26 @@ class RegionProcess:
             code = self.proc.wait(5)
         self._log.close()
         return code
+
+
+def wait_answers(address: Address, timeout_s: float, alive: Callable[[], None] = lambda: None) -> bool:
+    """Poll ``address`` with OPTIONS until a SIP server answers (True) or ``timeout_s`` passes (False);
+    ``alive()`` runs before each try (it raises when the server is gone)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + timeout_s
+        n = 0
+        while time.monotonic() < deadline:
+            alive()
+            n += 1
+            sock.sendto(options(address, f"ready-{n}", sock.getsockname()), address)
+            try:
+                sock.recvfrom(65535)
+                return True
+            except OSError:
+                continue
+    return False
 
 
 def options(server: Address, call_id: str, local: Address) -> bytes:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from process_kit import RegionProcess, cli, write_region
+from process_kit import RegionProcess, cli, listen_of, wait_answers, write_region
 from server_kit import SocketUA
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from server.config import load_config
+from server.control import ControlServer, call
+from server.io import serve_forever
 
 
 @pytest.fixture
@@ -60,6 +65,40 @@ def test_socket_is_private_and_stats_and_registrations_show_a_login(region: tupl
     assert regs[0]["access_network"] == "eu-fiber" and regs[0]["expires_in_s"] > 0
     code, text, _ = cli("ctl", "--socket", str(socket_path), "stats")[0:3]
     assert code == EXIT_OK and '"region": "eu"' in text  # --socket works without the config
+
+
+def test_ctl_works_as_soon_as_the_region_answers_sip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An init script may run ``ctl`` right after the region answers: its control socket is up before that.
+
+    The control socket is made slow to open (a server preempted on a loaded host); the region must not answer
+    SIP until it is open. It used to open the SIP socket first, so ``ctl`` right after the first answer found no
+    control socket."""
+    path = write_region(tmp_path)
+    config = load_config(path)
+    opened = ControlServer.start
+
+    async def slow_start(self: ControlServer) -> None:
+        await asyncio.sleep(1.0)
+        await opened(self)
+
+    monkeypatch.setattr(ControlServer, "start", slow_start)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    with ThreadPoolExecutor(1) as pool:
+        served = pool.submit(loop.run_until_complete, serve_forever(config, policy=False, stop=stop))
+
+        def alive() -> None:
+            assert not served.done(), f"server stopped: {served.exception()}"
+
+        try:
+            assert wait_answers(listen_of(path), 20.0, alive)
+            assert stat.S_ISSOCK(config.control_path.stat().st_mode)
+            assert call(config.control_path, "stats", [])["region"] == "eu"
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            served.result(15)
+            loop.close()
+    assert not config.control_path.exists()
 
 
 def test_reservations_lists_capacity(region: tuple[Path, RegionProcess]) -> None:
