@@ -98,13 +98,30 @@ def shot(driver: Any, tmp_path: Path, name: str) -> None:
         driver.save_screenshot(str(Path(extra) / f"{name}.png"))
 
 
-def log_in(driver: Any, url: str, user: str, password: str) -> None:
+def log_in(driver: Any, url: str, user: str, password: str, *, timeout: float = 30.0,
+           submit_late_s: float = 0.0) -> None:
+    """Submit the login form and wait for its answer: the page after it (a logged-in page with ``#logout``, or
+    the form again with ``#error``). The next navigation must not start earlier: it would replace the login
+    before its session cookie arrives. ``click()`` returns at once when the browser starts the form's navigation
+    late (a loaded host); ``submit_late_s`` makes the page do that on purpose."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url + "/login")
     driver.find_element(By.ID, "user").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "login").click()
+    button = driver.find_element(By.ID, "login")
+    if submit_late_s > 0:
+        driver.execute_script(
+            "const form = arguments[0].form;"
+            "form.addEventListener('submit', e => { e.preventDefault(); setTimeout(() => form.submit(), arguments[1]); });",
+            button, int(submit_late_s * 1000))
+    button.click()
+    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(button))  # the login page is gone
+    WebDriverWait(driver, timeout).until(expected_conditions.any_of(
+        expected_conditions.presence_of_element_located((By.ID, "logout")),
+        expected_conditions.presence_of_element_located((By.ID, "error"))))
 
 
 def wait_for(driver: Any, css: str, timeout: float = 30.0) -> Any:
@@ -121,12 +138,11 @@ def lobby_with_client_online(driver: Any, url: str) -> None:
 
     for _ in range(60):
         driver.get(url + "/")
-        if "online" in driver.find_element(By.ID, "client-state").text and \
-                "offline" not in driver.find_element(By.ID, "client-state").text:
+        state = wait_for(driver, "#client-state").text  # the lobby's own line: the login has landed
+        if "online" in state and "offline" not in state:
             return
-        driver.implicitly_wait(0)
         threading.Event().wait(0.5)
-    raise AssertionError("alice's game client never showed online")
+    raise AssertionError(f"alice's game client never showed online: {driver.find_element(By.ID, 'client-state').text}")
 
 
 def invite(driver: Any, target: str) -> None:
@@ -197,7 +213,8 @@ def test_browser_shows_a_refusal_with_its_reason(browser: Any, tmp_path: Path) -
 
     demo = Demo("--duration", "2", "--access-kbps", "20")
     try:
-        log_in(browser, demo.url, demo.user, demo.password)
+        # The browser starts the login's navigation late, as it did on a loaded host: the lobby must wait for it.
+        log_in(browser, demo.url, demo.user, demo.password, submit_late_s=1.0)
         lobby_with_client_online(browser, demo.url)
         invite(browser, "bob@na.gamesdk.test")
         refused = wait_for(browser, "#steps li[data-step=refused]", 60)
