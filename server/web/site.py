@@ -446,12 +446,14 @@ class WebSite:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        sent = 0
+        # Each step carries its number as the event id: an EventSource that reconnects (a dropped connection)
+        # sends the last one it got in Last-Event-ID and is sent only the steps after it, not all of them again.
+        sent = _resume_after(request.headers.get("Last-Event-ID"), len(invite.steps))
         deadline = self._loop_now() + 300.0  # bounded: an invite is over long before
         while True:
             invite.changed.clear()
             while sent < len(invite.steps):
-                await response.write(f"data: {json.dumps(invite.steps[sent])}\n\n".encode())
+                await response.write(f"id: {sent + 1}\ndata: {json.dumps(invite.steps[sent])}\n\n".encode())
                 sent += 1
             if invite.done or self._loop_now() > deadline:
                 await response.write(b"event: end\ndata: {}\n\n")
@@ -600,3 +602,11 @@ def _row_view(row: Any) -> dict[str, Any]:
         "end_reason": row.end_reason or "in progress", "charge": format_money(row.charge, row.currency),
         "call_id": row.call_id,
     }
+
+
+def _resume_after(last_event_id: str | None, steps: int) -> int:
+    """The steps a reconnecting event stream already has: its Last-Event-ID when that is a step number sent
+    (0 to ``steps``), else none."""
+    if last_event_id is None or not last_event_id.isdecimal() or len(last_event_id) > 6:
+        return 0
+    return min(int(last_event_id), steps)

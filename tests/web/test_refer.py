@@ -47,6 +47,8 @@ def test_invite_from_the_web_starts_the_match_and_shows_each_step(tmp_path: Path
                 await (await bob.next_invite()).accept()
                 session = await calling
                 steps = await sse_steps(http, url, ref)
+                # a reconnecting EventSource gets the steps after the last one it had, not all of them again
+                resumed = [await sse_steps(http, url, ref, last_event_id=last) for last in ("3", "999", "junk")]
                 await session.end("game over")
                 for _ in range(300):  # bounded: the STOP of the billing record, ~3 s at most
                     async with http.get(url + "/history") as page:
@@ -55,6 +57,7 @@ def test_invite_from_the_web_starts_the_match_and_shows_each_step(tmp_path: Path
                         break
                     await asyncio.sleep(0.01)
             got = {"peer": request.peer, "requirements": request.requirements, "by": request.referred_by}
+            assert resumed == [steps[3:], [], steps], resumed
             return steps, got, history
         finally:
             await alice.close()

@@ -87,12 +87,15 @@ async def two_regions(tmp_path: Path, na_uplink_kbps: int | None = None) -> tupl
     return eu, na
 
 
-async def sse_steps(http: aiohttp.ClientSession, url: str, ref: str) -> list[dict[str, Any]]:
-    """Every step of a web invite from its server-sent events, until the stream ends."""
+async def sse_steps(http: aiohttp.ClientSession, url: str, ref: str,
+                    last_event_id: str | None = None) -> list[dict[str, Any]]:
+    """Every step of a web invite from its server-sent events, until the stream ends (after ``last_event_id``
+    when given, as a reconnecting EventSource asks)."""
     import json
 
     steps: list[dict[str, Any]] = []
-    async with http.get(f"{url}/invites/{ref}/events") as resp:
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    async with http.get(f"{url}/invites/{ref}/events", headers=headers) as resp:
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         event = "message"
         async for raw in resp.content:
