@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,9 @@ async def _receive(sock: socket.socket, bound_s: float = 20.0) -> bytes:
 BUSY_S = 1.5
 
 
-async def _ping_answered_while_busy(tmp_path: Path) -> float | None:
-    """na is a plain socket: it answers eu's ping at once, then eu's loop stays busy BUSY_S before it reads."""
+@contextlib.asynccontextmanager
+async def _eu_and_a_peer_socket(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedServer, socket.socket]]:
+    """eu running, and a plain non-blocking UDP socket on loopback playing the peer."""
     config = dataclasses.replace(load_config(EXAMPLES / "eu.toml"), database=tmp_path / "eu.sqlite3")
     server = EmbeddedServer(config, port=0, policy=False)
     await server.start()
@@ -110,6 +112,15 @@ async def _ping_answered_while_busy(tmp_path: Path) -> float | None:
     na.bind(("127.0.0.1", 0))
     na.setblocking(False)
     try:
+        yield server, na
+    finally:
+        na.close()
+        await server.stop()
+
+
+async def _ping_answered_while_busy(tmp_path: Path) -> float | None:
+    """na is a plain socket: it answers eu's ping at once, then eu's loop stays busy BUSY_S before it reads."""
+    async with _eu_and_a_peer_socket(tmp_path) as (server, na):
         server.set_peer("na.gamesdk.test", na.getsockname())
         ping = parse_message_untrusted(await _receive(na))
         assert isinstance(ping, Request) and ping.method == "OPTIONS"
@@ -121,9 +132,6 @@ async def _ping_answered_while_busy(tmp_path: Path) -> float | None:
         while server.node.federation.rtt_ms("na.gamesdk.test") is None and loop.time() < deadline:
             await asyncio.sleep(0.005)
         return server.node.federation.rtt_ms("na.gamesdk.test")
-    finally:
-        na.close()
-        await server.stop()
 
 
 @pytest.mark.parametrize("factory", _loop_factories())
@@ -138,13 +146,7 @@ def test_a_ping_answer_is_timed_at_its_arrival_not_after_the_busy_loop_read_it(
 
 async def _ping_the_busy_server(tmp_path: Path) -> Response:
     """A peer pings eu with a Timestamp while eu's loop is busy BUSY_S: eu's answer says how long it held it."""
-    config = dataclasses.replace(load_config(EXAMPLES / "eu.toml"), database=tmp_path / "eu.sqlite3")
-    server = EmbeddedServer(config, port=0, policy=False)
-    await server.start()
-    na = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    na.bind(("127.0.0.1", 0))
-    na.setblocking(False)
-    try:
+    async with _eu_and_a_peer_socket(tmp_path) as (server, na):
         await asyncio.sleep(0.05)  # the server's own start-up pings go out first
         ping = _options(1, na.getsockname()[1]).replace(b"Content-Length: 0", b"Timestamp: 54.25\r\nContent-Length: 0")
         na.sendto(ping, server.address)
@@ -153,9 +155,7 @@ async def _ping_the_busy_server(tmp_path: Path) -> Response:
             answer = parse_message_untrusted(await _receive(na))
             if isinstance(answer, Response):
                 return answer
-    finally:
-        na.close()
-        await server.stop()
+    raise AssertionError("unreachable")
 
 
 @pytest.mark.parametrize("factory", _loop_factories())
