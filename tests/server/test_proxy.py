@@ -238,8 +238,8 @@ def test_max_forwards_zero_and_loop(world: World) -> None:
     assert any(b" 482 " in data.split(b"\r\n", 1)[0] for data in w.wire.through(NA))
 
 
-def test_cancel_before_and_after_provisional(world: World) -> None:
-    w = world
+def _ringing_call_cancelled(w: World) -> tuple[Request, Request]:
+    """alice calls bob, bob rings, alice sends CANCEL to eu: the INVITE as bob got it, and alice's CANCEL."""
     invite, _ = invite_with_auth(w)
     (arrived,) = w.bob.requests()
     w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
@@ -248,6 +248,12 @@ def test_cancel_before_and_after_provisional(world: World) -> None:
         ("Via", invite.headers.get("Via") or ""), ("Max-Forwards", "70"), ("From", invite.headers.get("From") or ""),
         ("To", invite.headers.get("To") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.seq} CANCEL")])
     w.wire.send(w.alice.addr, EU, cancel)
+    return arrived, cancel
+
+
+def test_cancel_before_and_after_provisional(world: World) -> None:
+    w = world
+    arrived, cancel = _ringing_call_cancelled(w)
     (cancel_ok,) = w.alice.responses()
     assert (cancel_ok.status, cancel_ok.cseq.method) == (200, "CANCEL")
     (bob_cancel,) = w.bob.requests()
@@ -266,14 +272,7 @@ def test_the_proxys_cancel_is_an_sdk_transaction_retransmitted_until_answered(wo
     """Section 9.1: the CANCEL a proxy sends runs in its own non-INVITE client transaction (the SDK's, its timers
     in the proxy's heap): Timer E sends it again while the callee is silent, its 200 stops that, Timer K ends it."""
     w = world
-    invite, _ = invite_with_auth(w)
-    (arrived,) = w.bob.requests()
-    w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
-    w.alice.responses()
-    cancel = Request("CANCEL", invite.uri, [
-        ("Via", invite.headers.get("Via") or ""), ("Max-Forwards", "70"), ("From", invite.headers.get("From") or ""),
-        ("To", invite.headers.get("To") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.seq} CANCEL")])
-    w.wire.send(w.alice.addr, EU, cancel)
+    arrived, _ = _ringing_call_cancelled(w)
     (bob_cancel,) = w.bob.requests()
     assert set(w.na.proxy.cancels) == {arrived.top_via.branch}
     w.wire.advance(1.0)  # T1 = 0.5 s: sent again at 0.5 s and 1.5 s... while bob says nothing
