@@ -322,7 +322,11 @@ class ServerProtocol(asyncio.DatagramProtocol):
             return
         node = self.node
         for query, answer in answers:
-            out = node.answer_query(query, answer, self.loop.time())
+            try:
+                out = node.answer_query(query, answer, self.loop.time())
+            except Exception:  # a bug in one resumption must not strand the other answers of the batch
+                log.exception("policy answer failed (%s)", query.purpose)
+                continue
             if out:
                 self._send(out)
         if node.queries:  # a finished query may emit more (rare): asked on the next turn

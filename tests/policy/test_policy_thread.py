@@ -280,3 +280,34 @@ def test_a_batch_beyond_the_bound_is_queued_up_to_it(tmp_path: Path) -> None:
     finally:
         assert worker.close_now(5.0)
     assert worker.submit_many(items, _Inbox()) == 0  # type: ignore[arg-type]  # closed
+
+
+def test_a_failing_answer_does_not_strand_the_others_of_its_batch() -> None:
+    """The driver resumes a batch of the thread's answers in one callback: one that raises is logged and the next
+    ones are still handed to the node (one callback per answer gave that for free)."""
+    from server.hooks import PolicyQuery
+    from server.io import ServerProtocol
+
+    resumed: list[str] = []
+
+    class _Node:
+        def __init__(self) -> None:
+            self.queries: list[Any] = []
+
+        def answer_query(self, query: PolicyQuery[Any], answer: QueryAnswer, now: float) -> list[Any]:
+            if query.purpose == "broken":
+                raise ValueError("a bug in a resumption")
+            resumed.append(query.purpose)
+            return []
+
+        def get_timer(self) -> None:
+            return None
+
+    async def scenario() -> None:
+        protocol = ServerProtocol(_Node(), asyncio.get_running_loop())  # type: ignore[arg-type]
+        batch = [(PolicyQuery(calls=(), finish=lambda a: a, purpose=name), QueryAnswer())
+                 for name in ("first", "broken", "last")]
+        protocol._answered_from_thread(batch)
+
+    asyncio.run(scenario())
+    assert resumed == ["first", "last"]
