@@ -74,6 +74,8 @@ _SDP = "application/sdp"
 #: Offers whose terms are kept between the INVITE and its 2xx (bounded; the oldest go first).
 OFFER_CACHE_MAX = 4096
 OFFER_CACHE_TTL_S = 32.0
+#: An event older than this on the driver's clock is not a loop time (see ``RegionPolicyHooks._wall_at``).
+MAX_EVENT_AGE_S = 60.0
 #: Retry-After of a PUBLISH the policy could not record (RFC 3261 21.5.4): short, the fault is usually brief.
 PUBLISH_RETRY_AFTER_S = 1
 
@@ -133,6 +135,8 @@ class RegionPolicyHooks:
         domain: this region's domain (Warning agent, reservation header).
         publications: the PUBLISH state (RFC 3903).
         wall_clock: epoch seconds (``time.time``), for the records' start times.
+        clock: the node's monotonic clock (the clock of ``now``), when the driver has one: a record is then stamped
+            with the wall time of its event, not of the moment the hooks ran after it (a batch, a busy loop).
         tag_factory: To-tags for PUBLISH responses.
         transit_rtt_ms: measured round trip to a peer domain (``node.federation.rtt_ms``), None if unknown.
         player_vanished: ``node.player_vanished``: called when our player's ``terminated`` says the other player
@@ -148,6 +152,7 @@ class RegionPolicyHooks:
         publications: DialogPublications,
         wall_clock: Callable[[], float],
         tag_factory: Callable[[], str],
+        clock: Callable[[], float] | None = None,
         transit_rtt_ms: Callable[[str], float | None],
         player_vanished: Callable[[str, str, str, str, str, float], None] | None = None,
     ) -> None:
@@ -162,6 +167,7 @@ class RegionPolicyHooks:
         self.domain = domain
         self.publications = publications
         self._wall_clock = wall_clock
+        self._clock = clock
         self._tag = tag_factory
         self._transit = transit_rtt_ms
         # (player of the peer region, our player, Call-ID, the vanished player's tag, ours, now): the node tells
@@ -255,8 +261,22 @@ class RegionPolicyHooks:
         """Ask the policy: at once when it runs in this process, else as a query the node's driver answers."""
         backend = self.backend
         if backend is None or self.worker is not None:
-            return PolicyQuery(tuple(calls), finish, purpose=purpose, now=now, wall=self._wall_clock())
-        return finish(answer_now(backend, tuple(calls), now, self._wall_clock()))
+            return PolicyQuery(tuple(calls), finish, purpose=purpose, now=now, wall=self._wall_at(now))
+        return finish(answer_now(backend, tuple(calls), now, self._wall_at(now)))
+
+    def _wall_at(self, now: float) -> float:
+        """The wall time of the event the node saw at ``now``.
+
+        A record's wall offset is taken here, so two regions that saw one end at the same moment stamp it alike
+        only if the time the message waited before the hooks ran (the rest of a batch, a preempted process) is
+        taken off. A ``now`` that is not on the driver's clock (a test's fake clock) is left as it is.
+        """
+        wall = self._wall_clock()
+        if self._clock is not None:
+            waited = self._clock() - now
+            if 0.0 < waited < MAX_EVENT_AGE_S:
+                wall -= waited
+        return wall
 
     def _warning(self, deny: Deny) -> tuple[str, str]:
         return ("Warning", deny.warning_value(self.domain))

@@ -321,6 +321,7 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
             default_expires_s=settings.default_expires_s,
         ),
         wall_clock=time.time,
+        clock=time.monotonic,
         tag_factory=node.ids.tag,
         transit_rtt_ms=node.federation.rtt_ms,
         player_vanished=getattr(node, "player_vanished", None),

@@ -290,3 +290,27 @@ def test_policy_faults_never_lose_the_request(hooks: RegionPolicyHooks, caplog: 
                                     registered_at=0.0)], 2.0)
     hooks.handle_timer(3.0)
     assert sum("failed" in r.getMessage() for r in caplog.records) >= 4
+
+
+def test_records_carry_the_wall_time_of_their_events_not_of_a_late_run(
+        config: PolicyConfig, tokens: Callable[[], str], billing: MemoryBilling) -> None:
+    """A 2xx handled 250 ms after it arrived (the rest of a batch, a preempted process) is stamped at its arrival:
+    the record's wall offset is taken from the event's time, so every time derived from it (START, STOP) is the
+    event's, and two regions that saw one end at once stamp it alike."""
+    node = {"now": 0.0}
+    epoch = 1_700_000_000.0
+    hooks = RegionPolicyHooks(
+        backend=PolicyServer(config, token_factory=tokens, region="eu", billing=billing), config=config,
+        domain="eu.example", publications=DialogPublications(etag_factory=lambda: "e"),
+        wall_clock=lambda: epoch + node["now"], clock=lambda: node["now"], tag_factory=lambda: "t",
+        transit_rtt_ms=lambda domain: None,
+    )
+    node["now"] = 10.25  # the hooks run now, for a 2xx that arrived at 10.0
+    hooks.answer_received(call(invite()), ok(), 10.0)
+    node["now"] = 20.0
+    assert _publish(hooks, DialogState.CONFIRMED, 20.0).status == 200
+    node["now"] = 50.0
+    assert _publish(hooks, DialogState.TERMINATED, 50.0, etag="e", event="local-bye").status == 200
+    times = {e.kind.value: e.time for e in billing.events}
+    assert abs(times["START"] - (epoch + 20.0)) < 1e-6, times
+    assert abs(times["STOP"] - (epoch + 50.0)) < 1e-6, times
