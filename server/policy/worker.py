@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from server.hooks import QueryAnswer
 
@@ -161,12 +161,7 @@ class PolicyWorker:
         """Queue a query (``now``: loop time of its message, ``wall``: epoch seconds then). ``done(answer)`` is
         called on the policy thread. False (nothing queued, ``done`` never called) when the queue is full or the
         worker is closing: answer the query as "policy service busy"."""
-        checked: list[PolicyCall] = []
-        for call in calls:
-            if not isinstance(call, PolicyCall):
-                raise TypeError(f"not a policy call: {call!r}")
-            checked.append(call)
-        return self._put(_Job(calls=tuple(checked), now=now, wall=wall, done=done), bounded=True)
+        return self._put(_Job(calls=_policy_calls(calls), now=now, wall=wall, done=done), bounded=True)
 
     def submit_many(self, queries: list[tuple[Any, tuple[object, ...], float, float]], inbox: AnswerInbox) -> int:
         """Queue several queries in one job: ``(key, calls, now, wall)`` each; their answers go to
@@ -174,9 +169,7 @@ class PolicyWorker:
         Returns how many were queued: the first ones, as many as the bound leaves room for (none when closing);
         answer the others as "policy service busy"."""
         for _, calls, _, _ in queries:
-            for call in calls:
-                if not isinstance(call, PolicyCall):
-                    raise TypeError(f"not a policy call: {call!r}")
+            _policy_calls(calls)
         if not queries:
             return 0
         with self._lock:
@@ -355,6 +348,14 @@ class PolicyWorker:
 
 
 _IDLE = _Job()
+
+
+def _policy_calls(calls: tuple[object, ...]) -> tuple[PolicyCall, ...]:
+    """``calls`` as policy calls; TypeError naming the first that is not one."""
+    for call in calls:
+        if not isinstance(call, PolicyCall):
+            raise TypeError(f"not a policy call: {call!r}")
+    return cast("tuple[PolicyCall, ...]", tuple(calls))
 
 
 def _set_result(future: asyncio.Future[QueryAnswer], answer: QueryAnswer) -> None:
