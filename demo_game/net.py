@@ -189,18 +189,21 @@ class GamesdkLink:
         until the ``terminated`` PUBLISH is answered), at most SHUTDOWN_WAIT_S.
         """
         deadline = now + SHUTDOWN_WAIT_S
-        while self._session is not None and self._session.closing and now < deadline:
-            self.client.poll(now)  # the channel's linger: the peer acknowledges the last messages, then the BYE
-            time.sleep(0.01)
-            now = time.monotonic()
+        # The channel's linger: the peer acknowledges the last messages, then the BYE.
+        now = self._poll_while(lambda: self._session is not None and self._session.closing, now, deadline)
         if self.registered:
             self.client.logout(now)
             self.registered = False
-            while self.client.agent.registered and now < deadline:
-                self.client.poll(now)
-                time.sleep(0.01)
-                now = time.monotonic()
+            now = self._poll_while(lambda: self.client.agent.registered, now, deadline)
         self.client.close(now)
+
+    def _poll_while(self, waiting: Callable[[], bool], now: float, deadline: float) -> float:
+        """Poll the client every 10 ms while ``waiting()`` holds, until ``deadline``; returns the time then."""
+        while waiting() and now < deadline:
+            self.client.poll(now)
+            time.sleep(0.01)
+            now = time.monotonic()
+        return now
 
     # -- mapping
     def _live(self) -> gamesdk.PollingSession:
