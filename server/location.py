@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from gamesdk.address import Address
 from server.config import AccessNetworkRef
@@ -80,6 +81,13 @@ class AccessNetworkMap:
         return self._matcher.lookup(host)
 
 
+def _registered_at(binding: Binding) -> float:
+    return binding.registered_at
+
+
+_NONE: Mapping[str, Binding] = MappingProxyType({})
+
+
 class LocationService:
     """Bindings per AOR. AORs are ``sip:user@domain`` in lower case (``SipUri.aor``)."""
 
@@ -106,8 +114,13 @@ class LocationService:
         if not found:
             return []
         live = [b for b in found.values() if b.expires_at > now]
-        live.sort(key=lambda b: b.registered_at, reverse=True)
+        if len(live) > 1:
+            live.sort(key=_registered_at, reverse=True)
         return live
+
+    def current(self, aor: str) -> Mapping[str, Binding]:
+        """Every binding of ``aor`` held now (live or not yet expired by :meth:`expire`), by contact; read only."""
+        return self._bindings.get(aor) or _NONE
 
     def get(self, aor: str, contact: str) -> Binding | None:
         return self._bindings.get(aor, {}).get(contact)

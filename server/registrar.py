@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.headers import split_header_values
@@ -45,6 +46,23 @@ def _path_of(request: Request, source: tuple[str, int]) -> tuple[tuple[str, ...]
     if is_ip_literal(first.host):
         return values, (first.host.strip("[]"), first.port or 5060)
     return values, source
+
+
+#: Contact lines remembered with what the registrar read from them (:meth:`Registrar._contacts_of`).
+_CONTACT_CACHE_MAX = 4096
+
+
+class _Contact(NamedTuple):
+    """One Contact of a REGISTER as the registrar uses it."""
+
+    #: The URI as text: the binding's key and the Request-URI of requests for the player.
+    key: str
+    #: Its ``expires`` parameter, if any.
+    expires: int | None
+    #: Its IP address and port when requests go there (an IP literal, not an outbound contact).
+    target: tuple[str, int] | None
+    #: Has a ``reg-id`` (RFC 5626): the 200 then says ``Require: outbound``.
+    reg_id: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +105,7 @@ class Registrar:
         self.ids = ids
         self.user_exists = user_exists
         self.stats = RegistrarStats()
+        self._contact_cache: dict[tuple[str, ...], tuple[_Contact, ...]] = {}
 
     def handle(self, request: Request, source: tuple[str, int], now: float,
                client: str | None = None) -> RegistrarResult:
@@ -114,9 +133,11 @@ class Registrar:
         if not ruri.is_sip or not self.is_us(ruri):
             return RegistrarResult(self._reply(request, 404, "Domain not served here"))
         # Step 2: Require.
-        unsupported = [tag for tag in request.headers.values("Require") if tag.lower() not in SUPPORTED_EXTENSIONS]
-        if unsupported:
-            return RegistrarResult(self._reply(request, 420, None, [("Unsupported", ", ".join(unsupported))]))
+        if request.headers.get("Require") is not None:
+            unsupported = [tag for tag in request.headers.values("Require")
+                           if tag.lower() not in SUPPORTED_EXTENSIONS]
+            if unsupported:
+                return RegistrarResult(self._reply(request, 420, None, [("Unsupported", ", ".join(unsupported))]))
         to_uri = request.to.uri
         if not to_uri.is_sip or not self.is_us(to_uri) or not to_uri.user:
             return RegistrarResult(self._reply(request, 404, "Address-of-record not in this domain"))
@@ -145,92 +166,117 @@ class Registrar:
         aor = f"sip:{aor_user}@{self.domain}"  # the To may name us by address: the AOR is the domain's
         return self._update_bindings(request, aor, user, source, now)
 
+    def _contacts_of(self, request: Request) -> tuple[tuple[_Contact, ...], tuple[int, str] | None] | None:
+        """What the registrar reads of the Contact lines of ``request`` (None for ``Contact: *``): the contacts
+        and, after them, the (status, reason) of the first Contact it cannot use (416 not SIP, 400 bad expires).
+        Kept per exact text of the lines when all are usable: a player refreshing its binding sends the same
+        Contact every time, which is then not parsed (nor its URI serialized) again."""
+        lines = tuple(request.headers.get_all("Contact"))
+        cache = self._contact_cache
+        known = cache.get(lines)
+        if known is not None:
+            return known, None
+        if request.contact_star:
+            return None
+        found: list[_Contact] = []
+        for contact in request.contacts:
+            uri = contact.uri
+            if not uri.is_sip:
+                return tuple(found), (416, "Contact must be a sip: URI")
+            expires_text = contact.param("expires")
+            if expires_text is not None and (not expires_text.isdigit() or len(expires_text) > 10):
+                return tuple(found), (400, "Bad expires parameter")
+            # RFC 5626 outbound (";ob"): the player is reached over the flow it registered from, never at the
+            # Contact's own address (behind a NAT, or a TLS player with no listening port).
+            reg_id = contact.param("reg-id") is not None
+            outbound = reg_id or uri.has_param("ob")
+            target = (None if outbound else
+                      (uri.host.strip("[]"), uri.port or 5060) if is_ip_literal(uri.host) else None)
+            found.append(_Contact(str(uri), None if expires_text is None else int(expires_text), target, reg_id))
+        result = tuple(found)
+        if len(cache) >= _CONTACT_CACHE_MAX:
+            del cache[next(iter(cache))]  # the oldest entry: contacts come from the network
+        cache[lines] = result
+        return result, None
+
     def _update_bindings(self, request: Request, aor: str, user: str, source: tuple[str, int],
                          now: float) -> RegistrarResult:
         call_id = request.call_id
         cseq = request.cseq.seq
         header_expires = request.expires
         cfg = self.config
-        added: list[Binding] = []
-        removed: list[Binding] = []
+        location = self.location
+        read = self._contacts_of(request)
 
         # Step 6: "Contact: *" removes every binding, and only with Expires: 0 (section 10.2.2).
-        if request.contact_star:
+        if read is None:
             if header_expires != 0 or len(request.headers.values("Contact")) != 1:
                 return RegistrarResult(self._reply(request, 400, "Contact: * needs Expires: 0 and no other contact"))
-            for binding in self.location.lookup(aor, now):
+            for binding in location.lookup(aor, now):
                 if binding.call_id == call_id and cseq <= binding.cseq:
                     return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
-            removed = self.location.remove_all(aor)
-            log.info("register: %s removed all %d bindings", aor, len(removed))
-            return RegistrarResult(self._ok(request, aor, now), removed=tuple(removed), user=user)
+            gone = location.remove_all(aor)
+            log.info("register: %s removed all %d bindings", aor, len(gone))
+            return RegistrarResult(self._ok(request, aor, now, False), removed=tuple(gone), user=user)
 
-        # (contact, its URI as text: the binding's key, expires): the URI is serialized once per contact.
-        contacts: list[tuple[NameAddr, str, int]] = []
-        for contact in request.contacts:
-            if not contact.uri.is_sip:
-                return RegistrarResult(self._reply(request, 416, "Contact must be a sip: URI"), user=user)
-            expires_text = contact.param("expires")
-            if expires_text is not None:
-                if not expires_text.isdigit() or len(expires_text) > 10:
-                    return RegistrarResult(self._reply(request, 400, "Bad expires parameter"), user=user)
-                expires = int(expires_text)
-            elif header_expires is not None:
-                expires = header_expires
-            else:
-                expires = cfg.default_expires_s
+        parsed, refusal = read
+        contacts: list[tuple[_Contact, int]] = []  # (contact, its expires)
+        default_expires = cfg.default_expires_s if header_expires is None else header_expires
+        min_expires = cfg.min_expires_s
+        max_expires = cfg.max_expires_s
+        wants_outbound = False
+        for contact in parsed:
+            expires = default_expires if contact.expires is None else contact.expires
             # Section 10.3 step 7: below the minimum (but not 0) -> 423 with Min-Expires.
-            if 0 < expires < cfg.min_expires_s:
+            if 0 < expires < min_expires:
                 return RegistrarResult(
-                    self._reply(request, 423, None, [("Min-Expires", str(cfg.min_expires_s))]), user=user)
-            contacts.append((contact, str(contact.uri), min(expires, cfg.max_expires_s)))
+                    self._reply(request, 423, None, [("Min-Expires", str(min_expires))]), user=user)
+            contacts.append((contact, min(expires, max_expires)))
+            wants_outbound = wants_outbound or contact.reg_id
+        if refusal is not None:  # a Contact after these cannot be used
+            return RegistrarResult(self._reply(request, refusal[0], refusal[1]), user=user)
 
         # Validate ordering for every contact before changing anything: the update is all or nothing.
-        location = self.location
-        for _, key, _ in contacts:
-            existing = location.get(aor, key)
+        current = location.current(aor)
+        for contact, _ in contacts:
+            existing = current.get(contact.key)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
                 return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
-        live = {b.contact for b in location.lookup(aor, now)}
-        new = {key for _, key, e in contacts if e > 0} - live
+        live = {key for key, b in current.items() if b.expires_at > now}
+        new = {c.key for c, e in contacts if e > 0} - live
         if len(live) + len(new) > cfg.max_bindings_per_aor:
             return RegistrarResult(self._reply(request, 403, "Too many contacts for this user"), user=user)
 
+        added: list[Binding] = []
+        removed: list[Binding] = []
         network = location.networks.lookup(source[0])
         path, path_hop = _path_of(request, source)
-        for contact, key, expires in contacts:
+        for contact, expires in contacts:
+            key = contact.key
             if expires == 0:
                 old = location.remove(aor, key)
                 if old is not None:
                     removed.append(old)
                 continue
-            uri = contact.uri
-            # RFC 5626 outbound (";ob"): the player is reached over the flow it registered from, never at the
-            # Contact's own address (behind a NAT, or a TLS player with no listening port).
-            outbound = uri.has_param("ob") or contact.param("reg-id") is not None
-            target = (None if outbound else
-                      (uri.host.strip("[]"), uri.port or 5060) if is_ip_literal(uri.host) else None)
-            if path:
-                target = path_hop
             binding = Binding(aor=aor, contact=key, expires_at=now + expires, source=source,
-                              access_network=network, call_id=call_id, cseq=cseq, registered_at=now, target=target,
-                              path=path)
+                              access_network=network, call_id=call_id, cseq=cseq, registered_at=now,
+                              target=path_hop if path else contact.target, path=path)
             old = location.put(binding)
             added.append(binding)
             if old is None:
                 log.info("register: %s at %s from %s:%d (%s), %d s", aor, key, source[0], source[1],
                          network or "no access network", expires)
         self.stats.ok += 1
-        ok = self._ok(request, aor, now)
+        ok = self._ok(request, aor, now, wants_outbound)
         if path and "path" in {t.lower() for t in request.headers.values("Supported")}:
             for value in path:  # RFC 3327 section 5.3: the registrar echoes the Path it stored
                 ok.headers.add("Path", value)
         return RegistrarResult(ok, added=tuple(added), removed=tuple(removed), user=user)
 
-    def _ok(self, request: Request, aor: str, now: float) -> Response:
+    def _ok(self, request: Request, aor: str, now: float, outbound: bool) -> Response:
         # Step 8: the 200 lists every current binding with its remaining time.
         extra = [("Contact", f"<{b.contact}>;expires={b.expires_in(now)}") for b in self.location.lookup(aor, now)]
-        if not request.contact_star and any(c.param("reg-id") is not None for c in request.contacts):
-            # RFC 5626 section 6: the registrar says it applied outbound to the registered flow
+        if outbound:
+            # RFC 5626 section 6: the registrar says it applied outbound to the registered flow (a reg-id)
             extra.append(("Require", "outbound"))
         return self._reply(request, 200, None, extra)

@@ -264,3 +264,50 @@ def test_one_players_failures_do_not_lock_out_others_on_the_same_address(tmp_pat
     assert one(ua).status == 403  # alice herself is blocked from this address
     bob = wire.add_ua(TestUA("bob", "eu.gamesdk.test", "builder", ("127.0.0.1", 7002)))
     assert login(wire, bob).status == 200  # same IP address, other player: not blocked (5x address threshold)
+
+
+def test_a_refresh_with_the_same_contact_text_follows_each_requests_expires(tmp_path: Path) -> None:
+    # The registrar keeps what it read of a Contact line per exact text: the header Expires, the binding's
+    # Call-ID/CSeq and the outbound flag of each REGISTER still count, refresh after refresh.
+    wire, node, ua = make(tmp_path)
+    contact = f"<{ua.contact}>"
+    assert login(wire, ua, 600, contact=contact).headers.get_all("Contact") == [f"<{ua.contact}>;expires=600"]
+    assert login(wire, ua, 900, contact=contact).headers.get_all("Contact") == [f"<{ua.contact}>;expires=900"]
+    assert login(wire, ua, None, contact=contact).headers.get_all("Contact") == [f"<{ua.contact}>;expires=1800"]
+    with_param = f"<{ua.contact}>;expires=120"
+    assert login(wire, ua, 900, contact=with_param).headers.get_all("Contact") == [f"<{ua.contact}>;expires=120"]
+    assert login(wire, ua, 900, contact=with_param).headers.get_all("Contact") == [f"<{ua.contact}>;expires=120"]
+    assert login(wire, ua, 30, contact=contact).status == 423  # the header's Expires, below the minimum
+    ua.cseq = 1
+    assert login(wire, ua, 600, contact=contact).status == 500  # Call-ID/CSeq order, the text known already
+    ua.call_id = "another-call-id"
+    (binding,) = node.location.lookup(ua.aor, wire.now)
+    assert binding.cseq > 4
+    outbound = f"<{ua.contact};ob>;reg-id=1"
+    for _ in range(2):
+        ok = login(wire, ua, 600, contact=outbound)
+        assert ok.status == 200 and ok.headers.get("Require") == "outbound"
+        assert node.location.get(ua.aor, f"{ua.contact};ob") is not None
+        assert node.location.get(ua.aor, f"{ua.contact};ob").target is None  # type: ignore[union-attr]
+    assert login(wire, ua, 0, contact=outbound).headers.get("Require") == "outbound"
+    assert node.location.get(ua.aor, f"{ua.contact};ob") is None
+
+
+def test_the_first_unusable_contact_decides_in_order(tmp_path: Path) -> None:
+    # Contacts are checked in order: a too short expires on the first comes before the second's scheme.
+    wire, node, ua = make(tmp_path)
+    assert login(wire, ua, 600, contact=f"<{ua.contact}>;expires=10, <tel:+123>").status == 423
+    assert login(wire, ua, 600, contact=f"<tel:+123>, <{ua.contact}>;expires=10").status == 416
+    assert login(wire, ua, 600, contact=f"<{ua.contact}>;expires=1x").status == 400
+    assert login(wire, ua, 600, contact=f"<{ua.contact}>, <{ua.contact}>;expires=1x").status == 400
+    assert node.location.lookup(ua.aor, wire.now) == []  # nothing bound by a refused REGISTER
+
+
+def test_the_contact_memo_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import server.registrar
+
+    monkeypatch.setattr(server.registrar, "_CONTACT_CACHE_MAX", 2)
+    wire, node, ua = make(tmp_path)
+    for port in (7101, 7102, 7103):
+        assert login(wire, ua, 60, contact=f"<sip:alice@127.0.0.1:{port}>;expires=0").status == 200
+    assert len(node.registrar._contact_cache) == 2
