@@ -80,6 +80,9 @@ class ThrottleVerdict:
     delay_s: float = 0.0
 
 
+_CLEAR = ThrottleVerdict(False, 0.0)
+
+
 class _Record:
     __slots__ = ("blocked_until", "times")
 
@@ -141,6 +144,8 @@ class FailureThrottle:
 
     def check(self, user: str, client: str, now: float) -> ThrottleVerdict:
         """How to treat credentials for ``user`` from ``client`` right now (before they are checked)."""
+        if not self._records:
+            return _CLEAR  # no failure anywhere (the usual case): nothing to look up
         delay = 0.0
         for key in self._keys(user, client):
             record = self._records.get(key)
@@ -149,7 +154,7 @@ class FailureThrottle:
             if key[0] != "user" and record.blocked_until > now:
                 return ThrottleVerdict(True)
             delay = max(delay, self._delay(record, self._factor(key[0]), now))
-        return ThrottleVerdict(False, delay)
+        return ThrottleVerdict(False, delay) if delay else _CLEAR
 
     def failed(self, user: str, client: str, now: float) -> None:
         """Record one failure (a wrong password with a fresh nonce of ours)."""
@@ -207,7 +212,9 @@ class FailureThrottle:
 
     def succeeded(self, user: str, client: str) -> None:
         """A right password from ``client`` clears that pair's count (a block stays until it ends)."""
-        record = self._records.get(self._keys(user, client)[0])
+        if not self._records:
+            return
+        record = self._records.get(("pair", f"{user}\x00{client}"))
         if record is not None:
             record.times.clear()
 
@@ -288,8 +295,9 @@ class LoginFlow:
         verdict = self.throttle.check(user, client, now)
         if verdict.blocked:
             return Challenge(403, "Too many failed attempts, try later", claimed=user)
-        result = self.core.verify_credentials(mine, method=request.method, now=now,
-                                              lookup_ha1=self.credentials.ha1, uri_ok=self._uri_ok(request))
+        # The digest uri is usually the Request-URI itself: only another text needs the closer look.
+        result = self.core.verify_credentials(mine, method=request.method, now=now, lookup_ha1=self.credentials.ha1,
+                                              uri_ok=None if mine.uri == request.uri else self._uri_ok(request))
         kind = result.verdict
         if kind is digest.Verdict.OK:
             self.throttle.succeeded(user, client)
