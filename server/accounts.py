@@ -200,8 +200,9 @@ class AccountStore:
     def exists(self, name: str) -> bool:
         self._drop_stale_cache()  # once per question, not once per algorithm
         cache = self._cache
-        if any((name, alg) in cache for alg in self.algorithms):
-            return True
+        for alg in self.algorithms:
+            if (name, alg) in cache:
+                return True
         return any(self._lookup(name, alg) is not None for alg in self.algorithms)
 
     def ha1(self, name: str, algorithm: str) -> str | None:

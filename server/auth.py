@@ -256,7 +256,7 @@ class LoginFlow:
         self.challenges_sent += 1
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         values = self.core.challenges(now, stale=stale)
-        return Challenge(407 if proxy else 401, None, tuple((name, v) for v in values), delay_s, claimed)
+        return Challenge(407 if proxy else 401, None, tuple([(name, v) for v in values]), delay_s, claimed)
 
     def _uri_ok(self, request: Request) -> Callable[[str], bool]:
         def ok(digest_uri: str) -> bool:

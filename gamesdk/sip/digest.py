@@ -316,20 +316,28 @@ class Credentials:
         )
 
 
+_HA2_CACHE: dict[tuple[str, str, str], str] = {}
+_HA2_CACHE_MAX = 1024
+
+
 def verify_response(credentials: Credentials, *, ha1: str, method: str) -> bool:
     """True when ``credentials.response`` is right for this HA1 and method (constant-time compare)."""
-    if _canonical_algorithm(credentials.algorithm) is None or credentials.qop not in (None, "auth"):
+    algorithm = _canonical_algorithm(credentials.algorithm)
+    qop = credentials.qop
+    if algorithm is None or qop not in (None, "auth"):
         return False
-    expected = compute_response(
-        ha1=ha1,
-        nonce=credentials.nonce,
-        method=method,
-        uri=credentials.uri,
-        algorithm=credentials.algorithm,
-        qop=credentials.qop,
-        nc=credentials.nc,
-        cnonce=credentials.cnonce or "",
-    )
+    # HA2 = H(method ":" digest-uri) is the same for every login of a client (REGISTER to the same domain): kept.
+    key = (algorithm, method, credentials.uri)
+    ha2 = _HA2_CACHE.get(key)
+    if ha2 is None:
+        ha2 = _h(algorithm, f"{method}:{credentials.uri}")
+        if len(_HA2_CACHE) >= _HA2_CACHE_MAX:
+            _HA2_CACHE.clear()  # uris come from the network: bounded
+        _HA2_CACHE[key] = ha2
+    if qop is None:
+        expected = _h(algorithm, f"{ha1}:{credentials.nonce}:{ha2}")
+    else:
+        expected = _h(algorithm, f"{ha1}:{credentials.nonce}:{credentials.nc:08x}:{credentials.cnonce or ''}:{qop}:{ha2}")
     # compare_digest refuses str with non-ASCII characters (TypeError): compare the bytes of what came in.
     return hmac.compare_digest(expected.encode(), credentials.response.encode("utf-8", "surrogateescape"))
 
