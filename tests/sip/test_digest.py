@@ -391,3 +391,30 @@ def test_client_keeps_a_busy_nonce_while_forgetting_idle_ones() -> None:
     assert counts == list(range(1, 201))
     # The idle nonces were forgotten: the first one starts over.
     assert client.answer(Challenge(realm="r", nonce="idle-0"), method="REGISTER", uri="sip:r").nc == 1
+
+
+def test_kept_ha2_is_per_algorithm_method_and_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify_response keeps H(method:uri): a response computed for another method, uri or algorithm must still
+    # fail once the first one's HA2 is kept, and the store stays bounded.
+    import gamesdk.sip.digest as digest_module
+    from gamesdk.sip.digest import Credentials, compute_ha1, compute_response, verify_response
+
+    monkeypatch.setattr(digest_module, "_HA2_CACHE", {})
+    monkeypatch.setattr(digest_module, "_HA2_CACHE_MAX", 3)
+
+    def cred(method: str, uri: str, alg: str, signed_uri: str | None = None) -> tuple[Credentials, str]:
+        ha1 = compute_ha1("alice", "r", "pw", alg)
+        response = compute_response(ha1=ha1, nonce="n", method=method, uri=signed_uri or uri, algorithm=alg,
+                                    nc=1, cnonce="c")
+        return Credentials(username="alice", realm="r", nonce="n", uri=uri, response=response, algorithm=alg,
+                           cnonce="c", nc=1), ha1
+
+    for _ in range(2):
+        good, ha1 = cred("REGISTER", "sip:r", "MD5")
+        assert verify_response(good, ha1=ha1, method="REGISTER")
+        assert not verify_response(good, ha1=ha1, method="INVITE")
+        moved, ha1 = cred("REGISTER", "sip:other", "MD5", signed_uri="sip:r")
+        assert not verify_response(moved, ha1=ha1, method="REGISTER")
+        sha, ha1 = cred("REGISTER", "sip:r", "SHA-256")
+        assert verify_response(sha, ha1=ha1, method="REGISTER")
+        assert len(digest_module._HA2_CACHE) <= 3
