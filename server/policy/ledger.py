@@ -112,6 +112,16 @@ class SqliteLedger:
         self._tariff = tariff
 
     def commit(self, change: Change) -> None:
+        save = change.save
+        if not change.events and (save is None) != (not change.delete) and not self._conn.in_transaction:
+            # One statement (a FINAL's new row, a row's new state, a row gone without an event): SQLite makes a
+            # statement outside a transaction atomic by itself, and waits for the write lock as BEGIN IMMEDIATE
+            # does (busy timeout), so the BEGIN and COMMIT round trips are left out.
+            if save is not None:
+                self._rows.write(save)
+            else:
+                self._rows.remove(change.key)
+            return
         with transaction(self._conn):
             if change.save is not None:
                 self._rows.write(change.save)

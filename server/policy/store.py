@@ -15,12 +15,16 @@ import sqlite3
 from gamesdk.errors import RemoteProtocolError
 from server.db import migrate, open_region_db
 
-from .codec import reservation_from_json_untrusted, reservation_to_json
+from .codec import reservation_from_json_untrusted, reservation_json_text
 from .model import Reservation, SessionKey
 
 __all__ = ["SqliteReservationStore", "open_region_db"]
 
 log = logging.getLogger(__name__)
+
+_WRITE = ("INSERT OR REPLACE INTO policy_reservations"
+          " (call_id, to_tag, side, player, network, state, deadline, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_REMOVE = "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?"
 
 
 class SqliteReservationStore:
@@ -47,8 +51,7 @@ class SqliteReservationStore:
         # REPLACE on the key is right here: one key holds one reservation at a time (the core refuses a FINAL
         # for a key in use); its billing record has its own identity.
         self._conn.execute(
-            "INSERT OR REPLACE INTO policy_reservations"
-            " (call_id, to_tag, side, player, network, state, deadline, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            _WRITE,
             (
                 key.call_id,
                 key.to_tag,
@@ -57,16 +60,13 @@ class SqliteReservationStore:
                 reservation.grant.network,
                 reservation.state.value,
                 reservation.deadline,
-                json.dumps(reservation_to_json(reservation), separators=(",", ":")),
+                reservation_json_text(reservation),
             ),
         )
 
     def remove(self, key: SessionKey) -> None:
         """Delete the row, inside the caller's transaction."""
-        self._conn.execute(
-            "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?",
-            (key.call_id, key.to_tag, key.side.value),
-        )
+        self._conn.execute(_REMOVE, (key.call_id, key.to_tag, key.side.value))
 
     def load_all(self) -> list[Reservation]:
         out: list[Reservation] = []

@@ -1,0 +1,79 @@
+"""The reservation row as the ledger writes it: the same JSON as the generic encoder, one statement where one
+suffices, and that statement waits for another connection's write lock as a transaction does."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from server.policy import AppSession, Grant, MediaComponent, ReservationState, Side, open_region_db
+from server.policy.codec import reservation_from_json_untrusted, reservation_json_text, reservation_to_json
+from server.policy.ledger import Change, SqliteLedger
+from server.policy.model import Reservation
+
+
+def reservation(req: AppSession, **changes: object) -> Reservation:
+    grant = Grant(token="00ff", network="eu-dsl", qos_class="casual", priority=3, uplink_kbps=100,
+                  downlink_kbps=200, latency_ms=40)
+    res = Reservation(request=req, grant=grant, state=ReservationState.RESERVED, t_2xx=1_700_000_000.25,
+                      deadline=1_700_000_032.25, record_id="rec-1")
+    return dataclasses.replace(res, **changes)  # type: ignore[arg-type]
+
+
+def odd_request(req: Callable[..., AppSession]) -> AppSession:
+    base = req(7, loss=10_000, jit=10, cls=None)
+    return dataclasses.replace(
+        base, call_id='c"a\\l\u00e9l\u2028\x01@h', player="sip:j\u00fcrgen@eu.example", peer="",
+        game_format="pong/1;tick=60", qos_text="lat=50;jit=10;loss=10000;pps=60/60",
+        components=(*base.components,
+                    MediaComponent(number=2, uplink_kbps=0, downlink_kbps=2**40, max_latency_ms=1,
+                                   qos_class="action")))
+
+
+@pytest.mark.parametrize("which", ["plain", "odd", "active", "int-times", "no-token"])
+def test_row_text_is_the_generic_encoders(which: str, req: Callable[..., AppSession]) -> None:
+    res = {
+        "plain": lambda: reservation(req(1)),
+        "odd": lambda: reservation(odd_request(req), record_id="\u00e9\"\n"),
+        "active": lambda: reservation(req(2, side=Side.TERM), state=ReservationState.ACTIVE, t_confirm=5.5,
+                                      t_last_refresh=1e-7, expires_s=90, interim_count=3),
+        "int-times": lambda: reservation(req(3), t_2xx=0, deadline=32),
+        "no-token": lambda: reservation(req(4), grant=dataclasses.replace(reservation(req(4)).grant, token=None)),
+    }[which]()
+    text = reservation_json_text(res)
+    assert text == json.dumps(reservation_to_json(res), separators=(",", ":"))
+    assert reservation_from_json_untrusted(json.loads(text)) == dataclasses.replace(res, clock_offset=0.0)
+
+
+def test_one_statement_commit_waits_for_another_writer(tmp_path: Path, req: Callable[..., AppSession]) -> None:
+    path = tmp_path / "region.sqlite3"
+    ledger = SqliteLedger(open_region_db(path))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for a moment
+    committed = threading.Event()
+
+    def commit_other() -> None:
+        committed.set()  # set first: until then the lock is surely held
+        other.execute("COMMIT")
+
+    release = threading.Timer(0.3, commit_other)
+    release.start()
+    try:
+        ledger.commit(Change(key=req(1).key, save=reservation(req(1))))
+        # It waited for the lock (busy timeout) instead of failing with "database is locked".
+        written_after_other = committed.is_set()
+    finally:
+        release.join()
+    assert written_after_other
+    assert not ledger.connection.in_transaction
+    rows = ledger.connection.execute("SELECT call_id, state FROM policy_reservations").fetchall()
+    assert rows == [("call-1@eu.example", "reserved")]
+    ledger.commit(Change(key=req(1).key, delete=True))
+    assert ledger.connection.execute("SELECT COUNT(*) FROM policy_reservations").fetchone() == (0,)
+    assert [r.key for r in ledger.load_all()] == []
