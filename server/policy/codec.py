@@ -281,12 +281,14 @@ def _text(value: str | None) -> str:
 
 
 def _number(value: float | None) -> str:
+    if value is None:
+        return "null"
     kind = type(value)
     if kind is int:
-        return int.__repr__(value)  # type: ignore[arg-type]
-    if kind is float and math.isfinite(value):  # type: ignore[arg-type]
-        return float.__repr__(value)  # type: ignore[arg-type]
-    return json.dumps(value)  # None, NaN, infinities, subclasses: as json writes them
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return json.dumps(value)  # NaN, infinities, subclasses: as json writes them
 
 
 def reservation_json_text(res: Reservation) -> str:
