@@ -50,7 +50,7 @@ from gamesdk.qos.model import SessionTerms
 from gamesdk.qos.model import Side as QosSide
 from gamesdk.qos.negotiation import demand
 from gamesdk.sdp.codec import parse_sdp_untrusted
-from gamesdk.sdp.game import Role, find_game_media, game_from_sdp
+from gamesdk.sdp.game import Role, find_game_media, game_from_sdp, quick_game_terms
 from gamesdk.sip.dialog_info import DialogState, parse_dialog_info_untrusted
 from gamesdk.sip.message import Request, Response, response_for
 from server.hooks import CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
@@ -117,6 +117,11 @@ def _terms_untrusted(body: bytes, content_type: str | None, role: Role) -> Sessi
         return None
     if content_type is not None and content_type.split(";", 1)[0].strip().lower() != _SDP:
         return None
+    # The usual body (the SDK's) is read without building the description; anything else, and every fault,
+    # goes through the full parser and game reader, so the terms and the errors are theirs.
+    terms = quick_game_terms(body, role)
+    if terms is not None:
+        return terms
     desc = parse_sdp_untrusted(body)
     try:
         find_game_media(desc)

@@ -12,9 +12,10 @@ from collections.abc import Callable
 import pytest
 
 import server.policy.hooks as policy_hooks
-from gamesdk.sdp.codec import format_sdp, parse_sdp_untrusted
+from gamesdk.qos.model import SessionTerms
+from gamesdk.sdp.codec import format_sdp
 from gamesdk.sdp.examples import example_answer, example_offer
-from gamesdk.sdp.model import SessionDescription
+from gamesdk.sdp.game import Role
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import parse_message_untrusted
 from server import prefixes
@@ -74,14 +75,15 @@ def hooks(config: PolicyConfig, tokens: Callable[[], str], billing: MemoryBillin
 
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every SDP body the hooks parse, in order."""
+    """Every SDP body the hooks read into terms, in order (the quick reader or the full parser)."""
     seen: list[bytes] = []
+    read = policy_hooks._terms_untrusted
 
-    def counting(body: bytes) -> SessionDescription:
+    def counting(body: bytes, content_type: str | None, role: Role) -> SessionTerms | None:
         seen.append(body)
-        return parse_sdp_untrusted(body)
+        return read(body, content_type, role)
 
-    monkeypatch.setattr(policy_hooks, "parse_sdp_untrusted", counting)
+    monkeypatch.setattr(policy_hooks, "_terms_untrusted", counting)
     return seen
 
 
@@ -157,3 +159,25 @@ def test_network_for_address_is_cached_bounded_and_unchanged(config: PolicyConfi
             net = config.network_for_address(a)
             assert (net.name if net is not None else None) == expected[a]
             assert len(config._matcher._cache) <= 4
+
+
+def test_the_usual_bodies_skip_the_full_parser_and_faults_still_get_its_answer(
+        hooks: RegionPolicyHooks, monkeypatch: pytest.MonkeyPatch) -> None:
+    full: list[bytes] = []
+    parse = policy_hooks.parse_sdp_untrusted
+
+    def counting(body: bytes) -> object:
+        full.append(body)
+        return parse(body)
+
+    monkeypatch.setattr(policy_hooks, "parse_sdp_untrusted", counting)
+    request = invite("c1")
+    assert hooks.invite_received(call(request), 0.0).ok
+    headers = hooks.answer_received(call(request), ok("c1"), 0.1)
+    assert [name for name, _ in headers].count("P-Media-Authorization") == 2
+    assert full == []  # read by quick_game_terms
+    broken = OFFER.replace(b"a=gsdk-qos:lat=80", b"a=gsdk-qos:lat=abc")
+    verdict = hooks.invite_received(call(invite("c2", broken)), 0.2)
+    assert not verdict.ok and verdict.status == 488
+    assert verdict.warning is not None and "a=gsdk-qos:lat=abc" in verdict.warning
+    assert full == [broken]

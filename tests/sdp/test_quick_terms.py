@@ -1,0 +1,120 @@
+"""quick_game_terms, the server's reader of the game terms: for every body it gives the full reader's terms
+(``game_from_sdp(parse_sdp_untrusted(body), role).terms``) or None (not sure: the full reader then decides, and
+names the fault as always); never other terms, never an error. The usual bodies take the quick way."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gamesdk.errors import GameSdkError
+from gamesdk.qos import SessionTerms
+from gamesdk.sdp import format_sdp, game_from_sdp, parse_sdp_untrusted
+from gamesdk.sdp.examples import example_answer, example_offer
+from gamesdk.sdp.game import Role, quick_game_terms
+
+from .test_game import EXTENSION_ERRORS
+
+KEY = "BpX91tYOUWWR0njamwM01k_WUCT6BWf_Sw-qnBMvVCs"
+OFFER = (
+    "v=0\r\no=alice 3912409810 3912409810 IN IP4 127.0.0.1\r\ns=gamesdk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=application 50000 UDP/GSDK gsdk\r\nb=AS:64\r\na=gsdk-format:pong/1;tick=60\r\n"
+    "a=gsdk-format:pong/2;tick=120\r\na=gsdk-class:action\r\na=gsdk-qos:lat=50;jit=10;loss=10000;pps=60\r\n"
+    f"a=gsdk-sec:chacha20-poly1305,aes-256-gcm\r\na=gsdk-kx:x25519 {KEY}\r\na=gsdk-sid:305419896\r\n"
+)
+ANSWER = (
+    "v=0\r\no=bob 3912409811 3912409811 IN IP6 ::1\r\ns=-\r\nt=0 0\r\n"
+    "m=application 50002 UDP/GSDK gsdk\r\nc=IN IP6 ::1\r\nb=AS:64\r\na=gsdk-format:pong/1;tick=60\r\n"
+    "a=gsdk-class:action\r\na=gsdk-qos:lat=50;jit=10;loss=10000;pps=60\r\na=gsdk-sec:chacha20-poly1305\r\n"
+    f"a=gsdk-kx:x25519 {KEY}\r\na=ice-ufrag:abcd\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n"
+    "a=end-of-candidates\r\na=gsdk-sid:2864434397\r\n"
+)
+SEEDS = [OFFER, ANSWER, format_sdp(example_offer()), format_sdp(example_answer())]
+ROLES = (None, Role.OFFER, Role.ANSWER)
+
+#: Lines a mutation inserts: each is near something one of the readers refuses or treats specially.
+LINES = [
+    "b=AS:0", "b=AS:65", "b=CT:5", "b=AS:064", "b=AS:", "b=:5", "c=IN IP4 0.0.0.0", "c=IN IP4 127.0.0.2",
+    "c=IN IP6 127.0.0.1", "c=IN IP4 224.0.0.1", "c=IN  IP4 1.2.3.4", "c=IN IP4 1.2.3.4 ", "a=gsdk-sid:01",
+    "a=gsdk-sid:7", "a=:x", "a=", "a= x", "a=gsdk-class", "a=gsdk-class:", "a=gsdk-kx:x25519 short",
+    "a=gsdk-format:pong/1;tick=60", "a=gsdk-format:chess/3", "a=gsdk-sec:aes-256-gcm", "a=gsdk-x:unknown",
+    "a=rtpmap:0 PCMU/8000", "i=info", "k=prompt", "t=0 0", "t=1 x", "r=1 2 3", "z=1 2", "e=a@b", "u=http://x",
+    "m=audio 0 RTP/AVP 0", "m=application 6 UDP/GSDK gsdk", "m=application 0 UDP/GSDK gsdk",
+    "m=application 5/2 UDP/GSDK gsdk", "s=again", "o=x 1 1 IN IP4 1.2.3.4", "v=0", "x=unknown", "", " ",
+    "a=gsdk-qos:lat=50;jit=10;loss=10000;pps=60", "a=gsdk-qos:lat=5;jit=1;loss=1;pps=1;x", "a=gsdk-kx:x448 k",
+    "a=gsdk-sec:a,a", "a=gsdk-sec:a,,b", "a=gsdk-class:a,b", "a=end-of-candidates", "b=AS:1000001",
+]
+CHARS = [" ", ":", "=", "\r", "\n", "\x00", "\u00e9", "0", "9", "/", ",", ";", "a", "-", "\t", "\ufeff", "\x7f"]
+
+
+def full(body: str | bytes, role: Role | None) -> SessionTerms | str:
+    try:
+        return game_from_sdp(parse_sdp_untrusted(body), role).terms
+    except GameSdkError as exc:
+        return f"error: {exc}"
+
+
+def mutate(rng: random.Random, text: str) -> str:
+    lines = text.split("\r\n")
+    for _ in range(rng.randint(1, 3)):
+        where = rng.randrange(len(lines))
+        step = rng.randrange(7)
+        if step == 0 and len(lines) > 1:
+            del lines[where]
+        elif step == 1:
+            lines.insert(where, lines[where])
+        elif step == 2 and where + 1 < len(lines):
+            lines[where], lines[where + 1] = lines[where + 1], lines[where]
+        elif step == 3:
+            lines.insert(where, rng.choice(LINES))
+        elif step == 4 and lines[where]:
+            at = rng.randrange(len(lines[where]))
+            lines[where] = lines[where][:at] + rng.choice(CHARS) + lines[where][at + 1:]
+        elif step == 5 and lines[where]:
+            at = rng.randrange(len(lines[where]) + 1)
+            lines[where] = lines[where][:at] + rng.choice(CHARS) + lines[where][at:]
+        else:
+            lines[where] = lines[where][: rng.randrange(len(lines[where]) + 1)]
+    ending = rng.choice(["\r\n", "\r\n", "\n"])
+    return ending.join(lines) + rng.choice(["", "\r\n", "\r", "\n\n", "\r\n\r\n"])
+
+
+def test_the_usual_bodies_take_the_quick_way() -> None:
+    for seed in SEEDS:
+        for data in (seed, seed.encode(), seed.replace("\r\n", "\n")):
+            for role in ROLES:
+                expected = full(data, role)
+                if isinstance(expected, str):
+                    assert role is Role.ANSWER and seed in (OFFER, SEEDS[2])  # an offer lists several formats
+                    assert quick_game_terms(data, role) is None
+                else:
+                    assert quick_game_terms(data, role) == expected
+
+
+@pytest.mark.parametrize("seed", range(len(SEEDS)))
+def test_quick_terms_are_the_full_readers_or_none(seed: int) -> None:
+    rng = random.Random(seed)
+    quick_taken = 0
+    for _ in range(3000):
+        text = mutate(rng, SEEDS[seed])
+        data: str | bytes = text.encode("utf-8", "surrogatepass") if rng.random() < 0.5 else text
+        for role in ROLES:
+            terms = quick_game_terms(data, role)
+            if terms is not None:
+                quick_taken += 1
+                assert terms == full(data, role), (text, role)
+    assert quick_taken > 300  # harmless edits (an unknown a= line, a reordered a= line) keep the quick way
+
+
+@pytest.mark.parametrize(("text", "line", "fragment"), EXTENSION_ERRORS)
+def test_every_refused_extension_is_left_to_the_full_reader(text: str, line: str | None, fragment: str) -> None:
+    for role in ROLES:
+        assert quick_game_terms(text, role) is None
+
+
+def test_other_inputs_are_left_to_the_full_reader() -> None:
+    assert quick_game_terms(bytearray(OFFER.encode())) is None  # type: ignore[arg-type]
+    assert quick_game_terms(OFFER.encode()[:-30] + b"\xff\r\n") is None
+    assert quick_game_terms(OFFER + "a=x:" + "y" * 70_000 + "\r\n") is None
+    assert quick_game_terms("") is None
