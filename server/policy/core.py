@@ -25,7 +25,7 @@ import enum
 import heapq
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -152,6 +152,8 @@ class PolicyServer:
         self.region = region
         self._token_factory = token_factory
         self._ledger: Ledger = ledger if ledger is not None else SplitLedger(store, billing)
+        # A ledger that commits several changes in one transaction lets final_many write both sides at once.
+        self._commit_many: Callable[[list[Change]], None] | None = getattr(self._ledger, "commit_many", None)
         self._persistent = ledger is not None or store is not None
         self._journal = journal
         self._usage: dict[str, NetworkUsage] = {n.name: NetworkUsage() for n in config.networks}
@@ -221,31 +223,129 @@ class PolicyServer:
             self._used_key(key, decision, now)
             self._bill_attempt(request, decision, now, wall)
             return decision
-        d = decision
-        grant = Grant(token=self._token_factory(), network=d.network, qos_class=d.qos_class, priority=d.priority,
-                      uplink_kbps=d.uplink_kbps, downlink_kbps=d.downlink_kbps, latency_ms=d.latency_ms)
-        settings = self.config.settings
-        reservation = Reservation(
-            request=request,
-            grant=grant,
-            state=ReservationState.RESERVED,
-            t_2xx=wall,
-            deadline=wall + settings.confirm_timeout_s,
-            record_id=self._token_factory(),
-            clock_offset=wall - now,
-        )
+        reservation = self._new_reservation(request, decision, now, wall)
         try:
             # A grant the books do not show would be capacity given away: durable (database or journal) or none.
             self._change(Change(key=key, save=reservation), now, must_be_durable=True)
         except LedgerUnavailable as exc:
-            self.stats["denied"] += 1
-            log.warning("FINAL for %s refused: %s", key, exc)
-            return Deny(network=grant.network, resource=Resource.POLICY,
-                        reason="the reservation could not be recorded; try again")
+            return self._not_recorded(reservation, exc)
         self._hold(reservation)
-        self._invites[(key.call_id, request.from_tag, key.side)] = (key.to_tag, now + USED_KEY_TTL_S)
+        return self._granted(reservation, now)
+
+    def final_many(self, requests: Sequence[AppSession], now: float, *, wall: float | None = None,
+                   on_fault: Callable[[AppSession, Exception], Decision] | None = None) -> list[Decision]:
+        """FINAL for each of ``requests`` in order, stopping after the first refusal: the decisions :meth:`final`
+        gives one after the other, but the new reservations' rows are committed in one transaction (the callee's
+        and the caller's side of a call at a server with both players).
+
+        Durable first as in :meth:`final`: a grant is returned only once its row is in the database or the
+        journal. If the database refuses the transaction, the rows go to the journal one by one, in order (as
+        :meth:`final` does once the database has refused); the first one the journal refuses too is refused and
+        the later requests were never asked (nothing of theirs is held). A request whose decision raises ends the
+        list with ``on_fault(request, exc)`` (re-raised without ``on_fault``), after the grants before it are
+        recorded.
+        """
+        wall = now if wall is None else wall
+        decisions: list[Decision] = []
+        staged: list[Reservation] = []
+        for request in requests:
+            try:
+                reservation = self._stage_final(request, now, wall)
+                if reservation is not None:
+                    staged.append(reservation)
+                    continue
+                if staged:
+                    decisions += self._record_staged(staged, now)
+                    staged = []
+                    if isinstance(decisions[-1], Deny):
+                        return decisions
+                decision = self.final(request, now, wall=wall)
+            except Exception as exc:
+                if staged:
+                    decisions += self._record_staged(staged, now)
+                    if isinstance(decisions[-1], Deny):
+                        return decisions
+                if on_fault is None:
+                    raise
+                decisions.append(on_fault(request, exc))
+                return decisions
+            decisions.append(decision)
+            if isinstance(decision, Deny):
+                return decisions
+        if staged:
+            decisions += self._record_staged(staged, now)
+        return decisions
+
+    def _stage_final(self, request: AppSession, now: float, wall: float) -> Reservation | None:
+        """A new grant for ``request``, held in memory, its row not written yet (:meth:`_record_staged` writes
+        it); ``None`` for anything else (a retransmission, a used key, a refusal, writes already queued), which
+        :meth:`final` then decides as always."""
+        if self._outbox or self._commit_many is None:
+            return None
+        key = request.key
+        if key in self._held or key in self._ending:
+            return None
+        self._forget(now)
+        if key in self._used:
+            return None
+        decision = self._decide(request)
+        if (not isinstance(decision, Grant) or self._one_final_per_invite(request, now) is not None
+                or self._player_cap(request) is not None):
+            return None
+        self.stats["final"] += 1
+        reservation = self._new_reservation(request, decision, now, wall)
+        self._hold(reservation)
+        return reservation
+
+    def _record_staged(self, staged: list[Reservation], now: float) -> list[Decision]:
+        """Commit the staged reservations' rows in one transaction; the journal, one by one, if that fails."""
+        assert self._commit_many is not None  # staged only with a ledger that commits many
+        changes = [Change(key=res.key, save=res) for res in staged]
+        try:
+            self._commit_many(changes)
+        except Exception as exc:  # noqa: BLE001 - any store fault journals the changes, never loses them
+            self.stats["write_failures"] += 1
+            log.warning("database write for %s failed (journaled, retried): %s", changes[0].key, exc)
+        else:
+            return [self._granted(res, now) for res in staged]
+        decisions: list[Decision] = []
+        for index, (res, change) in enumerate(zip(staged, changes, strict=True)):
+            try:
+                self._queue(change, now, must_be_durable=True)
+            except LedgerUnavailable as exc:
+                for later in staged[index:]:  # not recorded, or never asked: nothing of theirs stays held
+                    self._held.pop(later.key, None)
+                    self._free(later)
+                self.stats["final"] -= len(staged) - index - 1
+                decisions.append(self._not_recorded(res, exc))
+                return decisions
+            decisions.append(self._granted(res, now))
+        return decisions
+
+    def _new_reservation(self, request: AppSession, d: Grant, now: float, wall: float) -> Reservation:
+        grant = Grant(token=self._token_factory(), network=d.network, qos_class=d.qos_class, priority=d.priority,
+                      uplink_kbps=d.uplink_kbps, downlink_kbps=d.downlink_kbps, latency_ms=d.latency_ms)
+        return Reservation(
+            request=request,
+            grant=grant,
+            state=ReservationState.RESERVED,
+            t_2xx=wall,
+            deadline=wall + self.config.settings.confirm_timeout_s,
+            record_id=self._token_factory(),
+            clock_offset=wall - now,
+        )
+
+    def _granted(self, res: Reservation, now: float) -> Grant:
+        key = res.key
+        self._invites[(key.call_id, res.request.from_tag, key.side)] = (key.to_tag, now + USED_KEY_TTL_S)
         self.stats["granted"] += 1
-        return grant
+        return res.grant
+
+    def _not_recorded(self, res: Reservation, exc: Exception) -> Deny:
+        self.stats["denied"] += 1
+        log.warning("FINAL for %s refused: %s", res.key, exc)
+        return Deny(network=res.grant.network, resource=Resource.POLICY,
+                    reason="the reservation could not be recorded; try again")
 
     def activate(self, key: SessionKey, now: float, expires_s: int) -> Reservation | None:
         """The player confirmed (PUBLISH ``confirmed``): open the gate, START billing, start the lease.
@@ -547,6 +647,10 @@ class PolicyServer:
             except Exception as exc:  # noqa: BLE001 - any store fault journals the change, never loses it
                 self.stats["write_failures"] += 1
                 log.warning("database write for %s failed (journaled, retried): %s", change.key, exc)
+        return self._queue(change, now, must_be_durable=must_be_durable)
+
+    def _queue(self, change: Change, now: float, *, must_be_durable: bool) -> _Write:
+        """The database did not take ``change`` (or writes already wait): the journal, then the retry queue."""
         journaled = False
         if self._journal is not None:
             try:

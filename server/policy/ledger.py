@@ -123,12 +123,25 @@ class SqliteLedger:
                 self._rows.remove(change.key)
             return
         with transaction(self._conn):
-            if change.save is not None:
-                self._rows.write(change.save)
-            if change.delete:
-                self._rows.remove(change.key)
-            for event in change.events:
-                write_event(self._conn, self._tariff, event)
+            self._write(change)
+
+    def commit_many(self, changes: list[Change]) -> None:
+        """Make ``changes`` durable in ONE transaction, all of them or none; raise on failure (the two rows of a
+        call's two sides: one lock, one write of the pages they share)."""
+        if len(changes) == 1:
+            self.commit(changes[0])
+            return
+        with transaction(self._conn):
+            for change in changes:
+                self._write(change)
+
+    def _write(self, change: Change) -> None:
+        if change.save is not None:
+            self._rows.write(change.save)
+        if change.delete:
+            self._rows.remove(change.key)
+        for event in change.events:
+            write_event(self._conn, self._tariff, event)
 
     def load_all(self) -> list[Reservation]:
         return self._rows.load_all()

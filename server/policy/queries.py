@@ -60,11 +60,38 @@ def policy_fault(reason: str = "policy server error") -> Deny:
     return Deny(network=None, resource=Resource.POLICY, reason=reason)
 
 
+def _check_failed(request: AppSession, exc: Exception) -> Decision:
+    log.error("policy check for %s failed", request.call_id, exc_info=exc)
+    return policy_fault()
+
+
 def answer_now(backend: SyncBackend, calls: tuple[PolicyCall, ...], now: float, wall: float) -> QueryAnswer:
     """Make ``calls`` on a backend in this process, by the module's rules."""
     results: list[object] = []
-    for call in calls:
+    final_many = getattr(backend, "final_many", None)
+    index = 0
+    while index < len(calls):
+        call = calls[index]
+        index += 1
         kind = call.kind
+        if kind == "final" and final_many is not None:
+            # The FINALs in a row (a call's two sides) go together: the backend records them in one write.
+            requests: list[AppSession] = []
+            for pending in calls[index - 1:]:
+                if pending.kind != "final":
+                    break
+                assert pending.request is not None  # built by the hooks (internal invariant)
+                requests.append(pending.request)
+            index += len(requests) - 1
+            try:
+                decisions: list[Decision] = final_many(requests, now, wall=wall, on_fault=_check_failed)
+            except Exception:
+                log.exception("policy check for %s failed", requests[0].call_id)
+                decisions = [policy_fault()]
+            results.extend(decisions)
+            if decisions and isinstance(decisions[-1], Deny):
+                break
+            continue
         if kind in ("preliminary", "final"):
             assert call.request is not None  # built by the hooks (internal invariant)
             check = backend.preliminary if kind == "preliminary" else backend.final

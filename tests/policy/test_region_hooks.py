@@ -587,14 +587,20 @@ def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path:
 
         callee = asyncio.create_task(answer())
         # The FINAL goes in before the disk fails; the confirmed PUBLISH after the ACK does not.
-        original_final = policy.final
+        original_final, original_final_many = policy.final, policy.final_many
 
         def final_then_fail(*args: Any, **kwargs: Any) -> Any:
             decision = original_final(*args, **kwargs)
             policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
             return decision
 
+        def final_many_then_fail(*args: Any, **kwargs: Any) -> Any:
+            decisions = original_final_many(*args, **kwargs)
+            policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
+            return decisions
+
         policy.final = final_then_fail  # type: ignore[method-assign]
+        policy.final_many = final_many_then_fail  # type: ignore[method-assign]
         session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
         await callee
         for _ in range(100):  # bounded: until the 503 went out

@@ -1,0 +1,166 @@
+"""final_many: a call's FINALs decided as final() decides them one after the other, their rows written in one
+transaction, durable first as ever (a grant only once its row is in the database or the journal)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.billing.store import read_rows
+from server.policy import AppSession, Grant, PolicyConfig, PolicyServer, Side, open_region_db
+from server.policy.ledger import Change, FileJournal, SqliteLedger
+from server.policy.queries import PolicyCall, answer_now
+
+WALL = 1_700_000_000.0
+
+
+class FlakyLedger(SqliteLedger):
+    """A SqliteLedger whose writes fail while ``failing`` is set (a database locked by another process)."""
+
+    failing = False
+    attempts = 0
+
+    def commit(self, change: Change) -> None:
+        self.attempts += 1
+        if self.failing:
+            raise sqlite3.OperationalError("database is locked")
+        super().commit(change)
+
+    def commit_many(self, changes: list[Change]) -> None:
+        self.attempts += 1
+        if self.failing:
+            raise sqlite3.OperationalError("database is locked")
+        super().commit_many(changes)
+
+
+class BrokenJournal(FileJournal):
+    def append(self, change: Change) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def boot(path: Path, config: PolicyConfig, tokens: Callable[[], str], *,
+         journal: FileJournal | None = None) -> tuple[PolicyServer, FlakyLedger]:
+    ledger = FlakyLedger(open_region_db(path), config.tariff)
+    policy = PolicyServer(config, token_factory=tokens, region="eu", ledger=ledger,
+                          journal=journal if journal is not None else FileJournal(f"{path}.journal"))
+    return policy, ledger
+
+
+def pair(req: Callable[..., AppSession], n: int, **kwargs: Any) -> list[AppSession]:
+    """The callee's side, then the caller's, of one call (both players in this region)."""
+    callee = req(n, side=Side.TERM, player="sip:bob@eu.example", ip="10.2.0.9", **kwargs)
+    caller = req(n, side=Side.ORIG, player="sip:alice@eu.example", ip="10.2.0.7", **kwargs)
+    return [callee, caller]
+
+
+def state(policy: PolicyServer) -> tuple[object, ...]:
+    return (policy.reservations(), policy.capacity(), dict(policy.stats), policy.pending_writes,
+            policy.get_timer())
+
+
+SCENARIOS: dict[str, Callable[[Callable[..., AppSession]], list[list[AppSession]]]] = {
+    "two grants": lambda req: [pair(req, 1)],
+    "the caller's network is short": lambda req: [pair(req, 1)[:1] + [req(1, ip="10.2.5.1", up=600)]],
+    "the callee is refused: the caller is not asked": lambda req: [[req(1, side=Side.TERM, ip="10.9.0.1"),
+                                                                    req(1)]],
+    "a retransmitted 2xx": lambda req: [pair(req, 1), pair(req, 1)],
+    "a second 2xx of the INVITE": lambda req: [pair(req, 1), pair(req, 1, to_tag="other")],
+    "a grant after a used key": lambda req: [pair(req, 1)[:1], pair(req, 1)],
+    "three in a row": lambda req: [pair(req, 1) + [req(2, ip="10.2.0.3")]],
+    "the player cap": lambda req: [[req(n, ip="10.2.0.7", player="sip:carol@eu.example") for n in range(1, 5)]],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_the_decisions_and_books_are_finals_one_by_one(
+        scenario: str, tmp_path: Path, config: PolicyConfig, req: Callable[..., AppSession]) -> None:
+    config = dataclasses.replace(config, settings=dataclasses.replace(config.settings,
+                                                                      max_reservations_per_player=3))
+    outcomes = []
+    for way in ("one by one", "many"):
+        counter = iter(range(1, 1000))
+        policy, _ = boot(tmp_path / f"{way}.sqlite3", config, lambda c=counter: f"{next(c):032x}")
+        decisions = []
+        for step, batch in enumerate(SCENARIOS[scenario](req)):
+            now = 10.0 * step
+            if way == "many":
+                decisions.append(policy.final_many(batch, now, wall=WALL + now))
+                continue
+            made = []
+            for request in batch:
+                made.append(policy.final(request, now, wall=WALL + now))
+                if not isinstance(made[-1], Grant):
+                    break
+            decisions.append(made)
+        rows = [dataclasses.replace(r, id=0) for r in read_rows(open_region_db(tmp_path / f"{way}.sqlite3"))]
+        outcomes.append((decisions, state(policy), rows))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_calls_two_rows_are_one_transaction(tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str],
+                                              req: Callable[..., AppSession]) -> None:
+    policy, ledger = boot(tmp_path / "region.sqlite3", config, tokens)
+    statements: list[str] = []
+    ledger.connection.set_trace_callback(lambda sql: statements.append(sql.split(" ", 1)[0].upper()))
+    calls = tuple(PolicyCall("final", request=r) for r in pair(req, 1))
+    answer = answer_now(policy, calls, 0.0, WALL)
+    assert [type(d) for d in answer.results] == [Grant, Grant]
+    assert statements == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert len(ledger.load_all()) == 2
+
+
+def test_a_refused_transaction_journals_both_rows_and_grants(
+        tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str], req: Callable[..., AppSession]) -> None:
+    path = tmp_path / "region.sqlite3"
+    policy, ledger = boot(path, config, tokens)
+    ledger.failing = True
+    decisions = policy.final_many(pair(req, 1), 0.0, wall=WALL)
+    assert [type(d) for d in decisions] == [Grant, Grant]
+    assert len(FileJournal(f"{path}.journal").entries()) == 2 and policy.pending_writes == 2
+    assert ledger.attempts == 1  # the second row went to the journal without asking the database again
+    ledger.failing = False
+    retry = policy.get_timer()
+    assert retry is not None
+    policy.handle_timer(retry)
+    assert policy.pending_writes == 0 and len(ledger.load_all()) == 2
+
+
+def test_a_call_that_cannot_be_recorded_holds_nothing_and_its_caller_is_not_asked(
+        tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str], req: Callable[..., AppSession]) -> None:
+    path = tmp_path / "region.sqlite3"
+    policy, ledger = boot(path, config, tokens, journal=BrokenJournal(f"{path}.journal"))
+    ledger.failing = True
+    decisions = policy.final_many(pair(req, 1), 0.0, wall=WALL)
+    assert len(decisions) == 1 and not isinstance(decisions[0], Grant)
+    assert "could not be recorded" in decisions[0].reason
+    assert policy.reservations() == [] and policy.is_idle()
+    assert (policy.stats["final"], policy.stats["granted"], policy.stats["denied"]) == (1, 0, 1)
+    ledger.failing = False  # the same call again, once the database is back: granted (the keys were not used)
+    assert [type(d) for d in policy.final_many(pair(req, 1), 1.0, wall=WALL + 1)] == [Grant, Grant]
+
+
+def test_a_decision_that_raises_ends_the_list_after_the_grants_before_it_are_recorded(
+        tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str], req: Callable[..., AppSession]) -> None:
+    policy, ledger = boot(tmp_path / "region.sqlite3", config, tokens)
+    first, second = pair(req, 1)
+    broken = dataclasses.replace(second, components=())  # admission refuses it; make the check raise instead
+    original = policy._decide
+
+    def decide(request: AppSession) -> Any:
+        if request is broken:
+            raise RuntimeError("bug")
+        return original(request)
+
+    policy._decide = decide  # type: ignore[method-assign]
+    faults: list[str] = []
+    decisions = policy.final_many([first, broken], 0.0, wall=WALL,
+                                  on_fault=lambda r, exc: faults.append(str(exc)) or policy._key_in_use(r.key))
+    assert isinstance(decisions[0], Grant) and not isinstance(decisions[1], Grant) and faults == ["bug"]
+    assert [r.key for r in ledger.load_all()] == [first.key]
+    with pytest.raises(RuntimeError, match="bug"):
+        policy.final_many([broken], 1.0, wall=WALL + 1)
