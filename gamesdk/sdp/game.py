@@ -410,6 +410,12 @@ def canonical_gsdk_lines(desc: SessionDescription) -> bytes:
 
 #: Order ranks of the lines the quick reader takes inside the game section (RFC 8866 §9: c*, b*, then a*).
 _QUICK_MEDIA_RANK = {"c": 2, "b": 3, "a": 5}
+#: The last characters of a canonical 43-character key text: base64url digits whose 2 low bits (unused after the
+#: 256 key bits) are zero, as re-encoding the decoded key in _decode_public_key demands.
+_KEY_LAST = frozenset("AEIMQUYcgkosw048")
+#: The terms of the game texts seen (formats, class, qos, sec, b=AS, answer or not); cleared when full.
+_quick_terms: dict[tuple[object, ...], SessionTerms] = {}
+_QUICK_TERMS_MAX = 256
 
 
 def _quick_connection(value: str) -> str | None:
@@ -497,6 +503,7 @@ def quick_game_terms(data: bytes | str, role: Role | None = None) -> SessionTerm
     media_address: str | None = None
     receive_kbps = -1
     formats: list[GameFormat] = []
+    format_texts: list[str] = []
     single: dict[str, str] = {}
     rank = 0
     for line in lines[index + 1:]:
@@ -523,6 +530,7 @@ def quick_game_terms(data: bytes | str, role: Role | None = None) -> SessionTerm
                 if fmt in formats:
                     return None
                 formats.append(fmt)
+                format_texts.append(value)
             elif name in single:
                 return None
             else:
@@ -540,24 +548,41 @@ def quick_game_terms(data: bytes | str, role: Role | None = None) -> SessionTerm
                 return None
     if (media_address is None and session_address is None) or not formats or len(single) != len(_SINGLE):
         return None
+    # Per call: the key and the session id (checked as _decode_public_key and _canonical_u32 do).
+    algorithm, space, key_text = single["gsdk-kx"].partition(" ")
+    if (not space or algorithm != KX_ALGORITHM or len(key_text) != _KEY_TEXT or key_text.strip(_B64URL)
+            or key_text[-1] not in _KEY_LAST or _canonical_u32(single["gsdk-sid"]) is None):
+        return None
+    # Per game: the same few texts in every call, so their terms are kept (immutable values).
+    cache_key = (tuple(format_texts), single["gsdk-class"], single["gsdk-qos"], single["gsdk-sec"], receive_kbps,
+                 role == Role.ANSWER)
+    terms = _quick_terms.get(cache_key)
+    if terms is None:
+        terms = _quick_new_terms(formats, single, receive_kbps, role)
+        if terms is None:
+            return None
+        if len(_quick_terms) >= _QUICK_TERMS_MAX:
+            _quick_terms.clear()
+        _quick_terms[cache_key] = terms
+    return terms
+
+
+def _quick_new_terms(formats: list[GameFormat], single: dict[str, str], receive_kbps: int,
+                     role: Role | None) -> SessionTerms | None:
     if not 1 <= receive_kbps <= MAX_KBPS or (role == Role.ANSWER and len(formats) != 1):
         return None
     try:
         qos = _cached_qos(single["gsdk-qos"])
     except Exception:  # noqa: BLE001 - the full reader names the fault
         return None
-    sec_text = single["gsdk-sec"]
-    suites = tuple(sec_text.split(","))
+    suites = tuple(single["gsdk-sec"].split(","))
     if role == Role.ANSWER and len(suites) != 1:
         return None
     for position, suite in enumerate(suites):
         if not is_token(suite) or suite in suites[:position]:
             return None
-    algorithm, space, key_text = single["gsdk-kx"].partition(" ")
-    if not space or algorithm != KX_ALGORITHM or _decode_public_key(key_text) is None:
-        return None
     classification = single["gsdk-class"]
-    if _canonical_u32(single["gsdk-sid"]) is None or not is_token(classification):
+    if not is_token(classification):
         return None
     try:
         return SessionTerms(formats=tuple(formats), classification=classification, qos=qos,

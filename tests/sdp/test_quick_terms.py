@@ -118,3 +118,11 @@ def test_other_inputs_are_left_to_the_full_reader() -> None:
     assert quick_game_terms(OFFER.encode()[:-30] + b"\xff\r\n") is None
     assert quick_game_terms(OFFER + "a=x:" + "y" * 70_000 + "\r\n") is None
     assert quick_game_terms("") is None
+
+
+@pytest.mark.parametrize("last", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+def test_the_key_text_is_checked_as_the_full_reader_checks_it(last: str) -> None:
+    # The last of 43 characters carries 4 key bits and 2 unused ones: only 16 of 64 characters are canonical.
+    body = OFFER.replace(f"x25519 {KEY}", f"x25519 {KEY[:-1]}{last}")
+    quick, expected = quick_game_terms(body, Role.OFFER), full(body, Role.OFFER)
+    assert quick == expected if quick is not None else isinstance(expected, str)
