@@ -11,6 +11,11 @@ measured side by side in the same run. Every loop is bounded in count (and the H
 - session lifecycle (sqlite): what one server does per game session: preliminary, final, activate (START),
   one refresh (INTERIM), release (STOP); twice that is what the policy adds to a setup through both servers;
 - http final+release: the same pair over loopback HTTP/JSON (one connection per call).
+
+``python bench/bench_policy.py --proxy [--calls N --rounds R]`` measures only the policy's share of
+bench/bench_proxy.py's call (the embedded policy with its SQLite ledger, as the server runs it): the CPU time spent
+inside the policy hooks (``invite_received``, ``answer_received`` and the rest) per call, next to the server's whole
+CPU per call.
 """
 
 from __future__ import annotations
@@ -241,7 +246,52 @@ def bench_http(config: PolicyConfig, n: int, path: Path) -> float:
     return per_s
 
 
+def bench_proxy_share(calls: int, rounds: int) -> None:
+    """The policy's share of bench_proxy.py's call: CPU inside the hooks the node calls, per call."""
+    import collections
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_proxy
+
+    from server import cli
+
+    spent: collections.Counter[str] = collections.Counter()
+    clock = time.process_time
+
+    def timed(name: str, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[name] += clock() - t0
+        return call
+
+    with tempfile.TemporaryDirectory() as tmp, cli.serving_gc():
+        node, realm = bench_proxy.setup(Path(tmp))
+        hooks = node.hooks
+        for name in ("invite_received", "answer_received", "invite_failed", "bindings_removed", "get_timer",
+                     "handle_timer", "publish_received"):
+            setattr(hooks, name, timed(name, getattr(hooks, name)))
+        now = time.monotonic()
+        bench_proxy.login(node, realm, now)
+        _, _, now = bench_proxy.run(node, realm, calls=200, now=now)
+        for _ in range(rounds):
+            spent.clear()
+            total, done, now = bench_proxy.run(node, realm, calls=calls, now=now)
+            policy = sum(spent.values())
+            parts = ", ".join(f"{name} {1e6 * t / done:.1f}" for name, t in spent.most_common(3))
+            print(f"bench_proxy call: server {1e6 * total / done:7.1f} us CPU, policy hooks {1e6 * policy / done:6.1f} us"
+                  f" ({100 * policy / total:4.1f} %: {parts})  n={done}", flush=True)
+
+
 def main() -> None:
+    if "--proxy" in sys.argv:
+        args = sys.argv[1:]
+        calls = int(args[args.index("--calls") + 1]) if "--calls" in args else 1000
+        rounds = int(args[args.index("--rounds") + 1]) if "--rounds" in args else 3
+        bench_proxy_share(calls, rounds)
+        return
     config = PolicyConfig.from_mapping(CONFIG)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; 20 access networks, 2 classes")
     with tempfile.TemporaryDirectory() as tmp:
@@ -330,5 +380,5 @@ def bench_setups(sessions: int = 40) -> None:
     print(f"policy adds {1e3 * extra_cpu:.2f} ms CPU per session and {1e3 * extra_p50:.2f} ms to the setup p50")
 
 
-if __name__ == "__main__" and "--no-setup" not in sys.argv:
+if __name__ == "__main__" and "--no-setup" not in sys.argv and "--proxy" not in sys.argv:
     bench_setups()
