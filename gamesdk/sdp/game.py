@@ -433,7 +433,7 @@ def _quick_digits(text: str) -> bool:
     return bool(text) and text.isascii() and text.isdigit()
 
 
-def quick_game_terms(data: bytes | str, role: Role | None = None) -> SessionTerms | None:
+def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | None:
     """The game terms of a body in the usual shape, without building the description: what
     ``game_from_sdp(parse_sdp_untrusted(data), role).terms`` returns, or ``None`` when this reader is not sure.
 
@@ -443,14 +443,16 @@ def quick_game_terms(data: bytes | str, role: Role | None = None) -> SessionTerm
     an error: the caller then runs the full parser and game reader, which accept or name the fault as always. So
     the answer for any body is the full reader's, only sooner for the usual one (a server reads two per call).
     """
-    if type(data) is bytes:
+    # Any other type (bytearray, memoryview) is left to the full reader; ``object`` keeps a compiled build (mypyc)
+    # from refusing it with a TypeError.
+    if isinstance(data, bytes) and type(data) is bytes:
         if len(data) > MAX_SDP_BYTES:
             return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    elif type(data) is str:
+    elif isinstance(data, str) and type(data) is str:
         text = data
         if len(text) > MAX_SDP_BYTES:
             return None

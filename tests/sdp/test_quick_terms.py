@@ -114,7 +114,7 @@ def test_every_refused_extension_is_left_to_the_full_reader(text: str, line: str
 
 
 def test_other_inputs_are_left_to_the_full_reader() -> None:
-    assert quick_game_terms(bytearray(OFFER.encode())) is None  # type: ignore[arg-type]
+    assert quick_game_terms(bytearray(OFFER.encode())) is None
     assert quick_game_terms(OFFER.encode()[:-30] + b"\xff\r\n") is None
     assert quick_game_terms(OFFER + "a=x:" + "y" * 70_000 + "\r\n") is None
     assert quick_game_terms("") is None
