@@ -12,7 +12,10 @@ from gamesdk.qos.negotiation import Demand
 
 from .model import AppSession, MediaComponent, Side
 
-__all__ = ["app_session_from_demand"]
+__all__ = ["DemandParts", "app_session_from_demand", "demand_parts"]
+
+#: (side, media components, game format, qos text) of a request.
+DemandParts = tuple[Side, tuple[MediaComponent, ...], str, str]
 
 
 def app_session_from_demand(
@@ -31,15 +34,29 @@ def app_session_from_demand(
 
     ``player`` is this server's player (the caller at the caller's server, the callee at the callee's).
     """
+    side, components, game_format, qos_text = demand_parts(demand)
     return AppSession(
         call_id=call_id,
         from_tag=from_tag,
         to_tag=to_tag,
-        side=Side.ORIG if demand.side == QosSide.CALLER else Side.TERM,
+        side=side,
         player=player,
         peer=peer,
         player_ip=player_ip,
-        components=(
+        components=components,
+        transit_rtt_ms=transit_rtt_ms,
+        peer_access_rtt_ms=peer_access_rtt_ms,
+        game_format=game_format,
+        qos_text=qos_text,
+    )
+
+
+def demand_parts(demand: Demand) -> DemandParts:
+    """What a request takes from ``demand``: the side, the media component, the format and the qos text (immutable
+    values, so the hooks keep them for the terms they come from)."""
+    return (
+        Side.ORIG if demand.side == QosSide.CALLER else Side.TERM,
+        (
             MediaComponent(
                 number=1,
                 uplink_kbps=demand.up_kbps,
@@ -50,11 +67,6 @@ def app_session_from_demand(
                 qos_class=demand.classification,
             ),
         ),
-        transit_rtt_ms=transit_rtt_ms,
-        peer_access_rtt_ms=peer_access_rtt_ms,
-        game_format=str(demand.format),
-        qos_text=(
-            f"lat={demand.latency_ms};jit={demand.jitter_ms};loss={demand.loss_ppm};"
-            f"pps={demand.up_pps}/{demand.down_pps}"
-        ),
+        str(demand.format),
+        f"lat={demand.latency_ms};jit={demand.jitter_ms};loss={demand.loss_ppm};pps={demand.up_pps}/{demand.down_pps}",
     )

@@ -57,7 +57,7 @@ from server.hooks import CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
 from server.location import Binding
 from server.publish import DialogPublications, PublishRequest, PublishResult
 
-from .bridge import app_session_from_demand
+from .bridge import DemandParts, demand_parts
 from .config import PolicyConfig
 from .lifetime import Activate, PolicyOperation, Release, operations_for_publish
 from .model import AppSession, Decision, Deny, DialogRef, EndReason, Grant, Reservation, Resource, Side
@@ -74,6 +74,8 @@ _SDP = "application/sdp"
 #: Offers whose terms are kept between the INVITE and its 2xx (bounded; the oldest go first).
 OFFER_CACHE_MAX = 4096
 OFFER_CACHE_TTL_S = 32.0
+#: Requests' parts kept per terms (a few games' texts in practice; emptied when full).
+DEMAND_CACHE_MAX = 256
 #: An event older than this on the driver's clock is not a loop time (see ``RegionPolicyHooks._wall_at``).
 MAX_EVENT_AGE_S = 60.0
 #: Retry-After of a PUBLISH the policy could not record (RFC 3261 21.5.4): short, the fault is usually brief.
@@ -180,6 +182,8 @@ class RegionPolicyHooks:
         self._player_vanished = player_vanished
         # (Call-ID, From-tag) -> (offer body, Content-Type, its terms or None, expiry on the node clock).
         self._offers: OrderedDict[tuple[str, str], _CachedOffer] = OrderedDict()
+        # (id(offer terms), id(answer terms), side) -> (offer terms, answer terms, what a request takes from them).
+        self._demands: dict[tuple[int, int, QosSide], tuple[SessionTerms, SessionTerms | None, DemandParts]] = {}
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -249,16 +253,30 @@ class RegionPolicyHooks:
                  to_tag: str, peer_rtt: int) -> AppSession:
         caller = side == QosSide.CALLER
         address = call.caller_address if caller else call.callee_address
-        return app_session_from_demand(
-            demand(offer, answer, side),
+        # The terms of a game's usual texts are shared values (quick_game_terms keeps them), so what the request
+        # takes from them is kept too, by the terms' identity (held alive by the entry, so an id is never reused).
+        cache_key = (id(offer), id(answer), side)
+        cached = self._demands.get(cache_key)
+        if cached is not None and cached[0] is offer and cached[1] is answer:
+            parts = cached[2]
+        else:
+            parts = demand_parts(demand(offer, answer, side))
+            if len(self._demands) >= DEMAND_CACHE_MAX:
+                self._demands.clear()
+            self._demands[cache_key] = (offer, answer, parts)
+        return AppSession(
             call_id=call.call_id,
             from_tag=call.from_tag or "",
             to_tag=to_tag,
+            side=parts[0],
             player=call.caller if caller else call.callee,
             peer=call.callee if caller else call.caller,
             player_ip=address[0] if address is not None else "",
+            components=parts[1],
             transit_rtt_ms=self._transit_ms(call),
             peer_access_rtt_ms=peer_rtt,
+            game_format=parts[2],
+            qos_text=parts[3],
         )
 
     def _ask(self, calls: list[PolicyCall], finish: Callable[[QueryAnswer], T], now: float,

@@ -181,3 +181,25 @@ def test_the_usual_bodies_skip_the_full_parser_and_faults_still_get_its_answer(
     assert not verdict.ok and verdict.status == 488
     assert verdict.warning is not None and "a=gsdk-qos:lat=abc" in verdict.warning
     assert full == [broken]
+
+
+def test_requests_built_from_kept_terms_are_the_bridges(hooks: RegionPolicyHooks) -> None:
+    from gamesdk.qos.model import Side as QosSide
+    from gamesdk.qos.negotiation import demand
+    from gamesdk.sdp.game import quick_game_terms
+    from server.policy.bridge import app_session_from_demand
+
+    offer, answer = quick_game_terms(OFFER, Role.OFFER), quick_game_terms(ANSWER, Role.ANSWER)
+    assert offer is not None and answer is not None
+    other_answer = quick_game_terms(ANSWER.replace(b"b=AS:64", b"b=AS:32"), Role.ANSWER)
+    for n, (theirs, side) in enumerate([(None, QosSide.CALLER), (None, QosSide.CALLEE), (answer, QosSide.CALLEE),
+                                        (answer, QosSide.CALLER), (answer, QosSide.CALLER),
+                                        (other_answer, QosSide.CALLER), (answer, QosSide.CALLER)]):
+        info = call(invite(f"c{n}"))
+        caller = side is QosSide.CALLER
+        expected = app_session_from_demand(
+            demand(offer, theirs, side), call_id=info.call_id, from_tag="a1", to_tag=f"t{n}",
+            player=info.caller if caller else info.callee, peer=info.callee if caller else info.caller,
+            player_ip="10.2.0.7" if caller else "10.2.0.9", peer_access_rtt_ms=n)
+        assert hooks._request(info, offer, theirs, side, f"t{n}", n) == expected
+    assert len(hooks._demands) == 5  # one entry per (offer, answer, side) seen
