@@ -117,8 +117,13 @@ def split_simple_params(text: str) -> Params:
 
 def find_param(params: Params, name: str) -> str | None:
     """The value of parameter ``name`` (case-insensitive; "" for a flag), or None when absent."""
-    lname = name.lower()
+    lname = ""
     for key, value in params:
+        # The name as written (nearly always: ``branch``, ``tag``) matches without lower-casing either.
+        if key == name:
+            return "" if value is None else value
+        if not lname:
+            lname = name.lower()
         if key.lower() == lname:
             return "" if value is None else value
     return None

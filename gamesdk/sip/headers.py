@@ -73,10 +73,12 @@ class Via(NamedTuple):
         fast = _VIA_FAST_RE.fullmatch(text)
         if fast is not None:
             transport, host, port, ptext = fast.groups()
-            params = split_simple_params(ptext)
-            if port is not None and int(port) > 65535:
-                raise _bad("Via port", text)
-            return cls(transport, host, int(port) if port is not None else None, params)
+            number: int | None = None
+            if port is not None:
+                number = int(port)
+                if number > 65535:
+                    raise _bad("Via port", text)
+            return cls(transport, host, number, split_simple_params(ptext))
         m = _VIA_RE.match(text)
         if m is None:
             raise _bad("Via", text)
@@ -102,7 +104,7 @@ class Via(NamedTuple):
 
     @property
     def branch(self) -> str | None:
-        return self.param("branch")
+        return find_param(self.params, "branch")
 
     @property
     def received(self) -> str | None:
@@ -141,7 +143,7 @@ class CSeq(NamedTuple):
         digits = m.group(1)
         if not is_digits(digits) or int(digits) > MAX_CSEQ:
             raise _bad("CSeq (sequence number above 2**31-1)", text)
-        return cls(seq=int(digits), method=m.group(2))
+        return cls(int(digits), m.group(2))
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"

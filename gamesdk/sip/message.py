@@ -88,16 +88,20 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """Value of the first field called ``name``, or None."""
-        key = header_key(name)
-        for k, _, v in self._items:
-            if k == key:
-                return v
+        key = _KEY_CACHE.get(name) or header_key(name)
+        for item in self._items:
+            if item[0] == key:
+                return item[2]
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Values of every field called ``name``, one per header line."""
-        key = header_key(name)
-        return [v for k, _, v in self._items if k == key]
+        key = _KEY_CACHE.get(name) or header_key(name)
+        out: list[str] = []
+        for item in self._items:
+            if item[0] == key:
+                out.append(item[2])
+        return out
 
     def values(self, name: str) -> list[str]:
         """Every comma-separated value of every field called ``name`` (Via, Contact, Route, ...)."""
@@ -168,8 +172,11 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(k == key for k, _, _ in self._items)
+        key = _KEY_CACHE.get(name) or header_key(name)
+        for item in self._items:
+            if item[0] == key:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((n, v) for _, n, v in self._items)

@@ -153,7 +153,8 @@ def _checked(key: str, value: str) -> object:
     elif key == "from" or key == "to":
         # Parsed in full (not only checked): the value comes back in about four messages of the call and the
         # proxy reads From (authentication) and To (tags) of several of them; the memo pays for one parse.
-        result = check_name_addr_untrusted(value) or NameAddr.parse(value)
+        # (NameAddr.parse raises what check_name_addr_untrusted raises, and takes the plain shape first.)
+        result = NameAddr.parse(value)
     elif key == "contact":
         if value != "*":
             for part in split_header_values(value) if "," in value else (value,):

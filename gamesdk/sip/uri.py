@@ -70,17 +70,13 @@ class SipUri(NamedTuple):
         scheme, user, password, host, port, paramtext, headers = m.groups()
         if "%" in text and not _check_escapes(text):
             raise _bad("URI escape", text)
-        if port is not None and int(port) > 65535:
-            raise _bad("URI port", text)
-        return cls(
-            scheme=scheme.lower(),
-            host=host,
-            user=user,
-            password=password,
-            port=int(port) if port is not None else None,
-            params=split_simple_params(paramtext),
-            headers=headers,
-        )
+        number: int | None = None
+        if port is not None:
+            number = int(port)
+            if number > 65535:
+                raise _bad("URI port", text)
+        # Positional arguments: a NamedTuple takes them faster than keywords.
+        return cls(scheme.lower(), host, user, password, number, split_simple_params(paramtext), headers)
 
     @classmethod
     def _parse_other(cls, text: str) -> SipUri:
@@ -221,15 +217,9 @@ class NameAddr(NamedTuple):
         plain = _PLAIN_NAMEADDR_RE.fullmatch(text)
         if plain is not None and "%" not in text:
             quoted, tokens, scheme, user, password, host, port, uparams, hparams = plain.groups()
-            if port is None or int(port) <= 65535:
-                uri = SipUri(
-                    scheme=scheme.lower(),
-                    host=host,
-                    user=user,
-                    password=password,
-                    port=int(port) if port is not None else None,
-                    params=split_simple_params(uparams),
-                )
+            number = int(port) if port is not None else None
+            if number is None or number <= 65535:
+                uri = SipUri(scheme.lower(), host, user, password, number, split_simple_params(uparams))
                 return cls(uri, quoted if quoted is not None else tokens, split_simple_params(hparams))
         fast = _NAMEADDR_FAST_RE.fullmatch(text)
         if fast is not None:
@@ -285,7 +275,7 @@ class NameAddr(NamedTuple):
 
     @property
     def tag(self) -> str | None:
-        return self.param("tag")
+        return find_param(self.params, "tag")
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         kept = tuple((k, v) for k, v in self.params if k.lower() != name.lower())
