@@ -77,7 +77,7 @@ class Headers:
     __slots__ = ("_cache", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = [(header_key(n), n, v) for n, v in items]
+        self._items: list[tuple[str, str, str]] = [(header_key(n), n, v) for n, v in items] if items else []
         self._cache: dict[str, Any] = {}
 
     @classmethod
@@ -226,19 +226,20 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is set to the body's length (added when missing)."""
-        body_len = str(len(self.body))
+        body = self.body
+        body_len = str(len(body))
         lines = [self._start_line()]
+        append = lines.append
         has_length = False
         for key, name, value in self.headers._items:
             if key == "content-length":
                 has_length = True
-                if value != body_len:
-                    value = body_len
-            lines.append(f"{name}: {value}")
+                value = body_len
+            append(f"{name}: {value}")
         if not has_length:
-            lines.append(f"Content-Length: {body_len}")
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode() + self.body
+            append(f"Content-Length: {body_len}")
+        append("\r\n")
+        return "\r\n".join(lines).encode() + body if body else "\r\n".join(lines).encode()
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -498,17 +499,24 @@ def response_for(
 
     ``to_tag`` is added to To when the request's To has no tag yet (never for 100 Trying, section 8.2.6.2).
     """
-    headers = Headers()
-    for key, name, value in request.headers._items:
-        if key in ("via", "from", "call-id", "cseq"):
-            headers._items.append((key, name, value))
-        elif key == "to":
-            if to_tag is not None and status != 100 and "tag=" not in value.lower():
-                value = f"{value};tag={to_tag}"
-            headers._items.append((key, name, value))
+    items: list[tuple[str, str, str]] = []
+    append = items.append
+    tag = to_tag if status != 100 else None
+    for item in request.headers._items:
+        key = item[0]
+        if key in _COPIED:
+            if key == "to" and tag is not None:
+                value = item[2]
+                if "tag=" not in value and "tag=" not in value.lower():
+                    item = (key, item[1], f"{value};tag={tag}")
+            append(item)  # the request's field as it is: fields are immutable tuples
     for name, value in extra:
-        headers.add(name, value)
-    return Response(status, reason, headers, body)
+        append((header_key(name), name, value))
+    return Response(status, reason, Headers._from_keyed(items), body)
+
+
+#: The fields a response copies from its request (RFC 3261 section 8.2.6.2).
+_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 #: Reason phrases of RFC 3261 section 21 plus the ones gamesdk uses (RFC 3313, 3903, 4412, 3329 ...).

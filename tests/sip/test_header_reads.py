@@ -3,12 +3,14 @@ compact forms, parameters matched case-insensitively, the first match wins."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gamesdk.sip._grammar import find_param
 from gamesdk.sip.headers import Via
-from gamesdk.sip.message import COMPACT_FORMS, Headers
+from gamesdk.sip.message import COMPACT_FORMS, REASON_PHRASES, Headers, Request, response_for
+from gamesdk.sip.parser import parse_message_untrusted
 from gamesdk.sip.uri import NameAddr
 
 _NAMES = ["Via", "v", "VIA", "To", "t", "Route", "route", "Contact", "m", "X-Game", "x-game", "Call-ID", "i"]
@@ -44,3 +46,37 @@ def test_typed_params_read_in_any_case() -> None:
     via = Via.parse("SIP/2.0/UDP h:5060;BRANCH=z9hG4bKx;branch=z9hG4bKy")
     assert via.branch == "z9hG4bKx"
     assert NameAddr.parse("<sip:a@b>;TAG=1;tag=2").tag == "1"
+
+
+def _reference_response(request: Request, status: int, to_tag: str | None, extra: list[tuple[str, str]]) -> bytes:
+    """response_for + to_bytes by their definition (RFC 3261 section 8.2.6), written out plainly."""
+    lines = [f"SIP/2.0 {status} {REASON_PHRASES[status]}"]
+    for name, value in request.headers:
+        key = _key(name)
+        if key in ("via", "from", "call-id", "cseq"):
+            lines.append(f"{name}: {value}")
+        elif key == "to":
+            if to_tag is not None and status != 100 and "tag=" not in value.lower():
+                value += f";tag={to_tag}"
+            lines.append(f"{name}: {value}")
+    lines += [f"{name}: {value}" for name, value in extra]
+    return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()
+
+
+@pytest.mark.parametrize("to", ["<sip:bob@b>", "<sip:bob@b>;TAG=x", "<sip:bob@b>;tag=y"])
+@pytest.mark.parametrize("status", [100, 180, 407])
+@pytest.mark.parametrize("to_tag", [None, "z9"])
+def test_response_for_builds_what_the_rfc_says(to: str, status: int, to_tag: str | None) -> None:
+    data = (
+        "INVITE sip:bob@b SIP/2.0\r\nv: SIP/2.0/UDP h:5060;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP g;branch=z9hG4bK0\r\n"
+        f"Max-Forwards: 70\r\nf: <sip:a@b>;tag=1\r\nt: {to}\r\ni: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    request = parse_message_untrusted(data, lazy=True)
+    assert isinstance(request, Request)
+    extra = [("Proxy-Authenticate", 'Digest realm="r"'), ("Retry-After", "5")]
+    response = response_for(request, status, to_tag=to_tag, extra=extra)
+    assert response.to_bytes() == _reference_response(request, status, to_tag, extra)
+    assert response.headers.get("Retry-After") == "5" and response.status == status
+    response.headers.add("X", "1")  # the response's fields are its own: the request is unchanged
+    assert "x" not in request.headers and request.to_bytes() == data
