@@ -11,6 +11,8 @@ Each case runs for a fixed CPU time, several repeats interleaved across the case
   parse+typed     ... then read what a proxy reads: top Via branch, CSeq, From tag, To tag, Call-ID
   round trip      bytes -> message -> bytes
   round trip+typed  both of the above
+  lazy parse      bytes -> message as the proxy parses what it relays (``lazy=True``), gamesdk only
+  lazy parse+407  ... then the 407 challenge to it (``response_for`` + ``to_bytes``), gamesdk only
 
 gamesdk's parser validates and parses the typed headers while it parses (a message that parses is well formed);
 ``sipmessage`` splits the lines and parses a header when it is read, so "parse" alone flatters it and
@@ -45,6 +47,7 @@ if str(REPO) not in sys.path:
 from gamesdk.sdp.codec import format_sdp_bytes
 from gamesdk.sdp.examples import example_offer
 from gamesdk.sip.headers import CSeq, Via
+from gamesdk.sip.message import Request, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from gamesdk.sip.uri import NameAddr, SipUri
 
@@ -97,11 +100,20 @@ def gamesdk_cases(messages: Callable[[], bytes]) -> dict[str, Callable[[], objec
         _ = (m.top_via.branch, m.cseq, m.from_.tag, m.to.tag, m.call_id)
         return m.to_bytes()
 
+    challenge = [("Proxy-Authenticate", 'Digest realm="eu.gamesdk.test", nonce="a8f1c0e2", qop="auth"')]
+
+    def respond() -> object:
+        m = parse(messages(), lazy=True)
+        assert isinstance(m, Request)
+        return response_for(m, 407, to_tag="7b1e0c9d", extra=challenge).to_bytes()
+
     return {
         "parse": lambda: parse(messages()),
         "parse+typed": typed,
         "round trip": lambda: parse(messages()).to_bytes(),
         "round trip+typed": round_trip_typed,
+        "lazy parse": lambda: parse(messages(), lazy=True),
+        "lazy parse+407": respond,
     }
 
 

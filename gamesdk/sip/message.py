@@ -504,7 +504,7 @@ def response_for(
     tag = to_tag if status != 100 else None
     for item in request.headers._items:
         key = item[0]
-        if key in _COPIED:
+        if key in ("via", "from", "to", "call-id", "cseq"):  # RFC 3261 section 8.2.6.2
             if key == "to" and tag is not None:
                 value = item[2]
                 if "tag=" not in value and "tag=" not in value.lower():
@@ -513,10 +513,6 @@ def response_for(
     for name, value in extra:
         append((header_key(name), name, value))
     return Response(status, reason, Headers._from_keyed(items), body)
-
-
-#: The fields a response copies from its request (RFC 3261 section 8.2.6.2).
-_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 #: Reason phrases of RFC 3261 section 21 plus the ones gamesdk uses (RFC 3313, 3903, 4412, 3329 ...).

@@ -370,16 +370,18 @@ def _relay_checked(message: Message, vias: list[str], single: dict[str, str]) ->
         return False
     if not call_id or " " in call_id or "\t" in call_id:
         return False
-    cseq: CSeq = _checked("cseq", cseq_text)  # type: ignore[assignment]
+    # The memo's hits looked up here (a call per value saved); its values are never None, empty or false.
+    memo = _MEMO
+    cseq: CSeq = memo.get(("cseq", cseq_text)) or _checked("cseq", cseq_text)  # type: ignore[assignment]
     if isinstance(message, Request) and cseq.method != message.method:
         return False
     parsed: list[Via] = []
     for value in vias:
-        parsed.extend(_checked("via", value))  # type: ignore[arg-type]
+        parsed.extend(memo.get(("via", value)) or _checked("via", value))  # type: ignore[arg-type]
     cache = message.headers._cache
     cache["via"] = parsed
-    cache["from"] = _checked("from", from_)
-    cache["to"] = _checked("to", to)
+    cache["from"] = memo.get(("from", from_)) or _checked("from", from_)
+    cache["to"] = memo.get(("to", to)) or _checked("to", to)
     cache["call-id"] = call_id
     cache["cseq"] = cseq
     return True
@@ -417,11 +419,9 @@ def _parse_plain(data: bytes, end: int, lazy: bool) -> Request | Response | None
     vias: list[str] = []
     contacts: list[str] = []
     single: dict[str, str] = {}
-    first = True
-    for line in lines:
-        if first:
-            first = False
-            continue
+    fields = iter(lines)
+    start = next(fields)
+    for line in fields:
         name, sep, value = line.partition(":")
         key = valid.get(name)
         if key is None:
@@ -458,7 +458,6 @@ def _parse_plain(data: bytes, end: int, lazy: bool) -> Request | Response | None
         if len(body) < length:
             return None
     headers = Headers._from_keyed(items)
-    start = lines[0]
     message: Request | Response
     if start.startswith("SIP/"):
         status_line = _status_line(start)
