@@ -87,7 +87,7 @@ def _parse_head_plain(head: str) -> tuple[str, list[tuple[str, str, str]]] | Non
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         key = valid.get(name)
-        if key is None:
+        if key is None or not sep:  # a known name is a field only with its colon
             if line[:1] in (" ", "\t"):
                 return None
             if not sep:
@@ -424,7 +424,7 @@ def _parse_plain(data: bytes, end: int, lazy: bool) -> Request | Response | None
     for line in fields:
         name, sep, value = line.partition(":")
         key = valid.get(name)
-        if key is None:
+        if key is None or not sep:  # a known name is a field only with its colon
             # Not a name seen before (as the general path: a name may have whitespace before the colon).
             if not sep or line[:1] in (" ", "\t"):
                 return None

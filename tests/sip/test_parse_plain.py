@@ -152,3 +152,14 @@ def test_mutated_messages_parse_the_same_on_both_paths(data: bytes) -> None:
 @given(data=_PROPS.assembled())
 def test_assembled_messages_parse_the_same_on_both_paths(data: bytes) -> None:
     _check_same(data)
+
+
+@pytest.mark.parametrize("line", [b"Allow", b"Via", b"Content-Type", b"X-Never-Seen-Before"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_line_without_a_colon_is_refused_even_under_a_known_name(line: bytes, lazy: bool) -> None:
+    # The names' table once answered before the colon was looked for: "Allow" alone passed as an empty Allow
+    # once a message with an Allow field had been parsed, and was refused before that.
+    parse_message_untrusted(PLAIN_INVITE.replace(b"Expires: 60", b"Allow: INVITE\r\nVia: SIP/2.0/UDP h"))
+    for data in (PLAIN_INVITE.replace(b"Expires: 60", line), PLAIN_INVITE.replace(b"Expires: 60\r\n", b"Expires: 60\n" + line + b"\r\n")):
+        with pytest.raises(RemoteProtocolError, match="Bad header line"):
+            parse_message_untrusted(data, lazy=lazy)
