@@ -32,7 +32,7 @@ from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
-from gamesdk.sip.message import Headers, Request, Response, response_for
+from gamesdk.sip.message import Headers, Request, Response
 from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction
 from gamesdk.sip.uri import SipUri
@@ -48,6 +48,7 @@ from server.proxy_responses import (
     ProxyStats,
     ServerTx,
     TransactionSide,
+    answer_bytes,
     mark_received,
     marked_via,
 )
@@ -82,12 +83,17 @@ class DialogParties:
         """In-dialog traffic only between the two parties, in either direction."""
         return (source in self.caller and dest in self.callee) or (source in self.callee and dest in self.caller)
 
+#: Header lines a request from a player authenticated here loses when forwarded (server.splice names): the
+#: credentials for our realm (section 22.3), and for its INVITE an Identity of its own making (RFC 8224).
+_CREDENTIALS = (b"proxy-authorization",)
+_CREDENTIALS_AND_IDENTITY = (b"proxy-authorization", b"identity", b"y")
+
 #: Methods that never get a 407 (RFC 3261 section 22.1: ACK and CANCEL cannot be challenged).
 _NEVER_CHALLENGED = frozenset({"ACK", "CANCEL"})
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PUBLISH, UPDATE, INFO, PRACK, MESSAGE, NOTIFY, SUBSCRIBE, REFER"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Target:
     """Where a request goes: the new Request-URI text and the next hop's address."""
 
@@ -101,7 +107,7 @@ class Target:
     routes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Plan:
     """What :meth:`ProxyCore._admit` decided, for :meth:`ProxyCore._route_new`."""
 
@@ -240,7 +246,7 @@ class ProxyCore(TransactionSide):
 
     def branch_mark(self, body: str, back_to: Address) -> str:
         text = f"{body}|{back_to[0]}|{back_to[1]}".encode()
-        return hmac.new(self._branch_key, text, hashlib.sha256).hexdigest()[:16]
+        return hmac.digest(self._branch_key, text, "sha256").hex()[:16]
 
     def get_timer(self) -> float | None:
         return self.timers.next_deadline()
@@ -280,7 +286,8 @@ class ProxyCore(TransactionSide):
         except (_Reject, RemoteProtocolError) as exc:
             rej = exc if isinstance(exc, _Reject) else _Reject(exc.status_hint, exc.message)
             if rej.status == 407:
-                log.debug("proxy: %s %s from %s:%d challenged", method, clip(request.uri), *source)
+                if log.isEnabledFor(logging.DEBUG):  # the first half of every call: no line built when off
+                    log.debug("proxy: %s %s from %s:%d challenged", method, clip(request.uri), *source)
             else:
                 self.stats.rejected += 1
                 log.info("proxy: %s %s from %s:%d -> %d %s", method, clip(request.uri), source[0], source[1],
@@ -297,8 +304,10 @@ class ProxyCore(TransactionSide):
         except _Reject as rej:
             self.stats.rejected += 1
             # An INVITE's refusal gets its "session refused" line (server.sessions) when answered.
-            log.log(logging.DEBUG if method == "INVITE" else logging.INFO, "proxy: %s %s from %s:%d -> %d %s",
-                    method, clip(request.uri), source[0], source[1], rej.status, clip(rej.reason or ""))
+            level = logging.DEBUG if method == "INVITE" else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "proxy: %s %s from %s:%d -> %d %s", method, clip(request.uri), source[0], source[1],
+                        rej.status, clip(rej.reason or ""))
             self._answer(tx, rej.status, rej.reason, rej.extra, now, out)
         except RemoteProtocolError as exc:
             self.stats.rejected += 1
@@ -308,9 +317,7 @@ class ProxyCore(TransactionSide):
     def _stateless(self, request: Request, source: Address, rej: _Reject, now: float, out: Out, size: int,
                    unverified: Unverified | None) -> None:
         """Answer without a transaction: once, never retransmitted (the client retransmits if it cares)."""
-        response = response_for(request, rej.status, rej.reason, to_tag=self.ids.tag(), extra=rej.extra)
-        mark_received(response.headers, request.top_via, source)
-        data = response.to_bytes()
+        data = answer_bytes(request, source, rej.status, rej.reason, to_tag=self.ids.tag(), extra=rej.extra)
         if unverified is None or (rej.delay_s <= 0 and len(data) <= 3 * size
                                   and self._registered_from(request, source, now)):
             out.append((data, source))
@@ -378,9 +385,7 @@ class ProxyCore(TransactionSide):
         extra_headers: tuple[tuple[str, str], ...] = ()
         if method == "INVITE":
             # Section 16.2: 100 Trying at once, so the caller stops retransmitting while we work.
-            trying_response = response_for(request, 100)
-            mark_received(trying_response.headers, request.top_via, source)
-            trying = trying_response.to_bytes()
+            trying = answer_bytes(request, source, 100)
             tx.last_response = trying
             out.append((trying, source))
             if not plan.in_dialog:
@@ -423,28 +428,29 @@ class ProxyCore(TransactionSide):
         via = request.top_via
         back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
         branch = self._new_branch(plan.loop_hash, back_to)
+        our_via = self._via(branch)
         hide = not plan.from_peer or target.peer_domain is None
-        spliced = None
-        if method != "INVITE" and not plan.caller_local and not extra_headers:
-            # An in-dialog request relayed as it came (BYE, INFO...): its bytes with our edits spliced in.
-            spliced = self._spliced(request, target, plan.route_popped, plan.max_forwards, source, branch, hide)
-        if spliced is not None:
-            # The request as received stands for the copy sent (a non-INVITE is never CANCELled or ACKed).
-            fwd, data = request, spliced
-        else:
+        # RFC 8224: the INVITE of a player authenticated here goes on with this region's Identity alone.
+        signs = plan.caller_local and method == "INVITE" and not plan.in_dialog
+        identity = self._identity_of(request) if signs else None
+        fwd: Request | None = None
+        data = self._spliced_new(request, source, plan, target, our_via, hide, signs, identity, extra_headers)
+        if data is None:
             fwd = self._forward_copy(request, target, plan.route_popped, plan.max_forwards)
             headers = fwd.headers
             if plan.caller_local:
                 self._strip_own_credentials(headers)
-                if method == "INVITE" and not plan.in_dialog:
-                    self._sign_identity(headers, request)
+                if signs:
+                    headers.remove("Identity")
+                    if identity is not None:
+                        headers.add("Identity", identity)
             for name, value in extra_headers:
                 headers.add(name, value)
             self._push_via(headers, request, source, branch, hide=hide)
             data = fwd.to_bytes()
         invite = method == "INVITE"
         ctx = ClientTx(branch, method, fwd, target.dest, S.CALLING if invite else S.TRYING, request_bytes=data,
-                       server=tx)
+                       server=tx, uri=target.uri, via=our_via, routes=target.routes)
         tx.client = ctx
         self.client_txs[(branch, method)] = ctx
         t1 = self.t.t1_s
@@ -454,6 +460,24 @@ class ProxyCore(TransactionSide):
         self.timers.arm(ctx, I.TIMER_B if invite else I.TIMER_F, now + self._timeout_64t1)
         self.stats.forwarded += 1
         out.append((data, target.dest))
+
+    def _spliced_new(self, request: Request, source: Address, plan: _Plan, target: Target, our_via: str, hide: bool,
+                     signs: bool, identity: str | None, extra_headers: tuple[tuple[str, str], ...]) -> bytes | None:
+        """What :meth:`_forward_copy`, :meth:`_strip_own_credentials`, the Identity, the policy's headers and
+        :meth:`_push_via` make of a request, as byte edits of the request as received (:mod:`server.splice`); None
+        when it is not in a shape splicing handles (the serialiser's way then)."""
+        if request.raw_unchanged() is None or plan.route_popped or (target.routes and plan.routes):
+            return None
+        drop: tuple[bytes, ...] = ()
+        add = [f"Route: {value}" for value in target.routes]
+        if plan.caller_local:
+            if len(request.headers.get_all("Proxy-Authorization")) > 1:
+                return None  # credentials for other realms stay: the serialiser sorts them
+            drop = _CREDENTIALS_AND_IDENTITY if signs else _CREDENTIALS
+            if identity is not None:
+                add.append(f"Identity: {identity}")
+        add.extend(f"{name}: {value}" for name, value in extra_headers)
+        return self._spliced(request, target, False, plan.max_forwards, source, our_via, hide, drop, add)
 
     def _routes(self, request: Request) -> tuple[list[str], bool]:
         """Section 16.4: the Route set left to follow, and whether its top entry named us and was taken off (nobody
@@ -476,12 +500,14 @@ class ProxyCore(TransactionSide):
         return fwd
 
     def _spliced(self, request: Request, target: Target, route_popped: bool, max_forwards: int | None,
-                 source: Address, branch: str, hide: bool) -> bytes | None:
+                 source: Address, our_via: str, hide: bool, drop: tuple[bytes, ...] = (),
+                 add: list[str] | None = None) -> bytes | None:
         """Sections 16.6 steps 1-8 as byte edits of the request as received (:mod:`server.splice`): what
-        :meth:`_forward_copy` and :meth:`_push_via` make, without serialising the message again. None when the
-        request is not in the plain shape splicing handles (or carries a route set to edit)."""
+        :meth:`_forward_copy` and :meth:`_push_via` make, without serialising the message again; ``drop`` and
+        ``add`` as :func:`~server.splice.forward_request` takes them (``add`` carries the Path's Route lines).
+        None when the request is not in the plain shape splicing handles (or carries a route set to edit)."""
         raw = request.raw_unchanged()
-        if raw is None or route_popped or target.routes:
+        if raw is None or route_popped or (target.routes and add is None):
             return None
         via = request.top_via
         top: str | None = None
@@ -491,8 +517,9 @@ class ProxyCore(TransactionSide):
                 return None
             top = marked_via(via, text, source)
         line = None if target.uri == request.uri else f"{request.method} {target.uri} {request.version}".encode()
-        return forward_request(raw, request_line=line, our_via=self._via(branch), top_via=top, hide=hide,
-                               max_forwards=69 if max_forwards is None else max_forwards - 1)
+        return forward_request(raw, request_line=line, our_via=our_via, top_via=top, hide=hide,
+                               max_forwards=69 if max_forwards is None else max_forwards - 1, drop=drop,
+                               add=add or ())
 
     def _push_via(self, headers: Headers, request: Request, source: Address, branch: str, *, hide: bool) -> None:
         """Section 16.6 step 8: note where the request came from in its Via, then put ours on top.
@@ -522,13 +549,14 @@ class ProxyCore(TransactionSide):
             raise _Reject(403, "From does not match the authenticated user")
         return user
 
-    def _sign_identity(self, headers: Headers, request: Request) -> None:
+    def _identity_of(self, request: Request) -> str | None:
         """RFC 8224 authentication service: the INVITE of a player authenticated here gets this region's
-        PASSporT (orig, dest, iat, mky of the offer's channel key); an Identity the player put there is dropped."""
-        headers.remove("Identity")
-        if self.identity is not None:
-            headers.add("Identity", self.identity.sign(request.from_.uri.aor, request.to.uri.aor, request.body))
-            self.stats.identities_signed += 1
+        PASSporT (orig, dest, iat, mky of the offer's channel key); an Identity the player put there is dropped
+        (by :meth:`_forward_new`). None without a signing key."""
+        if self.identity is None:
+            return None
+        self.stats.identities_signed += 1
+        return self.identity.sign(request.from_.uri.aor, request.to.uri.aor, request.body)
 
     def _strip_own_credentials(self, headers: Headers) -> None:
         # Credentials for our realm are of no use downstream (RFC 3261 section 22.3 lets a proxy remove them).
@@ -705,7 +733,8 @@ class ProxyCore(TransactionSide):
             target = self._resolve(request, request.request_uri, routes, out_of_dialog=False, now=now)
         except _Reject as rej:
             self.stats.acks_dropped += 1
-            log.debug("proxy: ACK for %s dropped: %d %s", clip(request.uri), rej.status, rej.reason or "")
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("proxy: ACK for %s dropped: %d %s", clip(request.uri), rej.status, rej.reason or "")
             return
         if not self._may_relay(source, target, request.call_id, now):
             self.stats.acks_dropped += 1
@@ -716,7 +745,7 @@ class ProxyCore(TransactionSide):
         branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
         from_peer = self.federation.authenticated_peer(source) is not None
         hide = not from_peer or target.peer_domain is None
-        data = self._spliced(request, target, route_popped, max_forwards, source, branch, hide)
+        data = self._spliced(request, target, route_popped, max_forwards, source, self._via(branch), hide)
         if data is None:
             fwd = self._forward_copy(request, target, route_popped, max_forwards)
             self._push_via(fwd.headers, request, source, branch, hide=hide)

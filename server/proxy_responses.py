@@ -24,7 +24,7 @@ from typing import Any
 
 from gamesdk.address import Address
 from gamesdk.identity import IdentitySigner
-from gamesdk.sip.headers import Via
+from gamesdk.sip.headers import Via, split_header_values
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response, response_for
 from gamesdk.sip.timers import TimerConfig
@@ -41,7 +41,8 @@ from server.hooks import PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
 from server.splice import with_vias
 
-__all__ = ["ClientTx", "Out", "ProxyStats", "ServerTx", "TransactionSide", "mark_received", "marked_via"]
+__all__ = ["ClientTx", "Out", "ProxyStats", "ServerTx", "TransactionSide", "answer_bytes", "forwarded_request",
+           "mark_received", "marked_via", "marked_vias"]
 
 log = logging.getLogger("server.proxy")
 
@@ -87,7 +88,9 @@ class ClientTx:
 
     branch: str
     method: str
-    request: Request
+    #: The request as forwarded when it was serialised; None when it went out spliced from the bytes received
+    #: (:func:`forwarded_request` rebuilds what a CANCEL or an ACK needs of it).
+    request: Request | None
     dest: Address
     state: TransactionState = TransactionState.CALLING
     #: Bytes of the forwarded request while Timer A/E may retransmit them.
@@ -101,8 +104,30 @@ class ClientTx:
     #: A CANCEL arrived before any provisional: send it as soon as one arrives (RFC 3261 section 9.1).
     cancel_pending: bool = False
     cancelled: bool = False
-    #: Headers added to a forwarded 2xx, cached per To tag so retransmissions get identical ones.
-    added_2xx_headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: Headers added to a forwarded 2xx, cached per To tag so retransmissions get identical ones (made at the
+    #: first 2xx: most forwarded requests never get one, and an empty dict per transaction is one more object for
+    #: the collector to walk while the transaction waits out its timers).
+    added_2xx_headers: dict[str, list[tuple[str, str]]] | None = None
+    #: The Request-URI, our Via and the Route values (a player's Path) the request was forwarded with.
+    uri: str = ""
+    via: str = ""
+    routes: tuple[str, ...] = ()
+
+
+def forwarded_request(ctx: ClientTx) -> Request:
+    """The request of ``ctx`` as forwarded, as far as a CANCEL (section 9.1) or the ACK of a non-2xx (section
+    17.1.1.3) copies it: Request-URI, our Via, the Route set as sent, From, To, Call-ID, CSeq."""
+    if ctx.request is not None:
+        return ctx.request
+    tx = ctx.server
+    assert tx is not None  # a forwarded request always has its server transaction (internal invariant)
+    original = tx.request.headers
+    # Spliced only without a route set to edit: the Path put on it, else the Route lines it came with.
+    routes = ctx.routes or tuple(original.get_all("Route"))
+    headers = Headers([("Via", ctx.via), *(("Route", value) for value in routes)])
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        headers.add(name, original.get(name) or "")
+    return Request(ctx.method, ctx.uri, headers)
 
 
 
@@ -170,26 +195,57 @@ def _log_refused(tx: ServerTx, status: int, data: bytes, refused_by: str) -> Non
                   _party(tx.request.headers.get("From")), tx.request.uri, status, reason, refused_by)
 
 
-def _upstream_bytes(response: Response, tx: ServerTx, extra: list[tuple[str, str]] | None) -> bytes:
+#: The lines of Identity (long and compact form) a 2xx of a player registered here loses (see
+#: :meth:`TransactionSide._answer_identity`).
+_IDENTITY = (b"identity", b"y")
+
+
+def _upstream_bytes(response: Response, tx: ServerTx, extra: list[tuple[str, str]] | None,
+                    drop_identity: bool = False) -> bytes:
     """A downstream response as passed upstream: with the Vias its request came with (:func:`restore_vias`),
-    ``extra`` added. Spliced from the bytes it came in when they are at hand (:mod:`server.splice`), else
-    serialised."""
+    ``extra`` added, its Identity dropped when ``drop_identity``. Spliced from the bytes it came in when they are
+    at hand (:mod:`server.splice`), else serialised."""
     raw = response.raw_unchanged()
     if raw is not None:
         vias = tx.upstream_vias
         if vias is None:
             # Made once per transaction: its 100, 180 and final all go up with them.
-            probe = Headers([("Via", value) for value in tx.request.headers.get_all("Via")])
-            mark_received(probe, tx.request.top_via, tx.source)
-            vias = tx.upstream_vias = probe.get_all("Via")
-        data = with_vias(raw, vias, extra or ())
+            vias = tx.upstream_vias = marked_vias(tx.request, tx.source)
+        data = with_vias(raw, vias, extra or (), _IDENTITY if drop_identity else ())
         if data is not None:
             return data
     headers = response.headers
     restore_vias(headers, tx)
+    if drop_identity:
+        headers.remove("Identity")
     if extra:
         for name, value in extra:
             headers.add(name, value)
+    return response.to_bytes()
+
+
+def marked_vias(request: Request, source: Address) -> list[str]:
+    """The Via values (one per line) of ``request`` with the top one marked by :func:`mark_received`: what every
+    response to it goes upstream with."""
+    values = request.headers.get_all("Via")
+    via = request.top_via
+    if via.host == source[0] and via.rport is None:
+        return values
+    first = values[0]
+    if "," not in first:
+        return [marked_via(via, first, source), *values[1:]]
+    parts = split_header_values(first)
+    rest = [", ".join(parts[1:])] if len(parts) > 1 else []
+    return [marked_via(via, parts[0], source), *rest, *values[1:]]
+
+
+def answer_bytes(request: Request, source: Address, status: int, reason: str | None = None, *,
+                 to_tag: str | None = None, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """A response of the proxy's own to ``request`` (from ``source``): ``response_for``, its top Via marked
+    (:func:`mark_received`), serialised. (Cutting it from the request's bytes instead was measured: no cheaper,
+    the parsed header list is at hand.)"""
+    response = response_for(request, status, reason, to_tag=to_tag, extra=extra)
+    mark_received(response.headers, request.top_via, source)
     return response.to_bytes()
 
 
@@ -274,10 +330,8 @@ class TransactionSide:
     def _answer(self, tx: ServerTx, status: int, reason: str | None, extra: tuple[tuple[str, str], ...],
                 now: float, out: Out) -> None:
         """Send a final response of our own on a server transaction."""
-        request = tx.request
-        response = response_for(request, status, reason, to_tag=self.ids.tag(), extra=extra)
-        mark_received(response.headers, request.top_via, tx.source)
-        self._send_final(tx, response.to_bytes(), status, now, out)
+        self._send_final(tx, answer_bytes(tx.request, tx.source, status, reason, to_tag=self.ids.tag(), extra=extra),
+                         status, now, out)
 
     def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out, *,
                     refused_by: str | None = None) -> None:
@@ -333,8 +387,8 @@ class TransactionSide:
         if ctx.cancelled:
             return
         ctx.cancelled = True
-        # ctx.request is the INVITE as we forwarded it: our Via (this branch) on top, Route set as sent.
-        cancel = build_cancel(ctx.request)
+        # The INVITE as we forwarded it: our Via (this branch) on top, Route set as sent.
+        cancel = build_cancel(forwarded_request(ctx))
         t = self.t
         # Its own non-INVITE client transaction (section 9.1), the SDK's, with its timers in our heap.
         cc = ClientNonInviteTransaction(cancel, now, destination=ctx.dest,
@@ -414,8 +468,9 @@ class TransactionSide:
                   host, port)
         return True
 
-    def _forward_up(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]] | None, out: Out) -> bytes:
-        data = _upstream_bytes(response, tx, extra)
+    def _forward_up(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]] | None, out: Out,
+                    drop_identity: bool = False) -> bytes:
+        data = _upstream_bytes(response, tx, extra, drop_identity)
         self.stats.responses_forwarded += 1
         out.append((data, tx.source))
         return data
@@ -474,7 +529,8 @@ class TransactionSide:
 
     def _forward_2xx(self, ctx: ClientTx, tx: ServerTx, response: Response, now: float, out: Out) -> None:
         to_tag = response.to.tag or ""
-        extra = ctx.added_2xx_headers.get(to_tag)
+        added = ctx.added_2xx_headers
+        extra = added.get(to_tag) if added is not None else None
         if extra is None:
             parked = (ctx.branch, to_tag)
             if parked in self.pending_answers:
@@ -502,6 +558,8 @@ class TransactionSide:
         to_tag = response.to.tag or ""
         if tx.call is not None and tx.call.callee_local:
             extra = [*extra, *self._answer_identity(response)]
+        if ctx.added_2xx_headers is None:
+            ctx.added_2xx_headers = {}
         ctx.added_2xx_headers[to_tag] = extra
         if tx.method == "INVITE":
             self._dialog_opened(tx, response, now)
@@ -513,7 +571,9 @@ class TransactionSide:
 
     def _send_2xx(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]], now: float,
                   out: Out) -> None:
-        self._forward_up(tx, response, extra, out)
+        # A 2xx of a player registered here goes up without the Identity it came with (ours is in ``extra``),
+        # retransmissions too.
+        self._forward_up(tx, response, extra, out, tx.call is not None and tx.call.callee_local)
         if tx.state is S.PROCEEDING:
             tx.final_status = response.status
             tx.state = S.ACCEPTED
@@ -522,8 +582,8 @@ class TransactionSide:
 
     def _answer_identity(self, response: Response) -> list[tuple[str, str]]:
         """This project's extension of RFC 8224 to answers: the callee's region signs the 2xx of its player
-        (orig = To, dest = From, mky of the answer's channel key); an Identity the player put there is dropped."""
-        response.headers.remove("Identity")
+        (orig = To, dest = From, mky of the answer's channel key); an Identity the player put there is dropped
+        (by :meth:`_send_2xx`)."""
         if self.identity is None:
             return []
         self.stats.identities_signed += 1
@@ -531,7 +591,7 @@ class TransactionSide:
 
     def _ack_for(self, ctx: ClientTx, response: Response) -> bytes:
         # Section 17.1.1.3, built from the INVITE as we forwarded it (our Via, this branch, on top).
-        return build_ack_for_non2xx(ctx.request, response).to_bytes()
+        return build_ack_for_non2xx(forwarded_request(ctx), response).to_bytes()
 
     def _non_invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
         tx = ctx.server
@@ -580,7 +640,7 @@ class TransactionSide:
         elif timer is I.TIMER_B or timer is I.TIMER_F:
             self.stats.timeouts += 1
             tx = ctx.server
-            log.info("proxy: %s %s to %s:%d timed out", ctx.method, ctx.request.uri, *ctx.dest)
+            log.info("proxy: %s %s to %s:%d timed out", ctx.method, ctx.uri, *ctx.dest)
             self._end_client(ctx)
             if tx is not None and tx.final_status == 0:
                 if ctx.method == "INVITE":

@@ -37,3 +37,57 @@ def test_the_ack_of_a_challenge_is_dropped_before_any_routing(tmp_path: Path,
     wire.send(alice.addr, EU, alice.ack_non2xx(invite, challenge))
     assert node.proxy.stats.acks_dropped == dropped + 1 and not alice.take()
     assert lookups == []
+
+
+def test_a_call_through_the_proxy_relays_without_serialising(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every datagram eu relays on the call's path is cut from the bytes it received (server/splice.py): the
+    # INVITE with its credentials taken out, the 180 and the 2xx with their Vias restored, the ACK, the BYE and
+    # its 200. Only eu's own answers (the 407, the 100) are serialised.
+    from gamesdk.sip.message import Message
+
+    wire = Wire()
+    wire.add_node(make_node("eu", 5060, 5062, tmp_path, {"alice": "apw", "bob": "bpw"}))
+    alice = wire.add_ua(TestUA("alice", "eu.gamesdk.test", "apw", ("127.0.0.1", 7001)))
+    bob = wire.add_ua(TestUA("bob", "eu.gamesdk.test", "bpw", ("127.0.0.1", 7002)))
+    for ua in (alice, bob):
+        request = ua.register(600)
+        wire.send(ua.addr, EU, request)
+        (challenge,) = ua.responses()
+        wire.send(ua.addr, EU, ua.authorize(request, challenge))
+        assert ua.responses()[0].status == 200
+    serialised: list[str] = []
+    real = Message.to_bytes
+
+    def counted(message: Message) -> bytes:
+        serialised.append(repr(message).split(" call-id")[0])
+        return real(message)
+
+    def send(src: tuple[str, int], message: object, *own: str) -> None:
+        data = message.to_bytes()  # type: ignore[attr-defined]
+        serialised.clear()
+        monkeypatch.setattr(Message, "to_bytes", counted)
+        try:
+            wire.send(src, EU, data)
+        finally:
+            monkeypatch.setattr(Message, "to_bytes", real)
+        assert serialised == list(own)
+
+    invite = alice.invite("sip:bob@eu.gamesdk.test", OFFER)
+    send(alice.addr, invite, "<Response 407 Proxy Authentication Required")
+    (challenge,) = alice.responses()
+    assert challenge.status == 407
+    send(alice.addr, alice.ack_non2xx(invite, challenge))
+    signed = alice.authorize(invite, challenge)
+    send(alice.addr, signed, "<Response 100 Trying")
+    (arrived,) = bob.requests()
+    assert "Proxy-Authorization" not in arrived.headers and arrived.max_forwards == 69
+    send(bob.addr, bob.answer(arrived, 180))
+    send(bob.addr, bob.answer(arrived, 200))
+    trying, ringing, ok = alice.responses()
+    assert [trying.status, ringing.status, ok.status] == [100, 180, 200]
+    send(alice.addr, alice.ack_2xx(signed, ok))
+    send(alice.addr, alice.bye(signed, ok))
+    _, bye = bob.requests()
+    send(bob.addr, bob.answer(bye, 200))
+    assert [r.status for r in alice.responses()] == [200]

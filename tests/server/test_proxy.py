@@ -532,3 +532,34 @@ def test_options_to_the_servers_own_address_is_answered(world: World) -> None:
         assert "OPTIONS" in (answer.headers.get("Allow") or "")
         assert "application/sdp" in (answer.headers.get("Accept") or "")
         assert "Proxy-Authenticate" not in answer.headers
+
+
+def test_a_local_players_2xx_loses_the_identity_it_brought_retransmissions_too(world: World) -> None:
+    """The region signs the answers of its players (RFC 8224 as extended in gamesdk.identity) and drops any
+    Identity a player put on its 2xx: on the first 2xx and on every retransmission of it."""
+    w = world
+    invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    ok = w.bob.answer(arrived, 200, ANSWER)
+    ok.headers.add("Identity", "forged.by.bob;info=<https://bob.invalid/cert>")
+    w.wire.send(w.bob.addr, NA, ok)
+    w.wire.now += 0.5
+    w.wire.send(w.bob.addr, NA, ok)  # retransmitted until the ACK (section 13.3.1.4)
+    first, second = w.alice.responses()
+    assert (first.status, second.status) == (200, 200)
+    assert "Identity" not in first.headers and "Identity" not in second.headers
+    assert first.to_bytes() == second.to_bytes()
+
+
+def test_a_2xx_is_forwarded_as_the_bytes_it_came_in(world: World) -> None:
+    """A 2xx goes upstream spliced (its Vias replaced, the policy's headers added, an Identity taken out), not
+    serialised again: what the proxies do not edit arrives byte for byte, spacing included."""
+    w = world
+    invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    data = w.bob.answer(arrived, 200, ANSWER).to_bytes()
+    data = data.replace(b"\r\nContent-Length:", b"\r\nSubject:   a  game\r\nIdentity: x.y.z\r\nContent-Length:", 1)
+    w.wire.send(w.bob.addr, NA, data)
+    (ok,) = w.wire.through(w.alice.addr)[-1:]
+    assert ok.startswith(b"SIP/2.0 200 ") and b"\r\nSubject:   a  game\r\n" in ok
+    assert b"Identity" not in ok and ok.endswith(b"\r\n\r\n" + ANSWER)

@@ -146,3 +146,38 @@ def test_a_lazy_parse_still_checks_what_an_answer_would_copy() -> None:
     lazy = parse_message_untrusted(good.replace(b"Max-Forwards: 70", b"Max-Forwards: lots"), lazy=True)
     with pytest.raises(RemoteProtocolError):
         _ = lazy.max_forwards
+
+
+_CREDENTIAL_LINES = [("Proxy-Authorization", 'Digest username="alice",realm="eu",nonce="n",uri="sip:b",response="r"'),
+                     ("Identity", "forged.by.alice;info=<https://x.invalid/c>"), ("y", "compact.form")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(order=st.permutations(_OTHER + _CREDENTIAL_LINES), mf=st.sampled_from([None, "70"]),
+       add=st.sampled_from([[], ["Route: <sip:edge.invalid;lr>"], ["Identity: a.b.c", "P-Gamesdk-Grant: g1"]]),
+       hide=st.booleans(), body=st.sampled_from([b"", b"v=0\r\n"]))
+def test_a_players_invite_spliced_equals_the_serialised_copy(order: list[tuple[str, str]], mf: str | None,
+                                                             add: list[str], hide: bool, body: bytes) -> None:
+    """The INVITE of a player authenticated here: its credentials and Identity out, a Path's Route, our Identity
+    and the policy's headers in (ProxyCore._forward_new's two ways)."""
+    raw = _text("INVITE sip:bob@eu.gamesdk.test SIP/2.0", [("Via", "SIP/2.0/UDP 127.0.0.2:7001;branch=z9hG4bK-1")],
+                list(order), mf, body, "2 INVITE")
+    request = parse_message_untrusted(raw, lazy=True)
+    assert isinstance(request, Request)
+    max_forwards = 69 if request.max_forwards is None else request.max_forwards - 1
+    copy = Request(request.method, "sip:bob@127.0.0.3:7002", request.headers.copy(), request.body)
+    copy.headers.set("Max-Forwards", str(max_forwards))
+    for name in ("Proxy-Authorization", "Identity"):
+        copy.headers.remove(name)
+    for line in add:
+        name, _, value = line.partition(": ")
+        copy.headers.add(name, value)
+    if hide:
+        copy.headers.remove("Via")
+    copy.headers.insert_first("Via", OUR_VIA)
+    spliced = forward_request(raw, request_line=b"INVITE sip:bob@127.0.0.3:7002 SIP/2.0", our_via=OUR_VIA,
+                              top_via=None, hide=hide, max_forwards=max_forwards,
+                              drop=(b"proxy-authorization", b"identity", b"y"), add=add)
+    assert spliced is not None
+    _same(parse_message_untrusted(spliced), parse_message_untrusted(copy.to_bytes()))
+    assert b"forged" not in spliced and b"Digest" not in spliced and spliced.endswith(b"\r\n\r\n" + body)
