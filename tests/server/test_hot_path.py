@@ -39,13 +39,11 @@ def test_the_ack_of_a_challenge_is_dropped_before_any_routing(tmp_path: Path,
     assert lookups == []
 
 
-def test_a_call_through_the_proxy_relays_without_serialising(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_call_through_the_proxy_relays_without_serialising(tmp_path: Path) -> None:
     # Every datagram eu relays on the call's path is cut from the bytes it received (server/splice.py): the
     # INVITE with its credentials taken out, the 180 and the 2xx with their Vias restored, the ACK, the BYE and
-    # its 200. Only eu's own answers (the 407, the 100) are serialised.
-    from gamesdk.sip.message import Message
-
+    # its 200. A header line the serialiser would normalise (the spaces after the colon) arrives as it was sent.
+    # (No patched serialiser: the compiled build's classes take no patches.)
     wire = Wire()
     wire.add_node(make_node("eu", 5060, 5062, tmp_path, {"alice": "apw", "bob": "bpw"}))
     alice = wire.add_ua(TestUA("alice", "eu.gamesdk.test", "apw", ("127.0.0.1", 7001)))
@@ -56,38 +54,32 @@ def test_a_call_through_the_proxy_relays_without_serialising(tmp_path: Path,
         (challenge,) = ua.responses()
         wire.send(ua.addr, EU, ua.authorize(request, challenge))
         assert ua.responses()[0].status == 200
-    serialised: list[str] = []
-    real = Message.to_bytes
+    odd = b"\r\nSubject:   a  game\r\n"
 
-    def counted(message: Message) -> bytes:
-        serialised.append(repr(message).split(" call-id")[0])
-        return real(message)
-
-    def send(src: tuple[str, int], message: object, *own: str) -> None:
+    def send(src: tuple[str, int], message: object, to: tuple[str, int] | None = None) -> None:
         data = message.to_bytes()  # type: ignore[attr-defined]
-        serialised.clear()
-        monkeypatch.setattr(Message, "to_bytes", counted)
-        try:
-            wire.send(src, EU, data)
-        finally:
-            monkeypatch.setattr(Message, "to_bytes", real)
-        assert serialised == list(own)
+        data = data.replace(b"\r\nContent-Length:", odd + b"Content-Length:", 1)
+        before = len(wire.log)
+        wire.send(src, EU, data)
+        if to is not None:
+            relayed = [sent for came, went, sent in wire.log[before:] if came == EU and went == to]
+            assert len(relayed) == 1 and odd in relayed[0], relayed
 
     invite = alice.invite("sip:bob@eu.gamesdk.test", OFFER)
-    send(alice.addr, invite, "<Response 407 Proxy Authentication Required")
+    send(alice.addr, invite)
     (challenge,) = alice.responses()
     assert challenge.status == 407
     send(alice.addr, alice.ack_non2xx(invite, challenge))
     signed = alice.authorize(invite, challenge)
-    send(alice.addr, signed, "<Response 100 Trying")
+    send(alice.addr, signed, bob.addr)
     (arrived,) = bob.requests()
     assert "Proxy-Authorization" not in arrived.headers and arrived.max_forwards == 69
-    send(bob.addr, bob.answer(arrived, 180))
-    send(bob.addr, bob.answer(arrived, 200))
+    send(bob.addr, bob.answer(arrived, 180), alice.addr)
+    send(bob.addr, bob.answer(arrived, 200), alice.addr)
     trying, ringing, ok = alice.responses()
     assert [trying.status, ringing.status, ok.status] == [100, 180, 200]
-    send(alice.addr, alice.ack_2xx(signed, ok))
-    send(alice.addr, alice.bye(signed, ok))
+    send(alice.addr, alice.ack_2xx(signed, ok), bob.addr)
+    send(alice.addr, alice.bye(signed, ok), bob.addr)
     _, bye = bob.requests()
-    send(bob.addr, bob.answer(bye, 200))
+    send(bob.addr, bob.answer(bye, 200), alice.addr)
     assert [r.status for r in alice.responses()] == [200]
