@@ -29,6 +29,9 @@ MYPYC_MODULES = [
     "server/auth.py",
     "server/location.py",
     "server/registrar.py",
+    # The proxy's splicing (the forwarded INVITE, BYE, ACK and every relayed response): the node's own
+    # instructions per call (bench_proxy_path flow, parse and digest out, callgrind) 1,332k -> 1,294k (-2.8 %).
+    "server/splice.py",
 ]
 
 
