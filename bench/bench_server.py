@@ -415,19 +415,24 @@ def profile_summary(raw: Path, top: int = 18) -> str:
     return "\n".join(lines)
 
 
-#: The per-message CPU breakdown: (part, functions whose inclusive time it is). Inclusive times nest (digest and
-#: policy run inside routing), so "route" is reported without them.
+#: The per-message CPU breakdown: (part, functions whose inclusive time it is). Inclusive times nest (digest, policy
+#: and serialize run inside routing), so "route" is reported without them. bench/bench_breakdown.py counts the same
+#: parts exclusively (callgrind) on the sans-IO benches.
 BREAKDOWN = (
     ("parse", ("parse_message_untrusted", "validate_untrusted")),
     ("digest", ("LoginFlow.authenticate",)),
     ("policy", ("RegionPolicyHooks.invite_received", "RegionPolicyHooks.answer_received",
                 "RegionPolicyHooks.publish_received")),
-    ("route (proxy, transactions; without digest and policy)", ("ProxyCore.handle_request",
-                                                                "TransactionSide.handle_response",
-                                                                "ProxyCore.handle_response")),
+    ("serialize (to_bytes, splicing)", ("Message.to_bytes", "with_vias", "forward_request")),
+    ("registrar (bindings; without digest)", ("Registrar.handle",)),
+    ("route (proxy, transactions; without digest, policy, serialize)", ("ProxyCore.handle_request",
+                                                                        "TransactionSide.handle_response",
+                                                                        "ProxyCore.handle_response")),
     ("I/O (sendto, timers, the driver)", ("ServerProtocol._send", "ServerProtocol._rearm",
                                           "ServerProtocol._rearm_batch")),
 )
+#: Parts whose inclusive time holds others' (cProfile has no exclusive time per subtree): subtracted.
+NESTED = {"route": ("digest", "policy", "serialize"), "registrar": ("digest",)}
 
 
 def breakdown(path: Path, calls: int) -> str:
@@ -447,8 +452,11 @@ def breakdown(path: Path, calls: int) -> str:
         return found
 
     parts = {name: incl(funcs) for name, funcs in BREAKDOWN}
-    route_key = BREAKDOWN[3][0]
-    parts[route_key] = max(0.0, parts[route_key] - parts["digest"] - parts["policy"])
+    short = {name.split(" (")[0]: name for name in parts}
+    own = dict(parts)
+    for outer, inner in NESTED.items():
+        own[short[outer]] = max(0.0, parts[short[outer]] - sum(parts[short[i]] for i in inner))
+    parts = own
     lines = ["| part | share of eu CPU | µs per call (profiled) |", "|---|---:|---:|"]
     for name, secs in parts.items():
         lines.append(f"| {name} | {100 * secs / total:.0f} % | {1e6 * secs / max(calls, 1):,.0f} |")
