@@ -34,6 +34,7 @@ import json
 import operator
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -457,15 +458,61 @@ def outer_callgrind(args: argparse.Namespace, out: Path, work: Path) -> dict[str
         sys.exit(f"valgrind failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     report: dict[str, Any] = json.loads(out.read_text())
     dumps = sorted(work.glob("cg.*.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        for dump in dumps:
+            shutil.copy(dump, args.keep / dump.name)
     # Dump 1 is everything before the first phase (nothing counted); then one per phase, bench after bench.
     it = iter(dumps[1:])
     for entry in report["benches"].values():
         for phase in entry["phases"]:
-            total, funcs = read_dump(next(it))
+            dump = next(it)
+            total, funcs = read_dump(dump)
             phase["instructions"] = total
             phase["by_kind"] = {kind: funcs.get(sym, (0, 0)) for kind, sym in entry["markers"].items()}
+            if phase["phase"] == "plain" and shutil.which("callgrind_annotate"):
+                phase["runtime"] = runtime_groups(dump)
         next(it, None)  # the dump between benches
     return report
+
+
+#: What the interpreter's instructions do, by the C function they run in (callgrind_annotate's self counts).
+RUNTIME_GROUPS = [
+ ("interpreter loop (bytecode dispatch)", r"_PyEval_EvalFrameDefault"),
+ ("calls and frames (arguments, locals, frame set-up and clear)", r"PyArg_|vgetargs|convertitem|_Py_CheckFunctionResult|_PyStack_UnpackDict|FastCall|PyTuple_GetSlice|initialize_locals|_PyFrame_|_PyEvalFramePushAndInit|_PyEval_Vector|clear_thread_frame|_PyFunction_Vectorcall|vectorcall|_PyObject_Call|method_vectorcall|cfunction|_PyEval_EvalFrame|PyObject_Vectorcall|_PyObject_MakeTpCall|slot_tp|call_function|_PyThreadState_PushFrame|_PyThreadState_PopFrame"),
+ ("objects made and freed (malloc, free, dealloc, reference counts)", r"_int_malloc|_int_free|\bmalloc\b|\bfree\b|_PyTrash|Realloc|new_keys_object|free_keys_object|PyFunction_New|func_clear|_PyObject_Malloc|_PyObject_Free|dealloc|_Py_NewReference|_Py_Dealloc|tuple_alloc|PyTuple_New|_PyTuple_FromArray|PyObject_Malloc|PyObject_Free|pymalloc|_PyObject_GC_|gc_alloc|list_append|PyList_New|_PyList_|PyObject_GC|subtype_dealloc|object_dealloc|free_list|_PyLong_New|PyLong_From|_PyObject_New|object_new|type_call|PyType_GenericAlloc|_PyType_AllocNoTrack|tp_new|visit_decref|subtract_refs|update_refs|move_unreachable|gc_collect"),
+ ("attribute and name lookups (dicts, types)", r"dict_lookup|_PyType_Lookup|lookup|_PyObject_GetMethod|PyObject_GenericGetAttr|_PyObject_GenericGetAttrWithDict|insertdict|dict_|PyDict_|unicode_eq|_PyDict|getattr|setattr|_PyObject_LookupAttr|PyObject_GetAttr|PyObject_SetAttr|descr|find_name_in_mro|hash"),
+ ("strings and bytes (split, strip, find, join, encode, format)", r"unicode|Unicode|bytes|Bytes|stringlib|fastsearch|find_internal|memcpy|memmove|memset|memchr|strlen|ascii_decode|_PyBytes|split|strip|join|format|_PyUnicodeWriter|utf8|latin1|replace"),
+ ("regular expressions", r"_sre|sre_"),
+ ("SQLite", r"sqlite|pysqlite|_pysqlite"),
+ ("hashing and HMAC (MD5, SHA-256, HMAC)", r"md5|MD5|sha|SHA|hmac|HMAC|EVP|_hashlib|libcrypto|OPENSSL|CRYPTO"),
+ ("JSON", r"_json|json"),
+]
+
+
+def runtime_groups(dump: Path) -> dict[str, int]:
+    """Self instructions of one dump by RUNTIME_GROUPS (needs callgrind_annotate, installed with valgrind)."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", "--auto=no", "--inclusive=no", str(dump)],
+                         capture_output=True, text=True, check=False).stdout
+    total = 0
+    found: Counter[str] = Counter()
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)$", line)
+        if not m:
+            continue
+        count, name = int(m.group(1).replace(",", "")), m.group(2)
+        if "PROGRAM TOTALS" in name:
+            total = count
+            continue
+        if count >= total:
+            continue  # main and the callers above it: everything, not their own
+        for group, pattern in RUNTIME_GROUPS:
+            if re.search(pattern, name):
+                found[group] += count
+                break
+        else:
+            found["the rest of the runtime (type checks, comparisons, numbers, sets, locks)"] += count
+    return dict(found)
 
 
 def _pass_on(args: argparse.Namespace) -> list[str]:
@@ -529,6 +576,13 @@ def tables(report: dict[str, Any], parts_order: list[str]) -> str:
         plain_dump = phases["plain"].get("instructions", 0)
         lines.append(f"(check: the kinds' counts add up to {plain_tot / max(plain_dump, 1):.4f} of everything counted "
                      "in that phase; 1 means no marker counted twice or missed)")
+        runtime = phases["plain"].get("runtime")
+        if runtime:
+            lines += ["", f"{bench}: where the same instructions run, by C function (self counts, per {units})",
+                      "| runtime | instructions | share |", "|---|---:|---:|"]
+            counted = max(sum(runtime.values()), 1)
+            for group, count in sorted(runtime.items(), key=lambda kv: -kv[1]):
+                lines.append(f"| {group} | {count / n:,.0f} | {100 * count / counted:.1f} % |")
         calls = phases[None]["part_calls"]
         lines.append("part entries per " + units + ": "
                      + ", ".join(f"{short[p]} {calls.get(p, 0) / n:.1f}" for p in names))
@@ -549,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-up", type=int, default=100, help="calls (logins: at least --users) before, not counted")
     ap.add_argument("--users", type=int, default=300, help="players logging in in turn (bench_registrar)")
     ap.add_argument("--json", type=Path, help="write the figures to this file")
+    ap.add_argument("--keep", type=Path, help="copy callgrind's dumps (one per phase) to this directory")
     ap.add_argument("--time-cap", type=float, default=1800.0, help="seconds before valgrind is stopped")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
