@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import contextvars
 import functools
+import gc
 import importlib.util
 import itertools
 import json
@@ -352,11 +353,12 @@ def inner(args: argparse.Namespace) -> int:
             units, n = ("call", args.calls) if bench == "proxy" else ("login", args.logins)
 
             def fresh(bench: str = bench) -> tuple[Messages, Callable[[], None]]:
-                """A new server, logged-in callee and warm-up: every phase counts the same calls from the same
-                state (an amortized cost, such as a table's clean-up every few hundred calls, lands in each)."""
+                """A new server, logged-in callee and warm-up: every phase counts the same number of calls from
+                the same state (an amortized cost, such as a table's clean-up every few hundred calls, lands in
+                each alike); each run has its own Call-IDs and branches, so the parser's memo of values sees them
+                as new in every phase, as in a call."""
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-breakdown-")))
                 if bench == "proxy":
-                    bp._RUNS[0] = 0
                     node, realm = bp.setup(tmp)
                     msgs = Messages(node, parts, args.mode == "callgrind")
                     start = 10_000.0
@@ -366,7 +368,6 @@ def inner(args: argparse.Namespace) -> int:
                     def once_call() -> None:
                         bp.run(node, realm, calls=args.calls, now=start)
                     return msgs, once_call
-                br._RUNS[0] = 0
                 node, _accounts, store, realm = br.setup(tmp, args.users)
                 msgs = Messages(node, parts, args.mode == "callgrind")
                 br.run(node, store, realm, logins=max(args.warm_up, args.users), users=args.users,
@@ -387,6 +388,7 @@ def inner(args: argparse.Namespace) -> int:
                     continue  # never entered on this path: nothing to count
                 msgs, once = fresh()
                 msgs.prof = prof
+                gc.collect()  # the collector's counts start alike: its collections land at the same calls
                 parts.phase = phase
                 parts.calls.clear()
                 sys.getswitchinterval()  # the dump marker: what came before is another phase's
