@@ -32,7 +32,7 @@ from gamesdk.identity import IdentitySigner
 from gamesdk.sip.dialog_info import DialogState, parse_dialog_info_untrusted
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.ids import IdFactory, RandomIdFactory
-from gamesdk.sip.message import RAW_KEY, REASON_PHRASES, Request, Response, response_for
+from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted, validate_untrusted
 from gamesdk.sip.pidf import PresenceStatus
 from gamesdk.sip.transaction import TransactionState
@@ -407,12 +407,7 @@ class RegionalServer:
             # Lazily: what the proxy only relays is checked as far as it reads it; the rest is validated in full.
             message = parse_message_untrusted(data, self.max_message_bytes, lazy=True)
             if not _relayed_as_is(message):
-                # Validated in full, and still forwarded from the bytes it came in when the proxy only edits it
-                # (an INVITE's final response: server/splice.py), so those bytes stay with it.
-                raw = message.raw_unchanged()
                 validate_untrusted(message)
-                if raw is not None:
-                    message.headers._cache[RAW_KEY] = raw
         except RemoteProtocolError as exc:
             self.stats.malformed += 1
             log.info("node: malformed datagram from %s:%d: %s", addr[0], addr[1], clip(exc.message))

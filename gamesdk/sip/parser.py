@@ -245,10 +245,10 @@ def _validate_relayed(message: Message, items: list[tuple[str, str, str]]) -> No
 
 def validate_untrusted(message: Request | Response) -> None:
     """The checks a lazily parsed message skipped (see ``parse_message_untrusted(..., lazy=True)``): every
-    typed header parsed, single headers single. Raises ``RemoteProtocolError`` like the parser. The message is
-    then handled as parsed: its bytes are let go (every copy of it serialises the same way, as before)."""
+    typed header parsed, single headers single. Raises ``RemoteProtocolError`` like the parser. Checking changes
+    no header, so the bytes the message was parsed from stay with it (``Message.raw_unchanged``: the proxy forwards
+    a validated INVITE and its final response by editing them, server/splice.py)."""
     cache = message.headers._cache
-    cache.pop(RAW_KEY, None)
     plain = cache.pop(_PLAIN_KEY, None)
     if plain is not None:
         # Parsed by _parse_plain, unchanged since: its single headers are single, Via, From, To, Call-ID and
