@@ -12,7 +12,7 @@ from gamesdk.qos.negotiation import Demand
 
 from .model import AppSession, MediaComponent, Side
 
-__all__ = ["DemandParts", "app_session_from_demand", "demand_parts"]
+__all__ = ["DemandParts", "app_session_from_demand", "app_session_from_parts", "demand_parts"]
 
 #: (side, media components, game format, qos text) of a request.
 DemandParts = tuple[Side, tuple[MediaComponent, ...], str, str]
@@ -34,7 +34,25 @@ def app_session_from_demand(
 
     ``player`` is this server's player (the caller at the caller's server, the callee at the callee's).
     """
-    side, components, game_format, qos_text = demand_parts(demand)
+    return app_session_from_parts(demand_parts(demand), call_id=call_id, from_tag=from_tag, to_tag=to_tag,
+                                  player=player, peer=peer, player_ip=player_ip, transit_rtt_ms=transit_rtt_ms,
+                                  peer_access_rtt_ms=peer_access_rtt_ms)
+
+
+def app_session_from_parts(
+    parts: DemandParts,
+    *,
+    call_id: str,
+    from_tag: str,
+    to_tag: str,
+    player: str,
+    peer: str,
+    player_ip: str,
+    transit_rtt_ms: int,
+    peer_access_rtt_ms: int,
+) -> AppSession:
+    """:func:`app_session_from_demand` from the parts :func:`demand_parts` took (kept by the hooks per terms)."""
+    side, components, game_format, qos_text = parts
     return AppSession(
         call_id=call_id,
         from_tag=from_tag,

@@ -57,7 +57,7 @@ from server.hooks import CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
 from server.location import Binding
 from server.publish import DialogPublications, PublishRequest, PublishResult
 
-from .bridge import DemandParts, demand_parts
+from .bridge import DemandParts, app_session_from_parts, demand_parts
 from .config import PolicyConfig
 from .lifetime import Activate, PolicyOperation, Release, operations_for_publish
 from .model import AppSession, Decision, Deny, DialogRef, EndReason, Grant, Reservation, Resource, Side
@@ -264,19 +264,16 @@ class RegionPolicyHooks:
             if len(self._demands) >= DEMAND_CACHE_MAX:
                 self._demands.clear()
             self._demands[cache_key] = (offer, answer, parts)
-        return AppSession(
+        return app_session_from_parts(
+            parts,
             call_id=call.call_id,
             from_tag=call.from_tag or "",
             to_tag=to_tag,
-            side=parts[0],
             player=call.caller if caller else call.callee,
             peer=call.callee if caller else call.caller,
             player_ip=address[0] if address is not None else "",
-            components=parts[1],
             transit_rtt_ms=self._transit_ms(call),
             peer_access_rtt_ms=peer_rtt,
-            game_format=parts[2],
-            qos_text=parts[3],
         )
 
     def _ask(self, calls: list[PolicyCall], finish: Callable[[QueryAnswer], T], now: float,
