@@ -83,6 +83,10 @@ class ThrottleVerdict:
 _CLEAR = ThrottleVerdict(False, 0.0)
 
 
+def _pair_key(user: str, client: str) -> tuple[str, str]:
+    return ("pair", f"{user}\x00{client}")
+
+
 class _Record:
     __slots__ = ("blocked_until", "times")
 
@@ -128,7 +132,7 @@ class FailureThrottle:
 
     @staticmethod
     def _keys(user: str, client: str) -> tuple[tuple[str, str], tuple[str, str], tuple[str, str]]:
-        return ("pair", f"{user}\x00{client}"), ("addr", client), ("user", user)
+        return _pair_key(user, client), ("addr", client), ("user", user)
 
     def _factor(self, kind: str) -> int:
         return self.address_factor if kind == "addr" else 1
@@ -214,7 +218,7 @@ class FailureThrottle:
         """A right password from ``client`` clears that pair's count (a block stays until it ends)."""
         if not self._records:
             return
-        record = self._records.get(("pair", f"{user}\x00{client}"))
+        record = self._records.get(_pair_key(user, client))
         if record is not None:
             record.times.clear()
 
