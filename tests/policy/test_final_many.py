@@ -102,7 +102,7 @@ def test_the_decisions_and_books_are_finals_one_by_one(
     assert outcomes[0] == outcomes[1]
 
 
-def test_a_calls_two_rows_are_one_transaction(tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str],
+def test_a_calls_two_rows_are_one_statement(tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str],
                                               req: Callable[..., AppSession]) -> None:
     policy, ledger = boot(tmp_path / "region.sqlite3", config, tokens)
     statements: list[str] = []
@@ -110,7 +110,8 @@ def test_a_calls_two_rows_are_one_transaction(tmp_path: Path, config: PolicyConf
     calls = tuple(PolicyCall("final", request=r) for r in pair(req, 1))
     answer = answer_now(policy, calls, 0.0, WALL)
     assert [type(d) for d in answer.results] == [Grant, Grant]
-    assert statements == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    # One statement (atomic by itself): each statement step releases the GIL, a hand-over to a busy loop.
+    assert statements == ["INSERT"]
     assert len(ledger.load_all()) == 2
 
 
@@ -164,3 +165,47 @@ def test_a_decision_that_raises_ends_the_list_after_the_grants_before_it_are_rec
     assert [r.key for r in ledger.load_all()] == [first.key]
     with pytest.raises(RuntimeError, match="bug"):
         policy.final_many([broken], 1.0, wall=WALL + 1)
+
+
+def test_the_one_statement_writes_the_rows_one_by_one_writes(
+        tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str], req: Callable[..., AppSession]) -> None:
+    rows = []
+    for way in ("one by one", "many"):
+        policy, ledger = boot(tmp_path / f"{way}.sqlite3", config, lambda: "0" * 32)
+        requests = pair(req, 1) + [req(2, ip="10.2.0.3")]
+        if way == "many":
+            assert all(isinstance(d, Grant) for d in policy.final_many(requests, 0.0, wall=WALL))
+        else:
+            assert all(isinstance(policy.final(r, 0.0, wall=WALL), Grant) for r in requests)
+        rows.append(ledger.connection.execute("SELECT * FROM policy_reservations ORDER BY rowid").fetchall())
+    assert rows[0] == rows[1] and len(rows[0]) == 3
+
+
+def test_a_locked_database_writes_none_of_the_rows(tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str],
+                                                    req: Callable[..., AppSession]) -> None:
+    path = tmp_path / "region.sqlite3"
+    policy, ledger = boot(path, config, tokens)
+    ledger.connection.execute("PRAGMA busy_timeout = 0")
+    other = sqlite3.connect(path)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    reservations = [policy._new_reservation(r, policy._decide(r), 0.0, WALL) for r in pair(req, 1)]  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        SqliteLedger.commit_many(ledger, [Change(key=r.key, save=r) for r in reservations])
+    other.rollback()
+    assert ledger.load_all() == [] and not ledger.connection.in_transaction
+
+
+def test_more_rows_than_one_statement_takes_go_in_one_transaction(
+        tmp_path: Path, config: PolicyConfig, req: Callable[..., AppSession]) -> None:
+    from server.policy.store import WRITE_MANY_MAX, SqliteReservationStore
+
+    policy, ledger = boot(tmp_path / "region.sqlite3", config, lambda: "0" * 32)
+    reservations = [policy._new_reservation(r, policy._decide(r), 0.0, WALL)  # type: ignore[arg-type]
+                    for r in (req(n, ip="10.2.0.3") for n in range(WRITE_MANY_MAX + 1))]
+    statements: list[str] = []
+    ledger.connection.set_trace_callback(lambda sql: statements.append(sql.split(" ", 1)[0].upper()))
+    SqliteLedger.commit_many(ledger, [Change(key=r.key, save=r) for r in reservations])
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT" and len(statements) == WRITE_MANY_MAX + 3
+    assert len(ledger.load_all()) == WRITE_MANY_MAX + 1
+    with pytest.raises(ValueError, match="1 to"):
+        SqliteReservationStore(ledger.connection).write_many([])
