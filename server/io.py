@@ -184,10 +184,11 @@ class ServerProtocol(asyncio.DatagramProtocol):
                     break
                 self.batched_reads += 1
                 self._one_datagram(data, addr)
-        if self.node.queries:
-            self._ask_policy()  # once per batch, like the timer
         if not self._rearm_soon:
-            # After every I/O callback of this loop iteration: one timer re-arm for the whole batch.
+            # After every I/O callback of this loop iteration: the policy queries of all its datagrams handed over
+            # together and one timer re-arm for the whole batch. uvloop calls this once per datagram (up to 32 per
+            # wake-up): asking here would hand each query to the policy's thread on its own, a wake-up of the
+            # thread and a GIL hand-off each.
             self._rearm_soon = True
             self.loop.call_soon(self._rearm_batch)
 
@@ -210,6 +211,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
     def _rearm_batch(self) -> None:
         self._rearm_soon = False
         if not self.closed.done():
+            if self.node.queries:
+                self._ask_policy()
             self._rearm()
 
     def stream_received(self, data: bytes, source: Address, now: float) -> list[tuple[bytes, Address]]:

@@ -168,3 +168,67 @@ def test_a_ping_s_answer_reports_the_time_it_waited_in_the_busy_server(
     # RFC 3261 section 8.2.6.1: the value as sent, and the delay since the ping arrived (at least the busy time)
     assert echo is not None and echo.split()[0] == "54.25", echo
     assert float(echo.split()[1]) >= BUSY_S * 0.9
+
+
+class _Query:
+    def __init__(self, n: int) -> None:
+        self.calls = ()
+        self.now = float(n)
+        self.wall = 1_700_000_000.0 + n
+        self.purpose = "invite"
+
+
+class _Thread:
+    """The policy thread's interface the driver uses (PolicyWorker.submit_many / inbox), recording hand-overs."""
+
+    def __init__(self) -> None:
+        self.handed: list[list[tuple[object, ...]]] = []
+
+    def inbox(self, loop: asyncio.AbstractEventLoop, handle: Callable[..., None]) -> object:
+        return object()
+
+    def submit_many(self, items: list[tuple[object, ...]], inbox: object) -> int:
+        self.handed.append(items)
+        return len(items)
+
+
+class _Node:
+    """A node whose every datagram emits one policy query (an INVITE the policy must check)."""
+
+    max_message_bytes = 65_535
+
+    def __init__(self) -> None:
+        self.queries: list[_Query] = []
+        self.hooks = type("Hooks", (), {})()
+        self.hooks.runner = _Thread()  # type: ignore[attr-defined]
+
+    def handle_datagram(self, data: bytes, source: object, now: float, **_: object) -> list[object]:
+        self.queries.append(_Query(len(self.queries)))
+        return []
+
+    def take_queries(self) -> list[_Query]:
+        taken, self.queries = self.queries, []
+        return taken
+
+    def get_timer(self) -> float | None:
+        return None
+
+
+def test_the_queries_of_one_loop_iteration_go_to_the_policy_thread_in_one_hand_over() -> None:
+    """uvloop calls datagram_received once per datagram of a wake-up (the driver reads no more itself): their
+    queries are handed over together after the iteration's I/O, not one hand-over (a wake-up of the thread and a
+    GIL hand-off) per datagram."""
+    from server.io import ServerProtocol
+
+    async def main() -> list[list[tuple[object, ...]]]:
+        node = _Node()
+        protocol = ServerProtocol(node, asyncio.get_running_loop())  # type: ignore[arg-type]  # a stand-in node
+        for i in range(3):
+            protocol.datagram_received(_options(i, 5060), ("127.0.0.1", 5060))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return node.hooks.runner.handed  # type: ignore[attr-defined, no-any-return]
+
+    handed = asyncio.run(main())
+    assert [[item[2:] for item in items] for items in handed] == [
+        [(0.0, 1_700_000_000.0), (1.0, 1_700_000_001.0), (2.0, 1_700_000_002.0)]]  # in order, their own times
