@@ -20,6 +20,7 @@ whatever the load), so they compare two trees even on a busy machine. For each c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -55,6 +56,15 @@ def _dump(*_):
     with open(os.environ["GAMESDK_BENCH_SQL_COUNT"] + ".json", "w") as f:
         json.dump([[k[0], k[1], v] for k, v in _by.items()], f)
 signal.signal(signal.SIGUSR1, _dump)
+from server.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+#: eu started with ``sys.setswitchinterval(GAMESDK_BENCH_SWITCH_INTERVAL)`` (``--switch-interval``).
+SWITCH_INTERVAL_WRAPPER = """
+import os, sys
+sys.setswitchinterval(float(os.environ["GAMESDK_BENCH_SWITCH_INTERVAL"]))
 from server.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -106,20 +116,25 @@ def stop_perf(proc: subprocess.Popen[bytes] | None, out: Path) -> dict[str, floa
     return counts
 
 
-def one_round(cfg: bs.Config, workdir: Path, *, calls: int, window: int, perf: bool, sql: bool) -> dict[str, Any]:
+def one_round(cfg: bs.Config, workdir: Path, *, calls: int, window: int, perf: bool, sql: bool,
+              switch_interval: float | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True)
     sql_file = workdir / "sql.count"
     wrapper = None
+    if switch_interval is not None:
+        os.environ["GAMESDK_BENCH_SWITCH_INTERVAL"] = str(switch_interval)
+        wrapper = SWITCH_INTERVAL_WRAPPER
     if sql:
         os.environ["GAMESDK_BENCH_SQL_COUNT"] = str(sql_file)
         wrapper = SQL_COUNT_WRAPPER
     saved = bs.POLICY_ON_LOOP_WRAPPER
+    threaded = not cfg.policy_on_loop
     if wrapper is not None:
         if cfg.policy_on_loop:
-            raise SystemExit("--sql with --policy-on-loop is not supported")
+            raise SystemExit("--sql or --switch-interval with --policy-on-loop is not supported")
         # start_ours starts eu with POLICY_ON_LOOP_WRAPPER when policy_on_loop: borrow that door for the counter.
         bs.POLICY_ON_LOOP_WRAPPER = wrapper
-        cfg = bs.dataclasses.replace(cfg, policy_on_loop=True)
+        cfg = dataclasses.replace(cfg, policy_on_loop=True)
     try:
         with bs.running_path(cfg, workdir) as (path, uas):
             bs.step(cfg, path, uas, workdir, "warmup", calls=200, rate=None, window=min(window, 64), time_cap_s=60)
@@ -162,11 +177,11 @@ def one_round(cfg: bs.Config, workdir: Path, *, calls: int, window: int, perf: b
     for tid, cpu, _, _ in deltas:
         if tid == eu:
             loop += cpu
-        elif side and tid == side[0][0] and not cfg.policy_on_loop:
+        elif side and tid == side[0][0] and threaded:
             policy += cpu
         else:
             other += cpu
-    per_thread = {("loop" if d[0] == eu else "policy" if side and d[0] == side[0][0] and not cfg.policy_on_loop
+    per_thread = {("loop" if d[0] == eu else "policy" if side and d[0] == side[0][0] and threaded
                    else f"t{d[0]}"): (d[2] / max(row["ok"], 1), d[3] / max(row["ok"], 1)) for d in deltas
                   if d[2] or d[3]}
     return {
@@ -195,28 +210,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", choices=["ours1", "ours2"], action="append")
     ap.add_argument("--no-loop", action="store_true", help="leave out the --policy-on-loop configurations")
     ap.add_argument("--no-perf", action="store_true", help="no perf stat (futex and cs columns empty)")
+    ap.add_argument("--switch-interval", type=float, action="append",
+                    help="also run eu with sys.setswitchinterval(S) (repeatable; rounds alternate)")
     ap.add_argument("--sql", action="store_true", help="count SQLite statements (a separate, slower run)")
     args = ap.parse_args(argv)
     if not bs.server_available():
         print("sipp or the server is missing", file=sys.stderr)
         return 2
     names = args.config or ["ours1", "ours2"]
-    cfgs = []
+    cfgs: list[tuple[bs.Config, float | None]] = []
     for name in names:
         hops = 1 if name == "ours1" else 2
-        cfgs.append(bs.Config(name, "ours", hops))
+        cfgs.append((bs.Config(name, "ours", hops), None))
+        for interval in args.switch_interval or []:
+            cfgs.append((bs.Config(f"{name}-si{interval * 1000:g}ms", "ours", hops), interval))
         if not args.no_loop and not args.sql:
-            cfgs.append(bs.Config(name + "-loop", "ours", hops, policy_on_loop=True))
+            cfgs.append((bs.Config(name + "-loop", "ours", hops, policy_on_loop=True), None))
     print(f"# {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}, "
           f"{args.calls} calls per round, closed loop (window {args.window})")
-    print(f"{'config':12} {'calls/s':>8} {'eu us':>7} {'loop us':>8} {'policy us':>9} {'other us':>8} "
+    print(f"{'config':16} {'calls/s':>8} {'eu us':>7} {'loop us':>8} {'policy us':>9} {'other us':>8} "
           f"{'futex':>6} {'cs':>5} {'vol':>5} {'invol':>5} {'sql':>5}")
     with tempfile.TemporaryDirectory(prefix="bench-handoff-") as tmp:
         for r in range(args.rounds):
-            for cfg in cfgs:
+            for cfg, interval in cfgs:
                 row = one_round(cfg, Path(tmp) / f"{cfg.name}-{r}", calls=args.calls, window=args.window,
-                                perf=not args.no_perf, sql=args.sql)
-                print(f"{cfg.name:12} {row['calls_per_s']:8.0f} {row['eu_us']:7.0f} {row['loop_us']:8.0f} "
+                                perf=not args.no_perf, sql=args.sql, switch_interval=interval)
+                print(f"{cfg.name:16} {row['calls_per_s']:8.0f} {row['eu_us']:7.0f} {row['loop_us']:8.0f} "
                       f"{row['policy_us']:9.0f} {row['other_us']:8.0f} {row['futex']:6.2f} {row['cs']:5.2f} "
                       f"{row['vol']:5.2f} {row['invol']:5.2f} {row['sql']:5.1f}", flush=True)
                 print("    voluntary/involuntary switches per call: " + ", ".join(
