@@ -11,6 +11,12 @@ node's queries and answers each in a task with the hooks' runner (asynchronous H
 releases. At most ``MAX_POLICY_QUERIES`` are under way; beyond that a query is answered at once as "policy service
 busy" (the INVITE and the PUBLISH get 503 + Retry-After), so a slow policy service cannot pile up memory.
 
+The embedded policy's thread (server/policy/worker.py): the queries of one loop iteration go over in one job
+(``submit_many``), and while this driver's previous job is still with the thread, new queries wait for its answers
+(at most :data:`POLICY_HOLD_MAX` of them, and never when the thread's queue is full: those are handed over, and
+refused "busy", at once) and then go over together: the thread wakes once per round trip, not once per query
+(each wake-up is a futex call and a GIL hand-off each way). A query keeps the times its message arrived.
+
 Several datagrams per wake-up: on the standard selector loop the callback goes on reading the socket until it is
 empty (at most :data:`READ_BATCH` datagrams); uvloop (libuv) reads up to 32 per wake-up on its own. Either way the
 timer is re-armed once per batch (one ``call_soon`` after the loop's I/O callbacks), not after every datagram:
@@ -74,6 +80,9 @@ RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 #: At most this many datagrams are read per wake-up of the selector loop (then other callbacks get their turn).
 READ_BATCH = 64
+#: Queries the driver keeps, at most, while its previous job is with the embedded policy's thread (then they go at
+#: once, as when the thread's queue is full): see the module docstring.
+POLICY_HOLD_MAX = 64
 
 #: Linux ``SIOCGSTAMPNS``: the kernel's receive time of the last datagram read from a socket (``struct timespec``).
 #: Asked for OPTIONS only (1.6 us a call), whose round trips measure the transit between the regions: read after a
@@ -154,6 +163,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
         #: first query.
         self._inbox: Any = None
         self._inbox_runner: Any = None
+        #: Queries handed to the policy's thread whose answers have not come back yet.
+        self.policy_in_flight = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -286,9 +297,12 @@ class ServerProtocol(asyncio.DatagramProtocol):
             # All the queries of this batch handed to the policy thread in one job, with the times their messages
             # arrived; the answers come back in batches (one wake-up of the loop per batch). What the bounded queue
             # refuses is answered at once: back-pressure.
-            queries = self.node.take_queries()
-            if not queries:
+            waiting = len(self.node.queries)
+            if not waiting:
                 return
+            if self.policy_in_flight and waiting < min(POLICY_HOLD_MAX, getattr(runner, "room", 0)):
+                return  # with the answers of the job under way (_answered_from_thread): one wake-up of the thread
+            queries = self.node.take_queries()
             inbox = self._inbox
             if inbox is None or self._inbox_runner is not runner:
                 inbox = self._inbox = runner.inbox(self.loop, self._answered_from_thread)  # type: ignore[union-attr]
@@ -297,6 +311,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
             items = [(query, query.calls, query.now, query.wall if query.wall is not None else now_wall)
                      for query in queries]
             taken = submit_many(items, inbox)
+            self.policy_in_flight += taken
             for query in queries[taken:]:
                 self._answered(query, QueryAnswer(error="policy service busy"))
             return
@@ -320,7 +335,9 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self._answered(query, answer)
 
     def _answered_from_thread(self, answers: list[tuple[PolicyQuery[Any], QueryAnswer]]) -> None:
-        """A batch of the policy thread's answers, on the loop: one send per answer, one timer re-arm."""
+        """A batch of the policy thread's answers, on the loop: one send per answer, the queries kept meanwhile
+        handed over, one timer re-arm."""
+        self.policy_in_flight = max(0, self.policy_in_flight - len(answers))
         if self.closed.done():
             return
         node = self.node
@@ -332,8 +349,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
                 continue
             if out:
                 self._send(out)
-        if node.queries:  # a finished query may emit more (rare): asked on the next turn
-            self.loop.call_soon(self._ask_policy)
+        if node.queries:  # kept while these were with the thread (or emitted by a finished query)
+            self._ask_policy()
         self._rearm()
 
     def _answered(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:

@@ -19,8 +19,11 @@ Rules:
   (``reservations()``, ``capacity()``) as snapshots;
 - **times of the events**: each query carries the loop time and wall time at which its message arrived, so a query
   that waited behind a slow write is recorded at the time the event happened, not when it was processed;
-- **cheap hand-over**: the loop hands all the queries of one batch of datagrams over in one job
-  (:meth:`PolicyWorker.submit_many`), the thread takes every job queued when it wakes up, and the answers go back
+- **cheap hand-over**: the loop hands all the queries of one loop iteration over in one job
+  (:meth:`PolicyWorker.submit_many`); while its previous job is with the thread, the driver keeps new queries (at
+  most ``server.io.POLICY_HOLD_MAX``, none when :attr:`PolicyWorker.room` is 0) until that job's answers come back
+  and hands them over together, so the thread wakes once per round trip, not once per query; every query of a job
+  is answered, also when the job fails. The thread takes every job queued when it wakes up, and the answers go back
   through an :class:`AnswerInbox`: one wake-up of the loop (``call_soon_threadsafe``) per batch of answers, none
   while the loop has not yet taken the previous ones; no future or closure per query. Each wake-up of a thread
   costs a futex call and a GIL hand-off, which cost more than the answer itself;
@@ -215,6 +218,12 @@ class PolicyWorker:
         return await future
 
     @property
+    def room(self) -> int:
+        """Queries the queue takes now before it refuses (read without the lock: a hint for the driver, which
+        hands over at once when it is 0; :meth:`submit_many` decides under the lock)."""
+        return 0 if self._closing else max(0, self.max_queued - self._queued)
+
+    @property
     def pending(self) -> int:
         """Queries and tasks queued or being run."""
         with self._lock:
@@ -297,7 +306,11 @@ class PolicyWorker:
             if entry is None:
                 entry = outboxes[id(job.inbox)] = (job.inbox, [])
             out = entry[1]
-            backend = self._backend()
+            try:
+                backend = self._backend()
+            except Exception:  # a bug: every query of the job still gets its answer (the driver waits for them)
+                log.exception("policy thread: no backend")
+                backend = cast("TimedBackend", None)  # answer_now then fails: each query answered with the error
             for key, calls, now, wall in job.many:
                 out.append((key, self._answer(backend, calls, now, wall)))
         for inbox, items in outboxes.values():
@@ -316,7 +329,11 @@ class PolicyWorker:
         return answer
 
     def _do(self, job: _Job) -> None:
-        backend = self._backend()
+        try:
+            backend = self._backend()
+        except Exception:  # a bug: the job is still answered (with the error) or its task reported failed
+            log.exception("policy thread: no backend")
+            backend = cast("TimedBackend", None)
         if job.task is not None:
             try:
                 job.task(backend)
@@ -332,9 +349,9 @@ class PolicyWorker:
 
     def _timers(self) -> float | None:
         """Run the policy's due timers; returns when they are next due."""
-        backend = self._backend()
         now = self._clock()
         try:
+            backend = self._backend()
             when = backend.get_timer()
             if when is not None and when <= now:
                 backend.handle_timer(now)

@@ -311,3 +311,29 @@ def test_a_failing_answer_does_not_strand_the_others_of_its_batch() -> None:
 
     asyncio.run(scenario())
     assert resumed == ["first", "last"]
+
+
+def test_every_query_of_a_job_is_answered_even_when_the_backend_cannot_be_had() -> None:
+    """The driver keeps new queries while a job is with the thread until its answers come back: a job whose
+    backend lookup raises (a bug) still answers each of its queries, with the error."""
+    def no_backend() -> Any:
+        raise RuntimeError("no policy")
+
+    worker = PolicyWorker(no_backend)
+    answered: list[tuple[Any, QueryAnswer]] = []
+    done = threading.Event()
+
+    class _Inbox:
+        def put_many(self, items: list[tuple[Any, QueryAnswer]]) -> None:
+            answered.extend(items)
+            done.set()
+
+    try:
+        items = [(k, (PolicyCall("preliminary", request=make_request(k, ip="10.2.0.9")),), 1.0, 1.0)
+                 for k in range(2)]
+        assert worker.submit_many(items, _Inbox()) == 2  # type: ignore[arg-type]
+        assert done.wait(5.0)
+    finally:
+        assert worker.close_now(5.0)
+    assert [key for key, _ in answered] == [0, 1]
+    assert all(answer.error for _, answer in answered)

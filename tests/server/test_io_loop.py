@@ -181,15 +181,16 @@ class _Query:
 class _Thread:
     """The policy thread's interface the driver uses (PolicyWorker.submit_many / inbox), recording hand-overs."""
 
-    def __init__(self) -> None:
+    def __init__(self, room: int = 1024) -> None:
         self.handed: list[list[tuple[object, ...]]] = []
+        self.room = room
 
     def inbox(self, loop: asyncio.AbstractEventLoop, handle: Callable[..., None]) -> object:
         return object()
 
     def submit_many(self, items: list[tuple[object, ...]], inbox: object) -> int:
         self.handed.append(items)
-        return len(items)
+        return min(len(items), self.room)
 
 
 class _Node:
@@ -199,11 +200,17 @@ class _Node:
 
     def __init__(self) -> None:
         self.queries: list[_Query] = []
+        self.answered: list[tuple[_Query, object]] = []
         self.hooks = type("Hooks", (), {})()
         self.hooks.runner = _Thread()  # type: ignore[attr-defined]
 
     def handle_datagram(self, data: bytes, source: object, now: float, **_: object) -> list[object]:
-        self.queries.append(_Query(len(self.queries)))
+        self.made = getattr(self, "made", 0) + 1
+        self.queries.append(_Query(self.made - 1))
+        return []
+
+    def answer_query(self, query: _Query, answer: object, now: float) -> list[object]:
+        self.answered.append((query, answer))
         return []
 
     def take_queries(self) -> list[_Query]:
@@ -232,3 +239,52 @@ def test_the_queries_of_one_loop_iteration_go_to_the_policy_thread_in_one_hand_o
     handed = asyncio.run(main())
     assert [[item[2:] for item in items] for items in handed] == [
         [(0.0, 1_700_000_000.0), (1.0, 1_700_000_001.0), (2.0, 1_700_000_002.0)]]  # in order, their own times
+
+
+def _hand_overs_while_a_job_is_with_the_thread(room: int, later: int) -> tuple[list[list[float]], list[str]]:
+    """One datagram's query handed over; ``later`` datagrams in later loop iterations while it is with the thread;
+    then its answer comes back. Returns the hand-overs (the queries' times) and the answers' errors."""
+    from server.hooks import QueryAnswer
+    from server.io import ServerProtocol
+
+    async def main() -> tuple[list[list[float]], list[str]]:
+        node = _Node()
+        runner = node.hooks.runner  # type: ignore[attr-defined]
+        protocol = ServerProtocol(node, asyncio.get_running_loop())  # type: ignore[arg-type]  # a stand-in node
+        protocol.datagram_received(_options(0, 5060), ("127.0.0.1", 5060))
+        await asyncio.sleep(0)
+        runner.room = room
+        for i in range(later):
+            protocol.datagram_received(_options(i + 1, 5060), ("127.0.0.1", 5060))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        first = runner.handed[0][0][0]
+        protocol._answered_from_thread([(first, QueryAnswer())])
+        await asyncio.sleep(0)
+        return ([[item[2] for item in items] for items in runner.handed],
+                [str(answer.error) for _, answer in node.answered])
+
+    return asyncio.run(main())
+
+
+def test_queries_that_come_while_a_job_is_with_the_policy_thread_go_with_its_answers() -> None:
+    """The thread wakes once per round trip: queries of later iterations wait (in order, with their own times) for
+    the answers of the job under way, then go over together."""
+    handed, errors = _hand_overs_while_a_job_is_with_the_thread(room=1024, later=3)
+    assert handed == [[0.0], [1.0, 2.0, 3.0]] and errors == ["None"]
+
+
+def test_with_the_policy_queue_full_a_query_is_handed_over_and_refused_at_once() -> None:
+    """Back-pressure unchanged: no room in the thread's queue, nothing waits on the loop (refused "busy" at once)."""
+    handed, errors = _hand_overs_while_a_job_is_with_the_thread(room=0, later=2)
+    assert handed == [[0.0], [1.0], [2.0]]
+    assert errors == ["policy service busy", "policy service busy", "None"]
+
+
+def test_the_queries_kept_on_the_loop_are_bounded() -> None:
+    """At most POLICY_HOLD_MAX queries wait for the job under way: that many go over at once (the next one then
+    waits for their answers)."""
+    from server.io import POLICY_HOLD_MAX
+
+    handed, _ = _hand_overs_while_a_job_is_with_the_thread(room=1024, later=POLICY_HOLD_MAX + 1)
+    assert [len(items) for items in handed] == [1, POLICY_HOLD_MAX]
