@@ -11,7 +11,8 @@ whatever the load), so they compare two trees even on a busy machine. For each c
 - ``loop us`` / ``policy us``: CPU of eu's main thread and of its ``gamesdk-policy`` thread per call
   (/proc/PID/task/*/stat), ``other us`` the rest (the registration writer, the executor);
 - ``sql``: SQLite statements per call (``--sql``: eu started with a trace callback on every connection, which
-  itself costs CPU: timings of that run are not comparable).
+  itself costs CPU: timings of that run are not comparable), and per call the jobs handed to the policy's thread,
+  the queries in them and the thread's batches (its wake-ups).
 
     python bench/bench_handoff.py --calls 2000 --rounds 3            # ours1 and ours2, thread and --policy-on-loop
     python bench/bench_handoff.py --config ours1 --sql --rounds 1    # + SQLite statements per call
@@ -50,6 +51,18 @@ def _counted(*args, **kwargs):
     conn.set_trace_callback(_trace)
     return conn
 sqlite3.connect = _counted
+import server.policy.worker as _w
+_submit_many = _w.PolicyWorker.submit_many
+def _counted_submit(self, queries, inbox):
+    _by[("handover", "jobs")] += 1
+    _by[("handover", "queries")] += len(queries)
+    return _submit_many(self, queries, inbox)
+_w.PolicyWorker.submit_many = _counted_submit
+_do_batch = _w.PolicyWorker._do_batch
+def _counted_batch(self, jobs):
+    _by[("handover", "thread wake-ups")] += 1
+    return _do_batch(self, jobs)
+_w.PolicyWorker._do_batch = _counted_batch
 def _dump(*_):
     with open(os.environ["GAMESDK_BENCH_SQL_COUNT"], "w") as f:
         f.write(str(_count[0]))
@@ -190,7 +203,7 @@ def one_round(cfg: bs.Config, workdir: Path, *, calls: int, window: int, perf: b
         "vol": vol / ok, "invol": invol / ok,
         "futex": counts.get("syscalls:sys_enter_futex", float("nan")) / ok,
         "cs": counts.get("context-switches", float("nan")) / ok,
-        "sql": (sql1 - sql0) / ok if sql else float("nan"),
+        "sql": ((sql1 - sql0) / ok) if sql else float("nan"),
         "switches_by_thread": per_thread,
         "sql_by": {k: (v - by0.get(k, 0)) / ok for k, v in by1.items() if v > by0.get(k, 0)},
     }
