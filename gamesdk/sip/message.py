@@ -169,6 +169,30 @@ class Headers:
                 return parts[0]
         return None
 
+    def replace_first(self, name: str, value: str) -> str | None:
+        """Put ``value`` in place of the first value of ``name`` (one comma-separated value, e.g. the top Via),
+        where it was (other values of its line stay on a line of their own after it); returns the value replaced,
+        or None (and nothing changes) when there is none. For a message whose Via lines come together, what
+        :meth:`remove_first` then :meth:`insert_first` give, in one edit."""
+        key = _KEY_CACHE.get(name) or header_key(name)
+        items = self._items
+        for i in range(len(items)):
+            item = items[i]
+            if item[0] == key:
+                old = item[2]
+                if "," in old:
+                    parts = split_header_values(old)
+                    if len(parts) > 1:  # the rest stays on its line, the new value on its own before it
+                        items[i] = (key, item[1], ", ".join(parts[1:]))
+                        items.insert(i, (key, name, value))
+                        self._cache.clear()
+                        return parts[0]
+                    old = parts[0]
+                items[i] = (key, name, value)
+                self._cache.clear()
+                return old
+        return None
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False

@@ -41,6 +41,30 @@ def test_headers_are_case_insensitive_and_compact_forms_match() -> None:
     assert h.remove("via") == 2 and "v" not in h
 
 
+def test_replace_first_puts_the_value_where_the_first_one_was() -> None:
+    # One edit in place: the other fields stay where they are (remove_first + insert_first would put the new
+    # value before the next Via line instead, wherever that is).
+    new = "SIP/2.0/UDP new"
+    cases = [
+        ([("Via", "SIP/2.0/UDP a"), ("To", "<sip:b@x>"), ("v", "SIP/2.0/UDP b")],
+         [("Via", new), ("To", "<sip:b@x>"), ("v", "SIP/2.0/UDP b")], "SIP/2.0/UDP a"),
+        # the first line holds two values (a comma inside quotes is not a separator): the rest keeps its line
+        ([("From", "<sip:a@x>"), ("v", 'SIP/2.0/UDP a;x="1,2", SIP/2.0/UDP b'), ("Via", "SIP/2.0/UDP c")],
+         [("From", "<sip:a@x>"), ("Via", new), ("v", "SIP/2.0/UDP b"), ("Via", "SIP/2.0/UDP c")],
+         'SIP/2.0/UDP a;x="1,2"'),
+        ([("Via", 'SIP/2.0/UDP a;x="1,2"'), ("To", "<sip:b@x>")], [("Via", new), ("To", "<sip:b@x>")],
+         'SIP/2.0/UDP a;x="1,2"'),
+    ]
+    for items, expected, old in cases:
+        headers = Headers(items)
+        _ = headers.cached("via", lambda: "stale")
+        assert headers.replace_first("Via", new) == old
+        assert list(headers) == expected
+        assert headers.cached("via", lambda: "fresh") == "fresh"  # the change cleared what was parsed
+    nothing = Headers([("To", "<sip:b@x>")])
+    assert nothing.replace_first("Via", new) is None and list(nothing) == [("To", "<sip:b@x>")]
+
+
 def test_typed_accessors() -> None:
     msg = parse_message_untrusted(INVITE)
     assert isinstance(msg, Request)
