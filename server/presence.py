@@ -75,6 +75,22 @@ class PresenceAgent:
     t1: float = 0.5
     subs: dict[tuple[str, str], Subscription] = field(default_factory=dict)
     _outgoing: dict[Address, _Outgoing] = field(default_factory=dict)
+    #: The keys of ``subs`` by watched AOR: a login or a publication looks at its own player's watchers only.
+    _watchers: dict[str, dict[tuple[str, str], None]] = field(default_factory=dict)
+
+    def _add(self, key: tuple[str, str], sub: Subscription) -> None:
+        self.subs[key] = sub
+        self._watchers.setdefault(sub.watched, {})[key] = None
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        sub = self.subs.pop(key, None)
+        if sub is None:
+            return
+        keys = self._watchers.get(sub.watched)
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._watchers[sub.watched]
 
     # -- SUBSCRIBE -----------------------------------------------------------------------------------------------
 
@@ -100,15 +116,15 @@ class PresenceAgent:
                 return response_for(request, 481, "Subscription does not exist")
             if not contacts or not contacts[0].uri.host:
                 return response_for(request, 400, "SUBSCRIBE without a Contact", to_tag=self.ids.tag())
-            if len(self.subs) >= MAX_SUBSCRIPTIONS or sum(
-                    s.watched == watched for s in self.subs.values()) >= MAX_WATCHERS_PER_PLAYER:
+            if (len(self.subs) >= MAX_SUBSCRIPTIONS
+                    or len(self._watchers.get(watched, ())) >= MAX_WATCHERS_PER_PLAYER):
                 return response_for(request, 503, "Too many watchers", to_tag=self.ids.tag(),
                                     extra=[("Retry-After", "60")])
             uri = contacts[0].uri
             sub = Subscription(call_id=request.call_id, watched=watched, watcher=watcher,
                                watcher_tag=request.from_.tag or "", local_tag=self.ids.tag(),
                                contact=(uri.host.strip("[]"), uri.port or 5060), expires_at=now + expires)
-            self.subs[key] = sub
+            self._add(key, sub)
             log.info("presence: %s watches %s for %d s", watcher, watched, expires)
         elif request.to.tag != sub.local_tag:
             return response_for(request, 481, "Subscription does not exist")
@@ -120,15 +136,19 @@ class PresenceAgent:
         # RFC 6665 section 4.2.1.2: a NOTIFY follows every accepted SUBSCRIBE, the last one on Expires: 0
         self._notify(sub, now, out, terminated="timeout" if expires == 0 else None)
         if expires == 0:
-            self.subs.pop(key, None)
+            self._drop(key)
         return response
 
     # -- changes -------------------------------------------------------------------------------------------------
 
     def changed(self, aor: str, now: float, out: Datagrams) -> None:
         """``aor``'s presence may have changed (login, logout, expiry, a publication): tell its watchers."""
-        for sub in list(self.subs.values()):
-            if sub.watched == aor and self.status_of(aor, now) is not sub.last_sent:
+        keys = self._watchers.get(aor)
+        if not keys:
+            return
+        for key in list(keys):
+            sub = self.subs[key]
+            if self.status_of(aor, now) is not sub.last_sent:
                 self._notify(sub, now, out)
 
     def _notify(self, sub: Subscription, now: float, out: Datagrams, terminated: str | None = None) -> None:
@@ -172,7 +192,7 @@ class PresenceAgent:
         if response.status == 481 or response.status >= 500:
             for sub_key, sub in list(self.subs.items()):
                 if sub.call_id == response.call_id:
-                    del self.subs[sub_key]
+                    self._drop(sub_key)
         return True
 
     # -- timers --------------------------------------------------------------------------------------------------
@@ -192,4 +212,4 @@ class PresenceAgent:
         for sub_key, sub in list(self.subs.items()):
             if now >= sub.expires_at:
                 self._notify(sub, now, out, terminated="timeout")
-                del self.subs[sub_key]
+                self._drop(sub_key)
