@@ -518,6 +518,9 @@ class RegionalServer:
             self.send_unverified(response_for(request, 501, "Not Implemented", to_tag=self.ids.tag(),
                                               extra=[("Allow", ALLOW)]).to_bytes(), addr, size, now, out)
             return
+        if method == "REGISTER":
+            self._uas_request(request, addr, now, out, size)  # the registrar answers every REGISTER
+            return
         ruri = request.request_uri
         for_us = self.proxy.is_us(ruri) if ruri.is_sip else False
         # OPTIONS for the server itself (no user part, or not one of our players): answered here, so pings from
@@ -530,7 +533,7 @@ class RegionalServer:
         # the presence agent answers SUBSCRIBEs for its players' presence; other events go on to the player
         presence = method == "SUBSCRIBE" and for_us and (
             request.headers.get("Event") or "").split(";")[0].strip().lower() == "presence"
-        if method == "REGISTER" or options_for_us or (method == "PUBLISH" and for_us) or presence:
+        if options_for_us or (method == "PUBLISH" and for_us) or presence:
             self._uas_request(request, addr, now, out, size)
             return
         self.proxy.handle_request(request, addr, now, out, size, self.send_unverified)
