@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import itertools
 
@@ -20,19 +21,35 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 
 
 def counting_manager(monkeypatch: pytest.MonkeyPatch, manager: NonceManager) -> list[bytes]:
-    """Count the nonce MACs ``manager`` computes. The HMAC function is counted where the module finds it (a
-    compiled build's classes take no per-instance method patch), keeping only calls with ``manager``'s secret."""
+    """Count the nonce MACs ``manager`` computes: each starts from a copy of its inner HMAC state (hashed once from
+    the secret), so that state is replaced by a stand-in counting its copies (an attribute, not a method: a
+    compiled build's classes take no per-instance method patch)."""
     macs: list[bytes] = []
-    real = hmac.digest
-    secret = manager._secret
+    real = manager._inner
 
-    def counting(key: bytes, msg: bytes, digest: str) -> bytes:
-        if key == secret:
-            macs.append(msg)
-        return real(key, msg, digest)
+    class Counting:
+        def copy(self) -> object:
+            macs.append(b"")
+            return real.copy()
 
-    monkeypatch.setattr(hmac, "digest", counting)
+    monkeypatch.setattr(manager, "_inner", Counting())
     return macs
+
+
+def test_the_nonce_mac_is_hmac_sha256_of_the_secret() -> None:
+    # The tag's computation from precomputed key states must stay HMAC-SHA256 (RFC 2104): nonces issued by an
+    # older process (the secret is kept in the region database) still verify after a restart, and back.
+    for secret in (SECRET, b"k" * 64, b"long" * 40):
+        manager = NonceManager(secret, lambda n: b"\x05" * n, realm="eu.example")
+        nonce = manager.issue(1234.5)
+        raw = base64.urlsafe_b64decode(nonce + "=")
+        body, tag = raw[:16], raw[16:]
+        assert tag == hmac.digest(secret, body + b"eu.example", "sha256")[:16]
+        assert manager.issued_ms(nonce) == 1234500
+        forged = base64.urlsafe_b64encode(body + hmac.digest(secret + b"x", body + b"eu.example", "sha256")[:16])
+        assert manager.issued_ms(forged.rstrip(b"=").decode()) is None
+        for bad in ("é" * 43, "!" * 43, nonce[:-1] + "=", nonce.replace("-", "+").replace("_", "/")[:42] + "*"):
+            assert manager.issued_ms(bad) is None
 
 
 def test_verification_computes_the_nonce_mac_once(monkeypatch: pytest.MonkeyPatch) -> None:
