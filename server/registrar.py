@@ -35,8 +35,10 @@ SUPPORTED_EXTENSIONS = frozenset({"path", "outbound"})
 def _path_of(request: Request, source: tuple[str, int]) -> tuple[tuple[str, ...], tuple[str, int] | None]:
     """The Path values of a REGISTER (RFC 3327) and the address of the first hop (an IP literal, else the source
     the REGISTER came from: the edge that added the Path)."""
-    values = tuple(v.strip() for line in request.headers.get_all("Path") for v in split_header_values(line)
-                   if v.strip())
+    lines = request.headers.get_all("Path")
+    if not lines:
+        return (), None  # the usual REGISTER: straight from the player
+    values = tuple(v.strip() for line in lines for v in split_header_values(line) if v.strip())
     if not values:
         return (), None
     try:
@@ -244,10 +246,11 @@ class Registrar:
             existing = current.get(contact.key)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
                 return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
-        live = {key for key, b in current.items() if b.expires_at > now}
-        new = {c.key for c, e in contacts if e > 0} - live
-        if len(live) + len(new) > cfg.max_bindings_per_aor:
-            return RegistrarResult(self._reply(request, 403, "Too many contacts for this user"), user=user)
+        if len(current) + len(contacts) > cfg.max_bindings_per_aor:  # else the count below cannot be over
+            live = {key for key, b in current.items() if b.expires_at > now}
+            new = {c.key for c, e in contacts if e > 0} - live
+            if len(live) + len(new) > cfg.max_bindings_per_aor:
+                return RegistrarResult(self._reply(request, 403, "Too many contacts for this user"), user=user)
 
         added: list[Binding] = []
         removed: list[Binding] = []
