@@ -149,7 +149,9 @@ def _checked(key: str, value: str) -> object:
         return hit
     result: object
     if key == "via":
-        result = tuple(Via.parse(part) for part in split_header_values(value))
+        # One Via per line is the usual form: no list to split, no generator to run.
+        result = ((Via.parse(value.strip()),) if "," not in value
+                  else tuple([Via.parse(part) for part in split_header_values(value)]))
     elif key == "from" or key == "to":
         # Parsed in full (not only checked): the value comes back in about four messages of the call and the
         # proxy reads From (authentication) and To (tags) of several of them; the memo pays for one parse.
@@ -397,8 +399,13 @@ def _rest_checked(message: Message, single: dict[str, str], contacts: list[str])
         message.headers._cache["max-forwards"] = int(value)
     for value in contacts:
         _checked("contact", value)
-    if "expires" in single:
-        _ = message.expires  # raises on a bad value
+    value = single.get("expires")
+    if value is not None:
+        # What the accessor (Message.expires) reads, read here from the text at hand; a bad value goes to the
+        # full check, which raises the accessor's error.
+        if len(value) > 12 or not value.isascii() or not value.isdigit() or int(value) > 2**32 - 1:
+            return False
+        message.headers._cache["expires"] = int(value)
     value = single.get("date")
     return value is None or value.rstrip().endswith("GMT")
 
