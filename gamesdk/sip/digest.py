@@ -543,7 +543,8 @@ class NonceManager:
         inner.update(self._realm)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.digest()[:_NONCE_TAG_BYTES]
+        tag: bytes = outer.digest()
+        return tag[:_NONCE_TAG_BYTES]
 
     def issue(self, now: float) -> str:
         """A fresh nonce stamped with ``now``."""
