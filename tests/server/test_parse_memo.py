@@ -30,12 +30,12 @@ def _typed(data: bytes) -> tuple[object, ...]:
 
 
 def test_memo_hit_equals_fresh_parse() -> None:
-    parser._MEMO.clear()
+    parser.clear_memo()
     fresh = _typed(GOOD)
     assert parser._MEMO  # the values were remembered
     again = _typed(GOOD)
     assert again == fresh
-    parser._MEMO.clear()
+    parser.clear_memo()
     assert _typed(GOOD) == fresh
 
 
@@ -55,10 +55,24 @@ def test_bad_values_raise_every_time(old: bytes, new: bytes) -> None:
 
 
 def test_memo_stays_bounded() -> None:
-    parser._MEMO.clear()
+    parser.clear_memo()
     for i in range(parser._MEMO_MAX + 500):
         parse_message_untrusted(GOOD.replace(b"tag=a1", f"tag=a{i}".encode()))
-    assert len(parser._MEMO) <= parser._MEMO_MAX
+    assert len(parser._MEMO) <= parser._MEMO_MAX and len(parser._MEMO_OLD) <= parser._MEMO_MAX
+
+
+def test_values_that_come_back_stay_while_values_seen_once_fill_the_memo() -> None:
+    # A registrar's players refresh with the same To and Contact, between requests whose Via branch and From tag
+    # are new every time. The values that come back are not parsed again (the memo hands back the very object
+    # the first parse made); before, the memo was cleared when full, and they were parsed again every turn.
+    parser.clear_memo()
+    first = parse_message_untrusted(GOOD)
+    for i in range(3 * parser._MEMO_MAX):
+        parse_message_untrusted(GOOD.replace(b"tag=a1", f"tag=a{i}".encode()))
+        if i % 1000 == 0:
+            assert parse_message_untrusted(GOOD).to is first.to
+    assert parse_message_untrusted(GOOD).to is first.to
+    assert len(parser._MEMO) <= parser._MEMO_MAX and len(parser._MEMO_OLD) <= parser._MEMO_MAX
 
 
 @settings(max_examples=200, deadline=None)
@@ -75,8 +89,8 @@ def test_mutated_value_parses_the_same_with_and_without_memo(text: str, name: by
         except RemoteProtocolError as exc:
             return ("error", exc.message)
 
-    parser._MEMO.clear()
+    parser.clear_memo()
     first = outcome()
     second = outcome()  # with whatever the first parse left in the memo
-    parser._MEMO.clear()
+    parser.clear_memo()
     assert first == second == outcome()
