@@ -280,13 +280,14 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-def _number(value: float | None) -> str:
+def _number(value: int | float | None) -> str:  # noqa: PYI041 - see below
+    # ``int | float``, not ``float``: a compiled build (mypyc) turns an int passed as ``float`` into a float, and
+    # the text would read 100.0 where json writes 100.
     if value is None:
         return "null"
-    kind = type(value)
-    if kind is int:
+    if type(value) is int:
         return int.__repr__(value)
-    if kind is float and math.isfinite(value):
+    if type(value) is float and math.isfinite(value):
         return float.__repr__(value)
     return json.dumps(value)  # NaN, infinities, subclasses: as json writes them
 

@@ -51,7 +51,7 @@ class SyncBackend(Protocol):
     def apply(self, op: PolicyOperation, now: float) -> Reservation | None: ...
 
     def release_player(
-        self, player: str, now: float, reason: EndReason = ..., *, player_ip: str | None = None
+        self, player: str, now: float, reason: EndReason = EndReason.REG_EXPIRED, *, player_ip: str | None = None
     ) -> list[Reservation]: ...
 
 
