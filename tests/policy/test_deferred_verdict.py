@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ from .test_region_hooks import DOMAINS, POLICY_TOKEN, Region, region_config, run
 #: Longest the policy process holds its decision: well under the client's deadline below, so a region that
 #: blocked still gets its answer (and the test fails on the order of events, not on a timeout).
 HOLD_S = 6.0
+
+
+class HeldPreliminary:
+    """A policy server whose ``preliminary`` is ``held``; everything else is the real server's."""
+
+    def __init__(self, policy: PolicyServer, held: Callable[..., Any]) -> None:
+        self._policy = policy
+        self.preliminary = held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._policy, name)
 
 
 class _PolicyProcess:
@@ -60,7 +72,8 @@ class _PolicyProcess:
                     self.answered.set()
             return preliminary(request, now, **kw)
 
-        self.policy.preliminary = held  # type: ignore[method-assign]
+        # The service asks a stand-in with the held preliminary (a compiled PolicyServer refuses instance patches).
+        self.service.policy = HeldPreliminary(self.policy, held)  # type: ignore[assignment]
 
     @property
     def url(self) -> str:

@@ -573,6 +573,17 @@ class _Unwritable:
         return self.inner.load_all()
 
 
+class _Overridden:
+    """A policy server with some methods replaced; everything else is the real server's."""
+
+    def __init__(self, inner: Any, **methods: Any) -> None:
+        self._inner = inner
+        self.__dict__.update(methods)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path: Path) -> None:
     """The region cannot record the START (database and journal both refuse): the PUBLISH is answered 503 with
     Retry-After, the SDK sends it again, and once the disk is back the session is started and billed."""
@@ -586,7 +597,8 @@ def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path:
             return await (await bob.next_invite()).accept()
 
         callee = asyncio.create_task(answer())
-        # The FINAL goes in before the disk fails; the confirmed PUBLISH after the ACK does not.
+        # The FINAL goes in before the disk fails; the confirmed PUBLISH after the ACK does not. The hooks ask a
+        # stand-in whose FINALs break the disk once made (a compiled PolicyServer refuses a patch of its methods).
         original_final, original_final_many = policy.final, policy.final_many
 
         def final_then_fail(*args: Any, **kwargs: Any) -> Any:
@@ -599,8 +611,7 @@ def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path:
             policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
             return decisions
 
-        policy.final = final_then_fail  # type: ignore[method-assign]
-        policy.final_many = final_many_then_fail  # type: ignore[method-assign]
+        eu.hooks.backend = _Overridden(policy, final=final_then_fail, final_many=final_many_then_fail)
         session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
         await callee
         for _ in range(100):  # bounded: until the 503 went out
@@ -610,6 +621,7 @@ def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path:
         assert policy.reservations()[0].state is not ReservationState.ACTIVE
         disk.broken = False
         policy._journal = journal
+        eu.hooks.backend = policy
         for _ in range(400):  # bounded (~4 s): the SDK's Retry-After is 1 s
             if active(policy):
                 break
