@@ -26,7 +26,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -40,7 +40,7 @@ from server.auth import Challenge, LoginFlow
 from server.config import TimerSettings
 from server.federation import FederationTable
 from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, PolicyQuery
-from server.location import LocationService, is_ip_literal
+from server.location import AccessNetworkMap, Binding, is_ip_literal
 from server.loglimit import clip
 from server.proxy_responses import (
     ClientTx,
@@ -136,7 +136,7 @@ class _Reject(Exception):
 def _verdict_headers(verdict: InviteVerdict) -> tuple[tuple[str, str], ...]:
     """The headers a passed INVITE gets; raises :class:`_Reject` for a refusal."""
     if not verdict.ok:
-        extra = (("Warning", verdict.warning),) if verdict.warning else ()
+        extra: tuple[tuple[str, str], ...] = (("Warning", verdict.warning),) if verdict.warning else ()
         if verdict.retry_after is not None:
             extra = (*extra, ("Retry-After", str(verdict.retry_after)))
         raise _Reject(verdict.status, verdict.reason, extra)
@@ -169,10 +169,23 @@ def _server_key(request: Request, method: str) -> tuple[str, ...]:
     return ("2543", request.call_id, str(request.cseq.seq), request.from_.tag or "", str(via), method)
 
 
+class Locations(Protocol):
+    """What the proxy reads of the location service (server/location.py's LocationService). A protocol rather than
+    the class, so the compiled build's ProxyCore takes a stand-in that wraps the service (tests count its
+    lookups that way: a compiled class takes no patch of its methods)."""
+
+    @property
+    def networks(self) -> AccessNetworkMap: ...
+
+    def lookup(self, aor: str, now: float) -> list[Binding]: ...
+
+    def remove_all(self, aor: str) -> list[Binding]: ...
+
+
 class ProxyCore(TransactionSide):
     """The stateful proxy of one region."""
 
-    def __init__(self, *, domain: str, via_host: str, via_port: int, location: LocationService,
+    def __init__(self, *, domain: str, via_host: str, via_port: int, location: Locations,
                  user_exists: Callable[[str], bool], login: LoginFlow, federation: FederationTable,
                  timers: TimerSettings, ids: IdFactory, hooks: PolicyHooks | None = None,
                  is_us: Callable[[SipUri], bool] | None = None, secret: bytes = b"",
