@@ -13,6 +13,13 @@ bench/bench_proxy_path.py measures the same flow through the proxy without the p
 
     python bench/bench_proxy.py --calls 2000
     python bench/bench_proxy.py --profile        # cProfile of the same loop
+
+Instructions per call, pure or compiled build alike (``--marked`` hands each of the server's calls over through
+``sys.call_tracing``, which callgrind toggles counting on: start-up, warm-up and the callee's side are not counted;
+divide the total by ``--calls``):
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=sys_call_tracing \
+        python bench/bench_proxy.py --marked --calls 300 --warm-up 100
 """
 
 from __future__ import annotations
@@ -222,6 +229,20 @@ def run(node: RegionalServer, realm: str, *, calls: int, now: float) -> tuple[fl
     return spent, done, now
 
 
+class _Marked:
+    """The server's two entry points, each call made through ``sys.call_tracing`` (a C function callgrind can
+    toggle counting on, in a compiled build too)."""
+
+    def __init__(self, node: RegionalServer) -> None:
+        self.node = node
+
+    def handle_datagram(self, *args: object) -> object:
+        return sys.call_tracing(self.node.handle_datagram, args)
+
+    def handle_timer(self, *args: object) -> object:
+        return sys.call_tracing(self.node.handle_timer, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=2_000)
@@ -230,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default-gc", action="store_true",
                     help="keep CPython's collector thresholds (by default the server's, server.cli.serving_gc)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--marked", action="store_true",
+                    help="one run of --calls, the server's calls through sys.call_tracing (a callgrind toggle)")
     args = ap.parse_args(argv)
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-proxy-"))
@@ -240,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         now = time.monotonic()
         login(node, realm, now)
         _, _, now = run(node, realm, calls=args.warm_up, now=now)
+        if args.marked:
+            run(_Marked(node), realm, calls=args.calls, now=now)  # type: ignore[arg-type]
+            print(f"{args.calls} calls through sys.call_tracing (callgrind: total instructions / {args.calls})")
+            return 0
         if args.profile:
             import cProfile
             import pstats
