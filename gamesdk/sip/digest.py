@@ -104,12 +104,16 @@ def compute_response(
     ``uri`` is the digest-uri exactly as sent in the credentials, ``nc`` the nonce count as an integer.
     """
     alg = _require_algorithm(algorithm)
-    ha2 = _h(alg, f"{method}:{uri}")
-    if qop is None:
-        return _h(alg, f"{ha1}:{nonce}:{ha2}")
-    if qop != "auth":
+    if qop is not None and qop != "auth":
         raise ValueError(f"unsupported qop {qop!r}: only 'auth' is implemented")
-    return _h(alg, f"{ha1}:{nonce}:{nc:08x}:{cnonce}:{qop}:{ha2}")
+    return _response(alg, ha1, nonce, _h(alg, f"{method}:{uri}"), qop, nc, cnonce)
+
+
+def _response(algorithm: str, ha1: str, nonce: str, ha2: str, qop: str | None, nc: int, cnonce: str) -> str:
+    # RFC 7616 3.4.1 with qop=auth; RFC 2069's H(HA1:nonce:HA2) without qop.
+    if qop is None:
+        return _h(algorithm, f"{ha1}:{nonce}:{ha2}")
+    return _h(algorithm, f"{ha1}:{nonce}:{nc:08x}:{cnonce}:{qop}:{ha2}")
 
 
 # --- auth-param lists (RFC 3261 25.1: challenge / credentials) -------------------------------------------
@@ -336,10 +340,7 @@ def verify_response(credentials: Credentials, *, ha1: str, method: str) -> bool:
         if len(_HA2_CACHE) >= _HA2_CACHE_MAX:
             _HA2_CACHE.clear()  # uris come from the network: bounded
         _HA2_CACHE[key] = ha2
-    if qop is None:
-        expected = _h(algorithm, f"{ha1}:{credentials.nonce}:{ha2}")
-    else:
-        expected = _h(algorithm, f"{ha1}:{credentials.nonce}:{credentials.nc:08x}:{credentials.cnonce or ''}:{qop}:{ha2}")
+    expected = _response(algorithm, ha1, credentials.nonce, ha2, qop, credentials.nc, credentials.cnonce or "")
     # compare_digest refuses str with non-ASCII characters (TypeError): compare the bytes of what came in.
     return hmac.compare_digest(expected.encode(), credentials.response.encode("utf-8", "surrogateescape"))
 
