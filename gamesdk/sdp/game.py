@@ -35,7 +35,14 @@ from gamesdk.qos.model import (
     parse_game_format,
     parse_qos_params,
 )
-from gamesdk.sdp.codec import _TOKEN_CHARS, MAX_SDP_BYTES, is_token, parse_sdp_untrusted, safe_text
+from gamesdk.sdp.codec import (
+    _TOKEN_CHARS,
+    MAX_SDP_BYTES,
+    _is_digits,
+    is_token,
+    parse_sdp_untrusted,
+    safe_text,
+)
 from gamesdk.sdp.model import (
     Attribute,
     Bandwidth,
@@ -429,10 +436,6 @@ def _quick_connection(value: str) -> str | None:
     return address
 
 
-def _quick_digits(text: str) -> bool:
-    return bool(text) and text.isascii() and text.isdigit()
-
-
 def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | None:
     """The game terms of a body in the usual shape, without building the description: what
     ``game_from_sdp(parse_sdp_untrusted(data), role).terms`` returns, or ``None`` when this reader is not sure.
@@ -476,7 +479,7 @@ def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | N
     fields = origin[2:].split(" ")
     if (len(fields) != 6 or not fields[0] or not fields[0].isprintable() or not fields[5]
             or not fields[5].isprintable() or not is_token(fields[3]) or not is_token(fields[4])
-            or not _quick_digits(fields[1]) or len(fields[1]) > 64 or not _quick_digits(fields[2])
+            or not _is_digits(fields[1]) or len(fields[1]) > 64 or not _is_digits(fields[2])
             or len(fields[2]) > 64):
         return None
     if len(lines[2]) < 3 or lines[2][:2] != "s=":
@@ -492,14 +495,14 @@ def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | N
     if line[:2] != "t=":
         return None
     times = line[2:].split(" ")
-    if len(times) != 2 or not _quick_digits(times[0]) or not _quick_digits(times[1]):
+    if len(times) != 2 or not _is_digits(times[0]) or not _is_digits(times[1]):
         return None
     index += 1
     if index >= count:
         return None
     media = lines[index][2:].split(" ")
     if (lines[index][:2] != "m=" or len(media) != 4 or media[0] != GAME_MEDIA or media[2] != GAME_PROTO
-            or media[3] != GAME_FORMAT or not _quick_digits(media[1]) or len(media[1]) > 5
+            or media[3] != GAME_FORMAT or not _is_digits(media[1]) or len(media[1]) > 5
             or not 1 <= int(media[1]) <= 65_535):
         return None
     media_address: str | None = None
@@ -539,7 +542,7 @@ def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | N
                 single[name] = value
         elif kind == "b":
             amount = line[2:].removeprefix("AS:")
-            if receive_kbps >= 0 or len(amount) == len(line) - 2 or not _quick_digits(amount) or len(amount) > 64:
+            if receive_kbps >= 0 or len(amount) == len(line) - 2 or not _is_digits(amount) or len(amount) > 64:
                 return None
             receive_kbps = int(amount)
         else:

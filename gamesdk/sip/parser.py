@@ -411,7 +411,7 @@ def _rest_checked(message: Message, single: dict[str, str], contacts: list[str])
     raise."""
     value = single.get("max-forwards")
     if value is not None:
-        if len(value) > 10 or not value.isascii() or not value.isdigit() or int(value) > 255:
+        if not is_digits(value, 10) or int(value) > 255:
             return False
         message.headers._cache["max-forwards"] = int(value)
     for value in contacts:
@@ -420,7 +420,7 @@ def _rest_checked(message: Message, single: dict[str, str], contacts: list[str])
     if value is not None:
         # What the accessor (Message.expires) reads, read here from the text at hand; a bad value goes to the
         # full check, which raises the accessor's error.
-        if len(value) > 12 or not value.isascii() or not value.isdigit() or int(value) > 2**32 - 1:
+        if not is_digits(value) or int(value) > 2**32 - 1:
             return False
         message.headers._cache["expires"] = int(value)
     value = single.get("date")
@@ -475,7 +475,7 @@ def _parse_plain(data: bytes, end: int, lazy: bool) -> Request | Response | None
         length = -1
         body = data[body_start:]
     else:
-        if len(text) > 10 or not text.isascii() or not text.isdigit():
+        if not is_digits(text, 10):
             return None
         length = int(text)
         body = data[body_start : body_start + length]
