@@ -21,23 +21,23 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 
 
 def counting_manager(monkeypatch: pytest.MonkeyPatch, manager: NonceManager) -> list[bytes]:
-    """Count the nonce MACs ``manager`` computes: each starts from a copy of its inner HMAC state (hashed once from
-    the secret), so that state is replaced by a stand-in counting its copies (an attribute, not a method: a
-    compiled build's classes take no per-instance method patch)."""
+    """Count the nonce MACs ``manager`` computes: each starts from a copy of its keyed HMAC (made once from the
+    secret), so that object is replaced by a stand-in counting its copies (an attribute, not a method: a compiled
+    build's classes take no per-instance method patch)."""
     macs: list[bytes] = []
-    real = manager._inner
+    real = manager._mac
 
     class Counting:
         def copy(self) -> object:
             macs.append(b"")
             return real.copy()
 
-    monkeypatch.setattr(manager, "_inner", Counting())
+    monkeypatch.setattr(manager, "_mac", Counting())
     return macs
 
 
 def test_the_nonce_mac_is_hmac_sha256_of_the_secret() -> None:
-    # The tag's computation from precomputed key states must stay HMAC-SHA256 (RFC 2104): nonces issued by an
+    # The tag's computation from the prepared HMAC must stay HMAC-SHA256 (RFC 2104): nonces issued by an
     # older process (the secret is kept in the region database) still verify after a restart, and back.
     for secret in (SECRET, b"k" * 64, b"long" * 40):
         manager = NonceManager(secret, lambda n: b"\x05" * n, realm="eu.example")
