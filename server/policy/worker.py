@@ -306,11 +306,7 @@ class PolicyWorker:
             if entry is None:
                 entry = outboxes[id(job.inbox)] = (job.inbox, [])
             out = entry[1]
-            try:
-                backend = self._backend()
-            except Exception:  # a bug: every query of the job still gets its answer (the driver waits for them)
-                log.exception("policy thread: no backend")
-                backend = cast("TimedBackend", None)  # answer_now then fails: each query answered with the error
+            backend = self._backend_or_none()  # None: every query still gets its answer (the driver waits for them)
             for key, calls, now, wall in job.many:
                 out.append((key, self._answer(backend, calls, now, wall)))
         for inbox, items in outboxes.values():
@@ -319,7 +315,19 @@ class PolicyWorker:
             except RuntimeError:  # the loop closed (shutdown): nobody waits for the answers any more
                 log.debug("policy thread: %d answer(s) came after the server's loop closed", len(items))
 
-    def _answer(self, backend: TimedBackend, calls: tuple[PolicyCall, ...], now: float, wall: float) -> QueryAnswer:
+    def _backend_or_none(self) -> TimedBackend | None:
+        """The policy, or None when it cannot be had (a bug, logged): the jobs are still answered, with an error."""
+        try:
+            return self._backend()
+        except Exception:
+            log.exception("policy thread: no backend")
+            return None
+
+    def _answer(self, backend: TimedBackend | None, calls: tuple[PolicyCall, ...], now: float,
+                wall: float) -> QueryAnswer:
+        if backend is None:
+            self.answered += 1
+            return QueryAnswer(error="policy backend unavailable")
         try:
             answer = answer_now(backend, calls, now, wall)
         except Exception as exc:  # answer_now turns faults into refusals; anything else is a bug, still answered
@@ -329,14 +337,10 @@ class PolicyWorker:
         return answer
 
     def _do(self, job: _Job) -> None:
-        try:
-            backend = self._backend()
-        except Exception:  # a bug: the job is still answered (with the error) or its task reported failed
-            log.exception("policy thread: no backend")
-            backend = cast("TimedBackend", None)
+        backend = self._backend_or_none()
         if job.task is not None:
             try:
-                job.task(backend)
+                job.task(backend)  # None when the policy cannot be had: a task that needs it fails, logged below
             except Exception:
                 log.exception("policy thread: task failed")
             return
