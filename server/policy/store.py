@@ -54,7 +54,8 @@ class SqliteReservationStore:
             self.remove(key)
 
     def write(self, reservation: Reservation) -> None:
-        """Insert or replace the row, inside the caller's transaction."""
+        """Insert or replace the row: inside the caller's transaction, or alone as one atomic statement
+        (``SqliteLedger.commit``)."""
         # REPLACE on the key is right here: one key holds one reservation at a time (the core refuses a FINAL
         # for a key in use); its billing record has its own identity.
         self._conn.execute(_WRITE, _row(reservation))
