@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import os
 import signal
 import socket
 import sqlite3
@@ -53,6 +52,7 @@ from server.hooks import PolicyHooks, PolicyQuery, QueryAnswer
 from server.logs import setup_logging  # re-exported: it used to live here
 from server.node import AccountLookup, RegionalServer
 from server.publish import DialogPublications
+from server.random_pool import RandomPool
 from server.registrations import RegistrationStore
 from server.regwriter import RegistrationWriter
 from server.reload import load_for_reload
@@ -117,6 +117,23 @@ def _arrival(fd: int, now: float) -> float | None:
     if not 0.0 <= age <= MAX_ARRIVAL_AGE_S:
         return None
     return now - age
+
+
+def _is_options(data: bytes) -> bool:
+    """An OPTIONS request, or a response whose CSeq names OPTIONS (header names in any case). Not a response
+    whose Allow header ends with OPTIONS (most 200s of an INVITE): those read no kernel receive time."""
+    if data.startswith(b"OPTIONS "):
+        return True
+    if not data.startswith(b"SIP/2.0 "):
+        return False
+    at = data.find(b" OPTIONS\r\n")
+    while at >= 0:
+        start = data.rfind(b"\r\n", 0, at) + 2  # the line that ends with " OPTIONS"
+        colon = data.find(b":", start, at)
+        if colon >= 0 and data[start:colon].strip().lower() == b"cseq":
+            return True
+        at = data.find(b" OPTIONS\r\n", at + 10)
+    return False
 
 
 def _first_line(data: bytes) -> str:
@@ -208,8 +225,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
         if self.tracing:
             self._trace("in", data, source)
         node = self.node
-        if self._stamp_fd is not None and (data[:8] == b"OPTIONS " or (
-                data[:8] == b"SIP/2.0 " and b" OPTIONS\r\n" in data)):
+        if self._stamp_fd is not None and _is_options(data):
             # The clock read now, not the loop's: uvloop's loop.time() is the start of the loop iteration in
             # whole milliseconds, stale by the batch handled before this datagram (the same monotonic clock).
             now = time.monotonic()
@@ -381,7 +397,7 @@ class EmbeddedServer:
     def __init__(self, config: ServerConfig, *, port: int | None = 0, host: str | None = None,
                  accounts: AccountLookup | None = None, hooks: PolicyHooks | None = None,
                  hooks_factory: Callable[[RegionalServer], PolicyHooks] | None = None,
-                 policy: bool = True, random_bytes: Callable[[int], bytes] = os.urandom,
+                 policy: bool = True, random_bytes: Callable[[int], bytes] | None = None,
                  persist_registrations: bool | None = None, web: bool = True,
                  web_port: int | None = None, policy_thread: bool = True) -> None:
         self.config = config
@@ -408,7 +424,7 @@ class EmbeddedServer:
         if hooks is None and hooks_factory is None and policy:
             hooks_factory = _embedded_policy
         self._hooks_factory = hooks_factory
-        self._random_bytes = random_bytes
+        self._random_bytes = random_bytes if random_bytes is not None else RandomPool()
         self.node: RegionalServer | None = None
         self.protocol: ServerProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -288,3 +288,38 @@ def test_the_queries_kept_on_the_loop_are_bounded() -> None:
 
     handed, _ = _hand_overs_while_a_job_is_with_the_thread(room=1024, later=POLICY_HOLD_MAX + 1)
     assert [len(items) for items in handed] == [1, POLICY_HOLD_MAX]
+
+
+def _invite_200(allow: str, cseq: str = "CSeq: 1 INVITE") -> bytes:
+    return (f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-a\r\n"
+            f"From: <sip:a@eu.gamesdk.test>;tag=a\r\nTo: <sip:b@eu.gamesdk.test>;tag=b\r\nCall-ID: c1\r\n"
+            f"{cseq}\r\nAllow: {allow}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize(("data", "timed"), [
+    (_invite_200("INVITE, ACK, CANCEL, BYE, OPTIONS"), False),  # SIPp's and most UAs' 200 of an INVITE
+    (_invite_200("INVITE, OPTIONS", cseq="CSeq: 7 OPTIONS"), True),
+    (_invite_200("INVITE", cseq="cseq:  7 OPTIONS"), True),
+    (_options(1, 5060), True),
+    (_invite_200("OPTIONS, INVITE"), False),
+])
+def test_only_options_read_the_kernel_receive_time(data: bytes, timed: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receive time (an ioctl and two clock reads) is for the OPTIONS pings: a response whose Allow header
+    ends with OPTIONS is not one (before: every 200 of an INVITE from SIPp read it, one ioctl per call)."""
+    from server import io
+
+    asked: list[int] = []
+    monkeypatch.setattr(io, "_arrival", lambda fd, now: asked.append(fd) or now)
+
+    class _Plain(_Node):
+        def handle_datagram(self, data: bytes, source: object, now: float, **_: object) -> list[object]:
+            return []
+
+    async def main() -> None:
+        protocol = io.ServerProtocol(_Plain(), asyncio.get_running_loop())  # type: ignore[arg-type]  # stand-in
+        protocol._stamp_fd = 99
+        protocol._one_datagram(data, ("127.0.0.1", 5070))
+
+    asyncio.run(main())
+    assert asked == ([99] if timed else [])
