@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from server.hooks import QueryAnswer
 from server.publish import DialogPublications
+from server.random_pool import RandomPool
 
 from .config import PolicyConfig
 from .core import PolicyServer, hex_token_factory
@@ -191,7 +192,7 @@ def build_policy_server(
     journal: Journal = MemoryJournal() if isinstance(db, sqlite3.Connection) else FileJournal(journal_path(db))
     return PolicyServer(
         config,
-        token_factory=token_factory or hex_token_factory(os.urandom),
+        token_factory=token_factory or hex_token_factory(RandomPool()),
         region=region,
         ledger=SqliteLedger(conn, config.tariff),
         journal=journal,

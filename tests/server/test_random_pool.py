@@ -1,0 +1,68 @@
+"""The server's random bytes (tags, branches, nonces, policy tokens) come from the system in chunks."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+from server_kit import EXAMPLES
+
+from server.config import load_config
+from server.io import EmbeddedServer
+from server.random_pool import RandomPool
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    reads: list[int] = []
+    real = os.urandom
+
+    def urandom(n: int) -> bytes:
+        reads.append(n)
+        return real(n)
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    return reads
+
+
+def test_the_pool_reads_the_system_source_once_per_chunk_and_hands_each_byte_out_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = _counting(monkeypatch)
+    pool = RandomPool(chunk=64)
+    draws = [pool(12) for _ in range(10)]  # 120 bytes: two chunks (a draw never straddles two)
+    assert reads == [64, 64]
+    assert all(len(d) == 12 for d in draws) and len(set(draws)) == 10
+    assert len(pool(100)) == 100 and reads[-1] == 100  # larger than a chunk: read on its own
+
+
+def test_a_forked_child_does_not_hand_out_its_parent_s_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = RandomPool(chunk=64)
+    pool(8)
+    from server import random_pool
+
+    random_pool._forget_pools_in_child()  # what os.register_at_fork runs in the child
+    reads = _counting(monkeypatch)
+    pool(8)
+    assert reads == [64]
+
+
+def test_the_server_s_random_bytes_come_from_a_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 tags' worth of random bytes cost one read of the system's source (before: one getrandom system call
+    each, six per call through the server)."""
+    reads = _counting(monkeypatch)
+    config = dataclasses.replace(load_config(EXAMPLES / "eu.toml"), database=tmp_path / "eu.sqlite3")
+    server = EmbeddedServer(config, port=0, policy=False)
+    draws = {server._random_bytes(9) for _ in range(100)}
+    assert len(draws) == 100 and len(reads) == 1
+
+
+def test_the_policy_s_tokens_come_from_a_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.policy.config import PolicyConfig
+    from server.policy.runner import build_policy_server, policy_document
+
+    config = PolicyConfig.from_mapping(policy_document(load_config(EXAMPLES / "eu.toml")))
+    reads = _counting(monkeypatch)
+    policy = build_policy_server(config, tmp_path / "eu.sqlite3")
+    tokens = {policy._token_factory() for _ in range(50)}
+    assert len(tokens) == 50 and len(reads) == 1
