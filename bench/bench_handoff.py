@@ -106,11 +106,22 @@ def threads(pid: int) -> dict[int, tuple[str, float, int, int]]:
     return out
 
 
-def start_perf(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+#: ``--syscalls``: eu's system calls per call, all of them (``raw_syscalls``) and those of the loop, the policy's
+#: thread and SQLite by name (the load does not change these counts; ``syscalls:sys_enter_*`` is too many events
+#: for perf to stop in time).
+SYSCALL_NAMES = ("sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg", "recvmmsg", "epoll_wait", "epoll_pwait",
+                 "epoll_ctl", "ioctl", "read", "write", "pread64", "pwrite64", "fdatasync", "fsync", "lseek",
+                 "fcntl", "openat", "close", "newfstatat", "getpid", "poll", "clock_gettime", "mmap", "munmap",
+                 "brk", "madvise", "getrandom", "sched_yield", "rt_sigprocmask")
+ALL_SYSCALLS = "raw_syscalls:sys_enter," + ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALL_NAMES)
+BASE_EVENTS = "syscalls:sys_enter_futex,context-switches,page-faults"
+
+
+def start_perf(pid: int, out: Path, syscalls: bool = False) -> subprocess.Popen[bytes] | None:
     if shutil.which("perf") is None:
         return None
-    proc = subprocess.Popen(["perf", "stat", "-x", ",", "-o", str(out), "-e",
-                             "syscalls:sys_enter_futex,context-switches", "-p", str(pid)],
+    events = BASE_EVENTS + ("," + ALL_SYSCALLS if syscalls else "")
+    proc = subprocess.Popen(["perf", "stat", "-x", ",", "-o", str(out), "-e", events, "-p", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)  # attached before the calls start
     return proc
@@ -130,7 +141,7 @@ def stop_perf(proc: subprocess.Popen[bytes] | None, out: Path) -> dict[str, floa
 
 
 def one_round(cfg: bs.Config, workdir: Path, *, calls: int, window: int, perf: bool, sql: bool,
-              switch_interval: float | None = None) -> dict[str, Any]:
+              switch_interval: float | None = None, syscalls: bool = False) -> dict[str, Any]:
     workdir.mkdir(parents=True)
     sql_file = workdir / "sql.count"
     wrapper = None
@@ -168,7 +179,7 @@ def one_round(cfg: bs.Config, workdir: Path, *, calls: int, window: int, perf: b
             sql0 = sql_now()
             by0 = _sql_by(sql_file) if sql else {}
             before = threads(eu)
-            perf_proc = start_perf(eu, workdir / "perf.txt") if perf else None
+            perf_proc = start_perf(eu, workdir / "perf.txt", syscalls) if perf else None
             row = bs.step(cfg, path, uas, workdir, "run", calls=calls, rate=None, window=window, time_cap_s=60)
             counts = stop_perf(perf_proc, workdir / "perf.txt")
             after = threads(eu)
@@ -203,9 +214,12 @@ def one_round(cfg: bs.Config, workdir: Path, *, calls: int, window: int, perf: b
         "vol": vol / ok, "invol": invol / ok,
         "futex": counts.get("syscalls:sys_enter_futex", float("nan")) / ok,
         "cs": counts.get("context-switches", float("nan")) / ok,
+        "faults": counts.get("page-faults", float("nan")) / ok,
         "sql": ((sql1 - sql0) / ok) if sql else float("nan"),
         "switches_by_thread": per_thread,
         "sql_by": {k: (v - by0.get(k, 0)) / ok for k, v in by1.items() if v > by0.get(k, 0)},
+        "syscalls": {name.split(":", 1)[1].replace("sys_enter_", ""): n / ok for name, n in counts.items()
+                     if "sys_enter" in name and n > 0} if syscalls else {},
     }
 
 
@@ -226,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--switch-interval", type=float, action="append",
                     help="also run eu with sys.setswitchinterval(S) (repeatable; rounds alternate)")
     ap.add_argument("--sql", action="store_true", help="count SQLite statements (a separate, slower run)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count every system call of eu per call (perf stat -e 'syscalls:sys_enter_*')")
     args = ap.parse_args(argv)
     if not bs.server_available():
         print("sipp or the server is missing", file=sys.stderr)
@@ -247,12 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for cfg, interval in cfgs:
                 row = one_round(cfg, Path(tmp) / f"{cfg.name}-{r}", calls=args.calls, window=args.window,
-                                perf=not args.no_perf, sql=args.sql, switch_interval=interval)
+                                perf=not args.no_perf, sql=args.sql, switch_interval=interval,
+                                syscalls=args.syscalls)
                 print(f"{cfg.name:16} {row['calls_per_s']:8.0f} {row['eu_us']:7.0f} {row['loop_us']:8.0f} "
                       f"{row['policy_us']:9.0f} {row['other_us']:8.0f} {row['futex']:6.2f} {row['cs']:5.2f} "
                       f"{row['vol']:5.2f} {row['invol']:5.2f} {row['sql']:5.1f}", flush=True)
                 print("    voluntary/involuntary switches per call: " + ", ".join(
                     f"{k} {v:.2f}/{i:.2f}" for k, (v, i) in row["switches_by_thread"].items()))
+                print(f"    page faults per call: {row['faults']:.1f}")
+                if row["syscalls"]:
+                    print("    system calls per call: " + ", ".join(
+                        f"{name} {n:.2f}" for name, n in sorted(row["syscalls"].items(), key=lambda kv: -kv[1])))
                 for (thread, head), n in sorted(row["sql_by"].items(), key=lambda kv: -kv[1]):
                     print(f"    {n:6.2f} per call  {thread:16} {head}")
     print(f"# {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
