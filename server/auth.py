@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip import digest
-from gamesdk.sip.message import Request
+from gamesdk.sip.headers import split_header_values
+from gamesdk.sip.message import REASON_PHRASES, Request
 from gamesdk.sip.uri import SipUri
 from server.loglimit import clip
+from server.proxy_responses import marked_via
 
 __all__ = [
     "Authenticated",
@@ -35,6 +37,7 @@ __all__ = [
     "FailureThrottle",
     "LoginFlow",
     "ThrottleVerdict",
+    "answer_bytes_direct",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,61 @@ class Challenge:
     delay_s: float = 0.0
     #: The user name the credentials claimed, for logs (never trusted).
     claimed: str | None = None
+
+
+# -- the server's own answers, straight to bytes -------------------------------------------------------------
+
+#: Status lines by (status, reason): the same few on every login and challenge.
+_STATUS_LINES: dict[tuple[int, str | None], str] = {}
+#: The request's fields every response copies (RFC 3261 section 8.2.6.2).
+_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+
+
+def _status_line(status: int, reason: str | None) -> str:
+    key = (status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = f"SIP/2.0 {status} {REASON_PHRASES.get(status, 'Unknown') if reason is None else reason}"
+        if len(_STATUS_LINES) < 256:  # reasons may quote what a request carried: bounded
+            _STATUS_LINES[key] = line
+    return line
+
+
+def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, reason: str | None = None, *,
+                        to_tag: str | None = None, extra: Sequence[tuple[str, str]] = ()) -> bytes:
+    """The bytes of ``response_for(request, status, reason, to_tag=..., extra=...)`` with its top Via marked for
+    ``source`` (``mark_received``) and serialised (``to_bytes``), written in one pass over the request's fields:
+    no Response, no header list, no second pass (the stateless 401/407 of every login and call, the registrar's
+    answers). The same bytes, field for field (tests/server/test_login_answers.py compares them)."""
+    lines = [_status_line(status, reason)]
+    append = lines.append
+    tag = to_tag if status != 100 else None
+    top = True
+    for key, name, value in request.headers._items:
+        if key not in _COPIED:
+            continue
+        if key == "via":
+            if top:
+                top = False
+                via = request.top_via
+                if via.host != source[0] or via.rport is not None:
+                    # mark_received: the top value replaced where it is, the rest of its line after it
+                    if "," in value:
+                        parts = split_header_values(value)
+                        if len(parts) > 1:
+                            append(f"Via: {marked_via(via, parts[0], source)}")
+                            append(f"{name}: {', '.join(parts[1:])}")
+                            continue
+                        value = parts[0]
+                    append(f"Via: {marked_via(via, value, source)}")
+                    continue
+        elif key == "to" and tag is not None and "tag=" not in value and "tag=" not in value.lower():
+            value = f"{value};tag={tag}"
+        append(f"{name}: {value}")
+    for name, value in extra:
+        append(f"{name}: {value}")
+    append("Content-Length: 0\r\n\r\n")
+    return "\r\n".join(lines).encode()
 
 
 # -- failure throttling ---------------------------------------------------------------------------------

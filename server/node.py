@@ -137,7 +137,8 @@ class RegionalServer:
         self.federation = FederationTable(config.peers, local_domain=config.domain, via_host=host, via_port=port,
                                           ids=self.ids, interval_s=config.options_interval_s)
         self.registrar = Registrar(config.domain, config.registrar, self.login, self.location, self.ids,
-                                   user_exists=accounts.exists, is_us=self.is_us)
+                                   is_us=self.is_us)
+        self.registrar.ok_headers = self._login_headers
         self.proxy = ProxyCore(domain=config.domain, via_host=host, via_port=port, location=self.location,
                                user_exists=accounts.exists, login=self.login, federation=self.federation,
                                timers=config.timers, ids=self.ids, hooks=self.hooks, is_us=self.is_us,
@@ -251,6 +252,12 @@ class RegionalServer:
         self.registrar.config = config.registrar
         self.proxy.t = config.timers
         self.max_message_bytes = config.limits.max_message_bytes
+
+    def _login_headers(self, player: str, now: float) -> list[tuple[str, str]]:
+        """What the 200 of a login carries besides its bindings: time-limited TURN credentials for the region's
+        coturn, when it has one."""
+        relay = self.config.relay
+        return [] if relay is None else relay_headers(relay, player, now + self.wall_clock_offset)
 
     def set_identity(self, signer: IdentitySigner | None) -> None:
         """Sign players' INVITEs and answers with this region's key (RFC 8224; see gamesdk.identity)."""
@@ -569,20 +576,16 @@ class RegionalServer:
         verified = True
         after: Datagrams = []  # NOTIFYs this request triggers, sent after its answer
         if method == "REGISTER":
+            # The registrar writes its answer straight to bytes (marked for ``addr``): nothing to build here.
             result = self.registrar.handle(request, addr, now, client=self.client_of(request, addr))
-            response = result.response
-            delay = result.delay_s
-            verified = result.user is not None
             if result.removed:
                 self._bindings_removed(result.removed, now)
-            if response.status == 200 and result.user:
+            if result.status == 200 and result.user:
                 self.presence.changed(f"sip:{result.user}@{self.config.domain}", now, after)
-            relay = self.config.relay
-            if relay is not None and response.status == 200 and result.user:
-                # A logged-in player gets time-limited TURN credentials for the region's coturn.
-                for name, value in relay_headers(relay, result.user, now + self.wall_clock_offset):
-                    response.headers.add(name, value)
-        elif method == "OPTIONS":
+            self._send_uas_bytes(addr, key, result.data, result.user is not None, result.delay_s, after, now, out,
+                                 size)
+            return
+        if method == "OPTIONS":
             # A ping: small, and as useful to peers and tools as to players; sent once, within the limits.
             verified = False
             response = response_for(request, 200, None, to_tag=self.ids.tag(), extra=[
@@ -625,7 +628,12 @@ class RegionalServer:
                          verified: bool, delay: float, after: Datagrams, now: float, out: Datagrams,
                          size: int) -> None:
         mark_received(response.headers, request.top_via, addr)
-        data = response.to_bytes()
+        self._send_uas_bytes(addr, key, response.to_bytes(), verified, delay, after, now, out, size)
+
+    def _send_uas_bytes(self, addr: Address, key: tuple[str, ...], data: bytes, verified: bool, delay: float,
+                        after: Datagrams, now: float, out: Datagrams, size: int) -> None:
+        """Send an answer of the server's own: a verified one is kept for retransmissions of its request, an
+        unverified one goes once, within the unverified-source limits (a configured peer's pings excepted)."""
         if not verified:
             if self.federation.authenticated_peer(addr) is not None:
                 out.append((data, addr))  # a configured peer (its pings)

@@ -36,7 +36,7 @@ from gamesdk.sip.message import Headers, Request, Response
 from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction
 from gamesdk.sip.uri import SipUri
-from server.auth import Challenge, LoginFlow
+from server.auth import Challenge, LoginFlow, answer_bytes_direct
 from server.config import TimerSettings
 from server.federation import FederationTable
 from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, PolicyQuery
@@ -113,6 +113,7 @@ class _Plan:
 
     routes: list[str]
     route_popped: bool
+    #: Section 16.6 step 8's hash of the request, or "" when not computed yet (only a looped request needs it here).
     loop_hash: str
     max_forwards: int | None
     in_dialog: bool
@@ -330,7 +331,7 @@ class ProxyCore(TransactionSide):
     def _stateless(self, request: Request, source: Address, rej: _Reject, now: float, out: Out, size: int,
                    unverified: Unverified | None) -> None:
         """Answer without a transaction: once, never retransmitted (the client retransmits if it cares)."""
-        data = answer_bytes(request, source, rej.status, rej.reason, to_tag=self.ids.tag(), extra=rej.extra)
+        data = answer_bytes_direct(request, source, rej.status, rej.reason, to_tag=self.ids.tag(), extra=rej.extra)
         if unverified is None or (rej.delay_s <= 0 and len(data) <= 3 * size
                                   and self._registered_from(request, source, now)):
             out.append((data, source))
@@ -361,9 +362,12 @@ class ProxyCore(TransactionSide):
         if max_forwards == 0:
             raise _Reject(483, "Too Many Hops")
         # Step 4: loop detection (only requests that already passed us can loop).
-        loop_hash = self._loop_hash(request)
+        # (The hash is also the start of the branch the request is forwarded with: computed there when not here,
+        # so a challenged request, which is never forwarded, does not pay for it.)
+        loop_hash = ""
         vias = request.vias  # parsed by the parser already
         if len(vias) > 1:
+            loop_hash = self._loop_hash(request)
             mark = f"{BRANCH_MAGIC_COOKIE}{loop_hash}."
             for via in vias[1:]:
                 if via.host.lower() == self.via_host and via.port == self.via_port and (via.branch or "").startswith(
@@ -440,7 +444,7 @@ class ProxyCore(TransactionSide):
         method = request.method
         via = request.top_via
         back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
-        branch = self._new_branch(plan.loop_hash, back_to)
+        branch = self._new_branch(plan.loop_hash or self._loop_hash(request), back_to)
         our_via = self._via(branch)
         hide = not plan.from_peer or target.peer_domain is None
         # RFC 8224: the INVITE of a player authenticated here goes on with this region's Identity alone.

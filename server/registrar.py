@@ -9,16 +9,16 @@ Call-ID/CSeq ordering check (step 7), and the 200 lists every current binding wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.headers import split_header_values
 from gamesdk.sip.ids import IdFactory
-from gamesdk.sip.message import Request, Response, response_for
+from gamesdk.sip.message import Request
 from gamesdk.sip.uri import NameAddr, SipUri
-from server.auth import Authenticated, LoginFlow
+from server.auth import Authenticated, LoginFlow, answer_bytes_direct
 from server.config import RegistrarConfig
 from server.location import Binding, LocationService, is_ip_literal
 
@@ -73,7 +73,10 @@ class _Contact(NamedTuple):
 class RegistrarResult:
     """What one REGISTER did."""
 
-    response: Response
+    #: The answer's status, and the answer itself as sent to the REGISTER's source (its top Via marked with
+    #: ``received``/``rport``): written straight to bytes, no Response object in between.
+    status: int
+    data: bytes
     #: Send the response only after this many seconds (authentication failure throttling).
     delay_s: float = 0.0
     added: tuple[Binding, ...] = ()
@@ -99,16 +102,17 @@ class Registrar:
     """Answers REGISTER for one domain."""
 
     def __init__(self, domain: str, config: RegistrarConfig, login: LoginFlow, location: LocationService,
-                 ids: IdFactory, *, user_exists: Callable[[str], bool],
-                 is_us: Callable[[SipUri], bool] | None = None) -> None:
+                 ids: IdFactory, *, is_us: Callable[[SipUri], bool] | None = None) -> None:
         self.domain = domain
         self.config = config
         self.login = login
         self.is_us = is_us or (lambda uri: uri.host.lower() == domain)
         self.location = location
         self.ids = ids
-        self.user_exists = user_exists
         self.stats = RegistrarStats()
+        #: Header fields the 200 of a login carries besides the bindings, by player and time (the node's TURN
+        #: credentials when the region has a relay), or None.
+        self.ok_headers: Callable[[str, float], Sequence[tuple[str, str]]] | None = None
         self._contact_cache: dict[tuple[str, ...], tuple[_Contact, ...]] = {}
 
     def handle(self, request: Request, source: tuple[str, int], now: float,
@@ -121,30 +125,33 @@ class Registrar:
         try:
             result = self._handle(request, source, now, client or source[0])
         except RemoteProtocolError as exc:
-            result = RegistrarResult(self._reply(request, exc.status_hint, exc.message))
-        status = result.response.status
+            result = self._reply(request, source, exc.status_hint, exc.message)
+        status = result.status
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         return result
 
-    def _reply(self, request: Request, status: int, reason: str | None = None,
-               extra: list[tuple[str, str]] | None = None) -> Response:
-        return response_for(request, status, reason, to_tag=self.ids.tag(), extra=extra or ())
+    def _reply(self, request: Request, source: tuple[str, int], status: int, reason: str | None = None,
+               extra: Sequence[tuple[str, str]] = (), *, delay_s: float = 0.0, added: tuple[Binding, ...] = (),
+               removed: tuple[Binding, ...] = (), user: str | None = None,
+               challenge: bool = False) -> RegistrarResult:
+        data = answer_bytes_direct(request, source, status, reason, to_tag=self.ids.tag(), extra=extra)
+        return RegistrarResult(status, data, delay_s, added, removed, user, challenge)
 
     def _handle(self, request: Request, source: tuple[str, int], now: float, client: str) -> RegistrarResult:
         # Step 1: this registrar serves only its own domain (named by its domain or by one of its listen
         # addresses, as SIPp's stock REGISTER does).
         ruri = request.request_uri
         if not ruri.is_sip or not self.is_us(ruri):
-            return RegistrarResult(self._reply(request, 404, "Domain not served here"))
+            return self._reply(request, source, 404, "Domain not served here")
         # Step 2: Require.
         if request.headers.get("Require") is not None:
             unsupported = [tag for tag in request.headers.values("Require")
                            if tag.lower() not in SUPPORTED_EXTENSIONS]
             if unsupported:
-                return RegistrarResult(self._reply(request, 420, None, [("Unsupported", ", ".join(unsupported))]))
+                return self._reply(request, source, 420, None, [("Unsupported", ", ".join(unsupported))])
         to_uri = request.to.uri
         if not to_uri.is_sip or not self.is_us(to_uri) or not to_uri.user:
-            return RegistrarResult(self._reply(request, 404, "Address-of-record not in this domain"))
+            return self._reply(request, source, 404, "Address-of-record not in this domain")
         aor_user = to_uri.user
 
         # Step 3: authentication (server.auth: throttled per user and client address, stateless challenge).
@@ -156,17 +163,16 @@ class Registrar:
                 self.stats.auth_failures += 1
                 if outcome.reason and outcome.reason.startswith("Too many"):
                     self.stats.blocked += 1
-            return RegistrarResult(self._reply(request, outcome.status, outcome.reason, list(outcome.headers)),
-                                   delay_s=outcome.delay_s, challenge=True)
+            return self._reply(request, source, outcome.status, outcome.reason, outcome.headers,
+                               delay_s=outcome.delay_s, challenge=True)
         user = outcome.user
         # Step 4: a player registers only their own address-of-record (no third-party registration).
         if user != aor_user:
             log.warning("register: %s tried to register %s from %s:%d", user, aor_user, *source)
-            return RegistrarResult(self._reply(request, 403, "Not allowed to register this address"))
-        # Step 5: the AOR must name an account (it does when authentication used the same name, but an account
-        # removed a moment ago must not come back).
-        if not self.user_exists(aor_user):
-            return RegistrarResult(self._reply(request, 404, "No such user"))
+            return self._reply(request, source, 403, "Not allowed to register this address")
+        # Step 5: the AOR must name an account. It does: authentication just found the HA1 of this very name,
+        # and the account store answers that only for an account of the realm that may log in (asking again,
+        # a second lookup per login, found nothing more; an account removed since is gone at the next login).
         aor = f"sip:{aor_user}@{self.domain}"  # the To may name us by address: the AOR is the domain's
         return self._update_bindings(request, aor, user, source, now)
 
@@ -215,13 +221,13 @@ class Registrar:
         # Step 6: "Contact: *" removes every binding, and only with Expires: 0 (section 10.2.2).
         if read is None:
             if header_expires != 0 or len(request.headers.values("Contact")) != 1:
-                return RegistrarResult(self._reply(request, 400, "Contact: * needs Expires: 0 and no other contact"))
+                return self._reply(request, source, 400, "Contact: * needs Expires: 0 and no other contact")
             for binding in location.lookup(aor, now):
                 if binding.call_id == call_id and cseq <= binding.cseq:
-                    return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
+                    return self._reply(request, source, 500, "Out of order REGISTER (CSeq)", user=user)
             gone = location.remove_all(aor)
             log.info("register: %s removed all %d bindings", aor, len(gone))
-            return RegistrarResult(self._ok(request, aor, now, False), removed=tuple(gone), user=user)
+            return self._ok(request, source, aor, now, False, user, (), tuple(gone), ())
 
         parsed, refusal = read
         contacts: list[tuple[_Contact, int]] = []  # (contact, its expires)
@@ -233,24 +239,23 @@ class Registrar:
             expires = default_expires if contact.expires is None else contact.expires
             # Section 10.3 step 7: below the minimum (but not 0) -> 423 with Min-Expires.
             if 0 < expires < min_expires:
-                return RegistrarResult(
-                    self._reply(request, 423, None, [("Min-Expires", str(min_expires))]), user=user)
+                return self._reply(request, source, 423, None, [("Min-Expires", str(min_expires))], user=user)
             contacts.append((contact, min(expires, max_expires)))
             wants_outbound = wants_outbound or contact.reg_id
         if refusal is not None:  # a Contact after these cannot be used
-            return RegistrarResult(self._reply(request, refusal[0], refusal[1]), user=user)
+            return self._reply(request, source, refusal[0], refusal[1], user=user)
 
         # Validate ordering for every contact before changing anything: the update is all or nothing.
         current = location.current(aor)
         for contact, _ in contacts:
             existing = current.get(contact.key)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
-                return RegistrarResult(self._reply(request, 500, "Out of order REGISTER (CSeq)"), user=user)
+                return self._reply(request, source, 500, "Out of order REGISTER (CSeq)", user=user)
         if len(current) + len(contacts) > cfg.max_bindings_per_aor:  # else the count below cannot be over
             live = {key for key, b in current.items() if b.expires_at > now}
             new = {c.key for c, e in contacts if e > 0} - live
             if len(live) + len(new) > cfg.max_bindings_per_aor:
-                return RegistrarResult(self._reply(request, 403, "Too many contacts for this user"), user=user)
+                return self._reply(request, source, 403, "Too many contacts for this user", user=user)
 
         added: list[Binding] = []
         removed: list[Binding] = []
@@ -272,16 +277,21 @@ class Registrar:
                 log.info("register: %s at %s from %s:%d (%s), %d s", aor, key, source[0], source[1],
                          network or "no access network", expires)
         self.stats.ok += 1
-        ok = self._ok(request, aor, now, wants_outbound)
+        echoed: tuple[str, ...] = ()
         if path and "path" in {t.lower() for t in request.headers.values("Supported")}:
-            for value in path:  # RFC 3327 section 5.3: the registrar echoes the Path it stored
-                ok.headers.add("Path", value)
-        return RegistrarResult(ok, added=tuple(added), removed=tuple(removed), user=user)
+            echoed = path  # RFC 3327 section 5.3: the registrar echoes the Path it stored
+        return self._ok(request, source, aor, now, wants_outbound, user, tuple(added), tuple(removed), echoed)
 
-    def _ok(self, request: Request, aor: str, now: float, outbound: bool) -> Response:
+    def _ok(self, request: Request, source: tuple[str, int], aor: str, now: float, outbound: bool, user: str,
+            added: tuple[Binding, ...], removed: tuple[Binding, ...], path: tuple[str, ...]) -> RegistrarResult:
         # Step 8: the 200 lists every current binding with its remaining time.
         extra = [("Contact", f"<{b.contact}>;expires={b.expires_in(now)}") for b in self.location.lookup(aor, now)]
         if outbound:
             # RFC 5626 section 6: the registrar says it applied outbound to the registered flow (a reg-id)
             extra.append(("Require", "outbound"))
-        return self._reply(request, 200, None, extra)
+        for value in path:
+            extra.append(("Path", value))
+        ok_headers = self.ok_headers
+        if ok_headers is not None:
+            extra.extend(ok_headers(user, now))
+        return self._reply(request, source, 200, None, extra, added=added, removed=removed, user=user)
