@@ -50,6 +50,7 @@ from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
+from server.splice import read_head
 from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -103,6 +104,9 @@ class NodeStats:
     policy_answers: int = 0
     policy_errors: int = 0
     refused_draining: int = 0
+    #: Messages the relay path handled from their head alone, without a full parse (issue 16: relayed responses,
+    #: ACKs relayed or dropped); every other message is parsed and validated in full.
+    relayed_lazily: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
     #: Final responses to INVITEs that passed through, by status (every hop's view of its calls' outcomes).
     invite_finals: dict[int, int] = field(default_factory=dict)
@@ -162,6 +166,9 @@ class RegionalServer:
         #: ``now`` is the loop's monotonic clock).
         self.wall_clock_offset = 0.0
         self.stats = NodeStats()
+        #: Relayed responses and ACKs read from their head alone and forwarded spliced (:meth:`_relayed_lazily`);
+        #: False parses every message in full (the same datagrams out: tests compare the two ways).
+        self.relay_path = True
         #: REFERs sent for the web site's invites, and their NOTIFY subscriptions (RFC 3515).
         self.refers = ReferAgent(domain=config.domain, via_host=host, via_port=port, ids=self.ids,
                                  t1=config.timers.t1_s, t2=config.timers.t2_s)
@@ -410,6 +417,10 @@ class RegionalServer:
             return
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 3.5.1)
+        start = data[:4]
+        if self.relay_path and (start in _RELAYED_STARTS or (start == b"SIP/" and (
+                data[8:9] == b"1" or data.find(b" INVITE\r\n") < 0))) and self._relayed_lazily(data, addr, now, out):
+            return
         try:
             # Lazily: what the proxy only relays is checked as far as it reads it; the rest is validated in full.
             message = parse_message_untrusted(data, self.max_message_bytes, lazy=True)
@@ -437,6 +448,33 @@ class RegionalServer:
             if method != "ACK":
                 self.send_unverified(response_for(message, exc.status_hint, _reason(exc.message),
                                                   to_tag=self.ids.tag()).to_bytes(), addr, len(data), now, out)
+
+    def _relayed_lazily(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
+        """The relay path (issue 16): a response to a request forwarded here (but an INVITE's final and what
+        the server consumes) or an ACK, read as far as the proxy needs (:func:`server.splice.read_head`) and
+        forwarded by splicing its bytes, or dropped, without a full parse. False, with nothing done, for
+        everything else: the full path then parses, validates and handles it as before."""
+        head = read_head(data)
+        if head is None:
+            return False
+        stats = self.stats
+        if head.status:
+            if head.cseq.method in _CONSUMED_RESPONSES or not self.proxy.relay_response(head, now, out):
+                return False
+            stats.responses += 1
+            stats.relayed_lazily += 1
+            return True
+        method = head.method
+        if method == "ACK":
+            if not self.proxy.relay_ack(head, addr, now, out):
+                return False
+        elif (method not in _RELAYED_METHODS or self.draining or self._transport_refused(addr)
+              or not self.proxy.relay_request(head, addr, now, out)):
+            return False
+        stats.requests += 1
+        stats.relayed_lazily += 1
+        stats.by_method[method] = stats.by_method.get(method, 0) + 1
+        return True
 
     def _on_response(self, response: Response, addr: Address, now: float, out: Datagrams) -> None:
         try:
@@ -477,7 +515,7 @@ class RegionalServer:
         flows = self.flows
         return "tls" if flows is not None and flows.came_over_flow(addr) else "udp"
 
-    def _transport_refused(self, request: Request, addr: Address) -> bool:
+    def _transport_refused(self, addr: Address) -> bool:
         """True when the region's [tls] player_transports excludes the transport a player's request came over."""
         allowed = self.config.tls.player_transports
         if len(allowed) == len(TRANSPORTS) or self.transport_of(addr) in allowed:
@@ -505,7 +543,7 @@ class RegionalServer:
 
     def _on_request(self, request: Request, addr: Address, now: float, out: Datagrams, size: int) -> None:
         method = request.method
-        if method != "ACK" and self._transport_refused(request, addr):
+        if method != "ACK" and self._transport_refused(addr):
             self.stats.dropped += 1
             log.info("node: %s from %s:%d over %s refused: players must use %s", method, addr[0], addr[1],
                      self.transport_of(addr), ", ".join(self.config.tls.player_transports))
@@ -726,6 +764,8 @@ class RegionalServer:
 
 #: In-dialog requests the proxy only relays (and ACK): read as far as routing needs (DESIGN section 10).
 _RELAYED_METHODS = frozenset({"ACK", "BYE", "INFO", "UPDATE", "PRACK"})
+#: How the datagrams of the relay path start (:meth:`RegionalServer._relayed_lazily`; responses too).
+_RELAYED_STARTS = frozenset({b"ACK ", b"BYE ", b"INFO", b"UPDA", b"PRAC"})
 #: Responses the server itself consumes (pings, its REFERs and NOTIFYs), validated in full like requests for it.
 _CONSUMED_RESPONSES = frozenset({"OPTIONS", "REFER", "NOTIFY", "SUBSCRIBE", "PUBLISH", "REGISTER", "MESSAGE"})
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.digest import parse_auth_params_untrusted
+from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response
 from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
@@ -52,7 +53,7 @@ from server.proxy_responses import (
     mark_received,
     marked_via,
 )
-from server.splice import forward_request
+from server.splice import Head, forward_request, request_uri, spliced
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
@@ -170,6 +171,11 @@ def _server_key(request: Request, method: str) -> tuple[str, ...]:
     return ("2543", request.call_id, str(request.cseq.seq), request.from_.tag or "", str(via), method)
 
 
+def _loop_hash_of(uri: str, from_: str | None, to: str | None, call_id: str, cseq: str | None) -> str:
+    value = hash((uri, from_, to, call_id, cseq))
+    return f"{value & 0xFFFFFFFFFFFF:012x}"
+
+
 class Locations(Protocol):
     """What the proxy reads of the location service (server/location.py's LocationService). A protocol rather than
     the class, so the compiled build's ProxyCore takes a stand-in that wraps the service (tests count its
@@ -213,6 +219,7 @@ class ProxyCore(TransactionSide):
         self.timers: TimerHeap[ServerTx | ClientTx | ClientNonInviteTransaction] = TimerHeap()
         self.stats = ProxyStats()
         self._our_hosts = {domain, via_host.lower(), f"{via_host.lower()}:{via_port}"}
+        self._via_prefix = f"SIP/2.0/UDP {via_host}:{via_port};branch=" if via_host == via_host.lower() else ""
         # Branches we create: magic cookie + our instance + counter. The instance part keeps them unique
         # across restarts; the loop hash is put in front so section 16.3 step 4 can recognise our own Via.
         self._instance = ids.tag()[:8]
@@ -248,8 +255,8 @@ class ProxyCore(TransactionSide):
         # The raw From/To/CSeq values stand in for tags and number: a looped request carries them unchanged, and
         # reading them costs nothing while parsing To would (the parser checks it without keeping the result).
         headers = request.headers
-        value = hash((request.uri, headers.get("From"), headers.get("To"), request.call_id, headers.get("CSeq")))
-        return f"{value & 0xFFFFFFFFFFFF:012x}"
+        return _loop_hash_of(request.uri, headers.get("From"), headers.get("To"), request.call_id,
+                             headers.get("CSeq"))
 
     def _new_branch(self, loop_hash: str, back_to: Address) -> str:
         """Section 16.6 step 8, plus an HMAC over the branch and ``back_to`` (where a response to it goes next):
@@ -390,14 +397,14 @@ class ProxyCore(TransactionSide):
             caller_local = True
         target: Target | None = None
         if in_dialog:
-            target = self._resolve(request, ruri, routes, out_of_dialog=False, now=now, from_peer=from_peer)
+            target = self._resolve(request.uri, ruri, routes, out_of_dialog=False, now=now, from_peer=from_peer)
             if not self._may_relay(source, target, request.call_id, now):
                 raise _Reject(403, "In-dialog requests are relayed only within calls set up here")
         return _Plan(routes, route_popped, loop_hash, max_forwards, in_dialog, caller_local, from_peer, target)
 
     def _route_new(self, tx: ServerTx, request: Request, source: Address, now: float, out: Out, plan: _Plan) -> None:
         method = request.method
-        target = plan.target or self._resolve(request, request.request_uri, plan.routes, out_of_dialog=True,
+        target = plan.target or self._resolve(request.uri, request.request_uri, plan.routes, out_of_dialog=True,
                                               now=now, from_peer=plan.from_peer)
         extra_headers: tuple[tuple[str, str], ...] = ()
         if method == "INVITE":
@@ -465,6 +472,11 @@ class ProxyCore(TransactionSide):
                 headers.add(name, value)
             self._push_via(headers, request, source, branch, hide=hide)
             data = fwd.to_bytes()
+        self._send_new(tx, method, fwd, target, branch, our_via, data, now, out)
+
+    def _send_new(self, tx: ServerTx, method: str, fwd: Request | None, target: Target, branch: str, our_via: str,
+                  data: bytes, now: float, out: Out) -> None:
+        """Section 16.6 steps 10-11: the client transaction of a request forwarded as ``data``, and its timers."""
         invite = method == "INVITE"
         ctx = ClientTx(branch, method, fwd, target.dest, S.CALLING if invite else S.TRYING, request_bytes=data,
                        server=tx, uri=target.uri, via=our_via, routes=target.routes)
@@ -526,14 +538,37 @@ class ProxyCore(TransactionSide):
         raw = request.raw_unchanged()
         if raw is None or route_popped or (target.routes and add is None):
             return None
-        via = request.top_via
+        return self._splice_raw(raw, request.method, request.uri, request.version, request.top_via,
+                                request.headers.get("Via") or "", target, max_forwards, source, our_via, hide, drop,
+                                add)
+
+    @staticmethod
+    def _splice_head(head: Head, via: Via, target: Target, max_forwards: int | None, source: Address,
+                     our_via: str, hide: bool) -> bytes:
+        """:meth:`_splice_raw` of a request read by :func:`server.splice.read_head` (whose top Via line holds one
+        Via: :meth:`~server.splice.Head.top_via` parsed it), from the places the reader noted."""
+        line = head.via_lines[0]
+        if hide:
+            vias = [our_via]
+        elif via.host != source[0] or via.rport is not None:
+            vias = [our_via, marked_via(via, line, source)]
+        else:
+            vias = [our_via, line]
+        start = None if target.uri == head.uri else f"{head.method} {target.uri} SIP/2.0".encode()
+        return spliced(head, start, vias, not hide, 69 if max_forwards is None else max_forwards - 1)
+
+    @staticmethod
+    def _splice_raw(raw: bytes, method: str, uri: str, version: str, via: Via, via_text: str, target: Target,
+                    max_forwards: int | None, source: Address, our_via: str, hide: bool,
+                    drop: tuple[bytes, ...] = (), add: list[str] | None = None) -> bytes | None:
+        """:meth:`_spliced` on the bytes ``raw`` of a request whose top Via is ``via`` (its line's text
+        ``via_text``)."""
         top: str | None = None
         if not hide and (via.host != source[0] or via.rport is not None):
-            text = request.headers.get("Via") or ""
-            if "," in text:
+            if "," in via_text:
                 return None
-            top = marked_via(via, text, source)
-        line = None if target.uri == request.uri else f"{request.method} {target.uri} {request.version}".encode()
+            top = marked_via(via, via_text, source)
+        line = None if target.uri == uri else f"{method} {target.uri} {version}".encode()
         return forward_request(raw, request_line=line, our_via=our_via, top_via=top, hide=hide,
                                max_forwards=69 if max_forwards is None else max_forwards - 1, drop=drop,
                                add=add or ())
@@ -591,9 +626,9 @@ class ProxyCore(TransactionSide):
             if params.get("realm") != self.login.realm:
                 headers.add("Proxy-Authorization", value)
 
-    def _resolve(self, request: Request, ruri: SipUri, routes: list[str], *, out_of_dialog: bool,
+    def _resolve(self, uri: str, ruri: SipUri, routes: list[str], *, out_of_dialog: bool,
                  now: float, from_peer: bool = False) -> Target:
-        """Section 16.5: the target and next hop of a request.
+        """Section 16.5: the target and next hop of a request with the Request-URI ``uri`` (``ruri`` parsed).
 
         Out of a dialog a request goes only to a player registered here or to a configured peer: never to an
         address named in the Request-URI or a Route (the server is no open relay). In a dialog it goes to the
@@ -604,7 +639,7 @@ class ProxyCore(TransactionSide):
             if out_of_dialog and self.federation.by_address(dest) is None:
                 raise _Reject(403, "Routes are followed only to peer regions")
             # A preloaded route beyond us: send there (loose routing, section 16.12), Request-URI unchanged.
-            return Target(request.uri, dest)
+            return Target(uri, dest)
         host = ruri.host.lower()
         if self.is_us(ruri):
             if not ruri.user:
@@ -625,13 +660,13 @@ class ProxyCore(TransactionSide):
                           routes=binding.path)
         peer = self.federation.by_domain(host)
         if peer is not None:
-            return Target(request.uri, peer.address, peer_domain=peer.domain)
+            return Target(uri, peer.address, peer_domain=peer.domain)
         if is_ip_literal(host):
             if out_of_dialog or from_peer:
                 # Calls go to players by name; a peer never gets us to send to an address it picked.
                 raise _Reject(403, "Requests are forwarded only to players and peer regions")
             # In-dialog requests and ACKs target a party's Contact directly (DESIGN section 2).
-            return Target(request.uri, (host.strip("[]"), ruri.port or 5060))
+            return Target(uri, (host.strip("[]"), ruri.port or 5060))
         if out_of_dialog:
             raise _Reject(604, "Does Not Exist Anywhere (unknown domain)")
         raise _Reject(404, "Unknown domain")
@@ -747,7 +782,7 @@ class ProxyCore(TransactionSide):
             return
         routes, route_popped = self._routes(request)
         try:
-            target = self._resolve(request, request.request_uri, routes, out_of_dialog=False, now=now)
+            target = self._resolve(request.uri, request.request_uri, routes, out_of_dialog=False, now=now)
         except _Reject as rej:
             self.stats.acks_dropped += 1
             if log.isEnabledFor(logging.DEBUG):
@@ -769,6 +804,115 @@ class ProxyCore(TransactionSide):
             data = fwd.to_bytes()
         self.stats.stateless_acks += 1
         out.append((data, target.dest))
+
+    def relay_request(self, head: Head, source: Address, now: float, out: Out) -> bool:
+        """The relay path of a request inside a call set up here (a BYE, INFO, UPDATE, PRACK from one of its
+        players; read by :func:`server.splice.read_head`, never parsed in full): what :meth:`handle_request`
+        does with it, spliced, and its retransmissions absorbed. Its server transaction keeps the head fields
+        the proxy reads (Via, From, To, Call-ID, CSeq) as its request. False, with nothing changed, for what the
+        full path decides: every refusal (which copies the request into an answer), a Route, Proxy-Require or
+        several Vias to read, a request from a peer region, a head splicing does not handle."""
+        if head.routes or head.proxy_require or len(head.via_lines) != 1 or not _has_tag(head.to):
+            return False
+        try:
+            via = head.top_via()
+            ruri = request_uri(head.uri)
+        except RemoteProtocolError:
+            return False
+        branch = via.branch
+        if not ruri.is_sip or not branch or not branch.startswith(BRANCH_MAGIC_COOKIE):
+            return False
+        if self.federation.authenticated_peer(source) is not None:
+            return False  # a peer's: the full path checks that it speaks for its own players
+        method = head.method
+        host, port = via.sent_by
+        key = (branch, host, str(port), method)
+        stats = self.stats
+        tx = self.server_txs.get(key)
+        if tx is not None:
+            # A retransmission (as in handle_request): the last response again, to the original sender only.
+            stats.requests += 1
+            stats.retransmissions_absorbed += 1
+            if (source == tx.source and tx.last_response is not None
+                    and tx.state in (S.PROCEEDING, S.COMPLETED)):
+                out.append((tx.last_response, source))
+            return True
+        max_forwards = head.max_forwards
+        if max_forwards == 0 or len(self.server_txs) >= self.max_transactions:
+            return False
+        try:
+            target = self._resolve(head.uri, ruri, [], out_of_dialog=False, now=now)
+        except (_Reject, RemoteProtocolError):
+            return False
+        if not self._may_relay(source, target, head.call_id, now):
+            return False
+        loop_hash = _loop_hash_of(head.uri, head.from_, head.to, head.call_id, head.cseq_text)
+        back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
+        new_branch = self._new_branch(loop_hash, back_to)
+        our_via = self._via(new_branch)
+        line = head.via_lines[0]
+        # A player's request: its Via stays here (topology hiding, as _push_via with hide).
+        data = self._splice_head(head, via, target, max_forwards, source, our_via, True)
+        request = Request(method, head.uri, Headers([("Via", line), ("From", head.from_), ("To", head.to),
+                                                     ("Call-ID", head.call_id), ("CSeq", head.cseq_text)]))
+        tx = ServerTx(key, method, request, source)
+        tx.upstream_vias = [line] if via.host == source[0] and via.rport is None else [
+            marked_via(via, line, source)]
+        self.server_txs[key] = tx
+        stats.requests += 1
+        self._send_new(tx, method, None, target, new_branch, our_via, data, now, out)
+        return True
+
+    def relay_ack(self, head: Head, source: Address, now: float, out: Out) -> bool:
+        """The relay path of an ACK (read by :func:`server.splice.read_head`, never parsed in full): what
+        :meth:`_on_ack` does with the ACK of a 2xx, spliced, and the drop of an ACK that is not within a call set
+        up here (the ACK of every stateless 407) after reading no more than its top Via, Max-Forwards and
+        Call-ID. False, with nothing changed, for what the full path decides (an ACK of one of our finals, a Route
+        to follow, a head splicing does not handle, a top Via or Request-URI that does not parse)."""
+        try:
+            via = head.top_via()
+        except RemoteProtocolError:
+            return False
+        incoming = via.branch
+        if not incoming or not incoming.startswith(BRANCH_MAGIC_COOKIE):
+            return False  # an RFC 2543 ACK: its transaction key needs more than the relay path reads
+        host, port = via.sent_by
+        if (incoming, host, str(port), "INVITE") in self.server_txs:
+            return False  # the ACK of a final of ours (hop by hop): the transaction's
+        stats = self.stats
+        call_id = head.call_id
+        max_forwards = head.max_forwards
+        if max_forwards == 0 or call_id not in self._dialogs:
+            stats.requests += 1
+            stats.acks_dropped += 1
+            log.debug("proxy: ACK from %s:%d dropped: %s", source[0], source[1],
+                      "Max-Forwards 0" if max_forwards == 0 else "not within a call set up here")
+            return True
+        if head.routes:
+            return False
+        try:
+            ruri = request_uri(head.uri)
+            target = self._resolve(head.uri, ruri, [], out_of_dialog=False, now=now)
+        except RemoteProtocolError:
+            return False
+        except _Reject as rej:
+            stats.requests += 1
+            stats.acks_dropped += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("proxy: ACK for %s dropped: %d %s", clip(head.uri), rej.status, rej.reason or "")
+            return True
+        if not self._may_relay(source, target, call_id, now):
+            stats.requests += 1
+            stats.acks_dropped += 1
+            log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
+            return True
+        branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
+        hide = target.peer_domain is None or self.federation.authenticated_peer(source) is None
+        data = self._splice_head(head, via, target, max_forwards, source, self._via(branch), hide)
+        stats.requests += 1
+        stats.stateless_acks += 1
+        out.append((data, target.dest))
+        return True
 
     def _on_cancel(self, request: Request, source: Address, now: float, out: Out, size: int,
                    unverified: Unverified | None, from_peer: bool) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gamesdk.address import Address
+from gamesdk.errors import RemoteProtocolError
 from gamesdk.identity import IdentitySigner
 from gamesdk.sip.headers import Via, split_header_values
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
@@ -39,7 +40,7 @@ from gamesdk.sip.transaction_client import ClientNonInviteTransaction, build_ack
 from server.config import TimerSettings
 from server.hooks import PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
-from server.splice import with_vias
+from server.splice import Head, spliced, with_vias
 
 __all__ = ["ClientTx", "Out", "ProxyStats", "ServerTx", "TransactionSide", "answer_bytes", "forwarded_request",
            "mark_received", "marked_via", "marked_vias"]
@@ -207,11 +208,7 @@ def _upstream_bytes(response: Response, tx: ServerTx, extra: list[tuple[str, str
     at hand (:mod:`server.splice`), else serialised."""
     raw = response.raw_unchanged()
     if raw is not None:
-        vias = tx.upstream_vias
-        if vias is None:
-            # Made once per transaction: its 100, 180 and final all go up with them.
-            vias = tx.upstream_vias = marked_vias(tx.request, tx.source)
-        data = with_vias(raw, vias, extra or (), _IDENTITY if drop_identity else ())
+        data = _upstream_spliced(raw, tx, extra, drop_identity)
         if data is not None:
             return data
     headers = response.headers
@@ -222,6 +219,17 @@ def _upstream_bytes(response: Response, tx: ServerTx, extra: list[tuple[str, str
         for name, value in extra:
             headers.add(name, value)
     return response.to_bytes()
+
+
+def _upstream_spliced(raw: bytes, tx: ServerTx, extra: list[tuple[str, str]] | None,
+                      drop_identity: bool = False) -> bytes | None:
+    """:func:`_upstream_bytes` as byte edits of the response ``raw`` (:func:`~server.splice.with_vias`); None
+    when it is not in the shape splicing handles."""
+    vias = tx.upstream_vias
+    if vias is None:
+        # Made once per transaction: its 100, 180 and final all go up with them.
+        vias = tx.upstream_vias = marked_vias(tx.request, tx.source)
+    return with_vias(raw, vias, extra or (), _IDENTITY if drop_identity else ())
 
 
 def marked_vias(request: Request, source: Address) -> list[str]:
@@ -316,6 +324,9 @@ class TransactionSide:
     stats: ProxyStats
     _timeout_64t1: float
     _instance: str
+    #: The start of our Via as :meth:`_via` writes it, up to the branch ("" when the host is not lower case: the
+    #: relay path then parses the Via, and compares as handle_response does).
+    _via_prefix: str
     #: Signs the Identity of INVITEs from players authenticated here and of 2xx from players registered here.
     identity: IdentitySigner | None
 
@@ -484,21 +495,12 @@ class TransactionSide:
         assert tx is not None  # a forwarded INVITE always has its server transaction (internal invariant)
         state = ctx.state
         if state in (S.CALLING, S.PROCEEDING):
-            self.timers.stop(ctx, I.TIMER_A)
             if status < 200:
-                # Figure 5 (as the SDK's INVITE client table): Timers A and B belong to Calling; Timer C
-                # governs from the first provisional on.
-                self.timers.stop(ctx, I.TIMER_B)
-                ctx.state = S.PROCEEDING
-                ctx.got_provisional = True
-                ctx.request_bytes = None
-                # Timer C (section 16.6 step 11), reset by every provisional response (section 16.7 step 2).
-                self.timers.arm(ctx, I.TIMER_C, now + self.t.timer_c_s)
-                if ctx.cancel_pending:
-                    self._send_cancel(ctx, now, out)
+                self._invite_provisional(ctx, now, out)
                 if status != 100 and tx.final_status == 0:
                     tx.last_response = self._forward_up(tx, response, None, out)
                 return
+            self.timers.stop(ctx, I.TIMER_A)
             self.timers.stop(ctx, I.TIMER_B)
             self.timers.stop(ctx, I.TIMER_C)
             ctx.request_bytes = None
@@ -523,6 +525,80 @@ class TransactionSide:
             return
         if state is S.COMPLETED and status >= 300 and ctx.ack_bytes is not None:
             out.append((ctx.ack_bytes, ctx.dest))  # the final was retransmitted: our ACK was lost
+
+    def _invite_provisional(self, ctx: ClientTx, now: float, out: Out) -> None:
+        """A provisional response to our INVITE in Calling or Proceeding (before it goes upstream)."""
+        # Figure 5 (as the SDK's INVITE client table): Timers A and B belong to Calling; Timer C governs from the
+        # first provisional on.
+        self.timers.stop(ctx, I.TIMER_A)
+        self.timers.stop(ctx, I.TIMER_B)
+        ctx.state = S.PROCEEDING
+        ctx.got_provisional = True
+        ctx.request_bytes = None
+        # Timer C (section 16.6 step 11), reset by every provisional response (section 16.7 step 2).
+        self.timers.arm(ctx, I.TIMER_C, now + self.t.timer_c_s)
+        if ctx.cancel_pending:
+            self._send_cancel(ctx, now, out)
+
+    def relay_response(self, head: Head, now: float, out: Out) -> bool:
+        """The relay path of a response (read by :func:`server.splice.read_head`, never parsed in full): a
+        provisional response to a forwarded INVITE, or any response to a forwarded request other than INVITE
+        and CANCEL, whose client transaction is here. As :meth:`handle_response` would do with it, spliced
+        upstream; False, with nothing changed, for what the full path must decide (no transaction here, an
+        INVITE's final, a head splicing does not handle, a top Via that does not parse)."""
+        method = head.cseq.method
+        status = head.status
+        if method == "CANCEL" or (method == "INVITE" and status >= 200):
+            return False
+        line = head.via_lines[0]
+        prefix = self._via_prefix
+        if line.startswith(prefix) and prefix:
+            # Our Via as we wrote it (nearly always): the branch is what follows up to the next parameter. Only a
+            # branch of one of our client transactions matches below, and every Via line is replaced upstream.
+            branch: str | None = line[len(prefix):].partition(";")[0]
+        else:
+            try:
+                via = head.top_via()
+            except RemoteProtocolError:
+                return False
+            branch = via.branch
+            if branch is None or via.host.lower() != self.via_host or via.port != self.via_port:
+                return False
+        ctx = self.client_txs.get((branch or "", method))
+        if ctx is None:
+            return False
+        tx = ctx.server
+        assert tx is not None  # a forwarded request always has its server transaction (internal invariant)
+        invite = ctx.method == "INVITE"
+        if ctx.state not in ((S.CALLING, S.PROCEEDING) if invite else (S.TRYING, S.PROCEEDING)):
+            return True  # a late provisional, a retransmitted final: absorbed, as handle_response does
+        data: bytes | None = None
+        if tx.final_status == 0 and status != 100:
+            vias = tx.upstream_vias
+            if vias is None:
+                vias = tx.upstream_vias = marked_vias(tx.request, tx.source)
+            data = spliced(head, None, vias, False, None)
+        if invite:
+            self._invite_provisional(ctx, now, out)
+            if data is not None:
+                self.stats.responses_forwarded += 1
+                out.append((data, tx.source))
+                tx.last_response = data
+            return True
+        if status < 200:
+            ctx.state = S.PROCEEDING
+            ctx.got_provisional = True
+            if data is not None:
+                tx.state = S.PROCEEDING  # figure 8: a provisional sent upstream
+                self.stats.responses_forwarded += 1
+                out.append((data, tx.source))
+                tx.last_response = data
+            return True
+        self._non_invite_final(ctx, now)
+        if data is not None:
+            self.stats.responses_forwarded += 1
+            self._send_final(tx, data, status, now, out)
+        return True
 
     def _forward_final(self, tx: ServerTx, response: Response, now: float, out: Out) -> None:
         """Pass a downstream final (a non-2xx for an INVITE) upstream as the final of ``tx``, our Via taken off
@@ -609,13 +685,17 @@ class TransactionSide:
                 tx.state = S.PROCEEDING  # figure 8: a provisional sent upstream
                 tx.last_response = self._forward_up(tx, response, None, out)
             return
+        self._non_invite_final(ctx, now)
+        if tx.final_status == 0:
+            self._forward_final(tx, response, now, out)
+
+    def _non_invite_final(self, ctx: ClientTx, now: float) -> None:
+        """A final response to a forwarded non-INVITE in Trying or Proceeding (before it goes upstream)."""
         ctx.state = S.COMPLETED
         ctx.request_bytes = None
         self.timers.stop(ctx, I.TIMER_E)
         self.timers.stop(ctx, I.TIMER_F)
         self.timers.arm(ctx, I.TIMER_K, now + self.t.t4_s)
-        if tx.final_status == 0:
-            self._forward_final(tx, response, now, out)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
