@@ -419,15 +419,18 @@ def profile_summary(raw: Path, top: int = 18) -> str:
 #: and serialize run inside routing), so "route" is reported without them. bench/bench_breakdown.py counts the same
 #: parts exclusively (callgrind) on the sans-IO benches.
 BREAKDOWN = (
-    ("parse", ("parse_message_untrusted", "validate_untrusted")),
+    ("parse", ("parse_message_untrusted", "validate_untrusted", "read_head")),
     ("digest", ("LoginFlow.authenticate",)),
     ("policy", ("RegionPolicyHooks.invite_received", "RegionPolicyHooks.answer_received",
                 "RegionPolicyHooks.publish_received")),
-    ("serialize (to_bytes, splicing)", ("Message.to_bytes", "with_vias", "forward_request")),
+    ("serialize (to_bytes, splicing)", ("Message.to_bytes", "with_vias", "forward_request", "spliced")),
     ("registrar (bindings; without digest)", ("Registrar.handle",)),
     ("route (proxy, transactions; without digest, policy, serialize)", ("ProxyCore.handle_request",
                                                                         "TransactionSide.handle_response",
-                                                                        "ProxyCore.handle_response")),
+                                                                        "ProxyCore.handle_response",
+                                                                        "ProxyCore.relay_request",
+                                                                        "ProxyCore.relay_ack",
+                                                                        "TransactionSide.relay_response")),
     ("I/O (sendto, timers, the driver)", ("ServerProtocol._send", "ServerProtocol._rearm",
                                           "ServerProtocol._rearm_batch")),
 )
