@@ -844,8 +844,8 @@ class ProxyCore(TransactionSide):
             target = self._resolve(head.uri, ruri, [], out_of_dialog=False, now=now)
         except (_Reject, RemoteProtocolError):
             return False
-        if not self._may_relay(source, target, head.call_id, now):
-            return False
+        if target.routes or not self._may_relay(source, target, head.call_id, now):
+            return False  # a player's Path to put on (or a refusal): the full path's
         loop_hash = _loop_hash_of(head.uri, head.from_, head.to, head.call_id, head.cseq_text)
         back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
         new_branch = self._new_branch(loop_hash, back_to)
@@ -901,6 +901,8 @@ class ProxyCore(TransactionSide):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("proxy: ACK for %s dropped: %d %s", clip(head.uri), rej.status, rej.reason or "")
             return True
+        if target.routes:
+            return False  # a player's Path to put on: the full path's
         if not self._may_relay(source, target, call_id, now):
             stats.requests += 1
             stats.acks_dropped += 1

@@ -258,3 +258,30 @@ def test_in_dialog_requests_the_relay_path_leaves_get_what_the_full_path_gives(t
     # The two ACKs, the INFO, the last BYE, and the 200s of the three BYEs forwarded (the full path forwards the
     # one with a Route and the one with two Vias).
     assert _stats(lazy)[0] == 7
+
+
+def test_in_dialog_requests_for_a_player_with_a_path_go_on_with_its_route(tmp_path: Path) -> None:
+    # bob registered with a Path (here to his own address, so he still gets what follows it): a BYE and an ACK
+    # addressed to his AOR resolve to his binding, whose Path becomes their Route (RFC 3327). The relay path
+    # leaves them to the full path, which puts the Route on (the spliced ones lacked it: finding).
+    def script(wire: Wire, alice: TestUA, bob: TestUA) -> None:
+        path = "<sip:127.0.0.1:7002;lr>"
+        request = bob.register(600)
+        request.headers.add("Path", path)
+        request.headers.add("Supported", "path")
+        wire.send(bob.addr, EU, request)
+        (challenge,) = bob.responses()
+        wire.send(bob.addr, EU, bob.authorize(request, challenge))
+        assert bob.responses()[0].status == 200
+        signed = _challenged_invite(wire, alice)
+        (arrived,) = bob.requests()
+        assert arrived.headers.get_all("Route") == [path]
+        wire.send(bob.addr, EU, bob.answer(arrived, 200, ANSWER))
+        ok = [r for r in alice.responses() if r.status == 200][-1]
+        for message in (alice.ack_2xx(signed, ok), alice.bye(signed, ok)):
+            message.uri = "sip:bob@eu.gamesdk.test"
+            wire.send(alice.addr, EU, message)
+        got = bob.requests()
+        assert [r.method for r in got] == ["ACK", "BYE"] and all(r.headers.get_all("Route") == [path] for r in got)
+
+    _both(tmp_path, script)
