@@ -2,7 +2,10 @@
 
 Layers in order (like ezk's endpoint layers): parse and sanity checks -> registrar (REGISTER) -> the server's
 own UAS requests (OPTIONS to the server, PUBLISH to the policy hooks) -> proxy (everything else). The policy
-hooks sit inside the proxy's INVITE and 2xx paths (see :mod:`server.hooks`).
+hooks sit inside the proxy's INVITE and 2xx paths (see :mod:`server.hooks`). Before the parser, the relay path
+(:meth:`RegionalServer._relayed_lazily`) takes what the proxy only relays or drops (provisional and non-INVITE
+responses, ACKs, in-dialog requests of calls set up here): read from the head alone, forwarded spliced; whatever
+it does not take goes through the layers above.
 
 Driving contract (aioquic style)::
 
