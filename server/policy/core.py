@@ -49,7 +49,7 @@ from .model import (
     Side,
 )
 
-__all__ = ["LedgerUnavailable", "NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
+__all__ = ["FinalBatch", "LedgerUnavailable", "NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,11 @@ class PolicyServer:
         if staged:
             decisions += self._record_staged(staged, now)
         return decisions
+
+    def final_batch(self) -> FinalBatch:
+        """A :class:`FinalBatch`: the FINALs of several queries (the policy thread's wake-up), their new rows in
+        one write."""
+        return FinalBatch(self)
 
     def _stage_final(self, request: AppSession, now: float, wall: float) -> Reservation | None:
         """A new grant for ``request``, held in memory, its row not written yet (:meth:`_record_staged` writes
@@ -841,3 +846,96 @@ def capacity_view(config: PolicyConfig, held: Iterable[Reservation]) -> list[Net
 def _domain(aor: str) -> str:
     """The domain of an AOR (``sip:bob@na.example`` -> ``na.example``), lower-case."""
     return aor.rpartition("@")[2].split(";", 1)[0].split(">", 1)[0].strip().lower()
+
+
+class FinalBatch:
+    """The FINALs of several queries, each with its own times, whose new reservations' rows are committed together
+    (:meth:`PolicyServer.final_batch`): the policy thread answers the 2xx queries of one wake-up with one statement
+    instead of one each (each statement hands the GIL to the signalling loop and back, twice).
+
+    :meth:`add` decides a query's requests as :meth:`PolicyServer.final_many` would after the queries added before
+    it: what is staged is held in memory at once (a check in between sees it, as it would see it committed), its
+    row not written yet. A query that is not only plain new grants (a retransmission, a used key, a refusal, writes
+    already queued, a fault) first commits what is staged, then goes through ``final_many`` alone: the writes stay
+    in order. :meth:`commit` writes the staged rows and returns every query's decisions, in the order added.
+    Durable first as ever: no grant is returned before its row is in the database; when the database refuses the
+    batch, the staged reservations are let go and each of their queries is decided again, in order, through
+    ``final_many`` (the journal path), as if the batch had not been tried.
+    """
+
+    def __init__(self, policy: PolicyServer) -> None:
+        self._policy = policy
+        self._queries: list[tuple[Sequence[AppSession], float, float,
+                                  Callable[[AppSession, Exception], Decision] | None]] = []
+        self._decisions: list[list[Decision] | None] = []
+        #: (query index, reservation, the query's now): staged, not written yet.
+        self._staged: list[tuple[int, Reservation, float]] = []
+
+    def add(self, requests: Sequence[AppSession], now: float, *, wall: float | None = None,
+            on_fault: Callable[[AppSession, Exception], Decision] | None = None) -> int:
+        """Stage the FINALs of one query; returns its index in :meth:`commit`'s list."""
+        policy = self._policy
+        wall = now if wall is None else wall
+        index = len(self._queries)
+        self._queries.append((requests, now, wall, on_fault))
+        self._decisions.append(None)
+        mine: list[Reservation] = []
+        plain = policy._commit_many is not None
+        if plain:
+            for request in requests:
+                try:
+                    reservation = policy._stage_final(request, now, wall)
+                except Exception:  # noqa: BLE001 - final_many meets it again and answers it by its rules
+                    reservation = None
+                if reservation is None:
+                    plain = False
+                    break
+                mine.append(reservation)
+        if plain:
+            self._staged += [(index, res, now) for res in mine]
+            return index
+        self._let_go(mine)
+        self._write_staged()  # what was staged before it is written first
+        self._decisions[index] = policy.final_many(requests, now, wall=wall, on_fault=on_fault)
+        return index
+
+    def commit(self) -> list[list[Decision]]:
+        """Write what is staged; every query's decisions, in the order added."""
+        self._write_staged()
+        decisions = [d if d is not None else [] for d in self._decisions]
+        self._queries, self._decisions = [], []
+        return decisions
+
+    def _write_staged(self) -> None:
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        policy = self._policy
+        assert policy._commit_many is not None  # staged only with a ledger that commits many
+        changes = [Change(key=res.key, save=res) for _, res, _ in staged]
+        try:
+            policy._commit_many(changes)
+        except Exception as exc:  # noqa: BLE001 - decided again below through the journal path, never lost
+            policy.stats["write_failures"] += 1
+            log.warning("database write of %d FINAL row(s) failed (decided again one query at a time): %s",
+                        len(changes), exc)
+        else:
+            for index, res, now in staged:
+                decisions = self._decisions[index]
+                if decisions is None:
+                    decisions = self._decisions[index] = []
+                decisions.append(policy._granted(res, now))
+            return
+        self._let_go([res for _, res, _ in staged])
+        for index in dict.fromkeys(index for index, _, _ in staged):
+            requests, now, wall, on_fault = self._queries[index]
+            self._decisions[index] = policy.final_many(requests, now, wall=wall, on_fault=on_fault)
+
+    def _let_go(self, reservations: list[Reservation]) -> None:
+        """Undo the staging of ``reservations`` (held in memory, never written, never answered)."""
+        policy = self._policy
+        for res in reversed(reservations):
+            policy._held.pop(res.key, None)
+            policy._free(res)
+            policy.stats["final"] -= 1
+

@@ -48,7 +48,7 @@ from typing import Any, Protocol, cast
 
 from server.hooks import QueryAnswer
 
-from .queries import PolicyCall, SyncBackend, answer_now
+from .queries import PolicyCall, SyncBackend, answer_now, policy_fault
 
 __all__ = ["MAX_QUEUED", "AnswerInbox", "PolicyWorker", "TimedBackend"]
 
@@ -305,10 +305,9 @@ class PolicyWorker:
             entry = outboxes.get(id(job.inbox))
             if entry is None:
                 entry = outboxes[id(job.inbox)] = (job.inbox, [])
-            out = entry[1]
             backend = self._backend_or_none()  # None: every query still gets its answer (the driver waits for them)
-            for key, calls, now, wall in job.many:
-                out.append((key, self._answer(backend, calls, now, wall)))
+            answers = self._answer_many(backend, job.many)
+            entry[1].extend(zip([key for key, _, _, _ in job.many], answers, strict=True))
         for inbox, items in outboxes.values():
             try:
                 inbox.put_many(items)
@@ -322,6 +321,49 @@ class PolicyWorker:
         except Exception:
             log.exception("policy thread: no backend")
             return None
+
+    def _answer_many(self, backend: TimedBackend | None,
+                     many: list[tuple[Any, tuple[PolicyCall, ...], float, float]]) -> list[QueryAnswer]:
+        """The answers of a job's queries, in order. The FINALs of its 2xx queries go through one
+        ``backend.final_batch()`` (their rows in one statement, not one each); a check (INVITE) in between is
+        answered in its turn and sees the FINALs before it held; any other query (a PUBLISH, a release: a write)
+        first has the FINALs before it written."""
+        final_batch = getattr(backend, "final_batch", None)
+        if backend is None or final_batch is None or len(many) < 2:
+            return [self._answer(backend, calls, now, wall) for _, calls, now, wall in many]
+        answers: list[QueryAnswer | None] = [None] * len(many)
+        batch: Any = None
+        finals: list[tuple[int, int]] = []  # (position in the job, index in the batch)
+        for position, (_, calls, now, wall) in enumerate(many):
+            kind = _only_kind(calls)
+            if kind == "final":
+                if batch is None:
+                    batch = final_batch()
+                try:
+                    finals.append((position, batch.add([c.request for c in calls], now, wall=wall,
+                                                       on_fault=_final_failed)))
+                except Exception:  # a bug: refused as answer_now refuses it, the other queries go on
+                    log.exception("policy thread: FINAL failed")
+                    answers[position] = QueryAnswer((policy_fault(),))
+                    self.answered += 1
+                continue
+            if kind != "preliminary" and batch is not None:
+                self._settle(batch, finals, answers)
+                batch, finals = None, []
+            answers[position] = self._answer(backend, calls, now, wall)
+        if batch is not None:
+            self._settle(batch, finals, answers)
+        return [a if a is not None else QueryAnswer(error="policy query not answered") for a in answers]
+
+    def _settle(self, batch: Any, finals: list[tuple[int, int]], answers: list[QueryAnswer | None]) -> None:
+        try:
+            decisions: list[list[Any]] = batch.commit()
+        except Exception:  # a bug (the batch journals write faults itself): every FINAL of it is refused
+            log.exception("policy thread: FINAL rows failed")
+            decisions = [[policy_fault()] for _ in finals]
+        for position, index in finals:
+            answers[position] = QueryAnswer(tuple(decisions[index]))
+            self.answered += 1
 
     def _answer(self, backend: TimedBackend | None, calls: tuple[PolicyCall, ...], now: float,
                 wall: float) -> QueryAnswer:
@@ -369,6 +411,24 @@ class PolicyWorker:
 
 
 _IDLE = _Job()
+
+
+def _only_kind(calls: tuple[PolicyCall, ...]) -> str | None:
+    """``"final"`` or ``"preliminary"`` when every call of a query is one (with its request), else None."""
+    if not calls:
+        return None
+    kind = calls[0].kind
+    if kind not in ("final", "preliminary"):
+        return None
+    for call in calls:
+        if call.kind != kind or call.request is None:
+            return None
+    return kind
+
+
+def _final_failed(request: Any, exc: Exception) -> Any:
+    log.error("policy check for %s failed", request.call_id, exc_info=exc)
+    return policy_fault()
 
 
 def _policy_calls(calls: tuple[object, ...]) -> tuple[PolicyCall, ...]:

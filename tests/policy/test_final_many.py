@@ -213,3 +213,77 @@ def test_more_rows_than_one_statement_takes_go_in_one_transaction(
     assert len(ledger.load_all()) == WRITE_MANY_MAX + 1
     with pytest.raises(ValueError, match="1 to"):
         SqliteReservationStore(ledger.connection).write_many([])
+
+
+# -- FinalBatch: the FINALs of several queries (the policy thread's wake-up) in one write ----------------------
+
+
+def _queries(req: Callable[..., AppSession]) -> list[tuple[list[AppSession], float]]:
+    """The 2xx queries of one wake-up of the policy's thread: each a call's two sides, each with its own time."""
+    return [(pair(req, n), 0.5 * n) for n in range(1, 5)]
+
+
+def _one_query_at_a_time(policy: PolicyServer, queries: list[tuple[list[AppSession], float]]) -> list[list[Any]]:
+    return [policy.final_many(requests, now, wall=WALL + now) for requests, now in queries]
+
+
+def _batched(policy: PolicyServer, queries: list[tuple[list[AppSession], float]]) -> list[list[Any]]:
+    batch = policy.final_batch()
+    indexes = [batch.add(requests, now, wall=WALL + now) for requests, now in queries]
+    decisions = batch.commit()
+    return [decisions[i] for i in indexes]
+
+
+QUERY_SCENARIOS: dict[str, Callable[[Callable[..., AppSession]], list[tuple[list[AppSession], float]]]] = {
+    "four calls": _queries,
+    "a retransmission among them": lambda req: [*_queries(req)[:2], (pair(req, 1), 2.0), *_queries(req)[2:]],
+    "a refused caller among them": lambda req: [*_queries(req)[:2],
+                                                ([req(9, ip="10.2.5.1", up=600)], 2.0), *_queries(req)[2:]],
+    "the player cap": lambda req: [([req(n, ip="10.2.0.7", player="sip:carol@eu.example")], 0.1 * n)
+                                   for n in range(1, 6)],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(QUERY_SCENARIOS))
+@pytest.mark.parametrize("failing", [False, True], ids=["database up", "database refuses"])
+def test_a_batch_of_queries_decides_and_books_as_one_query_at_a_time(
+        scenario: str, failing: bool, tmp_path: Path, config: PolicyConfig, req: Callable[..., AppSession]) -> None:
+    config = dataclasses.replace(config, settings=dataclasses.replace(config.settings,
+                                                                      max_reservations_per_player=3))
+    outcomes = []
+    for way, run in (("one at a time", _one_query_at_a_time), ("batch", _batched)):
+        counter = iter(range(1, 1000))
+        # (a batch the database refused decides its queries again, each with a new token: tokens are random)
+        tokens = (lambda: "0" * 32) if failing else (lambda c=counter: f"{next(c):032x}")
+        policy, ledger = boot(tmp_path / f"{way}.sqlite3", config, tokens)
+        ledger.failing = failing
+        decisions = run(policy, QUERY_SCENARIOS[scenario](req))
+        ledger.failing = False
+        rows = [dataclasses.replace(r, id=0) for r in read_rows(open_region_db(tmp_path / f"{way}.sqlite3"))]
+        journal = FileJournal(tmp_path / f"{way}.sqlite3.journal").entries()
+        # the batch's own refused write is counted too: one more write failure than one query at a time
+        failures = policy.stats.pop("write_failures") - (1 if failing and way == "batch" else 0)
+        outcomes.append((decisions, state(policy), rows, len(journal), failures))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_rows_of_a_batch_of_queries_are_one_statement_at_their_own_times(
+        tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str], req: Callable[..., AppSession]) -> None:
+    policy, ledger = boot(tmp_path / "region.sqlite3", config, tokens)
+    statements: list[str] = []
+    ledger.connection.set_trace_callback(lambda sql: statements.append(sql.split(" ", 1)[0].upper()))
+    decisions = _batched(policy, _queries(req))
+    assert all(isinstance(d, Grant) for ds in decisions for d in ds) and len(decisions) == 4
+    assert statements == ["INSERT"]  # one statement step for the four calls' eight rows
+    started = sorted({round(r.t_2xx - WALL, 3) for r in ledger.load_all()})
+    assert started == [0.5, 1.0, 1.5, 2.0]  # each query's own time, not the batch's
+
+
+def test_a_batch_the_journal_refuses_too_holds_nothing_it_did_not_grant(
+        tmp_path: Path, config: PolicyConfig, tokens: Callable[[], str], req: Callable[..., AppSession]) -> None:
+    path = tmp_path / "region.sqlite3"
+    policy, ledger = boot(path, config, tokens, journal=BrokenJournal(f"{path}.journal"))
+    ledger.failing = True
+    decisions = _batched(policy, _queries(req))
+    assert all(len(ds) == 1 and not isinstance(ds[0], Grant) for ds in decisions)
+    assert policy.reservations() == [] and policy.is_idle()

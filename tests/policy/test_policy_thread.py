@@ -22,7 +22,7 @@ from server.hooks import QueryAnswer
 from server.policy import PolicyServer
 from server.policy.cli_support import billing_rows
 from server.policy.ledger import FileJournal, SqliteLedger
-from server.policy.model import Grant, ReservationState
+from server.policy.model import Grant, ReservationState, Side
 from server.policy.queries import PolicyCall
 from server.policy.store import open_region_db
 from server.policy.worker import PolicyWorker
@@ -337,3 +337,60 @@ def test_every_query_of_a_job_is_answered_even_when_the_backend_cannot_be_had() 
         assert worker.close_now(5.0)
     assert [key for key, _ in answered] == [0, 1]
     assert all(answer.error for _, answer in answered)
+
+
+def _job(n: int) -> list[tuple[Any, tuple[PolicyCall, ...], float, float]]:
+    """The queries of ``n`` calls at one server as they reach the thread in one job: each call's INVITE check, then
+    its 2xx with both sides' FINALs, each query with the times its message arrived."""
+    items: list[tuple[Any, tuple[PolicyCall, ...], float, float]] = []
+    for k in range(n):
+        callee = make_request(k, ip="10.2.0.9", side=Side.TERM, player="sip:bob@eu.example")
+        caller = make_request(k, ip="10.2.0.7")
+        items.append((f"invite-{k}", (PolicyCall("preliminary", request=caller),), 1.0 + k, 1_000.0 + k))
+        items.append((f"2xx-{k}", (PolicyCall("final", request=callee), PolicyCall("final", request=caller)),
+                      1.5 + k, 1_000.5 + k))
+    return items
+
+
+def _run_job(tmp_path: Path, items: list[tuple[Any, tuple[PolicyCall, ...], float, float]],
+             ) -> tuple[list[tuple[Any, QueryAnswer]], list[str], PolicyServer]:
+    policy = _policy(tmp_path / "eu.sqlite3")
+    statements: list[str] = []
+    policy._ledger.connection.set_trace_callback(  # type: ignore[attr-defined]
+        lambda sql: statements.append(sql.split(" ", 1)[0].upper()))
+    worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)  # the confirm deadlines not due meanwhile
+    answered: list[tuple[Any, QueryAnswer]] = []
+    done = threading.Event()
+
+    class _Inbox:
+        def put_many(self, got: list[tuple[Any, QueryAnswer]]) -> None:
+            answered.extend(got)
+            done.set()
+
+    try:
+        assert worker.submit_many(items, _Inbox()) == len(items)  # type: ignore[arg-type]
+        assert done.wait(5.0)
+    finally:
+        assert worker.close_now(5.0)
+    return answered, statements, policy
+
+
+def test_the_final_rows_of_a_thread_wake_up_are_one_statement(tmp_path: Path) -> None:
+    """Four calls' queries in one job: their eight FINAL rows are one INSERT, not one per 2xx (each statement hands
+    the GIL to the busy loop and back, twice: the futex calls and context switches of eu per call). Before: four
+    INSERTs."""
+    answered, statements, policy = _run_job(tmp_path, _job(4))
+    assert [key for key, _ in answered] == [k for k, _, _, _ in _job(4)]  # in order
+    assert all(isinstance(d, Grant) for _, answer in answered for d in answer.results)
+    assert [len(answer.results) for _, answer in answered] == [1, 2] * 4
+    assert statements.count("INSERT") == 1, statements
+    assert sorted({r.t_2xx for r in policy._ledger.load_all()}) == [1_000.5, 1_001.5, 1_002.5, 1_003.5]  # type: ignore[attr-defined]
+
+
+def test_a_write_in_the_job_has_the_final_rows_before_it_written_first(tmp_path: Path) -> None:
+    """A release between two 2xx queries: the first call's rows are written before it, the second's after."""
+    items = _job(2)
+    release = ("bye", (PolicyCall("release_player", player="sip:carol@eu.example"),), 2.2, 1_001.2)
+    answered, statements, _ = _run_job(tmp_path, [*items[:2], release, *items[2:]])
+    assert [key for key, _ in answered] == ["invite-0", "2xx-0", "bye", "invite-1", "2xx-1"]
+    assert statements.count("INSERT") == 2
