@@ -49,7 +49,7 @@ from .model import (
     Side,
 )
 
-__all__ = ["FinalBatch", "LedgerUnavailable", "NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
+__all__ = ["FINAL_BATCH_ROWS", "FinalBatch", "LedgerUnavailable", "NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -848,6 +848,11 @@ def _domain(aor: str) -> str:
     return aor.rpartition("@")[2].split(";", 1)[0].split(">", 1)[0].strip().lower()
 
 
+#: Rows a :class:`FinalBatch` writes at a time, at most: one statement of ``SqliteReservationStore.write_many``
+#: (``store.WRITE_MANY_MAX``); more rows would be one transaction with a statement per row.
+FINAL_BATCH_ROWS = 64
+
+
 class FinalBatch:
     """The FINALs of several queries, each with its own times, whose new reservations' rows are committed together
     (:meth:`PolicyServer.final_batch`): the policy thread answers the 2xx queries of one wake-up with one statement
@@ -881,6 +886,8 @@ class FinalBatch:
         self._decisions.append(None)
         mine: list[Reservation] = []
         plain = policy._commit_many is not None
+        if plain and len(self._staged) + len(requests) > FINAL_BATCH_ROWS:
+            self._write_staged()  # one statement per FINAL_BATCH_ROWS rows, each atomic by itself
         if plain:
             for request in requests:
                 try:

@@ -341,11 +341,12 @@ def test_every_query_of_a_job_is_answered_even_when_the_backend_cannot_be_had() 
 
 def _job(n: int) -> list[tuple[Any, tuple[PolicyCall, ...], float, float]]:
     """The queries of ``n`` calls at one server as they reach the thread in one job: each call's INVITE check, then
-    its 2xx with both sides' FINALs, each query with the times its message arrived."""
+    its 2xx with both sides' FINALs, each query with the times its message arrived (players of their own, a
+    small share of the network each: all granted)."""
     items: list[tuple[Any, tuple[PolicyCall, ...], float, float]] = []
     for k in range(n):
-        callee = make_request(k, ip="10.2.0.9", side=Side.TERM, player="sip:bob@eu.example")
-        caller = make_request(k, ip="10.2.0.7")
+        callee = make_request(k, ip="10.2.0.9", side=Side.TERM, player=f"sip:bob{k}@eu.example", up=10, down=10)
+        caller = make_request(k, ip="10.2.0.7", player=f"sip:alice{k}@eu.example", up=10, down=10)
         items.append((f"invite-{k}", (PolicyCall("preliminary", request=caller),), 1.0 + k, 1_000.0 + k))
         items.append((f"2xx-{k}", (PolicyCall("final", request=callee), PolicyCall("final", request=caller)),
                       1.5 + k, 1_000.5 + k))
@@ -394,3 +395,16 @@ def test_a_write_in_the_job_has_the_final_rows_before_it_written_first(tmp_path:
     answered, statements, _ = _run_job(tmp_path, [*items[:2], release, *items[2:]])
     assert [key for key, _ in answered] == ["invite-0", "2xx-0", "bye", "invite-1", "2xx-1"]
     assert statements.count("INSERT") == 2
+
+
+def test_a_wake_up_with_more_rows_than_one_statement_takes_writes_them_a_statement_at_a_time(tmp_path: Path) -> None:
+    """Under load the thread's job holds up to 64 queries: 40 calls' 80 FINAL rows are two statements, each atomic by
+    itself, not one transaction with a statement per row (before: BEGIN, 80 INSERTs, COMMIT)."""
+    from server.policy.core import FINAL_BATCH_ROWS
+    from server.policy.store import WRITE_MANY_MAX
+
+    assert FINAL_BATCH_ROWS <= WRITE_MANY_MAX
+    answered, statements, policy = _run_job(tmp_path, _job(40))
+    assert len(answered) == 80 and all(isinstance(d, Grant) for _, a in answered for d in a.results)
+    assert statements.count("INSERT") == 2 and "BEGIN" not in statements, statements
+    assert len(policy._ledger.load_all()) == 80  # type: ignore[attr-defined]
