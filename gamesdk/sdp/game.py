@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import ipaddress
+import re
 import string
 from dataclasses import dataclass
 from enum import StrEnum
@@ -425,6 +426,34 @@ _quick_terms: dict[tuple[object, ...], SessionTerms] = {}
 _QUICK_TERMS_MAX = 256
 
 
+_TOKEN_RE = "[" + re.escape(_TOKEN_CHARS) + "]+"
+#: The SDK's own layout of a game body (gamesdk.sdp.game_to_sdp), ``\\n`` line ends: ``v= o= s= [c=] t= m= [c=] b=``,
+#: the formats, class, qos, sec and kx lines in that order, any other (non-gsdk) attribute lines, then the sid.
+#: Each part is a shape the line reader (:func:`_quick_game_terms_lines`) accepts too: visible ASCII for the
+#: origin's user and address, tokens for its net and address types, at most 64 digits for its numbers, a canonical
+#: key text (43 base64url characters whose last one leaves the 2 unused bits zero). Anything else takes that reader.
+_QUICK_SHAPE = re.compile(
+    "v=0\n"
+    f"o=[!-~]+ [0-9]{{1,64}} [0-9]{{1,64}} {_TOKEN_RE} {_TOKEN_RE} [!-~]+\n"
+    "s=[^\n]+\n"
+    "(?:c=(?P<session_c>[^\n]*)\n)?"
+    "t=[0-9]+ [0-9]+\n"
+    "m=application (?P<port>[0-9]{1,5}) UDP/GSDK gsdk\n"
+    "(?:c=(?P<media_c>[^\n]*)\n)?"
+    "b=AS:(?P<kbps>[0-9]{1,64})\n"
+    "(?P<formats>(?:a=gsdk-format:[^\n]+\n)+)"
+    "a=gsdk-class:(?P<cls>[^\n]+)\n"
+    "a=gsdk-qos:(?P<qos>[^\n]+)\n"
+    "a=gsdk-sec:(?P<sec>[^\n]+)\n"
+    "a=gsdk-kx:x25519 [A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]\n"
+    f"(?:a=(?!gsdk-){_TOKEN_RE}(?::[^\n]*)?\n)*"
+    "a=gsdk-sid:(?P<sid>[0-9]+)\n*"
+)
+#: The terms of the game lines of :data:`_QUICK_SHAPE` bodies seen (formats, class, qos, sec, b=AS, answer or
+#: not); cleared when full.
+_shaped_terms: dict[tuple[object, ...], SessionTerms] = {}
+
+
 def _quick_connection(value: str) -> str | None:
     """The address of a ``c=IN IP4|IP6 <unicast literal>`` value that the parser and the game reader both take."""
     parts = value.split(" ")
@@ -467,6 +496,40 @@ def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | N
         text = text.replace("\r\n", "\n")
         if "\r" in text:
             return None
+    shaped = _QUICK_SHAPE.fullmatch(text)
+    if shaped is not None:
+        return _shaped_game_terms(shaped, text, role)
+    return _quick_game_terms_lines(text, role)
+
+
+def _shaped_game_terms(shaped: re.Match[str], text: str, role: Role | None) -> SessionTerms | None:
+    """The terms of a body in the SDK's own layout (:data:`_QUICK_SHAPE`), by one match instead of a pass per line.
+
+    The game's lines (formats, class, qos, sec, b=AS) are the same text in every call of a game: their terms (and
+    that the line reader accepts them) are kept per text, read the first time by :func:`_quick_game_terms_lines`.
+    What changes per call is checked here as that reader checks it: the key and the session id (the pattern takes
+    only canonical key texts), the connection addresses, the port; the origin, ``s=`` and ``t=`` lines are taken
+    by the pattern only in a shape that reader accepts."""
+    (session_c, port, media_c, kbps, format_lines, classification, qos, sec, sid) = shaped.group(
+        "session_c", "port", "media_c", "kbps", "formats", "cls", "qos", "sec", "sid")
+    if ((session_c is None and media_c is None) or not 1 <= int(port) <= 65_535
+            or (session_c is not None and _quick_connection(session_c) is None)
+            or (media_c is not None and _quick_connection(media_c) is None) or _canonical_u32(sid) is None):
+        return None
+    cache_key = (format_lines, classification, qos, sec, kbps, role == Role.ANSWER)
+    terms = _shaped_terms.get(cache_key)
+    if terms is None:
+        terms = _quick_game_terms_lines(text, role)
+        if terms is None:
+            return None  # not cached: the reason may be this call's own values
+        if len(_shaped_terms) >= _QUICK_TERMS_MAX:
+            _shaped_terms.clear()
+        _shaped_terms[cache_key] = terms
+    return terms
+
+
+def _quick_game_terms_lines(text: str, role: Role | None) -> SessionTerms | None:
+    """:func:`quick_game_terms` of a decoded body with ``\\n`` line ends, line by line."""
     lines = text.split("\n")
     while lines and not lines[-1]:
         lines.pop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .config import AccessNetwork, PolicyConfig, QosClass
-from .model import AppSession, Deny, Grant, Resource
+from .model import AppSession, Deny, Grant, MediaComponent, Resource
 
 __all__ = ["NetworkUsage", "admit", "class_demand"]
 
@@ -42,26 +42,92 @@ class NetworkUsage:
         return self.sessions == 0 and self.uplink_kbps == 0 and self.downlink_kbps == 0
 
 
+class _Asked:
+    """What admission reads from a request's media components under one config, gathered once per components
+    tuple (a call's requests share the tuple: the hooks keep it per game text): the component fault, the classes,
+    the demand per class, the sums and the tightest budgets."""
+
+    __slots__ = ("budget_ms", "class_demand", "classes", "down", "first_class", "grants", "jitter_ms", "loss_ppm",
+                 "priority", "problem", "shares", "unknown", "up")
+
+    def __init__(self, config: PolicyConfig, components: tuple[MediaComponent, ...]) -> None:
+        #: The first fault of the components themselves (before the request's round trips are looked at).
+        self.problem: str | None = _components_problem(components)
+        #: The first classification no class of the config serves, if any (``None`` if all are served).
+        self.unknown: tuple[str | None] | None = None
+        self.classes: list[QosClass] = []
+        #: (up, down) kbit/s per resolved class name, as :func:`class_demand` gives it.
+        self.class_demand: dict[str, tuple[int, int]] = {}
+        demand: dict[str, tuple[int, int]] = {}
+        self.budget_ms = self.loss_ppm = self.jitter_ms = -1
+        self.up = self.down = 0
+        for comp in components:
+            name = config.qos_class(comp.qos_class).name
+            held_up, held_down = self.class_demand.get(name, (0, 0))
+            self.class_demand[name] = (held_up + comp.uplink_kbps, held_down + comp.downlink_kbps)
+            if self.unknown is not None:
+                continue
+            cls = config.known_class(comp.qos_class)
+            if cls is None:
+                self.unknown = (comp.qos_class,)
+                continue
+            self.classes.append(cls)
+            self.up += comp.uplink_kbps
+            self.down += comp.downlink_kbps
+            held_up, held_down = demand.get(cls.name, (0, 0))
+            demand[cls.name] = (held_up + comp.uplink_kbps, held_down + comp.downlink_kbps)
+            if self.budget_ms < 0 or comp.max_latency_ms < self.budget_ms:
+                self.budget_ms = comp.max_latency_ms
+            if comp.max_loss_ppm is not None and (self.loss_ppm < 0 or comp.max_loss_ppm < self.loss_ppm):
+                self.loss_ppm = comp.max_loss_ppm
+            if comp.max_jitter_ms is not None and (self.jitter_ms < 0 or comp.max_jitter_ms < self.jitter_ms):
+                self.jitter_ms = comp.max_jitter_ms
+        #: The grant's class (the first component's) and priority (the highest of the classes).
+        self.first_class = self.classes[0].name if self.classes else ""
+        self.priority = max((c.priority for c in self.classes), default=0)
+        #: The (token-less, immutable) grants admission gave, by (network, latency budget used): the same few per
+        #: game and network, so they are made once. Emptied when full.
+        self.grants: dict[tuple[str, int], Grant] = {}
+        by_name = {c.name: c for c in self.classes}
+        #: (class name, up, down, share) of each class limited to a share of the network (< 1), in demand order.
+        self.shares: list[tuple[str, int, int, float]] = [
+            (name, c_up, c_down, by_name[name].max_share) for name, (c_up, c_down) in demand.items()
+            if by_name[name].max_share < 1.0
+        ]
+
+
+#: (config, components, what admission reads from them) by id(components); the entry keeps both alive, so an id
+#: is not reused while its entry lives. Emptied when full.
+_asked: dict[int, tuple[PolicyConfig, tuple[MediaComponent, ...], _Asked]] = {}
+ASKED_MAX = 256
+#: Grants kept per components tuple (networks x latency budgets).
+GRANTS_MAX = 64
+
+
+def _asked_of(config: PolicyConfig, components: tuple[MediaComponent, ...]) -> _Asked:
+    found = _asked.get(id(components))
+    if found is not None and found[1] is components and found[0] is config:
+        return found[2]
+    asked = _Asked(config, components)
+    if len(_asked) >= ASKED_MAX:
+        _asked.clear()
+    _asked[id(components)] = (config, components, asked)
+    return asked
+
+
 def class_demand(config: PolicyConfig, request: AppSession) -> dict[str, tuple[int, int]]:
-    """(uplink, downlink) kbit/s asked for, per resolved class name."""
-    demand: dict[str, tuple[int, int]] = {}
-    for comp in request.components:
-        name = config.qos_class(comp.qos_class).name
-        up, down = demand.get(name, (0, 0))
-        demand[name] = (up + comp.uplink_kbps, down + comp.downlink_kbps)
-    return demand
+    """(uplink, downlink) kbit/s asked for, per resolved class name (kept per components tuple: do not change it)."""
+    return _asked_of(config, request.components).class_demand
 
 
-def _request_problem(request: AppSession) -> str | None:
-    if not request.components:
+def _components_problem(components: tuple[MediaComponent, ...]) -> str | None:
+    if not components:
         return "no media component to reserve"
-    for comp in request.components:
+    for comp in components:
         if comp.uplink_kbps < 0 or comp.downlink_kbps < 0:
             return f"negative bandwidth in media component {comp.number}"
         if comp.max_latency_ms <= 0:
             return f"latency budget must be positive in media component {comp.number}"
-    if request.transit_rtt_ms < 0 or request.peer_access_rtt_ms < 0:
-        return "negative round-trip time in request"
     return None
 
 
@@ -70,37 +136,24 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
 
     Returns a :class:`Grant` without a token (the caller adds one when it reserves) or a :class:`Deny` naming the
     access network and the resource that is short. The rules are checked in the order the module docstring
-    gives; one pass over the components gathers what they need (this runs on every INVITE and 2xx).
+    gives; what they read from the media components is gathered once per components tuple (this runs on every
+    INVITE and 2xx, twice each at a server with both players).
     """
-    problem = _request_problem(request)
+    asked = _asked_of(config, request.components)
+    problem = asked.problem
+    if problem is None and (request.transit_rtt_ms < 0 or request.peer_access_rtt_ms < 0):
+        problem = "negative round-trip time in request"
     if problem is not None:
         return Deny(network=net.name, resource=Resource.REQUEST, reason=problem, status_hint=400)
-    demand: dict[str, tuple[int, int]] = {}
-    classes: list[QosClass] = []
-    budget_ms = loss_ppm = jitter_ms = -1
-    up = down = 0
-    for comp in request.components:
-        cls = config.known_class(comp.qos_class)
-        if cls is None:
-            # never reserved and billed as another class than the agreement says
-            known = ", ".join(c.name for c in config.classes)
-            return Deny(
-                network=net.name,
-                resource=Resource.REQUEST,
-                reason=f"unknown game classification {comp.qos_class!r} (this region serves: {known})",
-            )
-        classes.append(cls)
-        c_up, c_down = comp.uplink_kbps, comp.downlink_kbps
-        up += c_up
-        down += c_down
-        held_up, held_down = demand.get(cls.name, (0, 0))
-        demand[cls.name] = (held_up + c_up, held_down + c_down)
-        if budget_ms < 0 or comp.max_latency_ms < budget_ms:
-            budget_ms = comp.max_latency_ms
-        if comp.max_loss_ppm is not None and (loss_ppm < 0 or comp.max_loss_ppm < loss_ppm):
-            loss_ppm = comp.max_loss_ppm
-        if comp.max_jitter_ms is not None and (jitter_ms < 0 or comp.max_jitter_ms < jitter_ms):
-            jitter_ms = comp.max_jitter_ms
+    if asked.unknown is not None:
+        # never reserved and billed as another class than the agreement says
+        known = ", ".join(c.name for c in config.classes)
+        return Deny(
+            network=net.name,
+            resource=Resource.REQUEST,
+            reason=f"unknown game classification {asked.unknown[0]!r} (this region serves: {known})",
+        )
+    budget_ms, loss_ppm, jitter_ms, up, down = asked.budget_ms, asked.loss_ppm, asked.jitter_ms, asked.up, asked.down
 
     if usage.sessions + 1 > net.max_sessions:
         return Deny(
@@ -147,11 +200,7 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
             reason=f"insufficient downlink in {net.name} (needs {down} kbit/s, {free_down} free)",
         )
 
-    by_name = {c.name: c for c in classes}
-    for cname, (c_up, c_down) in demand.items():
-        share = by_name[cname].max_share
-        if share >= 1.0:
-            continue  # a class allowed the whole network was checked by the uplink/downlink rules above
+    for cname, c_up, c_down, share in asked.shares:
         for direction, need, held, capacity in (
             ("uplink", c_up, usage.class_uplink_kbps.get(cname, 0), net.uplink_kbps),
             ("downlink", c_down, usage.class_downlink_kbps.get(cname, 0), net.downlink_kbps),
@@ -168,12 +217,11 @@ def admit(config: PolicyConfig, usage: NetworkUsage, net: AccessNetwork, request
                     ),
                 )
 
-    return Grant(
-        token=None,
-        network=net.name,
-        qos_class=classes[0].name,
-        priority=max(c.priority for c in classes),
-        uplink_kbps=up,
-        downlink_kbps=down,
-        latency_ms=latency_ms,
-    )
+    grant = asked.grants.get((net.name, latency_ms))
+    if grant is None:
+        grant = Grant(token=None, network=net.name, qos_class=asked.first_class, priority=asked.priority,
+                      uplink_kbps=up, downlink_kbps=down, latency_ms=latency_ms)
+        if len(asked.grants) >= GRANTS_MAX:
+            asked.grants.clear()
+        asked.grants[(net.name, latency_ms)] = grant
+    return grant

@@ -292,30 +292,77 @@ def _number(value: int | float | None) -> str:  # noqa: PYI041 - see below
     return json.dumps(value)  # NaN, infinities, subclasses: as json writes them
 
 
-def reservation_json_text(res: Reservation) -> str:
-    """``json.dumps(reservation_to_json(res), separators=(",", ":"))``, the same text, without building the dicts
-    (the store writes one per FINAL and per state change: the generic encoder was a tenth of the FINAL's cost)."""
-    req = res.request
-    grant = res.grant
-    comps = ",".join(
+#: The ``medComponents`` text of each components tuple seen, by the tuple's identity (the entry keeps the tuple, so
+#: its id is not reused while the entry lives); a call's requests share their tuple (the hooks keep it per terms),
+#: so its text is built once per game text instead of per row. Emptied when full.
+_components_text: dict[int, tuple[tuple[MediaComponent, ...], str]] = {}
+COMPONENTS_TEXT_MAX = 256
+
+
+def components_json_text(components: tuple[MediaComponent, ...]) -> str:
+    """The ``medComponents`` list's items as ``json.dumps`` writes them (without the brackets); kept per tuple."""
+    found = _components_text.get(id(components))
+    if found is not None and found[0] is components:
+        return found[1]
+    text = ",".join(
         f'{{"medCompN":{_number(c.number)},"medType":"APPLICATION","marBwUl":{_number(c.uplink_kbps)},'
         f'"marBwDl":{_number(c.downlink_kbps)},"desMaxLatency":{_number(c.max_latency_ms)},'
         f'"desMaxLoss":{_number(c.max_loss_ppm)},"desMaxJitter":{_number(c.max_jitter_ms)},'
         f'"qosReference":{_text(c.qos_class)}}}'
-        for c in req.components
+        for c in components
     )
+    if len(_components_text) >= COMPONENTS_TEXT_MAX:
+        _components_text.clear()
+    _components_text[id(components)] = (components, text)
+    return text
+
+
+def reservation_json_text(res: Reservation) -> str:
+    """``json.dumps(reservation_to_json(res), separators=(",", ":"))``, the same text, without building the dicts
+    (the store writes one per FINAL and per state change: the generic encoder was a tenth of the FINAL's cost).
+
+    The usual row (exact ints, finite float times, text fields of type str) is written with one C call per text
+    field and none per number (the side and the state are str enums: their text is their value, read without the
+    enum's ``value`` property); anything else (None, bool, a subclass, NaN) goes through the per-value path, which
+    writes what ``json.dumps`` writes for it."""
+    req = res.request
+    grant = res.grant
+    transit, peer_rtt, expires, interims = req.transit_rtt_ms, req.peer_access_rtt_ms, res.expires_s, res.interim_count
+    priority, up, down, latency = grant.priority, grant.uplink_kbps, grant.downlink_kbps, grant.latency_ms
+    t_2xx, deadline, t_confirm, t_refresh = res.t_2xx, res.deadline, res.t_confirm, res.t_last_refresh
+    token = grant.token
+    if (type(transit) is int and type(peer_rtt) is int and type(expires) is int and type(interims) is int
+            and type(priority) is int and type(up) is int and type(down) is int and type(latency) is int
+            and type(t_2xx) is float and type(deadline) is float and math.isfinite(t_2xx)
+            and math.isfinite(deadline) and t_confirm is None and t_refresh is None and token is not None):
+        enc = encode_basestring_ascii
+        try:
+            return (
+                f'{{"request":{{"callId":{enc(req.call_id)},"fromTag":{enc(req.from_tag)},"toTag":{enc(req.to_tag)},'
+                f'"side":{enc(req.side)},"player":{enc(req.player)},"peer":{enc(req.peer)},'
+                f'"ueIpv4":{enc(req.player_ip)},"transitRtt":{transit},"peerAccessRtt":{peer_rtt},'
+                f'"format":{enc(req.game_format)},"qos":{enc(req.qos_text)},'
+                f'"medComponents":[{components_json_text(req.components)}]}},'
+                f'"grant":{{"granted":true,"token":{enc(token)},"network":{enc(grant.network)},'
+                f'"class":{enc(grant.qos_class)},"resPrio":{priority},"marBwUl":{up},"marBwDl":{down},'
+                f'"latency":{latency}}},"state":{enc(res.state)},"t2xx":{t_2xx!r},"deadline":{deadline!r},'
+                f'"tConfirm":null,"tLastRefresh":null,"expires":{expires},"interims":{interims},'
+                f'"recordId":{enc(res.record_id)}}}'
+            )
+        except TypeError:
+            pass  # a text field that is not a str (None): the per-value path writes it as json does
     return (
         f'{{"request":{{"callId":{_text(req.call_id)},"fromTag":{_text(req.from_tag)},"toTag":{_text(req.to_tag)},'
         f'"side":{_text(req.side.value)},"player":{_text(req.player)},"peer":{_text(req.peer)},'
-        f'"ueIpv4":{_text(req.player_ip)},"transitRtt":{_number(req.transit_rtt_ms)},'
-        f'"peerAccessRtt":{_number(req.peer_access_rtt_ms)},"format":{_text(req.game_format)},'
-        f'"qos":{_text(req.qos_text)},"medComponents":[{comps}]}},'
-        f'"grant":{{"granted":true,"token":{_text(grant.token)},"network":{_text(grant.network)},'
-        f'"class":{_text(grant.qos_class)},"resPrio":{_number(grant.priority)},"marBwUl":{_number(grant.uplink_kbps)},'
-        f'"marBwDl":{_number(grant.downlink_kbps)},"latency":{_number(grant.latency_ms)}}},'
-        f'"state":{_text(res.state.value)},"t2xx":{_number(res.t_2xx)},"deadline":{_number(res.deadline)},'
-        f'"tConfirm":{_number(res.t_confirm)},"tLastRefresh":{_number(res.t_last_refresh)},'
-        f'"expires":{_number(res.expires_s)},"interims":{_number(res.interim_count)},'
+        f'"ueIpv4":{_text(req.player_ip)},"transitRtt":{_number(transit)},'
+        f'"peerAccessRtt":{_number(peer_rtt)},"format":{_text(req.game_format)},'
+        f'"qos":{_text(req.qos_text)},"medComponents":[{components_json_text(req.components)}]}},'
+        f'"grant":{{"granted":true,"token":{_text(token)},"network":{_text(grant.network)},'
+        f'"class":{_text(grant.qos_class)},"resPrio":{_number(priority)},"marBwUl":{_number(up)},'
+        f'"marBwDl":{_number(down)},"latency":{_number(latency)}}},'
+        f'"state":{_text(res.state.value)},"t2xx":{_number(t_2xx)},"deadline":{_number(deadline)},'
+        f'"tConfirm":{_number(t_confirm)},"tLastRefresh":{_number(t_refresh)},'
+        f'"expires":{_number(expires)},"interims":{_number(interims)},'
         f'"recordId":{_text(res.record_id)}}}'
     )
 

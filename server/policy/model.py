@@ -142,15 +142,16 @@ class AppSession:
     """The negotiated ``gsdk-format`` (billing only)."""
     qos_text: str = ""
     """The negotiated ``gsdk-qos`` value as text (billing only)."""
-    # Made once: the key is read several times per decision.
-    _key: SessionKey = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_key", SessionKey(self.call_id, self.to_tag, self.side))
+    # Made once, when first read (a FINAL reads it several times; a PRELIMINARY never does).
+    _key: SessionKey | None = field(init=False, default=None, repr=False, compare=False)
 
     @property
     def key(self) -> SessionKey:
-        return self._key
+        key = self._key
+        if key is None:
+            key = SessionKey(self.call_id, self.to_tag, self.side)
+            object.__setattr__(self, "_key", key)
+        return key
 
     @property
     def uplink_kbps(self) -> int:

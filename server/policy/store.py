@@ -101,5 +101,6 @@ class SqliteReservationStore:
 
 def _row(reservation: Reservation) -> tuple[object, ...]:
     key = reservation.key
-    return (key.call_id, key.to_tag, key.side.value, reservation.request.player, reservation.grant.network,
-            reservation.state.value, reservation.deadline, reservation_json_text(reservation))
+    # ``_value_``: the member's value as stored, without the enum's ``value`` property (a Python call each).
+    return (key.call_id, key.to_tag, key.side._value_, reservation.request.player, reservation.grant.network,
+            reservation.state._value_, reservation.deadline, reservation_json_text(reservation))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -123,3 +124,43 @@ def test_warning_header_value_quotes_reason() -> None:
     deny = Deny(network="eu-dsl", resource=Resource.UPLINK, reason='insufficient "uplink" in eu-dsl')
     assert deny.warning_value("eu.example") == '370 eu.example "insufficient \\"uplink\\" in eu-dsl"'
     assert deny.status_hint == 580
+
+
+def test_the_components_are_read_once_per_tuple_and_config(region_doc: dict[str, object],
+                                                          req: Callable[..., AppSession]) -> None:
+    # A call's requests share their components tuple (the hooks keep it per game text): what admission reads from
+    # it is gathered once per tuple and config, and a reloaded config (another object) reads it again.
+    from server.policy import PolicyConfig, admission
+    from server.policy.admission import NetworkUsage, admit
+
+    config = PolicyConfig.from_mapping(region_doc)
+    first = req(1, cls="action", up=300, down=300)
+    second = dataclasses.replace(req(2, side=Side.TERM, up=1, down=1), components=first.components)
+    net = config.network("eu-dsl")
+    assert net is not None
+    admission._asked.clear()
+    decisions = [admit(config, NetworkUsage(), net, r) for r in (first, second, first)]
+    assert len(admission._asked) == 1
+    assert all(isinstance(d, Grant) and (d.qos_class, d.priority, d.uplink_kbps) == ("action", 10, 300)
+               for d in decisions)
+    assert admission._asked_of(config, first.components) is admission._asked_of(config, second.components)
+    assert decisions[0] is decisions[2]  # the same grant (no token: immutable) for the same network and budget
+    # The reloaded file no longer serves "action": the same tuple is refused under it, still served by the old.
+    region_doc["classes"] = [{"name": "casual", "priority": 1, "default": True}]
+    region_doc["tariff"] = {"currency": "EUR", "casual": {"per_minute": 0.01}}
+    reloaded = PolicyConfig.from_mapping(region_doc)
+    refused = admit(reloaded, NetworkUsage(), net, second)
+    assert isinstance(refused, Deny) and refused.resource is Resource.REQUEST
+    assert refused.reason == "unknown game classification 'action' (this region serves: casual)"
+    assert isinstance(admit(config, NetworkUsage(), net, second), Grant)
+
+
+def test_a_negative_round_trip_is_refused_after_the_components_faults(req: Callable[..., AppSession],
+                                                                      policy: PolicyServer) -> None:
+    shared = req(1, up=-1).components
+    for transit in (0, -1):  # the component's fault comes first, whatever the round trips
+        decision = policy.preliminary(dataclasses.replace(req(1, transit=transit), components=shared), 0.0)
+        assert isinstance(decision, Deny) and decision.reason == "negative bandwidth in media component 1"
+    decision = policy.preliminary(req(2, peer_rtt=-5), 0.0)
+    assert isinstance(decision, Deny) and decision.reason == "negative round-trip time in request"
+    assert decision.status_hint == 400

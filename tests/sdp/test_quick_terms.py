@@ -5,6 +5,7 @@ names the fault as always); never other terms, never an error. The usual bodies 
 from __future__ import annotations
 
 import random
+import sys
 
 import pytest
 
@@ -126,3 +127,44 @@ def test_the_key_text_is_checked_as_the_full_reader_checks_it(last: str) -> None
     body = OFFER.replace(f"x25519 {KEY}", f"x25519 {KEY[:-1]}{last}")
     quick, expected = quick_game_terms(body, Role.OFFER), full(body, Role.OFFER)
     assert quick == expected if quick is not None else isinstance(expected, str)
+
+
+def test_the_sdks_layout_is_read_by_one_match_and_its_game_lines_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK's bodies (game_to_sdp's layout) are matched whole; the line reader reads a game's lines only the
+    # first time (their terms are kept per text), however the per-call values (origin, address, port, key, sid)
+    # change.
+    game_module = sys.modules[quick_game_terms.__module__]
+    assert all(game_module._QUICK_SHAPE.fullmatch(seed.replace("\r\n", "\n")) for seed in SEEDS)
+    line_reads: list[str] = []
+    reader = game_module._quick_game_terms_lines
+
+    def counting(text: str, role: Role | None) -> SessionTerms | None:
+        line_reads.append(text)
+        return reader(text, role)
+
+    monkeypatch.setattr(game_module, "_quick_game_terms_lines", counting)
+    monkeypatch.setattr(game_module, "_shaped_terms", {})
+    for n in range(20):
+        body = (OFFER.replace("alice 3912409810", f"p{n} {3912409810 + n}").replace("50000", str(50000 + n))
+                .replace("127.0.0.1", f"10.0.{n}.7").replace("305419896", str(305419896 + n)))
+        assert quick_game_terms(body.encode(), Role.OFFER) == full(body, Role.OFFER)
+    assert len(line_reads) == 1
+
+
+@pytest.mark.parametrize("change", [
+    ("x25519 " + KEY, "x25519 " + KEY[:-1] + "B"), ("a=gsdk-sid:305419896", "a=gsdk-sid:4294967296"),
+    ("a=gsdk-sid:305419896", "a=gsdk-sid:0305419896"), ("m=application 50000", "m=application 0"),
+    ("m=application 50000", "m=application 65536"), ("c=IN IP4 127.0.0.1", "c=IN IP4 224.0.0.1"),
+    ("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0"), ("c=IN IP4 127.0.0.1", "c=IN IP6 127.0.0.1"),
+    ("c=IN IP4 127.0.0.1\r\n", ""), ("s=gamesdk", "s="), ("o=alice", "o=al\u00e9ce"),
+    ("a=gsdk-sec:chacha20-poly1305,aes-256-gcm", "a=gsdk-sec:chacha20-poly1305,chacha20-poly1305"),
+    ("\r\na=gsdk-sid", "\r\na=ice-ufrag:x y\r\na=gsdk-x:1\r\na=gsdk-sid"),
+])
+def test_per_call_values_are_checked_after_the_game_lines_were_kept(change: tuple[str, str]) -> None:
+    assert quick_game_terms(OFFER, Role.OFFER) == full(OFFER, Role.OFFER)  # the game's lines are known now
+    body = OFFER.replace(*change)
+    assert body != OFFER
+    quick, expected = quick_game_terms(body, Role.OFFER), full(body, Role.OFFER)
+    assert quick == expected if quick is not None else True
+    if isinstance(expected, str):
+        assert quick is None, (change, expected)
