@@ -317,6 +317,12 @@ def components_json_text(components: tuple[MediaComponent, ...]) -> str:
     return text
 
 
+#: The last row's two float times (t2xx, deadline) and their text: a call's two sides share them (one wall time),
+#: and a float's repr is the dearest part of a row. Only finite non-zero floats are kept, whose equal values have
+#: one text.
+_last_times: tuple[float, float, str] = (math.nan, math.nan, "")
+
+
 def reservation_json_text(res: Reservation) -> str:
     """``json.dumps(reservation_to_json(res), separators=(",", ":"))``, the same text, without building the dicts
     (the store writes one per FINAL and per state change: the generic encoder was a tenth of the FINAL's cost).
@@ -331,10 +337,19 @@ def reservation_json_text(res: Reservation) -> str:
     priority, up, down, latency = grant.priority, grant.uplink_kbps, grant.downlink_kbps, grant.latency_ms
     t_2xx, deadline, t_confirm, t_refresh = res.t_2xx, res.deadline, res.t_confirm, res.t_last_refresh
     token = grant.token
+    global _last_times
+    times = ""
+    if type(t_2xx) is float and type(deadline) is float and math.isfinite(t_2xx) and math.isfinite(deadline):
+        last = _last_times  # (one read: another thread may replace it)
+        if t_2xx == last[0] and deadline == last[1]:
+            times = last[2]  # the call's other side: the same two times
+        else:
+            times = f'"t2xx":{t_2xx!r},"deadline":{deadline!r}'
+            if t_2xx and deadline:  # (0.0 == -0.0, but their texts differ: never kept)
+                _last_times = (t_2xx, deadline, times)
     if (type(transit) is int and type(peer_rtt) is int and type(expires) is int and type(interims) is int
             and type(priority) is int and type(up) is int and type(down) is int and type(latency) is int
-            and type(t_2xx) is float and type(deadline) is float and math.isfinite(t_2xx)
-            and math.isfinite(deadline) and t_confirm is None and t_refresh is None and token is not None):
+            and times and t_confirm is None and t_refresh is None and token is not None):
         enc = encode_basestring_ascii
         try:
             return (
@@ -345,7 +360,7 @@ def reservation_json_text(res: Reservation) -> str:
                 f'"medComponents":[{components_json_text(req.components)}]}},'
                 f'"grant":{{"granted":true,"token":{enc(token)},"network":{enc(grant.network)},'
                 f'"class":{enc(grant.qos_class)},"resPrio":{priority},"marBwUl":{up},"marBwDl":{down},'
-                f'"latency":{latency}}},"state":{enc(res.state)},"t2xx":{t_2xx!r},"deadline":{deadline!r},'
+                f'"latency":{latency}}},"state":{enc(res.state)},{times},'
                 f'"tConfirm":null,"tLastRefresh":null,"expires":{expires},"interims":{interims},'
                 f'"recordId":{enc(res.record_id)}}}'
             )

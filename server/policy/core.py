@@ -305,7 +305,7 @@ class PolicyServer:
     def _record_staged(self, staged: list[Reservation], now: float) -> list[Decision]:
         """Commit the staged reservations' rows in one transaction; the journal, one by one, if that fails."""
         assert self._commit_many is not None  # staged only with a ledger that commits many
-        changes = [Change(key=res.key, save=res) for res in staged]
+        changes = [Change(key=res.request.key, save=res) for res in staged]
         try:
             self._commit_many(changes)
         except Exception as exc:  # noqa: BLE001 - any store fault journals the changes, never loses them
@@ -341,8 +341,8 @@ class PolicyServer:
         )
 
     def _granted(self, res: Reservation, now: float) -> Grant:
-        key = res.key
-        self._invites[(key.call_id, res.request.from_tag, key.side)] = (key.to_tag, now + USED_KEY_TTL_S)
+        request = res.request
+        self._invites[(request.call_id, request.from_tag, request.side)] = (request.to_tag, now + USED_KEY_TTL_S)
         self.stats["granted"] += 1
         return res.grant
 
@@ -712,12 +712,15 @@ class PolicyServer:
         return usage
 
     def _hold(self, res: Reservation) -> None:
-        self._usage_of(res).add(class_demand(self.config, res.request))
-        self._by_call_id.setdefault(res.key.call_id, set()).add(res.key)
-        player = res.request.player
+        request = res.request
+        key = request.key
+        self._usage_of(res).add(class_demand(self.config, request))
+        self._by_call_id.setdefault(key.call_id, set()).add(key)
+        player = request.player
         self._per_player[player] = self._per_player.get(player, 0) + 1
-        self._held[res.key] = res
-        self._push(res)
+        self._held[key] = res
+        self._seq += 1
+        heapq.heappush(self._timers, (res.deadline - res.clock_offset, self._seq, key))
 
     def _unhold(self, res: Reservation, now: float) -> None:
         """Out of the live set (timers, lifecycle); its capacity stays counted until :meth:`_free`."""

@@ -100,7 +100,7 @@ class SqliteReservationStore:
 
 
 def _row(reservation: Reservation) -> tuple[object, ...]:
-    key = reservation.key
+    request = reservation.request  # (its fields are the key's)
     # ``_value_``: the member's value as stored, without the enum's ``value`` property (a Python call each).
-    return (key.call_id, key.to_tag, key.side._value_, reservation.request.player, reservation.grant.network,
+    return (request.call_id, request.to_tag, request.side._value_, request.player, reservation.grant.network,
             reservation.state._value_, reservation.deadline, reservation_json_text(reservation))

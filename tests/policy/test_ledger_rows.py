@@ -93,3 +93,14 @@ def test_the_reservations_have_no_index_by_player(tmp_path: Path) -> None:
     assert "policy_reservations_player" in indexes(older)
     migrate(older)
     assert "policy_reservations_player" not in indexes(older)
+
+
+def test_a_calls_two_rows_share_their_times_text_and_only_equal_texts_are_shared(
+        req: Callable[..., AppSession]) -> None:
+    # The two sides of a call have the same t2xx and deadline (one wall time): the second row reuses the first's
+    # text of them. Equal floats with different texts (0.0 and -0.0) and ints equal to them are never confused.
+    cases = [(1_700_000_000.25, 1_700_000_032.25), (1_700_000_000.25, 1_700_000_032.25), (0.0, 32.0),
+             (-0.0, 32.0), (0.0, 32.0), (5.0, 37.0), (5, 37), (5.0, 37.0)]
+    for n, (t_2xx, deadline) in enumerate(cases):
+        res = reservation(req(n, side=Side.TERM if n % 2 else Side.ORIG), t_2xx=t_2xx, deadline=deadline)
+        assert reservation_json_text(res) == json.dumps(reservation_to_json(res), separators=(",", ":"))
