@@ -15,7 +15,9 @@ The embedded policy's thread (server/policy/worker.py): the queries of one loop 
 (``submit_many``), and while this driver's previous job is still with the thread, new queries wait for its answers
 (at most :data:`POLICY_HOLD_MAX` of them, and never when the thread's queue is full: those are handed over, and
 refused "busy", at once) and then go over together: the thread wakes once per round trip, not once per query
-(each wake-up is a futex call and a GIL hand-off each way). A query keeps the times its message arrived.
+(each wake-up is a futex call and a GIL hand-off each way). A query keeps the times its message arrived. While
+none of the driver's queries is with the thread and the thread is idle, a query of checks only (the INVITE's
+PRELIMINARY: it reads the policy, never writes) is answered on the loop at once (``PolicyWorker.answer_inline``).
 
 Several datagrams per wake-up: on the standard selector loop the callback goes on reading the socket until it is
 empty (at most :data:`READ_BATCH` datagrams); uvloop (libuv) reads up to 32 per wake-up on its own. Either way the
@@ -319,6 +321,10 @@ class ServerProtocol(asyncio.DatagramProtocol):
             if self.policy_in_flight and waiting < min(POLICY_HOLD_MAX, getattr(runner, "room", 0)):
                 return  # with the answers of the job under way (_answered_from_thread): one wake-up of the thread
             queries = self.node.take_queries()
+            if not self.policy_in_flight:
+                queries = self._answer_checks_inline(runner, queries)
+                if not queries:
+                    return
             inbox = self._inbox
             if inbox is None or self._inbox_runner is not runner:
                 inbox = self._inbox = runner.inbox(self.loop, self._answered_from_thread)  # type: ignore[union-attr]
@@ -339,6 +345,32 @@ class ServerProtocol(asyncio.DatagramProtocol):
             task = self.loop.create_task(self._ask_one(runner, query))
             self.policy_tasks.add(task)
             task.add_done_callback(self.policy_tasks.discard)
+
+    def _answer_checks_inline(self, runner: Any, queries: list[PolicyQuery[Any]]) -> list[PolicyQuery[Any]]:
+        """The leading queries that only check (an INVITE's PRELIMINARY reads the policy, never writes) answered on
+        the loop while the policy's thread is idle (``answer_inline``): no hand-over, no wake-up of the thread, the
+        INVITE relayed in this iteration. Returns the rest, in order, for the thread. Called with none of this
+        driver's queries with the thread, so the order of the answers is the order of the queries."""
+        answer_inline = getattr(runner, "answer_inline", None)
+        if answer_inline is None:
+            return queries
+        now_wall = time.time()
+        done = 0
+        for query in queries:
+            answer = answer_inline(query.calls, query.now, query.wall if query.wall is not None else now_wall)
+            if answer is None:
+                break
+            done += 1
+            try:
+                out = self.node.answer_query(query, answer, self.loop.time())
+            except Exception:  # as _answered_from_thread: a bug in one resumption must not strand the others
+                log.exception("policy answer failed (%s)", query.purpose)
+                continue
+            if out:
+                self._send(out)
+        if done and self.node.queries:  # emitted by a finished query (rare): asked on the next turn
+            self.loop.call_soon(self._ask_policy)
+        return queries[done:]
 
     async def _ask_one(self, runner: Any, query: PolicyQuery[Any]) -> None:
         try:

@@ -15,8 +15,11 @@ Rules:
 - **durable first**: the core is unchanged; a FINAL is granted only once its change is in the database or the
   journal, a PUBLISH acknowledged only once its change is (else 503 + Retry-After, the SDK retries), and a FINAL
   that cannot be recorded is refused with its capacity free at once;
-- **one owner**: only this thread changes the policy's state (queries, its timers, reloads); the loop reads views
-  (``reservations()``, ``capacity()``) as snapshots;
+- **one user at a time**: only this thread changes the policy's state (queries, its timers, reloads); the loop reads
+  views (``reservations()``, ``capacity()``) as snapshots, and answers a query of checks only (the INVITE's
+  PRELIMINARY, which reads and never writes) itself with :meth:`PolicyWorker.answer_inline` when the thread is idle:
+  under the lock the thread holds for each batch of jobs and its timers, only tried, never waited for, and only when
+  none of the driver's queries is with the thread (their order kept);
 - **times of the events**: each query carries the loop time and wall time at which its message arrived, so a query
   that waited behind a slow write is recorded at the time the event happened, not when it was processed;
 - **cheap hand-over**: the loop hands all the queries of one loop iteration over in one job
@@ -149,6 +152,11 @@ class PolicyWorker:
         self._lock = threading.Lock()
         self._queued = 0  # jobs waiting (not the one being run)
         self._busy = False
+        # Held by whoever uses the policy: the thread for its jobs and timers, the loop for a check it answers
+        # itself (answer_inline, which never waits for it).
+        self._owner = threading.Lock()
+        #: Checks answered on the loop (answer_inline).
+        self.answered_inline = 0
         self._closing = False
         #: Queries answered, queries refused because the queue was full, failures of the policy's timers.
         self.answered = 0
@@ -185,6 +193,29 @@ class PolicyWorker:
         many = queries if taken == len(queries) else queries[:taken]
         self._queue.put(_Job(many=many, inbox=inbox, size=taken))  # type: ignore[arg-type]  # checked above
         return taken
+
+    def answer_inline(self, calls: tuple[object, ...], now: float, wall: float) -> QueryAnswer | None:
+        """On the loop: answer a query of checks only (the INVITE's PRELIMINARY: it reads the policy's state, never
+        writes) at once, when the thread is idle (nothing queued, no job or timer running); None otherwise (hand it
+        over). Never waits: the thread's lock is only tried. The caller keeps the order of its queries (none of its
+        earlier ones may be with the thread)."""
+        if not all(isinstance(call, PolicyCall) for call in calls) or _only_kind(
+                cast("tuple[PolicyCall, ...]", calls)) != "preliminary":
+            return None
+        if not self._owner.acquire(blocking=False):
+            return None
+        try:
+            with self._lock:
+                if self._closing or self._queued or self._busy or self.max_queued <= 0:
+                    return None  # (no room at all: handed over, and refused "busy" as before)
+            backend = self._backend_or_none()
+            if backend is None:
+                return None
+            answer = self._answer(backend, _policy_calls(calls), now, wall)
+            self.answered_inline += 1
+            return answer
+        finally:
+            self._owner.release()
 
     @staticmethod
     def inbox(loop: asyncio.AbstractEventLoop, handle: Callable[[list[tuple[Any, QueryAnswer]]], None]) -> AnswerInbox:
@@ -287,7 +318,8 @@ class PolicyWorker:
                 self._queued -= sum(j.size for j in jobs)
                 self._busy = True
             try:
-                self._do_batch(jobs)
+                with self._owner:
+                    self._do_batch(jobs)
             finally:
                 with self._lock:
                     self._busy = False
@@ -395,6 +427,10 @@ class PolicyWorker:
 
     def _timers(self) -> float | None:
         """Run the policy's due timers; returns when they are next due."""
+        with self._owner:
+            return self._timers_owned()
+
+    def _timers_owned(self) -> float | None:
         now = self._clock()
         try:
             backend = self._backend()

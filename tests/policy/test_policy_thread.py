@@ -408,3 +408,32 @@ def test_a_wake_up_with_more_rows_than_one_statement_takes_writes_them_a_stateme
     assert len(answered) == 80 and all(isinstance(d, Grant) for _, a in answered for d in a.results)
     assert statements.count("INSERT") == 2 and "BEGIN" not in statements, statements
     assert len(policy._ledger.load_all()) == 80  # type: ignore[attr-defined]
+
+
+def test_a_check_is_answered_on_the_loop_only_while_the_thread_is_idle(tmp_path: Path) -> None:
+    """The INVITE's PRELIMINARY only reads the policy: answered by the caller at once when the thread has nothing
+    queued or running (no hand-over, no wake-up of the thread); a FINAL (a write) never; nothing while the thread
+    runs a job or one is queued (the caller then hands it over, in order)."""
+    policy = _policy(tmp_path / "eu.sqlite3")
+    worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
+    check = (PolicyCall("preliminary", request=make_request(1, ip="10.2.0.7")),)
+    final = (PolicyCall("final", request=make_request(1, ip="10.2.0.7")),)
+    gate, running = threading.Event(), threading.Event()
+    try:
+        answer = worker.answer_inline(check, 1.0, 1_000.0)
+        assert answer is not None and isinstance(answer.results[0], Grant)
+        assert worker.answered_inline == 1 and policy.stats["preliminary"] == 1
+        assert worker.answer_inline(final, 1.0, 1_000.0) is None
+        assert worker.post(lambda _: (running.set(), gate.wait(5.0)))
+        assert running.wait(5.0)
+        assert worker.answer_inline(check, 2.0, 1_001.0) is None  # a job is running
+        assert worker.post(lambda _: None)
+        gate.set()
+        assert worker.wait_idle(5.0)
+        assert worker.answer_inline(check, 3.0, 1_002.0) is not None  # idle again
+        assert worker.answer_inline(("not a call",), 3.0, 1_002.0) is None
+    finally:
+        gate.set()
+        assert worker.close_now(5.0)
+    assert worker.answer_inline(check, 4.0, 1_003.0) is None  # closed
+    assert policy.stats["preliminary"] == 2 and policy.stats["final"] == 0

@@ -323,3 +323,49 @@ def test_only_options_read_the_kernel_receive_time(data: bytes, timed: bool,
 
     asyncio.run(main())
     assert asked == ([99] if timed else [])
+
+
+class _IdleThread(_Thread):
+    """A policy thread that answers checks inline while ``idle`` (PolicyWorker.answer_inline)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle = True
+        self.inline: list[float] = []
+
+    def answer_inline(self, calls: tuple[object, ...], now: float, wall: float) -> object:
+        if not self.idle:
+            return None
+        from server.hooks import QueryAnswer
+
+        self.inline.append(now)
+        return QueryAnswer()
+
+
+def test_a_check_is_answered_on_the_loop_while_no_query_is_with_the_policy_thread() -> None:
+    """With nothing of the driver's with the thread, the queries the thread would answer idle are answered in the
+    loop's iteration (no hand-over); once one is handed over, the later ones follow it to the thread, in order."""
+    from server.hooks import QueryAnswer
+    from server.io import ServerProtocol
+
+    async def main() -> tuple[list[float], list[list[float]], list[float]]:
+        node = _Node()
+        runner = _IdleThread()
+        node.hooks.runner = runner  # type: ignore[attr-defined]
+        protocol = ServerProtocol(node, asyncio.get_running_loop())  # type: ignore[arg-type]  # a stand-in node
+        protocol.datagram_received(_options(0, 5060), ("127.0.0.1", 5060))
+        await asyncio.sleep(0)
+        runner.idle = False  # the next one goes to the thread
+        protocol.datagram_received(_options(1, 5060), ("127.0.0.1", 5060))
+        await asyncio.sleep(0)
+        runner.idle = True  # idle again, but a query of the driver is with the thread: the next one waits for it
+        protocol.datagram_received(_options(2, 5060), ("127.0.0.1", 5060))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        protocol._answered_from_thread([(runner.handed[0][0][0], QueryAnswer())])
+        await asyncio.sleep(0)
+        return runner.inline, [[item[2] for item in items] for items in runner.handed], \
+            [q.now for q, _ in node.answered]
+
+    inline, handed, answered = asyncio.run(main())
+    assert inline == [0.0, 2.0] and handed == [[1.0]] and answered == [0.0, 1.0, 2.0]
