@@ -21,6 +21,7 @@ from collections.abc import Collection, Sequence
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import is_digits
 from gamesdk.sip.headers import CSeq, Via
+from gamesdk.sip.parser import known_via
 from gamesdk.sip.uri import SipUri
 
 __all__ = ["Head", "forward_request", "read_head", "request_uri", "spliced", "with_vias"]
@@ -222,7 +223,8 @@ class Head:
         line = self.via_lines[0]
         if "," in line:
             raise RemoteProtocolError("Several Vias on the top Via line", 400)
-        return Via.parse(line)
+        # The ACK of a challenge carries its INVITE's Via, which the parser has just parsed.
+        return known_via(line) or Via.parse(line)
 
 
 def read_head(data: bytes) -> Head | None:

@@ -16,7 +16,7 @@ from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.message import RAW_KEY, Headers, Message, Request, Response, header_key
 from gamesdk.sip.uri import NameAddr, SipUri, check_name_addr_untrusted
 
-__all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "parse_message_untrusted", "validate_untrusted"]
+__all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "known_via", "parse_message_untrusted", "validate_untrusted"]
 
 #: Largest message accepted: the largest UDP payload (RFC 3261 section 18.1.1 lets UDP carry up to 65,535).
 MAX_MESSAGE_BYTES = 65535
@@ -185,6 +185,21 @@ def _checked(key: str, value: str) -> object:
         _MEMO.clear()
     _MEMO[memo_key] = result
     return result
+
+
+def known_via(value: str) -> Via | None:
+    """The Via of the header value ``value`` (one Via, whitespace stripped) when the parser met that value lately,
+    else None: a reader of heads that skips parsing again what the parser has seen (a proxy's relay path: the ACK
+    of a challenge repeats the Via of the INVITE it answers). Nothing is parsed or remembered here."""
+    key = ("via", value)
+    hit = _MEMO.get(key)
+    if hit is None:
+        hit = _MEMO_OLD.get(key)
+    if isinstance(hit, tuple) and len(hit) == 1:
+        via = hit[0]
+        if isinstance(via, Via):
+            return via
+    return None
 
 
 def _validate(message: Message, items: list[tuple[str, str, str]]) -> None:

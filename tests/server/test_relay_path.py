@@ -285,3 +285,20 @@ def test_in_dialog_requests_for_a_player_with_a_path_go_on_with_its_route(tmp_pa
         assert [r.method for r in got] == ["ACK", "BYE"] and all(r.headers.get_all("Route") == [path] for r in got)
 
     _both(tmp_path, script)
+
+
+def test_the_parser_lends_the_vias_it_parsed_to_the_head_reader() -> None:
+    # The ACK of a 407 repeats its INVITE's Via: the relay path takes it from the parser's memo instead of
+    # parsing it again (known_via looks up, never parses nor remembers).
+    from gamesdk.sip.parser import known_via, parse_message_untrusted
+
+    value = "SIP/2.0/UDP 10.9.9.9:5099;branch=z9hG4bK-known-via;rport"
+    assert known_via(value) is None
+    invite = (f"INVITE sip:b@x SIP/2.0\r\nVia: {value}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n"
+              "Call-ID: kv\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode()
+    parsed = parse_message_untrusted(invite)
+    assert known_via(value) == parsed.top_via
+    assert known_via(value.replace("known", "other")) is None
+    ack = invite.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+    head = read_head(ack)
+    assert head is not None and head.top_via() == parsed.top_via
