@@ -84,3 +84,17 @@ def test_use_refuses_like_check_and_records_nothing(monkeypatch: pytest.MonkeyPa
     assert expected in (NonceStatus.INVALID, NonceStatus.STALE)
     assert manager.use(nonce, 1, when) is expected
     assert manager.tracked == 0 and len(macs) == 2  # one per call
+
+
+def test_the_nonce_mac_is_computed_by_openssls_object_not_the_python_wrapper() -> None:
+    # Every login computes two nonce tags (its challenge's, then the check of the nonce it brings back): through
+    # the hmac module's Python class each took four of its methods around OpenSSL's object (copy, update twice,
+    # digest); the manager now keeps OpenSSL's object itself when the build has one, and the tag is the same.
+    wrapper = hmac.new(SECRET, digestmod="sha256")
+    manager = NonceManager(SECRET, lambda n: b"\x07" * n, realm="eu.example")
+    if getattr(wrapper, "_hmac", None) is not None:
+        assert not isinstance(manager._mac, hmac.HMAC)
+        assert type(manager._mac) is type(wrapper._hmac)
+    nonce = manager.issue(99.0)
+    raw = base64.urlsafe_b64decode(nonce + "=")
+    assert raw[16:] == hmac.digest(SECRET, raw[:16] + b"eu.example", "sha256")[:16]
