@@ -166,6 +166,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 #: CSeq values already parsed ("2 INVITE", "3 BYE": they repeat from call to call), bounded.
 _CSEQS: dict[str, CSeq] = {}
 _MEMO_MAX = 1024
+#: Longest text a memo keeps (a line, a name, a value): the memos' size stays bounded in bytes, not only in
+#: entries, whatever the network sends (8,192 lines of 60 KB would be half a gigabyte).
+_MEMO_ENTRY = 512
 #: Whole header lines already read to (key, value): most lines of a relayed message were in an earlier one of its
 #: call (From, To, Call-ID, CSeq, our Via, Content-Length), and a hit saves splitting and stripping. Bounded.
 _LINES: dict[str, tuple[str, str]] = {}
@@ -178,7 +181,7 @@ def _name_key(name: str) -> str | None:
     if _TOKEN.fullmatch(bare) is None:
         return None
     key = _READ.get(bare.lower(), "")
-    if len(_NAMES) < _MEMO_MAX:
+    if len(_NAMES) < _MEMO_MAX and len(name) <= _MEMO_ENTRY:
         _NAMES[name] = key
     return key
 
@@ -279,9 +282,10 @@ def read_head(data: bytes) -> Head | None:
                     return None
             key = seen
             value = value.strip(" \t") if key else ""
-            if len(known) >= _LINES_MAX:
-                known.clear()
-            known[line] = (key, value)
+            if len(line) <= _MEMO_ENTRY:
+                if len(known) >= _LINES_MAX:
+                    known.clear()
+                known[line] = (key, value)
             if not key:
                 continue
         if key == "v":
@@ -333,9 +337,10 @@ def read_head(data: bytes) -> Head | None:
             cseq = CSeq.parse(cseq_text)
         except RemoteProtocolError:
             return None
-        if len(_CSEQS) >= _MEMO_MAX:
-            _CSEQS.clear()
-        _CSEQS[cseq_text] = cseq
+        if len(cseq_text) <= _MEMO_ENTRY:
+            if len(_CSEQS) >= _MEMO_MAX:
+                _CSEQS.clear()
+            _CSEQS[cseq_text] = cseq
     if method and cseq.method != method:
         return None
     # Where the edited lines are (the CRLF before each, the end of the line), found in order: a line found is the
@@ -408,7 +413,8 @@ def request_uri(text: str) -> SipUri:
     uri = SipUri.parse(text)
     if uri.headers is not None:
         raise RemoteProtocolError("Request-URI with headers", 400)
-    if len(_URIS) >= _MEMO_MAX:
-        _URIS.clear()
-    _URIS[text] = uri
+    if len(text) <= _MEMO_ENTRY:
+        if len(_URIS) >= _MEMO_MAX:
+            _URIS.clear()
+        _URIS[text] = uri
     return uri

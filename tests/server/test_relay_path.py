@@ -302,3 +302,20 @@ def test_the_parser_lends_the_vias_it_parsed_to_the_head_reader() -> None:
     ack = invite.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
     head = read_head(ack)
     assert head is not None and head.top_via() == parsed.top_via
+
+
+def test_the_head_readers_memos_keep_no_long_text() -> None:
+    # The reader remembers lines, names, CSeq values and Request-URIs it met; a long one (a datagram can carry
+    # a 60 KB line) is read but not kept, so the memos stay small in bytes whatever arrives (finding: 8,192
+    # remembered lines of 60 KB would have been half a gigabyte).
+    from server import splice
+
+    long_value = "x" * 5000
+    data = (f"BYE sip:b@10.0.0.9;p={long_value} SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKq\r\n"
+            f"To: b;tag=1\r\nFrom: a;tag=2\r\nCall-ID: c\r\nCSeq: 1 BYE\r\nX-{long_value}: 1\r\n"
+            f"Subject: {long_value}\r\nContent-Length: 0\r\n\r\n").encode()
+    head = read_head(data)
+    assert head is not None
+    splice.request_uri(head.uri)
+    kept = [*splice._LINES, *splice._NAMES, *splice._CSEQS, *splice._URIS]
+    assert kept and max(len(text) for text in kept) <= 512
