@@ -145,6 +145,9 @@ _MEMO_OLD: dict[tuple[str, str], object] = {}
 #: Values per generation: the two hold at most 8,192, as the single memo did (a flood of new values cannot grow
 #: the server: tests/attacks test_8).
 _MEMO_MAX = 4096
+#: Longest value the memo keeps: its size stays bounded in bytes, not only in entries (8,192 unique 30,000-character
+#: Vias and Froms held half a gigabyte; real values are under 300 characters and still hit).
+_MEMO_VALUE_MAX = 512
 _MISSING = object()
 
 
@@ -179,6 +182,8 @@ def _checked(key: str, value: str) -> object:
         result = None
     else:  # cseq
         result = CSeq.parse(value)
+    if len(value) > _MEMO_VALUE_MAX:
+        return result
     if len(_MEMO) >= _MEMO_MAX:
         _MEMO_OLD.clear()
         _MEMO_OLD.update(_MEMO)
