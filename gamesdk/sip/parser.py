@@ -376,6 +376,8 @@ def _request_line(start: str) -> tuple[str, str, SipUri] | None:
     if uri.headers is not None:
         return None
     hit = (parts[0], parts[1], uri)
+    if len(start) > _MEMO_VALUE_MAX:
+        return hit
     if len(_REQUEST_LINES) >= _PLAIN_MAX:
         _REQUEST_LINES.clear()
     _REQUEST_LINES[start] = hit
@@ -393,6 +395,8 @@ def _status_line(start: str) -> tuple[int, str] | None:
     if len(code) != 3 or not is_digits(code) or not ("100" <= code <= "699"):
         return None
     hit = (int(code), parts[2] if len(parts) == 3 else "")
+    if len(start) > _MEMO_VALUE_MAX:
+        return hit
     if len(_STATUS_LINES) >= _PLAIN_MAX:
         _STATUS_LINES.clear()
     _STATUS_LINES[start] = hit

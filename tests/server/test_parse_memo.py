@@ -111,3 +111,16 @@ def test_memo_stays_bounded_in_bytes_whatever_the_values_length() -> None:
     # Short values still come back from the memo.
     first = parse_message_untrusted(GOOD)
     assert parse_message_untrusted(GOOD).to is first.to
+
+
+def test_start_lines_kept_are_bounded_in_length() -> None:
+    # Request-URIs and reason phrases come from the network: 2 x 1,024 start lines of 60 KB each would be kept.
+    long_uri = b"sip:bob@na.gamesdk.test;p=" + b"y" * 3000
+    for i in range(50):
+        request = GOOD.replace(b"sip:bob@na.gamesdk.test SIP/2.0", long_uri + f"{i} SIP/2.0".encode(), 1)
+        assert parse_message_untrusted(request).uri.endswith("y" * 3000 + str(i))
+        response = (b"SIP/2.0 180 " + b"R" * 3000 + f"{i}".encode() + b"\r\n"
+                    + GOOD.split(b"\r\n", 1)[1].replace(b"Contact: <sip:alice@127.0.0.1:7001>\r\n", b""))
+        assert parse_message_untrusted(response).reason == "R" * 3000 + str(i)
+    kept = [*parser._REQUEST_LINES, *parser._STATUS_LINES]
+    assert kept and max(len(line) for line in kept) <= 512
