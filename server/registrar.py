@@ -52,6 +52,9 @@ def _path_of(request: Request, source: tuple[str, int]) -> tuple[tuple[str, ...]
 
 #: Contact lines remembered with what the registrar read from them (:meth:`Registrar._contacts_of`).
 _CONTACT_CACHE_MAX = 4096
+#: Longest Contact text (all lines) remembered: the memo stays bounded in bytes, not only in entries (4,096 of up
+#: to a datagram each); a player's Contact, with its instance and reg-id, is well under this.
+_CONTACT_TEXT_MAX = 1024
 
 
 class _Contact(NamedTuple):
@@ -204,6 +207,8 @@ class Registrar:
                       (uri.host.strip("[]"), uri.port or 5060) if is_ip_literal(uri.host) else None)
             found.append(_Contact(str(uri), None if expires_text is None else int(expires_text), target, reg_id))
         result = tuple(found)
+        if sum(map(len, lines)) > _CONTACT_TEXT_MAX:
+            return result, None
         if len(cache) >= _CONTACT_CACHE_MAX:
             del cache[next(iter(cache))]  # the oldest entry: contacts come from the network
         cache[lines] = result

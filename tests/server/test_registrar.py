@@ -311,3 +311,14 @@ def test_the_contact_memo_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for port in (7101, 7102, 7103):
         assert login(wire, ua, 60, contact=f"<sip:alice@127.0.0.1:{port}>;expires=0").status == 200
     assert len(node.registrar._contact_cache) == 2
+
+
+def test_the_contact_memo_keeps_no_long_contact(tmp_path: Path) -> None:
+    # Bounded in entries only, the memo would keep 4,096 Contact texts of up to a datagram each.
+    wire, node, ua = make(tmp_path)
+    long_contact = f"<sip:alice@127.0.0.1:7101;x={'y' * 1500}>"
+    assert login(wire, ua, 60, contact=long_contact).status == 200
+    assert node.location.get(ua.aor, long_contact[1:-1]) is not None  # bound as ever
+    assert node.registrar._contact_cache == {}
+    assert login(wire, ua, 60, contact="<sip:alice@127.0.0.1:7102>").status == 200
+    assert len(node.registrar._contact_cache) == 1  # short ones are kept
