@@ -193,9 +193,10 @@ def test_window_with_the_player_as_guest_draws_the_hosts_snapshots(tmp_path: Pat
     result = run_window(
         session.guest_link,
         session.host_link,
-        duration_s=0.6,
+        # 1.5 s of match: at load 6-8 the 0.6 s it had brought 16-19 snapshots, fewer than the 20 it asks for.
+        duration_s=1.5,
         human=Bot(HOST),  # the session makes it the guest's bot
-        max_frames=60,
+        max_frames=200,
         screenshot_at_s=0.4,
         screenshot_path=shot,
     )
