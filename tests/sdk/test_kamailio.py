@@ -102,7 +102,9 @@ async def play(caller: GameClient, callee: GameClient, target: str) -> None:
         return await invite.accept()
 
     answering = asyncio.create_task(answer())
-    session = await caller.invite(target, format="pong/1", classification="action", latency_ms=80,
+    # A latency budget loopback keeps under load: at 80 ms the setup's ping measured 116 ms once at load 6-8 and
+    # the call ended 580; these tests are about the signalling path through Kamailio, not the budget.
+    session = await caller.invite(target, format="pong/1", classification="action", latency_ms=500,
                                   bandwidth_kbps=64)
     theirs = await answering
     session.send_message({"serve": 1})
