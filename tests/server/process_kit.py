@@ -31,8 +31,13 @@ def write_region(tmp: Path, *, port: int | None = None, name: str = "eu", extra:
     """The example region file in ``tmp`` on a free port, database beside it, the peer on a dead port."""
     text = (EXAMPLES / f"{name}.toml").read_text()
     port = port or free_udp_port()
+    # The dead peer's port must not be the region's own: two free ports asked in turn can be the same one, and
+    # the configuration then says "is this server itself" (user add exited 2 once under load).
+    peer = free_udp_port()
+    while peer == port:
+        peer = free_udp_port()
     text = text.replace("udp:127.0.0.1:5060", f"udp:127.0.0.1:{port}").replace("udp:127.0.0.1:5062",
-                                                                             f"udp:127.0.0.1:{free_udp_port()}")
+                                                                             f"udp:127.0.0.1:{peer}")
     text = text.replace('digest_algorithms = ["SHA-256"]', 'digest_algorithms = ["MD5", "SHA-256"]')
     path = tmp / f"{name}.toml"
     path.write_text(text + extra)

@@ -26,7 +26,8 @@ def region(tmp_path: Path) -> Iterator[tuple[Path, RegionProcess]]:
                                       'digest_algorithms = ["MD5", "SHA-256"]\nslow_after_failures = 2\n'
                                       'block_after_failures = 2\ndelay_step_s = 0')
     config.write_text(text)
-    assert cli("user", "add", "alice", "--password", "alice-pw", "--config", str(config))[0] == EXIT_OK
+    code, _, err = cli("user", "add", "alice", "--password", "alice-pw", "--config", str(config))
+    assert code == EXIT_OK, err
     server = RegionProcess(config)
     yield config, server
     server.stop()
