@@ -424,6 +424,9 @@ _KEY_LAST = frozenset("AEIMQUYcgkosw048")
 #: The terms of the game texts seen (formats, class, qos, sec, b=AS, answer or not); cleared when full.
 _quick_terms: dict[tuple[object, ...], SessionTerms] = {}
 _QUICK_TERMS_MAX = 256
+#: Game texts longer than this together (a game's own are under 300 characters) are read every time, not kept:
+#: 256 keys of up to a 64 KiB body each would hold megabytes.
+_QUICK_KEY_MAX_CHARS = 1024
 
 
 _TOKEN_RE = "[" + re.escape(_TOKEN_CHARS) + "]+"
@@ -522,6 +525,8 @@ def _shaped_game_terms(shaped: re.Match[str], text: str, role: Role | None) -> S
         terms = _quick_game_terms_lines(text, role)
         if terms is None:
             return None  # not cached: the reason may be this call's own values
+        if len(format_lines) + len(classification) + len(qos) + len(sec) > _QUICK_KEY_MAX_CHARS:
+            return terms  # read, not kept: the cache stays bounded in bytes, not only in entries
         if len(_shaped_terms) >= _QUICK_TERMS_MAX:
             _shaped_terms.clear()
         _shaped_terms[cache_key] = terms
@@ -629,6 +634,9 @@ def _quick_game_terms_lines(text: str, role: Role | None) -> SessionTerms | None
         terms = _quick_new_terms(formats, single, receive_kbps, role)
         if terms is None:
             return None
+        if (sum(map(len, format_texts)) + len(single["gsdk-class"]) + len(single["gsdk-qos"])
+                + len(single["gsdk-sec"]) > _QUICK_KEY_MAX_CHARS):
+            return terms  # read, not kept: the cache stays bounded in bytes, not only in entries
         if len(_quick_terms) >= _QUICK_TERMS_MAX:
             _quick_terms.clear()
         _quick_terms[cache_key] = terms

@@ -168,3 +168,19 @@ def test_per_call_values_are_checked_after_the_game_lines_were_kept(change: tupl
     assert quick == expected if quick is not None else True
     if isinstance(expected, str):
         assert quick is None, (change, expected)
+
+
+def test_the_kept_game_texts_are_bounded_in_length() -> None:
+    # Both caches of game terms keep no key over 1,024 characters of text (a game's own are under 300): 256 keys of
+    # up to a 64 KiB body each would hold megabytes. Long texts are still read, with the full reader's terms.
+    game_module = sys.modules[quick_game_terms.__module__]
+    long_class = "a" * 5_000
+    for body in (OFFER.replace("gsdk-class:action", f"gsdk-class:{long_class}"),
+                 OFFER.replace("gsdk-class:action", f"gsdk-class:{long_class}").replace("\r\na=gsdk-sid",
+                                                                                   "\r\na=gsdk-x:1\r\na=gsdk-sid")):
+        assert quick_game_terms(body, Role.OFFER) == full(body, Role.OFFER)
+        assert quick_game_terms(body, Role.OFFER) is not None
+    for cache in (game_module._shaped_terms, game_module._quick_terms):
+        assert all(sum(len(part) for part in key if isinstance(part, str)) <= 1024
+                   and all(len(text) <= 1024 for text in (key[0] if isinstance(key[0], tuple) else ()))
+                   for key in cache), [len(str(k)) for k in cache]
