@@ -27,7 +27,7 @@ from server.billing.store import write_event
 from server.billing.tariff import Tariff
 
 from .codec import key_from_json_untrusted, key_to_json, reservation_from_json_untrusted, reservation_to_json
-from .model import Reservation, SessionKey
+from .model import Reservation, SessionKey, slot_setting_init
 
 __all__ = [
     "Change",
@@ -58,6 +58,9 @@ class Change:
     delete: bool = False
     """Remove the reservation's row (it ended)."""
     events: tuple[BillingEvent, ...] = ()
+
+
+slot_setting_init(Change)  # made per reservation change: fields set through the slots (still frozen)
 
 
 class Ledger(Protocol):

@@ -10,7 +10,9 @@ receives.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import types
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 __all__ = [
     "AppSession",
@@ -242,3 +244,49 @@ class Reservation:
     @property
     def key(self) -> SessionKey:
         return self.request.key
+
+
+def slot_setting_init(cls: type) -> bool:
+    """Give the frozen slots dataclass ``cls`` an ``__init__`` that sets each field through its slot's descriptor.
+
+    In pure Python a frozen dataclass's own ``__init__`` sets each field with ``object.__setattr__(self, name,
+    value)`` (the class's ``__setattr__`` refuses); the slot descriptor's ``__set__``, bound once per field, does the
+    same store for half the instructions (no argument tuple, no attribute look-up by name). The instances stay
+    frozen: ``__setattr__`` and ``__delattr__`` are the dataclass's own and still raise ``FrozenInstanceError``.
+    The signature (positional and keyword-only fields, defaults), the ``init=False`` fields' defaults and
+    ``__post_init__`` are the dataclass's. A compiled build's classes are native (no slot descriptors): left as they
+    are (returns False), as is a class with a ``default_factory``.
+    """
+    params: list[str] = []
+    kw_params: list[str] = []
+    body: list[str] = []
+    names: dict[str, Any] = {}
+    for f in fields(cls):
+        slot = cls.__dict__.get(f.name)
+        if type(slot) is not types.MemberDescriptorType or f.default_factory is not MISSING:
+            return False
+        names[f"_set_{f.name}"] = slot.__set__
+        if f.default is not MISSING:
+            names[f"_default_{f.name}"] = f.default
+        if not f.init:
+            if f.default is MISSING:
+                continue  # set by __post_init__
+            body.append(f"    _set_{f.name}(self, _default_{f.name})")
+            continue
+        default = "" if f.default is MISSING else f"=_default_{f.name}"
+        (kw_params if f.kw_only else params).append(f"{f.name}{default}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
+    signature = ", ".join(["self", *params, *(["*", *kw_params] if kw_params else [])])
+    exec(f"def __init__({signature}) -> None:\n" + "\n".join(body or ["    pass"]), names)  # noqa: S102 - our own text
+    init = names["__init__"]
+    init.__annotations__ = dict(getattr(vars(cls).get("__init__"), "__annotations__", {}))
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses assigning a method
+    return True
+
+
+for _cls in (SessionKey, MediaComponent, AppSession, Grant, Deny, DialogRef, Reservation):
+    slot_setting_init(_cls)

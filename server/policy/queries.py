@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 from server.hooks import QueryAnswer
 
 from .lifetime import PolicyOperation
-from .model import AppSession, Decision, Deny, EndReason, Reservation, Resource
+from .model import AppSession, Decision, Deny, EndReason, Reservation, Resource, slot_setting_init
 
 __all__ = ["PolicyCall", "SyncBackend", "answer_now", "policy_fault"]
 
@@ -39,6 +39,9 @@ class PolicyCall:
     op: PolicyOperation | None = None
     player: str = ""
     player_ip: str | None = None
+
+
+slot_setting_init(PolicyCall)  # made per policy call: fields set through the slots (still frozen)
 
 
 class SyncBackend(Protocol):

@@ -1,0 +1,108 @@
+"""The policy's per-call values (server/policy/model.py and friends) are made without the frozen dataclass's
+``object.__setattr__`` per field in a pure build, and stay what they were: same signature, same values, frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pickle
+from dataclasses import dataclass, field
+
+import pytest
+
+from server.policy import ledger, model, queries
+from server.policy.model import slot_setting_init
+
+PURE = model.__file__.endswith(".py")
+PER_CALL = (model.SessionKey, model.MediaComponent, model.AppSession, model.Grant, model.Deny, model.DialogRef,
+            model.Reservation, ledger.Change, queries.PolicyCall)
+
+
+def _twins() -> tuple[type, type]:
+    def make() -> type:
+        @dataclass(frozen=True, slots=True)
+        class Value:
+            a: int
+            b: str = "b"
+            c: tuple[int, ...] = field(default=(), kw_only=True)
+            d: int = field(kw_only=True)
+            e: str | None = field(init=False, default=None, compare=False)
+            f: int = field(init=False, repr=False, compare=False)
+
+            def __post_init__(self) -> None:
+                object.__setattr__(self, "f", self.a * 2)
+
+        return Value
+
+    return make(), make()
+
+
+def test_the_slot_setting_init_keeps_signature_values_and_frozenness() -> None:
+    plain, fast = _twins()
+    assert slot_setting_init(fast) is True
+    assert str(inspect.signature(fast)) == str(inspect.signature(plain))
+    for args, kwargs in (((1,), {"d": 4}), ((1, "x"), {"c": (1, 2), "d": 5})):
+        a, b = plain(*args, **kwargs), fast(*args, **kwargs)
+        assert repr(a).replace(plain.__qualname__, "V") == repr(b).replace(fast.__qualname__, "V")
+        assert (b.a, b.b, b.c, b.d, b.e, b.f) == (a.a, a.b, a.c, a.d, a.e, a.f)
+        assert hash(b) == hash(a)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            b.a = 9  # type: ignore[misc]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            del b.b  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        fast(1)  # d is required, as in the dataclass's own
+    with pytest.raises(TypeError):
+        fast(1, "b", (), 4)  # c and d are keyword-only
+
+
+def test_a_default_factory_or_a_class_without_slots_keeps_its_init() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Listed:
+        items: list[int] = field(default_factory=list)
+
+    @dataclass(frozen=True)
+    class Unslotted:
+        a: int
+
+    inits = (Listed.__init__, Unslotted.__init__)
+    assert slot_setting_init(Listed) is False
+    assert slot_setting_init(Unslotted) is False
+    assert (Listed.__init__, Unslotted.__init__) == inits
+
+
+@pytest.mark.parametrize("cls", PER_CALL, ids=lambda c: c.__name__)
+def test_the_per_call_values_set_their_fields_through_the_slots(cls: type) -> None:
+    code = vars(cls)["__init__"].__code__ if PURE else None
+    if PURE:
+        # The dataclass's frozen __init__ calls __dataclass_builtins_object__.__setattr__ once per field.
+        assert "__setattr__" not in code.co_names and "__dataclass_builtins_object__" not in code.co_names
+    else:  # compiled: native classes, their own native __init__
+        assert slot_setting_init(cls) is False
+
+
+def test_the_per_call_values_are_what_they_were() -> None:
+    key = model.SessionKey("c1", "t1", model.Side.ORIG)
+    assert hash(key) == hash(("c1", "t1", model.Side.ORIG)) and str(key) == "c1;t1;orig"
+    comp = model.MediaComponent(uplink_kbps=64, downlink_kbps=128, max_latency_ms=80)
+    assert (comp.number, comp.max_loss_ppm, comp.max_jitter_ms, comp.qos_class) == (1, None, None, None)
+    request = model.AppSession(call_id="c1", from_tag="f1", to_tag="t1", side=model.Side.ORIG, player="sip:a@eu",
+                               peer="sip:b@na", player_ip="10.0.0.1", components=(comp,))
+    assert request.key == key and request.uplink_kbps == 64 and request.transit_rtt_ms == 0
+    grant = model.Grant(token="ab", network="n", qos_class="q", priority=1, uplink_kbps=64, downlink_kbps=128,
+                        latency_ms=80)
+    res = model.Reservation(request=request, grant=grant, state=model.ReservationState.RESERVED, t_2xx=1.0,
+                            deadline=33.0)
+    assert (res.t_confirm, res.t_last_refresh, res.expires_s, res.interim_count, res.record_id, res.clock_offset) == (
+        None, None, 0, 0, "", 0.0)
+    assert res.key == key
+    assert pickle.loads(pickle.dumps(res)) == res
+    assert dataclasses.replace(res, interim_count=2).interim_count == 2
+    change = ledger.Change(key=key, save=res)
+    assert (change.delete, change.events) == (False, ())
+    call = queries.PolicyCall("final", request)
+    assert (call.kind, call.request, call.op, call.player, call.player_ip) == ("final", request, None, "", None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.interim_count = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        model.Grant("ab", "n", "q", 1, 64, 128, 80)  # type: ignore[misc]  # keyword-only, as before
