@@ -12,7 +12,7 @@ loop adds (recvfrom, sendto, the event loop) is bench_server.py's figure minus t
 bench/bench_proxy_path.py measures the same flow through the proxy without the policy (the test kit's node).
 
     python bench/bench_proxy.py --calls 2000
-    python bench/bench_proxy.py --profile        # cProfile of the same loop
+    python bench/bench_proxy.py --profile        # cProfile of the same loop (BENCH_PROFILE_OUT=f.prof keeps it)
 
 Instructions per call, pure or compiled build alike (``--marked`` hands each of the server's calls over through
 ``sys.call_tracing``, which callgrind toggles counting on: start-up, warm-up and the callee's side are not counted;
@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
             pstats.Stats(prof).sort_stats("cumulative").print_stats(60)
+            if os.environ.get("BENCH_PROFILE_OUT"):
+                prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])
             return 0
         results = []
         for _ in range(args.repeats):

@@ -30,6 +30,7 @@ from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response, response_for
 from gamesdk.sip.timers import TimerConfig
 from gamesdk.sip.transaction import (
+    NO_ENTRY,
     Input,
     TimerHeap,
     TransactionState,
@@ -74,6 +75,8 @@ class ServerTx:
     final_status: int = 0
     client: ClientTx | None = None
     timers: dict[Input, float] = field(default_factory=dict)
+    #: The deadline of its one entry in the proxy's TimerHeap (NO_ENTRY while it has none).
+    heap_at: float = NO_ENTRY
     #: Timer G interval (doubles up to T2).
     g_interval: float = 0.0
     #: Facts for the policy hooks (who called whom, which side is local); set by the proxy.
@@ -100,6 +103,8 @@ class ClientTx:
     ack_bytes: bytes | None = None
     server: ServerTx | None = None
     timers: dict[Input, float] = field(default_factory=dict)
+    #: The deadline of its one entry in the proxy's TimerHeap (NO_ENTRY while it has none).
+    heap_at: float = NO_ENTRY
     interval: float = 0.0
     got_provisional: bool = False
     #: A CANCEL arrived before any provisional: send it as soon as one arrives (RFC 3261 section 9.1).

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "NO_ENTRY",
     "AckReceived",
     "AckTimedOut",
     "Input",
@@ -278,26 +279,34 @@ class TransactionTerminated(TransactionEvent):
 
 
 class Timed(Protocol):
-    """Anything with armed timers: their deadlines by name (an armed timer is one with an entry)."""
+    """Anything with armed timers: their deadlines by name (an armed timer is one with an entry), and the deadline
+    of its one entry in a :class:`TimerHeap` (``NO_ENTRY`` when it has none there)."""
 
     timers: dict[Input, float]
+    heap_at: float
 
+
+#: :attr:`Timed.heap_at` of a transaction with no entry in a heap.
+NO_ENTRY = float("inf")
 
 _T = TypeVar("_T", bound=Timed)
 
 
 class TimerHeap(Generic[_T]):
-    """The deadlines of many transactions in one heap, with lazy deletion.
+    """The deadlines of many transactions in one heap: one entry per transaction, at its earliest timer.
 
-    An entry ``(when, seq, tx, timer)`` is live while ``tx.timers[timer] == when``: re-arming or stopping a timer
-    (changing or deleting that entry) never searches the heap, and an element with 100,000 transactions pays
-    O(log n) per timer armed and nothing per timer stopped.
+    A transaction's timers are its ``timers`` dict; the heap holds ``(when, seq, tx)`` for the earliest of them
+    (``tx.heap_at``). Arming a timer later than that entry pushes nothing (a client transaction's Timer B/F, K, D
+    or M, a server transaction's H, J or L wait behind its first one); arming an earlier one pushes a new entry
+    (the old one goes stale). Stopping a timer only removes it from the dict: an entry whose transaction's
+    earliest timer moved later is put back at that deadline when it comes up (lazy deletion, never a search).
+    Timers fire one at a time in deadline order, as with one entry per timer.
     """
 
     __slots__ = ("_heap", "_seq")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _T, Input]] = []
+        self._heap: list[tuple[float, int, _T]] = []
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -307,23 +316,35 @@ class TimerHeap(Generic[_T]):
     def arm(self, tx: _T, timer: Input, when: float) -> None:
         """Arm (or re-arm) ``timer`` of ``tx`` for ``when``."""
         tx.timers[timer] = when
-        heapq.heappush(self._heap, (when, next(self._seq), tx, timer))
+        if when < tx.heap_at:
+            tx.heap_at = when
+            heapq.heappush(self._heap, (when, next(self._seq), tx))
 
     def track(self, tx: _T, timer: Input, when: float) -> None:
         """Put a timer already recorded in ``tx.timers`` on the heap."""
-        heapq.heappush(self._heap, (when, next(self._seq), tx, timer))
+        if when < tx.heap_at:
+            tx.heap_at = when
+            heapq.heappush(self._heap, (when, next(self._seq), tx))
 
     @staticmethod
     def stop(tx: _T, timer: Input) -> None:
         tx.timers.pop(timer, None)
 
     def next_deadline(self) -> float | None:
-        """The earliest live deadline, or None; stale entries on top are dropped on the way."""
+        """The earliest live deadline, or None; stale entries on top are dropped (or put back later) on the way."""
         heap = self._heap
         while heap:
-            when, _, tx, timer = heap[0]
-            if tx.timers.get(timer) == when:
-                return when
+            when, _, tx = heap[0]
+            if when == tx.heap_at:
+                timers = tx.timers
+                if timers:
+                    first = min(timers.values())
+                    if first <= when:
+                        return first
+                    tx.heap_at = first  # its earliest timer was stopped or re-armed later
+                    heapq.heapreplace(heap, (first, next(self._seq), tx))
+                    continue
+                tx.heap_at = NO_ENTRY
             heapq.heappop(heap)
         return None
 
@@ -332,10 +353,28 @@ class TimerHeap(Generic[_T]):
         others due at the same time (the transaction ended), and those must not fire after it."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            when, _, tx, timer = heapq.heappop(heap)
-            if tx.timers.get(timer) == when:
-                del tx.timers[timer]
-                return tx, timer
+            when, _, tx = heap[0]
+            timers = tx.timers
+            if when != tx.heap_at or not timers:
+                if when == tx.heap_at:
+                    tx.heap_at = NO_ENTRY
+                heapq.heappop(heap)
+                continue
+            timer = min(timers, key=timers.__getitem__)  # the first armed of equal deadlines
+            first = timers[timer]
+            if first > when:
+                tx.heap_at = first  # its earliest timer was stopped or re-armed later: back at its deadline
+                heapq.heapreplace(heap, (first, next(self._seq), tx))
+                continue
+            del timers[timer]
+            if timers:
+                following = min(timers.values())
+                tx.heap_at = following
+                heapq.heapreplace(heap, (following, next(self._seq), tx))
+            else:
+                tx.heap_at = NO_ENTRY
+                heapq.heappop(heap)
+            return tx, timer
         return None
 
 
@@ -374,6 +413,7 @@ class Transaction:
         "_zero",
         "config",
         "destination",
+        "heap_at",
         "key",
         "reliable",
         "request",
@@ -411,6 +451,8 @@ class Transaction:
         self._events: deque[TransactionEvent] = deque()
         self._owner: _Owner | None = None
         self._heap: TimerHeap[Any] | None = None  # where its timers are kept besides, if anywhere
+        #: The deadline of its entry in that heap (:class:`TimerHeap`), NO_ENTRY while it has none.
+        self.heap_at = NO_ENTRY
         self._sends = 0
 
     # -- driving contract --
@@ -435,6 +477,7 @@ class Transaction:
         transactions as well): the timers armed already and every one armed later get an entry there. Whoever
         pops them from the heap runs each with :meth:`fire`."""
         self._heap = heap
+        self.heap_at = NO_ENTRY
         for timer, when in self.timers.items():
             heap.track(self, timer, when)
 

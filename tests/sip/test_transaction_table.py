@@ -314,11 +314,35 @@ def test_transactions_drop_message_bytes_once_they_cannot_be_sent_again() -> Non
     assert uas_side.terminated and uas_side._last_bytes is None
 
 
-def test_table_keeps_one_heap_entry_per_armed_timer() -> None:
-    """One heap for every timer of every transaction (:class:`TimerHeap`): arming pushes an entry, stopping a
-    timer leaves a stale one that is skipped, never searched for."""
+def test_table_keeps_one_heap_entry_per_transaction() -> None:
+    """One heap for every timer of every transaction (:class:`TimerHeap`), one entry per transaction at its
+    earliest timer: Timer B waits behind Timer A without an entry of its own; stopping timers leaves a stale entry
+    that is dropped when it comes up, never searched for. (Before: one entry per armed timer, 2 here.)"""
     table = TransactionTable()
     tx = table.add(ClientInviteTransaction(request(), 0.0, destination=BOB))
-    assert set(tx.timers) == {Input.TIMER_A, Input.TIMER_B} and len(table._heap) == 2
+    assert set(tx.timers) == {Input.TIMER_A, Input.TIMER_B} and len(table._heap) == 1
+    assert table.get_timer() == tx.timers[Input.TIMER_A]
     table.receive_response(response_for(tx.request, 180, to_tag="t"), 0.1)
     assert tx.timers == {} and table.get_timer() is None and len(table._heap) == 0
+
+
+def test_timers_behind_the_first_fire_in_order_from_one_entry() -> None:
+    """The timers that wait behind a transaction's entry fire at their own deadlines, in order across
+    transactions: Timer A's retransmissions, then Timer B's timeout at 64*T1, as with one entry per timer."""
+    table = TransactionTable()
+    first = table.add(ClientInviteTransaction(request(), 0.0, destination=BOB))
+    second = table.add(ClientInviteTransaction(request(branch="z9hG4bK-m2"), 0.2, destination=BOB))
+    assert len(table._heap) == 2
+    t1 = first.config.t1
+    assert len(table.datagrams_to_send()) == 2  # the two INVITEs
+    sent: list[float] = []
+    while (deadline := table.get_timer()) is not None and deadline < 64 * t1:
+        table.handle_timer(deadline)
+        sent.extend(deadline for _ in table.datagrams_to_send())
+    # Timer A of each at T1, 3T1, 7T1, ... (the second's 0.2 later), all before 64T1.
+    expected = sorted([t1 * (2 ** k - 1) for k in range(1, 7)] + [0.2 + t1 * (2 ** k - 1) for k in range(1, 7)])
+    assert sent == pytest.approx(expected)
+    table.handle_timer(64 * t1)
+    assert first.terminated and not second.terminated
+    table.handle_timer(64 * t1 + 0.2)
+    assert second.terminated and table.get_timer() is None
