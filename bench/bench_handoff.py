@@ -58,6 +58,17 @@ def _counted_submit(self, queries, inbox):
     _by[("handover", "queries")] += len(queries)
     return _submit_many(self, queries, inbox)
 _w.PolicyWorker.submit_many = _counted_submit
+_decide_inline = getattr(_w.PolicyWorker, "decide_inline", None)
+def _counted_decide(self, queries, inbox):
+    answers, handed = _decide_inline(self, queries, inbox)
+    _by[("handover", "checks answered on the loop")] += len(answers)
+    if handed:
+        _by[("handover", "jobs")] += 1
+        _by[("handover", "queries")] += handed
+        _by[("handover", "2xx decided on the loop")] += handed
+    return answers, handed
+if _decide_inline is not None:
+    _w.PolicyWorker.decide_inline = _counted_decide
 _do_batch = _w.PolicyWorker._do_batch
 def _counted_batch(self, jobs):
     _by[("handover", "thread wake-ups")] += 1

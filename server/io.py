@@ -325,10 +325,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
                 queries = self._answer_checks_inline(runner, queries)
                 if not queries:
                     return
-            inbox = self._inbox
-            if inbox is None or self._inbox_runner is not runner:
-                inbox = self._inbox = runner.inbox(self.loop, self._answered_from_thread)  # type: ignore[union-attr]
-                self._inbox_runner = runner
+            inbox = self._policy_inbox(runner)
             now_wall = time.time()
             items = [(query, query.calls, query.now, query.wall if query.wall is not None else now_wall)
                      for query in queries]
@@ -351,6 +348,9 @@ class ServerProtocol(asyncio.DatagramProtocol):
         the loop while the policy's thread is idle (``answer_inline``): no hand-over, no wake-up of the thread, the
         INVITE relayed in this iteration. Returns the rest, in order, for the thread. Called with none of this
         driver's queries with the thread, so the order of the answers is the order of the queries."""
+        decide_inline = getattr(runner, "decide_inline", None)
+        if decide_inline is not None:
+            return self._decide_inline(runner, decide_inline, queries)
         answer_inline = getattr(runner, "answer_inline", None)
         if answer_inline is None:
             return queries
@@ -371,6 +371,36 @@ class ServerProtocol(asyncio.DatagramProtocol):
         if done and self.node.queries:  # emitted by a finished query (rare): asked on the next turn
             self.loop.call_soon(self._ask_policy)
         return queries[done:]
+
+    def _decide_inline(self, runner: Any, decide_inline: Any,
+                       queries: list[PolicyQuery[Any]]) -> list[PolicyQuery[Any]]:
+        """As :meth:`_answer_checks_inline`, with the 2xx queries after the leading checks decided on the loop too
+        (``PolicyWorker.decide_inline``): only their rows' write goes to the thread, their answers come back through
+        the inbox once the rows are written. Returns the rest, in order, for the thread."""
+        now_wall = time.time()
+        items = [(query, query.calls, query.now, query.wall if query.wall is not None else now_wall)
+                 for query in queries]
+        answers, handed = decide_inline(items, self._policy_inbox(runner))
+        self.policy_in_flight += handed
+        done = len(answers)
+        for query, answer in zip(queries, answers):
+            try:
+                out = self.node.answer_query(query, answer, self.loop.time())
+            except Exception:  # as _answered_from_thread: a bug in one resumption must not strand the others
+                log.exception("policy answer failed (%s)", query.purpose)
+                continue
+            if out:
+                self._send(out)
+        if done and self.node.queries:  # emitted by a finished query (rare): asked on the next turn
+            self.loop.call_soon(self._ask_policy)
+        return queries[done + handed:]
+
+    def _policy_inbox(self, runner: Any) -> Any:
+        inbox = self._inbox
+        if inbox is None or self._inbox_runner is not runner:
+            inbox = self._inbox = runner.inbox(self.loop, self._answered_from_thread)
+            self._inbox_runner = runner
+        return inbox
 
     async def _ask_one(self, runner: Any, query: PolicyQuery[Any]) -> None:
         try:

@@ -909,6 +909,38 @@ class FinalBatch:
         self._decisions[index] = policy.final_many(requests, now, wall=wall, on_fault=on_fault)
         return index
 
+    def stage(self, requests: Sequence[AppSession], now: float, *, wall: float | None = None,
+              on_fault: Callable[[AppSession, Exception], Decision] | None = None) -> int | None:
+        """Stage the FINALs of one query when they are all plain new grants and fit the statement: decided in
+        memory, nothing written (the signalling loop decides, the policy thread writes with :meth:`commit`).
+        Returns its index in :meth:`commit`'s list, or None with nothing staged or written for it (anything
+        else, or a fault: :meth:`add` or ``final_many`` decides it, where writing is allowed)."""
+        policy = self._policy
+        if policy._commit_many is None or len(self._staged) + len(requests) > FINAL_BATCH_ROWS:
+            return None
+        wall = now if wall is None else wall
+        mine: list[Reservation] = []
+        for request in requests:
+            try:
+                reservation = policy._stage_final(request, now, wall)
+            except Exception:  # noqa: BLE001 - decided again where it may write, by final_many's rules
+                reservation = None
+            if reservation is None:
+                self._let_go(mine)
+                return None
+            mine.append(reservation)
+        index = len(self._queries)
+        self._queries.append((requests, now, wall, on_fault))
+        self._decisions.append(None)
+        self._staged += [(index, res, now) for res in mine]
+        return index
+
+    def abandon(self) -> None:
+        """Let go of what is staged (never written, never answered): as if it had not been decided."""
+        staged, self._staged = self._staged, []
+        self._let_go([res for _, res, _ in staged])
+        self._queries, self._decisions = [], []
+
     def commit(self) -> list[list[Decision]]:
         """Write what is staged; every query's decisions, in the order added."""
         self._write_staged()

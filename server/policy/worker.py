@@ -129,6 +129,10 @@ class _Job:
     many: list[tuple[Any, tuple[PolicyCall, ...], float, float]] | None = None
     inbox: AnswerInbox | None = None
     size: int = 1
+    #: FINALs decided on the loop (:meth:`PolicyWorker.decide_inline`): their rows to write
+    #: (:class:`~server.policy.core.FinalBatch`), then (key, index in the batch) of each query to answer.
+    batch: Any = None
+    staged: list[tuple[Any, int]] | None = None
 
 
 class PolicyWorker:
@@ -155,8 +159,10 @@ class PolicyWorker:
         # Held by whoever uses the policy: the thread for its jobs and timers, the loop for a check it answers
         # itself (answer_inline, which never waits for it).
         self._owner = threading.Lock()
-        #: Checks answered on the loop (answer_inline).
+        #: Checks answered on the loop (answer_inline, decide_inline), and 2xx queries decided on the loop whose
+        #: rows only the thread writes (decide_inline).
         self.answered_inline = 0
+        self.decided_inline = 0
         self._closing = False
         #: Queries answered, queries refused because the queue was full, failures of the policy's timers.
         self.answered = 0
@@ -214,6 +220,59 @@ class PolicyWorker:
             answer = self._answer(backend, _policy_calls(calls), now, wall)
             self.answered_inline += 1
             return answer
+        finally:
+            self._owner.release()
+
+    def decide_inline(self, many: list[tuple[Any, tuple[object, ...], float, float]],
+                      inbox: AnswerInbox) -> tuple[list[QueryAnswer], int]:
+        """On the loop, while the thread is idle (as :meth:`answer_inline`: its lock only tried, nothing queued or
+        running): the leading queries of ``many`` (``(key, calls, now, wall)`` each, in order) decided here. The
+        leading checks are answered at once (the answers returned, in order); then the following 2xx queries whose
+        FINALs are all plain new grants are decided and held in memory (``FinalBatch.stage``), and only their rows'
+        write is handed to the thread in one job: their answers come through ``inbox`` once the rows are in the
+        database (or, when it refuses them, decided again on the thread through the journal path). Returns the
+        answers and how many queries after them were handed over that way; the caller hands the rest over as
+        before (:meth:`submit_many`), after them, so the order is kept. Nothing that writes runs here."""
+        answers: list[QueryAnswer] = []
+        if not many or not self._owner.acquire(blocking=False):
+            return answers, 0
+        try:
+            with self._lock:
+                if self._closing or self._queued or self._busy or self.max_queued <= 0:
+                    return answers, 0
+            backend = self._backend_or_none()
+            if backend is None:
+                return answers, 0
+            final_batch = getattr(backend, "final_batch", None)
+            batch: Any = None
+            staged: list[tuple[Any, int]] = []
+            for key, calls, now, wall in many:
+                if not all(isinstance(call, PolicyCall) for call in calls):
+                    break
+                policy_calls = cast("tuple[PolicyCall, ...]", calls)
+                kind = _only_kind(policy_calls)
+                if kind == "preliminary" and batch is None:
+                    answers.append(self._answer(backend, policy_calls, now, wall))
+                    self.answered_inline += 1
+                    continue
+                if kind != "final" or final_batch is None or len(staged) >= self.max_queued:
+                    break
+                if batch is None:
+                    batch = final_batch()
+                index = batch.stage([call.request for call in policy_calls], now, wall=wall, on_fault=_final_failed)
+                if index is None:
+                    break
+                staged.append((key, index))
+            if not staged:
+                return answers, 0
+            with self._lock:
+                if self._closing:  # closed meanwhile: nothing staged stays held; the caller's submit says "busy"
+                    batch.abandon()
+                    return answers, 0
+                self._queued += len(staged)
+                self._queue.put(_Job(batch=batch, staged=staged, inbox=inbox, size=len(staged)))
+            self.decided_inline += len(staged)
+            return answers, len(staged)
         finally:
             self._owner.release()
 
@@ -330,13 +389,17 @@ class PolicyWorker:
     def _do_batch(self, jobs: list[_Job]) -> None:
         outboxes: dict[int, tuple[AnswerInbox, list[tuple[Any, QueryAnswer]]]] = {}
         for job in jobs:
-            if job.many is None:
+            if job.many is None and job.staged is None:
                 self._do(job)
                 continue
             assert job.inbox is not None
             entry = outboxes.get(id(job.inbox))
             if entry is None:
                 entry = outboxes[id(job.inbox)] = (job.inbox, [])
+            if job.staged is not None:
+                entry[1].extend(self._write_decided(job.batch, job.staged))
+                continue
+            assert job.many is not None
             backend = self._backend_or_none()  # None: every query still gets its answer (the driver waits for them)
             answers = self._answer_many(backend, job.many)
             entry[1].extend(zip([key for key, _, _, _ in job.many], answers, strict=True))
@@ -386,6 +449,17 @@ class PolicyWorker:
         if batch is not None:
             self._settle(batch, finals, answers)
         return [a if a is not None else QueryAnswer(error="policy query not answered") for a in answers]
+
+    def _write_decided(self, batch: Any, staged: list[tuple[Any, int]]) -> list[tuple[Any, QueryAnswer]]:
+        """The rows of FINALs decided on the loop written (one statement); their queries' answers, in order."""
+        try:
+            decisions: list[list[Any]] = batch.commit()
+        except Exception:  # a bug (the batch journals write faults itself): every FINAL of it is refused
+            log.exception("policy thread: FINAL rows failed")
+            decisions = [[policy_fault()] for _ in staged]
+            staged = [(key, position) for position, (key, _) in enumerate(staged)]
+        self.answered += len(staged)
+        return [(key, QueryAnswer(tuple(decisions[index]))) for key, index in staged]
 
     def _settle(self, batch: Any, finals: list[tuple[int, int]], answers: list[QueryAnswer | None]) -> None:
         try:

@@ -437,3 +437,105 @@ def test_a_check_is_answered_on_the_loop_only_while_the_thread_is_idle(tmp_path:
         assert worker.close_now(5.0)
     assert worker.answer_inline(check, 4.0, 1_003.0) is None  # closed
     assert policy.stats["preliminary"] == 2 and policy.stats["final"] == 0
+
+
+class _Collected:
+    """An inbox (AnswerInbox's put_many) that keeps what the thread answers."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, QueryAnswer]] = []
+        self.arrived = threading.Event()
+
+    def put_many(self, got: list[tuple[Any, QueryAnswer]]) -> None:
+        self.items.extend(got)
+        self.arrived.set()
+
+
+def _locked_by_another(path: Path) -> sqlite3.Connection:
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write lock on the region database
+    return other
+
+
+def test_a_2xx_is_decided_on_the_loop_and_only_its_rows_write_goes_to_the_thread(tmp_path: Path) -> None:
+    """decide_inline (thread idle): the INVITE's check answered at once, the 2xx's two FINALs decided and held by the
+    caller (the loop) without waiting for the slow database; the thread only writes the rows (one statement), and
+    the grants are answered once the rows are in the database, never before. Before: the FINAL's whole Python ran
+    on the policy thread (the GIL handed back and forth for it)."""
+    policy = _policy(tmp_path / "eu.sqlite3")
+    writers: list[tuple[str, str]] = []
+    writing, gate = threading.Event(), threading.Event()
+
+    def trace(sql: str) -> None:  # a slow database: the thread's write waits for the gate
+        verb = sql.split(" ", 1)[0].upper()
+        writers.append((threading.current_thread().name, verb))
+        if verb == "INSERT":
+            writing.set()
+            gate.wait(5.0)
+
+    policy._ledger.connection.set_trace_callback(trace)  # type: ignore[attr-defined]
+    worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
+    inbox = _Collected()
+    try:
+        answers, handed = worker.decide_inline(_job(1), inbox)  # type: ignore[arg-type]
+        assert len(answers) == 1 and isinstance(answers[0].results[0], Grant) and handed == 1
+        # Decided here (both sides held); not answered while the write is under way.
+        assert policy.stats["final"] == 2 and len(policy.reservations()) == 2
+        assert worker.answered_inline == 1 and worker.decided_inline == 1
+        assert writing.wait(5.0) and not inbox.arrived.is_set()
+        gate.set()
+        assert inbox.arrived.wait(5.0)
+    finally:
+        gate.set()
+        assert worker.close_now(5.0)
+    assert [key for key, _ in inbox.items] == ["2xx-0"]
+    assert [type(d) for d in inbox.items[0][1].results] == [Grant, Grant]
+    assert len(policy._ledger.load_all()) == 2  # type: ignore[attr-defined]
+    inserts = [name for name, verb in writers if verb == "INSERT"]
+    assert inserts == ["gamesdk-policy"], writers
+
+
+def test_a_2xx_decided_on_the_loop_whose_write_is_refused_takes_the_journal_path(tmp_path: Path) -> None:
+    """The database refuses the rows of FINALs decided on the loop: the thread lets go of their reservations and
+    decides the query again through the journal path; with no journal either, refused with the capacity free."""
+    db = tmp_path / "eu.sqlite3"
+    policy = _policy(db)
+    policy._ledger.connection.execute("PRAGMA busy_timeout = 10")  # type: ignore[attr-defined]
+    worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
+    inbox = _Collected()
+    other = _locked_by_another(db)
+    try:
+        answers, handed = worker.decide_inline(_job(1)[1:], inbox)  # type: ignore[arg-type]
+        assert answers == [] and handed == 1
+        assert inbox.arrived.wait(5.0)
+    finally:
+        other.close()
+        assert worker.close_now(5.0)
+    [(key, answer)] = inbox.items
+    assert key == "2xx-0" and not isinstance(answer.results[0], Grant)
+    assert policy.reservations() == [] and policy.stats["write_failures"] >= 1
+
+
+def test_a_2xx_is_not_decided_on_the_loop_while_the_thread_is_busy_or_closed(tmp_path: Path) -> None:
+    """Nothing decided by the caller while a job runs or is queued (the caller hands the queries over, in order),
+    nor once the worker is closed; a query the loop cannot decide plainly (a retransmission of a held grant) stops
+    the inline part there."""
+    policy = _policy(tmp_path / "eu.sqlite3")
+    worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
+    inbox = _Collected()
+    gate, running = threading.Event(), threading.Event()
+    items = _job(2)
+    try:
+        assert worker.post(lambda _: (running.set(), gate.wait(5.0)))
+        assert running.wait(5.0)
+        assert worker.decide_inline(items, inbox) == ([], 0)  # type: ignore[arg-type]
+        gate.set()
+        assert worker.wait_idle(5.0)
+        answers, handed = worker.decide_inline([*items[:2], items[1], *items[2:]], inbox)  # type: ignore[arg-type]
+        assert len(answers) == 1 and handed == 1  # the repeated 2xx-0 is left to the thread
+        assert inbox.arrived.wait(5.0)
+    finally:
+        gate.set()
+        assert worker.close_now(5.0)
+    assert worker.decide_inline(items, inbox) == ([], 0)  # type: ignore[arg-type]
+    assert policy.stats["final"] == 2

@@ -369,3 +369,54 @@ def test_a_check_is_answered_on_the_loop_while_no_query_is_with_the_policy_threa
 
     inline, handed, answered = asyncio.run(main())
     assert inline == [0.0, 2.0] and handed == [[1.0]] and answered == [0.0, 1.0, 2.0]
+
+
+class _DecidingThread(_Thread):
+    """A policy thread that decides on the loop while idle (PolicyWorker.decide_inline): the first ``checks`` queries
+    answered at once, the next ``staged`` decided and handed over for their write only."""
+
+    def __init__(self, checks: int, staged: int) -> None:
+        super().__init__()
+        self.checks, self.staged = checks, staged
+        self.decided: list[list[tuple[object, ...]]] = []
+
+    def decide_inline(self, items: list[tuple[object, ...]], inbox: object) -> tuple[list[object], int]:
+        from server.hooks import QueryAnswer
+
+        self.decided.append(items)
+        checks = min(self.checks, len(items))
+        return [QueryAnswer() for _ in range(checks)], min(self.staged, len(items) - checks)
+
+
+def test_a_2xx_decided_on_the_loop_is_in_flight_until_its_write_is_answered() -> None:
+    """With nothing of the driver's with the thread, decide_inline gets the queries first: the checks it answered
+    are answered in this iteration, those it decided (their write handed to the thread) are in flight, the rest
+    go over after them in order, and later queries wait for the answers as for any job. Before: only checks were
+    answered on the loop (answer_inline); every 2xx's FINAL went to the thread whole."""
+    from server.hooks import QueryAnswer
+    from server.io import ServerProtocol
+
+    async def main() -> tuple[_DecidingThread, list[float], list[float], int]:
+        node = _Node()
+        runner = _DecidingThread(checks=1, staged=1)
+        node.hooks.runner = runner  # type: ignore[attr-defined]
+        protocol = ServerProtocol(node, asyncio.get_running_loop())  # type: ignore[arg-type]  # a stand-in node
+        for i in range(3):
+            node.handle_datagram(b"", None, float(i))
+        protocol._ask_policy()
+        in_flight = protocol.policy_in_flight
+        protocol.datagram_received(_options(3, 5060), ("127.0.0.1", 5060))  # waits for the answers under way
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        waited = [q.now for q, _ in node.answered]
+        protocol._answered_from_thread([(runner.decided[0][1][0], QueryAnswer()),
+                                        (runner.handed[0][0][0], QueryAnswer())])
+        await asyncio.sleep(0)
+        return runner, waited, [q.now for q, _ in node.answered], in_flight
+
+    runner, waited, answered, in_flight = asyncio.run(main())
+    assert [[item[2] for item in items] for items in runner.decided] == [[0.0, 1.0, 2.0], [3.0]]
+    assert in_flight == 2  # the decided one and the one handed over whole
+    assert [[item[2] for item in items] for items in runner.handed] == [[2.0]]
+    assert waited == [0.0]  # query 3 waited for the answers under way
+    assert answered == [0.0, 1.0, 2.0, 3.0]
