@@ -611,7 +611,18 @@ def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path:
             policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
             return decisions
 
-        eu.hooks.backend = _Overridden(policy, final=final_then_fail, final_many=final_many_then_fail)
+        def final_batch_then_fail() -> Any:  # the FINALs decided on the loop, their rows written by the thread
+            batch = policy.final_batch()
+
+            def commit() -> Any:
+                decisions = batch.commit()
+                policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
+                return decisions
+
+            return _Overridden(batch, commit=commit)
+
+        eu.hooks.backend = _Overridden(policy, final=final_then_fail, final_many=final_many_then_fail,
+                                       final_batch=final_batch_then_fail)
         session = await alice.invite("bob@na.gamesdk.test", latency_ms=80, bandwidth_kbps=64)
         await callee
         for _ in range(100):  # bounded: until the 503 went out
