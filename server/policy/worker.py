@@ -19,7 +19,9 @@ Rules:
   views (``reservations()``, ``capacity()``) as snapshots, and answers a query of checks only (the INVITE's
   PRELIMINARY, which reads and never writes) itself with :meth:`PolicyWorker.answer_inline` when the thread is idle:
   under the lock the thread holds for each batch of jobs and its timers, only tried, never waited for, and only when
-  none of the driver's queries is with the thread (their order kept);
+  none of the driver's queries is with the thread (their order kept); in the same way :meth:`PolicyWorker.decide_inline`
+  decides the 2xx queries' plain new grants on the loop too (held in memory, nothing written) and hands only their
+  rows' write to the thread: their answers come back once the rows are in the database;
 - **times of the events**: each query carries the loop time and wall time at which its message arrived, so a query
   that waited behind a slow write is recorded at the time the event happened, not when it was processed;
 - **cheap hand-over**: the loop hands all the queries of one loop iteration over in one job
