@@ -363,13 +363,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
             if answer is None:
                 break
             done += 1
-            try:
-                out = self.node.answer_query(query, answer, self.loop.time())
-            except Exception:  # as _answered_from_thread: a bug in one resumption must not strand the others
-                log.exception("policy answer failed (%s)", query.purpose)
-                continue
-            if out:
-                self._send(out)
+            self._resume(query, answer)
         if done and self.node.queries:  # emitted by a finished query (rare): asked on the next turn
             self.loop.call_soon(self._ask_policy)
         return queries[done:]
@@ -386,13 +380,7 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self.policy_in_flight += handed
         done = len(answers)
         for query, answer in zip(queries, answers):
-            try:
-                out = self.node.answer_query(query, answer, self.loop.time())
-            except Exception:  # as _answered_from_thread: a bug in one resumption must not strand the others
-                log.exception("policy answer failed (%s)", query.purpose)
-                continue
-            if out:
-                self._send(out)
+            self._resume(query, answer)
         if done and self.node.queries:  # emitted by a finished query (rare): asked on the next turn
             self.loop.call_soon(self._ask_policy)
         return queries[done + handed:]
@@ -420,18 +408,22 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self.policy_in_flight = max(0, self.policy_in_flight - len(answers))
         if self.closed.done():
             return
-        node = self.node
         for query, answer in answers:
-            try:
-                out = node.answer_query(query, answer, self.loop.time())
-            except Exception:  # a bug in one resumption must not strand the other answers of the batch
-                log.exception("policy answer failed (%s)", query.purpose)
-                continue
-            if out:
-                self._send(out)
-        if node.queries:  # kept while these were with the thread (or emitted by a finished query)
+            self._resume(query, answer)
+        if self.node.queries:  # kept while these were with the thread (or emitted by a finished query)
             self._ask_policy()
         self._rearm()
+
+    def _resume(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
+        """One answer of a batch handed to the node and what it sends sent; a bug in one resumption is logged and
+        must not strand the other answers of the batch."""
+        try:
+            out = self.node.answer_query(query, answer, self.loop.time())
+        except Exception:
+            log.exception("policy answer failed (%s)", query.purpose)
+            return
+        if out:
+            self._send(out)
 
     def _answered(self, query: PolicyQuery[Any], answer: QueryAnswer) -> None:
         out = self.node.answer_query(query, answer, self.loop.time())
