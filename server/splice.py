@@ -368,23 +368,18 @@ def spliced(head: Head, start: bytes | None, vias: Sequence[str], lower_vias: bo
     raw = head.raw
     spans = head.via_spans
     first_at, first_end = spans[0]
+    edits = [(first_at, first_end, b"".join([_via_line(v) for v in vias]))]
+    if not lower_vias:
+        edits.extend((a, b, b"") for a, b in spans[1:])
+    tail = b""
     if max_forwards is not None:
         mf = b"\r\nMax-Forwards: %d" % max_forwards
-        edits = [(first_at, first_end, b"".join([_via_line(v) for v in vias]))]
-        if not lower_vias:
-            edits.extend((a, b, b"") for a, b in spans[1:])
         if head.mf_spans:
             a, b = head.mf_spans[0]
             edits.append((a, b, mf))
             edits.sort()
-            tail = b""
         else:
             tail = mf
-    else:
-        tail = b""
-        edits = [(first_at, first_end, b"".join([_via_line(v) for v in vias]))]
-        if not lower_vias:
-            edits.extend((a, b, b"") for a, b in spans[1:])
     out = [raw[:head.first] if start is None else start]
     pos = head.first
     for a, b, text in edits:
