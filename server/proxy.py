@@ -151,6 +151,12 @@ def _contact_addr(uri: SipUri | None) -> Address | None:
     return (uri.host.strip("[]"), uri.port or 5060)
 
 
+def _stateless_ack_branch(incoming: str) -> str:
+    """The branch a 2xx's ACK is forwarded with, statelessly: a hash of its incoming branch, so a retransmitted ACK
+    gets the same one (section 16.11)."""
+    return BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
+
+
 def _has_tag(to_value: str) -> bool:
     """Whether a To header value carries a tag (an in-dialog request), without parsing the whole name-addr.
 
@@ -792,9 +798,8 @@ class ProxyCore(TransactionSide):
             self.stats.acks_dropped += 1
             log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
             return
-        # Stateless branch: a hash of the incoming one, so a retransmitted ACK gets the same (section 16.11).
         incoming = request.top_via.branch or request.call_id
-        branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
+        branch = _stateless_ack_branch(incoming)
         from_peer = self.federation.authenticated_peer(source) is not None
         hide = not from_peer or target.peer_domain is None
         data = self._spliced(request, target, route_popped, max_forwards, source, self._via(branch), hide)
@@ -908,7 +913,7 @@ class ProxyCore(TransactionSide):
             stats.acks_dropped += 1
             log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
             return True
-        branch = BRANCH_MAGIC_COOKIE + "s" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest()
+        branch = _stateless_ack_branch(incoming)
         hide = target.peer_domain is None or self.federation.authenticated_peer(source) is None
         data = self._splice_head(head, via, target, max_forwards, source, self._via(branch), hide)
         stats.requests += 1
