@@ -230,11 +230,16 @@ def _upstream_spliced(raw: bytes, tx: ServerTx, extra: list[tuple[str, str]] | N
                       drop_identity: bool = False) -> bytes | None:
     """:func:`_upstream_bytes` as byte edits of the response ``raw`` (:func:`~server.splice.with_vias`); None
     when it is not in the shape splicing handles."""
+    return with_vias(raw, upstream_vias(tx), extra or (), _IDENTITY if drop_identity else ())
+
+
+def upstream_vias(tx: ServerTx) -> list[str]:
+    """The Via values the responses of ``tx`` go upstream with (its request's, the top one marked), made once per
+    transaction: its 100, 180 and final all go up with them."""
     vias = tx.upstream_vias
     if vias is None:
-        # Made once per transaction: its 100, 180 and final all go up with them.
         vias = tx.upstream_vias = marked_vias(tx.request, tx.source)
-    return with_vias(raw, vias, extra or (), _IDENTITY if drop_identity else ())
+    return vias
 
 
 def marked_vias(request: Request, source: Address) -> list[str]:
@@ -579,10 +584,7 @@ class TransactionSide:
             return True  # a late provisional, a retransmitted final: absorbed, as handle_response does
         data: bytes | None = None
         if tx.final_status == 0 and status != 100:
-            vias = tx.upstream_vias
-            if vias is None:
-                vias = tx.upstream_vias = marked_vias(tx.request, tx.source)
-            data = spliced(head, None, vias, False, None)
+            data = spliced(head, None, upstream_vias(tx), False, None)
         if invite:
             self._invite_provisional(ctx, now, out)
             if data is not None:
