@@ -887,24 +887,13 @@ class FinalBatch:
         index = len(self._queries)
         self._queries.append((requests, now, wall, on_fault))
         self._decisions.append(None)
-        mine: list[Reservation] = []
         plain = policy._commit_many is not None
         if plain and len(self._staged) + len(requests) > FINAL_BATCH_ROWS:
             self._write_staged()  # one statement per FINAL_BATCH_ROWS rows, each atomic by itself
-        if plain:
-            for request in requests:
-                try:
-                    reservation = policy._stage_final(request, now, wall)
-                except Exception:  # noqa: BLE001 - final_many meets it again and answers it by its rules
-                    reservation = None
-                if reservation is None:
-                    plain = False
-                    break
-                mine.append(reservation)
-        if plain:
+        mine = self._stage_all(requests, now, wall) if plain else None
+        if mine is not None:
             self._staged += [(index, res, now) for res in mine]
             return index
-        self._let_go(mine)
         self._write_staged()  # what was staged before it is written first
         self._decisions[index] = policy.final_many(requests, now, wall=wall, on_fault=on_fault)
         return index
@@ -919,21 +908,29 @@ class FinalBatch:
         if policy._commit_many is None or len(self._staged) + len(requests) > FINAL_BATCH_ROWS:
             return None
         wall = now if wall is None else wall
-        mine: list[Reservation] = []
-        for request in requests:
-            try:
-                reservation = policy._stage_final(request, now, wall)
-            except Exception:  # noqa: BLE001 - decided again where it may write, by final_many's rules
-                reservation = None
-            if reservation is None:
-                self._let_go(mine)
-                return None
-            mine.append(reservation)
+        mine = self._stage_all(requests, now, wall)
+        if mine is None:
+            return None
         index = len(self._queries)
         self._queries.append((requests, now, wall, on_fault))
         self._decisions.append(None)
         self._staged += [(index, res, now) for res in mine]
         return index
+
+    def _stage_all(self, requests: Sequence[AppSession], now: float, wall: float) -> list[Reservation] | None:
+        """Each request's FINAL staged as a plain new grant, held in memory; None, with none of them held, when
+        one is anything else or faults (``final_many`` then decides the query, by its rules, where it may write)."""
+        mine: list[Reservation] = []
+        for request in requests:
+            try:
+                reservation = self._policy._stage_final(request, now, wall)
+            except Exception:  # noqa: BLE001 - decided again by final_many, which answers a fault by its rules
+                reservation = None
+            if reservation is None:
+                self._let_go(mine)
+                return None
+            mine.append(reservation)
+        return mine
 
     def abandon(self) -> None:
         """Let go of what is staged (never written, never answered): as if it had not been decided."""
