@@ -59,7 +59,17 @@ class CallInfo:
     #: The offer as received (the proxy never changes it).
     offer: bytes
     content_type: str | None
-    invite: Request
+    #: The INVITE as received, for ``invite_received``; None in the hooks called after its transaction sent its
+    #: final response (``answer_received`` of another 2xx, ``invite_failed``): a completed transaction keeps no
+    #: parsed message (:meth:`without_invite`).
+    invite: Request | None
+
+    def without_invite(self) -> CallInfo:
+        """These facts without the INVITE, which the proxy keeps no longer than the INVITE's transaction needs it
+        (some 60,000 completed transactions wait out their timers at 1,000 calls/s)."""
+        return CallInfo(self.call_id, self.from_tag, self.caller, self.callee, self.caller_local, self.callee_local,
+                        self.caller_network, self.callee_network, self.caller_address, self.callee_address,
+                        self.peer_domain, self.offer, self.content_type, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,7 +239,8 @@ class RegionalServer:
         client's retransmission is relayed by the restarted process, and a callee that never answers one
         (a crashed player) must not hold the restart up for the whole drain timeout."""
         return sum(1 for tx in self.proxy.server_txs.values() if tx.state in _AWAITING_FINAL
-                   and (tx.method == "INVITE" or not _has_tag(tx.request.headers.get("To") or "")))
+                   and (tx.method == "INVITE"
+                        or (tx.request is not None and not _has_tag(tx.request.headers.get("To") or ""))))
 
     def pending_by_method(self) -> dict[str, int]:
         """:meth:`pending_transactions` by method, for the drain's log lines."""

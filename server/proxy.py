@@ -151,6 +151,18 @@ def _contact_addr(uri: SipUri | None) -> Address | None:
     return (uri.host.strip("[]"), uri.port or 5060)
 
 
+def _add_contact(side: set[Address], message: Request | Response) -> None:
+    """The address of the first Contact of ``message`` added to ``side`` (a dialog party), when it is an IP."""
+    try:
+        contacts = message.contacts
+    except RemoteProtocolError:
+        return
+    for contact in contacts[:1]:
+        addr = _contact_addr(contact.uri)
+        if addr is not None:
+            side.add(addr)
+
+
 def _stateless_ack_branch(incoming: str) -> str:
     """The branch a 2xx's ACK is forwarded with, statelessly: a hash of its incoming branch, so a retransmitted ACK
     gets the same one (section 16.11)."""
@@ -690,29 +702,26 @@ class ProxyCore(TransactionSide):
             return False
         return parties.allows(source, target.dest)
 
-    def _dialog_opened(self, tx: ServerTx, response: Response, now: float) -> None:
-        """A 2xx of an INVITE forwarded here: remember the call's two parties for its in-dialog requests."""
-        ctx = tx.client
-        if ctx is None:
-            return
+    def _dialog_opened(self, tx: ServerTx, ctx: ClientTx, response: Response, now: float) -> None:
+        """A 2xx of an INVITE forwarded here (by ``ctx``): remember the call's two parties for its in-dialog
+        requests. The caller's side comes from the INVITE at the first 2xx and is kept on ``tx`` for another
+        (with another To tag), which may come after the INVITE is let go."""
         invite = tx.request
-        caller = {tx.source}
+        caller = tx.caller
+        if caller is None:
+            found = {tx.source}
+            if invite is not None:
+                _add_contact(found, invite)
+            caller = tx.caller = frozenset(found)
         callee = {ctx.dest}
-        for side, message in ((caller, invite), (callee, response)):
-            try:
-                contacts = message.contacts
-            except RemoteProtocolError:
-                contacts = []
-            for contact in contacts[:1]:
-                addr = _contact_addr(contact.uri)
-                if addr is not None:
-                    side.add(addr)
+        _add_contact(callee, response)
+        call_id = invite.call_id if invite is not None else tx.call_id
         dialogs = self._dialogs
-        dialogs.pop(invite.call_id, None)
-        parties = DialogParties(frozenset(caller), frozenset(callee), now + DIALOG_RELAY_S)
-        dialogs[invite.call_id] = parties
+        dialogs.pop(call_id, None)
+        parties = DialogParties(caller, frozenset(callee), now + DIALOG_RELAY_S)
+        dialogs[call_id] = parties
         if len(self.opened_dialogs) < MAX_RELAYED_DIALOGS:
-            self.opened_dialogs.append((invite.call_id, parties))
+            self.opened_dialogs.append((call_id, parties))
         # Insertion order is expiry order: drop the expired (and the oldest beyond the cap) from the front.
         while dialogs:
             oldest, parties = next(iter(dialogs.items()))

@@ -39,7 +39,7 @@ from gamesdk.sip.transaction import (
 )
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction, build_ack_for_non2xx, build_cancel
 from server.config import TimerSettings
-from server.hooks import PolicyHooks, PolicyQuery
+from server.hooks import CallInfo, PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
 from server.splice import Head, spliced, with_vias
 
@@ -61,12 +61,17 @@ class ServerTx:
     Its states are those of the SDK's server transactions (figures 7 and 8 with RFC 6026's Accepted), its timers
     sit in the proxy's one :class:`~gamesdk.sip.transaction.TimerHeap`. Only what a UDP proxy needs is kept: the
     bytes of the last response while a retransmission of the request may ask for them, and the deadlines, because
-    at 1,000 calls/s some 60,000 completed transactions wait out their 32 s.
+    at 1,000 calls/s some 60,000 completed transactions wait out their 32 s. From its final response on (RFC 3261
+    section 17.2: Completed, Confirmed, RFC 6026's Accepted) it keeps no parsed message: its key, the response
+    bytes, the Vias responses go up with and three strings for log lines (:meth:`TransactionSide._finished`),
+    so the objects every collection of the cyclic collector walks stay few.
     """
 
     key: tuple[str, ...]
     method: str
-    request: Request
+    #: The request as received while the transaction may still answer it (our own final, a CANCEL or the ACK of
+    #: a non-2xx built from it); None from its final response on.
+    request: Request | None
     source: Address
     #: Trying (a non-INVITE) or Proceeding (an INVITE, whose 100 goes out at once) until the first answer.
     state: TransactionState = TransactionState.TRYING
@@ -79,10 +84,18 @@ class ServerTx:
     heap_at: float = NO_ENTRY
     #: Timer G interval (doubles up to T2).
     g_interval: float = 0.0
-    #: Facts for the policy hooks (who called whom, which side is local); set by the proxy.
-    call: Any = None
-    #: The Via values responses go upstream with (the request's, marked), made at the first spliced response.
+    #: Facts for the policy hooks (who called whom, which side is local); set by the proxy, without the INVITE
+    #: from the final response on.
+    call: CallInfo | None = None
+    #: The Via values responses go upstream with (the request's, marked), made at the first response forwarded.
     upstream_vias: list[str] | None = None
+    #: What log lines name once ``request`` is gone: its Call-ID, From value and Request-URI.
+    call_id: str = ""
+    from_: str = ""
+    uri: str = ""
+    #: The caller's addresses of the call a 2xx of this INVITE opened (another 2xx, with another To tag, opens
+    #: its dialog with the same).
+    caller: frozenset[Address] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -93,7 +106,7 @@ class ClientTx:
     branch: str
     method: str
     #: The request as forwarded when it was serialised; None when it went out spliced from the bytes received
-    #: (:func:`forwarded_request` rebuilds what a CANCEL or an ACK needs of it).
+    #: (:func:`forwarded_request` rebuilds what a CANCEL or an ACK needs of it), and from its final response on.
     request: Request | None
     dest: Address
     state: TransactionState = TransactionState.CALLING
@@ -126,7 +139,9 @@ def forwarded_request(ctx: ClientTx) -> Request:
     if ctx.request is not None:
         return ctx.request
     tx = ctx.server
-    assert tx is not None  # a forwarded request always has its server transaction (internal invariant)
+    # A pending client transaction has its server transaction, whose final is not sent yet (internal invariant:
+    # :meth:`TransactionSide._finished` keeps the request on the client side otherwise).
+    assert tx is not None and tx.request is not None
     original = tx.request.headers
     # Spliced only without a route set to edit: the Path put on it, else the Route lines it came with.
     routes = ctx.routes or tuple(original.get_all("Route"))
@@ -139,15 +154,13 @@ def forwarded_request(ctx: ClientTx) -> Request:
 
 def restore_vias(headers: Headers, tx: ServerTx) -> None:
     """Section 16.7 step 3 under topology hiding: a response goes upstream with the Vias of the request as it
-    reached us (marked with where it came from), not with what came back from downstream: the request may have
-    gone on with our Via alone (:meth:`server.proxy.ProxyCore._push_via`), and a downstream party cannot make
-    us send other Vias upstream."""
-    request = tx.request
-    values = request.headers.get_all("Via")
+    reached us (marked with where it came from: :func:`upstream_vias`), not with what came back from
+    downstream: the request may have gone on with our Via alone (:meth:`server.proxy.ProxyCore._push_via`), and
+    a downstream party cannot make us send other Vias upstream."""
+    values = upstream_vias(tx)
     headers.set("Via", values[-1])  # where the first Via was; then the others above it, in order
     for value in reversed(values[:-1]):
         headers.insert_first("Via", value)
-    mark_received(headers, request.top_via, tx.source)
 
 
 @dataclass(slots=True)
@@ -197,8 +210,9 @@ def _log_refused(tx: ServerTx, status: int, data: bytes, refused_by: str) -> Non
         return  # the routine first half of every call
     line_end = data.find(b"\r\n")
     reason = data[12:line_end if line_end > 0 else 80].decode("utf-8", "replace")
-    sessions.info('session refused call-id=%s caller=%s callee=%s status=%d reason="%s" by=%s', tx.request.call_id,
-                  _party(tx.request.headers.get("From")), tx.request.uri, status, reason, refused_by)
+    call_id, caller, uri = log_names(tx)
+    sessions.info('session refused call-id=%s caller=%s callee=%s status=%d reason="%s" by=%s', call_id, caller,
+                  uri, status, reason, refused_by)
 
 
 #: The lines of Identity (long and compact form) a 2xx of a player registered here loses (see
@@ -238,6 +252,8 @@ def upstream_vias(tx: ServerTx) -> list[str]:
     transaction: its 100, 180 and final all go up with them."""
     vias = tx.upstream_vias
     if vias is None:
+        # Made at the latest when the request is let go (:meth:`TransactionSide._finished`).
+        assert tx.request is not None
         vias = tx.upstream_vias = marked_vias(tx.request, tx.source)
     return vias
 
@@ -312,6 +328,16 @@ def marked_via(via: Via, text: str, source: Address) -> str:
 
 #: Timers that end a server transaction (RFC 3261 17.2.1, 17.2.2; RFC 6026 Timer L).
 _SERVER_ENDS = frozenset({I.TIMER_H, I.TIMER_I, I.TIMER_J, I.TIMER_L})
+#: States of an INVITE client transaction that may still send a CANCEL (section 9.1) or the ACK of a non-2xx.
+_INVITE_PENDING = (S.CALLING, S.PROCEEDING)
+
+
+def log_names(tx: ServerTx) -> tuple[str, str, str]:
+    """The Call-ID, caller (From URI) and Request-URI of ``tx`` for a log line, with its request or after it."""
+    request = tx.request
+    if request is None:
+        return tx.call_id, _party(tx.from_), tx.uri
+    return request.call_id, _party(request.headers.get("From")), request.uri
 
 
 class TransactionSide:
@@ -340,7 +366,7 @@ class TransactionSide:
     #: Signs the Identity of INVITEs from players authenticated here and of 2xx from players registered here.
     identity: IdentitySigner | None
 
-    def _dialog_opened(self, tx: ServerTx, response: Response, now: float) -> None:
+    def _dialog_opened(self, tx: ServerTx, ctx: ClientTx, response: Response, now: float) -> None:
         """Overridden by ProxyCore: an INVITE forwarded here got a 2xx (its in-dialog requests may follow)."""
 
     def branch_mark(self, body: str, back_to: Address) -> str:
@@ -354,9 +380,31 @@ class TransactionSide:
 
     def _answer(self, tx: ServerTx, status: int, reason: str | None, extra: tuple[tuple[str, str], ...],
                 now: float, out: Out) -> None:
-        """Send a final response of our own on a server transaction."""
+        """Send a final response of our own on a server transaction (one without a final yet)."""
+        assert tx.request is not None  # let go only with the final response
         self._send_final(tx, answer_bytes(tx.request, tx.source, status, reason, to_tag=self.ids.tag(), extra=extra),
                          status, now, out)
+
+    def _finished(self, tx: ServerTx, vias: bool) -> None:
+        """The final response of ``tx`` went out: what it keeps for its remaining life (RFC 3261 section 17.2:
+        the response bytes, the key, the deadlines) is all it keeps. The request goes, with the strings its log
+        lines name, and the Vias a further 2xx goes up with (``vias``: an INVITE in Accepted). A client side still
+        pending (a final of our own sent meanwhile) keeps the request as forwarded, for its CANCEL or ACK."""
+        request = tx.request
+        if request is None:
+            return
+        if vias and tx.upstream_vias is None:
+            tx.upstream_vias = marked_vias(request, tx.source)
+        ctx = tx.client
+        if ctx is not None and ctx.request is None and ctx.state in _INVITE_PENDING and ctx.method == "INVITE":
+            ctx.request = forwarded_request(ctx)
+        tx.call_id = request.call_id
+        tx.from_ = request.headers.get("From") or ""
+        tx.uri = request.uri
+        tx.request = None
+        call = tx.call
+        if call is not None:
+            tx.call = call.without_invite()
 
     def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out, *,
                     refused_by: str | None = None) -> None:
@@ -370,13 +418,16 @@ class TransactionSide:
             elif tx.method == "BYE" and status < 300:
                 self.stats.sessions_ended += 1
                 if sessions.isEnabledFor(logging.INFO):
+                    call_id, caller, _ = log_names(tx)
                     sessions.info("session ended call-id=%s by=%s status=%d (BYE through this server)",
-                                  tx.request.call_id, _party(tx.request.headers.get("From")), status)
+                                  call_id, caller, status)
         tx.final_status = status
         tx.last_response = data
         out.append((data, tx.source))
         t1 = self.t.t1_s
-        if tx.method == "INVITE":
+        invite = tx.method == "INVITE"
+        self._finished(tx, invite and status < 300)
+        if invite:
             if 200 <= status < 300:
                 # RFC 6026: Accepted; INVITE retransmissions absorbed until Timer L.
                 tx.state = S.ACCEPTED
@@ -395,6 +446,9 @@ class TransactionSide:
         tx.state = S.TERMINATED
         tx.timers.clear()
         tx.last_response = None  # its client side may hold it until Timer D, K or M
+        # The two sides refer to each other: the first to end lets go of the other, so reference counting frees
+        # them (a cycle would wait for the cyclic collector, which walks every transaction still alive).
+        tx.client = None
         if self.server_txs.get(tx.key) is tx:
             del self.server_txs[tx.key]
 
@@ -403,6 +457,7 @@ class TransactionSide:
         ctx.timers.clear()
         ctx.request_bytes = None
         ctx.ack_bytes = None
+        ctx.server = None  # (as in _end_server)
         key = (ctx.branch, ctx.method)
         if self.client_txs.get(key) is ctx:
             del self.client_txs[key]
@@ -515,6 +570,7 @@ class TransactionSide:
             self.timers.stop(ctx, I.TIMER_C)
             ctx.request_bytes = None
             if status < 300:
+                ctx.request = None  # no CANCEL and no ACK of ours any more (the 2xx's ACK is end to end)
                 ctx.state = S.ACCEPTED
                 self.timers.arm(ctx, I.TIMER_M, now + self._timeout_64t1)
                 self._forward_2xx(ctx, tx, response, now, out)
@@ -522,6 +578,7 @@ class TransactionSide:
             # Non-2xx final: ACK it hop by hop (section 17.1.1.3) and pass it upstream.
             ctx.state = S.COMPLETED
             ctx.ack_bytes = self._ack_for(ctx, response)
+            ctx.request = None  # its ACK is made: the bytes answer a retransmitted final
             out.append((ctx.ack_bytes, ctx.dest))
             self.timers.arm(ctx, I.TIMER_D, now + 32.0)
             if tx.call is not None:
@@ -649,11 +706,12 @@ class TransactionSide:
             ctx.added_2xx_headers = {}
         ctx.added_2xx_headers[to_tag] = extra
         if tx.method == "INVITE":
-            self._dialog_opened(tx, response, now)
+            self._dialog_opened(tx, ctx, response, now)
         self.stats.sessions_set_up += 1
         if sessions.isEnabledFor(logging.INFO):
-            sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", tx.request.call_id,
-                          _party(tx.request.headers.get("From")), tx.request.uri, response.status)
+            call_id, caller, uri = log_names(tx)
+            sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", call_id, caller, uri,
+                          response.status)
         self._send_2xx(tx, response, extra, now, out)
 
     def _send_2xx(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]], now: float,
@@ -665,6 +723,7 @@ class TransactionSide:
             tx.final_status = response.status
             tx.state = S.ACCEPTED
             tx.last_response = None
+            self._finished(tx, True)
             self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
 
     def _answer_identity(self, response: Response) -> list[tuple[str, str]]:
@@ -700,6 +759,7 @@ class TransactionSide:
         """A final response to a forwarded non-INVITE in Trying or Proceeding (before it goes upstream)."""
         ctx.state = S.COMPLETED
         ctx.request_bytes = None
+        ctx.request = None
         self.timers.stop(ctx, I.TIMER_E)
         self.timers.stop(ctx, I.TIMER_F)
         self.timers.arm(ctx, I.TIMER_K, now + self.t.t4_s)
@@ -763,5 +823,5 @@ class TransactionSide:
             self.timers.arm(tx, I.TIMER_G, now + tx.g_interval)
         elif timer in _SERVER_ENDS:
             if timer is I.TIMER_H:
-                log.info("proxy: no ACK for %d to %s from %s:%d", tx.final_status, tx.request.uri, *tx.source)
+                log.info("proxy: no ACK for %d to %s from %s:%d", tx.final_status, log_names(tx)[2], *tx.source)
             self._end_server(tx)

@@ -316,7 +316,7 @@ class RegionPolicyHooks:
             return InviteVerdict()
         caller_rtt = self._access_rtt(call.caller_address) if call.caller_local else None
         callee_rtt = self._access_rtt(call.callee_address) if call.callee_local else None
-        if call.callee_local and caller_rtt is None:
+        if call.callee_local and caller_rtt is None and call.invite is not None:
             # The caller's server stated its player's access round trip (we only get INVITEs from peers here).
             caller_rtt = self._stated_rtt(call.invite.headers.get_all(ACCESS_RTT_HEADER))
         checks: list[tuple[QosSide, int]] = []
