@@ -10,11 +10,11 @@ one server), counted without clocks where it can be.
 - collections: time in collections per 1,000 calls at the server's thresholds (server.cli.serving_gc, start-up
   objects frozen), at steady state: the clock moves ``--step`` s per call (1 ms: 1,000 calls/s), so after
   32 s of clock as many transactions wait out their timers as at that rate. Timed by ``gc.callbacks``
-  (perf_counter; moves with the load), with the count of collections per generation.
+  (process CPU time: it moves with the load less than the wall clock, still some), with the count of collections per generation.
 
     python bench/bench_gc.py --calls 2000
     python bench/bench_gc.py --calls 2000 --types
-    python bench/bench_gc.py --collections 20000 --step 0.001
+    python bench/bench_gc.py --collections 20000 --step 0.001 [--walked]
 """
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ def cyclic(node: RegionalServer, realm: str, calls: int, now: float, show: bool)
 
 
 class _CollectionTimer:
-    def __init__(self) -> None:
+    def __init__(self, walked: bool) -> None:
+        self.walked = walked
+        #: Objects in the generations each collection examined (counted before it starts, untimed: load-blind).
+        self.examined = 0
         self.spent = 0.0
         self.count = [0, 0, 0]
         self.by_generation = [0.0, 0.0, 0.0]
@@ -105,19 +108,22 @@ class _CollectionTimer:
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._t0 = time.perf_counter()
+            if self.walked:
+                self.examined += sum(len(gc.get_objects(g)) for g in range(info["generation"] + 1))
+            self._t0 = time.process_time()
         else:
-            took = time.perf_counter() - self._t0
+            took = time.process_time() - self._t0
             self.spent += took
             self.by_generation[info["generation"]] += took
             self.count[info["generation"]] += 1
             self.collected += info["collected"]
 
 
-def collections(node: RegionalServer, realm: str, calls: int, now: float, step: float) -> _CollectionTimer:
+def collections(node: RegionalServer, realm: str, calls: int, now: float, step: float,
+                walked: bool) -> _CollectionTimer:
     """The collections over ``calls`` calls after 40 s of clock at ``step`` s per call."""
     _, _, now = bench_proxy.run(node, realm, calls=int(_PAST_TIMERS / step), now=now, step=step)
-    timer = _CollectionTimer()
+    timer = _CollectionTimer(walked)
     gc.callbacks.append(timer)
     try:
         bench_proxy.run(node, realm, calls=calls, now=now, step=step)
@@ -133,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time the collections over this many calls at steady state")
     ap.add_argument("--step", type=float, default=0.001, help="clock seconds per call for --collections")
     ap.add_argument("--types", action="store_true", help="list the objects by type")
+    ap.add_argument("--walked", action="store_true",
+                    help="with --collections: count the objects each collection examined (load-blind)")
     args = ap.parse_args(argv)
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-gc-"))
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cyclic: {per_cyclic:.2f} objects per call freed only by the cyclic collector")
         if args.collections:
             stack.enter_context(cli.serving_gc())
-            timer = collections(node, realm, args.collections, now, args.step)
+            timer = collections(node, realm, args.collections, now, args.step, args.walked)
             n = args.collections
             us = timer.spent * 1e6 / n
             count, by = timer.count, [ms * 1e3 for ms in timer.by_generation]
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{gc.get_threshold()}, clock {args.step * 1e3:g} ms per call, {n} calls: generation 0/1/2 "
                   f"{count[0]}/{count[1]}/{count[2]} collections, {by[0]:.0f}/{by[1]:.0f}/{by[2]:.0f} ms; "
                   f"{timer.collected / n:.2f} objects per call freed by them")
+            if args.walked:
+                print(f"  objects the collections examined: {timer.examined / n:.1f} per call")
     return 0
 
 
