@@ -154,6 +154,10 @@ class PolicyServer:
         self._ledger: Ledger = ledger if ledger is not None else SplitLedger(store, billing)
         # A ledger that commits several changes in one transaction lets final_many write both sides at once.
         self._commit_many: Callable[[list[Change]], None] | None = getattr(self._ledger, "commit_many", None)
+        # A ledger with a connection of the signalling loop's own writes new rows there when the database takes
+        # them at once (FinalBatch.commit_now); False: nothing written, the policy's thread writes them.
+        self._commit_many_now: Callable[[list[Change]], bool] | None = getattr(self._ledger, "commit_many_now",
+                                                                               None)
         self._persistent = ledger is not None or store is not None
         self._journal = journal
         self._usage: dict[str, NetworkUsage] = {n.name: NetworkUsage() for n in config.networks}
@@ -945,6 +949,33 @@ class FinalBatch:
         self._queries, self._decisions = [], []
         return decisions
 
+    def commit_now(self) -> list[list[Decision]] | None:
+        """On the signalling loop: write what is staged with the ledger's loop connection when the database takes
+        it at once (never waited for, never journaled); every query's decisions, in the order added, as
+        :meth:`commit` returns them. None, with nothing written and everything still staged, when it does not:
+        then :meth:`commit` on the policy's thread writes it (waiting for the database, the journal path if it
+        refuses). Durable first as ever: no grant is returned before its row is in the database."""
+        policy = self._policy
+        write_now = policy._commit_many_now
+        staged = self._staged
+        if staged:
+            if write_now is None or not write_now([Change(key=res.key, save=res) for _, res, _ in staged]):
+                return None
+            self._staged = []
+            self._granted_all(staged)
+        decisions = [d if d is not None else [] for d in self._decisions]
+        self._queries, self._decisions = [], []
+        return decisions
+
+    def _granted_all(self, staged: list[tuple[int, Reservation, float]]) -> None:
+        """The staged reservations' rows are in the database: their grants, each in its query's decisions."""
+        policy = self._policy
+        for index, res, now in staged:
+            decisions = self._decisions[index]
+            if decisions is None:
+                decisions = self._decisions[index] = []
+            decisions.append(policy._granted(res, now))
+
     def _write_staged(self) -> None:
         staged, self._staged = self._staged, []
         if not staged:
@@ -959,11 +990,7 @@ class FinalBatch:
             log.warning("database write of %d FINAL row(s) failed (decided again one query at a time): %s",
                         len(changes), exc)
         else:
-            for index, res, now in staged:
-                decisions = self._decisions[index]
-                if decisions is None:
-                    decisions = self._decisions[index] = []
-                decisions.append(policy._granted(res, now))
+            self._granted_all(staged)
             return
         self._let_go([res for _, res, _ in staged])
         for index in dict.fromkeys(index for index, _, _ in staged):

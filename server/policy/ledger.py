@@ -13,6 +13,7 @@ else; replays are harmless because every row and every billing event has its own
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from .codec import key_from_json_untrusted, key_to_json, reservation_from_json_u
 from .model import Reservation, SessionKey, slot_setting_init
 
 __all__ = [
+    "LOOP_WRITES_PER_CHECKPOINT",
     "Change",
     "FileJournal",
     "Journal",
@@ -40,8 +42,11 @@ __all__ = [
     "SqliteLedger",
     "change_from_json_untrusted",
     "change_to_json",
+    "open_loop_connection",
     "transaction",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class LedgerUnavailable(Exception):
@@ -96,25 +101,69 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-class SqliteLedger:
-    """:class:`Ledger` on the region database: tables ``policy_reservations`` and ``billing_*``."""
+#: Writes the signalling loop's connection makes (:meth:`SqliteLedger.commit_many_now`) before one is left to the
+#: policy's thread, which checkpoints the WAL first (the loop's connection never checkpoints): a call's two FINAL
+#: rows are some four WAL pages, so this keeps the WAL near SQLite's own checkpoint threshold (1,000 pages).
+LOOP_WRITES_PER_CHECKPOINT = 256
 
-    def __init__(self, conn: sqlite3.Connection, tariff: Tariff | None = None) -> None:
+
+def open_loop_connection(path: str | Path) -> sqlite3.Connection:
+    """A second connection to the region database for the signalling loop's writes (:meth:`SqliteLedger.
+    commit_many_now`): the same WAL file and ``synchronous`` setting, but ``busy_timeout`` 0 (a locked database
+    answers SQLITE_BUSY at once: the write is then left to the policy's thread, which waits and journals) and
+    ``wal_autocheckpoint`` 0 (a checkpoint copies pages and syncs the file: never on the loop)."""
+    from server.db import open_region_db
+
+    conn = open_region_db(path, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    return conn
+
+
+class SqliteLedger:
+    """:class:`Ledger` on the region database: tables ``policy_reservations`` and ``billing_*``.
+
+    With ``loop_conn`` (:func:`open_loop_connection`) the signalling loop writes a FINAL's new rows itself when the
+    database takes them at once (:meth:`commit_many_now`); everything else, and what that connection cannot write at
+    once, goes through ``conn`` on the policy's thread. The two are never used at the same time for the policy: the
+    loop writes only while the policy's thread is idle and holds nothing of its own (``PolicyWorker.decide_inline``,
+    under the lock the thread holds for its jobs and timers), so the writes keep their order.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, tariff: Tariff | None = None, *,
+                 loop_conn: sqlite3.Connection | None = None) -> None:
         from .store import SqliteReservationStore  # the row SQL lives with the read-only views
 
         self._conn = conn
         self._tariff = tariff or Tariff()
         self._rows = SqliteReservationStore(conn)  # migrates the region schema (server/db.py)
+        self._loop_conn = loop_conn
+        self._loop_rows = SqliteReservationStore(loop_conn) if loop_conn is not None else None
+        #: The loop's writes since the thread last checkpointed the WAL (read and reset on the thread, counted on
+        #: the loop: never at the same time, see above).
+        self._loop_writes = 0
+        #: Writes made on the loop, writes the loop's connection could not make at once (handed to the thread),
+        #: and WAL checkpoints the thread ran for the loop's writes.
+        self.loop_written = 0
+        self.loop_refused = 0
+        self.checkpoints = 0
 
     @property
     def connection(self) -> sqlite3.Connection:
         return self._conn
+
+    @property
+    def loop_connection(self) -> sqlite3.Connection | None:
+        """The signalling loop's own connection (:meth:`commit_many_now`), if it has one."""
+        return self._loop_conn
 
     def set_tariff(self, tariff: Tariff) -> None:
         """Charge STOPs from now on with ``tariff`` (a reloaded region file)."""
         self._tariff = tariff
 
     def commit(self, change: Change) -> None:
+        if self._loop_writes >= LOOP_WRITES_PER_CHECKPOINT:
+            self._checkpoint()
         save = change.save
         if not change.events and (save is None) != (not change.delete) and not self._conn.in_transaction:
             # One statement (a FINAL's new row, a row's new state, a row gone without an event): SQLite makes a
@@ -131,6 +180,8 @@ class SqliteLedger:
     def commit_many(self, changes: list[Change]) -> None:
         """Make ``changes`` durable in ONE transaction, all of them or none; raise on failure (the two rows of a
         call's two sides: one lock, one write of the pages they share)."""
+        if self._loop_writes >= LOOP_WRITES_PER_CHECKPOINT:
+            self._checkpoint()
         if len(changes) == 1:
             self.commit(changes[0])
             return
@@ -144,6 +195,46 @@ class SqliteLedger:
         with transaction(self._conn):
             for change in changes:
                 self._write(change)
+
+    def commit_many_now(self, changes: list[Change]) -> bool:
+        """On the signalling loop: write the new rows of ``changes`` (a FINAL's, no events) in one statement with
+        the loop's connection, if the database takes them at once. False, with nothing written, when there is no
+        loop connection, the changes are anything else, the database is locked or busy (never waited for) or
+        refuses them, or the loop has written :data:`LOOP_WRITES_PER_CHECKPOINT` times since the last checkpoint:
+        then hand them to the policy's thread (:meth:`commit_many`, which checkpoints first when that is due)."""
+        rows = self._loop_rows
+        if rows is None or self._loop_writes >= LOOP_WRITES_PER_CHECKPOINT or not changes:
+            return False
+        saves: list[Reservation] = []
+        for change in changes:
+            if change.save is None or change.delete or change.events:
+                return False
+            saves.append(change.save)
+        if len(saves) > rows.write_many_max:
+            return False
+        try:
+            if len(saves) == 1:
+                rows.write(saves[0])
+            else:
+                rows.write_many(saves)
+        except sqlite3.Error:  # locked (busy timeout 0), disk full, I/O error: the thread's path waits and journals
+            self.loop_refused += 1
+            return False
+        self._loop_writes += 1
+        self.loop_written += 1
+        return True
+
+    def _checkpoint(self) -> None:
+        """On the policy's thread: copy the WAL's pages (the loop's writes among them) into the database file
+        (``PASSIVE``: waits for no reader or writer), so the next write restarts the WAL from its start (and syncs
+        its header here, not on the loop)."""
+        self._loop_writes = 0
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # the next one, or SQLite's own on this connection, catches up
+            log.warning("WAL checkpoint failed: %s", exc)
+            return
+        self.checkpoints += 1
 
     def _write(self, change: Change) -> None:
         if change.save is not None:

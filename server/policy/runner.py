@@ -30,7 +30,7 @@ from .config import PolicyConfig
 from .core import PolicyServer, hex_token_factory
 from .hooks import PolicyBackend, RegionPolicyHooks
 from .http import PolicyHttpClient, PolicyHttpService, PolicyUnavailable
-from .ledger import FileJournal, Journal, MemoryJournal, SqliteLedger
+from .ledger import FileJournal, Journal, MemoryJournal, SqliteLedger, open_loop_connection
 from .lifetime import PolicyOperation
 from .model import AppSession, Decision, Deny, EndReason, SessionKey
 from .queries import PolicyCall
@@ -176,11 +176,15 @@ def build_policy_server(
     *,
     region: str = "",
     token_factory: Callable[[], str] | None = None,
+    loop_writes: bool = False,
 ) -> PolicyServer:
     """A PolicyServer persisting into the region database (path or an open connection).
 
     With a path, changes the database refuses wait in ``<path>.journal`` (:class:`FileJournal`) until it takes
-    them; with an open connection they wait in memory.
+    them; with an open connection they wait in memory. ``loop_writes`` (the SIP server's embedded policy, whose
+    thread is server/policy/worker.py): a second connection to the file for the signalling loop, which writes a
+    2xx's FINAL rows itself when the database takes them at once (:func:`~server.policy.ledger.open_loop_connection`:
+    no busy wait, no checkpoint on the loop).
     """
     # A write waits at most WRITE_BUSY_TIMEOUT_S for another process's lock, then the change goes to the
     # journal: the policy's thread answers every session of the region in turn, so one write must not hold the
@@ -190,11 +194,13 @@ def build_policy_server(
     if not isinstance(db, sqlite3.Connection):
         conn.execute(f"PRAGMA busy_timeout = {int(WRITE_BUSY_TIMEOUT_S * 1000)}")
     journal: Journal = MemoryJournal() if isinstance(db, sqlite3.Connection) else FileJournal(journal_path(db))
+    loop_conn = (open_loop_connection(db) if loop_writes and not isinstance(db, sqlite3.Connection)
+                 and str(db) != ":memory:" else None)
     return PolicyServer(
         config,
         token_factory=token_factory or hex_token_factory(RandomPool()),
         region=region,
-        ledger=SqliteLedger(conn, config.tariff),
+        ledger=SqliteLedger(conn, config.tariff, loop_conn=loop_conn),
         journal=journal,
     )
 
@@ -304,7 +310,7 @@ def make_policy_hooks(server_config: Any, node: Any, *, policy_config: PolicyCon
                                                   ssl_context=policy_client_context(server_config)))
     else:
         server = build_policy_server(config, server_config.database, region=server_config.name,
-                                     token_factory=token_factory)
+                                     token_factory=token_factory, loop_writes=True)
         try:
             loop_now = asyncio.get_running_loop().time()
         except RuntimeError:  # no loop (a sans-IO test): the node runs on the monotonic clock

@@ -165,6 +165,14 @@ class PolicyWorker:
         #: rows only the thread writes (decide_inline).
         self.answered_inline = 0
         self.decided_inline = 0
+        #: 2xx queries decided AND written on the loop (decide_inline, the database took the rows at once): no
+        #: hand-over at all.
+        self.written_inline = 0
+        #: Batches of jobs the thread ran (its wake-ups for work).
+        self.batches = 0
+        # When the thread's next timer is due, as it last read it (under the owner lock): the loop wakes it only
+        # for a grant of its own due earlier.
+        self._timer_at: float | None = None
         self._closing = False
         #: Queries answered, queries refused because the queue was full, failures of the policy's timers.
         self.answered = 0
@@ -228,13 +236,16 @@ class PolicyWorker:
     def decide_inline(self, many: list[tuple[Any, tuple[object, ...], float, float]],
                       inbox: AnswerInbox) -> tuple[list[QueryAnswer], int]:
         """On the loop, while the thread is idle (as :meth:`answer_inline`: its lock only tried, nothing queued or
-        running): the leading queries of ``many`` (``(key, calls, now, wall)`` each, in order) decided here. The
-        leading checks are answered at once (the answers returned, in order); then the following 2xx queries whose
-        FINALs are all plain new grants are decided and held in memory (``FinalBatch.stage``), and only their rows'
-        write is handed to the thread in one job: their answers come through ``inbox`` once the rows are in the
-        database (or, when it refuses them, decided again on the thread through the journal path). Returns the
-        answers and how many queries after them were handed over that way; the caller hands the rest over as
-        before (:meth:`submit_many`), after them, so the order is kept. Nothing that writes runs here."""
+        running): the leading queries of ``many`` (``(key, calls, now, wall)`` each, in order) decided here. Checks
+        are answered at once; the 2xx queries whose FINALs are all plain new grants are decided and held in memory
+        (``FinalBatch.stage``) and their rows written here too, in one statement on the ledger's loop connection,
+        when the database takes them at once (``FinalBatch.commit_now``: never waits for a lock, never journals):
+        their answers are returned with the checks'. When it does not (locked, busy, a WAL checkpoint due, no loop
+        connection), only their rows' write is handed to the thread in one job (``FinalBatch.commit``, which waits
+        and journals as ever), their answers come through ``inbox`` once the rows are in the database, and nothing
+        after them is decided here. Returns the answers (of the leading queries, in order) and how many queries
+        after them were handed over that way; the caller hands the rest over as before (:meth:`submit_many`),
+        after them, so the order is kept."""
         answers: list[QueryAnswer] = []
         if not many or not self._owner.acquire(blocking=False):
             return answers, 0
@@ -248,12 +259,19 @@ class PolicyWorker:
             final_batch = getattr(backend, "final_batch", None)
             batch: Any = None
             staged: list[tuple[Any, int]] = []
+            written = self.written_inline
+            refused = False  # the database did not take the rows at once: the rest goes to the thread
             for key, calls, now, wall in many:
                 if not all(isinstance(call, PolicyCall) for call in calls):
                     break
                 policy_calls = cast("tuple[PolicyCall, ...]", calls)
                 kind = _only_kind(policy_calls)
-                if kind == "preliminary" and batch is None:
+                if kind == "preliminary":
+                    if staged:  # the FINALs before it written first (it sees them held either way)
+                        if not self._write_now(batch, staged, answers):
+                            refused = True
+                            break
+                        batch, staged = None, []
                     answers.append(self._answer(backend, policy_calls, now, wall))
                     self.answered_inline += 1
                     continue
@@ -261,10 +279,21 @@ class PolicyWorker:
                     break
                 if batch is None:
                     batch = final_batch()
-                index = batch.stage([call.request for call in policy_calls], now, wall=wall, on_fault=_final_failed)
+                requests = [call.request for call in policy_calls]
+                index = batch.stage(requests, now, wall=wall, on_fault=_final_failed)
+                if index is None and staged:  # the statement is full (or the query is not plain): write, go on
+                    if not self._write_now(batch, staged, answers):
+                        refused = True
+                        break
+                    batch, staged = final_batch(), []
+                    index = batch.stage(requests, now, wall=wall, on_fault=_final_failed)
                 if index is None:
                     break
                 staged.append((key, index))
+            if staged and not refused and self._write_now(batch, staged, answers):
+                staged = []
+            if self.written_inline != written:
+                self._wake_for_timer(backend)
             if not staged:
                 return answers, 0
             with self._lock:
@@ -277,6 +306,35 @@ class PolicyWorker:
             return answers, len(staged)
         finally:
             self._owner.release()
+
+    def _write_now(self, batch: Any, staged: list[tuple[Any, int]], answers: list[QueryAnswer]) -> bool:
+        """The staged FINALs' rows written on the loop (``FinalBatch.commit_now``) and their answers appended to
+        ``answers``; False, with nothing written and everything still staged, when the database did not take them
+        at once (the caller hands the batch to the thread)."""
+        try:
+            decisions: list[list[Any]] | None = batch.commit_now()
+        except Exception:  # a bug: left to the thread's path, which answers faults by its rules
+            log.exception("policy: FINAL rows on the loop failed")
+            return False
+        if decisions is None:
+            return False
+        answers.extend(QueryAnswer(tuple(decisions[index])) for _, index in staged)
+        self.written_inline += len(staged)
+        self.answered += len(staged)
+        return True
+
+    def _wake_for_timer(self, backend: TimedBackend) -> None:
+        """After grants made on the loop (their confirm deadlines armed without the thread knowing): wake the thread
+        to re-read its next timer, only when it is due before the one the thread waits for (when nothing else is
+        held, say; a new grant's deadline is otherwise later than those held before it). Under the owner lock."""
+        try:
+            when = backend.get_timer()
+        except Exception:  # noqa: BLE001 - a bug: the thread's own reading logs it
+            when = None
+        known = self._timer_at
+        if when is not None and (known is None or when < known):
+            self._timer_at = when
+            self._queue.put(_IDLE)  # the thread runs its due timers and reads the next one
 
     @staticmethod
     def inbox(loop: asyncio.AbstractEventLoop, handle: Callable[[list[tuple[Any, QueryAnswer]]], None]) -> AnswerInbox:
@@ -348,7 +406,9 @@ class PolicyWorker:
     # -- the thread ----------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        timer_at: float | None = None
+        # The timers of reservations restored at start-up are read at once (jobs are not the only wake-up: a grant
+        # written on the loop wakes the thread only for a deadline earlier than the one it knows).
+        timer_at = self._timers()
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         while True:
@@ -368,7 +428,8 @@ class PolicyWorker:
                 if job is None:
                     stop = True  # closing: everything queued before it runs first
                     break
-                jobs.append(job)
+                if job is not _IDLE:  # (a wake-up for the timers: read again after the batch anyway)
+                    jobs.append(job)
                 if len(jobs) >= TAKE_BATCH:
                     break
                 try:
@@ -378,6 +439,8 @@ class PolicyWorker:
             with self._lock:
                 self._queued -= sum(j.size for j in jobs)
                 self._busy = True
+            if jobs:
+                self.batches += 1
             try:
                 with self._owner:
                     self._do_batch(jobs)
@@ -519,6 +582,7 @@ class PolicyWorker:
             self.timer_faults += 1
             log.exception("policy thread: timers failed")
             when = now + TIMER_FAULT_BACKOFF_S
+        self._timer_at = when
         return when
 
 

@@ -611,7 +611,7 @@ def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path:
             policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
             return decisions
 
-        def final_batch_then_fail() -> Any:  # the FINALs decided on the loop, their rows written by the thread
+        def final_batch_then_fail() -> Any:  # the FINALs decided on the loop, their rows written there or by the thread
             batch = policy.final_batch()
 
             def commit() -> Any:
@@ -619,7 +619,13 @@ def test_a_confirmed_publish_the_server_could_not_record_is_sent_again(tmp_path:
                 policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
                 return decisions
 
-            return _Overridden(batch, commit=commit)
+            def commit_now() -> Any:
+                decisions = batch.commit_now()
+                if decisions is not None:
+                    policy._ledger, policy._journal = disk, disk  # type: ignore[assignment]
+                return decisions
+
+            return _Overridden(batch, commit=commit, commit_now=commit_now)
 
         eu.hooks.backend = _Overridden(policy, final=final_then_fail, final_many=final_many_then_fail,
                                        final_batch=final_batch_then_fail)
