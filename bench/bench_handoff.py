@@ -60,8 +60,12 @@ def _counted_submit(self, queries, inbox):
 _w.PolicyWorker.submit_many = _counted_submit
 _decide_inline = getattr(_w.PolicyWorker, "decide_inline", None)
 def _counted_decide(self, queries, inbox):
+    written = getattr(self, "written_inline", 0)
     answers, handed = _decide_inline(self, queries, inbox)
-    _by[("handover", "checks answered on the loop")] += len(answers)
+    written = getattr(self, "written_inline", 0) - written
+    _by[("handover", "checks answered on the loop")] += len(answers) - written
+    if written:
+        _by[("handover", "2xx decided and written on the loop")] += written
     if handed:
         _by[("handover", "jobs")] += 1
         _by[("handover", "queries")] += handed
@@ -74,6 +78,20 @@ def _counted_batch(self, jobs):
     _by[("handover", "thread wake-ups")] += 1
     return _do_batch(self, jobs)
 _w.PolicyWorker._do_batch = _counted_batch
+_timers = _w.PolicyWorker._timers
+def _counted_timers(self):
+    _by[("handover", "thread timer reads")] += 1
+    return _timers(self)
+_w.PolicyWorker._timers = _counted_timers
+import server.policy.ledger as _l
+_now = getattr(_l.SqliteLedger, "commit_many_now", None)
+def _counted_now(self, changes):
+    done = _now(self, changes)
+    if not done:
+        _by[("handover", "loop writes left to the thread")] += 1
+    return done
+if _now is not None:
+    _l.SqliteLedger.commit_many_now = _counted_now
 def _dump(*_):
     with open(os.environ["GAMESDK_BENCH_SQL_COUNT"], "w") as f:
         f.write(str(_count[0]))

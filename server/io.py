@@ -18,8 +18,9 @@ refused "busy", at once) and then go over together: the thread wakes once per ro
 (each wake-up is a futex call and a GIL hand-off each way). A query keeps the times its message arrived. While
 none of the driver's queries is with the thread and the thread is idle, a query of checks only (the INVITE's
 PRELIMINARY: it reads the policy, never writes) is answered on the loop at once (``PolicyWorker.answer_inline``),
-and the 2xx queries after the checks are decided on the loop too, only their rows' write handed to the thread
-(``PolicyWorker.decide_inline``: answered once the rows are written).
+and the 2xx queries after the checks are decided on the loop too, their rows written there when the database takes
+them at once, else only their write handed to the thread (``PolicyWorker.decide_inline``: answered once the rows
+are written).
 
 Several datagrams per wake-up: on the standard selector loop the callback goes on reading the socket until it is
 empty (at most :data:`READ_BATCH` datagrams); uvloop (libuv) reads up to 32 per wake-up on its own. Either way the

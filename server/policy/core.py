@@ -872,7 +872,9 @@ class FinalBatch:
     in order. :meth:`commit` writes the staged rows and returns every query's decisions, in the order added.
     Durable first as ever: no grant is returned before its row is in the database; when the database refuses the
     batch, the staged reservations are let go and each of their queries is decided again, in order, through
-    ``final_many`` (the journal path), as if the batch had not been tried.
+    ``final_many`` (the journal path), as if the batch had not been tried. On the signalling loop, :meth:`stage`
+    and :meth:`commit_now` decide and write without ever waiting or journaling (a refusal leaves it all staged for
+    :meth:`commit` on the policy's thread).
     """
 
     def __init__(self, policy: PolicyServer) -> None:

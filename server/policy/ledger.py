@@ -31,7 +31,7 @@ from .codec import key_from_json_untrusted, key_to_json, reservation_from_json_u
 from .model import Reservation, SessionKey, slot_setting_init
 
 __all__ = [
-    "LOOP_WRITES_PER_CHECKPOINT",
+    "LOOP_ROWS_PER_CHECKPOINT",
     "Change",
     "FileJournal",
     "Journal",
@@ -101,10 +101,13 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-#: Writes the signalling loop's connection makes (:meth:`SqliteLedger.commit_many_now`) before one is left to the
-#: policy's thread, which checkpoints the WAL first (the loop's connection never checkpoints): a call's two FINAL
-#: rows are some four WAL pages, so this keeps the WAL near SQLite's own checkpoint threshold (1,000 pages).
-LOOP_WRITES_PER_CHECKPOINT = 256
+#: Rows the signalling loop's connection writes (:meth:`SqliteLedger.commit_many_now`) before a write is left to the
+#: policy's thread, which checkpoints the WAL first (the loop's connection never checkpoints) and then restarts it
+#: (the first write after a complete checkpoint syncs the WAL's header: on the thread, not the loop). A row is at
+#: most some four WAL pages, so the WAL stays under SQLite's own checkpoint threshold (1,000 pages), which the
+#: region's other connections (the registration writer's) would otherwise reach and checkpoint at, leaving the
+#: restart to whichever connection writes next.
+LOOP_ROWS_PER_CHECKPOINT = 128
 
 
 def open_loop_connection(path: str | Path) -> sqlite3.Connection:
@@ -139,8 +142,8 @@ class SqliteLedger:
         self._rows = SqliteReservationStore(conn)  # migrates the region schema (server/db.py)
         self._loop_conn = loop_conn
         self._loop_rows = SqliteReservationStore(loop_conn) if loop_conn is not None else None
-        #: The loop's writes since the thread last checkpointed the WAL (read and reset on the thread, counted on
-        #: the loop: never at the same time, see above).
+        #: The rows the loop wrote since the thread last checkpointed the WAL (read and reset on the thread,
+        #: counted on the loop: never at the same time, see above).
         self._loop_writes = 0
         #: Writes made on the loop, writes the loop's connection could not make at once (handed to the thread),
         #: and WAL checkpoints the thread ran for the loop's writes.
@@ -162,7 +165,7 @@ class SqliteLedger:
         self._tariff = tariff
 
     def commit(self, change: Change) -> None:
-        if self._loop_writes >= LOOP_WRITES_PER_CHECKPOINT:
+        if self._loop_writes >= LOOP_ROWS_PER_CHECKPOINT:
             self._checkpoint()
         save = change.save
         if not change.events and (save is None) != (not change.delete) and not self._conn.in_transaction:
@@ -180,7 +183,7 @@ class SqliteLedger:
     def commit_many(self, changes: list[Change]) -> None:
         """Make ``changes`` durable in ONE transaction, all of them or none; raise on failure (the two rows of a
         call's two sides: one lock, one write of the pages they share)."""
-        if self._loop_writes >= LOOP_WRITES_PER_CHECKPOINT:
+        if self._loop_writes >= LOOP_ROWS_PER_CHECKPOINT:
             self._checkpoint()
         if len(changes) == 1:
             self.commit(changes[0])
@@ -200,10 +203,10 @@ class SqliteLedger:
         """On the signalling loop: write the new rows of ``changes`` (a FINAL's, no events) in one statement with
         the loop's connection, if the database takes them at once. False, with nothing written, when there is no
         loop connection, the changes are anything else, the database is locked or busy (never waited for) or
-        refuses them, or the loop has written :data:`LOOP_WRITES_PER_CHECKPOINT` times since the last checkpoint:
+        refuses them, or the loop has written :data:`LOOP_ROWS_PER_CHECKPOINT` rows since the last checkpoint:
         then hand them to the policy's thread (:meth:`commit_many`, which checkpoints first when that is due)."""
         rows = self._loop_rows
-        if rows is None or self._loop_writes >= LOOP_WRITES_PER_CHECKPOINT or not changes:
+        if rows is None or self._loop_writes >= LOOP_ROWS_PER_CHECKPOINT or not changes:
             return False
         saves: list[Reservation] = []
         for change in changes:
@@ -220,7 +223,7 @@ class SqliteLedger:
         except sqlite3.Error:  # locked (busy timeout 0), disk full, I/O error: the thread's path waits and journals
             self.loop_refused += 1
             return False
-        self._loop_writes += 1
+        self._loop_writes += len(saves)
         self.loop_written += 1
         return True
 

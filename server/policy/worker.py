@@ -1,5 +1,5 @@
-"""server/policy/worker: the embedded policy on its own thread, so no reservation or billing write runs on the
-signalling loop.
+"""server/policy/worker: the embedded policy on its own thread, so the signalling loop never waits for a reservation
+or billing write (it writes a 2xx's new rows itself only when the database takes them at once).
 
 The embedded :class:`~server.policy.core.PolicyServer` commits every change to SQLite (waiting up to
 ``runner.WRITE_BUSY_TIMEOUT_S`` for another process's lock) and, when the database refuses, appends it to the
@@ -20,8 +20,12 @@ Rules:
   PRELIMINARY, which reads and never writes) itself with :meth:`PolicyWorker.answer_inline` when the thread is idle:
   under the lock the thread holds for each batch of jobs and its timers, only tried, never waited for, and only when
   none of the driver's queries is with the thread (their order kept); in the same way :meth:`PolicyWorker.decide_inline`
-  decides the 2xx queries' plain new grants on the loop too (held in memory, nothing written) and hands only their
-  rows' write to the thread: their answers come back once the rows are in the database;
+  decides the 2xx queries' plain new grants on the loop too and writes their rows there, in one statement on the
+  ledger's loop connection (``busy_timeout`` 0, no WAL checkpoints), when the database takes them at once: answered
+  at once, no hand-over. When it does not (locked, busy, a checkpoint due), only their rows' write goes to the
+  thread, which waits and journals as ever, and their answers come back once the rows are in the database; the loop
+  writes nothing while the thread has work (the order of the writes kept). A grant due before the timer the thread
+  waits for wakes the thread to read it;
 - **times of the events**: each query carries the loop time and wall time at which its message arrived, so a query
   that waited behind a slow write is recorded at the time the event happened, not when it was processed;
 - **cheap hand-over**: the loop hands all the queries of one loop iteration over in one job

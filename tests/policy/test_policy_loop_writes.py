@@ -200,11 +200,12 @@ def test_the_loop_writes_nothing_while_the_thread_has_work_and_the_order_is_kept
 
 def test_wal_checkpoints_run_on_the_thread_and_the_wal_stays_bounded(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The loop's connection never checkpoints (wal_autocheckpoint 0): every LOOP_WRITES_PER_CHECKPOINT writes one
-    is left to the thread, which checkpoints first. Over many calls the WAL stays within those writes' pages; with
-    the loop writing everything and nobody checkpointing it would hold every call's pages."""
-    every = 8
-    monkeypatch.setattr(ledger_module, "LOOP_WRITES_PER_CHECKPOINT", every)
+    """The loop's connection never checkpoints (wal_autocheckpoint 0): every LOOP_ROWS_PER_CHECKPOINT rows it wrote,
+    a write is left to the thread, which checkpoints first. Over many calls the WAL stays within the pages of the
+    writes between two checkpoints; with the loop writing everything and nobody checkpointing it would hold every
+    call's pages."""
+    every = 8  # rows: four calls (two rows each) on the loop, then one on the thread
+    monkeypatch.setattr(ledger_module, "LOOP_ROWS_PER_CHECKPOINT", every)
     db = tmp_path / "eu.sqlite3"
     policy = _policy(db)
     ledger = _ledger(policy)
@@ -219,7 +220,9 @@ def test_wal_checkpoints_run_on_the_thread_and_the_wal_stays_bounded(tmp_path: P
     page = ledger.connection.execute("PRAGMA page_size").fetchone()[0]
     wal = Path(f"{db}-wal")
     worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
-    calls = 20 * every
+    calls = 40 * every
+    cycle = every // 2 + 1  # calls per checkpoint: written on the loop, then one handed to the thread
+    first = 0  # the WAL's size at the first checkpoint: the schema's pages from start-up, the first calls'
     largest = 0
     handed_over = 0
     try:
@@ -232,17 +235,18 @@ def test_wal_checkpoints_run_on_the_thread_and_the_wal_stays_bounded(tmp_path: P
                 assert inbox.arrived.wait(5.0)
                 assert worker.wait_idle(5.0)
             largest = max(largest, wal.stat().st_size)
+            first = first or (largest if handed else 0)
     finally:
         assert worker.close_now(5.0)
     assert len(_rows(db)) == 2 * calls
-    # A call's two rows are some seven pages of the WAL (the table's leaves, its two indexes' leaves, a parent now
-    # and then): the WAL file holds at most the pages of the writes between two checkpoints (and of the one that
-    # restarts it), far below all the calls' pages.
+    # A call's two rows are a few pages of the WAL (the table's leaf, its two indexes' leaves, a parent now and
+    # then): after the first checkpoint the WAL restarts at each one and its file holds at most the pages of the
+    # calls between two, far below all the calls' pages.
     frame = page + 24
-    bound = 32 + (every + 2) * 12 * frame
+    bound = max(first, 32 + (cycle + 1) * 12 * frame)
     assert largest <= bound, (largest, bound)
-    assert calls * 4 * frame > 2 * bound  # without the checkpoints the WAL would pass the bound
-    assert handed_over == calls // (every + 1) and ledger.checkpoints == handed_over
+    assert calls * 3 * frame > 4 * bound  # without the checkpoints the WAL would pass the bound
+    assert handed_over == calls // cycle and ledger.checkpoints == handed_over
     assert checkpoints == ["gamesdk-policy"] * handed_over  # never on the loop
 
 
