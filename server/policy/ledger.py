@@ -103,11 +103,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 #: Rows the signalling loop's connection writes (:meth:`SqliteLedger.commit_many_now`) before a write is left to the
 #: policy's thread, which checkpoints the WAL first (the loop's connection never checkpoints) and then restarts it
-#: (the first write after a complete checkpoint syncs the WAL's header: on the thread, not the loop). A row is at
-#: most some four WAL pages, so the WAL stays under SQLite's own checkpoint threshold (1,000 pages), which the
-#: region's other connections (the registration writer's) would otherwise reach and checkpoint at, leaving the
-#: restart to whichever connection writes next.
-LOOP_ROWS_PER_CHECKPOINT = 128
+#: (the first write after a complete checkpoint syncs the WAL's header: on the thread, not the loop). A call's two
+#: rows add some three WAL pages (the table's leaf and its two indexes' leaves, shared by neighbouring rows), so the
+#: WAL stays at some 400-500 pages with the registration writer's, under SQLite's own checkpoint threshold (1,000
+#: pages), at which the region's other connections would checkpoint and leave the restart to whichever connection
+#: writes next.
+LOOP_ROWS_PER_CHECKPOINT = 256
 
 
 def open_loop_connection(path: str | Path) -> sqlite3.Connection:

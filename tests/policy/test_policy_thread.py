@@ -99,6 +99,8 @@ def test_a_locked_database_and_a_stalled_disk_delay_only_the_session_that_writes
             await asyncio.sleep(0.01)
         assert policy.is_idle()
         assert policy.stats["journaled"] >= 1  # the FINAL really went through the stalled journal
+        # eu's loop tried the FINAL's rows on its own connection first: refused at once by the lock, never waited.
+        assert getattr(policy._ledger, "loop_refused", 0) >= 1
 
     run(tmp_path, scenario)
     assert seen_while_stalled == ["OPTIONS", "REGISTER"]
