@@ -152,9 +152,10 @@ _MISSING = object()
 
 
 def clear_memo() -> None:
-    """Forget every checked value (both generations)."""
+    """Forget every checked value (both generations) and every header line split before."""
     _MEMO.clear()
     _MEMO_OLD.clear()
+    _LINES.clear()
 
 
 def _checked(key: str, value: str) -> object:
@@ -362,6 +363,16 @@ _WATCHED = frozenset(("via", "contact", "from", "to", "call-id", "cseq", "conten
 _PLAIN_KEY = "\x00plain"
 
 
+#: Header lines already split, by their whole text: the field (key, name, value) they gave. Most lines of a message
+#: repeat lines of earlier ones (Max-Forwards, Content-Length, a player's To and Contact, a call's Call-ID, From and
+#: CSeq in every message of it), and a hit costs one lookup instead of the split, two strings and a tuple. The field
+#: depends only on the text, and tuples of strings are immutable, so messages share them. Bounded (fed by the
+#: network): emptied when full, lines over _LINE_MEMO_ENTRY characters never kept.
+_LINES: dict[str, tuple[str, str, str]] = {}
+_LINES_MAX = 4096
+_LINE_MEMO_ENTRY = 256
+
+
 def _request_line(start: str) -> tuple[str, str, SipUri] | None:
     hit = _REQUEST_LINES.get(start)
     if hit is not None:
@@ -458,8 +469,8 @@ def _parse_plain(data: bytes, end: int, lazy: bool) -> Request | Response | None
     except UnicodeDecodeError:
         return None
     lines = head.split("\r\n")
-    if head.count("\n") != len(lines) - 1:
-        return None  # a bare LF
+    if "\n" in "".join(lines):
+        return None  # a bare LF (what is left of one once the CRLFs are gone; cheaper than counting LFs)
     items: list[tuple[str, str, str]] = []
     append = items.append
     valid = _VALID_NAMES
@@ -467,24 +478,39 @@ def _parse_plain(data: bytes, end: int, lazy: bool) -> Request | Response | None
     vias: list[str] = []
     contacts: list[str] = []
     single: dict[str, str] = {}
+    known = _LINES
     fields = iter(lines)
     start = next(fields)
     for line in fields:
-        name, sep, value = line.partition(":")
-        key = valid.get(name)
-        if key is None or not sep:  # a known name is a field only with its colon
-            # Not a name seen before (as the general path: a name may have whitespace before the colon).
-            if not sep or line[:1] in (" ", "\t"):
-                return None
-            name = name.rstrip(" \t")
-            if not _HEADER_NAME_RE.fullmatch(name):
-                return None
-            key = header_key(name)
-            if len(valid) < 512:
-                valid[name] = key
-        value = value.strip(" \t")
-        append((key, name, value))
+        item = known.get(line)
+        if item is None:
+            # "Name: value", the usual shape, splits at ": " with the value's leading space already off; any
+            # other shape (no space after the colon, a colon in the name's place) is split at the first colon.
+            name, sep, value = line.partition(": ")
+            key = valid.get(name)
+            if key is None or not sep:  # a known name is a field only with its colon
+                name, sep, value = line.partition(":")
+                key = valid.get(name)
+            if key is None or not sep:
+                # Not a name seen before (as the general path: a name may have whitespace before the colon).
+                if not sep or line[:1] in (" ", "\t"):
+                    return None
+                name = name.rstrip(" \t")
+                if not _HEADER_NAME_RE.fullmatch(name):
+                    return None
+                key = header_key(name)
+                if len(valid) < 512:
+                    valid[name] = key
+            item = (key, name, value.strip(" \t"))
+            if len(line) <= _LINE_MEMO_ENTRY:
+                if len(known) >= _LINES_MAX:
+                    known.clear()
+                known[line] = item
+        # else: a line met before, its field as split then (no new strings, no new tuple)
+        append(item)
+        key = item[0]
         if key in watched:
+            value = item[2]
             if key == "via":
                 vias.append(value)
             elif key == "contact":

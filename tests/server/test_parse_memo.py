@@ -124,3 +124,23 @@ def test_start_lines_kept_are_bounded_in_length() -> None:
         assert parse_message_untrusted(response).reason == "R" * 3000 + str(i)
     kept = [*parser._REQUEST_LINES, *parser._STATUS_LINES]
     assert kept and max(len(line) for line in kept) <= 512
+
+
+def test_line_memo_gives_the_fields_of_a_fresh_split_and_stays_bounded() -> None:
+    # Header lines already split are kept by their text (most lines repeat those of earlier messages): a message
+    # parsed with them must equal one parsed without, and the memo holds at most _LINES_MAX lines of at most
+    # _LINE_MEMO_ENTRY characters whatever the network sends.
+    parser.clear_memo()
+    fresh = parse_message_untrusted(GOOD)
+    assert parser._LINES
+    again = parse_message_untrusted(GOOD)
+    assert list(again.headers) == list(fresh.headers) and _typed(GOOD) == (
+        fresh.vias, fresh.from_, fresh.to, fresh.cseq, fresh.call_id, fresh.contacts, fresh.max_forwards)
+    long_value = "x" * (parser._LINE_MEMO_ENTRY + 1)
+    for i in range(parser._LINES_MAX + 500):
+        parse_message_untrusted(GOOD.replace(b"Call-ID: c1@eu", f"Call-ID: c{i}@eu".encode()).replace(
+            b"Content-Length: 0", f"Subject: {long_value}\r\nContent-Length: 0".encode()))
+    assert len(parser._LINES) <= parser._LINES_MAX
+    assert all(len(line) <= parser._LINE_MEMO_ENTRY for line in parser._LINES)
+    parser.clear_memo()
+    assert not parser._LINES
