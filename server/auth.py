@@ -76,6 +76,13 @@ class Challenge:
     claimed: str | None = None
 
 
+# The verdicts as module globals: in CPython 3.11 ``digest.Verdict.OK`` goes through EnumType.__getattr__'s hook.
+_OK = digest.Verdict.OK
+_CHALLENGE = digest.Verdict.CHALLENGE
+_REPLAYED = digest.Verdict.REPLAYED
+_REFUSED = digest.Verdict.REFUSED
+
+
 # -- the server's own answers, straight to bytes -------------------------------------------------------------
 
 #: Status lines by (status, reason): the same few on every login and challenge.
@@ -92,6 +99,14 @@ def _status_line(status: int, reason: str | None) -> str:
         if len(_STATUS_LINES) < 256:  # reasons may quote what a request carried: bounded
             _STATUS_LINES[key] = line
     return line
+
+
+def _has_rport(params: tuple[tuple[str, str | None], ...]) -> bool:
+    """``find_param(params, "rport") is not None``, without the call and the lower-casing of names as written."""
+    for key, _ in params:
+        if key == "rport" or (key != "branch" and key.lower() == "rport"):
+            return True
+    return False
 
 
 def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, reason: str | None = None, *,
@@ -111,7 +126,7 @@ def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, 
             if top:
                 top = False
                 via = request.top_via
-                if via.host != source[0] or via.rport is not None:
+                if via.host != source[0] or _has_rport(via.params):
                     # mark_received: the top value replaced where it is, the rest of its line after it
                     if "," in value:
                         parts = split_header_values(value)
@@ -122,7 +137,8 @@ def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, 
                         value = parts[0]
                     append(f"Via: {marked_via(via, value, source)}")
                     continue
-        elif key == "to" and tag is not None and "tag=" not in value and "tag=" not in value.lower():
+        elif key == "to" and tag is not None and "tag=" not in value and ("=" not in value
+                                                                          or "tag=" not in value.lower()):
             value = f"{value};tag={tag}"
         append(f"{name}: {value}")
     for name, value in extra:
@@ -365,14 +381,14 @@ class LoginFlow:
         result = self.core.verify_credentials(mine, method=request.method, now=now, lookup_ha1=self.credentials.ha1,
                                               uri_ok=None if mine.uri == request.uri else self._uri_ok(request))
         kind = result.verdict
-        if kind is digest.Verdict.OK:
+        if kind is _OK:
             self.throttle.succeeded(user, client)
             return Authenticated(user)
-        if kind is digest.Verdict.CHALLENGE or kind is digest.Verdict.REPLAYED:
+        if kind is _CHALLENGE or kind is _REPLAYED:
             # Not a password failure: whoever sent it gets a new nonce and nothing is counted.
             log.debug("auth: %s for %s from %s: %s", request.method, clip(user), client, result.reason)
-            return self._challenge(proxy, now, stale=result.stale or kind is digest.Verdict.REPLAYED, claimed=user)
-        if kind is digest.Verdict.REFUSED:
+            return self._challenge(proxy, now, stale=result.stale or kind is _REPLAYED, claimed=user)
+        if kind is _REFUSED:
             # What the client chose is wrong (not the password): say what, so its user can fix the settings.
             log.info("auth: %s for %s from %s refused: %s", request.method, clip(user), client, result.reason)
             return Challenge(403, _phrase(result.reason), claimed=user)

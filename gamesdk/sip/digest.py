@@ -447,6 +447,13 @@ class NonceStatus(Enum):
     REPLAYED = "replayed"
 
 
+# The members as module globals: in CPython 3.11 ``NonceStatus.VALID`` goes through EnumType.__getattr__'s hook
+# (some 500 instructions a lookup; a login made 15 of them).
+_VALID = NonceStatus.VALID
+_STALE = NonceStatus.STALE
+_INVALID = NonceStatus.INVALID
+_REPLAYED = NonceStatus.REPLAYED
+
 _NONCE_LAYOUT = struct.Struct(">q8s")  # issue time in ms, 8 random bytes; then a 16-byte HMAC tag
 _NONCE_TAG_BYTES = 16
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -570,10 +577,10 @@ class NonceManager:
         """Whether a nonce (by :meth:`issued_ms`) is ours and unexpired (VALID), expired (STALE) or not ours."""
         now_ms = int(now * 1000)
         if issued_ms is None or issued_ms > now_ms + 1000:
-            return NonceStatus.INVALID
+            return _INVALID
         if now_ms - issued_ms > self.lifetime_s * 1000:
-            return NonceStatus.STALE
-        return NonceStatus.VALID
+            return _STALE
+        return _VALID
 
     def check(self, nonce: str, nc: int, now: float, user: str = "") -> NonceStatus:
         """Check a nonce and its count without recording anything."""
@@ -581,28 +588,28 @@ class NonceManager:
 
     def _status(self, nonce: str, issued_ms: int | None, nc: int, now: float, user: str) -> NonceStatus:
         fresh = self.freshness(issued_ms, now)
-        if fresh is not NonceStatus.VALID:
+        if fresh is not _VALID:
             return fresh
         assert issued_ms is not None  # VALID implies the MAC was good
         if nc < 1:
-            return NonceStatus.REPLAYED
+            return _REPLAYED
         tracked = self._nc.get(nonce)
         if tracked is None:
             floor = self._floor_ms
             if nonce in self._forgotten.get(user, ()):
-                return NonceStatus.STALE
+                return _STALE
             user_floor = self._user_floor_ms.get(user)
             if (floor is not None and issued_ms <= floor) or (user_floor is not None and issued_ms <= user_floor):
-                return NonceStatus.STALE
-            return NonceStatus.VALID
+                return _STALE
+            return _VALID
         if tracked.user != user:
-            return NonceStatus.REPLAYED  # a nonce serves one account (its count belongs to that client)
+            return _REPLAYED  # a nonce serves one account (its count belongs to that client)
         if nc > tracked.highest:
-            return NonceStatus.VALID
+            return _VALID
         back = tracked.highest - nc
         if back >= NC_WINDOW:
-            return NonceStatus.STALE  # too far behind to tell: a fresh nonce settles it, never a failure
-        return NonceStatus.REPLAYED if (tracked.seen >> back) & 1 else NonceStatus.VALID
+            return _STALE  # too far behind to tell: a fresh nonce settles it, never a failure
+        return _REPLAYED if (tracked.seen >> back) & 1 else _VALID
 
     def use(self, nonce: str, nc: int, now: float, user: str = "") -> NonceStatus:
         """Check a nonce and, when VALID, record ``nc`` as used for it (by ``user``)."""
@@ -611,7 +618,7 @@ class NonceManager:
     def use_issued(self, nonce: str, issued_ms: int | None, nc: int, now: float, user: str = "") -> NonceStatus:
         """:meth:`use` for a nonce whose :meth:`issued_ms` the caller already computed (one MAC per request)."""
         status = self._status(nonce, issued_ms, nc, now, user)
-        if status is not NonceStatus.VALID:
+        if status is not _VALID:
             return status
         assert issued_ms is not None
         tracked = self._nc.get(nonce)
@@ -722,6 +729,14 @@ class Verdict(Enum):
     REFUSED = "refused"
 
 
+# The members as module globals (see _VALID above).
+_OK = Verdict.OK
+_CHALLENGE = Verdict.CHALLENGE
+_WRONG = Verdict.WRONG
+_REPLAYED_V = Verdict.REPLAYED
+_REFUSED = Verdict.REFUSED
+
+
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
 # object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before.
 @dataclass(slots=True, unsafe_hash=True, kw_only=True)
@@ -807,14 +822,14 @@ class DigestAuthenticator:
         it, so credentials cannot be moved to another request). Never raises on bad input.
         """
         if authorization is None:
-            return AuthResult(ok=False, reason="no credentials", verdict=Verdict.CHALLENGE)
+            return AuthResult(ok=False, reason="no credentials", verdict=_CHALLENGE)
         try:
             cred = Credentials.parse_untrusted(authorization)
         except RemoteProtocolError as exc:
-            return AuthResult(ok=False, reason=exc.message, verdict=Verdict.REFUSED)
+            return AuthResult(ok=False, reason=exc.message, verdict=_REFUSED)
         if cred.realm != self.realm:
             return AuthResult(ok=False, username=cred.username, algorithm=cred.algorithm,
-                              reason=f"credentials for another realm {cred.realm!r}", verdict=Verdict.CHALLENGE)
+                              reason=f"credentials for another realm {cred.realm!r}", verdict=_CHALLENGE)
         uri_ok = None if request_uri is None else (lambda uri: uri == request_uri)
         return self.verify_credentials(cred, method=method, now=now, lookup_ha1=lookup_ha1, uri_ok=uri_ok)
 
@@ -836,26 +851,26 @@ class DigestAuthenticator:
 
         if cred.algorithm not in self.algorithms:
             return _refusal(cred, f"algorithm {cred.algorithm} not offered (offered: {', '.join(self.algorithms)})",
-                          Verdict.REFUSED)
+                          _REFUSED)
         if cred.qop != "auth":
             # Without qop there is no nonce count, so replays could not be refused (RFC 7616 5.9).
-            return _refusal(cred, "qop=auth is required", Verdict.REFUSED)
+            return _refusal(cred, "qop=auth is required", _REFUSED)
         if uri_ok is not None and not uri_ok(cred.uri):
-            return _refusal(cred, "digest uri does not match the Request-URI", Verdict.REFUSED)
+            return _refusal(cred, "digest uri does not match the Request-URI", _REFUSED)
         issued_ms = self.nonces.issued_ms(cred.nonce)
         fresh = self.nonces.freshness(issued_ms, now)
         ha1 = lookup_ha1(cred.username, cred.algorithm)
         right = ha1 is not None and verify_response(cred, ha1=ha1, method=method)
-        if fresh is not NonceStatus.VALID:
+        if fresh is not _VALID:
             # RFC 7616 3.3: stale=TRUE only when the response was right (the client retries without a prompt).
-            return _refusal(cred, f"nonce {fresh.value}", Verdict.CHALLENGE, stale=right)
+            return _refusal(cred, f"nonce {fresh.value}", _CHALLENGE, stale=right)
         if not right:
-            return _refusal(cred, "unknown user" if ha1 is None else "wrong response", Verdict.WRONG)
+            return _refusal(cred, "unknown user" if ha1 is None else "wrong response", _WRONG)
         status = self.nonces.use_issued(cred.nonce, issued_ms, cred.nc, now, cred.username)
-        if status is NonceStatus.VALID:
+        if status is _VALID:
             return AuthResult(ok=True, username=cred.username, algorithm=cred.algorithm, reason="ok",
-                              verdict=Verdict.OK)
-        if status is NonceStatus.REPLAYED:
-            return _refusal(cred, f"nonce count {cred.nc:08x} replayed", Verdict.REPLAYED)
+                              verdict=_OK)
+        if status is _REPLAYED:
+            return _refusal(cred, f"nonce count {cred.nc:08x} replayed", _REPLAYED_V)
         # The response is right, so the client knows the password: an old count or a forgotten nonce is stale.
-        return _refusal(cred, f"nonce {status.value}", Verdict.CHALLENGE, stale=True)
+        return _refusal(cred, f"nonce {status.value}", _CHALLENGE, stale=True)
