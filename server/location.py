@@ -99,7 +99,12 @@ class LocationService:
         # Source IP -> number of bindings registered from it (who may have in-dialog requests relayed).
         self._source_ips: dict[str, int] = {}
         # (expires_at, aor, contact) min-heap with lazy deletion: stale entries are skipped on pop.
+        # One entry per binding (not one per refresh): at most one entry a binding counts on, at or before its
+        # expiry, and where it is (by (aor, contact)). A refresh to a later expiry pushes nothing; when its entry
+        # comes up early the binding's entry is put back at its expiry. (One push per REGISTER kept an entry per
+        # refresh for the whole registration time: a player refreshing every minute with Expires 3600 left 60.)
         self._expiry: list[tuple[float, str, str]] = []
+        self._expiry_at: dict[tuple[str, str], float] = {}
         # (aor, contact) -> the binding as it is now, or None once gone: what the driver has yet to persist so a
         # restart keeps every player logged in (take_changes()). Bounded by the number of bindings.
         self._changes: dict[tuple[str, str], Binding | None] = {}
@@ -135,8 +140,12 @@ class LocationService:
         if old is not None:
             self._forget_ip(old.source[0])
         self._source_ips[binding.source[0]] = self._source_ips.get(binding.source[0], 0) + 1
-        heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
-        self._changes[(binding.aor, binding.contact)] = binding
+        key = (binding.aor, binding.contact)
+        at = self._expiry_at.get(key)
+        if at is None or binding.expires_at < at:
+            heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
+            self._expiry_at[key] = binding.expires_at
+        self._changes[key] = binding
         return old
 
     def restore(self, bindings: Iterable[Binding]) -> int:
@@ -205,10 +214,20 @@ class LocationService:
         """Remove and return every binding whose time has come."""
         gone: list[Binding] = []
         heap = self._expiry
+        tracked = self._expiry_at
         while heap and heap[0][0] <= now:
-            _, aor, contact = heapq.heappop(heap)
+            at, aor, contact = heapq.heappop(heap)
+            key = (aor, contact)
+            if tracked.get(key) != at:
+                continue  # an entry left behind by an earlier expiry pushed since: that one is counted on
+            del tracked[key]
             binding = self._bindings.get(aor, {}).get(contact)
-            if binding is not None and binding.expires_at <= now:
+            if binding is None:
+                continue
+            if binding.expires_at <= now:
                 self.remove(aor, contact)
                 gone.append(binding)
+            else:  # refreshed since the entry was pushed: back in at its expiry
+                heapq.heappush(heap, (binding.expires_at, aor, contact))
+                tracked[key] = binding.expires_at
         return gone

@@ -95,3 +95,33 @@ def test_account_cache_survives_other_tables_and_follows_account_changes(tmp_pat
         conn.close()
     store.close()
     cli.close()
+
+
+def test_refreshes_keep_one_expiry_entry_per_binding() -> None:
+    # A refresh used to push one more entry on the expiry heap, kept until its time came: a player refreshing every
+    # minute with Expires 3600 left 60 entries. Now a binding has one; a later expiry pushes nothing.
+    location = LocationService()
+    for i in range(100):
+        location.put(binding("sip:a@h1", 3600.0 + 60 * i, at=60.0 * i))
+        location.put(binding("sip:a@h2", 3600.0 + 60 * i, at=60.0 * i))
+    assert len(location._expiry) == 2
+    assert location.next_expiry() == 3600.0
+    assert location.expire(3600.0) == []  # refreshed since: put back at its expiry, not removed
+    assert len(location._expiry) == 2 and location.next_expiry() == 3600.0 + 60 * 99
+    gone = location.expire(3600.0 + 60 * 99)
+    assert sorted(b.contact for b in gone) == ["sip:a@h1", "sip:a@h2"]
+    assert location._expiry == [] and location.lookup("sip:a@r.test", 0.0) == []
+
+
+def test_expiry_follows_a_shortened_refresh_and_a_binding_added_again() -> None:
+    location = LocationService()
+    location.put(binding("sip:a@h1", 3600.0))
+    location.put(binding("sip:a@h1", 60.0, at=1.0))  # refreshed with a shorter time: expires at the new one
+    assert location.next_expiry() == 60.0
+    assert [b.expires_at for b in location.expire(60.0)] == [60.0]
+    location.put(binding("sip:a@h1", 3600.0, at=61.0))  # registered again: the entry left at 3600 serves it
+    location.remove("sip:a@r.test", "sip:a@h1")
+    location.put(binding("sip:a@h1", 7200.0, at=62.0))
+    assert location.expire(3600.0) == []
+    assert [b.expires_at for b in location.expire(7200.0)] == [7200.0]
+    assert location.expire(10_000.0) == [] and location._expiry == []
