@@ -450,7 +450,8 @@ def _rest_checked(message: Message, single: dict[str, str], contacts: list[str])
             return False
         message.headers._cache["max-forwards"] = int(value)
     for value in contacts:
-        _checked("contact", value)
+        if ("contact", value) not in _MEMO:  # checked lately (a player's Contact comes back): no call
+            _checked("contact", value)
     value = single.get("expires")
     if value is not None:
         # What the accessor (Message.expires) reads, read here from the text at hand; a bad value goes to the
