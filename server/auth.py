@@ -101,12 +101,17 @@ def _status_line(status: int, reason: str | None) -> str:
     return line
 
 
-def _has_rport(params: tuple[tuple[str, str | None], ...]) -> bool:
-    """``find_param(params, "rport") is not None``, without the call and the lower-casing of names as written."""
-    for key, _ in params:
+def _rport_mark(params: tuple[tuple[str, str | None], ...]) -> int:
+    """0 when the Via has no rport parameter (``find_param(params, "rport") is None``), 1 when its only one is a
+    bare ``rport`` written last (the usual request), 2 for any other rport."""
+    mark = 0
+    last = len(params) - 1
+    for i, (key, value) in enumerate(params):
         if key == "rport" or (key != "branch" and key.lower() == "rport"):
-            return True
-    return False
+            if mark or i != last or key != "rport" or value is not None:
+                return 2
+            mark = 1
+    return mark
 
 
 def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, reason: str | None = None, *,
@@ -126,7 +131,14 @@ def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, 
             if top:
                 top = False
                 via = request.top_via
-                if via.host != source[0] or _has_rport(via.params):
+                rport = _rport_mark(via.params)
+                same_host = via.host == source[0]
+                if not same_host or rport:
+                    if rport == 1 and same_host and value.endswith(";rport") and '"' not in value:
+                        # What marked_via writes for the usual request (only a bare rport, last, from where its
+                        # Via says): the port after it.
+                        append(f"Via: {value}={source[1]}")
+                        continue
                     # mark_received: the top value replaced where it is, the rest of its line after it
                     if "," in value:
                         parts = split_header_values(value)

@@ -41,6 +41,13 @@ VIAS = [
     "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport, SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-b\r\n",
     "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK-b\r\n",
     "Via: SIP/2.0/UDP edge.example;branch=z9hG4bK-a;received=10.0.0.1\r\n",
+    # the bare rport written last takes a shortcut: every other shape of rport must not
+    "Via: SIP/2.0/UDP 192.0.2.9:5070;branch=z9hG4bK-a;rport\r\n",  # host != source: received too
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;RPORT\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport=7;rport\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rportx=1;rport\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a ; rport\r\n",
+    'Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;x="a;rport;b";rport\r\n',
 ]
 TOS = [
     "To: <sip:alice@eu.gamesdk.test>\r\n",
