@@ -371,6 +371,9 @@ _PLAIN_KEY = "\x00plain"
 _LINES: dict[str, tuple[str, str, str]] = {}
 _LINES_MAX = 4096
 _LINE_MEMO_ENTRY = 256
+#: Lines new in nearly every request (a new branch, fresh credentials), not kept: they would only push out the
+#: lines that come back.
+_UNIQUE_LINES = frozenset(("via", "authorization", "proxy-authorization"))
 
 
 def _request_line(start: str) -> tuple[str, str, SipUri] | None:
@@ -503,7 +506,7 @@ def _parse_plain(data: bytes, end: int, lazy: bool) -> Request | Response | None
                 if len(valid) < 512:
                     valid[name] = key
             item = (key, name, value.strip(" \t"))
-            if len(line) <= _LINE_MEMO_ENTRY:
+            if len(line) <= _LINE_MEMO_ENTRY and key not in _UNIQUE_LINES:
                 if len(known) >= _LINES_MAX:
                     known.clear()
                 known[line] = item
