@@ -74,10 +74,14 @@ Unverified = Callable[[bytes, Address, int, float, Out, float], bool]
 
 @dataclass(slots=True)
 class DialogParties:
-    """A call this server set up: the addresses of its two sides (where each sends from and is reached at)."""
+    """A call this server set up: the addresses of its two sides (where each sends from and is reached at).
 
-    caller: frozenset[Address]
-    callee: frozenset[Address]
+    The sides are tuples (one or two addresses each), not sets: a tuple of strings and numbers is untracked by the
+    cyclic collector the first time a collection examines it, a set never is, and up to 100,000 calls are kept
+    for hours (:data:`MAX_RELAYED_DIALOGS`), which every full collection would walk again."""
+
+    caller: tuple[Address, ...]
+    callee: tuple[Address, ...]
     expires_at: float
 
     def allows(self, source: Address, dest: Address) -> bool:
@@ -712,13 +716,13 @@ class ProxyCore(TransactionSide):
             found = {tx.source}
             if invite is not None:
                 _add_contact(found, invite)
-            caller = tx.caller = frozenset(found)
+            caller = tx.caller = tuple(found)
         callee = {ctx.dest}
         _add_contact(callee, response)
         call_id = invite.call_id if invite is not None else tx.call_id
         dialogs = self._dialogs
         dialogs.pop(call_id, None)
-        parties = DialogParties(caller, frozenset(callee), now + DIALOG_RELAY_S)
+        parties = DialogParties(caller, tuple(callee), now + DIALOG_RELAY_S)
         dialogs[call_id] = parties
         if len(self.opened_dialogs) < MAX_RELAYED_DIALOGS:
             self.opened_dialogs.append((call_id, parties))

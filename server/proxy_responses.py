@@ -95,7 +95,7 @@ class ServerTx:
     uri: str = ""
     #: The caller's addresses of the call a 2xx of this INVITE opened (another 2xx, with another To tag, opens
     #: its dialog with the same).
-    caller: frozenset[Address] | None = None
+    caller: tuple[Address, ...] | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -130,8 +130,8 @@ class RegistrationStore:
         for call_id, expires, text in rows:
             try:
                 data = json.loads(text)
-                caller = frozenset((str(h), int(p)) for h, p in data["caller"])
-                callee = frozenset((str(h), int(p)) for h, p in data["callee"])
+                caller = tuple({(str(h), int(p)) for h, p in data["caller"]})
+                callee = tuple({(str(h), int(p)) for h, p in data["callee"]})
             except (ValueError, KeyError, TypeError):
                 continue  # a damaged row costs that call its relayed BYE, not the start-up
             out.append((call_id, DialogParties(caller, callee, expires - wall_offset)))
