@@ -826,8 +826,9 @@ class ProxyCore(TransactionSide):
     def relay_request(self, head: Head, source: Address, now: float, out: Out) -> bool:
         """The relay path of a request inside a call set up here (a BYE, INFO, UPDATE, PRACK from one of its
         players; read by :func:`server.splice.read_head`, never parsed in full): what :meth:`handle_request`
-        does with it, spliced, and its retransmissions absorbed. Its server transaction keeps the head fields
-        the proxy reads (Via, From, To, Call-ID, CSeq) as its request. False, with nothing changed, for what the
+        does with it, spliced, and its retransmissions absorbed. Its server transaction keeps no request: the
+        Vias its responses go up with and the strings log lines name (nothing of ours ever answers it: a
+        non-INVITE gets no 408, RFC 4320, and no CANCEL applies). False, with nothing changed, for what the
         full path decides: every refusal (which copies the request into an answer), a Route, Proxy-Require or
         several Vias to read, a request from a peer region, a head splicing does not handle."""
         if head.routes or head.proxy_require or len(head.via_lines) != 1 or not _has_tag(head.to):
@@ -871,9 +872,7 @@ class ProxyCore(TransactionSide):
         line = head.via_lines[0]
         # A player's request: its Via stays here (topology hiding, as _push_via with hide).
         data = self._splice_head(head, via, target, max_forwards, source, our_via, True)
-        request = Request(method, head.uri, Headers([("Via", line), ("From", head.from_), ("To", head.to),
-                                                     ("Call-ID", head.call_id), ("CSeq", head.cseq_text)]))
-        tx = ServerTx(key, method, request, source)
+        tx = ServerTx(key, method, None, source, call_id=head.call_id, from_=head.from_, uri=head.uri)
         tx.upstream_vias = [line] if via.host == source[0] and via.rport is None else [
             marked_via(via, line, source)]
         self.server_txs[key] = tx

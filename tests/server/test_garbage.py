@@ -9,6 +9,7 @@ exception) in a local variable, the exception's traceback holds the frames, one 
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -218,3 +219,39 @@ def test_a_call_set_up_keeps_one_object_for_the_collector_while_its_dialog_is_re
         dialogs = list(node.proxy._dialogs.values())
         assert len(dialogs) == 1
         assert _tracked_from(dialogs[0], shared=set()) == [dialogs[0]]
+
+
+def test_a_relayed_request_is_kept_without_a_request(regions: Regions) -> None:
+    """The relay path (a BYE read from its head, forwarded spliced) made a Request of the head's fields for its
+    server transaction, only to let it go at the final: nothing of ours ever answers such a request (no 408 for
+    a non-INVITE, RFC 4320; no CANCEL applies). Its transaction keeps the Vias and the strings log lines name."""
+    r = regions
+    r.wire.drop = lambda src, dst, data: dst == r.bob.addr and data.startswith(b"BYE")
+    with pytest.raises(AssertionError):
+        _call(r, "answered")  # bob never gets the BYE
+    r.wire.drop = None
+    (tx,) = [tx for tx in r.eu.proxy.server_txs.values() if tx.method == "BYE"]
+    assert tx.final_status == 0 and tx.request is None
+    assert tx.call_id and tx.from_.startswith("<sip:alice@eu.gamesdk.test>") and tx.uri == "sip:bob@na.gamesdk.test"
+    assert tx.upstream_vias and tx.upstream_vias[0].startswith("SIP/2.0/UDP 127.0.0.1:7001;")
+
+
+def test_session_lines_name_the_call_with_and_without_its_request(
+        regions: Regions, caplog: pytest.LogCaptureFixture) -> None:
+    """server.sessions' lines name the call from the request while the transaction has it, from the strings it
+    keeps after (a 2xx with another To tag, a relayed BYE)."""
+    r = regions
+    with caplog.at_level(logging.INFO, logger="server.sessions"):
+        _call(r, "answered")
+        _call(r, "refused")
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "server.sessions"]
+    eu_up = [m for m in lines if m.startswith("session set up")]
+    assert eu_up and all("caller=sip:alice@eu.gamesdk.test callee=sip:bob@na.gamesdk.test status=200" in m
+                         for m in eu_up)
+    ended = [m for m in lines if m.startswith("session ended")]
+    assert ended and all("by=sip:alice@eu.gamesdk.test status=200" in m for m in ended)
+    refused = [m for m in lines if m.startswith("session refused")]
+    assert refused and all("caller=sip:alice@eu.gamesdk.test callee=sip:bob@na.gamesdk.test status=486" in m
+                           for m in refused)
+    call_ids = {m.split("call-id=", 1)[1].split()[0] for m in lines}
+    assert len(call_ids) == 2 and "" not in call_ids
