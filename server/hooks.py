@@ -35,9 +35,11 @@ Out = list[tuple[bytes, Address]]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallInfo:
-    """What the proxy knows about one INVITE when it asks the policy."""
+    """What the proxy knows about one INVITE when it asks the policy. (Not frozen: a frozen dataclass sets each of
+    its 14 fields through ``object.__setattr__``, once per call on the hot path, and the proxy lets ``invite``
+    go at the INVITE's final response.)"""
 
     call_id: str
     from_tag: str | None
@@ -60,16 +62,9 @@ class CallInfo:
     offer: bytes
     content_type: str | None
     #: The INVITE as received, for ``invite_received``; None in the hooks called after its transaction sent its
-    #: final response (``answer_received`` of another 2xx, ``invite_failed``): a completed transaction keeps no
-    #: parsed message (:meth:`without_invite`).
+    #: final response (``answer_received`` of another 2xx, ``invite_failed``): the proxy keeps no parsed message
+    #: in a completed transaction (some 60,000 of them wait out their timers at 1,000 calls/s).
     invite: Request | None
-
-    def without_invite(self) -> CallInfo:
-        """These facts without the INVITE, which the proxy keeps no longer than the INVITE's transaction needs it
-        (some 60,000 completed transactions wait out their timers at 1,000 calls/s)."""
-        return CallInfo(self.call_id, self.from_tag, self.caller, self.callee, self.caller_local, self.callee_local,
-                        self.caller_network, self.callee_network, self.caller_address, self.callee_address,
-                        self.peer_domain, self.offer, self.content_type, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -404,7 +404,7 @@ class TransactionSide:
         tx.request = None
         call = tx.call
         if call is not None:
-            tx.call = call.without_invite()
+            call.invite = None
 
     def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out, *,
                     refused_by: str | None = None) -> None:
