@@ -330,7 +330,11 @@ def _policy_config_problem(config: ServerConfig) -> str | None:
 #: (transactions until their timers end, reservations until confirmed, bindings): with the default thresholds
 #: every 700 such objects started a collection, and full collections, which walk every live object, came every
 #: few hundred calls. Measured (bench/bench_proxy.py, 3,000 calls): 1,048 ms of collections with the defaults,
-#: 245 ms with these, about 270 µs of CPU per call less.
+#: 245 ms with these, about 270 µs of CPU per call less. Kept in round 8, when the transactions stopped leaving
+#: cycles (52 objects of cyclic garbage per call before, which counted as growth and made young collections come
+#: every ~700 calls): young collections now follow only the growth of tables bounded by a cap or an age (kept
+#: dialogs, the policy's used keys, the parser's memo), so higher thresholds would buy little and let a rare
+#: cycle (an exception kept with its traceback) wait longer (bench/bench_gc.py, docs/benchmarks.md).
 SERVING_GC_THRESHOLDS = (50_000, 20, 10)
 
 
