@@ -48,9 +48,9 @@ from server.proxy_responses import (
     ProxyStats,
     ServerTx,
     TransactionSide,
-    answer_bytes,
     mark_received,
     marked_via,
+    trying_bytes,
 )
 from server.splice import Head, forward_request, request_uri, spliced
 
@@ -435,7 +435,7 @@ class ProxyCore(TransactionSide):
         extra_headers: tuple[tuple[str, str], ...] = ()
         if method == "INVITE":
             # Section 16.2: 100 Trying at once, so the caller stops retransmitting while we work.
-            trying = answer_bytes(request, source, 100)
+            trying = trying_bytes(tx)
             tx.last_response = trying
             out.append((trying, source))
             if not plan.in_dialog:

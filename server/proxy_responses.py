@@ -44,7 +44,7 @@ from server.location import is_ip_literal
 from server.splice import Head, spliced, with_vias
 
 __all__ = ["ClientTx", "Out", "ProxyStats", "ServerTx", "TransactionSide", "answer_bytes", "forwarded_request",
-           "mark_received", "marked_via", "marked_vias"]
+           "mark_received", "marked_via", "marked_vias", "trying_bytes"]
 
 log = logging.getLogger("server.proxy")
 
@@ -273,6 +273,38 @@ def marked_vias(request: Request, source: Address) -> list[str]:
     return [marked_via(via, parts[0], source), *rest, *values[1:]]
 
 
+#: The fields a response copies from its request (RFC 3261 section 8.2.6.2), by their keys in a header list.
+_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+
+
+def trying_bytes(tx: ServerTx) -> bytes:
+    """The 100 Trying of the INVITE of ``tx`` (section 16.2): the bytes of ``answer_bytes(tx.request, tx.source,
+    100)``, written with the Via values the transaction's responses go up with (:func:`upstream_vias`, made here
+    once for its 100, its provisionals and its final alike) in one pass over the request's fields."""
+    request = tx.request
+    source = tx.source
+    vias = upstream_vias(tx)
+    via = request.top_via
+    marked = via.host != source[0] or via.rport is not None
+    lines = ["SIP/2.0 100 Trying"]
+    append = lines.append
+    first = True
+    for key, name, value in request.headers._items:
+        if key not in _COPIED:
+            continue
+        if first and key == "via":
+            first = False
+            if marked:
+                # As mark_received: the top value replaced where it is, the rest of its line after it.
+                append(f"Via: {vias[0]}")
+                if "," in value and len(split_header_values(value)) > 1:
+                    append(f"{name}: {vias[1]}")
+                continue
+        append(f"{name}: {value}")
+    append("Content-Length: 0\r\n\r\n")
+    return "\r\n".join(lines).encode()
+
+
 def answer_bytes(request: Request, source: Address, status: int, reason: str | None = None, *,
                  to_tag: str | None = None, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     """A response of the proxy's own to ``request`` (from ``source``): ``response_for``, its top Via marked
@@ -317,6 +349,14 @@ def mark_received(headers: Headers, via: Via, source: Address) -> None:
 
 def marked_via(via: Via, text: str, source: Address) -> str:
     """The text ``text`` of the Via ``via`` with ``received``/``rport`` noted (see :func:`mark_received`)."""
+    if text.endswith(";rport"):
+        lower = text.lower()
+        if lower.count("rport") == 1 and "received" not in lower:
+            # The usual shape: the one rport is the bare flag at the end and there is no received (what the
+            # general way below makes of it, without reading the parameters).
+            if via.host != source[0]:
+                return f"{text}={source[1]};received={source[0]}"
+            return f"{text}={source[1]}"
     rport = via.rport
     if rport is not None:
         # "rport" without a value is the usual form; a value already there is replaced.

@@ -1,0 +1,89 @@
+"""The proxy's own answers written straight to bytes are the bytes the Response path gave: the INVITE's 100 Trying
+(server.proxy_responses.trying_bytes, from the Via values the transaction's responses go up with) against
+response_for + mark_received + to_bytes, and marked_via's short way for the usual Via against the general one."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from gamesdk.sip.headers import Via
+from gamesdk.sip.message import Request
+from gamesdk.sip.parser import parse_message_untrusted
+from server.proxy_responses import (
+    ServerTx,
+    _fill_rport,
+    answer_bytes,
+    marked_via,
+    trying_bytes,
+    upstream_vias,
+)
+
+_HEAD = (
+    "INVITE sip:bob@eu.gamesdk.test SIP/2.0\r\n"
+    "{vias}"
+    "Max-Forwards: 70\r\n"
+    "f: \"Alice\" <sip:alice@eu.gamesdk.test>;tag=a1\r\n"
+    "To: <sip:bob@eu.gamesdk.test>\r\n"
+    "Call-ID: c1@host\r\n"
+    "CSeq: 7 INVITE\r\n"
+    "Contact: <sip:alice@10.0.0.1:5070>\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+VIAS = [
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a\r\n",
+    "Via: SIP/2.0/UDP 192.0.2.9:5070;branch=z9hG4bK-a\r\n",
+    "v: SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK-a\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport=1234\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;RPORT\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;rport=9;branch=z9hG4bK-a; rport\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;received=10.0.0.2;rport\r\n",
+    "Via: SIP/2.0/UDP rport.example:5070;branch=z9hG4bK-a;rport\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport, SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-b\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport\r\nv: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK-b\r\n",
+    "Via: SIP/2.0/UDP edge.example;branch=z9hG4bK-a;received=10.0.0.1\r\n",
+]
+SOURCES = [("10.0.0.1", 5070), ("10.0.0.1", 40000), ("198.51.100.7", 5070)]
+
+
+@pytest.mark.parametrize(("vias", "source"), list(itertools.product(VIAS, SOURCES)))
+def test_trying_bytes_are_the_response_paths(vias: str, source: tuple[str, int]) -> None:
+    request = parse_message_untrusted(_HEAD.format(vias=vias).encode())
+    assert isinstance(request, Request)
+    expected = answer_bytes(request, source, 100)
+    tx = ServerTx(("k",), "INVITE", request, source)
+    assert trying_bytes(tx) == expected
+    # The values it made are those its later responses go up with.
+    assert tx.upstream_vias is not None and upstream_vias(tx) is tx.upstream_vias
+
+
+def _marked_via_generally(via: Via, text: str, source: tuple[str, int]) -> str:
+    """marked_via without its short way (the rules of RFC 3261 section 18.2.1 and RFC 3581 section 4)."""
+    rport = via.rport
+    if rport is not None:
+        text = str(via.with_param("rport", str(source[1]))) if rport else _fill_rport(text, source[1])
+    if via.host != source[0] and via.received is None:
+        text = f"{text};received={source[0]}"
+    return text
+
+
+TEXTS = [
+    "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport",
+    "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-a;rport",
+    "SIP/2.0/UDP 10.0.0.1:5070;rport=77;branch=z9hG4bK-a;x=rport",
+    "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;RPORT",
+    "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;received=10.9.9.9;rport",
+    "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;Received;rport",
+    "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKrport;rport",
+    "SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK-a;rport",
+    "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a",
+]
+
+
+@pytest.mark.parametrize(("text", "source"), list(itertools.product(TEXTS, SOURCES + [("2001:db8::1", 5070)])))
+def test_marked_via_short_way_is_the_general_one(text: str, source: tuple[str, int]) -> None:
+    via = Via.parse(text)
+    assert marked_via(via, text, source) == _marked_via_generally(via, text, source)
