@@ -282,6 +282,7 @@ def trying_bytes(tx: ServerTx) -> bytes:
     100)``, written with the Via values the transaction's responses go up with (:func:`upstream_vias`, made here
     once for its 100, its provisionals and its final alike) in one pass over the request's fields."""
     request = tx.request
+    assert request is not None  # kept until the transaction's final (internal invariant)
     source = tx.source
     vias = upstream_vias(tx)
     via = request.top_via
