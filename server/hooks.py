@@ -28,7 +28,6 @@ from typing import Generic, Protocol, TypeVar
 from gamesdk.address import Address
 from gamesdk.sip.message import Request, Response, response_for
 from server.location import Binding
-from server.policy.model import slot_setting_init
 
 __all__ = ["CallInfo", "InviteVerdict", "NullPolicy", "PolicyHooks", "PolicyQuery", "QueryAnswer"]
 
@@ -66,11 +65,6 @@ class CallInfo:
     #: final response (``answer_received`` of another 2xx, ``invite_failed``): the proxy keeps no parsed message
     #: in a completed transaction (some 60,000 of them wait out their timers at 1,000 calls/s).
     invite: Request | None
-
-
-# Two per call (the INVITE's, and its facts without the INVITE at the final): each field set through its slot's
-# descriptor, not object.__setattr__ (24k -> 12k instructions a CallInfo, pure; still frozen).
-slot_setting_init(CallInfo)
 
 
 @dataclass(frozen=True, slots=True)
