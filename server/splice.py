@@ -19,7 +19,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from gamesdk.errors import RemoteProtocolError
-from gamesdk.sip._grammar import is_digits
+from gamesdk.sip._grammar import TOKEN, is_digits
 from gamesdk.sip.headers import CSeq, Via
 from gamesdk.sip.parser import known_via
 from gamesdk.sip.uri import SipUri
@@ -186,6 +186,13 @@ def _name_key(name: str) -> str | None:
     return key
 
 
+#: The usual top Via of a relayed request (``SIP/2.0/UDP host:port;branch=x;rport``): read by one expression into
+#: the Via that ``Via.parse`` makes of it (20k -> ~13k instructions pure); any other shape goes to ``Via.parse``.
+_PLAIN_VIA = re.compile(
+    r"SIP/2\.0/(UDP|TCP|TLS|SCTP|WS|WSS) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)"
+    rf"(?::([0-9]{{1,5}}))?;branch=({TOKEN})(;rport)?")
+
+
 class Head:
     """The head fields of a relayed message as :func:`read_head` read them (values without surrounding
     whitespace, as the parser keeps them)."""
@@ -227,7 +234,17 @@ class Head:
         if "," in line:
             raise RemoteProtocolError("Several Vias on the top Via line", 400)
         # The ACK of a challenge carries its INVITE's Via, which the parser has just parsed.
-        return known_via(line) or Via.parse(line)
+        known = known_via(line)
+        if known is not None:
+            return known
+        plain = _PLAIN_VIA.fullmatch(line)
+        if plain is not None:
+            transport, host, port, branch, rport = plain.groups()
+            number = None if port is None else int(port)
+            if number is None or number <= 65535:
+                return Via(transport, host, number, (("branch", branch), ("rport", None)) if rport else (
+                    ("branch", branch),))
+        return Via.parse(line)
 
 
 def read_head(data: bytes) -> Head | None:

@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 
+from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.headers import Via
 from gamesdk.sip.message import Request
 from gamesdk.sip.parser import parse_message_untrusted
@@ -19,6 +20,7 @@ from server.proxy_responses import (
     trying_bytes,
     upstream_vias,
 )
+from server.splice import read_head
 
 _HEAD = (
     "INVITE sip:bob@eu.gamesdk.test SIP/2.0\r\n"
@@ -87,3 +89,34 @@ TEXTS = [
 def test_marked_via_short_way_is_the_general_one(text: str, source: tuple[str, int]) -> None:
     via = Via.parse(text)
     assert marked_via(via, text, source) == _marked_via_generally(via, text, source)
+
+
+HEAD_VIAS = [
+    "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-2;rport",
+    "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-2",
+    "SIP/2.0/TCP host.example;branch=z9hG4bK.x~y",
+    "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK-a;rport",
+    "SIP/2.0/UDP 127.0.0.1:5061;rport;branch=z9hG4bK-1-2",
+    "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-2;rport=5",
+    "SIP/2.0/udp 127.0.0.1:5061;branch=z9hG4bK-1-2;rport",
+    "SIP/2.0/UDP 127.0.0.1:99999;branch=z9hG4bK-1-2;rport",
+    "SIP/2.0/UDP 127.0.0.1:5061 ;branch=z9hG4bK-1-2;rport",
+]
+
+
+@pytest.mark.parametrize("line", HEAD_VIAS)
+def test_relay_heads_top_via_is_the_parsers(line: str) -> None:
+    """A relayed request's top Via read by the relay path's short way is the Via the parser makes of it (or the
+    same refusal)."""
+    data = (f"BYE sip:bob@127.0.0.1:5062 SIP/2.0\r\nVia: {line}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\n"
+            "Call-ID: c\r\nCSeq: 3 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    head = read_head(data)
+    assert head is not None
+    try:
+        expected = Via.parse(line)
+    except RemoteProtocolError:
+        with pytest.raises(RemoteProtocolError):
+            head.top_via()
+        return
+    got = head.top_via()
+    assert got == expected and got.params == expected.params and got.protocol == expected.protocol
