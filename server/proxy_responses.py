@@ -358,6 +358,12 @@ def marked_via(via: Via, text: str, source: Address) -> str:
             if via.host != source[0]:
                 return f"{text}={source[1]};received={source[0]}"
             return f"{text}={source[1]}"
+    return marked_via_generally(via, text, source)
+
+
+def marked_via_generally(via: Via, text: str, source: Address) -> str:
+    """:func:`marked_via` by the rules of RFC 3261 section 18.2.1 and RFC 3581 section 4 alone, for every shape of
+    Via (``marked_via`` writes the usual one without reading its parameters)."""
     rport = via.rport
     if rport is not None:
         # "rport" without a value is the usual form; a value already there is replaced.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from server.billing import MemoryBilling
+from server.hooks import QueryAnswer
 from server.policy import AppSession, MediaComponent, PolicyConfig, PolicyServer, Side
 
 REGION: dict[str, Any] = {
@@ -120,3 +122,15 @@ def make_request(
 @pytest.fixture
 def req() -> Callable[..., AppSession]:
     return make_request
+
+
+class CollectedInbox:
+    """An inbox (AnswerInbox's put_many) that keeps what the policy thread answers."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, QueryAnswer]] = []
+        self.arrived = threading.Event()
+
+    def put_many(self, got: list[tuple[Any, QueryAnswer]]) -> None:
+        self.items.extend(got)
+        self.arrived.set()

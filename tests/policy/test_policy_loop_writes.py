@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from server.hooks import QueryAnswer
 from server.policy import PolicyConfig, PolicyServer
 from server.policy import ledger as ledger_module
 from server.policy.ledger import SqliteLedger
@@ -25,7 +24,7 @@ from server.policy.queries import PolicyCall
 from server.policy.runner import WRITE_BUSY_TIMEOUT_S, build_policy_server
 from server.policy.worker import PolicyWorker
 
-from .conftest import REGION, make_request
+from .conftest import REGION, CollectedInbox, make_request
 
 #: Longest another connection holds the database locked in these tests: a loop that waited for it would get its
 #: write in afterwards, so the test fails on the order of events, not on a timeout.
@@ -56,17 +55,6 @@ def _call(k: int) -> Items:
             (f"2xx-{k}", (PolicyCall("final", request=callee), PolicyCall("final", request=caller)),
              1.5 + k, 1_000.5 + k)]
 
-
-class _Collected:
-    """An inbox (AnswerInbox's put_many) that keeps what the thread answers."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[Any, QueryAnswer]] = []
-        self.arrived = threading.Event()
-
-    def put_many(self, got: list[tuple[Any, QueryAnswer]]) -> None:
-        self.items.extend(got)
-        self.arrived.set()
 
 
 def _trace_inserts(conn: sqlite3.Connection, into: list[tuple[str, str]], *,
@@ -102,7 +90,7 @@ def test_with_the_thread_idle_a_calls_rows_are_written_on_the_loop_without_any_h
     assert ledger.loop_connection is not None
     _trace_inserts(ledger.loop_connection, inserts)
     worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
-    inbox = _Collected()
+    inbox = CollectedInbox()
     try:
         answers, handed = worker.decide_inline([*_call(0), *_call(1)], inbox)  # type: ignore[arg-type]
         rows_then = _rows(db)
@@ -127,7 +115,7 @@ def test_a_locked_database_makes_the_loop_hand_the_rows_over_instead_of_waiting(
     policy = _policy(db)
     ledger = _ledger(policy)
     worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
-    inbox = _Collected()
+    inbox = CollectedInbox()
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process's write lock on the region database
     let_go = threading.Event()
@@ -172,7 +160,7 @@ def test_the_loop_writes_nothing_while_the_thread_has_work_and_the_order_is_kept
     assert ledger.loop_connection is not None
     _trace_inserts(ledger.loop_connection, inserts)
     worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
-    inbox = _Collected()
+    inbox = CollectedInbox()
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
@@ -227,7 +215,7 @@ def test_wal_checkpoints_run_on_the_thread_and_the_wal_stays_bounded(tmp_path: P
     handed_over = 0
     try:
         for k in range(calls):
-            inbox = _Collected()
+            inbox = CollectedInbox()
             answers, handed = worker.decide_inline(_call(k), inbox)  # type: ignore[arg-type]
             assert len(answers) + handed == 2
             if handed:
@@ -258,7 +246,7 @@ def test_a_grant_written_on_the_loop_arms_the_threads_timer(tmp_path: Path) -> N
     db = tmp_path / "eu.sqlite3"
     policy = _policy(db)
     worker = PolicyWorker(lambda: policy, clock=lambda: 1_000.0)  # the calls' deadlines (2xx + 32 s) have passed
-    inbox = _Collected()
+    inbox = CollectedInbox()
     try:
         assert worker.wait_idle(5.0)
         answers, handed = worker.decide_inline(_call(0), inbox)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from server.policy.queries import PolicyCall
 from server.policy.store import open_region_db
 from server.policy.worker import PolicyWorker
 
-from .conftest import REGION, make_request
+from .conftest import REGION, CollectedInbox, make_request
 from .test_deferred_verdict import _options
 from .test_region_hooks import DOMAINS, Region, run
 
@@ -441,17 +441,6 @@ def test_a_check_is_answered_on_the_loop_only_while_the_thread_is_idle(tmp_path:
     assert policy.stats["preliminary"] == 2 and policy.stats["final"] == 0
 
 
-class _Collected:
-    """An inbox (AnswerInbox's put_many) that keeps what the thread answers."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[Any, QueryAnswer]] = []
-        self.arrived = threading.Event()
-
-    def put_many(self, got: list[tuple[Any, QueryAnswer]]) -> None:
-        self.items.extend(got)
-        self.arrived.set()
-
 
 def _locked_by_another(path: Path) -> sqlite3.Connection:
     other = sqlite3.connect(path, isolation_level=None)
@@ -477,7 +466,7 @@ def test_a_2xx_is_decided_on_the_loop_and_only_its_rows_write_goes_to_the_thread
 
     policy._ledger.connection.set_trace_callback(trace)  # type: ignore[attr-defined]
     worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
-    inbox = _Collected()
+    inbox = CollectedInbox()
     try:
         answers, handed = worker.decide_inline(_job(1), inbox)  # type: ignore[arg-type]
         assert len(answers) == 1 and isinstance(answers[0].results[0], Grant) and handed == 1
@@ -504,7 +493,7 @@ def test_a_2xx_decided_on_the_loop_whose_write_is_refused_takes_the_journal_path
     policy = _policy(db)
     policy._ledger.connection.execute("PRAGMA busy_timeout = 10")  # type: ignore[attr-defined]
     worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
-    inbox = _Collected()
+    inbox = CollectedInbox()
     other = _locked_by_another(db)
     try:
         answers, handed = worker.decide_inline(_job(1)[1:], inbox)  # type: ignore[arg-type]
@@ -524,7 +513,7 @@ def test_a_2xx_is_not_decided_on_the_loop_while_the_thread_is_busy_or_closed(tmp
     the inline part there."""
     policy = _policy(tmp_path / "eu.sqlite3")
     worker = PolicyWorker(lambda: policy, clock=lambda: 0.0)
-    inbox = _Collected()
+    inbox = CollectedInbox()
     gate, running = threading.Event(), threading.Event()
     items = _job(2)
     try:

@@ -297,3 +297,13 @@ class Wire:
     def through(self, addr: Address) -> list[bytes]:
         """Datagrams that arrived at ``addr``."""
         return [data for _, dst, data in self.log if dst == addr]
+
+
+def login(wire: Wire, ua: TestUA, server: Address) -> None:
+    """Log ``ua`` in at ``server`` over ``wire``: REGISTER, the 401 challenge, REGISTER with credentials, 200."""
+    request = ua.register(600)
+    wire.send(ua.addr, server, request)
+    (challenge,) = ua.responses()
+    wire.send(ua.addr, server, ua.authorize(request, challenge))
+    (ok,) = ua.responses()
+    assert ok.status == 200

@@ -17,9 +17,8 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 
 import pytest
-from server_kit import ANSWER, OFFER, TestUA, Wire, make_node
+from server_kit import ANSWER, OFFER, TestUA, Wire, login, make_node
 
-from gamesdk.address import Address
 from gamesdk.sip.message import Request
 from server.node import RegionalServer
 from server.policy.runner import make_policy_hooks
@@ -67,14 +66,6 @@ class Regions:
     bob: TestUA
 
 
-def _login(wire: Wire, ua: TestUA, server: Address) -> None:
-    request = ua.register(600)
-    wire.send(ua.addr, server, request)
-    (challenge,) = ua.responses()
-    wire.send(ua.addr, server, ua.authorize(request, challenge))
-    (ok,) = ua.responses()
-    assert ok.status == 200
-
 
 @pytest.fixture(params=["no policy", "region policy"])
 def regions(request: pytest.FixtureRequest, tmp_path: Path) -> Regions:
@@ -87,8 +78,8 @@ def regions(request: pytest.FixtureRequest, tmp_path: Path) -> Regions:
             node.set_hooks(make_policy_hooks(node.config, node))
     alice = wire.add_ua(TestUA("alice", "eu.gamesdk.test", "apw", ("127.0.0.1", 7001)))
     bob = wire.add_ua(TestUA("bob", "na.gamesdk.test", "bpw", ("127.0.0.1", 7002)))
-    _login(wire, alice, EU)
-    _login(wire, bob, NA)
+    login(wire, alice, EU)
+    login(wire, bob, NA)
     return Regions(wire, eu, na, alice, bob)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from server_kit import ANSWER, OFFER, TestUA, Wire, make_node
+from server_kit import ANSWER, OFFER, TestUA, Wire, login, make_node
 
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import parse_message_untrusted
@@ -26,14 +26,6 @@ class World:
     bob: TestUA
 
 
-def _login(wire: Wire, ua: TestUA, server: tuple[str, int]) -> None:
-    request = ua.register(600)
-    wire.send(ua.addr, server, request)
-    (challenge,) = ua.responses()
-    wire.send(ua.addr, server, ua.authorize(request, challenge))
-    (ok,) = ua.responses()
-    assert ok.status == 200
-
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
@@ -42,8 +34,8 @@ def world(tmp_path: Path) -> World:
     na = wire.add_node(make_node("na", 5062, 5060, tmp_path, {"bob": "bpw", "carol": "cpw"}))
     alice = wire.add_ua(TestUA("alice", "eu.gamesdk.test", "apw", ("127.0.0.1", 7001)))
     bob = wire.add_ua(TestUA("bob", "na.gamesdk.test", "bpw", ("127.0.0.1", 7002)))
-    _login(wire, alice, EU)
-    _login(wire, bob, NA)
+    login(wire, alice, EU)
+    login(wire, bob, NA)
     return World(wire, eu, na, alice, bob)
 
 
@@ -326,7 +318,7 @@ def test_requests_from_peers_are_not_challenged_but_strangers_are(world: World) 
     # A request from na's address reaches eu's users without a 407 (the peer authenticated its own player).
     dave = TestUA("dave", "eu.gamesdk.test", "dpw", ("127.0.0.1", 7004))
     w.wire.add_ua(dave)
-    _login(w.wire, dave, EU)
+    login(w.wire, dave, EU)
     forged = w.bob.invite("sip:dave@eu.gamesdk.test")
     w.wire.send(w.bob.addr, EU, forged)  # bob straight at eu: he is not a peer server
     assert [r.status for r in w.bob.responses()] == [407]

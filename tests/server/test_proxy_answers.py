@@ -14,9 +14,9 @@ from gamesdk.sip.message import Request
 from gamesdk.sip.parser import parse_message_untrusted
 from server.proxy_responses import (
     ServerTx,
-    _fill_rport,
     answer_bytes,
     marked_via,
+    marked_via_generally,
     trying_bytes,
     upstream_vias,
 )
@@ -62,16 +62,6 @@ def test_trying_bytes_are_the_response_paths(vias: str, source: tuple[str, int])
     assert tx.upstream_vias is not None and upstream_vias(tx) is tx.upstream_vias
 
 
-def _marked_via_generally(via: Via, text: str, source: tuple[str, int]) -> str:
-    """marked_via without its short way (the rules of RFC 3261 section 18.2.1 and RFC 3581 section 4)."""
-    rport = via.rport
-    if rport is not None:
-        text = str(via.with_param("rport", str(source[1]))) if rport else _fill_rport(text, source[1])
-    if via.host != source[0] and via.received is None:
-        text = f"{text};received={source[0]}"
-    return text
-
-
 TEXTS = [
     "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport",
     "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-a;rport",
@@ -88,7 +78,7 @@ TEXTS = [
 @pytest.mark.parametrize(("text", "source"), list(itertools.product(TEXTS, SOURCES + [("2001:db8::1", 5070)])))
 def test_marked_via_short_way_is_the_general_one(text: str, source: tuple[str, int]) -> None:
     via = Via.parse(text)
-    assert marked_via(via, text, source) == _marked_via_generally(via, text, source)
+    assert marked_via(via, text, source) == marked_via_generally(via, text, source)
 
 
 HEAD_VIAS = [
