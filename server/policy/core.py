@@ -947,9 +947,7 @@ class FinalBatch:
     def commit(self) -> list[list[Decision]]:
         """Write what is staged; every query's decisions, in the order added."""
         self._write_staged()
-        decisions = [d if d is not None else [] for d in self._decisions]
-        self._queries, self._decisions = [], []
-        return decisions
+        return self._taken()
 
     def commit_now(self) -> list[list[Decision]] | None:
         """On the signalling loop: write what is staged with the ledger's loop connection when the database takes
@@ -965,6 +963,10 @@ class FinalBatch:
                 return None
             self._staged = []
             self._granted_all(staged)
+        return self._taken()
+
+    def _taken(self) -> list[list[Decision]]:
+        """Every query's decisions, in the order added, the batch emptied (what :meth:`commit` returns)."""
         decisions = [d if d is not None else [] for d in self._decisions]
         self._queries, self._decisions = [], []
         return decisions

@@ -521,21 +521,12 @@ class PolicyWorker:
 
     def _write_decided(self, batch: Any, staged: list[tuple[Any, int]]) -> list[tuple[Any, QueryAnswer]]:
         """The rows of FINALs decided on the loop written (one statement); their queries' answers, in order."""
-        try:
-            decisions: list[list[Any]] = batch.commit()
-        except Exception:  # a bug (the batch journals write faults itself): every FINAL of it is refused
-            log.exception("policy thread: FINAL rows failed")
-            decisions = [[policy_fault()] for _ in staged]
-            staged = [(key, position) for position, (key, _) in enumerate(staged)]
+        decisions = _committed(batch, len(staged))
         self.answered += len(staged)
         return [(key, QueryAnswer(tuple(decisions[index]))) for key, index in staged]
 
     def _settle(self, batch: Any, finals: list[tuple[int, int]], answers: list[QueryAnswer | None]) -> None:
-        try:
-            decisions: list[list[Any]] = batch.commit()
-        except Exception:  # a bug (the batch journals write faults itself): every FINAL of it is refused
-            log.exception("policy thread: FINAL rows failed")
-            decisions = [[policy_fault()] for _ in finals]
+        decisions = _committed(batch, len(finals))
         for position, index in finals:
             answers[position] = QueryAnswer(tuple(decisions[index]))
             self.answered += 1
@@ -588,6 +579,18 @@ class PolicyWorker:
             when = now + TIMER_FAULT_BACKOFF_S
         self._timer_at = when
         return when
+
+
+def _committed(batch: Any, count: int) -> list[list[Any]]:
+    """``batch.commit()`` (a :class:`~server.policy.core.FinalBatch` of ``count`` queries): every query's decisions,
+    in order; each query refused with a policy fault when it raises (a bug: the batch journals write faults
+    itself)."""
+    try:
+        decisions: list[list[Any]] = batch.commit()
+    except Exception:
+        log.exception("policy thread: FINAL rows failed")
+        decisions = [[policy_fault()] for _ in range(count)]
+    return decisions
 
 
 _IDLE = _Job()
