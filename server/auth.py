@@ -28,7 +28,7 @@ from gamesdk.sip.headers import split_header_values
 from gamesdk.sip.message import REASON_PHRASES, Request
 from gamesdk.sip.uri import SipUri
 from server.loglimit import clip
-from server.proxy_responses import marked_via
+from server.proxy_responses import COPIED_FIELDS, marked_via
 
 __all__ = [
     "Authenticated",
@@ -87,8 +87,6 @@ _REFUSED = digest.Verdict.REFUSED
 
 #: Status lines by (status, reason): the same few on every login and challenge.
 _STATUS_LINES: dict[tuple[int, str | None], str] = {}
-#: The request's fields every response copies (RFC 3261 section 8.2.6.2).
-_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def _status_line(status: int, reason: str | None) -> str:
@@ -99,19 +97,6 @@ def _status_line(status: int, reason: str | None) -> str:
         if len(_STATUS_LINES) < 256:  # reasons may quote what a request carried: bounded
             _STATUS_LINES[key] = line
     return line
-
-
-def _rport_mark(params: tuple[tuple[str, str | None], ...]) -> int:
-    """0 when the Via has no rport parameter (``find_param(params, "rport") is None``), 1 when its only one is a
-    bare ``rport`` written last (the usual request), 2 for any other rport."""
-    mark = 0
-    last = len(params) - 1
-    for i, (key, value) in enumerate(params):
-        if key == "rport" or (key != "branch" and key.lower() == "rport"):
-            if mark or i != last or key != "rport" or value is not None:
-                return 2
-            mark = 1
-    return mark
 
 
 def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, reason: str | None = None, *,
@@ -125,21 +110,14 @@ def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, 
     tag = to_tag if status != 100 else None
     top = True
     for key, name, value in request.headers._items:
-        if key not in _COPIED:
+        if key not in COPIED_FIELDS:
             continue
         if key == "via":
             if top:
                 top = False
                 via = request.top_via
-                rport = _rport_mark(via.params)
-                same_host = via.host == source[0]
-                if not same_host or rport:
-                    if rport == 1 and same_host and value.endswith(";rport") and '"' not in value:
-                        # What marked_via writes for the usual request (only a bare rport, last, from where its
-                        # Via says): the port after it.
-                        append(f"Via: {value}={source[1]}")
-                        continue
-                    # mark_received: the top value replaced where it is, the rest of its line after it
+                if via.host != source[0] or via.rport is not None:
+                    # mark_received (marked_via writes the usual Via, a bare rport last, without reading it): the top value replaced where it is, the rest of its line after it
                     if "," in value:
                         parts = split_header_values(value)
                         if len(parts) > 1:

@@ -274,7 +274,7 @@ def marked_vias(request: Request, source: Address) -> list[str]:
 
 
 #: The fields a response copies from its request (RFC 3261 section 8.2.6.2), by their keys in a header list.
-_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+COPIED_FIELDS = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def trying_bytes(tx: ServerTx) -> bytes:
@@ -291,7 +291,7 @@ def trying_bytes(tx: ServerTx) -> bytes:
     append = lines.append
     first = True
     for key, name, value in request.headers._items:
-        if key not in _COPIED:
+        if key not in COPIED_FIELDS:
             continue
         if first and key == "via":
             first = False
