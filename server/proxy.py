@@ -35,7 +35,7 @@ from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response
 from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction
-from gamesdk.sip.uri import SipUri
+from gamesdk.sip.uri import SipUri, plain_name_addr_host_port
 from server.auth import Challenge, LoginFlow, answer_bytes_direct
 from server.config import TimerSettings
 from server.federation import FederationTable
@@ -154,16 +154,51 @@ def _contact_addr(uri: SipUri | None) -> Address | None:
     return (uri.host.strip("[]"), uri.port or 5060)
 
 
-def _add_contact(side: set[Address], message: Request | Response) -> None:
-    """The address of the first Contact of ``message`` added to ``side`` (a dialog party), when it is an IP."""
+#: First Contact values of the everyday shape already read, to their address: a player's Contact is the same in
+#: each of its calls (its INVITE's or its 2xx's), and a hit saves the expression (~20k instructions). Bounded in
+#: entries and in the length of what it keeps (values come from the network).
+_CONTACT_ADDRS: dict[str, Address | None] = {}
+_CONTACT_ADDRS_MAX = 4096
+_CONTACT_MAX_LEN = 512
+_NOT_READ: Address = ("", -1)
+
+
+def first_contact_addr(message: Request | Response) -> Address | None:
+    """The address of the first Contact of ``message`` when it is an IP (None when it is a name, there is none, or
+    the Contacts do not parse): :func:`first_contact_addr_generally`, read for the usual single Contact line of
+    the everyday shape by :func:`~gamesdk.sip.uri.plain_name_addr_host_port` (the expression ``NameAddr.parse``
+    reads it with) without building the NameAddr, and remembered."""
+    values = message.headers.get_all("Contact")
+    if len(values) != 1:
+        return first_contact_addr_generally(message)
+    value = values[0]
+    known = _CONTACT_ADDRS.get(value, _NOT_READ)
+    if known is not _NOT_READ:
+        return known
+    host_port = plain_name_addr_host_port(value) if "," not in value else None
+    if host_port is None:
+        return first_contact_addr_generally(message)
+    host, port = host_port
+    addr = (host.strip("[]"), port or 5060) if is_ip_literal(host) else None
+    if len(value) <= _CONTACT_MAX_LEN:
+        if len(_CONTACT_ADDRS) >= _CONTACT_ADDRS_MAX:
+            _CONTACT_ADDRS.clear()
+        _CONTACT_ADDRS[value] = addr
+    return addr
+
+
+def first_contact_addr_generally(message: Request | Response) -> Address | None:
+    """:func:`first_contact_addr` from the parsed Contacts, for every shape."""
     try:
         contacts = message.contacts
     except RemoteProtocolError:
-        return
-    for contact in contacts[:1]:
-        addr = _contact_addr(contact.uri)
-        if addr is not None:
-            side.add(addr)
+        return None
+    return _contact_addr(contacts[0].uri) if contacts else None
+
+
+def _party_of(source: Address, contact: Address | None) -> tuple[Address, ...]:
+    """A dialog party's addresses: where it sends from and, when another, its Contact's."""
+    return (source,) if contact is None or contact == source else tuple({source, contact})
 
 
 def _stateless_ack_branch(incoming: str) -> str:
@@ -717,16 +752,12 @@ class ProxyCore(TransactionSide):
         invite = tx.request
         caller = tx.caller
         if caller is None:
-            found = {tx.source}
-            if invite is not None:
-                _add_contact(found, invite)
-            caller = tx.caller = tuple(found)
-        callee = {ctx.dest}
-        _add_contact(callee, response)
+            caller = tx.caller = _party_of(tx.source, None if invite is None else first_contact_addr(invite))
+        callee = _party_of(ctx.dest, first_contact_addr(response))
         call_id = invite.call_id if invite is not None else tx.call_id
         dialogs = self._dialogs
         dialogs.pop(call_id, None)
-        parties = DialogParties(caller, tuple(callee), now + DIALOG_RELAY_S)
+        parties = DialogParties(caller, callee, now + DIALOG_RELAY_S)
         dialogs[call_id] = parties
         if len(self.opened_dialogs) < MAX_RELAYED_DIALOGS:
             self.opened_dialogs.append((call_id, parties))

@@ -21,7 +21,8 @@ from gamesdk.sip._grammar import (
 )
 from gamesdk.sip._grammar import bad_value as _bad
 
-__all__ = ["NameAddr", "Params", "SipUri", "check_name_addr_untrusted", "format_params", "parse_params"]
+__all__ = ["NameAddr", "Params", "SipUri", "check_name_addr_untrusted", "format_params", "parse_params",
+           "plain_name_addr_host_port"]
 
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
@@ -202,6 +203,20 @@ def check_name_addr_untrusted(text: str) -> NameAddr | None:
         if port is None or int(port) <= 65535:
             return None
     return NameAddr.parse(text)
+
+
+def plain_name_addr_host_port(text: str) -> tuple[str, int | None] | None:
+    """The URI host and port of the name-addr ``text`` when it is of the everyday shape that ``NameAddr.parse``
+    reads with one expression (the same expression, so the same host and port), without building the NameAddr;
+    None for any other shape (``NameAddr.parse`` then says what it is)."""
+    match = _PLAIN_NAMEADDR_RE.fullmatch(text)
+    if match is None or "%" in text:
+        return None
+    port = match.group(7)
+    if port is None:
+        return match.group(6), None
+    number = int(port)
+    return (match.group(6), number) if number <= 65535 else None
 
 
 class NameAddr(NamedTuple):

@@ -1,6 +1,7 @@
 """The proxy's own answers written straight to bytes are the bytes the Response path gave: the INVITE's 100 Trying
 (server.proxy_responses.trying_bytes, from the Via values the transaction's responses go up with) against
-response_for + mark_received + to_bytes, and marked_via's short way for the usual Via against the general one."""
+response_for + mark_received + to_bytes, and marked_via's short way for the usual Via against the general one; and
+the proxy's other short ways against their general ones (a Contact's address)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip.headers import Via
 from gamesdk.sip.message import Request
 from gamesdk.sip.parser import parse_message_untrusted
+from server.proxy import first_contact_addr, first_contact_addr_generally
 from server.proxy_responses import (
     ServerTx,
     answer_bytes,
@@ -110,3 +112,45 @@ def test_relay_heads_top_via_is_the_parsers(line: str) -> None:
         return
     got = head.top_via()
     assert got == expected and got.params == expected.params and got.protocol == expected.protocol
+
+
+CONTACTS = [
+    ["<sip:bob@127.0.0.1:5062;transport=udp>"],
+    ["<sip:bob@127.0.0.1>"],
+    ['"Bob" <sip:bob@192.0.2.4:5070;ob>;expires=60'],
+    ["Bob <sips:bob@192.0.2.4:5071>;+sip.instance=x"],
+    ["<sip:[2001:db8::1]:5062>"],
+    ["<sip:bob@host.example:5062>"],
+    ["<sip:bob@127.0.0.1:99999>"],
+    ["<sip:bob@127.0.0.1:0>"],
+    ["<sip:b%6Fb@127.0.0.1:5062>"],
+    ["<sip:b%zzb@127.0.0.1:5062>"],
+    ["sip:bob@127.0.0.1:5062;transport=udp"],
+    ["sip:bob@127.0.0.1:5062;expires=3"],
+    ['<sip:bob@192.0.2.4>;+sip.instance="<urn:uuid:1>"'],
+    ["<sip:bob@127.0.0.1:5062>, <sip:bob@192.0.2.9>"],
+    ["<sip:bob@192.0.2.9>", "<sip:bob@127.0.0.1:5062>"],
+    ["<sip:bob@192.0.2.9>", "<bad"],
+    ["*"],
+    ["<sip:bob@999.1.1.1:5062>"],
+    ["<sip:bob@127.0.0.1:5062?subject=x>"],
+    ["<tel:+123>"],
+    ["<sip:bob@127.0.0.1 :5062>"],
+    [],
+]
+
+
+@pytest.mark.parametrize(("contacts", "lazy"), list(itertools.product(CONTACTS, [False, True])))
+def test_contact_address_short_way_is_the_general_one(contacts: list[str], lazy: bool) -> None:
+    """The address a dialog party is known by from its first Contact (ProxyCore._dialog_opened): the short way
+    for one plain Contact line gives what the parsed Contacts give, for every shape (or the same None)."""
+    lines = "".join(f"Contact: {value}\r\n" for value in contacts)
+    data = _HEAD.format(vias=VIAS[0]).replace("Contact: <sip:alice@10.0.0.1:5070>\r\n", lines).encode()
+    try:
+        message = parse_message_untrusted(data, lazy=lazy)
+    except RemoteProtocolError:
+        pytest.skip("refused by the parser: never reaches the proxy")
+    expected = first_contact_addr_generally(message)
+    for _ in range(2):  # read, then remembered
+        again = parse_message_untrusted(data, lazy=lazy)
+        assert first_contact_addr(again) == expected
