@@ -131,6 +131,10 @@ _LIST_RE = re.compile(rf"\s*({_TOKEN})\s+{_PARAM_NC}(?:,{_PARAM_NC})*", re.DOTAL
 _NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
 #: A param with what follows it (a comma or the end: group 4), or any one character no param starts at.
 _ITEMS_RE = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:{_QUOTED}|({_TOKEN}))\s*(?:(,)|\Z)|[\s\S]")
+#: The same without whitespace around names, values and commas, for a list without escapes (a quoted value is a
+#: run up to the next quote): on a list it takes whole (no stray character), the same matches as _ITEMS_RE's, found
+#: with fewer steps of the regex engine; whitespace outside quotes is stray to it (tests/sip/test_digest_params.py).
+_TIGHT_ITEMS_RE = re.compile(rf'({_TOKEN})=(?:"([^"]*)"|({_TOKEN}))(?:(,)|\Z)|[\s\S]')
 _MAX_AUTH_HEADER = 4096
 
 
@@ -146,7 +150,10 @@ def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
     # the last. Anything else takes the checking path below, which raises the exact error.
     scheme = _SCHEME_RE.match(value)
     if scheme is not None and "\\" not in value:
-        items = _ITEMS_RE.findall(value, scheme.end())
+        # Credentials as clients send them have one space, the scheme's: their params have no whitespace to skip,
+        # and _TIGHT_ITEMS_RE finds them in fewer steps. Whitespace it does not skip (a tab, an other space) is
+        # left as stray characters, and such a list takes the checking path below, which gives the same answer.
+        items = (_TIGHT_ITEMS_RE if value.count(" ") == 1 else _ITEMS_RE).findall(value, scheme.end())
         if items and not items[-1][3]:
             fast = {name.lower(): token or quoted for name, quoted, token, _ in items}
             if len(fast) == len(items) and "" not in fast:
@@ -250,6 +257,9 @@ class Challenge:
         )
 
 
+_REQUIRED_CREDENTIALS = frozenset(("username", "realm", "nonce", "uri", "response"))
+
+
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
 # object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before.
 @dataclass(slots=True, unsafe_hash=True, kw_only=True)
@@ -295,9 +305,10 @@ class Credentials:
         scheme, p = parse_auth_params_untrusted(value)
         if scheme.lower() != "digest":
             raise RemoteProtocolError(f"unsupported authentication scheme {scheme!r}", 400)
-        for required in ("username", "realm", "nonce", "uri", "response"):
-            if required not in p:
-                raise RemoteProtocolError(f"digest credentials lack {required}", 400)
+        if not p.keys() >= _REQUIRED_CREDENTIALS:  # one C check; the loop names the first one missing
+            for required in ("username", "realm", "nonce", "uri", "response"):
+                if required not in p:
+                    raise RemoteProtocolError(f"digest credentials lack {required}", 400)
         qop = p.get("qop")
         nc = 1
         if qop is not None:
@@ -591,9 +602,12 @@ class NonceManager:
         if fresh is not _VALID:
             return fresh
         assert issued_ms is not None  # VALID implies the MAC was good
+        return self._count_status(nonce, issued_ms, nc, user, self._nc.get(nonce))
+
+    def _count_status(self, nonce: str, issued_ms: int, nc: int, user: str, tracked: _Tracked | None) -> NonceStatus:
+        """:meth:`_status` of a nonce :meth:`freshness` found VALID, with its record (``self._nc``'s) at hand."""
         if nc < 1:
             return _REPLAYED
-        tracked = self._nc.get(nonce)
         if tracked is None:
             floor = self._floor_ms
             if nonce in self._forgotten.get(user, ()):
@@ -617,11 +631,19 @@ class NonceManager:
 
     def use_issued(self, nonce: str, issued_ms: int | None, nc: int, now: float, user: str = "") -> NonceStatus:
         """:meth:`use` for a nonce whose :meth:`issued_ms` the caller already computed (one MAC per request)."""
-        status = self._status(nonce, issued_ms, nc, now, user)
+        fresh = self.freshness(issued_ms, now)
+        if fresh is not _VALID:
+            return fresh
+        assert issued_ms is not None  # VALID implies the MAC was good
+        return self._use_fresh(nonce, issued_ms, nc, now, user)
+
+    def _use_fresh(self, nonce: str, issued_ms: int, nc: int, now: float, user: str) -> NonceStatus:
+        """:meth:`use_issued` for a nonce :meth:`freshness` found VALID (the authenticator asked it already, before
+        looking at the password): its record looked up once, for the check and the update."""
+        tracked = self._nc.get(nonce)
+        status = self._count_status(nonce, issued_ms, nc, user, tracked)
         if status is not _VALID:
             return status
-        assert issued_ms is not None
-        tracked = self._nc.get(nonce)
         if tracked is None:
             self._nc[nonce] = _Tracked(issued_ms, nc, 1, user)
             mine = self._by_user.setdefault(user, {})
@@ -866,7 +888,8 @@ class DigestAuthenticator:
             return _refusal(cred, f"nonce {fresh.value}", _CHALLENGE, stale=right)
         if not right:
             return _refusal(cred, "unknown user" if ha1 is None else "wrong response", _WRONG)
-        status = self.nonces.use_issued(cred.nonce, issued_ms, cred.nc, now, cred.username)
+        assert issued_ms is not None  # fresh: the MAC was good
+        status = self.nonces._use_fresh(cred.nonce, issued_ms, cred.nc, now, cred.username)
         if status is _VALID:
             return AuthResult(ok=True, username=cred.username, algorithm=cred.algorithm, reason="ok",
                               verdict=_OK)

@@ -81,3 +81,27 @@ def test_a_typical_login_credentials() -> None:
     scheme, params = parse_auth_params_untrusted(value)
     assert scheme == "Digest" and params["username"] == "player12" and params["nc"] == "00000001"
     assert params == reference(value)[1]
+
+
+# Lists as clients send them: one space after the scheme, none elsewhere (the tight regex's path), with quoted
+# values that hold commas, equals signs, non-ASCII letters and the other spaces str patterns' \s takes (no-break,
+# em, ideographic, a line separator), and mangled ones with such spaces outside quotes (stray to the tight regex).
+tight_quoted = st.text(alphabet=',=ab\u00e9\u00a0\u2003\u3000\u2028\u0085', max_size=8).map(lambda s: f'"{s}"')
+tight_param = st.builds(lambda n, v: f"{n}={v}", tokens, st.one_of(tokens, tight_quoted))
+tight = st.builds(lambda scheme, params: f"{scheme} {','.join(params)}", tokens,
+                  st.lists(tight_param, min_size=1, max_size=6))
+tight_mangled = st.builds(lambda v, i, junk, cut: (v[:i % (len(v) + 1)] + junk + v[i % (len(v) + 1) + cut:]),
+                          tight, st.integers(0, 200), st.text(alphabet='",=a\u00a0\u00e9\t\u2003', max_size=3),
+                          st.integers(0, 3))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(tight, tight_mangled))
+def test_lists_without_whitespace_parse_as_before(value: str) -> None:
+    assert outcome(parse_auth_params_untrusted, value) == outcome(reference, value)
+
+
+def test_a_space_other_than_the_ascii_one_is_whitespace_as_before() -> None:
+    for value in ('Digest a="x",\u00a0b=c', 'Digest a=b\u2003,c=d', 'Digest a="\u3000",b=c', 'Digest a=b,c=d\u0085',
+                  'Digest a=b,\tc=d', 'Digest a=b,c=d\t', '\tDigest a=b', 'Digest\ta=" ",b=c', 'Digest a="b c",d=e'):
+        assert outcome(parse_auth_params_untrusted, value) == outcome(reference, value)
