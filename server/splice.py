@@ -193,6 +193,9 @@ _PLAIN_VIA = re.compile(
     rf"(?::([0-9]{{1,5}}))?;branch=({TOKEN})(;rport)?")
 
 
+_new_tuple = tuple.__new__
+
+
 class Head:
     """The head fields of a relayed message as :func:`read_head` read them (values without surrounding
     whitespace, as the parser keeps them)."""
@@ -242,8 +245,9 @@ class Head:
             transport, host, port, branch, rport = plain.groups()
             number = None if port is None else int(port)
             if number is None or number <= 65535:
-                return Via(transport, host, number, (("branch", branch), ("rport", None)) if rport else (
-                    ("branch", branch),))
+                # tuple's own constructor, every field given (Via's generated __new__ is a Python function)
+                return _new_tuple(Via, (transport, host, number, (("branch", branch), ("rport", None)) if rport
+                                        else (("branch", branch),), "SIP/2.0"))
         return Via.parse(line)
 
 

@@ -112,6 +112,7 @@ def test_relay_heads_top_via_is_the_parsers(line: str) -> None:
         return
     got = head.top_via()
     assert got == expected and got.params == expected.params and got.protocol == expected.protocol
+    assert type(got) is Via
 
 
 CONTACTS = [

@@ -80,3 +80,23 @@ def test_response_for_builds_what_the_rfc_says(to: str, status: int, to_tag: str
     assert response.headers.get("Retry-After") == "5" and response.status == status
     response.headers.add("X", "1")  # the response's fields are its own: the request is unchanged
     assert "x" not in request.headers and request.to_bytes() == data
+
+
+def test_parsed_values_are_the_tuples_their_constructors_make() -> None:
+    # The parsers make Via, CSeq, SipUri and NameAddr with tuple's own constructor (every field given): the same
+    # value, of the same class, with the same fields as the class's constructor gives.
+    from gamesdk.sip.headers import CSeq, Via
+    from gamesdk.sip.uri import NameAddr, SipUri
+
+    via = Via.parse("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;rport")
+    assert type(via) is Via and via == Via("UDP", "10.0.0.1", 5060, (("branch", "z9hG4bK-1"), ("rport", None)))
+    assert via.protocol == "SIP/2.0" and via._asdict()["protocol"] == "SIP/2.0"
+    cseq = CSeq.parse("7 REGISTER")
+    assert type(cseq) is CSeq and cseq == CSeq(7, "REGISTER") and cseq.method == "REGISTER"
+    uri = SipUri.parse("sip:alice@example.com:5070;transport=udp")
+    assert type(uri) is SipUri and uri == SipUri("sip", "example.com", "alice", None, 5070, (("transport", "udp"),))
+    assert uri.headers is None and uri.opaque is None and uri.is_sip
+    name = NameAddr.parse('"Alice" <sip:alice@example.com>;tag=1')
+    assert type(name) is NameAddr and type(name.uri) is SipUri
+    assert name == NameAddr(SipUri("sip", "example.com", "alice"), "Alice", (("tag", "1"),))
+    assert name.uri._replace(port=1).port == 1 and str(name) == 'Alice <sip:alice@example.com>;tag=1'
