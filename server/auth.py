@@ -24,6 +24,7 @@ from typing import Protocol
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip import digest
+from gamesdk.sip._grammar import find_param
 from gamesdk.sip.headers import split_header_values
 from gamesdk.sip.message import REASON_PHRASES, Request
 from gamesdk.sip.uri import SipUri
@@ -116,7 +117,7 @@ def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, 
             if top:
                 top = False
                 via = request.top_via
-                if via.host != source[0] or via.rport is not None:
+                if via.host != source[0] or find_param(via.params, "rport") is not None:  # Via.rport's read
                     # mark_received (marked_via writes the usual Via, a bare rport last, without reading it): the top value replaced where it is, the rest of its line after it
                     if "," in value:
                         parts = split_header_values(value)
