@@ -145,8 +145,9 @@ class ControlServer:
                 "draining": node.draining,
                 "registrations": len(node.location),
                 "transactions_pending": node.pending_transactions(),
-                "server_transactions": len(node.proxy.server_txs),
-                "client_transactions": len(node.proxy.client_txs) + len(node.proxy.cancels),
+                "server_transactions": node.proxy.transaction_count(),
+                "client_transactions": (len(node.proxy.client_txs) + len(node.proxy.ended_client)
+                                        + len(node.proxy.cancels)),
                 "node": dataclasses.asdict(node.stats),
                 "proxy": dataclasses.asdict(node.proxy.stats),
                 "policy": dict(hooks_stats) if isinstance(hooks_stats, dict) else None,

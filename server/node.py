@@ -601,7 +601,8 @@ class RegionalServer:
                 and request.headers.get("Proxy-Authorization" if method == "INVITE" else "Authorization") is None):
             return False
         key = _server_key(request, method)
-        return key not in self.proxy.server_txs and key not in self._uas_answers
+        return (key not in self.proxy.server_txs and key not in self.proxy.ended_server
+                and key not in self._uas_answers)
 
     def _uas_request(self, request: Request, addr: Address, now: float, out: Datagrams, size: int) -> None:
         """Requests the server answers itself. Answers to authenticated requests are cached for retransmissions;

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,7 +43,10 @@ from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, Polic
 from server.location import AccessNetworkMap, Binding, is_ip_literal
 from server.loglimit import clip
 from server.proxy_responses import (
+    ENDED_CONFIRMED,
     ClientTx,
+    EndedClient,
+    EndedServer,
     Out,
     ProxyStats,
     ServerTx,
@@ -276,6 +279,10 @@ class ProxyCore(TransactionSide):
         self.client_txs: dict[tuple[str, str], ClientTx] = {}
         self.cancels: dict[str, ClientNonInviteTransaction] = {}
         self.timers: TimerHeap[ServerTx | ClientTx | ClientNonInviteTransaction] = TimerHeap()
+        self.ended_server: dict[tuple[str, ...], EndedServer] = {}
+        self.ended_client: dict[tuple[str, str], EndedClient] = {}
+        self._ended_queues: dict[float, deque[tuple[str, ...]]] = {}
+        self._ended_heap: list[tuple[float, tuple[str, ...]]] = []
         self.stats = ProxyStats()
         self._our_hosts = {domain, via_host.lower(), f"{via_host.lower()}:{via_port}"}
         self._via_prefix = f"SIP/2.0/UDP {via_host}:{via_port};branch=" if via_host == via_host.lower() else ""
@@ -331,7 +338,15 @@ class ProxyCore(TransactionSide):
         return mac.hexdigest()
 
     def get_timer(self) -> float | None:
-        return self.timers.next_deadline()
+        first = self.timers.next_deadline()
+        ended = self.ended_deadline()
+        if ended is None:
+            return first
+        return ended if first is None or ended < first else first
+
+    def transaction_count(self) -> int:
+        """Server transactions kept, ended ones included (what ``max_transactions`` caps)."""
+        return len(self.server_txs) + len(self.ended_server)
 
     # -- requests ------------------------------------------------------------------------------------------
 
@@ -361,9 +376,15 @@ class ProxyCore(TransactionSide):
                     and tx.state in (S.PROCEEDING, S.COMPLETED)):
                 out.append((tx.last_response, source))
             return
+        ended = self.ended_server.get(key)
+        if ended is not None:
+            self.stats.retransmissions_absorbed += 1
+            if ended[4] is not None and source == (ended[2], ended[3]):
+                out.append((ended[4], source))
+            return
         try:
             plan = self._admit(request, source, now, from_peer)
-            if len(self.server_txs) >= self.max_transactions:
+            if self.transaction_count() >= self.max_transactions:
                 raise _Reject(503, "Service Unavailable (busy)", (("Retry-After", "5"),))
         except (_Reject, RemoteProtocolError) as exc:
             rej = exc if isinstance(exc, _Reject) else _Reject(exc.status_hint, exc.message)
@@ -810,7 +831,8 @@ class ProxyCore(TransactionSide):
     # -- ACK and CANCEL --------------------------------------------------------------------------------------
 
     def _on_ack(self, request: Request, source: Address, now: float, out: Out) -> None:
-        tx = self.server_txs.get(_server_key(request, "INVITE"))
+        key = _server_key(request, "INVITE")
+        tx = self.server_txs.get(key)
         if tx is not None and tx.state in (S.COMPLETED, S.CONFIRMED):
             # The ACK for our non-2xx: it ends here (hop by hop, section 17.2.1); Timer I absorbs repeats.
             if tx.state is S.COMPLETED:
@@ -818,8 +840,14 @@ class ProxyCore(TransactionSide):
                 tx.last_response = None  # Confirmed sends nothing more
                 self.timers.stop(tx, I.TIMER_G)
                 self.timers.stop(tx, I.TIMER_H)
-                self.timers.arm(tx, I.TIMER_I, now + self.t.t4_s)
+                t4 = self.t.t4_s
+                if not self._server_ended(tx, ENDED_CONFIRMED, t4, now):
+                    self.timers.arm(tx, I.TIMER_I, now + t4)
             return
+        if tx is None:
+            ended = self.ended_server.get(key)
+            if ended is not None and ended[0] == ENDED_CONFIRMED:
+                return  # a repeat of that ACK
         # The ACK for a 2xx is end to end: forward it statelessly by Request-URI (section 16.11).
         # Dropped ACKs are counted, not logged at INFO: the ACK of every challenged call (its 407 went out
         # statelessly) ends here, one per call on the hot path.
@@ -891,8 +919,15 @@ class ProxyCore(TransactionSide):
                     and tx.state in (S.PROCEEDING, S.COMPLETED)):
                 out.append((tx.last_response, source))
             return True
+        ended = self.ended_server.get(key)
+        if ended is not None:
+            stats.requests += 1
+            stats.retransmissions_absorbed += 1
+            if ended[4] is not None and source == (ended[2], ended[3]):
+                out.append((ended[4], source))
+            return True
         max_forwards = head.max_forwards
-        if max_forwards == 0 or len(self.server_txs) >= self.max_transactions:
+        if max_forwards == 0 or self.transaction_count() >= self.max_transactions:
             return False
         try:
             target = self._resolve(head.uri, ruri, [], out_of_dialog=False, now=now)
@@ -929,7 +964,8 @@ class ProxyCore(TransactionSide):
         if not incoming or not incoming.startswith(BRANCH_MAGIC_COOKIE):
             return False  # an RFC 2543 ACK: its transaction key needs more than the relay path reads
         host, port = via.sent_by
-        if (incoming, host, str(port), "INVITE") in self.server_txs:
+        key = (incoming, host, str(port), "INVITE")
+        if key in self.server_txs or key in self.ended_server:
             return False  # the ACK of a final of ours (hop by hop): the transaction's
         stats = self.stats
         call_id = head.call_id
@@ -976,7 +1012,21 @@ class ProxyCore(TransactionSide):
             if tx.last_response is not None and source == tx.source:
                 out.append((tx.last_response, source))
             return
-        invite = self.server_txs.get(_server_key(request, "INVITE"))
+        ended = self.ended_server.get(key)
+        if ended is not None:
+            if ended[4] is not None and source == (ended[2], ended[3]):
+                out.append((ended[4], source))
+            return
+        invite_key = _server_key(request, "INVITE")
+        invite = self.server_txs.get(invite_key)
+        if invite is None:
+            ended = self.ended_server.get(invite_key)
+            if ended is not None and source == (ended[2], ended[3]):
+                # The INVITE has its final (ended): the CANCEL is answered and changes nothing (section 9.2).
+                tx = ServerTx(key, "CANCEL", request, source)
+                self.server_txs[key] = tx
+                self._answer(tx, 200, None, (), now, out)
+                return
         if invite is None or invite.method != "INVITE" or invite.source != source:
             # Nothing of this sender's to cancel: answered once, statelessly (no state for strangers).
             self._stateless(request, source, _Reject(481, "Call/Transaction Does Not Exist"), now, out, size,

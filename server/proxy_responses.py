@@ -17,9 +17,13 @@ of :class:`server.proxy.ProxyCore` and uses the state that class sets up. Rules 
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import logging
-from dataclasses import dataclass, field
+import marshal
+from collections import deque
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 from gamesdk.address import Address
@@ -43,8 +47,9 @@ from server.hooks import CallInfo, PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
 from server.splice import Head, spliced, with_vias
 
-__all__ = ["ClientTx", "Out", "ProxyStats", "ServerTx", "TransactionSide", "answer_bytes", "forwarded_request",
-           "mark_received", "marked_via", "marked_vias", "trying_bytes"]
+__all__ = ["ENDED_ACCEPTED", "ENDED_COMPLETED", "ENDED_CONFIRMED", "ClientTx", "EndedClient", "EndedServer", "Out",
+           "ProxyStats", "ServerTx", "TransactionSide", "answer_bytes", "forwarded_request", "mark_received",
+           "marked_via", "marked_vias", "trying_bytes"]
 
 log = logging.getLogger("server.proxy")
 
@@ -131,6 +136,43 @@ class ClientTx:
     uri: str = ""
     via: str = ""
     routes: tuple[str, ...] = ()
+    #: Brought back from its ended entry (:meth:`TransactionSide._revive`), whose expiry is queued already.
+    revived: bool = False
+
+
+# -- ended transactions ----------------------------------------------------------------------------------------
+#
+# From its final response on (RFC 3261 section 17: Completed, Confirmed, RFC 6026's Accepted) a transaction only
+# answers retransmissions and waits out its last timer (J, L, M: 64*T1; I, K: T4; D: 32 s). At 1,000 calls/s some
+# 60,000 of them wait, and as objects (the dataclasses, their timer dicts keyed by Input members, their heap
+# entries) every collection of the cyclic collector walked them. Ended, each is one tuple of strings, numbers
+# and bytes in ``ended_server`` / ``ended_client`` (untracked by the collector from the first collection that
+# sees it), and its expiry one such tuple in a first-in first-out queue per timer duration (no heap).
+
+#: What an ended transaction is: a non-INVITE's Completed (its final answers a retransmitted request; a client
+#: INVITE's Completed keeps the ACK of the non-2xx instead), an INVITE's Accepted or Confirmed.
+ENDED_COMPLETED = 0
+ENDED_ACCEPTED = 1
+ENDED_CONFIRMED = 2
+
+#: An ended server transaction: (kind, deadline, source host, source port, the final answering a retransmission
+#: or None). Flat: a tuple is untracked by a collection only once what it holds is, which may take a collection
+#: per level.
+EndedServer = tuple[int, float, str, int, bytes | None]
+#: What an INVITE client transaction in Accepted keeps to pass a further 2xx upstream (its ServerTx's key,
+#: source, final status, upstream Vias, log names, caller addresses, policy facts (CallInfo's fields but
+#: ``invite``), the headers added per To tag; its own Request-URI, Via and Route set), see :meth:`_revive`.
+Accepted = tuple[tuple[str, ...], Address, int, tuple[str, ...], str, str, str, "tuple[Address, ...] | None",
+                 "tuple[Any, ...] | None", tuple[tuple[str, tuple[tuple[str, str], ...]], ...], str, str,
+                 tuple[str, ...]]
+#: An ended client transaction: (kind, deadline, destination host and port, the ACK of a non-2xx final, an
+#: Accepted INVITE's :data:`Accepted` marshalled: bytes, where nested tuples would stay tracked for a collection
+#: per level).
+EndedClient = tuple[int, float, str, int, bytes | None, bytes | None]
+
+_CALL_FIELDS = tuple(f.name for f in fields(CallInfo) if f.name != "invite")
+#: CallInfo's fields but ``invite`` (gone from the final response on), as one tuple.
+_call_values = attrgetter(*_CALL_FIELDS)
 
 
 def forwarded_request(ctx: ClientTx) -> Request:
@@ -404,6 +446,13 @@ class TransactionSide:
     #: Our CANCELs of forwarded INVITEs, by branch: the SDK's non-INVITE client transactions.
     cancels: dict[str, ClientNonInviteTransaction]
     timers: TimerHeap[ServerTx | ClientTx | ClientNonInviteTransaction]
+    #: Ended transactions (see ENDED_COMPLETED) by the keys of ``server_txs`` and ``client_txs``.
+    ended_server: dict[tuple[str, ...], EndedServer]
+    ended_client: dict[tuple[str, str], EndedClient]
+    #: Their keys (a client's has two parts, a server's four or six) in deadline order, per duration; the few
+    #: that come out of order in a heap, with their deadlines.
+    _ended_queues: dict[float, deque[tuple[str, ...]]]
+    _ended_heap: list[tuple[float, tuple[str, ...]]]
     stats: ProxyStats
     _timeout_64t1: float
     _instance: str
@@ -453,6 +502,160 @@ class TransactionSide:
         if call is not None:
             call.invite = None
 
+    # -- ended transactions --------------------------------------------------------------------------------
+
+    def _ended_at(self, duration: float, key: tuple[str, ...], deadline: float,
+                  table: dict[Any, tuple[Any, ...]]) -> None:
+        """Queue the expiry of an ended transaction (in ``table`` already): last in the queue of its duration,
+        where nearly every one goes (deadlines come in order), else in a heap (one whose final waited for the
+        policy process, a duration changed by a reload)."""
+        queue = self._ended_queues.get(duration)
+        if queue is None:
+            queue = self._ended_queues[duration] = deque()
+        if queue:
+            ended = self._ended_table(queue[-1]).get(queue[-1])
+            if ended is not None and ended[1] > deadline:
+                heapq.heappush(self._ended_heap, (deadline, key))
+                return
+        queue.append(key)
+
+    def _server_ended(self, tx: ServerTx, kind: int, duration: float, now: float) -> bool:
+        """``tx`` (its final sent, no timer armed) waits out its last timer, ``duration`` long, as an entry of
+        ``ended_server``; False when it stays an object (the caller arms the timer)."""
+        key = tx.key
+        deadline = now + duration
+        if self.server_txs.get(key) is not tx or tx.timers:
+            return False
+        del self.server_txs[key]
+        source = tx.source
+        self.ended_server[key] = (kind, deadline, source[0], source[1], tx.last_response)
+        self._ended_at(duration, key, deadline, self.ended_server)
+        tx.client = None  # (as _end_server: no cycle left to the collector)
+        return True
+
+    def _client_ended(self, ctx: ClientTx, kind: int, duration: float, deadline: float, ack: bytes | None,
+                      accepted: bytes | None) -> bool:
+        """``ctx`` (its final received, no other timer armed) waits out its last timer until ``deadline`` as an
+        entry of ``ended_client``; False when it stays an object (the caller arms the timer)."""
+        key = (ctx.branch, ctx.method)
+        if self.client_txs.get(key) is not ctx:
+            return False
+        del self.client_txs[key]
+        dest = ctx.dest
+        self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, accepted)
+        if ctx.revived:
+            # Its key may have left its queue while it was an object again.
+            heapq.heappush(self._ended_heap, (deadline, key))
+        else:
+            self._ended_at(duration, key, deadline, self.ended_client)
+        # Its heap entry (Timer A or E, at the latest T1 after it was sent) still refers to it: it goes then.
+        ctx.timers.clear()
+        ctx.state = S.TERMINATED
+        ctx.request_bytes = None
+        ctx.ack_bytes = None
+        tx = ctx.server
+        ctx.server = None
+        if tx is not None and tx.client is ctx:
+            tx.client = None
+        return True
+
+    def _accepted_ended(self, ctx: ClientTx, tx: ServerTx) -> None:
+        """An INVITE whose first 2xx (with a To tag) went upstream: its client side, Accepted (Timer M), becomes
+        an entry of ``ended_client`` with what a further 2xx needs (:meth:`_revive`). Not while a 2xx of it waits
+        for the policy (its headers are not there yet), nor when the server side has a final of its own."""
+        if ctx.state is not S.ACCEPTED or tx.state is not S.ACCEPTED or len(ctx.timers) != 1:
+            return
+        deadline = ctx.timers.get(I.TIMER_M)
+        if deadline is None or any(branch == ctx.branch for branch, _ in self.pending_answers):
+            return
+        call = tx.call
+        added = ctx.added_2xx_headers or {}
+        accepted: Accepted = (
+            tx.key, tx.source, tx.final_status, tuple(upstream_vias(tx)), tx.call_id, tx.from_, tx.uri, tx.caller,
+            None if call is None else _call_values(call),
+            tuple([(tag, tuple(extra)) for tag, extra in added.items()]), ctx.uri, ctx.via, ctx.routes)
+        try:
+            packed = marshal.dumps(accepted)
+        except ValueError:  # not only strings, numbers and bytes (a policy's header value of another type)
+            return
+        self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, packed)
+
+    def _revive(self, key: tuple[str, str], ended: EndedClient) -> ClientTx:
+        """The INVITE client transaction of ``key``, Accepted, as an object again (with its server side) for a
+        further 2xx: as it was when it ended. :meth:`_ended_response` ends it again after."""
+        _, deadline, host, port, _, packed = ended
+        assert packed is not None  # only an Accepted INVITE is revived (internal invariant)
+        accepted: Accepted = marshal.loads(packed)
+        (skey, source, final_status, vias, call_id, from_, uri, caller, call, added, ctx_uri, ctx_via,
+         routes) = accepted
+        tx = ServerTx(skey, "INVITE", None, source, S.ACCEPTED, final_status=final_status,
+                      call=None if call is None else CallInfo(**dict(zip(_CALL_FIELDS, call)), invite=None),
+                      upstream_vias=list(vias), call_id=call_id, from_=from_, uri=uri, caller=caller)
+        ctx = ClientTx(key[0], "INVITE", None, (host, port), S.ACCEPTED, server=tx, got_provisional=True,
+                       added_2xx_headers={tag: list(extra) for tag, extra in added} or None, uri=ctx_uri,
+                       via=ctx_via, routes=routes, revived=True)
+        del self.ended_client[key]
+        self.client_txs[key] = ctx
+        self.timers.arm(ctx, I.TIMER_M, deadline)
+        return ctx
+
+    def _ended_response(self, key: tuple[str, str], ended: EndedClient, response: Response, now: float,
+                        out: Out) -> None:
+        """A response to an ended client transaction: a 2xx of an Accepted INVITE goes upstream (RFC 6026), a
+        retransmitted non-2xx final gets the ACK again (section 17.1.1.3), anything else is absorbed."""
+        status = response.status
+        if ended[5] is not None:
+            if 200 <= status < 300:
+                ctx = self._revive(key, ended)
+                tx = ctx.server
+                assert tx is not None
+                self._forward_2xx(ctx, tx, response, now, out)
+                self._accepted_ended(ctx, tx)
+            return
+        ack = ended[4]
+        if ack is not None and status >= 300:
+            out.append((ack, (ended[2], ended[3])))
+
+    def _ended_table(self, key: tuple[str, ...]) -> dict[Any, tuple[Any, ...]]:
+        """The table of the ended transaction of ``key``: a client's has two parts, a server's four or six."""
+        return self.ended_client if len(key) == 2 else self.ended_server
+
+    def ended_deadline(self) -> float | None:
+        """The earliest expiry of an ended transaction, or None."""
+        heap = self._ended_heap
+        first = heap[0][0] if heap else None
+        for queue in self._ended_queues.values():
+            while queue:
+                key = queue[0]
+                ended = self._ended_table(key).get(key)
+                if ended is None:
+                    queue.popleft()  # revived, or ended by the heap
+                    continue
+                if first is None or ended[1] < first:
+                    first = ended[1]
+                break
+        return first
+
+    def _expire_ended(self, now: float) -> None:
+        """End the ended transactions whose last timer ran out by ``now`` (one revived meanwhile is not here)."""
+        heap = self._ended_heap
+        while heap and heap[0][0] <= now:
+            deadline, key = heapq.heappop(heap)
+            table = self._ended_table(key)
+            ended = table.get(key)
+            if ended is not None and ended[1] == deadline:
+                del table[key]
+        for queue in self._ended_queues.values():
+            while queue:
+                key = queue[0]
+                table = self._ended_table(key)
+                ended = table.get(key)
+                if ended is not None:
+                    if ended[1] > now:
+                        break
+                    del table[key]
+                queue.popleft()
+
     def _send_final(self, tx: ServerTx, data: bytes, status: int, now: float, out: Out, *,
                     refused_by: str | None = None) -> None:
         if tx.final_status == 0:
@@ -479,7 +682,8 @@ class TransactionSide:
                 # RFC 6026: Accepted; INVITE retransmissions absorbed until Timer L.
                 tx.state = S.ACCEPTED
                 tx.last_response = None
-                self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
+                if not self._server_ended(tx, ENDED_ACCEPTED, self._timeout_64t1, now):
+                    self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
             else:
                 tx.state = S.COMPLETED
                 tx.g_interval = t1
@@ -487,7 +691,8 @@ class TransactionSide:
                 self.timers.arm(tx, I.TIMER_H, now + self._timeout_64t1)
         else:
             tx.state = S.COMPLETED
-            self.timers.arm(tx, I.TIMER_J, now + self._timeout_64t1)
+            if not self._server_ended(tx, ENDED_COMPLETED, self._timeout_64t1, now):
+                self.timers.arm(tx, I.TIMER_J, now + self._timeout_64t1)
 
     def _end_server(self, tx: ServerTx) -> None:
         tx.state = S.TERMINATED
@@ -553,10 +758,15 @@ class TransactionSide:
             cc.receive_response(response, now)
             self._cancel_output(cc, out)
             return True
-        ctx = self.client_txs.get((branch, method))
+        key = (branch, method)
+        ctx = self.client_txs.get(key)
         if ctx is None:
-            self.stats.stray_responses += 1
-            return False
+            ended = self.ended_client.get(key)
+            if ended is None:
+                self.stats.stray_responses += 1
+                return False
+            self._ended_response(key, ended, response, now, out)
+            return True
         status = response.status
         if ctx.method == "INVITE":
             self._invite_response(ctx, response, status, now, out)
@@ -624,10 +834,11 @@ class TransactionSide:
                 return
             # Non-2xx final: ACK it hop by hop (section 17.1.1.3) and pass it upstream.
             ctx.state = S.COMPLETED
-            ctx.ack_bytes = self._ack_for(ctx, response)
+            ack = ctx.ack_bytes = self._ack_for(ctx, response)
             ctx.request = None  # its ACK is made: the bytes answer a retransmitted final
-            out.append((ctx.ack_bytes, ctx.dest))
-            self.timers.arm(ctx, I.TIMER_D, now + 32.0)
+            out.append((ack, ctx.dest))
+            if not self._client_ended(ctx, ENDED_COMPLETED, 32.0, now + 32.0, ack, None):
+                self.timers.arm(ctx, I.TIMER_D, now + 32.0)
             if tx.call is not None:
                 self.hooks.invite_failed(tx.call, status, now)
             if tx.final_status == 0:
@@ -678,9 +889,11 @@ class TransactionSide:
             branch = via.branch
             if branch is None or via.host.lower() != self.via_host or via.port != self.via_port:
                 return False
-        ctx = self.client_txs.get((branch or "", method))
+        key = (branch or "", method)
+        ctx = self.client_txs.get(key)
         if ctx is None:
-            return False
+            # Ended: a late provisional or a retransmitted final, absorbed as handle_response does.
+            return key in self.ended_client
         tx = ctx.server
         assert tx is not None  # a forwarded request always has its server transaction (internal invariant)
         invite = ctx.method == "INVITE"
@@ -760,6 +973,7 @@ class TransactionSide:
             sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", call_id, caller, uri,
                           response.status)
         self._send_2xx(tx, response, extra, now, out)
+        self._accepted_ended(ctx, tx)
 
     def _send_2xx(self, tx: ServerTx, response: Response, extra: list[tuple[str, str]], now: float,
                   out: Out) -> None:
@@ -771,7 +985,8 @@ class TransactionSide:
             tx.state = S.ACCEPTED
             tx.last_response = None
             self._finished(tx, True)
-            self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
+            if not self._server_ended(tx, ENDED_ACCEPTED, self._timeout_64t1, now):
+                self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
 
     def _answer_identity(self, response: Response) -> list[tuple[str, str]]:
         """This project's extension of RFC 8224 to answers: the callee's region signs the 2xx of its player
@@ -809,11 +1024,14 @@ class TransactionSide:
         ctx.request = None
         self.timers.stop(ctx, I.TIMER_E)
         self.timers.stop(ctx, I.TIMER_F)
-        self.timers.arm(ctx, I.TIMER_K, now + self.t.t4_s)
+        t4 = self.t.t4_s
+        if not self._client_ended(ctx, ENDED_COMPLETED, t4, now + t4, None, None):
+            self.timers.arm(ctx, I.TIMER_K, now + t4)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
     def handle_timer(self, now: float, out: Out) -> None:
+        self._expire_ended(now)
         timers = self.timers
         while (due := timers.pop_due(now)) is not None:
             tx, timer = due

@@ -189,13 +189,13 @@ def test_transactions_keep_bytes_only_while_they_may_be_sent_again(world: World)
     assert na_ctx.state is TransactionState.CALLING and na_ctx.request_bytes is not None  # bob sent no 100
     eu_ctx = next(iter(w.eu.proxy.client_txs.values()))
     assert eu_ctx.state is TransactionState.PROCEEDING and eu_ctx.request_bytes is None  # na's 100 came back
+    eu_tx = eu_ctx.server  # (the client side, ended at its final, keeps no object of the server side)
     w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 180))
     assert [r.status for r in w.alice.responses()] == [180]
     assert na_ctx.state is TransactionState.PROCEEDING and na_ctx.request_bytes is None
     w.wire.send(w.bob.addr, NA, w.bob.answer(arrived, 486))
     w.bob.requests()
     (busy,) = w.alice.responses()
-    eu_tx = eu_ctx.server
     assert eu_tx is not None and eu_tx.state is TransactionState.COMPLETED and eu_tx.last_response is not None
     ack_up = Request("ACK", invite.uri, invite.headers.copy())
     ack_up.headers.set("CSeq", f"{invite.cseq.seq} ACK")
@@ -555,3 +555,81 @@ def test_a_2xx_is_forwarded_as_the_bytes_it_came_in(world: World) -> None:
     (ok,) = w.wire.through(w.alice.addr)[-1:]
     assert ok.startswith(b"SIP/2.0 200 ") and b"\r\nSubject:   a  game\r\n" in ok
     assert b"Identity" not in ok and ok.endswith(b"\r\n\r\n" + ANSWER)
+
+
+def test_ended_transactions_answer_from_their_bytes_until_their_timers_run_out(world: World) -> None:
+    """RFC 3261 section 17 with RFC 6026, once the transactions have their finals and wait out their timers as
+    the proxy's ended entries (values the cyclic collector does not walk): a 2xx with another To tag (a fork)
+    still gets its own policy decision and its retransmissions the cached headers, a CANCEL after the final gets
+    its 200 and changes nothing, a retransmitted BYE gets the same 200 until Timer J (64*T1), then nothing is
+    kept and no timer is left."""
+    w = world
+    decisions: list[str] = []
+
+    class Recorder:
+        def invite_received(self, call, now):  # type: ignore[no-untyped-def]
+            from server.hooks import InviteVerdict
+            return InviteVerdict()
+
+        def answer_received(self, call, response, now):  # type: ignore[no-untyped-def]
+            assert call.caller == "sip:alice@eu.gamesdk.test" and call.caller_address == w.alice.addr
+            assert (call.invite is None) is bool(decisions)  # the first with the INVITE, a fork's without
+            decisions.append(response.to.tag)
+            return [("P-Media-Authorization", f"{len(decisions):08x}")]
+
+        def invite_failed(self, call, status, now):  # type: ignore[no-untyped-def]
+            raise AssertionError
+
+        def publish_received(self, request, user, source, now):  # type: ignore[no-untyped-def]
+            raise AssertionError
+
+        def bindings_removed(self, bindings, now):  # type: ignore[no-untyped-def]
+            pass
+
+        def get_timer(self):  # type: ignore[no-untyped-def]
+            return None
+
+        def handle_timer(self, now):  # type: ignore[no-untyped-def]
+            pass
+
+    w.eu.set_hooks(Recorder())
+    invite, _ = invite_with_auth(w)
+    (arrived,) = w.bob.requests()
+    ok = w.bob.answer(arrived, 200, ANSWER)
+    forked = w.bob.answer(arrived, 200, ANSWER, tag="fork")
+    w.wire.send(w.bob.addr, NA, ok)
+    assert w.eu.proxy.ended_client and w.eu.proxy.ended_server and not w.eu.proxy.client_txs
+    w.wire.now += 0.5
+    for response in (forked, ok, forked):
+        w.wire.send(w.bob.addr, NA, response)
+    got = w.alice.responses()
+    assert [(r.status, r.to.tag, r.headers.get("P-Media-Authorization")) for r in got] == [
+        (200, "callee", "00000001"), (200, "fork", "00000002"), (200, "callee", "00000001"),
+        (200, "fork", "00000002")]
+    assert got[0].to_bytes() == got[2].to_bytes() and got[1].to_bytes() == got[3].to_bytes()
+    assert decisions == ["callee", "fork"]
+    cancel = Request("CANCEL", invite.uri, [
+        ("Via", invite.headers.get("Via") or ""), ("Max-Forwards", "70"), ("From", invite.headers.get("From") or ""),
+        ("To", invite.headers.get("To") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.seq} CANCEL")])
+    w.wire.send(w.alice.addr, EU, cancel)
+    assert [r.status for r in w.alice.responses()] == [200] and w.bob.requests() == []
+    w.wire.send(w.alice.addr, EU, invite)  # a retransmission in Accepted: absorbed
+    assert w.alice.responses() == []
+    w.wire.send(w.alice.addr, EU, w.alice.ack_2xx(invite, got[0]))
+    bye = w.alice.bye(invite, got[0])
+    bye.uri = "sip:bob@na.gamesdk.test"
+    w.wire.send(w.alice.addr, EU, bye)
+    (_, got_bye) = w.bob.requests()
+    w.wire.send(w.bob.addr, NA, w.bob.answer(got_bye, 200))
+    (done,) = w.alice.responses()
+    ended_at = w.wire.now
+    w.wire.advance(31.5)
+    w.wire.send(w.alice.addr, EU, bye)  # within Timer J: the final again, from its bytes
+    (again,) = w.alice.responses()
+    assert again.to_bytes() == done.to_bytes() and w.bob.requests() == []
+    w.wire.advance(40)
+    for node in (w.eu, w.na):
+        proxy = node.proxy
+        assert not proxy.ended_server and not proxy.ended_client and not proxy.server_txs
+        assert proxy.get_timer() is None
+    assert w.wire.now - ended_at > 64 * 0.5
