@@ -216,7 +216,8 @@ def _has_tag(to_value: str) -> bool:
     Parameters after ``>`` belong to the header; without ``<>`` every parameter does (RFC 3261 section 20.10).
     """
     tail = to_value[to_value.rfind(">") + 1:] if ">" in to_value else to_value
-    return ";tag=" in tail.replace(" ", "").replace("\t", "").lower()
+    # ";tag=" as written (nearly always) is found as it is: taking out blanks and lowering the case keeps it.
+    return ";tag=" in tail or ";tag=" in tail.replace(" ", "").replace("\t", "").lower()
 
 
 def _server_key(request: Request, method: str) -> tuple[str, ...]:
