@@ -105,3 +105,20 @@ def test_the_per_call_values_are_what_they_were() -> None:
         res.interim_count = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         model.Grant("ab", "n", "q", 1, 64, 128, 80)  # type: ignore[misc]  # keyword-only, as before
+
+
+def test_an_instance_is_its_class_s_after_init_and_a_subclass_s_fields_are_set_too() -> None:
+    plain, fast = _twins()
+    assert slot_setting_init(fast) is True
+    value = fast(1, d=4)
+    assert type(value) is fast and isinstance(value, fast)
+
+    class Sub(fast):  # type: ignore[valid-type,misc]  # shares the inherited __init__, not the twin's layout
+        __slots__ = ("extra",)
+
+    sub = Sub(2, "y", d=6)
+    assert type(sub) is Sub
+    assert (sub.a, sub.b, sub.c, sub.d, sub.e, sub.f) == (2, "y", (), 6, None, 4)
+    assert sub == Sub(2, "y", d=6) and plain(2, "y", d=6).a == sub.a
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.a = 5  # type: ignore[misc]
