@@ -168,11 +168,13 @@ Accepted = tuple[tuple[str, ...], Address, int, tuple[str, ...], str, str, str, 
 #: An ended client transaction: (kind, deadline, destination host and port, the ACK of a non-2xx final, an
 #: Accepted INVITE's :data:`Accepted` marshalled: bytes, where nested tuples would stay tracked for a collection
 #: per level).
-EndedClient = tuple[int, float, str, int, bytes | None, bytes | None]
+#: Last, the INVITE's offer (the policy's facts for a fork's 2xx): the bytes received, shared, not copied.
+EndedClient = tuple[int, float, str, int, bytes | None, bytes | None, bytes | None]
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallInfo) if f.name != "invite")
 #: CallInfo's fields but ``invite`` (gone from the final response on), as one tuple.
 _call_values = attrgetter(*_CALL_FIELDS)
+_OFFER = _CALL_FIELDS.index("offer")
 
 
 def forwarded_request(ctx: ClientTx) -> Request:
@@ -534,7 +536,7 @@ class TransactionSide:
         return True
 
     def _client_ended(self, ctx: ClientTx, kind: int, duration: float, deadline: float, ack: bytes | None,
-                      accepted: bytes | None) -> bool:
+                      accepted: bytes | None, offer: bytes | None = None) -> bool:
         """``ctx`` (its final received, no other timer armed) waits out its last timer until ``deadline`` as an
         entry of ``ended_client``; False when it stays an object (the caller arms the timer)."""
         key = (ctx.branch, ctx.method)
@@ -542,7 +544,7 @@ class TransactionSide:
             return False
         del self.client_txs[key]
         dest = ctx.dest
-        self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, accepted)
+        self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, accepted, offer)
         if ctx.revived:
             # Its key may have left its queue while it was an object again.
             heapq.heappush(self._ended_heap, (deadline, key))
@@ -570,26 +572,32 @@ class TransactionSide:
             return
         call = tx.call
         added = ctx.added_2xx_headers or {}
+        values = None
+        if call is not None:
+            values = _call_values(call)
+            values = (*values[:_OFFER], None, *values[_OFFER + 1:])  # the offer kept beside, not copied
         accepted: Accepted = (
             tx.key, tx.source, tx.final_status, tuple(upstream_vias(tx)), tx.call_id, tx.from_, tx.uri, tx.caller,
-            None if call is None else _call_values(call),
+            values,
             tuple([(tag, tuple(extra)) for tag, extra in added.items()]), ctx.uri, ctx.via, ctx.routes)
         try:
             packed = marshal.dumps(accepted)
         except ValueError:  # not only strings, numbers and bytes (a policy's header value of another type)
             return
-        self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, packed)
+        self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, packed,
+                           None if call is None else call.offer)
 
     def _revive(self, key: tuple[str, str], ended: EndedClient) -> ClientTx:
         """The INVITE client transaction of ``key``, Accepted, as an object again (with its server side) for a
         further 2xx: as it was when it ended. :meth:`_ended_response` ends it again after."""
-        _, deadline, host, port, _, packed = ended
+        _, deadline, host, port, _, packed, offer = ended
         assert packed is not None  # only an Accepted INVITE is revived (internal invariant)
         accepted: Accepted = marshal.loads(packed)
         (skey, source, final_status, vias, call_id, from_, uri, caller, call, added, ctx_uri, ctx_via,
          routes) = accepted
         tx = ServerTx(skey, "INVITE", None, source, S.ACCEPTED, final_status=final_status,
-                      call=None if call is None else CallInfo(**dict(zip(_CALL_FIELDS, call)), invite=None),
+                      call=None if call is None else CallInfo(**{**dict(zip(_CALL_FIELDS, call)), "offer": offer},
+                                                              invite=None),
                       upstream_vias=list(vias), call_id=call_id, from_=from_, uri=uri, caller=caller)
         ctx = ClientTx(key[0], "INVITE", None, (host, port), S.ACCEPTED, server=tx, got_provisional=True,
                        added_2xx_headers={tag: list(extra) for tag, extra in added} or None, uri=ctx_uri,

@@ -565,6 +565,7 @@ def test_ended_transactions_answer_from_their_bytes_until_their_timers_run_out(w
     kept and no timer is left."""
     w = world
     decisions: list[str] = []
+    offers: list[bytes] = []
 
     class Recorder:
         def invite_received(self, call, now):  # type: ignore[no-untyped-def]
@@ -574,6 +575,7 @@ def test_ended_transactions_answer_from_their_bytes_until_their_timers_run_out(w
         def answer_received(self, call, response, now):  # type: ignore[no-untyped-def]
             assert call.caller == "sip:alice@eu.gamesdk.test" and call.caller_address == w.alice.addr
             assert (call.invite is None) is bool(decisions)  # the first with the INVITE, a fork's without
+            offers.append(call.offer)
             decisions.append(response.to.tag)
             return [("P-Media-Authorization", f"{len(decisions):08x}")]
 
@@ -607,7 +609,7 @@ def test_ended_transactions_answer_from_their_bytes_until_their_timers_run_out(w
         (200, "callee", "00000001"), (200, "fork", "00000002"), (200, "callee", "00000001"),
         (200, "fork", "00000002")]
     assert got[0].to_bytes() == got[2].to_bytes() and got[1].to_bytes() == got[3].to_bytes()
-    assert decisions == ["callee", "fork"]
+    assert decisions == ["callee", "fork"] and offers == [invite.body, invite.body]
     cancel = Request("CANCEL", invite.uri, [
         ("Via", invite.headers.get("Via") or ""), ("Max-Forwards", "70"), ("From", invite.headers.get("From") or ""),
         ("To", invite.headers.get("To") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.seq} CANCEL")])
