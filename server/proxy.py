@@ -163,6 +163,8 @@ def _contact_addr(uri: SipUri | None) -> Address | None:
 _CONTACT_ADDRS: dict[str, Address | None] = {}
 _CONTACT_ADDRS_MAX = 4096
 _CONTACT_MAX_LEN = 512
+#: What ``_CONTACT_ADDRS.get`` gives for a value not read yet: no address has port -1. Compared by equality, not
+#: identity: the compiled build passes tuples as values, so the one it gets back is not this object.
 _NOT_READ: Address = ("", -1)
 
 
@@ -176,7 +178,7 @@ def first_contact_addr(message: Request | Response) -> Address | None:
         return first_contact_addr_generally(message)
     value = values[0]
     known = _CONTACT_ADDRS.get(value, _NOT_READ)
-    if known is not _NOT_READ:
+    if known != _NOT_READ:
         return known
     host_port = plain_name_addr_host_port(value) if "," not in value else None
     if host_port is None:
