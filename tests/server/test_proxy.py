@@ -100,32 +100,36 @@ def test_ack_from_sdk_goes_direct(world: World) -> None:
     assert [dst for _, dst, _ in w.wire.log[before:]] == [w.bob.addr]
 
 
+class _AnswerHooks:
+    """Policy hooks that admit every INVITE and expect no PUBLISH; each test's subclass records the answers."""
+
+    def invite_received(self, call, now):  # type: ignore[no-untyped-def]
+        from server.hooks import InviteVerdict
+        return InviteVerdict()
+
+    def publish_received(self, request, user, source, now):  # type: ignore[no-untyped-def]
+        raise AssertionError
+
+    def bindings_removed(self, bindings, now):  # type: ignore[no-untyped-def]
+        pass
+
+    def get_timer(self):  # type: ignore[no-untyped-def]
+        return None
+
+    def handle_timer(self, now):  # type: ignore[no-untyped-def]
+        pass
+
+
 def test_2xx_retransmissions_are_forwarded_with_identical_headers(world: World) -> None:
     w = world
     calls: list[str] = []
 
-    class Recorder:
-        def invite_received(self, call, now):  # type: ignore[no-untyped-def]
-            from server.hooks import InviteVerdict
-            return InviteVerdict()
-
+    class Recorder(_AnswerHooks):
         def answer_received(self, call, response, now):  # type: ignore[no-untyped-def]
             calls.append(call.call_id)
             return [("P-Media-Authorization", f"{len(calls):08x}")]
 
         def invite_failed(self, call, status, now):  # type: ignore[no-untyped-def]
-            pass
-
-        def publish_received(self, request, user, source, now):  # type: ignore[no-untyped-def]
-            raise AssertionError
-
-        def bindings_removed(self, bindings, now):  # type: ignore[no-untyped-def]
-            pass
-
-        def get_timer(self):  # type: ignore[no-untyped-def]
-            return None
-
-        def handle_timer(self, now):  # type: ignore[no-untyped-def]
             pass
 
     w.eu.set_hooks(Recorder())
@@ -567,11 +571,7 @@ def test_ended_transactions_answer_from_their_bytes_until_their_timers_run_out(w
     decisions: list[str] = []
     offers: list[bytes] = []
 
-    class Recorder:
-        def invite_received(self, call, now):  # type: ignore[no-untyped-def]
-            from server.hooks import InviteVerdict
-            return InviteVerdict()
-
+    class Recorder(_AnswerHooks):
         def answer_received(self, call, response, now):  # type: ignore[no-untyped-def]
             assert call.caller == "sip:alice@eu.gamesdk.test" and call.caller_address == w.alice.addr
             assert (call.invite is None) is bool(decisions)  # the first with the INVITE, a fork's without
@@ -581,18 +581,6 @@ def test_ended_transactions_answer_from_their_bytes_until_their_timers_run_out(w
 
         def invite_failed(self, call, status, now):  # type: ignore[no-untyped-def]
             raise AssertionError
-
-        def publish_received(self, request, user, source, now):  # type: ignore[no-untyped-def]
-            raise AssertionError
-
-        def bindings_removed(self, bindings, now):  # type: ignore[no-untyped-def]
-            pass
-
-        def get_timer(self):  # type: ignore[no-untyped-def]
-            return None
-
-        def handle_timer(self, now):  # type: ignore[no-untyped-def]
-            pass
 
     w.eu.set_hooks(Recorder())
     invite, _ = invite_with_auth(w)
