@@ -150,7 +150,11 @@ def test_contact_address_short_way_is_the_general_one(contacts: list[str], lazy:
     try:
         message = parse_message_untrusted(data, lazy=lazy)
     except RemoteProtocolError:
-        pytest.skip("refused by the parser: never reaches the proxy")
+        # Refused by the eager parse (a bad port, escape or name-addr): such a message never reaches the proxy.
+        # The lazy parse, which the relay path uses, takes every shape here to the Contact read, where the short
+        # way must agree (the same shapes with lazy=True).
+        assert not lazy
+        return
     expected = first_contact_addr_generally(message)
     for _ in range(2):  # read, then remembered
         again = parse_message_untrusted(data, lazy=lazy)
