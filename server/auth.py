@@ -118,7 +118,8 @@ def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, 
                 top = False
                 via = request.top_via
                 if via.host != source[0] or find_param(via.params, "rport") is not None:  # Via.rport's read
-                    # mark_received (marked_via writes the usual Via, a bare rport last, without reading it): the top value replaced where it is, the rest of its line after it
+                    # mark_received (marked_via writes the usual Via, a bare rport last, without reading it):
+                    # the top value replaced where it is, the rest of its line after it
                     if "," in value:
                         parts = split_header_values(value)
                         if len(parts) > 1:

@@ -201,6 +201,13 @@ def first_contact_addr_generally(message: Request | Response) -> Address | None:
     return _contact_addr(contacts[0].uri) if contacts else None
 
 
+def _answer_again(ended: EndedServer, source: Address, out: Out) -> None:
+    """A retransmitted request of an ended server transaction: its final again, to the sender it came from (a
+    Confirmed or Accepted one has none to send)."""
+    if ended[4] is not None and source == (ended[2], ended[3]):
+        out.append((ended[4], source))
+
+
 def _party_of(source: Address, contact: Address | None) -> tuple[Address, ...]:
     """A dialog party's addresses: where it sends from and, when another, its Contact's."""
     return (source,) if contact is None or contact == source else tuple({source, contact})
@@ -382,8 +389,7 @@ class ProxyCore(TransactionSide):
         ended = self.ended_server.get(key)
         if ended is not None:
             self.stats.retransmissions_absorbed += 1
-            if ended[4] is not None and source == (ended[2], ended[3]):
-                out.append((ended[4], source))
+            _answer_again(ended, source, out)
             return
         try:
             plan = self._admit(request, source, now, from_peer)
@@ -926,8 +932,7 @@ class ProxyCore(TransactionSide):
         if ended is not None:
             stats.requests += 1
             stats.retransmissions_absorbed += 1
-            if ended[4] is not None and source == (ended[2], ended[3]):
-                out.append((ended[4], source))
+            _answer_again(ended, source, out)
             return True
         max_forwards = head.max_forwards
         if max_forwards == 0 or self.transaction_count() >= self.max_transactions:
@@ -1017,8 +1022,7 @@ class ProxyCore(TransactionSide):
             return
         ended = self.ended_server.get(key)
         if ended is not None:
-            if ended[4] is not None and source == (ended[2], ended[3]):
-                out.append((ended[4], source))
+            _answer_again(ended, source, out)
             return
         invite_key = _server_key(request, "INVITE")
         invite = self.server_txs.get(invite_key)
