@@ -25,7 +25,7 @@ from typing import Protocol
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip import digest
 from gamesdk.sip._grammar import find_param
-from gamesdk.sip.headers import split_header_values
+from gamesdk.sip.headers import Via, split_header_values
 from gamesdk.sip.message import REASON_PHRASES, Request
 from gamesdk.sip.uri import SipUri
 from server.loglimit import clip
@@ -38,6 +38,7 @@ __all__ = [
     "FailureThrottle",
     "LoginFlow",
     "ThrottleVerdict",
+    "answer_bytes",
     "answer_bytes_direct",
 ]
 
@@ -106,17 +107,26 @@ def answer_bytes_direct(request: Request, source: tuple[str, int], status: int, 
     ``source`` (``mark_received``) and serialised (``to_bytes``), written in one pass over the request's fields:
     no Response, no header list, no second pass (the stateless 401/407 of every login and call, the registrar's
     answers). The same bytes, field for field (tests/server/test_login_answers.py compares them)."""
+    return answer_bytes(request.headers._items, request.top_via, source, status, reason, to_tag=to_tag,
+                        extra=extra)
+
+
+def answer_bytes(items: Sequence[tuple[str, str, str]], via: Via, source: tuple[str, int], status: int,
+                 reason: str | None = None, *, to_tag: str | None = None,
+                 extra: Sequence[tuple[str, str]] = ()) -> bytes:
+    """:func:`answer_bytes_direct` of a request given by its header fields (key, name as written, value; only
+    the copied ones are read) and its top Via parsed: the challenge path reads those from the bytes
+    (``server.splice.read_register``) without a Request."""
     lines = [_status_line(status, reason)]
     append = lines.append
     tag = to_tag if status != 100 else None
     top = True
-    for key, name, value in request.headers._items:
+    for key, name, value in items:
         if key not in COPIED_FIELDS:
             continue
         if key == "via":
             if top:
                 top = False
-                via = request.top_via
                 if via.host != source[0] or find_param(via.params, "rport") is not None:  # Via.rport's read
                     # mark_received (marked_via writes the usual Via, a bare rport last, without reading it):
                     # the top value replaced where it is, the rest of its line after it
@@ -324,6 +334,10 @@ class LoginFlow:
     def challenges(self, now: float, *, stale: bool = False) -> list[str]:
         """One challenge per algorithm, in the configured order, sharing one nonce."""
         return self.core.challenges(now, stale=stale)
+
+    def challenge(self, proxy: bool, now: float) -> Challenge:
+        """What :meth:`authenticate` answers a request without credentials of this realm."""
+        return self._challenge(proxy, now)
 
     def _challenge(self, proxy: bool, now: float, *, stale: bool = False, delay_s: float = 0.0,
                    claimed: str | None = None) -> Challenge:

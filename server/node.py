@@ -53,7 +53,7 @@ from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
-from server.splice import read_head
+from server.splice import read_head, read_register
 from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -172,6 +172,9 @@ class RegionalServer:
         #: Relayed responses and ACKs read from their head alone and forwarded spliced (:meth:`_relayed_lazily`);
         #: False parses every message in full (the same datagrams out: tests compare the two ways).
         self.relay_path = True
+        #: REGISTERs without credentials in the plain shape challenged from their bytes
+        #: (:meth:`_challenged_plainly`); False takes every one through the full parse (the same datagrams out).
+        self.challenge_path = True
         #: REFERs sent for the web site's invites, and their NOTIFY subscriptions (RFC 3515).
         self.refers = ReferAgent(domain=config.domain, via_host=host, via_port=port, ids=self.ids,
                                  t1=config.timers.t1_s, t2=config.timers.t2_s)
@@ -422,6 +425,8 @@ class RegionalServer:
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 3.5.1)
         start = data[:4]
+        if start == b"REGI" and self.challenge_path and self._challenged_plainly(data, addr, now, out):
+            return
         if self.relay_path and (start in _RELAYED_STARTS or (start == b"SIP/" and (
                 data[8:9] == b"1" or data.find(b" INVITE\r\n") < 0))) and self._relayed_lazily(data, addr, now, out):
             return
@@ -452,6 +457,28 @@ class RegionalServer:
             if method != "ACK":
                 self.send_unverified(response_for(message, exc.status_hint, _reason(exc.message),
                                                   to_tag=self.ids.tag()).to_bytes(), addr, len(data), now, out)
+
+    def _challenged_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
+        """The challenge path (issue 16): a REGISTER in the plain shape :func:`server.splice.read_register` reads
+        (no credentials) challenged from its bytes, without a Message: the same 401, sent the same way, as the
+        full path's. False, with nothing done, for everything else (a retransmission of an answered one, a
+        drain, a refused transport, a refusal before authentication): the full path decides those."""
+        plain = read_register(data)
+        if plain is None or self.draining or self._transport_refused(addr):
+            return False
+        via = plain.via
+        host, port = via.sent_by
+        key = (via.branch or "", host, str(port), "REGISTER")  # _server_key's (the shape has a z9hG4bK branch)
+        if key in self._uas_answers or key in self._parked:
+            return False
+        answer = self.registrar.challenge_plain(plain, addr, now)
+        if answer is None:
+            return False
+        stats = self.stats
+        stats.requests += 1
+        stats.by_method["REGISTER"] = stats.by_method.get("REGISTER", 0) + 1
+        self._send_uas_bytes(addr, key, answer, False, 0.0, [], now, out, len(data))
+        return True
 
     def _relayed_lazily(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
         """The relay path (issue 16): a response to a request forwarded here (but an INVITE's final and what

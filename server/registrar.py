@@ -18,9 +18,10 @@ from gamesdk.sip.headers import split_header_values
 from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import Request
 from gamesdk.sip.uri import NameAddr, SipUri
-from server.auth import Authenticated, LoginFlow, answer_bytes_direct
+from server.auth import Authenticated, LoginFlow, answer_bytes, answer_bytes_direct
 from server.config import RegistrarConfig
 from server.location import Binding, LocationService, is_ip_literal
+from server.splice import PlainRegister
 
 __all__ = ["SUPPORTED_EXTENSIONS", "Registrar", "RegistrarResult"]
 
@@ -132,6 +133,24 @@ class Registrar:
         status = result.status
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         return result
+
+    def challenge_plain(self, request: PlainRegister, source: tuple[str, int], now: float) -> bytes | None:
+        """The 401 of a REGISTER read by the challenge path (``server.splice.read_register``: no Require, no
+        credentials), as :meth:`handle` answers it; None, with nothing done, when a step before authentication
+        would refuse it (the full path answers those)."""
+        ruri = request.ruri
+        to_uri = request.to_uri
+        is_us = self.is_us
+        if not ruri.is_sip or not is_us(ruri) or not to_uri.is_sip or not is_us(to_uri) or not to_uri.user:
+            return None
+        stats = self.stats
+        stats.registers += 1
+        stats.challenges += 1
+        challenge = self.login.challenge(False, now)  # before the tag, as handle() draws them
+        data = answer_bytes(request.items, request.via, source, 401, None, to_tag=self.ids.tag(),
+                            extra=challenge.headers)
+        stats.by_status[401] = stats.by_status.get(401, 0) + 1
+        return data
 
     def _reply(self, request: Request, source: tuple[str, int], status: int, reason: str | None = None,
                extra: Sequence[tuple[str, str]] = (), *, delay_s: float = 0.0, added: tuple[Binding, ...] = (),

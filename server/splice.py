@@ -24,7 +24,8 @@ from gamesdk.sip.headers import CSeq, Via
 from gamesdk.sip.parser import known_via
 from gamesdk.sip.uri import SipUri
 
-__all__ = ["Head", "forward_request", "read_head", "request_uri", "spliced", "with_vias"]
+__all__ = ["Head", "PlainRegister", "forward_request", "read_head", "read_register", "request_uri", "spliced",
+           "with_vias"]
 
 _VIA_NAMES = (b"via", b"v")
 
@@ -434,3 +435,120 @@ def request_uri(text: str) -> SipUri:
             _URIS.clear()
         _URIS[text] = uri
     return uri
+
+
+# -- the challenge path's reader ----------------------------------------------------------------------------------
+#
+# A REGISTER without credentials gets a 401 (a stateless challenge) that copies its Via, From, To, Call-ID and
+# CSeq: the answer needs nothing else of it. Most are one shape (SIPp's, a player's first REGISTER of a login),
+# read here from the bytes by narrow expressions, each a subset of what the full parser accepts, so that a request
+# read here is one the full parse and check would take, with the same fields. Anything else (another header, a
+# compact name, whitespace, a parameter, credentials, a body) is None and takes the full path, which answers,
+# challenges or refuses as before (tests/server/test_challenge_path.py holds the two to the same datagrams).
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: An IPv4 address, or a host name whose last label starts with a letter (what both grammars take, nothing else).
+_HOST = (rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}"
+         r"|(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?)")
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_ADDR = rf"{_HOST}(?::{_PORT})?"
+_PLAYER_URI = rf"sip:[A-Za-z0-9._~-]+@{_ADDR}"
+#: The value of each header the shape allows (names as written, long forms only), by name: (key, expression).
+_REGISTER_LINES: dict[str, tuple[str, re.Pattern[str]]] = {
+    "Via": ("via", re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?;branch=(z9hG4bK{TOKEN})(;rport)?")),
+    "Max-Forwards": ("max-forwards", re.compile(r"[0-9]{1,3}")),
+    "From": ("from", re.compile(rf"<{_PLAYER_URI}>;tag={TOKEN}")),
+    "To": ("to", re.compile(rf"<({_PLAYER_URI})>")),
+    "Call-ID": ("call-id", re.compile(r"[A-Za-z0-9.!%*_+~-]+(?:@[A-Za-z0-9.!%*_+~-]+)?")),
+    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} REGISTER")),
+    "Contact": ("contact", re.compile(rf"<{_PLAYER_URI}(?:;transport=(?:udp|tcp|tls|UDP|TCP|TLS))?>"
+                                      r"(?:;expires=[0-9]{1,9})?")),
+    "Expires": ("expires", re.compile(r"[0-9]{1,9}")),
+    "Content-Length": ("content-length", re.compile("0")),
+}
+_REGISTER_START = re.compile(rf"REGISTER (sip:(?:[A-Za-z0-9._~-]+@)?{_ADDR}) SIP/2\.0")
+#: The headers the shape needs (the full check's required ones, Content-Length for the empty body).
+_REGISTER_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-length"))
+
+
+#: Lines of that shape already read, by their text: (key, name, value, the To's URI). Most repeat from login to
+#: login (Max-Forwards, To, Contact, Expires, CSeq, Content-Length); bounded (they come from the network).
+_REGISTER_KNOWN: dict[str, tuple[str, str, str, str]] = {}
+#: Start lines of that shape already read, to their Request-URI (a region's few), bounded.
+_REGISTER_URIS: dict[str, SipUri] = {}
+#: Lines new in nearly every REGISTER (a new branch, tag and Call-ID per login): not kept.
+_REGISTER_UNIQUE = frozenset(("via", "from", "call-id"))
+
+
+class PlainRegister:
+    """What the challenge path reads of a REGISTER (:func:`read_register`)."""
+
+    __slots__ = ("items", "ruri", "to_uri", "via")
+
+    def __init__(self, items: list[tuple[str, str, str]], via: Via, ruri: SipUri, to_uri: SipUri) -> None:
+        #: Its header fields as the parser gives them (key, name, value), in order.
+        self.items = items
+        self.via = via
+        self.ruri = ruri
+        self.to_uri = to_uri
+
+
+def read_register(data: bytes) -> PlainRegister | None:
+    """The REGISTER of ``data`` when it has the plain shape above and no body, else None."""
+    if not data.endswith(b"\r\n\r\n") or data.find(b"\r\n\r\n") != len(data) - 4 or not data.isascii():
+        return None
+    lines = data[:-4].decode("ascii").split("\r\n")
+    first = lines[0]
+    ruri = _REGISTER_URIS.get(first)
+    if ruri is None:
+        start = _REGISTER_START.fullmatch(first)
+        if start is None:
+            return None
+        ruri = request_uri(start.group(1))
+        if len(first) <= _MEMO_ENTRY:
+            if len(_REGISTER_URIS) >= _MEMO_MAX:
+                _REGISTER_URIS.clear()
+            _REGISTER_URIS[first] = ruri
+    shapes = _REGISTER_LINES
+    items: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    via: Via | None = None
+    to_text = ""
+    known = _REGISTER_KNOWN
+    for line in lines[1:]:
+        hit = known.get(line)
+        if hit is not None:
+            key = hit[0]
+            if key in seen:
+                return None
+            seen.add(key)
+            items.append(hit[:3])
+            if key == "to":
+                to_text = hit[3]
+            continue
+        name, sep, value = line.partition(": ")
+        shape = shapes.get(name)
+        if shape is None or not sep:
+            return None
+        key, pattern = shape
+        match = pattern.fullmatch(value)
+        if match is None or key in seen:
+            return None
+        seen.add(key)
+        items.append((key, name, value))
+        if key not in _REGISTER_UNIQUE and len(line) <= _MEMO_ENTRY and (key != "max-forwards" or int(value) <= 255):
+            if len(known) >= _MEMO_MAX:
+                known.clear()
+            known[line] = (key, name, value, match.group(1) if key == "to" else "")
+        if key == "via":
+            host, port, branch, rport = match.groups()
+            via = _new_tuple(Via, ("UDP", host, None if port is None else int(port),
+                                   (("branch", branch), ("rport", None)) if rport else (("branch", branch),),
+                                   "SIP/2.0"))
+        elif key == "to":
+            to_text = match.group(1)
+        elif key == "max-forwards" and int(value) > 255:
+            return None
+    if via is None or not seen.issuperset(_REGISTER_NEEDS):
+        return None
+    return PlainRegister(items, via, ruri, request_uri(to_text))
