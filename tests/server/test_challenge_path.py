@@ -195,7 +195,7 @@ def test_a_logins_first_register_takes_the_challenge_path(tmp_path: Path) -> Non
 def test_a_draining_node_and_a_retransmission_of_an_answered_register_take_the_full_path(tmp_path: Path) -> None:
     fast, full = _nodes(tmp_path)
     for node in (fast, full):
-        node.drain(5.0, quiet_udp=False)
+        node.drain(5, quiet_udp=False)
     data = _plain()
     assert fast.handle_datagram(data, ("127.0.0.1", 5099), 1.0) == full.handle_datagram(data, ("127.0.0.1", 5099),
                                                                                           1.0)
