@@ -427,7 +427,6 @@ BREAKDOWN = (
     ("registrar (bindings; without digest)", ("Registrar.handle",)),
     ("route (proxy, transactions; without digest, policy, serialize)", ("ProxyCore.handle_request",
                                                                         "TransactionSide.handle_response",
-                                                                        "ProxyCore.handle_response",
                                                                         "ProxyCore.relay_request",
                                                                         "ProxyCore.relay_ack",
                                                                         "TransactionSide.relay_response")),
