@@ -62,12 +62,31 @@ __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 S = TransactionState
 I = Input
 
+# The states and timers as module globals: in CPython 3.11 ``TransactionState.PROCEEDING`` goes through
+# EnumType.__getattr__'s hook (some 30 times the cost of a global), and a call reads them some 40 times here.
+_CALLING = S.CALLING
+_COMPLETED = S.COMPLETED
+_CONFIRMED = S.CONFIRMED
+_PROCEEDING = S.PROCEEDING
+_TRYING = S.TRYING
+_TIMER_A = I.TIMER_A
+_TIMER_B = I.TIMER_B
+_TIMER_E = I.TIMER_E
+_TIMER_F = I.TIMER_F
+_TIMER_G = I.TIMER_G
+_TIMER_H = I.TIMER_H
+_TIMER_I = I.TIMER_I
+
 log = logging.getLogger(__name__)
 
 #: How long in-dialog requests of a call set up here are relayed (a long game; the SDK never needs it).
 DIALOG_RELAY_S = 4 * 3600.0
 #: At most this many such calls are remembered (the oldest are forgotten first).
 MAX_RELAYED_DIALOGS = 100_000
+
+#: At most this many in-dialog Request-URIs resolved to an address are remembered, each at most this long.
+_DIRECT_MAX = 4096
+_DIRECT_MAX_LEN = 512
 
 #: Sends an answer to a source that has not authenticated (the node's rate limit and 3x rule):
 #: (data, addr, request size, now, out, delay) -> sent.
@@ -304,6 +323,13 @@ class ProxyCore(TransactionSide):
         # Calls set up through here (Call-ID -> their two parties): in-dialog requests that reach us anyway (SIPp
         # sends them to its proxy) are relayed only within them. Least recently set up first, capped.
         self._dialogs: OrderedDict[str, DialogParties] = OrderedDict()
+        # In-dialog Request-URIs already resolved to a party's address (an IP host, not us): the URI's text to its
+        # lower-case host and that address. Each in-dialog request of a call names the same Contact (the ACK and
+        # the BYE), and a player's Contact is the same in each of its calls, so a hit skips the URI's checks
+        # (about 13k instructions a request). Whether a URI names us is fixed for the process (a reload keeps
+        # the domain and the listen addresses); whether its host is a peer's domain is not, and is asked on
+        # every hit. Bounded (URIs come from the network).
+        self._direct_targets: dict[str, tuple[str, Address]] = {}
         #: The address failed logins count under (the node sets it: trusted edge proxies report their clients').
         self.client_of: Callable[[Request, Address], str] = lambda request, source: source[0]
         #: Calls set up since the driver last saved them (so a restart still relays their BYEs).
@@ -383,7 +409,7 @@ class ProxyCore(TransactionSide):
             # address that sent the original: a copy with a forged source gets nothing.
             self.stats.retransmissions_absorbed += 1
             if (source == tx.source and tx.last_response is not None
-                    and tx.state in (S.PROCEEDING, S.COMPLETED)):
+                    and tx.state in (_PROCEEDING, _COMPLETED)):
                 out.append((tx.last_response, source))
             return
         ended = self.ended_server.get(key)
@@ -409,7 +435,7 @@ class ProxyCore(TransactionSide):
             # stack of every challenged INVITE left to the cyclic collector, unless the name goes.
             del rej
             return
-        tx = ServerTx(key, method, request, source, S.PROCEEDING if method == "INVITE" else S.TRYING)
+        tx = ServerTx(key, method, request, source, _PROCEEDING if method == "INVITE" else _TRYING)
         self.server_txs[key] = tx
         try:
             self._route_new(tx, request, source, now, out, plan)
@@ -489,7 +515,7 @@ class ProxyCore(TransactionSide):
         target: Target | None = None
         if in_dialog:
             target = self._resolve(request.uri, ruri, routes, out_of_dialog=False, now=now, from_peer=from_peer)
-            if not self._may_relay(source, target, request.call_id, now):
+            if not self._may_relay(source, target.dest, request.call_id, now):
                 raise _Reject(403, "In-dialog requests are relayed only within calls set up here")
         return _Plan(routes, route_popped, loop_hash, max_forwards, in_dialog, caller_local, from_peer, target)
 
@@ -563,23 +589,25 @@ class ProxyCore(TransactionSide):
                 headers.add(name, value)
             self._push_via(headers, request, source, branch, hide=hide)
             data = fwd.to_bytes()
-        self._send_new(tx, method, fwd, target, branch, our_via, data, now, out)
+        self._send_new(tx, method, fwd, target.dest, target.uri, target.routes, branch, our_via, data, now, out)
 
-    def _send_new(self, tx: ServerTx, method: str, fwd: Request | None, target: Target, branch: str, our_via: str,
-                  data: bytes, now: float, out: Out) -> None:
+    def _send_new(self, tx: ServerTx, method: str, fwd: Request | None, dest: Address, uri: str,
+                  routes: tuple[str, ...], branch: str, our_via: str, data: bytes, now: float, out: Out) -> None:
         """Section 16.6 steps 10-11: the client transaction of a request forwarded as ``data``, and its timers."""
         invite = method == "INVITE"
-        ctx = ClientTx(branch, method, fwd, target.dest, S.CALLING if invite else S.TRYING, request_bytes=data,
-                       server=tx, uri=target.uri, via=our_via, routes=target.routes)
+        t1 = self.t.t1_s
+        # Timer A/E (retransmit, UDP) and B/F (give up) (section 17.1.1.2 and 17.1.2.2), armed as the transaction
+        # is made: the first on the heap (TimerHeap.track), the second behind it (later, as TimerHeap.arm leaves it).
+        first = now + t1
+        timers = {_TIMER_A: first, _TIMER_B: now + self._timeout_64t1} if invite else {
+            _TIMER_E: first, _TIMER_F: now + self._timeout_64t1}
+        ctx = ClientTx(branch, method, fwd, dest, _CALLING if invite else _TRYING, request_bytes=data,
+                       server=tx, timers=timers, interval=t1, uri=uri, via=our_via, routes=routes)
         tx.client = ctx
         self.client_txs[(branch, method)] = ctx
-        t1 = self.t.t1_s
-        ctx.interval = t1
-        # Timer A/E (retransmit, UDP) and B/F (give up) (section 17.1.1.2 and 17.1.2.2).
-        self.timers.arm(ctx, I.TIMER_A if invite else I.TIMER_E, now + t1)
-        self.timers.arm(ctx, I.TIMER_B if invite else I.TIMER_F, now + self._timeout_64t1)
+        self.timers.track(ctx, _TIMER_A if invite else _TIMER_E, first)
         self.stats.forwarded += 1
-        out.append((data, target.dest))
+        out.append((data, dest))
 
     def _spliced_new(self, request: Request, source: Address, plan: _Plan, target: Target, our_via: str, hide: bool,
                      signs: bool, identity: str | None, extra_headers: tuple[tuple[str, str], ...]) -> bytes | None:
@@ -634,7 +662,7 @@ class ProxyCore(TransactionSide):
                                 add)
 
     @staticmethod
-    def _splice_head(head: Head, via: Via, target: Target, max_forwards: int | None, source: Address,
+    def _splice_head(head: Head, via: Via, uri: str, max_forwards: int | None, source: Address,
                      our_via: str, hide: bool) -> bytes:
         """:meth:`_splice_raw` of a request read by :func:`server.splice.read_head` (whose top Via line holds one
         Via: :meth:`~server.splice.Head.top_via` parsed it), from the places the reader noted."""
@@ -645,7 +673,7 @@ class ProxyCore(TransactionSide):
             vias = [our_via, marked_via(via, line, source)]
         else:
             vias = [our_via, line]
-        start = None if target.uri == head.uri else f"{head.method} {target.uri} SIP/2.0".encode()
+        start = None if uri == head.uri else f"{head.method} {uri} SIP/2.0".encode()
         return spliced(head, start, vias, not hide, 69 if max_forwards is None else max_forwards - 1)
 
     @staticmethod
@@ -724,6 +752,10 @@ class ProxyCore(TransactionSide):
         Out of a dialog a request goes only to a player registered here or to a configured peer: never to an
         address named in the Request-URI or a Route (the server is no open relay). In a dialog it goes to the
         address in the Request-URI (a party's Contact), and :meth:`_may_relay` checks the dialog."""
+        if not routes and not out_of_dialog and not from_peer:
+            dest = self._direct_dest(uri)
+            if dest is not None:
+                return Target(uri, dest)
         if routes:
             next_hop = SipUri.parse(routes[0].strip().lstrip("<").split(">", 1)[0])
             dest = self._address_of(next_hop)
@@ -757,12 +789,25 @@ class ProxyCore(TransactionSide):
                 # Calls go to players by name; a peer never gets us to send to an address it picked.
                 raise _Reject(403, "Requests are forwarded only to players and peer regions")
             # In-dialog requests and ACKs target a party's Contact directly (DESIGN section 2).
-            return Target(uri, (host.strip("[]"), ruri.port or 5060))
+            dest = (host.strip("[]"), ruri.port or 5060)
+            if len(uri) <= _DIRECT_MAX_LEN:
+                if len(self._direct_targets) >= _DIRECT_MAX:
+                    self._direct_targets.clear()
+                self._direct_targets[uri] = (host, dest)
+            return Target(uri, dest)
         if out_of_dialog:
             raise _Reject(604, "Does Not Exist Anywhere (unknown domain)")
         raise _Reject(404, "Unknown domain")
 
-    def _may_relay(self, source: Address, target: Target, call_id: str, now: float) -> bool:
+    def _direct_dest(self, uri: str) -> Address | None:
+        """The address the in-dialog Request-URI ``uri`` resolved to before (:attr:`_direct_targets`), while its
+        host is no peer's domain: what :meth:`_resolve` makes of it in a dialog, from a player. None otherwise."""
+        direct = self._direct_targets.get(uri)
+        if direct is None or self.federation.by_domain(direct[0]) is not None:
+            return None
+        return direct[1]
+
+    def _may_relay(self, source: Address, dest: Address, call_id: str, now: float) -> bool:
         """In-dialog requests and 2xx ACKs are not authenticated (RFC 3261 section 22.1 for ACK; there is no
         challenge in a dialog we are not part of). So they are relayed only within a call this server set up,
         and only from one of its two parties to the other (matched on IP address and port): never from a
@@ -773,7 +818,7 @@ class ProxyCore(TransactionSide):
         if parties.expires_at <= now:
             del self._dialogs[call_id]
             return False
-        return parties.allows(source, target.dest)
+        return parties.allows(source, dest)
 
     def _dialog_opened(self, tx: ServerTx, ctx: ClientTx, response: Response, now: float) -> None:
         """A 2xx of an INVITE forwarded here (by ``ctx``): remember the call's two parties for its in-dialog
@@ -842,16 +887,16 @@ class ProxyCore(TransactionSide):
     def _on_ack(self, request: Request, source: Address, now: float, out: Out) -> None:
         key = _server_key(request, "INVITE")
         tx = self.server_txs.get(key)
-        if tx is not None and tx.state in (S.COMPLETED, S.CONFIRMED):
+        if tx is not None and tx.state in (_COMPLETED, _CONFIRMED):
             # The ACK for our non-2xx: it ends here (hop by hop, section 17.2.1); Timer I absorbs repeats.
-            if tx.state is S.COMPLETED:
-                tx.state = S.CONFIRMED
+            if tx.state is _COMPLETED:
+                tx.state = _CONFIRMED
                 tx.last_response = None  # Confirmed sends nothing more
-                self.timers.stop(tx, I.TIMER_G)
-                self.timers.stop(tx, I.TIMER_H)
+                self.timers.stop(tx, _TIMER_G)
+                self.timers.stop(tx, _TIMER_H)
                 t4 = self.t.t4_s
                 if not self._server_ended(tx, ENDED_CONFIRMED, t4, now):
-                    self.timers.arm(tx, I.TIMER_I, now + t4)
+                    self.timers.arm(tx, _TIMER_I, now + t4)
             return
         if tx is None:
             ended = self.ended_server.get(key)
@@ -879,7 +924,7 @@ class ProxyCore(TransactionSide):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("proxy: ACK for %s dropped: %d %s", clip(request.uri), rej.status, rej.reason or "")
             return
-        if not self._may_relay(source, target, request.call_id, now):
+        if not self._may_relay(source, target.dest, request.call_id, now):
             self.stats.acks_dropped += 1
             log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
             return
@@ -925,7 +970,7 @@ class ProxyCore(TransactionSide):
             stats.requests += 1
             stats.retransmissions_absorbed += 1
             if (source == tx.source and tx.last_response is not None
-                    and tx.state in (S.PROCEEDING, S.COMPLETED)):
+                    and tx.state in (_PROCEEDING, _COMPLETED)):
                 out.append((tx.last_response, source))
             return True
         ended = self.ended_server.get(key)
@@ -937,25 +982,31 @@ class ProxyCore(TransactionSide):
         max_forwards = head.max_forwards
         if max_forwards == 0 or self.transaction_count() >= self.max_transactions:
             return False
-        try:
-            target = self._resolve(head.uri, ruri, [], out_of_dialog=False, now=now)
-        except (_Reject, RemoteProtocolError):
-            return False
-        if target.routes or not self._may_relay(source, target, head.call_id, now):
+        uri = head.uri
+        routes: tuple[str, ...] = ()
+        dest = self._direct_dest(uri)
+        if dest is None:
+            try:
+                target = self._resolve(uri, ruri, [], out_of_dialog=False, now=now)
+            except (_Reject, RemoteProtocolError):
+                return False
+            dest, uri, routes = target.dest, target.uri, target.routes
+        if routes or not self._may_relay(source, dest, head.call_id, now):
             return False  # a player's Path to put on (or a refusal): the full path's
         loop_hash = _loop_hash_of(head.uri, head.from_, head.to, head.call_id, head.cseq_text)
-        back_to = (source[0], source[1] if via.rport is not None else (via.port or 5060))
+        rport = via.rport  # (a scan of the Via's parameters: read once)
+        back_to = (source[0], source[1] if rport is not None else (via.port or 5060))
         new_branch = self._new_branch(loop_hash, back_to)
         our_via = self._via(new_branch)
         line = head.via_lines[0]
         # A player's request: its Via stays here (topology hiding, as _push_via with hide).
-        data = self._splice_head(head, via, target, max_forwards, source, our_via, True)
+        data = self._splice_head(head, via, uri, max_forwards, source, our_via, True)
         tx = ServerTx(key, method, None, source, call_id=head.call_id, from_=head.from_, uri=head.uri)
-        tx.upstream_vias = [line] if via.host == source[0] and via.rport is None else [
+        tx.upstream_vias = [line] if via.host == source[0] and rport is None else [
             marked_via(via, line, source)]
         self.server_txs[key] = tx
         stats.requests += 1
-        self._send_new(tx, method, None, target, new_branch, our_via, data, now, out)
+        self._send_new(tx, method, None, dest, uri, routes, new_branch, our_via, data, now, out)
         return True
 
     def relay_ack(self, head: Head, source: Address, now: float, out: Out) -> bool:
@@ -986,9 +1037,16 @@ class ProxyCore(TransactionSide):
             return True
         if head.routes:
             return False
+        uri = head.uri
+        peer_domain: str | None = None
         try:
-            ruri = request_uri(head.uri)
-            target = self._resolve(head.uri, ruri, [], out_of_dialog=False, now=now)
+            ruri = request_uri(uri)
+            dest = self._direct_dest(uri)
+            if dest is None:
+                target = self._resolve(uri, ruri, [], out_of_dialog=False, now=now)
+                if target.routes:
+                    return False  # a player's Path to put on: the full path's
+                dest, uri, peer_domain = target.dest, target.uri, target.peer_domain
         except RemoteProtocolError:
             return False
         except _Reject as rej:
@@ -997,19 +1055,17 @@ class ProxyCore(TransactionSide):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("proxy: ACK for %s dropped: %d %s", clip(head.uri), rej.status, rej.reason or "")
             return True
-        if target.routes:
-            return False  # a player's Path to put on: the full path's
-        if not self._may_relay(source, target, call_id, now):
+        if not self._may_relay(source, dest, call_id, now):
             stats.requests += 1
             stats.acks_dropped += 1
             log.debug("proxy: ACK from %s:%d dropped: not within a call set up here", *source)
             return True
         branch = _stateless_ack_branch(incoming)
-        hide = target.peer_domain is None or self.federation.authenticated_peer(source) is None
-        data = self._splice_head(head, via, target, max_forwards, source, self._via(branch), hide)
+        hide = peer_domain is None or self.federation.authenticated_peer(source) is None
+        data = self._splice_head(head, via, uri, max_forwards, source, self._via(branch), hide)
         stats.requests += 1
         stats.stateless_acks += 1
-        out.append((data, target.dest))
+        out.append((data, dest))
         return True
 
     def _on_cancel(self, request: Request, source: Address, now: float, out: Out, size: int,
@@ -1044,7 +1100,7 @@ class ProxyCore(TransactionSide):
         # Section 16.10: answer the CANCEL ourselves, then cancel downstream if still pending.
         self._answer(tx, 200, None, (), now, out)
         ctx = invite.client
-        if invite.final_status == 0 and ctx is not None and ctx.state in (S.CALLING, S.PROCEEDING):
+        if invite.final_status == 0 and ctx is not None and ctx.state in (_CALLING, _PROCEEDING):
             if ctx.got_provisional:
                 self._send_cancel(ctx, now, out)
             else:

@@ -58,6 +58,28 @@ Out = list[tuple[bytes, Address]]
 S = TransactionState
 I = Input  # short alias, as in the SDK's tables
 
+# The states and timers as module globals: in CPython 3.11 ``TransactionState.PROCEEDING`` goes through
+# EnumType.__getattr__'s hook (some 30 times the cost of a global), and a call reads them some 40 times here.
+_ACCEPTED = S.ACCEPTED
+_CALLING = S.CALLING
+_COMPLETED = S.COMPLETED
+_PROCEEDING = S.PROCEEDING
+_TERMINATED = S.TERMINATED
+_TRYING = S.TRYING
+_TIMER_A = I.TIMER_A
+_TIMER_B = I.TIMER_B
+_TIMER_C = I.TIMER_C
+_TIMER_D = I.TIMER_D
+_TIMER_E = I.TIMER_E
+_TIMER_F = I.TIMER_F
+_TIMER_G = I.TIMER_G
+_TIMER_H = I.TIMER_H
+_TIMER_I = I.TIMER_I
+_TIMER_J = I.TIMER_J
+_TIMER_K = I.TIMER_K
+_TIMER_L = I.TIMER_L
+_TIMER_M = I.TIMER_M
+
 
 @dataclass(eq=False, slots=True)
 class ServerTx:
@@ -161,7 +183,8 @@ ENDED_CONFIRMED = 2
 EndedServer = tuple[int, float, str, int, bytes | None]
 #: What an INVITE client transaction in Accepted keeps to pass a further 2xx upstream (its ServerTx's key,
 #: source, final status, upstream Vias, log names, caller addresses, policy facts (CallInfo's fields but
-#: ``invite``), the headers added per To tag; its own Request-URI, Via and Route set), see :meth:`_revive`.
+#: ``invite`` and ``offer``), the headers added per To tag; its own Request-URI, Via and Route set), see
+#: :meth:`_revive`.
 Accepted = tuple[tuple[str, ...], Address, int, tuple[str, ...], str, str, str, "tuple[Address, ...] | None",
                  "tuple[Any, ...] | None", tuple[tuple[str, tuple[tuple[str, str], ...]], ...], str, str,
                  tuple[str, ...]]
@@ -171,10 +194,13 @@ Accepted = tuple[tuple[str, ...], Address, int, tuple[str, ...], str, str, str, 
 #: Last, the INVITE's offer (the policy's facts for a fork's 2xx): the bytes received, shared, not copied.
 EndedClient = tuple[int, float, str, int, bytes | None, bytes | None, bytes | None]
 
-_CALL_FIELDS = tuple(f.name for f in fields(CallInfo) if f.name != "invite")
-#: CallInfo's fields but ``invite`` (gone from the final response on), as one tuple.
+_CALL_FIELDS = tuple(f.name for f in fields(CallInfo) if f.name not in ("invite", "offer"))
+#: CallInfo's fields but ``invite`` (gone from the final response on) and ``offer`` (kept beside, not copied), as
+#: one tuple.
 _call_values = attrgetter(*_CALL_FIELDS)
-_OFFER = _CALL_FIELDS.index("offer")
+#: The marshal format of the pack: version 2 writes no back-references, whose table version 3 and later fill for
+#: every object shared within the value (a third of the instructions of dumps here, for a few bytes).
+_PACK_VERSION = 2
 
 
 def forwarded_request(ctx: ClientTx) -> Request:
@@ -327,10 +353,7 @@ def trying_bytes(tx: ServerTx) -> bytes:
     once for its 100, its provisionals and its final alike) in one pass over the request's fields."""
     request = tx.request
     assert request is not None  # kept until the transaction's final (internal invariant)
-    source = tx.source
     vias = upstream_vias(tx)
-    via = request.top_via
-    marked = via.host != source[0] or via.rport is not None
     lines = ["SIP/2.0 100 Trying"]
     append = lines.append
     first = True
@@ -339,7 +362,9 @@ def trying_bytes(tx: ServerTx) -> bytes:
             continue
         if first and key == "via":
             first = False
-            if marked:
+            # Marked (:func:`marked_vias`) exactly when the first value differs from the top line: unmarked they
+            # are the lines themselves, and marking always adds to the text.
+            if vias[0] != value:
                 # As mark_received: the top value replaced where it is, the rest of its line after it.
                 append(f"Via: {vias[0]}")
                 if "," in value and len(split_header_values(value)) > 1:
@@ -418,9 +443,9 @@ def marked_via_generally(via: Via, text: str, source: Address) -> str:
 
 
 #: Timers that end a server transaction (RFC 3261 17.2.1, 17.2.2; RFC 6026 Timer L).
-_SERVER_ENDS = frozenset({I.TIMER_H, I.TIMER_I, I.TIMER_J, I.TIMER_L})
+_SERVER_ENDS = frozenset({_TIMER_H, _TIMER_I, _TIMER_J, _TIMER_L})
 #: States of an INVITE client transaction that may still send a CANCEL (section 9.1) or the ACK of a non-2xx.
-_INVITE_PENDING = (S.CALLING, S.PROCEEDING)
+_INVITE_PENDING = (_CALLING, _PROCEEDING)
 
 
 def log_names(tx: ServerTx) -> tuple[str, str, str]:
@@ -515,7 +540,10 @@ class TransactionSide:
         if queue is None:
             queue = self._ended_queues[duration] = deque()
         if queue:
-            ended = self._ended_table(queue[-1]).get(queue[-1])
+            last = queue[-1]
+            # (_ended_table's choice, without the call)
+            of_last: dict[Any, tuple[Any, ...]] = self.ended_client if len(last) == 2 else self.ended_server
+            ended = of_last.get(last)
             if ended is not None and ended[1] > deadline:
                 heapq.heappush(self._ended_heap, (deadline, key))
                 return
@@ -552,7 +580,7 @@ class TransactionSide:
             self._ended_at(duration, key, deadline, self.ended_client)
         # Its heap entry (Timer A or E, at the latest T1 after it was sent) still refers to it: it goes then.
         ctx.timers.clear()
-        ctx.state = S.TERMINATED
+        ctx.state = _TERMINATED
         ctx.request_bytes = None
         ctx.ack_bytes = None
         tx = ctx.server
@@ -565,23 +593,19 @@ class TransactionSide:
         """An INVITE whose first 2xx (with a To tag) went upstream: its client side, Accepted (Timer M), becomes
         an entry of ``ended_client`` with what a further 2xx needs (:meth:`_revive`). Not while a 2xx of it waits
         for the policy (its headers are not there yet), nor when the server side has a final of its own."""
-        if ctx.state is not S.ACCEPTED or tx.state is not S.ACCEPTED or len(ctx.timers) != 1:
+        if ctx.state is not _ACCEPTED or tx.state is not _ACCEPTED or len(ctx.timers) != 1:
             return
-        deadline = ctx.timers.get(I.TIMER_M)
+        deadline = ctx.timers.get(_TIMER_M)
         if deadline is None or any(branch == ctx.branch for branch, _ in self.pending_answers):
             return
         call = tx.call
         added = ctx.added_2xx_headers or {}
-        values = None
-        if call is not None:
-            values = _call_values(call)
-            values = (*values[:_OFFER], None, *values[_OFFER + 1:])  # the offer kept beside, not copied
         accepted: Accepted = (
             tx.key, tx.source, tx.final_status, tuple(upstream_vias(tx)), tx.call_id, tx.from_, tx.uri, tx.caller,
-            values,
+            None if call is None else _call_values(call),
             tuple([(tag, tuple(extra)) for tag, extra in added.items()]), ctx.uri, ctx.via, ctx.routes)
         try:
-            packed = marshal.dumps(accepted)
+            packed = marshal.dumps(accepted, _PACK_VERSION)
         except ValueError:  # not only strings, numbers and bytes (a policy's header value of another type)
             return
         self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, packed,
@@ -595,16 +619,16 @@ class TransactionSide:
         accepted: Accepted = marshal.loads(packed)
         (skey, source, final_status, vias, call_id, from_, uri, caller, call, added, ctx_uri, ctx_via,
          routes) = accepted
-        tx = ServerTx(skey, "INVITE", None, source, S.ACCEPTED, final_status=final_status,
+        tx = ServerTx(skey, "INVITE", None, source, _ACCEPTED, final_status=final_status,
                       call=None if call is None else CallInfo(**{**dict(zip(_CALL_FIELDS, call)), "offer": offer},
                                                               invite=None),
                       upstream_vias=list(vias), call_id=call_id, from_=from_, uri=uri, caller=caller)
-        ctx = ClientTx(key[0], "INVITE", None, (host, port), S.ACCEPTED, server=tx, got_provisional=True,
+        ctx = ClientTx(key[0], "INVITE", None, (host, port), _ACCEPTED, server=tx, got_provisional=True,
                        added_2xx_headers={tag: list(extra) for tag, extra in added} or None, uri=ctx_uri,
                        via=ctx_via, routes=routes, revived=True)
         del self.ended_client[key]
         self.client_txs[key] = ctx
-        self.timers.arm(ctx, I.TIMER_M, deadline)
+        self.timers.arm(ctx, _TIMER_M, deadline)
         return ctx
 
     def _ended_response(self, key: tuple[str, str], ended: EndedClient, response: Response, now: float,
@@ -688,22 +712,22 @@ class TransactionSide:
         if invite:
             if 200 <= status < 300:
                 # RFC 6026: Accepted; INVITE retransmissions absorbed until Timer L.
-                tx.state = S.ACCEPTED
+                tx.state = _ACCEPTED
                 tx.last_response = None
                 if not self._server_ended(tx, ENDED_ACCEPTED, self._timeout_64t1, now):
-                    self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
+                    self.timers.arm(tx, _TIMER_L, now + self._timeout_64t1)
             else:
-                tx.state = S.COMPLETED
+                tx.state = _COMPLETED
                 tx.g_interval = t1
-                self.timers.arm(tx, I.TIMER_G, now + t1)
-                self.timers.arm(tx, I.TIMER_H, now + self._timeout_64t1)
+                self.timers.arm(tx, _TIMER_G, now + t1)
+                self.timers.arm(tx, _TIMER_H, now + self._timeout_64t1)
         else:
-            tx.state = S.COMPLETED
+            tx.state = _COMPLETED
             if not self._server_ended(tx, ENDED_COMPLETED, self._timeout_64t1, now):
-                self.timers.arm(tx, I.TIMER_J, now + self._timeout_64t1)
+                self.timers.arm(tx, _TIMER_J, now + self._timeout_64t1)
 
     def _end_server(self, tx: ServerTx) -> None:
-        tx.state = S.TERMINATED
+        tx.state = _TERMINATED
         tx.timers.clear()
         tx.last_response = None  # its client side may hold it until Timer D, K or M
         # The two sides refer to each other: the first to end lets go of the other, so reference counting frees
@@ -713,7 +737,7 @@ class TransactionSide:
             del self.server_txs[tx.key]
 
     def _end_client(self, ctx: ClientTx) -> None:
-        ctx.state = S.TERMINATED
+        ctx.state = _TERMINATED
         ctx.timers.clear()
         ctx.request_bytes = None
         ctx.ack_bytes = None
@@ -824,52 +848,50 @@ class TransactionSide:
         tx = ctx.server
         assert tx is not None  # a forwarded INVITE always has its server transaction (internal invariant)
         state = ctx.state
-        if state in (S.CALLING, S.PROCEEDING):
+        if state in (_CALLING, _PROCEEDING):
             if status < 200:
                 self._invite_provisional(ctx, now, out)
                 if status != 100 and tx.final_status == 0:
                     tx.last_response = self._forward_up(tx, response, None, out)
                 return
-            self.timers.stop(ctx, I.TIMER_A)
-            self.timers.stop(ctx, I.TIMER_B)
-            self.timers.stop(ctx, I.TIMER_C)
+            ctx.timers.clear()  # A and B (Calling) or C (Proceeding): all it has armed
             ctx.request_bytes = None
             if status < 300:
                 ctx.request = None  # no CANCEL and no ACK of ours any more (the 2xx's ACK is end to end)
-                ctx.state = S.ACCEPTED
-                self.timers.arm(ctx, I.TIMER_M, now + self._timeout_64t1)
+                ctx.state = _ACCEPTED
+                self.timers.arm(ctx, _TIMER_M, now + self._timeout_64t1)
                 self._forward_2xx(ctx, tx, response, now, out)
                 return
             # Non-2xx final: ACK it hop by hop (section 17.1.1.3) and pass it upstream.
-            ctx.state = S.COMPLETED
+            ctx.state = _COMPLETED
             ack = ctx.ack_bytes = self._ack_for(ctx, response)
             ctx.request = None  # its ACK is made: the bytes answer a retransmitted final
             out.append((ack, ctx.dest))
             if not self._client_ended(ctx, ENDED_COMPLETED, 32.0, now + 32.0, ack, None):
-                self.timers.arm(ctx, I.TIMER_D, now + 32.0)
+                self.timers.arm(ctx, _TIMER_D, now + 32.0)
             if tx.call is not None:
                 self.hooks.invite_failed(tx.call, status, now)
             if tx.final_status == 0:
                 self._forward_final(tx, response, now, out)
             return
-        if state is S.ACCEPTED:
+        if state is _ACCEPTED:
             if 200 <= status < 300:
                 self._forward_2xx(ctx, tx, response, now, out)  # retransmission or another 2xx: forward all
             return
-        if state is S.COMPLETED and status >= 300 and ctx.ack_bytes is not None:
+        if state is _COMPLETED and status >= 300 and ctx.ack_bytes is not None:
             out.append((ctx.ack_bytes, ctx.dest))  # the final was retransmitted: our ACK was lost
 
     def _invite_provisional(self, ctx: ClientTx, now: float, out: Out) -> None:
         """A provisional response to our INVITE in Calling or Proceeding (before it goes upstream)."""
         # Figure 5 (as the SDK's INVITE client table): Timers A and B belong to Calling; Timer C governs from the
-        # first provisional on.
-        self.timers.stop(ctx, I.TIMER_A)
-        self.timers.stop(ctx, I.TIMER_B)
-        ctx.state = S.PROCEEDING
+        # first provisional on. Calling has A and B armed, Proceeding C, which is armed again below: one clear
+        # stops them (TimerHeap.stop only takes a timer out of the dict).
+        ctx.timers.clear()
+        ctx.state = _PROCEEDING
         ctx.got_provisional = True
         ctx.request_bytes = None
         # Timer C (section 16.6 step 11), reset by every provisional response (section 16.7 step 2).
-        self.timers.arm(ctx, I.TIMER_C, now + self.t.timer_c_s)
+        self.timers.arm(ctx, _TIMER_C, now + self.t.timer_c_s)
         if ctx.cancel_pending:
             self._send_cancel(ctx, now, out)
 
@@ -905,7 +927,7 @@ class TransactionSide:
         tx = ctx.server
         assert tx is not None  # a forwarded request always has its server transaction (internal invariant)
         invite = ctx.method == "INVITE"
-        if ctx.state not in ((S.CALLING, S.PROCEEDING) if invite else (S.TRYING, S.PROCEEDING)):
+        if ctx.state not in ((_CALLING, _PROCEEDING) if invite else (_TRYING, _PROCEEDING)):
             return True  # a late provisional, a retransmitted final: absorbed, as handle_response does
         data: bytes | None = None
         if tx.final_status == 0 and status != 100:
@@ -918,10 +940,10 @@ class TransactionSide:
                 tx.last_response = data
             return True
         if status < 200:
-            ctx.state = S.PROCEEDING
+            ctx.state = _PROCEEDING
             ctx.got_provisional = True
             if data is not None:
-                tx.state = S.PROCEEDING  # figure 8: a provisional sent upstream
+                tx.state = _PROCEEDING  # figure 8: a provisional sent upstream
                 self.stats.responses_forwarded += 1
                 out.append((data, tx.source))
                 tx.last_response = data
@@ -988,13 +1010,13 @@ class TransactionSide:
         # A 2xx of a player registered here goes up without the Identity it came with (ours is in ``extra``),
         # retransmissions too.
         self._forward_up(tx, response, extra, out, tx.call is not None and tx.call.callee_local)
-        if tx.state is S.PROCEEDING:
+        if tx.state is _PROCEEDING:
             tx.final_status = response.status
-            tx.state = S.ACCEPTED
+            tx.state = _ACCEPTED
             tx.last_response = None
             self._finished(tx, True)
             if not self._server_ended(tx, ENDED_ACCEPTED, self._timeout_64t1, now):
-                self.timers.arm(tx, I.TIMER_L, now + self._timeout_64t1)
+                self.timers.arm(tx, _TIMER_L, now + self._timeout_64t1)
 
     def _answer_identity(self, response: Response) -> list[tuple[str, str]]:
         """This project's extension of RFC 8224 to answers: the callee's region signs the 2xx of its player
@@ -1012,13 +1034,13 @@ class TransactionSide:
     def _non_invite_response(self, ctx: ClientTx, response: Response, status: int, now: float, out: Out) -> None:
         tx = ctx.server
         assert tx is not None
-        if ctx.state not in (S.TRYING, S.PROCEEDING):
+        if ctx.state not in (_TRYING, _PROCEEDING):
             return  # retransmitted final: absorbed (section 17.1.2.2, Completed)
         if status < 200:
-            ctx.state = S.PROCEEDING
+            ctx.state = _PROCEEDING
             ctx.got_provisional = True
             if status != 100 and tx.final_status == 0:
-                tx.state = S.PROCEEDING  # figure 8: a provisional sent upstream
+                tx.state = _PROCEEDING  # figure 8: a provisional sent upstream
                 tx.last_response = self._forward_up(tx, response, None, out)
             return
         self._non_invite_final(ctx, now)
@@ -1027,14 +1049,13 @@ class TransactionSide:
 
     def _non_invite_final(self, ctx: ClientTx, now: float) -> None:
         """A final response to a forwarded non-INVITE in Trying or Proceeding (before it goes upstream)."""
-        ctx.state = S.COMPLETED
+        ctx.state = _COMPLETED
         ctx.request_bytes = None
         ctx.request = None
-        self.timers.stop(ctx, I.TIMER_E)
-        self.timers.stop(ctx, I.TIMER_F)
+        ctx.timers.clear()  # E and F: all that Trying and Proceeding arm
         t4 = self.t.t4_s
         if not self._client_ended(ctx, ENDED_COMPLETED, t4, now + t4, None, None):
-            self.timers.arm(ctx, I.TIMER_K, now + t4)
+            self.timers.arm(ctx, _TIMER_K, now + t4)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
@@ -1053,15 +1074,15 @@ class TransactionSide:
 
     def _client_timer(self, ctx: ClientTx, timer: Input, now: float, out: Out) -> None:
         t = self.t
-        if timer is I.TIMER_A and ctx.state is S.CALLING and ctx.request_bytes is not None:
+        if timer is _TIMER_A and ctx.state is _CALLING and ctx.request_bytes is not None:
             out.append((ctx.request_bytes, ctx.dest))
             ctx.interval *= 2
-            self.timers.arm(ctx, I.TIMER_A, now + ctx.interval)
-        elif timer is I.TIMER_E and ctx.state in (S.TRYING, S.PROCEEDING) and ctx.request_bytes:
+            self.timers.arm(ctx, _TIMER_A, now + ctx.interval)
+        elif timer is _TIMER_E and ctx.state in (_TRYING, _PROCEEDING) and ctx.request_bytes:
             out.append((ctx.request_bytes, ctx.dest))
-            ctx.interval = t.t2_s if ctx.state is S.PROCEEDING else min(2 * ctx.interval, t.t2_s)
-            self.timers.arm(ctx, I.TIMER_E, now + ctx.interval)
-        elif timer is I.TIMER_B or timer is I.TIMER_F:
+            ctx.interval = t.t2_s if ctx.state is _PROCEEDING else min(2 * ctx.interval, t.t2_s)
+            self.timers.arm(ctx, _TIMER_E, now + ctx.interval)
+        elif timer is _TIMER_B or timer is _TIMER_F:
             self.stats.timeouts += 1
             tx = ctx.server
             log.info("proxy: %s %s to %s:%d timed out", ctx.method, ctx.uri, *ctx.dest)
@@ -1072,7 +1093,7 @@ class TransactionSide:
                 else:
                     # RFC 4320: no 408 for a non-INVITE; the client has timed out by now as well.
                     self._end_server(tx)
-        elif timer is I.TIMER_C and ctx.state is S.PROCEEDING:
+        elif timer is _TIMER_C and ctx.state is _PROCEEDING:
             # Section 16.8: Timer C fired with a provisional seen: CANCEL downstream, 408 upstream.
             self.stats.timeouts += 1
             self._send_cancel(ctx, now, out)
@@ -1080,7 +1101,7 @@ class TransactionSide:
             self._end_client(ctx)
             if tx is not None and tx.final_status == 0:
                 self._invite_timed_out(tx, now, out)
-        elif timer is I.TIMER_D or timer is I.TIMER_K or timer is I.TIMER_M:
+        elif timer is _TIMER_D or timer is _TIMER_K or timer is _TIMER_M:
             self._end_client(ctx)
 
     def _invite_timed_out(self, tx: ServerTx, now: float, out: Out) -> None:
@@ -1090,11 +1111,11 @@ class TransactionSide:
         self._answer(tx, 408, "Request Timeout", (), now, out)
 
     def _server_timer(self, tx: ServerTx, timer: Input, now: float, out: Out) -> None:
-        if timer is I.TIMER_G and tx.state is S.COMPLETED and tx.last_response is not None:
+        if timer is _TIMER_G and tx.state is _COMPLETED and tx.last_response is not None:
             out.append((tx.last_response, tx.source))
             tx.g_interval = min(2 * tx.g_interval, self.t.t2_s)
-            self.timers.arm(tx, I.TIMER_G, now + tx.g_interval)
+            self.timers.arm(tx, _TIMER_G, now + tx.g_interval)
         elif timer in _SERVER_ENDS:
-            if timer is I.TIMER_H:
+            if timer is _TIMER_H:
                 log.info("proxy: no ACK for %d to %s from %s:%d", tx.final_status, log_names(tx)[2], *tx.source)
             self._end_server(tx)

@@ -11,6 +11,7 @@ from server_kit import ANSWER, OFFER, TestUA, Wire, login, make_node
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import parse_message_untrusted
 from gamesdk.sip.transaction import TransactionState
+from gamesdk.sip.uri import SipUri
 from server.node import RegionalServer
 
 EU = ("127.0.0.1", 5060)
@@ -623,3 +624,32 @@ def test_ended_transactions_answer_from_their_bytes_until_their_timers_run_out(w
         assert not proxy.ended_server and not proxy.ended_client and not proxy.server_txs
         assert proxy.get_timer() is None
     assert w.wire.now - ended_at > 64 * 0.5
+
+
+def test_an_in_dialog_uri_resolved_before_follows_the_peers_table_and_the_dialog_rules(world: World) -> None:
+    """The in-dialog Request-URIs the proxy remembers as an address (``_direct_targets``) resolve as the general
+    way does: the same address each time, a peer named by the URI's host once one is configured, and still a 403
+    out of a dialog or from a peer."""
+    from server.proxy import Target, _Reject
+
+    proxy = world.eu.proxy
+    uri = "sip:bob@198.51.100.7:5070;transport=udp"
+    ruri = SipUri.parse(uri)
+
+    def resolved(**kw: bool) -> tuple[str, tuple[str, int], str | None] | int:
+        try:
+            target: Target = proxy._resolve(uri, ruri, [], now=0.0, **kw)  # type: ignore[arg-type]
+        except _Reject as rej:
+            return rej.status
+        return target.uri, target.dest, target.peer_domain
+
+    first = resolved(out_of_dialog=False)
+    assert first == (uri, ("198.51.100.7", 5070), None)
+    assert uri in proxy._direct_targets
+    assert resolved(out_of_dialog=False) == first
+    assert resolved(out_of_dialog=True) == 403
+    assert resolved(out_of_dialog=False, from_peer=True) == 403
+    proxy.federation.set_peer("198.51.100.7", ("192.0.2.200", 5060))
+    assert resolved(out_of_dialog=False) == (uri, ("192.0.2.200", 5060), "198.51.100.7")
+    proxy.federation.replace_peers(())
+    assert resolved(out_of_dialog=False) == first
