@@ -333,9 +333,11 @@ def marked_vias(request: Request, source: Address) -> list[str]:
     response to it goes upstream with."""
     values = request.headers.get_all("Via")
     via = request.top_via
-    if via.host == source[0] and via.rport is None:
-        return values
     first = values[0]
+    # A top line of one Via ending in a bare ``;rport`` (a player's, nearly always) is marked whatever its host:
+    # that Via has an rport parameter, which the test below would read from the parameters (a scan).
+    if ("," in first or not first.endswith(";rport")) and via.host == source[0] and via.rport is None:
+        return values
     if "," not in first:
         return [marked_via(via, first, source), *values[1:]]
     parts = split_header_values(first)

@@ -47,6 +47,7 @@ VIAS = [
     "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;received=10.0.0.2;rport\r\n",
     "Via: SIP/2.0/UDP rport.example:5070;branch=z9hG4bK-a;rport\r\n",
     "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport, SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-b\r\n",
+    "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a, SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-b;rport\r\n",
     "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a;rport\r\nv: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK-b\r\n",
     "Via: SIP/2.0/UDP edge.example;branch=z9hG4bK-a;received=10.0.0.1\r\n",
 ]
