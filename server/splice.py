@@ -495,8 +495,9 @@ class PlainRegister:
 
 def read_register(data: bytes) -> PlainRegister | None:
     """The REGISTER of ``data`` when it has the plain shape above and no body, else None."""
-    if not data.endswith(b"\r\n\r\n") or data.find(b"\r\n\r\n") != len(data) - 4 or not data.isascii():
-        return None
+    if (not data.endswith(b"\r\n\r\n") or data.find(b"\r\n\r\n") != len(data) - 4
+            or data.find(b"uthorization:") >= 0 or not data.isascii()):
+        return None  # (credentials, nearly always: the login's second REGISTER, found before any line is read)
     lines = data[:-4].decode("ascii").split("\r\n")
     first = lines[0]
     ruri = _REGISTER_URIS.get(first)
