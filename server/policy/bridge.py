@@ -10,7 +10,7 @@ from __future__ import annotations
 from gamesdk.qos.model import Side as QosSide
 from gamesdk.qos.negotiation import Demand
 
-from .model import AppSession, MediaComponent, Side
+from .model import AppSession, MediaComponent, Side, new_app_session
 
 __all__ = ["DemandParts", "app_session_from_demand", "app_session_from_parts", "demand_parts"]
 
@@ -53,20 +53,8 @@ def app_session_from_parts(
 ) -> AppSession:
     """:func:`app_session_from_demand` from the parts :func:`demand_parts` took (kept by the hooks per terms)."""
     side, components, game_format, qos_text = parts
-    return AppSession(
-        call_id=call_id,
-        from_tag=from_tag,
-        to_tag=to_tag,
-        side=side,
-        player=player,
-        peer=peer,
-        player_ip=player_ip,
-        components=components,
-        transit_rtt_ms=transit_rtt_ms,
-        peer_access_rtt_ms=peer_access_rtt_ms,
-        game_format=game_format,
-        qos_text=qos_text,
-    )
+    return new_app_session(call_id, from_tag, to_tag, side, player, peer, player_ip, components, transit_rtt_ms,
+                           peer_access_rtt_ms, game_format, qos_text)
 
 
 def demand_parts(demand: Demand) -> DemandParts:

@@ -33,7 +33,7 @@ from server.billing.model import BillingEvent, BillingRecord, BillingSink, Event
 
 from .admission import NetworkUsage, admit, class_demand
 from .config import PolicyConfig
-from .ledger import Change, Journal, Ledger, LedgerUnavailable, SplitLedger
+from .ledger import Change, Journal, Ledger, LedgerUnavailable, SplitLedger, new_change
 from .lifetime import Activate, PolicyOperation, Refresh, Release
 from .model import (
     AppSession,
@@ -47,6 +47,8 @@ from .model import (
     Resource,
     SessionKey,
     Side,
+    new_grant,
+    new_reservation,
 )
 
 __all__ = ["FINAL_BATCH_ROWS", "FinalBatch", "LedgerUnavailable", "NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
@@ -309,7 +311,7 @@ class PolicyServer:
     def _record_staged(self, staged: list[Reservation], now: float) -> list[Decision]:
         """Commit the staged reservations' rows in one transaction; the journal, one by one, if that fails."""
         assert self._commit_many is not None  # staged only with a ledger that commits many
-        changes = [Change(key=res.request.key, save=res) for res in staged]
+        changes = [new_change(res.request.key, res, False, ()) for res in staged]
         try:
             self._commit_many(changes)
         except Exception as exc:  # noqa: BLE001 - any store fault journals the changes, never loses them
@@ -332,17 +334,10 @@ class PolicyServer:
         return decisions
 
     def _new_reservation(self, request: AppSession, d: Grant, now: float, wall: float) -> Reservation:
-        grant = Grant(token=self._token_factory(), network=d.network, qos_class=d.qos_class, priority=d.priority,
-                      uplink_kbps=d.uplink_kbps, downlink_kbps=d.downlink_kbps, latency_ms=d.latency_ms)
-        return Reservation(
-            request=request,
-            grant=grant,
-            state=ReservationState.RESERVED,
-            t_2xx=wall,
-            deadline=wall + self.config.settings.confirm_timeout_s,
-            record_id=self._token_factory(),
-            clock_offset=wall - now,
-        )
+        token = self._token_factory
+        grant = new_grant(token(), d.network, d.qos_class, d.priority, d.uplink_kbps, d.downlink_kbps, d.latency_ms)
+        return new_reservation(request, grant, ReservationState.RESERVED, wall,
+                               wall + self.config.settings.confirm_timeout_s, None, None, 0, 0, token(), wall - now)
 
     def _granted(self, res: Reservation, now: float) -> Grant:
         request = res.request
@@ -959,7 +954,7 @@ class FinalBatch:
         write_now = policy._commit_many_now
         staged = self._staged
         if staged:
-            if write_now is None or not write_now([Change(key=res.key, save=res) for _, res, _ in staged]):
+            if write_now is None or not write_now([new_change(res.key, res, False, ()) for _, res, _ in staged]):
                 return None
             self._staged = []
             self._granted_all(staged)
@@ -986,7 +981,7 @@ class FinalBatch:
             return
         policy = self._policy
         assert policy._commit_many is not None  # staged only with a ledger that commits many
-        changes = [Change(key=res.key, save=res) for _, res, _ in staged]
+        changes = [new_change(res.key, res, False, ()) for _, res, _ in staged]
         try:
             policy._commit_many(changes)
         except Exception as exc:  # noqa: BLE001 - decided again below through the journal path, never lost

@@ -57,11 +57,22 @@ from server.hooks import CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
 from server.location import Binding
 from server.publish import DialogPublications, PublishRequest, PublishResult
 
-from .bridge import DemandParts, app_session_from_parts, demand_parts
+from .bridge import DemandParts, demand_parts
 from .config import PolicyConfig
 from .lifetime import Activate, PolicyOperation, Release, operations_for_publish
-from .model import AppSession, Decision, Deny, DialogRef, EndReason, Grant, Reservation, Resource, Side
-from .queries import PolicyCall, answer_now, policy_fault
+from .model import (
+    AppSession,
+    Decision,
+    Deny,
+    DialogRef,
+    EndReason,
+    Grant,
+    Reservation,
+    Resource,
+    Side,
+    new_app_session,
+)
+from .queries import PolicyCall, answer_now, new_policy_call, policy_fault
 
 __all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
 
@@ -82,6 +93,9 @@ MAX_EVENT_AGE_S = 60.0
 PUBLISH_RETRY_AFTER_S = 1
 
 T = TypeVar("T")
+#: An INVITE admitted with no header to add (a value: shared, never changed; a frozen dataclass made per call
+#: cost some 10k instructions).
+_ADMITTED = InviteVerdict()
 _CachedOffer = tuple[bytes, str | None, SessionTerms | None, float]
 
 
@@ -264,17 +278,12 @@ class RegionPolicyHooks:
             if len(self._demands) >= DEMAND_CACHE_MAX:
                 self._demands.clear()
             self._demands[cache_key] = (offer, answer, parts)
-        return app_session_from_parts(
-            parts,
-            call_id=call.call_id,
-            from_tag=call.from_tag or "",
-            to_tag=to_tag,
-            player=call.caller if caller else call.callee,
-            peer=call.callee if caller else call.caller,
-            player_ip=address[0] if address is not None else "",
-            transit_rtt_ms=self._transit_ms(call),
-            peer_access_rtt_ms=peer_rtt,
-        )
+        policy_side, components, game_format, qos_text = parts
+        # (app_session_from_parts's value, made positionally: four per call)
+        return new_app_session(call.call_id, call.from_tag or "", to_tag, policy_side,
+                               call.caller if caller else call.callee, call.callee if caller else call.caller,
+                               address[0] if address is not None else "", components, self._transit_ms(call),
+                               peer_rtt, game_format, qos_text)
 
     def _ask(self, calls: list[PolicyCall], finish: Callable[[QueryAnswer], T], now: float,
              purpose: str) -> T | PolicyQuery[T]:
@@ -324,7 +333,7 @@ class RegionPolicyHooks:
             checks.append((QosSide.CALLER, callee_rtt or 0))
         if call.callee_local:
             checks.append((QosSide.CALLEE, caller_rtt or 0))
-        calls = [PolicyCall("preliminary", request=self._request(call, offer, None, side, "", peer_rtt))
+        calls = [new_policy_call("preliminary", self._request(call, offer, None, side, "", peer_rtt), None, "", None)
                  for side, peer_rtt in checks]
         headers: tuple[tuple[str, str], ...] = ()
         if call.caller_local and not call.callee_local:
@@ -342,7 +351,7 @@ class RegionPolicyHooks:
                 deny = policy_fault(answer.error or "policy server error")
                 return InviteVerdict(ok=False, status=503, reason="Policy service busy",
                                      warning=deny.warning_value(self.domain), retry_after=PUBLISH_RETRY_AFTER_S)
-            return InviteVerdict(headers=headers)
+            return InviteVerdict(headers=headers) if headers else _ADMITTED
 
         return self._ask(calls, finish, now, "invite")
 
@@ -377,7 +386,7 @@ class RegionPolicyHooks:
         order = [(QosSide.CALLEE, caller_rtt)] if call.callee_local else []
         if call.caller_local:
             order.append((QosSide.CALLER, callee_rtt))
-        calls = [PolicyCall("final", request=self._request(call, offer, answer, side, to_tag, peer_rtt))
+        calls = [new_policy_call("final", self._request(call, offer, answer, side, to_tag, peer_rtt), None, "", None)
                  for side, peer_rtt in order]
 
         def finish(reply: QueryAnswer) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from server.billing.store import write_event
 from server.billing.tariff import Tariff
 
 from .codec import key_from_json_untrusted, key_to_json, reservation_from_json_untrusted, reservation_to_json
-from .model import Reservation, SessionKey, slot_setting_init
+from .model import Reservation, SessionKey, positional_maker, slot_setting_init
 
 __all__ = [
     "LOOP_ROWS_PER_CHECKPOINT",
@@ -42,6 +42,7 @@ __all__ = [
     "SqliteLedger",
     "change_from_json_untrusted",
     "change_to_json",
+    "new_change",
     "open_loop_connection",
     "transaction",
 ]
@@ -66,6 +67,15 @@ class Change:
 
 
 slot_setting_init(Change)  # made per reservation change: fields set through the slots (still frozen)
+
+
+def _change_kw(key: SessionKey, save: Reservation | None, delete: bool, events: tuple[BillingEvent, ...]) -> Change:
+    return Change(key=key, save=save, delete=delete, events=events)
+
+
+#: ``Change(...)`` with every field given positionally (a FINAL's new row: ``new_change(key, res, False, ())``).
+new_change: Callable[[SessionKey, Reservation | None, bool, tuple[BillingEvent, ...]], Change] = (
+    positional_maker(Change) or _change_kw)
 
 
 class Ledger(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import types
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -151,7 +152,7 @@ class AppSession:
     def key(self) -> SessionKey:
         key = self._key
         if key is None:
-            key = SessionKey(self.call_id, self.to_tag, self.side)
+            key = new_session_key(self.call_id, self.to_tag, self.side)
             object.__setattr__(self, "_key", key)
         return key
 
@@ -260,29 +261,11 @@ def slot_setting_init(cls: type) -> bool:
     dataclass's. A compiled build's classes are native (no slot descriptors): left as they are (returns False), as
     is a class with a ``default_factory``.
     """
-    params: list[str] = []
-    kw_params: list[str] = []
-    stores: list[tuple[str, str]] = []  # (field, the expression it is set to)
-    names: dict[str, Any] = {"_cls": cls, "_object_setattr": object.__setattr__}
-    for f in fields(cls):
-        slot = cls.__dict__.get(f.name)
-        if type(slot) is not types.MemberDescriptorType or f.default_factory is not MISSING:
-            return False
-        names[f"_set_{f.name}"] = slot.__set__
-        if f.default is not MISSING:
-            names[f"_default_{f.name}"] = f.default
-        if not f.init:
-            if f.default is MISSING:
-                continue  # set by __post_init__
-            stores.append((f.name, f"_default_{f.name}"))
-            continue
-        default = "" if f.default is MISSING else f"=_default_{f.name}"
-        (kw_params if f.kw_only else params).append(f"{f.name}{default}")
-        stores.append((f.name, f.name))
-    slots = vars(cls).get("__slots__")
-    twin_ok = cls.__bases__ == (object,) and isinstance(slots, tuple) and bool(stores)
-    if twin_ok:
-        names["_Twin"] = type(f"_{cls.__name__}Slots", (), {"__slots__": slots, "__module__": cls.__module__})
+    plan = _slot_plan(cls)
+    if plan is None:
+        return False
+    names, params, kw_params, stores = plan
+    if "_Twin" in names:
         body = ["    if type(self) is _cls:", "        _object_setattr(self, '__class__', _Twin)"]
         body += [f"        self.{name} = {value}" for name, value in stores]
         body += ["        self.__class__ = _cls", "    else:"]
@@ -301,5 +284,107 @@ def slot_setting_init(cls: type) -> bool:
     return True
 
 
+def positional_maker(cls: type) -> Callable[..., Any] | None:
+    """A function that makes the frozen slots dataclass ``cls``'s value from every ``init`` field passed
+    positionally, in the order of ``fields(cls)`` (keyword-only ones too, none left to its default): the same value
+    ``cls(**fields)`` makes, frozen, its ``init=False`` defaults and ``__post_init__`` as ever, without the type call
+    and its keyword dict (some 5k of an object's 12k instructions in a pure build). The instance is made a twin
+    class's, its fields stored as plain attributes, then made ``cls``'s (see :func:`slot_setting_init`). None where
+    that init does not apply (a compiled build's native classes, a ``default_factory``, a subclass): call ``cls``."""
+    plan = _slot_plan(cls)
+    if plan is None or "_Twin" not in plan[0]:
+        return None
+    names, _, _, stores = plan
+    args = [f.name for f in fields(cls) if f.init]
+    body = ["    self = _new(_Twin)"] + [f"    self.{name} = {value}" for name, value in stores]
+    body.append("    self.__class__ = _cls")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
+    body.append("    return self")
+    names["_new"] = object.__new__
+    exec(f"def make({', '.join(args)}):\n" + "\n".join(body), names)  # noqa: S102 - our own text
+    make: Callable[..., Any] = names["make"]
+    make.__qualname__ = make.__name__ = f"make_{cls.__name__}"
+    make.__module__ = cls.__module__
+    return make
+
+
+def _slot_plan(cls: type) -> tuple[dict[str, Any], list[str], list[str], list[tuple[str, str]]] | None:
+    """What :func:`slot_setting_init` and :func:`positional_maker` generate from: the names the code reads (the
+    twin class as ``_Twin`` when ``cls`` is a plain slots class), the positional and keyword-only parameters with
+    their defaults, and each slot's (field, the expression it is set to). None when they do not apply."""
+    params: list[str] = []
+    kw_params: list[str] = []
+    stores: list[tuple[str, str]] = []  # (field, the expression it is set to)
+    names: dict[str, Any] = {"_cls": cls, "_object_setattr": object.__setattr__}
+    for f in fields(cls):
+        slot = cls.__dict__.get(f.name)
+        if type(slot) is not types.MemberDescriptorType or f.default_factory is not MISSING:
+            return None
+        names[f"_set_{f.name}"] = slot.__set__
+        if f.default is not MISSING:
+            names[f"_default_{f.name}"] = f.default
+        if not f.init:
+            if f.default is MISSING:
+                continue  # set by __post_init__
+            stores.append((f.name, f"_default_{f.name}"))
+            continue
+        default = "" if f.default is MISSING else f"=_default_{f.name}"
+        (kw_params if f.kw_only else params).append(f"{f.name}{default}")
+        stores.append((f.name, f.name))
+    slots = vars(cls).get("__slots__")
+    if cls.__bases__ == (object,) and isinstance(slots, tuple) and stores:
+        twin = _twins.get(cls)
+        if twin is None:
+            twin = _twins[cls] = type(f"_{cls.__name__}Slots", (), {"__slots__": slots, "__module__": cls.__module__})
+        names["_Twin"] = twin
+    return names, params, kw_params, stores
+
+
+#: The twin class of each class given a slot-setting init or a positional maker (one per class).
+_twins: dict[type, type] = {}
+
+
 for _cls in (SessionKey, MediaComponent, AppSession, Grant, Deny, DialogRef, Reservation):
     slot_setting_init(_cls)
+
+
+# -- Positional makers of the values made per call (a pure build's positional_maker, else the class with keywords) --
+
+
+def _session_key_kw(call_id: str, to_tag: str, side: Side) -> SessionKey:
+    return SessionKey(call_id, to_tag, side)
+
+
+def _app_session_kw(call_id: str, from_tag: str, to_tag: str, side: Side, player: str, peer: str, player_ip: str,
+                    components: tuple[MediaComponent, ...], transit_rtt_ms: int, peer_access_rtt_ms: int,
+                    game_format: str, qos_text: str) -> AppSession:
+    return AppSession(call_id=call_id, from_tag=from_tag, to_tag=to_tag, side=side, player=player, peer=peer,
+                      player_ip=player_ip, components=components, transit_rtt_ms=transit_rtt_ms,
+                      peer_access_rtt_ms=peer_access_rtt_ms, game_format=game_format, qos_text=qos_text)
+
+
+def _grant_kw(token: str | None, network: str, qos_class: str, priority: int, uplink_kbps: int, downlink_kbps: int,
+              latency_ms: int) -> Grant:
+    return Grant(token=token, network=network, qos_class=qos_class, priority=priority, uplink_kbps=uplink_kbps,
+                 downlink_kbps=downlink_kbps, latency_ms=latency_ms)
+
+
+def _reservation_kw(request: AppSession, grant: Grant, state: ReservationState, t_2xx: float, deadline: float,
+                    t_confirm: float | None, t_last_refresh: float | None, expires_s: int, interim_count: int,
+                    record_id: str, clock_offset: float) -> Reservation:
+    return Reservation(request=request, grant=grant, state=state, t_2xx=t_2xx, deadline=deadline,
+                       t_confirm=t_confirm, t_last_refresh=t_last_refresh, expires_s=expires_s,
+                       interim_count=interim_count, record_id=record_id, clock_offset=clock_offset)
+
+
+#: ``SessionKey(call_id, to_tag, side)``.
+new_session_key: Callable[[str, str, Side], SessionKey] = positional_maker(SessionKey) or _session_key_kw
+#: ``AppSession(...)`` with every field given, positionally in the order of its fields.
+new_app_session: Callable[[str, str, str, Side, str, str, str, tuple[MediaComponent, ...], int, int, str, str],
+                          AppSession] = positional_maker(AppSession) or _app_session_kw
+#: ``Grant(...)`` with every field given, positionally in the order of its fields.
+new_grant: Callable[[str | None, str, str, int, int, int, int], Grant] = positional_maker(Grant) or _grant_kw
+#: ``Reservation(...)`` with every field given, positionally in the order of its fields.
+new_reservation: Callable[[AppSession, Grant, ReservationState, float, float, float | None, float | None, int, int,
+                           str, float], Reservation] = positional_maker(Reservation) or _reservation_kw

@@ -15,15 +15,25 @@ the :class:`~server.hooks.QueryAnswer`. An embedded :class:`~server.policy.core.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from server.hooks import QueryAnswer
 
 from .lifetime import PolicyOperation
-from .model import AppSession, Decision, Deny, EndReason, Reservation, Resource, slot_setting_init
+from .model import (
+    AppSession,
+    Decision,
+    Deny,
+    EndReason,
+    Reservation,
+    Resource,
+    positional_maker,
+    slot_setting_init,
+)
 
-__all__ = ["PolicyCall", "SyncBackend", "answer_now", "policy_fault"]
+__all__ = ["PolicyCall", "SyncBackend", "answer_now", "new_policy_call", "policy_fault"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,16 @@ class PolicyCall:
 
 
 slot_setting_init(PolicyCall)  # made per policy call: fields set through the slots (still frozen)
+
+
+def _policy_call_kw(kind: CallKind, request: AppSession | None, op: PolicyOperation | None, player: str,
+                    player_ip: str | None) -> PolicyCall:
+    return PolicyCall(kind, request=request, op=op, player=player, player_ip=player_ip)
+
+
+#: ``PolicyCall(...)`` with every field given positionally (the hooks make four per call).
+new_policy_call: Callable[[CallKind, AppSession | None, PolicyOperation | None, str, str | None], PolicyCall] = (
+    positional_maker(PolicyCall) or _policy_call_kw)
 
 
 class SyncBackend(Protocol):

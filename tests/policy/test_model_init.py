@@ -122,3 +122,51 @@ def test_an_instance_is_its_class_s_after_init_and_a_subclass_s_fields_are_set_t
     assert sub == Sub(2, "y", d=6) and plain(2, "y", d=6).a == sub.a
     with pytest.raises(dataclasses.FrozenInstanceError):
         value.a = 5  # type: ignore[misc]
+
+
+def _maker_cases() -> list[tuple[object, object, tuple[object, ...]]]:
+    """(maker, its keyword twin, arguments): every positional maker of a per-call value."""
+    comp = model.MediaComponent(uplink_kbps=64, downlink_kbps=128, max_latency_ms=80, qos_class="action")
+    request = model.AppSession(call_id="c1", from_tag="f1", to_tag="t1", side=model.Side.TERM, player="sip:b@eu",
+                               peer="sip:a@na", player_ip="10.0.0.2", components=(comp,))
+    grant = model.Grant(token="ab", network="n", qos_class="q", priority=1, uplink_kbps=64, downlink_kbps=128,
+                        latency_ms=80)
+    res = model.Reservation(request=request, grant=grant, state=model.ReservationState.RESERVED, t_2xx=1.5,
+                            deadline=33.5)
+    return [
+        (model.new_session_key, model._session_key_kw, ("c1", "t1", model.Side.ORIG)),
+        (model.new_app_session, model._app_session_kw,
+         ("c1", "f1", "t1", model.Side.TERM, "sip:b@eu", "sip:a@na", "10.0.0.2", (comp,), 12, 30, "pong/1", "lat=5")),
+        (model.new_grant, model._grant_kw, ("ab", "n", "q", 1, 64, 128, 80)),
+        (model.new_grant, model._grant_kw, (None, "n", "q", 1, 64, 128, 80)),
+        (model.new_reservation, model._reservation_kw,
+         (request, grant, model.ReservationState.ACTIVE, 1.5, 33.5, 2.5, 3.5, 60, 2, "rid", -7.25)),
+        (ledger.new_change, ledger._change_kw, (request.key, res, False, ())),
+        (queries.new_policy_call, queries._policy_call_kw, ("final", request, None, "", None)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_maker_cases())))
+def test_a_positional_maker_makes_what_the_class_makes_with_keywords(case: int) -> None:
+    maker, twin, args = _maker_cases()[case]
+    assert callable(maker) and callable(twin)
+    # The maker takes the fields in their order, as its keyword twin (which calls the class) does.
+    assert list(inspect.signature(maker).parameters) == list(inspect.signature(twin).parameters)
+    made, expected = maker(*args), twin(*args)
+    cls = type(expected)
+    assert type(made) is cls and made == expected and repr(made) == repr(expected)
+    for f in dataclasses.fields(cls):  # compare=False fields too (a key's hash, a request's unread key)
+        assert getattr(made, f.name) == getattr(expected, f.name), f.name
+    assert hash(made) == hash(expected) if cls.__hash__ is not None else True
+    first = dataclasses.fields(cls)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, first, None)
+
+
+def test_the_makers_are_positional_makers_in_a_pure_build() -> None:
+    for maker, twin, _ in _maker_cases():
+        module = sys.modules[twin.__module__]  # type: ignore[attr-defined]
+        if str(module.__file__).endswith(".py"):
+            assert maker is not twin and maker.__name__.startswith("make_")  # type: ignore[attr-defined]
+        else:  # compiled: the class's own native init, called with keywords
+            assert maker is twin
