@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 from server.hooks import QueryAnswer
 from server.publish import DialogPublications
-from server.random_pool import RandomPool
+from server.random_pool import HexTokens
 
 from .config import PolicyConfig
-from .core import PolicyServer, hex_token_factory
+from .core import PolicyServer
 from .hooks import PolicyBackend, RegionPolicyHooks
 from .http import PolicyHttpClient, PolicyHttpService, PolicyUnavailable
 from .ledger import FileJournal, Journal, MemoryJournal, SqliteLedger, open_loop_connection
@@ -198,7 +198,7 @@ def build_policy_server(
                  and str(db) != ":memory:" else None)
     return PolicyServer(
         config,
-        token_factory=token_factory or hex_token_factory(RandomPool()),
+        token_factory=token_factory or HexTokens(),
         region=region,
         ledger=SqliteLedger(conn, config.tariff, loop_conn=loop_conn),
         journal=journal,

@@ -11,7 +11,7 @@ from server_kit import EXAMPLES
 
 from server.config import load_config
 from server.io import EmbeddedServer
-from server.random_pool import RandomPool
+from server.random_pool import HexTokens, RandomPool
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -66,3 +66,25 @@ def test_the_policy_s_tokens_come_from_a_pool(tmp_path: Path, monkeypatch: pytes
     policy = build_policy_server(config, tmp_path / "eu.sqlite3")
     tokens = {policy._token_factory() for _ in range(50)}
     assert len(tokens) == 50 and len(reads) == 1
+
+
+def test_hex_tokens_read_the_system_source_once_per_chunk_and_hand_each_token_out_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = _counting(monkeypatch)
+    tokens = HexTokens(16, chunk=72)  # four tokens a read (the chunk's tail that makes no whole token is not read)
+    drawn = [tokens() for _ in range(10)]
+    assert reads == [64, 64, 64]
+    assert len(set(drawn)) == 10
+    assert all(len(t) == 32 and t == bytes.fromhex(t).hex() for t in drawn)  # os.urandom(16).hex()'s shape
+    with pytest.raises(ValueError):
+        HexTokens(16, chunk=8)
+
+
+def test_a_forked_child_does_not_hand_out_its_parent_s_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = HexTokens(8, chunk=64)
+    first = tokens()
+    from server import random_pool
+
+    random_pool._forget_pools_in_child()  # what os.register_at_fork runs in the child
+    reads = _counting(monkeypatch)
+    assert tokens() != first and reads == [64]
