@@ -463,9 +463,17 @@ def _quick_connection(value: str) -> str | None:
     if len(parts) != 3 or parts[0] != "IN":
         return None
     address = parts[2]
-    if not address or " " in address or not address.isprintable() or _address_type(address) != parts[1]:
+    if not address or " " in address or not address.isprintable():
         return None
-    return address
+    kind = _address_type_kept(address) if len(address) <= _MAX_ADDRESS_CHARS else _address_type(address)
+    return address if kind == parts[1] else None
+
+
+#: The longest IP literal text (an IPv6 address with an embedded IPv4 one), and the address types kept: a player's
+#: address repeats in every body it sends, and ``ipaddress`` reads it in pure Python (two bodies a call). The type
+#: is a function of the text alone, so a kept one is what :func:`_address_type` gives.
+_MAX_ADDRESS_CHARS = 45
+_address_type_kept = functools.lru_cache(maxsize=1024)(_address_type)
 
 
 def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | None:

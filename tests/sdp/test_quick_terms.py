@@ -184,3 +184,20 @@ def test_the_kept_game_texts_are_bounded_in_length() -> None:
         assert all(sum(len(part) for part in key if isinstance(part, str)) <= 1024
                    and all(len(text) <= 1024 for text in (key[0] if isinstance(key[0], tuple) else ()))
                    for key in cache), [len(str(k)) for k in cache]
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.2.0.7", "0.0.0.0", "224.0.0.1", "255.255.255.255", "1.2.3.04", "1.2.3", "::1", "::", "ff02::1",
+    "2001:db8::1", "::ffff:192.0.2.1", "fe80::1%eth0", "host.example", "", "1.2.3.4 ", "1" * 46,
+])
+def test_a_kept_address_type_is_the_one_ipaddress_gives(address: str) -> None:
+    """The address types quick_game_terms keeps per text (a player's address repeats in its bodies) are what the
+    uncached reader says, asked once or many times, in any order."""
+    from gamesdk.sdp import game
+
+    expected = game._address_type(address)
+    for _ in range(2):
+        assert game._quick_connection(f"IN IP4 {address}") == (address if expected == "IP4" else None)
+        assert game._quick_connection(f"IN IP6 {address}") == (address if expected == "IP6" else None)
+    if len(address) <= game._MAX_ADDRESS_CHARS:
+        assert game._address_type_kept(address) == expected
