@@ -323,6 +323,24 @@ def components_json_text(components: tuple[MediaComponent, ...]) -> str:
 _last_times: tuple[float, float, str] = (math.nan, math.nan, "")
 
 
+#: The JSON text of the string values rows repeat (the side, the state, a player's AOR and address, the other
+#: player's, the network, the class, the game's format and qos text: a few per player and game), by value: one
+#: lookup instead of an escape pass each. Only short values are kept; emptied when full.
+_texts: dict[str, str] = {}
+TEXTS_MAX = 4096
+TEXT_MAX_CHARS = 256
+
+
+def _kept_text(value: str) -> str:
+    """``encode_basestring_ascii(value)``, kept for the next rows (raises TypeError for a value that is no str)."""
+    text = encode_basestring_ascii(value)
+    if len(value) <= TEXT_MAX_CHARS:
+        if len(_texts) >= TEXTS_MAX:
+            _texts.clear()
+        _texts[value] = text
+    return text
+
+
 def reservation_json_text(res: Reservation) -> str:
     """``json.dumps(reservation_to_json(res), separators=(",", ":"))``, the same text, without building the dicts
     (the store writes one per FINAL and per state change: the generic encoder was a tenth of the FINAL's cost).
@@ -351,16 +369,21 @@ def reservation_json_text(res: Reservation) -> str:
             and type(priority) is int and type(up) is int and type(down) is int and type(latency) is int
             and times and t_confirm is None and t_refresh is None and token is not None):
         enc = encode_basestring_ascii
+        kept = _texts.get  # (the values a row shares with other rows: their text without an escape pass)
+        keep = _kept_text
         try:
             return (
                 f'{{"request":{{"callId":{enc(req.call_id)},"fromTag":{enc(req.from_tag)},"toTag":{enc(req.to_tag)},'
-                f'"side":{enc(req.side)},"player":{enc(req.player)},"peer":{enc(req.peer)},'
-                f'"ueIpv4":{enc(req.player_ip)},"transitRtt":{transit},"peerAccessRtt":{peer_rtt},'
-                f'"format":{enc(req.game_format)},"qos":{enc(req.qos_text)},'
+                f'"side":{kept(req.side) or keep(req.side)},"player":{kept(req.player) or keep(req.player)},'
+                f'"peer":{kept(req.peer) or keep(req.peer)},'
+                f'"ueIpv4":{kept(req.player_ip) or keep(req.player_ip)},"transitRtt":{transit},'
+                f'"peerAccessRtt":{peer_rtt},"format":{kept(req.game_format) or keep(req.game_format)},'
+                f'"qos":{kept(req.qos_text) or keep(req.qos_text)},'
                 f'"medComponents":[{components_json_text(req.components)}]}},'
-                f'"grant":{{"granted":true,"token":{enc(token)},"network":{enc(grant.network)},'
-                f'"class":{enc(grant.qos_class)},"resPrio":{priority},"marBwUl":{up},"marBwDl":{down},'
-                f'"latency":{latency}}},"state":{enc(res.state)},{times},'
+                f'"grant":{{"granted":true,"token":{enc(token)},'
+                f'"network":{kept(grant.network) or keep(grant.network)},'
+                f'"class":{kept(grant.qos_class) or keep(grant.qos_class)},"resPrio":{priority},"marBwUl":{up},'
+                f'"marBwDl":{down},"latency":{latency}}},"state":{kept(res.state) or keep(res.state)},{times},'
                 f'"tConfirm":null,"tLastRefresh":null,"expires":{expires},"interims":{interims},'
                 f'"recordId":{enc(res.record_id)}}}'
             )

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.policy import AppSession, Grant, MediaComponent, ReservationState, Side, open_region_db
 from server.policy.codec import reservation_from_json_untrusted, reservation_json_text, reservation_to_json
@@ -103,4 +105,23 @@ def test_a_calls_two_rows_share_their_times_text_and_only_equal_texts_are_shared
              (-0.0, 32.0), (0.0, 32.0), (5.0, 37.0), (5, 37), (5.0, 37.0)]
     for n, (t_2xx, deadline) in enumerate(cases):
         res = reservation(req(n, side=Side.TERM if n % 2 else Side.ORIG), t_2xx=t_2xx, deadline=deadline)
+        assert reservation_json_text(res) == json.dumps(reservation_to_json(res), separators=(",", ":"))
+
+
+_texts = st.one_of(st.sampled_from(["", "eu-dsl", "sip:bob@eu.example", 'q"\\', "caf\u00e9", "\u2028\x01"]),
+                   st.text(max_size=12), st.text(min_size=250, max_size=300))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_texts, _texts, _texts, _texts, _texts, _texts, _texts), min_size=1, max_size=4))
+def test_the_texts_rows_share_are_kept_as_the_generic_encoder_writes_them(
+        rows: list[tuple[str, str, str, str, str, str, str]]) -> None:
+    """The values rows repeat (players, addresses, network, class, format, qos) are written from kept texts: the
+    same text as json.dumps for any value, seen once or again, short or too long to be kept."""
+    comp = MediaComponent(uplink_kbps=64, downlink_kbps=64, max_latency_ms=50, qos_class="action")
+    for player, peer, ip, fmt, qos, network, cls in rows * 2:
+        request = AppSession(call_id="c1", from_tag="f", to_tag="t", side=Side.ORIG, player=player, peer=peer,
+                             player_ip=ip, components=(comp,), game_format=fmt, qos_text=qos)
+        res = reservation(request, grant=Grant(token="00ff", network=network, qos_class=cls, priority=1,
+                                               uplink_kbps=64, downlink_kbps=64, latency_ms=40))
         assert reservation_json_text(res) == json.dumps(reservation_to_json(res), separators=(",", ":"))
