@@ -150,8 +150,9 @@ def _maker_cases() -> list[tuple[object, object, tuple[object, ...]]]:
 def test_a_positional_maker_makes_what_the_class_makes_with_keywords(case: int) -> None:
     maker, twin, args = _maker_cases()[case]
     assert callable(maker) and callable(twin)
-    # The maker takes the fields in their order, as its keyword twin (which calls the class) does.
-    assert list(inspect.signature(maker).parameters) == list(inspect.signature(twin).parameters)
+    if maker is not twin:  # (a compiled build's maker is the twin itself, whose native signature is not read)
+        # The maker takes the fields in their order, as its keyword twin (which calls the class) does.
+        assert list(inspect.signature(maker).parameters) == list(inspect.signature(twin).parameters)
     made, expected = maker(*args), twin(*args)
     cls = type(expected)
     assert type(made) is cls and made == expected and repr(made) == repr(expected)
@@ -160,7 +161,7 @@ def test_a_positional_maker_makes_what_the_class_makes_with_keywords(case: int) 
     assert hash(made) == hash(expected) if cls.__hash__ is not None else True
     first = dataclasses.fields(cls)[0].name
     with pytest.raises(dataclasses.FrozenInstanceError):
-        setattr(made, first, None)
+        setattr(made, first, getattr(made, first))  # (a value of the field's type: a native class checks it)
 
 
 def test_the_makers_are_positional_makers_in_a_pure_build() -> None:
