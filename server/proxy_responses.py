@@ -598,7 +598,8 @@ class TransactionSide:
         if ctx.state is not _ACCEPTED or tx.state is not _ACCEPTED or len(ctx.timers) != 1:
             return
         deadline = ctx.timers.get(_TIMER_M)
-        if deadline is None or any(branch == ctx.branch for branch, _ in self.pending_answers):
+        if deadline is None or (self.pending_answers and any(branch == ctx.branch
+                                                             for branch, _ in self.pending_answers)):
             return
         call = tx.call
         added = ctx.added_2xx_headers or {}
