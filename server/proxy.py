@@ -33,7 +33,7 @@ from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
 from gamesdk.sip.message import Headers, Request, Response
-from gamesdk.sip.transaction import Input, TimerHeap, TransactionState
+from gamesdk.sip.transaction import TimerHeap
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction
 from gamesdk.sip.uri import SipUri, plain_name_addr_host_port
 from server.auth import Challenge, LoginFlow, answer_bytes_direct
@@ -42,7 +42,19 @@ from server.federation import FederationTable
 from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, PolicyQuery
 from server.location import AccessNetworkMap, Binding, is_ip_literal
 from server.loglimit import clip
-from server.proxy_responses import (
+from server.proxy_responses import (  # the states and timers as globals: see there
+    _CALLING,
+    _COMPLETED,
+    _CONFIRMED,
+    _PROCEEDING,
+    _TIMER_A,
+    _TIMER_B,
+    _TIMER_E,
+    _TIMER_F,
+    _TIMER_G,
+    _TIMER_H,
+    _TIMER_I,
+    _TRYING,
     ENDED_CONFIRMED,
     ClientTx,
     EndedClient,
@@ -59,23 +71,6 @@ from server.splice import Head, forward_request, request_uri, spliced
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
-S = TransactionState
-I = Input
-
-# The states and timers as module globals: in CPython 3.11 ``TransactionState.PROCEEDING`` goes through
-# EnumType.__getattr__'s hook (some 30 times the cost of a global), and a call reads them some 40 times here.
-_CALLING = S.CALLING
-_COMPLETED = S.COMPLETED
-_CONFIRMED = S.CONFIRMED
-_PROCEEDING = S.PROCEEDING
-_TRYING = S.TRYING
-_TIMER_A = I.TIMER_A
-_TIMER_B = I.TIMER_B
-_TIMER_E = I.TIMER_E
-_TIMER_F = I.TIMER_F
-_TIMER_G = I.TIMER_G
-_TIMER_H = I.TIMER_H
-_TIMER_I = I.TIMER_I
 
 log = logging.getLogger(__name__)
 

@@ -58,11 +58,13 @@ Out = list[tuple[bytes, Address]]
 S = TransactionState
 I = Input  # short alias, as in the SDK's tables
 
-# The states and timers as module globals: in CPython 3.11 ``TransactionState.PROCEEDING`` goes through
-# EnumType.__getattr__'s hook (some 30 times the cost of a global), and a call reads them some 40 times here.
+# The states and timers as module globals (server/proxy.py reads them from here too): in CPython 3.11
+# ``TransactionState.PROCEEDING`` goes through EnumType.__getattr__'s hook (some 30 times the cost of a global),
+# and a call reads them some 40 times in the two modules.
 _ACCEPTED = S.ACCEPTED
 _CALLING = S.CALLING
 _COMPLETED = S.COMPLETED
+_CONFIRMED = S.CONFIRMED
 _PROCEEDING = S.PROCEEDING
 _TERMINATED = S.TERMINATED
 _TRYING = S.TRYING
