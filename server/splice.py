@@ -535,9 +535,11 @@ def read_register(data: bytes) -> PlainRegister | None:
         match = pattern.fullmatch(value)
         if match is None or key in seen:
             return None
+        if key == "max-forwards" and int(value) > 255:
+            return None
         seen.add(key)
         items.append((key, name, value))
-        if key not in _REGISTER_UNIQUE and len(line) <= _MEMO_ENTRY and (key != "max-forwards" or int(value) <= 255):
+        if key not in _REGISTER_UNIQUE and len(line) <= _MEMO_ENTRY:
             if len(known) >= _MEMO_MAX:
                 known.clear()
             known[line] = (key, name, value, match.group(1) if key == "to" else "")
@@ -548,8 +550,6 @@ def read_register(data: bytes) -> PlainRegister | None:
                                    "SIP/2.0"))
         elif key == "to":
             to_text = match.group(1)
-        elif key == "max-forwards" and int(value) > 255:
-            return None
     if via is None or not seen.issuperset(_REGISTER_NEEDS):
         return None
     return PlainRegister(items, via, ruri, request_uri(to_text))
