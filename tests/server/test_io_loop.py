@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from server_kit import EXAMPLES
 from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from server.config import load_config
-from server.io import READ_BATCH, EmbeddedServer
+from server.io import READ_BATCH, SIOCGSTAMPNS, EmbeddedServer
 
 PINGS = 40
 
@@ -102,6 +104,35 @@ async def _receive(sock: socket.socket, bound_s: float = 20.0) -> bytes:
 BUSY_S = 1.5
 
 
+async def _kernel_stamps_arrivals(bound_s: float = 5.0) -> None:
+    """Return once the kernel stamps datagrams as they arrive, machine-wide.
+
+    The server asks for arrival stamps when it starts. If no socket on the machine had them on before, Linux turns
+    them on later, from a work queue (``net_enable_timestamp``). A datagram that arrives before then carries no
+    stamp, and ``SIOCGSTAMPNS`` gives the time it was read. On a busy CI machine the first ping's answer came in
+    that window, so the test must wait for stamps first."""
+    recv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    send = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        recv.bind(("127.0.0.1", 0))
+        with contextlib.suppress(FileNotFoundError):  # ENOENT: stamps now asked for, nothing read yet
+            fcntl.ioctl(recv.fileno(), SIOCGSTAMPNS, bytes(16))
+        deadline = time.monotonic() + bound_s
+        age = 0.0
+        while time.monotonic() < deadline:
+            send.sendto(b"stamp?", recv.getsockname())
+            await asyncio.sleep(0.05)
+            recv.recv(64)
+            sec, nsec = struct.unpack("qq", fcntl.ioctl(recv.fileno(), SIOCGSTAMPNS, bytes(16)))
+            age = time.time() - (sec + nsec / 1e9)
+            if age >= 0.03:  # stamped when it arrived, not when it was read
+                return
+        raise AssertionError(f"the kernel did not stamp arrivals within {bound_s} s (last age {age * 1000:.2f} ms)")
+    finally:
+        recv.close()
+        send.close()
+
+
 @contextlib.asynccontextmanager
 async def _eu_and_a_peer_socket(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedServer, socket.socket]]:
     """eu running, and a plain non-blocking UDP socket on loopback playing the peer."""
@@ -121,6 +152,7 @@ async def _eu_and_a_peer_socket(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedS
 async def _ping_answered_while_busy(tmp_path: Path) -> float | None:
     """na is a plain socket: it answers eu's ping at once, then eu's loop stays busy BUSY_S before it reads."""
     async with _eu_and_a_peer_socket(tmp_path) as (server, na):
+        await _kernel_stamps_arrivals()
         server.set_peer("na.gamesdk.test", na.getsockname())
         ping = parse_message_untrusted(await _receive(na))
         assert isinstance(ping, Request) and ping.method == "OPTIONS"
@@ -148,6 +180,7 @@ async def _ping_the_busy_server(tmp_path: Path) -> Response:
     """A peer pings eu with a Timestamp while eu's loop is busy BUSY_S: eu's answer says how long it held it."""
     async with _eu_and_a_peer_socket(tmp_path) as (server, na):
         await asyncio.sleep(0.05)  # the server's own start-up pings go out first
+        await _kernel_stamps_arrivals()
         ping = _options(1, na.getsockname()[1]).replace(b"Content-Length: 0", b"Timestamp: 54.25\r\nContent-Length: 0")
         na.sendto(ping, server.address)
         time.sleep(BUSY_S)  # noqa: ASYNC251 - on purpose: eu's loop is busy, the ping waits in its socket
