@@ -341,6 +341,87 @@ def _kept_text(value: str) -> str:
     return text
 
 
+#: The last row's ``"callId":..,"fromTag":..,"toTag":..`` text: a call's two rows (its two sides) share it.
+_last_head: tuple[str, str, str, str] = ("", "", "", '"callId":"","fromTag":"","toTag":""')
+
+
+def _head_text(call_id: str, from_tag: str, to_tag: str) -> str:
+    """The row's dialog fields' text (raises TypeError for a value that is no str)."""
+    global _last_head
+    last = _last_head  # (one read: another thread may replace it)
+    if call_id == last[0] and from_tag == last[1] and to_tag == last[2] and type(call_id) is str:
+        return last[3]
+    enc = encode_basestring_ascii
+    text = f'"callId":{enc(call_id)},"fromTag":{enc(from_tag)},"toTag":{enc(to_tag)}'
+    if type(call_id) is str and type(from_tag) is str and type(to_tag) is str:
+        _last_head = (call_id, from_tag, to_tag, text)
+    return text
+
+
+#: The text of a row's request from ``"side"`` to its components (a player's side, AORs, address, round trips and
+#: game: the same in every call of that player and game) and of its grant from ``"network"`` to ``"latency"``, by
+#: their values (the components by the tuple's identity, held by the entry): one lookup instead of a text per
+#: field. Only texts of at most ROW_PART_MAX_CHARS are kept; emptied when full.
+_request_texts: dict[tuple[object, ...], tuple[tuple[MediaComponent, ...], str]] = {}
+_grant_texts: dict[tuple[object, ...], str] = {}
+ROW_PARTS_MAX = 1024
+ROW_PART_MAX_CHARS = 1024
+
+
+def _request_text(req: AppSession, transit: int, peer_rtt: int) -> str:
+    """``"side":...,"medComponents":[...]`` of a row (exact ints given; raises TypeError for a text that is no
+    str)."""
+    side = req.side
+    # (the member's value: an Enum's hash is a Python call; a str side, where one is given, is its own text)
+    side_value: str = side._value_ if type(side) is Side else side
+    components = req.components
+    key = (side_value, req.player, req.peer, req.player_ip, transit, peer_rtt, req.game_format, req.qos_text,
+           id(components))
+    found = _request_texts.get(key)
+    if found is not None and found[0] is components:
+        return found[1]
+    kept = _texts.get
+    keep = _kept_text
+    text = (f'"side":{kept(side_value) or keep(side_value)},"player":{kept(req.player) or keep(req.player)},'
+            f'"peer":{kept(req.peer) or keep(req.peer)},'
+            f'"ueIpv4":{kept(req.player_ip) or keep(req.player_ip)},"transitRtt":{transit},'
+            f'"peerAccessRtt":{peer_rtt},"format":{kept(req.game_format) or keep(req.game_format)},'
+            f'"qos":{kept(req.qos_text) or keep(req.qos_text)},'
+            f'"medComponents":[{components_json_text(components)}]')
+    if len(text) <= ROW_PART_MAX_CHARS and all(type(v) is str for v in key[:4]) and type(key[6]) is str \
+            and type(key[7]) is str:
+        if len(_request_texts) >= ROW_PARTS_MAX:
+            _request_texts.clear()
+        _request_texts[key] = (components, text)
+    return text
+
+
+def _grant_text(network: str, qos_class: str, priority: int, up: int, down: int, latency: int) -> str:
+    """``"network":...,"latency":...`` of a row's grant (exact ints given; raises TypeError for a text that is no
+    str)."""
+    key = (network, qos_class, priority, up, down, latency)
+    text = _grant_texts.get(key)
+    if text is not None:
+        return text
+    kept = _texts.get
+    keep = _kept_text
+    text = (f'"network":{kept(network) or keep(network)},"class":{kept(qos_class) or keep(qos_class)},'
+            f'"resPrio":{priority},"marBwUl":{up},"marBwDl":{down},"latency":{latency}')
+    if len(text) <= ROW_PART_MAX_CHARS and type(network) is str and type(qos_class) is str:
+        if len(_grant_texts) >= ROW_PARTS_MAX:
+            _grant_texts.clear()
+        _grant_texts[key] = text
+    return text
+
+
+def _state_text(state: ReservationState) -> str:
+    if state is ReservationState.RESERVED:
+        return '"reserved"'
+    if state is ReservationState.ACTIVE:
+        return '"active"'
+    return encode_basestring_ascii(state)  # (a str given for the state: its own text)
+
+
 def reservation_json_text(res: Reservation) -> str:
     """``json.dumps(reservation_to_json(res), separators=(",", ":"))``, the same text, without building the dicts
     (the store writes one per FINAL and per state change: the generic encoder was a tenth of the FINAL's cost).
@@ -369,24 +450,12 @@ def reservation_json_text(res: Reservation) -> str:
             and type(priority) is int and type(up) is int and type(down) is int and type(latency) is int
             and times and t_confirm is None and t_refresh is None and token is not None):
         enc = encode_basestring_ascii
-        kept = _texts.get  # (the values a row shares with other rows: their text without an escape pass)
-        keep = _kept_text
         try:
-            return (
-                f'{{"request":{{"callId":{enc(req.call_id)},"fromTag":{enc(req.from_tag)},"toTag":{enc(req.to_tag)},'
-                f'"side":{kept(req.side) or keep(req.side)},"player":{kept(req.player) or keep(req.player)},'
-                f'"peer":{kept(req.peer) or keep(req.peer)},'
-                f'"ueIpv4":{kept(req.player_ip) or keep(req.player_ip)},"transitRtt":{transit},'
-                f'"peerAccessRtt":{peer_rtt},"format":{kept(req.game_format) or keep(req.game_format)},'
-                f'"qos":{kept(req.qos_text) or keep(req.qos_text)},'
-                f'"medComponents":[{components_json_text(req.components)}]}},'
-                f'"grant":{{"granted":true,"token":{enc(token)},'
-                f'"network":{kept(grant.network) or keep(grant.network)},'
-                f'"class":{kept(grant.qos_class) or keep(grant.qos_class)},"resPrio":{priority},"marBwUl":{up},'
-                f'"marBwDl":{down},"latency":{latency}}},"state":{kept(res.state) or keep(res.state)},{times},'
-                f'"tConfirm":null,"tLastRefresh":null,"expires":{expires},"interims":{interims},'
-                f'"recordId":{enc(res.record_id)}}}'
-            )
+            return (f'{{"request":{{{_head_text(req.call_id, req.from_tag, req.to_tag)},'
+                    f'{_request_text(req, transit, peer_rtt)}}},"grant":{{"granted":true,"token":{enc(token)},'
+                    f'{_grant_text(grant.network, grant.qos_class, priority, up, down, latency)}}},'
+                    f'"state":{_state_text(res.state)},{times},"tConfirm":null,"tLastRefresh":null,'
+                    f'"expires":{expires},"interims":{interims},"recordId":{enc(res.record_id)}}}')
         except TypeError:
             pass  # a text field that is not a str (None): the per-value path writes it as json does
     return (

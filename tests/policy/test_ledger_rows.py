@@ -125,3 +125,39 @@ def test_the_texts_rows_share_are_kept_as_the_generic_encoder_writes_them(
         res = reservation(request, grant=Grant(token="00ff", network=network, qos_class=cls, priority=1,
                                                uplink_kbps=64, downlink_kbps=64, latency_ms=40))
         assert reservation_json_text(res) == json.dumps(reservation_to_json(res), separators=(",", ":"))
+
+
+_ints = st.one_of(st.sampled_from([0, 1, 40, 2**40]), st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([Side.ORIG, Side.TERM]), st.sampled_from(["c1", "c2", ""]),
+                          st.sampled_from(["f", "", 'f"']), st.sampled_from(["t", "", "t\u00e9"]), _ints, _ints,
+                          _ints, _ints, _ints, _ints, st.sampled_from([ReservationState.RESERVED,
+                                                                       ReservationState.ACTIVE])),
+                min_size=1, max_size=5))
+def test_the_row_parts_kept_are_the_generic_encoders(
+        rows: list[tuple[Side, str, str, str, int, int, int, int, int, int, ReservationState]]) -> None:
+    """A row's request part (side to components), grant part (network to latency) and dialog fields are kept by
+    value and reused: any side, tags, round trips, priority, bandwidths, latency and state, seen once or again, in
+    any order, are written as json.dumps writes them."""
+    comp = MediaComponent(uplink_kbps=64, downlink_kbps=64, max_latency_ms=50, qos_class="action")
+    components = (comp,)
+    for side, call_id, from_tag, to_tag, transit, peer_rtt, prio, up, down, latency, state in rows * 2:
+        request = AppSession(call_id=call_id, from_tag=from_tag, to_tag=to_tag, side=side, player="sip:a@eu",
+                             peer="sip:b@eu", player_ip="192.0.2.1", components=components,
+                             transit_rtt_ms=transit, peer_access_rtt_ms=peer_rtt, game_format="pong/1",
+                             qos_text="lat=50")
+        res = reservation(request, state=state, grant=Grant(token="00ff", network="eu-dsl", qos_class="action",
+                                                            priority=prio, uplink_kbps=up, downlink_kbps=down,
+                                                            latency_ms=latency))
+        assert reservation_json_text(res) == json.dumps(reservation_to_json(res), separators=(",", ":"))
+
+
+def test_a_kept_request_part_is_never_another_components_tuples(req: Callable[..., AppSession]) -> None:
+    # Equal values but another components tuple (another game's): its own text, never the kept one's.
+    first = req(1)
+    other = dataclasses.replace(first, components=(MediaComponent(uplink_kbps=1, downlink_kbps=2, max_latency_ms=3),))
+    for request in (first, other, first, other):
+        res = reservation(request)
+        assert reservation_json_text(res) == json.dumps(reservation_to_json(res), separators=(",", ":"))
