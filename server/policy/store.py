@@ -29,6 +29,9 @@ _ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
 #: Rows one :meth:`SqliteReservationStore.write_many` statement writes, at most (8 parameters each: far below
 #: SQLite's limit on a statement's parameters); the distinct statements stay few for the statement cache.
 WRITE_MANY_MAX = 64
+#: The statement of each row count write_many takes, made once (the text was joined and hashed again for the
+#: statement cache on every call).
+_WRITE_MANY = [""] + [_WRITE_HEAD + ", ".join([_ROW] * n) for n in range(1, WRITE_MANY_MAX + 1)]
 _REMOVE = "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?"
 
 
@@ -70,7 +73,7 @@ class SqliteReservationStore:
         params: list[object] = []
         for reservation in reservations:
             params.extend(_row(reservation))
-        self._conn.execute(_WRITE_HEAD + ", ".join([_ROW] * len(reservations)), params)
+        self._conn.execute(_WRITE_MANY[len(reservations)], params)
 
     def remove(self, key: SessionKey) -> None:
         """Delete the row, inside the caller's transaction."""
