@@ -627,7 +627,13 @@ class PolicyServer:
             self._used.popitem(last=False)
 
     def _forget(self, now: float) -> None:
-        for table in (self._used, self._invites):
+        used, invites = self._used, self._invites
+        # The usual case, nothing to forget (each table's oldest entry live, the table within its bound), answered
+        # without the loop's steps (it runs for each side of every FINAL).
+        if ((not used or (len(used) <= USED_KEY_MAX and next(iter(used.values()))[1] > now))
+                and (not invites or (len(invites) <= USED_KEY_MAX and next(iter(invites.values()))[1] > now))):
+            return
+        for table in (used, invites):
             while table:
                 first = next(iter(table.values()))
                 if first[1] > now and len(table) <= USED_KEY_MAX:

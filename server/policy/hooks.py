@@ -196,8 +196,9 @@ class RegionPolicyHooks:
         self._player_vanished = player_vanished
         # (Call-ID, From-tag) -> (offer body, Content-Type, its terms or None, expiry on the node clock).
         self._offers: OrderedDict[tuple[str, str], _CachedOffer] = OrderedDict()
-        # (id(offer terms), id(answer terms), side) -> (offer terms, answer terms, what a request takes from them).
-        self._demands: dict[tuple[int, int, QosSide], tuple[SessionTerms, SessionTerms | None, DemandParts]] = {}
+        # (id(offer terms), id(answer terms), caller's side or not) -> (offer terms, answer terms, what a request
+        # takes from them). (A bool, not the side: an Enum's hash is a Python call, two per request.)
+        self._demands: dict[tuple[int, int, bool], tuple[SessionTerms, SessionTerms | None, DemandParts]] = {}
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -269,7 +270,7 @@ class RegionPolicyHooks:
         address = call.caller_address if caller else call.callee_address
         # The terms of a game's usual texts are shared values (quick_game_terms keeps them), so what the request
         # takes from them is kept too, by the terms' identity (held alive by the entry, so an id is never reused).
-        cache_key = (id(offer), id(answer), side)
+        cache_key = (id(offer), id(answer), caller)
         cached = self._demands.get(cache_key)
         if cached is not None and cached[0] is offer and cached[1] is answer:
             parts = cached[2]
