@@ -53,7 +53,7 @@ from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
-from server.splice import read_head, read_register
+from server.splice import read_ack, read_head, read_invite, read_register
 from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -427,6 +427,10 @@ class RegionalServer:
         start = data[:4]
         if start == b"REGI" and self.challenge_path and self._challenged_plainly(data, addr, now, out):
             return
+        if start == b"INVI" and self.challenge_path and self._invite_challenged_plainly(data, addr, now, out):
+            return
+        if start == b"ACK " and self.challenge_path and self.relay_path and self._ack_dropped_plainly(data, addr):
+            return
         if self.relay_path and (start in _RELAYED_STARTS or (start == b"SIP/" and (
                 data[8:9] == b"1" or data.find(b" INVITE\r\n") < 0))) and self._relayed_lazily(data, addr, now, out):
             return
@@ -478,6 +482,33 @@ class RegionalServer:
         stats.requests += 1
         stats.by_method["REGISTER"] = stats.by_method.get("REGISTER", 0) + 1
         self._send_uas_bytes(addr, key, answer, False, 0.0, [], now, out, len(data))
+        return True
+
+    def _invite_challenged_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
+        """The challenge path of an INVITE: a player's INVITE in the plain shape
+        :func:`server.splice.read_invite` reads (no credentials) challenged from its bytes, without a Message
+        (:meth:`ProxyCore.challenge_plain`). False, with nothing done, for everything else (a drain, a refused
+        transport, a peer's request, a retransmission of a transaction held here)."""
+        plain = read_invite(data)
+        if (plain is None or self.draining or self._transport_refused(addr)
+                or not self.proxy.challenge_plain(plain, addr, now, out, len(data), self.send_unverified)):
+            return False
+        stats = self.stats
+        stats.requests += 1
+        stats.by_method["INVITE"] = stats.by_method.get("INVITE", 0) + 1
+        return True
+
+    def _ack_dropped_plainly(self, data: bytes, addr: Address) -> bool:
+        """The ACK of a stateless 407 in the plain shape :func:`server.splice.read_ack` reads, dropped as the
+        relay path drops it (:meth:`ProxyCore.drop_plain_ack`), with the same counts. False, with nothing done,
+        for everything else (the relay path's or the full path's)."""
+        plain = read_ack(data)
+        if plain is None or not self.proxy.drop_plain_ack(plain[0], plain[1], plain[2], addr):
+            return False
+        stats = self.stats
+        stats.requests += 1
+        stats.relayed_lazily += 1
+        stats.by_method["ACK"] = stats.by_method.get("ACK", 0) + 1
         return True
 
     def _relayed_lazily(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:

@@ -36,7 +36,7 @@ from gamesdk.sip.message import Headers, Request, Response
 from gamesdk.sip.transaction import TimerHeap
 from gamesdk.sip.transaction_client import ClientNonInviteTransaction
 from gamesdk.sip.uri import SipUri, plain_name_addr_host_port
-from server.auth import Challenge, LoginFlow, answer_bytes_direct
+from server.auth import Challenge, LoginFlow, answer_bytes, answer_bytes_direct
 from server.config import TimerSettings
 from server.federation import FederationTable
 from server.hooks import CallInfo, InviteVerdict, NullPolicy, PolicyHooks, PolicyQuery
@@ -67,7 +67,7 @@ from server.proxy_responses import (  # the states and timers as globals: see th
     marked_via,
     trying_bytes,
 )
-from server.splice import Head, forward_request, request_uri, spliced
+from server.splice import Head, PlainInvite, forward_request, request_uri, spliced
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
@@ -457,6 +457,33 @@ class ProxyCore(TransactionSide):
         else:
             unverified(data, source, size, now, out, rej.delay_s)
 
+    def challenge_plain(self, plain: PlainInvite, source: Address, now: float, out: Out, size: int,
+                        unverified: Unverified) -> bool:
+        """The 407 of an INVITE read by the challenge path (:func:`server.splice.read_invite`: one Via, a sip:
+        Request-URI, Max-Forwards not 0, no Proxy-Require, Route, To tag or credentials), as
+        :meth:`handle_request` answers it: the same challenge and tag drawn in the same order, the same bytes,
+        sent the same way. False, with nothing done, for what the full path decides: a request from a peer
+        region, a retransmission of a transaction held here."""
+        if self.federation.authenticated_peer(source) is not None:
+            return False
+        via = plain.via
+        host, port = via.sent_by
+        key = (via.branch or "", host, str(port), "INVITE")  # _server_key's (the shape has a z9hG4bK branch)
+        if key in self.server_txs or key in self.ended_server:
+            return False
+        stats = self.stats
+        stats.requests += 1
+        challenge = self.login.challenge(True, now)  # before the tag, as handle_request draws them
+        stats.challenges += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("proxy: INVITE %s from %s:%d challenged", clip(plain.uri), *source)
+        data = answer_bytes(plain.items, via, source, 407, None, to_tag=self.ids.tag(), extra=challenge.headers)
+        if len(data) <= 3 * size and self._registered_uri(plain.from_uri, source, now):
+            out.append((data, source))
+        else:
+            unverified(data, source, size, now, out, 0.0)
+        return True
+
     def _registered_from(self, request: Request, source: Address, now: float) -> bool:
         """Whether the player the request names in From is registered from exactly ``source``: that address
         answered our challenge, so it is no spoofed victim, and its answers skip the per-IP limit of strangers
@@ -465,6 +492,10 @@ class ProxyCore(TransactionSide):
             uri = request.from_.uri
         except RemoteProtocolError:
             return False
+        return self._registered_uri(uri, source, now)
+
+    def _registered_uri(self, uri: SipUri, source: Address, now: float) -> bool:
+        """:meth:`_registered_from` of the From's URI ``uri``."""
         if not uri.user or not self.is_us(uri):
             return False
         return any(b.source == source for b in self.location.lookup(f"sip:{uri.user}@{self.domain}", now))
@@ -1023,15 +1054,11 @@ class ProxyCore(TransactionSide):
         key = (incoming, host, str(port), "INVITE")
         if key in self.server_txs or key in self.ended_server:
             return False  # the ACK of a final of ours (hop by hop): the transaction's
-        stats = self.stats
         call_id = head.call_id
         max_forwards = head.max_forwards
-        if max_forwards == 0 or call_id not in self._dialogs:
-            stats.requests += 1
-            stats.acks_dropped += 1
-            log.debug("proxy: ACK from %s:%d dropped: %s", source[0], source[1],
-                      "Max-Forwards 0" if max_forwards == 0 else "not within a call set up here")
+        if self._ack_dropped(call_id, max_forwards, source):
             return True
+        stats = self.stats
         if head.routes:
             return False
         uri = head.uri
@@ -1063,6 +1090,28 @@ class ProxyCore(TransactionSide):
         stats.requests += 1
         stats.stateless_acks += 1
         out.append((data, dest))
+        return True
+
+    def drop_plain_ack(self, via: Via, call_id: str, max_forwards: int | None, source: Address) -> bool:
+        """The ACK of a stateless challenge read by :func:`server.splice.read_ack` (its top Via, Call-ID and
+        Max-Forwards): dropped as :meth:`relay_ack` drops it. False, with nothing done, for an ACK of a final of
+        ours or one within a call set up here (the relay path's or the full path's)."""
+        host, port = via.sent_by
+        key = (via.branch or "", host, str(port), "INVITE")  # the shape has a z9hG4bK branch
+        if key in self.server_txs or key in self.ended_server:
+            return False
+        return self._ack_dropped(call_id, max_forwards, source)
+
+    def _ack_dropped(self, call_id: str, max_forwards: int | None, source: Address) -> bool:
+        """Drop (counted) an ACK that no transaction of ours absorbs when it cannot be relayed: Max-Forwards 0, or
+        not within a call set up here (the ACK of every stateless 407). False, with nothing done, otherwise."""
+        if max_forwards != 0 and call_id in self._dialogs:
+            return False
+        stats = self.stats
+        stats.requests += 1
+        stats.acks_dropped += 1
+        log.debug("proxy: ACK from %s:%d dropped: %s", source[0], source[1],
+                  "Max-Forwards 0" if max_forwards == 0 else "not within a call set up here")
         return True
 
     def _on_cancel(self, request: Request, source: Address, now: float, out: Out, size: int,

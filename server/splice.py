@@ -15,9 +15,11 @@ split or decoded.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Collection, Sequence
 from itertools import repeat
+from typing import cast
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN, is_digits
@@ -25,8 +27,8 @@ from gamesdk.sip.headers import CSeq, Via
 from gamesdk.sip.parser import known_via
 from gamesdk.sip.uri import SipUri
 
-__all__ = ["Head", "PlainRegister", "forward_request", "read_head", "read_register", "request_uri", "spliced",
-           "with_vias"]
+__all__ = ["Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_head", "read_invite", "read_register",
+           "request_uri", "spliced", "with_vias"]
 
 _VIA_NAMES = (b"via", b"v")
 
@@ -449,13 +451,67 @@ _REGISTER_START = re.compile(rf"REGISTER (sip:(?:[A-Za-z0-9._~-]+@)?{_ADDR}) SIP
 _REGISTER_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-length"))
 
 
-#: Lines of that shape already read, by their text: (key, name, value, the To's URI). Most repeat from login to
-#: login (Max-Forwards, To, Contact, Expires, CSeq, Content-Length); bounded (they come from the network).
-_REGISTER_KNOWN: dict[str, tuple[str, str, str, str]] = {}
+#: Lines of that shape already read, by their text: the field (key, name, value) each gave. Most repeat from login
+#: to login (Max-Forwards, To, Contact, Expires, CSeq, Content-Length); bounded (they come from the network).
+_REGISTER_KNOWN: dict[str, tuple[str, str, str]] = {}
 #: Start lines of that shape already read, to their Request-URI (a region's few), bounded.
 _REGISTER_URIS: dict[str, SipUri] = {}
 #: Lines new in nearly every REGISTER (a new branch, tag and Call-ID per login): not kept.
 _REGISTER_UNIQUE = frozenset(("via", "from", "call-id"))
+
+_Shapes = dict[str, tuple[str, re.Pattern[str]]]
+_Field = tuple[str, str, str]
+_key_of = operator.itemgetter(0)
+
+
+def _remember(known: dict[str, _Field], line: str, field: _Field) -> None:
+    if len(line) <= _MEMO_ENTRY:
+        if len(known) >= _MEMO_MAX:
+            known.clear()
+        known[line] = field
+
+
+def _read_lines(lines: list[str], shapes: _Shapes, known: dict[str, _Field],
+                unique: frozenset[str]) -> tuple[list[_Field], dict[str, _Field], Via | None] | None:
+    """The header lines ``lines`` (the start line left out) read by ``shapes`` (each header once, by its name as
+    written): (the fields as the parser gives them (key, name, value), the same by key, the top Via when a Via
+    line was read here rather than met in ``known``), or None when a line is not of the shape or a header
+    comes twice. Lines of a key not in ``unique`` are kept in ``known``. Most lines are in ``known``: they are
+    looked up all at once, and only the others are read one by one (a loop over every line cost more than the
+    expressions of the new ones)."""
+    looked_up: list[_Field | None] = list(map(known.get, lines))
+    via: Via | None = None
+    at = -1
+    for _ in range(looked_up.count(None)):
+        at = looked_up.index(None, at + 1)
+        line = lines[at]
+        name, sep, value = line.partition(": ")
+        shape = shapes.get(name)
+        if shape is None or not sep:
+            return None
+        key, pattern = shape
+        match = pattern.fullmatch(value)
+        if match is None or (key == "max-forwards" and int(value) > 255):
+            return None
+        field = (key, name, value)
+        looked_up[at] = field
+        if key == "via":
+            host, port, branch, rport = match.groups()
+            via = _new_tuple(Via, ("UDP", host, None if port is None else int(port),
+                                   (("branch", branch), ("rport", None)) if rport else (("branch", branch),),
+                                   "SIP/2.0"))
+        elif key not in unique:
+            _remember(known, line, field)
+    fields = cast("list[_Field]", looked_up)
+    by_key = dict(zip(map(_key_of, fields), fields))
+    if len(by_key) != len(fields):
+        return None
+    return fields, by_key, via
+
+
+def _uri_in(value: str) -> str:
+    """The URI between ``<`` and ``>`` of a From or To value of the shapes here (no ``<`` or ``>`` before it)."""
+    return value[value.find("<") + 1:value.find(">")]
 
 
 class PlainRegister:
@@ -488,46 +544,168 @@ def read_register(data: bytes) -> PlainRegister | None:
             if len(_REGISTER_URIS) >= _MEMO_MAX:
                 _REGISTER_URIS.clear()
             _REGISTER_URIS[first] = ruri
-    shapes = _REGISTER_LINES
-    items: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    via: Via | None = None
-    to_text = ""
-    known = _REGISTER_KNOWN
-    for line in lines[1:]:
-        hit = known.get(line)
-        if hit is not None:
-            key = hit[0]
-            if key in seen:
-                return None
-            seen.add(key)
-            items.append(hit[:3])
-            if key == "to":
-                to_text = hit[3]
-            continue
-        name, sep, value = line.partition(": ")
-        shape = shapes.get(name)
-        if shape is None or not sep:
-            return None
-        key, pattern = shape
-        match = pattern.fullmatch(value)
-        if match is None or key in seen:
-            return None
-        if key == "max-forwards" and int(value) > 255:
-            return None
-        seen.add(key)
-        items.append((key, name, value))
-        if key not in _REGISTER_UNIQUE and len(line) <= _MEMO_ENTRY:
-            if len(known) >= _MEMO_MAX:
-                known.clear()
-            known[line] = (key, name, value, match.group(1) if key == "to" else "")
-        if key == "via":
-            host, port, branch, rport = match.groups()
-            via = _new_tuple(Via, ("UDP", host, None if port is None else int(port),
-                                   (("branch", branch), ("rport", None)) if rport else (("branch", branch),),
-                                   "SIP/2.0"))
-        elif key == "to":
-            to_text = match.group(1)
-    if via is None or not seen.issuperset(_REGISTER_NEEDS):
+    del lines[0]
+    read = _read_lines(lines, _REGISTER_LINES, _REGISTER_KNOWN, _REGISTER_UNIQUE)
+    if read is None:
         return None
-    return PlainRegister(items, via, ruri, request_uri(to_text))
+    fields, by_key, via = read
+    if via is None or not by_key.keys() >= _REGISTER_NEEDS:
+        return None
+    return PlainRegister(fields, via, ruri, request_uri(_uri_in(by_key["to"][2])))
+
+
+# -- the INVITE's challenge ---------------------------------------------------------------------------------------
+#
+# A player's INVITE without credentials gets a stateless 407 that copies its Via, From, To, Call-ID and CSeq; the
+# proxy reads nothing else of it before authentication but that it is a sip: URI, its Max-Forwards is not 0, it
+# has one Via, no Proxy-Require, no Route and no To tag, and whom the From names (the 407 skips the per-source
+# limit of strangers for a player registered from the source). SIPp's and the SDK's INVITE have one shape: the
+# REGISTER's lines (From and To with a quoted display name or none), a Contact, a few header fields the proxy
+# never reads before forwarding (Allow, Supported, Accept, User-Agent, Subject, Content-Type: printable text, each
+# once) and a body framed by Content-Length. Read from the bytes the same way; anything else is None and takes the
+# full path.
+
+_DISPLAY = r'(?:"[A-Za-z0-9._~-]+" )?'
+#: Printable ASCII without whitespace at either end: a value the parser keeps as it is and never reads here.
+_TEXT = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+_INVITE_LINES: _Shapes = {
+    "Via": _REGISTER_LINES["Via"],
+    "Max-Forwards": ("max-forwards", re.compile(r"[1-9][0-9]{0,2}")),  # 0 is the proxy's 483
+    "From": ("from", re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>;tag={TOKEN}")),
+    "To": ("to", re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>")),
+    "Call-ID": _REGISTER_LINES["Call-ID"],
+    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} INVITE")),
+    "Contact": ("contact", re.compile(rf"<{_PLAYER_URI}(?:;transport=(?:udp|tcp|tls|UDP|TCP|TLS))?>")),
+    "Content-Length": ("content-length", re.compile(r"[0-9]{1,5}")),
+    "Allow": ("allow", _TEXT),
+    "Supported": ("supported", _TEXT),
+    "Accept": ("accept", _TEXT),
+    "User-Agent": ("user-agent", _TEXT),
+    "Subject": ("subject", _TEXT),
+    "Content-Type": ("content-type", _TEXT),
+}
+_INVITE_START = re.compile(rf"INVITE (sip:[A-Za-z0-9._~-]+@{_ADDR}) SIP/2\.0")
+_INVITE_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-length"))
+_INVITE_KNOWN: dict[str, _Field] = {}
+#: Start lines of that shape already read, to their Request-URI's text, bounded.
+_INVITE_URIS: dict[str, str] = {}
+_INVITE_UNIQUE = frozenset(("via", "from", "call-id"))
+
+
+class PlainInvite:
+    """What the challenge path reads of an INVITE (:func:`read_invite`)."""
+
+    __slots__ = ("from_uri", "items", "uri", "via")
+
+    def __init__(self, items: list[tuple[str, str, str]], via: Via, uri: str, from_uri: SipUri) -> None:
+        #: Its header fields as the parser gives them (key, name, value), in order.
+        self.items = items
+        self.via = via
+        #: The Request-URI's text, and the URI the From names.
+        self.uri = uri
+        self.from_uri = from_uri
+
+
+def read_invite(data: bytes) -> PlainInvite | None:
+    """The INVITE of ``data`` when it has the plain shape above (its body whole), else None."""
+    end = data.find(b"\r\n\r\n")
+    if end <= 0 or data.find(b"Proxy-Authorization", 0, end) >= 0:
+        return None  # (credentials: the call's second INVITE, found before any line is read)
+    head = data[:end]
+    if not head.isascii():
+        return None
+    lines = head.decode("ascii").split("\r\n")
+    first = lines[0]
+    uri = _INVITE_URIS.get(first)
+    if uri is None:
+        start = _INVITE_START.fullmatch(first)
+        if start is None:
+            return None
+        uri = start.group(1)
+        if len(first) <= _MEMO_ENTRY:
+            if len(_INVITE_URIS) >= _MEMO_MAX:
+                _INVITE_URIS.clear()
+            _INVITE_URIS[first] = uri
+    del lines[0]
+    read = _read_lines(lines, _INVITE_LINES, _INVITE_KNOWN, _INVITE_UNIQUE)
+    if read is None:
+        return None
+    fields, by_key, via = read
+    if (via is None or not by_key.keys() >= _INVITE_NEEDS
+            or end + 4 + int(by_key["content-length"][2]) > len(data)):
+        return None
+    # The ACK of its 407 repeats its Via, From and Call-ID lines (read_ack): valid there as they are here.
+    via_field = by_key["via"]
+    from_field = by_key["from"]
+    call_id_field = by_key["call-id"]
+    ack_known = _ACK_KNOWN
+    if len(ack_known) >= _MEMO_MAX - 3:
+        ack_known.clear()
+    ack_known[f"Via: {via_field[2]}"] = via_field
+    ack_known[f"From: {from_field[2]}"] = from_field
+    ack_known[f"Call-ID: {call_id_field[2]}"] = call_id_field
+    if len(_ACK_VIAS) >= _MEMO_MAX:
+        _ACK_VIAS.clear()
+    _ACK_VIAS[via_field[2]] = via
+    return PlainInvite(fields, via, uri, request_uri(_uri_in(from_field[2])))
+
+
+# -- the ACK of a challenge ---------------------------------------------------------------------------------------
+#
+# The ACK of every stateless 407 reaches the proxy, which drops it: no transaction of ours has its branch, and its
+# call was not set up here. The relay path (read_head, ProxyCore.relay_ack) reads its whole head to find that out.
+# The ACK of a 407 the challenge path sent repeats the INVITE's Via, From and Call-ID lines, which read_invite
+# notes here: an ACK whose Via is one of those, with the 407's To, CSeq n ACK, Content-Length: 0 and Max-Forwards
+# (names as written, printable values, each once: a subset of what read_head takes) is read without reading its
+# Via or From again. Anything else (the ACK of a 2xx, with a Via of its own, first of all) is None and goes the
+# relay path's way.
+
+_ACK_LINES: _Shapes = {
+    "Max-Forwards": _REGISTER_LINES["Max-Forwards"],
+    "From": ("from", _TEXT),
+    "To": ("to", _TEXT),
+    "Call-ID": _REGISTER_LINES["Call-ID"],
+    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} ACK")),
+    "Content-Length": _REGISTER_LINES["Content-Length"],
+}
+_ACK_START = re.compile(r"ACK [!-~]+ SIP/2\.0")
+_ACK_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-length"))
+#: Lines of that shape met before, and the Via, From and Call-ID lines of the INVITEs read_invite read, by their
+#: text; the Vias of those by their value. Each bounded.
+_ACK_KNOWN: dict[str, _Field] = {}
+_ACK_VIAS: dict[str, Via] = {}
+#: Start lines of that shape already met (the Request-URIs of a region's players), bounded.
+_ACK_STARTS: set[str] = set()
+_ACK_UNIQUE = frozenset(("from", "to", "call-id"))
+
+
+def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
+    """The top Via, Call-ID and Max-Forwards (None when absent) of the ACK of ``data`` when it has the plain
+    shape above, else None."""
+    end = data.find(b"\r\n\r\n")
+    if end <= 0:
+        return None
+    head = data[:end]
+    if not head.isascii():
+        return None
+    lines = head.decode("ascii").split("\r\n")
+    first = lines[0]
+    if first not in _ACK_STARTS:
+        if _ACK_START.fullmatch(first) is None:
+            return None
+        if len(first) <= _MEMO_ENTRY:
+            if len(_ACK_STARTS) >= _MEMO_MAX:
+                _ACK_STARTS.clear()
+            _ACK_STARTS.add(first)
+    del lines[0]
+    read = _read_lines(lines, _ACK_LINES, _ACK_KNOWN, _ACK_UNIQUE)
+    if read is None:
+        return None
+    by_key = read[1]
+    if not by_key.keys() >= _ACK_NEEDS:
+        return None
+    via = _ACK_VIAS.get(by_key["via"][2])
+    if via is None:
+        return None
+    max_forwards = by_key.get("max-forwards")
+    return via, by_key["call-id"][2], None if max_forwards is None else int(max_forwards[2])
