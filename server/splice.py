@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Collection, Sequence
-from itertools import repeat
+from collections.abc import Callable, Collection, Sequence
+from itertools import compress, repeat
+from operator import not_
 from typing import cast
 
 from gamesdk.errors import RemoteProtocolError
@@ -433,18 +434,56 @@ _HOST = (rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}"
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _ADDR = rf"{_HOST}(?::{_PORT})?"
 _PLAYER_URI = rf"sip:[A-Za-z0-9._~-]+@{_ADDR}"
-#: The value of each header the shape allows (names as written, long forms only), by name: (key, expression).
-_REGISTER_LINES: dict[str, tuple[str, re.Pattern[str]]] = {
-    "Via": ("via", re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?;branch=(z9hG4bK{TOKEN})(;rport)?")),
-    "Max-Forwards": ("max-forwards", re.compile(r"[0-9]{1,3}")),
-    "From": ("from", re.compile(rf"<{_PLAYER_URI}>;tag={TOKEN}")),
-    "To": ("to", re.compile(rf"<({_PLAYER_URI})>")),
-    "Call-ID": ("call-id", re.compile(r"[A-Za-z0-9.!%*_+~-]+(?:@[A-Za-z0-9.!%*_+~-]+)?")),
-    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} REGISTER")),
+#: The Via of the shape: what ``_VIA`` reads, read by :func:`_via_of`.
+_VIA = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?;branch=(z9hG4bK{TOKEN})(;rport)?")
+_SENT_BY = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?")
+_BRANCH = re.compile(rf"z9hG4bK{TOKEN}")
+#: Sent-by parts (``SIP/2.0/UDP host:port``) of that shape already read, to (host, port): a player's come back
+#: in each of its requests, its branch is new in each. Bounded.
+_SENT_BYS: dict[str, tuple[str, int | None]] = {}
+
+
+def _via_of(value: str) -> Via | None:
+    """The Via of ``value`` when ``_VIA`` matches it (else None): the sent-by part remembered, the branch (no
+    ";" in a token, none in a host or port) checked alone."""
+    sent_by, sep, rest = value.partition(";branch=")
+    if not sep:
+        return None
+    hit = _SENT_BYS.get(sent_by)
+    if hit is None:
+        match = _SENT_BY.fullmatch(sent_by)
+        if match is None:
+            return None
+        host, port = match.groups()
+        hit = (host, None if port is None else int(port))
+        if len(sent_by) <= _MEMO_ENTRY:
+            if len(_SENT_BYS) >= _MEMO_MAX:
+                _SENT_BYS.clear()
+            _SENT_BYS[sent_by] = hit
+    rport = rest.endswith(";rport")
+    branch = rest[:-6] if rport else rest
+    if _BRANCH.fullmatch(branch) is None:
+        return None
+    return _new_tuple(Via, ("UDP", hit[0], hit[1], (("branch", branch), ("rport", None)) if rport
+                            else (("branch", branch),), "SIP/2.0"))
+
+
+#: What a header value must be: an expression's fullmatch, or a reader of it; either gives None when it does not
+#: fit (a reader gives what it read).
+_Check = Callable[[str], object]
+_Shapes = dict[str, tuple[str, _Check]]
+#: The value of each header the shape allows (names as written, long forms only), by name: (key, check).
+_REGISTER_LINES: _Shapes = {
+    "Via": ("via", _via_of),
+    "Max-Forwards": ("max-forwards", re.compile(r"[0-9]{1,3}").fullmatch),
+    "From": ("from", re.compile(rf"<{_PLAYER_URI}>;tag={TOKEN}").fullmatch),
+    "To": ("to", re.compile(rf"<({_PLAYER_URI})>").fullmatch),
+    "Call-ID": ("call-id", re.compile(r"[A-Za-z0-9.!%*_+~-]+(?:@[A-Za-z0-9.!%*_+~-]+)?").fullmatch),
+    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} REGISTER").fullmatch),
     "Contact": ("contact", re.compile(rf"<{_PLAYER_URI}(?:;transport=(?:udp|tcp|tls|UDP|TCP|TLS))?>"
-                                      r"(?:;expires=[0-9]{1,9})?")),
-    "Expires": ("expires", re.compile(r"[0-9]{1,9}")),
-    "Content-Length": ("content-length", re.compile("0")),
+                                      r"(?:;expires=[0-9]{1,9})?").fullmatch),
+    "Expires": ("expires", re.compile(r"[0-9]{1,9}").fullmatch),
+    "Content-Length": ("content-length", re.compile("0").fullmatch),
 }
 _REGISTER_START = re.compile(rf"REGISTER (sip:(?:[A-Za-z0-9._~-]+@)?{_ADDR}) SIP/2\.0")
 #: The headers the shape needs (the full check's required ones, Content-Length for the empty body).
@@ -459,7 +498,6 @@ _REGISTER_URIS: dict[str, SipUri] = {}
 #: Lines new in nearly every REGISTER (a new branch, tag and Call-ID per login): not kept.
 _REGISTER_UNIQUE = frozenset(("via", "from", "call-id"))
 
-_Shapes = dict[str, tuple[str, re.Pattern[str]]]
 _Field = tuple[str, str, str]
 _key_of = operator.itemgetter(0)
 
@@ -481,25 +519,20 @@ def _read_lines(lines: list[str], shapes: _Shapes, known: dict[str, _Field],
     expressions of the new ones)."""
     looked_up: list[_Field | None] = list(map(known.get, lines))
     via: Via | None = None
-    at = -1
-    for _ in range(looked_up.count(None)):
-        at = looked_up.index(None, at + 1)
+    for at in compress(range(len(lines)), map(not_, looked_up)):
         line = lines[at]
         name, sep, value = line.partition(": ")
         shape = shapes.get(name)
         if shape is None or not sep:
             return None
-        key, pattern = shape
-        match = pattern.fullmatch(value)
-        if match is None or (key == "max-forwards" and int(value) > 255):
+        key, check = shape
+        read = check(value)
+        if read is None or (key == "max-forwards" and int(value) > 255):
             return None
         field = (key, name, value)
         looked_up[at] = field
         if key == "via":
-            host, port, branch, rport = match.groups()
-            via = _new_tuple(Via, ("UDP", host, None if port is None else int(port),
-                                   (("branch", branch), ("rport", None)) if rport else (("branch", branch),),
-                                   "SIP/2.0"))
+            via = cast(Via, read)
         elif key not in unique:
             _remember(known, line, field)
     fields = cast("list[_Field]", looked_up)
@@ -568,21 +601,45 @@ def read_register(data: bytes) -> PlainRegister | None:
 _DISPLAY = r'(?:"[A-Za-z0-9._~-]+" )?'
 #: Printable ASCII without whitespace at either end: a value the parser keeps as it is and never reads here.
 _TEXT = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+#: The INVITE's From: what ``_FROM`` takes, read by :func:`_from_of`.
+_FROM = re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>;tag={TOKEN}")
+_FROM_PREFIX = re.compile(rf"{_DISPLAY}<{_PLAYER_URI}")
+_TOKEN_ONLY = re.compile(TOKEN)
+#: The parts before ">;tag=" of such Froms already read (a player's, in each of its calls; the tag is new).
+_FROM_PREFIXES: set[str] = set()
+
+
+def _from_of(value: str) -> str | None:
+    """``value`` when ``_FROM`` matches it (else None): the part before the tag remembered (no ">" in a display
+    name or URI of the shape: the first ">;tag=" ends the URI), the tag checked alone."""
+    prefix, sep, tag = value.partition(">;tag=")
+    if not sep or _TOKEN_ONLY.fullmatch(tag) is None:
+        return None
+    if prefix not in _FROM_PREFIXES:
+        if _FROM_PREFIX.fullmatch(prefix) is None:
+            return None
+        if len(prefix) <= _MEMO_ENTRY:
+            if len(_FROM_PREFIXES) >= _MEMO_MAX:
+                _FROM_PREFIXES.clear()
+            _FROM_PREFIXES.add(prefix)
+    return value
+
+
 _INVITE_LINES: _Shapes = {
     "Via": _REGISTER_LINES["Via"],
-    "Max-Forwards": ("max-forwards", re.compile(r"[1-9][0-9]{0,2}")),  # 0 is the proxy's 483
-    "From": ("from", re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>;tag={TOKEN}")),
-    "To": ("to", re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>")),
+    "Max-Forwards": ("max-forwards", re.compile(r"[1-9][0-9]{0,2}").fullmatch),  # 0 is the proxy's 483
+    "From": ("from", _from_of),
+    "To": ("to", re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>").fullmatch),
     "Call-ID": _REGISTER_LINES["Call-ID"],
-    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} INVITE")),
-    "Contact": ("contact", re.compile(rf"<{_PLAYER_URI}(?:;transport=(?:udp|tcp|tls|UDP|TCP|TLS))?>")),
-    "Content-Length": ("content-length", re.compile(r"[0-9]{1,5}")),
-    "Allow": ("allow", _TEXT),
-    "Supported": ("supported", _TEXT),
-    "Accept": ("accept", _TEXT),
-    "User-Agent": ("user-agent", _TEXT),
-    "Subject": ("subject", _TEXT),
-    "Content-Type": ("content-type", _TEXT),
+    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} INVITE").fullmatch),
+    "Contact": ("contact", re.compile(rf"<{_PLAYER_URI}(?:;transport=(?:udp|tcp|tls|UDP|TCP|TLS))?>").fullmatch),
+    "Content-Length": ("content-length", re.compile(r"[0-9]{1,5}").fullmatch),
+    "Allow": ("allow", _TEXT.fullmatch),
+    "Supported": ("supported", _TEXT.fullmatch),
+    "Accept": ("accept", _TEXT.fullmatch),
+    "User-Agent": ("user-agent", _TEXT.fullmatch),
+    "Subject": ("subject", _TEXT.fullmatch),
+    "Content-Type": ("content-type", _TEXT.fullmatch),
 }
 _INVITE_START = re.compile(rf"INVITE (sip:[A-Za-z0-9._~-]+@{_ADDR}) SIP/2\.0")
 _INVITE_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-length"))
@@ -662,10 +719,10 @@ def read_invite(data: bytes) -> PlainInvite | None:
 
 _ACK_LINES: _Shapes = {
     "Max-Forwards": _REGISTER_LINES["Max-Forwards"],
-    "From": ("from", _TEXT),
-    "To": ("to", _TEXT),
+    "From": ("from", _TEXT.fullmatch),
+    "To": ("to", _TEXT.fullmatch),
     "Call-ID": _REGISTER_LINES["Call-ID"],
-    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} ACK")),
+    "CSeq": ("cseq", re.compile(r"[0-9]{1,9} ACK").fullmatch),
     "Content-Length": _REGISTER_LINES["Content-Length"],
 }
 _ACK_START = re.compile(r"ACK [!-~]+ SIP/2\.0")

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from server_kit import TestUA, make_node
 
 from gamesdk.address import Address
+from gamesdk.sip.headers import Via
 from gamesdk.sip.message import Response
 from gamesdk.sip.parser import parse_message_untrusted
+from server import splice
 from server.node import RegionalServer
 from server.proxy import DialogParties
 from server.splice import read_ack, read_invite
@@ -388,3 +390,27 @@ def test_the_ack_of_sipps_challenge_is_read_from_its_bytes(tmp_path: Path) -> No
     assert fast.proxy.stats.acks_dropped == 1 and fast.stats.relayed_lazily == 1
     assert read_ack(ack.replace(b"Call-ID:", b"i:")) is None
     assert read_ack(ack.replace(b"Content-Length: 0", b"Content-Length: 1")) is None
+
+
+_VIA_PARTS = st.sampled_from(["SIP/2.0/UDP ", "SIP/2.0/TCP ", "", "10.0.0.8", "player.example.com", "[::1]", ":5099",
+                              ":0", ":65536", ";branch=", "z9hG4bK", "-1.x", ";rport", ";rport=5", ";", ">", " ", "a b"])
+_FROM_PARTS = st.sampled_from(['"alice" ', '"a b" ', "<", "sip:", "alice", "@", DOMAIN, "10.0.0.8", ":5060", ">",
+                               ";tag=", "x1", ">;tag=", ";tag=a>;tag=b", " ", "", "\u00e9"])
+
+
+@given(st.lists(_VIA_PARTS, max_size=8).map("".join), st.lists(_FROM_PARTS, max_size=8).map("".join))
+def test_the_via_and_from_readers_take_what_their_expressions_take(via: str, from_: str) -> None:
+    """_via_of and _from_of (a part remembered, the rest checked alone) against the expressions they stand for."""
+    via = "SIP/2.0/UDP 10.0.0.8:5099;branch=z9hG4bK" + via if via.startswith("-") else via
+    for value in (via, "SIP/2.0/UDP 10.0.0.8:5099;branch=z9hG4bK1" + via):
+        match = splice._VIA.fullmatch(value)
+        read = splice._via_of(value)
+        if match is None:
+            assert read is None
+        else:
+            host, port, branch, rport = match.groups()
+            assert read == Via("UDP", host, None if port is None else int(port),
+                               (("branch", branch), ("rport", None)) if rport else (("branch", branch),))
+            assert read == Via.parse(value)
+    for value in (from_, f'"alice" <sip:alice@{DOMAIN}>;tag=' + from_):
+        assert (splice._from_of(value) is None) == (splice._FROM.fullmatch(value) is None)
