@@ -703,7 +703,7 @@ def read_invite(data: bytes) -> PlainInvite | None:
     ack_known[f"Call-ID: {call_id_field[2]}"] = call_id_field
     if len(_ACK_VIAS) >= _MEMO_MAX:
         _ACK_VIAS.clear()
-    _ACK_VIAS[via_field[2]] = via
+    _ACK_VIAS[via_field[2].encode()] = via
     return PlainInvite(fields, via, uri, request_uri(_uri_in(from_field[2])))
 
 
@@ -730,7 +730,7 @@ _ACK_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-length"
 #: Lines of that shape met before, and the Via, From and Call-ID lines of the INVITEs read_invite read, by their
 #: text; the Vias of those by their value. Each bounded.
 _ACK_KNOWN: dict[str, _Field] = {}
-_ACK_VIAS: dict[str, Via] = {}
+_ACK_VIAS: dict[bytes, Via] = {}
 #: Start lines of that shape already met (the Request-URIs of a region's players), bounded.
 _ACK_STARTS: set[str] = set()
 _ACK_UNIQUE = frozenset(("from", "to", "call-id"))
@@ -741,6 +741,14 @@ def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
     shape above, else None."""
     end = data.find(b"\r\n\r\n")
     if end <= 0:
+        return None
+    # The first Via line must be one read_invite noted (the ACK of a 2xx, with a Via of its own, stops here).
+    at = data.find(b"\r\nVia: ", 0, end)
+    if at < 0:
+        return None
+    via_value = data[at + 7:data.find(b"\r\n", at + 7, end + 2)]
+    via = _ACK_VIAS.get(via_value)
+    if via is None:
         return None
     head = data[:end]
     if not head.isascii():
@@ -759,10 +767,7 @@ def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
     if read is None:
         return None
     by_key = read[1]
-    if not by_key.keys() >= _ACK_NEEDS:
-        return None
-    via = _ACK_VIAS.get(by_key["via"][2])
-    if via is None:
+    if not by_key.keys() >= _ACK_NEEDS or by_key["via"][2] != via_value.decode("ascii"):
         return None
     max_forwards = by_key.get("max-forwards")
     return via, by_key["call-id"][2], None if max_forwards is None else int(max_forwards[2])
