@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from head_variants import varied_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_kit import make_node
@@ -101,34 +102,8 @@ def registers(draw: st.DrawFn) -> bytes:
         "Expires": pick("Expires", "3600", _NUMBERS),
         "Content-Length": pick("Content-Length", "0", ["00", "1", "x", ""]),
     }
-    lines = [f"REGISTER {ruri} SIP/2.0"]
-    order = list(values)
-    if "order" in varied:
-        order = draw(st.permutations(order))
-    dropped = draw(st.sampled_from(order)) if "drop" in varied else ""
-    twice = draw(st.sampled_from(order)) if "twice" in varied else ""
-    renamed = draw(st.sampled_from(order)) if "name" in varied else ""
-    spaced = draw(st.sampled_from(order)) if "sep" in varied else ""
-    cased = draw(st.sampled_from(order)) if "case" in varied else ""
-    for key in order:
-        if key == dropped:
-            continue
-        name = draw(st.sampled_from(_NAMES[key])) if key == renamed else key
-        sep = draw(st.sampled_from([":", " : ", ":  ", ": \t", ":\t"])) if key == spaced else ": "
-        value = values[key]
-        if key == cased:
-            value = draw(st.sampled_from([value + " ", value + "\t", value.upper(), value.lower()]))
-        lines.append(f"{name}{sep}{value}")
-        if key == twice:
-            lines.append(f"{name}{sep}{value}")
-    if "extra" in varied:
-        lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(_EXTRA)))
     body = draw(st.sampled_from(["x", "\r\n", "\r\n\r\n"])) if "body" in varied else ""
-    end = "\n" if "end" in varied else "\r\n"
-    text = end.join(lines) + end + end + body
-    if "utf8" in varied:
-        text = text.replace("alice", "al\u00efce")
-    return text.encode()
+    return varied_head(draw, varied, f"REGISTER {ruri} SIP/2.0", values, _NAMES, _EXTRA, body).encode()
 
 
 def _nodes(tmp: Path) -> tuple[RegionalServer, RegionalServer]:

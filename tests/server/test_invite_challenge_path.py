@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from head_variants import varied_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_kit import TestUA, make_node
@@ -107,32 +108,8 @@ def invites(draw: st.DrawFn) -> bytes:
         "Content-Length": pick("Content-Length", str(length), [str(length + 1), str(max(length - 1, 0)), "x", "",
                                                                "0" + str(length), "123456"]),
     }
-    lines = [f"INVITE {pick('ruri', _RURIS[0], _RURIS)} SIP/2.0"]
-    order = list(values)
-    if "order" in varied:
-        order = draw(st.permutations(order))
-    dropped = draw(st.sampled_from(order)) if "drop" in varied else ""
-    twice = draw(st.sampled_from(order)) if "twice" in varied else ""
-    renamed = draw(st.sampled_from(order)) if "name" in varied else ""
-    spaced = draw(st.sampled_from(order)) if "sep" in varied else ""
-    cased = draw(st.sampled_from(order)) if "case" in varied else ""
-    for key in order:
-        if key == dropped:
-            continue
-        name = draw(st.sampled_from(_NAMES[key])) if key == renamed else key
-        sep = draw(st.sampled_from([":", " : ", ":  ", ": \t", ":\t"])) if key == spaced else ": "
-        value = values[key]
-        if key == cased:
-            value = draw(st.sampled_from([value + " ", value + "\t", value.upper(), value.lower()]))
-        lines.append(f"{name}{sep}{value}")
-        if key == twice:
-            lines.append(f"{name}{sep}{value}")
-    if "extra" in varied:
-        lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(_EXTRA)))
-    end = "\n" if "end" in varied else "\r\n"
-    text = end.join(lines) + end + end + body
-    if "utf8" in varied:
-        text = text.replace("alice", "al\u00efce")
+    text = varied_head(draw, varied, f"INVITE {pick('ruri', _RURIS[0], _RURIS)} SIP/2.0", values, _NAMES, _EXTRA,
+                       body)
     if "lead" in varied:
         text = "\r\n" + text
     return text.encode()
@@ -308,33 +285,8 @@ def acks(draw: st.DrawFn, branch: str, call_id: str, to: str, seq: int) -> bytes
         "Content-Length": pick("Content-Length", "0", ["1", "x", "", "00", "5"]),
     }
     ruri = pick("ruri", f"sip:bob@{DOMAIN}", ["sip:bob@127.0.0.1:5062", "tel:1", "sip:bob@x y", "*", ""])
-    lines = [f"ACK {ruri} SIP/2.0"]
-    order = list(values)
-    if "order" in varied:
-        order = draw(st.permutations(order))
-    dropped = draw(st.sampled_from(order)) if "drop" in varied else ""
-    twice = draw(st.sampled_from(order)) if "twice" in varied else ""
-    renamed = draw(st.sampled_from(order)) if "name" in varied else ""
-    spaced = draw(st.sampled_from(order)) if "sep" in varied else ""
-    cased = draw(st.sampled_from(order)) if "case" in varied else ""
-    for key in order:
-        if key == dropped:
-            continue
-        name = draw(st.sampled_from(_ACK_NAMES[key])) if key == renamed else key
-        sep = draw(st.sampled_from([":", " : ", ":  ", ":\t"])) if key == spaced else ": "
-        value = values[key]
-        if key == cased:
-            value = draw(st.sampled_from([value + " ", value.upper(), value.lower()]))
-        lines.append(f"{name}{sep}{value}")
-        if key == twice:
-            lines.append(f"{name}{sep}{value}")
-    if "extra" in varied:
-        lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(_ACK_EXTRA)))
-    end = "\n" if "end" in varied else "\r\n"
-    text = end.join(lines) + end + end + (draw(st.sampled_from(["x", "\r\n", "hello"])) if "body" in varied else "")
-    if "utf8" in varied:
-        text = text.replace("alice", "al\u00efce")
-    return text.encode()
+    body = draw(st.sampled_from(["x", "\r\n", "hello"])) if "body" in varied else ""
+    return varied_head(draw, varied, f"ACK {ruri} SIP/2.0", values, _ACK_NAMES, _ACK_EXTRA, body).encode()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
