@@ -699,7 +699,7 @@ class ProxyCore(TransactionSide):
             vias = [our_via, marked_via(via, line, source)]
         else:
             vias = [our_via, line]
-        start = None if uri == head.uri else f"{head.method} {uri} SIP/2.0"
+        start = None if uri == head.uri else f"{head.method} {uri} SIP/2.0".encode()
         return spliced(head, start, vias, not hide, 69 if max_forwards is None else max_forwards - 1)
 
     @staticmethod
@@ -974,8 +974,7 @@ class ProxyCore(TransactionSide):
         non-INVITE gets no 408, RFC 4320, and no CANCEL applies). False, with nothing changed, for what the
         full path decides: every refusal (which copies the request into an answer), a Route, Proxy-Require or
         several Vias to read, a request from a peer region, a head splicing does not handle."""
-        to = head.to  # (To and From are stripped when read: each read once)
-        if head.routes or head.proxy_require or len(head.via_lines) != 1 or not _has_tag(to):
+        if head.routes or head.proxy_require or len(head.via_lines) != 1 or not _has_tag(head.to):
             return False
         try:
             via = head.top_via()
@@ -1020,8 +1019,7 @@ class ProxyCore(TransactionSide):
             dest, uri, routes = target.dest, target.uri, target.routes
         if routes or not self._may_relay(source, dest, head.call_id, now):
             return False  # a player's Path to put on (or a refusal): the full path's
-        from_ = head.from_
-        loop_hash = _loop_hash_of(head.uri, from_, to, head.call_id, head.cseq_text)
+        loop_hash = _loop_hash_of(head.uri, head.from_, head.to, head.call_id, head.cseq_text)
         rport = via.rport  # (a scan of the Via's parameters: read once)
         back_to = (source[0], source[1] if rport is not None else (via.port or 5060))
         new_branch = self._new_branch(loop_hash, back_to)
@@ -1029,7 +1027,7 @@ class ProxyCore(TransactionSide):
         line = head.via_lines[0]
         # A player's request: its Via stays here (topology hiding, as _push_via with hide).
         data = self._splice_head(head, via, uri, max_forwards, source, our_via, True)
-        tx = ServerTx(key, method, None, source, call_id=head.call_id, from_=from_, uri=head.uri)
+        tx = ServerTx(key, method, None, source, call_id=head.call_id, from_=head.from_, uri=head.uri)
         tx.upstream_vias = [line] if via.host == source[0] and rport is None else [
             marked_via(via, line, source)]
         self.server_txs[key] = tx

@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Collection, Sequence
-from itertools import compress, repeat
+from itertools import compress
 from operator import not_
 from typing import cast
 
@@ -156,20 +156,17 @@ def forward_request(raw: bytes, *, request_line: bytes | None, our_via: str, top
 # line ends, no folding, every line "token: value") and From, To, Call-ID, CSeq, Max-Forwards and Content-Length
 # single; anything else is None, and the message takes the full parser's way (which answers, refuses or drops it
 # as before). Only what is read is checked: the proxy relays the rest of the head as it came (RFC 3261 section
-# 16.6 step 1), as Kamailio does.
-#
-# The reading is done by C calls, not by a loop over the lines in Python: the head split into lines, each line
-# partitioned at its first colon by ``map``, and the sequence of names (the head's shape: one per user agent and
-# message kind, the same call after call) looked up in a memo that says where the fields are, or that the shape
-# is refused. The lines are kept as they came: :func:`spliced` edits a message by replacing, taking out or adding
-# lines of that list.
+# 16.6 step 1), as Kamailio does. The reader notes where the Via and Max-Forwards lines are, so that
+# :func:`spliced` edits them without another pass over the head.
 
+#: Header names as they appear before the colon (any case, compact forms, whitespace before the colon) to what the
+#: relay path reads of them: one of the keys below, "" for a valid name it does not read. Filled as names are
+#: met (each is checked once: they repeat from message to message), bounded (names come from the network).
+_NAMES: dict[str, str] = {}
 #: The names read (lower case, long and compact forms) to their key.
 _READ = {"via": "v", "v": "v", "call-id": "i", "i": "i", "cseq": "cseq", "to": "t", "t": "t", "from": "f",
          "f": "f", "max-forwards": "mf", "content-length": "l", "l": "l", "route": "route",
          "proxy-require": "pr"}
-#: The keys of the headers that must be there exactly once (Max-Forwards: at most once).
-_SINGLE = ("i", "cseq", "t", "f", "l")
 _TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 #: CSeq values already parsed ("2 INVITE", "3 BYE": they repeat from call to call), bounded.
 _CSEQS: dict[str, CSeq] = {}
@@ -177,59 +174,21 @@ _MEMO_MAX = 1024
 #: Longest text a memo keeps (a line, a name, a value): the memos' size stays bounded in bytes, not only in
 #: entries, whatever the network sends (8,192 lines of 60 KB would be half a gigabyte).
 _MEMO_ENTRY = 512
+#: Whole header lines already read to (key, value): most lines of a relayed message were in an earlier one of its
+#: call (From, To, Call-ID, CSeq, our Via, Content-Length), and a hit saves splitting and stripping. Bounded.
+_LINES: dict[str, tuple[str, str]] = {}
+_LINES_MAX = 8192
 
 
-class _Shape:
-    """Where the fields read are in a head of one sequence of header names (the text before each line's first
-    colon; indexes into its lines), or that a head of that sequence is refused (``ok`` False: a name that is no
-    token, a single header twice, a required one missing)."""
-
-    __slots__ = ("call_id", "cseq", "from_", "length", "mf", "ok", "proxy_require", "routes", "to", "vias")
-
-    def __init__(self, names: Sequence[str]) -> None:
-        at: dict[str, int] = {}
-        vias: list[int] = []
-        self.routes = self.proxy_require = False
-        self.ok = True
-        for index, name in enumerate(names):
-            bare = name.rstrip(" \t")
-            if _TOKEN.fullmatch(bare) is None:
-                # Not a token (a folded line's continuation starts with whitespace): refused.
-                self.ok = False
-                break
-            key = _READ.get(bare.lower(), "")
-            if key == "v":
-                vias.append(index)
-            elif key == "route":
-                self.routes = True
-            elif key == "pr":
-                self.proxy_require = True
-            elif key:
-                if key in at:
-                    self.ok = False  # a single header twice: the full path says what of it
-                at[key] = index
-        self.vias = tuple(vias)
-        self.mf = at.get("mf", -1)
-        if not vias or any(key not in at for key in _SINGLE):
-            self.ok = False
-        self.call_id = at.get("i", -1)
-        self.cseq = at.get("cseq", -1)
-        self.to = at.get("t", -1)
-        self.from_ = at.get("f", -1)
-        self.length = at.get("l", -1)
-
-
-#: Shapes met (the names of a head's lines, in order), bounded in entries and in the length of their names.
-_SHAPES: dict[tuple[str, ...], _Shape] = {}
-
-
-def _shape(names: tuple[str, ...]) -> _Shape:
-    shape = _Shape(names)
-    if len(names) <= 64 and sum(map(len, names)) <= _MEMO_ENTRY:
-        if len(_SHAPES) >= _MEMO_MAX:
-            _SHAPES.clear()
-        _SHAPES[names] = shape
-    return shape
+def _name_key(name: str) -> str | None:
+    """The key of a header name as it appeared before the colon (see _NAMES), or None when it is no token."""
+    bare = name.rstrip(" \t")
+    if _TOKEN.fullmatch(bare) is None:
+        return None
+    key = _READ.get(bare.lower(), "")
+    if len(_NAMES) < _MEMO_MAX and len(name) <= _MEMO_ENTRY:
+        _NAMES[name] = key
+    return key
 
 
 #: The usual top Via of a relayed request (``SIP/2.0/UDP host:port;branch=x;rport``): read by one expression into
@@ -246,49 +205,36 @@ class Head:
     """The head fields of a relayed message as :func:`read_head` read them (values without surrounding
     whitespace, as the parser keeps them)."""
 
-    __slots__ = ("_shape", "_values", "call_id", "cseq", "cseq_text", "end", "lines", "max_forwards", "method",
-                 "mf_at", "proxy_require", "raw", "routes", "start", "status", "uri", "via_at", "via_lines")
+    __slots__ = ("call_id", "cseq", "cseq_text", "end", "first", "from_", "max_forwards", "method", "mf_spans",
+                 "proxy_require", "raw", "routes", "status", "to", "uri", "via_lines", "via_spans")
 
-    def __init__(self, raw: bytes, start: str, method: str, uri: str, status: int, lines: list[str],
-                 values: tuple[str, ...], shape: _Shape, call_id: str, cseq: CSeq, cseq_text: str,
-                 max_forwards: int | None, end: int) -> None:
+    def __init__(self, raw: bytes, method: str, uri: str, status: int, via_lines: list[str], call_id: str,
+                 cseq: CSeq, cseq_text: str, to: str, from_: str, max_forwards: int | None, routes: bool,
+                 proxy_require: bool, first: int, end: int, via_spans: list[tuple[int, int]],
+                 mf_spans: list[tuple[int, int]]) -> None:
         #: The message up to the end of its body (by Content-Length): what is forwarded, edited.
         self.raw = raw
-        #: The start line; a request's method and Request-URI text ("" for a response), a response's status (0
-        #: for a request).
-        self.start = start
+        #: A request's method and Request-URI text ("" for a response), a response's status (0 for a request).
         self.method = method
         self.uri = uri
         self.status = status
-        #: The header lines as they came (without their CRLF), and which of them are Via lines (top first) and
-        #: the Max-Forwards line (-1: none): what :func:`spliced` edits.
-        self.lines = lines
-        self.via_at = shape.vias
-        self.mf_at = shape.mf
         #: The Via header values, one per line, top first.
-        vias = shape.vias
-        self.via_lines = [values[vias[0]].strip(" \t")] if len(vias) == 1 else [
-            values[index].strip(" \t") for index in vias]
+        self.via_lines = via_lines
         self.call_id = call_id
         self.cseq = cseq
         self.cseq_text = cseq_text
-        # To and From are read by in-dialog requests only (not by responses): stripped when asked.
-        self._values = values
-        self._shape = shape
+        self.to = to
+        self.from_ = from_
         self.max_forwards = max_forwards
         #: Whether the head has Route or Proxy-Require lines (the relay path then leaves it to the full path).
-        self.routes = shape.routes
-        self.proxy_require = shape.proxy_require
-        #: Where the head ends (its CRLF CRLF) in ``raw``.
+        self.routes = routes
+        self.proxy_require = proxy_require
+        #: Where the start line ends and the head ends (its CRLF CRLF), and the Via and Max-Forwards lines:
+        #: (start of the CRLF before the line, end of the line).
+        self.first = first
         self.end = end
-
-    @property
-    def to(self) -> str:
-        return self._values[self._shape.to].strip(" \t")
-
-    @property
-    def from_(self) -> str:
-        return self._values[self._shape.from_].strip(" \t")
+        self.via_spans = via_spans
+        self.mf_spans = mf_spans
 
     def top_via(self) -> Via:
         """The top Via, parsed (raises RemoteProtocolError when it does not parse, or shares its line)."""
@@ -321,10 +267,9 @@ def read_head(data: bytes) -> Head | None:
     text = head.decode("ascii")
     lines = text.split("\r\n")
     joined = "".join(lines)  # what is left of a bare LF or CR once the CRLFs are gone (cheaper than two counts)
-    if "\n" in joined or "\r" in joined or len(lines) < 2:
-        return None  # a bare LF or CR, or no header
+    if "\n" in joined or "\r" in joined:
+        return None  # a bare LF or CR
     start = lines[0]
-    del lines[0]
     method = uri = ""
     status = 0
     if start[:8] == "SIP/2.0 ":
@@ -338,28 +283,80 @@ def read_head(data: bytes) -> Head | None:
             return None
         method = parts[0]
         uri = parts[1]
-    names, colons, values = zip(*map(str.partition, lines, repeat(":")))
-    if "" in colons:
-        return None  # a line without a colon
-    shape = _SHAPES.get(names)
-    if shape is None:
-        shape = _shape(names)
-    if not shape.ok:
-        return None
-    call_id = values[shape.call_id].strip(" \t")
-    length_text = values[shape.length].strip(" \t")
-    if not call_id or " " in call_id or "\t" in call_id or not is_digits(length_text, 10):
+    names = _NAMES
+    vias: list[str] = []
+    edited: list[tuple[str, bool]] = []  # the Via and Max-Forwards lines in order (True: Max-Forwards)
+    call_id = cseq_text = to = from_ = length_text = mf_text = None
+    routes = proxy_require = False
+    known = _LINES
+    for line in lines[1:]:
+        hit = known.get(line)
+        if hit is not None:
+            key, value = hit
+            if not key:
+                continue
+        else:
+            name, colon, value = line.partition(":")
+            seen = names.get(name)
+            if seen is None or not colon:
+                # A name not met before (or a line without a colon): it must be a token, the line no
+                # continuation of a folded one.
+                if not colon or line[:1] in (" ", "\t"):
+                    return None
+                seen = _name_key(name)
+                if seen is None:
+                    return None
+            key = seen
+            value = value.strip(" \t") if key else ""
+            if len(line) <= _MEMO_ENTRY:
+                if len(known) >= _LINES_MAX:
+                    known.clear()
+                known[line] = (key, value)
+            if not key:
+                continue
+        if key == "v":
+            vias.append(value)
+            edited.append((line, False))
+        elif key == "i":
+            if call_id is not None:
+                return None  # a single header twice: the full path says what of it
+            call_id = value
+        elif key == "cseq":
+            if cseq_text is not None:
+                return None
+            cseq_text = value
+        elif key == "t":
+            if to is not None:
+                return None
+            to = value
+        elif key == "f":
+            if from_ is not None:
+                return None
+            from_ = value
+        elif key == "l":
+            if length_text is not None:
+                return None
+            length_text = value
+        elif key == "mf":
+            if mf_text is not None:
+                return None
+            mf_text = value
+            edited.append((line, True))
+        elif key == "route":
+            routes = True
+        else:
+            proxy_require = True
+    if (not vias or not call_id or cseq_text is None or to is None or from_ is None or length_text is None
+            or " " in call_id or "\t" in call_id or not is_digits(length_text, 10)):
         return None
     stop = end + 4 + int(length_text)
     if stop > len(data):
         return None  # Content-Length larger than the message
     max_forwards: int | None = None
-    if shape.mf >= 0:
-        mf_text = values[shape.mf].strip(" \t")
+    if mf_text is not None:
         if not is_digits(mf_text, 10) or int(mf_text) > 255:
             return None
         max_forwards = int(mf_text)
-    cseq_text = values[shape.cseq].strip(" \t")
     cseq = _CSEQS.get(cseq_text)
     if cseq is None:
         try:
@@ -372,30 +369,56 @@ def read_head(data: bytes) -> Head | None:
             _CSEQS[cseq_text] = cseq
     if method and cseq.method != method:
         return None
-    return Head(data if stop == len(data) else data[:stop], start, method, uri, status, lines, values, shape, call_id,
-                cseq, cseq_text, max_forwards, end)
+    # Where the edited lines are (the CRLF before each, the end of the line), found in order: a line found is the
+    # one read, as the text of every line before it differs or was found before.
+    via_spans: list[tuple[int, int]] = []
+    mf_spans: list[tuple[int, int]] = []
+    pos = len(start)
+    for line, is_mf in edited:
+        pos = text.find(line, pos + 2) - 2
+        stop_line = pos + 2 + len(line)
+        if pos < 0 or text[pos:pos + 2] != "\r\n" or (stop_line != end and text[stop_line] != "\r"):
+            return None
+        (mf_spans if is_mf else via_spans).append((pos, stop_line))
+        pos = stop_line
+    return Head(data if stop == len(data) else data[:stop], method, uri, status, vias, call_id, cseq, cseq_text,
+                to, from_, max_forwards, routes, proxy_require, len(start), end, via_spans, mf_spans)
 
 
-def spliced(head: Head, start: str | None, vias: Sequence[str], lower_vias: bool,
+def spliced(head: Head, start: bytes | None, vias: Sequence[str], lower_vias: bool,
             max_forwards: int | None) -> bytes:
-    """The message of ``head`` as :func:`forward_request` and :func:`with_vias` edit it, from the lines
-    :func:`read_head` kept: ``start`` replacing the start line (None keeps it); ``vias`` (one line each) where
+    """The message of ``head`` as :func:`forward_request` and :func:`with_vias` edit it, from the places
+    :func:`read_head` noted: ``start`` replacing the start line (None keeps it); ``vias`` (one line each) where
     the first Via line was, the other Via lines kept where they are when ``lower_vias``, else left out;
     Max-Forwards set to ``max_forwards`` (added at the end of the head when absent; None leaves it alone)."""
-    out = [head.start if start is None else start, *head.lines]
+    raw = head.raw
+    spans = head.via_spans
+    first_at, first_end = spans[0]
+    edits = [(first_at, first_end, b"".join([_via_line(v) for v in vias]))]
+    if not lower_vias:
+        edits.extend((a, b, b"") for a, b in spans[1:])
+    tail = b""
     if max_forwards is not None:
-        line = f"Max-Forwards: {max_forwards}"
-        if head.mf_at >= 0:
-            out[head.mf_at + 1] = line
+        mf = b"\r\nMax-Forwards: %d" % max_forwards
+        if head.mf_spans:
+            a, b = head.mf_spans[0]
+            edits.append((a, b, mf))
+            edits.sort()
         else:
-            out.append(line)
-    at = head.via_at
-    if not lower_vias and len(at) > 1:
-        for index in reversed(at[1:]):  # from the last: the indexes before stay right
-            del out[index + 1]
-    first = at[0] + 1
-    out[first:first + 1] = ["Via: " + value for value in vias]
-    return "\r\n".join(out).encode() + head.raw[head.end:]
+            tail = mf
+    out = [raw[:head.first] if start is None else start]
+    pos = head.first
+    for a, b, text in edits:
+        out.append(raw[pos:a])
+        out.append(text)
+        pos = b
+    end = head.end
+    if tail:
+        out.append(raw[pos:end])
+        out.append(tail)
+        pos = end
+    out.append(raw[pos:])
+    return b"".join(out)
 
 
 #: Request-URIs already parsed (an in-dialog request's is a party's Contact: it repeats), bounded.
