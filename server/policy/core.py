@@ -27,7 +27,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.billing.model import BillingEvent, BillingRecord, BillingSink, EventKind
 
@@ -116,6 +116,12 @@ USED_KEY_TTL_S = 300.0
 USED_KEY_MAX = 65536
 #: Changes that may wait for the database before new sessions and PUBLISHes are refused (back-pressure).
 OUTBOX_MAX = 10000
+
+
+def _nothing_to_forget(table: OrderedDict[Any, Any], now: float) -> bool:
+    """Whether ``table`` (oldest first, each value's [1] its deadline) has nothing to forget: it is empty, or its
+    oldest entry is live and it is within its bound. The usual case, asked for each side of every FINAL."""
+    return not table or (len(table) <= USED_KEY_MAX and next(iter(table.values()))[1] > now)
 
 
 class PolicyServer:
@@ -627,17 +633,8 @@ class PolicyServer:
             self._used.popitem(last=False)
 
     def _forget(self, now: float) -> None:
-        used, invites = self._used, self._invites
-        # The usual case, nothing to forget (each table's oldest entry live, the table within its bound), answered
-        # without the loop's steps (it runs for each side of every FINAL).
-        if ((not used or (len(used) <= USED_KEY_MAX and next(iter(used.values()))[1] > now))
-                and (not invites or (len(invites) <= USED_KEY_MAX and next(iter(invites.values()))[1] > now))):
-            return
-        for table in (used, invites):
-            while table:
-                first = next(iter(table.values()))
-                if first[1] > now and len(table) <= USED_KEY_MAX:
-                    break
+        for table in (self._used, self._invites):
+            while not _nothing_to_forget(table, now):
                 table.popitem(last=False)
 
     # ------------------------------------------------------------------------------------------------------------
