@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import socket
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +16,7 @@ from server_kit import EXAMPLES
 from gamesdk.sip.message import Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted
 from server.config import load_config
-from server.io import READ_BATCH, SIOCGSTAMPNS, EmbeddedServer
+from server.io import READ_BATCH, EmbeddedServer, _arrival, _enable_arrival_times
 
 PINGS = 40
 
@@ -115,16 +113,17 @@ async def _kernel_stamps_arrivals(bound_s: float = 5.0) -> None:
     send = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         recv.bind(("127.0.0.1", 0))
-        with contextlib.suppress(FileNotFoundError):  # ENOENT: stamps now asked for, nothing read yet
-            fcntl.ioctl(recv.fileno(), SIOCGSTAMPNS, bytes(16))
+        fd = _enable_arrival_times(recv.fileno())  # the server's own way of asking, and of reading, below
+        assert fd is not None, "this kernel gives no arrival stamps (SIOCGSTAMPNS)"
         deadline = time.monotonic() + bound_s
         age = 0.0
         while time.monotonic() < deadline:
             send.sendto(b"stamp?", recv.getsockname())
             await asyncio.sleep(0.05)
             recv.recv(64)
-            sec, nsec = struct.unpack("qq", fcntl.ioctl(recv.fileno(), SIOCGSTAMPNS, bytes(16)))
-            age = time.time() - (sec + nsec / 1e9)
+            now = time.monotonic()
+            arrival = _arrival(fd, now)
+            age = 0.0 if arrival is None else now - arrival
             if age >= 0.03:  # stamped when it arrived, not when it was read
                 return
         raise AssertionError(f"the kernel did not stamp arrivals within {bound_s} s (last age {age * 1000:.2f} ms)")
