@@ -12,6 +12,8 @@ Modes:
   a marker C function of its kind (``--toggle-collect``), and a part's phase turns counting on when the part is
   entered and off again inside any other part it calls, so each part's figure is its own (exclusive) count. One
   valgrind run per bench, one phase per part (a dump each), the same calls in every phase.
+  ``--whole`` counts each message kind whole and no parts, in one phase, replacing nothing of the server: the
+  way to count a compiled build (``GAMESDK_MYPYC=1``), whose functions cannot be wrapped.
 - ``time``: process CPU time per message kind (no valgrind; moves with the load).
 - ``profile``: cProfile of the same loop, printed as bench_server.py's part table (shares only: the profiler
   inflates small functions).
@@ -20,6 +22,7 @@ Modes:
     python bench/bench_breakdown.py --tree /tmp/before      # another checkout's gamesdk and server, same datagrams
     python bench/bench_breakdown.py --mode time --calls 1000
     python bench/bench_breakdown.py --json out.json         # also keep the figures
+    python bench/bench_breakdown.py --whole --tree /tmp/compiled   # per kind only: a compiled build
 """
 
 from __future__ import annotations
@@ -61,11 +64,20 @@ def _m_call(f: Callable[..., Any], a: tuple[Any, ...]) -> Any:
     return operator.call(f, *a)
 
 
-_EVAL = compile("f(*a)", "<bench marker>", "eval")
+class _Neg:
+    """``-x`` runs its ``__neg__`` through CPython's slot_nb_negative, which the server never reaches (it defines
+    no ``__neg__``)."""
+
+    def __init__(self, f: Callable[..., Any], a: tuple[Any, ...]) -> None:
+        self.f, self.a = f, a
+
+    def __neg__(self) -> Any:
+        return self.f(*self.a)
 
 
-def _m_eval(f: Callable[..., Any], a: tuple[Any, ...]) -> Any:
-    return eval(_EVAL, {"f": f, "a": a})  # a marker: the code is the constant above
+def _m_neg(f: Callable[..., Any], a: tuple[Any, ...]) -> Any:
+    # eval was the marker here: a compiled build's server calls it too (a mismatch of the counts below)
+    return -_Neg(f, a)
 
 
 def _m_methodcaller(f: Callable[..., Any], a: tuple[Any, ...]) -> Any:
@@ -125,7 +137,7 @@ def _m_tracing(f: Callable[..., Any], a: tuple[Any, ...]) -> Any:
 
 #: (C symbol, caller) for the message kinds, in the order kinds are first seen. Counting stays off in them: a
 #: kind's figure is what was counted inside it (its inclusive count).
-KIND_MARKERS = [("_operator_call", _m_call), ("builtin_eval", _m_eval),
+KIND_MARKERS = [("_operator_call", _m_call), ("slot_nb_negative", _m_neg),
                 ("methodcaller_call", _m_methodcaller), ("starmap_next", _m_starmap),
                 ("functools_reduce", _m_reduce), ("takewhile_next", _m_takewhile),
                 ("dropwhile_next", _m_dropwhile), ("filterfalse_next", _m_filterfalse),
@@ -296,9 +308,18 @@ class Messages:
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.on = False
         self.prof: Any = None   # a cProfile.Profile enabled inside the messages only (mode "profile")
-        handle, timer = node.handle_datagram, node.handle_timer
-        node.handle_datagram = lambda data, addr, now, **k: self._one(kind_of(data), handle, (data, addr, now), k)
-        node.handle_timer = lambda now: self._one("timers", timer, (now,), {})
+        self.node = node
+
+    def handle_datagram(self, data: bytes, addr: Any, now: float, **k: Any) -> Any:
+        return self._one(kind_of(data), self.node.handle_datagram, (data, addr, now), k)
+
+    def handle_timer(self, now: float) -> Any:
+        return self._one("timers", self.node.handle_timer, (now,), {})
+
+    def __getattr__(self, name: str) -> Any:
+        # The benches' other uses of the server (its location table) go to it: a compiled build's server takes no
+        # new attributes, so the messages come through this front instead of through wrappers set on it.
+        return getattr(self.node, name)
 
     def _marker(self, kind: str) -> tuple[str, Callable[..., Any]]:
         if kind not in self.kinds:
@@ -342,8 +363,10 @@ def inner(args: argparse.Namespace) -> int:
     bp, br, bs = load_tree(Path(args.tree))
     from server import cli
 
-    parts = Parts(bs.BREAKDOWN, wrap=args.mode == "callgrind")
-    phases: list[str | None] = [None, "plain", *parts.names] if args.mode == "callgrind" else [None]
+    parts = Parts(bs.BREAKDOWN, wrap=args.mode == "callgrind" and not args.whole)
+    phases: list[str | None] = [None]
+    if args.mode == "callgrind":
+        phases = ["plain"] if args.whole else [None, "plain", *parts.names]
     report: dict[str, Any] = {"tree": str(Path(args.tree).resolve()), "missing": parts.missing, "benches": {}}
     with ExitStack() as stack:
         serving_gc = getattr(cli, "serving_gc", None)
@@ -362,19 +385,19 @@ def inner(args: argparse.Namespace) -> int:
                     node, realm = bp.setup(tmp)
                     msgs = Messages(node, parts, args.mode == "callgrind")
                     start = 10_000.0
-                    bp.login(node, realm, start)
-                    _, _, start = bp.run(node, realm, calls=args.warm_up, now=start)
+                    bp.login(msgs, realm, start)
+                    _, _, start = bp.run(msgs, realm, calls=args.warm_up, now=start)
 
                     def once_call() -> None:
-                        bp.run(node, realm, calls=args.calls, now=start)
+                        bp.run(msgs, realm, calls=args.calls, now=start)
                     return msgs, once_call
                 node, _accounts, store, realm = br.setup(tmp, args.users)
                 msgs = Messages(node, parts, args.mode == "callgrind")
-                br.run(node, store, realm, logins=max(args.warm_up, args.users), users=args.users,
+                br.run(msgs, store, realm, logins=max(args.warm_up, args.users), users=args.users,
                        persist_every=1000)
 
                 def once_login() -> None:
-                    br.run(node, store, realm, logins=args.logins, users=args.users, persist_every=10**9)
+                    br.run(msgs, store, realm, logins=args.logins, users=args.users, persist_every=10**9)
                 return msgs, once_login
 
             prof = None
@@ -520,13 +543,39 @@ def runtime_groups(dump: Path) -> dict[str, int]:
 
 def _pass_on(args: argparse.Namespace) -> list[str]:
     argv = ["--tree", str(args.tree), "--mode", args.mode, "--calls", str(args.calls), "--logins", str(args.logins),
-            "--warm-up", str(args.warm_up), "--users", str(args.users)]
+            "--warm-up", str(args.warm_up), "--users", str(args.users)] + (["--whole"] if args.whole else [])
     for bench in args.bench:
         argv += ["--bench", bench]
     return argv
 
 
 # --- tables --------------------------------------------------------------------------------------------------------
+
+def tables_by_part(phases: dict[Any, Any], kinds: list[str], names: list[str], n: int, units: str) -> list[str]:
+    """The rows of the table by message kind and part (every phase counted)."""
+    lines: list[str] = []
+    short = {p: p.split(" (")[0] for p in names}
+    lines.append("| message | " + " | ".join(short[p] for p in names) + " | other | whole |")
+    lines.append("|---|" + "---:|" * (len(names) + 2))
+    col_sum = Counter[str]()
+    for kind in kinds:
+        row = []
+        s = 0
+        for p in names:
+            ir = phases[p]["by_kind"][kind][1]
+            col_sum[p] += ir
+            s += ir
+            row.append(f"{ir / n:,.0f}")
+        plain_ir = phases["plain"]["by_kind"][kind][1]
+        col_sum["other"] += plain_ir - s
+        lines.append(f"| {kind} | " + " | ".join(row) + f" | {(plain_ir - s) / n:,.0f} | {plain_ir / n:,.0f} |")
+    plain_tot = sum(v[1] for v in phases["plain"]["by_kind"].values())
+    lines.append("| **per " + units + "** | " + " | ".join(f"**{col_sum[p] / n:,.0f}**" for p in names)
+                 + f" | **{col_sum['other'] / n:,.0f}** | **{plain_tot / n:,.0f}** |")
+    lines.append("| share | " + " | ".join(f"{100 * col_sum[p] / max(plain_tot, 1):.0f} %" for p in names)
+                 + f" | {100 * col_sum['other'] / max(plain_tot, 1):.0f} % | 100 % |")
+    return lines
+
 
 def tables(report: dict[str, Any], parts_order: list[str]) -> str:
     lines = [f"tree: {report['tree']}"]
@@ -535,7 +584,7 @@ def tables(report: dict[str, Any], parts_order: list[str]) -> str:
     for bench, entry in report["benches"].items():
         n, units = entry["n"], entry["units"]
         phases = {p["phase"]: p for p in entry["phases"]}
-        whole = phases[None]
+        whole = phases[None] if None in phases else phases["plain"]
         if "profile_table" in entry:
             lines += ["", (f"{bench}: cProfile of the server's calls ({n} {units}s), bench_server.py's part table "
                           "(read the shares: the profiler inflates small functions)"), entry["profile_table"]]
@@ -552,30 +601,19 @@ def tables(report: dict[str, Any], parts_order: list[str]) -> str:
             lines.append(f"| all | | | {1e6 * total / n:,.1f} |")
             continue
         kinds = list(entry["markers"])
-        names = [p for p in parts_order if p in phases and any(v[1] for v in phases[p]["by_kind"].values())]
-        short = {p: p.split(" (")[0] for p in names}
-        lines += ["", (f"{bench}: callgrind instructions per {units} ({n} {units}s counted; each part its own "
-                       "count, without the parts it calls; other = whole - parts)")]
-        lines.append("| message | " + " | ".join(short[p] for p in names) + " | other | whole |")
-        lines.append("|---|" + "---:|" * (len(names) + 2))
-        col_sum = Counter[str]()
-        for kind in kinds:
-            row = []
-            s = 0
-            for p in names:
-                ir = phases[p]["by_kind"][kind][1]
-                col_sum[p] += ir
-                s += ir
-                row.append(f"{ir / n:,.0f}")
-            plain_ir = phases["plain"]["by_kind"][kind][1]
-            col_sum["other"] += plain_ir - s
-            lines.append(f"| {kind} | " + " | ".join(row) + f" | {(plain_ir - s) / n:,.0f} | {plain_ir / n:,.0f} |")
+        if None not in phases:  # --whole: each kind's inclusive count, no parts
+            plain = phases["plain"]["by_kind"]
+            lines += ["", f"{bench}: callgrind instructions per {units} by message kind ({n} {units}s counted)",
+                      "| message | whole |", "|---|---:|"]
+            lines += [f"| {kind} | {plain[kind][1] / n:,.0f} |" for kind in kinds]
+            lines.append(f"| **per {units}** | **{sum(v[1] for v in plain.values()) / n:,.0f}** |")
+            names: list[str] = []
+        else:
+            names = [p for p in parts_order if p in phases and any(v[1] for v in phases[p]["by_kind"].values())]
+            lines += ["", (f"{bench}: callgrind instructions per {units} ({n} {units}s counted; each part its own "
+                           "count, without the parts it calls; other = whole - parts)")]
+            lines += tables_by_part(phases, kinds, names, n, units)
         plain_tot = sum(v[1] for v in phases["plain"]["by_kind"].values())
-        wrapped_tot = sum(v[1] for v in phases[None]["by_kind"].values())
-        lines.append("| **per " + units + "** | " + " | ".join(f"**{col_sum[p] / n:,.0f}**" for p in names)
-                     + f" | **{col_sum['other'] / n:,.0f}** | **{plain_tot / n:,.0f}** |")
-        lines.append("| share | " + " | ".join(f"{100 * col_sum[p] / max(plain_tot, 1):.0f} %" for p in names)
-                     + f" | {100 * col_sum['other'] / max(plain_tot, 1):.0f} % | 100 % |")
         plain_dump = phases["plain"].get("instructions", 0)
         wrong = [f"{kind}: {phases['plain']['by_kind'][kind][0]} calls seen, {phases['plain']['messages'].get(kind, 0)} "
                  "made" for kind in kinds
@@ -592,9 +630,12 @@ def tables(report: dict[str, Any], parts_order: list[str]) -> str:
             counted = max(sum(runtime.values()), 1)
             for group, count in sorted(runtime.items(), key=lambda kv: -kv[1]):
                 lines.append(f"| {group} | {count / n:,.0f} | {100 * count / counted:.1f} % |")
+        if None not in phases:
+            continue  # --whole: no parts were counted
+        wrapped_tot = sum(v[1] for v in phases[None]["by_kind"].values())
         calls = phases[None]["part_calls"]
         lines.append("part entries per " + units + ": "
-                     + ", ".join(f"{short[p]} {calls.get(p, 0) / n:.1f}" for p in names))
+                     + ", ".join(f"{p.split(' (')[0]} {calls.get(p, 0) / n:.1f}" for p in names))
         lines.append(f"(whole = without the parts' wrappers; with them stepped through, {wrapped_tot / n:,.0f} per "
                      f"{units}: a part entered inside another part carries some of its wrapper's count)")
     return "\n".join(lines)
@@ -614,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the figures to this file")
     ap.add_argument("--keep", type=Path, help="copy callgrind's dumps (one per phase) to this directory")
     ap.add_argument("--time-cap", type=float, default=1800.0, help="seconds before valgrind is stopped")
+    ap.add_argument("--whole", action="store_true",
+                    help="callgrind per message kind only, no parts: one phase, nothing of the server replaced "
+                         "(counts a compiled build too)")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
