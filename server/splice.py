@@ -552,7 +552,7 @@ def _read_lines(lines: list[str], shapes: _Shapes, known: dict[str, _Field],
         read = check(value)
         if read is None or (key == "max-forwards" and int(value) > 255):
             return None
-        field = (key, name, value)
+        field = (key, name, value.lstrip(" ") if key == "content-length" else value)
         looked_up[at] = field
         if key == "via":
             via = cast(Via, read)
@@ -656,7 +656,8 @@ _INVITE_LINES: _Shapes = {
     "Call-ID": _REGISTER_LINES["Call-ID"],
     "CSeq": ("cseq", re.compile(r"[0-9]{1,9} INVITE").fullmatch),
     "Contact": ("contact", re.compile(rf"<{_PLAYER_URI}(?:;transport=(?:udp|tcp|tls|UDP|TCP|TLS))?>").fullmatch),
-    "Content-Length": ("content-length", re.compile(r"[0-9]{1,5}").fullmatch),
+    # SIPp writes its [len] padded with spaces ("Content-Length:   387"), which the parser's value drops.
+    "Content-Length": ("content-length", re.compile(r" {0,9}[0-9]{1,5}").fullmatch),
     "Allow": ("allow", _TEXT.fullmatch),
     "Supported": ("supported", _TEXT.fullmatch),
     "Accept": ("accept", _TEXT.fullmatch),
