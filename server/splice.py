@@ -241,6 +241,11 @@ class Head:
         line = self.via_lines[0]
         if "," in line:
             raise RemoteProtocolError("Several Vias on the top Via line", 400)
+        # A player's Via of the everyday shape (a BYE's, an ACK's): its sent-by remembered, the branch checked
+        # alone (:func:`_via_of`, ~5k instructions less than the expression below in the compiled build).
+        via = _via_of(line)
+        if via is not None:
+            return via
         # The ACK of a challenge carries its INVITE's Via, which the parser has just parsed.
         known = known_via(line)
         if known is not None:

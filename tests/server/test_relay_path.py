@@ -319,3 +319,34 @@ def test_the_head_readers_memos_keep_no_long_text() -> None:
     splice.request_uri(head.uri)
     kept = [*splice._LINES, *splice._NAMES, *splice._CSEQS, *splice._URIS]
     assert kept and max(len(text) for text in kept) <= 512
+
+
+def test_the_stateless_ack_branch_is_the_hash_of_the_incoming_one() -> None:
+    # Hashed from a copy of a state made once: the same branch as hashing with a new BLAKE2s each time.
+    import hashlib
+
+    from server.proxy import _stateless_ack_branch
+
+    for incoming in ("z9hG4bK-1-2-ack", "z9hG4bK" + "x" * 300, ""):
+        assert _stateless_ack_branch(incoming) == (
+            "z9hG4bKs" + hashlib.blake2s(incoming.encode(), digest_size=9).hexdigest())
+        assert _stateless_ack_branch(incoming) == _stateless_ack_branch(incoming)
+
+
+def test_transactions_start_as_documented() -> None:
+    # ServerTx and ClientTx have written __init__s (the compiled build runs a dataclass's generated one
+    # interpreted): what a transaction starts with, and its own timers dict.
+    from gamesdk.sip.transaction import NO_ENTRY, TransactionState
+    from server.proxy_responses import ClientTx, ServerTx
+
+    tx = ServerTx(("k",), "BYE", None, ("10.0.0.1", 5060))
+    assert (tx.state, tx.last_response, tx.final_status, tx.client, tx.timers, tx.heap_at, tx.g_interval, tx.call,
+            tx.upstream_vias, tx.call_id, tx.from_, tx.uri, tx.caller) == (
+        TransactionState.TRYING, None, 0, None, {}, NO_ENTRY, 0.0, None, None, "", "", "", None)
+    ctx = ClientTx("b", "BYE", None, ("10.0.0.2", 5060), server=tx)
+    assert (ctx.state, ctx.request_bytes, ctx.ack_bytes, ctx.server, ctx.timers, ctx.heap_at, ctx.interval,
+            ctx.got_provisional, ctx.cancel_pending, ctx.cancelled, ctx.added_2xx_headers, ctx.uri, ctx.via,
+            ctx.routes, ctx.revived) == (
+        TransactionState.CALLING, None, None, tx, {}, NO_ENTRY, 0.0, False, False, False, None, "", "", (), False)
+    assert tx.timers is not ServerTx(("k",), "BYE", None, ("10.0.0.1", 5060)).timers
+    assert ctx.timers is not ClientTx("b", "BYE", None, ("10.0.0.2", 5060)).timers
