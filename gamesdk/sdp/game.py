@@ -96,6 +96,10 @@ class Role(StrEnum):
     ANSWER = "answer"
 
 
+#: (A member read from the module: ``Role.ANSWER`` runs the enum type's ``__getattr__`` on CPython 3.11.)
+_ANSWER = Role.ANSWER
+
+
 def encode_public_key(public_key: bytes) -> str:
     """The ``a=gsdk-kx`` text of a 32-byte X25519 public key: unpadded base64url."""
     return base64.urlsafe_b64encode(public_key).rstrip(b"=").decode("ascii")
@@ -527,7 +531,7 @@ def _shaped_game_terms(shaped: re.Match[str], text: str, role: Role | None) -> S
             or (session_c is not None and _quick_connection(session_c) is None)
             or (media_c is not None and _quick_connection(media_c) is None) or _canonical_u32(sid) is None):
         return None
-    cache_key = (format_lines, classification, qos, sec, kbps, role == Role.ANSWER)
+    cache_key = (format_lines, classification, qos, sec, kbps, role == _ANSWER)
     terms = _shaped_terms.get(cache_key)
     if terms is None:
         terms = _quick_game_terms_lines(text, role)
@@ -636,7 +640,7 @@ def _quick_game_terms_lines(text: str, role: Role | None) -> SessionTerms | None
         return None
     # Per game: the same few texts in every call, so their terms are kept (immutable values).
     cache_key = (tuple(format_texts), single["gsdk-class"], single["gsdk-qos"], single["gsdk-sec"], receive_kbps,
-                 role == Role.ANSWER)
+                 role == _ANSWER)
     terms = _quick_terms.get(cache_key)
     if terms is None:
         terms = _quick_new_terms(formats, single, receive_kbps, role)

@@ -176,8 +176,9 @@ class PolicyServer:
         self._per_player: dict[str, int] = {}
         # Keys that were used (ended, or refused): a FINAL for one is refused, never answered from a cache.
         self._used: OrderedDict[SessionKey, tuple[Deny, float]] = OrderedDict()
-        # (Call-ID, From-tag, side) -> the To-tag of its FINAL: one FINAL per INVITE transaction.
-        self._invites: OrderedDict[tuple[str, str, Side], tuple[str, float]] = OrderedDict()
+        # (Call-ID, From-tag, side's value) -> the To-tag of its FINAL: one FINAL per INVITE transaction. (The
+        # value, not the member: an Enum member's hash is a Python call, two per FINAL.)
+        self._invites: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
         self._outbox: deque[_Pending] = deque()
         self._retry_at: float | None = None
         self._retry_delay = RETRY_FIRST_S
@@ -347,7 +348,8 @@ class PolicyServer:
 
     def _granted(self, res: Reservation, now: float) -> Grant:
         request = res.request
-        self._invites[(request.call_id, request.from_tag, request.side)] = (request.to_tag, now + USED_KEY_TTL_S)
+        self._invites[(request.call_id, request.from_tag, request.side._value_)] = (request.to_tag,
+                                                                                   now + USED_KEY_TTL_S)
         self.stats["granted"] += 1
         return res.grant
 
@@ -570,7 +572,7 @@ class PolicyServer:
                 if out is not None:
                     released.append(out)
             else:
-                self._invites[(res.key.call_id, res.request.from_tag, res.key.side)] = (
+                self._invites[(res.key.call_id, res.request.from_tag, res.key.side._value_)] = (
                     res.key.to_tag, now + USED_KEY_TTL_S)
         return released
 
@@ -612,7 +614,7 @@ class PolicyServer:
                     reason=f"dialog {key.call_id} already holds a different reservation")
 
     def _one_final_per_invite(self, request: AppSession, now: float) -> Deny | None:
-        first = self._invites.get((request.call_id, request.from_tag, request.side))
+        first = self._invites.get((request.call_id, request.from_tag, request.side._value_))
         if first is None or first[0] == request.to_tag or first[1] <= now:
             return None
         return Deny(network=None, resource=Resource.REQUEST, status_hint=400,

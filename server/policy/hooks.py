@@ -129,9 +129,10 @@ class PolicyBackend(Protocol):
 
 def _terms_untrusted(body: bytes, content_type: str | None, role: Role) -> SessionTerms | None:
     """The game terms of an SDP body; None when there is no game stream at all. Raises GameSdkError if broken."""
-    if not body.strip():
+    if not body or body.isspace():  # (what ``not body.strip()`` says, without the copy)
         return None
-    if content_type is not None and content_type.split(";", 1)[0].strip().lower() != _SDP:
+    if (content_type is not None and content_type != _SDP
+            and content_type.split(";", 1)[0].strip().lower() != _SDP):
         return None
     # The usual body (the SDK's) is read without building the description; anything else, and every fault,
     # goes through the full parser and game reader, so the terms and the errors are theirs.

@@ -93,7 +93,8 @@ class SessionKey:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.call_id, self.to_tag, self.side)))
+        # The side's value, not the member: an Enum member's hash is a Python call (equal keys have equal values).
+        object.__setattr__(self, "_hash", hash((self.call_id, self.to_tag, self.side._value_)))
 
     def __hash__(self) -> int:
         return self._hash
