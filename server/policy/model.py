@@ -379,13 +379,81 @@ def _reservation_kw(request: AppSession, grant: Grant, state: ReservationState, 
                        interim_count=interim_count, record_id=record_id, clock_offset=clock_offset)
 
 
+# -- A compiled build's makers --------------------------------------------------------------------------------------
+# Compiled (mypyc), these classes are native but keep the dataclass's interpreted ``__init__``, which sets each field
+# through ``object.__setattr__`` (an AppSession some 20k instructions, four a call). Compiled code sets a native
+# attribute directly, past the frozen class's ``__setattr__`` (which still refuses every other assignment), so these
+# make the same values for a few hundred. Only a compiled build uses them: in a pure build the assignments go
+# through that ``__setattr__`` and raise FrozenInstanceError (its makers are ``positional_maker``'s).
+
+
+def _session_key_native(call_id: str, to_tag: str, side: Side) -> SessionKey:
+    made: SessionKey = SessionKey.__new__(SessionKey)
+    made.call_id = call_id  # type: ignore[misc]
+    made.to_tag = to_tag  # type: ignore[misc]
+    made.side = side  # type: ignore[misc]
+    made.__post_init__()
+    return made
+
+
+def _app_session_native(call_id: str, from_tag: str, to_tag: str, side: Side, player: str, peer: str,
+                        player_ip: str, components: tuple[MediaComponent, ...], transit_rtt_ms: int,
+                        peer_access_rtt_ms: int, game_format: str, qos_text: str) -> AppSession:
+    made: AppSession = AppSession.__new__(AppSession)
+    made.call_id = call_id  # type: ignore[misc]
+    made.from_tag = from_tag  # type: ignore[misc]
+    made.to_tag = to_tag  # type: ignore[misc]
+    made.side = side  # type: ignore[misc]
+    made.player = player  # type: ignore[misc]
+    made.peer = peer  # type: ignore[misc]
+    made.player_ip = player_ip  # type: ignore[misc]
+    made.components = components  # type: ignore[misc]
+    made.transit_rtt_ms = transit_rtt_ms  # type: ignore[misc]
+    made.peer_access_rtt_ms = peer_access_rtt_ms  # type: ignore[misc]
+    made.game_format = game_format  # type: ignore[misc]
+    made.qos_text = qos_text  # type: ignore[misc]
+    made._key = None  # type: ignore[misc]
+    return made
+
+
+def _grant_native(token: str | None, network: str, qos_class: str, priority: int, uplink_kbps: int,
+                  downlink_kbps: int, latency_ms: int) -> Grant:
+    made: Grant = Grant.__new__(Grant)
+    made.token = token  # type: ignore[misc]
+    made.network = network  # type: ignore[misc]
+    made.qos_class = qos_class  # type: ignore[misc]
+    made.priority = priority  # type: ignore[misc]
+    made.uplink_kbps = uplink_kbps  # type: ignore[misc]
+    made.downlink_kbps = downlink_kbps  # type: ignore[misc]
+    made.latency_ms = latency_ms  # type: ignore[misc]
+    return made
+
+
+def _reservation_native(request: AppSession, grant: Grant, state: ReservationState, t_2xx: float, deadline: float,
+                        t_confirm: float | None, t_last_refresh: float | None, expires_s: int, interim_count: int,
+                        record_id: str, clock_offset: float) -> Reservation:
+    made: Reservation = Reservation.__new__(Reservation)
+    made.request = request  # type: ignore[misc]
+    made.grant = grant  # type: ignore[misc]
+    made.state = state  # type: ignore[misc]
+    made.t_2xx = t_2xx  # type: ignore[misc]
+    made.deadline = deadline  # type: ignore[misc]
+    made.t_confirm = t_confirm  # type: ignore[misc]
+    made.t_last_refresh = t_last_refresh  # type: ignore[misc]
+    made.expires_s = expires_s  # type: ignore[misc]
+    made.interim_count = interim_count  # type: ignore[misc]
+    made.record_id = record_id  # type: ignore[misc]
+    made.clock_offset = clock_offset  # type: ignore[misc]
+    return made
+
+
 #: ``SessionKey(call_id, to_tag, side)``.
-new_session_key: Callable[[str, str, Side], SessionKey] = positional_maker(SessionKey) or _session_key_kw
+new_session_key: Callable[[str, str, Side], SessionKey] = positional_maker(SessionKey) or _session_key_native
 #: ``AppSession(...)`` with every field given, positionally in the order of its fields.
 new_app_session: Callable[[str, str, str, Side, str, str, str, tuple[MediaComponent, ...], int, int, str, str],
-                          AppSession] = positional_maker(AppSession) or _app_session_kw
+                          AppSession] = positional_maker(AppSession) or _app_session_native
 #: ``Grant(...)`` with every field given, positionally in the order of its fields.
-new_grant: Callable[[str | None, str, str, int, int, int, int], Grant] = positional_maker(Grant) or _grant_kw
+new_grant: Callable[[str | None, str, str, int, int, int, int], Grant] = positional_maker(Grant) or _grant_native
 #: ``Reservation(...)`` with every field given, positionally in the order of its fields.
 new_reservation: Callable[[AppSession, Grant, ReservationState, float, float, float | None, float | None, int, int,
-                           str, float], Reservation] = positional_maker(Reservation) or _reservation_kw
+                           str, float], Reservation] = positional_maker(Reservation) or _reservation_native

@@ -59,9 +59,21 @@ def _policy_call_kw(kind: CallKind, request: AppSession | None, op: PolicyOperat
     return PolicyCall(kind, request=request, op=op, player=player, player_ip=player_ip)
 
 
+def _policy_call_native(kind: CallKind, request: AppSession | None, op: PolicyOperation | None, player: str,
+                        player_ip: str | None) -> PolicyCall:
+    # A compiled build's maker: the fields set as native attributes (see server.policy.model's native makers).
+    made: PolicyCall = PolicyCall.__new__(PolicyCall)
+    made.kind = kind  # type: ignore[misc]
+    made.request = request  # type: ignore[misc]
+    made.op = op  # type: ignore[misc]
+    made.player = player  # type: ignore[misc]
+    made.player_ip = player_ip  # type: ignore[misc]
+    return made
+
+
 #: ``PolicyCall(...)`` with every field given positionally (the hooks make four per call).
 new_policy_call: Callable[[CallKind, AppSession | None, PolicyOperation | None, str, str | None], PolicyCall] = (
-    positional_maker(PolicyCall) or _policy_call_kw)
+    positional_maker(PolicyCall) or _policy_call_native)
 
 
 class SyncBackend(Protocol):
