@@ -51,13 +51,8 @@ class AccountStore:
         # The tables come from the region schema (server/db.py); a database error propagates as DatabaseError.
         self._db = open_region_db(self.path, check_same_thread=False)
         self._cache: dict[tuple[str, str], str] = {}
-        self._data_version = self._read_data_version()
         self._accounts_changes = self._read_accounts_changes()
         self._version_checked_at = time.monotonic()
-
-    def _read_data_version(self) -> int:
-        row = self._db.execute("PRAGMA data_version").fetchone()
-        return int(row[0]) if row else 0
 
     def _read_accounts_changes(self) -> int:
         row = self._db.execute("SELECT n FROM accounts_changes WHERE id = 1").fetchone()
@@ -69,24 +64,21 @@ class AccountStore:
         self._accounts_changes = self._read_accounts_changes()
 
     def _drop_stale_cache(self) -> None:
-        # PRAGMA data_version changes when another connection (``user remove`` in the CLI) committed: a removed
-        # player or a changed password takes effect at the next lookup, not at the next restart. Asked at most
-        # once a millisecond: a login looks an account up twice within microseconds (its HA1, then that it
-        # exists), and the query is a tenth of the registrar's own work. Other connections of the server itself
-        # commit all the time (the policy's reservations on every answered call, the registrations every
-        # second), so the cache is dropped only when the accounts changed: the count kept by the triggers of
-        # schema migration 10 (server/db.py).
+        # The count kept by the triggers of schema migration 10 (server/db.py) moves when any connection changed
+        # the accounts (``user remove`` in the CLI): a removed player or a changed password takes effect at the
+        # next lookup, not at the next restart. Read at most once a millisecond: a login looks an account up twice
+        # within microseconds (its HA1, then that it exists). Read straight away: PRAGMA data_version, asked
+        # first to skip it, moves on every commit of the server's other connections (the policy's rows on every
+        # answered call, the registrations every second), so at real rates every authentication ran both (two
+        # read transactions, two shared-memory lock pairs).
         now = time.monotonic()
         if now - self._version_checked_at < 0.001:
             return
         self._version_checked_at = now
-        version = self._read_data_version()
-        if version != self._data_version:
-            self._data_version = version
-            changes = self._read_accounts_changes()
-            if changes != self._accounts_changes:
-                self._accounts_changes = changes
-                self._cache.clear()
+        changes = self._read_accounts_changes()
+        if changes != self._accounts_changes:
+            self._accounts_changes = changes
+            self._cache.clear()
 
     def close(self) -> None:
         self._db.close()
