@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import hmac
 import itertools
+import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gamesdk.sip.digest import (
     Challenge,
@@ -56,7 +59,10 @@ def test_verification_computes_the_nonce_mac_once(monkeypatch: pytest.MonkeyPatc
     counter = itertools.count()
     auth = DigestAuthenticator("eu.example", secret=SECRET,
                                random_bytes=lambda n: next(counter).to_bytes(n, "big"))
-    nonce = Challenge.parse_untrusted(auth.challenges(10.0)[0]).nonce
+    # Issued by a predecessor with the same secret (a restart): a nonce this manager issued itself is found
+    # without any MAC (test_a_nonce_issued_here_is_checked_without_its_mac).
+    before = DigestAuthenticator("eu.example", secret=SECRET, random_bytes=lambda n: b"\x02" * n)
+    nonce = Challenge.parse_untrusted(before.challenges(10.0)[0]).nonce
     macs = counting_manager(monkeypatch, auth.nonces)
     client = DigestClient("alice", "pw", cnonce=lambda: "cn")
     challenge = Challenge(realm="eu.example", nonce=nonce, algorithm="SHA-256")
@@ -78,7 +84,7 @@ def test_verification_computes_the_nonce_mac_once(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("when", [5.0, 400.0])  # issued in the future / past its lifetime
 def test_use_refuses_like_check_and_records_nothing(monkeypatch: pytest.MonkeyPatch, when: float) -> None:
     manager = NonceManager(SECRET, lambda n: b"\x01" * n, lifetime_s=300.0)
-    nonce = manager.issue(50.0)
+    nonce = NonceManager(SECRET, lambda n: b"\x01" * n).issue(50.0)  # a predecessor's (one issued here: no MAC)
     macs = counting_manager(monkeypatch, manager)
     expected = manager.check(nonce, 1, when)
     assert expected in (NonceStatus.INVALID, NonceStatus.STALE)
@@ -98,3 +104,44 @@ def test_the_nonce_mac_is_computed_by_openssls_object_not_the_python_wrapper() -
     nonce = manager.issue(99.0)
     raw = base64.urlsafe_b64decode(nonce + "=")
     assert raw[16:] == hmac.digest(SECRET, raw[:16] + b"eu.example", "sha256")[:16]
+
+
+@settings(max_examples=200, deadline=None)
+@given(nows=st.lists(st.floats(0.0, 4e9, allow_nan=False), min_size=1, max_size=20), data=st.data())
+def test_a_nonce_issued_here_is_checked_without_its_mac(nows: list[float], data: st.DataObject) -> None:
+    """The manager remembers the nonces it issued until they come back: their check is a lookup that gives what
+    the MAC check gives (the same stamp), with no MAC computed; a nonce not issued here (a predecessor's, a
+    forged or mangled one, one already brought back) takes the MAC check; a check records nothing else."""
+    counter = itertools.count()
+    manager = NonceManager(SECRET, lambda n: next(counter).to_bytes(n, "big"), realm="eu.example")
+    twin = NonceManager(SECRET, lambda n: b"\x09" * n, realm="eu.example")  # same secret, nothing remembered
+    issued = [manager.issue(now) for now in nows]
+    macs: list[bytes] = []
+    real = manager._mac
+
+    class Counting:
+        def copy(self) -> object:
+            macs.append(b"")
+            return real.copy()
+
+    manager._mac = Counting()
+    order = data.draw(st.permutations(range(len(issued))))
+    for i in order:
+        assert manager.issued_ms(issued[i]) == twin.issued_ms(issued[i]) == int(nows[i] * 1000)
+    assert macs == []
+    for i in order:  # brought back again: the MAC check, the same answer
+        assert manager.issued_ms(issued[i]) == int(nows[i] * 1000)
+    assert len(macs) == len(issued)
+    mangled = data.draw(st.text(alphabet="ABCabc-_0", min_size=43, max_size=43))
+    before = len(macs)
+    assert manager.issued_ms(mangled) is twin.issued_ms(mangled) is None and len(macs) == before + 1
+    assert manager.issued_ms(twin.issue(nows[0])) == int(nows[0] * 1000) and len(macs) == before + 2
+
+
+def test_the_remembered_nonces_are_bounded() -> None:
+    manager = NonceManager(SECRET, os.urandom)
+    first = manager.issue(1.0)
+    for _ in range(5000):  # challenges never answered (a flood of requests without credentials)
+        manager.issue(2.0)
+    assert len(manager._issued) <= 4096
+    assert manager.issued_ms(first) == 1000  # forgotten here, still ours: the MAC check finds it
