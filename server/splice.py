@@ -290,11 +290,17 @@ def read_head(data: bytes) -> Head | None:
         uri = parts[1]
     names = _NAMES
     vias: list[str] = []
-    edited: list[tuple[str, bool]] = []  # the Via and Max-Forwards lines in order (True: Max-Forwards)
+    # Where the Via and Max-Forwards lines are (the CRLF before each, the end of the line), counted as the lines
+    # are read: the offset of each line's CRLF in the text, which is the bytes' (ASCII).
+    via_spans: list[tuple[int, int]] = []
+    mf_spans: list[tuple[int, int]] = []
+    pos = len(start)
     call_id = cseq_text = to = from_ = length_text = mf_text = None
     routes = proxy_require = False
     known = _LINES
     for line in lines[1:]:
+        at = pos
+        pos = at + 2 + len(line)
         hit = known.get(line)
         if hit is not None:
             key, value = hit
@@ -321,7 +327,7 @@ def read_head(data: bytes) -> Head | None:
                 continue
         if key == "v":
             vias.append(value)
-            edited.append((line, False))
+            via_spans.append((at, pos))
         elif key == "i":
             if call_id is not None:
                 return None  # a single header twice: the full path says what of it
@@ -346,7 +352,7 @@ def read_head(data: bytes) -> Head | None:
             if mf_text is not None:
                 return None
             mf_text = value
-            edited.append((line, True))
+            mf_spans.append((at, pos))
         elif key == "route":
             routes = True
         else:
@@ -374,18 +380,6 @@ def read_head(data: bytes) -> Head | None:
             _CSEQS[cseq_text] = cseq
     if method and cseq.method != method:
         return None
-    # Where the edited lines are (the CRLF before each, the end of the line), found in order: a line found is the
-    # one read, as the text of every line before it differs or was found before.
-    via_spans: list[tuple[int, int]] = []
-    mf_spans: list[tuple[int, int]] = []
-    pos = len(start)
-    for line, is_mf in edited:
-        pos = text.find(line, pos + 2) - 2
-        stop_line = pos + 2 + len(line)
-        if pos < 0 or text[pos:pos + 2] != "\r\n" or (stop_line != end and text[stop_line] != "\r"):
-            return None
-        (mf_spans if is_mf else via_spans).append((pos, stop_line))
-        pos = stop_line
     return Head(data if stop == len(data) else data[:stop], method, uri, status, vias, call_id, cseq, cseq_text,
                 to, from_, max_forwards, routes, proxy_require, len(start), end, via_spans, mf_spans)
 
