@@ -23,10 +23,10 @@ from gamesdk.sip.digest import (
 SECRET = b"0123456789abcdef0123456789abcdef"
 
 
-def counting_manager(monkeypatch: pytest.MonkeyPatch, manager: NonceManager) -> list[bytes]:
-    """Count the nonce MACs ``manager`` computes: each starts from a copy of its keyed HMAC (made once from the
-    secret), so that object is replaced by a stand-in counting its copies (an attribute, not a method: a compiled
-    build's classes take no per-instance method patch)."""
+def mac_counter(manager: NonceManager) -> tuple[list[bytes], object]:
+    """A stand-in for ``manager``'s keyed HMAC that counts the nonce MACs computed (each starts from a copy of it,
+    made once from the secret), and the list it counts them in. The stand-in replaces an attribute, not a method:
+    a compiled build's classes take no per-instance method patch."""
     macs: list[bytes] = []
     real = manager._mac
 
@@ -35,7 +35,13 @@ def counting_manager(monkeypatch: pytest.MonkeyPatch, manager: NonceManager) -> 
             macs.append(b"")
             return real.copy()
 
-    monkeypatch.setattr(manager, "_mac", Counting())
+    return macs, Counting()
+
+
+def counting_manager(monkeypatch: pytest.MonkeyPatch, manager: NonceManager) -> list[bytes]:
+    """Count the nonce MACs ``manager`` computes (:func:`mac_counter`), for the test's duration."""
+    macs, stand_in = mac_counter(manager)
+    monkeypatch.setattr(manager, "_mac", stand_in)
     return macs
 
 
@@ -116,15 +122,7 @@ def test_a_nonce_issued_here_is_checked_without_its_mac(nows: list[float], data:
     manager = NonceManager(SECRET, lambda n: next(counter).to_bytes(n, "big"), realm="eu.example")
     twin = NonceManager(SECRET, lambda n: b"\x09" * n, realm="eu.example")  # same secret, nothing remembered
     issued = [manager.issue(now) for now in nows]
-    macs: list[bytes] = []
-    real = manager._mac
-
-    class Counting:
-        def copy(self) -> object:
-            macs.append(b"")
-            return real.copy()
-
-    manager._mac = Counting()
+    macs, manager._mac = mac_counter(manager)  # (hypothesis runs it many times: no function-scoped monkeypatch)
     order = data.draw(st.permutations(range(len(issued))))
     for i in order:
         assert manager.issued_ms(issued[i]) == twin.issued_ms(issued[i]) == int(nows[i] * 1000)
