@@ -350,35 +350,6 @@ for _cls in (SessionKey, MediaComponent, AppSession, Grant, Deny, DialogRef, Res
     slot_setting_init(_cls)
 
 
-# -- Positional makers of the values made per call (a pure build's positional_maker, else the class with keywords) --
-
-
-def _session_key_kw(call_id: str, to_tag: str, side: Side) -> SessionKey:
-    return SessionKey(call_id, to_tag, side)
-
-
-def _app_session_kw(call_id: str, from_tag: str, to_tag: str, side: Side, player: str, peer: str, player_ip: str,
-                    components: tuple[MediaComponent, ...], transit_rtt_ms: int, peer_access_rtt_ms: int,
-                    game_format: str, qos_text: str) -> AppSession:
-    return AppSession(call_id=call_id, from_tag=from_tag, to_tag=to_tag, side=side, player=player, peer=peer,
-                      player_ip=player_ip, components=components, transit_rtt_ms=transit_rtt_ms,
-                      peer_access_rtt_ms=peer_access_rtt_ms, game_format=game_format, qos_text=qos_text)
-
-
-def _grant_kw(token: str | None, network: str, qos_class: str, priority: int, uplink_kbps: int, downlink_kbps: int,
-              latency_ms: int) -> Grant:
-    return Grant(token=token, network=network, qos_class=qos_class, priority=priority, uplink_kbps=uplink_kbps,
-                 downlink_kbps=downlink_kbps, latency_ms=latency_ms)
-
-
-def _reservation_kw(request: AppSession, grant: Grant, state: ReservationState, t_2xx: float, deadline: float,
-                    t_confirm: float | None, t_last_refresh: float | None, expires_s: int, interim_count: int,
-                    record_id: str, clock_offset: float) -> Reservation:
-    return Reservation(request=request, grant=grant, state=state, t_2xx=t_2xx, deadline=deadline,
-                       t_confirm=t_confirm, t_last_refresh=t_last_refresh, expires_s=expires_s,
-                       interim_count=interim_count, record_id=record_id, clock_offset=clock_offset)
-
-
 # -- A compiled build's makers --------------------------------------------------------------------------------------
 # Compiled (mypyc), these classes are native but keep the dataclass's interpreted ``__init__``, which sets each field
 # through ``object.__setattr__`` (an AppSession some 20k instructions, four a call). Compiled code sets a native

@@ -54,11 +54,6 @@ class PolicyCall:
 slot_setting_init(PolicyCall)  # made per policy call: fields set through the slots (still frozen)
 
 
-def _policy_call_kw(kind: CallKind, request: AppSession | None, op: PolicyOperation | None, player: str,
-                    player_ip: str | None) -> PolicyCall:
-    return PolicyCall(kind, request=request, op=op, player=player, player_ip=player_ip)
-
-
 def _policy_call_native(kind: CallKind, request: AppSession | None, op: PolicyOperation | None, player: str,
                         player_ip: str | None) -> PolicyCall:
     # A compiled build's maker: the fields set as native attributes (see server.policy.model's native makers).

@@ -124,6 +124,40 @@ def test_an_instance_is_its_class_s_after_init_and_a_subclass_s_fields_are_set_t
         value.a = 5  # type: ignore[misc]
 
 
+# The class called with keywords: what each positional maker must make (the references of the tests below).
+
+
+def _session_key_kw(call_id: str, to_tag: str, side: model.Side) -> model.SessionKey:
+    return model.SessionKey(call_id, to_tag, side)
+
+
+def _app_session_kw(call_id: str, from_tag: str, to_tag: str, side: model.Side, player: str, peer: str,
+                    player_ip: str, components: tuple[model.MediaComponent, ...], transit_rtt_ms: int,
+                    peer_access_rtt_ms: int, game_format: str, qos_text: str) -> model.AppSession:
+    return model.AppSession(call_id=call_id, from_tag=from_tag, to_tag=to_tag, side=side, player=player, peer=peer,
+                            player_ip=player_ip, components=components, transit_rtt_ms=transit_rtt_ms,
+                            peer_access_rtt_ms=peer_access_rtt_ms, game_format=game_format, qos_text=qos_text)
+
+
+def _grant_kw(token: str | None, network: str, qos_class: str, priority: int, uplink_kbps: int, downlink_kbps: int,
+              latency_ms: int) -> model.Grant:
+    return model.Grant(token=token, network=network, qos_class=qos_class, priority=priority,
+                       uplink_kbps=uplink_kbps, downlink_kbps=downlink_kbps, latency_ms=latency_ms)
+
+
+def _reservation_kw(request: model.AppSession, grant: model.Grant, state: model.ReservationState, t_2xx: float,
+                    deadline: float, t_confirm: float | None, t_last_refresh: float | None, expires_s: int,
+                    interim_count: int, record_id: str, clock_offset: float) -> model.Reservation:
+    return model.Reservation(request=request, grant=grant, state=state, t_2xx=t_2xx, deadline=deadline,
+                             t_confirm=t_confirm, t_last_refresh=t_last_refresh, expires_s=expires_s,
+                             interim_count=interim_count, record_id=record_id, clock_offset=clock_offset)
+
+
+def _policy_call_kw(kind: queries.CallKind, request: model.AppSession | None, op: queries.PolicyOperation | None,
+                    player: str, player_ip: str | None) -> queries.PolicyCall:
+    return queries.PolicyCall(kind, request=request, op=op, player=player, player_ip=player_ip)
+
+
 def _maker_cases() -> list[tuple[object, object, tuple[object, ...]]]:
     """(maker, its keyword twin, arguments): every positional maker of a per-call value."""
     comp = model.MediaComponent(uplink_kbps=64, downlink_kbps=128, max_latency_ms=80, qos_class="action")
@@ -134,15 +168,15 @@ def _maker_cases() -> list[tuple[object, object, tuple[object, ...]]]:
     res = model.Reservation(request=request, grant=grant, state=model.ReservationState.RESERVED, t_2xx=1.5,
                             deadline=33.5)
     return [
-        (model.new_session_key, model._session_key_kw, ("c1", "t1", model.Side.ORIG)),
-        (model.new_app_session, model._app_session_kw,
+        (model.new_session_key, _session_key_kw, ("c1", "t1", model.Side.ORIG)),
+        (model.new_app_session, _app_session_kw,
          ("c1", "f1", "t1", model.Side.TERM, "sip:b@eu", "sip:a@na", "10.0.0.2", (comp,), 12, 30, "pong/1", "lat=5")),
-        (model.new_grant, model._grant_kw, ("ab", "n", "q", 1, 64, 128, 80)),
-        (model.new_grant, model._grant_kw, (None, "n", "q", 1, 64, 128, 80)),
-        (model.new_reservation, model._reservation_kw,
+        (model.new_grant, _grant_kw, ("ab", "n", "q", 1, 64, 128, 80)),
+        (model.new_grant, _grant_kw, (None, "n", "q", 1, 64, 128, 80)),
+        (model.new_reservation, _reservation_kw,
          (request, grant, model.ReservationState.ACTIVE, 1.5, 33.5, 2.5, 3.5, 60, 2, "rid", -7.25)),
         (ledger.new_change, ledger._change_kw, (request.key, res, False, ())),
-        (queries.new_policy_call, queries._policy_call_kw, ("final", request, None, "", None)),
+        (queries.new_policy_call, _policy_call_kw, ("final", request, None, "", None)),
     ]
 
 
@@ -150,7 +184,7 @@ def _maker_cases() -> list[tuple[object, object, tuple[object, ...]]]:
 def test_a_positional_maker_makes_what_the_class_makes_with_keywords(case: int) -> None:
     maker, twin, args = _maker_cases()[case]
     assert callable(maker) and callable(twin)
-    if str(sys.modules[twin.__module__].__file__).endswith(".py"):  # type: ignore[attr-defined]
+    if str(sys.modules[maker.__module__].__file__).endswith(".py"):  # type: ignore[attr-defined]
         # The maker takes the fields in their order, as its keyword twin (which calls the class) does. (A compiled
         # build's native signatures are not read.)
         assert list(inspect.signature(maker).parameters) == list(inspect.signature(twin).parameters)
@@ -167,7 +201,7 @@ def test_a_positional_maker_makes_what_the_class_makes_with_keywords(case: int) 
 
 def test_the_makers_are_positional_makers_in_a_pure_build() -> None:
     for maker, twin, _ in _maker_cases():
-        module = sys.modules[twin.__module__]  # type: ignore[attr-defined]
+        module = sys.modules[maker.__module__]  # type: ignore[attr-defined]
         if str(module.__file__).endswith(".py"):
             assert maker is not twin and maker.__name__.startswith("make_")  # type: ignore[attr-defined]
         else:  # compiled: the native class's attributes set by compiled code (the dataclass's init is not)
