@@ -6,6 +6,7 @@ password itself is never stored. One HA1 per algorithm because SHA-256 and MD5 c
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -20,6 +21,13 @@ __all__ = ["Account", "AccountError", "AccountStore", "valid_username"]
 
 # The user part of sip:name@domain: keep to characters that need no escaping (RFC 3261 section 25.1 unreserved).
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
+
+#: The token an account change writes into the stamp beside the database (random: two writers never write the
+#: same one, so a token once read is never seen again after a change).
+_STAMP_BYTES = 8
+#: The accounts' change count is read at least this often (seconds) even when the stamp did not move.
+_COUNT_AT_LEAST_EVERY_S = 1.0
+
 
 class AccountError(GameSdkError):
     """An account operation cannot be done (bad name, duplicate, unknown user, unusable database)."""
@@ -51,15 +59,33 @@ class AccountStore:
         # The tables come from the region schema (server/db.py); a database error propagates as DatabaseError.
         self._db = open_region_db(self.path, check_same_thread=False)
         self._cache: dict[tuple[str, str], str] = {}
+        # The stamp beside the database (``<database>-accounts``, like SQLite's ``-wal``): every change made
+        # through an AccountStore, in any process, writes a fresh token into it after its commit, so a lookup
+        # learns that nothing changed from 8 bytes read, without an SQL statement (two read transactions on the
+        # shared-memory locks of the WAL: the costliest step of a login's cache hit). None for a database only
+        # this connection sees.
+        self._stamp_fd: int | None = None
+        if str(path) != ":memory:":
+            self._stamp_fd = os.open(f"{self.path}-accounts", os.O_RDWR | os.O_CREAT, 0o600)
+        self._stamp = self._read_stamp()
         self._accounts_changes = self._read_accounts_changes()
-        self._version_checked_at = time.monotonic()
+        self._version_checked_at = self._counted_at = time.monotonic()
+
+    def _read_stamp(self) -> bytes:
+        return b"" if self._stamp_fd is None else os.pread(self._stamp_fd, _STAMP_BYTES, 0)
 
     def _read_accounts_changes(self) -> int:
         row = self._db.execute("SELECT n FROM accounts_changes WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
 
     def _own_change(self) -> None:
-        # After a change through this connection: the cache goes, and the count its triggers just raised is ours.
+        # After a change through this connection: the other processes' lookups are told by a fresh token in the
+        # stamp (written after the commit, so one that reads it reads the count of this change or a later one),
+        # the cache goes, and the count its triggers just raised is ours.
+        if self._stamp_fd is not None:
+            token = os.urandom(_STAMP_BYTES)
+            os.pwrite(self._stamp_fd, token, 0)
+            self._stamp = token
         self._cache.clear()
         self._accounts_changes = self._read_accounts_changes()
 
@@ -69,12 +95,19 @@ class AccountStore:
         # next lookup, not at the next restart. Read at most once a millisecond: a login looks an account up twice
         # within microseconds (its HA1, then that it exists). Read straight away: PRAGMA data_version, asked
         # first to skip it, moves on every commit of the server's other connections (the policy's rows on every
-        # answered call, the registrations every second), so at real rates every authentication ran both (two
-        # read transactions, two shared-memory lock pairs).
+        # answered call, the registrations every second). The count itself is read when the stamp moved (an
+        # AccountStore of any process changed the accounts), and at least once a second for a writer that does
+        # not write the stamp (an operator's sqlite3 shell; ``ctl flush`` drops the cache at once).
         now = time.monotonic()
         if now - self._version_checked_at < 0.001:
             return
         self._version_checked_at = now
+        stamp = self._read_stamp()
+        if stamp == self._stamp and now - self._counted_at < _COUNT_AT_LEAST_EVERY_S:
+            return
+        # The stamp first, then the count: a change whose token comes after this read is seen at the next one.
+        self._stamp = stamp
+        self._counted_at = now
         changes = self._read_accounts_changes()
         if changes != self._accounts_changes:
             self._accounts_changes = changes
@@ -82,6 +115,9 @@ class AccountStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._stamp_fd is not None:
+            os.close(self._stamp_fd)
+            self._stamp_fd = None
 
     def add(self, name: str, password: str, *, now: float, admin: bool = False) -> Account:
         """Create an account; raises :class:`AccountError` for a bad or taken name or an empty password."""

@@ -97,6 +97,51 @@ def test_account_cache_survives_other_tables_and_follows_account_changes(tmp_pat
     cli.close()
 
 
+def test_account_lookup_runs_no_statement_while_no_account_changed(tmp_path: Path) -> None:
+    # A lookup asks the accounts' change count only when the stamp beside the database moved (or once a second):
+    # a login's cache hit runs no SQL statement, whatever the server's other connections commit.
+    from gamesdk.sip.digest import compute_ha1
+    from server.db import open_region_db
+
+    path = tmp_path / "r.db"
+    store = AccountStore(path, "r.test", ("MD5",))
+    store.add("alice", "pw", now=1.0)
+    assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "pw", "MD5")
+    queries: list[str] = []
+    store._db.set_trace_callback(queries.append)
+    writer = open_region_db(path)
+    writer.execute("INSERT INTO server_secrets (name, value) VALUES ('x', x'00')")
+    store._version_checked_at = float("-inf")
+    assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "pw", "MD5")
+    assert queries == []
+    # Another process's change is seen at the next lookup, by the stamp its AccountStore wrote.
+    cli = AccountStore(path, "r.test", ("MD5",))
+    cli.remove("alice")
+    store._version_checked_at = float("-inf")
+    assert store.ha1("alice", "MD5") is None and not store.exists("alice")
+    writer.close()
+    cli.close()
+    store.close()
+
+
+def test_account_change_without_the_stamp_is_seen_within_a_second(tmp_path: Path) -> None:
+    # A writer that does not write the stamp (an operator's sqlite3 shell) is caught by the count, read at least
+    # once a second (ctl flush drops the cache at once).
+    from server.db import open_region_db
+
+    path = tmp_path / "r.db"
+    store = AccountStore(path, "r.test", ("MD5",))
+    store.add("alice", "pw", now=1.0)
+    assert store.ha1("alice", "MD5") is not None
+    shell = open_region_db(path)
+    shell.execute("UPDATE accounts SET locked = 1 WHERE name = 'alice'")
+    store._version_checked_at = float("-inf")
+    store._counted_at = float("-inf")
+    assert store.ha1("alice", "MD5") is None
+    shell.close()
+    store.close()
+
+
 def test_refreshes_keep_one_expiry_entry_per_binding() -> None:
     # A refresh used to push one more entry on the expiry heap, kept until its time came: a player refreshing every
     # minute with Expires 3600 left 60 entries. Now a binding has one; a later expiry pushes nothing.
