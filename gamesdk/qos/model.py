@@ -18,6 +18,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeAlias
 
+from gamesdk._mypyc import python_class
 from gamesdk.errors import LocalProtocolError
 
 __all__ = [
@@ -80,15 +81,20 @@ def canonical_int(text: str, max_digits: int) -> int | None:
     return int(text)
 
 
-def _check_range(name: str, value: int, low: int, high: int) -> None:
+# The checks take ``object``: they are what tells a value of the wrong type (a compiled build would refuse it with a
+# TypeError when passing it as the field's type).
+def _check_range(name: str, value: object, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise LocalProtocolError(f"{name} must be an integer in {low}..{high}, got {value!r}")
 
 
-def _check_params(what: str, params: tuple[tuple[str, str], ...]) -> None:
+def _check_params(what: str, params: object) -> None:
+    if not isinstance(params, tuple):
+        raise LocalProtocolError(f"{what} parameters must be a tuple of (token, token), got {params!r}")
     seen: set[str] = set()
     for item in params:
-        if len(item) != 2 or not _is_token(item[0]) or not _is_token(item[1]):
+        if (not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], str)
+                or not isinstance(item[1], str) or not _is_token(item[0]) or not _is_token(item[1])):
             raise LocalProtocolError(f"{what} parameter {item!r} must be token=token")
         if item[0] in seen:
             raise LocalProtocolError(f"{what} parameter {item[0]!r} given twice")
@@ -110,6 +116,7 @@ def suite_bits(suite: str) -> int:
     return SUITE_BITS.get(suite, 0)
 
 
+@python_class
 @dataclass(frozen=True, slots=True)
 class GameFormat:
     """A game format type: ``name/version`` plus ``key=value`` parameters (``pong/1;tick=60``).
@@ -204,6 +211,7 @@ def game_formats(value: FormatsLike, what: str = "format") -> tuple[GameFormat, 
 _QOS_KEYS = {"lat": "latency_ms", "jit": "jitter_ms", "loss": "loss_ppm", "pps": "pps"}
 
 
+@python_class
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QosParams:
     """The ``a=gsdk-qos`` values: ``lat=<ms>;jit=<ms>;loss=<ppm>;pps=<n>``."""
@@ -261,6 +269,7 @@ def parse_qos_params(text: str) -> QosParams:
     return QosParams(**known, extra=tuple(extra))
 
 
+@python_class
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionTerms:
     """The negotiable part of one side's SDP (offer or answer): what the side asks for.

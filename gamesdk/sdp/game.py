@@ -27,6 +27,7 @@ import string
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gamesdk._mypyc import python_class
 from gamesdk.errors import LocalProtocolError, SdpError
 from gamesdk.qos.model import (
     MAX_KBPS,
@@ -128,6 +129,7 @@ def _address_type(address: str) -> str | None:
     return "IP4" if ip.version == 4 else "IP6"
 
 
+@python_class
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GameMedia:
     """The game stream of one side's SDP: the negotiable terms plus where and how to reach this side."""

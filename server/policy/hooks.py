@@ -51,6 +51,7 @@ from gamesdk.qos.model import Side as QosSide
 from gamesdk.qos.negotiation import demand
 from gamesdk.sdp.codec import parse_sdp_untrusted
 from gamesdk.sdp.game import Role, find_game_media, game_from_sdp, quick_game_terms
+from gamesdk.sdp.model import SessionDescription
 from gamesdk.sip.dialog_info import DialogState, parse_dialog_info_untrusted
 from gamesdk.sip.message import Request, Response, response_for
 from server.hooks import CallInfo, InviteVerdict, PolicyQuery, QueryAnswer
@@ -97,6 +98,12 @@ T = TypeVar("T")
 #: cost some 10k instructions).
 _ADMITTED = InviteVerdict()
 _CachedOffer = tuple[bytes, str | None, SessionTerms | None, float]
+#: Enum members read per call from module globals: ``Role.OFFER`` and ``QosSide.CALLER`` are attribute lookups on the
+#: enum class (its metaclass's, some 500 instructions each on CPython 3.11).
+_OFFER = Role.OFFER
+_ANSWER = Role.ANSWER
+_CALLER = QosSide.CALLER
+_CALLEE = QosSide.CALLEE
 
 
 class PolicyThread(Protocol):
@@ -127,8 +134,10 @@ class PolicyBackend(Protocol):
     def handle_timer(self, now: float) -> list[Reservation]: ...
 
 
-def _terms_untrusted(body: bytes, content_type: str | None, role: Role) -> SessionTerms | None:
-    """The game terms of an SDP body; None when there is no game stream at all. Raises GameSdkError if broken."""
+def _terms_untrusted(body: bytes, content_type: str | None, role: Role,
+                     parse: Callable[[bytes], SessionDescription] = parse_sdp_untrusted) -> SessionTerms | None:
+    """The game terms of an SDP body; None when there is no game stream at all. Raises GameSdkError if broken.
+    (``parse``: the full parser, for the bodies the quick reader leaves to it; tests count its calls.)"""
     if not body or body.isspace():  # (what ``not body.strip()`` says, without the copy)
         return None
     if (content_type is not None and content_type != _SDP
@@ -139,7 +148,7 @@ def _terms_untrusted(body: bytes, content_type: str | None, role: Role) -> Sessi
     terms = quick_game_terms(body, role)
     if terms is not None:
         return terms
-    desc = parse_sdp_untrusted(body)
+    desc = parse(body)
     try:
         find_game_media(desc)
     except GameSdkError:
@@ -163,6 +172,9 @@ class RegionPolicyHooks:
         transit_rtt_ms: measured round trip to a peer domain (``node.federation.rtt_ms``), None if unknown.
         player_vanished: ``node.player_vanished``: called when our player's ``terminated`` says the other player
             went silent (``event="timeout"``) and that player is of a peer region, so that region releases it.
+        read_terms: an SDP body's game terms (body, Content-Type, role): the SDK's readers by default; tests pass a
+            reader that counts the bodies read (a compiled build calls its module functions directly, past any
+            patch of the module).
     """
 
     def __init__(
@@ -177,6 +189,7 @@ class RegionPolicyHooks:
         clock: Callable[[], float] | None = None,
         transit_rtt_ms: Callable[[str], float | None],
         player_vanished: Callable[[str, str, str, str, str, float], None] | None = None,
+        read_terms: Callable[[bytes, str | None, Role], SessionTerms | None] = _terms_untrusted,
     ) -> None:
         self.backend = backend
         #: Answers this region's queries: ``HttpQueryRunner`` when the policy is a separate process (set by
@@ -195,6 +208,7 @@ class RegionPolicyHooks:
         # (player of the peer region, our player, Call-ID, the vanished player's tag, ours, now): the node tells
         # the peer region (server/peer_notice.py).
         self._player_vanished = player_vanished
+        self._read_terms = read_terms
         # (Call-ID, From-tag) -> (offer body, Content-Type, its terms or None, expiry on the node clock).
         self._offers: OrderedDict[tuple[str, str], _CachedOffer] = OrderedDict()
         # (id(offer terms), id(answer terms), caller's side or not) -> (offer terms, answer terms, what a request
@@ -231,7 +245,7 @@ class RegionPolicyHooks:
         if (cached is not None and cached[3] > now and cached[1] == call.content_type
                 and (cached[0] is call.offer or cached[0] == call.offer)):
             return cached[2]
-        terms = _terms_untrusted(call.offer, call.content_type, Role.OFFER)
+        terms = self._read_terms(call.offer, call.content_type, _OFFER)
         if keep:
             offers = self._offers
             offers.pop(key, None)
@@ -267,7 +281,7 @@ class RegionPolicyHooks:
 
     def _request(self, call: CallInfo, offer: SessionTerms, answer: SessionTerms | None, side: QosSide,
                  to_tag: str, peer_rtt: int) -> AppSession:
-        caller = side == QosSide.CALLER
+        caller = side == _CALLER
         address = call.caller_address if caller else call.callee_address
         # The terms of a game's usual texts are shared values (quick_game_terms keeps them), so what the request
         # takes from them is kept too, by the terms' identity (held alive by the entry, so an id is never reused).
@@ -332,9 +346,9 @@ class RegionPolicyHooks:
             caller_rtt = self._stated_rtt(call.invite.headers.get_all(ACCESS_RTT_HEADER))
         checks: list[tuple[QosSide, int]] = []
         if call.caller_local:
-            checks.append((QosSide.CALLER, callee_rtt or 0))
+            checks.append((_CALLER, callee_rtt or 0))
         if call.callee_local:
-            checks.append((QosSide.CALLEE, caller_rtt or 0))
+            checks.append((_CALLEE, caller_rtt or 0))
         calls = [new_policy_call("preliminary", self._request(call, offer, None, side, "", peer_rtt), None, "", None)
                  for side, peer_rtt in checks]
         headers: tuple[tuple[str, str], ...] = ()
@@ -374,7 +388,7 @@ class RegionPolicyHooks:
         to_tag = response.to.tag or ""
         problem = "the 2xx carries no game answer"
         try:
-            answer = _terms_untrusted(response.body, response.content_type, Role.ANSWER)
+            answer = self._read_terms(response.body, response.content_type, _ANSWER)
         except GameSdkError as exc:
             answer, problem = None, f"no usable game answer in the 2xx: {exc}"
         if answer is None:
@@ -385,9 +399,9 @@ class RegionPolicyHooks:
         if call.caller_local and not call.callee_local:
             callee_rtt = self._stated_rtt(response.headers.get_all(ACCESS_RTT_HEADER))
         # The callee's side first (DESIGN section 4), then the caller's; one refusal stops the rest.
-        order = [(QosSide.CALLEE, caller_rtt)] if call.callee_local else []
+        order = [(_CALLEE, caller_rtt)] if call.callee_local else []
         if call.caller_local:
-            order.append((QosSide.CALLER, callee_rtt))
+            order.append((_CALLER, callee_rtt))
         calls = [new_policy_call("final", self._request(call, offer, answer, side, to_tag, peer_rtt), None, "", None)
                  for side, peer_rtt in order]
 

@@ -69,13 +69,20 @@ class Change:
 slot_setting_init(Change)  # made per reservation change: fields set through the slots (still frozen)
 
 
-def _change_kw(key: SessionKey, save: Reservation | None, delete: bool, events: tuple[BillingEvent, ...]) -> Change:
-    return Change(key=key, save=save, delete=delete, events=events)
+def _change_native(key: SessionKey, save: Reservation | None, delete: bool,
+                   events: tuple[BillingEvent, ...]) -> Change:
+    # A compiled build's maker: the fields set as native attributes (see server.policy.model's native makers).
+    made: Change = Change.__new__(Change)
+    made.key = key  # type: ignore[misc]
+    made.save = save  # type: ignore[misc]
+    made.delete = delete  # type: ignore[misc]
+    made.events = events  # type: ignore[misc]
+    return made
 
 
 #: ``Change(...)`` with every field given positionally (a FINAL's new row: ``new_change(key, res, False, ())``).
 new_change: Callable[[SessionKey, Reservation | None, bool, tuple[BillingEvent, ...]], Change] = (
-    positional_maker(Change) or _change_kw)
+    positional_maker(Change) or _change_native)
 
 
 class Ledger(Protocol):

@@ -15,7 +15,7 @@ import pytest
 
 from server.billing import read_rows
 from server.policy import AppSession, EndReason, Grant, PolicyConfig, PolicyServer, ReservationState
-from server.policy.ledger import Change, FileJournal, LedgerUnavailable, SqliteLedger
+from server.policy.ledger import Change, FileJournal, Journal, LedgerUnavailable, SqliteLedger
 from server.policy.store import open_region_db
 
 WALL = 1_700_000_000.0
@@ -39,12 +39,24 @@ class FlakyLedger:
         return self.inner.load_all()
 
 
-class BrokenJournal(FileJournal):
+class BrokenJournal:
+    """A FileJournal whose appends fail (a full disk). (A wrapper: a compiled build's FileJournal is a native class,
+    which an interpreted class cannot extend.)"""
+
+    def __init__(self, path: str) -> None:
+        self.inner = FileJournal(path)
+
     def append(self, change: Change) -> None:
         raise OSError(28, "No space left on device")
 
+    def entries(self) -> list[Change]:
+        return self.inner.entries()
 
-def boot(db: Path, config: PolicyConfig, tokens: Callable[[], str], *, journal: FileJournal | None = None,
+    def clear(self) -> None:
+        self.inner.clear()
+
+
+def boot(db: Path, config: PolicyConfig, tokens: Callable[[], str], *, journal: Journal | None = None,
          ) -> tuple[PolicyServer, FlakyLedger]:
     ledger = FlakyLedger(open_region_db(db), config)
     policy = PolicyServer(config, token_factory=tokens, region="eu", ledger=ledger,

@@ -12,39 +12,68 @@ from typing import Any
 import pytest
 
 from server.billing.store import read_rows
+from server.billing.tariff import Tariff
 from server.policy import AppSession, Grant, PolicyConfig, PolicyServer, Side, open_region_db
-from server.policy.ledger import Change, FileJournal, SqliteLedger
+from server.policy.ledger import Change, FileJournal, Journal, SqliteLedger
+from server.policy.model import Reservation
 from server.policy.queries import PolicyCall, answer_now
 
 WALL = 1_700_000_000.0
 
 
-class FlakyLedger(SqliteLedger):
-    """A SqliteLedger whose writes fail while ``failing`` is set (a database locked by another process)."""
+class FlakyLedger:
+    """A SqliteLedger whose writes fail while ``failing`` is set (a database locked by another process). (A wrapper,
+    not a subclass: a compiled build's SqliteLedger is a native class, which an interpreted class cannot extend.)"""
 
-    failing = False
-    attempts = 0
+    def __init__(self, conn: sqlite3.Connection, tariff: Tariff) -> None:
+        self.inner = SqliteLedger(conn, tariff)
+        self.failing = False
+        self.attempts = 0
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self.inner.connection
+
+    def set_tariff(self, tariff: Tariff) -> None:
+        self.inner.set_tariff(tariff)
 
     def commit(self, change: Change) -> None:
         self.attempts += 1
         if self.failing:
             raise sqlite3.OperationalError("database is locked")
-        super().commit(change)
+        self.inner.commit(change)
 
     def commit_many(self, changes: list[Change]) -> None:
         self.attempts += 1
         if self.failing:
             raise sqlite3.OperationalError("database is locked")
-        super().commit_many(changes)
+        self.inner.commit_many(changes)
+
+    def commit_many_now(self, changes: list[Change]) -> bool:
+        return self.inner.commit_many_now(changes)
+
+    def load_all(self) -> list[Reservation]:
+        return self.inner.load_all()
 
 
-class BrokenJournal(FileJournal):
+class BrokenJournal:
+    """A FileJournal whose appends fail (a full disk)."""
+
+    def __init__(self, path: str) -> None:
+        self.inner = FileJournal(path)
+
     def append(self, change: Change) -> None:
         raise OSError(28, "No space left on device")
 
+    def entries(self) -> list[Change]:
+        return self.inner.entries()
+
+    def clear(self) -> None:
+        self.inner.clear()
+
 
 def boot(path: Path, config: PolicyConfig, tokens: Callable[[], str], *,
-         journal: FileJournal | None = None) -> tuple[PolicyServer, FlakyLedger]:
+         journal: Journal | None = None) -> tuple[PolicyServer, FlakyLedger]:
     ledger = FlakyLedger(open_region_db(path), config.tariff)
     policy = PolicyServer(config, token_factory=tokens, region="eu", ledger=ledger,
                           journal=journal if journal is not None else FileJournal(f"{path}.journal"))
@@ -194,7 +223,7 @@ def test_a_locked_database_writes_none_of_the_rows(tmp_path: Path, config: Polic
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     reservations = [policy._new_reservation(r, policy._decide(r), 0.0, WALL) for r in pair(req, 1)]  # type: ignore[arg-type]
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        SqliteLedger.commit_many(ledger, [Change(key=r.key, save=r) for r in reservations])
+        ledger.inner.commit_many([Change(key=r.key, save=r) for r in reservations])
     other.rollback()
     assert ledger.load_all() == [] and not ledger.connection.in_transaction
 
@@ -208,7 +237,7 @@ def test_more_rows_than_one_statement_takes_go_in_one_transaction(
                     for r in (req(n, ip="10.2.0.3") for n in range(WRITE_MANY_MAX + 1))]
     statements: list[str] = []
     ledger.connection.set_trace_callback(lambda sql: statements.append(sql.split(" ", 1)[0].upper()))
-    SqliteLedger.commit_many(ledger, [Change(key=r.key, save=r) for r in reservations])
+    ledger.inner.commit_many([Change(key=r.key, save=r) for r in reservations])
     assert statements[0] == "BEGIN" and statements[-1] == "COMMIT" and len(statements) == WRITE_MANY_MAX + 3
     assert len(ledger.load_all()) == WRITE_MANY_MAX + 1
     with pytest.raises(ValueError, match="1 to"):

@@ -6,6 +6,7 @@ again, and every test here checks the decision as well as the work saved.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 
@@ -13,9 +14,10 @@ import pytest
 
 import server.policy.hooks as policy_hooks
 from gamesdk.qos.model import SessionTerms
-from gamesdk.sdp.codec import format_sdp
+from gamesdk.sdp.codec import format_sdp, parse_sdp_untrusted
 from gamesdk.sdp.examples import example_answer, example_offer
 from gamesdk.sdp.game import Role
+from gamesdk.sdp.model import SessionDescription
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import parse_message_untrusted
 from server import prefixes
@@ -63,28 +65,33 @@ def call(request: Request) -> CallInfo:
     )
 
 
-@pytest.fixture
-def hooks(config: PolicyConfig, tokens: Callable[[], str], billing: MemoryBilling) -> RegionPolicyHooks:
+def make_hooks(config: PolicyConfig, tokens: Callable[[], str], billing: MemoryBilling,
+               read_terms: Callable[[bytes, str | None, Role], SessionTerms | None]) -> RegionPolicyHooks:
     tags = itertools.count(1)
     return RegionPolicyHooks(
         backend=PolicyServer(config, token_factory=tokens, region="eu", billing=billing),
         config=config, domain="eu.example", publications=DialogPublications(etag_factory=lambda: "e"),
         wall_clock=lambda: 1_000_000.0, tag_factory=lambda: f"tag{next(tags)}", transit_rtt_ms=lambda d: None,
+        read_terms=read_terms,
     )
 
 
 @pytest.fixture
-def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+def parses() -> list[bytes]:
     """Every SDP body the hooks read into terms, in order (the quick reader or the full parser)."""
-    seen: list[bytes] = []
-    read = policy_hooks._terms_untrusted
+    return []
 
+
+@pytest.fixture
+def hooks(config: PolicyConfig, tokens: Callable[[], str], billing: MemoryBilling,
+          parses: list[bytes]) -> RegionPolicyHooks:
+    # The hooks' reader, counting: handed to them (a compiled build would call a patched module function past
+    # the patch).
     def counting(body: bytes, content_type: str | None, role: Role) -> SessionTerms | None:
-        seen.append(body)
-        return read(body, content_type, role)
+        parses.append(body)
+        return policy_hooks._terms_untrusted(body, content_type, role)
 
-    monkeypatch.setattr(policy_hooks, "_terms_untrusted", counting)
-    return seen
+    return make_hooks(config, tokens, billing, counting)
 
 
 def test_each_body_is_parsed_once_per_call(hooks: RegionPolicyHooks, parses: list[bytes]) -> None:
@@ -162,15 +169,14 @@ def test_network_for_address_is_cached_bounded_and_unchanged(config: PolicyConfi
 
 
 def test_the_usual_bodies_skip_the_full_parser_and_faults_still_get_its_answer(
-        hooks: RegionPolicyHooks, monkeypatch: pytest.MonkeyPatch) -> None:
+        config: PolicyConfig, tokens: Callable[[], str], billing: MemoryBilling) -> None:
     full: list[bytes] = []
-    parse = policy_hooks.parse_sdp_untrusted
 
-    def counting(body: bytes) -> object:
+    def counting(body: bytes) -> SessionDescription:
         full.append(body)
-        return parse(body)
+        return parse_sdp_untrusted(body)
 
-    monkeypatch.setattr(policy_hooks, "parse_sdp_untrusted", counting)
+    hooks = make_hooks(config, tokens, billing, functools.partial(policy_hooks._terms_untrusted, parse=counting))
     request = invite("c1")
     assert hooks.invite_received(call(request), 0.0).ok
     headers = hooks.answer_received(call(request), ok("c1"), 0.1)

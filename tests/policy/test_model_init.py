@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from server.billing.model import BillingEvent
 from server.policy import ledger, model, queries
 from server.policy.model import slot_setting_init
 
@@ -72,7 +73,7 @@ def test_a_default_factory_or_a_class_without_slots_keeps_its_init() -> None:
 
 @pytest.mark.parametrize("cls", PER_CALL, ids=lambda c: c.__name__)
 def test_the_per_call_values_set_their_fields_through_the_slots(cls: type) -> None:
-    pure = str(sys.modules[cls.__module__].__file__).endswith(".py")  # ledger.py is never compiled
+    pure = str(sys.modules[cls.__module__].__file__).endswith(".py")
     if pure:
         code = vars(cls)["__init__"].__code__
         # The dataclass's frozen __init__ calls __dataclass_builtins_object__.__setattr__ once per field.
@@ -153,6 +154,11 @@ def _reservation_kw(request: model.AppSession, grant: model.Grant, state: model.
                              interim_count=interim_count, record_id=record_id, clock_offset=clock_offset)
 
 
+def _change_kw(key: model.SessionKey, save: model.Reservation | None, delete: bool,
+               events: tuple[BillingEvent, ...]) -> ledger.Change:
+    return ledger.Change(key=key, save=save, delete=delete, events=events)
+
+
 def _policy_call_kw(kind: queries.CallKind, request: model.AppSession | None, op: queries.PolicyOperation | None,
                     player: str, player_ip: str | None) -> queries.PolicyCall:
     return queries.PolicyCall(kind, request=request, op=op, player=player, player_ip=player_ip)
@@ -175,7 +181,7 @@ def _maker_cases() -> list[tuple[object, object, tuple[object, ...]]]:
         (model.new_grant, _grant_kw, (None, "n", "q", 1, 64, 128, 80)),
         (model.new_reservation, _reservation_kw,
          (request, grant, model.ReservationState.ACTIVE, 1.5, 33.5, 2.5, 3.5, 60, 2, "rid", -7.25)),
-        (ledger.new_change, ledger._change_kw, (request.key, res, False, ())),
+        (ledger.new_change, _change_kw, (request.key, res, False, ())),
         (queries.new_policy_call, _policy_call_kw, ("final", request, None, "", None)),
     ]
 

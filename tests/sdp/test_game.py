@@ -153,6 +153,30 @@ def test_game_media_validates(change: dict[str, object], fragment: str) -> None:
         dataclasses.replace(GAME, **change)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("cls", "value", "change"),
+    [
+        (GameMedia, GAME, {"address": 127}),
+        (GameMedia, GAME, {"port": "50000"}),
+        (GameMedia, GAME, {"public_key": ALICE_KEY.hex()}),
+        (GameMedia, GAME, {"session_id": "7"}),
+        (SessionTerms, TERMS, {"classification": 3}),
+        (SessionTerms, TERMS, {"receive_kbps": "64"}),
+        (SessionTerms, TERMS, {"suites": (256,)}),
+        (QosParams, TERMS.qos, {"latency_ms": "80"}),
+        (QosParams, TERMS.qos, {"extra": (("x", 1),)}),
+        (GameFormat, TERMS.formats[0], {"name": None}),
+        (GameFormat, TERMS.formats[0], {"version": "1"}),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_the_sdks_error(cls: type, value: object, change: dict[str, object]) -> None:
+    # Also in the compiled build (setup.py): the value classes stay Python classes there (gamesdk._mypyc), so a
+    # field's type is checked by __post_init__ (LocalProtocolError), not by a native class's setter (TypeError).
+    assert type(value) is cls and not hasattr(cls, "__mypyc_attrs__")
+    with pytest.raises(LocalProtocolError):
+        dataclasses.replace(value, **change)  # type: ignore[type-var]
+
+
 K = KEY_TEXT
 EXTENSION_ERRORS = [
     # (body, the line the error must name (None: no single line), message fragment)
