@@ -53,7 +53,7 @@ from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
-from server.splice import read_ack, read_head, read_invite, read_register
+from server.splice import read_ack, read_head, read_invite, read_login, read_register
 from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -425,7 +425,8 @@ class RegionalServer:
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 3.5.1)
         start = data[:4]
-        if start == b"REGI" and self.challenge_path and self._challenged_plainly(data, addr, now, out):
+        if start == b"REGI" and self.challenge_path and (self._challenged_plainly(data, addr, now, out)
+                                                         or self._registered_plainly(data, addr, now, out)):
             return
         if start == b"INVI" and self.challenge_path and self._invite_challenged_plainly(data, addr, now, out):
             return
@@ -450,17 +451,32 @@ class RegionalServer:
             self.stats.responses += 1
             self._on_response(message, addr, now, out)
             return
-        self.stats.requests += 1
-        method = message.method
-        self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+        self._request_in(message, addr, now, out, len(data))
+
+    def _request_in(self, request: Request, addr: Address, now: float, out: Datagrams, size: int) -> None:
+        """A request parsed and checked (by the full path, or read as it would make it), counted and handled."""
+        stats = self.stats
+        stats.requests += 1
+        method = request.method
+        stats.by_method[method] = stats.by_method.get(method, 0) + 1
         try:
-            self._on_request(message, addr, now, out, len(data))
+            self._on_request(request, addr, now, out, size)
         except RemoteProtocolError as exc:
             # A header the parser let through but a layer could not use (e.g. a bad Contact parameter).
             log.info("node: %s from %s:%d rejected: %s", method, addr[0], addr[1], clip(exc.message))
             if method != "ACK":
-                self.send_unverified(response_for(message, exc.status_hint, _reason(exc.message),
-                                                  to_tag=self.ids.tag()).to_bytes(), addr, len(data), now, out)
+                self.send_unverified(response_for(request, exc.status_hint, _reason(exc.message),
+                                                  to_tag=self.ids.tag()).to_bytes(), addr, size, now, out)
+
+    def _registered_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
+        """The login path (issue 16): a REGISTER with credentials in the plain shape
+        :func:`server.splice.read_login` reads, handled as the full path handles it from there on (the same
+        Request, without parsing every header into objects). False, with nothing done, for everything else."""
+        request = read_login(data)
+        if request is None:
+            return False
+        self._request_in(request, addr, now, out, len(data))
+        return True
 
     def _challenged_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
         """The challenge path (issue 16): a REGISTER in the plain shape :func:`server.splice.read_register` reads

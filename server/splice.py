@@ -25,11 +25,12 @@ from typing import cast
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN, is_digits
 from gamesdk.sip.headers import CSeq, Via
+from gamesdk.sip.message import RAW_KEY, Headers, Request
 from gamesdk.sip.parser import known_via
-from gamesdk.sip.uri import SipUri
+from gamesdk.sip.uri import NameAddr, SipUri
 
-__all__ = ["Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_head", "read_invite", "read_register",
-           "request_uri", "spliced", "with_vias"]
+__all__ = ["Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_head", "read_invite", "read_login",
+           "read_register", "request_uri", "spliced", "with_vias"]
 
 _VIA_NAMES = (b"via", b"v")
 
@@ -515,8 +516,8 @@ _REGISTER_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-le
 #: Lines of that shape already read, by their text: the field (key, name, value) each gave. Most repeat from login
 #: to login (Max-Forwards, To, Contact, Expires, CSeq, Content-Length); bounded (they come from the network).
 _REGISTER_KNOWN: dict[str, tuple[str, str, str]] = {}
-#: Start lines of that shape already read, to their Request-URI (a region's few), bounded.
-_REGISTER_URIS: dict[str, SipUri] = {}
+#: Start lines of that shape already read, to their Request-URI (text, parsed: a region's few), bounded.
+_REGISTER_URIS: dict[str, tuple[str, SipUri]] = {}
 #: Lines new in nearly every REGISTER (a new branch, tag and Call-ID per login): not kept.
 _REGISTER_UNIQUE = frozenset(("via", "from", "call-id"))
 
@@ -588,17 +589,9 @@ def read_register(data: bytes) -> PlainRegister | None:
             or data.find(b"uthorization:") >= 0 or not data.isascii()):
         return None  # (credentials, nearly always: the login's second REGISTER, found before any line is read)
     lines = data[:-4].decode("ascii").split("\r\n")
-    first = lines[0]
-    ruri = _REGISTER_URIS.get(first)
-    if ruri is None:
-        start = _REGISTER_START.fullmatch(first)
-        if start is None:
-            return None
-        ruri = request_uri(start.group(1))
-        if len(first) <= _MEMO_ENTRY:
-            if len(_REGISTER_URIS) >= _MEMO_MAX:
-                _REGISTER_URIS.clear()
-            _REGISTER_URIS[first] = ruri
+    start = _register_start(lines[0])
+    if start is None:
+        return None
     del lines[0]
     read = _read_lines(lines, _REGISTER_LINES, _REGISTER_KNOWN, _REGISTER_UNIQUE)
     if read is None:
@@ -606,7 +599,23 @@ def read_register(data: bytes) -> PlainRegister | None:
     fields, by_key, via = read
     if via is None or not by_key.keys() >= _REGISTER_NEEDS:
         return None
-    return PlainRegister(fields, via, ruri, request_uri(_uri_in(by_key["to"][2])))
+    return PlainRegister(fields, via, start[1], request_uri(_uri_in(by_key["to"][2])))
+
+
+def _register_start(first: str) -> tuple[str, SipUri] | None:
+    """The Request-URI (text, parsed) of a REGISTER's start line of the shape, else None."""
+    hit = _REGISTER_URIS.get(first)
+    if hit is None:
+        start = _REGISTER_START.fullmatch(first)
+        if start is None:
+            return None
+        text = start.group(1)
+        hit = (text, request_uri(text))
+        if len(first) <= _MEMO_ENTRY:
+            if len(_REGISTER_URIS) >= _MEMO_MAX:
+                _REGISTER_URIS.clear()
+            _REGISTER_URIS[first] = hit
+    return hit
 
 
 # -- the INVITE's challenge ---------------------------------------------------------------------------------------
@@ -794,3 +803,74 @@ def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
         return None
     max_forwards = by_key.get("max-forwards")
     return via, by_key["call-id"][2], None if max_forwards is None else int(max_forwards[2])
+
+
+# -- the login's REGISTER -----------------------------------------------------------------------------------------
+#
+# A REGISTER with credentials (a login's second) is the registrar's: it reads the Request-URI, To, Call-ID, CSeq,
+# Expires, Contact and Authorization of it (Require, Path and Supported when there), and its answer copies Via,
+# From, To, Call-ID and CSeq. The challenge path's shape with one Authorization line more (printable text; the
+# parser never reads that value) is read here into the Request the full parse and check make of it, with the
+# typed values they leave in its cache but the From (the registrar never reads it; its accessor parses it if
+# anything does): no other header parsed, no line split twice. Anything else is None and takes the full path
+# (tests/server/test_login_path.py holds the two to the same datagrams and bindings).
+
+_LOGIN_LINES: _Shapes = {**_REGISTER_LINES, "Authorization": ("authorization", _TEXT.fullmatch)}
+_LOGIN_NEEDS = _REGISTER_NEEDS | {"authorization"}
+#: Fresh in every login: a new nonce and response (besides the REGISTER's new branch, tag and Call-ID).
+_LOGIN_UNIQUE = _REGISTER_UNIQUE | {"authorization"}
+#: To values of that shape already parsed (a player's, in each of its logins), bounded.
+_LOGIN_TOS: dict[str, NameAddr] = {}
+
+
+def _cseq_of(text: str) -> CSeq:
+    cseq = _CSEQS.get(text)
+    if cseq is None:
+        cseq = CSeq.parse(text)
+        if len(_CSEQS) >= _MEMO_MAX:
+            _CSEQS.clear()
+        _CSEQS[text] = cseq
+    return cseq
+
+
+def read_login(data: bytes) -> Request | None:
+    """The REGISTER of ``data`` with its credentials when it has the plain shape above (one Authorization line)
+    and no body, as ``parse_message_untrusted(data, lazy=True)`` and ``validate_untrusted`` make it; else None."""
+    if (not data.endswith(b"\r\n\r\n") or data.find(b"\r\n\r\n") != len(data) - 4
+            or data.find(b"\r\nAuthorization: ") < 0 or not data.isascii()):
+        return None
+    lines = data[:-4].decode("ascii").split("\r\n")
+    start = _register_start(lines[0])
+    if start is None:
+        return None
+    del lines[0]
+    read = _read_lines(lines, _LOGIN_LINES, _REGISTER_KNOWN, _LOGIN_UNIQUE)
+    if read is None:
+        return None
+    fields, by_key, via = read
+    if via is None or not by_key.keys() >= _LOGIN_NEEDS:
+        return None
+    to_text = by_key["to"][2]
+    to = _LOGIN_TOS.get(to_text)
+    if to is None:
+        to = NameAddr.parse(to_text)
+        if len(to_text) <= _MEMO_ENTRY:
+            if len(_LOGIN_TOS) >= _MEMO_MAX:
+                _LOGIN_TOS.clear()
+            _LOGIN_TOS[to_text] = to
+    headers = Headers._from_keyed(fields)
+    request = Request("REGISTER", start[0], headers, b"", "SIP/2.0")
+    request._uri_cache = start
+    cache = headers._cache
+    cache["via"] = [via]
+    cache["to"] = to
+    cache["call-id"] = by_key["call-id"][2]
+    cache["cseq"] = _cseq_of(by_key["cseq"][2])
+    field = by_key.get("max-forwards")
+    if field is not None:
+        cache["max-forwards"] = int(field[2])
+    field = by_key.get("expires")
+    if field is not None:
+        cache["expires"] = int(field[2])
+    cache[RAW_KEY] = data  # as the lazy parse keeps it: Content-Length 0 frames the whole datagram
+    return request
