@@ -425,8 +425,10 @@ class RegionalServer:
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 section 3.5.1)
         start = data[:4]
-        if start == b"REGI" and self.challenge_path and (self._challenged_plainly(data, addr, now, out)
-                                                         or self._registered_plainly(data, addr, now, out)):
+        # A login's second REGISTER has credentials, its first none: one look tells which reader may take it.
+        if start == b"REGI" and self.challenge_path and (
+                self._registered_plainly(data, addr, now, out) if data.find(b"\r\nAuthorization: ") > 0
+                else self._challenged_plainly(data, addr, now, out)):
             return
         if start == b"INVI" and self.challenge_path and self._invite_challenged_plainly(data, addr, now, out):
             return

@@ -194,3 +194,33 @@ def test_a_logins_second_register_is_read_as_the_full_parse_makes_it(tmp_path: P
     assert read_login(data.replace(b"Max-Forwards: 70", b"Max-Forwards: 256")) is None
     assert read_login(data + b"x") is None
     assert read_login(_first("alice", 1)) is None
+
+
+def test_a_registrar_result_is_equal_hashable_and_shown_as_the_dataclass_was() -> None:
+    from server.registrar import RegistrarResult
+
+    one = RegistrarResult(200, b"x", user="alice")
+    assert one == RegistrarResult(200, b"x", 0.0, (), (), "alice", False) and hash(one) == hash(
+        RegistrarResult(200, b"x", user="alice"))
+    assert one != RegistrarResult(200, b"x", user="bob") and one != (200, b"x")
+    assert repr(one) == ("RegistrarResult(status=200, data=b'x', delay_s=0.0, added=(), removed=(), user='alice', "
+                         "challenge=False)")
+
+
+#: Text of the pieces the shapes are made of (and of some they refuse).
+_SHAPE_TEXT = st.lists(st.sampled_from(list("<>;=:@.-_~ \t\"!%*+`'abzAZ09\x7f\x01") + [
+    "sip:", "tag=", ">;tag=", DOMAIN]), max_size=12).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(user=_SHAPE_TEXT, host=st.sampled_from([DOMAIN, "127.0.0.1", "1.2.3", "x_y", "a.b:5060", "a:0"]),
+       tag=_SHAPE_TEXT, raw=_SHAPE_TEXT)
+def test_the_readers_checks_take_what_their_expressions_take(user: str, host: str, tag: str, raw: str) -> None:
+    from server import splice
+
+    tagged = re.compile(rf"<{splice._PLAYER_URI}>;tag={splice.TOKEN}")
+    for value in (f"<sip:{user}@{host}>;tag={tag}", f"<sip:alice@{host}>;tag={tag}", raw, f"<{raw}>;tag={tag}"):
+        for _ in range(2):  # and again, from the memo
+            assert (splice._tagged_of(value) is not None) == (tagged.fullmatch(value) is not None), value
+        if value.isascii():
+            assert (splice._printable(value) is not None) == (splice._TEXT.fullmatch(value) is not None), value
