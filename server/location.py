@@ -41,8 +41,10 @@ def is_ip_literal(host: str) -> bool:
 
 
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
-# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before.
-@dataclass(slots=True, unsafe_hash=True)
+# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before. Its
+# __init__ written out (the same parameters): the compiled build runs a dataclass's generated one interpreted,
+# where a written one stores the fields natively (every login makes one).
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Binding:
     """One registered contact of an address-of-record."""
 
@@ -62,6 +64,20 @@ class Binding:
     #: The REGISTER's Path header values (RFC 3327): proxies between us and the player (an edge), put as Route
     #: on every request for the player so they stay on the path.
     path: tuple[str, ...] = ()
+
+    def __init__(self, aor: str, contact: str, expires_at: float, source: Address, access_network: str | None,
+                 call_id: str, cseq: int, registered_at: float, target: Address | None = None,
+                 path: tuple[str, ...] = ()) -> None:
+        self.aor = aor
+        self.contact = contact
+        self.expires_at = expires_at
+        self.source = source
+        self.access_network = access_network
+        self.call_id = call_id
+        self.cseq = cseq
+        self.registered_at = registered_at
+        self.target = target
+        self.path = path
 
     @property
     def next_hop(self) -> Address:

@@ -224,3 +224,20 @@ def test_the_readers_checks_take_what_their_expressions_take(user: str, host: st
             assert (splice._tagged_of(value) is not None) == (tagged.fullmatch(value) is not None), value
         if value.isascii():
             assert (splice._printable(value) is not None) == (splice._TEXT.fullmatch(value) is not None), value
+
+
+def test_a_binding_is_made_as_the_dataclass_made_it() -> None:
+    import dataclasses
+
+    from server.location import Binding
+
+    one = Binding("sip:a@x", "sip:a@1.2.3.4", 10.0, ("1.2.3.4", 5), None, "c", 1, 2.0)
+    same = Binding(aor="sip:a@x", contact="sip:a@1.2.3.4", expires_at=10.0, source=("1.2.3.4", 5),
+                   access_network=None, call_id="c", cseq=1, registered_at=2.0, target=None, path=())
+    assert one == same and hash(one) == hash(same) and repr(one) == repr(same)
+    assert [f.name for f in dataclasses.fields(Binding)] == ["aor", "contact", "expires_at", "source",
+                                                              "access_network", "call_id", "cseq", "registered_at",
+                                                              "target", "path"]
+    moved = dataclasses.replace(one, access_network="lan", path=("<sip:p;lr>",))
+    assert (moved.access_network, moved.path, moved.target, moved.aor) == ("lan", ("<sip:p;lr>",), None, "sip:a@x")
+    assert repr(one).startswith("Binding(aor='sip:a@x', contact='sip:a@1.2.3.4', expires_at=10.0,")
