@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from itertools import compress
 from operator import not_
-from typing import cast
+from typing import Final, cast
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN, is_digits
@@ -160,33 +160,49 @@ def forward_request(raw: bytes, *, request_line: bytes | None, our_via: str, top
 # 16.6 step 1), as Kamailio does. The reader notes where the Via and Max-Forwards lines are, so that
 # :func:`spliced` edits them without another pass over the head.
 
+#: What the relay path reads of a header, as small ints (compared natively in the compiled build, where a
+#: comparison of two strings is a call): 0 for a valid name it does not read.
+_K_VIA: Final = 1
+_K_CALL_ID: Final = 2
+_K_CSEQ: Final = 3
+_K_TO: Final = 4
+_K_FROM: Final = 5
+_K_LENGTH: Final = 6
+_K_MAX_FORWARDS: Final = 7
+_K_ROUTE: Final = 8
+_K_PROXY_REQUIRE: Final = 9
 #: Header names as they appear before the colon (any case, compact forms, whitespace before the colon) to what the
-#: relay path reads of them: one of the keys below, "" for a valid name it does not read. Filled as names are
-#: met (each is checked once: they repeat from message to message), bounded (names come from the network).
-_NAMES: dict[str, str] = {}
+#: relay path reads of them (one of the keys above). Filled as names are met (each is checked once: they repeat
+#: from message to message), bounded (names come from the network).
+_NAMES: dict[str, int] = {}
 #: The names read (lower case, long and compact forms) to their key.
-_READ = {"via": "v", "v": "v", "call-id": "i", "i": "i", "cseq": "cseq", "to": "t", "t": "t", "from": "f",
-         "f": "f", "max-forwards": "mf", "content-length": "l", "l": "l", "route": "route",
-         "proxy-require": "pr"}
+_READ = {"via": _K_VIA, "v": _K_VIA, "call-id": _K_CALL_ID, "i": _K_CALL_ID, "cseq": _K_CSEQ, "to": _K_TO,
+         "t": _K_TO, "from": _K_FROM, "f": _K_FROM, "max-forwards": _K_MAX_FORWARDS, "content-length": _K_LENGTH,
+         "l": _K_LENGTH, "route": _K_ROUTE, "proxy-require": _K_PROXY_REQUIRE}
 _TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+#: Request methods that are tokens, checked before the expression (a set lookup is cheaper than a match).
+_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO", "MESSAGE",
+                      "NOTIFY", "SUBSCRIBE", "REFER", "PUBLISH"))
 #: CSeq values already parsed ("2 INVITE", "3 BYE": they repeat from call to call), bounded.
 _CSEQS: dict[str, CSeq] = {}
 _MEMO_MAX = 1024
 #: Longest text a memo keeps (a line, a name, a value): the memos' size stays bounded in bytes, not only in
 #: entries, whatever the network sends (8,192 lines of 60 KB would be half a gigabyte).
 _MEMO_ENTRY = 512
-#: Whole header lines already read to (key, value): most lines of a relayed message were in an earlier one of its
-#: call (From, To, Call-ID, CSeq, our Via, Content-Length), and a hit saves splitting and stripping. Bounded.
-_LINES: dict[str, tuple[str, str]] = {}
+#: Whole header lines already read to (key, value, number): most lines of a relayed message were in an earlier one
+#: of its call (From, To, Call-ID, CSeq, our Via, Content-Length), and a hit saves splitting and stripping. The
+#: number is a Content-Length's or Max-Forwards' value read (-1 when it is not 1-10 digits). Only lines without a
+#: bare CR or LF are kept, so a hit needs no such check. Bounded.
+_LINES: dict[str, tuple[int, str, int]] = {}
 _LINES_MAX = 8192
 
 
-def _name_key(name: str) -> str | None:
+def _name_key(name: str) -> int | None:
     """The key of a header name as it appeared before the colon (see _NAMES), or None when it is no token."""
     bare = name.rstrip(" \t")
     if _TOKEN.fullmatch(bare) is None:
         return None
-    key = _READ.get(bare.lower(), "")
+    key = _READ.get(bare.lower(), 0)
     if len(_NAMES) < _MEMO_MAX and len(name) <= _MEMO_ENTRY:
         _NAMES[name] = key
     return key
@@ -264,18 +280,17 @@ class Head:
 
 def read_head(data: bytes) -> Head | None:
     """The head of ``data`` as the relay path reads it (see above), or None when it is not in that plain shape."""
-    end = data.find(b"\r\n\r\n")
-    if end <= 0:
-        return None
-    head = data[:end]
-    if not head.isascii():
+    # partition (one argument) rather than find and a slice: bytes.find takes its optional range through an
+    # argument tuple, the costliest call here in the compiled build.
+    head, blank, _ = data.partition(b"\r\n\r\n")
+    end = len(head)
+    if not blank or end == 0 or not head.isascii():
         return None
     text = head.decode("ascii")
     lines = text.split("\r\n")
-    joined = "".join(lines)  # what is left of a bare LF or CR once the CRLFs are gone (cheaper than two counts)
-    if "\n" in joined or "\r" in joined:
-        return None  # a bare LF or CR
     start = lines[0]
+    if "\n" in start or "\r" in start:
+        return None  # a bare LF or CR (the header lines are checked as they are read)
     method = uri = ""
     status = 0
     if start[:8] == "SIP/2.0 ":
@@ -285,9 +300,11 @@ def read_head(data: bytes) -> Head | None:
         status = int(code)
     else:
         parts = start.split(" ")
-        if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[1] or _TOKEN.fullmatch(parts[0]) is None:
+        if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[1]:
             return None
         method = parts[0]
+        if method not in _METHODS and _TOKEN.fullmatch(method) is None:
+            return None
         uri = parts[1]
     names = _NAMES
     vias: list[str] = []
@@ -296,7 +313,8 @@ def read_head(data: bytes) -> Head | None:
     via_spans: list[tuple[int, int]] = []
     mf_spans: list[tuple[int, int]] = []
     pos = len(start)
-    call_id = cseq_text = to = from_ = length_text = mf_text = None
+    call_id = cseq_text = to = from_ = None
+    length = max_forwards = -2  # -2: no such line; -1: a line whose value is not 1-10 digits
     routes = proxy_require = False
     known = _LINES
     for line in lines[1:]:
@@ -304,10 +322,12 @@ def read_head(data: bytes) -> Head | None:
         pos = at + 2 + len(line)
         hit = known.get(line)
         if hit is not None:
-            key, value = hit
+            key, value, number = hit
             if not key:
                 continue
         else:
+            if "\n" in line or "\r" in line:
+                return None  # a bare LF or CR
             name, colon, value = line.partition(":")
             seen = names.get(name)
             if seen is None or not colon:
@@ -320,55 +340,53 @@ def read_head(data: bytes) -> Head | None:
                     return None
             key = seen
             value = value.strip(" \t") if key else ""
+            number = int(value) if (key == _K_LENGTH or key == _K_MAX_FORWARDS) and is_digits(value, 10) else -1
             if len(line) <= _MEMO_ENTRY:
                 if len(known) >= _LINES_MAX:
                     known.clear()
-                known[line] = (key, value)
+                known[line] = (key, value, number)
             if not key:
                 continue
-        if key == "v":
+        if key == _K_VIA:
             vias.append(value)
             via_spans.append((at, pos))
-        elif key == "i":
+        elif key == _K_CALL_ID:
             if call_id is not None:
                 return None  # a single header twice: the full path says what of it
             call_id = value
-        elif key == "cseq":
+        elif key == _K_CSEQ:
             if cseq_text is not None:
                 return None
             cseq_text = value
-        elif key == "t":
+        elif key == _K_TO:
             if to is not None:
                 return None
             to = value
-        elif key == "f":
+        elif key == _K_FROM:
             if from_ is not None:
                 return None
             from_ = value
-        elif key == "l":
-            if length_text is not None:
+        elif key == _K_LENGTH:
+            if length != -2:
                 return None
-            length_text = value
-        elif key == "mf":
-            if mf_text is not None:
+            length = number
+        elif key == _K_MAX_FORWARDS:
+            if max_forwards != -2:
                 return None
-            mf_text = value
+            max_forwards = number
             mf_spans.append((at, pos))
-        elif key == "route":
+        elif key == _K_ROUTE:
             routes = True
         else:
             proxy_require = True
-    if (not vias or not call_id or cseq_text is None or to is None or from_ is None or length_text is None
-            or " " in call_id or "\t" in call_id or not is_digits(length_text, 10)):
+    if (not vias or not call_id or cseq_text is None or to is None or from_ is None or length < 0
+            or " " in call_id or "\t" in call_id):
         return None
-    stop = end + 4 + int(length_text)
+    stop = end + 4 + length
     if stop > len(data):
         return None  # Content-Length larger than the message
-    max_forwards: int | None = None
-    if mf_text is not None:
-        if not is_digits(mf_text, 10) or int(mf_text) > 255:
-            return None
-        max_forwards = int(mf_text)
+    if max_forwards == -1 or max_forwards > 255:
+        return None
     cseq = _CSEQS.get(cseq_text)
     if cseq is None:
         try:
@@ -382,7 +400,8 @@ def read_head(data: bytes) -> Head | None:
     if method and cseq.method != method:
         return None
     return Head(data if stop == len(data) else data[:stop], method, uri, status, vias, call_id, cseq, cseq_text,
-                to, from_, max_forwards, routes, proxy_require, len(start), end, via_spans, mf_spans)
+                to, from_, None if max_forwards == -2 else max_forwards, routes, proxy_require, len(start), end,
+                via_spans, mf_spans)
 
 
 def spliced(head: Head, start: bytes | None, vias: Sequence[str], lower_vias: bool,
