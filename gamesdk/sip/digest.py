@@ -175,6 +175,43 @@ def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
     return whole.group(1), params
 
 
+#: The names of the credentials' params as clients write them (lowercase; a param of another name, or of another
+#: case, takes the general way).
+_CREDENTIAL_NAMES = frozenset(("username", "realm", "nonce", "uri", "response", "algorithm", "qop", "cnonce", "nc",
+                               "opaque"))
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
+
+
+def _usual_credentials_params(value: str) -> dict[str, str] | None:
+    """The params of :func:`parse_auth_params_untrusted` for credentials as clients write them: ``Digest `` and
+    params of known names separated by "," (SIPp) or ", " (the SDK, most phones), values quoted without a quote,
+    backslash or comma inside, or tokens; None for anything else, which takes the general way (the same answer
+    or its error, tests/sip/test_digest_params.py). String splits instead of a regex over every character: a
+    login's credentials cost 45k instructions through the general way (compiled)."""
+    if not value.startswith("Digest ") or len(value) > _MAX_AUTH_HEADER or "\\" in value:
+        return None
+    rest = value[7:]
+    if " " in rest:
+        rest = rest.replace(", ", ",")
+        if " " in rest:
+            return None
+    params: dict[str, str] = {}
+    for part in rest.split(","):
+        name, _, text = part.partition("=")
+        if name not in _CREDENTIAL_NAMES or name in params or not text:
+            return None
+        if text[0] == '"':
+            # A quoted value with a comma inside was cut at it: its first piece has no closing quote.
+            if len(text) < 2 or text[-1] != '"' or text.count('"') != 2:
+                return None
+            params[name] = text[1:-1]
+        elif text.strip(_TOKEN_CHARS):
+            return None
+        else:
+            params[name] = text
+    return params
+
+
 def _auth_params_error(value: str) -> NoReturn:
     """Raise the error of the first problem in ``value`` from the left (a param-by-param walk: the error path)."""
     m = _SCHEME_RE.match(value)
@@ -302,9 +339,11 @@ class Credentials:
     @classmethod
     def parse_untrusted(cls, value: str) -> Credentials:
         """Parse credentials. Raises only :class:`RemoteProtocolError` (400) with a reason phrase."""
-        scheme, p = parse_auth_params_untrusted(value)
-        if scheme.lower() != "digest":
-            raise RemoteProtocolError(f"unsupported authentication scheme {scheme!r}", 400)
+        p = _usual_credentials_params(value)
+        if p is None:
+            scheme, p = parse_auth_params_untrusted(value)
+            if scheme.lower() != "digest":
+                raise RemoteProtocolError(f"unsupported authentication scheme {scheme!r}", 400)
         if not p.keys() >= _REQUIRED_CREDENTIALS:  # one C check; the loop names the first one missing
             for required in ("username", "realm", "nonce", "uri", "response"):
                 if required not in p:

@@ -105,3 +105,47 @@ def test_a_space_other_than_the_ascii_one_is_whitespace_as_before() -> None:
     for value in ('Digest a="x",\u00a0b=c', 'Digest a=b\u2003,c=d', 'Digest a="\u3000",b=c', 'Digest a=b,c=d\u0085',
                   'Digest a=b,\tc=d', 'Digest a=b,c=d\t', '\tDigest a=b', 'Digest\ta=" ",b=c', 'Digest a="b c",d=e'):
         assert outcome(parse_auth_params_untrusted, value) == outcome(reference, value)
+
+
+# The credentials' twin (digest._usual_credentials_params): on the usual shapes it gives the general parser's
+# params, and on anything else None (the general way then answers, or raises its error).
+cred_names = st.sampled_from(["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "cnonce", "nc",
+                              "opaque", "Username", "stale", "x"])
+cred_quoted = st.text(alphabet=',=ab "\\\t\u00a0', max_size=8).map(lambda s: f'"{s}"')
+cred_param = st.builds(lambda n, v: f"{n}={v}", cred_names, st.one_of(tokens, cred_quoted, st.just('""')))
+credentials = st.builds(lambda scheme, sep, params: f"{scheme} {sep.join(params)}",
+                        st.sampled_from(["Digest", "digest", "Basic"]), st.sampled_from([",", ", ", " ,", ",  "]),
+                        st.lists(cred_param, min_size=1, max_size=10))
+credentials_mangled = st.builds(
+    lambda v, i, junk, cut: (v[:i % (len(v) + 1)] + junk + v[i % (len(v) + 1) + cut:]),
+    credentials, st.integers(0, 200), st.text(alphabet='",= \\a\t', max_size=3), st.integers(0, 3))
+
+
+def _twin_holds(value: str) -> bool:
+    from gamesdk.sip.digest import _usual_credentials_params
+
+    fast = _usual_credentials_params(value)
+    if fast is not None:
+        assert outcome(parse_auth_params_untrusted, value) == ("Digest", fast)
+    return fast is not None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(credentials, credentials_mangled))
+def test_the_credentials_twin_gives_the_general_params_or_steps_aside(value: str) -> None:
+    _twin_holds(value)
+
+
+def test_the_credentials_twin_takes_what_clients_send() -> None:
+    from gamesdk.sip.digest import Credentials
+
+    sipp = ('Digest username="player12",realm="eu.gamesdk.test",cnonce="6b8b4567",nc=00000001,qop=auth,'
+            'uri="sip:eu.gamesdk.test",nonce="AAAA_b-c",response="0123456789abcdef",algorithm=MD5')
+    sdk = Credentials(username="p", realm="r", nonce="n", uri="sip:x@r;transport=udp", response="ab", cnonce="c",
+                      nc=3, opaque="o").to_header_value()
+    for value in (sipp, sdk, 'Digest username="",realm="r",nonce="a=b",uri="u",response=x'):
+        assert _twin_holds(value), value
+    for value in ('Digest username="a,b",realm="r"', 'Digest username="a, b",realm="r"', 'Digest realm="r",',
+                  'Digest realm="r",realm="r"', 'Digest Realm="r"', 'Digest  realm="r"', 'Digest realm="r\\"x"',
+                  'Digest realm=r\u00a0', 'Digest realm="r" ,nonce=n', 'digest realm="r"', 'Digest realm="r"x"'):
+        assert not _twin_holds(value), value
