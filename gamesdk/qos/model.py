@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from gamesdk._mypyc import python_class
 from gamesdk.errors import LocalProtocolError
@@ -129,10 +129,13 @@ class GameFormat:
     params: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _is_token(self.name):
-            raise LocalProtocolError(f"game format name {self.name!r} must be a token")
-        _check_range("game format version", self.version, 0, _MAX_FORMAT_VERSION)
-        _check_params(f"game format {self.name}", self.params)
+        # The fields read as Any: compiled (mypyc), a read as the declared type checks it and would raise TypeError
+        # before these checks name the fault.
+        v: Any = self
+        if not isinstance(v.name, str) or not _is_token(v.name):
+            raise LocalProtocolError(f"game format name {v.name!r} must be a token")
+        _check_range("game format version", v.version, 0, _MAX_FORMAT_VERSION)
+        _check_params(f"game format {v.name}", v.params)
 
     def __str__(self) -> str:
         head = f"{self.name}/{self.version}"
@@ -228,12 +231,15 @@ class QosParams:
     extra: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        _check_range("gsdk-qos lat (ms)", self.latency_ms, 1, MAX_LATENCY_MS)
-        _check_range("gsdk-qos jit (ms)", self.jitter_ms, 0, MAX_JITTER_MS)
-        _check_range("gsdk-qos loss (ppm)", self.loss_ppm, 0, MAX_LOSS_PPM)
-        _check_range("gsdk-qos pps", self.pps, 1, MAX_PPS)
-        _check_params("gsdk-qos", self.extra)
-        for key, _ in self.extra:
+        # The fields read as Any: compiled (mypyc), a read as the declared type checks it and would raise TypeError
+        # before these checks name the fault.
+        v: Any = self
+        _check_range("gsdk-qos lat (ms)", v.latency_ms, 1, MAX_LATENCY_MS)
+        _check_range("gsdk-qos jit (ms)", v.jitter_ms, 0, MAX_JITTER_MS)
+        _check_range("gsdk-qos loss (ppm)", v.loss_ppm, 0, MAX_LOSS_PPM)
+        _check_range("gsdk-qos pps", v.pps, 1, MAX_PPS)
+        _check_params("gsdk-qos", v.extra)
+        for key, _ in v.extra:
             if key in _QOS_KEYS:
                 raise LocalProtocolError(f"gsdk-qos parameter {key!r} given twice")
 
@@ -289,24 +295,27 @@ class SessionTerms:
     suites: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if not self.formats:
+        # The fields read as Any: compiled (mypyc), a read as the declared type checks it and would raise TypeError
+        # before these checks name the fault.
+        v: Any = self
+        if not v.formats:
             raise LocalProtocolError("at least one game format (gsdk-format) is required")
-        for index, fmt in enumerate(self.formats):
+        for index, fmt in enumerate(v.formats):
             if not isinstance(fmt, GameFormat):
                 raise LocalProtocolError(f"formats must be GameFormat values, got {fmt!r}")
-            if fmt in self.formats[:index]:
+            if fmt in v.formats[:index]:
                 raise LocalProtocolError(f"game format {fmt} listed twice")
-        if not isinstance(self.classification, str) or not _is_token(self.classification):
-            raise LocalProtocolError(f"classification {self.classification!r} must be a token")
-        if not isinstance(self.qos, QosParams):
-            raise LocalProtocolError(f"qos must be a QosParams value, got {self.qos!r}")
-        _check_range("b=AS receive bandwidth (kbit/s)", self.receive_kbps, 1, MAX_KBPS)
-        if not self.suites:
+        if not isinstance(v.classification, str) or not _is_token(v.classification):
+            raise LocalProtocolError(f"classification {v.classification!r} must be a token")
+        if not isinstance(v.qos, QosParams):
+            raise LocalProtocolError(f"qos must be a QosParams value, got {v.qos!r}")
+        _check_range("b=AS receive bandwidth (kbit/s)", v.receive_kbps, 1, MAX_KBPS)
+        if not v.suites:
             raise LocalProtocolError("at least one security suite (gsdk-sec) is required")
-        for index, suite in enumerate(self.suites):
+        for index, suite in enumerate(v.suites):
             if not isinstance(suite, str) or not _is_token(suite):
                 raise LocalProtocolError(f"security suite {suite!r} must be a token")
-            if suite in self.suites[:index]:
+            if suite in v.suites[:index]:
                 raise LocalProtocolError(f"security suite {suite} listed twice")
 
 

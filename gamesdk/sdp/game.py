@@ -26,6 +26,7 @@ import re
 import string
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from gamesdk._mypyc import python_class
 from gamesdk.errors import LocalProtocolError, SdpError
@@ -145,20 +146,23 @@ class GameMedia:
     session_id: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.terms, SessionTerms):
-            raise LocalProtocolError(f"terms must be SessionTerms, got {self.terms!r}")
-        if not isinstance(self.address, str) or _address_type(self.address) is None:
-            raise LocalProtocolError(f"game address {self.address!r} must be a unicast IPv4 or IPv6 literal")
-        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 1 <= self.port <= 65_535:
-            raise LocalProtocolError(f"game port must be in 1..65535, got {self.port!r}")
-        if not isinstance(self.public_key, bytes) or len(self.public_key) != _KEY_BYTES:
+        # The fields read as Any: compiled (mypyc), a read as the declared type checks it and would raise TypeError
+        # before these checks name the fault.
+        v: Any = self
+        if not isinstance(v.terms, SessionTerms):
+            raise LocalProtocolError(f"terms must be SessionTerms, got {v.terms!r}")
+        if not isinstance(v.address, str) or _address_type(v.address) is None:
+            raise LocalProtocolError(f"game address {v.address!r} must be a unicast IPv4 or IPv6 literal")
+        if not isinstance(v.port, int) or isinstance(v.port, bool) or not 1 <= v.port <= 65_535:
+            raise LocalProtocolError(f"game port must be in 1..65535, got {v.port!r}")
+        if not isinstance(v.public_key, bytes) or len(v.public_key) != _KEY_BYTES:
             raise LocalProtocolError("public_key must be 32 bytes (an X25519 public key)")
         if (
-            not isinstance(self.session_id, int)
-            or isinstance(self.session_id, bool)
-            or not 0 <= self.session_id <= _MAX_SID
+            not isinstance(v.session_id, int)
+            or isinstance(v.session_id, bool)
+            or not 0 <= v.session_id <= _MAX_SID
         ):
-            raise LocalProtocolError(f"session_id must be a u32, got {self.session_id!r}")
+            raise LocalProtocolError(f"session_id must be a u32, got {v.session_id!r}")
 
     @property
     def addrtype(self) -> str:
