@@ -9,6 +9,7 @@ that the full path would refuse, or answer with other bytes, shows up as a diffe
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 from head_variants import varied_head
@@ -69,6 +70,27 @@ _NAMES = {
 }
 
 
+def register_values(pick: Callable[[str, str, list[str]], str], n: int, user: str, host: str, to_user: str, *,
+                    leg: int) -> dict[str, str]:
+    """The header values of a login's REGISTER (``leg`` 1: the first, 2: the one with credentials), each varied by
+    ``pick`` when the example varies it (the login path's test uses them too)."""
+    return {
+        "Via": pick("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-{leg}-{n};rport", _VIAS),
+        "Max-Forwards": pick("Max-Forwards", "70", _NUMBERS),
+        "From": pick("From", f"<sip:{user}@{host}>;tag=1reg{n}", [
+            f"<sip:{user}@{host}>;tag=1reg7", f"<sip:{user}@{host}>", f"\"A\" <sip:{user}@{host}>;tag=x",
+            f"<sip:{user}@{host}>;tag=a;tag=b", f"<sip:{user}@{host}>;tag=", f"<sip:{user}@{host}>;tag=a b"]),
+        "To": pick("To", f"<sip:{to_user}@{host}>", [
+            f"<sip:{to_user}@{host}>;tag=9", f"sip:{to_user}@{host}", f"<sip:{to_user}@{host};user=phone>",
+            f"<sips:{to_user}@{host}>", f"<sip:{to_user}@{host}> "]),
+        "Call-ID": pick("Call-ID", f"{n}-1@127.0.0.1", _CALL_IDS),
+        "CSeq": pick("CSeq", f"{leg} REGISTER", _CSEQS),
+        "Contact": pick("Contact", _CONTACTS[0], _CONTACTS).format(u=user or "x"),
+        "Expires": pick("Expires", "3600", _NUMBERS),
+        "Content-Length": pick("Content-Length", "0", ["00", "1", "x", ""]),
+    }
+
+
 @st.composite
 def registers(draw: st.DrawFn) -> bytes:
     """A REGISTER of the plain shape with a few of its parts (at most three) varied."""
@@ -87,21 +109,7 @@ def registers(draw: st.DrawFn) -> bytes:
                                           f"sip:{host}", "tel:+123", f"sips:{DOMAIN}", f"sip:{DOMAIN};transport=udp",
                                           "sip:127.0.0.1:5070", f"sip:{DOMAIN}:5060"])
     n = draw(st.integers(1, 10**6))
-    values = {
-        "Via": pick("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-1-{n};rport", _VIAS),
-        "Max-Forwards": pick("Max-Forwards", "70", _NUMBERS),
-        "From": pick("From", f"<sip:{user}@{host}>;tag=1reg{n}", [
-            f"<sip:{user}@{host}>;tag=1reg7", f"<sip:{user}@{host}>", f"\"A\" <sip:{user}@{host}>;tag=x",
-            f"<sip:{user}@{host}>;tag=a;tag=b", f"<sip:{user}@{host}>;tag=", f"<sip:{user}@{host}>;tag=a b"]),
-        "To": pick("To", f"<sip:{to_user}@{host}>", [
-            f"<sip:{to_user}@{host}>;tag=9", f"sip:{to_user}@{host}", f"<sip:{to_user}@{host};user=phone>",
-            f"<sips:{to_user}@{host}>", f"<sip:{to_user}@{host}> "]),
-        "Call-ID": pick("Call-ID", f"{n}-1@127.0.0.1", _CALL_IDS),
-        "CSeq": pick("CSeq", "1 REGISTER", _CSEQS),
-        "Contact": pick("Contact", _CONTACTS[0], _CONTACTS).format(u=user or "x"),
-        "Expires": pick("Expires", "3600", _NUMBERS),
-        "Content-Length": pick("Content-Length", "0", ["00", "1", "x", ""]),
-    }
+    values = register_values(pick, n, user, host, to_user, leg=1)
     body = draw(st.sampled_from(["x", "\r\n", "\r\n\r\n"])) if "body" in varied else ""
     return varied_head(draw, varied, f"REGISTER {ruri} SIP/2.0", values, _NAMES, _EXTRA, body).encode()
 

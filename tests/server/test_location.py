@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,9 @@ def test_account_store(tmp_path: Path) -> None:
     other.close()
 
 
-def test_account_cache_survives_other_tables_and_follows_account_changes(tmp_path: Path) -> None:
-    # The server's other connections commit all the time (reservations on every answered call, registrations every
-    # second): that must not drop the cache of HA1s (a database query per login otherwise), while an account
-    # changed by another connection (the CLI) is seen at the next lookup.
+def _store_under_commits(tmp_path: Path) -> tuple[Path, AccountStore, list[str], sqlite3.Connection]:
+    """An account store with alice's HA1 cached, its statements traced, and another connection that just committed
+    to a table other than the accounts (as the server's policy and registrations do all the time)."""
     from gamesdk.sip.digest import compute_ha1
     from server.db import open_region_db
 
@@ -77,6 +77,16 @@ def test_account_cache_survives_other_tables_and_follows_account_changes(tmp_pat
     store._db.set_trace_callback(queries.append)
     writer = open_region_db(path)
     writer.execute("INSERT INTO server_secrets (name, value) VALUES ('x', x'00')")
+    return path, store, queries, writer
+
+
+def test_account_cache_survives_other_tables_and_follows_account_changes(tmp_path: Path) -> None:
+    # The server's other connections commit all the time (reservations on every answered call, registrations every
+    # second): that must not drop the cache of HA1s (a database query per login otherwise), while an account
+    # changed by another connection (the CLI) is seen at the next lookup.
+    from gamesdk.sip.digest import compute_ha1
+
+    path, store, queries, writer = _store_under_commits(tmp_path)
     store._version_checked_at = float("-inf")  # asked at most once a millisecond: ask now
     assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "pw", "MD5") and store.exists("alice")
     assert not [q for q in queries if "account_ha1" in q], queries
@@ -101,16 +111,8 @@ def test_account_lookup_runs_no_statement_while_no_account_changed(tmp_path: Pat
     # A lookup asks the accounts' change count only when the stamp beside the database moved (or once a second):
     # a login's cache hit runs no SQL statement, whatever the server's other connections commit.
     from gamesdk.sip.digest import compute_ha1
-    from server.db import open_region_db
 
-    path = tmp_path / "r.db"
-    store = AccountStore(path, "r.test", ("MD5",))
-    store.add("alice", "pw", now=1.0)
-    assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "pw", "MD5")
-    queries: list[str] = []
-    store._db.set_trace_callback(queries.append)
-    writer = open_region_db(path)
-    writer.execute("INSERT INTO server_secrets (name, value) VALUES ('x', x'00')")
+    path, store, queries, writer = _store_under_commits(tmp_path)
     store._version_checked_at = float("-inf")
     assert store.ha1("alice", "MD5") == compute_ha1("alice", "r.test", "pw", "MD5")
     assert queries == []

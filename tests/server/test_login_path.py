@@ -16,7 +16,7 @@ from head_variants import varied_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_kit import make_node
-from test_challenge_path import _CALL_IDS, _CONTACTS, _CSEQS, _NAMES, _NUMBERS, _USERS, _VIAS
+from test_challenge_path import _NAMES, _USERS, register_values
 
 from gamesdk.sip.digest import compute_ha1, compute_response
 from gamesdk.sip.parser import parse_message_untrusted, validate_untrusted
@@ -82,22 +82,10 @@ def logins(draw: st.DrawFn) -> tuple[bytes, str, str, str]:
                                           f"sip:{host}", "tel:+123", f"sips:{DOMAIN}", f"sip:{DOMAIN};transport=udp",
                                           f"sip:{DOMAIN}:5060"])
     n = draw(st.integers(1, 10**6))
-    values = {
-        "Via": pick("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-2-{n};rport", _VIAS),
-        "Max-Forwards": pick("Max-Forwards", "70", _NUMBERS),
-        "From": pick("From", f"<sip:{user}@{host}>;tag=1reg{n}", [
-            f"<sip:{user}@{host}>;tag=1reg7", f"<sip:{user}@{host}>", f"\"A\" <sip:{user}@{host}>;tag=x",
-            f"<sip:{user}@{host}>;tag=a;tag=b", f"<sip:{user}@{host}>;tag=", f"<sip:{user}@{host}>;tag=a b"]),
-        "To": pick("To", f"<sip:{to_user}@{host}>", [
-            f"<sip:{to_user}@{host}>;tag=9", f"sip:{to_user}@{host}", f"<sip:{to_user}@{host};user=phone>",
-            f"<sips:{to_user}@{host}>", f"<sip:{to_user}@{host}> "]),
-        "Call-ID": pick("Call-ID", f"{n}-1@127.0.0.1", _CALL_IDS),
-        "CSeq": pick("CSeq", "2 REGISTER", _CSEQS),
-        "Contact": pick("Contact", _CONTACTS[0], _CONTACTS).format(u=user or "x"),
-        "Expires": pick("Expires", "3600", _NUMBERS),
-        "Authorization": "\x00credentials",
-        "Content-Length": pick("Content-Length", "0", ["00", "1", "x", ""]),
-    }
+    values = register_values(pick, n, user, host, to_user, leg=2)
+    length = values.pop("Content-Length")
+    values["Authorization"] = "\x00credentials"
+    values["Content-Length"] = length
     body = draw(st.sampled_from(["x", "\r\n", "\r\n\r\n"])) if "body" in varied else ""
     text = varied_head(draw, varied, f"REGISTER {ruri} SIP/2.0", values, _NAMES_LOGIN, _EXTRA, body)
     return text.encode(), user, ruri, "auth" if "auth" in varied else ""  # the credentials: once the nonce is known
