@@ -43,14 +43,15 @@ MYPYC_MODULES = [
     # it builds from the terms) and the SDP codec that reads a game INVITE's offer and its 2xx's answer. A whole
     # sans-IO call (bench/bench_proxy.py, callgrind, 300 calls after warm-up) on top of the modules above:
     # 3,430,455 -> 3,236,748 instructions (-5.6 %; the policy modules without model.py: 3,325,957).
-    # Round 13 added the hooks, the ledger, the quick SDP terms reader and the QoS values (their tests inject
-    # instead of patching module functions; the SDK's value classes stay Python classes, gamesdk._mypyc, so a
-    # field of the wrong type is still LocalProtocolError): bench_breakdown.py --whole --calls 50, callgrind per
-    # call 1,386,694 -> 1,328,607 (-4.2 %; the INVITE with digest 488,120 -> 465,790, its 200 464,694 -> 428,757).
+    # Round 13 added the hooks, the ledger and the quick SDP terms reader (their tests inject instead of patching
+    # module functions; the SDK's value classes in game.py stay Python classes, gamesdk._mypyc, so a field of the
+    # wrong type is still LocalProtocolError): bench_breakdown.py --whole --calls 50, callgrind per call with
+    # gamesdk/qos/model.py compiled too 1,386,694 -> 1,328,607 (-4.2 %). gamesdk/qos/model.py is left out: compiled,
+    # its public game_formats() refused an argument of the wrong type with mypyc's TypeError message ("union[str,
+    # GameFormat] object expected; got int") instead of the SDK's, which says what to pass (tests/test_api_shape.py).
     "server/policy/hooks.py",
     "server/policy/ledger.py",
     "gamesdk/sdp/game.py",
-    "gamesdk/qos/model.py",
     "server/policy/admission.py",
     "server/policy/bridge.py",
     "server/policy/codec.py",
