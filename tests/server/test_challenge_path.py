@@ -9,7 +9,6 @@ that the full path would refuse, or answer with other bytes, shows up as a diffe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 
 from head_variants import varied_head
@@ -70,11 +69,22 @@ _NAMES = {
 }
 
 
-def register_values(pick: Callable[[str, str, list[str]], str], n: int, user: str, host: str, to_user: str, *,
-                    leg: int) -> dict[str, str]:
-    """The header values of a login's REGISTER (``leg`` 1: the first, 2: the one with credentials), each varied by
-    ``pick`` when the example varies it (the login path's test uses them too)."""
-    return {
+def varied_register(draw: st.DrawFn, varied: set[str], hosts: list[str], more_ruris: list[str], *,
+                    leg: int) -> tuple[str, str, dict[str, str], str]:
+    """A login's REGISTER (``leg`` 1: the first, 2: the one with credentials) with the parts named in ``varied``
+    drawn from their choices (``hosts`` for the host, ``more_ruris`` beside the usual Request-URIs): its user, its
+    Request-URI, its header values in order and its body (the login path's test uses it too)."""
+    def pick(part: str, plain: str, choices: list[str]) -> str:
+        return draw(st.sampled_from(choices)) if part in varied else plain
+
+    user = pick("user", "alice", _USERS)
+    host = pick("host", DOMAIN, hosts)
+    to_user = pick("to_user", user, [user, "alice", "bob", ""])
+    ruri = pick("ruri", f"sip:{DOMAIN}", [f"sip:{DOMAIN}", "sip:127.0.0.1:5060", f"sip:{user}@{DOMAIN}",
+                                          f"sip:{host}", "tel:+123", f"sips:{DOMAIN}", f"sip:{DOMAIN};transport=udp",
+                                          *more_ruris, f"sip:{DOMAIN}:5060"])
+    n = draw(st.integers(1, 10**6))
+    values = {
         "Via": pick("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-{leg}-{n};rport", _VIAS),
         "Max-Forwards": pick("Max-Forwards", "70", _NUMBERS),
         "From": pick("From", f"<sip:{user}@{host}>;tag=1reg{n}", [
@@ -89,6 +99,8 @@ def register_values(pick: Callable[[str, str, list[str]], str], n: int, user: st
         "Expires": pick("Expires", "3600", _NUMBERS),
         "Content-Length": pick("Content-Length", "0", ["00", "1", "x", ""]),
     }
+    body = draw(st.sampled_from(["x", "\r\n", "\r\n\r\n"])) if "body" in varied else ""
+    return user, ruri, values, body
 
 
 @st.composite
@@ -99,18 +111,7 @@ def registers(draw: st.DrawFn) -> bytes:
                                            "case", "twice", "drop", "extra", "body", "end", "order", "utf8"]),
                           max_size=3))
 
-    def pick(part: str, plain: str, choices: list[str]) -> str:
-        return draw(st.sampled_from(choices)) if part in varied else plain
-
-    user = pick("user", "alice", _USERS)
-    host = pick("host", DOMAIN, _HOSTS)
-    to_user = pick("to_user", user, [user, "alice", "bob", ""])
-    ruri = pick("ruri", f"sip:{DOMAIN}", [f"sip:{DOMAIN}", "sip:127.0.0.1:5060", f"sip:{user}@{DOMAIN}",
-                                          f"sip:{host}", "tel:+123", f"sips:{DOMAIN}", f"sip:{DOMAIN};transport=udp",
-                                          "sip:127.0.0.1:5070", f"sip:{DOMAIN}:5060"])
-    n = draw(st.integers(1, 10**6))
-    values = register_values(pick, n, user, host, to_user, leg=1)
-    body = draw(st.sampled_from(["x", "\r\n", "\r\n\r\n"])) if "body" in varied else ""
+    _, ruri, values, body = varied_register(draw, varied, _HOSTS, ["sip:127.0.0.1:5070"], leg=1)
     return varied_head(draw, varied, f"REGISTER {ruri} SIP/2.0", values, _NAMES, _EXTRA, body).encode()
 
 

@@ -16,7 +16,7 @@ from head_variants import varied_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_kit import make_node
-from test_challenge_path import _NAMES, _USERS, register_values
+from test_challenge_path import _NAMES, varied_register
 
 from gamesdk.sip.digest import compute_ha1, compute_response
 from gamesdk.sip.parser import parse_message_untrusted, validate_untrusted
@@ -72,21 +72,10 @@ def logins(draw: st.DrawFn) -> tuple[bytes, str, str, str]:
                                            "case", "twice", "drop", "extra", "body", "end", "order", "auth"]),
                           max_size=3))
 
-    def pick(part: str, plain: str, choices: list[str]) -> str:
-        return draw(st.sampled_from(choices)) if part in varied else plain
-
-    user = pick("user", "alice", _USERS)
-    host = pick("host", DOMAIN, _HOSTS)
-    to_user = pick("to_user", user, [user, "alice", "bob", ""])
-    ruri = pick("ruri", f"sip:{DOMAIN}", [f"sip:{DOMAIN}", "sip:127.0.0.1:5060", f"sip:{user}@{DOMAIN}",
-                                          f"sip:{host}", "tel:+123", f"sips:{DOMAIN}", f"sip:{DOMAIN};transport=udp",
-                                          f"sip:{DOMAIN}:5060"])
-    n = draw(st.integers(1, 10**6))
-    values = register_values(pick, n, user, host, to_user, leg=2)
+    user, ruri, values, body = varied_register(draw, varied, _HOSTS, [], leg=2)
     length = values.pop("Content-Length")
     values["Authorization"] = "\x00credentials"
     values["Content-Length"] = length
-    body = draw(st.sampled_from(["x", "\r\n", "\r\n\r\n"])) if "body" in varied else ""
     text = varied_head(draw, varied, f"REGISTER {ruri} SIP/2.0", values, _NAMES_LOGIN, _EXTRA, body)
     return text.encode(), user, ruri, "auth" if "auth" in varied else ""  # the credentials: once the nonce is known
 
