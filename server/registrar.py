@@ -71,46 +71,35 @@ class _Contact(NamedTuple):
     reg_id: bool
 
 
+# Hashable as before. Its __init__ written out (the same parameters): the compiled build runs a dataclass's
+# generated one interpreted, where a written one stores the fields natively (every REGISTER makes one).
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class RegistrarResult:
-    """What one REGISTER did.
+    """What one REGISTER did."""
 
-    A class with its own ``__init__`` rather than a dataclass (equal, hashable and shown as one): the compiled
-    build runs a dataclass's generated ``__init__`` interpreted, where a written one stores the fields natively,
-    and every REGISTER makes one."""
-
-    __slots__ = ("added", "challenge", "data", "delay_s", "removed", "status", "user")
+    #: The answer's status, and the answer itself as sent to the REGISTER's source (its top Via marked with
+    #: ``received``/``rport``): written straight to bytes, no Response object in between.
+    status: int
+    data: bytes
+    #: Send the response only after this many seconds (authentication failure throttling).
+    delay_s: float = 0.0
+    added: tuple[Binding, ...] = ()
+    #: Bindings that ended (Expires 0, ``Contact: *``, replaced by a new Call-ID with Expires 0).
+    removed: tuple[Binding, ...] = ()
+    #: The authenticated user, when authentication succeeded.
+    user: str | None = None
+    #: The answer of the login flow to an unauthenticated request: sent statelessly and never cached.
+    challenge: bool = False
 
     def __init__(self, status: int, data: bytes, delay_s: float = 0.0, added: tuple[Binding, ...] = (),
                  removed: tuple[Binding, ...] = (), user: str | None = None, challenge: bool = False) -> None:
-        #: The answer's status, and the answer itself as sent to the REGISTER's source (its top Via marked with
-        #: ``received``/``rport``): written straight to bytes, no Response object in between.
         self.status = status
         self.data = data
-        #: Send the response only after this many seconds (authentication failure throttling).
         self.delay_s = delay_s
         self.added = added
-        #: Bindings that ended (Expires 0, ``Contact: *``, replaced by a new Call-ID with Expires 0).
         self.removed = removed
-        #: The authenticated user, when authentication succeeded.
         self.user = user
-        #: The answer of the login flow to an unauthenticated request: sent statelessly and never cached.
         self.challenge = challenge
-
-    def _fields(self) -> tuple[int, bytes, float, tuple[Binding, ...], tuple[Binding, ...], str | None, bool]:
-        return (self.status, self.data, self.delay_s, self.added, self.removed, self.user, self.challenge)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RegistrarResult):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return (f"RegistrarResult(status={self.status!r}, data={self.data!r}, delay_s={self.delay_s!r}, "
-                f"added={self.added!r}, removed={self.removed!r}, user={self.user!r}, "
-                f"challenge={self.challenge!r})")
 
 
 @dataclass(slots=True)
