@@ -52,17 +52,20 @@ class CredentialLookup(Protocol):
 
 
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
-# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before.
-@dataclass(slots=True, unsafe_hash=True)
+# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before. Their
+# __init__s written out (the same parameters): the compiled build runs a dataclass's generated one interpreted,
+# where a written one stores the fields natively (every login and call makes both).
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Authenticated:
     """The request carries right, fresh credentials of ``user``."""
 
     user: str
 
+    def __init__(self, user: str) -> None:
+        self.user = user
 
-# Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
-# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before.
-@dataclass(slots=True, unsafe_hash=True)
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Challenge:
     """Answer the request with this and nothing else: no state, no retransmission (RFC 3261 section 22 over UDP).
 
@@ -76,6 +79,14 @@ class Challenge:
     delay_s: float = 0.0
     #: The user name the credentials claimed, for logs (never trusted).
     claimed: str | None = None
+
+    def __init__(self, status: int, reason: str | None = None, headers: tuple[tuple[str, str], ...] = (),
+                 delay_s: float = 0.0, claimed: str | None = None) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.delay_s = delay_s
+        self.claimed = claimed
 
 
 # The verdicts as module globals: in CPython 3.11 ``digest.Verdict.OK`` goes through EnumType.__getattr__'s hook.

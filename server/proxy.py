@@ -88,7 +88,9 @@ _DIRECT_MAX_LEN = 512
 Unverified = Callable[[bytes, Address, int, float, Out, float], bool]
 
 
-@dataclass(slots=True)
+# DialogParties, Target and _Plan: their __init__s written out (the same parameters): the compiled build runs a
+# dataclass's generated one interpreted, where a written one stores the fields natively (every call makes them).
+@dataclass(slots=True, init=False)
 class DialogParties:
     """A call this server set up: the addresses of its two sides (where each sends from and is reached at).
 
@@ -99,6 +101,11 @@ class DialogParties:
     caller: tuple[Address, ...]
     callee: tuple[Address, ...]
     expires_at: float
+
+    def __init__(self, caller: tuple[Address, ...], callee: tuple[Address, ...], expires_at: float) -> None:
+        self.caller = caller
+        self.callee = callee
+        self.expires_at = expires_at
 
     def allows(self, source: Address, dest: Address) -> bool:
         """In-dialog traffic only between the two parties, in either direction."""
@@ -114,7 +121,7 @@ _NEVER_CHALLENGED = frozenset({"ACK", "CANCEL"})
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PUBLISH, UPDATE, INFO, PRACK, MESSAGE, NOTIFY, SUBSCRIBE, REFER"
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Target:
     """Where a request goes: the new Request-URI text and the next hop's address."""
 
@@ -127,8 +134,17 @@ class Target:
     #: Route header values to put on the request (the registered Path of the player, RFC 3327).
     routes: tuple[str, ...] = ()
 
+    def __init__(self, uri: str, dest: Address, local: bool = False, access_network: str | None = None,
+                 peer_domain: str | None = None, routes: tuple[str, ...] = ()) -> None:
+        self.uri = uri
+        self.dest = dest
+        self.local = local
+        self.access_network = access_network
+        self.peer_domain = peer_domain
+        self.routes = routes
 
-@dataclass(slots=True, eq=False)
+
+@dataclass(slots=True, eq=False, init=False)
 class _Plan:
     """What :meth:`ProxyCore._admit` decided, for :meth:`ProxyCore._route_new`."""
 
@@ -141,6 +157,17 @@ class _Plan:
     caller_local: bool
     from_peer: bool
     target: Target | None
+
+    def __init__(self, routes: list[str], route_popped: bool, loop_hash: str, max_forwards: int | None,
+                 in_dialog: bool, caller_local: bool, from_peer: bool, target: Target | None) -> None:
+        self.routes = routes
+        self.route_popped = route_popped
+        self.loop_hash = loop_hash
+        self.max_forwards = max_forwards
+        self.in_dialog = in_dialog
+        self.caller_local = caller_local
+        self.from_peer = from_peer
+        self.target = target
 
 
 class _Reject(Exception):

@@ -298,8 +298,10 @@ _REQUIRED_CREDENTIALS = frozenset(("username", "realm", "nonce", "uri", "respons
 
 
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
-# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before.
-@dataclass(slots=True, unsafe_hash=True, kw_only=True)
+# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before. Its
+# __init__ written out (the same keyword-only parameters): the compiled build runs a dataclass's generated one
+# interpreted, where a written one stores the fields natively (every login and call parses credentials).
+@dataclass(slots=True, unsafe_hash=True, kw_only=True, init=False)
 class Credentials:
     """One ``Authorization`` / ``Proxy-Authorization`` Digest credentials value."""
 
@@ -314,6 +316,19 @@ class Credentials:
     cnonce: str | None = None
     nc: int = 1
     opaque: str | None = None
+
+    def __init__(self, *, username: str, realm: str, nonce: str, uri: str, response: str, algorithm: str = "MD5",
+                 qop: str | None = "auth", cnonce: str | None = None, nc: int = 1, opaque: str | None = None) -> None:
+        self.username = username
+        self.realm = realm
+        self.nonce = nonce
+        self.uri = uri
+        self.response = response
+        self.algorithm = algorithm
+        self.qop = qop
+        self.cnonce = cnonce
+        self.nc = nc
+        self.opaque = opaque
 
     def to_header_value(self) -> str:
         """The header value in the order RFC 7616 3.9.1 prints it."""
