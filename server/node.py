@@ -53,7 +53,7 @@ from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
-from server.splice import read_ack, read_head, read_invite, read_login, read_register
+from server.splice import read_ack, read_answer, read_head, read_invite, read_login, read_register
 from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -175,6 +175,9 @@ class RegionalServer:
         #: REGISTERs without credentials in the plain shape challenged from their bytes
         #: (:meth:`_challenged_plainly`); False takes every one through the full parse (the same datagrams out).
         self.challenge_path = True
+        #: The 2xx of an INVITE in the plain shape read from its bytes (:meth:`_answered_plainly`); False parses
+        #: every one in full (the same datagrams out).
+        self.answer_path = True
         #: REFERs sent for the web site's invites, and their NOTIFY subscriptions (RFC 3515).
         self.refers = ReferAgent(domain=config.domain, via_host=host, via_port=port, ids=self.ids,
                                  t1=config.timers.t1_s, t2=config.timers.t2_s)
@@ -437,6 +440,8 @@ class RegionalServer:
         if self.relay_path and (start in _RELAYED_STARTS or (start == b"SIP/" and (
                 data[8:9] == b"1" or data.find(b" INVITE\r\n") < 0))) and self._relayed_lazily(data, addr, now, out):
             return
+        if start == b"SIP/" and data[8:9] == b"2" and self.answer_path and self._answered_plainly(data, addr, now, out):
+            return
         try:
             # Lazily: what the proxy only relays is checked as far as it reads it; the rest is validated in full.
             message = parse_message_untrusted(data, self.max_message_bytes, lazy=True)
@@ -527,6 +532,17 @@ class RegionalServer:
         stats.requests += 1
         stats.relayed_lazily += 1
         stats.by_method["ACK"] = stats.by_method.get("ACK", 0) + 1
+        return True
+
+    def _answered_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
+        """The answer path (issue 16): a 2xx in the plain shape :func:`server.splice.read_answer` reads (an
+        INVITE's, with the SDP answer), handled as the full path handles it from there on (the same Response,
+        without parsing every header into objects). False, with nothing done, for everything else."""
+        response = read_answer(data)
+        if response is None:
+            return False
+        self.stats.responses += 1
+        self._on_response(response, addr, now, out)
         return True
 
     def _relayed_lazily(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:

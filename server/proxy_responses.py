@@ -45,7 +45,7 @@ from gamesdk.sip.transaction_client import ClientNonInviteTransaction, build_ack
 from server.config import TimerSettings
 from server.hooks import CallInfo, PolicyHooks, PolicyQuery
 from server.location import is_ip_literal
-from server.splice import Head, spliced, with_vias
+from server.splice import ANSWER_SPANS, Head, spliced, with_vias, with_vias_at
 
 __all__ = ["ENDED_ACCEPTED", "ENDED_COMPLETED", "ENDED_CONFIRMED", "ClientTx", "EndedClient", "EndedServer", "Out",
            "ProxyStats", "ServerTx", "TransactionSide", "answer_bytes", "forwarded_request", "mark_received",
@@ -323,6 +323,10 @@ def _upstream_bytes(response: Response, tx: ServerTx, extra: list[tuple[str, str
     at hand (:mod:`server.splice`), else serialised."""
     raw = response.raw_unchanged()
     if raw is not None:
+        spans = response.headers._cache.get(ANSWER_SPANS)
+        if spans is not None:
+            # Read by read_answer: a plain head whose Via lines it noted, and no Identity line (not of its shape).
+            return with_vias_at(raw, spans[0], spans[1], upstream_vias(tx), extra or ())
         data = _upstream_spliced(raw, tx, extra, drop_identity)
         if data is not None:
             return data

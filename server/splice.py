@@ -25,12 +25,12 @@ from typing import Final, cast
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN, is_digits
 from gamesdk.sip.headers import CSeq, Via
-from gamesdk.sip.message import RAW_KEY, Headers, Request
+from gamesdk.sip.message import RAW_KEY, Headers, Request, Response
 from gamesdk.sip.parser import known_via
 from gamesdk.sip.uri import NameAddr, SipUri
 
-__all__ = ["Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_head", "read_invite", "read_login",
-           "read_register", "request_uri", "spliced", "with_vias"]
+__all__ = ["ANSWER_SPANS", "Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_answer", "read_head",
+           "read_invite", "read_login", "read_register", "request_uri", "spliced", "with_vias", "with_vias_at"]
 
 _VIA_NAMES = (b"via", b"v")
 
@@ -90,6 +90,23 @@ def with_vias(raw: bytes, vias: Sequence[str], extra: Sequence[tuple[str, str]] 
         return None
     out.append(raw[pos:end])
     out.extend(f"\r\n{name}: {value}".encode() for name, value in extra)
+    out.append(raw[end:])
+    return b"".join(out)
+
+
+def with_vias_at(raw: bytes, end: int, via_spans: Sequence[tuple[int, int]], vias: Sequence[str],
+                 extra: Sequence[tuple[str, str]]) -> bytes:
+    """:func:`with_vias` (nothing dropped) for a head whose end and Via lines a reader noted (:func:`read_answer`:
+    plain, ``end`` its CRLF CRLF, each span the CRLF before a Via line to the end of the line), without looking
+    for them again."""
+    first_at, first_end = via_spans[0]
+    out = [raw[:first_at], b"".join([_via_line(v) for v in vias])]
+    pos = first_end
+    for at, stop in via_spans[1:]:
+        out.append(raw[pos:at])
+        pos = stop
+    out.append(raw[pos:end])
+    out.extend([f"\r\n{name}: {value}".encode() for name, value in extra])
     out.append(raw[end:])
     return b"".join(out)
 
@@ -924,3 +941,177 @@ def read_login(data: bytes) -> Request | None:
         cache["expires"] = int(field[2])
     cache[RAW_KEY] = data  # as the lazy parse keeps it: Content-Length 0 frames the whole datagram
     return request
+
+
+# -- the 2xx of an INVITE -----------------------------------------------------------------------------------------
+#
+# The callee's 2xx with the SDP answer is the one response the proxy reads beyond its head: the policy reads its
+# answer, the proxy opens the dialog from its Contact and To tag, and the hooks may read any header. It is read here
+# from the bytes into the Response the full parse and check make of it (``parse_message_untrusted(data,
+# lazy=True)`` then ``validate_untrusted``), with the typed values they leave in its cache but the From (left to
+# its accessor, which parses it as the parser does). The shape is a player's answer as SIPp and the SDK write it:
+# its Vias (ours on top, the ones its INVITE came with below, marked with rport and received), From and To of the
+# INVITE's shape (the To with the callee's tag), Call-ID, "n INVITE", a Contact of the INVITE's shape, a few
+# header fields nobody parses (printable text, each once) and a body framed by Content-Length. Names as written,
+# each header once but Via; anything else is None and takes the full path (tests/server/test_answer_path.py
+# holds the two to the same datagrams, counts and state).
+
+#: Key in ``Headers._cache`` under which a Response read_answer read keeps where its head ends and its Via lines
+#: are (for :func:`with_vias_at`); cleared with the bytes by any change of its headers.
+ANSWER_SPANS: Final = "\x00spans"
+_ANSWER_START = re.compile(r"SIP/2\.0 (2[0-9][0-9])(?: ([ -~]*))?")
+#: Status lines of that shape already read, to (status, reason), bounded.
+_ANSWER_STARTS: dict[str, tuple[int, str]] = {}
+#: What follows a Via's branch in the shape: rport, with the port the proxy put there, and received (an IPv4
+#: address), as ``marked_via`` writes them.
+_VIA_TAIL = re.compile(rf"rport(?:=({_PORT}))?(?:;received=({_OCTET}(?:\.{_OCTET}){{3}}))?")
+#: Those tails already read, to the parameters they add after the branch, bounded.
+_VIA_TAILS: dict[str, tuple[tuple[str, str | None], ...]] = {}
+
+
+def _answer_via(value: str) -> Via | None:
+    """The Via of ``value`` when it is ``_VIA``'s shape, or that shape with the tail ``_VIA_TAIL`` reads after the
+    branch (else None): read by :func:`_via_of`, the tail remembered."""
+    at = value.find(";", value.find(";branch=") + 8)
+    if at < 0 or value.endswith(";rport", at):
+        return _via_of(value)
+    tail = value[at + 1:]
+    params = _VIA_TAILS.get(tail)
+    if params is None:
+        match = _VIA_TAIL.fullmatch(tail)
+        if match is None:
+            return None
+        port, received = match.groups()
+        params = (("rport", port),) if received is None else (("rport", port), ("received", received))
+        if len(tail) <= _MEMO_ENTRY:
+            if len(_VIA_TAILS) >= _MEMO_MAX:
+                _VIA_TAILS.clear()
+            _VIA_TAILS[tail] = params
+    via = _via_of(value[:at])
+    if via is None:
+        return None
+    return _new_tuple(Via, (via[0], via[1], via[2], (via[3][0], *params), "SIP/2.0"))
+
+
+#: The parts before ">;tag=" of the To values already read (a callee's, in each of its calls; the tag is new), to
+#: the URI and display name ``NameAddr.parse`` makes of them, bounded.
+_TO_PREFIXES: dict[str, tuple[SipUri, str | None]] = {}
+
+
+def _answer_to(value: str) -> NameAddr | None:
+    """The NameAddr of a To value of the INVITE's From shape (``_FROM``: a tag, no other parameter), else None:
+    the part before the tag parsed once and remembered, the tag checked alone."""
+    prefix, sep, tag = value.partition(">;tag=")
+    if not sep or _TOKEN_ONLY.fullmatch(tag) is None:
+        return None
+    hit = _TO_PREFIXES.get(prefix)
+    if hit is None:
+        if _FROM_PREFIX.fullmatch(prefix) is None:
+            return None
+        named = NameAddr.parse(prefix + ">")
+        hit = (named.uri, named.display_name)
+        if len(prefix) <= _MEMO_ENTRY:
+            if len(_TO_PREFIXES) >= _MEMO_MAX:
+                _TO_PREFIXES.clear()
+            _TO_PREFIXES[prefix] = hit
+    return _new_tuple(NameAddr, (hit[0], hit[1], (("tag", tag),)))
+
+
+_ANSWER_LINES: _Shapes = {
+    "Via": ("via", _answer_via),
+    "From": ("from", _from_of),
+    "To": ("to", _answer_to),
+    "Call-ID": _REGISTER_LINES["Call-ID"],
+    "CSeq": _INVITE_LINES["CSeq"],
+    "Contact": _INVITE_LINES["Contact"],
+    "Content-Length": _INVITE_LINES["Content-Length"],
+    "Content-Type": ("content-type", _TEXT.fullmatch),
+    "Allow": ("allow", _TEXT.fullmatch),
+    "Supported": ("supported", _TEXT.fullmatch),
+    "Accept": ("accept", _TEXT.fullmatch),
+    "User-Agent": ("user-agent", _TEXT.fullmatch),
+    "Server": ("server", _TEXT.fullmatch),
+}
+_ANSWER_NEEDS = frozenset(("from", "to", "call-id", "cseq", "content-length"))  # and a Via
+#: Lines of that shape met before (CSeq, Contact, Content-Type, Content-Length, ... come back from call to call),
+#: by their text: the field each gave. Bounded.
+_ANSWER_KNOWN: dict[str, _Field] = {}
+#: Lines new in every answer (its Vias' branches, the callee's tag, the call's From and Call-ID): not kept.
+_ANSWER_UNIQUE = frozenset(("via", "from", "to", "call-id"))
+
+
+def read_answer(data: bytes) -> Response | None:
+    """The 2xx of ``data`` when it has the plain shape above, as ``parse_message_untrusted(data, lazy=True)`` and
+    ``validate_untrusted`` make it (but the From left to its accessor); else None."""
+    end = data.find(b"\r\n\r\n")
+    if end <= 0:
+        return None
+    head = data[:end]
+    if not head.isascii():
+        return None
+    lines = head.decode("ascii").split("\r\n")
+    first = lines[0]
+    start = _ANSWER_STARTS.get(first)
+    if start is None:
+        match = _ANSWER_START.fullmatch(first)
+        if match is None:
+            return None
+        start = (int(match.group(1)), match.group(2) or "")
+        if len(first) <= _MEMO_ENTRY:
+            if len(_ANSWER_STARTS) >= _MEMO_MAX:
+                _ANSWER_STARTS.clear()
+            _ANSWER_STARTS[first] = start
+    del lines[0]
+    known = _ANSWER_KNOWN
+    shapes = _ANSWER_LINES
+    fields: list[_Field] = []
+    by_key: dict[str, str] = {}
+    vias: list[Via] = []
+    # Where the Via lines are (the CRLF before each, the end of the line), counted as the lines are read.
+    via_spans: list[tuple[int, int]] = []
+    pos = len(first)
+    to: NameAddr | None = None
+    for line in lines:
+        at = pos
+        pos = at + 2 + len(line)
+        field = known.get(line)
+        if field is None:
+            name, sep, value = line.partition(": ")
+            shape = shapes.get(name)
+            if shape is None or not sep:
+                return None
+            key, check = shape
+            read = check(value)
+            if read is None:
+                return None
+            field = (key, name, value.lstrip(" ") if key == "content-length" else value)
+            if key == "via":
+                vias.append(cast(Via, read))
+            elif key == "to":
+                to = cast(NameAddr, read)
+            if key not in _ANSWER_UNIQUE:
+                _remember(known, line, field)
+        fields.append(field)
+        key = field[0]
+        if key == "via":
+            via_spans.append((at, pos))
+        else:
+            if key in by_key:
+                return None  # twice: the full path says what of it
+            by_key[key] = field[2]
+    if to is None or not by_key.keys() >= _ANSWER_NEEDS or not vias:
+        return None
+    body_at = end + 4
+    stop = body_at + int(by_key["content-length"])
+    if stop > len(data):
+        return None
+    headers = Headers._from_keyed(fields)
+    response = Response(start[0], start[1], headers, data[body_at:stop], "SIP/2.0")
+    cache = headers._cache
+    cache["via"] = vias
+    cache["to"] = to
+    cache["call-id"] = by_key["call-id"]
+    cache["cseq"] = _cseq_of(by_key["cseq"])
+    cache[RAW_KEY] = data if stop == len(data) else data[:stop]
+    cache[ANSWER_SPANS] = (end, via_spans)
+    return response
