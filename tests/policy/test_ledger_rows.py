@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -15,7 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.policy import AppSession, Grant, MediaComponent, ReservationState, Side, open_region_db
-from server.policy.codec import reservation_from_json_untrusted, reservation_json_text, reservation_to_json
+from server.policy.codec import (
+    reservation_from_json_untrusted,
+    reservation_json_text,
+    reservation_to_json,
+    time_text,
+)
 from server.policy.ledger import Change, SqliteLedger
 from server.policy.model import Reservation
 
@@ -161,3 +167,34 @@ def test_a_kept_request_part_is_never_another_components_tuples(req: Callable[..
     for request in (first, other, first, other):
         res = reservation(request)
         assert reservation_json_text(res) == json.dumps(reservation_to_json(res), separators=(",", ":"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                 st.floats(min_value=2.0**30, max_value=2.0**53),
+                 st.floats(min_value=1.0e9, max_value=1.1e10),
+                 st.sampled_from([2.0**30, 2.0**30 - 2.0**-23, 2.0**52, 2.0**52 - 0.5, 1_700_000_000.25, 0.0, -0.0])))
+def test_a_time_is_written_as_a_number_that_reads_back_as_it(value: float) -> None:
+    """time_text (a row's t2xx and deadline): JSON that reads back as exactly the float, its sign and all;
+    repr's text outside the wall times it writes exactly."""
+    text = time_text(value)
+    assert json.loads(text) == value and math.copysign(1.0, json.loads(text)) == math.copysign(1.0, value)
+    assert float(text) == value
+    if not 2.0**30 <= value < 2.0**52:
+        assert text == repr(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1.0e9, max_value=1.0e10), st.sampled_from([0.0, 32.0, 0.1, 1e-6]))
+def test_a_row_with_wall_times_reads_back_as_the_generic_encoders(wall: float, confirm_s: float) -> None:
+    """A row stamped with a wall time (any fraction, not only the tests' round ones) is JSON that reads back as the
+    generic encoder's text does, and as the reservation."""
+    req = AppSession(call_id="c1", from_tag="f", to_tag="t", side=Side.ORIG, player="sip:a@eu", peer="sip:b@eu",
+                     player_ip="192.0.2.1",
+                     components=(MediaComponent(uplink_kbps=64, downlink_kbps=64, max_latency_ms=50),),
+                     game_format="pong/1", qos_text="lat=50")
+    for _ in range(2):  # (the second row reuses the first's text of the times)
+        res = reservation(req, t_2xx=wall, deadline=wall + confirm_s)
+        text = reservation_json_text(res)
+        assert json.loads(text) == json.loads(json.dumps(reservation_to_json(res), separators=(",", ":")))
+        assert reservation_from_json_untrusted(json.loads(text)) == dataclasses.replace(res, clock_offset=0.0)
