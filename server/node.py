@@ -53,7 +53,7 @@ from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
 from server.relay import relay_headers
-from server.splice import read_ack, read_answer, read_head, read_invite, read_login, read_register
+from server.splice import read_ack, read_answer, read_call, read_head, read_invite, read_login, read_register
 from server.tls_config import TRANSPORTS
 
 __all__ = ["KNOWN_METHODS", "AccountLookup", "NodeStats", "RegionalServer"]
@@ -433,7 +433,10 @@ class RegionalServer:
                 self._registered_plainly(data, addr, now, out) if data.find(b"\r\nAuthorization: ") > 0
                 else self._challenged_plainly(data, addr, now, out)):
             return
-        if start == b"INVI" and self.challenge_path and self._invite_challenged_plainly(data, addr, now, out):
+        # A call's second INVITE has credentials, its first none: the same look tells which reader may take it.
+        if start == b"INVI" and self.challenge_path and (
+                self._called_plainly(data, addr, now, out) if data.find(b"\r\nProxy-Authorization: ") > 0
+                else self._invite_challenged_plainly(data, addr, now, out)):
             return
         if start == b"ACK " and self.challenge_path and self.relay_path and self._ack_dropped_plainly(data, addr):
             return
@@ -480,6 +483,16 @@ class RegionalServer:
         :func:`server.splice.read_login` reads, handled as the full path handles it from there on (the same
         Request, without parsing every header into objects). False, with nothing done, for everything else."""
         request = read_login(data)
+        if request is None:
+            return False
+        self._request_in(request, addr, now, out, len(data))
+        return True
+
+    def _called_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
+        """The call path (issue 16): an INVITE with credentials in the plain shape :func:`server.splice.read_call`
+        reads, handled as the full path handles it from there on (the same Request, without parsing every header
+        into objects). False, with nothing done, for everything else."""
+        request = read_call(data)
         if request is None:
             return False
         self._request_in(request, addr, now, out, len(data))

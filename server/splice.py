@@ -15,22 +15,20 @@ split or decoded.
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Collection, Sequence
-from itertools import compress
-from operator import not_
 from typing import Final, cast
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN, is_digits
 from gamesdk.sip.headers import CSeq, Via
 from gamesdk.sip.message import RAW_KEY, Headers, Request, Response
-from gamesdk.sip.parser import known_via
+from gamesdk.sip.parser import checked_value, known_via
 from gamesdk.sip.uri import NameAddr, SipUri
 
-__all__ = ["ANSWER_SPANS", "Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_answer", "read_head",
-           "read_invite", "read_login", "read_register", "request_uri", "spliced", "with_vias", "with_vias_at"]
+__all__ = ["ANSWER_SPANS", "Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_answer", "read_call",
+           "read_head", "read_invite", "read_login", "read_register", "request_uri", "spliced", "with_vias",
+           "with_vias_at"]
 
 _VIA_NAMES = (b"via", b"v")
 
@@ -581,7 +579,6 @@ _REGISTER_URIS: dict[str, tuple[str, SipUri]] = {}
 _REGISTER_UNIQUE = frozenset(("via", "from", "call-id"))
 
 _Field = tuple[str, str, str]
-_key_of = operator.itemgetter(0)
 
 
 def _remember(known: dict[str, _Field], line: str, field: _Field) -> None:
@@ -596,31 +593,34 @@ def _read_lines(lines: list[str], shapes: _Shapes, known: dict[str, _Field],
     """The header lines ``lines`` (the start line left out) read by ``shapes`` (each header once, by its name as
     written): (the fields as the parser gives them (key, name, value), the same by key, the top Via when a Via
     line was read here rather than met in ``known``), or None when a line is not of the shape or a header
-    comes twice. Lines of a key not in ``unique`` are kept in ``known``. Most lines are in ``known``: they are
-    looked up all at once, and only the others are read one by one (a loop over every line cost more than the
-    expressions of the new ones)."""
-    looked_up: list[_Field | None] = list(map(known.get, lines))
+    comes twice. Lines of a key not in ``unique`` are kept in ``known``, where most lines are met: only the others
+    are read. (One loop: compiled, it runs natively, where the builtins' iterators (map, compress, zip) it
+    replaced cost a call into the interpreter each.)"""
+    fields: list[_Field] = []
+    by_key: dict[str, _Field] = {}
     via: Via | None = None
-    for at in compress(range(len(lines)), map(not_, looked_up)):
-        line = lines[at]
-        name, sep, value = line.partition(": ")
-        shape = shapes.get(name)
-        if shape is None or not sep:
+    for line in lines:
+        field = known.get(line)
+        if field is None:
+            name, sep, value = line.partition(": ")
+            shape = shapes.get(name)
+            if shape is None or not sep:
+                return None
+            key, check = shape
+            read = check(value)
+            if read is None or (key == "max-forwards" and int(value) > 255):
+                return None
+            field = (key, name, value.lstrip(" ") if key == "content-length" else value)
+            if key == "via":
+                via = cast(Via, read)
+            elif key not in unique:
+                _remember(known, line, field)
+        else:
+            key = field[0]
+        if key in by_key:
             return None
-        key, check = shape
-        read = check(value)
-        if read is None or (key == "max-forwards" and int(value) > 255):
-            return None
-        field = (key, name, value.lstrip(" ") if key == "content-length" else value)
-        looked_up[at] = field
-        if key == "via":
-            via = cast(Via, read)
-        elif key not in unique:
-            _remember(known, line, field)
-    fields = cast("list[_Field]", looked_up)
-    by_key = dict(zip(map(_key_of, fields), fields))
-    if len(by_key) != len(fields):
-        return None
+        by_key[key] = field
+        fields.append(field)
     return fields, by_key, via
 
 
@@ -691,6 +691,16 @@ def _register_start(first: str) -> tuple[str, SipUri] | None:
 _DISPLAY = r'(?:"[A-Za-z0-9._~-]+" )?'
 #: Printable ASCII without whitespace at either end: a value the parser keeps as it is and never reads here.
 _TEXT = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+
+
+def _printable(value: str) -> str | None:
+    """``value`` when ``_TEXT`` matches it, for the ASCII text the reader has (else None): printable, no space at
+    either end; told by ``str.isprintable`` (a credentials' value is a few hundred characters)."""
+    if value and value.isprintable() and value[0] != " " and value[-1] != " ":
+        return value
+    return None
+
+
 #: The INVITE's From: what ``_FROM`` takes, read by :func:`_from_of`.
 _FROM = re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>;tag={TOKEN}")
 _FROM_PREFIX = re.compile(rf"{_DISPLAY}<{_PLAYER_URI}")
@@ -754,15 +764,19 @@ class PlainInvite:
         self.from_uri = from_uri
 
 
-def read_invite(data: bytes) -> PlainInvite | None:
-    """The INVITE of ``data`` when it has the plain shape above (its body whole), else None."""
-    end = data.find(b"\r\n\r\n")
-    if end <= 0 or data.find(b"Proxy-Authorization", 0, end) >= 0:
-        return None  # (credentials: the call's second INVITE, found before any line is read)
-    head = data[:end]
-    if not head.isascii():
+def _invite_head(data: bytes, shapes: _Shapes,
+                 unique: frozenset[str]) -> tuple[list[_Field], dict[str, _Field], Via, str, int] | None:
+    """The INVITE of ``data`` read by ``shapes`` (the lines of ``unique`` keys not kept): its fields, the same by
+    key, its top Via, the Request-URI's text and the head's end (its body whole after it), or None."""
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    if not sep or not head:
         return None
-    lines = head.decode("ascii").split("\r\n")
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    end = len(head)
+    lines = text.split("\r\n")
     first = lines[0]
     uri = _INVITE_URIS.get(first)
     if uri is None:
@@ -775,13 +789,23 @@ def read_invite(data: bytes) -> PlainInvite | None:
                 _INVITE_URIS.clear()
             _INVITE_URIS[first] = uri
     del lines[0]
-    read = _read_lines(lines, _INVITE_LINES, _INVITE_KNOWN, _INVITE_UNIQUE)
+    read = _read_lines(lines, shapes, _INVITE_KNOWN, unique)
     if read is None:
         return None
     fields, by_key, via = read
     if (via is None or not by_key.keys() >= _INVITE_NEEDS
             or end + 4 + int(by_key["content-length"][2]) > len(data)):
         return None
+    return fields, by_key, via, uri, end
+
+
+def read_invite(data: bytes) -> PlainInvite | None:
+    """The INVITE of ``data`` when it has the plain shape above (its body whole), else None."""
+    # (Credentials are no line of the shape: the call's second INVITE is read_call's.)
+    read = _invite_head(data, _INVITE_LINES, _INVITE_UNIQUE)
+    if read is None:
+        return None
+    fields, by_key, via, uri, _ = read
     # The ACK of its 407 repeats its Via, From and Call-ID lines (read_ack): valid there as they are here.
     via_field = by_key["via"]
     from_field = by_key["from"]
@@ -794,8 +818,61 @@ def read_invite(data: bytes) -> PlainInvite | None:
     ack_known[f"Call-ID: {call_id_field[2]}"] = call_id_field
     if len(_ACK_VIAS) >= _MEMO_MAX:
         _ACK_VIAS.clear()
-    _ACK_VIAS[via_field[2].encode()] = via
+    _ACK_VIAS[via_field[2]] = via
     return PlainInvite(fields, via, uri, request_uri(_uri_in(from_field[2])))
+
+
+# -- the call's INVITE --------------------------------------------------------------------------------------------
+#
+# The INVITE with credentials (a call's second) is the proxy's: it authenticates, routes and forwards it (by
+# splicing its bytes) and hands its offer to the policy. The challenge path's shape with one Proxy-Authorization
+# line more (printable text; the parser never reads that value) is read here into the Request the full parse and
+# check make of it, with the typed values they leave in its cache (From and CSeq through the parser's memo, as the
+# parse leaves them): no other header parsed. Anything else (a Route, Record-Route, a
+# second Via or credentials, a compact name, ...) is None and takes the full path
+# (tests/server/test_call_path.py holds the two to the same datagrams, counts and transactions).
+
+_CALL_LINES: _Shapes = {**_INVITE_LINES, "Proxy-Authorization": ("proxy-authorization", _printable)}
+#: Fresh in every call: a new nonce and response (besides the INVITE's new branch, tag and Call-ID).
+_CALL_UNIQUE = _INVITE_UNIQUE | {"proxy-authorization"}
+#: To values of that shape already parsed (the callees of a region's calls), bounded.
+_CALL_TOS: dict[str, NameAddr] = {}
+
+
+def read_call(data: bytes) -> Request | None:
+    """The INVITE of ``data`` with its credentials when it has the plain shape above (one Proxy-Authorization
+    line, its body whole), as ``parse_message_untrusted(data, lazy=True)`` and ``validate_untrusted`` make it;
+    else None."""
+    read = _invite_head(data, _CALL_LINES, _CALL_UNIQUE)
+    if read is None:
+        return None
+    fields, by_key, via, uri, end = read
+    if "proxy-authorization" not in by_key:
+        return None
+    to_text = by_key["to"][2]
+    to = _CALL_TOS.get(to_text)
+    if to is None:
+        to = NameAddr.parse(to_text)
+        if len(to_text) <= _MEMO_ENTRY:
+            if len(_CALL_TOS) >= _MEMO_MAX:
+                _CALL_TOS.clear()
+            _CALL_TOS[to_text] = to
+    stop = end + 4 + int(by_key["content-length"][2])
+    headers = Headers._from_keyed(fields)
+    request = Request("INVITE", uri, headers, data[end + 4:stop], "SIP/2.0")
+    request._uri_cache = (uri, request_uri(uri))
+    cache = headers._cache
+    cache["via"] = [via]
+    # From and CSeq through the parser's memo, as the full parse takes them: the call's 2xx repeats both.
+    cache["from"] = checked_value("from", by_key["from"][2])
+    cache["to"] = to
+    cache["call-id"] = by_key["call-id"][2]
+    cache["cseq"] = checked_value("cseq", by_key["cseq"][2])
+    field = by_key.get("max-forwards")
+    if field is not None:
+        cache["max-forwards"] = int(field[2])
+    cache[RAW_KEY] = data if stop == len(data) else data[:stop]  # as the lazy parse keeps it
+    return request
 
 
 # -- the ACK of a challenge ---------------------------------------------------------------------------------------
@@ -821,7 +898,7 @@ _ACK_NEEDS = frozenset(("via", "from", "to", "call-id", "cseq", "content-length"
 #: Lines of that shape met before, and the Via, From and Call-ID lines of the INVITEs read_invite read, by their
 #: text; the Vias of those by their value. Each bounded.
 _ACK_KNOWN: dict[str, _Field] = {}
-_ACK_VIAS: dict[bytes, Via] = {}
+_ACK_VIAS: dict[str, Via] = {}
 #: Start lines of that shape already met (the Request-URIs of a region's players), bounded.
 _ACK_STARTS: set[str] = set()
 _ACK_UNIQUE = frozenset(("from", "to", "call-id"))
@@ -830,21 +907,21 @@ _ACK_UNIQUE = frozenset(("from", "to", "call-id"))
 def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
     """The top Via, Call-ID and Max-Forwards (None when absent) of the ACK of ``data`` when it has the plain
     shape above, else None."""
-    end = data.find(b"\r\n\r\n")
-    if end <= 0:
+    # (bytes.find with a range, and bytes methods in general, are calls through the interpreter compiled; the
+    # str methods used below are not)
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    if not sep or not head:
+        return None
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
         return None
     # The first Via line must be one read_invite noted (the ACK of a 2xx, with a Via of its own, stops here).
-    at = data.find(b"\r\nVia: ", 0, end)
-    if at < 0:
-        return None
-    via_value = data[at + 7:data.find(b"\r\n", at + 7, end + 2)]
+    via_value = text.partition("\r\nVia: ")[2].partition("\r\n")[0]
     via = _ACK_VIAS.get(via_value)
     if via is None:
         return None
-    head = data[:end]
-    if not head.isascii():
-        return None
-    lines = head.decode("ascii").split("\r\n")
+    lines = text.split("\r\n")
     first = lines[0]
     if first not in _ACK_STARTS:
         if _ACK_START.fullmatch(first) is None:
@@ -858,7 +935,7 @@ def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
     if read is None:
         return None
     by_key = read[1]
-    if not by_key.keys() >= _ACK_NEEDS or by_key["via"][2] != via_value.decode("ascii"):
+    if not by_key.keys() >= _ACK_NEEDS or by_key["via"][2] != via_value:
         return None
     max_forwards = by_key.get("max-forwards")
     return via, by_key["call-id"][2], None if max_forwards is None else int(max_forwards[2])
@@ -873,14 +950,6 @@ def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
 # typed values they leave in its cache but the From (the registrar never reads it; its accessor parses it if
 # anything does): no other header parsed, no line split twice. Anything else is None and takes the full path
 # (tests/server/test_login_path.py holds the two to the same datagrams and bindings).
-
-def _printable(value: str) -> str | None:
-    """``value`` when ``_TEXT`` matches it, for the ASCII text the reader has (else None): printable, no space at
-    either end; told by ``str.isprintable`` (a credentials' value is a few hundred characters)."""
-    if value and value.isprintable() and value[0] != " " and value[-1] != " ":
-        return value
-    return None
-
 
 _LOGIN_LINES: _Shapes = {**_REGISTER_LINES, "Authorization": ("authorization", _printable)}
 _LOGIN_NEEDS = _REGISTER_NEEDS | {"authorization"}

@@ -16,7 +16,8 @@ from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.message import RAW_KEY, Headers, Message, Request, Response, header_key
 from gamesdk.sip.uri import NameAddr, SipUri, check_name_addr_untrusted
 
-__all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "known_via", "parse_message_untrusted", "validate_untrusted"]
+__all__ = ["MAX_MESSAGE_BYTES", "StreamParser", "checked_value", "known_via", "parse_message_untrusted",
+           "validate_untrusted"]
 
 #: Largest message accepted: the largest UDP payload (RFC 3261 section 18.1.1 lets UDP carry up to 65,535).
 MAX_MESSAGE_BYTES = 65535
@@ -191,6 +192,14 @@ def _checked(key: str, value: str) -> object:
         _MEMO.clear()
     _MEMO[memo_key] = result
     return result
+
+
+def checked_value(key: str, value: str) -> object:
+    """The parsed form of the typed header value ``value`` ("from", "to" or "cseq" as ``key``) as the parser's
+    checks make it, remembered as they remember it (raises ``RemoteProtocolError`` like them): a reader of plain
+    heads (server/splice.py's ``read_call``) that builds the message a parse would build leaves the memo as that
+    parse would, so the messages after it (a call's 2xx repeats its INVITE's From and CSeq) find them there."""
+    return _checked(key, value)
 
 
 def known_via(value: str) -> Via | None:

@@ -36,17 +36,18 @@ _NAMES_LOGIN = {**_NAMES, "Authorization": ["Authorization", "authorization", "A
                                             "Proxy-Authorization"]}
 
 
-def _credentials(draw: st.DrawFn, varied: set[str], user: str, realm: str, nonce: str, uri: str) -> str:
+def _credentials(draw: st.DrawFn, varied: set[str], user: str, realm: str, nonce: str, uri: str,
+                 method: str = "REGISTER") -> str:
     password = PASSWORDS.get(user, "x")
     kind = draw(st.sampled_from(["right", "password", "realm", "uri", "nonce", "nc", "qop", "algorithm", "user",
-                                 "garbled", "empty", "quote", "basic"])) if "auth" in varied else "right"
+                                 "garbled", "empty", "quote", "basic", "spaced"])) if "auth" in varied else "right"
     name = {"user": "bob" if user != "bob" else "alice"}.get(kind, user)
     if kind == "password":
         password += "x"
     digest_uri = {"uri": f"sip:{DOMAIN}:5060" if uri != f"sip:{DOMAIN}:5060" else f"sip:{DOMAIN}"}.get(kind, uri)
     used_nonce = nonce[:-2] + "00" if kind == "nonce" else nonce
     nc = "00000000" if kind == "nc" else "00000001"
-    response = compute_response(ha1=compute_ha1(name, realm, password), nonce=used_nonce, method="REGISTER",
+    response = compute_response(ha1=compute_ha1(name, realm, password), nonce=used_nonce, method=method,
                                 uri=digest_uri, cnonce="6b8b4567", nc=int(nc, 16))
     value = (f'Digest username="{name}",realm="{"other" if kind == "realm" else realm}",cnonce="6b8b4567",'
              f'nc={nc},qop={"auth-int" if kind == "qop" else "auth"},uri="{digest_uri}",nonce="{used_nonce}",'
@@ -59,6 +60,8 @@ def _credentials(draw: st.DrawFn, varied: set[str], user: str, realm: str, nonce
         value = value.replace('"', "", 1)
     elif kind == "basic":
         value = "Basic YWxpY2U6YXB3"
+    elif kind == "spaced":  # as the SDK and most phones write them
+        value = value.replace(",", ", ")
     return value
 
 
