@@ -386,6 +386,12 @@ def _canonical_u32(text: str) -> int | None:
     return value if value is not None and value <= _MAX_SID else None
 
 
+def _canonical_u32_digits(digits: str) -> bool:
+    """``_canonical_u32(digits) is not None`` for a text of ASCII digits (as :data:`_QUICK_SHAPE` takes a session
+    id), without the call into the QoS module (interpreted in a compiled build: some 3,500 instructions a body)."""
+    return 0 < len(digits) <= 10 and (len(digits) == 1 or digits[0] != "0") and int(digits) <= _MAX_SID
+
+
 def read_game_untrusted(
     data: bytes | bytearray | memoryview | str, role: Role | None = None
 ) -> tuple[SessionDescription, GameMedia]:
@@ -531,11 +537,11 @@ def _shaped_game_terms(shaped: re.Match[str], text: str, role: Role | None) -> S
     What changes per call is checked here as that reader checks it: the key and the session id (the pattern takes
     only canonical key texts), the connection addresses, the port; the origin, ``s=`` and ``t=`` lines are taken
     by the pattern only in a shape that reader accepts."""
-    (session_c, port, media_c, kbps, format_lines, classification, qos, sec, sid) = shaped.group(
-        "session_c", "port", "media_c", "kbps", "formats", "cls", "qos", "sec", "sid")
+    # (All its groups at once, in the pattern's order: by name, each would be a lookup in its group index.)
+    (session_c, port, media_c, kbps, format_lines, classification, qos, sec, sid) = shaped.groups()
     if ((session_c is None and media_c is None) or not 1 <= int(port) <= 65_535
             or (session_c is not None and _quick_connection(session_c) is None)
-            or (media_c is not None and _quick_connection(media_c) is None) or _canonical_u32(sid) is None):
+            or (media_c is not None and _quick_connection(media_c) is None) or not _canonical_u32_digits(sid)):
         return None
     cache_key = (format_lines, classification, qos, sec, kbps, role == _ANSWER)
     terms = _shaped_terms.get(cache_key)

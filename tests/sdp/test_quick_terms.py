@@ -8,6 +8,8 @@ import random
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gamesdk.errors import GameSdkError
 from gamesdk.qos import SessionTerms
@@ -200,3 +202,21 @@ def test_a_kept_address_type_is_the_one_ipaddress_gives(address: str) -> None:
         assert game._quick_connection(f"IN IP6 {address}") == (address if expected == "IP6" else None)
     if len(address) <= game._MAX_ADDRESS_CHARS:
         assert game._address_type_kept(address) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.from_regex(r"[0-9]{1,12}", fullmatch=True),
+                 st.sampled_from(["0", "00", "01", "4294967295", "4294967296", "9999999999", "0000000000"])))
+def test_the_quick_session_id_check_is_the_general_one(digits: str) -> None:
+    from gamesdk.sdp import game
+
+    assert game._canonical_u32_digits(digits) == (game._canonical_u32(digits) is not None)
+
+
+def test_the_layouts_groups_are_read_in_the_patterns_order() -> None:
+    # _shaped_game_terms takes the groups positionally (Match.groups()).
+    from gamesdk.sdp import game
+
+    assert list(game._QUICK_SHAPE.groupindex) == ["session_c", "port", "media_c", "kbps", "formats", "cls", "qos",
+                                                  "sec", "sid"]
+    assert game._QUICK_SHAPE.groups == 9 and list(game._QUICK_SHAPE.groupindex.values()) == list(range(1, 10))
