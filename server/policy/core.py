@@ -116,6 +116,9 @@ USED_KEY_TTL_S = 300.0
 USED_KEY_MAX = 65536
 #: Changes that may wait for the database before new sessions and PUBLISHes are refused (back-pressure).
 OUTBOX_MAX = 10000
+#: The state of a new reservation, read per FINAL from a module global (``ReservationState.RESERVED`` is a lookup on
+#: the enum class: its metaclass's, a Python call on CPython 3.11).
+_RESERVED = ReservationState.RESERVED
 
 
 def _nothing_to_forget(table: OrderedDict[Any, Any], now: float) -> bool:
@@ -261,17 +264,22 @@ class PolicyServer:
         wall = now if wall is None else wall
         decisions: list[Decision] = []
         staged: list[Reservation] = []
+        # Whether the tables of used keys and INVITEs were trimmed at ``now`` since they last changed: staging adds
+        # to neither, so the call's second side skips that pass (it would find nothing to forget).
+        trimmed = False
         for request in requests:
             try:
-                reservation = self._stage_final(request, now, wall)
+                reservation = self._stage_final(request, now, wall, trimmed=trimmed)
                 if reservation is not None:
                     staged.append(reservation)
+                    trimmed = True
                     continue
                 if staged:
                     decisions += self._record_staged(staged, now)
                     staged = []
                     if isinstance(decisions[-1], Deny):
                         return decisions
+                trimmed = False
                 decision = self.final(request, now, wall=wall)
             except Exception as exc:
                 if staged:
@@ -294,16 +302,19 @@ class PolicyServer:
         one write."""
         return FinalBatch(self)
 
-    def _stage_final(self, request: AppSession, now: float, wall: float) -> Reservation | None:
+    def _stage_final(self, request: AppSession, now: float, wall: float, *, trimmed: bool = False
+                     ) -> Reservation | None:
         """A new grant for ``request``, held in memory, its row not written yet (:meth:`_record_staged` writes
         it); ``None`` for anything else (a retransmission, a used key, a refusal, writes already queued), which
-        :meth:`final` then decides as always."""
+        :meth:`final` then decides as always. ``trimmed``: the used keys and INVITEs were forgotten up to ``now``
+        and have not changed since."""
         if self._outbox or self._commit_many is None:
             return None
         key = request.key
         if key in self._held or key in self._ending:
             return None
-        self._forget(now)
+        if not trimmed:
+            self._forget(now)
         if key in self._used:
             return None
         decision = self._decide(request)
@@ -343,7 +354,7 @@ class PolicyServer:
     def _new_reservation(self, request: AppSession, d: Grant, now: float, wall: float) -> Reservation:
         token = self._token_factory
         grant = new_grant(token(), d.network, d.qos_class, d.priority, d.uplink_kbps, d.downlink_kbps, d.latency_ms)
-        return new_reservation(request, grant, ReservationState.RESERVED, wall,
+        return new_reservation(request, grant, _RESERVED, wall,
                                wall + self.config.settings.confirm_timeout_s, None, None, 0, 0, token(), wall - now)
 
     def _granted(self, res: Reservation, now: float) -> Grant:
