@@ -530,13 +530,20 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 NC_WINDOW = 64
 
 
-@dataclass(slots=True)
+# (A written __init__: the compiled build runs a dataclass's generated one interpreted; every call makes one.)
+@dataclass(slots=True, init=False)
 class _Tracked:
     issued_ms: int
     highest: int
     #: Bit i set: nonce count ``highest - i`` was used.
     seen: int
     user: str
+
+    def __init__(self, issued_ms: int, highest: int, seen: int, user: str) -> None:
+        self.issued_ms = issued_ms
+        self.highest = highest
+        self.seen = seen
+        self.user = user
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,8 +841,9 @@ _REFUSED = Verdict.REFUSED
 
 
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
-# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before.
-@dataclass(slots=True, unsafe_hash=True, kw_only=True)
+# object.__setattr__ (3.6 µs more for ten fields in CPython), and logins make these. Hashable as before. Its
+# __init__ written out (the same keyword-only parameters): the compiled build runs a generated one interpreted.
+@dataclass(slots=True, unsafe_hash=True, kw_only=True, init=False)
 class AuthResult:
     """Outcome of :meth:`DigestAuthenticator.verify`."""
 
@@ -850,6 +858,15 @@ class AuthResult:
     #: Why not, for logs (do not tell the client which part was wrong).
     reason: str = ""
     verdict: Verdict = Verdict.WRONG
+
+    def __init__(self, *, ok: bool, username: str | None = None, algorithm: str | None = None, stale: bool = False,
+                 reason: str = "", verdict: Verdict = Verdict.WRONG) -> None:
+        self.ok = ok
+        self.username = username
+        self.algorithm = algorithm
+        self.stale = stale
+        self.reason = reason
+        self.verdict = verdict
 
 
 def _refusal(cred: Credentials, reason: str, verdict: Verdict, *, stale: bool = False) -> AuthResult:

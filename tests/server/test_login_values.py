@@ -1,6 +1,6 @@
 """Values every login and call makes, dataclasses with a written ``__init__`` (``init=False``: the compiled build
 runs a dataclass's generated one interpreted): server.auth's Authenticated and Challenge, server.proxy's Target,
-_Plan and DialogParties, gamesdk.sip.digest's Credentials. Their fields, parameters, equality, hash and repr stay
+_Plan and DialogParties, gamesdk.sip.digest's Credentials, AuthResult and _Tracked. Their fields, parameters, equality, hash and repr stay
 what the generated ones gave, held here against reference dataclasses of the same fields. (Runs in the compiled
 build too: CI's compiled pass, GAMESDK_EXPECT_COMPILED=1.)"""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gamesdk.sip.digest import Credentials
+from gamesdk.sip.digest import AuthResult, Credentials, Verdict, _Tracked
 from server.auth import Authenticated, Challenge
 from server.proxy import DialogParties, Target, _Plan
 
@@ -72,6 +72,24 @@ class _Credentials:
     cnonce: str | None = None
     nc: int = 1
     opaque: str | None = None
+
+
+@dataclass(slots=True, unsafe_hash=True, kw_only=True)
+class _AuthResult:
+    ok: bool
+    username: str | None = None
+    algorithm: str | None = None
+    stale: bool = False
+    reason: str = ""
+    verdict: Verdict = Verdict.WRONG
+
+
+@dataclass(slots=True)
+class _TrackedRef:
+    issued_ms: int
+    highest: int
+    seen: int
+    user: str
 
 
 def _as(made: object, reference: object) -> None:
@@ -168,3 +186,23 @@ def test_credentials_as_the_dataclass() -> None:
     parsed = Credentials.parse_untrusted('Digest username="a",realm="r",nonce="n",uri="sip:r",response="AB",'
                                          'cnonce="c",nc=00000002,qop=auth')
     assert parsed == Credentials(username="a", realm="r", nonce="n", uri="sip:r", response="ab", cnonce="c", nc=2)
+
+
+def test_auth_results_and_tracked_nonces_as_the_dataclasses() -> None:
+    cases: list[dict[str, Any]] = [{"ok": True, "username": "alice", "algorithm": "MD5", "reason": "ok",
+                                    "verdict": Verdict.OK}, {"ok": False},
+                                   {"ok": False, "username": "bob", "stale": True, "verdict": Verdict.CHALLENGE}]
+    for kwargs in cases:
+        made = AuthResult(**kwargs)
+        reference = _AuthResult(**kwargs)
+        _as(made, reference)
+        _hash_as(made, reference)
+        assert made == AuthResult(**kwargs) and _differ(made, reference)
+    assert AuthResult(ok=False).verdict is Verdict.WRONG
+    with pytest.raises(TypeError):
+        AuthResult(True)  # type: ignore[call-arg]
+    tracked = _Tracked(1000, 1, 1, "alice")
+    _as(tracked, _TrackedRef(1000, 1, 1, "alice"))
+    assert tracked == _Tracked(1000, 1, 1, "alice") and tracked != _Tracked(1000, 2, 1, "alice")
+    tracked.highest = 5  # the nonce manager moves it along
+    assert tracked.highest == 5
