@@ -1139,29 +1139,29 @@ def read_answer(data: bytes) -> Response | None:
     for line in lines:
         at = pos
         pos = at + 2 + len(line)
-        # The lines new in every answer are told by their start and read by their readers directly (compiled, a
-        # native call; the table's are generic calls), without a look in the memo, which never has them.
-        if line.startswith("Via: "):
-            value = line[5:]
-            via = _answer_via(value)
-            if via is None:
-                return None
-            vias.append(via)
-            fields.append(("via", "Via", value))
-            via_spans.append((at, pos))
-            continue
-        if line.startswith("To: "):
-            to = _answer_to(line[4:])
-            if to is None:
-                return None
-            field: _Field = ("to", "To", line[4:])
-        elif line.startswith("From: "):
-            if _from_of(line[6:]) is None:
-                return None
-            field = ("from", "From", line[6:])
-        else:
-            hit = known.get(line)
-            if hit is None:
+        field = known.get(line)
+        if field is None:
+            # A line new in every answer (Via, To, From: told by their start and read by their readers directly;
+            # compiled, a native call where the table's are generic calls), or one of the table's.
+            if line.startswith("Via: "):
+                value = line[5:]
+                via = _answer_via(value)
+                if via is None:
+                    return None
+                vias.append(via)
+                fields.append(("via", "Via", value))
+                via_spans.append((at, pos))
+                continue
+            if line.startswith("To: "):
+                to = _answer_to(line[4:])
+                if to is None:
+                    return None
+                field = ("to", "To", line[4:])
+            elif line.startswith("From: "):
+                if _from_of(line[6:]) is None:
+                    return None
+                field = ("from", "From", line[6:])
+            else:
                 name, sep, value = line.partition(": ")
                 shape = shapes.get(name)
                 if shape is None or not sep:
@@ -1169,10 +1169,9 @@ def read_answer(data: bytes) -> Response | None:
                 key, check = shape
                 if check(value) is None:
                     return None
-                hit = (key, name, value.lstrip(" ") if key == "content-length" else value)
+                field = (key, name, value.lstrip(" ") if key == "content-length" else value)
                 if key != "call-id":
-                    _remember(known, line, hit)
-            field = hit
+                    _remember(known, line, field)
         fields.append(field)
         key = field[0]
         if key in by_key:
