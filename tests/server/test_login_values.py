@@ -186,6 +186,20 @@ def test_credentials_as_the_dataclass() -> None:
     parsed = Credentials.parse_untrusted('Digest username="a",realm="r",nonce="n",uri="sip:r",response="AB",'
                                          'cnonce="c",nc=00000002,qop=auth')
     assert parsed == Credentials(username="a", realm="r", nonce="n", uri="sip:r", response="ab", cnonce="c", nc=2)
+    assert type(parsed) is Credentials
+
+
+def test_a_subclass_parses_credentials_into_itself() -> None:
+    class Mine(Credentials):
+        __slots__ = ()
+
+    try:
+        Mine(username="a", realm="r", nonce="n", uri="sip:r", response="ab")
+    except TypeError:  # compiled: a compiled class makes no instance of an interpreted subclass
+        pytest.skip("compiled build")
+    value = 'Digest username="a", realm="r", nonce="n", uri="sip:r", response="ab", opaque="o"'
+    mine = Mine.parse_untrusted(value)
+    assert type(mine) is Mine and mine.opaque == "o" and mine.username == "a"
 
 
 def test_auth_results_and_tracked_nonces_as_the_dataclasses() -> None:
