@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gamesdk.sip import digest as digest_module
 from gamesdk.sip.digest import AuthResult, Credentials, Verdict, _Tracked
 from server.auth import Authenticated, Challenge
 from server.proxy import DialogParties, Target, _Plan
@@ -193,10 +194,11 @@ def test_a_subclass_parses_credentials_into_itself() -> None:
     class Mine(Credentials):
         __slots__ = ()
 
-    try:
-        Mine(username="a", realm="r", nonce="n", uri="sip:r", response="ab")
-    except TypeError:  # compiled: a compiled class makes no instance of an interpreted subclass
-        pytest.skip("compiled build")
+    if not str(digest_module.__file__).endswith(".py"):
+        # The compiled build: a compiled class makes no instance of an interpreted subclass, parsed or not.
+        with pytest.raises(TypeError):
+            Mine(username="a", realm="r", nonce="n", uri="sip:r", response="ab")
+        return
     value = 'Digest username="a", realm="r", nonce="n", uri="sip:r", response="ab", opaque="o"'
     mine = Mine.parse_untrusted(value)
     assert type(mine) is Mine and mine.opaque == "o" and mine.username == "a"
