@@ -839,6 +839,18 @@ _CALL_UNIQUE = _INVITE_UNIQUE | {"proxy-authorization"}
 _CALL_TOS: dict[str, NameAddr] = {}
 
 
+def _to_of(memo: dict[str, NameAddr], text: str) -> NameAddr:
+    """The To of ``text`` (raises as ``NameAddr.parse``), kept in ``memo``: a player's requests repeat it."""
+    to = memo.get(text)
+    if to is None:
+        to = NameAddr.parse(text)
+        if len(text) <= _MEMO_ENTRY:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[text] = to
+    return to
+
+
 def read_call(data: bytes) -> Request | None:
     """The INVITE of ``data`` with its credentials when it has the plain shape above (one Proxy-Authorization
     line, its body whole), as ``parse_message_untrusted(data, lazy=True)`` and ``validate_untrusted`` make it;
@@ -849,14 +861,7 @@ def read_call(data: bytes) -> Request | None:
     fields, by_key, via, uri, end = read
     if "proxy-authorization" not in by_key:
         return None
-    to_text = by_key["to"][2]
-    to = _CALL_TOS.get(to_text)
-    if to is None:
-        to = NameAddr.parse(to_text)
-        if len(to_text) <= _MEMO_ENTRY:
-            if len(_CALL_TOS) >= _MEMO_MAX:
-                _CALL_TOS.clear()
-            _CALL_TOS[to_text] = to
+    to = _to_of(_CALL_TOS, by_key["to"][2])
     stop = end + 4 + int(by_key["content-length"][2])
     headers = Headers._from_keyed(fields)
     request = Request("INVITE", uri, headers, data[end + 4:stop], "SIP/2.0")
@@ -986,14 +991,7 @@ def read_login(data: bytes) -> Request | None:
     fields, by_key, via = read
     if via is None or not by_key.keys() >= _LOGIN_NEEDS:
         return None
-    to_text = by_key["to"][2]
-    to = _LOGIN_TOS.get(to_text)
-    if to is None:
-        to = NameAddr.parse(to_text)
-        if len(to_text) <= _MEMO_ENTRY:
-            if len(_LOGIN_TOS) >= _MEMO_MAX:
-                _LOGIN_TOS.clear()
-            _LOGIN_TOS[to_text] = to
+    to = _to_of(_LOGIN_TOS, by_key["to"][2])
     headers = Headers._from_keyed(fields)
     request = Request("REGISTER", start[0], headers, b"", "SIP/2.0")
     request._uri_cache = start

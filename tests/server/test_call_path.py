@@ -16,22 +16,15 @@ from head_variants import varied_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_invite_challenge_path import (
-    _CALL_IDS,
-    _CONTACTS,
-    _CSEQS,
-    _FROMS,
-    _MAX_FORWARDS,
     _NAMES,
     _RURIS,
-    _TEXTS,
-    _TOS,
-    _VIAS,
     BODY,
     PEER,
     _log_in,
     _nodes,
     _plain,
     _state,
+    invite_values,
 )
 from test_login_path import _credentials
 
@@ -78,22 +71,8 @@ def calls(draw: st.DrawFn) -> tuple[bytes, str, str]:
     body = pick("body", BODY, _BODIES)
     length = len(body.encode()) if body != BODY + "trailing" else len(BODY)
     ruri = pick("ruri", _RURIS[0], _RURIS)
-    values = {
-        "Via": pick("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-1-{n}-2;rport", _VIAS),
-        "Max-Forwards": pick("Max-Forwards", "70", _MAX_FORWARDS),
-        "From": pick("From", _FROMS[0], _FROMS).format(h=host, n=n),
-        "To": pick("To", _TOS[0], _TOS).format(h=host),
-        "Call-ID": pick("Call-ID", f"{n}-1@127.0.0.1", _CALL_IDS),
-        "CSeq": pick("CSeq", "2 INVITE", _CSEQS),
-        "Contact": pick("Contact", _CONTACTS[0], _CONTACTS),
-        "Proxy-Authorization": "\x00credentials",
-        "Allow": pick("Allow", _TEXTS[0], _TEXTS),
-        "User-Agent": pick("User-Agent", "gamesdk-sipp-interop", _TEXTS),
-        "Subject": "pong/1 ranked match",
-        "Content-Type": "application/sdp",
-        "Content-Length": pick("Content-Length", str(length), [str(length + 1), str(max(length - 1, 0)), "x", "",
-                                                               "0" + str(length), f"{length:5}", f"\t{length}"]),
-    }
+    values = invite_values(pick, n, host, length, leg=2, credentials="\x00credentials",
+                           subject="pong/1 ranked match")
     text = varied_head(draw, varied, f"INVITE {ruri} SIP/2.0", values, _CALL_NAMES, _CALL_EXTRA, body)
     return text.encode(), ruri, "auth" if "auth" in varied else ""
 

@@ -8,6 +8,7 @@ over shapes inside and just outside the plain one, sends it twice (a retransmiss
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 from head_variants import varied_head
@@ -79,6 +80,33 @@ _NAMES = {
 }
 
 
+def invite_values(pick: Callable[[str, str, list[str]], str], n: int, host: str, length: int, *, leg: int,
+                  credentials: str | None = None, subject: str | None = None) -> dict[str, str]:
+    """The header values of a call's plain INVITE (SIPp's) in their order, each varied through ``pick(part, plain,
+    choices)``: the first INVITE (``leg`` 1) or the second (2: its own branch and CSeq, with the ``credentials`` and
+    ``subject`` lines when given)."""
+    values = {
+        "Via": pick("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-1-{n}-{leg};rport", _VIAS),
+        "Max-Forwards": pick("Max-Forwards", "70", _MAX_FORWARDS),
+        "From": pick("From", _FROMS[0], _FROMS).format(h=host, n=n),
+        "To": pick("To", _TOS[0], _TOS).format(h=host),
+        "Call-ID": pick("Call-ID", f"{n}-1@127.0.0.1", _CALL_IDS),
+        "CSeq": pick("CSeq", f"{leg} INVITE", _CSEQS),
+        "Contact": pick("Contact", _CONTACTS[0], _CONTACTS),
+    }
+    if credentials is not None:
+        values["Proxy-Authorization"] = credentials
+    values["Allow"] = pick("Allow", _TEXTS[0], _TEXTS)
+    values["User-Agent"] = pick("User-Agent", "gamesdk-sipp-interop", _TEXTS)
+    if subject is not None:
+        values["Subject"] = subject
+    values["Content-Type"] = "application/sdp"
+    values["Content-Length"] = pick("Content-Length", str(length), [
+        str(length + 1), str(max(length - 1, 0)), "x", "", "0" + str(length), "123456", f"{length:5}",
+        f"{length + 1:6}", f"\t{length}", f" {length} "])
+    return values
+
+
 @st.composite
 def invites(draw: st.DrawFn) -> bytes:
     """An INVITE of the plain shape (SIPp's) with a few of its parts (at most three) varied."""
@@ -94,22 +122,7 @@ def invites(draw: st.DrawFn) -> bytes:
     host = pick("host", DOMAIN, [DOMAIN, "127.0.0.1", "127.0.0.1:5060", "EU.GAMESDK.TEST", "other.example"])
     body = pick("body", BODY, [BODY, "", BODY + "trailing", "\r\n"])
     length = len(body.encode()) if body != BODY + "trailing" else len(BODY)
-    values = {
-        "Via": pick("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-1-{n}-1;rport", _VIAS),
-        "Max-Forwards": pick("Max-Forwards", "70", _MAX_FORWARDS),
-        "From": pick("From", _FROMS[0], _FROMS).format(h=host, n=n),
-        "To": pick("To", _TOS[0], _TOS).format(h=host),
-        "Call-ID": pick("Call-ID", f"{n}-1@127.0.0.1", _CALL_IDS),
-        "CSeq": pick("CSeq", "1 INVITE", _CSEQS),
-        "Contact": pick("Contact", _CONTACTS[0], _CONTACTS),
-        "Allow": pick("Allow", _TEXTS[0], _TEXTS),
-        "User-Agent": pick("User-Agent", "gamesdk-sipp-interop", _TEXTS),
-        "Content-Type": "application/sdp",
-        "Content-Length": pick("Content-Length", str(length), [str(length + 1), str(max(length - 1, 0)), "x", "",
-                                                               "0" + str(length), "123456",
-                                                               f"{length:5}", f"{length + 1:6}",
-                                                               f"\t{length}", f" {length} "]),
-    }
+    values = invite_values(pick, n, host, length, leg=1)
     text = varied_head(draw, varied, f"INVITE {pick('ruri', _RURIS[0], _RURIS)} SIP/2.0", values, _NAMES, _EXTRA,
                        body)
     if "lead" in varied:
