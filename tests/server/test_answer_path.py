@@ -13,7 +13,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_kit import ANSWER, OFFER, TestUA, Wire, make_node
+from server_kit import ANSWER, OFFER, TestUA, Wire
+from test_relay_path import logged_in_pair
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -49,20 +50,6 @@ _PIECES = st.lists(st.sampled_from(list("<>;=:@.-_~ \t\"!%*+`'abzAZ09,\x7f\x01")
     "sip:", "tag=", ">;tag=", DOMAIN, "z9hG4bK", ";rport", "127.0.0.1"]), max_size=10).map("".join)
 _VARIED = ["status", "name", "sep", "twice", "drop", "extra", "order", "via_tail", "via_top", "via_lower", "tag",
            "to", "from", "call_id", "cseq", "length", "contact", "end", "case", "utf8", "body", "leading"]
-
-
-def _setup(tmp: Path, answer_path: bool) -> tuple[Wire, TestUA, TestUA]:
-    wire = Wire()
-    node = wire.add_node(make_node("eu", 5060, 5062, tmp, {"alice": "apw", "bob": "bpw"}))
-    node.answer_path = answer_path
-    alice = wire.add_ua(TestUA("alice", DOMAIN, "apw", ("127.0.0.1", 7001)))
-    bob = wire.add_ua(TestUA("bob", DOMAIN, "bpw", ("127.0.0.1", 7002)))
-    request = bob.register(600)
-    wire.send(bob.addr, EU, request)
-    (challenge,) = bob.responses()
-    wire.send(bob.addr, EU, bob.authorize(request, challenge))
-    assert bob.responses()[0].status == 200
-    return wire, alice, bob
 
 
 def _invited(wire: Wire, alice: TestUA, bob: TestUA) -> tuple[Request, Request]:
@@ -203,7 +190,7 @@ def test_the_answer_path_handles_every_2xx_as_the_full_path(tmp_path: Path, data
     for on in (True, False):
         folder = tmp_path / str(len(list(tmp_path.iterdir())))
         folder.mkdir()
-        wire, alice, bob = _setup(folder, on)
+        wire, alice, bob = logged_in_pair(folder, answer_path=on)
         signed, arrived = _invited(wire, alice, bob)
         if not texts:
             plain = bob.answer(arrived, 200, ANSWER).to_bytes()
@@ -231,7 +218,7 @@ def test_a_calls_2xx_is_read_as_the_full_parse_makes_it(tmp_path: Path) -> None:
     for on in (True, False):
         folder = tmp_path / str(on)
         folder.mkdir()
-        wire, alice, bob = _setup(folder, on)
+        wire, alice, bob = logged_in_pair(folder, answer_path=on)
         for _ in range(3):  # the lines the reader keeps come back
             signed, arrived = _invited(wire, alice, bob)
             answer = bob.answer(arrived, 200, ANSWER, tag=bob.ids.tag()).to_bytes()

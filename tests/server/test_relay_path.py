@@ -21,10 +21,13 @@ EU = ("127.0.0.1", 5060)
 Script = Callable[[Wire, TestUA, TestUA], None]
 
 
-def _setup(tmp: Path, relay_path: bool) -> tuple[Wire, TestUA, TestUA]:
+def logged_in_pair(tmp: Path, **paths: bool) -> tuple[Wire, TestUA, TestUA]:
+    """A node with its hot paths switched as ``paths`` says (``relay_path=False``...), alice and bob beside it, bob
+    logged in."""
     wire = Wire()
     node = wire.add_node(make_node("eu", 5060, 5062, tmp, {"alice": "apw", "bob": "bpw"}))
-    node.relay_path = relay_path
+    for name, on in paths.items():
+        setattr(node, name, on)
     alice = wire.add_ua(TestUA("alice", "eu.gamesdk.test", "apw", ("127.0.0.1", 7001)))
     bob = wire.add_ua(TestUA("bob", "eu.gamesdk.test", "bpw", ("127.0.0.1", 7002)))
     request = bob.register(600)
@@ -41,7 +44,7 @@ def _both(tmp_path: Path, script: Script) -> tuple[Wire, Wire]:
     for relay_path in (True, False):
         tmp = tmp_path / str(relay_path)
         tmp.mkdir()
-        wire, alice, bob = _setup(tmp, relay_path)
+        wire, alice, bob = logged_in_pair(tmp, relay_path=relay_path)
         script(wire, alice, bob)
         wire.advance(40.0)  # the timers' retransmissions and ends too
         runs.append(wire)
