@@ -430,13 +430,13 @@ class RegionalServer:
         start = data[:4]
         # A login's second REGISTER has credentials, its first none: one look tells which reader may take it.
         if start == b"REGI" and self.challenge_path and (
-                self._registered_plainly(data, addr, now, out) if data.find(b"\r\nAuthorization: ") > 0
-                else self._challenged_plainly(data, addr, now, out)):
+                self._read_plainly(read_login(data), addr, now, out, len(data))
+                if data.find(b"\r\nAuthorization: ") > 0 else self._challenged_plainly(data, addr, now, out)):
             return
         # A call's second INVITE has credentials, its first none: the same look tells which reader may take it.
         if start == b"INVI" and self.challenge_path and (
-                self._called_plainly(data, addr, now, out) if data.find(b"\r\nProxy-Authorization: ") > 0
-                else self._invite_challenged_plainly(data, addr, now, out)):
+                self._read_plainly(read_call(data), addr, now, out, len(data))
+                if data.find(b"\r\nProxy-Authorization: ") > 0 else self._invite_challenged_plainly(data, addr, now, out)):
             return
         if start == b"ACK " and self.challenge_path and self.relay_path and self._ack_dropped_plainly(data, addr):
             return
@@ -478,24 +478,14 @@ class RegionalServer:
                 self.send_unverified(response_for(request, exc.status_hint, _reason(exc.message),
                                                   to_tag=self.ids.tag()).to_bytes(), addr, size, now, out)
 
-    def _registered_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
-        """The login path (issue 16): a REGISTER with credentials in the plain shape
-        :func:`server.splice.read_login` reads, handled as the full path handles it from there on (the same
-        Request, without parsing every header into objects). False, with nothing done, for everything else."""
-        request = read_login(data)
+    def _read_plainly(self, request: Request | None, addr: Address, now: float, out: Datagrams, size: int) -> bool:
+        """The login and call paths (issue 16): a request with credentials that a plain reader made from its bytes
+        (:func:`server.splice.read_login` for a REGISTER, :func:`server.splice.read_call` for a call's INVITE),
+        handled as the full path handles it from there on (the same Request, without parsing every header into
+        objects). False, with nothing done, when the reader gave None (anything not of its shape)."""
         if request is None:
             return False
-        self._request_in(request, addr, now, out, len(data))
-        return True
-
-    def _called_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:
-        """The call path (issue 16): an INVITE with credentials in the plain shape :func:`server.splice.read_call`
-        reads, handled as the full path handles it from there on (the same Request, without parsing every header
-        into objects). False, with nothing done, for everything else."""
-        request = read_call(data)
-        if request is None:
-            return False
-        self._request_in(request, addr, now, out, len(data))
+        self._request_in(request, addr, now, out, size)
         return True
 
     def _challenged_plainly(self, data: bytes, addr: Address, now: float, out: Datagrams) -> bool:

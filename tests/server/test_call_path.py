@@ -1,5 +1,5 @@
 """The call path (issue 16): an INVITE with credentials in the plain shape is read from its bytes (server/splice.py's
-read_call, RegionalServer._called_plainly) into the Request the full parse and check make of it, without parsing
+read_call, RegionalServer._read_plainly) into the Request the full parse and check make of it, without parsing
 every header. As for the login (tests/server/test_login_path.py), each test sends the same datagrams to a node with
 the path and to one without (``challenge_path = False``: every INVITE parsed and validated in full) and expects the
 very same datagrams out (the 100, the INVITE forwarded to the callee, or the refusal; its retransmission too), the

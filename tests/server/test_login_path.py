@@ -1,5 +1,5 @@
 """The login path (issue 16): a REGISTER with credentials in the plain shape is read from its bytes (server/splice.py's
-read_login, RegionalServer._registered_plainly) into the Request the full parse and check make of it, without
+read_login, RegionalServer._read_plainly) into the Request the full parse and check make of it, without
 parsing every header. Each test logs in to a node with the path and to one without (``challenge_path = False``:
 every REGISTER parsed and validated in full) and expects the very same datagrams out, counts and bindings.
 Hypothesis varies the credentialed REGISTER over shapes inside and just outside the plain one (names, separators,
