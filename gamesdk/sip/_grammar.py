@@ -10,6 +10,7 @@ __all__ = [
     "LWS_RE",
     "QUOTED_STRING",
     "TOKEN",
+    "TOKEN_CHARS",
     "TOKEN_RE",
     "Params",
     "bad_value",
@@ -26,7 +27,8 @@ __all__ = [
 Params = tuple[tuple[str, "str | None"], ...]
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")  (RFC 3261 section 25.1)
-TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
+TOKEN = "[" + re.escape(TOKEN_CHARS) + "]+"
 TOKEN_RE = re.compile(TOKEN)
 # quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE; quoted-pair excludes CR and LF.
 QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[^\r\n])*"'

@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any, NoReturn
 
 from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip._grammar import TOKEN_CHARS
 
 __all__ = [
     "NC_WINDOW",
@@ -179,7 +180,6 @@ def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
 #: case, takes the general way).
 _CREDENTIAL_NAMES = frozenset(("username", "realm", "nonce", "uri", "response", "algorithm", "qop", "cnonce", "nc",
                                "opaque"))
-_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
 
 
 def _usual_credentials_params(value: str) -> dict[str, str] | None:
@@ -205,7 +205,7 @@ def _usual_credentials_params(value: str) -> dict[str, str] | None:
             if len(text) < 2 or text[-1] != '"' or text.count('"') != 2:
                 return None
             params[name] = text[1:-1]
-        elif text.strip(_TOKEN_CHARS):
+        elif text.strip(TOKEN_CHARS):
             return None
         else:
             params[name] = text
