@@ -217,6 +217,52 @@ def test_the_layouts_groups_are_read_in_the_patterns_order() -> None:
     # _shaped_game_terms takes the groups positionally (Match.groups()).
     from gamesdk.sdp import game
 
-    assert list(game._QUICK_SHAPE.groupindex) == ["session_c", "port", "media_c", "kbps", "formats", "cls", "qos",
-                                                  "sec", "sid"]
-    assert game._QUICK_SHAPE.groups == 9 and list(game._QUICK_SHAPE.groupindex.values()) == list(range(1, 10))
+    assert list(game._QUICK_SHAPE.groupindex) == ["session_c", "port", "media_c", "game", "sid"]
+    assert game._QUICK_SHAPE.groups == 5 and list(game._QUICK_SHAPE.groupindex.values()) == list(range(1, 6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(SEEDS), st.lists(st.sampled_from(["\r\n", "\n", "\r", "\r\r\n", "\n\r", " \r\n"]),
+                                        min_size=40, max_size=40),
+       st.sampled_from(["\r\n", "\n", None]), st.sampled_from(ROLES))
+def test_the_layout_is_matched_as_received_whatever_its_line_ends(seed: str, ends: list[str], same: str | None,
+                                                                    role: Role | None) -> None:
+    # The layout is matched on the body as received, with CRLF line ends (a SIP body's) or LF ones; any other CR
+    # the line reader would refuse fails the match or is refused after it (a connection value, the game's lines).
+    # A body that mixes them, or has other CRs, takes the line reader. Either way the terms are the full
+    # reader's, or None.
+    from gamesdk.sdp import game
+
+    lines = seed.split("\r\n")[:-1]
+    if same is not None:
+        ends = [same] * len(lines)
+    body = "".join(line + ends[index] for index, line in enumerate(lines))
+    expected = full(body, role)
+    for data in (body, body.encode()):
+        terms = quick_game_terms(data, role)
+        assert terms == expected if terms is not None else True
+        if same is not None and not isinstance(expected, str):
+            assert terms == expected
+    if same is not None:
+        shape = game._QUICK_SHAPE_CRLF if same == "\r\n" else game._QUICK_SHAPE
+        matched = shape.fullmatch(body)
+        assert matched is not None
+        assert (matched.group("game"), role == Role.ANSWER) in game._shaped_terms or isinstance(expected, str)
+
+
+@pytest.mark.parametrize("line", ["s=game\rsdk", "c=IN IP4 127.0.0.1\r", "c=IN IP4\r 127.0.0.1",
+                                  "a=gsdk-class:act\rion", "a=gsdk-qos:lat=50;jit=10;loss=10000;pps=60\r",
+                                  "a=gsdk-format:pong/1;tick=60\r", "b=AS:64\r", "a=gsdk-sid:305419896\r",
+                                  "a=x:y\r", "a=x\r", "t=0 0\r"])
+def test_a_cr_the_line_reader_refuses_is_refused_in_the_crlf_layout(line: str) -> None:
+    # Each line of the offer (CRLF line ends) with a CR of its own: the full reader's terms or None, as the line
+    # reader gives them, whether the game's lines were read before or not.
+    name = line.split(":", 1)[0].split(" ", 1)[0].rstrip("\r")
+    plain = line.replace("\r", "")
+    body = OFFER.replace(plain + "\r\n", line + "\r\n") if plain in OFFER else OFFER.replace(
+        "\r\na=gsdk-sid", f"\r\n{line}\r\na=gsdk-sid")
+    assert body != OFFER, name
+    for _ in range(2):
+        assert quick_game_terms(OFFER, Role.OFFER) == full(OFFER, Role.OFFER)
+        quick, expected = quick_game_terms(body, Role.OFFER), full(body, Role.OFFER)
+        assert quick is None or quick == expected, (line, expected)
