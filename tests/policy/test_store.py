@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from server.billing import SqliteBillingStore
 from server.policy import (
@@ -15,6 +18,7 @@ from server.policy import (
     PolicyConfig,
     PolicyServer,
     ReservationState,
+    Side,
     SqliteReservationStore,
     open_region_db,
 )
@@ -114,3 +118,52 @@ def test_network_removed_from_config_is_released_at_start(
     assert released.grant.network == "eu-lab"
     assert again.is_idle()
     assert [r.end_reason for r in billing.rows()] == ["server-restart"]
+
+
+def _pair_rows(path: Path, config: PolicyConfig, req: Callable[..., AppSession],
+               change: Callable[[Any, Any], tuple[Any, Any]], *, general: bool) -> list[tuple[object, ...]]:
+    """The rows write_many writes for a call's two sides (``change`` edits them first), or the general statement's
+    (every value bound on its own), each column with its SQLite type."""
+    from server.policy import store as store_module
+
+    conn = open_region_db(path)
+    policy = PolicyServer(config, token_factory=lambda: "0" * 32, region="eu")
+    callee = req(1, side=Side.TERM, player="sip:bob@eu.example", ip="10.2.0.9")
+    caller = req(1, side=Side.ORIG, player="sip:alice@eu.example", ip="10.2.0.7")
+    first, second = change(*(policy._new_reservation(r, policy._decide(r), 0.0, 1.7e9)  # type: ignore[arg-type]
+                             for r in (callee, caller)))
+    if general:
+        conn.execute(store_module._WRITE_MANY[2], store_module._row(first) + store_module._row(second))
+    else:
+        SqliteReservationStore(conn).write_many([first, second])
+    return conn.execute("SELECT call_id, typeof(call_id), to_tag, side, player, network, state, typeof(state),"
+                        " deadline, typeof(deadline), quote(deadline), data FROM policy_reservations"
+                        " ORDER BY rowid").fetchall()
+
+
+@pytest.mark.parametrize("name", ["shared", "other to-tag", "other state", "other deadline", "zero deadlines",
+                                  "minus zero", "int deadline", "other network"])
+def test_a_calls_two_rows_bound_once_are_the_general_statements(
+        tmp_path: Path, config: PolicyConfig, req: Callable[..., AppSession], name: str) -> None:
+    # write_many binds the values a call's two rows share (Call-ID, To-tag, state, deadline) once: the rows are
+    # those every value bound on its own writes, whatever the values (shared or not, of any type).
+    def change(first: Any, second: Any) -> tuple[Any, Any]:
+        if name == "other to-tag":
+            second = dataclasses.replace(second, request=dataclasses.replace(second.request, to_tag="other"))
+        elif name == "other state":
+            second = dataclasses.replace(second, state=ReservationState.ACTIVE)
+        elif name == "other deadline":
+            second = dataclasses.replace(second, deadline=second.deadline + 1.0)
+        elif name in ("zero deadlines", "minus zero"):
+            first = dataclasses.replace(first, deadline=0.0)
+            second = dataclasses.replace(second, deadline=-0.0 if name == "minus zero" else 0.0)
+        elif name == "int deadline":
+            first = dataclasses.replace(first, deadline=17)
+        elif name == "other network":
+            second = dataclasses.replace(second, grant=dataclasses.replace(second.grant, network="other"))
+        return first, second
+
+    rows = [_pair_rows(tmp_path / f"{general}.sqlite3", config, req, change, general=general)
+            for general in (False, True)]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+    assert repr(rows[0]) == repr(rows[1])  # (-0.0 and 0.0 are equal, their texts are not)
