@@ -185,3 +185,27 @@ def test_publish_is_authenticated_then_handed_to_the_policy(world: World) -> Non
     (ok,) = w.alice.responses()
     assert ok.status == 200 and ok.headers.get("SIP-ETag") == "e1"
     assert ("publish", "alice") in w.eu_policy.events
+
+
+def test_a_query_answer_is_the_frozen_dataclass_it_was() -> None:
+    # Its __init__ is written out (the slots' setters, not object.__setattr__ per field): the same signature,
+    # defaults, value semantics and immutability as the dataclass's generated one.
+    import dataclasses
+    import inspect
+
+    from server.hooks import QueryAnswer
+
+    assert list(inspect.signature(QueryAnswer).parameters.values()) == list(
+        inspect.signature(dataclasses.dataclass(frozen=True)(type("QueryAnswer", (), {
+            "__annotations__": {"results": "tuple[object, ...]", "error": "str | None"}, "results": (),
+            "error": None}))).parameters.values())
+    answer = QueryAnswer((1, "x"), "busy")
+    assert (answer.results, answer.error) == ((1, "x"), "busy")
+    assert QueryAnswer() == QueryAnswer((), None) and QueryAnswer(error="e") == QueryAnswer((), "e")
+    assert answer == QueryAnswer(results=(1, "x"), error="busy") and hash(answer) == hash(QueryAnswer((1, "x"), "busy"))
+    assert answer != QueryAnswer((1, "x")) and repr(answer) == "QueryAnswer(results=(1, 'x'), error='busy')"
+    assert dataclasses.replace(answer, error=None) == QueryAnswer((1, "x"))
+    for name in ("results", "error"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(answer, name, None)
+    assert not hasattr(answer, "__dict__")
