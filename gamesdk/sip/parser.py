@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from gamesdk.errors import RemoteProtocolError
-from gamesdk.sip._grammar import TOKEN, is_digits
+from gamesdk.sip._grammar import TOKEN, TOKEN_CHARS, is_digits
 from gamesdk.sip.headers import CSeq, Via, split_header_values
 from gamesdk.sip.message import RAW_KEY, Headers, Message, Request, Response, header_key
 from gamesdk.sip.uri import NameAddr, SipUri, check_name_addr_untrusted
@@ -150,6 +150,7 @@ _MEMO_MAX = 4096
 #: Vias and Froms held half a gigabyte; real values are under 300 characters and still hit).
 _MEMO_VALUE_MAX = 512
 _MISSING = object()
+_new_tuple = tuple.__new__
 
 
 def clear_memo() -> None:
@@ -157,6 +158,36 @@ def clear_memo() -> None:
     _MEMO.clear()
     _MEMO_OLD.clear()
     _LINES.clear()
+    _UNTAGGED.clear()
+
+
+#: The parts before ">;tag=" of From and To values already parsed (a player's From in each of its calls, the To of
+#: each answer; the tag is new in each), to their name-addr without the tag. Bounded: they come from the network.
+_UNTAGGED: dict[str, NameAddr] = {}
+#: A tag the twin below takes: a token without "%" (which sends the full parse another way).
+_TAG_CHARS = TOKEN_CHARS.replace("%", "")
+
+
+def _tagged_name_addr(value: str) -> NameAddr | None:
+    """``NameAddr.parse(value)`` for a value ``<prefix>;tag=<tag>`` whose prefix (no ">" but the one that closes the
+    URI) was parsed lately, the tag a token: the prefix's name-addr with the tag, without parsing the URI again
+    (about 15k instructions a call's INVITE, compiled). None for anything else, which the full parse takes
+    (tests/sip/test_tagged_twin.py holds the two to the same value)."""
+    prefix, sep, tag = value.partition(">;tag=")
+    if not sep or not tag or tag.strip(_TAG_CHARS):
+        return None
+    base = _UNTAGGED.get(prefix)
+    if base is None:
+        if ">" in prefix or "<" not in prefix or len(prefix) > _MEMO_VALUE_MAX:
+            return None
+        try:
+            base = NameAddr.parse(prefix + ">")
+        except RemoteProtocolError:
+            return None
+        if len(_UNTAGGED) >= _MEMO_MAX:
+            _UNTAGGED.clear()
+        _UNTAGGED[prefix] = base
+    return _new_tuple(NameAddr, (base.uri, base.display_name, (("tag", tag),)))
 
 
 def _checked(key: str, value: str) -> object:
@@ -176,7 +207,7 @@ def _checked(key: str, value: str) -> object:
         # Parsed in full (not only checked): the value comes back in about four messages of the call and the
         # proxy reads From (authentication) and To (tags) of several of them; the memo pays for one parse.
         # (NameAddr.parse raises what check_name_addr_untrusted raises, and takes the plain shape first.)
-        result = NameAddr.parse(value)
+        result = _tagged_name_addr(value) or NameAddr.parse(value)
     elif key == "contact":
         if value != "*":
             for part in split_header_values(value) if "," in value else (value,):
