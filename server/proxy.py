@@ -25,7 +25,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -67,7 +67,7 @@ from server.proxy_responses import (  # the states and timers as globals: see th
     marked_via,
     trying_bytes,
 )
-from server.splice import Head, PlainInvite, forward_request, request_uri, spliced
+from server.splice import CALL_SPANS, Head, PlainInvite, forward_request, request_uri, spliced
 
 __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 
@@ -720,7 +720,8 @@ class ProxyCore(TransactionSide):
             return None
         return self._splice_raw(raw, request.method, request.uri, request.version, request.top_via,
                                 request.headers.get("Via") or "", target, max_forwards, source, our_via, hide, drop,
-                                add)
+                                add, cast("tuple[int, int, list[tuple[int, int, bytes]]] | None",
+                                          request.headers._cache.get(CALL_SPANS)))
 
     @staticmethod
     def _splice_head(head: Head, via: Via, uri: str, max_forwards: int | None, source: Address,
@@ -740,9 +741,10 @@ class ProxyCore(TransactionSide):
     @staticmethod
     def _splice_raw(raw: bytes, method: str, uri: str, version: str, via: Via, via_text: str, target: Target,
                     max_forwards: int | None, source: Address, our_via: str, hide: bool,
-                    drop: tuple[bytes, ...] = (), add: list[str] | None = None) -> bytes | None:
+                    drop: tuple[bytes, ...] = (), add: list[str] | None = None,
+                    at: tuple[int, int, list[tuple[int, int, bytes]]] | None = None) -> bytes | None:
         """:meth:`_spliced` on the bytes ``raw`` of a request whose top Via is ``via`` (its line's text
-        ``via_text``)."""
+        ``via_text``); ``at`` where its lines are when its reader noted them (``forward_request``'s)."""
         top: str | None = None
         if not hide and (via.host != source[0] or via.rport is not None):
             if "," in via_text:
@@ -751,7 +753,7 @@ class ProxyCore(TransactionSide):
         line = None if target.uri == uri else f"{method} {target.uri} {version}".encode()
         return forward_request(raw, request_line=line, our_via=our_via, top_via=top, hide=hide,
                                max_forwards=69 if max_forwards is None else max_forwards - 1, drop=drop,
-                               add=add or ())
+                               add=add or (), at=at)
 
     def _push_via(self, headers: Headers, request: Request, source: Address, branch: str, *, hide: bool) -> None:
         """Section 16.6 step 8: note where the request came from in its Via, then put ours on top.

@@ -26,7 +26,7 @@ from gamesdk.sip.message import RAW_KEY, Headers, Request, Response
 from gamesdk.sip.parser import checked_value, known_via
 from gamesdk.sip.uri import NameAddr, SipUri
 
-__all__ = ["ANSWER_SPANS", "Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_answer", "read_call",
+__all__ = ["ANSWER_SPANS", "CALL_SPANS", "Head", "PlainInvite", "PlainRegister", "forward_request", "read_ack", "read_answer", "read_call",
            "read_head", "read_invite", "read_login", "read_register", "request_uri", "spliced", "with_vias",
            "with_vias_at"]
 
@@ -110,23 +110,30 @@ def with_vias_at(raw: bytes, end: int, via_spans: Sequence[tuple[int, int]], via
 
 
 def forward_request(raw: bytes, *, request_line: bytes | None, our_via: str, top_via: str | None, hide: bool,
-                    max_forwards: int, drop: Collection[bytes] = (), add: Sequence[str] = ()) -> bytes | None:
+                    max_forwards: int, drop: Collection[bytes] = (), add: Sequence[str] = (),
+                    at: tuple[int, int, list[tuple[int, int, bytes]]] | None = None) -> bytes | None:
     """A request as a proxy forwards it (RFC 3261 section 16.6): ``request_line`` replacing the first line (None
     keeps it), ``our_via`` where the first Via was; then, unless ``hide`` drops every other Via (topology
     hiding), the sender's top Via replaced by ``top_via`` (None keeps it) and the rest as they were;
     Max-Forwards set to ``max_forwards`` (added at the end of the head when absent); the lines of the headers
     named in ``drop`` (lower case, long and compact forms: Proxy-Authorization, Identity) left out; the header
-    lines ``add`` ("Name: value") put at the end of the head, after Max-Forwards when it was added."""
-    end = _head_end(raw)
-    if end < 0:
-        return None
-    first = raw.find(b"\r\n")
+    lines ``add`` ("Name: value") put at the end of the head, after Max-Forwards when it was added. ``at``: where
+    the start line and the head end and the ``_lines`` of the head, when a reader noted them (read_call's
+    ``CALL_SPANS``)."""
+    if at is None:
+        end = _head_end(raw)
+        if end < 0:
+            return None
+        first = raw.find(b"\r\n")
+        edited = _lines(raw, end, _EDITED, _EDITED_NAMES)
+    else:
+        first, end, edited = at
     out = [request_line if request_line is not None else raw[:first]]
     pos = first
     seen_via = False
     mf_set = False
     mf = b"\r\nMax-Forwards: %d" % max_forwards
-    for start, stop, name in _lines(raw, end, _EDITED, _EDITED_NAMES):
+    for start, stop, name in edited:
         if name in _VIA_NAMES:
             if seen_via and not hide:
                 continue  # a lower Via: kept as it is
@@ -780,9 +787,10 @@ class PlainInvite:
 
 
 def _invite_head(data: bytes, shapes: _Shapes,
-                 unique: frozenset[str]) -> tuple[list[_Field], dict[str, _Field], Via, str, int] | None:
+                 unique: frozenset[str]) -> tuple[list[_Field], dict[str, _Field], Via, str, str] | None:
     """The INVITE of ``data`` read by ``shapes`` (the lines of ``unique`` keys not kept): its fields, the same by
-    key, its top Via, the Request-URI's text and the head's end (its body whole after it), or None."""
+    key, its top Via, the Request-URI's text and the head's text (the body whole after it and CRLF CRLF), or
+    None."""
     head, sep, _ = data.partition(b"\r\n\r\n")
     if not sep or not head:
         return None
@@ -811,7 +819,7 @@ def _invite_head(data: bytes, shapes: _Shapes,
     if (via is None or not _has_all(by_key, _INVITE_NEEDS)
             or end + 4 + int(by_key["content-length"][2]) > len(data)):
         return None
-    return fields, by_key, via, uri, end
+    return fields, by_key, via, uri, text
 
 
 def read_invite(data: bytes) -> PlainInvite | None:
@@ -875,9 +883,10 @@ def read_call(data: bytes) -> Request | None:
     read = _invite_head(data, _CALL_LINES, _CALL_UNIQUE)
     if read is None:
         return None
-    fields, by_key, via, uri, end = read
+    fields, by_key, via, uri, text = read
     if "proxy-authorization" not in by_key:
         return None
+    end = len(text)
     to = _to_of(_CALL_TOS, by_key["to"][2])
     stop = end + 4 + int(by_key["content-length"][2])
     headers = Headers._from_keyed(fields)
@@ -894,7 +903,33 @@ def read_call(data: bytes) -> Request | None:
     if field is not None:
         cache["max-forwards"] = int(field[2])
     cache[RAW_KEY] = data if stop == len(data) else data[:stop]  # as the lazy parse keeps it
+    cache[CALL_SPANS] = _call_spans(text)
     return request
+
+
+#: Key in ``Headers._cache`` under which a Request read_call read keeps where its start line and head end and
+#: where the lines a forwarded request edits are (``forward_request``'s ``at``), so that forwarding it does not
+#: look for them again (~49k instructions compiled: bytes methods with a range and the regex's matches are calls
+#: through the interpreter); cleared with the bytes by any change of its headers.
+CALL_SPANS: Final = "\x00call-spans"
+#: The lines of read_call's shape that forward_request edits (its ``_EDITED_NAMES``; no other name of the shape
+#: starts with a letter of ``_EDITED``), as the line starts, each once.
+_CALL_EDITED = (("\r\nVia: ", b"via"), ("\r\nMax-Forwards: ", b"max-forwards"),
+                ("\r\nProxy-Authorization: ", b"proxy-authorization"))
+
+
+def _call_spans(text: str) -> tuple[int, int, list[tuple[int, int, bytes]]]:
+    """(the start line's end, the head's end, ``_lines`` of the head) for the head ``text`` of read_call's shape
+    (ASCII: a character is a byte; CRLF only between lines), in the order ``_lines`` finds them."""
+    end = len(text)
+    edited: list[tuple[int, int, bytes]] = []
+    for mark, name in _CALL_EDITED:
+        at = text.find(mark)
+        if at >= 0:
+            stop = text.find("\r\n", at + 2)
+            edited.append((at, end if stop < 0 else stop, name))
+    edited.sort()
+    return text.find("\r\n"), end, edited
 
 
 # -- the ACK of a challenge ---------------------------------------------------------------------------------------
