@@ -185,6 +185,12 @@ _CREDENTIAL_NAMES = frozenset(("username", "realm", "nonce", "uri", "response", 
                                "opaque"))
 
 
+#: Token values of credentials already checked: algorithm, qop and nonce counts, the same few from every client
+#: (a lookup, where the check strips the token characters, ~1k instructions each compiled). Bounded.
+_TOKEN_VALUES: set[str] = set()
+_TOKEN_VALUES_MAX = 1024
+
+
 def _usual_credentials_params(value: str) -> dict[str, str] | None:
     """The params of :func:`parse_auth_params_untrusted` for credentials as clients write them: ``Digest `` and
     params of known names separated by "," (SIPp) or ", " (the SDK, most phones), values quoted without a quote,
@@ -208,9 +214,14 @@ def _usual_credentials_params(value: str) -> dict[str, str] | None:
             if len(text) < 2 or text[-1] != '"' or text.count('"') != 2:
                 return None
             params[name] = text[1:-1]
-        elif text.strip(TOKEN_CHARS):
-            return None
         else:
+            if text not in _TOKEN_VALUES:
+                if text.strip(TOKEN_CHARS):
+                    return None
+                if len(_TOKEN_VALUES) >= _TOKEN_VALUES_MAX:
+                    _TOKEN_VALUES.clear()
+                if len(text) <= 64:
+                    _TOKEN_VALUES.add(text)
             params[name] = text
     return params
 
