@@ -508,6 +508,25 @@ def _quick_connection(value: str) -> str | None:
 #: is a function of the text alone, so a kept one is what :func:`_address_type` gives.
 _MAX_ADDRESS_CHARS = 45
 _address_type_kept = functools.lru_cache(maxsize=1024)(_address_type)
+#: The connection values the layout's reader took (``IN IP4 <address>``: a player's repeats in every body it sends),
+#: each with its address: one lookup instead of a split, the checks and the address type's cache (some 2,500
+#: instructions a body). A function of the value alone; only values that are taken and short are kept, at most
+#: CONNECTIONS_MAX (emptied when full).
+_connections: dict[str, str] = {}
+CONNECTIONS_MAX = 1024
+
+
+def _kept_connection(value: str) -> str | None:
+    """:func:`_quick_connection`, kept for the next bodies."""
+    address = _connections.get(value)
+    if address is not None:
+        return address
+    address = _quick_connection(value)
+    if address is not None and len(value) <= _MAX_ADDRESS_CHARS + 8:
+        if len(_connections) >= CONNECTIONS_MAX:
+            _connections.clear()
+        _connections[value] = address
+    return address
 
 
 def quick_game_terms(data: object, role: Role | None = None) -> SessionTerms | None:
@@ -564,8 +583,8 @@ def _shaped_game_terms(shaped: re.Match[str], text: str, role: Role | None) -> S
     # (All its groups at once, in the pattern's order: by name, each would be a lookup in its group index.)
     (session_c, port, media_c, game, sid) = shaped.groups()
     if ((session_c is None and media_c is None) or not 1 <= int(port) <= 65_535
-            or (session_c is not None and _quick_connection(session_c) is None)
-            or (media_c is not None and _quick_connection(media_c) is None) or not _canonical_u32_digits(sid)):
+            or (session_c is not None and _kept_connection(session_c) is None)
+            or (media_c is not None and _kept_connection(media_c) is None) or not _canonical_u32_digits(sid)):
         return None
     # (One text for the game's lines, b=AS to sec: one string to hash, not five in a tuple.)
     cache_key = (game, role == _ANSWER)

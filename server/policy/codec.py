@@ -368,6 +368,15 @@ def _kept_text(value: str) -> str:
 _last_head: tuple[str, str, str, str] = ("", "", "", '"callId":"","fromTag":"","toTag":""')
 
 
+def _plain_text(value: str) -> str:
+    """``encode_basestring_ascii(value)`` (raises TypeError for a value that is no str), written without its escape
+    pass for an ASCII letters-and-digits text (a row's token and record id: hex, new in every row), which has
+    nothing to escape."""
+    if type(value) is str and value.isascii() and value.isalnum():
+        return f'"{value}"'
+    return encode_basestring_ascii(value)
+
+
 def _head_text(call_id: str, from_tag: str, to_tag: str) -> str:
     """The row's dialog fields' text (raises TypeError for a value that is no str)."""
     global _last_head
@@ -474,13 +483,12 @@ def reservation_json_text(res: Reservation) -> str:
     if (type(transit) is int and type(peer_rtt) is int and type(expires) is int and type(interims) is int
             and type(priority) is int and type(up) is int and type(down) is int and type(latency) is int
             and times and t_confirm is None and t_refresh is None and token is not None):
-        enc = encode_basestring_ascii
         try:
             return (f'{{"request":{{{_head_text(req.call_id, req.from_tag, req.to_tag)},'
-                    f'{_request_text(req, transit, peer_rtt)}}},"grant":{{"granted":true,"token":{enc(token)},'
+                    f'{_request_text(req, transit, peer_rtt)}}},"grant":{{"granted":true,"token":{_plain_text(token)},'
                     f'{_grant_text(grant.network, grant.qos_class, priority, up, down, latency)}}},'
                     f'"state":{_state_text(res.state)},{times},"tConfirm":null,"tLastRefresh":null,'
-                    f'"expires":{expires},"interims":{interims},"recordId":{enc(res.record_id)}}}')
+                    f'"expires":{expires},"interims":{interims},"recordId":{_plain_text(res.record_id)}}}')
         except TypeError:
             pass  # a text field that is not a str (None): the per-value path writes it as json does
     return (

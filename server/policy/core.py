@@ -36,6 +36,7 @@ from .config import PolicyConfig
 from .ledger import Change, Journal, Ledger, LedgerUnavailable, SplitLedger, new_change
 from .lifetime import Activate, PolicyOperation, Refresh, Release
 from .model import (
+    NATIVE_MAKERS,
     AppSession,
     Decision,
     Deny,
@@ -47,6 +48,8 @@ from .model import (
     Resource,
     SessionKey,
     Side,
+    _grant_native,
+    _reservation_native,
     new_grant,
     new_reservation,
 )
@@ -353,6 +356,12 @@ class PolicyServer:
 
     def _new_reservation(self, request: AppSession, d: Grant, now: float, wall: float) -> Reservation:
         token = self._token_factory
+        if NATIVE_MAKERS:  # (the same makers, called directly)
+            grant = _grant_native(token(), d.network, d.qos_class, d.priority, d.uplink_kbps, d.downlink_kbps,
+                                  d.latency_ms)
+            return _reservation_native(request, grant, _RESERVED, wall,
+                                       wall + self.config.settings.confirm_timeout_s, None, None, 0, 0, token(),
+                                       wall - now)
         grant = new_grant(token(), d.network, d.qos_class, d.priority, d.uplink_kbps, d.downlink_kbps, d.latency_ms)
         return new_reservation(request, grant, _RESERVED, wall,
                                wall + self.config.settings.confirm_timeout_s, None, None, 0, 0, token(), wall - now)

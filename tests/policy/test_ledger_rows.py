@@ -198,3 +198,17 @@ def test_a_row_with_wall_times_reads_back_as_the_generic_encoders(wall: float, c
         text = reservation_json_text(res)
         assert json.loads(text) == json.loads(json.dumps(reservation_to_json(res), separators=(",", ":")))
         assert reservation_from_json_untrusted(json.loads(text)) == dataclasses.replace(res, clock_offset=0.0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(), st.text(alphabet="0123456789abcdefABCDEF", max_size=64),
+                 st.text(alphabet=st.characters(codec="ascii"), max_size=40),
+                 st.sampled_from(["", "a", "Z9", "\u00b2", "\u0661", "a\u00e9", "ab\"c", "a\\b", "x y"])))
+def test_a_plain_text_is_what_the_encoder_writes(value: str) -> None:
+    # The token's and record id's text is written without the escape pass when there is nothing to escape (ASCII
+    # letters and digits): the encoder's text for every value.
+    from json.encoder import encode_basestring_ascii
+
+    from server.policy import codec
+
+    assert codec._plain_text(value) == encode_basestring_ascii(value)

@@ -212,3 +212,14 @@ def test_the_makers_are_positional_makers_in_a_pure_build() -> None:
             assert maker is not twin and maker.__name__.startswith("make_")  # type: ignore[attr-defined]
         else:  # compiled: the native class's attributes set by compiled code (the dataclass's init is not)
             assert maker is not twin and maker.__name__.endswith("_native")  # type: ignore[attr-defined]
+
+
+def test_the_core_calls_the_native_makers_only_where_they_are_the_makers() -> None:
+    # The policy core calls the compiled build's native makers by name (a direct call): only where they are the
+    # makers (no slot descriptors to set through), and they make the value the class makes.
+    assert model.NATIVE_MAKERS == (model.positional_maker(model.Grant) is None)
+    assert model.NATIVE_MAKERS == (model.positional_maker(model.Reservation) is None)
+    if model.NATIVE_MAKERS:
+        grant = model._grant_native("t", "lan", "action", 5, 100, 200, 50)
+        assert grant == model.Grant(token="t", network="lan", qos_class="action", priority=5, uplink_kbps=100,
+                                    downlink_kbps=200, latency_ms=50)

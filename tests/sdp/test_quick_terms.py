@@ -202,6 +202,12 @@ def test_a_kept_address_type_is_the_one_ipaddress_gives(address: str) -> None:
         assert game._quick_connection(f"IN IP6 {address}") == (address if expected == "IP6" else None)
     if len(address) <= game._MAX_ADDRESS_CHARS:
         assert game._address_type_kept(address) == expected
+    # The layout's reader keeps the connection values it took, with their address: the uncached reader's, asked
+    # once or many times.
+    for value in (f"IN IP4 {address}", f"IN IP6 {address}", f"IN  IP4 {address}", f"IN IP4 {address}\r"):
+        for _ in range(2):
+            assert game._kept_connection(value) == game._quick_connection(value)
+        assert game._connections.get(value) == game._quick_connection(value)
 
 
 @settings(max_examples=300, deadline=None)
