@@ -20,11 +20,10 @@ from __future__ import annotations
 import heapq
 import hmac
 import logging
-import marshal
 from collections import deque
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -214,19 +213,54 @@ EndedServer = tuple[int, float, str, int, bytes | None]
 Accepted = tuple[tuple[str, ...], Address, int, tuple[str, ...], str, str, str, "tuple[Address, ...] | None",
                  "tuple[Any, ...] | None", tuple[tuple[str, tuple[tuple[str, str], ...]], ...], str, str,
                  tuple[str, ...]]
-#: An ended client transaction: (kind, deadline, destination host and port, the ACK of a non-2xx final, an
-#: Accepted INVITE's :data:`Accepted` marshalled: bytes, where nested tuples would stay tracked for a collection
-#: per level).
-#: Last, the INVITE's offer (the policy's facts for a fork's 2xx): the bytes received, shared, not copied.
-EndedClient = tuple[int, float, str, int, bytes | None, bytes | None, bytes | None]
+#: An ended client transaction: (kind, deadline, destination host and port, the ACK of a non-2xx final, True for
+#: an Accepted INVITE (else None), the INVITE's offer (the policy's facts for a fork's 2xx: the bytes received,
+#: shared, not copied)), and for an Accepted INVITE its :data:`Accepted` after these, flattened (:func:`_flat`): one
+#: tuple of strings, numbers and bytes, which a collection untracks the first time it sees it, where nested tuples
+#: would stay tracked for a collection per level.
+EndedClient = tuple[Any, ...]
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallInfo) if f.name not in ("invite", "offer"))
 #: CallInfo's fields but ``invite`` (gone from the final response on) and ``offer`` (kept beside, not copied), as
 #: one tuple.
 _call_values = attrgetter(*_CALL_FIELDS)
-#: The marshal format of the pack: version 2 writes no back-references, whose table version 3 and later fill for
-#: every object shared within the value (a third of the instructions of dumps here, for a few bytes).
-_PACK_VERSION = 2
+#: What :func:`_flat` writes before the length and the items of a nested tuple (or list): an object no value packed
+#: is (nothing the collector walks: a plain ``object`` is not tracked).
+_NESTED: Final = object()
+
+
+def _flat(value: object, out: list[Any]) -> bool:
+    """Append ``value`` to ``out`` flattened (a tuple or list as :data:`_NESTED`, its length and its items, so
+    flattened), False when it holds something other than strings, numbers, bytes, None, tuples and lists (which
+    could keep an object the collector walks). :func:`_unflat` reads it back. (Built item by item: ~4k
+    instructions compiled for an Accepted INVITE, where ``marshal.dumps`` took ~20k, encoding each string.)"""
+    kind = type(value)  # (exact types, as marshal took them: a subclass's instance may be walked)
+    if kind is str or value is None or kind is int or kind is bool or kind is float or kind is bytes:
+        out.append(value)
+        return True
+    if kind is tuple or kind is list:
+        assert isinstance(value, tuple | list)  # (for the type checker)
+        out.append(_NESTED)
+        out.append(len(value))
+        for item in value:
+            if not _flat(item, out):
+                return False
+        return True
+    return False
+
+
+def _unflat(flat: tuple[Any, ...], at: int) -> tuple[Any, int]:
+    """The value :func:`_flat` wrote at ``at`` in ``flat`` (its tuples and lists as tuples), and where the next
+    begins."""
+    value = flat[at]
+    if value is not _NESTED:
+        return value, at + 1
+    items = []
+    at += 2
+    for _ in range(flat[at - 1]):
+        item, at = _unflat(flat, at)
+        items.append(item)
+    return tuple(items), at
 
 
 def forwarded_request(ctx: ClientTx) -> Request:
@@ -596,15 +630,19 @@ class TransactionSide:
         return True
 
     def _client_ended(self, ctx: ClientTx, kind: int, duration: float, deadline: float, ack: bytes | None,
-                      accepted: bytes | None, offer: bytes | None = None) -> bool:
+                      accepted: list[Any] | None = None, offer: bytes | None = None) -> bool:
         """``ctx`` (its final received, no other timer armed) waits out its last timer until ``deadline`` as an
-        entry of ``ended_client``; False when it stays an object (the caller arms the timer)."""
+        entry of ``ended_client`` (``accepted``: an Accepted INVITE's :data:`Accepted` flattened); False when it
+        stays an object (the caller arms the timer)."""
         key = (ctx.branch, ctx.method)
         if self.client_txs.get(key) is not ctx:
             return False
         del self.client_txs[key]
         dest = ctx.dest
-        self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, accepted, offer)
+        if accepted is None:
+            self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, None, offer)
+        else:
+            self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, True, offer, *accepted)
         if ctx.revived:
             # Its key may have left its queue while it was an object again.
             heapq.heappush(self._ended_heap, (deadline, key))
@@ -637,19 +675,18 @@ class TransactionSide:
             tx.key, tx.source, tx.final_status, tuple(upstream_vias(tx)), tx.call_id, tx.from_, tx.uri, tx.caller,
             None if call is None else _call_values(call),
             tuple([(tag, tuple(extra)) for tag, extra in added.items()]), ctx.uri, ctx.via, ctx.routes)
-        try:
-            packed = marshal.dumps(accepted, _PACK_VERSION)
-        except ValueError:  # not only strings, numbers and bytes (a policy's header value of another type)
+        flat: list[Any] = []
+        if not _flat(accepted, flat):  # (a policy's header value of another type)
             return
-        self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, packed,
+        self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, flat,
                            None if call is None else call.offer)
 
     def _revive(self, key: tuple[str, str], ended: EndedClient) -> ClientTx:
         """The INVITE client transaction of ``key``, Accepted, as an object again (with its server side) for a
         further 2xx: as it was when it ended. :meth:`_ended_response` ends it again after."""
-        _, deadline, host, port, _, packed, offer = ended
+        _, deadline, host, port, _, packed, offer = ended[:7]
         assert packed is not None  # only an Accepted INVITE is revived (internal invariant)
-        accepted: Accepted = marshal.loads(packed)
+        accepted: Accepted = _unflat(ended, 7)[0]
         (skey, source, final_status, vias, call_id, from_, uri, caller, call, added, ctx_uri, ctx_via,
          routes) = accepted
         tx = ServerTx(skey, "INVITE", None, source, _ACCEPTED, final_status=final_status,

@@ -196,27 +196,27 @@ _K_PROXY_REQUIRE: Final = 9
 #: Header names as they appear before the colon (any case, compact forms, whitespace before the colon) to what the
 #: relay path reads of them (one of the keys above). Filled as names are met (each is checked once: they repeat
 #: from message to message), bounded (names come from the network).
-_NAMES: dict[str, int] = {}
+_NAMES: Final[dict[str, int]] = {}
 #: The names read (lower case, long and compact forms) to their key.
 _READ = {"via": _K_VIA, "v": _K_VIA, "call-id": _K_CALL_ID, "i": _K_CALL_ID, "cseq": _K_CSEQ, "to": _K_TO,
          "t": _K_TO, "from": _K_FROM, "f": _K_FROM, "max-forwards": _K_MAX_FORWARDS, "content-length": _K_LENGTH,
          "l": _K_LENGTH, "route": _K_ROUTE, "proxy-require": _K_PROXY_REQUIRE}
 _TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 #: Request methods that are tokens, checked before the expression (a set lookup is cheaper than a match).
-_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO", "MESSAGE",
+_METHODS: Final = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO", "MESSAGE",
                       "NOTIFY", "SUBSCRIBE", "REFER", "PUBLISH"))
 #: CSeq values already parsed ("2 INVITE", "3 BYE": they repeat from call to call), bounded.
-_CSEQS: dict[str, CSeq] = {}
-_MEMO_MAX = 1024
+_CSEQS: Final[dict[str, CSeq]] = {}
+_MEMO_MAX: Final = 1024
 #: Longest text a memo keeps (a line, a name, a value): the memos' size stays bounded in bytes, not only in
 #: entries, whatever the network sends (8,192 lines of 60 KB would be half a gigabyte).
-_MEMO_ENTRY = 512
+_MEMO_ENTRY: Final = 512
 #: Whole header lines already read to (key, value, number): most lines of a relayed message were in an earlier one
 #: of its call (From, To, Call-ID, CSeq, our Via, Content-Length), and a hit saves splitting and stripping. The
 #: number is a Content-Length's or Max-Forwards' value read (-1 when it is not 1-10 digits). Only lines without a
 #: bare CR or LF are kept, so a hit needs no such check. Bounded.
-_LINES: dict[str, tuple[int, str, int]] = {}
-_LINES_MAX = 8192
+_LINES: Final[dict[str, tuple[int, str, int]]] = {}
+_LINES_MAX: Final = 8192
 
 
 def _name_key(name: str) -> int | None:
@@ -237,7 +237,7 @@ _PLAIN_VIA = re.compile(
     rf"(?::([0-9]{{1,5}}))?;branch=({TOKEN})(;rport)?")
 
 
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__
 
 
 class Head:
@@ -306,9 +306,12 @@ def read_head(data: bytes) -> Head | None:
     # argument tuple, the costliest call here in the compiled build.
     head, blank, _ = data.partition(b"\r\n\r\n")
     end = len(head)
-    if not blank or end == 0 or not head.isascii():
+    if not blank or end == 0:
         return None
-    text = head.decode("ascii")
+    try:
+        text = head.decode("ascii")  # (a native call compiled, where isascii first was a method call more)
+    except UnicodeDecodeError:
+        return None
     lines = text.split("\r\n")
     start = lines[0]
     if "\n" in start or "\r" in start:
@@ -500,11 +503,11 @@ _ADDR = rf"{_HOST}(?::{_PORT})?"
 _PLAYER_URI = rf"sip:[A-Za-z0-9._~-]+@{_ADDR}"
 #: The Via of the shape: what ``_VIA`` reads, read by :func:`_via_of`.
 _VIA = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?;branch=(z9hG4bK{TOKEN})(;rport)?")
-_SENT_BY = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?")
-_BRANCH = re.compile(rf"z9hG4bK{TOKEN}")
+_SENT_BY: Final = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?")
+_BRANCH: Final = re.compile(rf"z9hG4bK{TOKEN}")
 #: Sent-by parts (``SIP/2.0/UDP host:port``) of that shape already read, to (host, port): a player's come back
 #: in each of its requests, its branch is new in each. Bounded.
-_SENT_BYS: dict[str, tuple[str, int | None]] = {}
+_SENT_BYS: Final[dict[str, tuple[str, int | None]]] = {}
 
 
 def _via_of(value: str) -> Via | None:

@@ -17,11 +17,14 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from server_kit import ANSWER, OFFER, TestUA, Wire, login, make_node
 
 from gamesdk.sip.message import Request
 from server.node import RegionalServer
 from server.policy.runner import make_policy_hooks
+from server.proxy_responses import _flat, _unflat
 
 EU = ("127.0.0.1", 5060)
 
@@ -201,6 +204,39 @@ def test_a_completed_transaction_is_kept_as_values_the_collector_does_not_walk(r
         walked = [entry for entry in held if gc.is_tracked(entry) or len(_tracked_from(entry, shared=set())) > 1]
         assert walked == []
         assert proxy.get_timer() is not None
+
+
+_ATOMS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8) | st.binary(
+    max_size=8)
+_PACKABLE = st.recursive(_ATOMS, lambda inner: st.lists(inner, max_size=4) | st.lists(inner, max_size=4).map(tuple),
+                         max_leaves=40)
+
+
+def _as_tuples(value: object) -> object:
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, tuple | list) else value
+
+
+@given(_PACKABLE)
+def test_an_accepted_invites_pack_reads_back_as_it_was_and_is_not_walked(value: object) -> None:
+    """An Accepted INVITE's facts are kept flattened after its ended entry's seven fields (_flat, where
+    marshal.dumps was): read back (_unflat) they are what was packed, lists as tuples, as marshal gave them back but
+    for the lists; the entry holds nothing the collector walks after one collection."""
+    flat: list[object] = []
+    assert _flat(value, flat)
+    entry = (1, 2.0, "h", 5060, None, True, b"offer", *flat)
+    assert _unflat(entry, 7) == (_as_tuples(value), len(entry))
+    gc.collect()
+    assert not gc.is_tracked(entry)
+
+
+def test_an_accepted_invites_pack_takes_only_values_the_collector_does_not_walk() -> None:
+    """What _flat cannot keep flat (another type, as a policy's header value might be, a str subclass's instance)
+    makes it refuse, as marshal refused it: the transaction then stays an object."""
+    class Name(str):
+        pass
+
+    for value in (("a", [1, {"b": 2}]), ("a", Name("x")), (object(),)):
+        assert not _flat(value, [])
 
 
 def test_a_call_set_up_keeps_one_object_for_the_collector_while_its_dialog_is_relayed(regions: Regions) -> None:
