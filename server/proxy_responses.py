@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -231,22 +231,30 @@ _NESTED: Final = object()
 
 def _flat(value: object, out: list[Any]) -> bool:
     """Append ``value`` to ``out`` flattened (a tuple or list as :data:`_NESTED`, its length and its items, so
-    flattened), False when it holds something other than strings, numbers, bytes, None, tuples and lists (which
-    could keep an object the collector walks). :func:`_unflat` reads it back. (Built item by item: ~4k
+    flattened), False when it holds something other than strings, numbers, bytes, None, tuples and lists (exact
+    types, as marshal took them: a subclass's instance may be walked). :func:`_unflat` reads it back. (~5k
     instructions compiled for an Accepted INVITE, where ``marshal.dumps`` took ~20k, encoding each string.)"""
-    kind = type(value)  # (exact types, as marshal took them: a subclass's instance may be walked)
+    kind = type(value)
     if kind is str or value is None or kind is int or kind is bool or kind is float or kind is bytes:
         out.append(value)
         return True
-    if kind is tuple or kind is list:
-        assert isinstance(value, tuple | list)  # (for the type checker)
-        out.append(_NESTED)
-        out.append(len(value))
-        for item in value:
-            if not _flat(item, out):
-                return False
-        return True
-    return False
+    # (a tuple iterated as one, natively compiled, rather than through a union's generic iterator)
+    if kind is tuple:
+        items = cast("tuple[object, ...]", value)
+    elif kind is list:
+        items = tuple(cast("list[object]", value))
+    else:
+        return False
+    out.append(_NESTED)
+    out.append(len(items))
+    for item in items:
+        kind = type(item)
+        # (the leaves here, without a call each)
+        if kind is str or item is None or kind is int or kind is bool or kind is float or kind is bytes:
+            out.append(item)
+        elif not _flat(item, out):
+            return False
+    return True
 
 
 def _unflat(flat: tuple[Any, ...], at: int) -> tuple[Any, int]:
@@ -632,8 +640,8 @@ class TransactionSide:
     def _client_ended(self, ctx: ClientTx, kind: int, duration: float, deadline: float, ack: bytes | None,
                       accepted: list[Any] | None = None, offer: bytes | None = None) -> bool:
         """``ctx`` (its final received, no other timer armed) waits out its last timer until ``deadline`` as an
-        entry of ``ended_client`` (``accepted``: an Accepted INVITE's :data:`Accepted` flattened); False when it
-        stays an object (the caller arms the timer)."""
+        entry of ``ended_client`` (``accepted``: an Accepted INVITE's :data:`Accepted` flattened after seven places
+        for the entry's first fields); False when it stays an object (the caller arms the timer)."""
         key = (ctx.branch, ctx.method)
         if self.client_txs.get(key) is not ctx:
             return False
@@ -642,7 +650,15 @@ class TransactionSide:
         if accepted is None:
             self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, None, offer)
         else:
-            self.ended_client[key] = (kind, deadline, dest[0], dest[1], ack, True, offer, *accepted)
+            # (the seven places :meth:`_accepted_ended` left before the flattened facts, filled)
+            accepted[0] = kind
+            accepted[1] = deadline
+            accepted[2] = dest[0]
+            accepted[3] = dest[1]
+            accepted[4] = ack
+            accepted[5] = True
+            accepted[6] = offer
+            self.ended_client[key] = tuple(accepted)
         if ctx.revived:
             # Its key may have left its queue while it was an object again.
             heapq.heappush(self._ended_heap, (deadline, key))
@@ -675,7 +691,7 @@ class TransactionSide:
             tx.key, tx.source, tx.final_status, tuple(upstream_vias(tx)), tx.call_id, tx.from_, tx.uri, tx.caller,
             None if call is None else _call_values(call),
             tuple([(tag, tuple(extra)) for tag, extra in added.items()]), ctx.uri, ctx.via, ctx.routes)
-        flat: list[Any] = []
+        flat: list[Any] = [None] * 7  # (the entry's first seven fields, _client_ended's)
         if not _flat(accepted, flat):  # (a policy's header value of another type)
             return
         self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, flat,

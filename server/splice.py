@@ -304,13 +304,23 @@ def read_head(data: bytes) -> Head | None:
     """The head of ``data`` as the relay path reads it (see above), or None when it is not in that plain shape."""
     # partition (one argument) rather than find and a slice: bytes.find takes its optional range through an
     # argument tuple, the costliest call here in the compiled build.
-    head, blank, _ = data.partition(b"\r\n\r\n")
-    end = len(head)
-    if not blank or end == 0:
-        return None
+    # The whole datagram decoded at once and cut as text (native calls compiled, where bytes.partition and
+    # bytes.isascii are calls through the interpreter): a relayed message's body is nearly always empty or ASCII.
     try:
-        text = head.decode("ascii")  # (a native call compiled, where isascii first was a method call more)
+        whole: str | None = data.decode("ascii")
     except UnicodeDecodeError:
+        whole = None
+    if whole is not None:
+        text, blank, _ = whole.partition("\r\n\r\n")
+    else:
+        head, cut, _ = data.partition(b"\r\n\r\n")
+        try:
+            text = head.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        blank = "\r\n\r\n" if cut else ""
+    end = len(text)
+    if not blank or end == 0:
         return None
     lines = text.split("\r\n")
     start = lines[0]
@@ -353,18 +363,21 @@ def read_head(data: bytes) -> Head | None:
         else:
             if "\n" in line or "\r" in line:
                 return None  # a bare LF or CR
-            name, colon, value = line.partition(":")
+            # (find and slices: partition makes a tuple and a string more)
+            colon = line.find(":")
+            if colon < 0:
+                return None  # a line without a colon
+            name = line[:colon]
             seen = names.get(name)
-            if seen is None or not colon:
-                # A name not met before (or a line without a colon): it must be a token, the line no
-                # continuation of a folded one.
-                if not colon or line[:1] in (" ", "\t"):
+            if seen is None:
+                # A name not met before: it must be a token, the line no continuation of a folded one.
+                if line[:1] in (" ", "\t"):
                     return None
                 seen = _name_key(name)
                 if seen is None:
                     return None
             key = seen
-            value = value.strip(" \t") if key else ""
+            value = line[colon + 1:].strip(" \t") if key else ""
             number = int(value) if (key == _K_LENGTH or key == _K_MAX_FORWARDS) and is_digits(value, 10) else -1
             if len(line) <= _MEMO_ENTRY:
                 if len(known) >= _LINES_MAX:
@@ -434,32 +447,42 @@ def spliced(head: Head, start: bytes | None, vias: Sequence[str], lower_vias: bo
     """The message of ``head`` as :func:`forward_request` and :func:`with_vias` edit it, from the places
     :func:`read_head` noted: ``start`` replacing the start line (None keeps it); ``vias`` (one line each) where
     the first Via line was, the other Via lines kept where they are when ``lower_vias``, else left out;
-    Max-Forwards set to ``max_forwards`` (added at the end of the head when absent; None leaves it alone)."""
+    Max-Forwards set to ``max_forwards`` (added at the end of the head when absent; None leaves it alone).
+    (One pass over the noted places in order, each piece straight into one join: no list of edits to sort, no
+    join per Via.)"""
     raw = head.raw
-    spans = head.via_spans
-    first_at, first_end = spans[0]
-    edits = [(first_at, first_end, b"".join([_via_line(v) for v in vias]))]
-    if not lower_vias:
-        edits.extend((a, b, b"") for a, b in spans[1:])
-    tail = b""
+    out = [raw[:head.first] if start is None else start]
+    pos = head.first
+    mf = b""
+    mf_at = mf_end = -1  # the Max-Forwards line to replace, -1 when there is none (or no longer)
     if max_forwards is not None:
         mf = b"\r\nMax-Forwards: %d" % max_forwards
         if head.mf_spans:
-            a, b = head.mf_spans[0]
-            edits.append((a, b, mf))
-            edits.sort()
-        else:
-            tail = mf
-    out = [raw[:head.first] if start is None else start]
-    pos = head.first
-    for a, b, text in edits:
-        out.append(raw[pos:a])
-        out.append(text)
-        pos = b
-    end = head.end
-    if tail:
+            mf_at, mf_end = head.mf_spans[0]
+    placed = False
+    for at, stop in head.via_spans:
+        if placed and lower_vias:
+            continue  # a lower Via: kept as it is
+        if 0 <= mf_at < at:
+            out.append(raw[pos:mf_at])
+            out.append(mf)
+            pos = mf_end
+            mf_at = -1
+        out.append(raw[pos:at])
+        pos = stop
+        if not placed:
+            for value in vias:
+                out.append(b"\r\nVia: ")
+                out.append(value.encode())
+            placed = True
+    if mf_at >= 0:
+        out.append(raw[pos:mf_at])
+        out.append(mf)
+        pos = mf_end
+    elif mf and not head.mf_spans:
+        end = head.end
         out.append(raw[pos:end])
-        out.append(tail)
+        out.append(mf)
         pos = end
     out.append(raw[pos:])
     return b"".join(out)

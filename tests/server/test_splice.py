@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from gamesdk.sip.message import Request, Response
 from gamesdk.sip.parser import parse_message_untrusted
 from server.proxy_responses import mark_received, marked_via
-from server.splice import forward_request, with_vias
+from server.splice import forward_request, read_head, spliced, with_vias
 
 OUR_VIA = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc.def1.0123456789abcdef;rport"
 SOURCE = ("127.0.0.2", 7001)
@@ -181,3 +181,42 @@ def test_a_players_invite_spliced_equals_the_serialised_copy(order: list[tuple[s
     assert spliced is not None
     _same(parse_message_untrusted(spliced), parse_message_untrusted(copy.to_bytes()))
     assert b"forged" not in spliced and b"Digest" not in spliced and spliced.endswith(b"\r\n\r\n" + body)
+
+
+_OTHER_LINES = ["From: <sip:a@eu.gamesdk.test>;tag=1", "To: <sip:b@eu.gamesdk.test>;tag=2", "Call-ID: c-1@h",
+                "Content-Length: 0", "Contact: <sip:b@10.0.0.2>", "Subject: x"]
+
+
+@settings(max_examples=300)
+@given(request=st.booleans(),
+       vias=st.lists(st.tuples(st.sampled_from(["Via", "v", "VIA"]),
+                               st.sampled_from(["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport",
+                                                "SIP/2.0/UDP h.example;branch=z9hG4bKx", "SIP/2.0/TCP a, SIP/2.0/UDP b"])),
+                     min_size=1, max_size=3),
+       mf=st.sampled_from([None, "Max-Forwards: 70", "max-forwards: 5"]), order=st.randoms(use_true_random=False),
+       new_mf=st.integers(0, 255), lower=st.booleans())
+def test_spliced_edits_a_read_head_as_forward_request_and_with_vias_do(request: bool, vias: list[tuple[str, str]],
+                                                                        mf: str | None, order: object,
+                                                                        new_mf: int, lower: bool) -> None:
+    """The relay path's splice (from the places read_head noted) and the general ones (which look for the lines
+    again) give the same bytes: Via lines wherever they are, Max-Forwards before, between or after them, or none."""
+    import random
+    assert isinstance(order, random.Random)
+    lines = [f"{name}: {value}" for name, value in vias] + _OTHER_LINES[:4] + (
+        [mf] if mf is not None else []) + _OTHER_LINES[4:]
+    order.shuffle(lines)
+    cseq = "CSeq: 3 BYE"
+    first = "BYE sip:b@10.0.0.2 SIP/2.0" if request else "SIP/2.0 180 Ringing"
+    raw = "\r\n".join([first, cseq, *lines, "", ""]).encode()
+    head = read_head(raw)
+    assert head is not None
+    ours = ["SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKours", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;received=x"]
+    if request:
+        line = b"BYE sip:b@10.0.0.3 SIP/2.0"
+        if lower and "," not in head.via_lines[0]:  # (a top line of several Vias: the serialiser's)
+            assert spliced(head, line, [ours[0], ours[1]], True, new_mf) == forward_request(
+                raw, request_line=line, our_via=ours[0], top_via=ours[1], hide=False, max_forwards=new_mf)
+        assert spliced(head, None, [ours[0]], False, new_mf) == forward_request(
+            raw, request_line=None, our_via=ours[0], top_via=None, hide=True, max_forwards=new_mf)
+    else:
+        assert spliced(head, None, ours, False, None) == with_vias(raw, ours)
