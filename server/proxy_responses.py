@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -206,69 +206,66 @@ ENDED_CONFIRMED = 2
 #: or None). Flat: a tuple is untracked by a collection only once what it holds is, which may take a collection
 #: per level.
 EndedServer = tuple[int, float, str, int, bytes | None]
-#: What an INVITE client transaction in Accepted keeps to pass a further 2xx upstream (its ServerTx's key,
-#: source, final status, upstream Vias, log names, caller addresses, policy facts (CallInfo's fields but
-#: ``invite`` and ``offer``), the headers added per To tag; its own Request-URI, Via and Route set), see
-#: :meth:`_revive`.
-Accepted = tuple[tuple[str, ...], Address, int, tuple[str, ...], str, str, str, "tuple[Address, ...] | None",
-                 "tuple[Any, ...] | None", tuple[tuple[str, tuple[tuple[str, str], ...]], ...], str, str,
-                 tuple[str, ...]]
 #: An ended client transaction: (kind, deadline, destination host and port, the ACK of a non-2xx final, True for
 #: an Accepted INVITE (else None), the INVITE's offer (the policy's facts for a fork's 2xx: the bytes received,
-#: shared, not copied)), and for an Accepted INVITE its :data:`Accepted` after these, flattened (:func:`_flat`): one
-#: tuple of strings, numbers and bytes, which a collection untracks the first time it sees it, where nested tuples
-#: would stay tracked for a collection per level.
+#: shared, not copied)); an Accepted INVITE's also has after these, flattened (:func:`_accepted_flat`), what a
+#: further 2xx goes upstream with (its ServerTx's key, source, final status, upstream Vias, log names, caller
+#: addresses, policy facts (CallInfo's fields but ``invite`` and ``offer``), the headers added per To tag; its own
+#: Request-URI, Via and Route set), see :meth:`TransactionSide._revive`. One tuple of strings, numbers and bytes,
+#: which a collection untracks the first time it sees it, where nested tuples would stay tracked for a collection
+#: per level.
 EndedClient = tuple[Any, ...]
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallInfo) if f.name not in ("invite", "offer"))
 #: CallInfo's fields but ``invite`` (gone from the final response on) and ``offer`` (kept beside, not copied), as
 #: one tuple.
 _call_values = attrgetter(*_CALL_FIELDS)
-#: What :func:`_flat` writes before the length and the items of a nested tuple (or list): an object no value packed
-#: is (nothing the collector walks: a plain ``object`` is not tracked).
-_NESTED: Final = object()
+#: Written in an Accepted INVITE's flattened facts before the host and port of a policy fact that is an address.
+_ADDRESS: Final = object()
 
 
-def _flat(value: object, out: list[Any]) -> bool:
-    """Append ``value`` to ``out`` flattened (a tuple or list as :data:`_NESTED`, its length and its items, so
-    flattened), False when it holds something other than strings, numbers, bytes, None, tuples and lists (exact
-    types, as marshal took them: a subclass's instance may be walked). :func:`_unflat` reads it back. (~5k
-    instructions compiled for an Accepted INVITE, where ``marshal.dumps`` took ~20k, encoding each string.)"""
-    kind = type(value)
-    if kind is str or value is None or kind is int or kind is bool or kind is float or kind is bytes:
-        out.append(value)
-        return True
-    # (a tuple iterated as one, natively compiled, rather than through a union's generic iterator)
-    if kind is tuple:
-        items = cast("tuple[object, ...]", value)
-    elif kind is list:
-        items = tuple(cast("list[object]", value))
+def _accepted_flat(ctx: ClientTx, tx: ServerTx) -> list[Any] | None:
+    """The facts of :data:`Accepted` of ``ctx`` and ``tx`` flattened after seven places for the ended entry's first
+    fields: each sequence as its length and its items, an address as its host and port. None when a policy's
+    header is not two strings (it might hold an object the collector walks: the transaction then stays an
+    object). :meth:`TransactionSide._revive` reads it back. (Flat, built by list displays: ~5k instructions
+    compiled and ~10k pure where ``marshal.dumps`` of the nested tuple took ~20k, encoding each string, and a
+    nested tuple would stay tracked for a collection per level.)"""
+    key = tx.key
+    source = tx.source
+    vias = upstream_vias(tx)
+    routes = ctx.routes
+    flat: list[Any] = [None, None, None, None, None, None, None, len(key), *key, source[0], source[1],
+                       tx.final_status, len(vias), *vias, tx.call_id, tx.from_, tx.uri, ctx.uri, ctx.via,
+                       len(routes), *routes]
+    caller = tx.caller
+    if caller is None:
+        flat.append(-1)
     else:
-        return False
-    out.append(_NESTED)
-    out.append(len(items))
-    for item in items:
-        kind = type(item)
-        # (the leaves here, without a call each)
-        if kind is str or item is None or kind is int or kind is bool or kind is float or kind is bytes:
-            out.append(item)
-        elif not _flat(item, out):
-            return False
-    return True
-
-
-def _unflat(flat: tuple[Any, ...], at: int) -> tuple[Any, int]:
-    """The value :func:`_flat` wrote at ``at`` in ``flat`` (its tuples and lists as tuples), and where the next
-    begins."""
-    value = flat[at]
-    if value is not _NESTED:
-        return value, at + 1
-    items = []
-    at += 2
-    for _ in range(flat[at - 1]):
-        item, at = _unflat(flat, at)
-        items.append(item)
-    return tuple(items), at
+        flat.append(len(caller))
+        for host, port in caller:
+            flat += (host, port)
+    call = tx.call
+    if call is None:
+        flat.append(False)
+    else:
+        flat.append(True)
+        for value in _call_values(call):
+            if type(value) is tuple:  # (an address: the only tuples of CallInfo's)
+                host, port = value
+                flat += (_ADDRESS, host, port)
+            else:
+                flat.append(value)
+    added = ctx.added_2xx_headers
+    flat.append(0 if added is None else len(added))
+    if added is not None:
+        for tag, extra in added.items():
+            flat += (tag, len(extra))
+            for name, value in extra:
+                if type(name) is not str or type(value) is not str:
+                    return None
+                flat += (name, value)
+    return flat
 
 
 def forwarded_request(ctx: ClientTx) -> Request:
@@ -685,32 +682,65 @@ class TransactionSide:
         if deadline is None or (self.pending_answers and any(branch == ctx.branch
                                                              for branch, _ in self.pending_answers)):
             return
-        call = tx.call
-        added = ctx.added_2xx_headers or {}
-        accepted: Accepted = (
-            tx.key, tx.source, tx.final_status, tuple(upstream_vias(tx)), tx.call_id, tx.from_, tx.uri, tx.caller,
-            None if call is None else _call_values(call),
-            tuple([(tag, tuple(extra)) for tag, extra in added.items()]), ctx.uri, ctx.via, ctx.routes)
-        flat: list[Any] = [None] * 7  # (the entry's first seven fields, _client_ended's)
-        if not _flat(accepted, flat):  # (a policy's header value of another type)
+        flat = _accepted_flat(ctx, tx)
+        if flat is None:
             return
+        call = tx.call
         self._client_ended(ctx, ENDED_ACCEPTED, self._timeout_64t1, deadline, None, flat,
                            None if call is None else call.offer)
 
     def _revive(self, key: tuple[str, str], ended: EndedClient) -> ClientTx:
         """The INVITE client transaction of ``key``, Accepted, as an object again (with its server side) for a
         further 2xx: as it was when it ended. :meth:`_ended_response` ends it again after."""
-        _, deadline, host, port, _, packed, offer = ended[:7]
+        deadline, host, port, packed, offer = ended[1], ended[2], ended[3], ended[5], ended[6]
         assert packed is not None  # only an Accepted INVITE is revived (internal invariant)
-        accepted: Accepted = _unflat(ended, 7)[0]
-        (skey, source, final_status, vias, call_id, from_, uri, caller, call, added, ctx_uri, ctx_via,
-         routes) = accepted
+        # (read back in the order _accepted_flat wrote it)
+        at = 8 + ended[7]
+        skey = ended[8:at]
+        source = (ended[at], ended[at + 1])
+        final_status = ended[at + 2]
+        count = ended[at + 3]
+        at += 4
+        vias = ended[at:at + count]
+        at += count
+        call_id, from_, uri, ctx_uri, ctx_via, count = ended[at:at + 6]
+        at += 6
+        routes = ended[at:at + count]
+        at += count
+        count = ended[at]
+        at += 1
+        caller: tuple[Address, ...] | None = None
+        if count >= 0:
+            caller = tuple([(ended[i], ended[i + 1]) for i in range(at, at + 2 * count, 2)])
+            at += 2 * count
+        call: list[Any] | None = None
+        if ended[at]:
+            at += 1
+            call = []
+            for _ in _CALL_FIELDS:
+                value = ended[at]
+                if value is _ADDRESS:
+                    call.append((ended[at + 1], ended[at + 2]))
+                    at += 3
+                else:
+                    call.append(value)
+                    at += 1
+        else:
+            at += 1
+        added: list[tuple[str, list[tuple[str, str]]]] = []
+        tags = ended[at]
+        at += 1
+        for _ in range(tags):
+            tag, count = ended[at], ended[at + 1]
+            at += 2
+            added.append((tag, [(ended[i], ended[i + 1]) for i in range(at, at + 2 * count, 2)]))
+            at += 2 * count
         tx = ServerTx(skey, "INVITE", None, source, _ACCEPTED, final_status=final_status,
                       call=None if call is None else CallInfo(**{**dict(zip(_CALL_FIELDS, call)), "offer": offer},
                                                               invite=None),
                       upstream_vias=list(vias), call_id=call_id, from_=from_, uri=uri, caller=caller)
         ctx = ClientTx(key[0], "INVITE", None, (host, port), _ACCEPTED, server=tx, got_provisional=True,
-                       added_2xx_headers={tag: list(extra) for tag, extra in added} or None, uri=ctx_uri,
+                       added_2xx_headers=dict(added) or None, uri=ctx_uri,
                        via=ctx_via, routes=routes, revived=True)
         del self.ended_client[key]
         self.client_txs[key] = ctx

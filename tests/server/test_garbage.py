@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import gc
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import FunctionType, ModuleType
+from typing import Any, cast
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from server_kit import ANSWER, OFFER, TestUA, Wire, login, make_node
 
 from gamesdk.sip.message import Request
+from gamesdk.sip.transaction import TransactionState
+from server.hooks import CallInfo
 from server.node import RegionalServer
 from server.policy.runner import make_policy_hooks
-from server.proxy_responses import _flat, _unflat
+from server.proxy_responses import ClientTx, ServerTx, _accepted_flat
 
 EU = ("127.0.0.1", 5060)
 
@@ -206,37 +210,67 @@ def test_a_completed_transaction_is_kept_as_values_the_collector_does_not_walk(r
         assert proxy.get_timer() is not None
 
 
-_ATOMS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8) | st.binary(
-    max_size=8)
-_PACKABLE = st.recursive(_ATOMS, lambda inner: st.lists(inner, max_size=4) | st.lists(inner, max_size=4).map(tuple),
-                         max_leaves=40)
+_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=6)
+_ADDR = st.tuples(_TEXT, st.integers(1, 65535))
+_PROXIES: list[RegionalServer] = []
 
 
-def _as_tuples(value: object) -> object:
-    return tuple(_as_tuples(item) for item in value) if isinstance(value, tuple | list) else value
+def _proxy() -> RegionalServer:
+    if not _PROXIES:
+        _PROXIES.append(make_node("eu", 5060, 5070, Path(tempfile.mkdtemp()), {"alice": "pw"}))
+    return _PROXIES[0]
 
 
-@given(_PACKABLE)
-def test_an_accepted_invites_pack_reads_back_as_it_was_and_is_not_walked(value: object) -> None:
-    """An Accepted INVITE's facts are kept flattened after its ended entry's seven fields (_flat, where
-    marshal.dumps was): read back (_unflat) they are what was packed, lists as tuples, as marshal gave them back but
-    for the lists; the entry holds nothing the collector walks after one collection."""
-    flat: list[object] = []
-    assert _flat(value, flat)
-    entry = (1, 2.0, "h", 5060, None, True, b"offer", *flat)
-    assert _unflat(entry, 7) == (_as_tuples(value), len(entry))
-    gc.collect()
+@settings(max_examples=100, deadline=None)
+@given(key=st.lists(_TEXT, min_size=1, max_size=6).map(tuple), source=_ADDR, dest=_ADDR,
+       vias=st.lists(_TEXT, min_size=1, max_size=3), names=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, _TEXT),
+       caller=st.none() | st.lists(_ADDR, min_size=1, max_size=2).map(tuple),
+       facts=st.none() | st.tuples(_TEXT, st.none() | _TEXT, st.booleans(), st.none() | _TEXT, st.none() | _ADDR,
+                                   st.none() | _ADDR, st.none() | _TEXT),
+       added=st.none() | st.dictionaries(_TEXT, st.lists(st.tuples(_TEXT, _TEXT), max_size=3), max_size=2),
+       routes=st.lists(_TEXT, max_size=2).map(tuple))
+def test_an_accepted_invite_is_brought_back_as_it_ended(
+        key: tuple[str, ...], source: tuple[str, int], dest: tuple[str, int], vias: list[str],
+        names: tuple[str, str, str, str, str], caller: tuple[tuple[str, int], ...] | None,
+        facts: tuple[Any, ...] | None, added: dict[str, list[tuple[str, str]]] | None,
+        routes: tuple[str, ...]) -> None:
+    """An Accepted INVITE's facts are kept flattened in its ended entry (_accepted_flat, where marshal.dumps of a
+    nested tuple was): brought back for a further 2xx (_revive), its two sides are what they were, and the entry
+    holds nothing the collector walks after one collection."""
+    call_id, from_, uri, ctx_uri, ctx_via = names
+    call = None if facts is None else CallInfo(
+        call_id=facts[0], from_tag=facts[1], caller="sip:a@x", callee="sip:b@x", caller_local=facts[2],
+        callee_local=not facts[2], caller_network=facts[3], callee_network=None, caller_address=facts[4],
+        callee_address=facts[5], peer_domain=facts[6], offer=b"v=0", content_type="application/sdp", invite=None)
+    tx = ServerTx(key, "INVITE", None, source, TransactionState.ACCEPTED, final_status=200, call=call,
+                  upstream_vias=vias, call_id=call_id, from_=from_, uri=uri, caller=caller)
+    ctx = ClientTx("z9hG4bK-accepted", "INVITE", None, dest, TransactionState.ACCEPTED, server=tx,
+                   added_2xx_headers=added, uri=ctx_uri, via=ctx_via, routes=routes)
+    flat = _accepted_flat(ctx, tx)
+    assert flat is not None
+    flat[:7] = [1, 9.5, dest[0], dest[1], None, True, None if call is None else call.offer]
+    entry = tuple(flat)
+    gc.collect(0)  # (young: where the entry is)
     assert not gc.is_tracked(entry)
+    proxy = _proxy().proxy
+    proxy.ended_client[(ctx.branch, "INVITE")] = entry
+    back = proxy._revive((ctx.branch, "INVITE"), entry)
+    proxy.client_txs.clear()
+    server = back.server
+    assert server is not None
+    assert (server.key, server.source, server.final_status, server.upstream_vias, server.call_id, server.from_,
+            server.uri, server.caller, server.call) == (key, source, 200, vias, call_id, from_, uri, caller, call)
+    assert (back.dest, back.added_2xx_headers, back.uri, back.via, back.routes) == (dest, added or None, ctx_uri,
+                                                                                  ctx_via, routes)
 
 
-def test_an_accepted_invites_pack_takes_only_values_the_collector_does_not_walk() -> None:
-    """What _flat cannot keep flat (another type, as a policy's header value might be, a str subclass's instance)
-    makes it refuse, as marshal refused it: the transaction then stays an object."""
-    class Name(str):
-        pass
-
-    for value in (("a", [1, {"b": 2}]), ("a", Name("x")), (object(),)):
-        assert not _flat(value, [])
+def test_an_accepted_invite_with_a_header_of_another_type_stays_an_object() -> None:
+    """A policy's header value that is no string (it might be an object the collector walks) is not flattened:
+    the transaction stays an object, as when marshal refused it."""
+    tx = ServerTx(("k",), "INVITE", None, ("h", 1), TransactionState.ACCEPTED, upstream_vias=["v"])
+    ctx = ClientTx("b", "INVITE", None, ("h", 2), TransactionState.ACCEPTED, server=tx,
+                   added_2xx_headers={"t": [("X", cast(str, object()))]})
+    assert _accepted_flat(ctx, tx) is None
 
 
 def test_a_call_set_up_keeps_one_object_for_the_collector_while_its_dialog_is_relayed(regions: Regions) -> None:
