@@ -1184,13 +1184,26 @@ _ANSWER_KNOWN: dict[str, _Field] = {}
 def read_answer(data: bytes) -> Response | None:
     """The 2xx of ``data`` when it has the plain shape above, as ``parse_message_untrusted(data, lazy=True)`` and
     ``validate_untrusted`` make it (but the From left to its accessor); else None."""
-    end = data.find(b"\r\n\r\n")
-    if end <= 0:
-        return None
-    head = data[:end]
-    if not head.isascii():
-        return None
-    lines = head.decode("ascii").split("\r\n")
+    # The whole datagram decoded at once and cut as text (native calls compiled, where bytes.find and
+    # bytes.isascii are calls through the interpreter): an SDP answer is nearly always ASCII.
+    try:
+        whole: str | None = data.decode("ascii")
+    except UnicodeDecodeError:
+        whole = None
+    if whole is not None:
+        end = whole.find("\r\n\r\n")
+        if end <= 0:
+            return None
+        text = whole[:end]
+    else:
+        end = data.find(b"\r\n\r\n")
+        if end <= 0:
+            return None
+        try:
+            text = data[:end].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    lines = text.split("\r\n")
     first = lines[0]
     start = _ANSWER_STARTS.get(first)
     if start is None:

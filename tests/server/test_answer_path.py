@@ -247,6 +247,10 @@ def test_what_the_answer_reader_leaves_to_the_full_path() -> None:
     _reads_as_the_parser(plain)
     _reads_as_the_parser(plain + b"trailing")  # bytes after the body: not forwarded
     assert read_answer(plain + b"trailing").raw_unchanged() == plain  # type: ignore[union-attr]
+    # A body that is not ASCII (a UTF-8 session name): the head is still read, the body kept as it came.
+    utf8 = plain.replace(b"Content-Length: 3", b"Content-Length: 4").replace(b"\r\n\r\nv=0", b"\r\n\r\nv=\xc3\xa9")
+    assert read_answer(utf8).body == b"v=\xc3\xa9"  # type: ignore[union-attr]
+    _reads_as_the_parser(utf8)
     for edit in [(b"CSeq: 2 INVITE", b"CSeq: 2 BYE"), (b"Content-Length: 3", b"Content-Length: 4"),
                  (b"Content-Length: 3\r\n", b""), (b"To: <", b"t: <"), (b";tag=2", b""),
                  (b"Call-ID: c@h", b"Call-ID: c@h\r\nCall-ID: c@h"), (b"OK", b"OK\xc3\xa9"),

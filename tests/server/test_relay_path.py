@@ -202,6 +202,11 @@ def test_read_head_reads_what_the_proxy_needs() -> None:
     assert head.via_lines == ["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2;rport"]
     assert (head.to, head.from_, head.max_forwards) == ("<sip:b@x>;tag=t", "<sip:a@x>;tag=f", 12)
     assert head.raw == data[:-3] and head.top_via().branch == "z9hG4bK1"
+    # A body that is not ASCII: the head is still read, the message kept as it came.
+    utf8 = data.replace(b"l: 3", b"l: 4").replace(b"abcdef", b"\xc3\xa9bcdef")
+    head = read_head(utf8)
+    assert head is not None and head.raw == utf8[:-3] and head.raw.endswith(b"\xc3\xa9bc") and head.call_id == "c1"
+    assert read_head(data.replace(b"i: c1", b"i: c\xc3\xa9")) is None  # a head that is not
     request = (b"ACK sip:b@10.0.0.9 SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKx\r\nTo: b;tag=1\r\nFrom: a\r\n"
                b"Call-ID: c\r\nCSeq: 1 ACK\r\nRoute: <sip:r>\r\nContent-Length: 0\r\n\r\n")
     head = read_head(request)
