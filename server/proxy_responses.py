@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -261,10 +261,14 @@ def _accepted_flat(ctx: ClientTx, tx: ServerTx) -> list[Any] | None:
     if added is not None:
         for tag, extra in added.items():
             flat += (tag, len(extra))
-            for name, value in extra:
-                if type(name) is not str or type(value) is not str:
+            # (each pair read as an object: a compiled unpacking of a tuple[str, str] would raise on another type)
+            for pair in cast("list[object]", extra):
+                if type(pair) is not tuple:
                     return None
-                flat += (name, value)
+                item = cast("tuple[object, ...]", pair)
+                if len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
+                    return None
+                flat += item
     return flat
 
 
