@@ -228,9 +228,9 @@ def _accepted_flat(ctx: ClientTx, tx: ServerTx) -> list[Any] | None:
     """The facts of :data:`Accepted` of ``ctx`` and ``tx`` flattened after seven places for the ended entry's first
     fields: each sequence as its length and its items, an address as its host and port. None when a policy's
     header is not two strings (it might hold an object the collector walks: the transaction then stays an
-    object). :meth:`TransactionSide._revive` reads it back. (Flat, built by list displays: ~5k instructions
-    compiled and ~10k pure where ``marshal.dumps`` of the nested tuple took ~20k, encoding each string, and a
-    nested tuple would stay tracked for a collection per level.)"""
+    object). :meth:`TransactionSide._revive` reads it back. (Flat, built by list displays: ~10k instructions
+    compiled where ``marshal.dumps`` of the nested tuple took ~21k, encoding each string; a nested tuple would
+    stay tracked for a collection per level.)"""
     key = tx.key
     source = tx.source
     vias = upstream_vias(tx)
