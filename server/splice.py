@@ -300,28 +300,31 @@ class Head:
         return Via.parse(line)
 
 
-def read_head(data: bytes) -> Head | None:
-    """The head of ``data`` as the relay path reads it (see above), or None when it is not in that plain shape."""
-    # partition (one argument) rather than find and a slice: bytes.find takes its optional range through an
-    # argument tuple, the costliest call here in the compiled build.
-    # The whole datagram decoded at once and cut as text (native calls compiled, where bytes.partition and
-    # bytes.isascii are calls through the interpreter): a relayed message's body is nearly always empty or ASCII.
+def _head_text(data: bytes) -> str | None:
+    """The head of ``data`` (before its first CRLF CRLF) as text, or None when there is no such blank line, the head
+    is empty or it is not ASCII. (The whole datagram decoded at once and cut as text: compiled, str methods are
+    native calls where bytes.partition, bytes.find and bytes.isascii go through the interpreter; a body that is not
+    ASCII falls back to decoding the head alone.)"""
     try:
-        whole: str | None = data.decode("ascii")
+        whole = data.decode("ascii")
     except UnicodeDecodeError:
-        whole = None
-    if whole is not None:
-        text, blank, _ = whole.partition("\r\n\r\n")
-    else:
-        head, cut, _ = data.partition(b"\r\n\r\n")
+        end = data.find(b"\r\n\r\n")
+        if end <= 0:
+            return None
         try:
-            text = head.decode("ascii")
+            return data[:end].decode("ascii")
         except UnicodeDecodeError:
             return None
-        blank = "\r\n\r\n" if cut else ""
-    end = len(text)
-    if not blank or end == 0:
+    end = whole.find("\r\n\r\n")
+    return whole[:end] if end > 0 else None
+
+
+def read_head(data: bytes) -> Head | None:
+    """The head of ``data`` as the relay path reads it (see above), or None when it is not in that plain shape."""
+    text = _head_text(data)
+    if text is None:
         return None
+    end = len(text)
     lines = text.split("\r\n")
     start = lines[0]
     if "\n" in start or "\r" in start:
@@ -817,14 +820,10 @@ def _invite_head(data: bytes, shapes: _Shapes,
     """The INVITE of ``data`` read by ``shapes`` (the lines of ``unique`` keys not kept): its fields, the same by
     key, its top Via, the Request-URI's text and the head's text (the body whole after it and CRLF CRLF), or
     None."""
-    head, sep, _ = data.partition(b"\r\n\r\n")
-    if not sep or not head:
+    text = _head_text(data)
+    if text is None:
         return None
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    end = len(head)
+    end = len(text)
     lines = text.split("\r\n")
     first = lines[0]
     uri = _INVITE_URIS.get(first)
@@ -990,14 +989,9 @@ _ACK_UNIQUE = frozenset(("from", "to", "call-id"))
 def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
     """The top Via, Call-ID and Max-Forwards (None when absent) of the ACK of ``data`` when it has the plain
     shape above, else None."""
-    # (bytes.find with a range, and bytes methods in general, are calls through the interpreter compiled; the
-    # str methods used below are not)
-    head, sep, _ = data.partition(b"\r\n\r\n")
-    if not sep or not head:
-        return None
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
+    # (bytes methods are calls through the interpreter compiled; the str methods used below are not)
+    text = _head_text(data)
+    if text is None:
         return None
     # The first Via line must be one read_invite noted (the ACK of a 2xx, with a Via of its own, stops here).
     via_value = text.partition("\r\nVia: ")[2].partition("\r\n")[0]
@@ -1184,25 +1178,10 @@ _ANSWER_KNOWN: dict[str, _Field] = {}
 def read_answer(data: bytes) -> Response | None:
     """The 2xx of ``data`` when it has the plain shape above, as ``parse_message_untrusted(data, lazy=True)`` and
     ``validate_untrusted`` make it (but the From left to its accessor); else None."""
-    # The whole datagram decoded at once and cut as text (native calls compiled, where bytes.find and
-    # bytes.isascii are calls through the interpreter): an SDP answer is nearly always ASCII.
-    try:
-        whole: str | None = data.decode("ascii")
-    except UnicodeDecodeError:
-        whole = None
-    if whole is not None:
-        end = whole.find("\r\n\r\n")
-        if end <= 0:
-            return None
-        text = whole[:end]
-    else:
-        end = data.find(b"\r\n\r\n")
-        if end <= 0:
-            return None
-        try:
-            text = data[:end].decode("ascii")
-        except UnicodeDecodeError:
-            return None
+    text = _head_text(data)
+    if text is None:
+        return None
+    end = len(text)
     lines = text.split("\r\n")
     first = lines[0]
     start = _ANSWER_STARTS.get(first)
