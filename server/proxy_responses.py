@@ -419,7 +419,7 @@ def marked_vias(request: Request, source: Address) -> list[str]:
 
 
 #: The fields a response copies from its request (RFC 3261 section 8.2.6.2), by their keys in a header list.
-COPIED_FIELDS = frozenset(("via", "from", "to", "call-id", "cseq"))
+COPIED_FIELDS: Final = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def trying_bytes(tx: ServerTx) -> bytes:

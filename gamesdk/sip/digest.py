@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import TOKEN_CHARS
@@ -67,7 +67,7 @@ def _canonical_algorithm(name: str) -> str | None:
 
 #: The constructors themselves: ``hashlib.md5(data)`` is cheaper than ``hashlib.new("md5", data)`` (a login
 #: hashes three times).
-_CONSTRUCTORS: dict[str, Callable[[bytes], Any]] = {
+_CONSTRUCTORS: Final[dict[str, Callable[[bytes], Any]]] = {
     name: getattr(hashlib, hashname) if hasattr(hashlib, hashname) else partial(hashlib.new, hashname)
     for name, hashname in _HASHES.items()}
 
@@ -110,13 +110,19 @@ def compute_response(
     return _response(alg, ha1, nonce, _h(alg, f"{method}:{uri}"), qop, nc, cnonce)
 
 
+#: ``f"{nc:08x}"`` of the nonce counts below ``_NC_TEXTS_MAX``.
+_NC_TEXTS_MAX: Final = 16
+_NC_TEXTS: Final[tuple[str, ...]] = tuple([f"{nc:08x}" for nc in range(_NC_TEXTS_MAX)])
+
+
 def _response(algorithm: str, ha1: str, nonce: str, ha2: str, qop: str | None, nc: int, cnonce: str) -> str:
     # RFC 7616 3.4.1 with qop=auth; RFC 2069's H(HA1:nonce:HA2) without qop.
     if qop is None:
         return _h(algorithm, f"{ha1}:{nonce}:{ha2}")
     # The count formatted alone: compiled, an f-string with a format spec formats each of its parts through
     # str.format (six calls into the interpreter, ~7k instructions a login); one of plain str parts is one build.
-    count = f"{nc:08x}"
+    # The first counts (a nonce serves one request nearly always) are written once, at import (~1.4k each).
+    count = _NC_TEXTS[nc] if 0 <= nc < _NC_TEXTS_MAX else f"{nc:08x}"
     return _h(algorithm, f"{ha1}:{nonce}:{count}:{cnonce}:{qop}:{ha2}")
 
 
@@ -132,7 +138,7 @@ _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _PARAM_NC = rf'\s*{_TOKEN}\s*=\s*(?:"[^"\\]*(?:\\.[^"\\]*)*"|{_TOKEN})\s*'
 #: A whole auth-param list: the scheme (group 1, its end is where the params start), then params between commas.
 _LIST_RE = re.compile(rf"\s*({_TOKEN})\s+{_PARAM_NC}(?:,{_PARAM_NC})*", re.DOTALL)
-_NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
+_HEX_DIGITS: Final = "0123456789abcdefABCDEF"
 #: A param with what follows it (a comma or the end: group 4), or any one character no param starts at.
 _ITEMS_RE = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:{_QUOTED}|({_TOKEN}))\s*(?:(,)|\Z)|[\s\S]")
 #: The same without whitespace around names, values and commas, for a list without escapes (a quoted value is a
@@ -181,14 +187,14 @@ def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
 
 #: The names of the credentials' params as clients write them (lowercase; a param of another name, or of another
 #: case, takes the general way).
-_CREDENTIAL_NAMES = frozenset(("username", "realm", "nonce", "uri", "response", "algorithm", "qop", "cnonce", "nc",
+_CREDENTIAL_NAMES: Final = frozenset(("username", "realm", "nonce", "uri", "response", "algorithm", "qop", "cnonce", "nc",
                                "opaque"))
 
 
 #: Token values of credentials already checked: algorithm, qop and nonce counts, the same few from every client
 #: (a lookup, where the check strips the token characters, ~1k instructions each compiled). Bounded.
-_TOKEN_VALUES: set[str] = set()
-_TOKEN_VALUES_MAX = 1024
+_TOKEN_VALUES: Final[set[str]] = set()
+_TOKEN_VALUES_MAX: Final = 1024
 
 
 def _usual_credentials_params(value: str) -> dict[str, str] | None:
@@ -211,7 +217,7 @@ def _usual_credentials_params(value: str) -> dict[str, str] | None:
             return None
         if text[0] == '"':
             # A quoted value with a comma inside was cut at it: its first piece has no closing quote.
-            if len(text) < 2 or text[-1] != '"' or text.count('"') != 2:
+            if len(text) < 2 or text.find('"', 1) != len(text) - 1:
                 return None
             params[name] = text[1:-1]
         else:
@@ -308,7 +314,8 @@ class Challenge:
         )
 
 
-_REQUIRED_CREDENTIALS = frozenset(("username", "realm", "nonce", "uri", "response"))
+#: In the order the error names the first one missing.
+_REQUIRED_CREDENTIALS: Final[tuple[str, ...]] = ("username", "realm", "nonce", "uri", "response")
 
 
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
@@ -373,20 +380,22 @@ class Credentials:
             scheme, p = parse_auth_params_untrusted(value)
             if scheme.lower() != "digest":
                 raise RemoteProtocolError(f"unsupported authentication scheme {scheme!r}", 400)
-        if not p.keys() >= _REQUIRED_CREDENTIALS:  # one C check; the loop names the first one missing
-            for required in ("username", "realm", "nonce", "uri", "response"):
-                if required not in p:
-                    raise RemoteProtocolError(f"digest credentials lack {required}", 400)
+        # (five lookups: compiled, ``p.keys() >= frozenset`` is a comparison through the interpreter, ~1k)
+        for required in _REQUIRED_CREDENTIALS:
+            if required not in p:
+                raise RemoteProtocolError(f"digest credentials lack {required}", 400)
         qop = p.get("qop")
         nc = 1
         if qop is not None:
             qop = qop.lower()
             if "cnonce" not in p or "nc" not in p:
                 raise RemoteProtocolError("digest credentials with qop lack cnonce or nc", 400)
-            # RFC 7616 3.4: nc is exactly 8 hex digits.
-            if not _NC_RE.fullmatch(p["nc"]):
-                raise RemoteProtocolError(f"malformed nonce count {p['nc']!r}", 400)
-            nc = int(p["nc"], 16)
+            # RFC 7616 3.4: nc is exactly 8 hex digits (the ASCII ones: told by a strip, native compiled, where
+            # a regex's fullmatch is a call through the interpreter).
+            count = p["nc"]
+            if len(count) != 8 or count.strip(_HEX_DIGITS):
+                raise RemoteProtocolError(f"malformed nonce count {count!r}", 400)
+            nc = int(count, 16)
         # Made by name, not through ``cls``: compiled, that is a native call, where ``cls(...)`` passes ten
         # keywords through the interpreter's call (11k instructions). A subclass still gets its own class.
         made = Credentials(
@@ -531,16 +540,16 @@ class NonceStatus(Enum):
 
 # The members as module globals: in CPython 3.11 ``NonceStatus.VALID`` goes through EnumType.__getattr__'s hook
 # (some 500 instructions a lookup; a login made 15 of them).
-_VALID = NonceStatus.VALID
-_STALE = NonceStatus.STALE
-_INVALID = NonceStatus.INVALID
-_REPLAYED = NonceStatus.REPLAYED
+_VALID: Final = NonceStatus.VALID
+_STALE: Final = NonceStatus.STALE
+_INVALID: Final = NonceStatus.INVALID
+_REPLAYED: Final = NonceStatus.REPLAYED
 
-_NONCE_LAYOUT = struct.Struct(">q8s")  # issue time in ms, 8 random bytes; then a 16-byte HMAC tag
-_NONCE_TAG_BYTES = 16
+_NONCE_LAYOUT: Final = struct.Struct(">q8s")  # issue time in ms, 8 random bytes; then a 16-byte HMAC tag
+_NONCE_TAG_BYTES: Final = 16
 #: At most this many nonces issued and not yet brought back are remembered (NonceManager._issued).
-_ISSUED_MAX = 4096
-_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_ISSUED_MAX: Final = 4096
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 #: Nonce counts of one nonce accepted out of order within this many of the highest seen (requests sent in parallel
 #: with one nonce, e.g. a REGISTER refresh and a PUBLISH, can arrive in either order over UDP).
@@ -849,11 +858,11 @@ class Verdict(Enum):
 
 
 # The members as module globals (see _VALID above).
-_OK = Verdict.OK
-_CHALLENGE = Verdict.CHALLENGE
-_WRONG = Verdict.WRONG
-_REPLAYED_V = Verdict.REPLAYED
-_REFUSED = Verdict.REFUSED
+_OK: Final = Verdict.OK
+_CHALLENGE: Final = Verdict.CHALLENGE
+_WRONG: Final = Verdict.WRONG
+_REPLAYED_V: Final = Verdict.REPLAYED
+_REFUSED: Final = Verdict.REFUSED
 
 
 # Not frozen, though never changed once made: a frozen dataclass's __init__ sets each field through
