@@ -124,6 +124,17 @@ OUTBOX_MAX = 10000
 _RESERVED = ReservationState.RESERVED
 
 
+#: A used key's refusal, as :meth:`PolicyServer.final` answers it again: its network, the entry's deadline (the
+#: place :func:`_nothing_to_forget` reads), then its resource's value, reason, status hint and warning code.
+_UsedEntry = tuple[str | None, float, str, str, int, int]
+
+
+def _used_deny(used: _UsedEntry) -> Deny:
+    """The refusal a used key's entry was made from (an equal :class:`Deny`)."""
+    return Deny(network=used[0], resource=Resource(used[2]), reason=used[3], status_hint=used[4],
+                warning_code=used[5])
+
+
 def _nothing_to_forget(table: OrderedDict[Any, Any], now: float) -> bool:
     """Whether ``table`` (oldest first, each value's [1] its deadline) has nothing to forget: it is empty, or its
     oldest entry is live and it is within its bound. The usual case, asked for each side of every FINAL."""
@@ -180,8 +191,11 @@ class PolicyServer:
         self._ending: dict[SessionKey, Reservation] = {}
         self._by_call_id: dict[str, set[SessionKey]] = {}
         self._per_player: dict[str, int] = {}
-        # Keys that were used (ended, or refused): a FINAL for one is refused, never answered from a cache.
-        self._used: OrderedDict[SessionKey, tuple[Deny, float]] = OrderedDict()
+        # Keys that were used (ended, or refused): a FINAL for one is refused, never answered from a cache. Held
+        # as texts and numbers ((Call-ID, To-tag, side's value) -> :data:`_UsedEntry`), not as the SessionKey and
+        # Deny: an ended call leaves two for USED_KEY_TTL_S, and tuples of atomic values are left out of the
+        # cyclic collector's walks after one young collection (six objects per call it examined until then).
+        self._used: OrderedDict[tuple[str, str, str], _UsedEntry] = OrderedDict()
         # (Call-ID, From-tag, side's value) -> the To-tag of its FINAL: one FINAL per INVITE transaction. (The
         # value, not the member: an Enum member's hash is a Python call, two per FINAL.)
         self._invites: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
@@ -230,9 +244,9 @@ class PolicyServer:
         if held is not None and held.request == request:
             return held.grant
         self._forget(now)
-        used = self._used.get(key)
+        used = self._used.get((key.call_id, key.to_tag, key.side._value_))
         if used is not None:
-            return used[0]
+            return _used_deny(used)
         self.stats["final"] += 1
         decision = self._decide(request) if held is None and key not in self._ending else self._key_in_use(key)
         if isinstance(decision, Grant):
@@ -318,7 +332,7 @@ class PolicyServer:
             return None
         if not trimmed:
             self._forget(now)
-        if key in self._used:
+        if (key.call_id, key.to_tag, key.side._value_) in self._used:
             return None
         decision = self._decide(request)
         if (not isinstance(decision, Grant) or self._one_final_per_invite(request, now) is not None
@@ -649,8 +663,10 @@ class PolicyServer:
                     reason=f"{request.player} already holds {held} reservations (limit {cap})")
 
     def _used_key(self, key: SessionKey, deny: Deny, now: float) -> None:
-        self._used[key] = (deny, now + USED_KEY_TTL_S)
-        self._used.move_to_end(key)
+        used = (key.call_id, key.to_tag, key.side._value_)
+        self._used[used] = (deny.network, now + USED_KEY_TTL_S, deny.resource._value_, deny.reason,
+                            deny.status_hint, deny.warning_code)
+        self._used.move_to_end(used)
         while len(self._used) > USED_KEY_MAX:
             self._used.popitem(last=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 from server.billing import EventKind, MemoryBilling
@@ -13,6 +14,7 @@ from server.policy import (
     Grant,
     PolicyServer,
     ReservationState,
+    Resource,
     Side,
 )
 
@@ -40,6 +42,26 @@ def test_a_used_key_is_refused_not_answered_from_a_cache(
     assert isinstance(again, Deny) and "already ended" in again.reason
     assert policy.is_idle()
     assert [e.end_reason for e in billing.events] == ["qos-failed", "bye-local"]
+
+
+def test_used_keys_answer_equal_refusals_from_values_the_collector_leaves(
+    policy: PolicyServer, req: Callable[..., AppSession]
+) -> None:
+    # The used keys outlive their calls by minutes: remembered as tuples of texts and numbers (untracked after a
+    # collection), not as SessionKey and Deny objects the collector examines, with the same refusals.
+    policy.final(req(1, up=900), 0.0)
+    refused = policy.final(req(2, up=200), 1.0)
+    policy.release(req(1).key, 2.0, EndReason.BYE_LOCAL)
+    ended = policy.final(req(1, up=900), 3.0)
+    assert isinstance(refused, Deny) and isinstance(ended, Deny)
+    assert ended == Deny(network="eu-dsl", resource=Resource.REQUEST, status_hint=400,
+                         reason=f"the reservation of dialog {req(1).call_id} already ended")
+    assert ended.resource is Resource.REQUEST
+    assert policy.final(req(2, up=200), 4.0) == refused and policy.final(req(1, up=900), 5.0) == ended
+    gc.collect()
+    entries = list(policy._used.items())
+    assert len(entries) == 2
+    assert not any(gc.is_tracked(key) or gc.is_tracked(value) for key, value in entries)
 
 
 def test_same_dialog_both_sides_in_one_region(policy: PolicyServer, req: Callable[..., AppSession]) -> None:
