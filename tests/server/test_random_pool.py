@@ -88,3 +88,21 @@ def test_a_forked_child_does_not_hand_out_its_parent_s_tokens(monkeypatch: pytes
     random_pool._forget_pools_in_child()  # what os.register_at_fork runs in the child
     reads = _counting(monkeypatch)
     assert tokens() != first and reads == [64]
+
+
+@pytest.mark.parametrize("nbytes", [1, 3, 16, 32])
+def test_hex_tokens_of_any_width_are_whole_tokens_of_the_chunk(monkeypatch: pytest.MonkeyPatch, nbytes: int) -> None:
+    # A chunk cut into tokens by hex()'s separator: each token is the hex of its own nbytes, in the chunk's order.
+    chunks: list[bytes] = []
+    real = os.urandom
+
+    def urandom(n: int) -> bytes:
+        chunks.append(real(n))
+        return chunks[-1]
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    tokens = HexTokens(nbytes, chunk=5 * nbytes - 1)  # (the tail that makes no whole token is not read)
+    drawn = [tokens() for _ in range(6)]
+    assert [len(c) for c in chunks] == [4 * nbytes, 4 * nbytes]
+    assert "".join(drawn) == (chunks[0] + chunks[1][:2 * nbytes]).hex()
+    assert all(len(t) == 2 * nbytes for t in drawn)
