@@ -27,44 +27,13 @@ from typing import Generic, Protocol, TypeVar
 
 from gamesdk.address import Address
 from gamesdk.sip.message import Request, Response, response_for
+from server.call_info import CallInfo
 from server.location import Binding
 
 __all__ = ["CallInfo", "InviteVerdict", "NullPolicy", "PolicyHooks", "PolicyQuery", "QueryAnswer"]
 
 Out = list[tuple[bytes, Address]]
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class CallInfo:
-    """What the proxy knows about one INVITE when it asks the policy. (Not frozen: a frozen dataclass sets each of
-    its 14 fields through ``object.__setattr__``, once per call on the hot path, and the proxy lets ``invite``
-    go at the INVITE's final response.)"""
-
-    call_id: str
-    from_tag: str | None
-    #: ``sip:user@domain`` of the caller (From) and of the callee (the Request-URI as received).
-    caller: str
-    callee: str
-    #: The caller is a player of this region, authenticated here (this is the caller's server).
-    caller_local: bool
-    #: The callee is registered here (this is the callee's server).
-    callee_local: bool
-    #: Access networks by longest prefix: the caller's from the INVITE's source address (only when
-    #: ``caller_local``), the callee's from its registration (only when ``callee_local``).
-    caller_network: str | None
-    callee_network: str | None
-    caller_address: Address | None
-    callee_address: Address | None
-    #: The federated region on the other side, if any (for transit latency).
-    peer_domain: str | None
-    #: The offer as received (the proxy never changes it).
-    offer: bytes
-    content_type: str | None
-    #: The INVITE as received, for ``invite_received``; None in the hooks called after its transaction sent its
-    #: final response (``answer_received`` of another 2xx, ``invite_failed``): the proxy keeps no parsed message
-    #: in a completed transaction (some 60,000 of them wait out their timers at 1,000 calls/s).
-    invite: Request | None
 
 
 @dataclass(frozen=True, slots=True)
