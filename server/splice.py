@@ -319,14 +319,16 @@ def _head_text(data: bytes) -> str | None:
     return whole[:end] if end > 0 else None
 
 
-def read_head(data: bytes) -> Head | None:
-    """The head of ``data`` as the relay path reads it (see above), or None when it is not in that plain shape."""
-    text = _head_text(data)
-    if text is None:
-        return None
-    end = len(text)
-    lines = text.split("\r\n")
-    start = lines[0]
+#: Start lines already read to (method, Request-URI, status): "SIP/2.0 180 Ringing", or an in-dialog request's
+#: "BYE <the callee's Contact> SIP/2.0", come back call after call. Only lines read without a bare CR or LF are
+#: kept, so a hit needs no such check; the same strings come back each time (their hashes kept: the Request-URI
+#: is looked up again by the proxy). Bounded.
+_STARTS: Final[dict[str, tuple[str, str, int]]] = {}
+
+
+def _start_of(start: str) -> tuple[str, str, int] | None:
+    """The start line ``start`` of a relayed message read to (method, Request-URI, status) ("", "" and the status
+    for a response, 0 for a request), remembered; None when it is not of that plain shape."""
     if "\n" in start or "\r" in start:
         return None  # a bare LF or CR (the header lines are checked as they are read)
     method = uri = ""
@@ -344,6 +346,28 @@ def read_head(data: bytes) -> Head | None:
         if method not in _METHODS and _TOKEN.fullmatch(method) is None:
             return None
         uri = parts[1]
+    read = (method, uri, status)
+    if len(start) <= _MEMO_ENTRY:
+        if len(_STARTS) >= _MEMO_MAX:
+            _STARTS.clear()
+        _STARTS[start] = read
+    return read
+
+
+def read_head(data: bytes) -> Head | None:
+    """The head of ``data`` as the relay path reads it (see above), or None when it is not in that plain shape."""
+    text = _head_text(data)
+    if text is None:
+        return None
+    end = len(text)
+    lines = text.split("\r\n")
+    start = lines[0]
+    read = _STARTS.get(start)
+    if read is None:
+        read = _start_of(start)
+        if read is None:
+            return None
+    method, uri, status = read
     names = _NAMES
     vias: list[str] = []
     # Where the Via and Max-Forwards lines are (the CRLF before each, the end of the line), counted as the lines

@@ -327,7 +327,7 @@ def test_the_head_readers_memos_keep_no_long_text() -> None:
     head = read_head(data)
     assert head is not None
     splice.request_uri(head.uri)
-    kept = [*splice._LINES, *splice._NAMES, *splice._CSEQS, *splice._URIS]
+    kept = [*splice._LINES, *splice._NAMES, *splice._CSEQS, *splice._URIS, *splice._STARTS]
     assert kept and max(len(text) for text in kept) <= 512
 
 
