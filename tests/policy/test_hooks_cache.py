@@ -157,7 +157,7 @@ def test_network_for_address_is_cached_bounded_and_unchanged(config: PolicyConfi
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     addresses = ["10.1.2.3", "10.2.5.9", "10.2.6.1", "[fd00:2::1]", "192.0.2.1", "not-an-ip", ""]
     # The uncached lookup is the reference.
-    expected = {a: (n.name if (n := config._matcher._match(a)) is not None else None) for a in addresses}
+    expected = {a: (n.name if (n := config._matcher._cache._match(a)) is not None else None) for a in addresses}
     assert expected["10.2.5.9"] == "eu-lab" and expected["10.2.6.1"] == "eu-fibre"  # longest prefix wins
     assert expected["192.0.2.1"] is None and expected["not-an-ip"] is None
     monkeypatch.setattr(prefixes, "CACHE_MAX", 4)
