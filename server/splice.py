@@ -671,8 +671,7 @@ def _read_lines(lines: list[str], shapes: _Shapes, known: dict[str, _Field],
     fields: list[Any] = []
     by_key: dict[str, Any] = {}
     via: Via | None = None
-    # A variable-length tuple: compiled, its item is a native read (of an Any, a call through the interpreter).
-    field: tuple[Any, ...] | None
+    field: Any
     for line in lines:
         field = known.get(line)
         if field is None:
@@ -690,7 +689,9 @@ def _read_lines(lines: list[str], shapes: _Shapes, known: dict[str, _Field],
             elif key not in unique:
                 _remember(known, line, field)
         else:
-            key = field[0]
+            # (as a variable-length tuple: compiled, its item is a native read, an Any's a call through the
+            # interpreter; the memo's tuple is not unpacked, a cast from Any being a type check)
+            key = cast("tuple[Any, ...]", field)[0]
         by_key[key] = field
         fields.append(field)
     # A header twice left fewer keys than lines (one look at the end, not one per line).
