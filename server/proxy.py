@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
+from gamesdk.sip._grammar import find_param
 from gamesdk.sip.digest import parse_auth_params_untrusted
 from gamesdk.sip.headers import Via
 from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE, IdFactory
@@ -1019,7 +1020,10 @@ class ProxyCore(TransactionSide):
             ruri = request_uri(head.uri)
         except RemoteProtocolError:
             return False
-        branch = via.branch
+        # find_param rather than the Via's branch and rport properties: a property of a named tuple is an
+        # attribute lookup through the interpreter compiled, the function a native call.
+        params = via.params
+        branch = find_param(params, "branch")
         if not ruri.is_sip or not branch or not branch.startswith(BRANCH_MAGIC_COOKIE):
             return False
         if self.federation.authenticated_peer(source) is not None:
@@ -1058,7 +1062,7 @@ class ProxyCore(TransactionSide):
         if routes or not self._may_relay(source, dest, head.call_id, now):
             return False  # a player's Path to put on (or a refusal): the full path's
         loop_hash = _loop_hash_of(head.uri, head.from_, head.to, head.call_id, head.cseq_text)
-        rport = via.rport  # (a scan of the Via's parameters: read once)
+        rport = find_param(params, "rport")  # (a scan of the Via's parameters: read once)
         back_to = (source[0], source[1] if rport is not None else (via.port or 5060))
         new_branch = self._new_branch(loop_hash, back_to)
         our_via = self._via(new_branch)
@@ -1083,7 +1087,7 @@ class ProxyCore(TransactionSide):
             via = head.top_via()
         except RemoteProtocolError:
             return False
-        incoming = via.branch
+        incoming = find_param(via.params, "branch")  # (as in relay_request)
         if not incoming or not incoming.startswith(BRANCH_MAGIC_COOKIE):
             return False  # an RFC 2543 ACK: its transaction key needs more than the relay path reads
         host, port = via.sent_by
