@@ -94,10 +94,3 @@ class _Matches(dict[str, "T | None"]):
             if found is not None:
                 return found
         return None
-        value = int(ip)
-        bits = ip.max_prefixlen
-        for prefixlen, table in self._tables[ip.version]:
-            found = table.get(value & (((1 << prefixlen) - 1) << (bits - prefixlen)))
-            if found is not None:
-                return found
-        return None

@@ -347,10 +347,7 @@ def _start_of(start: str) -> tuple[str, str, int] | None:
             return None
         uri = parts[1]
     read = (method, uri, status)
-    if len(start) <= _MEMO_ENTRY:
-        if len(_STARTS) >= _MEMO_MAX:
-            _STARTS.clear()
-        _STARTS[start] = read
+    _remember(_STARTS, start, read)
     return read
 
 
@@ -458,10 +455,7 @@ def read_head(data: bytes) -> Head | None:
             cseq = CSeq.parse(cseq_text)
         except RemoteProtocolError:
             return None
-        if len(cseq_text) <= _MEMO_ENTRY:
-            if len(_CSEQS) >= _MEMO_MAX:
-                _CSEQS.clear()
-            _CSEQS[cseq_text] = cseq
+        _remember(_CSEQS, cseq_text, cseq)
     if method and cseq.method != method:
         return None
     return Head(data if stop == len(data) else data[:stop], method, uri, status, vias, call_id, cseq, cseq_text,
@@ -528,10 +522,7 @@ def request_uri(text: str) -> SipUri:
     uri = SipUri.parse(text)
     if uri.headers is not None:
         raise RemoteProtocolError("Request-URI with headers", 400)
-    if len(text) <= _MEMO_ENTRY:
-        if len(_URIS) >= _MEMO_MAX:
-            _URIS.clear()
-        _URIS[text] = uri
+    _remember(_URIS, text, uri)
     return uri
 
 
@@ -573,10 +564,7 @@ def _via_of(value: str) -> Via | None:
             return None
         host, port = match.groups()
         hit = (host, None if port is None else int(port))
-        if len(sent_by) <= _MEMO_ENTRY:
-            if len(_SENT_BYS) >= _MEMO_MAX:
-                _SENT_BYS.clear()
-            _SENT_BYS[sent_by] = hit
+        _remember(_SENT_BYS, sent_by, hit)
     rport = rest.endswith(";rport")
     branch = rest[:-6] if rport else rest
     if _BRANCH.fullmatch(branch) is None:
@@ -641,11 +629,13 @@ _REGISTER_UNIQUE: Final = frozenset(("via", "from", "call-id"))
 _Field = tuple[str, str, str]
 
 
-def _remember(known: dict[str, _Field], line: str, field: _Field) -> None:
-    if len(line) <= _MEMO_ENTRY:
-        if len(known) >= _MEMO_MAX:
-            known.clear()
-        known[line] = field
+def _remember(memo: dict[str, Any], key: str, value: object) -> None:
+    """``key`` -> ``value`` kept in one of the readers' bounded memos: a key longer than :data:`_MEMO_ENTRY` is not
+    kept, and a memo that holds :data:`_MEMO_MAX` starts over. Called on a miss only."""
+    if len(key) <= _MEMO_ENTRY:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[key] = value
 
 
 def _has_all(by_key: dict[str, _Field], keys: tuple[str, ...]) -> bool:
@@ -746,10 +736,7 @@ def _register_start(first: str) -> tuple[str, SipUri] | None:
             return None
         text = start.group(1)
         hit = (text, request_uri(text))
-        if len(first) <= _MEMO_ENTRY:
-            if len(_REGISTER_URIS) >= _MEMO_MAX:
-                _REGISTER_URIS.clear()
-            _REGISTER_URIS[first] = hit
+        _remember(_REGISTER_URIS, first, hit)
     return hit
 
 
@@ -859,10 +846,7 @@ def _invite_head(data: bytes, shapes: _Shapes, unique: frozenset[str]
         if start is None:
             return None
         uri = start.group(1)
-        if len(first) <= _MEMO_ENTRY:
-            if len(_INVITE_URIS) >= _MEMO_MAX:
-                _INVITE_URIS.clear()
-            _INVITE_URIS[first] = uri
+        _remember(_INVITE_URIS, first, uri)
     del lines[0]
     read = _read_lines(lines, shapes, _INVITE_KNOWN, unique)
     if read is None:
@@ -921,10 +905,7 @@ def _to_of(memo: dict[str, NameAddr], text: str) -> NameAddr:
     to = memo.get(text)
     if to is None:
         to = NameAddr.parse(text)
-        if len(text) <= _MEMO_ENTRY:
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            memo[text] = to
+        _remember(memo, text, to)
     return to
 
 
@@ -1152,10 +1133,7 @@ def _answer_via(value: str) -> Via | None:
             return None
         port, received = match.groups()
         params = (("rport", port),) if received is None else (("rport", port), ("received", received))
-        if len(tail) <= _MEMO_ENTRY:
-            if len(_VIA_TAILS) >= _MEMO_MAX:
-                _VIA_TAILS.clear()
-            _VIA_TAILS[tail] = params
+        _remember(_VIA_TAILS, tail, params)
     via = _via_of(value[:at])
     if via is None:
         return None
@@ -1179,10 +1157,7 @@ def _answer_to(value: str) -> NameAddr | None:
             return None
         named = NameAddr.parse(prefix + ">")
         hit = (named.uri, named.display_name)
-        if len(prefix) <= _MEMO_ENTRY:
-            if len(_TO_PREFIXES) >= _MEMO_MAX:
-                _TO_PREFIXES.clear()
-            _TO_PREFIXES[prefix] = hit
+        _remember(_TO_PREFIXES, prefix, hit)
     return _new_tuple(NameAddr, (hit[0], hit[1], (("tag", tag),)))
 
 
@@ -1220,10 +1195,7 @@ def read_answer(data: bytes) -> Response | None:
         if match is None:
             return None
         start = (int(match.group(1)), match.group(2) or "")
-        if len(first) <= _MEMO_ENTRY:
-            if len(_ANSWER_STARTS) >= _MEMO_MAX:
-                _ANSWER_STARTS.clear()
-            _ANSWER_STARTS[first] = start
+        _remember(_ANSWER_STARTS, first, start)
     del lines[0]
     known = _ANSWER_KNOWN
     shapes = _ANSWER_LINES
