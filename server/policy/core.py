@@ -129,6 +129,11 @@ _RESERVED = ReservationState.RESERVED
 _UsedEntry = tuple[str | None, float, str, str, int, int]
 
 
+def _used_id(key: SessionKey) -> tuple[str, str, str]:
+    """``key`` as :attr:`PolicyServer._used` holds it: (Call-ID, To-tag, side's value)."""
+    return (key.call_id, key.to_tag, key.side._value_)
+
+
 def _used_deny(used: _UsedEntry) -> Deny:
     """The refusal a used key's entry was made from (an equal :class:`Deny`)."""
     return Deny(network=used[0], resource=Resource(used[2]), reason=used[3], status_hint=used[4],
@@ -244,7 +249,7 @@ class PolicyServer:
         if held is not None and held.request == request:
             return held.grant
         self._forget(now)
-        used = self._used.get((key.call_id, key.to_tag, key.side._value_))
+        used = self._used.get(_used_id(key))
         if used is not None:
             return _used_deny(used)
         self.stats["final"] += 1
@@ -332,7 +337,7 @@ class PolicyServer:
             return None
         if not trimmed:
             self._forget(now)
-        if (key.call_id, key.to_tag, key.side._value_) in self._used:
+        if _used_id(key) in self._used:
             return None
         decision = self._decide(request)
         if (not isinstance(decision, Grant) or self._one_final_per_invite(request, now) is not None
@@ -663,7 +668,7 @@ class PolicyServer:
                     reason=f"{request.player} already holds {held} reservations (limit {cap})")
 
     def _used_key(self, key: SessionKey, deny: Deny, now: float) -> None:
-        used = (key.call_id, key.to_tag, key.side._value_)
+        used = _used_id(key)
         self._used[used] = (deny.network, now + USED_KEY_TTL_S, deny.resource._value_, deny.reason,
                             deny.status_hint, deny.warning_code)
         self._used.move_to_end(used)
