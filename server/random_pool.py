@@ -57,7 +57,7 @@ class HexTokens:
     def __init__(self, nbytes: int = 16, chunk: int = RANDOM_POOL_BYTES) -> None:
         if not 0 < nbytes <= chunk:
             raise ValueError(f"a token of {nbytes} bytes from chunks of {chunk}")
-        self._width = 2 * nbytes
+        self._nbytes = nbytes
         self._chunk = chunk - chunk % nbytes
         self._lock = threading.Lock()
         self._next: Callable[[], str] = iter(()).__next__
@@ -74,7 +74,7 @@ class HexTokens:
             except StopIteration:
                 # (The chunk is whole tokens: hex() puts a space between every token's bytes and split() cuts
                 # there, both in C, where a comprehension of slices was some 1,200 instructions a token.)
-                tokens = iter(os.urandom(self._chunk).hex(" ", self._width // 2).split(" "))
+                tokens = iter(os.urandom(self._chunk).hex(" ", self._nbytes).split(" "))
                 token = next(tokens)
                 self._next = tokens.__next__
                 return token
