@@ -327,6 +327,19 @@ class ProxyStats:
 
 
 sessions = logging.getLogger("server.sessions")
+#: logging's own memo of whether ``sessions`` logs a level (level -> bool), which logging empties whenever a level
+#: changes anywhere (``setLevel``, ``logging.disable``; the control's log-level, a reload): read natively by
+#: :func:`_sessions_info` where ``isEnabledFor`` is a call into the interpreter (a call's 2xx and BYE each). Another
+#: logging without it: an empty dict, and each check asks ``isEnabledFor``.
+_SESSIONS_LEVELS: Final[dict[int, bool]] = getattr(sessions, "_cache", {})
+_INFO: Final = logging.INFO
+
+
+def _sessions_info() -> bool:
+    """``sessions.isEnabledFor(logging.INFO)``, from logging's memo when it has the answer. (A logger disabled
+    after the memo said yes: its ``info`` checks again and writes nothing.)"""
+    on = _SESSIONS_LEVELS.get(_INFO)
+    return sessions.isEnabledFor(_INFO) if on is None else on
 
 
 def _party(value: str | None) -> str:
@@ -815,11 +828,11 @@ class TransactionSide:
             if tx.method == "INVITE" and status >= 300:
                 if status not in (401, 407):
                     self.stats.sessions_refused += 1
-                if sessions.isEnabledFor(logging.INFO):
+                if _sessions_info():
                     _log_refused(tx, status, data, refused_by or self.domain)
             elif tx.method == "BYE" and status < 300:
                 self.stats.sessions_ended += 1
-                if sessions.isEnabledFor(logging.INFO):
+                if _sessions_info():
                     call_id, caller, _ = log_names(tx)
                     sessions.info("session ended call-id=%s by=%s status=%d (BYE through this server)",
                                   call_id, caller, status)
@@ -1118,7 +1131,7 @@ class TransactionSide:
         if tx.method == "INVITE":
             self._dialog_opened(tx, ctx, response, now)
         self.stats.sessions_set_up += 1
-        if sessions.isEnabledFor(logging.INFO):
+        if _sessions_info():
             call_id, caller, uri = log_names(tx)
             sessions.info("session set up call-id=%s caller=%s callee=%s status=%d", call_id, caller, uri,
                           response.status)

@@ -95,6 +95,21 @@ def _check_failed(request: AppSession, exc: Exception) -> Decision:
     return policy_fault()
 
 
+_new_object = object.__new__
+_set_results: Callable[[QueryAnswer, tuple[object, ...]], None] = vars(QueryAnswer)["results"].__set__
+_set_error: Callable[[QueryAnswer, str | None], None] = vars(QueryAnswer)["error"].__set__
+
+
+def _answer(results: list[object], error: str | None) -> QueryAnswer:
+    """``QueryAnswer(tuple(results), error)``, its slots set as its ``__init__`` sets them, without the type call
+    and that ``__init__``'s frame (server.hooks is interpreted): ~1,500 instructions less a call's INVITE and 2xx
+    each in a compiled build."""
+    answer: QueryAnswer = _new_object(QueryAnswer)
+    _set_results(answer, tuple(results))
+    _set_error(answer, error)
+    return answer
+
+
 def answer_now(backend: SyncBackend, calls: tuple[PolicyCall, ...], now: float, wall: float) -> QueryAnswer:
     """Make ``calls`` on a backend in this process, by the module's rules."""
     results: list[object] = []
@@ -138,11 +153,11 @@ def answer_now(backend: SyncBackend, calls: tuple[PolicyCall, ...], now: float, 
             try:
                 results.append(backend.apply(call.op, now))
             except Exception as exc:  # noqa: BLE001 - not durable, whatever the cause: the PUBLISH is not acked
-                return QueryAnswer(tuple(results), f"{type(exc).__name__}: {exc}")
+                return _answer(results, f"{type(exc).__name__}: {exc}")
         else:
             try:
                 results.append(len(backend.release_player(call.player, now, player_ip=call.player_ip)))
             except Exception:
                 log.exception("releasing the sessions of %s failed", call.player)
                 results.append(None)
-    return QueryAnswer(tuple(results))
+    return _answer(results, None)

@@ -320,3 +320,35 @@ def test_session_lines_name_the_call_with_and_without_its_request(
                            for m in refused)
     call_ids = {m.split("call-id=", 1)[1].split()[0] for m in lines}
     assert len(call_ids) == 2 and "" not in call_ids
+
+
+def test_session_lines_follow_the_level_as_it_changes(regions: Regions, caplog: pytest.LogCaptureFixture) -> None:
+    """The session lines' check reads logging's memo of the level (server.proxy_responses._sessions_info): a level
+    changed after a call was checked (the control's log-level, a reload, logging.disable) is the one the next call
+    is checked at, both ways."""
+    r = regions
+    sessions = logging.getLogger("server.sessions")
+
+    def lines_of(outcome: str) -> list[str]:
+        caplog.clear()
+        _call(r, outcome)
+        return [rec.getMessage() for rec in caplog.records if rec.name == "server.sessions"]
+
+    caplog.set_level(logging.INFO)  # caplog's handler takes every record the logger lets through
+    before = sessions.level
+    try:
+        sessions.setLevel(logging.WARNING)
+        assert lines_of("answered") == []
+        sessions.setLevel(logging.INFO)
+        got = lines_of("answered")
+        assert any(m.startswith("session set up") for m in got) and any(m.startswith("session ended") for m in got)
+        assert lines_of("refused")
+        logging.disable(logging.INFO)
+        assert lines_of("answered") == [] and lines_of("refused") == []
+        logging.disable(logging.NOTSET)
+        assert any(m.startswith("session set up") for m in lines_of("answered"))
+        sessions.setLevel(logging.WARNING)
+        assert lines_of("answered") == [] and lines_of("refused") == []
+    finally:
+        logging.disable(logging.NOTSET)
+        sessions.setLevel(before)
