@@ -76,6 +76,9 @@ MYPYC_MODULES = [
     # server/hooks.py stays interpreted): made once and read some 50 times a call, natively.
     "server/call_info.py",
     "server/proxy_responses.py",
+    # The server's random bytes and the policy's tokens (four a call's 2xx draws: each was a call into the
+    # interpreter); its pools tell a forked child by a generation number, native classes taking no weak references.
+    "server/random_pool.py",
     "gamesdk/sip/transaction.py",
     "gamesdk/sip/transaction_client.py",
     # (The SDK's server transactions subclass Transaction and its table drives them: an interpreted class cannot

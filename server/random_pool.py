@@ -1,18 +1,28 @@
-"""server/random_pool: the system's random bytes read in chunks (:class:`RandomPool`)."""
+"""server/random_pool: the system's random bytes read in chunks (:class:`RandomPool`).
+
+Compiled in the compiled build (setup.py MYPYC_MODULES): the policy draws four tokens a call on its 2xx, each a call
+into the interpreter (some 1,700 instructions) while this module was interpreted. Its classes are then native, which
+take no weak references, so a forked child is told by a generation number (:data:`_forks`, counted up by the
+at-fork hook) that each pool compares with its own, not by a registry of the pools.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable
+from typing import Final
 
 __all__ = ["RANDOM_POOL_BYTES", "HexTokens", "RandomPool"]
 
 #: Bytes read from the system's random source at a time by :class:`RandomPool`.
 RANDOM_POOL_BYTES = 4096
 
-_pools: weakref.WeakSet[RandomPool | HexTokens] = weakref.WeakSet()
+#: The forks this process is a child of (``[0]`` in the process that imported the module): a pool whose bytes or
+#: tokens were read in another generation hands none of them out.
+_forks: Final = [0]
+#: Held while a pool forgets what it read in another generation (made anew in the child, as the pools' own locks).
+_forget_lock: Final = [threading.Lock()]
 
 
 class RandomPool:
@@ -26,11 +36,13 @@ class RandomPool:
         self._lock = threading.Lock()
         self._buffer = b""
         self._at = 0
-        _pools.add(self)
+        self._generation = _forks[0]
 
     def __call__(self, n: int) -> bytes:
         if n > self._chunk:
             return os.urandom(n)
+        if self._generation != _forks[0]:
+            self._forget()
         with self._lock:
             at = self._at
             end = at + n
@@ -41,9 +53,14 @@ class RandomPool:
             return self._buffer[at:end]
 
     def _forget(self) -> None:
-        self._buffer = b""
-        self._at = 0
-        self._lock = threading.Lock()
+        # (a new lock: one another thread of the parent held at the fork stays held in the child; set before the
+        # generation, which tells the other threads the pool is ready)
+        with _forget_lock[0]:
+            if self._generation != _forks[0]:
+                self._buffer = b""
+                self._at = 0
+                self._lock = threading.Lock()
+                self._generation = _forks[0]
 
 
 class HexTokens:
@@ -51,8 +68,7 @@ class HexTokens:
     policy's ``P-Media-Authorization`` tokens and billing record ids, two per reservation): :data:`RANDOM_POOL_BYTES`
     read at a time, made hex and cut into tokens at once, each handed out once. A token is one step of a list
     iterator (atomic under the GIL: the loop and the policy's thread may share the tokens), not a pool's draw and
-    a ``hex()`` each (some 5,600 instructions a token in a pure build, 1,000 now); a forked child starts with none
-    of its parent's."""
+    a ``hex()`` each; a forked child starts with none of its parent's."""
 
     def __init__(self, nbytes: int = 16, chunk: int = RANDOM_POOL_BYTES) -> None:
         if not 0 < nbytes <= chunk:
@@ -61,13 +77,19 @@ class HexTokens:
         self._chunk = chunk - chunk % nbytes
         self._lock = threading.Lock()
         self._next: Callable[[], str] = iter(()).__next__
-        _pools.add(self)
+        self._generation = _forks[0]
 
     def __call__(self) -> str:
-        try:
-            return self._next()
-        except StopIteration:
-            pass
+        if self._generation == _forks[0]:
+            try:
+                return self._next()
+            except StopIteration:
+                pass
+        return self._refill()
+
+    def _refill(self) -> str:
+        if self._generation != _forks[0]:
+            self._forget()
         with self._lock:
             try:
                 return self._next()  # another thread filled it meanwhile
@@ -80,13 +102,16 @@ class HexTokens:
                 return token
 
     def _forget(self) -> None:
-        self._next = iter(()).__next__
-        self._lock = threading.Lock()
+        with _forget_lock[0]:
+            if self._generation != _forks[0]:
+                self._next = iter(()).__next__
+                self._lock = threading.Lock()
+                self._generation = _forks[0]
 
 
 def _forget_pools_in_child() -> None:
-    for pool in list(_pools):
-        pool._forget()
+    _forget_lock[0] = threading.Lock()
+    _forks[0] += 1
 
 
 if hasattr(os, "register_at_fork"):

@@ -106,3 +106,23 @@ def test_hex_tokens_of_any_width_are_whole_tokens_of_the_chunk(monkeypatch: pyte
     assert [len(c) for c in chunks] == [4 * nbytes, 4 * nbytes]
     assert "".join(drawn) == (chunks[0] + chunks[1][:2 * nbytes]).hex()
     assert all(len(t) == 2 * nbytes for t in drawn)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_real_forked_child_draws_neither_its_parent_s_tokens_nor_bytes() -> None:
+    # What the parent draws next and what the child draws first would be the same without the at-fork hook.
+    tokens = HexTokens(8, chunk=64)
+    pool = RandomPool(chunk=64)
+    tokens(), pool(8)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first token and bytes to the parent, then out without the test runner's exit
+        try:
+            os.write(write_end, (tokens() + pool(8).hex()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as got:
+        child = got.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    assert len(child) == 32 and child != tokens() + pool(8).hex()
