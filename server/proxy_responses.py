@@ -35,6 +35,7 @@ from gamesdk.sip.timers import TimerConfig
 from gamesdk.sip.transaction import (
     NO_ENTRY,
     Input,
+    Timed,
     TimerHeap,
     TransactionState,
     TransactionTerminated,
@@ -82,7 +83,7 @@ _TIMER_L = I.TIMER_L
 _TIMER_M = I.TIMER_M
 
 
-class ServerTx:
+class ServerTx(Timed):
     """Upstream side of a proxied request (RFC 3261 section 16.2): the request as received and what we answered.
 
     Its states are those of the SDK's server transactions (figures 7 and 8 with RFC 6026's Accepted), its timers
@@ -98,8 +99,8 @@ class ServerTx:
     transaction, callgrind), where a written one stores them natively.
     """
 
-    __slots__ = ("call", "call_id", "caller", "client", "final_status", "from_", "g_interval", "heap_at", "key",
-                 "last_response", "method", "request", "source", "state", "timers", "upstream_vias", "uri")
+    __slots__ = ("call", "call_id", "caller", "client", "final_status", "from_", "g_interval", "key",
+                 "last_response", "method", "request", "source", "state", "upstream_vias", "uri")
 
     def __init__(self, key: tuple[str, ...], method: str, request: Request | None, source: Address,
                  state: TransactionState = TransactionState.TRYING, last_response: bytes | None = None,
@@ -119,7 +120,7 @@ class ServerTx:
         self.last_response = last_response
         self.final_status = final_status
         self.client = client
-        self.timers: dict[Input, float] = {} if timers is None else timers
+        self.timers = {} if timers is None else timers
         #: The deadline of its one entry in the proxy's TimerHeap (NO_ENTRY while it has none).
         self.heap_at = heap_at
         #: Timer G interval (doubles up to T2).
@@ -139,14 +140,14 @@ class ServerTx:
         self.caller = caller
 
 
-class ClientTx:
+class ClientTx(Timed):
     """Downstream side of a proxied request: the request as forwarded (states of the SDK's client transactions,
     figures 5 and 6 with RFC 6026's Accepted; Calling for an INVITE, Trying for the others). A class with its own
     ``__init__``, as :class:`ServerTx`."""
 
     __slots__ = ("ack_bytes", "added_2xx_headers", "branch", "cancel_pending", "cancelled", "dest",
-                 "got_provisional", "heap_at", "interval", "method", "request", "request_bytes", "revived", "routes",
-                 "server", "state", "timers", "uri", "via")
+                 "got_provisional", "interval", "method", "request", "request_bytes", "revived", "routes",
+                 "server", "state", "uri", "via")
 
     def __init__(self, branch: str, method: str, request: Request | None, dest: Address,
                  state: TransactionState = TransactionState.CALLING, request_bytes: bytes | None = None,
@@ -167,7 +168,7 @@ class ClientTx:
         #: Bytes of the ACK we sent for a non-2xx final (re-sent when the final is retransmitted).
         self.ack_bytes = ack_bytes
         self.server = server
-        self.timers: dict[Input, float] = {} if timers is None else timers
+        self.timers = {} if timers is None else timers
         #: The deadline of its one entry in the proxy's TimerHeap (NO_ENTRY while it has none).
         self.heap_at = heap_at
         self.interval = interval

@@ -278,9 +278,13 @@ class TransactionTerminated(TransactionEvent):
 # --- one timer heap for many transactions ----------------------------------------------------------------
 
 
-class Timed(Protocol):
+class Timed:
     """Anything with armed timers: their deadlines by name (an armed timer is one with an entry), and the deadline
-    of its one entry in a :class:`TimerHeap` (``NO_ENTRY`` when it has none there)."""
+    of its one entry in a :class:`TimerHeap` (``NO_ENTRY`` when it has none there). Subclasses set both. (A base
+    class rather than a protocol: compiled, the heap reads and writes a base class's attributes natively, a
+    protocol's by name through the interpreter's generic lookup.)"""
+
+    __slots__ = ("heap_at", "timers")
 
     timers: dict[Input, float]
     heap_at: float
@@ -393,7 +397,7 @@ class _Owner(Protocol):
     def _transaction_changed(self, tx: Transaction) -> None: ...
 
 
-class Transaction:
+class Transaction(Timed):
     """Shared engine of the four state machines: timers, outgoing datagrams, events, table lookup.
 
     Subclasses set ``TABLE`` (their transitions) and call :meth:`_input` for everything that happens.
@@ -413,12 +417,10 @@ class Transaction:
         "_zero",
         "config",
         "destination",
-        "heap_at",
         "key",
         "reliable",
         "request",
         "state",
-        "timers",
     )
 
     def __init__(
@@ -441,7 +443,7 @@ class Transaction:
         #: Where this transaction's datagrams go.
         self.destination = destination
         #: Armed timers and their deadlines.
-        self.timers: dict[Input, float] = {}
+        self.timers = {}
         #: The current interval of the one retransmission timer a transaction runs at a time (A, E, G or the
         #: UAS 2xx timer), which the next firing doubles.
         self._interval = 0.0
