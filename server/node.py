@@ -423,8 +423,10 @@ class RegionalServer:
             return
         if start == b"ACK " and self.challenge_path and self.relay_path and self._ack_dropped_plainly(data, addr):
             return
-        if self.relay_path and (start in _RELAYED_STARTS or (start == b"SIP/" and (
-                data[8:9] == b"1" or data.find(b" INVITE\r\n") < 0))) and self._relayed_lazily(data, addr, now, out):
+        # (A response is told by its start before the set lookup, which hashes the 4 new bytes: most datagrams
+        # that come this far are responses.)
+        if self.relay_path and ((data[8:9] == b"1" or data.find(b" INVITE\r\n") < 0) if start == b"SIP/"
+                                else start in _RELAYED_STARTS) and self._relayed_lazily(data, addr, now, out):
             return
         if start == b"SIP/" and data[8:9] == b"2" and self.answer_path and self._answered_plainly(data, addr, now, out):
             return

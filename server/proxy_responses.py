@@ -1044,7 +1044,10 @@ class TransactionSide:
         if line.startswith(prefix) and prefix:
             # Our Via as we wrote it (nearly always): the branch is what follows up to the next parameter. Only a
             # branch of one of our client transactions matches below, and every Via line is replaced upstream.
-            branch: str | None = line[len(prefix):].partition(";")[0]
+            # (find and one slice: partition makes a tuple and two strings more)
+            after = len(prefix)
+            semi = line.find(";", after)
+            branch: str | None = line[after:semi] if semi >= 0 else line[after:]
         else:
             try:
                 via = head.top_via()
