@@ -546,6 +546,9 @@ _PLAYER_URI = rf"sip:[A-Za-z0-9._~-]+@{_ADDR}"
 _VIA = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?;branch=(z9hG4bK{TOKEN})(;rport)?")
 _SENT_BY: Final = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?")
 _BRANCH: Final = re.compile(rf"z9hG4bK{TOKEN}")
+#: The two expressions' fullmatch, bound once (a method called on a pattern looks the method up by name each time).
+_SENT_BY_MATCH: Final = _SENT_BY.fullmatch
+_BRANCH_MATCH: Final = _BRANCH.fullmatch
 #: Sent-by parts (``SIP/2.0/UDP host:port``) of that shape already read, to (host, port): a player's come back
 #: in each of its requests, its branch is new in each. Bounded.
 _SENT_BYS: Final[dict[str, tuple[str, int | None]]] = {}
@@ -559,7 +562,7 @@ def _via_of(value: str) -> Via | None:
         return None
     hit = _SENT_BYS.get(sent_by)
     if hit is None:
-        match = _SENT_BY.fullmatch(sent_by)
+        match = _SENT_BY_MATCH(sent_by)
         if match is None:
             return None
         host, port = match.groups()
@@ -567,7 +570,7 @@ def _via_of(value: str) -> Via | None:
         _remember(_SENT_BYS, sent_by, hit)
     rport = rest.endswith(";rport")
     branch = rest[:-6] if rport else rest
-    if _BRANCH.fullmatch(branch) is None:
+    if _BRANCH_MATCH(branch) is None:
         return None
     return _new_tuple(Via, ("UDP", hit[0], hit[1], (("branch", branch), ("rport", None)) if rport
                             else (("branch", branch),), "SIP/2.0"))
