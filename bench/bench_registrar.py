@@ -9,6 +9,12 @@ sendto, the event loop) is bench/bench_register.py's difference to this figure.
 
     python bench/bench_registrar.py --logins 20000
     python bench/bench_registrar.py --profile        # cProfile of the same loop
+
+Instructions per login (``--marked``: only the server's calls are counted, as bench_proxy.py's; divide by
+``--logins``):
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=sys_call_tracing \
+        python bench/bench_registrar.py --marked --logins 300
 """
 
 from __future__ import annotations
@@ -75,6 +81,19 @@ def setup(workdir: Path, users: int) -> tuple[RegionalServer, AccountStore, Regi
 _RUNS = [0]
 
 
+class _Marked:
+    """The node with its datagrams handed over through ``sys.call_tracing`` (a callgrind toggle, as bench_proxy's)."""
+
+    def __init__(self, node: RegionalServer) -> None:
+        self.node = node
+
+    def handle_datagram(self, *args: object) -> object:
+        return sys.call_tracing(self.node.handle_datagram, args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.node, name)
+
+
 def run(node: RegionalServer, store: RegistrationStore, realm: str, *, logins: int, users: int,
         persist_every: int) -> tuple[float, int]:
     """(server CPU seconds, logins that got their 200)."""
@@ -123,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default-gc", action="store_true",
                     help="keep CPython's collector thresholds (by default the server's, server.cli.serving_gc)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--marked", action="store_true",
+                    help="one run of --logins, the server's calls through sys.call_tracing (a callgrind toggle)")
     args = ap.parse_args(argv)
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-registrar-"))
@@ -131,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.default_gc and serving_gc is not None:
             stack.enter_context(serving_gc())
         run(node, store, realm, logins=args.users, users=args.users, persist_every=args.persist_every)  # warm-up
+        if args.marked:
+            run(_Marked(node), store, realm, logins=args.logins, users=args.users,  # type: ignore[arg-type]
+                persist_every=args.persist_every)
+            print(f"{args.logins} logins through sys.call_tracing (callgrind: total instructions / {args.logins})")
+            return 0
         if args.profile:
             import cProfile
             import pstats
