@@ -209,3 +209,20 @@ def test_a_query_answer_is_the_frozen_dataclass_it_was() -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(answer, name, None)
     assert not hasattr(answer, "__dict__")
+
+
+def test_the_policy_answers_maker_sets_every_field_of_query_answer() -> None:
+    # server.policy.queries._answer fills a QueryAnswer's slots itself (no interpreted __init__ on the hot path):
+    # a field added to QueryAnswer must be set there too, or answers would come out without it.
+    import dataclasses
+
+    from server.hooks import QueryAnswer
+    from server.policy.queries import _answer
+
+    assert [f.name for f in dataclasses.fields(QueryAnswer)] == ["results", "error"]
+    made = _answer([1, "two"], "stopped")
+    assert made == QueryAnswer((1, "two"), "stopped")
+    assert type(made) is QueryAnswer
+    assert _answer([], None) == QueryAnswer()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.error = None  # type: ignore[misc]
