@@ -603,20 +603,31 @@ _TAGGED_PREFIX: Final = re.compile(rf"<{_PLAYER_URI}")
 _TAGGED_PREFIXES: Final[set[str]] = set()
 
 
-def _tagged_of(value: str) -> str | None:
-    """``value`` when it is ``<{_PLAYER_URI}>;tag={TOKEN}`` (else None): the part before the tag remembered (no
-    ">" in the URI: the first ">;tag=" ends it), the tag checked alone."""
+def _is_token(text: str) -> bool:
+    """Whether ``text`` is an RFC 3261 token (``TOKEN``'s fullmatch), by :func:`_all_in`."""
+    return bool(text) and _all_in(text, _TOKEN_TABLE)
+
+
+def _tag_after(value: str, prefix_shape: re.Pattern[str], known: set[str]) -> str | None:
+    """``value`` when it is a part ``prefix_shape`` takes, ">;tag=" and a token (else None): that part remembered
+    in ``known`` (bounded; no ">" in a URI or display name of these shapes: the first ">;tag=" ends the part),
+    the tag, new in each dialog, checked alone."""
     prefix, sep, tag = value.partition(">;tag=")
-    if not sep or not tag or not _all_in(tag, _TOKEN_TABLE):
+    if not sep or not _is_token(tag):
         return None
-    if prefix not in _TAGGED_PREFIXES:
-        if _TAGGED_PREFIX.fullmatch(prefix) is None:
+    if prefix not in known:
+        if prefix_shape.fullmatch(prefix) is None:
             return None
         if len(prefix) <= _MEMO_ENTRY:
-            if len(_TAGGED_PREFIXES) >= _MEMO_MAX:
-                _TAGGED_PREFIXES.clear()
-            _TAGGED_PREFIXES.add(prefix)
+            if len(known) >= _MEMO_MAX:
+                known.clear()
+            known.add(prefix)
     return value
+
+
+def _tagged_of(value: str) -> str | None:
+    """``value`` when it is ``<{_PLAYER_URI}>;tag={TOKEN}`` (else None), by :func:`_tag_after`."""
+    return _tag_after(value, _TAGGED_PREFIX, _TAGGED_PREFIXES)
 
 
 def _call_id_of(value: str) -> str | None:
@@ -791,6 +802,7 @@ def _register_start(first: str) -> tuple[str, SipUri] | None:
 
 _DISPLAY = r'(?:"[A-Za-z0-9._~-]+" )?'
 #: Printable ASCII without whitespace at either end: a value the parser keeps as it is and never reads here.
+#: (:func:`_printable` tells it; the tests hold the two to each other.)
 _TEXT: Final = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 
 
@@ -804,25 +816,13 @@ def _printable(value: str) -> str | None:
 #: The INVITE's From: what ``_FROM`` takes, read by :func:`_from_of`.
 _FROM = re.compile(rf"{_DISPLAY}<{_PLAYER_URI}>;tag={TOKEN}")
 _FROM_PREFIX: Final = re.compile(rf"{_DISPLAY}<{_PLAYER_URI}")
-_TOKEN_ONLY: Final = re.compile(TOKEN)
 #: The parts before ">;tag=" of such Froms already read (a player's, in each of its calls; the tag is new).
 _FROM_PREFIXES: Final[set[str]] = set()
 
 
 def _from_of(value: str) -> str | None:
-    """``value`` when ``_FROM`` matches it (else None): the part before the tag remembered (no ">" in a display
-    name or URI of the shape: the first ">;tag=" ends the URI), the tag checked alone."""
-    prefix, sep, tag = value.partition(">;tag=")
-    if not sep or not tag or not _all_in(tag, _TOKEN_TABLE):
-        return None
-    if prefix not in _FROM_PREFIXES:
-        if _FROM_PREFIX.fullmatch(prefix) is None:
-            return None
-        if len(prefix) <= _MEMO_ENTRY:
-            if len(_FROM_PREFIXES) >= _MEMO_MAX:
-                _FROM_PREFIXES.clear()
-            _FROM_PREFIXES.add(prefix)
-    return value
+    """``value`` when ``_FROM`` matches it (else None), by :func:`_tag_after`."""
+    return _tag_after(value, _FROM_PREFIX, _FROM_PREFIXES)
 
 
 _INVITE_LINES: Final[_Shapes] = {
@@ -1190,7 +1190,7 @@ def _answer_to(value: str) -> NameAddr | None:
     """The NameAddr of a To value of the INVITE's From shape (``_FROM``: a tag, no other parameter), else None:
     the part before the tag parsed once and remembered, the tag checked alone."""
     prefix, sep, tag = value.partition(">;tag=")
-    if not sep or _TOKEN_ONLY.fullmatch(tag) is None:
+    if not sep or not _is_token(tag):
         return None
     hit = _TO_PREFIXES.get(prefix)
     if hit is None:
@@ -1209,12 +1209,12 @@ _ANSWER_LINES: _Shapes = {
     "CSeq": _INVITE_LINES["CSeq"],
     "Contact": _INVITE_LINES["Contact"],
     "Content-Length": _INVITE_LINES["Content-Length"],
-    "Content-Type": ("content-type", _TEXT.fullmatch),
-    "Allow": ("allow", _TEXT.fullmatch),
-    "Supported": ("supported", _TEXT.fullmatch),
-    "Accept": ("accept", _TEXT.fullmatch),
-    "User-Agent": ("user-agent", _TEXT.fullmatch),
-    "Server": ("server", _TEXT.fullmatch),
+    "Content-Type": ("content-type", _printable),
+    "Allow": ("allow", _printable),
+    "Supported": ("supported", _printable),
+    "Accept": ("accept", _printable),
+    "User-Agent": ("user-agent", _printable),
+    "Server": ("server", _printable),
 }
 #: Lines of that shape met before (CSeq, Contact, Content-Type, Content-Length, ... come back from call to call),
 #: by their text: the field each gave; not the Call-ID, new in every call. Bounded.

@@ -3,7 +3,7 @@ body), only without decoding and re-encoding what the proxy does not edit."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gamesdk.sip.message import Request, Response
@@ -220,3 +220,35 @@ def test_spliced_edits_a_read_head_as_forward_request_and_with_vias_do(request: 
             raw, request_line=None, our_via=ours[0], top_via=None, hide=True, max_forwards=new_mf)
     else:
         assert spliced(head, None, ours, False, None) == with_vias(raw, ours)
+
+
+# The plain readers check their values by byte tables (server.splice._all_in) where the grammar is written as these
+# expressions: each check must take exactly what its expression takes, near misses (spaces at the ends, "@" at
+# the edges or twice, a DEL, non-ASCII, CR/LF) included. (test_login_path holds the REGISTER's From and ASCII text.)
+_GRAMMAR_CHARS = st.sampled_from([*"aZ09.!%*_+~-`'@ \t\r\n\"<>;:=,/\x00\x7f", "é", "\u2028"])
+_VALUES = st.lists(_GRAMMAR_CHARS, max_size=12).map("".join) | st.text(max_size=12)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(value=_VALUES)
+@example(value="a@b@c")
+@example(value="@a")
+@example(value="a@")
+@example(value=" a")
+@example(value="a ")
+@example(value="a\x7fb")
+@example(value="é")
+@example(value="")
+@example(value="a`b'c")
+def test_the_byte_table_checks_take_what_their_expressions_take(value: str) -> None:
+    import re
+
+    from server import splice
+
+    token = re.compile(splice.TOKEN)
+    call_id = re.compile(r"[A-Za-z0-9.!%*_+~-]+(?:@[A-Za-z0-9.!%*_+~-]+)?")
+    assert (splice._printable(value) is not None) == (splice._TEXT.fullmatch(value) is not None)
+    assert splice._is_token(value) == (token.fullmatch(value) is not None)
+    assert (splice._call_id_of(value) is not None) == (call_id.fullmatch(value) is not None)
+    from_value = f'"alice" <sip:alice@eu.gamesdk.test>;tag={value}'
+    assert (splice._from_of(from_value) is not None) == (splice._FROM.fullmatch(from_value) is not None)
