@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gamesdk.address import Address
 from gamesdk.identity import IdentitySigner
@@ -172,6 +172,10 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self._sock = sock if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop) else None
         #: Datagrams read by the driver itself (beyond the first of a wake-up): the batching at work.
         self.batched_reads = 0
+        # The loop's clock: asyncio's loop.time() is time.monotonic() behind a Python call.
+        self._clock: Callable[[], float] = time.monotonic if self._sock is not None else loop.time
+        #: The kernel's send buffer was full: the transport queues, and later datagrams go through it in order.
+        self._send_backlog = False
         self.closed = loop.create_future()
         # Read once: asking the logger per datagram cost 3% of the CPU per call. Set levels before starting.
         self.tracing = trace.isEnabledFor(logging.DEBUG)
@@ -205,38 +209,45 @@ class ServerProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._one_datagram(data, addr)
         sock = self._sock
-        if sock is not None:
-            size = self.node.max_message_bytes + 1
-            for _ in range(READ_BATCH - 1):
-                try:
-                    data, addr = sock.recvfrom(size)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:  # an ICMP error queued on the socket: as error_received
-                    self.error_received(exc)
-                    break
-                self.batched_reads += 1
-                self._one_datagram(data, addr)
-        if not self._rearm_soon:
-            # After every I/O callback of this loop iteration: the policy queries of all its datagrams handed over
-            # together and one timer re-arm for the whole batch. uvloop calls this once per datagram (up to 32 per
-            # wake-up): asking here would hand each query to the policy's thread on its own, a wake-up of the
-            # thread and a GIL hand-off each.
-            self._rearm_soon = True
-            self.loop.call_soon(self._rearm_batch)
+        if sock is None:
+            if not self._rearm_soon:
+                # uvloop calls this once per datagram (up to 32 per wake-up): the policy queries of all the
+                # iteration's datagrams are handed over together, and the timer re-armed once, after its I/O
+                # callbacks. Asking here would hand each query to the policy's thread on its own (a wake-up of the
+                # thread and a GIL hand-off each).
+                self._rearm_soon = True
+                self.loop.call_soon(self._rearm_batch)
+            return
+        size = self.node.max_message_bytes + 1
+        for _ in range(READ_BATCH - 1):
+            try:
+                data, addr = sock.recvfrom(size)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # an ICMP error queued on the socket: as error_received
+                self.error_received(exc)
+                break
+            self.batched_reads += 1
+            self._one_datagram(data, addr)
+        # The selector loop: this wake-up's datagrams are all handled (the socket read empty, or the batch full and
+        # the selector calls again), so the queries go over and the timer is re-armed now. Through call_soon it
+        # took another pass of the loop per wake-up: a zero-timeout epoll_wait and a callback.
+        self._rearm_batch()
 
     def _one_datagram(self, data: bytes, addr: Any) -> None:
         source: Address = (addr[0], addr[1])
         if self.tracing:
             self._trace("in", data, source)
         node = self.node
-        if self._stamp_fd is not None and _is_options(data):
+        # (_is_options's exact reading only for a datagram that can be one: the search is a C loop.)
+        if self._stamp_fd is not None and (b" OPTIONS\r\n" in data or data.startswith(b"OPTIONS ")) \
+                and _is_options(data):
             # The clock read now, not the loop's: uvloop's loop.time() is the start of the loop iteration in
             # whole milliseconds, stale by the batch handled before this datagram (the same monotonic clock).
             now = time.monotonic()
             out = node.handle_datagram(data, source, now, received_at=_arrival(self._stamp_fd, now))
         else:
-            out = node.handle_datagram(data, source, self.loop.time())
+            out = node.handle_datagram(data, source, self._clock())
         if out:
             self._send(out, udp_source=source)
 
@@ -275,11 +286,32 @@ class ServerProtocol(asyncio.DatagramProtocol):
             return
         tracing = self.tracing
         streams = self.streams
+        # The selector loop: straight to the socket while the transport holds nothing back (the transport's
+        # sendto is the same system call behind a dozen interpreted lines). When the kernel's buffer is full, the
+        # transport queues the datagram and sends it when the socket is writable; the later ones go through it
+        # too until its queue is empty, so they keep their order.
+        sock = self._sock
+        if sock is not None and self._send_backlog:
+            # (the selector loop's datagram transport has the method; typeshed's DatagramTransport leaves it out)
+            if cast(Any, transport).get_write_buffer_size():
+                sock = None
+            else:
+                self._send_backlog = False
         for data, dest in out:
             if tracing:
                 self._trace("out", data, dest)
             if streams is not None and dest != udp_source and streams.send(data, dest):
                 continue
+            if sock is not None:
+                try:
+                    sock.sendto(data, dest)
+                    continue
+                except (BlockingIOError, InterruptedError):
+                    self._send_backlog = True
+                    sock = None
+                except OSError as exc:  # as the transport does: an ICMP error queued on the socket, and the like
+                    self.error_received(exc)
+                    continue
             transport.sendto(data, dest)
 
     def _trace(self, direction: str, data: bytes, addr: Address) -> None:

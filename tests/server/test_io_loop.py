@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from server_kit import EXAMPLES
@@ -76,6 +77,119 @@ def test_a_burst_is_read_in_batches_on_the_selector_loop(tmp_path: Path) -> None
     assert batched >= min(PINGS, READ_BATCH) - 1
     # One timer re-arm per batch, not per datagram.
     assert rearms < PINGS // 4
+
+
+async def _pings_one_at_a_time(config_path: Path, tmp_path: Path, count: int) -> list[float | None]:
+    """``count`` OPTIONS from a client thread, each sent once the last is answered (every one wakes the idle
+    loop); returns the timeouts the loop polled its selector with meanwhile."""
+    config = dataclasses.replace(load_config(config_path), database=tmp_path / "eu.sqlite3")
+    server = EmbeddedServer(config, port=0, policy=False)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]  # the selector loop's own (what epoll_wait is)
+    polls: list[float | None] = []
+    original = selector.select
+
+    def counting(timeout: float | None = None) -> Any:
+        polls.append(timeout)
+        return original(timeout)
+
+    def client() -> int:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(10)
+        try:
+            for i in range(count):
+                # The loop back to its idle poll first: this thread shares the GIL with it, and a ping sent while
+                # the loop is still in its batch would be read in that batch.
+                time.sleep(0.003)
+                probe.sendto(_options(i, probe.getsockname()[1]), server.address)
+                while True:  # the answer to this one (the server's own pings go elsewhere)
+                    answer = parse_message_untrusted(probe.recv(65535))
+                    if isinstance(answer, Response) and answer.call_id == f"batch-{i}@127.0.0.1":
+                        break
+            return count
+        finally:
+            probe.close()
+
+    try:
+        await asyncio.sleep(0.2)  # the start-up's own work done
+        selector.select = counting
+        assert await loop.run_in_executor(None, client) == count
+    finally:
+        selector.select = original
+        await server.stop()
+    return polls
+
+
+def test_a_datagram_that_wakes_the_selector_loop_takes_one_poll(tmp_path: Path) -> None:
+    """Handled, answered, its policy queries handed over and the timer re-armed in the pass of the loop that read
+    it: not a second pass with a zero-timeout poll (an epoll_wait system call and a callback) per wake-up."""
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        polls = runner.run(_pings_one_at_a_time(EXAMPLES / "eu.toml", tmp_path, PINGS))
+    assert len(polls) >= PINGS, polls
+    assert sum(1 for timeout in polls if timeout == 0) < PINGS // 4, polls
+
+
+class _Socket:
+    """A socket whose sends fail with ``failures`` (an exception per call, in turn) before they succeed."""
+
+    def __init__(self, failures: list[OSError | None]) -> None:
+        self.failures = failures
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, dest: object) -> int:
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
+        self.sent.append(data)
+        return len(data)
+
+
+class _Transport:
+    """The selector transport's send side: it queues while ``queued`` (the kernel's buffer full)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.queued = 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
+
+    def sendto(self, data: bytes, dest: object) -> None:
+        self.sent.append(data)
+        self.queued += len(data)
+
+
+def test_sends_go_to_the_socket_and_through_the_transport_while_it_queues() -> None:
+    """On the selector loop a datagram goes straight to the socket; once the kernel's buffer is full (EAGAIN) it and
+    the ones after it go through the transport, which queues them, until its queue is empty: the order holds. A
+    send's error goes to error_received, as the transport reports it."""
+    from server.io import ServerProtocol
+
+    async def main() -> tuple[list[bytes], list[bytes], list[str]]:
+        loop = asyncio.get_running_loop()
+        sock = _Socket([None, BlockingIOError(), None, ConnectionRefusedError("refused"), None])
+        protocol = ServerProtocol(_Node(), loop, sock)  # type: ignore[arg-type]  # stand-ins
+        transport = _Transport()
+        protocol.transport = transport  # type: ignore[assignment]
+        errors: list[str] = []
+        protocol.error_received = lambda exc: errors.append(str(exc))  # type: ignore[method-assign]
+        dest = ("127.0.0.1", 5070)
+        protocol._send([(b"1", dest), (b"2", dest), (b"3", dest)])  # 2 meets EAGAIN: 2 and 3 queue behind it
+        protocol._send([(b"4", dest)])  # the transport still holds 2 and 3
+        transport.queued = 0  # the transport sent its queue (the socket was writable)
+        protocol._send([(b"5", dest), (b"6", dest)])  # 6 meets an ICMP error
+        protocol._send([(b"7", dest)])
+        return sock.sent, transport.sent, errors
+
+    direct, queued, errors = asyncio.run(main())
+    assert direct == [b"1", b"5", b"7"]
+    assert queued == [b"2", b"3", b"4"]
+    assert errors == ["refused"]
 
 
 def _loop_factories() -> list[Callable[[], asyncio.AbstractEventLoop]]:
