@@ -82,6 +82,8 @@ MYPYC_MODULES = [
     # The server's random bytes and the policy's tokens (four a call's 2xx draws: each was a call into the
     # interpreter); its pools tell a forked child by a generation number, native classes taking no weak references.
     "server/random_pool.py",
+    # The UDP driver's per-datagram lines (read the wake-up's datagrams, feed the node, send): see the module.
+    "server/datagram_pump.py",
     "gamesdk/sip/transaction.py",
     "gamesdk/sip/transaction_client.py",
     # (The SDK's server transactions subclass Transaction and its table drives them: an interpreted class cannot

@@ -52,6 +52,7 @@ from gamesdk.identity import IdentitySigner
 from server.accounts import AccountStore
 from server.config import ConfigError, ServerConfig
 from server.control import ControlServer
+from server.datagram_pump import DatagramPump
 from server.db import open_region_db
 from server.hooks import PolicyHooks, PolicyQuery, QueryAnswer
 from server.logs import setup_logging  # re-exported: it used to live here
@@ -124,23 +125,6 @@ def _arrival(fd: int, now: float) -> float | None:
     return now - age
 
 
-def _is_options(data: bytes) -> bool:
-    """An OPTIONS request, or a response whose CSeq names OPTIONS (header names in any case). Not a response
-    whose Allow header ends with OPTIONS (most 200s of an INVITE): those read no kernel receive time."""
-    if data.startswith(b"OPTIONS "):
-        return True
-    if not data.startswith(b"SIP/2.0 "):
-        return False
-    at = data.find(b" OPTIONS\r\n")
-    while at >= 0:
-        start = data.rfind(b"\r\n", 0, at) + 2  # the line that ends with " OPTIONS"
-        colon = data.find(b":", start, at)
-        if colon >= 0 and data[start:colon].strip().lower() == b"cseq":
-            return True
-        at = data.find(b" OPTIONS\r\n", at + 10)
-    return False
-
-
 def _first_line(data: bytes) -> str:
     end = data.find(b"\r\n")
     return data[: end if 0 <= end < 200 else 200].decode("utf-8", "replace")
@@ -163,34 +147,68 @@ class ServerProtocol(asyncio.DatagramProtocol):
                  sock: socket.socket | None = None) -> None:
         self.node = node
         self.loop = loop
-        self.transport: asyncio.DatagramTransport | None = None
+        self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._rearm_soon = False
         # The bound socket, read directly for more datagrams per wake-up on the selector loop (the transport reads
-        # one per readiness event there); uvloop reads batches itself and owns its socket.
-        self._sock = sock if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop) else None
-        #: Datagrams read by the driver itself (beyond the first of a wake-up): the batching at work.
-        self.batched_reads = 0
+        # one per readiness event there) and sent to directly; uvloop reads batches itself and owns its socket.
+        selector = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
         # The loop's clock: asyncio's loop.time() is time.monotonic() behind a Python call.
-        self._clock: Callable[[], float] = time.monotonic if self._sock is not None else loop.time
-        #: The kernel's send buffer was full: the transport queues, and later datagrams go through it in order.
-        self._send_backlog = False
+        self._pump = DatagramPump(node, sock if selector else None, time.monotonic if selector else loop.time,
+                                  READ_BATCH, self.error_received, self._trace, _arrival)
         self.closed = loop.create_future()
         # Read once: asking the logger per datagram cost 3% of the CPU per call. Set levels before starting.
         self.tracing = trace.isEnabledFor(logging.DEBUG)
-        #: SIP over TLS (server.transport_tls), when the region listens on tls:.
-        self.streams: TlsTransport | None = None
         #: Policy queries being answered (strong references: the loop keeps only weak ones to tasks).
         self.policy_tasks: set[asyncio.Task[None]] = set()
-        #: The socket whose kernel receive times time the OPTIONS pings (None: not available here).
-        self._stamp_fd: int | None = None
         #: Where the embedded policy's thread puts its answers (server/policy/worker.py AnswerInbox), made at the
         #: first query.
         self._inbox: Any = None
         self._inbox_runner: Any = None
         #: Queries handed to the policy's thread whose answers have not come back yet.
         self.policy_in_flight = 0
+
+    # What the pump holds, as the driver's own attributes (the driver's users and tests set them here).
+    @property
+    def transport(self) -> asyncio.DatagramTransport | None:
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: asyncio.DatagramTransport | None) -> None:
+        self._transport = transport
+        self._pump.transport = transport
+
+    @property
+    def streams(self) -> TlsTransport | None:
+        """SIP over TLS (server.transport_tls), when the region listens on tls:."""
+        return cast("TlsTransport | None", self._pump.streams)
+
+    @streams.setter
+    def streams(self, streams: TlsTransport | None) -> None:
+        self._pump.streams = streams
+
+    @property
+    def tracing(self) -> bool:
+        return self._pump.tracing
+
+    @tracing.setter
+    def tracing(self, on: bool) -> None:
+        self._pump.tracing = on
+
+    @property
+    def _stamp_fd(self) -> int | None:
+        """The socket whose kernel receive times time the OPTIONS pings (None: not available here)."""
+        return self._pump.stamp_fd
+
+    @_stamp_fd.setter
+    def _stamp_fd(self, fd: int | None) -> None:
+        self._pump.stamp_fd = fd
+
+    @property
+    def batched_reads(self) -> int:
+        """Datagrams read by the driver itself (beyond the first of a wake-up): the batching at work."""
+        return self._pump.batched_reads
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -207,9 +225,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
         self._rearm()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._one_datagram(data, addr)
-        sock = self._sock
-        if sock is None:
+        if self._pump.sock is None:
+            self._pump.datagram(data, addr)
             if not self._rearm_soon:
                 # uvloop calls this once per datagram (up to 32 per wake-up): the policy queries of all the
                 # iteration's datagrams are handed over together, and the timer re-armed once, after its I/O
@@ -218,38 +235,14 @@ class ServerProtocol(asyncio.DatagramProtocol):
                 self._rearm_soon = True
                 self.loop.call_soon(self._rearm_batch)
             return
-        size = self.node.max_message_bytes + 1
-        for _ in range(READ_BATCH - 1):
-            try:
-                data, addr = sock.recvfrom(size)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # an ICMP error queued on the socket: as error_received
-                self.error_received(exc)
-                break
-            self.batched_reads += 1
-            self._one_datagram(data, addr)
+        self._pump.read(data, addr)
         # The selector loop: this wake-up's datagrams are all handled (the socket read empty, or the batch full and
         # the selector calls again), so the queries go over and the timer is re-armed now. Through call_soon it
         # took another pass of the loop per wake-up: a zero-timeout epoll_wait and a callback.
         self._rearm_batch()
 
     def _one_datagram(self, data: bytes, addr: Any) -> None:
-        source: Address = (addr[0], addr[1])
-        if self.tracing:
-            self._trace("in", data, source)
-        node = self.node
-        # (_is_options's exact reading only for a datagram that can be one: the search is a C loop.)
-        if self._stamp_fd is not None and (b" OPTIONS\r\n" in data or data.startswith(b"OPTIONS ")) \
-                and _is_options(data):
-            # The clock read now, not the loop's: uvloop's loop.time() is the start of the loop iteration in
-            # whole milliseconds, stale by the batch handled before this datagram (the same monotonic clock).
-            now = time.monotonic()
-            out = node.handle_datagram(data, source, now, received_at=_arrival(self._stamp_fd, now))
-        else:
-            out = node.handle_datagram(data, source, self._clock())
-        if out:
-            self._send(out, udp_source=source)
+        self._pump.datagram(data, addr)
 
     def _rearm_batch(self) -> None:
         self._rearm_soon = False
@@ -279,40 +272,8 @@ class ServerProtocol(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
     def _send(self, out: list[tuple[bytes, Address]], udp_source: Address | None = None) -> None:
-        """Send over UDP, or over the TLS flow at the destination; what answers a datagram from ``udp_source``
-        goes back over UDP even when a TLS peer is configured at that very address (a forged source)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        tracing = self.tracing
-        streams = self.streams
-        # The selector loop: straight to the socket while the transport holds nothing back (the transport's
-        # sendto is the same system call behind a dozen interpreted lines). When the kernel's buffer is full, the
-        # transport queues the datagram and sends it when the socket is writable; the later ones go through it
-        # too until its queue is empty, so they keep their order.
-        sock = self._sock
-        if sock is not None and self._send_backlog:
-            # (the selector loop's datagram transport has the method; typeshed's DatagramTransport leaves it out)
-            if cast(Any, transport).get_write_buffer_size():
-                sock = None
-            else:
-                self._send_backlog = False
-        for data, dest in out:
-            if tracing:
-                self._trace("out", data, dest)
-            if streams is not None and dest != udp_source and streams.send(data, dest):
-                continue
-            if sock is not None:
-                try:
-                    sock.sendto(data, dest)
-                    continue
-                except (BlockingIOError, InterruptedError):
-                    self._send_backlog = True
-                    sock = None
-                except OSError as exc:  # as the transport does: an ICMP error queued on the socket, and the like
-                    self.error_received(exc)
-                    continue
-            transport.sendto(data, dest)
+        """Send over UDP, or over the TLS flow at the destination (see DatagramPump.send)."""
+        self._pump.send(out, udp_source)
 
     def _trace(self, direction: str, data: bytes, addr: Address) -> None:
         trace.debug('%s peer=%s:%d len=%d call-id=%s "%s"', direction, addr[0], addr[1], len(data), _call_id(data),

@@ -173,11 +173,15 @@ def test_sends_go_to_the_socket_and_through_the_transport_while_it_queues() -> N
     async def main() -> tuple[list[bytes], list[bytes], list[str]]:
         loop = asyncio.get_running_loop()
         sock = _Socket([None, BlockingIOError(), None, ConnectionRefusedError("refused"), None])
-        protocol = ServerProtocol(_Node(), loop, sock)  # type: ignore[arg-type]  # stand-ins
+        errors: list[str] = []
+
+        class _Reporting(ServerProtocol):
+            def error_received(self, exc: Exception) -> None:
+                errors.append(str(exc))
+
+        protocol = _Reporting(_Node(), loop, sock)  # type: ignore[arg-type]  # stand-ins
         transport = _Transport()
         protocol.transport = transport  # type: ignore[assignment]
-        errors: list[str] = []
-        protocol.error_received = lambda exc: errors.append(str(exc))  # type: ignore[method-assign]
         dest = ("127.0.0.1", 5070)
         protocol._send([(b"1", dest), (b"2", dest), (b"3", dest)])  # 2 meets EAGAIN: 2 and 3 queue behind it
         protocol._send([(b"4", dest)])  # the transport still holds 2 and 3
