@@ -18,6 +18,16 @@ interleaved across configurations; each step runs on fresh processes after a war
 
     python bench/bench_register.py                    # 10,000 logins of 1,000 users, 3 repeats
     python bench/bench_register.py --only ours --profile
+
+Instructions per login through the sockets (``--callgrind``): our server (``ours``, ``ours-NAME``) runs under
+valgrind's callgrind with its instrumentation off; after the warm-up it is switched on (``callgrind_control``) for
+``--registrations`` logins (at most ``--window`` open) and the counts are dumped: user space only (the kernel's
+side of the socket calls is not counted), every thread, load-blind. Split into the node's ``handle_datagram``,
+the driver's other callbacks (asyncio's ``Context.run``: reads, sends, timers, the flush) and the rest (the loop's
+polling, the registration writer's thread):
+
+    python bench/bench_register.py --callgrind --only ours --tree new=../other --only ours-new \
+        --registrations 1000 --users 100 --window 6
 """
 
 from __future__ import annotations
@@ -89,6 +99,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+#: Runs the server's CLI under callgrind (argv: the output file, then TREE_WRAPPER's); exec keeps the PID, so the
+#: harness's process is valgrind's. Instrumentation starts off: start-up and warm-up are not counted.
+CALLGRIND_WRAPPER = f"""
+import os, sys
+out = sys.argv.pop(1)
+os.execvp("valgrind", ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=" + out,
+                       sys.executable, "-c", {TREE_WRAPPER!r}, *sys.argv[1:]])
+"""
+
+
 #: Creates the benchmark's accounts with another tree's code (argv: the tree, the region file, the user names).
 ADD_ACCOUNTS = """
 import sys, time
@@ -103,7 +123,7 @@ store.close()
 
 
 def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], profile: Path | None,
-               tree: Path | None = None, loop: str = "asyncio") -> int:
+               tree: Path | None = None, loop: str = "asyncio", callgrind: Path | None = None) -> int:
     from server.accounts import AccountStore
     from server.config import load_config
 
@@ -124,7 +144,9 @@ def start_ours(stack: ExitStack, workdir: Path, port: int, names: list[str], pro
         # The accounts made by the tree's own code: its database schema may be older than this one's.
         subprocess.run([sys.executable, "-c", ADD_ACCOUNTS, str(tree), str(server.config_path), *names],
                        cwd=workdir, check=True, timeout=300)
-    if profile is not None:
+    if callgrind is not None:
+        server.start(python_args=["-c", CALLGRIND_WRAPPER, str(callgrind), str(tree or REPO)], ready_timeout_s=300)
+    elif profile is not None:
         server.start(python_args=["-c", CPROFILE_WRAPPER, str(profile)])
     elif tree is not None:
         server.start(python_args=["-c", TREE_WRAPPER, str(tree)])
@@ -187,6 +209,48 @@ def measure(kind: str, workdir: Path, names: list[str], *, logins: int, window: 
     return row
 
 
+def measure_callgrind(kind: str, workdir: Path, names: list[str], *, logins: int, window: int, time_cap_s: float,
+                      trees: dict[str, Path]) -> dict[str, Any]:
+    """``measure`` with our server under callgrind, counting only the measured logins (see the module's doc)."""
+    workdir.mkdir(parents=True)
+    write_injection(workdir / "users.csv", names)
+    base, plus, _ = kind.partition("+")
+    tree = None if base == "ours" else trees[base.removeprefix("ours-")]
+    with ExitStack() as stack:
+        (port,) = h.free_udp_ports(1)
+        pid = start_ours(stack, workdir, port, names, None, tree, loop="uvloop" if plus else "asyncio",
+                         callgrind=workdir / "callgrind.out")
+        step(port, pid, workdir, "warmup", logins=len(names), window=window, time_cap_s=time_cap_s)
+        subprocess.run(["callgrind_control", "--instr=on", str(pid)], check=True, capture_output=True, timeout=60)
+        row = step(port, pid, workdir, "run", logins=logins, window=window, time_cap_s=time_cap_s)
+        subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True, timeout=60)
+    row.update(callgrind_split(workdir / "callgrind.out.1"))
+    row["config"] = kind
+    return row
+
+
+#: callgrind_annotate's inclusive lines for the split (patterns on its output).
+_SPLIT = {"handle_datagram": r"CPyDef_node___RegionalServer___handle_datagram \[",
+          "callbacks": r"Python/context\.c:context_run \[", "total": r"PROGRAM TOTALS"}
+
+
+def callgrind_split(dump: Path) -> dict[str, int]:
+    """Instructions in the dump: all, in the node's handle_datagram (compiled build: its C function), and in
+    asyncio's callbacks (Context.run) besides it. A pure tree's node is interpreted: it reads 0."""
+    import re
+
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(dump)], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+    found = dict.fromkeys(_SPLIT, 0)
+    for line in text.splitlines():
+        for key, pattern in _SPLIT.items():
+            if not found[key] and re.search(pattern, line):
+                found[key] = int(line.split()[0].replace(",", ""))
+    return {"ir_total": found["total"], "ir_node": found["handle_datagram"],
+            "ir_callbacks": found["callbacks"] - found["handle_datagram"],
+            "ir_rest": found["total"] - found["callbacks"]}
+
+
 def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -221,12 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run ours-NAME from the tree DIR (e.g. mypyc=a copy built with GAMESDK_MYPYC=1 in "
                          "place, before=a checkout of an older commit); repeatable")
     ap.add_argument("--profile", action="store_true", help="afterwards profile our server under cProfile")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count instructions per login of our server under callgrind instead (see above)")
     ap.add_argument("--json", type=Path, help="append every row to this JSON-lines file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
-    for tool in ("sipp", "kamailio"):
+    for tool in ("sipp", "kamailio") + (("valgrind", "callgrind_control") if args.callgrind else ()):
         if shutil.which(tool) is None:
-            print(f"error: {tool} is not installed (apt-get install sip-tester kamailio)", file=sys.stderr)
+            print(f"error: {tool} is not installed (apt-get install sip-tester kamailio valgrind)", file=sys.stderr)
             return 2
     trees: dict[str, Path] = {}
     for spec in args.tree:
@@ -244,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown configuration(s) {', '.join(unknown)} (ours-NAME needs --tree NAME=DIR)",
               file=sys.stderr)
         return 2
+    if args.callgrind and any(not k.startswith("ours") for k in kinds):
+        print("error: --callgrind counts our server only: add --only ours (or ours-NAME)", file=sys.stderr)
+        return 2
     names = users(args.users)
     workroot = Path(tempfile.mkdtemp(prefix="bench-register-"))
     print(f"# bench_register {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()}: {os.cpu_count()} CPUs, "
@@ -255,9 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):
         for kind in kinds:
             try:
-                row = measure(kind, workroot / f"{kind}-{rep}", names, logins=args.registrations,
-                              window=args.window, time_cap_s=args.time_cap, trees=trees)
-            except (RuntimeError, TimeoutError) as exc:
+                if args.callgrind:
+                    row = measure_callgrind(kind, workroot / f"{kind}-{rep}", names, logins=args.registrations,
+                                            window=args.window, time_cap_s=args.time_cap, trees=trees)
+                else:
+                    row = measure(kind, workroot / f"{kind}-{rep}", names, logins=args.registrations,
+                                  window=args.window, time_cap_s=args.time_cap, trees=trees)
+            except (RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
                 print(f"! {kind}: {exc}", flush=True)
                 continue
             row["repeat"] = rep
@@ -265,11 +338,19 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 with args.json.open("a") as f:
                     f.write(json.dumps(row) + "\n")
+            if args.callgrind:
+                ok = max(row["ok"], 1)
+                print(f"  {kind:<19} {row['ir_total'] / ok:9,.0f} instructions per login: the node's "
+                      f"handle_datagram {row['ir_node'] / ok:,.0f}, the driver's other callbacks "
+                      f"{row['ir_callbacks'] / ok:,.0f}, the rest {row['ir_rest'] / ok:,.0f}  ({row['ok']} logins, "
+                      f"failed {row['failed']}, retrans {row['retrans']})", flush=True)
+                continue
             print(f"  {kind:<19} {row['per_s']:8,.0f} logins/s  {row['cpu_us']:6.0f} µs CPU/login "
                   f"({row['cores']:.2f} cores)  failed {row['failed']}  retrans {row['retrans']}  "
                   f"sipp {row['sipp_cpu_us']:.0f} µs  exit {row['sipp_exit']}", flush=True)
-    print()
-    print(table(rows))
+    if not args.callgrind:
+        print()
+        print(table(rows))
     if args.profile and "ours" in kinds:
         stats = workroot / "cprofile.pstats"
         row = measure("ours", workroot / "profile", names, logins=args.registrations, window=args.window,
