@@ -51,7 +51,7 @@ __all__ = ["ENDED_ACCEPTED", "ENDED_COMPLETED", "ENDED_CONFIRMED", "ClientTx", "
            "ProxyStats", "ServerTx", "TransactionSide", "answer_bytes", "forwarded_request", "mark_received",
            "marked_via", "marked_vias", "trying_bytes"]
 
-log = logging.getLogger("server.proxy")
+log: Final = logging.getLogger("server.proxy")
 
 
 Out = list[tuple[bytes, Address]]
@@ -61,26 +61,26 @@ I = Input  # short alias, as in the SDK's tables
 # The states and timers as module globals (server/proxy.py reads them from here too): in CPython 3.11
 # ``TransactionState.PROCEEDING`` goes through EnumType.__getattr__'s hook (some 30 times the cost of a global),
 # and a call reads them some 40 times in the two modules.
-_ACCEPTED = S.ACCEPTED
-_CALLING = S.CALLING
-_COMPLETED = S.COMPLETED
-_CONFIRMED = S.CONFIRMED
-_PROCEEDING = S.PROCEEDING
-_TERMINATED = S.TERMINATED
-_TRYING = S.TRYING
-_TIMER_A = I.TIMER_A
-_TIMER_B = I.TIMER_B
-_TIMER_C = I.TIMER_C
-_TIMER_D = I.TIMER_D
-_TIMER_E = I.TIMER_E
-_TIMER_F = I.TIMER_F
-_TIMER_G = I.TIMER_G
-_TIMER_H = I.TIMER_H
-_TIMER_I = I.TIMER_I
-_TIMER_J = I.TIMER_J
-_TIMER_K = I.TIMER_K
-_TIMER_L = I.TIMER_L
-_TIMER_M = I.TIMER_M
+_ACCEPTED: Final = S.ACCEPTED
+_CALLING: Final = S.CALLING
+_COMPLETED: Final = S.COMPLETED
+_CONFIRMED: Final = S.CONFIRMED
+_PROCEEDING: Final = S.PROCEEDING
+_TERMINATED: Final = S.TERMINATED
+_TRYING: Final = S.TRYING
+_TIMER_A: Final = I.TIMER_A
+_TIMER_B: Final = I.TIMER_B
+_TIMER_C: Final = I.TIMER_C
+_TIMER_D: Final = I.TIMER_D
+_TIMER_E: Final = I.TIMER_E
+_TIMER_F: Final = I.TIMER_F
+_TIMER_G: Final = I.TIMER_G
+_TIMER_H: Final = I.TIMER_H
+_TIMER_I: Final = I.TIMER_I
+_TIMER_J: Final = I.TIMER_J
+_TIMER_K: Final = I.TIMER_K
+_TIMER_L: Final = I.TIMER_L
+_TIMER_M: Final = I.TIMER_M
 
 
 class ServerTx(Timed):
@@ -199,9 +199,9 @@ class ClientTx(Timed):
 
 #: What an ended transaction is: a non-INVITE's Completed (its final answers a retransmitted request; a client
 #: INVITE's Completed keeps the ACK of the non-2xx instead), an INVITE's Accepted or Confirmed.
-ENDED_COMPLETED = 0
-ENDED_ACCEPTED = 1
-ENDED_CONFIRMED = 2
+ENDED_COMPLETED: Final = 0
+ENDED_ACCEPTED: Final = 1
+ENDED_CONFIRMED: Final = 2
 
 #: An ended server transaction: (kind, deadline, source host, source port, the final answering a retransmission
 #: or None). Flat: a tuple is untracked by a collection only once what it holds is, which may take a collection
@@ -220,7 +220,7 @@ EndedClient = tuple[Any, ...]
 _CALL_FIELDS = tuple(f.name for f in fields(CallInfo) if f.name not in ("invite", "offer"))
 #: CallInfo's fields but ``invite`` (gone from the final response on) and ``offer`` (kept beside, not copied), as
 #: one tuple.
-_call_values = attrgetter(*_CALL_FIELDS)
+_call_values: Final = attrgetter(*_CALL_FIELDS)
 #: Written in an Accepted INVITE's flattened facts before the host and port of a policy fact that is an address.
 _ADDRESS: Final = object()
 
@@ -244,8 +244,10 @@ def _accepted_flat(ctx: ClientTx, tx: ServerTx) -> list[Any] | None:
         flat.append(-1)
     else:
         flat.append(len(caller))
+        # (appended one by one: ``flat += (host, port)`` made a tuple to concatenate, some 200 instructions each)
         for host, port in caller:
-            flat += (host, port)
+            flat.append(host)
+            flat.append(port)
     call = tx.call
     if call is None:
         flat.append(False)
@@ -254,14 +256,17 @@ def _accepted_flat(ctx: ClientTx, tx: ServerTx) -> list[Any] | None:
         for value in _call_values(call):
             if type(value) is tuple:  # (an address: the only tuples of CallInfo's)
                 host, port = value
-                flat += (_ADDRESS, host, port)
+                flat.append(_ADDRESS)
+                flat.append(host)
+                flat.append(port)
             else:
                 flat.append(value)
     added = ctx.added_2xx_headers
     flat.append(0 if added is None else len(added))
     if added is not None:
         for tag, extra in added.items():
-            flat += (tag, len(extra))
+            flat.append(tag)
+            flat.append(len(extra))
             # (each pair read as an object: a compiled unpacking of a tuple[str, str] would raise on another type)
             for pair in cast("list[object]", extra):
                 if type(pair) is not tuple:
@@ -269,7 +274,8 @@ def _accepted_flat(ctx: ClientTx, tx: ServerTx) -> list[Any] | None:
                 item = cast("tuple[object, ...]", pair)
                 if len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
                     return None
-                flat += item
+                flat.append(item[0])
+                flat.append(item[1])
     return flat
 
 
@@ -327,7 +333,7 @@ class ProxyStats:
     sessions_ended: int = 0
 
 
-sessions = logging.getLogger("server.sessions")
+sessions: Final = logging.getLogger("server.sessions")
 #: logging's own memo of whether ``sessions`` logs a level (level -> bool), which logging empties whenever a level
 #: changes anywhere (``setLevel``, ``logging.disable``; the control's log-level, a reload): read natively by
 #: :func:`_sessions_info` where ``isEnabledFor`` is a call into the interpreter (a call's 2xx and BYE each). Another
@@ -534,7 +540,7 @@ def marked_via_generally(via: Via, text: str, source: Address) -> str:
 #: Timers that end a server transaction (RFC 3261 17.2.1, 17.2.2; RFC 6026 Timer L).
 _SERVER_ENDS = frozenset({_TIMER_H, _TIMER_I, _TIMER_J, _TIMER_L})
 #: States of an INVITE client transaction that may still send a CANCEL (section 9.1) or the ACK of a non-2xx.
-_INVITE_PENDING = (_CALLING, _PROCEEDING)
+_INVITE_PENDING: Final = (_CALLING, _PROCEEDING)
 
 
 def log_names(tx: ServerTx) -> tuple[str, str, str]:

@@ -9,6 +9,7 @@ session allows, since no reservation can fix that. The first rule that fails nam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from .config import AccessNetwork, PolicyConfig, QosClass
 from .model import AppSession, Deny, Grant, MediaComponent, Resource
@@ -28,15 +29,20 @@ class NetworkUsage:
 
     def add(self, demand: dict[str, tuple[int, int]], sign: int = 1) -> None:
         self.sessions += sign
+        class_up = self.class_uplink_kbps
+        class_down = self.class_downlink_kbps
         for cls, (up, down) in demand.items():
             self.uplink_kbps += sign * up
             self.downlink_kbps += sign * down
-            self.class_uplink_kbps[cls] = self.class_uplink_kbps.get(cls, 0) + sign * up
-            self.class_downlink_kbps[cls] = self.class_downlink_kbps.get(cls, 0) + sign * down
+            new_up = class_up.get(cls, 0) + sign * up
+            new_down = class_down.get(cls, 0) + sign * down
             # Drop zero entries so an idle network compares equal to a fresh one (the leak test relies on it).
-            if self.class_uplink_kbps[cls] == 0 and self.class_downlink_kbps[cls] == 0:
-                del self.class_uplink_kbps[cls]
-                del self.class_downlink_kbps[cls]
+            if new_up == 0 and new_down == 0:
+                class_up.pop(cls, None)
+                class_down.pop(cls, None)
+            else:
+                class_up[cls] = new_up
+                class_down[cls] = new_down
 
     def is_idle(self) -> bool:
         return self.sessions == 0 and self.uplink_kbps == 0 and self.downlink_kbps == 0
@@ -98,10 +104,10 @@ class _Asked:
 
 #: (config, components, what admission reads from them) by id(components); the entry keeps both alive, so an id
 #: is not reused while its entry lives. Emptied when full.
-_asked: dict[int, tuple[PolicyConfig, tuple[MediaComponent, ...], _Asked]] = {}
-ASKED_MAX = 256
+_asked: Final[dict[int, tuple[PolicyConfig, tuple[MediaComponent, ...], _Asked]]] = {}
+ASKED_MAX: Final = 256
 #: Grants kept per components tuple (networks x latency budgets).
-GRANTS_MAX = 64
+GRANTS_MAX: Final = 64
 
 
 def _asked_of(config: PolicyConfig, components: tuple[MediaComponent, ...]) -> _Asked:

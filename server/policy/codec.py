@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from gamesdk.errors import RemoteProtocolError
 
@@ -332,12 +332,22 @@ def time_text(value: float) -> str:
         units = int((value - whole) * 4194304.0)  # exact: the fraction is a multiple of 2**-22 below 1
         if not units:
             return f"{whole}.0"
+        global _last_fraction
+        last = _last_fraction  # (one read: another thread may replace it)
+        if units == last[0]:
+            return f"{whole}.{last[1]}"
         # units * 5**22 (at most 22 digits) in two parts that stay under 2**63: 5**22 = 23841857 * 10**8 + 91015625.
         low = units * 91015625
         high = units * 23841857 + low // 100000000
         digits = f"{str(high + 100000000000000)[1:]}{str(low % 100000000 + 100000000)[1:]}".rstrip("0")
+        _last_fraction = (units, digits)
         return f"{whole}.{digits}"
     return repr(value)
+
+
+#: The last fraction :func:`time_text` wrote out, as (its units of 2**-22, its digits): a row's two times (the 2xx's
+#: wall time and its deadline, whole seconds later) have the same one, whose digits were half a time's text.
+_last_fraction: tuple[int, str] = (0, "")
 
 
 #: The last row's two float times (t2xx, deadline) and their text: a call's two sides share them (one wall time),
@@ -349,7 +359,7 @@ _last_times: tuple[float, float, str] = (math.nan, math.nan, "")
 #: The JSON text of the string values rows repeat (the side, the state, a player's AOR and address, the other
 #: player's, the network, the class, the game's format and qos text: a few per player and game), by value: one
 #: lookup instead of an escape pass each. Only short values are kept; emptied when full.
-_texts: dict[str, str] = {}
+_texts: Final[dict[str, str]] = {}
 TEXTS_MAX = 4096
 TEXT_MAX_CHARS = 256
 
@@ -370,8 +380,8 @@ _last_head: tuple[str, str, str, str] = ("", "", "", '"callId":"","fromTag":"","
 
 def _plain_text(value: str) -> str:
     """``encode_basestring_ascii(value)`` (raises TypeError for a value that is no str), written without its escape
-    pass for an ASCII letters-and-digits text (a row's token and record id: hex, new in every row), which has
-    nothing to escape."""
+    pass for an ASCII letters-and-digits text, which has nothing to escape: the rule by which
+    :func:`reservation_json_text` quotes a row's token and record id (hex, new in every row) as they are."""
     if type(value) is str and value.isascii() and value.isalnum():
         return f'"{value}"'
     return encode_basestring_ascii(value)
@@ -394,10 +404,10 @@ def _head_text(call_id: str, from_tag: str, to_tag: str) -> str:
 #: game: the same in every call of that player and game) and of its grant from ``"network"`` to ``"latency"``, by
 #: their values (the components by the tuple's identity, held by the entry): one lookup instead of a text per
 #: field. Only texts of at most ROW_PART_MAX_CHARS are kept; emptied when full.
-_request_texts: dict[tuple[object, ...], tuple[tuple[MediaComponent, ...], str]] = {}
-_grant_texts: dict[tuple[object, ...], str] = {}
-ROW_PARTS_MAX = 1024
-ROW_PART_MAX_CHARS = 1024
+_request_texts: Final[dict[tuple[object, ...], tuple[tuple[MediaComponent, ...], str]]] = {}
+_grant_texts: Final[dict[tuple[object, ...], str]] = {}
+ROW_PARTS_MAX: Final = 1024
+ROW_PART_MAX_CHARS: Final = 1024
 
 
 def _request_text(req: AppSession, transit: int, peer_rtt: int) -> str:
@@ -480,15 +490,19 @@ def reservation_json_text(res: Reservation) -> str:
             times = f'"t2xx":{time_text(t_2xx)},"deadline":{time_text(deadline)}'
             if t_2xx and deadline:  # (0.0 == -0.0, but their texts differ: never kept)
                 _last_times = (t_2xx, deadline, times)
+    record_id = res.record_id
+    # The token and the record id are hex (the policy's tokens): ASCII letters and digits, nothing to escape, quoted
+    # as they are; any other text takes the per-value path.
     if (type(transit) is int and type(peer_rtt) is int and type(expires) is int and type(interims) is int
             and type(priority) is int and type(up) is int and type(down) is int and type(latency) is int
-            and times and t_confirm is None and t_refresh is None and token is not None):
+            and times and t_confirm is None and t_refresh is None and type(token) is str and type(record_id) is str
+            and token.isascii() and token.isalnum() and record_id.isascii() and record_id.isalnum()):
         try:
             return (f'{{"request":{{{_head_text(req.call_id, req.from_tag, req.to_tag)},'
-                    f'{_request_text(req, transit, peer_rtt)}}},"grant":{{"granted":true,"token":{_plain_text(token)},'
+                    f'{_request_text(req, transit, peer_rtt)}}},"grant":{{"granted":true,"token":"{token}",'
                     f'{_grant_text(grant.network, grant.qos_class, priority, up, down, latency)}}},'
                     f'"state":{_state_text(res.state)},{times},"tConfirm":null,"tLastRefresh":null,'
-                    f'"expires":{expires},"interims":{interims},"recordId":{_plain_text(res.record_id)}}}')
+                    f'"expires":{expires},"interims":{interims},"recordId":"{record_id}"}}')
         except TypeError:
             pass  # a text field that is not a str (None): the per-value path writes it as json does
     return (
@@ -503,7 +517,7 @@ def reservation_json_text(res: Reservation) -> str:
         f'"state":{_text(res.state.value)},"t2xx":{_number(t_2xx)},"deadline":{_number(deadline)},'
         f'"tConfirm":{_number(t_confirm)},"tLastRefresh":{_number(t_refresh)},'
         f'"expires":{_number(expires)},"interims":{_number(interims)},'
-        f'"recordId":{_text(res.record_id)}}}'
+        f'"recordId":{_text(record_id)}}}'
     )
 
 

@@ -27,7 +27,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from server.billing.model import BillingEvent, BillingRecord, BillingSink, EventKind
 
@@ -56,7 +56,7 @@ from .model import (
 
 __all__ = ["FINAL_BATCH_ROWS", "FinalBatch", "LedgerUnavailable", "NetworkCapacity", "PolicyServer", "ReservationStore", "hex_token_factory"]
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 
 class ReservationStore(Protocol):
@@ -115,13 +115,13 @@ class _Pending:
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 5.0
 #: How long a used key (ended or refused) and an INVITE's first To-tag are remembered, and how many at most.
-USED_KEY_TTL_S = 300.0
+USED_KEY_TTL_S: Final = 300.0
 USED_KEY_MAX = 65536
 #: Changes that may wait for the database before new sessions and PUBLISHes are refused (back-pressure).
 OUTBOX_MAX = 10000
 #: The state of a new reservation, read per FINAL from a module global (``ReservationState.RESERVED`` is a lookup on
 #: the enum class: its metaclass's, a Python call on CPython 3.11).
-_RESERVED = ReservationState.RESERVED
+_RESERVED: Final = ReservationState.RESERVED
 
 
 #: A used key's refusal, as :meth:`PolicyServer.final` answers it again: its network, the entry's deadline (the

@@ -42,7 +42,7 @@ import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from gamesdk.address import Address
 from gamesdk.errors import GameSdkError
@@ -77,19 +77,21 @@ from .queries import PolicyCall, answer_now, new_policy_call, policy_fault
 
 __all__ = ["ACCESS_RTT_HEADER", "RESERVATION_HEADER", "PolicyBackend", "RegionPolicyHooks"]
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
-ACCESS_RTT_HEADER = "P-Gamesdk-Access-Rtt"
+ACCESS_RTT_HEADER: Final = "P-Gamesdk-Access-Rtt"
 #: Read by the SDK next to the tokens (gamesdk.session.requests.RESERVATION_HEADER).
-RESERVATION_HEADER = "P-Gamesdk-Reservation"
-_SDP = "application/sdp"
+RESERVATION_HEADER: Final = "P-Gamesdk-Reservation"
+_SDP: Final = "application/sdp"
 #: Offers whose terms are kept between the INVITE and its 2xx (bounded; the oldest go first).
 OFFER_CACHE_MAX = 4096
 OFFER_CACHE_TTL_S = 32.0
 #: Requests' parts kept per terms (a few games' texts in practice; emptied when full).
-DEMAND_CACHE_MAX = 256
+DEMAND_CACHE_MAX: Final = 256
+#: Reservation header values kept (a few networks and games' rates in practice; emptied when full).
+RESERVATION_VALUES_MAX: Final = 256
 #: An event older than this on the driver's clock is not a loop time (see ``RegionPolicyHooks._wall_at``).
-MAX_EVENT_AGE_S = 60.0
+MAX_EVENT_AGE_S: Final = 60.0
 #: Retry-After of a PUBLISH the policy could not record (RFC 3261 21.5.4): short, the fault is usually brief.
 PUBLISH_RETRY_AFTER_S = 1
 
@@ -100,10 +102,10 @@ _ADMITTED = InviteVerdict()
 _CachedOffer = tuple[bytes, str | None, SessionTerms | None, float]
 #: Enum members read per call from module globals: ``Role.OFFER`` and ``QosSide.CALLER`` are attribute lookups on the
 #: enum class (its metaclass's, some 500 instructions each on CPython 3.11).
-_OFFER = Role.OFFER
-_ANSWER = Role.ANSWER
-_CALLER = QosSide.CALLER
-_CALLEE = QosSide.CALLEE
+_OFFER: Final = Role.OFFER
+_ANSWER: Final = Role.ANSWER
+_CALLER: Final = QosSide.CALLER
+_CALLEE: Final = QosSide.CALLEE
 
 
 class PolicyThread(Protocol):
@@ -214,6 +216,8 @@ class RegionPolicyHooks:
         # (id(offer terms), id(answer terms), caller's side or not) -> (offer terms, answer terms, what a request
         # takes from them). (A bool, not the side: an Enum's hash is a Python call, two per request.)
         self._demands: dict[tuple[int, int, bool], tuple[SessionTerms, SessionTerms | None, DemandParts]] = {}
+        # (network, uplink, downlink) -> (domain, the reservation header's value): :meth:`_reservation_value`.
+        self._reservation_values: dict[tuple[str, int, int], tuple[str, str]] = {}
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -323,6 +327,20 @@ class RegionPolicyHooks:
                 wall -= waited
         return wall
 
+    def _reservation_value(self, grant: Grant) -> str:
+        """The ``P-Gamesdk-Reservation`` value of ``grant``: the same text for every grant of a network and a game's
+        rates (both sides of a call, call after call), kept by those values (bounded)."""
+        key = (grant.network, grant.uplink_kbps, grant.downlink_kbps)
+        kept = self._reservation_values.get(key)
+        domain = self.domain
+        if kept is not None and kept[0] == domain:
+            return kept[1]
+        value = f"{domain};network={grant.network};up={grant.uplink_kbps};down={grant.downlink_kbps}"
+        if len(self._reservation_values) >= RESERVATION_VALUES_MAX:
+            self._reservation_values.clear()
+        self._reservation_values[key] = (domain, value)
+        return value
+
     def _warning(self, deny: Deny) -> tuple[str, str]:
         return ("Warning", deny.warning_value(self.domain))
 
@@ -413,8 +431,7 @@ class RegionPolicyHooks:
             for decision in results:
                 if isinstance(decision, Grant):
                     headers.append(("P-Media-Authorization", decision.token or ""))
-                    headers.append((RESERVATION_HEADER, (f"{self.domain};network={decision.network};"
-                                                        f"up={decision.uplink_kbps};down={decision.downlink_kbps}")))
+                    headers.append((RESERVATION_HEADER, self._reservation_value(decision)))
                 elif isinstance(decision, Deny):
                     log.info("2xx of %s: reservation refused: %s", call.call_id, decision.reason)
                     headers.append(self._warning(decision))
@@ -473,8 +490,7 @@ class RegionPolicyHooks:
                     # reserved: the headers this region adds to the 2xx travel on to the caller only.
                     grant = held.grant
                     headers.append(("P-Media-Authorization", grant.token or ""))
-                    headers.append((RESERVATION_HEADER, (f"{self.domain};network={grant.network};"
-                                                        f"up={grant.uplink_kbps};down={grant.downlink_kbps}")))
+                    headers.append((RESERVATION_HEADER, self._reservation_value(grant)))
             return response_for(request, result.status, result.reason, to_tag=self._tag(), extra=headers)
 
         if not ops:

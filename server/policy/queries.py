@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from server.hooks import QueryAnswer
 
@@ -35,7 +35,7 @@ from .model import (
 
 __all__ = ["PolicyCall", "SyncBackend", "answer_now", "new_policy_call", "policy_fault"]
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 CallKind = Literal["preliminary", "final", "apply", "release_player"]
 
@@ -95,9 +95,9 @@ def _check_failed(request: AppSession, exc: Exception) -> Decision:
     return policy_fault()
 
 
-_new_object = object.__new__
-_set_results: Callable[[QueryAnswer, tuple[object, ...]], None] = vars(QueryAnswer)["results"].__set__
-_set_error: Callable[[QueryAnswer, str | None], None] = vars(QueryAnswer)["error"].__set__
+_new_object: Final = object.__new__
+_set_results: Final[Callable[[QueryAnswer, tuple[object, ...]], None]] = vars(QueryAnswer)["results"].__set__
+_set_error: Final[Callable[[QueryAnswer, str | None], None]] = vars(QueryAnswer)["error"].__set__
 
 
 def _answer(results: list[object], error: str | None) -> QueryAnswer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from typing import Final
 
 from gamesdk.errors import RemoteProtocolError
 from server.db import migrate, open_region_db
@@ -22,21 +23,21 @@ __all__ = ["SqliteReservationStore", "open_region_db"]
 
 log = logging.getLogger(__name__)
 
-_WRITE = ("INSERT OR REPLACE INTO policy_reservations"
+_WRITE: Final = ("INSERT OR REPLACE INTO policy_reservations"
           " (call_id, to_tag, side, player, network, state, deadline, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-_WRITE_HEAD = _WRITE[:_WRITE.index(" VALUES ") + len(" VALUES ")]
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_WRITE_HEAD: Final = _WRITE[:_WRITE.index(" VALUES ") + len(" VALUES ")]
+_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?)"
 #: Rows one :meth:`SqliteReservationStore.write_many` statement writes, at most (8 parameters each: far below
 #: SQLite's limit on a statement's parameters); the distinct statements stay few for the statement cache.
-WRITE_MANY_MAX = 64
+WRITE_MANY_MAX: Final = 64
 #: The statement of each row count write_many takes, made once (the text was joined and hashed again for the
 #: statement cache on every call).
-_WRITE_MANY = [""] + [_WRITE_HEAD + ", ".join([_ROW] * n) for n in range(1, WRITE_MANY_MAX + 1)]
+_WRITE_MANY: Final = [""] + [_WRITE_HEAD + ", ".join([_ROW] * n) for n in range(1, WRITE_MANY_MAX + 1)]
 #: A call's two rows (its two sides: one Call-ID, To-tag, state and deadline), those four values bound once: 12
 #: parameters instead of 16 (SQLite's binding was some 800 instructions a value). The same rows as
 #: ``_WRITE_MANY[2]`` writes (tests/policy/test_store.py).
-_WRITE_PAIR = (_WRITE_HEAD + "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8), (?1, ?2, ?9, ?10, ?11, ?6, ?7, ?12)")
-_REMOVE = "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?"
+_WRITE_PAIR: Final = (_WRITE_HEAD + "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8), (?1, ?2, ?9, ?10, ?11, ?6, ?7, ?12)")
+_REMOVE: Final = "DELETE FROM policy_reservations WHERE call_id = ? AND to_tag = ? AND side = ?"
 
 
 class SqliteReservationStore:

@@ -209,3 +209,20 @@ def test_requests_built_from_kept_terms_are_the_bridges(hooks: RegionPolicyHooks
             player_ip="10.2.0.7" if caller else "10.2.0.9", peer_access_rtt_ms=n)
         assert hooks._request(info, offer, theirs, side, f"t{n}", n) == expected
     assert len(hooks._demands) == 5  # one entry per (offer, answer, side) seen
+
+
+def test_a_reservation_value_kept_is_the_grants_own(hooks: RegionPolicyHooks) -> None:
+    """The reservation header's value is kept per network and rates: another grant, or the same under another
+    domain, gets its own text."""
+    from server.policy.model import Grant
+
+    def grant(network: str, up: int, down: int) -> Grant:
+        return Grant(token="t", network=network, qos_class="action", priority=1, uplink_kbps=up, downlink_kbps=down,
+                     latency_ms=20)
+
+    assert hooks._reservation_value(grant("eu-fibre", 64, 64)) == "eu.example;network=eu-fibre;up=64;down=64"
+    assert hooks._reservation_value(grant("eu-fibre", 64, 32)) == "eu.example;network=eu-fibre;up=64;down=32"
+    assert hooks._reservation_value(grant("eu-dsl", 64, 64)) == "eu.example;network=eu-dsl;up=64;down=64"
+    assert hooks._reservation_value(grant("eu-fibre", 64, 64)) == "eu.example;network=eu-fibre;up=64;down=64"
+    hooks.domain = "eu2.example"
+    assert hooks._reservation_value(grant("eu-fibre", 64, 64)) == "eu2.example;network=eu-fibre;up=64;down=64"

@@ -184,6 +184,18 @@ def test_a_time_is_written_as_a_number_that_reads_back_as_it(value: float) -> No
         assert text == repr(value)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(2**30, 2**33), st.sampled_from([0.0, 0.25, 0.1, 0.7, 2.0**-22, 0.5 - 2.0**-22])),
+                min_size=2, max_size=6))
+def test_times_in_a_row_are_each_their_own_number(times: list[tuple[int, float]]) -> None:
+    """time_text keeps the last fraction's digits for the next time with the same one (a row's deadline, whole
+    seconds after its wall time): times one after the other, sharing fractions or not, each read back as itself."""
+    for whole, fraction in times:
+        for value in (whole + fraction, whole + 32 + fraction):
+            text = time_text(value)
+            assert float(text) == value and text == time_text(value)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(min_value=1.0e9, max_value=1.0e10), st.sampled_from([0.0, 32.0, 0.1, 1e-6]))
 def test_a_row_with_wall_times_reads_back_as_the_generic_encoders(wall: float, confirm_s: float) -> None:
