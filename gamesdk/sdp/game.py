@@ -582,7 +582,10 @@ def _shaped_game_terms(shaped: re.Match[str], text: str, role: Role | None) -> S
     by the pattern only in a shape that reader accepts."""
     # (All its groups at once, in the pattern's order: by name, each would be a lookup in its group index.)
     (session_c, port, media_c, game, sid) = shaped.groups()
-    if ((session_c is None and media_c is None) or not 1 <= int(port) <= 65_535
+    # (the port as a str, which the pattern's group always is: compiled, int() of a str is a native call, of an
+    # object a call through the interpreter)
+    port_text: str = port
+    if ((session_c is None and media_c is None) or not 1 <= int(port_text) <= 65_535
             or (session_c is not None and _kept_connection(session_c) is None)
             or (media_c is not None and _kept_connection(media_c) is None) or not _canonical_u32_digits(sid)):
         return None

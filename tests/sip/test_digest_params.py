@@ -107,8 +107,9 @@ def test_a_space_other_than_the_ascii_one_is_whitespace_as_before() -> None:
         assert outcome(parse_auth_params_untrusted, value) == outcome(reference, value)
 
 
-# The credentials' twin (digest._usual_credentials_params): on the usual shapes it gives the general parser's
-# params, and on anything else None (the general way then answers, or raises its error).
+# The credentials' twin (digest._usual_credentials): on the usual shapes it gives the credentials of the general
+# way (the params of the general parser), and on anything else None (the general way then answers, or raises its
+# error).
 cred_names = st.sampled_from(["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "cnonce", "nc",
                               "opaque", "Username", "stale", "x"])
 cred_quoted = st.text(alphabet=',=ab "\\\t\u00a0', max_size=8).map(lambda s: f'"{s}"')
@@ -121,19 +122,62 @@ credentials_mangled = st.builds(
     credentials, st.integers(0, 200), st.text(alphabet='",= \\a\t', max_size=3), st.integers(0, 3))
 
 
-def _twin_holds(value: str) -> bool:
-    from gamesdk.sip.digest import _usual_credentials_params
+# Whole credentials (the required params, qop, cnonce and nc, some optional ones) in any order, with counts and
+# qops the twin takes and ones it leaves to the general way, and the same mangled.
+plain_quoted = st.text(alphabet="ab=:@.", max_size=6).map(lambda s: f'"{s}"')
 
-    fast = _usual_credentials_params(value)
+
+def whole_of(value: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Whole credentials with ``value`` for the free-text params."""
+    params = st.builds(
+        lambda required, optional, order: [f"{n}={v}" for n, v in sorted([*required.items(), *optional.items()],
+                                                                        key=lambda item: order.index(item[0]))],
+        st.fixed_dictionaries({n: value for n in ("username", "realm", "nonce", "uri", "response", "cnonce")}
+                              | {"qop": st.sampled_from(["auth", "AUTH", '"auth"', "auth-int"]),
+                                 "nc": st.sampled_from(["00000001", "0000000A", "0000000f", "00000010", "ffffffff",
+                                                        "0000001", "0000000g", '"00000001"', "+0000001"])}),
+        st.fixed_dictionaries({}, optional={"algorithm": st.sampled_from(["MD5", "md5", "SHA-256", "x"]),
+                                            "opaque": value, "stale": tokens}),
+        st.permutations(["username", "realm", "nonce", "uri", "response", "cnonce", "qop", "nc", "algorithm",
+                         "opaque", "stale"]))
+    return st.builds(lambda scheme, sep, ps: f"{scheme} {sep.join(ps)}", st.sampled_from(["Digest", "Digest", "digest"]),
+                     st.sampled_from([",", ", ", ", ", " ,"]), params)
+
+
+whole = whole_of(st.one_of(tokens, plain_quoted))
+# (quoted values with commas, spaces, escapes, tabs, no-break spaces)
+whole_quoted = whole_of(st.one_of(tokens, plain_quoted, cred_quoted))
+whole_mangled = st.builds(lambda v, i, junk, cut: (v[:i % (len(v) + 1)] + junk + v[i % (len(v) + 1) + cut:]),
+                          whole, st.integers(0, 300), st.text(alphabet='",= \\a\t', max_size=3), st.integers(0, 3))
+
+
+def _twin_holds(value: str) -> bool:
+    from gamesdk.sip.digest import _general_credentials, _usual_credentials
+
+    fast = _usual_credentials(value)
     if fast is not None:
-        assert outcome(parse_auth_params_untrusted, value) == ("Digest", fast)
+        assert outcome(_general_credentials, value) == fast
+        assert type(fast.nc) is int
     return fast is not None
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.one_of(credentials, credentials_mangled))
-def test_the_credentials_twin_gives_the_general_params_or_steps_aside(value: str) -> None:
+@given(st.one_of(credentials, credentials_mangled, whole, whole_mangled, whole_quoted))
+def test_the_credentials_twin_gives_the_general_credentials_or_steps_aside(value: str) -> None:
     _twin_holds(value)
+
+
+def test_the_whole_credentials_strategy_reaches_the_twin() -> None:
+    # (so that the test above holds the twin's answers, not only its stepping aside)
+    taken: list[bool] = []
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(whole)
+    def run(value: str) -> None:
+        taken.append(_twin_holds(value))
+
+    run()
+    assert sum(taken) > 15  # (some 50 of 300 expected)
 
 
 def test_the_credentials_twin_takes_what_clients_send() -> None:
@@ -143,9 +187,13 @@ def test_the_credentials_twin_takes_what_clients_send() -> None:
             'uri="sip:eu.gamesdk.test",nonce="AAAA_b-c",response="0123456789abcdef",algorithm=MD5')
     sdk = Credentials(username="p", realm="r", nonce="n", uri="sip:x@r;transport=udp", response="ab", cnonce="c",
                       nc=3, opaque="o").to_header_value()
-    for value in (sipp, sdk, 'Digest username="",realm="r",nonce="a=b",uri="u",response=x'):
+    base = 'Digest username="u",realm="r",nonce="n",uri="sip:x",response="ab",qop=auth,cnonce="c",nc=00000001'
+    for value in (sipp, sdk, 'Digest username="",realm="r",nonce="a=b",uri="u",response=x,qop=auth,cnonce="",nc=0000000a',
+                  base):
         assert _twin_holds(value), value
-    for value in ('Digest username="a,b",realm="r"', 'Digest username="a, b",realm="r"', 'Digest realm="r",',
-                  'Digest realm="r",realm="r"', 'Digest Realm="r"', 'Digest  realm="r"', 'Digest realm="r\\"x"',
-                  'Digest realm=r\u00a0', 'Digest realm="r" ,nonce=n', 'digest realm="r"', 'Digest realm="r"x"'):
+    for value in (base.replace('"u"', '"a,b"'), base.replace('"u"', '"a, b"'), base + ",", base + ',realm="r"',
+                  base.replace("realm", "Realm"), base.replace("Digest ", "Digest  "), base.replace('"r"', '"r\\"x"'),
+                  base.replace('"r"', "r\u00a0"), base.replace('"r",', '"r" ,'), base.replace("Digest", "digest"),
+                  base.replace('"r"', '"r"x"'), base.replace(",qop=auth", ""), base.replace("00000001", "0000001g"),
+                  base.replace(",cnonce=\"c\"", ""), base + ",stale=true"):
         assert not _twin_holds(value), value
