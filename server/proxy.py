@@ -25,7 +25,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from gamesdk.address import Address
 from gamesdk.errors import RemoteProtocolError
@@ -76,13 +76,13 @@ __all__ = ["ProxyCore", "ProxyStats", "Target", "mark_received"]
 log = logging.getLogger(__name__)
 
 #: How long in-dialog requests of a call set up here are relayed (a long game; the SDK never needs it).
-DIALOG_RELAY_S = 4 * 3600.0
+DIALOG_RELAY_S: Final = 4 * 3600.0
 #: At most this many such calls are remembered (the oldest are forgotten first).
-MAX_RELAYED_DIALOGS = 100_000
+MAX_RELAYED_DIALOGS: Final = 100_000
 
 #: At most this many in-dialog Request-URIs resolved to an address are remembered, each at most this long.
-_DIRECT_MAX = 4096
-_DIRECT_MAX_LEN = 512
+_DIRECT_MAX: Final = 4096
+_DIRECT_MAX_LEN: Final = 512
 
 #: Sends an answer to a source that has not authenticated (the node's rate limit and 3x rule):
 #: (data, addr, request size, now, out, delay) -> sent.
@@ -114,8 +114,8 @@ class DialogParties:
 
 #: Header lines a request from a player authenticated here loses when forwarded (server.splice names): the
 #: credentials for our realm (section 22.3), and for its INVITE an Identity of its own making (RFC 8224).
-_CREDENTIALS = (b"proxy-authorization",)
-_CREDENTIALS_AND_IDENTITY = (b"proxy-authorization", b"identity", b"y")
+_CREDENTIALS: Final = (b"proxy-authorization",)
+_CREDENTIALS_AND_IDENTITY: Final = (b"proxy-authorization", b"identity", b"y")
 
 #: Methods that never get a 407 (RFC 3261 section 22.1: ACK and CANCEL cannot be challenged).
 _NEVER_CHALLENGED = frozenset({"ACK", "CANCEL"})
@@ -202,12 +202,12 @@ def _contact_addr(uri: SipUri | None) -> Address | None:
 #: First Contact values of the everyday shape already read, to their address: a player's Contact is the same in
 #: each of its calls (its INVITE's or its 2xx's), and a hit saves the expression (~20k instructions). Bounded in
 #: entries and in the length of what it keeps (values come from the network).
-_CONTACT_ADDRS: dict[str, Address | None] = {}
-_CONTACT_ADDRS_MAX = 4096
-_CONTACT_MAX_LEN = 512
+_CONTACT_ADDRS: Final[dict[str, Address | None]] = {}
+_CONTACT_ADDRS_MAX: Final = 4096
+_CONTACT_MAX_LEN: Final = 512
 #: What ``_CONTACT_ADDRS.get`` gives for a value not read yet: no address has port -1. Compared by equality, not
 #: identity: the compiled build passes tuples as values, so the one it gets back is not this object.
-_NOT_READ: Address = ("", -1)
+_NOT_READ: Final[Address] = ("", -1)
 
 
 def first_contact_addr(message: Request | Response) -> Address | None:
@@ -256,7 +256,7 @@ def _party_of(source: Address, contact: Address | None) -> tuple[Address, ...]:
 
 
 #: BLAKE2s of 9 bytes, nothing hashed yet: each stateless ACK's branch hashes a copy of it.
-_ACK_BRANCH_HASH = hashlib.blake2s(digest_size=9)
+_ACK_BRANCH_HASH: Final = hashlib.blake2s(digest_size=9)
 
 
 def _stateless_ack_branch(incoming: str) -> str:

@@ -8,7 +8,7 @@ cache the result until the headers change, and raise ``RemoteProtocolError`` (40
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from gamesdk.errors import RemoteProtocolError
 from gamesdk.sip._grammar import is_digits
@@ -51,8 +51,8 @@ COMPACT_FORMS: dict[str, str] = {
     "y": "identity",
 }
 
-_KEY_CACHE: dict[str, str] = {}
-_KEY_CACHE_MAX = 512  # names come from the network: keep the cache bounded
+_KEY_CACHE: Final[dict[str, str]] = {}
+_KEY_CACHE_MAX: Final = 512  # names come from the network: keep the cache bounded
 
 
 def header_key(name: str) -> str:

@@ -31,7 +31,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from gamesdk.address import Address
 from gamesdk.errors import LocalProtocolError, RemoteProtocolError
@@ -291,7 +291,7 @@ class Timed:
 
 
 #: :attr:`Timed.heap_at` of a transaction with no entry in a heap.
-NO_ENTRY = float("inf")
+NO_ENTRY: Final = float("inf")
 
 _T = TypeVar("_T", bound=Timed)
 
@@ -385,7 +385,7 @@ class TimerHeap(Generic[_T]):
 # --- the state machine engine -----------------------------------------------------------------------------
 
 #: Timers that resend a message and double their interval (one at most runs in a transaction at a time).
-_RETRANSMIT_TIMERS = frozenset({Input.TIMER_A, Input.TIMER_E, Input.TIMER_G, Input.TIMER_2XX})
+_RETRANSMIT_TIMERS: Final = frozenset({Input.TIMER_A, Input.TIMER_E, Input.TIMER_G, Input.TIMER_2XX})
 
 #: An action run on a transition: ``action(transaction, now, message)``.
 Action = Callable[["Transaction", float, "Request | Response | None"], None]
