@@ -34,7 +34,7 @@ from gamesdk.ice.stun import binding_response, is_stun
 from gamesdk.identity import IdentitySigner
 from gamesdk.sip.dialog_info import DialogState, parse_dialog_info_untrusted
 from gamesdk.sip.headers import CSeq, Via, split_header_values
-from gamesdk.sip.ids import IdFactory, RandomIdFactory
+from gamesdk.sip.ids import IdFactory
 from gamesdk.sip.message import REASON_PHRASES, Request, Response, response_for
 from gamesdk.sip.parser import parse_message_untrusted, validate_untrusted
 from gamesdk.sip.pidf import PresenceStatus
@@ -49,6 +49,7 @@ from server.loglimit import clip
 from server.peer_notice import PeerNotices
 from server.presence import PresenceAgent
 from server.proxy import ALLOW, ProxyCore, _has_tag, _server_key, mark_received
+from server.random_pool import PooledIdFactory
 from server.ratelimit import SourceRateLimiter
 from server.refer import ReferAgent
 from server.registrar import Registrar
@@ -125,7 +126,7 @@ class RegionalServer:
         "branch"; without it each process makes its own."""
         self.config = config
         self.accounts = accounts
-        self.ids: IdFactory = ids or RandomIdFactory(random_bytes, call_id_host=config.domain)
+        self.ids: IdFactory = ids or PooledIdFactory(random_bytes, call_id_host=config.domain)
         self.hooks: PolicyHooks = hooks or NullPolicy()
         auth = config.auth
         limits = config.limits

@@ -1,19 +1,23 @@
 """server/random_pool: the system's random bytes read in chunks (:class:`RandomPool`).
 
 Compiled in the compiled build (setup.py MYPYC_MODULES): the policy draws four tokens a call on its 2xx, each a call
-into the interpreter (some 1,700 instructions) while this module was interpreted. Its classes are then native, which
+into the interpreter (some 1,700 instructions) while this module was interpreted, and the server's SIP identifiers
+(:class:`PooledIdFactory`: two To tags a login) are cut here. Its classes are then native, which
 take no weak references, so a forked child is told by a generation number (:data:`_forks`, counted up by the
 at-fork hook) that each pool compares with its own, not by a registry of the pools.
 """
 
 from __future__ import annotations
 
+import binascii
 import os
 import threading
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["RANDOM_POOL_BYTES", "HexTokens", "RandomPool"]
+from gamesdk.sip.ids import BRANCH_MAGIC_COOKIE
+
+__all__ = ["RANDOM_POOL_BYTES", "HexTokens", "PooledIdFactory", "RandomPool", "UrlTokens"]
 
 #: Bytes read from the system's random source at a time by :class:`RandomPool`.
 RANDOM_POOL_BYTES = 4096
@@ -63,29 +67,30 @@ class RandomPool:
                 self._generation = _forks[0]
 
 
-class HexTokens:
-    """Fresh tokens of ``nbytes`` random bytes as lower-case hex, as ``os.urandom(nbytes).hex()`` gives them (the
-    policy's ``P-Media-Authorization`` tokens and billing record ids, two per reservation): :data:`RANDOM_POOL_BYTES`
-    read at a time, made hex and cut into tokens at once, each handed out once. A token is one step of a list
-    iterator (atomic under the GIL: the loop and the policy's thread may share the tokens), not a pool's draw and
-    a ``hex()`` each; a forked child starts with none of its parent's."""
+class _Tokens:
+    """Fresh tokens, each handed out once: :meth:`_cut` makes a list of them at a time (from one read of the random
+    source), and a token is one step of a list iterator (atomic under the GIL: the loop and the policy's thread may
+    share the tokens), not a draw and an encoding each; a forked child starts with none of its parent's."""
 
-    def __init__(self, nbytes: int = 16, chunk: int = RANDOM_POOL_BYTES) -> None:
-        if not 0 < nbytes <= chunk:
-            raise ValueError(f"a token of {nbytes} bytes from chunks of {chunk}")
-        self._nbytes = nbytes
-        self._chunk = chunk - chunk % nbytes
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._next: Callable[[], str] = iter(()).__next__
         self._generation = _forks[0]
 
     def __call__(self) -> str:
+        return self.take()
+
+    def take(self) -> str:
+        """A fresh token (what calling the tokens gives; compiled, a native call from a compiled caller)."""
         if self._generation == _forks[0]:
             try:
                 return self._next()
             except StopIteration:
                 pass
         return self._refill()
+
+    def _cut(self) -> list[str]:
+        raise NotImplementedError
 
     def _refill(self) -> str:
         if self._generation != _forks[0]:
@@ -94,9 +99,7 @@ class HexTokens:
             try:
                 return self._next()  # another thread filled it meanwhile
             except StopIteration:
-                # (The chunk is whole tokens: hex() puts a space between every token's bytes and split() cuts
-                # there, both in C, where a comprehension of slices was some 1,200 instructions a token.)
-                tokens = iter(os.urandom(self._chunk).hex(" ", self._nbytes).split(" "))
+                tokens = iter(self._cut())
                 token = next(tokens)
                 self._next = tokens.__next__
                 return token
@@ -107,6 +110,76 @@ class HexTokens:
                 self._next = iter(()).__next__
                 self._lock = threading.Lock()
                 self._generation = _forks[0]
+
+
+class HexTokens(_Tokens):
+    """Fresh tokens of ``nbytes`` random bytes as lower-case hex, as ``os.urandom(nbytes).hex()`` gives them (the
+    policy's ``P-Media-Authorization`` tokens and billing record ids, two per reservation): :data:`RANDOM_POOL_BYTES`
+    read at a time, made hex and cut into tokens at once."""
+
+    def __init__(self, nbytes: int = 16, chunk: int = RANDOM_POOL_BYTES) -> None:
+        if not 0 < nbytes <= chunk:
+            raise ValueError(f"a token of {nbytes} bytes from chunks of {chunk}")
+        super().__init__()
+        self._nbytes = nbytes
+        self._chunk = chunk - chunk % nbytes
+
+    def _cut(self) -> list[str]:
+        # (The chunk is whole tokens: hex() puts a space between every token's bytes and split() cuts there, both
+        # in C, where a comprehension of slices was some 1,200 instructions a token.)
+        return os.urandom(self._chunk).hex(" ", self._nbytes).split(" ")
+
+
+_COOKIE: Final = BRANCH_MAGIC_COOKIE  # (bound here: compiled, a constant of this module is native)
+#: base64's two characters that are not token characters, to base64url's (RFC 4648 section 5).
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+class UrlTokens(_Tokens):
+    """Fresh tokens of ``nbytes`` bytes of ``random_bytes`` (a multiple of 3) as unpadded base64url, the SIP
+    identifiers :class:`gamesdk.sip.ids.RandomIdFactory` makes of such bytes: a chunk read at a time, encoded at
+    once and cut every ``nbytes * 4 // 3`` characters (base64 encodes 3 bytes as 4 characters, so a token's
+    characters are its own bytes' alone)."""
+
+    def __init__(self, random_bytes: Callable[[int], bytes], nbytes: int, chunk: int = RANDOM_POOL_BYTES) -> None:
+        if not 0 < nbytes <= chunk or nbytes % 3:
+            raise ValueError(f"a token of {nbytes} bytes (a multiple of 3) from chunks of {chunk}")
+        super().__init__()
+        self._random_bytes = random_bytes
+        self._chunk = chunk - chunk % nbytes
+        self._width = nbytes // 3 * 4
+
+    def _cut(self) -> list[str]:
+        text = binascii.b2a_base64(self._random_bytes(self._chunk), newline=False).translate(_URLSAFE).decode()
+        width = self._width
+        return [text[at:at + width] for at in range(0, len(text), width)]
+
+
+class PooledIdFactory:
+    """The server's SIP identifiers (an :class:`gamesdk.sip.ids.IdFactory`): the same values of the same random
+    source as :class:`gamesdk.sip.ids.RandomIdFactory`'s (a tag of 9 bytes, a branch and a cnonce of 12, a
+    Call-ID of 15, as base64url), cut from :class:`UrlTokens`. Compiled, a tag is a step of a list iterator where
+    the SDK's factory, interpreted, drew and encoded 9 bytes (some 4,000 instructions: two a login, the 401's
+    and the 200's To tag, and the 407's of a call)."""
+
+    def __init__(self, random_bytes: Callable[[int], bytes], call_id_host: str | None = None) -> None:
+        self.call_id_host = call_id_host
+        self._tags = UrlTokens(random_bytes, 9)
+        self._twelves = UrlTokens(random_bytes, 12)
+        self._call_ids = UrlTokens(random_bytes, 15)
+
+    def branch(self) -> str:
+        return _COOKIE + self._twelves.take()
+
+    def tag(self) -> str:
+        return self._tags.take()
+
+    def call_id(self) -> str:
+        value = self._call_ids.take()
+        return f"{value}@{self.call_id_host}" if self.call_id_host else value
+
+    def cnonce(self) -> str:
+        return self._twelves.take()
 
 
 def _forget_pools_in_child() -> None:

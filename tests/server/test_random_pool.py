@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,100 @@ def test_a_real_forked_child_draws_neither_its_parent_s_tokens_nor_bytes() -> No
         child = got.read().decode()
     assert os.waitpid(pid, 0)[1] == 0
     assert len(child) == 32 and child != tokens() + pool(8).hex()
+
+
+def test_pooled_ids_are_the_sdk_factory_s_ids_of_the_same_bytes() -> None:
+    # The same source bytes give the same identifiers as gamesdk.sip.ids.RandomIdFactory's, each kind from its
+    # own pool: one read of the source per chunk, then tokens cut in order.
+    from gamesdk.sip.ids import RandomIdFactory
+    from server.random_pool import PooledIdFactory
+
+    reads: list[int] = []
+    stream = os.urandom(20_000)
+
+    def counter() -> Callable[[int], bytes]:
+        at = [0]
+
+        def source(n: int) -> bytes:  # the stream's next n bytes
+            reads.append(n)
+            at[0] += n
+            return stream[at[0] - n:at[0]]
+        return source
+
+    pooled = PooledIdFactory(counter(), call_id_host="eu.example")
+    tags = [pooled.tag() for _ in range(500)]  # over a chunk's 455
+    assert reads == [4095, 4095]
+    sdk = RandomIdFactory(counter())
+    assert tags[:455] == [sdk.tag() for _ in range(455)]
+    reads.clear()
+    assert pooled.branch().startswith("z9hG4bK") and pooled.cnonce() and reads == [4092]
+    call_id = pooled.call_id()
+    assert reads == [4092, 4095] and call_id.endswith("@eu.example") and len(call_id) == 20 + len("@eu.example")
+    assert len(set(tags)) == 500 and all(len(t) == 12 and _is_token(t) for t in tags)
+    assert PooledIdFactory(counter()).call_id().count("@") == 0
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(c.isalnum() or c in "-_" for c in text)
+
+
+@pytest.mark.parametrize("nbytes", [3, 9, 12, 15])
+def test_url_tokens_are_whole_tokens_of_the_chunk_as_base64url(nbytes: int) -> None:
+    import base64
+
+    from server.random_pool import UrlTokens
+
+    chunks: list[bytes] = []
+
+    def source(n: int) -> bytes:
+        chunks.append(os.urandom(n))
+        return chunks[-1]
+
+    tokens = UrlTokens(source, nbytes, chunk=5 * nbytes - 1)  # four a read (the tail of no whole token unread)
+    drawn = [tokens() for _ in range(6)]
+    assert [len(c) for c in chunks] == [4 * nbytes, 4 * nbytes]
+    assert [base64.urlsafe_b64decode(t) for t in drawn] == [
+        c[at:at + nbytes] for c in (chunks[0], chunks[1][:2 * nbytes]) for at in range(0, len(c), nbytes)]
+    assert all(len(t) == nbytes // 3 * 4 and "=" not in t for t in drawn)
+    with pytest.raises(ValueError):
+        UrlTokens(source, 10)  # not a multiple of 3: the tokens would not be cut at a character
+
+
+def test_a_forked_child_does_not_hand_out_its_parent_s_url_tokens() -> None:
+    from server import random_pool
+
+    reads: list[int] = []
+
+    def source(n: int) -> bytes:
+        reads.append(n)
+        return os.urandom(n)
+
+    tokens = random_pool.UrlTokens(source, 9, chunk=90)
+    first = tokens()
+    random_pool._forget_pools_in_child()  # what os.register_at_fork runs in the child
+    assert tokens() != first and reads == [90, 90]
+
+
+def test_the_server_s_tags_come_from_a_pool(tmp_path: Path) -> None:
+    from server.node import RegionalServer
+    from server.random_pool import PooledIdFactory
+
+    reads: list[int] = []
+
+    def source(n: int) -> bytes:
+        reads.append(n)
+        return os.urandom(n)
+
+    config = dataclasses.replace(load_config(EXAMPLES / "eu.toml"), database=tmp_path / "eu.sqlite3")
+    node = RegionalServer(config, _NoAccounts(), random_bytes=source)
+    assert isinstance(node.ids, PooledIdFactory)
+    reads.clear()
+    assert len({node.ids.tag() for _ in range(100)}) == 100 and reads in ([], [4095])  # one read at most
+
+
+class _NoAccounts:
+    def ha1(self, name: str, algorithm: str) -> str | None:
+        return None
+
+    def exists(self, name: str) -> bool:
+        return False
