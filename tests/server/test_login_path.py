@@ -199,9 +199,18 @@ def test_the_readers_checks_take_what_their_expressions_take(user: str, host: st
     from server import splice
 
     tagged = re.compile(rf"<{splice._PLAYER_URI}>;tag={splice.TOKEN}")
+    # (the To's and the Contact's expressions as the shape had them before their readers)
+    to = re.compile(rf"<({splice._PLAYER_URI})>")
+    contact = re.compile(rf"<{splice._PLAYER_URI}(?:;transport=(?:udp|tcp|tls|UDP|TCP|TLS))?>(?:;expires=[0-9]{{1,9}})?")
     for value in (f"<sip:{user}@{host}>;tag={tag}", f"<sip:alice@{host}>;tag={tag}", raw, f"<{raw}>;tag={tag}"):
         for _ in range(2):  # and again, from the memo
             assert (splice._tagged_of(value) is not None) == (tagged.fullmatch(value) is not None), value
+    for value in (f"<sip:{user}@{host}>", f"<sip:alice@{host}>", f"<sip:{user}@{host}{tag}>", f"<{raw}>", raw,
+                  f"<sip:{user}@{host};transport={tag}>;expires={raw}", f"<sip:alice@{host};transport=udp>{raw}",
+                  f"<sip:{user}@{host};transport=tls>;expires=3600", f"<sip:{user}@{host}>;expires=0{tag}"):
+        for _ in range(2):
+            assert (splice._register_to_of(value) is not None) == (to.fullmatch(value) is not None), value
+            assert (splice._contact_of(value) is not None) == (contact.fullmatch(value) is not None), value
         if value.isascii():
             assert (splice._printable(value) is not None) == (splice._TEXT.fullmatch(value) is not None), value
 
