@@ -1082,14 +1082,8 @@ def read_ack(data: bytes) -> tuple[Via, str, int | None] | None:
     if via is None:
         return None
     lines = text.split("\r\n")
-    first = lines[0]
-    if first not in _ACK_STARTS:
-        if _ACK_START.fullmatch(first) is None:
-            return None
-        if len(first) <= _MEMO_ENTRY:
-            if len(_ACK_STARTS) >= _MEMO_MAX:
-                _ACK_STARTS.clear()
-            _ACK_STARTS.add(first)
+    if not _known(lines[0], _ACK_START, _ACK_STARTS):
+        return None
     del lines[0]
     read = _read_lines(lines, _ACK_LINES, _ACK_KNOWN, _ACK_UNIQUE)
     if read is None:
