@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +118,30 @@ def log_in(driver: Any, url: str, user: str, password: str, *, timeout: float = 
             "form.addEventListener('submit', e => { e.preventDefault(); setTimeout(() => form.submit(), arguments[1]); });",
             button, int(submit_late_s * 1000))
     button.click()
-    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(button))  # the login page is gone
+    WebDriverWait(driver, timeout).until(_gone(button))  # the login page is gone
     WebDriverWait(driver, timeout).until(expected_conditions.any_of(
         expected_conditions.presence_of_element_located((By.ID, "logout")),
         expected_conditions.presence_of_element_located((By.ID, "error"))))
+
+
+def _gone(element: Any) -> Callable[[Any], bool]:
+    """A wait condition: ``element``'s page has been replaced. Selenium's ``staleness_of`` expects the stale-element
+    error; chromedriver, asked while the next page is coming in, can answer instead that the node "does not belong
+    to the document" (an unknown error: seen once in CI), which says the same."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def check(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check
 
 
 def wait_for(driver: Any, css: str, timeout: float = 30.0) -> Any:
