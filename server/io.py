@@ -23,9 +23,11 @@ them at once, else only their write handed to the thread (``PolicyWorker.decide_
 are written).
 
 Several datagrams per wake-up: on the standard selector loop the callback goes on reading the socket until it is
-empty (at most :data:`READ_BATCH` datagrams); uvloop (libuv) reads up to 32 per wake-up on its own. Either way the
-timer is re-armed once per batch (one ``call_soon`` after the loop's I/O callbacks), not after every datagram:
-asking every layer for its next deadline cost 6% of the CPU per call.
+empty (at most :data:`READ_BATCH` datagrams) and then re-arms the timer, in the same pass of the loop; uvloop
+(libuv) reads up to 32 per wake-up on its own, and the timer is re-armed once after the loop's I/O callbacks (one
+``call_soon``). Either way once per batch, not after every datagram: asking every layer for its next deadline cost
+6% of the CPU per call. The per-datagram lines (read, feed the node, send) are
+:class:`server.datagram_pump.DatagramPump`'s, compiled in the fast build.
 
 Every SIP message in and out is logged at DEBUG on the ``server.trace`` logger (start line, peer, Call-ID at
 DEBUG; the whole message when ``server.trace.full`` is at DEBUG too).
@@ -147,7 +149,6 @@ class ServerProtocol(asyncio.DatagramProtocol):
                  sock: socket.socket | None = None) -> None:
         self.node = node
         self.loop = loop
-        self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._rearm_soon = False
@@ -172,11 +173,10 @@ class ServerProtocol(asyncio.DatagramProtocol):
     # What the pump holds, as the driver's own attributes (the driver's users and tests set them here).
     @property
     def transport(self) -> asyncio.DatagramTransport | None:
-        return self._transport
+        return cast("asyncio.DatagramTransport | None", self._pump.transport)
 
     @transport.setter
     def transport(self, transport: asyncio.DatagramTransport | None) -> None:
-        self._transport = transport
         self._pump.transport = transport
 
     @property
@@ -240,9 +240,6 @@ class ServerProtocol(asyncio.DatagramProtocol):
         # the selector calls again), so the queries go over and the timer is re-armed now. Through call_soon it
         # took another pass of the loop per wake-up: a zero-timeout epoll_wait and a callback.
         self._rearm_batch()
-
-    def _one_datagram(self, data: bytes, addr: Any) -> None:
-        self._pump.datagram(data, addr)
 
     def _rearm_batch(self) -> None:
         self._rearm_soon = False

@@ -469,7 +469,7 @@ def test_only_options_read_the_kernel_receive_time(data: bytes, timed: bool,
     async def main() -> None:
         protocol = io.ServerProtocol(_Plain(), asyncio.get_running_loop())  # type: ignore[arg-type]  # stand-in
         protocol._stamp_fd = 99
-        protocol._one_datagram(data, ("127.0.0.1", 5070))
+        protocol._pump.datagram(data, ("127.0.0.1", 5070))
 
     asyncio.run(main())
     assert asked == ([99] if timed else [])
