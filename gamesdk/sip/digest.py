@@ -208,6 +208,18 @@ _TOKEN_VALUES: Final[set[str]] = set()
 _TOKEN_VALUES_MAX: Final = 1024
 
 
+def _nonce_count(count: str) -> int | None:
+    """The value of a nonce count, or None when it is not exactly 8 hex digits (RFC 7616 3.4; the ASCII ones: told
+    by a strip, native compiled, where a regex's fullmatch is a call through the interpreter). The usual texts by
+    a lookup."""
+    nc = _NC_VALUES.get(count)
+    if nc is None:
+        if len(count) != 8 or count.strip(_HEX_DIGITS):
+            return None
+        nc = int(count, 16)
+    return nc
+
+
 def _usual_credentials(value: str) -> Credentials | None:
     """:meth:`Credentials.parse_untrusted` of credentials as clients write them: ``Digest `` and params of known
     names (lowercase, each once) separated by "," (SIPp) or ", " (the SDK, most phones), values quoted without a
@@ -290,13 +302,9 @@ def _usual_credentials(value: str) -> Credentials | None:
     if (username is None or realm is None or nonce is None or uri is None or response is None or qop is None
             or cnonce is None or count is None):
         return None
-    nc = _NC_VALUES.get(count)
+    nc = _nonce_count(count)
     if nc is None:
-        # RFC 7616 3.4: nc is exactly 8 hex digits (the ASCII ones: told by a strip, native compiled, where a
-        # regex's fullmatch is a call through the interpreter)
-        if len(count) != 8 or count.strip(_HEX_DIGITS):
-            return None
-        nc = int(count, 16)
+        return None
     return Credentials(username=username, realm=realm, nonce=nonce, uri=uri, response=response.lower(),
                        algorithm="MD5" if algorithm is None else algorithm.upper(), qop=qop.lower(), cnonce=cnonce,
                        nc=nc, opaque=opaque)
@@ -465,11 +473,11 @@ def _general_credentials(value: str) -> Credentials:
         qop = qop.lower()
         if "cnonce" not in p or "nc" not in p:
             raise RemoteProtocolError("digest credentials with qop lack cnonce or nc", 400)
-        # RFC 7616 3.4: nc is exactly 8 hex digits (the ASCII ones)
         count = p["nc"]
-        if len(count) != 8 or count.strip(_HEX_DIGITS):
+        read = _nonce_count(count)
+        if read is None:
             raise RemoteProtocolError(f"malformed nonce count {count!r}", 400)
-        nc = int(count, 16)
+        nc = read
     return Credentials(
         username=p["username"],
         realm=p["realm"],
